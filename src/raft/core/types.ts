@@ -1,0 +1,214 @@
+/**
+ * The public shape of the pure Raft core. The core owns no socket, file, timer or clock:
+ * the runtime feeds it ticks (with a wall-clock reading), messages and proposals, and
+ * drains `ready()` — what to persist, what to send after persisting, what to apply —
+ * then calls `advance()`. Given the same seed and inputs it does the same thing.
+ *
+ * Indexes and terms are plain numbers (safe integers: 2^53 entries is beyond any log).
+ */
+
+export type NodeId = string;
+
+export const EntryKind = { Normal: 0, ConfChange: 1, Noop: 2 } as const;
+export type EntryKind = (typeof EntryKind)[keyof typeof EntryKind];
+
+export interface Entry {
+  term: number;
+  index: number;
+  kind: EntryKind;
+  /** Leader-stamped wall-clock ms; never decreases along the log, across leader changes too. */
+  timeMs: number;
+  /** Application command (Normal), an encoded ConfChange (ConfChange), empty (Noop). */
+  data: Uint8Array;
+}
+
+/** What must survive a crash besides the log: persisted atomically, before sending. */
+export interface HardState {
+  term: number;
+  vote: NodeId | null;
+  commit: number;
+}
+
+export interface ConfState {
+  voters: NodeId[];
+  learners: NodeId[];
+}
+
+export interface SnapshotMeta {
+  index: number;
+  term: number;
+  /** The log timestamp of the entry at `index`, so stamping stays monotonic after restore. */
+  timeMs: number;
+  conf: ConfState;
+}
+
+export interface Snapshot {
+  meta: SnapshotMeta;
+  /** The state machine's bytes; the runtime chunks them on the wire. */
+  data: Uint8Array;
+}
+
+/** Single-server membership changes, one at a time (see the core's README section). */
+export type ConfChange =
+  | { type: "addLearner"; node: NodeId }
+  | { type: "addVoter"; node: NodeId }
+  | { type: "removeNode"; node: NodeId };
+
+export const MessageType = {
+  Vote: 1,
+  VoteResp: 2,
+  PreVote: 3,
+  PreVoteResp: 4,
+  Append: 5,
+  AppendResp: 6,
+  Heartbeat: 7,
+  HeartbeatResp: 8,
+  Snapshot: 9,
+  TimeoutNow: 10,
+  ReadIndex: 11,
+  ReadIndexResp: 12,
+} as const;
+export type MessageType = (typeof MessageType)[keyof typeof MessageType];
+
+export interface Message {
+  type: MessageType;
+  from: NodeId;
+  to: NodeId;
+  term: number;
+  /** Append: term of the entry before `entries`; Vote: candidate's last log term. */
+  logTerm: number;
+  /** Append: index before `entries`; Vote: candidate's last index; AppendResp: match or reject index. */
+  index: number;
+  entries: Entry[];
+  commit: number;
+  reject: boolean;
+  /** AppendResp reject: the follower's hint for fast backtracking (last index it might match). */
+  rejectHint: number;
+  /** AppendResp reject: the term of the follower's entry at `rejectHint`. */
+  rejectHintTerm: number;
+  snapshot?: Snapshot;
+  /** ReadIndex/ReadIndexResp/Heartbeat(Resp): the read request ids this message carries. */
+  context?: string;
+}
+
+export interface ReadState {
+  /** The id the runtime passed to `readIndex`. */
+  requestId: string;
+  /** Serve the read once `appliedIndex >= index`. */
+  index: number;
+}
+
+export type Role = "follower" | "preCandidate" | "candidate" | "leader";
+
+export interface SoftState {
+  leader: NodeId | null;
+  role: Role;
+}
+
+/**
+ * The Ready contract, in this order:
+ * 1. persist `snapshot` (if any), then `entries` (replacing any conflicting suffix),
+ *    then `hardState` (if any) — fsync when `mustSync`;
+ * 2. only then send `messages`;
+ * 3. apply `committedEntries` (and restore `snapshot`) to the state machine in order;
+ * 4. answer `readStates` once applied index reaches theirs;
+ * 5. call `advance()`.
+ */
+export interface Ready {
+  softState?: SoftState;
+  hardState?: HardState;
+  entries: Entry[];
+  snapshot?: Snapshot;
+  committedEntries: Entry[];
+  messages: Message[];
+  readStates: ReadState[];
+  mustSync: boolean;
+}
+
+export type ProposeResult =
+  | { ok: true; index: number; term: number }
+  | { ok: false; reason: "not-leader" | "transferring" | "conf-change-pending" | "overloaded"; leader: NodeId | null };
+
+/** Read-only view of persisted log state that the core reads; the runtime writes it. */
+export interface LogStorage {
+  initialState(): { hardState: HardState; conf: ConfState };
+  /** Entries in [lo, hi), at most `maxBytes` of data (at least one entry). */
+  entries(lo: number, hi: number, maxBytes: number): Entry[];
+  /** Term of entry `index`; valid for snapshot index too. Throws RangeError if compacted/unavailable. */
+  term(index: number): number;
+  firstIndex(): number;
+  lastIndex(): number;
+  snapshot(): Snapshot;
+}
+
+/** Deterministic randomness: returns a float in [0, 1). Inject a seeded generator. */
+export type RandomSource = () => number;
+
+export interface RaftLogger {
+  debug(message: string): void;
+  info(message: string): void;
+  warn(message: string): void;
+}
+
+export interface RaftConfig {
+  id: NodeId;
+  storage: LogStorage;
+  random: RandomSource;
+  /** A follower campaigns after a random timeout in [electionTicks, 2*electionTicks). */
+  electionTicks: number;
+  heartbeatTicks: number;
+  /** The last applied index on restart (the snapshot's, or what the state machine has). */
+  applied?: number;
+  preVote?: boolean; // default true
+  checkQuorum?: boolean; // default true
+  /** "safe" = ReadIndex with a heartbeat round; "lease" relies on bounded clock drift. */
+  readOnly?: "safe" | "lease"; // default "safe"
+  maxSizePerMsgBytes?: number;
+  maxInflightMsgs?: number;
+  maxInflightBytes?: number;
+  maxUncommittedBytes?: number;
+  logger?: RaftLogger;
+}
+
+export interface ProgressStatus {
+  match: number;
+  next: number;
+  state: "probe" | "replicate" | "snapshot";
+  learner: boolean;
+  recentActive: boolean;
+}
+
+export interface RaftStatus {
+  id: NodeId;
+  term: number;
+  vote: NodeId | null;
+  commit: number;
+  applied: number;
+  lastIndex: number;
+  leader: NodeId | null;
+  role: Role;
+  conf: ConfState;
+  /** Leader only: per-member replication progress. */
+  progress: Record<NodeId, ProgressStatus>;
+}
+
+/** What the core offers the runtime (implemented by `RaftNode`). */
+export interface RaftNodeApi {
+  /** One logical tick; `wallMs` is the runtime's clock reading, used only to stamp entries. */
+  tick(wallMs: number): void;
+  step(message: Message): void;
+  propose(data: Uint8Array): ProposeResult;
+  proposeConfChange(change: ConfChange): ProposeResult;
+  /** Call when applying a committed ConfChange entry; returns the new configuration. */
+  applyConfChange(change: ConfChange): ConfState;
+  /** Linearizable read barrier; yields a ReadState with `requestId` later, or nothing (runtime times out). */
+  readIndex(requestId: string): void;
+  campaign(): void;
+  transferLeadership(to: NodeId): void;
+  reportUnreachable(node: NodeId): void;
+  reportSnapshot(node: NodeId, ok: boolean): void;
+  hasReady(): boolean;
+  ready(): Ready;
+  advance(): void;
+  status(): RaftStatus;
+}

@@ -1,0 +1,57 @@
+import type { DbInfo } from "../db/kvdb.ts";
+
+/** Values are bytes; strings are accepted and stored as UTF-8. */
+export type ValueInput = Uint8Array | string;
+
+export interface StoreInfo extends DbInfo {
+  /** "lstore", "dstore", "rpc" — which implementation answered. */
+  kind: string;
+}
+
+/** The result of a conditional insert used for locks: the revision is a fencing token. */
+export interface ClaimResult {
+  written: boolean;
+  /**
+   * When written: a number that strictly increases across successful writes of this store
+   * (lstore: a per-store counter; dstore: the Raft index of the entry). 0n otherwise.
+   */
+  revision: bigint;
+}
+
+/**
+ * IStore: the async store every layer speaks (lstore, dstore, the RPC client).
+ * Times are milliseconds relative to now; 0 means never. See KVDB for the semantics.
+ */
+export interface IStore {
+  set(key: string, value: ValueInput): Promise<void>;
+  setE(key: string, value: ValueInput, expireInMs: number, deleteInMs: number): Promise<void>;
+  /** Writes only if absent; reports whether it wrote. */
+  setEIfUnset(key: string, value: ValueInput, expireInMs: number, deleteInMs: number): Promise<boolean>;
+  expire(key: string): Promise<void>;
+  delete(key: string): Promise<void>;
+  get(key: string): Promise<Uint8Array | undefined>;
+  has(key: string): Promise<boolean>;
+  info(): Promise<StoreInfo>;
+
+  // Atomic primitives for the lock manager (each one store operation).
+  /** setEIfUnset that also returns the revision of the write (the fencing token). */
+  claim(key: string, value: ValueInput, expireInMs: number, deleteInMs: number): Promise<ClaimResult>;
+  /** Compare-and-delete; false only when the key holds a live, different value. */
+  deleteIfEquals(key: string, expected: ValueInput): Promise<boolean>;
+  /** Compare-and-renew: new deadlines only when the live value equals `expected`. */
+  renewIfEquals(key: string, expected: ValueInput, expireInMs: number, deleteInMs: number): Promise<boolean>;
+
+  close(): Promise<void>;
+}
+
+export interface StoreLimits {
+  /** Largest key in UTF-8 bytes. */
+  maxKeyBytes: number;
+  /** Largest value in bytes. */
+  maxValueBytes: number;
+}
+
+export const defaultStoreLimits: StoreLimits = {
+  maxKeyBytes: 64 * 1024,
+  maxValueBytes: 16 * 1024 * 1024,
+};
