@@ -1,0 +1,428 @@
+import { DkvError } from "../../errors.ts";
+import type { ByteSink, DbInfo, KVDB } from "../kvdb.ts";
+import { DeadlineHeap } from "./deadline-heap.ts";
+import { shardHash } from "./shard-hash.ts";
+import { corrupt, SnapshotDecoder, SnapshotEncoder } from "./snapshot-codec.ts";
+import { isDeleted, isExpired, NEVER, TimedEntry } from "./timed-entry.ts";
+
+/** A key without deadlines is stored as its bare value; only keys with deadlines cost an object. */
+type Slot = Uint8Array | TimedEntry;
+
+/**
+ * One shard of the keyspace. Why shard at all: a single JS Map holding every key makes
+ * each rehash on growth a pause proportional to the whole data set and caps the key
+ * count at one Map's limit; shards bound both. They also bound the copy-on-write work a
+ * write does while a snapshot is being streamed (see `save`).
+ */
+class Shard {
+  map: Map<string, Slot> = new Map();
+  /**
+   * While a save still has to stream this shard, the map it iterates. A write first
+   * makes `map` a private copy of it (once per save), so the saver sees the shard as it
+   * was when the save started, and entries shared with that copy are replaced, never
+   * changed in place.
+   */
+  saveView: Map<string, Slot> | null = null;
+}
+
+export interface MapleOptions {
+  /** Number of internal map shards: a power of two from 1 to 4096. Default 64. */
+  shards?: number;
+}
+
+const DEFAULT_SHARDS = 64;
+const MAX_SHARDS = 4096;
+/** Save and load give the event loop a turn after this many bytes. */
+const YIELD_EVERY_BYTES = 1024 * 1024;
+
+/**
+ * Maple: the in-memory engine behind every store. Keys are the real strings (no hash as
+ * identity); values are bytes. It never reads a clock: every call takes `nowMs`, so the
+ * same commands at the same times give the same state on every replica.
+ *
+ * Ownership: the engine keeps the `Uint8Array` it is given and `get` returns the stored
+ * array, both without copying. Callers must not modify a value after `set`, nor a value
+ * returned by `get`; copy first when the bytes live in a reused buffer (e.g. a socket
+ * read buffer).
+ *
+ * Reads never change state: a key past its deadline is hidden by `get`/`has` and
+ * removed by `purgeExpired` or by the next write to it.
+ */
+export class MapleDB implements KVDB {
+  private shards: Shard[];
+  private readonly mask: number;
+  private heap = new DeadlineHeap();
+  /** TimedEntry objects in the maps (keys with at least one deadline). */
+  private timedCount = 0;
+  private approxBytes = 0;
+  private saving = false;
+
+  constructor(options: MapleOptions = {}) {
+    const count = options.shards ?? DEFAULT_SHARDS;
+    if (!Number.isInteger(count) || count < 1 || count > MAX_SHARDS || (count & (count - 1)) !== 0) {
+      throw new DkvError(
+        "BAD_REQUEST",
+        `shards must be a power of two from 1 to ${MAX_SHARDS}, got ${count}; try ${DEFAULT_SHARDS}`,
+      );
+    }
+    this.mask = count - 1;
+    this.shards = newShards(count);
+  }
+
+  get(key: string, nowMs: number): Uint8Array | undefined {
+    const slot = this.shards[shardHash(key) & this.mask]!.map.get(key);
+    if (slot === undefined) return undefined;
+    if (slot instanceof TimedEntry) return isExpired(slot, nowMs) ? undefined : slot.value;
+    return slot;
+  }
+
+  has(key: string, nowMs: number): boolean {
+    const slot = this.shards[shardHash(key) & this.mask]!.map.get(key);
+    if (slot === undefined) return false;
+    return !(slot instanceof TimedEntry) || !isDeleted(slot, nowMs);
+  }
+
+  set(key: string, value: Uint8Array, _nowMs: number): void {
+    const shard = this.shards[shardHash(key) & this.mask]!;
+    if (shard.saveView !== null) detachForSave(shard);
+    const old = shard.map.get(key);
+    if (old === undefined) {
+      this.approxBytes += key.length + value.byteLength;
+    } else if (old instanceof TimedEntry) {
+      this.approxBytes += value.byteLength - old.value.byteLength;
+      this.forgetTimed(old);
+    } else {
+      this.approxBytes += value.byteLength - old.byteLength;
+    }
+    shard.map.set(key, value);
+  }
+
+  setE(key: string, value: Uint8Array, expireInMs: number, deleteInMs: number, nowMs: number): void {
+    checkDurations(expireInMs, deleteInMs);
+    if (expireInMs === 0 && deleteInMs === 0) {
+      this.set(key, value, nowMs);
+      return;
+    }
+    const shard = this.shards[shardHash(key) & this.mask]!;
+    if (shard.saveView !== null) detachForSave(shard);
+    this.writeTimed(shard, key, value, deadline(nowMs, expireInMs), deadline(nowMs, deleteInMs));
+  }
+
+  setEIfUnset(
+    key: string,
+    value: Uint8Array,
+    expireInMs: number,
+    deleteInMs: number,
+    nowMs: number,
+  ): boolean {
+    checkDurations(expireInMs, deleteInMs);
+    const shard = this.shards[shardHash(key) & this.mask]!;
+    const old = shard.map.get(key);
+    // Past its delete deadline a key is absent even if not purged yet; expired is not.
+    if (old !== undefined && !(old instanceof TimedEntry && isDeleted(old, nowMs))) return false;
+    if (shard.saveView !== null) detachForSave(shard);
+    if (expireInMs === 0 && deleteInMs === 0) {
+      this.set(key, value, nowMs);
+    } else {
+      this.writeTimed(shard, key, value, deadline(nowMs, expireInMs), deadline(nowMs, deleteInMs));
+    }
+    return true;
+  }
+
+  expire(key: string, nowMs: number): void {
+    const shard = this.shards[shardHash(key) & this.mask]!;
+    const slot = shard.map.get(key);
+    if (slot === undefined) return;
+    if (slot instanceof TimedEntry) {
+      if (isExpired(slot, nowMs)) {
+        // Already hidden from get; a key past its delete deadline is gone, so drop it now.
+        if (isDeleted(slot, nowMs)) this.remove(shard, key, slot);
+        return;
+      }
+      if (shard.saveView !== null) detachForSave(shard);
+      this.writeTimed(shard, key, slot.value, nowMs, slot.deleteAtMs);
+      return;
+    }
+    if (shard.saveView !== null) detachForSave(shard);
+    this.writeTimed(shard, key, slot, nowMs, NEVER);
+  }
+
+  delete(key: string, _nowMs: number): void {
+    const shard = this.shards[shardHash(key) & this.mask]!;
+    const slot = shard.map.get(key);
+    if (slot === undefined) return;
+    this.remove(shard, key, slot);
+  }
+
+  deleteIfEquals(key: string, expected: Uint8Array, nowMs: number): boolean {
+    const shard = this.shards[shardHash(key) & this.mask]!;
+    const slot = shard.map.get(key);
+    const live = liveValue(slot, nowMs);
+    if (live === undefined) return true;
+    if (!bytesEqual(live, expected)) return false;
+    this.remove(shard, key, slot!);
+    return true;
+  }
+
+  renewIfEquals(
+    key: string,
+    expected: Uint8Array,
+    expireInMs: number,
+    deleteInMs: number,
+    nowMs: number,
+  ): boolean {
+    checkDurations(expireInMs, deleteInMs);
+    const shard = this.shards[shardHash(key) & this.mask]!;
+    const live = liveValue(shard.map.get(key), nowMs);
+    if (live === undefined || !bytesEqual(live, expected)) return false;
+    if (expireInMs === 0 && deleteInMs === 0) {
+      this.set(key, live, nowMs);
+      return true;
+    }
+    if (shard.saveView !== null) detachForSave(shard);
+    this.writeTimed(shard, key, live, deadline(nowMs, expireInMs), deadline(nowMs, deleteInMs));
+    return true;
+  }
+
+  purgeExpired(nowMs: number, maxEntries: number): number {
+    let removed = 0;
+    while (removed < maxEntries) {
+      const due = this.heap.peek();
+      if (due === undefined || due.deleteAtMs > nowMs) break;
+      const shard = this.shards[shardHash(due.key) & this.mask]!;
+      if (shard.map.get(due.key) !== due) {
+        throw new DkvError(
+          "INTERNAL",
+          `deadline index out of step with the map for key ${JSON.stringify(due.key)}`,
+        );
+      }
+      this.remove(shard, due.key, due);
+      removed++;
+    }
+    return removed;
+  }
+
+  info(nowMs: number): DbInfo {
+    let present = 0;
+    for (const shard of this.shards) present += shard.map.size;
+    const due = this.heap.countDue(nowMs);
+    return {
+      keys: present - due,
+      keysWithDeadline: this.timedCount - due,
+      approxBytes: this.approxBytes,
+      shards: this.shards.length,
+    };
+  }
+
+  /** Keys in the deadline index (those with a delete deadline); for monitoring and tests. */
+  get deadlineIndexSize(): number {
+    return this.heap.size;
+  }
+
+  /**
+   * Streams a snapshot of the state at the moment of the call: writes made while it
+   * streams are not in it (copy-on-write per shard, see Shard.saveView). Keys past their
+   * delete deadline at `nowMs` are left out. One save at a time per database.
+   */
+  save(sink: ByteSink, nowMs: number): Promise<void> {
+    if (this.saving) {
+      return Promise.reject(
+        new DkvError(
+          "BAD_REQUEST",
+          "a snapshot save is already running on this database; wait for it to finish before starting another",
+        ),
+      );
+    }
+    this.saving = true;
+    // Captured now, before any await, so the snapshot is of this instant.
+    const shards = this.shards;
+    for (const shard of shards) shard.saveView = shard.map;
+    return streamSnapshot(shards, sink, nowMs).finally(() => {
+      for (const shard of shards) shard.saveView = null;
+      this.saving = false;
+    });
+  }
+
+  /**
+   * Parses the whole snapshot into a fresh keyspace and swaps it in only once the
+   * trailer and checksum verify, so a bad snapshot throws DkvError("CORRUPT") and
+   * leaves the current contents as they were.
+   */
+  async load(source: AsyncIterable<Uint8Array>): Promise<void> {
+    const shards = newShards(this.shards.length);
+    const heap = new DeadlineHeap();
+    const mask = this.mask;
+    let timedCount = 0;
+    let approxBytes = 0;
+    const decoder = new SnapshotDecoder((key, value, expireAtMs, deleteAtMs) => {
+      const map = shards[shardHash(key) & mask]!.map;
+      if (map.has(key)) {
+        throw corrupt(`key ${JSON.stringify(key.slice(0, 64))} appears twice`, decoder.currentRecordOffset);
+      }
+      approxBytes += key.length + value.byteLength;
+      if (expireAtMs === NEVER && deleteAtMs === NEVER) {
+        map.set(key, value);
+        return;
+      }
+      const entry = new TimedEntry(key, value, expireAtMs, deleteAtMs);
+      if (deleteAtMs !== NEVER) heap.push(entry);
+      timedCount++;
+      map.set(key, entry);
+    });
+    let bytesSinceYield = 0;
+    for await (const chunk of source) {
+      decoder.push(chunk);
+      bytesSinceYield += chunk.byteLength;
+      if (bytesSinceYield >= YIELD_EVERY_BYTES) {
+        bytesSinceYield = 0;
+        await yieldToEventLoop();
+      }
+    }
+    decoder.end();
+    this.shards = shards;
+    this.heap = heap;
+    this.timedCount = timedCount;
+    this.approxBytes = approxBytes;
+  }
+
+  /**
+   * Stores `value` with deadlines (at least one finite) over whatever `key` holds.
+   * The caller has already detached the shard from a running save.
+   */
+  private writeTimed(
+    shard: Shard,
+    key: string,
+    value: Uint8Array,
+    expireAtMs: number,
+    deleteAtMs: number,
+  ): void {
+    const old = shard.map.get(key);
+    if (old instanceof TimedEntry) {
+      this.approxBytes += value.byteLength - old.value.byteLength;
+      if (shard.saveView === null) {
+        // No save can see this object: change it in place, no allocation.
+        old.value = value;
+        old.expireAtMs = expireAtMs;
+        old.deleteAtMs = deleteAtMs;
+        if (old.heapIndex >= 0) {
+          if (deleteAtMs !== NEVER) this.heap.update(old);
+          else this.heap.remove(old);
+        } else if (deleteAtMs !== NEVER) {
+          this.heap.push(old);
+        }
+        return;
+      }
+      const next = new TimedEntry(key, value, expireAtMs, deleteAtMs);
+      if (old.heapIndex >= 0) {
+        if (deleteAtMs !== NEVER) this.heap.replace(old, next);
+        else this.heap.remove(old);
+      } else if (deleteAtMs !== NEVER) {
+        this.heap.push(next);
+      }
+      shard.map.set(key, next);
+      return;
+    }
+    this.approxBytes += old === undefined ? key.length + value.byteLength : value.byteLength - old.byteLength;
+    const entry = new TimedEntry(key, value, expireAtMs, deleteAtMs);
+    if (deleteAtMs !== NEVER) this.heap.push(entry);
+    this.timedCount++;
+    shard.map.set(key, entry);
+  }
+
+  private remove(shard: Shard, key: string, slot: Slot): void {
+    if (shard.saveView !== null) detachForSave(shard);
+    if (slot instanceof TimedEntry) {
+      this.approxBytes -= key.length + slot.value.byteLength;
+      this.forgetTimed(slot);
+    } else {
+      this.approxBytes -= key.length + slot.byteLength;
+    }
+    shard.map.delete(key);
+  }
+
+  private forgetTimed(entry: TimedEntry): void {
+    if (entry.heapIndex >= 0) this.heap.remove(entry);
+    this.timedCount--;
+  }
+}
+
+/** Streams shards whose `saveView` was set at the instant the save was requested. */
+async function streamSnapshot(shards: Shard[], sink: ByteSink, nowMs: number): Promise<void> {
+  const encoder = new SnapshotEncoder();
+  let bytesSinceYield = 0;
+  for (const shard of shards) {
+    const view = shard.saveView!;
+    for (const [key, slot] of view) {
+      if (slot instanceof TimedEntry) {
+        if (isDeleted(slot, nowMs)) continue;
+        encoder.add(key, slot.value, slot.expireAtMs, slot.deleteAtMs);
+      } else {
+        encoder.add(key, slot, NEVER, NEVER);
+      }
+      if (!encoder.hasReady) continue;
+      bytesSinceYield += await writeAll(sink, encoder.takeReady());
+      if (bytesSinceYield >= YIELD_EVERY_BYTES) {
+        bytesSinceYield = 0;
+        await yieldToEventLoop();
+      }
+    }
+    // This shard is streamed: writes may change its entries in place again.
+    shard.saveView = null;
+  }
+  await writeAll(sink, encoder.finish());
+}
+
+function newShards(count: number): Shard[] {
+  return Array.from({ length: count }, () => new Shard());
+}
+
+/** Gives a writer its own copy of a shard that a running save still has to stream. */
+function detachForSave(shard: Shard): void {
+  if (shard.map === shard.saveView) shard.map = new Map(shard.map);
+}
+
+function deadline(nowMs: number, inMs: number): number {
+  return inMs === 0 ? NEVER : nowMs + inMs;
+}
+
+function checkDurations(expireInMs: number, deleteInMs: number): void {
+  if (!(expireInMs >= 0 && Number.isFinite(expireInMs))) {
+    throw new DkvError(
+      "BAD_REQUEST",
+      `expireIn must be a finite number of ms >= 0 (0 = never), got ${expireInMs}`,
+    );
+  }
+  if (!(deleteInMs >= 0 && Number.isFinite(deleteInMs))) {
+    throw new DkvError(
+      "BAD_REQUEST",
+      `deleteIn must be a finite number of ms >= 0 (0 = never), got ${deleteInMs}`,
+    );
+  }
+}
+
+/** The value `get` would return: undefined when missing or expired. */
+function liveValue(slot: Slot | undefined, nowMs: number): Uint8Array | undefined {
+  if (slot === undefined) return undefined;
+  if (slot instanceof TimedEntry) return isExpired(slot, nowMs) ? undefined : slot.value;
+  return slot;
+}
+
+function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.byteLength !== b.byteLength) return false;
+  for (let i = 0; i < a.byteLength; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+async function writeAll(sink: ByteSink, pieces: Uint8Array[]): Promise<number> {
+  let bytes = 0;
+  for (const piece of pieces) {
+    const pending = sink.write(piece);
+    if (pending !== undefined) await pending;
+    bytes += piece.byteLength;
+  }
+  return bytes;
+}
+
+function yieldToEventLoop(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}

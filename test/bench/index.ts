@@ -1,0 +1,17 @@
+/**
+ * Runs every benchmark in turn: `bun run bench`. Each module exports
+ * `run(): Promise<void>` and also runs alone with `bun test/bench/<name>.ts`.
+ * To add one, append it to the list.
+ */
+const benchmarks: { name: string; load: () => Promise<{ run: () => Promise<void> }> }[] = [
+  { name: "engine", load: () => import("./engine.ts") },
+  { name: "raft-core", load: () => import("./raft-core.ts") },
+];
+
+for (const bench of benchmarks) {
+  console.log(`\n== ${bench.name} ==`);
+  const module = await bench.load();
+  await module.run();
+}
+
+export {};

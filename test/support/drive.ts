@@ -1,0 +1,55 @@
+import type { ManualClock } from "../../src/clock.ts";
+
+const FLUSH_TURNS = 20;
+
+/** Lets pending callbacks, I/O and timers-at-zero run once; no time passes on any clock. */
+export function flushIo(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
+
+export interface Settled<T> {
+  value: T;
+  /** Clock time advanced (ms) before the promise settled. */
+  advancedMs: number;
+}
+
+/**
+ * Advances `clock` in `stepMs` steps until `promise` settles, yielding to the event loop
+ * between steps so the code under test (possibly across a socket) can react. Fails after
+ * `maxSteps` steps instead of hanging.
+ */
+export async function settleWithClock<T>(
+  promise: Promise<T>,
+  clock: ManualClock,
+  stepMs: number,
+  maxSteps: number,
+): Promise<Settled<T>> {
+  let outcome: { ok: true; value: T } | { ok: false; error: unknown } | undefined;
+  promise.then(
+    (value) => {
+      outcome = { ok: true, value };
+    },
+    (error: unknown) => {
+      outcome = { ok: false, error };
+    },
+  );
+  let advancedMs = 0;
+  for (let step = 0; step <= maxSteps; step++) {
+    // Enough event-loop turns for a loopback round trip when the store is behind a socket.
+    for (let turn = 0; turn < FLUSH_TURNS && outcome === undefined; turn++) await flushIo();
+    if (outcome !== undefined) {
+      if (!outcome.ok) throw outcome.error;
+      return { value: outcome.value, advancedMs };
+    }
+    if (step === maxSteps) break;
+    await clock.advance(stepMs);
+    advancedMs += stepMs;
+  }
+  throw new Error(`the promise did not settle after ${maxSteps} steps of ${stepMs} ms of clock time`);
+}
+
+/** Advances the clock by `ms` and lets the code under test react, without settling anything. */
+export async function advanceAndFlush(clock: ManualClock, ms: number): Promise<void> {
+  await clock.advance(ms);
+  for (let turn = 0; turn < FLUSH_TURNS; turn++) await flushIo();
+}
