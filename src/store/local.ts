@@ -1,0 +1,190 @@
+import { type Clock, systemClock } from "../clock.ts";
+import type { KVDB } from "../db/kvdb.ts";
+import { MapleDB } from "../db/maple/index.ts";
+import { DkvError } from "../errors.ts";
+import { PurgeLoop } from "./purge-loop.ts";
+import {
+  type ClaimResult,
+  defaultStoreLimits,
+  type IStore,
+  type StoreInfo,
+  type StoreLimits,
+  type ValueInput,
+} from "./types.ts";
+import { checkDuration, checkKey, toValueBytes } from "./validate.ts";
+
+export interface LocalStoreOptions {
+  /** The engine; a fresh MapleDB by default. */
+  db?: KVDB;
+  /** Wall clock by default; tests inject a ManualClock. */
+  clock?: Clock;
+  limits?: Partial<StoreLimits>;
+  /** How often expired entries are purged in the background; 0 turns the purge off. Default 250 ms. */
+  purgeIntervalMs?: number;
+  /** Most entries one purge slice may remove, so a slice stays well under a millisecond. Default 4096. */
+  purgeSliceEntries?: number;
+}
+
+const DEFAULT_PURGE_INTERVAL_MS = 250;
+const DEFAULT_PURGE_SLICE_ENTRIES = 4096;
+const REVISIONS_PER_MS = 1_000_000n;
+
+/**
+ * lstore: an IStore over one in-process KVDB and the wall clock. Every operation is one
+ * synchronous engine call, so each is atomic with respect to the others; the async
+ * surface matches the replicated store and the RPC client so callers can swap them.
+ */
+export class LocalStore implements IStore {
+  readonly limits: StoreLimits;
+  /** Maple keeps the arrays it is given and returns them uncopied, so this store copies at its edge. */
+  private readonly db: KVDB;
+  private readonly clock: Clock;
+  private readonly purge: PurgeLoop | undefined;
+  private readonly purgeSliceEntries: number;
+  /** Bumped on every successful write; a claim's revision is the fencing token. */
+  private revision: bigint;
+  private closed = false;
+
+  constructor(options: LocalStoreOptions = {}) {
+    this.db = options.db ?? new MapleDB();
+    this.clock = options.clock ?? systemClock;
+    // Seeded from the clock so tokens keep growing across a restart of this in-memory store:
+    // a resource that saw a token before the restart must not reject every later holder.
+    // Room for a million writes per millisecond; fits in a signed 64-bit integer until 2262.
+    this.revision = BigInt(Math.floor(this.clock.now())) * REVISIONS_PER_MS;
+    this.limits = { ...defaultStoreLimits, ...options.limits };
+    for (const [name, limit] of Object.entries(this.limits)) {
+      if (!Number.isSafeInteger(limit) || limit <= 0) {
+        throw new DkvError(
+          "BAD_REQUEST",
+          `limits.${name} must be a positive whole number of bytes; got ${limit}.`,
+        );
+      }
+    }
+    const intervalMs = options.purgeIntervalMs ?? DEFAULT_PURGE_INTERVAL_MS;
+    this.purgeSliceEntries = options.purgeSliceEntries ?? DEFAULT_PURGE_SLICE_ENTRIES;
+    checkDuration("purgeIntervalMs", intervalMs);
+    if (!Number.isSafeInteger(this.purgeSliceEntries) || this.purgeSliceEntries <= 0) {
+      throw new DkvError(
+        "BAD_REQUEST",
+        `purgeSliceEntries must be a positive whole number; got ${this.purgeSliceEntries}.`,
+      );
+    }
+    if (intervalMs > 0) {
+      this.purge = new PurgeLoop(this.clock, intervalMs, () => this.purgeSlice() >= this.purgeSliceEntries);
+      this.purge.start();
+    }
+  }
+
+  async set(key: string, value: ValueInput): Promise<void> {
+    this.checkOpen();
+    checkKey(key, this.limits);
+    const bytes = toValueBytes(value, this.limits);
+    this.db.set(key, bytes, this.clock.now());
+    this.revision++;
+  }
+
+  async setE(key: string, value: ValueInput, expireInMs: number, deleteInMs: number): Promise<void> {
+    this.checkOpen();
+    checkKey(key, this.limits);
+    checkDuration("expireInMs", expireInMs);
+    checkDuration("deleteInMs", deleteInMs);
+    const bytes = toValueBytes(value, this.limits);
+    this.db.setE(key, bytes, expireInMs, deleteInMs, this.clock.now());
+    this.revision++;
+  }
+
+  async setEIfUnset(
+    key: string,
+    value: ValueInput,
+    expireInMs: number,
+    deleteInMs: number,
+  ): Promise<boolean> {
+    return (await this.claim(key, value, expireInMs, deleteInMs)).written;
+  }
+
+  async claim(key: string, value: ValueInput, expireInMs: number, deleteInMs: number): Promise<ClaimResult> {
+    this.checkOpen();
+    checkKey(key, this.limits);
+    checkDuration("expireInMs", expireInMs);
+    checkDuration("deleteInMs", deleteInMs);
+    const bytes = toValueBytes(value, this.limits);
+    if (!this.db.setEIfUnset(key, bytes, expireInMs, deleteInMs, this.clock.now())) {
+      return { written: false, revision: 0n };
+    }
+    this.revision++;
+    return { written: true, revision: this.revision };
+  }
+
+  async expire(key: string): Promise<void> {
+    this.checkOpen();
+    checkKey(key, this.limits);
+    this.db.expire(key, this.clock.now());
+    this.revision++;
+  }
+
+  async delete(key: string): Promise<void> {
+    this.checkOpen();
+    checkKey(key, this.limits);
+    this.db.delete(key, this.clock.now());
+    this.revision++;
+  }
+
+  async get(key: string): Promise<Uint8Array | undefined> {
+    this.checkOpen();
+    checkKey(key, this.limits);
+    // A copy: the caller may mutate what it gets without corrupting the stored value.
+    return this.db.get(key, this.clock.now())?.slice();
+  }
+
+  async has(key: string): Promise<boolean> {
+    this.checkOpen();
+    checkKey(key, this.limits);
+    return this.db.has(key, this.clock.now());
+  }
+
+  async deleteIfEquals(key: string, expected: ValueInput): Promise<boolean> {
+    this.checkOpen();
+    checkKey(key, this.limits);
+    const bytes = toValueBytes(expected, this.limits);
+    const result = this.db.deleteIfEquals(key, bytes, this.clock.now());
+    this.revision++;
+    return result;
+  }
+
+  async renewIfEquals(
+    key: string,
+    expected: ValueInput,
+    expireInMs: number,
+    deleteInMs: number,
+  ): Promise<boolean> {
+    this.checkOpen();
+    checkKey(key, this.limits);
+    checkDuration("expireInMs", expireInMs);
+    checkDuration("deleteInMs", deleteInMs);
+    const bytes = toValueBytes(expected, this.limits);
+    const renewed = this.db.renewIfEquals(key, bytes, expireInMs, deleteInMs, this.clock.now());
+    if (renewed) this.revision++;
+    return renewed;
+  }
+
+  async info(): Promise<StoreInfo> {
+    this.checkOpen();
+    return { ...this.db.info(this.clock.now()), kind: "lstore" };
+  }
+
+  /** Stops the background purge; later calls fail with CLOSED. Idempotent. */
+  async close(): Promise<void> {
+    this.closed = true;
+    this.purge?.stop();
+  }
+
+  /** One bounded purge step; returns how many entries it removed. The background loop calls it. */
+  purgeSlice(): number {
+    return this.db.purgeExpired(this.clock.now(), this.purgeSliceEntries);
+  }
+
+  private checkOpen(): void {
+    if (this.closed) throw new DkvError("CLOSED", "This LocalStore is closed; create a new one.");
+  }
+}

@@ -1,0 +1,617 @@
+import { afterEach, beforeEach, describe, expect, test } from "bun:test";
+import fc from "fast-check";
+import type { ManualClock } from "../../src/clock.ts";
+import { defaultStoreLimits, type IStore, type StoreLimits } from "../../src/store/types.ts";
+import { bytes, expectDkvError, text } from "../support/assertions.ts";
+import { applyToStore, ModelStore, propertyParameters, storeOpArb } from "../support/store-ops.ts";
+
+/**
+ * What a store implementation hands the suite. The factory wires `clock` into the store
+ * under test so time-dependent tests advance it instead of sleeping. `limits` are the
+ * size limits the store enforces (defaultStoreLimits when absent); the suite needs room
+ * for a 10 KiB key and a 1 MiB value.
+ */
+export interface StoreHarness {
+  store: IStore;
+  clock: ManualClock;
+  limits?: StoreLimits;
+  close(): Promise<void>;
+}
+
+/** The contract's store semantics, run against every IStore (lstore, dstore, RPC clients). */
+export function runStoreConformance(name: string, factory: () => Promise<StoreHarness>): void {
+  describe(`${name}: store conformance`, () => {
+    let harness: StoreHarness;
+    let store: IStore;
+    let clock: ManualClock;
+    let limits: StoreLimits;
+
+    beforeEach(async () => {
+      harness = await factory();
+      store = harness.store;
+      clock = harness.clock;
+      limits = harness.limits ?? defaultStoreLimits;
+    });
+    afterEach(async () => {
+      await harness.close();
+    });
+
+    /** Moves store time forward by `ms` (relative to the last call's position). */
+    const advance = (ms: number) => clock.advance(ms);
+
+    describe("set, get, has, delete, expire", () => {
+      test("a missing key is not found and not present", async () => {
+        expect(await store.get("missing")).toBeUndefined();
+        expect(await store.has("missing")).toBe(false);
+      });
+
+      test("set stores bytes that get returns and has sees", async () => {
+        await store.set("k", new Uint8Array([1, 2, 3]));
+        expect(await store.get("k")).toEqual(new Uint8Array([1, 2, 3]));
+        expect(await store.has("k")).toBe(true);
+      });
+
+      test("a string value is stored as its UTF-8 bytes", async () => {
+        await store.set("k", "héllo ✓");
+        expect(await store.get("k")).toEqual(bytes("héllo ✓"));
+      });
+
+      test("set overwrites the previous value", async () => {
+        await store.set("k", "one");
+        await store.set("k", "two");
+        expect(text(await store.get("k"))).toBe("two");
+      });
+
+      test("keys are independent, including prefixes of each other", async () => {
+        await store.set("a", "1");
+        await store.set("ab", "2");
+        await store.set("a\u0000", "3");
+        await store.delete("ab");
+        expect(text(await store.get("a"))).toBe("1");
+        expect(await store.get("ab")).toBeUndefined();
+        expect(text(await store.get("a\u0000"))).toBe("3");
+      });
+
+      test("delete removes the key entirely", async () => {
+        await store.set("k", "v");
+        await store.delete("k");
+        expect(await store.get("k")).toBeUndefined();
+        expect(await store.has("k")).toBe(false);
+      });
+
+      test("delete of a missing key is a no-op", async () => {
+        await store.delete("missing");
+        expect(await store.has("missing")).toBe(false);
+      });
+
+      test("expire hides the value from get while has stays true", async () => {
+        await store.set("k", "v");
+        await store.expire("k");
+        expect(await store.get("k")).toBeUndefined();
+        expect(await store.has("k")).toBe(true);
+        await advance(365 * 24 * 3600_000);
+        expect(await store.has("k")).toBe(true);
+      });
+
+      test("expire of a missing key is a no-op and does not create it", async () => {
+        await store.expire("missing");
+        expect(await store.has("missing")).toBe(false);
+        expect(await store.setEIfUnset("missing", "v", 0, 0)).toBe(true);
+      });
+
+      test("expire keeps a pending delete deadline", async () => {
+        await store.setE("k", "v", 0, 1000);
+        await store.expire("k");
+        await advance(999);
+        expect(await store.has("k")).toBe(true);
+        await advance(1);
+        expect(await store.has("k")).toBe(false);
+      });
+
+      test("set after expire makes the value visible again", async () => {
+        await store.set("k", "old");
+        await store.expire("k");
+        await store.set("k", "new");
+        expect(text(await store.get("k"))).toBe("new");
+      });
+
+      test("delete after expire removes the key", async () => {
+        await store.set("k", "v");
+        await store.expire("k");
+        await store.delete("k");
+        expect(await store.has("k")).toBe(false);
+      });
+
+      test("a stored value is a copy: mutating the input or the result changes nothing", async () => {
+        const input = new Uint8Array([1, 2, 3]);
+        await store.set("k", input);
+        input[0] = 99;
+        const first = await store.get("k");
+        expect(first).toEqual(new Uint8Array([1, 2, 3]));
+        first![1] = 99;
+        expect(await store.get("k")).toEqual(new Uint8Array([1, 2, 3]));
+      });
+
+      test("info names the implementation and counts keys", async () => {
+        await store.set("a", "1");
+        await store.set("b", "2");
+        await store.set("c", "3");
+        await store.delete("c");
+        const info = await store.info();
+        expect(info.kind.length).toBeGreaterThan(0);
+        expect(info.keys).toBe(2);
+      });
+    });
+
+    describe("deadlines (setE)", () => {
+      test("expireIn: the value is visible 1 ms before the deadline and gone exactly at it", async () => {
+        await store.setE("k", "v", 1000, 0);
+        await advance(999);
+        expect(text(await store.get("k"))).toBe("v");
+        await advance(1);
+        expect(await store.get("k")).toBeUndefined();
+        expect(await store.has("k")).toBe(true);
+      });
+
+      test("expireIn without deleteIn: the key stays present for good", async () => {
+        await store.setE("k", "v", 10, 0);
+        await advance(10 * 365 * 24 * 3600_000);
+        expect(await store.get("k")).toBeUndefined();
+        expect(await store.has("k")).toBe(true);
+      });
+
+      test("deleteIn: the key is present 1 ms before the deadline and gone exactly at it", async () => {
+        await store.setE("k", "v", 0, 500);
+        await advance(499);
+        expect(await store.has("k")).toBe(true);
+        await advance(1);
+        expect(await store.has("k")).toBe(false);
+      });
+
+      test("deleteIn without expireIn also expires the value then, not before", async () => {
+        await store.setE("k", "v", 0, 500);
+        await advance(499);
+        expect(text(await store.get("k"))).toBe("v");
+        await advance(1);
+        expect(await store.get("k")).toBeUndefined();
+      });
+
+      test("expireIn before deleteIn: expired but present in between, gone after", async () => {
+        await store.setE("k", "v", 100, 300);
+        await advance(100);
+        expect(await store.get("k")).toBeUndefined();
+        expect(await store.has("k")).toBe(true);
+        await advance(199);
+        expect(await store.has("k")).toBe(true);
+        await advance(1);
+        expect(await store.has("k")).toBe(false);
+      });
+
+      test("expireIn after deleteIn: the delete deadline wins", async () => {
+        await store.setE("k", "v", 800, 300);
+        await advance(300);
+        expect(await store.get("k")).toBeUndefined();
+        expect(await store.has("k")).toBe(false);
+      });
+
+      test("both deadlines 0 mean never", async () => {
+        await store.setE("k", "v", 0, 0);
+        await advance(10 * 365 * 24 * 3600_000);
+        expect(text(await store.get("k"))).toBe("v");
+      });
+
+      test("set clears both deadlines", async () => {
+        await store.setE("k", "v", 100, 200);
+        await store.set("k", "w");
+        await advance(1000);
+        expect(text(await store.get("k"))).toBe("w");
+        expect(await store.has("k")).toBe(true);
+      });
+
+      test("setE replaces earlier deadlines, shorter or longer", async () => {
+        await store.setE("short", "v", 0, 100);
+        await store.setE("short", "v", 0, 0);
+        await store.setE("long", "v", 0, 10_000);
+        await store.setE("long", "v", 0, 50);
+        await advance(100);
+        expect(await store.has("short")).toBe(true);
+        expect(await store.has("long")).toBe(false);
+      });
+
+      test("deadlines count from the time of the write", async () => {
+        await advance(5000);
+        await store.setE("k", "v", 0, 100);
+        await advance(99);
+        expect(await store.has("k")).toBe(true);
+        await advance(1);
+        expect(await store.has("k")).toBe(false);
+      });
+
+      test("setE on an expired-but-present key revives it with new deadlines", async () => {
+        await store.setE("k", "old", 10, 0);
+        await advance(10);
+        await store.setE("k", "new", 0, 0);
+        expect(text(await store.get("k"))).toBe("new");
+      });
+
+      test("a deleted key leaves no trace for a new write", async () => {
+        await store.setE("k", "old", 0, 10);
+        await advance(10);
+        await store.set("k", "new");
+        await advance(100);
+        expect(text(await store.get("k"))).toBe("new");
+      });
+
+      test("negative, fractional or non-finite durations are rejected and change nothing", async () => {
+        await store.set("k", "v");
+        for (const [expireIn, deleteIn] of [
+          [-1, 0],
+          [0, -1],
+          [1.5, 0],
+          [Number.NaN, 0],
+          [0, Number.POSITIVE_INFINITY],
+        ] as const) {
+          await expectDkvError(() => store.setE("k", "x", expireIn, deleteIn), "BAD_REQUEST");
+          await expectDkvError(() => store.setEIfUnset("fresh", "x", expireIn, deleteIn), "BAD_REQUEST");
+          await expectDkvError(() => store.renewIfEquals("k", "v", expireIn, deleteIn), "BAD_REQUEST");
+        }
+        await advance(1000);
+        expect(text(await store.get("k"))).toBe("v");
+        expect(await store.has("fresh")).toBe(false);
+      });
+    });
+
+    describe("setEIfUnset", () => {
+      test("writes an absent key and reports true", async () => {
+        expect(await store.setEIfUnset("k", "v", 0, 0)).toBe(true);
+        expect(text(await store.get("k"))).toBe("v");
+      });
+
+      test("does not touch a live key and reports false", async () => {
+        await store.setE("k", "first", 0, 1000);
+        expect(await store.setEIfUnset("k", "second", 0, 0)).toBe(false);
+        expect(text(await store.get("k"))).toBe("first");
+        await advance(1000);
+        expect(await store.has("k")).toBe(false);
+      });
+
+      test("applies its deadlines when it writes", async () => {
+        expect(await store.setEIfUnset("k", "v", 100, 200)).toBe(true);
+        await advance(100);
+        expect(await store.get("k")).toBeUndefined();
+        expect(await store.has("k")).toBe(true);
+        await advance(100);
+        expect(await store.has("k")).toBe(false);
+      });
+
+      test("expire then setEIfUnset: an expired-but-present key is not unset", async () => {
+        await store.set("k", "v");
+        await store.expire("k");
+        expect(await store.setEIfUnset("k", "w", 0, 0)).toBe(false);
+        expect(await store.get("k")).toBeUndefined();
+        expect(await store.has("k")).toBe(true);
+      });
+
+      test("a key past expireIn but before deleteIn is not unset", async () => {
+        await store.setE("k", "v", 10, 100);
+        await advance(50);
+        expect(await store.setEIfUnset("k", "w", 0, 0)).toBe(false);
+        expect(await store.get("k")).toBeUndefined();
+      });
+
+      test("a key exactly at its delete deadline is unset", async () => {
+        await store.setE("k", "old", 0, 100);
+        await advance(99);
+        expect(await store.setEIfUnset("k", "new", 0, 0)).toBe(false);
+        await advance(1);
+        expect(await store.setEIfUnset("k", "new", 0, 0)).toBe(true);
+        expect(text(await store.get("k"))).toBe("new");
+        await advance(1000);
+        expect(text(await store.get("k"))).toBe("new");
+      });
+
+      test("a deleted key is unset", async () => {
+        await store.set("k", "old");
+        await store.delete("k");
+        expect(await store.setEIfUnset("k", "new", 0, 0)).toBe(true);
+        expect(text(await store.get("k"))).toBe("new");
+      });
+
+      test("of many concurrent setEIfUnset on one key exactly one writes", async () => {
+        const results = await Promise.all(
+          Array.from({ length: 25 }, (_, i) => store.setEIfUnset("k", `writer-${i}`, 0, 0)),
+        );
+        expect(results.filter((written) => written)).toHaveLength(1);
+        const winner = results.indexOf(true);
+        expect(text(await store.get("k"))).toBe(`writer-${winner}`);
+      });
+    });
+
+    describe("lock primitives", () => {
+      test("claim writes an absent key and returns a positive revision", async () => {
+        const claim = await store.claim("lock", "owner-a", 0, 0);
+        expect(claim.written).toBe(true);
+        expect(typeof claim.revision).toBe("bigint");
+        expect(claim.revision).toBeGreaterThan(0n);
+        expect(text(await store.get("lock"))).toBe("owner-a");
+      });
+
+      test("claim of a present key writes nothing and returns revision 0", async () => {
+        await store.claim("lock", "owner-a", 0, 0);
+        const second = await store.claim("lock", "owner-b", 0, 0);
+        expect(second).toEqual({ written: false, revision: 0n });
+        expect(text(await store.get("lock"))).toBe("owner-a");
+      });
+
+      test("claim revisions strictly increase across claims, keys and other writes", async () => {
+        const revisions: bigint[] = [];
+        for (let i = 0; i < 10; i++) {
+          const claim = await store.claim(i % 2 === 0 ? "lock" : `other-${i}`, `owner-${i}`, 0, 0);
+          expect(claim.written).toBe(true);
+          revisions.push(claim.revision);
+          await store.set("unrelated", `${i}`);
+          if (i % 2 === 0) await store.delete("lock");
+        }
+        for (let i = 1; i < revisions.length; i++) expect(revisions[i]!).toBeGreaterThan(revisions[i - 1]!);
+      });
+
+      test("claim revisions keep increasing after the previous claim expires", async () => {
+        const first = await store.claim("lock", "a", 0, 100);
+        await advance(100);
+        const second = await store.claim("lock", "b", 0, 100);
+        expect(second.written).toBe(true);
+        expect(second.revision).toBeGreaterThan(first.revision);
+      });
+
+      test("claim treats an expired-but-present key as taken, like setEIfUnset", async () => {
+        await store.set("lock", "a");
+        await store.expire("lock");
+        expect((await store.claim("lock", "b", 0, 0)).written).toBe(false);
+      });
+
+      test("of many concurrent claims on one key exactly one writes", async () => {
+        const claims = await Promise.all(
+          Array.from({ length: 25 }, (_, i) => store.claim("lock", `o${i}`, 0, 0)),
+        );
+        const winners = claims.filter((claim) => claim.written);
+        expect(winners).toHaveLength(1);
+        expect(claims.filter((claim) => !claim.written).every((claim) => claim.revision === 0n)).toBe(true);
+      });
+
+      test("deleteIfEquals deletes a live equal value and reports true", async () => {
+        await store.set("lock", "owner-a");
+        expect(await store.deleteIfEquals("lock", "owner-a")).toBe(true);
+        expect(await store.has("lock")).toBe(false);
+      });
+
+      test("deleteIfEquals compares bytes: a string and its UTF-8 bytes are equal", async () => {
+        await store.set("lock", bytes("ключ"));
+        expect(await store.deleteIfEquals("lock", "ключ")).toBe(true);
+        expect(await store.has("lock")).toBe(false);
+      });
+
+      test("deleteIfEquals leaves a live different value and reports false", async () => {
+        await store.set("lock", "owner-a");
+        for (const other of ["owner-b", "owner-", "owner-aa", ""]) {
+          expect(await store.deleteIfEquals("lock", other)).toBe(false);
+        }
+        expect(text(await store.get("lock"))).toBe("owner-a");
+      });
+
+      test("deleteIfEquals of a missing or deleted key reports true", async () => {
+        expect(await store.deleteIfEquals("missing", "x")).toBe(true);
+        await store.setE("lock", "owner-a", 0, 10);
+        await advance(10);
+        expect(await store.deleteIfEquals("lock", "owner-b")).toBe(true);
+        expect(await store.has("lock")).toBe(false);
+      });
+
+      test("deleteIfEquals of an expired-but-present key reports true (nothing live to delete)", async () => {
+        await store.set("lock", "owner-a");
+        await store.expire("lock");
+        expect(await store.deleteIfEquals("lock", "owner-b")).toBe(true);
+      });
+
+      test("renewIfEquals extends the deadlines of a live equal value", async () => {
+        await store.setE("lock", "owner-a", 0, 100);
+        await advance(90);
+        expect(await store.renewIfEquals("lock", "owner-a", 0, 100)).toBe(true);
+        await advance(99);
+        expect(text(await store.get("lock"))).toBe("owner-a");
+        await advance(1);
+        expect(await store.has("lock")).toBe(false);
+      });
+
+      test("renewIfEquals with 0 deadlines makes the value permanent", async () => {
+        await store.setE("lock", "owner-a", 50, 100);
+        expect(await store.renewIfEquals("lock", "owner-a", 0, 0)).toBe(true);
+        await advance(10_000);
+        expect(text(await store.get("lock"))).toBe("owner-a");
+      });
+
+      test("renewIfEquals can shorten the deadlines", async () => {
+        await store.setE("lock", "owner-a", 0, 0);
+        expect(await store.renewIfEquals("lock", "owner-a", 10, 20)).toBe(true);
+        await advance(10);
+        expect(await store.get("lock")).toBeUndefined();
+        await advance(10);
+        expect(await store.has("lock")).toBe(false);
+      });
+
+      test("renewIfEquals of a different value reports false and keeps the old deadlines", async () => {
+        await store.setE("lock", "owner-a", 0, 100);
+        expect(await store.renewIfEquals("lock", "owner-b", 0, 10_000)).toBe(false);
+        await advance(100);
+        expect(await store.has("lock")).toBe(false);
+      });
+
+      test("renewIfEquals of a missing, deleted or expired key reports false and creates nothing", async () => {
+        expect(await store.renewIfEquals("missing", "x", 0, 0)).toBe(false);
+        expect(await store.has("missing")).toBe(false);
+        await store.setE("gone", "x", 0, 10);
+        await advance(10);
+        expect(await store.renewIfEquals("gone", "x", 0, 0)).toBe(false);
+        expect(await store.has("gone")).toBe(false);
+        await store.set("expired", "x");
+        await store.expire("expired");
+        expect(await store.renewIfEquals("expired", "x", 0, 0)).toBe(false);
+        expect(await store.get("expired")).toBeUndefined();
+      });
+    });
+
+    describe("binary values", () => {
+      test("an empty value is found, not missing", async () => {
+        await store.set("empty", new Uint8Array(0));
+        const value = await store.get("empty");
+        expect(value).toBeInstanceOf(Uint8Array);
+        expect(value!.length).toBe(0);
+        expect(await store.has("empty")).toBe(true);
+        expect(await store.setEIfUnset("empty", "x", 0, 0)).toBe(false);
+        await store.setE("empty-string", "", 0, 100);
+        expect((await store.get("empty-string"))?.length).toBe(0);
+      });
+
+      test("all 256 byte values round-trip, including invalid UTF-8", async () => {
+        const all = Uint8Array.from({ length: 256 }, (_, i) => i);
+        await store.set("all", all);
+        expect(await store.get("all")).toEqual(all);
+        const invalidUtf8 = new Uint8Array([0xff, 0xfe, 0x80, 0xc0, 0xed, 0xa0, 0x80, 0]);
+        await store.set("invalid", invalidUtf8);
+        expect(await store.get("invalid")).toEqual(invalidUtf8);
+        expect(await store.deleteIfEquals("invalid", invalidUtf8)).toBe(true);
+      });
+
+      test("a 1 MiB value round-trips byte for byte", async () => {
+        const big = new Uint8Array(1024 * 1024);
+        crypto.getRandomValues(big.subarray(0, 65536));
+        for (let offset = 65536; offset < big.length; offset += 65536) big.copyWithin(offset, 0, 65536);
+        big[big.length - 1] = 7;
+        await store.set("big", big);
+        const back = await store.get("big");
+        expect(back?.length).toBe(big.length);
+        expect(Buffer.from(back!).equals(Buffer.from(big))).toBe(true);
+      });
+    });
+
+    describe("keys", () => {
+      test("unicode keys are distinct exact strings (no normalisation)", async () => {
+        const keys = ["ключ", "🔑", "日本語", "e\u0301", "\u00e9", "a b\tc\nd", "/", "\u0000"];
+        for (const [i, key] of keys.entries()) await store.set(key, `${i}`);
+        for (const [i, key] of keys.entries()) expect(text(await store.get(key))).toBe(`${i}`);
+        expect((await store.info()).keys).toBe(keys.length);
+      });
+
+      test("a 10 KiB key round-trips, ASCII and multi-byte", async () => {
+        const ascii = "k".repeat(10 * 1024);
+        const multiByte = "ж".repeat(5 * 1024);
+        await store.set(ascii, "ascii");
+        await store.set(multiByte, "multi");
+        expect(text(await store.get(ascii))).toBe("ascii");
+        expect(text(await store.get(multiByte))).toBe("multi");
+        expect(await store.get(ascii.slice(1))).toBeUndefined();
+      });
+
+      test("an empty key is rejected with BAD_REQUEST by every operation", async () => {
+        await expectDkvError(() => store.set("", "v"), "BAD_REQUEST");
+        await expectDkvError(() => store.setE("", "v", 0, 0), "BAD_REQUEST");
+        await expectDkvError(() => store.setEIfUnset("", "v", 0, 0), "BAD_REQUEST");
+        await expectDkvError(() => store.claim("", "v", 0, 0), "BAD_REQUEST");
+        await expectDkvError(() => store.get(""), "BAD_REQUEST");
+        await expectDkvError(() => store.has(""), "BAD_REQUEST");
+        await expectDkvError(() => store.expire(""), "BAD_REQUEST");
+        await expectDkvError(() => store.delete(""), "BAD_REQUEST");
+        await expectDkvError(() => store.deleteIfEquals("", "v"), "BAD_REQUEST");
+        await expectDkvError(() => store.renewIfEquals("", "v", 0, 0), "BAD_REQUEST");
+        expect((await store.info()).keys).toBe(0);
+      });
+    });
+
+    describe("size limits", () => {
+      test("a key of exactly the limit is accepted", async () => {
+        const key = "k".repeat(limits.maxKeyBytes);
+        await store.set(key, "v");
+        expect(text(await store.get(key))).toBe("v");
+      });
+
+      test("a key over the limit is rejected with TOO_LARGE by every write, changing nothing", async () => {
+        const key = "k".repeat(limits.maxKeyBytes + 1);
+        await store.set("k", "existing");
+        await expectDkvError(() => store.set(key, "v"), "TOO_LARGE");
+        await expectDkvError(() => store.setE(key, "v", 0, 0), "TOO_LARGE");
+        await expectDkvError(() => store.setEIfUnset(key, "v", 0, 0), "TOO_LARGE");
+        await expectDkvError(() => store.claim(key, "v", 0, 0), "TOO_LARGE");
+        await expectDkvError(() => store.delete(key), "TOO_LARGE");
+        await expectDkvError(() => store.expire(key), "TOO_LARGE");
+        await expectDkvError(() => store.deleteIfEquals(key, "v"), "TOO_LARGE");
+        await expectDkvError(() => store.renewIfEquals(key, "v", 0, 0), "TOO_LARGE");
+        expect((await store.info()).keys).toBe(1);
+        expect(text(await store.get("k"))).toBe("existing");
+      });
+
+      test("the key limit counts UTF-8 bytes, not characters", async () => {
+        // 3 bytes per "€": under the limit in UTF-16 units, over it in bytes.
+        const key = "€".repeat(Math.floor(limits.maxKeyBytes / 3) + 1);
+        expect(key.length).toBeLessThanOrEqual(limits.maxKeyBytes);
+        await expectDkvError(() => store.set(key, "v"), "TOO_LARGE");
+        expect((await store.info()).keys).toBe(0);
+      });
+
+      test("a value over the limit is rejected with TOO_LARGE, keeping the old value and deadlines", async () => {
+        const tooBig = new Uint8Array(limits.maxValueBytes + 1);
+        await store.setE("k", "old", 0, 1000);
+        await expectDkvError(() => store.set("k", tooBig), "TOO_LARGE");
+        await expectDkvError(() => store.setE("k", tooBig, 0, 0), "TOO_LARGE");
+        await expectDkvError(() => store.setEIfUnset("fresh", tooBig, 0, 0), "TOO_LARGE");
+        await expectDkvError(() => store.claim("fresh", tooBig, 0, 0), "TOO_LARGE");
+        expect(text(await store.get("k"))).toBe("old");
+        expect(await store.has("fresh")).toBe(false);
+        await advance(1000);
+        expect(await store.has("k")).toBe(false);
+      });
+
+      test("a string value over the limit in UTF-8 bytes is rejected", async () => {
+        const tooBig = "é".repeat(Math.floor(limits.maxValueBytes / 2) + 1);
+        await expectDkvError(() => store.set("k", tooBig), "TOO_LARGE");
+        expect(await store.has("k")).toBe(false);
+      });
+
+      test("a value of exactly the limit is accepted", async () => {
+        await store.set("k", new Uint8Array(limits.maxValueBytes).fill(1));
+        expect((await store.get("k"))?.length).toBe(limits.maxValueBytes);
+      });
+    });
+
+    describe("against the model", () => {
+      test("random operations with random time steps agree with the model KVDB", async () => {
+        let run = 0;
+        await fc.assert(
+          fc.asyncProperty(fc.array(storeOpArb, { maxLength: 50 }), async (steps) => {
+            // One store for all runs: each run gets its own key prefix and a model starting now.
+            const prefix = `p${run++}/`;
+            const model = new ModelStore(clock.now());
+            let lastRevision = -1n;
+            for (const [index, op] of steps.entries()) {
+              const expected = model.apply(op, prefix);
+              const actual = await applyToStore(store, advance, op, prefix, (revision) => {
+                expect(revision).toBeGreaterThan(lastRevision);
+                lastRevision = revision;
+              });
+              if (actual !== expected) {
+                throw new Error(
+                  `step ${index} ${describeOp(op)}: store said ${actual}, model said ${expected}`,
+                );
+              }
+            }
+          }),
+          propertyParameters(60),
+        );
+      });
+    });
+  });
+}
+
+function describeOp(op: object): string {
+  return JSON.stringify(op, (_key, value: unknown) =>
+    value instanceof Uint8Array ? `0x${Buffer.from(value).toString("hex")}` : value,
+  );
+}

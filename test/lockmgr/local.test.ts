@@ -1,0 +1,96 @@
+import { describe, expect, test } from "bun:test";
+import { type Clock, ManualClock } from "../../src/clock.ts";
+import { LockManager } from "../../src/lockmgr/lock-manager.ts";
+import { LocalStore } from "../../src/store/local.ts";
+import type { ClaimResult, ValueInput } from "../../src/store/types.ts";
+import { runLockConformance } from "../conformance/lock-conformance.ts";
+import { expectDkvError, text } from "../support/assertions.ts";
+import { settleWithClock } from "../support/drive.ts";
+import { ModelKVDB } from "../support/model-kvdb.ts";
+
+runLockConformance("LockManager over LocalStore (MapleDB)", async () => {
+  const clock = new ManualClock();
+  const store = new LocalStore({ clock });
+  const locks = new LockManager(store, { clock, retryIntervalMs: 10 });
+  return { locks, clock, close: () => store.close() };
+});
+
+runLockConformance("LockManager over LocalStore(ModelKVDB)", async () => {
+  const clock = new ManualClock();
+  const store = new LocalStore({ db: new ModelKVDB(), clock });
+  const locks = new LockManager(store, { clock, retryIntervalMs: 10 });
+  return { locks, clock, close: () => store.close() };
+});
+
+describe("LockManager", () => {
+  /** A LocalStore that counts claim attempts. */
+  class CountingStore extends LocalStore {
+    claims = 0;
+    override claim(
+      key: string,
+      value: ValueInput,
+      expireInMs: number,
+      deleteInMs: number,
+    ): Promise<ClaimResult> {
+      this.claims++;
+      return super.claim(key, value, expireInMs, deleteInMs);
+    }
+  }
+
+  test("the lock's value is its owner id, readable through the store", async () => {
+    const clock = new ManualClock();
+    const store = new LocalStore({ db: new ModelKVDB(), clock });
+    const locks = new LockManager(store, { clock });
+    const { ownerId } = await locks.acquire("lock", 0);
+    expect(text(await store.get("lock"))).toBe(ownerId!);
+    await store.close();
+  });
+
+  test("an owner id is accepted in upper case too", async () => {
+    const clock = new ManualClock();
+    const store = new LocalStore({ db: new ModelKVDB(), clock });
+    const locks = new LockManager(store, { clock });
+    const { ownerId } = await locks.acquire("lock", 0);
+    expect(await locks.refresh("lock", ownerId!.toUpperCase(), 0)).toBe(true);
+    expect(await locks.release("lock", ownerId!.toUpperCase())).toBe(true);
+    expect(await store.has("lock")).toBe(false);
+    await store.close();
+  });
+
+  test("a non-hex owner id is rejected instead of silently never matching", async () => {
+    const store = new LocalStore({ db: new ModelKVDB(), clock: new ManualClock() });
+    const locks = new LockManager(store);
+    await expectDkvError(() => locks.release("lock", "not-an-owner"), "BAD_REQUEST");
+    await expectDkvError(() => locks.refresh("lock", "zz", 10), "BAD_REQUEST");
+    await store.close();
+  });
+
+  test("a blocking acquire tries about waitMs / retryIntervalMs times", async () => {
+    const clock = new ManualClock();
+    const store = new CountingStore({ db: new ModelKVDB(), clock });
+    const locks = new LockManager(store, { clock, retryIntervalMs: 10 });
+    await locks.acquire("lock", 0);
+    store.claims = 0;
+    const settled = await settleWithClock(locks.acquire("lock", 0, { waitMs: 100 }), clock, 10, 50);
+    expect(settled.value.acquired).toBe(false);
+    expect(store.claims).toBe(11);
+    await store.close();
+  });
+
+  test("a clock that never moves cannot make a blocking acquire spin forever", async () => {
+    const frozen: Clock = { now: () => 1_000, sleep: () => Promise.resolve() };
+    const store = new CountingStore({ db: new ModelKVDB(), clock: frozen, purgeIntervalMs: 0 });
+    const locks = new LockManager(store, { clock: frozen, retryIntervalMs: 10 });
+    await locks.acquire("lock", 0);
+    store.claims = 0;
+    expect(await locks.acquire("lock", 0, { waitMs: 100 })).toEqual({ acquired: false });
+    expect(store.claims).toBe(12);
+    await store.close();
+  });
+
+  test("a bad retry interval is refused at construction", async () => {
+    const store = new LocalStore({ db: new ModelKVDB(), clock: new ManualClock() });
+    await expectDkvError(() => new LockManager(store, { retryIntervalMs: 0 }), "BAD_REQUEST");
+    await store.close();
+  });
+});
