@@ -5,6 +5,8 @@
  * then calls `advance()`. Given the same seed and inputs it does the same thing.
  *
  * Indexes and terms are plain numbers (safe integers: 2^53 entries is beyond any log).
+ * Design choices (rejecting proposals with a leader hint, config taking effect at apply,
+ * how a node joins or restarts) are in ./README.md.
  */
 
 export type NodeId = string;
@@ -87,8 +89,18 @@ export interface Message {
   /** AppendResp reject: the term of the follower's entry at `rejectHint`. */
   rejectHintTerm: number;
   snapshot?: Snapshot;
-  /** ReadIndex/ReadIndexResp/Heartbeat(Resp): the read request ids this message carries. */
+  /**
+   * ReadIndex/ReadIndexResp/Heartbeat(Resp): the read request id this message carries
+   * (a heartbeat's ack confirms every read queued up to it). Vote: "transfer" when the
+   * election follows a leadership transfer, which overrides the voters' leader lease.
+   * A ReadIndex forwarded by a follower travels with term 0, like a local request.
+   */
   context?: string;
+  /**
+   * ReadIndexResp: the leader's wall-clock reading when it took the read index (see
+   * ReadState.timeMs), so a follower evaluates expiry at leader time. 0 elsewhere.
+   */
+  timeMs?: number;
 }
 
 export interface ReadState {
@@ -96,6 +108,11 @@ export interface ReadState {
   requestId: string;
   /** Serve the read once `appliedIndex >= index`. */
   index: number;
+  /**
+   * The leader's latest wall-clock reading when it took the read index, never below its
+   * last log entry's time: evaluate expiry at this time so every member answers alike.
+   */
+  timeMs: number;
 }
 
 export type Role = "follower" | "preCandidate" | "candidate" | "leader";
@@ -127,12 +144,16 @@ export interface Ready {
 
 export type ProposeResult =
   | { ok: true; index: number; term: number }
-  | { ok: false; reason: "not-leader" | "transferring" | "conf-change-pending" | "overloaded"; leader: NodeId | null };
+  | {
+      ok: false;
+      reason: "not-leader" | "transferring" | "conf-change-pending" | "overloaded";
+      leader: NodeId | null;
+    };
 
 /** Read-only view of persisted log state that the core reads; the runtime writes it. */
 export interface LogStorage {
   initialState(): { hardState: HardState; conf: ConfState };
-  /** Entries in [lo, hi), at most `maxBytes` of data (at least one entry). */
+  /** Entries in [lo, hi), at most `maxBytes` as counted by `entrySizeBytes` (at least one entry). */
   entries(lo: number, hi: number, maxBytes: number): Entry[];
   /** Term of entry `index`; valid for snapshot index too. Throws RangeError if compacted/unavailable. */
   term(index: number): number;
@@ -196,6 +217,11 @@ export interface RaftStatus {
 export interface RaftNodeApi {
   /** One logical tick; `wallMs` is the runtime's clock reading, used only to stamp entries. */
   tick(wallMs: number): void;
+  /**
+   * Records a clock reading without a logical tick, so an entry proposed or a read index
+   * taken right after is stamped with the current time, not the last tick's.
+   */
+  observeTime(wallMs: number): void;
   step(message: Message): void;
   propose(data: Uint8Array): ProposeResult;
   proposeConfChange(change: ConfChange): ProposeResult;

@@ -1,0 +1,6 @@
+export { decodeConfChange, encodeConfChange } from "./confchange.ts";
+export { ENTRY_OVERHEAD_BYTES, entrySizeBytes } from "./entries.ts";
+export { majorityIndex, VoteResult, voteResult } from "./quorum.ts";
+export { RaftNode, TRANSFER_CONTEXT } from "./raft.ts";
+export { MemoryLogStorage, type PersistedState } from "./storage.ts";
+export * from "./types.ts";
