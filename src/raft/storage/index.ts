@@ -1,0 +1,7 @@
+export {
+  openRaftStorage,
+  RaftStorage,
+  type RaftStorageOptions,
+  type RaftStorageStats,
+} from "./raft-storage.ts";
+export type { StorageLogger } from "./snapshot-store.ts";

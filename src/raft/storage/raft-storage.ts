@@ -1,0 +1,332 @@
+import { join } from "node:path";
+import { DkvError } from "../../errors.ts";
+import type { ConfState, Entry, HardState, LogStorage, Snapshot, SnapshotMeta } from "../core/types.ts";
+import { ENTRY_RECORD_OVERHEAD_BYTES, PENDING_BYTES_MAX } from "./codec.ts";
+import type { EntryLog } from "./entry-log.ts";
+import { ensureDataDir, fsyncDir, type SyncCounter } from "./fs-util.ts";
+import { LogReplay } from "./recovery.ts";
+import { SnapshotStore, type StorageLogger } from "./snapshot-store.ts";
+import { replayWal, WalWriter } from "./wal.ts";
+
+export interface RaftStorageOptions {
+  /** Roll to a new WAL segment once the active one would exceed this (default 64 MiB). */
+  segmentBytesMax?: number;
+  /**
+   * Entries kept at or below the snapshot index after compaction (default 5000), so a
+   * follower that lags a little catches up from the log instead of a whole snapshot.
+   */
+  compactionOverheadEntries?: number;
+  /** Snapshot files kept (default 2): the previous one is the fallback if the latest rots. */
+  snapshotsRetained?: number;
+  /** Membership before the first snapshot exists (a fresh member's bootstrap configuration). */
+  initialConf?: ConfState;
+  /** Where warnings about repairs and fallbacks go (default: console). */
+  logger?: StorageLogger;
+}
+
+export interface RaftStorageStats {
+  /** Every fsync issued (files and directories), including recovery's. */
+  fsyncs: number;
+  /** append() calls that wrote records. */
+  appendCalls: number;
+  /** WAL write+fsync rounds: appendCalls / walBatches is the group-commit factor. */
+  walBatches: number;
+  walBytesWritten: number;
+  segments: number;
+}
+
+const DEFAULTS = {
+  segmentBytesMax: 64 * 1024 * 1024,
+  compactionOverheadEntries: 5000,
+  snapshotsRetained: 2,
+};
+const SEGMENT_BYTES_MIN = 4096;
+
+const consoleLogger: StorageLogger = {
+  info: (message) => console.info(`[raft storage] ${message}`),
+  warn: (message) => console.warn(`[raft storage] ${message}`),
+};
+
+function copyHardState(hardState: HardState): HardState {
+  return { term: hardState.term, vote: hardState.vote, commit: hardState.commit };
+}
+
+function checkCount(name: string, value: number, min: number): number {
+  if (!Number.isSafeInteger(value) || value < min) {
+    throw new DkvError("USAGE", `raft storage option ${name} must be an integer >= ${min}, got ${value}`);
+  }
+  return value;
+}
+
+/**
+ * Opens (creating if missing) the durable Raft state in `dir`: `dir/wal/*.seg` and
+ * `dir/snap/*.snap`. Recovery = the newest valid snapshot + WAL replay, repairing a torn
+ * tail and refusing (CORRUPT, naming file and offset) damage anywhere else.
+ */
+export async function openRaftStorage(dir: string, options: RaftStorageOptions = {}): Promise<RaftStorage> {
+  const segmentBytesMax = checkCount(
+    "segmentBytesMax",
+    options.segmentBytesMax ?? DEFAULTS.segmentBytesMax,
+    SEGMENT_BYTES_MIN,
+  );
+  const overheadEntries = checkCount(
+    "compactionOverheadEntries",
+    options.compactionOverheadEntries ?? DEFAULTS.compactionOverheadEntries,
+    0,
+  );
+  const snapshotsRetained = checkCount(
+    "snapshotsRetained",
+    options.snapshotsRetained ?? DEFAULTS.snapshotsRetained,
+    1,
+  );
+  const logger = options.logger ?? consoleLogger;
+  const counter: SyncCounter = { fsyncs: 0 };
+  const walDir = join(dir, "wal");
+  const snapDir = join(dir, "snap");
+  await ensureDataDir(dir, "data dir");
+  await ensureDataDir(walDir, "WAL dir");
+  await ensureDataDir(snapDir, "snapshot dir");
+  await fsyncDir(dir, counter); // the subdirectories may have just been created
+
+  const snapshots = await SnapshotStore.open(snapDir, logger, counter, snapshotsRetained);
+  const snapshot = await snapshots.loadLatest();
+  const replay = new LogReplay();
+  const segments = await replayWal(walDir, logger, counter, replay.visit);
+  const log = replay.finish(walDir, snapshot?.meta ?? null, overheadEntries);
+  const wal = await WalWriter.open(walDir, segments, replay.hardState, log.lastIndex() + 1, counter, {
+    segmentBytesMax,
+  });
+  const storage = new RaftStorage(
+    dir,
+    log,
+    wal,
+    snapshots,
+    snapshot,
+    copyHardState(replay.hardState),
+    options.initialConf ?? { voters: [], learners: [] },
+    overheadEntries,
+    counter,
+    logger,
+  );
+  if (snapshot !== null && replay.droppedForSnapshot) {
+    // Make replay's decision durable, so entries appended from now on do not replay
+    // onto the entries it just dropped.
+    wal.frame().addSnapshotMarker(snapshot.meta.index, snapshot.meta.term);
+    await wal.commit();
+  }
+  return storage;
+}
+
+/**
+ * The durable Raft log, hard state and snapshots of one group, and the core's LogStorage
+ * over them. Writes (`append`, `saveSnapshot`, `compact`) resolve once durable; the
+ * in-memory view that reads answer from changes at call time, in call order.
+ */
+export class RaftStorage implements LogStorage {
+  private hardStateValue: HardState;
+  private snapshotMeta: SnapshotMeta | null;
+  /** The latest snapshot with its bytes, if in memory; otherwise read from disk on demand. */
+  private cachedSnapshot: Snapshot | null;
+  private appendCalls = 0;
+
+  /** Use openRaftStorage. */
+  constructor(
+    readonly dir: string,
+    private readonly log: EntryLog,
+    private readonly wal: WalWriter,
+    private readonly snapshots: SnapshotStore,
+    snapshot: Snapshot | null,
+    hardState: HardState,
+    private readonly initialConf: ConfState,
+    private readonly overheadEntries: number,
+    private readonly counter: SyncCounter,
+    private readonly logger: StorageLogger,
+  ) {
+    this.hardStateValue = hardState;
+    this.snapshotMeta = snapshot?.meta ?? null;
+    this.cachedSnapshot = snapshot;
+  }
+
+  // ---- LogStorage (read by the Raft core) ----
+
+  initialState(): { hardState: HardState; conf: ConfState } {
+    const hardState = copyHardState(this.hardStateValue);
+    // A snapshot only holds committed state; and commit cannot exceed what the log holds.
+    const snapIndex = this.snapshotMeta?.index ?? 0;
+    if (hardState.commit < snapIndex) hardState.commit = snapIndex;
+    if (hardState.commit > this.log.lastIndex()) {
+      this.logger.warn(
+        `${this.dir}: hard state commit ${hardState.commit} is beyond the last log index ${this.log.lastIndex()}; using the latter`,
+      );
+      hardState.commit = this.log.lastIndex();
+    }
+    const conf = this.snapshotMeta?.conf ?? this.initialConf;
+    return { hardState, conf: { voters: [...conf.voters], learners: [...conf.learners] } };
+  }
+
+  entries(lo: number, hi: number, maxBytes: number): Entry[] {
+    return this.log.slice(lo, hi, maxBytes);
+  }
+
+  term(index: number): number {
+    const term = this.log.termAt(index);
+    if (term !== undefined) return term;
+    if (this.snapshotMeta !== null && index === this.snapshotMeta.index) return this.snapshotMeta.term;
+    if (index < this.log.baseIndex) {
+      throw new RangeError(`entry ${index} is compacted (first index ${this.log.firstIndex()})`);
+    }
+    throw new RangeError(`entry ${index} is beyond last index ${this.log.lastIndex()}`);
+  }
+
+  firstIndex(): number {
+    return this.log.firstIndex();
+  }
+
+  lastIndex(): number {
+    return this.log.lastIndex();
+  }
+
+  /** The latest snapshot; read (and checked) from disk on first use if it was streamed in. */
+  snapshot(): Snapshot {
+    if (this.cachedSnapshot !== null) return this.cachedSnapshot;
+    const latest = this.snapshots.latest();
+    if (latest === undefined) {
+      return {
+        meta: { index: 0, term: 0, timeMs: 0, conf: this.initialConf },
+        data: new Uint8Array(0),
+      };
+    }
+    this.cachedSnapshot = this.snapshots.readSync(latest);
+    return this.cachedSnapshot;
+  }
+
+  // ---- writes (the runtime) ----
+
+  /** The latest hard state given to append (durable once that append resolved). */
+  hardState(): HardState {
+    return copyHardState(this.hardStateValue);
+  }
+
+  /**
+   * Persists entries (replacing any conflicting suffix from the first new index on) and
+   * then the hard state, if given. Resolves once they — and everything appended before —
+   * are on disk; calls made meanwhile share one write and one fsync.
+   */
+  append(entries: readonly Entry[], hardState?: HardState): Promise<void> {
+    try {
+      this.wal.assertWritable();
+      this.checkAppend(entries, hardState);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    const from = this.log.append(entries);
+    const frame = this.wal.frame();
+    for (let i = from; i < entries.length; i++) frame.addEntry(entries[i]!);
+    if (hardState !== undefined) {
+      frame.addHardState(hardState);
+      this.hardStateValue = copyHardState(hardState);
+    }
+    if (from === entries.length && hardState === undefined) return this.wal.durable();
+    this.appendCalls++;
+    return this.wal.commit();
+  }
+
+  private checkAppend(entries: readonly Entry[], hardState: HardState | undefined): void {
+    let bytes = 64; // the hard state record, generously
+    for (const e of entries) bytes += ENTRY_RECORD_OVERHEAD_BYTES + e.data.byteLength;
+    if (this.wal.frame().payloadBytes + bytes > PENDING_BYTES_MAX) {
+      throw new DkvError(
+        "TOO_LARGE",
+        `append of ${bytes} bytes would queue more than ${PENDING_BYTES_MAX} bytes for the next WAL write — await earlier appends first`,
+      );
+    }
+    const first = entries[0];
+    if (first !== undefined) {
+      for (let i = 1; i < entries.length; i++) {
+        if (entries[i]!.index !== first.index + i) {
+          throw new RangeError(
+            `append: entry ${entries[i]!.index} at position ${i} does not follow ${first.index}`,
+          );
+        }
+      }
+      if (first.index > this.log.lastIndex() + 1) {
+        throw new RangeError(
+          `append at ${first.index} leaves a gap after last index ${this.log.lastIndex()}`,
+        );
+      }
+    }
+    if (hardState?.vote != null && hardState.vote.length > 16 * 1024) {
+      throw new RangeError(`append: vote id of ${hardState.vote.length} characters is not a node id`);
+    }
+  }
+
+  /**
+   * Writes a snapshot file durably, then applies Raft's rule (§7): if the log holds the
+   * snapshot's index with the same term (our own state machine's snapshot), the log is
+   * kept; otherwise (a leader's snapshot) the whole log is replaced by the snapshot point.
+   * In the latter case a marker in the WAL records the reset for replay. Prunes old
+   * snapshot files.
+   */
+  async saveSnapshot(meta: SnapshotMeta, data: AsyncIterable<Uint8Array> | Uint8Array): Promise<void> {
+    this.wal.assertWritable();
+    const current = this.snapshotMeta;
+    if (current !== null && meta.index < current.index) {
+      throw new RangeError(`snapshot ${meta.index} is older than the saved snapshot ${current.index}`);
+    }
+    await this.snapshots.save(meta, data);
+    this.snapshotMeta = meta;
+    this.cachedSnapshot = data instanceof Uint8Array ? { meta, data } : null;
+    if (this.log.termAt(meta.index) === meta.term) return;
+    this.log.reset(meta.index, meta.term);
+    this.wal.frame().addSnapshotMarker(meta.index, meta.term);
+    await this.wal.commit();
+  }
+
+  /** The newest snapshot that validates (falling back past corrupt ones, loudly), or null. */
+  async loadLatestSnapshot(): Promise<Snapshot | null> {
+    const latest = this.snapshots.latest();
+    if (
+      this.cachedSnapshot !== null &&
+      latest !== undefined &&
+      this.cachedSnapshot.meta.index === latest.index
+    ) {
+      return this.cachedSnapshot;
+    }
+    const snapshot = await this.snapshots.loadLatest();
+    this.cachedSnapshot = snapshot;
+    return snapshot;
+  }
+
+  /**
+   * Releases the log up to `index` (capped at the saved snapshot's index), keeping
+   * `compactionOverheadEntries` entries below it in memory. WAL segments are deleted only
+   * when all their entries are also covered by the oldest retained snapshot, so falling
+   * back to that snapshot still finds the log after it.
+   */
+  async compact(index: number): Promise<void> {
+    this.wal.assertWritable();
+    const snapIndex = this.snapshotMeta?.index ?? 0;
+    const cut = Math.min(index, snapIndex, this.log.lastIndex()) - this.overheadEntries;
+    if (cut > this.log.baseIndex) this.log.compactTo(cut);
+    const oldestSnapshot = this.snapshots.list()[0]?.index ?? 0;
+    const diskCut = Math.min(cut, oldestSnapshot);
+    // Through diskCut - 1: the entry at diskCut survives, so replay knows its term and
+    // can rebuild the same base point after a restart.
+    if (diskCut > 1) await this.wal.removeSegmentsThrough(diskCut - 1);
+  }
+
+  stats(): RaftStorageStats {
+    return {
+      fsyncs: this.counter.fsyncs,
+      appendCalls: this.appendCalls,
+      walBatches: this.wal.stats.batches,
+      walBytesWritten: this.wal.stats.bytesWritten,
+      segments: this.wal.segmentCount,
+    };
+  }
+
+  /** Waits for queued writes to be durable, then closes files. Later writes fail with CLOSED. */
+  async close(): Promise<void> {
+    await this.wal.close();
+  }
+}
