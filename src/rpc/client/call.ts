@@ -1,0 +1,41 @@
+import type { DkvError } from "../../errors.ts";
+import type { Message, OpName } from "../protocol/types.ts";
+
+/** One request of RpcClient, kept across retries (same request id, so the server dedups it). */
+export class ClientCall {
+  done = false;
+  /** Sticky: once any attempt may have reached the server, a failure's outcome is "unknown". */
+  maybeSent = false;
+  attempts = 0;
+  timer: ReturnType<typeof setTimeout> | undefined;
+  /** The channel the latest attempt is pending on, so a timeout can forget it there. */
+  channel: Channel | undefined;
+
+  constructor(
+    readonly shard: number,
+    readonly op: OpName,
+    readonly message: Message,
+    readonly requestId: number,
+    readonly deadlineMs: number,
+    readonly resolve: (response: Message) => void,
+    readonly reject: (error: DkvError) => void,
+  ) {}
+}
+
+/** What a channel reports back to the client. */
+export interface CallOwner {
+  /** The server answered (a reply or an error reply): final. */
+  complete(call: ClientCall, response: Message | undefined, error: DkvError | undefined): void;
+  /** The attempt failed in transport; the owner decides whether to retry. */
+  failed(call: ClientCall, error: DkvError, maybeSent: boolean): void;
+}
+
+/** A path to one endpoint: a pooled socket connection or HTTP. */
+export interface Channel {
+  readonly endpoint: string;
+  /** Do not pick this channel before this time (ms epoch): it is backing off after a failure. */
+  readonly retryAtMs: number;
+  send(call: ClientCall): void;
+  forget(call: ClientCall): void;
+  close(): Promise<void>;
+}

@@ -1,0 +1,319 @@
+import { DkvError } from "../../errors.ts";
+import type { AcquireOptions, AcquireResult, ILockManager } from "../../lockmgr/types.ts";
+import type { ClaimResult, IStore, StoreInfo, ValueInput } from "../../store/types.ts";
+import { parseEndpoint } from "../protocol/endpoint.ts";
+import { defaultMaxFrameBytes } from "../protocol/frame.ts";
+import {
+  type Message,
+  type OpName,
+  type Requests,
+  type Responses,
+  type SerializerName,
+  serializerNames,
+  type TransportName,
+  transportNames,
+  writeOps,
+} from "../protocol/types.ts";
+import { createSerializer } from "../serializer/index.ts";
+import { type CallOwner, type Channel, ClientCall } from "./call.ts";
+import { HttpPoolChannel } from "./http-pool.ts";
+import { SocketChannel } from "./socket-channel.ts";
+
+export type { SerializerName, TransportName } from "../protocol/types.ts";
+
+export interface RpcClientOptions {
+  /** "host:port" for tcp/http, socket paths for unix; requests are spread round-robin. */
+  endpoints: string[];
+  transport: TransportName;
+  serializer: SerializerName;
+  /** Whole-call deadline including retries (plus the wait of a lock acquire); default 5000. */
+  timeoutMs?: number;
+  /** Re-sends after a transport failure (same request id, so at most once); default 3. */
+  retryCount?: number;
+  /** Pipelined socket connections per endpoint (tcp/unix); default 1. http opens them on demand. */
+  connectionsPerEndpoint?: number;
+  /** Largest request or reply body; default 32 MiB. */
+  maxFrameBytes?: number;
+  /** Bound on requests waiting for replies across the client; default 100000. */
+  inflightMax?: number;
+}
+
+const retryDelayMaxMs = 1000;
+
+/**
+ * The RPC client: IStore and ILockManager for any shard of the servers at `endpoints`.
+ * Every call carries this client's random 64-bit id and a request id that a retry reuses,
+ * so the server applies a retried write at most once.
+ */
+export class RpcClient implements CallOwner {
+  private readonly channels: Channel[] = [];
+  private readonly timeoutMs: number;
+  private readonly retryCount: number;
+  private readonly inflightMax: number;
+  private nextChannel = 0;
+  private nextRequestId = 1;
+  private inflightCount = 0;
+  private closed = false;
+  private readonly calls = new Set<ClientCall>();
+
+  constructor(options: RpcClientOptions) {
+    if (!transportNames.includes(options.transport)) {
+      throw new DkvError(
+        "USAGE",
+        `unknown transport "${options.transport}": use ${transportNames.join(", ")}`,
+      );
+    }
+    if (!serializerNames.includes(options.serializer)) {
+      throw new DkvError(
+        "USAGE",
+        `unknown serializer "${options.serializer}": use ${serializerNames.join(", ")}`,
+      );
+    }
+    if (options.endpoints.length === 0)
+      throw new DkvError("USAGE", "no endpoints given: pass at least one host:port");
+    this.timeoutMs = options.timeoutMs ?? 5000;
+    this.retryCount = options.retryCount ?? 3;
+    this.inflightMax = options.inflightMax ?? 100_000;
+    const serializer = createSerializer(options.serializer);
+    const ids = crypto.getRandomValues(new Uint32Array(2));
+    // http: one pool per endpoint that opens keep-alive connections as requests need them.
+    const perEndpoint = options.transport === "http" ? 1 : Math.max(1, options.connectionsPerEndpoint ?? 1);
+    // Interleave endpoints so round-robin alternates between servers, not connections.
+    for (let i = 0; i < perEndpoint; i++) {
+      for (const endpointText of options.endpoints) {
+        const channelOptions = {
+          endpointText,
+          endpoint: parseEndpoint(options.transport, endpointText),
+          serializer,
+          maxFrameBytes: options.maxFrameBytes ?? defaultMaxFrameBytes,
+          clientIdHigh: ids[0]! | 1,
+          clientIdLow: ids[1]!,
+          owner: this,
+        };
+        this.channels.push(
+          options.transport === "http"
+            ? new HttpPoolChannel(channelOptions)
+            : new SocketChannel(channelOptions),
+        );
+      }
+    }
+  }
+
+  store(shard: number): IStore {
+    return new RpcStore(this, shard);
+  }
+
+  locks(shard: number): ILockManager {
+    return new RpcLockManager(this, shard);
+  }
+
+  /** GetDBInfo over RPC: the serving store's info. */
+  async info(shard: number): Promise<StoreInfo> {
+    return this.call(shard, "info", {});
+  }
+
+  call<K extends OpName>(shard: number, op: K, message: Requests[K]): Promise<Responses[K]> {
+    return new Promise((resolve, reject) => {
+      if (this.closed) return reject(new DkvError("CLOSED", "the client is closed; create a new RpcClient"));
+      if (this.inflightCount >= this.inflightMax) {
+        return reject(
+          new DkvError(
+            "UNAVAILABLE",
+            `more than ${this.inflightMax} requests in flight; wait for some to finish`,
+          ),
+        );
+      }
+      const waitMs = op === "acquire" ? (message as Requests["acquire"]).waitMs : 0;
+      const timeoutMs = this.timeoutMs + waitMs;
+      const call = new ClientCall(
+        shard,
+        op,
+        message as unknown as Message,
+        this.takeRequestId(),
+        Date.now() + timeoutMs,
+        resolve as (response: Message) => void,
+        reject,
+      );
+      call.timer = setTimeout(() => this.timedOut(call, timeoutMs), timeoutMs);
+      this.inflightCount++;
+      this.calls.add(call);
+      this.dispatch(call);
+    });
+  }
+
+  private takeRequestId(): number {
+    const id = this.nextRequestId;
+    // 0 is reserved for connection-level errors.
+    this.nextRequestId = id === 0xffffffff ? 1 : id + 1;
+    return id;
+  }
+
+  /** Round-robin over channels that are not backing off; waits for the first one if all are. */
+  private dispatch(call: ClientCall): void {
+    if (call.done) return;
+    const now = Date.now();
+    const count = this.channels.length;
+    let earliestRetryMs = Number.POSITIVE_INFINITY;
+    for (let i = 0; i < count; i++) {
+      const index = (this.nextChannel + i) % count;
+      const channel = this.channels[index]!;
+      if (channel.retryAtMs <= now) {
+        this.nextChannel = (index + 1) % count;
+        channel.send(call);
+        return;
+      }
+      earliestRetryMs = Math.min(earliestRetryMs, channel.retryAtMs);
+    }
+    if (earliestRetryMs >= call.deadlineMs) {
+      this.finish(call, undefined, this.unavailable(call, "every endpoint is unreachable"));
+      return;
+    }
+    setTimeout(() => this.dispatch(call), earliestRetryMs - now);
+  }
+
+  complete(call: ClientCall, response: Message | undefined, error: DkvError | undefined): void {
+    this.finish(call, response, error);
+  }
+
+  failed(call: ClientCall, error: DkvError, maybeSent: boolean): void {
+    if (call.done) return;
+    if (maybeSent) call.maybeSent = true;
+    call.channel = undefined;
+    const now = Date.now();
+    if (this.closed || call.attempts >= this.retryCount || now >= call.deadlineMs) {
+      this.finish(call, undefined, new DkvError(error.code, error.message, { outcome: this.outcome(call) }));
+      return;
+    }
+    call.attempts++;
+    // A connect failure moves on to another channel at once; a lost connection waits a little.
+    if (!maybeSent) {
+      this.dispatch(call);
+      return;
+    }
+    const delayMs = Math.min(retryDelayMaxMs, 5 * 2 ** call.attempts, call.deadlineMs - now);
+    setTimeout(() => this.dispatch(call), delayMs);
+  }
+
+  private timedOut(call: ClientCall, timeoutMs: number): void {
+    if (call.done) return;
+    call.channel?.forget(call);
+    const where = call.channel?.endpoint ?? this.channels.map((c) => c.endpoint).join(", ");
+    const outcome = this.outcome(call);
+    const tail = outcome === "unknown" ? "; it may or may not have been applied" : "; it was not sent";
+    this.finish(
+      call,
+      undefined,
+      new DkvError("TIMEOUT", `no reply to ${call.op} from ${where} within ${timeoutMs} ms${tail}`, {
+        outcome,
+      }),
+    );
+  }
+
+  private outcome(call: ClientCall): "unknown" | "not-applied" {
+    return call.maybeSent && writeOps.has(call.op) ? "unknown" : "not-applied";
+  }
+
+  private unavailable(call: ClientCall, reason: string): DkvError {
+    return new DkvError("UNAVAILABLE", `${reason} (${this.channels.map((c) => c.endpoint).join(", ")})`, {
+      outcome: this.outcome(call),
+    });
+  }
+
+  private finish(call: ClientCall, response: Message | undefined, error: DkvError | undefined): void {
+    if (call.done) return;
+    call.done = true;
+    clearTimeout(call.timer);
+    this.inflightCount--;
+    this.calls.delete(call);
+    if (error !== undefined) call.reject(error);
+    else call.resolve(response ?? {});
+  }
+
+  /** Fails what is in flight with CLOSED and closes every connection. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await Promise.all(this.channels.map((c) => c.close()));
+    const failure = new DkvError("CLOSED", "the client was closed before the reply came");
+    for (const call of [...this.calls]) {
+      call.channel?.forget(call);
+      this.finish(call, undefined, new DkvError("CLOSED", failure.message, { outcome: this.outcome(call) }));
+    }
+  }
+}
+
+/** IStore over RPC. close() does nothing: the RpcClient owns the connections. */
+export class RpcStore implements IStore {
+  constructor(
+    private readonly client: RpcClient,
+    readonly shard: number,
+  ) {}
+
+  async set(key: string, value: ValueInput): Promise<void> {
+    await this.client.call(this.shard, "set", { key, value });
+  }
+  async setE(key: string, value: ValueInput, expireInMs: number, deleteInMs: number): Promise<void> {
+    await this.client.call(this.shard, "setE", { key, value, expireInMs, deleteInMs });
+  }
+  async setEIfUnset(
+    key: string,
+    value: ValueInput,
+    expireInMs: number,
+    deleteInMs: number,
+  ): Promise<boolean> {
+    return (await this.client.call(this.shard, "setEIfUnset", { key, value, expireInMs, deleteInMs }))
+      .written;
+  }
+  async expire(key: string): Promise<void> {
+    await this.client.call(this.shard, "expire", { key });
+  }
+  async delete(key: string): Promise<void> {
+    await this.client.call(this.shard, "delete", { key });
+  }
+  async get(key: string): Promise<Uint8Array | undefined> {
+    return (await this.client.call(this.shard, "get", { key })).value;
+  }
+  async has(key: string): Promise<boolean> {
+    return (await this.client.call(this.shard, "has", { key })).found;
+  }
+  info(): Promise<StoreInfo> {
+    return this.client.info(this.shard);
+  }
+  async claim(key: string, value: ValueInput, expireInMs: number, deleteInMs: number): Promise<ClaimResult> {
+    const r = await this.client.call(this.shard, "claim", { key, value, expireInMs, deleteInMs });
+    return { written: r.written, revision: r.revision };
+  }
+  async deleteIfEquals(key: string, expected: ValueInput): Promise<boolean> {
+    return (await this.client.call(this.shard, "deleteIfEquals", { key, expected })).ok;
+  }
+  async renewIfEquals(
+    key: string,
+    expected: ValueInput,
+    expireInMs: number,
+    deleteInMs: number,
+  ): Promise<boolean> {
+    return (await this.client.call(this.shard, "renewIfEquals", { key, expected, expireInMs, deleteInMs }))
+      .ok;
+  }
+  async close(): Promise<void> {}
+}
+
+/** ILockManager over RPC: each operation is one atomic request on a lockmgr shard. */
+export class RpcLockManager implements ILockManager {
+  constructor(
+    private readonly client: RpcClient,
+    readonly shard: number,
+  ) {}
+
+  async acquire(key: string, ttlMs: number, options?: AcquireOptions): Promise<AcquireResult> {
+    const r = await this.client.call(this.shard, "acquire", { key, ttlMs, waitMs: options?.waitMs ?? 0 });
+    if (!r.acquired) return { acquired: false };
+    return { acquired: true, ownerId: r.ownerId, fencingToken: r.fencingToken };
+  }
+  async release(key: string, ownerId: string): Promise<boolean> {
+    return (await this.client.call(this.shard, "release", { key, ownerId })).released;
+  }
+  async refresh(key: string, ownerId: string, ttlMs: number): Promise<boolean> {
+    return (await this.client.call(this.shard, "refresh", { key, ownerId, ttlMs })).refreshed;
+  }
+}

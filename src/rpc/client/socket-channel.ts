@@ -1,0 +1,306 @@
+import type { Socket } from "bun";
+import { DkvError } from "../../errors.ts";
+import { ByteWriter } from "../protocol/byte-writer.ts";
+import type { Endpoint } from "../protocol/endpoint.ts";
+import {
+  beginFrame,
+  FrameDecoder,
+  type FrameHeader,
+  finishFrame,
+  flagError,
+  headerBytes,
+  readErrorBody,
+} from "../protocol/frame.ts";
+import { opCodes, requestSchemas, responseSchemas } from "../protocol/types.ts";
+import type { Serializer } from "../serializer/types.ts";
+import type { CallOwner, Channel, ClientCall } from "./call.ts";
+import { HttpResponseReader } from "./http-response-reader.ts";
+
+export interface ChannelOptions {
+  endpointText: string;
+  endpoint: Endpoint;
+  serializer: Serializer;
+  maxFrameBytes: number;
+  clientIdHigh: number;
+  clientIdLow: number;
+  owner: CallOwner;
+  /** Speak HTTP/1.1: each frame is the body of a keep-alive POST (the http transport). */
+  http?: boolean;
+}
+
+const backoffMinMs = 25;
+const backoffMaxMs = 2000;
+
+/**
+ * One pooled tcp/unix connection, connected lazily and again after a loss (with
+ * exponential backoff after failed connects). Pipelined: every request is written at
+ * once and matched to its reply by request id, in whatever order replies come.
+ */
+export class SocketChannel implements Channel {
+  retryAtMs = 0;
+  private state: "idle" | "connecting" | "open" | "closed" = "idle";
+  private socket: Socket<SocketChannel> | undefined;
+  private readonly out = new ByteWriter();
+  private flushQueued = false;
+  private decoder: FrameDecoder;
+  private readonly pending = new Map<number, ClientCall>();
+  private waiting: ClientCall[] = [];
+  private backoffMs = 0;
+  /** http: a frame is encoded here first, as the request head needs its length. */
+  private readonly scratch: ByteWriter | undefined;
+  private httpReader: HttpResponseReader | undefined;
+
+  constructor(private readonly options: ChannelOptions) {
+    this.decoder = this.newDecoder();
+    if (options.http) this.scratch = new ByteWriter(1024);
+  }
+
+  get endpoint(): string {
+    return this.options.endpointText;
+  }
+
+  send(call: ClientCall): void {
+    if (this.state === "open") {
+      this.write(call);
+      return;
+    }
+    if (this.state === "closed") {
+      this.options.owner.failed(call, new DkvError("CLOSED", "the client is closed"), false);
+      return;
+    }
+    this.waiting.push(call);
+    if (this.state === "idle") this.connect();
+  }
+
+  forget(call: ClientCall): void {
+    if (this.pending.get(call.requestId) === call) this.pending.delete(call.requestId);
+  }
+
+  private write(call: ClientCall): void {
+    if (call.done) return;
+    const out = this.scratch ?? this.out;
+    out.length = this.scratch === undefined ? out.length : 0;
+    const start = beginFrame(out);
+    try {
+      this.options.serializer.write(requestSchemas[call.op], call.message, out);
+    } catch (error) {
+      out.length = start;
+      const message = error instanceof Error ? error.message : String(error);
+      this.options.owner.complete(call, undefined, new DkvError("BAD_REQUEST", message));
+      return;
+    }
+    const bodyLength = out.length - start - headerBytes;
+    if (bodyLength > this.options.maxFrameBytes) {
+      out.length = start;
+      this.options.owner.complete(
+        call,
+        undefined,
+        new DkvError(
+          "TOO_LARGE",
+          `request of ${bodyLength} bytes exceeds the frame limit of ${this.options.maxFrameBytes} bytes; send a smaller value`,
+        ),
+      );
+      return;
+    }
+    finishFrame(out, start, {
+      serializer: this.options.serializer.id,
+      flags: 0,
+      requestId: call.requestId,
+      shard: call.shard,
+      op: opCodes[call.op],
+      clientIdHigh: this.options.clientIdHigh,
+      clientIdLow: this.options.clientIdLow,
+    });
+    if (this.scratch !== undefined) this.appendHttpRequest(call, this.scratch);
+    this.pending.set(call.requestId, call);
+    call.channel = this;
+    call.maybeSent = true;
+    if (!this.flushQueued) {
+      this.flushQueued = true;
+      queueMicrotask(this.flush);
+    }
+  }
+
+  private appendHttpRequest(call: ClientCall, frame: ByteWriter): void {
+    const head =
+      `POST /v1/${call.shard}/${call.op} HTTP/1.1\r\nHost: ${this.endpoint}\r\n` +
+      `Content-Type: application/octet-stream\r\nContent-Length: ${frame.length}\r\n\r\n`;
+    this.out.ensure(head.length + frame.length);
+    this.out.lengthPrefixedUtf8(head);
+    // Drop the length prefix: the head is plain ASCII bytes.
+    this.out.buf.copyWithin(
+      this.out.length - head.length - 4,
+      this.out.length - head.length,
+      this.out.length,
+    );
+    this.out.length -= 4;
+    this.out.bytes(frame.written());
+  }
+
+  /** Writes what the socket takes; the rest waits for the drain event. */
+  private readonly flush = (): void => {
+    this.flushQueued = false;
+    const socket = this.socket;
+    if (socket === undefined || this.out.length === 0) return;
+    const written = socket.write(this.out.written());
+    this.out.consume(Math.max(0, written));
+  };
+
+  private connect(): void {
+    this.state = "connecting";
+    const handlers = {
+      binaryType: "uint8array" as const,
+      data: (_socket: Socket<SocketChannel>, chunk: Uint8Array) => {
+        const ok = this.httpReader !== undefined ? this.httpReader.push(chunk) : this.decoder.push(chunk);
+        if (!ok) this.socket?.terminate();
+      },
+      drain: () => this.flush(),
+      close: (socket: Socket<SocketChannel>) => this.onClosed(socket),
+      error: (socket: Socket<SocketChannel>) => this.onClosed(socket),
+      connectError: () => {},
+    };
+    const endpoint = this.options.endpoint;
+    const connecting =
+      endpoint.kind === "unix"
+        ? Bun.connect<SocketChannel>({ unix: endpoint.path, socket: handlers, data: this })
+        : Bun.connect<SocketChannel>({
+            hostname: endpoint.hostname,
+            port: endpoint.port,
+            socket: handlers,
+            data: this,
+          });
+    connecting.then(
+      (socket) => this.onOpen(socket),
+      (error: unknown) => this.onConnectFailed(error),
+    );
+  }
+
+  private onOpen(socket: Socket<SocketChannel>): void {
+    if (this.state === "closed") {
+      socket.end();
+      return;
+    }
+    this.state = "open";
+    this.socket = socket;
+    this.backoffMs = 0;
+    this.retryAtMs = 0;
+    const waiting = this.waiting;
+    this.waiting = [];
+    for (const call of waiting) this.write(call);
+  }
+
+  private onConnectFailed(error: unknown): void {
+    if (this.state === "closed") return;
+    this.state = "idle";
+    this.backoffMs = Math.min(Math.max(this.backoffMs * 2, backoffMinMs), backoffMaxMs);
+    this.retryAtMs = Date.now() + this.backoffMs;
+    const detail = error instanceof Error ? error.message : String(error);
+    const failure = new DkvError(
+      "UNAVAILABLE",
+      `cannot connect to ${this.endpoint}: ${detail}; is the server running there?`,
+    );
+    const waiting = this.waiting;
+    this.waiting = [];
+    for (const call of waiting) this.options.owner.failed(call, failure, false);
+  }
+
+  private onClosed(socket: Socket<SocketChannel>): void {
+    if (this.socket !== socket) return;
+    this.socket = undefined;
+    this.out.reset();
+    this.decoder.close();
+    this.decoder = this.newDecoder();
+    if (this.state !== "closed") this.state = "idle";
+    const lost = [...this.pending.values()];
+    this.pending.clear();
+    const failure = new DkvError("UNAVAILABLE", `lost the connection to ${this.endpoint}`);
+    for (const call of lost) this.options.owner.failed(call, failure, true);
+    // Calls queued while the socket was closing were never written: send them on a new one.
+    if (this.waiting.length > 0 && this.state === "idle") this.connect();
+  }
+
+  private newDecoder(): FrameDecoder {
+    if (this.options.http) {
+      this.httpReader = new HttpResponseReader(
+        (chunk) => this.decoder.push(chunk),
+        (reason) => {
+          this.connectionError = new DkvError(
+            "BAD_FRAME",
+            `unexpected HTTP reply from ${this.endpoint}: ${reason}`,
+          );
+        },
+      );
+    }
+    return new FrameDecoder(this.options.maxFrameBytes, {
+      onFrame: (header, body) => this.onReply(header, body),
+      onOversized: (header, max) => {
+        const call = this.take(header);
+        if (call === undefined) return;
+        this.options.owner.complete(
+          call,
+          undefined,
+          new DkvError(
+            "TOO_LARGE",
+            `the reply of ${header.bodyLength} bytes exceeds this client's frame limit of ${max}`,
+            {
+              outcome: "unknown",
+            },
+          ),
+        );
+      },
+      onCorrupt: () => {},
+    });
+  }
+
+  private take(header: FrameHeader): ClientCall | undefined {
+    const call = this.pending.get(header.requestId);
+    if (call !== undefined) this.pending.delete(header.requestId);
+    return call;
+  }
+
+  private onReply(header: FrameHeader, body: Uint8Array): void {
+    const call = this.take(header);
+    if (call === undefined) {
+      // requestId 0 carries a connection-level error (the server is about to close).
+      if (header.requestId === 0 && (header.flags & flagError) !== 0)
+        this.connectionError = readErrorBody(body);
+      return;
+    }
+    if ((header.flags & flagError) !== 0) {
+      this.options.owner.complete(call, undefined, readErrorBody(body));
+      return;
+    }
+    try {
+      const response = this.options.serializer.read(responseSchemas[call.op], body);
+      this.options.owner.complete(call, response, undefined);
+    } catch (error) {
+      const failure = error instanceof DkvError ? error : new DkvError("BAD_FRAME", String(error));
+      this.options.owner.complete(
+        call,
+        undefined,
+        new DkvError(failure.code, failure.message, { outcome: "unknown" }),
+      );
+    }
+  }
+
+  /** The last connection-level error the server sent, for diagnostics. */
+  connectionError: DkvError | undefined;
+
+  /** Drops the connection (what is pending fails as lost); the next send reconnects. */
+  reset(): void {
+    this.socket?.terminate();
+  }
+
+  async close(): Promise<void> {
+    this.state = "closed";
+    const failure = new DkvError("CLOSED", "the client was closed");
+    const waiting = this.waiting;
+    this.waiting = [];
+    for (const call of waiting) this.options.owner.failed(call, failure, false);
+    const socket = this.socket;
+    if (socket !== undefined) {
+      this.flush();
+      socket.end();
+    }
+  }
+}

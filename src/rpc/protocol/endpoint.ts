@@ -1,0 +1,31 @@
+import { DkvError } from "../../errors.ts";
+import type { TransportName } from "./types.ts";
+
+export type Endpoint = { kind: "inet"; hostname: string; port: number } | { kind: "unix"; path: string };
+
+/** Parses "host:port" ("[::1]:8080", "http://host:port" for http) or, for unix, a socket path. */
+export function parseEndpoint(transport: TransportName, endpoint: string): Endpoint {
+  if (transport === "unix") {
+    const path = endpoint.startsWith("unix://") ? endpoint.slice(7) : endpoint;
+    if (path.length === 0) throw usage(endpoint, "a unix socket path such as /tmp/dkv.sock");
+    return { kind: "unix", path };
+  }
+  let text = endpoint.trim();
+  if (transport === "http") text = text.replace(/^https?:\/\//, "").replace(/\/+$/, "");
+  const colon = text.lastIndexOf(":");
+  if (colon <= 0) throw usage(endpoint, "host:port, e.g. 127.0.0.1:8080");
+  let hostname = text.slice(0, colon);
+  if (hostname.startsWith("[") && hostname.endsWith("]")) hostname = hostname.slice(1, -1);
+  const portText = text.slice(colon + 1);
+  const port = Number(portText);
+  if (!/^\d+$/.test(portText) || port > 65535) throw usage(endpoint, "a port between 0 and 65535");
+  return { kind: "inet", hostname, port };
+}
+
+export function formatInet(hostname: string, port: number): string {
+  return hostname.includes(":") ? `[${hostname}]:${port}` : `${hostname}:${port}`;
+}
+
+function usage(endpoint: string, expected: string): DkvError {
+  return new DkvError("USAGE", `invalid endpoint "${endpoint}": expected ${expected}`);
+}

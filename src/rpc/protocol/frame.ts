@@ -1,0 +1,235 @@
+import { DkvError, type DkvErrorCode, type DkvOutcome } from "../../errors.ts";
+import type { ByteWriter } from "./byte-writer.ts";
+
+/**
+ * Frame layout (little-endian), see docs/protocol.md:
+ *
+ *   0  u8   magic 0xDB
+ *   1  u8   protocol version (1)
+ *   2  u8   serializer id (1 binary, 2 msgpack, 3 json)
+ *   3  u8   flags (bit 0 response, bit 1 error)
+ *   4  u32  body length in bytes (header excluded)
+ *   8  u32  request id (chosen by the client; a retry reuses it)
+ *  12  u32  shard id
+ *  16  u16  op code
+ *  18  u16  reserved, 0
+ *  20  u32  client id, high half   } 0 = anonymous: writes are not deduplicated
+ *  24  u32  client id, low half    }
+ *  28       body
+ */
+export const frameMagic = 0xdb;
+export const protocolVersion = 1;
+export const headerBytes = 28;
+export const defaultMaxFrameBytes = 32 * 1024 * 1024;
+
+export const flagResponse = 1;
+export const flagError = 2;
+
+export interface FrameHeader {
+  serializer: number;
+  flags: number;
+  bodyLength: number;
+  requestId: number;
+  shard: number;
+  op: number;
+  clientIdHigh: number;
+  clientIdLow: number;
+}
+
+/** Reserves the header at the writer's end; returns its offset for `finishFrame`. */
+export function beginFrame(out: ByteWriter): number {
+  out.ensure(headerBytes);
+  const start = out.length;
+  out.length += headerBytes;
+  return start;
+}
+
+/** Fills in the header once the body is written; returns the body length. */
+export function finishFrame(out: ByteWriter, start: number, header: Omit<FrameHeader, "bodyLength">): number {
+  const bodyLength = out.length - start - headerBytes;
+  const v = out.view;
+  out.buf[start] = frameMagic;
+  out.buf[start + 1] = protocolVersion;
+  out.buf[start + 2] = header.serializer;
+  out.buf[start + 3] = header.flags;
+  v.setUint32(start + 4, bodyLength, true);
+  v.setUint32(start + 8, header.requestId, true);
+  v.setUint32(start + 12, header.shard, true);
+  v.setUint16(start + 16, header.op, true);
+  v.setUint16(start + 18, 0, true);
+  v.setUint32(start + 20, header.clientIdHigh, true);
+  v.setUint32(start + 24, header.clientIdLow, true);
+  return bodyLength;
+}
+
+const utf8Encoder = new TextEncoder();
+const utf8Decoder = new TextDecoder();
+
+/**
+ * Error bodies are JSON whatever the serializer, so a peer that speaks a different
+ * serializer (SERIALIZER_MISMATCH) can still read why it was refused.
+ */
+export function writeErrorBody(out: ByteWriter, error: DkvError): void {
+  out.bytes(utf8Encoder.encode(JSON.stringify(error.toJSON())));
+}
+
+export function readErrorBody(body: Uint8Array): DkvError {
+  try {
+    const parsed: unknown = JSON.parse(utf8Decoder.decode(body));
+    if (typeof parsed === "object" && parsed !== null) {
+      const { error, message, outcome } = parsed as Record<string, unknown>;
+      if (typeof error === "string" && typeof message === "string") {
+        return new DkvError(error as DkvErrorCode, message, {
+          outcome: outcome === "unknown" ? "unknown" : ("not-applied" as DkvOutcome),
+        });
+      }
+    }
+  } catch {
+    // fall through: report the unreadable error body itself
+  }
+  return new DkvError("BAD_FRAME", "the server sent an error reply that could not be read", {
+    outcome: "unknown",
+  });
+}
+
+export interface FrameSink {
+  /** A complete frame. `body` is a view valid only during the call: copy what you keep. */
+  onFrame(header: FrameHeader, body: Uint8Array): void;
+  /** A frame whose body exceeds the limit; its body is skipped and the stream stays usable. */
+  onOversized(header: FrameHeader, maxBodyBytes: number): void;
+  /** The stream cannot be parsed any further (bad magic or version): close the connection. */
+  onCorrupt(reason: string): void;
+}
+
+const emptyBuffer = new Uint8Array(0);
+/** Reassembly buffers above this size are released once drained. */
+const retainBytesMax = 1024 * 1024;
+
+/**
+ * Splits a byte stream into frames. Whole frames are parsed straight from the incoming
+ * chunk; only a trailing partial frame is copied, into a buffer sized once from its
+ * header, so a large frame arriving in many chunks is copied once (no quadratic copying).
+ */
+export class FrameDecoder {
+  private buf: Uint8Array = emptyBuffer;
+  private start = 0;
+  private end = 0;
+  private skipBytes = 0;
+  private corrupt = false;
+
+  constructor(
+    private readonly maxBodyBytes: number,
+    private readonly sink: FrameSink,
+  ) {}
+
+  /** Bytes held for an incomplete frame. */
+  get bufferedBytes(): number {
+    return this.end - this.start;
+  }
+
+  /** Feeds a chunk; returns false once the stream is corrupt (stop reading and close). */
+  push(chunk: Uint8Array): boolean {
+    if (this.corrupt) return false;
+    if (this.end === this.start) {
+      const consumed = this.parse(chunk, 0, chunk.length);
+      if (consumed < 0) return false;
+      if (consumed < chunk.length) this.append(chunk.subarray(consumed));
+      return true;
+    }
+    this.append(chunk);
+    const consumed = this.parse(this.buf, this.start, this.end);
+    if (consumed < 0) return false;
+    this.start = consumed;
+    if (this.start === this.end) {
+      this.start = 0;
+      this.end = 0;
+      if (this.buf.length > retainBytesMax) this.buf = emptyBuffer;
+    }
+    return true;
+  }
+
+  private append(bytes: Uint8Array): void {
+    const held = this.end - this.start;
+    let needed = held + bytes.length;
+    if (held < headerBytes && needed >= headerBytes) {
+      // Size the buffer for the whole frame at once when the header is known.
+      const header = new Uint8Array(headerBytes);
+      header.set(this.buf.subarray(this.start, this.end));
+      header.set(bytes.subarray(0, headerBytes - held), held);
+      const bodyLength = new DataView(header.buffer).getUint32(4, true);
+      if (bodyLength <= this.maxBodyBytes) needed = Math.max(needed, headerBytes + bodyLength);
+    }
+    if (this.buf.length - this.start < needed) {
+      const size = Math.max(needed, Math.min(this.buf.length * 2, this.maxBodyBytes + headerBytes), 4096);
+      const next = new Uint8Array(size);
+      next.set(this.buf.subarray(this.start, this.end));
+      this.buf = next;
+      this.end = held;
+      this.start = 0;
+    } else if (this.buf.length - this.end < bytes.length) {
+      this.buf.copyWithin(0, this.start, this.end);
+      this.end = held;
+      this.start = 0;
+    }
+    this.buf.set(bytes, this.end);
+    this.end += bytes.length;
+  }
+
+  /** Parses frames in src[pos, end); returns where it stopped, or -1 if the stream is corrupt. */
+  private parse(src: Uint8Array, pos: number, end: number): number {
+    const view = new DataView(src.buffer, src.byteOffset, src.byteLength);
+    // Each turn consumes at least one byte or stops, so the loop is bounded by the input.
+    while (pos < end || this.skipBytes > 0) {
+      if (this.skipBytes > 0) {
+        const skipped = Math.min(this.skipBytes, end - pos);
+        this.skipBytes -= skipped;
+        pos += skipped;
+        if (this.skipBytes > 0) return pos;
+        continue;
+      }
+      // Magic and version are checked as soon as they arrive, so garbage fails fast.
+      const badMagic = src[pos] !== frameMagic;
+      const badVersion = end - pos >= 2 && src[pos + 1] !== protocolVersion;
+      if (!badMagic && !badVersion && end - pos < headerBytes) return pos;
+      if (badMagic || badVersion) {
+        this.corrupt = true;
+        const reason = badMagic
+          ? `bad magic byte 0x${(src[pos] ?? 0).toString(16)} (not a dkv frame)`
+          : `unsupported protocol version ${src[pos + 1]}`;
+        this.sink.onCorrupt(reason);
+        return -1;
+      }
+      const header: FrameHeader = {
+        serializer: src[pos + 2] ?? 0,
+        flags: src[pos + 3] ?? 0,
+        bodyLength: view.getUint32(pos + 4, true),
+        requestId: view.getUint32(pos + 8, true),
+        shard: view.getUint32(pos + 12, true),
+        op: view.getUint16(pos + 16, true),
+        clientIdHigh: view.getUint32(pos + 20, true),
+        clientIdLow: view.getUint32(pos + 24, true),
+      };
+      if (header.bodyLength > this.maxBodyBytes) {
+        pos += headerBytes;
+        this.skipBytes = header.bodyLength;
+        this.sink.onOversized(header, this.maxBodyBytes);
+        if (this.corrupt) return -1;
+        continue;
+      }
+      const frameEnd = pos + headerBytes + header.bodyLength;
+      if (frameEnd > end) return pos;
+      this.sink.onFrame(header, src.subarray(pos + headerBytes, frameEnd));
+      if (this.corrupt) return -1;
+      pos = frameEnd;
+    }
+    return pos;
+  }
+
+  /** Stops parsing (the owner is closing the connection). */
+  close(): void {
+    this.corrupt = true;
+    this.buf = emptyBuffer;
+    this.start = 0;
+    this.end = 0;
+  }
+}

@@ -1,0 +1,160 @@
+import type { ValueInput } from "../../store/types.ts";
+
+export type TransportName = "tcp" | "unix" | "http";
+export type SerializerName = "binary" | "msgpack" | "json";
+
+export const transportNames: readonly TransportName[] = ["tcp", "unix", "http"];
+export const serializerNames: readonly SerializerName[] = ["binary", "msgpack", "json"];
+
+/** The wire id of each serializer (header byte 2). */
+export const serializerIds: Record<SerializerName, number> = { binary: 1, msgpack: 2, json: 3 };
+
+/** Every operation's request body. Times are milliseconds; 0 means never. */
+export interface Requests {
+  set: { key: string; value: ValueInput };
+  setE: { key: string; value: ValueInput; expireInMs: number; deleteInMs: number };
+  setEIfUnset: { key: string; value: ValueInput; expireInMs: number; deleteInMs: number };
+  get: { key: string };
+  has: { key: string };
+  expire: { key: string };
+  delete: { key: string };
+  info: Record<string, never>;
+  claim: { key: string; value: ValueInput; expireInMs: number; deleteInMs: number };
+  deleteIfEquals: { key: string; expected: ValueInput };
+  renewIfEquals: { key: string; expected: ValueInput; expireInMs: number; deleteInMs: number };
+  acquire: { key: string; ttlMs: number; waitMs: number };
+  release: { key: string; ownerId: string };
+  refresh: { key: string; ownerId: string; ttlMs: number };
+}
+
+export type Empty = Record<string, never>;
+
+/** Every operation's reply body. */
+export interface Responses {
+  set: Empty;
+  setE: Empty;
+  setEIfUnset: { written: boolean };
+  get: { value: Uint8Array | undefined };
+  has: { found: boolean };
+  expire: Empty;
+  delete: Empty;
+  info: { kind: string; keys: number; keysWithDeadline: number; approxBytes: number; shards: number };
+  claim: { written: boolean; revision: bigint };
+  deleteIfEquals: { ok: boolean };
+  renewIfEquals: { ok: boolean };
+  acquire: { acquired: boolean; ownerId: string | undefined; fencingToken: bigint | undefined };
+  release: { released: boolean };
+  refresh: { refreshed: boolean };
+}
+
+export type OpName = keyof Requests;
+
+/** Op codes on the wire (header bytes 16-17). Never renumber: old clients depend on them. */
+export const opCodes: Record<OpName, number> = {
+  set: 1,
+  setE: 2,
+  setEIfUnset: 3,
+  get: 4,
+  has: 5,
+  expire: 6,
+  delete: 7,
+  info: 8,
+  claim: 9,
+  deleteIfEquals: 10,
+  renewIfEquals: 11,
+  acquire: 20,
+  release: 21,
+  refresh: 22,
+};
+
+export const opNames = Object.keys(opCodes) as OpName[];
+
+const opNameByCodeTable: (OpName | undefined)[] = [];
+for (const name of opNames) opNameByCodeTable[opCodes[name]] = name;
+
+export function opNameByCode(code: number): OpName | undefined {
+  return opNameByCodeTable[code];
+}
+
+/** Operations that change state: they are deduplicated by client request id on the server. */
+export const writeOps: ReadonlySet<OpName> = new Set<OpName>([
+  "set",
+  "setE",
+  "setEIfUnset",
+  "expire",
+  "delete",
+  "claim",
+  "deleteIfEquals",
+  "renewIfEquals",
+  "acquire",
+  "release",
+  "refresh",
+]);
+
+/** Operations only a lock-manager shard serves. */
+export const lockOps: ReadonlySet<OpName> = new Set<OpName>(["acquire", "release", "refresh"]);
+
+/**
+ * Field types of the schema every serializer follows. "bytes" accepts a string when
+ * encoding (sent as UTF-8) and always decodes to a fresh Uint8Array.
+ */
+export type FieldType = "str" | "optStr" | "bytes" | "optBytes" | "num" | "bool" | "u64" | "optU64";
+
+export interface FieldSpec {
+  readonly name: string;
+  readonly type: FieldType;
+}
+
+/** One value of a decoded field. */
+export type FieldValue = string | Uint8Array | number | boolean | bigint | undefined;
+
+/** The untyped form of a message the serializers work with. */
+export type Message = Record<string, FieldValue>;
+
+const f = (name: string, type: FieldType): FieldSpec => ({ name, type });
+const key = f("key", "str");
+const value = f("value", "bytes");
+const expected = f("expected", "bytes");
+const expireInMs = f("expireInMs", "num");
+const deleteInMs = f("deleteInMs", "num");
+
+/** Field order is the binary and msgpack order: append new fields only at the end. */
+export const requestSchemas: Record<OpName, readonly FieldSpec[]> = {
+  set: [key, value],
+  setE: [key, value, expireInMs, deleteInMs],
+  setEIfUnset: [key, value, expireInMs, deleteInMs],
+  get: [key],
+  has: [key],
+  expire: [key],
+  delete: [key],
+  info: [],
+  claim: [key, value, expireInMs, deleteInMs],
+  deleteIfEquals: [key, expected],
+  renewIfEquals: [key, expected, expireInMs, deleteInMs],
+  acquire: [key, f("ttlMs", "num"), f("waitMs", "num")],
+  release: [key, f("ownerId", "str")],
+  refresh: [key, f("ownerId", "str"), f("ttlMs", "num")],
+};
+
+export const responseSchemas: Record<OpName, readonly FieldSpec[]> = {
+  set: [],
+  setE: [],
+  setEIfUnset: [f("written", "bool")],
+  get: [f("value", "optBytes")],
+  has: [f("found", "bool")],
+  expire: [],
+  delete: [],
+  info: [
+    f("kind", "str"),
+    f("keys", "num"),
+    f("keysWithDeadline", "num"),
+    f("approxBytes", "num"),
+    f("shards", "num"),
+  ],
+  claim: [f("written", "bool"), f("revision", "u64")],
+  deleteIfEquals: [f("ok", "bool")],
+  renewIfEquals: [f("ok", "bool")],
+  acquire: [f("acquired", "bool"), f("ownerId", "optStr"), f("fencingToken", "optU64")],
+  release: [f("released", "bool")],
+  refresh: [f("refreshed", "bool")],
+};

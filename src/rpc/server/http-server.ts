@@ -1,0 +1,257 @@
+import { DkvError, type DkvErrorCode } from "../../errors.ts";
+import { ByteWriter } from "../protocol/byte-writer.ts";
+import { type Endpoint, formatInet } from "../protocol/endpoint.ts";
+import { FrameDecoder, type FrameHeader, flagResponse, headerBytes } from "../protocol/frame.ts";
+import {
+  type FieldSpec,
+  type Message,
+  type OpName,
+  opCodes,
+  opNames,
+  requestSchemas,
+  responseSchemas,
+} from "../protocol/types.ts";
+import { fromBase64, toBase64 } from "../serializer/json.ts";
+import type { Serializer } from "../serializer/types.ts";
+import type { RequestDispatcher, RpcLogger } from "./dispatcher.ts";
+import { writeReplyFrame } from "./reply.ts";
+
+export interface HttpServerOptions {
+  endpoint: Endpoint;
+  dispatcher: RequestDispatcher;
+  serializer: Serializer;
+  maxFrameBytes: number;
+  logger: RpcLogger;
+}
+
+const utf8Encoder = new TextEncoder();
+const utf8Decoder = new TextDecoder("utf-8", { fatal: true });
+
+/** URL op names, case-insensitive, with the CLI's aliases. */
+const opByUrlName = new Map<string, OpName>(opNames.map((n) => [n.toLowerCase(), n]));
+opByUrlName.set("del", "delete");
+opByUrlName.set("expr", "expire");
+
+export interface HttpServer {
+  readonly endpoint: string;
+  stop(drainMs: number): Promise<void>;
+}
+
+/**
+ * POST /v1/<shard>/<op>. A body with content-type application/octet-stream is one request
+ * frame and gets one reply frame (what RpcClient sends); anything else is JSON for humans.
+ */
+export function startHttpServer(options: HttpServerOptions): HttpServer {
+  if (options.endpoint.kind !== "inet") {
+    throw new DkvError("USAGE", "the http transport needs a host:port endpoint, not a socket path");
+  }
+  const server = Bun.serve({
+    hostname: options.endpoint.hostname,
+    port: options.endpoint.port,
+    maxRequestBodySize: options.maxFrameBytes + headerBytes,
+    fetch: (request) => handle(request, options),
+    error(error) {
+      options.logger.warn(`http: ${error.message}`);
+      return jsonError(new DkvError("INTERNAL", "internal server error; see the server log"));
+    },
+  });
+  const bound = formatInet(options.endpoint.hostname, server.port ?? options.endpoint.port);
+  options.logger.info(`listening on http://${bound}`);
+  return {
+    endpoint: bound,
+    async stop(drainMs: number) {
+      const stopped = server.stop(false);
+      await options.dispatcher.drain(drainMs);
+      await Promise.race([stopped, Bun.sleep(drainMs)]);
+      server.stop(true);
+    },
+  };
+}
+
+async function handle(request: Request, options: HttpServerOptions): Promise<Response> {
+  const url = new URL(request.url);
+  if (url.pathname === "/healthz") return new Response("ok\n");
+  const match = /^\/v1\/(\d+)\/([A-Za-z]+)\/?$/.exec(url.pathname);
+  if (match === null) {
+    return jsonError(
+      new DkvError("BAD_REQUEST", 'expected POST /v1/<shard>/<op>, e.g. POST /v1/100/get with {"key":"foo"}'),
+    );
+  }
+  if (request.method !== "POST") {
+    return jsonError(new DkvError("BAD_REQUEST", `use POST for ${url.pathname}`), 405);
+  }
+  const body = new Uint8Array(await request.arrayBuffer());
+  if (request.headers.get("content-type")?.startsWith("application/octet-stream")) {
+    return handleFrame(body, options);
+  }
+  const op = opByUrlName.get(match[2]!.toLowerCase());
+  if (op === undefined) {
+    return jsonError(
+      new DkvError("UNKNOWN_OPERATION", `unknown operation "${match[2]}"; use one of ${opNames.join(", ")}`),
+    );
+  }
+  const checked = options.dispatcher.checkNamed(Number(match[1]), op);
+  if (checked instanceof DkvError) return jsonError(checked);
+  let message: Message;
+  try {
+    message = fromHumanJson(requestSchemas[op], body);
+  } catch (error) {
+    return jsonError(error instanceof DkvError ? error : new DkvError("BAD_REQUEST", String(error)));
+  }
+  const header: FrameHeader = {
+    serializer: options.serializer.id,
+    flags: 0,
+    bodyLength: 0,
+    requestId: 0,
+    shard: Number(match[1]),
+    op: opCodes[op],
+    clientIdHigh: 0,
+    clientIdLow: 0,
+  };
+  const outcome = await new Promise<{ response?: Message; error?: DkvError }>((resolve) =>
+    options.dispatcher.dispatchMessage(header, op, checked.handler, message, {
+      deliver: (_h, response, error) => resolve({ response, error }),
+    }),
+  );
+  if (outcome.error !== undefined) return jsonError(outcome.error);
+  return Response.json(toHumanJson(op, outcome.response ?? {}));
+}
+
+/** One framed request in the body, one framed reply out; protocol errors travel as error frames. */
+async function handleFrame(body: Uint8Array, options: HttpServerOptions): Promise<Response> {
+  const frames: { header: FrameHeader; body: Uint8Array }[] = [];
+  let problem: DkvError | undefined;
+  const decoder = new FrameDecoder(options.maxFrameBytes, {
+    onFrame: (header, frameBody) => frames.push({ header, body: frameBody.slice() }),
+    onOversized: (header, max) => {
+      problem = new DkvError(
+        "TOO_LARGE",
+        `request of ${header.bodyLength} bytes exceeds the frame limit of ${max}`,
+      );
+    },
+    onCorrupt: (reason) => {
+      problem = new DkvError("BAD_FRAME", `not a dkv frame: ${reason}`);
+    },
+  });
+  decoder.push(body);
+  const frame = frames[0];
+  if (problem === undefined && (frame === undefined || frames.length !== 1 || decoder.bufferedBytes !== 0)) {
+    problem = new DkvError(
+      "BAD_FRAME",
+      "an application/octet-stream body must hold exactly one complete frame",
+    );
+  }
+  const header: FrameHeader = frame?.header ?? {
+    serializer: options.serializer.id,
+    flags: 0,
+    bodyLength: 0,
+    requestId: 0,
+    shard: 0,
+    op: 0,
+    clientIdHigh: 0,
+    clientIdLow: 0,
+  };
+  if (problem === undefined && frame !== undefined && (frame.header.flags & flagResponse) !== 0) {
+    problem = new DkvError("BAD_FRAME", "a client must not send response frames");
+  }
+  const out = new ByteWriter(256);
+  if (problem !== undefined || frame === undefined) {
+    writeReplyFrame(out, header, options.serializer, undefined, problem, options.logger);
+    return frameResponse(out);
+  }
+  await new Promise<void>((resolve) =>
+    options.dispatcher.dispatchFrame(frame.header, frame.body, {
+      deliver: (h, response, error) => {
+        writeReplyFrame(out, h, options.serializer, response, error, options.logger);
+        resolve();
+      },
+    }),
+  );
+  return frameResponse(out);
+}
+
+function frameResponse(out: ByteWriter): Response {
+  return new Response(out.written(), { headers: { "content-type": "application/octet-stream" } });
+}
+
+const statusByCode: Partial<Record<DkvErrorCode, number>> = {
+  BAD_REQUEST: 400,
+  BAD_FRAME: 400,
+  USAGE: 400,
+  TOO_LARGE: 413,
+  UNKNOWN_SHARD: 404,
+  UNKNOWN_OPERATION: 404,
+  SERIALIZER_MISMATCH: 415,
+  TIMEOUT: 504,
+  UNAVAILABLE: 503,
+  NOT_LEADER: 503,
+};
+
+function jsonError(error: DkvError, status?: number): Response {
+  return Response.json(error.toJSON(), { status: status ?? statusByCode[error.code] ?? 500 });
+}
+
+/**
+ * Human JSON: bytes are UTF-8 text (or {"base64": "..."}), durations default to 0,
+ * e.g. {"key":"k","value":"v","expireInMs":1000}.
+ */
+function fromHumanJson(schema: readonly FieldSpec[], body: Uint8Array): Message {
+  let parsed: unknown = {};
+  if (body.length > 0) {
+    try {
+      parsed = JSON.parse(utf8Decoder.decode(body));
+    } catch {
+      throw new DkvError("BAD_REQUEST", 'the body is not JSON; send e.g. {"key":"foo"}');
+    }
+  }
+  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) {
+    throw new DkvError("BAD_REQUEST", 'the body must be a JSON object, e.g. {"key":"foo"}');
+  }
+  const object = parsed as Record<string, unknown>;
+  const message: Message = {};
+  for (const spec of schema) {
+    const value = object[spec.name];
+    if (spec.type === "num") {
+      if (value === undefined) message[spec.name] = 0;
+      else if (typeof value === "number") message[spec.name] = value;
+      else throw new DkvError("BAD_REQUEST", `"${spec.name}" must be a number of milliseconds`);
+    } else if (spec.type === "bytes") {
+      if (typeof value === "string") message[spec.name] = utf8Encoder.encode(value);
+      else if (
+        typeof value === "object" &&
+        value !== null &&
+        typeof (value as { base64?: unknown }).base64 === "string"
+      ) {
+        message[spec.name] = fromBase64((value as { base64: string }).base64, spec.name);
+      } else {
+        throw new DkvError("BAD_REQUEST", `"${spec.name}" must be a string or {"base64": "..."}`);
+      }
+    } else if (typeof value === "string") {
+      message[spec.name] = value;
+    } else {
+      throw new DkvError("BAD_REQUEST", `"${spec.name}" must be a string`);
+    }
+  }
+  return message;
+}
+
+/** Human JSON replies follow the CLI's --json shapes. */
+function toHumanJson(op: OpName, response: Message): Record<string, unknown> {
+  const schema = responseSchemas[op];
+  if (schema.length === 0) return { ok: true };
+  const json: Record<string, unknown> = op === "get" ? { found: response.value !== undefined } : {};
+  for (const spec of schema) {
+    const value = response[spec.name];
+    if (value === undefined) continue;
+    if (value instanceof Uint8Array) {
+      try {
+        json[spec.name] = utf8Decoder.decode(value);
+      } catch {
+        json[spec.name] = toBase64(value);
+        json.encoding = "base64";
+      }
+    } else if (typeof value === "bigint") json[spec.name] = value.toString();
+    else json[spec.name] = value;
+  }
+  return json;
+}

@@ -1,0 +1,45 @@
+import { DkvError } from "../../errors.ts";
+import type { ByteWriter } from "../protocol/byte-writer.ts";
+import {
+  beginFrame,
+  type FrameHeader,
+  finishFrame,
+  flagError,
+  flagResponse,
+  headerBytes,
+  writeErrorBody,
+} from "../protocol/frame.ts";
+import { type Message, opNameByCode, responseSchemas } from "../protocol/types.ts";
+import type { Serializer } from "../serializer/types.ts";
+import type { RpcLogger } from "./dispatcher.ts";
+
+/** Appends the reply frame for `header` (a response, or an error with a JSON body) to `out`. */
+export function writeReplyFrame(
+  out: ByteWriter,
+  header: FrameHeader,
+  serializer: Serializer,
+  response: Message | undefined,
+  error: DkvError | undefined,
+  logger: RpcLogger,
+): void {
+  const start = beginFrame(out);
+  const op = opNameByCode(header.op);
+  let flags = flagResponse;
+  if (error !== undefined || op === undefined) {
+    flags |= flagError;
+    writeErrorBody(out, error ?? new DkvError("INTERNAL", "reply to an unknown operation"));
+  } else {
+    try {
+      serializer.write(responseSchemas[op], response ?? {}, out);
+    } catch (encodeError) {
+      out.length = start + headerBytes;
+      flags |= flagError;
+      logger.warn(`cannot encode a ${op} reply: ${String(encodeError)}`);
+      writeErrorBody(
+        out,
+        new DkvError("INTERNAL", "the server could not encode the reply; see the server log"),
+      );
+    }
+  }
+  finishFrame(out, start, { ...header, serializer: serializer.id, flags });
+}
