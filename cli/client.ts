@@ -1,0 +1,48 @@
+import { defaultEndpointFor } from "../src/config/schema.ts";
+import { DkvError } from "../src/errors.ts";
+import { RpcClient } from "../src/rpc/client/index.ts";
+import type { SerializerName, TransportName } from "../src/rpc/protocol/types.ts";
+
+/** The common client options as every kv/lock command parses them. */
+export interface ClientSettings {
+  shard: number;
+  endpoints: readonly string[] | undefined;
+  transport: string;
+  serializer: string;
+  "retry-count": number;
+  "connections-per-endpoint": number;
+  "max-frame-bytes": number;
+}
+
+/** An RPC client for one command run; `timeoutMs` is per request. */
+export function openClient(settings: ClientSettings, timeoutMs: number): RpcClient {
+  const transport = settings.transport as TransportName;
+  const endpoints =
+    settings.endpoints === undefined || settings.endpoints.length === 0
+      ? [defaultEndpointFor(transport)]
+      : [...settings.endpoints];
+  if (timeoutMs <= 0) throw new DkvError("USAGE", "--timeout must be more than 0.");
+  return new RpcClient({
+    endpoints,
+    transport,
+    serializer: settings.serializer as SerializerName,
+    timeoutMs,
+    retryCount: settings["retry-count"],
+    connectionsPerEndpoint: settings["connections-per-endpoint"],
+    maxFrameBytes: settings["max-frame-bytes"],
+  });
+}
+
+/** Runs `work` with a fresh client and always closes it, so the process can exit promptly. */
+export async function withClient<T>(
+  settings: ClientSettings,
+  timeoutMs: number,
+  work: (client: RpcClient) => Promise<T>,
+): Promise<T> {
+  const client = openClient(settings, timeoutMs);
+  try {
+    return await work(client);
+  } finally {
+    await client.close().catch(() => undefined);
+  }
+}

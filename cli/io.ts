@@ -1,0 +1,65 @@
+import { DkvError } from "../src/errors.ts";
+
+/** Exit statuses of the contract: the server answered / the request failed / bad usage. */
+export const EXIT_OK = 0;
+export const EXIT_FAILED = 1;
+export const EXIT_USAGE = 2;
+
+export type Env = Readonly<Record<string, string | undefined>>;
+
+/** Where a command writes; tests and the dispatcher pass one, handlers never touch process.* directly. */
+export interface Io {
+  readonly env: Env;
+  readonly stdoutIsTty: boolean;
+  out(text: string | Uint8Array): void;
+  err(text: string): void;
+}
+
+export const processIo: Io = {
+  env: process.env,
+  stdoutIsTty: process.stdout.isTTY === true,
+  out: (text) => {
+    process.stdout.write(text);
+  },
+  err: (text) => {
+    process.stderr.write(text);
+  },
+};
+
+/** Resolves once everything written to stdout and stderr so far has been handed to the OS. */
+export async function flushProcessIo(): Promise<void> {
+  await Promise.all([
+    new Promise<void>((resolve) => process.stdout.write("", () => resolve())),
+    new Promise<void>((resolve) => process.stderr.write("", () => resolve())),
+  ]);
+}
+
+/** Any thrown value as a DkvError; a foreign error's outcome is unknown (it may have hit after sending). */
+export function toDkvError(error: unknown): DkvError {
+  if (error instanceof DkvError) return error;
+  const message = error instanceof Error ? error.message : String(error);
+  return new DkvError("INTERNAL", message || "unexpected error", { outcome: "unknown", cause: error });
+}
+
+/**
+ * Reports a failed command: with --json exactly one {error, message, outcome} object on
+ * stdout, and always one line on stderr. Returns the exit status (2 for usage errors).
+ */
+export function reportFailure(io: Io, json: boolean, error: unknown): number {
+  const failure = toDkvError(error);
+  if (json) io.out(`${JSON.stringify(failure.toJSON())}\n`);
+  const maybeApplied = failure.outcome === "unknown" ? "; it may or may not have been applied" : "";
+  io.err(`dkv: ${failure.message} [${failure.code}${maybeApplied}]\n`);
+  return failure.code === "USAGE" ? EXIT_USAGE : EXIT_FAILED;
+}
+
+/** JSON with bigints as decimal strings (fencing tokens exceed 2^53). */
+export function jsonLine(value: unknown): string {
+  return `${JSON.stringify(value, (_key, v: unknown) => (typeof v === "bigint" ? v.toString() : v))}\n`;
+}
+
+const ANSI = new RegExp(`${String.fromCharCode(27)}\\[[0-9;]*m`, "g");
+
+export function stripAnsi(text: string): string {
+  return text.replace(ANSI, "");
+}

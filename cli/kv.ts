@@ -1,0 +1,189 @@
+import { parseDuration } from "../src/config/parse.ts";
+import { clientOptions, DEFAULT_KV_SHARD } from "../src/config/schema.ts";
+import type { IStore } from "../src/store/types.ts";
+import { withClient } from "./client.ts";
+import { defineGroup, defineLeaf, type LeafContext } from "./command.ts";
+import { EXIT_OK, jsonLine } from "./io.ts";
+import { perfCommand } from "./perf.ts";
+
+const kvOptions = clientOptions(DEFAULT_KV_SHARD, "timeout");
+type KvContext = LeafContext<typeof kvOptions>;
+
+const keyArg = { name: "key", description: "The key (any non-empty string)" };
+const valueArg = { name: "value", description: "The value, stored as UTF-8 bytes" };
+const expireArg = {
+  name: "expire_in",
+  description:
+    "After this long get misses but has is still true (e.g. 30s, 5m; bare number = seconds; 0 = never)",
+};
+const deleteArg = {
+  name: "delete_in",
+  description: "After this long the key is gone entirely (0 = never)",
+};
+
+const kvNotes = [
+  `The default shard is ${DEFAULT_KV_SHARD} (the lstore of 'dkv serve' without flags); lock commands default to 200.`,
+];
+
+/** Runs one store operation against the configured shard and prints its result. */
+async function withStore(context: KvContext, work: (store: IStore) => Promise<number>): Promise<number> {
+  return withClient(context.options, context.options.timeout, (client) =>
+    work(client.store(context.options.shard)),
+  );
+}
+
+function printOk(context: KvContext): number {
+  context.io.out(context.options.json ? jsonLine({ ok: true }) : "OK\n");
+  return EXIT_OK;
+}
+
+const utf8Strict = new TextDecoder("utf-8", { fatal: true });
+
+/** get's JSON: the value as text, or base64 with "encoding" when it is not valid UTF-8. */
+export function getResultJson(value: Uint8Array | undefined): Record<string, unknown> {
+  if (value === undefined) return { found: false };
+  try {
+    return { found: true, value: utf8Strict.decode(value) };
+  } catch {
+    return { found: true, value: Buffer.from(value).toString("base64"), encoding: "base64" };
+  }
+}
+
+function durations(context: KvContext): { expireInMs: number; deleteInMs: number } {
+  return {
+    expireInMs: parseDuration(context.positionals.expire_in!, "EXPIRE_IN"),
+    deleteInMs: parseDuration(context.positionals.delete_in!, "DELETE_IN"),
+  };
+}
+
+const set = defineLeaf({
+  path: "dkv kv set",
+  description: "Set KEY to VALUE (clears any expiry)",
+  options: kvOptions,
+  positionals: [keyArg, valueArg],
+  examples: [
+    "dkv kv set foo bar",
+    'dkv kv set --shard 100 --endpoints 10.0.0.1:8080 foo bar --json   # {"ok":true}',
+  ],
+  notes: kvNotes,
+  run: (context) =>
+    withStore(context, async (store) => {
+      await store.set(context.positionals.key!, context.positionals.value!);
+      return printOk(context);
+    }),
+});
+
+const setE = defineLeaf({
+  path: "dkv kv setE",
+  description: "Set KEY to VALUE with an expiry and a deletion time",
+  options: kvOptions,
+  positionals: [keyArg, valueArg, expireArg, deleteArg],
+  examples: ["dkv kv setE session:1 alice 30m 24h", "dkv kv setE cache:x 42 0 10s   # gone after 10s"],
+  notes: kvNotes,
+  run: (context) => {
+    const { expireInMs, deleteInMs } = durations(context);
+    return withStore(context, async (store) => {
+      await store.setE(context.positionals.key!, context.positionals.value!, expireInMs, deleteInMs);
+      return printOk(context);
+    });
+  },
+});
+
+const setEIfUnset = defineLeaf({
+  path: "dkv kv setEIfUnset",
+  description: "Like setE, but only when KEY is absent (atomic); reports whether it wrote",
+  options: kvOptions,
+  positionals: [keyArg, valueArg, expireArg, deleteArg],
+  examples: ['dkv kv setEIfUnset job:42 worker-a 0 1m --json   # {"ok":true,"written":true}'],
+  notes: kvNotes,
+  run: (context) => {
+    const { expireInMs, deleteInMs } = durations(context);
+    return withStore(context, async (store) => {
+      const written = await store.setEIfUnset(
+        context.positionals.key!,
+        context.positionals.value!,
+        expireInMs,
+        deleteInMs,
+      );
+      context.io.out(context.options.json ? jsonLine({ ok: true, written }) : `written=${written}\n`);
+      return EXIT_OK;
+    });
+  },
+});
+
+const get = defineLeaf({
+  path: "dkv kv get",
+  description: "Print the value of KEY (exit 0 whether found or not)",
+  options: kvOptions,
+  positionals: [keyArg],
+  examples: ["dkv kv get foo", 'dkv kv get foo --json   # {"found":true,"value":"bar"}'],
+  notes: [
+    ...kvNotes,
+    "Without --json the value is printed as is, followed by a newline; a missing key prints nothing on stdout.",
+    'With --json a value that is not valid UTF-8 comes base64-encoded with "encoding":"base64".',
+  ],
+  run: (context) =>
+    withStore(context, async (store) => {
+      const value = await store.get(context.positionals.key!);
+      if (context.options.json) {
+        context.io.out(jsonLine(getResultJson(value)));
+      } else if (value === undefined) {
+        context.io.err(`(not found) ${context.positionals.key}\n`);
+      } else {
+        context.io.out(value);
+        context.io.out("\n");
+      }
+      return EXIT_OK;
+    }),
+});
+
+const has = defineLeaf({
+  path: "dkv kv has",
+  description: "Tell whether KEY exists (true even when its value has expired)",
+  options: kvOptions,
+  positionals: [keyArg],
+  examples: ["dkv kv has foo   # found=true"],
+  notes: kvNotes,
+  run: (context) =>
+    withStore(context, async (store) => {
+      const found = await store.has(context.positionals.key!);
+      context.io.out(context.options.json ? jsonLine({ found }) : `found=${found}\n`);
+      return EXIT_OK;
+    }),
+});
+
+const expire = defineLeaf({
+  path: "dkv kv expire",
+  aliases: ["expr"],
+  description: "Expire the value of KEY now: get misses, has stays true (no-op on a missing key)",
+  options: kvOptions,
+  positionals: [keyArg],
+  notes: kvNotes,
+  run: (context) =>
+    withStore(context, async (store) => {
+      await store.expire(context.positionals.key!);
+      return printOk(context);
+    }),
+});
+
+const del = defineLeaf({
+  path: "dkv kv del",
+  aliases: ["delete"],
+  description: "Delete KEY (no-op on a missing key)",
+  options: kvOptions,
+  positionals: [keyArg],
+  notes: kvNotes,
+  run: (context) =>
+    withStore(context, async (store) => {
+      await store.delete(context.positionals.key!);
+      return printOk(context);
+    }),
+});
+
+export const kvCommand = defineGroup({
+  path: "dkv kv",
+  description: "Key-value operations against a running dkv server",
+  sharedOptions: kvOptions,
+  subCommands: { set, setE, setEIfUnset, get, has, expire, del, perf: perfCommand },
+  notes: kvNotes,
+});

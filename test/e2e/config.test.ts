@@ -1,0 +1,194 @@
+import { describe, expect, test } from "bun:test";
+import {
+  buildShards,
+  clientOptions,
+  closeShards,
+  defineOption,
+  envVarOf,
+  parseCommandLine,
+  parseDuration,
+  parseShardSpecs,
+  readOptions,
+  serveOptions,
+} from "../../src/config/index.ts";
+import { DkvError } from "../../src/errors.ts";
+
+/** The config schema shared by the CLI and the library: durations, precedence, shard specs. */
+
+function usageMessage(run: () => unknown): string {
+  try {
+    run();
+  } catch (error) {
+    expect(DkvError.is(error, "USAGE")).toBe(true);
+    return (error as DkvError).message;
+  }
+  throw new Error("expected a USAGE error");
+}
+
+describe("parseDuration", () => {
+  test.each([
+    ["5", 5_000],
+    ["0", 0],
+    ["1.5", 1_500],
+    ["250ms", 250],
+    ["10s", 10_000],
+    ["2m", 120_000],
+    ["1h", 3_600_000],
+    ["1m30s", 90_000],
+    [" 3S ", 3_000],
+  ])("%p is %p ms", (text, ms) => {
+    expect(parseDuration(text)).toBe(ms);
+  });
+
+  test.each(["", "abc", "-5", "5d", "s", "1.2.3s", "10 s"])(
+    "%p is a usage error that shows the format",
+    (text) => {
+      expect(usageMessage(() => parseDuration(text, "--timeout"))).toContain("--timeout");
+    },
+  );
+});
+
+describe("flags and DKV_* variables", () => {
+  const options = clientOptions(100, "timeout");
+
+  test("the variable of a flag is DKV_ + its name in upper snake case", () => {
+    expect(envVarOf("transport-endpoint")).toBe("DKV_TRANSPORT_ENDPOINT");
+    expect(envVarOf("connections-per-endpoint")).toBe("DKV_CONNECTIONS_PER_ENDPOINT");
+  });
+
+  test("defaults apply when neither flag nor variable is set", () => {
+    const parsed = parseCommandLine([], options, [], {});
+    expect(parsed.options).toMatchObject({
+      shard: 100,
+      transport: "tcp",
+      serializer: "binary",
+      timeout: 10_000,
+    });
+    expect(parsed.sources.shard).toBe("default");
+  });
+
+  test("a variable sets the option; a flag on the command line wins over it", () => {
+    const env = { DKV_SHARD: "300", DKV_TIMEOUT: "2", DKV_TRANSPORT: "unix" };
+    const fromEnv = parseCommandLine([], options, [], env);
+    expect(fromEnv.options).toMatchObject({ shard: 300, timeout: 2_000, transport: "unix" });
+    expect(fromEnv.sources.shard).toBe("DKV_SHARD");
+    const flagWins = parseCommandLine(["--shard", "100", "--timeout=500ms"], options, [], env);
+    expect(flagWins.options).toMatchObject({ shard: 100, timeout: 500, transport: "unix" });
+    expect(flagWins.sources.shard).toBe("flag");
+  });
+
+  test("aliases and the Go seed's names: flags and variables", () => {
+    const parsed = parseCommandLine(
+      ["--transport-endpoints", "a:1,b:2", "--transport-retries", "7"],
+      options,
+      [],
+      {},
+    );
+    expect(parsed.options.endpoints).toEqual(["a:1", "b:2"]);
+    expect(parsed.options["retry-count"]).toBe(7);
+    expect(readOptions(options, { DKV_TRANSPORT_ENDPOINTS: "c:3" }).endpoints).toEqual(["c:3"]);
+  });
+
+  test("booleans: bare flag, =false, --no-, and variables", () => {
+    expect(parseCommandLine(["--json"], options, [], {}).options.json).toBe(true);
+    expect(parseCommandLine(["--json=false"], options, [], { DKV_JSON: "1" }).options.json).toBe(false);
+    expect(parseCommandLine([], options, [], { DKV_JSON: "yes" }).options.json).toBe(true);
+    expect(
+      parseCommandLine(["--no-transport-tcp-nodelay"], options, [], {}).options["transport-tcp-nodelay"],
+    ).toBe(false);
+  });
+
+  test("positionals in order; -- lets a value start with a dash", () => {
+    const positionals = [
+      { name: "key", description: "" },
+      { name: "value", description: "" },
+    ];
+    const parsed = parseCommandLine(["--shard", "100", "k", "--", "--not-a-flag"], options, positionals, {});
+    expect(parsed.positionals).toEqual({ key: "k", value: "--not-a-flag" });
+  });
+
+  test.each([
+    [["--bogus"], "unknown option --bogus"],
+    [["--shrad", "1"], "did you mean --shard?"],
+    [["--shard"], "--shard needs a value"],
+    [["--shard", "--json"], "--shard needs a value"],
+    [["--shard", "1.5"], "not a whole number"],
+    [["--shard", "-1"], "below the minimum"],
+    [["--serializer", "xml"], "not one of binary, msgpack, json"],
+    [["--timeout", "soon"], "is not a duration"],
+    [["-x"], "unknown option -x"],
+    [["extra"], 'unexpected argument: "extra"'],
+  ])("%p is a usage error: %s", (argv, message) => {
+    expect(usageMessage(() => parseCommandLine(argv, options, [], {}))).toContain(message);
+  });
+
+  test("a missing positional and a bad variable are usage errors naming them", () => {
+    expect(
+      usageMessage(() => parseCommandLine([], options, [{ name: "key", description: "" }], {})),
+    ).toContain("missing argument KEY");
+    expect(usageMessage(() => parseCommandLine([], options, [], { DKV_RETRY_COUNT: "many" }))).toContain(
+      "DKV_RETRY_COUNT",
+    );
+  });
+
+  test("list options trim and drop empty items", () => {
+    const list = [defineOption({ name: "items", type: "list", default: [], description: "" })] as const;
+    expect(parseCommandLine(["--items", " a, b,,c "], list, [], {}).options.items).toEqual(["a", "b", "c"]);
+  });
+
+  test("serve's options read from the environment as a library would", () => {
+    const values = readOptions(serveOptions, { DKV_SHARDS: "7=lstore", DKV_LOG_LEVEL: "debug" });
+    expect(values.shards).toBe("7=lstore");
+    expect(values["log-level"]).toBe("debug");
+    expect(values.timeout).toBe(5_000);
+  });
+});
+
+describe("--shards", () => {
+  test("ID=TYPE and the seed's ID:TYPE, with whitespace and case forgiven", () => {
+    expect(parseShardSpecs("100=lstore, 200:lockmgr(lstore) ,300=LockMgr( DStore ),400=dstore")).toEqual([
+      { id: 100, type: "lstore" },
+      { id: 200, type: "lockmgr(lstore)" },
+      { id: 300, type: "lockmgr(dstore)" },
+      { id: 400, type: "dstore" },
+    ]);
+  });
+
+  test.each([
+    ["", "--shards is empty"],
+    [" , ", "--shards is empty"],
+    ["100", '"100" is not ID=TYPE'],
+    ["=lstore", '"=lstore" is not ID=TYPE'],
+    ["abc=lstore", "shard id must be a whole number"],
+    ["-1=lstore", "shard id must be a whole number"],
+    ["4294967296=lstore", "shard id must be a whole number"],
+    ["100=redis", 'unknown type "redis"'],
+    ["100=lockmgr", 'unknown type "lockmgr"'],
+    ["100=lstore,100=lockmgr(lstore)", "lists shard 100 twice"],
+  ])("%p is rejected: %s", (text, message) => {
+    expect(usageMessage(() => parseShardSpecs(text))).toContain(message);
+  });
+
+  test("lstore and lockmgr(lstore) build a store and a lock manager over their own stores", async () => {
+    const shards = buildShards(parseShardSpecs("100=lstore,200=lockmgr(lstore)"));
+    try {
+      const data = shards.get(100);
+      const locks = shards.get(200);
+      expect(data?.kind).toBe("store");
+      expect(locks?.kind).toBe("lock");
+      if (locks?.kind !== "lock" || data === undefined) throw new Error("unreachable");
+      expect((await locks.locks.acquire("L", 1_000)).acquired).toBe(true);
+      expect(await data.store.has("L")).toBe(false);
+    } finally {
+      await closeShards(shards);
+    }
+  });
+
+  test("dstore shards are refused with a message saying they are not built yet", () => {
+    const message = usageMessage(() =>
+      buildShards(parseShardSpecs("100=lstore,200=dstore,300=lockmgr(dstore)")),
+    );
+    expect(message).toContain("200=dstore,300=lockmgr(dstore)");
+    expect(message).toContain("Raft");
+  });
+});
