@@ -1,0 +1,168 @@
+/**
+ * Mutation check of the simulator against bugs inside the core. The core cannot be edited
+ * in place, so each mutant is a copy of src/raft/core in a temporary directory outside the
+ * repo with one line changed; the simulator runs against the copy and must report a safety
+ * violation within the seeds. The unmutated copy runs first as the control.
+ *
+ *   bun test/raft/sim/core-mutants.ts [--seeds 200] [--only <name>]
+ *
+ * Anchors are exact source text; when the core changes so an anchor no longer matches, the
+ * mutant is reported as "anchor not found" (update the anchor, do not drop the mutant).
+ */
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import { loadCore } from "./core.ts";
+import { runSimulation, SimFailure, type Swarm } from "./simulator.ts";
+
+interface CoreMutant {
+  name: string;
+  file: string;
+  find: string;
+  replace: string;
+  swarm?: Partial<Swarm>;
+}
+
+export const coreMutants: CoreMutant[] = [
+  {
+    name: "commit a previous-term entry by counting (no §5.4.2 current-term check)",
+    file: "raft.ts",
+    find: "if (index <= this.log.committed || this.log.term(index) !== this.term) return false;",
+    replace: "if (index <= this.log.committed) return false;",
+    // Figure 8 needs a leader to die between two acks of a one-entry-per-message catch-up.
+    swarm: {
+      nodeCount: 3,
+      leaderCrashRate: 0.05,
+      restartRate: 0.5,
+      crashInReadyRate: 0.1,
+      maxSizePerMsgBytes: 1,
+      network: { dropRate: 0.3, duplicateRate: 0, delayMaxSteps: 3 },
+    },
+  },
+  {
+    name: "grant a vote to a candidate with an out-of-date log",
+    file: "raft.ts",
+    find: "if (canVote && this.log.isUpToDate(m.index, m.logTerm)) {",
+    replace: "if (canVote) {",
+  },
+  {
+    name: "vote for a second candidate in the same term",
+    file: "raft.ts",
+    find: "(this.vote === null && this.lead === null) ||",
+    replace: "this.lead === null ||",
+  },
+  {
+    name: "follower appends without checking the previous entry's term",
+    file: "log.ts",
+    find: "if (!this.matchTerm(prevIndex, prevTerm)) return -1;",
+    replace: "if (prevIndex > this.lastIndex()) return -1;",
+  },
+  {
+    name: "serve ReadIndex before the leader's first commit of its term",
+    file: "raft.ts",
+    find: "if (this.log.term(this.log.committed) !== this.term) {\n      // Our commit index",
+    replace: "if (false) {\n      // Our commit index",
+  },
+  {
+    name: "serve ReadIndex without the heartbeat round (an unchecked lease)",
+    file: "raft.ts",
+    find: 'if (this.trk.isSingleton() || this.readOnlyOption === "lease") {',
+    replace: "if (true) {",
+    // Without CheckQuorum a deposed leader keeps answering from its stale commit index.
+    swarm: { checkQuorum: false, partitionRate: 0.01, healRate: 0.005, readRate: 0.3 },
+  },
+  {
+    name: "stamp entries with the local clock only (no max with the last entry)",
+    file: "raft.ts",
+    find: "return Math.max(this.latestWallMs, this.log.lastTimeMs);",
+    replace: "return this.latestWallMs;",
+  },
+];
+
+/** Safety invariants only: a liveness failure does not show that a safety bug was seen. */
+const safetyInvariants = new Set([
+  "election safety",
+  "log matching",
+  "leader completeness",
+  "state machine safety",
+  "monotonic timestamps",
+  "durability",
+  "linearizable read",
+  "apply order",
+  "persistence",
+  "proposal",
+  "snapshot",
+  "core threw",
+]);
+
+const coreDir = join(import.meta.dir, "../../../src/raft/core");
+
+interface MutantResult {
+  name: string;
+  failingSeeds: number[];
+  firstInvariant: string | null;
+  firstMessage: string | null;
+  note?: string;
+}
+
+async function runAgainstCopy(mutant: CoreMutant | null, seeds: number): Promise<MutantResult> {
+  const name = mutant?.name ?? "control (unmutated copy)";
+  const dir = mkdtempSync(join(tmpdir(), "dkv-core-mutant-"));
+  try {
+    cpSync(coreDir, dir, { recursive: true });
+    if (mutant !== null) {
+      const path = join(dir, mutant.file);
+      const source = readFileSync(path, "utf8");
+      if (!source.includes(mutant.find)) {
+        return { name, failingSeeds: [], firstInvariant: null, firstMessage: null, note: "anchor not found" };
+      }
+      writeFileSync(path, source.replace(mutant.find, mutant.replace));
+    }
+    const core = await loadCore(join(dir, "index.ts"));
+    const result: MutantResult = { name, failingSeeds: [], firstInvariant: null, firstMessage: null };
+    for (let seed = 1; seed <= seeds; seed++) {
+      try {
+        runSimulation({ seed, core, ...(mutant?.swarm ? { swarm: mutant.swarm } : {}) });
+      } catch (error) {
+        if (!(error instanceof SimFailure)) throw error;
+        if (!safetyInvariants.has(error.invariant)) continue;
+        result.failingSeeds.push(seed);
+        if (result.firstInvariant === null) {
+          result.firstInvariant = error.invariant;
+          result.firstMessage = error.message.split("\n")[0] ?? null;
+        }
+      }
+    }
+    return result;
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+export async function runCoreMutants(seeds: number, only?: string): Promise<MutantResult[]> {
+  const results: MutantResult[] = [];
+  const selected = coreMutants.filter((mutant) => only === undefined || mutant.name.includes(only));
+  for (const mutant of [null, ...selected]) {
+    const result = await runAgainstCopy(mutant, seeds);
+    results.push(result);
+    const seedsShown = result.failingSeeds.slice(0, 10).join(", ");
+    console.log(
+      `${result.name}: ${result.note ?? `${result.failingSeeds.length}/${seeds} seeds fail safety`}` +
+        (result.firstInvariant === null ? "" : ` (first: ${result.firstMessage}; seeds ${seedsShown})`),
+    );
+  }
+  return results;
+}
+
+if (import.meta.main) {
+  const { values } = parseArgs({
+    args: Bun.argv.slice(2),
+    options: { seeds: { type: "string", default: "200" }, only: { type: "string" } },
+  });
+  const results = await runCoreMutants(Number(values.seeds), values.only);
+  const [control, ...mutants] = results;
+  const missed = mutants.filter((result) => result.failingSeeds.length === 0);
+  const controlFailed = (control?.failingSeeds.length ?? 0) > 0;
+  process.exit(missed.length > 0 || controlFailed ? 1 : 0);
+}
