@@ -37,45 +37,51 @@ export class DedupEntry {
 
 /**
  * Recent write outcomes of one shard, so a retried write is applied at most once and gets
- * the original answer (a retried lock acquire returns the same owner and token). Bounded
- * by count and age; insertion order of the Map is the eviction order.
+ * the original answer (a retried lock acquire returns the same owner and token).
+ *
+ * Two generations instead of one ordered Map: evicting the oldest entry of a Map one at a
+ * time leaves deleted slots at its front that every later eviction walks again (writes
+ * slowed from 68k/s to 9k/s once the cache filled). Swapping whole generations is O(1).
+ * An outcome is remembered for at least min(ttlMs / 2, the time to fill half the cache)
+ * and at most ttlMs; no more than `entriesMax` are held.
  */
 export class DedupCache {
-  private readonly entries = new Map<string, DedupEntry>();
+  private current = new Map<string, DedupEntry>();
+  private previous = new Map<string, DedupEntry>();
+  private currentStartedAtMs: number;
 
   constructor(
     private readonly limits: DedupLimits,
     private readonly nowMs: () => number,
-  ) {}
+  ) {
+    this.currentStartedAtMs = nowMs();
+  }
 
   get size(): number {
-    return this.entries.size;
+    return this.current.size + this.previous.size;
   }
 
   /** Returns the existing entry for a retry, or registers a new one (returned as `fresh`). */
   lookupOrInsert(key: string): { entry: DedupEntry; fresh: boolean } {
     const now = this.nowMs();
-    const existing = this.entries.get(key);
+    this.rotateIfDue(now);
+    const existing = this.current.get(key) ?? this.previous.get(key);
     if (existing !== undefined && now - existing.createdAtMs < this.limits.ttlMs) {
       return { entry: existing, fresh: false };
     }
-    if (existing !== undefined) this.entries.delete(key);
-    this.evict(now);
     const entry = new DedupEntry(now);
-    this.entries.set(key, entry);
+    this.current.set(key, entry);
     return { entry, fresh: true };
   }
 
-  private evict(now: number): void {
-    // Bounded work per insert: drop what is over the cap, then a few expired entries.
-    for (let i = 0; i < 64; i++) {
-      const oldest = this.entries.entries().next();
-      if (oldest.done) return;
-      const [key, entry] = oldest.value;
-      const over = this.entries.size >= this.limits.entriesMax;
-      if (!over && now - entry.createdAtMs < this.limits.ttlMs) return;
-      this.entries.delete(key);
-    }
+  private rotateIfDue(now: number): void {
+    const halfCapacity = Math.max(1, Math.floor(this.limits.entriesMax / 2));
+    const full = this.current.size >= halfCapacity;
+    const old = now - this.currentStartedAtMs >= this.limits.ttlMs / 2;
+    if (!full && !old) return;
+    this.previous = this.current;
+    this.current = new Map();
+    this.currentStartedAtMs = now;
   }
 }
 
