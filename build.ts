@@ -51,8 +51,10 @@ async function compile(outfile: string, version: string, target?: Bun.Build.Comp
     compile: {
       outfile,
       ...(target === undefined ? {} : { target }),
-      // The binary's behaviour must not depend on a bunfig.toml in the directory it runs in.
+      // The binary's behaviour must not depend on a bunfig.toml or .env in the directory it
+      // runs in: configuration comes from flags and DKV_* variables only.
       autoloadBunfig: false,
+      autoloadDotenv: false,
     },
   });
   if (!result.success) {
