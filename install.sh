@@ -120,8 +120,10 @@ sha256_of() { # file
 
 choose_install_dir() {
   if [ -n "$INSTALL_DIR" ]; then return; fi
-  if [ -d /usr/local/bin ] && [ -w /usr/local/bin ]; then
-    INSTALL_DIR=/usr/local/bin
+  # DKV_INSTALL_SYSTEM_DIR exists so the fallback can be tested without touching /usr/local.
+  system_dir="${DKV_INSTALL_SYSTEM_DIR:-/usr/local/bin}"
+  if [ -d "$system_dir" ] && [ -w "$system_dir" ]; then
+    INSTALL_DIR="$system_dir"
   else
     [ -n "${HOME:-}" ] || fail "HOME is not set; pass --path DIR"
     INSTALL_DIR="$HOME/.local/bin"
