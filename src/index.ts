@@ -1,0 +1,33 @@
+/**
+ * dkv as a library: embed a local store, or talk to a dkv server or cluster.
+ *
+ * ```ts
+ * import { LocalStore, LockManager, RpcClient } from "dkv";
+ * const store = new LocalStore();
+ * await store.set("foo", "bar");
+ * const client = new RpcClient({ endpoints: ["127.0.0.1:8080"], transport: "tcp", serializer: "binary" });
+ * const value = await client.store(100).get("foo");
+ * ```
+ */
+export { type Clock, ManualClock, systemClock } from "./clock.ts";
+export type { ByteSink, DbInfo, KVDB } from "./db/kvdb.ts";
+export { MapleDB, type MapleOptions } from "./db/maple/index.ts";
+export { DkvError, type DkvErrorCode, type DkvOutcome } from "./errors.ts";
+export {
+  type AcquireOptions,
+  type AcquireResult,
+  type ILockManager,
+  LockManager,
+  type LockManagerOptions,
+} from "./lockmgr/index.ts";
+export { RpcClient, type RpcClientOptions, RpcLockManager, RpcStore } from "./rpc/client/index.ts";
+export {
+  type RpcServer,
+  type RpcServerOptions,
+  type SerializerName,
+  type ShardHandler,
+  startRpcServer,
+  type TransportName,
+} from "./rpc/server/index.ts";
+export { LocalStore, type LocalStoreOptions } from "./store/local.ts";
+export type { ClaimResult, IStore, StoreInfo, StoreLimits, ValueInput } from "./store/types.ts";

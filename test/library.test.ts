@@ -1,0 +1,35 @@
+import { expect, test } from "bun:test";
+import * as dkv from "../src/index.ts";
+
+test("the library surface exports the engine, stores, lock manager, RPC server and client", () => {
+  for (const name of ["MapleDB", "LocalStore", "LockManager", "DkvError", "RpcClient", "startRpcServer"] as const) {
+    expect(typeof dkv[name]).toBe("function");
+  }
+});
+
+test("an embedded program uses a local store and a lock manager over RPC", async () => {
+  const store = new dkv.LocalStore();
+  const locks = new dkv.LockManager(new dkv.LocalStore());
+  const server = await dkv.startRpcServer({
+    transport: "tcp",
+    endpoint: "127.0.0.1:0",
+    serializer: "binary",
+    shards: new Map<number, dkv.ShardHandler>([
+      [100, { kind: "store", store }],
+      [200, { kind: "lock", locks, store }],
+    ]),
+  });
+  const client = new dkv.RpcClient({ endpoints: [server.endpoint], transport: "tcp", serializer: "binary" });
+  try {
+    await client.store(100).set("greeting", "hello");
+    expect(new TextDecoder().decode(await store.get("greeting"))).toBe("hello");
+    const lock = await client.locks(200).acquire("job", 10_000);
+    expect(lock.acquired).toBe(true);
+    expect(await client.locks(200).acquire("job", 10_000)).toEqual({ acquired: false });
+    expect(await client.locks(200).release("job", lock.ownerId ?? "")).toBe(true);
+  } finally {
+    await client.close();
+    await server.stop();
+    await store.close();
+  }
+});
