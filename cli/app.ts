@@ -11,7 +11,7 @@ import { dkvVersion, versionCommand } from "./version.ts";
 export async function rootCommand(): Promise<CommandDef> {
   return defineGroup({
     path: "dkv",
-    description: "dkv: a distributed key-value store and lock service (server and client in one binary)",
+    description: "a distributed key-value store and lock service (server and client in one binary)",
     version: await dkvVersion(),
     subCommands: {
       serve: serveCommand,
