@@ -1,0 +1,423 @@
+import type { Socket, SocketHandler } from "bun";
+import type { Message, NodeId } from "../core/types.ts";
+import { ByteQueue } from "./byte-queue.ts";
+import {
+  encodeHandshake,
+  encodeHostFrame,
+  encodeRaftFrame,
+  encodeSnapshotBegin,
+  encodeSnapshotChunk,
+  finishFrame,
+  frameHeaderBytes,
+  messageBytesLowerBound,
+} from "./codec.ts";
+import { type HostPort, parseHostPort, type ResolvedOptions, type TcpTransportStats } from "./options.ts";
+
+/** What a link needs from its transport. */
+export interface LinkContext {
+  readonly options: ResolvedOptions;
+  readonly stats: TcpTransportStats;
+  /** Tells the host `peer` lost messages (the link rate-limits calls). */
+  unreachable(peer: NodeId): void;
+  snapshotSent(peer: NodeId, groupId: number, ok: boolean): void;
+}
+
+type LinkState = "idle" | "connecting" | "open" | "down" | "closed";
+
+interface OutboundSnapshot {
+  groupId: number;
+  message: Message;
+  data: Uint8Array;
+  streamId: number;
+  /** Bytes of `data` queued so far; -1 until the opening frame is queued. */
+  sentBytes: number;
+  /** `queuedTotalBytes` once the last chunk is queued: done when the socket has taken that much. */
+  doneAtBytes: number;
+}
+
+/** Identifies one dial, so events of a socket from an earlier dial are ignored. */
+interface DialTag {
+  link: PeerLink;
+  generation: number;
+}
+
+/** Snapshot chunks queued per flush before yielding the event loop to other work. */
+const snapshotRoundsPerFlush = 4;
+const keepAliveDelayMs = 5000;
+
+const outboundHandlers: SocketHandler<DialTag> = {
+  binaryType: "uint8array",
+  drain(socket) {
+    socket.data.link.onDrain(socket.data.generation);
+  },
+  data(socket) {
+    // Inbound connections are receive-only: a peer never writes back on ours.
+    socket.data.link.onDown(socket.data.generation, "the peer wrote on a send-only connection");
+  },
+  end(socket) {
+    socket.data.link.onDown(socket.data.generation, "the peer closed the connection");
+  },
+  close(socket) {
+    socket.data.link.onDown(socket.data.generation, "the connection closed");
+  },
+  error(socket, error) {
+    socket.data.link.onDown(socket.data.generation, `socket error: ${error.message}`);
+  },
+  connectError() {
+    // Reported through the rejected Bun.connect promise.
+  },
+};
+
+/**
+ * The one outbound connection to a peer, and its send queue. Sends are encoded straight
+ * into the queue and flushed once per event-loop turn (a microtask), so a burst becomes one
+ * socket write. While dialing, sends queue (bounded); once a dial or connection fails the
+ * link is "down" until the backoff timer redials, and sends are dropped — Raft retransmits.
+ */
+export class PeerLink {
+  state: LinkState = "idle";
+  private target: HostPort;
+  private socket: Socket<DialTag> | undefined;
+  private generation = 0;
+  readonly out = new ByteQueue();
+  private flushQueued = false;
+  private blocked = false;
+  private backoffMs = 0;
+  private retryTimer: Timer | undefined;
+  private connectTimer: Timer | undefined;
+  private openedAtMs = 0;
+  private lastUnreachableMs = Number.NEGATIVE_INFINITY;
+  private downLogged = false;
+  private queuedTotalBytes = 0;
+  private writtenTotalBytes = 0;
+  private nextStreamId = 1;
+  private readonly snapshots: OutboundSnapshot[] = [];
+
+  constructor(
+    readonly peer: NodeId,
+    private addressText: string,
+    private readonly context: LinkContext,
+  ) {
+    this.target = parseHostPort(addressText, `the address of peer ${peer}`);
+  }
+
+  get address(): string {
+    return this.addressText;
+  }
+
+  /** Points the link at a new address: the current connection (if any) is closed. */
+  retarget(address: string): void {
+    if (address === this.addressText) return;
+    this.target = parseHostPort(address, `the address of peer ${this.peer}`);
+    this.addressText = address;
+    this.disconnect("the peer's address changed");
+    this.state = "idle";
+    this.backoffMs = 0;
+  }
+
+  sendRaft(groupId: number, message: Message): void {
+    if (message.snapshot !== undefined) {
+      this.sendSnapshot(groupId, message);
+      return;
+    }
+    if (!this.acceptsSends(messageBytesLowerBound(message))) return;
+    this.commitFrame(encodeRaftFrame(this.out, groupId, message));
+  }
+
+  sendHost(payload: Uint8Array): void {
+    if (!this.acceptsSends(payload.length)) return;
+    this.commitFrame(encodeHostFrame(this.out, payload));
+  }
+
+  private sendSnapshot(groupId: number, message: Message): void {
+    const data = message.snapshot!.data;
+    if (this.state === "closed" || this.state === "down") {
+      this.drop();
+      this.context.snapshotSent(this.peer, groupId, false);
+      return;
+    }
+    if (this.snapshots.length > this.context.options.maxPendingSnapshots) {
+      this.context.options.logger.warn(
+        `snapshot for group ${groupId} to ${this.peer} refused: ${this.snapshots.length} already queued; ` +
+          "Raft will retry it once the others are through",
+      );
+      this.drop();
+      this.context.snapshotSent(this.peer, groupId, false);
+      return;
+    }
+    this.snapshots.push({ groupId, message, data, streamId: 0, sentBytes: -1, doneAtBytes: -1 });
+    if (this.state === "idle") this.dial();
+    this.scheduleFlush();
+  }
+
+  /** Whether a send of at least `bytesMin` may be queued; dials an idle link, drops otherwise. */
+  private acceptsSends(bytesMin: number): boolean {
+    if (this.state === "idle") this.dial();
+    if (this.state === "closed" || this.state === "down") {
+      this.drop();
+      return false;
+    }
+    if (this.out.pendingBytes + bytesMin > this.context.options.maxQueueBytes) {
+      this.dropQueueFull();
+      return false;
+    }
+    return true;
+  }
+
+  /** Seals the frame encoded at `mark`, or rolls it back if it does not fit. */
+  private commitFrame(mark: number): void {
+    const options = this.context.options;
+    const payloadBytes = finishFrame(this.out, mark);
+    if (payloadBytes > options.maxFrameBytes) {
+      this.out.truncateTo(mark);
+      options.logger.warn(
+        `dropped a ${payloadBytes}-byte message to ${this.peer}: it exceeds maxFrameBytes (${options.maxFrameBytes}); ` +
+          "lower the Raft maxSizePerMsgBytes or raise maxFrameBytes on every member",
+      );
+      this.drop();
+      return;
+    }
+    if (this.out.pendingBytes > options.maxQueueBytes) {
+      this.out.truncateTo(mark);
+      this.dropQueueFull();
+      return;
+    }
+    const frameBytes = frameHeaderBytes + payloadBytes;
+    this.queuedTotalBytes += frameBytes;
+    this.context.stats.framesQueued++;
+    this.context.stats.bytesQueued += frameBytes;
+    this.scheduleFlush();
+  }
+
+  private dropQueueFull(): void {
+    if (this.reportDue()) {
+      this.context.options.logger.debug(
+        `send queue to ${this.peer} is full (${this.out.pendingBytes} bytes): dropping until it drains`,
+      );
+    }
+    this.drop();
+  }
+
+  private drop(): void {
+    this.context.stats.messagesDropped++;
+    this.reportUnreachable();
+  }
+
+  private reportDue(): boolean {
+    return performance.now() - this.lastUnreachableMs >= this.context.options.unreachableIntervalMs;
+  }
+
+  private reportUnreachable(): void {
+    if (!this.reportDue()) return;
+    this.lastUnreachableMs = performance.now();
+    this.context.stats.unreachableReports++;
+    this.context.unreachable(this.peer);
+  }
+
+  private scheduleFlush(): void {
+    if (this.flushQueued || this.state !== "open") return;
+    this.flushQueued = true;
+    queueMicrotask(this.flush);
+  }
+
+  /** Writes what the socket takes; the rest waits for the drain event. */
+  private readonly flush = (): void => {
+    this.flushQueued = false;
+    for (let round = 0; round < snapshotRoundsPerFlush; round++) {
+      if (this.state !== "open" || this.blocked) return;
+      const moreSnapshot = this.pumpSnapshot();
+      if (this.out.pendingBytes > 0 && !this.write()) return;
+      if (!moreSnapshot) return;
+    }
+    // A snapshot still has chunks: go on after other I/O had its turn.
+    if (!this.flushQueued) {
+      this.flushQueued = true;
+      setImmediate(this.flush);
+    }
+  };
+
+  /** Returns whether everything pending was written. */
+  private write(): boolean {
+    const socket = this.socket!;
+    const out = this.out;
+    const pending = out.pendingBytes;
+    const written = socket.write(out.buf, out.head, pending);
+    this.context.stats.socketWrites++;
+    if (written < 0) return false; // closing: the close event takes the link down
+    out.consume(written);
+    this.writtenTotalBytes += written;
+    this.completeSnapshot();
+    if (written < pending) {
+      this.blocked = true;
+      return false;
+    }
+    return true;
+  }
+
+  /** Queues the active snapshot's next frames while the queue is short; returns whether more remain. */
+  private pumpSnapshot(): boolean {
+    const active = this.snapshots[0];
+    if (active === undefined || active.doneAtBytes >= 0) return false;
+    const chunkBytes = this.context.options.snapshotChunkBytes;
+    if (active.sentBytes < 0) {
+      active.streamId = this.nextStreamId++;
+      this.commitSnapshotFrame(
+        encodeSnapshotBegin(this.out, active.streamId, active.groupId, active.message),
+      );
+      active.sentBytes = 0;
+    }
+    // Bounded by the queue check: at most two chunks' worth is queued per call.
+    while (active.sentBytes < active.data.length && this.out.pendingBytes < chunkBytes) {
+      const end = Math.min(active.sentBytes + chunkBytes, active.data.length);
+      this.commitSnapshotFrame(
+        encodeSnapshotChunk(this.out, active.streamId, active.data.subarray(active.sentBytes, end)),
+      );
+      this.context.stats.snapshotChunksSent++;
+      active.sentBytes = end;
+    }
+    if (active.sentBytes < active.data.length) return true;
+    active.doneAtBytes = this.queuedTotalBytes;
+    return false;
+  }
+
+  /** Snapshot frames bypass the queue bound: they are only queued while the queue is short. */
+  private commitSnapshotFrame(mark: number): void {
+    const frameBytes = frameHeaderBytes + finishFrame(this.out, mark);
+    this.queuedTotalBytes += frameBytes;
+    this.context.stats.framesQueued++;
+    this.context.stats.bytesQueued += frameBytes;
+  }
+
+  private completeSnapshot(): void {
+    const active = this.snapshots[0];
+    if (active === undefined || active.doneAtBytes < 0 || this.writtenTotalBytes < active.doneAtBytes) return;
+    this.snapshots.shift();
+    this.context.stats.snapshotsSent++;
+    this.context.snapshotSent(this.peer, active.groupId, true);
+    if (this.snapshots.length > 0) this.scheduleFlush();
+  }
+
+  onDrain(generation: number): void {
+    if (generation !== this.generation || this.state !== "open") return;
+    this.blocked = false;
+    this.flush();
+  }
+
+  private dial(): void {
+    const options = this.context.options;
+    this.state = "connecting";
+    const generation = ++this.generation;
+    this.out.reset();
+    this.queuedTotalBytes = 0;
+    this.writtenTotalBytes = 0;
+    // The handshake leads the queue, so whatever is sent while dialing follows it.
+    encodeHandshake(this.out, { clusterId: options.clusterId, from: options.self, to: this.peer });
+    this.queuedTotalBytes = this.out.pendingBytes;
+    this.context.stats.dials++;
+    this.connectTimer = setTimeout(() => {
+      this.onDown(generation, `no connection within ${options.connectTimeoutMs} ms`);
+    }, options.connectTimeoutMs);
+    Bun.connect<DialTag>({
+      hostname: this.target.hostname,
+      port: this.target.port,
+      data: { link: this, generation },
+      socket: outboundHandlers,
+    }).then(
+      (socket) => this.onOpen(socket, generation),
+      (error: unknown) => {
+        const detail = error instanceof Error ? error.message : String(error);
+        this.onDown(generation, `cannot connect: ${detail}`);
+      },
+    );
+  }
+
+  private onOpen(socket: Socket<DialTag>, generation: number): void {
+    if (generation !== this.generation || this.state !== "connecting") {
+      socket.terminate();
+      return;
+    }
+    clearTimeout(this.connectTimer);
+    this.connectTimer = undefined;
+    this.state = "open";
+    this.socket = socket;
+    this.blocked = false;
+    this.openedAtMs = performance.now();
+    socket.setNoDelay(true);
+    socket.setKeepAlive(true, keepAliveDelayMs);
+    this.context.stats.connects++;
+    const options = this.context.options;
+    const message = `connected to ${this.peer} at ${this.addressText}`;
+    if (this.downLogged) options.logger.info(message);
+    else options.logger.debug(message);
+    this.downLogged = false;
+    options.onLinkState?.(this.peer, true);
+    this.flush();
+  }
+
+  /** The connection (or dial) of `generation` failed: drop what is queued and schedule a redial. */
+  onDown(generation: number, reason: string): void {
+    if (generation !== this.generation || (this.state !== "connecting" && this.state !== "open")) return;
+    const options = this.context.options;
+    const wasOpen = this.state === "open";
+    this.disconnect(reason);
+    this.state = "down";
+    // A connection that stays up a while resets the delay; one that drops at once (a
+    // refused handshake, say) keeps backing off instead of redialing in a tight loop.
+    const livedMs = wasOpen ? performance.now() - this.openedAtMs : 0;
+    this.backoffMs =
+      livedMs >= options.backoffMaxMs
+        ? options.backoffMinMs
+        : Math.min(options.backoffMaxMs, Math.max(options.backoffMinMs, this.backoffMs * 2));
+    const delayMs = this.backoffMs / 2 + options.random() * (this.backoffMs / 2);
+    const message = `link to ${this.peer} at ${this.addressText} down (${reason}); redialing in ${Math.round(delayMs)} ms`;
+    if (this.downLogged) options.logger.debug(message);
+    else options.logger.info(message);
+    this.downLogged = true;
+    if (wasOpen) options.onLinkState?.(this.peer, false);
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = undefined;
+      if (this.state === "down") this.dial();
+    }, delayMs);
+    this.reportUnreachable();
+  }
+
+  /** Closes the socket and timers, drops queued bytes and fails queued snapshots. */
+  private disconnect(reason: string): void {
+    clearTimeout(this.connectTimer);
+    clearTimeout(this.retryTimer);
+    this.connectTimer = undefined;
+    this.retryTimer = undefined;
+    this.generation++; // events of the old socket are now stale
+    const socket = this.socket;
+    this.socket = undefined;
+    socket?.terminate();
+    if (this.out.pendingBytes > 0)
+      this.context.options.logger.debug(
+        `dropped ${this.out.pendingBytes} queued bytes to ${this.peer}: ${reason}`,
+      );
+    this.out.reset();
+    this.blocked = false;
+    const failed = this.snapshots.splice(0);
+    for (const snapshot of failed) {
+      this.context.stats.snapshotsFailed++;
+      this.context.snapshotSent(this.peer, snapshot.groupId, false);
+    }
+  }
+
+  /** Closes for good (transport closing or peer removed). */
+  close(reason: string): void {
+    if (this.state === "closed") return;
+    this.disconnect(reason);
+    this.state = "closed";
+  }
+
+  /** Bytes waiting to be written. */
+  get queuedBytes(): number {
+    return this.out.pendingBytes;
+  }
+
+  /** Bytes held by the send queue's buffer (memory accounting). */
+  get queueCapacityBytes(): number {
+    return this.out.capacityBytes;
+  }
+}

@@ -1,0 +1,29 @@
+import type { Message, NodeId } from "../core/types.ts";
+
+/**
+ * The node-to-node transport: one per process, shared by every Raft group it hosts.
+ * Sending never blocks and never throws for network reasons: Raft tolerates loss, so a
+ * full queue or a dead peer drops the message and reports the peer unreachable.
+ */
+export interface NodeTransportHandlers {
+  /** A Raft message for group `groupId` arrived from `from`. */
+  onRaft(from: NodeId, groupId: number, message: Message): void;
+  /** An opaque host-level frame (forwarded proposals, their replies) arrived from `from`. */
+  onHost(from: NodeId, payload: Uint8Array): void;
+  /** Messages to `to` were dropped (connection down or queue full); the host tells its groups. */
+  onUnreachable(to: NodeId): void;
+  /** A snapshot message to `to` for `groupId` was fully written (ok) or abandoned (!ok). */
+  onSnapshotSent?(to: NodeId, groupId: number, ok: boolean): void;
+}
+
+export interface NodeTransport {
+  /** This member's id. */
+  readonly self: NodeId;
+  /** Starts listening on this member's address and dialing peers lazily. */
+  start(handlers: NodeTransportHandlers): Promise<void>;
+  sendRaft(to: NodeId, groupId: number, message: Message): void;
+  sendHost(to: NodeId, payload: Uint8Array): void;
+  /** Peers can change at runtime (membership changes). */
+  setPeers(peers: ReadonlyMap<NodeId, string>): void;
+  close(): Promise<void>;
+}
