@@ -36,7 +36,7 @@ for (let seed = base; seed < base + count; seed++) {
   } catch (error) {
     if (!(error instanceof SimFailure)) throw error;
     failed.push(seed);
-    console.log(`seed ${seed}: ${error.invariant}: ${error.message.split("\n")[0]}`);
+    console.log(`seed ${seed}: ${error.message.split("\n")[0]}`);
     if (values.stop) break;
   }
 }

@@ -233,6 +233,8 @@ class Simulation {
     this.logMessages = options.logMessages ?? false;
     this.prng = new Prng(options.seed);
     this.swarm = { ...pickSwarm(this.prng.derive(1), options.nodeCount), ...options.swarm };
+    // The core rejects leases without CheckQuorum; an override may have turned it off.
+    if (!this.swarm.checkQuorum) this.swarm.readOnly = "safe";
     this.faultPrng = this.prng.derive(2);
     this.clientPrng = this.prng.derive(3);
     this.nodePrngRoot = this.prng.derive(4);
@@ -258,13 +260,13 @@ class Simulation {
     const voters: NodeId[] = [];
     for (let i = 1; i <= this.swarm.nodeCount; i++) voters.push(`n${i}`);
     this.bootstrapConf = { voters, learners: [] };
-    for (const id of voters) this.addNode(id);
     for (let i = 0; i < 3; i++) this.clients.push({ id: i, seq: 0, guess: this.clientPrng.pick(voters) });
     this.trace(`swarm ${JSON.stringify(this.swarm)}`);
   }
 
   run(): SimStats {
     try {
+      for (const id of this.bootstrapConf.voters) this.addNode(id);
       for (; this.step < this.swarm.faultSteps; this.step++) {
         this.runStep();
         this.faultActions();
@@ -370,7 +372,7 @@ class Simulation {
       this.send(ready.messages);
       if (this.crashInReady(node, "after sending, before persisting")) return;
     }
-    this.persist(node, ready);
+    if (!this.persist(node, ready)) return;
     if (ready.softState !== undefined) this.roleChanged(node, raft, ready.softState);
     if (!this.mutations.sendBeforePersist) {
       if (this.crashInReady(node, "after persisting, before sending")) return;
@@ -382,18 +384,21 @@ class Simulation {
   }
 
   private crashInReady(node: SimNode, where: string): boolean {
-    if (this.phase !== "faults" || !this.faultPrng.chance(this.swarm.crashInReadyRate / 3)) return false;
+    if (this.phase !== "faults" || !this.faultPrng.chance(this.swarm.crashInReadyRate / 4)) return false;
     this.crash(node, `inside a Ready, ${where}`);
     return true;
   }
 
-  private persist(node: SimNode, ready: Ready): void {
+  /** Persists per the contract; false if the node crashed part way. */
+  private persist(node: SimNode, ready: Ready): boolean {
     const disk = node.disk;
     if (ready.snapshot !== undefined) disk.applySnapshot(ready.snapshot);
     if (ready.entries.length > 0) {
       disk.append(ready.entries);
       this.checker.persisted(node.id, disk, ready.entries);
     }
+    // The contract orders the writes; a crash may fall between them (entries, no hard state).
+    if (this.crashInReady(node, "after persisting entries, before the hard state")) return false;
     if (ready.hardState !== undefined) {
       const previous = disk.initialState().hardState;
       const next = ready.hardState;
@@ -412,6 +417,7 @@ class Simulation {
       disk.setHardState(this.mutations.forgetVote ? { ...next, vote: null } : next);
     }
     if (this.mutations.applyBeforeCommit) this.applySpeculatively(node, ready);
+    return true;
   }
 
   private send(messages: readonly Message[]): void {
