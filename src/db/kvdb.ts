@@ -20,13 +20,19 @@ export interface KVDB {
   get(key: string, nowMs: number): Uint8Array | undefined;
   has(key: string, nowMs: number): boolean;
   /**
-   * Atomic compare-and-delete. Deletes when the live (unexpired) value equals `expected`.
-   * Returns false only when the key holds a live, different value; true when it deleted
-   * or when there was nothing live to delete.
+   * Atomic compare-and-delete. Deletes when the key is present (not past its delete
+   * deadline) and its value equals `expected`, expired or not. Returns false only when the
+   * key is present with a different value; true when it deleted or the key was absent.
    */
   deleteIfEquals(key: string, expected: Uint8Array, nowMs: number): boolean;
   /** Atomic compare-and-renew: sets new deadlines only when the live value equals `expected`. */
-  renewIfEquals(key: string, expected: Uint8Array, expireInMs: number, deleteInMs: number, nowMs: number): boolean;
+  renewIfEquals(
+    key: string,
+    expected: Uint8Array,
+    expireInMs: number,
+    deleteInMs: number,
+    nowMs: number,
+  ): boolean;
   /**
    * Purges entries whose delete deadline has passed, doing at most `maxEntries` of work
    * so one call never blocks the event loop for long. Returns how many it removed.

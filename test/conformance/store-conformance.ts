@@ -406,10 +406,13 @@ export function runStoreConformance(name: string, factory: () => Promise<StoreHa
         expect(await store.has("lock")).toBe(false);
       });
 
-      test("deleteIfEquals of an expired-but-present key reports true (nothing live to delete)", async () => {
+      test("deleteIfEquals compares an expired-but-present value too, so its owner can release it", async () => {
         await store.set("lock", "owner-a");
         await store.expire("lock");
-        expect(await store.deleteIfEquals("lock", "owner-b")).toBe(true);
+        expect(await store.deleteIfEquals("lock", "owner-b")).toBe(false);
+        expect(await store.has("lock")).toBe(true);
+        expect(await store.deleteIfEquals("lock", "owner-a")).toBe(true);
+        expect(await store.has("lock")).toBe(false);
       });
 
       test("renewIfEquals extends the deadlines of a live equal value", async () => {

@@ -234,13 +234,55 @@ describe("deleteIfEquals and renewIfEquals", () => {
     expect(text(db.get("lock", T0))).toBe("owner-1");
   });
 
-  test("deleteIfEquals reports true when nothing live is there", () => {
+  test("deleteIfEquals reports true when the key is absent", () => {
     const db = new MapleDB();
     expect(db.deleteIfEquals("missing", bytes("x"), T0)).toBe(true);
+    db.setE("deleted", bytes("x"), 0, 10, T0);
+    // Past its delete deadline the key is absent even before purge, whatever it held.
+    expect(db.deleteIfEquals("deleted", bytes("other"), T0 + 10)).toBe(true);
+    expect(db.deleteIfEquals("deleted", bytes("x"), T0 + 10)).toBe(true);
+    expect(db.has("deleted", T0 + 10)).toBe(false);
+  });
+
+  test("deleteIfEquals compares an expired-but-present value and leaves a different one", () => {
+    const db = new MapleDB();
     db.setE("expired", bytes("x"), 10, 0, T0);
-    expect(db.deleteIfEquals("expired", bytes("other"), T0 + 10)).toBe(true);
-    // It does not delete a value that is not live: has stays true as for any expired key.
+    // Was "true: nothing live to delete" before the lead's rule change (issue 2 follow-up):
+    // an expired value is still present, so a different expected value is refused.
+    expect(db.deleteIfEquals("expired", bytes("other"), T0 + 10)).toBe(false);
     expect(db.has("expired", T0 + 10)).toBe(true);
+    expect(db.info(T0 + 10).keys).toBe(1);
+  });
+
+  test("deleteIfEquals deletes an expired-but-present equal value", () => {
+    const db = new MapleDB();
+    db.setE("lock", bytes("owner-1"), 10, 100, T0);
+    expect(db.get("lock", T0 + 50)).toBeUndefined();
+    expect(db.deleteIfEquals("lock", bytes("owner-1"), T0 + 50)).toBe(true);
+    expect(db.has("lock", T0 + 50)).toBe(false);
+    expect(db.info(T0 + 50)).toMatchObject({ keys: 0, keysWithDeadline: 0, approxBytes: 0 });
+    // Its delete deadline left the purge index with it.
+    expect(db.deadlineIndexSize).toBe(0);
+  });
+
+  test("the owner releases a lock someone expired", () => {
+    const db = new MapleDB();
+    db.set("lock", bytes("owner-1"), T0);
+    db.expire("lock", T0 + 1);
+    expect(db.deleteIfEquals("lock", bytes("owner-2"), T0 + 2)).toBe(false);
+    expect(db.has("lock", T0 + 2)).toBe(true);
+    expect(db.deleteIfEquals("lock", bytes("owner-1"), T0 + 2)).toBe(true);
+    expect(db.has("lock", T0 + 2)).toBe(false);
+    // Now absent, so the key is free for the next owner.
+    expect(db.setEIfUnset("lock", bytes("owner-2"), 100, 100, T0 + 2)).toBe(true);
+  });
+
+  test("renewIfEquals still refuses an expired-but-present equal value", () => {
+    const db = new MapleDB();
+    db.setE("lock", bytes("me"), 10, 100, T0);
+    expect(db.renewIfEquals("lock", bytes("me"), 500, 500, T0 + 10)).toBe(false);
+    expect(db.get("lock", T0 + 10)).toBeUndefined();
+    expect(db.has("lock", T0 + 100)).toBe(false);
   });
 
   test("renewIfEquals sets new deadlines on a live equal value", () => {

@@ -97,7 +97,8 @@ export class ModelKVDB implements KVDB {
   }
 
   deleteIfEquals(key: string, expected: Uint8Array, nowMs: number): boolean {
-    const entry = this.live(key, nowMs);
+    // Present, not live: an expired value still counts, so its owner can release it.
+    const entry = this.present(key, nowMs);
     if (entry === undefined) return true;
     if (!bytesEqual(entry.value, expected)) return false;
     this.entries.delete(key);

@@ -1,7 +1,7 @@
 import { DkvError } from "../../errors.ts";
 import type { ByteSink, DbInfo, KVDB } from "../kvdb.ts";
 import { DeadlineHeap } from "./deadline-heap.ts";
-import { shardHash } from "./shard-hash.ts";
+import { shardHash, shardHashWide } from "./shard-hash.ts";
 import { corrupt, SnapshotDecoder, SnapshotEncoder } from "./snapshot-codec.ts";
 import { isDeleted, isExpired, NEVER, TimedEntry } from "./timed-entry.ts";
 
@@ -10,12 +10,19 @@ type Slot = Uint8Array | TimedEntry;
 
 /**
  * One shard of the keyspace. Why shard at all: a single JS Map holding every key makes
- * each rehash on growth a pause proportional to the whole data set and caps the key
- * count at one Map's limit; shards bound both. They also bound the copy-on-write work a
+ * each rehash on growth a pause proportional to the whole data set (measured: ~90 ms
+ * when one Map grows past 786k keys, ~2 ms at 16k) and caps the key count at one Map's
+ * limit; shards bound both. They also bound the copy-on-write work a
  * write does while a snapshot is being streamed (see `save`).
  */
 class Shard {
   map: Map<string, Slot> = new Map();
+  /**
+   * TimedEntry objects in `map`. While it is 0 every slot is a bare value, so the hot
+   * paths skip the slot's type check: that check loads the value object, a cache miss
+   * that `has` and a plain Map lookup otherwise never pay.
+   */
+  timedCount = 0;
   /**
    * While a save still has to stream this shard, the map it iterates. A write first
    * makes `map` a private copy of it (once per save), so the saver sees the shard as it
@@ -31,6 +38,13 @@ export interface MapleOptions {
 }
 
 const DEFAULT_SHARDS = 64;
+/**
+ * Shard balance is checked when a shard first holds this many keys (and again each time
+ * the largest shard doubles), so the check costs O(shards) a logarithmic number of times.
+ */
+const SKEW_CHECK_MIN_KEYS = 4096;
+/** A shard above this multiple of the mean size means the sampled hash cannot tell the keys apart. */
+const SKEW_FACTOR_MAX = 8;
 const MAX_SHARDS = 4096;
 /** Save and load give the event loop a turn after this many bytes. */
 const YIELD_EVERY_BYTES = 1024 * 1024;
@@ -52,8 +66,13 @@ export class MapleDB implements KVDB {
   private shards: Shard[];
   private readonly mask: number;
   private heap = new DeadlineHeap();
-  /** TimedEntry objects in the maps (keys with at least one deadline). */
-  private timedCount = 0;
+  /**
+   * Whether keys are routed by shardHashWide instead of the sampled shardHash. Switched
+   * on, once and for good, when the sampled hash piles keys into one shard (see
+   * checkSkew), so map sizes stay bounded even for key shapes the samples miss.
+   */
+  private wideRouting = false;
+  private skewCheckAtKeys = SKEW_CHECK_MIN_KEYS;
   private approxBytes = 0;
   private saving = false;
 
@@ -69,32 +88,45 @@ export class MapleDB implements KVDB {
     this.shards = newShards(count);
   }
 
+  private shardOf(key: string): Shard {
+    return this.shards[(this.wideRouting ? shardHashWide(key) : shardHash(key)) & this.mask]!;
+  }
+
   get(key: string, nowMs: number): Uint8Array | undefined {
-    const slot = this.shards[shardHash(key) & this.mask]!.map.get(key);
-    if (slot === undefined) return undefined;
+    const shard = this.shardOf(key);
+    const slot = shard.map.get(key);
+    // See Shard.timedCount: with no timed entries in the shard a slot is a bare value.
+    if (shard.timedCount === 0 || slot === undefined) return slot as Uint8Array | undefined;
     if (slot instanceof TimedEntry) return isExpired(slot, nowMs) ? undefined : slot.value;
     return slot;
   }
 
   has(key: string, nowMs: number): boolean {
-    const slot = this.shards[shardHash(key) & this.mask]!.map.get(key);
+    const shard = this.shardOf(key);
+    if (shard.timedCount === 0) return shard.map.has(key);
+    const slot = shard.map.get(key);
     if (slot === undefined) return false;
     return !(slot instanceof TimedEntry) || !isDeleted(slot, nowMs);
   }
 
   set(key: string, value: Uint8Array, _nowMs: number): void {
-    const shard = this.shards[shardHash(key) & this.mask]!;
+    const shard = this.shardOf(key);
     if (shard.saveView !== null) detachForSave(shard);
-    const old = shard.map.get(key);
+    const map = shard.map;
+    const old = map.get(key);
     if (old === undefined) {
       this.approxBytes += key.length + value.byteLength;
-    } else if (old instanceof TimedEntry) {
-      this.approxBytes += value.byteLength - old.value.byteLength;
-      this.forgetTimed(old);
-    } else {
-      this.approxBytes += value.byteLength - old.byteLength;
+      map.set(key, value);
+      if (map.size > this.skewCheckAtKeys) this.checkSkew();
+      return;
     }
-    shard.map.set(key, value);
+    if (shard.timedCount !== 0 && old instanceof TimedEntry) {
+      this.approxBytes += value.byteLength - old.value.byteLength;
+      this.forgetTimed(shard, old);
+    } else {
+      this.approxBytes += value.byteLength - (old as Uint8Array).byteLength;
+    }
+    map.set(key, value);
   }
 
   setE(key: string, value: Uint8Array, expireInMs: number, deleteInMs: number, nowMs: number): void {
@@ -103,7 +135,7 @@ export class MapleDB implements KVDB {
       this.set(key, value, nowMs);
       return;
     }
-    const shard = this.shards[shardHash(key) & this.mask]!;
+    const shard = this.shardOf(key);
     if (shard.saveView !== null) detachForSave(shard);
     this.writeTimed(shard, key, value, deadline(nowMs, expireInMs), deadline(nowMs, deleteInMs));
   }
@@ -116,7 +148,7 @@ export class MapleDB implements KVDB {
     nowMs: number,
   ): boolean {
     checkDurations(expireInMs, deleteInMs);
-    const shard = this.shards[shardHash(key) & this.mask]!;
+    const shard = this.shardOf(key);
     const old = shard.map.get(key);
     // Past its delete deadline a key is absent even if not purged yet; expired is not.
     if (old !== undefined && !(old instanceof TimedEntry && isDeleted(old, nowMs))) return false;
@@ -130,7 +162,7 @@ export class MapleDB implements KVDB {
   }
 
   expire(key: string, nowMs: number): void {
-    const shard = this.shards[shardHash(key) & this.mask]!;
+    const shard = this.shardOf(key);
     const slot = shard.map.get(key);
     if (slot === undefined) return;
     if (slot instanceof TimedEntry) {
@@ -148,18 +180,20 @@ export class MapleDB implements KVDB {
   }
 
   delete(key: string, _nowMs: number): void {
-    const shard = this.shards[shardHash(key) & this.mask]!;
+    const shard = this.shardOf(key);
     const slot = shard.map.get(key);
     if (slot === undefined) return;
     this.remove(shard, key, slot);
   }
 
   deleteIfEquals(key: string, expected: Uint8Array, nowMs: number): boolean {
-    const shard = this.shards[shardHash(key) & this.mask]!;
+    const shard = this.shardOf(key);
     const slot = shard.map.get(key);
-    const live = liveValue(slot, nowMs);
-    if (live === undefined) return true;
-    if (!bytesEqual(live, expected)) return false;
+    // Compares the value present even when expired (not past its delete deadline), so a
+    // lock owner can still release a lock whose key someone expired.
+    const present = presentValue(slot, nowMs);
+    if (present === undefined) return true;
+    if (!bytesEqual(present, expected)) return false;
     this.remove(shard, key, slot!);
     return true;
   }
@@ -172,7 +206,7 @@ export class MapleDB implements KVDB {
     nowMs: number,
   ): boolean {
     checkDurations(expireInMs, deleteInMs);
-    const shard = this.shards[shardHash(key) & this.mask]!;
+    const shard = this.shardOf(key);
     const live = liveValue(shard.map.get(key), nowMs);
     if (live === undefined || !bytesEqual(live, expected)) return false;
     if (expireInMs === 0 && deleteInMs === 0) {
@@ -189,7 +223,7 @@ export class MapleDB implements KVDB {
     while (removed < maxEntries) {
       const due = this.heap.peek();
       if (due === undefined || due.deleteAtMs > nowMs) break;
-      const shard = this.shards[shardHash(due.key) & this.mask]!;
+      const shard = this.shardOf(due.key);
       if (shard.map.get(due.key) !== due) {
         throw new DkvError(
           "INTERNAL",
@@ -204,14 +238,28 @@ export class MapleDB implements KVDB {
 
   info(nowMs: number): DbInfo {
     let present = 0;
-    for (const shard of this.shards) present += shard.map.size;
+    let timed = 0;
+    for (const shard of this.shards) {
+      present += shard.map.size;
+      timed += shard.timedCount;
+    }
     const due = this.heap.countDue(nowMs);
     return {
       keys: present - due,
-      keysWithDeadline: this.timedCount - due,
+      keysWithDeadline: timed - due,
       approxBytes: this.approxBytes,
       shards: this.shards.length,
     };
+  }
+
+  /** Keys held by each shard (including ones past their delete deadline); for monitoring and tests. */
+  shardSizes(): number[] {
+    return this.shards.map((shard) => shard.map.size);
+  }
+
+  /** Whether the sampled hash was found to pile keys up and keys now route by the wide hash. */
+  get routesByWideHash(): boolean {
+    return this.wideRouting;
   }
 
   /** Keys in the deadline index (those with a delete deadline); for monitoring and tests. */
@@ -252,10 +300,11 @@ export class MapleDB implements KVDB {
     const shards = newShards(this.shards.length);
     const heap = new DeadlineHeap();
     const mask = this.mask;
-    let timedCount = 0;
+    const route = this.wideRouting ? shardHashWide : shardHash;
     let approxBytes = 0;
     const decoder = new SnapshotDecoder((key, value, expireAtMs, deleteAtMs) => {
-      const map = shards[shardHash(key) & mask]!.map;
+      const shard = shards[route(key) & mask]!;
+      const map = shard.map;
       if (map.has(key)) {
         throw corrupt(`key ${JSON.stringify(key.slice(0, 64))} appears twice`, decoder.currentRecordOffset);
       }
@@ -266,7 +315,7 @@ export class MapleDB implements KVDB {
       }
       const entry = new TimedEntry(key, value, expireAtMs, deleteAtMs);
       if (deleteAtMs !== NEVER) heap.push(entry);
-      timedCount++;
+      shard.timedCount++;
       map.set(key, entry);
     });
     let bytesSinceYield = 0;
@@ -281,8 +330,9 @@ export class MapleDB implements KVDB {
     decoder.end();
     this.shards = shards;
     this.heap = heap;
-    this.timedCount = timedCount;
     this.approxBytes = approxBytes;
+    this.skewCheckAtKeys = SKEW_CHECK_MIN_KEYS;
+    this.checkSkew();
   }
 
   /**
@@ -325,24 +375,48 @@ export class MapleDB implements KVDB {
     this.approxBytes += old === undefined ? key.length + value.byteLength : value.byteLength - old.byteLength;
     const entry = new TimedEntry(key, value, expireAtMs, deleteAtMs);
     if (deleteAtMs !== NEVER) this.heap.push(entry);
-    this.timedCount++;
+    shard.timedCount++;
     shard.map.set(key, entry);
+    if (old === undefined && shard.map.size > this.skewCheckAtKeys) this.checkSkew();
+  }
+
+  /**
+   * Re-routes every key by the wide hash when one shard holds far more than its share:
+   * the sampled hash reads a few fixed positions and some key shapes vary only
+   * elsewhere. A one-off O(keys) pause, paid early (the pile-up shows by a few thousand
+   * keys), instead of one unbounded map for the life of the database. Never during a
+   * save, whose copy-on-write views are per shard; the next check retries.
+   */
+  private checkSkew(): void {
+    let total = 0;
+    let largest = 0;
+    for (const shard of this.shards) {
+      total += shard.map.size;
+      if (shard.map.size > largest) largest = shard.map.size;
+    }
+    if (!this.wideRouting && !this.saving && largest > (SKEW_FACTOR_MAX * total) / this.shards.length) {
+      this.shards = reshard(this.shards, this.mask, shardHashWide);
+      this.wideRouting = true;
+      largest = 0;
+      for (const shard of this.shards) if (shard.map.size > largest) largest = shard.map.size;
+    }
+    this.skewCheckAtKeys = Math.max(SKEW_CHECK_MIN_KEYS, largest * 2);
   }
 
   private remove(shard: Shard, key: string, slot: Slot): void {
     if (shard.saveView !== null) detachForSave(shard);
     if (slot instanceof TimedEntry) {
       this.approxBytes -= key.length + slot.value.byteLength;
-      this.forgetTimed(slot);
+      this.forgetTimed(shard, slot);
     } else {
       this.approxBytes -= key.length + slot.byteLength;
     }
     shard.map.delete(key);
   }
 
-  private forgetTimed(entry: TimedEntry): void {
+  private forgetTimed(shard: Shard, entry: TimedEntry): void {
     if (entry.heapIndex >= 0) this.heap.remove(entry);
-    this.timedCount--;
+    shard.timedCount--;
   }
 }
 
@@ -372,6 +446,19 @@ async function streamSnapshot(shards: Shard[], sink: ByteSink, nowMs: number): P
   await writeAll(sink, encoder.finish());
 }
 
+/** Moves every entry into fresh shards routed by `route`; entries keep their identity (the heap holds them). */
+function reshard(from: Shard[], mask: number, route: (key: string) => number): Shard[] {
+  const shards = newShards(from.length);
+  for (const old of from) {
+    for (const [key, slot] of old.map) {
+      const shard = shards[route(key) & mask]!;
+      shard.map.set(key, slot);
+      if (slot instanceof TimedEntry) shard.timedCount++;
+    }
+  }
+  return shards;
+}
+
 function newShards(count: number): Shard[] {
   return Array.from({ length: count }, () => new Shard());
 }
@@ -398,6 +485,13 @@ function checkDurations(expireInMs: number, deleteInMs: number): void {
       `deleteIn must be a finite number of ms >= 0 (0 = never), got ${deleteInMs}`,
     );
   }
+}
+
+/** The value present, expired or not: undefined when missing or past the delete deadline. */
+function presentValue(slot: Slot | undefined, nowMs: number): Uint8Array | undefined {
+  if (slot === undefined) return undefined;
+  if (slot instanceof TimedEntry) return isDeleted(slot, nowMs) ? undefined : slot.value;
+  return slot;
 }
 
 /** The value `get` would return: undefined when missing or expired. */
