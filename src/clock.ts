@@ -17,6 +17,7 @@ export const systemClock: Clock = {
 export class ManualClock implements Clock {
   private nowMs: number;
   private sleepers: { wakeAtMs: number; resolve: () => void }[] = [];
+  private sleepsStartedCount = 0;
 
   constructor(startMs = 1_700_000_000_000) {
     this.nowMs = startMs;
@@ -28,6 +29,7 @@ export class ManualClock implements Clock {
 
   sleep(ms: number): Promise<void> {
     if (ms <= 0) return Promise.resolve();
+    this.sleepsStartedCount++;
     return new Promise((resolve) => this.sleepers.push({ wakeAtMs: this.nowMs + ms, resolve }));
   }
 
@@ -42,5 +44,10 @@ export class ManualClock implements Clock {
 
   get pendingSleepers(): number {
     return this.sleepers.length;
+  }
+
+  /** How many sleeps have begun: tells a test driver that the code under test is blocked on the clock again. */
+  get sleepsStarted(): number {
+    return this.sleepsStartedCount;
   }
 }

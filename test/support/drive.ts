@@ -1,6 +1,8 @@
 import type { ManualClock } from "../../src/clock.ts";
 
 const FLUSH_TURNS = 20;
+/** Longest real time a step waits for in-flight I/O (a replicated write) before moving the clock anyway. */
+const IO_GRACE_MS = 100;
 
 /** Lets pending callbacks, I/O and timers-at-zero run once; no time passes on any clock. */
 export function flushIo(): Promise<void> {
@@ -34,14 +36,27 @@ export async function settleWithClock<T>(
     },
   );
   let advancedMs = 0;
+  let sleepsAtLastAdvance = clock.sleepsStarted;
   for (let step = 0; step <= maxSteps; step++) {
     // Enough event-loop turns for a loopback round trip when the store is behind a socket.
     for (let turn = 0; turn < FLUSH_TURNS && outcome === undefined; turn++) await flushIo();
+    // Clock time should pass only while the code under test waits on the clock: if it has not
+    // gone back to sleep since the last step, it is doing real I/O (e.g. a Raft round trip
+    // with fsync) — give that real time, bounded, so a loaded machine cannot outrun it.
+    const graceEndsAt = performance.now() + IO_GRACE_MS;
+    while (
+      outcome === undefined &&
+      clock.sleepsStarted === sleepsAtLastAdvance &&
+      performance.now() < graceEndsAt
+    ) {
+      await new Promise((resolve) => setTimeout(resolve, 1));
+    }
     if (outcome !== undefined) {
       if (!outcome.ok) throw outcome.error;
       return { value: outcome.value, advancedMs };
     }
     if (step === maxSteps) break;
+    sleepsAtLastAdvance = clock.sleepsStarted;
     await clock.advance(stepMs);
     advancedMs += stepMs;
   }

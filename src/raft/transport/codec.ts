@@ -35,7 +35,9 @@ const handshakeMagic = 0x4e766b64;
 const messageFlagReject = 1;
 const messageFlagSnapshot = 2;
 const messageFlagContext = 4;
-const messageFlagsKnown = messageFlagReject | messageFlagSnapshot | messageFlagContext;
+/** ReadIndexResp carries the leader's clock so followers evaluate expiry at leader time. */
+const messageFlagTime = 8;
+const messageFlagsKnown = messageFlagReject | messageFlagSnapshot | messageFlagContext | messageFlagTime;
 /** The smallest encoded entry: term, index, kind, timeMs, data length — one byte each. */
 const entryBytesMin = 5;
 
@@ -107,6 +109,8 @@ export function encodeMessage(out: ByteQueue, message: Message, snapshotData?: U
   let flags = message.reject ? messageFlagReject : 0;
   if (snapshot !== undefined) flags |= messageFlagSnapshot;
   if (context !== undefined) flags |= messageFlagContext;
+  const timeMs = message.timeMs ?? 0;
+  if (timeMs !== 0) flags |= messageFlagTime;
   out.u8(message.type);
   out.u8(flags);
   out.utf8(message.from);
@@ -128,6 +132,7 @@ export function encodeMessage(out: ByteQueue, message: Message, snapshotData?: U
     out.lengthPrefixedBytes(snapshotData ?? snapshot.data);
   }
   if (context !== undefined) out.utf8(context);
+  if (timeMs !== 0) out.varint(timeMs);
 }
 
 export function encodeRaftFrame(out: ByteQueue, groupId: number, message: Message): number {
@@ -316,6 +321,7 @@ export function decodeMessage(reader: PayloadReader): Message {
     message.snapshot = snapshot;
   }
   if ((flags & messageFlagContext) !== 0) message.context = reader.utf8();
+  if ((flags & messageFlagTime) !== 0) message.timeMs = reader.varint();
   return message;
 }
 

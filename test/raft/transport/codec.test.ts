@@ -58,6 +58,7 @@ const message: fc.Arbitrary<Message> = fc
         data: bytes,
       }),
       context: fc.string({ maxLength: 80 }),
+      timeMs: fc.integer({ min: 1, max: Number.MAX_SAFE_INTEGER }),
     },
     {
       requiredKeys: [

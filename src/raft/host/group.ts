@@ -1,0 +1,509 @@
+import { DkvError } from "../../errors.ts";
+import { decodeConfChange } from "../core/confchange.ts";
+import { RaftNode } from "../core/raft.ts";
+import {
+  type ConfState,
+  type Entry,
+  EntryKind,
+  type Message,
+  type NodeId,
+  type RaftLogger,
+  type RandomSource,
+  type ReadState,
+  type Ready,
+  type Role,
+  type Snapshot,
+  type SnapshotMeta,
+} from "../core/types.ts";
+import type { RaftStorage } from "../storage/raft-storage.ts";
+import type { StateMachine } from "./types.ts";
+
+const EMPTY = new Uint8Array(0);
+/** Ready rounds one drain runs before yielding, so one busy group cannot starve the others. */
+const READY_ROUNDS_MAX = 64;
+
+/** What a group needs from its host. */
+export interface GroupEnv {
+  self: NodeId;
+  nowMs(): number;
+  send(groupId: number, message: Message): void;
+  logger: RaftLogger;
+  electionTicks: number;
+  heartbeatTicks: number;
+  snapshotEntries: number;
+  proposalsPendingMax: number;
+  readsPendingMax: number;
+  random: RandomSource;
+}
+
+/** Outcome of trying to propose on this member: a promise of the result, or a refusal with a hint. */
+export type ProposeAttempt =
+  | { ok: true; result: Promise<Uint8Array> }
+  | { ok: false; error: DkvError; leader: NodeId | null };
+
+interface ProposalWaiter {
+  term: number;
+  resolve(result: Uint8Array): void;
+  reject(error: DkvError): void;
+  timer: ReturnType<typeof setTimeout>;
+}
+
+interface ReadWaiter {
+  evaluate(nowMs: number): void;
+  reject(error: DkvError): void;
+  timer: ReturnType<typeof setTimeout>;
+  /** Ticks since the read index was (re)requested; it is asked again after an election timeout. */
+  ticksWaited: number;
+  /** Set once the read index is known; the read waits for apply to reach it. */
+  state: ReadState | undefined;
+}
+
+/**
+ * One Raft group on this member: the RaftNode, its durable storage and its state machine,
+ * driven by the Ready contract (persist, then send, then apply, then answer reads, then
+ * advance), with the requests waiting on it. At most one Ready is in flight at a time.
+ */
+export class RaftGroup {
+  readonly node: RaftNode;
+  appliedIndex: number;
+  appliedTerm: number;
+  /** Log time of the last applied entry: reads never evaluate before it. */
+  appliedTimeMs: number;
+  snapshotIndex: number;
+  leader: NodeId | null = null;
+  role: Role = "follower";
+
+  private appliedSinceSnapshot = 0;
+  private draining = false;
+  private drainScheduled = false;
+  private closed = false;
+  private closing: Promise<void> | undefined;
+  private failure: DkvError | undefined;
+  private snapshotTask: Promise<void> | undefined;
+  private readonly proposals = new Map<number, ProposalWaiter>();
+  private readonly reads = new Map<string, ReadWaiter>();
+  private nextReadId = 0;
+  /** Woken on every leader change (and on close), so a proposal waiting for a leader retries. */
+  private leaderWatchers: (() => void)[] = [];
+  private drainDone: Promise<void> = Promise.resolve();
+
+  constructor(
+    readonly groupId: number,
+    private readonly storage: RaftStorage,
+    readonly stateMachine: StateMachine,
+    private readonly env: GroupEnv,
+    snapshot: Snapshot | null,
+  ) {
+    const meta = snapshot?.meta;
+    this.appliedIndex = meta?.index ?? 0;
+    this.appliedTerm = meta?.term ?? 0;
+    this.appliedTimeMs = meta?.timeMs ?? 0;
+    this.snapshotIndex = this.appliedIndex;
+    this.node = new RaftNode({
+      id: env.self,
+      storage,
+      random: env.random,
+      electionTicks: env.electionTicks,
+      heartbeatTicks: env.heartbeatTicks,
+      // The state machine starts from the snapshot: entries after it are applied again.
+      applied: this.appliedIndex,
+      logger: env.logger,
+    });
+    const conf = this.node.status().conf;
+    // A group of one needs no election timeout to find out it leads.
+    if (conf.voters.length === 1 && conf.voters[0] === env.self) this.node.campaign();
+    this.schedule();
+  }
+
+  // ---- inputs ------------------------------------------------------------------------
+
+  tick(wallMs: number): void {
+    if (this.closed) return;
+    this.node.tick(wallMs);
+    for (const [id, read] of this.reads) {
+      // A read index request can be dropped silently (no leader, leader change): ask again.
+      if (read.state === undefined && ++read.ticksWaited >= this.env.electionTicks) {
+        read.ticksWaited = 0;
+        this.node.observeTime(wallMs);
+        this.node.readIndex(id);
+      }
+    }
+    this.schedule();
+  }
+
+  step(message: Message): void {
+    if (this.closed) return;
+    this.node.observeTime(this.env.nowMs());
+    this.node.step(message);
+    this.schedule();
+  }
+
+  reportUnreachable(to: NodeId): void {
+    if (this.closed) return;
+    this.node.reportUnreachable(to);
+    this.schedule();
+  }
+
+  reportSnapshot(to: NodeId, ok: boolean): void {
+    if (this.closed) return;
+    this.node.reportSnapshot(to, ok);
+    this.schedule();
+  }
+
+  /** Proposes on this member if it leads; otherwise refuses with the leader hint. */
+  tryPropose(data: Uint8Array, timeoutMs: number): ProposeAttempt {
+    const refusal = this.refusal();
+    if (refusal !== undefined) return { ok: false, error: refusal, leader: null };
+    if (this.proposals.size >= this.env.proposalsPendingMax) {
+      return {
+        ok: false,
+        error: new DkvError(
+          "UNAVAILABLE",
+          `group ${this.groupId} has ${this.proposals.size} proposals waiting to apply; retry later or lower the load`,
+        ),
+        leader: this.leader,
+      };
+    }
+    this.node.observeTime(this.env.nowMs());
+    const proposed = this.node.propose(data);
+    if (!proposed.ok) {
+      const error =
+        proposed.reason === "not-leader"
+          ? new DkvError(
+              "NOT_LEADER",
+              `member ${this.env.self} does not lead group ${this.groupId}; send to the leader (${proposed.leader ?? "none elected yet"})`,
+            )
+          : new DkvError(
+              "UNAVAILABLE",
+              `group ${this.groupId} refused the proposal (${proposed.reason}); retry shortly`,
+            );
+      return { ok: false, error, leader: proposed.leader };
+    }
+    const { index, term } = proposed;
+    const result = new Promise<Uint8Array>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        if (this.proposals.get(index)?.timer !== timer) return;
+        this.proposals.delete(index);
+        reject(
+          new DkvError(
+            "TIMEOUT",
+            `group ${this.groupId}: entry ${index} was not applied within ${timeoutMs} ms; it may still apply — check before retrying, or retry with the same request id`,
+            { outcome: "unknown" },
+          ),
+        );
+      }, timeoutMs);
+      this.proposals.set(index, { term, resolve, reject, timer });
+    });
+    this.schedule();
+    return { ok: true, result };
+  }
+
+  /**
+   * Linearizable read: takes a read index (through the leader), waits until this member
+   * has applied it, then calls `evaluate` with the leader's time of the read.
+   */
+  read<T>(evaluate: (nowMs: number) => T, timeoutMs: number): Promise<T> {
+    const refusal = this.refusal();
+    if (refusal !== undefined) return Promise.reject(refusal);
+    if (this.reads.size >= this.env.readsPendingMax) {
+      return Promise.reject(
+        new DkvError(
+          "UNAVAILABLE",
+          `group ${this.groupId} has ${this.reads.size} reads waiting; retry later or lower the load`,
+        ),
+      );
+    }
+    const id = `${this.env.self}/${this.nextReadId++}`;
+    const promise = new Promise<T>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        if (!this.reads.delete(id)) return;
+        reject(
+          new DkvError(
+            "TIMEOUT",
+            `group ${this.groupId}: no read index within ${timeoutMs} ms (no leader reachable?); retry, or read stale`,
+          ),
+        );
+      }, timeoutMs);
+      this.reads.set(id, {
+        evaluate: (nowMs) => {
+          try {
+            resolve(evaluate(nowMs));
+          } catch (error) {
+            reject(error);
+          }
+        },
+        reject,
+        timer,
+        ticksWaited: 0,
+        state: undefined,
+      });
+    });
+    this.node.observeTime(this.env.nowMs());
+    this.node.readIndex(id);
+    this.schedule();
+    return promise;
+  }
+
+  /** Resolves on the next leader change or after `ms`, whichever comes first. */
+  waitLeaderChange(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(wake, ms);
+      const watchers = this.leaderWatchers;
+      function wake(): void {
+        clearTimeout(timer);
+        resolve();
+      }
+      watchers.push(wake);
+    });
+  }
+
+  /** Stops the group: fails every waiter, waits for the Ready in flight and any snapshot save. */
+  close(): Promise<void> {
+    this.closing ??= this.shutDown();
+    return this.closing;
+  }
+
+  private async shutDown(): Promise<void> {
+    this.closed = true;
+    const error = new DkvError(
+      "CLOSED",
+      `group ${this.groupId} on ${this.env.self} is shutting down; retry on another member`,
+      {
+        outcome: "unknown",
+      },
+    );
+    this.failAll(error);
+    await this.drainDone;
+    await this.snapshotTask;
+    try {
+      await this.storage.close();
+    } catch (closeError) {
+      // A storage that already failed (fatal) cannot flush; its failure was reported then.
+      if (this.failure === undefined) throw closeError;
+    }
+  }
+
+  // ---- the Ready loop ----------------------------------------------------------------
+
+  /** Runs a drain soon; messages and proposals arriving meanwhile batch into one Ready. */
+  schedule(): void {
+    if (this.drainScheduled || this.draining || this.closed) return;
+    this.drainScheduled = true;
+    queueMicrotask(this.startDrain);
+  }
+
+  private readonly startDrain = (): void => {
+    this.drainScheduled = false;
+    if (this.draining || this.closed) return;
+    this.drainDone = this.drain();
+  };
+
+  private async drain(): Promise<void> {
+    this.draining = true;
+    try {
+      for (let round = 0; round < READY_ROUNDS_MAX && !this.closed && this.node.hasReady(); round++) {
+        await this.handleReady(this.node.ready());
+      }
+    } catch (error) {
+      this.fatal(error);
+    } finally {
+      this.draining = false;
+    }
+    if (!this.closed && this.node.hasReady()) setImmediate(() => this.schedule());
+  }
+
+  private async handleReady(rd: Ready): Promise<void> {
+    if (rd.softState !== undefined) this.onSoftState(rd.softState.leader, rd.softState.role);
+    // 1. persist
+    if (rd.snapshot !== undefined) {
+      // Never two snapshot saves at once: ours may still be streaming.
+      await this.snapshotTask;
+      await this.storage.saveSnapshot(rd.snapshot.meta, rd.snapshot.data);
+    }
+    if (rd.entries.length > 0 || rd.hardState !== undefined) {
+      const durable = this.storage.append(rd.entries, rd.hardState);
+      // A commit-index-only change need not be on disk before we go on (Raft recovers it).
+      if (rd.mustSync) await durable;
+      else durable.catch((error: unknown) => this.fatal(error));
+    }
+    if (this.closed) return;
+    // 2. send
+    for (const message of rd.messages) this.env.send(this.groupId, message);
+    // 3. apply
+    if (rd.snapshot !== undefined) await this.restore(rd.snapshot);
+    for (const entry of rd.committedEntries) this.apply(entry);
+    // 4. answer reads
+    for (const state of rd.readStates) {
+      const read = this.reads.get(state.requestId);
+      if (read !== undefined) read.state = state;
+    }
+    this.answerReads();
+    // 5. advance
+    this.node.advance();
+    this.maybeSnapshot();
+  }
+
+  private apply(entry: Entry): void {
+    if (entry.index <= this.appliedIndex) return;
+    let result: Uint8Array = EMPTY;
+    if (entry.kind === EntryKind.ConfChange) {
+      const conf = this.node.applyConfChange(decodeConfChange(entry.data));
+      this.env.logger.info(`group ${this.groupId}: configuration now ${describeConf(conf)}`);
+    } else if (entry.kind === EntryKind.Normal) {
+      result = this.stateMachine.apply(entry);
+    }
+    this.appliedIndex = entry.index;
+    this.appliedTerm = entry.term;
+    if (entry.timeMs > this.appliedTimeMs) this.appliedTimeMs = entry.timeMs;
+    this.appliedSinceSnapshot++;
+    const waiter = this.proposals.get(entry.index);
+    if (waiter === undefined) return;
+    this.proposals.delete(entry.index);
+    clearTimeout(waiter.timer);
+    if (waiter.term === entry.term) {
+      waiter.resolve(result);
+    } else {
+      // Log matching: an entry is identified by (index, term), so ours is not in the log.
+      waiter.reject(
+        new DkvError(
+          "NOT_LEADER",
+          `group ${this.groupId}: a new leader replaced entry ${entry.index} before it committed; it was not applied — retry`,
+        ),
+      );
+    }
+  }
+
+  private async restore(snapshot: Snapshot): Promise<void> {
+    await this.stateMachine.restore(snapshot.data);
+    const { index, term, timeMs } = snapshot.meta;
+    this.appliedIndex = index;
+    this.appliedTerm = term;
+    if (timeMs > this.appliedTimeMs) this.appliedTimeMs = timeMs;
+    this.snapshotIndex = index;
+    this.appliedSinceSnapshot = 0;
+    // Entries up to the snapshot were never seen here: whether ours are among them is unknown.
+    for (const [index, waiter] of this.proposals) {
+      if (index > snapshot.meta.index) continue;
+      this.proposals.delete(index);
+      clearTimeout(waiter.timer);
+      waiter.reject(
+        new DkvError(
+          "UNAVAILABLE",
+          `group ${this.groupId}: this member caught up through a snapshot past entry ${index}; its outcome is unknown — retry with the same request id`,
+          { outcome: "unknown" },
+        ),
+      );
+    }
+  }
+
+  private answerReads(): void {
+    for (const [id, read] of this.reads) {
+      if (read.state === undefined || read.state.index > this.appliedIndex) continue;
+      this.reads.delete(id);
+      clearTimeout(read.timer);
+      // A peer whose transport does not carry the leader's time (0) is read at our clock.
+      const readTimeMs = read.state.timeMs > 0 ? read.state.timeMs : this.env.nowMs();
+      // Not before the applied state's own time: it may hold writes stamped after the read index.
+      read.evaluate(Math.max(readTimeMs, this.appliedTimeMs));
+    }
+  }
+
+  /** A stale read: this member's applied state, at the later of its clock and its log time. */
+  readStale<T>(evaluate: (nowMs: number) => T): T {
+    const refusal = this.refusal();
+    if (refusal !== undefined) throw refusal;
+    return evaluate(Math.max(this.env.nowMs(), this.appliedTimeMs));
+  }
+
+  private maybeSnapshot(): void {
+    const every = this.env.snapshotEntries;
+    if (every <= 0 || this.appliedSinceSnapshot < every || this.snapshotTask !== undefined) return;
+    if (this.appliedIndex <= this.snapshotIndex) return;
+    const meta: SnapshotMeta = {
+      index: this.appliedIndex,
+      term: this.appliedTerm,
+      timeMs: this.appliedTimeMs,
+      conf: this.node.status().conf,
+    };
+    // Captured now, at exactly the applied index; the bytes stream while we go on applying.
+    const data = this.stateMachine.snapshot();
+    this.appliedSinceSnapshot = 0;
+    this.snapshotTask = (async () => {
+      try {
+        await this.storage.saveSnapshot(meta, data);
+        this.snapshotIndex = Math.max(this.snapshotIndex, meta.index);
+        await this.storage.compact(meta.index);
+        this.env.logger.debug(`group ${this.groupId}: snapshot at ${meta.index}, log compacted`);
+      } catch (error) {
+        // The log stays whole; the next interval tries again.
+        this.env.logger.warn(`group ${this.groupId}: snapshot at ${meta.index} failed: ${String(error)}`);
+      } finally {
+        this.snapshotTask = undefined;
+      }
+    })();
+  }
+
+  // ---- bookkeeping -------------------------------------------------------------------
+
+  private onSoftState(leader: NodeId | null, role: Role): void {
+    const changed = leader !== this.leader;
+    this.leader = leader;
+    this.role = role;
+    if (changed) {
+      this.env.logger.info(
+        `group ${this.groupId}: leader is now ${leader ?? "unknown"} (${this.env.self} is ${role})`,
+      );
+      this.wakeLeaderWatchers();
+    }
+  }
+
+  private wakeLeaderWatchers(): void {
+    const watchers = this.leaderWatchers;
+    this.leaderWatchers = [];
+    for (const wake of watchers) wake();
+  }
+
+  private refusal(): DkvError | undefined {
+    if (this.failure !== undefined) return this.failure;
+    if (this.closed) {
+      return new DkvError(
+        "CLOSED",
+        `group ${this.groupId} on ${this.env.self} is closed; use another member`,
+      );
+    }
+    return undefined;
+  }
+
+  /** Storage or state machine failed: the group stops; the member must restart to recover. */
+  private fatal(error: unknown): void {
+    if (this.failure !== undefined) return;
+    this.failure = new DkvError(
+      "UNAVAILABLE",
+      `group ${this.groupId} on ${this.env.self} stopped after a storage or apply failure (${String(error)}); restart this member`,
+      { outcome: "unknown", cause: error },
+    );
+    this.env.logger.warn(this.failure.message);
+    this.closed = true;
+    this.failAll(this.failure);
+  }
+
+  private failAll(error: DkvError): void {
+    for (const waiter of this.proposals.values()) {
+      clearTimeout(waiter.timer);
+      waiter.reject(error);
+    }
+    this.proposals.clear();
+    const readError = new DkvError(error.code, error.message);
+    for (const read of this.reads.values()) {
+      clearTimeout(read.timer);
+      read.reject(readError);
+    }
+    this.reads.clear();
+    this.wakeLeaderWatchers();
+  }
+}
+
+function describeConf(conf: ConfState): string {
+  const learners = conf.learners.length > 0 ? ` learners [${conf.learners.join(", ")}]` : "";
+  return `voters [${conf.voters.join(", ")}]${learners}`;
+}

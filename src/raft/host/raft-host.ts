@@ -1,0 +1,431 @@
+import { join } from "node:path";
+import { DkvError } from "../../errors.ts";
+import type { Message, NodeId, RaftLogger } from "../core/types.ts";
+import { openRaftStorage } from "../storage/raft-storage.ts";
+import type { NodeTransportHandlers } from "../transport/types.ts";
+import {
+  decodeHostFrame,
+  encodeForwardError,
+  encodeForwardOk,
+  encodeForwardRequest,
+  FrameKind,
+} from "./frames.ts";
+import { type GroupEnv, RaftGroup } from "./group.ts";
+import type {
+  GroupStatus,
+  MemberStatus,
+  RaftHostConfig,
+  ReadOptions,
+  RequestOptions,
+  StateMachine,
+} from "./types.ts";
+
+const DEFAULTS = {
+  requestTimeoutMs: 5000,
+  forwardsInFlightMax: 1024,
+  proposalsPendingMax: 16384,
+  readsPendingMax: 16384,
+} as const;
+/** Attempts of one proposal (local tries and forwards) before giving up; time bounds it too. */
+const PROPOSE_ATTEMPTS_MAX = 64;
+const FORWARD_ID_MODULUS = 0x1_0000_0000;
+
+const silentLogger: RaftLogger = { debug() {}, info() {}, warn() {} };
+
+/** How a forwarded proposal ended; a refusal may carry the remote's leader hint. */
+type ForwardOutcome =
+  | { ok: true; result: Uint8Array }
+  | { ok: false; error: DkvError; leader: NodeId | null };
+
+interface Forward {
+  to: NodeId;
+  settle(outcome: ForwardOutcome): void;
+  timer: ReturnType<typeof setTimeout>;
+}
+
+/**
+ * Runs many Raft groups in one process over one NodeTransport and one tick timer. Each
+ * group persists to `dataDir/group-<id>/` and drives its own Ready loop; the host routes
+ * messages, forwards proposals from followers to the leader's host, and answers reads.
+ */
+export class RaftHost {
+  readonly self: NodeId;
+  private readonly groups = new Map<number, RaftGroup>();
+  private readonly forwards = new Map<number, Forward>();
+  private nextForwardId = 1;
+  private incomingForwards = 0;
+  private ticker: ReturnType<typeof setInterval> | undefined;
+  private started = false;
+  private closing: Promise<void> | undefined;
+  private readonly logger: RaftLogger;
+  private readonly requestTimeoutMs: number;
+  private readonly forwardsInFlightMax: number;
+  private readonly env: GroupEnv;
+
+  constructor(private readonly config: RaftHostConfig) {
+    checkCount("tickMs", config.tickMs, 1);
+    checkCount("heartbeatTicks", config.heartbeatTicks, 1);
+    checkCount("electionTicks", config.electionTicks, config.heartbeatTicks + 1);
+    checkCount("snapshotEntries", config.snapshotEntries, 0);
+    checkCount("compactionOverheadEntries", config.compactionOverheadEntries, 0);
+    if (!config.members.has(config.self)) {
+      throw new DkvError(
+        "USAGE",
+        `replica id "${config.self}" is not in the cluster members (${[...config.members.keys()].join(", ")}); add it to --cluster-members`,
+      );
+    }
+    if (config.transport.self !== config.self) {
+      throw new DkvError("USAGE", `the transport is for "${config.transport.self}", not "${config.self}"`);
+    }
+    this.self = config.self;
+    this.logger = config.logger ?? silentLogger;
+    this.requestTimeoutMs = config.requestTimeoutMs ?? DEFAULTS.requestTimeoutMs;
+    this.forwardsInFlightMax = config.forwardsInFlightMax ?? DEFAULTS.forwardsInFlightMax;
+    this.env = {
+      self: config.self,
+      nowMs: () => config.clock.now(),
+      send: (groupId, message) => this.sendRaft(groupId, message),
+      logger: this.logger,
+      electionTicks: config.electionTicks,
+      heartbeatTicks: config.heartbeatTicks,
+      snapshotEntries: config.snapshotEntries,
+      proposalsPendingMax: config.proposalsPendingMax ?? DEFAULTS.proposalsPendingMax,
+      readsPendingMax: config.readsPendingMax ?? DEFAULTS.readsPendingMax,
+      random: config.random ?? Math.random,
+    };
+  }
+
+  /** Starts the transport and the tick timer. Groups can be added before or after. */
+  async start(): Promise<void> {
+    if (this.started) return;
+    this.started = true;
+    const handlers: NodeTransportHandlers = {
+      onRaft: (from, groupId, message) => this.onRaft(from, groupId, message),
+      onHost: (from, payload) => this.onHost(from, payload),
+      onUnreachable: (to) => this.onUnreachable(to),
+      onSnapshotSent: (to, groupId, ok) => this.groups.get(groupId)?.reportSnapshot(to, ok),
+    };
+    await this.config.transport.start(handlers);
+    this.config.transport.setPeers(this.config.members);
+    // Real time drives elections and heartbeats; the injected clock only stamps entries.
+    this.ticker = setInterval(() => this.tick(), this.config.tickMs);
+  }
+
+  /**
+   * Opens (recovering from disk) group `groupId` with `stateMachine`: the latest snapshot
+   * is restored into it, and committed entries after it are applied again.
+   */
+  async addGroup(groupId: number, stateMachine: StateMachine): Promise<void> {
+    if (this.closing !== undefined) throw this.closedError();
+    if (!Number.isSafeInteger(groupId) || groupId < 0 || groupId > 0xffff_ffff) {
+      throw new DkvError("USAGE", `group id must be a whole number from 0 to ${0xffff_ffff}; got ${groupId}`);
+    }
+    if (this.groups.has(groupId)) throw new DkvError("USAGE", `group ${groupId} is already running here`);
+    const storage = await openRaftStorage(join(this.config.dataDir, `group-${groupId}`), {
+      compactionOverheadEntries: this.config.compactionOverheadEntries,
+      initialConf: { voters: [...this.config.members.keys()].sort(), learners: [] },
+      logger: { info: (m) => this.logger.info(m), warn: (m) => this.logger.warn(m) },
+    });
+    try {
+      const snapshot = await storage.loadLatestSnapshot();
+      if (snapshot !== null && snapshot.meta.index > 0) await stateMachine.restore(snapshot.data);
+      this.groups.set(groupId, new RaftGroup(groupId, storage, stateMachine, this.env, snapshot));
+    } catch (error) {
+      await storage.close().catch(() => {});
+      throw error;
+    }
+  }
+
+  stateMachine(groupId: number): StateMachine {
+    return this.group(groupId).stateMachine;
+  }
+
+  /**
+   * Replicates `command` through group `groupId` and resolves with the state machine's
+   * result once it is applied here (on the leader; a follower forwards to the leader's
+   * host). Errors are DkvErrors whose `outcome` says whether it may have been applied.
+   */
+  async propose(groupId: number, command: Uint8Array, options: RequestOptions = {}): Promise<Uint8Array> {
+    const timeoutMs = options.timeoutMs ?? this.requestTimeoutMs;
+    const deadline = performance.now() + timeoutMs;
+    let hint: NodeId | null = null;
+    let lastError: DkvError | undefined;
+    for (let attempt = 0; attempt < PROPOSE_ATTEMPTS_MAX; attempt++) {
+      const group = this.group(groupId);
+      const remainingMs = Math.ceil(deadline - performance.now());
+      if (remainingMs <= 0) break;
+      const attemptResult = group.tryPropose(command, remainingMs);
+      if (attemptResult.ok) return attemptResult.result;
+      lastError = attemptResult.error;
+      if (lastError.code !== "NOT_LEADER" && lastError.code !== "UNAVAILABLE") throw lastError;
+      const leader: NodeId | null = hint ?? attemptResult.leader;
+      hint = null;
+      if (lastError.code === "NOT_LEADER" && leader !== null && leader !== this.self) {
+        const forwarded = await this.forward(leader, groupId, command, remainingMs);
+        if (forwarded.ok) return forwarded.result;
+        const { error } = forwarded;
+        // Only a certain refusal may be retried here; an unknown outcome goes to the caller.
+        if (error.outcome !== "not-applied" || (error.code !== "NOT_LEADER" && error.code !== "UNAVAILABLE"))
+          throw error;
+        lastError = error;
+        hint = forwarded.leader === leader ? null : forwarded.leader;
+      }
+      // No leader yet (or a stale hint): wait for an election, bounded by the deadline.
+      const waitMs = Math.min(
+        Math.ceil(deadline - performance.now()),
+        this.config.tickMs * this.config.heartbeatTicks,
+      );
+      if (waitMs <= 0) break;
+      await group.waitLeaderChange(waitMs);
+    }
+    throw new DkvError(
+      "TIMEOUT",
+      `group ${groupId}: no leader accepted the proposal within ${timeoutMs} ms${lastError === undefined ? "" : ` (last: ${lastError.message})`}; it was not applied — retry`,
+      { cause: lastError },
+    );
+  }
+
+  /** Linearizable read (ReadIndex, served on any member), or a local stale read with `stale`. */
+  read<T>(groupId: number, evaluate: (nowMs: number) => T, options: ReadOptions = {}): Promise<T> {
+    let group: RaftGroup;
+    try {
+      group = this.group(groupId);
+      if (options.stale === true) return Promise.resolve(group.readStale(evaluate));
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    return group.read(evaluate, options.timeoutMs ?? this.requestTimeoutMs);
+  }
+
+  /** Starts an election in `groupId` now (tests, operators): no waiting for a timeout. */
+  campaign(groupId: number): void {
+    const group = this.group(groupId);
+    group.node.campaign();
+    group.schedule();
+  }
+
+  /** Asks the leader of `groupId` (if this member) to hand leadership to `to`. */
+  transferLeadership(groupId: number, to: NodeId): void {
+    const group = this.group(groupId);
+    group.node.transferLeadership(to);
+    group.schedule();
+  }
+
+  groupIds(): number[] {
+    return [...this.groups.keys()];
+  }
+
+  status(groupId: number): GroupStatus {
+    const group = this.group(groupId);
+    const raft = group.node.status();
+    const members: MemberStatus[] = [];
+    const learners = new Set(raft.conf.learners);
+    for (const id of [...raft.conf.voters, ...raft.conf.learners]) {
+      const progress = raft.progress[id];
+      let state: MemberStatus["state"];
+      if (id === this.self) state = raft.role;
+      else if (learners.has(id)) state = "learner";
+      else state = id === raft.leader ? "leader" : "follower";
+      const member: MemberStatus = {
+        id,
+        address: this.config.members.get(id),
+        voter: !learners.has(id),
+        state,
+      };
+      if (progress !== undefined) {
+        member.match = progress.match;
+        member.progress = progress.state;
+        member.recentActive = progress.recentActive;
+      }
+      members.push(member);
+    }
+    return {
+      groupId,
+      raft,
+      appliedIndex: group.appliedIndex,
+      snapshotIndex: group.snapshotIndex,
+      members,
+    };
+  }
+
+  /** Stops ticking, fails waiting requests, closes every group's storage and the transport. */
+  close(): Promise<void> {
+    this.closing ??= this.shutDown();
+    return this.closing;
+  }
+
+  private async shutDown(): Promise<void> {
+    if (this.ticker !== undefined) clearInterval(this.ticker);
+    this.ticker = undefined;
+    const error = this.closedError();
+    for (const forward of this.forwards.values()) {
+      clearTimeout(forward.timer);
+      forward.settle({
+        ok: false,
+        error: new DkvError("CLOSED", error.message, { outcome: "unknown" }),
+        leader: null,
+      });
+    }
+    this.forwards.clear();
+    const results = await Promise.allSettled([...this.groups.values()].map((group) => group.close()));
+    await this.config.transport.close();
+    for (const result of results) if (result.status === "rejected") throw result.reason;
+  }
+
+  // ---- internals ---------------------------------------------------------------------
+
+  private group(groupId: number): RaftGroup {
+    if (this.closing !== undefined) throw this.closedError();
+    const group = this.groups.get(groupId);
+    if (group === undefined) {
+      throw new DkvError(
+        "UNKNOWN_SHARD",
+        `group ${groupId} is not hosted on ${this.self} (hosted: ${this.groupIds().join(", ") || "none"})`,
+      );
+    }
+    return group;
+  }
+
+  private closedError(): DkvError {
+    return new DkvError("CLOSED", `the Raft host of ${this.self} is shut down; use another member`);
+  }
+
+  private tick(): void {
+    const wallMs = this.config.clock.now();
+    for (const group of this.groups.values()) group.tick(wallMs);
+  }
+
+  private sendRaft(groupId: number, message: Message): void {
+    this.config.transport.sendRaft(message.to, groupId, message);
+  }
+
+  private onRaft(_from: NodeId, groupId: number, message: Message): void {
+    // A group not (yet) hosted here drops its messages; Raft retries.
+    this.groups.get(groupId)?.step(message);
+  }
+
+  private onUnreachable(to: NodeId): void {
+    for (const group of this.groups.values()) group.reportUnreachable(to);
+    // A forward to `to` may or may not have arrived: its outcome is unknown.
+    for (const [id, forward] of this.forwards) {
+      if (forward.to !== to) continue;
+      this.forwards.delete(id);
+      clearTimeout(forward.timer);
+      const error = new DkvError(
+        "UNAVAILABLE",
+        `lost contact with the leader ${to} while it handled a forwarded proposal; it may have been applied — retry with the same request id`,
+        { outcome: "unknown" },
+      );
+      forward.settle({ ok: false, error, leader: null });
+    }
+  }
+
+  /** Sends a proposal to `to`'s host; never rejects: failures come back as outcomes. */
+  private forward(
+    to: NodeId,
+    groupId: number,
+    command: Uint8Array,
+    timeoutMs: number,
+  ): Promise<ForwardOutcome> {
+    if (this.forwards.size >= this.forwardsInFlightMax) {
+      const error = new DkvError(
+        "UNAVAILABLE",
+        `${this.forwards.size} proposals are already being forwarded to the leader; retry later or send to the leader directly`,
+      );
+      return Promise.resolve({ ok: false, error, leader: null });
+    }
+    // Bounded: at most forwardsInFlightMax ids are taken, so a free one is found quickly.
+    let id = this.nextForwardId;
+    while (this.forwards.has(id)) id = (id + 1) % FORWARD_ID_MODULUS;
+    this.nextForwardId = (id + 1) % FORWARD_ID_MODULUS;
+    return new Promise((settle) => {
+      const timer = setTimeout(() => {
+        if (!this.forwards.delete(id)) return;
+        const error = new DkvError(
+          "TIMEOUT",
+          `the leader ${to} did not answer a forwarded proposal within ${timeoutMs} ms; it may have been applied — retry with the same request id`,
+          { outcome: "unknown" },
+        );
+        settle({ ok: false, error, leader: null });
+      }, timeoutMs);
+      this.forwards.set(id, { to, settle, timer });
+      this.config.transport.sendHost(to, encodeForwardRequest(id, groupId, timeoutMs, command));
+    });
+  }
+
+  private onHost(from: NodeId, payload: Uint8Array): void {
+    let frame: ReturnType<typeof decodeHostFrame>;
+    try {
+      frame = decodeHostFrame(payload);
+    } catch (error) {
+      this.logger.warn(`dropped a host frame from ${from}: ${String(error)}`);
+      return;
+    }
+    if (frame.kind === FrameKind.ForwardRequest) {
+      this.serveForward(from, frame.forwardId, frame.groupId, frame.timeoutMs, frame.command);
+      return;
+    }
+    const forward = this.forwards.get(frame.forwardId);
+    if (forward === undefined || forward.to !== from) return; // late reply after a timeout
+    this.forwards.delete(frame.forwardId);
+    clearTimeout(forward.timer);
+    if (frame.kind === FrameKind.ForwardOk) forward.settle({ ok: true, result: frame.result });
+    else forward.settle({ ok: false, error: frame.error, leader: frame.leader });
+  }
+
+  /** The leader's side of forwarding: propose here once (no further hops) and reply. */
+  private serveForward(
+    from: NodeId,
+    forwardId: number,
+    groupId: number,
+    timeoutMs: number,
+    command: Uint8Array,
+  ): void {
+    const reply = (payload: Uint8Array) => this.config.transport.sendHost(from, payload);
+    const group = this.closing === undefined ? this.groups.get(groupId) : undefined;
+    if (group === undefined) {
+      const error = new DkvError("UNAVAILABLE", `group ${groupId} is not running on ${this.self}; retry`);
+      reply(encodeForwardError(forwardId, error, null));
+      return;
+    }
+    if (this.incomingForwards >= this.forwardsInFlightMax * 4) {
+      const error = new DkvError(
+        "UNAVAILABLE",
+        `leader ${this.self} is handling too many forwarded proposals; retry later`,
+      );
+      reply(encodeForwardError(forwardId, error, this.self));
+      return;
+    }
+    const attempt = group.tryPropose(command, Math.max(1, timeoutMs || this.requestTimeoutMs));
+    if (!attempt.ok) {
+      reply(encodeForwardError(forwardId, attempt.error, attempt.leader));
+      return;
+    }
+    this.incomingForwards++;
+    attempt.result.then(
+      (result) => {
+        this.incomingForwards--;
+        reply(encodeForwardOk(forwardId, result));
+      },
+      (error: unknown) => {
+        this.incomingForwards--;
+        let dkvError = DkvError.is(error)
+          ? error
+          : new DkvError("INTERNAL", `the leader failed to apply the proposal: ${String(error)}`, {
+              outcome: "unknown",
+            });
+        // The leader shutting down is not the caller's host closing: it may retry elsewhere.
+        if (dkvError.code === "CLOSED") {
+          dkvError = new DkvError("UNAVAILABLE", dkvError.message, { outcome: dkvError.outcome });
+        }
+        reply(encodeForwardError(forwardId, dkvError, null));
+      },
+    );
+  }
+}
+
+function checkCount(name: string, value: number, min: number): void {
+  if (!Number.isSafeInteger(value) || value < min) {
+    throw new DkvError("USAGE", `raft host option ${name} must be a whole number >= ${min}; got ${value}`);
+  }
+}

@@ -1,0 +1,89 @@
+import type { Clock } from "../../clock.ts";
+import type { Entry, NodeId, RaftLogger, RaftStatus, RandomSource, Role } from "../core/types.ts";
+import type { NodeTransport } from "../transport/types.ts";
+
+/**
+ * What a Raft group replicates. `apply` must be deterministic: every member applies the
+ * same entries in the same order and must reach the same state and the same results.
+ */
+export interface StateMachine {
+  /** Applies a committed Normal entry; the bytes returned go back to whoever proposed it. */
+  apply(entry: Entry): Uint8Array;
+  /**
+   * The state as of the last applied entry, captured at the call (later applies must not
+   * show up in it); its bytes may stream afterwards.
+   */
+  snapshot(): AsyncIterable<Uint8Array> | Uint8Array;
+  /** Replaces the whole state with a snapshot's bytes (a leader's, or ours at start-up). */
+  restore(data: Uint8Array): Promise<void>;
+}
+
+export interface RaftHostConfig {
+  /** This member's id; must be a key of `members`. */
+  self: NodeId;
+  /** Every member of every group hosted here (id → address), the bootstrap configuration. */
+  members: ReadonlyMap<NodeId, string>;
+  /** Each group keeps its log and snapshots in `dataDir/group-<id>/`. */
+  dataDir: string;
+  /** Wall-clock ms per Raft tick (the expected round trip). */
+  tickMs: number;
+  /** Ticks without a leader before a follower campaigns (randomised up to twice this). */
+  electionTicks: number;
+  /** Ticks between a leader's heartbeats. */
+  heartbeatTicks: number;
+  /** Snapshot the state machine every N applied entries; 0 turns snapshots off. */
+  snapshotEntries: number;
+  /** Entries kept in the log behind a snapshot, so a lagging follower catches up without one. */
+  compactionOverheadEntries: number;
+  /** Stamps entries and reads (the leader's time decides expiry); tests inject a ManualClock. */
+  clock: Clock;
+  transport: NodeTransport;
+  logger?: RaftLogger;
+  /** Election jitter; Math.random by default. */
+  random?: RandomSource;
+  /** Default deadline of a proposal or read, in ms of real time. Default 5000. */
+  requestTimeoutMs?: number;
+  /** Bound on proposals this member forwards to a leader at once. Default 1024. */
+  forwardsInFlightMax?: number;
+  /** Bound on proposals (local and forwarded in) awaiting apply per group. Default 16384. */
+  proposalsPendingMax?: number;
+  /** Bound on reads awaiting their read index per group. Default 16384. */
+  readsPendingMax?: number;
+}
+
+export interface RequestOptions {
+  /** Deadline in ms of real time; the host's requestTimeoutMs by default. */
+  timeoutMs?: number;
+}
+
+export interface ReadOptions extends RequestOptions {
+  /** Answer from this member's applied state without a ReadIndex round: fast, maybe stale. */
+  stale?: boolean;
+}
+
+/** One group as `dkv cluster status` shows it. */
+export interface GroupStatus {
+  groupId: number;
+  /** The core's view: leader, term, commit, applied, configuration and (on the leader) progress. */
+  raft: RaftStatus;
+  /** Index of the last entry applied to the state machine. */
+  appliedIndex: number;
+  /** Index of the latest snapshot saved on this member (0: none). */
+  snapshotIndex: number;
+  /** Per member of the configuration: its role as far as this member knows. */
+  members: MemberStatus[];
+}
+
+export interface MemberStatus {
+  id: NodeId;
+  address: string | undefined;
+  voter: boolean;
+  /** This member's own role for itself; for others, what the configuration and leader say. */
+  state: Role | "learner";
+  /** Leader only: highest index known replicated to the member. */
+  match?: number;
+  /** Leader only: replication state ("probe", "replicate", "snapshot"). */
+  progress?: string;
+  /** Leader only: heard from within the last election timeout. */
+  recentActive?: boolean;
+}

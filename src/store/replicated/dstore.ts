@@ -1,0 +1,278 @@
+import { DkvError } from "../../errors.ts";
+import type { RaftHost } from "../../raft/host/raft-host.ts";
+import {
+  type ClaimResult,
+  defaultStoreLimits,
+  type IStore,
+  type StoreInfo,
+  type StoreLimits,
+  type ValueInput,
+} from "../types.ts";
+import { checkDuration, checkKey, toValueBytes } from "../validate.ts";
+import {
+  CLIENT_ID_BYTES,
+  type Command,
+  decodeBoolean,
+  decodeClaim,
+  encodeCommand,
+  Op,
+  type RequestOrigin,
+} from "./command.ts";
+import { DStoreStateMachine } from "./state-machine.ts";
+
+export interface DStoreOptions {
+  /** Serve reads from this member's applied state without a ReadIndex round: faster, maybe stale. */
+  staleReads?: boolean;
+  /** Deadline of each call in ms of real time, retries included. Default 5000. */
+  timeoutMs?: number;
+  limits?: Partial<StoreLimits>;
+  /** This client's id for request dedup; random by default. */
+  clientId?: Uint8Array;
+}
+
+const DEFAULT_TIMEOUT_MS = 5000;
+/** Pause between retries of a write whose outcome was unknown (same request id: applies once). */
+const RETRY_PAUSE_MS = 20;
+const RETRY_ATTEMPTS_MAX = 32;
+const EMPTY = new Uint8Array(0);
+
+/**
+ * dstore: an IStore over one Raft group of a RaftHost. Writes are proposals (a follower
+ * forwards them to the leader's host); each carries this client's id and a request id, and
+ * a write whose outcome is unknown (leader lost, timeout of a hop) is retried with the
+ * same id, so it applies at most once. Reads are linearizable via ReadIndex on whichever
+ * member this store sits, evaluated at the leader's time; `staleReads` reads locally.
+ */
+export class DStore implements IStore {
+  readonly limits: StoreLimits;
+  private readonly stateMachine: DStoreStateMachine;
+  private readonly clientId: Uint8Array;
+  private readonly timeoutMs: number;
+  private readonly staleReads: boolean;
+  private nextRequestId = 1;
+  private closed = false;
+
+  constructor(
+    private readonly host: RaftHost,
+    readonly groupId: number,
+    options: DStoreOptions = {},
+  ) {
+    const stateMachine = host.stateMachine(groupId);
+    if (!(stateMachine instanceof DStoreStateMachine)) {
+      throw new DkvError(
+        "USAGE",
+        `group ${groupId} does not run a dstore state machine; check the shard type`,
+      );
+    }
+    this.stateMachine = stateMachine;
+    this.limits = { ...defaultStoreLimits, ...options.limits };
+    this.timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+    this.staleReads = options.staleReads ?? false;
+    this.clientId = options.clientId ?? crypto.getRandomValues(new Uint8Array(CLIENT_ID_BYTES));
+    if (this.clientId.byteLength !== CLIENT_ID_BYTES) {
+      throw new DkvError(
+        "USAGE",
+        `clientId must be ${CLIENT_ID_BYTES} bytes; got ${this.clientId.byteLength}`,
+      );
+    }
+  }
+
+  /**
+   * A view whose writes carry `origin` (an RPC client's id and request id) instead of this
+   * store's own, so a client's retry through any member applies once. Reads are shared.
+   */
+  withOrigin(origin: RequestOrigin): IStore {
+    return new OriginStore(this, origin);
+  }
+
+  async set(key: string, value: ValueInput, origin?: RequestOrigin): Promise<void> {
+    checkKey(key, this.limits);
+    await this.write(command(Op.Set, key, toValueBytes(value, this.limits), 0, 0), origin);
+  }
+
+  async setE(
+    key: string,
+    value: ValueInput,
+    expireInMs: number,
+    deleteInMs: number,
+    origin?: RequestOrigin,
+  ): Promise<void> {
+    checkKey(key, this.limits);
+    checkDuration("expireInMs", expireInMs);
+    checkDuration("deleteInMs", deleteInMs);
+    await this.write(command(Op.SetE, key, toValueBytes(value, this.limits), expireInMs, deleteInMs), origin);
+  }
+
+  async setEIfUnset(
+    key: string,
+    value: ValueInput,
+    expireInMs: number,
+    deleteInMs: number,
+    origin?: RequestOrigin,
+  ): Promise<boolean> {
+    checkKey(key, this.limits);
+    checkDuration("expireInMs", expireInMs);
+    checkDuration("deleteInMs", deleteInMs);
+    const bytes = toValueBytes(value, this.limits);
+    return decodeBoolean(
+      await this.write(command(Op.SetEIfUnset, key, bytes, expireInMs, deleteInMs), origin),
+    );
+  }
+
+  async claim(
+    key: string,
+    value: ValueInput,
+    expireInMs: number,
+    deleteInMs: number,
+    origin?: RequestOrigin,
+  ): Promise<ClaimResult> {
+    checkKey(key, this.limits);
+    checkDuration("expireInMs", expireInMs);
+    checkDuration("deleteInMs", deleteInMs);
+    const bytes = toValueBytes(value, this.limits);
+    return decodeClaim(await this.write(command(Op.Claim, key, bytes, expireInMs, deleteInMs), origin));
+  }
+
+  async expire(key: string, origin?: RequestOrigin): Promise<void> {
+    checkKey(key, this.limits);
+    await this.write(command(Op.Expire, key, EMPTY, 0, 0), origin);
+  }
+
+  async delete(key: string, origin?: RequestOrigin): Promise<void> {
+    checkKey(key, this.limits);
+    await this.write(command(Op.Delete, key, EMPTY, 0, 0), origin);
+  }
+
+  async deleteIfEquals(key: string, expected: ValueInput, origin?: RequestOrigin): Promise<boolean> {
+    checkKey(key, this.limits);
+    const bytes = toValueBytes(expected, this.limits);
+    return decodeBoolean(await this.write(command(Op.DeleteIfEquals, key, bytes, 0, 0), origin));
+  }
+
+  async renewIfEquals(
+    key: string,
+    expected: ValueInput,
+    expireInMs: number,
+    deleteInMs: number,
+    origin?: RequestOrigin,
+  ): Promise<boolean> {
+    checkKey(key, this.limits);
+    checkDuration("expireInMs", expireInMs);
+    checkDuration("deleteInMs", deleteInMs);
+    const bytes = toValueBytes(expected, this.limits);
+    return decodeBoolean(
+      await this.write(command(Op.RenewIfEquals, key, bytes, expireInMs, deleteInMs), origin),
+    );
+  }
+
+  async get(key: string): Promise<Uint8Array | undefined> {
+    checkKey(key, this.limits);
+    // A copy: the engine keeps its array; the caller may mutate what it gets.
+    return this.read((nowMs) => this.stateMachine.db.get(key, nowMs)?.slice());
+  }
+
+  async has(key: string): Promise<boolean> {
+    checkKey(key, this.limits);
+    return this.read((nowMs) => this.stateMachine.db.has(key, nowMs));
+  }
+
+  async info(): Promise<StoreInfo> {
+    return this.read((nowMs) => ({ ...this.stateMachine.db.info(nowMs), kind: "dstore" }));
+  }
+
+  /** Later calls fail with CLOSED; the group itself runs on until its host closes. */
+  async close(): Promise<void> {
+    this.closed = true;
+  }
+
+  private read<T>(evaluate: (nowMs: number) => T): Promise<T> {
+    this.checkOpen();
+    return this.host.read(this.groupId, evaluate, { stale: this.staleReads, timeoutMs: this.timeoutMs });
+  }
+
+  /**
+   * Proposes `cmd` tagged with a request id and retries while its outcome is unknown and
+   * time is left: the state machine's dedup makes the retries apply at most once.
+   */
+  private async write(cmd: Command, origin: RequestOrigin | undefined): Promise<Uint8Array> {
+    this.checkOpen();
+    cmd.origin = origin ?? { clientId: this.clientId, requestId: this.nextRequestId++ };
+    const data = encodeCommand(cmd);
+    const deadline = performance.now() + this.timeoutMs;
+    let unknownOutcome = false;
+    for (let attempt = 1; ; attempt++) {
+      const remainingMs = Math.ceil(deadline - performance.now());
+      try {
+        return await this.host.propose(this.groupId, data, { timeoutMs: Math.max(1, remainingMs) });
+      } catch (error) {
+        if (!DkvError.is(error)) throw error;
+        if (error.outcome === "unknown") unknownOutcome = true;
+        const retryable =
+          error.code === "UNAVAILABLE" || error.code === "NOT_LEADER" || error.code === "TIMEOUT";
+        const timeLeft = deadline - performance.now() > RETRY_PAUSE_MS;
+        if (!retryable || !timeLeft || attempt >= RETRY_ATTEMPTS_MAX || this.closed) {
+          // Once any attempt may have applied, the caller must not read a later refusal as "not applied".
+          if (unknownOutcome && error.outcome !== "unknown") {
+            throw new DkvError(error.code, `${error.message} (an earlier attempt may have applied)`, {
+              outcome: "unknown",
+              cause: error,
+            });
+          }
+          throw error;
+        }
+        await Bun.sleep(RETRY_PAUSE_MS);
+      }
+    }
+  }
+
+  private checkOpen(): void {
+    if (this.closed) throw new DkvError("CLOSED", "This DStore is closed; create a new one.");
+  }
+}
+
+function command(op: Op, key: string, value: Uint8Array, expireInMs: number, deleteInMs: number): Command {
+  return { op, key, value, expireInMs, deleteInMs, origin: undefined };
+}
+
+/** DStore.withOrigin's view: writes carry the caller's origin. */
+class OriginStore implements IStore {
+  constructor(
+    private readonly store: DStore,
+    private readonly origin: RequestOrigin,
+  ) {}
+  set(key: string, value: ValueInput): Promise<void> {
+    return this.store.set(key, value, this.origin);
+  }
+  setE(key: string, value: ValueInput, expireInMs: number, deleteInMs: number): Promise<void> {
+    return this.store.setE(key, value, expireInMs, deleteInMs, this.origin);
+  }
+  setEIfUnset(key: string, value: ValueInput, expireInMs: number, deleteInMs: number): Promise<boolean> {
+    return this.store.setEIfUnset(key, value, expireInMs, deleteInMs, this.origin);
+  }
+  claim(key: string, value: ValueInput, expireInMs: number, deleteInMs: number): Promise<ClaimResult> {
+    return this.store.claim(key, value, expireInMs, deleteInMs, this.origin);
+  }
+  expire(key: string): Promise<void> {
+    return this.store.expire(key, this.origin);
+  }
+  delete(key: string): Promise<void> {
+    return this.store.delete(key, this.origin);
+  }
+  deleteIfEquals(key: string, expected: ValueInput): Promise<boolean> {
+    return this.store.deleteIfEquals(key, expected, this.origin);
+  }
+  renewIfEquals(key: string, expected: ValueInput, expireInMs: number, deleteInMs: number): Promise<boolean> {
+    return this.store.renewIfEquals(key, expected, expireInMs, deleteInMs, this.origin);
+  }
+  get(key: string): Promise<Uint8Array | undefined> {
+    return this.store.get(key);
+  }
+  has(key: string): Promise<boolean> {
+    return this.store.has(key);
+  }
+  info(): Promise<StoreInfo> {
+    return this.store.info();
+  }
+  /** The view owns nothing: closing it leaves the store open. */
+  async close(): Promise<void> {}
+}

@@ -1,0 +1,146 @@
+import { type Clock, systemClock } from "../../clock.ts";
+import { DkvError } from "../../errors.ts";
+import { LockManager } from "../../lockmgr/lock-manager.ts";
+import type { NodeId, RaftLogger } from "../../raft/core/types.ts";
+import { RaftHost } from "../../raft/host/raft-host.ts";
+import type { GroupStatus } from "../../raft/host/types.ts";
+import { TcpNodeTransport } from "../../raft/transport/tcp-transport.ts";
+import type { NodeTransport } from "../../raft/transport/types.ts";
+import type { StoreLimits } from "../types.ts";
+import { DStore } from "./dstore.ts";
+import { type DedupOptions, DStoreStateMachine } from "./state-machine.ts";
+
+export type ReplicatedShardType = "dstore" | "lockmgr(dstore)";
+
+/** What `dkv serve` knows: its flags, for the replicated shards only. */
+export interface ReplicatedShardsConfig {
+  /** --replica-id: this member's id, a key of clusterMembers. */
+  replicaId: NodeId;
+  /** --cluster-members: every member's id → "host:port" of its node transport. */
+  clusterMembers: ReadonlyMap<NodeId, string>;
+  /** --data-dir: each shard's Raft log and snapshots go to `<dataDir>/group-<shard id>/`. */
+  dataDir: string;
+  /** The dstore and lockmgr(dstore) shards of --shards; every member must list the same. */
+  shards: readonly { id: number; type: ReplicatedShardType }[];
+  /** --rtt-millisecond: the Raft tick. Default 100. */
+  rttMs?: number;
+  /** --election-rtt-factor: election timeout in ticks. Default 10. */
+  electionRttFactor?: number;
+  /** --heartbeat-rtt-factor: heartbeat interval in ticks. Default 2. */
+  heartbeatRttFactor?: number;
+  /** --snapshot-entries: snapshot every N applied entries (0: never). Default 100 000. */
+  snapshotEntries?: number;
+  /** --compaction-overhead: entries kept behind a snapshot. Default 5000. */
+  compactionOverheadEntries?: number;
+  /** --timeout: deadline of one store call, retries included, in ms. Default 5000. */
+  requestTimeoutMs?: number;
+  limits?: Partial<StoreLimits>;
+  dedup?: Partial<DedupOptions>;
+  /** Stamps log entries (the leader's clock decides TTLs). Default the system clock. */
+  clock?: Clock;
+  logger?: RaftLogger;
+  /** The node transport; by default a TcpNodeTransport listening on this member's address. */
+  transport?: NodeTransport;
+}
+
+export interface ReplicatedShard {
+  id: number;
+  type: ReplicatedShardType;
+  store: DStore;
+  /** Present for lockmgr(dstore) shards. */
+  locks: LockManager | undefined;
+}
+
+export interface ReplicatedShardStatus extends GroupStatus {
+  type: ReplicatedShardType;
+}
+
+export interface ReplicatedShards {
+  readonly host: RaftHost;
+  readonly shards: ReadonlyMap<number, ReplicatedShard>;
+  /** Per shard: leader, term, commit and applied index, members and their state. */
+  status(): ReplicatedShardStatus[];
+  /** Stops the Raft groups (failing waiting requests), flushes storage, closes the transport. */
+  close(): Promise<void>;
+}
+
+const DEFAULTS = {
+  rttMs: 100,
+  electionRttFactor: 10,
+  heartbeatRttFactor: 2,
+  snapshotEntries: 100_000,
+  compactionOverheadEntries: 5000,
+  requestTimeoutMs: 5000,
+} as const;
+
+/**
+ * Starts this member's side of every replicated shard: one RaftHost (one transport, one
+ * tick) with one Raft group per shard. A one-member cluster elects itself at once.
+ */
+export async function startReplicatedShards(config: ReplicatedShardsConfig): Promise<ReplicatedShards> {
+  const listen = config.clusterMembers.get(config.replicaId);
+  if (listen === undefined) {
+    throw new DkvError(
+      "USAGE",
+      `--replica-id "${config.replicaId}" is not in --cluster-members (${[...config.clusterMembers.keys()].join(", ") || "empty"}); add it, e.g. --cluster-members "${config.replicaId}=127.0.0.1:63001"`,
+    );
+  }
+  const rttMs = config.rttMs ?? DEFAULTS.rttMs;
+  const electionTicks = config.electionRttFactor ?? DEFAULTS.electionRttFactor;
+  const heartbeatTicks = config.heartbeatRttFactor ?? DEFAULTS.heartbeatRttFactor;
+  if (!(Number.isSafeInteger(rttMs) && rttMs > 0)) {
+    throw new DkvError("USAGE", `--rtt-millisecond must be a whole number of ms > 0; got ${rttMs}`);
+  }
+  if (!(Number.isSafeInteger(heartbeatTicks) && heartbeatTicks > 0 && electionTicks > heartbeatTicks)) {
+    throw new DkvError(
+      "USAGE",
+      `--election-rtt-factor (${electionTicks}) must be greater than --heartbeat-rtt-factor (${heartbeatTicks}), both whole numbers > 0`,
+    );
+  }
+  const peers = new Map([...config.clusterMembers].filter(([id]) => id !== config.replicaId));
+  const transport = config.transport ?? new TcpNodeTransport({ self: config.replicaId, listen, peers });
+  const requestTimeoutMs = config.requestTimeoutMs ?? DEFAULTS.requestTimeoutMs;
+  const host = new RaftHost({
+    self: config.replicaId,
+    members: config.clusterMembers,
+    dataDir: config.dataDir,
+    tickMs: rttMs,
+    electionTicks,
+    heartbeatTicks,
+    snapshotEntries: config.snapshotEntries ?? DEFAULTS.snapshotEntries,
+    compactionOverheadEntries: config.compactionOverheadEntries ?? DEFAULTS.compactionOverheadEntries,
+    clock: config.clock ?? systemClock,
+    transport,
+    requestTimeoutMs,
+    ...(config.logger === undefined ? {} : { logger: config.logger }),
+  });
+  const shards = new Map<number, ReplicatedShard>();
+  try {
+    // Listening first: peers' messages for a group not yet opened are dropped and resent.
+    await host.start();
+    for (const spec of config.shards) {
+      await host.addGroup(spec.id, new DStoreStateMachine(config.dedup));
+      const store = new DStore(host, spec.id, {
+        timeoutMs: requestTimeoutMs,
+        ...(config.limits === undefined ? {} : { limits: config.limits }),
+      });
+      const locks =
+        spec.type === "lockmgr(dstore)"
+          ? new LockManager(store, config.clock === undefined ? {} : { clock: config.clock })
+          : undefined;
+      shards.set(spec.id, { id: spec.id, type: spec.type, store, locks });
+    }
+  } catch (error) {
+    await host.close().catch(() => {});
+    throw error;
+  }
+  return {
+    host,
+    shards,
+    status: () => [...shards.values()].map((shard) => ({ ...host.status(shard.id), type: shard.type })),
+    close: async () => {
+      for (const shard of shards.values()) await shard.store.close();
+      await host.close();
+    },
+  };
+}

@@ -1,0 +1,218 @@
+import { afterEach, describe, expect, test } from "bun:test";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { ManualClock } from "../../../src/clock.ts";
+import { DkvError } from "../../../src/errors.ts";
+import type { Entry } from "../../../src/raft/core/types.ts";
+import {
+  decodeHostFrame,
+  encodeForwardError,
+  encodeForwardOk,
+  encodeForwardRequest,
+  FrameKind,
+} from "../../../src/raft/host/frames.ts";
+import { RaftHost } from "../../../src/raft/host/raft-host.ts";
+import type { StateMachine } from "../../../src/raft/host/types.ts";
+import { TcpNodeTransport } from "../../../src/raft/transport/tcp-transport.ts";
+import { DStore } from "../../../src/store/replicated/dstore.ts";
+import { DStoreStateMachine } from "../../../src/store/replicated/state-machine.ts";
+import { expectDkvError, text } from "../../support/assertions.ts";
+import { TestCluster, waitFor } from "./cluster.ts";
+
+const utf8 = new TextEncoder();
+const GROUP = 1;
+
+/** Appends each command to a list; the result is the entry's index and time as text. */
+class ListMachine implements StateMachine {
+  items: string[] = [];
+  apply(entry: Entry): Uint8Array {
+    this.items.push(new TextDecoder().decode(entry.data));
+    return utf8.encode(`${entry.index}@${entry.timeMs}`);
+  }
+  snapshot(): Uint8Array {
+    return utf8.encode(JSON.stringify(this.items));
+  }
+  async restore(data: Uint8Array): Promise<void> {
+    this.items = JSON.parse(new TextDecoder().decode(data)) as string[];
+  }
+}
+
+let cluster: TestCluster | undefined;
+afterEach(async () => {
+  await cluster?.close();
+  cluster = undefined;
+});
+
+async function start(size = 3, requestTimeoutMs = 3000): Promise<TestCluster> {
+  cluster = await TestCluster.start({ size, stateMachine: () => new ListMachine(), requestTimeoutMs });
+  return cluster;
+}
+
+describe("RaftHost", () => {
+  test("a proposal resolves with the state machine's result, stamped with the leader's clock", async () => {
+    const c = await start();
+    const leader = await c.waitForLeader(GROUP);
+    await c.clock.advance(12_345);
+    const result = text(await c.host(leader).propose(GROUP, utf8.encode("a")));
+    expect(result).toMatch(new RegExp(`^\\d+@${c.clock.now()}$`));
+  });
+
+  test("a follower forwards a proposal to the leader's host and gets its result", async () => {
+    const c = await start();
+    const follower = c.follower(GROUP);
+    const result = text(await c.host(follower).propose(GROUP, utf8.encode("via follower")));
+    expect(result).toMatch(/^\d+@\d+$/);
+    expect(c.network.delivered.host).toBeGreaterThanOrEqual(2);
+    for (const id of c.ids) {
+      await waitFor(
+        () => (c.host(id).stateMachine(GROUP) as ListMachine).items.includes("via follower"),
+        `apply on ${id}`,
+      );
+    }
+  });
+
+  test("a read on a follower waits for its read index and sees every earlier write", async () => {
+    const c = await start();
+    const leader = await c.waitForLeader(GROUP);
+    await c.host(leader).propose(GROUP, utf8.encode("x"));
+    const follower = c.follower(GROUP);
+    await c.clock.advance(500);
+    const seen = await c.host(follower).read(GROUP, (nowMs) => ({
+      items: [...(c.host(follower).stateMachine(GROUP) as ListMachine).items],
+      nowMs,
+    }));
+    expect(seen.items).toContain("x");
+    // Evaluated at the leader's time of the read, which the shared clock set.
+    expect(seen.nowMs).toBe(c.clock.now());
+  });
+
+  test("without a quorum a proposal times out with an unknown outcome", async () => {
+    const c = await start(3, 300);
+    const leader = await c.waitForLeader(GROUP);
+    for (const id of c.ids) if (id !== leader) c.network.isolate(id);
+    const error = await c
+      .host(leader)
+      .propose(GROUP, utf8.encode("lost"))
+      .catch((e: unknown) => e);
+    expect(DkvError.is(error)).toBe(true);
+    expect((error as DkvError).outcome).toBe("unknown");
+  });
+
+  test("a member with no leader refuses a proposal as not applied once its deadline passes", async () => {
+    const c = await start(3, 300);
+    const leader = await c.waitForLeader(GROUP);
+    const follower = c.follower(GROUP);
+    await c.stopMember(leader);
+    c.network.isolate(follower);
+    await waitFor(
+      () => c.host(follower).status(GROUP).raft.leader === null,
+      "the follower to lose its leader",
+    );
+    const error = await c
+      .host(follower)
+      .propose(GROUP, utf8.encode("nobody"))
+      .catch((e: unknown) => e);
+    expect(DkvError.is(error)).toBe(true);
+    expect((error as DkvError).outcome).toBe("not-applied");
+  });
+
+  test("closing a host fails its waiting requests and later calls with CLOSED", async () => {
+    const c = await start(3, 2000);
+    const leader = await c.waitForLeader(GROUP);
+    for (const id of c.ids) if (id !== leader) c.network.isolate(id);
+    const host = c.host(leader);
+    const pending = host.propose(GROUP, utf8.encode("stuck")).catch((e: unknown) => e);
+    await Bun.sleep(5);
+    await c.stopMember(leader);
+    const error = (await pending) as DkvError;
+    expect(error.code).toBe("CLOSED");
+    expect(error.outcome).toBe("unknown");
+    await expectDkvError(() => host.propose(GROUP, utf8.encode("late")), "CLOSED");
+  });
+
+  test("status shows leader, term, commit, applied and every member's state", async () => {
+    const c = await start();
+    const leader = await c.waitForLeader(GROUP);
+    await c.host(leader).propose(GROUP, utf8.encode("s"));
+    const status = c.host(leader).status(GROUP);
+    expect(status.raft.leader).toBe(leader);
+    expect(status.raft.term).toBeGreaterThan(0);
+    expect(status.appliedIndex).toBe(status.raft.commit);
+    expect(status.members.map((m) => m.id).sort()).toEqual(c.ids);
+    expect(status.members.find((m) => m.id === leader)!.state).toBe("leader");
+    expect(status.members.filter((m) => m.state === "follower")).toHaveLength(2);
+  });
+
+  test("forward frames round-trip, errors with their code, outcome and leader hint", () => {
+    const request = decodeHostFrame(encodeForwardRequest(7, 9, 1500, utf8.encode("cmd")));
+    expect(request).toEqual({
+      kind: FrameKind.ForwardRequest,
+      forwardId: 7,
+      groupId: 9,
+      timeoutMs: 1500,
+      command: utf8.encode("cmd"),
+    });
+    expect(decodeHostFrame(encodeForwardOk(8, utf8.encode("r")))).toEqual({
+      kind: FrameKind.ForwardOk,
+      forwardId: 8,
+      result: utf8.encode("r"),
+    });
+    const error = decodeHostFrame(
+      encodeForwardError(3, new DkvError("TIMEOUT", "slow", { outcome: "unknown" }), "n2"),
+    );
+    if (error.kind !== FrameKind.ForwardError) throw new Error("wrong kind");
+    expect([error.error.code, error.error.outcome, error.error.message, error.leader]).toEqual([
+      "TIMEOUT",
+      "unknown",
+      "slow",
+      "n2",
+    ]);
+    expect(() => decodeHostFrame(new Uint8Array([9, 0, 0, 0, 0]))).toThrow(DkvError);
+  });
+});
+
+describe("RaftHost over TcpNodeTransport", () => {
+  test("three members on 127.0.0.1 replicate, forward and read", async () => {
+    const root = await mkdtemp(join(tmpdir(), "dkv-host-tcp-"));
+    const clock = new ManualClock();
+    const ids = ["t1", "t2", "t3"];
+    // Real addresses are known once each transport listens on port 0.
+    const placeholder = new Map(ids.map((id) => [id, "127.0.0.1:1"]));
+    const transports = ids.map(
+      (id) => new TcpNodeTransport({ self: id, listen: "127.0.0.1:0", peers: new Map() }),
+    );
+    const hosts = ids.map(
+      (id, i) =>
+        new RaftHost({
+          self: id,
+          members: placeholder,
+          dataDir: join(root, id),
+          tickMs: 10,
+          electionTicks: 10,
+          heartbeatTicks: 2,
+          snapshotEntries: 0,
+          compactionOverheadEntries: 10,
+          clock,
+          transport: transports[i]!,
+        }),
+    );
+    try {
+      for (const host of hosts) await host.start();
+      const addresses = new Map(ids.map((id, i) => [id, transports[i]!.listenAddress]));
+      for (const transport of transports) transport.setPeers(addresses);
+      for (const host of hosts) await host.addGroup(GROUP, new DStoreStateMachine());
+      hosts[0]!.campaign(GROUP);
+      await waitFor(() => hosts.every((h) => h.status(GROUP).raft.leader === "t1"), "t1 to lead over TCP");
+      const onFollower = new DStore(hosts[2]!, GROUP);
+      await onFollower.setE("k", "v", 0, 1000);
+      for (const host of hosts) expect(text(await new DStore(host, GROUP).get("k"))).toBe("v");
+      await clock.advance(1000);
+      // Expiry at the leader's time, also for a read taken on a follower over TCP.
+      expect(await new DStore(hosts[1]!, GROUP).has("k")).toBe(false);
+    } finally {
+      for (const host of hosts) await host.close();
+      await rm(root, { recursive: true, force: true });
+    }
+  });
+});

@@ -1,0 +1,91 @@
+import { type Message, MessageType, type NodeId } from "../../../src/raft/core/types.ts";
+import type { NodeTransport, NodeTransportHandlers } from "../../../src/raft/transport/types.ts";
+
+/**
+ * An in-process network of NodeTransports for host tests. Delivery is asynchronous (a
+ * microtask) and copies the message, like a socket would; a member that is isolated or
+ * not started loses what is sent to it and the sender hears `onUnreachable`.
+ */
+export class MemoryNetwork {
+  private readonly members = new Map<NodeId, MemoryTransport>();
+  private readonly isolated = new Set<NodeId>();
+  /** Messages delivered, for assertions (e.g. that a snapshot was sent). */
+  readonly delivered = { raft: 0, host: 0, snapshots: 0 };
+
+  transport(self: NodeId): MemoryTransport {
+    return new MemoryTransport(self, this);
+  }
+
+  /** Cuts `id` off from everyone (both directions) until `heal`. */
+  isolate(id: NodeId): void {
+    this.isolated.add(id);
+  }
+
+  heal(id: NodeId): void {
+    this.isolated.delete(id);
+  }
+
+  register(transport: MemoryTransport): void {
+    this.members.set(transport.self, transport);
+  }
+
+  unregister(transport: MemoryTransport): void {
+    if (this.members.get(transport.self) === transport) this.members.delete(transport.self);
+  }
+
+  /** Delivers `deliver` to `to` soon; false (nothing delivered) when `to` is unreachable. */
+  route(from: NodeId, to: NodeId, deliver: (target: NodeTransportHandlers) => void): boolean {
+    const target = this.members.get(to);
+    if (target === undefined || this.isolated.has(to) || this.isolated.has(from)) return false;
+    queueMicrotask(() => {
+      const handlers = target.handlers;
+      // Re-checked at delivery: the target may have closed or been cut off meanwhile.
+      if (handlers === undefined || this.members.get(to) !== target || this.isolated.has(to)) return;
+      deliver(handlers);
+    });
+    return true;
+  }
+}
+
+export class MemoryTransport implements NodeTransport {
+  handlers: NodeTransportHandlers | undefined;
+
+  constructor(
+    readonly self: NodeId,
+    private readonly network: MemoryNetwork,
+  ) {}
+
+  async start(handlers: NodeTransportHandlers): Promise<void> {
+    this.handlers = handlers;
+    this.network.register(this);
+  }
+
+  sendRaft(to: NodeId, groupId: number, message: Message): void {
+    const copy = structuredClone(message);
+    const ok = this.network.route(this.self, to, (target) => {
+      this.network.delivered.raft++;
+      target.onRaft(this.self, groupId, copy);
+    });
+    if (message.type === MessageType.Snapshot) {
+      if (ok) this.network.delivered.snapshots++;
+      queueMicrotask(() => this.handlers?.onSnapshotSent?.(to, groupId, ok));
+    }
+    if (!ok) queueMicrotask(() => this.handlers?.onUnreachable(to));
+  }
+
+  sendHost(to: NodeId, payload: Uint8Array): void {
+    const copy = payload.slice();
+    const ok = this.network.route(this.self, to, (target) => {
+      this.network.delivered.host++;
+      target.onHost(this.self, copy);
+    });
+    if (!ok) queueMicrotask(() => this.handlers?.onUnreachable(to));
+  }
+
+  setPeers(_peers: ReadonlyMap<NodeId, string>): void {}
+
+  async close(): Promise<void> {
+    this.network.unregister(this);
+    this.handlers = undefined;
+  }
+}
