@@ -2,9 +2,15 @@ import { expect, test } from "bun:test";
 import * as dkv from "../src/index.ts";
 
 test("the library surface exports the engine, stores, lock manager, RPC server and client", () => {
-  for (const name of ["MapleDB", "LocalStore", "LockManager", "DkvError", "RpcClient", "startRpcServer"] as const) {
-    expect(typeof dkv[name]).toBe("function");
-  }
+  const exported = [
+    dkv.MapleDB,
+    dkv.LocalStore,
+    dkv.LockManager,
+    dkv.DkvError,
+    dkv.RpcClient,
+    dkv.startRpcServer,
+  ];
+  for (const value of exported) expect(typeof value).toBe("function");
 });
 
 test("an embedded program uses a local store and a lock manager over RPC", async () => {
