@@ -50,6 +50,9 @@ export class Inflights {
 
 export type ProgressState = "probe" | "replicate" | "snapshot";
 
+/** `Progress.leaseAckTick` of a member that acked none of this leader's rounds. */
+export const LEASE_NO_ACK = Number.NEGATIVE_INFINITY;
+
 /** The leader's view of one member's log (etcd's tracker.Progress). */
 export class Progress {
   match = 0;
@@ -65,6 +68,8 @@ export class Progress {
   forceSend = false;
   /** Highest commit index sent, so a commit advance is propagated once. */
   sentCommit = 0;
+  /** The leader's send tick of the latest round (heartbeat or vote) this member acked. */
+  leaseAckTick = LEASE_NO_ACK;
   readonly inflights: Inflights;
 
   constructor(
@@ -163,6 +168,7 @@ export class Progress {
     this.next = lastIndex + 1;
     this.recentActive = false;
     this.sentCommit = 0;
+    this.leaseAckTick = LEASE_NO_ACK;
   }
 }
 
@@ -238,6 +244,20 @@ export class ProgressTracker {
     const count = this.voters.length;
     for (let i = 0; i < count; i++) scratch[i] = this.progress.get(this.voters[i]!)?.match ?? 0;
     return majorityIndex(scratch, count);
+  }
+
+  /**
+   * The latest send tick that a quorum of voters acked (self counts as acking `nowTick`):
+   * what the read lease is anchored to. LEASE_NO_ACK if no quorum acked any round.
+   */
+  leaseAnchorTick(self: NodeId, nowTick: number): number {
+    const scratch = this.matchScratch;
+    const count = this.voters.length;
+    for (let i = 0; i < count; i++) {
+      const id = this.voters[i]!;
+      scratch[i] = id === self ? nowTick : (this.progress.get(id)?.leaseAckTick ?? LEASE_NO_ACK);
+    }
+    return count === 0 ? LEASE_NO_ACK : majorityIndex(scratch, count);
   }
 
   hasQuorum(members: ReadonlySet<NodeId>): boolean {

@@ -1,7 +1,7 @@
 import { encodeConfChange } from "./confchange.ts";
 import { entrySizeBytes, NO_ENTRIES } from "./entries.ts";
 import { RaftLog, TERM_UNKNOWN } from "./log.ts";
-import { type Progress, ProgressTracker } from "./progress.ts";
+import { LEASE_NO_ACK, type Progress, ProgressTracker } from "./progress.ts";
 import { VoteResult } from "./quorum.ts";
 import { ReadOnlyQueue } from "./readonly.ts";
 import {
@@ -39,6 +39,8 @@ const DEFAULTS = {
   maxCommittedBytesPerReady: 64 << 20,
   /** Bound on queued ReadIndex requests; beyond it requests are dropped (the runtime times out). */
   maxPendingReads: 4096,
+  /** Ticks the lease ends early by, for clock drift and tick jitter between members. */
+  leaseMarginTicks: 1,
 } as const;
 
 function newMessage(type: MessageType, from: NodeId, to: NodeId, term: number): Message {
@@ -85,6 +87,7 @@ export class RaftNode implements RaftNodeApi {
   private readonly preVote: boolean;
   private readonly checkQuorum: boolean;
   private readonly readOnlyOption: "safe" | "lease";
+  private readonly leaseMarginTicks: number;
   private readonly maxSizePerMsgBytes: number;
   private readonly maxUncommittedBytes: number;
 
@@ -94,6 +97,18 @@ export class RaftNode implements RaftNodeApi {
   private heartbeatElapsed = 0;
   private randomizedElectionTimeout = 0;
   private latestWallMs = 0;
+  /** Ticks counted by this incarnation: the clock the read lease is measured on. */
+  private ticksElapsed = 0;
+  /**
+   * Ticks since we last heard from a leader or granted a vote, capped at electionTicks.
+   * Unlike electionElapsed no term change resets it: it is our promise not to help elect
+   * anyone else while a leader may still count on our ack for its read lease.
+   */
+  private leaderContactElapsed: number;
+  /** The tick our latest Vote round went out: the grants in it anchor a new leader's lease. */
+  private campaignTick = 0;
+  /** TimeoutNow went out this term: the transfer vote overrides the followers' promise. */
+  private timeoutNowSent = false;
 
   private msgs: Message[] = [];
   private readStates: ReadState[] = [];
@@ -131,11 +146,23 @@ export class RaftNode implements RaftNodeApi {
     if (this.readOnlyOption === "lease" && !this.checkQuorum) {
       throw new RangeError('readOnly "lease" requires checkQuorum');
     }
+    this.leaseMarginTicks = config.leaseMarginTicks ?? DEFAULTS.leaseMarginTicks;
+    if (
+      !Number.isInteger(this.leaseMarginTicks) ||
+      this.leaseMarginTicks < 1 ||
+      this.leaseMarginTicks >= this.electionTicks
+    ) {
+      throw new RangeError("need an integer 1 <= leaseMarginTicks < electionTicks");
+    }
     this.maxSizePerMsgBytes = config.maxSizePerMsgBytes ?? DEFAULTS.maxSizePerMsgBytes;
     this.maxUncommittedBytes = config.maxUncommittedBytes ?? DEFAULTS.maxUncommittedBytes;
     this.readOnly = new ReadOnlyQueue(DEFAULTS.maxPendingReads);
 
     const { hardState, conf } = config.storage.initialState();
+    // A term on disk means we may have acked a leader just before a crash: keep the promise
+    // behind its lease for one election timeout after restarting, as if we had just heard it.
+    const mayHaveAcked = this.readOnlyOption === "lease" && hardState.term > 0;
+    this.leaderContactElapsed = mayHaveAcked ? 0 : this.electionTicks;
     this.log = new RaftLog(config.storage, config.applied, hardState.commit);
     this.trk = new ProgressTracker(
       config.maxInflightMsgs ?? DEFAULTS.maxInflightMsgs,
@@ -151,6 +178,8 @@ export class RaftNode implements RaftNodeApi {
 
   tick(wallMs: number): void {
     if (wallMs > this.latestWallMs) this.latestWallMs = wallMs;
+    this.ticksElapsed++;
+    if (this.leaderContactElapsed < this.electionTicks) this.leaderContactElapsed++;
     this.tickRole();
   }
 
@@ -164,13 +193,8 @@ export class RaftNode implements RaftNodeApi {
       if (m.type === MessageType.ReadIndex) this.stepRole(m);
       return;
     }
+    if ((m.type === MessageType.Vote || m.type === MessageType.PreVote) && this.ignoresVoteRequest(m)) return;
     if (m.term > this.term) {
-      if (m.type === MessageType.Vote || m.type === MessageType.PreVote) {
-        const transfer = m.context === TRANSFER_CONTEXT;
-        const inLease = this.checkQuorum && this.lead !== null && this.electionElapsed < this.electionTicks;
-        // We heard from a live leader recently: do not let a rejoining node depose it.
-        if (!transfer && inLease) return;
-      }
       if (m.type === MessageType.PreVote) {
         // A pre-vote never changes our term.
       } else if (m.type === MessageType.PreVoteResp && !m.reject) {
@@ -249,6 +273,11 @@ export class RaftNode implements RaftNodeApi {
   }
 
   campaign(): void {
+    if (this.readOnlyOption === "lease" && this.inLeasePromise() && !this.trk.isSingleton()) {
+      // Our own vote would break the promise a leader's lease counts on; transfer instead.
+      this.logger.info(`${this.id} does not campaign: it heard from a leader within an election timeout`);
+      return;
+    }
     this.hup(false);
   }
 
@@ -417,9 +446,16 @@ export class RaftNode implements RaftNodeApi {
   }
 
   private becomeLeader(): void {
+    // Each grant answered our Vote round, so it is an ack of the round sent at campaignTick.
+    const granted: NodeId[] = [];
+    for (const [id, vote] of this.trk.votes) if (vote && id !== this.id) granted.push(id);
     this.stepRole = this.stepLeader;
     this.tickRole = this.tickHeartbeat;
     this.reset(this.term);
+    for (const id of granted) {
+      const pr = this.trk.progress.get(id);
+      if (pr !== undefined) pr.leaseAckTick = this.campaignTick;
+    }
     this.lead = this.id;
     this.role = "leader";
     const self = this.trk.progress.get(this.id);
@@ -451,6 +487,7 @@ export class RaftNode implements RaftNodeApi {
     this.heartbeatElapsed = 0;
     this.randomizedElectionTimeout = this.electionTicks + Math.floor(this.random() * this.electionTicks);
     this.leadTransferee = null;
+    this.timeoutNowSent = false;
     this.trk.resetVotes();
     const lastIndex = this.log.lastIndex();
     for (const [id, pr] of this.trk.progress) {
@@ -519,6 +556,7 @@ export class RaftNode implements RaftNodeApi {
     } else {
       this.becomeCandidate();
       term = this.term;
+      this.campaignTick = this.ticksElapsed;
     }
     this.trk.recordVote(this.id, true);
     if (this.trk.tally() === VoteResult.Won) {
@@ -549,6 +587,8 @@ export class RaftNode implements RaftNodeApi {
       this.send(newMessage(voteRespType(m.type), this.id, m.from, m.term));
       if (m.type === MessageType.Vote) {
         this.electionElapsed = 0;
+        // The candidate may lead on this vote and count it toward its lease.
+        this.leaderContactElapsed = 0;
         this.vote = m.from;
       }
     } else {
@@ -556,6 +596,32 @@ export class RaftNode implements RaftNodeApi {
       resp.reject = true;
       this.send(resp);
     }
+  }
+
+  /**
+   * Vote requests we do not answer. Lease mode: none (bar transfer votes) within an
+   * election timeout of hearing from a leader or voting, whatever the term — a leader may
+   * be serving reads on a lease that counts on exactly this. Otherwise (CheckQuorum): a
+   * higher-term request while we follow a live leader, so a rejoining node cannot depose it.
+   */
+  private ignoresVoteRequest(m: Message): boolean {
+    if (m.term < this.term || m.context === TRANSFER_CONTEXT) return false;
+    if (this.readOnlyOption === "lease") {
+      // A duplicate of the request we granted this term changes nothing: answer it again.
+      if (m.term === this.term && this.vote === m.from) return false;
+      return this.inLeasePromise();
+    }
+    return (
+      m.term > this.term &&
+      this.checkQuorum &&
+      this.lead !== null &&
+      this.electionElapsed < this.electionTicks
+    );
+  }
+
+  /** A leader counts on its own vote too; a follower on its recent ack of some leader. */
+  private inLeasePromise(): boolean {
+    return this.role === "leader" || this.leaderContactElapsed < this.electionTicks;
   }
 
   private hasUnappliedConfChanges(): boolean {
@@ -577,18 +643,15 @@ export class RaftNode implements RaftNodeApi {
   private stepFollower(m: Message): void {
     switch (m.type) {
       case MessageType.Append:
-        this.electionElapsed = 0;
-        this.lead = m.from;
+        this.heardFromLeader(m.from);
         this.handleAppend(m);
         return;
       case MessageType.Heartbeat:
-        this.electionElapsed = 0;
-        this.lead = m.from;
+        this.heardFromLeader(m.from);
         this.handleHeartbeat(m);
         return;
       case MessageType.Snapshot:
-        this.electionElapsed = 0;
-        this.lead = m.from;
+        this.heardFromLeader(m.from);
         this.handleSnapshot(m);
         return;
       case MessageType.TimeoutNow:
@@ -655,6 +718,12 @@ export class RaftNode implements RaftNodeApi {
 
   // ---- follower handlers -------------------------------------------------------------
 
+  private heardFromLeader(leader: NodeId): void {
+    this.electionElapsed = 0;
+    this.leaderContactElapsed = 0;
+    this.lead = leader;
+  }
+
   private handleAppend(m: Message): void {
     const log = this.log;
     const resp = newMessage(MessageType.AppendResp, this.id, m.from, this.term);
@@ -682,6 +751,8 @@ export class RaftNode implements RaftNodeApi {
     this.log.commitTo(m.commit);
     const resp = newMessage(MessageType.HeartbeatResp, this.id, m.from, this.term);
     resp.context = m.context;
+    // Echo the leader's send tick: the ack then anchors its lease at that tick.
+    resp.index = m.index;
     this.send(resp);
   }
 
@@ -750,12 +821,15 @@ export class RaftNode implements RaftNodeApi {
     if (pr === undefined) return;
     pr.recentActive = true;
     pr.paused = false;
+    // A tick beyond ours cannot be an echo of our own heartbeat: ignore it.
+    if (m.index > pr.leaseAckTick && m.index <= this.ticksElapsed) pr.leaseAckTick = m.index;
     if (pr.match < this.log.lastIndex() || pr.state === "probe") {
       // Appends may have been lost: probe the follower's log even with nothing new to send.
       pr.forceSend = true;
       this.appendsDue = true;
     }
-    if (this.readOnlyOption !== "safe" || m.context === undefined || pr.learner) return;
+    // Lease mode falls back to these rounds whenever its lease does not hold.
+    if (m.context === undefined || pr.learner) return;
     const acks = this.readOnly.recvAck(m.from, m.context);
     if (acks === undefined || !this.trk.hasQuorum(acks)) return;
     for (const read of this.readOnly.release(m.context))
@@ -778,13 +852,28 @@ export class RaftNode implements RaftNodeApi {
     const index = this.log.committed;
     // The time of the read is taken with its index: both describe the same instant.
     const timeMs = this.stampMs();
-    if (this.trk.isSingleton() || this.readOnlyOption === "lease") {
+    if (this.trk.isSingleton() || this.leaseHolds()) {
       this.answerRead(from, requestId, index, timeMs);
       return;
     }
     if (!this.readOnly.add(index, from, requestId, timeMs)) return;
     this.readOnly.recvAck(this.id, requestId);
     this.bcastHeartbeat(requestId);
+  }
+
+  /**
+   * The read lease ("lease" mode). Every voter that acked one of our rounds (a heartbeat,
+   * or its vote) promised to vote for no one else for electionTicks of its own ticks from
+   * receiving it, so no other leader can exist until the quorum's latest acked send tick
+   * plus electionTicks; we stop leaseMarginTicks short of that for drift. A transfer (in
+   * progress, or TimeoutNow sent this term) overrides the promise, so it ends the lease.
+   * Reads before our first commit of this term already wait in handleReadIndex.
+   */
+  private leaseHolds(): boolean {
+    if (this.readOnlyOption !== "lease" || this.leadTransferee !== null || this.timeoutNowSent) return false;
+    const anchorTick = this.trk.leaseAnchorTick(this.id, this.ticksElapsed);
+    if (anchorTick === LEASE_NO_ACK) return false;
+    return this.ticksElapsed < anchorTick + this.electionTicks - this.leaseMarginTicks;
   }
 
   private answerRead(from: NodeId, requestId: string, index: number, timeMs: number): void {
@@ -845,6 +934,8 @@ export class RaftNode implements RaftNodeApi {
   }
 
   private sendTimeoutNow(to: NodeId): void {
+    // Even if the transfer is aborted, this message may still arrive and start an election.
+    this.timeoutNowSent = true;
     this.send(newMessage(MessageType.TimeoutNow, this.id, to, this.term));
   }
 
@@ -936,6 +1027,8 @@ export class RaftNode implements RaftNodeApi {
       const m = newMessage(MessageType.Heartbeat, this.id, id, this.term);
       // Never tell a follower to commit past what it is known to hold.
       m.commit = Math.min(pr.match, committed);
+      // The send tick, echoed in the ack, anchors the read lease.
+      m.index = this.ticksElapsed;
       m.context = requestId;
       this.send(m);
     }

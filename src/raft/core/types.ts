@@ -79,7 +79,11 @@ export interface Message {
   term: number;
   /** Append: term of the entry before `entries`; Vote: candidate's last log term. */
   logTerm: number;
-  /** Append: index before `entries`; Vote: candidate's last index; AppendResp: match or reject index. */
+  /**
+   * Append: index before `entries`; Vote: candidate's last index; AppendResp: match or
+   * reject index; Heartbeat: the leader's tick count when it sent it, echoed by the
+   * HeartbeatResp, so the ack anchors the leader's read lease at that tick.
+   */
   index: number;
   entries: Entry[];
   commit: number;
@@ -182,8 +186,14 @@ export interface RaftConfig {
   applied?: number;
   preVote?: boolean; // default true
   checkQuorum?: boolean; // default true
-  /** "safe" = ReadIndex with a heartbeat round; "lease" relies on bounded clock drift. */
+  /**
+   * "safe" = ReadIndex with a heartbeat round. "lease" = the leader answers at once while
+   * its lease holds (see README.md), else falls back to the round; it relies on members'
+   * ticks running at the same rate up to `leaseMarginTicks` per election timeout.
+   */
   readOnly?: "safe" | "lease"; // default "safe"
+  /** Lease mode: the lease ends this many ticks before followers may vote again. Default 1. */
+  leaseMarginTicks?: number;
   maxSizePerMsgBytes?: number;
   maxInflightMsgs?: number;
   maxInflightBytes?: number;

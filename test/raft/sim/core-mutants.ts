@@ -67,7 +67,7 @@ export const coreMutants: CoreMutant[] = [
   {
     name: "serve ReadIndex without the heartbeat round (an unchecked lease)",
     file: "raft.ts",
-    find: 'if (this.trk.isSingleton() || this.readOnlyOption === "lease") {',
+    find: "if (this.trk.isSingleton() || this.leaseHolds()) {",
     replace: "if (true) {",
     // Without CheckQuorum a deposed leader keeps answering from its stale commit index.
     swarm: { checkQuorum: false, partitionRate: 0.01, healRate: 0.005, readRate: 0.3 },

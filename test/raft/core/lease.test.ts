@@ -1,0 +1,145 @@
+/**
+ * Rules of the read lease (readOnly "lease"): a leader answers a read at once only while no
+ * other leader can have been elected; otherwise it falls back to a heartbeat round.
+ */
+import { describe, expect, test } from "bun:test";
+import { type Message, MessageType } from "../../../src/raft/core/index.ts";
+import { bytes, Network } from "./network.ts";
+
+const voters = ["1", "2", "3"];
+const electionTicks = 10;
+
+/** How `id` handles a read issued now: answered in its next Ready, a heartbeat round, or neither. */
+function readMode(net: Network, id: string, requestId: string): "lease" | "round" | "none" {
+  net.node(id).readIndex(requestId);
+  const rd = net.processReady(id);
+  if (rd === undefined) return "none";
+  if (rd.readStates.some((rs) => rs.requestId === requestId)) return "lease";
+  const round = rd.messages.some((m) => m.type === MessageType.Heartbeat && m.context === requestId);
+  return round ? "round" : "none";
+}
+
+/** One tick everywhere, then everything delivered: the leader's heartbeats renew its lease. */
+function tickRound(net: Network): void {
+  net.tickAll(1);
+  net.stabilize();
+}
+
+function leaseCluster(): Network {
+  const net = Network.of(voters, { readOnly: "lease", electionTicks, heartbeatTicks: 1 });
+  net.elect("1");
+  tickRound(net);
+  return net;
+}
+
+describe("Raft rules: read lease", () => {
+  test("an isolated leader stops serving lease reads before a new leader can be elected", () => {
+    const net = leaseCluster();
+    expect(readMode(net, "1", "warm")).toBe("lease");
+    net.isolate("1");
+    let lastLeaseRound = -1;
+    let newLeaderRound = -1;
+    // Node 3 tries to take over every round; it succeeds as soon as node 2 will vote.
+    for (let round = 1; round <= 4 * electionTicks && newLeaderRound < 0; round++) {
+      net.tickAll(1);
+      if (readMode(net, "1", `r${round}`) === "lease") lastLeaseRound = round;
+      if (net.node("3").status().role !== "leader") net.node("3").campaign();
+      net.stabilize();
+      if (net.leaders().some((id) => id !== "1")) newLeaderRound = round;
+    }
+    expect(lastLeaseRound).toBeGreaterThan(0);
+    expect(newLeaderRound).toBeGreaterThan(0);
+    expect(lastLeaseRound).toBeLessThan(newLeaderRound);
+    // The lease ends leaseMarginTicks (default 1) before the followers' promise does.
+    expect(lastLeaseRound).toBe(electionTicks - 2);
+    expect(newLeaderRound).toBe(electionTicks);
+  });
+
+  test("no lease reads during a leadership transfer, nor after TimeoutNow was sent", () => {
+    const net = leaseCluster();
+    expect(readMode(net, "1", "before")).toBe("lease");
+
+    // The target lags, so the transfer waits for it to catch up: reads take the round.
+    net.cutLink("1", "3");
+    net.node("1").propose(bytes("x"));
+    net.stabilize();
+    net.node("1").transferLeadership("3");
+    expect(readMode(net, "1", "catching-up")).toBe("round");
+    net.stabilize();
+
+    // Aborted (the target never caught up) before any TimeoutNow: the lease is back.
+    for (let i = 0; i < electionTicks; i++) tickRound(net);
+    expect(net.node("1").status().role).toBe("leader");
+    expect(readMode(net, "1", "aborted")).toBe("lease");
+    net.stabilize();
+
+    // Caught up: TimeoutNow goes out at once. It may arrive however late, so even with it
+    // lost and the transfer aborted, this leader serves no lease read for the rest of its term.
+    net.heal();
+    tickRound(net);
+    net.dropIf = (m) => m.type === MessageType.TimeoutNow;
+    net.node("1").transferLeadership("3");
+    const rd = net.processReady("1");
+    expect(rd?.messages.some((m) => m.type === MessageType.TimeoutNow)).toBe(true);
+    expect(readMode(net, "1", "timeout-now-sent")).toBe("round");
+    net.stabilize();
+    for (let i = 0; i < 2 * electionTicks; i++) tickRound(net);
+    expect(net.node("1").status()).toMatchObject({ role: "leader", term: 1 });
+    expect(readMode(net, "1", "after-abort")).toBe("round");
+    net.stabilize();
+    // The round still answers it.
+    expect(net.get("1").readStates.map((rs) => rs.requestId)).toContain("after-abort");
+  });
+
+  test("a follower that acked a leader grants no vote or pre-vote for electionTicks, whatever the term", () => {
+    const net = leaseCluster();
+    net.isolate("1");
+    // Any message of a higher term moves node 2 to that term with no leader known...
+    net.node("2").step(request("3", "2", MessageType.AppendResp, 5));
+    expect(net.node("2").status()).toMatchObject({ term: 5, leader: null, vote: null });
+    // ...yet it still answers no vote request, of that term or a later one.
+    expect(grantsOf(net, "2", [vote(5), vote(6, MessageType.PreVote), vote(6)])).toEqual([]);
+    net.tick("2", electionTicks);
+    expect(grantsOf(net, "2", [vote(6)])).toEqual([MessageType.VoteResp]);
+  });
+
+  test("a restarted follower keeps the promise for electionTicks, as if it had just acked", () => {
+    const net = leaseCluster();
+    net.restart("2");
+    net.tick("2", electionTicks - 1);
+    expect(grantsOf(net, "2", [vote(5, MessageType.PreVote), vote(5)])).toEqual([]);
+    net.tick("2", 1);
+    expect(grantsOf(net, "2", [vote(5)])).toEqual([MessageType.VoteResp]);
+  });
+});
+
+function request(from: string, to: string, type: MessageType, term: number): Message {
+  return {
+    type,
+    from,
+    to,
+    term,
+    logTerm: 0,
+    index: 0,
+    entries: [],
+    commit: 0,
+    reject: false,
+    rejectHint: 0,
+    rejectHintTerm: 0,
+  };
+}
+
+/** A (pre-)vote request from node 3 with a log more up to date than anyone's. */
+function vote(term: number, type: MessageType = MessageType.Vote): Message {
+  return { ...request("3", "2", type, term), logTerm: term - 1, index: 100 };
+}
+
+/** Steps `requests` into `id`; returns the types of the grants it answers with. */
+function grantsOf(net: Network, id: string, requests: Message[]): MessageType[] {
+  for (const m of requests) net.node(id).step(m);
+  const rd = net.processReady(id);
+  const grants = (rd?.messages ?? []).filter(
+    (m) => (m.type === MessageType.VoteResp || m.type === MessageType.PreVoteResp) && !m.reject,
+  );
+  return grants.map((m) => m.type);
+}
