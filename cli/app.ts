@@ -1,5 +1,6 @@
 import type { CommandDef, SubCommandsDef } from "citty";
 import { DkvError } from "../src/errors.ts";
+import { clusterCommand } from "./cluster.ts";
 import { defineGroup, groupInfo, leafInfo, renderHelp, resolveValue } from "./command.ts";
 import { EXIT_OK, type Io, reportFailure } from "./io.ts";
 import { kvCommand } from "./kv.ts";
@@ -17,12 +18,15 @@ export async function rootCommand(): Promise<CommandDef> {
       serve: serveCommand,
       kv: kvCommand,
       lock: lockCommand,
+      cluster: clusterCommand,
       version: versionCommand,
       upgrade: upgradeCommand,
     },
     notes: [
       "Start a server:   dkv serve                (shards 100=lstore,200=lockmgr(lstore) on tcp 127.0.0.1:8080)",
       "Use it:           dkv kv set foo bar && dkv kv get foo",
+      'Replicated:       dkv serve --shards "100=lstore,200=dstore,300=lockmgr(dstore)"   (a one-member Raft cluster in ./data)',
+      "See the cluster:  dkv cluster status --endpoints HOST:PORT,...",
       "Exit status: 0 when the server answered (found or not), 1 when the request failed, 2 for usage errors.",
     ],
   });

@@ -7,6 +7,7 @@ export {
   parseDuration,
   readOptions,
 } from "./parse.ts";
+export { OriginLockManager, ownerIdOf, replicatedShardHandler } from "./replicated-handlers.ts";
 export {
   clientOptions,
   DEFAULT_ENDPOINT,
@@ -34,10 +35,19 @@ export {
   type BuildShardsOptions,
   type BuiltShard,
   buildShards,
+  type ClusterOptions,
+  checkDataDir,
   closeShards,
+  DEFAULT_REPLICA_ID,
+  EMBEDDED_RAFT_ADDRESS,
   formatShardSpecs,
+  isReplicated,
+  parseClusterMembers,
   parseShardSpecs,
+  resolveCluster,
+  type ServedShards,
   SHARD_TYPES,
   type ShardSpec,
   type ShardType,
+  startShards,
 } from "./shards.ts";

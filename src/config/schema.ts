@@ -233,9 +233,6 @@ export function defaultEndpointFor(transport: string): string {
 
 export const DEFAULT_SHARDS = "100=lstore,200=lockmgr(lstore)";
 
-const notYet =
-  "accepted for compatibility; no effect yet: used by dstore shards, which arrive with the Raft issues";
-
 export const serveOptions = [
   defineOption({
     name: "shards",
@@ -243,7 +240,7 @@ export const serveOptions = [
     default: DEFAULT_SHARDS,
     valueHint: "ID=TYPE,...",
     description:
-      "Shards to serve: comma list of ID=TYPE (or ID:TYPE), TYPE one of lstore, lockmgr(lstore); dstore and lockmgr(dstore) are not available yet",
+      "Shards to serve: comma list of ID=TYPE (or ID:TYPE), TYPE one of lstore (in memory, this server only), dstore (replicated: its own Raft group on every member of --cluster-members), lockmgr(lstore), lockmgr(dstore); e.g. 100=lstore,200=dstore,300=lockmgr(dstore)",
   }),
   transportOption,
   defineOption({
@@ -292,51 +289,80 @@ export const serveOptions = [
     name: "replica-id",
     type: "string",
     default: "",
-    description: `This node's id in --cluster-members (e.g. node-1); ${notYet}`,
+    valueHint: "ID",
+    defaultLabel: '"" (node-1 when --cluster-members is empty)',
+    description:
+      "This server's member id, one of the ids in --cluster-members; used only by dstore and lockmgr(dstore) shards",
   }),
   defineOption({
     name: "cluster-members",
     type: "string",
     default: "",
     valueHint: "ID=HOST:PORT,...",
-    description: `Raft members, e.g. node-1=127.0.0.1:63001,node-2=...; ${notYet}`,
+    defaultLabel: '"" (a one-member cluster on a free loopback port)',
+    description:
+      "Every member's id and Raft address (not its client endpoint), the same list on every server, e.g. node-1=10.0.0.1:63001,node-2=10.0.0.2:63001. " +
+      "Empty: dstore shards run as a one-member cluster (durable in --data-dir)",
   }),
   defineOption({
     name: "data-dir",
     type: "string",
     default: "data",
     valueHint: "DIR",
-    description: `Directory for the Raft log and snapshots; ${notYet}`,
+    description:
+      "Where each dstore shard keeps its Raft log and snapshots (DIR/group-<shard id>/); created if missing, one per server. Unused without dstore shards",
   }),
   defineOption({
     name: "rtt-millisecond",
     type: "number",
+    integer: true,
+    min: 1,
+    max: 60_000,
     default: 100,
-    description: `Expected round trip between nodes in ms, the Raft tick; ${notYet}`,
+    valueHint: "MS",
+    description:
+      "The Raft tick in ms, about the round trip between members; elections and heartbeats are counted in ticks",
   }),
   defineOption({
     name: "election-rtt-factor",
     type: "number",
+    integer: true,
+    min: 2,
+    max: 10_000,
     default: 10,
-    description: `Election timeout in ticks; ${notYet}`,
+    valueHint: "TICKS",
+    description:
+      "Ticks without a leader before a follower campaigns (randomised up to twice this); the default 10 × 100 ms is 1-2 s of unavailability after a leader dies. Must exceed --heartbeat-rtt-factor",
   }),
   defineOption({
     name: "heartbeat-rtt-factor",
     type: "number",
+    integer: true,
+    min: 1,
+    max: 10_000,
     default: 2,
-    description: `Heartbeat interval in ticks; ${notYet}`,
+    valueHint: "TICKS",
+    description: "Ticks between a leader's heartbeats",
   }),
   defineOption({
     name: "snapshot-entries",
     type: "number",
+    integer: true,
+    min: 0,
     default: 100_000,
-    description: `Snapshot every N applied log entries (0 disables); ${notYet}`,
+    valueHint: "N",
+    description:
+      "Snapshot each dstore shard every N applied log entries and compact its log (0: never; the log then grows without bound)",
   }),
   defineOption({
     name: "compaction-overhead",
     type: "number",
+    integer: true,
+    min: 0,
     default: 5_000,
-    description: `Log entries kept behind a snapshot; ${notYet}`,
+    valueHint: "N",
+    description:
+      "Log entries kept behind a snapshot, so a follower that lags by fewer catches up from the log instead of a snapshot",
   }),
   defineOption({
     name: "transport-workers",

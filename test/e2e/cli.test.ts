@@ -358,17 +358,64 @@ describe("failures and usage errors", () => {
     expect(result.stderr.trim().split("\n")).toHaveLength(1);
   });
 
-  test("serve refuses dstore shards with exit 2 and says why", async () => {
+  test("serve runs dstore shards as a one-member cluster in --data-dir; cluster status shows it", async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), "dkv-e2e-dstore-"));
+    try {
+      const args = ["--shards", "100=lstore,200=dstore,300=lockmgr(dstore)", "--data-dir", dataDir];
+      let server = await startServer([...args, "--transport-endpoint", "127.0.0.1:0"]);
+      try {
+        const at = ["--endpoints", server.endpoint, "--json"];
+        expect(onlyJson(await runDkv(["kv", "set", "--shard", "200", "k", "v", ...at]))).toEqual({
+          ok: true,
+        });
+        const status = onlyJson(await runDkv(["cluster", "status", ...at])) as {
+          nodes: { replicaId: string; shards: { shard: number; leader?: string; replicated: boolean }[] }[];
+        };
+        expect(status.nodes[0]?.replicaId).toBe("node-1");
+        expect(status.nodes[0]?.shards.map((s) => [s.shard, s.replicated, s.leader])).toEqual([
+          [100, false, undefined],
+          [200, true, "node-1"],
+          [300, true, "node-1"],
+        ]);
+      } finally {
+        expect(await server.stop()).toBe(0);
+      }
+      // Durable: a restart on the same data dir still has the value.
+      server = await startServer([...args, "--transport-endpoint", "127.0.0.1:0"]);
+      try {
+        const got = await runDkv([
+          "kv",
+          "get",
+          "--shard",
+          "200",
+          "k",
+          "--endpoints",
+          server.endpoint,
+          "--json",
+        ]);
+        expect(onlyJson(got)).toEqual({ found: true, value: "v" });
+      } finally {
+        expect(await server.stop()).toBe(0);
+      }
+    } finally {
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  }, 30_000);
+
+  test("serve refuses a --replica-id missing from --cluster-members with exit 2, naming the members", async () => {
     const result = await runDkv([
       "serve",
       "--shards",
-      "100=lstore,200=dstore",
+      "200=dstore",
+      "--replica-id",
+      "node-9",
+      "--cluster-members",
+      "node-1=127.0.0.1:63001,node-2=127.0.0.1:63002",
       "--transport-endpoint",
       "127.0.0.1:0",
     ]);
     expect(result.code).toBe(2);
-    expect(result.stderr).toContain("200=dstore");
-    expect(result.stderr).toContain("not have yet");
+    expect(result.stderr).toContain('--replica-id "node-9" is not in --cluster-members (node-1, node-2)');
   });
 
   test("serve refuses a malformed --shards with exit 2", async () => {

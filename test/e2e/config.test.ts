@@ -1,15 +1,22 @@
 import { describe, expect, test } from "bun:test";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import {
   buildShards,
+  checkDataDir,
   clientOptions,
   closeShards,
   defineOption,
   envVarOf,
+  parseClusterMembers,
   parseCommandLine,
   parseDuration,
   parseShardSpecs,
   readOptions,
+  resolveCluster,
   serveOptions,
+  startShards,
 } from "../../src/config/index.ts";
 import { DkvError } from "../../src/errors.ts";
 
@@ -184,11 +191,104 @@ describe("--shards", () => {
     }
   });
 
-  test("dstore shards are refused with a message saying they are not built yet", () => {
+  test("buildShards builds local shards only and points replicated ones to startShards", () => {
     const message = usageMessage(() =>
       buildShards(parseShardSpecs("100=lstore,200=dstore,300=lockmgr(dstore)")),
     );
     expect(message).toContain("200=dstore,300=lockmgr(dstore)");
-    expect(message).toContain("Raft");
+    expect(message).toContain("startShards");
+  });
+
+  test("startShards runs dstore and lockmgr(dstore) beside lstore as an embedded one-member cluster", async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), "dkv-config-"));
+    const served = await startShards(parseShardSpecs("100=lstore,200=dstore,300=lockmgr(dstore)"), {
+      cluster: {
+        replicaId: "",
+        clusterMembers: "",
+        dataDir,
+        rttMs: 10,
+        electionRttFactor: 10,
+        heartbeatRttFactor: 2,
+        snapshotEntries: 1000,
+        compactionOverheadEntries: 100,
+        requestTimeoutMs: 5000,
+      },
+    });
+    try {
+      expect(served.embedded).toBe(true);
+      expect(served.replicaId).toBe("node-1");
+      const dstore = served.handlers.get(200);
+      const locks = served.handlers.get(300);
+      if (dstore?.kind !== "store" || locks?.kind !== "lock") throw new Error("wrong handler kinds");
+      await dstore.store.set("k", "v");
+      expect(new TextDecoder().decode(await dstore.store.get("k"))).toBe("v");
+      expect((await locks.locks.acquire("L", 0)).acquired).toBe(true);
+      const status = served.status();
+      expect(status.replicaId).toBe("node-1");
+      expect(status.shards.map((s) => [s.shard, s.type, s.replicated])).toEqual([
+        [100, "lstore", false],
+        [200, "dstore", true],
+        [300, "lockmgr(dstore)", true],
+      ]);
+      expect(status.shards[1]?.leader).toBe("node-1");
+    } finally {
+      await served.close();
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("cluster flags", () => {
+  test("--cluster-members parses ID=HOST:PORT entries", () => {
+    expect([...parseClusterMembers(" node-1=127.0.0.1:63001, node-2=[::1]:63002 ")]).toEqual([
+      ["node-1", "127.0.0.1:63001"],
+      ["node-2", "[::1]:63002"],
+    ]);
+  });
+
+  test.each([
+    ["", "--cluster-members is empty"],
+    ["node-1", "is not ID=HOST:PORT"],
+    ["=127.0.0.1:1", "is not ID=HOST:PORT"],
+    ["node-1=127.0.0.1", "is not HOST:PORT"],
+    ["node-1=127.0.0.1:0", "is not HOST:PORT"],
+    ["node-1=127.0.0.1:1,node-1=127.0.0.1:2", 'lists "node-1" twice'],
+    ["node-1=127.0.0.1:1,node-2=127.0.0.1:1", "to two members"],
+  ])("%p is rejected: %s", (text, message) => {
+    expect(usageMessage(() => parseClusterMembers(text))).toContain(message);
+  });
+
+  test("a replica id that is not a member, or none with members, is a usage error naming the members", () => {
+    const members = "node-1=127.0.0.1:63001,node-2=127.0.0.1:63002";
+    expect(usageMessage(() => resolveCluster({ replicaId: "node-9", clusterMembers: members }))).toContain(
+      '--replica-id "node-9" is not in --cluster-members (node-1, node-2)',
+    );
+    expect(usageMessage(() => resolveCluster({ replicaId: "", clusterMembers: members }))).toContain(
+      "--replica-id is not",
+    );
+  });
+
+  test("without members, the replica id (default node-1) names a one-member cluster", () => {
+    expect(resolveCluster({ replicaId: "", clusterMembers: "" })).toMatchObject({
+      replicaId: "node-1",
+      embedded: true,
+    });
+    expect(resolveCluster({ replicaId: "solo", clusterMembers: "" }).members.has("solo")).toBe(true);
+  });
+
+  test("an unusable --data-dir is a usage error that names it", async () => {
+    const scratch = await mkdtemp(join(tmpdir(), "dkv-config-"));
+    try {
+      const file = join(scratch, "a-file");
+      await writeFile(file, "not a directory");
+      let message = "";
+      await checkDataDir(join(file, "data")).catch((error: unknown) => {
+        expect(DkvError.is(error, "USAGE")).toBe(true);
+        message = (error as DkvError).message;
+      });
+      expect(message).toContain(`--data-dir ${join(file, "data")} is not usable`);
+    } finally {
+      await rm(scratch, { recursive: true, force: true });
+    }
   });
 });

@@ -1,5 +1,5 @@
 import type { DkvError } from "../../errors.ts";
-import type { Message, OpName } from "../protocol/types.ts";
+import type { Message, WireOpName } from "../protocol/types.ts";
 
 /** One request of RpcClient, kept across retries (same request id, so the server dedups it). */
 export class ClientCall {
@@ -13,7 +13,7 @@ export class ClientCall {
 
   constructor(
     readonly shard: number,
-    readonly op: OpName,
+    readonly op: WireOpName,
     readonly message: Message,
     readonly requestId: number,
     readonly deadlineMs: number,

@@ -1,17 +1,19 @@
 import { DkvError } from "../../errors.ts";
 import type { AcquireOptions, AcquireResult, ILockManager } from "../../lockmgr/types.ts";
 import type { ClaimResult, IStore, StoreInfo, ValueInput } from "../../store/types.ts";
+import { type ClusterStatusReport, parseClusterStatus } from "../protocol/cluster-status.ts";
 import { parseEndpoint } from "../protocol/endpoint.ts";
 import { defaultMaxFrameBytes } from "../protocol/frame.ts";
 import {
   type Message,
   type OpName,
-  type Requests,
-  type Responses,
   type SerializerName,
   serializerNames,
   type TransportName,
   transportNames,
+  type WireOpName,
+  type WireRequests,
+  type WireResponses,
   writeOps,
 } from "../protocol/types.ts";
 import { createSerializer } from "../serializer/index.ts";
@@ -112,7 +114,16 @@ export class RpcClient implements CallOwner {
     return this.call(shard, "info", {});
   }
 
-  call<K extends OpName>(shard: number, op: K, message: Requests[K]): Promise<Responses[K]> {
+  /**
+   * The server's view of its shards: for replicated ones leader, term, commit and applied
+   * index, members and their state; lstore shards show as local. Asks one endpoint (the
+   * next in round-robin): give the client a single endpoint to ask a given server.
+   */
+  async clusterStatus(): Promise<ClusterStatusReport> {
+    return parseClusterStatus((await this.call(0, "clusterStatus", {})).json);
+  }
+
+  call<K extends WireOpName>(shard: number, op: K, message: WireRequests[K]): Promise<WireResponses[K]> {
     return new Promise((resolve, reject) => {
       if (this.closed) return reject(new DkvError("CLOSED", "the client is closed; create a new RpcClient"));
       if (this.inflightCount >= this.inflightMax) {
@@ -123,7 +134,7 @@ export class RpcClient implements CallOwner {
           ),
         );
       }
-      const waitMs = op === "acquire" ? (message as Requests["acquire"]).waitMs : 0;
+      const waitMs = op === "acquire" ? (message as WireRequests["acquire"]).waitMs : 0;
       const timeoutMs = this.timeoutMs + waitMs;
       const call = new ClientCall(
         shard,
@@ -210,7 +221,7 @@ export class RpcClient implements CallOwner {
   }
 
   private outcome(call: ClientCall): "unknown" | "not-applied" {
-    return call.maybeSent && writeOps.has(call.op) ? "unknown" : "not-applied";
+    return call.maybeSent && writeOps.has(call.op as OpName) ? "unknown" : "not-applied";
   }
 
   private unavailable(call: ClientCall, reason: string): DkvError {

@@ -11,7 +11,7 @@ import {
   headerBytes,
   readErrorBody,
 } from "../protocol/frame.ts";
-import { opCodes, requestSchemas, responseSchemas } from "../protocol/types.ts";
+import { wireOpCodes, wireRequestSchemas, wireResponseSchemas } from "../protocol/types.ts";
 import type { Serializer } from "../serializer/types.ts";
 import type { CallOwner, Channel, ClientCall } from "./call.ts";
 import { HttpResponseReader } from "./http-response-reader.ts";
@@ -82,7 +82,7 @@ export class SocketChannel implements Channel {
     out.length = this.scratch === undefined ? out.length : 0;
     const start = beginFrame(out);
     try {
-      this.options.serializer.write(requestSchemas[call.op], call.message, out);
+      this.options.serializer.write(wireRequestSchemas[call.op], call.message, out);
     } catch (error) {
       out.length = start;
       const message = error instanceof Error ? error.message : String(error);
@@ -107,7 +107,7 @@ export class SocketChannel implements Channel {
       flags: 0,
       requestId: call.requestId,
       shard: call.shard,
-      op: opCodes[call.op],
+      op: wireOpCodes[call.op],
       clientIdHigh: this.options.clientIdHigh,
       clientIdLow: this.options.clientIdLow,
     });
@@ -271,7 +271,7 @@ export class SocketChannel implements Channel {
       return;
     }
     try {
-      const response = this.options.serializer.read(responseSchemas[call.op], body);
+      const response = this.options.serializer.read(wireResponseSchemas[call.op], body);
       this.options.owner.complete(call, response, undefined);
     } catch (error) {
       const failure = error instanceof DkvError ? error : new DkvError("BAD_FRAME", String(error));

@@ -76,6 +76,44 @@ export function opNameByCode(code: number): OpName | undefined {
   return opNameByCodeTable[code];
 }
 
+/**
+ * Server-level operations: about the server, not one shard's data (the header's shard id
+ * is ignored; clients send 0). Kept out of OpName so every store and lock adapter need
+ * not handle them.
+ */
+export interface AdminRequests {
+  clusterStatus: Empty;
+}
+
+export interface AdminResponses {
+  /** The ClusterStatusReport as JSON text: nested and rarely asked for, so not worth a schema. */
+  clusterStatus: { json: string };
+}
+
+export type AdminOpName = keyof AdminRequests;
+
+/** Every op a frame can carry. */
+export type WireOpName = OpName | AdminOpName;
+export type WireRequests = Requests & AdminRequests;
+export type WireResponses = Responses & AdminResponses;
+
+export const adminOpCodes: Record<AdminOpName, number> = { clusterStatus: 30 };
+
+export const wireOpCodes: Record<WireOpName, number> = { ...opCodes, ...adminOpCodes };
+
+const wireOpNameByCodeTable: (WireOpName | undefined)[] = [...opNameByCodeTable];
+for (const name of Object.keys(adminOpCodes) as AdminOpName[]) {
+  wireOpNameByCodeTable[adminOpCodes[name]] = name;
+}
+
+export function wireOpNameByCode(code: number): WireOpName | undefined {
+  return wireOpNameByCodeTable[code];
+}
+
+export function isAdminOp(op: WireOpName): op is AdminOpName {
+  return op === "clusterStatus";
+}
+
 /** Operations that change state: they are deduplicated by client request id on the server. */
 export const writeOps: ReadonlySet<OpName> = new Set<OpName>([
   "set",
@@ -157,4 +195,14 @@ export const responseSchemas: Record<OpName, readonly FieldSpec[]> = {
   acquire: [f("acquired", "bool"), f("ownerId", "optStr"), f("fencingToken", "optU64")],
   release: [f("released", "bool")],
   refresh: [f("refreshed", "bool")],
+};
+
+export const wireRequestSchemas: Record<WireOpName, readonly FieldSpec[]> = {
+  ...requestSchemas,
+  clusterStatus: [],
+};
+
+export const wireResponseSchemas: Record<WireOpName, readonly FieldSpec[]> = {
+  ...responseSchemas,
+  clusterStatus: [f("json", "str")],
 };

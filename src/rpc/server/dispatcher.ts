@@ -1,8 +1,12 @@
 import { DkvError } from "../../errors.ts";
 import type { ILockManager } from "../../lockmgr/types.ts";
+import type { RequestOrigin } from "../../store/replicated/command.ts";
 import type { IStore } from "../../store/types.ts";
+import type { ClusterStatusReport } from "../protocol/cluster-status.ts";
 import type { FrameHeader } from "../protocol/frame.ts";
 import {
+  type AdminResponses,
+  adminOpCodes,
   lockOps,
   type Message,
   type OpName,
@@ -17,9 +21,20 @@ import {
 import type { Serializer } from "../serializer/types.ts";
 import { DedupCache, type DedupEntry, type DedupLimits, dedupKey } from "./dedup-cache.ts";
 
+/**
+ * What serves one shard. `forOrigin` is set by shards that deduplicate writes themselves
+ * (dstore: in the replicated state machine, so a retry sent to another member still
+ * applies once): the dispatcher then skips its per-server cache and serves each write
+ * through `forOrigin(the frame's client id + request id)`.
+ */
 export type ShardHandler =
-  | { kind: "store"; store: IStore }
-  | { kind: "lock"; locks: ILockManager; store: IStore };
+  | { kind: "store"; store: IStore; forOrigin?: (origin: RequestOrigin) => ShardHandler }
+  | {
+      kind: "lock";
+      locks: ILockManager;
+      store: IStore;
+      forOrigin?: (origin: RequestOrigin) => ShardHandler;
+    };
 
 export interface RpcLogger {
   info(message: string): void;
@@ -40,6 +55,10 @@ export interface DispatcherOptions {
   requestTimeoutMs: number;
   dedup: DedupLimits;
   logger: RpcLogger;
+  /** Answers the clusterStatus op; absent: every shard is reported local. */
+  clusterStatus?: () => ClusterStatusReport;
+  /** Shard id → type name ("lstore", "dstore", ...) for clusterStatus; "local" when absent. */
+  shardTypes?: ReadonlyMap<number, string>;
 }
 
 const empty: Message = {};
@@ -55,8 +74,10 @@ export class RequestDispatcher {
   private idleWaiters: (() => void)[] = [];
 
   constructor(private readonly options: DispatcherOptions) {
-    for (const shard of options.shards.keys()) {
-      this.dedupByShard.set(shard, new DedupCache(options.dedup, Date.now));
+    for (const [shard, handler] of options.shards) {
+      // Shards that dedup in their replicated state machine need no per-server cache.
+      if (handler.forOrigin === undefined)
+        this.dedupByShard.set(shard, new DedupCache(options.dedup, Date.now));
     }
   }
 
@@ -66,6 +87,10 @@ export class RequestDispatcher {
 
   /** Handles one request frame; the outcome always reaches `target` exactly once. */
   dispatchFrame(header: FrameHeader, body: Uint8Array, target: ReplyTarget): void {
+    if (header.op === adminOpCodes.clusterStatus) {
+      this.dispatchClusterStatus(header, target);
+      return;
+    }
     const checked = this.check(header);
     if (checked instanceof DkvError) {
       target.deliver(header, undefined, checked);
@@ -80,6 +105,31 @@ export class RequestDispatcher {
       return;
     }
     this.dispatchMessage(header, checked.op, checked.handler, message, target);
+  }
+
+  /** The clusterStatus report of this server (also what GET /v1/cluster/status shows). */
+  clusterStatus(): ClusterStatusReport {
+    if (this.options.clusterStatus !== undefined) return this.options.clusterStatus();
+    const types = this.options.shardTypes;
+    return {
+      replicaId: "",
+      shards: [...this.options.shards.keys()].map((shard) => ({
+        shard,
+        type: types?.get(shard) ?? "local",
+        replicated: false,
+      })),
+    };
+  }
+
+  private dispatchClusterStatus(header: FrameHeader, target: ReplyTarget): void {
+    let response: AdminResponses["clusterStatus"];
+    try {
+      response = { json: JSON.stringify(this.clusterStatus()) };
+    } catch (error) {
+      target.deliver(header, undefined, toDkvError(error, false));
+      return;
+    }
+    target.deliver(header, response, undefined);
   }
 
   /** Resolves shard and op of a header, or the error to send back. */
@@ -126,7 +176,11 @@ export class RequestDispatcher {
     }
     const isWrite = writeOps.has(op);
     let entry: DedupEntry | undefined;
-    if (isWrite && (header.clientIdHigh !== 0 || header.clientIdLow !== 0)) {
+    const identified = header.clientIdHigh !== 0 || header.clientIdLow !== 0;
+    let served = handler;
+    if (isWrite && identified && handler.forOrigin !== undefined) {
+      served = handler.forOrigin(originOf(header));
+    } else if (isWrite && identified) {
       const cache = this.dedupByShard.get(header.shard)!;
       const found = cache.lookupOrInsert(dedupKey(header));
       if (!found.fresh) {
@@ -145,7 +199,7 @@ export class RequestDispatcher {
       const waitMs = op === "acquire" ? (message.waitMs as number) : 0;
       call.armTimeout(this.options.requestTimeoutMs + waitMs);
     }
-    invoke(op, handler, message).then(call.onResponse, call.onError);
+    invoke(op, served, message).then(call.onResponse, call.onError);
   }
 
   /** Resolves when no request is in flight, or after `timeoutMs`. */
@@ -219,6 +273,19 @@ class ServerCall {
     this.done = true;
     this.target.deliver(this.header, response, error);
   }
+}
+
+/**
+ * The frame's 8-byte client id padded with zeros to the 16 bytes a replicated write
+ * carries (bytes 8-15 stay free for sub-requests, e.g. the attempts of a blocking acquire),
+ * and its request id.
+ */
+export function originOf(header: FrameHeader): RequestOrigin {
+  const clientId = new Uint8Array(16);
+  const view = new DataView(clientId.buffer);
+  view.setUint32(0, header.clientIdHigh, true);
+  view.setUint32(4, header.clientIdLow, true);
+  return { clientId, requestId: header.requestId };
 }
 
 export function toDkvError(error: unknown, mayHaveApplied: boolean): DkvError {

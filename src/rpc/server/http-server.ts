@@ -71,6 +71,7 @@ export function startHttpServer(options: HttpServerOptions): HttpServer {
 async function handle(request: Request, options: HttpServerOptions): Promise<Response> {
   const url = new URL(request.url);
   if (url.pathname === "/healthz") return new Response("ok\n");
+  if (url.pathname === "/v1/cluster/status") return Response.json(options.dispatcher.clusterStatus());
   const match = /^\/v1\/(\d+)\/([A-Za-z]+)\/?$/.exec(url.pathname);
   if (match === null) {
     return jsonError(

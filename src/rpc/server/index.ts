@@ -1,4 +1,5 @@
 import { DkvError } from "../../errors.ts";
+import type { ClusterStatusReport } from "../protocol/cluster-status.ts";
 import { parseEndpoint } from "../protocol/endpoint.ts";
 import { defaultMaxFrameBytes } from "../protocol/frame.ts";
 import {
@@ -13,6 +14,11 @@ import { RequestDispatcher, type RpcLogger, type ShardHandler, silentLogger } fr
 import { startHttpServer } from "./http-server.ts";
 import { startSocketServer } from "./socket-server.ts";
 
+export type {
+  ClusterStatusReport,
+  MemberStatusReport,
+  ShardStatusReport,
+} from "../protocol/cluster-status.ts";
 export type { SerializerName, TransportName } from "../protocol/types.ts";
 export type { DedupLimits } from "./dedup-cache.ts";
 export type { RpcLogger, ShardHandler } from "./dispatcher.ts";
@@ -32,6 +38,10 @@ export interface RpcServerOptions {
   dedup?: DedupLimits;
   /** How long stop() waits for in-flight requests; default 5000 ms. */
   drainTimeoutMs?: number;
+  /** Answers the clusterStatus op (`dkv cluster status`); absent: every shard shows as local. */
+  clusterStatus?: () => ClusterStatusReport;
+  /** Shard id → type name, shown by clusterStatus when `clusterStatus` is absent. */
+  shardTypes?: ReadonlyMap<number, string>;
 }
 
 export interface RpcServer {
@@ -65,6 +75,8 @@ export async function startRpcServer(options: RpcServerOptions): Promise<RpcServ
     requestTimeoutMs: options.requestTimeoutMs ?? 0,
     dedup: options.dedup ?? defaultDedupLimits,
     logger,
+    ...(options.clusterStatus === undefined ? {} : { clusterStatus: options.clusterStatus }),
+    ...(options.shardTypes === undefined ? {} : { shardTypes: options.shardTypes }),
   });
   const endpoint = parseEndpoint(options.transport, options.endpoint);
   const common = { endpoint, dispatcher, serializer, maxFrameBytes, logger };

@@ -9,7 +9,7 @@ import {
   headerBytes,
   writeErrorBody,
 } from "../protocol/frame.ts";
-import { type Message, opNameByCode, responseSchemas } from "../protocol/types.ts";
+import { type Message, wireOpNameByCode, wireResponseSchemas } from "../protocol/types.ts";
 import type { Serializer } from "../serializer/types.ts";
 import type { RpcLogger } from "./dispatcher.ts";
 
@@ -23,14 +23,14 @@ export function writeReplyFrame(
   logger: RpcLogger,
 ): void {
   const start = beginFrame(out);
-  const op = opNameByCode(header.op);
+  const op = wireOpNameByCode(header.op);
   let flags = flagResponse;
   if (error !== undefined || op === undefined) {
     flags |= flagError;
     writeErrorBody(out, error ?? new DkvError("INTERNAL", "reply to an unknown operation"));
   } else {
     try {
-      serializer.write(responseSchemas[op], response ?? {}, out);
+      serializer.write(wireResponseSchemas[op], response ?? {}, out);
     } catch (encodeError) {
       out.length = start + headerBytes;
       flags |= flagError;

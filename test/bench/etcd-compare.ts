@@ -1,0 +1,400 @@
+/**
+ * A 3-member dkv cluster vs a 3-member etcd on this machine, in one run (a plain script,
+ * not a test):
+ *
+ *   bun run test/bench/etcd-compare.ts [--rounds 2] [--duration 5s] [--keys 1000]
+ *
+ * - installs etcd-server and etcd-client from Debian's packages when etcd is missing;
+ * - starts 3 etcd members and 3 `dist/dkv serve` members (shard 200 = dstore) on free
+ *   loopback ports, each with its data dir on the same disk, default Raft timing on both
+ *   (100 ms tick/heartbeat, ~1 s election);
+ * - alternates, per round and concurrency (10, 50):
+ *     dkv:  `dkv kv perf --shard 200 --endpoints <3 members> --threads N` (set, get, mixed)
+ *     etcd: the same workload from a Bun client against etcd's v3 JSON gateway
+ *           (`/v3/kv/put`, `/v3/kv/range`, `/v3/kv/deleterange`), N requests in flight
+ *           spread over the 3 members (Debian packages no etcd `benchmark` tool);
+ *   reads are linearizable on both (dkv: ReadIndex, etcd: default range);
+ * - prints ops/s, p50, p99 of each, their ratios, and the summed RSS of each cluster;
+ * - kills every process it started.
+ */
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+
+const ROOT = join(import.meta.dir, "..", "..");
+const DKV = join(ROOT, "dist", "dkv");
+const VALUE_BYTES = 128;
+const START_TIMEOUT_MS = 20_000;
+const STEP_TIMEOUT_MS = 300_000;
+const DKV_SHARD = 200;
+const TESTS = ["set", "get", "mixed"] as const;
+type TestName = (typeof TESTS)[number];
+/** Latency samples kept per etcd test; plenty for a p99 of a few-second run. */
+const LATENCY_SAMPLES_MAX = 1 << 20;
+
+interface Settings {
+  rounds: number;
+  durationText: string;
+  durationMs: number;
+  keys: number;
+}
+
+function parseSettings(argv: readonly string[]): Settings {
+  const value = (flag: string, fallback: string) => {
+    const i = argv.indexOf(flag);
+    return i === -1 ? fallback : (argv[i + 1] ?? fallback);
+  };
+  const durationText = value("--duration", "5s");
+  const match = /^(\d+(?:\.\d+)?)(ms|s)?$/.exec(durationText);
+  if (match === null) throw new Error(`--duration ${durationText}: use e.g. 5s or 500ms`);
+  const durationMs = Number(match[1]) * (match[2] === "ms" ? 1 : 1000);
+  return {
+    rounds: Number(value("--rounds", "2")),
+    durationText,
+    durationMs,
+    keys: Number(value("--keys", "1000")),
+  };
+}
+
+const started: Bun.Subprocess[] = [];
+
+function spawn(argv: string[]): Bun.Subprocess<"ignore", "pipe", "pipe"> {
+  const proc = Bun.spawn(argv, { cwd: ROOT, stdin: "ignore", stdout: "pipe", stderr: "pipe" });
+  started.push(proc);
+  // Drained so a chatty server never blocks on a full pipe.
+  void new Response(proc.stderr).text();
+  return proc;
+}
+
+async function run(argv: string[]): Promise<string> {
+  const proc = Bun.spawn(argv, { cwd: ROOT, stdout: "pipe", stderr: "pipe", timeout: STEP_TIMEOUT_MS });
+  const [code, stdout, stderr] = await Promise.all([
+    proc.exited,
+    new Response(proc.stdout).text(),
+    new Response(proc.stderr).text(),
+  ]);
+  if (code !== 0) throw new Error(`${argv.join(" ")} exited ${code}:\n${stdout}\n${stderr}`);
+  return stdout;
+}
+
+async function ensureEtcd(): Promise<void> {
+  if (Bun.which("etcd") && Bun.which("etcdctl")) return;
+  console.log("installing etcd-server and etcd-client from Debian's packages...");
+  const sudo = process.getuid?.() === 0 ? [] : ["sudo", "-n"];
+  await run([...sudo, "apt-get", "update"]);
+  await run([...sudo, "apt-get", "install", "-y", "etcd-server", "etcd-client"]);
+}
+
+async function ensureDkv(): Promise<void> {
+  // The e2e helper rebuilds dist/dkv when any source is newer.
+  const { ensureBinary } = await import("../e2e/helpers.ts");
+  await ensureBinary();
+}
+
+async function freePort(): Promise<number> {
+  const listener = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+  const port = listener.port;
+  listener.stop(true);
+  return port;
+}
+
+async function waitUntil(what: string, check: () => Promise<boolean>): Promise<void> {
+  const deadline = Date.now() + START_TIMEOUT_MS;
+  while (Date.now() < deadline) {
+    if (await check().catch(() => false)) return;
+    await Bun.sleep(50);
+  }
+  throw new Error(`${what} did not come up within ${START_TIMEOUT_MS} ms`);
+}
+
+async function rssMb(pid: number): Promise<number> {
+  const status = await Bun.file(`/proc/${pid}/status`).text();
+  const kb = Number(/VmRSS:\s+(\d+) kB/.exec(status)?.[1] ?? Number.NaN);
+  return kb / 1024;
+}
+
+interface Measurement {
+  opsPerSec: number;
+  p50Ms: number;
+  p99Ms: number;
+  errors: number;
+}
+
+// ---- etcd -----------------------------------------------------------------------------
+
+async function startEtcd(root: string): Promise<{ pids: number[]; clientUrls: string[] }> {
+  const members = await Promise.all(
+    [1, 2, 3].map(async (i) => ({ name: `etcd-${i}`, client: await freePort(), peer: await freePort() })),
+  );
+  const initialCluster = members.map((m) => `${m.name}=http://127.0.0.1:${m.peer}`).join(",");
+  const procs = members.map((m) =>
+    spawn([
+      "etcd",
+      "--name",
+      m.name,
+      "--data-dir",
+      join(root, m.name),
+      "--listen-client-urls",
+      `http://127.0.0.1:${m.client}`,
+      "--advertise-client-urls",
+      `http://127.0.0.1:${m.client}`,
+      "--listen-peer-urls",
+      `http://127.0.0.1:${m.peer}`,
+      "--initial-advertise-peer-urls",
+      `http://127.0.0.1:${m.peer}`,
+      "--initial-cluster",
+      initialCluster,
+      "--initial-cluster-state",
+      "new",
+      "--initial-cluster-token",
+      "dkv-bench",
+      "--logger",
+      "zap",
+      "--log-level",
+      "error",
+    ]),
+  );
+  const clientUrls = members.map((m) => `http://127.0.0.1:${m.client}`);
+  for (const url of clientUrls) {
+    await waitUntil(`etcd at ${url}`, async () => {
+      const health = (await (await fetch(`${url}/health`)).json()) as { health?: string };
+      return health.health === "true";
+    });
+  }
+  return { pids: procs.map((p) => p.pid), clientUrls };
+}
+
+const b64 = (text: string) => Buffer.from(text).toString("base64");
+
+/** One etcd operation over the v3 JSON gateway; throws on an HTTP error. */
+async function etcdCall(url: string, path: string, body: unknown): Promise<unknown> {
+  const response = await fetch(`${url}${path}`, {
+    method: "POST",
+    body: JSON.stringify(body),
+    headers: { "content-type": "application/json" },
+  });
+  if (!response.ok) throw new Error(`${path}: HTTP ${response.status} ${await response.text()}`);
+  return response.json();
+}
+
+function etcdOp(test: TestName, value: string, keys: readonly string[]) {
+  return (url: string, i: number): Promise<unknown> => {
+    const key = keys[i % keys.length]!;
+    const step = test === "set" ? 0 : test === "get" ? 1 : i % 4;
+    switch (step) {
+      case 0:
+        return etcdCall(url, "/v3/kv/put", { key, value });
+      case 1:
+        return etcdCall(url, "/v3/kv/range", { key });
+      case 2:
+        return etcdCall(url, "/v3/kv/deleterange", { key });
+      default:
+        return etcdCall(url, "/v3/kv/range", { key, count_only: true });
+    }
+  };
+}
+
+/** dkv kv perf's loop for etcd: `threads` workers, each op timed, for the duration. */
+async function etcdPerf(
+  urls: readonly string[],
+  threads: number,
+  s: Settings,
+): Promise<Record<string, Measurement>> {
+  const value = b64("a".repeat(VALUE_BYTES));
+  const result: Record<string, Measurement> = {};
+  for (const test of TESTS) {
+    const keys = Array.from({ length: s.keys }, (_, i) => b64(`__bench/${test}/${i}`));
+    if (test !== "set") {
+      // Preload, as dkv kv perf does for get and mixed.
+      let next = 0;
+      await Promise.all(
+        Array.from({ length: threads }, async () => {
+          while (next < keys.length) {
+            const i = next++;
+            await etcdCall(urls[i % urls.length]!, "/v3/kv/put", { key: keys[i], value });
+          }
+        }),
+      );
+    }
+    const op = etcdOp(test, value, keys);
+    const latencies = new Float64Array(LATENCY_SAMPLES_MAX);
+    let completed = 0;
+    let startedOps = 0;
+    let errors = 0;
+    const startMs = performance.now();
+    const deadlineMs = startMs + s.durationMs;
+    await Promise.all(
+      Array.from({ length: threads }, async (_, worker) => {
+        const url = urls[worker % urls.length]!;
+        while (performance.now() < deadlineMs && errors < 1000) {
+          const i = startedOps++;
+          const t0 = performance.now();
+          try {
+            await op(url, i);
+            if (completed < LATENCY_SAMPLES_MAX) latencies[completed] = performance.now() - t0;
+            completed++;
+          } catch {
+            errors++;
+          }
+        }
+      }),
+    );
+    const seconds = (performance.now() - startMs) / 1000;
+    const sorted = latencies.subarray(0, Math.min(completed, LATENCY_SAMPLES_MAX)).sort();
+    const at = (q: number) =>
+      sorted.length === 0 ? 0 : sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
+    result[test] = { opsPerSec: completed / seconds, p50Ms: at(0.5), p99Ms: at(0.99), errors };
+  }
+  return result;
+}
+
+// ---- dkv ------------------------------------------------------------------------------
+
+async function startDkv(root: string): Promise<{ pids: number[]; endpoints: string[] }> {
+  const members = await Promise.all(
+    [1, 2, 3].map(async (i) => ({ id: `node-${i}`, raft: await freePort(), rpc: await freePort() })),
+  );
+  const clusterMembers = members.map((m) => `${m.id}=127.0.0.1:${m.raft}`).join(",");
+  const procs = members.map((m) =>
+    spawn([
+      DKV,
+      "serve",
+      "--shards",
+      `${DKV_SHARD}=dstore`,
+      "--replica-id",
+      m.id,
+      "--cluster-members",
+      clusterMembers,
+      "--data-dir",
+      join(root, m.id),
+      "--transport-endpoint",
+      `127.0.0.1:${m.rpc}`,
+      "--log-level",
+      "warn",
+    ]),
+  );
+  const endpoints = members.map((m) => `127.0.0.1:${m.rpc}`);
+  await waitUntil("a dkv leader", async () => {
+    const out = await run([
+      DKV,
+      "cluster",
+      "status",
+      "--json",
+      "--timeout",
+      "1s",
+      "--endpoints",
+      endpoints.join(","),
+    ]);
+    const report = JSON.parse(out) as { nodes: { shards: { leader?: string | null }[] }[] };
+    const leaders = new Set(report.nodes.map((n) => n.shards[0]?.leader ?? null));
+    return leaders.size === 1 && !leaders.has(null);
+  });
+  return { pids: procs.map((p) => p.pid), endpoints };
+}
+
+async function dkvPerf(
+  endpoints: readonly string[],
+  threads: number,
+  s: Settings,
+): Promise<Record<string, Measurement>> {
+  const out = await run([
+    DKV,
+    "kv",
+    "perf",
+    "--shard",
+    String(DKV_SHARD),
+    "--endpoints",
+    endpoints.join(","),
+    "--threads",
+    String(threads),
+    "--keys",
+    String(s.keys),
+    "--value-size",
+    String(VALUE_BYTES),
+    "--duration",
+    s.durationText,
+    "--skip",
+    "set-large,delete,has,has-not",
+    "--json",
+  ]);
+  const report = JSON.parse(out) as {
+    results: { test: string; opsPerSec: number; p50Ms: number; p99Ms: number; errors: number }[];
+  };
+  const result: Record<string, Measurement> = {};
+  for (const r of report.results) {
+    result[r.test] = { opsPerSec: r.opsPerSec, p50Ms: r.p50Ms, p99Ms: r.p99Ms, errors: r.errors };
+  }
+  return result;
+}
+
+// ---- main -----------------------------------------------------------------------------
+
+const fmt = (n: number) => Math.round(n).toLocaleString("en-US");
+
+async function main(): Promise<void> {
+  const s = parseSettings(Bun.argv.slice(2));
+  await ensureEtcd();
+  await ensureDkv();
+  const root = await mkdtemp(join(tmpdir(), "dkv-etcd-bench-"));
+  try {
+    const etcdVersion = (await run(["etcd", "--version"])).split("\n")[0];
+    const etcd = await startEtcd(root);
+    const dkv = await startDkv(root);
+    console.log(`${etcdVersion}\ndkv ${(await run([DKV, "version"])).trim()}`);
+    console.log(
+      `${s.rounds} rounds, ${s.durationText} per test, ${s.keys} keys, ${VALUE_BYTES} B values, 3 members each on 127.0.0.1, data in ${root}`,
+    );
+    const best: Record<string, { dkv?: Measurement; etcd?: Measurement }> = {};
+    const keep = (key: string, side: "dkv" | "etcd", m: Measurement | undefined) => {
+      if (m === undefined) return;
+      best[key] ??= {};
+      const entry = best[key];
+      if ((entry[side]?.opsPerSec ?? -1) < m.opsPerSec) entry[side] = m;
+    };
+    for (let round = 1; round <= s.rounds; round++) {
+      for (const threads of [10, 50]) {
+        // Alternate who goes first so neither always runs on a warmer machine.
+        const order =
+          (round + threads / 10) % 2 === 0 ? (["dkv", "etcd"] as const) : (["etcd", "dkv"] as const);
+        for (const side of order) {
+          const results =
+            side === "dkv"
+              ? await dkvPerf(dkv.endpoints, threads, s)
+              : await etcdPerf(etcd.clientUrls, threads, s);
+          for (const test of TESTS) keep(`${test} c=${threads}`, side, results[test]);
+          console.log(
+            `round ${round} ${side.padEnd(4)} c=${threads}: ${TESTS.map((t) => `${t} ${fmt(results[t]?.opsPerSec ?? 0)} ops/s`).join(", ")}` +
+              `${TESTS.some((t) => (results[t]?.errors ?? 0) > 0) ? " (with errors)" : ""}`,
+          );
+        }
+      }
+    }
+    const dkvMb = (await Promise.all(dkv.pids.map(rssMb))).reduce((a, b) => a + b, 0);
+    const etcdMb = (await Promise.all(etcd.pids.map(rssMb))).reduce((a, b) => a + b, 0);
+
+    console.log(
+      "\nbest of rounds; reads linearizable on both; dkv binary protocol over TCP, etcd v3 JSON gateway over HTTP/1.1",
+    );
+    console.log(
+      `| test | dkv ops/s | etcd ops/s | dkv/etcd | dkv p50 / p99 ms | etcd p50 / p99 ms |\n| --- | ---: | ---: | ---: | ---: | ---: |`,
+    );
+    for (const [name, { dkv: d, etcd: e }] of Object.entries(best)) {
+      if (d === undefined || e === undefined) continue;
+      console.log(
+        `| ${name} | ${fmt(d.opsPerSec)} | ${fmt(e.opsPerSec)} | ${(d.opsPerSec / e.opsPerSec).toFixed(2)} | ` +
+          `${d.p50Ms.toFixed(2)} / ${d.p99Ms.toFixed(2)} | ${e.p50Ms.toFixed(2)} / ${e.p99Ms.toFixed(2)} |`,
+      );
+    }
+    console.log(
+      `\nsummed RSS after the runs: dkv ${dkvMb.toFixed(1)} MB, etcd ${etcdMb.toFixed(1)} MB (dkv/etcd ${(dkvMb / etcdMb).toFixed(2)})`,
+    );
+  } finally {
+    for (const proc of started) {
+      if (proc.exitCode === null && proc.signalCode === null) process.kill(proc.pid, "SIGKILL");
+    }
+    await Promise.all(started.map((proc) => proc.exited));
+    await rm(root, { recursive: true, force: true });
+  }
+}
+
+await main();
