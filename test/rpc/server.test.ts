@@ -2,27 +2,14 @@ import { afterEach, describe, expect, test } from "bun:test";
 import type { Socket } from "bun";
 import type { DkvError } from "../../src/errors.ts";
 import { RpcClient } from "../../src/rpc/client/index.ts";
-import { ByteWriter } from "../../src/rpc/protocol/byte-writer.ts";
 import { parseEndpoint } from "../../src/rpc/protocol/endpoint.ts";
-import {
-  beginFrame,
-  FrameDecoder,
-  type FrameHeader,
-  finishFrame,
-  flagError,
-  readErrorBody,
-} from "../../src/rpc/protocol/frame.ts";
-import {
-  type Message,
-  type OpName,
-  opCodes,
-  requestSchemas,
-  responseSchemas,
-} from "../../src/rpc/protocol/types.ts";
+import { FrameDecoder, type FrameHeader, flagError, readErrorBody } from "../../src/rpc/protocol/frame.ts";
+import { type Message, type OpName, responseSchemas } from "../../src/rpc/protocol/types.ts";
 import { createSerializer } from "../../src/rpc/serializer/index.ts";
 import { startRpcServer } from "../../src/rpc/server/index.ts";
 import type { IStore } from "../../src/store/types.ts";
 import { expectDkvError } from "../support/assertions.ts";
+import { encodeRequestFrame } from "../support/raw-frame.ts";
 import { lockShard, type Stack, startStack, storeShard } from "./harness.ts";
 
 const binary = createSerializer("binary");
@@ -91,20 +78,7 @@ async function rawConnection(endpoint: string) {
 }
 
 function requestFrame(op: OpName, message: Message, requestId: number, header: Partial<FrameHeader> = {}) {
-  const out = new ByteWriter(64);
-  const start = beginFrame(out);
-  binary.write(requestSchemas[op], message, out);
-  finishFrame(out, start, {
-    serializer: binary.id,
-    flags: 0,
-    requestId,
-    shard: storeShard,
-    op: opCodes[op],
-    clientIdHigh: 0,
-    clientIdLow: 0,
-    ...header,
-  });
-  return out.written().slice();
+  return encodeRequestFrame(op, message, { shard: storeShard, requestId, ...header });
 }
 
 async function stillServes(s: Stack): Promise<void> {
