@@ -8,6 +8,7 @@
  */
 import { MemoryLogStorage, RaftNode } from "../../src/raft/core/index.ts";
 import type { Message, NodeId } from "../../src/raft/core/types.ts";
+import { seededRandom } from "../support/seeded-random.ts";
 
 const ids: NodeId[] = ["a", "b", "c"];
 
@@ -21,17 +22,6 @@ interface Cluster {
   nodes: Map<NodeId, BenchNode>;
   inbox: Message[];
   nowMs: number;
-}
-
-function seededRandom(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 function createCluster(): Cluster {

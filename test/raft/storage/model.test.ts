@@ -1,19 +1,8 @@
 import { expect, test } from "bun:test";
 import type { HardState } from "../../../src/raft/core/types.ts";
 import { openRaftStorage, type RaftStorage } from "../../../src/raft/storage/index.ts";
+import { seededRandom } from "../../support/seeded-random.ts";
 import { entry, RecordingLogger, withTempDir } from "./helpers.ts";
-
-/** mulberry32: a tiny seeded generator, so a failing seed replays exactly. */
-function seededRandom(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const steps = Number(process.env.DKV_STEPS ?? 60);
 const seeds = process.env.DKV_SEED ? [Number(process.env.DKV_SEED)] : [1, 2, 3];
