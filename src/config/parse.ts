@@ -37,7 +37,8 @@ export function parseDuration(text: string, what = "duration"): number {
       `${what}: "${text}" is not a duration; use a number with ms, s, m or h (e.g. 500ms, 10s, 1m30s), a bare number is seconds.`,
     );
   }
-  const rounded = Math.round(ms);
+  // Up, not to nearest: a positive duration must never become 0, which means "never" / "until released".
+  const rounded = Math.ceil(ms);
   if (!Number.isSafeInteger(rounded)) throw usage(`${what}: "${text}" is too long a duration.`);
   return rounded;
 }

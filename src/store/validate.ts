@@ -14,7 +14,7 @@ export function checkKey(key: string, limits: StoreLimits): void {
     if (keyBytes > limits.maxKeyBytes) {
       throw new DkvError(
         "TOO_LARGE",
-        `The key is ${keyBytes} bytes (UTF-8); the limit is ${limits.maxKeyBytes}. Use a shorter key or raise maxKeyBytes.`,
+        `The key is ${keyBytes} bytes (UTF-8); the limit is ${limits.maxKeyBytes}. Use a shorter key, or raise the server's --max-key-bytes (maxKeyBytes in the library).`,
       );
     }
   }
@@ -57,6 +57,6 @@ export function toValueBytes(value: ValueInput, limits: StoreLimits): Uint8Array
 function valueTooLarge(valueBytes: number, limits: StoreLimits): DkvError {
   return new DkvError(
     "TOO_LARGE",
-    `The value is ${valueBytes} bytes; the limit is ${limits.maxValueBytes}. Store less or raise maxValueBytes.`,
+    `The value is ${valueBytes} bytes; the limit is ${limits.maxValueBytes}. Store less, or raise the server's --max-value-bytes (maxValueBytes in the library).`,
   );
 }

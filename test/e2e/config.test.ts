@@ -43,6 +43,9 @@ describe("parseDuration", () => {
     ["1h", 3_600_000],
     ["1m30s", 90_000],
     [" 3S ", 3_000],
+    // A positive duration rounds up: 0 would mean "never expires" / "held until released".
+    ["0.4ms", 1],
+    ["0.0001", 1],
   ])("%p is %p ms", (text, ms) => {
     expect(parseDuration(text)).toBe(ms);
   });

@@ -1,5 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import { ByteWriter } from "../../src/rpc/protocol/byte-writer.ts";
+import { parseEndpoint } from "../../src/rpc/protocol/endpoint.ts";
 import {
   beginFrame,
   FrameDecoder,
@@ -139,5 +140,23 @@ describe("FrameDecoder", () => {
     expect(frames).toHaveLength(1);
     expect(frames[0]!.body).toEqual(payload);
     expect(headerBytes).toBe(28);
+  });
+});
+
+describe("endpoints", () => {
+  test('":port" (the Go dKV form) listens on every interface and dials this machine', () => {
+    expect(parseEndpoint("tcp", ":8081", "listen")).toEqual({
+      kind: "inet",
+      hostname: "0.0.0.0",
+      port: 8081,
+    });
+    expect(parseEndpoint("tcp", ":8081")).toEqual({ kind: "inet", hostname: "127.0.0.1", port: 8081 });
+    expect(parseEndpoint("http", "http://[::1]:80/")).toEqual({ kind: "inet", hostname: "::1", port: 80 });
+  });
+
+  test("a missing port or a port out of range is a usage error", () => {
+    for (const bad of ["localhost", "host:99999", "host:x"]) {
+      expect(() => parseEndpoint("tcp", bad)).toThrow(/invalid endpoint/);
+    }
   });
 });

@@ -210,7 +210,12 @@ export class RpcClient implements CallOwner {
     call.channel?.forget(call);
     const where = call.channel?.endpoint ?? this.channels.map((c) => c.endpoint).join(", ");
     const outcome = this.outcome(call);
-    const tail = outcome === "unknown" ? "; it may or may not have been applied" : "; it was not sent";
+    const tail =
+      outcome === "unknown"
+        ? "; it may or may not have been applied"
+        : call.maybeSent
+          ? "; a read changes nothing, so it is safe to retry"
+          : "; it was not sent";
     this.finish(
       call,
       undefined,

@@ -3,8 +3,16 @@ import type { TransportName } from "./types.ts";
 
 export type Endpoint = { kind: "inet"; hostname: string; port: number } | { kind: "unix"; path: string };
 
-/** Parses "host:port" ("[::1]:8080", "http://host:port" for http) or, for unix, a socket path. */
-export function parseEndpoint(transport: TransportName, endpoint: string): Endpoint {
+/**
+ * Parses "host:port" ("[::1]:8080", "http://host:port" for http) or, for unix, a socket path.
+ * ":port" (the Go dKV's form) means every interface when listening and this machine when
+ * dialing.
+ */
+export function parseEndpoint(
+  transport: TransportName,
+  endpoint: string,
+  role: "listen" | "dial" = "dial",
+): Endpoint {
   if (transport === "unix") {
     const path = endpoint.startsWith("unix://") ? endpoint.slice(7) : endpoint;
     if (path.length === 0) throw usage(endpoint, "a unix socket path such as /tmp/dkv.sock");
@@ -13,8 +21,9 @@ export function parseEndpoint(transport: TransportName, endpoint: string): Endpo
   let text = endpoint.trim();
   if (transport === "http") text = text.replace(/^https?:\/\//, "").replace(/\/+$/, "");
   const colon = text.lastIndexOf(":");
-  if (colon <= 0) throw usage(endpoint, "host:port, e.g. 127.0.0.1:8080");
+  if (colon < 0) throw usage(endpoint, "host:port, e.g. 127.0.0.1:8080");
   let hostname = text.slice(0, colon);
+  if (hostname === "") hostname = role === "listen" ? "0.0.0.0" : "127.0.0.1";
   if (hostname.startsWith("[") && hostname.endsWith("]")) hostname = hostname.slice(1, -1);
   const portText = text.slice(colon + 1);
   const port = Number(portText);

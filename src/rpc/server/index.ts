@@ -78,7 +78,7 @@ export async function startRpcServer(options: RpcServerOptions): Promise<RpcServ
     ...(options.clusterStatus === undefined ? {} : { clusterStatus: options.clusterStatus }),
     ...(options.shardTypes === undefined ? {} : { shardTypes: options.shardTypes }),
   });
-  const endpoint = parseEndpoint(options.transport, options.endpoint);
+  const endpoint = parseEndpoint(options.transport, options.endpoint, "listen");
   const common = { endpoint, dispatcher, serializer, maxFrameBytes, logger };
   const server = options.transport === "http" ? startHttpServer(common) : await startSocketServer(common);
   const drainTimeoutMs = options.drainTimeoutMs ?? 5000;
