@@ -15,23 +15,27 @@ export interface Io {
   err(text: string): void;
 }
 
+/**
+ * Writes go through Bun.write, chained so they stay in order: it resolves only when every
+ * byte reached the file descriptor, whereas process.stdout.write to a pipe could still hold
+ * a large value (a 1 MiB get) when the process exits — the reader saw it cut short.
+ */
+let pendingWrites: Promise<unknown> = Promise.resolve();
+
+function writeInOrder(sink: typeof Bun.stdout, data: string | Uint8Array): void {
+  pendingWrites = pendingWrites.then(() => Bun.write(sink, data));
+}
+
 export const processIo: Io = {
   env: process.env,
   stdoutIsTty: process.stdout.isTTY === true,
-  out: (text) => {
-    process.stdout.write(text);
-  },
-  err: (text) => {
-    process.stderr.write(text);
-  },
+  out: (text) => writeInOrder(Bun.stdout, text),
+  err: (text) => writeInOrder(Bun.stderr, text),
 };
 
 /** Resolves once everything written to stdout and stderr so far has been handed to the OS. */
 export async function flushProcessIo(): Promise<void> {
-  await Promise.all([
-    new Promise<void>((resolve) => process.stdout.write("", () => resolve())),
-    new Promise<void>((resolve) => process.stderr.write("", () => resolve())),
-  ]);
+  await pendingWrites;
 }
 
 /** Any thrown value as a DkvError; a foreign error's outcome is unknown (it may have hit after sending). */

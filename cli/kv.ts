@@ -1,5 +1,6 @@
 import { parseDuration } from "../src/config/parse.ts";
-import { clientOptions, DEFAULT_KV_SHARD } from "../src/config/schema.ts";
+import { clientOptions, DEFAULT_KV_SHARD, valueBase64Option } from "../src/config/schema.ts";
+import { DkvError } from "../src/errors.ts";
 import type { IStore } from "../src/store/types.ts";
 import { withClient } from "./client.ts";
 import { defineGroup, defineLeaf, type LeafContext } from "./command.ts";
@@ -8,9 +9,14 @@ import { perfCommand } from "./perf.ts";
 
 const kvOptions = clientOptions(DEFAULT_KV_SHARD, "timeout");
 type KvContext = LeafContext<typeof kvOptions>;
+const kvWriteOptions = [...kvOptions, valueBase64Option] as const;
+type KvWriteContext = LeafContext<typeof kvWriteOptions>;
 
 const keyArg = { name: "key", description: "The key (any non-empty string)" };
-const valueArg = { name: "value", description: "The value, stored as UTF-8 bytes" };
+const valueArg = {
+  name: "value",
+  description: "The value, stored as UTF-8 bytes; '-' reads the bytes from stdin (any size, binary-safe)",
+};
 const expireArg = {
   name: "expire_in",
   description:
@@ -25,14 +31,35 @@ const kvNotes = [
   `The default shard is ${DEFAULT_KV_SHARD} (the lstore of 'dkv serve' without flags); lock commands default to 200.`,
 ];
 
+/**
+ * VALUE as bytes. A shell argument is text (and at most ~128 KiB), so '-' reads stdin for
+ * binary or large values, and --base64 decodes either source.
+ */
+async function valueBytes(context: KvWriteContext): Promise<Uint8Array> {
+  const text = context.positionals.value!;
+  const raw = text === "-" ? new Uint8Array(await Bun.stdin.arrayBuffer()) : new TextEncoder().encode(text);
+  if (!context.options.base64) return raw;
+  const encoded = new TextDecoder().decode(raw).trim();
+  if (!/^[A-Za-z0-9+/]*={0,2}$/.test(encoded) || encoded.length % 4 === 1) {
+    throw new DkvError(
+      "USAGE",
+      "VALUE is not valid base64 (--base64 was given); pass base64 text or drop --base64.",
+    );
+  }
+  return new Uint8Array(Buffer.from(encoded, "base64"));
+}
+
 /** Runs one store operation against the configured shard and prints its result. */
-async function withStore(context: KvContext, work: (store: IStore) => Promise<number>): Promise<number> {
+async function withStore(
+  context: KvContext | KvWriteContext,
+  work: (store: IStore) => Promise<number>,
+): Promise<number> {
   return withClient(context.options, context.options.timeout, (client) =>
     work(client.store(context.options.shard)),
   );
 }
 
-function printOk(context: KvContext): number {
+function printOk(context: KvContext | KvWriteContext): number {
   context.io.out(context.options.json ? jsonLine({ ok: true }) : "OK\n");
   return EXIT_OK;
 }
@@ -49,7 +76,7 @@ export function getResultJson(value: Uint8Array | undefined): Record<string, unk
   }
 }
 
-function durations(context: KvContext): { expireInMs: number; deleteInMs: number } {
+function durations(context: KvWriteContext): { expireInMs: number; deleteInMs: number } {
   return {
     expireInMs: parseDuration(context.positionals.expire_in!, "EXPIRE_IN"),
     deleteInMs: parseDuration(context.positionals.delete_in!, "DELETE_IN"),
@@ -59,31 +86,36 @@ function durations(context: KvContext): { expireInMs: number; deleteInMs: number
 const set = defineLeaf({
   path: "dkv kv set",
   description: "Set KEY to VALUE (clears any expiry)",
-  options: kvOptions,
+  options: kvWriteOptions,
   positionals: [keyArg, valueArg],
   examples: [
     "dkv kv set foo bar",
     'dkv kv set --shard 100 --endpoints 10.0.0.1:8080 foo bar --json   # {"ok":true}',
+    "dkv kv set image - < logo.png          # binary or large value from stdin",
+    "dkv kv set blob --base64 3q2+7w==       # raw bytes given as base64",
   ],
   notes: kvNotes,
-  run: (context) =>
-    withStore(context, async (store) => {
-      await store.set(context.positionals.key!, context.positionals.value!);
+  run: async (context) => {
+    const value = await valueBytes(context);
+    return withStore(context, async (store) => {
+      await store.set(context.positionals.key!, value);
       return printOk(context);
-    }),
+    });
+  },
 });
 
 const setE = defineLeaf({
   path: "dkv kv setE",
   description: "Set KEY to VALUE with an expiry and a deletion time",
-  options: kvOptions,
+  options: kvWriteOptions,
   positionals: [keyArg, valueArg, expireArg, deleteArg],
   examples: ["dkv kv setE session:1 alice 30m 24h", "dkv kv setE cache:x 42 0 10s   # gone after 10s"],
   notes: kvNotes,
-  run: (context) => {
+  run: async (context) => {
     const { expireInMs, deleteInMs } = durations(context);
+    const value = await valueBytes(context);
     return withStore(context, async (store) => {
-      await store.setE(context.positionals.key!, context.positionals.value!, expireInMs, deleteInMs);
+      await store.setE(context.positionals.key!, value, expireInMs, deleteInMs);
       return printOk(context);
     });
   },
@@ -92,19 +124,15 @@ const setE = defineLeaf({
 const setEIfUnset = defineLeaf({
   path: "dkv kv setEIfUnset",
   description: "Like setE, but only when KEY is absent (atomic); reports whether it wrote",
-  options: kvOptions,
+  options: kvWriteOptions,
   positionals: [keyArg, valueArg, expireArg, deleteArg],
   examples: ['dkv kv setEIfUnset job:42 worker-a 0 1m --json   # {"ok":true,"written":true}'],
   notes: kvNotes,
-  run: (context) => {
+  run: async (context) => {
     const { expireInMs, deleteInMs } = durations(context);
+    const value = await valueBytes(context);
     return withStore(context, async (store) => {
-      const written = await store.setEIfUnset(
-        context.positionals.key!,
-        context.positionals.value!,
-        expireInMs,
-        deleteInMs,
-      );
+      const written = await store.setEIfUnset(context.positionals.key!, value, expireInMs, deleteInMs);
       context.io.out(context.options.json ? jsonLine({ ok: true, written }) : `written=${written}\n`);
       return EXIT_OK;
     });

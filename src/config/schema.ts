@@ -448,6 +448,14 @@ export const perfOptions = [
   }),
 ] as const;
 
+/** For kv writes: how VALUE is turned into bytes, so binary and large values work from a shell. */
+export const valueBase64Option = defineOption({
+  name: "base64",
+  type: "boolean",
+  default: false,
+  description: "VALUE (or what '-' reads from stdin) is base64: decode it and store the raw bytes",
+});
+
 export const lockTtlOption = defineOption({
   name: "ttl",
   type: "duration",

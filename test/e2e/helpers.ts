@@ -69,12 +69,13 @@ export interface CommandResult {
 export async function runDkv(
   args: readonly string[],
   env: Record<string, string> = {},
+  stdin?: Uint8Array,
 ): Promise<CommandResult> {
   const binary = await ensureBinary();
   const proc = Bun.spawn([binary, ...args], {
     env,
     cwd: ROOT,
-    stdin: "ignore",
+    stdin: stdin === undefined ? "ignore" : new Blob([stdin]),
     stdout: "pipe",
     stderr: "pipe",
     timeout: COMMAND_TIMEOUT_MS,
