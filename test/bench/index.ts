@@ -1,10 +1,11 @@
 /**
  * Runs every benchmark in turn: `bun run bench`. Each module exports
- * `run(): Promise<void>` and also runs alone with `bun test/bench/<name>.ts`.
+ * `run()` (sync or async) and also runs alone with `bun test/bench/<name>.ts`.
  * To add one, append it to the list.
  */
-const benchmarks: { name: string; load: () => Promise<{ run: () => Promise<void> }> }[] = [
+const benchmarks: { name: string; load: () => Promise<{ run: () => unknown }> }[] = [
   { name: "engine", load: () => import("./engine.ts") },
+  { name: "serializers", load: () => import("./serializers.ts") },
   { name: "raft-core", load: () => import("./raft-core.ts") },
 ];
 
