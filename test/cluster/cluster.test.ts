@@ -5,6 +5,7 @@ import type { IStore } from "../../src/store/types.ts";
 import { ensureBinary } from "../e2e/helpers.ts";
 import { KV_SHARD, LOCK_SHARD, TestCluster } from "./controller.ts";
 import { sendRawRequest } from "./raw-frame.ts";
+import { tearLastEntryFrame } from "./wal-surgery.ts";
 
 /**
  * Fault tests of a 3-member cluster of the compiled binary on 127.0.0.1, talking to it
@@ -17,6 +18,10 @@ const utf8 = new TextDecoder();
 const COMPACTION_WRITES = Number(process.env.DKV_CLUSTER_WRITES ?? 3000);
 /** A new leader must serve within this many ms of the old one's death (a few election timeouts). */
 const FAILOVER_MS_MAX = 5000;
+/** Bytes cut off a WAL frame's last record: enough to fail its check, less than any record. */
+const TORN_CUT_BYTES = 5;
+/** A member repaired at start must hold the leader's log within this long (a few heartbeat rounds suffice). */
+const CATCH_UP_MS_MAX = 10_000;
 
 async function expectAllPresent(store: IStore, keys: Iterable<number>, prefix: string): Promise<void> {
   const list = [...keys];
@@ -73,6 +78,25 @@ function writeStream(store: IStore, prefix: string, options: { concurrency: numb
       await Promise.all(workers);
     },
   };
+}
+
+/** Waits until the leader reports `follower`'s match at `index` or beyond; returns that match. */
+async function waitForMatch(
+  cluster: TestCluster,
+  leader: string,
+  follower: string,
+  index: number,
+): Promise<number> {
+  const deadline = Date.now() + 5000;
+  let match = 0;
+  // Bounded by the deadline.
+  while (Date.now() < deadline) {
+    const status = await cluster.shardStatus(leader, KV_SHARD);
+    match = status.members?.find((m) => m.id === follower)?.match ?? 0;
+    if (match >= index) return match;
+    await Bun.sleep(25);
+  }
+  throw new Error(`${follower}'s match stayed at ${match}, below ${index}`);
 }
 
 describe("a 3-member cluster of dist/dkv", () => {
@@ -256,9 +280,8 @@ describe("a 3-member cluster of dist/dkv", () => {
       await cluster.kill(victim);
       // A crash in the middle of writing the next group-commit frame: its header promises
       // 200 payload bytes, 60 made it to disk. Such a frame was never fsynced, so never
-      // acknowledged. (Cutting bytes off the last *complete* frame instead can destroy an
-      // entry this member already acknowledged, which Raft assumes never happens: the
-      // leader then never resends it, and the member stays behind; see the report.)
+      // acknowledged. (Cutting bytes off the last *complete* frame, which can destroy
+      // acknowledged entries, is the next test.)
       const walDir = join(cluster.member(victim).dataDir, `group-${KV_SHARD}`, "wal");
       const segments = (await readdir(walDir)).filter((name) => name.endsWith(".seg")).sort();
       const newest = join(walDir, segments.at(-1)!);
@@ -281,6 +304,51 @@ describe("a 3-member cluster of dist/dkv", () => {
       await cluster.close();
     }
   }, 60_000);
+
+  for (const writesWhileDown of [true, false]) {
+    test(`bytes cut off the last record of a stopped follower's WAL (acknowledged entries lost) are repaired at start; it catches up${writesWhileDown ? " after writes it missed" : " from an idle leader"}`, async () => {
+      const cluster = await TestCluster.start();
+      try {
+        const leader = await cluster.waitForLeader(KV_SHARD);
+        const victim = cluster.members.find((m) => m.id !== leader)!.id;
+        const store = cluster.client([leader]).store(KV_SHARD);
+        for (let i = 0; i < 50; i++) await store.set(`t${i}`, `v${i}`);
+        // Everything acknowledged by the victim before it stops, so what the cut destroys
+        // is below the leader's match for it.
+        const leaderView = await cluster.shardStatus(leader, KV_SHARD);
+        const acked = await waitForMatch(cluster, leader, victim, leaderView.lastIndex ?? 0);
+        await cluster.kill(victim);
+        const walDir = join(cluster.member(victim).dataDir, `group-${KV_SHARD}`, "wal");
+        const torn = await tearLastEntryFrame(walDir, TORN_CUT_BYTES);
+        expect(torn.lostFromIndex).toBeLessThanOrEqual(acked);
+        const total = writesWhileDown ? 100 : 50;
+        for (let i = 50; i < total; i++) await store.set(`t${i}`, `v${i}`);
+        const restartedAt = performance.now();
+        await cluster.startMember(victim);
+        const leaderStatus = await cluster.shardStatus(leader, KV_SHARD);
+        const caughtUp = await cluster.waitForApplied(
+          victim,
+          KV_SHARD,
+          leaderStatus.commitIndex ?? 0,
+          CATCH_UP_MS_MAX,
+        );
+        expect(performance.now() - restartedAt).toBeLessThan(CATCH_UP_MS_MAX);
+        expect(caughtUp.lastIndex).toBeGreaterThanOrEqual(torn.lostToIndex);
+        expect(cluster.logs(victim)).toContain("torn write");
+        expect(cluster.logs(leader)).toContain(`${victim} lost acknowledged entries above`);
+        // The same data on every member, the repaired one included.
+        for (const id of cluster.liveIds()) {
+          await expectAllPresent(
+            cluster.client([id]).store(KV_SHARD),
+            Array.from({ length: total }, (_, i) => i),
+            "t",
+          );
+        }
+      } finally {
+        await cluster.close();
+      }
+    }, 60_000);
+  }
 
   test("locks: clients on different members never both hold a key; fencing tokens increase across a leader change", async () => {
     const cluster = await TestCluster.start();

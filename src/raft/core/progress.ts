@@ -70,6 +70,8 @@ export class Progress {
   sentCommit = 0;
   /** The leader's send tick of the latest round (heartbeat or vote) this member acked. */
   leaseAckTick = LEASE_NO_ACK;
+  /** Probe index of one unconfirmed rejection suggesting lost entries (0: none); see maybeLostAcked. */
+  lostSuspectIndex = 0;
   readonly inflights: Inflights;
 
   constructor(
@@ -85,6 +87,7 @@ export class Progress {
     this.forceSend = false;
     this.pendingSnapshot = 0;
     this.state = state;
+    this.lostSuspectIndex = 0;
     this.inflights.reset();
   }
 
@@ -116,6 +119,7 @@ export class Progress {
       this.match = index;
       updated = true;
       this.paused = false;
+      this.lostSuspectIndex = 0;
     }
     if (this.next < index + 1) this.next = index + 1;
     return updated;
@@ -134,6 +138,33 @@ export class Progress {
     if (this.next - 1 !== rejected) return false;
     this.next = Math.max(Math.min(rejected, matchHint + 1), this.match + 1);
     this.paused = false;
+    return true;
+  }
+
+  /**
+   * A rejection of the probe just sent (`rejected` is next - 1) whose hint lies below
+   * match: the follower may no longer hold entries it acknowledged — a torn write lost them
+   * after the ack, which Raft assumes cannot happen. Without this the leader would probe at
+   * match forever, since next never goes below match + 1.
+   *
+   * A reordered or duplicated rejection of an earlier probe at the same index looks the
+   * same (messages carry no sequence number), so the first one only arms the check: the
+   * caller re-probes, and a follower that has the entries acks, which disarms it. A second
+   * such rejection at the same index, with no ack between, confirms the loss.
+   *
+   * Then match drops to the follower's commit index, the one prefix it provably still
+   * shares with us (a hint can point into a stale tail that a lost write had replaced, and
+   * match bounds the commit index we send it); the caller probes from the hint. The
+   * leader's own commit index is untouched. True if match was lowered.
+   */
+  maybeLostAcked(rejected: number, rejectHint: number, followerCommit: number): boolean {
+    if (this.state !== "probe" || this.next - 1 !== rejected || rejectHint >= this.match) return false;
+    if (this.lostSuspectIndex !== rejected) {
+      this.lostSuspectIndex = rejected;
+      return false;
+    }
+    this.lostSuspectIndex = 0;
+    this.match = Math.min(followerCommit, rejectHint);
     return true;
   }
 

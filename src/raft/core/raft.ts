@@ -748,8 +748,14 @@ export class RaftNode implements RaftNodeApi {
   }
 
   private handleHeartbeat(m: Message): void {
-    this.log.commitTo(m.commit);
     const resp = newMessage(MessageType.HeartbeatResp, this.id, m.from, this.term);
+    if (m.commit <= this.log.lastIndex()) {
+      this.log.commitTo(m.commit);
+    } else {
+      // The leader believes we hold entries we no longer have (lost after we acked them):
+      // commit nothing on its word, and reject so it probes our log and resends them.
+      resp.reject = true;
+    }
     resp.context = m.context;
     // Echo the leader's send tick: the ack then anchors its lease at that tick.
     resp.index = m.index;
@@ -792,6 +798,10 @@ export class RaftNode implements RaftNodeApi {
     if (pr === undefined) return;
     pr.recentActive = true;
     if (m.reject) {
+      if (pr.maybeLostAcked(m.index, m.rejectHint, m.commit))
+        this.logger.warn(
+          `${m.from} lost acknowledged entries above ${m.rejectHint}; resending (leader ${this.id})`,
+        );
       let probe = m.rejectHint;
       if (m.rejectHintTerm > 0) probe = this.log.findConflictByTerm(m.rejectHint, m.rejectHintTerm).index;
       if (pr.maybeDecrTo(m.index, probe)) {
@@ -821,6 +831,9 @@ export class RaftNode implements RaftNodeApi {
     if (pr === undefined) return;
     pr.recentActive = true;
     pr.paused = false;
+    // A rejected heartbeat: the follower lacks entries up to the commit index we sent, so
+    // our match is wrong; a probe at match will reveal how much it lost (maybeLostAcked).
+    if (m.reject && pr.state === "replicate") pr.becomeProbe();
     // A tick beyond ours cannot be an echo of our own heartbeat: ignore it.
     if (m.index > pr.leaseAckTick && m.index <= this.ticksElapsed) pr.leaseAckTick = m.index;
     if (pr.match < this.log.lastIndex() || pr.state === "probe") {

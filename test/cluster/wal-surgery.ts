@@ -1,0 +1,84 @@
+import { readdir, readFile, truncate } from "node:fs/promises";
+import { basename, join } from "node:path";
+import {
+  checkFrame,
+  decodeFramePayload,
+  FRAME_HEADER_BYTES,
+  RecordTag,
+  SEGMENT_HEADER_BYTES,
+  type WalRecord,
+} from "../../src/raft/storage/codec.ts";
+
+/**
+ * Damage to a stopped member's write-ahead log for the cluster tests, done with the
+ * storage's own frame checks (src/raft/storage/README.md has the layout): segments
+ * `wal/<seq:20>-<firstIndex:20>.seg`, a 16-byte header, then 8-aligned frames
+ * `u32 payloadBytes | u32 crc | payload | pad`, one per group-commit batch.
+ */
+
+export interface TornEntryFrame {
+  /** The segment cut. */
+  segmentPath: string;
+  /** The entries of the torn frame, all lost: [lostFromIndex, lostToIndex]. */
+  lostFromIndex: number;
+  lostToIndex: number;
+  /** File size after the cut. */
+  sizeBytes: number;
+}
+
+async function newestSegment(walDir: string): Promise<string> {
+  const segments = (await readdir(walDir)).filter((name) => name.endsWith(".seg")).sort();
+  const newest = segments.at(-1);
+  if (newest === undefined) throw new Error(`no WAL segment in ${walDir}`);
+  return join(walDir, newest);
+}
+
+/**
+ * Cuts `cutBytes` off the last record of the newest segment's last frame that holds log
+ * entries, so that frame fails its check at the next start and is repaired as a torn write.
+ * Frames after it (commit-index updates, written without waiting) go too: a crash while
+ * the entry frame was being written would not have left them. The entries of that frame
+ * had been fsynced and acknowledged: this is a disk that lost acknowledged data.
+ */
+export async function tearLastEntryFrame(walDir: string, cutBytes: number): Promise<TornEntryFrame> {
+  const segmentPath = await newestSegment(walDir);
+  const seq = Number(basename(segmentPath).split("-")[0]);
+  const bytes = new Uint8Array(await readFile(segmentPath));
+  const records: WalRecord[] = [];
+  let lastEntryFrame: { offset: number; payloadEnd: number; minIndex: number; maxIndex: number } | undefined;
+  // Bounded: each valid frame moves the offset forward by at least 8 bytes.
+  for (let offset = SEGMENT_HEADER_BYTES; offset < bytes.length; ) {
+    const frame = checkFrame(bytes, seq, offset);
+    if (!frame.ok) throw new Error(`${segmentPath} offset ${offset} is already damaged: ${frame.reason}`);
+    const payloadStart = offset + FRAME_HEADER_BYTES;
+    records.length = 0;
+    const malformed = decodeFramePayload(
+      bytes.subarray(payloadStart, payloadStart + frame.payloadBytes),
+      records,
+    );
+    if (malformed !== null) throw new Error(`${segmentPath} offset ${offset}: ${malformed}`);
+    let minIndex = Number.POSITIVE_INFINITY;
+    let maxIndex = 0;
+    for (const record of records) {
+      if (record.tag !== RecordTag.Entry) continue;
+      minIndex = Math.min(minIndex, record.entry.index);
+      maxIndex = Math.max(maxIndex, record.entry.index);
+    }
+    if (maxIndex > 0)
+      lastEntryFrame = { offset, payloadEnd: payloadStart + frame.payloadBytes, minIndex, maxIndex };
+    offset = frame.nextOffset;
+  }
+  if (lastEntryFrame === undefined) throw new Error(`${segmentPath} holds no entry frame`);
+  const payloadBytes = lastEntryFrame.payloadEnd - lastEntryFrame.offset - FRAME_HEADER_BYTES;
+  if (cutBytes <= 0 || cutBytes >= payloadBytes) {
+    throw new Error(`cannot cut ${cutBytes} bytes off a frame of ${payloadBytes} payload bytes`);
+  }
+  const sizeBytes = lastEntryFrame.payloadEnd - cutBytes;
+  await truncate(segmentPath, sizeBytes);
+  return {
+    segmentPath,
+    lostFromIndex: lastEntryFrame.minIndex,
+    lostToIndex: lastEntryFrame.maxIndex,
+    sizeBytes,
+  };
+}
