@@ -7,7 +7,7 @@ export {
   parseDuration,
   readOptions,
 } from "./parse.ts";
-export { OriginLockManager, ownerIdOf, replicatedShardHandler } from "./replicated-handlers.ts";
+export { replicatedShardHandler } from "./replicated-handlers.ts";
 export {
   clientOptions,
   DEFAULT_ENDPOINT,

@@ -9,6 +9,14 @@ export interface AcquireResult {
 export interface AcquireOptions {
   /** Block up to this long (ms) for the lock; 0 or absent tries once. */
   waitMs?: number;
+  /**
+   * The owner id to claim the lock under, instead of a fresh random one: lowercase or
+   * uppercase hex of 32 to 128 digits (at least 128 bits, so it cannot be guessed if it is
+   * secret). For a caller that must get the same answer when it retries the same acquire
+   * (the RPC server derives it from the request's ids). Honoured by LockManager; the wire
+   * has no field for it, so the RPC client cannot pass it on.
+   */
+  ownerId?: string;
 }
 
 /** Lease locks over an IStore. `ttlMs` 0 means held until released. */

@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import { DkvError } from "../../errors.ts";
 import type { ILockManager } from "../../lockmgr/types.ts";
 import type { RequestOrigin } from "../../store/replicated/command.ts";
@@ -25,7 +26,10 @@ import { DedupCache, type DedupEntry, type DedupLimits, dedupKey } from "./dedup
  * What serves one shard. `forOrigin` is set by shards that deduplicate writes themselves
  * (dstore: in the replicated state machine, so a retry sent to another member still
  * applies once): the dispatcher then skips its per-server cache and serves each write
- * through `forOrigin(the frame's client id + request id)`.
+ * through `forOrigin(the frame's client id + request id)`. On a lock shard that does, an
+ * acquire is given the owner id `lockOwnerIdOf(origin)`, and the handler's lock manager must
+ * claim each attempt under `attemptOriginOf(origin, attempt)` (LockManager's
+ * `storeForAttempt`), so a retry through any member reports the first try's owner and token.
  */
 export type ShardHandler =
   | { kind: "store"; store: IStore; forOrigin?: (origin: RequestOrigin) => ShardHandler }
@@ -178,8 +182,10 @@ export class RequestDispatcher {
     let entry: DedupEntry | undefined;
     const identified = header.clientIdHigh !== 0 || header.clientIdLow !== 0;
     let served = handler;
+    let origin: RequestOrigin | undefined;
     if (isWrite && identified && handler.forOrigin !== undefined) {
-      served = handler.forOrigin(originOf(header));
+      origin = originOf(header);
+      served = handler.forOrigin(origin);
     } else if (isWrite && identified) {
       const cache = this.dedupByShard.get(header.shard)!;
       const found = cache.lookupOrInsert(dedupKey(header));
@@ -199,7 +205,7 @@ export class RequestDispatcher {
       const waitMs = op === "acquire" ? (message.waitMs as number) : 0;
       call.armTimeout(this.options.requestTimeoutMs + waitMs);
     }
-    invoke(op, served, message).then(call.onResponse, call.onError);
+    invoke(op, served, message, origin).then(call.onResponse, call.onError);
   }
 
   /** Resolves when no request is in flight, or after `timeoutMs`. */
@@ -288,6 +294,38 @@ export function originOf(header: FrameHeader): RequestOrigin {
   return { clientId, requestId: header.requestId };
 }
 
+/** Bytes 8-11 of an origin's client id number the claims of one acquire (see originOf). */
+const ATTEMPT_OFFSET = 8;
+
+/**
+ * The origin of attempt `attempt` (1, 2, ...) of a blocking acquire: the replicated state
+ * machine answers a repeated origin with its first reply, so each attempt needs its own
+ * (or all after a failed first would replay "not written"), and attempt k of a retry must
+ * match attempt k of the original (so it replays the original's result).
+ */
+export function attemptOriginOf(origin: RequestOrigin, attempt: number): RequestOrigin {
+  const clientId = origin.clientId.slice();
+  new DataView(clientId.buffer).setUint32(ATTEMPT_OFFSET, attempt, true);
+  return { clientId, requestId: origin.requestId };
+}
+
+/**
+ * The owner id of an identified acquire on a shard that deduplicates in its state machine:
+ * 128 bits derived from the client id and request id, so the first try and every retry,
+ * through any member, report the owner id actually stored (a fresh random one per try
+ * would tell a retry an id that can never release the lock its first try took).
+ */
+export function lockOwnerIdOf(origin: RequestOrigin): string {
+  const requestId = new Uint8Array(8);
+  new DataView(requestId.buffer).setFloat64(0, origin.requestId, true);
+  return createHash("sha256")
+    .update("dkv lock owner\0")
+    .update(origin.clientId)
+    .update(requestId)
+    .digest("hex")
+    .slice(0, 32);
+}
+
 export function toDkvError(error: unknown, mayHaveApplied: boolean): DkvError {
   if (error instanceof DkvError) return error;
   const detail = error instanceof Error ? error.message : String(error);
@@ -314,7 +352,12 @@ function validate(op: OpName, message: Message): DkvError | undefined {
 }
 
 /** The adapters: one RPC operation, one store or lock-manager call. */
-async function invoke(op: OpName, handler: ShardHandler, m: Message): Promise<Message> {
+async function invoke(
+  op: OpName,
+  handler: ShardHandler,
+  m: Message,
+  origin: RequestOrigin | undefined,
+): Promise<Message> {
   const store = handler.store;
   switch (op) {
     case "set": {
@@ -369,17 +412,25 @@ async function invoke(op: OpName, handler: ShardHandler, m: Message): Promise<Me
     case "acquire":
     case "release":
     case "refresh":
-      return invokeLock(op, handler, m);
+      return invokeLock(op, handler, m, origin);
   }
 }
 
-async function invokeLock(op: "acquire" | "release" | "refresh", handler: ShardHandler, m: Message) {
+/** `origin` is set when the shard dedups by it (see ShardHandler.forOrigin). */
+async function invokeLock(
+  op: "acquire" | "release" | "refresh",
+  handler: ShardHandler,
+  m: Message,
+  origin: RequestOrigin | undefined,
+) {
   if (handler.kind !== "lock") throw new DkvError("UNKNOWN_OPERATION", `"${op}" needs a lockmgr shard`);
   const locks = handler.locks;
   switch (op) {
     case "acquire": {
       const r = m as unknown as Requests["acquire"];
-      const result = await locks.acquire(r.key, r.ttlMs, { waitMs: r.waitMs });
+      // Without an origin the dispatcher's cache replays whole replies; a random id is fine.
+      const ownerId = origin === undefined ? undefined : lockOwnerIdOf(origin);
+      const result = await locks.acquire(r.key, r.ttlMs, { waitMs: r.waitMs, ownerId });
       return {
         acquired: result.acquired,
         ownerId: result.ownerId,
