@@ -1,6 +1,6 @@
 export interface AcquireResult {
   acquired: boolean;
-  /** Hex, 128 bits of crypto randomness; present when acquired. */
+  /** Hex: 128 bits of crypto randomness, or the caller's AcquireOptions.ownerId; present when acquired. */
   ownerId?: string;
   /** Strictly increases for successive holders of the same key; present when acquired. */
   fencingToken?: bigint;

@@ -178,6 +178,20 @@ describe("clear refusals", () => {
     await expectDkvError(() => s.client.locks(storeShard).acquire("k", 1000), "UNKNOWN_OPERATION");
   });
 
+  test("store operations on a lock shard are refused, so nobody bypasses the owner check", async () => {
+    const s = await stack("tcp", "binary");
+    const locks = s.client.locks(lockShard);
+    const held = await locks.acquire("job", 60_000);
+    expect(held.acquired).toBe(true);
+    const store = s.client.store(lockShard);
+    await expectDkvError(() => store.delete("job"), "UNKNOWN_OPERATION");
+    await expectDkvError(() => store.set("job", "forged"), "UNKNOWN_OPERATION");
+    await expectDkvError(() => store.get("job"), "UNKNOWN_OPERATION");
+    expect(await locks.acquire("job", 60_000)).toEqual({ acquired: false });
+    expect(await locks.release("job", held.ownerId!)).toBe(true);
+    expect((await s.client.info(lockShard)).keys).toBe(0);
+  });
+
   test("a client speaking another serializer gets SERIALIZER_MISMATCH it can read", async () => {
     const s = await stack("tcp", "binary");
     const client = new RpcClient({ transport: "tcp", serializer: "json", endpoints: [s.server.endpoint] });

@@ -163,6 +163,14 @@ export class RequestDispatcher {
         `shard ${shard} is a store shard; "${op}" needs a lockmgr shard (e.g. --shards "200=lockmgr(lstore)")`,
       );
     }
+    // A lock shard's keys are only reachable through the lock operations: a plain delete or
+    // set would release or forge a lock without the owner check (the Go dKV's defect).
+    if (handler.kind === "lock" && !lockOps.has(op) && op !== "info") {
+      return new DkvError(
+        "UNKNOWN_OPERATION",
+        `shard ${shard} is a lock shard; use lock acquire|refresh|release there ("${op}" would bypass the owner check)`,
+      );
+    }
     return { op, handler };
   }
 
