@@ -322,6 +322,13 @@ export class RpcLockManager implements ILockManager {
   ) {}
 
   async acquire(key: string, ttlMs: number, options?: AcquireOptions): Promise<AcquireResult> {
+    if (options?.ownerId !== undefined) {
+      // The server picks owner ids (derived from the request ids, so retries agree): refuse
+      // rather than silently hand back a different id than the caller chose.
+      throw new DkvError("BAD_REQUEST", "ownerId cannot be chosen over RPC; the server assigns it", {
+        outcome: "not-applied",
+      });
+    }
     const r = await this.client.call(this.shard, "acquire", { key, ttlMs, waitMs: options?.waitMs ?? 0 });
     if (!r.acquired) return { acquired: false };
     return { acquired: true, ownerId: r.ownerId, fencingToken: r.fencingToken };
