@@ -27,9 +27,9 @@ interface CoreMutant {
 export const coreMutants: CoreMutant[] = [
   {
     name: "commit a previous-term entry by counting (no §5.4.2 current-term check)",
-    file: "raft.ts",
-    find: "if (index <= this.log.committed || this.log.term(index) !== this.term) return false;",
-    replace: "if (index <= this.log.committed) return false;",
+    file: "replication.ts",
+    find: "if (index <= s.log.committed || s.log.term(index) !== s.term) return false;",
+    replace: "if (index <= s.log.committed) return false;",
     // Figure 8 needs a leader to die between two acks of a one-entry-per-message catch-up.
     swarm: {
       nodeCount: 3,
@@ -42,15 +42,15 @@ export const coreMutants: CoreMutant[] = [
   },
   {
     name: "grant a vote to a candidate with an out-of-date log",
-    file: "raft.ts",
-    find: "if (canVote && this.log.isUpToDate(m.index, m.logTerm)) {",
+    file: "election.ts",
+    find: "if (canVote && s.log.isUpToDate(m.index, m.logTerm)) {",
     replace: "if (canVote) {",
   },
   {
     name: "vote for a second candidate in the same term",
-    file: "raft.ts",
-    find: "(this.vote === null && this.lead === null) ||",
-    replace: "this.lead === null ||",
+    file: "election.ts",
+    find: "(s.vote === null && s.lead === null) ||",
+    replace: "s.lead === null ||",
   },
   {
     name: "follower appends without checking the previous entry's term",
@@ -60,21 +60,21 @@ export const coreMutants: CoreMutant[] = [
   },
   {
     name: "serve ReadIndex before the leader's first commit of its term",
-    file: "raft.ts",
-    find: "if (this.log.term(this.log.committed) !== this.term) {\n      // Our commit index",
-    replace: "if (false) {\n      // Our commit index",
+    file: "reads.ts",
+    find: "if (s.log.term(s.log.committed) !== s.term) {\n    // Our commit index",
+    replace: "if (false) {\n    // Our commit index",
   },
   {
     name: "serve ReadIndex without the heartbeat round (an unchecked lease)",
-    file: "raft.ts",
-    find: "if (this.trk.isSingleton() || this.leaseHolds()) {",
+    file: "reads.ts",
+    find: "if (s.trk.isSingleton() || leaseHolds(s)) {",
     replace: "if (true) {",
     // Without CheckQuorum a deposed leader keeps answering from its stale commit index.
     swarm: { checkQuorum: false, partitionRate: 0.01, healRate: 0.005, readRate: 0.3 },
   },
   {
     name: "stamp entries with the local clock only (no max with the last entry)",
-    file: "raft.ts",
+    file: "state.ts",
     find: "return Math.max(this.latestWallMs, this.log.lastTimeMs);",
     replace: "return this.latestWallMs;",
   },

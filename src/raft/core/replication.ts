@@ -1,0 +1,132 @@
+import { confirmReads, servePendingReads } from "./reads.ts";
+import { type NodeState, newMessage } from "./state.ts";
+import { sendTimeoutNow } from "./transfer.ts";
+import { type Message, MessageType, type Snapshot } from "./types.ts";
+
+// Log replication as it is received: a follower's handling of Append / Heartbeat /
+// Snapshot, and the leader's handling of their responses, which moves the commit index.
+
+export function handleAppend(s: NodeState, m: Message): void {
+  const log = s.log;
+  const resp = newMessage(MessageType.AppendResp, s.id, m.from, s.term);
+  if (m.index < log.committed) {
+    resp.index = log.committed;
+    s.send(resp);
+    return;
+  }
+  const lastNew = log.maybeAppend(m.index, m.logTerm, m.commit, m.entries);
+  if (lastNew >= 0) {
+    resp.index = lastNew;
+  } else {
+    // Fast backtracking: tell the leader the last index that could match its term.
+    const hint = log.findConflictByTerm(Math.min(m.index, log.lastIndex()), m.logTerm);
+    resp.index = m.index;
+    resp.reject = true;
+    resp.rejectHint = hint.index;
+    resp.rejectHintTerm = hint.term;
+  }
+  resp.commit = log.committed;
+  s.send(resp);
+}
+
+export function handleHeartbeat(s: NodeState, m: Message): void {
+  const resp = newMessage(MessageType.HeartbeatResp, s.id, m.from, s.term);
+  if (m.commit <= s.log.lastIndex()) {
+    s.log.commitTo(m.commit);
+  } else {
+    // The leader believes we hold entries we no longer have (lost after we acked them):
+    // commit nothing on its word, and reject so it probes our log and resends them.
+    resp.reject = true;
+  }
+  resp.context = m.context;
+  // Echo the leader's send tick: the ack then anchors its lease at that tick.
+  resp.index = m.index;
+  s.send(resp);
+}
+
+export function handleSnapshot(s: NodeState, m: Message): void {
+  const resp = newMessage(MessageType.AppendResp, s.id, m.from, s.term);
+  const snapshot = m.snapshot;
+  resp.index = snapshot !== undefined && restore(s, snapshot) ? s.log.lastIndex() : s.log.committed;
+  s.send(resp);
+}
+
+/** Installs a leader's snapshot unless our log already covers it; true if installed. */
+function restore(s: NodeState, snapshot: Snapshot): boolean {
+  const { index, term, conf } = snapshot.meta;
+  if (index <= s.log.committed) return false;
+  // A snapshot taken before we were added does not list us; the ConfChange that adds us
+  // follows in the log, and a non-member never campaigns, so installing it is safe.
+  if (s.log.matchTerm(index, term)) {
+    // We have the entry: just learn that it is committed, keep the rest of our log.
+    s.log.commitTo(index);
+    return false;
+  }
+  s.log.restore(snapshot);
+  s.trk.setConf(conf, s.log.lastIndex());
+  return true;
+}
+
+export function handleAppendResp(s: NodeState, m: Message): void {
+  const pr = s.trk.progress.get(m.from);
+  if (pr === undefined) return;
+  pr.recentActive = true;
+  if (m.reject) {
+    if (pr.maybeLostAcked(m.index, m.rejectHint, m.commit))
+      s.logger.warn(`${m.from} lost acknowledged entries above ${m.rejectHint}; resending (leader ${s.id})`);
+    let probe = m.rejectHint;
+    if (m.rejectHintTerm > 0) probe = s.log.findConflictByTerm(m.rejectHint, m.rejectHintTerm).index;
+    if (pr.maybeDecrTo(m.index, probe)) {
+      if (pr.state === "replicate") pr.becomeProbe();
+      s.appendsDue = true;
+    }
+    return;
+  }
+  if (!pr.maybeUpdate(m.index)) return;
+  if (pr.state === "probe") {
+    pr.becomeReplicate();
+  } else if (pr.state === "snapshot" && pr.match + 1 >= s.log.firstIndex()) {
+    // The snapshot (or appends) caught it up to where the log can serve it.
+    pr.becomeProbe();
+    pr.becomeReplicate();
+  } else if (pr.state === "replicate") {
+    pr.inflights.freeLE(m.index);
+    pr.paused = pr.inflights.full();
+  }
+  if (maybeCommit(s)) onCommitAdvanced(s);
+  s.appendsDue = true;
+  if (m.from === s.leadTransferee && pr.match === s.log.lastIndex()) sendTimeoutNow(s, m.from);
+}
+
+export function handleHeartbeatResp(s: NodeState, m: Message): void {
+  const pr = s.trk.progress.get(m.from);
+  if (pr === undefined) return;
+  pr.recentActive = true;
+  pr.paused = false;
+  // A rejected heartbeat: the follower lacks entries up to the commit index we sent, so
+  // our match is wrong; a probe at match will reveal how much it lost (maybeLostAcked).
+  if (m.reject && pr.state === "replicate") pr.becomeProbe();
+  // A tick beyond ours cannot be an echo of our own heartbeat: ignore it.
+  if (m.index > pr.leaseAckTick && m.index <= s.ticksElapsed) pr.leaseAckTick = m.index;
+  if (pr.match < s.log.lastIndex() || pr.state === "probe") {
+    // Appends may have been lost: probe the follower's log even with nothing new to send.
+    pr.forceSend = true;
+    s.appendsDue = true;
+  }
+  // Lease mode falls back to these rounds whenever its lease does not hold.
+  if (m.context === undefined || pr.learner) return;
+  confirmReads(s, m.from, m.context);
+}
+
+/** Commit by counting, but only an entry of the current term (§5.4.2). */
+export function maybeCommit(s: NodeState): boolean {
+  const index = s.trk.committedIndex();
+  if (index <= s.log.committed || s.log.term(index) !== s.term) return false;
+  s.log.commitTo(index);
+  return true;
+}
+
+export function onCommitAdvanced(s: NodeState): void {
+  s.appendsDue = true;
+  servePendingReads(s);
+}
