@@ -16,6 +16,7 @@ import {
   type SnapshotMeta,
 } from "../core/types.ts";
 import type { RaftStorage } from "../storage/raft-storage.ts";
+import { testFaults } from "../storage/test-faults.ts";
 import type { StateMachine } from "./types.ts";
 
 const EMPTY = new Uint8Array(0);
@@ -323,7 +324,8 @@ export class RaftGroup {
     if (rd.entries.length > 0 || rd.hardState !== undefined) {
       const durable = this.storage.append(rd.entries, rd.hardState);
       // A commit-index-only change need not be on disk before we go on (Raft recovers it).
-      if (rd.mustSync) await durable;
+      // (A test build's ack-before-fsync fault skips the wait: see storage/test-faults.ts.)
+      if (rd.mustSync && !testFaults.ackBeforeFsync) await durable;
       else durable.catch((error: unknown) => this.fatal(error));
     }
     if (this.closed) return;

@@ -2,6 +2,7 @@ import { join } from "node:path";
 import { DkvError } from "../../errors.ts";
 import type { Message, NodeId, RaftLogger } from "../core/types.ts";
 import { openRaftStorage } from "../storage/raft-storage.ts";
+import { testFaults } from "../storage/test-faults.ts";
 import type { NodeTransportHandlers } from "../transport/types.ts";
 import {
   decodeHostFrame,
@@ -190,7 +191,8 @@ export class RaftHost {
     let group: RaftGroup;
     try {
       group = this.group(groupId);
-      if (options.stale === true) return Promise.resolve(group.readStale(evaluate));
+      // testFaults.staleReads: a test build's deliberate bug (storage/test-faults.ts), never set in a real one.
+      if (options.stale === true || testFaults.staleReads) return Promise.resolve(group.readStale(evaluate));
     } catch (error) {
       return Promise.reject(error);
     }

@@ -16,6 +16,7 @@ import {
 } from "./codec.ts";
 import { fsyncDir, type SyncCounter, writeFully } from "./fs-util.ts";
 import type { StorageLogger } from "./snapshot-store.ts";
+import { testFaults } from "./test-faults.ts";
 
 /** One segment file: `wal/<seq:20>-<firstIndex:20>.seg`. */
 export interface WalSegment {
@@ -315,6 +316,8 @@ export class WalWriter {
   }
 
   private async writeBatch(batch: FrameBuffer): Promise<void> {
+    // Test builds only (see test-faults.ts): the batch sits in memory as if in a volatile cache.
+    if (testFaults.ackBeforeFsync) await Bun.sleep(testFaults.ackBeforeFsyncHoldMs);
     const frameBytes = batch.frameBytes;
     if (
       this.active.sizeBytes > this.activeStartBytes &&

@@ -1,0 +1,447 @@
+import { closeSync, openSync } from "node:fs";
+import { mkdir, open, readdir, stat } from "node:fs/promises";
+import { join } from "node:path";
+import { RpcClient } from "../../src/rpc/client/index.ts";
+import type { ShardStatusReport } from "../../src/rpc/protocol/cluster-status.ts";
+import { LinkProxy } from "./proxy.ts";
+
+/**
+ * The verification cluster: 3 or 5 `dkv serve` processes on 127.0.0.1, each with its own
+ * data dir and log file, wired through one LinkProxy per directed link so the nemesis
+ * can cut, one-way-cut and slow links. Members keep their ports across restarts. Every
+ * process started is tracked by PID and killed in `close()` (and, as a last resort, by
+ * the process-exit hook in `killAllSync`).
+ */
+
+export const KV_SHARD = 200;
+export const LOCK_SHARD = 300;
+export const SHARDS = `${KV_SHARD}=dstore,${LOCK_SHARD}=lockmgr(dstore)`;
+
+const START_TIMEOUT_MS = 15_000;
+const POLL_MS = 50;
+
+export type MemberState = "running" | "paused" | "dead";
+
+export interface Member {
+  readonly id: string;
+  readonly raftPort: number;
+  readonly rpcPort: number;
+  readonly dataDir: string;
+  readonly logPath: string;
+  proc: Bun.Subprocess | undefined;
+  state: MemberState;
+  starts: number;
+}
+
+export interface ClusterOptions {
+  nodes: number;
+  binary: string;
+  /** Where data dirs and member logs go. */
+  root: string;
+  /** Extra environment for every member (e.g. DKV_TEST_FAULT for a faulty build). */
+  env?: Record<string, string>;
+  rttMs?: number;
+  electionRttFactor?: number;
+  heartbeatRttFactor?: number;
+  /** Server request timeout (ms). */
+  serverTimeoutMs?: number;
+  snapshotEntries?: number;
+  compactionOverhead?: number;
+}
+
+/** PIDs of every member process alive in this runner, for the exit hook. */
+const livePids = new Set<number>();
+
+/** Synchronous last resort (process "exit", uncaught errors): SIGKILL what is still ours. */
+export function killAllSync(): void {
+  for (const pid of livePids) {
+    try {
+      process.kill(pid, "SIGKILL");
+    } catch {
+      // Already gone: nothing to clean up.
+    }
+  }
+  livePids.clear();
+}
+
+async function freePort(used: Set<number>): Promise<number> {
+  // Bounded: the OS nearly always hands out a port not yet used on the first try.
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const listener = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+    const port = listener.port;
+    listener.stop(true);
+    if (!used.has(port)) {
+      used.add(port);
+      return port;
+    }
+  }
+  throw new Error("could not find a free port");
+}
+
+export class VerifyCluster {
+  readonly members: Member[];
+  private readonly proxies = new Map<string, LinkProxy>();
+  private readonly options: Required<Omit<ClusterOptions, "env">> & { env: Record<string, string> };
+
+  private constructor(members: Member[], options: VerifyCluster["options"]) {
+    this.members = members;
+    this.options = options;
+  }
+
+  static async start(options: ClusterOptions): Promise<VerifyCluster> {
+    if (options.nodes < 1 || options.nodes > 9) throw new Error(`--nodes must be 1..9, got ${options.nodes}`);
+    const used = new Set<number>();
+    const members: Member[] = [];
+    for (let i = 1; i <= options.nodes; i++) {
+      const id = `n${i}`;
+      members.push({
+        id,
+        raftPort: await freePort(used),
+        rpcPort: await freePort(used),
+        dataDir: join(options.root, id),
+        logPath: join(options.root, `${id}.log`),
+        proc: undefined,
+        state: "dead",
+        starts: 0,
+      });
+    }
+    const cluster = new VerifyCluster(members, {
+      nodes: options.nodes,
+      binary: options.binary,
+      root: options.root,
+      env: options.env ?? {},
+      rttMs: options.rttMs ?? 20,
+      electionRttFactor: options.electionRttFactor ?? 10,
+      heartbeatRttFactor: options.heartbeatRttFactor ?? 2,
+      serverTimeoutMs: options.serverTimeoutMs ?? 2000,
+      snapshotEntries: options.snapshotEntries ?? 400,
+      compactionOverhead: options.compactionOverhead ?? 100,
+    });
+    try {
+      for (const from of members) {
+        for (const to of members) {
+          if (from === to) continue;
+          const proxy = new LinkProxy(from.id, to.id, to.raftPort);
+          proxy.start();
+          cluster.proxies.set(linkName(from.id, to.id), proxy);
+        }
+      }
+      await Promise.all(members.map((m) => cluster.startMember(m.id)));
+    } catch (error) {
+      await cluster.close();
+      throw error;
+    }
+    return cluster;
+  }
+
+  get ids(): string[] {
+    return this.members.map((m) => m.id);
+  }
+
+  member(id: string): Member {
+    const member = this.members.find((m) => m.id === id);
+    if (member === undefined) throw new Error(`no member ${id}`);
+    return member;
+  }
+
+  endpoint(id: string): string {
+    return `127.0.0.1:${this.member(id).rpcPort}`;
+  }
+
+  /** What member `self` is told about everyone: its own real port, the proxies for the rest. */
+  private clusterMembersFor(self: Member): string {
+    return this.members
+      .map((m) => {
+        const port = m === self ? m.raftPort : this.link(self.id, m.id).port;
+        return `${m.id}=127.0.0.1:${port}`;
+      })
+      .join(",");
+  }
+
+  link(from: string, to: string): LinkProxy {
+    const proxy = this.proxies.get(linkName(from, to));
+    if (proxy === undefined) throw new Error(`no link ${from}->${to}`);
+    return proxy;
+  }
+
+  async startMember(id: string): Promise<void> {
+    const member = this.member(id);
+    if (member.proc !== undefined) throw new Error(`${id} is already running`);
+    await mkdir(member.dataDir, { recursive: true });
+    const o = this.options;
+    const args = [
+      o.binary,
+      "serve",
+      "--shards",
+      SHARDS,
+      "--replica-id",
+      member.id,
+      "--cluster-members",
+      this.clusterMembersFor(member),
+      "--data-dir",
+      member.dataDir,
+      "--transport",
+      "tcp",
+      "--transport-endpoint",
+      `127.0.0.1:${member.rpcPort}`,
+      "--serializer",
+      "binary",
+      "--timeout",
+      `${o.serverTimeoutMs}ms`,
+      "--rtt-millisecond",
+      String(o.rttMs),
+      "--election-rtt-factor",
+      String(o.electionRttFactor),
+      "--heartbeat-rtt-factor",
+      String(o.heartbeatRttFactor),
+      "--snapshot-entries",
+      String(o.snapshotEntries),
+      "--compaction-overhead",
+      String(o.compactionOverhead),
+      "--log-level",
+      "info",
+    ];
+    // Appending, so a member's log spans all its restarts.
+    const logFd = openSync(member.logPath, "a");
+    try {
+      // Only what the member needs: no inherited DKV_* variable changes its configuration.
+      const env: Record<string, string> = { PATH: process.env.PATH ?? "", ...o.env };
+      member.proc = Bun.spawn(args, { env, stdin: "ignore", stdout: logFd, stderr: logFd });
+    } finally {
+      closeSync(logFd);
+    }
+    livePids.add(member.proc.pid);
+    member.state = "running";
+    member.starts++;
+    await this.waitServing(member);
+  }
+
+  /** Waits until the member answers a cluster-status request on its client port. */
+  private async waitServing(member: Member): Promise<void> {
+    const deadline = performance.now() + START_TIMEOUT_MS;
+    let lastError = "";
+    while (performance.now() < deadline) {
+      if (member.proc?.exitCode !== null && member.proc?.exitCode !== undefined) {
+        throw new Error(
+          `${member.id} exited with ${member.proc.exitCode} while starting; see ${member.logPath}`,
+        );
+      }
+      try {
+        await this.status(member.id, 500);
+        return;
+      } catch (error) {
+        lastError = String(error);
+      }
+      await Bun.sleep(POLL_MS);
+    }
+    throw new Error(
+      `${member.id} did not serve within ${START_TIMEOUT_MS} ms (${lastError}); see ${member.logPath}`,
+    );
+  }
+
+  /** kill -9: no flush, no goodbye. A paused member dies too (SIGKILL works on stopped processes). */
+  async kill(id: string): Promise<void> {
+    const member = this.member(id);
+    const proc = member.proc;
+    if (proc === undefined) return;
+    member.proc = undefined;
+    member.state = "dead";
+    try {
+      process.kill(proc.pid, "SIGKILL");
+    } catch {
+      // It exited on its own; `exited` below still resolves.
+    }
+    await proc.exited;
+    livePids.delete(proc.pid);
+  }
+
+  /**
+   * SIGTERM and wait for the orderly exit the server promises; after `timeoutMs` it is
+   * killed. Returns how it ended, for the fault log ("exit 0" is the contract).
+   */
+  async terminate(id: string, timeoutMs: number): Promise<string> {
+    const member = this.member(id);
+    const proc = member.proc;
+    if (proc === undefined) return "not running";
+    if (member.state === "paused") this.resume(id);
+    const started = performance.now();
+    process.kill(proc.pid, "SIGTERM");
+    const timer = Bun.sleep(timeoutMs).then(() => "timeout" as const);
+    const ended = await Promise.race([proc.exited, timer]);
+    if (ended === "timeout") {
+      await this.kill(id);
+      return `did not exit within ${timeoutMs} ms of SIGTERM; killed`;
+    }
+    member.proc = undefined;
+    member.state = "dead";
+    livePids.delete(proc.pid);
+    return `exit ${ended} after ${Math.round(performance.now() - started)} ms`;
+  }
+
+  async restart(id: string): Promise<void> {
+    await this.kill(id);
+    await this.startMember(id);
+  }
+
+  pause(id: string): void {
+    const member = this.member(id);
+    if (member.proc === undefined || member.state !== "running") return;
+    process.kill(member.proc.pid, "SIGSTOP");
+    member.state = "paused";
+  }
+
+  resume(id: string): void {
+    const member = this.member(id);
+    if (member.proc === undefined || member.state !== "paused") return;
+    process.kill(member.proc.pid, "SIGCONT");
+    member.state = "running";
+  }
+
+  /** Cuts from → to only (the reverse keeps working). */
+  cutOneWay(from: string, to: string): void {
+    this.link(from, to).sever();
+  }
+
+  /** No traffic between any member of `a` and any member of `b`, either way. */
+  partition(a: readonly string[], b: readonly string[]): void {
+    for (const x of a) {
+      for (const y of b) {
+        this.link(x, y).sever();
+        this.link(y, x).sever();
+      }
+    }
+  }
+
+  setDelay(from: string, to: string, ms: number): void {
+    this.link(from, to).setDelay(ms);
+  }
+
+  /** Every link restored and undelayed. */
+  healNetwork(): void {
+    for (const proxy of this.proxies.values()) {
+      proxy.restore();
+      proxy.setDelay(0);
+    }
+  }
+
+  /** Links currently cut, as "a->b" names (for the fault log). */
+  cutLinks(): string[] {
+    return [...this.proxies.values()].filter((p) => p.isCut).map((p) => `${p.from}->${p.to}`);
+  }
+
+  /**
+   * Tears the tail of the member's newest WAL segment (member must be dead): appends a
+   * frame header promising more bytes than follow, then random bytes — what a crash in
+   * the middle of a write leaves behind. Recovery must cut it without losing a record
+   * that was acknowledged. Returns what it did, for the fault log.
+   */
+  async tearWalTail(id: string, random: () => number): Promise<string> {
+    const member = this.member(id);
+    if (member.proc !== undefined) throw new Error(`tear the WAL of ${id} only while it is dead`);
+    const walDir = join(member.dataDir, `group-${KV_SHARD}`, "wal");
+    const segments = (await readdir(walDir).catch(() => [] as string[]))
+      .filter((n) => n.endsWith(".seg"))
+      .sort();
+    const newest = segments.at(-1);
+    if (newest === undefined) return `${id}: no WAL segment to tear`;
+    const path = join(walDir, newest);
+    const sizeBefore = (await stat(path)).size;
+    const claimed = 64 + Math.floor(random() * 4096);
+    const present = Math.floor(random() * claimed);
+    const torn = new Uint8Array(8 + present);
+    const view = new DataView(torn.buffer);
+    view.setUint32(0, claimed, true);
+    view.setUint32(4, Math.floor(random() * 0xffff_ffff), true);
+    for (let i = 8; i < torn.length; i++) torn[i] = Math.floor(random() * 256);
+    const handle = await open(path, "a");
+    try {
+      await handle.write(torn);
+    } finally {
+      await handle.close();
+    }
+    return `${id}: tore ${newest} (${sizeBefore} bytes + ${torn.length} torn)`;
+  }
+
+  async status(id: string, timeoutMs = 1000): Promise<ShardStatusReport[]> {
+    const client = new RpcClient({
+      endpoints: [this.endpoint(id)],
+      transport: "tcp",
+      serializer: "binary",
+      timeoutMs,
+      retryCount: 0,
+    });
+    try {
+      return (await client.clusterStatus()).shards;
+    } finally {
+      await client.close();
+    }
+  }
+
+  /**
+   * Waits until every member is running, all agree on one leader per replicated shard,
+   * and each has applied what that leader has committed. Returns false on timeout.
+   */
+  async waitConverged(timeoutMs: number): Promise<{ ok: boolean; detail: string }> {
+    const deadline = performance.now() + timeoutMs;
+    let detail = "";
+    while (performance.now() < deadline) {
+      const views = await Promise.all(
+        this.members.map((m) =>
+          m.state === "running" ? this.status(m.id, 1000).catch(() => undefined) : undefined,
+        ),
+      );
+      let ok = views.every((v) => v !== undefined);
+      const parts: string[] = [];
+      for (const shard of [KV_SHARD, LOCK_SHARD]) {
+        const reports = views.map((v) => v?.find((s) => s.shard === shard));
+        const leaders = new Set(reports.map((r) => r?.leader ?? null));
+        const [leader] = [...leaders];
+        const leaderReport = reports.find((r) => r?.role === "leader");
+        const commit = leaderReport?.commitIndex ?? Number.POSITIVE_INFINITY;
+        const caughtUp = reports.every((r) => (r?.appliedIndex ?? -1) >= commit);
+        if (leaders.size !== 1 || typeof leader !== "string" || !caughtUp) ok = false;
+        parts.push(
+          `${shard}: ${reports.map((r, i) => `${this.members[i]?.id}=${r?.role ?? "?"}/t${r?.term ?? "?"}/a${r?.appliedIndex ?? "?"}`).join(" ")}`,
+        );
+      }
+      detail = parts.join("; ");
+      if (ok) return { ok: true, detail };
+      await Bun.sleep(POLL_MS * 2);
+    }
+    return { ok: false, detail };
+  }
+
+  /** The member that leads `shard` according to a majority of answers, if any. */
+  async leaderOf(shard: number): Promise<string | undefined> {
+    const views = await Promise.all(
+      this.members.map((m) =>
+        m.state === "running" ? this.status(m.id, 500).catch(() => undefined) : undefined,
+      ),
+    );
+    const counts = new Map<string, number>();
+    for (const v of views) {
+      const leader = v?.find((s) => s.shard === shard)?.leader;
+      if (typeof leader === "string") counts.set(leader, (counts.get(leader) ?? 0) + 1);
+    }
+    let best: string | undefined;
+    let bestCount = 0;
+    for (const [id, count] of counts) {
+      if (count > bestCount) {
+        best = id;
+        bestCount = count;
+      }
+    }
+    return best;
+  }
+
+  /** Resumes paused members (so they die cleanly), kills every member by PID, stops proxies. */
+  async close(): Promise<void> {
+    for (const m of this.members) if (m.state === "paused") this.resume(m.id);
+    await Promise.all(this.members.map((m) => this.kill(m.id)));
+    for (const proxy of this.proxies.values()) proxy.stop();
+  }
+}
+
+function linkName(from: string, to: string): string {
+  return `${from}->${to}`;
+}

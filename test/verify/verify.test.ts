@@ -1,0 +1,78 @@
+import { afterAll, describe, expect, test } from "bun:test";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { killAllSync } from "./cluster.ts";
+import { ensureFaultyBinary } from "./faulty-build.ts";
+import { runVerification, type VerifyReport } from "./run.ts";
+
+/**
+ * The CI schedule of the fault-injection verification: short runs of the real binary
+ * under mixed faults must check out, and a deliberately broken build must be flagged.
+ * Each run prints its summary; a failing one keeps its history and member logs.
+ */
+
+const RUN_SECONDS = 16;
+const RUN_TIMEOUT_MS = 90_000;
+const root = await mkdtemp(join(tmpdir(), "dkv-verify-ci-"));
+const failedRuns: string[] = [];
+
+afterAll(async () => {
+  killAllSync();
+  if (failedRuns.length === 0) await rm(root, { recursive: true, force: true });
+  else console.error(`verify: kept ${failedRuns.join(", ")}`);
+});
+
+async function run(
+  name: string,
+  options: Partial<Parameters<typeof runVerification>[0]>,
+): Promise<VerifyReport> {
+  const outDir = join(root, name);
+  const report = await runVerification({
+    timeS: RUN_SECONDS,
+    nemesis: ["kill", "pause", "partition"],
+    nodes: 3,
+    seed: 1,
+    workloads: ["register", "lock", "ttl"],
+    outDir,
+    checkBudgetMs: 30_000,
+    log: () => {},
+    ...options,
+  });
+  console.log(`--- ${name}\n${report.text}`);
+  return report;
+}
+
+describe("fault-injection verification of a real 3-member cluster", () => {
+  for (const seed of [101, 202, 303]) {
+    test(
+      `register + lock + ttl under kill, pause and partition (seed ${seed}) is linearizable, safe and durable`,
+      async () => {
+        const report = await run(`mixed-${seed}`, { seed });
+        if (report.verdict !== "ok") failedRuns.push(report.outDir);
+        expect(report.faults.length).toBeGreaterThan(0);
+        expect(report.summary.ok).toBeGreaterThan(500);
+        expect(report.verdict, report.text).toBe("ok");
+      },
+      RUN_TIMEOUT_MS,
+    );
+  }
+
+  test(
+    "a build that serves reads without ReadIndex (stale-reads) is flagged",
+    async () => {
+      const binary = await ensureFaultyBinary();
+      const report = await run("faulty-stale-reads", {
+        timeS: 10,
+        seed: 7,
+        nemesis: ["partition"],
+        binary,
+        env: { DKV_TEST_FAULT: "stale-reads" },
+      });
+      expect(report.verdict, report.text).toBe("violation");
+      const flagged = report.summary.verdicts.filter((v) => v.violationCount > 0).map((v) => v.checker);
+      expect(flagged).toContain("linearizability");
+    },
+    RUN_TIMEOUT_MS + 60_000,
+  );
+});
