@@ -67,7 +67,7 @@ function sendSnapshot(s: NodeState, to: NodeId, pr: Progress): boolean {
   return true;
 }
 
-export function bcastHeartbeat(s: NodeState, requestId: string | undefined): void {
+export function bcastHeartbeat(s: NodeState, readRound: string | undefined): void {
   const committed = s.log.committed;
   for (const [id, pr] of s.trk.progress) {
     if (id === s.id) continue;
@@ -76,7 +76,7 @@ export function bcastHeartbeat(s: NodeState, requestId: string | undefined): voi
     m.commit = Math.min(pr.match, committed);
     // The send tick, echoed in the ack, anchors the read lease.
     m.index = s.ticksElapsed;
-    m.context = requestId;
+    m.context = readRound;
     s.send(m);
   }
 }

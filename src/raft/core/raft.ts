@@ -11,6 +11,7 @@ import {
 import { applyConfChange } from "./membership.ts";
 import { appendNoop, propose, proposeConfChange } from "./proposals.ts";
 import { VoteResult } from "./quorum.ts";
+import { roundContext } from "./readonly.ts";
 import { forwardReadIndex, handleReadIndex, recordReadIndexResp } from "./reads.ts";
 import { ReadyTracker } from "./ready.ts";
 import {
@@ -268,7 +269,7 @@ export class RaftNode implements RaftNodeApi {
     }
     if (s.heartbeatElapsed >= s.heartbeatTicks) {
       s.heartbeatElapsed = 0;
-      bcastHeartbeat(s, s.readOnly.lastRequestId());
+      bcastHeartbeat(s, roundContext(s.readOnly.lastRound()));
     }
   }
 

@@ -1,5 +1,6 @@
 import { bcastHeartbeat } from "./appends.ts";
 import { LEASE_NO_ACK } from "./progress.ts";
+import { parseRoundContext, roundContext } from "./readonly.ts";
 import { DEFAULTS, type NodeState, newMessage } from "./state.ts";
 import { type Message, MessageType, type NodeId } from "./types.ts";
 
@@ -33,16 +34,23 @@ function serveReadIndex(s: NodeState, from: NodeId, requestId: string): void {
     answerRead(s, from, requestId, index, timeMs);
     return;
   }
-  if (!s.readOnly.add(index, from, requestId, timeMs)) return;
-  s.readOnly.recvAck(s.id, requestId);
-  bcastHeartbeat(s, requestId);
+  // A fresh round, sent after the read arrived: only its acks (or a later round's) confirm it.
+  const round = s.readOnly.add(index, from, requestId, timeMs);
+  if (round === undefined) return;
+  s.readOnly.recvAck(s.id, round);
+  bcastHeartbeat(s, roundContext(round));
 }
 
-/** A voter acked the heartbeat round of `requestId`: answer every read a quorum confirmed. */
-export function confirmReads(s: NodeState, from: NodeId, requestId: string): void {
-  const acks = s.readOnly.recvAck(from, requestId);
+/**
+ * A voter of our term acked the heartbeat round named in `context`: answer every read a
+ * quorum confirmed. (An ack of an older term never gets here: step drops it.)
+ */
+export function confirmReads(s: NodeState, from: NodeId, context: string): void {
+  const round = parseRoundContext(context);
+  if (round === undefined) return;
+  const acks = s.readOnly.recvAck(from, round);
   if (acks === undefined || !s.trk.hasQuorum(acks)) return;
-  for (const read of s.readOnly.release(requestId))
+  for (const read of s.readOnly.release(round))
     answerRead(s, read.from, read.requestId, read.index, read.timeMs);
 }
 

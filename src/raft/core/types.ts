@@ -94,8 +94,9 @@ export interface Message {
   rejectHintTerm: number;
   snapshot?: Snapshot;
   /**
-   * ReadIndex/ReadIndexResp/Heartbeat(Resp): the read request id this message carries
-   * (a heartbeat's ack confirms every read queued up to it). Vote: "transfer" when the
+   * ReadIndex/ReadIndexResp: the read request id. Heartbeat(Resp): the leader's id of the
+   * read round (a decimal number the leader never reuses, not a request id); an ack of it
+   * confirms every read queued up to that round. Vote: "transfer" when the
    * election follows a leadership transfer, which overrides the voters' leader lease.
    * A ReadIndex forwarded by a follower travels with term 0, like a local request.
    */

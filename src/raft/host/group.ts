@@ -84,6 +84,12 @@ export class RaftGroup {
   private readonly proposals = new Map<number, ProposalWaiter>();
   private readonly reads = new Map<string, ReadWaiter>();
   private nextReadId = 0;
+  /**
+   * Read ids are `<self>/<incarnation>-<n>`: a leader's answer to a read forwarded by an
+   * earlier incarnation of this member (queued for it, delivered after a restart) must not
+   * match a new read, whose index it may predate.
+   */
+  private readonly readIdPrefix: string;
   /** Woken on every leader change (and on close), so a proposal waiting for a leader retries. */
   private leaderWatchers: (() => void)[] = [];
   private drainDone: Promise<void> = Promise.resolve();
@@ -100,6 +106,8 @@ export class RaftGroup {
     this.appliedTerm = meta?.term ?? 0;
     this.appliedTimeMs = meta?.timeMs ?? 0;
     this.snapshotIndex = this.appliedIndex;
+    const incarnation = `${Math.floor(env.nowMs()).toString(36)}.${Math.floor(env.random() * 0x1_0000_0000).toString(36)}`;
+    this.readIdPrefix = `${env.self}/${incarnation}`;
     this.node = new RaftNode({
       id: env.self,
       storage,
@@ -214,7 +222,7 @@ export class RaftGroup {
         ),
       );
     }
-    const id = `${this.env.self}/${this.nextReadId++}`;
+    const id = `${this.readIdPrefix}-${this.nextReadId++}`;
     const promise = new Promise<T>((resolve, reject) => {
       const timer = setTimeout(() => {
         if (!this.reads.delete(id)) return;

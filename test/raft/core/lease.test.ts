@@ -15,7 +15,7 @@ function readMode(net: Network, id: string, requestId: string): "lease" | "round
   const rd = net.processReady(id);
   if (rd === undefined) return "none";
   if (rd.readStates.some((rs) => rs.requestId === requestId)) return "lease";
-  const round = rd.messages.some((m) => m.type === MessageType.Heartbeat && m.context === requestId);
+  const round = rd.messages.some((m) => m.type === MessageType.Heartbeat && m.context !== undefined);
   return round ? "round" : "none";
 }
 

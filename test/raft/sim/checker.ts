@@ -22,6 +22,13 @@ interface CommittedEntry {
   term: number;
   fingerprint: string;
   timeMs: number;
+  /**
+   * The highest term any leader had reached when we learned of the commit: it was committed
+   * in this term or earlier, so every leader of a later term must hold it. (A leader of an
+   * older term may be elected late, by votes long delayed, e.g. to a paused node; Leader
+   * Completeness does not speak of it.)
+   */
+  knownTerm: number;
 }
 
 export function fingerprint(entry: Entry): string {
@@ -46,6 +53,7 @@ export class Checker {
   private readonly logShape = new Map<string, { fingerprint: string; prevTerm: number | null }>();
   private readonly committed = new Map<number, CommittedEntry>();
   maxCommittedIndex = 0;
+  private leaderTermMax = 0;
   /** Acknowledged write ids in acknowledgement order; a read must see a prefix of this. */
   readonly acked: string[] = [];
   private readonly ackedSet = new Set<string>();
@@ -59,6 +67,7 @@ export class Checker {
       );
     }
     this.leaderByTerm.set(term, node);
+    if (term > this.leaderTermMax) this.leaderTermMax = term;
   }
 
   /** Called after `node` persisted `entries`: shape, timestamps, and agreement with all others. */
@@ -109,15 +118,17 @@ export class Checker {
 
   /** Every committed entry known so far must be in a new leader's (persisted) log. */
   leaderCompleteness(node: NodeId, term: number, storage: SimStorage): void {
-    if (storage.lastIndex() < this.maxCommittedIndex) {
+    let mustHold = this.maxCommittedIndex;
+    while (mustHold > 0 && (this.committed.get(mustHold)?.knownTerm ?? 0) >= term) mustHold--;
+    if (storage.lastIndex() < mustHold) {
       throw new InvariantViolation(
         "leader completeness",
-        `${node} leads term ${term} with last index ${storage.lastIndex()} < committed ${this.maxCommittedIndex}`,
+        `${node} leads term ${term} with last index ${storage.lastIndex()} < committed ${mustHold}`,
       );
     }
-    for (let index = Math.max(1, storage.firstIndex() - 1); index <= this.maxCommittedIndex; index++) {
+    for (let index = Math.max(1, storage.firstIndex() - 1); index <= mustHold; index++) {
       const committed = this.committed.get(index);
-      if (committed === undefined) continue;
+      if (committed === undefined || committed.knownTerm >= term) continue;
       const held = termAt(storage, index);
       if (held !== null && held !== committed.term) {
         throw new InvariantViolation(
@@ -151,7 +162,7 @@ export class Checker {
         `committed entry ${index} stamped ${timeMs} ms after entry ${index - 1} at ${before.timeMs} ms`,
       );
     }
-    this.committed.set(index, { term, fingerprint: print, timeMs });
+    this.committed.set(index, { term, fingerprint: print, timeMs, knownTerm: this.leaderTermMax });
     if (index > this.maxCommittedIndex) this.maxCommittedIndex = index;
   }
 

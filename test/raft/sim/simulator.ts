@@ -86,6 +86,8 @@ export interface SimOptions {
   log?: (line: string) => void;
   /** Also log every delivered message (very verbose; for replaying one seed). */
   logMessages?: boolean;
+  /** Overrides the seed's chance per step of pausing a node (SIGSTOP). */
+  pauseRate?: number;
 }
 
 export interface SimStats {
@@ -103,6 +105,7 @@ export interface SimStats {
   snapshotsInstalled: number;
   confChangesApplied: number;
   partitions: number;
+  pauses: number;
 }
 
 export class SimFailure extends Error {
@@ -176,6 +179,8 @@ interface PendingRead {
   incarnation: number;
   ackedCountAtStart: number;
   startStep: number;
+  /** When the read index was last asked for; asked again after an election timeout. */
+  askedStep: number;
 }
 
 interface SimNode {
@@ -193,6 +198,10 @@ interface SimNode {
   pendingWrites: Map<number, PendingWrite>;
   readWaiting: { requestId: string; index: number }[];
   decommissioned: boolean;
+  /** SIGSTOPped until this step (0: running): it neither ticks nor handles anything. */
+  pausedUntil: number;
+  /** What reached it while paused (messages, client and operator requests), handled at resume. */
+  pausedInbox: ((raft: RaftNodeApi) => void)[];
 }
 
 interface SimClient {
@@ -213,6 +222,9 @@ class Simulation {
   private readonly clientPrng: Prng;
   private readonly nodePrngRoot: Prng;
   private readonly network: SimNetwork;
+  /** Its own stream, so the pause fault leaves the other choices of a seed as they were. */
+  private readonly pausePrng: Prng;
+  private readonly pauseRate: number;
   private readonly checker = new Checker();
   private readonly nodes: SimNode[] = [];
   private readonly byId = new Map<NodeId, SimNode>();
@@ -239,6 +251,12 @@ class Simulation {
     this.clientPrng = this.prng.derive(3);
     this.nodePrngRoot = this.prng.derive(4);
     this.network = new SimNetwork(this.prng.derive(5), this.swarm.network);
+    this.pausePrng = this.prng.derive(6);
+    const pauseRate =
+      options.pauseRate ?? (this.pausePrng.chance(0.3) ? this.pausePrng.pick([0.002, 0.005, 0.01]) : 0);
+    // A paused node ticks once at resume, not once per missed tick: the read lease assumes
+    // a runtime that catches up missed ticks (core README), so no pauses with leases.
+    this.pauseRate = this.swarm.readOnly === "lease" ? 0 : pauseRate;
     this.network.onLost = (message) => this.messageLost(message);
     if (this.mutations.forgeVoteGrant || this.mutations.forgeCommit) this.network.tamper = this.tamper;
     this.stats = {
@@ -256,6 +274,7 @@ class Simulation {
       snapshotsInstalled: 0,
       confChangesApplied: 0,
       partitions: 0,
+      pauses: 0,
     };
     const voters: NodeId[] = [];
     for (let i = 1; i <= this.swarm.nodeCount; i++) voters.push(`n${i}`);
@@ -271,6 +290,7 @@ class Simulation {
         this.runStep();
         this.faultActions();
       }
+      for (const node of this.nodes) if (node.pausedUntil > 0) this.resume(node);
       this.liveness();
     } catch (error) {
       throw this.failure(error);
@@ -299,6 +319,8 @@ class Simulation {
   // ---- the per-step loop ----
 
   private runStep(): void {
+    for (const node of this.nodes)
+      if (node.pausedUntil > 0 && node.pausedUntil <= this.step) this.resume(node);
     this.deliver();
     this.tickNodes();
     if (this.phase === "faults") {
@@ -338,7 +360,8 @@ class Simulation {
   private tickNodes(): void {
     const nowMs = this.step * msPerStep;
     for (const node of this.nodes) {
-      if (node.raft === null || (this.step + node.tickPhase) % this.swarm.tickSteps !== 0) continue;
+      if (node.raft === null || node.pausedUntil > 0) continue;
+      if ((this.step + node.tickPhase) % this.swarm.tickSteps !== 0) continue;
       if (this.phase === "faults" && this.faultPrng.chance(this.swarm.tickSkipRate)) continue;
       this.input(node, (raft) => raft.tick(nowMs + node.clockOffsetMs));
     }
@@ -348,6 +371,10 @@ class Simulation {
 
   private input(node: SimNode, act: (raft: RaftNodeApi) => void): void {
     if (node.raft === null) return;
+    if (node.pausedUntil > 0) {
+      node.pausedInbox.push(act);
+      return;
+    }
     act(node.raft);
     this.drain(node);
   }
@@ -574,6 +601,8 @@ class Simulation {
       pendingWrites: new Map(),
       readWaiting: [],
       decommissioned: false,
+      pausedUntil: 0,
+      pausedInbox: [],
     };
     this.nodes.push(node);
     this.byId.set(id, node);
@@ -626,6 +655,8 @@ class Simulation {
     this.trace(`${node.id} crashed (${why})`);
     node.raft = null;
     node.role = "follower";
+    node.pausedUntil = 0;
+    node.pausedInbox = [];
     node.pendingWrites.clear(); // Unknown outcome: never acknowledged.
     node.readWaiting = [];
     this.stats.crashes++;
@@ -644,6 +675,7 @@ class Simulation {
     if (this.clientPrng.chance(this.swarm.readRate) && this.reads.size < outstandingReadsMax)
       this.clientRead();
     if (this.step % 256 === 0) this.expireReads();
+    if (this.step % this.swarm.tickSteps === 0) this.askReadsAgain();
   }
 
   private clientWrite(client: SimClient): void {
@@ -675,14 +707,33 @@ class Simulation {
       incarnation: node.incarnation,
       ackedCountAtStart: this.checker.acked.length,
       startStep: this.step,
+      askedStep: this.step,
     });
     this.input(node, (raft) => raft.readIndex(requestId));
   }
 
-  /** Reads the core silently dropped time out, as a runtime's would. */
+  /**
+   * Reads the core silently dropped time out, as a runtime's would; until then a read with
+   * no read index yet is asked again with the same id, as the host does after an election
+   * timeout (so a leader may see the same request id twice, the second time long after
+   * acks of its first round went out).
+   */
   private expireReads(): void {
     for (const [requestId, read] of this.reads) {
       if (this.step - read.startStep > 2000) this.reads.delete(requestId);
+    }
+  }
+
+  private askReadsAgain(): void {
+    const timeoutSteps = this.swarm.electionTicks * this.swarm.tickSteps;
+    for (const [requestId, read] of this.reads) {
+      if (this.step - read.askedStep < timeoutSteps) continue;
+      const node = this.byId.get(read.node);
+      if (node === undefined || node.raft === null || node.pausedUntil > 0) continue;
+      if (node.incarnation !== read.incarnation) continue;
+      if (node.readWaiting.some((waiting) => waiting.requestId === requestId)) continue;
+      read.askedStep = this.step;
+      this.input(node, (raft) => raft.readIndex(requestId));
     }
   }
 
@@ -747,7 +798,42 @@ class Simulation {
     });
   }
 
+  /** SIGCONT: one tick (timers fire once, not per missed tick), then everything buffered, in any order. */
+  private resume(node: SimNode): void {
+    node.pausedUntil = 0;
+    const inbox = node.pausedInbox;
+    node.pausedInbox = [];
+    if (node.raft === null) return;
+    this.trace(`${node.id} resumes with ${inbox.length} inputs waiting`);
+    const nowMs = this.step * msPerStep;
+    this.input(node, (raft) => raft.tick(nowMs + node.clockOffsetMs));
+    for (let i = inbox.length - 1; i > 0; i--) {
+      const j = this.pausePrng.int(0, i);
+      [inbox[i], inbox[j]] = [inbox[j]!, inbox[i]!];
+    }
+    for (const act of inbox) this.input(node, act);
+  }
+
+  private maybePause(): void {
+    if (this.pauseRate === 0 || !this.pausePrng.chance(this.pauseRate)) return;
+    const leader = this.currentLeader();
+    const alive = this.nodes.filter((node) => node.raft !== null && node.pausedUntil === 0);
+    const target =
+      leader !== null && leader.pausedUntil === 0 && this.pausePrng.chance(0.6)
+        ? leader
+        : alive.length > 0
+          ? this.pausePrng.pick(alive)
+          : null;
+    if (target === null) return;
+    const timeoutSteps = this.swarm.electionTicks * this.swarm.tickSteps;
+    const steps = this.pausePrng.int(timeoutSteps, 5 * timeoutSteps);
+    target.pausedUntil = this.step + steps;
+    this.stats.pauses++;
+    this.trace(`pause ${target.id} for ${steps} steps`);
+  }
+
   private faultActions(): void {
+    this.maybePause();
     const prng = this.faultPrng;
     const active = this.nodes.filter((node) => !node.decommissioned);
     if (prng.chance(this.swarm.crashRate)) {
