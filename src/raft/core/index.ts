@@ -1,5 +1,5 @@
 export { decodeConfChange, encodeConfChange } from "./confchange.ts";
-export { ENTRY_OVERHEAD_BYTES, entrySizeBytes } from "./entries.ts";
+export { ENTRY_OVERHEAD_BYTES, entrySizeBytes, limitBySize } from "./entries.ts";
 export { majorityIndex, VoteResult, voteResult } from "./quorum.ts";
 export { RaftNode, TRANSFER_CONTEXT } from "./raft.ts";
 export { MemoryLogStorage, type PersistedState } from "./storage.ts";

@@ -1,18 +1,5 @@
-import { entrySizeBytes } from "../core/index.ts";
+import { limitBySize } from "../core/index.ts";
 import type { Entry } from "../core/types.ts";
-
-/** The exclusive end of `entries[from..to)` within `maxBytes` (at least one entry), sized as the core sizes them. */
-function limitBySize(entries: readonly Entry[], from: number, to: number, maxBytes: number): number {
-  if (from >= to) return from;
-  let bytes = entrySizeBytes(entries[from]!);
-  let end = from + 1;
-  while (end < to) {
-    bytes += entrySizeBytes(entries[end]!);
-    if (bytes > maxBytes) break;
-    end++;
-  }
-  return end;
-}
 
 /**
  * The in-memory copy of the log that LogStorage reads answer from: entries after a base

@@ -11,18 +11,10 @@ import {
   type ReadState,
   type Ready,
 } from "../../../src/raft/core/index.ts";
+import { seededRandom } from "../../support/seeded-random.ts";
 
-/** A small seeded generator (mulberry32) so every test run is identical. */
-export function seededRandom(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** Re-exported: tests that build their own members use the same generator. */
+export { seededRandom };
 
 export type NodeOptions = Partial<Omit<RaftConfig, "id" | "storage" | "random">>;
 
