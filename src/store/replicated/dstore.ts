@@ -97,10 +97,7 @@ export class DStore implements IStore {
     deleteInMs: number,
     origin?: RequestOrigin,
   ): Promise<void> {
-    checkKey(key, this.limits);
-    checkDuration("expireInMs", expireInMs);
-    checkDuration("deleteInMs", deleteInMs);
-    await this.write(command(Op.SetE, key, toValueBytes(value, this.limits), expireInMs, deleteInMs), origin);
+    await this.timedWrite(Op.SetE, key, value, expireInMs, deleteInMs, origin);
   }
 
   async setEIfUnset(
@@ -110,13 +107,7 @@ export class DStore implements IStore {
     deleteInMs: number,
     origin?: RequestOrigin,
   ): Promise<boolean> {
-    checkKey(key, this.limits);
-    checkDuration("expireInMs", expireInMs);
-    checkDuration("deleteInMs", deleteInMs);
-    const bytes = toValueBytes(value, this.limits);
-    return decodeBoolean(
-      await this.write(command(Op.SetEIfUnset, key, bytes, expireInMs, deleteInMs), origin),
-    );
+    return decodeBoolean(await this.timedWrite(Op.SetEIfUnset, key, value, expireInMs, deleteInMs, origin));
   }
 
   async claim(
@@ -126,11 +117,7 @@ export class DStore implements IStore {
     deleteInMs: number,
     origin?: RequestOrigin,
   ): Promise<ClaimResult> {
-    checkKey(key, this.limits);
-    checkDuration("expireInMs", expireInMs);
-    checkDuration("deleteInMs", deleteInMs);
-    const bytes = toValueBytes(value, this.limits);
-    return decodeClaim(await this.write(command(Op.Claim, key, bytes, expireInMs, deleteInMs), origin));
+    return decodeClaim(await this.timedWrite(Op.Claim, key, value, expireInMs, deleteInMs, origin));
   }
 
   async expire(key: string, origin?: RequestOrigin): Promise<void> {
@@ -156,12 +143,8 @@ export class DStore implements IStore {
     deleteInMs: number,
     origin?: RequestOrigin,
   ): Promise<boolean> {
-    checkKey(key, this.limits);
-    checkDuration("expireInMs", expireInMs);
-    checkDuration("deleteInMs", deleteInMs);
-    const bytes = toValueBytes(expected, this.limits);
     return decodeBoolean(
-      await this.write(command(Op.RenewIfEquals, key, bytes, expireInMs, deleteInMs), origin),
+      await this.timedWrite(Op.RenewIfEquals, key, expected, expireInMs, deleteInMs, origin),
     );
   }
 
@@ -194,6 +177,21 @@ export class DStore implements IStore {
    * Proposes `cmd` tagged with a request id and retries while its outcome is unknown and
    * time is left: the state machine's dedup makes the retries apply at most once.
    */
+  /** A write carrying a value and two deadlines: validated here, once, for all four ops. */
+  private timedWrite(
+    op: Op,
+    key: string,
+    value: ValueInput,
+    expireInMs: number,
+    deleteInMs: number,
+    origin: RequestOrigin | undefined,
+  ): Promise<Uint8Array> {
+    checkKey(key, this.limits);
+    checkDuration("expireInMs", expireInMs);
+    checkDuration("deleteInMs", deleteInMs);
+    return this.write(command(op, key, toValueBytes(value, this.limits), expireInMs, deleteInMs), origin);
+  }
+
   private async write(cmd: Command, origin: RequestOrigin | undefined): Promise<Uint8Array> {
     this.checkOpen();
     cmd.origin = origin ?? { clientId: this.clientId, requestId: this.nextRequestId++ };
