@@ -20,12 +20,11 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { ensureDebianPackages, ROOT, runCommand } from "./commands.ts";
 
-const ROOT = join(import.meta.dir, "..", "..");
 const DKV = join(ROOT, "dist", "dkv");
 const VALUE_BYTES = 128;
 const START_TIMEOUT_MS = 20_000;
-const STEP_TIMEOUT_MS = 300_000;
 const DKV_SHARD = 200;
 const TESTS = ["set", "get", "mixed"] as const;
 type TestName = (typeof TESTS)[number];
@@ -66,23 +65,8 @@ function spawn(argv: string[]): Bun.Subprocess<"ignore", "pipe", "pipe"> {
   return proc;
 }
 
-async function run(argv: string[]): Promise<string> {
-  const proc = Bun.spawn(argv, { cwd: ROOT, stdout: "pipe", stderr: "pipe", timeout: STEP_TIMEOUT_MS });
-  const [code, stdout, stderr] = await Promise.all([
-    proc.exited,
-    new Response(proc.stdout).text(),
-    new Response(proc.stderr).text(),
-  ]);
-  if (code !== 0) throw new Error(`${argv.join(" ")} exited ${code}:\n${stdout}\n${stderr}`);
-  return stdout;
-}
-
-async function ensureEtcd(): Promise<void> {
-  if (Bun.which("etcd") && Bun.which("etcdctl")) return;
-  console.log("installing etcd-server and etcd-client from Debian's packages...");
-  const sudo = process.getuid?.() === 0 ? [] : ["sudo", "-n"];
-  await run([...sudo, "apt-get", "update"]);
-  await run([...sudo, "apt-get", "install", "-y", "etcd-server", "etcd-client"]);
+function ensureEtcd(): Promise<void> {
+  return ensureDebianPackages(["etcd", "etcdctl"], ["etcd-server", "etcd-client"]);
 }
 
 async function ensureDkv(): Promise<void> {
@@ -275,7 +259,7 @@ async function startDkv(root: string): Promise<{ pids: number[]; endpoints: stri
   );
   const endpoints = members.map((m) => `127.0.0.1:${m.rpc}`);
   await waitUntil("a dkv leader", async () => {
-    const out = await run([
+    const out = await runCommand([
       DKV,
       "cluster",
       "status",
@@ -297,7 +281,7 @@ async function dkvPerf(
   threads: number,
   s: Settings,
 ): Promise<Record<string, Measurement>> {
-  const out = await run([
+  const out = await runCommand([
     DKV,
     "kv",
     "perf",
@@ -337,10 +321,10 @@ async function main(): Promise<void> {
   await ensureDkv();
   const root = await mkdtemp(join(tmpdir(), "dkv-etcd-bench-"));
   try {
-    const etcdVersion = (await run(["etcd", "--version"])).split("\n")[0];
+    const etcdVersion = (await runCommand(["etcd", "--version"])).split("\n")[0];
     const etcd = await startEtcd(root);
     const dkv = await startDkv(root);
-    console.log(`${etcdVersion}\ndkv ${(await run([DKV, "version"])).trim()}`);
+    console.log(`${etcdVersion}\ndkv ${(await runCommand([DKV, "version"])).trim()}`);
     console.log(
       `${s.rounds} rounds, ${s.durationText} per test, ${s.keys} keys, ${VALUE_BYTES} B values, 3 members each on 127.0.0.1, data in ${root}`,
     );

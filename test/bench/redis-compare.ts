@@ -13,12 +13,11 @@
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { RpcClient } from "../../src/rpc/client/index.ts";
+import { ensureDebianPackages, ROOT, runCommand } from "./commands.ts";
 
-const ROOT = join(import.meta.dir, "..", "..");
 const DKV = join(ROOT, "dist", "dkv");
 const VALUE_BYTES = 128;
 const START_TIMEOUT_MS = 10_000;
-const STEP_TIMEOUT_MS = 300_000;
 
 interface Settings {
   rounds: number;
@@ -55,29 +54,17 @@ function spawn(argv: string[]) {
   return proc;
 }
 
-async function run(argv: string[]): Promise<string> {
-  const proc = Bun.spawn(argv, { cwd: ROOT, stdout: "pipe", stderr: "pipe", timeout: STEP_TIMEOUT_MS });
-  const [code, stdout, stderr] = await Promise.all([
-    proc.exited,
-    new Response(proc.stdout).text(),
-    new Response(proc.stderr).text(),
-  ]);
-  if (code !== 0) throw new Error(`${argv.join(" ")} exited ${code}:\n${stdout}\n${stderr}`);
-  return stdout;
-}
-
-async function ensureRedis(): Promise<void> {
-  if (Bun.which("redis-server") && Bun.which("redis-benchmark") && Bun.which("redis-cli")) return;
-  console.log("installing redis-server and redis-tools from Debian's packages...");
-  const sudo = process.getuid?.() === 0 ? [] : ["sudo", "-n"];
-  await run([...sudo, "apt-get", "update"]);
-  await run([...sudo, "apt-get", "install", "-y", "redis-server", "redis-tools"]);
+function ensureRedis(): Promise<void> {
+  return ensureDebianPackages(
+    ["redis-server", "redis-benchmark", "redis-cli"],
+    ["redis-server", "redis-tools"],
+  );
 }
 
 async function ensureDkv(): Promise<void> {
   if (existsSync(DKV)) return;
   console.log("building dist/dkv...");
-  await run([process.execPath, "run", join(ROOT, "build.ts")]);
+  await runCommand([process.execPath, "run", join(ROOT, "build.ts")]);
 }
 
 async function freePort(): Promise<number> {
@@ -126,7 +113,7 @@ interface Measurement {
 }
 
 async function dkvPerf(endpoint: string, threads: number, s: Settings): Promise<Record<string, Measurement>> {
-  const out = await run([
+  const out = await runCommand([
     DKV,
     "kv",
     "perf",
@@ -157,7 +144,7 @@ async function redisBenchmark(
   threads: number,
   s: Settings,
 ): Promise<Record<string, Measurement>> {
-  const out = await run([
+  const out = await runCommand([
     "redis-benchmark",
     "-h",
     "127.0.0.1",
@@ -248,7 +235,7 @@ async function main(): Promise<void> {
   const s = parseSettings(Bun.argv.slice(2));
   await ensureRedis();
   await ensureDkv();
-  const redisVersion = (await run(["redis-server", "--version"])).trim();
+  const redisVersion = (await runCommand(["redis-server", "--version"])).trim();
   const redisPort = await freePort();
   const redis = spawn([
     "redis-server",
@@ -277,7 +264,7 @@ async function main(): Promise<void> {
     "warn",
   ]);
   const endpoint = (await waitFor(dkv, /dkv listening on tcp (\S+)\n/))[1]!;
-  console.log(`${redisVersion}\ndkv ${(await run([DKV, "version"])).trim()}`);
+  console.log(`${redisVersion}\ndkv ${(await runCommand([DKV, "version"])).trim()}`);
   console.log(
     `${s.rounds} rounds, dkv ${s.durationText} per test, redis ${s.redisRequests} requests per test, ${s.keys} keys, ${VALUE_BYTES} B values`,
   );
@@ -305,7 +292,7 @@ async function main(): Promise<void> {
     }
   }
 
-  await run(["redis-cli", "-h", "127.0.0.1", "-p", String(redisPort), "FLUSHALL"]);
+  await runCommand(["redis-cli", "-h", "127.0.0.1", "-p", String(redisPort), "FLUSHALL"]);
   const dkvIdleMb = await rssMb(dkv.pid);
   const redisIdleMb = await rssMb(redis.pid);
   console.log(`loading ${fmt(s.loadKeys)} keys of ${VALUE_BYTES} B into each...`);

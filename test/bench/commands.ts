@@ -1,0 +1,26 @@
+import { join } from "node:path";
+
+/** Shared by the comparison benchmarks (redis-compare, etcd-compare). */
+export const ROOT = join(import.meta.dir, "..", "..");
+const STEP_TIMEOUT_MS = 300_000;
+
+/** Runs a command to completion; its stdout, or an error carrying both outputs. */
+export async function runCommand(argv: string[]): Promise<string> {
+  const proc = Bun.spawn(argv, { cwd: ROOT, stdout: "pipe", stderr: "pipe", timeout: STEP_TIMEOUT_MS });
+  const [code, stdout, stderr] = await Promise.all([
+    proc.exited,
+    new Response(proc.stdout).text(),
+    new Response(proc.stderr).text(),
+  ]);
+  if (code !== 0) throw new Error(`${argv.join(" ")} exited ${code}:\n${stdout}\n${stderr}`);
+  return stdout;
+}
+
+/** Installs Debian `packages` unless every one of `binaries` is already on PATH. */
+export async function ensureDebianPackages(binaries: string[], packages: string[]): Promise<void> {
+  if (binaries.every((binary) => Bun.which(binary) !== null)) return;
+  console.log(`installing ${packages.join(" and ")} from Debian's packages...`);
+  const sudo = process.getuid?.() === 0 ? [] : ["sudo", "-n"];
+  await runCommand([...sudo, "apt-get", "update"]);
+  await runCommand([...sudo, "apt-get", "install", "-y", ...packages]);
+}
