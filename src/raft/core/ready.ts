@@ -3,7 +3,10 @@ import { NO_ENTRIES } from "./entries.ts";
 import { reduceUncommitted } from "./proposals.ts";
 import { maybeCommit, onCommitAdvanced } from "./replication.ts";
 import { DEFAULTS, type NodeState } from "./state.ts";
-import type { HardState, Ready, SoftState } from "./types.ts";
+import { type HardState, type Message, MessageType, type Ready, type SoftState } from "./types.ts";
+
+const NO_MESSAGES: Message[] = [];
+Object.freeze(NO_MESSAGES);
 
 /**
  * Hands the node's output to the runtime as Readys and learns at advance() what is now on
@@ -49,10 +52,12 @@ export class ReadyTracker {
       entries.length > 0 ||
       snapshot !== undefined ||
       (hard !== undefined && (hard.term !== this.prevHard.term || hard.vote !== this.prevHard.vote));
+    const { messages, messagesBeforePersist } = this.splitMessages(s.msgs);
     const rd: Ready = {
       entries,
       committedEntries,
-      messages: s.msgs,
+      messages,
+      messagesBeforePersist,
       readStates: s.readStates,
       mustSync,
     };
@@ -96,6 +101,36 @@ export class ReadyTracker {
         onCommitAdvanced(s);
       }
     }
+  }
+
+  /**
+   * A leader's Append/Snapshot of its current term may go before this Ready is persisted,
+   * but only once that term and its vote are on disk (`prevHard` is what the last advanced
+   * Ready persisted): a leader that crashed with them unpersisted could lead the same term
+   * again after restarting (a group of one does not wait for votes) and send other entries
+   * under it. Everything else — acks, votes, heartbeats, read answers — waits.
+   */
+  private splitMessages(msgs: Message[]): { messages: Message[]; messagesBeforePersist: Message[] } {
+    const s = this.s;
+    if (
+      !s.appendsBeforePersist ||
+      s.role !== "leader" ||
+      msgs.length === 0 ||
+      s.term !== this.prevHard.term ||
+      s.vote !== this.prevHard.vote
+    ) {
+      return { messages: msgs, messagesBeforePersist: NO_MESSAGES };
+    }
+    const messages: Message[] = [];
+    const messagesBeforePersist: Message[] = [];
+    for (const m of msgs) {
+      const early =
+        (m.type === MessageType.Append || m.type === MessageType.Snapshot) &&
+        m.from === s.id &&
+        m.term === s.term;
+      (early ? messagesBeforePersist : messages).push(m);
+    }
+    return { messages, messagesBeforePersist };
   }
 
   private softChanged(): boolean {

@@ -76,6 +76,8 @@ export class NodeState {
   readonly leaseMarginTicks: number;
   readonly maxSizePerMsgBytes: number;
   readonly maxUncommittedBytes: number;
+  /** A leader's appends may be sent before its own persistence (Ready.messagesBeforePersist). */
+  readonly appendsBeforePersist: boolean;
 
   electionElapsed = 0;
   heartbeatElapsed = 0;
@@ -134,6 +136,7 @@ export class NodeState {
     }
     this.maxSizePerMsgBytes = config.maxSizePerMsgBytes ?? DEFAULTS.maxSizePerMsgBytes;
     this.maxUncommittedBytes = config.maxUncommittedBytes ?? DEFAULTS.maxUncommittedBytes;
+    this.appendsBeforePersist = config.appendsBeforePersist ?? false;
     this.readOnly = new ReadOnlyQueue(DEFAULTS.maxPendingReads);
 
     const { hardState, conf } = config.storage.initialState();

@@ -1,7 +1,8 @@
 /**
  * The public shape of the pure Raft core. The core owns no socket, file, timer or clock:
  * the runtime feeds it ticks (with a wall-clock reading), messages and proposals, and
- * drains `ready()` — what to persist, what to send after persisting, what to apply —
+ * drains `ready()` — what to persist, what to send after persisting (a leader's appends
+ * may go before, see `Ready.messagesBeforePersist`), what to apply —
  * then calls `advance()`. Given the same seed and inputs it does the same thing.
  *
  * Indexes and terms are plain numbers (safe integers: 2^53 entries is beyond any log).
@@ -129,6 +130,7 @@ export interface SoftState {
 
 /**
  * The Ready contract, in this order:
+ * 0. `messagesBeforePersist` may be sent at once, before (or while) persisting;
  * 1. persist `snapshot` (if any), then `entries` (replacing any conflicting suffix),
  *    then `hardState` (if any) — fsync when `mustSync`;
  * 2. only then send `messages`;
@@ -142,7 +144,19 @@ export interface Ready {
   entries: Entry[];
   snapshot?: Snapshot;
   committedEntries: Entry[];
+  /** Sent only after this Ready's snapshot, entries and hard state are persisted. */
   messages: Message[];
+  /**
+   * Empty unless `RaftConfig.appendsBeforePersist`: a leader's Append and Snapshot
+   * messages of its current term, once that term and its own vote are already on disk.
+   * The runtime may send them before persisting this Ready, so the leader's fsync overlaps
+   * the followers'. Safe because they carry nothing the leader acknowledges: it counts its
+   * own copy toward commit only at `advance()`, and every other message (acks, votes,
+   * heartbeats, read answers) stays in `messages`. If the leader crashes before
+   * persisting, followers may hold entries it lost; they are its term's entries, and it
+   * can never lead that term again (its vote is on disk), so Raft's log matching holds.
+   */
+  messagesBeforePersist: Message[];
   readStates: ReadState[];
   mustSync: boolean;
 }
@@ -195,6 +209,11 @@ export interface RaftConfig {
   readOnly?: "safe" | "lease"; // default "safe"
   /** Lease mode: the lease ends this many ticks before followers may vote again. Default 1. */
   leaseMarginTicks?: number;
+  /**
+   * Let a leader's appends go out before its own write of them completes
+   * (`Ready.messagesBeforePersist`). Default false: every message waits for persistence.
+   */
+  appendsBeforePersist?: boolean;
   maxSizePerMsgBytes?: number;
   maxInflightMsgs?: number;
   maxInflightBytes?: number;

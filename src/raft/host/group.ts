@@ -61,8 +61,8 @@ interface ReadWaiter {
 
 /**
  * One Raft group on this member: the RaftNode, its durable storage and its state machine,
- * driven by the Ready contract (persist, then send, then apply, then answer reads, then
- * advance), with the requests waiting on it. At most one Ready is in flight at a time.
+ * driven by the Ready contract (send a leader's appends, persist, then send the rest, then
+ * apply, then answer reads, then advance), with the requests waiting on it. At most one Ready is in flight at a time.
  */
 export class RaftGroup {
   readonly node: RaftNode;
@@ -116,6 +116,8 @@ export class RaftGroup {
       heartbeatTicks: env.heartbeatTicks,
       // The state machine starts from the snapshot: entries after it are applied again.
       applied: this.appliedIndex,
+      // Our appends go out while we persist them; we count our own copy only once durable.
+      appendsBeforePersist: true,
       logger: env.logger,
     });
     const conf = this.node.status().conf;
@@ -323,6 +325,8 @@ export class RaftGroup {
 
   private async handleReady(rd: Ready): Promise<void> {
     if (rd.softState !== undefined) this.onSoftState(rd.softState.leader, rd.softState.role);
+    // 0. a leader's appends go out now: followers write them while we do (see Ready).
+    for (const message of rd.messagesBeforePersist) this.env.send(this.groupId, message);
     // 1. persist
     if (rd.snapshot !== undefined) {
       // Never two snapshot saves at once: ours may still be streaming.
@@ -337,7 +341,7 @@ export class RaftGroup {
       else durable.catch((error: unknown) => this.fatal(error));
     }
     if (this.closed) return;
-    // 2. send
+    // 2. send the rest (acks, votes, heartbeats, read answers): only now that it is durable
     for (const message of rd.messages) this.env.send(this.groupId, message);
     // 3. apply
     if (rd.snapshot !== undefined) await this.restore(rd.snapshot);

@@ -100,6 +100,7 @@ export class Network {
     if (!member.node.hasReady()) return undefined;
     const rd = member.node.ready();
     this.onReady?.(id, rd);
+    for (const m of rd.messagesBeforePersist) this.queue.push(m);
     if (rd.snapshot !== undefined) member.storage.applySnapshot(rd.snapshot);
     member.storage.append(rd.entries);
     if (rd.hardState !== undefined) member.storage.setHardState(rd.hardState);

@@ -74,6 +74,8 @@ export interface Swarm {
   maxInflightMsgs: number;
   /** Flow control for proposals; also bounds the backlog the liveness phase must drain. */
   maxUncommittedBytes: number;
+  /** RaftConfig.appendsBeforePersist: the leader's appends go out before it persists them. */
+  appendsBeforePersist: boolean;
 }
 
 export interface SimOptions {
@@ -166,6 +168,8 @@ export function pickSwarm(prng: Prng, nodeCount?: number): Swarm {
     maxSizePerMsgBytes: prng.pick([1, 100, 1 << 20]),
     maxInflightMsgs: prng.pick([1, 4, 256]),
     maxUncommittedBytes: prng.pick([512, 4096]),
+    // Drawn last, so the other knobs stay what each seed drew before it existed.
+    appendsBeforePersist: !prng.chance(0.25),
   };
 }
 
@@ -395,6 +399,11 @@ class Simulation {
   private handleReady(node: SimNode, raft: RaftNodeApi): void {
     const ready = raft.ready();
     if (this.crashInReady(node, "before persisting")) return;
+    if (ready.messagesBeforePersist.length > 0) {
+      // A leader's appends may go first: a crash now loses entries its followers may get.
+      this.send(ready.messagesBeforePersist);
+      if (this.crashInReady(node, "after sending appends, before persisting")) return;
+    }
     if (this.mutations.sendBeforePersist) {
       this.send(ready.messages);
       if (this.crashInReady(node, "after sending, before persisting")) return;
@@ -645,6 +654,7 @@ class Simulation {
       maxSizePerMsgBytes: this.swarm.maxSizePerMsgBytes,
       maxInflightMsgs: this.swarm.maxInflightMsgs,
       maxUncommittedBytes: this.swarm.maxUncommittedBytes,
+      appendsBeforePersist: this.swarm.appendsBeforePersist,
       ...(this.log === null ? {} : { logger: this.coreLogger }),
     });
     this.drain(node);
