@@ -146,6 +146,23 @@ export function resourceWriteResultOf(op: Operation): ResourceWriteResult | unde
  * came back, +infinity when the outcome is unknown (it may still be applied later, e.g.
  * by a new leader committing the entry after the client gave up).
  */
+const registerMutationKinds: ReadonlySet<Operation["kind"]> = new Set([
+  "set",
+  "setE",
+  "setEIfUnset",
+  "delete",
+  "expire",
+]);
+
+/**
+ * A register operation that may have changed its key: not one that certainly failed, nor an
+ * acknowledged setEIfUnset that reported it did not write.
+ */
+export function isRegisterMutation(op: Operation): boolean {
+  if (!registerMutationKinds.has(op.kind) || op.outcome === "fail") return false;
+  return !(op.kind === "setEIfUnset" && op.outcome === "ok" && writtenResultOf(op)?.written === false);
+}
+
 export function effectiveCompleteMs(op: Operation): number {
   if (op.outcome !== "ok") return Number.POSITIVE_INFINITY;
   return op.completeMs ?? Number.POSITIVE_INFINITY;

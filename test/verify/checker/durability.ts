@@ -1,5 +1,5 @@
 import type { History, Operation } from "../history.ts";
-import { describeOp, effectiveCompleteMs, readResultOf, writtenResultOf } from "../history.ts";
+import { describeOp, effectiveCompleteMs, isRegisterMutation, readResultOf } from "../history.ts";
 import type { CheckerVerdict } from "./verdict.ts";
 import { defaultMaxViolations, groupByKey, VerdictBuilder } from "./verdict.ts";
 
@@ -25,20 +25,6 @@ export interface DurabilityOptions {
   maxViolations?: number;
 }
 
-const mutationKinds: ReadonlySet<Operation["kind"]> = new Set([
-  "set",
-  "setE",
-  "setEIfUnset",
-  "delete",
-  "expire",
-]);
-
-function isMutation(op: Operation): boolean {
-  if (!mutationKinds.has(op.kind) || op.outcome === "fail") return false;
-  // An acknowledged setEIfUnset that did not write changed nothing.
-  return !(op.kind === "setEIfUnset" && op.outcome === "ok" && writtenResultOf(op)?.written === false);
-}
-
 function hasDeadline(op: Operation): boolean {
   return (op.expireInMs ?? 0) > 0 || (op.deleteInMs ?? 0) > 0;
 }
@@ -54,13 +40,13 @@ export function isFinalRead(op: Operation): boolean {
 
 export function checkDurability(history: History, options: DurabilityOptions = {}): CheckerVerdict {
   const verdict = new VerdictBuilder("durability", options.maxViolations ?? defaultMaxViolations);
-  const groups = groupByKey(history.filter((op) => isFinalRead(op) || isMutation(op)));
+  const groups = groupByKey(history.filter((op) => isFinalRead(op) || isRegisterMutation(op)));
   for (const [key, ops] of groups) {
     const finalReads = ops.filter(isFinalRead);
     if (finalReads.length === 0) continue;
     verdict.keyChecked();
     verdict.add("finalReads", finalReads.length);
-    const mutations = ops.filter(isMutation);
+    const mutations = ops.filter(isRegisterMutation);
     verdict.add("acknowledgedWrites", mutations.filter((m) => m.outcome === "ok").length);
     for (const read of finalReads) checkFinalRead(key, read, mutations, verdict);
   }

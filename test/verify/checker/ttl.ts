@@ -1,5 +1,5 @@
 import type { History, Operation } from "../history.ts";
-import { describeOp, effectiveCompleteMs, readResultOf, writtenResultOf } from "../history.ts";
+import { describeOp, effectiveCompleteMs, isRegisterMutation, readResultOf } from "../history.ts";
 import type { CheckerVerdict } from "./verdict.ts";
 import { defaultMaxViolations, groupByKey, lowerBound, upperBound, VerdictBuilder } from "./verdict.ts";
 
@@ -33,21 +33,8 @@ export interface TtlCheckOptions {
 
 export const defaultTtlCheckOptions = { toleranceMs: 50 } as const;
 
-const mutationKinds: ReadonlySet<Operation["kind"]> = new Set([
-  "set",
-  "setE",
-  "setEIfUnset",
-  "delete",
-  "expire",
-]);
-
-function isMutation(op: Operation): boolean {
-  if (!mutationKinds.has(op.kind) || op.outcome === "fail") return false;
-  return !(op.kind === "setEIfUnset" && op.outcome === "ok" && writtenResultOf(op)?.written === false);
-}
-
 function isValueWrite(op: Operation): boolean {
-  return isMutation(op) && op.kind !== "delete" && op.kind !== "expire";
+  return isRegisterMutation(op) && op.kind !== "delete" && op.kind !== "expire";
 }
 
 /** When the value stops being readable, relative to the stamp; Infinity for no deadline. */
@@ -76,7 +63,8 @@ export function checkTtl(history: History, options: TtlCheckOptions = {}): Check
     ((_key: string, ops: readonly Operation[]) => ops.some((op) => isValueWrite(op) && hasDeadline(op)));
   const verdict = new VerdictBuilder("ttl", options.maxViolations ?? defaultMaxViolations);
   const relevant = history.filter(
-    (op) => isMutation(op) || (op.kind === "get" && op.outcome === "ok" && readResultOf(op) !== undefined),
+    (op) =>
+      isRegisterMutation(op) || (op.kind === "get" && op.outcome === "ok" && readResultOf(op) !== undefined),
   );
   for (const [key, ops] of groupByKey(relevant)) {
     if (!keyFilter(key, ops)) continue;
@@ -170,7 +158,7 @@ function checkEarlyExpiry(
   toleranceMs: number,
   verdict: VerdictBuilder,
 ): void {
-  const mutations = ops.filter(isMutation).sort((a, b) => a.invokeMs - b.invokeMs);
+  const mutations = ops.filter(isRegisterMutation).sort((a, b) => a.invokeMs - b.invokeMs);
   // prefixMaxEnd[i]: the latest completion among mutations[0..i-1].
   const prefixMaxEnd = new Float64Array(mutations.length + 1);
   prefixMaxEnd[0] = Number.NEGATIVE_INFINITY;
