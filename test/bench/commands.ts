@@ -24,3 +24,9 @@ export async function ensureDebianPackages(binaries: string[], packages: string[
   await runCommand([...sudo, "apt-get", "update"]);
   await runCommand([...sudo, "apt-get", "install", "-y", ...packages]);
 }
+
+/** The value after `flag` in a benchmark script's argv, or `fallback`. */
+export function flagValue(argv: readonly string[], flag: string, fallback: string): string {
+  const i = argv.indexOf(flag);
+  return i === -1 ? fallback : (argv[i + 1] ?? fallback);
+}

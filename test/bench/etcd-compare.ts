@@ -20,7 +20,8 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { ensureDebianPackages, ROOT, runCommand } from "./commands.ts";
+import { parseDuration } from "../../src/config/parse.ts";
+import { ensureDebianPackages, flagValue, ROOT, runCommand } from "./commands.ts";
 
 const DKV = join(ROOT, "dist", "dkv");
 const VALUE_BYTES = 128;
@@ -39,14 +40,10 @@ interface Settings {
 }
 
 function parseSettings(argv: readonly string[]): Settings {
-  const value = (flag: string, fallback: string) => {
-    const i = argv.indexOf(flag);
-    return i === -1 ? fallback : (argv[i + 1] ?? fallback);
-  };
+  const value = (flag: string, fallback: string) => flagValue(argv, flag, fallback);
   const durationText = value("--duration", "5s");
-  const match = /^(\d+(?:\.\d+)?)(ms|s)?$/.exec(durationText);
-  if (match === null) throw new Error(`--duration ${durationText}: use e.g. 5s or 500ms`);
-  const durationMs = Number(match[1]) * (match[2] === "ms" ? 1 : 1000);
+  // The same duration syntax as the CLI (dkv kv perf --duration), so both sides agree.
+  const durationMs = parseDuration(durationText, "--duration");
   return {
     rounds: Number(value("--rounds", "2")),
     durationText,

@@ -13,7 +13,7 @@
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { RpcClient } from "../../src/rpc/client/index.ts";
-import { ensureDebianPackages, ROOT, runCommand } from "./commands.ts";
+import { ensureDebianPackages, flagValue, ROOT, runCommand } from "./commands.ts";
 
 const DKV = join(ROOT, "dist", "dkv");
 const VALUE_BYTES = 128;
@@ -28,10 +28,7 @@ interface Settings {
 }
 
 function parseSettings(argv: readonly string[]): Settings {
-  const value = (flag: string, fallback: string) => {
-    const i = argv.indexOf(flag);
-    return i === -1 ? fallback : (argv[i + 1] ?? fallback);
-  };
+  const value = (flag: string, fallback: string) => flagValue(argv, flag, fallback);
   return {
     rounds: Number(value("--rounds", "2")),
     durationText: value("--duration", "5s"),
