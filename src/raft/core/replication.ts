@@ -17,6 +17,8 @@ export function handleAppend(s: NodeState, m: Message): void {
   const lastNew = log.maybeAppend(m.index, m.logTerm, m.commit, m.entries);
   if (lastNew >= 0) {
     resp.index = lastNew;
+    // Our log now matches the leader's through lastNew (it never truncates its own term).
+    if (lastNew > s.leaderMatchIndex) s.leaderMatchIndex = lastNew;
   } else {
     // Fast backtracking: tell the leader the last index that could match its term.
     const hint = log.findConflictByTerm(Math.min(m.index, log.lastIndex()), m.logTerm);
@@ -31,11 +33,18 @@ export function handleAppend(s: NodeState, m: Message): void {
 
 export function handleHeartbeat(s: NodeState, m: Message): void {
   const resp = newMessage(MessageType.HeartbeatResp, s.id, m.from, s.term);
-  if (m.commit <= s.log.lastIndex()) {
+  // Commit only what this incarnation verified against this leader: past it our log may
+  // hold entries we acked and lost (torn WAL tail) or, worse, the stale entries such a
+  // lost write had replaced, which were never committed (etcd-raft's follower commit,
+  // min(leader commit, index known to match), here as a rule rather than by the leader's
+  // bookkeeping, which a lost write makes wrong).
+  const verified = s.leaderVerifiedCommit();
+  if (m.commit <= verified) {
     s.log.commitTo(m.commit);
   } else {
-    // The leader believes we hold entries we no longer have (lost after we acked them):
-    // commit nothing on its word, and reject so it probes our log and resends them.
+    s.log.commitTo(verified);
+    // The leader believes we hold more than we verified: reject, so it probes our log;
+    // the probe either verifies it (an ack) or reveals a loss (maybeLostAcked) and resends.
     resp.reject = true;
   }
   resp.context = m.context;
@@ -72,10 +81,13 @@ export function handleAppendResp(s: NodeState, m: Message): void {
   if (pr === undefined) return;
   pr.recentActive = true;
   if (m.reject) {
-    if (pr.maybeLostAcked(m.index, m.rejectHint, m.commit))
-      s.logger.warn(`${m.from} lost acknowledged entries above ${m.rejectHint}; resending (leader ${s.id})`);
+    // The follower's hint is the last index whose term could match ours; only our log
+    // tells whether it does. The probe (the highest index that may match) is what counts
+    // against match: a stale tail the follower resurrected has hint == match but older terms.
     let probe = m.rejectHint;
     if (m.rejectHintTerm > 0) probe = s.log.findConflictByTerm(m.rejectHint, m.rejectHintTerm).index;
+    if (pr.maybeLostAcked(m.index, probe, m.commit))
+      s.logger.warn(`${m.from} lost acknowledged entries above ${probe}; resending (leader ${s.id})`);
     if (pr.maybeDecrTo(m.index, probe)) {
       if (pr.state === "replicate") pr.becomeProbe();
       s.appendsDue = true;

@@ -107,6 +107,13 @@ export class NodeState {
   leadTransferee: NodeId | null = null;
   /** Leader: appends may be due; they are built in ready() so proposals batch. */
   appendsDue = false;
+  /**
+   * Follower: the highest index this incarnation verified matches the current leader's
+   * log (an append it accepted this term covered it). Entries past it may be a stale
+   * tail that a lost write had replaced, so a heartbeat's commit index never reaches
+   * past it (see leaderVerifiedCommit). Reset with the term and at start.
+   */
+  leaderMatchIndex = 0;
   /** The hard state read from storage at start, which RaftNode's constructor enters. */
   readonly initialHardState: HardState;
 
@@ -176,6 +183,13 @@ export class NodeState {
     this.readOnly.reset();
     this.pendingReadIndexMessages = [];
     this.appendsDue = false;
+    this.leaderMatchIndex = 0;
+  }
+
+  /** The highest commit index a follower may take from its leader's word without an append. */
+  leaderVerifiedCommit(): number {
+    // Committed entries are in every later leader's log (leader completeness).
+    return Math.max(this.log.committed, this.leaderMatchIndex);
   }
 
   send(m: Message): void {
