@@ -16,7 +16,9 @@ export type DkvErrorCode =
   | "CORRUPT"
   | "CLOSED"
   | "INTERNAL"
-  | "USAGE";
+  | "USAGE"
+  /** A bounded server resource is full (e.g. the request table of a replicated shard); retry later. */
+  | "RESOURCE_EXHAUSTED";
 
 export type DkvOutcome = "unknown" | "not-applied";
 

@@ -1,4 +1,5 @@
-import { DkvError } from "../../errors.ts";
+import { DkvError, type DkvErrorCode } from "../../errors.ts";
+import type { StoreLimits } from "../types.ts";
 
 /**
  * The replicated log's command for a dstore write, small and binary (little-endian):
@@ -71,13 +72,72 @@ export function encodeCommand(command: Command): Uint8Array {
   return out;
 }
 
-/** Decodes a command; the value is copied, so the engine may keep it. Throws CORRUPT on bad bytes. */
+/**
+ * Decodes and fully validates a command; the value is copied, so the engine may keep it.
+ * Throws DkvError BAD_REQUEST when the bytes do not frame a command (short, unknown op
+ * or flags, lengths that disagree, trailing bytes) or a field is invalid (a key
+ * that is empty or not UTF-8, a duration that is not a whole number of ms >= 0, a
+ * request id that is not a safe integer, a value or duration on an op that takes none).
+ * Every member decides alike on the same bytes. It checks no configured size limit,
+ * since members may be configured differently; see validateCommand for those.
+ */
 export function decodeCommand(data: Uint8Array): Command {
+  return parseCommand(data, true);
+}
+
+/**
+ * Why `data` must not be proposed, or null when it may be: everything decodeCommand
+ * checks plus this server's key and value size limits. The leader calls it on a
+ * proposal before it enters the log (DStore's own writes and forwarded ones alike), so
+ * a bad command is refused with nothing changed instead of reaching every replica.
+ */
+export function validateCommand(data: Uint8Array, limits: StoreLimits): DkvError | null {
+  let command: Command;
+  try {
+    command = parseCommand(data, false);
+  } catch (error) {
+    if (DkvError.is(error)) return error;
+    throw error;
+  }
+  const keyBytes = data.byteLength - commandBodyOffset(command) - command.value.byteLength;
+  if (keyBytes > limits.maxKeyBytes) {
+    return new DkvError(
+      "TOO_LARGE",
+      `The key is ${keyBytes} bytes (UTF-8); the limit is ${limits.maxKeyBytes}. Use a shorter key, or raise the server's --max-key-bytes (maxKeyBytes in the library).`,
+    );
+  }
+  if (command.value.byteLength > limits.maxValueBytes) {
+    return new DkvError(
+      "TOO_LARGE",
+      `The value is ${command.value.byteLength} bytes; the limit is ${limits.maxValueBytes}. Store less, or raise the server's --max-value-bytes (maxValueBytes in the library).`,
+    );
+  }
+  return null;
+}
+
+function commandBodyOffset(command: Command): number {
+  return HEADER_BYTES + (command.origin === undefined ? 0 : ORIGIN_BYTES);
+}
+
+/** Ops whose value field is used (the new value, or the expected one). */
+function takesValue(op: Op): boolean {
+  return op !== Op.Expire && op !== Op.Delete;
+}
+
+/** Ops that set deadlines. */
+function takesDurations(op: Op): boolean {
+  return op === Op.SetE || op === Op.SetEIfUnset || op === Op.Claim || op === Op.RenewIfEquals;
+}
+
+function parseCommand(data: Uint8Array, copyValue: boolean): Command {
   if (data.byteLength < HEADER_BYTES) throw corrupt(`${data.byteLength} bytes`);
   const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
-  const op = view.getUint8(0);
-  if (op < Op.Set || op > Op.RenewIfEquals) throw corrupt(`unknown op ${op}`);
-  const hasOrigin = (view.getUint8(1) & FLAG_ORIGIN) !== 0;
+  const opCode = view.getUint8(0);
+  if (opCode < Op.Set || opCode > Op.RenewIfEquals) throw corrupt(`unknown op ${opCode}`);
+  const op = opCode as Op;
+  const flags = view.getUint8(1);
+  if ((flags & ~FLAG_ORIGIN) !== 0 || view.getUint16(2, true) !== 0) throw corrupt(`unknown flags ${flags}`);
+  const hasOrigin = (flags & FLAG_ORIGIN) !== 0;
   const keyBytes = view.getUint32(4, true);
   const valueBytes = view.getUint32(8, true);
   const expireInMs = view.getFloat64(12, true);
@@ -86,22 +146,53 @@ export function decodeCommand(data: Uint8Array): Command {
   let origin: RequestOrigin | undefined;
   if (hasOrigin) {
     if (data.byteLength < pos + ORIGIN_BYTES) throw corrupt("truncated origin");
-    origin = {
-      clientId: data.slice(pos, pos + CLIENT_ID_BYTES),
-      requestId: view.getFloat64(pos + CLIENT_ID_BYTES, true),
-    };
+    const requestId = view.getFloat64(pos + CLIENT_ID_BYTES, true);
+    if (!Number.isSafeInteger(requestId)) throw invalid(`the request id ${requestId} is not a whole number`);
+    origin = { clientId: data.slice(pos, pos + CLIENT_ID_BYTES), requestId };
     pos += ORIGIN_BYTES;
   }
+  // No trailing bytes: the lengths must account for every byte.
   if (data.byteLength !== pos + keyBytes + valueBytes) throw corrupt("length mismatch");
-  const key = utf8Decoder.decode(data.subarray(pos, pos + keyBytes));
-  const value = data.slice(pos + keyBytes, pos + keyBytes + valueBytes);
-  return { op: op as Op, key, value, expireInMs, deleteInMs, origin };
+  if (keyBytes === 0) throw invalid("the key is empty");
+  let key: string;
+  try {
+    key = utf8Decoder.decode(data.subarray(pos, pos + keyBytes));
+  } catch {
+    // The fatal decoder's TypeError says only that the bytes are not UTF-8.
+    throw invalid("the key is not valid UTF-8");
+  }
+  if (!takesValue(op) && valueBytes !== 0) throw invalid(`op ${op} takes no value`);
+  if (takesDurations(op)) {
+    checkDurationField("expireInMs", expireInMs);
+    checkDurationField("deleteInMs", deleteInMs);
+  } else if (expireInMs !== 0 || deleteInMs !== 0) {
+    throw invalid(`op ${op} takes no durations`);
+  }
+  const valueStart = pos + keyBytes;
+  const value = copyValue
+    ? data.slice(valueStart, valueStart + valueBytes)
+    : data.subarray(valueStart, valueStart + valueBytes);
+  return { op, key, value, expireInMs, deleteInMs, origin };
 }
 
+function checkDurationField(name: string, ms: number): void {
+  if (!Number.isSafeInteger(ms) || ms < 0) {
+    throw invalid(`${name} must be a whole number of milliseconds >= 0 (0 = never); got ${ms}`);
+  }
+}
+
+function invalid(detail: string): DkvError {
+  return new DkvError(
+    "BAD_REQUEST",
+    `the write was refused: ${detail}. Fix the request; nothing was changed`,
+  );
+}
+
+/** Not a command of this version's format (another dkv version's, or a forged one). */
 function corrupt(detail: string): DkvError {
   return new DkvError(
-    "CORRUPT",
-    `a dstore log entry does not decode (${detail}); the members run different dkv versions or the log is damaged`,
+    "BAD_REQUEST",
+    `the write was refused: it does not decode as a dstore command (${detail}); the members may run different dkv versions. Nothing was changed`,
   );
 }
 
@@ -140,4 +231,38 @@ function badResult(result: Uint8Array): DkvError {
     `unexpected ${result.byteLength}-byte result from the replicated store; the members may run different dkv versions`,
     { outcome: "unknown" },
   );
+}
+
+// ---- error results ------------------------------------------------------------------
+// A command that every member refuses deterministically when applying it (an invalid
+// command that reached the log, a full request table) takes its place in the log as a
+// no-op, and its proposer gets this result instead of the op's:
+//   u8 0xFF | u8 codeBytes | code | message (UTF-8)
+// No other result starts with 0xFF and has two or more bytes (void is empty, a boolean
+// one byte, a claim starts with 0 or 1), so every reader can tell it apart.
+
+const RESULT_ERROR_MARKER = 0xff;
+
+export function encodeErrorResult(error: DkvError): Uint8Array {
+  const code = utf8.encode(error.code);
+  const message = utf8.encode(error.message);
+  const out = new Uint8Array(2 + code.byteLength + message.byteLength);
+  out[0] = RESULT_ERROR_MARKER;
+  out[1] = code.byteLength;
+  out.set(code, 2);
+  out.set(message, 2 + code.byteLength);
+  return out;
+}
+
+/**
+ * The refusal carried by an error result, or undefined for any other result. The write
+ * changed nothing (it applied as a no-op on every member), hence outcome not-applied.
+ */
+export function decodeErrorResult(result: Uint8Array): DkvError | undefined {
+  if (result.byteLength < 2 || result[0] !== RESULT_ERROR_MARKER) return undefined;
+  const codeEnd = 2 + result[1]!;
+  if (codeEnd > result.byteLength) throw badResult(result);
+  const loose = new TextDecoder();
+  const code = loose.decode(result.subarray(2, codeEnd)) as DkvErrorCode;
+  return new DkvError(code, loose.decode(result.subarray(codeEnd)), { outcome: "not-applied" });
 }

@@ -14,9 +14,11 @@ import {
   type Command,
   decodeBoolean,
   decodeClaim,
+  decodeErrorResult,
   encodeCommand,
   Op,
   type RequestOrigin,
+  validateCommand,
 } from "./command.ts";
 import { DStoreStateMachine } from "./state-machine.ts";
 
@@ -196,12 +198,19 @@ export class DStore implements IStore {
     this.checkOpen();
     cmd.origin = origin ?? { clientId: this.clientId, requestId: this.nextRequestId++ };
     const data = encodeCommand(cmd);
+    // The check the leader makes before proposing: nothing invalid enters the log.
+    const invalid = validateCommand(data, this.limits);
+    if (invalid !== null) throw invalid;
     const deadline = performance.now() + this.timeoutMs;
     let unknownOutcome = false;
     for (let attempt = 1; ; attempt++) {
       const remainingMs = Math.ceil(deadline - performance.now());
       try {
-        return await this.host.propose(this.groupId, data, { timeoutMs: Math.max(1, remainingMs) });
+        const result = await this.host.propose(this.groupId, data, { timeoutMs: Math.max(1, remainingMs) });
+        // Refused alike by every member when applied (e.g. a full request table): a no-op.
+        const refused = decodeErrorResult(result);
+        if (refused !== undefined) throw refused;
+        return result;
       } catch (error) {
         if (!DkvError.is(error)) throw error;
         if (error.outcome === "unknown") unknownOutcome = true;

@@ -1,84 +1,116 @@
 import type { ByteSink } from "../../db/kvdb.ts";
 import { MapleDB } from "../../db/maple/index.ts";
-import { DkvError } from "../../errors.ts";
+import { DkvError, type DkvErrorCode } from "../../errors.ts";
 import type { Entry } from "../../raft/core/types.ts";
 import type { StateMachine } from "../../raft/host/types.ts";
+import { defaultStoreLimits, type StoreLimits } from "../types.ts";
 import {
   type Command,
   decodeCommand,
   encodeBoolean,
   encodeClaim,
+  encodeErrorResult,
   Op,
   RESULT_VOID,
   type RequestOrigin,
+  validateCommand,
 } from "./command.ts";
+import { type DedupOptions, RequestTable, resolveDedupOptions } from "./request-table.ts";
 
-export interface DedupOptions {
-  /** Remembered writes; the oldest (in log order) is forgotten first. Default 100 000. */
-  entriesMax: number;
-  /** A remembered write is forgotten once the log's time is this far past it. Default 5 min. */
-  ttlMs: number;
-}
-
-export const defaultDedupOptions: DedupOptions = { entriesMax: 100_000, ttlMs: 5 * 60_000 };
+export { type DedupOptions, defaultDedupOptions } from "./request-table.ts";
 
 /** Deadline purge work per applied entry: bounded so apply stays short, enough to keep up. */
 const PURGE_PER_APPLY = 8;
-/** Evictions by age per applied entry; count overflow evicts one per insert, so it never grows. */
-const EVICT_PER_APPLY = 8;
+/**
+ * Request ids forgotten by age per applied entry: more than the one an entry adds, so the
+ * table keeps up; a full table forgets all expired ids at once (RequestTable.hasRoomFor).
+ */
+const FORGET_PER_APPLY = 8;
+/** Engine refusals that depend only on the command, so every member refuses alike. */
+const DETERMINISTIC_REFUSALS: ReadonlySet<DkvErrorCode> = new Set(["BAD_REQUEST", "TOO_LARGE"]);
 const SNAPSHOT_MAGIC = "DKVDSM01";
 const utf8 = new TextEncoder();
 const utf8Decoder = new TextDecoder();
 
-interface Remembered {
-  result: Uint8Array;
-  timeMs: number;
-}
-
 /**
  * The dstore state machine: MapleDB driven by the replicated log. Every command applies
  * with `nowMs = entry.timeMs` (the leader's stamp), never a local clock, so every member
- * computes the same deadlines. Writes carrying a client request id are remembered (in log
- * order, evicted by log time and count — deterministic, and part of snapshots), so a
+ * computes the same deadlines. Writes carrying a client request id are remembered for at
+ * least the dedup retention in log time (deterministic, and part of snapshots), so a
  * retried write applies once and returns the first answer.
+ *
+ * Apply is total: a command every member refuses alike (it does not decode, a field is
+ * invalid, the request table is full) applies as a no-op and its proposer gets an error
+ * result (decodeErrorResult); only a failure of this member's own state (an engine
+ * invariant broken) throws, which stops the group.
  */
 export class DStoreStateMachine implements StateMachine {
   db = new MapleDB();
-  private dedup = new Map<string, Remembered>();
+  private requests: RequestTable;
   private readonly dedupOptions: DedupOptions;
+  private readonly limits: StoreLimits;
 
-  constructor(dedup: Partial<DedupOptions> = {}) {
-    this.dedupOptions = { ...defaultDedupOptions, ...dedup };
+  /** `limits` are this server's, checked only before proposing (validateProposal). */
+  constructor(dedup: Partial<DedupOptions> = {}, limits: Partial<StoreLimits> = {}) {
+    this.dedupOptions = resolveDedupOptions(dedup);
+    this.requests = new RequestTable(this.dedupOptions);
+    this.limits = { ...defaultStoreLimits, ...limits };
+  }
+
+  /**
+   * Why `data` must not be proposed (a DkvError, outcome not-applied), or null: the
+   * leader's check of every proposal, DStore's own and forwarded ones, before it enters
+   * the log.
+   */
+  validateProposal(data: Uint8Array): DkvError | null {
+    return validateCommand(data, this.limits);
   }
 
   apply(entry: Entry): Uint8Array {
     const nowMs = entry.timeMs;
-    this.evict(nowMs);
+    this.requests.forgetExpired(nowMs, FORGET_PER_APPLY);
     let command: Command;
     try {
       command = decodeCommand(entry.data);
     } catch (error) {
-      // Every member fails alike on the same bytes: skip it rather than stop the group.
-      if (DkvError.is(error, "CORRUPT")) return RESULT_VOID;
+      // Every member refuses the same bytes alike: a no-op, not a stopped group.
+      if (DkvError.is(error)) return encodeErrorResult(error);
       throw error;
     }
     const dedupKey = command.origin === undefined ? undefined : originKey(command.origin);
     if (dedupKey !== undefined) {
-      const seen = this.dedup.get(dedupKey);
+      const seen = this.requests.get(dedupKey);
       if (seen !== undefined) return seen.result;
+      if (!this.requests.hasRoomFor(dedupKey, nowMs)) return encodeErrorResult(this.tableFull());
     }
-    const result = this.execute(command, entry.index, nowMs);
+    let result: Uint8Array;
+    try {
+      result = this.execute(command, entry.index, nowMs);
+    } catch (error) {
+      if (!DkvError.is(error) || !DETERMINISTIC_REFUSALS.has(error.code)) throw error;
+      result = encodeErrorResult(error);
+    }
     this.db.purgeExpired(nowMs, PURGE_PER_APPLY);
-    if (dedupKey !== undefined) {
-      this.dedup.set(dedupKey, { result, timeMs: nowMs });
-      if (this.dedup.size > this.dedupOptions.entriesMax) this.dedup.delete(this.dedup.keys().next().value!);
-    }
+    if (dedupKey !== undefined) this.requests.remember(dedupKey, result, nowMs);
     return result;
   }
 
   /** Writes remembered for retries (for tests and monitoring). */
   get dedupSize(): number {
-    return this.dedup.size;
+    return this.requests.size;
+  }
+
+  /** Estimated bytes of the request table (compare with DedupOptions.bytesMax). */
+  get dedupBytes(): number {
+    return this.requests.bytes;
+  }
+
+  private tableFull(): DkvError {
+    const { retentionMs, bytesMax } = this.dedupOptions;
+    return new DkvError(
+      "RESOURCE_EXHAUSTED",
+      `the write was refused and changed nothing: this shard's request table is full (${this.requests.size} request ids from the last ${retentionMs} ms, ${bytesMax} bytes). Retry later, lower the write rate, or raise the dedup bound`,
+    );
   }
 
   snapshot(): AsyncIterable<Uint8Array> {
@@ -110,7 +142,7 @@ export class DStoreStateMachine implements StateMachine {
     const start = SNAPSHOT_MAGIC.length + 4;
     if (data.byteLength < start + dedupBytes)
       throw new DkvError("CORRUPT", "the dstore snapshot is truncated");
-    const dedup = decodeDedup(data.subarray(start, start + dedupBytes));
+    const requests = decodeDedup(data.subarray(start, start + dedupBytes), this.dedupOptions);
     const db = new MapleDB();
     const rest = data.subarray(start + dedupBytes);
     await db.load(
@@ -119,7 +151,7 @@ export class DStoreStateMachine implements StateMachine {
       })(),
     );
     this.db = db;
-    this.dedup = dedup;
+    this.requests = requests;
   }
 
   private execute(command: Command, index: number, nowMs: number): Uint8Array {
@@ -152,21 +184,11 @@ export class DStoreStateMachine implements StateMachine {
     }
   }
 
-  /** Forgets remembered writes older than the TTL in log time; bounded work per entry. */
-  private evict(nowMs: number): void {
-    let evicted = 0;
-    for (const [key, remembered] of this.dedup) {
-      if (evicted >= EVICT_PER_APPLY || nowMs - remembered.timeMs < this.dedupOptions.ttlMs) break;
-      this.dedup.delete(key);
-      evicted++;
-    }
-  }
-
   /** magic | u32 bytes | then per entry: u16 keyBytes | key | f64 timeMs | u32 resultBytes | result. */
   private encodeDedup(): Uint8Array {
     const parts: Uint8Array[] = [];
     let bytes = 0;
-    for (const [key, remembered] of this.dedup) {
+    for (const [key, remembered] of this.requests.entries()) {
       const keyBytes = utf8.encode(key);
       const part = new Uint8Array(2 + keyBytes.byteLength + 8 + 4 + remembered.result.byteLength);
       const view = new DataView(part.buffer);
@@ -192,9 +214,10 @@ export class DStoreStateMachine implements StateMachine {
   }
 }
 
-function decodeDedup(data: Uint8Array): Map<string, Remembered> {
+/** The request table as saved, oldest first; the same on every member that restores it. */
+function decodeDedup(data: Uint8Array, options: DedupOptions): RequestTable {
   const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
-  const dedup = new Map<string, Remembered>();
+  const table = new RequestTable(options);
   let pos = 0;
   // Bounded: every entry consumes at least 14 bytes.
   while (pos < data.byteLength) {
@@ -208,10 +231,10 @@ function decodeDedup(data: Uint8Array): Map<string, Remembered> {
     const resultBytes = view.getUint32(pos + 8, true);
     pos += 12;
     if (pos + resultBytes > data.byteLength) throw truncatedDedup();
-    dedup.set(key, { result: data.slice(pos, pos + resultBytes), timeMs });
+    table.remember(key, data.slice(pos, pos + resultBytes), timeMs);
     pos += resultBytes;
   }
-  return dedup;
+  return table;
 }
 
 function truncatedDedup(): DkvError {
