@@ -18,7 +18,9 @@ export type DkvErrorCode =
   | "INTERNAL"
   | "USAGE"
   /** A bounded server resource is full (e.g. the request table of a replicated shard); retry later. */
-  | "RESOURCE_EXHAUSTED";
+  | "RESOURCE_EXHAUSTED"
+  /** A disk flush failed: fatal for the process (see FsyncFailedError in raft/storage). */
+  | "FSYNC_FAILED";
 
 export type DkvOutcome = "unknown" | "not-applied";
 

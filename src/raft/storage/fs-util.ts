@@ -1,19 +1,69 @@
 import { constants } from "node:fs";
 import type { FileHandle } from "node:fs/promises";
 import { access, mkdir, open, stat } from "node:fs/promises";
+import { dirname, resolve } from "node:path";
 import { DkvError } from "../../errors.ts";
 
-/** Counts the fsyncs this storage issued, so tests and benchmarks can see group commit work. */
+/**
+ * Flushes an open file or directory to stable storage: "data" (fdatasync: contents and
+ * size) or "all" (fsync). Injectable, so tests can make it fail (RaftStorageOptions.syncFile).
+ */
+export type SyncFile = (handle: FileHandle, path: string, mode: "data" | "all") => Promise<void>;
+
+export const systemSyncFile: SyncFile = (handle, _path, mode) =>
+  mode === "data" ? handle.datasync() : handle.sync();
+
+/** How this storage syncs, and how many fsyncs it issued (tests and benchmarks see group commit work). */
 export interface SyncCounter {
   fsyncs: number;
+  readonly syncFile: SyncFile;
+}
+
+/**
+ * A failed fsync (of a WAL segment, a snapshot, or a directory). Fatal for the whole
+ * process, not only the group: after a failed fsync Linux may mark the dirty pages clean
+ * and drop the error, so the same process could later read back, and acknowledge, data
+ * that never reached the disk. The runtime must exit (non-zero) on it; a restart then
+ * recovers from what is really on disk: the WAL up to its last good frame, or a snapshot
+ * from the leader.
+ */
+export class FsyncFailedError extends DkvError {
+  constructor(
+    readonly path: string,
+    cause: unknown,
+  ) {
+    const reason = cause instanceof Error ? cause.message : String(cause);
+    super(
+      "FSYNC_FAILED",
+      `fsync of ${path} failed (${reason}): the disk may have lost writes this process believed durable. ` +
+        "Stop this dkv process, check the disk (dmesg, SMART, free space), then restart it; " +
+        "the member recovers from its log or from a snapshot of the leader",
+      { cause, outcome: "unknown" },
+    );
+    this.name = "FsyncFailedError";
+  }
+}
+
+/** fsync/fdatasync `handle`, counted; any failure becomes an FsyncFailedError. */
+export async function syncHandle(
+  handle: FileHandle,
+  path: string,
+  mode: "data" | "all",
+  counter: SyncCounter,
+): Promise<void> {
+  try {
+    await counter.syncFile(handle, path, mode);
+  } catch (error) {
+    throw new FsyncFailedError(path, error);
+  }
+  counter.fsyncs++;
 }
 
 /** Makes a directory's entries (created, renamed, removed files) durable. */
 export async function fsyncDir(dir: string, counter: SyncCounter): Promise<void> {
   const handle = await open(dir, "r");
   try {
-    await handle.sync();
-    counter.fsyncs++;
+    await syncHandle(handle, dir, "all", counter);
   } finally {
     await handle.close();
   }
@@ -37,9 +87,12 @@ function errnoCode(error: unknown): string | undefined {
 
 /**
  * Creates `dir` (and parents) if missing; fails clearly when it is a file or unreadable,
- * because guessing there risks writing a member's log somewhere nobody will look.
+ * because guessing there risks writing a member's log somewhere nobody will look. Each
+ * directory it creates is made durable in its parent (the parent is fsynced): otherwise
+ * a power loss can drop a fresh group directory, and with it a log that acknowledged
+ * writes, although every file in it was fsynced.
  */
-export async function ensureDataDir(dir: string, what: string): Promise<void> {
+export async function ensureDataDir(dir: string, what: string, counter: SyncCounter): Promise<void> {
   try {
     const info = await stat(dir);
     if (!info.isDirectory()) {
@@ -57,7 +110,8 @@ export async function ensureDataDir(dir: string, what: string): Promise<void> {
         { cause: error },
       );
     }
-    await mkdir(dir, { recursive: true });
+    const firstCreated = await mkdir(dir, { recursive: true });
+    if (firstCreated !== undefined) await fsyncCreatedChain(resolve(firstCreated), resolve(dir), counter);
   }
   try {
     await access(dir, constants.R_OK | constants.W_OK | constants.X_OK);
@@ -68,6 +122,17 @@ export async function ensureDataDir(dir: string, what: string): Promise<void> {
       { cause: error },
     );
   }
+}
+
+/** fsyncs the parent of every directory from `first` (created) down to `last`, deepest last. */
+async function fsyncCreatedChain(first: string, last: string, counter: SyncCounter): Promise<void> {
+  const created: string[] = [];
+  // Bounded by the path's depth: each step goes one level up until `first`.
+  for (let path = last; ; path = dirname(path)) {
+    created.push(path);
+    if (path === first || dirname(path) === path) break;
+  }
+  for (const path of created.reverse()) await fsyncDir(dirname(path), counter);
 }
 
 export function isNotFound(error: unknown): boolean {

@@ -1,3 +1,4 @@
+export { FsyncFailedError, type SyncFile } from "./fs-util.ts";
 export {
   openRaftStorage,
   RaftStorage,

@@ -3,7 +3,7 @@ import { DkvError } from "../../errors.ts";
 import type { ConfState, Entry, HardState, LogStorage, Snapshot, SnapshotMeta } from "../core/types.ts";
 import { ENTRY_RECORD_OVERHEAD_BYTES, PENDING_BYTES_MAX } from "./codec.ts";
 import type { EntryLog } from "./entry-log.ts";
-import { ensureDataDir, fsyncDir, type SyncCounter } from "./fs-util.ts";
+import { ensureDataDir, fsyncDir, type SyncCounter, type SyncFile, systemSyncFile } from "./fs-util.ts";
 import { LogReplay } from "./recovery.ts";
 import { SnapshotStore, type StorageLogger } from "./snapshot-store.ts";
 import { replayWal, WalWriter } from "./wal.ts";
@@ -22,6 +22,12 @@ export interface RaftStorageOptions {
   initialConf?: ConfState;
   /** Where warnings about repairs and fallbacks go (default: console). */
   logger?: StorageLogger;
+  /**
+   * How files are flushed (default: fsync/fdatasync). For fault injection in tests only.
+   * Whatever it throws surfaces as FsyncFailedError (DkvError code FSYNC_FAILED), which
+   * is fatal for the process: see FsyncFailedError.
+   */
+  syncFile?: SyncFile;
 }
 
 export interface RaftStorageStats {
@@ -80,12 +86,13 @@ export async function openRaftStorage(dir: string, options: RaftStorageOptions =
     1,
   );
   const logger = options.logger ?? consoleLogger;
-  const counter: SyncCounter = { fsyncs: 0 };
+  const counter: SyncCounter = { fsyncs: 0, syncFile: options.syncFile ?? systemSyncFile };
   const walDir = join(dir, "wal");
   const snapDir = join(dir, "snap");
-  await ensureDataDir(dir, "data dir");
-  await ensureDataDir(walDir, "WAL dir");
-  await ensureDataDir(snapDir, "snapshot dir");
+  // A group directory created now is fsynced into the data dir (and that one into its parent).
+  await ensureDataDir(dir, "data dir", counter);
+  await ensureDataDir(walDir, "WAL dir", counter);
+  await ensureDataDir(snapDir, "snapshot dir", counter);
   await fsyncDir(dir, counter); // the subdirectories may have just been created
 
   const snapshots = await SnapshotStore.open(snapDir, logger, counter, snapshotsRetained);

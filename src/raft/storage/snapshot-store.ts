@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { DkvError } from "../../errors.ts";
 import type { ConfState, Snapshot, SnapshotMeta } from "../core/types.ts";
 import { readU64, writeU64 } from "./codec.ts";
-import { fsyncDir, isNotFound, type SyncCounter, writeFully } from "./fs-util.ts";
+import { fsyncDir, isNotFound, type SyncCounter, syncHandle, writeFully } from "./fs-util.ts";
 
 /**
  * Snapshot files: `snap/<index:20>-<term:20>.snap`, written as `<name>.tmp`, fsynced,
@@ -204,8 +204,7 @@ export class SnapshotStore {
       trailerView.setUint32(8, dataCrc, true);
       trailerView.setUint32(12, Bun.hash.crc32(trailer.subarray(0, 12)), true);
       await writeFully(handle, trailer, position);
-      await handle.sync();
-      this.counter.fsyncs++;
+      await syncHandle(handle, tempPath, "all", this.counter);
     } catch (error) {
       await handle.close().catch(() => {});
       await unlink(tempPath).catch(() => {});

@@ -14,7 +14,7 @@ import {
   SEGMENT_HEADER_BYTES,
   type WalRecord,
 } from "./codec.ts";
-import { fsyncDir, type SyncCounter, writeFully } from "./fs-util.ts";
+import { FsyncFailedError, fsyncDir, type SyncCounter, syncHandle, writeFully } from "./fs-util.ts";
 import type { StorageLogger } from "./snapshot-store.ts";
 import { testFaults } from "./test-faults.ts";
 
@@ -161,8 +161,7 @@ async function truncateFile(path: string, sizeBytes: number, counter: SyncCounte
   const handle = await open(path, "r+");
   try {
     await handle.truncate(sizeBytes);
-    await handle.sync();
-    counter.fsyncs++;
+    await syncHandle(handle, path, "all", counter);
   } finally {
     await handle.close();
   }
@@ -329,8 +328,7 @@ export class WalWriter {
     const bytes = batch.seal(segment.seq, segment.sizeBytes);
     await writeFully(this.handle, bytes, segment.sizeBytes);
     // datasync also persists the file size, which is all the metadata an append changes.
-    await this.handle.datasync();
-    this.counter.fsyncs++;
+    await syncHandle(this.handle, segment.path, "data", this.counter);
     segment.sizeBytes += bytes.length;
     if (batch.maxEntryIndex > segment.maxEntryIndex) segment.maxEntryIndex = batch.maxEntryIndex;
     if (batch.lastEntryIndex !== 0) this.lastEntryIndex = batch.lastEntryIndex;
@@ -357,12 +355,16 @@ export class WalWriter {
 
   private poison(error: unknown, inflight: Waiter[]): void {
     const reason = error instanceof Error ? error.message : String(error);
-    this.failure = new DkvError(
-      "INTERNAL",
-      `${this.active.path} offset ${this.active.sizeBytes}: WAL write or fsync failed (${reason}) — ` +
-        "restart this member; recovery keeps everything that was acknowledged",
-      { cause: error, outcome: "unknown" },
-    );
+    // A failed fsync stays an FsyncFailedError: the runtime must end the process on it.
+    this.failure =
+      error instanceof FsyncFailedError
+        ? error
+        : new DkvError(
+            "INTERNAL",
+            `${this.active.path} offset ${this.active.sizeBytes}: WAL write failed (${reason}) — ` +
+              "restart this member; recovery keeps everything that was acknowledged",
+            { cause: error, outcome: "unknown" },
+          );
     for (const waiter of inflight) waiter.reject(this.failure);
     for (const waiter of this.pendingWaiters) waiter.reject(this.failure);
     inflight.length = 0;
@@ -420,8 +422,7 @@ async function createSegment(
     bytes.set(header, 0);
     bytes.set(frameBytes, header.length);
     await writeFully(handle, bytes, 0);
-    await handle.sync();
-    counter.fsyncs++;
+    await syncHandle(handle, path, "all", counter);
     await fsyncDir(walDir, counter);
     return { segment: { seq, firstIndex, path, sizeBytes: bytes.length, maxEntryIndex: 0 }, handle };
   } catch (error) {
