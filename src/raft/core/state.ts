@@ -188,8 +188,9 @@ export class NodeState {
 
   /** The highest commit index a follower may take from its leader's word without an append. */
   leaderVerifiedCommit(): number {
-    // Committed entries are in every later leader's log (leader completeness).
-    return Math.max(this.log.committed, this.leaderMatchIndex);
+    // Committed entries are in every later leader's log (leader completeness). The clamp
+    // is defensive: a snapshot restore only happens below leaderMatchIndex's reach.
+    return Math.min(Math.max(this.log.committed, this.leaderMatchIndex), this.log.lastIndex());
   }
 
   send(m: Message): void {

@@ -186,6 +186,7 @@ const statusByCode: Partial<Record<DkvErrorCode, number>> = {
   TIMEOUT: 504,
   UNAVAILABLE: 503,
   NOT_LEADER: 503,
+  RESOURCE_EXHAUSTED: 429,
 };
 
 function jsonError(error: DkvError, status?: number): Response {
