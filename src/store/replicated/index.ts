@@ -1,11 +1,14 @@
 export {
   type Command,
   decodeCommand,
+  decodeErrorResult,
   encodeCommand,
   Op,
   type RequestOrigin,
+  validateCommand,
 } from "./command.ts";
 export { DStore, type DStoreOptions } from "./dstore.ts";
+export { DEDUP_RETENTION_MIN_MS, resolveDedupOptions } from "./request-table.ts";
 export {
   type ReplicatedShard,
   type ReplicatedShardStatus,
