@@ -55,7 +55,12 @@ export class RaftHost {
   readonly self: NodeId;
   private readonly groups = new Map<number, RaftGroup>();
   private readonly forwards = new Map<number, Forward>();
-  private nextForwardId = 1;
+  /**
+   * Starts at a random point: a leader's reply to a forward of an earlier incarnation of
+   * this member (queued for it, delivered after a restart) must not settle a new forward
+   * that got the same id — it would hand one write another write's result.
+   */
+  private nextForwardId: number;
   private incomingForwards = 0;
   private stopTicks: (() => void) | undefined;
   private started = false;
@@ -85,6 +90,7 @@ export class RaftHost {
     this.logger = config.logger ?? silentLogger;
     this.requestTimeoutMs = config.requestTimeoutMs ?? DEFAULTS.requestTimeoutMs;
     this.forwardsInFlightMax = config.forwardsInFlightMax ?? DEFAULTS.forwardsInFlightMax;
+    this.nextForwardId = Math.floor((config.random ?? Math.random)() * FORWARD_ID_MODULUS);
     const scheduler = config.scheduler ?? realScheduler;
     this.scheduler = scheduler;
     this.env = {

@@ -1,0 +1,80 @@
+/**
+ * The simulator over the real runtime (host/simulator.ts): RaftHost + RaftGroup + the dstore
+ * state machine, driven through the host's injected scheduler, transport and storage.
+ *
+ *   bun test test/raft/sim/host-sim.test.ts                 the default seed range
+ *   DKV_HOST_SEED=123 bun test test/raft/sim/host-sim.test.ts   replays seed 123 with its trace
+ *   DKV_SIM_SEEDS=20000 bun test test/raft/sim               soak: that many seeds (random base)
+ */
+import { describe, expect, test } from "bun:test";
+import { type HostSimStats, loadRuntime, runHostSimulation } from "./host/simulator.ts";
+import { SimFailure } from "./simulator.ts";
+
+const runtime = await loadRuntime();
+const replaySeed = process.env.DKV_HOST_SEED === undefined ? null : Number(process.env.DKV_HOST_SEED);
+const soakCount = process.env.DKV_SIM_SEEDS === undefined ? null : Number(process.env.DKV_SIM_SEEDS);
+const seedCount = soakCount ?? 200;
+const seedBase =
+  process.env.DKV_SIM_SEED_BASE !== undefined
+    ? Number(process.env.DKV_SIM_SEED_BASE)
+    : soakCount !== null
+      ? Math.floor(Math.random() * 2 ** 31)
+      : 1;
+const seedsPerTest = 25;
+
+async function runSeeds(first: number, count: number): Promise<HostSimStats[]> {
+  const stats: HostSimStats[] = [];
+  const failures: SimFailure[] = [];
+  for (let seed = first; seed < first + count; seed++) {
+    try {
+      stats.push(await runHostSimulation({ seed, runtime }));
+    } catch (error) {
+      if (!(error instanceof SimFailure)) throw error;
+      failures.push(error);
+    }
+  }
+  if (failures.length > 0) {
+    const seeds = failures.map((failure) => failure.seed).join(", ");
+    throw new Error(`${failures.length} failing seed(s): ${seeds}\nfirst: ${failures[0]?.message}`);
+  }
+  return stats;
+}
+
+if (replaySeed !== null) {
+  test(`host seed ${replaySeed} (replay, verbose)`, async () => {
+    const stats = await runHostSimulation({ seed: replaySeed, runtime, log: (line) => console.log(line) });
+    console.log(JSON.stringify(stats));
+  }, 120_000);
+} else {
+  describe(`simulated hosts, seeds ${seedBase}..${seedBase + seedCount - 1}`, () => {
+    const all: HostSimStats[] = [];
+    for (let first = seedBase; first < seedBase + seedCount; first += seedsPerTest) {
+      const count = Math.min(seedsPerTest, seedBase + seedCount - first);
+      test(`seeds ${first}..${first + count - 1}: clients see only what Raft promises, and the cluster converges`, async () => {
+        all.push(...(await runSeeds(first, count)));
+      }, 120_000);
+    }
+    test("the seeds exercised forwards, retries, reads, crashes, fsync failures, pauses and snapshots", () => {
+      const sum = (pick: (s: HostSimStats) => number): number => all.reduce((total, s) => total + pick(s), 0);
+      expect(all.length).toBe(seedCount);
+      console.log(
+        `host sim: ${all.length} seeds, ${JSON.stringify(
+          Object.fromEntries(
+            Object.keys(all[0]!)
+              .filter((k) => k !== "seed" && k !== "nodeCount")
+              .map((k) => [k, sum((s) => s[k as keyof HostSimStats] as number)]),
+          ),
+        )}`,
+      );
+      expect(sum((s) => s.writesOk)).toBeGreaterThan(seedCount);
+      expect(sum((s) => s.forwarded)).toBeGreaterThan(0);
+      expect(sum((s) => s.retries)).toBeGreaterThan(0);
+      expect(sum((s) => s.reads)).toBeGreaterThan(0);
+      expect(sum((s) => s.crashes)).toBeGreaterThan(0);
+      expect(sum((s) => s.fsyncFailures)).toBeGreaterThan(0);
+      expect(sum((s) => s.pauses)).toBeGreaterThan(0);
+      expect(sum((s) => s.snapshotsRestored)).toBeGreaterThan(0);
+      expect(sum((s) => s.invalidRefused)).toBeGreaterThan(0);
+    });
+  });
+}
