@@ -7,13 +7,14 @@
  *   DKV_SIM_SEEDS=20000 bun test test/raft/sim               soak: that many seeds (random base)
  */
 import { describe, expect, test } from "bun:test";
-import { type HostSimStats, loadRuntime, runHostSimulation } from "./host/simulator.ts";
+import { type HostSimStats, type HostSwarm, loadRuntime, runHostSimulation } from "./host/simulator.ts";
+import { churnSwarm } from "./runtime-mutants.ts";
 import { SimFailure } from "./simulator.ts";
 
 const runtime = await loadRuntime();
 const replaySeed = process.env.DKV_HOST_SEED === undefined ? null : Number(process.env.DKV_HOST_SEED);
 const soakCount = process.env.DKV_SIM_SEEDS === undefined ? null : Number(process.env.DKV_SIM_SEEDS);
-const seedCount = soakCount ?? 200;
+const seedCount = soakCount ?? 150;
 const seedBase =
   process.env.DKV_SIM_SEED_BASE !== undefined
     ? Number(process.env.DKV_SIM_SEED_BASE)
@@ -22,12 +23,52 @@ const seedBase =
       : 1;
 const seedsPerTest = 25;
 
-async function runSeeds(first: number, count: number): Promise<HostSimStats[]> {
+/** Disks that lose their last fsynced frame at a crash, on followers that crash often. */
+const lyingDiskSwarm: Partial<HostSwarm> = {
+  lyingDiskRate: 1,
+  crashRate: 0.02,
+  leaderCrashRate: 0.01,
+  restartRate: 0.5,
+};
+
+/**
+ * Seeds that failed on code before a fix, run on every default run. Main's host cannot be
+ * driven by the simulator (it had no seams), so its defects are reproduced by the runtime
+ * mutants that put main's code back (runtime-mutants.ts); these are seeds those mutants fail.
+ */
+const regressionSeeds: { seeds: number[]; bug: string; swarm: Partial<HostSwarm> }[] = [
+  {
+    seeds: [8, 11, 21, 43],
+    bug: "defect 2: a waiter replaced at a reused index never settles",
+    swarm: churnSwarm,
+  },
+  {
+    seeds: [30, 84, 89],
+    bug: "a leader's late reply to a forward of an earlier incarnation settled a new forward with another write's result",
+    swarm: { ...churnSwarm, crashRate: 0.01, restartRate: 0.3 },
+  },
+];
+
+/**
+ * Defect 1 (issue 9): a follower that lost acknowledged entries (its last fsynced frame)
+ * applies stale entries below the leader's commit. The fix is in src/raft/core (the safety
+ * helper's branch); until it is merged these seeds fail with "state machine safety", so
+ * they run as `test.failing`. Once the fix is in, make it a plain `test`.
+ */
+const defect1Seeds = [99, 101];
+
+async function runSeeds(
+  first: number,
+  count: number,
+  swarm?: Partial<HostSwarm>,
+  only?: number[],
+): Promise<HostSimStats[]> {
   const stats: HostSimStats[] = [];
   const failures: SimFailure[] = [];
-  for (let seed = first; seed < first + count; seed++) {
+  const seeds = only ?? Array.from({ length: count }, (_, i) => first + i);
+  for (const seed of seeds) {
     try {
-      stats.push(await runHostSimulation({ seed, runtime }));
+      stats.push(await runHostSimulation({ seed, runtime, ...(swarm === undefined ? {} : { swarm }) }));
     } catch (error) {
       if (!(error instanceof SimFailure)) throw error;
       failures.push(error);
@@ -77,4 +118,17 @@ if (replaySeed !== null) {
       expect(sum((s) => s.invalidRefused)).toBeGreaterThan(0);
     });
   });
+
+  describe("host regression seeds", () => {
+    for (const { seeds, bug, swarm } of regressionSeeds) {
+      test(`seeds ${seeds.join(", ")}: ${bug}`, async () => {
+        const stats = await runSeeds(0, 0, swarm, seeds);
+        expect(stats.reduce((total, s) => total + s.writesOk, 0)).toBeGreaterThan(0);
+      }, 60_000);
+    }
+  });
+
+  test.failing(`lying disks, seeds ${defect1Seeds.join(", ")}: defect 1 (a follower applies stale entries after losing acked ones)`, async () => {
+    await runSeeds(0, 0, lyingDiskSwarm, defect1Seeds);
+  }, 60_000);
 }

@@ -106,6 +106,22 @@ export class HostChecker {
     }
   }
 
+  /**
+   * A member applied a non-Normal entry (a leader's no-op) at `index`: the state machine
+   * never sees those, so the probe infers them from the gap before the next Normal entry.
+   */
+  appliedOther(node: NodeId, index: number): void {
+    const known = this.committed.get(index);
+    if (known === undefined) {
+      this.committed.set(index, { term: -1, fingerprint: "no-op" });
+    } else if (known.fingerprint !== "no-op") {
+      throw new InvariantViolation(
+        "state machine safety",
+        `${node} applied a no-op at ${index}; another member applied ${known.fingerprint}`,
+      );
+    }
+  }
+
   /** A member restored a snapshot whose last Normal entry was (index, term). */
   restored(node: NodeId, index: number, term: number): void {
     if (index === 0) return;

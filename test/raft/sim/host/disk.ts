@@ -83,8 +83,9 @@ export class SimDisk {
   crash(keepUnsynced: number, loseLastSynced: boolean): void {
     this.incarnation++;
     this.waiters = [];
+    // A lost frame cuts the log there: nothing written after it survives either.
     if (loseLastSynced) this.synced.pop();
-    this.synced.push(...this.unsynced.slice(0, keepUnsynced));
+    else this.synced.push(...this.unsynced.slice(0, keepUnsynced));
     this.unsynced = [];
   }
 }
