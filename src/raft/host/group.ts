@@ -15,8 +15,8 @@ import {
   type Snapshot,
   type SnapshotMeta,
 } from "../core/types.ts";
-import type { RaftStorage } from "../storage/raft-storage.ts";
 import { testFaults } from "../storage/test-faults.ts";
+import { AssertionError, assert, type GroupStorage, HostFatalError } from "./runtime.ts";
 import type { StateMachine } from "./types.ts";
 
 const EMPTY = new Uint8Array(0);
@@ -26,7 +26,14 @@ const READY_ROUNDS_MAX = 64;
 /** What a group needs from its host. */
 export interface GroupEnv {
   self: NodeId;
+  /** Wall-clock ms: stamps entries and reads (the leader's time decides expiry). */
   nowMs(): number;
+  /** Monotonic ms: deadlines, checked on every tick. */
+  monotonicMs(): number;
+  /** Runs `run` after pending I/O (a drain that hit its round bound yields with it). */
+  later(run: () => void): void;
+  /** The disk failed or an assertion broke: the process must end (the group has stopped). */
+  onFatal(error: Error): void;
   send(groupId: number, message: Message): void;
   logger: RaftLogger;
   electionTicks: number;
@@ -42,17 +49,36 @@ export type ProposeAttempt =
   | { ok: true; result: Promise<Uint8Array> }
   | { ok: false; error: DkvError; leader: NodeId | null };
 
+/** Per-group checks of a proposal's bytes (forwarded proposals are checked on the leader). */
+export interface GroupOptions {
+  /** A refusal (the bytes must not enter the log) or null; must not throw. */
+  validateProposal?(command: Uint8Array): DkvError | null;
+}
+
+/**
+ * A proposal awaiting its entry (index, term). Settles exactly once: ok when that entry
+ * applies; not-applied when another entry applies at its index (log matching: ours never
+ * will); unknown when its deadline passes, a snapshot jumps past it, or the group stops.
+ */
 interface ProposalWaiter {
+  index: number;
   term: number;
+  deadlineMs: number;
+  timeoutMs: number;
   resolve(result: Uint8Array): void;
   reject(error: DkvError): void;
-  timer: ReturnType<typeof setTimeout>;
+  /**
+   * A proposal of an earlier term at the same index, still unsettled: a leader whose entries
+   * were truncated can lead again and propose at the same index before the old one settles.
+   */
+  older: ProposalWaiter | undefined;
 }
 
 interface ReadWaiter {
   evaluate(nowMs: number): void;
   reject(error: DkvError): void;
-  timer: ReturnType<typeof setTimeout>;
+  deadlineMs: number;
+  timeoutMs: number;
   /** Ticks since the read index was (re)requested; it is asked again after an election timeout. */
   ticksWaited: number;
   /** Set once the read index is known; the read waits for apply to reach it. */
@@ -81,7 +107,9 @@ export class RaftGroup {
   private closing: Promise<void> | undefined;
   private failure: DkvError | undefined;
   private snapshotTask: Promise<void> | undefined;
+  /** Newest waiter per log index; older ones at the same index chain behind it. */
   private readonly proposals = new Map<number, ProposalWaiter>();
+  private proposalCount = 0;
   private readonly reads = new Map<string, ReadWaiter>();
   private nextReadId = 0;
   /**
@@ -91,15 +119,16 @@ export class RaftGroup {
    */
   private readonly readIdPrefix: string;
   /** Woken on every leader change (and on close), so a proposal waiting for a leader retries. */
-  private leaderWatchers: (() => void)[] = [];
+  private leaderWatchers: { wake: () => void; deadlineMs: number }[] = [];
   private drainDone: Promise<void> = Promise.resolve();
 
   constructor(
     readonly groupId: number,
-    private readonly storage: RaftStorage,
+    private readonly storage: GroupStorage,
     readonly stateMachine: StateMachine,
     private readonly env: GroupEnv,
     snapshot: Snapshot | null,
+    readonly options: GroupOptions = {},
   ) {
     const meta = snapshot?.meta;
     this.appliedIndex = meta?.index ?? 0;
@@ -131,6 +160,10 @@ export class RaftGroup {
   tick(wallMs: number): void {
     if (this.closed) return;
     this.node.tick(wallMs);
+    const nowMs = this.env.monotonicMs();
+    this.expireProposals(nowMs);
+    this.expireReads(nowMs);
+    this.expireLeaderWatchers(nowMs);
     for (const [id, read] of this.reads) {
       // A read index request can be dropped silently (no leader, leader change): ask again.
       if (read.state === undefined && ++read.ticksWaited >= this.env.electionTicks) {
@@ -165,12 +198,12 @@ export class RaftGroup {
   tryPropose(data: Uint8Array, timeoutMs: number): ProposeAttempt {
     const refusal = this.refusal();
     if (refusal !== undefined) return { ok: false, error: refusal, leader: null };
-    if (this.proposals.size >= this.env.proposalsPendingMax) {
+    if (this.proposalCount >= this.env.proposalsPendingMax) {
       return {
         ok: false,
         error: new DkvError(
           "UNAVAILABLE",
-          `group ${this.groupId} has ${this.proposals.size} proposals waiting to apply; retry later or lower the load`,
+          `group ${this.groupId} has ${this.proposalCount} proposals waiting to apply; retry later or lower the load`,
         ),
         leader: this.leader,
       };
@@ -191,19 +224,19 @@ export class RaftGroup {
       return { ok: false, error, leader: proposed.leader };
     }
     const { index, term } = proposed;
+    assert(
+      index > this.appliedIndex,
+      () => `group ${this.groupId}: proposed at ${index}, already applied ${this.appliedIndex}`,
+    );
     const result = new Promise<Uint8Array>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        if (this.proposals.get(index)?.timer !== timer) return;
-        this.proposals.delete(index);
-        reject(
-          new DkvError(
-            "TIMEOUT",
-            `group ${this.groupId}: entry ${index} was not applied within ${timeoutMs} ms; it may still apply — check before retrying, or retry with the same request id`,
-            { outcome: "unknown" },
-          ),
-        );
-      }, timeoutMs);
-      this.proposals.set(index, { term, resolve, reject, timer });
+      const older = this.proposals.get(index);
+      assert(
+        older === undefined || older.term < term,
+        () => `group ${this.groupId}: two proposals at ${index}/${term}`,
+      );
+      const deadlineMs = this.env.monotonicMs() + timeoutMs;
+      this.proposals.set(index, { index, term, deadlineMs, timeoutMs, resolve, reject, older });
+      this.proposalCount++;
     });
     this.schedule();
     return { ok: true, result };
@@ -225,16 +258,8 @@ export class RaftGroup {
       );
     }
     const id = `${this.readIdPrefix}-${this.nextReadId++}`;
+    const deadlineMs = this.env.monotonicMs() + timeoutMs;
     const promise = new Promise<T>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        if (!this.reads.delete(id)) return;
-        reject(
-          new DkvError(
-            "TIMEOUT",
-            `group ${this.groupId}: no read index within ${timeoutMs} ms (no leader reachable?); retry, or read stale`,
-          ),
-        );
-      }, timeoutMs);
       this.reads.set(id, {
         evaluate: (nowMs) => {
           try {
@@ -244,7 +269,8 @@ export class RaftGroup {
           }
         },
         reject,
-        timer,
+        deadlineMs,
+        timeoutMs,
         ticksWaited: 0,
         state: undefined,
       });
@@ -255,16 +281,10 @@ export class RaftGroup {
     return promise;
   }
 
-  /** Resolves on the next leader change or after `ms`, whichever comes first. */
+  /** Resolves on the next leader change, or on the first tick after `ms` (monotonic), whichever comes first. */
   waitLeaderChange(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const timer = setTimeout(wake, ms);
-      const watchers = this.leaderWatchers;
-      function wake(): void {
-        clearTimeout(timer);
-        resolve();
-      }
-      watchers.push(wake);
+    return new Promise((wake) => {
+      this.leaderWatchers.push({ wake, deadlineMs: this.env.monotonicMs() + ms });
     });
   }
 
@@ -310,6 +330,7 @@ export class RaftGroup {
   };
 
   private async drain(): Promise<void> {
+    assert(!this.draining, () => `group ${this.groupId}: two drains at once`);
     this.draining = true;
     try {
       for (let round = 0; round < READY_ROUNDS_MAX && !this.closed && this.node.hasReady(); round++) {
@@ -320,7 +341,7 @@ export class RaftGroup {
     } finally {
       this.draining = false;
     }
-    if (!this.closed && this.node.hasReady()) setImmediate(() => this.schedule());
+    if (!this.closed && this.node.hasReady()) this.env.later(() => this.schedule());
   }
 
   private async handleReady(rd: Ready): Promise<void> {
@@ -331,10 +352,11 @@ export class RaftGroup {
     if (rd.snapshot !== undefined) {
       // Never two snapshot saves at once: ours may still be streaming.
       await this.snapshotTask;
-      await this.storage.saveSnapshot(rd.snapshot.meta, rd.snapshot.data);
+      await persisted(this.storage.saveSnapshot(rd.snapshot.meta, rd.snapshot.data));
     }
     if (rd.entries.length > 0 || rd.hardState !== undefined) {
-      const durable = this.storage.append(rd.entries, rd.hardState);
+      assertContiguous(this.groupId, rd.entries);
+      const durable = persisted(this.storage.append(rd.entries, rd.hardState));
       // A commit-index-only change need not be on disk before we go on (Raft recovers it).
       // (A test build's ack-before-fsync fault skips the wait: see storage/test-faults.ts.)
       if (rd.mustSync && !testFaults.ackBeforeFsync) await durable;
@@ -359,6 +381,11 @@ export class RaftGroup {
 
   private apply(entry: Entry): void {
     if (entry.index <= this.appliedIndex) return;
+    assert(
+      entry.index === this.appliedIndex + 1,
+      () =>
+        `group ${this.groupId}: committed entry ${entry.index} after applied ${this.appliedIndex} leaves a gap`,
+    );
     let result: Uint8Array = EMPTY;
     if (entry.kind === EntryKind.ConfChange) {
       const conf = this.node.applyConfChange(decodeConfChange(entry.data));
@@ -370,20 +397,23 @@ export class RaftGroup {
     this.appliedTerm = entry.term;
     if (entry.timeMs > this.appliedTimeMs) this.appliedTimeMs = entry.timeMs;
     this.appliedSinceSnapshot++;
-    const waiter = this.proposals.get(entry.index);
-    if (waiter === undefined) return;
+    const newest = this.proposals.get(entry.index);
+    if (newest === undefined) return;
     this.proposals.delete(entry.index);
-    clearTimeout(waiter.timer);
-    if (waiter.term === entry.term) {
-      waiter.resolve(result);
-    } else {
-      // Log matching: an entry is identified by (index, term), so ours is not in the log.
-      waiter.reject(
-        new DkvError(
-          "NOT_LEADER",
-          `group ${this.groupId}: a new leader replaced entry ${entry.index} before it committed; it was not applied — retry`,
-        ),
-      );
+    for (let waiter: ProposalWaiter | undefined = newest; waiter !== undefined; waiter = waiter.older) {
+      this.proposalCount--;
+      if (waiter.term === entry.term) {
+        waiter.resolve(result);
+      } else {
+        // Log matching: an entry is identified by (index, term); another one applied here,
+        // so ours never will.
+        waiter.reject(
+          new DkvError(
+            "NOT_LEADER",
+            `group ${this.groupId}: a new leader replaced entry ${entry.index} before it committed; it was not applied — retry`,
+          ),
+        );
+      }
     }
   }
 
@@ -396,25 +426,75 @@ export class RaftGroup {
     this.snapshotIndex = index;
     this.appliedSinceSnapshot = 0;
     // Entries up to the snapshot were never seen here: whether ours are among them is unknown.
-    for (const [index, waiter] of this.proposals) {
+    for (const [index, newest] of this.proposals) {
       if (index > snapshot.meta.index) continue;
       this.proposals.delete(index);
-      clearTimeout(waiter.timer);
-      waiter.reject(
+      const error = new DkvError(
+        "UNAVAILABLE",
+        `group ${this.groupId}: this member caught up through a snapshot past entry ${index}; its outcome is unknown — retry with the same request id`,
+        { outcome: "unknown" },
+      );
+      for (let waiter: ProposalWaiter | undefined = newest; waiter !== undefined; waiter = waiter.older) {
+        this.proposalCount--;
+        waiter.reject(error);
+      }
+    }
+  }
+
+  // ---- deadlines (checked on every tick: no timer per request) -------------------------
+
+  private expireProposals(nowMs: number): void {
+    for (const [index, newest] of this.proposals) {
+      let kept: ProposalWaiter | undefined;
+      let last: ProposalWaiter | undefined;
+      for (let waiter: ProposalWaiter | undefined = newest; waiter !== undefined; ) {
+        const older: ProposalWaiter | undefined = waiter.older;
+        if (waiter.deadlineMs <= nowMs) {
+          this.proposalCount--;
+          waiter.reject(
+            new DkvError(
+              "TIMEOUT",
+              `group ${this.groupId}: entry ${index} was not applied within ${waiter.timeoutMs} ms; it may still apply — check before retrying, or retry with the same request id`,
+              { outcome: "unknown" },
+            ),
+          );
+        } else {
+          waiter.older = undefined;
+          if (last === undefined) kept = waiter;
+          else last.older = waiter;
+          last = waiter;
+        }
+        waiter = older;
+      }
+      if (kept === undefined) this.proposals.delete(index);
+      else if (kept !== newest) this.proposals.set(index, kept);
+    }
+  }
+
+  private expireReads(nowMs: number): void {
+    for (const [id, read] of this.reads) {
+      if (read.deadlineMs > nowMs) continue;
+      this.reads.delete(id);
+      read.reject(
         new DkvError(
-          "UNAVAILABLE",
-          `group ${this.groupId}: this member caught up through a snapshot past entry ${index}; its outcome is unknown — retry with the same request id`,
-          { outcome: "unknown" },
+          "TIMEOUT",
+          `group ${this.groupId}: no read index within ${read.timeoutMs} ms (no leader reachable?); retry, or read stale`,
         ),
       );
     }
+  }
+
+  private expireLeaderWatchers(nowMs: number): void {
+    if (!this.leaderWatchers.some((watcher) => watcher.deadlineMs <= nowMs)) return;
+    const due = this.leaderWatchers.filter((watcher) => watcher.deadlineMs <= nowMs);
+    this.leaderWatchers = this.leaderWatchers.filter((watcher) => watcher.deadlineMs > nowMs);
+    for (const watcher of due) watcher.wake();
   }
 
   private answerReads(): void {
     for (const [id, read] of this.reads) {
       if (read.state === undefined || read.state.index > this.appliedIndex) continue;
       this.reads.delete(id);
-      clearTimeout(read.timer);
       // A peer whose transport does not carry the leader's time (0) is read at our clock.
       const readTimeMs = read.state.timeMs > 0 ? read.state.timeMs : this.env.nowMs();
       // Not before the applied state's own time: it may hold writes stamped after the read index.
@@ -444,13 +524,18 @@ export class RaftGroup {
     this.appliedSinceSnapshot = 0;
     this.snapshotTask = (async () => {
       try {
-        await this.storage.saveSnapshot(meta, data);
+        await persisted(this.storage.saveSnapshot(meta, data));
         this.snapshotIndex = Math.max(this.snapshotIndex, meta.index);
         await this.storage.compact(meta.index);
         this.env.logger.debug(`group ${this.groupId}: snapshot at ${meta.index}, log compacted`);
       } catch (error) {
-        // The log stays whole; the next interval tries again.
-        this.env.logger.warn(`group ${this.groupId}: snapshot at ${meta.index} failed: ${String(error)}`);
+        // A failed write of the snapshot is a failed fsync: fatal. Compaction only deletes;
+        // if it failed, the log stays whole and the next interval tries again.
+        if (error instanceof PersistenceFailure) this.fatal(error);
+        else
+          this.env.logger.warn(
+            `group ${this.groupId}: compaction after snapshot ${meta.index} failed: ${String(error)}`,
+          );
       } finally {
         this.snapshotTask = undefined;
       }
@@ -460,6 +545,10 @@ export class RaftGroup {
   // ---- bookkeeping -------------------------------------------------------------------
 
   private onSoftState(leader: NodeId | null, role: Role): void {
+    assert(
+      (role === "leader") === (leader === this.env.self),
+      () => `group ${this.groupId}: role ${role} with leader ${leader} on ${this.env.self}`,
+    );
     const changed = leader !== this.leader;
     this.leader = leader;
     this.role = role;
@@ -474,7 +563,7 @@ export class RaftGroup {
   private wakeLeaderWatchers(): void {
     const watchers = this.leaderWatchers;
     this.leaderWatchers = [];
-    for (const wake of watchers) wake();
+    for (const watcher of watchers) watcher.wake();
   }
 
   private refusal(): DkvError | undefined {
@@ -488,32 +577,82 @@ export class RaftGroup {
     return undefined;
   }
 
-  /** Storage or state machine failed: the group stops; the member must restart to recover. */
+  /**
+   * Storage, state machine or an assertion failed: the group stops; the member must restart.
+   * A storage failure or a broken assertion also ends the process (`env.onFatal`): after a
+   * failed fsync the kernel may have dropped the dirty pages, so only a fresh process that
+   * recovers from what is really on disk may go on.
+   */
   private fatal(error: unknown): void {
     if (this.failure !== undefined) return;
+    const cause = error instanceof PersistenceFailure ? error.cause : error;
     this.failure = new DkvError(
       "UNAVAILABLE",
-      `group ${this.groupId} on ${this.env.self} stopped after a storage or apply failure (${String(error)}); restart this member`,
-      { outcome: "unknown", cause: error },
+      `group ${this.groupId} on ${this.env.self} stopped after a storage or apply failure (${String(cause)}); restart this member`,
+      { outcome: "unknown", cause },
     );
     this.env.logger.warn(this.failure.message);
     this.closed = true;
     this.failAll(this.failure);
+    if (error instanceof PersistenceFailure) {
+      this.env.onFatal(
+        new HostFatalError(
+          "persistence",
+          this.groupId,
+          `group ${this.groupId} on ${this.env.self}: writing to disk failed (${String(cause)}). After a failed fsync the OS may have dropped the unwritten data, so this process must stop; check the disk (free space, dmesg), then restart the member: it recovers from what is on disk and catches up from the others`,
+          { cause },
+        ),
+      );
+    } else if (error instanceof AssertionError) {
+      this.env.onFatal(
+        new HostFatalError(
+          "assertion",
+          this.groupId,
+          `group ${this.groupId} on ${this.env.self}: internal invariant broken (${error.message}); this is a bug in dkv — the process must stop; restart the member and report the log`,
+          { cause: error },
+        ),
+      );
+    }
   }
 
   private failAll(error: DkvError): void {
-    for (const waiter of this.proposals.values()) {
-      clearTimeout(waiter.timer);
-      waiter.reject(error);
+    for (const newest of this.proposals.values()) {
+      for (let waiter: ProposalWaiter | undefined = newest; waiter !== undefined; waiter = waiter.older) {
+        waiter.reject(error);
+      }
     }
     this.proposals.clear();
+    this.proposalCount = 0;
     const readError = new DkvError(error.code, error.message);
-    for (const read of this.reads.values()) {
-      clearTimeout(read.timer);
-      read.reject(readError);
-    }
+    for (const read of this.reads.values()) read.reject(readError);
     this.reads.clear();
     this.wakeLeaderWatchers();
+  }
+}
+
+/** A storage write that failed: marks the failure so `fatal` ends the process, not only the group. */
+class PersistenceFailure extends Error {
+  constructor(cause: unknown) {
+    super(`persistence failed: ${String(cause)}`, { cause });
+    this.name = "PersistenceFailure";
+  }
+}
+
+function persisted(write: Promise<void>): Promise<void> {
+  return write.catch((error: unknown) => {
+    throw new PersistenceFailure(error);
+  });
+}
+
+function assertContiguous(groupId: number, entries: readonly Entry[]): void {
+  const first = entries[0];
+  if (first === undefined) return;
+  for (let i = 1; i < entries.length; i++) {
+    assert(
+      entries[i]!.index === first.index + i,
+      () =>
+        `group ${groupId}: Ready entries not contiguous at position ${i} (${entries[i]!.index} after ${first.index})`,
+    );
   }
 }
 

@@ -1,5 +1,15 @@
-export type { ProposeAttempt } from "./group.ts";
+export type { GroupOptions, ProposeAttempt } from "./group.ts";
 export { RaftHost } from "./raft-host.ts";
+export {
+  AssertionError,
+  assert,
+  type FatalKind,
+  type GroupStorage,
+  HostFatalError,
+  type HostScheduler,
+  type OpenGroupStorage,
+  realScheduler,
+} from "./runtime.ts";
 export type {
   GroupStatus,
   MemberStatus,

@@ -11,7 +11,8 @@ import {
   encodeForwardRequest,
   FrameKind,
 } from "./frames.ts";
-import { type GroupEnv, RaftGroup } from "./group.ts";
+import { type GroupEnv, type GroupOptions, RaftGroup } from "./group.ts";
+import { type GroupStorage, type HostScheduler, realScheduler } from "./runtime.ts";
 import type {
   GroupStatus,
   MemberStatus,
@@ -41,7 +42,8 @@ type ForwardOutcome =
 interface Forward {
   to: NodeId;
   settle(outcome: ForwardOutcome): void;
-  timer: ReturnType<typeof setTimeout>;
+  deadlineMs: number;
+  timeoutMs: number;
 }
 
 /**
@@ -53,15 +55,21 @@ export class RaftHost {
   readonly self: NodeId;
   private readonly groups = new Map<number, RaftGroup>();
   private readonly forwards = new Map<number, Forward>();
-  private nextForwardId = 1;
+  /**
+   * Starts at a random point: a leader's reply to a forward of an earlier incarnation of
+   * this member (queued for it, delivered after a restart) must not settle a new forward
+   * that got the same id — it would hand one write another write's result.
+   */
+  private nextForwardId: number;
   private incomingForwards = 0;
-  private ticker: ReturnType<typeof setInterval> | undefined;
+  private stopTicks: (() => void) | undefined;
   private started = false;
   private closing: Promise<void> | undefined;
   private readonly logger: RaftLogger;
   private readonly requestTimeoutMs: number;
   private readonly forwardsInFlightMax: number;
   private readonly env: GroupEnv;
+  private readonly scheduler: HostScheduler;
 
   constructor(private readonly config: RaftHostConfig) {
     checkCount("tickMs", config.tickMs, 1);
@@ -82,9 +90,15 @@ export class RaftHost {
     this.logger = config.logger ?? silentLogger;
     this.requestTimeoutMs = config.requestTimeoutMs ?? DEFAULTS.requestTimeoutMs;
     this.forwardsInFlightMax = config.forwardsInFlightMax ?? DEFAULTS.forwardsInFlightMax;
+    this.nextForwardId = Math.floor((config.random ?? Math.random)() * FORWARD_ID_MODULUS);
+    const scheduler = config.scheduler ?? realScheduler;
+    this.scheduler = scheduler;
     this.env = {
       self: config.self,
       nowMs: () => config.clock.now(),
+      monotonicMs: () => scheduler.monotonicMs(),
+      later: (run) => scheduler.later(run),
+      onFatal: (error) => config.onFatal(error),
       send: (groupId, message) => this.sendRaft(groupId, message),
       logger: this.logger,
       electionTicks: config.electionTicks,
@@ -108,29 +122,33 @@ export class RaftHost {
     };
     await this.config.transport.start(handlers);
     this.config.transport.setPeers(this.config.members);
-    // Real time drives elections and heartbeats; the injected clock only stamps entries.
-    this.ticker = setInterval(() => this.tick(), this.config.tickMs);
+    // The scheduler's ticks drive elections, heartbeats and deadlines; the clock only stamps entries.
+    this.stopTicks = this.scheduler.startTicks(this.config.tickMs, () => this.tick());
   }
 
   /**
    * Opens (recovering from disk) group `groupId` with `stateMachine`: the latest snapshot
    * is restored into it, and committed entries after it are applied again.
    */
-  async addGroup(groupId: number, stateMachine: StateMachine): Promise<void> {
+  async addGroup(groupId: number, stateMachine: StateMachine, options: GroupOptions = {}): Promise<void> {
     if (this.closing !== undefined) throw this.closedError();
     if (!Number.isSafeInteger(groupId) || groupId < 0 || groupId > 0xffff_ffff) {
       throw new DkvError("USAGE", `group id must be a whole number from 0 to ${0xffff_ffff}; got ${groupId}`);
     }
     if (this.groups.has(groupId)) throw new DkvError("USAGE", `group ${groupId} is already running here`);
-    const storage = await openRaftStorage(join(this.config.dataDir, `group-${groupId}`), {
-      compactionOverheadEntries: this.config.compactionOverheadEntries,
-      initialConf: { voters: [...this.config.members.keys()].sort(), learners: [] },
-      logger: { info: (m) => this.logger.info(m), warn: (m) => this.logger.warn(m) },
-    });
+    const initialConf = { voters: [...this.config.members.keys()].sort(), learners: [] };
+    const storage: GroupStorage =
+      this.config.openStorage === undefined
+        ? await openRaftStorage(join(this.config.dataDir, `group-${groupId}`), {
+            compactionOverheadEntries: this.config.compactionOverheadEntries,
+            initialConf,
+            logger: { info: (m) => this.logger.info(m), warn: (m) => this.logger.warn(m) },
+          })
+        : await this.config.openStorage(groupId, initialConf);
     try {
       const snapshot = await storage.loadLatestSnapshot();
       if (snapshot !== null && snapshot.meta.index > 0) await stateMachine.restore(snapshot.data);
-      this.groups.set(groupId, new RaftGroup(groupId, storage, stateMachine, this.env, snapshot));
+      this.groups.set(groupId, new RaftGroup(groupId, storage, stateMachine, this.env, snapshot, options));
     } catch (error) {
       await storage.close().catch(() => {});
       throw error;
@@ -148,12 +166,12 @@ export class RaftHost {
    */
   async propose(groupId: number, command: Uint8Array, options: RequestOptions = {}): Promise<Uint8Array> {
     const timeoutMs = options.timeoutMs ?? this.requestTimeoutMs;
-    const deadline = performance.now() + timeoutMs;
+    const deadline = this.scheduler.monotonicMs() + timeoutMs;
     let hint: NodeId | null = null;
     let lastError: DkvError | undefined;
     for (let attempt = 0; attempt < PROPOSE_ATTEMPTS_MAX; attempt++) {
       const group = this.group(groupId);
-      const remainingMs = Math.ceil(deadline - performance.now());
+      const remainingMs = Math.ceil(deadline - this.scheduler.monotonicMs());
       if (remainingMs <= 0) break;
       const attemptResult = group.tryPropose(command, remainingMs);
       if (attemptResult.ok) return attemptResult.result;
@@ -173,7 +191,7 @@ export class RaftHost {
       }
       // No leader yet (or a stale hint): wait for an election, bounded by the deadline.
       const waitMs = Math.min(
-        Math.ceil(deadline - performance.now()),
+        Math.ceil(deadline - this.scheduler.monotonicMs()),
         this.config.tickMs * this.config.heartbeatTicks,
       );
       if (waitMs <= 0) break;
@@ -257,11 +275,10 @@ export class RaftHost {
   }
 
   private async shutDown(): Promise<void> {
-    if (this.ticker !== undefined) clearInterval(this.ticker);
-    this.ticker = undefined;
+    this.stopTicks?.();
+    this.stopTicks = undefined;
     const error = this.closedError();
     for (const forward of this.forwards.values()) {
-      clearTimeout(forward.timer);
       forward.settle({
         ok: false,
         error: new DkvError("CLOSED", error.message, { outcome: "unknown" }),
@@ -295,6 +312,21 @@ export class RaftHost {
   private tick(): void {
     const wallMs = this.config.clock.now();
     for (const group of this.groups.values()) group.tick(wallMs);
+    this.expireForwards(this.scheduler.monotonicMs());
+  }
+
+  /** Forwards whose leader did not answer in time: their outcome is unknown. */
+  private expireForwards(nowMs: number): void {
+    for (const [id, forward] of this.forwards) {
+      if (forward.deadlineMs > nowMs) continue;
+      this.forwards.delete(id);
+      const error = new DkvError(
+        "TIMEOUT",
+        `the leader ${forward.to} did not answer a forwarded proposal within ${forward.timeoutMs} ms; it may have been applied — retry with the same request id`,
+        { outcome: "unknown" },
+      );
+      forward.settle({ ok: false, error, leader: null });
+    }
   }
 
   private sendRaft(groupId: number, message: Message): void {
@@ -312,7 +344,6 @@ export class RaftHost {
     for (const [id, forward] of this.forwards) {
       if (forward.to !== to) continue;
       this.forwards.delete(id);
-      clearTimeout(forward.timer);
       const error = new DkvError(
         "UNAVAILABLE",
         `lost contact with the leader ${to} while it handled a forwarded proposal; it may have been applied — retry with the same request id`,
@@ -341,16 +372,8 @@ export class RaftHost {
     while (this.forwards.has(id)) id = (id + 1) % FORWARD_ID_MODULUS;
     this.nextForwardId = (id + 1) % FORWARD_ID_MODULUS;
     return new Promise((settle) => {
-      const timer = setTimeout(() => {
-        if (!this.forwards.delete(id)) return;
-        const error = new DkvError(
-          "TIMEOUT",
-          `the leader ${to} did not answer a forwarded proposal within ${timeoutMs} ms; it may have been applied — retry with the same request id`,
-          { outcome: "unknown" },
-        );
-        settle({ ok: false, error, leader: null });
-      }, timeoutMs);
-      this.forwards.set(id, { to, settle, timer });
+      const deadlineMs = this.scheduler.monotonicMs() + timeoutMs;
+      this.forwards.set(id, { to, settle, deadlineMs, timeoutMs });
       this.config.transport.sendHost(to, encodeForwardRequest(id, groupId, timeoutMs, command));
     });
   }
@@ -370,7 +393,6 @@ export class RaftHost {
     const forward = this.forwards.get(frame.forwardId);
     if (forward === undefined || forward.to !== from) return; // late reply after a timeout
     this.forwards.delete(frame.forwardId);
-    clearTimeout(forward.timer);
     if (frame.kind === FrameKind.ForwardOk) forward.settle({ ok: true, result: frame.result });
     else forward.settle({ ok: false, error: frame.error, leader: frame.leader });
   }
@@ -396,6 +418,12 @@ export class RaftHost {
         `leader ${this.self} is handling too many forwarded proposals; retry later`,
       );
       reply(encodeForwardError(forwardId, error, this.self));
+      return;
+    }
+    // The leader checks what followers send: bytes that fail validation never enter the log.
+    const invalid = group.options.validateProposal?.(command) ?? null;
+    if (invalid !== null) {
+      reply(encodeForwardError(forwardId, new DkvError(invalid.code, invalid.message), this.self));
       return;
     }
     const attempt = group.tryPropose(command, Math.max(1, timeoutMs || this.requestTimeoutMs));

@@ -1,6 +1,7 @@
 import type { Clock } from "../../clock.ts";
 import type { Entry, NodeId, RaftLogger, RaftStatus, RandomSource, Role } from "../core/types.ts";
 import type { NodeTransport } from "../transport/types.ts";
+import type { HostScheduler, OpenGroupStorage } from "./runtime.ts";
 
 /**
  * What a Raft group replicates. `apply` must be deterministic: every member applies the
@@ -41,7 +42,17 @@ export interface RaftHostConfig {
   logger?: RaftLogger;
   /** Election jitter; Math.random by default. */
   random?: RandomSource;
-  /** Default deadline of a proposal or read, in ms of real time. Default 5000. */
+  /**
+   * The process must end: a group's disk write failed, or an internal assertion broke. The
+   * group has already stopped; production logs the error and exits non-zero; tests and the
+   * simulator capture it.
+   */
+  onFatal(error: Error): void;
+  /** Ticks, deferral and the monotonic clock of deadlines; real timers by default. */
+  scheduler?: HostScheduler;
+  /** Opens a group's storage; by default raft/storage in `dataDir/group-<id>/`. */
+  openStorage?: OpenGroupStorage;
+  /** Default deadline of a proposal or read, in monotonic ms (checked on every tick). Default 5000. */
   requestTimeoutMs?: number;
   /** Bound on proposals this member forwards to a leader at once. Default 1024. */
   forwardsInFlightMax?: number;

@@ -7,6 +7,7 @@ import type { GroupStatus } from "../../raft/host/types.ts";
 import { TcpNodeTransport } from "../../raft/transport/tcp-transport.ts";
 import type { NodeTransport } from "../../raft/transport/types.ts";
 import type { StoreLimits } from "../types.ts";
+import { decodeCommand } from "./command.ts";
 import { DStore } from "./dstore.ts";
 import { type DedupOptions, DStoreStateMachine } from "./state-machine.ts";
 
@@ -41,6 +42,8 @@ export interface ReplicatedShardsConfig {
   logger?: RaftLogger;
   /** The node transport; by default a TcpNodeTransport listening on this member's address. */
   transport?: NodeTransport;
+  /** A disk write failed or an invariant broke: by default log it and exit the process (status 70). */
+  onFatal?: (error: Error) => void;
 }
 
 export interface ReplicatedShard {
@@ -112,6 +115,7 @@ export async function startReplicatedShards(config: ReplicatedShardsConfig): Pro
     clock: config.clock ?? systemClock,
     transport,
     requestTimeoutMs,
+    onFatal: config.onFatal ?? exitOnFatal,
     ...(config.logger === undefined ? {} : { logger: config.logger }),
   });
   const shards = new Map<number, ReplicatedShard>();
@@ -119,7 +123,7 @@ export async function startReplicatedShards(config: ReplicatedShardsConfig): Pro
     // Listening first: peers' messages for a group not yet opened are dropped and resent.
     await host.start();
     for (const spec of config.shards) {
-      await host.addGroup(spec.id, new DStoreStateMachine(config.dedup));
+      await host.addGroup(spec.id, new DStoreStateMachine(config.dedup), { validateProposal });
       const store = new DStore(host, spec.id, {
         timeoutMs: requestTimeoutMs,
         ...(config.limits === undefined ? {} : { limits: config.limits }),
@@ -143,4 +147,30 @@ export async function startReplicatedShards(config: ReplicatedShardsConfig): Pro
       await host.close();
     },
   };
+}
+
+/** Exit status after a fatal host error (EX_SOFTWARE): a supervisor should restart the member. */
+const FATAL_EXIT_CODE = 70;
+
+/** Production's answer to a fatal host error: say what happened and what to do, then exit. */
+function exitOnFatal(error: Error): void {
+  console.error(`dkv: fatal: ${error.message}`);
+  process.exit(FATAL_EXIT_CODE);
+}
+
+/**
+ * The leader's check of a forwarded dstore command: bytes that do not decode never enter
+ * the log. (decodeCommand until command.ts has a full validateCommand.)
+ */
+function validateProposal(command: Uint8Array): DkvError | null {
+  try {
+    decodeCommand(command);
+    return null;
+  } catch (error) {
+    const detail = error instanceof Error ? error.message : String(error);
+    return new DkvError(
+      "BAD_REQUEST",
+      `the leader refused a forwarded write that does not decode (${detail}); check that every member runs the same dkv version`,
+    );
+  }
 }

@@ -51,6 +51,8 @@ export class TestCluster {
   readonly members: Map<NodeId, string>;
   readonly hosts = new Map<NodeId, RaftHost>();
   readonly groups: number[];
+  /** What the hosts reported to onFatal (a real process would have exited). */
+  readonly fatalErrors: { id: NodeId; error: Error }[] = [];
 
   private constructor(
     readonly root: string,
@@ -91,6 +93,7 @@ export class TestCluster {
       clock: this.clock,
       transport: o.transport?.(id) ?? this.network.transport(id),
       requestTimeoutMs: o.requestTimeoutMs ?? 3000,
+      onFatal: (error) => this.fatalErrors.push({ id, error }),
     });
     await host.start();
     for (const group of this.groups) await host.addGroup(group, o.stateMachine(id, group));

@@ -195,6 +195,9 @@ describe("RaftHost over TcpNodeTransport", () => {
           compactionOverheadEntries: 10,
           clock,
           transport: transports[i]!,
+          onFatal: (error) => {
+            throw error;
+          },
         }),
     );
     try {

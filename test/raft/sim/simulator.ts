@@ -114,8 +114,14 @@ export class SimFailure extends Error {
   readonly seed: number;
   readonly invariant: string;
 
-  constructor(seed: number, invariant: string, detail: string, context: string) {
-    super(`${invariant}: ${detail}\n  ${context}\n  replay: DKV_SEED=${seed} bun test test/raft/sim`);
+  constructor(
+    seed: number,
+    invariant: string,
+    detail: string,
+    context: string,
+    replay = `DKV_SEED=${seed} bun test test/raft/sim`,
+  ) {
+    super(`${invariant}: ${detail}\n  ${context}\n  replay: ${replay}`);
     this.name = "SimFailure";
     this.seed = seed;
     this.invariant = invariant;

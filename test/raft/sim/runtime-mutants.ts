@@ -1,0 +1,146 @@
+/**
+ * Mutation check of the host simulator against bugs in the runtime (src/raft/host): each
+ * mutant is a copy of src/ in a temporary directory with one line changed; the simulator
+ * over the real host runs against the copy and must report the invariant the bug breaks.
+ * `mutants.test.ts` runs them; `bun test/raft/sim/runtime-mutants.ts` prints a table.
+ *
+ * Anchors are exact source text; a mutant whose anchor no longer matches fails loudly
+ * (update the anchor, do not drop the mutant).
+ */
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { type HostSwarm, loadRuntime, runHostSimulation } from "./host/simulator.ts";
+import { SimFailure } from "./simulator.ts";
+
+export interface RuntimeMutant {
+  name: string;
+  /** Path under src/. */
+  file: string;
+  find: string;
+  replace: string;
+  swarm: Partial<HostSwarm>;
+  /** Invariants a correct detection may report. */
+  expected: string[];
+  seedsMax: number;
+}
+
+/** Leadership that moves often while clients write hard: proposals outlive their leader's term. */
+export const churnSwarm: Partial<HostSwarm> = {
+  nodeCount: 3,
+  leaderIsolateRate: 0.02,
+  healRate: 0.05,
+  transferRate: 0.01,
+  writeRate: 0.9,
+  clients: 8,
+  electionTicks: 4,
+};
+
+export const runtimeMutants: RuntimeMutant[] = [
+  {
+    name: "a reused index replaces the older waiter, which never settles (defect 2, as on main before this branch)",
+    file: "raft/host/group.ts",
+    find: "resolve, reject, older });",
+    replace: "resolve, reject, older: undefined });",
+    swarm: churnSwarm,
+    expected: ["every waiter settles"],
+    seedsMax: 200,
+  },
+  {
+    name: "a waiter settles ok without checking its entry's term",
+    file: "raft/host/group.ts",
+    find: "if (waiter.term === entry.term) {",
+    replace: "if (true) {",
+    swarm: churnSwarm,
+    expected: ["ok only if applied", "linearizable read", "no not-applied for an applied write"],
+    seedsMax: 200,
+  },
+  {
+    name: "proposal deadlines are never checked",
+    file: "raft/host/group.ts",
+    find: "if (waiter.deadlineMs <= nowMs) {",
+    replace: "if (false) {",
+    swarm: churnSwarm,
+    expected: ["every waiter settles"],
+    seedsMax: 200,
+  },
+  {
+    name: "the leader proposes forwarded commands without validating them",
+    file: "raft/host/raft-host.ts",
+    find: "const invalid = group.options.validateProposal?.(command) ?? null;",
+    replace: "const invalid = null;",
+    swarm: { invalidRate: 0.05 },
+    expected: ["forwarded commands are validated"],
+    seedsMax: 100,
+  },
+  {
+    name: "forward ids restart at 1 in every incarnation (a late reply settles a new forward)",
+    file: "raft/host/raft-host.ts",
+    find: "this.nextForwardId = Math.floor((config.random ?? Math.random)() * FORWARD_ID_MODULUS);",
+    replace: "this.nextForwardId = 1;",
+    swarm: { ...churnSwarm, crashRate: 0.01, restartRate: 0.3 },
+    expected: [
+      "ok only if applied",
+      "linearizable read",
+      "no not-applied for an applied write",
+      "read only committed values",
+    ],
+    seedsMax: 300,
+  },
+  {
+    name: "a failed fsync stops the group but not the process",
+    file: "raft/host/group.ts",
+    find: "    if (error instanceof PersistenceFailure) {\n      this.env.onFatal(",
+    replace: "    if (false) {\n      this.env.onFatal(",
+    swarm: { fsyncFailRate: 0.01 },
+    expected: ["a failed fsync ends the process"],
+    seedsMax: 100,
+  },
+];
+
+const srcDir = join(import.meta.dir, "../../../src");
+
+export interface RuntimeMutantResult {
+  name: string;
+  caught: SimFailure | null;
+  seedsRun: number;
+}
+
+/** Runs seeds 1.. against a mutated copy of src/ until the expected invariant fails. */
+export async function runRuntimeMutant(mutant: RuntimeMutant): Promise<RuntimeMutantResult> {
+  const dir = mkdtempSync(join(tmpdir(), "dkv-runtime-mutant-"));
+  try {
+    cpSync(srcDir, join(dir, "src"), { recursive: true });
+    const path = join(dir, "src", mutant.file);
+    const source = readFileSync(path, "utf8");
+    if (!source.includes(mutant.find))
+      throw new Error(`runtime mutant "${mutant.name}": anchor not found in ${mutant.file}`);
+    writeFileSync(path, source.replace(mutant.find, mutant.replace));
+    const runtime = await loadRuntime(join(dir, "src"));
+    let seed = 1;
+    for (; seed <= mutant.seedsMax; seed++) {
+      try {
+        await runHostSimulation({ seed, runtime, swarm: mutant.swarm });
+      } catch (error) {
+        if (!(error instanceof SimFailure)) throw error;
+        if (mutant.expected.includes(error.invariant))
+          return { name: mutant.name, caught: error, seedsRun: seed };
+      }
+    }
+    return { name: mutant.name, caught: null, seedsRun: seed - 1 };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+if (import.meta.main) {
+  let missed = 0;
+  for (const mutant of runtimeMutants) {
+    const result = await runRuntimeMutant(mutant);
+    if (result.caught === null) missed++;
+    console.log(
+      `${mutant.name}: ${result.caught === null ? `MISSED in ${result.seedsRun} seeds` : `seed ${result.caught.seed} fails ${result.caught.invariant}`}`,
+    );
+  }
+  process.exit(missed > 0 ? 1 : 0);
+}
