@@ -109,23 +109,8 @@ export function resolveOptions(options: TcpNodeTransportOptions): ResolvedOption
   return resolved;
 }
 
-export interface HostPort {
-  hostname: string;
-  port: number;
-}
-
-/** Parses "host:port" (IPv6 as "[::1]:port"). */
-export function parseHostPort(address: string, what: string): HostPort {
-  const colon = address.lastIndexOf(":");
-  let hostname = colon > 0 ? address.slice(0, colon) : "";
-  const portText = colon > 0 ? address.slice(colon + 1) : "";
-  if (hostname.startsWith("[") && hostname.endsWith("]")) hostname = hostname.slice(1, -1);
-  const port = Number(portText);
-  if (hostname === "" || portText === "" || !Number.isInteger(port) || port < 0 || port > 65535) {
-    throw new DkvError("USAGE", `${what} "${address}" is not host:port; write it like 10.0.0.2:7001`);
-  }
-  return { hostname, port };
-}
+/** The one host:port parser of dkv; the transport's addresses go through it. */
+export { type HostPort, parseHostPort } from "../../host-port.ts";
 
 export interface TcpTransportStats {
   /** socket.write calls: one per flush, however many frames it carries. */

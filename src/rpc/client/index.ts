@@ -1,3 +1,4 @@
+import { REQUEST_TIMEOUT_MS_DEFAULT } from "../../config/defaults.ts";
 import { DkvError } from "../../errors.ts";
 import type { AcquireOptions, AcquireResult, ILockManager } from "../../lockmgr/types.ts";
 import type { ClaimResult, IStore, StoreInfo, ValueInput } from "../../store/types.ts";
@@ -47,7 +48,7 @@ const retryDelayMaxMs = 1000;
  * Every call carries this client's random 64-bit id and a request id that a retry reuses,
  * so the server applies a retried write at most once.
  */
-export class RpcClient implements CallOwner {
+export class RpcClient implements CallOwner, AsyncDisposable {
   private readonly channels: Channel[] = [];
   private readonly timeoutMs: number;
   private readonly retryCount: number;
@@ -73,7 +74,7 @@ export class RpcClient implements CallOwner {
     }
     if (options.endpoints.length === 0)
       throw new DkvError("USAGE", "no endpoints given: pass at least one host:port");
-    this.timeoutMs = options.timeoutMs ?? 5000;
+    this.timeoutMs = options.timeoutMs ?? REQUEST_TIMEOUT_MS_DEFAULT;
     this.retryCount = options.retryCount ?? 3;
     this.inflightMax = options.inflightMax ?? 100_000;
     const serializer = createSerializer(options.serializer);
@@ -99,6 +100,11 @@ export class RpcClient implements CallOwner {
         );
       }
     }
+  }
+
+  /** `await using client = new RpcClient(...)`: closes the client when the scope ends. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
   }
 
   store(shard: number): IStore {
