@@ -17,6 +17,10 @@ const mebibyte = 1024 * kibibyte;
 export const REQUEST_TIMEOUT_MS_DEFAULT = 5_000;
 /** Deadline of one CLI client request, retries included (`dkv kv|lock --timeout`). */
 export const CLI_REQUEST_TIMEOUT_MS_DEFAULT = 10_000;
+/** Re-sends of a failed request (`--retry-count`; safe: writes carry a request id). */
+export const RETRY_COUNT_DEFAULT = 3;
+/** Pipelined connections per endpoint (`--connections-per-endpoint`). */
+export const CONNECTIONS_PER_ENDPOINT_DEFAULT = 1;
 /** What a stopping server may take beyond its request timeout before the process gives up draining. */
 export const SHUTDOWN_GRACE_MS = 2_000;
 
@@ -26,6 +30,16 @@ export const FRAME_BYTES_MAX_MIN = 1024;
 /** Largest key and value a store accepts (`--max-key-bytes`, `--max-value-bytes`). */
 export const KEY_BYTES_MAX_DEFAULT = 64 * kibibyte;
 export const VALUE_BYTES_MAX_DEFAULT = 16 * mebibyte;
+
+/**
+ * The node transport's largest frame and per-peer queue. A Raft message carries at least
+ * one whole entry, so the frame must hold a largest key and value plus framing: the node
+ * raises both bounds when --max-key-bytes / --max-value-bytes demand it.
+ */
+export const NODE_FRAME_BYTES_MAX_DEFAULT = 48 * mebibyte;
+export const NODE_QUEUE_BYTES_MAX_DEFAULT = 64 * mebibyte;
+/** Room in a node frame beyond one entry's key and value: message and entry headers, request ids. */
+export const NODE_FRAME_OVERHEAD_BYTES = 1 * mebibyte;
 
 /** The Raft tick (`--rtt-millisecond`). */
 export const RTT_MS_DEFAULT = 100;
@@ -66,6 +80,12 @@ assert(
   KEY_BYTES_MAX_DEFAULT + VALUE_BYTES_MAX_DEFAULT < FRAME_BYTES_MAX_DEFAULT,
   "a largest key and value fit one frame",
 );
+assert(
+  KEY_BYTES_MAX_DEFAULT + VALUE_BYTES_MAX_DEFAULT + NODE_FRAME_OVERHEAD_BYTES <= NODE_FRAME_BYTES_MAX_DEFAULT,
+  "a largest entry fits one node frame",
+);
+assert(FRAME_BYTES_MAX_DEFAULT < NODE_FRAME_BYTES_MAX_DEFAULT, "a forwarded RPC write fits one node frame");
+assert(NODE_FRAME_BYTES_MAX_DEFAULT <= NODE_QUEUE_BYTES_MAX_DEFAULT, "a largest frame can be queued");
 assert(
   COMPACTION_OVERHEAD_ENTRIES_DEFAULT < SNAPSHOT_ENTRIES_DEFAULT,
   "a snapshot compacts more than it keeps",

@@ -7,7 +7,12 @@ import {
   transportNames,
 } from "../rpc/protocol/types.ts";
 import type { StoreLimits } from "../store/types.ts";
-import { SHUTDOWN_GRACE_MS } from "./defaults.ts";
+import {
+  NODE_FRAME_BYTES_MAX_DEFAULT,
+  NODE_FRAME_OVERHEAD_BYTES,
+  NODE_QUEUE_BYTES_MAX_DEFAULT,
+  SHUTDOWN_GRACE_MS,
+} from "./defaults.ts";
 import {
   defaultEndpointFor,
   LOG_LEVELS,
@@ -49,6 +54,10 @@ export interface RaftNodeOptions {
   readonly compactionOverheadEntries: number;
   /** Deadline of one replicated store call, retries included. */
   readonly requestTimeoutMs: number;
+  /** Largest node transport frame: holds one largest entry (key + value + framing). */
+  readonly nodeFrameBytesMax: number;
+  /** Bytes queued per peer: at least one largest frame. */
+  readonly nodeQueueBytesMax: number;
 }
 
 /**
@@ -108,6 +117,7 @@ function resolveRaft(values: ServeOptionValues): RaftNodeOptions {
   const electionRttFactor = values["election-rtt-factor"];
   const heartbeatRttFactor = values["heartbeat-rtt-factor"];
   // A heartbeat must arrive within an election timeout, or followers depose a live leader.
+  // Bounds are the parser's job (schema min/max); only relations are checked here.
   if (!(heartbeatRttFactor < electionRttFactor)) {
     throw new DkvError(
       "USAGE",
@@ -125,5 +135,20 @@ function resolveRaft(values: ServeOptionValues): RaftNodeOptions {
     snapshotEntries: values["snapshot-entries"],
     compactionOverheadEntries: values["compaction-overhead"],
     requestTimeoutMs: values.timeout,
+    ...nodeTransportBounds(values),
   });
+}
+
+/**
+ * A Raft append carries whole entries: a node frame smaller than a largest key plus value
+ * would leave such a write accepted by the leader but never replicated. The defaults hold
+ * one (asserted in defaults.ts); larger --max-key-bytes / --max-value-bytes raise them.
+ */
+function nodeTransportBounds(values: ServeOptionValues): {
+  nodeFrameBytesMax: number;
+  nodeQueueBytesMax: number;
+} {
+  const entryBytesMax = values["max-key-bytes"] + values["max-value-bytes"] + NODE_FRAME_OVERHEAD_BYTES;
+  const nodeFrameBytesMax = Math.max(NODE_FRAME_BYTES_MAX_DEFAULT, entryBytesMax);
+  return { nodeFrameBytesMax, nodeQueueBytesMax: Math.max(NODE_QUEUE_BYTES_MAX_DEFAULT, nodeFrameBytesMax) };
 }

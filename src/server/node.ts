@@ -71,6 +71,8 @@ export async function startNode(options: NodeOptions, dependencies: NodeDependen
         self: raft.replicaId,
         listen: listenAddressOf(raft),
         peers: new Map([...raft.members].filter(([id]) => id !== raft.replicaId)),
+        maxFrameBytes: raft.nodeFrameBytesMax,
+        maxQueueBytes: raft.nodeQueueBytesMax,
         logger: rootLogger.forComponent("raft:transport"),
       });
       stack.defer(() => transport.close());

@@ -4,6 +4,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import {
   COMPACTION_OVERHEAD_ENTRIES_DEFAULT,
+  KEY_BYTES_MAX_DEFAULT,
+  NODE_FRAME_BYTES_MAX_DEFAULT,
   REQUEST_TIMEOUT_MS_DEFAULT,
   RTT_MS_DEFAULT,
   SHUTDOWN_GRACE_MS,
@@ -17,6 +19,8 @@ import { RpcClient } from "../../src/rpc/client/index.ts";
 import { startNode } from "../../src/server/index.ts";
 
 /** The composition root: options resolved once, components built in order and disposed in reverse. */
+
+const MiB = 1024 * 1024;
 
 type Overrides = Partial<ReturnType<typeof readOptions<typeof serveOptions>>>;
 
@@ -101,6 +105,18 @@ describe("resolveNodeOptions", () => {
       "heartbeat-rtt-factor": 5,
     });
     expect(options.raft).toBeUndefined();
+  });
+
+  test("the node transport's frame holds a largest entry when --max-value-bytes exceeds the default frame", () => {
+    const defaults = optionsOf({ shards: "200=dstore" }).raft;
+    expect(defaults?.nodeFrameBytesMax).toBe(NODE_FRAME_BYTES_MAX_DEFAULT);
+    const big = optionsOf({
+      shards: "200=dstore",
+      "max-value-bytes": 80 * MiB,
+      "max-frame-bytes": 96 * MiB,
+    }).raft;
+    expect(big?.nodeFrameBytesMax).toBeGreaterThanOrEqual(KEY_BYTES_MAX_DEFAULT + 80 * MiB);
+    expect(big?.nodeQueueBytesMax).toBeGreaterThanOrEqual(big?.nodeFrameBytesMax ?? Number.POSITIVE_INFINITY);
   });
 
   test("the unix transport listens on the default socket path when no endpoint is given", () => {

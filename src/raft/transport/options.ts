@@ -1,3 +1,4 @@
+import { NODE_FRAME_BYTES_MAX_DEFAULT, NODE_QUEUE_BYTES_MAX_DEFAULT } from "../../config/defaults.ts";
 import { DkvError } from "../../errors.ts";
 import type { NodeId } from "../core/types.ts";
 
@@ -61,11 +62,14 @@ function positiveInteger(name: string, value: number): number {
 }
 
 export function resolveOptions(options: TcpNodeTransportOptions): ResolvedOptions {
-  const maxQueueBytes = positiveInteger("maxQueueBytes", options.maxQueueBytes ?? 64 * mebibyte);
+  const maxQueueBytes = positiveInteger(
+    "maxQueueBytes",
+    options.maxQueueBytes ?? NODE_QUEUE_BYTES_MAX_DEFAULT,
+  );
   // Defaults shrink to fit a smaller explicit bound, so setting one option alone never conflicts.
   const maxFrameBytes = positiveInteger(
     "maxFrameBytes",
-    options.maxFrameBytes ?? Math.min(48 * mebibyte, maxQueueBytes),
+    options.maxFrameBytes ?? Math.min(NODE_FRAME_BYTES_MAX_DEFAULT, maxQueueBytes),
   );
   const resolved: ResolvedOptions = {
     self: options.self,

@@ -1,4 +1,8 @@
-import { REQUEST_TIMEOUT_MS_DEFAULT } from "../../config/defaults.ts";
+import {
+  CONNECTIONS_PER_ENDPOINT_DEFAULT,
+  REQUEST_TIMEOUT_MS_DEFAULT,
+  RETRY_COUNT_DEFAULT,
+} from "../../config/defaults.ts";
 import { DkvError } from "../../errors.ts";
 import type { AcquireOptions, AcquireResult, ILockManager } from "../../lockmgr/types.ts";
 import type { ClaimResult, IStore, StoreInfo, ValueInput } from "../../store/types.ts";
@@ -75,12 +79,15 @@ export class RpcClient implements CallOwner, AsyncDisposable {
     if (options.endpoints.length === 0)
       throw new DkvError("USAGE", "no endpoints given: pass at least one host:port");
     this.timeoutMs = options.timeoutMs ?? REQUEST_TIMEOUT_MS_DEFAULT;
-    this.retryCount = options.retryCount ?? 3;
+    this.retryCount = options.retryCount ?? RETRY_COUNT_DEFAULT;
     this.inflightMax = options.inflightMax ?? 100_000;
     const serializer = createSerializer(options.serializer);
     const ids = crypto.getRandomValues(new Uint32Array(2));
     // http: one pool per endpoint that opens keep-alive connections as requests need them.
-    const perEndpoint = options.transport === "http" ? 1 : Math.max(1, options.connectionsPerEndpoint ?? 1);
+    const perEndpoint =
+      options.transport === "http"
+        ? 1
+        : Math.max(1, options.connectionsPerEndpoint ?? CONNECTIONS_PER_ENDPOINT_DEFAULT);
     // Interleave endpoints so round-robin alternates between servers, not connections.
     for (let i = 0; i < perEndpoint; i++) {
       for (const endpointText of options.endpoints) {
