@@ -99,12 +99,15 @@ export function resolveNodeOptions(values: ServeOptionValues): NodeOptions {
     requestTimeoutMs: values.timeout,
     drainTimeoutMs: values.timeout,
   });
+  const shutdownTimeoutMs = values.timeout + SHUTDOWN_GRACE_MS;
+  // Stopping drains the RPC server first; the node's own deadline must leave it that time.
+  assert(rpc.drainTimeoutMs < shutdownTimeoutMs, "the shutdown deadline leaves room to drain");
   return Object.freeze({
     shards,
     rpc,
     limits: Object.freeze({ maxKeyBytes: values["max-key-bytes"], maxValueBytes: values["max-value-bytes"] }),
     raft: shards.some(isReplicated) ? resolveRaft(values) : undefined,
-    shutdownTimeoutMs: values.timeout + SHUTDOWN_GRACE_MS,
+    shutdownTimeoutMs,
     logLevel: values["log-level"],
   });
 }
