@@ -39,10 +39,6 @@ export async function withClient<T>(
   timeoutMs: number,
   work: (client: RpcClient) => Promise<T>,
 ): Promise<T> {
-  const client = openClient(settings, timeoutMs);
-  try {
-    return await work(client);
-  } finally {
-    await client.close().catch(() => undefined);
-  }
+  await using client = openClient(settings, timeoutMs);
+  return await work(client);
 }

@@ -1,8 +1,9 @@
 import { clientOptions, DEFAULT_KV_SHARD, defaultEndpointFor } from "../src/config/schema.ts";
+import { DkvError } from "../src/errors.ts";
 import type { ClusterStatusReport, ShardStatusReport } from "../src/rpc/protocol/cluster-status.ts";
 import { withClient } from "./client.ts";
 import { defineGroup, defineLeaf } from "./command.ts";
-import { EXIT_FAILED, EXIT_OK, jsonLine, toDkvError } from "./io.ts";
+import { EXIT_FAILED, EXIT_OK, jsonLine } from "./io.ts";
 
 /** The client flags minus --shard: the status covers every shard of each server. */
 const statusOptions = clientOptions(DEFAULT_KV_SHARD, "timeout").filter((option) => option.name !== "shard");
@@ -44,7 +45,7 @@ const status = defineLeaf({
           );
           return { endpoint, ...report };
         } catch (error) {
-          const failure = toDkvError(error);
+          const failure = DkvError.from(error, "unknown");
           return { endpoint, error: failure.code, message: failure.message };
         }
       }),

@@ -38,19 +38,13 @@ export async function flushProcessIo(): Promise<void> {
   await pendingWrites;
 }
 
-/** Any thrown value as a DkvError; a foreign error's outcome is unknown (it may have hit after sending). */
-export function toDkvError(error: unknown): DkvError {
-  if (error instanceof DkvError) return error;
-  const message = error instanceof Error ? error.message : String(error);
-  return new DkvError("INTERNAL", message || "unexpected error", { outcome: "unknown", cause: error });
-}
-
 /**
  * Reports a failed command: with --json exactly one {error, message, outcome} object on
  * stdout, and always one line on stderr. Returns the exit status (2 for usage errors).
  */
 export function reportFailure(io: Io, json: boolean, error: unknown): number {
-  const failure = toDkvError(error);
+  // A foreign error's outcome is unknown: it may have struck after a write was sent.
+  const failure = DkvError.from(error, "unknown");
   if (json) io.out(`${JSON.stringify(failure.toJSON())}\n`);
   const maybeApplied = failure.outcome === "unknown" ? "; it may or may not have been applied" : "";
   io.err(`dkv: ${failure.message} [${failure.code}${maybeApplied}]\n`);

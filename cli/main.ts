@@ -3,15 +3,16 @@
  * The dkv executable: `bun run cli/main.ts ...` from a checkout, or dist/dkv once built.
  * Exit statuses: 0 the server answered, 1 the request failed, 2 usage error.
  */
+import { DkvError } from "../src/errors.ts";
 import { runCli } from "./app.ts";
-import { EXIT_FAILED, flushProcessIo, processIo, toDkvError } from "./io.ts";
+import { EXIT_FAILED, flushProcessIo, processIo } from "./io.ts";
 
 let status: number;
 try {
   status = await runCli(process.argv.slice(2), processIo);
 } catch (error) {
   // A bug, not an operating condition: say so with the stack for the report.
-  const failure = toDkvError(error);
+  const failure = DkvError.from(error, "unknown");
   processIo.err(
     `dkv: internal error: ${failure.message}\n${error instanceof Error ? (error.stack ?? "") : ""}\n`,
   );

@@ -4,7 +4,7 @@ import { DkvError } from "../src/errors.ts";
 import type { IStore } from "../src/store/types.ts";
 import { withClient } from "./client.ts";
 import { defineLeaf, type LeafContext } from "./command.ts";
-import { EXIT_FAILED, EXIT_OK, type Io, jsonLine, toDkvError } from "./io.ts";
+import { EXIT_FAILED, EXIT_OK, type Io, jsonLine } from "./io.ts";
 
 const options = [...clientOptions(DEFAULT_KV_SHARD, "timeout"), ...perfOptions] as const;
 type PerfContext = LeafContext<typeof options>;
@@ -303,7 +303,7 @@ export const perfCommand = defineLeaf({
       if (o.json) io.out(jsonLine({ settings, results }));
       else if (o.csv !== undefined) io.out(`results written to ${o.csv}\n`);
       if (firstError !== undefined) {
-        const failure = toDkvError(firstError);
+        const failure = DkvError.from(firstError, "unknown");
         const failed = results.reduce((sum, r) => sum + r.errors, 0);
         io.err(
           `dkv: ${failed} requests failed during the benchmark; first: ${failure.message} [${failure.code}]\n`,

@@ -1,20 +1,11 @@
-import { type ConsolaInstance, createConsola, LogLevels, type LogType } from "consola";
-import { defaultEndpointFor, serveOptions } from "../src/config/schema.ts";
-import {
-  DEFAULT_REPLICA_ID,
-  formatShardSpecs,
-  isReplicated,
-  parseShardSpecs,
-  type ServedShards,
-  startShards,
-} from "../src/config/shards.ts";
-import type { SerializerName, TransportName } from "../src/rpc/protocol/types.ts";
-import { type RpcServer, startRpcServer } from "../src/rpc/server/index.ts";
+import { resolveNodeOptions } from "../src/config/node-options.ts";
+import { serveOptions } from "../src/config/schema.ts";
+import { DEFAULT_REPLICA_ID } from "../src/config/shards.ts";
+import type { Logger } from "../src/logger.ts";
+import { createConsoleLogger } from "../src/server/logger.ts";
+import { startNode } from "../src/server/node.ts";
 import { defineLeaf } from "./command.ts";
 import { EXIT_FAILED, EXIT_OK } from "./io.ts";
-
-/** Extra time shutdown may take beyond the request timeout before the process gives up on draining. */
-const SHUTDOWN_GRACE_MS = 2_000;
 
 /** Flags that only matter to dstore shards: a warning says so when they are set without one. */
 const RAFT_OPTIONS = new Set([
@@ -28,18 +19,8 @@ const RAFT_OPTIONS = new Set([
   "compaction-overhead",
 ]);
 
-/** Logs go to stderr, so stdout carries only the "listening" line scripts wait for. */
-function createLogger(level: string): ConsolaInstance {
-  return createConsola({
-    level: LogLevels[level as LogType] ?? LogLevels.info,
-    stdout: process.stderr,
-    stderr: process.stderr,
-    formatOptions: { date: true, colors: process.stderr.isTTY === true },
-  });
-}
-
 /** Resolves with the first of SIGINT/SIGTERM; a second signal during shutdown exits at once. */
-function firstSignal(logger: ConsolaInstance): Promise<NodeJS.Signals> {
+function firstSignal(logger: Logger): Promise<NodeJS.Signals> {
   return new Promise((resolve) => {
     let received = false;
     const onSignal = (signal: NodeJS.Signals) => {
@@ -79,87 +60,24 @@ export const serveCommand = defineLeaf({
     "See the cluster with 'dkv cluster status --endpoints HOST:PORT'.",
   ],
   run: async ({ options, io, sources }) => {
-    const logger = createLogger(options["log-level"]);
+    const resolved = resolveNodeOptions(options);
+    // The process's one logger; stderr, so stdout carries only the "listening" line.
+    const logger = createConsoleLogger({ level: resolved.logLevel, stream: process.stderr });
     // Listen for signals first: a SIGTERM during startup still ends in an orderly exit 0.
     const signal = firstSignal(logger);
-    const specs = parseShardSpecs(options.shards);
-    const anyReplicated = specs.some(isReplicated);
     for (const [name, source] of Object.entries(sources)) {
       if (source !== "flag" && source !== "default") logger.debug(`--${name} from ${source}`);
-      if (RAFT_OPTIONS.has(name) && source !== "default" && !anyReplicated) {
+      if (RAFT_OPTIONS.has(name) && source !== "default" && resolved.raft === undefined) {
         logger.warn(
           `--${name} has no effect: it configures dstore and lockmgr(dstore) shards, and none is served`,
         );
       }
     }
-    const served: ServedShards = await startShards(specs, {
-      limits: { maxKeyBytes: options["max-key-bytes"], maxValueBytes: options["max-value-bytes"] },
-      cluster: {
-        replicaId: options["replica-id"],
-        clusterMembers: options["cluster-members"],
-        dataDir: options["data-dir"],
-        rttMs: options["rtt-millisecond"],
-        electionRttFactor: options["election-rtt-factor"],
-        heartbeatRttFactor: options["heartbeat-rtt-factor"],
-        snapshotEntries: options["snapshot-entries"],
-        compactionOverheadEntries: options["compaction-overhead"],
-        requestTimeoutMs: options.timeout,
-        logger: {
-          debug: (message) => logger.debug(message),
-          info: (message) => logger.info(message),
-          warn: (message) => logger.warn(message),
-        },
-      },
-    });
-    if (served.replicated !== undefined) {
-      logger.info(
-        served.embedded
-          ? `replicated shards run as a one-member cluster "${served.replicaId}" in ${options["data-dir"]} (pass --cluster-members for more members)`
-          : `member "${served.replicaId}" of cluster ${options["cluster-members"]}, data in ${options["data-dir"]}`,
-      );
-    }
-    const transport = options.transport as TransportName;
-    let server: RpcServer;
-    try {
-      server = await startRpcServer({
-        transport,
-        endpoint: options["transport-endpoint"] ?? defaultEndpointFor(transport),
-        serializer: options.serializer as SerializerName,
-        shards: served.handlers,
-        maxFrameBytes: options["max-frame-bytes"],
-        requestTimeoutMs: options.timeout,
-        drainTimeoutMs: options.timeout,
-        clusterStatus: served.status,
-        logger: {
-          info: (message) => logger.info(message),
-          warn: (message) => logger.warn(message),
-          debug: (message) => logger.debug(message),
-        },
-      });
-    } catch (error) {
-      await served.close();
-      throw error;
-    }
-    io.out(`dkv listening on ${transport} ${server.endpoint}\n`);
-    logger.info(
-      `serving shards ${formatShardSpecs(specs)} over ${transport} (${options.serializer}) on ${server.endpoint}`,
-    );
+    await using node = await startNode(resolved, { logger });
+    io.out(`dkv listening on ${resolved.rpc.transport} ${node.endpoint}\n`);
 
     logger.info(`${await signal}: stopping; finishing in-flight requests`);
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const gaveUp = new Promise<"timeout">((resolve) => {
-      timer = setTimeout(() => resolve("timeout"), options.timeout + SHUTDOWN_GRACE_MS);
-    });
-    const outcome = await Promise.race([
-      server.stop().then(async () => {
-        // After the RPC server: requests still finishing need their Raft group.
-        await served.close();
-        return "stopped" as const;
-      }),
-      gaveUp,
-    ]);
-    clearTimeout(timer);
-    if (outcome === "timeout") {
+    if ((await node.stop()) === "timeout") {
       logger.error("shutdown did not finish in time; exiting anyway");
       return EXIT_FAILED;
     }

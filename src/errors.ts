@@ -45,6 +45,18 @@ export class DkvError extends Error {
     return { error: this.code, message: this.message, outcome: this.outcome };
   }
 
+  /**
+   * The one way a thrown value becomes a DkvError: a DkvError is returned as it is;
+   * anything else becomes `code` (INTERNAL unless the caller knows better) with the
+   * thrown value's message, the given outcome, and the value as `cause`. Say "unknown"
+   * whenever the failure may have struck after a write was sent.
+   */
+  static from(error: unknown, outcome: DkvOutcome, code: DkvErrorCode = "INTERNAL"): DkvError {
+    if (error instanceof DkvError) return error;
+    const message = error instanceof Error ? error.message : String(error);
+    return new DkvError(code, message || "unexpected error", { outcome, cause: error });
+  }
+
   static is(value: unknown, code?: DkvErrorCode): value is DkvError {
     return value instanceof DkvError && (code === undefined || value.code === code);
   }

@@ -10,6 +10,7 @@
  * ```
  */
 export { type Clock, ManualClock, systemClock } from "./clock.ts";
+export { type NodeOptions, resolveNodeOptions } from "./config/node-options.ts";
 export type { ByteSink, DbInfo, KVDB } from "./db/kvdb.ts";
 export { MapleDB, type MapleOptions } from "./db/maple/index.ts";
 export { DkvError, type DkvErrorCode, type DkvOutcome } from "./errors.ts";
@@ -20,6 +21,7 @@ export {
   LockManager,
   type LockManagerOptions,
 } from "./lockmgr/index.ts";
+export type { Logger } from "./logger.ts";
 export { RpcClient, type RpcClientOptions, RpcLockManager, RpcStore } from "./rpc/client/index.ts";
 export {
   type RpcServer,
@@ -29,5 +31,7 @@ export {
   startRpcServer,
   type TransportName,
 } from "./rpc/server/index.ts";
+export { createConsoleLogger } from "./server/logger.ts";
+export { type Node, type NodeDependencies, startNode } from "./server/node.ts";
 export { LocalStore, type LocalStoreOptions } from "./store/local.ts";
 export type { ClaimResult, IStore, StoreInfo, StoreLimits, ValueInput } from "./store/types.ts";

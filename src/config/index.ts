@@ -1,4 +1,11 @@
 export {
+  type NodeOptions,
+  type RaftNodeOptions,
+  type RpcListenOptions,
+  resolveNodeOptions,
+  type ServeOptionValues,
+} from "./node-options.ts";
+export {
   coerceOption,
   type Env,
   formatDuration,
@@ -7,7 +14,6 @@ export {
   parseDuration,
   readOptions,
 } from "./parse.ts";
-export { replicatedShardHandler } from "./replicated-handlers.ts";
 export {
   clientOptions,
   DEFAULT_ENDPOINT,
@@ -19,6 +25,8 @@ export {
   defineOption,
   envVarOf,
   envVarsOf,
+  LOG_LEVELS,
+  type LogLevelName,
   lockTtlOption,
   lockWaitOption,
   type OptionSpec,
@@ -32,12 +40,6 @@ export {
   upgradeOptions,
 } from "./schema.ts";
 export {
-  type BuildShardsOptions,
-  type BuiltShard,
-  buildShards,
-  type ClusterOptions,
-  checkDataDir,
-  closeShards,
   DEFAULT_REPLICA_ID,
   EMBEDDED_RAFT_ADDRESS,
   formatShardSpecs,
@@ -45,9 +47,7 @@ export {
   parseClusterMembers,
   parseShardSpecs,
   resolveCluster,
-  type ServedShards,
   SHARD_TYPES,
   type ShardSpec,
   type ShardType,
-  startShards,
 } from "./shards.ts";

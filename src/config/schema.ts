@@ -4,7 +4,28 @@
  * read the same settings with `readOptions` (see ./parse.ts).
  */
 
-import { defaultMaxFrameBytes } from "../rpc/protocol/frame.ts";
+import {
+  CLI_REQUEST_TIMEOUT_MS_DEFAULT,
+  COMPACTION_OVERHEAD_ENTRIES_DEFAULT,
+  CONNECTIONS_PER_ENDPOINT_DEFAULT,
+  ELECTION_RTT_FACTOR_DEFAULT,
+  ELECTION_RTT_FACTOR_MAX,
+  ELECTION_RTT_FACTOR_MIN,
+  FRAME_BYTES_MAX_DEFAULT,
+  FRAME_BYTES_MAX_MIN,
+  HEARTBEAT_RTT_FACTOR_DEFAULT,
+  HEARTBEAT_RTT_FACTOR_MAX,
+  HEARTBEAT_RTT_FACTOR_MIN,
+  KEY_BYTES_MAX_DEFAULT,
+  REQUEST_TIMEOUT_MS_DEFAULT,
+  RETRY_COUNT_DEFAULT,
+  RTT_MS_DEFAULT,
+  RTT_MS_MAX,
+  RTT_MS_MIN,
+  SHARD_ID_MAX,
+  SNAPSHOT_ENTRIES_DEFAULT,
+  VALUE_BYTES_MAX_DEFAULT,
+} from "./defaults.ts";
 
 export type OptionType = "string" | "number" | "boolean" | "duration" | "list";
 
@@ -100,8 +121,8 @@ const maxFrameOption = defineOption({
   name: "max-frame-bytes",
   type: "number",
   integer: true,
-  min: 1024,
-  default: defaultMaxFrameBytes,
+  min: FRAME_BYTES_MAX_MIN,
+  default: FRAME_BYTES_MAX_DEFAULT,
   description: "Largest frame sent or accepted, in bytes; larger requests fail with TOO_LARGE",
 });
 
@@ -160,7 +181,7 @@ export function clientOptions<
       type: "number",
       integer: true,
       min: 0,
-      max: 0xffff_ffff,
+      max: SHARD_ID_MAX,
       default: defaultShard,
       valueHint: "ID",
       description: `Shard to talk to (kv commands default to ${DEFAULT_KV_SHARD}, lock commands to ${DEFAULT_LOCK_SHARD}, as in \`dkv serve\`'s default shards)`,
@@ -180,7 +201,7 @@ export function clientOptions<
     defineOption({
       name: timeoutFlag,
       type: "duration",
-      default: 10_000,
+      default: CLI_REQUEST_TIMEOUT_MS_DEFAULT,
       aliases: timeoutFlag === "timeout" ? ["request-timeout"] : [],
       env: ["DKV_TIMEOUT", "DKV_REQUEST_TIMEOUT"],
       valueHint: "DURATION",
@@ -193,7 +214,7 @@ export function clientOptions<
       integer: true,
       min: 0,
       max: 100,
-      default: 3,
+      default: RETRY_COUNT_DEFAULT,
       aliases: ["transport-retries"],
       env: ["DKV_RETRY_COUNT", "DKV_TRANSPORT_RETRIES"],
       valueHint: "N",
@@ -205,7 +226,7 @@ export function clientOptions<
       integer: true,
       min: 1,
       max: 1024,
-      default: 1,
+      default: CONNECTIONS_PER_ENDPOINT_DEFAULT,
       aliases: ["transport-conn-per-endpoint"],
       env: ["DKV_CONNECTIONS_PER_ENDPOINT", "DKV_TRANSPORT_CONN_PER_ENDPOINT"],
       valueHint: "N",
@@ -233,6 +254,10 @@ export function defaultEndpointFor(transport: string): string {
 
 export const DEFAULT_SHARDS = "100=lstore,200=lockmgr(lstore)";
 
+/** `--log-level` values, quietest first. */
+export const LOG_LEVELS = ["silent", "error", "warn", "info", "debug", "trace"] as const;
+export type LogLevelName = (typeof LOG_LEVELS)[number];
+
 export const serveOptions = [
   defineOption({
     name: "shards",
@@ -257,7 +282,7 @@ export const serveOptions = [
   defineOption({
     name: "timeout",
     type: "duration",
-    default: 5_000,
+    default: REQUEST_TIMEOUT_MS_DEFAULT,
     valueHint: "DURATION",
     description: "Longest a request may take on the server before it is answered with TIMEOUT",
   }),
@@ -265,7 +290,7 @@ export const serveOptions = [
     name: "log-level",
     type: "string",
     default: "info",
-    choices: ["silent", "error", "warn", "info", "debug", "trace"],
+    choices: LOG_LEVELS,
     description: "Log verbosity (logs go to stderr)",
   }),
   maxFrameOption,
@@ -274,7 +299,7 @@ export const serveOptions = [
     type: "number",
     integer: true,
     min: 1,
-    default: 64 * 1024,
+    default: KEY_BYTES_MAX_DEFAULT,
     description: "Largest key in UTF-8 bytes; larger keys are rejected with TOO_LARGE and change nothing",
   }),
   defineOption({
@@ -282,7 +307,7 @@ export const serveOptions = [
     type: "number",
     integer: true,
     min: 1,
-    default: 16 * 1024 * 1024,
+    default: VALUE_BYTES_MAX_DEFAULT,
     description: "Largest value in bytes; larger values are rejected with TOO_LARGE and change nothing",
   }),
   defineOption({
@@ -316,9 +341,9 @@ export const serveOptions = [
     name: "rtt-millisecond",
     type: "number",
     integer: true,
-    min: 1,
-    max: 60_000,
-    default: 100,
+    min: RTT_MS_MIN,
+    max: RTT_MS_MAX,
+    default: RTT_MS_DEFAULT,
     valueHint: "MS",
     description:
       "The Raft tick in ms, about the round trip between members; elections and heartbeats are counted in ticks",
@@ -327,9 +352,9 @@ export const serveOptions = [
     name: "election-rtt-factor",
     type: "number",
     integer: true,
-    min: 2,
-    max: 10_000,
-    default: 10,
+    min: ELECTION_RTT_FACTOR_MIN,
+    max: ELECTION_RTT_FACTOR_MAX,
+    default: ELECTION_RTT_FACTOR_DEFAULT,
     valueHint: "TICKS",
     description:
       "Ticks without a leader before a follower campaigns (randomised up to twice this); the default 10 × 100 ms is 1-2 s of unavailability after a leader dies. Must exceed --heartbeat-rtt-factor",
@@ -338,9 +363,9 @@ export const serveOptions = [
     name: "heartbeat-rtt-factor",
     type: "number",
     integer: true,
-    min: 1,
-    max: 10_000,
-    default: 2,
+    min: HEARTBEAT_RTT_FACTOR_MIN,
+    max: HEARTBEAT_RTT_FACTOR_MAX,
+    default: HEARTBEAT_RTT_FACTOR_DEFAULT,
     valueHint: "TICKS",
     description: "Ticks between a leader's heartbeats",
   }),
@@ -349,7 +374,7 @@ export const serveOptions = [
     type: "number",
     integer: true,
     min: 0,
-    default: 100_000,
+    default: SNAPSHOT_ENTRIES_DEFAULT,
     valueHint: "N",
     description:
       "Snapshot each dstore shard every N applied log entries and compact its log (0: never; the log then grows without bound)",
@@ -359,7 +384,7 @@ export const serveOptions = [
     type: "number",
     integer: true,
     min: 0,
-    default: 5_000,
+    default: COMPACTION_OVERHEAD_ENTRIES_DEFAULT,
     valueHint: "N",
     description:
       "Log entries kept behind a snapshot, so a follower that lags by fewer catches up from the log instead of a snapshot",

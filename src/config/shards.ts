@@ -1,19 +1,7 @@
-import { mkdir, rm, writeFile } from "node:fs/promises";
-import { join, resolve } from "node:path";
-import type { Clock } from "../clock.ts";
-import { MapleDB } from "../db/maple/index.ts";
 import { DkvError } from "../errors.ts";
-import { LockManager } from "../lockmgr/lock-manager.ts";
-import type { RaftLogger } from "../raft/core/types.ts";
-import type { ClusterStatusReport, ShardHandler, ShardStatusReport } from "../rpc/server/index.ts";
-import { LocalStore } from "../store/local.ts";
-import {
-  type ReplicatedShards,
-  type ReplicatedShardType,
-  startReplicatedShards,
-} from "../store/replicated/shards.ts";
-import type { StoreLimits } from "../store/types.ts";
-import { replicatedShardHandler } from "./replicated-handlers.ts";
+import { tryParseHostPort } from "../host-port.ts";
+import type { ReplicatedShardType } from "../store/replicated/shards.ts";
+import { EMBEDDED_RAFT_ADDRESS, REPLICA_ID_DEFAULT, SHARD_ID_MAX } from "./defaults.ts";
 
 export const SHARD_TYPES = ["lstore", "dstore", "lockmgr(lstore)", "lockmgr(dstore)"] as const;
 export type ShardType = (typeof SHARD_TYPES)[number];
@@ -22,11 +10,6 @@ export interface ShardSpec {
   readonly id: number;
   readonly type: ShardType;
 }
-
-/** What a server serves on one shard id. */
-export type BuiltShard = ShardHandler;
-
-const MAX_SHARD_ID = 0xffff_ffff;
 
 function usage(message: string): DkvError {
   return new DkvError("USAGE", message);
@@ -60,9 +43,9 @@ export function parseShardSpecs(text: string): ShardSpec[] {
       .replace(/\s+/g, "")
       .toLowerCase();
     const id = Number(idText);
-    if (!/^\d+$/.test(idText) || !Number.isSafeInteger(id) || id > MAX_SHARD_ID) {
+    if (!/^\d+$/.test(idText) || !Number.isSafeInteger(id) || id > SHARD_ID_MAX) {
       throw usage(
-        `--shards entry "${entry}": the shard id must be a whole number from 0 to ${MAX_SHARD_ID}.`,
+        `--shards entry "${entry}": the shard id must be a whole number from 0 to ${SHARD_ID_MAX}.`,
       );
     }
     if (!isShardType(typeText)) {
@@ -85,73 +68,17 @@ export function formatShardSpecs(specs: readonly ShardSpec[]): string {
   return specs.map((spec) => `${spec.id}=${spec.type}`).join(",");
 }
 
-export interface BuildShardsOptions {
-  clock?: Clock;
-  limits?: Partial<StoreLimits>;
-}
-
-/**
- * Builds the local stores and lock managers of a server: each `lstore` shard gets its own
- * LocalStore; each `lockmgr(lstore)` a LockManager over a LocalStore of its own, so lock
- * keys never mix with data keys. Replicated types need a Raft host: use `startShards`.
- */
-export function buildShards(
-  specs: readonly ShardSpec[],
-  options: BuildShardsOptions = {},
-): Map<number, BuiltShard> {
-  const replicated = specs.filter(isReplicated);
-  if (replicated.length > 0) {
-    throw usage(
-      `--shards: ${formatShardSpecs(replicated)} are replicated shards; they need a Raft host, so start them with startShards (as \`dkv serve\` does).`,
-    );
-  }
-  const shards = new Map<number, BuiltShard>();
-  for (const spec of specs) {
-    const store = new LocalStore({ db: new MapleDB(), clock: options.clock, limits: options.limits });
-    shards.set(
-      spec.id,
-      spec.type === "lstore"
-        ? { kind: "store", store }
-        : { kind: "lock", locks: new LockManager(store, { clock: options.clock }), store },
-    );
-  }
-  return shards;
-}
-
-/** Closes every store of a shard map (stops their background purges). */
-export async function closeShards(shards: ReadonlyMap<number, BuiltShard>): Promise<void> {
-  await Promise.all([...shards.values()].map((shard) => shard.store.close()));
-}
-
 export function isReplicated(spec: ShardSpec): spec is ShardSpec & { type: ReplicatedShardType } {
   return spec.type === "dstore" || spec.type === "lockmgr(dstore)";
 }
 
 // ---------------------------------------------------------------------------------------
-// Replicated shards: the cluster flags of `dkv serve`
+// Replicated shards: the cluster flags of `dkv serve` (started by src/server/)
 // ---------------------------------------------------------------------------------------
 
 /** The member id of the embedded one-member cluster when --replica-id is not given. */
-export const DEFAULT_REPLICA_ID = "node-1";
-/** Where the embedded one-member cluster's node transport listens: nobody dials it, so any free port. */
-export const EMBEDDED_RAFT_ADDRESS = "127.0.0.1:0";
-
-/** The Raft side of `dkv serve`'s flags. */
-export interface ClusterOptions {
-  /** --replica-id; "" means DEFAULT_REPLICA_ID (embedded) or an error (with members). */
-  replicaId: string;
-  /** --cluster-members text, `ID=HOST:PORT,...`; "" runs a one-member cluster. */
-  clusterMembers: string;
-  dataDir: string;
-  rttMs: number;
-  electionRttFactor: number;
-  heartbeatRttFactor: number;
-  snapshotEntries: number;
-  compactionOverheadEntries: number;
-  /** Deadline of one replicated store call, retries included. */
-  requestTimeoutMs: number;
-  logger?: RaftLogger;
-}
+export const DEFAULT_REPLICA_ID = REPLICA_ID_DEFAULT;
+export { EMBEDDED_RAFT_ADDRESS };
 
 const MEMBER_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 
@@ -180,9 +107,7 @@ export function parseClusterMembers(text: string): Map<string, string> {
         `--cluster-members entry "${entry}" is not ID=HOST:PORT with an id of letters, digits, '.', '_' or '-'; ${example}.`,
       );
     }
-    const port = Number(address.slice(address.lastIndexOf(":") + 1));
-    const host = address.slice(0, Math.max(0, address.lastIndexOf(":")));
-    if (host.length === 0 || !Number.isInteger(port) || port < 1 || port > 65535) {
+    if (tryParseHostPort(address, { portMin: 1 }) === undefined) {
       throw usage(
         `--cluster-members entry "${entry}": "${address}" is not HOST:PORT with a port from 1 to 65535 (peers must know where to dial); ${example}.`,
       );
@@ -198,7 +123,12 @@ export function parseClusterMembers(text: string): Map<string, string> {
 }
 
 /** --replica-id and --cluster-members resolved: who this member is and who its peers are. */
-export function resolveCluster(options: Pick<ClusterOptions, "replicaId" | "clusterMembers">): {
+export function resolveCluster(options: {
+  /** --replica-id; "" means DEFAULT_REPLICA_ID (embedded) or an error (with members). */
+  replicaId: string;
+  /** --cluster-members text, `ID=HOST:PORT,...`; "" runs a one-member cluster. */
+  clusterMembers: string;
+}): {
   replicaId: string;
   members: Map<string, string>;
   embedded: boolean;
@@ -223,131 +153,4 @@ export function resolveCluster(options: Pick<ClusterOptions, "replicaId" | "clus
     );
   }
   return { replicaId, members, embedded: false };
-}
-
-/** Creates the data directory and proves it writable now, so a bad path fails at start, not at the first write. */
-export async function checkDataDir(dataDir: string): Promise<string> {
-  const absolute = resolve(dataDir);
-  const probe = join(absolute, `.dkv-write-check-${process.pid}`);
-  try {
-    await mkdir(absolute, { recursive: true });
-    await writeFile(probe, "ok");
-    await rm(probe, { force: true });
-  } catch (error) {
-    const reason = error instanceof Error ? error.message : String(error);
-    throw usage(
-      `--data-dir ${dataDir} is not usable (${reason}); pass a directory this user can create and write, e.g. --data-dir ./data/node-1.`,
-    );
-  }
-  return absolute;
-}
-
-/** Every shard a server serves, local and replicated, ready for the RPC server. */
-export interface ServedShards {
-  readonly handlers: Map<number, ShardHandler>;
-  /** Shard id → its type, for status output. */
-  readonly shardTypes: ReadonlyMap<number, ShardType>;
-  /** Present when any shard is replicated. */
-  readonly replicated: ReplicatedShards | undefined;
-  /** This member's id (present with replicated shards). */
-  readonly replicaId: string | undefined;
-  /** True when a one-member cluster was started because --cluster-members was empty. */
-  readonly embedded: boolean;
-  /** What the clusterStatus op answers. */
-  status(): ClusterStatusReport;
-  /** Closes local stores and stops the Raft host (flushing its storage). */
-  close(): Promise<void>;
-}
-
-/**
- * Starts every shard of `specs`: local ones in memory, replicated ones as Raft groups of
- * one RaftHost (all on this member's node transport). Without replicated shards the
- * cluster options are ignored and no data directory is touched.
- */
-export async function startShards(
-  specs: readonly ShardSpec[],
-  options: BuildShardsOptions & { cluster?: ClusterOptions } = {},
-): Promise<ServedShards> {
-  const localSpecs = specs.filter((spec) => !isReplicated(spec));
-  const replicatedSpecs = specs.filter(isReplicated);
-  const handlers = buildShards(localSpecs, options);
-  const shardTypes = new Map(specs.map((spec) => [spec.id, spec.type]));
-  let replicated: ReplicatedShards | undefined;
-  let replicaId: string | undefined;
-  let embedded = false;
-  if (replicatedSpecs.length > 0) {
-    const cluster = options.cluster;
-    if (cluster === undefined) {
-      await closeShards(handlers);
-      throw usage(
-        `--shards ${formatShardSpecs(replicatedSpecs)} needs the cluster options (replica id, members, data dir).`,
-      );
-    }
-    try {
-      const resolved = resolveCluster(cluster);
-      replicaId = resolved.replicaId;
-      embedded = resolved.embedded;
-      replicated = await startReplicatedShards({
-        replicaId: resolved.replicaId,
-        clusterMembers: resolved.members,
-        dataDir: await checkDataDir(cluster.dataDir),
-        shards: replicatedSpecs.map((spec) => ({ id: spec.id, type: spec.type })),
-        rttMs: cluster.rttMs,
-        electionRttFactor: cluster.electionRttFactor,
-        heartbeatRttFactor: cluster.heartbeatRttFactor,
-        snapshotEntries: cluster.snapshotEntries,
-        compactionOverheadEntries: cluster.compactionOverheadEntries,
-        requestTimeoutMs: cluster.requestTimeoutMs,
-        ...(options.limits === undefined ? {} : { limits: options.limits }),
-        ...(options.clock === undefined ? {} : { clock: options.clock }),
-        ...(cluster.logger === undefined ? {} : { logger: cluster.logger }),
-      });
-    } catch (error) {
-      await closeShards(handlers);
-      throw error;
-    }
-    for (const shard of replicated.shards.values()) {
-      handlers.set(shard.id, replicatedShardHandler(shard, options.clock));
-    }
-  }
-  const running = replicated;
-  return {
-    handlers,
-    shardTypes,
-    replicated,
-    replicaId,
-    embedded,
-    status: () => clusterStatusOf(specs, running, replicaId ?? ""),
-    close: async () => {
-      await closeShards(new Map([...handlers].filter(([id]) => running?.shards.has(id) !== true)));
-      await running?.close();
-    },
-  };
-}
-
-/** The clusterStatus report: replicated shards from their Raft group, local ones as local. */
-function clusterStatusOf(
-  specs: readonly ShardSpec[],
-  replicated: ReplicatedShards | undefined,
-  replicaId: string,
-): ClusterStatusReport {
-  const groups = new Map((replicated?.status() ?? []).map((status) => [status.groupId, status]));
-  const shards: ShardStatusReport[] = specs.map((spec) => {
-    const group = groups.get(spec.id);
-    if (group === undefined) return { shard: spec.id, type: spec.type, replicated: false };
-    return {
-      shard: spec.id,
-      type: spec.type,
-      replicated: true,
-      role: group.raft.role,
-      leader: group.raft.leader,
-      term: group.raft.term,
-      commitIndex: group.raft.commit,
-      appliedIndex: group.appliedIndex,
-      lastIndex: group.raft.lastIndex,
-      snapshotIndex: group.snapshotIndex,
-      members: group.members.map((member) => ({ ...member, address: member.address ?? null })),
-    };
-  });
-  return { replicaId, shards };
 }

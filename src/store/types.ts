@@ -1,3 +1,4 @@
+import { KEY_BYTES_MAX_DEFAULT, VALUE_BYTES_MAX_DEFAULT } from "../config/defaults.ts";
 import type { DbInfo } from "../db/kvdb.ts";
 
 /** Values are bytes; strings are accepted and stored as UTF-8. */
@@ -52,6 +53,6 @@ export interface StoreLimits {
 }
 
 export const defaultStoreLimits: StoreLimits = {
-  maxKeyBytes: 64 * 1024,
-  maxValueBytes: 16 * 1024 * 1024,
+  maxKeyBytes: KEY_BYTES_MAX_DEFAULT,
+  maxValueBytes: VALUE_BYTES_MAX_DEFAULT,
 };

@@ -1,3 +1,4 @@
+import { parseHostPort } from "../../src/host-port.ts";
 import { ByteWriter } from "../../src/rpc/protocol/byte-writer.ts";
 import {
   beginFrame,
@@ -35,10 +36,7 @@ export async function sendRawRequest(
   const start = beginFrame(out);
   binary.write(requestSchemas[op], message, out);
   finishFrame(out, start, { serializer: binary.id, flags: 0, shard, op: opCodes[op], ...ids });
-  const [host, port] = [
-    endpoint.slice(0, endpoint.lastIndexOf(":")),
-    Number(endpoint.slice(endpoint.lastIndexOf(":") + 1)),
-  ];
+  const { hostname: host, port } = parseHostPort(endpoint, "the server endpoint");
   const { promise, resolve, reject } = Promise.withResolvers<Message>();
   const decoder = new FrameDecoder(1 << 20, {
     onFrame: (header: FrameHeader, body: Uint8Array) => {

@@ -109,16 +109,14 @@ describe.each(setups)("dkv over $transport ($serializer)", ({ transport, seriali
 
   test("a value that is not UTF-8 comes back base64-encoded", async () => {
     const bytes = new Uint8Array([0xff, 0xfe, 0x00, 0x80, 0x41]);
-    const library = new RpcClient({
-      endpoints: [server.endpoint],
-      transport,
-      serializer,
-      timeoutMs: 5_000,
-    });
-    try {
+    {
+      await using library = new RpcClient({
+        endpoints: [server.endpoint],
+        transport,
+        serializer,
+        timeoutMs: 5_000,
+      });
       await library.store(100).set("binary", bytes);
-    } finally {
-      await library.close();
     }
     const got = await kv("get", "binary");
     expect([got.code, onlyJson(got)]).toEqual([
@@ -275,12 +273,12 @@ describe("flags, variables and defaults", () => {
       expect(lines[0]).toStartWith("test,skipped,ops,ops_per_sec,p50_ms,p90_ms,p99_ms");
       expect(lines).toHaveLength(8);
       // The benchmark cleans up after itself.
-      const info = new RpcClient({ endpoints: [server.endpoint], transport: "tcp", serializer: "binary" });
-      try {
-        expect((await info.info(100)).keys).toBe(2); // "k" and "env-key" from the tests above
-      } finally {
-        await info.close();
-      }
+      await using info = new RpcClient({
+        endpoints: [server.endpoint],
+        transport: "tcp",
+        serializer: "binary",
+      });
+      expect((await info.info(100)).keys).toBe(2); // "k" and "env-key" from the tests above
     } finally {
       await rm(scratch, { recursive: true, force: true });
     }

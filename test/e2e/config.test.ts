@@ -3,10 +3,7 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import {
-  buildShards,
-  checkDataDir,
   clientOptions,
-  closeShards,
   defineOption,
   envVarOf,
   parseClusterMembers,
@@ -15,10 +12,11 @@ import {
   parseShardSpecs,
   readOptions,
   resolveCluster,
+  resolveNodeOptions,
   serveOptions,
-  startShards,
 } from "../../src/config/index.ts";
 import { DkvError } from "../../src/errors.ts";
+import { buildShards, checkDataDir, closeShards, startNode } from "../../src/server/index.ts";
 
 /** The config schema shared by the CLI and the library: durations, precedence, shard specs. */
 
@@ -194,39 +192,36 @@ describe("--shards", () => {
     }
   });
 
-  test("buildShards builds local shards only and points replicated ones to startShards", () => {
+  test("buildShards builds local shards only and points replicated ones to startNode", () => {
     const message = usageMessage(() =>
       buildShards(parseShardSpecs("100=lstore,200=dstore,300=lockmgr(dstore)")),
     );
     expect(message).toContain("200=dstore,300=lockmgr(dstore)");
-    expect(message).toContain("startShards");
+    expect(message).toContain("startNode");
   });
 
-  test("startShards runs dstore and lockmgr(dstore) beside lstore as an embedded one-member cluster", async () => {
+  test("startNode runs dstore and lockmgr(dstore) beside lstore as an embedded one-member cluster", async () => {
     const dataDir = await mkdtemp(join(tmpdir(), "dkv-config-"));
-    const served = await startShards(parseShardSpecs("100=lstore,200=dstore,300=lockmgr(dstore)"), {
-      cluster: {
-        replicaId: "",
-        clusterMembers: "",
-        dataDir,
-        rttMs: 10,
-        electionRttFactor: 10,
-        heartbeatRttFactor: 2,
-        snapshotEntries: 1000,
-        compactionOverheadEntries: 100,
-        requestTimeoutMs: 5000,
-      },
-    });
     try {
-      expect(served.embedded).toBe(true);
-      expect(served.replicaId).toBe("node-1");
-      const dstore = served.handlers.get(200);
-      const locks = served.handlers.get(300);
+      const options = resolveNodeOptions({
+        ...readOptions(serveOptions, {}),
+        shards: "100=lstore,200=dstore,300=lockmgr(dstore)",
+        "data-dir": dataDir,
+        "transport-endpoint": "127.0.0.1:0",
+        "rtt-millisecond": 10,
+        "snapshot-entries": 1000,
+        "compaction-overhead": 100,
+      });
+      await using node = await startNode(options);
+      expect(options.raft?.embedded).toBe(true);
+      expect(options.raft?.replicaId).toBe("node-1");
+      const dstore = node.handlers.get(200);
+      const locks = node.handlers.get(300);
       if (dstore?.kind !== "store" || locks?.kind !== "lock") throw new Error("wrong handler kinds");
       await dstore.store.set("k", "v");
       expect(new TextDecoder().decode(await dstore.store.get("k"))).toBe("v");
       expect((await locks.locks.acquire("L", 0)).acquired).toBe(true);
-      const status = served.status();
+      const status = node.status();
       expect(status.replicaId).toBe("node-1");
       expect(status.shards.map((s) => [s.shard, s.type, s.replicated])).toEqual([
         [100, "lstore", false],
@@ -235,7 +230,6 @@ describe("--shards", () => {
       ]);
       expect(status.shards[1]?.leader).toBe("node-1");
     } finally {
-      await served.close();
       await rm(dataDir, { recursive: true, force: true });
     }
   });

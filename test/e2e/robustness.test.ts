@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { readFile } from "node:fs/promises";
+import { parseHostPort } from "../../src/host-port.ts";
 import { RpcClient } from "../../src/rpc/client/index.ts";
 import { encodeRequestFrame } from "../support/raw-frame.ts";
 import { type RunningServer, startServer } from "./helpers.ts";
@@ -64,7 +65,7 @@ function hostileFrame(i: number): Uint8Array {
 }
 
 async function hostileWave(endpoint: string, wave: number): Promise<void> {
-  const [hostname, port] = [endpoint.slice(0, endpoint.lastIndexOf(":")), Number(endpoint.split(":").pop())];
+  const { hostname, port } = parseHostPort(endpoint, "the server endpoint");
   const sockets = await Promise.all(
     Array.from({ length: CONNECTIONS_PER_WAVE }, () =>
       Bun.connect({ hostname, port, socket: { data() {} } }),

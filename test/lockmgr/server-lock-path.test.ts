@@ -1,5 +1,4 @@
 import { afterEach, describe, expect, test } from "bun:test";
-import { replicatedShardHandler } from "../../src/config/replicated-handlers.ts";
 import type { FrameHeader } from "../../src/rpc/protocol/frame.ts";
 import { type Message, type OpName, opCodes, serializerIds } from "../../src/rpc/protocol/types.ts";
 import { BinarySerializer } from "../../src/rpc/serializer/index.ts";
@@ -11,6 +10,7 @@ import {
   type ShardHandler,
   silentLogger,
 } from "../../src/rpc/server/dispatcher.ts";
+import { replicatedShardHandler } from "../../src/server/shards.ts";
 import { DStore } from "../../src/store/replicated/dstore.ts";
 import { DStoreStateMachine } from "../../src/store/replicated/state-machine.ts";
 import { TestCluster } from "../raft/host/cluster.ts";

@@ -16,9 +16,9 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ManualClock } from "../../src/clock.ts";
-import { replicatedShardHandler } from "../../src/config/replicated-handlers.ts";
 import { RpcClient } from "../../src/rpc/client/index.ts";
 import { type RpcServer, type ShardHandler, startRpcServer } from "../../src/rpc/server/index.ts";
+import { replicatedShardHandler } from "../../src/server/shards.ts";
 import {
   type ReplicatedShards,
   type ReplicatedShardType,
@@ -85,7 +85,7 @@ async function startRpcCluster(shardType: ReplicatedShardType, shard: number): P
         transport: network.transport(id),
       });
       members.push(member);
-      // What `dkv serve` serves (src/config/shards.ts startShards): the same handler builder.
+      // What `dkv serve` serves (src/server/node.ts startNode): the same handler builder.
       const handlers = new Map<number, ShardHandler>(
         [...member.shards.values()].map((s) => [s.id, replicatedShardHandler(s, clock)]),
       );

@@ -9,6 +9,7 @@
  * Design choices (rejecting proposals with a leader hint, config taking effect at apply,
  * how a node joins or restarts) are in ./README.md.
  */
+import type { Logger } from "../../logger.ts";
 
 export type NodeId = string;
 
@@ -184,11 +185,8 @@ export interface LogStorage {
 /** Deterministic randomness: returns a float in [0, 1). Inject a seeded generator. */
 export type RandomSource = () => number;
 
-export interface RaftLogger {
-  debug(message: string): void;
-  info(message: string): void;
-  warn(message: string): void;
-}
+/** The part of dkv's one Logger (src/logger.ts) the Raft core and host call. */
+export type RaftLogger = Pick<Logger, "debug" | "info" | "warn">;
 
 export interface RaftConfig {
   id: NodeId;

@@ -1,4 +1,5 @@
 import { join } from "node:path";
+import { COMPACTION_OVERHEAD_ENTRIES_DEFAULT } from "../../config/defaults.ts";
 import { DkvError } from "../../errors.ts";
 import type { ConfState, Entry, HardState, LogStorage, Snapshot, SnapshotMeta } from "../core/types.ts";
 import { ENTRY_RECORD_OVERHEAD_BYTES, PENDING_BYTES_MAX } from "./codec.ts";
@@ -43,7 +44,7 @@ export interface RaftStorageStats {
 
 const DEFAULTS = {
   segmentBytesMax: 64 * 1024 * 1024,
-  compactionOverheadEntries: 5000,
+  compactionOverheadEntries: COMPACTION_OVERHEAD_ENTRIES_DEFAULT,
   snapshotsRetained: 2,
 };
 const SEGMENT_BYTES_MIN = 4096;

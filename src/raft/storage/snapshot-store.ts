@@ -2,6 +2,7 @@ import { readFileSync } from "node:fs";
 import { open, readdir, readFile, rename, unlink } from "node:fs/promises";
 import { join } from "node:path";
 import { DkvError } from "../../errors.ts";
+import type { Logger } from "../../logger.ts";
 import type { ConfState, Snapshot, SnapshotMeta } from "../core/types.ts";
 import { readU64, writeU64 } from "./codec.ts";
 import { fsyncDir, isNotFound, type SyncCounter, syncHandle, writeFully } from "./fs-util.ts";
@@ -26,10 +27,8 @@ const NAME_PATTERN = /^(\d{20})-(\d{20})\.snap$/;
 
 const textEncoder = new TextEncoder();
 
-export interface StorageLogger {
-  info(message: string): void;
-  warn(message: string): void;
-}
+/** The part of dkv's one Logger (src/logger.ts) storage calls. */
+export type StorageLogger = Pick<Logger, "info" | "warn">;
 
 export interface SnapshotFileInfo {
   name: string;

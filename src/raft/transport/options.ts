@@ -1,3 +1,4 @@
+import { NODE_FRAME_BYTES_MAX_DEFAULT, NODE_QUEUE_BYTES_MAX_DEFAULT } from "../../config/defaults.ts";
 import { DkvError } from "../../errors.ts";
 import type { NodeId } from "../core/types.ts";
 
@@ -61,11 +62,14 @@ function positiveInteger(name: string, value: number): number {
 }
 
 export function resolveOptions(options: TcpNodeTransportOptions): ResolvedOptions {
-  const maxQueueBytes = positiveInteger("maxQueueBytes", options.maxQueueBytes ?? 64 * mebibyte);
+  const maxQueueBytes = positiveInteger(
+    "maxQueueBytes",
+    options.maxQueueBytes ?? NODE_QUEUE_BYTES_MAX_DEFAULT,
+  );
   // Defaults shrink to fit a smaller explicit bound, so setting one option alone never conflicts.
   const maxFrameBytes = positiveInteger(
     "maxFrameBytes",
-    options.maxFrameBytes ?? Math.min(48 * mebibyte, maxQueueBytes),
+    options.maxFrameBytes ?? Math.min(NODE_FRAME_BYTES_MAX_DEFAULT, maxQueueBytes),
   );
   const resolved: ResolvedOptions = {
     self: options.self,
@@ -109,23 +113,8 @@ export function resolveOptions(options: TcpNodeTransportOptions): ResolvedOption
   return resolved;
 }
 
-export interface HostPort {
-  hostname: string;
-  port: number;
-}
-
-/** Parses "host:port" (IPv6 as "[::1]:port"). */
-export function parseHostPort(address: string, what: string): HostPort {
-  const colon = address.lastIndexOf(":");
-  let hostname = colon > 0 ? address.slice(0, colon) : "";
-  const portText = colon > 0 ? address.slice(colon + 1) : "";
-  if (hostname.startsWith("[") && hostname.endsWith("]")) hostname = hostname.slice(1, -1);
-  const port = Number(portText);
-  if (hostname === "" || portText === "" || !Number.isInteger(port) || port < 0 || port > 65535) {
-    throw new DkvError("USAGE", `${what} "${address}" is not host:port; write it like 10.0.0.2:7001`);
-  }
-  return { hostname, port };
-}
+/** The one host:port parser of dkv; the transport's addresses go through it. */
+export { type HostPort, parseHostPort } from "../../host-port.ts";
 
 export interface TcpTransportStats {
   /** socket.write calls: one per flush, however many frames it carries. */

@@ -1,3 +1,8 @@
+import {
+  CONNECTIONS_PER_ENDPOINT_DEFAULT,
+  REQUEST_TIMEOUT_MS_DEFAULT,
+  RETRY_COUNT_DEFAULT,
+} from "../../config/defaults.ts";
 import { DkvError } from "../../errors.ts";
 import type { AcquireOptions, AcquireResult, ILockManager } from "../../lockmgr/types.ts";
 import type { ClaimResult, IStore, StoreInfo, ValueInput } from "../../store/types.ts";
@@ -47,7 +52,7 @@ const retryDelayMaxMs = 1000;
  * Every call carries this client's random 64-bit id and a request id that a retry reuses,
  * so the server applies a retried write at most once.
  */
-export class RpcClient implements CallOwner {
+export class RpcClient implements CallOwner, AsyncDisposable {
   private readonly channels: Channel[] = [];
   private readonly timeoutMs: number;
   private readonly retryCount: number;
@@ -73,13 +78,16 @@ export class RpcClient implements CallOwner {
     }
     if (options.endpoints.length === 0)
       throw new DkvError("USAGE", "no endpoints given: pass at least one host:port");
-    this.timeoutMs = options.timeoutMs ?? 5000;
-    this.retryCount = options.retryCount ?? 3;
+    this.timeoutMs = options.timeoutMs ?? REQUEST_TIMEOUT_MS_DEFAULT;
+    this.retryCount = options.retryCount ?? RETRY_COUNT_DEFAULT;
     this.inflightMax = options.inflightMax ?? 100_000;
     const serializer = createSerializer(options.serializer);
     const ids = crypto.getRandomValues(new Uint32Array(2));
     // http: one pool per endpoint that opens keep-alive connections as requests need them.
-    const perEndpoint = options.transport === "http" ? 1 : Math.max(1, options.connectionsPerEndpoint ?? 1);
+    const perEndpoint =
+      options.transport === "http"
+        ? 1
+        : Math.max(1, options.connectionsPerEndpoint ?? CONNECTIONS_PER_ENDPOINT_DEFAULT);
     // Interleave endpoints so round-robin alternates between servers, not connections.
     for (let i = 0; i < perEndpoint; i++) {
       for (const endpointText of options.endpoints) {
@@ -99,6 +107,11 @@ export class RpcClient implements CallOwner {
         );
       }
     }
+  }
+
+  /** `await using client = new RpcClient(...)`: closes the client when the scope ends. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
   }
 
   store(shard: number): IStore {

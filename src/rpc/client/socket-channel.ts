@@ -274,7 +274,7 @@ export class SocketChannel implements Channel {
       const response = this.options.serializer.read(wireResponseSchemas[call.op], body);
       this.options.owner.complete(call, response, undefined);
     } catch (error) {
-      const failure = error instanceof DkvError ? error : new DkvError("BAD_FRAME", String(error));
+      const failure = DkvError.from(error, "unknown", "BAD_FRAME");
       this.options.owner.complete(
         call,
         undefined,

@@ -1,4 +1,5 @@
 import { DkvError } from "../../errors.ts";
+import { formatHostPort, tryParseHostPort } from "../../host-port.ts";
 import type { TransportName } from "./types.ts";
 
 export type Endpoint = { kind: "inet"; hostname: string; port: number } | { kind: "unix"; path: string };
@@ -20,19 +21,14 @@ export function parseEndpoint(
   }
   let text = endpoint.trim();
   if (transport === "http") text = text.replace(/^https?:\/\//, "").replace(/\/+$/, "");
-  const colon = text.lastIndexOf(":");
-  if (colon < 0) throw usage(endpoint, "host:port, e.g. 127.0.0.1:8080");
-  let hostname = text.slice(0, colon);
-  if (hostname === "") hostname = role === "listen" ? "0.0.0.0" : "127.0.0.1";
-  if (hostname.startsWith("[") && hostname.endsWith("]")) hostname = hostname.slice(1, -1);
-  const portText = text.slice(colon + 1);
-  const port = Number(portText);
-  if (!/^\d+$/.test(portText) || port > 65535) throw usage(endpoint, "a port between 0 and 65535");
-  return { kind: "inet", hostname, port };
+  if (!text.includes(":")) throw usage(endpoint, "host:port, e.g. 127.0.0.1:8080");
+  const parsed = tryParseHostPort(text, { emptyHost: role === "listen" ? "0.0.0.0" : "127.0.0.1" });
+  if (parsed === undefined) throw usage(endpoint, "a port between 0 and 65535");
+  return { kind: "inet", hostname: parsed.hostname, port: parsed.port };
 }
 
 export function formatInet(hostname: string, port: number): string {
-  return hostname.includes(":") ? `[${hostname}]:${port}` : `${hostname}:${port}`;
+  return formatHostPort(hostname, port);
 }
 
 function usage(endpoint: string, expected: string): DkvError {

@@ -1,3 +1,4 @@
+import { FRAME_BYTES_MAX_DEFAULT } from "../../config/defaults.ts";
 import { DkvError, type DkvErrorCode, type DkvOutcome } from "../../errors.ts";
 import type { ByteWriter } from "./byte-writer.ts";
 
@@ -20,7 +21,8 @@ import type { ByteWriter } from "./byte-writer.ts";
 export const frameMagic = 0xdb;
 export const protocolVersion = 1;
 export const headerBytes = 28;
-export const defaultMaxFrameBytes = 32 * 1024 * 1024;
+/** Declared in the one table of defaults (config/defaults.ts). */
+export const defaultMaxFrameBytes = FRAME_BYTES_MAX_DEFAULT;
 
 export const flagResponse = 1;
 export const flagError = 2;

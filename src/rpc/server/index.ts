@@ -1,3 +1,4 @@
+import { REQUEST_TIMEOUT_MS_DEFAULT } from "../../config/defaults.ts";
 import { DkvError } from "../../errors.ts";
 import type { ClusterStatusReport } from "../protocol/cluster-status.ts";
 import { parseEndpoint } from "../protocol/endpoint.ts";
@@ -44,7 +45,7 @@ export interface RpcServerOptions {
   shardTypes?: ReadonlyMap<number, string>;
 }
 
-export interface RpcServer {
+export interface RpcServer extends AsyncDisposable {
   /** The bound "host:port" or socket path. */
   readonly endpoint: string;
   /** Graceful: stop accepting, finish in-flight requests (up to drainTimeoutMs), close. */
@@ -81,13 +82,11 @@ export async function startRpcServer(options: RpcServerOptions): Promise<RpcServ
   const endpoint = parseEndpoint(options.transport, options.endpoint, "listen");
   const common = { endpoint, dispatcher, serializer, maxFrameBytes, logger };
   const server = options.transport === "http" ? startHttpServer(common) : await startSocketServer(common);
-  const drainTimeoutMs = options.drainTimeoutMs ?? 5000;
+  const drainTimeoutMs = options.drainTimeoutMs ?? REQUEST_TIMEOUT_MS_DEFAULT;
   let stopping: Promise<void> | undefined;
-  return {
-    endpoint: server.endpoint,
-    stop() {
-      stopping ??= server.stop(drainTimeoutMs).then(() => logger.info(`stopped ${server.endpoint}`));
-      return stopping;
-    },
+  const stop = () => {
+    stopping ??= server.stop(drainTimeoutMs).then(() => logger.info(`stopped ${server.endpoint}`));
+    return stopping;
   };
+  return { endpoint: server.endpoint, stop, [Symbol.asyncDispose]: stop };
 }

@@ -1,0 +1,92 @@
+import { strict as assert } from "node:assert";
+
+/**
+ * Every tunable of dkv with its default and bounds, declared once (TigerBeetle's
+ * constants.zig, hashicorp/raft's DefaultConfig). The flag schema (./schema.ts) shows and
+ * parses them; the libraries that have a default of their own use these names, so a
+ * default never differs between the CLI and the code under it. Units and qualifiers come
+ * last in names (`rttMsDefault` reads "rtt, ms, default").
+ *
+ * This module imports nothing of dkv: any layer may depend on it.
+ */
+
+const kibibyte = 1024;
+const mebibyte = 1024 * kibibyte;
+
+/** Server-side deadline of one request (`dkv serve --timeout`); the library RPC client's too. */
+export const REQUEST_TIMEOUT_MS_DEFAULT = 5_000;
+/** Deadline of one CLI client request, retries included (`dkv kv|lock --timeout`). */
+export const CLI_REQUEST_TIMEOUT_MS_DEFAULT = 10_000;
+/** Re-sends of a failed request (`--retry-count`; safe: writes carry a request id). */
+export const RETRY_COUNT_DEFAULT = 3;
+/** Pipelined connections per endpoint (`--connections-per-endpoint`). */
+export const CONNECTIONS_PER_ENDPOINT_DEFAULT = 1;
+/** What a stopping server may take beyond its request timeout before the process gives up draining. */
+export const SHUTDOWN_GRACE_MS = 2_000;
+
+/** Largest RPC frame sent or accepted (`--max-frame-bytes`). */
+export const FRAME_BYTES_MAX_DEFAULT = 32 * mebibyte;
+export const FRAME_BYTES_MAX_MIN = 1024;
+/** Largest key and value a store accepts (`--max-key-bytes`, `--max-value-bytes`). */
+export const KEY_BYTES_MAX_DEFAULT = 64 * kibibyte;
+export const VALUE_BYTES_MAX_DEFAULT = 16 * mebibyte;
+
+/**
+ * The node transport's largest frame and per-peer queue. A Raft message carries at least
+ * one whole entry, so the frame must hold a largest key and value plus framing: the node
+ * raises both bounds when --max-key-bytes / --max-value-bytes demand it.
+ */
+export const NODE_FRAME_BYTES_MAX_DEFAULT = 48 * mebibyte;
+export const NODE_QUEUE_BYTES_MAX_DEFAULT = 64 * mebibyte;
+/** Room in a node frame beyond one entry's key and value: message and entry headers, request ids. */
+export const NODE_FRAME_OVERHEAD_BYTES = 1 * mebibyte;
+
+/** The Raft tick (`--rtt-millisecond`). */
+export const RTT_MS_DEFAULT = 100;
+export const RTT_MS_MIN = 1;
+export const RTT_MS_MAX = 60_000;
+/** Election timeout in ticks (`--election-rtt-factor`); must exceed the heartbeat interval. */
+export const ELECTION_RTT_FACTOR_DEFAULT = 10;
+export const ELECTION_RTT_FACTOR_MIN = 2;
+export const ELECTION_RTT_FACTOR_MAX = 10_000;
+/** Heartbeat interval in ticks (`--heartbeat-rtt-factor`). */
+export const HEARTBEAT_RTT_FACTOR_DEFAULT = 2;
+export const HEARTBEAT_RTT_FACTOR_MIN = 1;
+export const HEARTBEAT_RTT_FACTOR_MAX = 10_000;
+/** Snapshot every N applied entries (`--snapshot-entries`; 0: never). */
+export const SNAPSHOT_ENTRIES_DEFAULT = 100_000;
+/** Entries kept behind a snapshot for slow followers (`--compaction-overhead`). */
+export const COMPACTION_OVERHEAD_ENTRIES_DEFAULT = 5_000;
+
+/** The member id of the embedded one-member cluster when --replica-id is not given. */
+export const REPLICA_ID_DEFAULT = "node-1";
+/** Where the embedded one-member cluster's node transport listens: nobody dials it, so any free port. */
+export const EMBEDDED_RAFT_ADDRESS = "127.0.0.1:0";
+/** Shard ids are unsigned 32-bit on the wire. */
+export const SHARD_ID_MAX = 0xffff_ffff;
+
+// Relations between the defaults: a violation is a programmer error, caught at load.
+assert(
+  HEARTBEAT_RTT_FACTOR_DEFAULT < ELECTION_RTT_FACTOR_DEFAULT,
+  "heartbeats must come within an election timeout",
+);
+assert(
+  HEARTBEAT_RTT_FACTOR_MIN < ELECTION_RTT_FACTOR_MIN,
+  "the smallest factors must still be valid together",
+);
+assert(RTT_MS_MIN <= RTT_MS_DEFAULT && RTT_MS_DEFAULT <= RTT_MS_MAX);
+assert(FRAME_BYTES_MAX_MIN <= FRAME_BYTES_MAX_DEFAULT);
+assert(
+  KEY_BYTES_MAX_DEFAULT + VALUE_BYTES_MAX_DEFAULT < FRAME_BYTES_MAX_DEFAULT,
+  "a largest key and value fit one frame",
+);
+assert(
+  KEY_BYTES_MAX_DEFAULT + VALUE_BYTES_MAX_DEFAULT + NODE_FRAME_OVERHEAD_BYTES <= NODE_FRAME_BYTES_MAX_DEFAULT,
+  "a largest entry fits one node frame",
+);
+assert(FRAME_BYTES_MAX_DEFAULT < NODE_FRAME_BYTES_MAX_DEFAULT, "a forwarded RPC write fits one node frame");
+assert(NODE_FRAME_BYTES_MAX_DEFAULT <= NODE_QUEUE_BYTES_MAX_DEFAULT, "a largest frame can be queued");
+assert(
+  COMPACTION_OVERHEAD_ENTRIES_DEFAULT < SNAPSHOT_ENTRIES_DEFAULT,
+  "a snapshot compacts more than it keeps",
+);

@@ -1,0 +1,157 @@
+import { strict as assert } from "node:assert";
+import { DkvError } from "../errors.ts";
+import {
+  type SerializerName,
+  serializerNames,
+  type TransportName,
+  transportNames,
+} from "../rpc/protocol/types.ts";
+import type { StoreLimits } from "../store/types.ts";
+import {
+  NODE_FRAME_BYTES_MAX_DEFAULT,
+  NODE_FRAME_OVERHEAD_BYTES,
+  NODE_QUEUE_BYTES_MAX_DEFAULT,
+  SHUTDOWN_GRACE_MS,
+} from "./defaults.ts";
+import {
+  defaultEndpointFor,
+  LOG_LEVELS,
+  type LogLevelName,
+  type OptionValues,
+  type serveOptions,
+} from "./schema.ts";
+import { isReplicated, parseShardSpecs, resolveCluster, type ShardSpec } from "./shards.ts";
+
+/** `dkv serve`'s flags as the parser returns them (defaults filled in, bounds checked). */
+export type ServeOptionValues = OptionValues<typeof serveOptions>;
+
+/** Where the RPC server listens and how it answers. */
+export interface RpcListenOptions {
+  readonly transport: TransportName;
+  /** "host:port" (port 0: any free port) or a unix socket path; the transport's default when not given. */
+  readonly endpoint: string;
+  readonly serializer: SerializerName;
+  readonly maxFrameBytes: number;
+  /** Server-side deadline of one request. */
+  readonly requestTimeoutMs: number;
+  /** How long a stopping server waits for in-flight requests. */
+  readonly drainTimeoutMs: number;
+}
+
+/** The Raft side of a node: present only when a dstore or lockmgr(dstore) shard is served. */
+export interface RaftNodeOptions {
+  readonly replicaId: string;
+  /** Every member's id → node transport "host:port"; this member's own address is where it listens. */
+  readonly members: ReadonlyMap<string, string>;
+  /** True when --cluster-members was empty: a one-member cluster on a free loopback port. */
+  readonly embedded: boolean;
+  /** Each group keeps its log and snapshots in `dataDir/group-<shard id>/` (as given, not yet resolved). */
+  readonly dataDir: string;
+  readonly rttMs: number;
+  readonly electionRttFactor: number;
+  readonly heartbeatRttFactor: number;
+  readonly snapshotEntries: number;
+  readonly compactionOverheadEntries: number;
+  /** Deadline of one replicated store call, retries included. */
+  readonly requestTimeoutMs: number;
+  /** Largest node transport frame: holds one largest entry (key + value + framing). */
+  readonly nodeFrameBytesMax: number;
+  /** Bytes queued per peer: at least one largest frame. */
+  readonly nodeQueueBytesMax: number;
+}
+
+/**
+ * Everything a node needs, resolved once at the edge and frozen: `startNode` and the
+ * layers under it take these values as they are (no re-defaulting, no re-validation).
+ * Others extend a node by adding a field here and one step in `startNode`.
+ */
+export interface NodeOptions {
+  readonly shards: readonly ShardSpec[];
+  readonly rpc: RpcListenOptions;
+  readonly limits: Readonly<StoreLimits>;
+  readonly raft: RaftNodeOptions | undefined;
+  /** How long stopping may take before the node gives up waiting (the process then exits anyway). */
+  readonly shutdownTimeoutMs: number;
+  readonly logLevel: LogLevelName;
+}
+
+function isOneOf<T extends string>(names: readonly T[], value: string): value is T {
+  return (names as readonly string[]).includes(value);
+}
+
+/**
+ * Resolves `dkv serve`'s parsed flags into NodeOptions: parses --shards and (only when a
+ * replicated shard is served, as before) --replica-id / --cluster-members, fills the
+ * transport's default endpoint, and checks the relations between tunables. Bad input is
+ * a USAGE error that says what to change; nothing is touched on disk or network.
+ */
+export function resolveNodeOptions(values: ServeOptionValues): NodeOptions {
+  // The parser already checked choices: a mismatch here is a schema bug, not bad input.
+  assert(isOneOf(transportNames, values.transport), `transport choices drifted: ${values.transport}`);
+  assert(isOneOf(serializerNames, values.serializer), `serializer choices drifted: ${values.serializer}`);
+  assert(isOneOf(LOG_LEVELS, values["log-level"]), `log level choices drifted: ${values["log-level"]}`);
+  const shards = Object.freeze(parseShardSpecs(values.shards).map((spec) => Object.freeze(spec)));
+  const rpc: RpcListenOptions = Object.freeze({
+    transport: values.transport,
+    endpoint: values["transport-endpoint"] ?? defaultEndpointFor(values.transport),
+    serializer: values.serializer,
+    maxFrameBytes: values["max-frame-bytes"],
+    requestTimeoutMs: values.timeout,
+    drainTimeoutMs: values.timeout,
+  });
+  const shutdownTimeoutMs = values.timeout + SHUTDOWN_GRACE_MS;
+  // Stopping drains the RPC server first; the node's own deadline must leave it that time.
+  assert(rpc.drainTimeoutMs < shutdownTimeoutMs, "the shutdown deadline leaves room to drain");
+  return Object.freeze({
+    shards,
+    rpc,
+    limits: Object.freeze({ maxKeyBytes: values["max-key-bytes"], maxValueBytes: values["max-value-bytes"] }),
+    raft: shards.some(isReplicated) ? resolveRaft(values) : undefined,
+    shutdownTimeoutMs,
+    logLevel: values["log-level"],
+  });
+}
+
+function resolveRaft(values: ServeOptionValues): RaftNodeOptions {
+  const cluster = resolveCluster({
+    replicaId: values["replica-id"],
+    clusterMembers: values["cluster-members"],
+  });
+  const electionRttFactor = values["election-rtt-factor"];
+  const heartbeatRttFactor = values["heartbeat-rtt-factor"];
+  // A heartbeat must arrive within an election timeout, or followers depose a live leader.
+  // Bounds are the parser's job (schema min/max); only relations are checked here.
+  if (!(heartbeatRttFactor < electionRttFactor)) {
+    throw new DkvError(
+      "USAGE",
+      `--election-rtt-factor (${electionRttFactor}) must be greater than --heartbeat-rtt-factor (${heartbeatRttFactor}), both whole numbers > 0`,
+    );
+  }
+  return Object.freeze({
+    replicaId: cluster.replicaId,
+    members: cluster.members,
+    embedded: cluster.embedded,
+    dataDir: values["data-dir"],
+    rttMs: values["rtt-millisecond"],
+    electionRttFactor,
+    heartbeatRttFactor,
+    snapshotEntries: values["snapshot-entries"],
+    compactionOverheadEntries: values["compaction-overhead"],
+    requestTimeoutMs: values.timeout,
+    ...nodeTransportBounds(values),
+  });
+}
+
+/**
+ * A Raft append carries whole entries: a node frame smaller than a largest key plus value
+ * would leave such a write accepted by the leader but never replicated. The defaults hold
+ * one (asserted in defaults.ts); larger --max-key-bytes / --max-value-bytes raise them.
+ */
+function nodeTransportBounds(values: ServeOptionValues): {
+  nodeFrameBytesMax: number;
+  nodeQueueBytesMax: number;
+} {
+  const entryBytesMax = values["max-key-bytes"] + values["max-value-bytes"] + NODE_FRAME_OVERHEAD_BYTES;
+  const nodeFrameBytesMax = Math.max(NODE_FRAME_BYTES_MAX_DEFAULT, entryBytesMax);
+  return { nodeFrameBytesMax, nodeQueueBytesMax: Math.max(NODE_QUEUE_BYTES_MAX_DEFAULT, nodeFrameBytesMax) };
+}

@@ -1,0 +1,133 @@
+import { mkdir, rm, writeFile } from "node:fs/promises";
+import { join, resolve } from "node:path";
+import { type Clock, systemClock } from "../clock.ts";
+import { formatShardSpecs, isReplicated, type ShardSpec } from "../config/shards.ts";
+import { MapleDB } from "../db/maple/index.ts";
+import { DkvError } from "../errors.ts";
+import { LockManager } from "../lockmgr/lock-manager.ts";
+import { attemptOriginOf } from "../rpc/server/dispatcher.ts";
+import type { ClusterStatusReport, ShardHandler, ShardStatusReport } from "../rpc/server/index.ts";
+import { LocalStore } from "../store/local.ts";
+import type { ReplicatedShard, ReplicatedShards } from "../store/replicated/shards.ts";
+import type { StoreLimits } from "../store/types.ts";
+
+export interface LocalShardsOptions {
+  clock?: Clock;
+  limits?: Partial<StoreLimits>;
+}
+
+/**
+ * Builds the local stores and lock managers of a server: each `lstore` shard gets its own
+ * LocalStore; each `lockmgr(lstore)` a LockManager over a LocalStore of its own, so lock
+ * keys never mix with data keys. Replicated types need a Raft host: start them with
+ * `startNode`.
+ */
+export function buildShards(
+  specs: readonly ShardSpec[],
+  options: LocalShardsOptions = {},
+): Map<number, ShardHandler> {
+  const replicated = specs.filter(isReplicated);
+  if (replicated.length > 0) {
+    throw new DkvError(
+      "USAGE",
+      `--shards: ${formatShardSpecs(replicated)} are replicated shards; they need a Raft host, so start them with startNode (as \`dkv serve\` does).`,
+    );
+  }
+  const shards = new Map<number, ShardHandler>();
+  for (const spec of specs) {
+    const store = new LocalStore({ db: new MapleDB(), clock: options.clock, limits: options.limits });
+    shards.set(
+      spec.id,
+      spec.type === "lstore"
+        ? { kind: "store", store }
+        : { kind: "lock", locks: new LockManager(store, { clock: options.clock }), store },
+    );
+  }
+  return shards;
+}
+
+/** Closes every store of a shard map (stops their background purges). */
+export async function closeShards(shards: ReadonlyMap<number, ShardHandler>): Promise<void> {
+  await Promise.all([...shards.values()].map((shard) => shard.store.close()));
+}
+
+/** Creates the data directory and proves it writable now, so a bad path fails at start, not at the first write. */
+export async function checkDataDir(dataDir: string): Promise<string> {
+  const absolute = resolve(dataDir);
+  const probe = join(absolute, `.dkv-write-check-${process.pid}`);
+  try {
+    await mkdir(absolute, { recursive: true });
+    await writeFile(probe, "ok");
+    await rm(probe, { force: true });
+  } catch (error) {
+    throw new DkvError(
+      "USAGE",
+      `--data-dir ${dataDir} is not usable (${DkvError.from(error, "not-applied").message}); pass a directory this user can create and write, e.g. --data-dir ./data/node-1.`,
+      { cause: error },
+    );
+  }
+  return absolute;
+}
+
+/**
+ * The RPC handler of a dstore or lockmgr(dstore) shard. Reads go to the DStore (ReadIndex
+ * on whichever member serves them); writes that carry a client id are served through
+ * `forOrigin`, so the replicated state machine dedups a retry even when it reaches
+ * another member than the first attempt.
+ */
+export function replicatedShardHandler(shard: ReplicatedShard, clock: Clock = systemClock): ShardHandler {
+  const store = shard.store;
+  if (shard.type === "dstore") {
+    return {
+      kind: "store",
+      store,
+      forOrigin: (origin) => ({ kind: "store", store: store.withOrigin(origin) }),
+    };
+  }
+  return {
+    kind: "lock",
+    store,
+    // Anonymous requests (human HTTP JSON): the DStore's own ids, random owner ids.
+    locks: shard.locks ?? new LockManager(store, { clock }),
+    forOrigin: (origin) => {
+      const view = store.withOrigin(origin);
+      return {
+        kind: "lock",
+        store: view,
+        // Release and refresh dedup under the request's origin; each claim of an acquire
+        // under its attempt's own (the dispatcher supplies the owner id derived from origin).
+        locks: new LockManager(view, {
+          clock,
+          storeForAttempt: (attempt) => store.withOrigin(attemptOriginOf(origin, attempt)),
+        }),
+      };
+    },
+  };
+}
+
+/** The clusterStatus report: replicated shards from their Raft group, local ones as local. */
+export function clusterStatusOf(
+  specs: readonly ShardSpec[],
+  replicated: ReplicatedShards | undefined,
+  replicaId: string,
+): ClusterStatusReport {
+  const groups = new Map((replicated?.status() ?? []).map((status) => [status.groupId, status]));
+  const shards: ShardStatusReport[] = specs.map((spec) => {
+    const group = groups.get(spec.id);
+    if (group === undefined) return { shard: spec.id, type: spec.type, replicated: false };
+    return {
+      shard: spec.id,
+      type: spec.type,
+      replicated: true,
+      role: group.raft.role,
+      leader: group.raft.leader,
+      term: group.raft.term,
+      commitIndex: group.raft.commit,
+      appliedIndex: group.appliedIndex,
+      lastIndex: group.raft.lastIndex,
+      snapshotIndex: group.snapshotIndex,
+      members: group.members.map((member) => ({ ...member, address: member.address ?? null })),
+    };
+  });
+  return { replicaId, shards };
+}

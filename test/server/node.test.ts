@@ -1,0 +1,223 @@
+import { describe, expect, test } from "bun:test";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import {
+  COMPACTION_OVERHEAD_ENTRIES_DEFAULT,
+  KEY_BYTES_MAX_DEFAULT,
+  NODE_FRAME_BYTES_MAX_DEFAULT,
+  REQUEST_TIMEOUT_MS_DEFAULT,
+  RTT_MS_DEFAULT,
+  SHUTDOWN_GRACE_MS,
+} from "../../src/config/defaults.ts";
+import { type NodeOptions, resolveNodeOptions } from "../../src/config/node-options.ts";
+import { readOptions } from "../../src/config/parse.ts";
+import { serveOptions } from "../../src/config/schema.ts";
+import { DkvError } from "../../src/errors.ts";
+import type { Logger } from "../../src/logger.ts";
+import { RpcClient } from "../../src/rpc/client/index.ts";
+import { startNode } from "../../src/server/index.ts";
+
+/** The composition root: options resolved once, components built in order and disposed in reverse. */
+
+const MiB = 1024 * 1024;
+
+type Overrides = Partial<ReturnType<typeof readOptions<typeof serveOptions>>>;
+
+function optionsOf(overrides: Overrides): NodeOptions {
+  return resolveNodeOptions({
+    ...readOptions(serveOptions, {}),
+    "transport-endpoint": "127.0.0.1:0",
+    ...overrides,
+  });
+}
+
+/** Keeps every line with its component path, as the consola logger would tag it. */
+class RecordingLogger implements Logger {
+  constructor(
+    readonly lines: string[] = [],
+    private readonly component = "",
+  ) {}
+  private record(level: string, message: string): void {
+    this.lines.push(`${level} [${this.component}] ${message}`);
+  }
+  debug(message: string): void {
+    this.record("debug", message);
+  }
+  info(message: string): void {
+    this.record("info", message);
+  }
+  warn(message: string): void {
+    this.record("warn", message);
+  }
+  error(message: string): void {
+    this.record("error", message);
+  }
+  forComponent(name: string): Logger {
+    return new RecordingLogger(this.lines, this.component === "" ? name : `${this.component}:${name}`);
+  }
+}
+
+async function freePort(): Promise<number> {
+  const probe = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+  const port = probe.port;
+  probe.stop(true);
+  return port;
+}
+
+function usageMessage(run: () => unknown): string {
+  try {
+    run();
+  } catch (error) {
+    expect(DkvError.is(error, "USAGE")).toBe(true);
+    return (error as DkvError).message;
+  }
+  throw new Error("expected a USAGE error");
+}
+
+describe("resolveNodeOptions", () => {
+  test("resolves once into a frozen object with the defaults declared in config/defaults.ts", () => {
+    const options = optionsOf({ shards: "100=lstore,200=dstore" });
+    expect(Object.isFrozen(options)).toBe(true);
+    expect(Object.isFrozen(options.rpc)).toBe(true);
+    expect(Object.isFrozen(options.raft)).toBe(true);
+    expect(Object.isFrozen(options.shards)).toBe(true);
+    expect(options.rpc.requestTimeoutMs).toBe(REQUEST_TIMEOUT_MS_DEFAULT);
+    expect(options.shutdownTimeoutMs).toBe(REQUEST_TIMEOUT_MS_DEFAULT + SHUTDOWN_GRACE_MS);
+    expect(options.raft?.rttMs).toBe(RTT_MS_DEFAULT);
+    expect(options.raft?.compactionOverheadEntries).toBe(COMPACTION_OVERHEAD_ENTRIES_DEFAULT);
+    expect(options.raft?.replicaId).toBe("node-1");
+    expect(options.raft?.embedded).toBe(true);
+  });
+
+  test("a heartbeat interval not below the election timeout is a usage error naming both flags", () => {
+    const message = usageMessage(() =>
+      optionsOf({ shards: "200=dstore", "election-rtt-factor": 4, "heartbeat-rtt-factor": 4 }),
+    );
+    expect(message).toContain("--election-rtt-factor (4) must be greater than --heartbeat-rtt-factor (4)");
+  });
+
+  test("without replicated shards the Raft flags are not resolved (they only earn a warning)", () => {
+    const options = optionsOf({
+      shards: "100=lstore",
+      "cluster-members": "not a member list",
+      "election-rtt-factor": 2,
+      "heartbeat-rtt-factor": 5,
+    });
+    expect(options.raft).toBeUndefined();
+  });
+
+  test("the node transport's frame holds a largest entry when --max-value-bytes exceeds the default frame", () => {
+    const defaults = optionsOf({ shards: "200=dstore" }).raft;
+    expect(defaults?.nodeFrameBytesMax).toBe(NODE_FRAME_BYTES_MAX_DEFAULT);
+    const big = optionsOf({
+      shards: "200=dstore",
+      "max-value-bytes": 80 * MiB,
+      "max-frame-bytes": 96 * MiB,
+    }).raft;
+    expect(big?.nodeFrameBytesMax).toBeGreaterThanOrEqual(KEY_BYTES_MAX_DEFAULT + 80 * MiB);
+    expect(big?.nodeQueueBytesMax).toBeGreaterThanOrEqual(big?.nodeFrameBytesMax ?? Number.POSITIVE_INFINITY);
+  });
+
+  test("the unix transport listens on the default socket path when no endpoint is given", () => {
+    const options = resolveNodeOptions({ ...readOptions(serveOptions, {}), transport: "unix" });
+    expect(options.rpc.endpoint).toBe("/tmp/dkv.sock");
+  });
+});
+
+describe("startNode", () => {
+  test("serves local and replicated shards over RPC, logs per component, and keeps writes across a restart", async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), "dkv-node-"));
+    try {
+      const options = optionsOf({
+        shards: "100=lstore,200=dstore",
+        "data-dir": dataDir,
+        "rtt-millisecond": 10,
+      });
+      const logger = new RecordingLogger();
+      {
+        await using node = await startNode(options, { logger });
+        expect(node.raftAddress).toMatch(/^127\.0\.0\.1:\d+$/);
+        await using client = new RpcClient({
+          endpoints: [node.endpoint],
+          transport: "tcp",
+          serializer: "binary",
+        });
+        await client.store(200).set("k", "v");
+        await client.store(100).set("local", "x");
+        expect(node.status().shards.map((s) => [s.shard, s.replicated, s.leader])).toEqual([
+          [100, false, undefined],
+          [200, true, "node-1"],
+        ]);
+      }
+      const components = new Set(logger.lines.map((line) => /\[([^\]]*)\]/.exec(line)?.[1]));
+      for (const name of ["node", "raft:host", "raft:transport", "rpc:server"])
+        expect(components).toContain(name);
+
+      await using again = await startNode(options);
+      await using client = new RpcClient({
+        endpoints: [again.endpoint],
+        transport: "tcp",
+        serializer: "binary",
+      });
+      expect(new TextDecoder().decode((await client.store(200).get("k")) ?? new Uint8Array())).toBe("v");
+      expect(await client.store(100).has("local")).toBe(false);
+    } finally {
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  }, 20_000);
+
+  test("stop is idempotent, stops in time, and the endpoint refuses requests afterwards", async () => {
+    const node = await startNode(optionsOf({ shards: "100=lstore" }));
+    const first = node.stop();
+    expect(node.stop()).toBe(first);
+    expect(await first).toBe("stopped");
+    await node[Symbol.asyncDispose]();
+    await using client = new RpcClient({
+      endpoints: [node.endpoint],
+      transport: "tcp",
+      serializer: "binary",
+      timeoutMs: 500,
+      retryCount: 0,
+    });
+    const failure = await client
+      .store(100)
+      .get("k")
+      .then(
+        () => undefined,
+        (error: unknown) => error,
+      );
+    expect(DkvError.is(failure, "UNAVAILABLE")).toBe(true);
+  });
+
+  test("a component that fails to start disposes the ones built before it, in reverse", async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), "dkv-node-"));
+    try {
+      await using occupant = await startNode(optionsOf({ shards: "100=lstore" }));
+      const raftPort = await freePort();
+      const options = optionsOf({
+        shards: "200=dstore",
+        "data-dir": dataDir,
+        "replica-id": "node-1",
+        "cluster-members": `node-1=127.0.0.1:${raftPort}`,
+        "rtt-millisecond": 10,
+        // Taken: the RPC server, the last component, cannot listen.
+        "transport-endpoint": occupant.endpoint,
+      });
+      const failure = await startNode(options).then(
+        () => undefined,
+        (error: unknown) => error,
+      );
+      expect(DkvError.is(failure)).toBe(true);
+      expect((failure as DkvError).message).toContain(occupant.endpoint);
+      // The node transport and the Raft group were closed: the same member starts again at once.
+      await using restarted = await startNode({
+        ...options,
+        rpc: { ...options.rpc, endpoint: "127.0.0.1:0" },
+      });
+      expect(restarted.raftAddress).toBe(`127.0.0.1:${raftPort}`);
+    } finally {
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  }, 20_000);
+});
