@@ -104,6 +104,13 @@ export const serveCommand = defineLeaf({
         snapshotEntries: options["snapshot-entries"],
         compactionOverheadEntries: options["compaction-overhead"],
         requestTimeoutMs: options.timeout,
+        peerSecurity: {
+          clusterId: options["cluster-id"],
+          insecure: options.insecure,
+          peerCertFile: options["peer-cert-file"],
+          peerKeyFile: options["peer-key-file"],
+          peerTrustedCaFile: options["peer-trusted-ca-file"],
+        },
         logger: {
           debug: (message) => logger.debug(message),
           info: (message) => logger.info(message),

@@ -13,6 +13,7 @@ import {
   startReplicatedShards,
 } from "../store/replicated/shards.ts";
 import type { StoreLimits } from "../store/types.ts";
+import { type PeerSecurityFlags, resolvePeerSecurity } from "./peer-security-options.ts";
 import { replicatedShardHandler } from "./replicated-handlers.ts";
 
 export const SHARD_TYPES = ["lstore", "dstore", "lockmgr(lstore)", "lockmgr(dstore)"] as const;
@@ -151,6 +152,8 @@ export interface ClusterOptions {
   /** Deadline of one replicated store call, retries included. */
   requestTimeoutMs: number;
   logger?: RaftLogger;
+  /** --cluster-id, --insecure and the --peer-*-file flags (absent: defaults, plain TCP). */
+  peerSecurity?: PeerSecurityFlags;
 }
 
 const MEMBER_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
@@ -301,6 +304,9 @@ export async function startShards(
         ...(options.limits === undefined ? {} : { limits: options.limits }),
         ...(options.clock === undefined ? {} : { clock: options.clock }),
         ...(cluster.logger === undefined ? {} : { logger: cluster.logger }),
+        ...(cluster.peerSecurity === undefined
+          ? {}
+          : { peerSecurity: await resolvePeerSecurity(cluster.peerSecurity, resolved.replicaId) }),
       });
     } catch (error) {
       await closeShards(handlers);
