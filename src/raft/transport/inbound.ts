@@ -53,6 +53,8 @@ export class InboundConnection {
   certificateNames: ReadonlySet<string> | null = null;
   /** performance.now() of the last bytes received (for the idle timeout). */
   lastReceivedMs = performance.now();
+  /** The handshake deadline, then the idle check (owned by the transport). */
+  timer: Timer | undefined;
   private readonly splitter: FrameSplitter;
   private snapshot: InboundSnapshot | null = null;
 
@@ -227,6 +229,8 @@ export class InboundConnection {
 
   /** Drops a half-received snapshot (the connection closed). */
   discard(): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
     this.snapshot = null;
   }
 }

@@ -239,7 +239,8 @@ export class TcpNodeTransport implements NodeTransport, LinkContext {
       socket.data = { connection: new InboundConnection(this.options, this.stats, handlers, gate, remote) };
       this.inbound.add(socket);
       // Covers the TLS handshake too: a silent dialer is closed after handshakeTimeoutMs.
-      socket.timeout(Math.ceil(this.options.handshakeTimeoutMs / 1000));
+      // (A timer of our own: Bun's socket.timeout counts in coarse ticks of seconds.)
+      this.armTimer(socket, this.options.handshakeTimeoutMs);
     },
     handshake: (socket, _success, authorizationError) => {
       // TLS only: the client certificate was checked against the peer CA.
@@ -270,30 +271,38 @@ export class TcpNodeTransport implements NodeTransport, LinkContext {
         return;
       }
       // Once the peer is known the connection may be quiet a while, but not forever.
-      if (!handshaken && connection.peer !== null)
-        socket.timeout(Math.ceil(this.options.idleTimeoutMs / 1000));
-    },
-    timeout: (socket) => {
-      const connection = socket.data.connection;
-      if (connection === null) return;
-      if (connection.peer === null) {
-        this.reject(socket, connection, "no handshake in time");
-        return;
-      }
-      const idleMs = performance.now() - connection.lastReceivedMs;
-      if (idleMs + 1000 < this.options.idleTimeoutMs) {
-        socket.timeout(Math.ceil((this.options.idleTimeoutMs - idleMs) / 1000));
-        return;
-      }
-      this.options.logger.debug(
-        `closed the connection from ${connection.peer}: idle for ${Math.round(idleMs)} ms`,
-      );
-      this.forget(socket);
-      socket.terminate();
+      if (!handshaken && connection.peer !== null) this.armTimer(socket, this.options.idleTimeoutMs);
     },
     close: (socket) => this.forget(socket),
     error: (socket) => this.forget(socket),
   };
+
+  /** (Re)arms the connection's one timer: the handshake deadline, then the idle check. */
+  private armTimer(socket: Socket<InboundTag>, delayMs: number): void {
+    const connection = socket.data.connection;
+    if (connection === null) return;
+    clearTimeout(connection.timer);
+    connection.timer = setTimeout(() => this.onTimer(socket), delayMs);
+  }
+
+  private onTimer(socket: Socket<InboundTag>): void {
+    const connection = socket.data.connection;
+    if (connection === null) return;
+    if (connection.peer === null) {
+      this.reject(socket, connection, "no handshake in time");
+      return;
+    }
+    const idleMs = performance.now() - connection.lastReceivedMs;
+    if (idleMs < this.options.idleTimeoutMs) {
+      this.armTimer(socket, this.options.idleTimeoutMs - idleMs);
+      return;
+    }
+    this.options.logger.debug(
+      `closed the connection from ${connection.peer}: idle for ${Math.round(idleMs)} ms`,
+    );
+    this.forget(socket);
+    socket.terminate();
+  }
 
   private reject(socket: Socket<InboundTag>, connection: InboundConnection, reason: string): void {
     this.stats.connectionsRejected++;
