@@ -53,6 +53,12 @@ export class InboundConnection {
   certificateNames: ReadonlySet<string> | null = null;
   /** performance.now() of the last bytes received (for the idle timeout). */
   lastReceivedMs = performance.now();
+  /**
+   * What kind of breach `push` last reported ("frame", "undecodable", "handshake",
+   * "stream"): refusals are rate-limited per kind, so a flood of garbage cannot hide a
+   * refused handshake.
+   */
+  failureKind = "frame";
   /** The handshake deadline, then the idle check (owned by the transport). */
   timer: Timer | undefined;
   private readonly splitter: FrameSplitter;
@@ -73,6 +79,7 @@ export class InboundConnection {
   /** Feeds received bytes; returns null, or why the connection must be closed. */
   push(chunk: Uint8Array): string | null {
     this.lastReceivedMs = performance.now();
+    this.failureKind = "frame";
     return this.splitter.push(chunk);
   }
 
@@ -81,13 +88,19 @@ export class InboundConnection {
     try {
       frame = decodeFramePayload(payload, start, end);
     } catch (error) {
-      if (error instanceof WireError) return `undecodable frame: ${error.message}`;
+      if (error instanceof WireError) {
+        this.failureKind = "undecodable";
+        return `undecodable frame: ${error.message}`;
+      }
       throw error;
     }
     this.stats.framesReceived++;
     const peer = this.peer;
-    if (peer === null)
+    if (peer === null) {
+      this.failureKind = "handshake";
       return frame.kind === FrameKind.Handshake ? this.accept(frame.handshake) : "no handshake";
+    }
+    this.failureKind = "stream";
     switch (frame.kind) {
       case FrameKind.Handshake:
         return "a second handshake on one connection";

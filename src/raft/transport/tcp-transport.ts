@@ -252,6 +252,7 @@ export class TcpNodeTransport implements NodeTransport, LinkContext {
           socket,
           connection,
           `its TLS certificate is not trusted (${reason?.message ?? "no certificate"})`,
+          "tls",
         );
         return;
       }
@@ -261,7 +262,7 @@ export class TcpNodeTransport implements NodeTransport, LinkContext {
       const connection = socket.data.connection;
       if (connection === null) return;
       if (this.options.tls !== undefined && connection.certificateNames === null) {
-        this.reject(socket, connection, "data before a verified TLS handshake");
+        this.reject(socket, connection, "data before a verified TLS handshake", "tls");
         return;
       }
       const handshaken = connection.peer !== null;
@@ -289,7 +290,7 @@ export class TcpNodeTransport implements NodeTransport, LinkContext {
     const connection = socket.data.connection;
     if (connection === null) return;
     if (connection.peer === null) {
-      this.reject(socket, connection, "no handshake in time");
+      this.reject(socket, connection, "no handshake in time", "timeout");
       return;
     }
     const idleMs = performance.now() - connection.lastReceivedMs;
@@ -304,11 +305,16 @@ export class TcpNodeTransport implements NodeTransport, LinkContext {
     socket.terminate();
   }
 
-  private reject(socket: Socket<InboundTag>, connection: InboundConnection, reason: string): void {
+  private reject(
+    socket: Socket<InboundTag>,
+    connection: InboundConnection,
+    reason: string,
+    kind = connection.failureKind,
+  ): void {
     this.stats.connectionsRejected++;
     const who = connection.peer ?? `unidentified peer ${connection.remote}`;
     this.warnings.warn(
-      connection.peer === null ? "refused-handshake" : `refused:${connection.peer}`,
+      `refused:${connection.peer ?? ""}:${kind}`,
       `closed the connection from ${who}: ${reason}`,
     );
     this.forget(socket);
