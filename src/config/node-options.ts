@@ -13,6 +13,7 @@ import {
   NODE_QUEUE_BYTES_MAX_DEFAULT,
   SHUTDOWN_GRACE_MS,
 } from "./defaults.ts";
+import type { PeerSecurityFlags } from "./peer-security-options.ts";
 import {
   defaultEndpointFor,
   LOG_LEVELS,
@@ -58,6 +59,8 @@ export interface RaftNodeOptions {
   readonly nodeFrameBytesMax: number;
   /** Bytes queued per peer: at least one largest frame. */
   readonly nodeQueueBytesMax: number;
+  /** --cluster-id, --insecure and the --peer-*-file flags (files are loaded by startNode). */
+  readonly peerSecurity: Readonly<PeerSecurityFlags>;
 }
 
 /**
@@ -138,6 +141,13 @@ function resolveRaft(values: ServeOptionValues): RaftNodeOptions {
     snapshotEntries: values["snapshot-entries"],
     compactionOverheadEntries: values["compaction-overhead"],
     requestTimeoutMs: values.timeout,
+    peerSecurity: Object.freeze({
+      clusterId: values["cluster-id"],
+      insecure: values.insecure,
+      peerCertFile: values["peer-cert-file"],
+      peerKeyFile: values["peer-key-file"],
+      peerTrustedCaFile: values["peer-trusted-ca-file"],
+    }),
     ...nodeTransportBounds(values),
   });
 }

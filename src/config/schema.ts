@@ -26,6 +26,7 @@ import {
   SNAPSHOT_ENTRIES_DEFAULT,
   VALUE_BYTES_MAX_DEFAULT,
 } from "./defaults.ts";
+import { peerSecurityOptions } from "./peer-security-options.ts";
 
 export type OptionType = "string" | "number" | "boolean" | "duration" | "list";
 
@@ -403,6 +404,7 @@ export const serveOptions = [
     description: "Pre-allocated server buffer in KB (Go dKV flag); accepted for compatibility, no effect",
   }),
   ...seedSocketOptions(true),
+  ...peerSecurityOptions,
 ] as const;
 
 // ---------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import {
   startRpcServer,
 } from "../rpc/server/index.ts";
 import { type ReplicatedShards, startReplicatedShards } from "../store/replicated/shards.ts";
+import { resolvePeerSecurity } from "./peer-security.ts";
 import { buildShards, checkDataDir, closeShards, clusterStatusOf, replicatedShardHandler } from "./shards.ts";
 
 /** What a node is given besides its options: the things tests replace. */
@@ -67,7 +68,9 @@ export async function startNode(options: NodeOptions, dependencies: NodeDependen
     if (options.raft !== undefined) {
       const raft = options.raft;
       const dataDir = await checkDataDir(raft.dataDir);
+      const peerSecurity = await resolvePeerSecurity(raft.peerSecurity, raft.replicaId);
       const transport = new TcpNodeTransport({
+        ...peerSecurity,
         self: raft.replicaId,
         listen: listenAddressOf(raft),
         peers: new Map([...raft.members].filter(([id]) => id !== raft.replicaId)),

@@ -22,9 +22,14 @@ export class FrameSplitter {
   private failure: string | null = null;
 
   constructor(
-    private readonly maxPayloadBytes: number,
+    private maxPayloadBytes: number,
     private readonly sink: PayloadSink,
   ) {}
+
+  /** Changes the frame cap from the next frame on (raised once a connection is authenticated). */
+  setMaxPayloadBytes(bytes: number): void {
+    this.maxPayloadBytes = bytes;
+  }
 
   /** Bytes held for an incomplete frame. */
   get bufferedBytes(): number {
@@ -105,7 +110,8 @@ export class FrameSplitter {
     if (payloadBytes > this.maxPayloadBytes) {
       this.failure =
         `a frame of ${payloadBytes} bytes exceeds maxFrameBytes (${this.maxPayloadBytes}); ` +
-        "raise maxFrameBytes on this member if the peer is a dkv node sending large entries";
+        "raise maxFrameBytes on this member if the peer is a dkv node sending large entries " +
+        "(before the handshake the cap is maxHandshakeFrameBytes)";
       return -1;
     }
     return payloadBytes;

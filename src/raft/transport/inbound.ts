@@ -1,14 +1,29 @@
-import type { Message, NodeId } from "../core/types.ts";
+import { type Message, MessageType, type NodeId } from "../core/types.ts";
 import {
   type DecodedFrame,
   decodeFramePayload,
   FrameKind,
+  type Handshake,
   transportProtocolVersion,
   WireError,
 } from "./codec.ts";
 import { FrameSplitter } from "./frame-splitter.ts";
 import type { ResolvedOptions, TcpTransportStats } from "./options.ts";
 import type { NodeTransportHandlers } from "./types.ts";
+import type { WarnLimiter } from "./warn-limiter.ts";
+
+/** What an inbound connection asks its transport while authenticating and delivering. */
+export interface InboundGate {
+  /** Whether `id` is in the current member list (this member excluded). */
+  isMember(id: NodeId): boolean;
+  /** The connection authenticated as `peer` (the transport keeps one connection per member). */
+  authenticated(peer: NodeId): void;
+  readonly warnings: WarnLimiter;
+}
+
+const messageTypeNames = new Map<number, string>(
+  Object.entries(MessageType).map(([name, type]) => [type, name]),
+);
 
 interface InboundSnapshot {
   streamId: number;
@@ -29,7 +44,23 @@ const snapshotInitialBytes = 4 * 1024 * 1024;
  * breach of the protocol yields a reason, and the caller closes the connection.
  */
 export class InboundConnection {
+  /** The member this connection authenticated as; null until the handshake is accepted. */
   peer: NodeId | null = null;
+  /**
+   * With peer TLS: the names of the verified client certificate (set by the transport once
+   * the TLS handshake verified it); the handshake's sender must be one of them.
+   */
+  certificateNames: ReadonlySet<string> | null = null;
+  /** performance.now() of the last bytes received (for the idle timeout). */
+  lastReceivedMs = performance.now();
+  /**
+   * What kind of breach `push` last reported ("frame", "undecodable", "handshake",
+   * "stream"): refusals are rate-limited per kind, so a flood of garbage cannot hide a
+   * refused handshake.
+   */
+  failureKind = "frame";
+  /** The handshake deadline, then the idle check (owned by the transport). */
+  timer: Timer | undefined;
   private readonly splitter: FrameSplitter;
   private snapshot: InboundSnapshot | null = null;
 
@@ -37,12 +68,18 @@ export class InboundConnection {
     private readonly options: ResolvedOptions,
     private readonly stats: TcpTransportStats,
     private readonly handlers: NodeTransportHandlers,
+    private readonly gate: InboundGate,
+    /** Who dialed, for log lines: "host:port". */
+    readonly remote: string,
   ) {
-    this.splitter = new FrameSplitter(options.maxFrameBytes, this.onPayload);
+    // Until the peer is known, only a handshake-sized frame is read.
+    this.splitter = new FrameSplitter(options.maxHandshakeFrameBytes, this.onPayload);
   }
 
   /** Feeds received bytes; returns null, or why the connection must be closed. */
   push(chunk: Uint8Array): string | null {
+    this.lastReceivedMs = performance.now();
+    this.failureKind = "frame";
     return this.splitter.push(chunk);
   }
 
@@ -51,18 +88,24 @@ export class InboundConnection {
     try {
       frame = decodeFramePayload(payload, start, end);
     } catch (error) {
-      if (error instanceof WireError) return `undecodable frame: ${error.message}`;
+      if (error instanceof WireError) {
+        this.failureKind = "undecodable";
+        return `undecodable frame: ${error.message}`;
+      }
       throw error;
     }
     this.stats.framesReceived++;
     const peer = this.peer;
-    if (peer === null)
+    if (peer === null) {
+      this.failureKind = "handshake";
       return frame.kind === FrameKind.Handshake ? this.accept(frame.handshake) : "no handshake";
+    }
+    this.failureKind = "stream";
     switch (frame.kind) {
       case FrameKind.Handshake:
         return "a second handshake on one connection";
       case FrameKind.Raft:
-        this.deliverRaft(peer, frame.groupId, frame.message);
+        if (!this.forged(peer, frame.message)) this.deliverRaft(peer, frame.groupId, frame.message);
         return null;
       case FrameKind.Host:
         this.deliverHost(peer, frame.payload);
@@ -74,20 +117,50 @@ export class InboundConnection {
     }
   };
 
-  private accept(handshake: { version: number; clusterId: string; from: NodeId; to: NodeId }): string | null {
+  private accept(handshake: Handshake): string | null {
     const options = this.options;
+    const from = handshake.from;
     if (handshake.version !== transportProtocolVersion) {
-      return `peer ${handshake.from} speaks transport version ${handshake.version}, this member ${transportProtocolVersion}; run the same dkv release on every member`;
+      return `peer ${from} speaks transport version ${handshake.version}, this member ${transportProtocolVersion}; run the same dkv release on every member`;
     }
     if (handshake.clusterId !== options.clusterId) {
-      return `peer ${handshake.from} belongs to cluster "${handshake.clusterId}", this member to "${options.clusterId}"; check --cluster-members on both`;
+      return `peer ${from} belongs to cluster "${handshake.clusterId}", this member to "${options.clusterId}"; give every member the same --cluster-id`;
     }
     if (handshake.to !== options.self) {
-      return `peer ${handshake.from} dialed member "${handshake.to}" but reached "${options.self}"; its member list maps that id to this address by mistake`;
+      return `peer ${from} dialed member "${handshake.to}" but reached "${options.self}"; its member list maps that id to this address by mistake`;
     }
-    this.peer = handshake.from;
-    options.logger.debug(`accepted connection from ${handshake.from}`);
+    if (from === options.self || !this.gate.isMember(from)) {
+      return `"${from}" is not a member of this cluster; refused (add it to --cluster-members on every member if it should be one)`;
+    }
+    if (options.tls !== undefined) {
+      const names = this.certificateNames;
+      if (names === null || !names.has(from)) {
+        const named = names === null || names.size === 0 ? "no member" : [...names].join(", ");
+        return `the handshake claims to be member "${from}" but its TLS certificate names ${named}; refused`;
+      }
+    }
+    this.peer = from;
+    this.splitter.setMaxPayloadBytes(options.maxFrameBytes);
+    this.gate.authenticated(from);
+    options.logger.debug(`accepted connection from ${from} (${this.remote})`);
     return null;
+  }
+
+  /**
+   * A Raft message on `peer`'s link must be from `peer` to this member: anything else is a
+   * confused or hostile sender speaking for another member, and never reaches Raft.
+   */
+  private forged(peer: NodeId, message: Message): boolean {
+    if (message.from === peer && message.to === this.options.self) return false;
+    this.stats.messagesForged++;
+    this.stats.messagesDropped++;
+    const type = messageTypeNames.get(message.type) ?? String(message.type);
+    this.gate.warnings.warn(
+      `forged:${peer}`,
+      `dropped a ${type} message (term ${message.term}) on ${peer}'s link claiming to be from "${message.from}" to "${message.to}": ` +
+        `a link speaks only for the member it authenticated as (${peer}), to this member (${this.options.self})`,
+    );
+    return true;
   }
 
   private beginSnapshot(
@@ -97,6 +170,14 @@ export class InboundConnection {
     message: Message,
   ): string | null {
     if (this.snapshot !== null) return "a snapshot stream opened before the previous one finished";
+    // A stream is refused whole (the connection closes): its chunks cannot be skipped safely.
+    if (message.type !== MessageType.Snapshot)
+      return "a snapshot stream opens with a message of another type";
+    if (this.forged(this.peer!, message)) return "a snapshot stream claiming to be from another member";
+    const meta = message.snapshot!.meta;
+    if (meta.index < 1 || meta.term < 1 || meta.term > message.term || meta.conf.voters.length === 0) {
+      return `a snapshot for group ${groupId} with impossible metadata (index ${meta.index}, term ${meta.term} in message term ${message.term}, ${meta.conf.voters.length} voters)`;
+    }
     if (totalBytes > this.options.maxSnapshotBytes) {
       return `a snapshot of ${totalBytes} bytes for group ${groupId} exceeds maxSnapshotBytes (${this.options.maxSnapshotBytes}); raise it on this member`;
     }
@@ -161,6 +242,8 @@ export class InboundConnection {
 
   /** Drops a half-received snapshot (the connection closed). */
   discard(): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
     this.snapshot = null;
   }
 }

@@ -1,6 +1,7 @@
 import { NODE_FRAME_BYTES_MAX_DEFAULT, NODE_QUEUE_BYTES_MAX_DEFAULT } from "../../config/defaults.ts";
 import { DkvError } from "../../errors.ts";
 import type { NodeId } from "../core/types.ts";
+import type { PeerTls } from "./tls.ts";
 
 export interface TransportLogger {
   info(message: string): void;
@@ -14,8 +15,27 @@ export interface TcpNodeTransportOptions {
   listen: string;
   /** Every other member's "host:port". */
   peers: ReadonlyMap<NodeId, string>;
-  /** Checked at handshake: members of different clusters refuse each other. Default "dkv". */
+  /**
+   * Checked at handshake: members of different clusters refuse each other (etcd's
+   * --initial-cluster-token). Default "dkv".
+   */
   clusterId?: string;
+  /**
+   * Mutual TLS on every peer connection (PEM texts; see `loadPeerTls`). Both ends present a
+   * certificate signed by `ca` that names their member id; without it links are plain TCP.
+   */
+  tls?: PeerTls;
+  /**
+   * Allows plain TCP on a non-loopback listen address (a warning is logged). Without it,
+   * such a transport refuses to start: anyone who reaches the port could speak for a member.
+   */
+  insecure?: boolean;
+  /** Largest frame accepted before the handshake completed (the handshake is ~100 bytes). Default 1 KiB. */
+  maxHandshakeFrameBytes?: number;
+  /** An accepted connection that delivers nothing for this long is closed. Default 5 minutes. */
+  idleTimeoutMs?: number;
+  /** Warnings about refused connections and forged messages: at most one per kind per interval. Default 10 s. */
+  warnIntervalMs?: number;
   /** Bytes queued per peer before sends are dropped. Default 64 MiB. */
   maxQueueBytes?: number;
   /** Largest frame payload sent or accepted. Default 48 MiB (a 32 MiB RPC frame plus room), at most maxQueueBytes. */
@@ -39,13 +59,16 @@ export interface TcpNodeTransportOptions {
   unreachableIntervalMs?: number;
   /** Jitter source in [0, 1); inject a seeded one for reproducible runs. Default Math.random. */
   random?: () => number;
+  /** Milliseconds clock of the warning rate limit; inject one in tests. Default performance.now. */
+  now?: () => number;
   logger?: TransportLogger;
   /** Observes outbound connections coming up (handshake written) and going down. */
   onLinkState?: (peer: NodeId, up: boolean) => void;
 }
 
-export type ResolvedOptions = Required<Omit<TcpNodeTransportOptions, "peers" | "onLinkState">> & {
+export type ResolvedOptions = Required<Omit<TcpNodeTransportOptions, "peers" | "onLinkState" | "tls">> & {
   onLinkState: ((peer: NodeId, up: boolean) => void) | undefined;
+  tls: PeerTls | undefined;
 };
 
 const mebibyte = 1024 * 1024;
@@ -75,6 +98,11 @@ export function resolveOptions(options: TcpNodeTransportOptions): ResolvedOption
     self: options.self,
     listen: options.listen,
     clusterId: options.clusterId ?? "dkv",
+    tls: options.tls,
+    insecure: options.insecure ?? false,
+    maxHandshakeFrameBytes: positiveInteger("maxHandshakeFrameBytes", options.maxHandshakeFrameBytes ?? 1024),
+    idleTimeoutMs: positiveInteger("idleTimeoutMs", options.idleTimeoutMs ?? 5 * 60_000),
+    warnIntervalMs: positiveInteger("warnIntervalMs", options.warnIntervalMs ?? 10_000),
     maxQueueBytes,
     maxFrameBytes,
     snapshotChunkBytes: positiveInteger(
@@ -90,6 +118,7 @@ export function resolveOptions(options: TcpNodeTransportOptions): ResolvedOption
     handshakeTimeoutMs: positiveInteger("handshakeTimeoutMs", options.handshakeTimeoutMs ?? 10_000),
     unreachableIntervalMs: positiveInteger("unreachableIntervalMs", options.unreachableIntervalMs ?? 100),
     random: options.random ?? Math.random,
+    now: options.now ?? (() => performance.now()),
     logger: options.logger ?? silentLogger,
     onLinkState: options.onLinkState,
   };
@@ -106,6 +135,9 @@ export function resolveOptions(options: TcpNodeTransportOptions): ResolvedOption
       `snapshotChunkBytes (${resolved.snapshotChunkBytes}) plus ${chunkFrameOverheadBytes} bytes of framing ` +
         `exceeds maxFrameBytes (${resolved.maxFrameBytes}); lower snapshotChunkBytes`,
     );
+  }
+  if (resolved.clusterId === "" || resolved.clusterId.length > 128) {
+    throw new DkvError("USAGE", "the cluster id must be 1 to 128 characters, the same on every member");
   }
   if (resolved.backoffMinMs > resolved.backoffMaxMs) {
     throw new DkvError("USAGE", "backoffMinMs exceeds backoffMaxMs; swap them");
@@ -129,6 +161,8 @@ export interface TcpTransportStats {
   connects: number;
   /** Inbound connections closed for garbage, oversized frames or a refused handshake. */
   connectionsRejected: number;
+  /** Raft messages dropped because their `from` is not the link's member or `to` is not this one. */
+  messagesForged: number;
   snapshotChunksSent: number;
   snapshotsSent: number;
   snapshotsFailed: number;
@@ -146,9 +180,18 @@ export function newStats(): TcpTransportStats {
     dials: 0,
     connects: 0,
     connectionsRejected: 0,
+    messagesForged: 0,
     snapshotChunksSent: 0,
     snapshotsSent: 0,
     snapshotsFailed: 0,
     snapshotsReceived: 0,
   };
+}
+
+/** Whether `hostname` only accepts connections from this machine (127.0.0.0/8, ::1, localhost). */
+export function isLoopbackHost(hostname: string): boolean {
+  const host = hostname.toLowerCase();
+  if (host === "localhost" || host === "::1" || host === "0:0:0:0:0:0:0:1") return true;
+  if (host.startsWith("::ffff:")) return isLoopbackHost(host.slice(7));
+  return /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
 }

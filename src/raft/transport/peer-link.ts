@@ -12,11 +12,14 @@ import {
   messageBytesLowerBound,
 } from "./codec.ts";
 import { type HostPort, parseHostPort, type ResolvedOptions, type TcpTransportStats } from "./options.ts";
+import { certificateNames } from "./tls.ts";
+import type { WarnLimiter } from "./warn-limiter.ts";
 
 /** What a link needs from its transport. */
 export interface LinkContext {
   readonly options: ResolvedOptions;
   readonly stats: TcpTransportStats;
+  readonly warnings: WarnLimiter;
   /** Tells the host `peer` lost messages (the link rate-limits calls). */
   unreachable(peer: NodeId): void;
   snapshotSent(peer: NodeId, groupId: number, ok: boolean): void;
@@ -62,6 +65,10 @@ const outboundHandlers: SocketHandler<DialTag> = {
   },
   error(socket, error) {
     socket.data.link.onDown(socket.data.generation, `socket error: ${error.message}`);
+  },
+  handshake(socket, _success, authorizationError) {
+    // TLS only: the listener's certificate was checked against the peer CA and the peer's id.
+    socket.data.link.onTlsHandshake(socket, socket.data.generation, authorizationError);
   },
   connectError() {
     // Reported through the rejected Bun.connect promise.
@@ -317,11 +324,24 @@ export class PeerLink {
     this.connectTimer = setTimeout(() => {
       this.onDown(generation, `no connection within ${options.connectTimeoutMs} ms`);
     }, options.connectTimeoutMs);
+    const tls = options.tls;
     Bun.connect<DialTag>({
       hostname: this.target.hostname,
       port: this.target.port,
       data: { link: this, generation },
       socket: outboundHandlers,
+      // serverName: the listener's certificate must name the member dialed, not its address.
+      ...(tls === undefined
+        ? {}
+        : {
+            tls: {
+              cert: tls.cert,
+              key: tls.key,
+              ca: tls.ca,
+              serverName: this.peer,
+              rejectUnauthorized: true,
+            },
+          }),
     }).then(
       (socket) => this.onOpen(socket, generation),
       (error: unknown) => {
@@ -336,6 +356,36 @@ export class PeerLink {
       socket.terminate();
       return;
     }
+    this.socket = socket;
+    // With TLS nothing is written until the listener proved it is the member dialed.
+    if (this.context.options.tls === undefined) this.established(socket);
+  }
+
+  /** TLS: the listener's certificate chain and name were checked (`error` says why not). */
+  onTlsHandshake(socket: Socket<DialTag>, generation: number, error: Error | null): void {
+    if (generation !== this.generation || this.state !== "connecting") return;
+    let refusal: string | null = null;
+    if (!socket.authorized) {
+      const reason = socket.getAuthorizationError() ?? error;
+      refusal = `its TLS certificate is not trusted for ${this.peer} (${reason?.message ?? "no certificate"})`;
+    } else {
+      const names = certificateNames(socket.getPeerCertificate());
+      if (!names.has(this.peer)) {
+        refusal = `its TLS certificate names ${[...names].join(", ") || "no member"}, not ${this.peer}`;
+      }
+    }
+    if (refusal !== null) {
+      this.context.warnings.warn(
+        `dial-refused:${this.peer}`,
+        `refused the member at ${this.addressText} as ${this.peer}: ${refusal}`,
+      );
+      this.onDown(generation, refusal);
+      return;
+    }
+    this.established(socket);
+  }
+
+  private established(socket: Socket<DialTag>): void {
     clearTimeout(this.connectTimer);
     this.connectTimer = undefined;
     this.state = "open";

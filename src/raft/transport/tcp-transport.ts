@@ -3,6 +3,7 @@ import { DkvError } from "../../errors.ts";
 import type { Message, NodeId } from "../core/types.ts";
 import { InboundConnection } from "./inbound.ts";
 import {
+  isLoopbackHost,
   newStats,
   parseHostPort,
   type ResolvedOptions,
@@ -11,7 +12,9 @@ import {
   type TcpTransportStats,
 } from "./options.ts";
 import { type LinkContext, PeerLink } from "./peer-link.ts";
+import { certificateNames } from "./tls.ts";
 import type { NodeTransport, NodeTransportHandlers } from "./types.ts";
+import { WarnLimiter } from "./warn-limiter.ts";
 
 /** Per accepted socket; `connection` is set in the open handler. */
 interface InboundTag {
@@ -27,17 +30,29 @@ export class TcpNodeTransport implements NodeTransport, LinkContext {
   readonly self: NodeId;
   readonly options: ResolvedOptions;
   readonly stats: TcpTransportStats = newStats();
+  readonly warnings: WarnLimiter;
   private handlers: NodeTransportHandlers | undefined;
   private listener: TCPSocketListener<InboundTag> | undefined;
   private readonly links = new Map<NodeId, PeerLink>();
   private readonly inbound = new Set<Socket<InboundTag>>();
+  /** The one accepted connection per authenticated member (a newer one replaces it). */
+  private readonly byMember = new Map<NodeId, Socket<InboundTag>>();
   private closed = false;
   private lastUnknownPeerWarnMs = Number.NEGATIVE_INFINITY;
 
   constructor(options: TcpNodeTransportOptions) {
     this.options = resolveOptions(options);
     this.self = options.self;
-    parseHostPort(options.listen, "the listen address");
+    this.warnings = new WarnLimiter(this.options.logger, this.options.warnIntervalMs, this.options.now);
+    const { hostname } = parseHostPort(options.listen, "the listen address");
+    if (this.options.tls === undefined && !isLoopbackHost(hostname) && !this.options.insecure) {
+      throw new DkvError(
+        "USAGE",
+        `refusing to listen for peers on ${options.listen} without TLS: anyone who reaches that address could speak for a member. ` +
+          "Give --peer-cert-file, --peer-key-file and --peer-trusted-ca-file (see 'dkv cert'), " +
+          "use a loopback address, or pass --insecure on a network you trust",
+      );
+    }
     this.setPeers(options.peers);
   }
 
@@ -57,11 +72,19 @@ export class TcpNodeTransport implements NodeTransport, LinkContext {
     this.handlers = handlers;
     const { hostname, port } = parseHostPort(this.options.listen, "the listen address");
     try {
+      const tls = this.options.tls;
       this.listener = Bun.listen<InboundTag>({
         hostname,
         port,
         data: { connection: null },
         socket: this.inboundHandlers,
+        // Both ends must present a certificate of the peer CA; the verdict is read in the
+        // handshake handler (a failed verification is refused there, not trusted).
+        ...(tls === undefined
+          ? {}
+          : {
+              tls: { cert: tls.cert, key: tls.key, ca: tls.ca, requestCert: true, rejectUnauthorized: true },
+            }),
       });
     } catch (error) {
       const detail = error instanceof Error ? error.message : String(error);
@@ -71,7 +94,16 @@ export class TcpNodeTransport implements NodeTransport, LinkContext {
         { cause: error },
       );
     }
-    this.options.logger.info(`node transport of ${this.self} listening on ${this.listenAddress}`);
+    const security = this.options.tls === undefined ? "plain TCP" : "mutual TLS";
+    this.options.logger.info(
+      `node transport of ${this.self} listening on ${this.listenAddress} (${security}, cluster id "${this.options.clusterId}")`,
+    );
+    if (this.options.tls === undefined && !isLoopbackHost(hostname)) {
+      this.options.logger.warn(
+        `peer links on ${this.listenAddress} are plain TCP (--insecure): anyone who reaches this port can speak for a member; ` +
+          "use --peer-cert-file, --peer-key-file and --peer-trusted-ca-file outside a trusted network",
+      );
+    }
   }
 
   sendRaft(to: NodeId, groupId: number, message: Message): void {
@@ -113,6 +145,13 @@ export class TcpNodeTransport implements NodeTransport, LinkContext {
       if (!peers.has(peer)) {
         link.close("the peer was removed");
         this.links.delete(peer);
+        // A removed member no longer speaks here either.
+        const socket = this.byMember.get(peer);
+        if (socket !== undefined) {
+          this.options.logger.info(`closed the connection from ${peer}: it is no longer a member`);
+          this.forget(socket);
+          socket.terminate();
+        }
       }
     }
     for (const [peer, address] of peers) {
@@ -132,6 +171,7 @@ export class TcpNodeTransport implements NodeTransport, LinkContext {
     this.listener = undefined;
     for (const socket of this.inbound) socket.terminate();
     this.inbound.clear();
+    this.byMember.clear();
     this.handlers = undefined;
   }
 
@@ -148,6 +188,18 @@ export class TcpNodeTransport implements NodeTransport, LinkContext {
   /** Inbound connections currently open (handshaken or not). */
   get inboundConnections(): number {
     return this.inbound.size;
+  }
+
+  /** `socket` authenticated as `peer`: it becomes that member's one accepted connection. */
+  private authenticated(peer: NodeId, socket: Socket<InboundTag>): void {
+    const older = this.byMember.get(peer);
+    this.byMember.set(peer, socket);
+    // A member dials once per link; its older connection is stale (or a replay) and goes.
+    if (older !== undefined && older !== socket) {
+      this.options.logger.debug(`replaced the older connection from ${peer}`);
+      this.forget(older);
+      older.terminate();
+    }
   }
 
   unreachable(peer: NodeId): void {
@@ -170,50 +222,113 @@ export class TcpNodeTransport implements NodeTransport, LinkContext {
       }
       if (this.inbound.size >= this.options.maxInboundConnections) {
         this.stats.connectionsRejected++;
-        this.options.logger.warn(
+        this.warnings.warn(
+          "inbound-cap",
           `refused a connection from ${socket.remoteAddress}: ${this.inbound.size} are open already ` +
             "(maxInboundConnections); something other than the cluster's members is dialing this port",
         );
         socket.terminate();
         return;
       }
-      socket.data = { connection: new InboundConnection(this.options, this.stats, handlers) };
+      const gate = {
+        isMember: (id: NodeId) => this.links.has(id),
+        authenticated: (peer: NodeId) => this.authenticated(peer, socket),
+        warnings: this.warnings,
+      };
+      const remote = `${socket.remoteAddress}:${socket.remotePort}`;
+      socket.data = { connection: new InboundConnection(this.options, this.stats, handlers, gate, remote) };
       this.inbound.add(socket);
-      socket.timeout(Math.ceil(this.options.handshakeTimeoutMs / 1000));
+      // Covers the TLS handshake too: a silent dialer is closed after handshakeTimeoutMs.
+      // (A timer of our own: Bun's socket.timeout counts in coarse ticks of seconds.)
+      this.armTimer(socket, this.options.handshakeTimeoutMs);
+    },
+    handshake: (socket, _success, authorizationError) => {
+      // TLS only: the client certificate was checked against the peer CA.
+      const connection = socket.data.connection;
+      if (connection === null) return;
+      if (!socket.authorized) {
+        const reason = socket.getAuthorizationError() ?? authorizationError;
+        this.reject(
+          socket,
+          connection,
+          `its TLS certificate is not trusted (${reason?.message ?? "no certificate"})`,
+          "tls",
+        );
+        return;
+      }
+      connection.certificateNames = certificateNames(socket.getPeerCertificate());
     },
     data: (socket, chunk) => {
       const connection = socket.data.connection;
       if (connection === null) return;
+      if (this.options.tls !== undefined && connection.certificateNames === null) {
+        this.reject(socket, connection, "data before a verified TLS handshake", "tls");
+        return;
+      }
       const handshaken = connection.peer !== null;
       const failure = connection.push(chunk);
       if (failure !== null) {
         this.reject(socket, connection, failure);
         return;
       }
-      // Once the peer is known the connection may idle (no Raft groups): no timeout.
-      if (!handshaken && connection.peer !== null) socket.timeout(0);
-    },
-    timeout: (socket) => {
-      const connection = socket.data.connection;
-      if (connection !== null && connection.peer === null) {
-        this.reject(socket, connection, "no handshake in time");
-      }
+      // Once the peer is known the connection may be quiet a while, but not forever.
+      if (!handshaken && connection.peer !== null) this.armTimer(socket, this.options.idleTimeoutMs);
     },
     close: (socket) => this.forget(socket),
     error: (socket) => this.forget(socket),
   };
 
-  private reject(socket: Socket<InboundTag>, connection: InboundConnection, reason: string): void {
+  /** (Re)arms the connection's one timer: the handshake deadline, then the idle check. */
+  private armTimer(socket: Socket<InboundTag>, delayMs: number): void {
+    const connection = socket.data.connection;
+    if (connection === null) return;
+    clearTimeout(connection.timer);
+    connection.timer = setTimeout(() => this.onTimer(socket), delayMs);
+  }
+
+  private onTimer(socket: Socket<InboundTag>): void {
+    const connection = socket.data.connection;
+    if (connection === null) return;
+    if (connection.peer === null) {
+      this.reject(socket, connection, "no handshake in time", "timeout");
+      return;
+    }
+    const idleMs = performance.now() - connection.lastReceivedMs;
+    if (idleMs < this.options.idleTimeoutMs) {
+      this.armTimer(socket, this.options.idleTimeoutMs - idleMs);
+      return;
+    }
+    this.options.logger.debug(
+      `closed the connection from ${connection.peer}: idle for ${Math.round(idleMs)} ms`,
+    );
+    this.forget(socket);
+    socket.terminate();
+  }
+
+  private reject(
+    socket: Socket<InboundTag>,
+    connection: InboundConnection,
+    reason: string,
+    kind = connection.failureKind,
+  ): void {
     this.stats.connectionsRejected++;
-    const who = connection.peer ?? `unidentified peer ${socket.remoteAddress}`;
-    this.options.logger.warn(`closed the connection from ${who}: ${reason}`);
+    const who = connection.peer ?? `unidentified peer ${connection.remote}`;
+    this.warnings.warn(
+      `refused:${connection.peer ?? ""}:${kind}`,
+      `closed the connection from ${who}: ${reason}`,
+    );
     this.forget(socket);
     socket.terminate();
   }
 
   private forget(socket: Socket<InboundTag>): void {
-    socket.data.connection?.discard();
+    const connection = socket.data.connection;
+    if (connection === null) return;
+    connection.discard();
     socket.data.connection = null;
     this.inbound.delete(socket);
+    if (connection.peer !== null && this.byMember.get(connection.peer) === socket) {
+      this.byMember.delete(connection.peer);
+    }
   }
 }

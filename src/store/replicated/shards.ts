@@ -4,6 +4,7 @@ import { LockManager } from "../../lockmgr/lock-manager.ts";
 import type { NodeId, RaftLogger } from "../../raft/core/types.ts";
 import { RaftHost } from "../../raft/host/raft-host.ts";
 import type { GroupStatus } from "../../raft/host/types.ts";
+import type { TcpNodeTransportOptions } from "../../raft/transport/options.ts";
 import { TcpNodeTransport } from "../../raft/transport/tcp-transport.ts";
 import type { NodeTransport } from "../../raft/transport/types.ts";
 import type { StoreLimits } from "../types.ts";
@@ -44,6 +45,8 @@ export interface ReplicatedShardsConfig {
   transport?: NodeTransport;
   /** A disk write failed or an invariant broke: by default log it and exit the process (status 70). */
   onFatal?: (error: Error) => void;
+  /** Peer-link security of the default transport: cluster id, mutual TLS, --insecure. */
+  peerSecurity?: Pick<TcpNodeTransportOptions, "clusterId" | "insecure" | "tls">;
 }
 
 export interface ReplicatedShard {
@@ -101,7 +104,15 @@ export async function startReplicatedShards(config: ReplicatedShardsConfig): Pro
     );
   }
   const peers = new Map([...config.clusterMembers].filter(([id]) => id !== config.replicaId));
-  const transport = config.transport ?? new TcpNodeTransport({ self: config.replicaId, listen, peers });
+  const transport =
+    config.transport ??
+    new TcpNodeTransport({
+      ...config.peerSecurity,
+      self: config.replicaId,
+      listen,
+      peers,
+      ...(config.logger === undefined ? {} : { logger: config.logger }),
+    });
   const requestTimeoutMs = config.requestTimeoutMs ?? DEFAULTS.requestTimeoutMs;
   const host = new RaftHost({
     self: config.replicaId,

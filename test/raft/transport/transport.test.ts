@@ -238,10 +238,13 @@ describe("failures", () => {
   });
 
   test("garbage, an oversized frame and a foreign handshake close only that connection", async () => {
+    // Refusal warnings are rate-limited; a clock stepped a minute per attempt logs each one.
+    let nowMs = 0;
     const [a, b] = await cluster(["a", "b"], {
       maxFrameBytes: 1024 * 1024,
       maxQueueBytes: 4 * 1024 * 1024,
       snapshotChunkBytes: 4096,
+      now: () => (nowMs += 60_000),
     });
     const address = a!.transport.listenAddress;
 
@@ -263,7 +266,7 @@ describe("failures", () => {
 
     const warnings = a!.logger.lines.filter((l) => l.startsWith("warn closed the connection"));
     expect(warnings.length).toBe(3);
-    expect(warnings[1]).toContain("exceeds maxFrameBytes");
+    expect(warnings[1]).toContain("exceeds maxFrameBytes (1024)");
     expect(warnings[2]).toContain('belongs to cluster "another-cluster"');
     expect(a!.transport.stats.connectionsRejected).toBe(3);
 
