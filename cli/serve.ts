@@ -12,6 +12,7 @@ import type { SerializerName, TransportName } from "../src/rpc/protocol/types.ts
 import { type RpcServer, startRpcServer } from "../src/rpc/server/index.ts";
 import { defineLeaf } from "./command.ts";
 import { EXIT_FAILED, EXIT_OK } from "./io.ts";
+import { clientListenerSecurity } from "./serve-security.ts";
 
 /** Extra time shutdown may take beyond the request timeout before the process gives up on draining. */
 const SHUTDOWN_GRACE_MS = 2_000;
@@ -120,8 +121,11 @@ export const serveCommand = defineLeaf({
     }
     const transport = options.transport as TransportName;
     let server: RpcServer;
+    let security: Awaited<ReturnType<typeof clientListenerSecurity>> | undefined;
     try {
+      security = await clientListenerSecurity(options, logger);
       server = await startRpcServer({
+        ...security.server,
         transport,
         endpoint: options["transport-endpoint"] ?? defaultEndpointFor(transport),
         serializer: options.serializer as SerializerName,
@@ -137,6 +141,7 @@ export const serveCommand = defineLeaf({
         },
       });
     } catch (error) {
+      security?.close();
       await served.close();
       throw error;
     }
@@ -163,6 +168,7 @@ export const serveCommand = defineLeaf({
       logger.error("shutdown did not finish in time; exiting anyway");
       return EXIT_FAILED;
     }
+    security.close();
     logger.info("stopped");
     return EXIT_OK;
   },

@@ -16,7 +16,9 @@ export type DkvErrorCode =
   | "CORRUPT"
   | "CLOSED"
   | "INTERNAL"
-  | "USAGE";
+  | "USAGE"
+  | "UNAUTHENTICATED"
+  | "PERMISSION_DENIED";
 
 export type DkvOutcome = "unknown" | "not-applied";
 

@@ -5,6 +5,7 @@
  */
 
 import { defaultMaxFrameBytes } from "../rpc/protocol/frame.ts";
+import { clientSecurityOptions, serverSecurityOptions } from "./client-security-options.ts";
 
 export type OptionType = "string" | "number" | "boolean" | "duration" | "list";
 
@@ -219,6 +220,7 @@ export function clientOptions<
       description: "Print exactly one JSON object on stdout (errors too, as {error, message, outcome})",
     }),
     ...seedSocketOptions(false),
+    ...clientSecurityOptions,
   ] as const;
 }
 
@@ -378,6 +380,7 @@ export const serveOptions = [
     description: "Pre-allocated server buffer in KB (Go dKV flag); accepted for compatibility, no effect",
   }),
   ...seedSocketOptions(true),
+  ...serverSecurityOptions,
 ] as const;
 
 // ---------------------------------------------------------------------------------------

@@ -57,7 +57,7 @@ export async function ensureDataDir(dir: string, what: string): Promise<void> {
         { cause: error },
       );
     }
-    await mkdir(dir, { recursive: true });
+    await mkdir(dir, { recursive: true, mode: 0o700 });
   }
   try {
     await access(dir, constants.R_OK | constants.W_OK | constants.X_OK);
