@@ -1,14 +1,27 @@
-// @peculiar/x509 resolves its services through tsyringe, which needs the Reflect
-// metadata API before it loads; this module is imported only by `dkv cert` and tests.
-import "reflect-metadata";
 import { isIP } from "node:net";
-import * as x509 from "@peculiar/x509";
+import type * as X509 from "@peculiar/x509";
 import { DkvError } from "../errors.ts";
+
+type X509Library = typeof X509;
+let library: Promise<X509Library> | undefined;
+
+/**
+ * @peculiar/x509 resolves its services through tsyringe, which needs the Reflect metadata
+ * API before it loads. Static imports do not guarantee that order once bundled into the
+ * compiled binary, so both are loaded here, in order, on first use.
+ */
+function x509Library(): Promise<X509Library> {
+  library ??= (async () => {
+    await import("reflect-metadata");
+    const x509 = await import("@peculiar/x509");
+    x509.cryptoProvider.set(crypto);
+    return x509;
+  })();
+  return library;
+}
 
 /** ECDSA P-256 with SHA-256: small keys, fast handshakes, accepted everywhere. */
 const algorithm = { name: "ECDSA", namedCurve: "P-256", hash: "SHA-256" } as const;
-
-x509.cryptoProvider.set(crypto);
 
 export const DEFAULT_CA_LIFETIME_MS = 10 * 365 * 24 * 3_600_000;
 export const DEFAULT_LEAF_LIFETIME_MS = 2 * 365 * 24 * 3_600_000;
@@ -52,6 +65,7 @@ async function newKeys(): Promise<CryptoKeyPair> {
 }
 
 async function keyPem(key: CryptoKey): Promise<string> {
+  const x509 = await x509Library();
   return x509.PemConverter.encode(await crypto.subtle.exportKey("pkcs8", key), "PRIVATE KEY");
 }
 
@@ -61,6 +75,7 @@ export async function createCa(
   lifetimeMs = DEFAULT_CA_LIFETIME_MS,
   override: Validity = {},
 ): Promise<IssuedPem> {
+  const x509 = await x509Library();
   const keys = await newKeys();
   const cert = await x509.X509CertificateGenerator.createSelfSigned({
     serialNumber: serialNumber(),
@@ -79,12 +94,13 @@ export async function createCa(
 
 /** The CA as loaded from its PEM files, ready to sign. */
 export interface SigningCa {
-  readonly certificate: x509.X509Certificate;
+  readonly certificate: X509.X509Certificate;
   readonly key: CryptoKey;
 }
 
 export async function loadSigningCa(certPem: string, keyPem: string): Promise<SigningCa> {
-  let certificate: x509.X509Certificate;
+  const x509 = await x509Library();
+  let certificate: X509.X509Certificate;
   try {
     certificate = new x509.X509Certificate(certPem);
   } catch (error) {
@@ -119,11 +135,12 @@ export interface LeafRequest {
 
 /** A certificate for a member or a client, signed by `ca`. */
 export async function createLeaf(ca: SigningCa, request: LeafRequest): Promise<IssuedPem> {
+  const x509 = await x509Library();
   const keys = await newKeys();
   const usages = request.server
     ? [x509.ExtendedKeyUsage.serverAuth, x509.ExtendedKeyUsage.clientAuth]
     : [x509.ExtendedKeyUsage.clientAuth];
-  const extensions: x509.Extension[] = [
+  const extensions: X509.Extension[] = [
     new x509.BasicConstraintsExtension(false, undefined, true),
     new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
     new x509.ExtendedKeyUsageExtension(usages),
