@@ -43,6 +43,8 @@ opByUrlName.set("expr", "expire");
 
 export interface HttpServer {
   readonly endpoint: string;
+  /** Requests in progress (Bun.serve does not count connections). */
+  readonly connections: number;
   stop(drainMs: number): Promise<void>;
 }
 
@@ -72,6 +74,9 @@ export function startHttpServer(options: HttpServerOptions): HttpServer {
   options.logger.info(`listening on ${options.tls === undefined ? "http" : "https"}://${bound}`);
   return {
     endpoint: bound,
+    get connections() {
+      return server.pendingRequests;
+    },
     async stop(drainMs: number) {
       const stopped = server.stop(false);
       await options.dispatcher.drain(drainMs);

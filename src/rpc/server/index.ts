@@ -69,6 +69,8 @@ export interface RpcServerOptions {
 export interface RpcServer {
   /** The bound "host:port" or socket path. */
   readonly endpoint: string;
+  /** Open client connections (tcp/unix); requests in progress (http). */
+  readonly connections: number;
   /** Graceful: stop accepting, finish in-flight requests (up to drainTimeoutMs), close. */
   stop(): Promise<void>;
 }
@@ -128,6 +130,9 @@ export async function startRpcServer(options: RpcServerOptions): Promise<RpcServ
   let stopping: Promise<void> | undefined;
   return {
     endpoint: server.endpoint,
+    get connections() {
+      return server.connections;
+    },
     stop() {
       stopping ??= server.stop(drainTimeoutMs).then(() => logger.info(`stopped ${server.endpoint}`));
       return stopping;
