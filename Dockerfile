@@ -26,9 +26,11 @@ EXPOSE 8080 63001
 VOLUME ["/data"]
 # Without arguments: the single-node default shards (lstore + lockmgr(lstore)) on all
 # interfaces. Add --shards with dstore and the cluster flags for a replicated setup
-# (see examples/compose-multi-node.yml).
+# (see examples/compose-multi-node.yml). --insecure: a container listens on all of its
+# interfaces, which protected mode refuses without TLS; publish the port on loopback
+# only, or replace it with --cert-file/--key-file (README "Security").
 ENTRYPOINT ["/usr/local/bin/dkv"]
-CMD ["serve", "--transport-endpoint", "0.0.0.0:8080", "--data-dir", "/data"]
+CMD ["serve", "--transport-endpoint", "0.0.0.0:8080", "--data-dir", "/data", "--insecure"]
 # Exec form: distroless has no shell. The server answers when its shards are up.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
   CMD ["/usr/local/bin/dkv", "cluster", "status", "--endpoints", "127.0.0.1:8080", "--timeout", "2s"]

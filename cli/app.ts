@@ -1,5 +1,6 @@
 import type { CommandDef, SubCommandsDef } from "citty";
 import { DkvError } from "../src/errors.ts";
+import { certCommand } from "./cert.ts";
 import { clusterCommand } from "./cluster.ts";
 import { defineGroup, groupInfo, leafInfo, renderHelp, resolveValue } from "./command.ts";
 import { EXIT_OK, type Io, reportFailure } from "./io.ts";
@@ -21,6 +22,7 @@ export async function rootCommand(): Promise<CommandDef> {
       cluster: clusterCommand,
       version: versionCommand,
       upgrade: upgradeCommand,
+      cert: certCommand,
     },
     notes: [
       "Start a server:   dkv serve                (shards 100=lstore,200=lockmgr(lstore) on tcp 127.0.0.1:8080)",

@@ -58,6 +58,7 @@ export const serveCommand = defineLeaf({
       `Without --cluster-members they run as a one-member cluster (id --replica-id, default ${DEFAULT_REPLICA_ID}) stored in --data-dir.`,
     "The Raft flags (--replica-id ... --compaction-overhead) have no effect without dstore or lockmgr(dstore) shards.",
     "See the cluster with 'dkv cluster status --endpoints HOST:PORT'.",
+    "A non-loopback listener without TLS is refused unless --insecure (protected mode); certificates: 'dkv cert --help'.",
   ],
   run: async ({ options, io, sources }) => {
     const resolved = resolveNodeOptions(options);

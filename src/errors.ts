@@ -20,7 +20,9 @@ export type DkvErrorCode =
   /** A bounded server resource is full (e.g. the request table of a replicated shard); retry later. */
   | "RESOURCE_EXHAUSTED"
   /** A disk flush failed: fatal for the process (see FsyncFailedError in raft/storage). */
-  | "FSYNC_FAILED";
+  | "FSYNC_FAILED"
+  | "UNAUTHENTICATED"
+  | "PERMISSION_DENIED";
 
 export type DkvOutcome = "unknown" | "not-applied";
 

@@ -6,6 +6,7 @@ import {
   type TransportName,
   transportNames,
 } from "../rpc/protocol/types.ts";
+import type { ClientListenerSecurityFlags } from "../server/client-security.ts";
 import type { StoreLimits } from "../store/types.ts";
 import {
   NODE_FRAME_BYTES_MAX_DEFAULT,
@@ -37,6 +38,8 @@ export interface RpcListenOptions {
   readonly requestTimeoutMs: number;
   /** How long a stopping server waits for in-flight requests. */
   readonly drainTimeoutMs: number;
+  /** TLS, --auth-file, connection bounds and --insecure of the client listener (files are read by startNode). */
+  readonly security: Readonly<ClientListenerSecurityFlags>;
 }
 
 /** The Raft side of a node: present only when a dstore or lockmgr(dstore) shard is served. */
@@ -101,6 +104,16 @@ export function resolveNodeOptions(values: ServeOptionValues): NodeOptions {
     maxFrameBytes: values["max-frame-bytes"],
     requestTimeoutMs: values.timeout,
     drainTimeoutMs: values.timeout,
+    security: Object.freeze({
+      "cert-file": values["cert-file"],
+      "key-file": values["key-file"],
+      "trusted-ca-file": values["trusted-ca-file"],
+      "client-cert-auth": values["client-cert-auth"],
+      "auth-file": values["auth-file"],
+      "max-client-connections": values["max-client-connections"],
+      "client-idle-timeout": values["client-idle-timeout"],
+      insecure: values.insecure,
+    }),
   });
   const shutdownTimeoutMs = values.timeout + SHUTDOWN_GRACE_MS;
   // Stopping drains the RPC server first; the node's own deadline must leave it that time.

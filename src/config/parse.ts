@@ -168,7 +168,12 @@ export function parseCommandLine<const S extends readonly OptionSpec[]>(
       inline = next;
       i++;
     }
-    fromFlags.set(option.name, coerceOption(option, inline, `--${flag}`));
+    const value = coerceOption(option, inline, `--${flag}`);
+    const earlier = fromFlags.get(option.name);
+    // A repeated list flag adds to it: --host a --host b is --host a,b.
+    if (option.type === "list" && Array.isArray(earlier))
+      fromFlags.set(option.name, [...earlier, ...(value as string[])]);
+    else fromFlags.set(option.name, value);
   }
 
   const positionals: Record<string, string> = {};

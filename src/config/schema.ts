@@ -4,6 +4,7 @@
  * read the same settings with `readOptions` (see ./parse.ts).
  */
 
+import { clientSecurityOptions, serverSecurityOptions } from "./client-security-options.ts";
 import {
   CLI_REQUEST_TIMEOUT_MS_DEFAULT,
   COMPACTION_OVERHEAD_ENTRIES_DEFAULT,
@@ -241,6 +242,7 @@ export function clientOptions<
       description: "Print exactly one JSON object on stdout (errors too, as {error, message, outcome})",
     }),
     ...seedSocketOptions(false),
+    ...clientSecurityOptions,
   ] as const;
 }
 
@@ -405,6 +407,7 @@ export const serveOptions = [
   }),
   ...seedSocketOptions(true),
   ...peerSecurityOptions,
+  ...serverSecurityOptions,
 ] as const;
 
 // ---------------------------------------------------------------------------------------

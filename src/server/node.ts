@@ -11,6 +11,7 @@ import {
   startRpcServer,
 } from "../rpc/server/index.ts";
 import { type ReplicatedShards, startReplicatedShards } from "../store/replicated/shards.ts";
+import { clientListenerSecurity } from "./client-security.ts";
 import { resolvePeerSecurity } from "./peer-security.ts";
 import { buildShards, checkDataDir, closeShards, clusterStatusOf, replicatedShardHandler } from "./shards.ts";
 
@@ -109,7 +110,10 @@ export async function startNode(options: NodeOptions, dependencies: NodeDependen
 
     const replicaId = options.raft?.replicaId ?? "";
     const status = () => clusterStatusOf(options.shards, replicated, replicaId);
+    const security = await clientListenerSecurity(options.rpc.security, rootLogger.forComponent("auth"));
+    stack.defer(() => security.close());
     const server: RpcServer = await startRpcServer({
+      ...security.server,
       transport: options.rpc.transport,
       endpoint: options.rpc.endpoint,
       serializer: options.rpc.serializer,

@@ -56,7 +56,7 @@ export async function checkDataDir(dataDir: string): Promise<string> {
   const absolute = resolve(dataDir);
   const probe = join(absolute, `.dkv-write-check-${process.pid}`);
   try {
-    await mkdir(absolute, { recursive: true });
+    await mkdir(absolute, { recursive: true, mode: 0o700 });
     await writeFile(probe, "ok");
     await rm(probe, { force: true });
   } catch (error) {

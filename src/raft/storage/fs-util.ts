@@ -110,7 +110,7 @@ export async function ensureDataDir(dir: string, what: string, counter: SyncCoun
         { cause: error },
       );
     }
-    const firstCreated = await mkdir(dir, { recursive: true });
+    const firstCreated = await mkdir(dir, { recursive: true, mode: 0o700 });
     if (firstCreated !== undefined) await fsyncCreatedChain(resolve(firstCreated), resolve(dir), counter);
   }
   try {

@@ -24,9 +24,10 @@ import {
 import { createSerializer } from "../serializer/index.ts";
 import { type CallOwner, type Channel, ClientCall } from "./call.ts";
 import { HttpPoolChannel } from "./http-pool.ts";
-import { SocketChannel } from "./socket-channel.ts";
+import { type ClientTls, SocketChannel } from "./socket-channel.ts";
 
 export type { SerializerName, TransportName } from "../protocol/types.ts";
+export type { ClientTls } from "./socket-channel.ts";
 
 export interface RpcClientOptions {
   /** "host:port" for tcp/http, socket paths for unix; requests are spread round-robin. */
@@ -43,6 +44,10 @@ export interface RpcClientOptions {
   maxFrameBytes?: number;
   /** Bound on requests waiting for replies across the client; default 100000. */
   inflightMax?: number;
+  /** TLS to the servers (tcp and http); absent: plain. */
+  tls?: ClientTls;
+  /** Token for servers run with --auth-file. */
+  token?: string;
 }
 
 const retryDelayMaxMs = 1000;
@@ -78,6 +83,15 @@ export class RpcClient implements CallOwner, AsyncDisposable {
     }
     if (options.endpoints.length === 0)
       throw new DkvError("USAGE", "no endpoints given: pass at least one host:port");
+    if (options.token !== undefined && !/^[\x21-\x7e]+$/.test(options.token)) {
+      throw new DkvError(
+        "USAGE",
+        "the token must be non-empty printable ASCII without spaces (check --token-file or DKV_TOKEN)",
+      );
+    }
+    if (options.tls !== undefined && options.transport === "unix") {
+      throw new DkvError("USAGE", "TLS (--cacert, --cert) applies to tcp and http, not unix sockets");
+    }
     this.timeoutMs = options.timeoutMs ?? REQUEST_TIMEOUT_MS_DEFAULT;
     this.retryCount = options.retryCount ?? RETRY_COUNT_DEFAULT;
     this.inflightMax = options.inflightMax ?? 100_000;
@@ -99,6 +113,8 @@ export class RpcClient implements CallOwner, AsyncDisposable {
           clientIdHigh: ids[0]! | 1,
           clientIdLow: ids[1]!,
           owner: this,
+          tls: options.tls,
+          token: options.token,
         };
         this.channels.push(
           options.transport === "http"

@@ -11,7 +11,12 @@ import {
   headerBytes,
   readErrorBody,
 } from "../protocol/frame.ts";
-import { wireOpCodes, wireRequestSchemas, wireResponseSchemas } from "../protocol/types.ts";
+import {
+  authenticateOpCode,
+  wireOpCodes,
+  wireRequestSchemas,
+  wireResponseSchemas,
+} from "../protocol/types.ts";
 import type { Serializer } from "../serializer/types.ts";
 import type { CallOwner, Channel, ClientCall } from "./call.ts";
 import { HttpResponseReader } from "./http-response-reader.ts";
@@ -26,7 +31,26 @@ export interface ChannelOptions {
   owner: CallOwner;
   /** Speak HTTP/1.1: each frame is the body of a keep-alive POST (the http transport). */
   http?: boolean;
+  /** TLS to the server (tcp and http); absent: plain. */
+  tls?: ClientTls | undefined;
+  /** Sent once per connection (tcp/unix) or as `Authorization: Bearer` (http). */
+  token?: string | undefined;
 }
+
+/** How the client checks the server (PEM text), and its own certificate if it has one. */
+export interface ClientTls {
+  /** CA(s) the server's certificate must chain to; absent: the system's CAs. */
+  ca?: string | undefined;
+  /** Client certificate and key, for servers with --client-cert-auth. */
+  cert?: string | undefined;
+  key?: string | undefined;
+  /** Do not verify the server's certificate (testing only). */
+  skipVerify?: boolean | undefined;
+  /** The name to verify the certificate against; default the endpoint's host. */
+  serverName?: string | undefined;
+}
+
+const utf8 = new TextEncoder();
 
 const backoffMinMs = 25;
 const backoffMaxMs = 2000;
@@ -49,6 +73,9 @@ export class SocketChannel implements Channel {
   /** http: a frame is encoded here first, as the request head needs its length. */
   private readonly scratch: ByteWriter | undefined;
   private httpReader: HttpResponseReader | undefined;
+  /** Bytes received on the current connection: a TLS connection closed before any reply hints at a refused certificate. */
+  private receivedBytes = 0;
+  private lastSocketError: string | undefined;
 
   constructor(private readonly options: ChannelOptions) {
     this.decoder = this.newDecoder();
@@ -122,8 +149,10 @@ export class SocketChannel implements Channel {
   }
 
   private appendHttpRequest(call: ClientCall, frame: ByteWriter): void {
+    const authorization =
+      this.options.token === undefined ? "" : `Authorization: Bearer ${this.options.token}\r\n`;
     const head =
-      `POST /v1/${call.shard}/${call.op} HTTP/1.1\r\nHost: ${this.endpoint}\r\n` +
+      `POST /v1/${call.shard}/${call.op} HTTP/1.1\r\nHost: ${this.endpoint}\r\n${authorization}` +
       `Content-Type: application/octet-stream\r\nContent-Length: ${frame.length}\r\n\r\n`;
     this.out.ensure(head.length + frame.length);
     this.out.lengthPrefixedUtf8(head);
@@ -148,15 +177,37 @@ export class SocketChannel implements Channel {
 
   private connect(): void {
     this.state = "connecting";
+    this.receivedBytes = 0;
+    this.lastSocketError = undefined;
+    const tls = this.options.tls;
     const handlers = {
       binaryType: "uint8array" as const,
+      // With TLS the connection is usable once the handshake verified the server.
+      handshake: (socket: Socket<SocketChannel>, success: boolean, authorizationError: Error | null) => {
+        if (tls === undefined || this.state !== "connecting") return;
+        if (!success || (authorizationError !== null && tls.skipVerify !== true)) {
+          // Fail first: terminating calls the close handler at once.
+          this.onConnectFailed(
+            new Error(
+              `TLS handshake failed (${authorizationError?.message ?? "refused"}); check --cacert (the CA that signed the server's certificate) and the host name`,
+            ),
+          );
+          socket.terminate();
+          return;
+        }
+        this.onOpen(socket);
+      },
       data: (_socket: Socket<SocketChannel>, chunk: Uint8Array) => {
+        this.receivedBytes += chunk.length;
         const ok = this.httpReader !== undefined ? this.httpReader.push(chunk) : this.decoder.push(chunk);
         if (!ok) this.socket?.terminate();
       },
       drain: () => this.flush(),
       close: (socket: Socket<SocketChannel>) => this.onClosed(socket),
-      error: (socket: Socket<SocketChannel>) => this.onClosed(socket),
+      error: (socket: Socket<SocketChannel>, error: Error) => {
+        this.lastSocketError = error.message;
+        this.onClosed(socket);
+      },
       connectError: () => {},
     };
     const endpoint = this.options.endpoint;
@@ -168,12 +219,28 @@ export class SocketChannel implements Channel {
             port: endpoint.port,
             socket: handlers,
             data: this,
+            ...(tls === undefined
+              ? {}
+              : {
+                  tls: {
+                    ...(tls.ca === undefined ? {} : { ca: tls.ca }),
+                    ...(tls.cert === undefined ? {} : { cert: tls.cert, key: tls.key }),
+                    rejectUnauthorized: tls.skipVerify !== true,
+                    serverName: tls.serverName ?? endpoint.hostname,
+                  },
+                }),
           });
     connecting.then(
-      (socket) => this.onOpen(socket),
+      (socket) => {
+        if (tls === undefined) this.onOpen(socket);
+        else this.tlsSocket = socket;
+      },
       (error: unknown) => this.onConnectFailed(error),
     );
   }
+
+  /** The socket of a TLS connection still in its handshake, so a close before it counts as a failed connect. */
+  private tlsSocket: Socket<SocketChannel> | undefined;
 
   private onOpen(socket: Socket<SocketChannel>): void {
     if (this.state === "closed") {
@@ -182,22 +249,40 @@ export class SocketChannel implements Channel {
     }
     this.state = "open";
     this.socket = socket;
+    this.tlsSocket = undefined;
     this.backoffMs = 0;
     this.retryAtMs = 0;
+    if (this.options.token !== undefined && !this.options.http) this.writeToken(this.options.token);
     const waiting = this.waiting;
     this.waiting = [];
     for (const call of waiting) this.write(call);
   }
 
+  /** The token frame, first on the connection (request id 0: a refusal is a connection error). */
+  private writeToken(token: string): void {
+    const start = beginFrame(this.out);
+    this.out.bytes(utf8.encode(token));
+    finishFrame(this.out, start, {
+      serializer: this.options.serializer.id,
+      flags: 0,
+      requestId: 0,
+      shard: 0,
+      op: authenticateOpCode,
+      clientIdHigh: this.options.clientIdHigh,
+      clientIdLow: this.options.clientIdLow,
+    });
+  }
+
   private onConnectFailed(error: unknown): void {
-    if (this.state === "closed") return;
+    if (this.state === "closed" || this.state === "idle") return;
+    this.tlsSocket = undefined;
     this.state = "idle";
     this.backoffMs = Math.min(Math.max(this.backoffMs * 2, backoffMinMs), backoffMaxMs);
     this.retryAtMs = Date.now() + this.backoffMs;
     const detail = error instanceof Error ? error.message : String(error);
     const failure = new DkvError(
       "UNAVAILABLE",
-      `cannot connect to ${this.endpoint}: ${detail}; is the server running there?`,
+      `cannot connect to ${this.endpoint}: ${detail}${detail.startsWith("TLS") ? "" : "; is the server running there?"}`,
     );
     const waiting = this.waiting;
     this.waiting = [];
@@ -205,6 +290,11 @@ export class SocketChannel implements Channel {
   }
 
   private onClosed(socket: Socket<SocketChannel>): void {
+    if (this.state === "connecting" && this.tlsSocket === socket) {
+      const detail = this.lastSocketError ?? "the server closed the connection";
+      this.onConnectFailed(new Error(`TLS handshake failed (${detail}); check --cacert and the host name`));
+      return;
+    }
     if (this.socket !== socket) return;
     this.socket = undefined;
     this.out.reset();
@@ -213,7 +303,15 @@ export class SocketChannel implements Channel {
     if (this.state !== "closed") this.state = "idle";
     const lost = [...this.pending.values()];
     this.pending.clear();
-    const failure = new DkvError("UNAVAILABLE", `lost the connection to ${this.endpoint}`);
+    let hint = "";
+    if (this.receivedBytes === 0 && lost.length > 0) {
+      const detail = this.lastSocketError === undefined ? "" : ` (${this.lastSocketError})`;
+      hint =
+        this.options.tls !== undefined
+          ? ` before any reply${detail}: if the server requires client certificates (--client-cert-auth), pass --cert and --key signed by its CA`
+          : ` before any reply${detail}: if the server uses TLS, pass --cacert`;
+    }
+    const failure = new DkvError("UNAVAILABLE", `lost the connection to ${this.endpoint}${hint}`);
     for (const call of lost) this.options.owner.failed(call, failure, true);
     // Calls queued while the socket was closing were never written: send them on a new one.
     if (this.waiting.length > 0 && this.state === "idle") this.connect();

@@ -119,10 +119,15 @@ export class FrameDecoder {
   private skipBytes = 0;
   private corrupt = false;
 
+  /** Largest body accepted; a server raises it once a connection has authenticated. */
+  maxBodyBytes: number;
+
   constructor(
-    private readonly maxBodyBytes: number,
+    maxBodyBytes: number,
     private readonly sink: FrameSink,
-  ) {}
+  ) {
+    this.maxBodyBytes = maxBodyBytes;
+  }
 
   /** Bytes held for an incomplete frame. */
   get bufferedBytes(): number {

@@ -99,6 +99,14 @@ export type WireResponses = Responses & AdminResponses;
 
 export const adminOpCodes: Record<AdminOpName, number> = { clusterStatus: 30 };
 
+/**
+ * The first frame of a tcp/unix connection to a server run with --auth-file: its body is
+ * the token's raw UTF-8 bytes (no serializer), request id 0. The listener answers with an
+ * empty response, or an UNAUTHENTICATED error; the connection then carries that identity.
+ * Handled at the listener's edge, never dispatched, so it has no schema.
+ */
+export const authenticateOpCode = 64;
+
 export const wireOpCodes: Record<WireOpName, number> = { ...opCodes, ...adminOpCodes };
 
 const wireOpNameByCodeTable: (WireOpName | undefined)[] = [...opNameByCodeTable];

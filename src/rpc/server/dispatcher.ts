@@ -1,4 +1,5 @@
 import { createHash } from "node:crypto";
+import type { Identity, TokenAuthority } from "../../auth/index.ts";
 import { DkvError } from "../../errors.ts";
 import type { ILockManager } from "../../lockmgr/types.ts";
 import type { RequestOrigin } from "../../store/replicated/command.ts";
@@ -17,6 +18,7 @@ import {
   requestSchemas,
   type SerializerName,
   serializerIds,
+  type WireOpName,
   writeOps,
 } from "../protocol/types.ts";
 import type { Serializer } from "../serializer/types.ts";
@@ -50,6 +52,8 @@ export const silentLogger: RpcLogger = { info() {}, warn() {}, debug() {} };
 
 /** Where a connection (or an HTTP exchange) receives the outcome of one request. */
 export interface ReplyTarget {
+  /** Who sent the request, as the listener authenticated it (with --auth-file). */
+  readonly identity?: Identity | undefined;
   deliver(header: FrameHeader, response: Message | undefined, error: DkvError | undefined): void;
 }
 
@@ -63,6 +67,8 @@ export interface DispatcherOptions {
   clusterStatus?: () => ClusterStatusReport;
   /** Shard id → type name ("lstore", "dstore", ...) for clusterStatus; "local" when absent. */
   shardTypes?: ReadonlyMap<number, string>;
+  /** With --auth-file: every request is authorized here before it is dispatched. */
+  authority?: TokenAuthority;
 }
 
 const empty: Message = {};
@@ -92,6 +98,7 @@ export class RequestDispatcher {
   /** Handles one request frame; the outcome always reaches `target` exactly once. */
   dispatchFrame(header: FrameHeader, body: Uint8Array, target: ReplyTarget): void {
     if (header.op === adminOpCodes.clusterStatus) {
+      if (this.denied(header, "clusterStatus", empty, target)) return;
       this.dispatchClusterStatus(header, target);
       return;
     }
@@ -181,6 +188,7 @@ export class RequestDispatcher {
     message: Message,
     target: ReplyTarget,
   ): void {
+    if (this.denied(header, op, message, target)) return;
     const invalid = validate(op, message);
     if (invalid !== undefined) {
       target.deliver(header, undefined, invalid);
@@ -214,6 +222,17 @@ export class RequestDispatcher {
       call.armTimeout(this.options.requestTimeoutMs + waitMs);
     }
     invoke(op, served, message, origin).then(call.onResponse, call.onError);
+  }
+
+  /**
+   * The one permission check of every request (see src/auth): true when it was refused,
+   * the refusal delivered, and nothing applied.
+   */
+  denied(header: FrameHeader, op: WireOpName, message: Message, target: ReplyTarget): boolean {
+    const refusal = this.options.authority?.authorize(target.identity, op, header.shard, message);
+    if (refusal === undefined) return false;
+    target.deliver(header, undefined, refusal);
+    return true;
   }
 
   /** Resolves when no request is in flight, or after `timeoutMs`. */

@@ -1,3 +1,4 @@
+import type { Identity, TokenAuthority } from "../../auth/index.ts";
 import { DkvError, type DkvErrorCode } from "../../errors.ts";
 import { ByteWriter } from "../protocol/byte-writer.ts";
 import { type Endpoint, formatInet } from "../protocol/endpoint.ts";
@@ -14,7 +15,9 @@ import {
 import { fromBase64, toBase64 } from "../serializer/json.ts";
 import type { Serializer } from "../serializer/types.ts";
 import type { RequestDispatcher, RpcLogger } from "./dispatcher.ts";
+import { bunTlsOptions, type ServerTls } from "./listener-security.ts";
 import { writeReplyFrame } from "./reply.ts";
+import type { ConnectionLimits } from "./socket-server.ts";
 
 export interface HttpServerOptions {
   endpoint: Endpoint;
@@ -22,7 +25,13 @@ export interface HttpServerOptions {
   serializer: Serializer;
   maxFrameBytes: number;
   logger: RpcLogger;
+  tls?: ServerTls | undefined;
+  authority?: TokenAuthority | undefined;
+  limits: ConnectionLimits;
 }
+
+/** Bun.serve's idle timeout is whole seconds, at most 255. */
+const httpIdleTimeoutMaxS = 255;
 
 const utf8Encoder = new TextEncoder();
 const utf8Decoder = new TextDecoder("utf-8", { fatal: true });
@@ -34,6 +43,8 @@ opByUrlName.set("expr", "expire");
 
 export interface HttpServer {
   readonly endpoint: string;
+  /** Requests in progress (Bun.serve does not count connections). */
+  readonly connections: number;
   stop(drainMs: number): Promise<void>;
 }
 
@@ -45,10 +56,14 @@ export function startHttpServer(options: HttpServerOptions): HttpServer {
   if (options.endpoint.kind !== "inet") {
     throw new DkvError("USAGE", "the http transport needs a host:port endpoint, not a socket path");
   }
+  const idleTimeoutMs = options.limits.idleTimeoutMs;
   const server = Bun.serve({
     hostname: options.endpoint.hostname,
     port: options.endpoint.port,
     maxRequestBodySize: options.maxFrameBytes + headerBytes,
+    idleTimeout:
+      idleTimeoutMs <= 0 ? 0 : Math.min(httpIdleTimeoutMaxS, Math.max(1, Math.ceil(idleTimeoutMs / 1000))),
+    ...(options.tls === undefined ? {} : { tls: bunTlsOptions(options.tls) }),
     fetch: (request) => handle(request, options),
     error(error) {
       options.logger.warn(`http: ${error.message}`);
@@ -56,9 +71,12 @@ export function startHttpServer(options: HttpServerOptions): HttpServer {
     },
   });
   const bound = formatInet(options.endpoint.hostname, server.port ?? options.endpoint.port);
-  options.logger.info(`listening on http://${bound}`);
+  options.logger.info(`listening on ${options.tls === undefined ? "http" : "https"}://${bound}`);
   return {
     endpoint: bound,
+    get connections() {
+      return server.pendingRequests;
+    },
     async stop(drainMs: number) {
       const stopped = server.stop(false);
       await options.dispatcher.drain(drainMs);
@@ -68,10 +86,39 @@ export function startHttpServer(options: HttpServerOptions): HttpServer {
   };
 }
 
+/**
+ * The identity of `Authorization: Bearer <token>` (one SHA-256 per request); undefined
+ * without auth or without the header. The dispatcher refuses unknown tokens.
+ */
+function identityOf(request: Request, options: HttpServerOptions): Identity | undefined {
+  if (options.authority === undefined) return undefined;
+  const header = request.headers.get("authorization");
+  if (header === null) return undefined;
+  const match = /^Bearer\s+(\S+)\s*$/i.exec(header);
+  return match === null ? undefined : options.authority.identify(match[1]!);
+}
+
 async function handle(request: Request, options: HttpServerOptions): Promise<Response> {
   const url = new URL(request.url);
   if (url.pathname === "/healthz") return new Response("ok\n");
-  if (url.pathname === "/v1/cluster/status") return Response.json(options.dispatcher.clusterStatus());
+  const identity = identityOf(request, options);
+  if (url.pathname === "/v1/cluster/status") {
+    let refusal: DkvError | undefined;
+    const statusHeader = anonymousHeader(options);
+    const denied = options.dispatcher.denied(
+      statusHeader,
+      "clusterStatus",
+      {},
+      {
+        identity,
+        deliver: (_h, _r, error) => {
+          refusal = error;
+        },
+      },
+    );
+    if (denied && refusal !== undefined) return jsonError(refusal);
+    return Response.json(options.dispatcher.clusterStatus());
+  }
   const match = /^\/v1\/(\d+)\/([A-Za-z]+)\/?$/.exec(url.pathname);
   if (match === null) {
     return jsonError(
@@ -83,7 +130,7 @@ async function handle(request: Request, options: HttpServerOptions): Promise<Res
   }
   const body = new Uint8Array(await request.arrayBuffer());
   if (request.headers.get("content-type")?.startsWith("application/octet-stream")) {
-    return handleFrame(body, options);
+    return handleFrame(body, options, identity);
   }
   const op = opByUrlName.get(match[2]!.toLowerCase());
   if (op === undefined) {
@@ -111,6 +158,7 @@ async function handle(request: Request, options: HttpServerOptions): Promise<Res
   };
   const outcome = await new Promise<{ response?: Message; error?: DkvError }>((resolve) =>
     options.dispatcher.dispatchMessage(header, op, checked.handler, message, {
+      identity,
       deliver: (_h, response, error) => resolve({ response, error }),
     }),
   );
@@ -119,7 +167,11 @@ async function handle(request: Request, options: HttpServerOptions): Promise<Res
 }
 
 /** One framed request in the body, one framed reply out; protocol errors travel as error frames. */
-async function handleFrame(body: Uint8Array, options: HttpServerOptions): Promise<Response> {
+async function handleFrame(
+  body: Uint8Array,
+  options: HttpServerOptions,
+  identity: Identity | undefined,
+): Promise<Response> {
   const frames: { header: FrameHeader; body: Uint8Array }[] = [];
   let problem: DkvError | undefined;
   const decoder = new FrameDecoder(options.maxFrameBytes, {
@@ -162,6 +214,7 @@ async function handleFrame(body: Uint8Array, options: HttpServerOptions): Promis
   }
   await new Promise<void>((resolve) =>
     options.dispatcher.dispatchFrame(frame.header, frame.body, {
+      identity,
       deliver: (h, response, error) => {
         writeReplyFrame(out, h, options.serializer, response, error, options.logger);
         resolve();
@@ -187,10 +240,27 @@ const statusByCode: Partial<Record<DkvErrorCode, number>> = {
   UNAVAILABLE: 503,
   NOT_LEADER: 503,
   RESOURCE_EXHAUSTED: 429,
+  UNAUTHENTICATED: 401,
+  PERMISSION_DENIED: 403,
 };
 
 function jsonError(error: DkvError, status?: number): Response {
-  return Response.json(error.toJSON(), { status: status ?? statusByCode[error.code] ?? 500 });
+  const headers: Record<string, string> =
+    error.code === "UNAUTHENTICATED" ? { "www-authenticate": 'Bearer realm="dkv"' } : {};
+  return Response.json(error.toJSON(), { status: status ?? statusByCode[error.code] ?? 500, headers });
+}
+
+function anonymousHeader(options: HttpServerOptions): FrameHeader {
+  return {
+    serializer: options.serializer.id,
+    flags: 0,
+    bodyLength: 0,
+    requestId: 0,
+    shard: 0,
+    op: 0,
+    clientIdHigh: 0,
+    clientIdLow: 0,
+  };
 }
 
 /**

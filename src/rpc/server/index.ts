@@ -1,3 +1,9 @@
+import type { TokenAuthority } from "../../auth/index.ts";
+import {
+  DEFAULT_CLIENT_HANDSHAKE_TIMEOUT_MS,
+  DEFAULT_CLIENT_IDLE_TIMEOUT_MS,
+  DEFAULT_MAX_CLIENT_CONNECTIONS,
+} from "../../config/client-security-options.ts";
 import { REQUEST_TIMEOUT_MS_DEFAULT } from "../../config/defaults.ts";
 import { DkvError } from "../../errors.ts";
 import type { ClusterStatusReport } from "../protocol/cluster-status.ts";
@@ -13,7 +19,8 @@ import { createSerializer } from "../serializer/index.ts";
 import { type DedupLimits, defaultDedupLimits } from "./dedup-cache.ts";
 import { RequestDispatcher, type RpcLogger, type ShardHandler, silentLogger } from "./dispatcher.ts";
 import { startHttpServer } from "./http-server.ts";
-import { startSocketServer } from "./socket-server.ts";
+import { checkProtectedMode, type ServerTls } from "./listener-security.ts";
+import { type ConnectionLimits, startSocketServer } from "./socket-server.ts";
 
 export type {
   ClusterStatusReport,
@@ -23,6 +30,13 @@ export type {
 export type { SerializerName, TransportName } from "../protocol/types.ts";
 export type { DedupLimits } from "./dedup-cache.ts";
 export type { RpcLogger, ShardHandler } from "./dispatcher.ts";
+export {
+  isLoopbackHost,
+  loadServerTls,
+  type ServerTls,
+  type ServerTlsFiles,
+} from "./listener-security.ts";
+export type { ConnectionLimits } from "./socket-server.ts";
 
 export interface RpcServerOptions {
   transport: TransportName;
@@ -43,11 +57,21 @@ export interface RpcServerOptions {
   clusterStatus?: () => ClusterStatusReport;
   /** Shard id → type name, shown by clusterStatus when `clusterStatus` is absent. */
   shardTypes?: ReadonlyMap<number, string>;
+  /** TLS for tcp and http (see loadServerTls); absent: plain. */
+  tls?: ServerTls;
+  /** Token authentication and authorization (--auth-file); absent: every request is allowed. */
+  authority?: TokenAuthority;
+  /** Listen on a non-loopback address without TLS (protected mode is off; a warning is logged). */
+  allowInsecure?: boolean;
+  /** Connection bounds of the listener; defaults as the serve flags. */
+  limits?: Partial<ConnectionLimits>;
 }
 
 export interface RpcServer extends AsyncDisposable {
   /** The bound "host:port" or socket path. */
   readonly endpoint: string;
+  /** Open client connections (tcp/unix); requests in progress (http). */
+  readonly connections: number;
   /** Graceful: stop accepting, finish in-flight requests (up to drainTimeoutMs), close. */
   stop(): Promise<void>;
 }
@@ -78,9 +102,30 @@ export async function startRpcServer(options: RpcServerOptions): Promise<RpcServ
     logger,
     ...(options.clusterStatus === undefined ? {} : { clusterStatus: options.clusterStatus }),
     ...(options.shardTypes === undefined ? {} : { shardTypes: options.shardTypes }),
+    ...(options.authority === undefined ? {} : { authority: options.authority }),
   });
   const endpoint = parseEndpoint(options.transport, options.endpoint, "listen");
-  const common = { endpoint, dispatcher, serializer, maxFrameBytes, logger };
+  if (options.tls !== undefined && options.transport === "unix") {
+    throw new DkvError("USAGE", "TLS (--cert-file) applies to the tcp and http transports, not unix sockets");
+  }
+  checkProtectedMode(endpoint, options.tls !== undefined, options.allowInsecure === true, (m) =>
+    logger.warn(m),
+  );
+  const limits: ConnectionLimits = {
+    maxConnections: options.limits?.maxConnections ?? DEFAULT_MAX_CLIENT_CONNECTIONS,
+    idleTimeoutMs: options.limits?.idleTimeoutMs ?? DEFAULT_CLIENT_IDLE_TIMEOUT_MS,
+    handshakeTimeoutMs: options.limits?.handshakeTimeoutMs ?? DEFAULT_CLIENT_HANDSHAKE_TIMEOUT_MS,
+  };
+  const common = {
+    endpoint,
+    dispatcher,
+    serializer,
+    maxFrameBytes,
+    logger,
+    tls: options.tls,
+    authority: options.authority,
+    limits,
+  };
   const server = options.transport === "http" ? startHttpServer(common) : await startSocketServer(common);
   const drainTimeoutMs = options.drainTimeoutMs ?? REQUEST_TIMEOUT_MS_DEFAULT;
   let stopping: Promise<void> | undefined;
@@ -88,5 +133,12 @@ export async function startRpcServer(options: RpcServerOptions): Promise<RpcServ
     stopping ??= server.stop(drainTimeoutMs).then(() => logger.info(`stopped ${server.endpoint}`));
     return stopping;
   };
-  return { endpoint: server.endpoint, stop, [Symbol.asyncDispose]: stop };
+  return {
+    endpoint: server.endpoint,
+    get connections() {
+      return server.connections;
+    },
+    stop,
+    [Symbol.asyncDispose]: stop,
+  };
 }

@@ -1,13 +1,32 @@
 import { existsSync, unlinkSync } from "node:fs";
 import type { Socket, TCPSocketListener, UnixSocketListener } from "bun";
+import type { Identity, TokenAuthority } from "../../auth/index.ts";
 import { DkvError } from "../../errors.ts";
 import { ByteWriter } from "../protocol/byte-writer.ts";
 import { type Endpoint, formatInet } from "../protocol/endpoint.ts";
-import { FrameDecoder, type FrameHeader, flagResponse } from "../protocol/frame.ts";
-import type { Message } from "../protocol/types.ts";
+import {
+  beginFrame,
+  FrameDecoder,
+  type FrameHeader,
+  finishFrame,
+  flagResponse,
+  headerBytes,
+} from "../protocol/frame.ts";
+import { authenticateOpCode, type Message } from "../protocol/types.ts";
 import type { Serializer } from "../serializer/types.ts";
 import type { ReplyTarget, RequestDispatcher, RpcLogger } from "./dispatcher.ts";
+import { bunTlsOptions, type ServerTls } from "./listener-security.ts";
 import { writeReplyFrame } from "./reply.ts";
+
+/** Bounds against hostile or broken clients (see README "Security"). */
+export interface ConnectionLimits {
+  /** Connections open at once; more are closed on accept. */
+  maxConnections: number;
+  /** A connection with nothing in flight and no traffic for this long is closed; 0: never. */
+  idleTimeoutMs: number;
+  /** Time from accept to a finished TLS handshake and, with auth on, a known token. */
+  handshakeTimeoutMs: number;
+}
 
 export interface SocketServerOptions {
   endpoint: Endpoint;
@@ -15,12 +34,17 @@ export interface SocketServerOptions {
   serializer: Serializer;
   maxFrameBytes: number;
   logger: RpcLogger;
+  tls?: ServerTls | undefined;
+  authority?: TokenAuthority | undefined;
+  limits: ConnectionLimits;
 }
 
 /** Per-connection bounds: a peer that reads nothing or floods requests is cut off or refused. */
-const pendingOutputBytesMax = 256 * 1024 * 1024;
+const pendingOutputBytesMin = 64 * 1024 * 1024;
 const inflightPerConnectionMax = 8192;
 const closeGraceMs = 2000;
+/** Largest frame of a connection that has not authenticated yet (the token frame). */
+export const preAuthFrameBytesMax = 4096;
 
 /**
  * One accepted connection: decodes frames, hands them to the dispatcher, and batches
@@ -35,13 +59,28 @@ class ServerConnection implements ReplyTarget {
   private inflight = 0;
   closed = false;
   private closedResolvers: (() => void)[] = [];
+  /** The token this connection authenticated with (auth on), checked per request. */
+  identity: Identity | undefined;
+  /** It presented a token the authority knows (at that time). */
+  private authenticated = false;
+  /** TLS handshake finished (always true without TLS). */
+  secured: boolean;
+  readonly openedAtMs: number;
+  lastActivityMs: number;
+  private readonly pendingOutputBytesMax: number;
 
   constructor(
     private readonly socket: Socket<ServerConnection>,
     private readonly options: SocketServerOptions,
     private readonly name: string,
+    nowMs: number,
   ) {
-    this.decoder = new FrameDecoder(options.maxFrameBytes, {
+    this.secured = options.tls === undefined;
+    this.openedAtMs = nowMs;
+    this.lastActivityMs = nowMs;
+    this.pendingOutputBytesMax = Math.max(pendingOutputBytesMin, 2 * (options.maxFrameBytes + headerBytes));
+    const frameMax = options.authority === undefined ? options.maxFrameBytes : preAuthFrameBytesMax;
+    this.decoder = new FrameDecoder(frameMax, {
       onFrame: (header, body) => this.onFrame(header, body),
       onOversized: (header, max) => {
         this.options.logger.warn(`${this.name}: refused a ${header.bodyLength}-byte frame (limit ${max})`);
@@ -72,13 +111,27 @@ class ServerConnection implements ReplyTarget {
     });
   }
 
-  onData(chunk: Uint8Array): void {
+  onData(chunk: Uint8Array, nowMs: number): void {
+    this.lastActivityMs = nowMs;
     if (!this.closing) this.decoder.push(chunk);
+  }
+
+  /** Has it finished its handshake (and, with auth on, presented a known token)? */
+  get established(): boolean {
+    return this.secured && (this.options.authority === undefined || this.authenticated);
+  }
+
+  get idle(): boolean {
+    return this.inflight === 0;
   }
 
   private onFrame(header: FrameHeader, body: Uint8Array): void {
     if ((header.flags & flagResponse) !== 0) {
       this.writeReply(header, undefined, new DkvError("BAD_FRAME", "a client must not send response frames"));
+      return;
+    }
+    if (header.op === authenticateOpCode) {
+      this.authenticate(header, body);
       return;
     }
     if (this.inflight >= inflightPerConnectionMax) {
@@ -96,6 +149,43 @@ class ServerConnection implements ReplyTarget {
     this.options.dispatcher.dispatchFrame(header, body, this);
   }
 
+  /**
+   * The token frame: authenticated at the edge, so the connection carries the identity
+   * and each request costs a Map lookup. The token is never logged.
+   */
+  private authenticate(header: FrameHeader, body: Uint8Array): void {
+    const authority = this.options.authority;
+    if (authority === undefined) {
+      this.writeAuthenticated(header);
+      return;
+    }
+    // Kept even when unknown, so each later request is refused as "token not known".
+    this.identity = authority.identify(body);
+    if (!authority.knows(this.identity)) {
+      this.authenticated = false;
+      this.options.logger.debug(`${this.name}: refused an unknown token`);
+      this.writeReply(
+        header,
+        undefined,
+        new DkvError(
+          "UNAUTHENTICATED",
+          "the token is not known to this server; check --token-file or DKV_TOKEN",
+        ),
+      );
+      return;
+    }
+    this.authenticated = true;
+    this.decoder.maxBodyBytes = this.options.maxFrameBytes;
+    this.writeAuthenticated(header);
+  }
+
+  private writeAuthenticated(header: FrameHeader): void {
+    if (this.closed) return;
+    const start = beginFrame(this.out);
+    finishFrame(this.out, start, { ...header, serializer: this.options.serializer.id, flags: flagResponse });
+    this.queueFlush();
+  }
+
   /** The outcome of a dispatched request. */
   deliver(header: FrameHeader, response: Message | undefined, error: DkvError | undefined): void {
     this.inflight--;
@@ -105,6 +195,10 @@ class ServerConnection implements ReplyTarget {
   private writeReply(header: FrameHeader, response: Message | undefined, error: DkvError | undefined): void {
     if (this.closed) return;
     writeReplyFrame(this.out, header, this.options.serializer, response, error, this.options.logger);
+    this.queueFlush();
+  }
+
+  private queueFlush(): void {
     if (!this.flushQueued) {
       this.flushQueued = true;
       queueMicrotask(this.flush);
@@ -119,7 +213,7 @@ class ServerConnection implements ReplyTarget {
     }
     const written = this.socket.write(this.out.written());
     this.out.consume(Math.max(0, written));
-    if (this.out.length > pendingOutputBytesMax) {
+    if (this.out.length > this.pendingOutputBytesMax) {
       this.options.logger.warn(`${this.name}: closing connection: the peer does not read its replies`);
       this.socket.terminate();
       return;
@@ -139,6 +233,10 @@ class ServerConnection implements ReplyTarget {
     return closedPromise;
   }
 
+  terminate(): void {
+    this.socket.terminate();
+  }
+
   onClose(): void {
     this.closed = true;
     this.decoder.close();
@@ -149,48 +247,86 @@ class ServerConnection implements ReplyTarget {
 
 export interface SocketServer {
   readonly endpoint: string;
+  /** Connections open now. */
+  readonly connections: number;
   stop(drainMs: number): Promise<void>;
 }
 
 export async function startSocketServer(options: SocketServerOptions): Promise<SocketServer> {
   const connections = new Set<ServerConnection>();
+  const { limits, logger } = options;
   let accepted = 0;
+  let refusedSinceWarning = 0;
+  let lastRefusalWarningMs = 0;
   const handlers = {
     binaryType: "uint8array" as const,
     open(socket: Socket<ServerConnection>) {
-      const connection = new ServerConnection(socket, options, `connection ${++accepted}`);
+      const nowMs = Date.now();
+      if (connections.size >= limits.maxConnections) {
+        refusedSinceWarning++;
+        if (nowMs - lastRefusalWarningMs >= 10_000) {
+          logger.warn(
+            `refused ${refusedSinceWarning} connection(s): ${limits.maxConnections} already open (--max-client-connections)`,
+          );
+          refusedSinceWarning = 0;
+          lastRefusalWarningMs = nowMs;
+        }
+        socket.terminate();
+        return;
+      }
+      const connection = new ServerConnection(socket, options, `connection ${++accepted}`, nowMs);
       socket.data = connection;
       connections.add(connection);
     },
+    handshake(socket: Socket<ServerConnection>, success: boolean, authorizationError: Error | null) {
+      const connection = socket.data;
+      if (connection === undefined) return;
+      if (!success) {
+        logger.debug(`TLS handshake refused: ${authorizationError?.message ?? "unknown reason"}`);
+        connection.terminate();
+        return;
+      }
+      connection.secured = true;
+    },
     data(socket: Socket<ServerConnection>, chunk: Uint8Array) {
-      socket.data.onData(chunk);
+      socket.data?.onData(chunk, Date.now());
     },
     drain(socket: Socket<ServerConnection>) {
-      socket.data.flush();
+      socket.data?.flush();
     },
     close(socket: Socket<ServerConnection>) {
-      socket.data?.onClose();
+      if (socket.data === undefined) return;
+      socket.data.onClose();
       connections.delete(socket.data);
     },
     error(socket: Socket<ServerConnection>, error: Error) {
-      options.logger.debug(`socket error: ${error.message}`);
-      socket.data?.onClose();
+      logger.debug(`socket error: ${error.message}`);
+      if (socket.data === undefined) return;
+      socket.data.onClose();
       connections.delete(socket.data);
     },
   };
   const endpoint = options.endpoint;
+  const tls = options.tls === undefined ? undefined : bunTlsOptions(options.tls);
   let listener: TCPSocketListener<ServerConnection> | UnixSocketListener<ServerConnection>;
   let bound: string;
   try {
     if (endpoint.kind === "unix") {
       await removeStaleSocket(endpoint.path);
-      listener = Bun.listen<ServerConnection>({ unix: endpoint.path, socket: handlers });
+      // Created 0600 (owner only): the umask applies to the bind, and nothing else runs between.
+      const umask = process.umask(0o177);
+      try {
+        listener = Bun.listen<ServerConnection>({ unix: endpoint.path, socket: handlers });
+      } finally {
+        process.umask(umask);
+      }
       bound = endpoint.path;
     } else {
       const tcp = Bun.listen<ServerConnection>({
         hostname: endpoint.hostname,
         port: endpoint.port,
         socket: handlers,
+        ...(tls === undefined ? {} : { tls }),
       });
       listener = tcp;
       bound = formatInet(endpoint.hostname, tcp.port);
@@ -203,10 +339,15 @@ export async function startSocketServer(options: SocketServerOptions): Promise<S
       { cause: error },
     );
   }
-  options.logger.info(`listening on ${bound}`);
+  const sweeper = startSweeper(connections, limits, logger);
+  logger.info(`listening on ${bound}${tls === undefined ? "" : " (TLS)"}`);
   return {
     endpoint: bound,
+    get connections() {
+      return connections.size;
+    },
     async stop(drainMs: number) {
+      clearInterval(sweeper);
       listener.stop(false);
       await options.dispatcher.drain(drainMs);
       await Promise.all([...connections].map((c) => c.closeGracefully()));
@@ -214,6 +355,45 @@ export async function startSocketServer(options: SocketServerOptions): Promise<S
       if (endpoint.kind === "unix" && existsSync(endpoint.path)) unlinkSync(endpoint.path);
     },
   };
+}
+
+/**
+ * Closes connections that never finish their handshake (TLS, and the token with auth on)
+ * in time, and established ones idle for longer than the idle timeout. One timer per
+ * listener, so the cost does not grow with timers per connection.
+ */
+function startSweeper(
+  connections: Set<ServerConnection>,
+  limits: ConnectionLimits,
+  logger: RpcLogger,
+): ReturnType<typeof setInterval> {
+  const shortestMs = Math.min(
+    limits.handshakeTimeoutMs,
+    limits.idleTimeoutMs > 0 ? limits.idleTimeoutMs : Number.POSITIVE_INFINITY,
+  );
+  const periodMs = Math.max(20, Math.min(1000, Math.floor(shortestMs / 4)));
+  const timer = setInterval(() => {
+    const nowMs = Date.now();
+    for (const connection of connections) {
+      if (!connection.established) {
+        if (nowMs - connection.openedAtMs > limits.handshakeTimeoutMs) {
+          logger.debug(
+            `closing a connection that did not finish its handshake in ${limits.handshakeTimeoutMs} ms`,
+          );
+          connection.terminate();
+        }
+      } else if (
+        limits.idleTimeoutMs > 0 &&
+        connection.idle &&
+        nowMs - connection.lastActivityMs > limits.idleTimeoutMs
+      ) {
+        logger.debug(`closing a connection idle for ${limits.idleTimeoutMs} ms`);
+        void connection.closeGracefully();
+      }
+    }
+  }, periodMs);
+  timer.unref();
+  return timer;
 }
 
 /** A socket file left by a crashed server blocks listen; remove it only if nobody answers on it. */
