@@ -42,7 +42,8 @@ export const serveCommand = defineLeaf({
   options: serveOptions,
   examples: [
     "dkv serve",
-    'dkv serve --shards "100=lstore,200=lockmgr(lstore)" --transport tcp --transport-endpoint 0.0.0.0:8080',
+    'dkv serve --shards "100=lstore,200=lockmgr(lstore)" --transport tcp --transport-endpoint 0.0.0.0:8080 \\\n' +
+      "    --cert-file certs/member-node-1.crt --key-file certs/member-node-1.key --auth-file auth.json",
     'dkv serve --shards "100=lstore,200=dstore,300=lockmgr(dstore)"   # one-member cluster in ./data',
     'dkv serve --shards "100=lstore,200=dstore,300=lockmgr(dstore)" --replica-id node-1 \\\n' +
       '    --cluster-members "node-1=127.0.0.1:63001,node-2=127.0.0.1:63002,node-3=127.0.0.1:63003" \\\n' +
