@@ -107,6 +107,12 @@ describe("decodeCommand validates completely", () => {
     expect(validateCommand(data, { maxKeyBytes: 3, maxValueBytes: 100 })?.code).toBe("TOO_LARGE");
     expect(validateCommand(data, { maxKeyBytes: 100, maxValueBytes: 9 })?.code).toBe("TOO_LARGE");
     expect(new DStoreStateMachine({}, { maxValueBytes: 9 }).validateProposal(data)?.code).toBe("TOO_LARGE");
+    // With a request origin the key is measured after it, not with it.
+    const withOrigin = encodeCommand(
+      command({ key: "four", origin: { clientId: new Uint8Array(CLIENT_ID_BYTES), requestId: 1 } }),
+    );
+    expect(validateCommand(withOrigin, { maxKeyBytes: 4, maxValueBytes: 100 })).toBeNull();
+    expect(validateCommand(withOrigin, { maxKeyBytes: 3, maxValueBytes: 100 })?.code).toBe("TOO_LARGE");
   });
 
   test("ops without durations or values refuse them", () => {
