@@ -10,6 +10,7 @@ import {
 } from "../src/config/shards.ts";
 import type { SerializerName, TransportName } from "../src/rpc/protocol/types.ts";
 import { type RpcServer, startRpcServer } from "../src/rpc/server/index.ts";
+import { NodeOps } from "../src/server/node-ops.ts";
 import { defineLeaf } from "./command.ts";
 import { EXIT_FAILED, EXIT_OK } from "./io.ts";
 
@@ -92,6 +93,12 @@ export const serveCommand = defineLeaf({
         );
       }
     }
+    const ops = new NodeOps({
+      metricsEndpoint: options["metrics-endpoint"],
+      insecure: options.insecure,
+      requestTimeoutMs: options.timeout,
+      logger: { info: (message) => logger.info(message), warn: (message) => logger.warn(message) },
+    });
     const served: ServedShards = await startShards(specs, {
       limits: { maxKeyBytes: options["max-key-bytes"], maxValueBytes: options["max-value-bytes"] },
       cluster: {
@@ -109,6 +116,7 @@ export const serveCommand = defineLeaf({
           info: (message) => logger.info(message),
           warn: (message) => logger.warn(message),
         },
+        ...(ops.raftObserver === undefined ? {} : { observer: ops.raftObserver }),
       },
     });
     if (served.replicated !== undefined) {
@@ -121,7 +129,10 @@ export const serveCommand = defineLeaf({
     const transport = options.transport as TransportName;
     let server: RpcServer;
     try {
+      const metricsEndpoint = ops.attach(served.replicated);
+      if (metricsEndpoint !== undefined) io.out(`dkv metrics on http://${metricsEndpoint}\n`);
       server = await startRpcServer({
+        ...ops.rpcOptions(),
         transport,
         endpoint: options["transport-endpoint"] ?? defaultEndpointFor(transport),
         serializer: options.serializer as SerializerName,
@@ -137,6 +148,7 @@ export const serveCommand = defineLeaf({
         },
       });
     } catch (error) {
+      await ops.stop();
       await served.close();
       throw error;
     }
@@ -153,6 +165,7 @@ export const serveCommand = defineLeaf({
     const outcome = await Promise.race([
       server.stop().then(async () => {
         // After the RPC server: requests still finishing need their Raft group.
+        await ops.stop();
         await served.close();
         return "stopped" as const;
       }),

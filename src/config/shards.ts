@@ -5,6 +5,7 @@ import { MapleDB } from "../db/maple/index.ts";
 import { DkvError } from "../errors.ts";
 import { LockManager } from "../lockmgr/lock-manager.ts";
 import type { RaftLogger } from "../raft/core/types.ts";
+import type { RaftHostObserver } from "../raft/host/types.ts";
 import type { ClusterStatusReport, ShardHandler, ShardStatusReport } from "../rpc/server/index.ts";
 import { LocalStore } from "../store/local.ts";
 import {
@@ -151,6 +152,8 @@ export interface ClusterOptions {
   /** Deadline of one replicated store call, retries included. */
   requestTimeoutMs: number;
   logger?: RaftLogger;
+  /** Metrics hooks of the Raft host (--metrics-endpoint). */
+  observer?: RaftHostObserver;
 }
 
 const MEMBER_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
@@ -301,6 +304,7 @@ export async function startShards(
         ...(options.limits === undefined ? {} : { limits: options.limits }),
         ...(options.clock === undefined ? {} : { clock: options.clock }),
         ...(cluster.logger === undefined ? {} : { logger: cluster.logger }),
+        ...(cluster.observer === undefined ? {} : { observer: cluster.observer }),
       });
     } catch (error) {
       await closeShards(handlers);

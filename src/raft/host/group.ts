@@ -17,7 +17,7 @@ import {
 } from "../core/types.ts";
 import type { RaftStorage } from "../storage/raft-storage.ts";
 import { testFaults } from "../storage/test-faults.ts";
-import type { StateMachine } from "./types.ts";
+import type { RaftHostObserver, StateMachine } from "./types.ts";
 
 const EMPTY = new Uint8Array(0);
 /** Ready rounds one drain runs before yielding, so one busy group cannot starve the others. */
@@ -35,6 +35,7 @@ export interface GroupEnv {
   proposalsPendingMax: number;
   readsPendingMax: number;
   random: RandomSource;
+  observer?: RaftHostObserver | undefined;
 }
 
 /** Outcome of trying to propose on this member: a promise of the result, or a refusal with a hint. */
@@ -191,6 +192,7 @@ export class RaftGroup {
       return { ok: false, error, leader: proposed.leader };
     }
     const { index, term } = proposed;
+    this.env.observer?.proposed(this.groupId);
     const result = new Promise<Uint8Array>((resolve, reject) => {
       const timer = setTimeout(() => {
         if (this.proposals.get(index)?.timer !== timer) return;
@@ -331,14 +333,19 @@ export class RaftGroup {
     if (rd.snapshot !== undefined) {
       // Never two snapshot saves at once: ours may still be streaming.
       await this.snapshotTask;
+      const installStartMs = performance.now();
       await this.storage.saveSnapshot(rd.snapshot.meta, rd.snapshot.data);
+      this.env.observer?.snapshotDone(this.groupId, "install", performance.now() - installStartMs, true);
     }
     if (rd.entries.length > 0 || rd.hardState !== undefined) {
       const durable = this.storage.append(rd.entries, rd.hardState);
       // A commit-index-only change need not be on disk before we go on (Raft recovers it).
       // (A test build's ack-before-fsync fault skips the wait: see storage/test-faults.ts.)
-      if (rd.mustSync && !testFaults.ackBeforeFsync) await durable;
-      else durable.catch((error: unknown) => this.fatal(error));
+      if (rd.mustSync && !testFaults.ackBeforeFsync) {
+        const syncStartMs = performance.now();
+        await durable;
+        this.env.observer?.walSynced(this.groupId, performance.now() - syncStartMs);
+      } else durable.catch((error: unknown) => this.fatal(error));
     }
     if (this.closed) return;
     // 2. send the rest (acks, votes, heartbeats, read answers): only now that it is durable
@@ -443,13 +450,16 @@ export class RaftGroup {
     const data = this.stateMachine.snapshot();
     this.appliedSinceSnapshot = 0;
     this.snapshotTask = (async () => {
+      const saveStartMs = performance.now();
       try {
         await this.storage.saveSnapshot(meta, data);
+        this.env.observer?.snapshotDone(this.groupId, "save", performance.now() - saveStartMs, true);
         this.snapshotIndex = Math.max(this.snapshotIndex, meta.index);
         await this.storage.compact(meta.index);
         this.env.logger.debug(`group ${this.groupId}: snapshot at ${meta.index}, log compacted`);
       } catch (error) {
         // The log stays whole; the next interval tries again.
+        this.env.observer?.snapshotDone(this.groupId, "save", performance.now() - saveStartMs, false);
         this.env.logger.warn(`group ${this.groupId}: snapshot at ${meta.index} failed: ${String(error)}`);
       } finally {
         this.snapshotTask = undefined;

@@ -93,6 +93,7 @@ export class RaftHost {
       proposalsPendingMax: config.proposalsPendingMax ?? DEFAULTS.proposalsPendingMax,
       readsPendingMax: config.readsPendingMax ?? DEFAULTS.readsPendingMax,
       random: config.random ?? Math.random,
+      observer: config.observer,
     };
   }
 

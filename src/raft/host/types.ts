@@ -49,6 +49,18 @@ export interface RaftHostConfig {
   proposalsPendingMax?: number;
   /** Bound on reads awaiting their read index per group. Default 16384. */
   readsPendingMax?: number;
+  /** Metrics hooks (optional; see RaftHostObserver). */
+  observer?: RaftHostObserver;
+}
+
+/** Hooks for metrics: synchronous, cheap, called on the Ready loop. */
+export interface RaftHostObserver {
+  /** This member's core accepted a proposal (it leads the group). */
+  proposed(groupId: number): void;
+  /** A Ready's entries and hard state became durable after `ms` of WAL write and fsync. */
+  walSynced(groupId: number, ms: number): void;
+  /** A snapshot was saved here ("save") or installed from a leader ("install"), taking `ms`. */
+  snapshotDone(groupId: number, kind: "save" | "install", ms: number, ok: boolean): void;
 }
 
 export interface RequestOptions {

@@ -53,6 +53,12 @@ export interface ReplyTarget {
   deliver(header: FrameHeader, response: Message | undefined, error: DkvError | undefined): void;
 }
 
+/** Metrics hooks: called once per dispatched request, when its reply (or timeout) is sent. */
+export interface RequestObserver {
+  /** `startMs` is the performance.now() at which the dispatcher took the request. */
+  replied(header: FrameHeader, error: DkvError | undefined, startMs: number): void;
+}
+
 export interface DispatcherOptions {
   shards: Map<number, ShardHandler>;
   serializer: Serializer;
@@ -63,6 +69,7 @@ export interface DispatcherOptions {
   clusterStatus?: () => ClusterStatusReport;
   /** Shard id → type name ("lstore", "dstore", ...) for clusterStatus; "local" when absent. */
   shardTypes?: ReadonlyMap<number, string>;
+  observer?: RequestObserver;
 }
 
 const empty: Message = {};
@@ -208,7 +215,7 @@ export class RequestDispatcher {
       entry = found.entry;
     }
     this.inflightCount++;
-    const call = new ServerCall(header, target, entry, isWrite, () => this.finished());
+    const call = new ServerCall(header, target, entry, isWrite, () => this.finished(), this.options.observer);
     if (this.options.requestTimeoutMs > 0) {
       const waitMs = op === "acquire" ? (message.waitMs as number) : 0;
       call.armTimeout(this.options.requestTimeoutMs + waitMs);
@@ -253,6 +260,7 @@ export class RequestDispatcher {
 class ServerCall {
   private done = false;
   private timer: ReturnType<typeof setTimeout> | undefined;
+  private readonly startMs = performance.now();
 
   constructor(
     private readonly header: FrameHeader,
@@ -260,19 +268,20 @@ class ServerCall {
     private readonly entry: DedupEntry | undefined,
     private readonly isWrite: boolean,
     private readonly onFinished: () => void,
+    private readonly observer?: RequestObserver,
   ) {}
 
   armTimeout(ms: number): void {
     this.timer = setTimeout(() => {
       if (this.done) return;
       this.done = true;
-      this.target.deliver(
-        this.header,
-        undefined,
-        new DkvError("TIMEOUT", `the server did not finish the request within ${ms} ms; it may still apply`, {
-          outcome: this.isWrite ? "unknown" : "not-applied",
-        }),
+      const error = new DkvError(
+        "TIMEOUT",
+        `the server did not finish the request within ${ms} ms; it may still apply`,
+        { outcome: this.isWrite ? "unknown" : "not-applied" },
       );
+      this.observer?.replied(this.header, error, this.startMs);
+      this.target.deliver(this.header, undefined, error);
     }, ms);
   }
 
@@ -285,6 +294,7 @@ class ServerCall {
     this.onFinished();
     if (this.done) return;
     this.done = true;
+    this.observer?.replied(this.header, error, this.startMs);
     this.target.deliver(this.header, response, error);
   }
 }

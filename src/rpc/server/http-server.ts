@@ -1,3 +1,5 @@
+import type { SnapshotStreamSource } from "../../backup/source.ts";
+import { snapshotHttpResponse } from "../../backup/stream-server.ts";
 import { DkvError, type DkvErrorCode } from "../../errors.ts";
 import { ByteWriter } from "../protocol/byte-writer.ts";
 import { type Endpoint, formatInet } from "../protocol/endpoint.ts";
@@ -22,6 +24,7 @@ export interface HttpServerOptions {
   serializer: Serializer;
   maxFrameBytes: number;
   logger: RpcLogger;
+  snapshotStream?: SnapshotStreamSource | undefined;
 }
 
 const utf8Encoder = new TextEncoder();
@@ -72,6 +75,9 @@ async function handle(request: Request, options: HttpServerOptions): Promise<Res
   const url = new URL(request.url);
   if (url.pathname === "/healthz") return new Response("ok\n");
   if (url.pathname === "/v1/cluster/status") return Response.json(options.dispatcher.clusterStatus());
+  if (url.pathname === "/v1/snapshot" && options.snapshotStream !== undefined) {
+    return snapshotHttpResponse(request, options.snapshotStream);
+  }
   const match = /^\/v1\/(\d+)\/([A-Za-z]+)\/?$/.exec(url.pathname);
   if (match === null) {
     return jsonError(

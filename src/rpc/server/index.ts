@@ -1,3 +1,4 @@
+import type { SnapshotStreamSource } from "../../backup/source.ts";
 import { DkvError } from "../../errors.ts";
 import type { ClusterStatusReport } from "../protocol/cluster-status.ts";
 import { parseEndpoint } from "../protocol/endpoint.ts";
@@ -10,9 +11,15 @@ import {
 } from "../protocol/types.ts";
 import { createSerializer } from "../serializer/index.ts";
 import { type DedupLimits, defaultDedupLimits } from "./dedup-cache.ts";
-import { RequestDispatcher, type RpcLogger, type ShardHandler, silentLogger } from "./dispatcher.ts";
+import {
+  RequestDispatcher,
+  type RequestObserver,
+  type RpcLogger,
+  type ShardHandler,
+  silentLogger,
+} from "./dispatcher.ts";
 import { startHttpServer } from "./http-server.ts";
-import { startSocketServer } from "./socket-server.ts";
+import { type ConnectionObserver, startSocketServer } from "./socket-server.ts";
 
 export type {
   ClusterStatusReport,
@@ -21,7 +28,8 @@ export type {
 } from "../protocol/cluster-status.ts";
 export type { SerializerName, TransportName } from "../protocol/types.ts";
 export type { DedupLimits } from "./dedup-cache.ts";
-export type { RpcLogger, ShardHandler } from "./dispatcher.ts";
+export type { RequestObserver, RpcLogger, ShardHandler } from "./dispatcher.ts";
+export type { ConnectionObserver } from "./socket-server.ts";
 
 export interface RpcServerOptions {
   transport: TransportName;
@@ -42,6 +50,10 @@ export interface RpcServerOptions {
   clusterStatus?: () => ClusterStatusReport;
   /** Shard id → type name, shown by clusterStatus when `clusterStatus` is absent. */
   shardTypes?: ReadonlyMap<number, string>;
+  /** Metrics hooks: per request (dispatcher) and per connection (tcp/unix). */
+  observer?: RequestObserver & ConnectionObserver;
+  /** Serves the snapshot stream op (`dkv snapshot save`); absent: the op is refused as unknown. */
+  snapshotStream?: SnapshotStreamSource;
 }
 
 export interface RpcServer {
@@ -77,9 +89,18 @@ export async function startRpcServer(options: RpcServerOptions): Promise<RpcServ
     logger,
     ...(options.clusterStatus === undefined ? {} : { clusterStatus: options.clusterStatus }),
     ...(options.shardTypes === undefined ? {} : { shardTypes: options.shardTypes }),
+    ...(options.observer === undefined ? {} : { observer: options.observer }),
   });
   const endpoint = parseEndpoint(options.transport, options.endpoint, "listen");
-  const common = { endpoint, dispatcher, serializer, maxFrameBytes, logger };
+  const common = {
+    endpoint,
+    dispatcher,
+    serializer,
+    maxFrameBytes,
+    logger,
+    observer: options.observer,
+    snapshotStream: options.snapshotStream,
+  };
   const server = options.transport === "http" ? startHttpServer(common) : await startSocketServer(common);
   const drainTimeoutMs = options.drainTimeoutMs ?? 5000;
   let stopping: Promise<void> | undefined;

@@ -1,5 +1,11 @@
 import { existsSync, unlinkSync } from "node:fs";
 import type { Socket, TCPSocketListener, UnixSocketListener } from "bun";
+import type { SnapshotStreamSource } from "../../backup/source.ts";
+import {
+  SNAPSHOT_STREAM_OP,
+  type StreamedReplyTarget,
+  serveSnapshotStream,
+} from "../../backup/stream-server.ts";
 import { DkvError } from "../../errors.ts";
 import { ByteWriter } from "../protocol/byte-writer.ts";
 import { type Endpoint, formatInet } from "../protocol/endpoint.ts";
@@ -15,7 +21,18 @@ export interface SocketServerOptions {
   serializer: Serializer;
   maxFrameBytes: number;
   logger: RpcLogger;
+  observer?: ConnectionObserver | undefined;
+  snapshotStream?: SnapshotStreamSource | undefined;
 }
+
+/** Metrics hooks: accepted connections opened and closed. */
+export interface ConnectionObserver {
+  connectionOpened(): void;
+  connectionClosed(): void;
+}
+
+/** A streamed reply waits while more than this is queued for the peer. */
+const streamHighWaterBytes = 4 * 1024 * 1024;
 
 /** Per-connection bounds: a peer that reads nothing or floods requests is cut off or refused. */
 const pendingOutputBytesMax = 256 * 1024 * 1024;
@@ -27,7 +44,7 @@ const closeGraceMs = 2000;
  * replies into one socket write per microtask turn. Bun's socket.write may take only part
  * of the bytes; the rest stays in `out` until the drain event.
  */
-class ServerConnection implements ReplyTarget {
+class ServerConnection implements ReplyTarget, StreamedReplyTarget {
   private readonly out = new ByteWriter();
   private readonly decoder: FrameDecoder;
   private flushQueued = false;
@@ -35,6 +52,7 @@ class ServerConnection implements ReplyTarget {
   private inflight = 0;
   closed = false;
   private closedResolvers: (() => void)[] = [];
+  private streamWaiters: { resolve(): void; reject(error: DkvError): void }[] = [];
 
   constructor(
     private readonly socket: Socket<ServerConnection>,
@@ -93,7 +111,22 @@ class ServerConnection implements ReplyTarget {
       return;
     }
     this.inflight++;
+    const snapshotStream = this.options.snapshotStream;
+    if (header.op === SNAPSHOT_STREAM_OP && snapshotStream !== undefined) {
+      const id = this.options.serializer.id;
+      void serveSnapshotStream(header, body.slice(), snapshotStream, this, id).finally(() => this.inflight--);
+      return;
+    }
     this.options.dispatcher.dispatchFrame(header, body, this);
+  }
+
+  /** A streamed reply's frame; resolves once the peer has read most of what is queued. */
+  writeStreamed(write: (out: ByteWriter) => void): Promise<void> {
+    if (this.closed) return Promise.reject(new DkvError("CLOSED", "the client closed the connection"));
+    write(this.out);
+    this.flush();
+    if (this.out.length <= streamHighWaterBytes) return Promise.resolve();
+    return new Promise((resolve, reject) => this.streamWaiters.push({ resolve, reject }));
   }
 
   /** The outcome of a dispatched request. */
@@ -119,6 +152,11 @@ class ServerConnection implements ReplyTarget {
     }
     const written = this.socket.write(this.out.written());
     this.out.consume(Math.max(0, written));
+    if (this.streamWaiters.length > 0 && this.out.length <= streamHighWaterBytes) {
+      const waiters = this.streamWaiters;
+      this.streamWaiters = [];
+      for (const waiter of waiters) waiter.resolve();
+    }
     if (this.out.length > pendingOutputBytesMax) {
       this.options.logger.warn(`${this.name}: closing connection: the peer does not read its replies`);
       this.socket.terminate();
@@ -142,6 +180,9 @@ class ServerConnection implements ReplyTarget {
   onClose(): void {
     this.closed = true;
     this.decoder.close();
+    const waiters = this.streamWaiters;
+    this.streamWaiters = [];
+    for (const waiter of waiters) waiter.reject(new DkvError("CLOSED", "the client closed the connection"));
     for (const resolve of this.closedResolvers) resolve();
     this.closedResolvers = [];
   }
@@ -161,6 +202,7 @@ export async function startSocketServer(options: SocketServerOptions): Promise<S
       const connection = new ServerConnection(socket, options, `connection ${++accepted}`);
       socket.data = connection;
       connections.add(connection);
+      options.observer?.connectionOpened();
     },
     data(socket: Socket<ServerConnection>, chunk: Uint8Array) {
       socket.data.onData(chunk);
@@ -170,12 +212,12 @@ export async function startSocketServer(options: SocketServerOptions): Promise<S
     },
     close(socket: Socket<ServerConnection>) {
       socket.data?.onClose();
-      connections.delete(socket.data);
+      if (connections.delete(socket.data)) options.observer?.connectionClosed();
     },
     error(socket: Socket<ServerConnection>, error: Error) {
       options.logger.debug(`socket error: ${error.message}`);
       socket.data?.onClose();
-      connections.delete(socket.data);
+      if (connections.delete(socket.data)) options.observer?.connectionClosed();
     },
   };
   const endpoint = options.endpoint;

@@ -3,7 +3,7 @@ import { DkvError } from "../../errors.ts";
 import { LockManager } from "../../lockmgr/lock-manager.ts";
 import type { NodeId, RaftLogger } from "../../raft/core/types.ts";
 import { RaftHost } from "../../raft/host/raft-host.ts";
-import type { GroupStatus } from "../../raft/host/types.ts";
+import type { GroupStatus, RaftHostObserver } from "../../raft/host/types.ts";
 import { TcpNodeTransport } from "../../raft/transport/tcp-transport.ts";
 import type { NodeTransport } from "../../raft/transport/types.ts";
 import type { StoreLimits } from "../types.ts";
@@ -41,6 +41,8 @@ export interface ReplicatedShardsConfig {
   logger?: RaftLogger;
   /** The node transport; by default a TcpNodeTransport listening on this member's address. */
   transport?: NodeTransport;
+  /** Metrics hooks of the Raft host. */
+  observer?: RaftHostObserver;
 }
 
 export interface ReplicatedShard {
@@ -113,6 +115,7 @@ export async function startReplicatedShards(config: ReplicatedShardsConfig): Pro
     transport,
     requestTimeoutMs,
     ...(config.logger === undefined ? {} : { logger: config.logger }),
+    ...(config.observer === undefined ? {} : { observer: config.observer }),
   });
   const shards = new Map<number, ReplicatedShard>();
   try {
