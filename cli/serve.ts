@@ -96,6 +96,7 @@ export const serveCommand = defineLeaf({
     const ops = new NodeOps({
       metricsEndpoint: options["metrics-endpoint"],
       insecure: options.insecure,
+      slowRequestThresholdMs: options["slow-request-threshold"],
       requestTimeoutMs: options.timeout,
       logger: { info: (message) => logger.info(message), warn: (message) => logger.warn(message) },
     });

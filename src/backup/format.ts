@@ -201,6 +201,13 @@ class StreamReader {
     return bytes;
   }
 
+  /** Ends the source early (closing its file), e.g. after an error. */
+  async close(): Promise<void> {
+    if (this.ended) return;
+    this.ended = true;
+    await this.iterator.return?.();
+  }
+
   /** True when no byte is left. */
   async atEnd(): Promise<boolean> {
     while (this.pos >= this.chunk.length) {
@@ -246,6 +253,17 @@ export async function readBackup(
   visitor?: BackupVisitor,
 ): Promise<BackupSummary> {
   const reader = new StreamReader(source, name);
+  try {
+    return await readSections(reader, visitor);
+  } finally {
+    await reader.close();
+  }
+}
+
+async function readSections(
+  reader: StreamReader,
+  visitor: BackupVisitor | undefined,
+): Promise<BackupSummary> {
   const header = await reader.exact(HEADER_BYTES, "the header");
   const headerView = new DataView(header.buffer, header.byteOffset, header.byteLength);
   if (utf8Decoder.decode(header.subarray(0, 8)) !== BACKUP_MAGIC) {

@@ -1,6 +1,7 @@
 import { replicatedSnapshotSource, type SnapshotStreamSource } from "../backup/source.ts";
 import { NodeMetrics } from "../metrics/node-metrics.ts";
 import { checkReadiness } from "../metrics/readiness.ts";
+import { SlowRequestLog } from "../metrics/slow-requests.ts";
 import type { RaftHostObserver } from "../raft/host/types.ts";
 import type { ConnectionObserver, RequestObserver } from "../rpc/server/index.ts";
 import type { ReplicatedShards } from "../store/replicated/shards.ts";
@@ -11,6 +12,8 @@ export interface NodeOpsOptions {
   metricsEndpoint: string;
   /** --insecure */
   insecure: boolean;
+  /** --slow-request-threshold in ms; 0 turns request tracing off. */
+  slowRequestThresholdMs: number;
   /** --timeout: bounds the readiness probe's read and each piece of a snapshot stream. */
   requestTimeoutMs: number;
   logger: { info(message: string): void; warn(message: string): void };
@@ -23,15 +26,22 @@ export interface NodeOpsOptions {
  */
 export class NodeOps {
   readonly metrics: NodeMetrics | undefined;
+  readonly slowRequests: SlowRequestLog | undefined;
+  readonly raftObserver: RaftHostObserver | undefined;
+  private readonly requestObserver: (RequestObserver & ConnectionObserver) | undefined;
   private replicated: ReplicatedShards | undefined;
   private endpoint: MetricsEndpoint | undefined;
 
   constructor(private readonly options: NodeOpsOptions) {
-    this.metrics = options.metricsEndpoint === "" ? undefined : new NodeMetrics();
-  }
-
-  get raftObserver(): RaftHostObserver | undefined {
-    return this.metrics;
+    const metrics = options.metricsEndpoint === "" ? undefined : new NodeMetrics();
+    const slow =
+      options.slowRequestThresholdMs > 0
+        ? new SlowRequestLog(options.slowRequestThresholdMs, options.logger)
+        : undefined;
+    this.metrics = metrics;
+    this.slowRequests = slow;
+    this.raftObserver = slow === undefined ? metrics : raftObserverWithTracing(metrics, slow);
+    this.requestObserver = slow === undefined ? metrics : requestObserverWithTracing(metrics, slow);
   }
 
   /** Starts the metrics endpoint over the running shards; returns its bound address (or undefined when off). */
@@ -64,10 +74,37 @@ export class NodeOps {
           },
       { timeoutMs: this.options.requestTimeoutMs },
     );
-    return this.metrics === undefined ? { snapshotStream } : { observer: this.metrics, snapshotStream };
+    const observer = this.requestObserver;
+    return observer === undefined ? { snapshotStream } : { observer, snapshotStream };
   }
 
   async stop(): Promise<void> {
     await this.endpoint?.stop();
   }
+}
+
+/** The host's hooks: the metrics' (if on) plus the slow-request log's current trace. */
+function raftObserverWithTracing(metrics: NodeMetrics | undefined, slow: SlowRequestLog): RaftHostObserver {
+  return {
+    proposed: (groupId) => metrics?.proposed(groupId),
+    walSynced: (groupId, ms) => metrics?.walSynced(groupId, ms),
+    snapshotDone: (groupId, kind, ms, ok) => metrics?.snapshotDone(groupId, kind, ms, ok),
+    currentTrace: slow.currentTrace,
+  };
+}
+
+function requestObserverWithTracing(
+  metrics: NodeMetrics | undefined,
+  slow: SlowRequestLog,
+): RequestObserver & ConnectionObserver {
+  return {
+    started: (header) => slow.started(header),
+    handedOff: () => slow.handedOff(),
+    replied: (header, error, startMs, trace) => {
+      metrics?.replied(header, error, startMs);
+      slow.replied(header, error, startMs, trace);
+    },
+    connectionOpened: () => metrics?.connectionOpened(),
+    connectionClosed: () => metrics?.connectionClosed(),
+  };
 }

@@ -17,7 +17,7 @@ import {
 } from "../core/types.ts";
 import type { RaftStorage } from "../storage/raft-storage.ts";
 import { testFaults } from "../storage/test-faults.ts";
-import type { RaftHostObserver, StateMachine } from "./types.ts";
+import type { RaftHostObserver, StageTrace, StateMachine } from "./types.ts";
 
 const EMPTY = new Uint8Array(0);
 /** Ready rounds one drain runs before yielding, so one busy group cannot starve the others. */
@@ -45,6 +45,7 @@ export type ProposeAttempt =
 
 interface ProposalWaiter {
   term: number;
+  trace: StageTrace | undefined;
   resolve(result: Uint8Array): void;
   reject(error: DkvError): void;
   timer: ReturnType<typeof setTimeout>;
@@ -58,6 +59,7 @@ interface ReadWaiter {
   ticksWaited: number;
   /** Set once the read index is known; the read waits for apply to reach it. */
   state: ReadState | undefined;
+  trace: StageTrace | undefined;
 }
 
 /**
@@ -193,6 +195,8 @@ export class RaftGroup {
     }
     const { index, term } = proposed;
     this.env.observer?.proposed(this.groupId);
+    const trace = this.env.observer?.currentTrace?.();
+    if (trace !== undefined) trace.proposedMs = performance.now();
     const result = new Promise<Uint8Array>((resolve, reject) => {
       const timer = setTimeout(() => {
         if (this.proposals.get(index)?.timer !== timer) return;
@@ -205,7 +209,7 @@ export class RaftGroup {
           ),
         );
       }, timeoutMs);
-      this.proposals.set(index, { term, resolve, reject, timer });
+      this.proposals.set(index, { term, trace, resolve, reject, timer });
     });
     this.schedule();
     return { ok: true, result };
@@ -227,6 +231,8 @@ export class RaftGroup {
       );
     }
     const id = `${this.readIdPrefix}-${this.nextReadId++}`;
+    const trace = this.env.observer?.currentTrace?.();
+    if (trace !== undefined) trace.readRequestedMs = performance.now();
     const promise = new Promise<T>((resolve, reject) => {
       const timer = setTimeout(() => {
         if (!this.reads.delete(id)) return;
@@ -249,6 +255,7 @@ export class RaftGroup {
         timer,
         ticksWaited: 0,
         state: undefined,
+        trace,
       });
     });
     this.node.observeTime(this.env.nowMs());
@@ -326,6 +333,9 @@ export class RaftGroup {
   }
 
   private async handleReady(rd: Ready): Promise<void> {
+    const tracing = this.env.observer?.currentTrace !== undefined;
+    if (tracing) this.stampProposals(rd.committedEntries, "committedMs");
+    if (tracing) this.stampProposals(rd.entries, "persistingMs");
     if (rd.softState !== undefined) this.onSoftState(rd.softState.leader, rd.softState.role);
     // 0. a leader's appends go out now: followers write them while we do (see Ready).
     for (const message of rd.messagesBeforePersist) this.env.send(this.groupId, message);
@@ -345,6 +355,7 @@ export class RaftGroup {
         const syncStartMs = performance.now();
         await durable;
         this.env.observer?.walSynced(this.groupId, performance.now() - syncStartMs);
+        if (tracing) this.stampProposals(rd.entries, "durableMs");
       } else durable.catch((error: unknown) => this.fatal(error));
     }
     if (this.closed) return;
@@ -357,6 +368,7 @@ export class RaftGroup {
     for (const state of rd.readStates) {
       const read = this.reads.get(state.requestId);
       if (read !== undefined) read.state = state;
+      if (read?.trace !== undefined) read.trace.readIndexMs = performance.now();
     }
     this.answerReads();
     // 5. advance
@@ -381,6 +393,7 @@ export class RaftGroup {
     if (waiter === undefined) return;
     this.proposals.delete(entry.index);
     clearTimeout(waiter.timer);
+    if (waiter.trace !== undefined) waiter.trace.appliedMs = performance.now();
     if (waiter.term === entry.term) {
       waiter.resolve(result);
     } else {
@@ -424,8 +437,22 @@ export class RaftGroup {
       clearTimeout(read.timer);
       // A peer whose transport does not carry the leader's time (0) is read at our clock.
       const readTimeMs = read.state.timeMs > 0 ? read.state.timeMs : this.env.nowMs();
+      if (read.trace !== undefined) read.trace.appliedMs = performance.now();
       // Not before the applied state's own time: it may hold writes stamped after the read index.
       read.evaluate(Math.max(readTimeMs, this.appliedTimeMs));
+    }
+  }
+
+  /** Stamps `stage` into the traces of the proposals waiting on `entries` (only when tracing). */
+  private stampProposals(
+    entries: readonly Entry[],
+    stage: "persistingMs" | "durableMs" | "committedMs",
+  ): void {
+    if (this.proposals.size === 0) return;
+    const nowMs = performance.now();
+    for (const entry of entries) {
+      const trace = this.proposals.get(entry.index)?.trace;
+      if (trace !== undefined && trace[stage] === 0) trace[stage] = nowMs;
     }
   }
 

@@ -150,6 +150,7 @@ export class RaftHost {
   async propose(groupId: number, command: Uint8Array, options: RequestOptions = {}): Promise<Uint8Array> {
     const timeoutMs = options.timeoutMs ?? this.requestTimeoutMs;
     const deadline = performance.now() + timeoutMs;
+    const trace = this.config.observer?.currentTrace?.();
     let hint: NodeId | null = null;
     let lastError: DkvError | undefined;
     for (let attempt = 0; attempt < PROPOSE_ATTEMPTS_MAX; attempt++) {
@@ -163,6 +164,7 @@ export class RaftHost {
       const leader: NodeId | null = hint ?? attemptResult.leader;
       hint = null;
       if (lastError.code === "NOT_LEADER" && leader !== null && leader !== this.self) {
+        if (trace !== undefined && trace.forwardedMs === 0) trace.forwardedMs = performance.now();
         const forwarded = await this.forward(leader, groupId, command, remainingMs);
         if (forwarded.ok) return forwarded.result;
         const { error } = forwarded;

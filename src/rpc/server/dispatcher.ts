@@ -1,6 +1,7 @@
 import { createHash } from "node:crypto";
 import { DkvError } from "../../errors.ts";
 import type { ILockManager } from "../../lockmgr/types.ts";
+import type { StageTrace } from "../../raft/host/types.ts";
 import type { RequestOrigin } from "../../store/replicated/command.ts";
 import type { IStore } from "../../store/types.ts";
 import type { ClusterStatusReport } from "../protocol/cluster-status.ts";
@@ -55,8 +56,17 @@ export interface ReplyTarget {
 
 /** Metrics hooks: called once per dispatched request, when its reply (or timeout) is sent. */
 export interface RequestObserver {
-  /** `startMs` is the performance.now() at which the dispatcher took the request. */
-  replied(header: FrameHeader, error: DkvError | undefined, startMs: number): void;
+  /** `startMs` is the performance.now() at which the dispatcher took the request; `trace` what `started` gave. */
+  replied(
+    header: FrameHeader,
+    error: DkvError | undefined,
+    startMs: number,
+    trace: StageTrace | undefined,
+  ): void;
+  /** Tracing (slow-request log): a trace the host stamps while the request is handed to it synchronously. */
+  started?(header: FrameHeader): StageTrace | undefined;
+  /** The synchronous hand-off to the store is over (see `started`). */
+  handedOff?(): void;
 }
 
 export interface DispatcherOptions {
@@ -220,7 +230,10 @@ export class RequestDispatcher {
       const waitMs = op === "acquire" ? (message.waitMs as number) : 0;
       call.armTimeout(this.options.requestTimeoutMs + waitMs);
     }
+    const observer = this.options.observer;
+    call.trace = observer?.started?.(header);
     invoke(op, served, message, origin).then(call.onResponse, call.onError);
+    observer?.handedOff?.();
   }
 
   /** Resolves when no request is in flight, or after `timeoutMs`. */
@@ -261,6 +274,7 @@ class ServerCall {
   private done = false;
   private timer: ReturnType<typeof setTimeout> | undefined;
   private readonly startMs = performance.now();
+  trace: StageTrace | undefined;
 
   constructor(
     private readonly header: FrameHeader,
@@ -280,7 +294,7 @@ class ServerCall {
         `the server did not finish the request within ${ms} ms; it may still apply`,
         { outcome: this.isWrite ? "unknown" : "not-applied" },
       );
-      this.observer?.replied(this.header, error, this.startMs);
+      this.observer?.replied(this.header, error, this.startMs, this.trace);
       this.target.deliver(this.header, undefined, error);
     }, ms);
   }
@@ -294,7 +308,7 @@ class ServerCall {
     this.onFinished();
     if (this.done) return;
     this.done = true;
-    this.observer?.replied(this.header, error, this.startMs);
+    this.observer?.replied(this.header, error, this.startMs, this.trace);
     this.target.deliver(this.header, response, error);
   }
 }
