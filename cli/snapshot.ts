@@ -17,8 +17,18 @@ const jsonOption = defineOption({
   description: "Print exactly one JSON object on stdout (errors too, as {error, message, outcome})",
 });
 
+/** The client flags that matter to one streamed request from one member. */
+const SAVE_CLIENT_FLAGS = new Set([
+  "endpoints",
+  "transport",
+  "serializer",
+  "timeout",
+  "max-frame-bytes",
+  "json",
+]);
+
 const saveOptions = [
-  ...clientOptions(DEFAULT_KV_SHARD, "timeout").filter((option) => option.name !== "shard"),
+  ...clientOptions(DEFAULT_KV_SHARD, "timeout").filter((option) => SAVE_CLIENT_FLAGS.has(option.name)),
   defineOption({
     name: "shard",
     type: "number",

@@ -31,5 +31,5 @@ export const insecureServeOption = {
   type: "boolean",
   default: false,
   description:
-    "Allow listening on a non-loopback address without TLS (a warning is logged); without it such a listener is refused",
+    "Allow a listener on a non-loopback address without TLS (for now: --metrics-endpoint); a warning is logged. Without it such a listener is refused",
 } as const satisfies OptionSpec;
