@@ -7,6 +7,7 @@ import { EXIT_OK, type Io, reportFailure } from "./io.ts";
 import { kvCommand } from "./kv.ts";
 import { lockCommand } from "./lock.ts";
 import { serveCommand } from "./serve.ts";
+import { snapshotCommand } from "./snapshot.ts";
 import { upgradeCommand } from "./upgrade.ts";
 import { dkvVersion, versionCommand } from "./version.ts";
 
@@ -20,6 +21,7 @@ export async function rootCommand(): Promise<CommandDef> {
       kv: kvCommand,
       lock: lockCommand,
       cluster: clusterCommand,
+      snapshot: snapshotCommand,
       version: versionCommand,
       upgrade: upgradeCommand,
       cert: certCommand,

@@ -77,6 +77,7 @@ export const serveCommand = defineLeaf({
     }
     await using node = await startNode(resolved, { logger });
     io.out(`dkv listening on ${resolved.rpc.transport} ${node.endpoint}\n`);
+    if (node.metricsEndpoint !== undefined) io.out(`dkv metrics on http://${node.metricsEndpoint}\n`);
 
     logger.info(`${await signal}: stopping; finishing in-flight requests`);
     if ((await node.stop()) === "timeout") {

@@ -1,8 +1,8 @@
 import { createHash } from "node:crypto";
 import { DkvError } from "../errors.ts";
-import type { Message, WireOpName } from "../rpc/protocol/types.ts";
+import type { Message } from "../rpc/protocol/types.ts";
 import { type AuthTable, loadAuthFile, type TokenGrant } from "./auth-file.ts";
-import { opRules, roleIncludes, scopeWithinPrefixes } from "./permissions.ts";
+import { type OpName, opRules, roleIncludes, scopeWithinPrefixes } from "./permissions.ts";
 
 /**
  * Who a connection or HTTP request authenticated as: the SHA-256 of the token it
@@ -57,7 +57,7 @@ export class TokenAuthority {
   /** undefined when `identity` may run `op` on `shard` with `message`; else the error to reply. */
   authorize(
     identity: Identity | undefined,
-    op: WireOpName,
+    op: OpName,
     shard: number,
     message: Message,
   ): DkvError | undefined {

@@ -39,11 +39,17 @@ export interface OpRule {
 const oneKey = (message: Message): KeyScope => ({ kind: "key", key: String(message.key ?? "") });
 const wholeShard = (): KeyScope => ({ kind: "shard" });
 
+/** Operations served outside the dispatcher's table (streamed replies), checked by the same rules. */
+export type StreamOpName = "snapshotSave";
+
+/** Every name a permission is checked under. */
+export type OpName = WireOpName | StreamOpName;
+
 /**
  * Every operation's permission, keyed by op name: a new op is one line here (the type
  * makes a missing line a compile error, so no op is reachable without a rule).
  */
-export const opRules: Record<WireOpName, OpRule> = {
+export const opRules: Record<OpName, OpRule> = {
   get: { permission: "read", scope: oneKey },
   has: { permission: "read", scope: oneKey },
   info: { permission: "read", scope: wholeShard },
@@ -59,6 +65,7 @@ export const opRules: Record<WireOpName, OpRule> = {
   acquire: { permission: "write", scope: oneKey },
   release: { permission: "write", scope: oneKey },
   refresh: { permission: "write", scope: oneKey },
+  snapshotSave: { permission: "admin", scope: "server" },
 };
 
 /** True when every key of `scope` starts with one of `prefixes`. */

@@ -76,6 +76,8 @@ export interface NodeOptions {
   readonly rpc: RpcListenOptions;
   readonly limits: Readonly<StoreLimits>;
   readonly raft: RaftNodeOptions | undefined;
+  /** --metrics-endpoint ("" = off) and --slow-request-threshold (ms, 0 = off). */
+  readonly ops: Readonly<{ metricsEndpoint: string; slowRequestThresholdMs: number }>;
   /** How long stopping may take before the node gives up waiting (the process then exits anyway). */
   readonly shutdownTimeoutMs: number;
   readonly logLevel: LogLevelName;
@@ -123,6 +125,10 @@ export function resolveNodeOptions(values: ServeOptionValues): NodeOptions {
     rpc,
     limits: Object.freeze({ maxKeyBytes: values["max-key-bytes"], maxValueBytes: values["max-value-bytes"] }),
     raft: shards.some(isReplicated) ? resolveRaft(values) : undefined,
+    ops: Object.freeze({
+      metricsEndpoint: values["metrics-endpoint"],
+      slowRequestThresholdMs: values["slow-request-threshold"],
+    }),
     shutdownTimeoutMs,
     logLevel: values["log-level"],
   });

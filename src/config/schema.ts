@@ -27,6 +27,7 @@ import {
   SNAPSHOT_ENTRIES_DEFAULT,
   VALUE_BYTES_MAX_DEFAULT,
 } from "./defaults.ts";
+import { opsServeOptions } from "./ops-options.ts";
 import { peerSecurityOptions } from "./peer-security-options.ts";
 
 export type OptionType = "string" | "number" | "boolean" | "duration" | "list";
@@ -408,6 +409,7 @@ export const serveOptions = [
   ...seedSocketOptions(true),
   ...peerSecurityOptions,
   ...serverSecurityOptions,
+  ...opsServeOptions,
 ] as const;
 
 // ---------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import {
 } from "../rpc/server/index.ts";
 import { type ReplicatedShards, startReplicatedShards } from "../store/replicated/shards.ts";
 import { clientListenerSecurity } from "./client-security.ts";
+import { NodeOps } from "./node-ops.ts";
 import { resolvePeerSecurity } from "./peer-security.ts";
 import { buildShards, checkDataDir, closeShards, clusterStatusOf, replicatedShardHandler } from "./shards.ts";
 
@@ -34,6 +35,8 @@ export interface Node extends AsyncDisposable {
   readonly replicated: ReplicatedShards | undefined;
   /** The node transport's bound "host:port"; present with replicated shards. */
   readonly raftAddress: string | undefined;
+  /** The metrics endpoint's bound "host:port"; present with --metrics-endpoint. */
+  readonly metricsEndpoint: string | undefined;
   /** What the clusterStatus op answers. */
   status(): ClusterStatusReport;
   /**
@@ -64,6 +67,13 @@ export async function startNode(options: NodeOptions, dependencies: NodeDependen
     );
     stack.defer(() => closeShards(handlers));
 
+    const ops = new NodeOps({
+      metricsEndpoint: options.ops.metricsEndpoint,
+      insecure: options.rpc.security.insecure,
+      slowRequestThresholdMs: options.ops.slowRequestThresholdMs,
+      requestTimeoutMs: options.rpc.requestTimeoutMs,
+      logger: rootLogger.forComponent("ops"),
+    });
     let replicated: ReplicatedShards | undefined;
     let raftAddress: string | undefined;
     if (options.raft !== undefined) {
@@ -95,6 +105,7 @@ export async function startNode(options: NodeOptions, dependencies: NodeDependen
         clock,
         logger: rootLogger.forComponent("raft:host"),
         transport,
+        ...(ops.raftObserver === undefined ? {} : { observer: ops.raftObserver }),
       });
       stack.defer(() => running.close());
       replicated = running;
@@ -110,10 +121,13 @@ export async function startNode(options: NodeOptions, dependencies: NodeDependen
 
     const replicaId = options.raft?.replicaId ?? "";
     const status = () => clusterStatusOf(options.shards, replicated, replicaId);
+    const metricsEndpoint = ops.attach(replicated);
+    stack.defer(() => ops.stop());
     const security = await clientListenerSecurity(options.rpc.security, rootLogger.forComponent("auth"));
     stack.defer(() => security.close());
     const server: RpcServer = await startRpcServer({
       ...security.server,
+      ...ops.rpcOptions(),
       transport: options.rpc.transport,
       endpoint: options.rpc.endpoint,
       serializer: options.rpc.serializer,
@@ -141,6 +155,7 @@ export async function startNode(options: NodeOptions, dependencies: NodeDependen
       handlers,
       replicated,
       raftAddress,
+      metricsEndpoint,
       status,
       stop,
       [Symbol.asyncDispose]: async () => {

@@ -17,7 +17,7 @@ import {
 } from "../core/types.ts";
 import { testFaults } from "../storage/test-faults.ts";
 import { AssertionError, assert, type GroupStorage, HostFatalError } from "./runtime.ts";
-import type { StateMachine } from "./types.ts";
+import type { RaftHostObserver, StageTrace, StateMachine } from "./types.ts";
 
 const EMPTY = new Uint8Array(0);
 /** Ready rounds one drain runs before yielding, so one busy group cannot starve the others. */
@@ -42,6 +42,7 @@ export interface GroupEnv {
   proposalsPendingMax: number;
   readsPendingMax: number;
   random: RandomSource;
+  observer?: RaftHostObserver | undefined;
 }
 
 /** Outcome of trying to propose on this member: a promise of the result, or a refusal with a hint. */
@@ -65,6 +66,7 @@ interface ProposalWaiter {
   term: number;
   deadlineMs: number;
   timeoutMs: number;
+  trace: StageTrace | undefined;
   resolve(result: Uint8Array): void;
   reject(error: DkvError): void;
   /**
@@ -83,6 +85,7 @@ interface ReadWaiter {
   ticksWaited: number;
   /** Set once the read index is known; the read waits for apply to reach it. */
   state: ReadState | undefined;
+  trace: StageTrace | undefined;
 }
 
 /**
@@ -228,6 +231,9 @@ export class RaftGroup {
       index > this.appliedIndex,
       () => `group ${this.groupId}: proposed at ${index}, already applied ${this.appliedIndex}`,
     );
+    this.env.observer?.proposed(this.groupId);
+    const trace = this.env.observer?.currentTrace?.();
+    if (trace !== undefined) trace.proposedMs = this.env.monotonicMs();
     const result = new Promise<Uint8Array>((resolve, reject) => {
       const older = this.proposals.get(index);
       assert(
@@ -235,7 +241,7 @@ export class RaftGroup {
         () => `group ${this.groupId}: two proposals at ${index}/${term}`,
       );
       const deadlineMs = this.env.monotonicMs() + timeoutMs;
-      this.proposals.set(index, { index, term, deadlineMs, timeoutMs, resolve, reject, older });
+      this.proposals.set(index, { index, term, deadlineMs, timeoutMs, trace, resolve, reject, older });
       this.proposalCount++;
     });
     this.schedule();
@@ -259,6 +265,8 @@ export class RaftGroup {
     }
     const id = `${this.readIdPrefix}-${this.nextReadId++}`;
     const deadlineMs = this.env.monotonicMs() + timeoutMs;
+    const trace = this.env.observer?.currentTrace?.();
+    if (trace !== undefined) trace.readRequestedMs = this.env.monotonicMs();
     const promise = new Promise<T>((resolve, reject) => {
       this.reads.set(id, {
         evaluate: (nowMs) => {
@@ -273,6 +281,7 @@ export class RaftGroup {
         timeoutMs,
         ticksWaited: 0,
         state: undefined,
+        trace,
       });
     });
     this.node.observeTime(this.env.nowMs());
@@ -345,6 +354,9 @@ export class RaftGroup {
   }
 
   private async handleReady(rd: Ready): Promise<void> {
+    const tracing = this.env.observer?.currentTrace !== undefined;
+    if (tracing) this.stampProposals(rd.committedEntries, "committedMs");
+    if (tracing) this.stampProposals(rd.entries, "persistingMs");
     if (rd.softState !== undefined) this.onSoftState(rd.softState.leader, rd.softState.role);
     // 0. a leader's appends go out now: followers write them while we do (see Ready).
     for (const message of rd.messagesBeforePersist) this.env.send(this.groupId, message);
@@ -352,15 +364,21 @@ export class RaftGroup {
     if (rd.snapshot !== undefined) {
       // Never two snapshot saves at once: ours may still be streaming.
       await this.snapshotTask;
+      const installStartMs = this.env.monotonicMs();
       await persisted(this.storage.saveSnapshot(rd.snapshot.meta, rd.snapshot.data));
+      this.env.observer?.snapshotDone(this.groupId, "install", this.env.monotonicMs() - installStartMs, true);
     }
     if (rd.entries.length > 0 || rd.hardState !== undefined) {
       assertContiguous(this.groupId, rd.entries);
       const durable = persisted(this.storage.append(rd.entries, rd.hardState));
       // A commit-index-only change need not be on disk before we go on (Raft recovers it).
       // (A test build's ack-before-fsync fault skips the wait: see storage/test-faults.ts.)
-      if (rd.mustSync && !testFaults.ackBeforeFsync) await durable;
-      else durable.catch((error: unknown) => this.fatal(error));
+      if (rd.mustSync && !testFaults.ackBeforeFsync) {
+        const syncStartMs = this.env.monotonicMs();
+        await durable;
+        this.env.observer?.walSynced(this.groupId, this.env.monotonicMs() - syncStartMs);
+        if (tracing) this.stampProposals(rd.entries, "durableMs");
+      } else durable.catch((error: unknown) => this.fatal(error));
     }
     if (this.closed) return;
     // 2. send the rest (acks, votes, heartbeats, read answers): only now that it is durable
@@ -372,6 +390,7 @@ export class RaftGroup {
     for (const state of rd.readStates) {
       const read = this.reads.get(state.requestId);
       if (read !== undefined) read.state = state;
+      if (read?.trace !== undefined) read.trace.readIndexMs = this.env.monotonicMs();
     }
     this.answerReads();
     // 5. advance
@@ -402,6 +421,7 @@ export class RaftGroup {
     this.proposals.delete(entry.index);
     for (let waiter: ProposalWaiter | undefined = newest; waiter !== undefined; waiter = waiter.older) {
       this.proposalCount--;
+      if (waiter.trace !== undefined) waiter.trace.appliedMs = this.env.monotonicMs();
       if (waiter.term === entry.term) {
         waiter.resolve(result);
       } else {
@@ -497,8 +517,22 @@ export class RaftGroup {
       this.reads.delete(id);
       // A peer whose transport does not carry the leader's time (0) is read at our clock.
       const readTimeMs = read.state.timeMs > 0 ? read.state.timeMs : this.env.nowMs();
+      if (read.trace !== undefined) read.trace.appliedMs = this.env.monotonicMs();
       // Not before the applied state's own time: it may hold writes stamped after the read index.
       read.evaluate(Math.max(readTimeMs, this.appliedTimeMs));
+    }
+  }
+
+  /** Stamps `stage` into the traces of the proposals waiting on `entries` (only when tracing). */
+  private stampProposals(
+    entries: readonly Entry[],
+    stage: "persistingMs" | "durableMs" | "committedMs",
+  ): void {
+    if (this.proposals.size === 0) return;
+    const nowMs = this.env.monotonicMs();
+    for (const entry of entries) {
+      const trace = this.proposals.get(entry.index)?.trace;
+      if (trace !== undefined && trace[stage] === 0) trace[stage] = nowMs;
     }
   }
 
@@ -523,14 +557,17 @@ export class RaftGroup {
     const data = this.stateMachine.snapshot();
     this.appliedSinceSnapshot = 0;
     this.snapshotTask = (async () => {
+      const saveStartMs = this.env.monotonicMs();
       try {
         await persisted(this.storage.saveSnapshot(meta, data));
+        this.env.observer?.snapshotDone(this.groupId, "save", this.env.monotonicMs() - saveStartMs, true);
         this.snapshotIndex = Math.max(this.snapshotIndex, meta.index);
         await this.storage.compact(meta.index);
         this.env.logger.debug(`group ${this.groupId}: snapshot at ${meta.index}, log compacted`);
       } catch (error) {
         // A failed write of the snapshot is a failed fsync: fatal. Compaction only deletes;
         // if it failed, the log stays whole and the next interval tries again.
+        this.env.observer?.snapshotDone(this.groupId, "save", this.env.monotonicMs() - saveStartMs, false);
         if (error instanceof PersistenceFailure) this.fatal(error);
         else
           this.env.logger.warn(

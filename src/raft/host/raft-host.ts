@@ -107,6 +107,7 @@ export class RaftHost {
       proposalsPendingMax: config.proposalsPendingMax ?? DEFAULTS.proposalsPendingMax,
       readsPendingMax: config.readsPendingMax ?? DEFAULTS.readsPendingMax,
       random: config.random ?? Math.random,
+      observer: config.observer,
     };
   }
 
@@ -167,6 +168,7 @@ export class RaftHost {
   async propose(groupId: number, command: Uint8Array, options: RequestOptions = {}): Promise<Uint8Array> {
     const timeoutMs = options.timeoutMs ?? this.requestTimeoutMs;
     const deadline = this.scheduler.monotonicMs() + timeoutMs;
+    const trace = this.config.observer?.currentTrace?.();
     let hint: NodeId | null = null;
     let lastError: DkvError | undefined;
     for (let attempt = 0; attempt < PROPOSE_ATTEMPTS_MAX; attempt++) {
@@ -180,6 +182,7 @@ export class RaftHost {
       const leader: NodeId | null = hint ?? attemptResult.leader;
       hint = null;
       if (lastError.code === "NOT_LEADER" && leader !== null && leader !== this.self) {
+        if (trace !== undefined && trace.forwardedMs === 0) trace.forwardedMs = this.scheduler.monotonicMs();
         const forwarded = await this.forward(leader, groupId, command, remainingMs);
         if (forwarded.ok) return forwarded.result;
         const { error } = forwarded;

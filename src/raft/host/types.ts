@@ -60,6 +60,43 @@ export interface RaftHostConfig {
   proposalsPendingMax?: number;
   /** Bound on reads awaiting their read index per group. Default 16384. */
   readsPendingMax?: number;
+  /** Metrics hooks (optional; see RaftHostObserver). */
+  observer?: RaftHostObserver;
+}
+
+/** Hooks for metrics: synchronous, cheap, called on the Ready loop. */
+export interface RaftHostObserver {
+  /** This member's core accepted a proposal (it leads the group). */
+  proposed(groupId: number): void;
+  /** A Ready's entries and hard state became durable after `ms` of WAL write and fsync. */
+  walSynced(groupId: number, ms: number): void;
+  /** A snapshot was saved here ("save") or installed from a leader ("install"), taking `ms`. */
+  snapshotDone(groupId: number, kind: "save" | "install", ms: number, ok: boolean): void;
+  /**
+   * The trace of the request being handed to the host right now, if requests are traced
+   * (--slow-request-threshold): the host stamps its stages into it. Absent: no tracing.
+   */
+  currentTrace?(): StageTrace | undefined;
+}
+
+/** performance.now() at the stage boundaries of one request (0: not reached). */
+export interface StageTrace {
+  /** The leader's core accepted the proposal (after any wait for a leader). */
+  proposedMs: number;
+  /** This member forwarded the proposal to the leader's host instead. */
+  forwardedMs: number;
+  /** The Ready holding the entry began persisting (the wait before is the queue). */
+  persistingMs: number;
+  /** The entry was durable in the local WAL. */
+  durableMs: number;
+  /** The entry was seen committed (a quorum had it). */
+  committedMs: number;
+  /** A linearizable read asked for its read index. */
+  readRequestedMs: number;
+  /** The read index was confirmed by a quorum. */
+  readIndexMs: number;
+  /** The entry was applied, or the read evaluated. */
+  appliedMs: number;
 }
 
 export interface RequestOptions {

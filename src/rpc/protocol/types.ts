@@ -214,3 +214,9 @@ export const wireResponseSchemas: Record<WireOpName, readonly FieldSpec[]> = {
   ...responseSchemas,
   clusterStatus: [f("json", "str")],
 };
+
+/**
+ * Streamed operations: answered by a sequence of response frames with raw bodies, not by
+ * one serialized reply (see src/backup/stream-server.ts). Handled before the dispatcher.
+ */
+export const streamOpCodes = { snapshotStream: 40 } as const;

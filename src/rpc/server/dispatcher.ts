@@ -2,6 +2,7 @@ import { createHash } from "node:crypto";
 import type { Identity, TokenAuthority } from "../../auth/index.ts";
 import { DkvError } from "../../errors.ts";
 import type { ILockManager } from "../../lockmgr/types.ts";
+import type { StageTrace } from "../../raft/host/types.ts";
 import type { RequestOrigin } from "../../store/replicated/command.ts";
 import type { IStore } from "../../store/types.ts";
 import type { ClusterStatusReport } from "../protocol/cluster-status.ts";
@@ -57,6 +58,21 @@ export interface ReplyTarget {
   deliver(header: FrameHeader, response: Message | undefined, error: DkvError | undefined): void;
 }
 
+/** Metrics hooks: called once per dispatched request, when its reply (or timeout) is sent. */
+export interface RequestObserver {
+  /** `startMs` is the performance.now() at which the dispatcher took the request; `trace` what `started` gave. */
+  replied(
+    header: FrameHeader,
+    error: DkvError | undefined,
+    startMs: number,
+    trace: StageTrace | undefined,
+  ): void;
+  /** Tracing (slow-request log): a trace the host stamps while the request is handed to it synchronously. */
+  started?(header: FrameHeader): StageTrace | undefined;
+  /** The synchronous hand-off to the store is over (see `started`). */
+  handedOff?(): void;
+}
+
 export interface DispatcherOptions {
   shards: Map<number, ShardHandler>;
   serializer: Serializer;
@@ -69,6 +85,7 @@ export interface DispatcherOptions {
   shardTypes?: ReadonlyMap<number, string>;
   /** With --auth-file: every request is authorized here before it is dispatched. */
   authority?: TokenAuthority;
+  observer?: RequestObserver;
 }
 
 const empty: Message = {};
@@ -216,12 +233,15 @@ export class RequestDispatcher {
       entry = found.entry;
     }
     this.inflightCount++;
-    const call = new ServerCall(header, target, entry, isWrite, () => this.finished());
+    const call = new ServerCall(header, target, entry, isWrite, () => this.finished(), this.options.observer);
     if (this.options.requestTimeoutMs > 0) {
       const waitMs = op === "acquire" ? (message.waitMs as number) : 0;
       call.armTimeout(this.options.requestTimeoutMs + waitMs);
     }
+    const observer = this.options.observer;
+    call.trace = observer?.started?.(header);
     invoke(op, served, message, origin).then(call.onResponse, call.onError);
+    observer?.handedOff?.();
   }
 
   /**
@@ -272,6 +292,8 @@ export class RequestDispatcher {
 class ServerCall {
   private done = false;
   private timer: ReturnType<typeof setTimeout> | undefined;
+  private readonly startMs = performance.now();
+  trace: StageTrace | undefined;
 
   constructor(
     private readonly header: FrameHeader,
@@ -279,19 +301,20 @@ class ServerCall {
     private readonly entry: DedupEntry | undefined,
     private readonly isWrite: boolean,
     private readonly onFinished: () => void,
+    private readonly observer?: RequestObserver,
   ) {}
 
   armTimeout(ms: number): void {
     this.timer = setTimeout(() => {
       if (this.done) return;
       this.done = true;
-      this.target.deliver(
-        this.header,
-        undefined,
-        new DkvError("TIMEOUT", `the server did not finish the request within ${ms} ms; it may still apply`, {
-          outcome: this.isWrite ? "unknown" : "not-applied",
-        }),
+      const error = new DkvError(
+        "TIMEOUT",
+        `the server did not finish the request within ${ms} ms; it may still apply`,
+        { outcome: this.isWrite ? "unknown" : "not-applied" },
       );
+      this.observer?.replied(this.header, error, this.startMs, this.trace);
+      this.target.deliver(this.header, undefined, error);
     }, ms);
   }
 
@@ -304,6 +327,7 @@ class ServerCall {
     this.onFinished();
     if (this.done) return;
     this.done = true;
+    this.observer?.replied(this.header, error, this.startMs, this.trace);
     this.target.deliver(this.header, response, error);
   }
 }

@@ -1,4 +1,6 @@
 import type { Identity, TokenAuthority } from "../../auth/index.ts";
+import type { SnapshotStreamSource } from "../../backup/source.ts";
+import { snapshotHttpResponse } from "../../backup/stream-server.ts";
 import { DkvError, type DkvErrorCode } from "../../errors.ts";
 import { ByteWriter } from "../protocol/byte-writer.ts";
 import { type Endpoint, formatInet } from "../protocol/endpoint.ts";
@@ -28,6 +30,7 @@ export interface HttpServerOptions {
   tls?: ServerTls | undefined;
   authority?: TokenAuthority | undefined;
   limits: ConnectionLimits;
+  snapshotStream?: SnapshotStreamSource | undefined;
 }
 
 /** Bun.serve's idle timeout is whole seconds, at most 255. */
@@ -118,6 +121,11 @@ async function handle(request: Request, options: HttpServerOptions): Promise<Res
     );
     if (denied && refusal !== undefined) return jsonError(refusal);
     return Response.json(options.dispatcher.clusterStatus());
+  }
+  if (url.pathname === "/v1/snapshot" && options.snapshotStream !== undefined) {
+    const refusal = options.authority?.authorize(identity, "snapshotSave", 0, {});
+    if (refusal !== undefined) return jsonError(refusal);
+    return snapshotHttpResponse(request, options.snapshotStream);
   }
   const match = /^\/v1\/(\d+)\/([A-Za-z]+)\/?$/.exec(url.pathname);
   if (match === null) {

@@ -1,4 +1,5 @@
 import type { TokenAuthority } from "../../auth/index.ts";
+import type { SnapshotStreamSource } from "../../backup/source.ts";
 import {
   DEFAULT_CLIENT_HANDSHAKE_TIMEOUT_MS,
   DEFAULT_CLIENT_IDLE_TIMEOUT_MS,
@@ -17,10 +18,16 @@ import {
 } from "../protocol/types.ts";
 import { createSerializer } from "../serializer/index.ts";
 import { type DedupLimits, defaultDedupLimits } from "./dedup-cache.ts";
-import { RequestDispatcher, type RpcLogger, type ShardHandler, silentLogger } from "./dispatcher.ts";
+import {
+  RequestDispatcher,
+  type RequestObserver,
+  type RpcLogger,
+  type ShardHandler,
+  silentLogger,
+} from "./dispatcher.ts";
 import { startHttpServer } from "./http-server.ts";
 import { checkProtectedMode, type ServerTls } from "./listener-security.ts";
-import { type ConnectionLimits, startSocketServer } from "./socket-server.ts";
+import { type ConnectionLimits, type ConnectionObserver, startSocketServer } from "./socket-server.ts";
 
 export type {
   ClusterStatusReport,
@@ -29,14 +36,14 @@ export type {
 } from "../protocol/cluster-status.ts";
 export type { SerializerName, TransportName } from "../protocol/types.ts";
 export type { DedupLimits } from "./dedup-cache.ts";
-export type { RpcLogger, ShardHandler } from "./dispatcher.ts";
+export type { RequestObserver, RpcLogger, ShardHandler } from "./dispatcher.ts";
 export {
   isLoopbackHost,
   loadServerTls,
   type ServerTls,
   type ServerTlsFiles,
 } from "./listener-security.ts";
-export type { ConnectionLimits } from "./socket-server.ts";
+export type { ConnectionLimits, ConnectionObserver } from "./socket-server.ts";
 
 export interface RpcServerOptions {
   transport: TransportName;
@@ -65,6 +72,10 @@ export interface RpcServerOptions {
   allowInsecure?: boolean;
   /** Connection bounds of the listener; defaults as the serve flags. */
   limits?: Partial<ConnectionLimits>;
+  /** Metrics hooks: per request (dispatcher) and per connection (tcp/unix). */
+  observer?: RequestObserver & ConnectionObserver;
+  /** Serves the snapshot stream op (`dkv snapshot save`); absent: the op is refused as unknown. */
+  snapshotStream?: SnapshotStreamSource;
 }
 
 export interface RpcServer extends AsyncDisposable {
@@ -103,6 +114,7 @@ export async function startRpcServer(options: RpcServerOptions): Promise<RpcServ
     ...(options.clusterStatus === undefined ? {} : { clusterStatus: options.clusterStatus }),
     ...(options.shardTypes === undefined ? {} : { shardTypes: options.shardTypes }),
     ...(options.authority === undefined ? {} : { authority: options.authority }),
+    ...(options.observer === undefined ? {} : { observer: options.observer }),
   });
   const endpoint = parseEndpoint(options.transport, options.endpoint, "listen");
   if (options.tls !== undefined && options.transport === "unix") {
@@ -125,6 +137,8 @@ export async function startRpcServer(options: RpcServerOptions): Promise<RpcServ
     tls: options.tls,
     authority: options.authority,
     limits,
+    observer: options.observer,
+    snapshotStream: options.snapshotStream,
   };
   const server = options.transport === "http" ? startHttpServer(common) : await startSocketServer(common);
   const drainTimeoutMs = options.drainTimeoutMs ?? REQUEST_TIMEOUT_MS_DEFAULT;

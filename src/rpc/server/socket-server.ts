@@ -1,6 +1,12 @@
 import { existsSync, unlinkSync } from "node:fs";
 import type { Socket, TCPSocketListener, UnixSocketListener } from "bun";
 import type { Identity, TokenAuthority } from "../../auth/index.ts";
+import type { SnapshotStreamSource } from "../../backup/source.ts";
+import {
+  SNAPSHOT_STREAM_OP,
+  type StreamedReplyTarget,
+  serveSnapshotStream,
+} from "../../backup/stream-server.ts";
 import { DkvError } from "../../errors.ts";
 import { ByteWriter } from "../protocol/byte-writer.ts";
 import { type Endpoint, formatInet } from "../protocol/endpoint.ts";
@@ -37,7 +43,18 @@ export interface SocketServerOptions {
   tls?: ServerTls | undefined;
   authority?: TokenAuthority | undefined;
   limits: ConnectionLimits;
+  observer?: ConnectionObserver | undefined;
+  snapshotStream?: SnapshotStreamSource | undefined;
 }
+
+/** Metrics hooks: accepted connections opened and closed. */
+export interface ConnectionObserver {
+  connectionOpened(): void;
+  connectionClosed(): void;
+}
+
+/** A streamed reply waits while more than this is queued for the peer. */
+const streamHighWaterBytes = 4 * 1024 * 1024;
 
 /** Per-connection bounds: a peer that reads nothing or floods requests is cut off or refused. */
 const pendingOutputBytesMin = 64 * 1024 * 1024;
@@ -51,7 +68,7 @@ export const preAuthFrameBytesMax = 4096;
  * replies into one socket write per microtask turn. Bun's socket.write may take only part
  * of the bytes; the rest stays in `out` until the drain event.
  */
-class ServerConnection implements ReplyTarget {
+class ServerConnection implements ReplyTarget, StreamedReplyTarget {
   private readonly out = new ByteWriter();
   private readonly decoder: FrameDecoder;
   private flushQueued = false;
@@ -68,6 +85,7 @@ class ServerConnection implements ReplyTarget {
   readonly openedAtMs: number;
   lastActivityMs: number;
   private readonly pendingOutputBytesMax: number;
+  private streamWaiters: { resolve(): void; reject(error: DkvError): void }[] = [];
 
   constructor(
     private readonly socket: Socket<ServerConnection>,
@@ -145,6 +163,19 @@ class ServerConnection implements ReplyTarget {
       );
       return;
     }
+    const snapshotStream = this.options.snapshotStream;
+    if (header.op === SNAPSHOT_STREAM_OP && snapshotStream !== undefined) {
+      // Streamed outside the dispatcher, so it gets the one permission check here.
+      const refusal = this.options.authority?.authorize(this.identity, "snapshotSave", header.shard, {});
+      if (refusal !== undefined) {
+        this.writeReply(header, undefined, refusal);
+        return;
+      }
+      this.inflight++;
+      const id = this.options.serializer.id;
+      void serveSnapshotStream(header, body.slice(), snapshotStream, this, id).finally(() => this.inflight--);
+      return;
+    }
     this.inflight++;
     this.options.dispatcher.dispatchFrame(header, body, this);
   }
@@ -186,6 +217,15 @@ class ServerConnection implements ReplyTarget {
     this.queueFlush();
   }
 
+  /** A streamed reply's frame; resolves once the peer has read most of what is queued. */
+  writeStreamed(write: (out: ByteWriter) => void): Promise<void> {
+    if (this.closed) return Promise.reject(new DkvError("CLOSED", "the client closed the connection"));
+    write(this.out);
+    this.flush();
+    if (this.out.length <= streamHighWaterBytes) return Promise.resolve();
+    return new Promise((resolve, reject) => this.streamWaiters.push({ resolve, reject }));
+  }
+
   /** The outcome of a dispatched request. */
   deliver(header: FrameHeader, response: Message | undefined, error: DkvError | undefined): void {
     this.inflight--;
@@ -213,6 +253,11 @@ class ServerConnection implements ReplyTarget {
     }
     const written = this.socket.write(this.out.written());
     this.out.consume(Math.max(0, written));
+    if (this.streamWaiters.length > 0 && this.out.length <= streamHighWaterBytes) {
+      const waiters = this.streamWaiters;
+      this.streamWaiters = [];
+      for (const waiter of waiters) waiter.resolve();
+    }
     if (this.out.length > this.pendingOutputBytesMax) {
       this.options.logger.warn(`${this.name}: closing connection: the peer does not read its replies`);
       this.socket.terminate();
@@ -240,6 +285,9 @@ class ServerConnection implements ReplyTarget {
   onClose(): void {
     this.closed = true;
     this.decoder.close();
+    const waiters = this.streamWaiters;
+    this.streamWaiters = [];
+    for (const waiter of waiters) waiter.reject(new DkvError("CLOSED", "the client closed the connection"));
     for (const resolve of this.closedResolvers) resolve();
     this.closedResolvers = [];
   }
@@ -277,6 +325,7 @@ export async function startSocketServer(options: SocketServerOptions): Promise<S
       const connection = new ServerConnection(socket, options, `connection ${++accepted}`, nowMs);
       socket.data = connection;
       connections.add(connection);
+      options.observer?.connectionOpened();
     },
     handshake(socket: Socket<ServerConnection>, success: boolean, authorizationError: Error | null) {
       const connection = socket.data;
@@ -297,13 +346,13 @@ export async function startSocketServer(options: SocketServerOptions): Promise<S
     close(socket: Socket<ServerConnection>) {
       if (socket.data === undefined) return;
       socket.data.onClose();
-      connections.delete(socket.data);
+      if (connections.delete(socket.data)) options.observer?.connectionClosed();
     },
     error(socket: Socket<ServerConnection>, error: Error) {
       logger.debug(`socket error: ${error.message}`);
       if (socket.data === undefined) return;
       socket.data.onClose();
-      connections.delete(socket.data);
+      if (connections.delete(socket.data)) options.observer?.connectionClosed();
     },
   };
   const endpoint = options.endpoint;

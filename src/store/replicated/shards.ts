@@ -3,7 +3,7 @@ import { DkvError } from "../../errors.ts";
 import { LockManager } from "../../lockmgr/lock-manager.ts";
 import type { NodeId, RaftLogger } from "../../raft/core/types.ts";
 import { RaftHost } from "../../raft/host/raft-host.ts";
-import type { GroupStatus } from "../../raft/host/types.ts";
+import type { GroupStatus, RaftHostObserver } from "../../raft/host/types.ts";
 import type { TcpNodeTransportOptions } from "../../raft/transport/options.ts";
 import { TcpNodeTransport } from "../../raft/transport/tcp-transport.ts";
 import type { NodeTransport } from "../../raft/transport/types.ts";
@@ -47,6 +47,8 @@ export interface ReplicatedShardsConfig {
   onFatal?: (error: Error) => void;
   /** Peer-link security of the default transport: cluster id, mutual TLS, --insecure. */
   peerSecurity?: Pick<TcpNodeTransportOptions, "clusterId" | "insecure" | "tls">;
+  /** Metrics hooks of the Raft host. */
+  observer?: RaftHostObserver;
 }
 
 export interface ReplicatedShard {
@@ -128,6 +130,7 @@ export async function startReplicatedShards(config: ReplicatedShardsConfig): Pro
     requestTimeoutMs,
     onFatal: config.onFatal ?? exitOnFatal,
     ...(config.logger === undefined ? {} : { logger: config.logger }),
+    ...(config.observer === undefined ? {} : { observer: config.observer }),
   });
   const shards = new Map<number, ReplicatedShard>();
   try {

@@ -1,0 +1,208 @@
+import type { Socket } from "bun";
+import { DkvError } from "../errors.ts";
+import { ByteWriter } from "../rpc/protocol/byte-writer.ts";
+import { parseEndpoint } from "../rpc/protocol/endpoint.ts";
+import {
+  beginFrame,
+  FrameDecoder,
+  finishFrame,
+  flagError,
+  flagResponse,
+  readErrorBody,
+} from "../rpc/protocol/frame.ts";
+import { type SerializerName, serializerIds, type TransportName } from "../rpc/protocol/types.ts";
+import { SNAPSHOT_STREAM_OP } from "./stream-server.ts";
+
+export interface SnapshotStreamOptions {
+  transport: TransportName;
+  /** One server's endpoint: a backup comes from one member. */
+  endpoint: string;
+  serializer: SerializerName;
+  /** undefined: every replicated shard. */
+  shard: number | undefined;
+  /** Longest wait for the next piece (the stream itself may take longer). */
+  idleTimeoutMs: number;
+  /** Largest frame accepted from the server. */
+  maxFrameBytes: number;
+}
+
+/** Reading pauses while this much received data waits for the consumer, and resumes below a quarter. */
+const QUEUED_BYTES_HIGH = 8 * 1024 * 1024;
+const REQUEST_ID = 1;
+
+/** The backup file's bytes as the server streams them (tcp/unix frames or an http body). */
+export function snapshotStream(options: SnapshotStreamOptions): AsyncIterable<Uint8Array> {
+  return options.transport === "http" ? httpStream(options) : socketStream(options);
+}
+
+function requestBody(shard: number | undefined): Uint8Array {
+  return new TextEncoder().encode(JSON.stringify(shard === undefined ? {} : { shard }));
+}
+
+function idleTimeout(options: SnapshotStreamOptions): DkvError {
+  return new DkvError(
+    "TIMEOUT",
+    `${options.endpoint} sent no snapshot data for ${options.idleTimeoutMs} ms; check the server, or raise --timeout`,
+    { outcome: "not-applied" },
+  );
+}
+
+async function* httpStream(options: SnapshotStreamOptions): AsyncGenerator<Uint8Array> {
+  const endpoint = parseEndpoint("http", options.endpoint);
+  if (endpoint.kind !== "inet") throw new DkvError("USAGE", "the http transport needs host:port");
+  const host = endpoint.hostname.includes(":") ? `[${endpoint.hostname}]` : endpoint.hostname;
+  const controller = new AbortController();
+  let timer = setTimeout(() => controller.abort(), options.idleTimeoutMs);
+  try {
+    let response: Response;
+    try {
+      response = await fetch(`http://${host}:${endpoint.port}/v1/snapshot`, {
+        method: "POST",
+        body: requestBody(options.shard),
+        signal: controller.signal,
+      });
+    } catch (error) {
+      if (controller.signal.aborted) throw idleTimeout(options);
+      throw new DkvError("UNAVAILABLE", `cannot reach ${options.endpoint}: ${String(error)}`, {
+        cause: error,
+      });
+    }
+    if (!response.ok) {
+      const text = await response.text();
+      throw readErrorBody(new TextEncoder().encode(text));
+    }
+    if (response.body === null) throw new DkvError("UNAVAILABLE", `${options.endpoint} sent no body`);
+    const reader = response.body.getReader();
+    // Bounded by the body: each turn reads one piece or ends.
+    for (;;) {
+      clearTimeout(timer);
+      timer = setTimeout(() => controller.abort(), options.idleTimeoutMs);
+      let next: Awaited<ReturnType<typeof reader.read>>;
+      try {
+        next = await reader.read();
+      } catch (error) {
+        if (controller.signal.aborted) throw idleTimeout(options);
+        throw new DkvError(
+          "UNAVAILABLE",
+          `the snapshot stream from ${options.endpoint} broke off: ${String(error)}`,
+        );
+      }
+      if (next.done) return;
+      yield next.value;
+    }
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** What the socket handlers hand to the generator. */
+class ReceiveQueue {
+  readonly chunks: Uint8Array[] = [];
+  queuedBytes = 0;
+  ended = false;
+  failure: DkvError | undefined;
+  private wake: (() => void) | undefined;
+
+  notify(): void {
+    const wake = this.wake;
+    this.wake = undefined;
+    wake?.();
+  }
+
+  waitMs(ms: number): Promise<boolean> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.wake = undefined;
+        resolve(false);
+      }, ms);
+      this.wake = () => {
+        clearTimeout(timer);
+        resolve(true);
+      };
+    });
+  }
+}
+
+async function* socketStream(options: SnapshotStreamOptions): AsyncGenerator<Uint8Array> {
+  const endpoint = parseEndpoint(options.transport, options.endpoint);
+  const queue = new ReceiveQueue();
+  const fail = (error: DkvError) => {
+    queue.failure ??= error;
+    queue.notify();
+  };
+  const decoder = new FrameDecoder(options.maxFrameBytes, {
+    onFrame: (header, body) => {
+      if (header.requestId !== REQUEST_ID || (header.flags & flagResponse) === 0) {
+        fail(new DkvError("BAD_FRAME", "the server answered a request that was not sent"));
+      } else if ((header.flags & flagError) !== 0) {
+        fail(readErrorBody(body));
+      } else if (body.length === 0) {
+        queue.ended = true;
+        queue.notify();
+      } else {
+        queue.chunks.push(body.slice());
+        queue.queuedBytes += body.length;
+        queue.notify();
+      }
+    },
+    onOversized: (header, max) =>
+      fail(new DkvError("TOO_LARGE", `the server sent a ${header.bodyLength}-byte frame (limit ${max})`)),
+    onCorrupt: (reason) => fail(new DkvError("BAD_FRAME", `the server sent a bad frame: ${reason}`)),
+  });
+  const handlers = {
+    binaryType: "uint8array" as const,
+    data(socket: Socket<undefined>, chunk: Uint8Array) {
+      decoder.push(chunk);
+      if (queue.queuedBytes > QUEUED_BYTES_HIGH) socket.pause();
+    },
+    close() {
+      if (!queue.ended)
+        fail(new DkvError("UNAVAILABLE", `${options.endpoint} closed the connection mid-stream`));
+    },
+    error(_socket: Socket<undefined>, error: Error) {
+      fail(new DkvError("UNAVAILABLE", `connection to ${options.endpoint} failed: ${error.message}`));
+    },
+  };
+  let socket: Socket<undefined>;
+  try {
+    socket =
+      endpoint.kind === "unix"
+        ? await Bun.connect({ unix: endpoint.path, socket: handlers })
+        : await Bun.connect({ hostname: endpoint.hostname, port: endpoint.port, socket: handlers });
+  } catch (error) {
+    throw new DkvError(
+      "UNAVAILABLE",
+      `cannot connect to ${options.endpoint}: ${String(error)}; is a server running there?`,
+    );
+  }
+  try {
+    const out = new ByteWriter(256);
+    const start = beginFrame(out);
+    out.bytes(requestBody(options.shard));
+    finishFrame(out, start, {
+      serializer: serializerIds[options.serializer],
+      flags: 0,
+      requestId: REQUEST_ID,
+      shard: 0,
+      op: SNAPSHOT_STREAM_OP,
+      clientIdHigh: 0,
+      clientIdLow: 0,
+    });
+    socket.write(out.written());
+    // Bounded by the stream: each turn yields a chunk, ends, fails, or times out.
+    for (;;) {
+      const chunk = queue.chunks.shift();
+      if (chunk !== undefined) {
+        queue.queuedBytes -= chunk.length;
+        if (queue.queuedBytes < QUEUED_BYTES_HIGH / 4) socket.resume();
+        yield chunk;
+        continue;
+      }
+      if (queue.failure !== undefined) throw queue.failure;
+      if (queue.ended) return;
+      if (!(await queue.waitMs(options.idleTimeoutMs))) throw idleTimeout(options);
+    }
+  } finally {
+    socket.end();
+  }
+}

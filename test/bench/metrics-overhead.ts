@@ -1,0 +1,138 @@
+/**
+ * Throughput with metrics on vs off, one run, rounds alternating A/B so drift in the
+ * machine's load hits both alike. Two in-process servers, identical but for
+ * --metrics-endpoint: each serves an lstore shard (the request path alone: dispatcher
+ * observer) and a one-member dstore shard (plus the Raft host's observer and fsync).
+ *
+ *   bun run test/bench/metrics-overhead.ts [--rounds 6] [--round 1s] [--concurrency 32]
+ */
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { parseDuration } from "../../src/config/parse.ts";
+import { RpcClient } from "../../src/rpc/client/index.ts";
+import { type RpcServer, type ShardHandler, startRpcServer } from "../../src/rpc/server/index.ts";
+import { NodeOps } from "../../src/server/node-ops.ts";
+import { buildShards, replicatedShardHandler } from "../../src/server/shards.ts";
+import { type ReplicatedShards, startReplicatedShards } from "../../src/store/replicated/shards.ts";
+import { flagValue } from "./commands.ts";
+
+const LOCAL_SHARD = 100;
+const REPLICATED_SHARD = 200;
+
+interface Node {
+  name: string;
+  ops: NodeOps;
+  shards: ReplicatedShards;
+  server: RpcServer;
+  client: RpcClient;
+  dir: string;
+}
+
+async function startNode(name: string, metrics: boolean): Promise<Node> {
+  const dir = await mkdtemp(join(tmpdir(), `dkv-bench-${name}-`));
+  const quiet = { info() {}, warn() {} };
+  const ops = new NodeOps({
+    metricsEndpoint: metrics ? "127.0.0.1:0" : "",
+    insecure: false,
+    slowRequestThresholdMs: 0,
+    requestTimeoutMs: 10_000,
+    logger: quiet,
+  });
+  const shards = await startReplicatedShards({
+    replicaId: "node-1",
+    clusterMembers: new Map([["node-1", "127.0.0.1:0"]]),
+    dataDir: dir,
+    shards: [{ id: REPLICATED_SHARD, type: "dstore" }],
+    ...(ops.raftObserver === undefined ? {} : { observer: ops.raftObserver }),
+  });
+  ops.attach(shards);
+  const handlers = buildShards([{ id: LOCAL_SHARD, type: "lstore" }]) as Map<number, ShardHandler>;
+  handlers.set(REPLICATED_SHARD, replicatedShardHandler(shards.shards.get(REPLICATED_SHARD)!));
+  const server = await startRpcServer({
+    ...ops.rpcOptions(),
+    transport: "tcp",
+    endpoint: "127.0.0.1:0",
+    serializer: "binary",
+    shards: handlers,
+  });
+  const client = new RpcClient({
+    endpoints: [server.endpoint],
+    transport: "tcp",
+    serializer: "binary",
+    timeoutMs: 10_000,
+  });
+  return { name, ops, shards, server, client, dir };
+}
+
+async function stopNode(node: Node): Promise<void> {
+  await node.client.close();
+  await node.server.stop();
+  await node.ops.stop();
+  await node.shards.close();
+  await rm(node.dir, { recursive: true, force: true });
+}
+
+/** Operations completed in `durationMs` by `concurrency` workers doing set then get. */
+async function round(node: Node, shard: number, durationMs: number, concurrency: number): Promise<number> {
+  const store = node.client.store(shard);
+  const value = new Uint8Array(128);
+  const endAt = performance.now() + durationMs;
+  let ops = 0;
+  const worker = async (lane: number) => {
+    // Bounded by the round's deadline.
+    for (let i = 0; performance.now() < endAt; i++) {
+      const key = `bench-${lane}-${i % 256}`;
+      await store.set(key, value);
+      await store.get(key);
+      ops += 2;
+    }
+  };
+  await Promise.all(Array.from({ length: concurrency }, (_, lane) => worker(lane)));
+  return (ops * 1000) / durationMs;
+}
+
+async function main(): Promise<void> {
+  const argv = process.argv.slice(2);
+  const rounds = Number(flagValue(argv, "--rounds", "6"));
+  const roundMs = parseDuration(flagValue(argv, "--round", "1s"), "--round");
+  const concurrency = Number(flagValue(argv, "--concurrency", "32"));
+  const off = await startNode("off", false);
+  const on = await startNode("on", true);
+  try {
+    const rows: { shard: string; off: number; on: number }[] = [];
+    for (const [label, shard] of [
+      ["lstore", LOCAL_SHARD],
+      ["dstore", REPLICATED_SHARD],
+    ] as const) {
+      await round(off, shard, 200, concurrency); // warm-up, both
+      await round(on, shard, 200, concurrency);
+      let offTotal = 0;
+      let onTotal = 0;
+      for (let i = 0; i < rounds; i++) {
+        // A/B then B/A: each side goes first half the time.
+        const order = i % 2 === 0 ? [off, on] : [on, off];
+        for (const node of order) {
+          const rate = await round(node, shard, roundMs, concurrency);
+          if (node === off) offTotal += rate;
+          else onTotal += rate;
+        }
+      }
+      rows.push({ shard: label, off: offTotal / rounds, on: onTotal / rounds });
+    }
+    console.log(
+      `metrics overhead: ${rounds} alternating rounds of ${roundMs} ms each, ${concurrency} in flight, set+get`,
+    );
+    console.log("shard   | ops/s metrics off | ops/s metrics on | on/off");
+    for (const row of rows) {
+      console.log(
+        `${row.shard.padEnd(7)} | ${row.off.toFixed(0).padStart(17)} | ${row.on.toFixed(0).padStart(16)} | ${(row.on / row.off).toFixed(3)}`,
+      );
+    }
+  } finally {
+    await stopNode(on);
+    await stopNode(off);
+  }
+}
+
+await main();
