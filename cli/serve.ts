@@ -26,6 +26,10 @@ const RAFT_OPTIONS = new Set([
   "heartbeat-rtt-factor",
   "snapshot-entries",
   "compaction-overhead",
+  "cluster-id",
+  "peer-cert-file",
+  "peer-key-file",
+  "peer-trusted-ca-file",
 ]);
 
 /** Logs go to stderr, so stdout carries only the "listening" line scripts wait for. */
