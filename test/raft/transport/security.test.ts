@@ -147,6 +147,19 @@ describe("link identity without TLS", () => {
     expect(a!.transport.inboundConnections).toBe(1);
   });
 
+  test("strangers filling the connection cap do not cut a member's established link", async () => {
+    const [a, b] = await cluster(["a", "b"], { maxInboundConnections: 1 });
+    b!.transport.sendRaft("a", 1, heartbeat("b", "a", 1, "before"));
+    await a!.recorder.until(() => contexts(a!).includes("b:before"), "b's link to come up");
+    const first = await attacker(a!.transport.listenAddress);
+    await eventually(() => a!.transport.inboundConnections === 2, "the stranger to be accepted");
+    const second = await attacker(a!.transport.listenAddress);
+    await withinDeadline(second.closed, "the stranger beyond the cap to be refused");
+    expect(first.isClosed()).toBe(false);
+    b!.transport.sendRaft("a", 1, heartbeat("b", "a", 1, "after"));
+    await a!.recorder.until(() => contexts(a!).includes("b:after"), "b's message with the cap full");
+  });
+
   test("a member removed from the peers loses its accepted connection", async () => {
     const [a] = await cluster(["a", "b", "c"]);
     const client = await attacker(a!.transport.listenAddress);
