@@ -6,7 +6,7 @@
 
 import { DkvError } from "../errors.ts";
 import type { NodeId } from "../raft/core/types.ts";
-import { loadPeerTls, type PeerTls } from "../raft/transport/tls.ts";
+import type { PeerTls } from "../raft/transport/tls.ts";
 import type { OptionSpec } from "./schema.ts";
 
 /** The cluster id when --cluster-id is not given (like etcd's default --initial-cluster-token). */
@@ -101,6 +101,8 @@ export async function resolvePeerSecurity(
       `peer TLS needs --peer-cert-file, --peer-key-file and --peer-trusted-ca-file together; ${missing.join(" and ")} missing`,
     );
   }
+  // Loaded here, not at import: client commands read this schema and never need X.509.
+  const { loadPeerTls } = await import("../raft/transport/tls.ts");
   const tls = await loadPeerTls(
     { certFile: flags.peerCertFile!, keyFile: flags.peerKeyFile!, caFile: flags.peerTrustedCaFile! },
     self,
