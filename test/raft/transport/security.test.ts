@@ -75,6 +75,15 @@ describe("link identity without TLS", () => {
     expect(a!.recorder.of("host")).toEqual([]);
     expect(a!.transport.stats.connectionsRejected).toBe(2);
     expect(warnings(a!, '"mallory" is not a member of this cluster')).toHaveLength(1);
+
+    // A claimed id is quoted and escaped in the log: no forged lines, no terminal escapes.
+    const forger = await attacker(a!.transport.listenAddress);
+    forger.write(handshakeFrame("x\nwarn all is well\u001b[2J", "a"));
+    await withinDeadline(forger.closed, "the forger's connection to close");
+    const line = warnings(a!, "is not a member").at(-1)!;
+    expect(line).toContain('"x\\nwarn all is well\\u001b[2J" is not a member');
+    expect(line).not.toContain("\n");
+    expect(line).not.toContain("\u001b");
   });
 
   test("a wrong cluster id is refused", async () => {
