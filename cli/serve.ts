@@ -17,6 +17,10 @@ const RAFT_OPTIONS = new Set([
   "heartbeat-rtt-factor",
   "snapshot-entries",
   "compaction-overhead",
+  "cluster-id",
+  "peer-cert-file",
+  "peer-key-file",
+  "peer-trusted-ca-file",
 ]);
 
 /** Resolves with the first of SIGINT/SIGTERM; a second signal during shutdown exits at once. */

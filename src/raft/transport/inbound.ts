@@ -10,7 +10,7 @@ import {
 import { FrameSplitter } from "./frame-splitter.ts";
 import type { ResolvedOptions, TcpTransportStats } from "./options.ts";
 import type { NodeTransportHandlers } from "./types.ts";
-import type { WarnLimiter } from "./warn-limiter.ts";
+import { quoted, type WarnLimiter } from "./warn-limiter.ts";
 
 /** What an inbound connection asks its transport while authenticating and delivering. */
 export interface InboundGate {
@@ -121,22 +121,22 @@ export class InboundConnection {
     const options = this.options;
     const from = handshake.from;
     if (handshake.version !== transportProtocolVersion) {
-      return `peer ${from} speaks transport version ${handshake.version}, this member ${transportProtocolVersion}; run the same dkv release on every member`;
+      return `peer ${quoted(from)} speaks transport version ${handshake.version}, this member ${transportProtocolVersion}; run the same dkv release on every member`;
     }
     if (handshake.clusterId !== options.clusterId) {
-      return `peer ${from} belongs to cluster "${handshake.clusterId}", this member to "${options.clusterId}"; give every member the same --cluster-id`;
+      return `peer ${quoted(from)} belongs to cluster ${quoted(handshake.clusterId)}, this member to "${options.clusterId}"; give every member the same --cluster-id`;
     }
     if (handshake.to !== options.self) {
-      return `peer ${from} dialed member "${handshake.to}" but reached "${options.self}"; its member list maps that id to this address by mistake`;
+      return `peer ${quoted(from)} dialed member ${quoted(handshake.to)} but reached "${options.self}"; its member list maps that id to this address by mistake`;
     }
     if (from === options.self || !this.gate.isMember(from)) {
-      return `"${from}" is not a member of this cluster; refused (add it to --cluster-members on every member if it should be one)`;
+      return `${quoted(from)} is not a member of this cluster; refused (add it to --cluster-members on every member if it should be one)`;
     }
     if (options.tls !== undefined) {
       const names = this.certificateNames;
       if (names === null || !names.has(from)) {
         const named = names === null || names.size === 0 ? "no member" : [...names].join(", ");
-        return `the handshake claims to be member "${from}" but its TLS certificate names ${named}; refused`;
+        return `the handshake claims to be member ${quoted(from)} but its TLS certificate names ${named}; refused`;
       }
     }
     this.peer = from;
@@ -157,7 +157,7 @@ export class InboundConnection {
     const type = messageTypeNames.get(message.type) ?? String(message.type);
     this.gate.warnings.warn(
       `forged:${peer}`,
-      `dropped a ${type} message (term ${message.term}) on ${peer}'s link claiming to be from "${message.from}" to "${message.to}": ` +
+      `dropped a ${type} message (term ${message.term}) on ${peer}'s link claiming to be from ${quoted(message.from)} to ${quoted(message.to)}: ` +
         `a link speaks only for the member it authenticated as (${peer}), to this member (${this.options.self})`,
     );
     return true;

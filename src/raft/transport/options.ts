@@ -51,7 +51,7 @@ export interface TcpNodeTransportOptions {
   backoffMaxMs?: number;
   /** A dial that has not connected by then counts as failed. Default 3000 ms. */
   connectTimeoutMs?: number;
-  /** Accepted connections open at once; more are closed at once. Default 256. */
+  /** Accepted connections open at once before their handshake completed; more are closed at once. Default 256. */
   maxInboundConnections?: number;
   /** An inbound connection that has not sent its handshake by then is closed. Default 10 s. */
   handshakeTimeoutMs?: number;

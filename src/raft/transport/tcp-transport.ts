@@ -220,11 +220,14 @@ export class TcpNodeTransport implements NodeTransport, LinkContext {
         socket.terminate();
         return;
       }
-      if (this.inbound.size >= this.options.maxInboundConnections) {
+      // Members' authenticated connections (one each) do not count: strangers filling the
+      // cap can delay a member's redial, not cut an established link.
+      const unauthenticated = this.inbound.size - this.byMember.size;
+      if (unauthenticated >= this.options.maxInboundConnections) {
         this.stats.connectionsRejected++;
         this.warnings.warn(
           "inbound-cap",
-          `refused a connection from ${socket.remoteAddress}: ${this.inbound.size} are open already ` +
+          `refused a connection from ${socket.remoteAddress}: ${unauthenticated} are open already without a completed handshake ` +
             "(maxInboundConnections); something other than the cluster's members is dialing this port",
         );
         socket.terminate();

@@ -37,3 +37,19 @@ export class WarnLimiter {
     );
   }
 }
+
+/** Longest peer-supplied text quoted in a log line. */
+const quotedCharsMax = 64;
+
+/**
+ * Peer-supplied text (an id, a cluster id) for a log line: quoted, cut to 64 characters,
+ * with control and non-ASCII characters escaped, so a hostile peer cannot forge log lines
+ * or terminal escapes.
+ */
+export function quoted(text: string): string {
+  const cut = text.length > quotedCharsMax ? `${text.slice(0, quotedCharsMax)}...` : text;
+  return JSON.stringify(cut).replace(
+    /[^\x20-\x7e]/g,
+    (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`,
+  );
+}

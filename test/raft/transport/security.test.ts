@@ -75,6 +75,15 @@ describe("link identity without TLS", () => {
     expect(a!.recorder.of("host")).toEqual([]);
     expect(a!.transport.stats.connectionsRejected).toBe(2);
     expect(warnings(a!, '"mallory" is not a member of this cluster')).toHaveLength(1);
+
+    // A claimed id is quoted and escaped in the log: no forged lines, no terminal escapes.
+    const forger = await attacker(a!.transport.listenAddress);
+    forger.write(handshakeFrame("x\nwarn all is well\u001b[2J", "a"));
+    await withinDeadline(forger.closed, "the forger's connection to close");
+    const line = warnings(a!, "is not a member").at(-1)!;
+    expect(line).toContain('"x\\nwarn all is well\\u001b[2J" is not a member');
+    expect(line).not.toContain("\n");
+    expect(line).not.toContain("\u001b");
   });
 
   test("a wrong cluster id is refused", async () => {
@@ -145,6 +154,19 @@ describe("link identity without TLS", () => {
     await withinDeadline(first.closed, "the older connection to close");
     expect(second.isClosed()).toBe(false);
     expect(a!.transport.inboundConnections).toBe(1);
+  });
+
+  test("strangers filling the connection cap do not cut a member's established link", async () => {
+    const [a, b] = await cluster(["a", "b"], { maxInboundConnections: 1 });
+    b!.transport.sendRaft("a", 1, heartbeat("b", "a", 1, "before"));
+    await a!.recorder.until(() => contexts(a!).includes("b:before"), "b's link to come up");
+    const first = await attacker(a!.transport.listenAddress);
+    await eventually(() => a!.transport.inboundConnections === 2, "the stranger to be accepted");
+    const second = await attacker(a!.transport.listenAddress);
+    await withinDeadline(second.closed, "the stranger beyond the cap to be refused");
+    expect(first.isClosed()).toBe(false);
+    b!.transport.sendRaft("a", 1, heartbeat("b", "a", 1, "after"));
+    await a!.recorder.until(() => contexts(a!).includes("b:after"), "b's message with the cap full");
   });
 
   test("a member removed from the peers loses its accepted connection", async () => {
