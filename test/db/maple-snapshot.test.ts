@@ -145,7 +145,7 @@ describe("snapshot round trip", () => {
       }
     }
     expect(restored.deadlineIndexSize).toBe(source.deadlineIndexSize);
-  }, 20_000);
+  }, 60_000);
 });
 
 describe("snapshot is a point in time", () => {
