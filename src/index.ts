@@ -9,6 +9,10 @@
  * const value = await client.store(100).get("foo");
  * ```
  */
+
+export { restoreBackup, saveBackupFile, verifyBackupFile } from "./backup/files.ts";
+export { type BackupSummary, readBackup } from "./backup/format.ts";
+export { type SnapshotStreamOptions, snapshotStream } from "./backup/stream-client.ts";
 export { type Clock, ManualClock, systemClock } from "./clock.ts";
 export type { ByteSink, DbInfo, KVDB } from "./db/kvdb.ts";
 export { MapleDB, type MapleOptions } from "./db/maple/index.ts";
@@ -20,6 +24,7 @@ export {
   LockManager,
   type LockManagerOptions,
 } from "./lockmgr/index.ts";
+export { MetricsRegistry } from "./metrics/registry.ts";
 export { RpcClient, type RpcClientOptions, RpcLockManager, RpcStore } from "./rpc/client/index.ts";
 export {
   type RpcServer,
