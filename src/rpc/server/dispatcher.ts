@@ -114,7 +114,7 @@ export class RequestDispatcher {
     }
     const checked = this.check(header);
     if (checked instanceof DkvError) {
-      target.deliver(header, undefined, checked);
+      this.refused(header, checked, target);
       return;
     }
     let message: Message;
@@ -122,7 +122,7 @@ export class RequestDispatcher {
       if (header.serializer !== this.options.serializer.id) throw this.mismatch(header.serializer);
       message = this.options.serializer.read(requestSchemas[checked.op], body);
     } catch (error) {
-      target.deliver(header, undefined, toDkvError(error, false));
+      this.refused(header, toDkvError(error, false), target);
       return;
     }
     this.dispatchMessage(header, checked.op, checked.handler, message, target);
@@ -200,7 +200,7 @@ export class RequestDispatcher {
   ): void {
     const invalid = validate(op, message);
     if (invalid !== undefined) {
-      target.deliver(header, undefined, invalid);
+      this.refused(header, invalid, target);
       return;
     }
     const isWrite = writeOps.has(op);
@@ -234,6 +234,12 @@ export class RequestDispatcher {
     call.trace = observer?.started?.(header);
     invoke(op, served, message, origin).then(call.onResponse, call.onError);
     observer?.handedOff?.();
+  }
+
+  /** A request refused before it reached a store (counted by the observer like the others). */
+  private refused(header: FrameHeader, error: DkvError, target: ReplyTarget): void {
+    this.options.observer?.replied(header, error, performance.now(), undefined);
+    target.deliver(header, undefined, error);
   }
 
   /** Resolves when no request is in flight, or after `timeoutMs`. */
