@@ -59,7 +59,7 @@ const save = defineLeaf({
     "dkv snapshot save shard-200.dkv --shard 200 --json",
   ],
   notes: [
-    "Any member answers (the first of --endpoints); writes go on meanwhile. Each shard is taken at an applied index at or past a " +
+    "Any member answers (the first of --endpoints that can be reached); writes go on meanwhile. Each shard is taken at an applied index at or past a " +
       "ReadIndex, so every write acknowledged before the save began is in it.",
     "The file is written to a temp file next to FILE, fsynced, verified and renamed: FILE is complete or absent.",
     '--json: {"ok":true,"shards":[{"shard":200,"index":N,"keys":K,"bytes":B}],"sha256":"<hex>"}.',
@@ -67,21 +67,33 @@ const save = defineLeaf({
   ],
   run: async ({ options, positionals, io }) => {
     const transport = options.transport as TransportName;
-    const endpoint = options.endpoints?.[0] ?? defaultEndpointFor(transport);
+    const endpoints =
+      options.endpoints === undefined || options.endpoints.length === 0
+        ? [defaultEndpointFor(transport)]
+        : options.endpoints;
     const file = positionals.file!;
-    const summary = await saveBackupFile(
-      file,
-      snapshotStream({
-        transport,
-        endpoint,
-        serializer: options.serializer as SerializerName,
-        shard: options.shard,
-        idleTimeoutMs: options.timeout,
-        maxFrameBytes: Math.max(options["max-frame-bytes"], 2 * 1024 * 1024),
-      }),
-    );
-    io.out(render(summary, file, options.json));
-    return EXIT_OK;
+    // Any member will do: the next endpoint is tried only when one cannot be reached at all.
+    for (const [i, endpoint] of endpoints.entries()) {
+      try {
+        const summary = await saveBackupFile(
+          file,
+          snapshotStream({
+            transport,
+            endpoint,
+            serializer: options.serializer as SerializerName,
+            shard: options.shard,
+            idleTimeoutMs: options.timeout,
+            maxFrameBytes: Math.max(options["max-frame-bytes"], 2 * 1024 * 1024),
+          }),
+        );
+        io.out(render(summary, file, options.json));
+        return EXIT_OK;
+      } catch (error) {
+        const unreachable = DkvError.is(error, "UNAVAILABLE") && error.message.startsWith("cannot connect");
+        if (!unreachable || i === endpoints.length - 1) throw error;
+      }
+    }
+    throw new DkvError("USAGE", "--endpoints is empty");
   },
 });
 

@@ -9,6 +9,10 @@
  * const value = await client.store(100).get("foo");
  * ```
  */
+
+export { restoreBackup, saveBackupFile, verifyBackupFile } from "./backup/files.ts";
+export { type BackupSummary, readBackup } from "./backup/format.ts";
+export { type SnapshotStreamOptions, snapshotStream } from "./backup/stream-client.ts";
 export { type Clock, ManualClock, systemClock } from "./clock.ts";
 export { type NodeOptions, resolveNodeOptions } from "./config/node-options.ts";
 export type { ByteSink, DbInfo, KVDB } from "./db/kvdb.ts";
@@ -22,6 +26,7 @@ export {
   type LockManagerOptions,
 } from "./lockmgr/index.ts";
 export type { Logger } from "./logger.ts";
+export { MetricsRegistry } from "./metrics/registry.ts";
 export { RpcClient, type RpcClientOptions, RpcLockManager, RpcStore } from "./rpc/client/index.ts";
 export {
   type RpcServer,

@@ -89,6 +89,60 @@ async function consistentPoint(
   );
 }
 
+/** Waits between attempts while a Raft snapshot of the same shard is being written. */
+const SAVE_BUSY_RETRY_MS = 50;
+/** Chunks read before the section starts: a state machine refuses a second save by failing its second chunk. */
+const PREFETCH_CHUNKS = 2;
+
+/** The engine runs one save at a time: a Raft snapshot being written makes a backup wait. */
+function isSaveBusy(error: unknown): boolean {
+  return DkvError.is(error, "BAD_REQUEST") && error.message.includes("snapshot save is already running");
+}
+
+interface OpenSection {
+  meta: SectionMeta;
+  prefetched: Uint8Array[];
+  rest: AsyncIterator<Uint8Array>;
+}
+
+/** A consistent point whose data has started to flow; retried while the engine is busy saving. */
+async function openSection(shards: BackupShards, shard: number, timeoutMs: number): Promise<OpenSection> {
+  const deadline = performance.now() + timeoutMs;
+  // Bounded by the deadline: each attempt waits SAVE_BUSY_RETRY_MS or succeeds.
+  for (;;) {
+    const remainingMs = Math.max(1, Math.ceil(deadline - performance.now()));
+    const point = await consistentPoint(shards, shard, remainingMs);
+    const rest = chunksOf(point.data)[Symbol.asyncIterator]();
+    const prefetched: Uint8Array[] = [];
+    try {
+      for (let i = 0; i < PREFETCH_CHUNKS; i++) {
+        const next = await rest.next();
+        if (next.done === true) break;
+        prefetched.push(next.value);
+      }
+      return { meta: point.meta, prefetched, rest };
+    } catch (error) {
+      if (!isSaveBusy(error) || performance.now() + SAVE_BUSY_RETRY_MS > deadline) throw error;
+      await Bun.sleep(SAVE_BUSY_RETRY_MS);
+    }
+  }
+}
+
+async function* sectionData(section: OpenSection): AsyncGenerator<Uint8Array> {
+  try {
+    yield* section.prefetched;
+    // Bounded by the state machine's snapshot.
+    for (;;) {
+      const next = await section.rest.next();
+      if (next.done === true) return;
+      yield next.value;
+    }
+  } finally {
+    // Stopped early (the client went away): end the state machine's save too.
+    await section.rest.return?.();
+  }
+}
+
 async function* chunksOf(data: AsyncIterable<Uint8Array> | Uint8Array): AsyncGenerator<Uint8Array> {
   if (data instanceof Uint8Array) yield data;
   else yield* data;
@@ -107,10 +161,10 @@ async function* backupStream(
   };
   yield hashed(encodeHeader(createdAtMs));
   for (const shard of selected) {
-    const point = await consistentPoint(shards, shard, timeoutMs);
-    yield hashed(encodeSectionStart(point.meta));
+    const section = await openSection(shards, shard, timeoutMs);
+    yield hashed(encodeSectionStart(section.meta));
     const tracker = new SectionDataTracker();
-    for await (const chunk of chunksOf(point.data)) {
+    for await (const chunk of sectionData(section)) {
       // Bounded by the chunk: split so no record exceeds what a reader buffers.
       for (let at = 0; at < chunk.length; at += CHUNK_BYTES_MAX) {
         const piece = chunk.subarray(at, Math.min(chunk.length, at + CHUNK_BYTES_MAX));

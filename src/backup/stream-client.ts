@@ -63,9 +63,13 @@ async function* httpStream(options: SnapshotStreamOptions): AsyncGenerator<Uint8
       });
     } catch (error) {
       if (controller.signal.aborted) throw idleTimeout(options);
-      throw new DkvError("UNAVAILABLE", `cannot reach ${options.endpoint}: ${String(error)}`, {
-        cause: error,
-      });
+      throw new DkvError(
+        "UNAVAILABLE",
+        `cannot connect to ${options.endpoint}: ${String(error)}; is a server running there?`,
+        {
+          cause: error,
+        },
+      );
     }
     if (!response.ok) {
       const text = await response.text();

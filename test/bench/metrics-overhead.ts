@@ -4,7 +4,10 @@
  * --metrics-endpoint: each serves an lstore shard (the request path alone: dispatcher
  * observer) and a one-member dstore shard (plus the Raft host's observer and fsync).
  *
- *   bun run test/bench/metrics-overhead.ts [--rounds 6] [--round 1s] [--concurrency 32]
+ *   bun run test/bench/metrics-overhead.ts [--rounds 6] [--round 1s] [--concurrency 32] [--control]
+ *
+ * --control runs both servers with metrics off (an A/A run): the ratio it prints is the
+ * noise floor of the measurement.
  */
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -92,13 +95,47 @@ async function round(node: Node, shard: number, durationMs: number, concurrency:
   return (ops * 1000) / durationMs;
 }
 
+/** ns per request of the metrics hooks alone (dispatcher observer + a Raft proposal and fsync observation). */
+function hookCostNs(): number {
+  const metrics = new NodeOps({
+    metricsEndpoint: "127.0.0.1:0",
+    insecure: false,
+    slowRequestThresholdMs: 0,
+    requestTimeoutMs: 1000,
+    logger: { info() {}, warn() {} },
+  }).metrics!;
+  const header = {
+    serializer: 1,
+    flags: 0,
+    bodyLength: 0,
+    requestId: 0,
+    shard: 200,
+    op: 1,
+    clientIdHigh: 0,
+    clientIdLow: 0,
+  };
+  const calls = 2_000_000;
+  const run = () => {
+    const start = performance.now();
+    for (let i = 0; i < calls; i++) {
+      metrics.replied(header, undefined, performance.now());
+      metrics.proposed(200);
+      metrics.walSynced(200, 0.3);
+    }
+    return ((performance.now() - start) * 1e6) / calls;
+  };
+  run(); // warm-up
+  return Math.min(run(), run(), run());
+}
+
 async function main(): Promise<void> {
   const argv = process.argv.slice(2);
   const rounds = Number(flagValue(argv, "--rounds", "6"));
   const roundMs = parseDuration(flagValue(argv, "--round", "1s"), "--round");
   const concurrency = Number(flagValue(argv, "--concurrency", "32"));
+  const control = argv.includes("--control");
   const off = await startNode("off", false);
-  const on = await startNode("on", true);
+  const on = await startNode("on", !control);
   try {
     const rows: { shard: string; off: number; on: number }[] = [];
     for (const [label, shard] of [
@@ -129,6 +166,11 @@ async function main(): Promise<void> {
         `${row.shard.padEnd(7)} | ${row.off.toFixed(0).padStart(17)} | ${row.on.toFixed(0).padStart(16)} | ${(row.on / row.off).toFixed(3)}`,
       );
     }
+    const ns = hookCostNs();
+    const fastest = Math.max(...rows.map((row) => row.off));
+    console.log(
+      `metrics hooks alone: ${ns.toFixed(0)} ns per request (${((ns / (1e9 / fastest)) * 100).toFixed(2)}% of a request at ${fastest.toFixed(0)} ops/s)`,
+    );
   } finally {
     await stopNode(on);
     await stopNode(off);

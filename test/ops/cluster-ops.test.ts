@@ -41,12 +41,14 @@ describe("operations on a 3-member cluster (compiled binary)", () => {
     for (let i = 0; i < 10; i++) await store.get(`m-${i}`);
     await expect(store.set("k".repeat(65), "too long")).rejects.toMatchObject({ code: "TOO_LARGE" });
     await client.locks(LOCKS).acquire("metrics-lock", 10_000);
+    await expect(client.store(999).get("x")).rejects.toMatchObject({ code: "UNKNOWN_SHARD" });
 
     const node1 = await scrape("node-1");
     expect(sampleValue(node1, "dkv_requests_total", { op: "set", code: "OK" })).toBe(60);
     expect(sampleValue(node1, "dkv_requests_total", { op: "get", code: "OK" })).toBe(10);
     expect(sampleValue(node1, "dkv_requests_total", { op: "set", code: "TOO_LARGE" })).toBe(1);
     expect(sampleValue(node1, "dkv_requests_total", { op: "acquire", code: "OK" })).toBe(1);
+    expect(sampleValue(node1, "dkv_requests_total", { op: "get", code: "UNKNOWN_SHARD" })).toBe(1);
     expect(sampleValue(node1, "dkv_request_duration_seconds_count", { op: "set", code: "OK" })).toBe(60);
     expect(sampleValue(node1, "dkv_connections")).toBeGreaterThanOrEqual(1);
     expect(sampleValue(node1, "dkv_process_memory_bytes", { kind: "rss" })).toBeGreaterThan(1024 * 1024);

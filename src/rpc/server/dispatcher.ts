@@ -121,7 +121,7 @@ export class RequestDispatcher {
     }
     const checked = this.check(header);
     if (checked instanceof DkvError) {
-      target.deliver(header, undefined, checked);
+      this.refused(header, checked, target);
       return;
     }
     let message: Message;
@@ -129,7 +129,7 @@ export class RequestDispatcher {
       if (header.serializer !== this.options.serializer.id) throw this.mismatch(header.serializer);
       message = this.options.serializer.read(requestSchemas[checked.op], body);
     } catch (error) {
-      target.deliver(header, undefined, toDkvError(error, false));
+      this.refused(header, toDkvError(error, false), target);
       return;
     }
     this.dispatchMessage(header, checked.op, checked.handler, message, target);
@@ -208,7 +208,7 @@ export class RequestDispatcher {
     if (this.denied(header, op, message, target)) return;
     const invalid = validate(op, message);
     if (invalid !== undefined) {
-      target.deliver(header, undefined, invalid);
+      this.refused(header, invalid, target);
       return;
     }
     const isWrite = writeOps.has(op);
@@ -246,13 +246,19 @@ export class RequestDispatcher {
 
   /**
    * The one permission check of every request (see src/auth): true when it was refused,
-   * the refusal delivered, and nothing applied.
+   * the refusal delivered (and counted), and nothing applied.
    */
   denied(header: FrameHeader, op: WireOpName, message: Message, target: ReplyTarget): boolean {
     const refusal = this.options.authority?.authorize(target.identity, op, header.shard, message);
     if (refusal === undefined) return false;
-    target.deliver(header, undefined, refusal);
+    this.refused(header, refusal, target);
     return true;
+  }
+
+  /** A request refused before it reached a store (counted by the observer like the others). */
+  private refused(header: FrameHeader, error: DkvError, target: ReplyTarget): void {
+    this.options.observer?.replied(header, error, performance.now(), undefined);
+    target.deliver(header, undefined, error);
   }
 
   /** Resolves when no request is in flight, or after `timeoutMs`. */

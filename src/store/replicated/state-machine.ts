@@ -253,10 +253,14 @@ class ChunkChannel implements ByteSink, AsyncIterable<Uint8Array> {
   private chunk: Uint8Array | undefined;
   private done = false;
   private error: unknown;
+  private abandoned = false;
   private wakeReader: (() => void) | undefined;
   private wakeWriter: (() => void) | undefined;
 
   write(chunk: Uint8Array): Promise<void> {
+    if (this.abandoned) {
+      return Promise.reject(new DkvError("CLOSED", "the snapshot's reader stopped before the end"));
+    }
     // Copied: the engine may reuse its encode buffer once write resolves.
     this.chunk = chunk.slice();
     this.wakeReader?.();
@@ -277,25 +281,38 @@ class ChunkChannel implements ByteSink, AsyncIterable<Uint8Array> {
   }
 
   async *[Symbol.asyncIterator](): AsyncIterator<Uint8Array> {
-    // Bounded by the producer: each turn consumes one chunk or ends.
-    for (;;) {
-      if (this.chunk !== undefined) {
-        const chunk = this.chunk;
-        this.chunk = undefined;
-        const wake = this.wakeWriter;
-        this.wakeWriter = undefined;
-        yield chunk;
+    let wake: (() => void) | undefined;
+    try {
+      // Bounded by the producer: each turn consumes one chunk or ends.
+      for (;;) {
+        if (this.chunk !== undefined) {
+          const chunk = this.chunk;
+          this.chunk = undefined;
+          wake = this.wakeWriter;
+          this.wakeWriter = undefined;
+          yield chunk;
+          wake?.();
+          wake = undefined;
+          continue;
+        }
+        if (this.done) {
+          if (this.error !== undefined) throw this.error;
+          return;
+        }
+        await new Promise<void>((resolve) => {
+          this.wakeReader = resolve;
+        });
+        this.wakeReader = undefined;
+      }
+    } finally {
+      // The reader stopped early (a failed snapshot write, a backup client gone): let the
+      // engine's save fail and end, or it would hold its copy-on-write view (and block every
+      // later save) forever.
+      if (!this.done) {
+        this.abandoned = true;
         wake?.();
-        continue;
+        this.wakeWriter?.();
       }
-      if (this.done) {
-        if (this.error !== undefined) throw this.error;
-        return;
-      }
-      await new Promise<void>((resolve) => {
-        this.wakeReader = resolve;
-      });
-      this.wakeReader = undefined;
     }
   }
 }
