@@ -239,3 +239,22 @@ describe("RaftHost runtime", () => {
     for (const name of ["A", "B", "C", "E", "F"]) expect(applied).not.toContain(name);
   });
 });
+
+describe("production's onFatal", () => {
+  test("logs what happened and what to do, then exits the process non-zero", async () => {
+    const module = new URL("../../../src/store/replicated/shards.ts", import.meta.url).pathname;
+    const script = `import { exitOnFatal } from ${JSON.stringify(module)};
+      exitOnFatal(new Error("group 1 on n1: writing to disk failed (EIO); check the disk, then restart the member"));
+      console.log("still running");`;
+    await using child = Bun.spawn([process.execPath, "-e", script], { stdout: "pipe", stderr: "pipe" });
+    const [exitCode, stdout, stderr] = await Promise.all([
+      child.exited,
+      new Response(child.stdout).text(),
+      new Response(child.stderr).text(),
+    ]);
+    expect(exitCode).toBe(70);
+    expect(stdout).not.toContain("still running");
+    expect(stderr).toContain("dkv: fatal: group 1 on n1: writing to disk failed");
+    expect(stderr).toContain("restart the member");
+  });
+});
