@@ -1068,7 +1068,15 @@ class HostSimulation {
         return;
       }
     }
-    throw new InvariantViolation("liveness", `no convergence within ${livenessStepsMax} steps after healing`);
+    const states = this.nodes.map((node) => {
+      if (node.host === null) return `${node.id}:down`;
+      const status = node.host.status(GROUP);
+      return `${node.id}:${status.raft.role} t${status.raft.term} commit ${status.raft.commit} applied ${status.appliedIndex} last ${status.raft.lastIndex}`;
+    });
+    throw new InvariantViolation(
+      "liveness",
+      `no convergence within ${livenessStepsMax} steps after healing (${states.join("; ")})`,
+    );
   }
 
   private converged(): boolean {
