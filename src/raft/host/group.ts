@@ -292,6 +292,8 @@ export class RaftGroup {
 
   /** Resolves on the next leader change, or on the first tick after `ms` (monotonic), whichever comes first. */
   waitLeaderChange(ms: number): Promise<void> {
+    // A stopped group has no leader to wait for, and no ticks to end the wait.
+    if (this.closed) return Promise.resolve();
     return new Promise((wake) => {
       this.leaderWatchers.push({ wake, deadlineMs: this.env.monotonicMs() + ms });
     });

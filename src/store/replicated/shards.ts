@@ -167,7 +167,7 @@ export async function startReplicatedShards(config: ReplicatedShardsConfig): Pro
 const FATAL_EXIT_CODE = 70;
 
 /** Production's answer to a fatal host error: say what happened and what to do, then exit. */
-function exitOnFatal(error: Error): void {
+export function exitOnFatal(error: Error): void {
   console.error(`dkv: fatal: ${error.message}`);
   process.exit(FATAL_EXIT_CODE);
 }

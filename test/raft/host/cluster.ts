@@ -4,6 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ManualClock } from "../../../src/clock.ts";
 import type { NodeId } from "../../../src/raft/core/types.ts";
+import type { GroupOptions } from "../../../src/raft/host/group.ts";
 import { RaftHost } from "../../../src/raft/host/raft-host.ts";
 import type { StateMachine } from "../../../src/raft/host/types.ts";
 import type { NodeTransport } from "../../../src/raft/transport/types.ts";
@@ -22,6 +23,8 @@ export interface ClusterOptions {
   stateMachine: (id: NodeId, groupId: number) => StateMachine;
   /** A transport per member; the in-memory network by default. */
   transport?: (id: NodeId) => NodeTransport;
+  /** Options of every group (e.g. the leader's check of forwarded proposals). */
+  groupOptions?: GroupOptions;
 }
 
 /** tmpfs when there is one: fsyncs there cost microseconds, so tests stay fast. */
@@ -96,7 +99,7 @@ export class TestCluster {
       onFatal: (error) => this.fatalErrors.push({ id, error }),
     });
     await host.start();
-    for (const group of this.groups) await host.addGroup(group, o.stateMachine(id, group));
+    for (const group of this.groups) await host.addGroup(group, o.stateMachine(id, group), o.groupOptions);
     this.hosts.set(id, host);
     return host;
   }

@@ -4,7 +4,10 @@
  * repo with one line changed; the simulator runs against the copy and must report a safety
  * violation within the seeds. The unmutated copy runs first as the control.
  *
- *   bun test/raft/sim/core-mutants.ts [--seeds 200] [--only <name>]
+ *   bun test/raft/sim/core-mutants.ts [--seeds 200] [--only <name>] [--runtime]
+ *
+ * With --runtime it then runs the runtime mutants too (runtime-mutants.ts: bugs planted in
+ * a copy of src/raft/host, caught by the simulator over the real host).
  *
  * Anchors are exact source text; when the core changes so an anchor no longer matches, the
  * mutant is reported as "anchor not found" (update the anchor, do not drop the mutant).
@@ -14,6 +17,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { loadCore } from "./core.ts";
+import { runRuntimeMutant, runtimeMutants } from "./runtime-mutants.ts";
 import { runSimulation, SimFailure, type Swarm } from "./simulator.ts";
 
 interface CoreMutant {
@@ -158,11 +162,25 @@ export async function runCoreMutants(seeds: number, only?: string): Promise<Muta
 if (import.meta.main) {
   const { values } = parseArgs({
     args: Bun.argv.slice(2),
-    options: { seeds: { type: "string", default: "200" }, only: { type: "string" } },
+    options: {
+      seeds: { type: "string", default: "200" },
+      only: { type: "string" },
+      runtime: { type: "boolean", default: false },
+    },
   });
   const results = await runCoreMutants(Number(values.seeds), values.only);
   const [control, ...mutants] = results;
   const missed = mutants.filter((result) => result.failingSeeds.length === 0);
   const controlFailed = (control?.failingSeeds.length ?? 0) > 0;
-  process.exit(missed.length > 0 || controlFailed ? 1 : 0);
+  let runtimeMissed = 0;
+  if (values.runtime) {
+    for (const mutant of runtimeMutants) {
+      const result = await runRuntimeMutant(mutant);
+      if (result.caught === null) runtimeMissed++;
+      console.log(
+        `runtime: ${mutant.name}: ${result.caught === null ? `MISSED in ${result.seedsRun} seeds` : `seed ${result.caught.seed} fails ${result.caught.invariant}`}`,
+      );
+    }
+  }
+  process.exit(missed.length > 0 || controlFailed || runtimeMissed > 0 ? 1 : 0);
 }

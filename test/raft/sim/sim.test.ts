@@ -135,10 +135,14 @@ if (replaySeed !== null) {
       ["leader isolation", leaseHunt, 40],
       ["leadership transfers", leaseHuntTransfers, 80],
     ] as const) {
-      test(`${name}, seeds 1..${count}: no read misses a write acknowledged before it started`, () => {
-        const stats = runSeeds(1, count, swarm);
-        expect(stats.reduce((total, s) => total + s.reads, 0)).toBeGreaterThan(1000);
-      });
+      test(
+        `${name}, seeds 1..${count}: no read misses a write acknowledged before it started`,
+        () => {
+          const stats = runSeeds(1, count, swarm);
+          expect(stats.reduce((total, s) => total + s.reads, 0)).toBeGreaterThan(1000);
+        },
+        chunkTimeoutMs,
+      );
     }
   });
 

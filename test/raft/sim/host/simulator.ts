@@ -124,8 +124,8 @@ export interface HostSimStats {
 const msPerStep = 10;
 const GROUP = 1;
 const livenessStepsMax = 6000;
-/** A call settles within its deadline plus this many ticks of its member running. */
-const settleGraceTicks = 6;
+/** A call settles within this many ticks of its member after its deadline. */
+const settleGraceTicks = 3;
 const attemptsMax = 3;
 
 export function pickHostSwarm(prng: Prng): HostSwarm {
@@ -282,7 +282,6 @@ interface SimProcess {
   pausedUntil: number;
   /** Inputs that arrived while paused, run at resume. */
   inbox: (() => void)[];
-  resumedAtStep: number;
   tickPhase: number;
   clockOffsetMs: number;
 }
@@ -296,6 +295,8 @@ interface Call {
   deadlineMs: number;
   settled: boolean;
   lost: boolean;
+  /** Ticks its member has had since the deadline passed: it must settle on one of the first few. */
+  ticksPastDeadline: number;
   /** Told when its member died first (the client's connection broke). */
   onLost(): void;
 }
@@ -367,7 +368,6 @@ class HostSimulation {
         scheduler: null,
         pausedUntil: 0,
         inbox: [],
-        resumedAtStep: 0,
         tickPhase: nodePrng.int(0, this.swarm.tickSteps - 1),
         clockOffsetMs: nodePrng.int(0, 500),
       };
@@ -468,7 +468,6 @@ class HostSimulation {
     node.host = host;
     node.scheduler = scheduler;
     node.transport = transport;
-    node.resumedAtStep = this.step;
     const machine = new ProbeMachine(
       this.options.runtime.createStateMachine(),
       node.id,
@@ -569,7 +568,6 @@ class HostSimulation {
 
   private resume(node: SimProcess): void {
     node.pausedUntil = 0;
-    node.resumedAtStep = this.step;
     const inbox = node.inbox;
     node.inbox = [];
     this.trace(`${node.id} resumes with ${inbox.length} inputs waiting`);
@@ -665,6 +663,9 @@ class HostSimulation {
       if ((this.step + node.tickPhase) % this.swarm.tickSteps !== 0) continue;
       if (this.phase === "faults" && this.faultPrng.chance(this.swarm.tickSkipRate)) continue;
       node.scheduler.onTick?.();
+      for (const call of this.calls) {
+        if (call.node === node && !call.settled && call.deadlineMs <= this.nowMs()) call.ticksPastDeadline++;
+      }
     }
   }
 
@@ -701,21 +702,21 @@ class HostSimulation {
     }
   }
 
-  /** Every waiter settles: a call on a running member may not outlive its deadline by more than a few ticks. */
+  /**
+   * Every waiter settles: a call on a running member settles by the first few ticks its
+   * member gets after the call's deadline (ticks, not time: a paused or tick-skipping member
+   * checks deadlines only when it ticks).
+   */
   private checkCalls(): void {
-    const graceMs = settleGraceTicks * this.tickMs;
     for (const call of this.calls) {
       if (call.settled || call.lost) {
         this.calls.delete(call);
         continue;
       }
-      const node = call.node;
-      if (node.host === null || node.incarnation !== call.incarnation || node.pausedUntil > 0) continue;
-      const since = Math.max(call.deadlineMs, node.resumedAtStep * msPerStep);
-      if (this.nowMs() > since + graceMs) {
+      if (call.ticksPastDeadline > settleGraceTicks) {
         throw new InvariantViolation(
           "every waiter settles",
-          `${call.what} on ${node.id} is still waiting ${this.nowMs() - call.deadlineMs} ms after its deadline`,
+          `${call.what} on ${call.node.id} is still waiting ${call.ticksPastDeadline} ticks (${this.nowMs() - call.deadlineMs} ms) after its deadline`,
         );
       }
     }
@@ -740,6 +741,7 @@ class HostSimulation {
       deadlineMs: this.nowMs() + timeoutMs,
       settled: false,
       lost: false,
+      ticksPastDeadline: 0,
       onLost: () => done({ lost: true }),
     };
     this.calls.add(call);
@@ -871,6 +873,7 @@ class HostSimulation {
     const machine = node.machine;
     const timeoutMs = this.swarm.requestTimeoutTicks * this.tickMs;
     const decoder = new TextDecoder();
+    this.trace(`client ${client.id}: read ${key} on ${node.id}`);
     this.track(
       node,
       `read ${key}`,
@@ -1065,7 +1068,15 @@ class HostSimulation {
         return;
       }
     }
-    throw new InvariantViolation("liveness", `no convergence within ${livenessStepsMax} steps after healing`);
+    const states = this.nodes.map((node) => {
+      if (node.host === null) return `${node.id}:down`;
+      const status = node.host.status(GROUP);
+      return `${node.id}:${status.raft.role} t${status.raft.term} commit ${status.raft.commit} applied ${status.appliedIndex} last ${status.raft.lastIndex}`;
+    });
+    throw new InvariantViolation(
+      "liveness",
+      `no convergence within ${livenessStepsMax} steps after healing (${states.join("; ")})`,
+    );
   }
 
   private converged(): boolean {
