@@ -2,7 +2,9 @@ import { type Clock, systemClock } from "../clock.ts";
 import type { KVDB } from "../db/kvdb.ts";
 import { MapleDB } from "../db/maple/index.ts";
 import { DkvError } from "../errors.ts";
+import { checkListOptions, checkRange, rangeOf } from "./list-options.ts";
 import { PurgeLoop } from "./purge-loop.ts";
+import type { EntryInfo, KeyRange, ListOptions, ListPage } from "./types.ts";
 import {
   type ClaimResult,
   defaultStoreLimits,
@@ -141,6 +143,27 @@ export class LocalStore implements IStore {
     this.checkOpen();
     checkKey(key, this.limits);
     return this.db.has(key, this.clock.now());
+  }
+
+  async getEntry(key: string): Promise<EntryInfo | undefined> {
+    this.checkOpen();
+    checkKey(key, this.limits);
+    const entry = this.db.getEntry(key, this.clock.now());
+    return entry === undefined ? undefined : { ...entry, value: entry.value?.slice() };
+  }
+
+  async list(options: ListOptions): Promise<ListPage> {
+    this.checkOpen();
+    checkListOptions(options, this.limits);
+    const page = this.db.list(options, this.clock.now());
+    for (const item of page.items) item.value = item.value?.slice();
+    return page;
+  }
+
+  async count(range: KeyRange): Promise<number> {
+    this.checkOpen();
+    checkRange(range, this.limits);
+    return this.db.count(rangeOf(range), this.clock.now());
   }
 
   async deleteIfEquals(key: string, expected: ValueInput): Promise<boolean> {

@@ -1,4 +1,6 @@
-import type { DbInfo } from "../db/kvdb.ts";
+import type { DbInfo, EntryInfo, KeyRange, ListOptions, ListPage } from "../db/kvdb.ts";
+
+export type { EntryInfo, KeyRange, ListOptions, ListPage } from "../db/kvdb.ts";
 
 /** Values are bytes; strings are accepted and stored as UTF-8. */
 export type ValueInput = Uint8Array | string;
@@ -32,6 +34,14 @@ export interface IStore {
   get(key: string): Promise<Uint8Array | undefined>;
   has(key: string): Promise<boolean>;
   info(): Promise<StoreInfo>;
+
+  // The data API (see the README's "Data API").
+  /** What `get` returns, with the key's version, createRevision and modRevision. */
+  getEntry(key: string): Promise<EntryInfo | undefined>;
+  /** Live keys of a range in ascending UTF-8 byte order, one page at a time. Linearizable on dstore. */
+  list(options: ListOptions): Promise<ListPage>;
+  /** How many live keys a range holds. */
+  count(range: KeyRange): Promise<number>;
 
   // Atomic primitives for the lock manager (each one store operation).
   /** setEIfUnset that also returns the revision of the write (the fencing token). */

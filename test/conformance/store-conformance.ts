@@ -584,6 +584,92 @@ export function runStoreConformance(name: string, factory: () => Promise<StoreHa
       });
     });
 
+    describe("data API: revisions and listing", () => {
+      test("get with revisions: version counts writes since creation, revisions only grow", async () => {
+        await store.set("r/a", "1");
+        const first = await store.getEntry("r/a");
+        expect(first).toMatchObject({ key: "r/a", value: bytes("1"), version: 1 });
+        expect(first!.createRevision).toBe(first!.modRevision);
+        await store.set("r/b", "x");
+        await store.setE("r/a", "2", 60_000, 0);
+        const second = await store.getEntry("r/a");
+        expect(second).toMatchObject({
+          value: bytes("2"),
+          version: 2,
+          createRevision: first!.createRevision,
+        });
+        expect(second!.modRevision).toBeGreaterThan((await store.getEntry("r/b"))!.modRevision);
+        await store.delete("r/a");
+        expect(await store.getEntry("r/a")).toBeUndefined();
+        await store.set("r/a", "3");
+        const reborn = await store.getEntry("r/a");
+        expect(reborn!.version).toBe(1);
+        expect(reborn!.createRevision).toBeGreaterThan(second!.modRevision);
+      });
+
+      test("an expired value has no entry, like get", async () => {
+        await store.setE("r/e", "v", 100, 0);
+        advance(100);
+        expect(await store.getEntry("r/e")).toBeUndefined();
+      });
+
+      test("list: a prefix in UTF-8 byte order, with values and revisions", async () => {
+        // "\uE000" sorts before "😀" in UTF-8 but after it in UTF-16 code units.
+        for (const key of ["l/b", "l/😀", "l/a", "l/\uE000", "l", "m/a", "l/a/deep"])
+          await store.set(key, key);
+        const page = await store.list({ prefix: "l/" });
+        expect(page.items.map((item) => item.key)).toEqual(["l/a", "l/a/deep", "l/b", "l/\uE000", "l/😀"]);
+        expect(page.more).toBe(false);
+        expect(page.next).toBeUndefined();
+        expect(page.items[0]).toMatchObject({ value: bytes("l/a"), version: 1 });
+        expect(await store.count({ prefix: "l/" })).toBe(5);
+      });
+
+      test("list: [from, to) ranges, keys-only, and pages that resume after the last key", async () => {
+        for (const key of ["a", "b", "c", "d", "e"]) await store.set(key, key);
+        expect((await store.list({ from: "b", to: "d" })).items.map((i) => i.key)).toEqual(["b", "c"]);
+        expect((await store.list({ from: "d" })).items.map((i) => i.key)).toEqual(["d", "e"]);
+        expect((await store.list({ to: "b", keysOnly: true })).items).toEqual([
+          {
+            key: "a",
+            value: undefined,
+            version: 1,
+            createRevision: expect.any(Number),
+            modRevision: expect.any(Number),
+          },
+        ]);
+        const seen: string[] = [];
+        let after: string | undefined;
+        for (let pages = 0; pages < 10; pages++) {
+          const page = await store.list({ limit: 2, after });
+          seen.push(...page.items.map((item) => item.key));
+          if (!page.more) break;
+          expect(page.next).toBe(page.items[1]!.key);
+          after = page.next;
+        }
+        expect(seen).toEqual(["a", "b", "c", "d", "e"]);
+        expect(await store.count({ from: "b", to: "e" })).toBe(3);
+      });
+
+      test("list skips expired and deleted keys", async () => {
+        await store.set("x/live", "1");
+        await store.setE("x/expiring", "2", 50, 0);
+        await store.setE("x/deleting", "3", 0, 50);
+        await store.set("x/gone", "4");
+        await store.delete("x/gone");
+        advance(50);
+        expect((await store.list({ prefix: "x/" })).items.map((i) => i.key)).toEqual(["x/live"]);
+        expect(await store.count({ prefix: "x/" })).toBe(1);
+      });
+
+      test("bad list options are refused and change nothing", async () => {
+        await expectDkvError(() => store.list({ prefix: "a", from: "b" }), "BAD_REQUEST");
+        await expectDkvError(() => store.list({ limit: 0 }), "BAD_REQUEST");
+        await expectDkvError(() => store.list({ limit: 1.5 }), "BAD_REQUEST");
+        await expectDkvError(() => store.count({ prefix: "a", to: "b" }), "BAD_REQUEST");
+      });
+    });
+
     describe("against the model", () => {
       test("random operations with random time steps agree with the model KVDB", async () => {
         let run = 0;

@@ -60,6 +60,13 @@ function requestSamples(op: OpName): Requests[OpName][] {
       case "refresh":
         samples.push({ key, ownerId: "ff".repeat(16), ttlMs: t });
         break;
+      case "list":
+        samples.push({ prefix: key, from: undefined, to: undefined, after: key, limit: t, keysOnly: false });
+        samples.push({ prefix: undefined, from: "", to: key, after: undefined, limit: 0, keysOnly: true });
+        break;
+      case "count":
+        samples.push({ prefix: undefined, from: key, to: undefined });
+        break;
     }
   }
   return samples;
@@ -75,7 +82,15 @@ function responseSamples(op: OpName): Responses[OpName][] {
     case "setEIfUnset":
       return [{ written: true }, { written: false }];
     case "get":
-      return [{ value: undefined }, ...values.map((value) => ({ value }))];
+      return [
+        { value: undefined, version: 0, createRevision: 0, modRevision: 0 },
+        ...values.map((value, i) => ({
+          value,
+          version: i + 1,
+          createRevision: 2 ** 53 - 1,
+          modRevision: 2 ** 53 - 1,
+        })),
+      ];
     case "has":
       return [{ found: true }, { found: false }];
     case "info":
@@ -94,6 +109,23 @@ function responseSamples(op: OpName): Responses[OpName][] {
       return [{ released: true }, { released: false }];
     case "refresh":
       return [{ refreshed: true }, { refreshed: false }];
+    case "list":
+      return [
+        { items: [], more: false, next: undefined },
+        {
+          items: keys.map((key, i) => ({
+            key,
+            value: i % 2 === 0 ? values[i % values.length] : undefined,
+            version: i + 1,
+            createRevision: i,
+            modRevision: 2 ** 53 - 1,
+          })),
+          more: true,
+          next: keys[keys.length - 1],
+        },
+      ];
+    case "count":
+      return [{ count: 0 }, { count: 1_000_000 }];
   }
 }
 

@@ -271,6 +271,9 @@ function hangingStore(): IStore {
     claim: never,
     deleteIfEquals: never,
     renewIfEquals: never,
+    getEntry: never,
+    list: never,
+    count: never,
     close: async () => {},
   };
 }
@@ -374,7 +377,13 @@ describe("http for humans", () => {
     const set = await fetch(`${base}/v1/100/set`, { method: "POST", body: '{"key":"foo","value":"bar"}' });
     expect(await set.json()).toEqual({ ok: true });
     const get = await fetch(`${base}/v1/100/get`, { method: "POST", body: '{"key":"foo"}' });
-    expect(await get.json()).toEqual({ found: true, value: "bar" });
+    expect(await get.json()).toEqual({
+      found: true,
+      value: "bar",
+      version: 1,
+      createRevision: 1,
+      modRevision: 1,
+    });
     const missing = await fetch(`${base}/v1/100/get`, { method: "POST", body: '{"key":"nope"}' });
     expect(await missing.json()).toEqual({ found: false });
   });

@@ -3,7 +3,11 @@ import type { RaftHost } from "../../raft/host/raft-host.ts";
 import {
   type ClaimResult,
   defaultStoreLimits,
+  type EntryInfo,
   type IStore,
+  type KeyRange,
+  type ListOptions,
+  type ListPage,
   type StoreInfo,
   type StoreLimits,
   type ValueInput,
@@ -18,6 +22,7 @@ import {
   Op,
   type RequestOrigin,
 } from "./command.ts";
+import { readCount, readEntry, readList } from "./data-reads.ts";
 import { DStoreStateMachine } from "./state-machine.ts";
 
 export interface DStoreOptions {
@@ -163,6 +168,17 @@ export class DStore implements IStore {
     return this.read((nowMs) => ({ ...this.stateMachine.db.info(nowMs), kind: "dstore" }));
   }
 
+  // The data API's reads: linearizable via the same ReadIndex path as get (see data-reads.ts).
+  getEntry(key: string): Promise<EntryInfo | undefined> {
+    return readEntry(this.stateMachine, key, this.limits, (evaluate) => this.read(evaluate));
+  }
+  list(options: ListOptions): Promise<ListPage> {
+    return readList(this.stateMachine, options, this.limits, (evaluate) => this.read(evaluate));
+  }
+  count(range: KeyRange): Promise<number> {
+    return readCount(this.stateMachine, range, this.limits, (evaluate) => this.read(evaluate));
+  }
+
   /** Later calls fail with CLOSED; the group itself runs on until its host closes. */
   async close(): Promise<void> {
     this.closed = true;
@@ -270,6 +286,15 @@ class OriginStore implements IStore {
   }
   info(): Promise<StoreInfo> {
     return this.store.info();
+  }
+  getEntry(key: string): Promise<EntryInfo | undefined> {
+    return this.store.getEntry(key);
+  }
+  list(options: ListOptions): Promise<ListPage> {
+    return this.store.list(options);
+  }
+  count(range: KeyRange): Promise<number> {
+    return this.store.count(range);
   }
   /** The view owns nothing: closing it leaves the store open. */
   async close(): Promise<void> {}

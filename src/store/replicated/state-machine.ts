@@ -53,6 +53,8 @@ export class DStoreStateMachine implements StateMachine {
 
   apply(entry: Entry): Uint8Array {
     const nowMs = entry.timeMs;
+    // Every write of this entry stamps its Raft index as the keys' revision.
+    this.db.pinRevision(entry.index);
     this.evict(nowMs);
     let command: Command;
     try {
