@@ -33,6 +33,8 @@ export interface KVDB {
    * revision of a per-store counter.
    */
   pinRevision(revision: number): void;
+  /** Ends a pin: later writes take the next revision of the counter again. */
+  unpinRevision(): void;
   /**
    * Atomic compare-and-delete. Deletes when the key is present (not past its delete
    * deadline) and its value equals `expected`, expired or not. Returns false only when the

@@ -4,6 +4,7 @@ import { MapleDB } from "../db/maple/index.ts";
 import { DkvError } from "../errors.ts";
 import { checkListOptions, checkRange, rangeOf } from "./list-options.ts";
 import { PurgeLoop } from "./purge-loop.ts";
+import { applyTxn, branchWrites, checkTxn, type TxnRequest, type TxnResult, txnSucceeds } from "./txn.ts";
 import type { EntryInfo, KeyRange, ListOptions, ListPage } from "./types.ts";
 import {
   type ClaimResult,
@@ -158,6 +159,22 @@ export class LocalStore implements IStore {
     const page = this.db.list(options, this.clock.now());
     for (const item of page.items) item.value = item.value?.slice();
     return page;
+  }
+
+  async txn(request: TxnRequest): Promise<TxnResult> {
+    this.checkOpen();
+    const txn = checkTxn(request, this.limits);
+    const nowMs = this.clock.now();
+    // One revision for the whole transaction, taken only when its branch writes.
+    const writes = branchWrites(txnSucceeds(this.db, txn.compare, nowMs) ? txn.success : txn.failure);
+    if (writes) this.db.pinRevision(this.db.revision + 1);
+    try {
+      const result = applyTxn(this.db, txn, nowMs);
+      for (const item of result.results) item.value = item.value?.slice();
+      return { ...result, revision: this.db.revision };
+    } finally {
+      if (writes) this.db.unpinRevision();
+    }
   }
 
   async count(range: KeyRange): Promise<number> {

@@ -1,6 +1,9 @@
 import type { DbInfo, EntryInfo, KeyRange, ListOptions, ListPage } from "../db/kvdb.ts";
 
+import type { TxnRequest, TxnResult } from "./txn.ts";
+
 export type { EntryInfo, KeyRange, ListOptions, ListPage } from "../db/kvdb.ts";
+export type { TxnCompare, TxnOp, TxnOpResult, TxnRequest, TxnResult } from "./txn.ts";
 
 /** Values are bytes; strings are accepted and stored as UTF-8. */
 export type ValueInput = Uint8Array | string;
@@ -42,6 +45,8 @@ export interface IStore {
   list(options: ListOptions): Promise<ListPage>;
   /** How many live keys a range holds. */
   count(range: KeyRange): Promise<number>;
+  /** Compares, then applies one branch atomically (see txn.ts); a bad transaction changes nothing. */
+  txn(request: TxnRequest): Promise<TxnResult>;
 
   // Atomic primitives for the lock manager (each one store operation).
   /** setEIfUnset that also returns the revision of the write (the fencing token). */

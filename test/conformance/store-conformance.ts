@@ -1,7 +1,7 @@
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
 import fc from "fast-check";
 import type { ManualClock } from "../../src/clock.ts";
-import { defaultStoreLimits, type IStore, type StoreLimits } from "../../src/store/types.ts";
+import { defaultStoreLimits, type IStore, type StoreLimits, type TxnCompare } from "../../src/store/types.ts";
 import { bytes, expectDkvError, text } from "../support/assertions.ts";
 import { applyToStore, ModelStore, propertyParameters, storeOpArb } from "../support/store-ops.ts";
 
@@ -667,6 +667,122 @@ export function runStoreConformance(name: string, factory: () => Promise<StoreHa
         await expectDkvError(() => store.list({ limit: 0 }), "BAD_REQUEST");
         await expectDkvError(() => store.list({ limit: 1.5 }), "BAD_REQUEST");
         await expectDkvError(() => store.count({ prefix: "a", to: "b" }), "BAD_REQUEST");
+      });
+    });
+
+    describe("data API: transactions", () => {
+      test("compare-and-swap: the success branch runs when every comparison holds", async () => {
+        await store.set("t/n", "1");
+        const swap = (from: string, to: string) =>
+          store.txn({
+            compare: [{ key: "t/n", target: "value", op: "==", value: from }],
+            success: [{ op: "set", key: "t/n", value: to }],
+            failure: [{ op: "get", key: "t/n" }],
+          });
+        const won = await swap("1", "2");
+        expect(won.succeeded).toBe(true);
+        expect(won.results).toEqual([{ op: "set", key: "t/n" }]);
+        const entry = await store.getEntry("t/n");
+        expect(entry).toMatchObject({ value: bytes("2"), version: 2, modRevision: won.revision });
+        const lost = await swap("1", "3");
+        expect(lost.succeeded).toBe(false);
+        expect(lost.results).toEqual([
+          {
+            op: "get",
+            key: "t/n",
+            found: true,
+            value: bytes("2"),
+            version: 2,
+            createRevision: entry!.createRevision,
+            modRevision: won.revision,
+          },
+        ]);
+        expect(text(await store.get("t/n"))).toBe("2");
+      });
+
+      test("every write of a transaction shares one revision, above earlier ones", async () => {
+        await store.set("t/before", "x");
+        const before = (await store.getEntry("t/before"))!.modRevision;
+        const result = await store.txn({
+          compare: [],
+          success: [
+            { op: "set", key: "t/a", value: "1" },
+            { op: "setE", key: "t/b", value: "2", expireInMs: 60_000, deleteInMs: 0 },
+            { op: "delete", key: "t/before" },
+            { op: "get", key: "t/a" },
+          ],
+          failure: [],
+        });
+        expect(result.succeeded).toBe(true);
+        expect(result.revision).toBeGreaterThan(before);
+        expect((await store.getEntry("t/a"))!.modRevision).toBe(result.revision);
+        expect((await store.getEntry("t/b"))!.modRevision).toBe(result.revision);
+        expect(await store.has("t/before")).toBe(false);
+        // A get in the branch sees the branch's earlier writes.
+        expect(result.results[3]).toMatchObject({
+          op: "get",
+          found: true,
+          value: bytes("1"),
+          modRevision: result.revision,
+        });
+      });
+
+      test("version, revisions and existence compare as etcd's: a missing key is 0 and absent", async () => {
+        await store.set("t/k", "v");
+        await store.set("t/k", "w");
+        const { modRevision, createRevision } = (await store.getEntry("t/k"))!;
+        const check = async (compare: TxnCompare) =>
+          (await store.txn({ compare: [compare], success: [], failure: [] })).succeeded;
+        expect(await check({ key: "t/k", target: "version", op: "==", value: 2 })).toBe(true);
+        expect(await check({ key: "t/k", target: "version", op: ">", value: 2 })).toBe(false);
+        expect(await check({ key: "t/k", target: "modRevision", op: "==", value: modRevision })).toBe(true);
+        expect(await check({ key: "t/k", target: "modRevision", op: "<", value: modRevision })).toBe(false);
+        expect(await check({ key: "t/k", target: "createRevision", op: "<", value: modRevision })).toBe(true);
+        expect(await check({ key: "t/k", target: "createRevision", op: "!=", value: createRevision })).toBe(
+          false,
+        );
+        expect(await check({ key: "t/k", target: "exists", op: "==", value: true })).toBe(true);
+        expect(await check({ key: "t/k", target: "value", op: ">", value: "v" })).toBe(true);
+        expect(await check({ key: "t/k", target: "value", op: "<", value: "wa" })).toBe(true);
+        expect(await check({ key: "t/none", target: "version", op: "==", value: 0 })).toBe(true);
+        expect(await check({ key: "t/none", target: "exists", op: "!=", value: true })).toBe(true);
+        expect(await check({ key: "t/none", target: "value", op: "!=", value: "x" })).toBe(false);
+      });
+
+      test("an invalid transaction is refused whole: nothing of it applies", async () => {
+        await expectDkvError(
+          () =>
+            store.txn({
+              compare: [],
+              success: [
+                { op: "set", key: "t/first", value: "1" },
+                { op: "set", key: "", value: "2" },
+              ],
+              failure: [],
+            }),
+          "BAD_REQUEST",
+        );
+        await expectDkvError(
+          () =>
+            store.txn({
+              compare: [{ key: "t/x", target: "exists", op: "<", value: true } as unknown as TxnCompare],
+              success: [{ op: "set", key: "t/first", value: "1" }],
+              failure: [],
+            }),
+          "BAD_REQUEST",
+        );
+        expect(await store.has("t/first")).toBe(false);
+      });
+
+      test("a transaction is bounded by bytes, not by a count of operations", async () => {
+        const success = Array.from({ length: 1000 }, (_, i) => ({
+          op: "set" as const,
+          key: `t/many/${i}`,
+          value: "v",
+        }));
+        const result = await store.txn({ compare: [], success, failure: [] });
+        expect(result.results).toHaveLength(1000);
+        expect(await store.count({ prefix: "t/many/" })).toBe(1000);
       });
     });
 

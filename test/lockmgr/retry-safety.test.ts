@@ -10,6 +10,8 @@ import type {
   ListOptions,
   ListPage,
   StoreInfo,
+  TxnRequest,
+  TxnResult,
   ValueInput,
 } from "../../src/store/types.ts";
 import { expectDkvError, text } from "../support/assertions.ts";
@@ -92,6 +94,9 @@ class IdentifiedView implements IStore {
   }
   count(range: KeyRange): Promise<number> {
     return this.replaying.inner.count(range);
+  }
+  txn(request: TxnRequest): Promise<TxnResult> {
+    return this.replaying.inner.txn(request);
   }
   async close(): Promise<void> {}
 }

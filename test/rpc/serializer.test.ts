@@ -67,6 +67,19 @@ function requestSamples(op: OpName): Requests[OpName][] {
       case "count":
         samples.push({ prefix: undefined, from: key, to: undefined });
         break;
+      case "txn":
+        samples.push({
+          compare: [
+            { key, target: "value", op: "==", value, number: 0 },
+            { key, target: "version", op: ">", value: undefined, number: 2 ** 53 - 1 },
+          ],
+          success: [
+            { op: "set", key, value, expireInMs: 0, deleteInMs: 0 },
+            { op: "get", key, value: undefined, expireInMs: 0, deleteInMs: 0 },
+          ],
+          failure: [],
+        });
+        break;
     }
   }
   return samples;
@@ -126,6 +139,23 @@ function responseSamples(op: OpName): Responses[OpName][] {
       ];
     case "count":
       return [{ count: 0 }, { count: 1_000_000 }];
+    case "txn":
+      return [
+        { succeeded: false, revision: 0, results: [] },
+        {
+          succeeded: true,
+          revision: 2 ** 53 - 1,
+          results: keys.map((key, i) => ({
+            op: i % 2 === 0 ? "get" : "set",
+            key,
+            found: i % 2 === 0,
+            value: i % 2 === 0 ? values[i % values.length] : undefined,
+            version: i,
+            createRevision: i,
+            modRevision: i,
+          })),
+        },
+      ];
   }
 }
 

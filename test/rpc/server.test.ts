@@ -274,6 +274,7 @@ function hangingStore(): IStore {
     getEntry: never,
     list: never,
     count: never,
+    txn: never,
     close: async () => {},
   };
 }

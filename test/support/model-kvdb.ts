@@ -86,6 +86,10 @@ export class ModelKVDB implements KVDB {
     this.pinned = true;
   }
 
+  unpinRevision(): void {
+    this.pinned = false;
+  }
+
   private nextRevision(): number {
     if (!this.pinned) this.rev++;
     return this.rev;

@@ -117,6 +117,10 @@ export class MapleDB implements KVDB {
     this.pinned = true;
   }
 
+  unpinRevision(): void {
+    this.pinned = false;
+  }
+
   private shardOf(key: string): Shard {
     return this.shards[(this.wideRouting ? shardHashWide(key) : shardHash(key)) & this.mask]!;
   }

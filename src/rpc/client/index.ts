@@ -8,11 +8,14 @@ import type {
   ListOptions,
   ListPage,
   StoreInfo,
+  TxnRequest,
+  TxnResult,
   ValueInput,
 } from "../../store/types.ts";
 import { type ClusterStatusReport, parseClusterStatus } from "../protocol/cluster-status.ts";
 import { parseEndpoint } from "../protocol/endpoint.ts";
 import { defaultMaxFrameBytes } from "../protocol/frame.ts";
+import { txnResultFromWire, txnToWire } from "../protocol/txn-wire.ts";
 import {
   type Message,
   type OpName,
@@ -352,6 +355,9 @@ export class RpcStore implements IStore {
     return (
       await this.client.call(this.shard, "count", { prefix: range.prefix, from: range.from, to: range.to })
     ).count;
+  }
+  async txn(request: TxnRequest): Promise<TxnResult> {
+    return txnResultFromWire(await this.client.call(this.shard, "txn", txnToWire(request)));
   }
   async close(): Promise<void> {}
 }

@@ -35,6 +35,36 @@ export interface Requests {
     keysOnly: boolean;
   };
   count: { prefix: string | undefined; from: string | undefined; to: string | undefined };
+  txn: { compare: WireCompare[]; success: WireTxnOp[]; failure: WireTxnOp[] };
+}
+
+/** A transaction's comparison: `value` for target "value", `number` otherwise ("exists": 1 or 0). */
+export interface WireCompare {
+  key: string;
+  target: string;
+  op: string;
+  value: Uint8Array | undefined;
+  number: number;
+}
+
+/** A transaction's operation; fields an op does not use are empty/0. */
+export interface WireTxnOp {
+  op: string;
+  key: string;
+  value: Uint8Array | undefined;
+  expireInMs: number;
+  deleteInMs: number;
+}
+
+/** A transaction op's result: for a get, found and the entry; revisions 0 otherwise. */
+export interface WireTxnResult {
+  op: string;
+  key: string;
+  found: boolean;
+  value: Uint8Array | undefined;
+  version: number;
+  createRevision: number;
+  modRevision: number;
 }
 
 /** One key of a listing or a get, with its revisions; value absent in a keys-only listing. */
@@ -67,6 +97,7 @@ export interface Responses {
   refresh: { refreshed: boolean };
   list: { items: WireEntry[]; more: boolean; next: string | undefined };
   count: { count: number };
+  txn: { succeeded: boolean; revision: number; results: WireTxnResult[] };
 }
 
 export type OpName = keyof Requests;
@@ -89,6 +120,7 @@ export const opCodes: Record<OpName, number> = {
   refresh: 22,
   list: 40,
   count: 41,
+  txn: 42,
 };
 
 export const opNames = Object.keys(opCodes) as OpName[];
@@ -151,6 +183,7 @@ export const writeOps: ReadonlySet<OpName> = new Set<OpName>([
   "acquire",
   "release",
   "refresh",
+  "txn",
 ]);
 
 /** Operations only a lock-manager shard serves. */
@@ -196,6 +229,8 @@ const expected = f("expected", "bytes");
 const expireInMs = f("expireInMs", "num");
 const deleteInMs = f("deleteInMs", "num");
 
+const txnOpFields = [f("op", "str"), key, f("value", "optBytes"), expireInMs, deleteInMs];
+
 /** Field order is the binary and msgpack order: append new fields only at the end. */
 export const requestSchemas: Record<OpName, readonly FieldSpec[]> = {
   set: [key, value],
@@ -221,6 +256,11 @@ export const requestSchemas: Record<OpName, readonly FieldSpec[]> = {
     f("keysOnly", "bool"),
   ],
   count: [f("prefix", "optStr"), f("from", "optStr"), f("to", "optStr")],
+  txn: [
+    records("compare", [key, f("target", "str"), f("op", "str"), f("value", "optBytes"), f("number", "num")]),
+    records("success", txnOpFields),
+    records("failure", txnOpFields),
+  ],
 };
 
 export const responseSchemas: Record<OpName, readonly FieldSpec[]> = {
@@ -256,6 +296,19 @@ export const responseSchemas: Record<OpName, readonly FieldSpec[]> = {
     f("next", "optStr"),
   ],
   count: [f("count", "num")],
+  txn: [
+    f("succeeded", "bool"),
+    f("revision", "num"),
+    records("results", [
+      f("op", "str"),
+      key,
+      f("found", "bool"),
+      f("value", "optBytes"),
+      f("version", "num"),
+      f("createRevision", "num"),
+      f("modRevision", "num"),
+    ]),
+  ],
 };
 
 export const wireRequestSchemas: Record<WireOpName, readonly FieldSpec[]> = {

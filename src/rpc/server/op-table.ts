@@ -1,6 +1,7 @@
 import { DkvError } from "../../errors.ts";
 import type { RequestOrigin } from "../../store/replicated/command.ts";
 import type { EntryInfo } from "../../store/types.ts";
+import { txnFromWire, txnResultToWire } from "../protocol/txn-wire.ts";
 import type { OpName, Requests, Responses, WireEntry } from "../protocol/types.ts";
 import type { ShardHandler } from "./dispatcher.ts";
 import { lockOwnerIdOf } from "./lock-owner.ts";
@@ -202,6 +203,14 @@ export const opTable: OpTable = {
     write: false,
     async handle({ store }, r) {
       return { count: await store.count({ prefix: r.prefix, from: r.from, to: r.to }) };
+    },
+  },
+  txn: {
+    permission: "write",
+    shards: "store",
+    write: true,
+    async handle({ store }, r) {
+      return txnResultToWire(await store.txn(txnFromWire(r)));
     },
   },
 };

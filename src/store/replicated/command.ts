@@ -1,4 +1,6 @@
 import { DkvError } from "../../errors.ts";
+import type { CheckedTxn } from "../txn.ts";
+import { decodeTxn } from "./txn-command.ts";
 
 /**
  * The replicated log's command for a dstore write, small and binary (little-endian):
@@ -15,6 +17,8 @@ export const Op = {
   Claim: 6,
   DeleteIfEquals: 7,
   RenewIfEquals: 8,
+  /** A transaction: the value is its body (txn-command.ts), the key is empty. */
+  Txn: 9,
 } as const;
 export type Op = (typeof Op)[keyof typeof Op];
 
@@ -33,6 +37,8 @@ export interface Command {
   expireInMs: number;
   deleteInMs: number;
   origin: RequestOrigin | undefined;
+  /** Op.Txn only: the transaction, decoded and validated from the value. */
+  txn?: CheckedTxn;
 }
 
 export const CLIENT_ID_BYTES = 16;
@@ -76,7 +82,7 @@ export function decodeCommand(data: Uint8Array): Command {
   if (data.byteLength < HEADER_BYTES) throw corrupt(`${data.byteLength} bytes`);
   const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
   const op = view.getUint8(0);
-  if (op < Op.Set || op > Op.RenewIfEquals) throw corrupt(`unknown op ${op}`);
+  if (op < Op.Set || op > Op.Txn) throw corrupt(`unknown op ${op}`);
   const hasOrigin = (view.getUint8(1) & FLAG_ORIGIN) !== 0;
   const keyBytes = view.getUint32(4, true);
   const valueBytes = view.getUint32(8, true);
@@ -95,6 +101,8 @@ export function decodeCommand(data: Uint8Array): Command {
   if (data.byteLength !== pos + keyBytes + valueBytes) throw corrupt("length mismatch");
   const key = utf8Decoder.decode(data.subarray(pos, pos + keyBytes));
   const value = data.slice(pos + keyBytes, pos + keyBytes + valueBytes);
+  if (op === Op.Txn)
+    return { op, key, value, expireInMs, deleteInMs, origin, txn: decodeTxn(value, corrupt) };
   return { op: op as Op, key, value, expireInMs, deleteInMs, origin };
 }
 

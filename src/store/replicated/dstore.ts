@@ -1,5 +1,6 @@
 import { DkvError } from "../../errors.ts";
 import type { RaftHost } from "../../raft/host/raft-host.ts";
+import { checkTxn, type TxnRequest, type TxnResult } from "../txn.ts";
 import {
   type ClaimResult,
   defaultStoreLimits,
@@ -24,6 +25,7 @@ import {
 } from "./command.ts";
 import { readCount, readEntry, readList } from "./data-reads.ts";
 import { DStoreStateMachine } from "./state-machine.ts";
+import { decodeTxnResult, encodeTxn } from "./txn-command.ts";
 
 export interface DStoreOptions {
   /** Serve reads from this member's applied state without a ReadIndex round: faster, maybe stale. */
@@ -178,6 +180,11 @@ export class DStore implements IStore {
   count(range: KeyRange): Promise<number> {
     return readCount(this.stateMachine, range, this.limits, (evaluate) => this.read(evaluate));
   }
+  /** One Raft entry (Op.Txn): compared and applied atomically on every member. */
+  async txn(request: TxnRequest, origin?: RequestOrigin): Promise<TxnResult> {
+    const body = encodeTxn(checkTxn(request, this.limits));
+    return decodeTxnResult(await this.write(command(Op.Txn, "", body, 0, 0), origin));
+  }
 
   /** Later calls fail with CLOSED; the group itself runs on until its host closes. */
   async close(): Promise<void> {
@@ -295,6 +302,9 @@ class OriginStore implements IStore {
   }
   count(range: KeyRange): Promise<number> {
     return this.store.count(range);
+  }
+  txn(request: TxnRequest): Promise<TxnResult> {
+    return this.store.txn(request, this.origin);
   }
   /** The view owns nothing: closing it leaves the store open. */
   async close(): Promise<void> {}

@@ -12,6 +12,7 @@ import {
   RESULT_VOID,
   type RequestOrigin,
 } from "./command.ts";
+import { applyTxnCommand } from "./txn-apply.ts";
 
 export interface DedupOptions {
   /** Remembered writes; the oldest (in log order) is forgotten first. Default 100 000. */
@@ -151,6 +152,8 @@ export class DStoreStateMachine implements StateMachine {
         return encodeBoolean(db.deleteIfEquals(key, value, nowMs));
       case Op.RenewIfEquals:
         return encodeBoolean(db.renewIfEquals(key, value, expireInMs, deleteInMs, nowMs));
+      case Op.Txn:
+        return applyTxnCommand(db, command, index, nowMs);
     }
   }
 
