@@ -7,6 +7,7 @@ import { withClient } from "./client.ts";
 import { defineGroup, defineLeaf, type LeafContext } from "./command.ts";
 import { EXIT_OK, jsonLine } from "./io.ts";
 import { perfCommand } from "./perf.ts";
+import { parseTxnDocument, txnResultJson } from "./txn-json.ts";
 
 const kvOptions = clientOptions(DEFAULT_KV_SHARD, "timeout");
 type KvContext = LeafContext<typeof kvOptions>;
@@ -272,10 +273,40 @@ const list = defineLeaf({
     }),
 });
 
+const txn = defineLeaf({
+  path: "dkv kv txn",
+  description: "Compare keys, then apply the success or failure operations atomically (JSON on stdin)",
+  options: kvOptions,
+  examples: [
+    `echo '{"compare":[{"key":"n","target":"value","op":"==","value":"1"}],"success":[{"op":"set","key":"n","value":"2"}],"failure":[{"op":"get","key":"n"}]}' | dkv kv txn --json`,
+    `echo '{"compare":[{"key":"job","target":"exists","op":"==","value":false}],"success":[{"op":"setE","key":"job","value":"me","expireIn":"30s"}]}' | dkv kv txn`,
+  ],
+  notes: [
+    ...kvNotes,
+    "compare: target value|version|createRevision|modRevision|exists, op == != < >; a missing key has version 0 and exists false; comparing a missing key's value is false.",
+    'success/failure: {"op":"set|setE|delete|get","key":..,"value":..} (values are text or {"base64":".."}; setE takes "expireIn"/"deleteIn" durations).',
+    'Prints {"succeeded":bool,"revision":N,"results":[..]}; every write of the transaction gets revision N. Bounded by the frame size, not by a count.',
+  ],
+  run: async (context) => {
+    const request = parseTxnDocument(await Bun.stdin.text());
+    return withStore(context, async (store) => {
+      const result = txnResultJson(await store.txn(request));
+      if (context.options.json) context.io.out(jsonLine(result));
+      else {
+        context.io.out(`succeeded=${result.succeeded} revision=${result.revision}\n`);
+        for (const item of result.results as Record<string, unknown>[]) {
+          if (item.op === "get") context.io.out(`${item.key}\t${item.found ? item.value : "(not found)"}\n`);
+        }
+      }
+      return EXIT_OK;
+    });
+  },
+});
+
 export const kvCommand = defineGroup({
   path: "dkv kv",
   description: "Key-value operations against a running dkv server",
   sharedOptions: kvOptions,
-  subCommands: { set, setE, setEIfUnset, get, has, expire, del, list, perf: perfCommand },
+  subCommands: { set, setE, setEIfUnset, get, has, expire, del, list, txn, perf: perfCommand },
   notes: kvNotes,
 });
