@@ -19,7 +19,7 @@ function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === "object" && value !== null && !Array.isArray(value);
 }
 
-function valueOf(value: unknown, where: string): Uint8Array | string {
+function documentValue(value: unknown, where: string): Uint8Array | string {
   if (typeof value === "string") return value;
   if (isObject(value) && typeof value.base64 === "string") {
     if (!/^[A-Za-z0-9+/]*={0,2}$/.test(value.base64) || value.base64.length % 4 === 1) {
@@ -48,12 +48,12 @@ function parseOp(raw: unknown, where: string): TxnOp {
   const key = raw.key as string;
   switch (raw.op) {
     case "set":
-      return { op: "set", key, value: valueOf(raw.value, where) };
+      return { op: "set", key, value: documentValue(raw.value, where) };
     case "setE":
       return {
         op: "setE",
         key,
-        value: valueOf(raw.value, where),
+        value: documentValue(raw.value, where),
         expireInMs: durationMs(raw, "expireIn", where),
         deleteInMs: durationMs(raw, "deleteIn", where),
       };
@@ -68,7 +68,7 @@ function parseOp(raw: unknown, where: string): TxnOp {
 function parseCompare(raw: unknown, where: string): TxnCompare {
   if (!isObject(raw)) throw usage(`${where} must be an object`);
   const base = { key: raw.key as string, op: raw.op as TxnCompare["op"] };
-  if (raw.target === "value") return { ...base, target: "value", value: valueOf(raw.value, where) };
+  if (raw.target === "value") return { ...base, target: "value", value: documentValue(raw.value, where) };
   // Types beyond this (a number for version, a boolean for exists) are checked by the store.
   return { ...base, target: raw.target, value: raw.value } as TxnCompare;
 }
