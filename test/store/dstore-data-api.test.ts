@@ -20,6 +20,11 @@ afterEach(async () => {
   cluster = undefined;
 });
 
+async function start(): Promise<TestCluster> {
+  cluster = await Cluster.start({ groups: [GROUP], stateMachine: () => new DStoreStateMachine() });
+  return cluster;
+}
+
 function storeOn(c: TestCluster, id: string): DStore {
   return new DStore(c.host(id), GROUP, { timeoutMs: 3000 });
 }
@@ -30,10 +35,7 @@ function machineOn(c: TestCluster, id: string): DStoreStateMachine {
 
 describe("dstore data API on a 3-member cluster", () => {
   test("revisions are Raft indexes, the same on every member; a txn is one entry", async () => {
-    const c = (cluster = await Cluster.start({
-      groups: [GROUP],
-      stateMachine: () => new DStoreStateMachine(),
-    }));
+    const c = await start();
     const leader = await c.waitForLeader(GROUP);
     const follower = c.follower(GROUP);
     await storeOn(c, follower).set("svc/a", "1");
@@ -72,10 +74,7 @@ describe("dstore data API on a 3-member cluster", () => {
   });
 
   test("a retried txn (same request id) applies once and answers the first result", async () => {
-    const c = (cluster = await Cluster.start({
-      groups: [GROUP],
-      stateMachine: () => new DStoreStateMachine(),
-    }));
+    const c = await start();
     await c.waitForLeader(GROUP);
     const origin: RequestOrigin = { clientId: new Uint8Array(CLIENT_ID_BYTES).fill(9), requestId: 1 };
     const casIncrement = {
