@@ -19,16 +19,16 @@ type Slot = Entry;
 class Shard {
   map: Map<string, Slot> = new Map();
   /**
-   * TimedEntry objects in `map`. While it is 0 every slot is a bare value, so the hot
-   * paths skip the slot's type check: that check loads the value object, a cache miss
-   * that `has` and a plain Map lookup otherwise never pay.
+   * TimedEntry objects in `map`. While it is 0 every slot is a plain Entry, so the hot
+   * paths skip the deadline checks, and `has` answers from the Map alone without loading
+   * the entry object (a cache miss).
    */
   timedCount = 0;
   /**
    * While a save still has to stream this shard, the map it iterates. A write first
    * makes `map` a private copy of it (once per save), so the saver sees the shard as it
    * was when the save started, and entries shared with that copy are replaced, never
-   * changed in place.
+   * changed in place (while no save runs, a write updates its entry in place).
    */
   saveView: Map<string, Slot> | null = null;
 }
@@ -62,6 +62,12 @@ const YIELD_EVERY_BYTES = 1024 * 1024;
  *
  * Reads never change state: a key past its deadline is hidden by `get`/`has` and
  * removed by `purgeExpired` or by the next write to it.
+ *
+ * Data API: every key carries its version and create/mod revisions (see Entry); the
+ * store's revision advances by one per write, or is pinned per replicated entry
+ * (`pinRevision`). Beside the hash shards an ordered index of the keys (OrderedKeys)
+ * serves `list` and `count` in O(log n + page); every insert, remove, purge and load
+ * keeps it in step with the maps.
  */
 export class MapleDB implements KVDB {
   private shards: Shard[];
