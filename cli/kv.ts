@@ -1,11 +1,13 @@
+import { listOptions } from "../src/config/data-api-options.ts";
 import { parseDuration } from "../src/config/parse.ts";
 import { clientOptions, DEFAULT_KV_SHARD, valueBase64Option } from "../src/config/schema.ts";
 import { DkvError } from "../src/errors.ts";
-import type { IStore } from "../src/store/types.ts";
+import type { EntryInfo, IStore } from "../src/store/types.ts";
 import { withClient } from "./client.ts";
 import { defineGroup, defineLeaf, type LeafContext } from "./command.ts";
 import { EXIT_OK, jsonLine } from "./io.ts";
 import { perfCommand } from "./perf.ts";
+import { parseTxnDocument, txnResultJson } from "./txn-json.ts";
 
 const kvOptions = clientOptions(DEFAULT_KV_SHARD, "timeout");
 type KvContext = LeafContext<typeof kvOptions>;
@@ -69,11 +71,28 @@ const utf8Strict = new TextDecoder("utf-8", { fatal: true });
 /** get's JSON: the value as text, or base64 with "encoding" when it is not valid UTF-8. */
 export function getResultJson(value: Uint8Array | undefined): Record<string, unknown> {
   if (value === undefined) return { found: false };
+  return { found: true, ...valueJson(value) };
+}
+
+function valueJson(value: Uint8Array): { value: string; encoding?: "base64" } {
   try {
-    return { found: true, value: utf8Strict.decode(value) };
+    return { value: utf8Strict.decode(value) };
   } catch {
-    return { found: true, value: Buffer.from(value).toString("base64"), encoding: "base64" };
+    return { value: Buffer.from(value).toString("base64"), encoding: "base64" };
   }
+}
+
+/** get's JSON with the key's revisions. */
+export function entryResultJson(entry: EntryInfo | undefined): Record<string, unknown> {
+  if (entry === undefined || entry.value === undefined) return { found: false };
+  const { version, createRevision, modRevision } = entry;
+  return { found: true, ...valueJson(entry.value), version, createRevision, modRevision };
+}
+
+/** One item of `kv list --json`. */
+export function listItemJson(item: EntryInfo): Record<string, unknown> {
+  const value = item.value === undefined ? {} : valueJson(item.value);
+  return { key: item.key, ...value, version: item.version, modRevision: item.modRevision };
 }
 
 function durations(context: KvWriteContext): { expireInMs: number; deleteInMs: number } {
@@ -152,9 +171,10 @@ const get = defineLeaf({
   ],
   run: (context) =>
     withStore(context, async (store) => {
-      const value = await store.get(context.positionals.key!);
+      const entry = await store.getEntry(context.positionals.key!);
+      const value = entry?.value;
       if (context.options.json) {
-        context.io.out(jsonLine(getResultJson(value)));
+        context.io.out(jsonLine(entryResultJson(entry)));
       } else if (value === undefined) {
         context.io.err(`(not found) ${context.positionals.key}\n`);
       } else {
@@ -208,10 +228,85 @@ const del = defineLeaf({
     }),
 });
 
+const kvListOptions = [...kvOptions, ...listOptions] as const;
+
+const list = defineLeaf({
+  path: "dkv kv list",
+  description: "List keys in UTF-8 byte order: a prefix or a [from, to) range, a page at a time",
+  options: kvListOptions,
+  examples: [
+    "dkv kv list --prefix services/ --json",
+    "dkv kv list --from a --to m --limit 100 --keys-only",
+    "dkv kv list --prefix services/ --limit 100 --after services/web-7   # the next page",
+    'dkv kv list --prefix services/ --count --json   # {"count":12}',
+  ],
+  notes: [
+    ...kvNotes,
+    "Keys whose value has expired are not listed. On a dstore shard the listing is linearizable.",
+    'With --json: {"items":[{"key":..,"value":..,"version":N,"modRevision":N}],"more":bool,"next":KEY}.',
+  ],
+  run: (context) =>
+    withStore(context, async (store) => {
+      const o = context.options;
+      if (o.prefix !== undefined && (o.from !== undefined || o.to !== undefined)) {
+        throw new DkvError("USAGE", "give either --prefix or --from/--to, not both.");
+      }
+      const range = { prefix: o.prefix, from: o.from, to: o.to };
+      if (o.count) {
+        const count = await store.count(range);
+        context.io.out(o.json ? jsonLine({ count }) : `${count}\n`);
+        return EXIT_OK;
+      }
+      const page = await store.list({ ...range, limit: o.limit, after: o.after, keysOnly: o["keys-only"] });
+      if (o.json) {
+        const out: Record<string, unknown> = { items: page.items.map(listItemJson), more: page.more };
+        if (page.next !== undefined) out.next = page.next;
+        context.io.out(jsonLine(out));
+        return EXIT_OK;
+      }
+      for (const item of page.items) {
+        if (item.value === undefined) context.io.out(`${item.key}\n`);
+        else context.io.out(`${item.key}\t${listItemJson(item).value}\n`);
+      }
+      if (page.more) context.io.err(`(more: continue with --after ${JSON.stringify(page.next)})\n`);
+      return EXIT_OK;
+    }),
+});
+
+const txn = defineLeaf({
+  path: "dkv kv txn",
+  description: "Compare keys, then apply the success or failure operations atomically (JSON on stdin)",
+  options: kvOptions,
+  examples: [
+    `echo '{"compare":[{"key":"n","target":"value","op":"==","value":"1"}],"success":[{"op":"set","key":"n","value":"2"}],"failure":[{"op":"get","key":"n"}]}' | dkv kv txn --json`,
+    `echo '{"compare":[{"key":"job","target":"exists","op":"==","value":false}],"success":[{"op":"setE","key":"job","value":"me","expireIn":"30s"}]}' | dkv kv txn`,
+  ],
+  notes: [
+    ...kvNotes,
+    "compare: target value|version|createRevision|modRevision|exists, op == != < >; a missing key has version 0 and exists false; comparing a missing key's value is false.",
+    'success/failure: {"op":"set|setE|delete|get","key":..,"value":..} (values are text or {"base64":".."}; setE takes "expireIn"/"deleteIn" durations).',
+    'Prints {"succeeded":bool,"revision":N,"results":[..]}; every write of the transaction gets revision N. Bounded by the frame size, not by a count.',
+  ],
+  run: async (context) => {
+    const request = parseTxnDocument(await Bun.stdin.text());
+    return withStore(context, async (store) => {
+      const result = txnResultJson(await store.txn(request));
+      if (context.options.json) context.io.out(jsonLine(result));
+      else {
+        context.io.out(`succeeded=${result.succeeded} revision=${result.revision}\n`);
+        for (const item of result.results as Record<string, unknown>[]) {
+          if (item.op === "get") context.io.out(`${item.key}\t${item.found ? item.value : "(not found)"}\n`);
+        }
+      }
+      return EXIT_OK;
+    });
+  },
+});
+
 export const kvCommand = defineGroup({
   path: "dkv kv",
   description: "Key-value operations against a running dkv server",
   sharedOptions: kvOptions,
-  subCommands: { set, setE, setEIfUnset, get, has, expire, del, perf: perfCommand },
+  subCommands: { set, setE, setEIfUnset, get, has, expire, del, list, txn, perf: perfCommand },
   notes: kvNotes,
 });

@@ -37,6 +37,29 @@ export interface OpRule {
 }
 
 const oneKey = (message: Message): KeyScope => ({ kind: "key", key: String(message.key ?? "") });
+
+/** A listing or count: by prefix, by [from, to), or (neither) the whole shard. */
+const rangeScope = (message: Message): KeyScope => {
+  const text = (name: string): string | undefined =>
+    typeof message[name] === "string" ? (message[name] as string) : undefined;
+  const prefix = text("prefix");
+  if (prefix !== undefined) return { kind: "prefix", prefix };
+  const from = text("from");
+  const to = text("to");
+  if (from !== undefined || to !== undefined) return { kind: "range", from: from ?? "", to: to ?? "" };
+  return { kind: "prefix", prefix: "" };
+};
+
+/** A transaction: every key its comparisons and both branches name. */
+const txnKeys = (message: Message): KeyScope => {
+  const keys: string[] = [];
+  for (const field of ["compare", "success", "failure"]) {
+    const records = message[field];
+    if (!Array.isArray(records)) continue;
+    for (const record of records) keys.push(String((record as { key?: unknown }).key ?? ""));
+  }
+  return { kind: "keys", keys };
+};
 const wholeShard = (): KeyScope => ({ kind: "shard" });
 
 /** Operations served outside the dispatcher's table (streamed replies), checked by the same rules. */
@@ -65,6 +88,9 @@ export const opRules: Record<OpName, OpRule> = {
   acquire: { permission: "write", scope: oneKey },
   release: { permission: "write", scope: oneKey },
   refresh: { permission: "write", scope: oneKey },
+  list: { permission: "read", scope: rangeScope },
+  count: { permission: "read", scope: rangeScope },
+  txn: { permission: "write", scope: txnKeys },
   snapshotSave: { permission: "admin", scope: "server" },
 };
 

@@ -18,7 +18,23 @@ export interface KVDB {
   expire(key: string, nowMs: number): void;
   delete(key: string, nowMs: number): void;
   get(key: string, nowMs: number): Uint8Array | undefined;
+  /** What `get` sees plus the key's revisions; a fresh object. */
+  getEntry(key: string, nowMs: number): EntryInfo | undefined;
   has(key: string, nowMs: number): boolean;
+  /** Live keys of a range in ascending UTF-8 byte order, a page at a time: O(log n + page). */
+  list(options: ListOptions, nowMs: number): ListPage;
+  /** How many live keys the range holds. */
+  count(range: KeyRange, nowMs: number): number;
+  /** The store's revision: the highest revision stamped on any write so far. */
+  readonly revision: number;
+  /**
+   * Makes every later write stamp `revision` (>= the current one): the replicated store
+   * pins the Raft index of each entry it applies. Unpinned, each write takes the next
+   * revision of a per-store counter.
+   */
+  pinRevision(revision: number): void;
+  /** Ends a pin: later writes take the next revision of the counter again. */
+  unpinRevision(): void;
   /**
    * Atomic compare-and-delete. Deletes when the key is present (not past its delete
    * deadline) and its value equals `expected`, expired or not. Returns false only when the
@@ -58,4 +74,42 @@ export interface DbInfo {
   approxBytes: number;
   /** Number of internal map shards. */
   shards: number;
+}
+
+/** A key's value with its revisions (see the Data API in the README). */
+export interface EntryInfo {
+  key: string;
+  /** Undefined only in a keys-only listing. */
+  value: Uint8Array | undefined;
+  /** Writes since the key was created: 1 after the creating write. */
+  version: number;
+  createRevision: number;
+  modRevision: number;
+}
+
+/**
+ * A range of keys: `prefix`, or `[from, to)` (either end open when absent), or every key.
+ * Order is that of the keys' UTF-8 bytes.
+ */
+export interface KeyRange {
+  prefix?: string | undefined;
+  from?: string | undefined;
+  to?: string | undefined;
+}
+
+export interface ListOptions extends KeyRange {
+  /** At most this many items; all when absent. */
+  limit?: number | undefined;
+  /** Continue after this key (the `next` of the previous page). */
+  after?: string | undefined;
+  /** Leave values out. */
+  keysOnly?: boolean | undefined;
+}
+
+export interface ListPage {
+  items: EntryInfo[];
+  /** Whether keys of the range follow this page. */
+  more: boolean;
+  /** When `more`: the last key of this page, to pass as `after`. */
+  next?: string;
 }

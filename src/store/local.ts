@@ -2,7 +2,10 @@ import { type Clock, systemClock } from "../clock.ts";
 import type { KVDB } from "../db/kvdb.ts";
 import { MapleDB } from "../db/maple/index.ts";
 import { DkvError } from "../errors.ts";
+import { checkListOptions, checkRange, rangeOf } from "./list-options.ts";
 import { PurgeLoop } from "./purge-loop.ts";
+import { applyTxn, branchWrites, checkTxn, type TxnRequest, type TxnResult, txnSucceeds } from "./txn.ts";
+import type { EntryInfo, KeyRange, ListOptions, ListPage } from "./types.ts";
 import {
   type ClaimResult,
   defaultStoreLimits,
@@ -141,6 +144,43 @@ export class LocalStore implements IStore {
     this.checkOpen();
     checkKey(key, this.limits);
     return this.db.has(key, this.clock.now());
+  }
+
+  async getEntry(key: string): Promise<EntryInfo | undefined> {
+    this.checkOpen();
+    checkKey(key, this.limits);
+    const entry = this.db.getEntry(key, this.clock.now());
+    return entry === undefined ? undefined : { ...entry, value: entry.value?.slice() };
+  }
+
+  async list(options: ListOptions): Promise<ListPage> {
+    this.checkOpen();
+    checkListOptions(options, this.limits);
+    const page = this.db.list(options, this.clock.now());
+    for (const item of page.items) item.value = item.value?.slice();
+    return page;
+  }
+
+  async txn(request: TxnRequest): Promise<TxnResult> {
+    this.checkOpen();
+    const txn = checkTxn(request, this.limits);
+    const nowMs = this.clock.now();
+    // One revision for the whole transaction, taken only when its branch writes.
+    const writes = branchWrites(txnSucceeds(this.db, txn.compare, nowMs) ? txn.success : txn.failure);
+    if (writes) this.db.pinRevision(this.db.revision + 1);
+    try {
+      const result = applyTxn(this.db, txn, nowMs);
+      for (const item of result.results) item.value = item.value?.slice();
+      return { ...result, revision: this.db.revision };
+    } finally {
+      if (writes) this.db.unpinRevision();
+    }
+  }
+
+  async count(range: KeyRange): Promise<number> {
+    this.checkOpen();
+    checkRange(range, this.limits);
+    return this.db.count(rangeOf(range), this.clock.now());
   }
 
   async deleteIfEquals(key: string, expected: ValueInput): Promise<boolean> {

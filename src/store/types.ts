@@ -1,5 +1,9 @@
 import { KEY_BYTES_MAX_DEFAULT, VALUE_BYTES_MAX_DEFAULT } from "../config/defaults.ts";
-import type { DbInfo } from "../db/kvdb.ts";
+import type { DbInfo, EntryInfo, KeyRange, ListOptions, ListPage } from "../db/kvdb.ts";
+import type { TxnRequest, TxnResult } from "./txn.ts";
+
+export type { EntryInfo, KeyRange, ListOptions, ListPage } from "../db/kvdb.ts";
+export type { TxnCompare, TxnOp, TxnOpResult, TxnRequest, TxnResult } from "./txn.ts";
 
 /** Values are bytes; strings are accepted and stored as UTF-8. */
 export type ValueInput = Uint8Array | string;
@@ -33,6 +37,16 @@ export interface IStore {
   get(key: string): Promise<Uint8Array | undefined>;
   has(key: string): Promise<boolean>;
   info(): Promise<StoreInfo>;
+
+  // The data API (see the README's "Data API").
+  /** What `get` returns, with the key's version, createRevision and modRevision. */
+  getEntry(key: string): Promise<EntryInfo | undefined>;
+  /** Live keys of a range in ascending UTF-8 byte order, one page at a time. Linearizable on dstore. */
+  list(options: ListOptions): Promise<ListPage>;
+  /** How many live keys a range holds. */
+  count(range: KeyRange): Promise<number>;
+  /** Compares, then applies one branch atomically (see txn.ts); a bad transaction changes nothing. */
+  txn(request: TxnRequest): Promise<TxnResult>;
 
   // Atomic primitives for the lock manager (each one store operation).
   /** setEIfUnset that also returns the revision of the write (the fencing token). */

@@ -1,7 +1,7 @@
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
 import fc from "fast-check";
 import type { ManualClock } from "../../src/clock.ts";
-import { defaultStoreLimits, type IStore, type StoreLimits } from "../../src/store/types.ts";
+import { defaultStoreLimits, type IStore, type StoreLimits, type TxnCompare } from "../../src/store/types.ts";
 import { bytes, expectDkvError, text } from "../support/assertions.ts";
 import { applyToStore, ModelStore, propertyParameters, storeOpArb } from "../support/store-ops.ts";
 
@@ -581,6 +581,208 @@ export function runStoreConformance(name: string, factory: () => Promise<StoreHa
       test("a value of exactly the limit is accepted", async () => {
         await store.set("k", new Uint8Array(limits.maxValueBytes).fill(1));
         expect((await store.get("k"))?.length).toBe(limits.maxValueBytes);
+      });
+    });
+
+    describe("data API: revisions and listing", () => {
+      test("get with revisions: version counts writes since creation, revisions only grow", async () => {
+        await store.set("r/a", "1");
+        const first = await store.getEntry("r/a");
+        expect(first).toMatchObject({ key: "r/a", value: bytes("1"), version: 1 });
+        expect(first!.createRevision).toBe(first!.modRevision);
+        await store.set("r/b", "x");
+        await store.setE("r/a", "2", 60_000, 0);
+        const second = await store.getEntry("r/a");
+        expect(second).toMatchObject({
+          value: bytes("2"),
+          version: 2,
+          createRevision: first!.createRevision,
+        });
+        expect(second!.modRevision).toBeGreaterThan((await store.getEntry("r/b"))!.modRevision);
+        await store.delete("r/a");
+        expect(await store.getEntry("r/a")).toBeUndefined();
+        await store.set("r/a", "3");
+        const reborn = await store.getEntry("r/a");
+        expect(reborn!.version).toBe(1);
+        expect(reborn!.createRevision).toBeGreaterThan(second!.modRevision);
+      });
+
+      test("an expired value has no entry, like get", async () => {
+        await store.setE("r/e", "v", 100, 0);
+        advance(100);
+        expect(await store.getEntry("r/e")).toBeUndefined();
+      });
+
+      test("list: a prefix in UTF-8 byte order, with values and revisions", async () => {
+        // "\uE000" sorts before "😀" in UTF-8 but after it in UTF-16 code units.
+        for (const key of ["l/b", "l/😀", "l/a", "l/\uE000", "l", "m/a", "l/a/deep"])
+          await store.set(key, key);
+        const page = await store.list({ prefix: "l/" });
+        expect(page.items.map((item) => item.key)).toEqual(["l/a", "l/a/deep", "l/b", "l/\uE000", "l/😀"]);
+        expect(page.more).toBe(false);
+        expect(page.next).toBeUndefined();
+        expect(page.items[0]).toMatchObject({ value: bytes("l/a"), version: 1 });
+        expect(await store.count({ prefix: "l/" })).toBe(5);
+      });
+
+      test("list: [from, to) ranges, keys-only, and pages that resume after the last key", async () => {
+        for (const key of ["a", "b", "c", "d", "e"]) await store.set(key, key);
+        expect((await store.list({ from: "b", to: "d" })).items.map((i) => i.key)).toEqual(["b", "c"]);
+        expect((await store.list({ from: "d" })).items.map((i) => i.key)).toEqual(["d", "e"]);
+        expect((await store.list({ to: "b", keysOnly: true })).items).toEqual([
+          {
+            key: "a",
+            value: undefined,
+            version: 1,
+            createRevision: expect.any(Number),
+            modRevision: expect.any(Number),
+          },
+        ]);
+        const seen: string[] = [];
+        let after: string | undefined;
+        for (let pages = 0; pages < 10; pages++) {
+          const page = await store.list({ limit: 2, after });
+          seen.push(...page.items.map((item) => item.key));
+          if (!page.more) break;
+          expect(page.next).toBe(page.items[1]!.key);
+          after = page.next;
+        }
+        expect(seen).toEqual(["a", "b", "c", "d", "e"]);
+        expect(await store.count({ from: "b", to: "e" })).toBe(3);
+      });
+
+      test("list skips expired and deleted keys", async () => {
+        await store.set("x/live", "1");
+        await store.setE("x/expiring", "2", 50, 0);
+        await store.setE("x/deleting", "3", 0, 50);
+        await store.set("x/gone", "4");
+        await store.delete("x/gone");
+        advance(50);
+        expect((await store.list({ prefix: "x/" })).items.map((i) => i.key)).toEqual(["x/live"]);
+        expect(await store.count({ prefix: "x/" })).toBe(1);
+      });
+
+      test("bad list options are refused and change nothing", async () => {
+        await expectDkvError(() => store.list({ prefix: "a", from: "b" }), "BAD_REQUEST");
+        await expectDkvError(() => store.list({ limit: 0 }), "BAD_REQUEST");
+        await expectDkvError(() => store.list({ limit: 1.5 }), "BAD_REQUEST");
+        await expectDkvError(() => store.count({ prefix: "a", to: "b" }), "BAD_REQUEST");
+      });
+    });
+
+    describe("data API: transactions", () => {
+      test("compare-and-swap: the success branch runs when every comparison holds", async () => {
+        await store.set("t/n", "1");
+        const swap = (from: string, to: string) =>
+          store.txn({
+            compare: [{ key: "t/n", target: "value", op: "==", value: from }],
+            success: [{ op: "set", key: "t/n", value: to }],
+            failure: [{ op: "get", key: "t/n" }],
+          });
+        const won = await swap("1", "2");
+        expect(won.succeeded).toBe(true);
+        expect(won.results).toEqual([{ op: "set", key: "t/n" }]);
+        const entry = await store.getEntry("t/n");
+        expect(entry).toMatchObject({ value: bytes("2"), version: 2, modRevision: won.revision });
+        const lost = await swap("1", "3");
+        expect(lost.succeeded).toBe(false);
+        expect(lost.results).toEqual([
+          {
+            op: "get",
+            key: "t/n",
+            found: true,
+            value: bytes("2"),
+            version: 2,
+            createRevision: entry!.createRevision,
+            modRevision: won.revision,
+          },
+        ]);
+        expect(text(await store.get("t/n"))).toBe("2");
+      });
+
+      test("every write of a transaction shares one revision, above earlier ones", async () => {
+        await store.set("t/before", "x");
+        const before = (await store.getEntry("t/before"))!.modRevision;
+        const result = await store.txn({
+          compare: [],
+          success: [
+            { op: "set", key: "t/a", value: "1" },
+            { op: "setE", key: "t/b", value: "2", expireInMs: 60_000, deleteInMs: 0 },
+            { op: "delete", key: "t/before" },
+            { op: "get", key: "t/a" },
+          ],
+          failure: [],
+        });
+        expect(result.succeeded).toBe(true);
+        expect(result.revision).toBeGreaterThan(before);
+        expect((await store.getEntry("t/a"))!.modRevision).toBe(result.revision);
+        expect((await store.getEntry("t/b"))!.modRevision).toBe(result.revision);
+        expect(await store.has("t/before")).toBe(false);
+        // A get in the branch sees the branch's earlier writes.
+        expect(result.results[3]).toMatchObject({
+          op: "get",
+          found: true,
+          value: bytes("1"),
+          modRevision: result.revision,
+        });
+      });
+
+      test("version, revisions and existence compare as etcd's: a missing key is 0 and absent", async () => {
+        await store.set("t/k", "v");
+        await store.set("t/k", "w");
+        const { modRevision, createRevision } = (await store.getEntry("t/k"))!;
+        const check = async (compare: TxnCompare) =>
+          (await store.txn({ compare: [compare], success: [], failure: [] })).succeeded;
+        expect(await check({ key: "t/k", target: "version", op: "==", value: 2 })).toBe(true);
+        expect(await check({ key: "t/k", target: "version", op: ">", value: 2 })).toBe(false);
+        expect(await check({ key: "t/k", target: "modRevision", op: "==", value: modRevision })).toBe(true);
+        expect(await check({ key: "t/k", target: "modRevision", op: "<", value: modRevision })).toBe(false);
+        expect(await check({ key: "t/k", target: "createRevision", op: "<", value: modRevision })).toBe(true);
+        expect(await check({ key: "t/k", target: "createRevision", op: "!=", value: createRevision })).toBe(
+          false,
+        );
+        expect(await check({ key: "t/k", target: "exists", op: "==", value: true })).toBe(true);
+        expect(await check({ key: "t/k", target: "value", op: ">", value: "v" })).toBe(true);
+        expect(await check({ key: "t/k", target: "value", op: "<", value: "wa" })).toBe(true);
+        expect(await check({ key: "t/none", target: "version", op: "==", value: 0 })).toBe(true);
+        expect(await check({ key: "t/none", target: "exists", op: "!=", value: true })).toBe(true);
+        expect(await check({ key: "t/none", target: "value", op: "!=", value: "x" })).toBe(false);
+      });
+
+      test("an invalid transaction is refused whole: nothing of it applies", async () => {
+        await expectDkvError(
+          () =>
+            store.txn({
+              compare: [],
+              success: [
+                { op: "set", key: "t/first", value: "1" },
+                { op: "set", key: "", value: "2" },
+              ],
+              failure: [],
+            }),
+          "BAD_REQUEST",
+        );
+        await expectDkvError(
+          () =>
+            store.txn({
+              compare: [{ key: "t/x", target: "exists", op: "<", value: true } as unknown as TxnCompare],
+              success: [{ op: "set", key: "t/first", value: "1" }],
+              failure: [],
+            }),
+          "BAD_REQUEST",
+        );
+        expect(await store.has("t/first")).toBe(false);
+      });
+
+      test("a transaction is bounded by bytes, not by a count of operations", async () => {
+        const success = Array.from({ length: 1000 }, (_, i) => ({
+          op: "set" as const,
+          key: `t/many/${i}`,
+          value: "v",
+        }));
+        const result = await store.txn({ compare: [], success, failure: [] });
+        expect(result.results).toHaveLength(1000);
+        expect(await store.count({ prefix: "t/many/" })).toBe(1000);
       });
     });
 

@@ -113,7 +113,15 @@ describe("DeadlineHeap", () => {
     for (let step = 0; step < 5000; step++) {
       const op = random(4);
       if (op <= 1 || live.length === 0) {
-        const entry = new TimedEntry(`k${step}`, new Uint8Array(0), Number.POSITIVE_INFINITY, random(1000));
+        const entry = new TimedEntry(
+          `k${step}`,
+          new Uint8Array(0),
+          Number.POSITIVE_INFINITY,
+          random(1000),
+          1,
+          0,
+          0,
+        );
         heap.push(entry);
         live.push(entry);
       } else if (op === 2) {
@@ -127,7 +135,7 @@ describe("DeadlineHeap", () => {
           heap.remove(entry);
           live.splice(index, 1);
         } else {
-          const next = new TimedEntry(entry.key, entry.value, entry.expireAtMs, random(1000));
+          const next = new TimedEntry(entry.key, entry.value, entry.expireAtMs, random(1000), 1, 0, 0);
           heap.replace(entry, next);
           live[index] = next;
           expect(entry.heapIndex).toBe(-1);
@@ -142,7 +150,7 @@ describe("DeadlineHeap", () => {
   test("countDue counts exactly the entries at or before now", () => {
     const heap = new DeadlineHeap();
     for (let i = 0; i < 1000; i++)
-      heap.push(new TimedEntry(`k${i}`, new Uint8Array(0), 0, (i * 7919) % 1000));
+      heap.push(new TimedEntry(`k${i}`, new Uint8Array(0), 0, (i * 7919) % 1000, 1, 0, 0));
     expect(heap.countDue(-1)).toBe(0);
     expect(heap.countDue(0)).toBe(1);
     expect(heap.countDue(499)).toBe(500);

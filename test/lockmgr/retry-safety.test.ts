@@ -2,7 +2,18 @@ import { describe, expect, test } from "bun:test";
 import { type Clock, ManualClock } from "../../src/clock.ts";
 import { LockManager } from "../../src/lockmgr/lock-manager.ts";
 import { LocalStore } from "../../src/store/local.ts";
-import type { ClaimResult, IStore, StoreInfo, ValueInput } from "../../src/store/types.ts";
+import type {
+  ClaimResult,
+  EntryInfo,
+  IStore,
+  KeyRange,
+  ListOptions,
+  ListPage,
+  StoreInfo,
+  TxnRequest,
+  TxnResult,
+  ValueInput,
+} from "../../src/store/types.ts";
 import { expectDkvError, text } from "../support/assertions.ts";
 import { flushIo, settleWithClock } from "../support/drive.ts";
 import { ModelKVDB } from "../support/model-kvdb.ts";
@@ -74,6 +85,18 @@ class IdentifiedView implements IStore {
   }
   info(): Promise<StoreInfo> {
     return this.replaying.inner.info();
+  }
+  getEntry(key: string): Promise<EntryInfo | undefined> {
+    return this.replaying.inner.getEntry(key);
+  }
+  list(options: ListOptions): Promise<ListPage> {
+    return this.replaying.inner.list(options);
+  }
+  count(range: KeyRange): Promise<number> {
+    return this.replaying.inner.count(range);
+  }
+  txn(request: TxnRequest): Promise<TxnResult> {
+    return this.replaying.inner.txn(request);
   }
   async close(): Promise<void> {}
 }

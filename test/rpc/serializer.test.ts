@@ -60,6 +60,26 @@ function requestSamples(op: OpName): Requests[OpName][] {
       case "refresh":
         samples.push({ key, ownerId: "ff".repeat(16), ttlMs: t });
         break;
+      case "list":
+        samples.push({ prefix: key, from: undefined, to: undefined, after: key, limit: t, keysOnly: false });
+        samples.push({ prefix: undefined, from: "", to: key, after: undefined, limit: 0, keysOnly: true });
+        break;
+      case "count":
+        samples.push({ prefix: undefined, from: key, to: undefined });
+        break;
+      case "txn":
+        samples.push({
+          compare: [
+            { key, target: "value", op: "==", value, number: 0 },
+            { key, target: "version", op: ">", value: undefined, number: 2 ** 53 - 1 },
+          ],
+          success: [
+            { op: "set", key, value, expireInMs: 0, deleteInMs: 0 },
+            { op: "get", key, value: undefined, expireInMs: 0, deleteInMs: 0 },
+          ],
+          failure: [],
+        });
+        break;
     }
   }
   return samples;
@@ -75,7 +95,15 @@ function responseSamples(op: OpName): Responses[OpName][] {
     case "setEIfUnset":
       return [{ written: true }, { written: false }];
     case "get":
-      return [{ value: undefined }, ...values.map((value) => ({ value }))];
+      return [
+        { value: undefined, version: 0, createRevision: 0, modRevision: 0 },
+        ...values.map((value, i) => ({
+          value,
+          version: i + 1,
+          createRevision: 2 ** 53 - 1,
+          modRevision: 2 ** 53 - 1,
+        })),
+      ];
     case "has":
       return [{ found: true }, { found: false }];
     case "info":
@@ -94,6 +122,40 @@ function responseSamples(op: OpName): Responses[OpName][] {
       return [{ released: true }, { released: false }];
     case "refresh":
       return [{ refreshed: true }, { refreshed: false }];
+    case "list":
+      return [
+        { items: [], more: false, next: undefined },
+        {
+          items: keys.map((key, i) => ({
+            key,
+            value: i % 2 === 0 ? values[i % values.length] : undefined,
+            version: i + 1,
+            createRevision: i,
+            modRevision: 2 ** 53 - 1,
+          })),
+          more: true,
+          next: keys[keys.length - 1],
+        },
+      ];
+    case "count":
+      return [{ count: 0 }, { count: 1_000_000 }];
+    case "txn":
+      return [
+        { succeeded: false, revision: 0, results: [] },
+        {
+          succeeded: true,
+          revision: 2 ** 53 - 1,
+          results: keys.map((key, i) => ({
+            op: i % 2 === 0 ? "get" : "set",
+            key,
+            found: i % 2 === 0,
+            value: i % 2 === 0 ? values[i % values.length] : undefined,
+            version: i,
+            createRevision: i,
+            modRevision: i,
+          })),
+        },
+      ];
   }
 }
 

@@ -271,6 +271,10 @@ function hangingStore(): IStore {
     claim: never,
     deleteIfEquals: never,
     renewIfEquals: never,
+    getEntry: never,
+    list: never,
+    count: never,
+    txn: never,
     close: async () => {},
   };
 }
@@ -374,9 +378,31 @@ describe("http for humans", () => {
     const set = await fetch(`${base}/v1/100/set`, { method: "POST", body: '{"key":"foo","value":"bar"}' });
     expect(await set.json()).toEqual({ ok: true });
     const get = await fetch(`${base}/v1/100/get`, { method: "POST", body: '{"key":"foo"}' });
-    expect(await get.json()).toEqual({ found: true, value: "bar" });
+    expect(await get.json()).toEqual({
+      found: true,
+      value: "bar",
+      version: 1,
+      createRevision: 1,
+      modRevision: 1,
+    });
     const missing = await fetch(`${base}/v1/100/get`, { method: "POST", body: '{"key":"nope"}' });
     expect(await missing.json()).toEqual({ found: false });
+  });
+
+  test("list over JSON: a prefix page with values as text", async () => {
+    const s = await stack("http", "binary");
+    const base = `http://${s.server.endpoint}`;
+    for (const key of ["svc/b", "svc/a", "other"]) {
+      await fetch(`${base}/v1/100/set`, { method: "POST", body: JSON.stringify({ key, value: key }) });
+    }
+    const page = await fetch(`${base}/v1/100/list`, { method: "POST", body: '{"prefix":"svc/","limit":1}' });
+    expect(await page.json()).toEqual({
+      items: [{ key: "svc/a", value: "svc/a", version: 1, createRevision: 2, modRevision: 2 }],
+      more: true,
+      next: "svc/a",
+    });
+    const count = await fetch(`${base}/v1/100/count`, { method: "POST", body: '{"prefix":"svc/"}' });
+    expect(await count.json()).toEqual({ count: 2 });
   });
 
   test("locks over JSON return the token as a decimal string", async () => {

@@ -1,4 +1,12 @@
-import type { ByteSink, DbInfo, KVDB } from "../../src/db/kvdb.ts";
+import type {
+  ByteSink,
+  DbInfo,
+  EntryInfo,
+  KeyRange,
+  KVDB,
+  ListOptions,
+  ListPage,
+} from "../../src/db/kvdb.ts";
 import { DkvError } from "../../src/errors.ts";
 
 /**
@@ -13,6 +21,9 @@ interface ModelEntry {
   expireAt: number;
   /** Wall-clock ms at which the key is gone entirely; 0 = never. */
   deleteAt: number;
+  version: number;
+  createRevision: number;
+  modRevision: number;
 }
 
 function isDeleted(entry: ModelEntry, nowMs: number): boolean {
@@ -34,8 +45,69 @@ function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
   return true;
 }
 
+/**
+ * Byte order of keys, spelled out the slow way: compare the UTF-8 encodings. Keys with
+ * lone surrogates (not encodable) compare by code units with surrogates above the rest
+ * of the Basic Multilingual Plane, where the characters they start would sort.
+ */
+export function modelKeyOrder(a: string, b: string): number {
+  if (a.isWellFormed() && b.isWellFormed())
+    return Buffer.compare(Buffer.from(a, "utf8"), Buffer.from(b, "utf8"));
+  const units = (s: string) =>
+    Array.from({ length: s.length }, (_, i) => {
+      const unit = s.charCodeAt(i);
+      return unit >= 0xd800 && unit <= 0xdfff ? unit + 0x10000 : unit;
+    });
+  const x = units(a);
+  const y = units(b);
+  for (let i = 0; i < Math.min(x.length, y.length); i++) if (x[i] !== y[i]) return x[i]! - y[i]!;
+  return x.length - y.length;
+}
+
+function inRange(key: string, range: KeyRange): boolean {
+  if (range.prefix !== undefined) return key.startsWith(range.prefix);
+  if (range.from !== undefined && modelKeyOrder(key, range.from) < 0) return false;
+  if (range.to !== undefined && modelKeyOrder(key, range.to) >= 0) return false;
+  return true;
+}
+
 export class ModelKVDB implements KVDB {
   private readonly entries = new Map<string, ModelEntry>();
+  private rev = 0;
+  private pinned = false;
+
+  get revision(): number {
+    return this.rev;
+  }
+
+  pinRevision(revision: number): void {
+    if (revision < this.rev) throw new DkvError("INTERNAL", `revision ${revision} < ${this.rev}`);
+    this.rev = revision;
+    this.pinned = true;
+  }
+
+  unpinRevision(): void {
+    this.pinned = false;
+  }
+
+  private nextRevision(): number {
+    if (!this.pinned) this.rev++;
+    return this.rev;
+  }
+
+  /** Writes `value` with deadlines, counting it as a new key when none is present. */
+  private write(key: string, value: Uint8Array, expireAt: number, deleteAt: number, nowMs: number): void {
+    const old = this.present(key, nowMs);
+    const revision = this.nextRevision();
+    this.entries.set(key, {
+      value: value.slice(),
+      expireAt,
+      deleteAt,
+      version: old === undefined ? 1 : old.version + 1,
+      createRevision: old === undefined ? revision : old.createRevision,
+      modRevision: revision,
+    });
+  }
 
   /** The entry if the key is present (possibly expired), dropping it if past its delete deadline. */
   private present(key: string, nowMs: number): ModelEntry | undefined {
@@ -54,16 +126,12 @@ export class ModelKVDB implements KVDB {
     return entry !== undefined && !isExpired(entry, nowMs) ? entry : undefined;
   }
 
-  set(key: string, value: Uint8Array, _nowMs: number): void {
-    this.entries.set(key, { value: value.slice(), expireAt: 0, deleteAt: 0 });
+  set(key: string, value: Uint8Array, nowMs: number): void {
+    this.write(key, value, 0, 0, nowMs);
   }
 
   setE(key: string, value: Uint8Array, expireInMs: number, deleteInMs: number, nowMs: number): void {
-    this.entries.set(key, {
-      value: value.slice(),
-      expireAt: deadline(expireInMs, nowMs),
-      deleteAt: deadline(deleteInMs, nowMs),
-    });
+    this.write(key, value, deadline(expireInMs, nowMs), deadline(deleteInMs, nowMs), nowMs);
   }
 
   setEIfUnset(
@@ -81,7 +149,8 @@ export class ModelKVDB implements KVDB {
 
   expire(key: string, nowMs: number): void {
     const entry = this.present(key, nowMs);
-    if (entry !== undefined && !isExpired(entry, nowMs)) entry.expireAt = nowMs;
+    if (entry !== undefined && !isExpired(entry, nowMs))
+      this.write(key, entry.value, nowMs, entry.deleteAt, nowMs);
   }
 
   delete(key: string, _nowMs: number): void {
@@ -90,6 +159,32 @@ export class ModelKVDB implements KVDB {
 
   get(key: string, nowMs: number): Uint8Array | undefined {
     return this.live(key, nowMs)?.value.slice();
+  }
+
+  getEntry(key: string, nowMs: number): EntryInfo | undefined {
+    const entry = this.live(key, nowMs);
+    if (entry === undefined) return undefined;
+    const { version, createRevision, modRevision } = entry;
+    return { key, value: entry.value.slice(), version, createRevision, modRevision };
+  }
+
+  /** Sorts every key, then filters: the obvious way, not the fast one. */
+  list(options: ListOptions, nowMs: number): ListPage {
+    const keys = [...this.entries.keys()]
+      .filter((key) => this.live(key, nowMs) !== undefined && inRange(key, options))
+      .filter((key) => options.after === undefined || modelKeyOrder(key, options.after) > 0)
+      .sort(modelKeyOrder);
+    const limit = options.limit ?? keys.length;
+    const items = keys.slice(0, limit).map((key) => {
+      const info = this.getEntry(key, nowMs)!;
+      return options.keysOnly ? { ...info, value: undefined } : info;
+    });
+    const more = keys.length > limit;
+    return more ? { items, more, next: items[items.length - 1]!.key } : { items, more };
+  }
+
+  count(range: KeyRange, nowMs: number): number {
+    return this.list({ prefix: range.prefix, from: range.from, to: range.to }, nowMs).items.length;
   }
 
   has(key: string, nowMs: number): boolean {
@@ -114,8 +209,7 @@ export class ModelKVDB implements KVDB {
   ): boolean {
     const entry = this.live(key, nowMs);
     if (entry === undefined || !bytesEqual(entry.value, expected)) return false;
-    entry.expireAt = deadline(expireInMs, nowMs);
-    entry.deleteAt = deadline(deleteInMs, nowMs);
+    this.write(key, entry.value, deadline(expireInMs, nowMs), deadline(deleteInMs, nowMs), nowMs);
     return true;
   }
 

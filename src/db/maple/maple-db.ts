@@ -1,12 +1,13 @@
 import { DkvError } from "../../errors.ts";
-import type { ByteSink, DbInfo, KVDB } from "../kvdb.ts";
+import type { ByteSink, DbInfo, EntryInfo, KeyRange, KVDB, ListOptions, ListPage } from "../kvdb.ts";
 import { DeadlineHeap } from "./deadline-heap.ts";
+import { compareKeys, OrderedKeys } from "./ordered-keys.ts";
 import { shardHash, shardHashWide } from "./shard-hash.ts";
 import { corrupt, SnapshotDecoder, SnapshotEncoder } from "./snapshot-codec.ts";
-import { isDeleted, isExpired, NEVER, TimedEntry } from "./timed-entry.ts";
+import { Entry, isDeleted, isExpired, NEVER, TimedEntry } from "./timed-entry.ts";
 
-/** A key without deadlines is stored as its bare value; only keys with deadlines cost an object. */
-type Slot = Uint8Array | TimedEntry;
+/** A key without deadlines is a plain Entry; only keys with deadlines cost the larger TimedEntry. */
+type Slot = Entry;
 
 /**
  * One shard of the keyspace. Why shard at all: a single JS Map holding every key makes
@@ -18,16 +19,16 @@ type Slot = Uint8Array | TimedEntry;
 class Shard {
   map: Map<string, Slot> = new Map();
   /**
-   * TimedEntry objects in `map`. While it is 0 every slot is a bare value, so the hot
-   * paths skip the slot's type check: that check loads the value object, a cache miss
-   * that `has` and a plain Map lookup otherwise never pay.
+   * TimedEntry objects in `map`. While it is 0 every slot is a plain Entry, so the hot
+   * paths skip the deadline checks, and `has` answers from the Map alone without loading
+   * the entry object (a cache miss).
    */
   timedCount = 0;
   /**
    * While a save still has to stream this shard, the map it iterates. A write first
    * makes `map` a private copy of it (once per save), so the saver sees the shard as it
    * was when the save started, and entries shared with that copy are replaced, never
-   * changed in place.
+   * changed in place (while no save runs, a write updates its entry in place).
    */
   saveView: Map<string, Slot> | null = null;
 }
@@ -61,11 +62,19 @@ const YIELD_EVERY_BYTES = 1024 * 1024;
  *
  * Reads never change state: a key past its deadline is hidden by `get`/`has` and
  * removed by `purgeExpired` or by the next write to it.
+ *
+ * Data API: every key carries its version and create/mod revisions (see Entry); the
+ * store's revision advances by one per write, or is pinned per replicated entry
+ * (`pinRevision`). Beside the hash shards an ordered index of the keys (OrderedKeys)
+ * serves `list` and `count` in O(log n + page); every insert, remove, purge and load
+ * keeps it in step with the maps.
  */
 export class MapleDB implements KVDB {
   private shards: Shard[];
   private readonly mask: number;
   private heap = new DeadlineHeap();
+  /** Every present key (including ones past their delete deadline not purged yet), in byte order. */
+  private ordered = new OrderedKeys();
   /**
    * Whether keys are routed by shardHashWide instead of the sampled shardHash. Switched
    * on, once and for good, when the sampled hash piles keys into one shard (see
@@ -75,6 +84,10 @@ export class MapleDB implements KVDB {
   private skewCheckAtKeys = SKEW_CHECK_MIN_KEYS;
   private approxBytes = 0;
   private saving = false;
+  /** The store's revision: the last one stamped on a write (or pinned by `pinRevision`). */
+  private rev = 0;
+  /** While set (by pinRevision), every write stamps this revision instead of the next one. */
+  private pinned = false;
 
   constructor(options: MapleOptions = {}) {
     const count = options.shards ?? DEFAULT_SHARDS;
@@ -88,17 +101,54 @@ export class MapleDB implements KVDB {
     this.shards = newShards(count);
   }
 
+  /** The store's current revision: the highest revision of any write so far. */
+  get revision(): number {
+    return this.rev;
+  }
+
+  /**
+   * Makes every later write stamp `revision` (the replicated store passes the Raft index
+   * of the entry it applies, so one entry is one revision on every replica). Without a
+   * pin, each write stamps the next revision of a per-store counter. Revisions never go
+   * back: a smaller one is a programming error.
+   */
+  pinRevision(revision: number): void {
+    if (!Number.isSafeInteger(revision) || revision < this.rev) {
+      throw new DkvError(
+        "INTERNAL",
+        `revision ${revision} is below the store's revision ${this.rev}; revisions only grow`,
+      );
+    }
+    this.rev = revision;
+    this.pinned = true;
+  }
+
+  unpinRevision(): void {
+    this.pinned = false;
+  }
+
   private shardOf(key: string): Shard {
     return this.shards[(this.wideRouting ? shardHashWide(key) : shardHash(key)) & this.mask]!;
+  }
+
+  private stamp(): number {
+    return this.pinned ? this.rev : ++this.rev;
   }
 
   get(key: string, nowMs: number): Uint8Array | undefined {
     const shard = this.shardOf(key);
     const slot = shard.map.get(key);
-    // See Shard.timedCount: with no timed entries in the shard a slot is a bare value.
-    if (shard.timedCount === 0 || slot === undefined) return slot as Uint8Array | undefined;
-    if (slot instanceof TimedEntry) return isExpired(slot, nowMs) ? undefined : slot.value;
-    return slot;
+    // See Shard.timedCount: with no timed entries in the shard a slot is a plain entry.
+    if (slot === undefined) return undefined;
+    if (shard.timedCount !== 0 && slot instanceof TimedEntry && isExpired(slot, nowMs)) return undefined;
+    return slot.value;
+  }
+
+  /** The value with its revisions, as `get` sees it; a fresh object the caller may keep. */
+  getEntry(key: string, nowMs: number): EntryInfo | undefined {
+    const slot = this.shardOf(key).map.get(key);
+    if (slot === undefined || (slot instanceof TimedEntry && isExpired(slot, nowMs))) return undefined;
+    return infoOf(key, slot);
   }
 
   has(key: string, nowMs: number): boolean {
@@ -109,24 +159,37 @@ export class MapleDB implements KVDB {
     return !(slot instanceof TimedEntry) || !isDeleted(slot, nowMs);
   }
 
-  set(key: string, value: Uint8Array, _nowMs: number): void {
+  set(key: string, value: Uint8Array, nowMs: number): void {
     const shard = this.shardOf(key);
     if (shard.saveView !== null) detachForSave(shard);
     const map = shard.map;
     const old = map.get(key);
+    const revision = this.stamp();
     if (old === undefined) {
       this.approxBytes += key.length + value.byteLength;
-      map.set(key, value);
+      map.set(key, new Entry(value, 1, revision, revision));
+      this.ordered.insert(key);
       if (map.size > this.skewCheckAtKeys) this.checkSkew();
       return;
     }
+    this.approxBytes += value.byteLength - old.value.byteLength;
     if (shard.timedCount !== 0 && old instanceof TimedEntry) {
-      this.approxBytes += value.byteLength - old.value.byteLength;
       this.forgetTimed(shard, old);
-    } else {
-      this.approxBytes += value.byteLength - (old as Uint8Array).byteLength;
+      const reborn = isDeleted(old, nowMs);
+      map.set(
+        key,
+        new Entry(value, reborn ? 1 : old.version + 1, reborn ? revision : old.createRevision, revision),
+      );
+      return;
     }
-    map.set(key, value);
+    if (shard.saveView === null) {
+      // No save can see this object: change it in place, no allocation.
+      old.value = value;
+      old.version++;
+      old.modRevision = revision;
+      return;
+    }
+    map.set(key, new Entry(value, old.version + 1, old.createRevision, revision));
   }
 
   setE(key: string, value: Uint8Array, expireInMs: number, deleteInMs: number, nowMs: number): void {
@@ -137,7 +200,7 @@ export class MapleDB implements KVDB {
     }
     const shard = this.shardOf(key);
     if (shard.saveView !== null) detachForSave(shard);
-    this.writeTimed(shard, key, value, deadline(nowMs, expireInMs), deadline(nowMs, deleteInMs));
+    this.writeTimed(shard, key, value, deadline(nowMs, expireInMs), deadline(nowMs, deleteInMs), nowMs);
   }
 
   setEIfUnset(
@@ -156,7 +219,7 @@ export class MapleDB implements KVDB {
     if (expireInMs === 0 && deleteInMs === 0) {
       this.set(key, value, nowMs);
     } else {
-      this.writeTimed(shard, key, value, deadline(nowMs, expireInMs), deadline(nowMs, deleteInMs));
+      this.writeTimed(shard, key, value, deadline(nowMs, expireInMs), deadline(nowMs, deleteInMs), nowMs);
     }
     return true;
   }
@@ -172,11 +235,11 @@ export class MapleDB implements KVDB {
         return;
       }
       if (shard.saveView !== null) detachForSave(shard);
-      this.writeTimed(shard, key, slot.value, nowMs, slot.deleteAtMs);
+      this.writeTimed(shard, key, slot.value, nowMs, slot.deleteAtMs, nowMs);
       return;
     }
     if (shard.saveView !== null) detachForSave(shard);
-    this.writeTimed(shard, key, slot, nowMs, NEVER);
+    this.writeTimed(shard, key, slot.value, nowMs, NEVER, nowMs);
   }
 
   delete(key: string, _nowMs: number): void {
@@ -214,8 +277,78 @@ export class MapleDB implements KVDB {
       return true;
     }
     if (shard.saveView !== null) detachForSave(shard);
-    this.writeTimed(shard, key, live, deadline(nowMs, expireInMs), deadline(nowMs, deleteInMs));
+    this.writeTimed(shard, key, live, deadline(nowMs, expireInMs), deadline(nowMs, deleteInMs), nowMs);
     return true;
+  }
+
+  /**
+   * Live keys (those `get` returns) of a range in byte order: O(log n + keys visited).
+   * Keys that are expired or past their delete deadline are skipped, not returned.
+   */
+  list(options: ListOptions, nowMs: number): ListPage {
+    const limit = options.limit ?? Number.POSITIVE_INFINITY;
+    if (options.limit !== undefined && !(Number.isSafeInteger(limit) && limit > 0)) {
+      throw new DkvError(
+        "BAD_REQUEST",
+        `limit must be a whole number >= 1 (omit it for no limit), got ${limit}`,
+      );
+    }
+    const items: EntryInfo[] = [];
+    let more = false;
+    this.scanLive(options, nowMs, (key, entry) => {
+      if (items.length >= limit) {
+        more = true;
+        return false;
+      }
+      items.push(options.keysOnly ? keyOnlyInfo(key, entry) : infoOf(key, entry));
+      return true;
+    });
+    return more ? { items, more, next: items[items.length - 1]!.key } : { items, more };
+  }
+
+  /** How many live keys a range holds (what `list` would return without a limit). */
+  count(range: KeyRange, nowMs: number): number {
+    let count = 0;
+    this.scanLive({ ...range, after: undefined }, nowMs, () => {
+      count++;
+      return true;
+    });
+    return count;
+  }
+
+  private scanLive(
+    options: KeyRange & { after?: string | undefined },
+    nowMs: number,
+    visit: (key: string, entry: Entry) => boolean,
+  ): void {
+    const prefix = options.prefix;
+    const end = prefix === undefined ? options.to : undefined;
+    let from = prefix ?? options.from ?? "";
+    let exclusive = false;
+    if (options.after !== undefined && compareKeys(options.after, from) >= 0) {
+      from = options.after;
+      exclusive = true;
+    }
+    this.ordered.scan(from, exclusive, (key) => {
+      // Keys sharing a prefix are contiguous in byte order: the first that lacks it ends the range.
+      if (prefix !== undefined ? !key.startsWith(prefix) : end !== undefined && compareKeys(key, end) >= 0) {
+        return false;
+      }
+      const slot = this.shardOf(key).map.get(key);
+      if (slot === undefined) {
+        throw new DkvError(
+          "INTERNAL",
+          `ordered index out of step with the map for key ${JSON.stringify(key)}`,
+        );
+      }
+      if (slot instanceof TimedEntry && isExpired(slot, nowMs)) return true;
+      return visit(key, slot);
+    });
+  }
+
+  /** Keys in the ordered index, in order; for tests and consistency checks. */
+  orderedKeys(): string[] {
+    return this.ordered.keys();
   }
 
   purgeExpired(nowMs: number, maxEntries: number): number {
@@ -285,7 +418,7 @@ export class MapleDB implements KVDB {
     // Captured now, before any await, so the snapshot is of this instant.
     const shards = this.shards;
     for (const shard of shards) shard.saveView = shard.map;
-    return streamSnapshot(shards, sink, nowMs).finally(() => {
+    return streamSnapshot(shards, sink, nowMs, this.rev).finally(() => {
       for (const shard of shards) shard.saveView = null;
       this.saving = false;
     });
@@ -294,26 +427,30 @@ export class MapleDB implements KVDB {
   /**
    * Parses the whole snapshot into a fresh keyspace and swaps it in only once the
    * trailer and checksum verify, so a bad snapshot throws DkvError("CORRUPT") and
-   * leaves the current contents as they were.
+   * leaves the current contents as they were. Reads format versions 1 (no revisions:
+   * keys load at version 1, revision 0) and 2.
    */
   async load(source: AsyncIterable<Uint8Array>): Promise<void> {
     const shards = newShards(this.shards.length);
     const heap = new DeadlineHeap();
     const mask = this.mask;
     const route = this.wideRouting ? shardHashWide : shardHash;
+    const keys: string[] = [];
     let approxBytes = 0;
-    const decoder = new SnapshotDecoder((key, value, expireAtMs, deleteAtMs) => {
+    const decoder = new SnapshotDecoder((key, value, expireAtMs, deleteAtMs, revisions) => {
       const shard = shards[route(key) & mask]!;
       const map = shard.map;
       if (map.has(key)) {
         throw corrupt(`key ${JSON.stringify(key.slice(0, 64))} appears twice`, decoder.currentRecordOffset);
       }
       approxBytes += key.length + value.byteLength;
+      keys.push(key);
+      const { version, createRevision, modRevision } = revisions;
       if (expireAtMs === NEVER && deleteAtMs === NEVER) {
-        map.set(key, value);
+        map.set(key, new Entry(value, version, createRevision, modRevision));
         return;
       }
-      const entry = new TimedEntry(key, value, expireAtMs, deleteAtMs);
+      const entry = new TimedEntry(key, value, expireAtMs, deleteAtMs, version, createRevision, modRevision);
       if (deleteAtMs !== NEVER) heap.push(entry);
       shard.timedCount++;
       map.set(key, entry);
@@ -328,9 +465,13 @@ export class MapleDB implements KVDB {
       }
     }
     decoder.end();
+    const ordered = OrderedKeys.fromSorted(OrderedKeys.sortKeys(keys));
     this.shards = shards;
     this.heap = heap;
+    this.ordered = ordered;
     this.approxBytes = approxBytes;
+    this.rev = decoder.storeRevision;
+    this.pinned = false;
     this.skewCheckAtKeys = SKEW_CHECK_MIN_KEYS;
     this.checkSkew();
   }
@@ -345,13 +486,21 @@ export class MapleDB implements KVDB {
     value: Uint8Array,
     expireAtMs: number,
     deleteAtMs: number,
+    nowMs: number,
   ): void {
     const old = shard.map.get(key);
+    const revision = this.stamp();
     if (old instanceof TimedEntry) {
       this.approxBytes += value.byteLength - old.value.byteLength;
+      const reborn = isDeleted(old, nowMs);
+      const version = reborn ? 1 : old.version + 1;
+      const createRevision = reborn ? revision : old.createRevision;
       if (shard.saveView === null) {
         // No save can see this object: change it in place, no allocation.
         old.value = value;
+        old.version = version;
+        old.createRevision = createRevision;
+        old.modRevision = revision;
         old.expireAtMs = expireAtMs;
         old.deleteAtMs = deleteAtMs;
         if (old.heapIndex >= 0) {
@@ -362,7 +511,7 @@ export class MapleDB implements KVDB {
         }
         return;
       }
-      const next = new TimedEntry(key, value, expireAtMs, deleteAtMs);
+      const next = new TimedEntry(key, value, expireAtMs, deleteAtMs, version, createRevision, revision);
       if (old.heapIndex >= 0) {
         if (deleteAtMs !== NEVER) this.heap.replace(old, next);
         else this.heap.remove(old);
@@ -372,12 +521,19 @@ export class MapleDB implements KVDB {
       shard.map.set(key, next);
       return;
     }
-    this.approxBytes += old === undefined ? key.length + value.byteLength : value.byteLength - old.byteLength;
-    const entry = new TimedEntry(key, value, expireAtMs, deleteAtMs);
+    this.approxBytes +=
+      old === undefined ? key.length + value.byteLength : value.byteLength - old.value.byteLength;
+    const entry =
+      old === undefined
+        ? new TimedEntry(key, value, expireAtMs, deleteAtMs, 1, revision, revision)
+        : new TimedEntry(key, value, expireAtMs, deleteAtMs, old.version + 1, old.createRevision, revision);
     if (deleteAtMs !== NEVER) this.heap.push(entry);
     shard.timedCount++;
     shard.map.set(key, entry);
-    if (old === undefined && shard.map.size > this.skewCheckAtKeys) this.checkSkew();
+    if (old === undefined) {
+      this.ordered.insert(key);
+      if (shard.map.size > this.skewCheckAtKeys) this.checkSkew();
+    }
   }
 
   /**
@@ -405,13 +561,10 @@ export class MapleDB implements KVDB {
 
   private remove(shard: Shard, key: string, slot: Slot): void {
     if (shard.saveView !== null) detachForSave(shard);
-    if (slot instanceof TimedEntry) {
-      this.approxBytes -= key.length + slot.value.byteLength;
-      this.forgetTimed(shard, slot);
-    } else {
-      this.approxBytes -= key.length + slot.byteLength;
-    }
+    this.approxBytes -= key.length + slot.value.byteLength;
+    if (slot instanceof TimedEntry) this.forgetTimed(shard, slot);
     shard.map.delete(key);
+    this.ordered.remove(key);
   }
 
   private forgetTimed(shard: Shard, entry: TimedEntry): void {
@@ -420,16 +573,41 @@ export class MapleDB implements KVDB {
   }
 }
 
+function infoOf(key: string, entry: Entry): EntryInfo {
+  return {
+    key,
+    value: entry.value,
+    version: entry.version,
+    createRevision: entry.createRevision,
+    modRevision: entry.modRevision,
+  };
+}
+
+function keyOnlyInfo(key: string, entry: Entry): EntryInfo {
+  return {
+    key,
+    value: undefined,
+    version: entry.version,
+    createRevision: entry.createRevision,
+    modRevision: entry.modRevision,
+  };
+}
+
 /** Streams shards whose `saveView` was set at the instant the save was requested. */
-async function streamSnapshot(shards: Shard[], sink: ByteSink, nowMs: number): Promise<void> {
-  const encoder = new SnapshotEncoder();
+async function streamSnapshot(
+  shards: Shard[],
+  sink: ByteSink,
+  nowMs: number,
+  revision: number,
+): Promise<void> {
+  const encoder = new SnapshotEncoder(revision);
   let bytesSinceYield = 0;
   for (const shard of shards) {
     const view = shard.saveView!;
     for (const [key, slot] of view) {
       if (slot instanceof TimedEntry) {
         if (isDeleted(slot, nowMs)) continue;
-        encoder.add(key, slot.value, slot.expireAtMs, slot.deleteAtMs);
+        encoder.add(key, slot, slot.expireAtMs, slot.deleteAtMs);
       } else {
         encoder.add(key, slot, NEVER, NEVER);
       }
@@ -490,15 +668,15 @@ function checkDurations(expireInMs: number, deleteInMs: number): void {
 /** The value present, expired or not: undefined when missing or past the delete deadline. */
 function presentValue(slot: Slot | undefined, nowMs: number): Uint8Array | undefined {
   if (slot === undefined) return undefined;
-  if (slot instanceof TimedEntry) return isDeleted(slot, nowMs) ? undefined : slot.value;
-  return slot;
+  if (slot instanceof TimedEntry && isDeleted(slot, nowMs)) return undefined;
+  return slot.value;
 }
 
 /** The value `get` would return: undefined when missing or expired. */
 function liveValue(slot: Slot | undefined, nowMs: number): Uint8Array | undefined {
   if (slot === undefined) return undefined;
-  if (slot instanceof TimedEntry) return isExpired(slot, nowMs) ? undefined : slot.value;
-  return slot;
+  if (slot instanceof TimedEntry && isExpired(slot, nowMs)) return undefined;
+  return slot.value;
 }
 
 function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {

@@ -1,11 +1,12 @@
 /**
- * Maple snapshot format, version 1. All integers little-endian.
+ * Maple snapshot format, version 2 (version 1 is still read). All integers little-endian.
  *
  *   offset  size  field
  *   0       8     magic: ASCII "DKVMAPLE"
- *   8       4     u32 format version (1)
+ *   8       4     u32 format version (2)
  *   12      4     u32 flags, reserved: must be 0
- *   16      ...   records, then the trailer
+ *   16      8     f64 the store's revision (version 2 only)
+ *   24      ...   records, then the trailer
  *
  * Entry record (tag 0x01: key is UTF-8; tag 0x02: key is UTF-16LE code units, used
  * only for keys with lone surrogates, which UTF-8 cannot carry, so every JS string key
@@ -15,6 +16,9 @@
  *   4  u32 value length in bytes
  *   8  f64 expireAt: absolute ms, +Infinity = never
  *   8  f64 deleteAt: absolute ms, +Infinity = never
+ *   8  f64 version          (version 2 only; version 1 loads as 1)
+ *   8  f64 createRevision   (version 2 only; version 1 loads as 0)
+ *   8  f64 modRevision      (version 2 only; version 1 loads as 0)
  *   n  key bytes
  *   m  value bytes
  *
@@ -25,19 +29,27 @@
  *
  * Nothing may follow the trailer. Deadlines are absolute so a snapshot restored later
  * keeps the same expiry and deletion instants; f64 keeps any ms value exactly, and
- * +Infinity for "never" keeps a deadline at time 0 expressible.
+ * +Infinity for "never" keeps a deadline at time 0 expressible. Revisions are whole
+ * numbers below 2^53, exact in an f64.
  */
 import { DkvError } from "../../errors.ts";
+import type { Entry } from "./timed-entry.ts";
 
 export const SNAPSHOT_MAGIC = new Uint8Array([0x44, 0x4b, 0x56, 0x4d, 0x41, 0x50, 0x4c, 0x45]); // "DKVMAPLE"
-export const SNAPSHOT_VERSION = 1;
+export const SNAPSHOT_VERSION = 2;
+/** The oldest format version this build still reads. */
+export const SNAPSHOT_VERSION_MIN = 1;
 export const TAG_ENTRY_UTF8 = 0x01;
 export const TAG_ENTRY_UTF16 = 0x02;
 export const TAG_TRAILER = 0xff;
 
 const HEADER_BYTES = 16;
+/** The store revision following the fixed header in version 2. */
+const HEADER_REVISION_BYTES = 8;
 /** tag + key length + value length + expireAt + deleteAt */
-const RECORD_HEAD_BYTES = 25;
+const RECORD_HEAD_BYTES_V1 = 25;
+/** ... + version + createRevision + modRevision */
+const RECORD_HEAD_BYTES = 49;
 const TRAILER_COUNT_BYTES = 8;
 const CRC_BYTES = 4;
 /** Output chunk size: large enough to amortise sink calls, small enough to stay in cache. */
@@ -59,13 +71,14 @@ export class SnapshotEncoder {
   /** Finished pieces waiting for the caller to pass them to the sink. */
   private ready: Uint8Array[] = [];
 
-  constructor() {
+  constructor(storeRevision: number) {
     this.chunk = Buffer.allocUnsafe(SNAPSHOT_CHUNK_BYTES);
     this.view = new DataView(this.chunk.buffer, this.chunk.byteOffset, this.chunk.byteLength);
     this.chunk.set(SNAPSHOT_MAGIC, 0);
     this.view.setUint32(8, SNAPSHOT_VERSION, true);
     this.view.setUint32(12, 0, true);
-    this.pos = HEADER_BYTES;
+    this.view.setFloat64(HEADER_BYTES, storeRevision, true);
+    this.pos = HEADER_BYTES + HEADER_REVISION_BYTES;
   }
 
   /** True when pieces are waiting; call `takeReady()` and write them to the sink. */
@@ -79,7 +92,8 @@ export class SnapshotEncoder {
     return pieces;
   }
 
-  add(key: string, value: Uint8Array, expireAtMs: number, deleteAtMs: number): void {
+  add(key: string, entry: Entry, expireAtMs: number, deleteAtMs: number): void {
+    const value = entry.value;
     const utf8 = key.isWellFormed();
     // Worst case key size; exact size is patched in after encoding.
     const keyBytesMax = utf8 ? key.length * 3 : key.length * 2;
@@ -90,12 +104,12 @@ export class SnapshotEncoder {
       const own = Buffer.allocUnsafe(headAndKeyMax);
       const ownView = new DataView(own.buffer, own.byteOffset, own.byteLength);
       const length = writeHeadAndKey(own, ownView, 0, key, utf8);
-      writeHeadNumbers(ownView, 0, value.byteLength, expireAtMs, deleteAtMs);
+      writeHeadNumbers(ownView, 0, entry, expireAtMs, deleteAtMs);
       this.emit(own.subarray(0, length));
     } else {
       const start = this.pos;
       this.pos = writeHeadAndKey(this.chunk, this.view, start, key, utf8);
-      writeHeadNumbers(this.view, start, value.byteLength, expireAtMs, deleteAtMs);
+      writeHeadNumbers(this.view, start, entry, expireAtMs, deleteAtMs);
     }
     this.addValue(value);
     this.entryCount++;
@@ -163,29 +177,41 @@ function writeHeadAndKey(buffer: Buffer, view: DataView, start: number, key: str
 function writeHeadNumbers(
   view: DataView,
   start: number,
-  valueBytes: number,
+  entry: Entry,
   expireAtMs: number,
   deleteAtMs: number,
 ): void {
-  view.setUint32(start + 5, valueBytes, true);
+  view.setUint32(start + 5, entry.value.byteLength, true);
   view.setFloat64(start + 9, expireAtMs, true);
   view.setFloat64(start + 17, deleteAtMs, true);
+  view.setFloat64(start + 25, entry.version, true);
+  view.setFloat64(start + 33, entry.createRevision, true);
+  view.setFloat64(start + 41, entry.modRevision, true);
 }
 
+export interface SnapshotRevisions {
+  version: number;
+  createRevision: number;
+  modRevision: number;
+}
+
+/** `revisions` is reused for every entry: copy its fields, do not keep it. */
 export type SnapshotEntryHandler = (
   key: string,
   value: Uint8Array,
   expireAtMs: number,
   deleteAtMs: number,
+  revisions: SnapshotRevisions,
 ) => void;
 
 const STEP_HEADER = 0;
-const STEP_RECORD_HEAD = 1;
-const STEP_KEY = 2;
-const STEP_VALUE = 3;
-const STEP_TRAILER_COUNT = 4;
-const STEP_CRC = 5;
-const STEP_DONE = 6;
+const STEP_HEADER_REVISION = 1;
+const STEP_RECORD_HEAD = 2;
+const STEP_KEY = 3;
+const STEP_VALUE = 4;
+const STEP_TRAILER_COUNT = 5;
+const STEP_CRC = 6;
+const STEP_DONE = 7;
 
 /** Results of `fixed` besides a chunk offset. */
 const NOT_YET = -1;
@@ -193,6 +219,7 @@ const IN_SCRATCH = -2;
 
 const STEP_NAMES = [
   "the header",
+  "the header's store revision",
   "a record header",
   "a key",
   "a value",
@@ -217,7 +244,7 @@ export class SnapshotDecoder {
   private crc = 0;
   private entryCount = 0;
   // A fixed-size field split across chunks is gathered here.
-  private readonly scratch = new Uint8Array(32);
+  private readonly scratch = new Uint8Array(64);
   private readonly scratchView = new DataView(this.scratch.buffer);
   private scratchFill = 0;
   // The record being read.
@@ -227,6 +254,9 @@ export class SnapshotDecoder {
   private valueBytes = 0;
   private expireAtMs = 0;
   private deleteAtMs = 0;
+  private readonly revisions: SnapshotRevisions = { version: 1, createRevision: 0, modRevision: 0 };
+  private recordHeadBytes = RECORD_HEAD_BYTES;
+  private revision = 0;
   private key = "";
   /** Pieces of a key or value that spans chunks. */
   private parts: Uint8Array[] = [];
@@ -249,7 +279,28 @@ export class SnapshotDecoder {
             break;
           }
           pos = this.fixedEnd;
-          this.checkHeader(at === IN_SCRATCH ? this.scratchView : view, at === IN_SCRATCH ? 0 : at);
+          const v1 = this.checkHeader(
+            at === IN_SCRATCH ? this.scratchView : view,
+            at === IN_SCRATCH ? 0 : at,
+          );
+          this.recordHeadBytes = v1 ? RECORD_HEAD_BYTES_V1 : RECORD_HEAD_BYTES;
+          this.step = v1 ? STEP_RECORD_HEAD : STEP_HEADER_REVISION;
+          break;
+        }
+        case STEP_HEADER_REVISION: {
+          const at = this.fixed(chunk, pos, HEADER_REVISION_BYTES);
+          if (at === NOT_YET) {
+            pos = chunk.length;
+            break;
+          }
+          pos = this.fixedEnd;
+          const revision = (at === IN_SCRATCH ? this.scratchView : view).getFloat64(
+            at === IN_SCRATCH ? 0 : at,
+            true,
+          );
+          if (!isRevision(revision))
+            throw corrupt(`store revision ${revision} is not a whole number >= 0`, 16);
+          this.revision = revision;
           this.step = STEP_RECORD_HEAD;
           break;
         }
@@ -262,7 +313,7 @@ export class SnapshotDecoder {
             break;
           }
           if (this.scratchFill === 0) this.recordStart = recordStart;
-          const at = this.fixed(chunk, pos, RECORD_HEAD_BYTES);
+          const at = this.fixed(chunk, pos, this.recordHeadBytes);
           if (at === NOT_YET) {
             pos = chunk.length;
             break;
@@ -348,6 +399,11 @@ export class SnapshotDecoder {
     return this.entryCount;
   }
 
+  /** The store's revision recorded in the snapshot (0 for format version 1); valid after `end`. */
+  get storeRevision(): number {
+    return this.revision;
+  }
+
   // Set by `fixed` and `body`: where parsing continues in the chunk.
   private fixedEnd = 0;
 
@@ -394,7 +450,8 @@ export class SnapshotDecoder {
     return joined;
   }
 
-  private checkHeader(view: DataView, at: number): void {
+  /** Returns true for a version 1 snapshot (no revisions). */
+  private checkHeader(view: DataView, at: number): boolean {
     for (let i = 0; i < SNAPSHOT_MAGIC.length; i++) {
       if (view.getUint8(at + i) !== SNAPSHOT_MAGIC[i]) {
         throw corrupt(
@@ -404,15 +461,16 @@ export class SnapshotDecoder {
       }
     }
     const version = view.getUint32(at + 8, true);
-    if (version !== SNAPSHOT_VERSION) {
+    if (version < SNAPSHOT_VERSION_MIN || version > SNAPSHOT_VERSION) {
       throw corrupt(
-        `snapshot format version ${version} is not supported (this build reads version ${SNAPSHOT_VERSION}); ` +
+        `snapshot format version ${version} is not supported (this build reads versions ${SNAPSHOT_VERSION_MIN} to ${SNAPSHOT_VERSION}); ` +
           "use the dkv release that wrote it",
         8,
       );
     }
     const flags = view.getUint32(at + 12, true);
     if (flags !== 0) throw corrupt(`reserved header flags are 0x${hex32(flags)}, expected 0`, 12);
+    return version === 1;
   }
 
   private readRecordHead(view: DataView, at: number): void {
@@ -434,12 +492,37 @@ export class SnapshotDecoder {
     if (!isDeadline(this.deleteAtMs)) {
       throw corrupt(`deleteAt ${this.deleteAtMs} is not a valid deadline`, this.recordStart + 17);
     }
+    if (this.recordHeadBytes === RECORD_HEAD_BYTES) this.readRevisions(view, at);
     this.step = STEP_KEY;
     if (this.keyBytes === 0) {
       this.key = "";
       this.step = STEP_VALUE;
       if (this.valueBytes === 0) this.finishRecord(new Uint8Array(0));
     }
+  }
+
+  private readRevisions(view: DataView, at: number): void {
+    const version = view.getFloat64(at + 25, true);
+    const createRevision = view.getFloat64(at + 33, true);
+    const modRevision = view.getFloat64(at + 41, true);
+    if (!isRevision(version) || version < 1) {
+      throw corrupt(`version ${version} is not a whole number >= 1`, this.recordStart + 25);
+    }
+    if (!isRevision(createRevision) || !isRevision(modRevision) || createRevision > modRevision) {
+      throw corrupt(
+        `revisions ${createRevision}..${modRevision} are not whole numbers with create <= mod`,
+        this.recordStart + 33,
+      );
+    }
+    if (modRevision > this.revision) {
+      throw corrupt(
+        `modRevision ${modRevision} is above the store revision ${this.revision}`,
+        this.recordStart + 41,
+      );
+    }
+    this.revisions.version = version;
+    this.revisions.createRevision = createRevision;
+    this.revisions.modRevision = modRevision;
   }
 
   private decodeKey(bytes: Uint8Array): string {
@@ -449,14 +532,14 @@ export class SnapshotDecoder {
     } catch (error) {
       throw new DkvError(
         "CORRUPT",
-        `snapshot is corrupt at byte offset ${this.recordStart + RECORD_HEAD_BYTES}: key is not valid UTF-8`,
+        `snapshot is corrupt at byte offset ${this.recordStart + this.recordHeadBytes}: key is not valid UTF-8`,
         { cause: error },
       );
     }
   }
 
   private finishRecord(value: Uint8Array): void {
-    this.onEntry(this.key, value, this.expireAtMs, this.deleteAtMs);
+    this.onEntry(this.key, value, this.expireAtMs, this.deleteAtMs, this.revisions);
     this.entryCount++;
     this.step = STEP_RECORD_HEAD;
   }
@@ -465,6 +548,10 @@ export class SnapshotDecoder {
   get currentRecordOffset(): number {
     return this.recordStart;
   }
+}
+
+function isRevision(value: number): boolean {
+  return Number.isSafeInteger(value) && value >= 0;
 }
 
 function isDeadline(ms: number): boolean {

@@ -5,10 +5,22 @@ import {
 } from "../../config/defaults.ts";
 import { DkvError } from "../../errors.ts";
 import type { AcquireOptions, AcquireResult, ILockManager } from "../../lockmgr/types.ts";
-import type { ClaimResult, IStore, StoreInfo, ValueInput } from "../../store/types.ts";
+import type {
+  ClaimResult,
+  EntryInfo,
+  IStore,
+  KeyRange,
+  ListOptions,
+  ListPage,
+  StoreInfo,
+  TxnRequest,
+  TxnResult,
+  ValueInput,
+} from "../../store/types.ts";
 import { type ClusterStatusReport, parseClusterStatus } from "../protocol/cluster-status.ts";
 import { parseEndpoint } from "../protocol/endpoint.ts";
 import { defaultMaxFrameBytes } from "../protocol/frame.ts";
+import { txnResultFromWire, txnToWire } from "../protocol/txn-wire.ts";
 import {
   type Message,
   type OpName,
@@ -339,6 +351,42 @@ export class RpcStore implements IStore {
   ): Promise<boolean> {
     return (await this.client.call(this.shard, "renewIfEquals", { key, expected, expireInMs, deleteInMs }))
       .ok;
+  }
+  async getEntry(key: string): Promise<EntryInfo | undefined> {
+    const r = await this.client.call(this.shard, "get", { key });
+    if (r.value === undefined) return undefined;
+    return {
+      key,
+      value: r.value,
+      version: r.version,
+      createRevision: r.createRevision,
+      modRevision: r.modRevision,
+    };
+  }
+  async list(options: ListOptions): Promise<ListPage> {
+    const r = await this.client.call(this.shard, "list", {
+      prefix: options.prefix,
+      from: options.from,
+      to: options.to,
+      after: options.after,
+      // 0 on the wire means no limit; a 0 given here is refused by the server like any bad limit.
+      limit: options.limit ?? 0,
+      keysOnly: options.keysOnly ?? false,
+    });
+    if (options.limit === 0) {
+      throw new DkvError("BAD_REQUEST", "limit must be a whole number >= 1 (omit it for no limit); got 0.", {
+        outcome: "not-applied",
+      });
+    }
+    return r.more ? { items: r.items, more: true, next: r.next! } : { items: r.items, more: false };
+  }
+  async count(range: KeyRange): Promise<number> {
+    return (
+      await this.client.call(this.shard, "count", { prefix: range.prefix, from: range.from, to: range.to })
+    ).count;
+  }
+  async txn(request: TxnRequest): Promise<TxnResult> {
+    return txnResultFromWire(await this.client.call(this.shard, "txn", txnToWire(request)));
   }
   async close(): Promise<void> {}
 }

@@ -25,6 +25,55 @@ export interface Requests {
   acquire: { key: string; ttlMs: number; waitMs: number };
   release: { key: string; ownerId: string };
   refresh: { key: string; ownerId: string; ttlMs: number };
+  /** limit 0 = no limit; absent bounds are open. */
+  list: {
+    prefix: string | undefined;
+    from: string | undefined;
+    to: string | undefined;
+    after: string | undefined;
+    limit: number;
+    keysOnly: boolean;
+  };
+  count: { prefix: string | undefined; from: string | undefined; to: string | undefined };
+  txn: { compare: WireCompare[]; success: WireTxnOp[]; failure: WireTxnOp[] };
+}
+
+/** A transaction's comparison: `value` for target "value", `number` otherwise ("exists": 1 or 0). */
+export interface WireCompare {
+  key: string;
+  target: string;
+  op: string;
+  value: Uint8Array | undefined;
+  number: number;
+}
+
+/** A transaction's operation; fields an op does not use are empty/0. */
+export interface WireTxnOp {
+  op: string;
+  key: string;
+  value: Uint8Array | undefined;
+  expireInMs: number;
+  deleteInMs: number;
+}
+
+/** A transaction op's result: for a get, found and the entry; revisions 0 otherwise. */
+export interface WireTxnResult {
+  op: string;
+  key: string;
+  found: boolean;
+  value: Uint8Array | undefined;
+  version: number;
+  createRevision: number;
+  modRevision: number;
+}
+
+/** One key of a listing or a get, with its revisions; value absent in a keys-only listing. */
+export interface WireEntry {
+  key: string;
+  value: Uint8Array | undefined;
+  version: number;
+  createRevision: number;
+  modRevision: number;
 }
 
 export type Empty = Record<string, never>;
@@ -34,7 +83,8 @@ export interface Responses {
   set: Empty;
   setE: Empty;
   setEIfUnset: { written: boolean };
-  get: { value: Uint8Array | undefined };
+  /** The revisions are 0 when the key is not found. */
+  get: { value: Uint8Array | undefined; version: number; createRevision: number; modRevision: number };
   has: { found: boolean };
   expire: Empty;
   delete: Empty;
@@ -45,6 +95,9 @@ export interface Responses {
   acquire: { acquired: boolean; ownerId: string | undefined; fencingToken: bigint | undefined };
   release: { released: boolean };
   refresh: { refreshed: boolean };
+  list: { items: WireEntry[]; more: boolean; next: string | undefined };
+  count: { count: number };
+  txn: { succeeded: boolean; revision: number; results: WireTxnResult[] };
 }
 
 export type OpName = keyof Requests;
@@ -65,6 +118,9 @@ export const opCodes: Record<OpName, number> = {
   acquire: 20,
   release: 21,
   refresh: 22,
+  list: 40,
+  count: 41,
+  txn: 42,
 };
 
 export const opNames = Object.keys(opCodes) as OpName[];
@@ -135,6 +191,7 @@ export const writeOps: ReadonlySet<OpName> = new Set<OpName>([
   "acquire",
   "release",
   "refresh",
+  "txn",
 ]);
 
 /** Operations only a lock-manager shard serves. */
@@ -144,25 +201,43 @@ export const lockOps: ReadonlySet<OpName> = new Set<OpName>(["acquire", "release
  * Field types of the schema every serializer follows. "bytes" accepts a string when
  * encoding (sent as UTF-8) and always decodes to a fresh Uint8Array.
  */
-export type FieldType = "str" | "optStr" | "bytes" | "optBytes" | "num" | "bool" | "u64" | "optU64";
+export type FieldType =
+  | "str"
+  | "optStr"
+  | "bytes"
+  | "optBytes"
+  | "num"
+  | "bool"
+  | "u64"
+  | "optU64"
+  | "records";
 
+/**
+ * A field of a message. "records" is a list of nested messages, each following `of`:
+ * binary writes a u32 count then the records; msgpack an array of arrays; JSON an array
+ * of objects. Its length is bounded by the frame size, not by a count.
+ */
 export interface FieldSpec {
   readonly name: string;
   readonly type: FieldType;
+  readonly of?: readonly FieldSpec[];
 }
 
 /** One value of a decoded field. */
-export type FieldValue = string | Uint8Array | number | boolean | bigint | undefined;
+export type FieldValue = string | Uint8Array | number | boolean | bigint | undefined | Message[];
 
 /** The untyped form of a message the serializers work with. */
 export type Message = Record<string, FieldValue>;
 
 const f = (name: string, type: FieldType): FieldSpec => ({ name, type });
+const records = (name: string, of: readonly FieldSpec[]): FieldSpec => ({ name, type: "records", of });
 const key = f("key", "str");
 const value = f("value", "bytes");
 const expected = f("expected", "bytes");
 const expireInMs = f("expireInMs", "num");
 const deleteInMs = f("deleteInMs", "num");
+
+const txnOpFields = [f("op", "str"), key, f("value", "optBytes"), expireInMs, deleteInMs];
 
 /** Field order is the binary and msgpack order: append new fields only at the end. */
 export const requestSchemas: Record<OpName, readonly FieldSpec[]> = {
@@ -180,13 +255,27 @@ export const requestSchemas: Record<OpName, readonly FieldSpec[]> = {
   acquire: [key, f("ttlMs", "num"), f("waitMs", "num")],
   release: [key, f("ownerId", "str")],
   refresh: [key, f("ownerId", "str"), f("ttlMs", "num")],
+  list: [
+    f("prefix", "optStr"),
+    f("from", "optStr"),
+    f("to", "optStr"),
+    f("after", "optStr"),
+    f("limit", "num"),
+    f("keysOnly", "bool"),
+  ],
+  count: [f("prefix", "optStr"), f("from", "optStr"), f("to", "optStr")],
+  txn: [
+    records("compare", [key, f("target", "str"), f("op", "str"), f("value", "optBytes"), f("number", "num")]),
+    records("success", txnOpFields),
+    records("failure", txnOpFields),
+  ],
 };
 
 export const responseSchemas: Record<OpName, readonly FieldSpec[]> = {
   set: [],
   setE: [],
   setEIfUnset: [f("written", "bool")],
-  get: [f("value", "optBytes")],
+  get: [f("value", "optBytes"), f("version", "num"), f("createRevision", "num"), f("modRevision", "num")],
   has: [f("found", "bool")],
   expire: [],
   delete: [],
@@ -203,6 +292,31 @@ export const responseSchemas: Record<OpName, readonly FieldSpec[]> = {
   acquire: [f("acquired", "bool"), f("ownerId", "optStr"), f("fencingToken", "optU64")],
   release: [f("released", "bool")],
   refresh: [f("refreshed", "bool")],
+  list: [
+    records("items", [
+      key,
+      f("value", "optBytes"),
+      f("version", "num"),
+      f("createRevision", "num"),
+      f("modRevision", "num"),
+    ]),
+    f("more", "bool"),
+    f("next", "optStr"),
+  ],
+  count: [f("count", "num")],
+  txn: [
+    f("succeeded", "bool"),
+    f("revision", "num"),
+    records("results", [
+      f("op", "str"),
+      key,
+      f("found", "bool"),
+      f("value", "optBytes"),
+      f("version", "num"),
+      f("createRevision", "num"),
+      f("modRevision", "num"),
+    ]),
+  ],
 };
 
 export const wireRequestSchemas: Record<WireOpName, readonly FieldSpec[]> = {
@@ -219,4 +333,4 @@ export const wireResponseSchemas: Record<WireOpName, readonly FieldSpec[]> = {
  * Streamed operations: answered by a sequence of response frames with raw bodies, not by
  * one serialized reply (see src/backup/stream-server.ts). Handled before the dispatcher.
  */
-export const streamOpCodes = { snapshotStream: 40 } as const;
+export const streamOpCodes = { snapshotStream: 50 } as const;

@@ -1,13 +1,14 @@
 import type { ByteWriter } from "../protocol/byte-writer.ts";
 import { type FieldSpec, type Message, serializerIds } from "../protocol/types.ts";
-import { asBytes, badBody } from "./fields.ts";
+import { asBytes, badBody, recordsOf } from "./fields.ts";
 import type { Serializer } from "./types.ts";
 
 const utf8Decoder = new TextDecoder("utf-8", { fatal: true });
 
 /**
  * The default serializer: fields in schema order, little-endian, no names and no tags.
- * str/bytes: u32 length + bytes; opt*: u8 presence + value; num: f64; bool: u8; u64: u64.
+ * str/bytes: u32 length + bytes; opt*: u8 presence + value; num: f64; bool: u8; u64: u64;
+ * records: u32 count + each record's fields in its schema's order.
  */
 export class BinarySerializer implements Serializer {
   readonly name = "binary";
@@ -53,14 +54,34 @@ export class BinarySerializer implements Serializer {
             out.u64(value as bigint);
           }
           break;
+        case "records": {
+          const list = recordsOf(value);
+          out.u32(list.length);
+          for (const record of list) this.write(spec.of!, record, out);
+          break;
+        }
       }
     }
   }
 
   read(schema: readonly FieldSpec[], body: Uint8Array): Message {
     const view = new DataView(body.buffer, body.byteOffset, body.byteLength);
+    const [message, pos] = readFields(schema, body, view, 0);
+    if (pos !== body.length) throw badBody("binary", `${body.length - pos} unexpected trailing bytes`);
+    return message;
+  }
+}
+
+/** Reads one message of `schema` starting at `start`; returns it and the position after it. */
+function readFields(
+  schema: readonly FieldSpec[],
+  body: Uint8Array,
+  view: DataView,
+  start: number,
+): [Message, number] {
+  {
     const message: Message = {};
-    let pos = 0;
+    let pos = start;
     const need = (bytes: number, name: string): void => {
       if (pos + bytes > body.length) throw badBody("binary", `field "${name}" is truncated`);
     };
@@ -107,10 +128,25 @@ export class BinarySerializer implements Serializer {
           message[spec.name] = view.getBigUint64(pos, true);
           pos += 8;
           break;
+        case "records": {
+          need(4, spec.name);
+          const count = view.getUint32(pos, true);
+          pos += 4;
+          // Grows only as records are actually read, so a forged count cannot allocate.
+          const list: Message[] = [];
+          for (let i = 0; i < count; i++) {
+            if (pos >= body.length && spec.of!.length > 0)
+              throw badBody("binary", `field "${spec.name}" is truncated`);
+            const [record, next] = readFields(spec.of!, body, view, pos);
+            list.push(record);
+            pos = next;
+          }
+          message[spec.name] = list;
+          break;
+        }
       }
     }
-    if (pos !== body.length) throw badBody("binary", `${body.length - pos} unexpected trailing bytes`);
-    return message;
+    return [message, pos];
   }
 }
 

@@ -1,5 +1,5 @@
 import { DkvError } from "../../errors.ts";
-import type { FieldSpec, FieldValue } from "../protocol/types.ts";
+import type { FieldSpec, FieldValue, Message } from "../protocol/types.ts";
 
 const utf8Encoder = new TextEncoder();
 
@@ -11,6 +11,11 @@ export function asBytes(value: FieldValue): Uint8Array {
   if (value instanceof Uint8Array) return value;
   if (typeof value === "string") return utf8Encoder.encode(value);
   throw new DkvError("BAD_REQUEST", "expected bytes or a string");
+}
+
+export function recordsOf(value: FieldValue): Message[] {
+  if (Array.isArray(value)) return value;
+  throw new DkvError("BAD_REQUEST", "expected a list of records");
 }
 
 /** Normalises a decoded value to the field's type (msgpack and JSON are loosely typed). */
@@ -36,6 +41,10 @@ export function coerce(serializer: string, spec: FieldSpec, value: unknown): Fie
       break;
     case "bool":
       if (typeof value === "boolean") return value;
+      break;
+    case "records":
+      // Nested records are decoded by the serializer itself, which passes them here.
+      if (Array.isArray(value)) return value as Message[];
       break;
     case "u64":
     case "optU64":

@@ -1,6 +1,6 @@
 import type { ByteWriter } from "../protocol/byte-writer.ts";
 import { type FieldSpec, type Message, serializerIds } from "../protocol/types.ts";
-import { asBytes, badBody, coerce } from "./fields.ts";
+import { asBytes, badBody, coerce, recordsOf } from "./fields.ts";
 import type { Serializer } from "./types.ts";
 
 const utf8Encoder = new TextEncoder();
@@ -12,17 +12,7 @@ export class JsonSerializer implements Serializer {
   readonly id = serializerIds.json;
 
   write(schema: readonly FieldSpec[], message: Message, out: ByteWriter): void {
-    const object: Record<string, string | number | boolean> = {};
-    for (const spec of schema) {
-      const value = message[spec.name];
-      if (value === undefined) continue;
-      if (spec.type === "bytes" || spec.type === "optBytes") object[spec.name] = toBase64(asBytes(value));
-      else if (typeof value === "bigint") object[spec.name] = value.toString();
-      // JSON has no NaN or Infinity; send them as text so the server can refuse them by name.
-      else if (typeof value === "number" && !Number.isFinite(value)) object[spec.name] = String(value);
-      else object[spec.name] = value as string | number | boolean;
-    }
-    out.bytes(utf8Encoder.encode(JSON.stringify(object)));
+    out.bytes(utf8Encoder.encode(JSON.stringify(toObject(schema, message))));
   }
 
   read(schema: readonly FieldSpec[], body: Uint8Array): Message {
@@ -32,20 +22,50 @@ export class JsonSerializer implements Serializer {
     } catch (error) {
       throw badBody("json", error instanceof Error ? error.message : String(error));
     }
-    if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) {
-      throw badBody("json", "expected a JSON object");
-    }
-    const object = parsed as Record<string, unknown>;
-    const message: Message = {};
-    for (const spec of schema) {
-      let value = object[spec.name];
-      if ((spec.type === "bytes" || spec.type === "optBytes") && typeof value === "string") {
-        value = fromBase64(value, spec.name);
-      }
-      message[spec.name] = coerce("json", spec, value);
-    }
-    return message;
+    return fromObject(schema, parsed);
   }
+}
+
+type JsonField = string | number | boolean | JsonObject[];
+interface JsonObject {
+  [name: string]: JsonField;
+}
+
+function toObject(schema: readonly FieldSpec[], message: Message): JsonObject {
+  const object: JsonObject = {};
+  for (const spec of schema) {
+    const value = message[spec.name];
+    if (value === undefined) continue;
+    if (spec.type === "records")
+      object[spec.name] = recordsOf(value).map((record) => toObject(spec.of!, record));
+    else if (spec.type === "bytes" || spec.type === "optBytes") object[spec.name] = toBase64(asBytes(value));
+    else if (typeof value === "bigint") object[spec.name] = value.toString();
+    // JSON has no NaN or Infinity; send them as text so the server can refuse them by name.
+    else if (typeof value === "number" && !Number.isFinite(value)) object[spec.name] = String(value);
+    else object[spec.name] = value as string | number | boolean;
+  }
+  return object;
+}
+
+function fromObject(schema: readonly FieldSpec[], parsed: unknown): Message {
+  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) {
+    throw badBody("json", "expected a JSON object");
+  }
+  const object = parsed as Record<string, unknown>;
+  const message: Message = {};
+  for (const spec of schema) {
+    let value = object[spec.name];
+    if (spec.type === "records") {
+      if (!Array.isArray(value)) throw badBody("json", `field "${spec.name}" is not a list`);
+      message[spec.name] = value.map((record: unknown) => fromObject(spec.of!, record));
+      continue;
+    }
+    if ((spec.type === "bytes" || spec.type === "optBytes") && typeof value === "string") {
+      value = fromBase64(value, spec.name);
+    }
+    message[spec.name] = coerce("json", spec, value);
+  }
+  return message;
 }
 
 export function toBase64(bytes: Uint8Array): string {

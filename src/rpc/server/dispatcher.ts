@@ -1,4 +1,3 @@
-import { createHash } from "node:crypto";
 import type { Identity, TokenAuthority } from "../../auth/index.ts";
 import { DkvError } from "../../errors.ts";
 import type { ILockManager } from "../../lockmgr/types.ts";
@@ -10,20 +9,21 @@ import type { FrameHeader } from "../protocol/frame.ts";
 import {
   type AdminResponses,
   adminOpCodes,
-  lockOps,
   type Message,
   type OpName,
   opNameByCode,
   type Requests,
-  type Responses,
   requestSchemas,
   type SerializerName,
   serializerIds,
   type WireOpName,
-  writeOps,
 } from "../protocol/types.ts";
 import type { Serializer } from "../serializer/types.ts";
 import { DedupCache, type DedupEntry, type DedupLimits, dedupKey } from "./dedup-cache.ts";
+import { originOf } from "./lock-owner.ts";
+import { type OpEntry, opTable } from "./op-table.ts";
+
+export { attemptOriginOf, lockOwnerIdOf, originOf } from "./lock-owner.ts";
 
 /**
  * What serves one shard. `forOrigin` is set by shards that deduplicate writes themselves
@@ -50,6 +50,9 @@ export interface RpcLogger {
 }
 
 export const silentLogger: RpcLogger = { info() {}, warn() {}, debug() {} };
+
+/** The body of a request without fields (clusterStatus), as the permission check sees it. */
+const empty: Message = {};
 
 /** Where a connection (or an HTTP exchange) receives the outcome of one request. */
 export interface ReplyTarget {
@@ -87,8 +90,6 @@ export interface DispatcherOptions {
   authority?: TokenAuthority;
   observer?: RequestObserver;
 }
-
-const empty: Message = {};
 
 /**
  * Turns decoded requests into IStore / ILockManager calls. Checks shard, op and
@@ -181,7 +182,8 @@ export class RequestDispatcher {
         `shard ${shard} is not served here (served shards: ${served}); check --shard`,
       );
     }
-    if (lockOps.has(op) && handler.kind !== "lock") {
+    const served = opTable[op].shards;
+    if (served === "lock" && handler.kind !== "lock") {
       return new DkvError(
         "UNKNOWN_OPERATION",
         `shard ${shard} is a store shard; "${op}" needs a lockmgr shard (e.g. --shards "200=lockmgr(lstore)")`,
@@ -189,7 +191,7 @@ export class RequestDispatcher {
     }
     // A lock shard's keys are only reachable through the lock operations: a plain delete or
     // set would release or forge a lock without the owner check (the Go dKV's defect).
-    if (handler.kind === "lock" && !lockOps.has(op) && op !== "info") {
+    if (handler.kind === "lock" && served === "store") {
       return new DkvError(
         "UNKNOWN_OPERATION",
         `shard ${shard} is a lock shard; use lock acquire|refresh|release there ("${op}" would bypass the owner check)`,
@@ -206,12 +208,15 @@ export class RequestDispatcher {
     target: ReplyTarget,
   ): void {
     if (this.denied(header, op, message, target)) return;
-    const invalid = validate(op, message);
+    const entryOfOp = opTable[op] as OpEntry<OpName>;
+    // The serializer decoded `message` by this op's schema: it has the shape of Requests[op].
+    const request = message as unknown as Requests[OpName];
+    const invalid = validateNumbers(op, message) ?? entryOfOp.validate?.(request);
     if (invalid !== undefined) {
       this.refused(header, invalid, target);
       return;
     }
-    const isWrite = writeOps.has(op);
+    const isWrite = entryOfOp.write;
     let entry: DedupEntry | undefined;
     const identified = header.clientIdHigh !== 0 || header.clientIdLow !== 0;
     let served = handler;
@@ -235,12 +240,13 @@ export class RequestDispatcher {
     this.inflightCount++;
     const call = new ServerCall(header, target, entry, isWrite, () => this.finished(), this.options.observer);
     if (this.options.requestTimeoutMs > 0) {
-      const waitMs = op === "acquire" ? (message.waitMs as number) : 0;
-      call.armTimeout(this.options.requestTimeoutMs + waitMs);
+      call.armTimeout(this.options.requestTimeoutMs + (entryOfOp.extraTimeMs?.(request) ?? 0));
     }
     const observer = this.options.observer;
     call.trace = observer?.started?.(header);
-    invoke(op, served, message, origin).then(call.onResponse, call.onError);
+    entryOfOp
+      .handle(served, request, origin)
+      .then((response) => call.onResponse(response as unknown as Message), call.onError);
     observer?.handedOff?.();
   }
 
@@ -338,51 +344,6 @@ class ServerCall {
   }
 }
 
-/**
- * The frame's 8-byte client id padded with zeros to the 16 bytes a replicated write
- * carries (bytes 8-15 stay free for sub-requests, e.g. the attempts of a blocking acquire),
- * and its request id.
- */
-export function originOf(header: FrameHeader): RequestOrigin {
-  const clientId = new Uint8Array(16);
-  const view = new DataView(clientId.buffer);
-  view.setUint32(0, header.clientIdHigh, true);
-  view.setUint32(4, header.clientIdLow, true);
-  return { clientId, requestId: header.requestId };
-}
-
-/** Bytes 8-11 of an origin's client id number the claims of one acquire (see originOf). */
-const ATTEMPT_OFFSET = 8;
-
-/**
- * The origin of attempt `attempt` (1, 2, ...) of a blocking acquire: the replicated state
- * machine answers a repeated origin with its first reply, so each attempt needs its own
- * (or all after a failed first would replay "not written"), and attempt k of a retry must
- * match attempt k of the original (so it replays the original's result).
- */
-export function attemptOriginOf(origin: RequestOrigin, attempt: number): RequestOrigin {
-  const clientId = origin.clientId.slice();
-  new DataView(clientId.buffer).setUint32(ATTEMPT_OFFSET, attempt, true);
-  return { clientId, requestId: origin.requestId };
-}
-
-/**
- * The owner id of an identified acquire on a shard that deduplicates in its state machine:
- * 128 bits derived from the client id and request id, so the first try and every retry,
- * through any member, report the owner id actually stored (a fresh random one per try
- * would tell a retry an id that can never release the lock its first try took).
- */
-export function lockOwnerIdOf(origin: RequestOrigin): string {
-  const requestId = new Uint8Array(8);
-  new DataView(requestId.buffer).setFloat64(0, origin.requestId, true);
-  return createHash("sha256")
-    .update("dkv lock owner\0")
-    .update(origin.clientId)
-    .update(requestId)
-    .digest("hex")
-    .slice(0, 32);
-}
-
 export function toDkvError(error: unknown, mayHaveApplied: boolean): DkvError {
   if (error instanceof DkvError) return error;
   const detail = error instanceof Error ? error.message : String(error);
@@ -394,7 +355,8 @@ export function toDkvError(error: unknown, mayHaveApplied: boolean): DkvError {
 
 const maxDurationMs = 2 ** 52;
 
-function validate(op: OpName, message: Message): DkvError | undefined {
+/** Every number field of a request is a non-negative duration or count (schema "num"). */
+function validateNumbers(op: OpName, message: Message): DkvError | undefined {
   for (const spec of requestSchemas[op]) {
     if (spec.type !== "num") continue;
     const value = message[spec.name] as number;
@@ -406,101 +368,4 @@ function validate(op: OpName, message: Message): DkvError | undefined {
     }
   }
   return undefined;
-}
-
-/** The adapters: one RPC operation, one store or lock-manager call. */
-async function invoke(
-  op: OpName,
-  handler: ShardHandler,
-  m: Message,
-  origin: RequestOrigin | undefined,
-): Promise<Message> {
-  const store = handler.store;
-  switch (op) {
-    case "set": {
-      const r = m as unknown as Requests["set"];
-      await store.set(r.key, r.value);
-      return empty;
-    }
-    case "setE": {
-      const r = m as unknown as Requests["setE"];
-      await store.setE(r.key, r.value, r.expireInMs, r.deleteInMs);
-      return empty;
-    }
-    case "setEIfUnset": {
-      const r = m as unknown as Requests["setEIfUnset"];
-      const written = await store.setEIfUnset(r.key, r.value, r.expireInMs, r.deleteInMs);
-      return { written } satisfies Responses["setEIfUnset"];
-    }
-    case "get":
-      return { value: await store.get(m.key as string) } satisfies Responses["get"];
-    case "has":
-      return { found: await store.has(m.key as string) } satisfies Responses["has"];
-    case "expire":
-      await store.expire(m.key as string);
-      return empty;
-    case "delete":
-      await store.delete(m.key as string);
-      return empty;
-    case "info": {
-      const info = await store.info();
-      return {
-        kind: info.kind,
-        keys: info.keys,
-        keysWithDeadline: info.keysWithDeadline,
-        approxBytes: info.approxBytes,
-        shards: info.shards,
-      } satisfies Responses["info"];
-    }
-    case "claim": {
-      const r = m as unknown as Requests["claim"];
-      const result = await store.claim(r.key, r.value, r.expireInMs, r.deleteInMs);
-      return { written: result.written, revision: result.revision } satisfies Responses["claim"];
-    }
-    case "deleteIfEquals": {
-      const r = m as unknown as Requests["deleteIfEquals"];
-      return { ok: await store.deleteIfEquals(r.key, r.expected) } satisfies Responses["deleteIfEquals"];
-    }
-    case "renewIfEquals": {
-      const r = m as unknown as Requests["renewIfEquals"];
-      const ok = await store.renewIfEquals(r.key, r.expected, r.expireInMs, r.deleteInMs);
-      return { ok } satisfies Responses["renewIfEquals"];
-    }
-    case "acquire":
-    case "release":
-    case "refresh":
-      return invokeLock(op, handler, m, origin);
-  }
-}
-
-/** `origin` is set when the shard dedups by it (see ShardHandler.forOrigin). */
-async function invokeLock(
-  op: "acquire" | "release" | "refresh",
-  handler: ShardHandler,
-  m: Message,
-  origin: RequestOrigin | undefined,
-) {
-  if (handler.kind !== "lock") throw new DkvError("UNKNOWN_OPERATION", `"${op}" needs a lockmgr shard`);
-  const locks = handler.locks;
-  switch (op) {
-    case "acquire": {
-      const r = m as unknown as Requests["acquire"];
-      // Without an origin the dispatcher's cache replays whole replies; a random id is fine.
-      const ownerId = origin === undefined ? undefined : lockOwnerIdOf(origin);
-      const result = await locks.acquire(r.key, r.ttlMs, { waitMs: r.waitMs, ownerId });
-      return {
-        acquired: result.acquired,
-        ownerId: result.ownerId,
-        fencingToken: result.fencingToken,
-      } satisfies Responses["acquire"];
-    }
-    case "release": {
-      const r = m as unknown as Requests["release"];
-      return { released: await locks.release(r.key, r.ownerId) } satisfies Responses["release"];
-    }
-    case "refresh": {
-      const r = m as unknown as Requests["refresh"];
-      return { refreshed: await locks.refresh(r.key, r.ownerId, r.ttlMs) } satisfies Responses["refresh"];
-    }
-  }
 }

@@ -287,15 +287,35 @@ function fromHumanJson(schema: readonly FieldSpec[], body: Uint8Array): Message 
   if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) {
     throw new DkvError("BAD_REQUEST", 'the body must be a JSON object, e.g. {"key":"foo"}');
   }
-  const object = parsed as Record<string, unknown>;
+  return humanMessage(schema, parsed as Record<string, unknown>);
+}
+
+function humanMessage(schema: readonly FieldSpec[], object: Record<string, unknown>): Message {
   const message: Message = {};
   for (const spec of schema) {
     const value = object[spec.name];
-    if (spec.type === "num") {
+    if (value === undefined && (spec.type === "optStr" || spec.type === "optBytes")) {
+      message[spec.name] = undefined;
+    } else if (spec.type === "bool") {
+      if (value !== undefined && typeof value !== "boolean") {
+        throw new DkvError("BAD_REQUEST", `"${spec.name}" must be true or false`);
+      }
+      message[spec.name] = value === true;
+    } else if (spec.type === "records") {
+      if (
+        !Array.isArray(value) ||
+        !value.every((v) => typeof v === "object" && v !== null && !Array.isArray(v))
+      ) {
+        throw new DkvError("BAD_REQUEST", `"${spec.name}" must be a list of objects`);
+      }
+      message[spec.name] = value.map((record: Record<string, unknown>) =>
+        humanMessage(spec.of ?? [], record),
+      );
+    } else if (spec.type === "num") {
       if (value === undefined) message[spec.name] = 0;
       else if (typeof value === "number") message[spec.name] = value;
       else throw new DkvError("BAD_REQUEST", `"${spec.name}" must be a number of milliseconds`);
-    } else if (spec.type === "bytes") {
+    } else if (spec.type === "bytes" || spec.type === "optBytes") {
       if (typeof value === "string") message[spec.name] = utf8Encoder.encode(value);
       else if (
         typeof value === "object" &&
@@ -319,11 +339,21 @@ function fromHumanJson(schema: readonly FieldSpec[], body: Uint8Array): Message 
 function toHumanJson(op: OpName, response: Message): Record<string, unknown> {
   const schema = responseSchemas[op];
   if (schema.length === 0) return { ok: true };
-  const json: Record<string, unknown> = op === "get" ? { found: response.value !== undefined } : {};
+  if (op === "get" && response.value === undefined) return { found: false };
+  const json: Record<string, unknown> = op === "get" ? { found: true } : {};
+  return humanFields(schema, response, json);
+}
+
+function humanFields(
+  schema: readonly FieldSpec[],
+  response: Message,
+  json: Record<string, unknown>,
+): Record<string, unknown> {
   for (const spec of schema) {
     const value = response[spec.name];
     if (value === undefined) continue;
-    if (value instanceof Uint8Array) {
+    if (Array.isArray(value)) json[spec.name] = value.map((record) => humanFields(spec.of ?? [], record, {}));
+    else if (value instanceof Uint8Array) {
       try {
         json[spec.name] = utf8Decoder.decode(value);
       } catch {

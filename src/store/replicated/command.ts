@@ -1,5 +1,7 @@
 import { DkvError, type DkvErrorCode } from "../../errors.ts";
+import type { CheckedTxn } from "../txn.ts";
 import type { StoreLimits } from "../types.ts";
+import { decodeTxn } from "./txn-command.ts";
 
 /**
  * The replicated log's command for a dstore write, small and binary (little-endian):
@@ -16,6 +18,8 @@ export const Op = {
   Claim: 6,
   DeleteIfEquals: 7,
   RenewIfEquals: 8,
+  /** A transaction: the value is its body (txn-command.ts), the key is empty. */
+  Txn: 9,
 } as const;
 export type Op = (typeof Op)[keyof typeof Op];
 
@@ -34,6 +38,8 @@ export interface Command {
   expireInMs: number;
   deleteInMs: number;
   origin: RequestOrigin | undefined;
+  /** Op.Txn only: the transaction, decoded and validated from the value. */
+  txn?: CheckedTxn;
 }
 
 export const CLIENT_ID_BYTES = 16;
@@ -106,7 +112,8 @@ export function validateCommand(data: Uint8Array, limits: StoreLimits): DkvError
       `The key is ${keyBytes} bytes (UTF-8); the limit is ${limits.maxKeyBytes}. Use a shorter key, or raise the server's --max-key-bytes (maxKeyBytes in the library).`,
     );
   }
-  if (command.value.byteLength > limits.maxValueBytes) {
+  // A transaction is bounded by the frame size, its values one by one by the store's checks.
+  if (command.op !== Op.Txn && command.value.byteLength > limits.maxValueBytes) {
     return new DkvError(
       "TOO_LARGE",
       `The value is ${command.value.byteLength} bytes; the limit is ${limits.maxValueBytes}. Store less, or raise the server's --max-value-bytes (maxValueBytes in the library).`,
@@ -133,7 +140,7 @@ function parseCommand(data: Uint8Array, copyValue: boolean): Command {
   if (data.byteLength < HEADER_BYTES) throw corrupt(`${data.byteLength} bytes`);
   const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
   const opCode = view.getUint8(0);
-  if (opCode < Op.Set || opCode > Op.RenewIfEquals) throw corrupt(`unknown op ${opCode}`);
+  if (opCode < Op.Set || opCode > Op.Txn) throw corrupt(`unknown op ${opCode}`);
   const op = opCode as Op;
   const flags = view.getUint8(1);
   if ((flags & ~FLAG_ORIGIN) !== 0 || view.getUint16(2, true) !== 0) throw corrupt(`unknown flags ${flags}`);
@@ -153,7 +160,9 @@ function parseCommand(data: Uint8Array, copyValue: boolean): Command {
   }
   // No trailing bytes: the lengths must account for every byte.
   if (data.byteLength !== pos + keyBytes + valueBytes) throw corrupt("length mismatch");
-  if (keyBytes === 0) throw invalid("the key is empty");
+  // A transaction names its keys in its body; every other op names exactly one key.
+  if (op === Op.Txn ? keyBytes !== 0 : keyBytes === 0)
+    throw invalid(op === Op.Txn ? "a transaction has no key of its own" : "the key is empty");
   let key: string;
   try {
     key = utf8Decoder.decode(data.subarray(pos, pos + keyBytes));
@@ -172,6 +181,8 @@ function parseCommand(data: Uint8Array, copyValue: boolean): Command {
   const value = copyValue
     ? data.slice(valueStart, valueStart + valueBytes)
     : data.subarray(valueStart, valueStart + valueBytes);
+  if (op === Op.Txn)
+    return { op, key, value, expireInMs, deleteInMs, origin, txn: decodeTxn(value, corrupt) };
   return { op, key, value, expireInMs, deleteInMs, origin };
 }
 

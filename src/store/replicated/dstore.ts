@@ -1,9 +1,14 @@
 import { DkvError } from "../../errors.ts";
 import type { RaftHost } from "../../raft/host/raft-host.ts";
+import { checkTxn, type TxnRequest, type TxnResult } from "../txn.ts";
 import {
   type ClaimResult,
   defaultStoreLimits,
+  type EntryInfo,
   type IStore,
+  type KeyRange,
+  type ListOptions,
+  type ListPage,
   type StoreInfo,
   type StoreLimits,
   type ValueInput,
@@ -20,7 +25,9 @@ import {
   type RequestOrigin,
   validateCommand,
 } from "./command.ts";
+import { readCount, readEntry, readList } from "./data-reads.ts";
 import { DStoreStateMachine } from "./state-machine.ts";
+import { decodeTxnResult, encodeTxn } from "./txn-command.ts";
 
 export interface DStoreOptions {
   /** Serve reads from this member's applied state without a ReadIndex round: faster, maybe stale. */
@@ -165,6 +172,22 @@ export class DStore implements IStore {
     return this.read((nowMs) => ({ ...this.stateMachine.db.info(nowMs), kind: "dstore" }));
   }
 
+  // The data API's reads: linearizable via the same ReadIndex path as get (see data-reads.ts).
+  getEntry(key: string): Promise<EntryInfo | undefined> {
+    return readEntry(this.stateMachine, key, this.limits, (evaluate) => this.read(evaluate));
+  }
+  list(options: ListOptions): Promise<ListPage> {
+    return readList(this.stateMachine, options, this.limits, (evaluate) => this.read(evaluate));
+  }
+  count(range: KeyRange): Promise<number> {
+    return readCount(this.stateMachine, range, this.limits, (evaluate) => this.read(evaluate));
+  }
+  /** One Raft entry (Op.Txn): compared and applied atomically on every member. */
+  async txn(request: TxnRequest, origin?: RequestOrigin): Promise<TxnResult> {
+    const body = encodeTxn(checkTxn(request, this.limits));
+    return decodeTxnResult(await this.write(command(Op.Txn, "", body, 0, 0), origin));
+  }
+
   /** Later calls fail with CLOSED; the group itself runs on until its host closes. */
   async close(): Promise<void> {
     this.closed = true;
@@ -279,6 +302,18 @@ class OriginStore implements IStore {
   }
   info(): Promise<StoreInfo> {
     return this.store.info();
+  }
+  getEntry(key: string): Promise<EntryInfo | undefined> {
+    return this.store.getEntry(key);
+  }
+  list(options: ListOptions): Promise<ListPage> {
+    return this.store.list(options);
+  }
+  count(range: KeyRange): Promise<number> {
+    return this.store.count(range);
+  }
+  txn(request: TxnRequest): Promise<TxnResult> {
+    return this.store.txn(request, this.origin);
   }
   /** The view owns nothing: closing it leaves the store open. */
   async close(): Promise<void> {}

@@ -16,6 +16,7 @@ import {
   validateCommand,
 } from "./command.ts";
 import { type DedupOptions, RequestTable, resolveDedupOptions } from "./request-table.ts";
+import { applyTxnCommand } from "./txn-apply.ts";
 
 export { type DedupOptions, defaultDedupOptions } from "./request-table.ts";
 
@@ -69,6 +70,8 @@ export class DStoreStateMachine implements StateMachine {
   apply(entry: Entry): Uint8Array {
     const nowMs = entry.timeMs;
     this.requests.forgetExpired(nowMs, FORGET_PER_APPLY);
+    // Every write of this entry stamps its Raft index as the keys' revision.
+    this.db.pinRevision(entry.index);
     let command: Command;
     try {
       command = decodeCommand(entry.data);
@@ -181,6 +184,8 @@ export class DStoreStateMachine implements StateMachine {
         return encodeBoolean(db.deleteIfEquals(key, value, nowMs));
       case Op.RenewIfEquals:
         return encodeBoolean(db.renewIfEquals(key, value, expireInMs, deleteInMs, nowMs));
+      case Op.Txn:
+        return applyTxnCommand(db, command, index, nowMs);
     }
   }
 

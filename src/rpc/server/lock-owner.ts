@@ -1,0 +1,48 @@
+import { createHash } from "node:crypto";
+import type { RequestOrigin } from "../../store/replicated/command.ts";
+import type { FrameHeader } from "../protocol/frame.ts";
+
+/**
+ * The frame's 8-byte client id padded with zeros to the 16 bytes a replicated write
+ * carries (bytes 8-15 stay free for sub-requests, e.g. the attempts of a blocking acquire),
+ * and its request id.
+ */
+export function originOf(header: FrameHeader): RequestOrigin {
+  const clientId = new Uint8Array(16);
+  const view = new DataView(clientId.buffer);
+  view.setUint32(0, header.clientIdHigh, true);
+  view.setUint32(4, header.clientIdLow, true);
+  return { clientId, requestId: header.requestId };
+}
+
+/** Bytes 8-11 of an origin's client id number the claims of one acquire (see originOf). */
+const ATTEMPT_OFFSET = 8;
+
+/**
+ * The origin of attempt `attempt` (1, 2, ...) of a blocking acquire: the replicated state
+ * machine answers a repeated origin with its first reply, so each attempt needs its own
+ * (or all after a failed first would replay "not written"), and attempt k of a retry must
+ * match attempt k of the original (so it replays the original's result).
+ */
+export function attemptOriginOf(origin: RequestOrigin, attempt: number): RequestOrigin {
+  const clientId = origin.clientId.slice();
+  new DataView(clientId.buffer).setUint32(ATTEMPT_OFFSET, attempt, true);
+  return { clientId, requestId: origin.requestId };
+}
+
+/**
+ * The owner id of an identified acquire on a shard that deduplicates in its state machine:
+ * 128 bits derived from the client id and request id, so the first try and every retry,
+ * through any member, report the owner id actually stored (a fresh random one per try
+ * would tell a retry an id that can never release the lock its first try took).
+ */
+export function lockOwnerIdOf(origin: RequestOrigin): string {
+  const requestId = new Uint8Array(8);
+  new DataView(requestId.buffer).setFloat64(0, origin.requestId, true);
+  return createHash("sha256")
+    .update("dkv lock owner\0")
+    .update(origin.clientId)
+    .update(requestId)
+    .digest("hex")
+    .slice(0, 32);
+}

@@ -1,0 +1,216 @@
+import { DkvError } from "../../errors.ts";
+import type { RequestOrigin } from "../../store/replicated/command.ts";
+import type { EntryInfo } from "../../store/types.ts";
+import { txnFromWire, txnResultToWire } from "../protocol/txn-wire.ts";
+import type { OpName, Requests, Responses, WireEntry } from "../protocol/types.ts";
+import type { ShardHandler } from "./dispatcher.ts";
+import { lockOwnerIdOf } from "./lock-owner.ts";
+
+/** What a caller must be allowed to do to run an op (checked once, at the dispatcher's entry). */
+export type Permission = "read" | "write" | "admin";
+
+/** Which shards serve an op: a lock shard's keys are only reachable through the lock ops. */
+export type ShardKinds = "store" | "lock" | "any";
+
+/**
+ * One operation of the wire protocol: everything the dispatcher needs besides the schema
+ * its serializer decodes (protocol/types.ts `requestSchemas[op]`).
+ * - `permission`: the right a caller needs (an auth layer checks it before dispatch).
+ * - `shards`: which shard kinds serve it.
+ * - `write`: it changes state (dedup by client request id; a lost reply's outcome is unknown).
+ * - `validate`: checks beyond the schema, before anything is applied; the default checks
+ *   every number field is a non-negative duration.
+ * - `handle`: the store or lock-manager call; `origin` is set on shards that dedup writes
+ *   in their state machine (see ShardHandler.forOrigin).
+ */
+export interface OpEntry<K extends OpName> {
+  readonly permission: Permission;
+  readonly shards: ShardKinds;
+  readonly write: boolean;
+  readonly validate?: (request: Requests[K]) => DkvError | undefined;
+  /** Extra server-side time the op may take beyond the request timeout (a blocking acquire's wait). */
+  readonly extraTimeMs?: (request: Requests[K]) => number;
+  handle(
+    handler: ShardHandler,
+    request: Requests[K],
+    origin: RequestOrigin | undefined,
+  ): Promise<Responses[K]>;
+}
+
+export type OpTable = { readonly [K in OpName]: OpEntry<K> };
+
+const empty = {} as Record<string, never>;
+
+function lockManager(handler: ShardHandler, op: OpName) {
+  if (handler.kind !== "lock") throw new DkvError("UNKNOWN_OPERATION", `"${op}" needs a lockmgr shard`);
+  return handler.locks;
+}
+
+function wireEntry(entry: EntryInfo): WireEntry {
+  const { key, value, version, createRevision, modRevision } = entry;
+  return { key, value, version, createRevision, modRevision };
+}
+
+/** Every op the server serves: adding an op is adding an entry here (and its schema). */
+export const opTable: OpTable = {
+  set: {
+    permission: "write",
+    shards: "store",
+    write: true,
+    async handle({ store }, r) {
+      await store.set(r.key, r.value);
+      return empty;
+    },
+  },
+  setE: {
+    permission: "write",
+    shards: "store",
+    write: true,
+    async handle({ store }, r) {
+      await store.setE(r.key, r.value, r.expireInMs, r.deleteInMs);
+      return empty;
+    },
+  },
+  setEIfUnset: {
+    permission: "write",
+    shards: "store",
+    write: true,
+    async handle({ store }, r) {
+      return { written: await store.setEIfUnset(r.key, r.value, r.expireInMs, r.deleteInMs) };
+    },
+  },
+  get: {
+    permission: "read",
+    shards: "store",
+    write: false,
+    async handle({ store }, r) {
+      const entry = await store.getEntry(r.key);
+      if (entry === undefined) return { value: undefined, version: 0, createRevision: 0, modRevision: 0 };
+      const { value, version, createRevision, modRevision } = entry;
+      return { value, version, createRevision, modRevision };
+    },
+  },
+  has: {
+    permission: "read",
+    shards: "store",
+    write: false,
+    async handle({ store }, r) {
+      return { found: await store.has(r.key) };
+    },
+  },
+  expire: {
+    permission: "write",
+    shards: "store",
+    write: true,
+    async handle({ store }, r) {
+      await store.expire(r.key);
+      return empty;
+    },
+  },
+  delete: {
+    permission: "write",
+    shards: "store",
+    write: true,
+    async handle({ store }, r) {
+      await store.delete(r.key);
+      return empty;
+    },
+  },
+  info: {
+    permission: "read",
+    shards: "any",
+    write: false,
+    async handle({ store }) {
+      const { kind, keys, keysWithDeadline, approxBytes, shards } = await store.info();
+      return { kind, keys, keysWithDeadline, approxBytes, shards };
+    },
+  },
+  claim: {
+    permission: "write",
+    shards: "store",
+    write: true,
+    async handle({ store }, r) {
+      const { written, revision } = await store.claim(r.key, r.value, r.expireInMs, r.deleteInMs);
+      return { written, revision };
+    },
+  },
+  deleteIfEquals: {
+    permission: "write",
+    shards: "store",
+    write: true,
+    async handle({ store }, r) {
+      return { ok: await store.deleteIfEquals(r.key, r.expected) };
+    },
+  },
+  renewIfEquals: {
+    permission: "write",
+    shards: "store",
+    write: true,
+    async handle({ store }, r) {
+      return { ok: await store.renewIfEquals(r.key, r.expected, r.expireInMs, r.deleteInMs) };
+    },
+  },
+  acquire: {
+    permission: "write",
+    shards: "lock",
+    write: true,
+    extraTimeMs: (r) => r.waitMs,
+    async handle(handler, r, origin) {
+      // Without an origin the dispatcher's cache replays whole replies; a random id is fine.
+      const ownerId = origin === undefined ? undefined : lockOwnerIdOf(origin);
+      const result = await lockManager(handler, "acquire").acquire(r.key, r.ttlMs, {
+        waitMs: r.waitMs,
+        ownerId,
+      });
+      return { acquired: result.acquired, ownerId: result.ownerId, fencingToken: result.fencingToken };
+    },
+  },
+  release: {
+    permission: "write",
+    shards: "lock",
+    write: true,
+    async handle(handler, r) {
+      return { released: await lockManager(handler, "release").release(r.key, r.ownerId) };
+    },
+  },
+  refresh: {
+    permission: "write",
+    shards: "lock",
+    write: true,
+    async handle(handler, r) {
+      return { refreshed: await lockManager(handler, "refresh").refresh(r.key, r.ownerId, r.ttlMs) };
+    },
+  },
+  list: {
+    permission: "read",
+    shards: "store",
+    write: false,
+    async handle({ store }, r) {
+      const page = await store.list({
+        prefix: r.prefix,
+        from: r.from,
+        to: r.to,
+        after: r.after,
+        limit: r.limit === 0 ? undefined : r.limit,
+        keysOnly: r.keysOnly,
+      });
+      return { items: page.items.map(wireEntry), more: page.more, next: page.next };
+    },
+  },
+  count: {
+    permission: "read",
+    shards: "store",
+    write: false,
+    async handle({ store }, r) {
+      return { count: await store.count({ prefix: r.prefix, from: r.from, to: r.to }) };
+    },
+  },
+  txn: {
+    permission: "write",
+    shards: "store",
+    write: true,
+    async handle({ store }, r) {
+      return txnResultToWire(await store.txn(txnFromWire(r)));
+    },
+  },
+};

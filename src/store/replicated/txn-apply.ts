@@ -1,0 +1,16 @@
+import type { KVDB } from "../../db/kvdb.ts";
+import { DkvError } from "../../errors.ts";
+import { applyTxn } from "../txn.ts";
+import type { Command } from "./command.ts";
+import { encodeTxnResult } from "./txn-command.ts";
+
+/**
+ * Applies an Op.Txn entry: every write of the chosen branch stamps the entry's Raft index
+ * (pinned by the state machine), which is also the transaction's revision.
+ */
+export function applyTxnCommand(db: KVDB, command: Command, index: number, nowMs: number): Uint8Array {
+  if (command.txn === undefined) {
+    throw new DkvError("INTERNAL", "a transaction command reached apply without its decoded body");
+  }
+  return encodeTxnResult({ ...applyTxn(db, command.txn, nowMs), revision: index });
+}

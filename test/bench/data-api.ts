@@ -1,0 +1,229 @@
+/**
+ * Data API benchmarks, one run each (numbers in the README's "Data API" section):
+ *
+ * 1. Ordered index structure: a sorted array of blocks (what Maple uses) against a skip
+ *    list, both holding the same shuffled keys: insert, remove and a 100-key range scan.
+ * 2. get/set cost of today's Maple (revisions + ordered index) against a baseline Maple
+ *    without them, on the same shuffled keys (target: at most 1.3x). The baseline is the
+ *    engine of another checkout: `--baseline /path/to/checkout` (e.g. the commit before
+ *    the data API); without it this part is skipped.
+ * 3. A 100-key page (list with a prefix/after) out of 1M keys (target: at most 1 ms).
+ *
+ *   bun test/bench/data-api.ts [--baseline DIR] [--keys N]
+ */
+import { MapleDB } from "../../src/db/maple/index.ts";
+import { compareKeys, OrderedKeys } from "../../src/db/maple/ordered-keys.ts";
+
+const NOW_MS = 1_700_000_000_000;
+
+interface EngineLike {
+  set(key: string, value: Uint8Array, nowMs: number): void;
+  get(key: string, nowMs: number): Uint8Array | undefined;
+}
+
+function arg(name: string): string | undefined {
+  const at = process.argv.indexOf(name);
+  return at < 0 ? undefined : process.argv[at + 1];
+}
+
+function shuffled<T>(items: T[], seed: number): T[] {
+  const out = items.slice();
+  let state = seed >>> 0;
+  for (let i = out.length - 1; i > 0; i--) {
+    state = (Math.imul(state, 1_664_525) + 1_013_904_223) >>> 0;
+    const j = state % (i + 1);
+    [out[i], out[j]] = [out[j]!, out[i]!];
+  }
+  return out;
+}
+
+function makeKeys(count: number): string[] {
+  // Flat strings, as a decoder would produce them.
+  return Array.from({ length: count }, (_, i) => Buffer.from(`user:${i.toString(36)}:profile`).toString());
+}
+
+function timeMs(work: () => void): number {
+  const start = performance.now();
+  work();
+  return performance.now() - start;
+}
+
+/** A plain skip list of strings (the alternative measured against the blocks). */
+class SkipList {
+  private readonly head: SkipNode = { key: "", next: [] };
+  private level = 1;
+  private seed = 12345;
+
+  private randomLevel(): number {
+    let level = 1;
+    for (;;) {
+      this.seed = (Math.imul(this.seed, 1_103_515_245) + 12_345) >>> 0;
+      // The high bits: an LCG's low bits have a short period (level would barely vary).
+      if (this.seed >>> 30 !== 0 || level >= 24) return level;
+      level++;
+    }
+  }
+
+  insert(key: string): void {
+    const update: SkipNode[] = [];
+    let node = this.head;
+    for (let l = this.level - 1; l >= 0; l--) {
+      while (node.next[l] !== undefined && compareKeys(node.next[l]!.key, key) < 0) node = node.next[l]!;
+      update[l] = node;
+    }
+    const level = this.randomLevel();
+    for (; this.level < level; this.level++) update[this.level] = this.head;
+    const fresh: SkipNode = { key, next: new Array(level) };
+    for (let l = 0; l < level; l++) {
+      fresh.next[l] = update[l]!.next[l];
+      update[l]!.next[l] = fresh;
+    }
+  }
+
+  remove(key: string): void {
+    let node = this.head;
+    for (let l = this.level - 1; l >= 0; l--) {
+      while (node.next[l] !== undefined && compareKeys(node.next[l]!.key, key) < 0) node = node.next[l]!;
+      if (node.next[l]?.key === key) node.next[l] = node.next[l]!.next[l];
+    }
+  }
+
+  scan(from: string, count: number): number {
+    let node = this.head;
+    for (let l = this.level - 1; l >= 0; l--) {
+      while (node.next[l] !== undefined && compareKeys(node.next[l]!.key, from) < 0) node = node.next[l]!;
+    }
+    let seen = 0;
+    for (let n = node.next[0]; n !== undefined && seen < count; n = n.next[0]) seen++;
+    return seen;
+  }
+}
+
+interface SkipNode {
+  key: string;
+  next: (SkipNode | undefined)[];
+}
+
+function indexStructures(count: number): void {
+  const keys = shuffled(makeKeys(count), 7);
+  const probes = keys.slice(0, 1000);
+  const blocks = new OrderedKeys();
+  const skip = new SkipList();
+  const rows: [string, number, number][] = [];
+  rows.push([
+    `insert ${count} keys (ms)`,
+    timeMs(() => {
+      for (const k of keys) blocks.insert(k);
+    }),
+    timeMs(() => {
+      for (const k of keys) skip.insert(k);
+    }),
+  ]);
+  let sink = 0;
+  rows.push([
+    "1000 scans of 100 keys (ms)",
+    timeMs(() => {
+      for (const probe of probes) {
+        let n = 0;
+        blocks.scan(probe, false, () => ++n < 100);
+        sink += n;
+      }
+    }),
+    timeMs(() => {
+      for (const probe of probes) sink += skip.scan(probe, 100);
+    }),
+  ]);
+  const half = keys.slice(0, count >> 1);
+  rows.push([
+    `remove ${half.length} keys (ms)`,
+    timeMs(() => {
+      for (const k of half) blocks.remove(k);
+    }),
+    timeMs(() => {
+      for (const k of half) skip.remove(k);
+    }),
+  ]);
+  console.log(`\nOrdered index: sorted blocks vs skip list (${count} keys, shuffled; checksum ${sink})`);
+  for (const [name, a, b] of rows)
+    console.log(
+      `  ${name.padEnd(30)} blocks ${a.toFixed(1).padStart(8)}   skip list ${b.toFixed(1).padStart(8)}`,
+    );
+}
+
+function engineOps(
+  engine: EngineLike,
+  keys: string[],
+  values: Uint8Array[],
+): { setNs: number; getNs: number } {
+  // Warm-up: create every key, then time overwrites and reads (the steady state).
+  for (let i = 0; i < keys.length; i++) engine.set(keys[i]!, values[i]!, NOW_MS);
+  const setMs = timeMs(() => {
+    for (let round = 0; round < 3; round++)
+      for (let i = 0; i < keys.length; i++) engine.set(keys[i]!, values[i]!, NOW_MS);
+  });
+  let sink = 0;
+  const getMs = timeMs(() => {
+    for (let round = 0; round < 3; round++)
+      for (let i = 0; i < keys.length; i++) sink += engine.get(keys[i]!, NOW_MS)!.length;
+  });
+  if (sink === 0) throw new Error("unreachable");
+  return { setNs: (setMs * 1e6) / (3 * keys.length), getNs: (getMs * 1e6) / (3 * keys.length) };
+}
+
+function insertNs(engine: EngineLike, keys: string[], values: Uint8Array[]): number {
+  const ms = timeMs(() => {
+    for (let i = 0; i < keys.length; i++) engine.set(keys[i]!, values[i]!, NOW_MS);
+  });
+  return (ms * 1e6) / keys.length;
+}
+
+async function overhead(baselineDir: string | undefined): Promise<void> {
+  if (baselineDir === undefined) {
+    console.log("\nget/set overhead: skipped (pass --baseline DIR, a checkout before the data API)");
+    return;
+  }
+  const module = (await import(`${baselineDir}/src/db/maple/index.ts`)) as { MapleDB: new () => EngineLike };
+  const count = 100_000;
+  const keys = shuffled(makeKeys(count), 3);
+  const values = keys.map((_, i) => new Uint8Array(128).fill(i & 0xff));
+  // Alternate the two so machine load affects both alike.
+  const now = { insert: insertNs(new MapleDB(), keys, values), ...engineOps(new MapleDB(), keys, values) };
+  const before = {
+    insert: insertNs(new module.MapleDB(), keys, values),
+    ...engineOps(new module.MapleDB(), keys, values),
+  };
+  console.log(`\nget/set vs Maple before the data API (${count} keys, 128-byte values; target <= 1.3x)`);
+  for (const name of ["insert", "setNs", "getNs"] as const) {
+    const ratio = now[name] / before[name];
+    console.log(
+      `  ${name.padEnd(8)} now ${now[name].toFixed(0).padStart(6)} ns   before ${before[name].toFixed(0).padStart(6)} ns   ${ratio.toFixed(2)}x`,
+    );
+  }
+}
+
+function pageFromMillion(count: number): void {
+  const db = new MapleDB();
+  const value = new Uint8Array(16);
+  const buildMs = timeMs(() => {
+    for (let i = 0; i < count; i++) db.set(`svc/${(i * 7919) % count}`.padEnd(12, "_"), value, NOW_MS);
+  });
+  const samples: number[] = [];
+  let after: string | undefined;
+  for (let page = 0; page < 200; page++) {
+    const start = performance.now();
+    const result = db.list({ prefix: "svc/", limit: 100, after }, NOW_MS);
+    samples.push(performance.now() - start);
+    if (result.items.length !== 100) throw new Error("short page");
+    after = page % 20 === 19 ? undefined : result.next;
+  }
+  samples.sort((a, b) => a - b);
+  console.log(`\n100-key page out of ${count} keys (built in ${buildMs.toFixed(0)} ms; target <= 1 ms)`);
+  console.log(
+    `  median ${samples[samples.length >> 1]!.toFixed(3)} ms   p99 ${samples[Math.floor(samples.length * 0.99)]!.toFixed(3)} ms`,
+  );
+}
+
+const keyCount = Number(arg("--keys") ?? 200_000);
+indexStructures(keyCount);
+await overhead(arg("--baseline"));
+if (!process.argv.includes("--skip-page")) pageFromMillion(1_000_000);
