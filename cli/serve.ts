@@ -10,6 +10,7 @@ import {
 } from "../src/config/shards.ts";
 import type { SerializerName, TransportName } from "../src/rpc/protocol/types.ts";
 import { type RpcServer, startRpcServer } from "../src/rpc/server/index.ts";
+import { fetchMembershipView } from "../src/server/membership-join.ts";
 import { defineLeaf } from "./command.ts";
 import { EXIT_FAILED, EXIT_OK } from "./io.ts";
 
@@ -26,6 +27,9 @@ const RAFT_OPTIONS = new Set([
   "heartbeat-rtt-factor",
   "snapshot-entries",
   "compaction-overhead",
+  "join",
+  "auto-promote-lag",
+  "auto-promote",
 ]);
 
 /** Logs go to stderr, so stdout carries only the "listening" line scripts wait for. */
@@ -104,6 +108,19 @@ export const serveCommand = defineLeaf({
         snapshotEntries: options["snapshot-entries"],
         compactionOverheadEntries: options["compaction-overhead"],
         requestTimeoutMs: options.timeout,
+        ...(options.join.length === 0
+          ? {}
+          : {
+              join: () =>
+                fetchMembershipView({
+                  endpoints: options.join,
+                  transport: options.transport as TransportName,
+                  serializer: options.serializer as SerializerName,
+                  timeoutMs: options.timeout,
+                }),
+            }),
+        autoPromoteLagEntries: options["auto-promote-lag"],
+        autoPromote: options["auto-promote"],
         logger: {
           debug: (message) => logger.debug(message),
           info: (message) => logger.info(message),
@@ -115,7 +132,7 @@ export const serveCommand = defineLeaf({
       logger.info(
         served.embedded
           ? `replicated shards run as a one-member cluster "${served.replicaId}" in ${options["data-dir"]} (pass --cluster-members for more members)`
-          : `member "${served.replicaId}" of cluster ${options["cluster-members"]}, data in ${options["data-dir"]}`,
+          : `member "${served.replicaId}" of cluster ${options["cluster-members"] || `joined via ${options.join.join(",")}`}, data in ${options["data-dir"]}`,
       );
     }
     const transport = options.transport as TransportName;
@@ -130,6 +147,7 @@ export const serveCommand = defineLeaf({
         requestTimeoutMs: options.timeout,
         drainTimeoutMs: options.timeout,
         clusterStatus: served.status,
+        ...(served.membership === undefined ? {} : { membership: served.membership }),
         logger: {
           info: (message) => logger.info(message),
           warn: (message) => logger.warn(message),

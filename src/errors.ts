@@ -16,7 +16,11 @@ export type DkvErrorCode =
   | "CORRUPT"
   | "CLOSED"
   | "INTERNAL"
-  | "USAGE";
+  | "USAGE"
+  /** A membership change that conflicts with the cluster's state (in flight, exists, unsafe). */
+  | "CONFLICT"
+  /** This member was removed from the cluster: it serves nothing; use another member. */
+  | "REMOVED";
 
 export type DkvOutcome = "unknown" | "not-applied";
 

@@ -5,6 +5,7 @@
  */
 
 import { defaultMaxFrameBytes } from "../rpc/protocol/frame.ts";
+import { membershipOptions } from "./membership-options.ts";
 
 export type OptionType = "string" | "number" | "boolean" | "duration" | "list";
 
@@ -378,6 +379,7 @@ export const serveOptions = [
     description: "Pre-allocated server buffer in KB (Go dKV flag); accepted for compatibility, no effect",
   }),
   ...seedSocketOptions(true),
+  ...membershipOptions,
 ] as const;
 
 // ---------------------------------------------------------------------------------------

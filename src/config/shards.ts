@@ -5,6 +5,7 @@ import { MapleDB } from "../db/maple/index.ts";
 import { DkvError } from "../errors.ts";
 import { LockManager } from "../lockmgr/lock-manager.ts";
 import type { RaftLogger } from "../raft/core/types.ts";
+import type { MembershipView } from "../raft/host/membership-types.ts";
 import type { ClusterStatusReport, ShardHandler, ShardStatusReport } from "../rpc/server/index.ts";
 import { LocalStore } from "../store/local.ts";
 import {
@@ -151,6 +152,12 @@ export interface ClusterOptions {
   /** Deadline of one replicated store call, retries included. */
   requestTimeoutMs: number;
   logger?: RaftLogger;
+  /** --join: fetches the membership from a running cluster (a new member's first start). */
+  join?: () => Promise<MembershipView>;
+  /** --auto-promote-lag */
+  autoPromoteLagEntries?: number;
+  /** --auto-promote */
+  autoPromote?: boolean;
 }
 
 const MEMBER_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
@@ -255,6 +262,8 @@ export interface ServedShards {
   readonly embedded: boolean;
   /** What the clusterStatus op answers. */
   status(): ClusterStatusReport;
+  /** Answers the membership op; absent without replicated shards. */
+  membership: ((requestJson: string) => Promise<string>) | undefined;
   /** Closes local stores and stops the Raft host (flushing its storage). */
   close(): Promise<void>;
 }
@@ -286,7 +295,7 @@ export async function startShards(
     try {
       const resolved = resolveCluster(cluster);
       replicaId = resolved.replicaId;
-      embedded = resolved.embedded;
+      embedded = resolved.embedded && cluster.join === undefined;
       replicated = await startReplicatedShards({
         replicaId: resolved.replicaId,
         clusterMembers: resolved.members,
@@ -298,6 +307,14 @@ export async function startShards(
         snapshotEntries: cluster.snapshotEntries,
         compactionOverheadEntries: cluster.compactionOverheadEntries,
         requestTimeoutMs: cluster.requestTimeoutMs,
+        membership: {
+          ...(cluster.join === undefined ? {} : { join: cluster.join }),
+          ...(cluster.autoPromoteLagEntries === undefined
+            ? {}
+            : { autoPromoteLagEntries: cluster.autoPromoteLagEntries }),
+          ...(cluster.autoPromote === undefined ? {} : { autoPromote: cluster.autoPromote }),
+          flagsGiven: !resolved.embedded,
+        },
         ...(options.limits === undefined ? {} : { limits: options.limits }),
         ...(options.clock === undefined ? {} : { clock: options.clock }),
         ...(cluster.logger === undefined ? {} : { logger: cluster.logger }),
@@ -318,6 +335,7 @@ export async function startShards(
     replicaId,
     embedded,
     status: () => clusterStatusOf(specs, running, replicaId ?? ""),
+    membership: running === undefined ? undefined : (json) => running.membership.handle(json),
     close: async () => {
       await closeShards(new Map([...handlers].filter(([id]) => running?.shards.has(id) !== true)));
       await running?.close();
@@ -346,8 +364,13 @@ function clusterStatusOf(
       appliedIndex: group.appliedIndex,
       lastIndex: group.raft.lastIndex,
       snapshotIndex: group.snapshotIndex,
-      members: group.members.map((member) => ({ ...member, address: member.address ?? null })),
+      members: group.members.map((member) => ({
+        ...member,
+        address: member.address ?? null,
+        ...(member.match === undefined ? {} : { lag: Math.max(0, group.raft.lastIndex - member.match) }),
+      })),
     };
   });
-  return { replicaId, shards };
+  const membership = replicated?.membership.status();
+  return membership === undefined ? { replicaId, shards } : { replicaId, shards, membership };
 }

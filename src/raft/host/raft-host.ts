@@ -1,6 +1,6 @@
 import { join } from "node:path";
 import { DkvError } from "../../errors.ts";
-import type { Message, NodeId, RaftLogger } from "../core/types.ts";
+import type { ConfChange, Message, NodeId, RaftLogger } from "../core/types.ts";
 import { openRaftStorage } from "../storage/raft-storage.ts";
 import { testFaults } from "../storage/test-faults.ts";
 import type { NodeTransportHandlers } from "../transport/types.ts";
@@ -11,7 +11,8 @@ import {
   encodeForwardRequest,
   FrameKind,
 } from "./frames.ts";
-import { type GroupEnv, RaftGroup } from "./group.ts";
+import { type GroupEnv, type ProposeAttempt, RaftGroup } from "./group.ts";
+import type { MembershipHooks } from "./membership-types.ts";
 import type {
   GroupStatus,
   MemberStatus,
@@ -62,6 +63,10 @@ export class RaftHost {
   private readonly requestTimeoutMs: number;
   private readonly forwardsInFlightMax: number;
   private readonly env: GroupEnv;
+  /** Cluster membership (membership.ts), when attached: addresses, removal, host frames. */
+  private membership: MembershipHooks | undefined;
+  /** Set once this member is removed from the cluster: it no longer ticks, steps or serves. */
+  private retired: DkvError | undefined;
 
   constructor(private readonly config: RaftHostConfig) {
     checkCount("tickMs", config.tickMs, 1);
@@ -93,6 +98,7 @@ export class RaftHost {
       proposalsPendingMax: config.proposalsPendingMax ?? DEFAULTS.proposalsPendingMax,
       readsPendingMax: config.readsPendingMax ?? DEFAULTS.readsPendingMax,
       random: config.random ?? Math.random,
+      onConfChange: (groupId, change, conf) => this.membership?.onConfChange(groupId, change, conf),
     };
   }
 
@@ -124,7 +130,10 @@ export class RaftHost {
     if (this.groups.has(groupId)) throw new DkvError("USAGE", `group ${groupId} is already running here`);
     const storage = await openRaftStorage(join(this.config.dataDir, `group-${groupId}`), {
       compactionOverheadEntries: this.config.compactionOverheadEntries,
-      initialConf: { voters: [...this.config.members.keys()].sort(), learners: [] },
+      initialConf: this.config.bootstrapConf ?? {
+        voters: [...this.config.members.keys()].sort(),
+        learners: [],
+      },
       logger: { info: (m) => this.logger.info(m), warn: (m) => this.logger.warn(m) },
     });
     try {
@@ -213,6 +222,35 @@ export class RaftHost {
     group.schedule();
   }
 
+  /** Attaches the cluster membership (before start): see membership.ts. */
+  attachMembership(hooks: MembershipHooks): void {
+    this.membership = hooks;
+  }
+
+  /**
+   * This member was removed from the cluster: stop ticking (so it never campaigns), drop
+   * Raft messages, and refuse every request with `error`.
+   */
+  retire(error: DkvError): void {
+    if (this.retired !== undefined) return;
+    this.retired = error;
+    this.logger.warn(error.message);
+  }
+
+  get retiredError(): DkvError | undefined {
+    return this.retired;
+  }
+
+  /** Proposes a membership change in `groupId` if this member leads it (no forwarding). */
+  tryProposeConfChange(groupId: number, change: ConfChange, timeoutMs: number): ProposeAttempt {
+    return this.group(groupId).tryPropose(new Uint8Array(0), timeoutMs, change);
+  }
+
+  /** Resolves on `groupId`'s next leader change or after `ms`. */
+  waitLeaderChange(groupId: number, ms: number): Promise<void> {
+    return this.group(groupId).waitLeaderChange(ms);
+  }
+
   groupIds(): number[] {
     return [...this.groups.keys()];
   }
@@ -230,7 +268,7 @@ export class RaftHost {
       else state = id === raft.leader ? "leader" : "follower";
       const member: MemberStatus = {
         id,
-        address: this.config.members.get(id),
+        address: this.membership?.addressOf(id) ?? this.config.members.get(id),
         voter: !learners.has(id),
         state,
       };
@@ -278,6 +316,7 @@ export class RaftHost {
 
   private group(groupId: number): RaftGroup {
     if (this.closing !== undefined) throw this.closedError();
+    if (this.retired !== undefined) throw this.retired;
     const group = this.groups.get(groupId);
     if (group === undefined) {
       throw new DkvError(
@@ -293,6 +332,7 @@ export class RaftHost {
   }
 
   private tick(): void {
+    if (this.retired !== undefined) return;
     const wallMs = this.config.clock.now();
     for (const group of this.groups.values()) group.tick(wallMs);
   }
@@ -301,7 +341,8 @@ export class RaftHost {
     this.config.transport.sendRaft(message.to, groupId, message);
   }
 
-  private onRaft(_from: NodeId, groupId: number, message: Message): void {
+  private onRaft(from: NodeId, groupId: number, message: Message): void {
+    if (this.retired !== undefined || this.membership?.acceptRaft(from) === false) return;
     // A group not (yet) hosted here drops its messages; Raft retries.
     this.groups.get(groupId)?.step(message);
   }
@@ -356,6 +397,7 @@ export class RaftHost {
   }
 
   private onHost(from: NodeId, payload: Uint8Array): void {
+    if (this.membership?.onHost(from, payload) === true) return;
     let frame: ReturnType<typeof decodeHostFrame>;
     try {
       frame = decodeHostFrame(payload);

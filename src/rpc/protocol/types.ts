@@ -83,11 +83,15 @@ export function opNameByCode(code: number): OpName | undefined {
  */
 export interface AdminRequests {
   clusterStatus: Empty;
+  /** A cluster membership request as JSON (`{"action":"add"|"promote"|"remove"|"transfer"|"members",...}`). */
+  membership: { json: string };
 }
 
 export interface AdminResponses {
   /** The ClusterStatusReport as JSON text: nested and rarely asked for, so not worth a schema. */
   clusterStatus: { json: string };
+  /** The membership request's answer as JSON. */
+  membership: { json: string };
 }
 
 export type AdminOpName = keyof AdminRequests;
@@ -97,7 +101,7 @@ export type WireOpName = OpName | AdminOpName;
 export type WireRequests = Requests & AdminRequests;
 export type WireResponses = Responses & AdminResponses;
 
-export const adminOpCodes: Record<AdminOpName, number> = { clusterStatus: 30 };
+export const adminOpCodes: Record<AdminOpName, number> = { clusterStatus: 30, membership: 31 };
 
 export const wireOpCodes: Record<WireOpName, number> = { ...opCodes, ...adminOpCodes };
 
@@ -111,7 +115,7 @@ export function wireOpNameByCode(code: number): WireOpName | undefined {
 }
 
 export function isAdminOp(op: WireOpName): op is AdminOpName {
-  return op === "clusterStatus";
+  return op === "clusterStatus" || op === "membership";
 }
 
 /** Operations that change state: they are deduplicated by client request id on the server. */
@@ -200,9 +204,11 @@ export const responseSchemas: Record<OpName, readonly FieldSpec[]> = {
 export const wireRequestSchemas: Record<WireOpName, readonly FieldSpec[]> = {
   ...requestSchemas,
   clusterStatus: [],
+  membership: [f("json", "str")],
 };
 
 export const wireResponseSchemas: Record<WireOpName, readonly FieldSpec[]> = {
   ...responseSchemas,
   clusterStatus: [f("json", "str")],
+  membership: [f("json", "str")],
 };

@@ -17,6 +17,7 @@ import {
   requestSchemas,
   type SerializerName,
   serializerIds,
+  wireRequestSchemas,
   writeOps,
 } from "../protocol/types.ts";
 import type { Serializer } from "../serializer/types.ts";
@@ -63,6 +64,8 @@ export interface DispatcherOptions {
   clusterStatus?: () => ClusterStatusReport;
   /** Shard id → type name ("lstore", "dstore", ...) for clusterStatus; "local" when absent. */
   shardTypes?: ReadonlyMap<number, string>;
+  /** Answers the membership op (JSON in, JSON out); absent: refused (no replicated shards). */
+  membership?: (requestJson: string) => Promise<string>;
 }
 
 const empty: Message = {};
@@ -93,6 +96,10 @@ export class RequestDispatcher {
   dispatchFrame(header: FrameHeader, body: Uint8Array, target: ReplyTarget): void {
     if (header.op === adminOpCodes.clusterStatus) {
       this.dispatchClusterStatus(header, target);
+      return;
+    }
+    if (header.op === adminOpCodes.membership) {
+      this.dispatchMembership(header, body, target);
       return;
     }
     const checked = this.check(header);
@@ -134,6 +141,30 @@ export class RequestDispatcher {
       return;
     }
     target.deliver(header, response, undefined);
+  }
+
+  private dispatchMembership(header: FrameHeader, body: Uint8Array, target: ReplyTarget): void {
+    const handle = this.options.membership;
+    if (handle === undefined) {
+      const error = new DkvError(
+        "UNKNOWN_OPERATION",
+        "this server has no replicated shards, so no cluster membership; ask a member that serves dstore shards",
+      );
+      target.deliver(header, undefined, error);
+      return;
+    }
+    let request: string;
+    try {
+      if (header.serializer !== this.options.serializer.id) throw this.mismatch(header.serializer);
+      request = this.options.serializer.read(wireRequestSchemas.membership, body).json as string;
+    } catch (error) {
+      target.deliver(header, undefined, toDkvError(error, false));
+      return;
+    }
+    handle(request).then(
+      (json) => target.deliver(header, { json }, undefined),
+      (error: unknown) => target.deliver(header, undefined, toDkvError(error, false)),
+    );
   }
 
   /** Resolves shard and op of a header, or the error to send back. */

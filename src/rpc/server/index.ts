@@ -42,6 +42,8 @@ export interface RpcServerOptions {
   clusterStatus?: () => ClusterStatusReport;
   /** Shard id → type name, shown by clusterStatus when `clusterStatus` is absent. */
   shardTypes?: ReadonlyMap<number, string>;
+  /** Answers the membership op (`dkv cluster add|promote|remove|transfer-leader`, `--join`). */
+  membership?: (requestJson: string) => Promise<string>;
 }
 
 export interface RpcServer {
@@ -77,6 +79,7 @@ export async function startRpcServer(options: RpcServerOptions): Promise<RpcServ
     logger,
     ...(options.clusterStatus === undefined ? {} : { clusterStatus: options.clusterStatus }),
     ...(options.shardTypes === undefined ? {} : { shardTypes: options.shardTypes }),
+    ...(options.membership === undefined ? {} : { membership: options.membership }),
   });
   const endpoint = parseEndpoint(options.transport, options.endpoint, "listen");
   const common = { endpoint, dispatcher, serializer, maxFrameBytes, logger };

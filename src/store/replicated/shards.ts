@@ -2,6 +2,9 @@ import { type Clock, systemClock } from "../../clock.ts";
 import { DkvError } from "../../errors.ts";
 import { LockManager } from "../../lockmgr/lock-manager.ts";
 import type { NodeId, RaftLogger } from "../../raft/core/types.ts";
+import { ClusterMembership, MEMBERSHIP_GROUP_ID } from "../../raft/host/membership.ts";
+import { bootstrapConf, loadMembershipSeed } from "../../raft/host/membership-seed.ts";
+import type { MembershipView } from "../../raft/host/membership-types.ts";
 import { RaftHost } from "../../raft/host/raft-host.ts";
 import type { GroupStatus } from "../../raft/host/types.ts";
 import { TcpNodeTransport } from "../../raft/transport/tcp-transport.ts";
@@ -41,6 +44,15 @@ export interface ReplicatedShardsConfig {
   logger?: RaftLogger;
   /** The node transport; by default a TcpNodeTransport listening on this member's address. */
   transport?: NodeTransport;
+  /** Cluster membership: --join, --auto-promote-lag, --auto-promote (see raft/host/membership.ts). */
+  membership?: {
+    /** --join: fetches the membership from the running cluster (this member's data dir is new). */
+    join?: () => Promise<MembershipView>;
+    autoPromoteLagEntries?: number;
+    autoPromote?: boolean;
+    /** --cluster-members was given (not the embedded default): warn when it differs from the replicated list. */
+    flagsGiven?: boolean;
+  };
 }
 
 export interface ReplicatedShard {
@@ -57,6 +69,8 @@ export interface ReplicatedShardStatus extends GroupStatus {
 
 export interface ReplicatedShards {
   readonly host: RaftHost;
+  /** Cluster-wide membership (`dkv cluster add|promote|remove|transfer-leader`). */
+  readonly membership: ClusterMembership;
   readonly shards: ReadonlyMap<number, ReplicatedShard>;
   /** Per shard: leader, term, commit and applied index, members and their state. */
   status(): ReplicatedShardStatus[];
@@ -78,11 +92,26 @@ const DEFAULTS = {
  * tick) with one Raft group per shard. A one-member cluster elects itself at once.
  */
 export async function startReplicatedShards(config: ReplicatedShardsConfig): Promise<ReplicatedShards> {
-  const listen = config.clusterMembers.get(config.replicaId);
+  if (config.shards.some((shard) => shard.id === MEMBERSHIP_GROUP_ID)) {
+    throw new DkvError(
+      "USAGE",
+      `shard id ${MEMBERSHIP_GROUP_ID} is reserved for the cluster's membership group; give the replicated shard another id`,
+    );
+  }
+  // Membership from the data dir once it exists; from the cluster (--join) or the flags only at first start.
+  const seed = await loadMembershipSeed({
+    dataDir: config.dataDir,
+    self: config.replicaId,
+    flagMembers: config.clusterMembers,
+    ...(config.membership?.join === undefined ? {} : { join: config.membership.join }),
+    logger: config.logger ?? { debug() {}, info() {}, warn() {} },
+  });
+  const clusterMembers = seed.members;
+  const listen = clusterMembers.get(config.replicaId);
   if (listen === undefined) {
     throw new DkvError(
       "USAGE",
-      `--replica-id "${config.replicaId}" is not in --cluster-members (${[...config.clusterMembers.keys()].join(", ") || "empty"}); add it, e.g. --cluster-members "${config.replicaId}=127.0.0.1:63001"`,
+      `--replica-id "${config.replicaId}" is not in --cluster-members (${[...clusterMembers.keys()].join(", ") || "empty"}); add it, e.g. --cluster-members "${config.replicaId}=127.0.0.1:63001"`,
     );
   }
   const rttMs = config.rttMs ?? DEFAULTS.rttMs;
@@ -97,12 +126,13 @@ export async function startReplicatedShards(config: ReplicatedShardsConfig): Pro
       `--election-rtt-factor (${electionTicks}) must be greater than --heartbeat-rtt-factor (${heartbeatTicks}), both whole numbers > 0`,
     );
   }
-  const peers = new Map([...config.clusterMembers].filter(([id]) => id !== config.replicaId));
+  const peers = new Map([...clusterMembers].filter(([id]) => id !== config.replicaId));
   const transport = config.transport ?? new TcpNodeTransport({ self: config.replicaId, listen, peers });
   const requestTimeoutMs = config.requestTimeoutMs ?? DEFAULTS.requestTimeoutMs;
   const host = new RaftHost({
     self: config.replicaId,
-    members: config.clusterMembers,
+    members: clusterMembers,
+    bootstrapConf: bootstrapConf(seed),
     dataDir: config.dataDir,
     tickMs: rttMs,
     electionTicks,
@@ -114,10 +144,25 @@ export async function startReplicatedShards(config: ReplicatedShardsConfig): Pro
     requestTimeoutMs,
     ...(config.logger === undefined ? {} : { logger: config.logger }),
   });
+  const membership = new ClusterMembership({
+    host,
+    transport,
+    self: config.replicaId,
+    dataDir: config.dataDir,
+    seed,
+    flagMembers: config.membership?.flagsGiven === true ? config.clusterMembers : undefined,
+    autoPromoteLagEntries: config.membership?.autoPromoteLagEntries ?? 100,
+    autoPromote: config.membership?.autoPromote ?? true,
+    tickMs: rttMs,
+    electionTicks,
+    requestTimeoutMs,
+    logger: config.logger ?? { debug() {}, info() {}, warn() {} },
+  });
   const shards = new Map<number, ReplicatedShard>();
   try {
     // Listening first: peers' messages for a group not yet opened are dropped and resent.
     await host.start();
+    await membership.start();
     for (const spec of config.shards) {
       await host.addGroup(spec.id, new DStoreStateMachine(config.dedup));
       const store = new DStore(host, spec.id, {
@@ -131,15 +176,18 @@ export async function startReplicatedShards(config: ReplicatedShardsConfig): Pro
       shards.set(spec.id, { id: spec.id, type: spec.type, store, locks });
     }
   } catch (error) {
+    await membership.close().catch(() => {});
     await host.close().catch(() => {});
     throw error;
   }
   return {
     host,
+    membership,
     shards,
     status: () => [...shards.values()].map((shard) => ({ ...host.status(shard.id), type: shard.type })),
     close: async () => {
       for (const shard of shards.values()) await shard.store.close();
+      await membership.close();
       await host.close();
     },
   };

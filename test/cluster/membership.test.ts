@@ -1,0 +1,161 @@
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { ensureBinary } from "../e2e/helpers.ts";
+import { freePort, KV_SHARD, TestCluster } from "./controller.ts";
+import {
+  clusterCli,
+  destroyMember,
+  startJoiner,
+  statusOf,
+  WriteLoad,
+  waitForVoters,
+  waitUntil,
+} from "./membership-helpers.ts";
+
+/**
+ * Membership changes on real `dist/dkv serve` processes (127.0.0.1, --rtt-millisecond 20),
+ * driven through `dkv cluster add|promote|remove|transfer-leader --json` as an operator would.
+ */
+
+beforeAll(async () => {
+  await ensureBinary();
+}, 120_000);
+
+describe("grow, transfer, shrink, restart with a stale flag", () => {
+  let cluster: TestCluster;
+  beforeAll(async () => {
+    // Small snapshots, so the new members catch up from a snapshot, not from index 1.
+    cluster = await TestCluster.start({
+      size: 3,
+      extraArgs: ["--snapshot-entries", "200", "--compaction-overhead", "50"],
+    });
+  }, 30_000);
+  afterAll(async () => {
+    await cluster?.close();
+  });
+
+  test("3 → 5 → 3 members under a write load loses no acknowledged write", async () => {
+    const load = new WriteLoad(cluster.client(["node-1", "node-2", "node-3"]).store(KV_SHARD), "grow-");
+    await load.progress(300);
+    for (const id of ["node-4", "node-5"]) {
+      const raftPort = await freePort();
+      const added = await clusterCli(cluster, "node-1", ["add", `${id}=127.0.0.1:${raftPort}`]);
+      expect(added.code, added.raw.stdout + added.raw.stderr).toBe(0);
+      expect(added.json.ok).toBe(true);
+      await startJoiner(cluster, id, raftPort, ["node-1", "node-2"]);
+      await load.progress(100);
+    }
+    // The leaders promote the learners once they caught up; nobody ran `promote`.
+    await waitForVoters(cluster, "node-1", ["node-1", "node-2", "node-3", "node-4", "node-5"]);
+    expect(cluster.logs("node-4")).toContain("joining the cluster");
+    await load.progress(100);
+
+    // Shrink: remove two of the original members, asking a third.
+    for (const id of ["node-1", "node-2"]) {
+      const removed = await clusterCli(cluster, "node-3", ["remove", id]);
+      expect(removed.code, removed.raw.stdout + removed.raw.stderr).toBe(0);
+      await load.progress(100);
+    }
+    await waitForVoters(cluster, "node-3", ["node-3", "node-4", "node-5"]);
+    await load.progress(100);
+    await load.stop();
+    const reader = cluster.client(["node-3", "node-4", "node-5"]);
+    expect(await load.missing(reader.store(KV_SHARD))).toEqual([]);
+    expect(load.acked.size).toBeGreaterThan(900);
+
+    // A removed member says so: in its log, and to every request.
+    await waitUntil("node-1 to learn it was removed", async () =>
+      cluster.logs("node-1").includes("was removed from the cluster"),
+    );
+    const fromRemoved = await cluster
+      .client(["node-1"], 1000)
+      .store(KV_SHARD)
+      .get("grow-0")
+      .catch((e: unknown) => e);
+    expect(String((fromRemoved as { code?: string }).code)).toBe("REMOVED");
+  }, 60_000);
+
+  test("transfer-leader moves one shard, then every group, to the named member", async () => {
+    const one = await clusterCli(cluster, "node-3", [
+      "transfer-leader",
+      "node-5",
+      "--shard",
+      String(KV_SHARD),
+    ]);
+    expect(one.code, one.raw.stdout + one.raw.stderr).toBe(0);
+    expect((await statusOf(cluster, "node-3"))?.shards.find((s) => s.shard === KV_SHARD)?.leader).toBe(
+      "node-5",
+    );
+    const all = await clusterCli(cluster, "node-4", ["transfer-leader", "node-4"]);
+    expect(all.code, all.raw.stdout + all.raw.stderr).toBe(0);
+    const report = await statusOf(cluster, "node-4");
+    for (const shard of report?.shards.filter((s) => s.replicated) ?? []) expect(shard.leader).toBe("node-4");
+  }, 30_000);
+
+  test("a restarted member ignores a stale --cluster-members and keeps the replicated membership", async () => {
+    // node-3 restarts with the flags it was first started with: node-1..3, two of them long gone.
+    await cluster.restart("node-3");
+    await waitUntil("the stale-flag warning", async () =>
+      cluster.logs("node-3").includes("--cluster-members is stale and ignored"),
+    );
+    const report = await waitForVoters(cluster, "node-3", ["node-3", "node-4", "node-5"]);
+    expect(report.membership?.removed.sort()).toEqual(["node-1", "node-2"]);
+    const store = cluster.client(["node-3"]).store(KV_SHARD);
+    await store.set("after-restart", "ok");
+    expect(new TextDecoder().decode(await store.get("after-restart"))).toBe("ok");
+  }, 30_000);
+});
+
+describe("replace a dead member; a removed member refuses to campaign", () => {
+  let cluster: TestCluster;
+  beforeAll(async () => {
+    cluster = await TestCluster.start({ size: 3 });
+  }, 30_000);
+  afterAll(async () => {
+    await cluster?.close();
+  });
+
+  test("kill -9 and wipe node-3, remove it, add node-4 on a new address: writes go on throughout", async () => {
+    const load = new WriteLoad(cluster.client(["node-1", "node-2"]).store(KV_SHARD), "replace-");
+    await load.progress(200);
+    await destroyMember(cluster, "node-3");
+    await load.progress(200);
+    const removed = await clusterCli(cluster, "node-1", ["remove", "node-3"]);
+    expect(removed.code, removed.raw.stdout + removed.raw.stderr).toBe(0);
+    await load.progress(100);
+    const raftPort = await freePort();
+    const added = await clusterCli(cluster, "node-2", ["add", `node-4=127.0.0.1:${raftPort}`]);
+    expect(added.code, added.raw.stdout + added.raw.stderr).toBe(0);
+    await startJoiner(cluster, "node-4", raftPort, ["node-1"]);
+    await waitForVoters(cluster, "node-1", ["node-1", "node-2", "node-4"]);
+    await load.progress(200);
+    await load.stop();
+    expect(await load.missing(cluster.client(["node-4"]).store(KV_SHARD))).toEqual([]);
+  }, 60_000);
+
+  test("a member removed while it was stopped stops serving when it wakes, and never campaigns", async () => {
+    const victim = cluster.member("node-2").server!;
+    const termBefore = (await statusOf(cluster, "node-1"))!.shards.find((s) => s.shard === KV_SHARD)!.term!;
+    process.kill(victim.proc.pid, "SIGSTOP");
+    try {
+      const removed = await clusterCli(cluster, "node-1", ["remove", "node-2"]);
+      expect(removed.code, removed.raw.stdout + removed.raw.stderr).toBe(0);
+    } finally {
+      process.kill(victim.proc.pid, "SIGCONT");
+    }
+    // It missed its removal; its first election attempt is answered with "you were removed".
+    await waitUntil("node-2 to retire", async () =>
+      cluster.logs("node-2").includes("was removed from the cluster"),
+    );
+    const answer = await cluster
+      .client(["node-2"], 1000)
+      .store(KV_SHARD)
+      .get("x")
+      .catch((e: unknown) => e);
+    expect((answer as { code?: string }).code).toBe("REMOVED");
+    // The remaining members keep their leader and term: node-2 disrupted nothing.
+    await Bun.sleep(500);
+    const after = (await statusOf(cluster, "node-1"))!.shards.find((s) => s.shard === KV_SHARD)!;
+    expect(after.term).toBe(termBefore);
+    expect(["node-1", "node-4"]).toContain(after.leader!);
+  }, 30_000);
+});
