@@ -103,6 +103,75 @@ describe("grow, transfer, shrink, restart with a stale flag", () => {
     await store.set("after-restart", "ok");
     expect(new TextDecoder().decode(await store.get("after-restart"))).toBe("ok");
   }, 30_000);
+
+  test("unsafe requests are refused with CONFLICT and a reason; a half-done change is finished by re-running it", async () => {
+    const expectConflict = async (via: string, args: string[], reason: RegExp) => {
+      const result = await clusterCli(cluster, via, args);
+      expect(result.code, result.raw.stdout + result.raw.stderr).toBe(1);
+      expect(result.json.error).toBe("CONFLICT");
+      expect(String(result.json.message)).toMatch(reason);
+    };
+    const before = await statusOf(cluster, "node-3");
+    await expectConflict("node-3", ["add", "node-4=127.0.0.1:1"], /already a member/);
+    await expectConflict("node-3", ["add", "node-1=127.0.0.1:1"], /removed .* never reused/);
+    const taken = before!.membership!.members.find((m) => m.id === "node-5")!.address;
+    await expectConflict("node-3", ["add", `node-9=${taken}`], /already the address of node-5/);
+
+    // A learner that never caught up (nothing listens at its address) is not promoted.
+    const added = await clusterCli(cluster, "node-3", ["add", `node-9=127.0.0.1:${await freePort()}`]);
+    expect(added.code, added.raw.stdout + added.raw.stderr).toBe(0);
+    await expectConflict("node-3", ["promote", "node-9"], /node-9 lags/);
+    const removed = await clusterCli(cluster, "node-3", ["remove", "node-9"]);
+    expect(removed.code, removed.raw.stdout + removed.raw.stderr).toBe(0);
+
+    // Two changes at once: node-3 leads the membership group, node-4 the shard; with node-4
+    // stopped, node-3's change waits at the shard while node-5 asks for another one.
+    const [carrier, leader, other] = ["node-3", "node-4", "node-5"];
+    expect((await clusterCli(cluster, carrier!, ["transfer-leader", carrier!])).code).toBe(0);
+    expect(
+      (await clusterCli(cluster, carrier!, ["transfer-leader", leader!, "--shard", String(KV_SHARD)])).code,
+    ).toBe(0);
+    const stopped = cluster.member(leader!).server!;
+    const node8 = `node-8=127.0.0.1:${await freePort()}`;
+    process.kill(stopped.proc.pid, "SIGSTOP");
+    let first: ReturnType<typeof clusterCli> | undefined;
+    try {
+      first = clusterCli(cluster, carrier!, ["add", node8]);
+      // Straight over RPC (no CLI process per poll): the change waits at most --timeout (5 s) there.
+      const client = cluster.client([other!]);
+      await waitUntil("the first change to be in progress", async () => {
+        const report = await client.clusterStatus().catch(() => undefined);
+        return report?.membership?.pending?.id === "node-8";
+      });
+      const second = await client
+        .membership({ action: "add", id: "node-7", address: `127.0.0.1:${await freePort()}` })
+        .catch((error: unknown) => error);
+      expect((second as { code?: string }).code).toBe("CONFLICT");
+      expect(String((second as Error).message)).toMatch(
+        /another membership change is in progress \(add node-8/,
+      );
+    } finally {
+      process.kill(stopped.proc.pid, "SIGCONT");
+    }
+    await first;
+    // Whether the first finished or gave up on the stopped leader, running it again finishes it.
+    const again = await clusterCli(cluster, carrier!, ["add", node8]);
+    const learnerEverywhere = (await statusOf(cluster, carrier!))!.shards
+      .filter((s) => s.replicated)
+      .every((s) => s.members?.some((m) => m.id === "node-8"));
+    expect(again.code === 0 || (again.code === 1 && again.json.error === "CONFLICT")).toBe(true);
+    expect(learnerEverywhere).toBe(true);
+  }, 40_000);
+});
+
+describe("a one-member cluster", () => {
+  test("refuses to remove its last voter", async () => {
+    await using single = await TestCluster.start({ size: 1 });
+    const result = await clusterCli(single, "node-1", ["remove", "node-1"]);
+    expect(result.code).toBe(1);
+    expect(result.json.error).toBe("CONFLICT");
+    expect(String(result.json.message)).toMatch(/last voter/);
+  }, 20_000);
 });
 
 describe("replace a dead member; a removed member refuses to campaign", () => {

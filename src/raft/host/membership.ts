@@ -1,5 +1,5 @@
 import { DkvError } from "../../errors.ts";
-import type { ConfChange, ConfState, NodeId, RaftLogger } from "../core/types.ts";
+import type { ConfChange, ConfState, NodeId, ProgressStatus, RaftLogger } from "../core/types.ts";
 import type { NodeTransport } from "../transport/types.ts";
 import {
   decodeMembershipFrame,
@@ -322,12 +322,6 @@ export class ClusterMembership implements MembershipHooks {
   }
 
   private async remove(id: NodeId): Promise<ChangeReport> {
-    if (id === this.config.self) {
-      throw new DkvError(
-        "CONFLICT",
-        `${id} cannot carry out its own removal (it would stop serving halfway); send the request to another member's endpoint`,
-      );
-    }
     for (const groupId of this.allGroupIds()) {
       const conf = this.host.status(groupId).raft.conf;
       if (conf.voters.length === 1 && conf.voters[0] === id) {
@@ -336,6 +330,12 @@ export class ClusterMembership implements MembershipHooks {
           `${id} is the last voter of ${groupName(groupId)}; removing it would leave no one to elect a leader — add and promote another member first`,
         );
       }
+    }
+    if (id === this.config.self) {
+      throw new DkvError(
+        "CONFLICT",
+        `${id} cannot carry out its own removal (it would stop serving halfway); send the request to another member's endpoint`,
+      );
     }
     await this.begin({ t: "begin", op: "remove", id, by: this.config.self });
     // Data groups first: the membership group (and so the address) goes last.
@@ -522,7 +522,7 @@ export class ClusterMembership implements MembershipHooks {
           );
         const progress = status.progress[change.node];
         const lag = status.lastIndex - (progress?.match ?? 0);
-        if (progress === undefined || lag > this.config.autoPromoteLagEntries) {
+        if (!caughtUp(progress, lag, this.config.autoPromoteLagEntries)) {
           throw new DkvError(
             "CONFLICT",
             `${change.node} lags ${lag} entries behind the leader of ${groupName(groupId)} (at most ${this.config.autoPromoteLagEntries} allowed, --auto-promote-lag); wait for it to catch up, then promote it`,
@@ -608,9 +608,8 @@ export class ClusterMembership implements MembershipHooks {
       if (this.registry.addressOf(learner) === undefined) continue;
       if (pending?.op === "remove" && pending.id === learner) continue;
       const progress = status.progress[learner];
-      if (progress === undefined || !progress.recentActive) continue;
-      const lag = status.lastIndex - progress.match;
-      if (lag > this.config.autoPromoteLagEntries) continue;
+      const lag = status.lastIndex - (progress?.match ?? 0);
+      if (!caughtUp(progress, lag, this.config.autoPromoteLagEntries)) continue;
       const attempt = this.host.tryProposeConfChange(
         groupId,
         { type: "addVoter", node: learner },
@@ -702,6 +701,20 @@ export class ClusterMembership implements MembershipHooks {
   private allGroupIds(): number[] {
     return [MEMBERSHIP_GROUP_ID, ...this.dataGroupIds()];
   }
+}
+
+/**
+ * A learner may become a voter once it acknowledged entries lately, streams appends
+ * (not probing, not installing a snapshot) and is within `lagMax` of the leader's log.
+ */
+function caughtUp(progress: ProgressStatus | undefined, lag: number, lagMax: number): boolean {
+  return (
+    progress !== undefined &&
+    progress.recentActive &&
+    progress.state === "replicate" &&
+    progress.match > 0 &&
+    lag <= lagMax
+  );
 }
 
 function inConf(conf: ConfState, id: NodeId): boolean {
