@@ -709,11 +709,7 @@ export class ClusterMembership implements MembershipHooks {
  */
 function caughtUp(progress: ProgressStatus | undefined, lag: number, lagMax: number): boolean {
   return (
-    progress !== undefined &&
-    progress.recentActive &&
-    progress.state === "replicate" &&
-    progress.match > 0 &&
-    lag <= lagMax
+    progress?.recentActive === true && progress.state === "replicate" && progress.match > 0 && lag <= lagMax
   );
 }
 
