@@ -203,11 +203,14 @@ describe("replace a dead member; a removed member refuses to campaign", () => {
 
   test("a member removed while it was stopped stops serving when it wakes, and never campaigns", async () => {
     const victim = cluster.member("node-2").server!;
-    const termBefore = (await statusOf(cluster, "node-1"))!.shards.find((s) => s.shard === KV_SHARD)!.term!;
     process.kill(victim.proc.pid, "SIGSTOP");
+    let termBefore: number | undefined;
     try {
       const removed = await clusterCli(cluster, "node-1", ["remove", "node-2"]);
       expect(removed.code, removed.raw.stdout + removed.raw.stderr).toBe(0);
+      // node-1 and node-4 carry on (electing a new leader if node-2 led): their term now.
+      await cluster.waitForLeader(KV_SHARD, 10_000, ["node-1", "node-4"]);
+      termBefore = (await statusOf(cluster, "node-1"))!.shards.find((s) => s.shard === KV_SHARD)!.term!;
     } finally {
       process.kill(victim.proc.pid, "SIGCONT");
     }
