@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { ensureBinary } from "../e2e/helpers.ts";
-import { freePort, KV_SHARD, TestCluster } from "./controller.ts";
+import { ensureBinary, runDkv } from "../e2e/helpers.ts";
+import { CLUSTER_SHARDS, freePort, KV_SHARD, TestCluster } from "./controller.ts";
 import {
   clusterCli,
   destroyMember,
@@ -99,6 +99,12 @@ describe("grow, transfer, shrink, restart with a stale flag", () => {
     );
     const report = await waitForVoters(cluster, "node-3", ["node-3", "node-4", "node-5"]);
     expect(report.membership?.removed.sort()).toEqual(["node-1", "node-2"]);
+    // The operator's one-line summary agrees once every member is back in step.
+    const endpoints = ["node-3", "node-4", "node-5"].map((id) => cluster.endpoint(id)).join(",");
+    await waitUntil("health: OK", async () => {
+      const status = await runDkv(["cluster", "status", "--timeout", "1s", "--endpoints", endpoints]);
+      return status.code === 0 && status.stdout.includes("health: OK (3 member(s), 2 replicated shard(s)");
+    });
     const store = cluster.client(["node-3"]).store(KV_SHARD);
     await store.set("after-restart", "ok");
     expect(new TextDecoder().decode(await store.get("after-restart"))).toBe("ok");
@@ -188,6 +194,22 @@ describe("replace a dead member; a removed member refuses to campaign", () => {
     await load.progress(200);
     await destroyMember(cluster, "node-3");
     await load.progress(200);
+    // The tempting mistake: bring the wiped machine back under its old id. Refused.
+    const wrong = await runDkv([
+      "serve",
+      "--shards",
+      CLUSTER_SHARDS,
+      "--replica-id",
+      "node-3",
+      "--join",
+      cluster.endpoint("node-1"),
+      "--data-dir",
+      cluster.member("node-3").dataDir,
+      "--transport-endpoint",
+      "127.0.0.1:0",
+    ]);
+    expect(wrong.code, wrong.stderr).toBe(2);
+    expect(wrong.stderr).toContain("must not rejoin under its old id");
     const removed = await clusterCli(cluster, "node-1", ["remove", "node-3"]);
     expect(removed.code, removed.raw.stdout + removed.raw.stderr).toBe(0);
     await load.progress(100);

@@ -70,6 +70,15 @@ export async function loadMembershipSeed(options: LoadSeedOptions): Promise<Memb
           `first run 'dkv cluster add ${options.self}=HOST:PEER_PORT --endpoints <a member>' there`,
       );
     }
+    if (view.conf.voters.includes(options.self)) {
+      // A voter with an empty log may have acknowledged entries it no longer has: Raft's
+      // safety rests on it keeping them, so it must come back under a new id.
+      throw new DkvError(
+        "USAGE",
+        `"${options.self}" is already a voter of the cluster; a member whose data is lost must not rejoin under its old id. ` +
+          `Remove it ('dkv cluster remove ${options.self}') and add the new machine under a new id`,
+      );
+    }
     const seed: MembershipSeed = {
       members: new Map(view.registry.members.map((member) => [member.id, member.address])),
       bootstrap: view.bootstrap,
