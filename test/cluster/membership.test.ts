@@ -1,5 +1,8 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { ensureBinary, runDkv } from "../e2e/helpers.ts";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { ensureBinary, runDkv, startServer } from "../e2e/helpers.ts";
 import { CLUSTER_SHARDS, freePort, KV_SHARD, TestCluster } from "./controller.ts";
 import {
   clusterCli,
@@ -26,7 +29,9 @@ describe("grow, transfer, shrink, restart with a stale flag", () => {
     // Small snapshots, so the new members catch up from a snapshot, not from index 1.
     cluster = await TestCluster.start({
       size: 3,
-      extraArgs: ["--snapshot-entries", "200", "--compaction-overhead", "50"],
+      // A long election timeout (1.5-3 s at 20 ms ticks): a stopped leader leaves its group
+      // leaderless long enough to watch a change wait there (the "two changes" test).
+      extraArgs: ["--snapshot-entries", "200", "--compaction-overhead", "50", "--election-rtt-factor", "75"],
     });
   }, 30_000);
   afterAll(async () => {
@@ -177,6 +182,33 @@ describe("a one-member cluster", () => {
     expect(result.code).toBe(1);
     expect(result.json.error).toBe("CONFLICT");
     expect(String(result.json.message)).toMatch(/last voter/);
+  }, 20_000);
+
+  test("started without --cluster-members (no dialable address), it refuses to grow and says how", async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), "dkv-embedded-"));
+    try {
+      await using server = await startServer([
+        "--shards",
+        "200=dstore",
+        "--data-dir",
+        dataDir,
+        "--transport-endpoint",
+        "127.0.0.1:0",
+      ]);
+      const result = await runDkv([
+        "cluster",
+        "add",
+        "node-2=127.0.0.1:1",
+        "--json",
+        "--endpoints",
+        server.endpoint,
+      ]);
+      expect(result.code).toBe(1);
+      expect(result.stdout).toContain('"error":"CONFLICT"');
+      expect(result.stdout).toContain("--cluster-members");
+    } finally {
+      await rm(dataDir, { recursive: true, force: true });
+    }
   }, 20_000);
 });
 

@@ -13,6 +13,8 @@ export interface MembershipHooks {
   onHost(from: NodeId, payload: Uint8Array): boolean;
   /** A committed ConfChange was applied in `groupId`; `conf` is the group's new configuration. */
   onConfChange(groupId: number, change: ConfChange, conf: ConfState): void;
+  /** Messages to `to` were dropped (connection down): requests waiting on it give up early. */
+  onUnreachable?(to: NodeId): void;
 }
 
 /** One member as the replicated registry knows it. */

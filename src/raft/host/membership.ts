@@ -281,6 +281,19 @@ export class ClusterMembership implements MembershipHooks {
     return true;
   }
 
+  onUnreachable(to: NodeId): void {
+    // A leader that died: give up on it now, so the change retries on the group's next leader.
+    for (const [requestId, request] of this.requests) {
+      if (request.to !== to) continue;
+      this.requests.delete(requestId);
+      clearTimeout(request.timer);
+      const error = new DkvError("UNAVAILABLE", `lost contact with ${to} during a membership request`, {
+        outcome: "unknown",
+      });
+      request.settle({ requestId, ok: false, error: replyError(error) });
+    }
+  }
+
   onConfChange(groupId: number, change: ConfChange, _conf: ConfState): void {
     if (change.type !== "removeNode" || change.node !== this.config.self) return;
     if (groupId === MEMBERSHIP_GROUP_ID) {
@@ -304,6 +317,14 @@ export class ClusterMembership implements MembershipHooks {
 
   private async add(id: NodeId, address: string): Promise<ChangeReport> {
     const state = await this.host.read(MEMBERSHIP_GROUP_ID, () => this.registry.state());
+    const unreachable = state.members.find((member) => member.address.endsWith(":0"));
+    if (unreachable !== undefined) {
+      throw new DkvError(
+        "CONFLICT",
+        `${unreachable.id} has no address other members can dial (${unreachable.address}: a one-member cluster started without --cluster-members); ` +
+          `start a cluster you mean to grow with --cluster-members "${unreachable.id}=HOST:PORT"`,
+      );
+    }
     const known = state.members.find((member) => member.id === id);
     const everywhere = this.allGroupIds().every((groupId) => inConf(this.host.status(groupId).raft.conf, id));
     if (known !== undefined && everywhere && state.pending?.id !== id) {
@@ -456,19 +477,31 @@ export class ClusterMembership implements MembershipHooks {
     // Bounded by the deadline (each round waits at least waitMs or for a reply).
     while (performance.now() < deadline) {
       const leader = this.host.status(groupId).raft.leader;
-      if (leader === null) {
+      // A leader just removed (our view lags its hand-over) cannot be asked: wait for the next.
+      const gone =
+        leader !== null && leader !== this.config.self && this.registry.addressOf(leader) === undefined;
+      if (leader === null || gone) {
         await this.host.waitLeaderChange(groupId, waitMs);
         continue;
       }
       const remaining = Math.max(1, Math.ceil(deadline - performance.now()));
+      // Not the whole deadline on one leader: one that stopped answering is replaced within
+      // an election timeout or two, and the change should go on with the next one.
+      const askMs = Math.min(remaining, Math.max(1000, 2 * this.config.electionTicks * this.config.tickMs));
       const reply =
         leader === this.config.self
           ? await this.runHere(groupId, action, remaining)
-          : await this.ask(leader, { ...action, requestId: 0, groupId, timeoutMs: remaining });
+          : await this.ask(leader, { ...action, requestId: 0, groupId, timeoutMs: askMs });
       if (reply.ok) return reply.unchanged === true;
       last = reply.error;
       const code = reply.error?.code;
-      if (code !== "NOT_LEADER" && code !== "UNAVAILABLE" && code !== "TIMEOUT" && code !== "CLOSED") {
+      if (
+        code !== "NOT_LEADER" &&
+        code !== "UNAVAILABLE" &&
+        code !== "TIMEOUT" &&
+        code !== "CLOSED" &&
+        code !== "REMOVED"
+      ) {
         throw new DkvError(code ?? "INTERNAL", reply.error?.message ?? "refused");
       }
       await Bun.sleep(waitMs);

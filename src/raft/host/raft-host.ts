@@ -349,6 +349,7 @@ export class RaftHost {
 
   private onUnreachable(to: NodeId): void {
     for (const group of this.groups.values()) group.reportUnreachable(to);
+    this.membership?.onUnreachable?.(to);
     // A forward to `to` may or may not have arrived: its outcome is unknown.
     for (const [id, forward] of this.forwards) {
       if (forward.to !== to) continue;
