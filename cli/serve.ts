@@ -21,6 +21,9 @@ const RAFT_OPTIONS = new Set([
   "peer-cert-file",
   "peer-key-file",
   "peer-trusted-ca-file",
+  "join",
+  "auto-promote-lag",
+  "auto-promote",
 ]);
 
 /** Resolves with the first of SIGINT/SIGTERM; a second signal during shutdown exits at once. */

@@ -22,7 +22,12 @@ export type DkvErrorCode =
   /** A disk flush failed: fatal for the process (see FsyncFailedError in raft/storage). */
   | "FSYNC_FAILED"
   | "UNAUTHENTICATED"
-  | "PERMISSION_DENIED";
+  | "PERMISSION_DENIED"
+
+  /** A membership change that conflicts with the cluster's state (in flight, exists, unsafe). */
+  | "CONFLICT"
+  /** This member was removed from the cluster: it serves nothing; use another member. */
+  | "REMOVED";
 
 export type DkvOutcome = "unknown" | "not-applied";
 

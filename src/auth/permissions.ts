@@ -91,6 +91,7 @@ export const opRules: Record<OpName, OpRule> = {
   list: { permission: "read", scope: rangeScope },
   count: { permission: "read", scope: rangeScope },
   txn: { permission: "write", scope: txnKeys },
+  membership: { permission: "admin", scope: "server" },
   snapshotSave: { permission: "admin", scope: "server" },
 };
 

@@ -62,6 +62,11 @@ export interface RaftNodeOptions {
   readonly nodeFrameBytesMax: number;
   /** Bytes queued per peer: at least one largest frame. */
   readonly nodeQueueBytesMax: number;
+  /** --join: client endpoints of current members, asked for the membership at a first start. */
+  readonly join: readonly string[] | undefined;
+  /** --auto-promote-lag, --auto-promote */
+  readonly autoPromoteLagEntries: number;
+  readonly autoPromote: boolean;
   /** --cluster-id, --insecure and the --peer-*-file flags (files are loaded by startNode). */
   readonly peerSecurity: Readonly<PeerSecurityFlags>;
 }
@@ -160,6 +165,9 @@ function resolveRaft(values: ServeOptionValues): RaftNodeOptions {
     snapshotEntries: values["snapshot-entries"],
     compactionOverheadEntries: values["compaction-overhead"],
     requestTimeoutMs: values.timeout,
+    join: values.join.length === 0 ? undefined : Object.freeze([...values.join]),
+    autoPromoteLagEntries: values["auto-promote-lag"],
+    autoPromote: values["auto-promote"],
     peerSecurity: Object.freeze({
       clusterId: values["cluster-id"],
       insecure: values.insecure,

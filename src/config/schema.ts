@@ -27,6 +27,7 @@ import {
   SNAPSHOT_ENTRIES_DEFAULT,
   VALUE_BYTES_MAX_DEFAULT,
 } from "./defaults.ts";
+import { membershipOptions } from "./membership-options.ts";
 import { opsServeOptions } from "./ops-options.ts";
 import { peerSecurityOptions } from "./peer-security-options.ts";
 
@@ -410,6 +411,7 @@ export const serveOptions = [
   ...peerSecurityOptions,
   ...serverSecurityOptions,
   ...opsServeOptions,
+  ...membershipOptions,
 ] as const;
 
 // ---------------------------------------------------------------------------------------

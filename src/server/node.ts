@@ -1,9 +1,9 @@
-import { strict as assert } from "node:assert";
 import { type Clock, systemClock } from "../clock.ts";
-import type { NodeOptions, RaftNodeOptions } from "../config/node-options.ts";
+import type { NodeOptions } from "../config/node-options.ts";
 import { formatShardSpecs, isReplicated } from "../config/shards.ts";
 import { type Logger, silentLogger } from "../logger.ts";
 import { TcpNodeTransport } from "../raft/transport/tcp-transport.ts";
+import type { NodeTransport } from "../raft/transport/types.ts";
 import {
   type ClusterStatusReport,
   type RpcServer,
@@ -12,6 +12,7 @@ import {
 } from "../rpc/server/index.ts";
 import { type ReplicatedShards, startReplicatedShards } from "../store/replicated/shards.ts";
 import { clientListenerSecurity } from "./client-security.ts";
+import { fetchMembershipView } from "./membership-join.ts";
 import { NodeOps } from "./node-ops.ts";
 import { resolvePeerSecurity } from "./peer-security.ts";
 import { buildShards, checkDataDir, closeShards, clusterStatusOf, replicatedShardHandler } from "./shards.ts";
@@ -22,6 +23,8 @@ export interface NodeDependencies {
   logger?: Logger;
   /** Stamps log entries and decides expiry. Default the system clock. */
   clock?: Clock;
+  /** The node transport of replicated shards. Default: TCP (with peer TLS) at this member's address. */
+  transport?: NodeTransport;
 }
 
 /** A running dkv server: every shard, the Raft host if any, and the RPC server in front. */
@@ -80,16 +83,9 @@ export async function startNode(options: NodeOptions, dependencies: NodeDependen
       const raft = options.raft;
       const dataDir = await checkDataDir(raft.dataDir);
       const peerSecurity = await resolvePeerSecurity(raft.peerSecurity, raft.replicaId);
-      const transport = new TcpNodeTransport({
-        ...peerSecurity,
-        self: raft.replicaId,
-        listen: listenAddressOf(raft),
-        peers: new Map([...raft.members].filter(([id]) => id !== raft.replicaId)),
-        maxFrameBytes: raft.nodeFrameBytesMax,
-        maxQueueBytes: raft.nodeQueueBytesMax,
-        logger: rootLogger.forComponent("raft:transport"),
-      });
-      stack.defer(() => transport.close());
+      const injected = dependencies.transport;
+      let tcpTransport: TcpNodeTransport | undefined;
+      const join = raft.join;
       const running = await startReplicatedShards({
         replicaId: raft.replicaId,
         clusterMembers: raft.members,
@@ -104,18 +100,47 @@ export async function startNode(options: NodeOptions, dependencies: NodeDependen
         limits: options.limits,
         clock,
         logger: rootLogger.forComponent("raft:host"),
-        transport,
+        ...(injected === undefined ? {} : { transport: injected }),
+        // The member list comes from the data dir, --join or the flags: known inside.
+        makeTransport: (listen, peers) => {
+          tcpTransport = new TcpNodeTransport({
+            ...peerSecurity,
+            self: raft.replicaId,
+            listen,
+            peers,
+            maxFrameBytes: raft.nodeFrameBytesMax,
+            maxQueueBytes: raft.nodeQueueBytesMax,
+            logger: rootLogger.forComponent("raft:transport"),
+          });
+          return tcpTransport;
+        },
+        membership: {
+          ...(join === undefined
+            ? {}
+            : {
+                join: () =>
+                  fetchMembershipView({
+                    endpoints: join,
+                    transport: options.rpc.transport,
+                    serializer: options.rpc.serializer,
+                    timeoutMs: raft.requestTimeoutMs,
+                  }),
+              }),
+          autoPromoteLagEntries: raft.autoPromoteLagEntries,
+          autoPromote: raft.autoPromote,
+          flagsGiven: !raft.embedded,
+        },
         ...(ops.raftObserver === undefined ? {} : { observer: ops.raftObserver }),
       });
       stack.defer(() => running.close());
       replicated = running;
-      raftAddress = transport.listenAddress;
+      raftAddress = tcpTransport?.listenAddress;
       for (const shard of running.shards.values())
         handlers.set(shard.id, replicatedShardHandler(shard, clock));
       logger.info(
-        raft.embedded
+        raft.embedded && raft.join === undefined
           ? `replicated shards run as a one-member cluster "${raft.replicaId}" in ${raft.dataDir} (pass --cluster-members for more members)`
-          : `member "${raft.replicaId}" of cluster ${formatMembers(raft.members)}, data in ${raft.dataDir}`,
+          : `member "${raft.replicaId}" of cluster ${formatMembers(new Map(running.membership.members().map((m) => [m.id, m.address])))}, data in ${raft.dataDir}`,
       );
     }
 
@@ -136,6 +161,9 @@ export async function startNode(options: NodeOptions, dependencies: NodeDependen
       requestTimeoutMs: options.rpc.requestTimeoutMs,
       drainTimeoutMs: options.rpc.drainTimeoutMs,
       clusterStatus: status,
+      ...(replicated === undefined
+        ? {}
+        : { membership: (json: string) => replicated.membership.handle(json) }),
       logger: rootLogger.forComponent("rpc:server"),
     });
     stack.use(server);
@@ -166,14 +194,6 @@ export async function startNode(options: NodeOptions, dependencies: NodeDependen
     await stack.disposeAsync();
     throw error;
   }
-}
-
-/** Where this member's node transport listens: its own entry of the member list. */
-function listenAddressOf(raft: RaftNodeOptions): string {
-  const address = raft.members.get(raft.replicaId);
-  // resolveCluster puts this member in the list; a miss is a bug in the resolver.
-  assert(address !== undefined, `"${raft.replicaId}" is missing from its own member list`);
-  return address;
 }
 
 function formatMembers(members: ReadonlyMap<string, string>): string {

@@ -126,8 +126,13 @@ export function clusterStatusOf(
       appliedIndex: group.appliedIndex,
       lastIndex: group.raft.lastIndex,
       snapshotIndex: group.snapshotIndex,
-      members: group.members.map((member) => ({ ...member, address: member.address ?? null })),
+      members: group.members.map((member) => ({
+        ...member,
+        address: member.address ?? null,
+        ...(member.match === undefined ? {} : { lag: Math.max(0, group.raft.lastIndex - member.match) }),
+      })),
     };
   });
-  return { replicaId, shards };
+  const membership = replicated?.membership.status();
+  return membership === undefined ? { replicaId, shards } : { replicaId, shards, membership };
 }

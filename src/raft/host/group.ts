@@ -2,6 +2,7 @@ import { DkvError } from "../../errors.ts";
 import { decodeConfChange } from "../core/confchange.ts";
 import { RaftNode } from "../core/raft.ts";
 import {
+  type ConfChange,
   type ConfState,
   type Entry,
   EntryKind,
@@ -43,6 +44,8 @@ export interface GroupEnv {
   readsPendingMax: number;
   random: RandomSource;
   observer?: RaftHostObserver | undefined;
+  /** Called after a committed ConfChange is applied here (membership bookkeeping). */
+  onConfChange?(groupId: number, change: ConfChange, conf: ConfState): void;
 }
 
 /** Outcome of trying to propose on this member: a promise of the result, or a refusal with a hint. */
@@ -197,8 +200,11 @@ export class RaftGroup {
     this.schedule();
   }
 
-  /** Proposes on this member if it leads; otherwise refuses with the leader hint. */
-  tryPropose(data: Uint8Array, timeoutMs: number): ProposeAttempt {
+  /**
+   * Proposes on this member if it leads; otherwise refuses with the leader hint. With
+   * `confChange` the entry is that membership change (`data` is ignored).
+   */
+  tryPropose(data: Uint8Array, timeoutMs: number, confChange?: ConfChange): ProposeAttempt {
     const refusal = this.refusal();
     if (refusal !== undefined) return { ok: false, error: refusal, leader: null };
     if (this.proposalCount >= this.env.proposalsPendingMax) {
@@ -212,7 +218,8 @@ export class RaftGroup {
       };
     }
     this.node.observeTime(this.env.nowMs());
-    const proposed = this.node.propose(data);
+    const proposed =
+      confChange === undefined ? this.node.propose(data) : this.node.proposeConfChange(confChange);
     if (!proposed.ok) {
       const error =
         proposed.reason === "not-leader"
@@ -409,8 +416,10 @@ export class RaftGroup {
     );
     let result: Uint8Array = EMPTY;
     if (entry.kind === EntryKind.ConfChange) {
-      const conf = this.node.applyConfChange(decodeConfChange(entry.data));
+      const change = decodeConfChange(entry.data);
+      const conf = this.node.applyConfChange(change);
       this.env.logger.info(`group ${this.groupId}: configuration now ${describeConf(conf)}`);
+      this.env.onConfChange?.(this.groupId, change, conf);
     } else if (entry.kind === EntryKind.Normal) {
       result = this.stateMachine.apply(entry);
     }

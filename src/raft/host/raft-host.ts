@@ -1,6 +1,6 @@
 import { join } from "node:path";
 import { DkvError } from "../../errors.ts";
-import type { Message, NodeId, RaftLogger } from "../core/types.ts";
+import type { ConfChange, Message, NodeId, RaftLogger } from "../core/types.ts";
 import { openRaftStorage } from "../storage/raft-storage.ts";
 import { testFaults } from "../storage/test-faults.ts";
 import type { NodeTransportHandlers } from "../transport/types.ts";
@@ -11,7 +11,8 @@ import {
   encodeForwardRequest,
   FrameKind,
 } from "./frames.ts";
-import { type GroupEnv, type GroupOptions, RaftGroup } from "./group.ts";
+import { type GroupEnv, type GroupOptions, type ProposeAttempt, RaftGroup } from "./group.ts";
+import type { MembershipHooks } from "./membership-types.ts";
 import { type GroupStorage, type HostScheduler, realScheduler } from "./runtime.ts";
 import type {
   GroupStatus,
@@ -70,6 +71,10 @@ export class RaftHost {
   private readonly forwardsInFlightMax: number;
   private readonly env: GroupEnv;
   private readonly scheduler: HostScheduler;
+  /** Cluster membership (membership.ts), when attached: addresses, removal, host frames. */
+  private membership: MembershipHooks | undefined;
+  /** Set once this member is removed from the cluster: it no longer ticks, steps or serves. */
+  private retired: DkvError | undefined;
 
   constructor(private readonly config: RaftHostConfig) {
     checkCount("tickMs", config.tickMs, 1);
@@ -108,6 +113,7 @@ export class RaftHost {
       readsPendingMax: config.readsPendingMax ?? DEFAULTS.readsPendingMax,
       random: config.random ?? Math.random,
       observer: config.observer,
+      onConfChange: (groupId, change, conf) => this.membership?.onConfChange(groupId, change, conf),
     };
   }
 
@@ -137,7 +143,10 @@ export class RaftHost {
       throw new DkvError("USAGE", `group id must be a whole number from 0 to ${0xffff_ffff}; got ${groupId}`);
     }
     if (this.groups.has(groupId)) throw new DkvError("USAGE", `group ${groupId} is already running here`);
-    const initialConf = { voters: [...this.config.members.keys()].sort(), learners: [] };
+    const initialConf = this.config.bootstrapConf ?? {
+      voters: [...this.config.members.keys()].sort(),
+      learners: [],
+    };
     const storage: GroupStorage =
       this.config.openStorage === undefined
         ? await openRaftStorage(join(this.config.dataDir, `group-${groupId}`), {
@@ -234,6 +243,35 @@ export class RaftHost {
     group.schedule();
   }
 
+  /** Attaches the cluster membership (before start): see membership.ts. */
+  attachMembership(hooks: MembershipHooks): void {
+    this.membership = hooks;
+  }
+
+  /**
+   * This member was removed from the cluster: stop ticking (so it never campaigns), drop
+   * Raft messages, and refuse every request with `error`.
+   */
+  retire(error: DkvError): void {
+    if (this.retired !== undefined) return;
+    this.retired = error;
+    this.logger.warn(error.message);
+  }
+
+  get retiredError(): DkvError | undefined {
+    return this.retired;
+  }
+
+  /** Proposes a membership change in `groupId` if this member leads it (no forwarding). */
+  tryProposeConfChange(groupId: number, change: ConfChange, timeoutMs: number): ProposeAttempt {
+    return this.group(groupId).tryPropose(new Uint8Array(0), timeoutMs, change);
+  }
+
+  /** Resolves on `groupId`'s next leader change or after `ms`. */
+  waitLeaderChange(groupId: number, ms: number): Promise<void> {
+    return this.group(groupId).waitLeaderChange(ms);
+  }
+
   groupIds(): number[] {
     return [...this.groups.keys()];
   }
@@ -251,7 +289,7 @@ export class RaftHost {
       else state = id === raft.leader ? "leader" : "follower";
       const member: MemberStatus = {
         id,
-        address: this.config.members.get(id),
+        address: this.membership?.addressOf(id) ?? this.config.members.get(id),
         voter: !learners.has(id),
         state,
       };
@@ -298,6 +336,7 @@ export class RaftHost {
 
   private group(groupId: number): RaftGroup {
     if (this.closing !== undefined) throw this.closedError();
+    if (this.retired !== undefined) throw this.retired;
     const group = this.groups.get(groupId);
     if (group === undefined) {
       throw new DkvError(
@@ -313,6 +352,7 @@ export class RaftHost {
   }
 
   private tick(): void {
+    if (this.retired !== undefined) return;
     const wallMs = this.config.clock.now();
     for (const group of this.groups.values()) group.tick(wallMs);
     this.expireForwards(this.scheduler.monotonicMs());
@@ -336,13 +376,15 @@ export class RaftHost {
     this.config.transport.sendRaft(message.to, groupId, message);
   }
 
-  private onRaft(_from: NodeId, groupId: number, message: Message): void {
+  private onRaft(from: NodeId, groupId: number, message: Message): void {
+    if (this.retired !== undefined || this.membership?.acceptRaft(from) === false) return;
     // A group not (yet) hosted here drops its messages; Raft retries.
     this.groups.get(groupId)?.step(message);
   }
 
   private onUnreachable(to: NodeId): void {
     for (const group of this.groups.values()) group.reportUnreachable(to);
+    this.membership?.onUnreachable?.(to);
     // A forward to `to` may or may not have arrived: its outcome is unknown.
     for (const [id, forward] of this.forwards) {
       if (forward.to !== to) continue;
@@ -382,6 +424,7 @@ export class RaftHost {
   }
 
   private onHost(from: NodeId, payload: Uint8Array): void {
+    if (this.membership?.onHost(from, payload) === true) return;
     let frame: ReturnType<typeof decodeHostFrame>;
     try {
       frame = decodeHostFrame(payload);

@@ -1,5 +1,5 @@
 import type { Clock } from "../../clock.ts";
-import type { Entry, NodeId, RaftLogger, RaftStatus, RandomSource, Role } from "../core/types.ts";
+import type { ConfState, Entry, NodeId, RaftLogger, RaftStatus, RandomSource, Role } from "../core/types.ts";
 import type { NodeTransport } from "../transport/types.ts";
 import type { HostScheduler, OpenGroupStorage } from "./runtime.ts";
 
@@ -60,6 +60,11 @@ export interface RaftHostConfig {
   proposalsPendingMax?: number;
   /** Bound on reads awaiting their read index per group. Default 16384. */
   readsPendingMax?: number;
+  /**
+   * The configuration of a group created here with an empty log (its entries from index 1
+   * are replayed onto it). Default: every id of `members` a voter. Membership persists it.
+   */
+  bootstrapConf?: ConfState;
   /** Metrics hooks (optional; see RaftHostObserver). */
   observer?: RaftHostObserver;
 }

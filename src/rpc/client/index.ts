@@ -164,6 +164,25 @@ export class RpcClient implements CallOwner, AsyncDisposable {
     return parseClusterStatus((await this.call(0, "clusterStatus", {})).json);
   }
 
+  /**
+   * A cluster membership request (`{"action":"add","id":..,"address":..}`, promote, remove,
+   * transfer, members) to the next endpoint; resolves with the server's JSON answer, parsed.
+   */
+  async membership(request: Record<string, unknown>): Promise<unknown> {
+    const { json } = await this.call(0, "membership", { json: JSON.stringify(request) });
+    try {
+      return JSON.parse(json) as unknown;
+    } catch (error) {
+      throw new DkvError(
+        "BAD_FRAME",
+        "the server's membership reply is not JSON; are client and server the same dkv version?",
+        {
+          cause: error,
+        },
+      );
+    }
+  }
+
   call<K extends WireOpName>(shard: number, op: K, message: WireRequests[K]): Promise<WireResponses[K]> {
     return new Promise((resolve, reject) => {
       if (this.closed) return reject(new DkvError("CLOSED", "the client is closed; create a new RpcClient"));

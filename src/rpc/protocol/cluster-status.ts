@@ -14,6 +14,32 @@ export interface MemberStatusReport {
   progress?: string;
   /** Only when the answering server leads: heard from within the last election timeout. */
   recentActive?: boolean;
+  /** Only when the answering server leads: entries the member is behind the leader's last index. */
+  lag?: number;
+}
+
+/** One member of the cluster in the replicated membership, as the answering server sees it. */
+export interface ClusterMemberReport {
+  id: string;
+  /** Its node-transport address, from the replicated membership. */
+  address: string;
+  /** A voter of the cluster's membership group (false: a learner still catching up). */
+  voter: boolean;
+  /** Shards where it is still a learner. */
+  learnerIn: number[];
+  /** Ms since the answering server last received a Raft message from it; null: itself or never. */
+  lastContactMs: number | null;
+}
+
+/** The replicated membership (present on servers with replicated shards). */
+export interface MembershipReport {
+  members: ClusterMemberReport[];
+  /** Ids removed from the cluster (never reused). */
+  removed: string[];
+  /** The cluster-wide change in progress, if any. */
+  pending: { op: string; id: string; by: string; sinceMs: number } | null;
+  /** The answering server itself was removed from the cluster. */
+  removedSelf: boolean;
 }
 
 /** One shard of the answering server. Replicated fields are absent for local (lstore) shards. */
@@ -38,6 +64,7 @@ export interface ClusterStatusReport {
   /** The answering server's --replica-id; "" when it serves no replicated shard. */
   replicaId: string;
   shards: ShardStatusReport[];
+  membership?: MembershipReport;
 }
 
 /** Parses the clusterStatus reply's JSON text, checking only the shape callers rely on. */

@@ -139,11 +139,15 @@ export function opNameByCode(code: number): OpName | undefined {
  */
 export interface AdminRequests {
   clusterStatus: Empty;
+  /** A cluster membership request as JSON (`{"action":"add"|"promote"|"remove"|"transfer"|"members",...}`). */
+  membership: { json: string };
 }
 
 export interface AdminResponses {
   /** The ClusterStatusReport as JSON text: nested and rarely asked for, so not worth a schema. */
   clusterStatus: { json: string };
+  /** The membership request's answer as JSON. */
+  membership: { json: string };
 }
 
 export type AdminOpName = keyof AdminRequests;
@@ -153,7 +157,7 @@ export type WireOpName = OpName | AdminOpName;
 export type WireRequests = Requests & AdminRequests;
 export type WireResponses = Responses & AdminResponses;
 
-export const adminOpCodes: Record<AdminOpName, number> = { clusterStatus: 30 };
+export const adminOpCodes: Record<AdminOpName, number> = { clusterStatus: 30, membership: 31 };
 
 /**
  * The first frame of a tcp/unix connection to a server run with --auth-file: its body is
@@ -175,7 +179,7 @@ export function wireOpNameByCode(code: number): WireOpName | undefined {
 }
 
 export function isAdminOp(op: WireOpName): op is AdminOpName {
-  return op === "clusterStatus";
+  return op === "clusterStatus" || op === "membership";
 }
 
 /** Operations that change state: they are deduplicated by client request id on the server. */
@@ -322,11 +326,13 @@ export const responseSchemas: Record<OpName, readonly FieldSpec[]> = {
 export const wireRequestSchemas: Record<WireOpName, readonly FieldSpec[]> = {
   ...requestSchemas,
   clusterStatus: [],
+  membership: [f("json", "str")],
 };
 
 export const wireResponseSchemas: Record<WireOpName, readonly FieldSpec[]> = {
   ...responseSchemas,
   clusterStatus: [f("json", "str")],
+  membership: [f("json", "str")],
 };
 
 /**

@@ -17,6 +17,7 @@ import {
   type SerializerName,
   serializerIds,
   type WireOpName,
+  wireRequestSchemas,
 } from "../protocol/types.ts";
 import type { Serializer } from "../serializer/types.ts";
 import { DedupCache, type DedupEntry, type DedupLimits, dedupKey } from "./dedup-cache.ts";
@@ -89,6 +90,8 @@ export interface DispatcherOptions {
   /** With --auth-file: every request is authorized here before it is dispatched. */
   authority?: TokenAuthority;
   observer?: RequestObserver;
+  /** Answers the membership op (JSON in, JSON out); absent: refused (no replicated shards). */
+  membership?: (requestJson: string) => Promise<string>;
 }
 
 /**
@@ -118,6 +121,10 @@ export class RequestDispatcher {
     if (header.op === adminOpCodes.clusterStatus) {
       if (this.denied(header, "clusterStatus", empty, target)) return;
       this.dispatchClusterStatus(header, target);
+      return;
+    }
+    if (header.op === adminOpCodes.membership) {
+      this.dispatchMembership(header, body, target);
       return;
     }
     const checked = this.check(header);
@@ -159,6 +166,30 @@ export class RequestDispatcher {
       return;
     }
     target.deliver(header, response, undefined);
+  }
+
+  private dispatchMembership(header: FrameHeader, body: Uint8Array, target: ReplyTarget): void {
+    const handle = this.options.membership;
+    if (handle === undefined) {
+      const error = new DkvError(
+        "UNKNOWN_OPERATION",
+        "this server has no replicated shards, so no cluster membership; ask a member that serves dstore shards",
+      );
+      target.deliver(header, undefined, error);
+      return;
+    }
+    let request: string;
+    try {
+      if (header.serializer !== this.options.serializer.id) throw this.mismatch(header.serializer);
+      request = this.options.serializer.read(wireRequestSchemas.membership, body).json as string;
+    } catch (error) {
+      target.deliver(header, undefined, toDkvError(error, false));
+      return;
+    }
+    handle(request).then(
+      (json) => target.deliver(header, { json }, undefined),
+      (error: unknown) => target.deliver(header, undefined, toDkvError(error, false)),
+    );
   }
 
   /** Resolves shard and op of a header, or the error to send back. */

@@ -76,6 +76,8 @@ export interface RpcServerOptions {
   observer?: RequestObserver & ConnectionObserver;
   /** Serves the snapshot stream op (`dkv snapshot save`); absent: the op is refused as unknown. */
   snapshotStream?: SnapshotStreamSource;
+  /** Answers the membership op (`dkv cluster add|promote|remove|transfer-leader`, `--join`). */
+  membership?: (requestJson: string) => Promise<string>;
 }
 
 export interface RpcServer extends AsyncDisposable {
@@ -115,6 +117,7 @@ export async function startRpcServer(options: RpcServerOptions): Promise<RpcServ
     ...(options.shardTypes === undefined ? {} : { shardTypes: options.shardTypes }),
     ...(options.authority === undefined ? {} : { authority: options.authority }),
     ...(options.observer === undefined ? {} : { observer: options.observer }),
+    ...(options.membership === undefined ? {} : { membership: options.membership }),
   });
   const endpoint = parseEndpoint(options.transport, options.endpoint, "listen");
   if (options.tls !== undefined && options.transport === "unix") {

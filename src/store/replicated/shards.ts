@@ -2,13 +2,15 @@ import { type Clock, systemClock } from "../../clock.ts";
 import { DkvError } from "../../errors.ts";
 import { LockManager } from "../../lockmgr/lock-manager.ts";
 import type { NodeId, RaftLogger } from "../../raft/core/types.ts";
+import { ClusterMembership, MEMBERSHIP_GROUP_ID } from "../../raft/host/membership.ts";
+import { bootstrapConf, loadMembershipSeed } from "../../raft/host/membership-seed.ts";
+import type { MembershipView } from "../../raft/host/membership-types.ts";
 import { RaftHost } from "../../raft/host/raft-host.ts";
 import type { GroupStatus, RaftHostObserver } from "../../raft/host/types.ts";
 import type { TcpNodeTransportOptions } from "../../raft/transport/options.ts";
 import { TcpNodeTransport } from "../../raft/transport/tcp-transport.ts";
 import type { NodeTransport } from "../../raft/transport/types.ts";
 import type { StoreLimits } from "../types.ts";
-import { decodeCommand } from "./command.ts";
 import { DStore } from "./dstore.ts";
 import { type DedupOptions, DStoreStateMachine } from "./state-machine.ts";
 
@@ -41,14 +43,25 @@ export interface ReplicatedShardsConfig {
   /** Stamps log entries (the leader's clock decides TTLs). Default the system clock. */
   clock?: Clock;
   logger?: RaftLogger;
-  /** The node transport; by default a TcpNodeTransport listening on this member's address. */
+  /** The node transport; by default `makeTransport`'s, or a TcpNodeTransport listening on this member's address. */
   transport?: NodeTransport;
+  /** Makes the node transport once the member list is known (this member's address and its peers). */
+  makeTransport?: (listen: string, peers: ReadonlyMap<NodeId, string>) => NodeTransport;
   /** A disk write failed or an invariant broke: by default log it and exit the process (status 70). */
   onFatal?: (error: Error) => void;
   /** Peer-link security of the default transport: cluster id, mutual TLS, --insecure. */
   peerSecurity?: Pick<TcpNodeTransportOptions, "clusterId" | "insecure" | "tls">;
   /** Metrics hooks of the Raft host. */
   observer?: RaftHostObserver;
+  /** Cluster membership: --join, --auto-promote-lag, --auto-promote (see raft/host/membership.ts). */
+  membership?: {
+    /** --join: fetches the membership from the running cluster (this member's data dir is new). */
+    join?: () => Promise<MembershipView>;
+    autoPromoteLagEntries?: number;
+    autoPromote?: boolean;
+    /** --cluster-members was given (not the embedded default): warn when it differs from the replicated list. */
+    flagsGiven?: boolean;
+  };
 }
 
 export interface ReplicatedShard {
@@ -65,6 +78,8 @@ export interface ReplicatedShardStatus extends GroupStatus {
 
 export interface ReplicatedShards {
   readonly host: RaftHost;
+  /** Cluster-wide membership (`dkv cluster add|promote|remove|transfer-leader`). */
+  readonly membership: ClusterMembership;
   readonly shards: ReadonlyMap<number, ReplicatedShard>;
   /** Per shard: leader, term, commit and applied index, members and their state. */
   status(): ReplicatedShardStatus[];
@@ -86,11 +101,26 @@ const DEFAULTS = {
  * tick) with one Raft group per shard. A one-member cluster elects itself at once.
  */
 export async function startReplicatedShards(config: ReplicatedShardsConfig): Promise<ReplicatedShards> {
-  const listen = config.clusterMembers.get(config.replicaId);
+  if (config.shards.some((shard) => shard.id === MEMBERSHIP_GROUP_ID)) {
+    throw new DkvError(
+      "USAGE",
+      `shard id ${MEMBERSHIP_GROUP_ID} is reserved for the cluster's membership group; give the replicated shard another id`,
+    );
+  }
+  // Membership from the data dir once it exists; from the cluster (--join) or the flags only at first start.
+  const seed = await loadMembershipSeed({
+    dataDir: config.dataDir,
+    self: config.replicaId,
+    flagMembers: config.clusterMembers,
+    ...(config.membership?.join === undefined ? {} : { join: config.membership.join }),
+    logger: config.logger ?? { debug() {}, info() {}, warn() {} },
+  });
+  const clusterMembers = seed.members;
+  const listen = clusterMembers.get(config.replicaId);
   if (listen === undefined) {
     throw new DkvError(
       "USAGE",
-      `--replica-id "${config.replicaId}" is not in --cluster-members (${[...config.clusterMembers.keys()].join(", ") || "empty"}); add it, e.g. --cluster-members "${config.replicaId}=127.0.0.1:63001"`,
+      `--replica-id "${config.replicaId}" is not in --cluster-members (${[...clusterMembers.keys()].join(", ") || "empty"}); add it, e.g. --cluster-members "${config.replicaId}=127.0.0.1:63001"`,
     );
   }
   const rttMs = config.rttMs ?? DEFAULTS.rttMs;
@@ -105,9 +135,11 @@ export async function startReplicatedShards(config: ReplicatedShardsConfig): Pro
       `--election-rtt-factor (${electionTicks}) must be greater than --heartbeat-rtt-factor (${heartbeatTicks}), both whole numbers > 0`,
     );
   }
-  const peers = new Map([...config.clusterMembers].filter(([id]) => id !== config.replicaId));
+  const peers = new Map([...clusterMembers].filter(([id]) => id !== config.replicaId));
+  // The member list is known only now (data dir, --join or flags), so the transport is made here.
   const transport =
     config.transport ??
+    config.makeTransport?.(listen, peers) ??
     new TcpNodeTransport({
       ...config.peerSecurity,
       self: config.replicaId,
@@ -118,7 +150,8 @@ export async function startReplicatedShards(config: ReplicatedShardsConfig): Pro
   const requestTimeoutMs = config.requestTimeoutMs ?? DEFAULTS.requestTimeoutMs;
   const host = new RaftHost({
     self: config.replicaId,
-    members: config.clusterMembers,
+    members: clusterMembers,
+    bootstrapConf: bootstrapConf(seed),
     dataDir: config.dataDir,
     tickMs: rttMs,
     electionTicks,
@@ -132,12 +165,28 @@ export async function startReplicatedShards(config: ReplicatedShardsConfig): Pro
     ...(config.logger === undefined ? {} : { logger: config.logger }),
     ...(config.observer === undefined ? {} : { observer: config.observer }),
   });
+  const membership = new ClusterMembership({
+    host,
+    transport,
+    self: config.replicaId,
+    dataDir: config.dataDir,
+    seed,
+    flagMembers: config.membership?.flagsGiven === true ? config.clusterMembers : undefined,
+    autoPromoteLagEntries: config.membership?.autoPromoteLagEntries ?? 100,
+    autoPromote: config.membership?.autoPromote ?? true,
+    tickMs: rttMs,
+    electionTicks,
+    requestTimeoutMs,
+    logger: config.logger ?? { debug() {}, info() {}, warn() {} },
+  });
   const shards = new Map<number, ReplicatedShard>();
   try {
     // Listening first: peers' messages for a group not yet opened are dropped and resent.
     await host.start();
+    await membership.start();
     for (const spec of config.shards) {
-      await host.addGroup(spec.id, new DStoreStateMachine(config.dedup), { validateProposal });
+      const machine = new DStoreStateMachine(config.dedup, config.limits);
+      await host.addGroup(spec.id, machine, { validateProposal: (bytes) => machine.validateProposal(bytes) });
       const store = new DStore(host, spec.id, {
         timeoutMs: requestTimeoutMs,
         ...(config.limits === undefined ? {} : { limits: config.limits }),
@@ -149,15 +198,18 @@ export async function startReplicatedShards(config: ReplicatedShardsConfig): Pro
       shards.set(spec.id, { id: spec.id, type: spec.type, store, locks });
     }
   } catch (error) {
+    await membership.close().catch(() => {});
     await host.close().catch(() => {});
     throw error;
   }
   return {
     host,
+    membership,
     shards,
     status: () => [...shards.values()].map((shard) => ({ ...host.status(shard.id), type: shard.type })),
     close: async () => {
       for (const shard of shards.values()) await shard.store.close();
+      await membership.close();
       await host.close();
     },
   };
@@ -170,21 +222,4 @@ const FATAL_EXIT_CODE = 70;
 export function exitOnFatal(error: Error): void {
   console.error(`dkv: fatal: ${error.message}`);
   process.exit(FATAL_EXIT_CODE);
-}
-
-/**
- * The leader's check of a forwarded dstore command: bytes that do not decode never enter
- * the log. (decodeCommand until command.ts has a full validateCommand.)
- */
-function validateProposal(command: Uint8Array): DkvError | null {
-  try {
-    decodeCommand(command);
-    return null;
-  } catch (error) {
-    const detail = error instanceof Error ? error.message : String(error);
-    return new DkvError(
-      "BAD_REQUEST",
-      `the leader refused a forwarded write that does not decode (${detail}); check that every member runs the same dkv version`,
-    );
-  }
 }

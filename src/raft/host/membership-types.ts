@@ -1,0 +1,52 @@
+import type { ConfChange, ConfState, NodeId } from "../core/types.ts";
+
+/**
+ * What the RaftHost asks of the cluster membership (membership.ts) when one is attached.
+ * Each hook is cheap: it runs on the host's message paths.
+ */
+export interface MembershipHooks {
+  /** The replicated address of `id`, if known. */
+  addressOf(id: NodeId): string | undefined;
+  /** A Raft message arrived from `from`; false drops it (a removed member's traffic). */
+  acceptRaft(from: NodeId): boolean;
+  /** A host frame arrived; true if it was a membership frame (handled, not for the host). */
+  onHost(from: NodeId, payload: Uint8Array): boolean;
+  /** A committed ConfChange was applied in `groupId`; `conf` is the group's new configuration. */
+  onConfChange(groupId: number, change: ConfChange, conf: ConfState): void;
+  /** Messages to `to` were dropped (connection down): requests waiting on it give up early. */
+  onUnreachable?(to: NodeId): void;
+}
+
+/** One member as the replicated registry knows it. */
+export interface MemberInfo {
+  id: NodeId;
+  /** host:port of its node transport. */
+  address: string;
+}
+
+/** A cluster-wide change being carried out (the registry refuses a second one meanwhile). */
+export interface PendingChange {
+  op: "add" | "promote" | "remove";
+  id: NodeId;
+  /** The member carrying it out. */
+  by: NodeId;
+  /** Log time (ms) the change began; a change older than the lease may be taken over. */
+  sinceMs: number;
+}
+
+/** The replicated registry's whole state (the membership group's snapshot). */
+export interface RegistryState {
+  members: MemberInfo[];
+  /** Ids removed from the cluster; never reused (a removed process must not come back as them). */
+  removed: MemberInfo[];
+  pending: PendingChange | null;
+}
+
+/** What a new member needs to start (the `members` admin op's answer). */
+export interface MembershipView {
+  registry: RegistryState;
+  /** Voters and learners of the membership group, as the answering member has applied them. */
+  conf: ConfState;
+  /** The bootstrap members (every group's index-0 voters, replayed onto from index 1) and their addresses. */
+  bootstrap: MemberInfo[];
+}

@@ -1,0 +1,795 @@
+import { DkvError } from "../../errors.ts";
+import type { ConfChange, ConfState, NodeId, ProgressStatus, RaftLogger } from "../core/types.ts";
+import type { NodeTransport } from "../transport/types.ts";
+import {
+  decodeMembershipFrame,
+  encodeMembershipFrame,
+  type GroupAction,
+  type GroupReply,
+  type GroupRequest,
+  MembershipFrameKind,
+  replyError,
+} from "./membership-frames.ts";
+import {
+  decodeRegistryResult,
+  encodeRegistryCommand,
+  MemberRegistry,
+  type RegistryCommand,
+} from "./membership-registry.ts";
+import { type MembershipSeed, writeSeed } from "./membership-seed.ts";
+import type { MemberInfo, MembershipHooks, MembershipView, RegistryState } from "./membership-types.ts";
+import type { RaftHost } from "./raft-host.ts";
+
+/**
+ * Cluster-wide membership over every Raft group of a host.
+ *
+ * One extra group, the membership group (id MEMBERSHIP_GROUP_ID, run by every member),
+ * replicates the registry (membership-registry.ts): every member's address, removed ids,
+ * and the change in progress. Its own configuration is the cluster's membership.
+ *
+ * A change is carried out by the member that received the request, group by group, each
+ * on that group's leader (the leader checks it against its own configuration and progress,
+ * then proposes the single-server ConfChange). Order:
+ *   add:     registry `begin` (records the address) → membership group → data groups → `end`
+ *   promote: `begin` → membership group → data groups → `end`
+ *   remove:  `begin` → data groups → membership group → `end` (the id becomes "removed")
+ * Every step is idempotent (a group already in the wanted state reports "unchanged"), so a
+ * change that half-succeeded (the carrier died, a group timed out) is finished by running
+ * the same command again; meanwhile the registry refuses changes of other members, until
+ * the change's lease (PENDING_LEASE_MS of log time) runs out.
+ */
+export const MEMBERSHIP_GROUP_ID = 0xffff_ffff;
+
+/** Ids as --cluster-members accepts them. */
+const MEMBER_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
+/** A removed member is told so at most this often. */
+const REMOVED_NOTICE_INTERVAL_MS = 1000;
+/** Bound on group requests this member has sent and awaits replies to. */
+const REQUESTS_IN_FLIGHT_MAX = 256;
+
+export interface ClusterMembershipConfig {
+  host: RaftHost;
+  transport: NodeTransport;
+  self: NodeId;
+  dataDir: string;
+  seed: MembershipSeed;
+  /** --cluster-members as given (undefined: not given); compared once with the replicated list. */
+  flagMembers: ReadonlyMap<NodeId, string> | undefined;
+  /** A learner within this many entries of the leader's last index is promoted (and may be promoted by hand). */
+  autoPromoteLagEntries: number;
+  /** Promote caught-up learners automatically (the leader of each group decides). */
+  autoPromote: boolean;
+  tickMs: number;
+  electionTicks: number;
+  requestTimeoutMs: number;
+  logger: RaftLogger;
+}
+
+export type MembershipRequest =
+  | { action: "add"; id: NodeId; address: string }
+  | { action: "promote"; id: NodeId }
+  | { action: "remove"; id: NodeId }
+  | { action: "transfer"; id: NodeId; shard?: number }
+  | { action: "members" };
+
+export interface GroupOutcome {
+  /** The shard id, or "membership" for the membership group. */
+  group: number | "membership";
+  outcome: "applied" | "unchanged" | "failed" | "skipped";
+  error?: string;
+}
+
+export interface ChangeReport {
+  ok: boolean;
+  action: string;
+  id: NodeId;
+  groups: GroupOutcome[];
+  /** What to do when not ok. */
+  hint?: string;
+}
+
+/** One member in `dkv cluster status` (this server's view). */
+export interface MemberView {
+  id: NodeId;
+  address: string;
+  /** Voter in the membership group (the cluster's membership). */
+  voter: boolean;
+  /** Data groups (shard ids) where it is still a learner. */
+  learnerIn: number[];
+  /** Ms since this server last received a Raft message from it; null: never (or itself). */
+  lastContactMs: number | null;
+}
+
+export interface MembershipStatus {
+  members: MemberView[];
+  removed: NodeId[];
+  pending: RegistryState["pending"];
+  /** This member was removed: it serves nothing. */
+  removedSelf: boolean;
+}
+
+interface PendingRequest {
+  to: NodeId;
+  settle(reply: GroupReply): void;
+  timer: ReturnType<typeof setTimeout>;
+}
+
+export class ClusterMembership implements MembershipHooks {
+  readonly registry: MemberRegistry;
+  private readonly host: RaftHost;
+  private readonly logger: RaftLogger;
+  private readonly lastContact = new Map<NodeId, number>();
+  private readonly removedNoticeAt = new Map<NodeId, number>();
+  private readonly requests = new Map<number, PendingRequest>();
+  private readonly listeners = new Set<(members: MemberInfo[]) => void>();
+  private nextRequestId = 1;
+  private promoter: ReturnType<typeof setInterval> | undefined;
+  private seedWrite: Promise<void> = Promise.resolve();
+  private flagsChecked = false;
+  private startCommit = 0;
+  private closed = false;
+
+  constructor(private readonly config: ClusterMembershipConfig) {
+    this.host = config.host;
+    this.logger = config.logger;
+    const bootstrap = new Map(config.seed.bootstrap.map((member) => [member.id, member.address]));
+    this.registry = new MemberRegistry(bootstrap, () => this.onRegistryChange());
+    config.host.attachMembership(this);
+  }
+
+  /** Opens the membership group (after host.start()) and starts the auto-promoter. */
+  async start(): Promise<void> {
+    this.config.transport.setPeers(this.peers());
+    await this.host.addGroup(MEMBERSHIP_GROUP_ID, this.registry);
+    this.startCommit = this.host.status(MEMBERSHIP_GROUP_ID).raft.commit;
+    const everyMs = this.config.tickMs * Math.max(2, Math.floor(this.config.electionTicks / 2));
+    this.promoter = setInterval(() => this.housekeeping(), everyMs);
+  }
+
+  close(): Promise<void> {
+    this.closed = true;
+    if (this.promoter !== undefined) clearInterval(this.promoter);
+    this.promoter = undefined;
+    for (const request of this.requests.values()) {
+      clearTimeout(request.timer);
+      request.settle({ requestId: 0, ok: false, error: replyError(new DkvError("CLOSED", "shutting down")) });
+    }
+    this.requests.clear();
+    return this.seedWrite;
+  }
+
+  // ---- for other layers (peer security, status) ---------------------------------------
+
+  /** Every current member with its replicated address. */
+  members(): MemberInfo[] {
+    return this.registry.state().members;
+  }
+
+  /** Calls `listener` with the member list after every change; returns the unsubscribe. */
+  onMembersChange(listener: (members: MemberInfo[]) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  status(): MembershipStatus {
+    const state = this.registry.state();
+    const now = performance.now();
+    let metaConf: ConfState = { voters: [], learners: [] };
+    const learnerIn = new Map<NodeId, number[]>();
+    if (this.host.retiredError === undefined) {
+      metaConf = this.host.status(MEMBERSHIP_GROUP_ID).raft.conf;
+      for (const groupId of this.dataGroupIds()) {
+        for (const learner of this.host.status(groupId).raft.conf.learners) {
+          learnerIn.set(learner, [...(learnerIn.get(learner) ?? []), groupId]);
+        }
+      }
+    }
+    const members = state.members.map((member): MemberView => {
+      const heard = this.lastContact.get(member.id);
+      return {
+        id: member.id,
+        address: member.address,
+        voter: metaConf.voters.includes(member.id),
+        learnerIn: learnerIn.get(member.id) ?? [],
+        lastContactMs: member.id === this.config.self || heard === undefined ? null : Math.round(now - heard),
+      };
+    });
+    return {
+      members,
+      removed: state.removed.map((member) => member.id),
+      pending: state.pending,
+      removedSelf: this.host.retiredError !== undefined,
+    };
+  }
+
+  /** The `membership` admin op: a JSON request, a JSON answer (errors are thrown as DkvErrors). */
+  async handle(requestJson: string): Promise<string> {
+    let request: MembershipRequest;
+    try {
+      request = JSON.parse(requestJson) as MembershipRequest;
+    } catch (error) {
+      throw new DkvError("BAD_REQUEST", "the membership request is not JSON; use the dkv CLI", {
+        cause: error,
+      });
+    }
+    const retired = this.host.retiredError;
+    if (retired !== undefined) throw retired;
+    switch (request.action) {
+      case "members":
+        return JSON.stringify(await this.view());
+      case "add":
+        return JSON.stringify(await this.add(checkId(request.id), checkAddress(request.address)));
+      case "promote":
+        return JSON.stringify(await this.promote(checkId(request.id)));
+      case "remove":
+        return JSON.stringify(await this.remove(checkId(request.id)));
+      case "transfer":
+        return JSON.stringify(await this.transfer(checkId(request.id), request.shard));
+      default:
+        throw new DkvError(
+          "BAD_REQUEST",
+          "unknown membership action; use add, promote, remove, transfer or members",
+        );
+    }
+  }
+
+  // ---- MembershipHooks ----------------------------------------------------------------
+
+  addressOf(id: NodeId): string | undefined {
+    return this.registry.addressOf(id);
+  }
+
+  acceptRaft(from: NodeId): boolean {
+    this.lastContact.set(from, performance.now());
+    if (!this.registry.isRemoved(from)) return true;
+    const now = performance.now();
+    if (now - (this.removedNoticeAt.get(from) ?? Number.NEGATIVE_INFINITY) >= REMOVED_NOTICE_INTERVAL_MS) {
+      this.removedNoticeAt.set(from, now);
+      // It was removed but never applied its removal (down or cut off meanwhile): tell it.
+      const address = this.registry.removedAddressOf(from);
+      if (address === undefined) return false;
+      this.config.transport.setPeers(new Map([...this.peers(), [from, address]]));
+      this.config.transport.sendHost(
+        from,
+        encodeMembershipFrame({ kind: MembershipFrameKind.Removed, removed: from }),
+      );
+    }
+    return false;
+  }
+
+  onHost(from: NodeId, payload: Uint8Array): boolean {
+    let frame: ReturnType<typeof decodeMembershipFrame>;
+    try {
+      frame = decodeMembershipFrame(payload);
+    } catch (error) {
+      this.logger.warn(`dropped a membership frame from ${from}: ${String(error)}`);
+      return true;
+    }
+    if (frame === undefined) return false;
+    if (frame.kind === MembershipFrameKind.Request) {
+      void this.serveGroupRequest(from, frame);
+    } else if (frame.kind === MembershipFrameKind.Reply) {
+      const request = this.requests.get(frame.requestId);
+      if (request !== undefined && request.to === from) {
+        this.requests.delete(frame.requestId);
+        clearTimeout(request.timer);
+        request.settle(frame);
+      }
+    } else if (frame.removed === this.config.self && this.registry.addressOf(from) !== undefined) {
+      this.retire(`member ${from} says this member (${this.config.self}) was removed from the cluster`);
+    }
+    return true;
+  }
+
+  onUnreachable(to: NodeId): void {
+    // A leader that died: give up on it now, so the change retries on the group's next leader.
+    for (const [requestId, request] of this.requests) {
+      if (request.to !== to) continue;
+      this.requests.delete(requestId);
+      clearTimeout(request.timer);
+      const error = new DkvError("UNAVAILABLE", `lost contact with ${to} during a membership request`, {
+        outcome: "unknown",
+      });
+      request.settle({ requestId, ok: false, error: replyError(error) });
+    }
+  }
+
+  onConfChange(groupId: number, change: ConfChange, _conf: ConfState): void {
+    if (change.type !== "removeNode" || change.node !== this.config.self) return;
+    if (groupId === MEMBERSHIP_GROUP_ID) {
+      this.retire(`this member (${this.config.self}) was removed from the cluster`);
+    } else {
+      this.logger.info(`group ${groupId}: this member (${this.config.self}) was removed from it`);
+    }
+  }
+
+  // ---- cluster-wide changes ------------------------------------------------------------
+
+  private async view(): Promise<MembershipView> {
+    // A linearizable read: a new member must see the add that was just acknowledged.
+    const registry = await this.host.read(MEMBERSHIP_GROUP_ID, () => this.registry.state());
+    return {
+      registry,
+      conf: this.host.status(MEMBERSHIP_GROUP_ID).raft.conf,
+      bootstrap: this.config.seed.bootstrap,
+    };
+  }
+
+  private async add(id: NodeId, address: string): Promise<ChangeReport> {
+    const state = await this.host.read(MEMBERSHIP_GROUP_ID, () => this.registry.state());
+    const unreachable = state.members.find((member) => member.address.endsWith(":0"));
+    if (unreachable !== undefined) {
+      throw new DkvError(
+        "CONFLICT",
+        `${unreachable.id} has no address other members can dial (${unreachable.address}: a one-member cluster started without --cluster-members); ` +
+          `start a cluster you mean to grow with --cluster-members "${unreachable.id}=HOST:PORT"`,
+      );
+    }
+    const known = state.members.find((member) => member.id === id);
+    const everywhere = this.allGroupIds().every((groupId) => inConf(this.host.status(groupId).raft.conf, id));
+    if (known !== undefined && everywhere && state.pending?.id !== id) {
+      throw new DkvError(
+        "CONFLICT",
+        `${id} is already a member (at ${known.address}); to move it, remove it and add a new id`,
+      );
+    }
+    await this.begin({ t: "begin", op: "add", id, address, by: this.config.self });
+    return this.carryOut("add", id, this.allGroupIds(), { type: "addLearner", node: id });
+  }
+
+  private async promote(id: NodeId): Promise<ChangeReport> {
+    await this.begin({ t: "begin", op: "promote", id, by: this.config.self });
+    return this.carryOut("promote", id, this.allGroupIds(), { type: "addVoter", node: id });
+  }
+
+  private async remove(id: NodeId): Promise<ChangeReport> {
+    for (const groupId of this.allGroupIds()) {
+      const conf = this.host.status(groupId).raft.conf;
+      if (conf.voters.length === 1 && conf.voters[0] === id) {
+        throw new DkvError(
+          "CONFLICT",
+          `${id} is the last voter of ${groupName(groupId)}; removing it would leave no one to elect a leader — add and promote another member first`,
+        );
+      }
+    }
+    if (id === this.config.self) {
+      throw new DkvError(
+        "CONFLICT",
+        `${id} cannot carry out its own removal (it would stop serving halfway); send the request to another member's endpoint`,
+      );
+    }
+    await this.begin({ t: "begin", op: "remove", id, by: this.config.self });
+    // Data groups first: the membership group (and so the address) goes last.
+    const order = [...this.dataGroupIds(), MEMBERSHIP_GROUP_ID];
+    return this.carryOut("remove", id, order, { type: "removeNode", node: id });
+  }
+
+  private async transfer(id: NodeId, shard: number | undefined): Promise<ChangeReport> {
+    const groups = shard === undefined ? this.allGroupIds() : [shard];
+    if (shard !== undefined && !this.dataGroupIds().includes(shard)) {
+      throw new DkvError(
+        "UNKNOWN_SHARD",
+        `shard ${shard} is not a replicated shard here (${this.dataGroupIds().join(", ")})`,
+      );
+    }
+    const outcomes: GroupOutcome[] = [];
+    for (const groupId of groups) {
+      const conf = this.host.status(groupId).raft.conf;
+      if (!conf.voters.includes(id)) {
+        throw new DkvError(
+          "CONFLICT",
+          `${id} is not a voter of ${groupName(groupId)}${conf.learners.includes(id) ? " (a learner: promote it first)" : ""}; only a voter can lead`,
+        );
+      }
+    }
+    for (const groupId of groups) {
+      outcomes.push(await this.transferGroup(groupId, id));
+    }
+    return report("transfer", id, outcomes);
+  }
+
+  private async begin(command: Extract<RegistryCommand, { t: "begin" }>): Promise<void> {
+    const result = decodeRegistryResult(
+      await this.host.propose(MEMBERSHIP_GROUP_ID, encodeRegistryCommand(command)),
+    );
+    if (!result.ok) throw new DkvError("CONFLICT", result.message);
+  }
+
+  /** Applies `change` group by group, stopping at the first refusal; then ends the change. */
+  private async carryOut(
+    op: "add" | "promote" | "remove",
+    id: NodeId,
+    groups: number[],
+    change: ConfChange,
+  ): Promise<ChangeReport> {
+    const outcomes: GroupOutcome[] = [];
+    let failure: DkvError | undefined;
+    for (const groupId of groups) {
+      if (failure !== undefined) {
+        outcomes.push({ group: label(groupId), outcome: "skipped" });
+        continue;
+      }
+      try {
+        const unchanged = await this.runOnLeader(groupId, { action: "conf", change });
+        outcomes.push({ group: label(groupId), outcome: unchanged ? "unchanged" : "applied" });
+      } catch (error) {
+        failure = DkvError.is(error) ? error : new DkvError("INTERNAL", String(error));
+        outcomes.push({
+          group: label(groupId),
+          outcome: "failed",
+          error: `${failure.message} [${failure.code}]`,
+        });
+      }
+    }
+    const completed = failure === undefined;
+    await this.host
+      .propose(MEMBERSHIP_GROUP_ID, encodeRegistryCommand({ t: "end", op, id, completed }))
+      .catch((error: unknown) =>
+        this.logger.warn(`could not record the end of ${op} ${id}: ${String(error)}`),
+      );
+    // A refusal before anything changed is the request's error, not a partial report.
+    if (
+      failure !== undefined &&
+      outcomes.every((o) => o.outcome !== "applied") &&
+      failure.code === "CONFLICT"
+    ) {
+      throw failure;
+    }
+    const result = report(op, id, outcomes);
+    if (!completed)
+      result.hint = `re-run the same command to finish the ${op} of ${id} (every step is idempotent)`;
+    this.logger.info(`membership: ${op} ${id}: ${outcomes.map((o) => `${o.group}=${o.outcome}`).join(" ")}`);
+    return result;
+  }
+
+  private async transferGroup(groupId: number, to: NodeId): Promise<GroupOutcome> {
+    const deadline = performance.now() + this.config.requestTimeoutMs;
+    try {
+      if (this.host.status(groupId).raft.leader === to)
+        return { group: label(groupId), outcome: "unchanged" };
+      await this.runOnLeader(groupId, { action: "transfer", to });
+      // Bounded by the deadline: wakes on every leader change.
+      while (performance.now() < deadline) {
+        if (this.host.status(groupId).raft.leader === to)
+          return { group: label(groupId), outcome: "applied" };
+        await this.host.waitLeaderChange(groupId, Math.max(1, Math.ceil(deadline - performance.now())));
+      }
+      return {
+        group: label(groupId),
+        outcome: "failed",
+        error: `${to} did not take over within ${this.config.requestTimeoutMs} ms`,
+      };
+    } catch (error) {
+      return { group: label(groupId), outcome: "failed", error: String(error) };
+    }
+  }
+
+  /**
+   * Runs `action` on the leader of `groupId` (here or on its host), retrying through leader
+   * changes and a ConfChange still pending there, until the request timeout. True if the
+   * group was already in the wanted state.
+   */
+  private async runOnLeader(groupId: number, action: GroupAction): Promise<boolean> {
+    const timeoutMs = this.config.requestTimeoutMs;
+    const deadline = performance.now() + timeoutMs;
+    const waitMs = this.config.tickMs * 2;
+    let last: GroupReply["error"];
+    // Bounded by the deadline (each round waits at least waitMs or for a reply).
+    while (performance.now() < deadline) {
+      const leader = this.host.status(groupId).raft.leader;
+      // A leader just removed (our view lags its hand-over) cannot be asked: wait for the next.
+      const gone =
+        leader !== null && leader !== this.config.self && this.registry.addressOf(leader) === undefined;
+      if (leader === null || gone) {
+        await this.host.waitLeaderChange(groupId, waitMs);
+        continue;
+      }
+      const remaining = Math.max(1, Math.ceil(deadline - performance.now()));
+      // Not the whole deadline on one leader: one that stopped answering is replaced within
+      // an election timeout or two, and the change should go on with the next one.
+      const askMs = Math.min(remaining, Math.max(1000, 2 * this.config.electionTicks * this.config.tickMs));
+      const reply =
+        leader === this.config.self
+          ? await this.runHere(groupId, action, remaining)
+          : await this.ask(leader, { ...action, requestId: 0, groupId, timeoutMs: askMs });
+      if (reply.ok) return reply.unchanged === true;
+      last = reply.error;
+      const code = reply.error?.code;
+      if (
+        code !== "NOT_LEADER" &&
+        code !== "UNAVAILABLE" &&
+        code !== "TIMEOUT" &&
+        code !== "CLOSED" &&
+        code !== "REMOVED"
+      ) {
+        throw new DkvError(code ?? "INTERNAL", reply.error?.message ?? "refused");
+      }
+      await Bun.sleep(waitMs);
+    }
+    throw new DkvError(
+      "TIMEOUT",
+      `${groupName(groupId)}: no leader carried out the change within ${timeoutMs} ms${last === undefined ? "" : ` (last: ${last.message})`}; re-run the command`,
+      { outcome: "unknown" },
+    );
+  }
+
+  /** The leader's side: checks the change against this group's configuration and progress, then proposes it. */
+  private async runHere(groupId: number, action: GroupAction, timeoutMs: number): Promise<GroupReply> {
+    try {
+      const status = this.host.status(groupId).raft;
+      if (status.role !== "leader") {
+        return {
+          requestId: 0,
+          ok: false,
+          error: replyError(
+            new DkvError("NOT_LEADER", `${this.config.self} does not lead ${groupName(groupId)}`),
+          ),
+          leader: status.leader,
+        };
+      }
+      if (action.action === "transfer") {
+        this.host.transferLeadership(groupId, action.to);
+        return { requestId: 0, ok: true };
+      }
+      const { change } = action;
+      const { conf } = status;
+      const isVoter = conf.voters.includes(change.node);
+      const isLearner = conf.learners.includes(change.node);
+      if (change.type === "addLearner" && (isVoter || isLearner))
+        return { requestId: 0, ok: true, unchanged: true };
+      if (change.type === "removeNode") {
+        if (!isVoter && !isLearner) return { requestId: 0, ok: true, unchanged: true };
+        if (isVoter && conf.voters.length === 1) {
+          throw new DkvError(
+            "CONFLICT",
+            `${change.node} is the last voter of ${groupName(groupId)}; it cannot be removed`,
+          );
+        }
+      }
+      if (change.type === "addVoter") {
+        if (isVoter) return { requestId: 0, ok: true, unchanged: true };
+        if (!isLearner)
+          throw new DkvError(
+            "CONFLICT",
+            `${change.node} is not a learner of ${groupName(groupId)}; add it first`,
+          );
+        const progress = status.progress[change.node];
+        const lag = status.lastIndex - (progress?.match ?? 0);
+        if (!caughtUp(progress, lag, this.config.autoPromoteLagEntries)) {
+          throw new DkvError(
+            "CONFLICT",
+            `${change.node} lags ${lag} entries behind the leader of ${groupName(groupId)} (at most ${this.config.autoPromoteLagEntries} allowed, --auto-promote-lag); wait for it to catch up, then promote it`,
+          );
+        }
+      }
+      const attempt = this.host.tryProposeConfChange(groupId, change, timeoutMs);
+      if (!attempt.ok)
+        return { requestId: 0, ok: false, error: replyError(attempt.error), leader: attempt.leader };
+      await attempt.result;
+      return { requestId: 0, ok: true };
+    } catch (error) {
+      return { requestId: 0, ok: false, error: replyError(error) };
+    }
+  }
+
+  private async serveGroupRequest(from: NodeId, request: GroupRequest): Promise<void> {
+    const action: GroupAction =
+      request.action === "conf"
+        ? { action: "conf", change: request.change }
+        : { action: "transfer", to: request.to };
+    const timeoutMs = Math.min(Math.max(1, request.timeoutMs), this.config.requestTimeoutMs * 4);
+    const reply = await this.runHere(request.groupId, action, timeoutMs);
+    this.config.transport.sendHost(
+      from,
+      encodeMembershipFrame({ kind: MembershipFrameKind.Reply, ...reply, requestId: request.requestId }),
+    );
+  }
+
+  /** Sends a group request to `to`'s host; never rejects: failures come back as replies. */
+  private ask(to: NodeId, request: GroupRequest): Promise<GroupReply> {
+    if (this.requests.size >= REQUESTS_IN_FLIGHT_MAX) {
+      return Promise.resolve({
+        requestId: 0,
+        ok: false,
+        error: replyError(new DkvError("UNAVAILABLE", "too many membership requests in flight; retry later")),
+      });
+    }
+    const requestId = this.nextRequestId++;
+    return new Promise((settle) => {
+      const timer = setTimeout(() => {
+        if (!this.requests.delete(requestId)) return;
+        settle({
+          requestId,
+          ok: false,
+          error: replyError(
+            new DkvError(
+              "TIMEOUT",
+              `${to} did not answer a membership request within ${request.timeoutMs} ms`,
+              {
+                outcome: "unknown",
+              },
+            ),
+          ),
+        });
+      }, request.timeoutMs + this.config.tickMs);
+      this.requests.set(requestId, { to, settle, timer });
+      this.config.transport.sendHost(
+        to,
+        encodeMembershipFrame({ kind: MembershipFrameKind.Request, ...request, requestId }),
+      );
+    });
+  }
+
+  // ---- housekeeping: auto-promotion, the stale-flag check ------------------------------
+
+  private housekeeping(): void {
+    if (this.closed || this.host.retiredError !== undefined) return;
+    try {
+      this.checkFlagsOnce();
+      if (this.config.autoPromote) for (const groupId of this.allGroupIds()) this.maybePromote(groupId);
+    } catch (error) {
+      this.logger.warn(`membership housekeeping failed: ${String(error)}`);
+    }
+  }
+
+  /** On the leader of `groupId`: promotes one learner that caught up (one change at a time). */
+  private maybePromote(groupId: number): void {
+    const status = this.host.status(groupId).raft;
+    if (status.role !== "leader") return;
+    const pending = this.registry.state().pending;
+    for (const learner of status.conf.learners) {
+      if (this.registry.addressOf(learner) === undefined) continue;
+      if (pending?.op === "remove" && pending.id === learner) continue;
+      const progress = status.progress[learner];
+      const lag = status.lastIndex - (progress?.match ?? 0);
+      if (!caughtUp(progress, lag, this.config.autoPromoteLagEntries)) continue;
+      const attempt = this.host.tryProposeConfChange(
+        groupId,
+        { type: "addVoter", node: learner },
+        this.config.requestTimeoutMs,
+      );
+      if (!attempt.ok) return;
+      this.logger.info(
+        `${groupName(groupId)}: promoting learner ${learner} to voter (caught up: ${lag} entries behind)`,
+      );
+      attempt.result.catch((error: unknown) =>
+        this.logger.info(`${groupName(groupId)}: promoting ${learner} did not finish: ${String(error)}`),
+      );
+      return;
+    }
+  }
+
+  private checkFlagsOnce(): void {
+    if (this.flagsChecked) return;
+    const flags = this.config.flagMembers;
+    if (flags === undefined || this.config.seed.source === "flags") {
+      this.flagsChecked = true;
+      return;
+    }
+    if (this.host.status(MEMBERSHIP_GROUP_ID).appliedIndex < this.startCommit) return;
+    this.flagsChecked = true;
+    const replicated = this.registry.addresses();
+    const differences: string[] = [];
+    for (const [id, address] of flags) {
+      const actual = replicated.get(id);
+      if (actual === undefined) differences.push(`${id}=${address} is not a member`);
+      else if (actual !== address) differences.push(`${id} is at ${actual}, not ${address}`);
+    }
+    for (const [id, address] of replicated) {
+      if (!flags.has(id)) differences.push(`${id}=${address} is missing from the flag`);
+    }
+    if (differences.length > 0) {
+      this.logger.warn(
+        `--cluster-members is stale and ignored: ${differences.join("; ")}. The replicated membership is used: ${formatMembers(replicated)}`,
+      );
+    }
+  }
+
+  // ---- internals ------------------------------------------------------------------------
+
+  private retire(reason: string): void {
+    if (this.host.retiredError !== undefined) return;
+    this.host.retire(
+      new DkvError(
+        "REMOVED",
+        `${reason}; it no longer serves this cluster: stop this process, and wipe its data dir before reusing the machine (a new member needs a new id)`,
+      ),
+    );
+  }
+
+  private onRegistryChange(): void {
+    if (this.closed) return;
+    this.config.transport.setPeers(this.peers());
+    const members = this.registry.state().members;
+    for (const listener of this.listeners) listener(members);
+    const self = this.config.self;
+    const latest = members.some((member) => member.id === self)
+      ? members
+      : [...members, { id: self, address: this.lastKnownAddress(self) }];
+    // Serialised: the last write wins, in order.
+    this.seedWrite = this.seedWrite
+      .then(() => writeSeed(this.config.dataDir, self, this.config.seed.bootstrap, latest))
+      .catch((error: unknown) =>
+        this.logger.warn(`could not save ${this.config.dataDir}/membership.json: ${String(error)}`),
+      );
+  }
+
+  /** Whom the transport dials: the registry's members, plus the seed's (until the registry has caught up). */
+  private peers(): Map<NodeId, string> {
+    const peers = new Map<NodeId, string>();
+    for (const [id, address] of this.config.seed.members)
+      if (!this.registry.isRemoved(id)) peers.set(id, address);
+    for (const [id, address] of this.registry.addresses()) peers.set(id, address);
+    return peers;
+  }
+
+  private lastKnownAddress(id: NodeId): string {
+    return this.registry.addressOf(id) ?? this.config.seed.members.get(id) ?? "127.0.0.1:0";
+  }
+
+  private dataGroupIds(): number[] {
+    return this.host.groupIds().filter((groupId) => groupId !== MEMBERSHIP_GROUP_ID);
+  }
+
+  private allGroupIds(): number[] {
+    return [MEMBERSHIP_GROUP_ID, ...this.dataGroupIds()];
+  }
+}
+
+/**
+ * A learner may become a voter once it acknowledged entries lately, streams appends
+ * (not probing, not installing a snapshot) and is within `lagMax` of the leader's log.
+ */
+function caughtUp(progress: ProgressStatus | undefined, lag: number, lagMax: number): boolean {
+  return (
+    progress?.recentActive === true && progress.state === "replicate" && progress.match > 0 && lag <= lagMax
+  );
+}
+
+function inConf(conf: ConfState, id: NodeId): boolean {
+  return conf.voters.includes(id) || conf.learners.includes(id);
+}
+
+function label(groupId: number): number | "membership" {
+  return groupId === MEMBERSHIP_GROUP_ID ? "membership" : groupId;
+}
+
+function groupName(groupId: number): string {
+  return groupId === MEMBERSHIP_GROUP_ID ? "the membership group" : `shard ${groupId}`;
+}
+
+function report(action: string, id: NodeId, groups: GroupOutcome[]): ChangeReport {
+  return {
+    ok: groups.every((g) => g.outcome === "applied" || g.outcome === "unchanged"),
+    action,
+    id,
+    groups,
+  };
+}
+
+function formatMembers(members: ReadonlyMap<NodeId, string>): string {
+  return [...members].map(([id, address]) => `${id}=${address}`).join(",");
+}
+
+function checkId(id: unknown): NodeId {
+  if (typeof id !== "string" || !MEMBER_ID.test(id)) {
+    throw new DkvError(
+      "BAD_REQUEST",
+      `member id ${JSON.stringify(id)} must be letters, digits, '.', '_' or '-' (at most 63), e.g. node-4`,
+    );
+  }
+  return id;
+}
+
+function checkAddress(address: unknown): string {
+  const text = typeof address === "string" ? address : "";
+  const colon = text.lastIndexOf(":");
+  const port = Number(text.slice(colon + 1));
+  if (colon <= 0 || !Number.isInteger(port) || port < 1 || port > 65535) {
+    throw new DkvError(
+      "BAD_REQUEST",
+      `${JSON.stringify(address)} is not HOST:PEER_PORT (the new member's node-transport address, port 1-65535)`,
+    );
+  }
+  return text;
+}
