@@ -2,6 +2,7 @@ import { strict as assert } from "node:assert";
 import { type Clock, systemClock } from "../clock.ts";
 import type { NodeOptions, RaftNodeOptions } from "../config/node-options.ts";
 import { formatShardSpecs, isReplicated } from "../config/shards.ts";
+import { DkvError } from "../errors.ts";
 import { type Logger, silentLogger } from "../logger.ts";
 import { TcpNodeTransport } from "../raft/transport/tcp-transport.ts";
 import {
@@ -44,96 +45,43 @@ export interface Node extends AsyncDisposable {
   stop(): Promise<"stopped" | "timeout">;
 }
 
+/** What every build step gets: the options, the dependencies, and the stack it registers disposal on. */
+interface BuildContext {
+  readonly options: NodeOptions;
+  readonly logger: Logger;
+  readonly clock: Clock;
+  readonly stack: AsyncDisposableStack;
+}
+
 /**
  * The composition root of a dkv server: builds each component from `options` (resolved
- * once, see resolveNodeOptions), in order, each registering how it is disposed; a failure
- * part-way disposes what was built, in reverse. To add a component, add one step here
- * (and its options to NodeOptions).
+ * once, see resolveNodeOptions), in order, each registering its disposal on one stack; a
+ * failure part-way disposes what was built, in reverse. To add a component, add its
+ * options to NodeOptions and one step here.
  */
 export async function startNode(options: NodeOptions, dependencies: NodeDependencies = {}): Promise<Node> {
-  const rootLogger = dependencies.logger ?? silentLogger;
-  const logger = rootLogger.forComponent("node");
-  const clock = dependencies.clock ?? systemClock;
-  const stack = new AsyncDisposableStack();
+  const context: BuildContext = {
+    options,
+    logger: dependencies.logger ?? silentLogger,
+    clock: dependencies.clock ?? systemClock,
+    stack: new AsyncDisposableStack(),
+  };
   try {
-    const handlers = buildShards(
-      options.shards.filter((spec) => !isReplicated(spec)),
-      { clock, limits: options.limits },
+    const handlers = startLocalShards(context);
+    const raft = options.raft === undefined ? undefined : await startRaft(context, options.raft, handlers);
+    const status = () => clusterStatusOf(options.shards, raft?.replicated, options.raft?.replicaId ?? "");
+    const server = await startRpc(context, handlers, status);
+    const stop = stopOnce(
+      context.stack.move(),
+      options.shutdownTimeoutMs,
+      context.logger.forComponent("node"),
     );
-    stack.defer(() => closeShards(handlers));
-
-    let replicated: ReplicatedShards | undefined;
-    let raftAddress: string | undefined;
-    if (options.raft !== undefined) {
-      const raft = options.raft;
-      const dataDir = await checkDataDir(raft.dataDir);
-      const transport = new TcpNodeTransport({
-        self: raft.replicaId,
-        listen: listenAddressOf(raft),
-        peers: new Map([...raft.members].filter(([id]) => id !== raft.replicaId)),
-        maxFrameBytes: raft.nodeFrameBytesMax,
-        maxQueueBytes: raft.nodeQueueBytesMax,
-        logger: rootLogger.forComponent("raft:transport"),
-      });
-      stack.defer(() => transport.close());
-      const running = await startReplicatedShards({
-        replicaId: raft.replicaId,
-        clusterMembers: raft.members,
-        dataDir,
-        shards: options.shards.filter(isReplicated).map((spec) => ({ id: spec.id, type: spec.type })),
-        rttMs: raft.rttMs,
-        electionRttFactor: raft.electionRttFactor,
-        heartbeatRttFactor: raft.heartbeatRttFactor,
-        snapshotEntries: raft.snapshotEntries,
-        compactionOverheadEntries: raft.compactionOverheadEntries,
-        requestTimeoutMs: raft.requestTimeoutMs,
-        limits: options.limits,
-        clock,
-        logger: rootLogger.forComponent("raft:host"),
-        transport,
-      });
-      stack.defer(() => running.close());
-      replicated = running;
-      raftAddress = transport.listenAddress;
-      for (const shard of running.shards.values())
-        handlers.set(shard.id, replicatedShardHandler(shard, clock));
-      logger.info(
-        raft.embedded
-          ? `replicated shards run as a one-member cluster "${raft.replicaId}" in ${raft.dataDir} (pass --cluster-members for more members)`
-          : `member "${raft.replicaId}" of cluster ${formatMembers(raft.members)}, data in ${raft.dataDir}`,
-      );
-    }
-
-    const replicaId = options.raft?.replicaId ?? "";
-    const status = () => clusterStatusOf(options.shards, replicated, replicaId);
-    const server: RpcServer = await startRpcServer({
-      transport: options.rpc.transport,
-      endpoint: options.rpc.endpoint,
-      serializer: options.rpc.serializer,
-      shards: handlers,
-      maxFrameBytes: options.rpc.maxFrameBytes,
-      requestTimeoutMs: options.rpc.requestTimeoutMs,
-      drainTimeoutMs: options.rpc.drainTimeoutMs,
-      clusterStatus: status,
-      logger: rootLogger.forComponent("rpc:server"),
-    });
-    stack.use(server);
-    logger.info(
-      `serving shards ${formatShardSpecs(options.shards)} over ${options.rpc.transport} (${options.rpc.serializer}) on ${server.endpoint}`,
-    );
-
-    const owned = stack.move();
-    let stopping: Promise<"stopped" | "timeout"> | undefined;
-    const stop = () => {
-      stopping ??= withDeadline(owned.disposeAsync(), options.shutdownTimeoutMs);
-      return stopping;
-    };
     return {
       options,
       endpoint: server.endpoint,
       handlers,
-      replicated,
-      raftAddress,
+      replicated: raft?.replicated,
+      raftAddress: raft?.address,
       status,
       stop,
       [Symbol.asyncDispose]: async () => {
@@ -141,9 +89,102 @@ export async function startNode(options: NodeOptions, dependencies: NodeDependen
       },
     };
   } catch (error) {
-    await stack.disposeAsync();
+    await context.stack.disposeAsync().catch((disposeError: unknown) => {
+      // The start failure is what the caller must see; the cleanup failure goes to the log.
+      context.logger
+        .forComponent("node")
+        .error(
+          `cleaning up after a failed start failed too: ${DkvError.from(disposeError, "unknown").message}`,
+        );
+    });
     throw error;
   }
+}
+
+/** Step 1: lstore and lockmgr(lstore) shards, in memory. */
+function startLocalShards({ options, clock, stack }: BuildContext): Map<number, ShardHandler> {
+  const handlers = buildShards(
+    options.shards.filter((spec) => !isReplicated(spec)),
+    { clock, limits: options.limits },
+  );
+  stack.defer(() => closeShards(handlers));
+  return handlers;
+}
+
+/**
+ * Step 2: the data directory, the node transport, and the Raft host with one group per
+ * replicated shard; their handlers join `handlers`.
+ */
+async function startRaft(
+  { options, logger, clock, stack }: BuildContext,
+  raft: RaftNodeOptions,
+  handlers: Map<number, ShardHandler>,
+): Promise<{ replicated: ReplicatedShards; address: string }> {
+  const dataDir = await checkDataDir(raft.dataDir);
+  const transport = new TcpNodeTransport({
+    self: raft.replicaId,
+    listen: listenAddressOf(raft),
+    peers: new Map([...raft.members].filter(([id]) => id !== raft.replicaId)),
+    maxFrameBytes: raft.nodeFrameBytesMax,
+    maxQueueBytes: raft.nodeQueueBytesMax,
+    logger: logger.forComponent("raft:transport"),
+  });
+  // The host closes the transport too; closing twice is a no-op, and this covers a host that never started.
+  stack.defer(() => transport.close());
+  const replicated = await startReplicatedShards({
+    replicaId: raft.replicaId,
+    clusterMembers: raft.members,
+    dataDir,
+    shards: options.shards.filter(isReplicated).map((spec) => ({ id: spec.id, type: spec.type })),
+    rttMs: raft.rttMs,
+    electionRttFactor: raft.electionRttFactor,
+    heartbeatRttFactor: raft.heartbeatRttFactor,
+    snapshotEntries: raft.snapshotEntries,
+    compactionOverheadEntries: raft.compactionOverheadEntries,
+    requestTimeoutMs: raft.requestTimeoutMs,
+    limits: options.limits,
+    clock,
+    logger: logger.forComponent("raft:host"),
+    transport,
+  });
+  stack.defer(() => replicated.close());
+  for (const shard of replicated.shards.values()) {
+    handlers.set(shard.id, replicatedShardHandler(shard, clock));
+  }
+  logger
+    .forComponent("node")
+    .info(
+      raft.embedded
+        ? `replicated shards run as a one-member cluster "${raft.replicaId}" in ${raft.dataDir} (pass --cluster-members for more members)`
+        : `member "${raft.replicaId}" of cluster ${formatMembers(raft.members)}, data in ${raft.dataDir}`,
+    );
+  return { replicated, address: transport.listenAddress };
+}
+
+/** Step 3: the RPC server in front of every shard; stopped first, so in-flight requests finish. */
+async function startRpc(
+  { options, logger, stack }: BuildContext,
+  handlers: Map<number, ShardHandler>,
+  clusterStatus: () => ClusterStatusReport,
+): Promise<RpcServer> {
+  const server = await startRpcServer({
+    transport: options.rpc.transport,
+    endpoint: options.rpc.endpoint,
+    serializer: options.rpc.serializer,
+    shards: handlers,
+    maxFrameBytes: options.rpc.maxFrameBytes,
+    requestTimeoutMs: options.rpc.requestTimeoutMs,
+    drainTimeoutMs: options.rpc.drainTimeoutMs,
+    clusterStatus,
+    logger: logger.forComponent("rpc:server"),
+  });
+  stack.use(server);
+  logger
+    .forComponent("node")
+    .info(
+      `serving shards ${formatShardSpecs(options.shards)} over ${options.rpc.transport} (${options.rpc.serializer}) on ${server.endpoint}`,
+    );
+  return server;
 }
 
 /** Where this member's node transport listens: its own entry of the member list. */
@@ -158,14 +199,41 @@ function formatMembers(members: ReadonlyMap<string, string>): string {
   return [...members].map(([id, address]) => `${id}=${address}`).join(",");
 }
 
-async function withDeadline(work: Promise<void>, deadlineMs: number): Promise<"stopped" | "timeout"> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const gaveUp = new Promise<"timeout">((resolve) => {
-    timer = setTimeout(() => resolve("timeout"), deadlineMs);
-  });
-  try {
-    return await Promise.race([work.then(() => "stopped" as const), gaveUp]);
-  } finally {
-    clearTimeout(timer);
-  }
+/**
+ * Node.stop: disposes `owned` once, waiting at most `deadlineMs`. A failure after the
+ * deadline has nobody left to throw to, so it is logged instead of becoming an
+ * unhandled rejection.
+ */
+function stopOnce(
+  owned: AsyncDisposableStack,
+  deadlineMs: number,
+  logger: Logger,
+): () => Promise<"stopped" | "timeout"> {
+  let stopping: Promise<"stopped" | "timeout"> | undefined;
+  return () => {
+    stopping ??= (async () => {
+      let timedOut = false;
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const gaveUp = new Promise<"timeout">((resolve) => {
+        timer = setTimeout(() => {
+          timedOut = true;
+          resolve("timeout");
+        }, deadlineMs);
+      });
+      const disposed = owned.disposeAsync().then(
+        () => "stopped" as const,
+        (error: unknown) => {
+          if (!timedOut) throw error;
+          logger.error(`stopping failed after the deadline: ${DkvError.from(error, "unknown").message}`);
+          return "timeout" as const;
+        },
+      );
+      try {
+        return await Promise.race([disposed, gaveUp]);
+      } finally {
+        clearTimeout(timer);
+      }
+    })();
+    return stopping;
+  };
 }
