@@ -5,6 +5,7 @@ import { formatShardSpecs, isReplicated } from "../config/shards.ts";
 import { DkvError } from "../errors.ts";
 import { type Logger, silentLogger } from "../logger.ts";
 import { TcpNodeTransport } from "../raft/transport/tcp-transport.ts";
+import type { NodeTransport } from "../raft/transport/types.ts";
 import {
   type ClusterStatusReport,
   type RpcServer,
@@ -20,6 +21,12 @@ export interface NodeDependencies {
   logger?: Logger;
   /** Stamps log entries and decides expiry. Default the system clock. */
   clock?: Clock;
+  /**
+   * Builds the node transport of a member that serves replicated shards. Default: a
+   * TcpNodeTransport listening on the member's address with the resolved bounds. Tests
+   * pass an in-memory network's.
+   */
+  nodeTransport?: (raft: RaftNodeOptions, logger: Logger) => NodeTransport;
 }
 
 /** A running dkv server: every shard, the Raft host if any, and the RPC server in front. */
@@ -50,6 +57,7 @@ interface BuildContext {
   readonly options: NodeOptions;
   readonly logger: Logger;
   readonly clock: Clock;
+  readonly nodeTransport: (raft: RaftNodeOptions, logger: Logger) => NodeTransport;
   readonly stack: AsyncDisposableStack;
 }
 
@@ -64,6 +72,7 @@ export async function startNode(options: NodeOptions, dependencies: NodeDependen
     options,
     logger: dependencies.logger ?? silentLogger,
     clock: dependencies.clock ?? systemClock,
+    nodeTransport: dependencies.nodeTransport ?? tcpNodeTransport,
     stack: new AsyncDisposableStack(),
   };
   try {
@@ -116,19 +125,12 @@ function startLocalShards({ options, clock, stack }: BuildContext): Map<number, 
  * replicated shard; their handlers join `handlers`.
  */
 async function startRaft(
-  { options, logger, clock, stack }: BuildContext,
+  { options, logger, clock, nodeTransport, stack }: BuildContext,
   raft: RaftNodeOptions,
   handlers: Map<number, ShardHandler>,
 ): Promise<{ replicated: ReplicatedShards; address: string }> {
   const dataDir = await checkDataDir(raft.dataDir);
-  const transport = new TcpNodeTransport({
-    self: raft.replicaId,
-    listen: listenAddressOf(raft),
-    peers: new Map([...raft.members].filter(([id]) => id !== raft.replicaId)),
-    maxFrameBytes: raft.nodeFrameBytesMax,
-    maxQueueBytes: raft.nodeQueueBytesMax,
-    logger: logger.forComponent("raft:transport"),
-  });
+  const transport = nodeTransport(raft, logger.forComponent("raft:transport"));
   // The host closes the transport too; closing twice is a no-op, and this covers a host that never started.
   stack.defer(() => transport.close());
   const replicated = await startReplicatedShards({
@@ -158,7 +160,20 @@ async function startRaft(
         ? `replicated shards run as a one-member cluster "${raft.replicaId}" in ${raft.dataDir} (pass --cluster-members for more members)`
         : `member "${raft.replicaId}" of cluster ${formatMembers(raft.members)}, data in ${raft.dataDir}`,
     );
-  return { replicated, address: transport.listenAddress };
+  const address = transport instanceof TcpNodeTransport ? transport.listenAddress : listenAddressOf(raft);
+  return { replicated, address };
+}
+
+/** The node transport of `dkv serve`: TCP on this member's address, bounds from the options. */
+function tcpNodeTransport(raft: RaftNodeOptions, logger: Logger): NodeTransport {
+  return new TcpNodeTransport({
+    self: raft.replicaId,
+    listen: listenAddressOf(raft),
+    peers: new Map([...raft.members].filter(([id]) => id !== raft.replicaId)),
+    maxFrameBytes: raft.nodeFrameBytesMax,
+    maxQueueBytes: raft.nodeQueueBytesMax,
+    logger,
+  });
 }
 
 /** Step 3: the RPC server in front of every shard; stopped first, so in-flight requests finish. */
