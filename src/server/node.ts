@@ -1,7 +1,9 @@
 import { type Clock, systemClock } from "../clock.ts";
-import type { NodeOptions } from "../config/node-options.ts";
+import type { NodeOptions, RaftNodeOptions } from "../config/node-options.ts";
 import { formatShardSpecs, isReplicated } from "../config/shards.ts";
+import { DkvError } from "../errors.ts";
 import { type Logger, silentLogger } from "../logger.ts";
+import type { NodeId } from "../raft/core/types.ts";
 import { TcpNodeTransport } from "../raft/transport/tcp-transport.ts";
 import type { NodeTransport } from "../raft/transport/types.ts";
 import {
@@ -14,8 +16,19 @@ import { type ReplicatedShards, startReplicatedShards } from "../store/replicate
 import { clientListenerSecurity } from "./client-security.ts";
 import { fetchMembershipView } from "./membership-join.ts";
 import { NodeOps } from "./node-ops.ts";
-import { resolvePeerSecurity } from "./peer-security.ts";
+import { type PeerTransportSecurity, resolvePeerSecurity } from "./peer-security.ts";
 import { buildShards, checkDataDir, closeShards, clusterStatusOf, replicatedShardHandler } from "./shards.ts";
+
+/**
+ * Builds a member's node transport once its member list is known (from its data dir,
+ * --join or the flags): `listen` is its own address, `peers` the others'.
+ */
+export type NodeTransportFactory = (
+  raft: RaftNodeOptions,
+  logger: Logger,
+  listen: string,
+  peers: ReadonlyMap<NodeId, string>,
+) => NodeTransport;
 
 /** What a node is given besides its options: the things tests replace. */
 export interface NodeDependencies {
@@ -23,8 +36,12 @@ export interface NodeDependencies {
   logger?: Logger;
   /** Stamps log entries and decides expiry. Default the system clock. */
   clock?: Clock;
-  /** The node transport of replicated shards. Default: TCP (with peer TLS) at this member's address. */
-  transport?: NodeTransport;
+  /**
+   * Builds the node transport of a member that serves replicated shards. Default: a
+   * TcpNodeTransport (with the peer security of the options) on the member's address.
+   * Tests pass an in-memory network's.
+   */
+  nodeTransport?: NodeTransportFactory;
 }
 
 /** A running dkv server: every shard, the Raft host if any, and the RPC server in front. */
@@ -44,145 +61,57 @@ export interface Node extends AsyncDisposable {
   status(): ClusterStatusReport;
   /**
    * Stops every component in the reverse order of start: the RPC server stops accepting
-   * and finishes in-flight requests (they still need their Raft group), then the Raft
-   * groups stop and flush, then the node transport and the local stores close. Resolves
-   * "timeout" when that takes longer than `options.shutdownTimeoutMs` (the rest goes on
-   * in the background). Idempotent: every call returns the first call's promise.
+   * and finishes in-flight requests (they still need their Raft group), then the metrics
+   * endpoint, then the Raft groups stop and flush, then the node transport and the local
+   * stores close. Resolves "timeout" when that takes longer than
+   * `options.shutdownTimeoutMs` (the rest goes on in the background). Idempotent: every
+   * call returns the first call's promise.
    */
   stop(): Promise<"stopped" | "timeout">;
 }
 
+/** What every build step gets: the options, the dependencies, and the stack it registers disposal on. */
+interface BuildContext {
+  readonly options: NodeOptions;
+  readonly logger: Logger;
+  readonly clock: Clock;
+  readonly nodeTransport: NodeTransportFactory | undefined;
+  readonly stack: AsyncDisposableStack;
+}
+
 /**
  * The composition root of a dkv server: builds each component from `options` (resolved
- * once, see resolveNodeOptions), in order, each registering how it is disposed; a failure
- * part-way disposes what was built, in reverse. To add a component, add one step here
- * (and its options to NodeOptions).
+ * once, see resolveNodeOptions), in order, each registering its disposal on one stack; a
+ * failure part-way disposes what was built, in reverse. To add a component, add its
+ * options to NodeOptions and one step here.
  */
 export async function startNode(options: NodeOptions, dependencies: NodeDependencies = {}): Promise<Node> {
-  const rootLogger = dependencies.logger ?? silentLogger;
-  const logger = rootLogger.forComponent("node");
-  const clock = dependencies.clock ?? systemClock;
-  const stack = new AsyncDisposableStack();
+  const context: BuildContext = {
+    options,
+    logger: dependencies.logger ?? silentLogger,
+    clock: dependencies.clock ?? systemClock,
+    nodeTransport: dependencies.nodeTransport,
+    stack: new AsyncDisposableStack(),
+  };
   try {
-    const handlers = buildShards(
-      options.shards.filter((spec) => !isReplicated(spec)),
-      { clock, limits: options.limits },
+    const handlers = startLocalShards(context);
+    const ops = makeOps(context);
+    const raft =
+      options.raft === undefined ? undefined : await startRaft(context, options.raft, handlers, ops);
+    const status = () => clusterStatusOf(options.shards, raft?.replicated, options.raft?.replicaId ?? "");
+    const metricsEndpoint = startMetrics(context, ops, raft?.replicated);
+    const server = await startRpc(context, handlers, status, ops, raft?.replicated);
+    const stop = stopOnce(
+      context.stack.move(),
+      options.shutdownTimeoutMs,
+      context.logger.forComponent("node"),
     );
-    stack.defer(() => closeShards(handlers));
-
-    const ops = new NodeOps({
-      metricsEndpoint: options.ops.metricsEndpoint,
-      insecure: options.rpc.security.insecure,
-      slowRequestThresholdMs: options.ops.slowRequestThresholdMs,
-      requestTimeoutMs: options.rpc.requestTimeoutMs,
-      logger: rootLogger.forComponent("ops"),
-    });
-    let replicated: ReplicatedShards | undefined;
-    let raftAddress: string | undefined;
-    if (options.raft !== undefined) {
-      const raft = options.raft;
-      const dataDir = await checkDataDir(raft.dataDir);
-      const peerSecurity = await resolvePeerSecurity(raft.peerSecurity, raft.replicaId);
-      const injected = dependencies.transport;
-      let tcpTransport: TcpNodeTransport | undefined;
-      const join = raft.join;
-      const running = await startReplicatedShards({
-        replicaId: raft.replicaId,
-        clusterMembers: raft.members,
-        dataDir,
-        shards: options.shards.filter(isReplicated).map((spec) => ({ id: spec.id, type: spec.type })),
-        rttMs: raft.rttMs,
-        electionRttFactor: raft.electionRttFactor,
-        heartbeatRttFactor: raft.heartbeatRttFactor,
-        snapshotEntries: raft.snapshotEntries,
-        compactionOverheadEntries: raft.compactionOverheadEntries,
-        requestTimeoutMs: raft.requestTimeoutMs,
-        limits: options.limits,
-        clock,
-        logger: rootLogger.forComponent("raft:host"),
-        ...(injected === undefined ? {} : { transport: injected }),
-        // The member list comes from the data dir, --join or the flags: known inside.
-        makeTransport: (listen, peers) => {
-          tcpTransport = new TcpNodeTransport({
-            ...peerSecurity,
-            self: raft.replicaId,
-            listen,
-            peers,
-            maxFrameBytes: raft.nodeFrameBytesMax,
-            maxQueueBytes: raft.nodeQueueBytesMax,
-            logger: rootLogger.forComponent("raft:transport"),
-          });
-          return tcpTransport;
-        },
-        membership: {
-          ...(join === undefined
-            ? {}
-            : {
-                join: () =>
-                  fetchMembershipView({
-                    endpoints: join,
-                    transport: options.rpc.transport,
-                    serializer: options.rpc.serializer,
-                    timeoutMs: raft.requestTimeoutMs,
-                  }),
-              }),
-          autoPromoteLagEntries: raft.autoPromoteLagEntries,
-          autoPromote: raft.autoPromote,
-          flagsGiven: !raft.embedded,
-        },
-        ...(ops.raftObserver === undefined ? {} : { observer: ops.raftObserver }),
-      });
-      stack.defer(() => running.close());
-      replicated = running;
-      raftAddress = tcpTransport?.listenAddress;
-      for (const shard of running.shards.values())
-        handlers.set(shard.id, replicatedShardHandler(shard, clock));
-      logger.info(
-        raft.embedded && raft.join === undefined
-          ? `replicated shards run as a one-member cluster "${raft.replicaId}" in ${raft.dataDir} (pass --cluster-members for more members)`
-          : `member "${raft.replicaId}" of cluster ${formatMembers(new Map(running.membership.members().map((m) => [m.id, m.address])))}, data in ${raft.dataDir}`,
-      );
-    }
-
-    const replicaId = options.raft?.replicaId ?? "";
-    const status = () => clusterStatusOf(options.shards, replicated, replicaId);
-    const metricsEndpoint = ops.attach(replicated);
-    stack.defer(() => ops.stop());
-    const security = await clientListenerSecurity(options.rpc.security, rootLogger.forComponent("auth"));
-    stack.defer(() => security.close());
-    const server: RpcServer = await startRpcServer({
-      ...security.server,
-      ...ops.rpcOptions(),
-      transport: options.rpc.transport,
-      endpoint: options.rpc.endpoint,
-      serializer: options.rpc.serializer,
-      shards: handlers,
-      maxFrameBytes: options.rpc.maxFrameBytes,
-      requestTimeoutMs: options.rpc.requestTimeoutMs,
-      drainTimeoutMs: options.rpc.drainTimeoutMs,
-      clusterStatus: status,
-      ...(replicated === undefined
-        ? {}
-        : { membership: (json: string) => replicated.membership.handle(json) }),
-      logger: rootLogger.forComponent("rpc:server"),
-    });
-    stack.use(server);
-    logger.info(
-      `serving shards ${formatShardSpecs(options.shards)} over ${options.rpc.transport} (${options.rpc.serializer}) on ${server.endpoint}`,
-    );
-
-    const owned = stack.move();
-    let stopping: Promise<"stopped" | "timeout"> | undefined;
-    const stop = () => {
-      stopping ??= withDeadline(owned.disposeAsync(), options.shutdownTimeoutMs);
-      return stopping;
-    };
     return {
       options,
       endpoint: server.endpoint,
       handlers,
-      replicated,
-      raftAddress,
+      replicated: raft?.replicated,
+      raftAddress: raft?.address,
       metricsEndpoint,
       status,
       stop,
@@ -191,23 +120,208 @@ export async function startNode(options: NodeOptions, dependencies: NodeDependen
       },
     };
   } catch (error) {
-    await stack.disposeAsync();
+    await context.stack.disposeAsync().catch((disposeError: unknown) => {
+      // The start failure is what the caller must see; the cleanup failure goes to the log.
+      context.logger
+        .forComponent("node")
+        .error(
+          `cleaning up after a failed start failed too: ${DkvError.from(disposeError, "unknown").message}`,
+        );
+    });
     throw error;
   }
+}
+
+/** Step 1: lstore and lockmgr(lstore) shards, in memory. */
+function startLocalShards({ options, clock, stack }: BuildContext): Map<number, ShardHandler> {
+  const handlers = buildShards(
+    options.shards.filter((spec) => !isReplicated(spec)),
+    { clock, limits: options.limits },
+  );
+  stack.defer(() => closeShards(handlers));
+  return handlers;
+}
+
+/** Step 2: metrics, health and the slow-request log; made before the Raft host, which reports to it. */
+function makeOps({ options, logger }: BuildContext): NodeOps {
+  return new NodeOps({
+    metricsEndpoint: options.ops.metricsEndpoint,
+    insecure: options.rpc.security.insecure,
+    slowRequestThresholdMs: options.ops.slowRequestThresholdMs,
+    requestTimeoutMs: options.rpc.requestTimeoutMs,
+    logger: logger.forComponent("ops"),
+  });
+}
+
+/**
+ * Step 3: the data directory, the peer security, and the Raft host with the membership
+ * group and one group per replicated shard (its node transport is made once the member
+ * list is known); their handlers join `handlers`.
+ */
+async function startRaft(
+  { options, logger, clock, nodeTransport, stack }: BuildContext,
+  raft: RaftNodeOptions,
+  handlers: Map<number, ShardHandler>,
+  ops: NodeOps,
+): Promise<{ replicated: ReplicatedShards; address: string | undefined }> {
+  const dataDir = await checkDataDir(raft.dataDir);
+  const peerSecurity = await resolvePeerSecurity(raft.peerSecurity, raft.replicaId);
+  const makeTransport = nodeTransport ?? tcpNodeTransport(peerSecurity);
+  let transport: NodeTransport | undefined;
+  const join = raft.join;
+  const replicated = await startReplicatedShards({
+    replicaId: raft.replicaId,
+    clusterMembers: raft.members,
+    dataDir,
+    shards: options.shards.filter(isReplicated).map((spec) => ({ id: spec.id, type: spec.type })),
+    rttMs: raft.rttMs,
+    electionRttFactor: raft.electionRttFactor,
+    heartbeatRttFactor: raft.heartbeatRttFactor,
+    snapshotEntries: raft.snapshotEntries,
+    compactionOverheadEntries: raft.compactionOverheadEntries,
+    requestTimeoutMs: raft.requestTimeoutMs,
+    limits: options.limits,
+    clock,
+    logger: logger.forComponent("raft:host"),
+    makeTransport: (listen, peers) => {
+      transport = makeTransport(raft, logger.forComponent("raft:transport"), listen, peers);
+      // The host closes the transport too; closing twice is a no-op, and this covers a host that never started.
+      const made = transport;
+      stack.defer(() => made.close());
+      return made;
+    },
+    membership: {
+      ...(join === undefined
+        ? {}
+        : {
+            join: () =>
+              fetchMembershipView({
+                endpoints: join,
+                transport: options.rpc.transport,
+                serializer: options.rpc.serializer,
+                timeoutMs: raft.requestTimeoutMs,
+              }),
+          }),
+      autoPromoteLagEntries: raft.autoPromoteLagEntries,
+      autoPromote: raft.autoPromote,
+      flagsGiven: !raft.embedded,
+    },
+    ...(ops.raftObserver === undefined ? {} : { observer: ops.raftObserver }),
+  });
+  stack.defer(() => replicated.close());
+  for (const shard of replicated.shards.values()) {
+    handlers.set(shard.id, replicatedShardHandler(shard, clock));
+  }
+  const members = new Map(replicated.membership.members().map((member) => [member.id, member.address]));
+  logger
+    .forComponent("node")
+    .info(
+      raft.embedded && join === undefined
+        ? `replicated shards run as a one-member cluster "${raft.replicaId}" in ${raft.dataDir} (pass --cluster-members for more members)`
+        : `member "${raft.replicaId}" of cluster ${formatMembers(members)}, data in ${raft.dataDir}`,
+    );
+  const address =
+    transport instanceof TcpNodeTransport ? transport.listenAddress : members.get(raft.replicaId);
+  return { replicated, address };
+}
+
+/** The node transport of `dkv serve`: TCP (with the peer security) on this member's address. */
+function tcpNodeTransport(security: PeerTransportSecurity): NodeTransportFactory {
+  return (raft, logger, listen, peers) =>
+    new TcpNodeTransport({
+      ...security,
+      self: raft.replicaId,
+      listen,
+      peers,
+      maxFrameBytes: raft.nodeFrameBytesMax,
+      maxQueueBytes: raft.nodeQueueBytesMax,
+      logger,
+    });
+}
+
+/** Step 4: the metrics endpoint (with --metrics-endpoint) over the running shards. */
+function startMetrics(
+  { stack }: BuildContext,
+  ops: NodeOps,
+  replicated: ReplicatedShards | undefined,
+): string | undefined {
+  const endpoint = ops.attach(replicated);
+  stack.defer(() => ops.stop());
+  return endpoint;
+}
+
+/** Step 5: the RPC server in front of every shard; stopped first, so in-flight requests finish. */
+async function startRpc(
+  { options, logger, stack }: BuildContext,
+  handlers: Map<number, ShardHandler>,
+  clusterStatus: () => ClusterStatusReport,
+  ops: NodeOps,
+  replicated: ReplicatedShards | undefined,
+): Promise<RpcServer> {
+  const security = await clientListenerSecurity(options.rpc.security, logger.forComponent("auth"));
+  stack.defer(() => security.close());
+  const server = await startRpcServer({
+    ...security.server,
+    ...ops.rpcOptions(),
+    transport: options.rpc.transport,
+    endpoint: options.rpc.endpoint,
+    serializer: options.rpc.serializer,
+    shards: handlers,
+    maxFrameBytes: options.rpc.maxFrameBytes,
+    requestTimeoutMs: options.rpc.requestTimeoutMs,
+    drainTimeoutMs: options.rpc.drainTimeoutMs,
+    clusterStatus,
+    ...(replicated === undefined ? {} : { membership: (json: string) => replicated.membership.handle(json) }),
+    logger: logger.forComponent("rpc:server"),
+  });
+  stack.use(server);
+  logger
+    .forComponent("node")
+    .info(
+      `serving shards ${formatShardSpecs(options.shards)} over ${options.rpc.transport} (${options.rpc.serializer}) on ${server.endpoint}`,
+    );
+  return server;
 }
 
 function formatMembers(members: ReadonlyMap<string, string>): string {
   return [...members].map(([id, address]) => `${id}=${address}`).join(",");
 }
 
-async function withDeadline(work: Promise<void>, deadlineMs: number): Promise<"stopped" | "timeout"> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const gaveUp = new Promise<"timeout">((resolve) => {
-    timer = setTimeout(() => resolve("timeout"), deadlineMs);
-  });
-  try {
-    return await Promise.race([work.then(() => "stopped" as const), gaveUp]);
-  } finally {
-    clearTimeout(timer);
-  }
+/**
+ * Node.stop: disposes `owned` once, waiting at most `deadlineMs`. A failure after the
+ * deadline has nobody left to throw to, so it is logged instead of becoming an
+ * unhandled rejection.
+ */
+function stopOnce(
+  owned: AsyncDisposableStack,
+  deadlineMs: number,
+  logger: Logger,
+): () => Promise<"stopped" | "timeout"> {
+  let stopping: Promise<"stopped" | "timeout"> | undefined;
+  return () => {
+    stopping ??= (async () => {
+      let timedOut = false;
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const gaveUp = new Promise<"timeout">((resolve) => {
+        timer = setTimeout(() => {
+          timedOut = true;
+          resolve("timeout");
+        }, deadlineMs);
+      });
+      const disposed = owned.disposeAsync().then(
+        () => "stopped" as const,
+        (error: unknown) => {
+          if (!timedOut) throw error;
+          logger.error(`stopping failed after the deadline: ${DkvError.from(error, "unknown").message}`);
+          return "timeout" as const;
+        },
+      );
+      try {
+        return await Promise.race([disposed, gaveUp]);
+      } finally {
+        clearTimeout(timer);
+      }
+    })();
+    return stopping;
+  };
 }

@@ -2,6 +2,7 @@ import { describe, expect, test } from "bun:test";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { type Clock, systemClock } from "../../src/clock.ts";
 import {
   COMPACTION_OVERHEAD_ENTRIES_DEFAULT,
   KEY_BYTES_MAX_DEFAULT,
@@ -204,12 +205,26 @@ describe("startNode", () => {
         // Taken: the RPC server, the last component, cannot listen.
         "transport-endpoint": occupant.endpoint,
       });
-      const failure = await startNode(options).then(
+      // A running Raft host reads the clock on every tick; a closed one never again.
+      let clockReads = 0;
+      const clock: Clock = {
+        now: () => {
+          clockReads++;
+          return systemClock.now();
+        },
+        sleep: (ms) => systemClock.sleep(ms),
+      };
+      const failure = await startNode(options, { clock }).then(
         () => undefined,
         (error: unknown) => error,
       );
       expect(DkvError.is(failure)).toBe(true);
       expect((failure as DkvError).message).toContain(occupant.endpoint);
+      expect(clockReads).toBeGreaterThan(0);
+      const readsAtFailure = clockReads;
+      // No event marks "nothing happened": give a leaked host 20 ticks (10 ms each) to show itself.
+      await Bun.sleep(200);
+      expect(clockReads).toBe(readsAtFailure);
       // The node transport and the Raft group were closed: the same member starts again at once.
       await using restarted = await startNode({
         ...options,

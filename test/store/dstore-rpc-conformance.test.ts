@@ -1,9 +1,9 @@
 /**
  * The store and lock conformance suites through the RPC client against a 3-member dstore
- * cluster, wired the way `dkv serve` wires it: per member, startReplicatedShards (one Raft
- * host, a group per shard) behind startRpcServer with the handlers replicatedShardHandler
- * builds. The client spreads requests over all three servers, so followers serve (forward
- * writes, ReadIndex reads) as often as the leader.
+ * cluster, each member started by `startNode` from the options `dkv serve` resolves (one
+ * Raft host, a group per shard, the RPC server in front), with only the clock and the node
+ * transport replaced. The client spreads requests over all three servers, so followers
+ * serve (forward writes, ReadIndex reads) as often as the leader.
  *
  * Like test/store/dstore-conformance.test.ts, every test gets a fresh cluster: the suites
  * pick their own keys and count keys (`info`), so only new state machines start clean.
@@ -16,14 +16,12 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ManualClock } from "../../src/clock.ts";
+import { resolveNodeOptions } from "../../src/config/node-options.ts";
+import { readOptions } from "../../src/config/parse.ts";
+import { serveOptions } from "../../src/config/schema.ts";
 import { RpcClient } from "../../src/rpc/client/index.ts";
-import { type RpcServer, type ShardHandler, startRpcServer } from "../../src/rpc/server/index.ts";
-import { replicatedShardHandler } from "../../src/server/shards.ts";
-import {
-  type ReplicatedShards,
-  type ReplicatedShardType,
-  startReplicatedShards,
-} from "../../src/store/replicated/shards.ts";
+import { type Node, startNode } from "../../src/server/node.ts";
+import type { ReplicatedShardType } from "../../src/store/replicated/shards.ts";
 import { runLockConformance } from "../conformance/lock-conformance.ts";
 import { runStoreConformance } from "../conformance/store-conformance.ts";
 import { waitFor } from "../raft/host/cluster.ts";
@@ -51,8 +49,8 @@ async function tempRoot(): Promise<string> {
 }
 
 /** The leader every member names for `shard`, once they agree. */
-function agreedLeader(members: readonly ReplicatedShards[], shard: number): string | undefined {
-  const leaders = new Set(members.map((m) => m.host.status(shard).raft.leader));
+function agreedLeader(members: readonly Node[], shard: number): string | undefined {
+  const leaders = new Set(members.map((m) => m.replicated?.host.status(shard).raft.leader));
   const [leader] = [...leaders];
   return leaders.size === 1 && typeof leader === "string" ? leader : undefined;
 }
@@ -62,71 +60,51 @@ async function startRpcCluster(shardType: ReplicatedShardType, shard: number): P
   const clock = new ManualClock();
   const network = new MemoryNetwork();
   // Addresses are never dialed (the in-memory network routes by id) but name the members.
-  const clusterMembers = new Map(MEMBER_IDS.map((id, i) => [id, `127.0.0.1:${63101 + i}`]));
-  const members: ReplicatedShards[] = [];
-  const servers: RpcServer[] = [];
-  let client: RpcClient | undefined;
-  const close = async () => {
-    await client?.close();
-    for (const server of servers) await server.stop();
-    for (const member of members) await member.close();
-    await rm(root, { recursive: true, force: true });
-  };
+  const clusterMembers = MEMBER_IDS.map((id, i) => `${id}=127.0.0.1:${63101 + i}`).join(",");
+  const owned = new AsyncDisposableStack();
+  owned.defer(() => rm(root, { recursive: true, force: true }));
   try {
+    const members: Node[] = [];
     for (const id of MEMBER_IDS) {
-      const member = await startReplicatedShards({
-        replicaId: id,
-        clusterMembers,
-        dataDir: join(root, id),
-        shards: [{ id: shard, type: shardType }],
-        rttMs: RTT_MS,
-        limits,
-        clock,
-        transport: network.transport(id),
+      const options = resolveNodeOptions({
+        ...readOptions(serveOptions, {}),
+        shards: `${shard}=${shardType}`,
+        "replica-id": id,
+        "cluster-members": clusterMembers,
+        "data-dir": join(root, id),
+        "rtt-millisecond": RTT_MS,
+        "max-key-bytes": limits.maxKeyBytes,
+        "max-value-bytes": limits.maxValueBytes,
+        "transport-endpoint": "127.0.0.1:0",
       });
-      members.push(member);
-      // What `dkv serve` serves (src/server/node.ts startNode): the same handler builder.
-      const handlers = new Map<number, ShardHandler>(
-        [...member.shards.values()].map((s) => [s.id, replicatedShardHandler(s, clock)]),
-      );
-      servers.push(
-        await startRpcServer({
-          transport: "tcp",
-          serializer: "binary",
-          endpoint: "127.0.0.1:0",
-          shards: handlers,
-          clusterStatus: () => ({
-            replicaId: id,
-            shards: member.status().map((status) => ({
-              shard: status.groupId,
-              type: status.type,
-              replicated: true,
-              role: status.raft.role,
-              leader: status.raft.leader,
-            })),
-          }),
-        }),
+      members.push(
+        owned.use(
+          await startNode(options, { clock, nodeTransport: (raft) => network.transport(raft.replicaId) }),
+        ),
       );
     }
     // Elect node-1 at once instead of waiting out a randomised timeout.
-    members[0]!.host.campaign(shard);
+    members[0]!.replicated!.host.campaign(shard);
     await waitFor(
       () => agreedLeader(members, shard) !== undefined,
       `a leader of shard ${shard}`,
       LEADER_WAIT_MS,
     );
-    client = new RpcClient({
-      endpoints: servers.map((server) => server.endpoint),
-      transport: "tcp",
-      serializer: "binary",
-      timeoutMs: 10_000,
-    });
+    const client = owned.use(
+      new RpcClient({
+        endpoints: members.map((member) => member.endpoint),
+        transport: "tcp",
+        serializer: "binary",
+        timeoutMs: 10_000,
+      }),
+    );
     // Connect to every member before the suite starts: its "answers at once" tests allow
     // no time for a connect. One call per endpoint, as requests go round-robin.
-    for (let i = 0; i < servers.length; i++) await client.info(shard);
-    return { client, clock, close };
+    for (let i = 0; i < members.length; i++) await client.info(shard);
+    const running = owned.move();
+    return { client, clock, close: () => running.disposeAsync() };
   } catch (error) {
-    await close();
+    await owned.disposeAsync();
     throw error;
   }
 }
