@@ -68,12 +68,6 @@ function printOk(context: KvContext | KvWriteContext): number {
 
 const utf8Strict = new TextDecoder("utf-8", { fatal: true });
 
-/** get's JSON: the value as text, or base64 with "encoding" when it is not valid UTF-8. */
-export function getResultJson(value: Uint8Array | undefined): Record<string, unknown> {
-  if (value === undefined) return { found: false };
-  return { found: true, ...valueJson(value) };
-}
-
 function valueJson(value: Uint8Array): { value: string; encoding?: "base64" } {
   try {
     return { value: utf8Strict.decode(value) };
@@ -82,7 +76,7 @@ function valueJson(value: Uint8Array): { value: string; encoding?: "base64" } {
   }
 }
 
-/** get's JSON with the key's revisions. */
+/** get's JSON: the value as text (base64 with "encoding" when not valid UTF-8) and the key's revisions. */
 export function entryResultJson(entry: EntryInfo | undefined): Record<string, unknown> {
   if (entry === undefined || entry.value === undefined) return { found: false };
   const { version, createRevision, modRevision } = entry;
@@ -163,7 +157,10 @@ const get = defineLeaf({
   description: "Print the value of KEY (exit 0 whether found or not)",
   options: kvOptions,
   positionals: [keyArg],
-  examples: ["dkv kv get foo", 'dkv kv get foo --json   # {"found":true,"value":"bar"}'],
+  examples: [
+    "dkv kv get foo",
+    'dkv kv get foo --json   # {"found":true,"value":"bar","version":1,"createRevision":7,"modRevision":7}',
+  ],
   notes: [
     ...kvNotes,
     "Without --json the value is printed as is, followed by a newline; a missing key prints nothing on stdout.",

@@ -17,7 +17,11 @@ test("every byte value set from stdin comes back exactly (base64 in --json)", as
   const bytes = Uint8Array.from({ length: 256 }, (_, i) => i);
   expect((await runDkv(["kv", "set", "bin", "-", ...flags()], {}, bytes)).code).toBe(0);
   const got = onlyJson(await runDkv(["kv", "get", "bin", ...flags()]));
-  expect(got).toEqual({ found: true, value: Buffer.from(bytes).toString("base64"), encoding: "base64" });
+  expect(got).toMatchObject({
+    found: true,
+    value: Buffer.from(bytes).toString("base64"),
+    encoding: "base64",
+  });
   const raw = Bun.spawnSync([DKV, "kv", "get", "bin", "--endpoints", server.endpoint], {
     env: {},
   });
@@ -33,7 +37,7 @@ test("a value larger than a shell argument can hold goes through stdin", async (
 
 test("--base64 stores the decoded bytes; invalid base64 is a usage error that writes nothing", async () => {
   expect((await runDkv(["kv", "set", "b64", "--base64", "3q2+7w==", ...flags()])).code).toBe(0);
-  expect(onlyJson(await runDkv(["kv", "get", "b64", ...flags()]))).toEqual({
+  expect(onlyJson(await runDkv(["kv", "get", "b64", ...flags()]))).toMatchObject({
     found: true,
     value: "3q2+7w==",
     encoding: "base64",

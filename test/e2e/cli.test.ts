@@ -56,7 +56,12 @@ describe.each(setups)("dkv over $transport ($serializer)", ({ transport, seriali
     expect(set.stderr).toBe("");
 
     const got = await kv("get", "greeting");
-    expect([got.code, onlyJson(got)]).toEqual([0, { found: true, value: "hello wörld" }]);
+    expect([got.code, onlyJson(got)]).toMatchObject([0, { found: true, value: "hello wörld" }]);
+    expect(onlyJson(got)).toMatchObject({
+      version: 1,
+      createRevision: expect.any(Number),
+      modRevision: expect.any(Number),
+    });
     const has = await kv("has", "greeting");
     expect([has.code, onlyJson(has)]).toEqual([0, { found: true }]);
 
@@ -86,13 +91,13 @@ describe.each(setups)("dkv over $transport ($serializer)", ({ transport, seriali
   test("setE takes durations; setEIfUnset reports whether it wrote", async () => {
     const setE = await kv("setE", "session", "alice", "1m", "1h");
     expect([setE.code, onlyJson(setE)]).toEqual([0, { ok: true }]);
-    expect(onlyJson(await kv("get", "session"))).toEqual({ found: true, value: "alice" });
+    expect(onlyJson(await kv("get", "session"))).toMatchObject({ found: true, value: "alice" });
 
     const first = await kv("setEIfUnset", "job", "worker-a", "0", "30s");
     expect([first.code, onlyJson(first)]).toEqual([0, { ok: true, written: true }]);
     const second = await kv("setEIfUnset", "job", "worker-b", "0", "30s");
     expect([second.code, onlyJson(second)]).toEqual([0, { ok: true, written: false }]);
-    expect(onlyJson(await kv("get", "job"))).toEqual({ found: true, value: "worker-a" });
+    expect(onlyJson(await kv("get", "job"))).toMatchObject({ found: true, value: "worker-a" });
   });
 
   test("a value expires after EXPIRE_IN (500ms) but the key stays until DELETE_IN", async () => {
@@ -119,7 +124,7 @@ describe.each(setups)("dkv over $transport ($serializer)", ({ transport, seriali
       await library.store(100).set("binary", bytes);
     }
     const got = await kv("get", "binary");
-    expect([got.code, onlyJson(got)]).toEqual([
+    expect([got.code, onlyJson(got)]).toMatchObject([
       0,
       { found: true, value: Buffer.from(bytes).toString("base64"), encoding: "base64" },
     ]);
@@ -201,7 +206,7 @@ describe("flags, variables and defaults", () => {
 
   test("serve with no flags serves 100=lstore and 200=lockmgr(lstore); kv defaults to 100, lock to 200", async () => {
     expect(onlyJson(await runDkv(["kv", "set", "k", "v", ...endpointArgs]))).toEqual({ ok: true });
-    expect(onlyJson(await runDkv(["kv", "get", "k", "--shard", "100", ...endpointArgs]))).toEqual({
+    expect(onlyJson(await runDkv(["kv", "get", "k", "--shard", "100", ...endpointArgs]))).toMatchObject({
       found: true,
       value: "v",
     });
@@ -221,17 +226,17 @@ describe("flags, variables and defaults", () => {
       ...endpoint,
       DKV_SHARD: "4242",
     });
-    expect(onlyJson(flagWins)).toEqual({ found: true, value: "v" });
+    expect(onlyJson(flagWins)).toMatchObject({ found: true, value: "v" });
     // The Go seed's spelling of the endpoints variable works too.
     const seedName = await runDkv(["kv", "get", "env-key", "--json"], {
       DKV_TRANSPORT_ENDPOINTS: server.endpoint,
     });
-    expect(onlyJson(seedName)).toEqual({ found: true, value: "v" });
+    expect(onlyJson(seedName)).toMatchObject({ found: true, value: "v" });
   });
 
   test("group-level flags are passed to the command, as in the Go CLI", async () => {
     const result = await runDkv(["kv", "--shard=100", "--endpoints", server.endpoint, "get", "k", "--json"]);
-    expect(onlyJson(result)).toEqual({ found: true, value: "v" });
+    expect(onlyJson(result)).toMatchObject({ found: true, value: "v" });
   });
 
   test("kv perf runs every benchmark and reports ops/s and percentiles", async () => {
@@ -399,7 +404,7 @@ describe("failures and usage errors", () => {
           server.endpoint,
           "--json",
         ]);
-        expect(onlyJson(got)).toEqual({ found: true, value: "v" });
+        expect(onlyJson(got)).toMatchObject({ found: true, value: "v" });
       } finally {
         expect(await server.stop()).toBe(0);
       }
