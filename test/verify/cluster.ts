@@ -4,6 +4,7 @@ import { join } from "node:path";
 import { RpcClient } from "../../src/rpc/client/index.ts";
 import type { ShardStatusReport } from "../../src/rpc/protocol/cluster-status.ts";
 import { LinkProxy } from "./proxy.ts";
+import { type SecurityMaterial, secureServeArgs } from "./security.ts";
 
 /**
  * The verification cluster: 3 or 5 `dkv serve` processes on 127.0.0.1, each with its own
@@ -47,6 +48,13 @@ export interface ClusterOptions {
   serverTimeoutMs?: number;
   snapshotEntries?: number;
   compactionOverhead?: number;
+  /** Secure mode: members run peer mutual TLS, client TLS and --auth-file; status polls use the client access. */
+  security?: SecurityMaterial;
+}
+
+/** The replica ids of an `nodes`-member verification cluster: n1, n2, ... */
+export function memberIds(nodes: number): string[] {
+  return Array.from({ length: nodes }, (_, i) => `n${i + 1}`);
 }
 
 /** PIDs of every member process alive in this runner, for the exit hook. */
@@ -81,7 +89,10 @@ async function freePort(used: Set<number>): Promise<number> {
 export class VerifyCluster {
   readonly members: Member[];
   private readonly proxies = new Map<string, LinkProxy>();
-  private readonly options: Required<Omit<ClusterOptions, "env">> & { env: Record<string, string> };
+  private readonly options: Required<Omit<ClusterOptions, "env" | "security">> & {
+    env: Record<string, string>;
+    security: SecurityMaterial | undefined;
+  };
 
   private constructor(members: Member[], options: VerifyCluster["options"]) {
     this.members = members;
@@ -92,8 +103,7 @@ export class VerifyCluster {
     if (options.nodes < 1 || options.nodes > 9) throw new Error(`--nodes must be 1..9, got ${options.nodes}`);
     const used = new Set<number>();
     const members: Member[] = [];
-    for (let i = 1; i <= options.nodes; i++) {
-      const id = `n${i}`;
+    for (const id of memberIds(options.nodes)) {
       members.push({
         id,
         raftPort: await freePort(used),
@@ -116,6 +126,7 @@ export class VerifyCluster {
       serverTimeoutMs: options.serverTimeoutMs ?? 2000,
       snapshotEntries: options.snapshotEntries ?? 400,
       compactionOverhead: options.compactionOverhead ?? 100,
+      security: options.security,
     });
     try {
       for (const from of members) {
@@ -200,6 +211,7 @@ export class VerifyCluster {
       String(o.compactionOverhead),
       "--log-level",
       "info",
+      ...(o.security === undefined ? [] : secureServeArgs(o.security, member.id)),
     ];
     // Appending, so a member's log spans all its restarts.
     const logFd = openSync(member.logPath, "a");
@@ -369,6 +381,7 @@ export class VerifyCluster {
       serializer: "binary",
       timeoutMs,
       retryCount: 0,
+      ...this.options.security?.clientAccess,
     });
     try {
       return (await client.clusterStatus()).shards;

@@ -28,6 +28,10 @@ const USAGE = `usage: bun run verify [options]
   --rtt-ms MS         the members' --rtt-millisecond (default 20; elections after 10-20 ticks)
   --snapshot-entries N  the members' --snapshot-entries (default 400: snapshots and compaction happen)
   --compaction-overhead N  the members' --compaction-overhead (default 100)
+  --secure            TLS and auth on: a CA, member and client certificates from \`dkv cert\`, a
+                      write-role token; members run peer mutual TLS, client TLS with client
+                      certificates and --auth-file; every client connects with the CA, its
+                      certificate and the token (files in DIR/certs)
   --keep-data         keep member data dirs even when the run passes`;
 
 function parseWorkloads(text: string): WorkloadName[] {
@@ -69,6 +73,7 @@ async function main(argv: string[]): Promise<number> {
     binary: { type: "string" },
     "check-budget": { type: "string" },
     "keep-data": { type: "boolean" },
+    secure: { type: "boolean" },
     "rtt-ms": { type: "string" },
     clients: { type: "string" },
     "snapshot-entries": { type: "string" },
@@ -142,6 +147,7 @@ async function main(argv: string[]): Promise<number> {
     ...(binary === undefined ? {} : { binary }),
     env,
     keepData: values["keep-data"] === true,
+    secure: values.secure === true,
     ...tuning,
     cancel,
   });

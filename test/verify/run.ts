@@ -2,10 +2,11 @@ import { chmod, copyFile, mkdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { ensureBinary } from "../e2e/helpers.ts";
 import { type CheckSummary, checkAll, formatSummary } from "./checker/index.ts";
-import { KV_SHARD, LOCK_SHARD, VerifyCluster } from "./cluster.ts";
+import { KV_SHARD, LOCK_SHARD, memberIds, VerifyCluster } from "./cluster.ts";
 import { type History, HistoryRecorder, saveHistory } from "./history.ts";
 import { type FaultEvent, type FaultKind, Nemesis } from "./nemesis.ts";
 import { forkRandom, seededRandom } from "./random.ts";
+import { createSecurity, type SecurityMaterial } from "./security.ts";
 import { type WorkloadName, Workloads } from "./workloads.ts";
 
 /**
@@ -34,6 +35,11 @@ export interface VerifyOptions {
   rttMs?: number;
   snapshotEntries?: number;
   compactionOverhead?: number;
+  /**
+   * TLS and auth on: a CA, member and client certificates from `dkv cert`, a write-role
+   * token; members run peer mutual TLS, client TLS and --auth-file (see security.ts).
+   */
+  secure?: boolean;
   /** Keep member data dirs even when the run passes. */
   keepData?: boolean;
   /** Set by a SIGINT handler: ends the fault phase at once and skips the final reads. */
@@ -105,7 +111,14 @@ export async function runVerification(options: VerifyOptions): Promise<VerifyRep
   let convergence = "not reached";
   let converged = false;
   try {
-    log(`verify: seed ${options.seed}, ${options.nodes} nodes, ${options.timeS} s, out ${options.outDir}`);
+    log(
+      `verify: seed ${options.seed}, ${options.nodes} nodes, ${options.timeS} s${options.secure === true ? ", secure (TLS + auth)" : ""}, out ${options.outDir}`,
+    );
+    let security: SecurityMaterial | undefined;
+    if (options.secure === true) {
+      security = await createSecurity(binary, join(options.outDir, "certs"), memberIds(options.nodes));
+      log(`verify: certificates and auth file in ${security.dir}`);
+    }
     cluster = await VerifyCluster.start({
       nodes: options.nodes,
       binary,
@@ -115,6 +128,7 @@ export async function runVerification(options: VerifyOptions): Promise<VerifyRep
       ...(options.rttMs === undefined ? {} : { rttMs: options.rttMs }),
       ...(options.snapshotEntries === undefined ? {} : { snapshotEntries: options.snapshotEntries }),
       ...(options.compactionOverhead === undefined ? {} : { compactionOverhead: options.compactionOverhead }),
+      ...(security === undefined ? {} : { security }),
     });
     const ready = await cluster.waitConverged(CONVERGE_TIMEOUT_MS);
     if (!ready.ok) throw new Error(`the cluster elected no leader at start: ${ready.detail}`);
@@ -133,8 +147,12 @@ export async function runVerification(options: VerifyOptions): Promise<VerifyRep
       registerKeys: 3,
       keyRotateMs: 15_000,
       lockKeys: 2,
+      ...(security === undefined ? {} : { access: security.clientAccess }),
     });
     const activeWorkloads = workloads;
+    // `timeS` counts from here: certificates, member start and the first election (slow
+    // on a busy machine) do not eat into the seconds of load and faults.
+    const loadStartedMs = performance.now();
     workloads.start(options.workloads);
     nemesis = new Nemesis(cluster, {
       kinds: options.nemesis,
@@ -146,7 +164,7 @@ export async function runVerification(options: VerifyOptions): Promise<VerifyRep
     });
     const activeNemesis = nemesis;
     if (options.cancel !== undefined) options.cancel.onCancel = () => activeNemesis.stop();
-    await nemesis.run(startedMs + options.timeS * 1000);
+    await nemesis.run(loadStartedMs + options.timeS * 1000);
 
     log("verify: time is up; stopping clients, healing and recovering");
     await workloads.stopAndWait();
@@ -192,7 +210,7 @@ export async function runVerification(options: VerifyOptions): Promise<VerifyRep
     .filter((f) => f.startMs - 1000 <= gap.atMs && gap.atMs <= (f.endMs ?? Number.POSITIVE_INFINITY) + 1000)
     .map((f) => `${f.kind}: ${f.detail}`);
   const text = [
-    `dkv verify: seed ${options.seed}, ${options.nodes} nodes, workloads ${options.workloads.join("+")}, ${durationS.toFixed(0)} s`,
+    `dkv verify: seed ${options.seed}, ${options.nodes} nodes, workloads ${options.workloads.join("+")}, ${durationS.toFixed(0)} s${options.secure === true ? ", secure (peer mTLS, client mTLS, token)" : ""}`,
     `faults: ${faults.length} (${
       Object.entries(faultCounts)
         .map(([k, n]) => `${k} ${n}`)
@@ -215,6 +233,7 @@ export async function runVerification(options: VerifyOptions): Promise<VerifyRep
         durationS,
         workloads: options.workloads,
         nemesis: options.nemesis,
+        secure: options.secure === true,
         faults: faultCounts,
         ops: summary.ops,
         ok: summary.ok,

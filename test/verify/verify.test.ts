@@ -1,5 +1,5 @@
 import { afterAll, describe, expect, test } from "bun:test";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { killAllSync } from "./cluster.ts";
@@ -57,6 +57,25 @@ describe("fault-injection verification of a real 3-member cluster", () => {
       RUN_TIMEOUT_MS,
     );
   }
+
+  test(
+    "with TLS and auth on (--secure: peer mTLS, client mTLS, a write token) the same runs check out",
+    async () => {
+      const report = await run("secure-404", { seed: 404, secure: true });
+      if (report.verdict !== "ok") failedRuns.push(report.outDir);
+      // The members really ran secured: each log says so for both listeners and for tokens.
+      for (const id of ["n1", "n2", "n3"]) {
+        const memberLog = await readFile(join(report.outDir, "cluster", `${id}.log`), "utf8");
+        expect(memberLog).toMatch(new RegExp(`node transport of ${id} listening on \\S+ \\(mutual TLS`));
+        expect(memberLog).toMatch(/rpc:server\] .* listening on 127\.0\.0\.1:\d+ \(TLS\)/);
+        expect(memberLog).toContain("token authentication on: 1 token(s)");
+      }
+      expect(report.faults.length).toBeGreaterThan(0);
+      expect(report.summary.ok).toBeGreaterThan(500);
+      expect(report.verdict, report.text).toBe("ok");
+    },
+    RUN_TIMEOUT_MS,
+  );
 
   test(
     "a build that serves reads without ReadIndex (stale-reads) is flagged",

@@ -3,6 +3,7 @@ import { RpcClient } from "../../src/rpc/client/index.ts";
 import type { IStore } from "../../src/store/types.ts";
 import type { HistoryRecorder, Invocation, OpResult, Outcome } from "./history.ts";
 import { between, forkRandom, pick, type Random } from "./random.ts";
+import type { ClientAccess } from "./security.ts";
 
 /**
  * The clients of a verification run. Each logical client has at most one request in
@@ -29,6 +30,8 @@ export interface WorkloadConfig {
   registerKeys: number;
   keyRotateMs: number;
   lockKeys: number;
+  /** Secure mode: TLS and the token every client connects with. */
+  access?: ClientAccess;
 }
 
 const decoder = new TextDecoder();
@@ -113,6 +116,7 @@ export class Workloads {
           serializer: "binary",
           timeoutMs: this.config.clientTimeoutMs,
           retryCount: 1,
+          ...this.config.access,
         }),
       );
     }
@@ -122,6 +126,7 @@ export class Workloads {
       serializer: "binary",
       timeoutMs: this.config.clientTimeoutMs,
       retryCount: 3,
+      ...this.config.access,
     });
     const handle = { id: this.nextClientId++, clients, anyMember, random: forkRandom(this.config.random) };
     this.handles.push(handle);
@@ -362,6 +367,7 @@ export class Workloads {
           serializer: "binary",
           timeoutMs,
           retryCount: 3,
+          ...this.config.access,
         });
         try {
           const store = client.store(kvShard);
