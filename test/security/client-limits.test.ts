@@ -270,3 +270,19 @@ describe("connection bounds", () => {
     }
   });
 });
+
+describe("idle timeout and the client pool", () => {
+  test("a client whose idle connection the server closed reconnects on its next request", async () => {
+    const stack = await startStack("tcp", "binary", { server: { limits: { idleTimeoutMs: 100 } } });
+    try {
+      const store = stack.client.store(storeShard);
+      await store.set("k", "v");
+      expect(stack.server.connections).toBe(1);
+      for (let i = 0; i < 200 && stack.server.connections > 0; i++) await Bun.sleep(10);
+      expect(stack.server.connections).toBe(0);
+      expect(new TextDecoder().decode(await store.get("k"))).toBe("v");
+    } finally {
+      await stack.close();
+    }
+  });
+});
