@@ -254,7 +254,7 @@ describe("human JSON over http with tokens", () => {
       const anonymous = await post("/v1/100/set", { key: "app/h", value: "v" });
       expect(anonymous.status).toBe(401);
       expect(anonymous.headers.get("www-authenticate")).toContain("Bearer");
-      expect((await anonymous.json()).error).toBe("UNAUTHENTICATED");
+      expect(((await anonymous.json()) as { error: string }).error).toBe("UNAUTHENTICATED");
       const outside = await post("/v1/100/set", { key: "elsewhere", value: "v" }, secretOf("prefixWriter"));
       expect(outside.status).toBe(403);
       expect(await stack.store.has("elsewhere")).toBe(false);
