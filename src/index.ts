@@ -9,6 +9,17 @@
  * const value = await client.store(100).get("foo");
  * ```
  */
+export {
+  type AuthTable,
+  type Identity,
+  loadAuthFile,
+  parseAuthFile,
+  type Role,
+  reloadOnSighup,
+  TokenAuthority,
+  type TokenGrant,
+  tokenSha256,
+} from "./auth/index.ts";
 export { type Clock, ManualClock, systemClock } from "./clock.ts";
 export type { ByteSink, DbInfo, KVDB } from "./db/kvdb.ts";
 export { MapleDB, type MapleOptions } from "./db/maple/index.ts";
@@ -20,11 +31,19 @@ export {
   LockManager,
   type LockManagerOptions,
 } from "./lockmgr/index.ts";
-export { RpcClient, type RpcClientOptions, RpcLockManager, RpcStore } from "./rpc/client/index.ts";
 export {
+  type ClientTls,
+  RpcClient,
+  type RpcClientOptions,
+  RpcLockManager,
+  RpcStore,
+} from "./rpc/client/index.ts";
+export {
+  loadServerTls,
   type RpcServer,
   type RpcServerOptions,
   type SerializerName,
+  type ServerTls,
   type ShardHandler,
   startRpcServer,
   type TransportName,
