@@ -45,6 +45,8 @@ const inflightPerConnectionMax = 8192;
 const closeGraceMs = 2000;
 /** Largest frame of a connection that has not authenticated yet (the token frame). */
 export const preAuthFrameBytesMax = 4096;
+/** Unread replies (all refusals) a connection may pile up before it authenticates. */
+const preAuthPendingOutputBytesMax = 256 * 1024;
 
 /**
  * One accepted connection: decodes frames, hands them to the dispatcher, and batches
@@ -213,7 +215,8 @@ class ServerConnection implements ReplyTarget {
     }
     const written = this.socket.write(this.out.written());
     this.out.consume(Math.max(0, written));
-    if (this.out.length > this.pendingOutputBytesMax) {
+    const pendingMax = this.established ? this.pendingOutputBytesMax : preAuthPendingOutputBytesMax;
+    if (this.out.length > pendingMax) {
       this.options.logger.warn(`${this.name}: closing connection: the peer does not read its replies`);
       this.socket.terminate();
       return;
