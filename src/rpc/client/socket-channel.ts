@@ -184,7 +184,12 @@ export class SocketChannel implements Channel {
       binaryType: "uint8array" as const,
       // With TLS the connection is usable once the handshake verified the server.
       handshake: (socket: Socket<SocketChannel>, success: boolean, authorizationError: Error | null) => {
-        if (tls === undefined || this.state !== "connecting") return;
+        if (tls === undefined) return;
+        if (this.state === "closed") {
+          socket.end();
+          return;
+        }
+        if (this.state !== "connecting") return;
         if (!success || (authorizationError !== null && tls.skipVerify !== true)) {
           // Fail first: terminating calls the close handler at once.
           this.onConnectFailed(
