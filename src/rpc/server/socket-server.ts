@@ -165,6 +165,7 @@ class ServerConnection implements ReplyTarget {
     this.identity = authority.identify(body);
     if (!authority.knows(this.identity)) {
       this.authenticated = false;
+      this.decoder.maxBodyBytes = preAuthFrameBytesMax;
       this.options.logger.debug(`${this.name}: refused an unknown token`);
       this.writeReply(
         header,
