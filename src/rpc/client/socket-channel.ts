@@ -238,7 +238,7 @@ export class SocketChannel implements Channel {
     connecting.then(
       (socket) => {
         if (tls === undefined) this.onOpen(socket);
-        else this.tlsSocket = socket;
+        else if (this.state === "connecting") this.tlsSocket = socket;
       },
       (error: unknown) => this.onConnectFailed(error),
     );
@@ -276,6 +276,10 @@ export class SocketChannel implements Channel {
       clientIdHigh: this.options.clientIdHigh,
       clientIdLow: this.options.clientIdLow,
     });
+    if (!this.flushQueued) {
+      this.flushQueued = true;
+      queueMicrotask(this.flush);
+    }
   }
 
   private onConnectFailed(error: unknown): void {
