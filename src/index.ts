@@ -9,6 +9,17 @@
  * const value = await client.store(100).get("foo");
  * ```
  */
+export {
+  type AuthTable,
+  type Identity,
+  loadAuthFile,
+  parseAuthFile,
+  type Role,
+  reloadOnSighup,
+  TokenAuthority,
+  type TokenGrant,
+  tokenSha256,
+} from "./auth/index.ts";
 
 export { restoreBackup, saveBackupFile, verifyBackupFile } from "./backup/files.ts";
 export { type BackupSummary, readBackup } from "./backup/format.ts";
@@ -27,11 +38,19 @@ export {
 } from "./lockmgr/index.ts";
 export type { Logger } from "./logger.ts";
 export { MetricsRegistry } from "./metrics/registry.ts";
-export { RpcClient, type RpcClientOptions, RpcLockManager, RpcStore } from "./rpc/client/index.ts";
 export {
+  type ClientTls,
+  RpcClient,
+  type RpcClientOptions,
+  RpcLockManager,
+  RpcStore,
+} from "./rpc/client/index.ts";
+export {
+  loadServerTls,
   type RpcServer,
   type RpcServerOptions,
   type SerializerName,
+  type ServerTls,
   type ShardHandler,
   startRpcServer,
   type TransportName,

@@ -236,3 +236,38 @@ describe("SIGHUP reloads the auth file", () => {
     }
   });
 });
+
+describe("human JSON over http with tokens", () => {
+  test("curl-style requests need Authorization: Bearer; 401 without, 403 outside the scope", async () => {
+    const authority = new TokenAuthority(
+      (await import("../../src/auth/auth-file.ts")).parseAuthFile(authFileJson(tokenSpecs), "test"),
+    );
+    const stack = await startStack("http", "binary", { server: { authority } });
+    const base = `http://${stack.server.endpoint}`;
+    const post = (path: string, body: unknown, token?: string) =>
+      fetch(`${base}${path}`, {
+        method: "POST",
+        body: JSON.stringify(body),
+        headers: token === undefined ? {} : { authorization: `Bearer ${token}` },
+      });
+    try {
+      const anonymous = await post("/v1/100/set", { key: "app/h", value: "v" });
+      expect(anonymous.status).toBe(401);
+      expect(anonymous.headers.get("www-authenticate")).toContain("Bearer");
+      expect(((await anonymous.json()) as { error: string }).error).toBe("UNAUTHENTICATED");
+      const outside = await post("/v1/100/set", { key: "elsewhere", value: "v" }, secretOf("prefixWriter"));
+      expect(outside.status).toBe(403);
+      expect(await stack.store.has("elsewhere")).toBe(false);
+      const ok = await post("/v1/100/set", { key: "app/h", value: "v" }, secretOf("prefixWriter"));
+      expect(ok.status).toBe(200);
+      expect(await stack.store.has("app/h")).toBe(true);
+      expect((await fetch(`${base}/v1/cluster/status`)).status).toBe(401);
+      const status = await fetch(`${base}/v1/cluster/status`, {
+        headers: { authorization: `Bearer ${secretOf("reader")}` },
+      });
+      expect(status.status).toBe(200);
+    } finally {
+      await stack.close();
+    }
+  });
+});

@@ -66,6 +66,37 @@ describe("dkv cert", () => {
     expect(again.code).toBe(2);
     expect(again.stderr).toContain("--overwrite");
   });
+
+  test("a member certificate names its id, every --host (repeated or comma-separated) and loopback", async () => {
+    const { X509Certificate } = await import("node:crypto");
+    const made = await runDkv([
+      "cert",
+      "create-member",
+      "n2",
+      "--host",
+      "10.9.8.7",
+      "--host",
+      "db.example.test,n2.example.test",
+      "--dir",
+      dir,
+      "--json",
+    ]);
+    expect(onlyJson(made)).toEqual({ ok: true, files: [f("member-n2.crt"), f("member-n2.key")] });
+    const cert = new X509Certificate(await Bun.file(f("member-n2.crt")).text());
+    expect(cert.subject).toContain("CN=n2");
+    for (const name of [
+      "DNS:n2",
+      "IP Address:10.9.8.7",
+      "DNS:db.example.test",
+      "DNS:n2.example.test",
+      "DNS:localhost",
+      "IP Address:127.0.0.1",
+    ]) {
+      expect(cert.subjectAltName).toContain(name);
+    }
+    expect(cert.checkIssued(new X509Certificate(await Bun.file(f("ca.crt")).text()))).toBe(true);
+    expect(cert.publicKey.asymmetricKeyDetails?.namedCurve).toBe("prime256v1");
+  });
 });
 
 describe.each(["tcp", "http"])("dist/dkv with TLS over %s", (transport) => {

@@ -270,3 +270,45 @@ describe("connection bounds", () => {
     }
   });
 });
+
+describe("idle timeout and the client pool", () => {
+  test("a client whose idle connection the server closed reconnects on its next request", async () => {
+    const stack = await startStack("tcp", "binary", { server: { limits: { idleTimeoutMs: 100 } } });
+    try {
+      const store = stack.client.store(storeShard);
+      await store.set("k", "v");
+      expect(stack.server.connections).toBe(1);
+      for (let i = 0; i < 200 && stack.server.connections > 0; i++) await Bun.sleep(10);
+      expect(stack.server.connections).toBe(0);
+      expect(new TextDecoder().decode(await store.get("k"))).toBe("v");
+    } finally {
+      await stack.close();
+    }
+  });
+});
+
+describe("unread replies before authentication", () => {
+  test("a connection that floods requests without a token and reads nothing is cut off", async () => {
+    const stack = await startStack("tcp", "binary", { server: { authority: authority() } });
+    const { connect } = await import("node:net");
+    try {
+      const colon = stack.server.endpoint.lastIndexOf(":");
+      const socket = connect({ host: "127.0.0.1", port: Number(stack.server.endpoint.slice(colon + 1)) });
+      const closed = new Promise<void>((resolve) => {
+        socket.on("close", () => resolve());
+        socket.on("error", () => resolve());
+      });
+      await new Promise<void>((resolve) => socket.once("connect", () => resolve()));
+      socket.pause();
+      const frame = encodeRequestFrame("has", { key: "k" }, { shard: storeShard });
+      // 80,000 refusals of ~150 bytes: far more than the kernel's socket buffers hold.
+      const batch = new Uint8Array(frame.length * 1000);
+      for (let i = 0; i < 1000; i++) batch.set(frame, i * frame.length);
+      for (let i = 0; i < 80; i++) socket.write(batch);
+      await within(10_000, closed, "cutting off the connection that reads nothing");
+      socket.destroy();
+    } finally {
+      await stack.close();
+    }
+  }, 20_000);
+});

@@ -234,3 +234,19 @@ describe("loadServerTls", () => {
     expect(tls?.ca).toBe(pki.ca.cert);
   });
 });
+
+describe("data directories", () => {
+  test("a new data dir is created readable by its owner only", async () => {
+    const { checkDataDir } = await import("../../src/server/shards.ts");
+    const { mkdtemp, rm } = await import("node:fs/promises");
+    const { tmpdir } = await import("node:os");
+    const { join } = await import("node:path");
+    const parent = await mkdtemp(join(tmpdir(), "dkv-datadir-"));
+    try {
+      const dir = await checkDataDir(join(parent, "node-1"));
+      expect(statSync(dir).mode & 0o777).toBe(0o700);
+    } finally {
+      await rm(parent, { recursive: true, force: true });
+    }
+  });
+});

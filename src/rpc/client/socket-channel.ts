@@ -184,7 +184,12 @@ export class SocketChannel implements Channel {
       binaryType: "uint8array" as const,
       // With TLS the connection is usable once the handshake verified the server.
       handshake: (socket: Socket<SocketChannel>, success: boolean, authorizationError: Error | null) => {
-        if (tls === undefined || this.state !== "connecting") return;
+        if (tls === undefined) return;
+        if (this.state === "closed") {
+          socket.end();
+          return;
+        }
+        if (this.state !== "connecting") return;
         if (!success || (authorizationError !== null && tls.skipVerify !== true)) {
           // Fail first: terminating calls the close handler at once.
           this.onConnectFailed(
@@ -233,7 +238,7 @@ export class SocketChannel implements Channel {
     connecting.then(
       (socket) => {
         if (tls === undefined) this.onOpen(socket);
-        else this.tlsSocket = socket;
+        else if (this.state === "connecting") this.tlsSocket = socket;
       },
       (error: unknown) => this.onConnectFailed(error),
     );
@@ -271,6 +276,10 @@ export class SocketChannel implements Channel {
       clientIdHigh: this.options.clientIdHigh,
       clientIdLow: this.options.clientIdLow,
     });
+    if (!this.flushQueued) {
+      this.flushQueued = true;
+      queueMicrotask(this.flush);
+    }
   }
 
   private onConnectFailed(error: unknown): void {

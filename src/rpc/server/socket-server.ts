@@ -62,6 +62,8 @@ const inflightPerConnectionMax = 8192;
 const closeGraceMs = 2000;
 /** Largest frame of a connection that has not authenticated yet (the token frame). */
 export const preAuthFrameBytesMax = 4096;
+/** Unread replies (all refusals) a connection may pile up before it authenticates. */
+const preAuthPendingOutputBytesMax = 256 * 1024;
 
 /**
  * One accepted connection: decodes frames, hands them to the dispatcher, and batches
@@ -194,6 +196,7 @@ class ServerConnection implements ReplyTarget, StreamedReplyTarget {
     this.identity = authority.identify(body);
     if (!authority.knows(this.identity)) {
       this.authenticated = false;
+      this.decoder.maxBodyBytes = preAuthFrameBytesMax;
       this.options.logger.debug(`${this.name}: refused an unknown token`);
       this.writeReply(
         header,
@@ -258,7 +261,8 @@ class ServerConnection implements ReplyTarget, StreamedReplyTarget {
       this.streamWaiters = [];
       for (const waiter of waiters) waiter.resolve();
     }
-    if (this.out.length > this.pendingOutputBytesMax) {
+    const pendingMax = this.established ? this.pendingOutputBytesMax : preAuthPendingOutputBytesMax;
+    if (this.out.length > pendingMax) {
       this.options.logger.warn(`${this.name}: closing connection: the peer does not read its replies`);
       this.socket.terminate();
       return;
