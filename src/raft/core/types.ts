@@ -9,7 +9,6 @@
  * Design choices (rejecting proposals with a leader hint, config taking effect at apply,
  * how a node joins or restarts) are in ./README.md.
  */
-import type { Logger } from "../../logger.ts";
 
 export type NodeId = string;
 
@@ -185,8 +184,15 @@ export interface LogStorage {
 /** Deterministic randomness: returns a float in [0, 1). Inject a seeded generator. */
 export type RandomSource = () => number;
 
-/** The part of dkv's one Logger (src/logger.ts) the Raft core and host call. */
-export type RaftLogger = Pick<Logger, "debug" | "info" | "warn">;
+/**
+ * The part of dkv's one Logger (src/logger.ts) the Raft core and host call, declared here
+ * so the core imports nothing from outside itself (a Logger fits it structurally).
+ */
+export interface RaftLogger {
+  debug(message: string): void;
+  info(message: string): void;
+  warn(message: string): void;
+}
 
 export interface RaftConfig {
   id: NodeId;

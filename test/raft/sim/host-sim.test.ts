@@ -51,9 +51,9 @@ const regressionSeeds: { seeds: number[]; bug: string; swarm: Partial<HostSwarm>
 
 /**
  * Defect 1 (issue 9): a follower that lost acknowledged entries (its last fsynced frame)
- * applies stale entries below the leader's commit. The fix is in src/raft/core (the safety
- * helper's branch); until it is merged these seeds fail with "state machine safety", so
- * they run as `test.failing`. Once the fix is in, make it a plain `test`.
+ * applies stale entries below the leader's commit. On the old core these seeds fail with
+ * "state machine safety"; the follower commit rule in src/raft/core (commit only what was
+ * verified against this leader in this incarnation) keeps them green.
  */
 const defect1Seeds = [99, 101];
 
@@ -128,7 +128,7 @@ if (replaySeed !== null) {
     }
   });
 
-  test.failing(`lying disks, seeds ${defect1Seeds.join(", ")}: defect 1 (a follower applies stale entries after losing acked ones)`, async () => {
+  test(`lying disks, seeds ${defect1Seeds.join(", ")}: defect 1 (a follower applies stale entries after losing acked ones)`, async () => {
     await runSeeds(0, 0, lyingDiskSwarm, defect1Seeds);
   }, 60_000);
 }
