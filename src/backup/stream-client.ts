@@ -127,7 +127,9 @@ function fetchFailure(error: unknown, tls: ClientTls | undefined): string {
   if (code === "ConnectionRefused" || code === "ECONNREFUSED" || tls === undefined) {
     return `${detail}; is a server running there?`;
   }
-  return `TLS handshake failed (${detail}); check --cacert (the CA that signed the server's certificate) and the host name`;
+  const certHint =
+    tls.cert === undefined ? "; if the server requires client certificates, pass --cert and --key" : "";
+  return `TLS handshake failed (${detail}); check --cacert (the CA that signed the server's certificate) and the host name${certHint}`;
 }
 
 /** What the socket handlers hand to the generator. */
@@ -196,6 +198,12 @@ async function* socketStream(options: SnapshotStreamOptions): AsyncGenerator<Uin
   handshake.promise.catch(() => undefined);
   let secured = tls === undefined;
   let lastSocketError: string | undefined;
+  let receivedBytes = 0;
+  /** A TLS connection lost before any reply hints at a refused (or missing) client certificate. */
+  const lostHint = () =>
+    tls === undefined || receivedBytes > 0
+      ? ""
+      : " before any reply: if the server requires client certificates (--client-cert-auth), pass --cert and --key signed by its CA";
   const cannotConnect = (detail: string) =>
     new DkvError("UNAVAILABLE", `cannot connect to ${options.endpoint}: ${detail}`);
   const handlers = {
@@ -212,6 +220,7 @@ async function* socketStream(options: SnapshotStreamOptions): AsyncGenerator<Uin
       handshake.resolve();
     },
     data(socket: Socket<undefined>, chunk: Uint8Array) {
+      receivedBytes += chunk.length;
       decoder.push(chunk);
       if (queue.queuedBytes > QUEUED_BYTES_HIGH) socket.pause();
     },
@@ -220,13 +229,20 @@ async function* socketStream(options: SnapshotStreamOptions): AsyncGenerator<Uin
         const detail = lastSocketError ?? "the server closed the connection";
         handshake.reject(cannotConnect(`TLS handshake failed (${detail}); check --cacert and the host name`));
       } else if (!queue.ended) {
-        fail(new DkvError("UNAVAILABLE", `${options.endpoint} closed the connection mid-stream`));
+        fail(
+          new DkvError("UNAVAILABLE", `${options.endpoint} closed the connection mid-stream${lostHint()}`),
+        );
       }
     },
     error(_socket: Socket<undefined>, error: Error) {
       lastSocketError = error.message;
       if (secured)
-        fail(new DkvError("UNAVAILABLE", `connection to ${options.endpoint} failed: ${error.message}`));
+        fail(
+          new DkvError(
+            "UNAVAILABLE",
+            `connection to ${options.endpoint} failed: ${error.message}${lostHint()}`,
+          ),
+        );
     },
   };
   let socket: Socket<undefined>;

@@ -28,6 +28,8 @@ let pki: TestPki;
 let shards: ReplicatedShards;
 /** tcp and http with TLS, unix without (TLS does not apply there); all with --auth-file. */
 const servers = new Map<TransportName, RpcServer>();
+/** tcp and http with TLS that requires a client certificate signed by the CA. */
+const mtlsServers = new Map<TransportName, RpcServer>();
 
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), "dkv-snapauth-"));
@@ -81,10 +83,24 @@ beforeAll(async () => {
       }),
     );
   }
+  for (const transport of ["tcp", "http"] as const) {
+    mtlsServers.set(
+      transport,
+      await startRpcServer({
+        ...ops.rpcOptions(),
+        transport,
+        endpoint: "127.0.0.1:0",
+        serializer: "binary",
+        shards: handlers,
+        authority,
+        tls: { cert: pki.member.cert, key: pki.member.key, ca: pki.ca.cert, requireClientCert: true },
+      }),
+    );
+  }
 });
 
 afterAll(async () => {
-  for (const server of servers.values()) await server.stop();
+  for (const server of [...servers.values(), ...mtlsServers.values()]) await server.stop();
   await shards.close();
   await pki.remove();
   await rm(dir, { recursive: true, force: true });
@@ -101,6 +117,7 @@ async function save(
   file: string,
   flags: readonly string[],
   env: Record<string, string> = {},
+  server: RpcServer = servers.get(transport)!,
 ): Promise<Run> {
   let stdout = "";
   let stderr = "";
@@ -121,7 +138,7 @@ async function save(
     "--transport",
     transport,
     "--endpoints",
-    servers.get(transport)!.endpoint,
+    server.endpoint,
     "--timeout",
     "5s",
     "--json",
@@ -182,7 +199,7 @@ describe.each(["tcp", "http"] as const)("snapshot save over %s with TLS and --au
     expect(await leftBehind(file)).toEqual([]);
   });
 
-  test("another CA fails the TLS check before the token is sent, exit 1, no file", async () => {
+  test("another CA fails the TLS check: UNAVAILABLE naming --cacert, exit 1, no file", async () => {
     const file = `${transport}-wrong-ca.dkv`;
     const run = await save(transport, file, ["--cacert", pki.file("otherCa.crt"), ...tokenFlags("admin")]);
     expect(run.code).toBe(1);
@@ -190,6 +207,41 @@ describe.each(["tcp", "http"] as const)("snapshot save over %s with TLS and --au
     expect(run.json.message).toContain("TLS handshake failed");
     expect(run.json.message).toContain("--cacert");
     expect(await leftBehind(file)).toEqual([]);
+  });
+});
+
+describe.each(["tcp", "http"] as const)("snapshot save over %s, other TLS settings", (transport) => {
+  test("--insecure-skip-tls-verify saves without the CA", async () => {
+    const file = `${transport}-skip-verify.dkv`;
+    const run = await save(transport, file, ["--insecure-skip-tls-verify", ...tokenFlags("admin")]);
+    expect(run.code).toBe(0);
+    expect((await verifyBackupFile(join(dir, file))).shards).toHaveLength(1);
+  });
+
+  test("a server with --client-cert-auth: --cert/--key save, none is refused with no file", async () => {
+    const server = mtlsServers.get(transport)!;
+    const file = `${transport}-mtls.dkv`;
+    const certFlags = ["--cert", pki.file("client.crt"), "--key", pki.file("client.key")];
+    const saved = await save(
+      transport,
+      file,
+      [...caFlags(), ...certFlags, ...tokenFlags("admin")],
+      {},
+      server,
+    );
+    expect(saved.code).toBe(0);
+    expect((await verifyBackupFile(join(dir, file))).shards).toHaveLength(1);
+    const refused = await save(
+      transport,
+      "mtls-none.dkv",
+      [...caFlags(), ...tokenFlags("admin")],
+      {},
+      server,
+    );
+    expect(refused.code).toBe(1);
+    expect(refused.json.error).toBe("UNAVAILABLE");
+    expect(refused.json.message).toContain("--cert and --key");
+    expect(await leftBehind("mtls-none.dkv")).toEqual([]);
   });
 });
 
