@@ -8,7 +8,8 @@ export function bunClientTlsOptions(
 ): { ca?: string; cert?: string; key?: string; rejectUnauthorized: boolean; serverName: string } {
   return {
     ...(tls.ca === undefined ? {} : { ca: tls.ca }),
-    ...(tls.cert === undefined || tls.key === undefined ? {} : { cert: tls.cert, key: tls.key }),
+    ...(tls.cert === undefined ? {} : { cert: tls.cert }),
+    ...(tls.key === undefined ? {} : { key: tls.key }),
     rejectUnauthorized: tls.skipVerify !== true,
     serverName: tls.serverName ?? hostname,
   };
