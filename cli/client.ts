@@ -21,6 +21,12 @@ export interface ClientSettings {
   "token-file"?: string | undefined;
 }
 
+/** The TLS and token flags alone (`dkv snapshot save` has them without the rest). */
+export type ClientSecuritySettings = Pick<
+  ClientSettings,
+  "cacert" | "cert" | "key" | "insecure-skip-tls-verify" | "token" | "token-file"
+>;
+
 function readFileFor(flag: string, path: string): string {
   try {
     return readFileSync(path, "utf8");
@@ -36,7 +42,10 @@ function readFileFor(flag: string, path: string): string {
  * TLS is on with --cacert, --cert, --insecure-skip-tls-verify or an https:// endpoint.
  * Without --cacert the server's certificate is checked against the system's CAs.
  */
-export function clientTlsOf(settings: ClientSettings, endpoints: readonly string[]): ClientTls | undefined {
+export function clientTlsOf(
+  settings: ClientSecuritySettings,
+  endpoints: readonly string[],
+): ClientTls | undefined {
   const skipVerify = settings["insecure-skip-tls-verify"] === true;
   const https = endpoints.some((e) => e.startsWith("https://"));
   if (settings.cacert === undefined && settings.cert === undefined && !skipVerify && !https) {
@@ -59,7 +68,7 @@ export function clientTlsOf(settings: ClientSettings, endpoints: readonly string
 }
 
 /** --token, else --token-file's first line (DKV_TOKEN arrives as --token). */
-export function tokenOf(settings: ClientSettings): string | undefined {
+export function tokenOf(settings: ClientSecuritySettings): string | undefined {
   if (settings.token !== undefined && settings["token-file"] !== undefined) {
     throw new DkvError("USAGE", "pass either --token (or DKV_TOKEN) or --token-file, not both");
   }

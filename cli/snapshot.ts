@@ -5,6 +5,7 @@ import { clientOptions, DEFAULT_KV_SHARD, defaultEndpointFor, defineOption } fro
 import { resolveCluster } from "../src/config/shards.ts";
 import { DkvError } from "../src/errors.ts";
 import type { SerializerName, TransportName } from "../src/rpc/protocol/types.ts";
+import { clientTlsOf, tokenOf } from "./client.ts";
 import { defineGroup, defineLeaf } from "./command.ts";
 import { EXIT_OK, jsonLine } from "./io.ts";
 
@@ -25,6 +26,12 @@ const SAVE_CLIENT_FLAGS = new Set([
   "timeout",
   "max-frame-bytes",
   "json",
+  "cacert",
+  "cert",
+  "key",
+  "insecure-skip-tls-verify",
+  "token",
+  "token-file",
 ]);
 
 const saveOptions = [
@@ -57,6 +64,7 @@ const save = defineLeaf({
   examples: [
     "dkv snapshot save backup.dkv --endpoints 127.0.0.1:8081",
     "dkv snapshot save shard-200.dkv --shard 200 --json",
+    "dkv snapshot save backup.dkv --endpoints 10.0.0.5:8081 --cacert ca.crt --token-file admin.token",
   ],
   notes: [
     "Any member answers (the first of --endpoints that can be reached); writes go on meanwhile. Each shard is taken at an applied index at or past a " +
@@ -64,6 +72,7 @@ const save = defineLeaf({
     "The file is written to a temp file next to FILE, fsynced, verified and renamed: FILE is complete or absent.",
     '--json: {"ok":true,"shards":[{"shard":200,"index":N,"keys":K,"bytes":B}],"sha256":"<hex>"}.',
     "--timeout bounds the wait for each piece of the stream, not the whole backup.",
+    "Against a server with --auth-file the token must have the admin role; with TLS pass --cacert (and --cert/--key for --client-cert-auth).",
   ],
   run: async ({ options, positionals, io }) => {
     const transport = options.transport as TransportName;
@@ -72,6 +81,8 @@ const save = defineLeaf({
         ? [defaultEndpointFor(transport)]
         : options.endpoints;
     const file = positionals.file!;
+    const tls = clientTlsOf(options, endpoints);
+    const token = tokenOf(options);
     // Any member will do: the next endpoint is tried only when one cannot be reached at all.
     for (const [i, endpoint] of endpoints.entries()) {
       try {
@@ -84,6 +95,8 @@ const save = defineLeaf({
             shard: options.shard,
             idleTimeoutMs: options.timeout,
             maxFrameBytes: Math.max(options["max-frame-bytes"], 2 * 1024 * 1024),
+            tls,
+            token,
           }),
         );
         io.out(render(summary, file, options.json));

@@ -37,6 +37,7 @@ import { createSerializer } from "../serializer/index.ts";
 import { type CallOwner, type Channel, ClientCall } from "./call.ts";
 import { HttpPoolChannel } from "./http-pool.ts";
 import { type ClientTls, SocketChannel } from "./socket-channel.ts";
+import { checkClientToken } from "./tls-connect.ts";
 
 export type { SerializerName, TransportName } from "../protocol/types.ts";
 export type { ClientTls } from "./socket-channel.ts";
@@ -95,12 +96,7 @@ export class RpcClient implements CallOwner, AsyncDisposable {
     }
     if (options.endpoints.length === 0)
       throw new DkvError("USAGE", "no endpoints given: pass at least one host:port");
-    if (options.token !== undefined && !/^[\x21-\x7e]+$/.test(options.token)) {
-      throw new DkvError(
-        "USAGE",
-        "the token must be non-empty printable ASCII without spaces (check --token-file or DKV_TOKEN)",
-      );
-    }
+    checkClientToken(options.token);
     if (options.tls !== undefined && options.transport === "unix") {
       throw new DkvError("USAGE", "TLS (--cacert, --cert) applies to tcp and http, not unix sockets");
     }

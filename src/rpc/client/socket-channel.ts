@@ -20,6 +20,7 @@ import {
 import type { Serializer } from "../serializer/types.ts";
 import type { CallOwner, Channel, ClientCall } from "./call.ts";
 import { HttpResponseReader } from "./http-response-reader.ts";
+import { bunClientTlsOptions, tlsHandshakeFailure } from "./tls-connect.ts";
 
 export interface ChannelOptions {
   endpointText: string;
@@ -190,13 +191,10 @@ export class SocketChannel implements Channel {
           return;
         }
         if (this.state !== "connecting") return;
-        if (!success || (authorizationError !== null && tls.skipVerify !== true)) {
+        const failure = tlsHandshakeFailure(tls, success, authorizationError);
+        if (failure !== undefined) {
           // Fail first: terminating calls the close handler at once.
-          this.onConnectFailed(
-            new Error(
-              `TLS handshake failed (${authorizationError?.message ?? "refused"}); check --cacert (the CA that signed the server's certificate) and the host name`,
-            ),
-          );
+          this.onConnectFailed(new Error(failure));
           socket.terminate();
           return;
         }
@@ -224,16 +222,7 @@ export class SocketChannel implements Channel {
             port: endpoint.port,
             socket: handlers,
             data: this,
-            ...(tls === undefined
-              ? {}
-              : {
-                  tls: {
-                    ...(tls.ca === undefined ? {} : { ca: tls.ca }),
-                    ...(tls.cert === undefined ? {} : { cert: tls.cert, key: tls.key }),
-                    rejectUnauthorized: tls.skipVerify !== true,
-                    serverName: tls.serverName ?? endpoint.hostname,
-                  },
-                }),
+            ...(tls === undefined ? {} : { tls: bunClientTlsOptions(tls, endpoint.hostname) }),
           });
     connecting.then(
       (socket) => {
