@@ -160,6 +160,10 @@ export class RaftLog {
    */
   findConflictByTerm(index: number, term: number): { index: number; term: number } {
     const floor = this.firstIndex() - 1;
+    // Below our snapshot we know no terms: the index itself is the best answer (as in
+    // etcd-raft). Answering `floor` instead would be an index above the one asked about,
+    // and a follower whose stale tail ends below our snapshot would then look matched.
+    if (index < floor) return { index, term: 0 };
     for (; index >= floor; index--) {
       const ourTerm = this.term(index);
       if (ourTerm === TERM_UNKNOWN) return { index, term: 0 };

@@ -56,6 +56,13 @@ const regressionSeeds: { seeds: number[]; bug: string; swarm: Partial<HostSwarm>
  * verified against this leader in this incarnation) keeps them green.
  */
 const defect1Seeds = [99, 101];
+/**
+ * Found by the lying-disk sweep after the defect-1 fix: a follower whose stale tail ends
+ * below the leader's snapshot was probed at match forever (the leader resolved the
+ * follower's hint against its compacted log to the snapshot index, above the hint, so the
+ * lost-entries check never fired and no snapshot was sent).
+ */
+const compactedProbeSeeds = [36];
 
 async function runSeeds(
   first: number,
@@ -130,5 +137,9 @@ if (replaySeed !== null) {
 
   test(`lying disks, seeds ${defect1Seeds.join(", ")}: defect 1 (a follower applies stale entries after losing acked ones)`, async () => {
     await runSeeds(0, 0, lyingDiskSwarm, defect1Seeds);
+  }, 60_000);
+
+  test(`lying disks, seed ${compactedProbeSeeds.join(", ")}: a stale tail below the leader's snapshot is caught up by snapshot`, async () => {
+    await runSeeds(0, 0, lyingDiskSwarm, compactedProbeSeeds);
   }, 60_000);
 }
