@@ -3,14 +3,13 @@ import { type Clock, systemClock } from "../clock.ts";
 import type { NodeOptions, RaftNodeOptions } from "../config/node-options.ts";
 import { formatShardSpecs, isReplicated } from "../config/shards.ts";
 import { type Logger, silentLogger } from "../logger.ts";
-import { TcpNodeTransport } from "../raft/transport/tcp-transport.ts";
 import {
   type ClusterStatusReport,
   type RpcServer,
   type ShardHandler,
   startRpcServer,
 } from "../rpc/server/index.ts";
-import { type ReplicatedShards, startReplicatedShards } from "../store/replicated/shards.ts";
+import type { ReplicatedShards } from "../store/replicated/shards.ts";
 import { clientListenerSecurity } from "./client-security.ts";
 import { NodeOps } from "./node-ops.ts";
 import { resolvePeerSecurity } from "./peer-security.ts";
@@ -80,6 +79,12 @@ export async function startNode(options: NodeOptions, dependencies: NodeDependen
       const raft = options.raft;
       const dataDir = await checkDataDir(raft.dataDir);
       const peerSecurity = await resolvePeerSecurity(raft.peerSecurity, raft.replicaId);
+      // Raft, its storage and transport are loaded only by a node that serves replicated
+      // shards: a node of lstore shards alone starts smaller (idle RSS).
+      const [{ TcpNodeTransport }, { startReplicatedShards }] = await Promise.all([
+        import("../raft/transport/tcp-transport.ts"),
+        import("../store/replicated/shards.ts"),
+      ]);
       const transport = new TcpNodeTransport({
         ...peerSecurity,
         self: raft.replicaId,

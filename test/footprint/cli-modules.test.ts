@@ -122,3 +122,50 @@ describe("client commands load no server-side modules", () => {
     expect(modules).toContain("src/server/node.ts");
   });
 });
+
+describe("an lstore-only server loads no Raft and no fancy logger", () => {
+  test("dkv serve (lstore shards, stderr not a terminal)", async () => {
+    const file = join(scratch, "modules-serve.txt");
+    const proc = Bun.spawn(
+      [
+        process.execPath,
+        "--preload",
+        join(import.meta.dir, "print-modules.ts"),
+        join(ROOT, "cli", "main.ts"),
+        "serve",
+        "--transport-endpoint",
+        "127.0.0.1:0",
+      ],
+      {
+        cwd: ROOT,
+        env: { PATH: process.env.PATH ?? "", DKV_TEST_MODULES_FILE: file },
+        stdin: "ignore",
+        stdout: "pipe",
+        stderr: "pipe",
+        timeout: COMMAND_TIMEOUT_MS,
+      },
+    );
+    const reader = proc.stdout.getReader();
+    let stdout = "";
+    while (!stdout.includes("dkv listening on")) {
+      const chunk = await reader.read();
+      if (chunk.done) break;
+      stdout += new TextDecoder().decode(chunk.value);
+    }
+    expect(stdout).toContain("dkv listening on tcp 127.0.0.1:");
+    proc.kill("SIGTERM");
+    expect(await proc.exited).toBe(0);
+    const modules = (await readFile(file, "utf8")).split("\n").map((path) => relative(ROOT, path));
+    expect(modules).toContain("src/server/node.ts");
+    expect(
+      modules.filter((path) => path.startsWith("src/raft/core/") || path.startsWith("src/store/replicated/")),
+    ).toEqual([]);
+    // The full consola (fancy reporter) is for a terminal only; its basic build is enough here.
+    expect(
+      modules.filter(
+        (path) =>
+          path === "node_modules/consola/dist/index.mjs" || path === "node_modules/consola/lib/index.cjs",
+      ),
+    ).toEqual([]);
+  });
+});
