@@ -45,6 +45,13 @@ async function packageVersion(): Promise<string> {
 async function compile(outfile: string, version: string, target?: Bun.Build.CompileTarget): Promise<void> {
   const result = await Bun.build({
     entrypoints: [ENTRY],
+    // Bytecode compiled ahead of time: JavaScriptCore skips parsing at start-up
+    // (`dkv kv get` ~80 -> ~50 ms here); bytecode needs ESM output for top-level await.
+    bytecode: true,
+    format: "esm",
+    // Lazily imported modules (cli/app.ts) become separate chunks inside the binary, loaded
+    // only when used: a client command or an idle server maps less code (RSS, start-up).
+    splitting: true,
     // Identifiers kept so a stack trace from a user's binary is readable without a source map.
     minify: { whitespace: true, syntax: true, identifiers: false },
     define: { DKV_BUILD_VERSION: JSON.stringify(version) },

@@ -1,30 +1,25 @@
 import type { CommandDef, SubCommandsDef } from "citty";
 import { DkvError } from "../src/errors.ts";
-import { certCommand } from "./cert.ts";
-import { clusterCommand } from "./cluster.ts";
 import { defineGroup, groupInfo, leafInfo, renderHelp, resolveValue } from "./command.ts";
 import { EXIT_OK, type Io, reportFailure } from "./io.ts";
-import { kvCommand } from "./kv.ts";
-import { lockCommand } from "./lock.ts";
-import { serveCommand } from "./serve.ts";
-import { snapshotCommand } from "./snapshot.ts";
-import { upgradeCommand } from "./upgrade.ts";
-import { dkvVersion, versionCommand } from "./version.ts";
+import { dkvVersion } from "./version.ts";
 
 export async function rootCommand(): Promise<CommandDef> {
   return defineGroup({
     path: "dkv",
     description: "a distributed key-value store and lock service (server and client in one binary)",
     version: await dkvVersion(),
+    // Loaded on first use, so a client command never loads the server, Raft, storage or
+    // logging modules (start-up time of `dkv kv get`; test/footprint/cli-modules.test.ts).
     subCommands: {
-      serve: serveCommand,
-      kv: kvCommand,
-      lock: lockCommand,
-      cluster: clusterCommand,
-      snapshot: snapshotCommand,
-      version: versionCommand,
-      upgrade: upgradeCommand,
-      cert: certCommand,
+      serve: () => import("./serve.ts").then((m) => m.serveCommand),
+      kv: () => import("./kv.ts").then((m) => m.kvCommand),
+      lock: () => import("./lock.ts").then((m) => m.lockCommand),
+      cluster: () => import("./cluster.ts").then((m) => m.clusterCommand),
+      snapshot: () => import("./snapshot.ts").then((m) => m.snapshotCommand),
+      version: () => import("./version.ts").then((m) => m.versionCommand),
+      upgrade: () => import("./upgrade.ts").then((m) => m.upgradeCommand),
+      cert: () => import("./cert.ts").then((m) => m.certCommand),
     },
     notes: [
       "Start a server:   dkv serve                (shards 100=lstore,200=lockmgr(lstore) on tcp 127.0.0.1:8080)",

@@ -4,6 +4,9 @@
  * Exit statuses: 0 the server answered, 1 the request failed, 2 usage error.
  */
 import { DkvError } from "../src/errors.ts";
+// A test build (dist/dkv-faulty) announces its faults on every command, not only when a
+// command happens to load Raft (subcommands load lazily); a leaf module without imports.
+import "../src/raft/storage/test-faults.ts";
 import { runCli } from "./app.ts";
 import { EXIT_FAILED, flushProcessIo, processIo } from "./io.ts";
 

@@ -1,4 +1,4 @@
-import { type ConsolaInstance, createConsola, LogLevels } from "consola";
+import { type ConsolaInstance, createConsola as createBasicConsola, LogLevels } from "consola/basic";
 import type { LogLevelName } from "../config/schema.ts";
 import type { Logger } from "../logger.ts";
 
@@ -13,6 +13,12 @@ export interface ConsoleLoggerOptions {
  * component path as a tag (`[raft:host]`). Make one per process, in the composition root.
  */
 export function createConsoleLogger(options: ConsoleLoggerOptions): Logger {
+  // consola's full build (fancy reporter, colours) costs ~10 MiB of RSS: loaded only for a
+  // terminal; a log file or pipe gets the basic reporter's plain lines.
+  const createConsola =
+    options.stream.isTTY === true
+      ? (require("consola") as typeof import("consola")).createConsola
+      : createBasicConsola;
   const root = createConsola({
     level: LogLevels[options.level],
     stdout: options.stream,

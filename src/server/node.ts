@@ -4,7 +4,7 @@ import { formatShardSpecs, isReplicated } from "../config/shards.ts";
 import { DkvError } from "../errors.ts";
 import { type Logger, silentLogger } from "../logger.ts";
 import type { NodeId } from "../raft/core/types.ts";
-import { TcpNodeTransport } from "../raft/transport/tcp-transport.ts";
+import type { TcpNodeTransport } from "../raft/transport/tcp-transport.ts";
 import type { NodeTransport } from "../raft/transport/types.ts";
 import {
   type ClusterStatusReport,
@@ -12,7 +12,7 @@ import {
   type ShardHandler,
   startRpcServer,
 } from "../rpc/server/index.ts";
-import { type ReplicatedShards, startReplicatedShards } from "../store/replicated/shards.ts";
+import type { ReplicatedShards } from "../store/replicated/shards.ts";
 import { clientListenerSecurity } from "./client-security.ts";
 import { fetchMembershipView } from "./membership-join.ts";
 import { NodeOps } from "./node-ops.ts";
@@ -166,7 +166,13 @@ async function startRaft(
 ): Promise<{ replicated: ReplicatedShards; address: string | undefined }> {
   const dataDir = await checkDataDir(raft.dataDir);
   const peerSecurity = await resolvePeerSecurity(raft.peerSecurity, raft.replicaId);
-  const makeTransport = nodeTransport ?? tcpNodeTransport(peerSecurity);
+  // Raft, its storage and transport are loaded only by a node that serves replicated
+  // shards: a node of lstore shards alone starts smaller (idle RSS).
+  const [{ TcpNodeTransport }, { startReplicatedShards }] = await Promise.all([
+    import("../raft/transport/tcp-transport.ts"),
+    import("../store/replicated/shards.ts"),
+  ]);
+  const makeTransport = nodeTransport ?? tcpNodeTransport(TcpNodeTransport, peerSecurity);
   let transport: NodeTransport | undefined;
   const join = raft.join;
   const replicated = await startReplicatedShards({
@@ -226,9 +232,12 @@ async function startRaft(
 }
 
 /** The node transport of `dkv serve`: TCP (with the peer security) on this member's address. */
-function tcpNodeTransport(security: PeerTransportSecurity): NodeTransportFactory {
+function tcpNodeTransport(
+  Transport: typeof TcpNodeTransport,
+  security: PeerTransportSecurity,
+): NodeTransportFactory {
   return (raft, logger, listen, peers) =>
-    new TcpNodeTransport({
+    new Transport({
       ...security,
       self: raft.replicaId,
       listen,
