@@ -67,7 +67,7 @@ describe("fault-injection verification of a real 3-member cluster", () => {
       for (const id of ["n1", "n2", "n3"]) {
         const memberLog = await readFile(join(report.outDir, "cluster", `${id}.log`), "utf8");
         expect(memberLog).toMatch(new RegExp(`node transport of ${id} listening on \\S+ \\(mutual TLS`));
-        expect(memberLog).toMatch(/rpc:server\] .* listening on 127\.0\.0\.1:\d+ \(TLS\)/);
+        expect(memberLog).toMatch(/rpc:server\].* listening on 127\.0\.0\.1:\d+ \(TLS\)/);
         expect(memberLog).toContain("token authentication on: 1 token(s)");
       }
       expect(report.faults.length).toBeGreaterThan(0);
