@@ -38,6 +38,20 @@ export interface FrameHeader {
   clientIdLow: number;
 }
 
+/** The header of a reply to no request in particular (a connection-level error). */
+export function connectionHeader(serializerId: number): FrameHeader {
+  return {
+    serializer: serializerId,
+    flags: 0,
+    bodyLength: 0,
+    requestId: 0,
+    shard: 0,
+    op: 0,
+    clientIdHigh: 0,
+    clientIdLow: 0,
+  };
+}
+
 /** Reserves the header at the writer's end; returns its offset for `finishFrame`. */
 export function beginFrame(out: ByteWriter): number {
   out.ensure(headerBytes);

@@ -4,7 +4,13 @@ import { snapshotHttpResponse } from "../../backup/stream-server.ts";
 import { DkvError, type DkvErrorCode } from "../../errors.ts";
 import { ByteWriter } from "../protocol/byte-writer.ts";
 import { type Endpoint, formatInet } from "../protocol/endpoint.ts";
-import { FrameDecoder, type FrameHeader, flagResponse, headerBytes } from "../protocol/frame.ts";
+import {
+  connectionHeader,
+  FrameDecoder,
+  type FrameHeader,
+  flagResponse,
+  headerBytes,
+} from "../protocol/frame.ts";
 import {
   type FieldSpec,
   type Message,
@@ -202,16 +208,7 @@ async function handleFrame(
       "an application/octet-stream body must hold exactly one complete frame",
     );
   }
-  const header: FrameHeader = frame?.header ?? {
-    serializer: options.serializer.id,
-    flags: 0,
-    bodyLength: 0,
-    requestId: 0,
-    shard: 0,
-    op: 0,
-    clientIdHigh: 0,
-    clientIdLow: 0,
-  };
+  const header: FrameHeader = frame?.header ?? connectionHeader(options.serializer.id);
   if (problem === undefined && frame !== undefined && (frame.header.flags & flagResponse) !== 0) {
     problem = new DkvError("BAD_FRAME", "a client must not send response frames");
   }
@@ -259,16 +256,7 @@ function jsonError(error: DkvError, status?: number): Response {
 }
 
 function anonymousHeader(options: HttpServerOptions): FrameHeader {
-  return {
-    serializer: options.serializer.id,
-    flags: 0,
-    bodyLength: 0,
-    requestId: 0,
-    shard: 0,
-    op: 0,
-    clientIdHigh: 0,
-    clientIdLow: 0,
-  };
+  return connectionHeader(options.serializer.id);
 }
 
 /**

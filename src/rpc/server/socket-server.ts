@@ -12,6 +12,7 @@ import { ByteWriter } from "../protocol/byte-writer.ts";
 import { type Endpoint, formatInet } from "../protocol/endpoint.ts";
 import {
   beginFrame,
+  connectionHeader,
   FrameDecoder,
   type FrameHeader,
   finishFrame,
@@ -115,17 +116,11 @@ class ServerConnection implements ReplyTarget, StreamedReplyTarget {
       },
       onCorrupt: (reason) => {
         this.options.logger.warn(`${this.name}: closing connection: ${reason}`);
-        const header: FrameHeader = {
-          serializer: options.serializer.id,
-          flags: 0,
-          bodyLength: 0,
-          requestId: 0,
-          shard: 0,
-          op: 0,
-          clientIdHigh: 0,
-          clientIdLow: 0,
-        };
-        this.writeReply(header, undefined, new DkvError("BAD_FRAME", `not a dkv frame: ${reason}`));
+        this.writeReply(
+          connectionHeader(options.serializer.id),
+          undefined,
+          new DkvError("BAD_FRAME", `not a dkv frame: ${reason}`),
+        );
         this.closeGracefully();
       },
     });
