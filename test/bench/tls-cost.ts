@@ -27,7 +27,12 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseDuration } from "../../src/config/parse.ts";
 import { RpcClient } from "../../src/rpc/client/index.ts";
-import { type ClientAccess, createSecurity, type SecurityMaterial, secureServeArgs } from "../verify/security.ts";
+import {
+  type ClientAccess,
+  createSecurity,
+  type SecurityMaterial,
+  secureServeArgs,
+} from "../verify/security.ts";
 import { flagValue, ROOT, runCommand } from "./commands.ts";
 
 const LSTORE_SHARD = 100;
@@ -96,7 +101,9 @@ async function waitServing(
     }
     await Bun.sleep(POLL_MS);
   }
-  throw new Error(`${endpoint} shard ${shard} did not serve within ${START_TIMEOUT_MS} ms (${lastError}); see ${logPath}`);
+  throw new Error(
+    `${endpoint} shard ${shard} did not serve within ${START_TIMEOUT_MS} ms (${lastError}); see ${logPath}`,
+  );
 }
 
 function spawnServe(dkv: string, args: string[], logPath: string): Bun.Subprocess {
@@ -120,7 +127,14 @@ async function startLstore(
   const mode: Mode = security === undefined ? "plain" : "secure";
   const endpoint = `127.0.0.1:${await freePort(used)}`;
   const logPath = join(root, `lstore-${mode}.log`);
-  const args = ["--shards", `${LSTORE_SHARD}=lstore`, "--transport-endpoint", endpoint, "--serializer", "binary"];
+  const args = [
+    "--shards",
+    `${LSTORE_SHARD}=lstore`,
+    "--transport-endpoint",
+    endpoint,
+    "--serializer",
+    "binary",
+  ];
   if (security !== undefined) {
     const id = MEMBER_IDS[0];
     args.push("--cert-file", security.memberCertFile(id), "--key-file", security.memberKeyFile(id));
@@ -170,7 +184,13 @@ async function startDstore(
   }
   const endpoints = members.map((m) => `127.0.0.1:${m.rpcPort}`);
   for (const endpoint of endpoints) {
-    await waitServing(endpoint, DSTORE_SHARD, security?.clientAccess, own, join(root, `dstore-${mode}-*.log`));
+    await waitServing(
+      endpoint,
+      DSTORE_SHARD,
+      security?.clientAccess,
+      own,
+      join(root, `dstore-${mode}-*.log`),
+    );
   }
   return { store: "dstore", mode, shard: DSTORE_SHARD, endpoints, procs: own };
 }
@@ -247,7 +267,8 @@ async function main(): Promise<void> {
   const durationMs = parseDuration(durationText, "--duration");
   const dkv = flagValue(argv, "--dkv", join(ROOT, "dist", "dkv"));
   if (!Number.isInteger(rounds) || rounds < 1 || rounds > 20) throw new Error("--rounds must be 1..20");
-  if (!Number.isInteger(threads) || threads < 1 || threads > 1000) throw new Error("--threads must be 1..1000");
+  if (!Number.isInteger(threads) || threads < 1 || threads > 1000)
+    throw new Error("--threads must be 1..1000");
   if (durationMs < 100 || durationMs > 60_000) throw new Error("--duration must be 100ms..60s");
   if (!(await Bun.file(dkv).exists())) await runCommand([process.execPath, "run", join(ROOT, "build.ts")]);
 
@@ -294,7 +315,14 @@ async function main(): Promise<void> {
       for (const store of ["lstore", "dstore"] as const) {
         const order: Mode[] = round % 2 === 0 ? ["plain", "secure"] : ["secure", "plain"];
         for (const mode of order) {
-          const rate = await kvPerf(dkv, deployments[store][mode], clientArgs, threads, durationText, durationMs);
+          const rate = await kvPerf(
+            dkv,
+            deployments[store][mode],
+            clientArgs,
+            threads,
+            durationText,
+            durationMs,
+          );
           results[store][mode].set.push(rate.set);
           results[store][mode].get.push(rate.get);
           console.log(
