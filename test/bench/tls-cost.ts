@@ -2,7 +2,7 @@
  * What TLS + token authentication cost in throughput, one run (a plain script, not a test):
  * set and get with 50 in flight on an lstore and on a 3-member dstore, plain vs secure.
  *
- *   bun run test/bench/tls-cost.ts [--rounds 3] [--duration 3s] [--threads 50] [--dkv dist/dkv]
+ *   bun run test/bench/tls-cost.ts [--rounds 3] [--duration 3s] [--threads 50] [--dkv dist/dkv] [--control]
  *
  * - builds `dist/dkv` unless it exists; issues a CA, member and client certificates with
  *   its `dkv cert` commands and an auth file with one write-role token
@@ -19,6 +19,9 @@
  *   (secure: `--cacert`, `--cert`/`--key`, `--token-file`), a new process per run, so
  *   each run pays its TLS handshake and token frame once, like any client;
  * - prints each round's ops/s, the median per configuration and the secure/plain ratio.
+ *
+ * --control starts the "secure" side plain too (an A/A run): its ratios are the noise floor
+ * of the measurement on this machine.
  *
  * Every step is bounded in time; every process started is stopped by its PID.
  */
@@ -49,6 +52,8 @@ type Mode = "plain" | "secure";
 interface Deployment {
   readonly store: Store;
   readonly mode: Mode;
+  /** Whether clients need TLS and the token (false for both sides of a --control run). */
+  readonly secured: boolean;
   readonly shard: number;
   readonly endpoints: string[];
   readonly procs: Bun.Subprocess[];
@@ -56,7 +61,9 @@ interface Deployment {
 
 function median(values: readonly number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.floor(sorted.length / 2)] ?? 0;
+  const mid = Math.floor(sorted.length / 2);
+  if (sorted.length === 0) return 0;
+  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
 }
 
 async function freePort(used: Set<number>): Promise<number> {
@@ -106,6 +113,23 @@ async function waitServing(
   );
 }
 
+/** A secured deployment must refuse a client without TLS and token, or the run measures nothing. */
+async function assertRefusesPlain(endpoint: string, shard: number): Promise<void> {
+  let refused = false;
+  try {
+    await using client = new RpcClient({
+      endpoints: [endpoint],
+      transport: "tcp",
+      serializer: "binary",
+      timeoutMs: 2_000,
+    });
+    await client.store(shard).has("__tls_cost/probe");
+  } catch {
+    refused = true;
+  }
+  if (!refused) throw new Error(`${endpoint} answered a plain client without a token: not secured`);
+}
+
 function spawnServe(dkv: string, args: string[], logPath: string): Bun.Subprocess {
   // Only PATH: no inherited DKV_* variable changes the configuration.
   return Bun.spawn([dkv, "serve", ...args], {
@@ -121,10 +145,10 @@ async function startLstore(
   dkv: string,
   root: string,
   used: Set<number>,
+  mode: Mode,
   security: SecurityMaterial | undefined,
   procs: Bun.Subprocess[],
 ): Promise<Deployment> {
-  const mode: Mode = security === undefined ? "plain" : "secure";
   const endpoint = `127.0.0.1:${await freePort(used)}`;
   const logPath = join(root, `lstore-${mode}.log`);
   const args = [
@@ -143,17 +167,25 @@ async function startLstore(
   const proc = spawnServe(dkv, args, logPath);
   procs.push(proc);
   await waitServing(endpoint, LSTORE_SHARD, security?.clientAccess, [proc], logPath);
-  return { store: "lstore", mode, shard: LSTORE_SHARD, endpoints: [endpoint], procs: [proc] };
+  if (security !== undefined) await assertRefusesPlain(endpoint, LSTORE_SHARD);
+  return {
+    store: "lstore",
+    mode,
+    secured: security !== undefined,
+    shard: LSTORE_SHARD,
+    endpoints: [endpoint],
+    procs: [proc],
+  };
 }
 
 async function startDstore(
   dkv: string,
   root: string,
   used: Set<number>,
+  mode: Mode,
   security: SecurityMaterial | undefined,
   procs: Bun.Subprocess[],
 ): Promise<Deployment> {
-  const mode: Mode = security === undefined ? "plain" : "secure";
   const members = [];
   for (const id of MEMBER_IDS) {
     members.push({ id, peerPort: await freePort(used), rpcPort: await freePort(used) });
@@ -191,8 +223,16 @@ async function startDstore(
       own,
       join(root, `dstore-${mode}-*.log`),
     );
+    if (security !== undefined) await assertRefusesPlain(endpoint, DSTORE_SHARD);
   }
-  return { store: "dstore", mode, shard: DSTORE_SHARD, endpoints, procs: own };
+  return {
+    store: "dstore",
+    mode,
+    secured: security !== undefined,
+    shard: DSTORE_SHARD,
+    endpoints,
+    procs: own,
+  };
 }
 
 /** One `dkv kv perf` run of set then get; ops/s of each. */
@@ -221,7 +261,7 @@ async function kvPerf(
     "--skip",
     "set-large,delete,has,has-not,mixed",
     "--json",
-    ...(deployment.mode === "secure" ? clientArgs : []),
+    ...(deployment.secured ? clientArgs : []),
   ];
   // Two tests of `durationMs` each, plus preload, cleanup and start-up.
   const proc = Bun.spawn(argv, {
@@ -266,6 +306,7 @@ async function main(): Promise<void> {
   const durationText = flagValue(argv, "--duration", "3s");
   const durationMs = parseDuration(durationText, "--duration");
   const dkv = flagValue(argv, "--dkv", join(ROOT, "dist", "dkv"));
+  const control = argv.includes("--control");
   if (!Number.isInteger(rounds) || rounds < 1 || rounds > 20) throw new Error("--rounds must be 1..20");
   if (!Number.isInteger(threads) || threads < 1 || threads > 1000)
     throw new Error("--threads must be 1..1000");
@@ -293,19 +334,22 @@ async function main(): Promise<void> {
     clientArgs.push("--token-file", tokenFile);
 
     const used = new Set<number>();
+    const secureSide = control ? undefined : security;
     const deployments = {
       lstore: {
-        plain: await startLstore(dkv, root, used, undefined, procs),
-        secure: await startLstore(dkv, root, used, security, procs),
+        plain: await startLstore(dkv, root, used, "plain", undefined, procs),
+        secure: await startLstore(dkv, root, used, "secure", secureSide, procs),
       },
       dstore: {
-        plain: await startDstore(dkv, root, used, undefined, procs),
-        secure: await startDstore(dkv, root, used, security, procs),
+        plain: await startDstore(dkv, root, used, "plain", undefined, procs),
+        secure: await startDstore(dkv, root, used, "secure", secureSide, procs),
       },
     };
     console.log(
       `tls-cost: set then get, ${threads} in flight, ${KEYS} keys, ${durationText} per test, ${rounds} rounds; ` +
-        "secure = client TLS + token auth (dstore: + peer mutual TLS, client certificates)",
+        (control
+          ? "CONTROL: both sides plain (noise floor)"
+          : "secure = client TLS + token auth (dstore: + peer mutual TLS, client certificates)"),
     );
     const results: Record<Store, Record<Mode, { set: number[]; get: number[] }>> = {
       lstore: { plain: { set: [], get: [] }, secure: { set: [], get: [] } },
@@ -332,7 +376,10 @@ async function main(): Promise<void> {
       }
     }
     console.log("");
-    console.log("| store  | op  | plain ops/s | TLS+auth ops/s | secure/plain |");
+    // In a --control run the second column is plain too.
+    console.log(
+      `| store  | op  | plain ops/s | ${control ? "plain (B) ops/s" : "TLS+auth ops/s"} | secure/plain |`,
+    );
     console.log("| ------ | --- | ----------: | -------------: | -----------: |");
     for (const store of ["lstore", "dstore"] as const) {
       for (const op of ["set", "get"] as const) {
