@@ -18,6 +18,7 @@
  *   `dkv kv perf --threads 50 --keys 100 --skip set-large,delete,has,has-not,mixed`
  *   (secure: `--cacert`, `--cert`/`--key`, `--token-file`), a new process per run, so
  *   each run pays its TLS handshake and token frame once, like any client;
+ * - first, one uncounted 1 s warm-up run per configuration;
  * - prints each round's ops/s, the median per configuration and the secure/plain ratio.
  *
  * --control starts the "secure" side plain too (an A/A run): its ratios are the noise floor
@@ -355,6 +356,12 @@ async function main(): Promise<void> {
       lstore: { plain: { set: [], get: [] }, secure: { set: [], get: [] } },
       dstore: { plain: { set: [], get: [] }, secure: { set: [], get: [] } },
     };
+    // Warm-up, not counted: every server process runs the workload once before round 1.
+    for (const store of ["lstore", "dstore"] as const) {
+      for (const mode of ["plain", "secure"] as const) {
+        await kvPerf(dkv, deployments[store][mode], clientArgs, threads, "1s", 1_000);
+      }
+    }
     for (let round = 0; round < rounds; round++) {
       for (const store of ["lstore", "dstore"] as const) {
         const order: Mode[] = round % 2 === 0 ? ["plain", "secure"] : ["secure", "plain"];
