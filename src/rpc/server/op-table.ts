@@ -7,15 +7,13 @@ import type { ShardHandler } from "./dispatcher.ts";
 import { lockOwnerIdOf } from "./lock-owner.ts";
 
 /** What a caller must be allowed to do to run an op (checked once, at the dispatcher's entry). */
-export type Permission = "read" | "write" | "admin";
-
 /** Which shards serve an op: a lock shard's keys are only reachable through the lock ops. */
 export type ShardKinds = "store" | "lock" | "any";
 
 /**
  * One operation of the wire protocol: everything the dispatcher needs besides the schema
  * its serializer decodes (protocol/types.ts `requestSchemas[op]`).
- * - `permission`: the right a caller needs (an auth layer checks it before dispatch).
+ * (The right a caller needs is declared once, in src/auth/permissions.ts.)
  * - `shards`: which shard kinds serve it.
  * - `write`: it changes state (dedup by client request id; a lost reply's outcome is unknown).
  * - `validate`: checks beyond the schema, before anything is applied; the default checks
@@ -24,7 +22,6 @@ export type ShardKinds = "store" | "lock" | "any";
  *   in their state machine (see ShardHandler.forOrigin).
  */
 export interface OpEntry<K extends OpName> {
-  readonly permission: Permission;
   readonly shards: ShardKinds;
   readonly write: boolean;
   readonly validate?: (request: Requests[K]) => DkvError | undefined;
@@ -54,7 +51,6 @@ function wireEntry(entry: EntryInfo): WireEntry {
 /** Every op the server serves: adding an op is adding an entry here (and its schema). */
 export const opTable: OpTable = {
   set: {
-    permission: "write",
     shards: "store",
     write: true,
     async handle({ store }, r) {
@@ -63,7 +59,6 @@ export const opTable: OpTable = {
     },
   },
   setE: {
-    permission: "write",
     shards: "store",
     write: true,
     async handle({ store }, r) {
@@ -72,7 +67,6 @@ export const opTable: OpTable = {
     },
   },
   setEIfUnset: {
-    permission: "write",
     shards: "store",
     write: true,
     async handle({ store }, r) {
@@ -80,7 +74,6 @@ export const opTable: OpTable = {
     },
   },
   get: {
-    permission: "read",
     shards: "store",
     write: false,
     async handle({ store }, r) {
@@ -91,7 +84,6 @@ export const opTable: OpTable = {
     },
   },
   has: {
-    permission: "read",
     shards: "store",
     write: false,
     async handle({ store }, r) {
@@ -99,7 +91,6 @@ export const opTable: OpTable = {
     },
   },
   expire: {
-    permission: "write",
     shards: "store",
     write: true,
     async handle({ store }, r) {
@@ -108,7 +99,6 @@ export const opTable: OpTable = {
     },
   },
   delete: {
-    permission: "write",
     shards: "store",
     write: true,
     async handle({ store }, r) {
@@ -117,7 +107,6 @@ export const opTable: OpTable = {
     },
   },
   info: {
-    permission: "read",
     shards: "any",
     write: false,
     async handle({ store }) {
@@ -126,7 +115,6 @@ export const opTable: OpTable = {
     },
   },
   claim: {
-    permission: "write",
     shards: "store",
     write: true,
     async handle({ store }, r) {
@@ -135,7 +123,6 @@ export const opTable: OpTable = {
     },
   },
   deleteIfEquals: {
-    permission: "write",
     shards: "store",
     write: true,
     async handle({ store }, r) {
@@ -143,7 +130,6 @@ export const opTable: OpTable = {
     },
   },
   renewIfEquals: {
-    permission: "write",
     shards: "store",
     write: true,
     async handle({ store }, r) {
@@ -151,7 +137,6 @@ export const opTable: OpTable = {
     },
   },
   acquire: {
-    permission: "write",
     shards: "lock",
     write: true,
     extraTimeMs: (r) => r.waitMs,
@@ -166,7 +151,6 @@ export const opTable: OpTable = {
     },
   },
   release: {
-    permission: "write",
     shards: "lock",
     write: true,
     async handle(handler, r) {
@@ -174,7 +158,6 @@ export const opTable: OpTable = {
     },
   },
   refresh: {
-    permission: "write",
     shards: "lock",
     write: true,
     async handle(handler, r) {
@@ -182,7 +165,6 @@ export const opTable: OpTable = {
     },
   },
   list: {
-    permission: "read",
     shards: "store",
     write: false,
     async handle({ store }, r) {
@@ -198,7 +180,6 @@ export const opTable: OpTable = {
     },
   },
   count: {
-    permission: "read",
     shards: "store",
     write: false,
     async handle({ store }, r) {
@@ -206,7 +187,6 @@ export const opTable: OpTable = {
     },
   },
   txn: {
-    permission: "write",
     shards: "store",
     write: true,
     async handle({ store }, r) {
