@@ -1,4 +1,12 @@
 import { type Clock, systemClock } from "../../clock.ts";
+import {
+  COMPACTION_OVERHEAD_ENTRIES_DEFAULT,
+  ELECTION_RTT_FACTOR_DEFAULT,
+  HEARTBEAT_RTT_FACTOR_DEFAULT,
+  REQUEST_TIMEOUT_MS_DEFAULT,
+  RTT_MS_DEFAULT,
+  SNAPSHOT_ENTRIES_DEFAULT,
+} from "../../config/defaults.ts";
 import { DkvError } from "../../errors.ts";
 import { LockManager } from "../../lockmgr/lock-manager.ts";
 import type { NodeId, RaftLogger } from "../../raft/core/types.ts";
@@ -87,13 +95,14 @@ export interface ReplicatedShards {
   close(): Promise<void>;
 }
 
+/** For library callers that leave a tunable out; declared once in config/defaults.ts. */
 const DEFAULTS = {
-  rttMs: 100,
-  electionRttFactor: 10,
-  heartbeatRttFactor: 2,
-  snapshotEntries: 100_000,
-  compactionOverheadEntries: 5000,
-  requestTimeoutMs: 5000,
+  rttMs: RTT_MS_DEFAULT,
+  electionRttFactor: ELECTION_RTT_FACTOR_DEFAULT,
+  heartbeatRttFactor: HEARTBEAT_RTT_FACTOR_DEFAULT,
+  snapshotEntries: SNAPSHOT_ENTRIES_DEFAULT,
+  compactionOverheadEntries: COMPACTION_OVERHEAD_ENTRIES_DEFAULT,
+  requestTimeoutMs: REQUEST_TIMEOUT_MS_DEFAULT,
 } as const;
 
 /**
