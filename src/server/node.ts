@@ -185,6 +185,7 @@ async function startRaft(
     heartbeatRttFactor: raft.heartbeatRttFactor,
     snapshotEntries: raft.snapshotEntries,
     compactionOverheadEntries: raft.compactionOverheadEntries,
+    leaderBalanceIntervalMs: raft.leaderBalanceIntervalMs,
     requestTimeoutMs: raft.requestTimeoutMs,
     limits: options.limits,
     clock,
