@@ -116,8 +116,15 @@ export class OpsCluster {
     const server = member.server;
     if (server === undefined) return;
     member.server = undefined;
-    process.kill(server.proc.pid, "SIGKILL");
-    await server.proc.exited;
+    const { proc } = server;
+    if (proc.exitCode !== null || proc.signalCode !== null) {
+      // Nobody asked it to stop: that is a finding, with what it said before it went.
+      throw new Error(
+        `member ${id} (pid ${proc.pid}) had already exited on its own (code ${proc.exitCode}, signal ${proc.signalCode}); its last log lines:\n${server.logs().split("\n").slice(-30).join("\n")}`,
+      );
+    }
+    process.kill(proc.pid, "SIGKILL");
+    await proc.exited;
   }
 
   client(ids: readonly string[] = this.members.map((m) => m.id), timeoutMs = 5000): RpcClient {
