@@ -255,33 +255,36 @@ describe("replace a dead member; a removed member refuses to campaign", () => {
     expect(await load.missing(cluster.client(["node-4"]).store(KV_SHARD))).toEqual([]);
   }, 60_000);
 
-  // Skipped: since peer links refuse non-members at the handshake (issue 10), a member
-  // removed while it was stopped can no longer reach anyone to be told "you were removed"
-  // (the membership notice of issue 11). It disrupts nothing (it cannot connect), but it does
-  // not retire and say so. The fix (answer a removed id's handshake with the removal notice
-  // instead of a bare refusal) is open under issue 11.
-  test.skip("a member removed while it was stopped stops serving when it wakes, and never campaigns", async () => {
-    const victim = cluster.member("node-2").server!;
-    process.kill(victim.proc.pid, "SIGSTOP");
-    let termBefore: number | undefined;
-    try {
-      // If node-2 led a group, the first attempt can time out on it while the others elect a
-      // new leader; the runbook's answer is to run the same command again (bounded here).
-      let removed = await clusterCli(cluster, "node-1", ["remove", "node-2"]);
-      for (let attempt = 0; attempt < 4 && removed.code !== 0; attempt++) {
-        expect(removed.raw.stdout, removed.raw.stderr).toMatch(/"outcome":"unknown"|UNAVAILABLE|NOT_LEADER/);
-        removed = await clusterCli(cluster, "node-1", ["remove", "node-2"]);
-      }
-      expect(removed.code, removed.raw.stdout + removed.raw.stderr).toBe(0);
-      // node-1 and node-4 carry on (electing a new leader if node-2 led): their term now.
-      await cluster.waitForLeader(KV_SHARD, 10_000, ["node-1", "node-4"]);
-      termBefore = (await statusOf(cluster, "node-1"))!.shards.find((s) => s.shard === KV_SHARD)!.term!;
-    } finally {
-      process.kill(victim.proc.pid, "SIGCONT");
+  // Peer links refuse non-members at the handshake (issue 10); a member removed while it was
+  // down learns of its removal from that refusal, which carries the removal notice. Killed
+  // (not SIGSTOPped), so no Raft message sent before its removal can still be waiting in its
+  // socket buffers: the refusal is the only way it can learn.
+  test("a member removed while it was stopped stops serving when it wakes, and never campaigns", async () => {
+    await cluster.kill("node-2");
+    // If node-2 led a group, the first attempt can time out on it while the others elect a
+    // new leader; the runbook's answer is to run the same command again (bounded here).
+    let removed = await clusterCli(cluster, "node-1", ["remove", "node-2"]);
+    for (let attempt = 0; attempt < 4 && removed.code !== 0; attempt++) {
+      expect(removed.raw.stdout, removed.raw.stderr).toMatch(/"outcome":"unknown"|UNAVAILABLE|NOT_LEADER/);
+      removed = await clusterCli(cluster, "node-1", ["remove", "node-2"]);
     }
-    // It missed its removal; its first election attempt is answered with "you were removed".
+    expect(removed.code, removed.raw.stdout + removed.raw.stderr).toBe(0);
+    // node-1 and node-4 carry on (electing a new leader if node-2 led): their term now.
+    await cluster.waitForLeader(KV_SHARD, 10_000, ["node-1", "node-4"]);
+    const termBefore = (await statusOf(cluster, "node-1"))!.shards.find((s) => s.shard === KV_SHARD)!.term!;
+    const before = cluster.logs("node-2");
+
+    // It comes back with its old data dir and flags; its first dial is answered "you were removed".
+    await cluster.startMember("node-2");
     await waitUntil("node-2 to retire", async () =>
-      cluster.logs("node-2").includes("was removed from the cluster"),
+      cluster.logs("node-2").slice(before.length).includes("was removed from the cluster"),
+    );
+    // It says what happened and what to do; a remaining member says it told it.
+    const woke = cluster.logs("node-2").slice(before.length);
+    expect(woke).toContain("missed its removal while it was down or cut off");
+    expect(woke).toContain("wipe its data dir");
+    expect(cluster.logs("node-1") + cluster.logs("node-4")).toContain(
+      "node-2 dialed this member but was removed from the cluster",
     );
     const answer = await cluster
       .client(["node-2"], 1000)

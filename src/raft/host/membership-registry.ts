@@ -54,11 +54,6 @@ export class MemberRegistry implements StateMachine {
     return this.removed.has(id);
   }
 
-  /** The address a removed member had (to tell it, should it speak up again). */
-  removedAddressOf(id: NodeId): string | undefined {
-    return this.removed.get(id);
-  }
-
   /** Every member's address (removed ones excluded). */
   addresses(): Map<NodeId, string> {
     return new Map(this.members);

@@ -42,8 +42,6 @@ export const MEMBERSHIP_GROUP_ID = 0xffff_ffff;
 
 /** Ids as --cluster-members accepts them. */
 const MEMBER_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
-/** A removed member is told so at most this often. */
-const REMOVED_NOTICE_INTERVAL_MS = 1000;
 /** Bound on group requests this member has sent and awaits replies to. */
 const REQUESTS_IN_FLIGHT_MAX = 256;
 
@@ -119,7 +117,6 @@ export class ClusterMembership implements MembershipHooks {
   private readonly host: RaftHost;
   private readonly logger: RaftLogger;
   private readonly lastContact = new Map<NodeId, number>();
-  private readonly removedNoticeAt = new Map<NodeId, number>();
   private readonly requests = new Map<number, PendingRequest>();
   private readonly listeners = new Set<(members: MemberInfo[]) => void>();
   private nextRequestId = 1;
@@ -241,20 +238,43 @@ export class ClusterMembership implements MembershipHooks {
 
   acceptRaft(from: NodeId): boolean {
     this.lastContact.set(from, performance.now());
-    if (!this.registry.isRemoved(from)) return true;
-    const now = performance.now();
-    if (now - (this.removedNoticeAt.get(from) ?? Number.NEGATIVE_INFINITY) >= REMOVED_NOTICE_INTERVAL_MS) {
-      this.removedNoticeAt.set(from, now);
-      // It was removed but never applied its removal (down or cut off meanwhile): tell it.
-      const address = this.registry.removedAddressOf(from);
-      if (address === undefined) return false;
-      this.config.transport.setPeers(new Map([...this.peers(), [from, address]]));
-      this.config.transport.sendHost(
-        from,
-        encodeMembershipFrame({ kind: MembershipFrameKind.Removed, removed: from }),
+    // A removed member's link is closed once its removal applies here (the transport drops
+    // it from the peers); until then its traffic is dropped. When it dials again, its
+    // handshake is refused with the removal notice (refusalNotice).
+    return !this.registry.isRemoved(from);
+  }
+
+  refusalNotice(from: NodeId): Uint8Array | undefined {
+    if (!this.registry.isRemoved(from) || this.host.retiredError !== undefined) return undefined;
+    this.logger.info(
+      `${from} dialed this member but was removed from the cluster (it missed its removal while down or cut off): told it so`,
+    );
+    return encodeMembershipFrame({ kind: MembershipFrameKind.Removed, removed: from });
+  }
+
+  onRefusalNotice(from: NodeId, payload: Uint8Array): void {
+    let frame: ReturnType<typeof decodeMembershipFrame>;
+    try {
+      frame = decodeMembershipFrame(payload);
+    } catch (error) {
+      this.logger.warn(
+        `member ${from} refused this member's connection with an unreadable notice: ${String(error)}`,
       );
+      return;
     }
-    return false;
+    if (frame?.kind !== MembershipFrameKind.Removed) {
+      this.logger.warn(`member ${from} refused this member's connection with an unexpected notice; ignored`);
+      return;
+    }
+    this.noticeOfRemoval(from, frame.removed);
+  }
+
+  /** `from` (a member in this member's view) says `removed` was removed. */
+  private noticeOfRemoval(from: NodeId, removed: NodeId): void {
+    if (removed !== this.config.self || this.registry.addressOf(from) === undefined) return;
+    this.retire(
+      `member ${from} says this member (${this.config.self}) was removed from the cluster (it missed its removal while it was down or cut off)`,
+    );
   }
 
   onHost(from: NodeId, payload: Uint8Array): boolean {
@@ -275,8 +295,8 @@ export class ClusterMembership implements MembershipHooks {
         clearTimeout(request.timer);
         request.settle(frame);
       }
-    } else if (frame.removed === this.config.self && this.registry.addressOf(from) !== undefined) {
-      this.retire(`member ${from} says this member (${this.config.self}) was removed from the cluster`);
+    } else {
+      this.noticeOfRemoval(from, frame.removed);
     }
     return true;
   }
@@ -695,6 +715,8 @@ export class ClusterMembership implements MembershipHooks {
         `${reason}; it no longer serves this cluster: stop this process, and wipe its data dir before reusing the machine (a new member needs a new id)`,
       ),
     );
+    // It speaks to no one any more: no redials, and no member's connection is read.
+    this.config.transport.setPeers(new Map());
   }
 
   private onRegistryChange(): void {
@@ -717,6 +739,7 @@ export class ClusterMembership implements MembershipHooks {
   /** Whom the transport dials: the registry's members, plus the seed's (until the registry has caught up). */
   private peers(): Map<NodeId, string> {
     const peers = new Map<NodeId, string>();
+    if (this.host.retiredError !== undefined) return peers;
     for (const [id, address] of this.config.seed.members)
       if (!this.registry.isRemoved(id)) peers.set(id, address);
     for (const [id, address] of this.registry.addresses()) peers.set(id, address);

@@ -161,6 +161,10 @@ export interface TcpTransportStats {
   connects: number;
   /** Inbound connections closed for garbage, oversized frames or a refused handshake. */
   connectionsRejected: number;
+  /** Refused handshakes answered with a notice (a removed member told so). */
+  refusalNoticesSent: number;
+  /** Notices read back on a refused outbound connection (this member was told why). */
+  refusalNoticesReceived: number;
   /** Raft messages dropped because their `from` is not the link's member or `to` is not this one. */
   messagesForged: number;
   snapshotChunksSent: number;
@@ -180,6 +184,8 @@ export function newStats(): TcpTransportStats {
     dials: 0,
     connects: 0,
     connectionsRejected: 0,
+    refusalNoticesSent: 0,
+    refusalNoticesReceived: 0,
     messagesForged: 0,
     snapshotChunksSent: 0,
     snapshotsSent: 0,
