@@ -1,3 +1,4 @@
+import { clientSecurityOptions } from "./client-security-options.ts";
 import type { OptionSpec } from "./schema.ts";
 
 /** Like schema.ts's defineOption, kept here so this file imports nothing at run time (schema.ts imports it). */
@@ -15,7 +16,8 @@ export const membershipOptions = [
     defaultLabel: "none",
     description:
       "Client endpoints of current members: this new member asks them for the membership (it must have been added first with 'dkv cluster add ID=HOST:PEER_PORT') " +
-      "and starts its replicated shards as a learner with an empty log. Ignored once the data dir holds the membership",
+      "and starts its replicated shards as a learner with an empty log. Ignored once the data dir holds the membership. " +
+      "Members with client TLS or --auth-file: give --cacert, --cert/--key or --token-file (or DKV_TOKEN) as for any client command",
   }),
   defineOption({
     name: "auto-promote-lag",
@@ -36,3 +38,21 @@ export const membershipOptions = [
       "Promote caught-up learners automatically (--auto-promote=false: only 'dkv cluster promote' does)",
   }),
 ] as const;
+
+/** A client flag as `dkv serve` shows it: the same name, default and variable, said to apply to --join only. */
+type ForJoin<T extends readonly OptionSpec[]> = {
+  readonly [K in keyof T]: Omit<T[K], "description"> & { readonly description: string };
+};
+
+function forJoin<const T extends readonly OptionSpec[]>(options: T): ForJoin<T> {
+  return options.map((option) => ({
+    ...option,
+    description: `--join's request to the cluster: ${option.description}`,
+  })) as unknown as ForJoin<T>;
+}
+
+/**
+ * The client TLS and token flags of every client command (client-security-options.ts,
+ * declared once there), read by `dkv serve` for its --join request alone.
+ */
+export const joinClientOptions = forJoin(clientSecurityOptions);

@@ -1,5 +1,6 @@
 import { strict as assert } from "node:assert";
 import { DkvError } from "../errors.ts";
+import type { ClientSecuritySettings } from "../rpc/client/tls-connect.ts";
 import {
   type SerializerName,
   serializerNames,
@@ -64,6 +65,8 @@ export interface RaftNodeOptions {
   readonly nodeQueueBytesMax: number;
   /** --join: client endpoints of current members, asked for the membership at a first start. */
   readonly join: readonly string[] | undefined;
+  /** --cacert, --cert, --key, --insecure-skip-tls-verify, --token(-file) of the --join request (files are read by startNode). */
+  readonly joinSecurity: Readonly<ClientSecuritySettings>;
   /** --auto-promote-lag, --auto-promote */
   readonly autoPromoteLagEntries: number;
   readonly autoPromote: boolean;
@@ -166,6 +169,14 @@ function resolveRaft(values: ServeOptionValues): RaftNodeOptions {
     compactionOverheadEntries: values["compaction-overhead"],
     requestTimeoutMs: values.timeout,
     join: values.join.length === 0 ? undefined : Object.freeze([...values.join]),
+    joinSecurity: Object.freeze({
+      cacert: values.cacert,
+      cert: values.cert,
+      key: values.key,
+      "insecure-skip-tls-verify": values["insecure-skip-tls-verify"],
+      token: values.token,
+      "token-file": values["token-file"],
+    }),
     autoPromoteLagEntries: values["auto-promote-lag"],
     autoPromote: values["auto-promote"],
     peerSecurity: Object.freeze({
