@@ -184,32 +184,108 @@ describe("a one-member cluster", () => {
     expect(String(result.json.message)).toMatch(/last voter/);
   }, 20_000);
 
-  test("started without --cluster-members (no dialable address), it refuses to grow and says how", async () => {
+  test("started without --cluster-members it refuses to grow and says how; restarted with its address, it grows", async () => {
     const dataDir = await mkdtemp(join(tmpdir(), "dkv-embedded-"));
+    const servers: Array<{ stop(): Promise<number> }> = [];
     try {
-      await using server = await startServer([
+      const embedded = await startServer([
         "--shards",
         "200=dstore",
         "--data-dir",
-        dataDir,
+        join(dataDir, "node-1"),
         "--transport-endpoint",
         "127.0.0.1:0",
       ]);
-      const result = await runDkv([
+      servers.push(embedded);
+      const before = await runDkv([
+        "kv",
+        "set",
+        "k",
+        "kept",
+        "--shard",
+        "200",
+        "--endpoints",
+        embedded.endpoint,
+      ]);
+      expect(before.code, before.stderr).toBe(0);
+      const refused = await runDkv([
         "cluster",
         "add",
         "node-2=127.0.0.1:1",
         "--json",
         "--endpoints",
-        server.endpoint,
+        embedded.endpoint,
       ]);
-      expect(result.code).toBe(1);
-      expect(result.stdout).toContain('"error":"CONFLICT"');
-      expect(result.stdout).toContain("--cluster-members");
+      expect(refused.code).toBe(1);
+      expect(refused.stdout).toContain('"error":"CONFLICT"');
+      // The exact flags to restart with.
+      expect(refused.stdout).toContain(
+        'restart it once with --replica-id node-1 --cluster-members \\"node-1=HOST:PEER_PORT\\" and the same --data-dir',
+      );
+      expect(await embedded.stop()).toBe(0);
+
+      // Restarted as told: it adopts the address, and grows.
+      const peerPort = await freePort();
+      const node1 = await startServer([
+        "--shards",
+        "200=dstore",
+        "--replica-id",
+        "node-1",
+        "--cluster-members",
+        `node-1=127.0.0.1:${peerPort}`,
+        "--rtt-millisecond",
+        "20",
+        "--log-level",
+        "info",
+        "--data-dir",
+        join(dataDir, "node-1"),
+        "--transport-endpoint",
+        "127.0.0.1:0",
+      ]);
+      servers.push(node1);
+      let added: Awaited<ReturnType<typeof runDkv>> | undefined;
+      await waitUntil("the add to be accepted (after the address is adopted)", async () => {
+        added = await runDkv([
+          "cluster",
+          "add",
+          `node-2=127.0.0.1:${await freePort()}`,
+          "--json",
+          "--endpoints",
+          node1.endpoint,
+        ]);
+        return added.code === 0 || !added.stdout.includes("no address other members can dial");
+      });
+      expect(added!.code, added!.stdout + added!.stderr).toBe(0);
+      expect(node1.logs()).toContain(`node-1 now has the node-transport address 127.0.0.1:${peerPort}`);
+      expect(node1.logs()).not.toContain("is stale and ignored");
+      const node2 = await startServer([
+        "--shards",
+        "200=dstore",
+        "--replica-id",
+        "node-2",
+        "--join",
+        node1.endpoint,
+        "--rtt-millisecond",
+        "20",
+        "--data-dir",
+        join(dataDir, "node-2"),
+        "--transport-endpoint",
+        "127.0.0.1:0",
+      ]);
+      servers.push(node2);
+      await waitUntil("node-2 to serve the key written before the restart", async () => {
+        const got = await runDkv(["kv", "get", "k", "--shard", "200", "--endpoints", node2.endpoint]);
+        return got.code === 0 && got.stdout.includes("kept");
+      });
+      await waitUntil("node-2 to be promoted", async () => {
+        const status = await runDkv(["cluster", "status", "--json", "--endpoints", node1.endpoint]);
+        return /"id":"node-2","address":"[^"]+","voter":true/.test(status.stdout);
+      });
     } finally {
+      for (const server of servers.reverse()) await server.stop().catch(() => undefined);
       await rm(dataDir, { recursive: true, force: true });
     }
-  }, 20_000);
+  }, 40_000);
 });
 
 describe("replace a dead member; a removed member refuses to campaign", () => {

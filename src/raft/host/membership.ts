@@ -13,6 +13,7 @@ import {
 import {
   decodeRegistryResult,
   encodeRegistryCommand,
+  isUndialable,
   MemberRegistry,
   type RegistryCommand,
 } from "./membership-registry.ts";
@@ -123,6 +124,8 @@ export class ClusterMembership implements MembershipHooks {
   private promoter: ReturnType<typeof setInterval> | undefined;
   private seedWrite: Promise<void> = Promise.resolve();
   private flagsChecked = false;
+  /** maybeAdoptAddress: "running" while its proposal is out, "done" once applied or refused. */
+  private adoption: "idle" | "running" | "done" = "idle";
   private startCommit = 0;
   private closed = false;
 
@@ -337,12 +340,13 @@ export class ClusterMembership implements MembershipHooks {
 
   private async add(id: NodeId, address: string): Promise<ChangeReport> {
     const state = await this.host.read(MEMBERSHIP_GROUP_ID, () => this.registry.state());
-    const unreachable = state.members.find((member) => member.address.endsWith(":0"));
+    const unreachable = state.members.find((member) => isUndialable(member.address));
     if (unreachable !== undefined) {
       throw new DkvError(
         "CONFLICT",
         `${unreachable.id} has no address other members can dial (${unreachable.address}: a one-member cluster started without --cluster-members); ` +
-          `start a cluster you mean to grow with --cluster-members "${unreachable.id}=HOST:PORT"`,
+          `restart it once with --replica-id ${unreachable.id} --cluster-members "${unreachable.id}=HOST:PEER_PORT" and the same --data-dir ` +
+          "(its data is kept; it adopts that node-transport address), then add members",
       );
     }
     const known = state.members.find((member) => member.id === id);
@@ -645,6 +649,7 @@ export class ClusterMembership implements MembershipHooks {
   private housekeeping(): void {
     if (this.closed || this.host.retiredError !== undefined) return;
     try {
+      this.maybeAdoptAddress();
       this.checkFlagsOnce();
       if (this.config.autoPromote) for (const groupId of this.allGroupIds()) this.maybePromote(groupId);
     } catch (error) {
@@ -679,8 +684,51 @@ export class ClusterMembership implements MembershipHooks {
     }
   }
 
+  /**
+   * Restarted with --cluster-members after starting without (port 0): the one member
+   * adopts the address it listens on now, so other members can dial it and it can grow.
+   */
+  private maybeAdoptAddress(): void {
+    if (this.adoption !== "idle") return;
+    const self = this.config.self;
+    const current = this.registry.addressOf(self);
+    const listening = this.config.seed.members.get(self);
+    if (current === undefined || listening === undefined) return;
+    if (!isUndialable(current) || isUndialable(listening)) return;
+    if (this.host.status(MEMBERSHIP_GROUP_ID).raft.role !== "leader") return;
+    this.adoption = "running";
+    this.host
+      .propose(MEMBERSHIP_GROUP_ID, encodeRegistryCommand({ t: "address", id: self, address: listening }))
+      .then((bytes) => {
+        const result = decodeRegistryResult(bytes);
+        this.adoption = "done";
+        // Now, before any member is added: the flag named this member alone.
+        this.checkFlagsOnce();
+        if (result.ok) {
+          this.logger.info(
+            `${self} now has the node-transport address ${listening} (it was started without --cluster-members); other members can be added with 'dkv cluster add'`,
+          );
+        } else {
+          this.logger.warn(`${self} keeps the address ${current}: ${result.message}`);
+        }
+      })
+      .catch((error: unknown) => {
+        this.adoption = "idle";
+        this.logger.info(`adopting the address ${listening} did not finish (retried): ${String(error)}`);
+      });
+  }
+
   private checkFlagsOnce(): void {
     if (this.flagsChecked) return;
+    // Until an adoption of this member's address (above) applied, the flag is not stale.
+    const self = this.config.self;
+    const listening = this.config.seed.members.get(self);
+    if (
+      isUndialable(this.registry.addressOf(self) ?? "") &&
+      listening !== undefined &&
+      !isUndialable(listening)
+    )
+      return;
     const flags = this.config.flagMembers;
     if (flags === undefined || this.config.seed.source === "flags") {
       this.flagsChecked = true;
@@ -742,7 +790,11 @@ export class ClusterMembership implements MembershipHooks {
     if (this.host.retiredError !== undefined) return peers;
     for (const [id, address] of this.config.seed.members)
       if (!this.registry.isRemoved(id)) peers.set(id, address);
-    for (const [id, address] of this.registry.addresses()) peers.set(id, address);
+    for (const [id, address] of this.registry.addresses()) {
+      // Port 0 (a member started without --cluster-members, before its adopted address
+      // replayed here) cannot be dialed: the seed's address for it, if it has one, can.
+      if (!isUndialable(address) || peers.get(id) === undefined) peers.set(id, address);
+    }
     return peers;
   }
 
