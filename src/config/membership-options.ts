@@ -31,6 +31,16 @@ export const membershipOptions = [
       "'dkv cluster promote' refuses a learner that lags more",
   }),
   defineOption({
+    name: "peer-address-override",
+    type: "list",
+    default: [],
+    valueHint: "ID=HOST:PORT,...",
+    defaultLabel: "none",
+    description:
+      "Dial these members at these addresses instead of the ones the cluster replicates (a NAT, a TCP proxy, the per-link proxies of 'bun run verify'); " +
+      "the replicated membership is unchanged, and ids not (yet) members are kept for when they join",
+  }),
+  defineOption({
     name: "auto-promote",
     type: "boolean",
     default: true,

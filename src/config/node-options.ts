@@ -23,7 +23,13 @@ import {
   type OptionValues,
   type serveOptions,
 } from "./schema.ts";
-import { isReplicated, parseShardSpecs, resolveCluster, type ShardSpec } from "./shards.ts";
+import {
+  isReplicated,
+  parsePeerAddressOverrides,
+  parseShardSpecs,
+  resolveCluster,
+  type ShardSpec,
+} from "./shards.ts";
 
 /** `dkv serve`'s flags as the parser returns them (defaults filled in, bounds checked). */
 export type ServeOptionValues = OptionValues<typeof serveOptions>;
@@ -67,6 +73,8 @@ export interface RaftNodeOptions {
   readonly join: readonly string[] | undefined;
   /** --cacert, --cert, --key, --insecure-skip-tls-verify, --token(-file) of the --join request (files are read by startNode). */
   readonly joinSecurity: Readonly<ClientSecuritySettings>;
+  /** --peer-address-override: id → the address this member dials it at instead of the replicated one. */
+  readonly peerAddressOverrides: ReadonlyMap<string, string>;
   /** --auto-promote-lag, --auto-promote */
   readonly autoPromoteLagEntries: number;
   readonly autoPromote: boolean;
@@ -177,6 +185,7 @@ function resolveRaft(values: ServeOptionValues): RaftNodeOptions {
       token: values.token,
       "token-file": values["token-file"],
     }),
+    peerAddressOverrides: parsePeerAddressOverrides(values["peer-address-override"]),
     autoPromoteLagEntries: values["auto-promote-lag"],
     autoPromote: values["auto-promote"],
     peerSecurity: Object.freeze({

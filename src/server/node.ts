@@ -250,6 +250,7 @@ function tcpNodeTransport(
       peers,
       maxFrameBytes: raft.nodeFrameBytesMax,
       maxQueueBytes: raft.nodeQueueBytesMax,
+      ...(raft.peerAddressOverrides.size === 0 ? {} : { addressOverrides: raft.peerAddressOverrides }),
       logger,
     });
 }

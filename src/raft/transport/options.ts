@@ -16,6 +16,11 @@ export interface TcpNodeTransportOptions {
   /** Every other member's "host:port". */
   peers: ReadonlyMap<NodeId, string>;
   /**
+   * Dial these peers here instead of at the address given to setPeers (a NAT, a proxy):
+   * the member list keeps its addresses, only where this transport connects changes.
+   */
+  addressOverrides?: ReadonlyMap<NodeId, string>;
+  /**
    * Checked at handshake: members of different clusters refuse each other (etcd's
    * --initial-cluster-token). Default "dkv".
    */
@@ -66,7 +71,9 @@ export interface TcpNodeTransportOptions {
   onLinkState?: (peer: NodeId, up: boolean) => void;
 }
 
-export type ResolvedOptions = Required<Omit<TcpNodeTransportOptions, "peers" | "onLinkState" | "tls">> & {
+export type ResolvedOptions = Required<
+  Omit<TcpNodeTransportOptions, "peers" | "onLinkState" | "tls" | "addressOverrides">
+> & {
   onLinkState: ((peer: NodeId, up: boolean) => void) | undefined;
   tls: PeerTls | undefined;
 };

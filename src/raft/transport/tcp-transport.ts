@@ -46,6 +46,7 @@ export class TcpNodeTransport implements NodeTransport, LinkContext {
   /** The one accepted connection per authenticated member (a newer one replaces it). */
   private readonly byMember = new Map<NodeId, Socket<InboundTag>>();
   private closed = false;
+  private readonly addressOverrides: ReadonlyMap<NodeId, string>;
   private lastUnknownPeerWarnMs = Number.NEGATIVE_INFINITY;
 
   constructor(options: TcpNodeTransportOptions) {
@@ -61,6 +62,9 @@ export class TcpNodeTransport implements NodeTransport, LinkContext {
           "use a loopback address, or pass --insecure on a network you trust",
       );
     }
+    this.addressOverrides = new Map(options.addressOverrides ?? []);
+    for (const [peer, address] of this.addressOverrides)
+      parseHostPort(address, `the override address of ${peer}`);
     this.setPeers(options.peers);
   }
 
@@ -143,8 +147,10 @@ export class TcpNodeTransport implements NodeTransport, LinkContext {
     return undefined;
   }
 
-  setPeers(peers: ReadonlyMap<NodeId, string>): void {
+  setPeers(given: ReadonlyMap<NodeId, string>): void {
     if (this.closed) return;
+    const peers = new Map(given);
+    for (const [peer, address] of this.addressOverrides) if (peers.has(peer)) peers.set(peer, address);
     // Parse every address first, so a bad one changes nothing.
     for (const [peer, address] of peers) {
       if (peer !== this.self) parseHostPort(address, `the address of peer ${peer}`);
