@@ -59,8 +59,13 @@ export interface NemesisOptions {
   onMembersChange?: () => void;
 }
 
-/** Spare ids a run with the membership nemesis prepares (each add or replace uses one). */
-export const MEMBERSHIP_SPARES = 8;
+/**
+ * Spare ids a run with the membership nemesis prepares (each add or replace uses one, and
+ * each gets a proxy per link up front): about one per 8 s of faults, 6 to 16.
+ */
+export function membershipSpares(timeS: number): number {
+  return Math.min(16, Math.max(6, Math.ceil(timeS / 8)));
+}
 
 export type MembershipStep =
   | { op: "add"; id: string }
@@ -342,6 +347,11 @@ export class Nemesis {
       }
       case "membership": {
         const step = planMembershipChange(cluster.ids, cluster.foundingSize, cluster.spareIds(), random);
+        if (step.op === "none") {
+          // Not a fault: nothing happens (the quiet time before the next one still passes).
+          this.options.log(`nemesis: membership skipped: ${step.why}`);
+          return;
+        }
         const event = this.begin(kind, describeStep(step));
         try {
           event.detail += `: ${await this.changeMembership(step)}`;

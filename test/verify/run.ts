@@ -4,7 +4,7 @@ import { ensureBinary } from "../e2e/helpers.ts";
 import { type CheckSummary, checkAll, formatSummary } from "./checker/index.ts";
 import { KV_SHARD, LOCK_SHARD, memberIds, VerifyCluster } from "./cluster.ts";
 import { type History, HistoryRecorder, saveHistory } from "./history.ts";
-import { type FaultEvent, type FaultKind, MEMBERSHIP_SPARES, Nemesis } from "./nemesis.ts";
+import { type FaultEvent, type FaultKind, membershipSpares, Nemesis } from "./nemesis.ts";
 import { forkRandom, seededRandom } from "./random.ts";
 import { createSecurity, type SecurityMaterial } from "./security.ts";
 import { type WorkloadName, Workloads } from "./workloads.ts";
@@ -115,7 +115,7 @@ export async function runVerification(options: VerifyOptions): Promise<VerifyRep
       `verify: seed ${options.seed}, ${options.nodes} nodes, ${options.timeS} s${options.secure === true ? ", secure (TLS + auth)" : ""}, out ${options.outDir}`,
     );
     let security: SecurityMaterial | undefined;
-    const spares = options.nemesis.includes("membership") ? MEMBERSHIP_SPARES : 0;
+    const spares = options.nemesis.includes("membership") ? membershipSpares(options.timeS) : 0;
     if (options.secure === true) {
       security = await createSecurity(
         binary,
