@@ -151,7 +151,8 @@ export class VerifyCluster {
         for (const to of members) {
           if (from === to) continue;
           const proxy = new LinkProxy(from.id, to.id, to.raftPort);
-          proxy.start();
+          // A port of its own, never one kept for a member (spares wait long for theirs).
+          proxy.start(await freePort(used));
           cluster.proxies.set(linkName(from.id, to.id), proxy);
         }
       }
