@@ -16,8 +16,8 @@ export const membershipOptions = [
     defaultLabel: "none",
     description:
       "Client endpoints of current members: this new member asks them for the membership (it must have been added first with 'dkv cluster add ID=HOST:PEER_PORT') " +
-      "and starts its replicated shards as a learner with an empty log. Ignored once the data dir holds the membership. " +
-      "Members with client TLS or --auth-file: give --cacert, --cert/--key or --token-file (or DKV_TOKEN) as for any client command",
+      "and starts as a learner with an empty log. Ignored once the data dir holds the membership. " +
+      "TLS or tokens: --cacert, --cert/--key, --token-file as for clients",
   }),
   defineOption({
     name: "auto-promote-lag",
