@@ -43,6 +43,8 @@ export const MEMBERSHIP_GROUP_ID = 0xffff_ffff;
 
 /** Ids as --cluster-members accepts them. */
 const MEMBER_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
+/** A removed member told so at the handshake is logged at most this often (per id). */
+const NOTICE_LOG_INTERVAL_MS = 10_000;
 /** Bound on group requests this member has sent and awaits replies to. */
 const REQUESTS_IN_FLIGHT_MAX = 256;
 
@@ -118,6 +120,7 @@ export class ClusterMembership implements MembershipHooks {
   private readonly host: RaftHost;
   private readonly logger: RaftLogger;
   private readonly lastContact = new Map<NodeId, number>();
+  private readonly noticeLoggedAt = new Map<NodeId, number>();
   private readonly requests = new Map<number, PendingRequest>();
   private readonly listeners = new Set<(members: MemberInfo[]) => void>();
   private nextRequestId = 1;
@@ -249,9 +252,14 @@ export class ClusterMembership implements MembershipHooks {
 
   refusalNotice(from: NodeId): Uint8Array | undefined {
     if (!this.registry.isRemoved(from) || this.host.retiredError !== undefined) return undefined;
-    this.logger.info(
-      `${from} dialed this member but was removed from the cluster (it missed its removal while down or cut off): told it so`,
-    );
+    // Keyed by removed ids only (bounded by the registry); one line per id per interval.
+    const now = performance.now();
+    if (now - (this.noticeLoggedAt.get(from) ?? Number.NEGATIVE_INFINITY) >= NOTICE_LOG_INTERVAL_MS) {
+      this.noticeLoggedAt.set(from, now);
+      this.logger.info(
+        `${from} dialed this member but was removed from the cluster (it missed its removal while down or cut off): told it so`,
+      );
+    }
     return encodeMembershipFrame({ kind: MembershipFrameKind.Removed, removed: from });
   }
 
