@@ -1,11 +1,11 @@
-import { readFileSync } from "node:fs";
 import { defaultEndpointFor } from "../src/config/schema.ts";
 import { DkvError } from "../src/errors.ts";
-import { type ClientTls, RpcClient } from "../src/rpc/client/index.ts";
+import { RpcClient } from "../src/rpc/client/index.ts";
+import { type ClientSecuritySettings, clientTlsOf, tokenOf } from "../src/rpc/client/tls-connect.ts";
 import type { SerializerName, TransportName } from "../src/rpc/protocol/types.ts";
 
 /** The common client options as every kv/lock command parses them. */
-export interface ClientSettings {
+export interface ClientSettings extends ClientSecuritySettings {
   shard: number;
   endpoints: readonly string[] | undefined;
   transport: string;
@@ -13,71 +13,9 @@ export interface ClientSettings {
   "retry-count": number;
   "connections-per-endpoint": number;
   "max-frame-bytes": number;
-  cacert?: string | undefined;
-  cert?: string | undefined;
-  key?: string | undefined;
-  "insecure-skip-tls-verify"?: boolean;
-  token?: string | undefined;
-  "token-file"?: string | undefined;
 }
 
-/** The TLS and token flags alone (`dkv snapshot save` has them without the rest). */
-export type ClientSecuritySettings = Pick<
-  ClientSettings,
-  "cacert" | "cert" | "key" | "insecure-skip-tls-verify" | "token" | "token-file"
->;
-
-function readFileFor(flag: string, path: string): string {
-  try {
-    return readFileSync(path, "utf8");
-  } catch (error) {
-    throw new DkvError(
-      "USAGE",
-      `cannot read ${flag} ${path} (${error instanceof Error ? error.message : String(error)}); check the path`,
-    );
-  }
-}
-
-/**
- * TLS is on with --cacert, --cert, --insecure-skip-tls-verify or an https:// endpoint.
- * Without --cacert the server's certificate is checked against the system's CAs.
- */
-export function clientTlsOf(
-  settings: ClientSecuritySettings,
-  endpoints: readonly string[],
-): ClientTls | undefined {
-  const skipVerify = settings["insecure-skip-tls-verify"] === true;
-  const https = endpoints.some((e) => e.startsWith("https://"));
-  if (settings.cacert === undefined && settings.cert === undefined && !skipVerify && !https) {
-    if (settings.key !== undefined)
-      throw new DkvError("USAGE", "--key needs --cert (the client certificate)");
-    return undefined;
-  }
-  if ((settings.cert === undefined) !== (settings.key === undefined)) {
-    throw new DkvError(
-      "USAGE",
-      "--cert and --key go together: pass both (PEM files, e.g. from 'dkv cert create-client')",
-    );
-  }
-  return {
-    ca: settings.cacert === undefined ? undefined : readFileFor("--cacert", settings.cacert),
-    cert: settings.cert === undefined ? undefined : readFileFor("--cert", settings.cert),
-    key: settings.key === undefined ? undefined : readFileFor("--key", settings.key),
-    skipVerify,
-  };
-}
-
-/** --token, else --token-file's first line (DKV_TOKEN arrives as --token). */
-export function tokenOf(settings: ClientSecuritySettings): string | undefined {
-  if (settings.token !== undefined && settings["token-file"] !== undefined) {
-    throw new DkvError("USAGE", "pass either --token (or DKV_TOKEN) or --token-file, not both");
-  }
-  if (settings.token !== undefined) return settings.token.trim();
-  if (settings["token-file"] === undefined) return undefined;
-  const token = (readFileFor("--token-file", settings["token-file"]).split(/\r?\n/)[0] ?? "").trim();
-  if (token === "") throw new DkvError("USAGE", `--token-file ${settings["token-file"]} holds no token`);
-  return token;
-}
+export { type ClientSecuritySettings, clientTlsOf, tokenOf };
 
 /** An RPC client for one command run; `timeoutMs` is per request. */
 export function openClient(settings: ClientSettings, timeoutMs: number): RpcClient {

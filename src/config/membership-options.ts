@@ -1,3 +1,4 @@
+import { clientSecurityOptions } from "./client-security-options.ts";
 import type { OptionSpec } from "./schema.ts";
 
 /** Like schema.ts's defineOption, kept here so this file imports nothing at run time (schema.ts imports it). */
@@ -15,7 +16,8 @@ export const membershipOptions = [
     defaultLabel: "none",
     description:
       "Client endpoints of current members: this new member asks them for the membership (it must have been added first with 'dkv cluster add ID=HOST:PEER_PORT') " +
-      "and starts its replicated shards as a learner with an empty log. Ignored once the data dir holds the membership",
+      "and starts as a learner with an empty log. Ignored once the data dir holds the membership. " +
+      "TLS or tokens: --cacert, --cert/--key, --token-file as for clients",
   }),
   defineOption({
     name: "auto-promote-lag",
@@ -29,6 +31,16 @@ export const membershipOptions = [
       "'dkv cluster promote' refuses a learner that lags more",
   }),
   defineOption({
+    name: "peer-address-override",
+    type: "list",
+    default: [],
+    valueHint: "ID=HOST:PORT,...",
+    defaultLabel: "none",
+    description:
+      "Dial these members at these addresses instead of the ones the cluster replicates (a NAT, a TCP proxy, the per-link proxies of 'bun run verify'); " +
+      "the replicated membership is unchanged, and ids not (yet) members are kept for when they join",
+  }),
+  defineOption({
     name: "auto-promote",
     type: "boolean",
     default: true,
@@ -36,3 +48,21 @@ export const membershipOptions = [
       "Promote caught-up learners automatically (--auto-promote=false: only 'dkv cluster promote' does)",
   }),
 ] as const;
+
+/** A client flag as `dkv serve` shows it: the same name, default and variable, said to apply to --join only. */
+type ForJoin<T extends readonly OptionSpec[]> = {
+  readonly [K in keyof T]: Omit<T[K], "description"> & { readonly description: string };
+};
+
+function forJoin<const T extends readonly OptionSpec[]>(options: T): ForJoin<T> {
+  return options.map((option) => ({
+    ...option,
+    description: `--join's request to the cluster: ${option.description}`,
+  })) as unknown as ForJoin<T>;
+}
+
+/**
+ * The client TLS and token flags of every client command (client-security-options.ts,
+ * declared once there), read by `dkv serve` for its --join request alone.
+ */
+export const joinClientOptions = forJoin(clientSecurityOptions);

@@ -1,5 +1,6 @@
 import { strict as assert } from "node:assert";
 import { DkvError } from "../errors.ts";
+import type { ClientSecuritySettings } from "../rpc/client/tls-connect.ts";
 import {
   type SerializerName,
   serializerNames,
@@ -22,7 +23,13 @@ import {
   type OptionValues,
   type serveOptions,
 } from "./schema.ts";
-import { isReplicated, parseShardSpecs, resolveCluster, type ShardSpec } from "./shards.ts";
+import {
+  isReplicated,
+  parsePeerAddressOverrides,
+  parseShardSpecs,
+  resolveCluster,
+  type ShardSpec,
+} from "./shards.ts";
 
 /** `dkv serve`'s flags as the parser returns them (defaults filled in, bounds checked). */
 export type ServeOptionValues = OptionValues<typeof serveOptions>;
@@ -66,6 +73,10 @@ export interface RaftNodeOptions {
   readonly nodeQueueBytesMax: number;
   /** --join: client endpoints of current members, asked for the membership at a first start. */
   readonly join: readonly string[] | undefined;
+  /** --cacert, --cert, --key, --insecure-skip-tls-verify, --token(-file) of the --join request (files are read by startNode). */
+  readonly joinSecurity: Readonly<ClientSecuritySettings>;
+  /** --peer-address-override: id → the address this member dials it at instead of the replicated one. */
+  readonly peerAddressOverrides: ReadonlyMap<string, string>;
   /** --auto-promote-lag, --auto-promote */
   readonly autoPromoteLagEntries: number;
   readonly autoPromote: boolean;
@@ -169,6 +180,15 @@ function resolveRaft(values: ServeOptionValues): RaftNodeOptions {
     leaderBalanceIntervalMs: values["leader-balance-interval"],
     requestTimeoutMs: values.timeout,
     join: values.join.length === 0 ? undefined : Object.freeze([...values.join]),
+    joinSecurity: Object.freeze({
+      cacert: values.cacert,
+      cert: values.cert,
+      key: values.key,
+      "insecure-skip-tls-verify": values["insecure-skip-tls-verify"],
+      token: values.token,
+      "token-file": values["token-file"],
+    }),
+    peerAddressOverrides: parsePeerAddressOverrides(values["peer-address-override"]),
     autoPromoteLagEntries: values["auto-promote-lag"],
     autoPromote: values["auto-promote"],
     peerSecurity: Object.freeze({

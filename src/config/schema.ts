@@ -28,7 +28,7 @@ import {
   SNAPSHOT_ENTRIES_DEFAULT,
   VALUE_BYTES_MAX_DEFAULT,
 } from "./defaults.ts";
-import { membershipOptions } from "./membership-options.ts";
+import { joinClientOptions, membershipOptions } from "./membership-options.ts";
 import { opsServeOptions } from "./ops-options.ts";
 import { peerSecurityOptions } from "./peer-security-options.ts";
 
@@ -423,6 +423,7 @@ export const serveOptions = [
   ...serverSecurityOptions,
   ...opsServeOptions,
   ...membershipOptions,
+  ...joinClientOptions,
 ] as const;
 
 // ---------------------------------------------------------------------------------------

@@ -154,3 +154,28 @@ export function resolveCluster(options: {
   }
   return { replicaId, members, embedded: false };
 }
+
+/**
+ * Parses --peer-address-override: `ID=HOST:PORT` entries (a list flag), each id once.
+ * Unlike --cluster-members, two ids may share an address (one proxy may front several).
+ */
+export function parsePeerAddressOverrides(entries: readonly string[]): Map<string, string> {
+  const example = 'e.g. --peer-address-override "node-2=127.0.0.1:7002,node-3=127.0.0.1:7003"';
+  const overrides = new Map<string, string>();
+  for (const entry of entries) {
+    const separator = entry.indexOf("=");
+    const id = entry.slice(0, Math.max(0, separator)).trim();
+    const address = entry.slice(separator + 1).trim();
+    if (separator <= 0 || !MEMBER_ID.test(id)) {
+      throw usage(`--peer-address-override entry "${entry}" is not ID=HOST:PORT; ${example}.`);
+    }
+    if (tryParseHostPort(address, { portMin: 1 }) === undefined) {
+      throw usage(
+        `--peer-address-override entry "${entry}": "${address}" is not HOST:PORT with a port from 1 to 65535; ${example}.`,
+      );
+    }
+    if (overrides.has(id)) throw usage(`--peer-address-override lists "${id}" twice; give each id once.`);
+    overrides.set(id, address);
+  }
+  return overrides;
+}

@@ -1,6 +1,6 @@
 import { DkvError } from "../errors.ts";
 import type { MembershipView } from "../raft/host/membership-types.ts";
-import { RpcClient } from "../rpc/client/index.ts";
+import { type ClientTls, RpcClient } from "../rpc/client/index.ts";
 import type { SerializerName, TransportName } from "../rpc/protocol/types.ts";
 
 export interface JoinOptions {
@@ -9,6 +9,10 @@ export interface JoinOptions {
   transport: TransportName;
   serializer: SerializerName;
   timeoutMs: number;
+  /** --cacert / --cert / --key / --insecure-skip-tls-verify: the members' client listener speaks TLS. */
+  tls?: ClientTls;
+  /** --token / --token-file / DKV_TOKEN: the members run --auth-file (the token needs the admin role). */
+  token?: string;
 }
 
 /**
@@ -24,6 +28,8 @@ export async function fetchMembershipView(options: JoinOptions): Promise<Members
       serializer: options.serializer,
       timeoutMs: options.timeoutMs,
       retryCount: 1,
+      ...(options.tls === undefined ? {} : { tls: options.tls }),
+      ...(options.token === undefined ? {} : { token: options.token }),
     });
     try {
       const view = (await client.membership({ action: "members" })) as MembershipView;
@@ -39,6 +45,9 @@ export async function fetchMembershipView(options: JoinOptions): Promise<Members
   }
   throw new DkvError(
     "UNAVAILABLE",
-    `--join: no member answered with the cluster's membership (${failures.join("; ")}); check the endpoints (client endpoints of running members)`,
+    `--join: no member answered with the cluster's membership (${failures.join("; ")}); check the endpoints (client endpoints of running members)` +
+      (options.tls === undefined && options.token === undefined
+        ? "; members with client TLS or --auth-file need --cacert (and --cert/--key) or --token-file here too"
+        : ""),
   );
 }

@@ -6,6 +6,7 @@ import { type Logger, silentLogger } from "../logger.ts";
 import type { NodeId } from "../raft/core/types.ts";
 import type { TcpNodeTransport } from "../raft/transport/tcp-transport.ts";
 import type { NodeTransport } from "../raft/transport/types.ts";
+import { clientTlsOf, tokenOf } from "../rpc/client/tls-connect.ts";
 import {
   type ClusterStatusReport,
   type RpcServer,
@@ -175,6 +176,9 @@ async function startRaft(
   const makeTransport = nodeTransport ?? tcpNodeTransport(TcpNodeTransport, peerSecurity);
   let transport: NodeTransport | undefined;
   const join = raft.join;
+  // Read now, so a missing --cacert or --token-file stops the start with its flag named.
+  const joinTls = join === undefined ? undefined : clientTlsOf(raft.joinSecurity, join);
+  const joinToken = join === undefined ? undefined : tokenOf(raft.joinSecurity);
   const replicated = await startReplicatedShards({
     replicaId: raft.replicaId,
     clusterMembers: raft.members,
@@ -207,6 +211,8 @@ async function startRaft(
                 transport: options.rpc.transport,
                 serializer: options.rpc.serializer,
                 timeoutMs: raft.requestTimeoutMs,
+                ...(joinTls === undefined ? {} : { tls: joinTls }),
+                ...(joinToken === undefined ? {} : { token: joinToken }),
               }),
           }),
       autoPromoteLagEntries: raft.autoPromoteLagEntries,
@@ -245,6 +251,7 @@ function tcpNodeTransport(
       peers,
       maxFrameBytes: raft.nodeFrameBytesMax,
       maxQueueBytes: raft.nodeQueueBytesMax,
+      ...(raft.peerAddressOverrides.size === 0 ? {} : { addressOverrides: raft.peerAddressOverrides }),
       logger,
     });
 }

@@ -4,10 +4,12 @@
  * --metrics-endpoint: each serves an lstore shard (the request path alone: dispatcher
  * observer) and a one-member dstore shard (plus the Raft host's observer and fsync).
  *
- *   bun run test/bench/metrics-overhead.ts [--rounds 6] [--round 1s] [--concurrency 32] [--control]
+ *   bun run test/bench/metrics-overhead.ts [--rounds 6] [--round 1s] [--concurrency 32] [--control] [--processes]
  *
  * --control runs both servers with metrics off (an A/A run): the ratio it prints is the
- * noise floor of the measurement.
+ * noise floor of the measurement. --processes runs two `dist/dkv serve` processes instead
+ * (end to end: --metrics-endpoint on one, and the load from this process), so the servers
+ * do not share an event loop with the load generator or each other.
  */
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -18,6 +20,7 @@ import { type RpcServer, type ShardHandler, startRpcServer } from "../../src/rpc
 import { NodeOps } from "../../src/server/node-ops.ts";
 import { buildShards, replicatedShardHandler } from "../../src/server/shards.ts";
 import { type ReplicatedShards, startReplicatedShards } from "../../src/store/replicated/shards.ts";
+import { startServer } from "../e2e/helpers.ts";
 import { flagValue } from "./commands.ts";
 
 const LOCAL_SHARD = 100;
@@ -25,11 +28,47 @@ const REPLICATED_SHARD = 200;
 
 interface Node {
   name: string;
-  ops: NodeOps;
-  shards: ReplicatedShards;
-  server: RpcServer;
   client: RpcClient;
-  dir: string;
+  stop(): Promise<void>;
+}
+
+function clientOf(endpoint: string): RpcClient {
+  return new RpcClient({ endpoints: [endpoint], transport: "tcp", serializer: "binary", timeoutMs: 10_000 });
+}
+
+/** A `dist/dkv serve` process with the same shards; metrics on 127.0.0.1:0 when `metrics`. */
+async function startProcessNode(name: string, metrics: boolean): Promise<Node> {
+  const dir = await mkdtemp(join(tmpdir(), `dkv-bench-${name}-`));
+  const server = await startServer([
+    "--shards",
+    `${LOCAL_SHARD}=lstore,${REPLICATED_SHARD}=dstore`,
+    "--data-dir",
+    dir,
+    "--transport-endpoint",
+    "127.0.0.1:0",
+    "--log-level",
+    "info",
+    ...(metrics ? ["--metrics-endpoint", "127.0.0.1:0"] : []),
+  ]);
+  const client = clientOf(server.endpoint);
+  // Proof the A side really scrapes: the endpoint it logged answers with metrics.
+  const url = /metrics on (http:\/\/\S+\/metrics)/.exec(server.logs())?.[1];
+  if (metrics) {
+    if (url === undefined) throw new Error(`${name}: no metrics endpoint in its log:\n${server.logs()}`);
+    const text = await (await fetch(url)).text();
+    if (!text.includes("# TYPE")) throw new Error(`${name}: ${url} served no metrics`);
+  } else if (url !== undefined) {
+    throw new Error(`${name}: metrics are on, though they should be off`);
+  }
+  return {
+    name,
+    client,
+    stop: async () => {
+      await client.close();
+      await server.stop();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
 }
 
 async function startNode(name: string, metrics: boolean): Promise<Node> {
@@ -59,21 +98,22 @@ async function startNode(name: string, metrics: boolean): Promise<Node> {
     serializer: "binary",
     shards: handlers,
   });
-  const client = new RpcClient({
-    endpoints: [server.endpoint],
-    transport: "tcp",
-    serializer: "binary",
-    timeoutMs: 10_000,
-  });
-  return { name, ops, shards, server, client, dir };
+  const client = clientOf(server.endpoint);
+  return { name, client, stop: () => stopInProcess(client, server, ops, shards, dir) };
 }
 
-async function stopNode(node: Node): Promise<void> {
-  await node.client.close();
-  await node.server.stop();
-  await node.ops.stop();
-  await node.shards.close();
-  await rm(node.dir, { recursive: true, force: true });
+async function stopInProcess(
+  client: RpcClient,
+  server: RpcServer,
+  ops: NodeOps,
+  shards: ReplicatedShards,
+  dir: string,
+): Promise<void> {
+  await client.close();
+  await server.stop();
+  await ops.stop();
+  await shards.close();
+  await rm(dir, { recursive: true, force: true });
 }
 
 /** Operations completed in `durationMs` by `concurrency` workers doing set then get. */
@@ -134,8 +174,9 @@ async function main(): Promise<void> {
   const roundMs = parseDuration(flagValue(argv, "--round", "1s"), "--round");
   const concurrency = Number(flagValue(argv, "--concurrency", "32"));
   const control = argv.includes("--control");
-  const off = await startNode("off", false);
-  const on = await startNode("on", !control);
+  const start = argv.includes("--processes") ? startProcessNode : startNode;
+  const off = await start("off", false);
+  const on = await start("on", !control);
   try {
     const rows: { shard: string; off: number; on: number }[] = [];
     for (const [label, shard] of [
@@ -158,7 +199,8 @@ async function main(): Promise<void> {
       rows.push({ shard: label, off: offTotal / rounds, on: onTotal / rounds });
     }
     console.log(
-      `metrics overhead: ${rounds} alternating rounds of ${roundMs} ms each, ${concurrency} in flight, set+get`,
+      `metrics overhead${control ? " (A/A control: metrics off on both)" : ""}${start === startProcessNode ? ", dist/dkv processes" : ", in-process servers"}: ` +
+        `${rounds} alternating rounds of ${roundMs} ms each, ${concurrency} in flight, set+get`,
     );
     console.log("shard   | ops/s metrics off | ops/s metrics on | on/off");
     for (const row of rows) {
@@ -172,8 +214,8 @@ async function main(): Promise<void> {
       `metrics hooks alone: ${ns.toFixed(0)} ns per request (${((ns / (1e9 / fastest)) * 100).toFixed(2)}% of a request at ${fastest.toFixed(0)} ops/s)`,
     );
   } finally {
-    await stopNode(on);
-    await stopNode(off);
+    await on.stop();
+    await off.stop();
   }
 }
 

@@ -70,4 +70,24 @@ describe("MemberRegistry", () => {
     expect(copy.state()).toEqual(registry.state());
     expect(copy.isRemoved("node-2")).toBe(true);
   });
+
+  test("only the one member of a cluster started without an address (port 0) adopts one, once", () => {
+    const registry = new MemberRegistry(new Map([["node-1", "127.0.0.1:0"]]), () => {});
+    const apply = (i: number, c: RegistryCommand) => decodeRegistryResult(registry.apply(entry(i, 5, c)));
+    expect(apply(1, { t: "address", id: "node-1", address: "127.0.0.1:0" })).toMatchObject({ ok: false });
+    expect(apply(2, { t: "address", id: "node-2", address: "127.0.0.1:7" })).toMatchObject({ ok: false });
+    expect(apply(3, { t: "address", id: "node-1", address: "127.0.0.1:7" }).ok).toBe(true);
+    expect(registry.addressOf("node-1")).toBe("127.0.0.1:7");
+    // Once dialable, others may have dialed it: it never moves again this way.
+    expect(apply(4, { t: "address", id: "node-1", address: "127.0.0.1:8" })).toMatchObject({
+      ok: false,
+      code: "CONFLICT",
+    });
+    // Nor does a member of a larger cluster.
+    const { registry: two } = fresh();
+    expect(
+      decodeRegistryResult(two.apply(entry(1, 5, { t: "address", id: "node-1", address: "127.0.0.1:9" }))),
+    ).toMatchObject({ ok: false });
+    expect(two.addressOf("node-1")).toBe("127.0.0.1:1");
+  });
 });

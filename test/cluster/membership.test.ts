@@ -184,32 +184,108 @@ describe("a one-member cluster", () => {
     expect(String(result.json.message)).toMatch(/last voter/);
   }, 20_000);
 
-  test("started without --cluster-members (no dialable address), it refuses to grow and says how", async () => {
+  test("started without --cluster-members it refuses to grow and says how; restarted with its address, it grows", async () => {
     const dataDir = await mkdtemp(join(tmpdir(), "dkv-embedded-"));
+    const servers: Array<{ stop(): Promise<number> }> = [];
     try {
-      await using server = await startServer([
+      const embedded = await startServer([
         "--shards",
         "200=dstore",
         "--data-dir",
-        dataDir,
+        join(dataDir, "node-1"),
         "--transport-endpoint",
         "127.0.0.1:0",
       ]);
-      const result = await runDkv([
+      servers.push(embedded);
+      const before = await runDkv([
+        "kv",
+        "set",
+        "k",
+        "kept",
+        "--shard",
+        "200",
+        "--endpoints",
+        embedded.endpoint,
+      ]);
+      expect(before.code, before.stderr).toBe(0);
+      const refused = await runDkv([
         "cluster",
         "add",
         "node-2=127.0.0.1:1",
         "--json",
         "--endpoints",
-        server.endpoint,
+        embedded.endpoint,
       ]);
-      expect(result.code).toBe(1);
-      expect(result.stdout).toContain('"error":"CONFLICT"');
-      expect(result.stdout).toContain("--cluster-members");
+      expect(refused.code).toBe(1);
+      expect(refused.stdout).toContain('"error":"CONFLICT"');
+      // The exact flags to restart with.
+      expect(refused.stdout).toContain(
+        'restart it once with --replica-id node-1 --cluster-members \\"node-1=HOST:PEER_PORT\\" and the same --data-dir',
+      );
+      expect(await embedded.stop()).toBe(0);
+
+      // Restarted as told: it adopts the address, and grows.
+      const peerPort = await freePort();
+      const node1 = await startServer([
+        "--shards",
+        "200=dstore",
+        "--replica-id",
+        "node-1",
+        "--cluster-members",
+        `node-1=127.0.0.1:${peerPort}`,
+        "--rtt-millisecond",
+        "20",
+        "--log-level",
+        "info",
+        "--data-dir",
+        join(dataDir, "node-1"),
+        "--transport-endpoint",
+        "127.0.0.1:0",
+      ]);
+      servers.push(node1);
+      let added: Awaited<ReturnType<typeof runDkv>> | undefined;
+      await waitUntil("the add to be accepted (after the address is adopted)", async () => {
+        added = await runDkv([
+          "cluster",
+          "add",
+          `node-2=127.0.0.1:${await freePort()}`,
+          "--json",
+          "--endpoints",
+          node1.endpoint,
+        ]);
+        return added.code === 0 || !added.stdout.includes("no address other members can dial");
+      });
+      expect(added!.code, added!.stdout + added!.stderr).toBe(0);
+      expect(node1.logs()).toContain(`node-1 now has the node-transport address 127.0.0.1:${peerPort}`);
+      expect(node1.logs()).not.toContain("is stale and ignored");
+      const node2 = await startServer([
+        "--shards",
+        "200=dstore",
+        "--replica-id",
+        "node-2",
+        "--join",
+        node1.endpoint,
+        "--rtt-millisecond",
+        "20",
+        "--data-dir",
+        join(dataDir, "node-2"),
+        "--transport-endpoint",
+        "127.0.0.1:0",
+      ]);
+      servers.push(node2);
+      await waitUntil("node-2 to serve the key written before the restart", async () => {
+        const got = await runDkv(["kv", "get", "k", "--shard", "200", "--endpoints", node2.endpoint]);
+        return got.code === 0 && got.stdout.includes("kept");
+      });
+      await waitUntil("node-2 to be promoted", async () => {
+        const status = await runDkv(["cluster", "status", "--json", "--endpoints", node1.endpoint]);
+        return /"id":"node-2","address":"[^"]+","voter":true/.test(status.stdout);
+      });
     } finally {
+      for (const server of servers.reverse()) await server.stop().catch(() => undefined);
       await rm(dataDir, { recursive: true, force: true });
     }
-  }, 20_000);
+  }, 40_000);
 });
 
 describe("replace a dead member; a removed member refuses to campaign", () => {
@@ -255,33 +331,36 @@ describe("replace a dead member; a removed member refuses to campaign", () => {
     expect(await load.missing(cluster.client(["node-4"]).store(KV_SHARD))).toEqual([]);
   }, 60_000);
 
-  // Skipped: since peer links refuse non-members at the handshake (issue 10), a member
-  // removed while it was stopped can no longer reach anyone to be told "you were removed"
-  // (the membership notice of issue 11). It disrupts nothing (it cannot connect), but it does
-  // not retire and say so. The fix (answer a removed id's handshake with the removal notice
-  // instead of a bare refusal) is open under issue 11.
-  test.skip("a member removed while it was stopped stops serving when it wakes, and never campaigns", async () => {
-    const victim = cluster.member("node-2").server!;
-    process.kill(victim.proc.pid, "SIGSTOP");
-    let termBefore: number | undefined;
-    try {
-      // If node-2 led a group, the first attempt can time out on it while the others elect a
-      // new leader; the runbook's answer is to run the same command again (bounded here).
-      let removed = await clusterCli(cluster, "node-1", ["remove", "node-2"]);
-      for (let attempt = 0; attempt < 4 && removed.code !== 0; attempt++) {
-        expect(removed.raw.stdout, removed.raw.stderr).toMatch(/"outcome":"unknown"|UNAVAILABLE|NOT_LEADER/);
-        removed = await clusterCli(cluster, "node-1", ["remove", "node-2"]);
-      }
-      expect(removed.code, removed.raw.stdout + removed.raw.stderr).toBe(0);
-      // node-1 and node-4 carry on (electing a new leader if node-2 led): their term now.
-      await cluster.waitForLeader(KV_SHARD, 10_000, ["node-1", "node-4"]);
-      termBefore = (await statusOf(cluster, "node-1"))!.shards.find((s) => s.shard === KV_SHARD)!.term!;
-    } finally {
-      process.kill(victim.proc.pid, "SIGCONT");
+  // Peer links refuse non-members at the handshake (issue 10); a member removed while it was
+  // down learns of its removal from that refusal, which carries the removal notice. Killed
+  // (not SIGSTOPped), so no Raft message sent before its removal can still be waiting in its
+  // socket buffers: the refusal is the only way it can learn.
+  test("a member removed while it was stopped stops serving when it wakes, and never campaigns", async () => {
+    await cluster.kill("node-2");
+    // If node-2 led a group, the first attempt can time out on it while the others elect a
+    // new leader; the runbook's answer is to run the same command again (bounded here).
+    let removed = await clusterCli(cluster, "node-1", ["remove", "node-2"]);
+    for (let attempt = 0; attempt < 4 && removed.code !== 0; attempt++) {
+      expect(removed.raw.stdout, removed.raw.stderr).toMatch(/"outcome":"unknown"|UNAVAILABLE|NOT_LEADER/);
+      removed = await clusterCli(cluster, "node-1", ["remove", "node-2"]);
     }
-    // It missed its removal; its first election attempt is answered with "you were removed".
+    expect(removed.code, removed.raw.stdout + removed.raw.stderr).toBe(0);
+    // node-1 and node-4 carry on (electing a new leader if node-2 led): their term now.
+    await cluster.waitForLeader(KV_SHARD, 10_000, ["node-1", "node-4"]);
+    const termBefore = (await statusOf(cluster, "node-1"))!.shards.find((s) => s.shard === KV_SHARD)!.term!;
+    const before = cluster.logs("node-2");
+
+    // It comes back with its old data dir and flags; its first dial is answered "you were removed".
+    await cluster.startMember("node-2");
     await waitUntil("node-2 to retire", async () =>
-      cluster.logs("node-2").includes("was removed from the cluster"),
+      cluster.logs("node-2").slice(before.length).includes("was removed from the cluster"),
+    );
+    // It says what happened and what to do; a remaining member says it told it.
+    const woke = cluster.logs("node-2").slice(before.length);
+    expect(woke).toContain("missed its removal while it was down or cut off");
+    expect(woke).toContain("wipe its data dir");
+    expect(cluster.logs("node-1") + cluster.logs("node-4")).toContain(
+      "node-2 dialed this member but was removed from the cluster",
     );
     const answer = await cluster
       .client(["node-2"], 1000)

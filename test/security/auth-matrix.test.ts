@@ -77,7 +77,20 @@ const cases: Case[] = [
   },
   { name: "info @100", run: (c) => c.info(storeShard) },
   { name: "clusterStatus", run: (c) => c.clusterStatus() },
+  {
+    // `dkv cluster add|remove|...` and `serve --join`: admin only.
+    name: "membership",
+    run: (c, tag) => c.membership({ action: "remove", id: tag }),
+    applied: async (_s, tag) => membershipRequests.some((json) => json.includes(`"${tag}"`)),
+  },
 ];
+
+/** What reached the membership handler of the server under test. */
+const membershipRequests: string[] = [];
+const membership = async (json: string): Promise<string> => {
+  membershipRequests.push(json);
+  return JSON.stringify({ ok: true });
+};
 
 const everything = cases.map((c) => c.name);
 /** The expected permissions, written out by hand: the specification of the matrix. */
@@ -85,9 +98,9 @@ const allowed: Record<string, readonly string[]> = {
   none: [],
   wrong: [],
   reader: ["get app/x @100", "get other @100", "info @100", "clusterStatus"],
-  writer: everything,
+  writer: everything.filter((n) => n !== "membership"),
   admin: everything,
-  shard100writer: everything.filter((n) => !n.endsWith("@200")),
+  shard100writer: everything.filter((n) => !n.endsWith("@200") && n !== "membership"),
   prefixWriter: [
     "get app/x @100",
     "set app/* @100",
@@ -125,7 +138,7 @@ describe.each(["tcp", "unix", "http"] as const)("auth matrix over %s", (transpor
     const authority = new TokenAuthority(
       (await import("../../src/auth/auth-file.ts")).parseAuthFile(authFileJson(tokenSpecs), "test"),
     );
-    stack = await startStack(transport, "binary", { server: { authority } });
+    stack = await startStack(transport, "binary", { server: { authority, membership } });
   });
   afterAll(async () => {
     await stack.close();

@@ -1,10 +1,10 @@
 import { closeSync, openSync } from "node:fs";
-import { mkdir, open, readdir, stat } from "node:fs/promises";
+import { mkdir, open, readdir, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { RpcClient } from "../../src/rpc/client/index.ts";
 import type { ShardStatusReport } from "../../src/rpc/protocol/cluster-status.ts";
 import { LinkProxy } from "./proxy.ts";
-import { type SecurityMaterial, secureServeArgs } from "./security.ts";
+import { joinClientArgs, type SecurityMaterial, secureServeArgs } from "./security.ts";
 
 /**
  * The verification cluster: 3 or 5 `dkv serve` processes on 127.0.0.1, each with its own
@@ -12,6 +12,12 @@ import { type SecurityMaterial, secureServeArgs } from "./security.ts";
  * can cut, one-way-cut and slow links. Members keep their ports across restarts. Every
  * process started is tracked by PID and killed in `close()` (and, as a last resort, by
  * the process-exit hook in `killAllSync`).
+ *
+ * The cluster replicates one address per member (its real node-transport port); each
+ * process is told, with --peer-address-override, to dial every other id at the proxy of
+ * its own link to it instead. Spare ids (for the membership nemesis: members added at
+ * runtime) get ports and proxies up front, so members started before they join already
+ * route to them through their links.
  */
 
 export const KV_SHARD = 200;
@@ -32,6 +38,12 @@ export interface Member {
   proc: Bun.Subprocess | undefined;
   state: MemberState;
   starts: number;
+  /** In the cluster now: a founding member not removed, or a spare that was added and joined. */
+  active: boolean;
+  /** Started with --join (added at runtime) rather than --cluster-members. */
+  joined: boolean;
+  /** Removed from the cluster: its id is never used again. */
+  removed: boolean;
 }
 
 export interface ClusterOptions {
@@ -50,6 +62,8 @@ export interface ClusterOptions {
   compactionOverhead?: number;
   /** Secure mode: members run peer mutual TLS, client TLS and --auth-file; status polls use the client access. */
   security?: SecurityMaterial;
+  /** Ids beyond `nodes` that may be added at runtime (membership nemesis); default 0. */
+  spares?: number;
 }
 
 /** The replica ids of an `nodes`-member verification cluster: n1, n2, ... */
@@ -89,7 +103,7 @@ async function freePort(used: Set<number>): Promise<number> {
 export class VerifyCluster {
   readonly members: Member[];
   private readonly proxies = new Map<string, LinkProxy>();
-  private readonly options: Required<Omit<ClusterOptions, "env" | "security">> & {
+  private readonly options: Required<Omit<ClusterOptions, "env" | "security" | "spares">> & {
     env: Record<string, string>;
     security: SecurityMaterial | undefined;
   };
@@ -103,7 +117,8 @@ export class VerifyCluster {
     if (options.nodes < 1 || options.nodes > 9) throw new Error(`--nodes must be 1..9, got ${options.nodes}`);
     const used = new Set<number>();
     const members: Member[] = [];
-    for (const id of memberIds(options.nodes)) {
+    for (const id of memberIds(options.nodes + (options.spares ?? 0))) {
+      const founding = members.length < options.nodes;
       members.push({
         id,
         raftPort: await freePort(used),
@@ -113,6 +128,9 @@ export class VerifyCluster {
         proc: undefined,
         state: "dead",
         starts: 0,
+        active: founding,
+        joined: false,
+        removed: false,
       });
     }
     const cluster = new VerifyCluster(members, {
@@ -133,11 +151,12 @@ export class VerifyCluster {
         for (const to of members) {
           if (from === to) continue;
           const proxy = new LinkProxy(from.id, to.id, to.raftPort);
-          proxy.start();
+          // A port of its own, never one kept for a member (spares wait long for theirs).
+          proxy.start(await freePort(used));
           cluster.proxies.set(linkName(from.id, to.id), proxy);
         }
       }
-      await Promise.all(members.map((m) => cluster.startMember(m.id)));
+      await Promise.all(members.filter((m) => m.active).map((m) => cluster.startMember(m.id)));
     } catch (error) {
       await cluster.close();
       throw error;
@@ -145,8 +164,28 @@ export class VerifyCluster {
     return cluster;
   }
 
+  /** The members in the cluster now (founding members not removed, spares that joined). */
   get ids(): string[] {
-    return this.members.map((m) => m.id);
+    return this.activeMembers().map((m) => m.id);
+  }
+
+  private activeMembers(): Member[] {
+    return this.members.filter((m) => m.active);
+  }
+
+  /** How many members the cluster was started with. */
+  get foundingSize(): number {
+    return this.options.nodes;
+  }
+
+  /** Ids never started, usable for a runtime add (never a removed id: ids are not reused). */
+  spareIds(): string[] {
+    return this.members.filter((m) => !m.active && !m.removed && m.starts === 0).map((m) => m.id);
+  }
+
+  /** The node-transport address the cluster replicates for `id` (its real port, not a proxy). */
+  peerAddress(id: string): string {
+    return `127.0.0.1:${this.member(id).raftPort}`;
   }
 
   member(id: string): Member {
@@ -159,13 +198,19 @@ export class VerifyCluster {
     return `127.0.0.1:${this.member(id).rpcPort}`;
   }
 
-  /** What member `self` is told about everyone: its own real port, the proxies for the rest. */
-  private clusterMembersFor(self: Member): string {
+  /** The founding members at their real addresses: the same list for every member. */
+  private foundingMembers(): string {
     return this.members
-      .map((m) => {
-        const port = m === self ? m.raftPort : this.link(self.id, m.id).port;
-        return `${m.id}=127.0.0.1:${port}`;
-      })
+      .slice(0, this.options.nodes)
+      .map((m) => `${m.id}=${this.peerAddress(m.id)}`)
+      .join(",");
+  }
+
+  /** Where member `self` dials everyone else: its link's proxy to them (spares included). */
+  private overridesFor(self: Member): string {
+    return this.members
+      .filter((m) => m !== self)
+      .map((m) => `${m.id}=127.0.0.1:${this.link(self.id, m.id).port}`)
       .join(",");
   }
 
@@ -187,8 +232,19 @@ export class VerifyCluster {
       SHARDS,
       "--replica-id",
       member.id,
-      "--cluster-members",
-      this.clusterMembersFor(member),
+      // A joined member's data dir holds the membership after its first start (--join is
+      // then ignored); a founding member's too (--cluster-members only seeds it).
+      ...(member.joined
+        ? [
+            "--join",
+            this.activeMembers()
+              .filter((m) => m !== member)
+              .map((m) => this.endpoint(m.id))
+              .join(","),
+          ]
+        : ["--cluster-members", this.foundingMembers()]),
+      "--peer-address-override",
+      this.overridesFor(member),
       "--data-dir",
       member.dataDir,
       "--transport",
@@ -212,6 +268,7 @@ export class VerifyCluster {
       "--log-level",
       "info",
       ...(o.security === undefined ? [] : secureServeArgs(o.security, member.id)),
+      ...(member.joined && o.security !== undefined ? joinClientArgs(o.security) : []),
     ];
     // Appending, so a member's log spans all its restarts.
     const logFd = openSync(member.logPath, "a");
@@ -398,8 +455,9 @@ export class VerifyCluster {
     const deadline = performance.now() + timeoutMs;
     let detail = "";
     while (performance.now() < deadline) {
+      const members = this.activeMembers();
       const views = await Promise.all(
-        this.members.map((m) =>
+        members.map((m) =>
           m.state === "running" ? this.status(m.id, 1000).catch(() => undefined) : undefined,
         ),
       );
@@ -414,7 +472,7 @@ export class VerifyCluster {
         const caughtUp = reports.every((r) => (r?.appliedIndex ?? -1) >= commit);
         if (leaders.size !== 1 || typeof leader !== "string" || !caughtUp) ok = false;
         parts.push(
-          `${shard}: ${reports.map((r, i) => `${this.members[i]?.id}=${r?.role ?? "?"}/t${r?.term ?? "?"}/a${r?.appliedIndex ?? "?"}`).join(" ")}`,
+          `${shard}: ${reports.map((r, i) => `${members[i]?.id}=${r?.role ?? "?"}/t${r?.term ?? "?"}/a${r?.appliedIndex ?? "?"}`).join(" ")}`,
         );
       }
       detail = parts.join("; ");
@@ -427,7 +485,7 @@ export class VerifyCluster {
   /** The member that leads `shard` according to a majority of answers, if any. */
   async leaderOf(shard: number): Promise<string | undefined> {
     const views = await Promise.all(
-      this.members.map((m) =>
+      this.activeMembers().map((m) =>
         m.state === "running" ? this.status(m.id, 500).catch(() => undefined) : undefined,
       ),
     );
@@ -445,6 +503,98 @@ export class VerifyCluster {
       }
     }
     return best;
+  }
+
+  /**
+   * Runs a membership request (`dkv cluster add|remove` as the admin would) on a running
+   * member not in `avoid`, re-running it (every step is idempotent) until it reports ok
+   * or `done` recognises a refusal as "already so", within `timeoutMs`. Returns what
+   * happened for the fault log; throws if it never finished.
+   */
+  async changeMembership(
+    request: { action: "add"; id: string; address: string } | { action: "remove"; id: string },
+    avoid: readonly string[],
+    timeoutMs: number,
+  ): Promise<string> {
+    const deadline = performance.now() + timeoutMs;
+    let last = "";
+    let attempts = 0;
+    // Bounded by the deadline: each attempt waits for its reply (client timeout) or a pause.
+    while (performance.now() < deadline) {
+      const via = this.activeMembers().find((m) => m.state === "running" && !avoid.includes(m.id));
+      if (via === undefined) throw new Error(`no running member to ask for ${request.action} ${request.id}`);
+      attempts++;
+      const client = new RpcClient({
+        endpoints: [this.endpoint(via.id)],
+        transport: "tcp",
+        serializer: "binary",
+        timeoutMs: 10_000,
+        retryCount: 0,
+        ...this.options.security?.adminAccess,
+      });
+      try {
+        const report = (await client.membership(request)) as { ok?: boolean; groups?: unknown };
+        if (report.ok === true)
+          return `${request.action} ${request.id} via ${via.id} (${attempts} attempt(s))`;
+        last = JSON.stringify(report);
+      } catch (error) {
+        last = String(error);
+        // Re-running after a success that lost its reply: the registry says it is done.
+        const done =
+          request.action === "add"
+            ? /is already a member/.test(last)
+            : /was removed from this cluster/.test(last);
+        if (done)
+          return `${request.action} ${request.id} via ${via.id} (${attempts} attempt(s), already done)`;
+      } finally {
+        await client.close();
+      }
+      await Bun.sleep(300);
+    }
+    throw new Error(`${request.action} ${request.id} did not finish within ${timeoutMs} ms (last: ${last})`);
+  }
+
+  /** A spare that was added: start it with --join; it is in the cluster from now on. */
+  async join(id: string): Promise<void> {
+    const member = this.member(id);
+    member.active = true;
+    member.joined = true;
+    await this.startMember(id);
+  }
+
+  /**
+   * Waits until `id` is a voter of every replicated shard in the view of a running member
+   * (promotion is automatic once it caught up); false after `timeoutMs`.
+   */
+  async waitVoter(id: string, timeoutMs: number): Promise<boolean> {
+    const deadline = performance.now() + timeoutMs;
+    // Bounded by the deadline; one status poll per round.
+    while (performance.now() < deadline) {
+      const via = this.activeMembers().find((m) => m.state === "running" && m.id !== id);
+      const shards = via === undefined ? undefined : await this.status(via.id, 1000).catch(() => undefined);
+      const voterEverywhere = [KV_SHARD, LOCK_SHARD].every(
+        (shard) =>
+          shards?.find((s) => s.shard === shard)?.members?.some((m) => m.id === id && m.voter) === true,
+      );
+      if (voterEverywhere) return true;
+      await Bun.sleep(POLL_MS * 2);
+    }
+    return false;
+  }
+
+  /** A member that was removed: kill it; it never runs again. */
+  async retire(id: string): Promise<void> {
+    const member = this.member(id);
+    member.active = false;
+    member.removed = true;
+    await this.kill(id);
+  }
+
+  /** Deletes a dead member's data dir (a machine whose disk is gone). */
+  async wipe(id: string): Promise<void> {
+    const member = this.member(id);
+    if (member.proc !== undefined) throw new Error(`wipe ${id} only while it is dead`);
+    await rm(member.dataDir, { recursive: true, force: true });
   }
 
   /** Resumes paused members (so they die cleanly), kills every member by PID, stops proxies. */

@@ -6,6 +6,11 @@ import { between, pick, type Random } from "./random.ts";
  * fault at a time keeps every fault within what Raft promises to survive (a minority
  * down or cut off), except crash-all, which takes every member down at once and so
  * tests that what was acknowledged was on disk.
+ *
+ * "membership" changes the cluster itself between faults: add a member (a spare id, with
+ * `dkv serve --join`), remove one, or replace one (kill -9, wipe its data dir, remove it,
+ * add a fresh id): the cluster keeps between its founding size and one more, so every
+ * other fault stays within a minority. Removed ids are never reused.
  */
 
 export const faultKinds = [
@@ -17,6 +22,7 @@ export const faultKinds = [
   "wal",
   "crashall",
   "term",
+  "membership",
 ] as const;
 export type FaultKind = (typeof faultKinds)[number];
 
@@ -49,6 +55,44 @@ export interface NemesisOptions {
   log: (line: string) => void;
   /** Starts a burst of concurrent writes (not awaited), so a crash lands mid-fsync. */
   burst?: () => void;
+  /** The cluster's members changed (membership): clients follow the new list. */
+  onMembersChange?: () => void;
+}
+
+/**
+ * Spare ids a run with the membership nemesis prepares (each add or replace uses one, and
+ * each gets a proxy per link up front): about one per 8 s of faults, 6 to 16.
+ */
+export function membershipSpares(timeS: number): number {
+  return Math.min(16, Math.max(6, Math.ceil(timeS / 8)));
+}
+
+export type MembershipStep =
+  | { op: "add"; id: string }
+  | { op: "remove"; victim: string }
+  | { op: "replace"; victim: string; id: string }
+  | { op: "none"; why: string };
+
+/**
+ * The next membership change, from the members now, the founding size and the spare ids
+ * left: at the founding size, add or replace (never below it: one more fault must stay
+ * within a minority); one above, remove or replace (never above). Without a spare left,
+ * only a remove (above the founding size) or nothing.
+ */
+export function planMembershipChange(
+  active: readonly string[],
+  foundingSize: number,
+  spares: readonly string[],
+  random: Random,
+): MembershipStep {
+  const spare = spares[0];
+  const victim = pick(random, active);
+  if (active.length > foundingSize) {
+    if (spare !== undefined && random() < 0.4) return { op: "replace", victim, id: spare };
+    return { op: "remove", victim };
+  }
+  if (spare === undefined) return { op: "none", why: "no spare id left (ids are never reused)" };
+  return random() < 0.5 ? { op: "add", id: spare } : { op: "replace", victim, id: spare };
 }
 
 export class Nemesis {
@@ -100,6 +144,49 @@ export class Nemesis {
       );
       await this.inject(kind, holdMs);
     }
+  }
+
+  /** Carries out one step as an operator would (the runbook), bounded by CHANGE_TIMEOUT_MS per request. */
+  private async changeMembership(step: MembershipStep): Promise<string> {
+    const cluster = this.cluster;
+    const done: string[] = [];
+    const add = async (id: string): Promise<void> => {
+      done.push(
+        await cluster.changeMembership(
+          { action: "add", id, address: cluster.peerAddress(id) },
+          [],
+          CHANGE_TIMEOUT_MS,
+        ),
+      );
+      await cluster.join(id);
+      // Promoted once caught up: until then the next fault could cost the cluster its quorum.
+      const promoted = await cluster.waitVoter(id, CHANGE_TIMEOUT_MS);
+      done.push(promoted ? `${id} joined and was promoted` : `${id} joined, not yet a voter`);
+    };
+    const remove = async (victim: string): Promise<void> => {
+      done.push(
+        await cluster.changeMembership({ action: "remove", id: victim }, [victim], CHANGE_TIMEOUT_MS),
+      );
+      await cluster.retire(victim);
+    };
+    switch (step.op) {
+      case "none":
+        return step.why;
+      case "add":
+        await add(step.id);
+        break;
+      case "remove":
+        await remove(step.victim);
+        break;
+      case "replace":
+        // The runbook: the machine died with its disk; remove it, add a new id on a new address.
+        await cluster.kill(step.victim);
+        await cluster.wipe(step.victim);
+        await remove(step.victim);
+        await add(step.id);
+        break;
+    }
+    return done.join("; ");
   }
 
   private begin(kind: FaultKind, detail: string): FaultEvent {
@@ -258,6 +345,27 @@ export class Nemesis {
         event.endMs = performance.now();
         return;
       }
+      case "membership": {
+        const step = planMembershipChange(cluster.ids, cluster.foundingSize, cluster.spareIds(), random);
+        if (step.op === "none") {
+          // Not a fault: nothing happens (the quiet time before the next one still passes).
+          this.options.log(`nemesis: membership skipped: ${step.why}`);
+          return;
+        }
+        const event = this.begin(kind, describeStep(step));
+        try {
+          event.detail += `: ${await this.changeMembership(step)}`;
+        } catch (error) {
+          // Without another fault running, a change that never finishes is a liveness failure.
+          const message = `membership ${describeStep(step)}: ${error instanceof Error ? error.message : String(error)}`;
+          this.options.log(`nemesis: ANOMALY: ${message}`);
+          this.anomalies.push(message);
+        }
+        this.options.onMembersChange?.();
+        await this.sleep(Math.min(holdMs, 1500));
+        event.endMs = performance.now();
+        return;
+      }
       case "crashall": {
         const event = this.begin(kind, "kill -9 every member at once mid-write-burst, restart all");
         this.options.burst?.();
@@ -269,5 +377,21 @@ export class Nemesis {
         return;
       }
     }
+  }
+}
+
+/** A request of a membership change may wait out an election or two; then it is re-run. */
+const CHANGE_TIMEOUT_MS = 30_000;
+
+function describeStep(step: MembershipStep): string {
+  switch (step.op) {
+    case "add":
+      return `add ${step.id}`;
+    case "remove":
+      return `remove ${step.victim}`;
+    case "replace":
+      return `replace ${step.victim} (kill -9, wipe) by ${step.id}`;
+    case "none":
+      return "no change";
   }
 }

@@ -4,7 +4,7 @@ import { ensureBinary } from "../e2e/helpers.ts";
 import { type CheckSummary, checkAll, formatSummary } from "./checker/index.ts";
 import { KV_SHARD, LOCK_SHARD, memberIds, VerifyCluster } from "./cluster.ts";
 import { type History, HistoryRecorder, saveHistory } from "./history.ts";
-import { type FaultEvent, type FaultKind, Nemesis } from "./nemesis.ts";
+import { type FaultEvent, type FaultKind, membershipSpares, Nemesis } from "./nemesis.ts";
 import { forkRandom, seededRandom } from "./random.ts";
 import { createSecurity, type SecurityMaterial } from "./security.ts";
 import { type WorkloadName, Workloads } from "./workloads.ts";
@@ -115,8 +115,13 @@ export async function runVerification(options: VerifyOptions): Promise<VerifyRep
       `verify: seed ${options.seed}, ${options.nodes} nodes, ${options.timeS} s${options.secure === true ? ", secure (TLS + auth)" : ""}, out ${options.outDir}`,
     );
     let security: SecurityMaterial | undefined;
+    const spares = options.nemesis.includes("membership") ? membershipSpares(options.timeS) : 0;
     if (options.secure === true) {
-      security = await createSecurity(binary, join(options.outDir, "certs"), memberIds(options.nodes));
+      security = await createSecurity(
+        binary,
+        join(options.outDir, "certs"),
+        memberIds(options.nodes + spares),
+      );
       log(`verify: certificates and auth file in ${security.dir}`);
     }
     cluster = await VerifyCluster.start({
@@ -125,6 +130,7 @@ export async function runVerification(options: VerifyOptions): Promise<VerifyRep
       root: dataRoot,
       env: options.env ?? {},
       serverTimeoutMs: SERVER_TIMEOUT_MS,
+      spares,
       ...(options.rttMs === undefined ? {} : { rttMs: options.rttMs }),
       ...(options.snapshotEntries === undefined ? {} : { snapshotEntries: options.snapshotEntries }),
       ...(options.compactionOverhead === undefined ? {} : { compactionOverhead: options.compactionOverhead }),
@@ -150,6 +156,7 @@ export async function runVerification(options: VerifyOptions): Promise<VerifyRep
       ...(security === undefined ? {} : { access: security.clientAccess }),
     });
     const activeWorkloads = workloads;
+    const activeCluster = cluster;
     // `timeS` counts from here: certificates, member start and the first election (slow
     // on a busy machine) do not eat into the seconds of load and faults.
     const loadStartedMs = performance.now();
@@ -161,6 +168,10 @@ export async function runVerification(options: VerifyOptions): Promise<VerifyRep
       holdMs: [1000, 3500],
       log,
       burst: () => activeWorkloads.burst(24),
+      onMembersChange: () =>
+        activeWorkloads.setEndpoints(
+          new Map(activeCluster.ids.map((id) => [id, activeCluster.endpoint(id)])),
+        ),
     });
     const activeNemesis = nemesis;
     if (options.cancel !== undefined) options.cancel.onCancel = () => activeNemesis.stop();
@@ -173,7 +184,7 @@ export async function runVerification(options: VerifyOptions): Promise<VerifyRep
       if (m.state === "paused") cluster.resume(m.id);
     }
     for (const m of cluster.members) {
-      if (m.state === "dead") await cluster.startMember(m.id);
+      if (m.state === "dead" && m.active) await cluster.startMember(m.id);
     }
     if (options.cancel?.cancelled !== true) {
       const result = await cluster.waitConverged(CONVERGE_TIMEOUT_MS);
@@ -264,7 +275,7 @@ export async function runVerification(options: VerifyOptions): Promise<VerifyRep
   if (verdict === "ok" && options.keepData !== true) {
     await rm(binary, { force: true });
     // Logs stay (n*.log); the data dirs are large and only useful after a failure.
-    for (const id of cluster?.ids ?? []) await rm(join(dataRoot, id), { recursive: true, force: true });
+    for (const m of cluster?.members ?? []) await rm(join(dataRoot, m.id), { recursive: true, force: true });
   }
   return {
     outDir: options.outDir,

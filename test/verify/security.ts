@@ -27,11 +27,17 @@ export interface SecurityMaterial {
   memberKeyFile(id: string): string;
   /** TLS (CA + client certificate) and the write token, for every RpcClient of the run. */
   readonly clientAccess: ClientAccess;
+  /** The same TLS with an admin token: membership changes (the membership nemesis, --join). */
+  readonly adminAccess: ClientAccess;
+  readonly clientCertFile: string;
+  readonly clientKeyFile: string;
+  readonly adminTokenFile: string;
 }
 
 const CERT_TIMEOUT_MS = 30_000;
 const CLIENT_NAME = "verify-client";
 const TOKEN_NAME = "verify-writer";
+const ADMIN_TOKEN_NAME = "verify-admin";
 
 async function dkvCert(binary: string, args: string[]): Promise<void> {
   const proc = Bun.spawn([binary, "cert", ...args], {
@@ -65,9 +71,18 @@ export async function createSecurity(
   await dkvCert(binary, ["create-client", CLIENT_NAME, "--dir", dir]);
 
   const token = randomBytes(32).toString("hex");
+  const adminToken = randomBytes(32).toString("hex");
   const authFile = join(dir, "auth.json");
   const sha256 = createHash("sha256").update(token).digest("hex");
-  const grants = { tokens: [{ name: TOKEN_NAME, sha256, role: "write" }] };
+  const adminSha256 = createHash("sha256").update(adminToken).digest("hex");
+  const grants = {
+    tokens: [
+      { name: TOKEN_NAME, sha256, role: "write" },
+      { name: ADMIN_TOKEN_NAME, sha256: adminSha256, role: "admin" },
+    ],
+  };
+  const adminTokenFile = join(dir, "admin.token");
+  await writeFile(adminTokenFile, `${adminToken}\n`, { mode: 0o600 });
   await writeFile(authFile, `${JSON.stringify(grants)}\n`, { mode: 0o600 });
   await chmod(authFile, 0o600);
 
@@ -84,6 +99,10 @@ export async function createSecurity(
     memberCertFile: (id) => join(dir, `member-${id}.crt`),
     memberKeyFile: (id) => join(dir, `member-${id}.key`),
     clientAccess: { tls: { ca, cert, key }, token },
+    adminAccess: { tls: { ca, cert, key }, token: adminToken },
+    clientCertFile: join(dir, `client-${CLIENT_NAME}.crt`),
+    clientKeyFile: join(dir, `client-${CLIENT_NAME}.key`),
+    adminTokenFile,
   };
 }
 
@@ -109,5 +128,19 @@ export function secureServeArgs(security: SecurityMaterial, id: string): string[
     security.caFile,
     "--auth-file",
     security.authFile,
+  ];
+}
+
+/** The client flags of `dkv serve --join` on a secure cluster (its request needs the admin token). */
+export function joinClientArgs(security: SecurityMaterial): string[] {
+  return [
+    "--cacert",
+    security.caFile,
+    "--cert",
+    security.clientCertFile,
+    "--key",
+    security.clientKeyFile,
+    "--token-file",
+    security.adminTokenFile,
   ];
 }

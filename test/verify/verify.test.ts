@@ -59,18 +59,26 @@ describe("fault-injection verification of a real 3-member cluster", () => {
   }
 
   test(
-    "with TLS and auth on (--secure: peer mTLS, client mTLS, a write token) the same runs check out",
+    "with TLS and auth on (--secure: peer mTLS, client mTLS, tokens) the same runs, plus membership changes, check out",
     async () => {
-      const report = await run("secure-404", { seed: 404, secure: true });
+      // Membership changes too: an admin token adds and removes members, and each new member
+      // joins (`serve --join`) through the TLS client port with the CA, a client certificate and it.
+      const report = await run("secure-404", {
+        seed: 404,
+        secure: true,
+        nemesis: ["membership", "kill", "partition"],
+      });
       if (report.verdict !== "ok") failedRuns.push(report.outDir);
       // The members really ran secured: each log says so for both listeners and for tokens.
       for (const id of ["n1", "n2", "n3"]) {
         const memberLog = await readFile(join(report.outDir, "cluster", `${id}.log`), "utf8");
         expect(memberLog).toMatch(new RegExp(`node transport of ${id} listening on \\S+ \\(mutual TLS`));
         expect(memberLog).toMatch(/rpc:server\].* listening on 127\.0\.0\.1:\d+ \(TLS\)/);
-        expect(memberLog).toContain("token authentication on: 1 token(s)");
+        // The workloads' write token and the membership nemesis's admin token.
+        expect(memberLog).toContain("token authentication on: 2 token(s)");
       }
       expect(report.faults.length).toBeGreaterThan(0);
+      expect(report.faultCounts.membership ?? 0).toBeGreaterThan(0);
       expect(report.summary.ok).toBeGreaterThan(500);
       expect(report.verdict, report.text).toBe("ok");
     },

@@ -123,35 +123,65 @@ export class Workloads {
   private nextClientId = 0;
   private burstHandle: ClientHandle | undefined;
   private burstCount = 0;
+  /** member id → client endpoint: the cluster's members now (setEndpoints follows membership changes). */
+  private endpoints: ReadonlyMap<string, string>;
+  /** Clients of members no longer in the cluster: a request may still be in flight on them. */
+  private readonly retiredClients: RpcClient[] = [];
 
-  constructor(private readonly config: WorkloadConfig) {}
+  constructor(private readonly config: WorkloadConfig) {
+    this.endpoints = config.endpoints;
+  }
 
-  private newHandle(): ClientHandle {
-    const clients = new Map<string, RpcClient>();
-    for (const [member, endpoint] of this.config.endpoints) {
-      clients.set(
-        member,
-        new RpcClient({
-          endpoints: [endpoint],
-          transport: "tcp",
-          serializer: "binary",
-          timeoutMs: this.config.clientTimeoutMs,
-          retryCount: 1,
-          ...this.config.access,
-        }),
-      );
-    }
-    const anyMember = new RpcClient({
-      endpoints: [...this.config.endpoints.values()],
+  private memberClient(endpoint: string): RpcClient {
+    return new RpcClient({
+      endpoints: [endpoint],
+      transport: "tcp",
+      serializer: "binary",
+      timeoutMs: this.config.clientTimeoutMs,
+      retryCount: 1,
+      ...this.config.access,
+    });
+  }
+
+  private anyMemberClient(): RpcClient {
+    return new RpcClient({
+      endpoints: [...this.endpoints.values()],
       transport: "tcp",
       serializer: "binary",
       timeoutMs: this.config.clientTimeoutMs,
       retryCount: 3,
       ...this.config.access,
     });
+  }
+
+  private newHandle(): ClientHandle {
+    const clients = new Map<string, RpcClient>();
+    for (const [member, endpoint] of this.endpoints) clients.set(member, this.memberClient(endpoint));
+    const anyMember = this.anyMemberClient();
     const handle = { id: this.nextClientId++, clients, anyMember, random: forkRandom(this.config.random) };
     this.handles.push(handle);
     return handle;
+  }
+
+  /**
+   * The cluster's members changed (membership nemesis): requests go to the new list from
+   * now on. Clients of removed members are kept open until close(), so a request in
+   * flight on one still ends with its real outcome.
+   */
+  setEndpoints(endpoints: ReadonlyMap<string, string>): void {
+    this.endpoints = new Map(endpoints);
+    for (const handle of this.handles) {
+      for (const [member, client] of handle.clients) {
+        if (endpoints.has(member)) continue;
+        handle.clients.delete(member);
+        this.retiredClients.push(client);
+      }
+      for (const [member, endpoint] of endpoints) {
+        if (!handle.clients.has(member)) handle.clients.set(member, this.memberClient(endpoint));
+      }
+      this.retiredClients.push(handle.anyMember);
+      handle.anyMember = this.anyMemberClient();
+    }
   }
 
   start(workloads: readonly WorkloadName[]): void {
@@ -176,7 +206,9 @@ export class Workloads {
   async close(): Promise<void> {
     this.stop.stopped = true;
     await Promise.all(
-      this.handles.flatMap((h) => [...h.clients.values(), h.anyMember].map((c) => c.close().catch(() => {}))),
+      [...this.handles.flatMap((h) => [...h.clients.values(), h.anyMember]), ...this.retiredClients].map(
+        (c) => c.close().catch(() => {}),
+      ),
     );
   }
 
@@ -397,7 +429,7 @@ export class Workloads {
     const keys = [...this.writtenKeys].sort();
     const clientId = "final";
     await Promise.all(
-      [...this.config.endpoints].map(async ([member, endpoint]) => {
+      [...this.endpoints].map(async ([member, endpoint]) => {
         const client = new RpcClient({
           endpoints: [endpoint],
           transport: "tcp",

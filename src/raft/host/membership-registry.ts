@@ -18,7 +18,12 @@ export const PENDING_LEASE_MS = 60_000;
 
 export type RegistryCommand =
   | { t: "begin"; op: PendingChange["op"]; id: NodeId; address?: string; by: NodeId }
-  | { t: "end"; op: PendingChange["op"]; id: NodeId; completed: boolean };
+  | { t: "end"; op: PendingChange["op"]; id: NodeId; completed: boolean }
+  /**
+   * The one member of a cluster started without --cluster-members (its address has port 0:
+   * no one can have dialed it) adopts the address it was restarted with, so it can grow.
+   */
+  | { t: "address"; id: NodeId; address: string };
 
 export type RegistryResult = { ok: true } | { ok: false; code: "CONFLICT"; message: string };
 
@@ -54,11 +59,6 @@ export class MemberRegistry implements StateMachine {
     return this.removed.has(id);
   }
 
-  /** The address a removed member had (to tell it, should it speak up again). */
-  removedAddressOf(id: NodeId): string | undefined {
-    return this.removed.get(id);
-  }
-
   /** Every member's address (removed ones excluded). */
   addresses(): Map<NodeId, string> {
     return new Map(this.members);
@@ -81,7 +81,12 @@ export class MemberRegistry implements StateMachine {
       // Deterministic on every member: a malformed command changes nothing anywhere.
       return encodeResult({ ok: false, code: "CONFLICT", message: "malformed membership command" });
     }
-    const result = command.t === "begin" ? this.begin(command, entry.timeMs) : this.end(command);
+    const result =
+      command.t === "begin"
+        ? this.begin(command, entry.timeMs)
+        : command.t === "address"
+          ? this.adopt(command)
+          : this.end(command);
     if (result.ok) this.onChange();
     return encodeResult(result);
   }
@@ -152,6 +157,18 @@ export class MemberRegistry implements StateMachine {
     return { ok: true };
   }
 
+  private adopt(command: Extract<RegistryCommand, { t: "address" }>): RegistryResult {
+    const current = this.members.get(command.id);
+    if (current === undefined || !isUndialable(current) || this.members.size !== 1 || this.pending !== null) {
+      return conflict(
+        `${command.id} cannot change its address here: only the one member of a cluster started without --cluster-members (port 0) adopts one, once`,
+      );
+    }
+    if (isUndialable(command.address)) return conflict(`${command.address} is not a dialable address`);
+    this.members.set(command.id, command.address);
+    return { ok: true };
+  }
+
   private end(command: Extract<RegistryCommand, { t: "end" }>): RegistryResult {
     if (this.pending?.id === command.id) this.pending = null;
     const address = this.members.get(command.id);
@@ -161,6 +178,11 @@ export class MemberRegistry implements StateMachine {
     }
     return { ok: true };
   }
+}
+
+/** Port 0: the address of a member started without --cluster-members; no other member can dial it. */
+export function isUndialable(address: string): boolean {
+  return address.endsWith(":0");
 }
 
 function conflict(message: string): RegistryResult {

@@ -2,6 +2,7 @@ import { mkdir, readFile, rename, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { DkvError } from "../../errors.ts";
 import type { ConfState, NodeId, RaftLogger } from "../core/types.ts";
+import { isUndialable } from "./membership-registry.ts";
 import type { MemberInfo, MembershipView } from "./membership-types.ts";
 
 /**
@@ -58,6 +59,13 @@ export async function loadMembershipSeed(options: LoadSeedOptions): Promise<Memb
       options.logger.info("--join ignored: this data dir already holds the cluster's membership");
     }
     const members = new Map(stored.latest.map((member) => [member.id, member.address]));
+    // A one-member cluster started without --cluster-members (port 0), restarted with a
+    // dialable address for itself: it listens there, and adopts it (ClusterMembership).
+    const stale = members.get(options.self);
+    const given = options.flagMembers.get(options.self);
+    if (stale !== undefined && given !== undefined && isUndialable(stale) && !isUndialable(given)) {
+      members.set(options.self, given);
+    }
     return { members, bootstrap: stored.bootstrap, source: "data-dir" };
   }
   if (options.join !== undefined) {

@@ -13,6 +13,7 @@ import {
 import {
   decodeRegistryResult,
   encodeRegistryCommand,
+  isUndialable,
   MemberRegistry,
   type RegistryCommand,
 } from "./membership-registry.ts";
@@ -42,8 +43,8 @@ export const MEMBERSHIP_GROUP_ID = 0xffff_ffff;
 
 /** Ids as --cluster-members accepts them. */
 const MEMBER_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
-/** A removed member is told so at most this often. */
-const REMOVED_NOTICE_INTERVAL_MS = 1000;
+/** A removed member told so at the handshake is logged at most this often (per id). */
+const NOTICE_LOG_INTERVAL_MS = 10_000;
 /** Bound on group requests this member has sent and awaits replies to. */
 const REQUESTS_IN_FLIGHT_MAX = 256;
 
@@ -119,13 +120,15 @@ export class ClusterMembership implements MembershipHooks {
   private readonly host: RaftHost;
   private readonly logger: RaftLogger;
   private readonly lastContact = new Map<NodeId, number>();
-  private readonly removedNoticeAt = new Map<NodeId, number>();
+  private readonly noticeLoggedAt = new Map<NodeId, number>();
   private readonly requests = new Map<number, PendingRequest>();
   private readonly listeners = new Set<(members: MemberInfo[]) => void>();
   private nextRequestId = 1;
   private promoter: ReturnType<typeof setInterval> | undefined;
   private seedWrite: Promise<void> = Promise.resolve();
   private flagsChecked = false;
+  /** maybeAdoptAddress: "running" while its proposal is out, "done" once applied or refused. */
+  private adoption: "idle" | "running" | "done" = "idle";
   private startCommit = 0;
   private closed = false;
 
@@ -241,20 +244,48 @@ export class ClusterMembership implements MembershipHooks {
 
   acceptRaft(from: NodeId): boolean {
     this.lastContact.set(from, performance.now());
-    if (!this.registry.isRemoved(from)) return true;
+    // A removed member's link is closed once its removal applies here (the transport drops
+    // it from the peers); until then its traffic is dropped. When it dials again, its
+    // handshake is refused with the removal notice (refusalNotice).
+    return !this.registry.isRemoved(from);
+  }
+
+  refusalNotice(from: NodeId): Uint8Array | undefined {
+    if (!this.registry.isRemoved(from) || this.host.retiredError !== undefined) return undefined;
+    // Keyed by removed ids only (bounded by the registry); one line per id per interval.
     const now = performance.now();
-    if (now - (this.removedNoticeAt.get(from) ?? Number.NEGATIVE_INFINITY) >= REMOVED_NOTICE_INTERVAL_MS) {
-      this.removedNoticeAt.set(from, now);
-      // It was removed but never applied its removal (down or cut off meanwhile): tell it.
-      const address = this.registry.removedAddressOf(from);
-      if (address === undefined) return false;
-      this.config.transport.setPeers(new Map([...this.peers(), [from, address]]));
-      this.config.transport.sendHost(
-        from,
-        encodeMembershipFrame({ kind: MembershipFrameKind.Removed, removed: from }),
+    if (now - (this.noticeLoggedAt.get(from) ?? Number.NEGATIVE_INFINITY) >= NOTICE_LOG_INTERVAL_MS) {
+      this.noticeLoggedAt.set(from, now);
+      this.logger.info(
+        `${from} dialed this member but was removed from the cluster (it missed its removal while down or cut off): told it so`,
       );
     }
-    return false;
+    return encodeMembershipFrame({ kind: MembershipFrameKind.Removed, removed: from });
+  }
+
+  onRefusalNotice(from: NodeId, payload: Uint8Array): void {
+    let frame: ReturnType<typeof decodeMembershipFrame>;
+    try {
+      frame = decodeMembershipFrame(payload);
+    } catch (error) {
+      this.logger.warn(
+        `member ${from} refused this member's connection with an unreadable notice: ${String(error)}`,
+      );
+      return;
+    }
+    if (frame?.kind !== MembershipFrameKind.Removed) {
+      this.logger.warn(`member ${from} refused this member's connection with an unexpected notice; ignored`);
+      return;
+    }
+    this.noticeOfRemoval(from, frame.removed);
+  }
+
+  /** `from` (a member in this member's view) says `removed` was removed. */
+  private noticeOfRemoval(from: NodeId, removed: NodeId): void {
+    if (removed !== this.config.self || this.registry.addressOf(from) === undefined) return;
+    this.retire(
+      `member ${from} says this member (${this.config.self}) was removed from the cluster (it missed its removal while it was down or cut off)`,
+    );
   }
 
   onHost(from: NodeId, payload: Uint8Array): boolean {
@@ -275,8 +306,8 @@ export class ClusterMembership implements MembershipHooks {
         clearTimeout(request.timer);
         request.settle(frame);
       }
-    } else if (frame.removed === this.config.self && this.registry.addressOf(from) !== undefined) {
-      this.retire(`member ${from} says this member (${this.config.self}) was removed from the cluster`);
+    } else {
+      this.noticeOfRemoval(from, frame.removed);
     }
     return true;
   }
@@ -317,12 +348,13 @@ export class ClusterMembership implements MembershipHooks {
 
   private async add(id: NodeId, address: string): Promise<ChangeReport> {
     const state = await this.host.read(MEMBERSHIP_GROUP_ID, () => this.registry.state());
-    const unreachable = state.members.find((member) => member.address.endsWith(":0"));
+    const unreachable = state.members.find((member) => isUndialable(member.address));
     if (unreachable !== undefined) {
       throw new DkvError(
         "CONFLICT",
         `${unreachable.id} has no address other members can dial (${unreachable.address}: a one-member cluster started without --cluster-members); ` +
-          `start a cluster you mean to grow with --cluster-members "${unreachable.id}=HOST:PORT"`,
+          `restart it once with --replica-id ${unreachable.id} --cluster-members "${unreachable.id}=HOST:PEER_PORT" and the same --data-dir ` +
+          "(its data is kept; it adopts that node-transport address), then add members",
       );
     }
     const known = state.members.find((member) => member.id === id);
@@ -625,6 +657,7 @@ export class ClusterMembership implements MembershipHooks {
   private housekeeping(): void {
     if (this.closed || this.host.retiredError !== undefined) return;
     try {
+      this.maybeAdoptAddress();
       this.checkFlagsOnce();
       if (this.config.autoPromote) for (const groupId of this.allGroupIds()) this.maybePromote(groupId);
     } catch (error) {
@@ -659,8 +692,51 @@ export class ClusterMembership implements MembershipHooks {
     }
   }
 
+  /**
+   * Restarted with --cluster-members after starting without (port 0): the one member
+   * adopts the address it listens on now, so other members can dial it and it can grow.
+   */
+  private maybeAdoptAddress(): void {
+    if (this.adoption !== "idle") return;
+    const self = this.config.self;
+    const current = this.registry.addressOf(self);
+    const listening = this.config.seed.members.get(self);
+    if (current === undefined || listening === undefined) return;
+    if (!isUndialable(current) || isUndialable(listening)) return;
+    if (this.host.status(MEMBERSHIP_GROUP_ID).raft.role !== "leader") return;
+    this.adoption = "running";
+    this.host
+      .propose(MEMBERSHIP_GROUP_ID, encodeRegistryCommand({ t: "address", id: self, address: listening }))
+      .then((bytes) => {
+        const result = decodeRegistryResult(bytes);
+        this.adoption = "done";
+        // Now, before any member is added: the flag named this member alone.
+        this.checkFlagsOnce();
+        if (result.ok) {
+          this.logger.info(
+            `${self} now has the node-transport address ${listening} (it was started without --cluster-members); other members can be added with 'dkv cluster add'`,
+          );
+        } else {
+          this.logger.warn(`${self} keeps the address ${current}: ${result.message}`);
+        }
+      })
+      .catch((error: unknown) => {
+        this.adoption = "idle";
+        this.logger.info(`adopting the address ${listening} did not finish (retried): ${String(error)}`);
+      });
+  }
+
   private checkFlagsOnce(): void {
     if (this.flagsChecked) return;
+    // Until an adoption of this member's address (above) applied, the flag is not stale.
+    const self = this.config.self;
+    const listening = this.config.seed.members.get(self);
+    if (
+      isUndialable(this.registry.addressOf(self) ?? "") &&
+      listening !== undefined &&
+      !isUndialable(listening)
+    )
+      return;
     const flags = this.config.flagMembers;
     if (flags === undefined || this.config.seed.source === "flags") {
       this.flagsChecked = true;
@@ -695,6 +771,8 @@ export class ClusterMembership implements MembershipHooks {
         `${reason}; it no longer serves this cluster: stop this process, and wipe its data dir before reusing the machine (a new member needs a new id)`,
       ),
     );
+    // It speaks to no one any more: no redials, and no member's connection is read.
+    this.config.transport.setPeers(new Map());
   }
 
   private onRegistryChange(): void {
@@ -717,9 +795,14 @@ export class ClusterMembership implements MembershipHooks {
   /** Whom the transport dials: the registry's members, plus the seed's (until the registry has caught up). */
   private peers(): Map<NodeId, string> {
     const peers = new Map<NodeId, string>();
+    if (this.host.retiredError !== undefined) return peers;
     for (const [id, address] of this.config.seed.members)
       if (!this.registry.isRemoved(id)) peers.set(id, address);
-    for (const [id, address] of this.registry.addresses()) peers.set(id, address);
+    for (const [id, address] of this.registry.addresses()) {
+      // Port 0 (a member started without --cluster-members, before its adopted address
+      // replayed here) cannot be dialed: the seed's address for it, if it has one, can.
+      if (!isUndialable(address) || peers.get(id) === undefined) peers.set(id, address);
+    }
     return peers;
   }
 

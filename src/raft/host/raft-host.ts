@@ -131,6 +131,8 @@ export class RaftHost {
       onHost: (from, payload) => this.onHost(from, payload),
       onUnreachable: (to) => this.onUnreachable(to),
       onSnapshotSent: (to, groupId, ok) => this.groups.get(groupId)?.reportSnapshot(to, ok),
+      refusalNotice: (from) => this.membership?.refusalNotice?.(from),
+      onRefusalNotice: (from, payload) => this.membership?.onRefusalNotice?.(from, payload),
     };
     await this.config.transport.start(handlers);
     this.config.transport.setPeers(this.config.members);
@@ -392,6 +394,7 @@ export class RaftHost {
   }
 
   private sendRaft(groupId: number, message: Message): void {
+    if (this.retired !== undefined) return; // a removed member speaks to no one
     this.config.transport.sendRaft(message.to, groupId, message);
   }
 

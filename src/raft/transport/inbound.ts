@@ -59,6 +59,13 @@ export class InboundConnection {
    * refused handshake.
    */
   failureKind = "frame";
+  /**
+   * Set when the handshake was refused with a notice for the sender (see
+   * NodeTransportHandlers.refusalNotice): the transport writes it back, then closes.
+   */
+  refusalNotice: Uint8Array | null = null;
+  /** The notice was written: the connection is closing and reads nothing more. */
+  answered = false;
   /** The handshake deadline, then the idle check (owned by the transport). */
   timer: Timer | undefined;
   private readonly splitter: FrameSplitter;
@@ -130,20 +137,31 @@ export class InboundConnection {
       return `peer ${quoted(from)} dialed member ${quoted(handshake.to)} but reached "${options.self}"; its member list maps that id to this address by mistake`;
     }
     if (from === options.self || !this.gate.isMember(from)) {
+      // A removed member that missed its removal (it was down) learns it here: the one
+      // payload written back before the close. Under TLS only to a certified sender.
+      const notice =
+        from === options.self || !this.certifies(from) ? undefined : this.handlers.refusalNotice?.(from);
+      if (notice !== undefined) {
+        this.refusalNotice = notice;
+        return `${quoted(from)} is not a member of this cluster: it was removed; refused, and told so`;
+      }
       return `${quoted(from)} is not a member of this cluster; refused (add it to --cluster-members on every member if it should be one)`;
     }
-    if (options.tls !== undefined) {
+    if (!this.certifies(from)) {
       const names = this.certificateNames;
-      if (names === null || !names.has(from)) {
-        const named = names === null || names.size === 0 ? "no member" : [...names].join(", ");
-        return `the handshake claims to be member ${quoted(from)} but its TLS certificate names ${named}; refused`;
-      }
+      const named = names === null || names.size === 0 ? "no member" : [...names].join(", ");
+      return `the handshake claims to be member ${quoted(from)} but its TLS certificate names ${named}; refused`;
     }
     this.peer = from;
     this.splitter.setMaxPayloadBytes(options.maxFrameBytes);
     this.gate.authenticated(from);
     options.logger.debug(`accepted connection from ${from} (${this.remote})`);
     return null;
+  }
+
+  /** Without peer TLS any sender; with it, one whose verified certificate names `id`. */
+  private certifies(id: NodeId): boolean {
+    return this.options.tls === undefined || this.certificateNames?.has(id) === true;
   }
 
   /**

@@ -16,6 +16,11 @@ export interface TcpNodeTransportOptions {
   /** Every other member's "host:port". */
   peers: ReadonlyMap<NodeId, string>;
   /**
+   * Dial these peers here instead of at the address given to setPeers (a NAT, a proxy):
+   * the member list keeps its addresses, only where this transport connects changes.
+   */
+  addressOverrides?: ReadonlyMap<NodeId, string>;
+  /**
    * Checked at handshake: members of different clusters refuse each other (etcd's
    * --initial-cluster-token). Default "dkv".
    */
@@ -66,7 +71,9 @@ export interface TcpNodeTransportOptions {
   onLinkState?: (peer: NodeId, up: boolean) => void;
 }
 
-export type ResolvedOptions = Required<Omit<TcpNodeTransportOptions, "peers" | "onLinkState" | "tls">> & {
+export type ResolvedOptions = Required<
+  Omit<TcpNodeTransportOptions, "peers" | "onLinkState" | "tls" | "addressOverrides">
+> & {
   onLinkState: ((peer: NodeId, up: boolean) => void) | undefined;
   tls: PeerTls | undefined;
 };
@@ -161,6 +168,10 @@ export interface TcpTransportStats {
   connects: number;
   /** Inbound connections closed for garbage, oversized frames or a refused handshake. */
   connectionsRejected: number;
+  /** Refused handshakes answered with a notice (a removed member told so). */
+  refusalNoticesSent: number;
+  /** Notices read back on a refused outbound connection (this member was told why). */
+  refusalNoticesReceived: number;
   /** Raft messages dropped because their `from` is not the link's member or `to` is not this one. */
   messagesForged: number;
   snapshotChunksSent: number;
@@ -180,6 +191,8 @@ export function newStats(): TcpTransportStats {
     dials: 0,
     connects: 0,
     connectionsRejected: 0,
+    refusalNoticesSent: 0,
+    refusalNoticesReceived: 0,
     messagesForged: 0,
     snapshotChunksSent: 0,
     snapshotsSent: 0,

@@ -2,15 +2,19 @@ import type { Socket, SocketHandler } from "bun";
 import type { Message, NodeId } from "../core/types.ts";
 import { ByteQueue } from "./byte-queue.ts";
 import {
+  decodeFramePayload,
   encodeHandshake,
   encodeHostFrame,
   encodeRaftFrame,
   encodeSnapshotBegin,
   encodeSnapshotChunk,
+  FrameKind,
   finishFrame,
   frameHeaderBytes,
   messageBytesLowerBound,
+  WireError,
 } from "./codec.ts";
+import { FrameSplitter } from "./frame-splitter.ts";
 import { type HostPort, parseHostPort, type ResolvedOptions, type TcpTransportStats } from "./options.ts";
 import { certificateNames } from "./tls.ts";
 import type { WarnLimiter } from "./warn-limiter.ts";
@@ -23,6 +27,8 @@ export interface LinkContext {
   /** Tells the host `peer` lost messages (the link rate-limits calls). */
   unreachable(peer: NodeId): void;
   snapshotSent(peer: NodeId, groupId: number, ok: boolean): void;
+  /** `peer` refused this member's handshake and wrote back why (a host payload). */
+  refusalNotice(peer: NodeId, payload: Uint8Array): void;
 }
 
 type LinkState = "idle" | "connecting" | "open" | "down" | "closed";
@@ -53,9 +59,9 @@ const outboundHandlers: SocketHandler<DialTag> = {
   drain(socket) {
     socket.data.link.onDrain(socket.data.generation);
   },
-  data(socket) {
-    // Inbound connections are receive-only: a peer never writes back on ours.
-    socket.data.link.onDown(socket.data.generation, "the peer wrote on a send-only connection");
+  data(socket, chunk) {
+    // Inbound connections are receive-only: a peer writes back only to refuse the handshake.
+    socket.data.link.onData(socket.data.generation, chunk);
   },
   end(socket) {
     socket.data.link.onDown(socket.data.generation, "the peer closed the connection");
@@ -99,6 +105,9 @@ export class PeerLink {
   private writtenTotalBytes = 0;
   private nextStreamId = 1;
   private readonly snapshots: OutboundSnapshot[] = [];
+  /** Reads what the peer writes back on this dial (only a refusal notice is expected). */
+  private replyReader: FrameSplitter | undefined;
+  private replyNotice: Uint8Array | undefined;
 
   constructor(
     readonly peer: NodeId,
@@ -304,6 +313,44 @@ export class PeerLink {
     if (this.snapshots.length > 0) this.scheduleFlush();
   }
 
+  /**
+   * The peer wrote on this send-only connection: that is only allowed to refuse the
+   * handshake with one small notice frame (a removed member is told so), which goes to the
+   * host; the connection is then down. Anything else takes it down too.
+   */
+  onData(generation: number, chunk: Uint8Array): void {
+    if (generation !== this.generation || (this.state !== "open" && this.state !== "connecting")) return;
+    this.replyReader ??= new FrameSplitter(this.context.options.maxHandshakeFrameBytes, this.onReply);
+    const failure = this.replyReader.push(chunk);
+    const notice = this.replyNotice;
+    this.replyNotice = undefined;
+    if (notice !== undefined) {
+      this.context.stats.refusalNoticesReceived++;
+      this.onDown(generation, "the peer refused this member's handshake and said why");
+      this.context.refusalNotice(this.peer, notice);
+      return;
+    }
+    // A notice split over chunks: wait for the rest (the close event ends a stalled one).
+    if (failure === null && this.replyReader.bufferedBytes > 0) return;
+    this.onDown(
+      generation,
+      `the peer wrote on a send-only connection${failure === null ? "" : ` (${failure})`}`,
+    );
+  }
+
+  private readonly onReply = (payload: Uint8Array, start: number, end: number): string | null => {
+    if (this.replyNotice !== undefined) return "more than one notice";
+    try {
+      const frame = decodeFramePayload(payload, start, end);
+      if (frame.kind !== FrameKind.Host) return `a frame of kind ${frame.kind} instead of a notice`;
+      this.replyNotice = frame.payload;
+      return null;
+    } catch (error) {
+      if (error instanceof WireError) return `an undecodable frame: ${error.message}`;
+      throw error;
+    }
+  };
+
   onDrain(generation: number): void {
     if (generation !== this.generation || this.state !== "open") return;
     this.blocked = false;
@@ -317,6 +364,8 @@ export class PeerLink {
     this.out.reset();
     this.queuedTotalBytes = 0;
     this.writtenTotalBytes = 0;
+    this.replyReader = undefined;
+    this.replyNotice = undefined;
     // The handshake leads the queue, so whatever is sent while dialing follows it.
     encodeHandshake(this.out, { clusterId: options.clusterId, from: options.self, to: this.peer });
     this.queuedTotalBytes = this.out.pendingBytes;

@@ -1,6 +1,8 @@
 import type { Socket, SocketHandler, TCPSocketListener } from "bun";
 import { DkvError } from "../../errors.ts";
 import type { Message, NodeId } from "../core/types.ts";
+import { ByteQueue } from "./byte-queue.ts";
+import { encodeHostFrame, finishFrame } from "./codec.ts";
 import { InboundConnection } from "./inbound.ts";
 import {
   isLoopbackHost,
@@ -15,6 +17,12 @@ import { type LinkContext, PeerLink } from "./peer-link.ts";
 import { certificateNames } from "./tls.ts";
 import type { NodeTransport, NodeTransportHandlers } from "./types.ts";
 import { WarnLimiter } from "./warn-limiter.ts";
+
+/**
+ * A refused dialer that was written a notice normally closes at once on reading it; one that
+ * does not is cut after this long (meanwhile it still counts against maxInboundConnections).
+ */
+const noticeLingerMs = 1000;
 
 /** Per accepted socket; `connection` is set in the open handler. */
 interface InboundTag {
@@ -38,6 +46,7 @@ export class TcpNodeTransport implements NodeTransport, LinkContext {
   /** The one accepted connection per authenticated member (a newer one replaces it). */
   private readonly byMember = new Map<NodeId, Socket<InboundTag>>();
   private closed = false;
+  private readonly addressOverrides: ReadonlyMap<NodeId, string>;
   private lastUnknownPeerWarnMs = Number.NEGATIVE_INFINITY;
 
   constructor(options: TcpNodeTransportOptions) {
@@ -53,6 +62,9 @@ export class TcpNodeTransport implements NodeTransport, LinkContext {
           "use a loopback address, or pass --insecure on a network you trust",
       );
     }
+    this.addressOverrides = new Map(options.addressOverrides ?? []);
+    for (const [peer, address] of this.addressOverrides)
+      parseHostPort(address, `the override address of ${peer}`);
     this.setPeers(options.peers);
   }
 
@@ -135,8 +147,10 @@ export class TcpNodeTransport implements NodeTransport, LinkContext {
     return undefined;
   }
 
-  setPeers(peers: ReadonlyMap<NodeId, string>): void {
+  setPeers(given: ReadonlyMap<NodeId, string>): void {
     if (this.closed) return;
+    const peers = new Map(given);
+    for (const [peer, address] of this.addressOverrides) if (peers.has(peer)) peers.set(peer, address);
     // Parse every address first, so a bad one changes nothing.
     for (const [peer, address] of peers) {
       if (peer !== this.self) parseHostPort(address, `the address of peer ${peer}`);
@@ -207,6 +221,11 @@ export class TcpNodeTransport implements NodeTransport, LinkContext {
     this.handlers?.onUnreachable(peer);
   }
 
+  refusalNotice(peer: NodeId, payload: Uint8Array): void {
+    if (this.closed) return;
+    this.handlers?.onRefusalNotice?.(peer, payload);
+  }
+
   snapshotSent(peer: NodeId, groupId: number, ok: boolean): void {
     if (this.closed) return;
     this.handlers?.onSnapshotSent?.(peer, groupId, ok);
@@ -263,7 +282,7 @@ export class TcpNodeTransport implements NodeTransport, LinkContext {
     },
     data: (socket, chunk) => {
       const connection = socket.data.connection;
-      if (connection === null) return;
+      if (connection === null || connection.answered) return;
       if (this.options.tls !== undefined && connection.certificateNames === null) {
         this.reject(socket, connection, "data before a verified TLS handshake", "tls");
         return;
@@ -320,8 +339,36 @@ export class TcpNodeTransport implements NodeTransport, LinkContext {
       `refused:${connection.peer ?? ""}:${kind}`,
       `closed the connection from ${who}: ${reason}`,
     );
+    const notice = connection.refusalNotice;
+    if (notice !== null) {
+      this.answerAndClose(socket, connection, notice);
+      return;
+    }
     this.forget(socket);
     socket.terminate();
+  }
+
+  /**
+   * Writes `notice` back as one host frame and half-closes; whatever the dialer sends after
+   * is ignored. The socket is cut after noticeLingerMs if the dialer does not close first.
+   */
+  private answerAndClose(
+    socket: Socket<InboundTag>,
+    connection: InboundConnection,
+    notice: Uint8Array,
+  ): void {
+    connection.refusalNotice = null;
+    connection.answered = true;
+    this.stats.refusalNoticesSent++;
+    const out = new ByteQueue(notice.length + 64);
+    finishFrame(out, encodeHostFrame(out, notice));
+    socket.write(out.buf, out.head, out.pendingBytes);
+    socket.end();
+    clearTimeout(connection.timer);
+    connection.timer = setTimeout(() => {
+      this.forget(socket);
+      socket.terminate();
+    }, noticeLingerMs);
   }
 
   private forget(socket: Socket<InboundTag>): void {

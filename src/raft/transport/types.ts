@@ -14,6 +14,18 @@ export interface NodeTransportHandlers {
   onUnreachable(to: NodeId): void;
   /** A snapshot message to `to` for `groupId` was fully written (ok) or abandoned (!ok). */
   onSnapshotSent?(to: NodeId, groupId: number, ok: boolean): void;
+  /**
+   * `from` is not a member, and its handshake (authenticated by its certificate under peer
+   * TLS) is being refused: a host payload to write back before the connection closes (the
+   * removal notice, when `from` was removed from the cluster), or undefined for a bare
+   * refusal. Nothing that connection sends is ever delivered either way.
+   */
+  refusalNotice?(from: NodeId): Uint8Array | undefined;
+  /**
+   * The member `from`, dialed by this one, refused the handshake and wrote back `payload`
+   * (see refusalNotice): typically "you were removed from this cluster".
+   */
+  onRefusalNotice?(from: NodeId, payload: Uint8Array): void;
 }
 
 export interface NodeTransport {

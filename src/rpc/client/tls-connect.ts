@@ -1,3 +1,4 @@
+import { readFileSync } from "node:fs";
 import { DkvError } from "../../errors.ts";
 import type { ClientTls } from "./socket-channel.ts";
 
@@ -36,4 +37,69 @@ export function checkClientToken(token: string | undefined): void {
       "the token must be non-empty printable ASCII without spaces (check --token-file or DKV_TOKEN)",
     );
   }
+}
+
+/**
+ * The client TLS and token flags (client-security-options.ts) as parsed: every client
+ * command has them, and `dkv serve` for its --join request.
+ */
+export interface ClientSecuritySettings {
+  cacert?: string | undefined;
+  cert?: string | undefined;
+  key?: string | undefined;
+  "insecure-skip-tls-verify"?: boolean;
+  token?: string | undefined;
+  "token-file"?: string | undefined;
+}
+
+function readFileFor(flag: string, path: string): string {
+  try {
+    return readFileSync(path, "utf8");
+  } catch (error) {
+    throw new DkvError(
+      "USAGE",
+      `cannot read ${flag} ${path} (${error instanceof Error ? error.message : String(error)}); check the path`,
+    );
+  }
+}
+
+/**
+ * TLS is on with --cacert, --cert, --insecure-skip-tls-verify or an https:// endpoint.
+ * Without --cacert the server's certificate is checked against the system's CAs.
+ */
+export function clientTlsOf(
+  settings: ClientSecuritySettings,
+  endpoints: readonly string[],
+): ClientTls | undefined {
+  const skipVerify = settings["insecure-skip-tls-verify"] === true;
+  const https = endpoints.some((e) => e.startsWith("https://"));
+  if (settings.cacert === undefined && settings.cert === undefined && !skipVerify && !https) {
+    if (settings.key !== undefined)
+      throw new DkvError("USAGE", "--key needs --cert (the client certificate)");
+    return undefined;
+  }
+  if ((settings.cert === undefined) !== (settings.key === undefined)) {
+    throw new DkvError(
+      "USAGE",
+      "--cert and --key go together: pass both (PEM files, e.g. from 'dkv cert create-client')",
+    );
+  }
+  return {
+    ca: settings.cacert === undefined ? undefined : readFileFor("--cacert", settings.cacert),
+    cert: settings.cert === undefined ? undefined : readFileFor("--cert", settings.cert),
+    key: settings.key === undefined ? undefined : readFileFor("--key", settings.key),
+    skipVerify,
+  };
+}
+
+/** --token, else --token-file's first line (DKV_TOKEN arrives as --token). */
+export function tokenOf(settings: ClientSecuritySettings): string | undefined {
+  if (settings.token !== undefined && settings["token-file"] !== undefined) {
+    throw new DkvError("USAGE", "pass either --token (or DKV_TOKEN) or --token-file, not both");
+  }
+  if (settings.token !== undefined) return settings.token.trim();
+  if (settings["token-file"] === undefined) return undefined;
+  const token = (readFileFor("--token-file", settings["token-file"]).split(/\r?\n/)[0] ?? "").trim();
+  if (token === "") throw new DkvError("USAGE", `--token-file ${settings["token-file"]} holds no token`);
+  return token;
 }

@@ -124,6 +124,7 @@ export class RequestDispatcher {
       return;
     }
     if (header.op === adminOpCodes.membership) {
+      if (this.denied(header, "membership", empty, target)) return;
       this.dispatchMembership(header, body, target);
       return;
     }

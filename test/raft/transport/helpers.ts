@@ -11,14 +11,24 @@ export type TransportEvent =
   | { type: "host"; from: NodeId; payload: Uint8Array }
   | { type: "unreachable"; to: NodeId }
   | { type: "snapshotSent"; to: NodeId; groupId: number; ok: boolean }
-  | { type: "link"; peer: NodeId; up: boolean };
+  | { type: "link"; peer: NodeId; up: boolean }
+  | { type: "notice"; from: NodeId; payload: Uint8Array };
 
 const defaultWaitMs = 5000;
 
 /** Records what a transport reports and lets a test wait for it, bounded by a deadline. */
 export class Recorder implements NodeTransportHandlers {
   readonly events: TransportEvent[] = [];
+  /** What to write back to a refused non-member (the removal notice); none by default. */
+  readonly notices = new Map<NodeId, Uint8Array>();
   private waiters: Array<() => void> = [];
+
+  refusalNotice(from: NodeId): Uint8Array | undefined {
+    return this.notices.get(from);
+  }
+  onRefusalNotice(from: NodeId, payload: Uint8Array): void {
+    this.push({ type: "notice", from, payload });
+  }
 
   onRaft(from: NodeId, groupId: number, message: Message): void {
     this.push({ type: "raft", from, groupId, message });

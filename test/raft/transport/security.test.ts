@@ -86,6 +86,47 @@ describe("link identity without TLS", () => {
     expect(line).not.toContain("\u001b");
   });
 
+  test("a removed id's handshake is answered with its notice and nothing else; its frames never arrive", async () => {
+    const [a] = await cluster(["a", "b"]);
+    const notice = new TextEncoder().encode("you were removed");
+    a!.recorder.notices.set("c", notice);
+    const client = await attacker(a!.transport.listenAddress);
+    client.write(
+      concat(
+        handshakeFrame("c", "a"),
+        raftFrame(1, heartbeat("c", "a", 999_999, "forged")),
+        hostFrame(new Uint8Array([1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 9])),
+      ),
+    );
+    await withinDeadline(client.closed, "the removed member's connection to close");
+    expect(concat(...client.received)).toEqual(hostFrame(notice));
+    expect(a!.recorder.of("raft")).toEqual([]);
+    expect(a!.recorder.of("host")).toEqual([]);
+    expect(a!.transport.stats.refusalNoticesSent).toBe(1);
+    expect(
+      warnings(a!, '"c" is not a member of this cluster: it was removed; refused, and told so'),
+    ).toHaveLength(1);
+    // Any other non-member still gets nothing at all.
+    const stranger = await attacker(a!.transport.listenAddress);
+    stranger.write(handshakeFrame("mallory", "a"));
+    await withinDeadline(stranger.closed, "the stranger's connection to close");
+    expect(stranger.received).toEqual([]);
+  });
+
+  test("a member refused with a notice hands it to its host, and nothing it sent arrives", async () => {
+    const a = await startMember("a");
+    opened.push(a);
+    const notice = new TextEncoder().encode("you were removed");
+    a.recorder.notices.set("b", notice);
+    const b = await startMember("b", new Map([["a", a.transport.listenAddress]]));
+    opened.push(b);
+    b.transport.sendRaft("a", 1, heartbeat("b", "a", 1, "after removal"));
+    await b.recorder.until(() => b.recorder.of("notice").length > 0, "the notice at b");
+    expect(b.recorder.of("notice")[0]).toEqual({ type: "notice", from: "a", payload: notice });
+    expect(b.transport.stats.refusalNoticesReceived).toBe(1);
+    expect(a.recorder.of("raft")).toEqual([]);
+  });
+
   test("a wrong cluster id is refused", async () => {
     const [a] = await cluster(["a", "b"], { clusterId: "prod" });
     const client = await attacker(a!.transport.listenAddress);
@@ -309,6 +350,27 @@ describe("mutual TLS", () => {
     }
     expect(a!.recorder.of("raft")).toEqual([]);
     expect(a!.transport.stats.connectionsRejected).toBe(attempts.length);
+  });
+
+  test("a removal notice goes only to a sender whose certificate names the removed id", async () => {
+    const [a] = await tlsCluster(["a", "b"]);
+    a!.recorder.notices.set("mallory", new TextEncoder().encode("you were removed"));
+    a!.recorder.notices.set("c", new TextEncoder().encode("you were removed"));
+    // mallory's certificate names mallory: told. Claiming c with mallory's certificate: not told.
+    for (const [as, told] of [
+      ["c", false],
+      ["mallory", true],
+    ] as const) {
+      const client = await attacker(a!.transport.listenAddress, { ...tls.mallory!, serverName: "a" });
+      await client.tlsDone;
+      client.write(concat(handshakeFrame(as, "a"), raftFrame(1, heartbeat(as, "a", 999_999))));
+      await withinDeadline(client.closed, `the connection as ${as} to close`);
+      const back = concat(...client.received);
+      if (told) expect(back).toEqual(hostFrame(new TextEncoder().encode("you were removed")));
+      else expect(back.length === 0 || (back[0] === 21 && back.length <= 7)).toBe(true);
+    }
+    expect(a!.recorder.of("raft")).toEqual([]);
+    expect(a!.transport.stats.refusalNoticesSent).toBe(1);
   });
 
   test("a dialer refuses a listener whose certificate names another member", async () => {

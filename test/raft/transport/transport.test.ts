@@ -112,6 +112,24 @@ describe("delivery", () => {
     expect(a!.recorder.of("unreachable")).toEqual([]);
   });
 
+  test("an address override is dialed instead of the member list's address, also after setPeers", async () => {
+    const b = await startMember("b", new Map([["a", "127.0.0.1:1"]]));
+    opened.push(b);
+    const a = await startMember("a", new Map([["b", "127.0.0.1:1"]]), {
+      addressOverrides: new Map([
+        ["b", b.transport.listenAddress],
+        ["z", "127.0.0.1:2"],
+      ]),
+    });
+    opened.push(a);
+    a.transport.sendRaft("b", 1, heartbeat("a", "b", 1, "via override"));
+    await b.recorder.until(() => contexts(b, "a").includes("via override"), "a's message at b");
+    // The member list changes (another address for b, a new member z): b is still dialed at the override.
+    a.transport.setPeers(new Map([["b", "127.0.0.1:3"]]));
+    a.transport.sendRaft("b", 1, heartbeat("a", "b", 1, "after setPeers"));
+    await b.recorder.until(() => contexts(b, "a").includes("after setPeers"), "the second message at b");
+  });
+
   test("three members: each receives every other's messages in the order sent", async () => {
     const ids = ["n1", "n2", "n3"];
     const members = await cluster(ids);
