@@ -57,6 +57,17 @@ export const HEARTBEAT_RTT_FACTOR_MAX = 10_000;
 export const SNAPSHOT_ENTRIES_DEFAULT = 100_000;
 /** Entries kept behind a snapshot for slow followers (`--compaction-overhead`). */
 export const COMPACTION_OVERHEAD_ENTRIES_DEFAULT = 5_000;
+/**
+ * Snapshot a group once the log applied since its last snapshot holds this many bytes
+ * (`--snapshot-bytes`; 0: by entries only), so big values do not pile up in memory.
+ */
+export const SNAPSHOT_BYTES_DEFAULT = 32 * mebibyte;
+/**
+ * Bytes of log one group may hold in memory (`--raft-log-max-bytes`; 0: unbounded): the tail
+ * kept behind a snapshot takes at most a quarter, and a leader refuses new proposals (retry)
+ * while its log would pass the bound (a snapshot is still being saved, or followers lag).
+ */
+export const RAFT_LOG_MAX_BYTES_DEFAULT = 128 * mebibyte;
 
 /** The member id of the embedded one-member cluster when --replica-id is not given. */
 export const REPLICA_ID_DEFAULT = "node-1";
@@ -89,4 +100,8 @@ assert(NODE_FRAME_BYTES_MAX_DEFAULT <= NODE_QUEUE_BYTES_MAX_DEFAULT, "a largest 
 assert(
   COMPACTION_OVERHEAD_ENTRIES_DEFAULT < SNAPSHOT_ENTRIES_DEFAULT,
   "a snapshot compacts more than it keeps",
+);
+assert(
+  SNAPSHOT_BYTES_DEFAULT * 2 <= RAFT_LOG_MAX_BYTES_DEFAULT,
+  "a snapshot by bytes comes well before the log's bound",
 );

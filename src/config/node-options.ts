@@ -56,6 +56,9 @@ export interface RaftNodeOptions {
   readonly heartbeatRttFactor: number;
   readonly snapshotEntries: number;
   readonly compactionOverheadEntries: number;
+  /** --snapshot-bytes, --raft-log-max-bytes: each group's in-memory log bounded by bytes. */
+  readonly snapshotBytes: number;
+  readonly raftLogMaxBytes: number;
   /** Deadline of one replicated store call, retries included. */
   readonly requestTimeoutMs: number;
   /** Largest node transport frame: holds one largest entry (key + value + framing). */
@@ -154,6 +157,16 @@ function resolveRaft(values: ServeOptionValues): RaftNodeOptions {
       `--election-rtt-factor (${electionRttFactor}) must be greater than --heartbeat-rtt-factor (${heartbeatRttFactor}), both whole numbers > 0`,
     );
   }
+  const snapshotBytes = values["snapshot-bytes"];
+  const raftLogMaxBytes = values["raft-log-max-bytes"];
+  // The leader refuses writes at the bound until a snapshot compacts the log: snapshots by
+  // bytes must come well before it, or writes would stall for good.
+  if (raftLogMaxBytes > 0 && (snapshotBytes === 0 || snapshotBytes * 2 > raftLogMaxBytes)) {
+    throw new DkvError(
+      "USAGE",
+      `--raft-log-max-bytes (${raftLogMaxBytes}) must be at least twice --snapshot-bytes (${snapshotBytes}, which must be > 0 then); raise the former, lower the latter, or set --raft-log-max-bytes 0 for no bound`,
+    );
+  }
   return Object.freeze({
     replicaId: cluster.replicaId,
     members: cluster.members,
@@ -164,6 +177,8 @@ function resolveRaft(values: ServeOptionValues): RaftNodeOptions {
     heartbeatRttFactor,
     snapshotEntries: values["snapshot-entries"],
     compactionOverheadEntries: values["compaction-overhead"],
+    snapshotBytes,
+    raftLogMaxBytes,
     requestTimeoutMs: values.timeout,
     join: values.join.length === 0 ? undefined : Object.freeze([...values.join]),
     autoPromoteLagEntries: values["auto-promote-lag"],

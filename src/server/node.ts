@@ -185,6 +185,8 @@ async function startRaft(
     heartbeatRttFactor: raft.heartbeatRttFactor,
     snapshotEntries: raft.snapshotEntries,
     compactionOverheadEntries: raft.compactionOverheadEntries,
+    snapshotBytes: raft.snapshotBytes,
+    raftLogMaxBytes: raft.raftLogMaxBytes,
     requestTimeoutMs: raft.requestTimeoutMs,
     limits: options.limits,
     clock,
