@@ -1,4 +1,3 @@
-import { strict as assert } from "node:assert";
 import { DkvError } from "../errors.ts";
 import {
   type SerializerName,
@@ -9,6 +8,7 @@ import {
 import type { ClientListenerSecurityFlags } from "../server/client-security.ts";
 import type { StoreLimits } from "../store/types.ts";
 import {
+  assertDeclared,
   NODE_FRAME_BYTES_MAX_DEFAULT,
   NODE_FRAME_OVERHEAD_BYTES,
   NODE_QUEUE_BYTES_MAX_DEFAULT,
@@ -103,9 +103,15 @@ function isOneOf<T extends string>(names: readonly T[], value: string): value is
  */
 export function resolveNodeOptions(values: ServeOptionValues): NodeOptions {
   // The parser already checked choices: a mismatch here is a schema bug, not bad input.
-  assert(isOneOf(transportNames, values.transport), `transport choices drifted: ${values.transport}`);
-  assert(isOneOf(serializerNames, values.serializer), `serializer choices drifted: ${values.serializer}`);
-  assert(isOneOf(LOG_LEVELS, values["log-level"]), `log level choices drifted: ${values["log-level"]}`);
+  assertDeclared(isOneOf(transportNames, values.transport), `transport choices drifted: ${values.transport}`);
+  assertDeclared(
+    isOneOf(serializerNames, values.serializer),
+    `serializer choices drifted: ${values.serializer}`,
+  );
+  assertDeclared(
+    isOneOf(LOG_LEVELS, values["log-level"]),
+    `log level choices drifted: ${values["log-level"]}`,
+  );
   const shards = Object.freeze(parseShardSpecs(values.shards).map((spec) => Object.freeze(spec)));
   const rpc: RpcListenOptions = Object.freeze({
     transport: values.transport,
@@ -127,7 +133,7 @@ export function resolveNodeOptions(values: ServeOptionValues): NodeOptions {
   });
   const shutdownTimeoutMs = values.timeout + SHUTDOWN_GRACE_MS;
   // Stopping drains the RPC server first; the node's own deadline must leave it that time.
-  assert(rpc.drainTimeoutMs < shutdownTimeoutMs, "the shutdown deadline leaves room to drain");
+  assertDeclared(rpc.drainTimeoutMs < shutdownTimeoutMs, "the shutdown deadline leaves room to drain");
   return Object.freeze({
     shards,
     rpc,
