@@ -243,9 +243,10 @@ export class RaftGroup {
         leader: this.leader,
       };
     }
-    // A membership change is small and rare: never held back by the log's bound.
+    // A membership change is small and rare: never held back by the log's bound. A follower
+    // does not check it: the core refuses it as not the leader, and the host forwards.
     const bytes = confChange === undefined ? data.byteLength + ENTRY_OVERHEAD_BYTES : 0;
-    const full = confChange === undefined ? this.logFullRefusal(bytes) : undefined;
+    const full = confChange === undefined && this.role === "leader" ? this.logFullRefusal(bytes) : undefined;
     if (full !== undefined) return { ok: false, error: full, leader: this.leader };
     this.node.observeTime(this.env.nowMs());
     const proposed =
