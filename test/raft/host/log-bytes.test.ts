@@ -51,11 +51,14 @@ async function start(options: {
   snapshotBytes: number;
   raftLogMaxBytes: number;
   compactionOverheadEntries: number;
+  /** Wraps a member's storage (e.g. to hold its snapshot saves). */
+  wrap?: (id: NodeId, storage: GroupStorage) => GroupStorage;
 }): Promise<Started> {
+  const { wrap, ...clusterOptions } = options;
   const storages = new Map<NodeId, GroupStorage>();
   const machines = new Map<NodeId, TallyMachine>();
   cluster = await TestCluster.start({
-    ...options,
+    ...clusterOptions,
     snapshotEntries: 0, // by bytes only
     requestTimeoutMs: 10_000,
     stateMachine: (id) => {
@@ -70,7 +73,7 @@ async function start(options: {
         initialConf,
       });
       storages.set(id, storage);
-      return storage;
+      return wrap === undefined ? storage : wrap(id, storage);
     },
   });
   return { cluster, storages, machines };
@@ -85,6 +88,26 @@ function logBytesHeld(storage: GroupStorage): number {
   for (const entry of storage.entries(first, last + 1, Number.POSITIVE_INFINITY))
     bytes += entrySizeBytes(entry);
   return bytes;
+}
+
+/** `storage` with every snapshot save held until `gate` resolves. */
+function holdingSaves(storage: GroupStorage, gate: Promise<void>): GroupStorage {
+  return {
+    initialState: () => storage.initialState(),
+    entries: (lo, hi, maxBytes) => storage.entries(lo, hi, maxBytes),
+    term: (index) => storage.term(index),
+    firstIndex: () => storage.firstIndex(),
+    lastIndex: () => storage.lastIndex(),
+    snapshot: () => storage.snapshot(),
+    append: (entries, hardState) => storage.append(entries, hardState),
+    saveSnapshot: async (meta, data) => {
+      await gate;
+      return storage.saveSnapshot(meta, data);
+    },
+    compact: (index) => storage.compact(index),
+    loadLatestSnapshot: () => storage.loadLatestSnapshot(),
+    close: () => storage.close(),
+  };
 }
 
 function payload(bytes: number, seed: number): Uint8Array {
@@ -210,5 +233,31 @@ describe("Raft log bounded by bytes", () => {
     expect(machine.restoredAt.length).toBeGreaterThan(0); // a snapshot, not the log
     expect(machine.count).toBe(machines.get(leaderId)!.count);
     expect(machine.bytes).toBe(machines.get(leaderId)!.bytes);
+  });
+  test("a follower whose log is past the bound still forwards a proposal to the leader", async () => {
+    let releaseSaves: () => void = () => {};
+    const savesHeld = new Promise<void>((resolve) => {
+      releaseSaves = resolve;
+    });
+    const slow = "n3"; // n1 is elected by the cluster; n3's snapshot saves never finish here
+    const { cluster, storages } = await start({
+      snapshotBytes: 64 * KiB,
+      raftLogMaxBytes: 256 * KiB,
+      compactionOverheadEntries: 0,
+      wrap: (id, storage) => (id === slow ? holdingSaves(storage, savesHeld) : storage),
+    });
+    try {
+      expect(cluster.leader(GROUP)).toBe("n1");
+      const leader = cluster.host("n1");
+      for (let i = 0; i < 20; i++) await leader.propose(GROUP, payload(32 * KiB, i));
+      await waitFor(
+        () => logBytesHeld(storages.get(slow)!) > 256 * KiB,
+        "the slow follower's log passing the bound",
+      );
+      const result = await cluster.host(slow).propose(GROUP, payload(16, 99), { timeoutMs: 2_000 });
+      expect(result).toBeInstanceOf(Uint8Array);
+    } finally {
+      releaseSaves();
+    }
   });
 });
