@@ -17,6 +17,8 @@ const RAFT_OPTIONS = new Set([
   "heartbeat-rtt-factor",
   "snapshot-entries",
   "compaction-overhead",
+  "snapshot-bytes",
+  "raft-log-max-bytes",
   "cluster-id",
   "peer-cert-file",
   "peer-key-file",
