@@ -17,6 +17,8 @@ const RAFT_OPTIONS = new Set([
   "heartbeat-rtt-factor",
   "snapshot-entries",
   "compaction-overhead",
+  "snapshot-bytes",
+  "raft-log-max-bytes",
   "cluster-id",
   "peer-cert-file",
   "peer-key-file",
@@ -71,7 +73,7 @@ export const serveCommand = defineLeaf({
   run: async ({ options, io, sources }) => {
     const resolved = resolveNodeOptions(options);
     // The process's one logger; stderr, so stdout carries only the "listening" line.
-    const logger = createConsoleLogger({ level: resolved.logLevel, stream: process.stderr });
+    const logger = createConsoleLogger({ level: resolved.logLevel });
     // Listen for signals first: a SIGTERM during startup still ends in an orderly exit 0.
     const signal = firstSignal(logger);
     for (const [name, source] of Object.entries(sources)) {

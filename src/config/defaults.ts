@@ -1,5 +1,3 @@
-import { strict as assert } from "node:assert";
-
 /**
  * Every tunable of dkv with its default and bounds, declared once (TigerBeetle's
  * constants.zig, hashicorp/raft's DefaultConfig). The flag schema (./schema.ts) shows and
@@ -59,6 +57,17 @@ export const SNAPSHOT_ENTRIES_DEFAULT = 100_000;
 export const COMPACTION_OVERHEAD_ENTRIES_DEFAULT = 5_000;
 /** How often a member checks whether it leads too many shards (`--leader-balance-interval`; 0: off). */
 export const LEADER_BALANCE_INTERVAL_MS_DEFAULT = 5_000;
+/**
+ * Snapshot a group once the log applied since its last snapshot holds this many bytes
+ * (`--snapshot-bytes`; 0: by entries only), so big values do not pile up in memory.
+ */
+export const SNAPSHOT_BYTES_DEFAULT = 32 * mebibyte;
+/**
+ * Bytes of log one group may hold in memory (`--raft-log-max-bytes`; 0: unbounded): the tail
+ * kept behind a snapshot takes at most a quarter, and a leader refuses new proposals (retry)
+ * while its log would pass the bound (a snapshot is still being saved, or followers lag).
+ */
+export const RAFT_LOG_MAX_BYTES_DEFAULT = 128 * mebibyte;
 
 /** The member id of the embedded one-member cluster when --replica-id is not given. */
 export const REPLICA_ID_DEFAULT = "node-1";
@@ -67,28 +76,46 @@ export const EMBEDDED_RAFT_ADDRESS = "127.0.0.1:0";
 /** Shard ids are unsigned 32-bit on the wire. */
 export const SHARD_ID_MAX = 0xffff_ffff;
 
+/**
+ * A broken relation between declared values: a programmer error, thrown at load. Not
+ * node:assert, which costs every dkv process (client commands too) ~2 MiB of RSS.
+ */
+export function assertDeclared(
+  condition: boolean,
+  message = "a relation between defaults is broken",
+): asserts condition {
+  if (!condition) throw new Error(message);
+}
+
 // Relations between the defaults: a violation is a programmer error, caught at load.
-assert(
+assertDeclared(
   HEARTBEAT_RTT_FACTOR_DEFAULT < ELECTION_RTT_FACTOR_DEFAULT,
   "heartbeats must come within an election timeout",
 );
-assert(
+assertDeclared(
   HEARTBEAT_RTT_FACTOR_MIN < ELECTION_RTT_FACTOR_MIN,
   "the smallest factors must still be valid together",
 );
-assert(RTT_MS_MIN <= RTT_MS_DEFAULT && RTT_MS_DEFAULT <= RTT_MS_MAX);
-assert(FRAME_BYTES_MAX_MIN <= FRAME_BYTES_MAX_DEFAULT);
-assert(
+assertDeclared(RTT_MS_MIN <= RTT_MS_DEFAULT && RTT_MS_DEFAULT <= RTT_MS_MAX);
+assertDeclared(FRAME_BYTES_MAX_MIN <= FRAME_BYTES_MAX_DEFAULT);
+assertDeclared(
   KEY_BYTES_MAX_DEFAULT + VALUE_BYTES_MAX_DEFAULT < FRAME_BYTES_MAX_DEFAULT,
   "a largest key and value fit one frame",
 );
-assert(
+assertDeclared(
   KEY_BYTES_MAX_DEFAULT + VALUE_BYTES_MAX_DEFAULT + NODE_FRAME_OVERHEAD_BYTES <= NODE_FRAME_BYTES_MAX_DEFAULT,
   "a largest entry fits one node frame",
 );
-assert(FRAME_BYTES_MAX_DEFAULT < NODE_FRAME_BYTES_MAX_DEFAULT, "a forwarded RPC write fits one node frame");
-assert(NODE_FRAME_BYTES_MAX_DEFAULT <= NODE_QUEUE_BYTES_MAX_DEFAULT, "a largest frame can be queued");
-assert(
+assertDeclared(
+  FRAME_BYTES_MAX_DEFAULT < NODE_FRAME_BYTES_MAX_DEFAULT,
+  "a forwarded RPC write fits one node frame",
+);
+assertDeclared(NODE_FRAME_BYTES_MAX_DEFAULT <= NODE_QUEUE_BYTES_MAX_DEFAULT, "a largest frame can be queued");
+assertDeclared(
   COMPACTION_OVERHEAD_ENTRIES_DEFAULT < SNAPSHOT_ENTRIES_DEFAULT,
   "a snapshot compacts more than it keeps",
+);
+assertDeclared(
+  SNAPSHOT_BYTES_DEFAULT * 2 <= RAFT_LOG_MAX_BYTES_DEFAULT,
+  "a snapshot by bytes comes well before the log's bound",
 );

@@ -1,4 +1,3 @@
-import { strict as assert } from "node:assert";
 import { DkvError } from "../errors.ts";
 import type { ClientSecuritySettings } from "../rpc/client/tls-connect.ts";
 import {
@@ -10,6 +9,7 @@ import {
 import type { ClientListenerSecurityFlags } from "../server/client-security.ts";
 import type { StoreLimits } from "../store/types.ts";
 import {
+  assertDeclared,
   NODE_FRAME_BYTES_MAX_DEFAULT,
   NODE_FRAME_OVERHEAD_BYTES,
   NODE_QUEUE_BYTES_MAX_DEFAULT,
@@ -65,6 +65,9 @@ export interface RaftNodeOptions {
   readonly compactionOverheadEntries: number;
   /** --leader-balance-interval in ms (0: off). */
   readonly leaderBalanceIntervalMs: number;
+  /** --snapshot-bytes, --raft-log-max-bytes: each group's in-memory log bounded by bytes. */
+  readonly snapshotBytes: number;
+  readonly raftLogMaxBytes: number;
   /** Deadline of one replicated store call, retries included. */
   readonly requestTimeoutMs: number;
   /** Largest node transport frame: holds one largest entry (key + value + framing). */
@@ -113,9 +116,15 @@ function isOneOf<T extends string>(names: readonly T[], value: string): value is
  */
 export function resolveNodeOptions(values: ServeOptionValues): NodeOptions {
   // The parser already checked choices: a mismatch here is a schema bug, not bad input.
-  assert(isOneOf(transportNames, values.transport), `transport choices drifted: ${values.transport}`);
-  assert(isOneOf(serializerNames, values.serializer), `serializer choices drifted: ${values.serializer}`);
-  assert(isOneOf(LOG_LEVELS, values["log-level"]), `log level choices drifted: ${values["log-level"]}`);
+  assertDeclared(isOneOf(transportNames, values.transport), `transport choices drifted: ${values.transport}`);
+  assertDeclared(
+    isOneOf(serializerNames, values.serializer),
+    `serializer choices drifted: ${values.serializer}`,
+  );
+  assertDeclared(
+    isOneOf(LOG_LEVELS, values["log-level"]),
+    `log level choices drifted: ${values["log-level"]}`,
+  );
   const shards = Object.freeze(parseShardSpecs(values.shards).map((spec) => Object.freeze(spec)));
   const rpc: RpcListenOptions = Object.freeze({
     transport: values.transport,
@@ -137,7 +146,7 @@ export function resolveNodeOptions(values: ServeOptionValues): NodeOptions {
   });
   const shutdownTimeoutMs = values.timeout + SHUTDOWN_GRACE_MS;
   // Stopping drains the RPC server first; the node's own deadline must leave it that time.
-  assert(rpc.drainTimeoutMs < shutdownTimeoutMs, "the shutdown deadline leaves room to drain");
+  assertDeclared(rpc.drainTimeoutMs < shutdownTimeoutMs, "the shutdown deadline leaves room to drain");
   return Object.freeze({
     shards,
     rpc,
@@ -167,6 +176,16 @@ function resolveRaft(values: ServeOptionValues): RaftNodeOptions {
       `--election-rtt-factor (${electionRttFactor}) must be greater than --heartbeat-rtt-factor (${heartbeatRttFactor}), both whole numbers > 0`,
     );
   }
+  const snapshotBytes = values["snapshot-bytes"];
+  const raftLogMaxBytes = values["raft-log-max-bytes"];
+  // The leader refuses writes at the bound until a snapshot compacts the log: snapshots by
+  // bytes must come well before it, or writes would stall for good.
+  if (raftLogMaxBytes > 0 && (snapshotBytes === 0 || snapshotBytes * 2 > raftLogMaxBytes)) {
+    throw new DkvError(
+      "USAGE",
+      `--raft-log-max-bytes (${raftLogMaxBytes}) must be at least twice --snapshot-bytes (${snapshotBytes}, which must be > 0 then); raise the former, lower the latter, or set --raft-log-max-bytes 0 for no bound`,
+    );
+  }
   return Object.freeze({
     replicaId: cluster.replicaId,
     members: cluster.members,
@@ -178,6 +197,8 @@ function resolveRaft(values: ServeOptionValues): RaftNodeOptions {
     snapshotEntries: values["snapshot-entries"],
     compactionOverheadEntries: values["compaction-overhead"],
     leaderBalanceIntervalMs: values["leader-balance-interval"],
+    snapshotBytes,
+    raftLogMaxBytes,
     requestTimeoutMs: values.timeout,
     join: values.join.length === 0 ? undefined : Object.freeze([...values.join]),
     joinSecurity: Object.freeze({

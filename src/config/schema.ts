@@ -31,6 +31,7 @@ import {
 import { joinClientOptions, membershipOptions } from "./membership-options.ts";
 import { opsServeOptions } from "./ops-options.ts";
 import { peerSecurityOptions } from "./peer-security-options.ts";
+import { raftLogOptions } from "./raft-log-options.ts";
 
 export type OptionType = "string" | "number" | "boolean" | "duration" | "list";
 
@@ -424,6 +425,7 @@ export const serveOptions = [
   ...opsServeOptions,
   ...membershipOptions,
   ...joinClientOptions,
+  ...raftLogOptions,
 ] as const;
 
 // ---------------------------------------------------------------------------------------

@@ -1,39 +1,86 @@
-import { type ConsolaInstance, createConsola as createBasicConsola, LogLevels } from "consola/basic";
+import { fstatSync, statSync, writeSync } from "node:fs";
 import type { LogLevelName } from "../config/schema.ts";
 import type { Logger } from "../logger.ts";
 
 export interface ConsoleLoggerOptions {
   level: LogLevelName;
-  /** Where lines go; stderr for `dkv serve`, so stdout carries only the "listening" line. */
-  stream: NodeJS.WriteStream;
+  /**
+   * Where lines go. Default: file descriptor 2 (stderr), written synchronously without
+   * creating `process.stderr` (Bun's stream for it costs ~8 MiB of RSS); `dkv serve` logs
+   * there, so stdout carries only the "listening" line.
+   */
+  stream?: NodeJS.WriteStream;
 }
+
+/** consola's numbers, so `--log-level` means what it meant with consola's reporters. */
+const LEVELS: Readonly<Record<LogLevelName, number>> = {
+  silent: Number.NEGATIVE_INFINITY,
+  error: 0,
+  warn: 1,
+  info: 3,
+  debug: 4,
+  trace: 5,
+};
 
 /**
- * The Logger of a dkv process, on consola: timestamps, colours on a terminal, and the
- * component path as a tag (`[raft:host]`). Make one per process, in the composition root.
+ * The Logger of a dkv process: the component path as a tag (`[warn] [raft:host] ...`).
+ * On a terminal, consola's fancy reporter (colours, timestamps); to a file or pipe, plain
+ * lines in consola's basic format, written by this module (consola's basic build creates
+ * process.stdout and process.stderr at import, ~9 MiB of RSS). Make one per process, in
+ * the composition root.
  */
 export function createConsoleLogger(options: ConsoleLoggerOptions): Logger {
-  // consola's full build (fancy reporter, colours) costs ~10 MiB of RSS: loaded only for a
-  // terminal; a log file or pipe gets the basic reporter's plain lines.
-  const createConsola =
-    options.stream.isTTY === true
-      ? (require("consola") as typeof import("consola")).createConsola
-      : createBasicConsola;
-  const root = createConsola({
-    level: LogLevels[options.level],
-    stdout: options.stream,
-    stderr: options.stream,
-    formatOptions: { date: true, colors: options.stream.isTTY === true },
-  });
-  return componentLogger(root);
+  const terminal = options.stream === undefined ? stderrIsTerminal() : options.stream.isTTY === true;
+  if (terminal) return fancyLogger(options.level, options.stream ?? process.stderr);
+  const stream = options.stream;
+  const write =
+    stream === undefined
+      ? (line: string) => {
+          writeSync(2, line);
+        }
+      : (line: string) => {
+          stream.write(line);
+        };
+  return plainLogger(LEVELS[options.level], write, "");
 }
 
-function componentLogger(instance: ConsolaInstance): Logger {
+/** Whether fd 2 is a terminal: a character device other than /dev/null. */
+function stderrIsTerminal(): boolean {
+  const stderr = fstatSync(2, { throwIfNoEntry: false });
+  return stderr?.isCharacterDevice() === true && stderr.rdev !== statSync("/dev/null").rdev;
+}
+
+function plainLogger(levelMax: number, write: (line: string) => void, tag: string): Logger {
+  const prefix = tag === "" ? "" : ` [${tag}]`;
+  const log = (type: string, level: number, message: string): void => {
+    if (level <= levelMax) write(`[${type}]${prefix} ${message}\n`);
+  };
+  return {
+    debug: (message) => log("debug", LEVELS.debug, message),
+    info: (message) => log("info", LEVELS.info, message),
+    warn: (message) => log("warn", LEVELS.warn, message),
+    error: (message) => log("error", LEVELS.error, message),
+    forComponent: (name) => plainLogger(levelMax, write, tag === "" ? name : `${tag}:${name}`),
+  };
+}
+
+function fancyLogger(level: LogLevelName, stream: NodeJS.WriteStream): Logger {
+  const { createConsola } = require("consola") as typeof import("consola");
+  const root = createConsola({
+    level: LEVELS[level],
+    stdout: stream,
+    stderr: stream,
+    formatOptions: { date: true, colors: true },
+  });
+  return consolaLogger(root);
+}
+
+function consolaLogger(instance: import("consola").ConsolaInstance): Logger {
   return {
     debug: (message) => instance.debug(message),
     info: (message) => instance.info(message),
     warn: (message) => instance.warn(message),
     error: (message) => instance.error(message),
-    forComponent: (name) => componentLogger(instance.withTag(name)),
+    forComponent: (name) => consolaLogger(instance.withTag(name)),
   };
 }

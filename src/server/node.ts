@@ -190,6 +190,8 @@ async function startRaft(
     snapshotEntries: raft.snapshotEntries,
     compactionOverheadEntries: raft.compactionOverheadEntries,
     leaderBalanceIntervalMs: raft.leaderBalanceIntervalMs,
+    snapshotBytes: raft.snapshotBytes,
+    raftLogMaxBytes: raft.raftLogMaxBytes,
     requestTimeoutMs: raft.requestTimeoutMs,
     limits: options.limits,
     clock,

@@ -98,6 +98,23 @@ describe("resolveNodeOptions", () => {
     expect(message).toContain("--election-rtt-factor (4) must be greater than --heartbeat-rtt-factor (4)");
   });
 
+  test("the Raft log bound must leave room for two snapshots' worth of log; 0 turns it off", () => {
+    const message = usageMessage(() =>
+      optionsOf({ shards: "200=dstore", "snapshot-bytes": 64 * MiB, "raft-log-max-bytes": 100 * MiB }),
+    );
+    expect(message).toContain(
+      "--raft-log-max-bytes (104857600) must be at least twice --snapshot-bytes (67108864",
+    );
+    expect(usageMessage(() => optionsOf({ shards: "200=dstore", "snapshot-bytes": 0 }))).toContain(
+      "--raft-log-max-bytes",
+    );
+    const unbounded = optionsOf({ shards: "200=dstore", "snapshot-bytes": 0, "raft-log-max-bytes": 0 });
+    expect(unbounded.raft?.raftLogMaxBytes).toBe(0);
+    const defaults = optionsOf({ shards: "200=dstore" });
+    expect(defaults.raft?.snapshotBytes).toBe(32 * MiB);
+    expect(defaults.raft?.raftLogMaxBytes).toBe(128 * MiB);
+  });
+
   test("without replicated shards the Raft flags are not resolved (they only earn a warning)", () => {
     const options = optionsOf({
       shards: "100=lstore",

@@ -1,5 +1,6 @@
 import { DkvError } from "../../errors.ts";
 import { decodeConfChange } from "../core/confchange.ts";
+import { ENTRY_OVERHEAD_BYTES, entrySizeBytes } from "../core/entries.ts";
 import { RaftNode } from "../core/raft.ts";
 import {
   type ConfChange,
@@ -40,6 +41,12 @@ export interface GroupEnv {
   electionTicks: number;
   heartbeatTicks: number;
   snapshotEntries: number;
+  /** Also snapshot once the entries applied since the last snapshot hold this many bytes (0: off). */
+  snapshotBytes: number;
+  /** Entries kept behind a snapshot for followers that lag a little (storage keeps none itself). */
+  compactionOverheadEntries: number;
+  /** Bound on the log bytes held in memory (0: none); see RaftHostConfig.raftLogMaxBytes. */
+  raftLogMaxBytes: number;
   proposalsPendingMax: number;
   readsPendingMax: number;
   random: RandomSource;
@@ -70,6 +77,8 @@ interface ProposalWaiter {
   deadlineMs: number;
   timeoutMs: number;
   trace: StageTrace | undefined;
+  /** The entry's size as counted against raftLogMaxBytes until it applies or settles. */
+  bytes: number;
   resolve(result: Uint8Array): void;
   reject(error: DkvError): void;
   /**
@@ -107,6 +116,21 @@ export class RaftGroup {
   role: Role = "follower";
 
   private appliedSinceSnapshot = 0;
+  /**
+   * Log bytes (entrySizeBytes) applied here since start; with the marks below it says how
+   * much log is held in memory without walking it.
+   */
+  private appliedBytes = 0;
+  /** appliedBytes when the latest snapshot (or snapshot task) captured the state. */
+  private capturedAppliedBytes = 0;
+  /** appliedBytes at the capture of the latest snapshot that is saved and compacted behind. */
+  private compactedAppliedBytes = 0;
+  /** Bytes of the tail kept at or below the saved snapshot's index by the last compaction. */
+  private tailBytes = 0;
+  /** Bytes of this member's proposals not yet applied (or settled otherwise). */
+  private pendingProposalBytes = 0;
+  /** A proposal was refused at raftLogMaxBytes: snapshot at the next chance, whatever the cadence. */
+  private snapshotWanted = false;
   private draining = false;
   private drainScheduled = false;
   private closed = false;
@@ -170,6 +194,8 @@ export class RaftGroup {
     this.expireProposals(nowMs);
     this.expireReads(nowMs);
     this.expireLeaderWatchers(nowMs);
+    // Outside a drain no restore is half-done, so the state machine is at appliedIndex.
+    if (this.snapshotWanted && !this.draining) this.maybeSnapshot();
     for (const [id, read] of this.reads) {
       // A read index request can be dropped silently (no leader, leader change): ask again.
       if (read.state === undefined && ++read.ticksWaited >= this.env.electionTicks) {
@@ -217,6 +243,11 @@ export class RaftGroup {
         leader: this.leader,
       };
     }
+    // A membership change is small and rare: never held back by the log's bound. A follower
+    // does not check it: the core refuses it as not the leader, and the host forwards.
+    const bytes = confChange === undefined ? data.byteLength + ENTRY_OVERHEAD_BYTES : 0;
+    const full = confChange === undefined && this.role === "leader" ? this.logFullRefusal(bytes) : undefined;
+    if (full !== undefined) return { ok: false, error: full, leader: this.leader };
     this.node.observeTime(this.env.nowMs());
     const proposed =
       confChange === undefined ? this.node.propose(data) : this.node.proposeConfChange(confChange);
@@ -248,8 +279,9 @@ export class RaftGroup {
         () => `group ${this.groupId}: two proposals at ${index}/${term}`,
       );
       const deadlineMs = this.env.monotonicMs() + timeoutMs;
-      this.proposals.set(index, { index, term, deadlineMs, timeoutMs, trace, resolve, reject, older });
+      this.proposals.set(index, { index, term, deadlineMs, timeoutMs, trace, bytes, resolve, reject, older });
       this.proposalCount++;
+      this.pendingProposalBytes += bytes;
     });
     this.schedule();
     return { ok: true, result };
@@ -427,11 +459,12 @@ export class RaftGroup {
     this.appliedTerm = entry.term;
     if (entry.timeMs > this.appliedTimeMs) this.appliedTimeMs = entry.timeMs;
     this.appliedSinceSnapshot++;
+    this.appliedBytes += entrySizeBytes(entry);
     const newest = this.proposals.get(entry.index);
     if (newest === undefined) return;
     this.proposals.delete(entry.index);
     for (let waiter: ProposalWaiter | undefined = newest; waiter !== undefined; waiter = waiter.older) {
-      this.proposalCount--;
+      this.settled(waiter);
       if (waiter.trace !== undefined) waiter.trace.appliedMs = this.env.monotonicMs();
       if (waiter.term === entry.term) {
         waiter.resolve(result);
@@ -456,6 +489,10 @@ export class RaftGroup {
     if (timeMs > this.appliedTimeMs) this.appliedTimeMs = timeMs;
     this.snapshotIndex = index;
     this.appliedSinceSnapshot = 0;
+    // The log was replaced by the snapshot point: nothing of it is held any more.
+    this.capturedAppliedBytes = this.appliedBytes;
+    this.compactedAppliedBytes = this.appliedBytes;
+    this.tailBytes = 0;
     // Entries up to the snapshot were never seen here: whether ours are among them is unknown.
     for (const [index, newest] of this.proposals) {
       if (index > snapshot.meta.index) continue;
@@ -466,7 +503,7 @@ export class RaftGroup {
         { outcome: "unknown" },
       );
       for (let waiter: ProposalWaiter | undefined = newest; waiter !== undefined; waiter = waiter.older) {
-        this.proposalCount--;
+        this.settled(waiter);
         waiter.reject(error);
       }
     }
@@ -481,7 +518,7 @@ export class RaftGroup {
       for (let waiter: ProposalWaiter | undefined = newest; waiter !== undefined; ) {
         const older: ProposalWaiter | undefined = waiter.older;
         if (waiter.deadlineMs <= nowMs) {
-          this.proposalCount--;
+          this.settled(waiter);
           waiter.reject(
             new DkvError(
               "TIMEOUT",
@@ -554,10 +591,17 @@ export class RaftGroup {
     return evaluate(Math.max(this.env.nowMs(), this.appliedTimeMs));
   }
 
+  /**
+   * Snapshots every `snapshotEntries` applied entries or `snapshotBytes` applied log bytes,
+   * whichever comes first; then compacts the log behind it (see compactBehind).
+   */
   private maybeSnapshot(): void {
-    const every = this.env.snapshotEntries;
-    if (every <= 0 || this.appliedSinceSnapshot < every || this.snapshotTask !== undefined) return;
-    if (this.appliedIndex <= this.snapshotIndex) return;
+    if (this.snapshotTask !== undefined || this.appliedIndex <= this.snapshotIndex) return;
+    const { snapshotEntries, snapshotBytes } = this.env;
+    const byEntries = snapshotEntries > 0 && this.appliedSinceSnapshot >= snapshotEntries;
+    const byBytes = snapshotBytes > 0 && this.appliedBytes - this.capturedAppliedBytes >= snapshotBytes;
+    if (!byEntries && !byBytes && !this.snapshotWanted) return;
+    this.snapshotWanted = false;
     const meta: SnapshotMeta = {
       index: this.appliedIndex,
       term: this.appliedTerm,
@@ -566,14 +610,16 @@ export class RaftGroup {
     };
     // Captured now, at exactly the applied index; the bytes stream while we go on applying.
     const data = this.stateMachine.snapshot();
+    const capturedBytes = this.appliedBytes;
     this.appliedSinceSnapshot = 0;
+    this.capturedAppliedBytes = capturedBytes;
     this.snapshotTask = (async () => {
       const saveStartMs = this.env.monotonicMs();
       try {
         await persisted(this.storage.saveSnapshot(meta, data));
         this.env.observer?.snapshotDone(this.groupId, "save", this.env.monotonicMs() - saveStartMs, true);
         this.snapshotIndex = Math.max(this.snapshotIndex, meta.index);
-        await this.storage.compact(meta.index);
+        await this.compactBehind(meta.index, capturedBytes);
         this.env.logger.debug(`group ${this.groupId}: snapshot at ${meta.index}, log compacted`);
       } catch (error) {
         // A failed write of the snapshot is a failed fsync: fatal. Compaction only deletes;
@@ -588,6 +634,62 @@ export class RaftGroup {
         this.snapshotTask = undefined;
       }
     })();
+  }
+
+  /**
+   * Drops the log up to the saved snapshot at `index`, keeping a tail behind it for
+   * followers that lag a little: at most `compactionOverheadEntries` entries and at most a
+   * quarter of `raftLogMaxBytes` (a follower further behind gets the snapshot).
+   */
+  private async compactBehind(index: number, capturedBytes: number): Promise<void> {
+    const tailBytesMax = this.env.raftLogMaxBytes > 0 ? Math.floor(this.env.raftLogMaxBytes / 4) : Infinity;
+    const first = this.storage.firstIndex();
+    const lo = Math.max(first, index - this.env.compactionOverheadEntries + 1);
+    // The candidates are committed and applied: appends meanwhile never replace them.
+    const candidates = lo <= index ? this.storage.entries(lo, index + 1, Infinity) : [];
+    let keepFrom = index + 1;
+    let tailBytes = 0;
+    // Bounded by compactionOverheadEntries.
+    for (let i = candidates.length - 1; i >= 0; i--) {
+      const bytes = entrySizeBytes(candidates[i]!);
+      if (tailBytes + bytes > tailBytesMax) break;
+      tailBytes += bytes;
+      keepFrom = candidates[i]!.index;
+    }
+    // Applied entries since the capture are still held; a restore meanwhile reset the marks.
+    if (index >= this.snapshotIndex) {
+      this.compactedAppliedBytes = Math.max(this.compactedAppliedBytes, capturedBytes);
+      this.tailBytes = tailBytes;
+    }
+    if (keepFrom - 1 >= first) await this.storage.compact(keepFrom - 1);
+  }
+
+  /** Log bytes held in memory, as counted: the tail, applied entries since the snapshot, own proposals. */
+  logBytes(): number {
+    return this.tailBytes + (this.appliedBytes - this.compactedAppliedBytes) + this.pendingProposalBytes;
+  }
+
+  /**
+   * A refusal when `bytes` more would take the log past raftLogMaxBytes (a snapshot is
+   * still saving, or followers lag): the caller retries once a snapshot compacted the log.
+   * A proposal is never refused when nothing but the tail is held, so any entry can pass.
+   */
+  private logFullRefusal(bytes: number): DkvError | undefined {
+    const max = this.env.raftLogMaxBytes;
+    if (max === 0) return undefined;
+    const held = this.logBytes();
+    if (held === this.tailBytes || held + bytes <= max) return undefined;
+    // Without more writes the cadence may never come: compact now, so the retry fits.
+    this.snapshotWanted = true;
+    return new DkvError(
+      "UNAVAILABLE",
+      `group ${this.groupId} holds ${held} bytes of log in memory (bound ${max}, --raft-log-max-bytes) until a snapshot compacts it; retry shortly`,
+    );
+  }
+
+  private settled(waiter: ProposalWaiter): void {
+    this.proposalCount--;
+    this.pendingProposalBytes -= waiter.bytes;
   }
 
   // ---- bookkeeping -------------------------------------------------------------------
@@ -671,6 +773,7 @@ export class RaftGroup {
     }
     this.proposals.clear();
     this.proposalCount = 0;
+    this.pendingProposalBytes = 0;
     const readError = new DkvError(error.code, error.message);
     for (const read of this.reads.values()) read.reject(readError);
     this.reads.clear();

@@ -87,6 +87,16 @@ export class RaftHost {
     checkCount("compactionOverheadEntries", config.compactionOverheadEntries, 0);
     checkCount("leaderBalanceTicks", config.leaderBalanceTicks ?? 0, 0);
     this.balanceCountdown = config.leaderBalanceTicks ?? 0;
+    const snapshotBytes = config.snapshotBytes ?? 0;
+    const raftLogMaxBytes = config.raftLogMaxBytes ?? 0;
+    checkCount("snapshotBytes", snapshotBytes, 0);
+    checkCount("raftLogMaxBytes", raftLogMaxBytes, 0);
+    if (raftLogMaxBytes > 0 && (snapshotBytes === 0 || snapshotBytes * 2 > raftLogMaxBytes)) {
+      throw new DkvError(
+        "USAGE",
+        `raftLogMaxBytes (${raftLogMaxBytes}) must be at least twice snapshotBytes (${snapshotBytes}, then > 0): the leader refuses writes at the bound until a snapshot compacts the log`,
+      );
+    }
     if (!config.members.has(config.self)) {
       throw new DkvError(
         "USAGE",
@@ -114,6 +124,9 @@ export class RaftHost {
       electionTicks: config.electionTicks,
       heartbeatTicks: config.heartbeatTicks,
       snapshotEntries: config.snapshotEntries,
+      snapshotBytes,
+      compactionOverheadEntries: config.compactionOverheadEntries,
+      raftLogMaxBytes,
       proposalsPendingMax: config.proposalsPendingMax ?? DEFAULTS.proposalsPendingMax,
       readsPendingMax: config.readsPendingMax ?? DEFAULTS.readsPendingMax,
       random: config.random ?? Math.random,
@@ -157,7 +170,8 @@ export class RaftHost {
     const storage: GroupStorage =
       this.config.openStorage === undefined
         ? await openRaftStorage(join(this.config.dataDir, `group-${groupId}`), {
-            compactionOverheadEntries: this.config.compactionOverheadEntries,
+            // The tail kept behind a snapshot is the group's choice (bounded by entries and bytes).
+            compactionOverheadEntries: 0,
             initialConf,
             logger: { info: (m) => this.logger.info(m), warn: (m) => this.logger.warn(m) },
           })

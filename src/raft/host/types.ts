@@ -36,6 +36,17 @@ export interface RaftHostConfig {
   snapshotEntries: number;
   /** Entries kept in the log behind a snapshot, so a lagging follower catches up without one. */
   compactionOverheadEntries: number;
+  /**
+   * Also snapshot once the entries applied since the last snapshot hold this many bytes
+   * (ENTRY_OVERHEAD_BYTES counted per entry). Default 0: by entries only.
+   */
+  snapshotBytes?: number;
+  /**
+   * Bound on the bytes of log a group holds in memory: the tail kept behind a snapshot
+   * takes at most a quarter, and the leader refuses proposals (UNAVAILABLE) while its log
+   * would pass it. 0 (default): unbounded; otherwise at least twice `snapshotBytes`.
+   */
+  raftLogMaxBytes?: number;
   /** Stamps entries and reads (the leader's time decides expiry); tests inject a ManualClock. */
   clock: Clock;
   transport: NodeTransport;

@@ -3,8 +3,10 @@ import {
   COMPACTION_OVERHEAD_ENTRIES_DEFAULT,
   ELECTION_RTT_FACTOR_DEFAULT,
   HEARTBEAT_RTT_FACTOR_DEFAULT,
+  RAFT_LOG_MAX_BYTES_DEFAULT,
   REQUEST_TIMEOUT_MS_DEFAULT,
   RTT_MS_DEFAULT,
+  SNAPSHOT_BYTES_DEFAULT,
   SNAPSHOT_ENTRIES_DEFAULT,
 } from "../../config/defaults.ts";
 import { DkvError } from "../../errors.ts";
@@ -46,6 +48,10 @@ export interface ReplicatedShardsConfig {
   compactionOverheadEntries?: number;
   /** --leader-balance-interval in ms: spread leaders over the members (raft/host/leader-balance.ts); 0 or absent: off. */
   leaderBalanceIntervalMs?: number;
+  /** --snapshot-bytes: also snapshot once the log applied since the last one holds N bytes. Default 32 MiB. */
+  snapshotBytes?: number;
+  /** --raft-log-max-bytes: bound on each group's in-memory log (0: none). Default 128 MiB. */
+  raftLogMaxBytes?: number;
   /** --timeout: deadline of one store call, retries included, in ms. Default 5000. */
   requestTimeoutMs?: number;
   limits?: Partial<StoreLimits>;
@@ -104,6 +110,8 @@ const DEFAULTS = {
   heartbeatRttFactor: HEARTBEAT_RTT_FACTOR_DEFAULT,
   snapshotEntries: SNAPSHOT_ENTRIES_DEFAULT,
   compactionOverheadEntries: COMPACTION_OVERHEAD_ENTRIES_DEFAULT,
+  snapshotBytes: SNAPSHOT_BYTES_DEFAULT,
+  raftLogMaxBytes: RAFT_LOG_MAX_BYTES_DEFAULT,
   requestTimeoutMs: REQUEST_TIMEOUT_MS_DEFAULT,
 } as const;
 
@@ -170,6 +178,8 @@ export async function startReplicatedShards(config: ReplicatedShardsConfig): Pro
     snapshotEntries: config.snapshotEntries ?? DEFAULTS.snapshotEntries,
     compactionOverheadEntries: config.compactionOverheadEntries ?? DEFAULTS.compactionOverheadEntries,
     leaderBalanceTicks: Math.ceil((config.leaderBalanceIntervalMs ?? 0) / rttMs),
+    snapshotBytes: config.snapshotBytes ?? DEFAULTS.snapshotBytes,
+    raftLogMaxBytes: config.raftLogMaxBytes ?? DEFAULTS.raftLogMaxBytes,
     clock: config.clock ?? systemClock,
     transport,
     requestTimeoutMs,

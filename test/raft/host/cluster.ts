@@ -6,6 +6,7 @@ import { ManualClock } from "../../../src/clock.ts";
 import type { NodeId } from "../../../src/raft/core/types.ts";
 import type { GroupOptions } from "../../../src/raft/host/group.ts";
 import { RaftHost } from "../../../src/raft/host/raft-host.ts";
+import type { OpenGroupStorage } from "../../../src/raft/host/runtime.ts";
 import type { StateMachine } from "../../../src/raft/host/types.ts";
 import type { NodeTransport } from "../../../src/raft/transport/types.ts";
 import { MemoryNetwork } from "./memory-transport.ts";
@@ -18,11 +19,15 @@ export interface ClusterOptions {
   heartbeatTicks?: number;
   snapshotEntries?: number;
   compactionOverheadEntries?: number;
+  snapshotBytes?: number;
+  raftLogMaxBytes?: number;
   requestTimeoutMs?: number;
   /** A state machine per (member, group); a fresh one on every start. */
   stateMachine: (id: NodeId, groupId: number) => StateMachine;
   /** A transport per member; the in-memory network by default. */
   transport?: (id: NodeId) => NodeTransport;
+  /** Opens each member's group storage (default: raft/storage under the member's data dir). */
+  openStorage?: (id: NodeId, dataDir: string) => OpenGroupStorage;
   /** Options of every group (e.g. the leader's check of forwarded proposals). */
   groupOptions?: GroupOptions;
   /** Leader balancing every N ticks (off by default). */
@@ -95,6 +100,9 @@ export class TestCluster {
       heartbeatTicks: o.heartbeatTicks ?? 2,
       snapshotEntries: o.snapshotEntries ?? 0,
       compactionOverheadEntries: o.compactionOverheadEntries ?? 50,
+      ...(o.snapshotBytes === undefined ? {} : { snapshotBytes: o.snapshotBytes }),
+      ...(o.raftLogMaxBytes === undefined ? {} : { raftLogMaxBytes: o.raftLogMaxBytes }),
+      ...(o.openStorage === undefined ? {} : { openStorage: o.openStorage(id, join(this.root, id)) }),
       clock: this.clock,
       transport: o.transport?.(id) ?? this.network.transport(id),
       requestTimeoutMs: o.requestTimeoutMs ?? 3000,

@@ -93,6 +93,9 @@ export interface HostSwarm {
   keys: number;
   /** Concurrent clients (each with one call at a time). */
   clients: number;
+  /** Snapshot cadence by applied log bytes (0: by entries only), and the log's byte bound (0: none). */
+  snapshotBytes: number;
+  raftLogMaxBytes: number;
 }
 
 export interface HostSimOptions {
@@ -163,7 +166,15 @@ export function pickHostSwarm(prng: Prng): HostSwarm {
     keys: prng.int(1, 5),
     // Drawn last, so the other knobs stay what each seed drew before it existed.
     clients: prng.pick([3, 3, 6]),
+    ...logBytes(prng),
   };
+}
+
+/** Drawn after every other knob (they stay what each seed drew before these existed). */
+function logBytes(prng: Prng): { snapshotBytes: number; raftLogMaxBytes: number } {
+  const snapshotBytes = prng.pick([0, 0, 300, 2000]);
+  const raftLogMaxBytes = snapshotBytes === 0 ? 0 : snapshotBytes * prng.pick([0, 2, 4]);
+  return { snapshotBytes, raftLogMaxBytes };
 }
 
 /** Time and scheduling of one simulated process. */
@@ -448,6 +459,8 @@ class HostSimulation {
       heartbeatTicks: this.swarm.heartbeatTicks,
       snapshotEntries: this.swarm.snapshotEntries,
       compactionOverheadEntries: this.swarm.compactionOverheadEntries,
+      snapshotBytes: this.swarm.snapshotBytes,
+      raftLogMaxBytes: this.swarm.raftLogMaxBytes,
       clock,
       transport,
       random: () => nodePrng.float(),

@@ -1,0 +1,218 @@
+/**
+ * Memory of dkv members (a plain script, not a test), each figure from real processes:
+ *
+ *   bun run test/bench/memory.ts [--dkv dist/dkv] [--only idle,large,many]
+ *       [--large-writes 300] [--large-keys 8] [--many-writes 1000000]
+ *
+ * - idle: RSS of `dkv serve` (no data, default shards) 4 s after it answers;
+ * - large: 3 members (shard 200 = dstore), `--large-writes` sets of 1 MiB values over
+ *   `--large-keys` keys with 8 in flight, then RSS of each member once every member has
+ *   applied the last write (the state machine itself holds keys × 1 MiB);
+ * - many: a one-member dstore after `--many-writes` sets of 128 B values to 100 keys
+ *   (50 in flight), RSS after the writes.
+ *
+ * Run it once with the binary of the commit before and once with this one (`--dkv`), side
+ * by side. Every server gets a temporary data dir and free 127.0.0.1 ports and is killed
+ * by PID at the end.
+ */
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { RpcClient } from "../../src/rpc/client/index.ts";
+import { flagValue, ROOT, runCommand } from "./commands.ts";
+
+const SHARD = 200;
+const MIB = 1024 * 1024;
+const START_TIMEOUT_MS = 20_000;
+const SETTLE_TIMEOUT_MS = 60_000;
+const IDLE_WAIT_MS = 4_000;
+
+const argv = process.argv.slice(2);
+const DKV = flagValue(argv, "--dkv", join(ROOT, "dist", "dkv"));
+const ONLY = new Set(flagValue(argv, "--only", "idle,large,many").split(","));
+const LARGE_WRITES = Number(flagValue(argv, "--large-writes", "300"));
+const LARGE_KEYS = Number(flagValue(argv, "--large-keys", "8"));
+const MANY_WRITES = Number(flagValue(argv, "--many-writes", "1000000"));
+const MANY_KEYS = 100;
+
+const started: Bun.Subprocess[] = [];
+
+function spawnDkv(args: string[]): Bun.Subprocess<"ignore", "pipe", "pipe"> {
+  const proc = Bun.spawn([DKV, ...args], { cwd: ROOT, stdin: "ignore", stdout: "pipe", stderr: "pipe" });
+  started.push(proc);
+  // Drained so a chatty server never blocks on a full pipe.
+  void new Response(proc.stdout).text();
+  void new Response(proc.stderr).text();
+  return proc;
+}
+
+async function freePort(): Promise<number> {
+  const listener = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+  const port = listener.port;
+  listener.stop(true);
+  return port;
+}
+
+async function waitUntil(what: string, timeoutMs: number, check: () => Promise<boolean>): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (await check().catch(() => false)) return;
+    await Bun.sleep(100);
+  }
+  throw new Error(`${what} did not happen within ${timeoutMs} ms`);
+}
+
+async function rssMib(pid: number): Promise<number> {
+  const status = await Bun.file(`/proc/${pid}/status`).text();
+  const kb = Number(/VmRSS:\s+(\d+) kB/.exec(status)?.[1] ?? Number.NaN);
+  return kb / 1024;
+}
+
+interface ShardStatus {
+  leader?: string | null;
+  appliedIndex?: number;
+}
+
+async function clusterStatus(endpoints: readonly string[]): Promise<ShardStatus[][]> {
+  const out = await runCommand([
+    DKV,
+    "cluster",
+    "status",
+    "--json",
+    "--timeout",
+    "2s",
+    "--endpoints",
+    endpoints.join(","),
+  ]);
+  const report = JSON.parse(out) as { nodes: { shards: ShardStatus[] }[] };
+  return report.nodes.map((node) => node.shards);
+}
+
+async function startMembers(root: string, count: number): Promise<{ pids: number[]; endpoints: string[] }> {
+  const members = await Promise.all(
+    Array.from({ length: count }, async (_, i) => ({
+      id: `node-${i + 1}`,
+      raft: await freePort(),
+      rpc: await freePort(),
+    })),
+  );
+  const clusterMembers = members.map((m) => `${m.id}=127.0.0.1:${m.raft}`).join(",");
+  const procs = members.map((m) =>
+    spawnDkv([
+      "serve",
+      "--shards",
+      `${SHARD}=dstore`,
+      "--replica-id",
+      m.id,
+      "--cluster-members",
+      clusterMembers,
+      "--data-dir",
+      join(root, m.id),
+      "--transport-endpoint",
+      `127.0.0.1:${m.rpc}`,
+      "--log-level",
+      "warn",
+    ]),
+  );
+  const endpoints = members.map((m) => `127.0.0.1:${m.rpc}`);
+  await waitUntil("a leader", START_TIMEOUT_MS, async () => {
+    const shards = await clusterStatus(endpoints);
+    const leaders = new Set(shards.map((s) => s[0]?.leader ?? null));
+    return shards.length === count && leaders.size === 1 && !leaders.has(null);
+  });
+  return { pids: procs.map((p) => p.pid), endpoints };
+}
+
+/** `writes` sets spread over `keys` keys by `workers` loops each awaiting one at a time. */
+async function write(
+  endpoints: string[],
+  writes: number,
+  keys: number,
+  workers: number,
+  value: Uint8Array,
+): Promise<number> {
+  await using client = new RpcClient({
+    endpoints,
+    transport: "tcp",
+    serializer: "binary",
+    timeoutMs: 30_000,
+  });
+  const store = client.store(SHARD);
+  let next = 0;
+  const startMs = performance.now();
+  await Promise.all(
+    Array.from({ length: workers }, async () => {
+      while (next < writes) {
+        const n = next++;
+        await store.set(`mem/${n % keys}`, value);
+      }
+    }),
+  );
+  return writes / ((performance.now() - startMs) / 1000);
+}
+
+async function settled(endpoints: readonly string[]): Promise<void> {
+  await waitUntil("every member applying the last write", SETTLE_TIMEOUT_MS, async () => {
+    const shards = await clusterStatus(endpoints);
+    const applied = new Set(shards.map((s) => s[0]?.appliedIndex ?? -1));
+    return applied.size === 1;
+  });
+}
+
+async function idle(root: string): Promise<void> {
+  const port = await freePort();
+  const proc = spawnDkv([
+    "serve",
+    "--data-dir",
+    join(root, "idle"),
+    "--transport-endpoint",
+    `127.0.0.1:${port}`,
+    "--log-level",
+    "warn",
+  ]);
+  await waitUntil("the idle server", START_TIMEOUT_MS, async () => {
+    await runCommand([DKV, "kv", "has", "probe", "--endpoints", `127.0.0.1:${port}`, "--timeout", "1s"]);
+    return true;
+  });
+  await Bun.sleep(IDLE_WAIT_MS);
+  console.log(`idle member (dkv serve, no data): ${(await rssMib(proc.pid)).toFixed(1)} MiB RSS`);
+  proc.kill();
+  await proc.exited;
+}
+
+async function large(root: string): Promise<void> {
+  const { pids, endpoints } = await startMembers(join(root, "large"), 3);
+  const value = new Uint8Array(MIB).fill(0x62);
+  const rate = await write(endpoints, LARGE_WRITES, LARGE_KEYS, 8, value);
+  await settled(endpoints);
+  const rss = await Promise.all(pids.map(rssMib));
+  const sum = rss.reduce((a, b) => a + b, 0);
+  console.log(
+    `3 members after ${LARGE_WRITES} x 1 MiB sets over ${LARGE_KEYS} keys (${rate.toFixed(0)} sets/s): ` +
+      `RSS ${rss.map((r) => r.toFixed(0)).join(" / ")} MiB, max ${Math.max(...rss).toFixed(0)}, sum ${sum.toFixed(0)} MiB`,
+  );
+  for (const pid of pids) process.kill(pid);
+}
+
+async function many(root: string): Promise<void> {
+  const { pids, endpoints } = await startMembers(join(root, "many"), 1);
+  const value = new Uint8Array(128).fill(0x61);
+  const rate = await write(endpoints, MANY_WRITES, MANY_KEYS, 50, value);
+  const rss = await rssMib(pids[0]!);
+  console.log(
+    `one-member dstore after ${MANY_WRITES} sets of 128 B to ${MANY_KEYS} keys (${rate.toFixed(0)} sets/s): ${rss.toFixed(1)} MiB RSS`,
+  );
+  process.kill(pids[0]!);
+}
+
+const root = await mkdtemp(join(tmpdir(), "dkv-memory-"));
+try {
+  console.log(`binary: ${DKV}`);
+  if (ONLY.has("idle")) await idle(root);
+  if (ONLY.has("large")) await large(root);
+  if (ONLY.has("many")) await many(root);
+} finally {
+  for (const proc of started) proc.kill();
+  await Promise.all(started.map((proc) => proc.exited));
+  await rm(root, { recursive: true, force: true });
+}
