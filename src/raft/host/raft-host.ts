@@ -1,7 +1,7 @@
 import { join } from "node:path";
 import { DkvError } from "../../errors.ts";
 import type { ConfChange, Message, NodeId, RaftLogger } from "../core/types.ts";
-import { openRaftStorage } from "../storage/raft-storage.ts";
+import { SharedLog } from "../storage/shared-log.ts";
 import { testFaults } from "../storage/test-faults.ts";
 import type { NodeTransportHandlers } from "../transport/types.ts";
 import {
@@ -49,8 +49,10 @@ interface Forward {
 
 /**
  * Runs many Raft groups in one process over one NodeTransport and one tick timer. Each
- * group persists to `dataDir/group-<id>/` and drives its own Ready loop; the host routes
- * messages, forwards proposals from followers to the leader's host, and answers reads.
+ * group writes its log to the process's one shared log (`dataDir/raft-log/`: one write and
+ * one fsync per batch for all groups), keeps snapshots in `dataDir/group-<id>/` and drives
+ * its own Ready loop; the host routes messages, forwards proposals from followers to the
+ * leader's host, and answers reads.
  */
 export class RaftHost {
   readonly self: NodeId;
@@ -75,6 +77,8 @@ export class RaftHost {
   private membership: MembershipHooks | undefined;
   /** Set once this member is removed from the cluster: it no longer ticks, steps or serves. */
   private retired: DkvError | undefined;
+  /** The one Raft log of this process (storage/shared-log.ts), opened with the first group. */
+  private sharedLog: Promise<SharedLog> | undefined;
 
   constructor(private readonly config: RaftHostConfig) {
     checkCount("tickMs", config.tickMs, 1);
@@ -149,11 +153,14 @@ export class RaftHost {
     };
     const storage: GroupStorage =
       this.config.openStorage === undefined
-        ? await openRaftStorage(join(this.config.dataDir, `group-${groupId}`), {
-            compactionOverheadEntries: this.config.compactionOverheadEntries,
-            initialConf,
-            logger: { info: (m) => this.logger.info(m), warn: (m) => this.logger.warn(m) },
-          })
+        ? await (await this.openSharedLog()).openGroup(
+            groupId,
+            join(this.config.dataDir, `group-${groupId}`),
+            {
+              compactionOverheadEntries: this.config.compactionOverheadEntries,
+              initialConf,
+            },
+          )
         : await this.config.openStorage(groupId, initialConf);
     try {
       const snapshot = await storage.loadLatestSnapshot();
@@ -163,6 +170,13 @@ export class RaftHost {
       await storage.close().catch(() => {});
       throw error;
     }
+  }
+
+  private openSharedLog(): Promise<SharedLog> {
+    this.sharedLog ??= SharedLog.open(this.config.dataDir, {
+      logger: { info: (m) => this.logger.info(m), warn: (m) => this.logger.warn(m) },
+    });
+    return this.sharedLog;
   }
 
   stateMachine(groupId: number): StateMachine {
@@ -328,6 +342,9 @@ export class RaftHost {
     }
     this.forwards.clear();
     const results = await Promise.allSettled([...this.groups.values()].map((group) => group.close()));
+    // After the groups: their last writes go through it. A log that failed to open has nothing to close.
+    const sharedLog = await this.sharedLog?.catch(() => undefined);
+    if (sharedLog !== undefined) results.push(...(await Promise.allSettled([sharedLog.close()])));
     await this.config.transport.close();
     for (const result of results) if (result.status === "rejected") throw result.reason;
   }
