@@ -234,6 +234,11 @@ export class RaftStorage implements LogStorage {
     return this.cachedSnapshot;
   }
 
+  /** Every entry held in memory (after the compaction point): what the shared log relocates. */
+  liveEntries(): Entry[] {
+    return this.log.slice(this.log.firstIndex(), this.log.lastIndex() + 1, Number.POSITIVE_INFINITY);
+  }
+
   // ---- writes (the runtime) ----
 
   /** The latest hard state given to append (durable once that append resolved). */

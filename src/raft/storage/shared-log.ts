@@ -41,8 +41,13 @@
  * used: below both the compaction point and the oldest retained snapshot). Segments are
  * deleted oldest first, never the active one, and only while every group with entries in
  * the segment can do without them; the first segment some group still needs stops the
- * sweep. A group that never compacts (an idle one) therefore pins the segments holding
- * its entries.
+ * sweep. A group that stopped compacting (an idle one never reaches its next snapshot)
+ * would pin the oldest segment for ever, so after a roll the open groups pinning it with a
+ * small live log get that log appended again ("relocation", as raft-engine rewrites cold
+ * groups): replay rebuilds the same log from the copy, and older segments no longer
+ * matter to the group. (After a relocation the group's log on disk starts where its
+ * in-memory log starts, so falling back to an older snapshot than the newest can no longer
+ * find the entries in between; the newest valid snapshot always joins.)
  *
  * ## Failure
  * A failed write or fsync poisons the whole log (every waiter of every group rejects,
@@ -54,7 +59,7 @@ import { open, rename, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { COMPACTION_OVERHEAD_ENTRIES_DEFAULT } from "../../config/defaults.ts";
 import { DkvError } from "../../errors.ts";
-import type { ConfState, HardState, SnapshotMeta } from "../core/types.ts";
+import type { ConfState, Entry, HardState, SnapshotMeta } from "../core/types.ts";
 import {
   encodeSegmentHeader,
   FrameBuffer,
@@ -94,6 +99,10 @@ const SEGMENT_BYTES_MIN = 4096;
 const SEGMENT_BYTES_DEFAULT = 64 * 1024 * 1024;
 /** A buffer grown past this by one big batch is dropped rather than kept for reuse. */
 const FRAME_BUFFER_KEEP_BYTES = 16 * 1024 * 1024;
+/** Sealed segments kept before the groups pinning the oldest one are relocated. */
+const RELOCATE_SEALED_SEGMENTS_MIN = 2;
+/** A group is relocated only if its live log is at most segmentBytesMax / this (a busy group compacts soon anyway). */
+const RELOCATE_SHARE = 16;
 /** An import of an old per-group WAL commits every this many bytes (a bound on the pending frame). */
 const IMPORT_CHUNK_BYTES = 16 * 1024 * 1024;
 
@@ -124,6 +133,8 @@ export interface SharedLogStats {
   fsyncs: number;
   segments: number;
   groupsOpen: number;
+  /** Times an idle group's live log was written again so old segments could go. */
+  relocations: number;
 }
 
 interface Waiter {
@@ -235,7 +246,17 @@ export class SharedLog {
   /** Each group's entries at or below this are no longer needed on disk (raised by compact). */
   private readonly removableThrough = new Map<number, number>();
   private readonly openGroups = new Set<number>();
-  private readonly writeStats: WalWriterStats = { batches: 0, bytesWritten: 0 };
+  /** Each open group's live log (what its storage holds in memory), for relocation. */
+  private readonly liveLogs = new Map<number, () => Entry[]>();
+  /** Per group: segments with a lower seq hold nothing it needs (its live log was written again later). */
+  private readonly relocatedBefore = new Map<number, number>();
+  private relocateSoon = false;
+  private relocating = false;
+  private readonly writeStats: WalWriterStats & { relocations: number } = {
+    batches: 0,
+    bytesWritten: 0,
+    relocations: 0,
+  };
 
   private constructor(
     readonly dir: string,
@@ -343,7 +364,7 @@ export class SharedLog {
         }
       }
       this.recovered.delete(groupId);
-      return new RaftStorage(
+      const storage = new RaftStorage(
         groupDir,
         log,
         writer,
@@ -355,6 +376,8 @@ export class SharedLog {
         this.counter,
         logger,
       );
+      this.liveLogs.set(groupId, () => storage.liveEntries());
+      return storage;
     } catch (error) {
       this.openGroups.delete(groupId);
       throw error;
@@ -471,12 +494,19 @@ export class SharedLog {
       fsyncs: this.counter.fsyncs,
       segments: this.segments.length,
       groupsOpen: this.openGroups.size,
+      relocations: this.writeStats.relocations,
     };
   }
 
   /** Group `groupId` no longer needs its entries up to `index`; deletes the segments nobody needs. */
   async removeThrough(groupId: number, index: number): Promise<number> {
+    this.assertWritable();
     if (index > (this.removableThrough.get(groupId) ?? 0)) this.removableThrough.set(groupId, index);
+    return this.sweep();
+  }
+
+  /** Deletes segments, oldest first, while no group needs them; never the active one. */
+  private async sweep(): Promise<number> {
     let count = 0;
     // Bounded by the segment count; the active segment is never deleted.
     while (count < this.segments.length - 1) {
@@ -498,13 +528,65 @@ export class SharedLog {
     const groups = this.segmentGroups.get(segment.seq);
     if (groups === undefined) return false;
     for (const [groupId, maxEntryIndex] of groups) {
-      if (maxEntryIndex > (this.removableThrough.get(groupId) ?? 0)) return true;
+      if (this.pins(groupId, maxEntryIndex, segment.seq)) return true;
     }
     return false;
   }
 
+  /** Whether group `groupId`, whose highest entry in segment `seq` is `maxEntryIndex`, still needs that segment. */
+  private pins(groupId: number, maxEntryIndex: number, seq: number): boolean {
+    if ((this.relocatedBefore.get(groupId) ?? 0) > seq) return false;
+    return maxEntryIndex > (this.removableThrough.get(groupId) ?? 0);
+  }
+
+  /**
+   * A group that stopped compacting (an idle one: it never reaches the next snapshot)
+   * would pin the oldest segment, and every segment after it, for ever. So once
+   * RELOCATE_SEALED_SEGMENTS_MIN segments are sealed, the open groups pinning the oldest
+   * one have their live log (what their storage holds in memory, small for an idle group)
+   * appended again; replay rebuilds the same log from it (an entry at i replaces the
+   * group's entries from i on), so segments before that write no longer hold anything the
+   * group needs. A group with a large live log is left alone: it is busy and compacts soon.
+   * Groups in the log but not open in this process are never relocated, so they pin.
+   */
+  private async relocatePinning(): Promise<void> {
+    if (this.relocating || this.failure !== null || this.closed) return;
+    if (this.segments.length - 1 < RELOCATE_SEALED_SEGMENTS_MIN) return;
+    this.relocating = true;
+    try {
+      const oldest = this.segments[0]!;
+      const seqBefore = this.active.seq;
+      const moved: number[] = [];
+      for (const [groupId, maxEntryIndex] of this.segmentGroups.get(oldest.seq) ?? []) {
+        const live = this.liveLogs.get(groupId);
+        if (live === undefined || !this.pins(groupId, maxEntryIndex, oldest.seq)) continue;
+        const entries = live();
+        let bytes = 0;
+        for (const entry of entries) bytes += entry.data.byteLength + 32;
+        if (bytes > this.segmentBytesMax / RELOCATE_SHARE) continue;
+        if (entries.length > 0) {
+          const frame = this.frameFor(groupId);
+          for (const entry of entries) frame.addEntry(entry);
+        }
+        moved.push(groupId);
+      }
+      if (moved.length === 0) return;
+      await this.durable();
+      for (const groupId of moved) this.relocatedBefore.set(groupId, seqBefore);
+      this.writeStats.relocations += moved.length;
+      await this.sweep();
+    } catch (error) {
+      // A failed write or fsync has poisoned the log and every group reports it; this only
+      // says where it happened.
+      this.logger.warn(`${this.dir}: relocating idle groups' logs failed: ${String(error)}`);
+    } finally {
+      this.relocating = false;
+    }
+  }
+
   /** Waits for this group's writes (and everything queued before them), then forgets the group. */
   async closeGroup(groupId: number): Promise<void> {
+    this.liveLogs.delete(groupId);
     try {
       if (this.failure === null && !this.closed) await this.durable();
     } finally {
@@ -545,6 +627,10 @@ export class SharedLog {
       for (const waiter of waiters) waiter.resolve();
       waiters.length = 0;
       this.spareWaiters = waiters;
+      if (this.relocateSoon) {
+        this.relocateSoon = false;
+        queueMicrotask(() => void this.relocatePinning());
+      }
     }
     this.flushing = false;
     const idle = this.idleWaiters;
@@ -560,6 +646,7 @@ export class SharedLog {
       this.active.sizeBytes + batch.frameBytes > this.segmentBytesMax
     ) {
       await this.roll();
+      this.relocateSoon = true;
     }
     const segment = this.active;
     const bytes = batch.seal(segment.seq, segment.sizeBytes);

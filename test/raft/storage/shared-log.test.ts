@@ -164,7 +164,8 @@ describe("shared log: segment GC", () => {
     await withTempDir(async (dir) => {
       let log = await openLog(dir, { segmentBytesMax: 4096 });
       let [busy, idle, voter] = await openGroups(log, dir, [1, 2, 3]);
-      await idle!.append(entryRange(1, 2, 1), hs(1, 2, "b"));
+      // Too large a live log to be relocated (see the next describe): it pins until it compacts.
+      await idle!.append(entryRange(1, 2, 1, 300), hs(1, 2, "b"));
       // Only a vote, in the first segment: nothing pins that segment for it.
       await voter!.append([], hs(5, 0, "c"));
       for (let i = 1; i <= 60; i++) await busy!.append([entry(i, 1, "x".repeat(300))], hs(1, i));
@@ -178,7 +179,7 @@ describe("shared log: segment GC", () => {
 
       // (Compaction keeps the entry at its cut on disk, so replay knows its term: the
       // idle group needs a later entry before its first two can go.)
-      await idle!.append([entry(3, 1)], hs(1, 3, "b"));
+      await idle!.append(entryRange(3, 3, 1, 300), hs(1, 3, "b"));
       await idle!.saveSnapshot({ index: 3, term: 1, timeMs: 1, conf }, new Uint8Array([3]));
       await idle!.compact(3);
       const left = (await segmentPaths(dir)).length;
@@ -196,6 +197,38 @@ describe("shared log: segment GC", () => {
       expect(busy!.term(busy!.firstIndex())).toBe(1);
       expect(idle!.lastIndex()).toBe(3);
       await closeAll(log, [busy!, idle!, voter!]);
+    });
+  });
+});
+
+describe("shared log: idle groups do not pin segments for ever", () => {
+  test("an idle group's live log is written again, so old segments go while a busy group writes and compacts", async () => {
+    await withTempDir(async (dir) => {
+      let log = await openLog(dir, { segmentBytesMax: 4096 });
+      let [busy, idle] = await openGroups(log, dir, [1, 2]);
+      await idle!.append(entryRange(1, 3, 1), hs(1, 3, "b"));
+      let segmentsMax = 0;
+      for (let i = 1; i <= 200; i++) {
+        await busy!.append([entry(i, 1, "x".repeat(300))], hs(1, i));
+        if (i % 10 === 0) {
+          await busy!.saveSnapshot({ index: i, term: 1, timeMs: 1, conf }, new Uint8Array([1]));
+          await busy!.compact(i);
+        }
+        segmentsMax = Math.max(segmentsMax, (await segmentPaths(dir)).length);
+      }
+      // 200 × ~340 B is ~17 segments of 4 KiB; without relocation all of them would stay.
+      expect(segmentsMax).toBeLessThanOrEqual(6);
+      expect(log.stats().relocations).toBeGreaterThan(0);
+      await closeAll(log, [busy!, idle!]);
+
+      log = await openLog(dir, { segmentBytesMax: 4096 });
+      [busy, idle] = await openGroups(log, dir, [1, 2]);
+      expect(indexesOf(idle!)).toEqual([1, 2, 3]);
+      expect(idle!.term(3)).toBe(1);
+      expect(idle!.initialState().hardState).toEqual(hs(1, 3, "b"));
+      expect(busy!.lastIndex()).toBe(200);
+      expect(busy!.initialState().hardState).toEqual(hs(1, 200));
+      await closeAll(log, [busy!, idle!]);
     });
   });
 });
