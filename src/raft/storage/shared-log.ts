@@ -251,7 +251,8 @@ export class SharedLog {
   /** Per group: segments with a lower seq hold nothing it needs (its live log was written again later). */
   private readonly relocatedBefore = new Map<number, number>();
   private relocateSoon = false;
-  private relocating = false;
+  /** The relocation running (relocatePinning), if any; close() waits for it. */
+  private relocation: Promise<void> | undefined;
   private readonly writeStats: WalWriterStats & { relocations: number } = {
     batches: 0,
     bytesWritten: 0,
@@ -377,6 +378,9 @@ export class SharedLog {
         logger,
       );
       this.liveLogs.set(groupId, () => storage.liveEntries());
+      // What compaction had released before the restart is released again, so segments
+      // can go before the group's next snapshot.
+      if (snapshot !== null) await storage.compact(snapshot.meta.index);
       return storage;
     } catch (error) {
       this.openGroups.delete(groupId);
@@ -549,10 +553,15 @@ export class SharedLog {
    * group needs. A group with a large live log is left alone: it is busy and compacts soon.
    * Groups in the log but not open in this process are never relocated, so they pin.
    */
-  private async relocatePinning(): Promise<void> {
-    if (this.relocating || this.failure !== null || this.closed) return;
+  private startRelocation(): void {
+    if (this.relocation !== undefined || this.failure !== null || this.closed) return;
     if (this.segments.length - 1 < RELOCATE_SEALED_SEGMENTS_MIN) return;
-    this.relocating = true;
+    this.relocation = this.relocatePinning().finally(() => {
+      this.relocation = undefined;
+    });
+  }
+
+  private async relocatePinning(): Promise<void> {
     try {
       const oldest = this.segments[0]!;
       const seqBefore = this.active.seq;
@@ -579,8 +588,17 @@ export class SharedLog {
       // A failed write or fsync has poisoned the log and every group reports it; this only
       // says where it happened.
       this.logger.warn(`${this.dir}: relocating idle groups' logs failed: ${String(error)}`);
-    } finally {
-      this.relocating = false;
+    }
+  }
+
+  /** Resolves once everything queued is durable and no relocation or its segment sweep is running. */
+  async settled(): Promise<void> {
+    // Bounded: a relocation starts only after a roll, and each pass waits for one.
+    for (let pass = 0; pass < 8; pass++) {
+      await this.durable();
+      if (this.relocation === undefined && !this.flushing) return;
+      await this.relocation;
+      await new Promise<void>((resolve) => queueMicrotask(resolve));
     }
   }
 
@@ -594,9 +612,10 @@ export class SharedLog {
     }
   }
 
-  /** Waits for queued writes, then closes the file. Later writes fail with CLOSED. */
+  /** Waits for queued writes and a running relocation, then closes the file. Later writes fail with CLOSED. */
   async close(): Promise<void> {
     if (this.closed) return;
+    await this.relocation;
     this.closed = true;
     if (this.flushing) {
       const { promise, resolve } = Promise.withResolvers<void>();
@@ -629,7 +648,7 @@ export class SharedLog {
       this.spareWaiters = waiters;
       if (this.relocateSoon) {
         this.relocateSoon = false;
-        queueMicrotask(() => void this.relocatePinning());
+        queueMicrotask(() => this.startRelocation());
       }
     }
     this.flushing = false;
