@@ -1,7 +1,7 @@
 import { join } from "node:path";
 import { DkvError } from "../../errors.ts";
 import type { ConfChange, Message, NodeId, RaftLogger } from "../core/types.ts";
-import { SharedLog } from "../storage/shared-log.ts";
+import { SharedLog, type SharedLogStats } from "../storage/shared-log.ts";
 import { testFaults } from "../storage/test-faults.ts";
 import type { NodeTransportHandlers } from "../transport/types.ts";
 import {
@@ -79,6 +79,7 @@ export class RaftHost {
   private retired: DkvError | undefined;
   /** The one Raft log of this process (storage/shared-log.ts), opened with the first group. */
   private sharedLog: Promise<SharedLog> | undefined;
+  private openedSharedLog: SharedLog | undefined;
 
   constructor(private readonly config: RaftHostConfig) {
     checkCount("tickMs", config.tickMs, 1);
@@ -175,8 +176,16 @@ export class RaftHost {
   private openSharedLog(): Promise<SharedLog> {
     this.sharedLog ??= SharedLog.open(this.config.dataDir, {
       logger: { info: (m) => this.logger.info(m), warn: (m) => this.logger.warn(m) },
+    }).then((log) => {
+      this.openedSharedLog = log;
+      return log;
     });
     return this.sharedLog;
+  }
+
+  /** The shared log's counters (write+fsync batches, fsyncs, segments); undefined with injected storage. */
+  storageStats(): SharedLogStats | undefined {
+    return this.openedSharedLog?.stats();
   }
 
   stateMachine(groupId: number): StateMachine {

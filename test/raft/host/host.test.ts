@@ -49,6 +49,26 @@ async function start(size = 3, requestTimeoutMs = 3000): Promise<TestCluster> {
   return cluster;
 }
 
+describe("RaftHost over the shared log", () => {
+  test("writes to 20 groups at once share write+fsync batches instead of one fsync per group", async () => {
+    const groups = Array.from({ length: 20 }, (_, i) => i + 1);
+    cluster = await TestCluster.start({ groups, stateMachine: () => new ListMachine() });
+    const c = cluster;
+    for (const group of groups) expect(await c.waitForLeader(group)).toBe("n1");
+    const before = c.host("n1").storageStats()!;
+    await Promise.all(groups.map((group) => c.host("n1").propose(group, utf8.encode(`w${group}`))));
+    const after = c.host("n1").storageStats()!;
+    // 20 groups each persisted at least one Ready with the entry; a log per group would
+    // have cost 20 fsyncs at least. Shared: the Readys of one turn go out together.
+    const batches = after.batches - before.batches;
+    expect(batches).toBeGreaterThan(0);
+    expect(batches).toBeLessThanOrEqual(6);
+    expect(after.groupsOpen).toBe(20);
+    for (const group of groups)
+      expect((c.host("n1").stateMachine(group) as ListMachine).items).toEqual([`w${group}`]);
+  });
+});
+
 describe("RaftHost", () => {
   test("a proposal resolves with the state machine's result, stamped with the leader's clock", async () => {
     const c = await start();
