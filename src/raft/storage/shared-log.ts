@@ -246,6 +246,8 @@ export class SharedLog {
   /** Each group's entries at or below this are no longer needed on disk (raised by compact). */
   private readonly removableThrough = new Map<number, number>();
   private readonly openGroups = new Set<number>();
+  /** Groups closed in this process: their recovered state is gone, so they are not opened again. */
+  private readonly closedGroups = new Set<number>();
   /** Each open group's live log (what its storage holds in memory), for relocation. */
   private readonly liveLogs = new Map<number, () => Entry[]>();
   /** Per group: segments with a lower seq hold nothing it needs (its live log was written again later). */
@@ -325,6 +327,12 @@ export class SharedLog {
     this.assertWritable();
     if (this.openGroups.has(groupId)) {
       throw new DkvError("USAGE", `group ${groupId} is already open on the shared log in ${this.dir}`);
+    }
+    if (this.closedGroups.has(groupId)) {
+      throw new DkvError(
+        "USAGE",
+        `group ${groupId} was closed on the shared log in ${this.dir}; reopen the shared log (restart the host) to open it again`,
+      );
     }
     const overheadEntries = checkCount(
       "compactionOverheadEntries",
@@ -605,6 +613,7 @@ export class SharedLog {
   /** Waits for this group's writes (and everything queued before them), then forgets the group. */
   async closeGroup(groupId: number): Promise<void> {
     this.liveLogs.delete(groupId);
+    this.closedGroups.add(groupId);
     try {
       if (this.failure === null && !this.closed) await this.durable();
     } finally {
@@ -615,7 +624,8 @@ export class SharedLog {
   /** Waits for queued writes and a running relocation, then closes the file. Later writes fail with CLOSED. */
   async close(): Promise<void> {
     if (this.closed) return;
-    await this.relocation;
+    // Bounded: a relocation starts only after a roll, and none starts once closed is set.
+    while (this.relocation !== undefined) await this.relocation;
     this.closed = true;
     if (this.flushing) {
       const { promise, resolve } = Promise.withResolvers<void>();

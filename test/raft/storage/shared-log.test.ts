@@ -148,13 +148,18 @@ describe("shared log: group commit across groups", () => {
     });
   });
 
-  test("a group cannot be opened twice at once", async () => {
+  test("a group cannot be opened twice, at once or after it was closed", async () => {
     await withTempDir(async (dir) => {
       const log = await openLog(dir);
       const [a] = await openGroups(log, dir, [1]);
       const error = await log.openGroup(1, groupDir(dir, 1)).catch((e: unknown) => e);
       expect(DkvError.is(error, "USAGE")).toBe(true);
-      await closeAll(log, [a!]);
+      await a!.close();
+      // Its recovered state went with it: opening it again needs a fresh log.
+      const again = await log.openGroup(1, groupDir(dir, 1)).catch((e: unknown) => e);
+      expect(DkvError.is(again, "USAGE")).toBe(true);
+      expect((again as DkvError).message).toContain("reopen the shared log");
+      await log.close();
     });
   });
 });
