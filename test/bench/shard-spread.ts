@@ -3,7 +3,7 @@
  * with one Raft log per process (src/raft/storage/shared-log.ts) spreading writes over
  * more shards must not cost more fsyncs, so the rate must not fall.
  *
- *   bun run test/bench/shard-spread.ts [--dkv dist/dkv[,/tmp/dkv-old]] [--rounds 2] [--duration 3s] [--shards 50]
+ *   bun run test/bench/shard-spread.ts [--dkv dist/dkv[,/tmp/dkv-old]] [--rounds 2] [--duration 3s] [--shards 50] [--strace]
  *
  * - per binary in `--dkv` (built from this checkout when it is the default), starts 3
  *   `dkv serve` members with shards 1..N = dstore on free 127.0.0.1 ports and temporary
@@ -14,6 +14,9 @@
  *   this process with every member as an endpoint);
  * - prints ops/s per run and, per binary, the best round's ratio to its one-shard rate;
  *   kills every server by PID.
+ * - `--strace`: every run also counts the fsync/fdatasync calls of all three members
+ *   (strace -c attached for the run) and prints fsyncs per acknowledged write; ptrace
+ *   slows the members, so take ops/s from runs without it.
  */
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -119,8 +122,40 @@ async function stopCluster(cluster: Cluster): Promise<void> {
   await rm(cluster.root, { recursive: true, force: true });
 }
 
-/** `threads` workers, each awaiting one set at a time, spread round-robin over shards 1..k; ops/s. */
-async function spreadSets(cluster: Cluster, workload: Workload, durationMs: number): Promise<number> {
+/** Counts fsync and fdatasync calls of `pids` while `body` runs (strace -c, detached after). */
+async function countSyncs<T>(
+  pids: readonly number[],
+  body: () => Promise<T>,
+): Promise<{ result: T; syncs: number }> {
+  const tracers = pids.map((pid) =>
+    Bun.spawn(["strace", "-f", "-c", "-e", "trace=fsync,fdatasync", "-p", String(pid)], {
+      stdin: "ignore",
+      stdout: "ignore",
+      stderr: "pipe",
+    }),
+  );
+  const outputs = tracers.map((tracer) => new Response(tracer.stderr).text());
+  // Time for strace to attach to every thread before the load starts.
+  await Bun.sleep(500);
+  const result = await body();
+  for (const tracer of tracers) tracer.kill("SIGINT");
+  let syncs = 0;
+  for (const text of await Promise.all(outputs)) {
+    for (const line of text.split("\n")) {
+      const match = /\s(\d+)\s+(?:\d+\s+)?(?:fsync|fdatasync)\s*$/.exec(line);
+      if (match !== null) syncs += Number(match[1]);
+    }
+  }
+  await Promise.all(tracers.map((tracer) => tracer.exited));
+  return { result, syncs };
+}
+
+/** `threads` workers, each awaiting one set at a time, spread round-robin over shards 1..k; ops/s and writes. */
+async function spreadSets(
+  cluster: Cluster,
+  workload: Workload,
+  durationMs: number,
+): Promise<{ opsPerSec: number; writes: number }> {
   await using client = new RpcClient({
     endpoints: cluster.endpoints,
     transport: "tcp",
@@ -150,7 +185,7 @@ async function spreadSets(cluster: Cluster, workload: Workload, durationMs: numb
   );
   const seconds = (performance.now() - start) / 1_000;
   if (errors > 0) console.log(`  (${errors} errors in ${workload.name})`);
-  return done / seconds;
+  return { opsPerSec: done / seconds, writes: done };
 }
 
 const fmt = (n: number) => Math.round(n).toLocaleString("en-US");
@@ -162,6 +197,7 @@ async function main(): Promise<void> {
   const durationText = flagValue(argv, "--duration", "3s");
   const durationMs = parseDuration(durationText);
   const shardCount = Number(flagValue(argv, "--shards", "50"));
+  const strace = argv.includes("--strace");
   if (!argv.includes("--dkv")) {
     const { ensureBinary } = await import("../e2e/helpers.ts");
     await ensureBinary();
@@ -183,10 +219,19 @@ async function main(): Promise<void> {
       for (const [w, workload] of workloads.entries()) {
         const order = round % 2 === 0 ? clusters : [...clusters].reverse();
         for (const cluster of order) {
-          const opsPerSec = await spreadSets(cluster, workload, durationMs);
+          const run = () => spreadSets(cluster, workload, durationMs);
+          let syncs = "";
+          let opsPerSec: number;
+          if (strace) {
+            const counted = await countSyncs(cluster.pids, run);
+            opsPerSec = counted.result.opsPerSec;
+            syncs = `  ${(counted.syncs / Math.max(1, counted.result.writes)).toFixed(3)} fsyncs/write (3 members)`;
+          } else {
+            opsPerSec = (await run()).opsPerSec;
+          }
           results.get(cluster.dkv)![w]!.push(opsPerSec);
           console.log(
-            `round ${round + 1} ${workload.name.padEnd(22)} ${fmt(opsPerSec).padStart(7)} ops/s  ${cluster.dkv}`,
+            `round ${round + 1} ${workload.name.padEnd(22)} ${fmt(opsPerSec).padStart(7)} ops/s  ${cluster.dkv}${syncs}`,
           );
         }
       }
