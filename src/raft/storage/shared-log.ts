@@ -392,6 +392,7 @@ export class SharedLog {
       return storage;
     } catch (error) {
       this.openGroups.delete(groupId);
+      this.liveLogs.delete(groupId);
       throw error;
     }
   }
