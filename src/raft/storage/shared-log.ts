@@ -253,6 +253,8 @@ export class SharedLog {
   /** Per group: segments with a lower seq hold nothing it needs (its live log was written again later). */
   private readonly relocatedBefore = new Map<number, number>();
   private relocateSoon = false;
+  /** Groups in the log but not open here that were reported as keeping old segments. */
+  private readonly reportedPinning = new Set<number>();
   /** The relocation running (relocatePinning), if any; close() waits for it. */
   private relocation: Promise<void> | undefined;
   private readonly writeStats: WalWriterStats & { relocations: number } = {
@@ -576,8 +578,12 @@ export class SharedLog {
       const seqBefore = this.active.seq;
       const moved: number[] = [];
       for (const [groupId, maxEntryIndex] of this.segmentGroups.get(oldest.seq) ?? []) {
+        if (!this.pins(groupId, maxEntryIndex, oldest.seq)) continue;
         const live = this.liveLogs.get(groupId);
-        if (live === undefined || !this.pins(groupId, maxEntryIndex, oldest.seq)) continue;
+        if (live === undefined) {
+          this.reportUnopenedPin(groupId, oldest);
+          continue;
+        }
         const entries = live();
         let bytes = 0;
         for (const entry of entries) bytes += entry.data.byteLength + 32;
@@ -598,6 +604,15 @@ export class SharedLog {
       // says where it happened.
       this.logger.warn(`${this.dir}: relocating idle groups' logs failed: ${String(error)}`);
     }
+  }
+
+  private reportUnopenedPin(groupId: number, segment: WalSegment): void {
+    if (!this.recovered.has(groupId) || this.reportedPinning.has(groupId)) return;
+    this.reportedPinning.add(groupId);
+    this.logger.warn(
+      `${segment.path}: kept (with every later segment) for group ${groupId}, which has entries in this log but is not served here; ` +
+        `serve shard ${groupId} again (--shards) so it compacts, or remove this member's data dir and let it rejoin to drop it`,
+    );
   }
 
   /** Resolves once everything queued is durable and no relocation or its segment sweep is running. */

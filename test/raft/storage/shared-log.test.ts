@@ -238,6 +238,35 @@ describe("shared log: idle groups do not pin segments for ever", () => {
   });
 });
 
+describe("shared log: a group in the log that is no longer opened", () => {
+  test("keeps its segments, and says so once, naming the group and what to do", async () => {
+    await withTempDir(async (dir) => {
+      let log = await openLog(dir, { segmentBytesMax: 4096 });
+      let groups = await openGroups(log, dir, [1, 2]);
+      await groups[1]!.append(entryRange(1, 2, 1), hs(1, 2));
+      await closeAll(log, groups);
+
+      const logger = new RecordingLogger();
+      log = await SharedLog.open(dir, { logger, segmentBytesMax: 4096 });
+      groups = await openGroups(log, dir, [1]);
+      for (let i = 1; i <= 60; i++) {
+        await groups[0]!.append([entry(i, 1, "x".repeat(300))], hs(1, i));
+        if (i % 10 === 0) {
+          await groups[0]!.saveSnapshot({ index: i, term: 1, timeMs: 1, conf }, new Uint8Array([1]));
+          await groups[0]!.compact(i);
+        }
+      }
+      await log.settled();
+      const pinned = logger.warnings.filter((w) => w.includes("group 2"));
+      expect(pinned).toHaveLength(1);
+      expect(pinned[0]).toContain("00000000000000000001.log: kept");
+      expect(pinned[0]).toContain("serve shard 2 again");
+      expect(await Bun.file(join(dir, SHARED_LOG_DIR, "00000000000000000001.log")).exists()).toBe(true);
+      await closeAll(log, groups);
+    });
+  });
+});
+
 /** Five frames, each with one entry of group 1 and one of group 2; the offsets where they start. */
 async function writeFiveFrames(dir: string): Promise<{ path: string; frameOffsets: number[] }> {
   const log = await openLog(dir);
