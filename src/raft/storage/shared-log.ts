@@ -562,7 +562,8 @@ export class SharedLog {
    * appended again; replay rebuilds the same log from it (an entry at i replaces the
    * group's entries from i on), so segments before that write no longer hold anything the
    * group needs. A group with a large live log is left alone: it is busy and compacts soon.
-   * Groups in the log but not open in this process are never relocated, so they pin.
+   * Groups in the log but not open in this process are never relocated, so they pin (a
+   * warning names them once).
    */
   private startRelocation(): void {
     if (this.relocation !== undefined || this.failure !== null || this.closed) return;
