@@ -342,7 +342,7 @@ export const serveOptions = [
     default: "data",
     valueHint: "DIR",
     description:
-      "Where each dstore shard keeps its Raft log and snapshots (DIR/group-<shard id>/); created if missing, one per server. Unused without dstore shards",
+      "Where dstore shards keep their Raft state: one log shared by all shards (DIR/raft-log/) and each shard's snapshots (DIR/group-<shard id>/); created if missing, one per server. Unused without dstore shards",
   }),
   defineOption({
     name: "rtt-millisecond",

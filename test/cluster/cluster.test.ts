@@ -5,7 +5,7 @@ import type { IStore } from "../../src/store/types.ts";
 import { ensureBinary } from "../e2e/helpers.ts";
 import { KV_SHARD, LOCK_SHARD, TestCluster } from "./controller.ts";
 import { sendRawRequest } from "./raw-frame.ts";
-import { tearLastEntryFrame } from "./wal-surgery.ts";
+import { sharedLogDir, tearLastEntryFrame } from "./wal-surgery.ts";
 
 /**
  * Fault tests of a 3-member cluster of the compiled binary on 127.0.0.1, talking to it
@@ -282,8 +282,8 @@ describe("a 3-member cluster of dist/dkv", () => {
       // 200 payload bytes, 60 made it to disk. Such a frame was never fsynced, so never
       // acknowledged. (Cutting bytes off the last *complete* frame, which can destroy
       // acknowledged entries, is the next test.)
-      const walDir = join(cluster.member(victim).dataDir, `group-${KV_SHARD}`, "wal");
-      const segments = (await readdir(walDir)).filter((name) => name.endsWith(".seg")).sort();
+      const walDir = sharedLogDir(cluster.member(victim).dataDir);
+      const segments = (await readdir(walDir)).filter((name) => name.endsWith(".log")).sort();
       const newest = join(walDir, segments.at(-1)!);
       const torn = new Uint8Array(8 + 60);
       new DataView(torn.buffer).setUint32(0, 200, true);
@@ -318,8 +318,11 @@ describe("a 3-member cluster of dist/dkv", () => {
         const leaderView = await cluster.shardStatus(leader, KV_SHARD);
         const acked = await waitForMatch(cluster, leader, victim, leaderView.lastIndex ?? 0);
         await cluster.kill(victim);
-        const walDir = join(cluster.member(victim).dataDir, `group-${KV_SHARD}`, "wal");
-        const torn = await tearLastEntryFrame(walDir, TORN_CUT_BYTES);
+        const torn = await tearLastEntryFrame(
+          sharedLogDir(cluster.member(victim).dataDir),
+          KV_SHARD,
+          TORN_CUT_BYTES,
+        );
         expect(torn.lostFromIndex).toBeLessThanOrEqual(acked);
         const total = writesWhileDown ? 100 : 50;
         for (let i = 50; i < total; i++) await store.set(`t${i}`, `v${i}`);

@@ -11,9 +11,10 @@ import {
 
 /**
  * Damage to a stopped member's write-ahead log for the cluster tests, done with the
- * storage's own frame checks (src/raft/storage/README.md has the layout): segments
- * `wal/<seq:20>-<firstIndex:20>.seg`, a 16-byte header, then 8-aligned frames
- * `u32 payloadBytes | u32 crc | payload | pad`, one per group-commit batch.
+ * storage's own frame checks (src/raft/storage/shared-log.ts has the layout): the shared
+ * log's segments `raft-log/<seq:20>.log`, a 16-byte header, then 8-aligned frames
+ * `u32 payloadBytes | u32 crc | payload | pad`, one per group-commit batch, whose records
+ * are tagged with their group.
  */
 
 export interface TornEntryFrame {
@@ -26,8 +27,13 @@ export interface TornEntryFrame {
   sizeBytes: number;
 }
 
+/** The shared log of a member's data dir. */
+export function sharedLogDir(dataDir: string): string {
+  return join(dataDir, "raft-log");
+}
+
 async function newestSegment(walDir: string): Promise<string> {
-  const segments = (await readdir(walDir)).filter((name) => name.endsWith(".seg")).sort();
+  const segments = (await readdir(walDir)).filter((name) => name.endsWith(".log")).sort();
   const newest = segments.at(-1);
   if (newest === undefined) throw new Error(`no WAL segment in ${walDir}`);
   return join(walDir, newest);
@@ -35,14 +41,19 @@ async function newestSegment(walDir: string): Promise<string> {
 
 /**
  * Cuts `cutBytes` off the last record of the newest segment's last frame that holds log
- * entries, so that frame fails its check at the next start and is repaired as a torn write.
+ * entries of group `groupId`, so that frame fails its check at the next start and is repaired as a torn write.
  * Frames after it (commit-index updates, written without waiting) go too: a crash while
  * the entry frame was being written would not have left them. The entries of that frame
- * had been fsynced and acknowledged: this is a disk that lost acknowledged data.
+ * had been fsynced and acknowledged: this is a disk that lost acknowledged data. (Other
+ * groups' records in those frames are lost with them.)
  */
-export async function tearLastEntryFrame(walDir: string, cutBytes: number): Promise<TornEntryFrame> {
+export async function tearLastEntryFrame(
+  walDir: string,
+  groupId: number,
+  cutBytes: number,
+): Promise<TornEntryFrame> {
   const segmentPath = await newestSegment(walDir);
-  const seq = Number(basename(segmentPath).split("-")[0]);
+  const seq = Number(basename(segmentPath).slice(0, 20));
   const bytes = new Uint8Array(await readFile(segmentPath));
   const records: WalRecord[] = [];
   let lastEntryFrame: { offset: number; payloadEnd: number; minIndex: number; maxIndex: number } | undefined;
@@ -59,8 +70,10 @@ export async function tearLastEntryFrame(walDir: string, cutBytes: number): Prom
     if (malformed !== null) throw new Error(`${segmentPath} offset ${offset}: ${malformed}`);
     let minIndex = Number.POSITIVE_INFINITY;
     let maxIndex = 0;
+    let group = -1;
     for (const record of records) {
-      if (record.tag !== RecordTag.Entry) continue;
+      if (record.tag === RecordTag.Group) group = record.groupId;
+      if (record.tag !== RecordTag.Entry || group !== groupId) continue;
       minIndex = Math.min(minIndex, record.entry.index);
       maxIndex = Math.max(maxIndex, record.entry.index);
     }

@@ -407,9 +407,10 @@ export class VerifyCluster {
   async tearWalTail(id: string, random: () => number): Promise<string> {
     const member = this.member(id);
     if (member.proc !== undefined) throw new Error(`tear the WAL of ${id} only while it is dead`);
-    const walDir = join(member.dataDir, `group-${KV_SHARD}`, "wal");
+    // The member's one shared log (raft-log/<seq>.log) holds every group's records.
+    const walDir = join(member.dataDir, "raft-log");
     const segments = (await readdir(walDir).catch(() => [] as string[]))
-      .filter((n) => n.endsWith(".seg"))
+      .filter((n) => n.endsWith(".log"))
       .sort();
     const newest = segments.at(-1);
     if (newest === undefined) return `${id}: no WAL segment to tear`;

@@ -1,7 +1,7 @@
 import { join } from "node:path";
 import { DkvError } from "../../errors.ts";
 import type { ConfChange, Message, NodeId, RaftLogger } from "../core/types.ts";
-import { openRaftStorage } from "../storage/raft-storage.ts";
+import { SharedLog, type SharedLogStats } from "../storage/shared-log.ts";
 import { testFaults } from "../storage/test-faults.ts";
 import type { NodeTransportHandlers } from "../transport/types.ts";
 import {
@@ -50,8 +50,10 @@ interface Forward {
 
 /**
  * Runs many Raft groups in one process over one NodeTransport and one tick timer. Each
- * group persists to `dataDir/group-<id>/` and drives its own Ready loop; the host routes
- * messages, forwards proposals from followers to the leader's host, and answers reads.
+ * group writes its log to the process's one shared log (`dataDir/raft-log/`: one write and
+ * one fsync per batch for all groups), keeps snapshots in `dataDir/group-<id>/` and drives
+ * its own Ready loop; the host routes messages, forwards proposals from followers to the
+ * leader's host, and answers reads.
  */
 export class RaftHost {
   readonly self: NodeId;
@@ -78,6 +80,9 @@ export class RaftHost {
   private retired: DkvError | undefined;
   /** Ticks until the next leader-balance check (config.leaderBalanceTicks). */
   private balanceCountdown: number;
+  /** The one Raft log of this process (storage/shared-log.ts), opened with the first group. */
+  private sharedLog: Promise<SharedLog> | undefined;
+  private openedSharedLog: SharedLog | undefined;
 
   constructor(private readonly config: RaftHostConfig) {
     checkCount("tickMs", config.tickMs, 1);
@@ -169,12 +174,15 @@ export class RaftHost {
     };
     const storage: GroupStorage =
       this.config.openStorage === undefined
-        ? await openRaftStorage(join(this.config.dataDir, `group-${groupId}`), {
-            // The tail kept behind a snapshot is the group's choice (bounded by entries and bytes).
-            compactionOverheadEntries: 0,
-            initialConf,
-            logger: { info: (m) => this.logger.info(m), warn: (m) => this.logger.warn(m) },
-          })
+        ? await (await this.openSharedLog()).openGroup(
+            groupId,
+            join(this.config.dataDir, `group-${groupId}`),
+            {
+              // The tail kept behind a snapshot is the group's choice (bounded by entries and bytes).
+              compactionOverheadEntries: 0,
+              initialConf,
+            },
+          )
         : await this.config.openStorage(groupId, initialConf);
     try {
       const snapshot = await storage.loadLatestSnapshot();
@@ -184,6 +192,21 @@ export class RaftHost {
       await storage.close().catch(() => {});
       throw error;
     }
+  }
+
+  private openSharedLog(): Promise<SharedLog> {
+    this.sharedLog ??= SharedLog.open(this.config.dataDir, {
+      logger: { info: (m) => this.logger.info(m), warn: (m) => this.logger.warn(m) },
+    }).then((log) => {
+      this.openedSharedLog = log;
+      return log;
+    });
+    return this.sharedLog;
+  }
+
+  /** The shared log's counters (write+fsync batches, fsyncs, segments); undefined with injected storage. */
+  storageStats(): SharedLogStats | undefined {
+    return this.openedSharedLog?.stats();
   }
 
   stateMachine(groupId: number): StateMachine {
@@ -349,6 +372,9 @@ export class RaftHost {
     }
     this.forwards.clear();
     const results = await Promise.allSettled([...this.groups.values()].map((group) => group.close()));
+    // After the groups: their last writes go through it. A log that failed to open has nothing to close.
+    const sharedLog = await this.sharedLog?.catch(() => undefined);
+    if (sharedLog !== undefined) results.push(...(await Promise.allSettled([sharedLog.close()])));
     await this.config.transport.close();
     for (const result of results) if (result.status === "rejected") throw result.reason;
   }

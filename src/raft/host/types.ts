@@ -24,7 +24,7 @@ export interface RaftHostConfig {
   self: NodeId;
   /** Every member of every group hosted here (id → address), the bootstrap configuration. */
   members: ReadonlyMap<NodeId, string>;
-  /** Each group keeps its log and snapshots in `dataDir/group-<id>/`. */
+  /** Groups share one log in `dataDir/raft-log/`; each keeps its snapshots in `dataDir/group-<id>/`. */
   dataDir: string;
   /** Wall-clock ms per Raft tick (the expected round trip). */
   tickMs: number;
@@ -61,7 +61,7 @@ export interface RaftHostConfig {
   onFatal(error: Error): void;
   /** Ticks, deferral and the monotonic clock of deadlines; real timers by default. */
   scheduler?: HostScheduler;
-  /** Opens a group's storage; by default raft/storage in `dataDir/group-<id>/`. */
+  /** Opens a group's storage; by default its share of raft/storage's SharedLog in `dataDir`. */
   openStorage?: OpenGroupStorage;
   /** Default deadline of a proposal or read, in monotonic ms (checked on every tick). Default 5000. */
   requestTimeoutMs?: number;

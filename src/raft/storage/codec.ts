@@ -21,7 +21,10 @@ export const PENDING_BYTES_MAX = 256 * 1024 * 1024;
 /** Encoded size of an entry record without its data. */
 export const ENTRY_RECORD_OVERHEAD_BYTES = 32;
 
-export const RecordTag = { Entry: 1, HardState: 2, SnapshotMarker: 3 } as const;
+export const RecordTag = { Entry: 1, HardState: 2, SnapshotMarker: 3, Group: 4 } as const;
+
+/** Segments of the one shared log per process (shared-log.ts): same frames, group-tagged records. */
+export const SHARED_SEGMENT_MAGIC = "DKVLOG01";
 
 /** Entry: tag u8 | kind u8 | u16 0 | u32 dataBytes | u64 index | u64 term | u64 timeMs | data */
 const ENTRY_HEADER_BYTES = ENTRY_RECORD_OVERHEAD_BYTES;
@@ -29,6 +32,8 @@ const ENTRY_HEADER_BYTES = ENTRY_RECORD_OVERHEAD_BYTES;
 const HARD_STATE_HEADER_BYTES = 24;
 /** SnapshotMarker: tag u8 | 7 bytes 0 | u64 index | u64 term */
 const SNAPSHOT_MARKER_BYTES = 24;
+/** Group (shared log only): tag u8 | 3 bytes 0 | u32 groupId — the records after it, up to the next one, are that group's. */
+const GROUP_RECORD_BYTES = 8;
 const VOTE_BYTES_MAX = 0xffff;
 const TWO_POW_32 = 0x1_0000_0000;
 
@@ -60,22 +65,21 @@ export function frameCrcSeed(segmentSeq: number, offset: number): number {
   return Bun.hash.crc32(seedScratch);
 }
 
-export function encodeSegmentHeader(): Uint8Array {
+export function encodeSegmentHeader(magic: string = SEGMENT_MAGIC): Uint8Array {
   const bytes = new Uint8Array(SEGMENT_HEADER_BYTES);
-  bytes.set(textEncoder.encode(SEGMENT_MAGIC), 0);
+  bytes.set(textEncoder.encode(magic), 0);
   const view = new DataView(bytes.buffer);
   view.setUint32(8, SEGMENT_FORMAT_VERSION, true);
   view.setUint32(12, Bun.hash.crc32(bytes.subarray(0, 12)), true);
   return bytes;
 }
 
-export function isValidSegmentHeader(bytes: Uint8Array): boolean {
+export function isValidSegmentHeader(bytes: Uint8Array, magic: string = SEGMENT_MAGIC): boolean {
   if (bytes.length < SEGMENT_HEADER_BYTES) return false;
   const view = new DataView(bytes.buffer, bytes.byteOffset, SEGMENT_HEADER_BYTES);
   if (view.getUint32(12, true) !== Bun.hash.crc32(bytes.subarray(0, 12))) return false;
   return (
-    textDecoder.decode(bytes.subarray(0, 8)) === SEGMENT_MAGIC &&
-    view.getUint32(8, true) === SEGMENT_FORMAT_VERSION
+    textDecoder.decode(bytes.subarray(0, 8)) === magic && view.getUint32(8, true) === SEGMENT_FORMAT_VERSION
   );
 }
 
@@ -97,6 +101,12 @@ export class FrameBuffer {
   maxEntryIndex = 0;
   /** The last hard state in the frame, if any: what a rolled segment must repeat. */
   lastHardState: HardState | null = null;
+  /** Shared log only: the group the records being added belong to (-1: none selected yet in this frame). */
+  private currentGroup = -1;
+  /** Shared log only: highest entry index per group in this frame. */
+  readonly groupMaxEntryIndex = new Map<number, number>();
+  /** Shared log only: the last hard state per group in this frame. */
+  readonly groupHardStates = new Map<number, HardState>();
 
   constructor(initialBytes = 64 * 1024) {
     this.bytes = new Uint8Array(initialBytes);
@@ -128,6 +138,22 @@ export class FrameBuffer {
     this.lastEntryIndex = 0;
     this.maxEntryIndex = 0;
     this.lastHardState = null;
+    this.currentGroup = -1;
+    this.groupMaxEntryIndex.clear();
+    this.groupHardStates.clear();
+  }
+
+  /**
+   * Shared log only: the records added next belong to `groupId`. Writes a Group record
+   * when the group changes, so a run of one group's records costs one 8-byte tag.
+   */
+  selectGroup(groupId: number): void {
+    if (groupId === this.currentGroup) return;
+    const at = this.reserve(GROUP_RECORD_BYTES);
+    this.view.setUint32(at, 0, true);
+    this.view.setUint8(at, RecordTag.Group);
+    this.view.setUint32(at + 4, groupId, true);
+    this.currentGroup = groupId;
   }
 
   private reserve(extraBytes: number): number {
@@ -161,6 +187,10 @@ export class FrameBuffer {
     if (this.firstEntryIndex === 0) this.firstEntryIndex = entry.index;
     this.lastEntryIndex = entry.index;
     if (entry.index > this.maxEntryIndex) this.maxEntryIndex = entry.index;
+    if (this.currentGroup >= 0) {
+      const max = this.groupMaxEntryIndex.get(this.currentGroup) ?? 0;
+      if (entry.index > max) this.groupMaxEntryIndex.set(this.currentGroup, entry.index);
+    }
   }
 
   addHardState(hardState: HardState): void {
@@ -179,6 +209,7 @@ export class FrameBuffer {
     writeU64(view, at + 16, hardState.commit);
     if (vote !== null) this.bytes.set(vote, at + HARD_STATE_HEADER_BYTES);
     this.lastHardState = { term: hardState.term, vote: hardState.vote, commit: hardState.commit };
+    if (this.currentGroup >= 0) this.groupHardStates.set(this.currentGroup, this.lastHardState);
   }
 
   addSnapshotMarker(index: number, term: number): void {
@@ -207,7 +238,8 @@ export class FrameBuffer {
 export type WalRecord =
   | { tag: typeof RecordTag.Entry; entry: Entry }
   | { tag: typeof RecordTag.HardState; hardState: HardState }
-  | { tag: typeof RecordTag.SnapshotMarker; index: number; term: number };
+  | { tag: typeof RecordTag.SnapshotMarker; index: number; term: number }
+  | { tag: typeof RecordTag.Group; groupId: number };
 
 /** Where a frame ends, or why the bytes at `offset` are not a whole, valid frame. */
 export type FrameCheck =
@@ -229,7 +261,12 @@ export function checkFrame(segment: Uint8Array, segmentSeq: number, offset: numb
   }
   const payloadStart = offset + FRAME_HEADER_BYTES;
   const tag = segment[payloadStart];
-  if (tag !== RecordTag.Entry && tag !== RecordTag.HardState && tag !== RecordTag.SnapshotMarker) {
+  if (
+    tag !== RecordTag.Entry &&
+    tag !== RecordTag.HardState &&
+    tag !== RecordTag.SnapshotMarker &&
+    tag !== RecordTag.Group
+  ) {
     return { ok: false, reason: `unknown record tag ${tag}` };
   }
   const crc = Bun.hash.crc32(
@@ -248,7 +285,7 @@ export function checkFrame(segment: Uint8Array, segmentSeq: number, offset: numb
 export function decodeFramePayload(payload: Uint8Array, out: WalRecord[]): string | null {
   const view = new DataView(payload.buffer, payload.byteOffset, payload.byteLength);
   let at = 0;
-  // Each record is at least 24 bytes, which bounds the loop.
+  // Each record is at least 8 bytes, which bounds the loop.
   while (at < payload.length) {
     const tag = payload[at];
     if (tag === RecordTag.Entry) {
@@ -291,6 +328,10 @@ export function decodeFramePayload(payload: Uint8Array, out: WalRecord[]): strin
       if (index < 0 || term < 0) return `snapshot marker with invalid index/term at payload byte ${at}`;
       out.push({ tag, index, term });
       at += SNAPSHOT_MARKER_BYTES;
+    } else if (tag === RecordTag.Group) {
+      if (at + GROUP_RECORD_BYTES > payload.length) return `group record cut at payload byte ${at}`;
+      out.push({ tag, groupId: view.getUint32(at + 4, true) });
+      at += GROUP_RECORD_BYTES;
     } else {
       return `unknown record tag ${tag} at payload byte ${at}`;
     }

@@ -5,4 +5,11 @@ export {
   type RaftStorageOptions,
   type RaftStorageStats,
 } from "./raft-storage.ts";
+export {
+  SHARED_LOG_DIR,
+  type SharedGroupOptions,
+  SharedLog,
+  type SharedLogOptions,
+  type SharedLogStats,
+} from "./shared-log.ts";
 export type { StorageLogger } from "./snapshot-store.ts";

@@ -2,12 +2,38 @@ import { join } from "node:path";
 import { COMPACTION_OVERHEAD_ENTRIES_DEFAULT } from "../../config/defaults.ts";
 import { DkvError } from "../../errors.ts";
 import type { ConfState, Entry, HardState, LogStorage, Snapshot, SnapshotMeta } from "../core/types.ts";
+import type { FrameBuffer } from "./codec.ts";
 import { ENTRY_RECORD_OVERHEAD_BYTES, PENDING_BYTES_MAX } from "./codec.ts";
 import type { EntryLog } from "./entry-log.ts";
 import { ensureDataDir, fsyncDir, type SyncCounter, type SyncFile, systemSyncFile } from "./fs-util.ts";
 import { LogReplay } from "./recovery.ts";
 import { SnapshotStore, type StorageLogger } from "./snapshot-store.ts";
-import { replayWal, WalWriter } from "./wal.ts";
+import { replayWal, WalWriter, type WalWriterStats } from "./wal.ts";
+
+/**
+ * Where a group's records go: its own WAL (WalWriter, the format before the shared log,
+ * still used to read old data dirs and by tools) or its share of the process's one log
+ * (shared-log.ts). Records are encoded into `frame()` and committed in the same
+ * synchronous call, so nothing else can write into the frame in between.
+ */
+export interface GroupLogWriter {
+  /** Throws if no record may be written (the log failed or was closed). */
+  assertWritable(): void;
+  /** The frame collecting this group's records for the next write. */
+  frame(): FrameBuffer;
+  /** Bytes already waiting for the next write, of every group sharing it. */
+  readonly pendingPayloadBytes: number;
+  /** Resolves once every record encoded so far is durable. */
+  commit(): Promise<void>;
+  /** Resolves once everything committed so far is durable, without writing anything itself. */
+  durable(): Promise<void>;
+  /** Forgets this group's records up to `index`; deletes segment files nobody needs any more. */
+  removeSegmentsThrough(index: number): Promise<number>;
+  readonly stats: WalWriterStats;
+  readonly segmentCount: number;
+  /** Waits for this group's queued writes; later writes fail with CLOSED. */
+  close(): Promise<void>;
+}
 
 export interface RaftStorageOptions {
   /** Roll to a new WAL segment once the active one would exceed this (default 64 MiB). */
@@ -141,7 +167,7 @@ export class RaftStorage implements LogStorage {
   constructor(
     readonly dir: string,
     private readonly log: EntryLog,
-    private readonly wal: WalWriter,
+    private readonly wal: GroupLogWriter,
     private readonly snapshots: SnapshotStore,
     snapshot: Snapshot | null,
     hardState: HardState,
@@ -208,6 +234,11 @@ export class RaftStorage implements LogStorage {
     return this.cachedSnapshot;
   }
 
+  /** Every entry held in memory (after the compaction point): what the shared log relocates. */
+  liveEntries(): Entry[] {
+    return this.log.slice(this.log.firstIndex(), this.log.lastIndex() + 1, Number.POSITIVE_INFINITY);
+  }
+
   // ---- writes (the runtime) ----
 
   /** The latest hard state given to append (durable once that append resolved). */
@@ -228,13 +259,13 @@ export class RaftStorage implements LogStorage {
       return Promise.reject(error);
     }
     const from = this.log.append(entries);
+    if (from === entries.length && hardState === undefined) return this.wal.durable();
     const frame = this.wal.frame();
     for (let i = from; i < entries.length; i++) frame.addEntry(entries[i]!);
     if (hardState !== undefined) {
       frame.addHardState(hardState);
       this.hardStateValue = copyHardState(hardState);
     }
-    if (from === entries.length && hardState === undefined) return this.wal.durable();
     this.appendCalls++;
     return this.wal.commit();
   }
@@ -242,7 +273,7 @@ export class RaftStorage implements LogStorage {
   private checkAppend(entries: readonly Entry[], hardState: HardState | undefined): void {
     let bytes = 64; // the hard state record, generously
     for (const e of entries) bytes += ENTRY_RECORD_OVERHEAD_BYTES + e.data.byteLength;
-    if (this.wal.frame().payloadBytes + bytes > PENDING_BYTES_MAX) {
+    if (this.wal.pendingPayloadBytes + bytes > PENDING_BYTES_MAX) {
       throw new DkvError(
         "TOO_LARGE",
         `append of ${bytes} bytes would queue more than ${PENDING_BYTES_MAX} bytes for the next WAL write — await earlier appends first`,

@@ -31,7 +31,13 @@ export class LogReplay {
     this.records++;
     if (record.tag === RecordTag.Entry) this.addEntry(record.entry, path, offset);
     else if (record.tag === RecordTag.HardState) this.hardState = record.hardState;
-    else this.addSnapshotMarker(record.index, record.term);
+    else if (record.tag === RecordTag.SnapshotMarker) this.addSnapshotMarker(record.index, record.term);
+    else
+      throw walCorruption(
+        path,
+        offset,
+        `a shared-log group record (group ${record.groupId}) in a one-group WAL`,
+      );
   };
 
   private lastIndex(): number {

@@ -12,6 +12,7 @@ import {
   isValidSegmentHeader,
   RecordTag,
   SEGMENT_HEADER_BYTES,
+  SEGMENT_MAGIC,
   type WalRecord,
 } from "./codec.ts";
 import { FsyncFailedError, fsyncDir, type SyncCounter, syncHandle, writeFully } from "./fs-util.ts";
@@ -51,17 +52,32 @@ export function walCorruption(path: string, offset: number, what: string): DkvEr
   );
 }
 
-/** Receives every record in log order; throws (a walCorruption) if the log does not make sense. */
-export type WalRecordVisitor = (record: WalRecord, path: string, offset: number) => void;
+/**
+ * Receives every record in log order; throws (a walCorruption) if the log does not make
+ * sense. `offset` is the record's frame: it changes exactly when a new frame starts.
+ */
+export type WalRecordVisitor = (record: WalRecord, path: string, offset: number, segment: WalSegment) => void;
 
-async function listSegments(walDir: string): Promise<WalSegment[]> {
+/** How a kind of log names and marks its segment files: the per-group WAL or the shared log. */
+export interface SegmentFormat {
+  /** Group 1: the sequence number; group 2 (optional): the first index. */
+  pattern: RegExp;
+  magic: string;
+}
+
+export const GROUP_WAL_FORMAT: SegmentFormat = { pattern: SEGMENT_PATTERN, magic: SEGMENT_MAGIC };
+
+export async function listSegments(
+  walDir: string,
+  format: SegmentFormat = GROUP_WAL_FORMAT,
+): Promise<WalSegment[]> {
   const segments: WalSegment[] = [];
   for (const name of await readdir(walDir)) {
-    const match = SEGMENT_PATTERN.exec(name);
+    const match = format.pattern.exec(name);
     if (match === null) continue;
     segments.push({
       seq: Number(match[1]),
-      firstIndex: Number(match[2]),
+      firstIndex: Number(match[2] ?? 0),
       path: join(walDir, name),
       sizeBytes: 0,
       maxEntryIndex: 0,
@@ -98,8 +114,9 @@ export async function replayWal(
   logger: StorageLogger,
   counter: SyncCounter,
   visit: WalRecordVisitor,
+  format: SegmentFormat = GROUP_WAL_FORMAT,
 ): Promise<WalSegment[]> {
-  const segments = await listSegments(walDir);
+  const segments = await listSegments(walDir, format);
   const records: WalRecord[] = [];
   for (let i = 0; i < segments.length; i++) {
     const segment = segments[i]!;
@@ -107,7 +124,7 @@ export async function replayWal(
     const bytes = new Uint8Array(await readFile(segment.path));
     let validFrames = 0;
     let offset = SEGMENT_HEADER_BYTES;
-    if (!isValidSegmentHeader(bytes)) {
+    if (!isValidSegmentHeader(bytes, format.magic)) {
       const tornHeader = isLast && findValidFrame(bytes, segment.seq, SEGMENT_HEADER_BYTES) < 0;
       if (!tornHeader) throw walCorruption(segment.path, 0, "bad segment header");
       offset = bytes.length; // nothing to read; the empty-segment rule below removes it
@@ -138,7 +155,7 @@ export async function replayWal(
       for (const record of records) {
         if (record.tag === RecordTag.Entry && record.entry.index > segment.maxEntryIndex)
           segment.maxEntryIndex = record.entry.index;
-        visit(record, segment.path, offset);
+        visit(record, segment.path, offset, segment);
       }
       validFrames++;
       offset = frame.nextOffset;
@@ -157,7 +174,7 @@ export async function replayWal(
   return segments;
 }
 
-async function truncateFile(path: string, sizeBytes: number, counter: SyncCounter): Promise<void> {
+export async function truncateFile(path: string, sizeBytes: number, counter: SyncCounter): Promise<void> {
   const handle = await open(path, "r+");
   try {
     await handle.truncate(sizeBytes);
@@ -276,6 +293,11 @@ export class WalWriter {
     const { promise, resolve, reject } = Promise.withResolvers<void>();
     this.inflightWaiters.push({ resolve, reject });
     return promise;
+  }
+
+  /** Bytes already queued for the next write (bounds what an append may add). */
+  get pendingPayloadBytes(): number {
+    return this.pending.payloadBytes;
   }
 
   get activeSegment(): WalSegment {

@@ -1,10 +1,10 @@
 import { afterEach, describe, expect, test } from "bun:test";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ManualClock } from "../../../src/clock.ts";
 import { DkvError } from "../../../src/errors.ts";
-import type { Entry } from "../../../src/raft/core/types.ts";
+import { type Entry, EntryKind } from "../../../src/raft/core/types.ts";
 import {
   decodeHostFrame,
   encodeForwardError,
@@ -14,6 +14,7 @@ import {
 } from "../../../src/raft/host/frames.ts";
 import { RaftHost } from "../../../src/raft/host/raft-host.ts";
 import type { StateMachine } from "../../../src/raft/host/types.ts";
+import { openRaftStorage } from "../../../src/raft/storage/index.ts";
 import { TcpNodeTransport } from "../../../src/raft/transport/tcp-transport.ts";
 import { DStore } from "../../../src/store/replicated/dstore.ts";
 import { DStoreStateMachine } from "../../../src/store/replicated/state-machine.ts";
@@ -48,6 +49,56 @@ async function start(size = 3, requestTimeoutMs = 3000): Promise<TestCluster> {
   cluster = await TestCluster.start({ size, stateMachine: () => new ListMachine(), requestTimeoutMs });
   return cluster;
 }
+
+describe("RaftHost over the shared log", () => {
+  test("writes to 20 groups at once share write+fsync batches instead of one fsync per group", async () => {
+    const groups = Array.from({ length: 20 }, (_, i) => i + 1);
+    cluster = await TestCluster.start({ groups, stateMachine: () => new ListMachine() });
+    const c = cluster;
+    for (const group of groups) await c.waitForLeader(group);
+    const batches = () => c.ids.reduce((sum, id) => sum + c.host(id).storageStats()!.batches, 0);
+    const before = batches();
+    await Promise.all(groups.map((group) => c.host("n1").propose(group, utf8.encode(`w${group}`))));
+    // Every member persists every group's entry: with a log per group that is at least
+    // 20 × 3 = 60 fsyncs. Shared, the Readys of one turn go out in one write and one fsync.
+    const shared = batches() - before;
+    expect(shared).toBeGreaterThan(0);
+    expect(shared).toBeLessThanOrEqual(15);
+    expect(c.host("n1").storageStats()!.groupsOpen).toBe(20);
+    const applied = (group: number) => (c.host("n1").stateMachine(group) as ListMachine).items;
+    await waitFor(() => groups.every((group) => applied(group).length === 1), "n1 to apply every write");
+    for (const group of groups) expect(applied(group)).toEqual([`w${group}`]);
+  });
+
+  test("a data dir written by the per-group WAL of an older dkv starts: the log is imported and applied", async () => {
+    cluster = await TestCluster.start({ size: 1, stateMachine: () => new ListMachine() });
+    const c = cluster;
+    await c.stopMember("n1");
+    const dataDir = join(c.root, "n1");
+    await rm(dataDir, { recursive: true, force: true });
+    const quiet = { info() {}, warn() {} };
+    const old = await openRaftStorage(join(dataDir, `group-${GROUP}`), { logger: quiet });
+    const oldEntry = (index: number, data: string): Entry => ({
+      index,
+      term: 1,
+      kind: EntryKind.Normal,
+      timeMs: index,
+      data: utf8.encode(data),
+    });
+    await old.append([oldEntry(1, "old-a"), oldEntry(2, "old-b")], { term: 1, vote: "n1", commit: 2 });
+    await old.close();
+
+    const host = await c.startMember("n1");
+    const machine = () => host.stateMachine(GROUP) as ListMachine;
+    await waitFor(() => machine().items.length === 2, "the imported entries to be applied");
+    expect(machine().items).toEqual(["old-a", "old-b"]);
+    expect(await readdir(join(dataDir, `group-${GROUP}`))).toEqual(["snap"]);
+    await c.waitForLeader(GROUP);
+    await host.propose(GROUP, utf8.encode("new"));
+    expect(machine().items).toEqual(["old-a", "old-b", "new"]);
+    expect(host.status(GROUP).raft.term).toBeGreaterThan(1);
+  });
+});
 
 describe("RaftHost", () => {
   test("a proposal resolves with the state machine's result, stamped with the leader's clock", async () => {

@@ -84,7 +84,7 @@ async function singleMember(): Promise<{
     transport: new MemoryNetwork().transport("solo"),
     requestTimeoutMs: 100,
     scheduler,
-    openStorage: async (_groupId, initialConf) => disk.open(initialConf),
+    openStorage: async (groupId, initialConf) => disk.open(groupId, initialConf),
     onFatal: (error) => fatal.push(error),
   });
   await host.start();

@@ -143,3 +143,26 @@ if (replaySeed !== null) {
     await runSeeds(0, 0, lyingDiskSwarm, compactedProbeSeeds);
   }, 60_000);
 }
+
+/**
+ * Every member's groups share one disk, as they share the process's one log (raft/storage
+ * shared-log.ts): a second group takes writes, so one fsync makes both groups' frames
+ * durable, a crash keeps a prefix of both groups' unsynced frames, and a lying disk may
+ * lose either group's last frame. The checked group must still keep every promise.
+ */
+describe("two groups on each member's one disk", () => {
+  const shared: Partial<HostSwarm> = { bystanderWriteRate: 0.3 };
+  test("seeds 1..40: the checked group keeps every promise while the other writes too", async () => {
+    const stats = await runSeeds(1, 40, shared);
+    expect(stats.reduce((total, s) => total + s.bystanderWritesOk, 0)).toBeGreaterThan(0);
+    expect(stats.reduce((total, s) => total + s.crashes, 0)).toBeGreaterThan(0);
+  }, 120_000);
+
+  test(`lying disks, seeds ${[...defect1Seeds, ...compactedProbeSeeds].join(", ")} and 1..20`, async () => {
+    const swarm = { ...lyingDiskSwarm, ...shared };
+    const seeds = [...defect1Seeds, ...compactedProbeSeeds, ...Array.from({ length: 20 }, (_, i) => i + 1)];
+    const stats = await runSeeds(0, 0, swarm, seeds);
+    expect(stats.reduce((total, s) => total + s.lyingDiskLosses, 0)).toBeGreaterThan(0);
+    expect(stats.reduce((total, s) => total + s.bystanderWritesOk, 0)).toBeGreaterThan(0);
+  }, 120_000);
+});

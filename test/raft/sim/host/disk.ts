@@ -1,20 +1,21 @@
 /**
- * A simulated disk for one Raft group of one member: an ordered list of frames (what one
- * `append` or snapshot save wrote), some fsynced, the newest maybe not. It outlives process
- * incarnations; `SimGroupStorage` is one incarnation's view of it, with the semantics of
- * raft/storage's RaftStorage (the in-memory view changes at call time; writes resolve once
- * durable; a snapshot not ours resets the log).
+ * A simulated disk for one member, shaped like raft/storage's SharedLog: one ordered list of
+ * frames for all its Raft groups (what one `append` or snapshot save wrote, tagged with the
+ * group), some fsynced, the newest maybe not; one fsync makes every group's written frames
+ * durable at once. It outlives process incarnations; `SimGroupStorage` is one
+ * incarnation's view of one group, with the semantics of RaftStorage (the in-memory view
+ * changes at call time; writes resolve once durable; a snapshot not ours resets the log).
  *
- * Faults: an fsync that fails (every write waiting on it rejects and the storage refuses
- * later writes, as RaftStorage does); a crash keeps only a prefix of the unsynced frames (a
- * torn tail); a lying disk also loses its last fsynced frame.
+ * Faults: an fsync that fails (every write waiting on it, of any group, rejects and the
+ * storage refuses later writes, as the shared log does); a crash keeps only a prefix of the
+ * unsynced frames across groups (a torn tail); a lying disk also loses its last fsynced frame.
  */
 import type { ConfState, Entry, HardState, Snapshot, SnapshotMeta } from "../../../../src/raft/core/types.ts";
 import type { GroupStorage } from "../../../../src/raft/host/runtime.ts";
 
 export type Frame =
-  | { kind: "append"; entries: Entry[]; hardState: HardState | undefined }
-  | { kind: "snapshot"; snapshot: Snapshot };
+  | { kind: "append"; groupId: number; entries: Entry[]; hardState: HardState | undefined }
+  | { kind: "snapshot"; groupId: number; snapshot: Snapshot };
 
 interface PendingSync {
   resolve(): void;
@@ -29,6 +30,8 @@ export class SimDisk {
   private waiters: PendingSync[] = [];
   /** The incarnation whose storage may write; older ones are dead processes. */
   private incarnation = 0;
+  /** The incarnation that opened a group last: the first open of a new process clears a failure. */
+  private openedBy = -1;
   failed = false;
 
   constructor(readonly name: string) {}
@@ -37,13 +40,19 @@ export class SimDisk {
     return this.waiters.length > 0 || this.unsynced.length > 0;
   }
 
-  /** Opens the disk for a new process: replays the frames into a fresh view. */
-  open(initialConf: ConfState): SimGroupStorage {
-    this.incarnation++;
-    this.failed = false;
+  /**
+   * Opens group `groupId` for the running process (each crash starts a new incarnation):
+   * replays that group's frames into a fresh view.
+   */
+  open(groupId: number, initialConf: ConfState): SimGroupStorage {
+    // Another group of the same process shares its incarnation (and its failure).
+    if (this.openedBy !== this.incarnation) {
+      this.failed = false;
+      this.openedBy = this.incarnation;
+    }
     const view = new LogView(initialConf);
-    for (const frame of this.synced) view.replay(frame);
-    return new SimGroupStorage(this, this.incarnation, view);
+    for (const frame of this.synced) if (frame.groupId === groupId) view.replay(frame);
+    return new SimGroupStorage(this, this.incarnation, groupId, view);
   }
 
   write(incarnation: number, frame: Frame): Promise<void> {
@@ -97,6 +106,7 @@ export class SimGroupStorage implements GroupStorage {
   constructor(
     private readonly disk: SimDisk,
     private readonly incarnation: number,
+    private readonly groupId: number,
     private readonly view: LogView,
   ) {}
 
@@ -124,6 +134,7 @@ export class SimGroupStorage implements GroupStorage {
     if (this.disk.failed) return Promise.reject(new Error(`${this.disk.name}: the disk failed earlier`));
     const frame: Frame = {
       kind: "append",
+      groupId: this.groupId,
       entries: entries.slice(),
       hardState: hardState === undefined ? undefined : { ...hardState },
     };
@@ -137,7 +148,7 @@ export class SimGroupStorage implements GroupStorage {
     if (this.closed) throw new Error("storage closed");
     const current = this.view.snapshot().meta.index;
     if (meta.index < current) throw new RangeError(`snapshot ${meta.index} is older than ${current}`);
-    const frame: Frame = { kind: "snapshot", snapshot: { meta, data: bytes } };
+    const frame: Frame = { kind: "snapshot", groupId: this.groupId, snapshot: { meta, data: bytes } };
     const durable = this.disk.write(this.incarnation, frame);
     this.view.replay(frame);
     await durable;

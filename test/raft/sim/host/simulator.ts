@@ -96,6 +96,13 @@ export interface HostSwarm {
   /** Snapshot cadence by applied log bytes (0: by entries only), and the log's byte bound (0: none). */
   snapshotBytes: number;
   raftLogMaxBytes: number;
+  /**
+   * Per step, the chance of a write to a second Raft group hosted on every member
+   * (0: no second group). Its frames share each member's disk with the checked group's,
+   * as every group shares the process's one log: one fsync covers both, a crash tears
+   * across both, a lying disk may lose either's frame. Only the first group is checked.
+   */
+  bystanderWriteRate: number;
 }
 
 export interface HostSimOptions {
@@ -122,10 +129,15 @@ export interface HostSimStats {
   pauses: number;
   snapshotsRestored: number;
   maxAppliedIndex: number;
+  /** Writes to the second group (bystanderWriteRate) that succeeded. */
+  bystanderWritesOk: number;
 }
 
 const msPerStep = 10;
 const GROUP = 1;
+/** The second group of `bystanderWriteRate`, and the client id of its writes. */
+const BYSTANDER_GROUP = 2;
+const BYSTANDER_CLIENT_ID = new Uint8Array(16).fill(0xbb);
 const livenessStepsMax = 6000;
 /** A call settles within this many ticks of its member after its deadline. */
 const settleGraceTicks = 3;
@@ -167,6 +179,7 @@ export function pickHostSwarm(prng: Prng): HostSwarm {
     // Drawn last, so the other knobs stay what each seed drew before it existed.
     clients: prng.pick([3, 3, 6]),
     ...logBytes(prng),
+    bystanderWriteRate: 0,
   };
 }
 
@@ -326,6 +339,8 @@ class HostSimulation {
   private readonly faultPrng: Prng;
   private readonly clientPrng: Prng;
   private readonly diskPrng: Prng;
+  private readonly bystanderPrng: Prng | null;
+  private bystanderWrites = 0;
   private readonly network: HostNetwork;
   private readonly checker = new HostChecker();
   private readonly nodes: SimProcess[] = [];
@@ -345,6 +360,8 @@ class HostSimulation {
     this.faultPrng = this.prng.derive(2);
     this.clientPrng = this.prng.derive(3);
     this.diskPrng = this.prng.derive(4);
+    // Drawn only when used, so the streams (and runs) of seeds without it stay the same.
+    this.bystanderPrng = this.swarm.bystanderWriteRate > 0 ? this.prng.derive(7) : null;
     this.network = new HostNetwork(this.prng.derive(5), this.swarm.network);
     this.log = options.log ?? null;
     this.stats = {
@@ -364,6 +381,7 @@ class HostSimulation {
       pauses: 0,
       snapshotsRestored: 0,
       maxAppliedIndex: 0,
+      bystanderWritesOk: 0,
     };
     const ids = Array.from({ length: this.swarm.nodeCount }, (_, i) => `n${i + 1}`);
     this.members = new Map(ids.map((id) => [id, `sim:${id}`]));
@@ -475,7 +493,7 @@ class HostSimulation {
               warn: (message: string) => this.trace(`${node.id} warn: ${message}`),
             },
           }),
-      openStorage: async (_groupId, initialConf) => node.disk.open(initialConf),
+      openStorage: async (groupId, initialConf) => node.disk.open(groupId, initialConf),
       onFatal: (error) => this.onFatal(node, incarnation, error),
     });
     node.host = host;
@@ -493,6 +511,9 @@ class HostSimulation {
     await host.start();
     const options: GroupOptions = { validateProposal };
     await host.addGroup(GROUP, machine, options);
+    if (this.bystanderPrng !== null) {
+      await host.addGroup(BYSTANDER_GROUP, this.options.runtime.createStateMachine(), options);
+    }
     this.trace(`${node.id} started (incarnation ${incarnation})`);
   }
 
@@ -554,7 +575,7 @@ class HostSimulation {
       let previous: { term: number; vote: string | null } = { term: 0, vote: null };
       for (let i = frames.length - 2; i >= 0; i--) {
         const frame = frames[i]!;
-        if (frame.kind === "append" && frame.hardState !== undefined) {
+        if (frame.groupId === last.groupId && frame.kind === "append" && frame.hardState !== undefined) {
           previous = frame.hardState;
           break;
         }
@@ -566,7 +587,7 @@ class HostSimulation {
       let holders = 0;
       for (const other of this.nodes) {
         if (other === node) continue;
-        if (diskHolds(other.disk, entry.index, entry.term)) holders++;
+        if (diskHolds(other.disk, last.groupId, entry.index, entry.term)) holders++;
       }
       if (holders < quorum) return false;
     }
@@ -803,6 +824,33 @@ class HostSimulation {
       if (!client.busy) this.read(client);
     }
     if (prng.chance(this.swarm.invalidRate)) this.sendInvalid();
+    if (this.bystanderPrng?.chance(this.swarm.bystanderWriteRate)) this.writeBystander(this.bystanderPrng);
+  }
+
+  /** One write to the second group through a random live member; its outcome only counts. */
+  private writeBystander(prng: Prng): void {
+    const alive = this.nodes.filter((node) => node.host !== null);
+    if (alive.length === 0) return;
+    const target = prng.pick(alive);
+    const requestId = this.bystanderWrites++;
+    const command = encodeCommand({
+      op: Op.Set,
+      key: `b${prng.int(1, this.swarm.keys)}`,
+      value: new TextEncoder().encode(`bystander-${requestId}`),
+      expireInMs: 0,
+      deleteInMs: 0,
+      origin: { clientId: BYSTANDER_CLIENT_ID, requestId },
+    });
+    const timeoutMs = this.swarm.requestTimeoutTicks * this.tickMs;
+    this.track(
+      target,
+      `bystander write ${requestId}`,
+      timeoutMs,
+      () => target.host!.propose(BYSTANDER_GROUP, command, { timeoutMs }),
+      (outcome) => {
+        if (!("lost" in outcome) && outcome.ok) this.stats.bystanderWritesOk++;
+      },
+    );
   }
 
   private write(client: SimClient): void {
@@ -1132,10 +1180,11 @@ class HostSimulation {
   }
 }
 
-function diskHolds(disk: SimDisk, index: number, term: number): boolean {
-  // The last frame that mentions `index` decides what the disk holds there.
+function diskHolds(disk: SimDisk, groupId: number, index: number, term: number): boolean {
+  // The last frame of the group that mentions `index` decides what the disk holds there.
   for (let i = disk.synced.length - 1; i >= 0; i--) {
     const frame = disk.synced[i]!;
+    if (frame.groupId !== groupId) continue;
     if (frame.kind === "snapshot") {
       if (frame.snapshot.meta.index >= index) return true; // covered by a snapshot: committed
       continue;

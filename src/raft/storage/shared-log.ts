@@ -1,0 +1,834 @@
+/**
+ * One write-ahead log per process for every Raft group (as Dragonboat's shared LogDB and
+ * TiKV's raft-engine): appends of all groups made in one event-loop turn go out in ONE
+ * write and ONE fdatasync, so writes spread over many groups cost no more fsyncs than
+ * writes to one.
+ *
+ * ## Layout
+ * ```
+ * <dataDir>/raft-log/<seq:20>.log      the shared segments, replayed in seq order
+ * <dataDir>/group-<id>/snap/*.snap     snapshots stay per group (snapshot-store.ts)
+ * <dataDir>/group-<id>/wal/*.seg       a per-group WAL of an older dkv: imported at open
+ * ```
+ *
+ * ## Frames
+ * Segment header and frames are the per-group WAL's (codec.ts; README.md here) with the
+ * magic `DKVLOG01`: `u32 payloadBytes | u32 crc32(payload, seed = crc32(seq, offset)) |
+ * payload | pad to 8`. One frame = one group-commit batch = one write + one fdatasync.
+ * Its payload is a run of the usual records (Entry, HardState, SnapshotMarker) in which a
+ * `Group` record (`4 | 3 B 0 | u32 groupId`, 8 B) says whose records follow; every frame
+ * starts with one, and a group's records within a frame are in its call order. A
+ * per-group rule therefore reads exactly as in the one-group WAL: an entry at index i
+ * replaces that group's entries from i on (truncation of a conflicting suffix is just an
+ * append), the group's last hard state wins, a marker resets that group's log to a
+ * snapshot point.
+ *
+ * ## Recovery
+ * `SharedLog.open` reads every segment once. Torn tail vs corruption is decided per frame
+ * exactly as for the per-group WAL (wal.ts `replayWal`): a bad frame with nothing valid
+ * after it in the last segment was never acknowledged and is cut off with a warning;
+ * anything else (damage followed by valid data, damage in an earlier segment, a gap in the
+ * segment sequence, a record before any Group record, a group's entry leaving a gap)
+ * refuses to start with CORRUPT naming file, offset and group. The records of each group
+ * go to its own LogReplay (recovery.ts); `openGroup` joins that to the group's newest
+ * valid snapshot (Raft §7), just as openRaftStorage does for one group.
+ *
+ * ## Segment GC
+ * Segments roll at `segmentBytesMax`; a new segment starts with a frame holding the
+ * durable hard state of every group the log knows, so deleting old segments never loses
+ * one. For every segment the writer knows each group's highest entry index in it. A
+ * group's `compact` raises its "removable through" index (the same point the per-group WAL
+ * used: below both the compaction point and the oldest retained snapshot). Segments are
+ * deleted oldest first, never the active one, and only while every group with entries in
+ * the segment can do without them; the first segment some group still needs stops the
+ * sweep. A group that stopped compacting (an idle one never reaches its next snapshot)
+ * would pin the oldest segment for ever, so after a roll the open groups pinning it with a
+ * small live log get that log appended again ("relocation", as raft-engine rewrites cold
+ * groups): replay rebuilds the same log from the copy, and older segments no longer
+ * matter to the group. (After a relocation the group's log on disk starts where its
+ * in-memory log starts, so falling back to an older snapshot than the newest can no longer
+ * find the entries in between; the newest valid snapshot always joins.)
+ *
+ * ## Failure
+ * A failed write or fsync poisons the whole log (every waiter of every group rejects,
+ * every later write throws the same FsyncFailedError): the host ends the process (issue 9).
+ */
+
+import type { FileHandle } from "node:fs/promises";
+import { open, rename, rm, stat } from "node:fs/promises";
+import { join } from "node:path";
+import { COMPACTION_OVERHEAD_ENTRIES_DEFAULT } from "../../config/defaults.ts";
+import { DkvError } from "../../errors.ts";
+import type { ConfState, Entry, HardState, SnapshotMeta } from "../core/types.ts";
+import {
+  encodeSegmentHeader,
+  FrameBuffer,
+  RecordTag,
+  SEGMENT_HEADER_BYTES,
+  SHARED_SEGMENT_MAGIC,
+  type WalRecord,
+} from "./codec.ts";
+import type { EntryLog } from "./entry-log.ts";
+import {
+  ensureDataDir,
+  fsyncDir,
+  isNotFound,
+  type SyncCounter,
+  type SyncFile,
+  syncHandle,
+  systemSyncFile,
+  writeFully,
+} from "./fs-util.ts";
+import { type GroupLogWriter, RaftStorage } from "./raft-storage.ts";
+import { LogReplay } from "./recovery.ts";
+import { SnapshotStore, type StorageLogger } from "./snapshot-store.ts";
+import { testFaults } from "./test-faults.ts";
+import {
+  listSegments,
+  replayWal,
+  type SegmentFormat,
+  type WalSegment,
+  type WalWriterStats,
+  walCorruption,
+} from "./wal.ts";
+
+/** The shared log's directory inside the data dir. */
+export const SHARED_LOG_DIR = "raft-log";
+export const SHARED_LOG_FORMAT: SegmentFormat = { pattern: /^(\d{20})\.log$/, magic: SHARED_SEGMENT_MAGIC };
+const SEGMENT_BYTES_MIN = 4096;
+const SEGMENT_BYTES_DEFAULT = 64 * 1024 * 1024;
+/** A buffer grown past this by one big batch is dropped rather than kept for reuse. */
+const FRAME_BUFFER_KEEP_BYTES = 16 * 1024 * 1024;
+/** Sealed segments kept before the groups pinning the oldest one are relocated. */
+const RELOCATE_SEALED_SEGMENTS_MIN = 2;
+/** A group is relocated only if its live log is at most segmentBytesMax / this (a busy group compacts soon anyway). */
+const RELOCATE_SHARE = 16;
+/** An import of an old per-group WAL commits every this many bytes (a bound on the pending frame). */
+const IMPORT_CHUNK_BYTES = 16 * 1024 * 1024;
+
+export interface SharedLogOptions {
+  /** Roll to a new segment once the active one would exceed this (default 64 MiB). */
+  segmentBytesMax?: number;
+  /** Where repairs, fallbacks and imports are reported (default: console). */
+  logger?: StorageLogger;
+  /** How files are flushed (default fsync/fdatasync); fault injection in tests only. */
+  syncFile?: SyncFile;
+}
+
+export interface SharedGroupOptions {
+  /** Membership before the group's first snapshot (a fresh member's bootstrap configuration). */
+  initialConf?: ConfState;
+  /** Entries kept at or below the snapshot index after compaction (default as RaftStorage). */
+  compactionOverheadEntries?: number;
+  /** Snapshot files kept (default 2). */
+  snapshotsRetained?: number;
+  logger?: StorageLogger;
+}
+
+export interface SharedLogStats {
+  /** write+fdatasync rounds of the log: every append of every group queued before one is durable after it. */
+  batches: number;
+  bytesWritten: number;
+  /** Every fsync this log and the groups opened through it issued (segments, snapshots, directories). */
+  fsyncs: number;
+  segments: number;
+  groupsOpen: number;
+  /** Times an idle group's live log was written again so old segments could go. */
+  relocations: number;
+}
+
+interface Waiter {
+  resolve: () => void;
+  reject: (error: unknown) => void;
+}
+
+const NO_WAITERS: Waiter[] = [];
+
+const consoleLogger: StorageLogger = {
+  info: (message) => console.info(`[raft storage] ${message}`),
+  warn: (message) => console.warn(`[raft storage] ${message}`),
+};
+
+function pad20(n: number): string {
+  return n.toString().padStart(20, "0");
+}
+
+export function sharedSegmentFileName(seq: number): string {
+  return `${pad20(seq)}.log`;
+}
+
+function checkCount(name: string, value: number, min: number): number {
+  if (!Number.isSafeInteger(value) || value < min) {
+    throw new DkvError("USAGE", `raft storage option ${name} must be an integer >= ${min}, got ${value}`);
+  }
+  return value;
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await stat(path);
+    return true;
+  } catch (error) {
+    if (isNotFound(error)) return false;
+    throw error;
+  }
+}
+
+/** Reads the group-tagged records of the shared segments into one LogReplay per group. */
+class SharedReplay {
+  readonly groups = new Map<number, LogReplay>();
+  /** Per segment seq: each group's highest entry index in it. */
+  readonly segmentGroups = new Map<number, Map<number, number>>();
+  private current: LogReplay | undefined;
+  private currentGroup = -1;
+  private framePath = "";
+  private frameOffset = -1;
+
+  readonly visit = (record: WalRecord, path: string, offset: number, segment: WalSegment): void => {
+    if (offset !== this.frameOffset || path !== this.framePath) {
+      // A new frame: it must name its group before any record.
+      this.framePath = path;
+      this.frameOffset = offset;
+      this.current = undefined;
+      this.currentGroup = -1;
+    }
+    if (record.tag === RecordTag.Group) {
+      this.currentGroup = record.groupId;
+      this.current = this.groups.get(record.groupId);
+      if (this.current === undefined) {
+        this.current = new LogReplay();
+        this.groups.set(record.groupId, this.current);
+      }
+      return;
+    }
+    const replay = this.current;
+    if (replay === undefined)
+      throw walCorruption(path, offset, "a record before any group record in its frame");
+    try {
+      replay.visit(record, path, offset);
+    } catch (error) {
+      if (DkvError.is(error, "CORRUPT"))
+        throw new DkvError("CORRUPT", `group ${this.currentGroup}: ${error.message}`);
+      throw error;
+    }
+    if (record.tag === RecordTag.Entry) {
+      let groups = this.segmentGroups.get(segment.seq);
+      if (groups === undefined) {
+        groups = new Map();
+        this.segmentGroups.set(segment.seq, groups);
+      }
+      const max = groups.get(this.currentGroup) ?? 0;
+      if (record.entry.index > max) groups.set(this.currentGroup, record.entry.index);
+    }
+  };
+}
+
+/**
+ * The process's one Raft log (see the note at the top). `openGroup` hands each group a
+ * RaftStorage whose records go here; the log itself owns the segment files, the group
+ * commit and segment GC.
+ */
+export class SharedLog {
+  private pending = new FrameBuffer();
+  private spare = new FrameBuffer();
+  private pendingWaiters: Waiter[] = [];
+  private spareWaiters: Waiter[] = [];
+  /** Waiters of the batch being written; empty between batches. */
+  private inflightWaiters: Waiter[] = NO_WAITERS;
+  private idleWaiters: (() => void)[] = [];
+  private flushing = false;
+  private failure: DkvError | null = null;
+  private closed = false;
+  /** Size of the active segment right after its roll frame; a segment is never rolled before holding a batch. */
+  private activeStartBytes: number;
+  /** Each group's hard state as of the last durable frame: every new segment starts with all of them. */
+  private readonly durableHardStates = new Map<number, HardState>();
+  /** Each group's entries at or below this are no longer needed on disk (raised by compact). */
+  private readonly removableThrough = new Map<number, number>();
+  private readonly openGroups = new Set<number>();
+  /** Groups closed in this process: their recovered state is gone, so they are not opened again. */
+  private readonly closedGroups = new Set<number>();
+  /** Each open group's live log (what its storage holds in memory), for relocation. */
+  private readonly liveLogs = new Map<number, () => Entry[]>();
+  /** Per group: segments with a lower seq hold nothing it needs (its live log was written again later). */
+  private readonly relocatedBefore = new Map<number, number>();
+  private relocateSoon = false;
+  /** Groups in the log but not open here that were reported as keeping old segments. */
+  private readonly reportedPinning = new Set<number>();
+  /** The relocation running (relocatePinning), if any; close() waits for it. */
+  private relocation: Promise<void> | undefined;
+  private readonly writeStats: WalWriterStats & { relocations: number } = {
+    batches: 0,
+    bytesWritten: 0,
+    relocations: 0,
+  };
+
+  private constructor(
+    readonly dir: string,
+    private readonly segments: WalSegment[],
+    /** Per segment seq: each group's highest entry index in it. */
+    private readonly segmentGroups: Map<number, Map<number, number>>,
+    /** Replayed groups not opened yet; an entry is removed when its group opens. */
+    private readonly recovered: Map<number, LogReplay>,
+    private active: WalSegment,
+    private handle: FileHandle,
+    readonly counter: SyncCounter,
+    private readonly segmentBytesMax: number,
+    private readonly logger: StorageLogger,
+  ) {
+    this.activeStartBytes = active.sizeBytes;
+    for (const [groupId, replay] of recovered) this.durableHardStates.set(groupId, replay.hardState);
+  }
+
+  /**
+   * Opens (creating if missing) `dataDir/raft-log/` and replays it: torn tail repaired,
+   * any other damage refused with CORRUPT naming file, offset and group.
+   */
+  static async open(dataDir: string, options: SharedLogOptions = {}): Promise<SharedLog> {
+    const segmentBytesMax = checkCount(
+      "segmentBytesMax",
+      options.segmentBytesMax ?? SEGMENT_BYTES_DEFAULT,
+      SEGMENT_BYTES_MIN,
+    );
+    const logger = options.logger ?? consoleLogger;
+    const counter: SyncCounter = { fsyncs: 0, syncFile: options.syncFile ?? systemSyncFile };
+    const dir = join(dataDir, SHARED_LOG_DIR);
+    await ensureDataDir(dataDir, "data dir", counter);
+    await ensureDataDir(dir, "shared log dir", counter);
+    const replay = new SharedReplay();
+    const segments = await replayWal(dir, logger, counter, replay.visit, SHARED_LOG_FORMAT);
+    let active = segments[segments.length - 1];
+    let handle: FileHandle;
+    if (active === undefined) {
+      const created = await createSegment(dir, 1, new Map(), counter);
+      active = created.segment;
+      handle = created.handle;
+      segments.push(active);
+    } else {
+      handle = await open(active.path, "r+");
+    }
+    return new SharedLog(
+      dir,
+      segments,
+      replay.segmentGroups,
+      replay.groups,
+      active,
+      handle,
+      counter,
+      segmentBytesMax,
+      logger,
+    );
+  }
+
+  /**
+   * Recovers group `groupId` (its records in this log, or an old per-group WAL in
+   * `groupDir/wal/`, imported once) and returns its storage. Snapshots live in
+   * `groupDir/snap/`. A group is opened at most once at a time.
+   */
+  async openGroup(groupId: number, groupDir: string, options: SharedGroupOptions = {}): Promise<RaftStorage> {
+    this.assertWritable();
+    if (this.openGroups.has(groupId)) {
+      throw new DkvError("USAGE", `group ${groupId} is already open on the shared log in ${this.dir}`);
+    }
+    if (this.closedGroups.has(groupId)) {
+      throw new DkvError(
+        "USAGE",
+        `group ${groupId} was closed on the shared log in ${this.dir}; reopen the shared log (restart the host) to open it again`,
+      );
+    }
+    const overheadEntries = checkCount(
+      "compactionOverheadEntries",
+      options.compactionOverheadEntries ?? COMPACTION_OVERHEAD_ENTRIES_DEFAULT,
+      0,
+    );
+    const snapshotsRetained = checkCount("snapshotsRetained", options.snapshotsRetained ?? 2, 1);
+    const logger = options.logger ?? this.logger;
+    const snapDir = join(groupDir, "snap");
+    await ensureDataDir(groupDir, "group dir", this.counter);
+    await ensureDataDir(snapDir, "snapshot dir", this.counter);
+    await fsyncDir(groupDir, this.counter); // snap/ may have just been created
+    const snapshots = await SnapshotStore.open(snapDir, logger, this.counter, snapshotsRetained);
+    const snapshot = await snapshots.loadLatest();
+    const writer = new SharedGroupWriter(this, groupId);
+    this.openGroups.add(groupId);
+    try {
+      const imported = await this.importGroupWal(
+        groupId,
+        groupDir,
+        snapshot?.meta ?? null,
+        overheadEntries,
+        logger,
+      );
+      let log: EntryLog;
+      let hardState: HardState;
+      if (imported !== null) {
+        ({ log, hardState } = imported);
+      } else {
+        const replay = this.recovered.get(groupId) ?? new LogReplay();
+        log = replay.finish(`${this.dir} (group ${groupId})`, snapshot?.meta ?? null, overheadEntries);
+        hardState = replay.hardState;
+        if (snapshot !== null && replay.droppedForSnapshot) {
+          // Make replay's decision durable, so this group's later appends do not replay
+          // onto the entries it just dropped.
+          writer.frame().addSnapshotMarker(snapshot.meta.index, snapshot.meta.term);
+          await writer.commit();
+        }
+      }
+      this.recovered.delete(groupId);
+      const storage = new RaftStorage(
+        groupDir,
+        log,
+        writer,
+        snapshots,
+        snapshot,
+        { term: hardState.term, vote: hardState.vote, commit: hardState.commit },
+        options.initialConf ?? { voters: [], learners: [] },
+        overheadEntries,
+        this.counter,
+        logger,
+      );
+      this.liveLogs.set(groupId, () => storage.liveEntries());
+      // What compaction had released before the restart is released again, so segments
+      // can go before the group's next snapshot.
+      if (snapshot !== null) await storage.compact(snapshot.meta.index);
+      return storage;
+    } catch (error) {
+      this.openGroups.delete(groupId);
+      this.liveLogs.delete(groupId);
+      throw error;
+    }
+  }
+
+  /**
+   * Migration from the per-group WAL of earlier versions: replays `groupDir/wal/` with the
+   * old rules, writes the surviving log and hard state into this log (durably), then
+   * retires the old directory by an atomic rename before deleting it. A crash before the
+   * rename repeats the import (an entry at i replaces the group's entries from i on, so the
+   * same entries twice give the same log); after it, only the deletion is left to finish.
+   */
+  private async importGroupWal(
+    groupId: number,
+    groupDir: string,
+    snapshot: SnapshotMeta | null,
+    overheadEntries: number,
+    logger: StorageLogger,
+  ): Promise<{ log: EntryLog; hardState: HardState } | null> {
+    const oldDir = join(groupDir, "wal");
+    const retiredDir = join(groupDir, "wal.imported");
+    if (await exists(retiredDir)) {
+      await rm(retiredDir, { recursive: true, force: true });
+      await fsyncDir(groupDir, this.counter);
+    }
+    if (!(await exists(oldDir))) return null;
+    const oldSegments = await listSegments(oldDir);
+    let result: { log: EntryLog; hardState: HardState } | null = null;
+    if (oldSegments.length > 0) {
+      const replay = new LogReplay();
+      await replayWal(oldDir, logger, this.counter, replay.visit);
+      const log = replay.finish(oldDir, snapshot, overheadEntries);
+      const hardState = replay.hardState;
+      let chunkBytes = 0;
+      for (let index = log.firstIndex(); index <= log.lastIndex(); index++) {
+        const entry = log.entryAt(index)!;
+        this.assertWritable();
+        this.frameFor(groupId).addEntry(entry);
+        chunkBytes += entry.data.byteLength + 32;
+        if (chunkBytes >= IMPORT_CHUNK_BYTES) {
+          await this.commit();
+          chunkBytes = 0;
+        }
+      }
+      this.frameFor(groupId).addHardState(hardState);
+      await this.commit();
+      logger.info(
+        `${oldDir}: imported ${log.lastIndex() - log.baseIndex} entries and the hard state of group ${groupId} into the shared log ${this.dir}`,
+      );
+      result = { log, hardState };
+    }
+    await rename(oldDir, retiredDir);
+    await fsyncDir(groupDir, this.counter);
+    await rm(retiredDir, { recursive: true, force: true });
+    await fsyncDir(groupDir, this.counter);
+    return result;
+  }
+
+  // ---- the writer (used by SharedGroupWriter) ----
+
+  /** Throws if the log can no longer accept records. */
+  assertWritable(): void {
+    if (this.failure !== null) throw this.failure;
+    if (this.closed)
+      throw new DkvError("CLOSED", `the shared log in ${this.dir} is closed — reopen the storage`);
+  }
+
+  /** The pending frame, with `groupId` selected: encode its records and commit in the same call. */
+  frameFor(groupId: number): FrameBuffer {
+    this.pending.selectGroup(groupId);
+    return this.pending;
+  }
+
+  get pendingPayloadBytes(): number {
+    return this.pending.payloadBytes;
+  }
+
+  /** Resolves once every record encoded so far (by any group) is durable. */
+  commit(): Promise<void> {
+    if (this.failure !== null) return Promise.reject(this.failure);
+    const { promise, resolve, reject } = Promise.withResolvers<void>();
+    this.pendingWaiters.push({ resolve, reject });
+    if (!this.flushing) {
+      this.flushing = true;
+      // A microtask, not a direct call: appends of every group made in this turn join the batch.
+      queueMicrotask(() => void this.flushLoop());
+    }
+    return promise;
+  }
+
+  /** Resolves once everything committed so far is durable, without writing anything itself. */
+  durable(): Promise<void> {
+    if (this.failure !== null) return Promise.reject(this.failure);
+    if (!this.pending.isEmpty) return this.commit();
+    if (this.inflightWaiters.length === 0) return Promise.resolve();
+    const { promise, resolve, reject } = Promise.withResolvers<void>();
+    this.inflightWaiters.push({ resolve, reject });
+    return promise;
+  }
+
+  get segmentCount(): number {
+    return this.segments.length;
+  }
+
+  get batchStats(): WalWriterStats {
+    return this.writeStats;
+  }
+
+  stats(): SharedLogStats {
+    return {
+      batches: this.writeStats.batches,
+      bytesWritten: this.writeStats.bytesWritten,
+      fsyncs: this.counter.fsyncs,
+      segments: this.segments.length,
+      groupsOpen: this.openGroups.size,
+      relocations: this.writeStats.relocations,
+    };
+  }
+
+  /** Group `groupId` no longer needs its entries up to `index`; deletes the segments nobody needs. */
+  async removeThrough(groupId: number, index: number): Promise<number> {
+    this.assertWritable();
+    if (index > (this.removableThrough.get(groupId) ?? 0)) this.removableThrough.set(groupId, index);
+    return this.sweep();
+  }
+
+  /** Deletes segments, oldest first, while no group needs them; never the active one. */
+  private async sweep(): Promise<number> {
+    let count = 0;
+    // Bounded by the segment count; the active segment is never deleted.
+    while (count < this.segments.length - 1) {
+      const segment = this.segments[count]!;
+      if (segment === this.active || this.isNeeded(segment)) break;
+      count++;
+    }
+    if (count === 0) return 0;
+    const doomed = this.segments.splice(0, count);
+    for (const segment of doomed) {
+      this.segmentGroups.delete(segment.seq);
+      await rm(segment.path);
+    }
+    await fsyncDir(this.dir, this.counter);
+    return count;
+  }
+
+  private isNeeded(segment: WalSegment): boolean {
+    const groups = this.segmentGroups.get(segment.seq);
+    if (groups === undefined) return false;
+    for (const [groupId, maxEntryIndex] of groups) {
+      if (this.pins(groupId, maxEntryIndex, segment.seq)) return true;
+    }
+    return false;
+  }
+
+  /** Whether group `groupId`, whose highest entry in segment `seq` is `maxEntryIndex`, still needs that segment. */
+  private pins(groupId: number, maxEntryIndex: number, seq: number): boolean {
+    if ((this.relocatedBefore.get(groupId) ?? 0) > seq) return false;
+    return maxEntryIndex > (this.removableThrough.get(groupId) ?? 0);
+  }
+
+  /**
+   * A group that stopped compacting (an idle one: it never reaches the next snapshot)
+   * would pin the oldest segment, and every segment after it, for ever. So once
+   * RELOCATE_SEALED_SEGMENTS_MIN segments are sealed, the open groups pinning the oldest
+   * one have their live log (what their storage holds in memory, small for an idle group)
+   * appended again; replay rebuilds the same log from it (an entry at i replaces the
+   * group's entries from i on), so segments before that write no longer hold anything the
+   * group needs. A group with a large live log is left alone: it is busy and compacts soon.
+   * Groups in the log but not open in this process are never relocated, so they pin (a
+   * warning names them once).
+   */
+  private startRelocation(): void {
+    if (this.relocation !== undefined || this.failure !== null || this.closed) return;
+    if (this.segments.length - 1 < RELOCATE_SEALED_SEGMENTS_MIN) return;
+    this.relocation = this.relocatePinning().finally(() => {
+      this.relocation = undefined;
+    });
+  }
+
+  private async relocatePinning(): Promise<void> {
+    try {
+      const oldest = this.segments[0]!;
+      const seqBefore = this.active.seq;
+      const moved: number[] = [];
+      for (const [groupId, maxEntryIndex] of this.segmentGroups.get(oldest.seq) ?? []) {
+        if (!this.pins(groupId, maxEntryIndex, oldest.seq)) continue;
+        const live = this.liveLogs.get(groupId);
+        if (live === undefined) {
+          this.reportUnopenedPin(groupId, oldest);
+          continue;
+        }
+        const entries = live();
+        let bytes = 0;
+        for (const entry of entries) bytes += entry.data.byteLength + 32;
+        if (bytes > this.segmentBytesMax / RELOCATE_SHARE) continue;
+        if (entries.length > 0) {
+          const frame = this.frameFor(groupId);
+          for (const entry of entries) frame.addEntry(entry);
+        }
+        moved.push(groupId);
+      }
+      if (moved.length === 0) return;
+      await this.durable();
+      for (const groupId of moved) this.relocatedBefore.set(groupId, seqBefore);
+      this.writeStats.relocations += moved.length;
+      await this.sweep();
+    } catch (error) {
+      // A failed write or fsync has poisoned the log and every group reports it; this only
+      // says where it happened.
+      this.logger.warn(`${this.dir}: relocating idle groups' logs failed: ${String(error)}`);
+    }
+  }
+
+  private reportUnopenedPin(groupId: number, segment: WalSegment): void {
+    if (!this.recovered.has(groupId) || this.reportedPinning.has(groupId)) return;
+    this.reportedPinning.add(groupId);
+    this.logger.warn(
+      `${segment.path}: kept (with every later segment) for group ${groupId}, which has entries in this log but is not served here; ` +
+        `serve shard ${groupId} again (--shards) so it compacts, or remove this member's data dir and let it rejoin to drop it`,
+    );
+  }
+
+  /** Resolves once everything queued is durable and no relocation or its segment sweep is running. */
+  async settled(): Promise<void> {
+    // Bounded: a relocation starts only after a roll, and each pass waits for one.
+    for (let pass = 0; pass < 8; pass++) {
+      await this.durable();
+      if (this.relocation === undefined && !this.flushing) return;
+      await this.relocation;
+      await new Promise<void>((resolve) => queueMicrotask(resolve));
+    }
+  }
+
+  /** Waits for this group's writes (and everything queued before them), then forgets the group. */
+  async closeGroup(groupId: number): Promise<void> {
+    this.liveLogs.delete(groupId);
+    this.closedGroups.add(groupId);
+    try {
+      if (this.failure === null && !this.closed) await this.durable();
+    } finally {
+      this.openGroups.delete(groupId);
+    }
+  }
+
+  /** Waits for queued writes and a running relocation, then closes the file. Later writes fail with CLOSED. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    // Bounded: a relocation starts only after a roll, and none starts once closed is set.
+    while (this.relocation !== undefined) await this.relocation;
+    this.closed = true;
+    if (this.flushing) {
+      const { promise, resolve } = Promise.withResolvers<void>();
+      this.idleWaiters.push(resolve);
+      await promise;
+    }
+    await this.handle.close();
+  }
+
+  private async flushLoop(): Promise<void> {
+    // Runs while callers keep committing; each pass drains everything queued so far.
+    while (!this.pending.isEmpty && this.failure === null) {
+      const batch = this.pending;
+      const waiters = this.pendingWaiters;
+      this.pending = this.spare;
+      this.pendingWaiters = this.spareWaiters;
+      this.inflightWaiters = waiters;
+      try {
+        await this.writeBatch(batch);
+      } catch (error) {
+        this.poison(error, waiters);
+        this.inflightWaiters = NO_WAITERS;
+        break;
+      }
+      this.inflightWaiters = NO_WAITERS;
+      batch.reset();
+      this.spare = batch.capacityBytes > FRAME_BUFFER_KEEP_BYTES ? new FrameBuffer() : batch;
+      for (const waiter of waiters) waiter.resolve();
+      waiters.length = 0;
+      this.spareWaiters = waiters;
+      if (this.relocateSoon) {
+        this.relocateSoon = false;
+        queueMicrotask(() => this.startRelocation());
+      }
+    }
+    this.flushing = false;
+    const idle = this.idleWaiters;
+    this.idleWaiters = [];
+    for (const resolve of idle) resolve();
+  }
+
+  private async writeBatch(batch: FrameBuffer): Promise<void> {
+    // Test builds only (see test-faults.ts): the batch sits in memory as if in a volatile cache.
+    if (testFaults.ackBeforeFsync) await Bun.sleep(testFaults.ackBeforeFsyncHoldMs);
+    if (
+      this.active.sizeBytes > this.activeStartBytes &&
+      this.active.sizeBytes + batch.frameBytes > this.segmentBytesMax
+    ) {
+      await this.roll();
+      this.relocateSoon = true;
+    }
+    const segment = this.active;
+    const bytes = batch.seal(segment.seq, segment.sizeBytes);
+    await writeFully(this.handle, bytes, segment.sizeBytes);
+    // datasync also persists the file size, which is all the metadata an append changes.
+    await syncHandle(this.handle, segment.path, "data", this.counter);
+    segment.sizeBytes += bytes.length;
+    if (batch.groupMaxEntryIndex.size > 0) {
+      let groups = this.segmentGroups.get(segment.seq);
+      if (groups === undefined) {
+        groups = new Map();
+        this.segmentGroups.set(segment.seq, groups);
+      }
+      for (const [groupId, index] of batch.groupMaxEntryIndex) {
+        if (index > (groups.get(groupId) ?? 0)) groups.set(groupId, index);
+      }
+    }
+    for (const [groupId, hardState] of batch.groupHardStates) this.durableHardStates.set(groupId, hardState);
+    this.writeStats.batches++;
+    this.writeStats.bytesWritten += bytes.length;
+  }
+
+  private async roll(): Promise<void> {
+    const { segment, handle } = await createSegment(
+      this.dir,
+      this.active.seq + 1,
+      this.durableHardStates,
+      this.counter,
+    );
+    const previous = this.handle;
+    this.segments.push(segment);
+    this.active = segment;
+    this.handle = handle;
+    this.activeStartBytes = segment.sizeBytes;
+    await previous.close();
+  }
+
+  private poison(error: unknown, inflight: Waiter[]): void {
+    this.failure = DkvError.is(error)
+      ? error
+      : new DkvError(
+          "UNAVAILABLE",
+          `write to the shared log in ${this.dir} failed (${String(error)}); restart this member — nothing was acknowledged`,
+          { cause: error, outcome: "unknown" },
+        );
+    for (const waiter of inflight) waiter.reject(this.failure);
+    for (const waiter of this.pendingWaiters) waiter.reject(this.failure);
+    inflight.length = 0;
+    this.pendingWaiters.length = 0;
+    this.pending.reset();
+  }
+}
+
+/** A new segment: header plus one frame with every group's hard state, fsynced with its directory entry. */
+async function createSegment(
+  dir: string,
+  seq: number,
+  hardStates: ReadonlyMap<number, HardState>,
+  counter: SyncCounter,
+): Promise<{ segment: WalSegment; handle: FileHandle }> {
+  const path = join(dir, sharedSegmentFileName(seq));
+  const handle = await open(path, "wx+");
+  try {
+    const header = encodeSegmentHeader(SHARED_SEGMENT_MAGIC);
+    let bytes = header;
+    if (hardStates.size > 0) {
+      const frame = new FrameBuffer(256 + hardStates.size * 64);
+      for (const [groupId, hardState] of hardStates) {
+        frame.selectGroup(groupId);
+        frame.addHardState(hardState);
+      }
+      const frameBytes = frame.seal(seq, SEGMENT_HEADER_BYTES);
+      bytes = new Uint8Array(header.length + frameBytes.length);
+      bytes.set(header, 0);
+      bytes.set(frameBytes, header.length);
+    }
+    await writeFully(handle, bytes, 0);
+    await syncHandle(handle, path, "all", counter);
+    await fsyncDir(dir, counter);
+    return { segment: { seq, firstIndex: 0, path, sizeBytes: bytes.length, maxEntryIndex: 0 }, handle };
+  } catch (error) {
+    await handle.close();
+    throw error;
+  }
+}
+
+/** One group's view of the shared log: what RaftStorage writes through. */
+class SharedGroupWriter implements GroupLogWriter {
+  private closed = false;
+
+  constructor(
+    private readonly log: SharedLog,
+    private readonly groupId: number,
+  ) {}
+
+  assertWritable(): void {
+    this.log.assertWritable();
+    if (this.closed) {
+      throw new DkvError(
+        "CLOSED",
+        `group ${this.groupId}'s storage is closed — reopen it from the shared log`,
+      );
+    }
+  }
+
+  frame(): FrameBuffer {
+    return this.log.frameFor(this.groupId);
+  }
+
+  get pendingPayloadBytes(): number {
+    return this.log.pendingPayloadBytes;
+  }
+
+  commit(): Promise<void> {
+    return this.log.commit();
+  }
+
+  durable(): Promise<void> {
+    return this.log.durable();
+  }
+
+  removeSegmentsThrough(index: number): Promise<number> {
+    return this.log.removeThrough(this.groupId, index);
+  }
+
+  get stats(): WalWriterStats {
+    return this.log.batchStats;
+  }
+
+  get segmentCount(): number {
+    return this.log.segmentCount;
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.log.closeGroup(this.groupId);
+  }
+}

@@ -1,0 +1,254 @@
+/**
+ * Writes spread over many dstore shards vs one shard, 3 members (a plain script, not a test):
+ * with one Raft log per process (src/raft/storage/shared-log.ts) spreading writes over
+ * more shards must not cost more fsyncs, so the rate must not fall.
+ *
+ *   bun run test/bench/shard-spread.ts [--dkv dist/dkv[,/tmp/dkv-old]] [--rounds 2] [--duration 3s] [--shards 50] [--strace]
+ *
+ * - per binary in `--dkv` (built from this checkout when it is the default), starts 3
+ *   `dkv serve` members with shards 1..N = dstore on free 127.0.0.1 ports and temporary
+ *   data dirs, and waits until every shard has a leader;
+ * - per round, binaries in alternating order (the disk's fsync rate drifts; alternating
+ *   in the same minutes keeps the comparison fair): c=50 sets spread over 1, 8 and N
+ *   shards, and c=200 over N (128 B values, 100 keys per shard, a library RpcClient in
+ *   this process with every member as an endpoint);
+ * - prints ops/s per run and, per binary, the best round's ratio to its one-shard rate;
+ *   kills every server by PID.
+ * - `--strace`: every run also counts the fsync/fdatasync calls of all three members
+ *   (strace -c attached for the run) and prints fsyncs per acknowledged write; ptrace
+ *   slows the members, so take ops/s from runs without it.
+ */
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { parseDuration } from "../../src/config/parse.ts";
+import { RpcClient } from "../../src/rpc/client/index.ts";
+import { flagValue, ROOT, runCommand } from "./commands.ts";
+
+const KEYS_PER_SHARD = 100;
+const VALUE_BYTES = 128;
+const START_TIMEOUT_MS = 60_000;
+
+interface Cluster {
+  dkv: string;
+  pids: number[];
+  procs: Bun.Subprocess[];
+  endpoints: string[];
+  root: string;
+}
+
+interface Workload {
+  name: string;
+  threads: number;
+  shards: number;
+}
+
+async function freePort(): Promise<number> {
+  const listener = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+  const port = listener.port;
+  listener.stop(true);
+  return port;
+}
+
+async function waitUntil(what: string, check: () => Promise<boolean>): Promise<void> {
+  const deadline = Date.now() + START_TIMEOUT_MS;
+  while (Date.now() < deadline) {
+    if (await check().catch(() => false)) return;
+    await Bun.sleep(100);
+  }
+  throw new Error(`${what} did not happen within ${START_TIMEOUT_MS} ms`);
+}
+
+async function startCluster(dkv: string, shardCount: number): Promise<Cluster> {
+  const root = await mkdtemp(join(tmpdir(), "dkv-shard-spread-"));
+  const members = await Promise.all(
+    [1, 2, 3].map(async (i) => ({ id: `node-${i}`, raft: await freePort(), rpc: await freePort() })),
+  );
+  const clusterMembers = members.map((m) => `${m.id}=127.0.0.1:${m.raft}`).join(",");
+  const shards = Array.from({ length: shardCount }, (_, i) => `${i + 1}=dstore`).join(",");
+  const procs = members.map((m) => {
+    const proc = Bun.spawn(
+      [
+        dkv,
+        "serve",
+        "--shards",
+        shards,
+        "--replica-id",
+        m.id,
+        "--cluster-members",
+        clusterMembers,
+        "--data-dir",
+        join(root, m.id),
+        "--transport-endpoint",
+        `127.0.0.1:${m.rpc}`,
+        "--log-level",
+        "warn",
+      ],
+      { cwd: ROOT, stdin: "ignore", stdout: "ignore", stderr: "pipe" },
+    );
+    // Drained so a chatty server never blocks on a full pipe.
+    void new Response(proc.stderr).text();
+    return proc;
+  });
+  const endpoints = members.map((m) => `127.0.0.1:${m.rpc}`);
+  const cluster: Cluster = { dkv, pids: procs.map((p) => p.pid), procs, endpoints, root };
+  try {
+    await waitUntil(`a leader for each of ${shardCount} shards (${dkv})`, async () => {
+      const out = await runCommand([
+        dkv,
+        "cluster",
+        "status",
+        "--json",
+        "--timeout",
+        "2s",
+        "--endpoints",
+        endpoints.join(","),
+      ]);
+      const report = JSON.parse(out) as { nodes: { shards: { leader?: string | null }[] }[] };
+      return report.nodes.every(
+        (n) => n.shards.length >= shardCount && n.shards.every((s) => typeof s.leader === "string"),
+      );
+    });
+  } catch (error) {
+    await stopCluster(cluster);
+    throw error;
+  }
+  return cluster;
+}
+
+async function stopCluster(cluster: Cluster): Promise<void> {
+  for (const proc of cluster.procs) proc.kill("SIGKILL");
+  await Promise.all(cluster.procs.map((p) => p.exited));
+  await rm(cluster.root, { recursive: true, force: true });
+}
+
+/** Counts fsync and fdatasync calls of `pids` while `body` runs (strace -c, detached after). */
+async function countSyncs<T>(
+  pids: readonly number[],
+  body: () => Promise<T>,
+): Promise<{ result: T; syncs: number }> {
+  const tracers = pids.map((pid) =>
+    Bun.spawn(["strace", "-f", "-c", "-e", "trace=fsync,fdatasync", "-p", String(pid)], {
+      stdin: "ignore",
+      stdout: "ignore",
+      stderr: "pipe",
+    }),
+  );
+  const outputs = tracers.map((tracer) => new Response(tracer.stderr).text());
+  // Time for strace to attach to every thread before the load starts.
+  await Bun.sleep(500);
+  const result = await body();
+  for (const tracer of tracers) tracer.kill("SIGINT");
+  let syncs = 0;
+  for (const text of await Promise.all(outputs)) {
+    for (const line of text.split("\n")) {
+      const match = /\s(\d+)\s+(?:\d+\s+)?(?:fsync|fdatasync)\s*$/.exec(line);
+      if (match !== null) syncs += Number(match[1]);
+    }
+  }
+  await Promise.all(tracers.map((tracer) => tracer.exited));
+  return { result, syncs };
+}
+
+/** `threads` workers, each awaiting one set at a time, spread round-robin over shards 1..k; ops/s and writes. */
+async function spreadSets(
+  cluster: Cluster,
+  workload: Workload,
+  durationMs: number,
+): Promise<{ opsPerSec: number; writes: number }> {
+  await using client = new RpcClient({
+    endpoints: cluster.endpoints,
+    transport: "tcp",
+    serializer: "binary",
+  });
+  const stores = Array.from({ length: workload.shards }, (_, i) => client.store(i + 1));
+  const value = new Uint8Array(VALUE_BYTES).fill(0x61);
+  const keys = Array.from({ length: KEYS_PER_SHARD }, (_, i) => `spread/${i}`);
+  for (const store of stores) await store.set("spread/warm", value);
+  let done = 0;
+  let errors = 0;
+  const start = performance.now();
+  const deadline = start + durationMs;
+  await Promise.all(
+    Array.from({ length: workload.threads }, async (_, worker) => {
+      // Bounded by the deadline: each pass awaits one round trip.
+      for (let op = 0; performance.now() < deadline; op++) {
+        const store = stores[(worker + op) % stores.length]!;
+        try {
+          await store.set(keys[(worker * 7 + op) % KEYS_PER_SHARD]!, value);
+          done++;
+        } catch {
+          errors++; // counted and reported below; a run with errors is not comparable
+        }
+      }
+    }),
+  );
+  const seconds = (performance.now() - start) / 1_000;
+  if (errors > 0) console.log(`  (${errors} errors in ${workload.name})`);
+  return { opsPerSec: done / seconds, writes: done };
+}
+
+const fmt = (n: number) => Math.round(n).toLocaleString("en-US");
+
+async function main(): Promise<void> {
+  const argv = Bun.argv.slice(2);
+  const dkvList = flagValue(argv, "--dkv", join(ROOT, "dist", "dkv")).split(",");
+  const rounds = Number(flagValue(argv, "--rounds", "2"));
+  const durationText = flagValue(argv, "--duration", "3s");
+  const durationMs = parseDuration(durationText);
+  const shardCount = Number(flagValue(argv, "--shards", "50"));
+  const strace = argv.includes("--strace");
+  if (!argv.includes("--dkv")) {
+    const { ensureBinary } = await import("../e2e/helpers.ts");
+    await ensureBinary();
+  }
+  const workloads: Workload[] = [
+    { name: "c=50 over 1 shard", threads: 50, shards: 1 },
+    { name: "c=50 over 8 shards", threads: 50, shards: Math.min(8, shardCount) },
+    { name: `c=50 over ${shardCount} shards`, threads: 50, shards: shardCount },
+    { name: `c=200 over ${shardCount} shards`, threads: 200, shards: shardCount },
+  ];
+  console.log(
+    `3 members, ${shardCount} dstore shards, ${VALUE_BYTES} B sets, ${durationText} per run, ${rounds} rounds`,
+  );
+  const clusters: Cluster[] = [];
+  try {
+    for (const dkv of dkvList) clusters.push(await startCluster(dkv, shardCount));
+    const results = new Map<string, number[][]>(dkvList.map((d) => [d, workloads.map(() => [])]));
+    for (let round = 0; round < rounds; round++) {
+      for (const [w, workload] of workloads.entries()) {
+        const order = round % 2 === 0 ? clusters : [...clusters].reverse();
+        for (const cluster of order) {
+          const run = () => spreadSets(cluster, workload, durationMs);
+          let syncs = "";
+          let opsPerSec: number;
+          if (strace) {
+            const counted = await countSyncs(cluster.pids, run);
+            opsPerSec = counted.result.opsPerSec;
+            syncs = `  ${(counted.syncs / Math.max(1, counted.result.writes)).toFixed(3)} fsyncs/write (3 members)`;
+          } else {
+            opsPerSec = (await run()).opsPerSec;
+          }
+          results.get(cluster.dkv)![w]!.push(opsPerSec);
+          console.log(
+            `round ${round + 1} ${workload.name.padEnd(22)} ${fmt(opsPerSec).padStart(7)} ops/s  ${cluster.dkv}${syncs}`,
+          );
+        }
+      }
+    }
+    for (const dkv of dkvList) {
+      const best = results.get(dkv)!.map((runs) => Math.max(...runs));
+      const one = best[0]!;
+      console.log(`\n${dkv} (best of ${rounds})`);
+      for (const [w, workload] of workloads.entries()) {
+        console.log(
+          `  ${workload.name.padEnd(22)} ${fmt(best[w]!).padStart(7)} ops/s  ${(best[w]! / one).toFixed(2)}x one shard`,
+        );
+      }
+    }
+  } finally {
+    for (const cluster of clusters) await stopCluster(cluster);
+  }
+}
+
+if (import.meta.main) await main();
