@@ -13,7 +13,10 @@ export interface WatchChange {
   revision: number;
 }
 
-/** Nothing matched for a while: every change up to `revision` has been delivered. */
+/**
+ * Every change up to `revision` has been delivered: first when the watch starts (the
+ * revision it starts after), then whenever nothing matched for the progress interval.
+ */
 export interface WatchProgress {
   type: "progress";
   revision: number;
@@ -221,8 +224,8 @@ export class WatchHub {
     });
     if (watcher.prefix) this.byPrefix.add(watcher);
     else {
-      let set = this.byKey.get(key);
-      if (set === undefined) this.byKey.set(key, (set = new Set()));
+      const set = this.byKey.get(key) ?? new Set<Watcher>();
+      this.byKey.set(key, set);
       set.add(watcher);
     }
     return watcher;
@@ -312,6 +315,8 @@ export class Watcher implements AsyncIterableIterator<WatchEvent> {
   private ended = false;
   /** Aborted or returned: queued changes are dropped, not delivered. */
   private stopped = false;
+  /** The first event is a progress event: the revision this watch starts after. */
+  private announced = false;
   private wake: (() => void) | undefined;
   private readonly onAbort = (): void => this.stop();
   /** The revision the next change must have at least (what a resume would start from). */
@@ -361,6 +366,10 @@ export class Watcher implements AsyncIterableIterator<WatchEvent> {
   }
 
   async next(): Promise<IteratorResult<WatchEvent>> {
+    if (!this.announced && !this.ended) {
+      this.announced = true;
+      return { done: false, value: { type: "progress", revision: this.nextRevision - 1 } };
+    }
     // Bounded: each turn returns a change or progress, or waits for one.
     for (;;) {
       const change = this.take();

@@ -22,6 +22,11 @@ async function take(iterator: AsyncIterator<WatchEvent>, count: number): Promise
   return events;
 }
 
+/** Consumes the progress event every watch starts with, checking the revision it starts after. */
+async function started(iterator: AsyncIterator<WatchEvent>, after: number): Promise<void> {
+  expect((await iterator.next()).value).toEqual({ type: "progress", revision: after });
+}
+
 const summary = (events: WatchEvent[]) =>
   events.map((e) => (e.type === "progress" ? `progress@${e.revision}` : `${e.type} ${e.key}@${e.revision}`));
 
@@ -30,6 +35,8 @@ describe("WatchHub", () => {
     const hub = new WatchHub(0, { progressIntervalMs: 0 });
     const one = hub.watch("a/1");
     const all = hub.watch("a/", { prefix: true });
+    await started(one, 0);
+    await started(all, 0);
     hub.publish(put("a/1", 1));
     hub.publish(put("b/1", 2));
     hub.publish(put("a/2", 3));
@@ -42,6 +49,7 @@ describe("WatchHub", () => {
     const hub = new WatchHub(0, { progressIntervalMs: 0 });
     for (let r = 1; r <= 5; r++) hub.publish(put(`k${r % 2}`, r));
     const watcher = hub.watch("k1", { fromRevision: 2 });
+    await started(watcher, 1);
     hub.publish(put("k1", 6));
     expect(summary(await take(watcher, 3))).toEqual(["put k1@3", "put k1@5", "put k1@6"]);
   });
@@ -55,6 +63,7 @@ describe("WatchHub", () => {
     expect(hub.compactRevision).toBe(3);
     expectCompacted(() => hub.watch("", { prefix: true, fromRevision: 2 }), 3);
     const watcher = hub.watch("", { prefix: true, fromRevision: 3 });
+    await started(watcher, 2);
     expect(summary(await take(watcher, 1))).toEqual(["put d@3"]);
   });
 
@@ -71,6 +80,7 @@ describe("WatchHub", () => {
     const hub = new WatchHub(0, { bufferBytesMax: 1000, progressIntervalMs: 0 });
     const slow = hub.watch("k");
     const fast = hub.watch("k");
+    await started(fast, 0);
     for (let r = 1; r <= 50; r++) {
       hub.publish(put("k", r, "x".repeat(100)));
       expect((await fast.next()).value).toMatchObject({ revision: r });
@@ -89,6 +99,7 @@ describe("WatchHub", () => {
   test("an idle watcher gets progress with the hub's revision, also for changes it does not watch", async () => {
     const hub = new WatchHub(0, { progressIntervalMs: 5 });
     const watcher = hub.watch("mine");
+    await started(watcher, 0);
     hub.publish(put("other", 7));
     hub.advance(9);
     expect(await take(watcher, 1)).toEqual([{ type: "progress", revision: 9 }]);
@@ -99,6 +110,8 @@ describe("WatchHub", () => {
     hub.publish(put("k", 1));
     const behind = hub.watch("k", { fromRevision: 2 });
     const ahead = hub.watch("k", { fromRevision: 20 });
+    await started(behind, 1);
+    await started(ahead, 19);
     hub.reset(10);
     await expect(behind.next()).rejects.toMatchObject({ code: "COMPACTED", compactRevision: 11 });
     hub.publish(put("k", 20));
@@ -110,6 +123,7 @@ describe("WatchHub", () => {
     const hub = new WatchHub(0, { progressIntervalMs: 0 });
     const controller = new AbortController();
     const watcher = hub.watch("k", { signal: controller.signal });
+    await started(watcher, 0);
     const pending = watcher.next();
     controller.abort();
     expect(await pending).toEqual({ done: true, value: undefined });
@@ -133,6 +147,7 @@ describe("LocalStore.watch", () => {
     const clock = new ManualClock();
     const store = new LocalStore({ clock, purgeIntervalMs: 10, watch: { progressIntervalMs: 0 } });
     const watcher = store.watch("svc/", { prefix: true });
+    await watcher.next();
     await store.set("svc/a", "1");
     await store.setE("svc/b", "2", 0, 50);
     await store.expire("svc/a");
@@ -167,6 +182,7 @@ describe("LocalStore.watch", () => {
     const entry = await store.getEntry("k");
     await store.set("k", "2");
     const watcher = store.watch("k", { fromRevision: entry!.modRevision + 1 });
+    await started(watcher, entry!.modRevision);
     const [event] = await take(watcher, 1);
     expect(event).toMatchObject({ type: "put", key: "k", revision: entry!.modRevision + 1 });
     await store.close();
@@ -175,6 +191,7 @@ describe("LocalStore.watch", () => {
   test("closing the store ends its watchers with CLOSED", async () => {
     const store = new LocalStore({ purgeIntervalMs: 0 });
     const watcher = store.watch("k");
+    await watcher.next();
     const pending = watcher.next();
     await store.close();
     await expect(pending).rejects.toMatchObject({ code: "CLOSED" });

@@ -75,7 +75,7 @@ export class DStore implements IStore {
   private readonly clock: Clock;
   private readonly expiryTicks: PurgeLoop | undefined;
   private tickInFlight = false;
-  private revisionAtLastTick = -1;
+  private readonly expiryTickMs: number;
 
   constructor(
     private readonly host: RaftHost,
@@ -103,6 +103,7 @@ export class DStore implements IStore {
     this.clock = options.clock ?? systemClock;
     const tickMs = options.expiryTickMs ?? EXPIRY_TICK_MS_DEFAULT;
     checkDuration("expiryTickMs", tickMs);
+    this.expiryTickMs = tickMs;
     if (tickMs > 0) {
       this.expiryTicks = new PurgeLoop(this.clock, tickMs, () => {
         this.maybeTick();
@@ -126,16 +127,14 @@ export class DStore implements IStore {
   /**
    * Proposes a tick entry when a delete deadline has passed (by the clock that stamps
    * entries) and nothing is in the log to let it pass: on the leader at once, on a
-   * follower only when no entry was applied since the last look (a leader without a
-   * DStore of its own). One in flight at a time.
+   * follower only once the deadline is overdue by two intervals (a leader without a
+   * DStore of its own, or one that fell behind). One in flight per member at a time.
    */
   private maybeTick(): void {
     if (this.closed || this.tickInFlight) return;
-    const db = this.stateMachine.db;
-    if (db.nextDeadlineMs() > this.clock.now()) return;
-    const revision = this.stateMachine.hub.revision;
-    const silent = revision === this.revisionAtLastTick;
-    this.revisionAtLastTick = revision;
+    const dueMs = this.stateMachine.db.nextDeadlineMs();
+    const nowMs = this.clock.now();
+    if (dueMs > nowMs) return;
     let leader: boolean;
     try {
       leader = this.host.status(this.groupId).raft.role === "leader";
@@ -144,7 +143,7 @@ export class DStore implements IStore {
       if (DkvError.is(error)) return;
       throw error;
     }
-    if (!leader && !silent) return;
+    if (!leader && nowMs - dueMs < 2 * this.expiryTickMs) return;
     this.tickInFlight = true;
     this.host
       .propose(this.groupId, encodeCommand(command(Op.Tick, "", EMPTY, 0, 0)), { timeoutMs: this.timeoutMs })
