@@ -30,6 +30,7 @@ import {
 import { membershipOptions } from "./membership-options.ts";
 import { opsServeOptions } from "./ops-options.ts";
 import { peerSecurityOptions } from "./peer-security-options.ts";
+import { watchServeOptions } from "./watch-options.ts";
 
 export type OptionType = "string" | "number" | "boolean" | "duration" | "list";
 
@@ -412,6 +413,7 @@ export const serveOptions = [
   ...serverSecurityOptions,
   ...opsServeOptions,
   ...membershipOptions,
+  ...watchServeOptions,
 ] as const;
 
 // ---------------------------------------------------------------------------------------

@@ -10,10 +10,12 @@ import type { ClusterStatusReport, ShardHandler, ShardStatusReport } from "../rp
 import { LocalStore } from "../store/local.ts";
 import type { ReplicatedShard, ReplicatedShards } from "../store/replicated/shards.ts";
 import type { StoreLimits } from "../store/types.ts";
+import type { WatchHubOptions } from "../store/watch.ts";
 
 export interface LocalShardsOptions {
   clock?: Clock;
   limits?: Partial<StoreLimits>;
+  watch?: Partial<WatchHubOptions>;
 }
 
 /**
@@ -35,7 +37,12 @@ export function buildShards(
   }
   const shards = new Map<number, ShardHandler>();
   for (const spec of specs) {
-    const store = new LocalStore({ db: new MapleDB(), clock: options.clock, limits: options.limits });
+    const store = new LocalStore({
+      db: new MapleDB(),
+      clock: options.clock,
+      limits: options.limits,
+      ...(options.watch === undefined ? {} : { watch: options.watch }),
+    });
     shards.set(
       spec.id,
       spec.type === "lstore"
