@@ -231,6 +231,11 @@ export class LocalStore implements IStore {
     return watchCopies(this.hub.watch(key, options));
   }
 
+  /** Watches open on this store now (monitoring, tests). */
+  get watcherCount(): number {
+    return this.hub.watcherCount;
+  }
+
   /** Stops the background purge and ends every watch; later calls fail with CLOSED. Idempotent. */
   async close(): Promise<void> {
     this.closed = true;
