@@ -71,7 +71,10 @@ describe("RpcWatch resumption", () => {
     transport.sinks[0]!.fail(new DkvError("CLOSED", "the member stopped"));
     await waitFor(() => transport.sinks.length === 2, "the second attempt");
     expect(transport.requests[1]).toMatchObject({ fromRevision: 10 });
+    // COMPACTED from one member: the other endpoint is asked before the watch gives up.
     transport.sinks[1]!.fail(new WatchCompactedError(12, 10));
+    expect(transport.requests[2]).toMatchObject({ fromRevision: 10 });
+    transport.sinks[2]!.fail(new WatchCompactedError(12, 10));
     expect(keysOf(await take(watch, 2))).toEqual(["progress@7", "progress@9"]);
     await expect(watch.next()).rejects.toMatchObject({ code: "COMPACTED", compactRevision: 12 });
   });

@@ -143,7 +143,8 @@ export class ModelKVDB implements KVDB {
   /** Every removal is a change and takes a revision of its own. */
   private remove(key: string, change: "delete" | "expire"): void {
     if (!this.entries.delete(key)) return;
-    this.listener?.(change, key, undefined, this.nextRevision());
+    const revision = this.nextRevision();
+    this.listener?.(change, key, undefined, revision);
   }
 
   /** The entry only if its value is live (present and not expired). */

@@ -110,6 +110,8 @@ export class RpcWatch implements AsyncIterableIterator<WatchEvent> {
   private cancelAttempt: (() => void) | undefined;
   private attempt = 0;
   private failedAttempts = 0;
+  /** Endpoints that answered COMPACTED in a row. */
+  private compactedAnswers = 0;
   /** Resume point: from this revision, skipping `skip` changes of exactly that revision. */
   private from: number | undefined;
   private skip = 0;
@@ -196,6 +198,7 @@ export class RpcWatch implements AsyncIterableIterator<WatchEvent> {
       event: (event) => {
         if (!live || this.ended) return;
         this.failedAttempts = 0;
+        this.compactedAnswers = 0;
         this.receive(event);
       },
       fail: (error) => {
@@ -213,6 +216,13 @@ export class RpcWatch implements AsyncIterableIterator<WatchEvent> {
   }
 
   private onAttemptFailed(error: DkvError): void {
+    if (error.code === "COMPACTED" && this.compactedAnswers < this.transport.endpointCount - 1) {
+      // One member may have restarted from a snapshot and lack history another still has:
+      // ask each endpoint once before giving up.
+      this.compactedAnswers++;
+      this.open();
+      return;
+    }
     if (!RESUMABLE.has(error.code)) {
       this.finish(error);
       return;
