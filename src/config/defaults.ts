@@ -67,7 +67,7 @@ export const SHARD_ID_MAX = 0xffff_ffff;
 
 // Watch (see src/store/watch.ts and the README's "Watch").
 /** Bytes of recent changes each shard keeps for watches from a past revision. */
-export const WATCH_HISTORY_BYTES_DEFAULT = 64 * mebibyte;
+export const WATCH_HISTORY_BYTES_DEFAULT = 32 * mebibyte;
 /** Bytes of changes one watcher may fall behind before it is cut (WATCH_SLOW). */
 export const WATCH_BUFFER_BYTES_DEFAULT = 8 * mebibyte;
 /** Idle time before a watcher gets a progress event. */

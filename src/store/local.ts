@@ -69,9 +69,7 @@ export class LocalStore implements IStore {
       }
     }
     this.hub = new WatchHub(this.db.revision, options.watch);
-    this.db.onChange((type, key, value, revision) =>
-      this.hub.publish(value === undefined ? { type, key, revision } : { type, key, value, revision }),
-    );
+    this.db.onChange((type, key, value, revision) => this.hub.publish(type, key, value, revision));
     const intervalMs = options.purgeIntervalMs ?? DEFAULT_PURGE_INTERVAL_MS;
     this.purgeSliceEntries = options.purgeSliceEntries ?? DEFAULT_PURGE_SLICE_ENTRIES;
     checkDuration("purgeIntervalMs", intervalMs);

@@ -79,10 +79,72 @@ export const defaultWatchHubOptions: WatchHubOptions = {
 };
 
 /** What one change is charged in the history and a watcher's buffer: key, value, bookkeeping. */
-const EVENT_OVERHEAD_BYTES = 64;
+const EVENT_OVERHEAD_BYTES = 128;
 
 function eventBytes(change: WatchChange): number {
-  return change.key.length * 2 + (change.value?.byteLength ?? 0) + EVENT_OVERHEAD_BYTES;
+  return changeBytes(change.key, change.value);
+}
+
+type ChangeType = WatchChange["type"];
+
+function changeBytes(key: string, value: Uint8Array | undefined): number {
+  return key.length * 2 + (value?.byteLength ?? 0) + EVENT_OVERHEAD_BYTES;
+}
+
+/**
+ * The kept changes as parallel arrays, not one object per change: with no watcher, a
+ * change costs a few array slots holding what the engine holds anyway (key, value), and
+ * nothing for the garbage collector to promote. Objects are made when a change is read.
+ */
+class ChangeLog {
+  private types: ChangeType[] = [];
+  private keys: string[] = [];
+  private values: (Uint8Array | undefined)[] = [];
+  private revisions: number[] = [];
+  /** Index of the oldest kept change in the arrays. */
+  private head = 0;
+
+  get size(): number {
+    return this.revisions.length - this.head;
+  }
+
+  push(type: ChangeType, key: string, value: Uint8Array | undefined, revision: number): void {
+    this.types.push(type);
+    this.keys.push(key);
+    this.values.push(value);
+    this.revisions.push(revision);
+  }
+
+  /** The i-th kept change (0 = oldest) as a fresh object. */
+  at(i: number): WatchChange {
+    const at = this.head + i;
+    const value = this.values[at];
+    const type = this.types[at]!;
+    const key = this.keys[at]!;
+    const revision = this.revisions[at]!;
+    return value === undefined ? { type, key, revision } : { type, key, value, revision };
+  }
+
+  revisionAt(i: number): number {
+    return this.revisions[this.head + i]!;
+  }
+
+  /** Drops the oldest change; returns its revision and charged bytes. */
+  dropOldest(): { revision: number; bytes: number } {
+    const at = this.head++;
+    const dropped = { revision: this.revisions[at]!, bytes: changeBytes(this.keys[at]!, this.values[at]) };
+    this.keys[at] = "";
+    this.values[at] = undefined;
+    // Compacts now and then, so the ring costs O(1) amortised per change.
+    if (this.head > 1024 && this.head * 2 > this.revisions.length) {
+      this.types = this.types.slice(this.head);
+      this.keys = this.keys.slice(this.head);
+      this.values = this.values.slice(this.head);
+      this.revisions = this.revisions.slice(this.head);
+      this.head = 0;
+    }
+    return dropped;
+  }
 }
 
 /** Checks watch options at the edge; what is wrong is a BAD_REQUEST that starts nothing. */
@@ -121,10 +183,9 @@ export function checkWatchOptions(key: string, options: WatchOptions): void {
  */
 export class WatchHub {
   private readonly options: WatchHubOptions;
-  /** Ring of recent changes: `history[head..]` are live, in commit order. */
-  private history: WatchChange[] = [];
-  private head = 0;
-  /** Sequence number of history[head]: a watcher replays by sequence, not by array index. */
+  /** Recent changes in commit order. */
+  private history = new ChangeLog();
+  /** Sequence number of the oldest kept change: a watcher replays by sequence, not by index. */
   private firstSeq = 0;
   private historyBytes = 0;
   private compactRev: number;
@@ -169,18 +230,28 @@ export class WatchHub {
     return this.historyBytes;
   }
 
-  /** One change, in commit order (revisions never go back). */
-  publish(change: WatchChange): void {
-    if (change.revision > this.rev) this.rev = change.revision;
-    const bytes = eventBytes(change);
-    this.history.push(change);
+  /**
+   * One change, in commit order (revisions never go back); the engine's change listener.
+   * `value` is kept, not copied: the engine never changes a stored array.
+   */
+  publish(type: ChangeType, key: string, value: Uint8Array | undefined, revision: number): void {
+    if (revision > this.rev) this.rev = revision;
+    const bytes = changeBytes(key, value);
+    this.history.push(type, key, value, revision);
     this.historyBytes += bytes;
     this.trimHistory();
-    const seq = this.firstSeq + this.history.length - this.head - 1;
-    const exact = this.byKey.get(change.key);
-    if (exact !== undefined) for (const watcher of exact) watcher.offer(change, bytes, seq);
+    // Most writes have no watcher: no object, no lookup, no iterator.
+    if (this.byKey.size === 0 && this.byPrefix.size === 0) return;
+    let change: WatchChange | undefined;
+    const exact = this.byKey.size === 0 ? undefined : this.byKey.get(key);
+    if (exact !== undefined) {
+      change = value === undefined ? { type, key, revision } : { type, key, value, revision };
+      for (const watcher of exact) watcher.offer(change, bytes);
+    }
     for (const watcher of this.byPrefix) {
-      if (change.key.startsWith(watcher.key)) watcher.offer(change, bytes, seq);
+      if (!key.startsWith(watcher.key)) continue;
+      change ??= value === undefined ? { type, key, revision } : { type, key, value, revision };
+      watcher.offer(change, bytes);
     }
   }
 
@@ -196,8 +267,7 @@ export class WatchHub {
    */
   reset(revision: number): void {
     const gap = revision > this.rev;
-    this.history = [];
-    this.head = 0;
+    this.history = new ChangeLog();
     this.firstSeq = 0;
     this.historyBytes = 0;
     if (revision > this.rev) this.rev = revision;
@@ -215,7 +285,7 @@ export class WatchHub {
     if (this.closed) throw new DkvError("CLOSED", "the store is closed; nothing more to watch");
     const from = options.fromRevision ?? this.rev + 1;
     if (from < this.compactRev) throw new WatchCompactedError(this.compactRev, from);
-    const liveSeq = this.firstSeq + this.history.length - this.head;
+    const liveSeq = this.firstSeq + this.history.size;
     const replaySeq = from > this.rev ? liveSeq : this.seqAtRevision(from);
     const watcher = new Watcher(this, key, options.prefix === true, from, replaySeq, liveSeq, {
       bufferBytesMax: this.options.bufferBytesMax,
@@ -241,8 +311,8 @@ export class WatchHub {
 
   /** The change at sequence `seq`, or undefined once it left the history. */
   changeAt(seq: number): WatchChange | undefined {
-    if (seq < this.firstSeq) return undefined;
-    return this.history[this.head + seq - this.firstSeq];
+    if (seq < this.firstSeq || seq >= this.firstSeq + this.history.size) return undefined;
+    return this.history.at(seq - this.firstSeq);
   }
 
   isKept(seq: number): boolean {
@@ -267,31 +337,24 @@ export class WatchHub {
 
   /** Sequence of the first kept change with a revision >= `revision` (history is sorted). */
   private seqAtRevision(revision: number): number {
-    let low = this.head;
-    let high = this.history.length;
+    let low = 0;
+    let high = this.history.size;
     while (low < high) {
       const mid = (low + high) >>> 1;
-      if (this.history[mid]!.revision < revision) low = mid + 1;
+      if (this.history.revisionAt(mid) < revision) low = mid + 1;
       else high = mid;
     }
-    return this.firstSeq + low - this.head;
+    return this.firstSeq + low;
   }
 
   private trimHistory(): void {
     const max = this.options.historyBytesMax;
-    while (this.historyBytes > max && this.head < this.history.length) {
-      const dropped = this.history[this.head]!;
-      this.history[this.head] = undefined as unknown as WatchChange;
-      this.head++;
+    while (this.historyBytes > max && this.history.size > 0) {
+      const dropped = this.history.dropOldest();
       this.firstSeq++;
-      this.historyBytes -= eventBytes(dropped);
+      this.historyBytes -= dropped.bytes;
       // A revision may span several changes (a transaction): once one is gone, all of it is.
       this.compactRev = Math.max(this.compactRev, dropped.revision + 1);
-    }
-    // Compacts the array now and then, so the ring costs O(1) amortised per change.
-    if (this.head > 1024 && this.head * 2 > this.history.length) {
-      this.history = this.history.slice(this.head);
-      this.head = 0;
     }
   }
 }
@@ -338,7 +401,7 @@ export class Watcher implements AsyncIterableIterator<WatchEvent> {
   }
 
   /** A new change that matches (called by the hub, synchronously). */
-  offer(change: WatchChange, bytes: number, _seq: number): void {
+  offer(change: WatchChange, bytes: number): void {
     if (this.ended || change.revision < this.nextRevision) return;
     this.queue.push(change);
     this.queueBytes += bytes;

@@ -11,6 +11,10 @@ const put = (key: string, revision: number, value = "v"): WatchChange => ({
   revision,
 });
 
+function publishTo(hub: WatchHub, change: WatchChange): void {
+  hub.publish(change.type, change.key, change.value, change.revision);
+}
+
 /** The next `count` events of `iterator` (progress included), failing if it ends first. */
 async function take(iterator: AsyncIterator<WatchEvent>, count: number): Promise<WatchEvent[]> {
   const events: WatchEvent[] = [];
@@ -37,29 +41,29 @@ describe("WatchHub", () => {
     const all = hub.watch("a/", { prefix: true });
     await started(one, 0);
     await started(all, 0);
-    hub.publish(put("a/1", 1));
-    hub.publish(put("b/1", 2));
-    hub.publish(put("a/2", 3));
-    hub.publish({ type: "delete", key: "a/1", revision: 4 });
+    publishTo(hub, put("a/1", 1));
+    publishTo(hub, put("b/1", 2));
+    publishTo(hub, put("a/2", 3));
+    publishTo(hub, { type: "delete", key: "a/1", revision: 4 });
     expect(summary(await take(one, 2))).toEqual(["put a/1@1", "delete a/1@4"]);
     expect(summary(await take(all, 3))).toEqual(["put a/1@1", "put a/2@3", "delete a/1@4"]);
   });
 
   test("a watch from a past revision replays kept history, then continues live without a gap", async () => {
     const hub = new WatchHub(0, { progressIntervalMs: 0 });
-    for (let r = 1; r <= 5; r++) hub.publish(put(`k${r % 2}`, r));
+    for (let r = 1; r <= 5; r++) publishTo(hub, put(`k${r % 2}`, r));
     const watcher = hub.watch("k1", { fromRevision: 2 });
     await started(watcher, 1);
-    hub.publish(put("k1", 6));
+    publishTo(hub, put("k1", 6));
     expect(summary(await take(watcher, 3))).toEqual(["put k1@3", "put k1@5", "put k1@6"]);
   });
 
   test("changes of one revision (a transaction) are kept or dropped together", async () => {
-    const hub = new WatchHub(0, { historyBytesMax: 150, progressIntervalMs: 0 });
-    hub.publish(put("a", 1));
-    hub.publish(put("b", 2));
-    hub.publish(put("c", 2));
-    hub.publish(put("d", 3)); // drops rev 1 and the first change of rev 2
+    const hub = new WatchHub(0, { historyBytesMax: 300, progressIntervalMs: 0 });
+    publishTo(hub, put("a", 1));
+    publishTo(hub, put("b", 2));
+    publishTo(hub, put("c", 2));
+    publishTo(hub, put("d", 3)); // drops rev 1 and the first change of rev 2
     expect(hub.compactRevision).toBe(3);
     expectCompacted(() => hub.watch("", { prefix: true, fromRevision: 2 }), 3);
     const watcher = hub.watch("", { prefix: true, fromRevision: 3 });
@@ -69,7 +73,7 @@ describe("WatchHub", () => {
 
   test("a watch from before the kept history fails with COMPACTED and the oldest revision kept", () => {
     const hub = new WatchHub(0, { historyBytesMax: 200, progressIntervalMs: 0 });
-    for (let r = 1; r <= 10; r++) hub.publish(put("k", r, "x".repeat(40)));
+    for (let r = 1; r <= 10; r++) publishTo(hub, put("k", r, "x".repeat(40)));
     expect(hub.historyBytesUsed).toBeLessThanOrEqual(200);
     expectCompacted(() => hub.watch("k", { fromRevision: 1 }), hub.compactRevision);
     expect(hub.compactRevision).toBeGreaterThan(1);
@@ -82,7 +86,7 @@ describe("WatchHub", () => {
     const fast = hub.watch("k");
     await started(fast, 0);
     for (let r = 1; r <= 50; r++) {
-      hub.publish(put("k", r, "x".repeat(100)));
+      publishTo(hub, put("k", r, "x".repeat(100)));
       expect((await fast.next()).value).toMatchObject({ revision: r });
     }
     expect(hub.watcherCount).toBe(1);
@@ -100,21 +104,21 @@ describe("WatchHub", () => {
     const hub = new WatchHub(0, { progressIntervalMs: 5 });
     const watcher = hub.watch("mine");
     await started(watcher, 0);
-    hub.publish(put("other", 7));
+    publishTo(hub, put("other", 7));
     hub.advance(9);
     expect(await take(watcher, 1)).toEqual([{ type: "progress", revision: 9 }]);
   });
 
   test("a snapshot installed past a watcher's position cuts it with COMPACTED; a watcher ahead of it stays", async () => {
     const hub = new WatchHub(0, { progressIntervalMs: 0 });
-    hub.publish(put("k", 1));
+    publishTo(hub, put("k", 1));
     const behind = hub.watch("k", { fromRevision: 2 });
     const ahead = hub.watch("k", { fromRevision: 20 });
     await started(behind, 1);
     await started(ahead, 19);
     hub.reset(10);
     await expect(behind.next()).rejects.toMatchObject({ code: "COMPACTED", compactRevision: 11 });
-    hub.publish(put("k", 20));
+    publishTo(hub, put("k", 20));
     expect(summary(await take(ahead, 1))).toEqual(["put k@20"]);
     expectCompacted(() => hub.watch("k", { fromRevision: 10 }), 11);
   });

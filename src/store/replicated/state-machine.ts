@@ -78,7 +78,7 @@ export class DStoreStateMachine implements StateMachine {
     value: Uint8Array | undefined,
     revision: number,
   ): void => {
-    this.hub.publish(value === undefined ? { type, key, revision } : { type, key, value, revision });
+    this.hub.publish(type, key, value, revision);
   };
 
   /**
