@@ -296,7 +296,8 @@ class ServerConnection implements ReplyTarget, StreamedReplyTarget {
   writeStreamed(write: (out: ByteWriter) => void): Promise<void> {
     if (this.closed) return Promise.reject(new DkvError("CLOSED", "the client closed the connection"));
     write(this.out);
-    this.flush();
+    // Batched like replies: the frames of many watches written in one turn leave in one write.
+    this.queueFlush();
     if (this.out.length <= streamHighWaterBytes) return Promise.resolve();
     return new Promise((resolve, reject) => this.streamWaiters.push({ resolve, reject }));
   }
