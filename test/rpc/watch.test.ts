@@ -79,6 +79,28 @@ describe("RpcWatch resumption", () => {
     await expect(watch.next()).rejects.toMatchObject({ code: "COMPACTED", compactRevision: 12 });
   });
 
+  test("a stream silent for three progress intervals (a half-open connection) resumes elsewhere", async () => {
+    const transport = new ScriptedTransport();
+    const watch = new RpcWatch(
+      transport,
+      1,
+      "k",
+      { progressIntervalMs: 10 },
+      { attemptsMax: 4, bufferBytesMax: 1 << 20 },
+    );
+    expect(transport.requests[0]).toMatchObject({ progressIntervalMs: 10 });
+    transport.sinks[0]!.event({ type: "progress", revision: 3 });
+    transport.sinks[0]!.event(put("k", 4));
+    // Then nothing: the connection is up but the member stalled.
+    await waitFor(() => transport.sinks.length === 2, "a second attempt after the silence", 2000);
+    expect(transport.requests[1]).toMatchObject({ fromRevision: 4 });
+    transport.sinks[1]!.event({ type: "progress", revision: 3 });
+    transport.sinks[1]!.event(put("k", 4));
+    transport.sinks[1]!.event(put("k", 5));
+    expect(keysOf(await take(watch, 3))).toEqual(["progress@3", "k@4", "k@5"]);
+    await watch.return();
+  });
+
   test("a member that never answers is given up after the attempt bound, with the reason", async () => {
     const transport = new ScriptedTransport();
     const watch = new RpcWatch(transport, 1, "k", {}, { attemptsMax: 2, bufferBytesMax: 1 << 20 });

@@ -1,3 +1,4 @@
+import { WATCH_PROGRESS_INTERVAL_MS_DEFAULT } from "../../config/defaults.ts";
 import { DkvError, type DkvErrorCode } from "../../errors.ts";
 import {
   type WatchChange,
@@ -55,6 +56,11 @@ const RESUMABLE: ReadonlySet<DkvErrorCode> = new Set([
 const BACKOFF_MIN_MS = 25;
 const BACKOFF_MAX_MS = 1000;
 const EVENT_OVERHEAD_BYTES = 64;
+/**
+ * A stream silent (not even progress) for this many progress intervals is taken as lost
+ * (a half-open connection, a stalled member) and resumed elsewhere.
+ */
+const SILENT_INTERVALS_MAX = 3;
 
 /** Decodes one reply frame of a watch stream into an event, or the error that ends it. */
 export function decodeWatchFrame(
@@ -118,6 +124,8 @@ export class RpcWatch implements AsyncIterableIterator<WatchEvent> {
   private lastRevision = 0;
   private seenAtLast = 0;
   private progressYielded = -1;
+  private silenceTimer: ReturnType<typeof setTimeout> | undefined;
+  private readonly progressIntervalMs: number;
   private readonly onAbort = (): void => this.stop();
 
   constructor(
@@ -129,6 +137,8 @@ export class RpcWatch implements AsyncIterableIterator<WatchEvent> {
     private readonly onEnd: (watch: RpcWatch) => void = () => {},
   ) {
     this.from = options.fromRevision;
+    // Asked for explicitly, so silence can be told from an idle key (0: no progress, no check).
+    this.progressIntervalMs = options.progressIntervalMs ?? WATCH_PROGRESS_INTERVAL_MS_DEFAULT;
     if (options.signal?.aborted) {
       this.ended = true;
       return;
@@ -179,6 +189,7 @@ export class RpcWatch implements AsyncIterableIterator<WatchEvent> {
     this.options.signal?.removeEventListener("abort", this.onAbort);
     this.cancelAttempt?.();
     this.cancelAttempt = undefined;
+    clearTimeout(this.silenceTimer);
     this.onEnd(this);
     this.wake?.();
   }
@@ -191,28 +202,52 @@ export class RpcWatch implements AsyncIterableIterator<WatchEvent> {
       key: this.key,
       prefix: this.options.prefix === true,
       fromRevision: this.from ?? 0,
-      progressIntervalMs: this.options.progressIntervalMs ?? 0,
+      progressIntervalMs: this.progressIntervalMs,
     };
     this.skip = this.from === this.lastRevision && this.lastRevision > 0 ? this.seenAtLast : 0;
+    const fail = (error: DkvError): void => {
+      if (!live || this.ended) return;
+      live = false;
+      clearTimeout(this.silenceTimer);
+      this.cancelAttempt = undefined;
+      this.onAttemptFailed(error);
+    };
+    const onSilence = (): void => {
+      cancel();
+      fail(this.silent());
+    };
     const cancel = this.transport.open(attempt, this.shard, request, {
       event: (event) => {
         if (!live || this.ended) return;
         this.failedAttempts = 0;
         this.compactedAnswers = 0;
+        this.armSilenceTimer(onSilence);
         this.receive(event);
       },
-      fail: (error) => {
-        if (!live || this.ended) return;
-        live = false;
-        this.cancelAttempt = undefined;
-        this.onAttemptFailed(error);
-      },
+      fail,
     });
-    if (live)
+    if (live) {
       this.cancelAttempt = () => {
         live = false;
+        clearTimeout(this.silenceTimer);
         cancel();
       };
+      this.armSilenceTimer(onSilence);
+    }
+  }
+
+  /** Restarts the wait for the next event; a stream silent past it is resumed elsewhere. */
+  private armSilenceTimer(onSilence: () => void): void {
+    clearTimeout(this.silenceTimer);
+    if (this.progressIntervalMs <= 0) return;
+    this.silenceTimer = setTimeout(onSilence, SILENT_INTERVALS_MAX * this.progressIntervalMs);
+  }
+
+  private silent(): DkvError {
+    return new DkvError(
+      "UNAVAILABLE",
+      `the watch stream sent nothing, not even progress, for ${SILENT_INTERVALS_MAX * this.progressIntervalMs} ms; resuming on another endpoint`,
+    );
   }
 
   private onAttemptFailed(error: DkvError): void {
