@@ -21,6 +21,18 @@ export interface LockManagerOptions {
    * id of attempt k of the original, so the retry is answered with the original's result.
    */
   storeForAttempt?: (attempt: number) => IStore;
+  /**
+   * The queues of blocked acquires, shared by every manager of one lock shard (the RPC
+   * server makes a manager per request of a replicated shard): waiters of a key then queue
+   * in order of arrival across requests. A fresh one per manager by default.
+   */
+  waiters?: LockWaiters;
+}
+
+/** Blocked acquires by key: share one among the managers of a lock shard. */
+export class LockWaiters {
+  /** @internal the queues of keys with blocked acquires. */
+  readonly byKey = new Map<string, KeyWaiters>();
 }
 
 const DEFAULT_RETRY_INTERVAL_MS = 1000;
@@ -45,7 +57,7 @@ export class LockManager implements ILockManager {
   private readonly retryIntervalMs: number;
   private readonly storeForAttempt: ((attempt: number) => IStore) | undefined;
   /** Keys with blocked acquires: their FIFO of waiters and the watch that wakes them. */
-  private readonly waiters = new Map<string, KeyWaiters>();
+  private readonly waiters: Map<string, KeyWaiters>;
 
   constructor(
     private readonly store: IStore,
@@ -54,6 +66,7 @@ export class LockManager implements ILockManager {
     this.clock = options.clock ?? systemClock;
     this.retryIntervalMs = options.retryIntervalMs ?? DEFAULT_RETRY_INTERVAL_MS;
     this.storeForAttempt = options.storeForAttempt;
+    this.waiters = (options.waiters ?? new LockWaiters()).byKey;
     if (!Number.isSafeInteger(this.retryIntervalMs) || this.retryIntervalMs <= 0) {
       throw new DkvError(
         "BAD_REQUEST",

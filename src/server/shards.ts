@@ -4,7 +4,7 @@ import { type Clock, systemClock } from "../clock.ts";
 import { formatShardSpecs, isReplicated, type ShardSpec } from "../config/shards.ts";
 import { MapleDB } from "../db/maple/index.ts";
 import { DkvError } from "../errors.ts";
-import { LockManager } from "../lockmgr/lock-manager.ts";
+import { LockManager, LockWaiters } from "../lockmgr/lock-manager.ts";
 import { attemptOriginOf } from "../rpc/server/dispatcher.ts";
 import type { ClusterStatusReport, ShardHandler, ShardStatusReport } from "../rpc/server/index.ts";
 import { LocalStore } from "../store/local.ts";
@@ -91,11 +91,13 @@ export function replicatedShardHandler(shard: ReplicatedShard, clock: Clock = sy
       forOrigin: (origin) => ({ kind: "store", store: store.withOrigin(origin) }),
     };
   }
+  // One set of wait queues for the shard: blocked acquires queue in order of arrival across requests.
+  const waiters = new LockWaiters();
   return {
     kind: "lock",
     store,
     // Anonymous requests (human HTTP JSON): the DStore's own ids, random owner ids.
-    locks: shard.locks ?? new LockManager(store, { clock }),
+    locks: shard.locks ?? new LockManager(store, { clock, waiters }),
     forOrigin: (origin) => {
       const view = store.withOrigin(origin);
       return {
@@ -105,6 +107,7 @@ export function replicatedShardHandler(shard: ReplicatedShard, clock: Clock = sy
         // under its attempt's own (the dispatcher supplies the owner id derived from origin).
         locks: new LockManager(view, {
           clock,
+          waiters,
           storeForAttempt: (attempt) => store.withOrigin(attemptOriginOf(origin, attempt)),
         }),
       };
