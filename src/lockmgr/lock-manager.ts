@@ -150,6 +150,46 @@ export class LockManager implements ILockManager {
     return value !== undefined && Buffer.from(value).toString("latin1") === ownerId;
   }
 
+  /**
+   * Resolves when `ownerId` no longer holds `key`, with why: "released" (deleted),
+   * "expired" (its lease ran out), "lost" (it was already not held, or another owner holds
+   * it), or "stopped" when `signal` aborts first. Refreshes keep it waiting. A holder learns
+   * this way that it must stop using the resource (a lease is advisory: check fencing tokens
+   * too). Woken by the store's changes (a watch on the key), not by polling.
+   */
+  async watchLost(
+    key: string,
+    ownerId: string,
+    options: { signal?: AbortSignal } = {},
+  ): Promise<"released" | "expired" | "lost" | "stopped"> {
+    checkLockKey(key);
+    const owner = normalizeOwnerId(ownerId);
+    const stop = new AbortController();
+    const onAbort = () => stop.abort();
+    options.signal?.addEventListener("abort", onAbort, { once: true });
+    if (options.signal?.aborted) return "stopped";
+    // Watching before looking: a change after the look is an event, none is missed.
+    const events = this.store.watch(key, { signal: stop.signal });
+    try {
+      if (!(await this.isHeldBy(key, owner))) return "lost";
+      for await (const event of events) {
+        if (event.type === "delete") return "released";
+        if (event.type === "expire") return "expired";
+        if (
+          event.type === "put" &&
+          Buffer.from(event.value ?? new Uint8Array()).toString("latin1") !== owner
+        ) {
+          return "lost";
+        }
+      }
+      return "stopped";
+    } finally {
+      options.signal?.removeEventListener("abort", onAbort);
+      stop.abort();
+      await events.return?.();
+    }
+  }
+
   /** Only the owner releases; true also when the lock no longer exists. */
   async release(key: string, ownerId: string): Promise<boolean> {
     checkLockKey(key);

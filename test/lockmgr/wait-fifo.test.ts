@@ -70,3 +70,34 @@ describe("blocking acquire: woken by changes, in order of arrival", () => {
     await store.close();
   });
 });
+
+describe("watchLost: a holder learns its lock is gone", () => {
+  test("released, expired, or not held at all; a refresh keeps it waiting", async () => {
+    const clock = new ManualClock();
+    const store = new LocalStore({ clock, purgeIntervalMs: 10 });
+    const locks = new LockManager(store, { clock, retryIntervalMs: NEVER_POLL_MS });
+    const held = await locks.acquire("a", 0);
+    const released = locks.watchLost("a", held.ownerId!);
+    expect(await settled(released, 20)).toBeUndefined();
+    await locks.release("a", held.ownerId!);
+    expect(await settled(released)).toBe("released");
+
+    const leased = await locks.acquire("b", 100);
+    const expired = locks.watchLost("b", leased.ownerId!);
+    await clock.advance(50);
+    expect(await locks.refresh("b", leased.ownerId!, 100)).toBe(true);
+    await clock.advance(90);
+    expect(await settled(expired, 20)).toBeUndefined();
+    await clock.advance(20);
+    expect(await settled(expired)).toBe("expired");
+
+    expect(await locks.watchLost("b", leased.ownerId!)).toBe("lost");
+    const again = await locks.acquire("c", 0);
+    const controller = new AbortController();
+    const stopped = locks.watchLost("c", again.ownerId!, { signal: controller.signal });
+    controller.abort();
+    expect(await settled(stopped)).toBe("stopped");
+    expect(store.watcherCount).toBe(0);
+    await store.close();
+  });
+});
