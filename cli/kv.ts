@@ -1,11 +1,12 @@
 import { listOptions } from "../src/config/data-api-options.ts";
 import { parseDuration } from "../src/config/parse.ts";
 import { clientOptions, DEFAULT_KV_SHARD, valueBase64Option } from "../src/config/schema.ts";
+import { watchCommandOptions } from "../src/config/watch-options.ts";
 import { DkvError } from "../src/errors.ts";
-import type { EntryInfo, IStore } from "../src/store/types.ts";
+import type { EntryInfo, IStore, WatchEvent } from "../src/store/types.ts";
 import { withClient } from "./client.ts";
 import { defineGroup, defineLeaf, type LeafContext } from "./command.ts";
-import { EXIT_OK, jsonLine } from "./io.ts";
+import { EXIT_FAILED, EXIT_OK, jsonLine } from "./io.ts";
 import { perfCommand } from "./perf.ts";
 import { parseTxnDocument, txnResultJson } from "./txn-json.ts";
 
@@ -300,10 +301,73 @@ const txn = defineLeaf({
   },
 });
 
+const kvWatchOptions = [...kvOptions, ...watchCommandOptions] as const;
+
+const watch = defineLeaf({
+  path: "dkv kv watch",
+  description: "Print the changes of a key or a prefix as JSON lines, in commit order, until Ctrl-C",
+  options: kvWatchOptions,
+  positionals: [{ name: "key", description: "The key to watch (or give --prefix instead)", required: false }],
+  examples: [
+    "dkv kv watch services/web-1",
+    "dkv kv watch --prefix services/            # every key under services/",
+    "dkv kv watch --prefix services/ --rev 1042 # replay from revision 1042, then follow",
+  ],
+  notes: [
+    ...kvNotes,
+    'Each line: {"type":"put|delete|expire","key":..,"value":..,"revision":N} (value only for put; not UTF-8: base64 with "encoding":"base64").',
+    '{"type":"progress","revision":N} first (the revision the watch starts after) and whenever nothing happened for a while: every change up to N was printed.',
+    "A lost connection or a stopped member resumes on another endpoint from the last revision printed: no gap, no duplicate.",
+    '--rev older than the kept history prints {"error":"COMPACTED","compactRevision":N} and exits 1. Ctrl-C exits 0.',
+  ],
+  run: (context) => {
+    const o = context.options;
+    const key = context.positionals.key;
+    if ((key === undefined) === (o.prefix === undefined)) {
+      throw new DkvError("USAGE", "give a KEY or --prefix P (not both).");
+    }
+    const controller = new AbortController();
+    const interrupt = () => controller.abort();
+    process.on("SIGINT", interrupt);
+    process.on("SIGTERM", interrupt);
+    return withStore(context, async (store) => {
+      try {
+        const events = store.watch(o.prefix ?? key!, {
+          prefix: o.prefix !== undefined,
+          signal: controller.signal,
+          ...(o.rev === undefined ? {} : { fromRevision: o.rev }),
+        });
+        for await (const event of events) context.io.out(jsonLine(watchEventJson(event)));
+        return EXIT_OK;
+      } catch (error) {
+        if (DkvError.is(error, "COMPACTED")) {
+          const compactRevision = (error as DkvError & { compactRevision?: number }).compactRevision;
+          context.io.out(jsonLine({ error: "COMPACTED", compactRevision }));
+          context.io.err(`dkv: ${error.message}\n`);
+          return EXIT_FAILED;
+        }
+        throw error;
+      } finally {
+        process.off("SIGINT", interrupt);
+        process.off("SIGTERM", interrupt);
+      }
+    });
+  },
+});
+
+/** One watch event as the contract's JSON line. */
+export function watchEventJson(event: WatchEvent): Record<string, unknown> {
+  if (event.type === "progress") return { type: "progress", revision: event.revision };
+  const json: Record<string, unknown> = { type: event.type, key: event.key };
+  if (event.value !== undefined) Object.assign(json, valueJson(event.value));
+  json.revision = event.revision;
+  return json;
+}
+
 export const kvCommand = defineGroup({
   path: "dkv kv",
   description: "Key-value operations against a running dkv server",
   sharedOptions: kvOptions,
-  subCommands: { set, setE, setEIfUnset, get, has, expire, del, list, txn, perf: perfCommand },
+  subCommands: { set, setE, setEIfUnset, get, has, expire, del, list, txn, watch, perf: perfCommand },
   notes: kvNotes,
 });

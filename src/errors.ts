@@ -27,7 +27,11 @@ export type DkvErrorCode =
   /** A membership change that conflicts with the cluster's state (in flight, exists, unsafe). */
   | "CONFLICT"
   /** This member was removed from the cluster: it serves nothing; use another member. */
-  | "REMOVED";
+  | "REMOVED"
+  /** A watch asked for revisions older than the kept history (see WatchCompactedError). */
+  | "COMPACTED"
+  /** A watcher fell too far behind its events and was cut off; resume from its last revision. */
+  | "WATCH_SLOW";
 
 export type DkvOutcome = "unknown" | "not-applied";
 

@@ -59,3 +59,12 @@ export { createConsoleLogger } from "./server/logger.ts";
 export { type Node, type NodeDependencies, startNode } from "./server/node.ts";
 export { LocalStore, type LocalStoreOptions } from "./store/local.ts";
 export type { ClaimResult, IStore, StoreInfo, StoreLimits, ValueInput } from "./store/types.ts";
+export {
+  type WatchChange,
+  WatchCompactedError,
+  type WatchEvent,
+  WatchHub,
+  type WatchHubOptions,
+  type WatchOptions,
+  type WatchProgress,
+} from "./store/watch.ts";

@@ -63,7 +63,7 @@ const txnKeys = (message: Message): KeyScope => {
 const wholeShard = (): KeyScope => ({ kind: "shard" });
 
 /** Operations served outside the dispatcher's table (streamed replies), checked by the same rules. */
-export type StreamOpName = "snapshotSave";
+export type StreamOpName = "snapshotSave" | "watch";
 
 /** Every name a permission is checked under. */
 export type OpName = WireOpName | StreamOpName;
@@ -93,6 +93,14 @@ export const opRules: Record<OpName, OpRule> = {
   txn: { permission: "write", scope: txnKeys },
   membership: { permission: "admin", scope: "server" },
   snapshotSave: { permission: "admin", scope: "server" },
+  // A read: the key, or with prefix every key under it, must be within the token's prefixes.
+  watch: {
+    permission: "read",
+    scope: (message) =>
+      message.prefix === true
+        ? { kind: "prefix", prefix: String(message.key ?? "") }
+        : { kind: "key", key: String(message.key ?? "") },
+  },
 };
 
 /** True when every key of `scope` starts with one of `prefixes`. */

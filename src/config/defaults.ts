@@ -86,6 +86,17 @@ export function assertDeclared(
 ): asserts condition {
   if (!condition) throw new Error(message);
 }
+// Watch (see src/store/watch.ts and the README's "Watch").
+/** Bytes of recent changes each shard keeps for watches from a past revision. */
+export const WATCH_HISTORY_BYTES_DEFAULT = 32 * mebibyte;
+/** Bytes of changes one watcher may fall behind before it is cut (WATCH_SLOW). */
+export const WATCH_BUFFER_BYTES_DEFAULT = 8 * mebibyte;
+/** Idle time before a watcher gets a progress event. */
+export const WATCH_PROGRESS_INTERVAL_MS_DEFAULT = 5_000;
+/** Watches open at once on one client connection. */
+export const WATCHERS_PER_CONNECTION_DEFAULT = 256;
+/** While keys with delete deadlines are due, the leader stamps time into the log at most this often. */
+export const EXPIRY_TICK_MS_DEFAULT = 100;
 
 // Relations between the defaults: a violation is a programmer error, caught at load.
 assertDeclared(

@@ -102,6 +102,16 @@ export interface NodeOptions {
   /** How long stopping may take before the node gives up waiting (the process then exits anyway). */
   readonly shutdownTimeoutMs: number;
   readonly logLevel: LogLevelName;
+  /** --watch-history-bytes, --watch-buffer-bytes, --watch-progress-interval, --watchers-per-connection. */
+  readonly watch?: Readonly<WatchSettings>;
+}
+
+/** The watch bounds of every shard of a node (see src/store/watch.ts). */
+export interface WatchSettings {
+  historyBytesMax: number;
+  bufferBytesMax: number;
+  progressIntervalMs: number;
+  watchersPerConnection: number;
 }
 
 function isOneOf<T extends string>(names: readonly T[], value: string): value is T {
@@ -158,6 +168,12 @@ export function resolveNodeOptions(values: ServeOptionValues): NodeOptions {
     }),
     shutdownTimeoutMs,
     logLevel: values["log-level"],
+    watch: Object.freeze({
+      historyBytesMax: values["watch-history-bytes"],
+      bufferBytesMax: values["watch-buffer-bytes"],
+      progressIntervalMs: values["watch-progress-interval"],
+      watchersPerConnection: values["watchers-per-connection"],
+    }),
   });
 }
 

@@ -32,6 +32,7 @@ import { joinClientOptions, membershipOptions } from "./membership-options.ts";
 import { opsServeOptions } from "./ops-options.ts";
 import { peerSecurityOptions } from "./peer-security-options.ts";
 import { raftLogOptions } from "./raft-log-options.ts";
+import { watchServeOptions } from "./watch-options.ts";
 
 export type OptionType = "string" | "number" | "boolean" | "duration" | "list";
 
@@ -426,6 +427,7 @@ export const serveOptions = [
   ...membershipOptions,
   ...joinClientOptions,
   ...raftLogOptions,
+  ...watchServeOptions,
 ] as const;
 
 // ---------------------------------------------------------------------------------------

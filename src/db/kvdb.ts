@@ -59,7 +59,26 @@ export interface KVDB {
   /** Replaces the contents with a snapshot; a truncated or corrupt one is rejected and nothing changes. */
   load(source: AsyncIterable<Uint8Array>): Promise<void>;
   info(nowMs: number): DbInfo;
+  /**
+   * Calls `listener` synchronously for every change, in order, with the revision it was
+   * stamped with (the watch's source; one listener, undefined removes it). Reads never call it.
+   */
+  onChange(listener: ChangeListener | undefined): void;
+  /** The earliest delete deadline of any key (+Infinity when none): due expiry events. */
+  nextDeadlineMs(): number;
 }
+
+/**
+ * One change to a key: "put" for every write (value set, deadlines set or renewed),
+ * "delete" for a delete, "expire" when the value is hidden by `expire` or the key is
+ * removed at its delete deadline. `value` only for "put" (the engine's array: copy to keep it).
+ */
+export type ChangeListener = (
+  type: "put" | "delete" | "expire",
+  key: string,
+  value: Uint8Array | undefined,
+  revision: number,
+) => void;
 
 export interface ByteSink {
   write(chunk: Uint8Array): void | Promise<void>;

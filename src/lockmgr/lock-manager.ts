@@ -6,7 +6,11 @@ import type { AcquireOptions, AcquireResult, ILockManager } from "./types.ts";
 export interface LockManagerOptions {
   /** Wall clock by default; tests inject a ManualClock to drive blocking acquires. */
   clock?: Clock;
-  /** Pause between attempts of a blocking acquire. Default 50 ms. */
+  /**
+   * Longest pause between attempts of a blocking acquire. Waiters are woken by the store's
+   * changes (a release, an expiry), so this only bounds how late a missed wake-up is
+   * noticed. Default 1000 ms.
+   */
   retryIntervalMs?: number;
   /**
    * The store that attempt `attempt` (1, 2, ...) of an acquire claims through; by default
@@ -17,9 +21,23 @@ export interface LockManagerOptions {
    * id of attempt k of the original, so the retry is answered with the original's result.
    */
   storeForAttempt?: (attempt: number) => IStore;
+  /**
+   * The queues of blocked acquires, shared by every manager of one lock shard (the RPC
+   * server makes a manager per request of a replicated shard): waiters of a key then queue
+   * in order of arrival across requests. A fresh one per manager by default.
+   */
+  waiters?: LockWaiters;
 }
 
-const DEFAULT_RETRY_INTERVAL_MS = 50;
+/** Blocked acquires by key: share one among the managers of a lock shard. */
+export class LockWaiters {
+  /** @internal the queues of keys with blocked acquires. */
+  readonly byKey = new Map<string, KeyWaiters>();
+}
+
+const DEFAULT_RETRY_INTERVAL_MS = 1000;
+/** Wake-ups by changes one blocking acquire may act on beyond its interval-based bound. */
+const WAKEUPS_MAX = 1024;
 /** 128 bits: unguessable, so no other client can release or refresh a lock by guessing its owner. */
 const OWNER_ID_BYTES = 16;
 const HEX_PATTERN = /^[0-9a-f]+$/;
@@ -38,6 +56,8 @@ export class LockManager implements ILockManager {
   private readonly clock: Clock;
   private readonly retryIntervalMs: number;
   private readonly storeForAttempt: ((attempt: number) => IStore) | undefined;
+  /** Keys with blocked acquires: their FIFO of waiters and the watch that wakes them. */
+  private readonly waiters: Map<string, KeyWaiters>;
 
   constructor(
     private readonly store: IStore,
@@ -46,6 +66,7 @@ export class LockManager implements ILockManager {
     this.clock = options.clock ?? systemClock;
     this.retryIntervalMs = options.retryIntervalMs ?? DEFAULT_RETRY_INTERVAL_MS;
     this.storeForAttempt = options.storeForAttempt;
+    this.waiters = (options.waiters ?? new LockWaiters()).byKey;
     if (!Number.isSafeInteger(this.retryIntervalMs) || this.retryIntervalMs <= 0) {
       throw new DkvError(
         "BAD_REQUEST",
@@ -68,23 +89,54 @@ export class LockManager implements ILockManager {
     // One owner id per call: every attempt of a blocking acquire offers the same identity.
     const ownerId = chosen ? checkChosenOwnerId(options.ownerId) : newOwnerId();
     const deadlineMs = this.clock.now() + waitMs;
-    // Sleeps are at least one retry interval apart, so this bounds attempts even on a clock that jumps.
-    const maxAttempts = Math.ceil(waitMs / this.retryIntervalMs) + 2;
-    for (let attempt = 1; ; attempt++) {
-      const claim = await this.claim(attempt, key, ownerId, ttlMs);
-      if (claim.written) return { acquired: true, ownerId, fencingToken: claim.revision };
-      if (attempt >= maxAttempts) return { acquired: false };
-      const remainingMs = deadlineMs - this.clock.now();
-      if (remainingMs > 0) {
-        await this.clock.sleep(Math.min(this.retryIntervalMs, remainingMs));
-        continue;
+    // Waits end after a retry interval at most, so this bounds attempts even on a clock that
+    // jumps; wake-ups by changes add at most WAKEUPS_MAX.
+    let maxAttempts = Math.ceil(waitMs / this.retryIntervalMs) + 2;
+    let wakeups = 0;
+    let waiters: KeyWaiters | undefined;
+    const ticket: Ticket = { head: false };
+    try {
+      for (let attempt = 1; ; attempt++) {
+        const seen = waiters?.changes ?? 0;
+        const claim = await this.claim(attempt, key, ownerId, ttlMs);
+        if (claim.written) return { acquired: true, ownerId, fencingToken: claim.revision };
+        if (attempt >= maxAttempts) return { acquired: false };
+        const remainingMs = deadlineMs - this.clock.now();
+        if (remainingMs > 0) {
+          waiters ??= this.join(key);
+          // In order of arrival: a later waiter claims only once those before it are done.
+          // Queued behind others: once they are done, claim at once (the lock may be free).
+          if (!ticket.head && (await waiters.turn(ticket, deadlineMs))) continue;
+          // Woken by a release or an expiry of the key; the interval only bounds a missed one.
+          if (await waiters.changeAfter(seen, Math.min(this.retryIntervalMs, remainingMs))) {
+            // A wake-up before the interval: one more attempt than the interval bound allows.
+            if (wakeups++ < WAKEUPS_MAX) maxAttempts++;
+          }
+          continue;
+        }
+        // The wait is over. A chosen id may be shared by a duplicate of this very request (a
+        // retry sent while the first try still runs elsewhere) that took the lock at a later
+        // attempt than this run has reached: giving up would leave a lock nobody is told they
+        // hold. Run on without pausing to that attempt, whose deduplicated reply has the token.
+        if (!chosen || !(await this.isHeldBy(key, ownerId))) return { acquired: false };
       }
-      // The wait is over. A chosen id may be shared by a duplicate of this very request (a
-      // retry sent while the first try still runs elsewhere) that took the lock at a later
-      // attempt than this run has reached: giving up would leave a lock nobody is told they
-      // hold. Run on without pausing to that attempt, whose deduplicated reply has the token.
-      if (!chosen || !(await this.isHeldBy(key, ownerId))) return { acquired: false };
+    } finally {
+      if (waiters?.leave(ticket) === true) {
+        this.waiters.delete(key);
+        waiters.close();
+      }
     }
+  }
+
+  /** Joins the waiters of `key` (starting their watch when it is the first). */
+  private join(key: string): KeyWaiters {
+    let waiters = this.waiters.get(key);
+    if (waiters === undefined) {
+      waiters = new KeyWaiters(this.store, key, this.clock);
+      this.waiters.set(key, waiters);
+    }
+    waiters.join();
+    return waiters;
   }
 
   private claim(attempt: number, key: string, ownerId: string, ttlMs: number): Promise<ClaimResult> {
@@ -96,6 +148,46 @@ export class LockManager implements ILockManager {
   private async isHeldBy(key: string, ownerId: string): Promise<boolean> {
     const value = await this.store.get(key);
     return value !== undefined && Buffer.from(value).toString("latin1") === ownerId;
+  }
+
+  /**
+   * Resolves when `ownerId` no longer holds `key`, with why: "released" (deleted),
+   * "expired" (its lease ran out), "lost" (it was already not held, or another owner holds
+   * it), or "stopped" when `signal` aborts first. Refreshes keep it waiting. A holder learns
+   * this way that it must stop using the resource (a lease is advisory: check fencing tokens
+   * too). Woken by the store's changes (a watch on the key), not by polling.
+   */
+  async watchLost(
+    key: string,
+    ownerId: string,
+    options: { signal?: AbortSignal } = {},
+  ): Promise<"released" | "expired" | "lost" | "stopped"> {
+    checkLockKey(key);
+    const owner = normalizeOwnerId(ownerId);
+    const stop = new AbortController();
+    const onAbort = () => stop.abort();
+    options.signal?.addEventListener("abort", onAbort, { once: true });
+    if (options.signal?.aborted) return "stopped";
+    // Watching before looking: a change after the look is an event, none is missed.
+    const events = this.store.watch(key, { signal: stop.signal });
+    try {
+      if (!(await this.isHeldBy(key, owner))) return "lost";
+      for await (const event of events) {
+        if (event.type === "delete") return "released";
+        if (event.type === "expire") return "expired";
+        if (
+          event.type === "put" &&
+          Buffer.from(event.value ?? new Uint8Array()).toString("latin1") !== owner
+        ) {
+          return "lost";
+        }
+      }
+      return "stopped";
+    } finally {
+      options.signal?.removeEventListener("abort", onAbort);
+      stop.abort();
+      await events.return?.();
+    }
   }
 
   /** Only the owner releases; true also when the lock no longer exists. */
@@ -150,5 +242,116 @@ function checkLockKey(key: string): void {
 function checkMs(name: string, ms: number): void {
   if (!Number.isSafeInteger(ms) || ms < 0) {
     throw new DkvError("BAD_REQUEST", `${name} must be a whole number of milliseconds >= 0; got ${ms}.`);
+  }
+}
+
+/** One blocked acquire's place: whether it holds the head of its key's queue. */
+interface Ticket {
+  head: boolean;
+}
+
+/**
+ * The blocked acquires of one key in one manager: a FIFO of turns (only the first waiter
+ * claims) and a watch on the key that counts the changes that may free it (delete and
+ * expire events) and wakes the first waiter. If the watch fails (e.g. the store closed),
+ * waiters still try every retry interval.
+ */
+class KeyWaiters {
+  /** Increases on every delete or expire of the key. */
+  changes = 0;
+  private members = 0;
+  private headTaken = false;
+  private readonly queue: { grant(head: boolean): void; done: boolean }[] = [];
+  private readonly wakers = new Set<() => void>();
+  private readonly controller = new AbortController();
+
+  constructor(
+    store: IStore,
+    key: string,
+    private readonly clock: Clock,
+  ) {
+    void this.follow(store, key);
+  }
+
+  private async follow(store: IStore, key: string): Promise<void> {
+    try {
+      for await (const event of store.watch(key, { signal: this.controller.signal })) {
+        if (event.type === "delete" || event.type === "expire") {
+          this.changes++;
+          for (const wake of [...this.wakers]) wake();
+        }
+      }
+    } catch (error) {
+      // An operating condition (the store closed, the watcher cut): waiters fall back to
+      // the retry interval, so the error changes no outcome.
+      if (!DkvError.is(error)) throw error;
+    }
+  }
+
+  join(): void {
+    this.members++;
+  }
+
+  /** Leaves, passing the head position on if `ticket` held it; true when nobody is left. */
+  leave(ticket: Ticket): boolean {
+    this.members--;
+    if (ticket.head) this.passTurn();
+    return this.members === 0;
+  }
+
+  /**
+   * Takes the head position (`ticket.head`), waiting for the waiters before it up to the
+   * deadline; true when it had to wait and got it.
+   */
+  async turn(ticket: Ticket, deadlineMs: number): Promise<boolean> {
+    if (!this.headTaken) {
+      this.headTaken = true;
+      ticket.head = true;
+      return false;
+    }
+    const entry = { grant: (_head: boolean) => {}, done: false };
+    const granted = new Promise<boolean>((resolve) => {
+      entry.grant = resolve;
+    });
+    this.queue.push(entry);
+    void this.clock.sleep(Math.max(0, deadlineMs - this.clock.now())).then(() => {
+      if (entry.done) return;
+      entry.done = true;
+      entry.grant(false);
+    });
+    ticket.head = await granted;
+    return ticket.head;
+  }
+
+  /** True once `changes` passed `seen`; false after `ms` of the clock without a change. */
+  async changeAfter(seen: number, ms: number): Promise<boolean> {
+    if (this.changes > seen) return true;
+    let wake: () => void = () => {};
+    const changed = new Promise<void>((resolve) => {
+      wake = resolve;
+    });
+    this.wakers.add(wake);
+    try {
+      await Promise.race([changed, this.clock.sleep(ms)]);
+    } finally {
+      this.wakers.delete(wake);
+    }
+    return this.changes > seen;
+  }
+
+  close(): void {
+    this.controller.abort();
+  }
+
+  private passTurn(): void {
+    // Bounded by the queue: each step hands the turn on or drops a timed-out entry.
+    while (this.queue.length > 0) {
+      const next = this.queue.shift()!;
+      if (next.done) continue;
+      next.done = true;
+      next.grant(true);
+      return;
+    }
+    this.headTaken = false;
   }
 }

@@ -1,5 +1,5 @@
 import { type Clock, systemClock } from "../clock.ts";
-import type { NodeOptions, RaftNodeOptions } from "../config/node-options.ts";
+import type { NodeOptions, RaftNodeOptions, WatchSettings } from "../config/node-options.ts";
 import { formatShardSpecs, isReplicated } from "../config/shards.ts";
 import { DkvError } from "../errors.ts";
 import { type Logger, silentLogger } from "../logger.ts";
@@ -14,6 +14,7 @@ import {
   startRpcServer,
 } from "../rpc/server/index.ts";
 import type { ReplicatedShards } from "../store/replicated/shards.ts";
+import type { WatchHubOptions } from "../store/watch.ts";
 import { clientListenerSecurity } from "./client-security.ts";
 import { fetchMembershipView } from "./membership-join.ts";
 import { NodeOps } from "./node-ops.ts";
@@ -137,7 +138,11 @@ export async function startNode(options: NodeOptions, dependencies: NodeDependen
 function startLocalShards({ options, clock, stack }: BuildContext): Map<number, ShardHandler> {
   const handlers = buildShards(
     options.shards.filter((spec) => !isReplicated(spec)),
-    { clock, limits: options.limits },
+    {
+      clock,
+      limits: options.limits,
+      ...(options.watch === undefined ? {} : { watch: hubOptions(options.watch) }),
+    },
   );
   stack.defer(() => closeShards(handlers));
   return handlers;
@@ -194,6 +199,7 @@ async function startRaft(
     raftLogMaxBytes: raft.raftLogMaxBytes,
     requestTimeoutMs: raft.requestTimeoutMs,
     limits: options.limits,
+    ...(options.watch === undefined ? {} : { watch: hubOptions(options.watch) }),
     clock,
     logger: logger.forComponent("raft:host"),
     makeTransport: (listen, peers) => {
@@ -290,6 +296,7 @@ async function startRpc(
     requestTimeoutMs: options.rpc.requestTimeoutMs,
     drainTimeoutMs: options.rpc.drainTimeoutMs,
     clusterStatus,
+    ...(options.watch === undefined ? {} : { watchersPerConnection: options.watch.watchersPerConnection }),
     ...(replicated === undefined ? {} : { membership: (json: string) => replicated.membership.handle(json) }),
     logger: logger.forComponent("rpc:server"),
   });
@@ -300,6 +307,12 @@ async function startRpc(
       `serving shards ${formatShardSpecs(options.shards)} over ${options.rpc.transport} (${options.rpc.serializer}) on ${server.endpoint}`,
     );
   return server;
+}
+
+/** The per-shard part of the watch settings. */
+function hubOptions(watch: WatchSettings): WatchHubOptions {
+  const { historyBytesMax, bufferBytesMax, progressIntervalMs } = watch;
+  return { historyBytesMax, bufferBytesMax, progressIntervalMs };
 }
 
 function formatMembers(members: ReadonlyMap<string, string>): string {

@@ -4,16 +4,18 @@ import { type Clock, systemClock } from "../clock.ts";
 import { formatShardSpecs, isReplicated, type ShardSpec } from "../config/shards.ts";
 import { MapleDB } from "../db/maple/index.ts";
 import { DkvError } from "../errors.ts";
-import { LockManager } from "../lockmgr/lock-manager.ts";
+import { LockManager, LockWaiters } from "../lockmgr/lock-manager.ts";
 import { attemptOriginOf } from "../rpc/server/dispatcher.ts";
 import type { ClusterStatusReport, ShardHandler, ShardStatusReport } from "../rpc/server/index.ts";
 import { LocalStore } from "../store/local.ts";
 import type { ReplicatedShard, ReplicatedShards } from "../store/replicated/shards.ts";
 import type { StoreLimits } from "../store/types.ts";
+import type { WatchHubOptions } from "../store/watch.ts";
 
 export interface LocalShardsOptions {
   clock?: Clock;
   limits?: Partial<StoreLimits>;
+  watch?: Partial<WatchHubOptions>;
 }
 
 /**
@@ -35,7 +37,12 @@ export function buildShards(
   }
   const shards = new Map<number, ShardHandler>();
   for (const spec of specs) {
-    const store = new LocalStore({ db: new MapleDB(), clock: options.clock, limits: options.limits });
+    const store = new LocalStore({
+      db: new MapleDB(),
+      clock: options.clock,
+      limits: options.limits,
+      ...(options.watch === undefined ? {} : { watch: options.watch }),
+    });
     shards.set(
       spec.id,
       spec.type === "lstore"
@@ -84,11 +91,13 @@ export function replicatedShardHandler(shard: ReplicatedShard, clock: Clock = sy
       forOrigin: (origin) => ({ kind: "store", store: store.withOrigin(origin) }),
     };
   }
+  // One set of wait queues for the shard: blocked acquires queue in order of arrival across requests.
+  const waiters = new LockWaiters();
   return {
     kind: "lock",
     store,
     // Anonymous requests (human HTTP JSON): the DStore's own ids, random owner ids.
-    locks: shard.locks ?? new LockManager(store, { clock }),
+    locks: shard.locks ?? new LockManager(store, { clock, waiters }),
     forOrigin: (origin) => {
       const view = store.withOrigin(origin);
       return {
@@ -98,6 +107,7 @@ export function replicatedShardHandler(shard: ReplicatedShard, clock: Clock = sy
         // under its attempt's own (the dispatcher supplies the owner id derived from origin).
         locks: new LockManager(view, {
           clock,
+          waiters,
           storeForAttempt: (attempt) => store.withOrigin(attemptOriginOf(origin, attempt)),
         }),
       };

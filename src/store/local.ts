@@ -15,6 +15,7 @@ import {
   type ValueInput,
 } from "./types.ts";
 import { checkDuration, checkKey, toValueBytes } from "./validate.ts";
+import { type WatchEvent, WatchHub, type WatchHubOptions, type WatchOptions, watchCopies } from "./watch.ts";
 
 export interface LocalStoreOptions {
   /** The engine; a fresh MapleDB by default. */
@@ -26,6 +27,8 @@ export interface LocalStoreOptions {
   purgeIntervalMs?: number;
   /** Most entries one purge slice may remove, so a slice stays well under a millisecond. Default 4096. */
   purgeSliceEntries?: number;
+  /** Watch history, per-watcher buffer and progress interval (see watch.ts). */
+  watch?: Partial<WatchHubOptions>;
 }
 
 const DEFAULT_PURGE_INTERVAL_MS = 250;
@@ -47,6 +50,7 @@ export class LocalStore implements IStore {
   /** Bumped on every successful write; a claim's revision is the fencing token. */
   private revision: bigint;
   private closed = false;
+  private readonly hub: WatchHub;
 
   constructor(options: LocalStoreOptions = {}) {
     this.db = options.db ?? new MapleDB();
@@ -64,6 +68,8 @@ export class LocalStore implements IStore {
         );
       }
     }
+    this.hub = new WatchHub(this.db.revision, options.watch);
+    this.db.onChange((type, key, value, revision) => this.hub.publish(type, key, value, revision));
     const intervalMs = options.purgeIntervalMs ?? DEFAULT_PURGE_INTERVAL_MS;
     this.purgeSliceEntries = options.purgeSliceEntries ?? DEFAULT_PURGE_SLICE_ENTRIES;
     checkDuration("purgeIntervalMs", intervalMs);
@@ -213,10 +219,27 @@ export class LocalStore implements IStore {
     return { ...this.db.info(this.clock.now()), kind: "lstore" };
   }
 
-  /** Stops the background purge; later calls fail with CLOSED. Idempotent. */
+  /**
+   * Changes of `key` (or of every key starting with it, with `prefix`) in commit order,
+   * including expiry by the background purge; see watch.ts for history and bounds.
+   */
+  watch(key: string, options: WatchOptions = {}): AsyncIterableIterator<WatchEvent> {
+    this.checkOpen();
+    if (!options.prefix) checkKey(key, this.limits);
+    return watchCopies(this.hub.watch(key, options));
+  }
+
+  /** Watches open on this store now (monitoring, tests). */
+  get watcherCount(): number {
+    return this.hub.watcherCount;
+  }
+
+  /** Stops the background purge and ends every watch; later calls fail with CLOSED. Idempotent. */
   async close(): Promise<void> {
     this.closed = true;
     this.purge?.stop();
+    this.hub.close();
+    this.db.onChange(undefined);
   }
 
   /** One bounded purge step; returns how many entries it removed. The background loop calls it. */

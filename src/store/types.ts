@@ -1,9 +1,11 @@
 import { KEY_BYTES_MAX_DEFAULT, VALUE_BYTES_MAX_DEFAULT } from "../config/defaults.ts";
 import type { DbInfo, EntryInfo, KeyRange, ListOptions, ListPage } from "../db/kvdb.ts";
 import type { TxnRequest, TxnResult } from "./txn.ts";
+import type { WatchEvent, WatchOptions } from "./watch.ts";
 
 export type { EntryInfo, KeyRange, ListOptions, ListPage } from "../db/kvdb.ts";
 export type { TxnCompare, TxnOp, TxnOpResult, TxnRequest, TxnResult } from "./txn.ts";
+export type { WatchChange, WatchEvent, WatchOptions, WatchProgress } from "./watch.ts";
 
 /** Values are bytes; strings are accepted and stored as UTF-8. */
 export type ValueInput = Uint8Array | string;
@@ -47,6 +49,13 @@ export interface IStore {
   count(range: KeyRange): Promise<number>;
   /** Compares, then applies one branch atomically (see txn.ts); a bad transaction changes nothing. */
   txn(request: TxnRequest): Promise<TxnResult>;
+  /**
+   * Changes of `key`, or with `prefix` of every key starting with it, in commit order:
+   * `for await (const ev of store.watch("svc/", { prefix: true }))`. From `fromRevision`
+   * when given (COMPACTED when older than the kept history), else from now; progress
+   * events when idle; aborting `signal` or leaving the loop ends it.
+   */
+  watch(key: string, options?: WatchOptions): AsyncIterableIterator<WatchEvent>;
 
   // Atomic primitives for the lock manager (each one store operation).
   /** setEIfUnset that also returns the revision of the write (the fencing token). */

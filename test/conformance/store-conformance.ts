@@ -1,7 +1,14 @@
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
 import fc from "fast-check";
 import type { ManualClock } from "../../src/clock.ts";
-import { defaultStoreLimits, type IStore, type StoreLimits, type TxnCompare } from "../../src/store/types.ts";
+import {
+  defaultStoreLimits,
+  type IStore,
+  type StoreLimits,
+  type TxnCompare,
+  type WatchChange,
+  type WatchEvent,
+} from "../../src/store/types.ts";
 import { bytes, expectDkvError, text } from "../support/assertions.ts";
 import { applyToStore, ModelStore, propertyParameters, storeOpArb } from "../support/store-ops.ts";
 
@@ -667,6 +674,128 @@ export function runStoreConformance(name: string, factory: () => Promise<StoreHa
         await expectDkvError(() => store.list({ limit: 0 }), "BAD_REQUEST");
         await expectDkvError(() => store.list({ limit: 1.5 }), "BAD_REQUEST");
         await expectDkvError(() => store.count({ prefix: "a", to: "b" }), "BAD_REQUEST");
+      });
+    });
+
+    describe("data API: watch", () => {
+      type Events = AsyncIterator<WatchEvent>;
+      /** Consumes the progress event every watch starts with: the revision it starts after. */
+      const started = async (events: Events): Promise<number> => {
+        const first = await events.next();
+        expect(first.value?.type).toBe("progress");
+        return (first.value as WatchEvent).revision;
+      };
+      /** The next change, skipping progress events (bounded: a few idle intervals at most). */
+      const nextChange = async (events: Events): Promise<WatchChange> => {
+        for (let i = 0; i < 100; i++) {
+          const next = await events.next();
+          if (next.done === true) throw new Error("the watch ended");
+          if (next.value.type !== "progress") return next.value;
+        }
+        throw new Error("only progress events");
+      };
+
+      test("a key watch sees put, expire and delete in commit order, at the revisions of the writes", async () => {
+        const events = store.watch("w/k");
+        await started(events);
+        await store.set("w/k", "1");
+        const first = await store.getEntry("w/k");
+        await store.set("w/other", "x");
+        await store.expire("w/k");
+        await store.set("w/k", "2");
+        const second = await store.getEntry("w/k");
+        await store.delete("w/k");
+        expect(await nextChange(events)).toEqual({
+          type: "put",
+          key: "w/k",
+          value: bytes("1"),
+          revision: first!.modRevision,
+        });
+        const expired = await nextChange(events);
+        expect(expired).toMatchObject({ type: "expire", key: "w/k" });
+        expect(expired.revision).toBeGreaterThan(first!.modRevision);
+        expect(await nextChange(events)).toEqual({
+          type: "put",
+          key: "w/k",
+          value: bytes("2"),
+          revision: second!.modRevision,
+        });
+        const deleted = await nextChange(events);
+        expect(deleted).toMatchObject({ type: "delete", key: "w/k" });
+        expect(deleted.value).toBeUndefined();
+        expect(deleted.revision).toBeGreaterThan(second!.modRevision);
+        await events.return?.();
+      });
+
+      test("a prefix watch sees every key under the prefix, in order, and nothing else", async () => {
+        const events = store.watch("svc/", { prefix: true });
+        await started(events);
+        await store.set("svc/b", "1");
+        await store.set("svd/x", "no");
+        await store.set("svc", "no");
+        await store.set("svc/a", new Uint8Array([0, 255]));
+        await store.delete("svc/b");
+        const seen = [await nextChange(events), await nextChange(events), await nextChange(events)];
+        expect(seen.map((e) => `${e.type} ${e.key}`)).toEqual(["put svc/b", "put svc/a", "delete svc/b"]);
+        expect(seen[1]!.value).toEqual(new Uint8Array([0, 255]));
+        expect(seen[0]!.revision).toBeLessThan(seen[1]!.revision);
+        expect(seen[1]!.revision).toBeLessThan(seen[2]!.revision);
+        await events.return?.();
+      });
+
+      test("a watch from a revision replays what happened since, then continues live", async () => {
+        await store.set("w/r", "1");
+        const one = await store.getEntry("w/r");
+        await store.set("w/r", "2");
+        await store.set("w/r", "3");
+        const events = store.watch("w/r", { fromRevision: one!.modRevision + 1 });
+        expect(await started(events)).toBe(one!.modRevision);
+        expect(text((await nextChange(events)).value)).toBe("2");
+        expect(text((await nextChange(events)).value)).toBe("3");
+        await store.set("w/r", "4");
+        expect(text((await nextChange(events)).value)).toBe("4");
+        await events.return?.();
+      });
+
+      test("the changes of one transaction arrive together, at its revision", async () => {
+        const events = store.watch("t/", { prefix: true });
+        await started(events);
+        await store.set("t/b", "old");
+        const result = await store.txn({
+          compare: [],
+          success: [
+            { op: "set", key: "t/a", value: "1" },
+            { op: "delete", key: "t/b" },
+            { op: "set", key: "t/c", value: "3" },
+          ],
+          failure: [],
+        });
+        await nextChange(events);
+        const changes = [await nextChange(events), await nextChange(events), await nextChange(events)];
+        expect(changes.map((e) => `${e.type} ${e.key}@${e.revision}`)).toEqual([
+          `put t/a@${result.revision}`,
+          `delete t/b@${result.revision}`,
+          `put t/c@${result.revision}`,
+        ]);
+        await events.return?.();
+      });
+
+      test("reaching a delete deadline is an expire event, with no other write", async () => {
+        await store.setE("w/ttl", "v", 0, 50);
+        // From the write's revision on: a follower may not have applied it when the watch starts.
+        const written = await store.getEntry("w/ttl");
+        const events = store.watch("w/ttl", { fromRevision: written!.modRevision + 1 });
+        await started(events);
+        await advance(400);
+        expect(await nextChange(events)).toMatchObject({ type: "expire", key: "w/ttl" });
+        expect(await store.has("w/ttl")).toBe(false);
+        await events.return?.();
+      });
+
+      test("bad watches are refused before anything starts", async () => {
+        await expectDkvError(() => store.watch(""), "BAD_REQUEST");
+        await expectDkvError(() => store.watch("k", { fromRevision: 0 }), "BAD_REQUEST");
+        await expectDkvError(() => store.watch("k", { fromRevision: 1.5 }), "BAD_REQUEST");
       });
     });
 

@@ -20,15 +20,16 @@ describe("revisions", () => {
     expect(db.revision).toBe(3);
   });
 
-  test("no-op writes take no revision; a deleted key starts over at version 1", () => {
+  test("no-op writes take no revision; a delete does; a deleted key starts over at version 1", () => {
     const db = new MapleDB();
     db.set("k", bytes("v"), T0);
     db.delete("missing", T0);
     expect(db.setEIfUnset("k", bytes("x"), 0, 0, T0)).toBe(false);
     expect(db.revision).toBe(1);
-    db.delete("k", T0);
+    db.delete("k", T0); // rev 2: a watcher sees the delete at a revision of its own
+    expect(db.revision).toBe(2);
     db.set("k", bytes("again"), T0);
-    expect(db.getEntry("k", T0)).toMatchObject({ version: 1, createRevision: 2, modRevision: 2 });
+    expect(db.getEntry("k", T0)).toMatchObject({ version: 1, createRevision: 3, modRevision: 3 });
   });
 
   test("timed writes, expire and renew are revisions; a key past its delete deadline is reborn", () => {

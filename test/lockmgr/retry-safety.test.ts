@@ -13,6 +13,8 @@ import type {
   TxnRequest,
   TxnResult,
   ValueInput,
+  WatchEvent,
+  WatchOptions,
 } from "../../src/store/types.ts";
 import { expectDkvError, text } from "../support/assertions.ts";
 import { flushIo, settleWithClock } from "../support/drive.ts";
@@ -97,6 +99,9 @@ class IdentifiedView implements IStore {
   }
   txn(request: TxnRequest): Promise<TxnResult> {
     return this.replaying.inner.txn(request);
+  }
+  watch(key: string, options?: WatchOptions): AsyncIterableIterator<WatchEvent> {
+    return this.replaying.inner.watch(key, options);
   }
   async close(): Promise<void> {}
 }

@@ -46,8 +46,8 @@ export async function startStack(
   overrides: { server?: Partial<RpcServerOptions>; client?: Partial<RpcClientOptions> } = {},
 ): Promise<Stack> {
   const clock = new ManualClock();
-  const store = new LocalStore({ db: new ModelKVDB(), clock, limits: testLimits, purgeIntervalMs: 0 });
-  const lockStore = new LocalStore({ db: new ModelKVDB(), clock, limits: testLimits, purgeIntervalMs: 0 });
+  const store = new LocalStore({ db: new ModelKVDB(), clock, limits: testLimits, purgeIntervalMs: 100 });
+  const lockStore = new LocalStore({ db: new ModelKVDB(), clock, limits: testLimits, purgeIntervalMs: 100 });
   const locks = new LockManager(lockStore, { clock, retryIntervalMs: 10 });
   const shards = new Map<number, ShardHandler>([
     [storeShard, { kind: "store", store }],

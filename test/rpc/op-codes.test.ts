@@ -7,5 +7,7 @@ describe("wire op codes", () => {
     // Two features that picked the same code would dispatch one's requests to the other.
     expect(new Set(codes).size).toBe(codes.length);
     for (const code of codes) expect(Number.isInteger(code) && code > 0 && code <= 0xffff).toBe(true);
+    expect(streamOpCodes.watch).toBe(51);
+    expect(streamOpCodes.watchCancel).toBe(52);
   });
 });

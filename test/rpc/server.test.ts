@@ -277,6 +277,9 @@ function hangingStore(): IStore {
     list: never,
     count: never,
     txn: never,
+    watch: () => {
+      throw new Error("not used: a hanging store has no changes to watch");
+    },
     close: async () => {},
   };
 }

@@ -16,7 +16,7 @@ async function cluster(): Promise<TestCluster> {
 // On the leader: proposals and reads are local to it.
 runStoreConformance("DStore on the leader of a 3-member cluster", async () => {
   const c = await cluster();
-  const store = new DStore(c.host(await c.waitForLeader(GROUP)), GROUP, { limits });
+  const store = new DStore(c.host(await c.waitForLeader(GROUP)), GROUP, { limits, clock: c.clock });
   return { store, clock: c.clock, limits, close: () => c.close() };
 });
 
@@ -24,7 +24,7 @@ runStoreConformance("DStore on the leader of a 3-member cluster", async () => {
 runStoreConformance("DStore on a follower of a 3-member cluster", async () => {
   const c = await cluster();
   await c.waitForLeader(GROUP);
-  const store = new DStore(c.host(c.follower(GROUP)), GROUP, { limits });
+  const store = new DStore(c.host(c.follower(GROUP)), GROUP, { limits, clock: c.clock });
   return { store, clock: c.clock, limits, close: () => c.close() };
 });
 

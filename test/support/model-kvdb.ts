@@ -1,5 +1,6 @@
 import type {
   ByteSink,
+  ChangeListener,
   DbInfo,
   EntryInfo,
   KeyRange,
@@ -75,6 +76,18 @@ export class ModelKVDB implements KVDB {
   private readonly entries = new Map<string, ModelEntry>();
   private rev = 0;
   private pinned = false;
+  private listener: ChangeListener | undefined;
+
+  onChange(listener: ChangeListener | undefined): void {
+    this.listener = listener;
+  }
+
+  nextDeadlineMs(): number {
+    let next = Number.POSITIVE_INFINITY;
+    for (const entry of this.entries.values())
+      if (entry.deleteAt !== 0) next = Math.min(next, entry.deleteAt);
+    return next;
+  }
 
   get revision(): number {
     return this.rev;
@@ -96,9 +109,17 @@ export class ModelKVDB implements KVDB {
   }
 
   /** Writes `value` with deadlines, counting it as a new key when none is present. */
-  private write(key: string, value: Uint8Array, expireAt: number, deleteAt: number, nowMs: number): void {
+  private write(
+    key: string,
+    value: Uint8Array,
+    expireAt: number,
+    deleteAt: number,
+    nowMs: number,
+    change: "put" | "expire" = "put",
+  ): void {
     const old = this.present(key, nowMs);
     const revision = this.nextRevision();
+    this.listener?.(change, key, change === "put" ? value : undefined, revision);
     this.entries.set(key, {
       value: value.slice(),
       expireAt,
@@ -109,15 +130,21 @@ export class ModelKVDB implements KVDB {
     });
   }
 
-  /** The entry if the key is present (possibly expired), dropping it if past its delete deadline. */
+  /**
+   * The entry if the key is present (possibly expired). One past its delete deadline stays
+   * in the map, as in the engine, until a purge, a delete or an overwrite removes it.
+   */
   private present(key: string, nowMs: number): ModelEntry | undefined {
     const entry = this.entries.get(key);
-    if (entry === undefined) return undefined;
-    if (isDeleted(entry, nowMs)) {
-      this.entries.delete(key);
-      return undefined;
-    }
+    if (entry === undefined || isDeleted(entry, nowMs)) return undefined;
     return entry;
+  }
+
+  /** Every removal is a change and takes a revision of its own. */
+  private remove(key: string, change: "delete" | "expire"): void {
+    if (!this.entries.delete(key)) return;
+    const revision = this.nextRevision();
+    this.listener?.(change, key, undefined, revision);
   }
 
   /** The entry only if its value is live (present and not expired). */
@@ -148,13 +175,15 @@ export class ModelKVDB implements KVDB {
   }
 
   expire(key: string, nowMs: number): void {
-    const entry = this.present(key, nowMs);
-    if (entry !== undefined && !isExpired(entry, nowMs))
-      this.write(key, entry.value, nowMs, entry.deleteAt, nowMs);
+    const entry = this.entries.get(key);
+    if (entry === undefined) return;
+    // Past its delete deadline a key is dropped now; an already expired value stays as it is.
+    if (isDeleted(entry, nowMs)) this.remove(key, "expire");
+    else if (!isExpired(entry, nowMs)) this.write(key, entry.value, nowMs, entry.deleteAt, nowMs, "expire");
   }
 
   delete(key: string, _nowMs: number): void {
-    this.entries.delete(key);
+    this.remove(key, "delete");
   }
 
   get(key: string, nowMs: number): Uint8Array | undefined {
@@ -196,7 +225,7 @@ export class ModelKVDB implements KVDB {
     const entry = this.present(key, nowMs);
     if (entry === undefined) return true;
     if (!bytesEqual(entry.value, expected)) return false;
-    this.entries.delete(key);
+    this.remove(key, "delete");
     return true;
   }
 
@@ -213,16 +242,14 @@ export class ModelKVDB implements KVDB {
     return true;
   }
 
+  /** Due keys in (delete deadline, key) order, the engine's deterministic purge order. */
   purgeExpired(nowMs: number, maxEntries: number): number {
-    let removed = 0;
-    for (const [key, entry] of this.entries) {
-      if (removed >= maxEntries) break;
-      if (isDeleted(entry, nowMs)) {
-        this.entries.delete(key);
-        removed++;
-      }
-    }
-    return removed;
+    const due = [...this.entries]
+      .filter(([, entry]) => isDeleted(entry, nowMs))
+      .sort(([a, x], [b, y]) => x.deleteAt - y.deleteAt || (a < b ? -1 : a > b ? 1 : 0))
+      .slice(0, maxEntries);
+    for (const [key] of due) this.remove(key, "expire");
+    return due.length;
   }
 
   async save(_sink: ByteSink, _nowMs: number): Promise<void> {
@@ -241,7 +268,9 @@ export class ModelKVDB implements KVDB {
       if (entry.expireAt !== 0 || entry.deleteAt !== 0) keysWithDeadline++;
       approxBytes += key.length * 2 + entry.value.length;
     }
-    return { keys: this.entries.size, keysWithDeadline, approxBytes, shards: 1 };
+    let keys = 0;
+    for (const entry of this.entries.values()) if (!isDeleted(entry, nowMs)) keys++;
+    return { keys, keysWithDeadline, approxBytes, shards: 1 };
   }
 
   /** How many entries the Map holds, including ones past their delete deadline not yet purged. */

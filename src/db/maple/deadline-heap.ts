@@ -69,7 +69,7 @@ export class DeadlineHeap {
   }
 
   private restore(index: number): void {
-    if (index > 0 && this.items[index]!.deleteAtMs < this.items[(index - 1) >> 1]!.deleteAtMs) {
+    if (index > 0 && dueBefore(this.items[index]!, this.items[(index - 1) >> 1]!)) {
       this.siftUp(index);
     } else {
       this.siftDown(index);
@@ -82,7 +82,7 @@ export class DeadlineHeap {
     while (index > 0) {
       const parentIndex = (index - 1) >> 1;
       const parent = items[parentIndex]!;
-      if (parent.deleteAtMs <= entry.deleteAtMs) break;
+      if (!dueBefore(entry, parent)) break;
       items[index] = parent;
       parent.heapIndex = index;
       index = parentIndex;
@@ -99,9 +99,9 @@ export class DeadlineHeap {
       const left = 2 * index + 1;
       if (left >= length) break;
       const right = left + 1;
-      const child = right < length && items[right]!.deleteAtMs < items[left]!.deleteAtMs ? right : left;
+      const child = right < length && dueBefore(items[right]!, items[left]!) ? right : left;
       const childEntry = items[child]!;
-      if (childEntry.deleteAtMs >= entry.deleteAtMs) break;
+      if (!dueBefore(childEntry, entry)) break;
       items[index] = childEntry;
       childEntry.heapIndex = index;
       index = child;
@@ -109,4 +109,13 @@ export class DeadlineHeap {
     items[index] = entry;
     entry.heapIndex = index;
   }
+}
+
+/**
+ * The heap's order: by delete deadline, ties broken by key. A strict total order, so the
+ * purge order of equal deadlines is the same on every replica whatever the heap's shape
+ * (one restored from a snapshot, one built by applying the log): expiry events agree.
+ */
+function dueBefore(a: TimedEntry, b: TimedEntry): boolean {
+  return a.deleteAtMs < b.deleteAtMs || (a.deleteAtMs === b.deleteAtMs && a.key < b.key);
 }

@@ -1,5 +1,14 @@
 import { DkvError } from "../../errors.ts";
-import type { ByteSink, DbInfo, EntryInfo, KeyRange, KVDB, ListOptions, ListPage } from "../kvdb.ts";
+import type {
+  ByteSink,
+  ChangeListener,
+  DbInfo,
+  EntryInfo,
+  KeyRange,
+  KVDB,
+  ListOptions,
+  ListPage,
+} from "../kvdb.ts";
 import { DeadlineHeap } from "./deadline-heap.ts";
 import { compareKeys, OrderedKeys } from "./ordered-keys.ts";
 import { shardHash, shardHashWide } from "./shard-hash.ts";
@@ -88,6 +97,7 @@ export class MapleDB implements KVDB {
   private rev = 0;
   /** While set (by pinRevision), every write stamps this revision instead of the next one. */
   private pinned = false;
+  private listener: ChangeListener | undefined;
 
   constructor(options: MapleOptions = {}) {
     const count = options.shards ?? DEFAULT_SHARDS;
@@ -125,6 +135,14 @@ export class MapleDB implements KVDB {
 
   unpinRevision(): void {
     this.pinned = false;
+  }
+
+  onChange(listener: ChangeListener | undefined): void {
+    this.listener = listener;
+  }
+
+  nextDeadlineMs(): number {
+    return this.heap.peek()?.deleteAtMs ?? NEVER;
   }
 
   private shardOf(key: string): Shard {
@@ -165,6 +183,7 @@ export class MapleDB implements KVDB {
     const map = shard.map;
     const old = map.get(key);
     const revision = this.stamp();
+    this.listener?.("put", key, value, revision);
     if (old === undefined) {
       this.approxBytes += key.length + value.byteLength;
       map.set(key, new Entry(value, 1, revision, revision));
@@ -231,22 +250,22 @@ export class MapleDB implements KVDB {
     if (slot instanceof TimedEntry) {
       if (isExpired(slot, nowMs)) {
         // Already hidden from get; a key past its delete deadline is gone, so drop it now.
-        if (isDeleted(slot, nowMs)) this.remove(shard, key, slot);
+        if (isDeleted(slot, nowMs)) this.remove(shard, key, slot, "expire");
         return;
       }
       if (shard.saveView !== null) detachForSave(shard);
-      this.writeTimed(shard, key, slot.value, nowMs, slot.deleteAtMs, nowMs);
+      this.writeTimed(shard, key, slot.value, nowMs, slot.deleteAtMs, nowMs, "expire");
       return;
     }
     if (shard.saveView !== null) detachForSave(shard);
-    this.writeTimed(shard, key, slot.value, nowMs, NEVER, nowMs);
+    this.writeTimed(shard, key, slot.value, nowMs, NEVER, nowMs, "expire");
   }
 
   delete(key: string, _nowMs: number): void {
     const shard = this.shardOf(key);
     const slot = shard.map.get(key);
     if (slot === undefined) return;
-    this.remove(shard, key, slot);
+    this.remove(shard, key, slot, "delete");
   }
 
   deleteIfEquals(key: string, expected: Uint8Array, nowMs: number): boolean {
@@ -257,7 +276,7 @@ export class MapleDB implements KVDB {
     const present = presentValue(slot, nowMs);
     if (present === undefined) return true;
     if (!bytesEqual(present, expected)) return false;
-    this.remove(shard, key, slot!);
+    this.remove(shard, key, slot!, "delete");
     return true;
   }
 
@@ -363,7 +382,7 @@ export class MapleDB implements KVDB {
           `deadline index out of step with the map for key ${JSON.stringify(due.key)}`,
         );
       }
-      this.remove(shard, due.key, due);
+      this.remove(shard, due.key, due, "expire");
       removed++;
     }
     return removed;
@@ -487,9 +506,11 @@ export class MapleDB implements KVDB {
     expireAtMs: number,
     deleteAtMs: number,
     nowMs: number,
+    change: "put" | "expire" = "put",
   ): void {
     const old = shard.map.get(key);
     const revision = this.stamp();
+    this.listener?.(change, key, change === "put" ? value : undefined, revision);
     if (old instanceof TimedEntry) {
       this.approxBytes += value.byteLength - old.value.byteLength;
       const reborn = isDeleted(old, nowMs);
@@ -559,7 +580,10 @@ export class MapleDB implements KVDB {
     this.skewCheckAtKeys = Math.max(SKEW_CHECK_MIN_KEYS, largest * 2);
   }
 
-  private remove(shard: Shard, key: string, slot: Slot): void {
+  private remove(shard: Shard, key: string, slot: Slot, change: "delete" | "expire"): void {
+    // A removal is a change with a revision of its own (unpinned: lstore's next one).
+    const revision = this.stamp();
+    this.listener?.(change, key, undefined, revision);
     if (shard.saveView !== null) detachForSave(shard);
     this.approxBytes -= key.length + slot.value.byteLength;
     if (slot instanceof TimedEntry) this.forgetTimed(shard, slot);

@@ -2,6 +2,7 @@ import {
   CONNECTIONS_PER_ENDPOINT_DEFAULT,
   REQUEST_TIMEOUT_MS_DEFAULT,
   RETRY_COUNT_DEFAULT,
+  WATCH_BUFFER_BYTES_DEFAULT,
 } from "../../config/defaults.ts";
 import { DkvError } from "../../errors.ts";
 import type { AcquireOptions, AcquireResult, ILockManager } from "../../lockmgr/types.ts";
@@ -16,7 +17,10 @@ import type {
   TxnRequest,
   TxnResult,
   ValueInput,
+  WatchEvent,
+  WatchOptions,
 } from "../../store/types.ts";
+import { checkWatchOptions } from "../../store/watch.ts";
 import { type ClusterStatusReport, parseClusterStatus } from "../protocol/cluster-status.ts";
 import { parseEndpoint } from "../protocol/endpoint.ts";
 import { defaultMaxFrameBytes } from "../protocol/frame.ts";
@@ -26,11 +30,13 @@ import {
   type OpName,
   type SerializerName,
   serializerNames,
+  streamOpCodes,
   type TransportName,
   transportNames,
   type WireOpName,
   type WireRequests,
   type WireResponses,
+  watchRequestSchema,
   writeOps,
 } from "../protocol/types.ts";
 import { createSerializer } from "../serializer/index.ts";
@@ -38,6 +44,7 @@ import { type CallOwner, type Channel, ClientCall } from "./call.ts";
 import { HttpPoolChannel } from "./http-pool.ts";
 import { type ClientTls, SocketChannel } from "./socket-channel.ts";
 import { checkClientToken } from "./tls-connect.ts";
+import { decodeWatchFrame, httpWatchTransport, RpcWatch, type WatchTransport } from "./watch-client.ts";
 
 export type { SerializerName, TransportName } from "../protocol/types.ts";
 export type { ClientTls } from "./socket-channel.ts";
@@ -80,6 +87,9 @@ export class RpcClient implements CallOwner, AsyncDisposable {
   private inflightCount = 0;
   private closed = false;
   private readonly calls = new Set<ClientCall>();
+  private readonly watches = new Set<RpcWatch>();
+  private readonly watchTransport: WatchTransport;
+  private readonly endpointCount: number;
 
   constructor(options: RpcClientOptions) {
     if (!transportNames.includes(options.transport)) {
@@ -131,6 +141,76 @@ export class RpcClient implements CallOwner, AsyncDisposable {
         );
       }
     }
+    this.endpointCount = options.endpoints.length;
+    this.watchTransport =
+      options.transport === "http"
+        ? httpWatchTransport({
+            endpoints: options.endpoints,
+            serializer,
+            maxFrameBytes: options.maxFrameBytes ?? defaultMaxFrameBytes,
+            tls: options.tls,
+            token: options.token,
+            clientIdHigh: ids[0]! | 1,
+            clientIdLow: ids[1]!,
+            parse: (endpoint) => {
+              const parsed = parseEndpoint("http", endpoint);
+              if (parsed.kind !== "inet") throw new DkvError("USAGE", "the http transport needs host:port");
+              return parsed;
+            },
+          })
+        : this.socketWatchTransport(serializer);
+  }
+
+  /**
+   * Changes of `key` (or, with `prefix`, of every key under it) on `shard`, from any
+   * member: a streamed reply on the pooled connection (tcp/unix) or a streamed http body.
+   * A lost connection or a member going away resumes on the next endpoint from the last
+   * revision delivered, with no gap and no duplicate.
+   */
+  watch(shard: number, key: string, options: WatchOptions = {}): AsyncIterableIterator<WatchEvent> {
+    checkWatchOptions(key, options);
+    if (this.closed) throw new DkvError("CLOSED", "the client is closed; create a new RpcClient");
+    const watch = new RpcWatch(
+      this.watchTransport,
+      shard,
+      key,
+      options,
+      {
+        attemptsMax: this.endpointCount * (this.retryCount + 1),
+        bufferBytesMax: WATCH_BUFFER_BYTES_DEFAULT,
+      },
+      (ended) => this.watches.delete(ended),
+    );
+    this.watches.add(watch);
+    return watch;
+  }
+
+  /** Watch attempts on the pooled connections: attempt n goes to the channel after attempt n-1's. */
+  private socketWatchTransport(serializer: ReturnType<typeof createSerializer>): WatchTransport {
+    const firstChannel = this.nextChannel;
+    return {
+      endpointCount: this.channels.length,
+      open: (attempt, shard, request, sink) => {
+        const channel = this.channels[(firstChannel + attempt) % this.channels.length] as SocketChannel;
+        const requestId = this.takeRequestId();
+        channel.openStream({
+          requestId,
+          shard,
+          opCode: streamOpCodes.watch,
+          schema: watchRequestSchema,
+          message: request,
+          onFrame: (header, body) => {
+            const decoded = decodeWatchFrame(header, body, serializer);
+            if ("error" in decoded) {
+              channel.closeStream(requestId);
+              sink.fail(decoded.error);
+            } else sink.event(decoded.event);
+          },
+          onLost: (error) => sink.fail(error),
+        });
+        return () => channel.closeStream(requestId);
+      },
+    };
   }
 
   /** `await using client = new RpcClient(...)`: closes the client when the scope ends. */
@@ -319,6 +399,7 @@ export class RpcClient implements CallOwner, AsyncDisposable {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    for (const watch of [...this.watches]) await watch.return();
     await Promise.all(this.channels.map((c) => c.close()));
     const failure = new DkvError("CLOSED", "the client was closed before the reply came");
     for (const call of [...this.calls]) {
@@ -416,6 +497,9 @@ export class RpcStore implements IStore {
   }
   async txn(request: TxnRequest): Promise<TxnResult> {
     return txnResultFromWire(await this.client.call(this.shard, "txn", txnToWire(request)));
+  }
+  watch(key: string, options?: WatchOptions): AsyncIterableIterator<WatchEvent> {
+    return this.client.watch(this.shard, key, options);
   }
   async close(): Promise<void> {}
 }

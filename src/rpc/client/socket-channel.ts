@@ -13,6 +13,9 @@ import {
 } from "../protocol/frame.ts";
 import {
   authenticateOpCode,
+  type FieldSpec,
+  type Message,
+  streamOpCodes,
   wireOpCodes,
   wireRequestSchemas,
   wireResponseSchemas,
@@ -53,6 +56,19 @@ export interface ClientTls {
 
 const utf8 = new TextEncoder();
 
+/** A streamed request (a watch): its reply frames go to `sink` until it is closed or lost. */
+export interface StreamCall {
+  requestId: number;
+  shard: number;
+  opCode: number;
+  schema: readonly FieldSpec[];
+  message: Message;
+  /** Every reply frame of the stream; `body` is valid only during the call. */
+  onFrame(header: FrameHeader, body: Uint8Array): void;
+  /** The connection failed or closed: no more frames will come. */
+  onLost(error: DkvError): void;
+}
+
 const backoffMinMs = 25;
 const backoffMaxMs = 2000;
 
@@ -70,6 +86,9 @@ export class SocketChannel implements Channel {
   private decoder: FrameDecoder;
   private readonly pending = new Map<number, ClientCall>();
   private waiting: ClientCall[] = [];
+  /** Streams open on this connection, and those waiting for it to open. */
+  private readonly streams = new Map<number, StreamCall>();
+  private waitingStreams: StreamCall[] = [];
   private backoffMs = 0;
   /** http: a frame is encoded here first, as the request head needs its length. */
   private readonly scratch: ByteWriter | undefined;
@@ -98,6 +117,69 @@ export class SocketChannel implements Channel {
     }
     this.waiting.push(call);
     if (this.state === "idle") this.connect();
+  }
+
+  /** Opens a streamed request on this (multiplexed) connection; tcp/unix only. */
+  openStream(stream: StreamCall): void {
+    if (this.state === "closed") {
+      stream.onLost(new DkvError("CLOSED", "the client is closed"));
+      return;
+    }
+    if (this.state === "open") {
+      this.writeStream(stream);
+      return;
+    }
+    this.waitingStreams.push(stream);
+    if (this.state === "idle") this.connect();
+  }
+
+  /** Ends a stream: the server is told to stop (watchCancel); late frames are ignored. */
+  closeStream(requestId: number): void {
+    this.waitingStreams = this.waitingStreams.filter((s) => s.requestId !== requestId);
+    const stream = this.streams.get(requestId);
+    if (stream === undefined) return;
+    this.streams.delete(requestId);
+    if (this.state !== "open") return;
+    const start = beginFrame(this.out);
+    finishFrame(this.out, start, {
+      serializer: this.options.serializer.id,
+      flags: 0,
+      requestId,
+      shard: stream.shard,
+      op: streamOpCodes.watchCancel,
+      clientIdHigh: this.options.clientIdHigh,
+      clientIdLow: this.options.clientIdLow,
+    });
+    this.queueFlush();
+  }
+
+  private writeStream(stream: StreamCall): void {
+    const start = beginFrame(this.out);
+    try {
+      this.options.serializer.write(stream.schema, stream.message, this.out);
+    } catch (error) {
+      this.out.length = start;
+      stream.onLost(DkvError.from(error, "not-applied", "BAD_REQUEST"));
+      return;
+    }
+    finishFrame(this.out, start, {
+      serializer: this.options.serializer.id,
+      flags: 0,
+      requestId: stream.requestId,
+      shard: stream.shard,
+      op: stream.opCode,
+      clientIdHigh: this.options.clientIdHigh,
+      clientIdLow: this.options.clientIdLow,
+    });
+    this.streams.set(stream.requestId, stream);
+    this.queueFlush();
+  }
+
+  private queueFlush(): void {
+    if (!this.flushQueued) {
+      this.flushQueued = true;
+      queueMicrotask(this.flush);
+    }
   }
 
   forget(call: ClientCall): void {
@@ -250,6 +332,9 @@ export class SocketChannel implements Channel {
     const waiting = this.waiting;
     this.waiting = [];
     for (const call of waiting) this.write(call);
+    const streams = this.waitingStreams;
+    this.waitingStreams = [];
+    for (const stream of streams) this.writeStream(stream);
   }
 
   /** The token frame, first on the connection (request id 0: a refusal is a connection error). */
@@ -285,6 +370,9 @@ export class SocketChannel implements Channel {
     const waiting = this.waiting;
     this.waiting = [];
     for (const call of waiting) this.options.owner.failed(call, failure, false);
+    const streams = this.waitingStreams;
+    this.waitingStreams = [];
+    for (const stream of streams) stream.onLost(failure);
   }
 
   private onClosed(socket: Socket<SocketChannel>): void {
@@ -311,8 +399,11 @@ export class SocketChannel implements Channel {
     }
     const failure = new DkvError("UNAVAILABLE", `lost the connection to ${this.endpoint}${hint}`);
     for (const call of lost) this.options.owner.failed(call, failure, true);
+    const streams = [...this.streams.values()];
+    this.streams.clear();
+    for (const stream of streams) stream.onLost(failure);
     // Calls queued while the socket was closing were never written: send them on a new one.
-    if (this.waiting.length > 0 && this.state === "idle") this.connect();
+    if ((this.waiting.length > 0 || this.waitingStreams.length > 0) && this.state === "idle") this.connect();
   }
 
   private newDecoder(): FrameDecoder {
@@ -355,6 +446,13 @@ export class SocketChannel implements Channel {
   }
 
   private onReply(header: FrameHeader, body: Uint8Array): void {
+    const stream = this.streams.get(header.requestId);
+    if (stream !== undefined) {
+      // An error frame ends the stream on the server's side.
+      if ((header.flags & flagError) !== 0) this.streams.delete(header.requestId);
+      stream.onFrame(header, body);
+      return;
+    }
     const call = this.take(header);
     if (call === undefined) {
       // requestId 0 carries a connection-level error (the server is about to close).
@@ -393,6 +491,10 @@ export class SocketChannel implements Channel {
     const waiting = this.waiting;
     this.waiting = [];
     for (const call of waiting) this.options.owner.failed(call, failure, false);
+    const streams = [...this.waitingStreams, ...this.streams.values()];
+    this.waitingStreams = [];
+    this.streams.clear();
+    for (const stream of streams) stream.onLost(failure);
     const socket = this.socket;
     if (socket !== undefined) {
       this.flush();

@@ -339,4 +339,26 @@ export const wireResponseSchemas: Record<WireOpName, readonly FieldSpec[]> = {
  * Streamed operations: answered by a sequence of response frames with raw bodies, not by
  * one serialized reply (see src/backup/stream-server.ts). Handled before the dispatcher.
  */
-export const streamOpCodes = { snapshotStream: 50 } as const;
+export const streamOpCodes = { snapshotStream: 50, watch: 51, watchCancel: 52 } as const;
+
+/**
+ * The watch stream (op `watch`): one request frame with this body (serializer-encoded;
+ * fromRevision 0 = from now, progressIntervalMs 0 = the server's default), answered by
+ * response frames each carrying one `watchEventSchema` record until the client sends
+ * `watchCancel` with the same request id (empty body) or an error frame ends it. The
+ * first event is a progress event with the revision the watch starts after.
+ */
+export const watchRequestSchema: readonly FieldSpec[] = [
+  f("key", "str"),
+  f("prefix", "bool"),
+  f("fromRevision", "num"),
+  f("progressIntervalMs", "num"),
+];
+
+/** One watch event: type put|delete|expire|progress; key "" and no value for progress. */
+export const watchEventSchema: readonly FieldSpec[] = [
+  f("type", "str"),
+  key,
+  f("value", "optBytes"),
+  f("revision", "num"),
+];

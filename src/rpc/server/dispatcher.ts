@@ -232,6 +232,21 @@ export class RequestDispatcher {
     return { op, handler };
   }
 
+  /**
+   * The store a watch of `shard` reads (streamed outside dispatchMessage, see
+   * watch-stream.ts), or why there is none. Lock shards are refused like list: their
+   * values are owner ids, which would let a reader release someone else's lock.
+   */
+  watchStore(shard: number): IStore | DkvError {
+    const checked = this.checkNamed(shard, "list");
+    if (checked instanceof DkvError) {
+      return checked.code === "UNKNOWN_OPERATION"
+        ? new DkvError("UNKNOWN_OPERATION", `shard ${shard} is a lock shard; watch a store shard`)
+        : checked;
+    }
+    return checked.handler.store;
+  }
+
   dispatchMessage(
     header: FrameHeader,
     op: OpName,

@@ -2,6 +2,7 @@ import type { Identity, TokenAuthority } from "../../auth/index.ts";
 import type { SnapshotStreamSource } from "../../backup/source.ts";
 import { snapshotHttpResponse } from "../../backup/stream-server.ts";
 import { DkvError, type DkvErrorCode } from "../../errors.ts";
+import type { WatchEvent } from "../../store/types.ts";
 import { ByteWriter } from "../protocol/byte-writer.ts";
 import { type Endpoint, formatInet } from "../protocol/endpoint.ts";
 import {
@@ -19,6 +20,7 @@ import {
   opNames,
   requestSchemas,
   responseSchemas,
+  streamOpCodes,
 } from "../protocol/types.ts";
 import { fromBase64, toBase64 } from "../serializer/json.ts";
 import type { Serializer } from "../serializer/types.ts";
@@ -26,6 +28,7 @@ import type { RequestDispatcher, RpcLogger } from "./dispatcher.ts";
 import { bunTlsOptions, type ServerTls } from "./listener-security.ts";
 import { writeReplyFrame } from "./reply.ts";
 import type { ConnectionLimits } from "./socket-server.ts";
+import { openWatch, toWatchError, writeWatchErrorFrame, writeWatchEventFrame } from "./watch-stream.ts";
 
 export interface HttpServerOptions {
   endpoint: Endpoint;
@@ -66,6 +69,7 @@ export function startHttpServer(options: HttpServerOptions): HttpServer {
     throw new DkvError("USAGE", "the http transport needs a host:port endpoint, not a socket path");
   }
   const idleTimeoutMs = options.limits.idleTimeoutMs;
+  const watches = { open: 0 };
   const server = Bun.serve({
     hostname: options.endpoint.hostname,
     port: options.endpoint.port,
@@ -73,7 +77,7 @@ export function startHttpServer(options: HttpServerOptions): HttpServer {
     idleTimeout:
       idleTimeoutMs <= 0 ? 0 : Math.min(httpIdleTimeoutMaxS, Math.max(1, Math.ceil(idleTimeoutMs / 1000))),
     ...(options.tls === undefined ? {} : { tls: bunTlsOptions(options.tls) }),
-    fetch: (request) => handle(request, options),
+    fetch: (request) => handle(request, options, watches),
     error(error) {
       options.logger.warn(`http: ${error.message}`);
       return jsonError(new DkvError("INTERNAL", "internal server error; see the server log"));
@@ -107,7 +111,11 @@ function identityOf(request: Request, options: HttpServerOptions): Identity | un
   return match === null ? undefined : options.authority.identify(match[1]!);
 }
 
-async function handle(request: Request, options: HttpServerOptions): Promise<Response> {
+async function handle(
+  request: Request,
+  options: HttpServerOptions,
+  watches: { open: number },
+): Promise<Response> {
   const url = new URL(request.url);
   if (url.pathname === "/healthz") return new Response("ok\n");
   const identity = identityOf(request, options);
@@ -143,9 +151,19 @@ async function handle(request: Request, options: HttpServerOptions): Promise<Res
     return jsonError(new DkvError("BAD_REQUEST", `use POST for ${url.pathname}`), 405);
   }
   const body = new Uint8Array(await request.arrayBuffer());
-  if (request.headers.get("content-type")?.startsWith("application/octet-stream")) {
-    return handleFrame(body, options, identity);
+  const framed = request.headers.get("content-type")?.startsWith("application/octet-stream") === true;
+  if (match[2]!.toLowerCase() === "watch") {
+    if (!framed) {
+      return jsonError(
+        new DkvError(
+          "BAD_REQUEST",
+          "a watch is a framed request (application/octet-stream); use dkv kv watch or the RPC client",
+        ),
+      );
+    }
+    return handleWatch(body, options, identity, watches);
   }
+  if (framed) return handleFrame(body, options, identity);
   const op = opByUrlName.get(match[2]!.toLowerCase());
   if (op === undefined) {
     return jsonError(
@@ -227,6 +245,99 @@ async function handleFrame(
     }),
   );
   return frameResponse(out);
+}
+
+/**
+ * POST /v1/<shard>/watch with one watch request frame: the reply is a chunked body of
+ * event frames, pulled as the client reads (a client that stops reading is cut by the
+ * watcher's buffer bound, WATCH_SLOW), ended by an error frame; closing it cancels the watch.
+ */
+function handleWatch(
+  body: Uint8Array,
+  options: HttpServerOptions,
+  identity: Identity | undefined,
+  watches: { open: number },
+): Response {
+  const frames: { header: FrameHeader; body: Uint8Array }[] = [];
+  const decoder = new FrameDecoder(options.maxFrameBytes, {
+    onFrame: (header, frameBody) => frames.push({ header, body: frameBody.slice() }),
+    onOversized: () => {},
+    onCorrupt: () => {},
+  });
+  decoder.push(body);
+  const frame = frames[0];
+  const out = new ByteWriter(256);
+  if (frame === undefined || frames.length !== 1 || frame.header.op !== streamOpCodes.watch) {
+    const problem = new DkvError("BAD_FRAME", "a watch body must hold exactly one watch request frame");
+    writeReplyFrame(
+      out,
+      frame?.header ?? anonymousHeader(options),
+      options.serializer,
+      undefined,
+      problem,
+      options.logger,
+    );
+    return frameResponse(out);
+  }
+  const header = frame.header;
+  if (watches.open >= options.limits.maxConnections) {
+    const busy = new DkvError(
+      "RESOURCE_EXHAUSTED",
+      `${watches.open} watches are open on this server (--max-client-connections); close one or retry later`,
+    );
+    writeWatchErrorFrame(out, header, options.serializer.id, busy);
+    return frameResponse(out);
+  }
+  const controller = new AbortController();
+  let events: AsyncIterator<WatchEvent>;
+  try {
+    const source = options.dispatcher;
+    events = openWatch(
+      header,
+      frame.body,
+      source,
+      options.serializer,
+      options.authority,
+      identity,
+      controller.signal,
+    );
+  } catch (error) {
+    writeWatchErrorFrame(out, header, options.serializer.id, toWatchError(error));
+    return frameResponse(out);
+  }
+  watches.open++;
+  let finished = false;
+  const finish = () => {
+    if (finished) return;
+    finished = true;
+    watches.open--;
+    controller.abort();
+    void events.return?.();
+  };
+  const stream = new ReadableStream<Uint8Array>({
+    async pull(stream) {
+      const frameOut = new ByteWriter(256);
+      try {
+        const next = await events.next();
+        if (next.done === true) {
+          finish();
+          stream.close();
+          return;
+        }
+        writeWatchEventFrame(frameOut, header, options.serializer, next.value);
+        stream.enqueue(frameOut.written().slice());
+      } catch (error) {
+        writeWatchErrorFrame(frameOut, header, options.serializer.id, toWatchError(error));
+        stream.enqueue(frameOut.written().slice());
+        finish();
+        stream.close();
+      }
+    },
+    cancel() {
+      finish();
+    },
+  });
+  return new Response(stream, { headers: { "content-type": "application/octet-stream" } });
 }
 
 function frameResponse(out: ByteWriter): Response {

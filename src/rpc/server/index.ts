@@ -5,7 +5,7 @@ import {
   DEFAULT_CLIENT_IDLE_TIMEOUT_MS,
   DEFAULT_MAX_CLIENT_CONNECTIONS,
 } from "../../config/client-security-options.ts";
-import { REQUEST_TIMEOUT_MS_DEFAULT } from "../../config/defaults.ts";
+import { REQUEST_TIMEOUT_MS_DEFAULT, WATCHERS_PER_CONNECTION_DEFAULT } from "../../config/defaults.ts";
 import { DkvError } from "../../errors.ts";
 import type { ClusterStatusReport } from "../protocol/cluster-status.ts";
 import { parseEndpoint } from "../protocol/endpoint.ts";
@@ -78,6 +78,8 @@ export interface RpcServerOptions {
   snapshotStream?: SnapshotStreamSource;
   /** Answers the membership op (`dkv cluster add|promote|remove|transfer-leader`, `--join`). */
   membership?: (requestJson: string) => Promise<string>;
+  /** Watches open at once on one tcp/unix connection (http: one per request, bounded by connections). */
+  watchersPerConnection?: number;
 }
 
 export interface RpcServer extends AsyncDisposable {
@@ -142,6 +144,7 @@ export async function startRpcServer(options: RpcServerOptions): Promise<RpcServ
     limits,
     observer: options.observer,
     snapshotStream: options.snapshotStream,
+    watchersPerConnectionMax: options.watchersPerConnection ?? WATCHERS_PER_CONNECTION_DEFAULT,
   };
   const server = options.transport === "http" ? startHttpServer(common) : await startSocketServer(common);
   const drainTimeoutMs = options.drainTimeoutMs ?? REQUEST_TIMEOUT_MS_DEFAULT;

@@ -8,6 +8,7 @@ import {
   serveSnapshotStream,
 } from "../../backup/stream-server.ts";
 import { DkvError } from "../../errors.ts";
+import type { WatchEvent } from "../../store/types.ts";
 import { ByteWriter } from "../protocol/byte-writer.ts";
 import { type Endpoint, formatInet } from "../protocol/endpoint.ts";
 import {
@@ -19,11 +20,12 @@ import {
   flagResponse,
   headerBytes,
 } from "../protocol/frame.ts";
-import { authenticateOpCode, type Message } from "../protocol/types.ts";
+import { authenticateOpCode, type Message, streamOpCodes } from "../protocol/types.ts";
 import type { Serializer } from "../serializer/types.ts";
 import type { ReplyTarget, RequestDispatcher, RpcLogger } from "./dispatcher.ts";
 import { bunTlsOptions, type ServerTls } from "./listener-security.ts";
 import { writeReplyFrame } from "./reply.ts";
+import { openWatch, toWatchError, writeWatchErrorFrame, writeWatchEventFrame } from "./watch-stream.ts";
 
 /** Bounds against hostile or broken clients (see README "Security"). */
 export interface ConnectionLimits {
@@ -46,6 +48,8 @@ export interface SocketServerOptions {
   limits: ConnectionLimits;
   observer?: ConnectionObserver | undefined;
   snapshotStream?: SnapshotStreamSource | undefined;
+  /** Watches open at once on one connection; more are refused with RESOURCE_EXHAUSTED. */
+  watchersPerConnectionMax: number;
 }
 
 /** Metrics hooks: accepted connections opened and closed. */
@@ -89,6 +93,8 @@ class ServerConnection implements ReplyTarget, StreamedReplyTarget {
   lastActivityMs: number;
   private readonly pendingOutputBytesMax: number;
   private streamWaiters: { resolve(): void; reject(error: DkvError): void }[] = [];
+  /** Open watches by request id; aborting one ends its stream (cancel, or the connection closed). */
+  private readonly watches = new Map<number, AbortController>();
 
   constructor(
     private readonly socket: Socket<ServerConnection>,
@@ -173,8 +179,79 @@ class ServerConnection implements ReplyTarget, StreamedReplyTarget {
       void serveSnapshotStream(header, body.slice(), snapshotStream, this, id).finally(() => this.inflight--);
       return;
     }
+    if (header.op === streamOpCodes.watch) {
+      this.startWatch(header, body);
+      return;
+    }
+    if (header.op === streamOpCodes.watchCancel) {
+      // No reply: the stream simply ends; frames already on their way are ignored by the client.
+      this.watches.get(header.requestId)?.abort();
+      return;
+    }
     this.inflight++;
     this.options.dispatcher.dispatchFrame(header, body, this);
+  }
+
+  /** A watch: a streamed reply of event frames on this connection until cancelled. */
+  private startWatch(header: FrameHeader, body: Uint8Array): void {
+    const max = this.options.watchersPerConnectionMax;
+    if (this.watches.size >= max) {
+      this.writeReply(
+        header,
+        undefined,
+        new DkvError(
+          "RESOURCE_EXHAUSTED",
+          `${max} watches are open on this connection (--watchers-per-connection); cancel one, or watch a shared prefix`,
+        ),
+      );
+      return;
+    }
+    if (this.watches.has(header.requestId)) {
+      this.writeReply(
+        header,
+        undefined,
+        new DkvError("BAD_REQUEST", `a watch with request id ${header.requestId} is already open`),
+      );
+      return;
+    }
+    const controller = new AbortController();
+    let events: AsyncIterator<WatchEvent>;
+    try {
+      const { dispatcher, serializer, authority } = this.options;
+      events = openWatch(header, body, dispatcher, serializer, authority, this.identity, controller.signal);
+    } catch (error) {
+      this.writeReply(header, undefined, toWatchError(error));
+      return;
+    }
+    this.watches.set(header.requestId, controller);
+    this.inflight++;
+    void this.pumpWatch(header, events, controller).finally(() => {
+      if (this.watches.get(header.requestId) === controller) this.watches.delete(header.requestId);
+      this.inflight--;
+    });
+  }
+
+  private async pumpWatch(
+    header: FrameHeader,
+    events: AsyncIterator<WatchEvent>,
+    controller: AbortController,
+  ): Promise<void> {
+    const serializer = this.options.serializer;
+    try {
+      // Bounded by the watch: each turn sends one event; it ends on cancel, close or error.
+      for (;;) {
+        const next = await events.next();
+        if (next.done === true) return;
+        await this.writeStreamed((out) => writeWatchEventFrame(out, header, serializer, next.value));
+      }
+    } catch (error) {
+      if (controller.signal.aborted || this.closed) return;
+      await this.writeStreamed((out) =>
+        writeWatchErrorFrame(out, header, serializer.id, toWatchError(error)),
+      ).catch(() => undefined); // the peer is gone: nobody to tell
+    } finally {
+      await events.return?.();
+    }
   }
 
   /**
@@ -219,7 +296,8 @@ class ServerConnection implements ReplyTarget, StreamedReplyTarget {
   writeStreamed(write: (out: ByteWriter) => void): Promise<void> {
     if (this.closed) return Promise.reject(new DkvError("CLOSED", "the client closed the connection"));
     write(this.out);
-    this.flush();
+    // Batched like replies: the frames of many watches written in one turn leave in one write.
+    this.queueFlush();
     if (this.out.length <= streamHighWaterBytes) return Promise.resolve();
     return new Promise((resolve, reject) => this.streamWaiters.push({ resolve, reject }));
   }
@@ -284,6 +362,7 @@ class ServerConnection implements ReplyTarget, StreamedReplyTarget {
   onClose(): void {
     this.closed = true;
     this.decoder.close();
+    for (const controller of this.watches.values()) controller.abort();
     const waiters = this.streamWaiters;
     this.streamWaiters = [];
     for (const waiter of waiters) waiter.reject(new DkvError("CLOSED", "the client closed the connection"));

@@ -20,6 +20,11 @@ export const Op = {
   RenewIfEquals: 8,
   /** A transaction: the value is its body (txn-command.ts), the key is empty. */
   Txn: 9,
+  /**
+   * Time only: no key, no value. The leader proposes it while keys with delete deadlines
+   * are due and no write comes, so deadlines pass (and expiry events happen) at log time.
+   */
+  Tick: 10,
 } as const;
 export type Op = (typeof Op)[keyof typeof Op];
 
@@ -128,7 +133,7 @@ function commandBodyOffset(command: Command): number {
 
 /** Ops whose value field is used (the new value, or the expected one). */
 function takesValue(op: Op): boolean {
-  return op !== Op.Expire && op !== Op.Delete;
+  return op !== Op.Expire && op !== Op.Delete && op !== Op.Tick;
 }
 
 /** Ops that set deadlines. */
@@ -140,7 +145,7 @@ function parseCommand(data: Uint8Array, copyValue: boolean): Command {
   if (data.byteLength < HEADER_BYTES) throw corrupt(`${data.byteLength} bytes`);
   const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
   const opCode = view.getUint8(0);
-  if (opCode < Op.Set || opCode > Op.Txn) throw corrupt(`unknown op ${opCode}`);
+  if (opCode < Op.Set || opCode > Op.Tick) throw corrupt(`unknown op ${opCode}`);
   const op = opCode as Op;
   const flags = view.getUint8(1);
   if ((flags & ~FLAG_ORIGIN) !== 0 || view.getUint16(2, true) !== 0) throw corrupt(`unknown flags ${flags}`);
@@ -160,9 +165,10 @@ function parseCommand(data: Uint8Array, copyValue: boolean): Command {
   }
   // No trailing bytes: the lengths must account for every byte.
   if (data.byteLength !== pos + keyBytes + valueBytes) throw corrupt("length mismatch");
-  // A transaction names its keys in its body; every other op names exactly one key.
-  if (op === Op.Txn ? keyBytes !== 0 : keyBytes === 0)
-    throw invalid(op === Op.Txn ? "a transaction has no key of its own" : "the key is empty");
+  // A transaction names its keys in its body, a tick none; every other op names exactly one key.
+  const keyless = op === Op.Txn || op === Op.Tick;
+  if (keyless ? keyBytes !== 0 : keyBytes === 0)
+    throw invalid(keyless ? `op ${op} has no key of its own` : "the key is empty");
   let key: string;
   try {
     key = utf8Decoder.decode(data.subarray(pos, pos + keyBytes));

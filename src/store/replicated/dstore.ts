@@ -1,5 +1,8 @@
+import { type Clock, systemClock } from "../../clock.ts";
+import { EXPIRY_TICK_MS_DEFAULT } from "../../config/defaults.ts";
 import { DkvError } from "../../errors.ts";
 import type { RaftHost } from "../../raft/host/raft-host.ts";
+import { PurgeLoop } from "../purge-loop.ts";
 import { checkTxn, type TxnRequest, type TxnResult } from "../txn.ts";
 import {
   type ClaimResult,
@@ -14,6 +17,7 @@ import {
   type ValueInput,
 } from "../types.ts";
 import { checkDuration, checkKey, toValueBytes } from "../validate.ts";
+import { type WatchEvent, type WatchOptions, watchCopies } from "../watch.ts";
 import {
   CLIENT_ID_BYTES,
   type Command,
@@ -37,6 +41,14 @@ export interface DStoreOptions {
   limits?: Partial<StoreLimits>;
   /** This client's id for request dedup; random by default. */
   clientId?: Uint8Array;
+  /** The clock the host stamps entries with (ManualClock in tests); the wall clock by default. */
+  clock?: Clock;
+  /**
+   * While keys with delete deadlines are due, a tick entry is proposed at most this often
+   * (the leader's, or a follower's when the log stays silent), so they expire at log time
+   * even without writes. 0: never. Default 100 ms.
+   */
+  expiryTickMs?: number;
 }
 
 const DEFAULT_TIMEOUT_MS = 5000;
@@ -60,6 +72,10 @@ export class DStore implements IStore {
   private readonly staleReads: boolean;
   private nextRequestId = 1;
   private closed = false;
+  private readonly clock: Clock;
+  private readonly expiryTicks: PurgeLoop | undefined;
+  private tickInFlight = false;
+  private readonly expiryTickMs: number;
 
   constructor(
     private readonly host: RaftHost,
@@ -84,6 +100,63 @@ export class DStore implements IStore {
         `clientId must be ${CLIENT_ID_BYTES} bytes; got ${this.clientId.byteLength}`,
       );
     }
+    this.clock = options.clock ?? systemClock;
+    const tickMs = options.expiryTickMs ?? EXPIRY_TICK_MS_DEFAULT;
+    checkDuration("expiryTickMs", tickMs);
+    this.expiryTickMs = tickMs;
+    if (tickMs > 0) {
+      this.expiryTicks = new PurgeLoop(this.clock, tickMs, () => {
+        this.maybeTick();
+        return false;
+      });
+      this.expiryTicks.start();
+    }
+  }
+
+  /**
+   * Changes of `key` (or, with `prefix`, of every key starting with it) as this member
+   * applies them: the same events at the same revisions (Raft indexes) on every member,
+   * expiry included. Not a linearizable read: a lagging member delivers later, never different.
+   */
+  watch(key: string, options: WatchOptions = {}): AsyncIterableIterator<WatchEvent> {
+    this.checkOpen();
+    if (!options.prefix) checkKey(key, this.limits);
+    return watchCopies(this.stateMachine.hub.watch(key, options));
+  }
+
+  /**
+   * Proposes a tick entry when a delete deadline has passed (by the clock that stamps
+   * entries) and nothing is in the log to let it pass: on the leader at once, on a
+   * follower only once the deadline is overdue by two intervals (a leader without a
+   * DStore of its own, or one that fell behind). One in flight per member at a time.
+   */
+  private maybeTick(): void {
+    if (this.closed || this.tickInFlight) return;
+    const dueMs = this.stateMachine.db.nextDeadlineMs();
+    const nowMs = this.clock.now();
+    if (dueMs > nowMs) return;
+    let leader: boolean;
+    try {
+      leader = this.host.status(this.groupId).raft.role === "leader";
+    } catch (error) {
+      // The host is closing: nothing to stamp.
+      if (DkvError.is(error)) return;
+      throw error;
+    }
+    if (!leader && nowMs - dueMs < 2 * this.expiryTickMs) return;
+    this.tickInFlight = true;
+    this.host
+      .propose(this.groupId, encodeCommand(command(Op.Tick, "", EMPTY, 0, 0)), { timeoutMs: this.timeoutMs })
+      .then(
+        () => undefined,
+        (error: unknown) => {
+          // No leader right now, or closing: the next look proposes again.
+          if (!DkvError.is(error)) throw error;
+        },
+      )
+      .finally(() => {
+        this.tickInFlight = false;
+      });
   }
 
   /**
@@ -191,6 +264,7 @@ export class DStore implements IStore {
   /** Later calls fail with CLOSED; the group itself runs on until its host closes. */
   async close(): Promise<void> {
     this.closed = true;
+    this.expiryTicks?.stop();
   }
 
   private read<T>(evaluate: (nowMs: number) => T): Promise<T> {
@@ -314,6 +388,9 @@ class OriginStore implements IStore {
   }
   txn(request: TxnRequest): Promise<TxnResult> {
     return this.store.txn(request, this.origin);
+  }
+  watch(key: string, options?: WatchOptions): AsyncIterableIterator<WatchEvent> {
+    return this.store.watch(key, options);
   }
   /** The view owns nothing: closing it leaves the store open. */
   async close(): Promise<void> {}

@@ -21,6 +21,7 @@ import type { TcpNodeTransportOptions } from "../../raft/transport/options.ts";
 import { TcpNodeTransport } from "../../raft/transport/tcp-transport.ts";
 import type { NodeTransport } from "../../raft/transport/types.ts";
 import type { StoreLimits } from "../types.ts";
+import type { WatchHubOptions } from "../watch.ts";
 import { DStore } from "./dstore.ts";
 import { type DedupOptions, DStoreStateMachine } from "./state-machine.ts";
 
@@ -56,6 +57,8 @@ export interface ReplicatedShardsConfig {
   requestTimeoutMs?: number;
   limits?: Partial<StoreLimits>;
   dedup?: Partial<DedupOptions>;
+  /** Watch history, per-watcher buffer and progress interval of every shard. */
+  watch?: Partial<WatchHubOptions>;
   /** Stamps log entries (the leader's clock decides TTLs). Default the system clock. */
   clock?: Clock;
   logger?: RaftLogger;
@@ -207,10 +210,11 @@ export async function startReplicatedShards(config: ReplicatedShardsConfig): Pro
     await host.start();
     await membership.start();
     for (const spec of config.shards) {
-      const machine = new DStoreStateMachine(config.dedup, config.limits);
+      const machine = new DStoreStateMachine(config.dedup, config.limits, config.watch);
       await host.addGroup(spec.id, machine, { validateProposal: (bytes) => machine.validateProposal(bytes) });
       const store = new DStore(host, spec.id, {
         timeoutMs: requestTimeoutMs,
+        ...(config.clock === undefined ? {} : { clock: config.clock }),
         ...(config.limits === undefined ? {} : { limits: config.limits }),
       });
       const locks =

@@ -4,6 +4,7 @@ import { DkvError, type DkvErrorCode } from "../../errors.ts";
 import type { Entry } from "../../raft/core/types.ts";
 import type { StateMachine } from "../../raft/host/types.ts";
 import { defaultStoreLimits, type StoreLimits } from "../types.ts";
+import { WatchHub, type WatchHubOptions } from "../watch.ts";
 import {
   type Command,
   decodeCommand,
@@ -22,6 +23,8 @@ export { type DedupOptions, defaultDedupOptions } from "./request-table.ts";
 
 /** Deadline purge work per applied entry: bounded so apply stays short, enough to keep up. */
 const PURGE_PER_APPLY = 8;
+/** Deadline purge work of a tick entry (Op.Tick), which exists to let deadlines pass. */
+const PURGE_PER_TICK = 1024;
 /**
  * Request ids forgotten by age per applied entry: more than the one an entry adds, so the
  * table keeps up; a full table forgets all expired ids at once (RequestTable.hasRoomFor).
@@ -47,16 +50,36 @@ const utf8Decoder = new TextDecoder();
  */
 export class DStoreStateMachine implements StateMachine {
   db = new MapleDB();
+  /**
+   * This replica's change stream: every applied change is published here on every member
+   * (revision = Raft index), so a watch works from any member and sees the same events.
+   */
+  readonly hub: WatchHub;
   private requests: RequestTable;
   private readonly dedupOptions: DedupOptions;
   private readonly limits: StoreLimits;
 
   /** `limits` are this server's, checked only before proposing (validateProposal). */
-  constructor(dedup: Partial<DedupOptions> = {}, limits: Partial<StoreLimits> = {}) {
+  constructor(
+    dedup: Partial<DedupOptions> = {},
+    limits: Partial<StoreLimits> = {},
+    watch: Partial<WatchHubOptions> = {},
+  ) {
     this.dedupOptions = resolveDedupOptions(dedup);
     this.requests = new RequestTable(this.dedupOptions);
     this.limits = { ...defaultStoreLimits, ...limits };
+    this.hub = new WatchHub(0, watch);
+    this.db.onChange(this.publish);
   }
+
+  private readonly publish = (
+    type: "put" | "delete" | "expire",
+    key: string,
+    value: Uint8Array | undefined,
+    revision: number,
+  ): void => {
+    this.hub.publish(type, key, value, revision);
+  };
 
   /**
    * Why `data` must not be proposed (a DkvError, outcome not-applied), or null: the
@@ -68,6 +91,13 @@ export class DStoreStateMachine implements StateMachine {
   }
 
   apply(entry: Entry): Uint8Array {
+    const result = this.applyEntry(entry);
+    // Progress events may now report this index: every change up to it is published.
+    this.hub.advance(entry.index);
+    return result;
+  }
+
+  private applyEntry(entry: Entry): Uint8Array {
     const nowMs = entry.timeMs;
     this.requests.forgetExpired(nowMs, FORGET_PER_APPLY);
     // Every write of this entry stamps its Raft index as the keys' revision.
@@ -153,8 +183,13 @@ export class DStoreStateMachine implements StateMachine {
         yield rest;
       })(),
     );
+    this.db.onChange(undefined);
+    db.onChange(this.publish);
     this.db = db;
     this.requests = requests;
+    // Changes between what was applied here and the snapshot are unknown: watchers that
+    // needed them get COMPACTED, never a silent gap.
+    this.hub.reset(db.revision);
   }
 
   private execute(command: Command, index: number, nowMs: number): Uint8Array {
@@ -186,6 +221,9 @@ export class DStoreStateMachine implements StateMachine {
         return encodeBoolean(db.renewIfEquals(key, value, expireInMs, deleteInMs, nowMs));
       case Op.Txn:
         return applyTxnCommand(db, command, index, nowMs);
+      case Op.Tick:
+        db.purgeExpired(nowMs, PURGE_PER_TICK);
+        return RESULT_VOID;
     }
   }
 

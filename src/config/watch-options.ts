@@ -1,0 +1,71 @@
+import {
+  WATCH_BUFFER_BYTES_DEFAULT,
+  WATCH_HISTORY_BYTES_DEFAULT,
+  WATCH_PROGRESS_INTERVAL_MS_DEFAULT,
+  WATCHERS_PER_CONNECTION_DEFAULT,
+} from "./defaults.ts";
+import type { OptionSpec } from "./schema.ts";
+
+/** Like schema.ts's defineOption, kept here so this file imports nothing at run time (schema.ts imports it). */
+function defineOption<const O extends OptionSpec>(option: O): O {
+  return option;
+}
+
+/** `dkv serve` flags of watch (spread into serveOptions; see the README's "Watch"). */
+export const watchServeOptions = [
+  defineOption({
+    name: "watch-history-bytes",
+    type: "number",
+    integer: true,
+    min: 1024,
+    default: WATCH_HISTORY_BYTES_DEFAULT,
+    valueHint: "BYTES",
+    description:
+      "Bytes of recent changes each shard keeps for watches from a past revision (--rev); older revisions fail with COMPACTED",
+  }),
+  defineOption({
+    name: "watch-buffer-bytes",
+    type: "number",
+    integer: true,
+    min: 1024,
+    default: WATCH_BUFFER_BYTES_DEFAULT,
+    valueHint: "BYTES",
+    description:
+      "Bytes of changes one watcher may fall behind its stream before it is cut with WATCH_SLOW (writers never wait for watchers)",
+  }),
+  defineOption({
+    name: "watch-progress-interval",
+    type: "duration",
+    default: WATCH_PROGRESS_INTERVAL_MS_DEFAULT,
+    valueHint: "DURATION",
+    description: 'Idle time after which a watcher gets {"type":"progress","revision":N} (0: never)',
+  }),
+  defineOption({
+    name: "watchers-per-connection",
+    type: "number",
+    integer: true,
+    min: 1,
+    default: WATCHERS_PER_CONNECTION_DEFAULT,
+    valueHint: "N",
+    description: "Watches open at once on one client connection; more are refused with RESOURCE_EXHAUSTED",
+  }),
+] as const;
+
+/** `dkv kv watch` flags. */
+export const watchCommandOptions = [
+  defineOption({
+    name: "prefix",
+    type: "string",
+    valueHint: "P",
+    description: "Watch every key that starts with P (instead of KEY)",
+  }),
+  defineOption({
+    name: "rev",
+    type: "number",
+    integer: true,
+    min: 1,
+    valueHint: "N",
+    description:
+      "Replay from revision N (no gap, no duplicate); older than the kept history: COMPACTED, exit 1",
+  }),
+] as const;

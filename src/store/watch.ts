@@ -1,0 +1,549 @@
+import {
+  WATCH_BUFFER_BYTES_DEFAULT,
+  WATCH_HISTORY_BYTES_DEFAULT,
+  WATCH_PROGRESS_INTERVAL_MS_DEFAULT,
+} from "../config/defaults.ts";
+import { DkvError } from "../errors.ts";
+
+/** A change to a key, in commit order. `value` only for "put". */
+export interface WatchChange {
+  type: "put" | "delete" | "expire";
+  key: string;
+  value?: Uint8Array;
+  revision: number;
+}
+
+/**
+ * Every change up to `revision` has been delivered: first when the watch starts (the
+ * revision it starts after), then whenever nothing matched for the progress interval.
+ */
+export interface WatchProgress {
+  type: "progress";
+  revision: number;
+}
+
+export type WatchEvent = WatchChange | WatchProgress;
+
+export interface WatchOptions {
+  /** Watch every key starting with the given string instead of that one key. */
+  prefix?: boolean;
+  /** Replay from this revision (>= 1); absent: changes after the watch starts. */
+  fromRevision?: number;
+  /** Aborting ends the iteration (no error) and frees the watcher. */
+  signal?: AbortSignal;
+  /** Idle time before a progress event, ms; default the store's (0: none). */
+  progressIntervalMs?: number;
+}
+
+/** The watch asked for revisions older than the kept history. */
+export class WatchCompactedError extends DkvError {
+  /** The oldest revision a watch may still start from. */
+  readonly compactRevision: number;
+
+  constructor(compactRevision: number, fromRevision: number) {
+    super(
+      "COMPACTED",
+      `revision ${fromRevision} is older than the kept watch history; the oldest available is ${compactRevision}. Read the current state (get/list), then watch from its revision + 1`,
+    );
+    this.compactRevision = compactRevision;
+  }
+
+  override toJSON(): {
+    error: "COMPACTED";
+    message: string;
+    outcome: "not-applied";
+    compactRevision: number;
+  } {
+    return {
+      error: "COMPACTED",
+      message: this.message,
+      outcome: "not-applied",
+      compactRevision: this.compactRevision,
+    };
+  }
+}
+
+export interface WatchHubOptions {
+  /** Bytes of recent changes kept for watches that start from a past revision. */
+  historyBytesMax: number;
+  /** Bytes of changes one watcher may have queued but not consumed before it is cut (WATCH_SLOW). */
+  bufferBytesMax: number;
+  /** Default idle time before a progress event, ms; 0: none. */
+  progressIntervalMs: number;
+}
+
+export const defaultWatchHubOptions: WatchHubOptions = {
+  historyBytesMax: WATCH_HISTORY_BYTES_DEFAULT,
+  bufferBytesMax: WATCH_BUFFER_BYTES_DEFAULT,
+  progressIntervalMs: WATCH_PROGRESS_INTERVAL_MS_DEFAULT,
+};
+
+/** What one change is charged in the history and a watcher's buffer: key, value, bookkeeping. */
+const EVENT_OVERHEAD_BYTES = 128;
+
+function eventBytes(change: WatchChange): number {
+  return changeBytes(change.key, change.value);
+}
+
+type ChangeType = WatchChange["type"];
+
+function changeBytes(key: string, value: Uint8Array | undefined): number {
+  return key.length * 2 + (value?.byteLength ?? 0) + EVENT_OVERHEAD_BYTES;
+}
+
+/**
+ * The kept changes as parallel arrays, not one object per change: with no watcher, a
+ * change costs a few array slots holding what the engine holds anyway (key, value), and
+ * nothing for the garbage collector to promote. Objects are made when a change is read.
+ */
+class ChangeLog {
+  private types: ChangeType[] = [];
+  private keys: string[] = [];
+  private values: (Uint8Array | undefined)[] = [];
+  private revisions: number[] = [];
+  /** Index of the oldest kept change in the arrays. */
+  private head = 0;
+
+  get size(): number {
+    return this.revisions.length - this.head;
+  }
+
+  push(type: ChangeType, key: string, value: Uint8Array | undefined, revision: number): void {
+    this.types.push(type);
+    this.keys.push(key);
+    this.values.push(value);
+    this.revisions.push(revision);
+  }
+
+  /** The i-th kept change (0 = oldest) as a fresh object. */
+  at(i: number): WatchChange {
+    const at = this.head + i;
+    const value = this.values[at];
+    const type = this.types[at]!;
+    const key = this.keys[at]!;
+    const revision = this.revisions[at]!;
+    return value === undefined ? { type, key, revision } : { type, key, value, revision };
+  }
+
+  revisionAt(i: number): number {
+    return this.revisions[this.head + i]!;
+  }
+
+  /** Drops the oldest change; returns its revision and charged bytes. */
+  dropOldest(): { revision: number; bytes: number } {
+    const at = this.head++;
+    const dropped = { revision: this.revisions[at]!, bytes: changeBytes(this.keys[at]!, this.values[at]) };
+    this.keys[at] = "";
+    this.values[at] = undefined;
+    // Compacts now and then, so the ring costs O(1) amortised per change.
+    if (this.head > 1024 && this.head * 2 > this.revisions.length) {
+      this.types = this.types.slice(this.head);
+      this.keys = this.keys.slice(this.head);
+      this.values = this.values.slice(this.head);
+      this.revisions = this.revisions.slice(this.head);
+      this.head = 0;
+    }
+    return dropped;
+  }
+}
+
+/** Checks watch options at the edge; what is wrong is a BAD_REQUEST that starts nothing. */
+export function checkWatchOptions(key: string, options: WatchOptions): void {
+  if (typeof key !== "string" || (key === "" && options.prefix !== true)) {
+    throw new DkvError(
+      "BAD_REQUEST",
+      'watch needs a key, or a prefix with prefix: true ("" watches every key)',
+    );
+  }
+  const from = options.fromRevision;
+  if (from !== undefined && !(Number.isSafeInteger(from) && from >= 1)) {
+    throw new DkvError(
+      "BAD_REQUEST",
+      `fromRevision must be a whole number >= 1 (omit it to start now); got ${from}`,
+    );
+  }
+  const interval = options.progressIntervalMs;
+  if (interval !== undefined && !(Number.isSafeInteger(interval) && interval >= 0)) {
+    throw new DkvError(
+      "BAD_REQUEST",
+      `progressIntervalMs must be a whole number of ms >= 0; got ${interval}`,
+    );
+  }
+}
+
+/**
+ * The changes of one store (a shard), fanned out to its watchers. `publish` is called
+ * synchronously by the engine's change listener, so it never waits: each matching watcher
+ * gets a reference to the change in its own queue, bounded by bytes; a watcher whose
+ * consumer falls further behind is cut with WATCH_SLOW, and writers never slow down.
+ *
+ * The recent history (bounded by bytes) serves watches from a past revision; a revision
+ * older than it is refused with COMPACTED. The compact revision is the oldest revision a
+ * watch may start from: every change with a revision at or above it is still kept.
+ */
+export class WatchHub {
+  private readonly options: WatchHubOptions;
+  /** Recent changes in commit order. */
+  private history = new ChangeLog();
+  /** Sequence number of the oldest kept change: a watcher replays by sequence, not by index. */
+  private firstSeq = 0;
+  private historyBytes = 0;
+  private compactRev: number;
+  private rev: number;
+  private readonly byKey = new Map<string, Set<Watcher>>();
+  private readonly byPrefix = new Set<Watcher>();
+  private closed = false;
+
+  /** `revision`: the store's revision now; history starts after it. */
+  constructor(revision: number, options: Partial<WatchHubOptions> = {}) {
+    this.options = { ...defaultWatchHubOptions, ...options };
+    for (const [name, value] of Object.entries(this.options)) {
+      if (!Number.isSafeInteger(value) || value < 0 || (name !== "progressIntervalMs" && value === 0)) {
+        throw new DkvError(
+          "BAD_REQUEST",
+          `watch option ${name} must be a positive whole number; got ${value}`,
+        );
+      }
+    }
+    this.rev = revision;
+    this.compactRev = revision + 1;
+  }
+
+  /** The last revision applied to the store (changes up to it have been published). */
+  get revision(): number {
+    return this.rev;
+  }
+
+  /** The oldest revision a watch may start from. */
+  get compactRevision(): number {
+    return this.compactRev;
+  }
+
+  /** Watchers open now. */
+  get watcherCount(): number {
+    let count = this.byPrefix.size;
+    for (const set of this.byKey.values()) count += set.size;
+    return count;
+  }
+
+  get historyBytesUsed(): number {
+    return this.historyBytes;
+  }
+
+  /**
+   * One change, in commit order (revisions never go back); the engine's change listener.
+   * `value` is kept, not copied: the engine never changes a stored array.
+   */
+  publish(type: ChangeType, key: string, value: Uint8Array | undefined, revision: number): void {
+    if (revision > this.rev) this.rev = revision;
+    const bytes = changeBytes(key, value);
+    this.history.push(type, key, value, revision);
+    this.historyBytes += bytes;
+    this.trimHistory();
+    // Most writes have no watcher: no object, no lookup, no iterator.
+    if (this.byKey.size === 0 && this.byPrefix.size === 0) return;
+    let change: WatchChange | undefined;
+    const exact = this.byKey.size === 0 ? undefined : this.byKey.get(key);
+    if (exact !== undefined) {
+      change = value === undefined ? { type, key, revision } : { type, key, value, revision };
+      for (const watcher of exact) watcher.offer(change, bytes);
+    }
+    for (const watcher of this.byPrefix) {
+      if (!key.startsWith(watcher.key)) continue;
+      change ??= value === undefined ? { type, key, revision } : { type, key, value, revision };
+      watcher.offer(change, bytes);
+    }
+  }
+
+  /** The store applied up to `revision` (with or without changes): what progress reports. */
+  advance(revision: number): void {
+    if (revision > this.rev) this.rev = revision;
+  }
+
+  /**
+   * The store's state was replaced (a snapshot installed) at `revision`: the changes
+   * between the last published one and it are unknown, so history restarts after it and
+   * every watcher that still needed them is cut with COMPACTED, never left with a gap.
+   */
+  reset(revision: number): void {
+    const gap = revision > this.rev;
+    this.history = new ChangeLog();
+    this.firstSeq = 0;
+    this.historyBytes = 0;
+    if (revision > this.rev) this.rev = revision;
+    this.compactRev = Math.max(this.compactRev, revision + 1);
+    if (!gap) return;
+    for (const watcher of this.allWatchers()) {
+      if (watcher.nextRevision <= revision)
+        watcher.fail(new WatchCompactedError(this.compactRev, watcher.nextRevision));
+    }
+  }
+
+  /** Starts a watcher; throws COMPACTED when `fromRevision` is older than the history. */
+  watch(key: string, options: WatchOptions = {}): Watcher {
+    checkWatchOptions(key, options);
+    if (this.closed) throw new DkvError("CLOSED", "the store is closed; nothing more to watch");
+    const from = options.fromRevision ?? this.rev + 1;
+    if (from < this.compactRev) throw new WatchCompactedError(this.compactRev, from);
+    const liveSeq = this.firstSeq + this.history.size;
+    const replaySeq = from > this.rev ? liveSeq : this.seqAtRevision(from);
+    const watcher = new Watcher(this, key, options.prefix === true, from, replaySeq, liveSeq, {
+      bufferBytesMax: this.options.bufferBytesMax,
+      progressIntervalMs: options.progressIntervalMs ?? this.options.progressIntervalMs,
+      signal: options.signal,
+    });
+    if (watcher.prefix) this.byPrefix.add(watcher);
+    else {
+      const set = this.byKey.get(key) ?? new Set<Watcher>();
+      this.byKey.set(key, set);
+      set.add(watcher);
+    }
+    return watcher;
+  }
+
+  /** Ends every watcher (CLOSED) and refuses new ones. */
+  close(): void {
+    this.closed = true;
+    for (const watcher of this.allWatchers()) {
+      watcher.fail(new DkvError("CLOSED", "the store was closed; watch another member or reopen it"));
+    }
+  }
+
+  /** The change at sequence `seq`, or undefined once it left the history. */
+  changeAt(seq: number): WatchChange | undefined {
+    if (seq < this.firstSeq || seq >= this.firstSeq + this.history.size) return undefined;
+    return this.history.at(seq - this.firstSeq);
+  }
+
+  isKept(seq: number): boolean {
+    return seq >= this.firstSeq;
+  }
+
+  remove(watcher: Watcher): void {
+    if (watcher.prefix) {
+      this.byPrefix.delete(watcher);
+      return;
+    }
+    const set = this.byKey.get(watcher.key);
+    set?.delete(watcher);
+    if (set?.size === 0) this.byKey.delete(watcher.key);
+  }
+
+  private allWatchers(): Watcher[] {
+    const all = [...this.byPrefix];
+    for (const set of this.byKey.values()) all.push(...set);
+    return all;
+  }
+
+  /** Sequence of the first kept change with a revision >= `revision` (history is sorted). */
+  private seqAtRevision(revision: number): number {
+    let low = 0;
+    let high = this.history.size;
+    while (low < high) {
+      const mid = (low + high) >>> 1;
+      if (this.history.revisionAt(mid) < revision) low = mid + 1;
+      else high = mid;
+    }
+    return this.firstSeq + low;
+  }
+
+  private trimHistory(): void {
+    const max = this.options.historyBytesMax;
+    while (this.historyBytes > max && this.history.size > 0) {
+      const dropped = this.history.dropOldest();
+      this.firstSeq++;
+      this.historyBytes -= dropped.bytes;
+      // A revision may span several changes (a transaction): once one is gone, all of it is.
+      this.compactRev = Math.max(this.compactRev, dropped.revision + 1);
+    }
+  }
+}
+
+interface WatcherOptions {
+  bufferBytesMax: number;
+  progressIntervalMs: number;
+  signal: AbortSignal | undefined;
+}
+
+/**
+ * One watch: an async iterator of changes. It first replays kept history (read lazily by
+ * sequence, so a long replay costs no copy), then the changes queued since it started.
+ */
+export class Watcher implements AsyncIterableIterator<WatchEvent> {
+  private queue: WatchChange[] = [];
+  private queueHead = 0;
+  private queueBytes = 0;
+  private replaySeq: number;
+  private error: DkvError | undefined;
+  private ended = false;
+  /** Aborted or returned: queued changes are dropped, not delivered. */
+  private stopped = false;
+  /** The first event is a progress event: the revision this watch starts after. */
+  private announced = false;
+  private wake: (() => void) | undefined;
+  private readonly onAbort = (): void => this.stop();
+  /** The revision the next change must have at least (what a resume would start from). */
+  nextRevision: number;
+
+  constructor(
+    private readonly hub: WatchHub,
+    readonly key: string,
+    readonly prefix: boolean,
+    fromRevision: number,
+    replaySeq: number,
+    private readonly liveSeq: number,
+    private readonly options: WatcherOptions,
+  ) {
+    this.nextRevision = fromRevision;
+    this.replaySeq = replaySeq;
+    if (options.signal?.aborted) this.stop();
+    else options.signal?.addEventListener("abort", this.onAbort, { once: true });
+  }
+
+  /** A new change that matches (called by the hub, synchronously). */
+  offer(change: WatchChange, bytes: number): void {
+    if (this.ended || change.revision < this.nextRevision) return;
+    this.queue.push(change);
+    this.queueBytes += bytes;
+    if (this.queueBytes > this.options.bufferBytesMax) {
+      this.fail(
+        new DkvError(
+          "WATCH_SLOW",
+          `the watcher fell more than ${this.options.bufferBytesMax} bytes of changes behind and was cut; consume events faster, or watch again from revision ${this.nextRevision}`,
+        ),
+      );
+      return;
+    }
+    this.wakeUp();
+  }
+
+  /** Ends the watch with `error` (the consumer sees it at its next pull). */
+  fail(error: DkvError): void {
+    if (this.ended) return;
+    this.error = error;
+    this.end();
+  }
+
+  [Symbol.asyncIterator](): AsyncIterableIterator<WatchEvent> {
+    return this;
+  }
+
+  async next(): Promise<IteratorResult<WatchEvent>> {
+    if (!this.announced && !this.ended) {
+      this.announced = true;
+      return { done: false, value: { type: "progress", revision: this.nextRevision - 1 } };
+    }
+    // Bounded: each turn returns a change or progress, or waits for one.
+    for (;;) {
+      const change = this.take();
+      if (change !== undefined) {
+        this.nextRevision = change.revision;
+        return { done: false, value: change };
+      }
+      if (this.ended) {
+        const error = this.error;
+        this.error = undefined;
+        if (error !== undefined) throw error;
+        return { done: true, value: undefined };
+      }
+      const woken = await this.waitForChange();
+      if (!woken && !this.ended) {
+        // Everything up to the hub's revision has been delivered (or is not wanted).
+        const revision = Math.max(this.hub.revision, this.nextRevision - 1);
+        return { done: false, value: { type: "progress", revision } };
+      }
+    }
+  }
+
+  async return(): Promise<IteratorResult<WatchEvent>> {
+    this.stop();
+    return { done: true, value: undefined };
+  }
+
+  private stop(): void {
+    this.stopped = true;
+    this.queue = [];
+    this.queueHead = 0;
+    this.queueBytes = 0;
+    this.end();
+  }
+
+  private take(): WatchChange | undefined {
+    if (this.error !== undefined || this.stopped) return undefined;
+    // Replay first: kept history from the start revision up to where live delivery began.
+    while (this.replaySeq < this.liveSeq) {
+      if (!this.hub.isKept(this.replaySeq)) {
+        this.fail(
+          new DkvError(
+            "WATCH_SLOW",
+            `the watch history moved past this watcher while it replayed; watch again from revision ${this.nextRevision}`,
+          ),
+        );
+        return undefined;
+      }
+      const change = this.hub.changeAt(this.replaySeq++)!;
+      if (this.matches(change) && change.revision >= this.nextRevision) return change;
+    }
+    if (this.queueHead >= this.queue.length) return undefined;
+    const change = this.queue[this.queueHead]!;
+    this.queue[this.queueHead] = undefined as unknown as WatchChange;
+    this.queueHead++;
+    this.queueBytes -= eventBytes(change);
+    if (this.queueHead === this.queue.length) {
+      this.queue = [];
+      this.queueHead = 0;
+    }
+    return change;
+  }
+
+  private matches(change: WatchChange): boolean {
+    return this.prefix ? change.key.startsWith(this.key) : change.key === this.key;
+  }
+
+  /** True when woken by a change or the end; false when the progress interval passed first. */
+  private waitForChange(): Promise<boolean> {
+    const intervalMs = this.options.progressIntervalMs;
+    return new Promise((resolve) => {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      this.wake = () => {
+        if (timer !== undefined) clearTimeout(timer);
+        this.wake = undefined;
+        resolve(true);
+      };
+      if (intervalMs > 0) {
+        timer = setTimeout(() => {
+          this.wake = undefined;
+          resolve(false);
+        }, intervalMs);
+      }
+    });
+  }
+
+  private wakeUp(): void {
+    this.wake?.();
+  }
+
+  private end(): void {
+    if (this.ended) return;
+    this.ended = true;
+    this.options.signal?.removeEventListener("abort", this.onAbort);
+    this.hub.remove(this);
+    this.wakeUp();
+  }
+}
+
+/**
+ * The events of `watcher` with each value copied, so a consumer that changes the bytes it
+ * got cannot change the stored value (the engine and the history share one array).
+ */
+export async function* watchCopies(watcher: Watcher): AsyncGenerator<WatchEvent, void, undefined> {
+  try {
+    for await (const event of watcher) {
+      yield event.type !== "progress" && event.value !== undefined
+        ? { ...event, value: event.value.slice() }
+        : event;
+    }
+  } finally {
+    await watcher.return();
+  }
+}

@@ -1,0 +1,103 @@
+import { describe, expect, test } from "bun:test";
+import { ManualClock } from "../../src/clock.ts";
+import { LockManager } from "../../src/lockmgr/lock-manager.ts";
+import type { AcquireResult } from "../../src/lockmgr/types.ts";
+import { LocalStore } from "../../src/store/local.ts";
+import { flushIo } from "../support/drive.ts";
+
+/** A retry interval no test waits out: a waiter that acquires was woken by a change. */
+const NEVER_POLL_MS = 3_600_000;
+
+async function settled<T>(promise: Promise<T>, turns = 200): Promise<T | undefined> {
+  let value: T | undefined;
+  let done = false;
+  void promise.then((v) => {
+    value = v;
+    done = true;
+  });
+  for (let i = 0; i < turns && !done; i++) await flushIo();
+  return value;
+}
+
+describe("blocking acquire: woken by changes, in order of arrival", () => {
+  test("a release wakes the waiter at once, with no time passing", async () => {
+    const clock = new ManualClock();
+    const store = new LocalStore({ clock, purgeIntervalMs: 0 });
+    const locks = new LockManager(store, { clock, retryIntervalMs: NEVER_POLL_MS });
+    const holder = await locks.acquire("job", 0);
+    const waiting = locks.acquire("job", 0, { waitMs: 10 * NEVER_POLL_MS });
+    expect(await settled(waiting, 20)).toBeUndefined();
+    await locks.release("job", holder.ownerId!);
+    const result = await settled(waiting);
+    expect(result).toMatchObject({ acquired: true });
+    expect(result!.fencingToken!).toBeGreaterThan(holder.fencingToken!);
+    await store.close();
+  });
+
+  test("a lease running out wakes the waiter (the purge's expire event), not a poll", async () => {
+    const clock = new ManualClock();
+    const store = new LocalStore({ clock, purgeIntervalMs: 10 });
+    const locks = new LockManager(store, { clock, retryIntervalMs: NEVER_POLL_MS });
+    await locks.acquire("job", 100);
+    const waiting = locks.acquire("job", 0, { waitMs: 10 * NEVER_POLL_MS });
+    expect(await settled(waiting, 20)).toBeUndefined();
+    await clock.advance(110);
+    expect(await settled(waiting)).toMatchObject({ acquired: true });
+    await store.close();
+  });
+
+  test("waiters get the lock in the order they started waiting", async () => {
+    const clock = new ManualClock();
+    const store = new LocalStore({ clock, purgeIntervalMs: 0 });
+    const locks = new LockManager(store, { clock, retryIntervalMs: NEVER_POLL_MS });
+    const holder = await locks.acquire("job", 0);
+    const order: string[] = [];
+    const waiters: Promise<AcquireResult>[] = [];
+    for (const name of ["first", "second", "third"]) {
+      const waiting = locks.acquire("job", 0, { waitMs: 10 * NEVER_POLL_MS });
+      waiters.push(waiting);
+      void waiting.then(() => order.push(name));
+      await settled(waiting, 10); // each is queued before the next arrives
+    }
+    let owner = holder.ownerId!;
+    for (let i = 0; i < 3; i++) {
+      await locks.release("job", owner);
+      const next = await settled(waiters[i]!);
+      expect(next).toMatchObject({ acquired: true });
+      owner = next!.ownerId!;
+    }
+    expect(order).toEqual(["first", "second", "third"]);
+    await store.close();
+  });
+});
+
+describe("watchLost: a holder learns its lock is gone", () => {
+  test("released, expired, or not held at all; a refresh keeps it waiting", async () => {
+    const clock = new ManualClock();
+    const store = new LocalStore({ clock, purgeIntervalMs: 10 });
+    const locks = new LockManager(store, { clock, retryIntervalMs: NEVER_POLL_MS });
+    const held = await locks.acquire("a", 0);
+    const released = locks.watchLost("a", held.ownerId!);
+    expect(await settled(released, 20)).toBeUndefined();
+    await locks.release("a", held.ownerId!);
+    expect(await settled(released)).toBe("released");
+
+    const leased = await locks.acquire("b", 100);
+    const expired = locks.watchLost("b", leased.ownerId!);
+    await clock.advance(50);
+    expect(await locks.refresh("b", leased.ownerId!, 100)).toBe(true);
+    await clock.advance(90);
+    expect(await settled(expired, 20)).toBeUndefined();
+    await clock.advance(20);
+    expect(await settled(expired)).toBe("expired");
+
+    expect(await locks.watchLost("b", leased.ownerId!)).toBe("lost");
+    const again = await locks.acquire("c", 0);
+    const controller = new AbortController();
+    const stopped = locks.watchLost("c", again.ownerId!, { signal: controller.signal });
+    controller.abort();
+    expect(await settled(stopped)).toBe("stopped");
+    expect(store.watcherCount).toBe(0);
+    await store.close();
+  });
+});
