@@ -57,6 +57,8 @@ export const HEARTBEAT_RTT_FACTOR_MAX = 10_000;
 export const SNAPSHOT_ENTRIES_DEFAULT = 100_000;
 /** Entries kept behind a snapshot for slow followers (`--compaction-overhead`). */
 export const COMPACTION_OVERHEAD_ENTRIES_DEFAULT = 5_000;
+/** How often a member checks whether it leads too many shards (`--leader-balance-interval`; 0: off). */
+export const LEADER_BALANCE_INTERVAL_MS_DEFAULT = 5_000;
 
 /** The member id of the embedded one-member cluster when --replica-id is not given. */
 export const REPLICA_ID_DEFAULT = "node-1";

@@ -56,6 +56,8 @@ export interface RaftNodeOptions {
   readonly heartbeatRttFactor: number;
   readonly snapshotEntries: number;
   readonly compactionOverheadEntries: number;
+  /** --leader-balance-interval in ms (0: off). */
+  readonly leaderBalanceIntervalMs: number;
   /** Deadline of one replicated store call, retries included. */
   readonly requestTimeoutMs: number;
   /** Largest node transport frame: holds one largest entry (key + value + framing). */
@@ -180,6 +182,7 @@ function resolveRaft(values: ServeOptionValues): RaftNodeOptions {
     heartbeatRttFactor,
     snapshotEntries: values["snapshot-entries"],
     compactionOverheadEntries: values["compaction-overhead"],
+    leaderBalanceIntervalMs: values["leader-balance-interval"],
     requestTimeoutMs: values.timeout,
     join: values.join.length === 0 ? undefined : Object.freeze([...values.join]),
     autoPromoteLagEntries: values["auto-promote-lag"],

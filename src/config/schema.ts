@@ -18,6 +18,7 @@ import {
   HEARTBEAT_RTT_FACTOR_MAX,
   HEARTBEAT_RTT_FACTOR_MIN,
   KEY_BYTES_MAX_DEFAULT,
+  LEADER_BALANCE_INTERVAL_MS_DEFAULT,
   REQUEST_TIMEOUT_MS_DEFAULT,
   RETRY_COUNT_DEFAULT,
   RTT_MS_DEFAULT,
@@ -384,6 +385,16 @@ export const serveOptions = [
     valueHint: "N",
     description:
       "Snapshot each dstore shard every N applied log entries and compact its log (0: never; the log then grows without bound)",
+  }),
+  defineOption({
+    name: "leader-balance-interval",
+    type: "number",
+    integer: true,
+    min: 0,
+    default: LEADER_BALANCE_INTERVAL_MS_DEFAULT,
+    valueHint: "MS",
+    description:
+      "Every MS, a member that leads at least two more dstore shards than another voter hands one to it (a leadership transfer), so leader work spreads over the members (0: off)",
   }),
   defineOption({
     name: "compaction-overhead",

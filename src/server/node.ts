@@ -190,6 +190,7 @@ async function startRaft(
     heartbeatRttFactor: raft.heartbeatRttFactor,
     snapshotEntries: raft.snapshotEntries,
     compactionOverheadEntries: raft.compactionOverheadEntries,
+    leaderBalanceIntervalMs: raft.leaderBalanceIntervalMs,
     requestTimeoutMs: raft.requestTimeoutMs,
     limits: options.limits,
     ...(options.watch === undefined ? {} : { watch: hubOptions(options.watch) }),

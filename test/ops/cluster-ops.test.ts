@@ -111,6 +111,9 @@ describe("operations on a 3-member cluster (compiled binary)", () => {
   }, 60_000);
 
   test("a backup taken under write load restores into a new 3-member cluster: acknowledged keys, TTLs and tokens", async () => {
+    // The previous test restarted two members: start once every member is ready again.
+    for (const member of cluster.members)
+      await cluster.waitForStatus(cluster.metricsUrl(member.id, "/readyz"), 200);
     const client = cluster.client();
     const store = client.store(KV);
     const locks = client.locks(LOCKS);

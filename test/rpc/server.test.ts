@@ -1,14 +1,16 @@
 import { afterEach, describe, expect, test } from "bun:test";
 import type { Socket } from "bun";
-import type { DkvError } from "../../src/errors.ts";
+import { DkvError } from "../../src/errors.ts";
 import { RpcClient } from "../../src/rpc/client/index.ts";
 import { parseEndpoint } from "../../src/rpc/protocol/endpoint.ts";
 import { FrameDecoder, type FrameHeader, flagError, readErrorBody } from "../../src/rpc/protocol/frame.ts";
 import { type Message, type OpName, responseSchemas } from "../../src/rpc/protocol/types.ts";
 import { createSerializer } from "../../src/rpc/serializer/index.ts";
 import { startRpcServer } from "../../src/rpc/server/index.ts";
+import { LocalStore } from "../../src/store/local.ts";
 import type { IStore } from "../../src/store/types.ts";
 import { expectDkvError } from "../support/assertions.ts";
+import { ModelKVDB } from "../support/model-kvdb.ts";
 import { encodeRequestFrame } from "../support/raw-frame.ts";
 import { lockShard, type Stack, startStack, storeShard } from "./harness.ts";
 
@@ -303,6 +305,57 @@ describe("client failure handling", () => {
     );
     const error = await expectDkvError(() => client.store(1).set("k", "v"), "TIMEOUT");
     expect(error.outcome).toBe("unknown");
+  });
+
+  test("a member's UNAVAILABLE is retried on another endpoint with the same request id", async () => {
+    // Member A answers UNAVAILABLE with outcome unknown (its leader went away mid-forward);
+    // member B has the write. The client retries on B and gets B's answer.
+    const seen: string[] = [];
+    const unavailable = hangingStore();
+    unavailable.set = async (key: string) => {
+      seen.push(`a:${key}`);
+      throw new DkvError("UNAVAILABLE", "the leader went away; retry", { outcome: "unknown" });
+    };
+    const working = new LocalStore({ db: new ModelKVDB(), purgeIntervalMs: 0 });
+    const servers = await Promise.all(
+      [unavailable, working].map((store) =>
+        startRpcServer({
+          transport: "tcp",
+          serializer: "binary",
+          endpoint: "127.0.0.1:0",
+          shards: new Map([[1, { kind: "store", store }]]),
+          drainTimeoutMs: 10,
+        }),
+      ),
+    );
+    const client = new RpcClient({
+      transport: "tcp",
+      serializer: "binary",
+      endpoints: servers.map((server) => server.endpoint),
+      timeoutMs: 2000,
+    });
+    cleanups.push(
+      async () => {
+        for (const server of servers) await server.stop();
+      },
+      () => client.close(),
+      () => working.close(),
+    );
+    await client.store(1).set("k", "v");
+    expect(seen).toEqual(["a:k"]);
+    expect(new TextDecoder().decode((await working.get("k"))!)).toBe("v");
+    // With only the unavailable member, the error reaches the caller once retries run out.
+    const lonely = new RpcClient({
+      transport: "tcp",
+      serializer: "binary",
+      endpoints: [servers[0]!.endpoint],
+      timeoutMs: 2000,
+    });
+    cleanups.push(() => lonely.close());
+    const error = await expectDkvError(() => lonely.store(1).set("j", "v"), "UNAVAILABLE");
+    expect(error.outcome).toBe("unknown");
+    // The member ran it once; its per-server request cache answered the retries.
+    expect(seen.filter((key) => key === "a:j")).toEqual(["a:j"]);
   });
 
   test("a request never sent (nobody listening) fails as not-applied", async () => {

@@ -23,6 +23,7 @@ export const opKinds = [
   "release",
   "refresh",
   "resourceWrite",
+  "cas",
 ] as const;
 export type OpKind = (typeof opKinds)[number];
 
@@ -31,6 +32,16 @@ export type Outcome = "ok" | "fail" | "unknown";
 /** `get`: the value when found. */
 export interface ReadResult {
   found: boolean;
+  value?: string;
+}
+
+/**
+ * `cas`: a transaction on one key — compare its value with `expected`; on a match set
+ * `value`, otherwise get the key (failure branch). `found`/`value` are that get's answer.
+ */
+export interface CasResult {
+  succeeded: boolean;
+  found?: boolean;
   value?: string;
 }
 
@@ -66,6 +77,7 @@ export interface ResourceWriteResult {
 }
 
 export type OpResult =
+  | CasResult
   | ReadResult
   | WrittenResult
   | AcquireResult
@@ -83,8 +95,10 @@ export interface Operation {
   kind: OpKind;
   /** The store key, or for locks and resource writes the lock key. */
   key: string;
-  /** The value written (set, setE, setEIfUnset, resourceWrite payload). */
+  /** The value written (set, setE, setEIfUnset, cas on success, resourceWrite payload). */
   value?: string;
+  /** cas: the value the key must hold for the write to happen. */
+  expected?: string;
   /** setE / setEIfUnset deadlines, ms relative to the server's stamp; 0 = never. */
   expireInMs?: number;
   deleteInMs?: number;
@@ -113,7 +127,18 @@ export type History = readonly Operation[];
 
 export function readResultOf(op: Operation): ReadResult | undefined {
   const r = op.result;
-  return op.kind === "get" && r !== undefined && "found" in r ? r : undefined;
+  return op.kind === "get" && r !== undefined && "found" in r && !("succeeded" in r) ? r : undefined;
+}
+
+export function casResultOf(op: Operation): CasResult | undefined {
+  const r = op.result;
+  return op.kind === "cas" && r !== undefined && "succeeded" in r ? r : undefined;
+}
+
+/** The value a read or a failed cas's get observed, when it found one. */
+export function observedValueOf(op: Operation): string | undefined {
+  const r = op.kind === "get" ? readResultOf(op) : casResultOf(op);
+  return r?.found === true ? (r.value ?? "") : undefined;
 }
 
 export function writtenResultOf(op: Operation): WrittenResult | undefined {
@@ -152,6 +177,7 @@ const registerMutationKinds: ReadonlySet<Operation["kind"]> = new Set([
   "setEIfUnset",
   "delete",
   "expire",
+  "cas",
 ]);
 
 /**
@@ -160,6 +186,7 @@ const registerMutationKinds: ReadonlySet<Operation["kind"]> = new Set([
  */
 export function isRegisterMutation(op: Operation): boolean {
   if (!registerMutationKinds.has(op.kind) || op.outcome === "fail") return false;
+  if (op.kind === "cas" && op.outcome === "ok" && casResultOf(op)?.succeeded === false) return false;
   return !(op.kind === "setEIfUnset" && op.outcome === "ok" && writtenResultOf(op)?.written === false);
 }
 
@@ -172,6 +199,7 @@ export function effectiveCompleteMs(op: Operation): number {
 export function describeOp(op: Operation): string {
   const end = op.completeMs === undefined || !Number.isFinite(op.completeMs) ? "?" : op.completeMs.toFixed(1);
   const args: string[] = [JSON.stringify(op.key)];
+  if (op.expected !== undefined) args.push(`if==${JSON.stringify(op.expected)}`);
   if (op.value !== undefined) args.push(JSON.stringify(op.value));
   if (op.expireInMs !== undefined || op.deleteInMs !== undefined) {
     args.push(`expireIn=${op.expireInMs ?? 0}`, `deleteIn=${op.deleteInMs ?? 0}`);
@@ -309,7 +337,9 @@ function validateOperation(raw: unknown, line: number): Operation {
     if (typeof v !== "number") bad(`${name} must be a number`);
     else op[name] = v;
   };
-  const optionalString = (name: "value" | "ownerId" | "fencingToken" | "member" | "error"): void => {
+  const optionalString = (
+    name: "value" | "expected" | "ownerId" | "fencingToken" | "member" | "error",
+  ): void => {
     const v = raw[name];
     if (v === undefined || v === null) return;
     if (typeof v !== "string") bad(`${name} must be a string`);
@@ -321,6 +351,7 @@ function validateOperation(raw: unknown, line: number): Operation {
   optionalNumber("ttlMs");
   optionalNumber("completeMs");
   optionalString("value");
+  optionalString("expected");
   optionalString("ownerId");
   optionalString("fencingToken");
   optionalString("member");
@@ -340,6 +371,13 @@ function validateResult(raw: unknown, bad: (what: string) => never): OpResult {
     if (v === undefined || v === null) return undefined;
     return typeof v === "string" ? v : bad(`result.${name} must be a string`);
   };
+  if (typeof raw.succeeded === "boolean") {
+    const result: CasResult = { succeeded: raw.succeeded };
+    if (typeof raw.found === "boolean") result.found = raw.found;
+    const value = optionalString("value");
+    if (value !== undefined) result.value = value;
+    return result;
+  }
   if (typeof raw.found === "boolean") {
     const value = optionalString("value");
     return value === undefined ? { found: raw.found } : { found: raw.found, value };

@@ -1,7 +1,7 @@
 import { DkvError } from "../../src/errors.ts";
 import { RpcClient } from "../../src/rpc/client/index.ts";
 import type { IStore } from "../../src/store/types.ts";
-import type { HistoryRecorder, Invocation, OpResult, Outcome } from "./history.ts";
+import type { CasResult, HistoryRecorder, Invocation, OpResult, Outcome } from "./history.ts";
 import { between, forkRandom, pick, type Random } from "./random.ts";
 import type { ClientAccess } from "./security.ts";
 
@@ -83,6 +83,27 @@ async function record<T>(
     recorder.complete(id, invocation.kind === "get" ? "fail" : outcome, undefined, code);
     return undefined;
   }
+}
+
+/**
+ * A transaction on one key: if it holds `expected`, set `value`; otherwise get it. The
+ * result says which branch ran and, for the failure branch, what the get saw.
+ */
+async function compareAndSet(
+  store: IStore,
+  key: string,
+  expected: string,
+  value: string,
+): Promise<CasResult> {
+  const result = await store.txn({
+    compare: [{ key, target: "value", op: "==", value: expected }],
+    success: [{ op: "set", key, value }],
+    failure: [{ op: "get", key }],
+  });
+  if (result.succeeded) return { succeeded: true };
+  const got = result.results[0];
+  if (got?.found !== true || got.value === undefined) return { succeeded: false, found: false };
+  return { succeeded: false, found: true, value: decoder.decode(got.value) };
 }
 
 async function readValue(store: IStore, key: string): Promise<{ found: boolean; value?: string }> {
@@ -173,20 +194,36 @@ export class Workloads {
   private async registerLoop(handle: ClientHandle): Promise<void> {
     const { recorder, kvShard } = this.config;
     let n = 0;
+    /** The value this client last saw per key (bounded: keys rotate, so old ones are dropped). */
+    const lastSeen = new Map<string, string>();
     while (!this.stop.stopped) {
       const { member, client } = this.member(handle);
       const store = client.store(kvShard);
       const key = this.registerKey(handle);
+      if (lastSeen.size > this.config.registerKeys * 4) lastSeen.clear();
       const value = `c${handle.id}-${n++}`;
       const roll = handle.random();
       const base = { client: handle.id, key, member, phase: "main" as const };
-      if (roll < 0.45) {
-        await record(
+      if (roll < 0.4) {
+        const read = await record(
           recorder,
           { ...base, kind: "get" },
           () => readValue(store, key),
           (r) => r,
         );
+        if (read?.value !== undefined) lastSeen.set(key, read.value);
+      } else if (roll < 0.53) {
+        // Compare-and-set on what this client last saw of the key (or a value nobody wrote).
+        this.writtenKeys.add(key);
+        const expected = lastSeen.get(key) ?? "never-written";
+        const result = await record(
+          recorder,
+          { ...base, kind: "cas", expected, value },
+          () => compareAndSet(store, key, expected, value),
+          (r) => r,
+        );
+        if (result?.succeeded) lastSeen.set(key, value);
+        else if (result?.value !== undefined) lastSeen.set(key, result.value);
       } else if (roll < 0.75) {
         this.writtenKeys.add(key);
         await record(

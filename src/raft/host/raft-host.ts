@@ -12,6 +12,7 @@ import {
   FrameKind,
 } from "./frames.ts";
 import { type GroupEnv, type GroupOptions, type ProposeAttempt, RaftGroup } from "./group.ts";
+import { planLeaderTransfer } from "./leader-balance.ts";
 import type { MembershipHooks } from "./membership-types.ts";
 import { type GroupStorage, type HostScheduler, realScheduler } from "./runtime.ts";
 import type {
@@ -75,6 +76,8 @@ export class RaftHost {
   private membership: MembershipHooks | undefined;
   /** Set once this member is removed from the cluster: it no longer ticks, steps or serves. */
   private retired: DkvError | undefined;
+  /** Ticks until the next leader-balance check (config.leaderBalanceTicks). */
+  private balanceCountdown: number;
 
   constructor(private readonly config: RaftHostConfig) {
     checkCount("tickMs", config.tickMs, 1);
@@ -82,6 +85,8 @@ export class RaftHost {
     checkCount("electionTicks", config.electionTicks, config.heartbeatTicks + 1);
     checkCount("snapshotEntries", config.snapshotEntries, 0);
     checkCount("compactionOverheadEntries", config.compactionOverheadEntries, 0);
+    checkCount("leaderBalanceTicks", config.leaderBalanceTicks ?? 0, 0);
+    this.balanceCountdown = config.leaderBalanceTicks ?? 0;
     if (!config.members.has(config.self)) {
       throw new DkvError(
         "USAGE",
@@ -356,6 +361,20 @@ export class RaftHost {
     const wallMs = this.config.clock.now();
     for (const group of this.groups.values()) group.tick(wallMs);
     this.expireForwards(this.scheduler.monotonicMs());
+    if (this.balanceCountdown > 0 && --this.balanceCountdown === 0) {
+      this.balanceCountdown = this.config.leaderBalanceTicks!;
+      this.balanceLeaders();
+    }
+  }
+
+  /** Starts at most one leadership transfer that spreads leaders more evenly (leader-balance.ts). */
+  private balanceLeaders(): void {
+    const views = [...this.groups].map(([groupId, group]) => ({ groupId, ...group.node.status() }));
+    const plan = planLeaderTransfer(this.self, views);
+    if (plan === null) return;
+    const counts = [...plan.counts].map(([id, n]) => `${id}=${n}`).join(" ");
+    this.logger.info(`leaders per member ${counts}: handing group ${plan.groupId} to ${plan.to}`);
+    this.transferLeadership(plan.groupId, plan.to);
   }
 
   /** Forwards whose leader did not answer in time: their outcome is unknown. */

@@ -67,6 +67,11 @@ export interface RaftHostConfig {
   bootstrapConf?: ConfState;
   /** Metrics hooks (optional; see RaftHostObserver). */
   observer?: RaftHostObserver;
+  /**
+   * Every N ticks, hand one group this member leads to the voter leading the fewest, when
+   * it leads at least two more (leader-balance.ts). 0 or absent: off.
+   */
+  leaderBalanceTicks?: number;
 }
 
 /** Hooks for metrics: synchronous, cheap, called on the Ready loop. */

@@ -319,10 +319,23 @@ export class RpcClient implements CallOwner, AsyncDisposable {
   }
 
   complete(call: ClientCall, response: Message | undefined, error: DkvError | undefined): void {
+    // A member that answers UNAVAILABLE (restarting, its group not running yet, its leader
+    // went away mid-forward) asks to be retried elsewhere: within the call's deadline the
+    // client does so, with the same request id, so a write that did apply is not applied
+    // twice (the server's request table answers the retry with the first result).
+    if (error !== undefined && error.code === "UNAVAILABLE") {
+      this.retry(call, error, error.outcome === "unknown", true);
+      return;
+    }
     this.finish(call, response, error);
   }
 
   failed(call: ClientCall, error: DkvError, maybeSent: boolean): void {
+    this.retry(call, error, maybeSent, maybeSent);
+  }
+
+  /** Another attempt within the deadline and retry count (after a backoff when `wait`), or the error. */
+  private retry(call: ClientCall, error: DkvError, maybeSent: boolean, wait: boolean): void {
     if (call.done) return;
     if (maybeSent) call.maybeSent = true;
     call.channel = undefined;
@@ -332,8 +345,9 @@ export class RpcClient implements CallOwner, AsyncDisposable {
       return;
     }
     call.attempts++;
-    // A connect failure moves on to another channel at once; a lost connection waits a little.
-    if (!maybeSent) {
+    // A connect failure moves on to another channel at once; a lost connection or a
+    // member's UNAVAILABLE waits a little.
+    if (!wait) {
       this.dispatch(call);
       return;
     }

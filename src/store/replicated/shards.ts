@@ -45,6 +45,8 @@ export interface ReplicatedShardsConfig {
   snapshotEntries?: number;
   /** --compaction-overhead: entries kept behind a snapshot. Default 5000. */
   compactionOverheadEntries?: number;
+  /** --leader-balance-interval in ms: spread leaders over the members (raft/host/leader-balance.ts); 0 or absent: off. */
+  leaderBalanceIntervalMs?: number;
   /** --timeout: deadline of one store call, retries included, in ms. Default 5000. */
   requestTimeoutMs?: number;
   limits?: Partial<StoreLimits>;
@@ -170,6 +172,7 @@ export async function startReplicatedShards(config: ReplicatedShardsConfig): Pro
     heartbeatTicks,
     snapshotEntries: config.snapshotEntries ?? DEFAULTS.snapshotEntries,
     compactionOverheadEntries: config.compactionOverheadEntries ?? DEFAULTS.compactionOverheadEntries,
+    leaderBalanceTicks: Math.ceil((config.leaderBalanceIntervalMs ?? 0) / rttMs),
     clock: config.clock ?? systemClock,
     transport,
     requestTimeoutMs,

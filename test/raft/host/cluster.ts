@@ -25,6 +25,8 @@ export interface ClusterOptions {
   transport?: (id: NodeId) => NodeTransport;
   /** Options of every group (e.g. the leader's check of forwarded proposals). */
   groupOptions?: GroupOptions;
+  /** Leader balancing every N ticks (off by default). */
+  leaderBalanceTicks?: number;
 }
 
 /** tmpfs when there is one: fsyncs there cost microseconds, so tests stay fast. */
@@ -97,6 +99,7 @@ export class TestCluster {
       transport: o.transport?.(id) ?? this.network.transport(id),
       requestTimeoutMs: o.requestTimeoutMs ?? 3000,
       onFatal: (error) => this.fatalErrors.push({ id, error }),
+      leaderBalanceTicks: o.leaderBalanceTicks ?? 0,
     });
     await host.start();
     for (const group of this.groups) await host.addGroup(group, o.stateMachine(id, group), o.groupOptions);

@@ -11,6 +11,7 @@ export interface OpSpec {
   key?: string;
   client?: number | string;
   value?: string;
+  expected?: string;
   invokeMs: number;
   completeMs?: number;
   outcome?: Outcome;
@@ -51,6 +52,27 @@ export class HistoryBuilder {
 
   setEIfUnset(value: string, written: boolean, invokeMs: number, completeMs: number, key = "k"): Operation {
     return this.add({ kind: "setEIfUnset", key, value, invokeMs, completeMs, result: { written } });
+  }
+
+  /** A compare-and-set: `succeeded`, or failed with what its get saw (null: not found). */
+  cas(
+    expected: string,
+    value: string,
+    succeeded: boolean | "unknown",
+    invokeMs: number,
+    completeMs: number | undefined,
+    saw: string | null = null,
+    key = "k",
+  ): Operation {
+    if (succeeded === "unknown") {
+      return this.add({ kind: "cas", key, expected, value, invokeMs, completeMs, outcome: "unknown" });
+    }
+    const result: OpResult = succeeded
+      ? { succeeded }
+      : saw === null
+        ? { succeeded, found: false }
+        : { succeeded, found: true, value: saw };
+    return this.add({ kind: "cas", key, expected, value, invokeMs, completeMs, result });
   }
 
   history(): Operation[] {

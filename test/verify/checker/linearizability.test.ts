@@ -414,3 +414,87 @@ describe("linearizability: properties", () => {
     );
   });
 });
+
+describe("linearizability: compare-and-set transactions (cas)", () => {
+  test("a cas on the current value writes; one on a stale value fails and reports what it saw", () => {
+    const h = new HistoryBuilder();
+    h.set("a", 0, 1);
+    h.cas("a", "b", true, 2, 3);
+    h.cas("a", "c", false, 4, 5, "b");
+    h.get("b", 6, 7);
+    expect(statusOf(h.history())).toBe("ok");
+  });
+
+  test("two cas on the same value both succeeding is a lost update", () => {
+    const h = new HistoryBuilder();
+    h.set("a", 0, 1);
+    h.cas("a", "b", true, 2, 3);
+    h.cas("a", "c", true, 4, 5);
+    expect(statusOf(h.history())).toBe("violation");
+  });
+
+  test("concurrent cas on the same value: exactly one may win", () => {
+    const h = new HistoryBuilder();
+    h.set("a", 0, 1);
+    h.cas("a", "b", true, 2, 10);
+    h.cas("a", "c", false, 3, 9, "b");
+    h.get("b", 11, 12);
+    expect(statusOf(h.history())).toBe("ok");
+    const both = new HistoryBuilder();
+    both.set("a", 0, 1);
+    both.cas("a", "b", true, 2, 10);
+    both.cas("a", "c", true, 3, 9);
+    expect(statusOf(both.history())).toBe("violation");
+  });
+
+  test("a cas that failed although the key held the expected value is a violation", () => {
+    const h = new HistoryBuilder();
+    h.set("a", 0, 1);
+    h.cas("a", "b", false, 2, 3, "a");
+    expect(statusOf(h.history())).toBe("violation");
+  });
+
+  test("a failed cas that saw nothing while the key held a value is a violation", () => {
+    const h = new HistoryBuilder();
+    h.set("a", 0, 1);
+    h.cas("x", "b", false, 2, 3, null);
+    expect(statusOf(h.history())).toBe("violation");
+  });
+
+  test("a failed cas that saw a value nobody wrote is a violation", () => {
+    const h = new HistoryBuilder();
+    h.set("a", 0, 1);
+    h.cas("x", "b", false, 2, 3, "ghost");
+    expect(checkLinearizability(h.history()).violations[0]?.kind).toBe("read-never-written");
+  });
+
+  test("a cas never matches an absent or expired key", () => {
+    const h = new HistoryBuilder();
+    h.set("a", 0, 1);
+    h.add({ kind: "expire", invokeMs: 2, completeMs: 3 });
+    h.cas("a", "b", true, 4, 5);
+    expect(statusOf(h.history())).toBe("violation");
+  });
+
+  test("an unknown cas writes only if the key held its expected value when it took effect", () => {
+    const took = new HistoryBuilder();
+    took.set("a", 0, 1);
+    took.cas("a", "b", "unknown", 2, undefined);
+    took.get("b", 5, 6);
+    expect(statusOf(took.history())).toBe("ok");
+    // Its compare could never have matched: "b" cannot come from it.
+    const never = new HistoryBuilder();
+    never.set("z", 0, 1);
+    never.cas("a", "b", "unknown", 2, undefined);
+    never.get("b", 5, 6);
+    expect(statusOf(never.history())).toBe("violation");
+  });
+
+  test("an unknown set compared by a cas is not pruned as unobserved", () => {
+    // The unknown set of "a" is what lets the cas succeed: pruning it would be a false alarm.
+    const h = new HistoryBuilder();
+    h.set("a", 0, undefined, "unknown");
+    h.cas("a", "b", true, 5, 6);
+    expect(statusOf(h.history())).toBe("ok");
+  });
+});

@@ -1,5 +1,12 @@
 import type { History, Operation } from "../history.ts";
-import { describeOp, effectiveCompleteMs, readResultOf, writtenResultOf } from "../history.ts";
+import {
+  casResultOf,
+  describeOp,
+  effectiveCompleteMs,
+  observedValueOf,
+  readResultOf,
+  writtenResultOf,
+} from "../history.ts";
 import { RegisterModel, unreadValue } from "./register-model.ts";
 import type { CheckerVerdict, Violation } from "./verdict.ts";
 import { defaultMaxViolations, groupByKey, VerdictBuilder } from "./verdict.ts";
@@ -67,6 +74,7 @@ export const registerKinds: ReadonlySet<Operation["kind"]> = new Set([
   "delete",
   "expire",
   "setEIfUnset",
+  "cas",
 ]);
 
 /** Effort spent on one key, for the report. */
@@ -84,6 +92,7 @@ export type KeyCheckResult = KeySearchStats &
 function writesValue(op: Operation, value: string): boolean {
   if (op.value !== value) return false;
   if (op.kind === "set" || op.kind === "setE") return true;
+  if (op.kind === "cas") return casResultOf(op)?.succeeded !== false;
   return op.kind === "setEIfUnset" && writtenResultOf(op)?.written !== false;
 }
 
@@ -113,11 +122,9 @@ export function dropUnobservedUnknownWrites(ops: readonly Operation[]): {
   kept: Operation[];
   dropped: number;
 } {
-  const readValues = new Set<string>();
+  const readValues = observedValues(ops);
   let lastPresenceObserverMs = Number.NEGATIVE_INFINITY;
   for (const op of ops) {
-    const r = readResultOf(op);
-    if (r?.found) readValues.add(r.value ?? "");
     if (op.kind === "setEIfUnset" && op.outcome === "ok" && writtenResultOf(op)?.written !== true) {
       lastPresenceObserverMs = Math.max(lastPresenceObserverMs, effectiveCompleteMs(op));
     }
@@ -133,6 +140,21 @@ export function dropUnobservedUnknownWrites(ops: readonly Operation[]): {
   return { kept, dropped: ops.length - kept.length };
 }
 
+/**
+ * Values some operation observed: returned by a read or a failed cas's get, or compared
+ * by a cas (its outcome tells whether the key held that value). Only these values must
+ * stay distinct in the model; the rest are unobservable.
+ */
+function observedValues(ops: readonly Operation[]): Set<string> {
+  const values = new Set<string>();
+  for (const op of ops) {
+    const observed = observedValueOf(op);
+    if (observed !== undefined) values.add(observed);
+    if (op.kind === "cas" && op.expected !== undefined) values.add(op.expected);
+  }
+  return values;
+}
+
 /** A read of a value no write could have produced needs no search, and makes the clearest witness. */
 function findNeverWrittenRead(key: string, ops: readonly Operation[]): Violation | undefined {
   const writers = new Map<string, Operation[]>();
@@ -143,9 +165,8 @@ function findNeverWrittenRead(key: string, ops: readonly Operation[]): Violation
     else list.push(op);
   }
   for (const op of ops) {
-    const r = readResultOf(op);
-    if (r === undefined || !r.found) continue;
-    const value = r.value ?? "";
+    const value = observedValueOf(op);
+    if (value === undefined) continue;
     const candidates = writers.get(value) ?? [];
     const readEnd = effectiveCompleteMs(op);
     if (candidates.some((w) => writesValue(w, value) && w.invokeMs <= readEnd)) continue;
@@ -174,11 +195,7 @@ function symmetryClasses(ops: readonly Operation[]): {
   classOf: Int32Array;
   members: number[][];
 } {
-  const readValues = new Set<string>();
-  for (const op of ops) {
-    const r = readResultOf(op);
-    if (r?.found) readValues.add(r.value ?? "");
-  }
+  const readValues = observedValues(ops);
   const values = ops.map((op) => {
     if (op.kind === "get") return readResultOf(op)?.value ?? "";
     const v = op.value ?? "";
@@ -190,7 +207,7 @@ function symmetryClasses(ops: readonly Operation[]): {
   ops.forEach((op, i) => {
     if (op.outcome !== "unknown" || op.kind === "get") return;
     const value = op.kind === "delete" || op.kind === "expire" ? "" : values[i];
-    const signature = `${op.kind}|${op.expireInMs ?? 0}|${op.deleteInMs ?? 0}|${value}`;
+    const signature = `${op.kind}|${op.expireInMs ?? 0}|${op.deleteInMs ?? 0}|${value}|${op.expected ?? ""}`;
     let id = classIds.get(signature);
     if (id === undefined) {
       id = members.length;

@@ -1,5 +1,5 @@
 import type { Operation } from "../history.ts";
-import { readResultOf, writtenResultOf } from "../history.ts";
+import { casResultOf, readResultOf, writtenResultOf } from "../history.ts";
 
 /**
  * The sequential specification of one key of the store, as the linearizability search
@@ -80,6 +80,17 @@ function apply(s: RegisterState, op: Operation, value: string): RegisterState | 
         return valueState(value, m.expires, m.deletes);
       }
       return written === true ? null : s;
+    }
+    case "cas": {
+      // Compare value == expected (a missing or expired key never matches), then set, or get.
+      const holds = s[0] === "V" && s.slice(3) === op.expected;
+      const r = casResultOf(op);
+      if (r === undefined) return holds ? valueState(value, false, false) : s; // unknown: the state decides
+      if (r.succeeded) return holds ? valueState(value, false, false) : null;
+      if (holds) return null;
+      if (r.found === undefined) return s;
+      if (r.found) return s[0] === "V" && s.slice(3) === r.value ? s : null;
+      return s[0] === "V" ? null : s;
     }
     default:
       // Lock and resource operations never reach the register model.
