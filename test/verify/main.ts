@@ -18,7 +18,7 @@ const USAGE = `usage: bun run verify [options]
   --nemesis LIST      all | none | comma list of ${faultKinds.join(",")} (default all)
   --nodes N           3 or 5 members (default 3)
   --seed N            seed for the op and fault choices (default: random, printed)
-  --workload LIST     register | lock | ttl | all, comma list (default all)
+  --workload LIST     register | lock | ttl | watch | all, comma list (default all)
   --out DIR           where history, summary, witness and member logs go (default $TMPDIR/dkv-verify/<seed>)
   --faulty FAULTS     run dist/dkv-faulty (built with DKV_TEST_FAULTS) with DKV_TEST_FAULT=FAULTS,
                       e.g. stale-reads or ack-before-fsync: the checkers must flag it

@@ -7,6 +7,7 @@ import { type History, HistoryRecorder, saveHistory } from "./history.ts";
 import { type FaultEvent, type FaultKind, membershipSpares, Nemesis } from "./nemesis.ts";
 import { forkRandom, seededRandom } from "./random.ts";
 import { createSecurity, type SecurityMaterial } from "./security.ts";
+import { type WatchStream, WatchWorkload } from "./watch-workload.ts";
 import { type WorkloadName, Workloads } from "./workloads.ts";
 
 /**
@@ -107,6 +108,8 @@ export async function runVerification(options: VerifyOptions): Promise<VerifyRep
 
   let cluster: VerifyCluster | undefined;
   let workloads: Workloads | undefined;
+  let watchers: WatchWorkload | undefined;
+  let watchStreams: WatchStream[] | undefined;
   let nemesis: Nemesis | undefined;
   let convergence = "not reached";
   let converged = false;
@@ -160,6 +163,16 @@ export async function runVerification(options: VerifyOptions): Promise<VerifyRep
     // `timeS` counts from here: certificates, member start and the first election (slow
     // on a busy machine) do not eat into the seconds of load and faults.
     const loadStartedMs = performance.now();
+    if (options.workloads.includes("watch")) {
+      watchers = new WatchWorkload({
+        kvShard: KV_SHARD,
+        endpoints: new Map(cluster.ids.map((id) => [id, cluster!.endpoint(id)])),
+        clientTimeoutMs: CLIENT_TIMEOUT_MS,
+        log,
+        ...(security === undefined ? {} : { access: security.clientAccess }),
+      });
+      watchers.start();
+    }
     workloads.start(options.workloads);
     nemesis = new Nemesis(cluster, {
       kinds: options.nemesis,
@@ -192,8 +205,15 @@ export async function runVerification(options: VerifyOptions): Promise<VerifyRep
       convergence = result.detail;
       log(`verify: ${converged ? "converged" : "DID NOT CONVERGE"}: ${result.detail}`);
       await workloads.finalReads(5000, performance.now() + 60_000);
+      if (watchers !== undefined) {
+        watchStreams = await watchers.finish(performance.now() + 30_000);
+        log(
+          `verify: watch streams: ${watchStreams.map((s) => `${s.watcher} ${s.changes.length} changes, ${s.restarts} restarts${s.complete ? "" : " (INCOMPLETE)"}`).join("; ")}`,
+        );
+      }
     }
   } finally {
+    await watchers?.close();
     await workloads?.close();
     await cluster?.close();
   }
@@ -205,9 +225,17 @@ export async function runVerification(options: VerifyOptions): Promise<VerifyRep
     join(options.outDir, "faults.jsonl"),
     `${faults.map((f) => JSON.stringify(f)).join("\n")}\n`,
   );
+  if (watchStreams !== undefined) {
+    // One line per change: which watcher saw it, then the change; restarts and gaps in summary.json.
+    await Bun.write(
+      join(options.outDir, "watch-streams.jsonl"),
+      `${watchStreams.flatMap((s) => s.changes.map((c) => JSON.stringify({ watcher: s.watcher, ...c }))).join("\n")}\n`,
+    );
+  }
   log(`verify: checking ${history.length} ops`);
   const summary = checkAll(history, {
     linearizability: { timeBudgetMs: options.checkBudgetMs ?? 120_000 },
+    ...(watchStreams === undefined ? {} : { watch: { streams: watchStreams } }),
   });
   const faultCounts: Partial<Record<FaultKind, number>> = {};
   for (const f of faults) faultCounts[f.kind] = (faultCounts[f.kind] ?? 0) + 1;

@@ -33,7 +33,7 @@ async function run(
     nemesis: ["kill", "pause", "partition"],
     nodes: 3,
     seed: 1,
-    workloads: ["register", "lock", "ttl"],
+    workloads: ["register", "lock", "ttl", "watch"],
     outDir,
     checkBudgetMs: 30_000,
     log: () => {},
@@ -46,12 +46,14 @@ async function run(
 describe("fault-injection verification of a real 3-member cluster", () => {
   for (const seed of [101, 202, 303]) {
     test(
-      `register + lock + ttl under kill, pause and partition (seed ${seed}) is linearizable, safe and durable`,
+      `register + lock + ttl + watch under kill, pause and partition (seed ${seed}) is linearizable, safe and durable, and every member's watch stream is the same`,
       async () => {
         const report = await run(`mixed-${seed}`, { seed });
         if (report.verdict !== "ok") failedRuns.push(report.outDir);
         expect(report.faults.length).toBeGreaterThan(0);
         expect(report.summary.ok).toBeGreaterThan(500);
+        const watch = report.summary.verdicts.find((v) => v.checker === "watch");
+        expect(watch?.stats.changes ?? 0).toBeGreaterThan(100);
         expect(report.verdict, report.text).toBe("ok");
       },
       RUN_TIMEOUT_MS,

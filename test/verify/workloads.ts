@@ -12,8 +12,9 @@ import type { ClientAccess } from "./security.ts";
  * "not-applied" is a certain failure, anything else after sending is unknown.
  */
 
-export type WorkloadName = "register" | "lock" | "ttl";
-export const workloadNames: readonly WorkloadName[] = ["register", "lock", "ttl"];
+/** "watch" is run by watch-workload.ts beside these (run.ts). */
+export type WorkloadName = "register" | "lock" | "ttl" | "watch";
+export const workloadNames: readonly WorkloadName[] = ["register", "lock", "ttl", "watch"];
 
 export interface WorkloadConfig {
   kvShard: number;

@@ -9,6 +9,7 @@ import { checkLocks } from "./locks.ts";
 import type { TtlCheckOptions } from "./ttl.ts";
 import { checkTtl } from "./ttl.ts";
 import type { CheckerVerdict, CheckStatus, Violation } from "./verdict.ts";
+import { checkWatch, type WatchCheckOptions } from "./watch.ts";
 
 /** Options per checker; `false` skips that checker. */
 export interface CheckAllOptions {
@@ -16,6 +17,8 @@ export interface CheckAllOptions {
   locks?: LockCheckOptions | false;
   durability?: DurabilityOptions | false;
   ttl?: TtlCheckOptions | false;
+  /** The watchers' streams (watch workload); absent: no watch check. */
+  watch?: WatchCheckOptions | false;
   now?: () => number;
 }
 
@@ -61,6 +64,8 @@ export function checkAll(history: History, options: CheckAllOptions = {}): Check
   if (options.locks !== false) verdicts.push(checkLocks(history, options.locks ?? {}));
   if (options.durability !== false) verdicts.push(checkDurability(history, options.durability ?? {}));
   if (options.ttl !== false) verdicts.push(checkTtl(history, options.ttl ?? {}));
+  if (options.watch !== undefined && options.watch !== false)
+    verdicts.push(checkWatch(history, options.watch));
   const status: CheckStatus = verdicts.some((v) => v.status === "violation")
     ? "violation"
     : verdicts.some((v) => v.status === "unknown")
