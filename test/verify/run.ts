@@ -181,10 +181,11 @@ export async function runVerification(options: VerifyOptions): Promise<VerifyRep
       holdMs: [1000, 3500],
       log,
       burst: () => activeWorkloads.burst(24),
-      onMembersChange: () =>
-        activeWorkloads.setEndpoints(
-          new Map(activeCluster.ids.map((id) => [id, activeCluster.endpoint(id)])),
-        ),
+      onMembersChange: () => {
+        const members = new Map(activeCluster.ids.map((id) => [id, activeCluster.endpoint(id)]));
+        activeWorkloads.setEndpoints(members);
+        watchers?.setMembers(members);
+      },
     });
     const activeNemesis = nemesis;
     if (options.cancel !== undefined) options.cancel.onCancel = () => activeNemesis.stop();

@@ -36,6 +36,11 @@ export interface WatchStream {
   gaps: ExcusedGap[];
   /** It saw the sentinel: its stream is complete up to the end of the run. */
   complete: boolean;
+  /**
+   * Its member was removed from the cluster (membership nemesis): the stream ends early
+   * and is checked as a prefix of the others, not for completeness.
+   */
+  retired?: boolean;
   /** The last error that ended one of its watches, if any (for the report). */
   lastError?: string;
 }
@@ -63,9 +68,12 @@ class Watcher {
   /** Changes of `lastRevision` already received (a transaction or a purge has several). */
   private seenAtLast = 0;
 
+  private client: RpcClient | undefined;
+
+  /** `makeClient` is called for every watch it starts (the member list may have changed). */
   constructor(
     name: string,
-    private readonly client: RpcClient,
+    private readonly makeClient: () => RpcClient,
     private readonly shard: number,
     private readonly sentinelValue: () => string | undefined,
   ) {
@@ -79,7 +87,7 @@ class Watcher {
   async stop(): Promise<void> {
     this.abort.abort();
     await this.running;
-    await this.client.close().catch(() => {});
+    await this.client?.close().catch(() => {});
   }
 
   private async loop(): Promise<void> {
@@ -88,6 +96,8 @@ class Watcher {
     while (!signal.aborted && this.stream.changes.length < CHANGES_MAX) {
       const from = this.lastRevision === 0 ? 1 : this.lastRevision;
       let skip = this.lastRevision === 0 ? 0 : this.seenAtLast;
+      await this.client?.close().catch(() => {});
+      this.client = this.makeClient();
       try {
         const watch = this.client.store(this.shard).watch("", {
           prefix: true,
@@ -138,10 +148,14 @@ class Watcher {
 }
 
 export class WatchWorkload {
-  private readonly watchers: Watcher[] = [];
+  private readonly watchers = new Map<string, Watcher>();
   private sentinel: string | undefined;
+  /** The cluster's members now (setMembers follows membership changes). */
+  private endpoints: ReadonlyMap<string, string>;
 
-  constructor(private readonly config: WatchWorkloadConfig) {}
+  constructor(private readonly config: WatchWorkloadConfig) {
+    this.endpoints = config.endpoints;
+  }
 
   private client(endpoints: readonly string[]): RpcClient {
     return new RpcClient({
@@ -156,14 +170,30 @@ export class WatchWorkload {
 
   /** One watcher per member and one over all of them, each from revision 1. */
   start(): void {
-    const named: [string, string[]][] = [
-      ...[...this.config.endpoints].map(([id, endpoint]): [string, string[]] => [id, [endpoint]]),
-      ["any", [...this.config.endpoints.values()]],
-    ];
-    for (const [name, endpoints] of named) {
-      const watcher = new Watcher(name, this.client(endpoints), this.config.kvShard, () => this.sentinel);
-      this.watchers.push(watcher);
-      watcher.start();
+    for (const [id, endpoint] of this.endpoints) this.startWatcher(id, () => this.client([endpoint]));
+    this.startWatcher("any", () => this.client([...this.endpoints.values()]));
+  }
+
+  private startWatcher(name: string, makeClient: () => RpcClient): void {
+    const watcher = new Watcher(name, makeClient, this.config.kvShard, () => this.sentinel);
+    this.watchers.set(name, watcher);
+    watcher.start();
+  }
+
+  /**
+   * The members changed (membership nemesis): a removed member's watcher stops (its stream
+   * is checked as a prefix), a new member gets a watcher from revision 1, and the watcher
+   * over all members uses the new list from its next watch on.
+   */
+  setMembers(endpoints: ReadonlyMap<string, string>): void {
+    this.endpoints = new Map(endpoints);
+    for (const [name, watcher] of this.watchers) {
+      if (name === "any" || endpoints.has(name) || watcher.stream.retired === true) continue;
+      watcher.stream.retired = true;
+      void watcher.stop();
+    }
+    for (const [id, endpoint] of endpoints) {
+      if (!this.watchers.has(id)) this.startWatcher(id, () => this.client([endpoint]));
     }
   }
 
@@ -175,7 +205,7 @@ export class WatchWorkload {
   async finish(deadlineMs: number): Promise<WatchStream[]> {
     const value = `end-${Date.now()}`;
     this.sentinel = value;
-    const writer = this.client([...this.config.endpoints.values()]);
+    const writer = this.client([...this.endpoints.values()]);
     try {
       for (let attempt = 0; attempt < 5; attempt++) {
         try {
@@ -189,15 +219,15 @@ export class WatchWorkload {
     } finally {
       await writer.close().catch(() => {});
     }
+    const waiting = () =>
+      [...this.watchers.values()].some((w) => w.stream.retired !== true && !w.stream.complete);
     // Bounded by the deadline.
-    while (performance.now() < deadlineMs && !this.watchers.every((w) => w.stream.complete)) {
-      await Bun.sleep(50);
-    }
-    await Promise.all(this.watchers.map((w) => w.stop()));
-    return this.watchers.map((w) => w.stream);
+    while (performance.now() < deadlineMs && waiting()) await Bun.sleep(50);
+    await this.close();
+    return [...this.watchers.values()].map((w) => w.stream);
   }
 
   async close(): Promise<void> {
-    await Promise.all(this.watchers.map((w) => w.stop()));
+    await Promise.all([...this.watchers.values()].map((w) => w.stop()));
   }
 }

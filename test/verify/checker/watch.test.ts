@@ -97,6 +97,18 @@ describe("watch checker", () => {
     expect(verdict.status).toBe("unknown");
   });
 
+  test("a removed member's watcher that stopped early is checked as a prefix, not for completeness", () => {
+    const { history, changes } = scenario();
+    const ok = checkWatch(history, {
+      streams: [stream("n1", changes), stream("n9", changes.slice(0, 1), { complete: false, retired: true })],
+    });
+    expect(ok.status).toBe("ok");
+    const wrong = checkWatch(history, {
+      streams: [stream("n1", changes), stream("n9", [put("k", "b", 6)], { complete: false, retired: true })],
+    });
+    expect(wrong.violations[0]?.kind).toBe("watch-streams-differ");
+  });
+
   test("revisions inside a COMPACTED gap are not compared", () => {
     const { history, changes } = scenario();
     const verdict = checkWatch(history, {

@@ -67,7 +67,7 @@ export function checkWatch(history: History, options: WatchCheckOptions): Checke
     verdict.add("changes", stream.changes.length);
     verdict.add("restarts", stream.restarts);
     verdict.add("compactedGaps", stream.gaps.length);
-    if (!stream.complete) {
+    if (!stream.complete && stream.retired !== true) {
       verdict.unknown(
         `watcher ${stream.watcher}`,
         `never saw the end-of-run sentinel (${stream.lastError ?? "no error"}); its stream cannot be judged complete`,
@@ -80,7 +80,11 @@ export function checkWatch(history: History, options: WatchCheckOptions): Checke
   // The reference: a complete stream without excused gaps if there is one.
   const reference = complete.find((s) => s.gaps.length === 0) ?? complete[0]!;
   for (const other of complete) {
-    if (other !== reference) compareStreams(reference, other, verdict);
+    if (other !== reference) compareStreams(reference, other, verdict, false);
+  }
+  // A removed member's watcher stopped early: what it has must be the start of the rest.
+  for (const retired of streams.filter((s) => s.retired === true && !s.complete)) {
+    compareStreams(reference, retired, verdict, true);
   }
   if (reference.gaps.length === 0) {
     checkAgainstWrites(reference, history, verdict);
@@ -122,13 +126,16 @@ function checkOrder(stream: WatchStream, verdict: VerdictBuilder): void {
   }
 }
 
-/** Walks two streams over the revisions both cover; reports the first place they part. */
-function compareStreams(a: WatchStream, b: WatchStream, verdict: VerdictBuilder): void {
+/**
+ * Walks two streams over the revisions both cover; reports the first place they part.
+ * With `prefix`, `b` ended early (its member was removed) and must only be a prefix of `a`.
+ */
+function compareStreams(a: WatchStream, b: WatchStream, verdict: VerdictBuilder, prefix: boolean): void {
   verdict.keyChecked();
   const covered = (c: WatchedChange) => !inGap(c.revision, a.gaps) && !inGap(c.revision, b.gaps);
   const left = a.changes.filter(covered);
   const right = b.changes.filter(covered);
-  const n = Math.max(left.length, right.length);
+  const n = prefix ? right.length : Math.max(left.length, right.length);
   for (let i = 0; i < n; i++) {
     const x = left[i];
     const y = right[i];
