@@ -23,6 +23,7 @@ import {
 import { fromBase64, toBase64 } from "../serializer/json.ts";
 import type { Serializer } from "../serializer/types.ts";
 import type { RequestDispatcher, RpcLogger } from "./dispatcher.ts";
+import { HttpConnectionCap } from "./http-connection-cap.ts";
 import { bunTlsOptions, type ServerTls } from "./listener-security.ts";
 import { writeReplyFrame } from "./reply.ts";
 import type { ConnectionLimits } from "./socket-server.ts";
@@ -52,7 +53,7 @@ opByUrlName.set("expr", "expire");
 
 export interface HttpServer {
   readonly endpoint: string;
-  /** Requests in progress (Bun.serve does not count connections). */
+  /** Connections open now, as counted by the connection cap. */
   readonly connections: number;
   stop(drainMs: number): Promise<void>;
 }
@@ -66,14 +67,21 @@ export function startHttpServer(options: HttpServerOptions): HttpServer {
     throw new DkvError("USAGE", "the http transport needs a host:port endpoint, not a socket path");
   }
   const idleTimeoutMs = options.limits.idleTimeoutMs;
+  const idleTimeoutS =
+    idleTimeoutMs <= 0 ? 0 : Math.min(httpIdleTimeoutMaxS, Math.max(1, Math.ceil(idleTimeoutMs / 1000)));
+  const cap = new HttpConnectionCap(
+    options.limits.maxConnections,
+    idleTimeoutS * 1000,
+    () => performance.now(),
+    (message) => options.logger.warn(message),
+  );
   const server = Bun.serve({
     hostname: options.endpoint.hostname,
     port: options.endpoint.port,
     maxRequestBodySize: options.maxFrameBytes + headerBytes,
-    idleTimeout:
-      idleTimeoutMs <= 0 ? 0 : Math.min(httpIdleTimeoutMaxS, Math.max(1, Math.ceil(idleTimeoutMs / 1000))),
+    idleTimeout: idleTimeoutS,
     ...(options.tls === undefined ? {} : { tls: bunTlsOptions(options.tls) }),
-    fetch: (request) => handle(request, options),
+    fetch: (request, bunServer) => admitted(request, bunServer, cap, options),
     error(error) {
       options.logger.warn(`http: ${error.message}`);
       return jsonError(new DkvError("INTERNAL", "internal server error; see the server log"));
@@ -84,7 +92,7 @@ export function startHttpServer(options: HttpServerOptions): HttpServer {
   return {
     endpoint: bound,
     get connections() {
-      return server.pendingRequests;
+      return cap.size;
     },
     async stop(drainMs: number) {
       const stopped = server.stop(false);
@@ -93,6 +101,29 @@ export function startHttpServer(options: HttpServerOptions): HttpServer {
       server.stop(true);
     },
   };
+}
+
+/** Every request passes the connection cap (--max-client-connections) first. */
+async function admitted(
+  request: Request,
+  server: Bun.Server<undefined>,
+  cap: HttpConnectionCap,
+  options: HttpServerOptions,
+): Promise<Response> {
+  const peer = server.requestIP(request);
+  const key = peer === null ? "" : `${peer.address}:${peer.port}`;
+  const refusal = cap.admit(key, server);
+  if (refusal !== undefined) {
+    const response = jsonError(refusal);
+    response.headers.set("connection", "close");
+    response.headers.set("retry-after", "1");
+    return response;
+  }
+  try {
+    return await handle(request, options);
+  } finally {
+    cap.release(key);
+  }
 }
 
 /**
