@@ -147,6 +147,34 @@ describe("OrderedKeys", () => {
     expect(scanned(index, "user:", false, 30)).toEqual(expected(left, "user:", false, 30));
   });
 
+  test("probes with units beyond Latin-1 find their place among Latin-1 keys", () => {
+    const index = new OrderedKeys();
+    const reference: string[] = [];
+    const alphabet = "az~\u00e9\u00fe";
+    for (let i = 0; i < 2 * BLOCK_KEYS_MAX; i++) {
+      let key = "p/";
+      for (let n = i; key.length < 6; n = Math.floor(n / alphabet.length))
+        key += alphabet[n % alphabet.length];
+      if (reference.includes(key)) continue;
+      index.insert(key);
+      reference.splice(lowerBound(reference, key), 0, key);
+    }
+    const probes = [
+      "p/\u00ff",
+      "p/a\u00ff",
+      "p/a\u0100",
+      "p/az\uffff",
+      "p/\u00fe\u00fe\ue000",
+      "p/~😀",
+      "p/a\ud800",
+    ];
+    for (const from of probes) {
+      expect(scanned(index, from, false, 10)).toEqual(expected(reference, from, false, 10));
+      expect(index.remove(from)).toBe(false);
+    }
+    expect(index.keys()).toEqual(reference);
+  });
+
   test("keys that share long prefixes and tie on the coded units are still ordered", () => {
     const index = new OrderedKeys();
     const reference: string[] = [];

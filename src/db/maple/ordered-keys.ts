@@ -10,8 +10,8 @@
  * a skip list and a per-key-node B+tree by test/bench/data-api.ts: it allocates nothing
  * per key (a key costs two array slots) and its inner loops are over dense arrays.
  *
- * Both levels are CodedRuns: beside each key a number that orders it by the three code
- * units after the prefix the run's keys share. A binary search compares those numbers and
+ * Both levels are CodedRuns: beside each key a number that orders it by the next code
+ * units (five Latin-1 ones, or three of any kind) after the prefix the run's keys share. A binary search compares those numbers and
  * reads key strings only to break ties: comparing two strings means following pointers
  * to two scattered heap objects (cache misses, ~2/3 of an insert's time with plain
  * string comparison), while the numbers lie in one dense array.
@@ -71,6 +71,32 @@ function codeAt(key: string, offset: number): number {
   return (a * CODE_RADIX + b) * CODE_RADIX + c;
 }
 
+/** Units a narrow code holds: 5 × 9 bits. */
+const NARROW_UNITS = 5;
+/** Largest unit a key of a narrow run may have in its coded units. */
+const NARROW_UNIT_MAX = 0xfe;
+
+/**
+ * Like codeAt, for runs whose keys have only units <= NARROW_UNIT_MAX there (Latin-1,
+ * which most keys are): five units instead of three, so keys alike for longer still get
+ * different codes. A probe's larger unit becomes 0x100, above any key's at that place.
+ */
+function narrowCodeAt(key: string, offset: number): number {
+  const n = key.length;
+  let code = 0;
+  for (let i = offset; i < offset + NARROW_UNITS; i++) {
+    code = code * 0x200 + (i < n ? Math.min(key.charCodeAt(i), NARROW_UNIT_MAX + 1) + 1 : 0);
+  }
+  return code;
+}
+
+/** Whether `key`'s units coded at `offset` fit a narrow code exactly. */
+function fitsNarrow(key: string, offset: number): boolean {
+  const end = Math.min(key.length, offset + NARROW_UNITS);
+  for (let i = offset; i < end; i++) if (key.charCodeAt(i) > NARROW_UNIT_MAX) return false;
+  return true;
+}
+
 function commonPrefixLength(a: string, b: string): number {
   const n = Math.min(a.length, b.length);
   let i = 0;
@@ -79,14 +105,16 @@ function commonPrefixLength(a: string, b: string): number {
 }
 
 /**
- * Sorted, distinct keys and, at the same index, their codeAt(key, prefix) where `prefix`
- * is the length of the prefix all of them share (that of the first and the last key).
- * Codes are recomputed only when that length changes (a new first or last key).
+ * Sorted, distinct keys and, at the same index, their code at `prefix`, the length of the
+ * prefix all of them share (that of the first and the last key): narrowCodeAt while every
+ * key fits it, else codeAt. Codes are recomputed only when the prefix length changes (a
+ * new first or last key) or a key that does not fit the narrow code arrives.
  */
 class CodedRun {
   keys: string[];
   private codes: number[] = [];
   private prefix = 0;
+  private wide = false;
 
   constructor(keys: string[]) {
     this.keys = keys;
@@ -101,10 +129,22 @@ class CodedRun {
     const keys = this.keys;
     const n = keys.length;
     const prefix = n === 0 ? 0 : commonPrefixLength(keys[0]!, keys[n - 1]!);
+    let wide = false;
+    for (let i = 0; i < n && !wide; i++) wide = !fitsNarrow(keys[i]!, prefix);
     const codes: number[] = [];
-    for (let i = 0; i < n; i++) codes.push(codeAt(keys[i]!, prefix));
+    for (let i = 0; i < n; i++) codes.push(wide ? codeAt(keys[i]!, prefix) : narrowCodeAt(keys[i]!, prefix));
     this.prefix = prefix;
+    this.wide = wide;
     this.codes = codes;
+  }
+
+  private codeOf(key: string): number {
+    return this.wide ? codeAt(key, this.prefix) : narrowCodeAt(key, this.prefix);
+  }
+
+  /** A key about to be stored: false when it needs the wide code the run does not use yet. */
+  private fits(key: string): boolean {
+    return this.wide || fitsNarrow(key, this.prefix);
   }
 
   /** After the first or last key changed: whether the shared prefix did too (then all is recoded). */
@@ -134,7 +174,7 @@ class CodedRun {
       }
       if (probe.length < prefix) return 0;
     }
-    const code = codeAt(probe, prefix);
+    const code = this.codeOf(probe);
     const codes = this.codes;
     let low = 0;
     let high = n;
@@ -185,7 +225,8 @@ class CodedRun {
   insertAt(at: number, key: string): void {
     this.keys.splice(at, 0, key);
     if ((at === 0 || at === this.keys.length - 1) && this.recodedForEnds()) return;
-    this.codes.splice(at, 0, codeAt(key, this.prefix));
+    if (!this.fits(key)) this.recode();
+    else this.codes.splice(at, 0, this.codeOf(key));
   }
 
   removeAt(at: number): void {
@@ -198,7 +239,8 @@ class CodedRun {
   replaceAt(at: number, key: string): void {
     this.keys[at] = key;
     if ((at === 0 || at === this.keys.length - 1) && this.recodedForEnds()) return;
-    this.codes[at] = codeAt(key, this.prefix);
+    if (!this.fits(key)) this.recode();
+    else this.codes[at] = this.codeOf(key);
   }
 
   /** Moves the keys from `at` on into a new run. */
