@@ -59,7 +59,7 @@ export const serverSecurityOptions = [
     default: DEFAULT_MAX_CLIENT_CONNECTIONS,
     valueHint: "N",
     description:
-      "Connections the tcp/unix client listener accepts at once; more are closed at once (http: not enforced by Bun.serve)",
+      "Connections the client listener keeps open at once; tcp/unix: more are closed at once; http: idle keep-alive ones are closed to make room, else 503",
   }),
   defineOption({
     name: "client-idle-timeout",

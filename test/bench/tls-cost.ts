@@ -19,7 +19,9 @@
  *   (secure: `--cacert`, `--cert`/`--key`, `--token-file`), a new process per run, so
  *   each run pays its TLS handshake and token frame once, like any client;
  * - first, one uncounted 1 s warm-up run per configuration;
- * - prints each round's ops/s, the median per configuration and the secure/plain ratio.
+ * - prints each round's ops/s, the median per configuration and the secure/plain ratio,
+ *   and the servers' CPU time per operation (from /proc; Linux), which the machine's
+ *   load moves much less than ops/s.
  *
  * --control starts the "secure" side plain too (an A/A run): its ratios are the noise floor
  * of the measurement on this machine.
@@ -236,7 +238,26 @@ async function startDstore(
   };
 }
 
-/** One `dkv kv perf` run of set then get; ops/s of each. */
+/** CPU seconds (user + system) a process has used so far, from /proc (Linux). */
+async function cpuSeconds(pid: number): Promise<number> {
+  const stat = await Bun.file(`/proc/${pid}/stat`).text();
+  // Fields after the command name (which may hold spaces) start at ") ".
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  const ticksPerSecond = 100;
+  return (Number(fields[11]) + Number(fields[12])) / ticksPerSecond;
+}
+
+async function serverCpuSeconds(procs: readonly Bun.Subprocess[]): Promise<number> {
+  let total = 0;
+  for (const proc of procs) total += await cpuSeconds(proc.pid);
+  return total;
+}
+
+/**
+ * One `dkv kv perf` run of set then get; ops/s of each, and the servers' CPU time per
+ * operation (set and get together): on a shared, loaded machine ops/s moves with the
+ * other processes' load, CPU time per operation much less.
+ */
 async function kvPerf(
   dkv: string,
   deployment: Deployment,
@@ -244,7 +265,7 @@ async function kvPerf(
   threads: number,
   durationText: string,
   durationMs: number,
-): Promise<{ set: number; get: number }> {
+): Promise<{ set: number; get: number; cpuUsPerOp: number }> {
   const argv = [
     dkv,
     "kv",
@@ -264,6 +285,7 @@ async function kvPerf(
     "--json",
     ...(deployment.secured ? clientArgs : []),
   ];
+  const cpuBefore = await serverCpuSeconds(deployment.procs);
   // Two tests of `durationMs` each, plus preload, cleanup and start-up.
   const proc = Bun.spawn(argv, {
     cwd: ROOT,
@@ -286,7 +308,11 @@ async function kvPerf(
     if (result.errors > 0) throw new Error(`${test} had ${result.errors} errors:\n${stdout}`);
     return result.opsPerSec;
   };
-  return { set: pick("set"), get: pick("get") };
+  const cpuUsed = (await serverCpuSeconds(deployment.procs)) - cpuBefore;
+  const set = pick("set");
+  const get = pick("get");
+  const operations = ((set + get) * durationMs) / 1000 + KEYS;
+  return { set, get, cpuUsPerOp: (cpuUsed * 1e6) / operations };
 }
 
 async function stopAll(procs: readonly Bun.Subprocess[]): Promise<void> {
@@ -352,9 +378,9 @@ async function main(): Promise<void> {
           ? "CONTROL: both sides plain (noise floor)"
           : "secure = client TLS + token auth (dstore: + peer mutual TLS, client certificates)"),
     );
-    const results: Record<Store, Record<Mode, { set: number[]; get: number[] }>> = {
-      lstore: { plain: { set: [], get: [] }, secure: { set: [], get: [] } },
-      dstore: { plain: { set: [], get: [] }, secure: { set: [], get: [] } },
+    const results: Record<Store, Record<Mode, { set: number[]; get: number[]; cpu: number[] }>> = {
+      lstore: { plain: { set: [], get: [], cpu: [] }, secure: { set: [], get: [], cpu: [] } },
+      dstore: { plain: { set: [], get: [], cpu: [] }, secure: { set: [], get: [], cpu: [] } },
     };
     // Warm-up, not counted: every server process runs the workload once before round 1.
     for (const store of ["lstore", "dstore"] as const) {
@@ -376,8 +402,9 @@ async function main(): Promise<void> {
           );
           results[store][mode].set.push(rate.set);
           results[store][mode].get.push(rate.get);
+          results[store][mode].cpu.push(rate.cpuUsPerOp);
           console.log(
-            `round ${round + 1} ${store} ${mode.padEnd(6)}: set ${Math.round(rate.set)} ops/s, get ${Math.round(rate.get)} ops/s`,
+            `round ${round + 1} ${store} ${mode.padEnd(6)}: set ${Math.round(rate.set)} ops/s, get ${Math.round(rate.get)} ops/s, server CPU ${rate.cpuUsPerOp.toFixed(1)} µs/op`,
           );
         }
       }
@@ -398,6 +425,17 @@ async function main(): Promise<void> {
       }
     }
     console.log(`(medians of ${rounds} rounds)`);
+    console.log("");
+    console.log("| store  | server CPU µs/op plain | secure | secure/plain |");
+    console.log("| ------ | ---------------------: | -----: | -----------: |");
+    for (const store of ["lstore", "dstore"] as const) {
+      const plain = median(results[store].plain.cpu);
+      const secure = median(results[store].secure.cpu);
+      console.log(
+        `| ${store} | ${plain.toFixed(1).padStart(22)} | ${secure.toFixed(1).padStart(6)} | ${(secure / plain).toFixed(2).padStart(12)} |`,
+      );
+    }
+    console.log("(set and get together, all of the store's server processes; medians of the rounds)");
   } finally {
     await stopAll(procs);
     await rm(root, { recursive: true, force: true });

@@ -132,14 +132,33 @@ describe("FrameDecoder", () => {
     expect(corrupt[0]).toContain("version 99");
   });
 
-  test("a large frame in many chunks is copied into one buffer sized from its header", () => {
+  test("a large frame in many chunks is reassembled, its buffer never past the frame's size", () => {
     const payload = body(1024 * 1024, 5);
     const bytes = frame(1, payload);
     const { decoder, frames } = collector(2 * 1024 * 1024);
-    for (let i = 0; i < bytes.length; i += 1000) decoder.push(bytes.subarray(i, i + 1000));
+    for (let i = 0; i < bytes.length; i += 1000) {
+      decoder.push(bytes.subarray(i, i + 1000));
+      expect(decoder.capacityBytes).toBeLessThanOrEqual(bytes.length);
+    }
     expect(frames).toHaveLength(1);
     expect(frames[0]!.body).toEqual(payload);
     expect(headerBytes).toBe(28);
+  });
+
+  test("a header claiming a large body gets memory only as the body arrives", () => {
+    // A hostile client's 28-byte header must not make the server allocate the claimed size.
+    const payload = body(8 * 1024 * 1024, 3);
+    const bytes = frame(1, payload);
+    const { decoder, frames } = collector(16 * 1024 * 1024);
+    decoder.push(bytes.subarray(0, headerBytes + 100));
+    expect(decoder.capacityBytes).toBeLessThanOrEqual(64 * 1024);
+    let sent = headerBytes + 100;
+    for (; sent < bytes.length / 4; sent += 64 * 1024) decoder.push(bytes.subarray(sent, sent + 64 * 1024));
+    // Doubling: at most twice what has arrived.
+    expect(decoder.capacityBytes).toBeLessThanOrEqual(2 * sent);
+    decoder.push(bytes.subarray(sent));
+    expect(frames).toHaveLength(1);
+    expect(frames[0]!.body).toEqual(payload);
   });
 });
 

@@ -180,14 +180,12 @@ describe("the client port under fuzzing, with token auth on", () => {
     }
     expect((await admin.info(200)).keys).toBe(0);
     const rssReport = `RSS per wave (seed ${SEED}): ${rss.map((b) => (b / 2 ** 20).toFixed(1)).join(", ")} MiB`;
-    // Open finding (issue 10): on the merged server the RSS sometimes grows in steps over the
-    // waves (one CI run: 50 -> 130 MiB over 20 waves; most runs stay flat), root cause not
-    // found yet, so the bound is asserted only with DKV_FUZZ_RSS=1 until it is understood.
-    if (process.env.DKV_FUZZ_RSS === "1") {
-      expect(rss[WAVES - 1]! - rss[WARM_UP_WAVES - 1]!, rssReport).toBeLessThan(RSS_GROWTH_MAX_BYTES);
-    } else {
-      console.log(rssReport);
-    }
+    // The step growth once seen here (50 -> 130 MiB) was memory the collector had not
+    // reclaimed yet, not memory kept: each hostile connection left a 16 KiB reply buffer,
+    // and a header claiming a large body got a buffer of the claimed size at once (up to
+    // ~120 MiB of such ArrayBuffers between collections). Both are fixed; the bound holds.
+    console.log(rssReport);
+    expect(rss[WAVES - 1]! - rss[WARM_UP_WAVES - 1]!, rssReport).toBeLessThan(RSS_GROWTH_MAX_BYTES);
     expect(await server.stop()).toBe(0);
   }, 90_000);
 });

@@ -8,7 +8,13 @@
  * over the blocks' first keys then one inside a block; an insert or remove shifts at most
  * one block (splitting a full one, merging a sparse one into its neighbour). Chosen over
  * a skip list and a per-key-node B+tree by test/bench/data-api.ts: it allocates nothing
- * per key (a key costs one array slot) and its inner loops are over dense arrays.
+ * per key (a key costs two array slots) and its inner loops are over dense arrays.
+ *
+ * Both levels are CodedRuns: beside each key a number that orders it by the next code
+ * units (five Latin-1 ones, or three of any kind) after the prefix the run's keys share. A binary search compares those numbers and
+ * reads key strings only to break ties: comparing two strings means following pointers
+ * to two scattered heap objects (cache misses, ~2/3 of an insert's time with plain
+ * string comparison), while the numbers lie in one dense array.
  *
  * Order: JS compares strings by UTF-16 code units, which agrees with UTF-8 byte order
  * (= code point order) except between a surrogate (U+D800–DFFF, part of a character
@@ -44,8 +50,217 @@ function compareProbe(probe: string, slow: boolean, key: string): number {
   return probe < key ? -1 : probe > key ? 1 : 0;
 }
 
+/** A code unit's rank in code point order: surrogates (U+D800–DFFF) after U+E000–FFFF. */
+function unitRank(unit: number): number {
+  return unit < 0xd800 ? unit : unit < 0xe000 ? unit + 0x2000 : unit - 0x800;
+}
+
+/** Ranks + 1 fit in 17 bits; three of them in a double's 53. */
+const CODE_RADIX = 0x10001;
+
+/**
+ * The code units of `key` at `offset`, +1 and +2 as one number: for keys that agree before
+ * `offset`, a smaller number means a smaller key in compareKeys order, and equal numbers
+ * say nothing (0 stands for "past the end", so a shorter key sorts first).
+ */
+function codeAt(key: string, offset: number): number {
+  const n = key.length;
+  const a = offset < n ? unitRank(key.charCodeAt(offset)) + 1 : 0;
+  const b = offset + 1 < n ? unitRank(key.charCodeAt(offset + 1)) + 1 : 0;
+  const c = offset + 2 < n ? unitRank(key.charCodeAt(offset + 2)) + 1 : 0;
+  return (a * CODE_RADIX + b) * CODE_RADIX + c;
+}
+
+/** Units a narrow code holds: 5 × 9 bits. */
+const NARROW_UNITS = 5;
+/** Largest unit a key of a narrow run may have in its coded units. */
+const NARROW_UNIT_MAX = 0xfe;
+
+/**
+ * Like codeAt, for runs whose keys have only units <= NARROW_UNIT_MAX there (Latin-1,
+ * which most keys are): five units instead of three, so keys alike for longer still get
+ * different codes. A probe's larger unit becomes 0x100, above any key's at that place.
+ */
+function narrowCodeAt(key: string, offset: number): number {
+  const n = key.length;
+  let code = 0;
+  for (let i = offset; i < offset + NARROW_UNITS; i++) {
+    code = code * 0x200 + (i < n ? Math.min(key.charCodeAt(i), NARROW_UNIT_MAX + 1) + 1 : 0);
+  }
+  return code;
+}
+
+/** Whether `key`'s units coded at `offset` fit a narrow code exactly. */
+function fitsNarrow(key: string, offset: number): boolean {
+  const end = Math.min(key.length, offset + NARROW_UNITS);
+  for (let i = offset; i < end; i++) if (key.charCodeAt(i) > NARROW_UNIT_MAX) return false;
+  return true;
+}
+
+function commonPrefixLength(a: string, b: string): number {
+  const n = Math.min(a.length, b.length);
+  let i = 0;
+  while (i < n && a.charCodeAt(i) === b.charCodeAt(i)) i++;
+  return i;
+}
+
+/**
+ * Sorted, distinct keys and, at the same index, their code at `prefix`, the length of the
+ * prefix all of them share (that of the first and the last key): narrowCodeAt while every
+ * key fits it, else codeAt. Codes are recomputed only when the prefix length changes (a
+ * new first or last key) or a key that does not fit the narrow code arrives.
+ */
+class CodedRun {
+  keys: string[];
+  private codes: number[] = [];
+  private prefix = 0;
+  private wide = false;
+
+  constructor(keys: string[]) {
+    this.keys = keys;
+    this.recode();
+  }
+
+  get length(): number {
+    return this.keys.length;
+  }
+
+  private recode(): void {
+    const keys = this.keys;
+    const n = keys.length;
+    const prefix = n === 0 ? 0 : commonPrefixLength(keys[0]!, keys[n - 1]!);
+    let wide = false;
+    for (let i = 0; i < n && !wide; i++) wide = !fitsNarrow(keys[i]!, prefix);
+    const codes: number[] = [];
+    for (let i = 0; i < n; i++) codes.push(wide ? codeAt(keys[i]!, prefix) : narrowCodeAt(keys[i]!, prefix));
+    this.prefix = prefix;
+    this.wide = wide;
+    this.codes = codes;
+  }
+
+  private codeOf(key: string): number {
+    return this.wide ? codeAt(key, this.prefix) : narrowCodeAt(key, this.prefix);
+  }
+
+  /** A key about to be stored: false when it needs the wide code the run does not use yet. */
+  private fits(key: string): boolean {
+    return this.wide || fitsNarrow(key, this.prefix);
+  }
+
+  /** After the first or last key changed: whether the shared prefix did too (then all is recoded). */
+  private recodedForEnds(): boolean {
+    const keys = this.keys;
+    const n = keys.length;
+    const prefix = n === 0 ? 0 : commonPrefixLength(keys[0]!, keys[n - 1]!);
+    if (prefix === this.prefix) return false;
+    this.recode();
+    return true;
+  }
+
+  /** First index whose key is >= `probe` (> `probe` when `above`). */
+  lowerBound(probe: string, slow: boolean, above = false): number {
+    const keys = this.keys;
+    const n = keys.length;
+    if (n === 0) return 0;
+    const prefix = this.prefix;
+    if (prefix > 0) {
+      // Outside the shared prefix the probe is below or above every key.
+      const first = keys[0]!;
+      const m = Math.min(prefix, probe.length);
+      for (let i = 0; i < m; i++) {
+        const x = probe.charCodeAt(i);
+        const y = first.charCodeAt(i);
+        if (x !== y) return unitRank(x) < unitRank(y) ? 0 : n;
+      }
+      if (probe.length < prefix) return 0;
+    }
+    const code = this.codeOf(probe);
+    const codes = this.codes;
+    let low = 0;
+    let high = n;
+    while (low < high) {
+      const mid = (low + high) >> 1;
+      if (codes[mid]! < code) low = mid + 1;
+      else high = mid;
+    }
+    // Keys with the same code agree on those units: the strings decide among them.
+    const bar = above ? 0 : 1;
+    let tiesEnd = low;
+    while (tiesEnd < n && codes[tiesEnd] === code) {
+      if (compareProbe(probe, slow, keys[tiesEnd]!) < bar) return tiesEnd;
+      tiesEnd++;
+      // Many ties (keys alike well past the prefix): binary search the rest of them.
+      if (tiesEnd - low === 4) return this.lowerBoundAmongTies(probe, slow, code, tiesEnd, bar);
+    }
+    return tiesEnd;
+  }
+
+  private lowerBoundAmongTies(probe: string, slow: boolean, code: number, from: number, bar: number): number {
+    const keys = this.keys;
+    const codes = this.codes;
+    let high = from;
+    let step = 1;
+    // Gallop to the end of the tied keys, then binary search by string.
+    while (high < keys.length && codes[high] === code) {
+      high = Math.min(keys.length, high + step);
+      step *= 2;
+    }
+    let end = high;
+    let low = from;
+    while (low < end) {
+      const mid = (low + end) >> 1;
+      if (codes[mid] === code) low = mid + 1;
+      else end = mid;
+    }
+    end = low;
+    low = from;
+    while (low < end) {
+      const mid = (low + end) >> 1;
+      if (compareProbe(probe, slow, keys[mid]!) >= bar) low = mid + 1;
+      else end = mid;
+    }
+    return low;
+  }
+
+  insertAt(at: number, key: string): void {
+    this.keys.splice(at, 0, key);
+    if ((at === 0 || at === this.keys.length - 1) && this.recodedForEnds()) return;
+    if (!this.fits(key)) this.recode();
+    else this.codes.splice(at, 0, this.codeOf(key));
+  }
+
+  removeAt(at: number): void {
+    this.keys.splice(at, 1);
+    if ((at === 0 || at === this.keys.length) && this.recodedForEnds()) return;
+    this.codes.splice(at, 1);
+  }
+
+  /** Puts `key` at `at` in place of the key there; the order must stay as it was. */
+  replaceAt(at: number, key: string): void {
+    this.keys[at] = key;
+    if ((at === 0 || at === this.keys.length - 1) && this.recodedForEnds()) return;
+    if (!this.fits(key)) this.recode();
+    else this.codes[at] = this.codeOf(key);
+  }
+
+  /** Moves the keys from `at` on into a new run. */
+  splitOff(at: number): CodedRun {
+    const tail = new CodedRun(this.keys.splice(at));
+    this.recode();
+    return tail;
+  }
+
+  /** Appends the keys of `next`, all greater than this run's. */
+  absorb(next: CodedRun): void {
+    for (const key of next.keys) this.keys.push(key);
+    this.recode();
+  }
+}
+
 export class OrderedKeys {
-  private blocks: string[][] = [];
+  private blocks: CodedRun[] = [];
+  /** The first key of each block. */
+  private firsts = new CodedRun([]);
   private count = 0;
 
   get size(): number {
@@ -56,7 +271,8 @@ export class OrderedKeys {
   static fromSorted(keys: readonly string[]): OrderedKeys {
     const index = new OrderedKeys();
     const fill = (BLOCK_KEYS_MAX * 3) >> 2;
-    for (let i = 0; i < keys.length; i += fill) index.blocks.push(keys.slice(i, i + fill));
+    for (let i = 0; i < keys.length; i += fill) index.blocks.push(new CodedRun(keys.slice(i, i + fill)));
+    index.firsts = new CodedRun(index.blocks.map((block) => block.keys[0]!));
     index.count = keys.length;
     return index;
   }
@@ -78,14 +294,22 @@ export class OrderedKeys {
     const blocks = this.blocks;
     this.count++;
     if (blocks.length === 0) {
-      blocks.push([key]);
+      blocks.push(new CodedRun([key]));
+      this.firsts.insertAt(0, key);
       return;
     }
     const slow = needsCodePointOrder(key);
     const b = this.blockFor(key, slow);
     const block = blocks[b]!;
-    block.splice(this.positionIn(block, key, slow), 0, key);
-    if (block.length > BLOCK_KEYS_MAX) blocks.splice(b + 1, 0, block.splice(block.length >> 1));
+    const at = block.lowerBound(key, slow);
+    block.insertAt(at, key);
+    // Only block 0 takes keys below its first: others' lie in the block before.
+    if (at === 0) this.firsts.replaceAt(b, key);
+    if (block.length > BLOCK_KEYS_MAX) {
+      const tail = block.splitOff(block.length >> 1);
+      blocks.splice(b + 1, 0, tail);
+      this.firsts.insertAt(b + 1, tail.keys[0]!);
+    }
   }
 
   /** Removes a key that is in the index; returns false (changing nothing) when it is not. */
@@ -95,17 +319,22 @@ export class OrderedKeys {
     const slow = needsCodePointOrder(key);
     const b = this.blockFor(key, slow);
     const block = blocks[b]!;
-    const at = this.positionIn(block, key, slow);
-    if (block[at] !== key) return false;
-    block.splice(at, 1);
+    const at = block.lowerBound(key, slow);
+    if (block.keys[at] !== key) return false;
+    block.removeAt(at);
     this.count--;
     if (block.length === 0) {
       blocks.splice(b, 1);
-    } else if (block.length < BLOCK_KEYS_MERGE && b + 1 < blocks.length) {
+      this.firsts.removeAt(b);
+      return true;
+    }
+    if (at === 0) this.firsts.replaceAt(b, block.keys[0]!);
+    if (block.length < BLOCK_KEYS_MERGE && b + 1 < blocks.length) {
       const next = blocks[b + 1]!;
       if (block.length + next.length <= BLOCK_KEYS_MAX) {
-        for (const moved of next) block.push(moved);
+        block.absorb(next);
         blocks.splice(b + 1, 1);
+        this.firsts.removeAt(b + 1);
       }
     }
     return true;
@@ -120,41 +349,21 @@ export class OrderedKeys {
     if (blocks.length === 0) return;
     const slow = needsCodePointOrder(from);
     let b = this.blockFor(from, slow);
-    let i = this.positionIn(blocks[b]!, from, slow);
-    if (exclusive && blocks[b]![i] === from) i++;
+    let i = blocks[b]!.lowerBound(from, slow);
+    if (exclusive && blocks[b]!.keys[i] === from) i++;
     for (; b < blocks.length; b++, i = 0) {
-      const block = blocks[b]!;
-      for (; i < block.length; i++) if (!visit(block[i]!)) return;
+      const keys = blocks[b]!.keys;
+      for (; i < keys.length; i++) if (!visit(keys[i]!)) return;
     }
   }
 
   /** Every key in order; for tests and consistency checks. */
   keys(): string[] {
-    return this.blocks.flat();
+    return this.blocks.flatMap((block) => block.keys);
   }
 
   /** The block whose range holds `key`: the last whose first key is <= key, or block 0. */
   private blockFor(key: string, slow: boolean): number {
-    const blocks = this.blocks;
-    let low = 0;
-    let high = blocks.length - 1;
-    while (low < high) {
-      const mid = (low + high + 1) >> 1;
-      if (compareProbe(key, slow, blocks[mid]![0]!) >= 0) low = mid;
-      else high = mid - 1;
-    }
-    return low;
-  }
-
-  /** First position in `block` whose key is >= `key`. */
-  private positionIn(block: string[], key: string, slow: boolean): number {
-    let low = 0;
-    let high = block.length;
-    while (low < high) {
-      const mid = (low + high) >> 1;
-      if (compareProbe(key, slow, block[mid]!) > 0) low = mid + 1;
-      else high = mid;
-    }
-    return low;
+    return Math.max(0, this.firsts.lowerBound(key, slow, true) - 1);
   }
 }

@@ -414,6 +414,14 @@ export class PeerLink {
   onTlsHandshake(socket: Socket<DialTag>, generation: number, error: Error | null): void {
     if (generation !== this.generation || this.state !== "connecting") return;
     let refusal: string | null = null;
+    const certificate = socket.getPeerCertificate();
+    if (!socket.authorized && (certificate === undefined || certificate === null)) {
+      // No certificate came: nothing was checked, so this is not a trust failure.
+      const failure = unfinishedHandshake(this.peer, this.addressText, error);
+      this.context.warnings.warn(`dial-tls-unfinished:${this.peer}`, failure);
+      this.onDown(generation, failure);
+      return;
+    }
     if (!socket.authorized) {
       const reason = socket.getAuthorizationError() ?? error;
       refusal = `its TLS certificate is not trusted for ${this.peer} (${reason?.message ?? "no certificate"})`;
@@ -519,4 +527,23 @@ export class PeerLink {
   get queueCapacityBytes(): number {
     return this.out.capacityBytes;
   }
+}
+
+/**
+ * Why a dial's TLS handshake ended before the listener sent a certificate: the connection
+ * dropped (a listener without peer TLS, one restarting, or at its connection limit) or the
+ * bytes back were not TLS. Nothing was verified, so it must not read as a trust failure.
+ */
+export function unfinishedHandshake(peer: string, address: string, error: Error | null): string {
+  const code = error !== null && "code" in error ? error.code : undefined;
+  if (error === null || code === "ECONNRESET" || /disconnected|closed|reset/i.test(error.message)) {
+    return (
+      `the connection to ${peer} at ${address} dropped during the TLS handshake, before ${peer} sent a certificate ` +
+      `(nothing was verified): is ${peer} running with peer TLS (--peer-cert-file) on that address, and not restarting or at its connection limit?`
+    );
+  }
+  return (
+    `the TLS handshake with ${peer} at ${address} failed before ${peer} sent a certificate (${error.message}): ` +
+    "is that address a dkv peer port with peer TLS on?"
+  );
 }

@@ -123,8 +123,8 @@ const retainBytesMax = 1024 * 1024;
 
 /**
  * Splits a byte stream into frames. Whole frames are parsed straight from the incoming
- * chunk; only a trailing partial frame is copied, into a buffer sized once from its
- * header, so a large frame arriving in many chunks is copied once (no quadratic copying).
+ * chunk; only a trailing partial frame is copied, into a buffer that doubles as its bytes
+ * arrive (no quadratic copying), never sized ahead of them from a claimed length.
  */
 export class FrameDecoder {
   private buf: Uint8Array = emptyBuffer;
@@ -169,19 +169,30 @@ export class FrameDecoder {
     return true;
   }
 
+  /** Capacity of the reassembly buffer (for tests of the memory bound). */
+  get capacityBytes(): number {
+    return this.buf.length;
+  }
+
+  /** The whole size of the held frame as its header announces it, if known and acceptable. */
+  private announcedFrameBytes(bytes: Uint8Array, held: number): number | undefined {
+    if (held + bytes.length < headerBytes) return undefined;
+    const at = (k: number) => (k < held ? this.buf[this.start + k]! : bytes[k - held]!);
+    const bodyLength = (at(4) | (at(5) << 8) | (at(6) << 16) | (at(7) << 24)) >>> 0;
+    return bodyLength <= this.maxBodyBytes ? headerBytes + bodyLength : undefined;
+  }
+
   private append(bytes: Uint8Array): void {
     const held = this.end - this.start;
-    let needed = held + bytes.length;
-    if (held < headerBytes && needed >= headerBytes) {
-      // Size the buffer for the whole frame at once when the header is known.
-      const header = new Uint8Array(headerBytes);
-      header.set(this.buf.subarray(this.start, this.end));
-      header.set(bytes.subarray(0, headerBytes - held), held);
-      const bodyLength = new DataView(header.buffer).getUint32(4, true);
-      if (bodyLength <= this.maxBodyBytes) needed = Math.max(needed, headerBytes + bodyLength);
-    }
+    const needed = held + bytes.length;
     if (this.buf.length - this.start < needed) {
-      const size = Math.max(needed, Math.min(this.buf.length * 2, this.maxBodyBytes + headerBytes), 4096);
+      // Doubles with the bytes that arrived, up to the size the header announces: a header
+      // claiming a huge body gets memory only as its body comes (a cheap way to make a
+      // server allocate maxBodyBytes per connection otherwise), and a large frame arriving
+      // in many chunks is still copied a bounded number of times per byte.
+      let size = Math.max(needed, this.buf.length * 2, 4096);
+      const frameBytes = this.announcedFrameBytes(bytes, held);
+      if (frameBytes !== undefined && frameBytes >= needed) size = Math.min(size, frameBytes);
       const next = new Uint8Array(size);
       next.set(this.buf.subarray(this.start, this.end));
       this.buf = next;

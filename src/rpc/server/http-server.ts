@@ -25,6 +25,7 @@ import {
 import { fromBase64, toBase64 } from "../serializer/json.ts";
 import type { Serializer } from "../serializer/types.ts";
 import type { RequestDispatcher, RpcLogger } from "./dispatcher.ts";
+import { HttpConnectionCap } from "./http-connection-cap.ts";
 import { bunTlsOptions, type ServerTls } from "./listener-security.ts";
 import { writeReplyFrame } from "./reply.ts";
 import type { ConnectionLimits } from "./socket-server.ts";
@@ -55,7 +56,7 @@ opByUrlName.set("expr", "expire");
 
 export interface HttpServer {
   readonly endpoint: string;
-  /** Requests in progress (Bun.serve does not count connections). */
+  /** Connections open now, as counted by the connection cap. */
   readonly connections: number;
   stop(drainMs: number): Promise<void>;
 }
@@ -70,14 +71,21 @@ export function startHttpServer(options: HttpServerOptions): HttpServer {
   }
   const idleTimeoutMs = options.limits.idleTimeoutMs;
   const watches = { open: 0 };
+  const idleTimeoutS =
+    idleTimeoutMs <= 0 ? 0 : Math.min(httpIdleTimeoutMaxS, Math.max(1, Math.ceil(idleTimeoutMs / 1000)));
+  const cap = new HttpConnectionCap(
+    options.limits.maxConnections,
+    idleTimeoutS * 1000,
+    () => performance.now(),
+    (message) => options.logger.warn(message),
+  );
   const server = Bun.serve({
     hostname: options.endpoint.hostname,
     port: options.endpoint.port,
     maxRequestBodySize: options.maxFrameBytes + headerBytes,
-    idleTimeout:
-      idleTimeoutMs <= 0 ? 0 : Math.min(httpIdleTimeoutMaxS, Math.max(1, Math.ceil(idleTimeoutMs / 1000))),
+    idleTimeout: idleTimeoutS,
     ...(options.tls === undefined ? {} : { tls: bunTlsOptions(options.tls) }),
-    fetch: (request) => handle(request, options, watches),
+    fetch: (request, bunServer) => admitted(request, bunServer, cap, options, watches),
     error(error) {
       options.logger.warn(`http: ${error.message}`);
       return jsonError(new DkvError("INTERNAL", "internal server error; see the server log"));
@@ -88,7 +96,7 @@ export function startHttpServer(options: HttpServerOptions): HttpServer {
   return {
     endpoint: bound,
     get connections() {
-      return server.pendingRequests;
+      return cap.size;
     },
     async stop(drainMs: number) {
       const stopped = server.stop(false);
@@ -97,6 +105,31 @@ export function startHttpServer(options: HttpServerOptions): HttpServer {
       server.stop(true);
     },
   };
+}
+
+/** Every request passes the connection cap (--max-client-connections) first. */
+async function admitted(
+  request: Request,
+  server: Bun.Server<undefined>,
+  cap: HttpConnectionCap,
+  options: HttpServerOptions,
+  watches: { open: number },
+): Promise<Response> {
+  const peer = server.requestIP(request);
+  const key = peer === null ? "" : `${peer.address}:${peer.port}`;
+  const refusal = cap.admit(key, server);
+  if (refusal !== undefined) {
+    const response = jsonError(refusal);
+    response.headers.set("connection", "close");
+    response.headers.set("retry-after", "1");
+    return response;
+  }
+  try {
+    // A watch's streamed response outlives this call: watches have their own bound (watches.open).
+    return await handle(request, options, watches);
+  } finally {
+    cap.release(key);
+  }
 }
 
 /**

@@ -382,6 +382,47 @@ describe("mutual TLS", () => {
     expect(c!.recorder.of("raft")).toEqual([]);
   });
 
+  test("a dialer whose connection drops before the handshake says so, not that a certificate is untrusted", async () => {
+    const [a] = await tlsCluster(["a", "b", "c"]);
+    // b's address: a TCP port that hangs up at once; c's: one that answers in plain text.
+    const hangUp = Bun.listen({
+      hostname: "127.0.0.1",
+      port: 0,
+      socket: { open: (s) => s.terminate(), data() {} },
+    });
+    const plainText = Bun.listen({
+      hostname: "127.0.0.1",
+      port: 0,
+      socket: { open: (s) => void s.end("HTTP/1.1 400 Bad Request\r\n\r\n"), data() {} },
+    });
+    try {
+      a!.transport.setPeers(
+        new Map([
+          ["b", `127.0.0.1:${hangUp.port}`],
+          ["c", `127.0.0.1:${plainText.port}`],
+        ]),
+      );
+      a!.transport.sendRaft("b", 1, heartbeat("a", "b", 1));
+      a!.transport.sendRaft("c", 1, heartbeat("a", "c", 1));
+      await eventually(
+        () =>
+          warnings(a!, "dropped during the TLS handshake").some((l) =>
+            l.includes(`b at 127.0.0.1:${hangUp.port}`),
+          ),
+        "a's warning about b's dropped handshake",
+      );
+      await eventually(
+        () => warnings(a!, "failed before c sent a certificate").length > 0,
+        "a's warning about c's non-TLS answer",
+      );
+      expect(warnings(a!, "not trusted")).toEqual([]);
+      expect(warnings(a!, "refused the member")).toEqual([]);
+    } finally {
+      hangUp.stop(true);
+      plainText.stop(true);
+    }
+  });
+
   test("peer TLS files are checked at start, naming the flag to fix", async () => {
     const files = (cert: string, key: string, ca: string) => ({
       certFile: pki.path(`${cert}.crt`),
