@@ -107,8 +107,11 @@ export class LockManager implements ILockManager {
           // In order of arrival: a later waiter claims only once those before it are done.
           // Queued behind others: once they are done, claim at once (the lock may be free).
           if (!ticket.head && (await waiters.turn(ticket, deadlineMs))) continue;
+          // Queueing took time: the wait may be over now (then one last attempt).
+          const leftMs = deadlineMs - this.clock.now();
+          if (leftMs <= 0) continue;
           // Woken by a release or an expiry of the key; the interval only bounds a missed one.
-          if (await waiters.changeAfter(seen, Math.min(this.retryIntervalMs, remainingMs))) {
+          if (await waiters.changeAfter(seen, Math.min(this.retryIntervalMs, leftMs))) {
             // A wake-up before the interval: one more attempt than the interval bound allows.
             if (wakeups++ < WAKEUPS_MAX) maxAttempts++;
           }

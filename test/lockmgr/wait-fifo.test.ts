@@ -46,6 +46,22 @@ describe("blocking acquire: woken by changes, in order of arrival", () => {
     await store.close();
   });
 
+  test("a waiter queued behind another gives up when the wait is over, not one retry interval later", async () => {
+    // On a manual clock nothing advances after the deadline: a waiter that slept another
+    // retry interval once its queue turn timed out would never answer.
+    const clock = new ManualClock();
+    const store = new LocalStore({ clock, purgeIntervalMs: 0 });
+    const locks = new LockManager(store, { clock, retryIntervalMs: 10 });
+    await locks.acquire("job", 0);
+    const first = locks.acquire("job", 0, { waitMs: 2_000 });
+    const second = locks.acquire("job", 0, { waitMs: 2_000 });
+    expect(await settled(second, 20)).toBeUndefined();
+    await clock.advance(2_000);
+    expect(await settled(first)).toEqual({ acquired: false });
+    expect(await settled(second)).toEqual({ acquired: false });
+    await store.close();
+  });
+
   test("waiters get the lock in the order they started waiting", async () => {
     const clock = new ManualClock();
     const store = new LocalStore({ clock, purgeIntervalMs: 0 });
