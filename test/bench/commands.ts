@@ -1,6 +1,6 @@
 import { join } from "node:path";
 
-/** Shared by the comparison benchmarks (redis-compare, etcd-compare). */
+/** Shared by the benchmark scripts that start servers (redis-compare, etcd-compare, memory, shard-spread). */
 export const ROOT = join(import.meta.dir, "..", "..");
 const STEP_TIMEOUT_MS = 300_000;
 
@@ -29,4 +29,33 @@ export async function ensureDebianPackages(binaries: string[], packages: string[
 export function flagValue(argv: readonly string[], flag: string, fallback: string): string {
   const i = argv.indexOf(flag);
   return i === -1 ? fallback : (argv[i + 1] ?? fallback);
+}
+
+/** A port free on 127.0.0.1 right now (the OS picks it). */
+export async function freePort(): Promise<number> {
+  const listener = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+  const port = listener.port;
+  listener.stop(true);
+  return port;
+}
+
+/** Polls `check` every 100 ms until it is true; fails naming `what` after `timeoutMs`. */
+export async function waitUntil(
+  what: string,
+  timeoutMs: number,
+  check: () => Promise<boolean>,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (await check().catch(() => false)) return;
+    await Bun.sleep(100);
+  }
+  throw new Error(`${what} did not happen within ${timeoutMs} ms`);
+}
+
+/** A process's resident memory in MiB (Linux /proc). */
+export async function rssMib(pid: number): Promise<number> {
+  const status = await Bun.file(`/proc/${pid}/status`).text();
+  const kb = Number(/VmRSS:\s+(\d+) kB/.exec(status)?.[1] ?? Number.NaN);
+  return kb / 1024;
 }

@@ -28,7 +28,15 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseDuration } from "../../src/config/parse.ts";
-import { ensureDebianPackages, flagValue, ROOT, runCommand } from "./commands.ts";
+import {
+  ensureDebianPackages,
+  flagValue,
+  freePort,
+  ROOT,
+  rssMib,
+  runCommand,
+  waitUntil,
+} from "./commands.ts";
 
 const DKV = join(ROOT, "dist", "dkv");
 const VALUE_BYTES = 128;
@@ -84,28 +92,6 @@ async function ensureDkv(): Promise<void> {
   await ensureBinary();
 }
 
-async function freePort(): Promise<number> {
-  const listener = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
-  const port = listener.port;
-  listener.stop(true);
-  return port;
-}
-
-async function waitUntil(what: string, check: () => Promise<boolean>): Promise<void> {
-  const deadline = Date.now() + START_TIMEOUT_MS;
-  while (Date.now() < deadline) {
-    if (await check().catch(() => false)) return;
-    await Bun.sleep(50);
-  }
-  throw new Error(`${what} did not come up within ${START_TIMEOUT_MS} ms`);
-}
-
-async function rssMb(pid: number): Promise<number> {
-  const status = await Bun.file(`/proc/${pid}/status`).text();
-  const kb = Number(/VmRSS:\s+(\d+) kB/.exec(status)?.[1] ?? Number.NaN);
-  return kb / 1024;
-}
-
 interface Measurement {
   opsPerSec: number;
   p50Ms: number;
@@ -149,7 +135,7 @@ async function startEtcd(root: string): Promise<{ pids: number[]; clientUrls: st
   );
   const clientUrls = members.map((m) => `http://127.0.0.1:${m.client}`);
   for (const url of clientUrls) {
-    await waitUntil(`etcd at ${url}`, async () => {
+    await waitUntil(`etcd at ${url}`, START_TIMEOUT_MS, async () => {
       const health = (await (await fetch(`${url}/health`)).json()) as { health?: string };
       return health.health === "true";
     });
@@ -319,7 +305,7 @@ async function startDkv(root: string): Promise<{ pids: number[]; endpoints: stri
     ]),
   );
   const endpoints = members.map((m) => `127.0.0.1:${m.rpc}`);
-  await waitUntil("a dkv leader", async () => {
+  await waitUntil("a dkv leader", START_TIMEOUT_MS, async () => {
     const out = await runCommand([
       DKV,
       "cluster",
@@ -417,8 +403,8 @@ async function main(): Promise<void> {
         }
       }
     }
-    const dkvMb = (await Promise.all(dkv.pids.map(rssMb))).reduce((a, b) => a + b, 0);
-    const etcdMb = (await Promise.all(etcd.pids.map(rssMb))).reduce((a, b) => a + b, 0);
+    const dkvMb = (await Promise.all(dkv.pids.map(rssMib))).reduce((a, b) => a + b, 0);
+    const etcdMb = (await Promise.all(etcd.pids.map(rssMib))).reduce((a, b) => a + b, 0);
 
     console.log(
       `\nbest of rounds; reads linearizable on both; dkv binary protocol over TCP (dkv kv perf), ${

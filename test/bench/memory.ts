@@ -19,7 +19,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { RpcClient } from "../../src/rpc/client/index.ts";
-import { flagValue, ROOT, runCommand } from "./commands.ts";
+import { flagValue, freePort, ROOT, rssMib, runCommand, waitUntil } from "./commands.ts";
 
 const SHARD = 200;
 const MIB = 1024 * 1024;
@@ -44,28 +44,6 @@ function spawnDkv(args: string[]): Bun.Subprocess<"ignore", "pipe", "pipe"> {
   void new Response(proc.stdout).text();
   void new Response(proc.stderr).text();
   return proc;
-}
-
-async function freePort(): Promise<number> {
-  const listener = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
-  const port = listener.port;
-  listener.stop(true);
-  return port;
-}
-
-async function waitUntil(what: string, timeoutMs: number, check: () => Promise<boolean>): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (await check().catch(() => false)) return;
-    await Bun.sleep(100);
-  }
-  throw new Error(`${what} did not happen within ${timeoutMs} ms`);
-}
-
-async function rssMib(pid: number): Promise<number> {
-  const status = await Bun.file(`/proc/${pid}/status`).text();
-  const kb = Number(/VmRSS:\s+(\d+) kB/.exec(status)?.[1] ?? Number.NaN);
-  return kb / 1024;
 }
 
 interface ShardStatus {

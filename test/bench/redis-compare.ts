@@ -13,7 +13,7 @@
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { RpcClient } from "../../src/rpc/client/index.ts";
-import { ensureDebianPackages, flagValue, ROOT, runCommand } from "./commands.ts";
+import { ensureDebianPackages, flagValue, freePort, ROOT, rssMib, runCommand } from "./commands.ts";
 
 const DKV = join(ROOT, "dist", "dkv");
 const VALUE_BYTES = 128;
@@ -64,13 +64,6 @@ async function ensureDkv(): Promise<void> {
   await runCommand([process.execPath, "run", join(ROOT, "build.ts")]);
 }
 
-async function freePort(): Promise<number> {
-  const listener = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
-  const port = listener.port;
-  listener.stop(true);
-  return port;
-}
-
 /** Reads `proc`'s stdout until `pattern` matches; keeps draining afterwards. */
 async function waitFor(
   proc: Bun.Subprocess<"ignore" | "pipe", "pipe", "pipe">,
@@ -95,12 +88,6 @@ async function waitFor(
     if (chunk === undefined || chunk.done) throw new Error(`did not start: ${text}`);
     text += new TextDecoder().decode(chunk.value);
   }
-}
-
-async function rssMb(pid: number): Promise<number> {
-  const status = await Bun.file(`/proc/${pid}/status`).text();
-  const kb = Number(/VmRSS:\s+(\d+) kB/.exec(status)?.[1] ?? Number.NaN);
-  return kb / 1024;
 }
 
 interface Measurement {
@@ -290,14 +277,14 @@ async function main(): Promise<void> {
   }
 
   await runCommand(["redis-cli", "-h", "127.0.0.1", "-p", String(redisPort), "FLUSHALL"]);
-  const dkvIdleMb = await rssMb(dkv.pid);
-  const redisIdleMb = await rssMb(redis.pid);
+  const dkvIdleMb = await rssMib(dkv.pid);
+  const redisIdleMb = await rssMib(redis.pid);
   console.log(`loading ${fmt(s.loadKeys)} keys of ${VALUE_BYTES} B into each...`);
   await loadRedis(redisPort, s.loadKeys);
   await loadDkv(endpoint, s.loadKeys);
   await Bun.sleep(2_000); // let both settle (JSC's collector runs on idle)
-  const dkvMb = await rssMb(dkv.pid);
-  const redisMb = await rssMb(redis.pid);
+  const dkvMb = await rssMib(dkv.pid);
+  const redisMb = await rssMib(redis.pid);
 
   console.log(
     "\nthroughput (best of rounds; no pipelining; dkv: 1 connection with c requests in flight, redis: c connections)",

@@ -23,7 +23,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseDuration } from "../../src/config/parse.ts";
 import { RpcClient } from "../../src/rpc/client/index.ts";
-import { flagValue, ROOT, runCommand } from "./commands.ts";
+import { flagValue, freePort, ROOT, runCommand, waitUntil } from "./commands.ts";
 
 const KEYS_PER_SHARD = 100;
 const VALUE_BYTES = 128;
@@ -41,22 +41,6 @@ interface Workload {
   name: string;
   threads: number;
   shards: number;
-}
-
-async function freePort(): Promise<number> {
-  const listener = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
-  const port = listener.port;
-  listener.stop(true);
-  return port;
-}
-
-async function waitUntil(what: string, check: () => Promise<boolean>): Promise<void> {
-  const deadline = Date.now() + START_TIMEOUT_MS;
-  while (Date.now() < deadline) {
-    if (await check().catch(() => false)) return;
-    await Bun.sleep(100);
-  }
-  throw new Error(`${what} did not happen within ${START_TIMEOUT_MS} ms`);
 }
 
 async function startCluster(dkv: string, shardCount: number): Promise<Cluster> {
@@ -93,7 +77,7 @@ async function startCluster(dkv: string, shardCount: number): Promise<Cluster> {
   const endpoints = members.map((m) => `127.0.0.1:${m.rpc}`);
   const cluster: Cluster = { dkv, pids: procs.map((p) => p.pid), procs, endpoints, root };
   try {
-    await waitUntil(`a leader for each of ${shardCount} shards (${dkv})`, async () => {
+    await waitUntil(`a leader for each of ${shardCount} shards (${dkv})`, START_TIMEOUT_MS, async () => {
       const out = await runCommand([
         dkv,
         "cluster",
