@@ -79,6 +79,7 @@ import {
   systemSyncFile,
   writeFully,
 } from "./fs-util.ts";
+import { GroupCommit } from "./group-commit.ts";
 import { type GroupLogWriter, RaftStorage } from "./raft-storage.ts";
 import { LogReplay } from "./recovery.ts";
 import { SnapshotStore, type StorageLogger } from "./snapshot-store.ts";
@@ -97,8 +98,6 @@ export const SHARED_LOG_DIR = "raft-log";
 export const SHARED_LOG_FORMAT: SegmentFormat = { pattern: /^(\d{20})\.log$/, magic: SHARED_SEGMENT_MAGIC };
 const SEGMENT_BYTES_MIN = 4096;
 const SEGMENT_BYTES_DEFAULT = 64 * 1024 * 1024;
-/** A buffer grown past this by one big batch is dropped rather than kept for reuse. */
-const FRAME_BUFFER_KEEP_BYTES = 16 * 1024 * 1024;
 /** Sealed segments kept before the groups pinning the oldest one are relocated. */
 const RELOCATE_SEALED_SEGMENTS_MIN = 2;
 /** A group is relocated only if its live log is at most segmentBytesMax / this (a busy group compacts soon anyway). */
@@ -136,13 +135,6 @@ export interface SharedLogStats {
   /** Times an idle group's live log was written again so old segments could go. */
   relocations: number;
 }
-
-interface Waiter {
-  resolve: () => void;
-  reject: (error: unknown) => void;
-}
-
-const NO_WAITERS: Waiter[] = [];
 
 const consoleLogger: StorageLogger = {
   info: (message) => console.info(`[raft storage] ${message}`),
@@ -229,15 +221,15 @@ class SharedReplay {
  * commit and segment GC.
  */
 export class SharedLog {
-  private pending = new FrameBuffer();
-  private spare = new FrameBuffer();
-  private pendingWaiters: Waiter[] = [];
-  private spareWaiters: Waiter[] = [];
-  /** Waiters of the batch being written; empty between batches. */
-  private inflightWaiters: Waiter[] = NO_WAITERS;
-  private idleWaiters: (() => void)[] = [];
-  private flushing = false;
-  private failure: DkvError | null = null;
+  private readonly queue = new GroupCommit({
+    writeBatch: (batch) => this.writeBatch(batch),
+    failureOf: (error) => this.failureOf(error),
+    afterBatch: () => {
+      if (!this.relocateSoon) return;
+      this.relocateSoon = false;
+      queueMicrotask(() => this.startRelocation());
+    },
+  });
   private closed = false;
   /** Size of the active segment right after its roll frame; a segment is never rolled before holding a batch. */
   private activeStartBytes: number;
@@ -456,42 +448,29 @@ export class SharedLog {
 
   /** Throws if the log can no longer accept records. */
   assertWritable(): void {
-    if (this.failure !== null) throw this.failure;
+    if (this.queue.failure !== null) throw this.queue.failure;
     if (this.closed)
       throw new DkvError("CLOSED", `the shared log in ${this.dir} is closed — reopen the storage`);
   }
 
   /** The pending frame, with `groupId` selected: encode its records and commit in the same call. */
   frameFor(groupId: number): FrameBuffer {
-    this.pending.selectGroup(groupId);
-    return this.pending;
+    this.queue.pending.selectGroup(groupId);
+    return this.queue.pending;
   }
 
   get pendingPayloadBytes(): number {
-    return this.pending.payloadBytes;
+    return this.queue.pending.payloadBytes;
   }
 
   /** Resolves once every record encoded so far (by any group) is durable. */
   commit(): Promise<void> {
-    if (this.failure !== null) return Promise.reject(this.failure);
-    const { promise, resolve, reject } = Promise.withResolvers<void>();
-    this.pendingWaiters.push({ resolve, reject });
-    if (!this.flushing) {
-      this.flushing = true;
-      // A microtask, not a direct call: appends of every group made in this turn join the batch.
-      queueMicrotask(() => void this.flushLoop());
-    }
-    return promise;
+    return this.queue.commit();
   }
 
   /** Resolves once everything committed so far is durable, without writing anything itself. */
   durable(): Promise<void> {
-    if (this.failure !== null) return Promise.reject(this.failure);
-    if (!this.pending.isEmpty) return this.commit();
-    if (this.inflightWaiters.length === 0) return Promise.resolve();
-    const { promise, resolve, reject } = Promise.withResolvers<void>();
-    this.inflightWaiters.push({ resolve, reject });
-    return promise;
+    return this.queue.durable();
   }
 
   get segmentCount(): number {
@@ -566,7 +545,7 @@ export class SharedLog {
    * warning names them once).
    */
   private startRelocation(): void {
-    if (this.relocation !== undefined || this.failure !== null || this.closed) return;
+    if (this.relocation !== undefined || this.queue.failure !== null || this.closed) return;
     if (this.segments.length - 1 < RELOCATE_SEALED_SEGMENTS_MIN) return;
     this.relocation = this.relocatePinning().finally(() => {
       this.relocation = undefined;
@@ -621,7 +600,7 @@ export class SharedLog {
     // Bounded: a relocation starts only after a roll, and each pass waits for one.
     for (let pass = 0; pass < 8; pass++) {
       await this.durable();
-      if (this.relocation === undefined && !this.flushing) return;
+      if (this.relocation === undefined && !this.queue.flushing) return;
       await this.relocation;
       await new Promise<void>((resolve) => queueMicrotask(resolve));
     }
@@ -632,7 +611,7 @@ export class SharedLog {
     this.liveLogs.delete(groupId);
     this.closedGroups.add(groupId);
     try {
-      if (this.failure === null && !this.closed) await this.durable();
+      if (this.queue.failure === null && !this.closed) await this.durable();
     } finally {
       this.openGroups.delete(groupId);
     }
@@ -644,44 +623,8 @@ export class SharedLog {
     // Bounded: a relocation starts only after a roll, and none starts once closed is set.
     while (this.relocation !== undefined) await this.relocation;
     this.closed = true;
-    if (this.flushing) {
-      const { promise, resolve } = Promise.withResolvers<void>();
-      this.idleWaiters.push(resolve);
-      await promise;
-    }
+    await this.queue.idle();
     await this.handle.close();
-  }
-
-  private async flushLoop(): Promise<void> {
-    // Runs while callers keep committing; each pass drains everything queued so far.
-    while (!this.pending.isEmpty && this.failure === null) {
-      const batch = this.pending;
-      const waiters = this.pendingWaiters;
-      this.pending = this.spare;
-      this.pendingWaiters = this.spareWaiters;
-      this.inflightWaiters = waiters;
-      try {
-        await this.writeBatch(batch);
-      } catch (error) {
-        this.poison(error, waiters);
-        this.inflightWaiters = NO_WAITERS;
-        break;
-      }
-      this.inflightWaiters = NO_WAITERS;
-      batch.reset();
-      this.spare = batch.capacityBytes > FRAME_BUFFER_KEEP_BYTES ? new FrameBuffer() : batch;
-      for (const waiter of waiters) waiter.resolve();
-      waiters.length = 0;
-      this.spareWaiters = waiters;
-      if (this.relocateSoon) {
-        this.relocateSoon = false;
-        queueMicrotask(() => this.startRelocation());
-      }
-    }
-    this.flushing = false;
-    const idle = this.idleWaiters;
-    this.idleWaiters = [];
-    for (const resolve of idle) resolve();
   }
 
   private async writeBatch(batch: FrameBuffer): Promise<void> {
@@ -730,19 +673,14 @@ export class SharedLog {
     await previous.close();
   }
 
-  private poison(error: unknown, inflight: Waiter[]): void {
-    this.failure = DkvError.is(error)
+  private failureOf(error: unknown): DkvError {
+    return DkvError.is(error)
       ? error
       : new DkvError(
           "UNAVAILABLE",
           `write to the shared log in ${this.dir} failed (${String(error)}); restart this member — nothing was acknowledged`,
           { cause: error, outcome: "unknown" },
         );
-    for (const waiter of inflight) waiter.reject(this.failure);
-    for (const waiter of this.pendingWaiters) waiter.reject(this.failure);
-    inflight.length = 0;
-    this.pendingWaiters.length = 0;
-    this.pending.reset();
   }
 }
 

@@ -16,6 +16,7 @@ import {
   type WalRecord,
 } from "./codec.ts";
 import { FsyncFailedError, fsyncDir, type SyncCounter, syncHandle, writeFully } from "./fs-util.ts";
+import { GroupCommit } from "./group-commit.ts";
 import type { StorageLogger } from "./snapshot-store.ts";
 import { testFaults } from "./test-faults.ts";
 
@@ -32,10 +33,6 @@ export interface WalSegment {
 }
 
 const SEGMENT_PATTERN = /^(\d{20})-(\d{20})\.seg$/;
-/** Shared "no batch in flight" marker; never pushed to (durable() checks its length first). */
-const NO_WAITERS: Waiter[] = [];
-/** A buffer grown past this by one big batch is dropped rather than kept for reuse. */
-const FRAME_BUFFER_KEEP_BYTES = 16 * 1024 * 1024;
 
 function pad20(n: number): string {
   return n.toString().padStart(20, "0");
@@ -184,11 +181,6 @@ export async function truncateFile(path: string, sizeBytes: number, counter: Syn
   }
 }
 
-interface Waiter {
-  resolve: () => void;
-  reject: (error: unknown) => void;
-}
-
 export interface WalWriterOptions {
   segmentBytesMax: number;
 }
@@ -207,15 +199,10 @@ export interface WalWriterStats {
  * failed fsync, so retrying could acknowledge data that is not on disk.
  */
 export class WalWriter {
-  private pending = new FrameBuffer();
-  private spare = new FrameBuffer();
-  private pendingWaiters: Waiter[] = [];
-  private spareWaiters: Waiter[] = [];
-  /** Waiters of the batch being written; empty between batches. */
-  private inflightWaiters: Waiter[] = NO_WAITERS;
-  private idleWaiters: (() => void)[] = [];
-  private flushing = false;
-  private failure: DkvError | null = null;
+  private readonly queue = new GroupCommit({
+    writeBatch: (batch) => this.writeBatch(batch),
+    failureOf: (error) => this.failureOf(error),
+  });
   private closed = false;
   /** Size of the active segment right after its roll frame; a segment is never rolled before holding a batch. */
   private activeStartBytes: number;
@@ -263,41 +250,28 @@ export class WalWriter {
 
   /** Throws if the writer can no longer accept records. Call before encoding into `frame()`. */
   assertWritable(): void {
-    if (this.failure !== null) throw this.failure;
+    if (this.queue.failure !== null) throw this.queue.failure;
     if (this.closed) throw new DkvError("CLOSED", `the WAL in ${this.walDir} is closed — reopen the storage`);
   }
 
   /** The frame collecting records for the next write. Encode and `commit()` in the same tick. */
   frame(): FrameBuffer {
-    return this.pending;
+    return this.queue.pending;
   }
 
   /** Resolves once every record encoded so far is durable. */
   commit(): Promise<void> {
-    if (this.failure !== null) return Promise.reject(this.failure);
-    const { promise, resolve, reject } = Promise.withResolvers<void>();
-    this.pendingWaiters.push({ resolve, reject });
-    if (!this.flushing) {
-      this.flushing = true;
-      // A microtask, not a direct call: appends made in the same tick join this batch.
-      queueMicrotask(() => void this.flushLoop());
-    }
-    return promise;
+    return this.queue.commit();
   }
 
   /** Resolves once everything committed so far is durable, without writing anything itself. */
   durable(): Promise<void> {
-    if (this.failure !== null) return Promise.reject(this.failure);
-    if (!this.pending.isEmpty) return this.commit();
-    if (this.inflightWaiters.length === 0) return Promise.resolve();
-    const { promise, resolve, reject } = Promise.withResolvers<void>();
-    this.inflightWaiters.push({ resolve, reject });
-    return promise;
+    return this.queue.durable();
   }
 
   /** Bytes already queued for the next write (bounds what an append may add). */
   get pendingPayloadBytes(): number {
-    return this.pending.payloadBytes;
+    return this.queue.pending.payloadBytes;
   }
 
   get activeSegment(): WalSegment {
@@ -306,34 +280,6 @@ export class WalWriter {
 
   get segmentCount(): number {
     return this.segments.length;
-  }
-
-  private async flushLoop(): Promise<void> {
-    // Runs while callers keep committing; each pass drains everything queued so far.
-    while (!this.pending.isEmpty && this.failure === null) {
-      const batch = this.pending;
-      const waiters = this.pendingWaiters;
-      this.pending = this.spare;
-      this.pendingWaiters = this.spareWaiters;
-      this.inflightWaiters = waiters;
-      try {
-        await this.writeBatch(batch);
-      } catch (error) {
-        this.poison(error, waiters);
-        this.inflightWaiters = NO_WAITERS;
-        break;
-      }
-      this.inflightWaiters = NO_WAITERS;
-      batch.reset();
-      this.spare = batch.capacityBytes > FRAME_BUFFER_KEEP_BYTES ? new FrameBuffer() : batch;
-      for (const waiter of waiters) waiter.resolve();
-      waiters.length = 0;
-      this.spareWaiters = waiters;
-    }
-    this.flushing = false;
-    const idle = this.idleWaiters;
-    this.idleWaiters = [];
-    for (const resolve of idle) resolve();
   }
 
   private async writeBatch(batch: FrameBuffer): Promise<void> {
@@ -375,23 +321,17 @@ export class WalWriter {
     this.stats.bytesWritten += segment.sizeBytes;
   }
 
-  private poison(error: unknown, inflight: Waiter[]): void {
+  private failureOf(error: unknown): DkvError {
     const reason = error instanceof Error ? error.message : String(error);
     // A failed fsync stays an FsyncFailedError: the runtime must end the process on it.
-    this.failure =
-      error instanceof FsyncFailedError
-        ? error
-        : new DkvError(
-            "INTERNAL",
-            `${this.active.path} offset ${this.active.sizeBytes}: WAL write failed (${reason}) — ` +
-              "restart this member; recovery keeps everything that was acknowledged",
-            { cause: error, outcome: "unknown" },
-          );
-    for (const waiter of inflight) waiter.reject(this.failure);
-    for (const waiter of this.pendingWaiters) waiter.reject(this.failure);
-    inflight.length = 0;
-    this.pendingWaiters.length = 0;
-    this.pending.reset();
+    return error instanceof FsyncFailedError
+      ? error
+      : new DkvError(
+          "INTERNAL",
+          `${this.active.path} offset ${this.active.sizeBytes}: WAL write failed (${reason}) — ` +
+            "restart this member; recovery keeps everything that was acknowledged",
+          { cause: error, outcome: "unknown" },
+        );
   }
 
   /**
@@ -416,11 +356,7 @@ export class WalWriter {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    if (this.flushing) {
-      const { promise, resolve } = Promise.withResolvers<void>();
-      this.idleWaiters.push(resolve);
-      await promise;
-    }
+    await this.queue.idle();
     await this.handle.close();
   }
 }

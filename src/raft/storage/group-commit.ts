@@ -1,0 +1,125 @@
+import type { DkvError } from "../../errors.ts";
+import { FrameBuffer } from "./codec.ts";
+
+/** A caller waiting for its records to be durable. */
+interface Waiter {
+  resolve(): void;
+  reject(error: unknown): void;
+}
+
+const NO_WAITERS: Waiter[] = [];
+/** A frame buffer grown past this (a burst of big entries) is dropped after its batch instead of kept. */
+const FRAME_BUFFER_KEEP_BYTES = 16 * 1024 * 1024;
+
+/** What a log does with a batch: the one place that touches the disk. */
+export interface GroupCommitLog {
+  /** Writes `batch` as one frame and fsyncs it; throws if either failed. */
+  writeBatch(batch: FrameBuffer): Promise<void>;
+  /** The error every waiter (and every later commit) gets after `error` broke a write. */
+  failureOf(error: unknown): DkvError;
+  /** After each durable batch, before the next one starts. */
+  afterBatch?(): void;
+}
+
+/**
+ * Group commit, shared by the per-group WAL (wal.ts) and the shared log (shared-log.ts):
+ * callers encode records into `pending` and await `commit()`. While one write+fsync runs,
+ * everything committed meanwhile accumulates in the other buffer and goes out in the next
+ * single write+fsync. A failed write or fsync poisons the queue for good: the page cache
+ * state is unknown after a failed fsync, so retrying could acknowledge data that is not
+ * on disk.
+ */
+export class GroupCommit {
+  /** The frame collecting records for the next write. Encode and `commit()` in the same turn. */
+  pending = new FrameBuffer();
+  private spare = new FrameBuffer();
+  private pendingWaiters: Waiter[] = [];
+  private spareWaiters: Waiter[] = [];
+  /** Waiters of the batch being written; empty between batches. */
+  private inflightWaiters: Waiter[] = NO_WAITERS;
+  private idleWaiters: (() => void)[] = [];
+  private flushingNow = false;
+  private failed: DkvError | null = null;
+
+  constructor(private readonly log: GroupCommitLog) {}
+
+  /** The error that poisoned the queue, or null. */
+  get failure(): DkvError | null {
+    return this.failed;
+  }
+
+  /** A batch is being written (or about to be). */
+  get flushing(): boolean {
+    return this.flushingNow;
+  }
+
+  /** Resolves once every record encoded so far is durable. */
+  commit(): Promise<void> {
+    if (this.failed !== null) return Promise.reject(this.failed);
+    const { promise, resolve, reject } = Promise.withResolvers<void>();
+    this.pendingWaiters.push({ resolve, reject });
+    if (!this.flushingNow) {
+      this.flushingNow = true;
+      // A microtask, not a direct call: appends made in this turn (by any group) join the batch.
+      queueMicrotask(() => void this.flushLoop());
+    }
+    return promise;
+  }
+
+  /** Resolves once everything committed so far is durable, without writing anything itself. */
+  durable(): Promise<void> {
+    if (this.failed !== null) return Promise.reject(this.failed);
+    if (!this.pending.isEmpty) return this.commit();
+    if (this.inflightWaiters.length === 0) return Promise.resolve();
+    const { promise, resolve, reject } = Promise.withResolvers<void>();
+    this.inflightWaiters.push({ resolve, reject });
+    return promise;
+  }
+
+  /** Resolves once no batch is being written. */
+  idle(): Promise<void> {
+    if (!this.flushingNow) return Promise.resolve();
+    const { promise, resolve } = Promise.withResolvers<void>();
+    this.idleWaiters.push(resolve);
+    return promise;
+  }
+
+  private async flushLoop(): Promise<void> {
+    // Runs while callers keep committing; each pass drains everything queued so far.
+    while (!this.pending.isEmpty && this.failed === null) {
+      const batch = this.pending;
+      const waiters = this.pendingWaiters;
+      this.pending = this.spare;
+      this.pendingWaiters = this.spareWaiters;
+      this.inflightWaiters = waiters;
+      try {
+        await this.log.writeBatch(batch);
+      } catch (error) {
+        this.poison(error, waiters);
+        this.inflightWaiters = NO_WAITERS;
+        break;
+      }
+      this.inflightWaiters = NO_WAITERS;
+      batch.reset();
+      this.spare = batch.capacityBytes > FRAME_BUFFER_KEEP_BYTES ? new FrameBuffer() : batch;
+      for (const waiter of waiters) waiter.resolve();
+      waiters.length = 0;
+      this.spareWaiters = waiters;
+      this.log.afterBatch?.();
+    }
+    this.flushingNow = false;
+    const idle = this.idleWaiters;
+    this.idleWaiters = [];
+    for (const resolve of idle) resolve();
+  }
+
+  private poison(error: unknown, inflight: Waiter[]): void {
+    const failure = this.log.failureOf(error);
+    this.failed = failure;
+    for (const waiter of inflight) waiter.reject(failure);
+    for (const waiter of this.pendingWaiters) waiter.reject(failure);
+    inflight.length = 0;
+    this.pendingWaiters.length = 0;
+    this.pending.reset();
+  }
+}
