@@ -7,7 +7,7 @@ import { ENTRY_RECORD_OVERHEAD_BYTES, PENDING_BYTES_MAX } from "./codec.ts";
 import type { EntryLog } from "./entry-log.ts";
 import { ensureDataDir, fsyncDir, type SyncCounter, type SyncFile, systemSyncFile } from "./fs-util.ts";
 import { LogReplay } from "./recovery.ts";
-import { SnapshotStore, type StorageLogger } from "./snapshot-store.ts";
+import { consoleStorageLogger, SnapshotStore, type StorageLogger } from "./snapshot-store.ts";
 import { replayWal, WalWriter, type WalWriterStats } from "./wal.ts";
 
 /**
@@ -75,11 +75,6 @@ const DEFAULTS = {
 };
 const SEGMENT_BYTES_MIN = 4096;
 
-const consoleLogger: StorageLogger = {
-  info: (message) => console.info(`[raft storage] ${message}`),
-  warn: (message) => console.warn(`[raft storage] ${message}`),
-};
-
 function copyHardState(hardState: HardState): HardState {
   return { term: hardState.term, vote: hardState.vote, commit: hardState.commit };
 }
@@ -112,7 +107,7 @@ export async function openRaftStorage(dir: string, options: RaftStorageOptions =
     options.snapshotsRetained ?? DEFAULTS.snapshotsRetained,
     1,
   );
-  const logger = options.logger ?? consoleLogger;
+  const logger = options.logger ?? consoleStorageLogger;
   const counter: SyncCounter = { fsyncs: 0, syncFile: options.syncFile ?? systemSyncFile };
   const walDir = join(dir, "wal");
   const snapDir = join(dir, "snap");

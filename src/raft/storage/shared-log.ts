@@ -82,7 +82,7 @@ import {
 import { GroupCommit } from "./group-commit.ts";
 import { type GroupLogWriter, RaftStorage } from "./raft-storage.ts";
 import { LogReplay } from "./recovery.ts";
-import { SnapshotStore, type StorageLogger } from "./snapshot-store.ts";
+import { consoleStorageLogger, SnapshotStore, type StorageLogger } from "./snapshot-store.ts";
 import { testFaults } from "./test-faults.ts";
 import {
   listSegments,
@@ -135,11 +135,6 @@ export interface SharedLogStats {
   /** Times an idle group's live log was written again so old segments could go. */
   relocations: number;
 }
-
-const consoleLogger: StorageLogger = {
-  info: (message) => console.info(`[raft storage] ${message}`),
-  warn: (message) => console.warn(`[raft storage] ${message}`),
-};
 
 function pad20(n: number): string {
   return n.toString().padStart(20, "0");
@@ -282,7 +277,7 @@ export class SharedLog {
       options.segmentBytesMax ?? SEGMENT_BYTES_DEFAULT,
       SEGMENT_BYTES_MIN,
     );
-    const logger = options.logger ?? consoleLogger;
+    const logger = options.logger ?? consoleStorageLogger;
     const counter: SyncCounter = { fsyncs: 0, syncFile: options.syncFile ?? systemSyncFile };
     const dir = join(dataDir, SHARED_LOG_DIR);
     await ensureDataDir(dataDir, "data dir", counter);

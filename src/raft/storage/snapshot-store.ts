@@ -30,6 +30,12 @@ const textEncoder = new TextEncoder();
 /** The part of dkv's one Logger (src/logger.ts) storage calls. */
 export type StorageLogger = Pick<Logger, "info" | "warn">;
 
+/** Where storage speaks when nobody passed a logger (library use; the Raft host always passes its own). */
+export const consoleStorageLogger: StorageLogger = {
+  info: (message) => console.info(`[raft storage] ${message}`),
+  warn: (message) => console.warn(`[raft storage] ${message}`),
+};
+
 export interface SnapshotFileInfo {
   name: string;
   path: string;
