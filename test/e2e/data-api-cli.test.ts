@@ -1,9 +1,9 @@
 import { afterEach, describe, expect, test } from "bun:test";
 import { runCli } from "../../cli/app.ts";
-import type { Io } from "../../cli/io.ts";
 import { parseTxnDocument, txnResultJson } from "../../cli/txn-json.ts";
 import { DkvError } from "../../src/errors.ts";
 import { type Stack, startStack } from "../rpc/harness.ts";
+import { capturingIo } from "../support/cli-io.ts";
 
 /** The data API's CLI commands in process, against an in-process server (no binary needed). */
 let stack: Stack | undefined;
@@ -14,20 +14,10 @@ afterEach(async () => {
 });
 
 async function run(args: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = "";
-  let err = "";
-  const io: Io = {
-    env: {},
-    stdoutIsTty: false,
-    out: (text) => {
-      out += typeof text === "string" ? text : new TextDecoder().decode(text);
-    },
-    err: (text) => {
-      err += text;
-    },
-  };
+  const captured = capturingIo();
+  const io = captured.io;
   const code = await runCli(["kv", ...args, "--endpoints", stack!.server.endpoint, "--shard", "100"], io);
-  return { code, out, err };
+  return { code, out: captured.out(), err: captured.err() };
 }
 
 describe("dkv kv get/list", () => {

@@ -1,9 +1,9 @@
 import { afterEach, describe, expect, test } from "bun:test";
 import { join } from "node:path";
 import { runCli } from "../../cli/app.ts";
-import type { Io } from "../../cli/io.ts";
 import { LocalStore } from "../../src/store/local.ts";
 import { type Stack, startStack, storeShard } from "../rpc/harness.ts";
+import { capturingIo } from "../support/cli-io.ts";
 
 /** `dkv kv watch`: the contract's JSON lines, COMPACTED, usage, and Ctrl-C. */
 let stack: Stack | undefined;
@@ -14,23 +14,13 @@ afterEach(async () => {
 });
 
 async function run(args: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = "";
-  let err = "";
-  const io: Io = {
-    env: {},
-    stdoutIsTty: false,
-    out: (text) => {
-      out += typeof text === "string" ? text : new TextDecoder().decode(text);
-    },
-    err: (text) => {
-      err += text;
-    },
-  };
+  const captured = capturingIo();
+  const io = captured.io;
   const code = await runCli(
     ["kv", ...args, "--endpoints", stack!.server.endpoint, "--shard", String(storeShard)],
     io,
   );
-  return { code, out, err };
+  return { code, out: captured.out(), err: captured.err() };
 }
 
 describe("dkv kv watch", () => {

@@ -4,7 +4,6 @@ import { mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { runCli } from "../../cli/app.ts";
-import type { Io } from "../../cli/io.ts";
 import { parseAuthFile, TokenAuthority, tokenSha256 } from "../../src/auth/index.ts";
 import { verifyBackupFile } from "../../src/backup/files.ts";
 import type { TransportName } from "../../src/rpc/protocol/types.ts";
@@ -12,6 +11,7 @@ import { type RpcServer, type ShardHandler, startRpcServer } from "../../src/rpc
 import { NodeOps } from "../../src/server/node-ops.ts";
 import { replicatedShardHandler } from "../../src/server/shards.ts";
 import { type ReplicatedShards, startReplicatedShards } from "../../src/store/replicated/shards.ts";
+import { capturingIo } from "../support/cli-io.ts";
 import { makeTestPki, type TestPki } from "./pki.ts";
 
 /**
@@ -119,18 +119,8 @@ async function save(
   env: Record<string, string> = {},
   server: RpcServer = servers.get(transport)!,
 ): Promise<Run> {
-  let stdout = "";
-  let stderr = "";
-  const io: Io = {
-    env,
-    stdoutIsTty: false,
-    out: (text) => {
-      stdout += typeof text === "string" ? text : new TextDecoder().decode(text);
-    },
-    err: (text) => {
-      stderr += text;
-    },
-  };
+  const captured = capturingIo(env);
+  const io = captured.io;
   const argv = [
     "snapshot",
     "save",
@@ -145,7 +135,7 @@ async function save(
     ...flags,
   ];
   const code = await runCli(argv, io);
-  return { code, json: JSON.parse(stdout.trim()) as Run["json"], stderr };
+  return { code, json: JSON.parse(captured.out().trim()) as Run["json"], stderr: captured.err() };
 }
 
 /** Neither the file nor its temp file was left in the directory. */
