@@ -421,10 +421,13 @@ export class MapleDB implements KVDB {
 
   /**
    * Streams a snapshot of the state at the moment of the call: writes made while it
-   * streams are not in it (copy-on-write per shard, see Shard.saveView). Keys past their
-   * delete deadline at `nowMs` are left out. One save at a time per database.
+   * streams are not in it (copy-on-write per shard, see Shard.saveView). Every key in the
+   * maps is saved, also one past its delete deadline that no purge removed yet: a replica
+   * restored from the snapshot must hold exactly what the others hold, or its later purge
+   * (a removal takes a revision and is a watch event) would differ from theirs. One save
+   * at a time per database. (`_nowMs`, part of the KVDB interface, does not matter here.)
    */
-  save(sink: ByteSink, nowMs: number): Promise<void> {
+  save(sink: ByteSink, _nowMs: number): Promise<void> {
     if (this.saving) {
       return Promise.reject(
         new DkvError(
@@ -437,7 +440,7 @@ export class MapleDB implements KVDB {
     // Captured now, before any await, so the snapshot is of this instant.
     const shards = this.shards;
     for (const shard of shards) shard.saveView = shard.map;
-    return streamSnapshot(shards, sink, nowMs, this.rev).finally(() => {
+    return streamSnapshot(shards, sink, this.rev).finally(() => {
       for (const shard of shards) shard.saveView = null;
       this.saving = false;
     });
@@ -618,19 +621,13 @@ function keyOnlyInfo(key: string, entry: Entry): EntryInfo {
 }
 
 /** Streams shards whose `saveView` was set at the instant the save was requested. */
-async function streamSnapshot(
-  shards: Shard[],
-  sink: ByteSink,
-  nowMs: number,
-  revision: number,
-): Promise<void> {
+async function streamSnapshot(shards: Shard[], sink: ByteSink, revision: number): Promise<void> {
   const encoder = new SnapshotEncoder(revision);
   let bytesSinceYield = 0;
   for (const shard of shards) {
     const view = shard.saveView!;
     for (const [key, slot] of view) {
       if (slot instanceof TimedEntry) {
-        if (isDeleted(slot, nowMs)) continue;
         encoder.add(key, slot, slot.expireAtMs, slot.deleteAtMs);
       } else {
         encoder.add(key, slot, NEVER, NEVER);
