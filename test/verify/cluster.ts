@@ -22,7 +22,31 @@ import { joinClientArgs, type SecurityMaterial, secureServeArgs } from "./securi
 
 export const KV_SHARD = 200;
 export const LOCK_SHARD = 300;
-export const SHARDS = `${KV_SHARD}=dstore,${LOCK_SHARD}=lockmgr(dstore)`;
+
+/**
+ * The kv shards of a run with `count` of them: 200, 201, ... (the first is KV_SHARD, which
+ * the watch workload follows). More than one spreads the register, TTL and burst keys
+ * over many Raft groups sharing each member's log, transport and leader balancing.
+ */
+export function kvShardIds(count: number): number[] {
+  if (!Number.isInteger(count) || count < 1 || count > 99) {
+    throw new Error(`--kv-shards must be 1..99, got ${count}`);
+  }
+  return Array.from({ length: count }, (_, i) => KV_SHARD + i);
+}
+
+/** The kv shard a key lives in: a stable hash (FNV-1a) of the key over the shard list. */
+export function kvShardOf(key: string, shards: readonly number[]): number {
+  if (shards.length === 1) return shards[0]!;
+  let hash = 0x811c9dc5;
+  for (let i = 0; i < key.length; i++) hash = Math.imul(hash ^ key.charCodeAt(i), 0x01000193);
+  return shards[(hash >>> 0) % shards.length]!;
+}
+
+/** The `--shards` value of a member: every kv shard as dstore, then the lock shard. */
+function shardsFlag(kvShards: readonly number[]): string {
+  return [...kvShards.map((id) => `${id}=dstore`), `${LOCK_SHARD}=lockmgr(dstore)`].join(",");
+}
 
 const START_TIMEOUT_MS = 15_000;
 const POLL_MS = 50;
@@ -64,6 +88,8 @@ export interface ClusterOptions {
   security?: SecurityMaterial;
   /** Ids beyond `nodes` that may be added at runtime (membership nemesis); default 0. */
   spares?: number;
+  /** How many dstore kv shards each member runs (kvShardIds); default 1. */
+  kvShards?: number;
 }
 
 /** The replica ids of an `nodes`-member verification cluster: n1, n2, ... */
@@ -144,6 +170,7 @@ export class VerifyCluster {
       serverTimeoutMs: options.serverTimeoutMs ?? 2000,
       snapshotEntries: options.snapshotEntries ?? 400,
       compactionOverhead: options.compactionOverhead ?? 100,
+      kvShards: options.kvShards ?? 1,
       security: options.security,
     });
     try {
@@ -220,6 +247,11 @@ export class VerifyCluster {
     return proxy;
   }
 
+  /** Every replicated shard of the members: the kv shards, then the lock shard. */
+  replicatedShards(): number[] {
+    return [...kvShardIds(this.options.kvShards), LOCK_SHARD];
+  }
+
   async startMember(id: string): Promise<void> {
     const member = this.member(id);
     if (member.proc !== undefined) throw new Error(`${id} is already running`);
@@ -229,7 +261,7 @@ export class VerifyCluster {
       o.binary,
       "serve",
       "--shards",
-      SHARDS,
+      shardsFlag(kvShardIds(this.options.kvShards)),
       "--replica-id",
       member.id,
       // A joined member's data dir holds the membership after its first start (--join is
@@ -464,7 +496,7 @@ export class VerifyCluster {
       );
       let ok = views.every((v) => v !== undefined);
       const parts: string[] = [];
-      for (const shard of [KV_SHARD, LOCK_SHARD]) {
+      for (const shard of this.replicatedShards()) {
         const reports = views.map((v) => v?.find((s) => s.shard === shard));
         const leaders = new Set(reports.map((r) => r?.leader ?? null));
         const [leader] = [...leaders];
@@ -573,7 +605,7 @@ export class VerifyCluster {
     while (performance.now() < deadline) {
       const via = this.activeMembers().find((m) => m.state === "running" && m.id !== id);
       const shards = via === undefined ? undefined : await this.status(via.id, 1000).catch(() => undefined);
-      const voterEverywhere = [KV_SHARD, LOCK_SHARD].every(
+      const voterEverywhere = this.replicatedShards().every(
         (shard) =>
           shards?.find((s) => s.shard === shard)?.members?.some((m) => m.id === id && m.voter) === true,
       );

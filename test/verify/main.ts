@@ -1,7 +1,7 @@
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
-import { killAllSync } from "./cluster.ts";
+import { killAllSync, kvShardIds } from "./cluster.ts";
 import { ensureFaultyBinary } from "./faulty-build.ts";
 import { faultKinds, parseNemesis } from "./nemesis.ts";
 import { runVerification } from "./run.ts";
@@ -28,6 +28,8 @@ const USAGE = `usage: bun run verify [options]
   --rtt-ms MS         the members' --rtt-millisecond (default 20; elections after 10-20 ticks)
   --snapshot-entries N  the members' --snapshot-entries (default 400: snapshots and compaction happen)
   --compaction-overhead N  the members' --compaction-overhead (default 100)
+  --kv-shards N       dstore kv shards per member, 1..99 (default 1); keys are spread over them
+                      by hash, so many Raft groups share each member's log and transport
   --secure            TLS and auth on: a CA, member and client certificates from \`dkv cert\`, a
                       write-role token; members run peer mutual TLS, client TLS with client
                       certificates and --auth-file; every client connects with the CA, its
@@ -78,6 +80,7 @@ async function main(argv: string[]): Promise<number> {
     clients: { type: "string" },
     "snapshot-entries": { type: "string" },
     "compaction-overhead": { type: "string" },
+    "kv-shards": { type: "string" },
     help: { type: "boolean", short: "h" },
   } as const;
   let options: {
@@ -88,7 +91,13 @@ async function main(argv: string[]): Promise<number> {
     workloads: WorkloadName[];
     checkBudgetMs: number;
   };
-  let tuning: { clients?: number; rttMs?: number; snapshotEntries?: number; compactionOverhead?: number };
+  let tuning: {
+    clients?: number;
+    rttMs?: number;
+    snapshotEntries?: number;
+    compactionOverhead?: number;
+    kvShards?: number;
+  };
   try {
     parsed = parseArgs({ args: argv, options: optionSpec, allowPositionals: false });
     if (parsed.values.help === true) {
@@ -113,7 +122,9 @@ async function main(argv: string[]): Promise<number> {
       ...optionalCount("clients", parsed.values.clients),
       ...optionalCount("snapshotEntries", parsed.values["snapshot-entries"]),
       ...optionalCount("compactionOverhead", parsed.values["compaction-overhead"]),
+      ...optionalCount("kvShards", parsed.values["kv-shards"]),
     };
+    if (tuning.kvShards !== undefined) kvShardIds(tuning.kvShards);
   } catch (error) {
     console.error(`${error instanceof Error ? error.message : String(error)}\n${USAGE}`);
     return 2;

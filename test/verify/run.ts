@@ -2,7 +2,7 @@ import { chmod, copyFile, mkdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { ensureBinary } from "../e2e/helpers.ts";
 import { type CheckSummary, checkAll, formatSummary } from "./checker/index.ts";
-import { KV_SHARD, LOCK_SHARD, memberIds, VerifyCluster } from "./cluster.ts";
+import { KV_SHARD, kvShardIds, kvShardOf, LOCK_SHARD, memberIds, VerifyCluster } from "./cluster.ts";
 import { type History, HistoryRecorder, saveHistory } from "./history.ts";
 import { type FaultEvent, type FaultKind, membershipSpares, Nemesis } from "./nemesis.ts";
 import { forkRandom, seededRandom } from "./random.ts";
@@ -36,6 +36,12 @@ export interface VerifyOptions {
   rttMs?: number;
   snapshotEntries?: number;
   compactionOverhead?: number;
+  /**
+   * dstore kv shards per member (default 1): register, TTL and burst keys are spread over
+   * them by key, so many Raft groups share each member's log, transport and leader
+   * balancing under the faults. The watch workload follows the first.
+   */
+  kvShards?: number;
   /**
    * TLS and auth on: a CA, member and client certificates from `dkv cert`, a write-role
    * token; members run peer mutual TLS, client TLS and --auth-file (see security.ts).
@@ -93,6 +99,7 @@ export function longestWriteGap(history: History): { gapMs: number; atMs: number
 export async function runVerification(options: VerifyOptions): Promise<VerifyReport> {
   const log = options.log ?? ((line: string) => console.error(line));
   const random = seededRandom(options.seed);
+  const kvShards = kvShardIds(options.kvShards ?? 1);
   const nemesisRandom = forkRandom(random);
   const workloadRandom = forkRandom(random);
   await mkdir(options.outDir, { recursive: true });
@@ -115,7 +122,7 @@ export async function runVerification(options: VerifyOptions): Promise<VerifyRep
   let converged = false;
   try {
     log(
-      `verify: seed ${options.seed}, ${options.nodes} nodes, ${options.timeS} s${options.secure === true ? ", secure (TLS + auth)" : ""}, out ${options.outDir}`,
+      `verify: seed ${options.seed}, ${options.nodes} nodes, ${kvShards.length} kv shard${kvShards.length === 1 ? "" : "s"}, ${options.timeS} s${options.secure === true ? ", secure (TLS + auth)" : ""}, out ${options.outDir}`,
     );
     let security: SecurityMaterial | undefined;
     const spares = options.nemesis.includes("membership") ? membershipSpares(options.timeS) : 0;
@@ -137,6 +144,7 @@ export async function runVerification(options: VerifyOptions): Promise<VerifyRep
       ...(options.rttMs === undefined ? {} : { rttMs: options.rttMs }),
       ...(options.snapshotEntries === undefined ? {} : { snapshotEntries: options.snapshotEntries }),
       ...(options.compactionOverhead === undefined ? {} : { compactionOverhead: options.compactionOverhead }),
+      kvShards: kvShards.length,
       ...(security === undefined ? {} : { security }),
     });
     const ready = await cluster.waitConverged(CONVERGE_TIMEOUT_MS);
@@ -144,7 +152,7 @@ export async function runVerification(options: VerifyOptions): Promise<VerifyRep
     log(`verify: cluster up (${ready.detail})`);
 
     workloads = new Workloads({
-      kvShard: KV_SHARD,
+      kvShards,
       lockShard: LOCK_SHARD,
       endpoints: new Map(cluster.ids.map((id) => [id, cluster!.endpoint(id)])),
       recorder,
@@ -153,7 +161,8 @@ export async function runVerification(options: VerifyOptions): Promise<VerifyRep
       registerClients: options.clients ?? options.nodes + 2,
       lockClients: Math.max(2, Math.round((options.clients ?? options.nodes + 2) / 2)),
       ttlClients: Math.max(2, Math.round((options.clients ?? options.nodes + 2) / 3)),
-      registerKeys: 3,
+      // More hot keys with more shards, so the register load reaches many groups at once.
+      registerKeys: Math.max(3, Math.min(kvShards.length, 12)),
       keyRotateMs: 15_000,
       lockKeys: 2,
       ...(security === undefined ? {} : { access: security.clientAccess }),
@@ -236,7 +245,9 @@ export async function runVerification(options: VerifyOptions): Promise<VerifyRep
   log(`verify: checking ${history.length} ops`);
   const summary = checkAll(history, {
     linearizability: { timeBudgetMs: options.checkBudgetMs ?? 120_000 },
-    ...(watchStreams === undefined ? {} : { watch: { streams: watchStreams } }),
+    ...(watchStreams === undefined
+      ? {}
+      : { watch: { streams: watchStreams, watchedKey: (key) => kvShardOf(key, kvShards) === KV_SHARD } }),
   });
   const faultCounts: Partial<Record<FaultKind, number>> = {};
   for (const f of faults) faultCounts[f.kind] = (faultCounts[f.kind] ?? 0) + 1;
@@ -250,7 +261,7 @@ export async function runVerification(options: VerifyOptions): Promise<VerifyRep
     .filter((f) => f.startMs - 1000 <= gap.atMs && gap.atMs <= (f.endMs ?? Number.POSITIVE_INFINITY) + 1000)
     .map((f) => `${f.kind}: ${f.detail}`);
   const text = [
-    `dkv verify: seed ${options.seed}, ${options.nodes} nodes, workloads ${options.workloads.join("+")}, ${durationS.toFixed(0)} s${options.secure === true ? ", secure (peer mTLS, client mTLS, token)" : ""}`,
+    `dkv verify: seed ${options.seed}, ${options.nodes} nodes, ${kvShards.length} kv shard${kvShards.length === 1 ? "" : "s"}, workloads ${options.workloads.join("+")}, ${durationS.toFixed(0)} s${options.secure === true ? ", secure (peer mTLS, client mTLS, token)" : ""}`,
     `faults: ${faults.length} (${
       Object.entries(faultCounts)
         .map(([k, n]) => `${k} ${n}`)

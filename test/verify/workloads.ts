@@ -1,6 +1,7 @@
 import { DkvError } from "../../src/errors.ts";
 import { RpcClient } from "../../src/rpc/client/index.ts";
 import type { IStore } from "../../src/store/types.ts";
+import { kvShardOf } from "./cluster.ts";
 import type { CasResult, HistoryRecorder, Invocation, OpResult, Outcome } from "./history.ts";
 import { between, forkRandom, pick, type Random } from "./random.ts";
 import type { ClientAccess } from "./security.ts";
@@ -17,7 +18,8 @@ export type WorkloadName = "register" | "lock" | "ttl" | "watch";
 export const workloadNames: readonly WorkloadName[] = ["register", "lock", "ttl", "watch"];
 
 export interface WorkloadConfig {
-  kvShard: number;
+  /** The dstore shards keys are spread over (by a hash of the key: a key lives in one). */
+  kvShards: readonly number[];
   lockShard: number;
   /** member id → "127.0.0.1:port" client endpoint. */
   endpoints: ReadonlyMap<string, string>;
@@ -219,20 +221,24 @@ export class Workloads {
     return { member, client: handle.clients.get(member)! };
   }
 
+  private shardOf(key: string): number {
+    return kvShardOf(key, this.config.kvShards);
+  }
+
   private registerKey(handle: ClientHandle): string {
     const generation = Math.floor((performance.now() - this.startedMs) / this.config.keyRotateMs);
     return `r${generation}-${between(handle.random, 0, this.config.registerKeys - 1)}`;
   }
 
   private async registerLoop(handle: ClientHandle): Promise<void> {
-    const { recorder, kvShard } = this.config;
+    const { recorder } = this.config;
     let n = 0;
     /** The value this client last saw per key (bounded: keys rotate, so old ones are dropped). */
     const lastSeen = new Map<string, string>();
     while (!this.stop.stopped) {
       const { member, client } = this.member(handle);
-      const store = client.store(kvShard);
       const key = this.registerKey(handle);
+      const store = client.store(this.shardOf(key));
       if (lastSeen.size > this.config.registerKeys * 4) lastSeen.clear();
       const value = `c${handle.id}-${n++}`;
       const roll = handle.random();
@@ -367,10 +373,11 @@ export class Workloads {
   }
 
   private async ttlLoop(handle: ClientHandle): Promise<void> {
-    const { recorder, kvShard } = this.config;
+    const { recorder } = this.config;
     let n = 0;
     while (!this.stop.stopped) {
       const key = `t-c${handle.id}-${n % 4}`;
+      const kvShard = this.shardOf(key);
       const value = `c${handle.id}-t${n++}`;
       const expireInMs = between(handle.random, 150, 700);
       const deleteInMs = handle.random() < 0.5 ? 0 : expireInMs + between(handle.random, 0, 400);
@@ -402,11 +409,12 @@ export class Workloads {
     if (this.stop.stopped) return;
     const handle = this.burstHandle ?? this.newHandle();
     this.burstHandle = handle;
-    const { recorder, kvShard } = this.config;
+    const { recorder } = this.config;
     for (let i = 0; i < count; i++) {
       const { member, client } = this.member(handle);
       // A fresh key per write: its final read must find exactly this value if it was acknowledged.
       const key = `burst-${this.burstCount}`;
+      const kvShard = this.shardOf(key);
       const value = `b${handle.id}-${this.burstCount++}`;
       this.writtenKeys.add(key);
       // Each burst write is its own logical client: they are concurrent by design.
@@ -426,7 +434,7 @@ export class Workloads {
    * that fails `failuresMax` reads in a row, or the overall deadline, ends its reads.
    */
   async finalReads(timeoutMs: number, deadlineMs: number, failuresMax = 5): Promise<void> {
-    const { recorder, kvShard } = this.config;
+    const { recorder } = this.config;
     const keys = [...this.writtenKeys].sort();
     const clientId = "final";
     await Promise.all(
@@ -440,9 +448,9 @@ export class Workloads {
           ...this.config.access,
         });
         try {
-          const store = client.store(kvShard);
           let failures = 0;
           for (const key of keys) {
+            const store = client.store(this.shardOf(key));
             if (failures >= failuresMax || performance.now() > deadlineMs) return;
             const read = await record(
               recorder,

@@ -65,6 +65,16 @@ describe("watch checker", () => {
     expect(verdict.violations.map((v) => v.kind)).toContain("watch-missed-write");
   });
 
+  test("with many kv shards only the watched shard's keys are expected in the streams", () => {
+    const { history } = scenario();
+    const streams = [stream("n1", [put("k", "b", 6), put("~watch-end", "end", 9)])];
+    // Key "k" lives in another shard: its writes are not the watched stream's business.
+    expect(checkWatch(history, { streams, watchedKey: (key) => key !== "k" }).status).toBe("ok");
+    // It lives in the watched shard: the missing put of "a" is a missed write.
+    const watched = checkWatch(history, { streams, watchedKey: (key) => key === "k" });
+    expect(watched.violations.map((v) => v.kind)).toContain("watch-missed-write");
+  });
+
   test("a write that certainly failed must not appear; an unknown one may, once", () => {
     const h = new HistoryBuilder();
     h.set("x", 0, 1, "fail");

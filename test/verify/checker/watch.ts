@@ -25,6 +25,11 @@ import { defaultMaxViolations, VerdictBuilder } from "./verdict.ts";
 export interface WatchCheckOptions {
   streams: readonly WatchStream[];
   maxViolations?: number;
+  /**
+   * The keys the watched shard holds (a run with many kv shards watches only the first);
+   * writes and final reads of other keys are not expected in the streams. Default: all.
+   */
+  watchedKey?: (key: string) => boolean;
 }
 
 const describeChange = (c: WatchedChange | undefined): string =>
@@ -87,8 +92,10 @@ export function checkWatch(history: History, options: WatchCheckOptions): Checke
     compareStreams(reference, retired, verdict, true);
   }
   if (reference.gaps.length === 0) {
-    checkAgainstWrites(reference, history, verdict);
-    checkFinalState(reference, history, verdict);
+    const watchedKey = options.watchedKey;
+    const watched = watchedKey === undefined ? history : history.filter((op) => watchedKey(op.key));
+    checkAgainstWrites(reference, watched, verdict);
+    checkFinalState(reference, watched, verdict);
   } else {
     verdict.unknown(
       "history",
