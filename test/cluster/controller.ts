@@ -6,10 +6,10 @@ import type { ClusterStatusReport, ShardStatusReport } from "../../src/rpc/proto
 import { onlyJson, type RunningServer, runDkv, startServer } from "../e2e/helpers.ts";
 
 /**
- * Runs a cluster of real `dist/dkv serve` processes on 127.0.0.1 for the cluster tests:
- * each member has its own data dir and fixed ports (chosen free at the start and kept
- * across restarts, as an operator's would be). Every process started is killed by PID
- * in `close()`.
+ * Runs a cluster of real `dist/dkv serve` processes on 127.0.0.1 for the cluster and ops
+ * tests: each member has its own data dir and fixed ports (chosen free at the start and
+ * kept across restarts, as an operator's would be), and with `metrics` a metrics endpoint.
+ * Every process started is killed by PID in `close()`.
  */
 
 export const CLUSTER_SHARDS = "100=lstore,200=dstore,300=lockmgr(dstore)";
@@ -26,12 +26,20 @@ export interface TestClusterOptions {
   rttMs?: number;
   /** Extra `dkv serve` flags for every member, e.g. ["--snapshot-entries", "500"]. */
   extraArgs?: readonly string[];
+  /** Give every member a `--metrics-endpoint` on a port of its own (see metricsUrl). */
+  metrics?: boolean;
+  /** Where the data dirs go; default a fresh temp dir. */
+  root?: string;
+  /** Start every member before returning (default true); else call startAll(). */
+  start?: boolean;
 }
 
 export interface Member {
   readonly id: string;
   readonly raftPort: number;
   readonly rpcPort: number;
+  /** 0 when the cluster runs without metrics endpoints. */
+  readonly metricsPort: number;
   readonly dataDir: string;
   server: RunningServer | undefined;
   /** Logs of earlier runs of this member (before restarts), for failure messages. */
@@ -50,33 +58,34 @@ export class TestCluster {
   private readonly clients: RpcClient[] = [];
   private constructor(
     readonly members: Member[],
-    private readonly root: string,
+    readonly root: string,
     private readonly args: readonly string[],
   ) {}
 
   static async start(options: TestClusterOptions = {}): Promise<TestCluster> {
     const size = options.size ?? 3;
-    const root = await mkdtemp(join(tmpdir(), "dkv-cluster-"));
+    const root = options.root ?? (await mkdtemp(join(tmpdir(), "dkv-cluster-")));
     const members: Member[] = [];
     const used = new Set<number>();
     for (let i = 1; i <= size; i++) {
       const raftPort = await distinctFreePort(used);
       const rpcPort = await distinctFreePort(used);
+      const metricsPort = options.metrics === true ? await distinctFreePort(used) : 0;
       members.push({
         id: `node-${i}`,
         raftPort,
         rpcPort,
+        metricsPort,
         dataDir: join(root, `node-${i}`),
         server: undefined,
         pastLogs: "",
       });
     }
-    const clusterMembers = members.map((m) => `${m.id}=127.0.0.1:${m.raftPort}`).join(",");
     const args = [
       "--shards",
       options.shards ?? CLUSTER_SHARDS,
       "--cluster-members",
-      clusterMembers,
+      TestCluster.membersFlag(members),
       "--rtt-millisecond",
       String(options.rttMs ?? 20),
       "--log-level",
@@ -84,13 +93,27 @@ export class TestCluster {
       ...(options.extraArgs ?? []),
     ];
     const cluster = new TestCluster(members, root, args);
+    if (options.start !== false) await cluster.startAll();
+    return cluster;
+  }
+
+  /** The `--cluster-members` value naming `members` at their raft ports. */
+  static membersFlag(members: readonly Member[]): string {
+    return members.map((m) => `${m.id}=127.0.0.1:${m.raftPort}`).join(",");
+  }
+
+  get clusterMembers(): string {
+    return TestCluster.membersFlag(this.members);
+  }
+
+  /** Starts every member; on a failure stops what started (data kept) and rethrows. */
+  async startAll(): Promise<void> {
     try {
-      await Promise.all(members.map((m) => cluster.startMember(m.id)));
+      await Promise.all(this.members.map((m) => this.startMember(m.id)));
     } catch (error) {
-      await cluster.close();
+      await this.close().catch(() => undefined);
       throw error;
     }
-    return cluster;
   }
 
   member(id: string): Member {
@@ -118,18 +141,53 @@ export class TestCluster {
       member.dataDir,
       "--transport-endpoint",
       `127.0.0.1:${member.rpcPort}`,
+      ...(member.metricsPort === 0 ? [] : ["--metrics-endpoint", `127.0.0.1:${member.metricsPort}`]),
     ]);
   }
 
-  /** kill -9: no flush, no goodbye. */
+  /**
+   * kill -9: no flush, no goodbye. A member that had already exited on its own is a
+   * finding: this throws with its exit status and last log lines.
+   */
   async kill(id: string): Promise<void> {
     const member = this.member(id);
     const server = member.server;
     if (server === undefined) return;
     member.server = undefined;
-    process.kill(server.proc.pid, "SIGKILL");
-    await server.proc.exited;
+    const { proc } = server;
     member.pastLogs += server.logs();
+    if (proc.exitCode !== null || proc.signalCode !== null) {
+      throw new Error(
+        `member ${id} (pid ${proc.pid}) had already exited on its own (code ${proc.exitCode}, signal ${proc.signalCode}); its last log lines:\n${server.logs().split("\n").slice(-30).join("\n")}`,
+      );
+    }
+    process.kill(proc.pid, "SIGKILL");
+    await proc.exited;
+  }
+
+  /** The member's metrics endpoint (a cluster started with `metrics`). */
+  metricsUrl(id: string, path: string): string {
+    const member = this.member(id);
+    if (member.metricsPort === 0) throw new Error("this cluster runs without metrics endpoints");
+    return `http://127.0.0.1:${member.metricsPort}${path}`;
+  }
+
+  /** Polls `url` until it answers `status` (bounded by `timeoutMs`); returns the body. */
+  async waitForStatus(url: string, status: number, timeoutMs = 15_000): Promise<string> {
+    const deadline = Date.now() + timeoutMs;
+    let last = "";
+    while (Date.now() < deadline) {
+      try {
+        const response = await fetch(url, { signal: AbortSignal.timeout(3000) });
+        const body = await response.text();
+        if (response.status === status) return body;
+        last = `${response.status} ${body}`;
+      } catch (error) {
+        last = String(error);
+      }
+      await Bun.sleep(50);
+    }
+    throw new Error(`${url} did not answer ${status} within ${timeoutMs} ms; last: ${last}`);
   }
 
   async restart(id: string): Promise<void> {
@@ -239,11 +297,16 @@ export class TestCluster {
     );
   }
 
-  /** Kills every member by PID, closes clients, removes the data dirs. */
-  async close(): Promise<void> {
+  /**
+   * Kills every member by PID, closes clients, removes the data dirs unless `keepData`.
+   * A member that exited on its own fails the close with its story, after the cleanup.
+   */
+  async close(keepData = false): Promise<void> {
     await Promise.all(this.clients.map((c) => c.close().catch(() => undefined)));
-    await Promise.all(this.members.map((m) => this.kill(m.id)));
-    await rm(this.root, { recursive: true, force: true });
+    const kills = await Promise.allSettled(this.members.map((m) => this.kill(m.id)));
+    if (!keepData) await rm(this.root, { recursive: true, force: true });
+    const failed = kills.find((k) => k.status === "rejected");
+    if (failed !== undefined) throw failed.reason;
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

@@ -41,6 +41,7 @@ export async function startJoiner(
     id,
     raftPort,
     rpcPort,
+    metricsPort: 0,
     dataDir: join(cluster.members[0]!.dataDir, "..", id),
     server: undefined,
     pastLogs: "",

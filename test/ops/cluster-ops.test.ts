@@ -1,8 +1,8 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { copyFile, truncate, writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import { TestCluster } from "../cluster/controller.ts";
 import { onlyJson, runDkv } from "../e2e/helpers.ts";
-import { OpsCluster } from "./ops-cluster.ts";
 import { parseMetrics, sampleValue } from "./prometheus.ts";
 
 /**
@@ -14,11 +14,13 @@ const KV = 200;
 const LOCKS = 300;
 const utf8 = new TextDecoder();
 
-let cluster: OpsCluster;
+let cluster: TestCluster;
 
 beforeAll(async () => {
-  cluster = await OpsCluster.create(3, ["--snapshot-entries", "40", "--max-key-bytes", "64"]);
-  await cluster.startAll();
+  cluster = await TestCluster.start({
+    metrics: true,
+    extraArgs: ["--snapshot-entries", "40", "--max-key-bytes", "64"],
+  });
   for (const member of cluster.members)
     await cluster.waitForStatus(cluster.metricsUrl(member.id, "/readyz"), 200);
 }, 60_000);
@@ -104,9 +106,9 @@ describe("operations on a 3-member cluster (compiled binary)", () => {
     expect(body).toContain("shard 300:");
     // The process still runs: live, just not ready.
     expect((await fetch(cluster.metricsUrl("node-1", "/livez"))).status).toBe(200);
-    await cluster.start("node-2");
+    await cluster.startMember("node-2");
     await cluster.waitForStatus(cluster.metricsUrl("node-1", "/readyz"), 200);
-    await cluster.start("node-3");
+    await cluster.startMember("node-3");
     await cluster.waitForStatus(cluster.metricsUrl("node-3", "/readyz"), 200);
   }, 60_000);
 
@@ -186,7 +188,11 @@ describe("operations on a 3-member cluster (compiled binary)", () => {
     await cluster.close(true);
 
     // A new cluster on new ports, each member restored from the same file.
-    const restored = await OpsCluster.create(3, [], join(cluster.root, "restored"));
+    const restored = await TestCluster.start({
+      metrics: true,
+      root: join(cluster.root, "restored"),
+      start: false,
+    });
     try {
       for (const member of restored.members) {
         const result = await runDkv([
