@@ -54,6 +54,18 @@ export function toValueBytes(value: ValueInput, limits: StoreLimits): Uint8Array
   return value.slice();
 }
 
+/**
+ * Like toValueBytes, but a byte array is checked and returned as it is, not copied: for a
+ * caller that copies it (encodes it into a command) before it returns control.
+ */
+export function checkedValueBytes(value: ValueInput, limits: StoreLimits): Uint8Array {
+  if (value instanceof Uint8Array) {
+    if (value.length > limits.maxValueBytes) throw valueTooLarge(value.length, limits);
+    return value;
+  }
+  return toValueBytes(value, limits);
+}
+
 function valueTooLarge(valueBytes: number, limits: StoreLimits): DkvError {
   return new DkvError(
     "TOO_LARGE",

@@ -37,6 +37,8 @@ export class GroupCommit {
   private spareWaiters: Waiter[] = [];
   /** Waiters of the batch being written; empty between batches. */
   private inflightWaiters: Waiter[] = NO_WAITERS;
+  /** Records encoded with `commitLater` wait in `pending` for the next batch. */
+  private heldBack = false;
   private idleWaiters: (() => void)[] = [];
   private flushingNow = false;
   private failed: DkvError | null = null;
@@ -66,6 +68,18 @@ export class GroupCommit {
     return promise;
   }
 
+  /**
+   * Leaves the records encoded so far in `pending` without a write of their own: they go
+   * out with the next batch someone commits (or at `idle`), and nobody waits for them. For
+   * records whose loss a crash tolerates (a Raft hard state that only raised the commit
+   * index), so they never cost an fsync that the next real commit would queue behind. A
+   * failure of that later write fails its own callers (and poisons the queue) as usual.
+   */
+  commitLater(): void {
+    if (this.failed !== null) throw this.failed;
+    this.heldBack = true;
+  }
+
   /** Resolves once everything committed so far is durable, without writing anything itself. */
   durable(): Promise<void> {
     if (this.failed !== null) return Promise.reject(this.failed);
@@ -76,8 +90,9 @@ export class GroupCommit {
     return promise;
   }
 
-  /** Resolves once no batch is being written. */
+  /** Resolves once no batch is being written and nothing encoded is left behind (see commitLater). */
   idle(): Promise<void> {
+    if (this.heldBack && this.failed === null) return this.commit().then(() => this.idle());
     if (!this.flushingNow) return Promise.resolve();
     const { promise, resolve } = Promise.withResolvers<void>();
     this.idleWaiters.push(resolve);
@@ -85,10 +100,12 @@ export class GroupCommit {
   }
 
   private async flushLoop(): Promise<void> {
-    // Runs while callers keep committing; each pass drains everything queued so far.
-    while (!this.pending.isEmpty && this.failed === null) {
+    // Runs while callers keep committing; each pass drains everything queued so far
+    // (records of commitLater alone start no pass: they wait for the next commit).
+    while (this.pendingWaiters.length > 0 && this.failed === null) {
       const batch = this.pending;
       const waiters = this.pendingWaiters;
+      this.heldBack = false;
       this.pending = this.spare;
       this.pendingWaiters = this.spareWaiters;
       this.inflightWaiters = waiters;
@@ -118,6 +135,7 @@ export class GroupCommit {
     this.failed = failure;
     for (const waiter of inflight) waiter.reject(failure);
     for (const waiter of this.pendingWaiters) waiter.reject(failure);
+    this.heldBack = false;
     inflight.length = 0;
     this.pendingWaiters.length = 0;
     this.pending.reset();

@@ -25,6 +25,8 @@ export interface GroupLogWriter {
   readonly pendingPayloadBytes: number;
   /** Resolves once every record encoded so far is durable. */
   commit(): Promise<void>;
+  /** Starts no write: the records go out with the next one, unawaited (GroupCommit.commitLater). */
+  commitLater(): void;
   /** Resolves once everything committed so far is durable, without writing anything itself. */
   durable(): Promise<void>;
   /** Forgets this group's records up to `index`; deletes segment files nobody needs any more. */
@@ -236,7 +238,7 @@ export class RaftStorage implements LogStorage {
 
   // ---- writes (the runtime) ----
 
-  /** The latest hard state given to append (durable once that append resolved). */
+  /** The latest hard state given to append (durable once that append resolved, or the next one that writes). */
   hardState(): HardState {
     return copyHardState(this.hardStateValue);
   }
@@ -244,7 +246,8 @@ export class RaftStorage implements LogStorage {
   /**
    * Persists entries (replacing any conflicting suffix from the first new index on) and
    * then the hard state, if given. Resolves once they — and everything appended before —
-   * are on disk; calls made meanwhile share one write and one fsync.
+   * are on disk; calls made meanwhile share one write and one fsync. A hard state alone
+   * that changes only the commit index resolves at once and goes out with the next write.
    */
   append(entries: readonly Entry[], hardState?: HardState): Promise<void> {
     try {
@@ -257,12 +260,22 @@ export class RaftStorage implements LogStorage {
     if (from === entries.length && hardState === undefined) return this.wal.durable();
     const frame = this.wal.frame();
     for (let i = from; i < entries.length; i++) frame.addEntry(entries[i]!);
+    // A hard state that only raised the commit index needs no fsync of its own (Raft
+    // recovers the commit index; a snapshot raises it at open): it rides with the next
+    // write, and the call resolves at once (as etcd's WAL writes it without a sync).
+    const commitOnly =
+      entries.length === 0 &&
+      hardState !== undefined &&
+      hardState.term === this.hardStateValue.term &&
+      hardState.vote === this.hardStateValue.vote;
     if (hardState !== undefined) {
       frame.addHardState(hardState);
       this.hardStateValue = copyHardState(hardState);
     }
     this.appendCalls++;
-    return this.wal.commit();
+    if (!commitOnly) return this.wal.commit();
+    this.wal.commitLater();
+    return Promise.resolve();
   }
 
   private checkAppend(entries: readonly Entry[], hardState: HardState | undefined): void {

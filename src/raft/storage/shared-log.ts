@@ -463,6 +463,11 @@ export class SharedLog {
     return this.queue.commit();
   }
 
+  /** The records go out with the next batch someone commits (GroupCommit.commitLater). */
+  commitLater(): void {
+    this.queue.commitLater();
+  }
+
   /** Resolves once everything committed so far is durable, without writing anything itself. */
   durable(): Promise<void> {
     return this.queue.durable();
@@ -741,6 +746,10 @@ class SharedGroupWriter implements GroupLogWriter {
 
   commit(): Promise<void> {
     return this.log.commit();
+  }
+
+  commitLater(): void {
+    this.log.commitLater();
   }
 
   durable(): Promise<void> {

@@ -264,6 +264,10 @@ export class WalWriter {
     return this.queue.commit();
   }
 
+  commitLater(): void {
+    this.queue.commitLater();
+  }
+
   /** Resolves once everything committed so far is durable, without writing anything itself. */
   durable(): Promise<void> {
     return this.queue.durable();

@@ -8,10 +8,18 @@ import type { FrameHeader } from "../protocol/frame.ts";
  * and its request id.
  */
 export function originOf(header: FrameHeader): RequestOrigin {
+  // Byte by byte: a DataView would need `clientId.buffer`, which JSC makes costly for small arrays.
   const clientId = new Uint8Array(16);
-  const view = new DataView(clientId.buffer);
-  view.setUint32(0, header.clientIdHigh, true);
-  view.setUint32(4, header.clientIdLow, true);
+  const high = header.clientIdHigh;
+  const low = header.clientIdLow;
+  clientId[0] = high & 0xff;
+  clientId[1] = (high >>> 8) & 0xff;
+  clientId[2] = (high >>> 16) & 0xff;
+  clientId[3] = high >>> 24;
+  clientId[4] = low & 0xff;
+  clientId[5] = (low >>> 8) & 0xff;
+  clientId[6] = (low >>> 16) & 0xff;
+  clientId[7] = low >>> 24;
   return { clientId, requestId: header.requestId };
 }
 

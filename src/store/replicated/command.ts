@@ -53,13 +53,34 @@ const ORIGIN_BYTES = CLIENT_ID_BYTES + 8;
 const FLAG_ORIGIN = 1;
 const utf8 = new TextEncoder();
 const utf8Decoder = new TextDecoder("utf-8", { fatal: true });
+/** Reads a little-endian f64 out of any byte array without a DataView over its buffer. */
+const f64Bytes = new Uint8Array(8);
+const f64View = new DataView(f64Bytes.buffer);
+
+/**
+ * Little-endian reads straight off the bytes. `data.buffer` of a small Uint8Array is
+ * costly in JSC (it moves the bytes out of the GC heap into a new ArrayBuffer), and a
+ * command is parsed on every apply and before every proposal.
+ */
+function u16(data: Uint8Array, at: number): number {
+  return data[at]! | (data[at + 1]! << 8);
+}
+function u32(data: Uint8Array, at: number): number {
+  return (data[at]! | (data[at + 1]! << 8) | (data[at + 2]! << 16) | (data[at + 3]! << 24)) >>> 0;
+}
+function f64(data: Uint8Array, at: number): number {
+  for (let i = 0; i < 8; i++) f64Bytes[i] = data[at + i]!;
+  return f64View.getFloat64(0, true);
+}
 
 export function encodeCommand(command: Command): Uint8Array {
   const key = utf8.encode(command.key);
   const { value, origin } = command;
   const originBytes = origin === undefined ? 0 : ORIGIN_BYTES;
-  const out = new Uint8Array(HEADER_BYTES + originBytes + key.byteLength + value.byteLength);
-  const view = new DataView(out.buffer);
+  // The ArrayBuffer first: asking a small Uint8Array for its `.buffer` copies it (see u16).
+  const buffer = new ArrayBuffer(HEADER_BYTES + originBytes + key.byteLength + value.byteLength);
+  const out = new Uint8Array(buffer);
+  const view = new DataView(buffer);
   view.setUint8(0, command.op);
   view.setUint8(1, origin === undefined ? 0 : FLAG_ORIGIN);
   view.setUint32(4, key.byteLength, true);
@@ -143,22 +164,21 @@ function takesDurations(op: Op): boolean {
 
 function parseCommand(data: Uint8Array, copyValue: boolean): Command {
   if (data.byteLength < HEADER_BYTES) throw corrupt(`${data.byteLength} bytes`);
-  const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
-  const opCode = view.getUint8(0);
+  const opCode = data[0]!;
   if (opCode < Op.Set || opCode > Op.Tick) throw corrupt(`unknown op ${opCode}`);
   const op = opCode as Op;
-  const flags = view.getUint8(1);
-  if ((flags & ~FLAG_ORIGIN) !== 0 || view.getUint16(2, true) !== 0) throw corrupt(`unknown flags ${flags}`);
+  const flags = data[1]!;
+  if ((flags & ~FLAG_ORIGIN) !== 0 || u16(data, 2) !== 0) throw corrupt(`unknown flags ${flags}`);
   const hasOrigin = (flags & FLAG_ORIGIN) !== 0;
-  const keyBytes = view.getUint32(4, true);
-  const valueBytes = view.getUint32(8, true);
-  const expireInMs = view.getFloat64(12, true);
-  const deleteInMs = view.getFloat64(20, true);
+  const keyBytes = u32(data, 4);
+  const valueBytes = u32(data, 8);
+  const expireInMs = f64(data, 12);
+  const deleteInMs = f64(data, 20);
   let pos = HEADER_BYTES;
   let origin: RequestOrigin | undefined;
   if (hasOrigin) {
     if (data.byteLength < pos + ORIGIN_BYTES) throw corrupt("truncated origin");
-    const requestId = view.getFloat64(pos + CLIENT_ID_BYTES, true);
+    const requestId = f64(data, pos + CLIENT_ID_BYTES);
     if (!Number.isSafeInteger(requestId)) throw invalid(`the request id ${requestId} is not a whole number`);
     origin = { clientId: data.slice(pos, pos + CLIENT_ID_BYTES), requestId };
     pos += ORIGIN_BYTES;

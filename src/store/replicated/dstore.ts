@@ -16,7 +16,7 @@ import {
   type StoreLimits,
   type ValueInput,
 } from "../types.ts";
-import { checkDuration, checkKey, toValueBytes } from "../validate.ts";
+import { checkDuration, checkedValueBytes, checkKey } from "../validate.ts";
 import { type WatchEvent, type WatchOptions, watchCopies } from "../watch.ts";
 import {
   CLIENT_ID_BYTES,
@@ -169,7 +169,7 @@ export class DStore implements IStore {
 
   async set(key: string, value: ValueInput, origin?: RequestOrigin): Promise<void> {
     checkKey(key, this.limits);
-    await this.write(command(Op.Set, key, toValueBytes(value, this.limits), 0, 0), origin);
+    await this.write(command(Op.Set, key, checkedValueBytes(value, this.limits), 0, 0), origin);
   }
 
   async setE(
@@ -214,7 +214,7 @@ export class DStore implements IStore {
 
   async deleteIfEquals(key: string, expected: ValueInput, origin?: RequestOrigin): Promise<boolean> {
     checkKey(key, this.limits);
-    const bytes = toValueBytes(expected, this.limits);
+    const bytes = checkedValueBytes(expected, this.limits);
     return decodeBoolean(await this.write(command(Op.DeleteIfEquals, key, bytes, 0, 0), origin));
   }
 
@@ -288,16 +288,24 @@ export class DStore implements IStore {
     checkKey(key, this.limits);
     checkDuration("expireInMs", expireInMs);
     checkDuration("deleteInMs", deleteInMs);
-    return this.write(command(op, key, toValueBytes(value, this.limits), expireInMs, deleteInMs), origin);
+    return this.write(
+      command(op, key, checkedValueBytes(value, this.limits), expireInMs, deleteInMs),
+      origin,
+    );
   }
 
   private async write(cmd: Command, origin: RequestOrigin | undefined): Promise<Uint8Array> {
     this.checkOpen();
     cmd.origin = origin ?? { clientId: this.clientId, requestId: this.nextRequestId++ };
+    // Copies the value in (checkedValueBytes did not): the caller's array is free again.
     const data = encodeCommand(cmd);
-    // The check the leader makes before proposing: nothing invalid enters the log.
-    const invalid = validateCommand(data, this.limits);
-    if (invalid !== null) throw invalid;
+    // The check the leader makes before proposing: nothing invalid enters the log. The
+    // callers above checked key, value and durations by the same limits already, so only
+    // a transaction (checked as a whole by checkTxn) is parsed once more here.
+    if (cmd.op === Op.Txn) {
+      const invalid = validateCommand(data, this.limits);
+      if (invalid !== null) throw invalid;
+    }
     const deadline = performance.now() + this.timeoutMs;
     let unknownOutcome = false;
     for (let attempt = 1; ; attempt++) {

@@ -109,6 +109,35 @@ describe("shared log: group commit across groups", () => {
     });
   });
 
+  test("a hard state that only raises the commit index costs no fsync: it resolves at once and goes out with the next write", async () => {
+    await withTempDir(async (dir) => {
+      const { sync, segmentSyncs } = countingSync();
+      let log = await openLog(dir, { syncFile: sync });
+      let [group] = await openGroups(log, dir, [1]);
+      await group!.append(entryRange(1, 3, 1), hs(1, 0));
+      const syncs = segmentSyncs();
+      // Commit-only: nothing is written now, so the next append does not queue behind it.
+      await group!.append([], hs(1, 3));
+      expect(segmentSyncs()).toBe(syncs);
+      await group!.append([entry(4, 1)]);
+      expect(segmentSyncs()).toBe(syncs + 1);
+      await closeAll(log, [group!]);
+      log = await openLog(dir);
+      [group] = await openGroups(log, dir, [1]);
+      expect(group!.initialState().hardState).toEqual(hs(1, 3));
+      // A term or vote change is never held back.
+      await group!.append([], hs(2, 3, "b"));
+      expect(log.stats().batches).toBe(1);
+      // Held back with nothing after it: close still writes it.
+      await group!.append([], hs(2, 4, "b"));
+      await closeAll(log, [group!]);
+      log = await openLog(dir);
+      [group] = await openGroups(log, dir, [1]);
+      expect(group!.initialState().hardState).toEqual(hs(2, 4, "b"));
+      await closeAll(log, [group!]);
+    });
+  });
+
   test("a conflicting suffix truncated in one group leaves the other groups' logs alone", async () => {
     await withTempDir(async (dir) => {
       let log = await openLog(dir);

@@ -36,8 +36,9 @@ export class SimDisk {
 
   constructor(readonly name: string) {}
 
+  /** Someone waits for an fsync (frames written unawaited start none: they go with the next). */
   get hasPending(): boolean {
-    return this.waiters.length > 0 || this.unsynced.length > 0;
+    return this.waiters.length > 0;
   }
 
   /**
@@ -60,6 +61,17 @@ export class SimDisk {
     if (this.failed) return Promise.reject(new Error(`${this.name}: the disk failed earlier; restart`));
     this.unsynced.push(frame);
     return new Promise((resolve, reject) => this.waiters.push({ resolve, reject }));
+  }
+
+  /**
+   * A frame nobody waits for (RaftStorage's hard state that only raised the commit index):
+   * written now, durable with the next fsync, or lost to a crash before it like any other.
+   */
+  writeUnawaited(incarnation: number, frame: Frame): Promise<void> {
+    if (incarnation !== this.incarnation) return new Promise(() => {});
+    if (this.failed) return Promise.reject(new Error(`${this.name}: the disk failed earlier; restart`));
+    this.unsynced.push(frame);
+    return Promise.resolve();
   }
 
   /** A write that needs no new frame (nothing new to append): durable with what came before. */
@@ -139,7 +151,15 @@ export class SimGroupStorage implements GroupStorage {
       hardState: hardState === undefined ? undefined : { ...hardState },
     };
     if (entries.length === 0 && hardState === undefined) return this.disk.barrier(this.incarnation);
+    const before = this.view.currentHardState();
+    const commitOnly =
+      entries.length === 0 &&
+      hardState !== undefined &&
+      hardState.term === before.term &&
+      hardState.vote === before.vote;
     this.view.replay(frame);
+    // As RaftStorage: a commit-only hard state resolves at once and rides with the next write.
+    if (commitOnly) return this.disk.writeUnawaited(this.incarnation, frame);
     return this.disk.write(this.incarnation, frame);
   }
 
@@ -222,6 +242,10 @@ class LogView {
       }
     }
     if (frame.hardState !== undefined) this.hardState = { ...frame.hardState };
+  }
+
+  currentHardState(): HardState {
+    return this.hardState;
   }
 
   compact(index: number): void {
