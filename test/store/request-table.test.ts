@@ -21,7 +21,10 @@ import {
   CLIENT_DEADLINE_DEFAULT_MAX_MS,
   DEDUP_RETENTION_MIN_MS,
   defaultDedupOptions,
-  REMEMBERED_OVERHEAD_BYTES,
+  REMEMBERED_CLIENT_BYTES,
+  REMEMBERED_ID_BYTES,
+  RESULT_RESERVE_BYTES,
+  RequestTable,
   resolveDedupOptions,
 } from "../../src/store/replicated/request-table.ts";
 import { DStoreStateMachine } from "../../src/store/replicated/state-machine.ts";
@@ -81,9 +84,9 @@ describe("a retry is recognised for the whole retention, whatever the load", () 
 
 describe("the byte bound", () => {
   const retentionMs = DEDUP_RETENTION_MIN_MS;
-  const keyLength = `${"03".repeat(CLIENT_ID_BYTES)}/1`.length;
-  /** Room for exactly `ids` remembered ids with boolean-sized results. */
-  const boundFor = (ids: number) => ids * (REMEMBERED_OVERHEAD_BYTES + keyLength + 1) + 16;
+  /** Room for exactly `ids` remembered ids of one client with boolean results. */
+  const boundFor = (ids: number) =>
+    REMEMBERED_CLIENT_BYTES + ids * REMEMBERED_ID_BYTES + RESULT_RESERVE_BYTES;
 
   test("refuses writes with new ids, deterministically and changing nothing; ids are never forgotten early", () => {
     const machines = [
@@ -176,5 +179,117 @@ describe("dedup options", () => {
     expect(() => resolveDedupOptions({ retentionMs: DEDUP_RETENTION_MIN_MS - 1 })).toThrow(DkvError);
     expect(() => resolveDedupOptions({ bytesMax: 0 })).toThrow(DkvError);
     expect(resolveDedupOptions({})).toEqual({ ...defaultDedupOptions });
+  });
+});
+
+describe("the packed table against a plain model", () => {
+  /** A deterministic pseudo-random stream (mulberry32), so a failure names its seed. */
+  function random(seed: number): () => number {
+    let a = seed >>> 0;
+    return () => {
+      a = (a + 0x6d2b79f5) >>> 0;
+      let t = a;
+      t = Math.imul(t ^ (t >>> 15), t | 1);
+      t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+      return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+    };
+  }
+  const results = [
+    new Uint8Array(0),
+    new Uint8Array([0]),
+    new Uint8Array([1]),
+    new Uint8Array([1, 2, 3, 4, 5, 6, 7, 8, 9]),
+    new Uint8Array([0xff, 3, 65, 66, 67, 33]),
+  ];
+
+  for (const seed of [1, 2, 3, 4, 5]) {
+    test(`seed ${seed}: the same answers as a Map, through growth, shrinking, forgetting and snapshots`, () => {
+      const next = random(seed);
+      const options = resolveDedupOptions({ retentionMs: DEDUP_RETENTION_MIN_MS, bytesMax: 1 << 30 });
+      let table = new RequestTable(options);
+      const model = new Map<string, { result: Uint8Array; timeMs: number }>();
+      const order: string[] = [];
+      let timeMs = 0;
+      const clients = 1 + Math.floor(next() * 40);
+      for (let step = 0; step < 30_000; step++) {
+        // Bursts of writes, then long gaps: the ring grows past its minimum and shrinks again.
+        timeMs += next() < 0.001 ? DEDUP_RETENTION_MIN_MS : Math.floor(next() * 3);
+        const client = Math.floor(next() * clients);
+        // Large request ids too: the hash splits them into two 32-bit halves.
+        const requestId =
+          next() < 0.1 ? Number.MAX_SAFE_INTEGER - Math.floor(next() * 100) : Math.floor(next() * 5000);
+        const clientId = new Uint8Array(CLIENT_ID_BYTES).fill(client);
+        clientId[0] = 7;
+        const key = `${client}/${requestId}`;
+        table.forgetExpired(timeMs, 8);
+        // The model forgets exactly what the table may: only ids older than the retention.
+        while (
+          order.length > 0 &&
+          model.get(order[0]!)!.timeMs < timeMs - options.retentionMs &&
+          table.size < model.size
+        ) {
+          model.delete(order.shift()!);
+        }
+        const seen = table.get(clientId, requestId);
+        const expected = model.get(key);
+        if (expected !== undefined) expect(seen).toEqual(expected.result);
+        else {
+          // Forgotten by the table only if the model would have forgotten it too.
+          expect(seen).toBeUndefined();
+          const result = results[Math.floor(next() * results.length)]!;
+          table.remember(clientId, requestId, result, timeMs);
+          model.set(key, { result, timeMs });
+          order.push(key);
+        }
+        expect(table.size).toBe(model.size);
+        if (step % 5000 === 4999) {
+          const copy = RequestTable.decode(table.encode(), options, false);
+          expect(copy.size).toBe(table.size);
+          expect(copy.bytes).toBe(table.bytes);
+          expect(copy.encode()).toEqual(table.encode());
+          table = copy;
+        }
+      }
+      for (const key of order) {
+        const [client, requestId] = key.split("/").map(Number) as [number, number];
+        const clientId = new Uint8Array(CLIENT_ID_BYTES).fill(client);
+        clientId[0] = 7;
+        expect(table.get(clientId, requestId)).toEqual(model.get(key)!.result);
+      }
+      // Everything forgotten: the byte estimate returns to zero (no client or result leaks).
+      table.forgetExpired(timeMs + options.retentionMs + 1, Number.POSITIVE_INFINITY);
+      expect(table.size).toBe(0);
+      expect(table.bytes).toBe(0);
+    });
+  }
+
+  test("a snapshot section of the first format (ids as strings) restores the same table", () => {
+    const options = resolveDedupOptions({});
+    const table = new RequestTable(options);
+    const parts: Uint8Array[] = [];
+    const ids = [
+      { client: 1, requestId: 7, result: new Uint8Array([1, 0, 0, 0, 0, 0, 0, 0, 9]), timeMs: 100 },
+      { client: 2, requestId: 2 ** 40, result: new Uint8Array(0), timeMs: 101 },
+      { client: 1, requestId: 8, result: new Uint8Array([0]), timeMs: 102 },
+    ];
+    for (const { client, requestId, result, timeMs } of ids) {
+      const clientId = new Uint8Array(CLIENT_ID_BYTES).fill(client);
+      table.remember(clientId, requestId, result, timeMs);
+      const key = utf8.encode(`${Buffer.from(clientId).toString("hex")}/${requestId}`);
+      const part = new Uint8Array(2 + key.byteLength + 12 + result.byteLength);
+      const view = new DataView(part.buffer);
+      view.setUint16(0, key.byteLength, true);
+      part.set(key, 2);
+      view.setFloat64(2 + key.byteLength, timeMs, true);
+      view.setUint32(2 + key.byteLength + 8, result.byteLength, true);
+      part.set(result, 2 + key.byteLength + 12);
+      parts.push(part);
+    }
+    const legacy = RequestTable.decode(Buffer.concat(parts), options, true);
+    expect(legacy.encode()).toEqual(table.encode());
+    expect(legacy.bytes).toBe(table.bytes);
+    expect(legacy.get(new Uint8Array(CLIENT_ID_BYTES).fill(1), 7)).toEqual(ids[0]!.result);
+    expect(() => RequestTable.decode(Buffer.concat(parts).subarray(0, 20), options, true)).toThrow(DkvError);
+    expect(() => RequestTable.decode(table.encode().subarray(0, 30), options, false)).toThrow(DkvError);
   });
 });

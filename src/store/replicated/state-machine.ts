@@ -13,7 +13,6 @@ import {
   encodeErrorResult,
   Op,
   RESULT_VOID,
-  type RequestOrigin,
   validateCommand,
 } from "./command.ts";
 import { type DedupOptions, RequestTable, resolveDedupOptions } from "./request-table.ts";
@@ -32,7 +31,9 @@ const PURGE_PER_TICK = 1024;
 const FORGET_PER_APPLY = 8;
 /** Engine refusals that depend only on the command, so every member refuses alike. */
 const DETERMINISTIC_REFUSALS: ReadonlySet<DkvErrorCode> = new Set(["BAD_REQUEST", "TOO_LARGE"]);
-const SNAPSHOT_MAGIC = "DKVDSM01";
+const SNAPSHOT_MAGIC = "DKVDSM02";
+/** The first format (request ids as "hex/number" strings), still read. */
+const SNAPSHOT_MAGIC_V1 = "DKVDSM01";
 const utf8 = new TextEncoder();
 const utf8Decoder = new TextDecoder();
 
@@ -110,11 +111,11 @@ export class DStoreStateMachine implements StateMachine {
       if (DkvError.is(error)) return encodeErrorResult(error);
       throw error;
     }
-    const dedupKey = command.origin === undefined ? undefined : originKey(command.origin);
-    if (dedupKey !== undefined) {
-      const seen = this.requests.get(dedupKey);
-      if (seen !== undefined) return seen.result;
-      if (!this.requests.hasRoomFor(dedupKey, nowMs)) return encodeErrorResult(this.tableFull());
+    const origin = command.origin;
+    if (origin !== undefined) {
+      const seen = this.requests.get(origin.clientId, origin.requestId);
+      if (seen !== undefined) return seen;
+      if (!this.requests.hasRoomFor(origin.clientId, nowMs)) return encodeErrorResult(this.tableFull());
     }
     let result: Uint8Array;
     try {
@@ -124,7 +125,7 @@ export class DStoreStateMachine implements StateMachine {
       result = encodeErrorResult(error);
     }
     this.db.purgeExpired(nowMs, PURGE_PER_APPLY);
-    if (dedupKey !== undefined) this.requests.remember(dedupKey, result, nowMs);
+    if (origin !== undefined) this.requests.remember(origin.clientId, origin.requestId, result, nowMs);
     return result;
   }
 
@@ -165,7 +166,10 @@ export class DStoreStateMachine implements StateMachine {
   async restore(data: Uint8Array): Promise<void> {
     const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
     const magic = utf8Decoder.decode(data.subarray(0, SNAPSHOT_MAGIC.length));
-    if (data.byteLength < SNAPSHOT_MAGIC.length + 4 || magic !== SNAPSHOT_MAGIC) {
+    if (
+      data.byteLength < SNAPSHOT_MAGIC.length + 4 ||
+      (magic !== SNAPSHOT_MAGIC && magic !== SNAPSHOT_MAGIC_V1)
+    ) {
       throw new DkvError(
         "CORRUPT",
         "the dstore snapshot has no valid header; remove this member's data dir to rejoin",
@@ -175,7 +179,11 @@ export class DStoreStateMachine implements StateMachine {
     const start = SNAPSHOT_MAGIC.length + 4;
     if (data.byteLength < start + dedupBytes)
       throw new DkvError("CORRUPT", "the dstore snapshot is truncated");
-    const requests = decodeDedup(data.subarray(start, start + dedupBytes), this.dedupOptions);
+    const requests = RequestTable.decode(
+      data.subarray(start, start + dedupBytes),
+      this.dedupOptions,
+      magic === SNAPSHOT_MAGIC_V1,
+    );
     const db = new MapleDB();
     const rest = data.subarray(start + dedupBytes);
     await db.load(
@@ -227,68 +235,14 @@ export class DStoreStateMachine implements StateMachine {
     }
   }
 
-  /** magic | u32 bytes | then per entry: u16 keyBytes | key | f64 timeMs | u32 resultBytes | result. */
+  /** magic | u32 bytes | the request table (RequestTable.encode), then the engine's save. */
   private encodeDedup(): Uint8Array {
-    const parts: Uint8Array[] = [];
-    let bytes = 0;
-    for (const [key, remembered] of this.requests.entries()) {
-      const keyBytes = utf8.encode(key);
-      const part = new Uint8Array(2 + keyBytes.byteLength + 8 + 4 + remembered.result.byteLength);
-      const view = new DataView(part.buffer);
-      view.setUint16(0, keyBytes.byteLength, true);
-      part.set(keyBytes, 2);
-      let pos = 2 + keyBytes.byteLength;
-      view.setFloat64(pos, remembered.timeMs, true);
-      view.setUint32(pos + 8, remembered.result.byteLength, true);
-      pos += 12;
-      part.set(remembered.result, pos);
-      parts.push(part);
-      bytes += part.byteLength;
-    }
-    const header = new Uint8Array(SNAPSHOT_MAGIC.length + 4 + bytes);
+    const prefixBytes = SNAPSHOT_MAGIC.length + 4;
+    const header = this.requests.encode(prefixBytes);
     header.set(utf8.encode(SNAPSHOT_MAGIC), 0);
-    new DataView(header.buffer).setUint32(SNAPSHOT_MAGIC.length, bytes, true);
-    let pos = SNAPSHOT_MAGIC.length + 4;
-    for (const part of parts) {
-      header.set(part, pos);
-      pos += part.byteLength;
-    }
+    new DataView(header.buffer).setUint32(SNAPSHOT_MAGIC.length, header.byteLength - prefixBytes, true);
     return header;
   }
-}
-
-/** The request table as saved, oldest first; the same on every member that restores it. */
-function decodeDedup(data: Uint8Array, options: DedupOptions): RequestTable {
-  const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
-  const table = new RequestTable(options);
-  let pos = 0;
-  // Bounded: every entry consumes at least 14 bytes.
-  while (pos < data.byteLength) {
-    if (pos + 2 > data.byteLength) throw truncatedDedup();
-    const keyBytes = view.getUint16(pos, true);
-    pos += 2;
-    if (pos + keyBytes + 12 > data.byteLength) throw truncatedDedup();
-    const key = utf8Decoder.decode(data.subarray(pos, pos + keyBytes));
-    pos += keyBytes;
-    const timeMs = view.getFloat64(pos, true);
-    const resultBytes = view.getUint32(pos + 8, true);
-    pos += 12;
-    if (pos + resultBytes > data.byteLength) throw truncatedDedup();
-    table.remember(key, data.slice(pos, pos + resultBytes), timeMs);
-    pos += resultBytes;
-  }
-  return table;
-}
-
-function truncatedDedup(): DkvError {
-  return new DkvError(
-    "CORRUPT",
-    "the dstore snapshot's request table is truncated; remove this member's data dir to rejoin",
-  );
-}
-
-function originKey(origin: RequestOrigin): string {
-  return `${Buffer.from(origin.clientId).toString("hex")}/${origin.requestId}`;
 }
 
 /** A one-producer, one-consumer byte stream with backpressure: a write waits for the reader. */
