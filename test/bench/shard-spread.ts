@@ -12,8 +12,10 @@
  *   in the same minutes keeps the comparison fair): c=50 sets spread over 1, 8 and N
  *   shards, and c=200 over N (128 B values, 100 keys per shard, a library RpcClient in
  *   this process with every member as an endpoint);
- * - prints ops/s per run and, per binary, the best round's ratio to its one-shard rate;
- *   kills every server by PID.
+ * - prints ops/s and the members' CPU time per write (user + system of all three, from
+ *   /proc: it depends far less on what else runs on the machine than ops/s does) per run
+ *   and, per binary, the best round's ratio to its one-shard rate and the median CPU per
+ *   write; kills every server by PID.
  * - `--strace`: every run also counts the fsync/fdatasync calls of all three members
  *   (strace -c attached for the run) and prints fsyncs per acknowledged write; ptrace
  *   slows the members, so take ops/s from runs without it.
@@ -23,7 +25,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseDuration } from "../../src/config/parse.ts";
 import { RpcClient } from "../../src/rpc/client/index.ts";
-import { flagValue, freePort, ROOT, runCommand, waitUntil } from "./commands.ts";
+import { cpuSeconds, flagValue, freePort, ROOT, runCommand, waitUntil } from "./commands.ts";
 
 const KEYS_PER_SHARD = 100;
 const VALUE_BYTES = 128;
@@ -139,7 +141,7 @@ async function spreadSets(
   cluster: Cluster,
   workload: Workload,
   durationMs: number,
-): Promise<{ opsPerSec: number; writes: number }> {
+): Promise<{ opsPerSec: number; writes: number; cpuMsPerWrite: number }> {
   await using client = new RpcClient({
     endpoints: cluster.endpoints,
     transport: "tcp",
@@ -151,6 +153,7 @@ async function spreadSets(
   for (const store of stores) await store.set("spread/warm", value);
   let done = 0;
   let errors = 0;
+  const cpuStart = await membersCpuSeconds(cluster);
   const start = performance.now();
   const deadline = start + durationMs;
   await Promise.all(
@@ -168,8 +171,21 @@ async function spreadSets(
     }),
   );
   const seconds = (performance.now() - start) / 1_000;
+  const cpuMs = ((await membersCpuSeconds(cluster)) - cpuStart) * 1_000;
   if (errors > 0) console.log(`  (${errors} errors in ${workload.name})`);
-  return { opsPerSec: done / seconds, writes: done };
+  return { opsPerSec: done / seconds, writes: done, cpuMsPerWrite: cpuMs / Math.max(1, done) };
+}
+
+async function membersCpuSeconds(cluster: Cluster): Promise<number> {
+  let total = 0;
+  for (const pid of cluster.pids) total += await cpuSeconds(pid);
+  return total;
+}
+
+function median(values: readonly number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
 }
 
 const fmt = (n: number) => Math.round(n).toLocaleString("en-US");
@@ -199,34 +215,38 @@ async function main(): Promise<void> {
   try {
     for (const dkv of dkvList) clusters.push(await startCluster(dkv, shardCount));
     const results = new Map<string, number[][]>(dkvList.map((d) => [d, workloads.map(() => [])]));
+    const cpuResults = new Map<string, number[][]>(dkvList.map((d) => [d, workloads.map(() => [])]));
     for (let round = 0; round < rounds; round++) {
       for (const [w, workload] of workloads.entries()) {
         const order = round % 2 === 0 ? clusters : [...clusters].reverse();
         for (const cluster of order) {
           const run = () => spreadSets(cluster, workload, durationMs);
           let syncs = "";
-          let opsPerSec: number;
+          let outcome: Awaited<ReturnType<typeof run>>;
           if (strace) {
             const counted = await countSyncs(cluster.pids, run);
-            opsPerSec = counted.result.opsPerSec;
+            outcome = counted.result;
             syncs = `  ${(counted.syncs / Math.max(1, counted.result.writes)).toFixed(3)} fsyncs/write (3 members)`;
           } else {
-            opsPerSec = (await run()).opsPerSec;
+            outcome = await run();
           }
+          const { opsPerSec, cpuMsPerWrite } = outcome;
           results.get(cluster.dkv)![w]!.push(opsPerSec);
+          cpuResults.get(cluster.dkv)![w]!.push(cpuMsPerWrite);
           console.log(
-            `round ${round + 1} ${workload.name.padEnd(22)} ${fmt(opsPerSec).padStart(7)} ops/s  ${cluster.dkv}${syncs}`,
+            `round ${round + 1} ${workload.name.padEnd(22)} ${fmt(opsPerSec).padStart(7)} ops/s  ${cpuMsPerWrite.toFixed(3)} CPU ms/write  ${cluster.dkv}${syncs}`,
           );
         }
       }
     }
     for (const dkv of dkvList) {
       const best = results.get(dkv)!.map((runs) => Math.max(...runs));
+      const cpu = cpuResults.get(dkv)!.map(median);
       const one = best[0]!;
-      console.log(`\n${dkv} (best of ${rounds})`);
+      console.log(`\n${dkv} (best of ${rounds}; CPU: median, 3 members)`);
       for (const [w, workload] of workloads.entries()) {
         console.log(
-          `  ${workload.name.padEnd(22)} ${fmt(best[w]!).padStart(7)} ops/s  ${(best[w]! / one).toFixed(2)}x one shard`,
+          `  ${workload.name.padEnd(22)} ${fmt(best[w]!).padStart(7)} ops/s  ${(best[w]! / one).toFixed(2)}x one shard  ${cpu[w]!.toFixed(3)} CPU ms/write  ${(cpu[w]! / cpu[0]!).toFixed(2)}x one shard's`,
         );
       }
     }

@@ -22,8 +22,6 @@ import { AssertionError, assert, type GroupStorage, HostFatalError } from "./run
 import type { RaftHostObserver, StageTrace, StateMachine } from "./types.ts";
 
 const EMPTY = new Uint8Array(0);
-/** Ready rounds one drain runs before yielding, so one busy group cannot starve the others. */
-const READY_ROUNDS_MAX = 64;
 
 /** What a group needs from its host. */
 export interface GroupEnv {
@@ -32,8 +30,8 @@ export interface GroupEnv {
   nowMs(): number;
   /** Monotonic ms: deadlines, checked on every tick. */
   monotonicMs(): number;
-  /** Runs `run` after pending I/O (a drain that hit its round bound yields with it). */
-  later(run: () => void): void;
+  /** The group has work: run startReady() in the host's next Ready pass (ready-pass.ts). */
+  requestReady(group: RaftGroup): void;
   /** The disk failed or an assertion broke: the process must end (the group has stopped). */
   onFatal(error: Error): void;
   send(groupId: number, message: Message): void;
@@ -131,8 +129,10 @@ export class RaftGroup {
   private pendingProposalBytes = 0;
   /** A proposal was refused at raftLogMaxBytes: snapshot at the next chance, whatever the cadence. */
   private snapshotWanted = false;
+  /** A Ready is in flight (handed out by ready(), not yet advanced): at most one per group. */
   private draining = false;
-  private drainScheduled = false;
+  /** Asked the host for a pass that has not reached this group yet. */
+  private readyRequested = false;
   private closed = false;
   private closing: Promise<void> | undefined;
   private failure: DkvError | undefined;
@@ -366,32 +366,39 @@ export class RaftGroup {
 
   // ---- the Ready loop ----------------------------------------------------------------
 
-  /** Runs a drain soon; messages and proposals arriving meanwhile batch into one Ready. */
+  /**
+   * Asks the host for a Ready pass (ready-pass.ts); messages and proposals arriving until
+   * it runs batch into one Ready, and every group's Ready of that pass is persisted in one
+   * batch.
+   */
   schedule(): void {
-    if (this.drainScheduled || this.draining || this.closed) return;
-    this.drainScheduled = true;
-    queueMicrotask(this.startDrain);
+    if (this.readyRequested || this.closed) return;
+    this.readyRequested = true;
+    this.env.requestReady(this);
   }
 
-  private readonly startDrain = (): void => {
-    this.drainScheduled = false;
-    if (this.draining || this.closed) return;
-    this.drainDone = this.drain();
-  };
-
-  private async drain(): Promise<void> {
-    assert(!this.draining, () => `group ${this.groupId}: two drains at once`);
+  /** The host's pass: starts one Ready if there is one and none is in flight (see ReadyParticipant). */
+  startReady(): Promise<void> | undefined {
+    this.readyRequested = false;
+    if (this.draining || this.closed || !this.node.hasReady()) return undefined;
     this.draining = true;
-    try {
-      for (let round = 0; round < READY_ROUNDS_MAX && !this.closed && this.node.hasReady(); round++) {
-        await this.handleReady(this.node.ready());
-      }
-    } catch (error) {
-      this.fatal(error);
-    } finally {
-      this.draining = false;
-    }
-    if (!this.closed && this.node.hasReady()) this.env.later(() => this.schedule());
+    const rd = this.node.ready();
+    const done = this.handleReady(rd).then(
+      () => this.readyDone(),
+      (error: unknown) => {
+        this.fatal(error);
+        this.readyDone();
+      },
+    );
+    this.drainDone = done;
+    // A snapshot install streams to disk and restores the state machine: the other groups
+    // must not wait for it.
+    return rd.snapshot === undefined ? done : undefined;
+  }
+
+  private readyDone(): void {
+    this.draining = false;
+    if (!this.closed && this.node.hasReady()) this.schedule();
   }
 
   private async handleReady(rd: Ready): Promise<void> {

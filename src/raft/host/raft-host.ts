@@ -14,6 +14,7 @@ import {
 import { type GroupEnv, type GroupOptions, type ProposeAttempt, RaftGroup } from "./group.ts";
 import { planLeaderTransfer } from "./leader-balance.ts";
 import type { MembershipHooks } from "./membership-types.ts";
+import { ReadyPasses } from "./ready-pass.ts";
 import { type GroupStorage, type HostScheduler, realScheduler } from "./runtime.ts";
 import type {
   GroupStatus,
@@ -74,6 +75,8 @@ export class RaftHost {
   private readonly forwardsInFlightMax: number;
   private readonly env: GroupEnv;
   private readonly scheduler: HostScheduler;
+  /** One Ready pass at a time for all groups (ready-pass.ts). */
+  private readonly readyPasses: ReadyPasses;
   /** Cluster membership (membership.ts), when attached: addresses, removal, host frames. */
   private membership: MembershipHooks | undefined;
   /** Set once this member is removed from the cluster: it no longer ticks, steps or serves. */
@@ -118,11 +121,12 @@ export class RaftHost {
     this.nextForwardId = Math.floor((config.random ?? Math.random)() * FORWARD_ID_MODULUS);
     const scheduler = config.scheduler ?? realScheduler;
     this.scheduler = scheduler;
+    this.readyPasses = new ReadyPasses((run) => scheduler.later(run));
     this.env = {
       self: config.self,
       nowMs: () => config.clock.now(),
       monotonicMs: () => scheduler.monotonicMs(),
-      later: (run) => scheduler.later(run),
+      requestReady: (group) => this.readyPasses.request(group),
       onFatal: (error) => config.onFatal(error),
       send: (groupId, message) => this.sendRaft(groupId, message),
       logger: this.logger,

@@ -1,0 +1,163 @@
+/**
+ * The Raft runtime alone under writes spread over many groups (a plain script, not a test):
+ * three members in this process (startReplicatedShards: RaftHost, TcpNodeTransport over
+ * 127.0.0.1, one shared log each in a temporary dir), no RPC layer. What shard-spread
+ * measures end to end, without the client and servers' RPC, and with counters that do not
+ * depend on what else runs on the machine:
+ *
+ *   bun run test/bench/host-groups.ts [--groups 50] [--threads 50,200] [--duration 3s] [--rounds 2]
+ *
+ * Per round and load (1 group and `--groups` groups, each at every `--threads`): workers
+ * each await one 128 B set at a time, spread round-robin over groups and members (a
+ * member that does not lead forwards to the leader, as behind a round-robin client).
+ * Prints ops/s, this process's CPU per write (all three members and the load), node
+ * transport socket writes and frames per write, and shared-log batches (fsyncs) per write.
+ */
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { parseDuration } from "../../src/config/parse.ts";
+import { TcpNodeTransport } from "../../src/raft/transport/tcp-transport.ts";
+import { type ReplicatedShards, startReplicatedShards } from "../../src/store/replicated/shards.ts";
+import { flagValue, freePort, waitUntil } from "./commands.ts";
+
+const KEYS_PER_GROUP = 100;
+const VALUE_BYTES = 128;
+const START_TIMEOUT_MS = 60_000;
+
+interface Member {
+  shards: ReplicatedShards;
+  transport: TcpNodeTransport;
+}
+
+interface Cluster {
+  members: Member[];
+  dir: string;
+}
+
+async function startCluster(groupCount: number): Promise<Cluster> {
+  const dir = await mkdtemp(join(tmpdir(), "dkv-host-groups-"));
+  const ids = ["node-1", "node-2", "node-3"];
+  const clusterMembers = new Map<string, string>();
+  for (const id of ids) clusterMembers.set(id, `127.0.0.1:${await freePort()}`);
+  const shardSpecs = Array.from({ length: groupCount }, (_, i) => ({ id: i + 1, type: "dstore" as const }));
+  const members: Member[] = [];
+  try {
+    for (const id of ids) {
+      let transport: TcpNodeTransport | undefined;
+      const shards = await startReplicatedShards({
+        replicaId: id,
+        clusterMembers,
+        dataDir: join(dir, id),
+        shards: shardSpecs,
+        leaderBalanceIntervalMs: 1_000,
+        makeTransport: (listen, peers) => {
+          transport = new TcpNodeTransport({ self: id, listen, peers });
+          return transport;
+        },
+      });
+      members.push({ shards, transport: transport! });
+    }
+    await waitUntil(`a leader for each of ${groupCount} groups, spread over the members`, START_TIMEOUT_MS, async () => {
+      const leaders = shardSpecs.map((spec) => members[0]!.shards.host.status(spec.id).raft.leader);
+      if (leaders.some((leader) => leader === null)) return false;
+      const perMember = ids.map((id) => leaders.filter((leader) => leader === id).length);
+      return Math.max(...perMember) - Math.min(...perMember) <= 1;
+    });
+  } catch (error) {
+    await stopCluster({ members, dir });
+    throw error;
+  }
+  return { members, dir };
+}
+
+async function stopCluster(cluster: Cluster): Promise<void> {
+  for (const member of cluster.members) await member.shards.close();
+  await rm(cluster.dir, { recursive: true, force: true });
+}
+
+interface Counters {
+  cpuUs: number;
+  socketWrites: number;
+  frames: number;
+  batches: number;
+}
+
+function counters(cluster: Cluster): Counters {
+  const cpu = process.cpuUsage();
+  let socketWrites = 0;
+  let frames = 0;
+  let batches = 0;
+  for (const member of cluster.members) {
+    socketWrites += member.transport.stats.socketWrites;
+    frames += member.transport.stats.framesQueued;
+    batches += member.shards.host.storageStats()?.batches ?? 0;
+  }
+  return { cpuUs: cpu.user + cpu.system, socketWrites, frames, batches };
+}
+
+async function run(
+  cluster: Cluster,
+  groups: number,
+  threads: number,
+  durationMs: number,
+): Promise<{ opsPerSec: number; perWrite: Counters }> {
+  const value = new Uint8Array(VALUE_BYTES).fill(0x61);
+  const keys = Array.from({ length: KEYS_PER_GROUP }, (_, i) => `spread/${i}`);
+  const storeOf = (member: number, group: number) => cluster.members[member]!.shards.shards.get(group + 1)!.store;
+  for (let group = 0; group < groups; group++) await storeOf(0, group).set("spread/warm", value);
+  const before = counters(cluster);
+  let done = 0;
+  let errors = 0;
+  const start = performance.now();
+  const deadline = start + durationMs;
+  await Promise.all(
+    Array.from({ length: threads }, async (_, worker) => {
+      // Bounded by the deadline: each pass awaits one write.
+      for (let op = 0; performance.now() < deadline; op++) {
+        const store = storeOf((worker + op) % cluster.members.length, (worker + op) % groups);
+        try {
+          await store.set(keys[(worker * 7 + op) % KEYS_PER_GROUP]!, value);
+          done++;
+        } catch {
+          errors++; // reported below: a run with errors is not comparable
+        }
+      }
+    }),
+  );
+  const seconds = (performance.now() - start) / 1_000;
+  const after = counters(cluster);
+  if (errors > 0) console.log(`  (${errors} errors)`);
+  const per = (key: keyof Counters) => (after[key] - before[key]) / Math.max(1, done);
+  return {
+    opsPerSec: done / seconds,
+    perWrite: { cpuUs: per("cpuUs"), socketWrites: per("socketWrites"), frames: per("frames"), batches: per("batches") },
+  };
+}
+
+async function main(): Promise<void> {
+  const argv = Bun.argv.slice(2);
+  const groupCount = Number(flagValue(argv, "--groups", "50"));
+  const threadList = flagValue(argv, "--threads", "50,200").split(",").map(Number);
+  const durationMs = parseDuration(flagValue(argv, "--duration", "3s"));
+  const rounds = Number(flagValue(argv, "--rounds", "2"));
+  const cluster = await startCluster(groupCount);
+  try {
+    console.log("load                      ops/s   CPU us/write  socket writes/write  frames/write  fsyncs/write");
+    for (let round = 0; round < rounds; round++) {
+      for (const groups of [1, groupCount]) {
+        for (const threads of threadList) {
+          const { opsPerSec, perWrite } = await run(cluster, groups, threads, durationMs);
+          const name = `c=${threads} over ${groups} group${groups === 1 ? "" : "s"}`;
+          console.log(
+            `${name.padEnd(24)} ${Math.round(opsPerSec).toString().padStart(7)}  ${perWrite.cpuUs.toFixed(0).padStart(12)}  ${perWrite.socketWrites.toFixed(2).padStart(19)}  ${perWrite.frames.toFixed(2).padStart(12)}  ${perWrite.batches.toFixed(3).padStart(12)}`,
+          );
+        }
+      }
+    }
+  } finally {
+    await stopCluster(cluster);
+  }
+}
+
+if (import.meta.main) await main();
