@@ -24,6 +24,12 @@
  */
 export const BLOCK_KEYS_MAX = 256;
 const BLOCK_KEYS_MERGE = BLOCK_KEYS_MAX / 4;
+/**
+ * Keys a block takes unsorted before they are merged into it (see OrderedKeys.insert).
+ * A merged block has at most BLOCK_KEYS_MAX + this many keys, so one split in half
+ * brings it back under BLOCK_KEYS_MAX.
+ */
+export const BLOCK_PENDING_MAX = 32;
 
 /** Code point order (= UTF-8 byte order) of two strings; lone surrogates sort consistently. */
 export function compareKeys(a: string, b: string): number {
@@ -71,6 +77,16 @@ function codeAt(key: string, offset: number): number {
   return (a * CODE_RADIX + b) * CODE_RADIX + c;
 }
 
+const EMPTY_CODES = new Float64Array(0);
+
+/** Room for `n` codes: a block's most (so it never regrows) or the next power of two. */
+function capacityFor(n: number): number {
+  if (n <= BLOCK_KEYS_MAX + 1) return BLOCK_KEYS_MAX + 1;
+  let capacity = BLOCK_KEYS_MAX + 1;
+  while (capacity < n) capacity *= 2;
+  return capacity;
+}
+
 /** Units a narrow code holds: 5 × 9 bits. */
 const NARROW_UNITS = 5;
 /** Largest unit a key of a narrow run may have in its coded units. */
@@ -112,7 +128,11 @@ function commonPrefixLength(a: string, b: string): number {
  */
 class CodedRun {
   keys: string[];
-  private codes: number[] = [];
+  /**
+   * The codes, at the keys' indexes (capacity may exceed the key count). A typed array:
+   * inserts and removes shift it with one memmove and allocate nothing.
+   */
+  private codes: Float64Array = EMPTY_CODES;
   private prefix = 0;
   private wide = false;
 
@@ -131,11 +151,11 @@ class CodedRun {
     const prefix = n === 0 ? 0 : commonPrefixLength(keys[0]!, keys[n - 1]!);
     let wide = false;
     for (let i = 0; i < n && !wide; i++) wide = !fitsNarrow(keys[i]!, prefix);
-    const codes: number[] = [];
-    for (let i = 0; i < n; i++) codes.push(wide ? codeAt(keys[i]!, prefix) : narrowCodeAt(keys[i]!, prefix));
+    if (this.codes.length < n) this.codes = new Float64Array(capacityFor(n));
+    const codes = this.codes;
+    for (let i = 0; i < n; i++) codes[i] = wide ? codeAt(keys[i]!, prefix) : narrowCodeAt(keys[i]!, prefix);
     this.prefix = prefix;
     this.wide = wide;
-    this.codes = codes;
   }
 
   private codeOf(key: string): number {
@@ -223,16 +243,33 @@ class CodedRun {
   }
 
   insertAt(at: number, key: string): void {
-    this.keys.splice(at, 0, key);
-    if ((at === 0 || at === this.keys.length - 1) && this.recodedForEnds()) return;
-    if (!this.fits(key)) this.recode();
-    else this.codes.splice(at, 0, this.codeOf(key));
+    // Shifted by hand: splice would allocate the (empty) array of removed keys each time.
+    const keys = this.keys;
+    const n = keys.length;
+    keys.push(key);
+    for (let i = n; i > at; i--) keys[i] = keys[i - 1]!;
+    keys[at] = key;
+    if ((at === 0 || at === n) && this.recodedForEnds()) return;
+    if (!this.fits(key)) {
+      this.recode();
+      return;
+    }
+    if (this.codes.length <= n) {
+      const grown = new Float64Array(capacityFor(n + 1));
+      grown.set(this.codes.subarray(0, n));
+      this.codes = grown;
+    }
+    this.codes.copyWithin(at + 1, at, n);
+    this.codes[at] = this.codeOf(key);
   }
 
   removeAt(at: number): void {
-    this.keys.splice(at, 1);
-    if ((at === 0 || at === this.keys.length) && this.recodedForEnds()) return;
-    this.codes.splice(at, 1);
+    const keys = this.keys;
+    const n = keys.length - 1;
+    for (let i = at; i < n; i++) keys[i] = keys[i + 1]!;
+    keys.pop();
+    if ((at === 0 || at === n) && this.recodedForEnds()) return;
+    this.codes.copyWithin(at, at + 1, n + 1);
   }
 
   /** Puts `key` at `at` in place of the key there; the order must stay as it was. */
@@ -243,11 +280,26 @@ class CodedRun {
     else this.codes[at] = this.codeOf(key);
   }
 
-  /** Moves the keys from `at` on into a new run. */
-  splitOff(at: number): CodedRun {
-    const tail = new CodedRun(this.keys.splice(at));
-    this.recode();
-    return tail;
+  /**
+   * Moves the keys from `at` on into `tail` (an empty run). Both halves keep the codes
+   * they have when their shared prefix is still this run's (the common case): no key is
+   * re-read, where recoding would visit every key string (a cache miss each).
+   */
+  splitInto(at: number, tail: CodedRun): void {
+    const keys = this.keys;
+    const n = keys.length;
+    tail.keys = keys.slice(at);
+    keys.length = at;
+    const prefix = this.prefix;
+    tail.prefix = commonPrefixLength(tail.keys[0]!, tail.keys[n - at - 1]!);
+    if (tail.prefix === prefix) {
+      tail.wide = this.wide;
+      tail.codes = new Float64Array(capacityFor(n - at));
+      tail.codes.set(this.codes.subarray(at, n));
+    } else {
+      tail.recode();
+    }
+    if (commonPrefixLength(keys[0]!, keys[at - 1]!) !== prefix) this.recode();
   }
 
   /** Appends the keys of `next`, all greater than this run's. */
@@ -255,10 +307,60 @@ class CodedRun {
     for (const key of next.keys) this.keys.push(key);
     this.recode();
   }
+
+  /**
+   * Inserts `adds` (sorted, distinct, none in the run) at once: one pass that moves each
+   * key at most once, instead of one shift of the run per key.
+   */
+  insertSorted(adds: readonly string[], slow: boolean): void {
+    const k = adds.length;
+    const keys = this.keys;
+    const n = keys.length;
+    const at: number[] = [];
+    let ends = false;
+    let fits = true;
+    for (let j = 0; j < k; j++) {
+      const key = adds[j]!;
+      const position = this.lowerBound(key, slow || needsCodePointOrder(key));
+      at.push(position);
+      if (position === 0 || position === n) ends = true;
+      if (fits && !this.fits(key)) fits = false;
+    }
+    for (let j = 0; j < k; j++) keys.push(adds[j]!);
+    let codes = this.codes;
+    if (codes.length < n + k) {
+      codes = new Float64Array(capacityFor(n + k));
+      codes.set(this.codes.subarray(0, n));
+      this.codes = codes;
+    }
+    // From the end backwards: the old keys at or after at[j] move up by j + 1.
+    let from = n;
+    for (let j = k - 1; j >= 0; j--) {
+      const position = at[j]!;
+      for (let i = from - 1; i >= position; i--) {
+        keys[i + j + 1] = keys[i]!;
+        codes[i + j + 1] = codes[i]!;
+      }
+      keys[position + j] = adds[j]!;
+      from = position;
+    }
+    if (ends && this.recodedForEnds()) return;
+    if (!fits) {
+      this.recode();
+      return;
+    }
+    for (let j = 0; j < k; j++) codes[at[j]! + j] = this.codeOf(adds[j]!);
+  }
+}
+
+/** A block of the index: a run of sorted keys and the keys added to it but not merged yet. */
+class Block extends CodedRun {
+  /** Keys of this block's range not in `keys` yet, in arrival order (empty when none). */
+  pending: string[] = [];
 }
 
 export class OrderedKeys {
-  private blocks: CodedRun[] = [];
+  private blocks: Block[] = [];
   /** The first key of each block. */
   private firsts = new CodedRun([]);
   private count = 0;
@@ -271,7 +373,7 @@ export class OrderedKeys {
   static fromSorted(keys: readonly string[]): OrderedKeys {
     const index = new OrderedKeys();
     const fill = (BLOCK_KEYS_MAX * 3) >> 2;
-    for (let i = 0; i < keys.length; i += fill) index.blocks.push(new CodedRun(keys.slice(i, i + fill)));
+    for (let i = 0; i < keys.length; i += fill) index.blocks.push(new Block(keys.slice(i, i + fill)));
     index.firsts = new CodedRun(index.blocks.map((block) => block.keys[0]!));
     index.count = keys.length;
     return index;
@@ -289,27 +391,64 @@ export class OrderedKeys {
     return slow ? keys.sort(compareKeys) : keys.sort();
   }
 
-  /** Adds a key that is not in the index. */
+  /**
+   * Adds a key that is not in the index. The key joins its block's pending keys; they
+   * are merged into the block (sorted, in one pass) when BLOCK_PENDING_MAX have come or
+   * when the block is read or shrunk. Why: merging a batch touches the block's arrays
+   * once instead of once per key (each touch a few cache misses in a large index), and
+   * a reader pays at most BLOCK_PENDING_MAX keys' merge per block it reads.
+   */
   insert(key: string): void {
     const blocks = this.blocks;
     this.count++;
     if (blocks.length === 0) {
-      blocks.push(new CodedRun([key]));
+      blocks.push(new Block([key]));
       this.firsts.insertAt(0, key);
       return;
     }
     const slow = needsCodePointOrder(key);
     const b = this.blockFor(key, slow);
     const block = blocks[b]!;
-    const at = block.lowerBound(key, slow);
-    block.insertAt(at, key);
-    // Only block 0 takes keys below its first: others' lie in the block before.
-    if (at === 0) this.firsts.replaceAt(b, key);
-    if (block.length > BLOCK_KEYS_MAX) {
-      const tail = block.splitOff(block.length >> 1);
-      blocks.splice(b + 1, 0, tail);
-      this.firsts.insertAt(b + 1, tail.keys[0]!);
+    // Only block 0 takes keys below its first key (others' lie in the block before), and
+    // such a key becomes the block's first at once, so firsts stays exact.
+    if (b === 0 && compareProbe(key, slow, block.keys[0]!) < 0) {
+      this.flushBlock(0);
+      const first = blocks[0]!;
+      first.insertAt(0, key);
+      this.firsts.replaceAt(0, key);
+      this.splitIfFull(0);
+      return;
     }
+    block.pending.push(key);
+    if (block.pending.length >= BLOCK_PENDING_MAX) this.flushBlock(b);
+  }
+
+  /** Merges block `b`'s pending keys into it (splitting it when it grows too large). */
+  private flushBlock(b: number): void {
+    const block = this.blocks[b]!;
+    const pending = block.pending;
+    if (pending.length === 0) return;
+    block.pending = [];
+    let slow = false;
+    for (const key of pending) {
+      if (needsCodePointOrder(key)) {
+        slow = true;
+        break;
+      }
+    }
+    if (slow) pending.sort(compareKeys);
+    else pending.sort();
+    block.insertSorted(pending, slow);
+    this.splitIfFull(b);
+  }
+
+  private splitIfFull(b: number): void {
+    const block = this.blocks[b]!;
+    if (block.length <= BLOCK_KEYS_MAX) return;
+    const tail = new Block([]);
+    block.splitInto(block.length >> 1, tail);
+    this.blocks.splice(b + 1, 0, tail);
+    this.firsts.insertAt(b + 1, tail.keys[0]!);
   }
 
   /** Removes a key that is in the index; returns false (changing nothing) when it is not. */
@@ -317,7 +456,7 @@ export class OrderedKeys {
     const blocks = this.blocks;
     if (blocks.length === 0) return false;
     const slow = needsCodePointOrder(key);
-    const b = this.blockFor(key, slow);
+    const b = this.mergedBlockFor(key, slow);
     const block = blocks[b]!;
     const at = block.lowerBound(key, slow);
     if (block.keys[at] !== key) return false;
@@ -331,7 +470,8 @@ export class OrderedKeys {
     if (at === 0) this.firsts.replaceAt(b, block.keys[0]!);
     if (block.length < BLOCK_KEYS_MERGE && b + 1 < blocks.length) {
       const next = blocks[b + 1]!;
-      if (block.length + next.length <= BLOCK_KEYS_MAX) {
+      if (block.length + next.length + next.pending.length <= BLOCK_KEYS_MAX) {
+        this.flushBlock(b + 1);
         block.absorb(next);
         blocks.splice(b + 1, 1);
         this.firsts.removeAt(b + 1);
@@ -348,10 +488,12 @@ export class OrderedKeys {
     const blocks = this.blocks;
     if (blocks.length === 0) return;
     const slow = needsCodePointOrder(from);
-    let b = this.blockFor(from, slow);
+    let b = this.mergedBlockFor(from, slow);
     let i = blocks[b]!.lowerBound(from, slow);
     if (exclusive && blocks[b]!.keys[i] === from) i++;
     for (; b < blocks.length; b++, i = 0) {
+      // A split while merging puts the block's tail right after it, already merged.
+      this.flushBlock(b);
       const keys = blocks[b]!.keys;
       for (; i < keys.length; i++) if (!visit(keys[i]!)) return;
     }
@@ -359,7 +501,16 @@ export class OrderedKeys {
 
   /** Every key in order; for tests and consistency checks. */
   keys(): string[] {
+    for (let b = 0; b < this.blocks.length; b++) this.flushBlock(b);
     return this.blocks.flatMap((block) => block.keys);
+  }
+
+  /** Like blockFor, after merging that block's pending keys (which may split it). */
+  private mergedBlockFor(key: string, slow: boolean): number {
+    const b = this.blockFor(key, slow);
+    if (this.blocks[b]!.pending.length === 0) return b;
+    this.flushBlock(b);
+    return this.blockFor(key, slow);
   }
 
   /** The block whose range holds `key`: the last whose first key is <= key, or block 0. */
