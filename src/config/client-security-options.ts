@@ -59,7 +59,7 @@ export const serverSecurityOptions = [
     default: DEFAULT_MAX_CLIENT_CONNECTIONS,
     valueHint: "N",
     description:
-      "Connections the client listener keeps open at once; tcp/unix: more are closed at once; http: idle keep-alive ones are closed to make room, else 503",
+      "Connections the client listener keeps open at once, counted from accept; tcp/unix: more are closed at once; http: the longest-idle keep-alive one is closed to make room, else 503",
   }),
   defineOption({
     name: "client-idle-timeout",
@@ -68,7 +68,7 @@ export const serverSecurityOptions = [
     default: DEFAULT_CLIENT_IDLE_TIMEOUT_MS,
     valueHint: "DURATION",
     description:
-      "Close a client connection with no request in flight after this long without traffic (0: never; http: at most 255s)",
+      "Close a client connection with no request in flight after this long without traffic (0: never)",
   }),
 ] as const;
 

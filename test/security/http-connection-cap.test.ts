@@ -1,8 +1,13 @@
-import { describe, expect, test } from "bun:test";
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { lockShard, startStack } from "../rpc/harness.ts";
 import { encodeRequestFrame } from "../support/raw-frame.ts";
+import { makeTestPki, type TestPki } from "./pki.ts";
 
-/** The http listener's connection cap (--max-client-connections), which Bun.serve lacks. */
+/**
+ * The http listener's connection cap (--max-client-connections) and head timeout: every
+ * accepted connection counts from accept, a silent one is closed after the handshake
+ * timeout, and one over the cap is refused at once with a 503 saying why.
+ */
 
 interface RawHttp {
   /** Sends one request and resolves with the status line, headers and body of its response. */
@@ -11,6 +16,10 @@ interface RawHttp {
     path: string,
     body?: Uint8Array,
   ): Promise<{ status: number; head: string; body: string }>;
+  /** Writes raw bytes (e.g. part of a head). */
+  send(text: string): void;
+  /** Everything received that no request() took. */
+  received(): string;
   closed: Promise<void>;
   isClosed(): boolean;
   close(): void;
@@ -57,6 +66,10 @@ async function rawHttp(endpoint: string): Promise<RawHttp> {
     closed,
     isClosed: () => closedFlag,
     close: () => socket.terminate(),
+    send: (text) => {
+      socket.write(text);
+    },
+    received: () => buffered,
     async request(method, path, body = new Uint8Array(0)) {
       socket.write(
         `${method} ${path} HTTP/1.1\r\nHost: dkv\r\nContent-Type: application/octet-stream\r\nContent-Length: ${body.length}\r\n\r\n`,
@@ -84,8 +97,14 @@ async function within<T>(ms: number, promise: Promise<T>, what: string): Promise
   }
 }
 
+async function waitFor(what: string, check: () => boolean): Promise<void> {
+  // Bounded: 600 × 5 ms.
+  for (let i = 0; i < 600 && !check(); i++) await Bun.sleep(5);
+  if (!check()) throw new Error(`timed out waiting for ${what}`);
+}
+
 describe("http connection cap", () => {
-  test("idle keep-alive connections make room; busy ones fill the cap and the next is refused with 503", async () => {
+  test("idle keep-alive connections make room, oldest first; busy ones fill the cap and the next is refused with 503", async () => {
     const stack = await startStack("http", "binary", { server: { limits: { maxConnections: 2 } } });
     const opened: RawHttp[] = [];
     const connect = async () => {
@@ -98,7 +117,6 @@ describe("http connection cap", () => {
       const idle = [await connect(), await connect()];
       for (const raw of idle) expect((await raw.request("GET", "/healthz")).status).toBe(200);
       expect(stack.server.connections).toBe(2);
-      // A third is admitted: the idle two are closed to make room.
       await stack.locks.acquire("held", 0);
       // A blocking acquire that waits 2 s (of the stack's manual clock): in progress till then.
       const blockedAcquire = (raw: RawHttp) =>
@@ -107,14 +125,16 @@ describe("http connection cap", () => {
           `/v1/${lockShard}/acquire`,
           encodeRequestFrame("acquire", { key: "held", ttlMs: 0, waitMs: 2_000 }, { shard: lockShard }),
         );
+      // Each new connection closes the longest-idle one to make room.
       const waits = [blockedAcquire(await connect())];
-      await within(3_000, Promise.all(idle.map((raw) => raw.closed)), "closing the idle connections");
+      await within(3_000, idle[0]!.closed, "closing the older idle connection");
+      expect(idle[1]!.isClosed()).toBe(false);
       waits.push(blockedAcquire(await connect()));
-      for (let i = 0; i < 200 && stack.server.connections < 2; i++) await Bun.sleep(5);
-      expect(stack.server.connections).toBe(2);
-      // Both busy (blocked acquires): the next connection is refused, with a reason, and closed.
+      await within(3_000, idle[1]!.closed, "closing the other idle connection");
+      await waitFor("two busy connections", () => stack.server.connections === 2);
+      // Both busy (blocked acquires): the next connection is refused at once, with a reason, and closed.
       const extra = await connect();
-      const refused = await extra.request("GET", "/healthz");
+      const refused = await within(3_000, extra.request("GET", "/healthz"), "the refusal");
       expect(refused.status).toBe(503);
       expect(refused.head.toLowerCase()).toContain("connection: close");
       expect(JSON.parse(refused.body)).toMatchObject({
@@ -122,6 +142,7 @@ describe("http connection cap", () => {
         message: expect.stringContaining("--max-client-connections"),
       });
       await within(3_000, extra.closed, "closing the refused connection");
+      expect(stack.server.connections).toBe(2);
       // The busy ones still get their answers; then their slots are usable again.
       await stack.clock.advance(2_000);
       for (const response of await Promise.all(waits)) expect(response.status).toBe(200);
@@ -131,5 +152,92 @@ describe("http connection cap", () => {
       for (const raw of opened) raw.close();
       await stack.close();
     }
+  });
+
+  test("silent connections count from accept, the next real client is refused at once, and they are closed after the head timeout", async () => {
+    const cap = 4;
+    const headTimeoutMs = 400;
+    const stack = await startStack("http", "binary", {
+      server: { limits: { maxConnections: cap, handshakeTimeoutMs: headTimeoutMs } },
+    });
+    const opened: RawHttp[] = [];
+    try {
+      // A hostile client: `cap` connections that never send a byte, and one sending half a head.
+      const silent: RawHttp[] = [];
+      for (let i = 0; i < cap - 1; i++) silent.push(await rawHttp(stack.server.endpoint));
+      const slow = await rawHttp(stack.server.endpoint);
+      opened.push(...silent, slow);
+      slow.send("POST /v1/100/get HTTP/1.1\r\nHost: dkv\r\n");
+      const connectedAt = performance.now();
+      await waitFor("the silent connections to be counted", () => stack.server.connections === cap);
+      // The next real client gets a clear refusal right away, not a hang.
+      const real = await rawHttp(stack.server.endpoint);
+      opened.push(real);
+      const refused = await within(headTimeoutMs, real.request("GET", "/healthz"), "the refusal");
+      expect(refused.status).toBe(503);
+      expect(JSON.parse(refused.body).message).toContain("--max-client-connections");
+      await within(3_000, real.closed, "closing the refused connection");
+      // The head timeout closes them all: the silent ones without a word, the slow one with a 408.
+      await within(
+        5_000,
+        Promise.all([...silent, slow].map((raw) => raw.closed)),
+        "closing the connections that sent no complete head",
+      );
+      expect(performance.now() - connectedAt).toBeGreaterThanOrEqual(headTimeoutMs - 50);
+      expect(slow.received()).toContain("408");
+      await waitFor("the closed connections to be uncounted", () => stack.server.connections === 0);
+      // Now a real client is served.
+      const later = await rawHttp(stack.server.endpoint);
+      opened.push(later);
+      expect((await later.request("GET", "/healthz")).status).toBe(200);
+      // A keep-alive connection between requests is not held to the head timeout (the idle timeout applies).
+      await Bun.sleep(headTimeoutMs * 2);
+      expect(later.isClosed()).toBe(false);
+      expect((await later.request("GET", "/healthz")).status).toBe(200);
+    } finally {
+      for (const raw of opened) raw.close();
+      await stack.close();
+    }
+  });
+
+  describe("with TLS", () => {
+    let pki: TestPki;
+    beforeAll(async () => {
+      pki = await makeTestPki();
+    });
+    afterAll(async () => {
+      await pki.remove();
+    });
+
+    test("connections that never start the TLS handshake count from accept and are closed after the timeout; the refused client is told why after its handshake", async () => {
+      const cap = 2;
+      const headTimeoutMs = 400;
+      const stack = await startStack("http", "binary", {
+        server: {
+          limits: { maxConnections: cap, handshakeTimeoutMs: headTimeoutMs },
+          tls: { cert: pki.member.cert, key: pki.member.key, requireClientCert: false },
+        },
+      });
+      const opened: RawHttp[] = [];
+      try {
+        for (let i = 0; i < cap; i++) opened.push(await rawHttp(stack.server.endpoint));
+        await waitFor("the silent connections to be counted", () => stack.server.connections === cap);
+        const [host, port] = [stack.server.endpoint.split(":")[0]!, stack.server.endpoint.split(":")[1]!];
+        const refused = await within(
+          3_000,
+          fetch(`https://${host}:${port}/healthz`, { tls: { ca: pki.ca.cert } }),
+          "the refusal over TLS",
+        );
+        expect(refused.status).toBe(503);
+        expect((await refused.json()) as unknown).toMatchObject({ error: "UNAVAILABLE" });
+        await within(5_000, Promise.all(opened.map((raw) => raw.closed)), "closing the silent connections");
+        await waitFor("the closed connections to be uncounted", () => stack.server.connections === 0);
+        const served = await fetch(`https://${host}:${port}/healthz`, { tls: { ca: pki.ca.cert } });
+        expect(served.status).toBe(200);
+      } finally {
+        for (const raw of opened) raw.close();
+        await stack.close();
+      }
+    });
   });
 });

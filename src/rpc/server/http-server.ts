@@ -1,35 +1,24 @@
+import type { Socket, TCPSocketListener } from "bun";
 import type { Identity, TokenAuthority } from "../../auth/index.ts";
 import type { SnapshotStreamSource } from "../../backup/source.ts";
-import { snapshotHttpResponse } from "../../backup/stream-server.ts";
-import { DkvError, type DkvErrorCode } from "../../errors.ts";
-import type { WatchEvent } from "../../store/types.ts";
+import { DkvError } from "../../errors.ts";
 import { ByteWriter } from "../protocol/byte-writer.ts";
 import { type Endpoint, formatInet } from "../protocol/endpoint.ts";
-import {
-  connectionHeader,
-  FrameDecoder,
-  type FrameHeader,
-  flagResponse,
-  headerBytes,
-} from "../protocol/frame.ts";
-import {
-  type FieldSpec,
-  type Message,
-  type OpName,
-  opCodes,
-  opNames,
-  requestSchemas,
-  responseSchemas,
-  streamOpCodes,
-} from "../protocol/types.ts";
-import { fromBase64, toBase64 } from "../serializer/json.ts";
+import { headerBytes } from "../protocol/frame.ts";
 import type { Serializer } from "../serializer/types.ts";
 import type { RequestDispatcher, RpcLogger } from "./dispatcher.ts";
-import { HttpConnectionCap } from "./http-connection-cap.ts";
+import {
+  type FixedReply,
+  type HttpReply,
+  type HttpRouteOptions,
+  type HttpRouteState,
+  identityOf,
+  jsonError,
+  route,
+} from "./http-routes.ts";
+import { type Http1Request, Http1RequestParser } from "./http1-parser.ts";
 import { bunTlsOptions, type ServerTls } from "./listener-security.ts";
-import { writeReplyFrame } from "./reply.ts";
-import type { ConnectionLimits } from "./socket-server.ts";
-import { openWatch, toWatchError, writeWatchErrorFrame, writeWatchEventFrame } from "./watch-stream.ts";
+import type { ConnectionLimits, ConnectionObserver } from "./socket-server.ts";
 
 export interface HttpServerOptions {
   endpoint: Endpoint;
@@ -40,460 +29,584 @@ export interface HttpServerOptions {
   tls?: ServerTls | undefined;
   authority?: TokenAuthority | undefined;
   limits: ConnectionLimits;
+  observer?: ConnectionObserver | undefined;
   snapshotStream?: SnapshotStreamSource | undefined;
 }
 
-/** Bun.serve's idle timeout is whole seconds, at most 255. */
-const httpIdleTimeoutMaxS = 255;
-
-const utf8Encoder = new TextEncoder();
-const utf8Decoder = new TextDecoder("utf-8", { fatal: true });
-
-/** URL op names, case-insensitive, with the CLI's aliases. */
-const opByUrlName = new Map<string, OpName>(opNames.map((n) => [n.toLowerCase(), n]));
-opByUrlName.set("del", "delete");
-opByUrlName.set("expr", "expire");
-
 export interface HttpServer {
   readonly endpoint: string;
-  /** Connections open now, as counted by the connection cap. */
+  /** Connections open now: every accepted one counts, from accept to close. */
   readonly connections: number;
   stop(drainMs: number): Promise<void>;
 }
 
+/** Request line and header fields of one request. */
+const headBytesMax = 16 * 1024;
+const headerFieldsMax = 100;
+/** A streamed reply waits while more than this is queued for the peer. */
+const streamHighWaterBytes = 1024 * 1024;
+/** Unsent reply bytes a connection may pile up (a peer that does not read) before it is cut. */
+const pendingOutputBytesMin = 64 * 1024 * 1024;
+const closeGraceMs = 2000;
+/** Refused connections still being told why (a 503, then closed); more are closed at once. */
+const refusingMax = 64;
+const refusingGraceMs = 1000;
+
+const reasons: Record<number, string> = {
+  100: "Continue",
+  200: "OK",
+  400: "Bad Request",
+  401: "Unauthorized",
+  403: "Forbidden",
+  404: "Not Found",
+  405: "Method Not Allowed",
+  408: "Request Timeout",
+  413: "Content Too Large",
+  415: "Unsupported Media Type",
+  417: "Expectation Failed",
+  429: "Too Many Requests",
+  431: "Request Header Fields Too Large",
+  500: "Internal Server Error",
+  501: "Not Implemented",
+  503: "Service Unavailable",
+  504: "Gateway Timeout",
+  505: "HTTP Version Not Supported",
+};
+const continueBytes = new TextEncoder().encode("HTTP/1.1 100 Continue\r\n\r\n");
+const asciiEncoder = new TextEncoder();
+
+/** What every connection of one listener shares. */
+interface ListenerState {
+  readonly options: HttpServerOptions;
+  readonly routes: HttpRouteOptions;
+  readonly routeState: HttpRouteState;
+  readonly parserLimits: { headBytesMax: number; headerFieldsMax: number; bodyBytesMax: number };
+  /** Every accepted connection until it closes: what the cap counts. */
+  readonly connections: Set<HttpConnection>;
+  /** Keep-alive connections between requests, oldest first: closed to make room at the cap. */
+  readonly idle: Set<HttpConnection>;
+}
+
 /**
- * POST /v1/<shard>/<op>. A body with content-type application/octet-stream is one request
- * frame and gets one reply frame (what RpcClient sends); anything else is JSON for humans.
+ * One accepted connection speaking HTTP/1.1: requests are parsed as bytes arrive and
+ * answered one at a time, in order (pipelined ones wait in the parser's buffer, bounded);
+ * replies are batched into one socket write per microtask turn, like the tcp transport.
+ */
+class HttpConnection {
+  private readonly out = new ByteWriter(512);
+  private readonly parser: Http1RequestParser;
+  private flushQueued = false;
+  private pumping = false;
+  /** A request is being answered. */
+  busy = false;
+  /** No more requests: close once the reply in progress is sent. */
+  private closing = false;
+  closed = false;
+  /** TLS handshake finished (always true without TLS). */
+  secured: boolean;
+  readonly openedAtMs: number;
+  lastActivityMs: number;
+  /** When the head awaited now began: accept for the first request, its first byte for later ones. */
+  headSinceMs: number | undefined;
+  private served = 0;
+  private readonly bufferedBytesMax: number;
+  private readonly pendingOutputBytesMax: number;
+  /** The last Authorization header and its identity: one SHA-256 per connection and token. */
+  private authHeader: string | undefined;
+  private authIdentity: Identity | undefined;
+  private drainWaiter: (() => void) | undefined;
+  private stream: { cancel(): Promise<void> } | undefined;
+  private closedResolvers: (() => void)[] = [];
+
+  constructor(
+    private readonly socket: Socket<SocketData>,
+    private readonly state: ListenerState,
+    nowMs: number,
+  ) {
+    this.secured = state.options.tls === undefined;
+    this.openedAtMs = nowMs;
+    this.lastActivityMs = nowMs;
+    this.headSinceMs = nowMs;
+    this.parser = new Http1RequestParser(state.parserLimits);
+    const bodyMax = state.parserLimits.bodyBytesMax;
+    this.bufferedBytesMax = bodyMax + headBytesMax + 64 * 1024;
+    this.pendingOutputBytesMax = Math.max(pendingOutputBytesMin, 2 * bodyMax);
+  }
+
+  /** Waiting for a request head (not for a body whose head is in). */
+  get awaitingHead(): boolean {
+    return !this.busy && !this.closing && this.headSinceMs !== undefined;
+  }
+
+  /** Has it answered a request (so an idle timeout, not the head timeout, applies between requests)? */
+  get keptAlive(): boolean {
+    return this.served > 0;
+  }
+
+  onData(chunk: Uint8Array, nowMs: number): void {
+    this.lastActivityMs = nowMs;
+    if (this.closing) return;
+    if (!this.parser.partial) {
+      this.state.idle.delete(this);
+      this.headSinceMs ??= nowMs;
+    }
+    this.parser.push(chunk);
+    if (this.parser.bufferedBytes > this.bufferedBytesMax) {
+      this.state.options.logger.warn(
+        "http: closing a connection that sent more than it waits to be answered",
+      );
+      this.socket.terminate();
+      return;
+    }
+    if (!this.busy) this.pump();
+  }
+
+  /** Answers the requests that have arrived, in order, until one is in progress or bytes run out. */
+  private pump(): void {
+    if (this.pumping) return;
+    this.pumping = true;
+    try {
+      // Each turn takes one request (or a 100-continue) off the parser's bounded buffer.
+      while (!this.busy && !this.closing && !this.closed) {
+        const result = this.parser.poll();
+        if (result === undefined) {
+          if (this.parser.awaitingBody) {
+            // The body must keep arriving: the idle timeout applies.
+            this.headSinceMs = undefined;
+          } else if (this.parser.partial || !this.keptAlive) {
+            this.headSinceMs ??= Date.now();
+          } else {
+            this.headSinceMs = undefined;
+            this.state.idle.add(this);
+          }
+          return;
+        }
+        if (result.kind === "continue") {
+          this.headSinceMs = undefined;
+          this.out.bytes(continueBytes);
+          this.queueFlush();
+          continue;
+        }
+        if (result.kind === "error") {
+          const { status, message } = result.error;
+          this.state.options.logger.debug(`http: refused a request: ${message}`);
+          this.writeFixed(jsonError(new DkvError("BAD_REQUEST", message), status), false, false);
+          void this.closeGracefully();
+          return;
+        }
+        this.serve(result.request);
+      }
+    } finally {
+      this.pumping = false;
+    }
+  }
+
+  private serve(request: Http1Request): void {
+    this.busy = true;
+    this.headSinceMs = undefined;
+    let reply: HttpReply | Promise<HttpReply>;
+    try {
+      reply = route(request, this.identity(request), this.state.routes, this.state.routeState);
+    } catch (error) {
+      reply = this.internalError(error);
+    }
+    if (reply instanceof Promise) {
+      reply.then(
+        (settled) => this.respond(request, settled),
+        (error: unknown) => this.respond(request, this.internalError(error)),
+      );
+    } else {
+      this.respond(request, reply);
+    }
+  }
+
+  private identity(request: Http1Request): Identity | undefined {
+    const authority = this.state.options.authority;
+    if (authority === undefined) return undefined;
+    const header = request.headers.get("authorization");
+    if (header !== this.authHeader || this.authIdentity === undefined) {
+      this.authHeader = header;
+      this.authIdentity = identityOf(header, authority);
+    }
+    return this.authIdentity;
+  }
+
+  private internalError(error: unknown): FixedReply {
+    this.state.options.logger.warn(`http: ${error instanceof Error ? error.message : String(error)}`);
+    return jsonError(new DkvError("INTERNAL", "internal server error; see the server log"));
+  }
+
+  private respond(request: Http1Request, reply: HttpReply): void {
+    if (this.closed) return;
+    const keepAlive = request.keepAlive && !this.closing;
+    const withBody = request.method !== "HEAD";
+    if (reply instanceof Response) {
+      void this.sendStream(request, reply, keepAlive, withBody);
+      return;
+    }
+    this.writeFixed(reply, keepAlive, withBody);
+    this.finished(keepAlive);
+  }
+
+  private finished(keepAlive: boolean): void {
+    this.busy = false;
+    this.served++;
+    if (!keepAlive) {
+      void this.closeGracefully();
+      return;
+    }
+    this.pump();
+  }
+
+  private writeHead(status: number, fields: string, keepAlive: boolean): void {
+    const connection = keepAlive ? "" : "connection: close\r\n";
+    const head = `HTTP/1.1 ${status} ${reasons[status] ?? "Status"}\r\n${fields}${connection}\r\n`;
+    this.out.ensure(head.length);
+    this.out.length += asciiEncoder.encodeInto(head, this.out.buf.subarray(this.out.length)).written;
+  }
+
+  private writeFixed(reply: FixedReply, keepAlive: boolean, withBody: boolean): void {
+    let fields = `content-type: ${reply.contentType}\r\ncontent-length: ${reply.body.length}\r\n`;
+    if (reply.headers !== undefined) for (const field of reply.headers) fields += `${field}\r\n`;
+    this.writeHead(reply.status, fields, keepAlive);
+    if (withBody) this.out.bytes(reply.body);
+    this.queueFlush();
+  }
+
+  /** A streamed body, chunked (HTTP/1.0: raw, then close); waits while the peer reads slowly. */
+  private async sendStream(
+    request: Http1Request,
+    response: Response,
+    keepAliveAsked: boolean,
+    withBody: boolean,
+  ): Promise<void> {
+    const chunked = request.minorVersion === 1;
+    const keepAlive = keepAliveAsked && chunked;
+    let fields = "";
+    for (const [name, value] of response.headers) {
+      if (name !== "content-length" && name !== "transfer-encoding" && name !== "connection") {
+        fields += `${name}: ${value}\r\n`;
+      }
+    }
+    if (chunked && withBody) fields += "transfer-encoding: chunked\r\n";
+    this.writeHead(response.status, fields, keepAlive);
+    this.queueFlush();
+    const reader = withBody ? response.body?.getReader() : undefined;
+    if (reader === undefined) {
+      if (withBody && chunked) this.writeAscii("0\r\n\r\n");
+      this.finished(keepAlive);
+      return;
+    }
+    this.stream = reader;
+    try {
+      // Bounded by the stream: it ends, fails, or is cancelled when the connection closes.
+      for (;;) {
+        const next = await reader.read();
+        if (this.closed) return;
+        if (next.done) break;
+        if (next.value.length === 0) continue;
+        if (chunked) this.writeAscii(`${next.value.length.toString(16)}\r\n`);
+        this.out.bytes(next.value);
+        if (chunked) this.writeAscii("\r\n");
+        this.queueFlush();
+        if (this.out.length > streamHighWaterBytes)
+          await new Promise<void>((resolve) => (this.drainWaiter = resolve));
+        if (this.closed) return;
+      }
+    } catch (error) {
+      // The body breaks off: the peer sees a truncated reply (no final chunk) and refuses it.
+      this.state.options.logger.warn(
+        `http: a streamed reply failed: ${error instanceof Error ? error.message : String(error)}`,
+      );
+      this.flush();
+      this.socket.end();
+      return;
+    } finally {
+      this.stream = undefined;
+    }
+    if (chunked) this.writeAscii("0\r\n\r\n");
+    this.queueFlush();
+    this.finished(keepAlive);
+  }
+
+  private writeAscii(text: string): void {
+    this.out.ensure(text.length);
+    this.out.length += asciiEncoder.encodeInto(text, this.out.buf.subarray(this.out.length)).written;
+  }
+
+  private queueFlush(): void {
+    if (!this.flushQueued) {
+      this.flushQueued = true;
+      queueMicrotask(this.flush);
+    }
+  }
+
+  readonly flush = (): void => {
+    this.flushQueued = false;
+    if (this.closed) return;
+    if (this.out.length > 0) {
+      const written = this.socket.write(this.out.written());
+      this.out.consume(Math.max(0, written));
+    }
+    if (this.out.length <= streamHighWaterBytes && this.drainWaiter !== undefined) {
+      const waiter = this.drainWaiter;
+      this.drainWaiter = undefined;
+      waiter();
+    }
+    if (this.out.length > this.pendingOutputBytesMax) {
+      this.state.options.logger.warn("http: closing connection: the peer does not read its replies");
+      this.socket.terminate();
+      return;
+    }
+    if (this.closing && !this.busy && this.out.length === 0) this.socket.end();
+  };
+
+  /** Stops taking requests, sends the reply in progress and what is pending, then closes; forced after a grace period. */
+  closeGracefully(): Promise<void> {
+    if (this.closed) return Promise.resolve();
+    this.closing = true;
+    this.state.idle.delete(this);
+    const closedPromise = new Promise<void>((resolve) => this.closedResolvers.push(resolve));
+    const timer = setTimeout(() => this.socket.terminate(), closeGraceMs);
+    closedPromise.then(() => clearTimeout(timer));
+    this.flush();
+    return closedPromise;
+  }
+
+  /** The head timeout passed: a 408 (when the peer can read it), then close. */
+  timeOutHead(timeoutMs: number): void {
+    if (!this.secured) {
+      this.socket.terminate();
+      return;
+    }
+    const message = `no complete request head within ${timeoutMs} ms; send the request right after connecting`;
+    this.writeFixed(jsonError(new DkvError("TIMEOUT", message), 408), false, true);
+    void this.closeGracefully();
+  }
+
+  terminate(): void {
+    this.socket.terminate();
+  }
+
+  onClose(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.state.idle.delete(this);
+    void this.stream?.cancel().catch(() => undefined);
+    this.drainWaiter?.();
+    this.drainWaiter = undefined;
+    for (const resolve of this.closedResolvers) resolve();
+    this.closedResolvers = [];
+  }
+}
+
+/** A connection refused at the cap: told why (a 503) when it can read it, closed soon after. */
+interface Refused {
+  readonly refused: true;
+  timer: ReturnType<typeof setTimeout>;
+}
+
+type SocketData = HttpConnection | Refused | undefined;
+
+/**
+ * The http transport on Bun.listen (HTTP/1.1, keep-alive), so the listener sees every
+ * connection from accept: each counts against --max-client-connections at once, must send
+ * its first request head within the handshake timeout (with TLS: handshake and head), and
+ * is closed after the idle timeout between requests. At the cap, the longest-idle
+ * keep-alive connection is closed to make room; if none is idle, the new one gets a 503
+ * and is closed.
  */
 export function startHttpServer(options: HttpServerOptions): HttpServer {
-  if (options.endpoint.kind !== "inet") {
+  const endpoint = options.endpoint;
+  if (endpoint.kind !== "inet") {
     throw new DkvError("USAGE", "the http transport needs a host:port endpoint, not a socket path");
   }
-  const idleTimeoutMs = options.limits.idleTimeoutMs;
-  const watches = { open: 0 };
-  const idleTimeoutS =
-    idleTimeoutMs <= 0 ? 0 : Math.min(httpIdleTimeoutMaxS, Math.max(1, Math.ceil(idleTimeoutMs / 1000)));
-  const cap = new HttpConnectionCap(
-    options.limits.maxConnections,
-    idleTimeoutS * 1000,
-    () => performance.now(),
-    (message) => options.logger.warn(message),
-  );
-  const server = Bun.serve({
-    hostname: options.endpoint.hostname,
-    port: options.endpoint.port,
-    maxRequestBodySize: options.maxFrameBytes + headerBytes,
-    idleTimeout: idleTimeoutS,
-    ...(options.tls === undefined ? {} : { tls: bunTlsOptions(options.tls) }),
-    fetch: (request, bunServer) => admitted(request, bunServer, cap, options, watches),
-    error(error) {
-      options.logger.warn(`http: ${error.message}`);
-      return jsonError(new DkvError("INTERNAL", "internal server error; see the server log"));
+  const { limits, logger } = options;
+  const state: ListenerState = {
+    options,
+    routes: {
+      dispatcher: options.dispatcher,
+      serializer: options.serializer,
+      maxFrameBytes: options.maxFrameBytes,
+      logger,
+      authority: options.authority,
+      snapshotStream: options.snapshotStream,
+      watchesMax: limits.maxConnections,
     },
-  });
-  const bound = formatInet(options.endpoint.hostname, server.port ?? options.endpoint.port);
-  options.logger.info(`listening on ${options.tls === undefined ? "http" : "https"}://${bound}`);
+    routeState: { watchesOpen: 0 },
+    parserLimits: { headBytesMax, headerFieldsMax, bodyBytesMax: options.maxFrameBytes + headerBytes },
+    connections: new Set(),
+    idle: new Set(),
+  };
+  const refusing = new Set<Socket<SocketData>>();
+  let refusedSinceWarning = 0;
+  let lastRefusalWarningMs = Number.NEGATIVE_INFINITY;
+  const refusalBytes = (() => {
+    const reply = jsonError(
+      new DkvError(
+        "UNAVAILABLE",
+        `the server has ${limits.maxConnections} http connections open (--max-client-connections); retry later, reuse a keep-alive connection, or raise the limit`,
+      ),
+      503,
+      ["retry-after: 1"],
+    );
+    const head = `HTTP/1.1 503 Service Unavailable\r\ncontent-type: ${reply.contentType}\r\ncontent-length: ${reply.body.length}\r\n${reply.headers?.join("\r\n")}\r\nconnection: close\r\n\r\n`;
+    const bytes = new Uint8Array(head.length + reply.body.length);
+    bytes.set(asciiEncoder.encode(head));
+    bytes.set(reply.body, head.length);
+    return bytes;
+  })();
+  const closed = (socket: Socket<SocketData>) => {
+    const data = socket.data;
+    if (data === undefined) return;
+    if (data instanceof HttpConnection) {
+      data.onClose();
+      if (state.connections.delete(data)) options.observer?.connectionClosed();
+    } else {
+      clearTimeout(data.timer);
+      refusing.delete(socket);
+    }
+  };
+  const refuse = (socket: Socket<SocketData>, nowMs: number) => {
+    refusedSinceWarning++;
+    if (nowMs - lastRefusalWarningMs >= 10_000) {
+      logger.warn(
+        `http: refused ${refusedSinceWarning} connection(s): ${limits.maxConnections} already open (--max-client-connections)`,
+      );
+      refusedSinceWarning = 0;
+      lastRefusalWarningMs = nowMs;
+    }
+    if (refusing.size >= refusingMax) {
+      socket.terminate();
+      return;
+    }
+    socket.data = { refused: true, timer: setTimeout(() => socket.terminate(), refusingGraceMs) };
+    refusing.add(socket);
+    // With TLS the reason is sent once the handshake is done.
+    if (options.tls === undefined) socket.end(refusalBytes);
+  };
+  const handlers = {
+    binaryType: "uint8array" as const,
+    open(socket: Socket<SocketData>) {
+      const nowMs = Date.now();
+      if (state.connections.size >= limits.maxConnections) {
+        // The longest-idle keep-alive connection makes room; it has nothing in progress.
+        const oldest = state.idle.values().next();
+        if (oldest.done === true) {
+          refuse(socket, nowMs);
+          return;
+        }
+        state.idle.delete(oldest.value);
+        oldest.value.terminate();
+        if (state.connections.delete(oldest.value)) options.observer?.connectionClosed();
+      }
+      const connection = new HttpConnection(socket, state, nowMs);
+      socket.data = connection;
+      state.connections.add(connection);
+      options.observer?.connectionOpened();
+    },
+    handshake(socket: Socket<SocketData>, success: boolean, authorizationError: Error | null) {
+      const data = socket.data;
+      if (data === undefined) return;
+      if (!success) {
+        logger.debug(`TLS handshake refused: ${authorizationError?.message ?? "unknown reason"}`);
+        socket.terminate();
+        return;
+      }
+      if (data instanceof HttpConnection) data.secured = true;
+      else socket.end(refusalBytes);
+    },
+    data(socket: Socket<SocketData>, chunk: Uint8Array) {
+      const data = socket.data;
+      if (data instanceof HttpConnection) data.onData(chunk, Date.now());
+    },
+    drain(socket: Socket<SocketData>) {
+      const data = socket.data;
+      if (data instanceof HttpConnection) data.flush();
+    },
+    close: closed,
+    error(socket: Socket<SocketData>, error: Error) {
+      logger.debug(`http: socket error: ${error.message}`);
+      closed(socket);
+    },
+  };
+  const tls = options.tls === undefined ? undefined : bunTlsOptions(options.tls);
+  let listener: TCPSocketListener<SocketData>;
+  try {
+    listener = Bun.listen<SocketData>({
+      hostname: endpoint.hostname,
+      port: endpoint.port,
+      socket: handlers,
+      ...(tls === undefined ? {} : { tls }),
+    });
+  } catch (error) {
+    throw new DkvError(
+      "UNAVAILABLE",
+      `cannot listen on ${formatInet(endpoint.hostname, endpoint.port)}: ${error instanceof Error ? error.message : String(error)}; is another server using it?`,
+      { cause: error },
+    );
+  }
+  const sweeper = startSweeper(state, limits, logger);
+  const bound = formatInet(endpoint.hostname, listener.port);
+  logger.info(`listening on ${tls === undefined ? "http" : "https"}://${bound}`);
   return {
     endpoint: bound,
     get connections() {
-      return cap.size;
+      return state.connections.size;
     },
     async stop(drainMs: number) {
-      const stopped = server.stop(false);
+      clearInterval(sweeper);
+      listener.stop(false);
       await options.dispatcher.drain(drainMs);
-      await Promise.race([stopped, Bun.sleep(drainMs)]);
-      server.stop(true);
+      await Promise.race([
+        Promise.all([...state.connections].map((c) => c.closeGracefully())),
+        Bun.sleep(drainMs),
+      ]);
+      for (const socket of refusing) socket.terminate();
+      listener.stop(true);
     },
   };
-}
-
-/** Every request passes the connection cap (--max-client-connections) first. */
-async function admitted(
-  request: Request,
-  server: Bun.Server<undefined>,
-  cap: HttpConnectionCap,
-  options: HttpServerOptions,
-  watches: { open: number },
-): Promise<Response> {
-  const peer = server.requestIP(request);
-  const key = peer === null ? "" : `${peer.address}:${peer.port}`;
-  const refusal = cap.admit(key, server);
-  if (refusal !== undefined) {
-    const response = jsonError(refusal);
-    response.headers.set("connection", "close");
-    response.headers.set("retry-after", "1");
-    return response;
-  }
-  try {
-    // A watch's streamed response outlives this call: watches have their own bound (watches.open).
-    return await handle(request, options, watches);
-  } finally {
-    cap.release(key);
-  }
 }
 
 /**
- * The identity of `Authorization: Bearer <token>` (one SHA-256 per request); undefined
- * without auth or without the header. The dispatcher refuses unknown tokens.
+ * One timer per listener: closes connections that do not finish their TLS handshake or
+ * send a complete request head in time (handshake timeout), and keep-alive connections
+ * idle for longer than the idle timeout (a body that stops arriving counts as idle).
  */
-function identityOf(request: Request, options: HttpServerOptions): Identity | undefined {
-  if (options.authority === undefined) return undefined;
-  const header = request.headers.get("authorization");
-  if (header === null) return undefined;
-  const match = /^Bearer\s+(\S+)\s*$/i.exec(header);
-  return match === null ? undefined : options.authority.identify(match[1]!);
-}
-
-async function handle(
-  request: Request,
-  options: HttpServerOptions,
-  watches: { open: number },
-): Promise<Response> {
-  const url = new URL(request.url);
-  if (url.pathname === "/healthz") return new Response("ok\n");
-  const identity = identityOf(request, options);
-  if (url.pathname === "/v1/cluster/status") {
-    let refusal: DkvError | undefined;
-    const statusHeader = anonymousHeader(options);
-    const denied = options.dispatcher.denied(
-      statusHeader,
-      "clusterStatus",
-      {},
-      {
-        identity,
-        deliver: (_h, _r, error) => {
-          refusal = error;
-        },
-      },
-    );
-    if (denied && refusal !== undefined) return jsonError(refusal);
-    return Response.json(options.dispatcher.clusterStatus());
-  }
-  if (url.pathname === "/v1/snapshot" && options.snapshotStream !== undefined) {
-    const refusal = options.authority?.authorize(identity, "snapshotSave", 0, {});
-    if (refusal !== undefined) return jsonError(refusal);
-    return snapshotHttpResponse(request, options.snapshotStream);
-  }
-  const match = /^\/v1\/(\d+)\/([A-Za-z]+)\/?$/.exec(url.pathname);
-  if (match === null) {
-    return jsonError(
-      new DkvError("BAD_REQUEST", 'expected POST /v1/<shard>/<op>, e.g. POST /v1/100/get with {"key":"foo"}'),
-    );
-  }
-  if (request.method !== "POST") {
-    return jsonError(new DkvError("BAD_REQUEST", `use POST for ${url.pathname}`), 405);
-  }
-  const body = new Uint8Array(await request.arrayBuffer());
-  const framed = request.headers.get("content-type")?.startsWith("application/octet-stream") === true;
-  if (match[2]!.toLowerCase() === "watch") {
-    if (!framed) {
-      return jsonError(
-        new DkvError(
-          "BAD_REQUEST",
-          "a watch is a framed request (application/octet-stream); use dkv kv watch or the RPC client",
-        ),
-      );
-    }
-    return handleWatch(body, options, identity, watches);
-  }
-  if (framed) return handleFrame(body, options, identity);
-  const op = opByUrlName.get(match[2]!.toLowerCase());
-  if (op === undefined) {
-    return jsonError(
-      new DkvError("UNKNOWN_OPERATION", `unknown operation "${match[2]}"; use one of ${opNames.join(", ")}`),
-    );
-  }
-  const checked = options.dispatcher.checkNamed(Number(match[1]), op);
-  if (checked instanceof DkvError) return jsonError(checked);
-  let message: Message;
-  try {
-    message = fromHumanJson(requestSchemas[op], body);
-  } catch (error) {
-    return jsonError(error instanceof DkvError ? error : new DkvError("BAD_REQUEST", String(error)));
-  }
-  const header: FrameHeader = {
-    serializer: options.serializer.id,
-    flags: 0,
-    bodyLength: 0,
-    requestId: 0,
-    shard: Number(match[1]),
-    op: opCodes[op],
-    clientIdHigh: 0,
-    clientIdLow: 0,
-  };
-  const outcome = await new Promise<{ response?: Message; error?: DkvError }>((resolve) =>
-    options.dispatcher.dispatchMessage(header, op, checked.handler, message, {
-      identity,
-      deliver: (_h, response, error) => resolve({ response, error }),
-    }),
+function startSweeper(
+  state: ListenerState,
+  limits: ConnectionLimits,
+  logger: RpcLogger,
+): ReturnType<typeof setInterval> {
+  const shortestMs = Math.min(
+    limits.handshakeTimeoutMs,
+    limits.idleTimeoutMs > 0 ? limits.idleTimeoutMs : Number.POSITIVE_INFINITY,
   );
-  if (outcome.error !== undefined) return jsonError(outcome.error);
-  return Response.json(toHumanJson(op, outcome.response ?? {}));
-}
-
-/** One framed request in the body, one framed reply out; protocol errors travel as error frames. */
-async function handleFrame(
-  body: Uint8Array,
-  options: HttpServerOptions,
-  identity: Identity | undefined,
-): Promise<Response> {
-  const frames: { header: FrameHeader; body: Uint8Array }[] = [];
-  let problem: DkvError | undefined;
-  const decoder = new FrameDecoder(options.maxFrameBytes, {
-    onFrame: (header, frameBody) => frames.push({ header, body: frameBody.slice() }),
-    onOversized: (header, max) => {
-      problem = new DkvError(
-        "TOO_LARGE",
-        `request of ${header.bodyLength} bytes exceeds the frame limit of ${max}`,
-      );
-    },
-    onCorrupt: (reason) => {
-      problem = new DkvError("BAD_FRAME", `not a dkv frame: ${reason}`);
-    },
-  });
-  decoder.push(body);
-  const frame = frames[0];
-  if (problem === undefined && (frame === undefined || frames.length !== 1 || decoder.bufferedBytes !== 0)) {
-    problem = new DkvError(
-      "BAD_FRAME",
-      "an application/octet-stream body must hold exactly one complete frame",
-    );
-  }
-  const header: FrameHeader = frame?.header ?? connectionHeader(options.serializer.id);
-  if (problem === undefined && frame !== undefined && (frame.header.flags & flagResponse) !== 0) {
-    problem = new DkvError("BAD_FRAME", "a client must not send response frames");
-  }
-  const out = new ByteWriter(256);
-  if (problem !== undefined || frame === undefined) {
-    writeReplyFrame(out, header, options.serializer, undefined, problem, options.logger);
-    return frameResponse(out);
-  }
-  await new Promise<void>((resolve) =>
-    options.dispatcher.dispatchFrame(frame.header, frame.body, {
-      identity,
-      deliver: (h, response, error) => {
-        writeReplyFrame(out, h, options.serializer, response, error, options.logger);
-        resolve();
-      },
-    }),
-  );
-  return frameResponse(out);
-}
-
-/**
- * POST /v1/<shard>/watch with one watch request frame: the reply is a chunked body of
- * event frames, pulled as the client reads (a client that stops reading is cut by the
- * watcher's buffer bound, WATCH_SLOW), ended by an error frame; closing it cancels the watch.
- */
-function handleWatch(
-  body: Uint8Array,
-  options: HttpServerOptions,
-  identity: Identity | undefined,
-  watches: { open: number },
-): Response {
-  const frames: { header: FrameHeader; body: Uint8Array }[] = [];
-  const decoder = new FrameDecoder(options.maxFrameBytes, {
-    onFrame: (header, frameBody) => frames.push({ header, body: frameBody.slice() }),
-    onOversized: () => {},
-    onCorrupt: () => {},
-  });
-  decoder.push(body);
-  const frame = frames[0];
-  const out = new ByteWriter(256);
-  if (frame === undefined || frames.length !== 1 || frame.header.op !== streamOpCodes.watch) {
-    const problem = new DkvError("BAD_FRAME", "a watch body must hold exactly one watch request frame");
-    writeReplyFrame(
-      out,
-      frame?.header ?? anonymousHeader(options),
-      options.serializer,
-      undefined,
-      problem,
-      options.logger,
-    );
-    return frameResponse(out);
-  }
-  const header = frame.header;
-  if (watches.open >= options.limits.maxConnections) {
-    const busy = new DkvError(
-      "RESOURCE_EXHAUSTED",
-      `${watches.open} watches are open on this server (--max-client-connections); close one or retry later`,
-    );
-    writeWatchErrorFrame(out, header, options.serializer.id, busy);
-    return frameResponse(out);
-  }
-  const controller = new AbortController();
-  let events: AsyncIterator<WatchEvent>;
-  try {
-    const source = options.dispatcher;
-    events = openWatch(
-      header,
-      frame.body,
-      source,
-      options.serializer,
-      options.authority,
-      identity,
-      controller.signal,
-    );
-  } catch (error) {
-    writeWatchErrorFrame(out, header, options.serializer.id, toWatchError(error));
-    return frameResponse(out);
-  }
-  watches.open++;
-  let finished = false;
-  const finish = () => {
-    if (finished) return;
-    finished = true;
-    watches.open--;
-    controller.abort();
-    void events.return?.();
-  };
-  const stream = new ReadableStream<Uint8Array>({
-    async pull(stream) {
-      const frameOut = new ByteWriter(256);
-      try {
-        const next = await events.next();
-        if (next.done === true) {
-          finish();
-          stream.close();
-          return;
+  const periodMs = Math.max(20, Math.min(1000, Math.floor(shortestMs / 4)));
+  const timer = setInterval(() => {
+    const nowMs = Date.now();
+    for (const connection of state.connections) {
+      if (connection.closed || connection.busy) continue;
+      if (!connection.secured) {
+        if (nowMs - connection.openedAtMs > limits.handshakeTimeoutMs) {
+          logger.debug(
+            `http: closing a connection that did not finish its TLS handshake in ${limits.handshakeTimeoutMs} ms`,
+          );
+          connection.terminate();
         }
-        writeWatchEventFrame(frameOut, header, options.serializer, next.value);
-        stream.enqueue(frameOut.written().slice());
-      } catch (error) {
-        writeWatchErrorFrame(frameOut, header, options.serializer.id, toWatchError(error));
-        stream.enqueue(frameOut.written().slice());
-        finish();
-        stream.close();
+      } else if (connection.awaitingHead) {
+        if (nowMs - (connection.headSinceMs ?? nowMs) > limits.handshakeTimeoutMs) {
+          logger.debug(
+            `http: closing a connection that sent no request head in ${limits.handshakeTimeoutMs} ms`,
+          );
+          connection.timeOutHead(limits.handshakeTimeoutMs);
+        }
+      } else if (limits.idleTimeoutMs > 0 && nowMs - connection.lastActivityMs > limits.idleTimeoutMs) {
+        logger.debug(`http: closing a connection idle for ${limits.idleTimeoutMs} ms`);
+        void connection.closeGracefully();
       }
-    },
-    cancel() {
-      finish();
-    },
-  });
-  return new Response(stream, { headers: { "content-type": "application/octet-stream" } });
-}
-
-function frameResponse(out: ByteWriter): Response {
-  return new Response(out.written(), { headers: { "content-type": "application/octet-stream" } });
-}
-
-const statusByCode: Partial<Record<DkvErrorCode, number>> = {
-  BAD_REQUEST: 400,
-  BAD_FRAME: 400,
-  USAGE: 400,
-  TOO_LARGE: 413,
-  UNKNOWN_SHARD: 404,
-  UNKNOWN_OPERATION: 404,
-  SERIALIZER_MISMATCH: 415,
-  TIMEOUT: 504,
-  UNAVAILABLE: 503,
-  NOT_LEADER: 503,
-  RESOURCE_EXHAUSTED: 429,
-  UNAUTHENTICATED: 401,
-  PERMISSION_DENIED: 403,
-};
-
-function jsonError(error: DkvError, status?: number): Response {
-  const headers: Record<string, string> =
-    error.code === "UNAUTHENTICATED" ? { "www-authenticate": 'Bearer realm="dkv"' } : {};
-  return Response.json(error.toJSON(), { status: status ?? statusByCode[error.code] ?? 500, headers });
-}
-
-function anonymousHeader(options: HttpServerOptions): FrameHeader {
-  return connectionHeader(options.serializer.id);
-}
-
-/**
- * Human JSON: bytes are UTF-8 text (or {"base64": "..."}), durations default to 0,
- * e.g. {"key":"k","value":"v","expireInMs":1000}.
- */
-function fromHumanJson(schema: readonly FieldSpec[], body: Uint8Array): Message {
-  let parsed: unknown = {};
-  if (body.length > 0) {
-    try {
-      parsed = JSON.parse(utf8Decoder.decode(body));
-    } catch {
-      throw new DkvError("BAD_REQUEST", 'the body is not JSON; send e.g. {"key":"foo"}');
     }
-  }
-  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) {
-    throw new DkvError("BAD_REQUEST", 'the body must be a JSON object, e.g. {"key":"foo"}');
-  }
-  return humanMessage(schema, parsed as Record<string, unknown>);
-}
-
-function humanMessage(schema: readonly FieldSpec[], object: Record<string, unknown>): Message {
-  const message: Message = {};
-  for (const spec of schema) {
-    const value = object[spec.name];
-    if (value === undefined && (spec.type === "optStr" || spec.type === "optBytes")) {
-      message[spec.name] = undefined;
-    } else if (spec.type === "bool") {
-      if (value !== undefined && typeof value !== "boolean") {
-        throw new DkvError("BAD_REQUEST", `"${spec.name}" must be true or false`);
-      }
-      message[spec.name] = value === true;
-    } else if (spec.type === "records") {
-      if (
-        !Array.isArray(value) ||
-        !value.every((v) => typeof v === "object" && v !== null && !Array.isArray(v))
-      ) {
-        throw new DkvError("BAD_REQUEST", `"${spec.name}" must be a list of objects`);
-      }
-      message[spec.name] = value.map((record: Record<string, unknown>) =>
-        humanMessage(spec.of ?? [], record),
-      );
-    } else if (spec.type === "num") {
-      if (value === undefined) message[spec.name] = 0;
-      else if (typeof value === "number") message[spec.name] = value;
-      else throw new DkvError("BAD_REQUEST", `"${spec.name}" must be a number of milliseconds`);
-    } else if (spec.type === "bytes" || spec.type === "optBytes") {
-      if (typeof value === "string") message[spec.name] = utf8Encoder.encode(value);
-      else if (
-        typeof value === "object" &&
-        value !== null &&
-        typeof (value as { base64?: unknown }).base64 === "string"
-      ) {
-        message[spec.name] = fromBase64((value as { base64: string }).base64, spec.name);
-      } else {
-        throw new DkvError("BAD_REQUEST", `"${spec.name}" must be a string or {"base64": "..."}`);
-      }
-    } else if (typeof value === "string") {
-      message[spec.name] = value;
-    } else {
-      throw new DkvError("BAD_REQUEST", `"${spec.name}" must be a string`);
-    }
-  }
-  return message;
-}
-
-/** Human JSON replies follow the CLI's --json shapes. */
-function toHumanJson(op: OpName, response: Message): Record<string, unknown> {
-  const schema = responseSchemas[op];
-  if (schema.length === 0) return { ok: true };
-  if (op === "get" && response.value === undefined) return { found: false };
-  const json: Record<string, unknown> = op === "get" ? { found: true } : {};
-  return humanFields(schema, response, json);
-}
-
-function humanFields(
-  schema: readonly FieldSpec[],
-  response: Message,
-  json: Record<string, unknown>,
-): Record<string, unknown> {
-  for (const spec of schema) {
-    const value = response[spec.name];
-    if (value === undefined) continue;
-    if (Array.isArray(value)) json[spec.name] = value.map((record) => humanFields(spec.of ?? [], record, {}));
-    else if (value instanceof Uint8Array) {
-      try {
-        json[spec.name] = utf8Decoder.decode(value);
-      } catch {
-        json[spec.name] = toBase64(value);
-        json.encoding = "base64";
-      }
-    } else if (typeof value === "bigint") json[spec.name] = value.toString();
-    else json[spec.name] = value;
-  }
-  return json;
+  }, periodMs);
+  timer.unref();
+  return timer;
 }
