@@ -2,6 +2,12 @@ import { type Clock, systemClock } from "../../clock.ts";
 import { EXPIRY_TICK_MS_DEFAULT } from "../../config/defaults.ts";
 import { DkvError } from "../../errors.ts";
 import type { RaftHost } from "../../raft/host/raft-host.ts";
+import {
+  decodeLockQueueResult,
+  encodeLockQueueValue,
+  type LockQueueRequest,
+  type LockQueueResult,
+} from "../lock-queue.ts";
 import { PurgeLoop } from "../purge-loop.ts";
 import { checkTxn, type TxnRequest, type TxnResult } from "../txn.ts";
 import {
@@ -202,6 +208,23 @@ export class DStore implements IStore {
     return decodeClaim(await this.timedWrite(Op.Claim, key, value, expireInMs, deleteInMs, origin));
   }
 
+  /** A lock-queue step as one Raft entry (Op.LockQueue): the queue is replicated state. */
+  async lockQueue(request: LockQueueRequest, origin?: RequestOrigin): Promise<LockQueueResult> {
+    checkKey(request.key, this.limits);
+    checkDuration("ttlMs", request.ttlMs);
+    const body = encodeLockQueueValue(request);
+    const result = await this.write(command(Op.LockQueue, request.key, body, 0, request.ttlMs), origin);
+    const decoded = decodeLockQueueResult(result);
+    if (decoded === undefined) {
+      throw new DkvError(
+        "INTERNAL",
+        `unexpected ${result.byteLength}-byte lock queue result from the replicated store; the members may run different dkv versions`,
+        { outcome: "unknown" },
+      );
+    }
+    return decoded;
+  }
+
   async expire(key: string, origin?: RequestOrigin): Promise<void> {
     checkKey(key, this.limits);
     await this.write(command(Op.Expire, key, EMPTY, 0, 0), origin);
@@ -355,6 +378,9 @@ class OriginStore implements IStore {
   }
   claim(key: string, value: ValueInput, expireInMs: number, deleteInMs: number): Promise<ClaimResult> {
     return this.store.claim(key, value, expireInMs, deleteInMs, this.origin);
+  }
+  lockQueue(request: LockQueueRequest): Promise<LockQueueResult> {
+    return this.store.lockQueue(request, this.origin);
   }
   expire(key: string): Promise<void> {
     return this.store.expire(key, this.origin);
