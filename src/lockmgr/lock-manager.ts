@@ -2,7 +2,7 @@ import { type Clock, systemClock } from "../clock.ts";
 import { DkvError } from "../errors.ts";
 import { lockKeyProblem, queuePrefix } from "../store/lock-queue.ts";
 import type { ClaimResult, IStore, LockQueueRequest, LockQueueResult } from "../store/types.ts";
-import type { AcquireOptions, AcquireResult, ILockManager } from "./types.ts";
+import type { AcquireOptions, AcquireResult, ILockManager, LockLoss, WatchLostOptions } from "./types.ts";
 
 export interface LockManagerOptions {
   /** Wall clock by default; tests inject a ManualClock to drive blocking acquires. */
@@ -262,21 +262,20 @@ export class LockManager implements ILockManager {
   /**
    * Resolves when `ownerId` no longer holds `key`, with why: "released" (deleted),
    * "expired" (its lease ran out), "lost" (it was already not held, or another owner holds
-   * it), or "stopped" when `signal` aborts first. Refreshes keep it waiting. A holder learns
+   * it), or "stopped" when `signal` aborts or `waitMs` (if > 0) passes first. Refreshes keep it waiting. A holder learns
    * this way that it must stop using the resource (a lease is advisory: check fencing tokens
    * too). Woken by the store's changes (a watch on the key), not by polling.
    */
-  async watchLost(
-    key: string,
-    ownerId: string,
-    options: { signal?: AbortSignal } = {},
-  ): Promise<"released" | "expired" | "lost" | "stopped"> {
+  async watchLost(key: string, ownerId: string, options: WatchLostOptions = {}): Promise<LockLoss> {
     checkLockKey(key);
     const owner = normalizeOwnerId(ownerId);
+    const waitMs = options.waitMs ?? 0;
+    checkMs("waitMs", waitMs);
+    if (options.signal?.aborted) return "stopped";
     const stop = new AbortController();
     const onAbort = () => stop.abort();
     options.signal?.addEventListener("abort", onAbort, { once: true });
-    if (options.signal?.aborted) return "stopped";
+    if (waitMs > 0) void this.clock.sleep(waitMs).then(onAbort);
     // Watching before looking: a change after the look is an event, none is missed.
     const events = this.store.watch(key, { signal: stop.signal });
     try {
