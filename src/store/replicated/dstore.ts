@@ -36,6 +36,7 @@ import {
   validateCommand,
 } from "./command.ts";
 import { readCount, readEntry, readList } from "./data-reads.ts";
+import { LeaderMonitor } from "./leader-monitor.ts";
 import { DStoreStateMachine } from "./state-machine.ts";
 import { decodeTxnResult, encodeTxn } from "./txn-command.ts";
 
@@ -82,6 +83,8 @@ export class DStore implements IStore {
   private readonly expiryTicks: PurgeLoop | undefined;
   private tickInFlight = false;
   private readonly expiryTickMs: number;
+  /** Ends requireLeader watches when this member loses its leader; made by the first one. */
+  private leaderMonitor: LeaderMonitor | undefined;
 
   constructor(
     private readonly host: RaftHost,
@@ -127,7 +130,27 @@ export class DStore implements IStore {
   watch(key: string, options: WatchOptions = {}): AsyncIterableIterator<WatchEvent> {
     this.checkOpen();
     if (!options.prefix) checkKey(key, this.limits);
-    return watchCopies(this.stateMachine.hub.watch(key, options));
+    const watcher = this.stateMachine.hub.watch(key, options);
+    if (options.requireLeader !== true) return watchCopies(watcher);
+    this.leaderMonitor ??= new LeaderMonitor(() => this.hasLeader(), this.host.electionTimeoutMs);
+    const monitor = this.leaderMonitor;
+    try {
+      monitor.add(watcher);
+    } catch (error) {
+      void watcher.return();
+      throw error;
+    }
+    return untilEnd(watchCopies(watcher), () => monitor.remove(watcher));
+  }
+
+  /** Whether this member knows a leader of the group now (false once its host closed). */
+  private hasLeader(): boolean {
+    try {
+      return this.host.status(this.groupId).raft.leader !== null;
+    } catch (error) {
+      if (DkvError.is(error)) return false;
+      throw error;
+    }
   }
 
   /**
@@ -354,6 +377,18 @@ export class DStore implements IStore {
 
   private checkOpen(): void {
     if (this.closed) throw new DkvError("CLOSED", "This DStore is closed; create a new one.");
+  }
+}
+
+/** `events`, then `onEnd` once they end however they end (done, error, or the consumer left). */
+async function* untilEnd(
+  events: AsyncGenerator<WatchEvent, void, undefined>,
+  onEnd: () => void,
+): AsyncGenerator<WatchEvent, void, undefined> {
+  try {
+    yield* events;
+  } finally {
+    onEnd();
   }
 }
 
