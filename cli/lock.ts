@@ -85,10 +85,33 @@ const release = defineLeaf({
     }),
 });
 
+const watch = defineLeaf({
+  path: "dkv lock watch",
+  description:
+    "Wait until OWNER_ID no longer holds KEY (released, expired, or lost to another owner), then print why",
+  options: releaseOptions,
+  positionals: [keyArg, ownerArg],
+  examples: [
+    "dkv lock watch jobs/nightly 3f2a…   # lost=expired",
+    'dkv lock watch jobs/nightly 3f2a… --json   # {"lost":true,"reason":"released"}',
+  ],
+  notes: [
+    ...lockNotes,
+    'Reasons: "released" (deleted), "expired" (its lease ran out), "lost" (not held by OWNER_ID, e.g. already gone or another owner holds it).',
+    "It waits with long polls answered from a watch on the server (no polling of the lock); --timeout bounds each request, not the whole wait. Ctrl-C stops it.",
+  ],
+  run: ({ options, positionals, io }) =>
+    withClient(options, options.timeout, async (client) => {
+      const reason = await client.locks(options.shard).watchLost(positionals.key!, positionals.owner_id!);
+      io.out(options.json ? jsonLine({ lost: true, reason }) : `lost=${reason}\n`);
+      return EXIT_OK;
+    }),
+});
+
 export const lockCommand = defineGroup({
   path: "dkv lock",
   description: "Lease locks with fencing tokens against a running dkv server",
   sharedOptions: leaseClientOptions,
-  subCommands: { acquire, refresh, release },
+  subCommands: { acquire, refresh, release, watch },
   notes: lockNotes,
 });

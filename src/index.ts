@@ -33,8 +33,10 @@ export {
   type AcquireOptions,
   type AcquireResult,
   type ILockManager,
+  type LockLoss,
   LockManager,
   type LockManagerOptions,
+  type WatchLostOptions,
 } from "./lockmgr/index.ts";
 export type { Logger } from "./logger.ts";
 export { MetricsRegistry } from "./metrics/registry.ts";

@@ -88,6 +88,8 @@ export const opRules: Record<OpName, OpRule> = {
   acquire: { permission: "write", scope: oneKey },
   release: { permission: "write", scope: oneKey },
   refresh: { permission: "write", scope: oneKey },
+  // A read: it changes nothing, needs the (secret) owner id, and answers only about that owner.
+  watchLost: { permission: "read", scope: oneKey },
   list: { permission: "read", scope: rangeScope },
   count: { permission: "read", scope: rangeScope },
   txn: { permission: "write", scope: txnKeys },

@@ -1,2 +1,2 @@
 export { LockManager, type LockManagerOptions, newOwnerId } from "./lock-manager.ts";
-export type { AcquireOptions, AcquireResult, ILockManager } from "./types.ts";
+export type { AcquireOptions, AcquireResult, ILockManager, LockLoss, WatchLostOptions } from "./types.ts";

@@ -1,7 +1,8 @@
 import { type Clock, systemClock } from "../clock.ts";
 import { DkvError } from "../errors.ts";
-import type { ClaimResult, IStore } from "../store/types.ts";
-import type { AcquireOptions, AcquireResult, ILockManager } from "./types.ts";
+import { lockKeyProblem, queuePrefix } from "../store/lock-queue.ts";
+import type { ClaimResult, IStore, LockQueueRequest, LockQueueResult } from "../store/types.ts";
+import type { AcquireOptions, AcquireResult, ILockManager, LockLoss, WatchLostOptions } from "./types.ts";
 
 export interface LockManagerOptions {
   /** Wall clock by default; tests inject a ManualClock to drive blocking acquires. */
@@ -27,6 +28,12 @@ export interface LockManagerOptions {
    * in order of arrival across requests. A fresh one per manager by default.
    */
   waiters?: LockWaiters;
+  /**
+   * How long a blocked acquire's place in the store's wait queue lives without renewal
+   * (stores with `lockQueue`). The waiter renews it at least every third of it, so a waiter
+   * whose process died leaves the queue this long after its last renewal. Default 10 000 ms.
+   */
+  queueLeaseMs?: number;
 }
 
 /** Blocked acquires by key: share one among the managers of a lock shard. */
@@ -36,6 +43,7 @@ export class LockWaiters {
 }
 
 const DEFAULT_RETRY_INTERVAL_MS = 1000;
+const DEFAULT_QUEUE_LEASE_MS = 10_000;
 /** Wake-ups by changes one blocking acquire may act on beyond its interval-based bound. */
 const WAKEUPS_MAX = 1024;
 /** 128 bits: unguessable, so no other client can release or refresh a lock by guessing its owner. */
@@ -58,6 +66,7 @@ export class LockManager implements ILockManager {
   private readonly storeForAttempt: ((attempt: number) => IStore) | undefined;
   /** Keys with blocked acquires: their FIFO of waiters and the watch that wakes them. */
   private readonly waiters: Map<string, KeyWaiters>;
+  private readonly queueLeaseMs: number;
 
   constructor(
     private readonly store: IStore,
@@ -67,6 +76,13 @@ export class LockManager implements ILockManager {
     this.retryIntervalMs = options.retryIntervalMs ?? DEFAULT_RETRY_INTERVAL_MS;
     this.storeForAttempt = options.storeForAttempt;
     this.waiters = (options.waiters ?? new LockWaiters()).byKey;
+    this.queueLeaseMs = options.queueLeaseMs ?? DEFAULT_QUEUE_LEASE_MS;
+    if (!Number.isSafeInteger(this.queueLeaseMs) || this.queueLeaseMs < 3) {
+      throw new DkvError(
+        "BAD_REQUEST",
+        `queueLeaseMs must be a whole number of milliseconds >= 3; got ${this.queueLeaseMs}.`,
+      );
+    }
     if (!Number.isSafeInteger(this.retryIntervalMs) || this.retryIntervalMs <= 0) {
       throw new DkvError(
         "BAD_REQUEST",
@@ -76,9 +92,14 @@ export class LockManager implements ILockManager {
   }
 
   /**
-   * Takes the lock for `ttlMs` (0 = until released). With `waitMs`, retries until the lock
+   * Takes the lock for `ttlMs` (0 = until released). With `waitMs`, waits until the lock
    * is free or the wait is over; otherwise tries once. `ownerId` claims under that id
    * instead of a fresh random one.
+   *
+   * On a store that keeps lock queues (`lockQueue`: LocalStore, DStore) waiters are granted
+   * in the store's order of arrival, cluster-wide on dstore, and a try without a wait
+   * succeeds only when the lock is free and nobody waits. On other stores waiters queue per
+   * manager (or per shared LockWaiters) only.
    */
   async acquire(key: string, ttlMs: number, options: AcquireOptions = {}): Promise<AcquireResult> {
     checkLockKey(key);
@@ -88,6 +109,91 @@ export class LockManager implements ILockManager {
     const chosen = options.ownerId !== undefined;
     // One owner id per call: every attempt of a blocking acquire offers the same identity.
     const ownerId = chosen ? checkChosenOwnerId(options.ownerId) : newOwnerId();
+    if (this.store.lockQueue !== undefined) return this.acquireQueued(key, ttlMs, waitMs, ownerId, chosen);
+    return this.acquireUnqueued(key, ttlMs, waitMs, ownerId, chosen);
+  }
+
+  /**
+   * A blocking acquire on a store that keeps the wait queue: each attempt is one store step
+   * that claims (free lock, and empty queue or this waiter at its head) or joins / renews
+   * this waiter's place. Woken by the lock's release or expiry and by waiters ahead leaving.
+   */
+  private async acquireQueued(
+    key: string,
+    ttlMs: number,
+    waitMs: number,
+    ownerId: string,
+    chosen: boolean,
+  ): Promise<AcquireResult> {
+    const deadlineMs = this.clock.now() + waitMs;
+    const waiting = waitMs > 0;
+    // The place in the queue is renewed by every attempt: attempts come at least this often.
+    const pauseMs = Math.min(this.retryIntervalMs, Math.floor(this.queueLeaseMs / 3));
+    let maxAttempts = Math.ceil(waitMs / pauseMs) + 2;
+    let wakeups = 0;
+    let waiters: KeyWaiters | undefined;
+    let seq = 0n;
+    try {
+      for (let attempt = 1; ; attempt++) {
+        const seen = waiters?.changes ?? 0;
+        const step = await this.queueStep(attempt, {
+          mode: waiting ? "wait" : "try",
+          key,
+          ownerId,
+          ttlMs,
+          leaseMs: waiting ? this.queueLeaseMs : 0,
+          seq,
+        });
+        seq = step.seq;
+        if (step.written) return { acquired: true, ownerId, fencingToken: step.revision };
+        if (attempt >= maxAttempts) return { acquired: false };
+        const remainingMs = deadlineMs - this.clock.now();
+        if (remainingMs > 0) {
+          waiters ??= this.join(key);
+          // Woken by a release or expiry of the lock or a waiter ahead leaving; else renews.
+          if (await waiters.changeAfter(seen, Math.min(pauseMs, remainingMs))) {
+            if (wakeups++ < WAKEUPS_MAX) maxAttempts++;
+          }
+          continue;
+        }
+        // The wait is over (see acquireUnqueued for why a chosen id runs on).
+        if (!chosen || !(await this.isHeldBy(key, ownerId))) return { acquired: false };
+      }
+    } finally {
+      if (waiters?.leave(undefined) === true) {
+        this.waiters.delete(key);
+        waiters.close();
+      }
+      if (seq !== 0n) await this.leaveQueue(key, ownerId, seq);
+    }
+  }
+
+  /** Gives up a place in the queue at once instead of when its lease runs out. */
+  private async leaveQueue(key: string, ownerId: string, seq: bigint): Promise<void> {
+    try {
+      await this.store.lockQueue!({ mode: "leave", key, ownerId, ttlMs: 0, leaseMs: 0, seq });
+    } catch (error) {
+      // An operating condition (no leader, the store closed): the entry's lease ends it later.
+      if (!DkvError.is(error)) throw error;
+    }
+  }
+
+  private queueStep(attempt: number, request: LockQueueRequest): Promise<LockQueueResult> {
+    const store = this.storeForAttempt === undefined ? this.store : this.storeForAttempt(attempt);
+    if (store.lockQueue === undefined) {
+      throw new DkvError("INTERNAL", "storeForAttempt gave a store without lockQueue for a store with one");
+    }
+    return store.lockQueue(request);
+  }
+
+  /** A blocking acquire on a store without lock queues: FIFO among this manager's waiters. */
+  private async acquireUnqueued(
+    key: string,
+    ttlMs: number,
+    waitMs: number,
+    ownerId: string,
+    chosen: boolean,
+  ): Promise<AcquireResult> {
     const deadlineMs = this.clock.now() + waitMs;
     // Waits end after a retry interval at most, so this bounds attempts even on a clock that
     // jumps; wake-ups by changes add at most WAKEUPS_MAX.
@@ -135,7 +241,7 @@ export class LockManager implements ILockManager {
   private join(key: string): KeyWaiters {
     let waiters = this.waiters.get(key);
     if (waiters === undefined) {
-      waiters = new KeyWaiters(this.store, key, this.clock);
+      waiters = new KeyWaiters(this.store, key, this.clock, this.store.lockQueue !== undefined);
       this.waiters.set(key, waiters);
     }
     waiters.join();
@@ -156,21 +262,20 @@ export class LockManager implements ILockManager {
   /**
    * Resolves when `ownerId` no longer holds `key`, with why: "released" (deleted),
    * "expired" (its lease ran out), "lost" (it was already not held, or another owner holds
-   * it), or "stopped" when `signal` aborts first. Refreshes keep it waiting. A holder learns
+   * it), or "stopped" when `signal` aborts or `waitMs` (if > 0) passes first. Refreshes keep it waiting. A holder learns
    * this way that it must stop using the resource (a lease is advisory: check fencing tokens
    * too). Woken by the store's changes (a watch on the key), not by polling.
    */
-  async watchLost(
-    key: string,
-    ownerId: string,
-    options: { signal?: AbortSignal } = {},
-  ): Promise<"released" | "expired" | "lost" | "stopped"> {
+  async watchLost(key: string, ownerId: string, options: WatchLostOptions = {}): Promise<LockLoss> {
     checkLockKey(key);
     const owner = normalizeOwnerId(ownerId);
+    const waitMs = options.waitMs ?? 0;
+    checkMs("waitMs", waitMs);
+    if (options.signal?.aborted) return "stopped";
     const stop = new AbortController();
     const onAbort = () => stop.abort();
     options.signal?.addEventListener("abort", onAbort, { once: true });
-    if (options.signal?.aborted) return "stopped";
+    if (waitMs > 0) void this.clock.sleep(waitMs).then(onAbort);
     // Watching before looking: a change after the look is an event, none is missed.
     const events = this.store.watch(key, { signal: stop.signal });
     try {
@@ -237,9 +342,9 @@ function normalizeOwnerId(ownerId: string): string {
 }
 
 function checkLockKey(key: string): void {
-  if (typeof key !== "string" || key.length === 0) {
-    throw new DkvError("BAD_REQUEST", "The lock key is empty; give a non-empty string key.");
-  }
+  const problem = lockKeyProblem(key);
+  if (problem !== undefined)
+    throw new DkvError("BAD_REQUEST", `${problem[0]!.toUpperCase()}${problem.slice(1)}.`);
 }
 
 function checkMs(name: string, ms: number): void {
@@ -255,8 +360,9 @@ interface Ticket {
 
 /**
  * The blocked acquires of one key in one manager: a FIFO of turns (only the first waiter
- * claims) and a watch on the key that counts the changes that may free it (delete and
- * expire events) and wakes the first waiter. If the watch fails (e.g. the store closed),
+ * claims; stores without lock queues) and watches that count the changes that may let a
+ * waiter in (delete and expire events of the key, and of its queue's entries on a store
+ * with lock queues) and wake the waiters. If a watch fails (e.g. the store closed),
  * waiters still try every retry interval.
  */
 class KeyWaiters {
@@ -272,13 +378,15 @@ class KeyWaiters {
     store: IStore,
     key: string,
     private readonly clock: Clock,
+    queued: boolean,
   ) {
-    void this.follow(store, key);
+    void this.follow(store, key, false);
+    if (queued) void this.follow(store, queuePrefix(key), true);
   }
 
-  private async follow(store: IStore, key: string): Promise<void> {
+  private async follow(store: IStore, key: string, prefix: boolean): Promise<void> {
     try {
-      for await (const event of store.watch(key, { signal: this.controller.signal })) {
+      for await (const event of store.watch(key, { prefix, signal: this.controller.signal })) {
         if (event.type === "delete" || event.type === "expire") {
           this.changes++;
           for (const wake of [...this.wakers]) wake();
@@ -296,9 +404,9 @@ class KeyWaiters {
   }
 
   /** Leaves, passing the head position on if `ticket` held it; true when nobody is left. */
-  leave(ticket: Ticket): boolean {
+  leave(ticket: Ticket | undefined): boolean {
     this.members--;
-    if (ticket.head) this.passTurn();
+    if (ticket?.head === true) this.passTurn();
     return this.members === 0;
   }
 

@@ -19,6 +19,20 @@ export interface AcquireOptions {
   ownerId?: string;
 }
 
+/**
+ * Why a holder no longer holds its lock: "released" (deleted), "expired" (its lease ran
+ * out), "lost" (not held by that owner when asked, or another owner holds it); "stopped"
+ * when the watch ended first (aborted, or its `waitMs` passed) with the lock still held.
+ */
+export type LockLoss = "released" | "expired" | "lost" | "stopped";
+
+export interface WatchLostOptions {
+  /** Aborting ends the watch with "stopped". */
+  signal?: AbortSignal;
+  /** Give up after this long (ms) with "stopped"; absent or 0: no limit. */
+  waitMs?: number;
+}
+
 /** Lease locks over an IStore. `ttlMs` 0 means held until released. */
 export interface ILockManager {
   acquire(key: string, ttlMs: number, options?: AcquireOptions): Promise<AcquireResult>;
@@ -26,4 +40,10 @@ export interface ILockManager {
   release(key: string, ownerId: string): Promise<boolean>;
   /** Compare-and-renew the lease; false when `ownerId` no longer holds it. */
   refresh(key: string, ownerId: string, ttlMs: number): Promise<boolean>;
+  /**
+   * Resolves when `ownerId` no longer holds `key`, with why (see LockLoss). A hint that lets
+   * a holder stop using the resource; the fencing token is the guard. Woken by the store's
+   * changes, not by polling (over RPC: a long poll answered by such a watch on the server).
+   */
+  watchLost(key: string, ownerId: string, options?: WatchLostOptions): Promise<LockLoss>;
 }

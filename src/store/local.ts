@@ -3,6 +3,7 @@ import type { KVDB } from "../db/kvdb.ts";
 import { MapleDB } from "../db/maple/index.ts";
 import { DkvError } from "../errors.ts";
 import { checkListOptions, checkRange, rangeOf } from "./list-options.ts";
+import { applyLockQueue, type LockQueueRequest, type LockQueueResult } from "./lock-queue.ts";
 import { PurgeLoop } from "./purge-loop.ts";
 import { applyTxn, branchWrites, checkTxn, type TxnRequest, type TxnResult, txnSucceeds } from "./txn.ts";
 import type { EntryInfo, KeyRange, ListOptions, ListPage } from "./types.ts";
@@ -123,6 +124,13 @@ export class LocalStore implements IStore {
     }
     this.revision++;
     return { written: true, revision: this.revision };
+  }
+
+  /** A lock-queue step (lock-queue.ts): one synchronous engine sequence, so atomic here. */
+  async lockQueue(request: LockQueueRequest): Promise<LockQueueResult> {
+    this.checkOpen();
+    checkKey(request.key, this.limits);
+    return applyLockQueue(this.db, request, this.clock.now(), () => ++this.revision);
   }
 
   async expire(key: string): Promise<void> {

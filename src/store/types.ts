@@ -1,9 +1,11 @@
 import { KEY_BYTES_MAX_DEFAULT, VALUE_BYTES_MAX_DEFAULT } from "../config/defaults.ts";
 import type { DbInfo, EntryInfo, KeyRange, ListOptions, ListPage } from "../db/kvdb.ts";
+import type { LockQueueRequest, LockQueueResult } from "./lock-queue.ts";
 import type { TxnRequest, TxnResult } from "./txn.ts";
 import type { WatchEvent, WatchOptions } from "./watch.ts";
 
 export type { EntryInfo, KeyRange, ListOptions, ListPage } from "../db/kvdb.ts";
+export type { LockQueueMode, LockQueueRequest, LockQueueResult } from "./lock-queue.ts";
 export type { TxnCompare, TxnOp, TxnOpResult, TxnRequest, TxnResult } from "./txn.ts";
 export type { WatchChange, WatchEvent, WatchOptions, WatchProgress } from "./watch.ts";
 
@@ -64,6 +66,12 @@ export interface IStore {
   deleteIfEquals(key: string, expected: ValueInput): Promise<boolean>;
   /** Compare-and-renew: new deadlines only when the live value equals `expected`. */
   renewIfEquals(key: string, expected: ValueInput, expireInMs: number, deleteInMs: number): Promise<boolean>;
+  /**
+   * One step of a lock's wait queue (see lock-queue.ts), one atomic store operation. Stores
+   * that keep the queue in their own state implement it (LocalStore, DStore: replicated, so
+   * the order is cluster-wide); LockManager then grants waiters in the store's order.
+   */
+  lockQueue?(request: LockQueueRequest): Promise<LockQueueResult>;
 
   close(): Promise<void>;
 }

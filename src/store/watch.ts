@@ -33,6 +33,13 @@ export interface WatchOptions {
   signal?: AbortSignal;
   /** Idle time before a progress event, ms; default the store's (0: none). */
   progressIntervalMs?: number;
+  /**
+   * End the watch with UNAVAILABLE ("no leader") once the serving member has had no Raft
+   * leader for longer than an election timeout (etcd's WithRequireLeader): a member cut off
+   * from the cluster would otherwise serve a correct but stale stream. Replicated stores
+   * only; a local store is its own authority and ignores it.
+   */
+  requireLeader?: boolean;
 }
 
 /** The watch asked for revisions older than the kept history. */
@@ -160,6 +167,12 @@ export function checkWatchOptions(key: string, options: WatchOptions): void {
     throw new DkvError(
       "BAD_REQUEST",
       `fromRevision must be a whole number >= 1 (omit it to start now); got ${from}`,
+    );
+  }
+  if (options.requireLeader !== undefined && typeof options.requireLeader !== "boolean") {
+    throw new DkvError(
+      "BAD_REQUEST",
+      `requireLeader must be true or false; got ${String(options.requireLeader)}`,
     );
   }
   const interval = options.progressIntervalMs;

@@ -263,6 +263,64 @@ export function runLockConformance(name: string, factory: () => Promise<LockHarn
       });
     });
 
+    describe("watchLost", () => {
+      /** Whether `promise` is still pending after some real turns and clock steps. */
+      async function stillWaiting(promise: Promise<unknown>): Promise<boolean> {
+        let done = false;
+        promise.then(
+          () => {
+            done = true;
+          },
+          () => {
+            done = true;
+          },
+        );
+        for (let i = 0; i < 4 && !done; i++) await advance(1);
+        return !done;
+      }
+
+      test("resolves 'released' when the owner releases, not before", async () => {
+        const holder = await mustAcquire("lock", 0);
+        const lost = locks.watchLost("lock", holder.ownerId);
+        expect(await stillWaiting(lost)).toBe(true);
+        expect(await locks.release("lock", holder.ownerId)).toBe(true);
+        expect((await settleWithClock(lost, clock, STEP_MS, 200)).value).toBe("released");
+      });
+
+      test("resolves 'expired' when the lease runs out; a refresh keeps it waiting", async () => {
+        const holder = await mustAcquire("lock", 1000);
+        const lost = locks.watchLost("lock", holder.ownerId);
+        await advance(900);
+        expect(await locks.refresh("lock", holder.ownerId, 1000)).toBe(true);
+        await advance(900);
+        expect(await stillWaiting(lost)).toBe(true);
+        const settled = await settleWithClock(lost, clock, STEP_MS, 200);
+        expect(settled.value).toBe("expired");
+      });
+
+      test("'lost' for an owner that does not hold it: it tells nothing about who does", async () => {
+        const holder = await mustAcquire("lock", 0);
+        const other = await mustAcquire("other", 0);
+        expect(await locks.watchLost("lock", other.ownerId)).toBe("lost");
+        expect(await locks.watchLost("never-held", holder.ownerId)).toBe("lost");
+        expect(await isHeld("lock")).toBe(true);
+      });
+
+      test("an abort ends it with 'stopped' and leaves the lock held", async () => {
+        const holder = await mustAcquire("lock", 0);
+        const stop = new AbortController();
+        const lost = locks.watchLost("lock", holder.ownerId, { signal: stop.signal });
+        expect(await stillWaiting(lost)).toBe(true);
+        stop.abort();
+        expect((await settleWithClock(lost, clock, STEP_MS, 200)).value).toBe("stopped");
+        expect(await isHeld("lock")).toBe(true);
+      });
+
+      test("a bad owner id is refused", async () => {
+        await expectDkvError(() => locks.watchLost("lock", "not-hex"), "BAD_REQUEST");
+      });
+    });
+
     describe("mutual exclusion under random schedules", () => {
       test("no two contenders ever hold a key at once, and tokens only grow", async () => {
         type Step = { contender: number; action: "acquire" | "release" | "refresh" } | { advanceMs: number };

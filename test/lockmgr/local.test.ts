@@ -2,7 +2,7 @@ import { describe, expect, test } from "bun:test";
 import { type Clock, ManualClock } from "../../src/clock.ts";
 import { LockManager } from "../../src/lockmgr/lock-manager.ts";
 import { LocalStore } from "../../src/store/local.ts";
-import type { ClaimResult, ValueInput } from "../../src/store/types.ts";
+import type { LockQueueRequest, LockQueueResult } from "../../src/store/types.ts";
 import { runLockConformance } from "../conformance/lock-conformance.ts";
 import { expectDkvError, text } from "../support/assertions.ts";
 import { settleWithClock } from "../support/drive.ts";
@@ -23,17 +23,12 @@ runLockConformance("LockManager over LocalStore(ModelKVDB)", async () => {
 });
 
 describe("LockManager", () => {
-  /** A LocalStore that counts claim attempts. */
+  /** A LocalStore that counts claim attempts (lock-queue steps that try or wait). */
   class CountingStore extends LocalStore {
     claims = 0;
-    override claim(
-      key: string,
-      value: ValueInput,
-      expireInMs: number,
-      deleteInMs: number,
-    ): Promise<ClaimResult> {
-      this.claims++;
-      return super.claim(key, value, expireInMs, deleteInMs);
+    override lockQueue(request: LockQueueRequest): Promise<LockQueueResult> {
+      if (request.mode !== "leave") this.claims++;
+      return super.lockQueue(request);
     }
   }
 

@@ -117,3 +117,56 @@ describe("watchLost: a holder learns its lock is gone", () => {
     await store.close();
   });
 });
+
+describe("lockmgr(lstore): the store keeps the wait queue", () => {
+  const WAITER = "ab".repeat(16);
+
+  test("a try without a wait cannot jump a queued waiter; a waiter that stops renewing leaves after its lease", async () => {
+    const clock = new ManualClock();
+    const store = new LocalStore({ clock, purgeIntervalMs: 10 });
+    const locks = new LockManager(store, { clock, retryIntervalMs: NEVER_POLL_MS });
+    const holder = await locks.acquire("job", 0);
+    // A waiter joins and then its process dies: it never renews its place.
+    const joined = await store.lockQueue({
+      mode: "wait",
+      key: "job",
+      ownerId: WAITER,
+      ttlMs: 0,
+      leaseMs: 1_000,
+      seq: 0n,
+    });
+    expect(joined.written).toBe(false);
+    expect(joined.seq).toBeGreaterThan(0n);
+    await locks.release("job", holder.ownerId!);
+    expect(await locks.acquire("job", 0)).toEqual({ acquired: false });
+    // A live waiter behind it is woken by the dead one's lease running out, not before.
+    const behind = locks.acquire("job", 0, { waitMs: 10 * NEVER_POLL_MS });
+    await clock.advance(900);
+    expect(await settled(behind, 20)).toBeUndefined();
+    await clock.advance(200);
+    expect(await settled(behind)).toMatchObject({ acquired: true });
+    await store.close();
+  });
+
+  test("a wait that ends without the lock leaves the queue at once", async () => {
+    const clock = new ManualClock();
+    const store = new LocalStore({ clock, purgeIntervalMs: 0 });
+    const locks = new LockManager(store, { clock, retryIntervalMs: 10 });
+    const holder = await locks.acquire("job", 0);
+    const gaveUp = locks.acquire("job", 0, { waitMs: 50 });
+    expect(await settled(gaveUp, 20)).toBeUndefined();
+    await clock.advance(60);
+    expect(await settled(gaveUp)).toEqual({ acquired: false });
+    await locks.release("job", holder.ownerId!);
+    // Nobody waits any more: a try gets the lock.
+    expect(await locks.acquire("job", 0)).toMatchObject({ acquired: true });
+    await store.close();
+  });
+
+  test("lock keys starting with NUL are refused (reserved for the queue)", async () => {
+    const store = new LocalStore({ clock: new ManualClock(), purgeIntervalMs: 0 });
+    const locks = new LockManager(store);
+    await expect(locks.acquire("\u0000q3\u0000job\u0000", 0)).rejects.toMatchObject({ code: "BAD_REQUEST" });
+    await store.close();
+  });
+});

@@ -60,6 +60,9 @@ function requestSamples(op: OpName): Requests[OpName][] {
       case "refresh":
         samples.push({ key, ownerId: "ff".repeat(16), ttlMs: t });
         break;
+      case "watchLost":
+        samples.push({ key, ownerId: "ff".repeat(16), waitMs: t });
+        break;
       case "list":
         samples.push({ prefix: key, from: undefined, to: undefined, after: key, limit: t, keysOnly: false });
         samples.push({ prefix: undefined, from: "", to: key, after: undefined, limit: 0, keysOnly: true });
@@ -122,6 +125,8 @@ function responseSamples(op: OpName): Responses[OpName][] {
       return [{ released: true }, { released: false }];
     case "refresh":
       return [{ refreshed: true }, { refreshed: false }];
+    case "watchLost":
+      return ["released", "expired", "lost", "held"].map((reason) => ({ reason }));
     case "list":
       return [
         { items: [], more: false, next: undefined },

@@ -324,6 +324,11 @@ export class RaftHost {
     return [...this.groups.keys()];
   }
 
+  /** The election timeout in ms (tick × election ticks): how long a follower waits for its leader. */
+  get electionTimeoutMs(): number {
+    return this.config.tickMs * this.config.electionTicks;
+  }
+
   status(groupId: number): GroupStatus {
     const group = this.group(groupId);
     const raft = group.node.status();

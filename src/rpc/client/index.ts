@@ -5,7 +5,13 @@ import {
   WATCH_BUFFER_BYTES_DEFAULT,
 } from "../../config/defaults.ts";
 import { DkvError } from "../../errors.ts";
-import type { AcquireOptions, AcquireResult, ILockManager } from "../../lockmgr/types.ts";
+import type {
+  AcquireOptions,
+  AcquireResult,
+  ILockManager,
+  LockLoss,
+  WatchLostOptions,
+} from "../../lockmgr/types.ts";
 import type {
   ClaimResult,
   EntryInfo,
@@ -270,7 +276,11 @@ export class RpcClient implements CallOwner, AsyncDisposable {
           ),
         );
       }
-      const waitMs = op === "acquire" ? (message as WireRequests["acquire"]).waitMs : 0;
+      // A blocking acquire and a watchLost long poll may take their wait on the server.
+      const waitMs =
+        op === "acquire" || op === "watchLost"
+          ? (message as WireRequests["acquire" | "watchLost"]).waitMs
+          : 0;
       const timeoutMs = this.timeoutMs + waitMs;
       const call = new ClientCall(
         shard,
@@ -504,11 +514,16 @@ export class RpcStore implements IStore {
   async close(): Promise<void> {}
 }
 
+/** One long poll of RpcLockManager.watchLost: short enough for proxies, long enough to be cheap. */
+const WATCH_LOST_LONG_POLL_MS = 30_000;
+
 /** ILockManager over RPC: each operation is one atomic request on a lockmgr shard. */
 export class RpcLockManager implements ILockManager {
   constructor(
     private readonly client: RpcClient,
     readonly shard: number,
+    /** Longest single long poll of watchLost (ms); the server caps it at 300 000. */
+    private readonly longPollMs = WATCH_LOST_LONG_POLL_MS,
   ) {}
 
   async acquire(key: string, ttlMs: number, options?: AcquireOptions): Promise<AcquireResult> {
@@ -529,4 +544,55 @@ export class RpcLockManager implements ILockManager {
   async refresh(key: string, ownerId: string, ttlMs: number): Promise<boolean> {
     return (await this.client.call(this.shard, "refresh", { key, ownerId, ttlMs })).refreshed;
   }
+
+  /**
+   * Resolves when `ownerId` no longer holds `key` (see ILockManager.watchLost): long polls
+   * (op watchLost, at most `longPollMs` each) that the server answers from a watch on the
+   * lock, as soon as it is released, expires or changes owner. The server tells only
+   * whether this owner holds it, never who else does.
+   */
+  async watchLost(key: string, ownerId: string, options: WatchLostOptions = {}): Promise<LockLoss> {
+    const { signal } = options;
+    const waitMs = options.waitMs ?? 0;
+    if (!Number.isSafeInteger(waitMs) || waitMs < 0) {
+      throw new DkvError("BAD_REQUEST", `waitMs must be a whole number of ms >= 0; got ${waitMs}`, {
+        outcome: "not-applied",
+      });
+    }
+    const deadline = waitMs === 0 ? Number.POSITIVE_INFINITY : performance.now() + waitMs;
+    let aborted: (() => void) | undefined;
+    const abort = new Promise<"stopped">((resolve) => {
+      aborted = () => resolve("stopped");
+    });
+    signal?.addEventListener("abort", aborted!, { once: true });
+    try {
+      // Bounded in time per turn (one long poll); the watch itself runs until lost or stopped.
+      for (;;) {
+        if (signal?.aborted) return "stopped";
+        const leftMs = deadline - performance.now();
+        if (leftMs <= 0) return "stopped";
+        const poll = this.client.call(this.shard, "watchLost", {
+          key,
+          ownerId,
+          waitMs: Math.max(1, Math.min(this.longPollMs, Math.ceil(leftMs))),
+        });
+        poll.catch(() => {}); // an answer after an abort is not wanted; errors surface below otherwise
+        const answer = await Promise.race([poll, abort]);
+        if (answer === "stopped") return "stopped";
+        if (answer.reason !== "held") return lockLossOf(answer.reason);
+      }
+    } finally {
+      signal?.removeEventListener("abort", aborted!);
+    }
+  }
+}
+
+/** The reason of a watchLost reply as a LockLoss; an unknown one is a protocol error. */
+function lockLossOf(reason: string): LockLoss {
+  if (reason === "released" || reason === "expired" || reason === "lost") return reason;
+  throw new DkvError(
+    "INTERNAL",
+    `unexpected watchLost reason ${JSON.stringify(reason)}; the server may run another dkv version`,
+    { outcome: "not-applied" },
+  );
 }

@@ -25,6 +25,8 @@ export interface Requests {
   acquire: { key: string; ttlMs: number; waitMs: number };
   release: { key: string; ownerId: string };
   refresh: { key: string; ownerId: string; ttlMs: number };
+  /** Waits up to waitMs for `ownerId` to lose the lock `key` (a long poll). */
+  watchLost: { key: string; ownerId: string; waitMs: number };
   /** limit 0 = no limit; absent bounds are open. */
   list: {
     prefix: string | undefined;
@@ -95,6 +97,8 @@ export interface Responses {
   acquire: { acquired: boolean; ownerId: string | undefined; fencingToken: bigint | undefined };
   release: { released: boolean };
   refresh: { refreshed: boolean };
+  /** "released" | "expired" | "lost" (not held by that owner), or "held" when the wait ended first. */
+  watchLost: { reason: string };
   list: { items: WireEntry[]; more: boolean; next: string | undefined };
   count: { count: number };
   txn: { succeeded: boolean; revision: number; results: WireTxnResult[] };
@@ -118,6 +122,7 @@ export const opCodes: Record<OpName, number> = {
   acquire: 20,
   release: 21,
   refresh: 22,
+  watchLost: 23,
   list: 40,
   count: 41,
   txn: 42,
@@ -199,7 +204,7 @@ export const writeOps: ReadonlySet<OpName> = new Set<OpName>([
 ]);
 
 /** Operations only a lock-manager shard serves. */
-export const lockOps: ReadonlySet<OpName> = new Set<OpName>(["acquire", "release", "refresh"]);
+export const lockOps: ReadonlySet<OpName> = new Set<OpName>(["acquire", "release", "refresh", "watchLost"]);
 
 /**
  * Field types of the schema every serializer follows. "bytes" accepts a string when
@@ -259,6 +264,7 @@ export const requestSchemas: Record<OpName, readonly FieldSpec[]> = {
   acquire: [key, f("ttlMs", "num"), f("waitMs", "num")],
   release: [key, f("ownerId", "str")],
   refresh: [key, f("ownerId", "str"), f("ttlMs", "num")],
+  watchLost: [key, f("ownerId", "str"), f("waitMs", "num")],
   list: [
     f("prefix", "optStr"),
     f("from", "optStr"),
@@ -296,6 +302,7 @@ export const responseSchemas: Record<OpName, readonly FieldSpec[]> = {
   acquire: [f("acquired", "bool"), f("ownerId", "optStr"), f("fencingToken", "optU64")],
   release: [f("released", "bool")],
   refresh: [f("refreshed", "bool")],
+  watchLost: [f("reason", "str")],
   list: [
     records("items", [
       key,

@@ -103,6 +103,8 @@ export class RequestDispatcher {
   private readonly dedupByShard = new Map<number, DedupCache>();
   private inflightCount = 0;
   private idleWaiters: (() => void)[] = [];
+  /** Aborted by drain: long polls (watchLost) answer at once so a stopping server is not held. */
+  private readonly stopping = new AbortController();
 
   constructor(private readonly options: DispatcherOptions) {
     for (const [shard, handler] of options.shards) {
@@ -292,7 +294,7 @@ export class RequestDispatcher {
     const observer = this.options.observer;
     call.trace = observer?.started?.(header);
     entryOfOp
-      .handle(served, request, origin)
+      .handle(served, request, origin, this.stopping.signal)
       .then((response) => call.onResponse(response as unknown as Message), call.onError);
     observer?.handedOff?.();
   }
@@ -316,6 +318,7 @@ export class RequestDispatcher {
 
   /** Resolves when no request is in flight, or after `timeoutMs`. */
   drain(timeoutMs: number): Promise<void> {
+    this.stopping.abort();
     if (this.inflightCount === 0) return Promise.resolve();
     return new Promise((resolve) => {
       const timer = setTimeout(resolve, timeoutMs);

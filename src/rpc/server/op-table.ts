@@ -31,12 +31,17 @@ export interface OpEntry<K extends OpName> {
     handler: ShardHandler,
     request: Requests[K],
     origin: RequestOrigin | undefined,
+    /** Aborts when the server stops: a long poll answers at once instead of holding the drain. */
+    stopping: AbortSignal,
   ): Promise<Responses[K]>;
 }
 
 export type OpTable = { readonly [K in OpName]: OpEntry<K> };
 
 const empty = {} as Record<string, never>;
+
+/** The longest long poll of watchLost (waitMs 0 means this): a request is bounded in time. */
+export const WATCH_LOST_WAIT_MS_MAX = 300_000;
 
 function lockManager(handler: ShardHandler, op: OpName) {
   if (handler.kind !== "lock") throw new DkvError("UNKNOWN_OPERATION", `"${op}" needs a lockmgr shard`);
@@ -162,6 +167,26 @@ export const opTable: OpTable = {
     write: true,
     async handle(handler, r) {
       return { refreshed: await lockManager(handler, "refresh").refresh(r.key, r.ownerId, r.ttlMs) };
+    },
+  },
+  watchLost: {
+    shards: "lock",
+    write: false,
+    extraTimeMs: (r) => r.waitMs,
+    validate: (r) =>
+      r.waitMs > WATCH_LOST_WAIT_MS_MAX
+        ? new DkvError(
+            "BAD_REQUEST",
+            `waitMs of watchLost is at most ${WATCH_LOST_WAIT_MS_MAX} ms (a long poll); got ${r.waitMs}. Ask again when it answers "held"`,
+          )
+        : undefined,
+    async handle(handler, r, _origin, stopping) {
+      // Only whether this owner still holds it: other owners' ids never leave the server.
+      const reason = await lockManager(handler, "watchLost").watchLost(r.key, r.ownerId, {
+        waitMs: r.waitMs === 0 ? WATCH_LOST_WAIT_MS_MAX : r.waitMs,
+        signal: stopping,
+      });
+      return { reason: reason === "stopped" ? "held" : reason };
     },
   },
   list: {

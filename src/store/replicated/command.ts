@@ -1,4 +1,5 @@
 import { DkvError, type DkvErrorCode } from "../../errors.ts";
+import { decodeLockQueueValue, type LockQueueRequest } from "../lock-queue.ts";
 import type { CheckedTxn } from "../txn.ts";
 import type { StoreLimits } from "../types.ts";
 import { decodeTxn } from "./txn-command.ts";
@@ -25,6 +26,11 @@ export const Op = {
    * are due and no write comes, so deadlines pass (and expiry events happen) at log time.
    */
   Tick: 10,
+  /**
+   * A step of a lock's wait queue (lock-queue.ts): the key is the lock key, deleteInMs the
+   * lock's ttl, the value `encodeLockQueueValue`'s bytes (mode, queue lease, seq, owner).
+   */
+  LockQueue: 11,
 } as const;
 export type Op = (typeof Op)[keyof typeof Op];
 
@@ -45,6 +51,8 @@ export interface Command {
   origin: RequestOrigin | undefined;
   /** Op.Txn only: the transaction, decoded and validated from the value. */
   txn?: CheckedTxn;
+  /** Op.LockQueue only: the request, decoded and validated from key, value and deleteInMs. */
+  lockQueue?: LockQueueRequest;
 }
 
 export const CLIENT_ID_BYTES = 16;
@@ -159,13 +167,19 @@ function takesValue(op: Op): boolean {
 
 /** Ops that set deadlines. */
 function takesDurations(op: Op): boolean {
-  return op === Op.SetE || op === Op.SetEIfUnset || op === Op.Claim || op === Op.RenewIfEquals;
+  return (
+    op === Op.SetE ||
+    op === Op.SetEIfUnset ||
+    op === Op.Claim ||
+    op === Op.RenewIfEquals ||
+    op === Op.LockQueue
+  );
 }
 
 function parseCommand(data: Uint8Array, copyValue: boolean): Command {
   if (data.byteLength < HEADER_BYTES) throw corrupt(`${data.byteLength} bytes`);
   const opCode = data[0]!;
-  if (opCode < Op.Set || opCode > Op.Tick) throw corrupt(`unknown op ${opCode}`);
+  if (opCode < Op.Set || opCode > Op.LockQueue) throw corrupt(`unknown op ${opCode}`);
   const op = opCode as Op;
   const flags = data[1]!;
   if ((flags & ~FLAG_ORIGIN) !== 0 || u16(data, 2) !== 0) throw corrupt(`unknown flags ${flags}`);
@@ -209,6 +223,11 @@ function parseCommand(data: Uint8Array, copyValue: boolean): Command {
     : data.subarray(valueStart, valueStart + valueBytes);
   if (op === Op.Txn)
     return { op, key, value, expireInMs, deleteInMs, origin, txn: decodeTxn(value, corrupt) };
+  if (op === Op.LockQueue) {
+    if (expireInMs !== 0) throw invalid("a lock queue step takes no expireInMs");
+    const lockQueue = decodeLockQueueValue(key, deleteInMs, value, invalid);
+    return { op, key, value, expireInMs, deleteInMs, origin, lockQueue };
+  }
   return { op, key, value, expireInMs, deleteInMs, origin };
 }
 

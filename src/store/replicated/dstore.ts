@@ -2,6 +2,12 @@ import { type Clock, systemClock } from "../../clock.ts";
 import { EXPIRY_TICK_MS_DEFAULT } from "../../config/defaults.ts";
 import { DkvError } from "../../errors.ts";
 import type { RaftHost } from "../../raft/host/raft-host.ts";
+import {
+  decodeLockQueueResult,
+  encodeLockQueueValue,
+  type LockQueueRequest,
+  type LockQueueResult,
+} from "../lock-queue.ts";
 import { PurgeLoop } from "../purge-loop.ts";
 import { checkTxn, type TxnRequest, type TxnResult } from "../txn.ts";
 import {
@@ -30,6 +36,7 @@ import {
   validateCommand,
 } from "./command.ts";
 import { readCount, readEntry, readList } from "./data-reads.ts";
+import { LeaderMonitor } from "./leader-monitor.ts";
 import { DStoreStateMachine } from "./state-machine.ts";
 import { decodeTxnResult, encodeTxn } from "./txn-command.ts";
 
@@ -76,6 +83,8 @@ export class DStore implements IStore {
   private readonly expiryTicks: PurgeLoop | undefined;
   private tickInFlight = false;
   private readonly expiryTickMs: number;
+  /** Ends requireLeader watches when this member loses its leader; made by the first one. */
+  private leaderMonitor: LeaderMonitor | undefined;
 
   constructor(
     private readonly host: RaftHost,
@@ -121,7 +130,27 @@ export class DStore implements IStore {
   watch(key: string, options: WatchOptions = {}): AsyncIterableIterator<WatchEvent> {
     this.checkOpen();
     if (!options.prefix) checkKey(key, this.limits);
-    return watchCopies(this.stateMachine.hub.watch(key, options));
+    const watcher = this.stateMachine.hub.watch(key, options);
+    if (options.requireLeader !== true) return watchCopies(watcher);
+    this.leaderMonitor ??= new LeaderMonitor(() => this.hasLeader(), this.host.electionTimeoutMs);
+    const monitor = this.leaderMonitor;
+    try {
+      monitor.add(watcher);
+    } catch (error) {
+      void watcher.return();
+      throw error;
+    }
+    return untilEnd(watchCopies(watcher), () => monitor.remove(watcher));
+  }
+
+  /** Whether this member knows a leader of the group now (false once its host closed). */
+  private hasLeader(): boolean {
+    try {
+      return this.host.status(this.groupId).raft.leader !== null;
+    } catch (error) {
+      if (DkvError.is(error)) return false;
+      throw error;
+    }
   }
 
   /**
@@ -200,6 +229,23 @@ export class DStore implements IStore {
     origin?: RequestOrigin,
   ): Promise<ClaimResult> {
     return decodeClaim(await this.timedWrite(Op.Claim, key, value, expireInMs, deleteInMs, origin));
+  }
+
+  /** A lock-queue step as one Raft entry (Op.LockQueue): the queue is replicated state. */
+  async lockQueue(request: LockQueueRequest, origin?: RequestOrigin): Promise<LockQueueResult> {
+    checkKey(request.key, this.limits);
+    checkDuration("ttlMs", request.ttlMs);
+    const body = encodeLockQueueValue(request);
+    const result = await this.write(command(Op.LockQueue, request.key, body, 0, request.ttlMs), origin);
+    const decoded = decodeLockQueueResult(result);
+    if (decoded === undefined) {
+      throw new DkvError(
+        "INTERNAL",
+        `unexpected ${result.byteLength}-byte lock queue result from the replicated store; the members may run different dkv versions`,
+        { outcome: "unknown" },
+      );
+    }
+    return decoded;
   }
 
   async expire(key: string, origin?: RequestOrigin): Promise<void> {
@@ -342,6 +388,18 @@ export class DStore implements IStore {
   }
 }
 
+/** `events`, then `onEnd` once they end however they end (done, error, or the consumer left). */
+async function* untilEnd(
+  events: AsyncGenerator<WatchEvent, void, undefined>,
+  onEnd: () => void,
+): AsyncGenerator<WatchEvent, void, undefined> {
+  try {
+    yield* events;
+  } finally {
+    onEnd();
+  }
+}
+
 function command(op: Op, key: string, value: Uint8Array, expireInMs: number, deleteInMs: number): Command {
   return { op, key, value, expireInMs, deleteInMs, origin: undefined };
 }
@@ -363,6 +421,9 @@ class OriginStore implements IStore {
   }
   claim(key: string, value: ValueInput, expireInMs: number, deleteInMs: number): Promise<ClaimResult> {
     return this.store.claim(key, value, expireInMs, deleteInMs, this.origin);
+  }
+  lockQueue(request: LockQueueRequest): Promise<LockQueueResult> {
+    return this.store.lockQueue(request, this.origin);
   }
   expire(key: string): Promise<void> {
     return this.store.expire(key, this.origin);

@@ -3,6 +3,7 @@ import { MapleDB } from "../../db/maple/index.ts";
 import { DkvError, type DkvErrorCode } from "../../errors.ts";
 import type { Entry } from "../../raft/core/types.ts";
 import type { StateMachine } from "../../raft/host/types.ts";
+import { applyLockQueue, encodeLockQueueResult } from "../lock-queue.ts";
 import { defaultStoreLimits, type StoreLimits } from "../types.ts";
 import { WatchHub, type WatchHubOptions } from "../watch.ts";
 import {
@@ -232,6 +233,18 @@ export class DStoreStateMachine implements StateMachine {
       case Op.Tick:
         db.purgeExpired(nowMs, PURGE_PER_TICK);
         return RESULT_VOID;
+      case Op.LockQueue: {
+        // The Raft index is both a claim's fencing token and a new waiter's place in the queue.
+        try {
+          return encodeLockQueueResult(applyLockQueue(db, command.lockQueue!, nowMs, () => BigInt(index)));
+        } catch (error) {
+          // A full queue is refused alike on every member (the queue is replicated state).
+          if (DkvError.is(error) && error.code === "RESOURCE_EXHAUSTED") {
+            return encodeErrorResult(new DkvError(error.code, error.message, { outcome: "not-applied" }));
+          }
+          throw error;
+        }
+      }
     }
   }
 
