@@ -42,7 +42,7 @@ import {
   type WireOpName,
   type WireRequests,
   type WireResponses,
-  watchRequestSchema,
+  watchRequestSchemaFor,
   writeOps,
 } from "../protocol/types.ts";
 import { createSerializer } from "../serializer/index.ts";
@@ -203,7 +203,7 @@ export class RpcClient implements CallOwner, AsyncDisposable {
           requestId,
           shard,
           opCode: streamOpCodes.watch,
-          schema: watchRequestSchema,
+          schema: watchRequestSchemaFor(request),
           message: request,
           onFrame: (header, body) => {
             const decoded = decodeWatchFrame(header, body, serializer);
