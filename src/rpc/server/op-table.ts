@@ -181,12 +181,22 @@ export const opTable: OpTable = {
           )
         : undefined,
     async handle(handler, r, _origin, stopping) {
-      // Only whether this owner still holds it: other owners' ids never leave the server.
-      const reason = await lockManager(handler, "watchLost").watchLost(r.key, r.ownerId, {
-        waitMs: r.waitMs === 0 ? WATCH_LOST_WAIT_MS_MAX : r.waitMs,
-        signal: stopping,
-      });
-      return { reason: reason === "stopped" ? "held" : reason };
+      // The poll's length is wire time (real time), and its timer is cleared as soon as it answers.
+      const stop = new AbortController();
+      const end = () => stop.abort();
+      const timer = setTimeout(end, r.waitMs === 0 ? WATCH_LOST_WAIT_MS_MAX : r.waitMs);
+      stopping.addEventListener("abort", end, { once: true });
+      if (stopping.aborted) end();
+      try {
+        // Only whether this owner still holds it: other owners' ids never leave the server.
+        const reason = await lockManager(handler, "watchLost").watchLost(r.key, r.ownerId, {
+          signal: stop.signal,
+        });
+        return { reason: reason === "stopped" ? "held" : reason };
+      } finally {
+        clearTimeout(timer);
+        stopping.removeEventListener("abort", end);
+      }
     },
   },
   list: {
