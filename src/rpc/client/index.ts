@@ -522,7 +522,7 @@ export class RpcLockManager implements ILockManager {
   constructor(
     private readonly client: RpcClient,
     readonly shard: number,
-    /** Longest single long poll of watchLost (ms); the server caps it at 300 000. */
+    /** Longest single long poll of watchLost (ms); the server caps it at 120 000. */
     private readonly longPollMs = WATCH_LOST_LONG_POLL_MS,
   ) {}
 

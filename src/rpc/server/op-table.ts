@@ -40,8 +40,11 @@ export type OpTable = { readonly [K in OpName]: OpEntry<K> };
 
 const empty = {} as Record<string, never>;
 
-/** The longest long poll of watchLost (waitMs 0 means this): a request is bounded in time. */
-export const WATCH_LOST_WAIT_MS_MAX = 300_000;
+/**
+ * The longest long poll of watchLost (waitMs 0 means this): a request is bounded in time,
+ * and stays under the http listener's longest idle timeout (255 s, Bun's limit).
+ */
+export const WATCH_LOST_WAIT_MS_MAX = 120_000;
 
 function lockManager(handler: ShardHandler, op: OpName) {
   if (handler.kind !== "lock") throw new DkvError("UNKNOWN_OPERATION", `"${op}" needs a lockmgr shard`);
@@ -172,7 +175,7 @@ export const opTable: OpTable = {
   watchLost: {
     shards: "lock",
     write: false,
-    extraTimeMs: (r) => r.waitMs,
+    extraTimeMs: (r) => (r.waitMs === 0 ? WATCH_LOST_WAIT_MS_MAX : r.waitMs),
     validate: (r) =>
       r.waitMs > WATCH_LOST_WAIT_MS_MAX
         ? new DkvError(
