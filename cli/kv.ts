@@ -312,6 +312,7 @@ const watch = defineLeaf({
     "dkv kv watch services/web-1",
     "dkv kv watch --prefix services/            # every key under services/",
     "dkv kv watch --prefix services/ --rev 1042 # replay from revision 1042, then follow",
+    "dkv kv watch --prefix services/ --require-leader   # end (exit 1) rather than follow a member cut off from the leader",
   ],
   notes: [
     ...kvNotes,
@@ -336,6 +337,7 @@ const watch = defineLeaf({
           prefix: o.prefix !== undefined,
           signal: controller.signal,
           ...(o.rev === undefined ? {} : { fromRevision: o.rev }),
+          ...(o["require-leader"] ? { requireLeader: true } : {}),
         });
         for await (const event of events) context.io.out(jsonLine(watchEventJson(event)));
         return EXIT_OK;
@@ -343,6 +345,12 @@ const watch = defineLeaf({
         if (DkvError.is(error, "COMPACTED")) {
           const compactRevision = (error as DkvError & { compactRevision?: number }).compactRevision;
           context.io.out(jsonLine({ error: "COMPACTED", compactRevision }));
+          context.io.err(`dkv: ${error.message}\n`);
+          return EXIT_FAILED;
+        }
+        if (o["require-leader"] && DkvError.is(error, "UNAVAILABLE")) {
+          // The stream's last line says why it ended, in the stream's own format.
+          context.io.out(jsonLine({ error: "UNAVAILABLE", message: error.message }));
           context.io.err(`dkv: ${error.message}\n`);
           return EXIT_FAILED;
         }

@@ -68,4 +68,11 @@ export const watchCommandOptions = [
     description:
       "Replay from revision N (no gap, no duplicate); older than the kept history: COMPACTED, exit 1",
   }),
+  defineOption({
+    name: "require-leader",
+    type: "boolean",
+    default: false,
+    description:
+      'End with {"error":"UNAVAILABLE",...} (exit 1) when the serving member has had no Raft leader for over an election timeout, instead of printing a possibly stale stream (resumes on another --endpoints member first)',
+  }),
 ] as const;

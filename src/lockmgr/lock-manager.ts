@@ -23,9 +23,10 @@ export interface LockManagerOptions {
    */
   storeForAttempt?: (attempt: number) => IStore;
   /**
-   * The queues of blocked acquires, shared by every manager of one lock shard (the RPC
-   * server makes a manager per request of a replicated shard): waiters of a key then queue
-   * in order of arrival across requests. A fresh one per manager by default.
+   * The blocked acquires by key, shared by every manager of one lock shard (the RPC server
+   * makes a manager per request of a replicated shard): one watch per key wakes them all.
+   * On a store without lock queues they also queue here, in order of arrival across
+   * requests (a store with lock queues orders them itself). A fresh one per manager by default.
    */
   waiters?: LockWaiters;
   /**

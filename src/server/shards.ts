@@ -91,7 +91,8 @@ export function replicatedShardHandler(shard: ReplicatedShard, clock: Clock = sy
       forOrigin: (origin) => ({ kind: "store", store: store.withOrigin(origin) }),
     };
   }
-  // One set of wait queues for the shard: blocked acquires queue in order of arrival across requests.
+  // One set of waiters for the shard: one watch per lock wakes the blocked acquires of every
+  // request (their order is the replicated queue's, see store/lock-queue.ts).
   const waiters = new LockWaiters();
   return {
     kind: "lock",

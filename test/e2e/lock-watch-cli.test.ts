@@ -93,3 +93,22 @@ describe("watchLost and tokens (tcp)", () => {
     }
   });
 });
+
+describe("watchLost as JSON over http (curl)", () => {
+  test("answers the contract's shape; a released lock wakes a pending poll", async () => {
+    stack = await startStack("http", "binary");
+    const holder = await stack.locks.acquire("job", 0);
+    const post = (body: unknown) =>
+      fetch(`http://${stack!.server.endpoint}/v1/${lockShard}/watchLost`, {
+        method: "POST",
+        body: JSON.stringify(body),
+      }).then((response) => response.json() as Promise<unknown>);
+    expect(await post({ key: "job", ownerId: "00112233445566778899aabbccddeeff" })).toEqual({
+      reason: "lost",
+    });
+    const pending = post({ key: "job", ownerId: holder.ownerId });
+    await waitFor(() => stack!.lockStore.watcherCount > 0, "the server's watch on the lock");
+    await stack.locks.release("job", holder.ownerId!);
+    expect(await pending).toEqual({ reason: "released" });
+  });
+});

@@ -93,7 +93,7 @@ describe("watch with requireLeader on a dstore member", () => {
     const ended = await outcome(guarded, 10_000);
     expect(ended).toBeInstanceOf(DkvError);
     expect((ended as DkvError).code).toBe("UNAVAILABLE");
-  });
+  }, 20_000);
 
   test("requireLeader must be a boolean", async () => {
     const c = await start();

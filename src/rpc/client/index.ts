@@ -42,7 +42,7 @@ import {
   type WireOpName,
   type WireRequests,
   type WireResponses,
-  watchRequestSchema,
+  watchRequestSchemaFor,
   writeOps,
 } from "../protocol/types.ts";
 import { createSerializer } from "../serializer/index.ts";
@@ -203,7 +203,7 @@ export class RpcClient implements CallOwner, AsyncDisposable {
           requestId,
           shard,
           opCode: streamOpCodes.watch,
-          schema: watchRequestSchema,
+          schema: watchRequestSchemaFor(request),
           message: request,
           onFrame: (header, body) => {
             const decoded = decodeWatchFrame(header, body, serializer);
@@ -522,7 +522,7 @@ export class RpcLockManager implements ILockManager {
   constructor(
     private readonly client: RpcClient,
     readonly shard: number,
-    /** Longest single long poll of watchLost (ms); the server caps it at 300 000. */
+    /** Longest single long poll of watchLost (ms); the server caps it at 120 000. */
     private readonly longPollMs = WATCH_LOST_LONG_POLL_MS,
   ) {}
 

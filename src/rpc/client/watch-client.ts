@@ -15,12 +15,7 @@ import {
   flagError,
   readErrorBody,
 } from "../protocol/frame.ts";
-import {
-  type Message,
-  streamOpCodes,
-  watchEventSchema,
-  watchRequestSchema as watchRequestFields,
-} from "../protocol/types.ts";
+import { type Message, streamOpCodes, watchEventSchema, watchRequestSchemaFor } from "../protocol/types.ts";
 import type { Serializer } from "../serializer/types.ts";
 import type { ClientTls } from "./socket-channel.ts";
 import { bunClientTlsOptions } from "./tls-connect.ts";
@@ -203,6 +198,7 @@ export class RpcWatch implements AsyncIterableIterator<WatchEvent> {
       prefix: this.options.prefix === true,
       fromRevision: this.from ?? 0,
       progressIntervalMs: this.progressIntervalMs,
+      ...(this.options.requireLeader === true ? { requireLeader: true } : {}),
     };
     this.skip = this.from === this.lastRevision && this.lastRevision > 0 ? this.seenAtLast : 0;
     const fail = (error: DkvError): void => {
@@ -363,7 +359,7 @@ async function runHttpWatch(
   const host = hostname.includes(":") ? `[${hostname}]` : hostname;
   const out = new ByteWriter(256);
   const start = beginFrame(out);
-  options.serializer.write(watchRequestFields, request, out);
+  options.serializer.write(watchRequestSchemaFor(request), request, out);
   finishFrame(out, start, {
     serializer: options.serializer.id,
     flags: 0,

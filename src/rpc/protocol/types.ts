@@ -362,6 +362,22 @@ export const watchRequestSchema: readonly FieldSpec[] = [
   f("progressIntervalMs", "num"),
 ];
 
+/**
+ * The watch request with the requireLeader flag (the stream ends with UNAVAILABLE "no
+ * leader" once the serving member has had no leader for over an election timeout). A
+ * client sends this longer form only when it sets the flag, so servers that predate it
+ * still serve every other watch; a server reads this form first, then the short one.
+ */
+export const watchRequestLeaderSchema: readonly FieldSpec[] = [
+  ...watchRequestSchema,
+  f("requireLeader", "bool"),
+];
+
+/** The schema of a watch request body: the long form only when it asks for requireLeader. */
+export function watchRequestSchemaFor(message: Message): readonly FieldSpec[] {
+  return message.requireLeader === true ? watchRequestLeaderSchema : watchRequestSchema;
+}
+
 /** One watch event: type put|delete|expire|progress; key "" and no value for progress. */
 export const watchEventSchema: readonly FieldSpec[] = [
   f("type", "str"),

@@ -40,8 +40,11 @@ export type OpTable = { readonly [K in OpName]: OpEntry<K> };
 
 const empty = {} as Record<string, never>;
 
-/** The longest long poll of watchLost (waitMs 0 means this): a request is bounded in time. */
-export const WATCH_LOST_WAIT_MS_MAX = 300_000;
+/**
+ * The longest long poll of watchLost (waitMs 0 means this): a request is bounded in time,
+ * and stays under the http listener's longest idle timeout (255 s, Bun's limit).
+ */
+export const WATCH_LOST_WAIT_MS_MAX = 120_000;
 
 function lockManager(handler: ShardHandler, op: OpName) {
   if (handler.kind !== "lock") throw new DkvError("UNKNOWN_OPERATION", `"${op}" needs a lockmgr shard`);
@@ -172,7 +175,7 @@ export const opTable: OpTable = {
   watchLost: {
     shards: "lock",
     write: false,
-    extraTimeMs: (r) => r.waitMs,
+    extraTimeMs: (r) => (r.waitMs === 0 ? WATCH_LOST_WAIT_MS_MAX : r.waitMs),
     validate: (r) =>
       r.waitMs > WATCH_LOST_WAIT_MS_MAX
         ? new DkvError(
@@ -181,12 +184,22 @@ export const opTable: OpTable = {
           )
         : undefined,
     async handle(handler, r, _origin, stopping) {
-      // Only whether this owner still holds it: other owners' ids never leave the server.
-      const reason = await lockManager(handler, "watchLost").watchLost(r.key, r.ownerId, {
-        waitMs: r.waitMs === 0 ? WATCH_LOST_WAIT_MS_MAX : r.waitMs,
-        signal: stopping,
-      });
-      return { reason: reason === "stopped" ? "held" : reason };
+      // The poll's length is wire time (real time), and its timer is cleared as soon as it answers.
+      const stop = new AbortController();
+      const end = () => stop.abort();
+      const timer = setTimeout(end, r.waitMs === 0 ? WATCH_LOST_WAIT_MS_MAX : r.waitMs);
+      stopping.addEventListener("abort", end, { once: true });
+      if (stopping.aborted) end();
+      try {
+        // Only whether this owner still holds it: other owners' ids never leave the server.
+        const reason = await lockManager(handler, "watchLost").watchLost(r.key, r.ownerId, {
+          signal: stop.signal,
+        });
+        return { reason: reason === "stopped" ? "held" : reason };
+      } finally {
+        clearTimeout(timer);
+        stopping.removeEventListener("abort", end);
+      }
     },
   },
   list: {

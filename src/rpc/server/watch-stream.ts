@@ -10,7 +10,12 @@ import {
   flagResponse,
   writeErrorBody,
 } from "../protocol/frame.ts";
-import { type Message, watchEventSchema, watchRequestSchema } from "../protocol/types.ts";
+import {
+  type Message,
+  watchEventSchema,
+  watchRequestLeaderSchema,
+  watchRequestSchema,
+} from "../protocol/types.ts";
 import type { Serializer } from "../serializer/types.ts";
 
 /** Where a watch finds its store and its permission check. */
@@ -25,6 +30,17 @@ export interface WatchRequest {
   prefix: boolean;
   fromRevision: number | undefined;
   progressIntervalMs: number | undefined;
+  requireLeader: boolean;
+}
+
+/** The request in its long form (with requireLeader) or, from clients that do not send it, the short one. */
+function readWatchRequest(serializer: Serializer, body: Uint8Array): Message {
+  try {
+    return serializer.read(watchRequestLeaderSchema, body);
+  } catch (error) {
+    if (!DkvError.is(error)) throw error;
+    return { ...serializer.read(watchRequestSchema, body), requireLeader: false };
+  }
 }
 
 /** The shortest progress interval a client may ask for: progress frames cost the server too. */
@@ -44,7 +60,7 @@ export function openWatch(
   signal: AbortSignal,
 ): AsyncIterator<WatchEvent> {
   if (header.serializer !== serializer.id) throw source.mismatch(header.serializer);
-  const message = serializer.read(watchRequestSchema, body);
+  const message = readWatchRequest(serializer, body);
   const refusal = authority?.authorize(identity, "watch", header.shard, message);
   if (refusal !== undefined) throw refusal;
   const request = watchRequestOf(message);
@@ -55,6 +71,7 @@ export function openWatch(
     signal,
     ...(request.fromRevision === undefined ? {} : { fromRevision: request.fromRevision }),
     ...(request.progressIntervalMs === undefined ? {} : { progressIntervalMs: request.progressIntervalMs }),
+    ...(request.requireLeader ? { requireLeader: true } : {}),
   });
 }
 
@@ -78,6 +95,7 @@ function watchRequestOf(message: Message): WatchRequest {
     prefix: message.prefix as boolean,
     fromRevision: fromRevision === 0 ? undefined : fromRevision,
     progressIntervalMs: interval === 0 ? undefined : Math.max(PROGRESS_INTERVAL_MS_MIN, interval),
+    requireLeader: message.requireLeader === true,
   };
 }
 
