@@ -200,6 +200,29 @@ describe("http connection cap", () => {
     }
   });
 
+  test("a malformed request gets a 400 with a JSON reason and is closed; a token in it is not echoed", async () => {
+    const stack = await startStack("http", "binary");
+    const raw = await rawHttp(stack.server.endpoint);
+    try {
+      raw.send(
+        "POST /v1/100/get HTTP/1.1\r\nAuthorization : Bearer secret-token-123\r\nContent-Length: 2\r\n\r\n{}",
+      );
+      await within(3_000, raw.closed, "closing the connection");
+      const reply = raw.received();
+      expect(reply).toStartWith("HTTP/1.1 400 ");
+      expect(reply.toLowerCase()).toContain("connection: close");
+      const body = JSON.parse(reply.slice(reply.indexOf("\r\n\r\n") + 4));
+      expect(body).toMatchObject({
+        error: "BAD_REQUEST",
+        message: expect.stringContaining("malformed header field"),
+      });
+      expect(reply).not.toContain("secret-token-123");
+    } finally {
+      raw.close();
+      await stack.close();
+    }
+  });
+
   describe("with TLS", () => {
     let pki: TestPki;
     beforeAll(async () => {

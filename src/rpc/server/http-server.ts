@@ -138,6 +138,11 @@ class HttpConnection {
     return !this.busy && !this.closing && this.headSinceMs !== undefined;
   }
 
+  /** Closing: no more requests are taken. */
+  get isClosing(): boolean {
+    return this.closing;
+  }
+
   /** Has it answered a request (so an idle timeout, not the head timeout, applies between requests)? */
   get keptAlive(): boolean {
     return this.served > 0;
@@ -190,7 +195,8 @@ class HttpConnection {
         if (result.kind === "error") {
           const { status, message } = result.error;
           this.state.options.logger.debug(`http: refused a request: ${message}`);
-          this.writeFixed(jsonError(new DkvError("BAD_REQUEST", message), status), false, false);
+          const code = status === 413 ? "TOO_LARGE" : "BAD_REQUEST";
+          this.writeFixed(jsonError(new DkvError(code, message), status), false, true);
           void this.closeGracefully();
           return;
         }
@@ -586,7 +592,7 @@ function startSweeper(
   const timer = setInterval(() => {
     const nowMs = Date.now();
     for (const connection of state.connections) {
-      if (connection.closed || connection.busy) continue;
+      if (connection.closed || connection.busy || connection.isClosing) continue;
       if (!connection.secured) {
         if (nowMs - connection.openedAtMs > limits.handshakeTimeoutMs) {
           logger.debug(

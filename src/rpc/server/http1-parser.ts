@@ -202,7 +202,9 @@ export class Http1RequestParser {
       const colon = line.indexOf(":");
       const name = colon > 0 ? line.slice(0, colon) : "";
       if (!tokenPattern.test(name)) {
-        return { status: 400, message: `malformed header field "${line.slice(0, 40)}"` };
+        // Only the name is quoted: the value may be a token (never echoed or logged).
+        const what = colon > 0 ? `name "${name.slice(0, 40)}"` : "without a colon (or folded)";
+        return { status: 400, message: `malformed header field ${what}` };
       }
       const key = name.toLowerCase();
       const value = line.slice(colon + 1).trim();
