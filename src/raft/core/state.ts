@@ -73,6 +73,8 @@ export class NodeState {
   readonly preVote: boolean;
   readonly checkQuorum: boolean;
   readonly readOnlyOption: "safe" | "lease";
+  /** RaftConfig.quietHeartbeats, off in lease mode. */
+  readonly quietHeartbeats: boolean;
   readonly leaseMarginTicks: number;
   readonly maxSizePerMsgBytes: number;
   readonly maxUncommittedBytes: number;
@@ -133,6 +135,7 @@ export class NodeState {
     if (this.readOnlyOption === "lease" && !this.checkQuorum) {
       throw new RangeError('readOnly "lease" requires checkQuorum');
     }
+    this.quietHeartbeats = (config.quietHeartbeats ?? false) && this.readOnlyOption === "safe";
     this.leaseMarginTicks = config.leaseMarginTicks ?? DEFAULTS.leaseMarginTicks;
     if (
       !Number.isInteger(this.leaseMarginTicks) ||
