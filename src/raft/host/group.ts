@@ -177,6 +177,9 @@ export class RaftGroup {
       applied: this.appliedIndex,
       // Our appends go out while we persist them; we count our own copy only once durable.
       appendsBeforePersist: true,
+      // A group taking writes needs no heartbeats besides its appends: with many groups
+      // per process, that is most of the messages an idle-looking member would send.
+      quietHeartbeats: true,
       logger: env.logger,
     });
     const conf = this.node.status().conf;
