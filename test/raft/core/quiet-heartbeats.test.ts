@@ -65,8 +65,12 @@ describe("Raft rules: quiet heartbeats", () => {
     expect(heartbeatsOfNextReady(net, "1")).toEqual(["2", "3"]);
   });
 
-  test("off by default, and in lease mode: every follower gets every heartbeat", () => {
-    for (const options of [{}, { quietHeartbeats: true, readOnly: "lease" as const }]) {
+  test("off by default, in lease mode, and with an election timeout within two heartbeat intervals and a tick: every follower gets every heartbeat", () => {
+    for (const options of [
+      {},
+      { quietHeartbeats: true, readOnly: "lease" as const },
+      { quietHeartbeats: true, electionTicks: 5 },
+    ]) {
       const net = afterAckedWrite(options);
       net.tick("1", 2);
       expect(heartbeatsOfNextReady(net, "1")).toEqual(["2", "3"]);
