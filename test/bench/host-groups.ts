@@ -58,12 +58,16 @@ async function startCluster(groupCount: number): Promise<Cluster> {
       });
       members.push({ shards, transport: transport! });
     }
-    await waitUntil(`a leader for each of ${groupCount} groups, spread over the members`, START_TIMEOUT_MS, async () => {
-      const leaders = shardSpecs.map((spec) => members[0]!.shards.host.status(spec.id).raft.leader);
-      if (leaders.some((leader) => leader === null)) return false;
-      const perMember = ids.map((id) => leaders.filter((leader) => leader === id).length);
-      return Math.max(...perMember) - Math.min(...perMember) <= 1;
-    });
+    await waitUntil(
+      `a leader for each of ${groupCount} groups, spread over the members`,
+      START_TIMEOUT_MS,
+      async () => {
+        const leaders = shardSpecs.map((spec) => members[0]!.shards.host.status(spec.id).raft.leader);
+        if (leaders.some((leader) => leader === null)) return false;
+        const perMember = ids.map((id) => leaders.filter((leader) => leader === id).length);
+        return Math.max(...perMember) - Math.min(...perMember) <= 1;
+      },
+    );
   } catch (error) {
     await stopCluster({ members, dir });
     throw error;
@@ -104,7 +108,8 @@ async function run(
 ): Promise<{ opsPerSec: number; perWrite: Counters }> {
   const value = new Uint8Array(VALUE_BYTES).fill(0x61);
   const keys = Array.from({ length: KEYS_PER_GROUP }, (_, i) => `spread/${i}`);
-  const storeOf = (member: number, group: number) => cluster.members[member]!.shards.shards.get(group + 1)!.store;
+  const storeOf = (member: number, group: number) =>
+    cluster.members[member]!.shards.shards.get(group + 1)!.store;
   for (let group = 0; group < groups; group++) await storeOf(0, group).set("spread/warm", value);
   const before = counters(cluster);
   let done = 0;
@@ -131,7 +136,12 @@ async function run(
   const per = (key: keyof Counters) => (after[key] - before[key]) / Math.max(1, done);
   return {
     opsPerSec: done / seconds,
-    perWrite: { cpuUs: per("cpuUs"), socketWrites: per("socketWrites"), frames: per("frames"), batches: per("batches") },
+    perWrite: {
+      cpuUs: per("cpuUs"),
+      socketWrites: per("socketWrites"),
+      frames: per("frames"),
+      batches: per("batches"),
+    },
   };
 }
 
@@ -143,7 +153,9 @@ async function main(): Promise<void> {
   const rounds = Number(flagValue(argv, "--rounds", "2"));
   const cluster = await startCluster(groupCount);
   try {
-    console.log("load                      ops/s   CPU us/write  socket writes/write  frames/write  fsyncs/write");
+    console.log(
+      "load                      ops/s   CPU us/write  socket writes/write  frames/write  fsyncs/write",
+    );
     for (let round = 0; round < rounds; round++) {
       for (const groups of [1, groupCount]) {
         for (const threads of threadList) {

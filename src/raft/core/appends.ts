@@ -67,10 +67,22 @@ function sendSnapshot(s: NodeState, to: NodeId, pr: Progress): boolean {
   return true;
 }
 
-export function bcastHeartbeat(s: NodeState, readRound: string | undefined): void {
+/**
+ * Heartbeats to every follower; with `periodic` (the heartbeat tick) and quietHeartbeats,
+ * not to those that acked an append since the last tick and are replicating: they heard
+ * from us, and a commit index they lack goes out as an append. A pending read round
+ * (`readRound`) always goes to everyone.
+ */
+export function bcastHeartbeat(s: NodeState, readRound: string | undefined, periodic = false): void {
   const committed = s.log.committed;
+  const quiet = periodic && s.quietHeartbeats && readRound === undefined;
   for (const [id, pr] of s.trk.progress) {
     if (id === s.id) continue;
+    if (periodic) {
+      const acked = pr.ackedSinceHeartbeat;
+      pr.ackedSinceHeartbeat = false;
+      if (quiet && acked && pr.state === "replicate") continue;
+    }
     const m = newMessage(MessageType.Heartbeat, s.id, id, s.term);
     // Never tell a follower to commit past what it is known to hold.
     m.commit = Math.min(pr.match, committed);

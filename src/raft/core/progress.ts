@@ -62,6 +62,8 @@ export class Progress {
   pendingSnapshot = 0;
   /** Heard from within the current election timeout (CheckQuorum). */
   recentActive = false;
+  /** Accepted an append since the last periodic heartbeat (RaftConfig.quietHeartbeats). */
+  ackedSinceHeartbeat = false;
   /** Probe: one append is outstanding; Replicate: inflights were full at the last send. */
   paused = false;
   /** Send an append even if it carries nothing (a heartbeat showed the follower lagging). */
@@ -198,6 +200,7 @@ export class Progress {
     this.match = 0;
     this.next = lastIndex + 1;
     this.recentActive = false;
+    this.ackedSinceHeartbeat = false;
     this.sentCommit = 0;
     this.leaseAckTick = LEASE_NO_ACK;
   }

@@ -269,7 +269,7 @@ export class RaftNode implements RaftNodeApi {
     }
     if (s.heartbeatElapsed >= s.heartbeatTicks) {
       s.heartbeatElapsed = 0;
-      bcastHeartbeat(s, roundContext(s.readOnly.lastRound()));
+      bcastHeartbeat(s, roundContext(s.readOnly.lastRound()), true);
     }
   }
 

@@ -94,6 +94,7 @@ export function handleAppendResp(s: NodeState, m: Message): void {
     }
     return;
   }
+  pr.ackedSinceHeartbeat = true;
   if (!pr.maybeUpdate(m.index)) return;
   if (pr.state === "probe") {
     pr.becomeReplicate();

@@ -73,6 +73,8 @@ export class NodeState {
   readonly preVote: boolean;
   readonly checkQuorum: boolean;
   readonly readOnlyOption: "safe" | "lease";
+  /** RaftConfig.quietHeartbeats; off in lease mode and when electionTicks <= 2 * heartbeatTicks + 1. */
+  readonly quietHeartbeats: boolean;
   readonly leaseMarginTicks: number;
   readonly maxSizePerMsgBytes: number;
   readonly maxUncommittedBytes: number;
@@ -133,6 +135,12 @@ export class NodeState {
     if (this.readOnlyOption === "lease" && !this.checkQuorum) {
       throw new RangeError('readOnly "lease" requires checkQuorum');
     }
+    // A skipped heartbeat leaves a follower up to two intervals (and a tick of skew) without
+    // word from us: only when that is well inside its election timeout.
+    this.quietHeartbeats =
+      (config.quietHeartbeats ?? false) &&
+      this.readOnlyOption === "safe" &&
+      this.electionTicks > 2 * this.heartbeatTicks + 1;
     this.leaseMarginTicks = config.leaseMarginTicks ?? DEFAULTS.leaseMarginTicks;
     if (
       !Number.isInteger(this.leaseMarginTicks) ||

@@ -218,6 +218,15 @@ export interface RaftConfig {
    * (`Ready.messagesBeforePersist`). Default false: every message waits for persistence.
    */
   appendsBeforePersist?: boolean;
+  /**
+   * A leader skips a follower's periodic heartbeat when that follower acked an append since
+   * the previous one (it heard from us and we from it; a new commit index goes out as an
+   * append anyway). Never while a ReadIndex round is pending, nor in lease mode (acks of
+   * heartbeats anchor the lease), nor unless electionTicks > 2 * heartbeatTicks + 1 (a
+   * follower may then go two intervals without a message). Saves most heartbeats of
+   * groups that take writes, when a process runs many. Default false.
+   */
+  quietHeartbeats?: boolean;
   maxSizePerMsgBytes?: number;
   maxInflightMsgs?: number;
   maxInflightBytes?: number;

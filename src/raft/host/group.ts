@@ -129,6 +129,8 @@ export class RaftGroup {
   private pendingProposalBytes = 0;
   /** A proposal was refused at raftLogMaxBytes: snapshot at the next chance, whatever the cadence. */
   private snapshotWanted = false;
+  /** Ticks before a snapshot the state machine could not stream (a backup's save running) is tried again. */
+  private snapshotRetryTicks = 0;
   /** A Ready is in flight (handed out by ready(), not yet advanced): at most one per group. */
   private draining = false;
   /** Asked the host for a pass that has not reached this group yet. */
@@ -177,6 +179,9 @@ export class RaftGroup {
       applied: this.appliedIndex,
       // Our appends go out while we persist them; we count our own copy only once durable.
       appendsBeforePersist: true,
+      // A group taking writes needs no heartbeats besides its appends: with many groups
+      // per process, that is most of the messages an idle-looking member would send.
+      quietHeartbeats: true,
       logger: env.logger,
     });
     const conf = this.node.status().conf;
@@ -195,6 +200,7 @@ export class RaftGroup {
     this.expireReads(nowMs);
     this.expireLeaderWatchers(nowMs);
     // Outside a drain no restore is half-done, so the state machine is at appliedIndex.
+    if (this.snapshotRetryTicks > 0) this.snapshotRetryTicks--;
     if (this.snapshotWanted && !this.draining) this.maybeSnapshot();
     for (const [id, read] of this.reads) {
       // A read index request can be dropped silently (no leader, leader change): ask again.
@@ -603,7 +609,8 @@ export class RaftGroup {
    * whichever comes first; then compacts the log behind it (see compactBehind).
    */
   private maybeSnapshot(): void {
-    if (this.snapshotTask !== undefined || this.appliedIndex <= this.snapshotIndex) return;
+    if (this.snapshotTask !== undefined || this.snapshotRetryTicks > 0) return;
+    if (this.appliedIndex <= this.snapshotIndex) return;
     const { snapshotEntries, snapshotBytes } = this.env;
     const byEntries = snapshotEntries > 0 && this.appliedSinceSnapshot >= snapshotEntries;
     const byBytes = snapshotBytes > 0 && this.appliedBytes - this.capturedAppliedBytes >= snapshotBytes;
@@ -616,7 +623,8 @@ export class RaftGroup {
       conf: this.node.status().conf,
     };
     // Captured now, at exactly the applied index; the bytes stream while we go on applying.
-    const data = this.stateMachine.snapshot();
+    const snapshot = this.stateMachine.snapshot();
+    const data = snapshot instanceof Uint8Array ? snapshot : sourceFailuresMarked(snapshot);
     const capturedBytes = this.appliedBytes;
     this.appliedSinceSnapshot = 0;
     this.capturedAppliedBytes = capturedBytes;
@@ -630,9 +638,17 @@ export class RaftGroup {
         this.env.logger.debug(`group ${this.groupId}: snapshot at ${meta.index}, log compacted`);
       } catch (error) {
         // A failed write of the snapshot is a failed fsync: fatal. Compaction only deletes;
-        // if it failed, the log stays whole and the next interval tries again.
+        // if it failed, the log stays whole and the next interval tries again. A state
+        // machine that could not stream (its engine runs one save at a time, and a backup's
+        // is running) wrote nothing: storage dropped the partial file; try again later.
         this.env.observer?.snapshotDone(this.groupId, "save", this.env.monotonicMs() - saveStartMs, false);
-        if (error instanceof PersistenceFailure) this.fatal(error);
+        if (error instanceof PersistenceFailure && error.cause instanceof SnapshotSourceFailure) {
+          this.snapshotWanted = true;
+          this.snapshotRetryTicks = this.env.electionTicks;
+          this.env.logger.warn(
+            `group ${this.groupId}: the state machine could not stream snapshot ${meta.index} (${String(error.cause.cause)}); trying again in ${this.env.electionTicks} ticks`,
+          );
+        } else if (error instanceof PersistenceFailure) this.fatal(error);
         else
           this.env.logger.warn(
             `group ${this.groupId}: compaction after snapshot ${meta.index} failed: ${String(error)}`,
@@ -793,6 +809,40 @@ class PersistenceFailure extends Error {
   constructor(cause: unknown) {
     super(`persistence failed: ${String(cause)}`, { cause });
     this.name = "PersistenceFailure";
+  }
+}
+
+/** The state machine's snapshot stream failed (not the disk): the save can be tried again. */
+class SnapshotSourceFailure extends Error {
+  constructor(cause: unknown) {
+    super(`the state machine's snapshot stream failed: ${String(cause)}`, { cause });
+    this.name = "SnapshotSourceFailure";
+  }
+}
+
+/** `data`, with a failure of its own iteration marked as a SnapshotSourceFailure. */
+async function* sourceFailuresMarked(data: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
+  const chunks = data[Symbol.asyncIterator]();
+  let finished = false;
+  try {
+    // Bounded by the state machine's stream.
+    for (;;) {
+      let step: IteratorResult<Uint8Array>;
+      try {
+        step = await chunks.next();
+      } catch (error) {
+        finished = true;
+        throw new SnapshotSourceFailure(error);
+      }
+      if (step.done === true) {
+        finished = true;
+        return;
+      }
+      yield step.value;
+    }
+  } finally {
+    // The writer stopped early (a disk error): end the stream, so the engine's save ends too.
+    if (!finished) await chunks.return?.();
   }
 }
 

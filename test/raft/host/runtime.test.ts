@@ -25,7 +25,7 @@ class ListMachine implements StateMachine {
     this.items.push(new TextDecoder().decode(entry.data));
     return utf8.encode(String(entry.index));
   }
-  snapshot(): Uint8Array {
+  snapshot(): Uint8Array | AsyncIterable<Uint8Array> {
     return utf8.encode(JSON.stringify(this.items));
   }
   async restore(data: Uint8Array): Promise<void> {
@@ -256,5 +256,43 @@ describe("production's onFatal", () => {
     expect(stdout).not.toContain("still running");
     expect(stderr).toContain("dkv: fatal: group 1 on n1: writing to disk failed");
     expect(stderr).toContain("restart the member");
+  });
+});
+
+describe("snapshots the state machine cannot stream", () => {
+  /** A ListMachine whose next snapshot stream fails at its first chunk, as MapleDB's does while a backup saves. */
+  class BusyOnceMachine extends ListMachine {
+    busy = true;
+    override snapshot(): Uint8Array | AsyncIterable<Uint8Array> {
+      if (!this.busy) return super.snapshot();
+      this.busy = false;
+      return {
+        [Symbol.asyncIterator]: () => ({
+          next: () =>
+            Promise.reject(
+              new DkvError("BAD_REQUEST", "a snapshot save is already running on this database"),
+            ),
+        }),
+      };
+    }
+  }
+
+  test("a snapshot whose stream fails (a backup's save running) is tried again later; the member does not stop", async () => {
+    const machines: BusyOnceMachine[] = [];
+    cluster = await TestCluster.start({
+      size: 1,
+      snapshotEntries: 3,
+      stateMachine: () => {
+        const machine = new BusyOnceMachine();
+        machines.push(machine);
+        return machine;
+      },
+    });
+    const host = cluster.host("n1");
+    for (let i = 0; i < 4; i++) await host.propose(GROUP, utf8.encode(`v${i}`));
+    await waitFor(() => machines[0]!.busy === false, "the first snapshot attempt");
+    await waitFor(() => host.status(GROUP).snapshotIndex > 0, "a snapshot after the retry");
+    expect(cluster.fatalErrors).toEqual([]);
+    expect(await host.propose(GROUP, utf8.encode("after"))).toEqual(utf8.encode("6"));
   });
 });

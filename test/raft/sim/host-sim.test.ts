@@ -158,6 +158,12 @@ describe("two groups on each member's one disk", () => {
     expect(stats.reduce((total, s) => total + s.crashes, 0)).toBeGreaterThan(0);
   }, 120_000);
 
+  test("seeds 1..20 with seven other groups: one Ready pass per member carries many groups, the checked group keeps every promise", async () => {
+    const stats = await runSeeds(1, 20, { bystanderWriteRate: 0.6, bystanderGroups: 7 });
+    expect(stats.reduce((total, s) => total + s.bystanderWritesOk, 0)).toBeGreaterThan(0);
+    expect(stats.reduce((total, s) => total + s.writesOk, 0)).toBeGreaterThan(0);
+  }, 120_000);
+
   test(`lying disks, seeds ${[...defect1Seeds, ...compactedProbeSeeds].join(", ")} and 1..20`, async () => {
     const swarm = { ...lyingDiskSwarm, ...shared };
     const seeds = [...defect1Seeds, ...compactedProbeSeeds, ...Array.from({ length: 20 }, (_, i) => i + 1)];

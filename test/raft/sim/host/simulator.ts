@@ -103,6 +103,12 @@ export interface HostSwarm {
    * across both, a lying disk may lose either's frame. Only the first group is checked.
    */
   bystanderWriteRate: number;
+  /**
+   * How many such other groups each member hosts (ids 2, 3, ...; default 1); each
+   * bystander write goes to one of them. With many, every Ready pass of the host
+   * (raft/host/ready-pass.ts) carries several groups' Readys in one disk batch.
+   */
+  bystanderGroups: number;
 }
 
 export interface HostSimOptions {
@@ -135,7 +141,7 @@ export interface HostSimStats {
 
 const msPerStep = 10;
 const GROUP = 1;
-/** The second group of `bystanderWriteRate`, and the client id of its writes. */
+/** The first other group of `bystanderWriteRate` (then 3, 4, ...), and the client id of their writes. */
 const BYSTANDER_GROUP = 2;
 const BYSTANDER_CLIENT_ID = new Uint8Array(16).fill(0xbb);
 const livenessStepsMax = 6000;
@@ -180,6 +186,7 @@ export function pickHostSwarm(prng: Prng): HostSwarm {
     clients: prng.pick([3, 3, 6]),
     ...logBytes(prng),
     bystanderWriteRate: 0,
+    bystanderGroups: 1,
   };
 }
 
@@ -512,7 +519,9 @@ class HostSimulation {
     const options: GroupOptions = { validateProposal };
     await host.addGroup(GROUP, machine, options);
     if (this.bystanderPrng !== null) {
-      await host.addGroup(BYSTANDER_GROUP, this.options.runtime.createStateMachine(), options);
+      for (let i = 0; i < this.swarm.bystanderGroups; i++) {
+        await host.addGroup(BYSTANDER_GROUP + i, this.options.runtime.createStateMachine(), options);
+      }
     }
     this.trace(`${node.id} started (incarnation ${incarnation})`);
   }
@@ -832,6 +841,11 @@ class HostSimulation {
     const alive = this.nodes.filter((node) => node.host !== null);
     if (alive.length === 0) return;
     const target = prng.pick(alive);
+    // One group needs no draw: seeds of one bystander group replay as before.
+    const groupId =
+      this.swarm.bystanderGroups > 1
+        ? BYSTANDER_GROUP + prng.int(0, this.swarm.bystanderGroups - 1)
+        : BYSTANDER_GROUP;
     const requestId = this.bystanderWrites++;
     const command = encodeCommand({
       op: Op.Set,
@@ -846,7 +860,7 @@ class HostSimulation {
       target,
       `bystander write ${requestId}`,
       timeoutMs,
-      () => target.host!.propose(BYSTANDER_GROUP, command, { timeoutMs }),
+      () => target.host!.propose(groupId, command, { timeoutMs }),
       (outcome) => {
         if (!("lost" in outcome) && outcome.ok) this.stats.bystanderWritesOk++;
       },
