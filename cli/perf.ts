@@ -27,6 +27,8 @@ export interface PerfResult {
   p50Ms: number;
   p90Ms: number;
   p99Ms: number;
+  /** CPU time of this benchmark process per completed operation (µs): what the load tool itself costs. */
+  clientCpuUsPerOp: number;
 }
 
 /** Latencies in ms: every one until the buffer is full, then a uniform reservoir sample. */
@@ -119,6 +121,7 @@ async function runOne(
   let errors = 0;
   let firstError: unknown;
   const startMs = performance.now();
+  const cpuStart = process.cpuUsage();
   const deadlineMs = startMs + duration;
   const worker = async () => {
     while (started < MAX_OPS_PER_TEST && errors < MAX_ERRORS_PER_TEST && performance.now() < deadlineMs) {
@@ -144,6 +147,7 @@ async function runOne(
     if (timer !== undefined) clearInterval(timer);
   }
   const seconds = (performance.now() - startMs) / 1_000;
+  const cpu = process.cpuUsage(cpuStart);
 
   if (plan.cleanup) await forEachKey(keys, threads, (key) => store.delete(key)).catch(() => undefined);
   const { p50, p90, p99 } = latencies.percentiles();
@@ -158,13 +162,25 @@ async function runOne(
       p50Ms: p50,
       p90Ms: p90,
       p99Ms: p99,
+      clientCpuUsPerOp: completed > 0 ? (cpu.user + cpu.system) / completed : 0,
     },
     firstError,
   };
 }
 
 function skippedResult(test: PerfTest): PerfResult {
-  return { test, skipped: true, ops: 0, errors: 0, seconds: 0, opsPerSec: 0, p50Ms: 0, p90Ms: 0, p99Ms: 0 };
+  return {
+    test,
+    skipped: true,
+    ops: 0,
+    errors: 0,
+    seconds: 0,
+    opsPerSec: 0,
+    p50Ms: 0,
+    p90Ms: 0,
+    p99Ms: 0,
+    clientCpuUsPerOp: 0,
+  };
 }
 
 const ms = (value: number) => `${value.toFixed(value < 10 ? 3 : 1)}ms`;
@@ -210,7 +226,7 @@ function settingsOf(context: PerfContext, endpoints: readonly string[]) {
 
 function csvOf(results: readonly PerfResult[], settings: ReturnType<typeof settingsOf>): string {
   const header =
-    "test,skipped,ops,ops_per_sec,p50_ms,p90_ms,p99_ms,errors,threads,keys,value_size,large_value_size_kb,transport,serializer,shard,endpoints";
+    "test,skipped,ops,ops_per_sec,p50_ms,p90_ms,p99_ms,errors,threads,keys,value_size,large_value_size_kb,transport,serializer,shard,endpoints,client_cpu_us_per_op";
   const rows = results.map((r) =>
     [
       r.test,
@@ -229,6 +245,7 @@ function csvOf(results: readonly PerfResult[], settings: ReturnType<typeof setti
       settings.serializer,
       settings.shard,
       settings.endpoints.join(";"),
+      r.clientCpuUsPerOp.toFixed(2),
     ].join(","),
   );
   return `${[header, ...rows].join("\n")}\n`;

@@ -1,41 +1,70 @@
 /**
  * dkv vs Redis on this machine, in one run (a plain script, not a test):
  *
- *   bun run test/bench/redis-compare.ts [--rounds 2] [--duration 5s] [--keys 1000] [--load-keys 1000000]
+ *   bun run test/bench/redis-compare.ts [--sections lstore,durable,memory] [--rounds 2] [--duration 5s]
+ *     [--keys 1000] [--load-keys 1000000] [--durable-rounds 5] [--durable-duration 3s] [--dkv dist/dkv]
  *
- * - installs redis-server and redis-tools from Debian's packages when they are missing;
- * - starts redis-server and `dist/dkv serve` (lstore, tcp, binary) on free loopback ports;
- * - alternates `dkv kv perf --threads 10|50` (set, get) and
+ * - needs Redis 7 (redis-server, redis-benchmark, redis-cli): installs Debian's redis-server
+ *   and redis-tools when it may (root, or password-less sudo), else says what to install;
+ * - lstore: `dist/dkv serve` (lstore, tcp, binary) vs redis-server without persistence,
+ *   alternating `dkv kv perf --threads 10|50` (set, get) and
  *   `redis-benchmark -t set,get -d 128 -c 10|50 -n N` (no pipelining on either side);
- * - loads --load-keys 128-byte values into both and compares their RSS;
- * - prints a table with ratios, and kills every process it started.
+ * - durable: a one-member dstore (Raft log, one fdatasync per batch) vs redis-server with
+ *   `appendonly yes, appendfsync always` (one fsync per event-loop turn), data in a temp
+ *   dir on the same disk, set c=50 only, several short rounds alternating who goes first:
+ *   a disk's fsync rate drifts within minutes, so each round's ratio is what counts;
+ * - memory: loads --load-keys 128-byte values into both (lstore) and compares their RSS;
+ * - prints tables with ratios, and kills every process it started.
  */
 import { existsSync } from "node:fs";
+import { mkdir, mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { RpcClient } from "../../src/rpc/client/index.ts";
 import { ensureDebianPackages, flagValue, freePort, ROOT, rssMib, runCommand } from "./commands.ts";
 
-const DKV = join(ROOT, "dist", "dkv");
 const VALUE_BYTES = 128;
 const START_TIMEOUT_MS = 10_000;
+const SECTIONS = ["lstore", "durable", "memory"] as const;
+type Section = (typeof SECTIONS)[number];
+const DURABLE_SHARD = 200;
+const DURABLE_KEYS = 100;
 
 interface Settings {
+  dkv: string;
+  sections: Set<Section>;
   rounds: number;
   durationText: string;
   keys: number;
   loadKeys: number;
   redisRequests: number;
+  durableRounds: number;
+  durableDurationText: string;
 }
 
 function parseSettings(argv: readonly string[]): Settings {
   const value = (flag: string, fallback: string) => flagValue(argv, flag, fallback);
-  return {
+  const sections = value("--sections", SECTIONS.join(",")).split(",");
+  for (const name of sections) {
+    if (!(SECTIONS as readonly string[]).includes(name))
+      throw new Error(`--sections: unknown section ${name}; sections are ${SECTIONS.join(", ")}`);
+  }
+  const settings: Settings = {
+    dkv: value("--dkv", join(ROOT, "dist", "dkv")),
+    sections: new Set(sections as Section[]),
     rounds: Number(value("--rounds", "2")),
     durationText: value("--duration", "5s"),
     keys: Number(value("--keys", "1000")),
     loadKeys: Number(value("--load-keys", "1000000")),
     redisRequests: Number(value("--redis-requests", "300000")),
+    durableRounds: Number(value("--durable-rounds", "5")),
+    durableDurationText: value("--durable-duration", "3s"),
   };
+  for (const name of ["rounds", "durableRounds"] as const) {
+    if (!Number.isInteger(settings[name]) || settings[name] < 1 || settings[name] > 100)
+      throw new Error(`--${name === "rounds" ? "rounds" : "durable-rounds"} must be 1..100`);
+  }
+  return settings;
 }
 
 const started: Bun.Subprocess[] = [];
@@ -51,15 +80,24 @@ function spawn(argv: string[]) {
   return proc;
 }
 
-function ensureRedis(): Promise<void> {
-  return ensureDebianPackages(
-    ["redis-server", "redis-benchmark", "redis-cli"],
-    ["redis-server", "redis-tools"],
-  );
+const REDIS_BINARIES = ["redis-server", "redis-benchmark", "redis-cli"];
+
+/** Redis 7 on PATH, installed from Debian's packages if this user may; else a clear error. */
+async function ensureRedis(): Promise<void> {
+  try {
+    await ensureDebianPackages(REDIS_BINARIES, ["redis-server", "redis-tools"]);
+  } catch (error) {
+    const missing = REDIS_BINARIES.filter((binary) => Bun.which(binary) === null);
+    throw new Error(
+      `this benchmark needs Redis 7 (${missing.join(", ")} not on PATH) and could not install it: ` +
+        "run `sudo apt-get install -y redis-server redis-tools` (Debian/Ubuntu; `brew install redis` on macOS), " +
+        `or put redis-server, redis-benchmark and redis-cli on PATH, then run it again.\n(${error instanceof Error ? error.message.split("\n")[0] : String(error)})`,
+    );
+  }
 }
 
-async function ensureDkv(): Promise<void> {
-  if (existsSync(DKV)) return;
+async function ensureDkv(dkv: string): Promise<void> {
+  if (existsSync(dkv)) return;
   console.log("building dist/dkv...");
   await runCommand([process.execPath, "run", join(ROOT, "build.ts")]);
 }
@@ -96,23 +134,33 @@ interface Measurement {
   p99Ms: number;
 }
 
-async function dkvPerf(endpoint: string, threads: number, s: Settings): Promise<Record<string, Measurement>> {
+interface PerfRun {
+  endpoint: string;
+  shard?: number;
+  threads: number;
+  keys: number;
+  durationText: string;
+  skip: string;
+}
+
+async function dkvPerf(dkv: string, run: PerfRun): Promise<Record<string, Measurement>> {
   const out = await runCommand([
-    DKV,
+    dkv,
     "kv",
     "perf",
     "--endpoints",
-    endpoint,
+    run.endpoint,
+    ...(run.shard === undefined ? [] : ["--shard", String(run.shard)]),
     "--threads",
-    String(threads),
+    String(run.threads),
     "--keys",
-    String(s.keys),
+    String(run.keys),
     "--value-size",
     String(VALUE_BYTES),
     "--duration",
-    s.durationText,
+    run.durationText,
     "--skip",
-    "set-large,delete,has,has-not,mixed",
+    run.skip,
     "--json",
   ]);
   const report = JSON.parse(out) as {
@@ -125,8 +173,10 @@ async function dkvPerf(endpoint: string, threads: number, s: Settings): Promise<
 
 async function redisBenchmark(
   port: number,
+  tests: string,
   threads: number,
-  s: Settings,
+  requests: number,
+  keys: number,
 ): Promise<Record<string, Measurement>> {
   const out = await runCommand([
     "redis-benchmark",
@@ -135,15 +185,15 @@ async function redisBenchmark(
     "-p",
     String(port),
     "-t",
-    "set,get",
+    tests,
     "-d",
     String(VALUE_BYTES),
     "-c",
     String(threads),
     "-n",
-    String(s.redisRequests),
+    String(requests),
     "-r",
-    String(s.keys),
+    String(keys),
     "--csv",
   ]);
   const lines = out
@@ -215,29 +265,17 @@ async function loadDkv(endpoint: string, count: number): Promise<void> {
 
 const fmt = (n: number) => Math.round(n).toLocaleString("en-US");
 
-async function main(): Promise<void> {
-  const s = parseSettings(Bun.argv.slice(2));
-  await ensureRedis();
-  await ensureDkv();
-  const redisVersion = (await runCommand(["redis-server", "--version"])).trim();
-  const redisPort = await freePort();
-  const redis = spawn([
-    "redis-server",
-    "--port",
-    String(redisPort),
-    "--bind",
-    "127.0.0.1",
-    "--save",
-    "",
-    "--appendonly",
-    "no",
-  ]);
-  await waitFor(redis, /Ready to accept connections/);
-  const dkv = spawn([
-    DKV,
+async function startRedis(extra: string[]): Promise<{ proc: Bun.Subprocess; port: number }> {
+  const port = await freePort();
+  const proc = spawn(["redis-server", "--port", String(port), "--bind", "127.0.0.1", "--save", "", ...extra]);
+  await waitFor(proc as Bun.Subprocess<"ignore", "pipe", "pipe">, /Ready to accept connections/);
+  return { proc, port };
+}
+
+async function startDkv(dkv: string, extra: string[]): Promise<{ proc: Bun.Subprocess; endpoint: string }> {
+  const proc = spawn([
+    dkv,
     "serve",
-    "--shards",
-    "100=lstore",
     "--transport",
     "tcp",
     "--serializer",
@@ -246,13 +284,22 @@ async function main(): Promise<void> {
     "127.0.0.1:0",
     "--log-level",
     "warn",
+    ...extra,
   ]);
-  const endpoint = (await waitFor(dkv, /dkv listening on tcp (\S+)\n/))[1]!;
-  console.log(`${redisVersion}\ndkv ${(await runCommand([DKV, "version"])).trim()}`);
-  console.log(
-    `${s.rounds} rounds, dkv ${s.durationText} per test, redis ${s.redisRequests} requests per test, ${s.keys} keys, ${VALUE_BYTES} B values`,
-  );
+  const endpoint = (
+    await waitFor(proc as Bun.Subprocess<"ignore", "pipe", "pipe">, /dkv listening on tcp (\S+)\n/)
+  )[1]!;
+  return { proc, endpoint };
+}
 
+function median(values: readonly number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
+
+/** lstore vs Redis without persistence: set and get at c=10 and c=50, best of rounds. */
+async function lstoreSection(s: Settings, endpoint: string, redisPort: number): Promise<void> {
   const best: Record<string, { dkv: Measurement; redis: Measurement }> = {};
   const keep = (key: string, side: "dkv" | "redis", m: Measurement | undefined) => {
     if (m === undefined) return;
@@ -267,7 +314,15 @@ async function main(): Promise<void> {
       const order = (round + threads) % 2 === 0 ? (["dkv", "redis"] as const) : (["redis", "dkv"] as const);
       for (const side of order) {
         const results =
-          side === "dkv" ? await dkvPerf(endpoint, threads, s) : await redisBenchmark(redisPort, threads, s);
+          side === "dkv"
+            ? await dkvPerf(s.dkv, {
+                endpoint,
+                threads,
+                keys: s.keys,
+                durationText: s.durationText,
+                skip: "set-large,delete,has,has-not,mixed",
+              })
+            : await redisBenchmark(redisPort, "set,get", threads, s.redisRequests, s.keys);
         for (const test of ["set", "get"]) keep(`${test} c=${threads}`, side, results[test]);
         console.log(
           `round ${round} ${side} c=${threads}: set ${fmt(results.set?.opsPerSec ?? 0)} ops/s, get ${fmt(results.get?.opsPerSec ?? 0)} ops/s`,
@@ -275,7 +330,93 @@ async function main(): Promise<void> {
       }
     }
   }
+  console.log(
+    "\nlstore vs Redis without persistence (best of rounds; no pipelining; dkv: 1 connection with c requests in flight, redis: c connections)",
+  );
+  console.log(
+    `${"test".padEnd(10)}${"dkv ops/s".padStart(12)}${"redis ops/s".padStart(13)}${"dkv/redis".padStart(11)}${"dkv p50/p99 ms".padStart(18)}${"redis p50/p99 ms".padStart(19)}${"p99 dkv/redis".padStart(15)}`,
+  );
+  for (const [name, { dkv: d, redis: r }] of Object.entries(best)) {
+    console.log(
+      `${name.padEnd(10)}${fmt(d.opsPerSec).padStart(12)}${fmt(r.opsPerSec).padStart(13)}${(d.opsPerSec / r.opsPerSec).toFixed(2).padStart(11)}` +
+        `${`${d.p50Ms.toFixed(3)}/${d.p99Ms.toFixed(3)}`.padStart(18)}${`${r.p50Ms.toFixed(3)}/${r.p99Ms.toFixed(3)}`.padStart(19)}` +
+        `${(d.p99Ms / r.p99Ms).toFixed(2).padStart(15)}`,
+    );
+  }
+}
 
+/**
+ * A one-member dstore vs Redis with `appendfsync always`: set c=50, short rounds in
+ * alternating order; each round's ratio, and the median of them.
+ */
+async function durableSection(s: Settings, dataRoot: string): Promise<void> {
+  await mkdir(join(dataRoot, "redis"));
+  const redis = await startRedis([
+    "--appendonly",
+    "yes",
+    "--appendfsync",
+    "always",
+    "--dir",
+    join(dataRoot, "redis"),
+  ]);
+  const dkv = await startDkv(s.dkv, [
+    "--shards",
+    `${DURABLE_SHARD}=dstore`,
+    "--data-dir",
+    join(dataRoot, "dkv"),
+  ]);
+  const run: PerfRun = {
+    endpoint: dkv.endpoint,
+    shard: DURABLE_SHARD,
+    threads: 50,
+    keys: DURABLE_KEYS,
+    durationText: s.durableDurationText,
+    skip: "set-large,get,delete,has,has-not,mixed",
+  };
+  // Untimed: both processes warm (dkv's JIT), both files allocated.
+  await dkvPerf(s.dkv, { ...run, durationText: "1s" });
+  await redisBenchmark(redis.port, "set", 50, 20_000, DURABLE_KEYS);
+  const redisRequests = Math.max(10_000, Math.round(s.redisRequests / 10));
+  const rows: { dkv: Measurement; redis: Measurement }[] = [];
+  for (let round = 1; round <= s.durableRounds; round++) {
+    const order = round % 2 === 1 ? (["dkv", "redis"] as const) : (["redis", "dkv"] as const);
+    const row: Partial<Record<"dkv" | "redis", Measurement>> = {};
+    for (const side of order) {
+      const result =
+        side === "dkv"
+          ? await dkvPerf(s.dkv, run)
+          : await redisBenchmark(redis.port, "set", 50, redisRequests, DURABLE_KEYS);
+      const set = result.set;
+      if (set === undefined) throw new Error(`${side}: no set result`);
+      row[side] = set;
+    }
+    rows.push({ dkv: row.dkv!, redis: row.redis! });
+    console.log(
+      `durable round ${round}: dkv ${fmt(row.dkv!.opsPerSec)} ops/s (p99 ${row.dkv!.p99Ms.toFixed(2)} ms), ` +
+        `redis ${fmt(row.redis!.opsPerSec)} ops/s (p99 ${row.redis!.p99Ms.toFixed(2)} ms), ratio ${(row.dkv!.opsPerSec / row.redis!.opsPerSec).toFixed(2)}`,
+    );
+  }
+  const ratios = rows.map((r) => r.dkv.opsPerSec / r.redis.opsPerSec);
+  const p99Ratios = rows.map((r) => r.dkv.p99Ms / r.redis.p99Ms);
+  console.log(
+    `\ndurable set c=50, one-member dstore vs Redis appendfsync always (${s.durableRounds} rounds of ${s.durableDurationText}):`,
+  );
+  console.log(
+    `dkv/redis ops/s: median ${median(ratios).toFixed(2)} (rounds ${ratios.map((r) => r.toFixed(2)).join(", ")}); ` +
+      `p99 dkv/redis: median ${median(p99Ratios).toFixed(2)}; ` +
+      `median ops/s dkv ${fmt(median(rows.map((r) => r.dkv.opsPerSec)))}, redis ${fmt(median(rows.map((r) => r.redis.opsPerSec)))}`,
+  );
+  for (const proc of [dkv.proc, redis.proc]) proc.kill("SIGTERM");
+  await Promise.all([dkv.proc.exited, redis.proc.exited]);
+}
+
+async function memorySection(
+  s: Settings,
+  dkv: Bun.Subprocess,
+  endpoint: string,
+  redis: Bun.Subprocess,
+  redisPort: number,
+): Promise<void> {
   await runCommand(["redis-cli", "-h", "127.0.0.1", "-p", String(redisPort), "FLUSHALL"]);
   const dkvIdleMb = await rssMib(dkv.pid);
   const redisIdleMb = await rssMib(redis.pid);
@@ -285,23 +426,40 @@ async function main(): Promise<void> {
   await Bun.sleep(2_000); // let both settle (JSC's collector runs on idle)
   const dkvMb = await rssMib(dkv.pid);
   const redisMb = await rssMib(redis.pid);
-
-  console.log(
-    "\nthroughput (best of rounds; no pipelining; dkv: 1 connection with c requests in flight, redis: c connections)",
-  );
-  console.log(
-    `${"test".padEnd(10)}${"dkv ops/s".padStart(12)}${"redis ops/s".padStart(13)}${"dkv/redis".padStart(11)}${"dkv p50/p99 ms".padStart(18)}${"redis p50/p99 ms".padStart(19)}`,
-  );
-  for (const [name, { dkv: d, redis: r }] of Object.entries(best)) {
-    console.log(
-      `${name.padEnd(10)}${fmt(d.opsPerSec).padStart(12)}${fmt(r.opsPerSec).padStart(13)}${(d.opsPerSec / r.opsPerSec).toFixed(2).padStart(11)}` +
-        `${`${d.p50Ms.toFixed(3)}/${d.p99Ms.toFixed(3)}`.padStart(18)}${`${r.p50Ms.toFixed(3)}/${r.p99Ms.toFixed(3)}`.padStart(19)}`,
-    );
-  }
   console.log(`\nRSS after ${fmt(s.loadKeys)} keys of ${VALUE_BYTES} B (idle before loading in brackets)`);
   console.log(`dkv   ${dkvMb.toFixed(1)} MB (${dkvIdleMb.toFixed(1)} MB)`);
   console.log(`redis ${redisMb.toFixed(1)} MB (${redisIdleMb.toFixed(1)} MB)`);
   console.log(`dkv/redis ${(dkvMb / redisMb).toFixed(2)} (target: under 2.00)`);
+}
+
+async function main(): Promise<void> {
+  const s = parseSettings(Bun.argv.slice(2));
+  await ensureRedis();
+  await ensureDkv(s.dkv);
+  const redisVersion = (await runCommand(["redis-server", "--version"])).trim();
+  console.log(`${redisVersion}\ndkv ${(await runCommand([s.dkv, "version"])).trim()}`);
+  if (s.sections.has("lstore") || s.sections.has("memory")) {
+    const redis = await startRedis(["--appendonly", "no"]);
+    const dkv = await startDkv(s.dkv, ["--shards", "100=lstore"]);
+    if (s.sections.has("lstore")) {
+      console.log(
+        `${s.rounds} rounds, dkv ${s.durationText} per test, redis ${s.redisRequests} requests per test, ${s.keys} keys, ${VALUE_BYTES} B values`,
+      );
+      await lstoreSection(s, dkv.endpoint, redis.port);
+    }
+    if (s.sections.has("memory")) await memorySection(s, dkv.proc, dkv.endpoint, redis.proc, redis.port);
+    for (const proc of [dkv.proc, redis.proc]) proc.kill("SIGTERM");
+    await Promise.all([dkv.proc.exited, redis.proc.exited]);
+  }
+  if (s.sections.has("durable")) {
+    // Both write to the same disk (the temp dir's), so they see the same fsync cost.
+    const dataRoot = await mkdtemp(join(tmpdir(), "dkv-redis-durable-"));
+    try {
+      await durableSection(s, dataRoot);
+    } finally {
+      await rm(dataRoot, { recursive: true, force: true });
+    }
+  }
 }
 
 try {

@@ -273,6 +273,9 @@ describe("flags, variables and defaults", () => {
         expect(row).toMatchObject({ skipped: false, errors: 0 });
         expect(row.opsPerSec as number).toBeGreaterThan(0);
         expect(row.p99Ms as number).toBeGreaterThanOrEqual(row.p50Ms as number);
+        // What the tool itself cost per operation: some CPU, and not absurdly much.
+        expect(row.clientCpuUsPerOp as number).toBeGreaterThan(0);
+        expect(row.clientCpuUsPerOp as number).toBeLessThan(1_000_000);
       }
       const lines = (await readFile(csv, "utf8")).trim().split("\n");
       expect(lines[0]).toStartWith("test,skipped,ops,ops_per_sec,p50_ms,p90_ms,p99_ms");

@@ -307,6 +307,57 @@ describe("client failure handling", () => {
     expect(error.outcome).toBe("unknown");
   });
 
+  test("the server answers requests it could not finish in --request-timeout with TIMEOUT, each once, and others still work", async () => {
+    const working = new LocalStore({ db: new ModelKVDB(), purgeIntervalMs: 0 });
+    const server = await startRpcServer({
+      transport: "tcp",
+      serializer: "binary",
+      endpoint: "127.0.0.1:0",
+      shards: new Map([
+        [1, { kind: "store", store: hangingStore() }],
+        [2, { kind: "store", store: working }],
+      ]),
+      requestTimeoutMs: 80,
+      drainTimeoutMs: 10,
+    });
+    const client = new RpcClient({
+      transport: "tcp",
+      serializer: "binary",
+      endpoints: [server.endpoint],
+      timeoutMs: 5_000,
+      retryCount: 0,
+    });
+    cleanups.push(
+      () => server.stop(),
+      () => client.close(),
+    );
+    const startMs = performance.now();
+    // Two waves: the second joins while the first waits, so each must time out on its own deadline.
+    const first = Array.from({ length: 5 }, (_, i) =>
+      client
+        .store(1)
+        .set(`a${i}`, "v")
+        .catch((e: unknown) => e),
+    );
+    await client.store(2).set("x", "1");
+    await Bun.sleep(30);
+    const second = Array.from({ length: 5 }, (_, i) =>
+      client
+        .store(1)
+        .set(`b${i}`, "v")
+        .catch((e: unknown) => e),
+    );
+    for (const error of await Promise.all([...first, ...second])) {
+      expect(DkvError.is(error, "TIMEOUT")).toBe(true);
+      expect((error as DkvError).message).toContain("within 80 ms");
+      expect((error as DkvError).outcome).toBe("unknown");
+    }
+    const elapsedMs = performance.now() - startMs;
+    expect(elapsedMs).toBeGreaterThanOrEqual(100);
+    expect(elapsedMs).toBeLessThan(4_000);
+    expect(new TextDecoder().decode(await client.store(2).get("x"))).toBe("1");
+  });
+
   test("a member's UNAVAILABLE is retried on another endpoint with the same request id", async () => {
     // Member A answers UNAVAILABLE with outcome unknown (its leader went away mid-forward);
     // member B has the write. The client retries on B and gets B's answer.

@@ -1,9 +1,15 @@
 import type { DkvError } from "../../errors.ts";
+import type { DeadlineEntry } from "../deadline-queue.ts";
 import type { Message, WireOpName } from "../protocol/types.ts";
 
 /** One request of RpcClient, kept across retries (same request id, so the server dedups it). */
-export class ClientCall {
+export class ClientCall implements DeadlineEntry {
   done = false;
+  // DeadlineEntry: the client's deadline queue links calls through these.
+  expiresAtMs = 0;
+  olderEntry: DeadlineEntry | undefined;
+  newerEntry: DeadlineEntry | undefined;
+  queued = false;
   /** Sticky: once any attempt may have reached the server, a failure's outcome is "unknown". */
   maybeSent = false;
   attempts = 0;

@@ -27,6 +27,7 @@ import type {
   WatchOptions,
 } from "../../store/types.ts";
 import { checkWatchOptions } from "../../store/watch.ts";
+import { DeadlineQueue } from "../deadline-queue.ts";
 import { type ClusterStatusReport, parseClusterStatus } from "../protocol/cluster-status.ts";
 import { parseEndpoint } from "../protocol/endpoint.ts";
 import { defaultMaxFrameBytes } from "../protocol/frame.ts";
@@ -93,6 +94,8 @@ export class RpcClient implements CallOwner, AsyncDisposable {
   private inflightCount = 0;
   private closed = false;
   private readonly calls = new Set<ClientCall>();
+  /** Timeouts of the calls in flight without a timer each (a blocking acquire has its own). */
+  private readonly deadlines: DeadlineQueue<ClientCall>;
   private readonly watches = new Set<RpcWatch>();
   private readonly watchTransport: WatchTransport;
   private readonly endpointCount: number;
@@ -117,6 +120,7 @@ export class RpcClient implements CallOwner, AsyncDisposable {
       throw new DkvError("USAGE", "TLS (--cacert, --cert) applies to tcp and http, not unix sockets");
     }
     this.timeoutMs = options.timeoutMs ?? REQUEST_TIMEOUT_MS_DEFAULT;
+    this.deadlines = new DeadlineQueue(this.timeoutMs, (call) => this.timedOut(call, this.timeoutMs));
     this.retryCount = options.retryCount ?? RETRY_COUNT_DEFAULT;
     this.inflightMax = options.inflightMax ?? 100_000;
     const serializer = createSerializer(options.serializer);
@@ -291,7 +295,8 @@ export class RpcClient implements CallOwner, AsyncDisposable {
         resolve as (response: Message) => void,
         reject,
       );
-      call.timer = setTimeout(() => this.timedOut(call, timeoutMs), timeoutMs);
+      if (waitMs > 0) call.timer = setTimeout(() => this.timedOut(call, timeoutMs), timeoutMs);
+      else this.deadlines.add(call);
       this.inflightCount++;
       this.calls.add(call);
       this.dispatch(call);
@@ -398,7 +403,8 @@ export class RpcClient implements CallOwner, AsyncDisposable {
   private finish(call: ClientCall, response: Message | undefined, error: DkvError | undefined): void {
     if (call.done) return;
     call.done = true;
-    clearTimeout(call.timer);
+    if (call.timer !== undefined) clearTimeout(call.timer);
+    this.deadlines.remove(call);
     this.inflightCount--;
     this.calls.delete(call);
     if (error !== undefined) call.reject(error);

@@ -4,6 +4,7 @@ import type { ILockManager } from "../../lockmgr/types.ts";
 import type { StageTrace } from "../../raft/host/types.ts";
 import type { RequestOrigin } from "../../store/replicated/command.ts";
 import type { IStore } from "../../store/types.ts";
+import { type DeadlineEntry, DeadlineQueue } from "../deadline-queue.ts";
 import type { ClusterStatusReport } from "../protocol/cluster-status.ts";
 import type { FrameHeader } from "../protocol/frame.ts";
 import {
@@ -105,8 +106,14 @@ export class RequestDispatcher {
   private idleWaiters: (() => void)[] = [];
   /** Aborted by drain: long polls (watchLost) answer at once so a stopping server is not held. */
   private readonly stopping = new AbortController();
+  /** Deadlines of the calls in flight (all with requestTimeoutMs): one timer, not one per request. */
+  private readonly deadlines: DeadlineQueue<ServerCall> | undefined;
 
   constructor(private readonly options: DispatcherOptions) {
+    if (options.requestTimeoutMs > 0)
+      this.deadlines = new DeadlineQueue(options.requestTimeoutMs, (call) =>
+        call.expire(options.requestTimeoutMs),
+      );
     for (const [shard, handler] of options.shards) {
       // Shards that dedup in their replicated state machine need no per-server cache.
       if (handler.forOrigin === undefined)
@@ -287,9 +294,13 @@ export class RequestDispatcher {
       entry = found.entry;
     }
     this.inflightCount++;
-    const call = new ServerCall(header, target, entry, isWrite, () => this.finished(), this.options.observer);
-    if (this.options.requestTimeoutMs > 0) {
-      call.armTimeout(this.options.requestTimeoutMs + (entryOfOp.extraTimeMs?.(request) ?? 0));
+    const call = new ServerCall(header, target, entry, isWrite, this, this.options.observer);
+    const deadlines = this.deadlines;
+    if (deadlines !== undefined) {
+      const extraMs = entryOfOp.extraTimeMs?.(request) ?? 0;
+      // A blocking acquire waits longer than the rest: its own timer keeps the queue sorted.
+      if (extraMs > 0) call.armTimeout(deadlines.timeoutMs + extraMs);
+      else deadlines.add(call);
     }
     const observer = this.options.observer;
     call.trace = observer?.started?.(header);
@@ -329,7 +340,9 @@ export class RequestDispatcher {
     });
   }
 
-  private finished(): void {
+  /** A call is over (answered or not): it leaves the deadline queue and the count. */
+  finished(call: ServerCall): void {
+    this.deadlines?.remove(call);
     this.inflightCount--;
     if (this.inflightCount === 0 && this.idleWaiters.length > 0) {
       const waiters = this.idleWaiters;
@@ -351,33 +364,46 @@ export class RequestDispatcher {
 }
 
 /** One request being applied; `done` makes the reply (or the server-side timeout) happen once. */
-class ServerCall {
+class ServerCall implements DeadlineEntry {
   private done = false;
   private timer: ReturnType<typeof setTimeout> | undefined;
   private readonly startMs = performance.now();
   trace: StageTrace | undefined;
+  // DeadlineEntry: the dispatcher's deadline queue links calls through these.
+  expiresAtMs = 0;
+  olderEntry: DeadlineEntry | undefined;
+  newerEntry: DeadlineEntry | undefined;
+  queued = false;
 
   constructor(
     private readonly header: FrameHeader,
     private readonly target: ReplyTarget,
     private readonly entry: DedupEntry | undefined,
     private readonly isWrite: boolean,
-    private readonly onFinished: () => void,
+    private readonly dispatcher: RequestDispatcher,
     private readonly observer?: RequestObserver,
   ) {}
 
+  /** A timer of its own (a call whose timeout differs from the queue's). */
   armTimeout(ms: number): void {
-    this.timer = setTimeout(() => {
-      if (this.done) return;
-      this.done = true;
-      const error = new DkvError(
-        "TIMEOUT",
-        `the server did not finish the request within ${ms} ms; it may still apply`,
-        { outcome: this.isWrite ? "unknown" : "not-applied" },
-      );
-      this.observer?.replied(this.header, error, this.startMs, this.trace);
-      this.target.deliver(this.header, undefined, error);
-    }, ms);
+    this.timer = setTimeout(() => this.timedOut(ms), ms);
+  }
+
+  /** The deadline queue's timeout (`ms`) passed. */
+  expire(ms: number): void {
+    this.timedOut(ms);
+  }
+
+  private timedOut(ms: number): void {
+    if (this.done) return;
+    this.done = true;
+    const error = new DkvError(
+      "TIMEOUT",
+      `the server did not finish the request within ${ms} ms; it may still apply`,
+      { outcome: this.isWrite ? "unknown" : "not-applied" },
+    );
+    this.observer?.replied(this.header, error, this.startMs, this.trace);
+    this.target.deliver(this.header, undefined, error);
   }
 
   readonly onResponse = (response: Message): void => this.finish(response, undefined);
@@ -386,7 +412,7 @@ class ServerCall {
   private finish(response: Message | undefined, error: DkvError | undefined): void {
     if (this.timer !== undefined) clearTimeout(this.timer);
     this.entry?.complete(response, error);
-    this.onFinished();
+    this.dispatcher.finished(this);
     if (this.done) return;
     this.done = true;
     this.observer?.replied(this.header, error, this.startMs, this.trace);
