@@ -78,11 +78,13 @@ function codeAt(key: string, offset: number): number {
 }
 
 const EMPTY_CODES = new Float64Array(0);
+/** The most keys a block holds: while merging its pending keys, before it splits. */
+const BLOCK_CODES_MAX = BLOCK_KEYS_MAX + BLOCK_PENDING_MAX;
 
 /** Room for `n` codes: a block's most (so it never regrows) or the next power of two. */
 function capacityFor(n: number): number {
-  if (n <= BLOCK_KEYS_MAX + 1) return BLOCK_KEYS_MAX + 1;
-  let capacity = BLOCK_KEYS_MAX + 1;
+  if (n <= BLOCK_CODES_MAX) return BLOCK_CODES_MAX;
+  let capacity = BLOCK_CODES_MAX;
   while (capacity < n) capacity *= 2;
   return capacity;
 }
@@ -312,17 +314,17 @@ class CodedRun {
    * Inserts `adds` (sorted, distinct, none in the run) at once: one pass that moves each
    * key at most once, instead of one shift of the run per key.
    */
-  insertSorted(adds: readonly string[], slow: boolean): void {
+  insertSorted(adds: readonly string[], slow: boolean, positions: Int32Array): void {
     const k = adds.length;
     const keys = this.keys;
     const n = keys.length;
-    const at: number[] = [];
+    const at = positions;
     let ends = false;
     let fits = true;
     for (let j = 0; j < k; j++) {
       const key = adds[j]!;
       const position = this.lowerBound(key, slow || needsCodePointOrder(key));
-      at.push(position);
+      at[j] = position;
       if (position === 0 || position === n) ends = true;
       if (fits && !this.fits(key)) fits = false;
     }
@@ -361,6 +363,8 @@ class Block extends CodedRun {
 
 export class OrderedKeys {
   private blocks: Block[] = [];
+  /** Scratch for Block.insertSorted: where each pending key goes. */
+  private readonly positions = new Int32Array(BLOCK_PENDING_MAX);
   /** The first key of each block. */
   private firsts = new CodedRun([]);
   private count = 0;
@@ -428,7 +432,7 @@ export class OrderedKeys {
     const block = this.blocks[b]!;
     const pending = block.pending;
     if (pending.length === 0) return;
-    block.pending = [];
+
     let slow = false;
     for (const key of pending) {
       if (needsCodePointOrder(key)) {
@@ -438,7 +442,9 @@ export class OrderedKeys {
     }
     if (slow) pending.sort(compareKeys);
     else pending.sort();
-    block.insertSorted(pending, slow);
+    block.insertSorted(pending, slow, this.positions);
+    // Reused: the next keys for this block fill the same array.
+    pending.length = 0;
     this.splitIfFull(b);
   }
 
