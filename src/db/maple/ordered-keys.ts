@@ -6,7 +6,11 @@
  * A sorted array of blocks (a two-level B+tree): each block is a sorted array of at most
  * BLOCK_KEYS_MAX keys, blocks are in order and none is empty. A lookup is a binary search
  * over the blocks' first keys then one inside a block; an insert or remove shifts at most
- * one block (splitting a full one, merging a sparse one into its neighbour). Chosen over
+ * one block (splitting a full one, merging a sparse one into its neighbour). New keys
+ * wait unsorted in their block's pending list (at most BLOCK_PENDING_MAX, measured best
+ * of 32/96/192 by test/bench/data-api.ts) and go in as one sorted batch when the list is
+ * full or the block is read or shrunk, so a page still sees every key and merges at most
+ * that many per block it reads. Chosen over
  * a skip list and a per-key-node B+tree by test/bench/data-api.ts: it allocates nothing
  * per key (a key costs two array slots) and its inner loops are over dense arrays.
  *
@@ -26,10 +30,10 @@ export const BLOCK_KEYS_MAX = 256;
 const BLOCK_KEYS_MERGE = BLOCK_KEYS_MAX / 4;
 /**
  * Keys a block takes unsorted before they are merged into it (see OrderedKeys.insert).
- * A merged block has at most BLOCK_KEYS_MAX + this many keys, so one split in half
- * brings it back under BLOCK_KEYS_MAX.
+ * A merged block has at most BLOCK_KEYS_MAX + this many keys, so (this being at most
+ * BLOCK_KEYS_MAX) one split in half brings it back under BLOCK_KEYS_MAX.
  */
-export const BLOCK_PENDING_MAX = 32;
+export const BLOCK_PENDING_MAX = 96;
 
 /** Code point order (= UTF-8 byte order) of two strings; lone surrogates sort consistently. */
 export function compareKeys(a: string, b: string): number {
