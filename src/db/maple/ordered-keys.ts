@@ -85,8 +85,12 @@ const EMPTY_CODES = new Float64Array(0);
 /** The most keys a block holds: while merging its pending keys, before it splits. */
 const BLOCK_CODES_MAX = BLOCK_KEYS_MAX + BLOCK_PENDING_MAX;
 
-/** Room for `n` codes: a block's most (so it never regrows) or the next power of two. */
+/**
+ * Room for `n` codes and a batch of pending keys more (so a merge rarely regrows it),
+ * up to a block's most; past that (the runs of first keys) the next power of two.
+ */
 function capacityFor(n: number): number {
+  if (n + BLOCK_PENDING_MAX <= BLOCK_CODES_MAX) return n + BLOCK_PENDING_MAX;
   if (n <= BLOCK_CODES_MAX) return BLOCK_CODES_MAX;
   let capacity = BLOCK_CODES_MAX;
   while (capacity < n) capacity *= 2;
@@ -447,8 +451,8 @@ export class OrderedKeys {
     if (slow) pending.sort(compareKeys);
     else pending.sort();
     block.insertSorted(pending, slow, this.positions);
-    // Reused: the next keys for this block fill the same array.
-    pending.length = 0;
+    // A fresh list, not this one emptied: that would keep its capacity in every block.
+    block.pending = [];
     this.splitIfFull(b);
   }
 
@@ -456,7 +460,10 @@ export class OrderedKeys {
     const block = this.blocks[b]!;
     if (block.length <= BLOCK_KEYS_MAX) return;
     const tail = new Block([]);
-    block.splitInto(block.length >> 1, tail);
+    // The last block splits high: keys added in ascending order (ids, timestamps) then
+    // leave full blocks behind them instead of half-full ones.
+    const at = b === this.blocks.length - 1 ? BLOCK_KEYS_MAX - (BLOCK_KEYS_MAX >> 3) : block.length >> 1;
+    block.splitInto(at, tail);
     this.blocks.splice(b + 1, 0, tail);
     this.firsts.insertAt(b + 1, tail.keys[0]!);
   }
