@@ -1,5 +1,10 @@
 import { describe, expect, test } from "bun:test";
-import { BLOCK_KEYS_MAX, compareKeys, OrderedKeys } from "../../src/db/maple/ordered-keys.ts";
+import {
+  BLOCK_KEYS_MAX,
+  BLOCK_PENDING_MAX,
+  compareKeys,
+  OrderedKeys,
+} from "../../src/db/maple/ordered-keys.ts";
 
 /**
  * The ordered index against a plain sorted array, over keys chosen to stress its coded
@@ -190,5 +195,42 @@ describe("OrderedKeys", () => {
     for (const from of ["tenant/acme/aaa", "tenant/acme/aaa5", "tenant/acme/aab", "tenant/"]) {
       expect(scanned(index, from, false, 40)).toEqual(expected(reference, from, false, 40));
     }
+  });
+
+  test("keys still waiting in a block's pending list are seen by scans and removes at once", () => {
+    const sorted = Array.from(
+      { length: 20 * BLOCK_KEYS_MAX },
+      (_, i) => `k/${String(i * 2).padStart(8, "0")}`,
+    );
+    const index = OrderedKeys.fromSorted(sorted);
+    const reference = [...sorted];
+    const add = (key: string): void => {
+      index.insert(key);
+      reference.splice(lowerBound(reference, key), 0, key);
+    };
+    // Fewer keys than one block's pending bound, spread so that several blocks hold some.
+    const odd = Array.from(
+      { length: BLOCK_PENDING_MAX - 1 },
+      (_, i) => `k/${String(i * 97 * 2 + 1).padStart(8, "0")}`,
+    );
+    for (const key of odd) add(key);
+    // A key below every key goes to block 0 as its new first key.
+    add("a");
+    expect(index.size).toBe(reference.length);
+    for (const key of odd.slice(0, 10)) {
+      expect(scanned(index, key, false, 5)).toEqual(expected(reference, key, false, 5));
+      expect(scanned(index, key, true, 5)).toEqual(expected(reference, key, true, 5));
+    }
+    expect(scanned(index, "", false, 3)).toEqual(["a", "k/00000000", "k/00000001"]);
+    // Removing a pending key (no scan has merged its block) takes it out.
+    const last = odd[odd.length - 1]!;
+    expect(index.remove(last)).toBe(true);
+    reference.splice(reference.indexOf(last), 1);
+    expect(index.remove(last)).toBe(false);
+    // Enough keys into one block to merge it mid-stream, and past that to split it.
+    for (let i = 0; i < BLOCK_KEYS_MAX + BLOCK_PENDING_MAX; i++)
+      add(`k/00000100.${String(i).padStart(4, "0")}`);
+    expect(index.keys()).toEqual(reference);
+    expect(index.size).toBe(reference.length);
   });
 });

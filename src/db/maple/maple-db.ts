@@ -200,11 +200,11 @@ export class MapleDB implements KVDB {
       if (shard.saveView === null) {
         // No save can see this slot: change it in place, no allocation.
         plain.values[old] = value;
-        plain.version[old] = plain.version[old]! + 1;
-        plain.modRevision[old] = revision;
+        plain.revisions[old * 3] = plain.revisions[old * 3]! + 1;
+        plain.revisions[old * 3 + 2] = revision;
         return;
       }
-      map.set(key, plain.add(value, plain.version[old]! + 1, plain.createRevision[old]!, revision));
+      map.set(key, plain.add(value, plain.revisions[old * 3]! + 1, plain.revisions[old * 3 + 1]!, revision));
       plain.retire(old);
       return;
     }
@@ -567,8 +567,8 @@ export class MapleDB implements KVDB {
         value,
         expireAtMs,
         deleteAtMs,
-        plain.version[old]! + 1,
-        plain.createRevision[old]!,
+        plain.revisions[old * 3]! + 1,
+        plain.revisions[old * 3 + 1]!,
         revision,
       );
       this.dropPlain(shard, old);
@@ -652,9 +652,9 @@ export class MapleDB implements KVDB {
     return {
       key,
       value: keysOnly ? undefined : plain.values[slot],
-      version: plain.version[slot]!,
-      createRevision: plain.createRevision[slot]!,
-      modRevision: plain.modRevision[slot]!,
+      version: plain.revisions[slot * 3]!,
+      createRevision: plain.revisions[slot * 3 + 1]!,
+      modRevision: plain.revisions[slot * 3 + 2]!,
     };
   }
 
@@ -682,9 +682,9 @@ async function streamSnapshot(
         encoder.add(key, slot, slot.expireAtMs, slot.deleteAtMs);
       } else {
         entry.value = plain.values[slot]!;
-        entry.version = plain.version[slot]!;
-        entry.createRevision = plain.createRevision[slot]!;
-        entry.modRevision = plain.modRevision[slot]!;
+        entry.version = plain.revisions[slot * 3]!;
+        entry.createRevision = plain.revisions[slot * 3 + 1]!;
+        entry.modRevision = plain.revisions[slot * 3 + 2]!;
         encoder.add(key, entry, NEVER, NEVER);
       }
       if (!encoder.hasReady) continue;

@@ -6,7 +6,11 @@
  * A sorted array of blocks (a two-level B+tree): each block is a sorted array of at most
  * BLOCK_KEYS_MAX keys, blocks are in order and none is empty. A lookup is a binary search
  * over the blocks' first keys then one inside a block; an insert or remove shifts at most
- * one block (splitting a full one, merging a sparse one into its neighbour). Chosen over
+ * one block (splitting a full one, merging a sparse one into its neighbour). New keys
+ * wait unsorted in their block's pending list (at most BLOCK_PENDING_MAX, measured best
+ * of 32/96/192 by test/bench/data-api.ts) and go in as one sorted batch when the list is
+ * full or the block is read or shrunk, so a page still sees every key and merges at most
+ * that many per block it reads. Chosen over
  * a skip list and a per-key-node B+tree by test/bench/data-api.ts: it allocates nothing
  * per key (a key costs two array slots) and its inner loops are over dense arrays.
  *
@@ -26,10 +30,10 @@ export const BLOCK_KEYS_MAX = 256;
 const BLOCK_KEYS_MERGE = BLOCK_KEYS_MAX / 4;
 /**
  * Keys a block takes unsorted before they are merged into it (see OrderedKeys.insert).
- * A merged block has at most BLOCK_KEYS_MAX + this many keys, so one split in half
- * brings it back under BLOCK_KEYS_MAX.
+ * A merged block has at most BLOCK_KEYS_MAX + this many keys, so (this being at most
+ * BLOCK_KEYS_MAX) one split in half brings it back under BLOCK_KEYS_MAX.
  */
-export const BLOCK_PENDING_MAX = 32;
+export const BLOCK_PENDING_MAX = 96;
 
 /** Code point order (= UTF-8 byte order) of two strings; lone surrogates sort consistently. */
 export function compareKeys(a: string, b: string): number {
@@ -78,11 +82,17 @@ function codeAt(key: string, offset: number): number {
 }
 
 const EMPTY_CODES = new Float64Array(0);
+/** The most keys a block holds: while merging its pending keys, before it splits. */
+const BLOCK_CODES_MAX = BLOCK_KEYS_MAX + BLOCK_PENDING_MAX;
 
-/** Room for `n` codes: a block's most (so it never regrows) or the next power of two. */
+/**
+ * Room for `n` codes and a batch of pending keys more (so a merge rarely regrows it),
+ * up to a block's most; past that (the runs of first keys) the next power of two.
+ */
 function capacityFor(n: number): number {
-  if (n <= BLOCK_KEYS_MAX + 1) return BLOCK_KEYS_MAX + 1;
-  let capacity = BLOCK_KEYS_MAX + 1;
+  if (n + BLOCK_PENDING_MAX <= BLOCK_CODES_MAX) return n + BLOCK_PENDING_MAX;
+  if (n <= BLOCK_CODES_MAX) return BLOCK_CODES_MAX;
+  let capacity = BLOCK_CODES_MAX;
   while (capacity < n) capacity *= 2;
   return capacity;
 }
@@ -312,17 +322,17 @@ class CodedRun {
    * Inserts `adds` (sorted, distinct, none in the run) at once: one pass that moves each
    * key at most once, instead of one shift of the run per key.
    */
-  insertSorted(adds: readonly string[], slow: boolean): void {
+  insertSorted(adds: readonly string[], slow: boolean, positions: Int32Array): void {
     const k = adds.length;
     const keys = this.keys;
     const n = keys.length;
-    const at: number[] = [];
+    const at = positions;
     let ends = false;
     let fits = true;
     for (let j = 0; j < k; j++) {
       const key = adds[j]!;
       const position = this.lowerBound(key, slow || needsCodePointOrder(key));
-      at.push(position);
+      at[j] = position;
       if (position === 0 || position === n) ends = true;
       if (fits && !this.fits(key)) fits = false;
     }
@@ -361,6 +371,8 @@ class Block extends CodedRun {
 
 export class OrderedKeys {
   private blocks: Block[] = [];
+  /** Scratch for Block.insertSorted: where each pending key goes. */
+  private readonly positions = new Int32Array(BLOCK_PENDING_MAX);
   /** The first key of each block. */
   private firsts = new CodedRun([]);
   private count = 0;
@@ -428,7 +440,7 @@ export class OrderedKeys {
     const block = this.blocks[b]!;
     const pending = block.pending;
     if (pending.length === 0) return;
-    block.pending = [];
+
     let slow = false;
     for (const key of pending) {
       if (needsCodePointOrder(key)) {
@@ -438,7 +450,9 @@ export class OrderedKeys {
     }
     if (slow) pending.sort(compareKeys);
     else pending.sort();
-    block.insertSorted(pending, slow);
+    block.insertSorted(pending, slow, this.positions);
+    // A fresh list, not this one emptied: that would keep its capacity in every block.
+    block.pending = [];
     this.splitIfFull(b);
   }
 
@@ -446,7 +460,10 @@ export class OrderedKeys {
     const block = this.blocks[b]!;
     if (block.length <= BLOCK_KEYS_MAX) return;
     const tail = new Block([]);
-    block.splitInto(block.length >> 1, tail);
+    // The last block splits high: keys added in ascending order (ids, timestamps) then
+    // leave full blocks behind them instead of half-full ones.
+    const at = b === this.blocks.length - 1 ? BLOCK_KEYS_MAX - (BLOCK_KEYS_MAX >> 3) : block.length >> 1;
+    block.splitInto(at, tail);
     this.blocks.splice(b + 1, 0, tail);
     this.firsts.insertAt(b + 1, tail.keys[0]!);
   }

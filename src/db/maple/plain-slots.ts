@@ -14,19 +14,19 @@
 export class PlainSlots {
   /** The value of each slot in use (undefined for a free slot, so its bytes can be collected). */
   values: (Uint8Array | undefined)[] = [];
-  /** Writes since the key was created; whole numbers, exact up to 2^53. */
-  version: Float64Array;
-  createRevision: Float64Array;
-  modRevision: Float64Array;
+  /**
+   * Three numbers per slot, side by side (one cache line serves a write's read and
+   * update of them): at 3 × slot the version (writes since the key was created), then
+   * its createRevision and modRevision. Whole numbers, exact up to 2^53.
+   */
+  revisions: Float64Array;
   /** Slots never used yet start here. */
   private end = 0;
   private free: number[] = [];
   private retired: number[] = [];
 
   constructor(capacity = 1024) {
-    this.version = new Float64Array(capacity);
-    this.createRevision = new Float64Array(capacity);
-    this.modRevision = new Float64Array(capacity);
+    this.revisions = new Float64Array(capacity * 3);
   }
 
   /** Slots holding a key (in use or retired). */
@@ -39,15 +39,17 @@ export class PlainSlots {
     let slot: number;
     if (free.length === 0) {
       slot = this.end++;
-      if (slot === this.version.length) this.grow();
+      if (slot * 3 === this.revisions.length) this.grow();
       this.values.push(value);
     } else {
       slot = free.pop()!;
       this.values[slot] = value;
     }
-    this.version[slot] = version;
-    this.createRevision[slot] = createRevision;
-    this.modRevision[slot] = modRevision;
+    const at = slot * 3;
+    const revisions = this.revisions;
+    revisions[at] = version;
+    revisions[at + 1] = createRevision;
+    revisions[at + 2] = modRevision;
     return slot;
   }
 
@@ -69,15 +71,8 @@ export class PlainSlots {
   }
 
   private grow(): void {
-    const capacity = this.version.length * 2;
-    this.version = grown(this.version, capacity);
-    this.createRevision = grown(this.createRevision, capacity);
-    this.modRevision = grown(this.modRevision, capacity);
+    const next = new Float64Array(this.revisions.length * 2);
+    next.set(this.revisions);
+    this.revisions = next;
   }
-}
-
-function grown(column: Float64Array, capacity: number): Float64Array {
-  const next = new Float64Array(capacity);
-  next.set(column);
-  return next;
 }
