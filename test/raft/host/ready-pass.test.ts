@@ -48,9 +48,15 @@ function settle(): Promise<void> {
   return new Promise((resolve) => setImmediate(resolve));
 }
 
-/** The group ids of the frames written and not yet fsynced. */
+/**
+ * The group ids of the frames with log entries written and not yet fsynced. Frames of a
+ * hard state alone that only raised the commit index ride along with whatever batch is
+ * next (they need no fsync of their own), so they say nothing about the passes.
+ */
 function unsyncedGroups(disk: SimDisk): number[] {
-  return disk.unsynced.map((frame) => frame.groupId);
+  return disk.unsynced
+    .filter((frame) => frame.kind === "snapshot" || frame.entries.length > 0)
+    .map((frame) => frame.groupId);
 }
 
 /** A one-member host with `groupCount` groups on one simulated disk that fsyncs when told to. */
