@@ -4,6 +4,11 @@ import type { RaftHostObserver } from "../raft/host/types.ts";
 export const RELEASE_DELAY_MS = 200;
 /** At most one collection per this long, whatever the snapshot cadence. */
 export const RELEASE_INTERVAL_MIN_MS = 2_000;
+/**
+ * And at least this many times the last collection's duration apart, so a big heap (whose
+ * full collection takes long) spends at most ~2% of the time here.
+ */
+export const RELEASE_INTERVAL_COST_FACTOR = 50;
 
 export interface MemoryReleaseOptions {
   /** A full, synchronous garbage collection (Bun.gc(true) in a server). */
@@ -23,7 +28,8 @@ export interface MemoryReleaseOptions {
  * nothing runs while no snapshot is taken (an idle member never collects here).
  */
 export class MemoryReleaseObserver implements RaftHostObserver, Disposable {
-  private lastMs = Number.NEGATIVE_INFINITY;
+  /** No collection before this monotonic time. */
+  private nextMs = Number.NEGATIVE_INFINITY;
   private cancel: (() => void) | undefined;
 
   constructor(
@@ -47,11 +53,14 @@ export class MemoryReleaseObserver implements RaftHostObserver, Disposable {
     this.inner?.snapshotDone(groupId, kind, ms, ok);
     if (!ok || this.cancel !== undefined) return;
     const nowMs = this.options.monotonicMs();
-    if (nowMs - this.lastMs < RELEASE_INTERVAL_MIN_MS) return;
-    this.lastMs = nowMs;
+    if (nowMs < this.nextMs) return;
+    this.nextMs = nowMs + RELEASE_INTERVAL_MIN_MS;
     this.cancel = this.options.later(() => {
       this.cancel = undefined;
+      const startMs = this.options.monotonicMs();
       this.options.collect();
+      const endMs = this.options.monotonicMs();
+      this.nextMs = Math.max(this.nextMs, endMs + (endMs - startMs) * RELEASE_INTERVAL_COST_FACTOR);
     }, RELEASE_DELAY_MS);
   }
 

@@ -4,12 +4,14 @@ import {
   MemoryReleaseObserver,
   type MemoryReleaseOptions,
   RELEASE_DELAY_MS,
+  RELEASE_INTERVAL_COST_FACTOR,
   RELEASE_INTERVAL_MIN_MS,
 } from "../../src/server/memory-release.ts";
 
 /** Injected time and timers: nothing here waits for real time. */
 function fakeRelease(): MemoryReleaseOptions & {
   nowMs: number;
+  collectMs: number;
   collected: number;
   fire(): void;
   pending: number;
@@ -21,8 +23,10 @@ function fakeRelease(): MemoryReleaseOptions & {
     get pending() {
       return timers.length;
     },
+    collectMs: 0,
     collect: () => {
       fake.collected++;
+      fake.nowMs += fake.collectMs;
     },
     later: (run: () => void, ms: number) => {
       const timer = { run, atMs: fake.nowMs + ms };
@@ -81,5 +85,21 @@ describe("memory release after snapshots", () => {
     observer[Symbol.dispose]();
     expect(release.pending).toBe(0);
     expect(release.collected).toBe(1);
+  });
+
+  test("a long collection spaces the next ones by its cost", () => {
+    const release = fakeRelease();
+    const observer = new MemoryReleaseObserver(undefined, release);
+    release.collectMs = 100;
+    observer.snapshotDone(1, "save", 5, true);
+    release.nowMs += RELEASE_DELAY_MS;
+    release.fire();
+    expect(release.collected).toBe(1);
+    release.nowMs += RELEASE_INTERVAL_MIN_MS;
+    observer.snapshotDone(1, "save", 5, true);
+    expect(release.pending).toBe(0);
+    release.nowMs += 100 * RELEASE_INTERVAL_COST_FACTOR;
+    observer.snapshotDone(1, "save", 5, true);
+    expect(release.pending).toBe(1);
   });
 });
