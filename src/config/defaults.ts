@@ -87,8 +87,12 @@ export function assertDeclared(
   if (!condition) throw new Error(message);
 }
 // Watch (see src/store/watch.ts and the README's "Watch").
-/** Bytes of recent changes each shard keeps for watches from a past revision. */
-export const WATCH_HISTORY_BYTES_DEFAULT = 32 * mebibyte;
+/**
+ * Bytes of recent changes each shard keeps for watches from a past revision: 8 MiB keeps
+ * ~30,000 changes of 128 B values (a resume window of seconds at thousands of writes/s);
+ * 32 MiB cost a one-member dstore ~40 MiB of RSS under small writes.
+ */
+export const WATCH_HISTORY_BYTES_DEFAULT = 8 * mebibyte;
 /** Bytes of changes one watcher may fall behind before it is cut (WATCH_SLOW). */
 export const WATCH_BUFFER_BYTES_DEFAULT = 8 * mebibyte;
 /** Idle time before a watcher gets a progress event. */

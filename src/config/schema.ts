@@ -385,7 +385,7 @@ export const serveOptions = [
     default: SNAPSHOT_ENTRIES_DEFAULT,
     valueHint: "N",
     description:
-      "Snapshot each dstore shard every N applied log entries and compact its log (0: never; the log then grows without bound)",
+      "Snapshot each dstore shard every N applied log entries and compact its log; earlier, from N/10, when the last snapshot was smaller than the log since it (0: never; the log then grows without bound)",
   }),
   defineOption({
     name: "leader-balance-interval",

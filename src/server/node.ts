@@ -17,6 +17,7 @@ import type { ReplicatedShards } from "../store/replicated/shards.ts";
 import type { WatchHubOptions } from "../store/watch.ts";
 import { clientListenerSecurity } from "./client-security.ts";
 import { fetchMembershipView } from "./membership-join.ts";
+import { MemoryReleaseObserver, processMemoryRelease } from "./memory-release.ts";
 import { NodeOps } from "./node-ops.ts";
 import { type PeerTransportSecurity, resolvePeerSecurity } from "./peer-security.ts";
 import { buildShards, checkDataDir, closeShards, clusterStatusOf, replicatedShardHandler } from "./shards.ts";
@@ -184,6 +185,7 @@ async function startRaft(
   // Read now, so a missing --cacert or --token-file stops the start with its flag named.
   const joinTls = join === undefined ? undefined : clientTlsOf(raft.joinSecurity, join);
   const joinToken = join === undefined ? undefined : tokenOf(raft.joinSecurity);
+  const memoryRelease = stack.use(new MemoryReleaseObserver(ops.raftObserver, processMemoryRelease));
   const replicated = await startReplicatedShards({
     replicaId: raft.replicaId,
     clusterMembers: raft.members,
@@ -227,7 +229,7 @@ async function startRaft(
       autoPromote: raft.autoPromote,
       flagsGiven: !raft.embedded,
     },
-    ...(ops.raftObserver === undefined ? {} : { observer: ops.raftObserver }),
+    observer: memoryRelease,
   });
   stack.defer(() => replicated.close());
   for (const shard of replicated.shards.values()) {
