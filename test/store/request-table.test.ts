@@ -29,6 +29,7 @@ import {
 } from "../../src/store/replicated/request-table.ts";
 import { DStoreStateMachine } from "../../src/store/replicated/state-machine.ts";
 import { TestCluster } from "../raft/host/cluster.ts";
+import { seededRandom } from "../support/seeded-random.ts";
 
 const utf8 = new TextEncoder();
 
@@ -183,17 +184,8 @@ describe("dedup options", () => {
 });
 
 describe("the packed table against a plain model", () => {
-  /** A deterministic pseudo-random stream (mulberry32), so a failure names its seed. */
-  function random(seed: number): () => number {
-    let a = seed >>> 0;
-    return () => {
-      a = (a + 0x6d2b79f5) >>> 0;
-      let t = a;
-      t = Math.imul(t ^ (t >>> 15), t | 1);
-      t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-      return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-    };
-  }
+  /** A deterministic pseudo-random stream, so a failure names its seed. */
+  const random = seededRandom;
   const results = [
     new Uint8Array(0),
     new Uint8Array([0]),

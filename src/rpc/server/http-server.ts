@@ -18,7 +18,7 @@ import {
 } from "./http-routes.ts";
 import { type Http1Request, Http1RequestParser } from "./http1-parser.ts";
 import { bunTlsOptions, type ServerTls } from "./listener-security.ts";
-import type { ConnectionLimits, ConnectionObserver } from "./socket-server.ts";
+import { type ConnectionLimits, type ConnectionObserver, sweepConnections } from "./socket-server.ts";
 
 export interface HttpServerOptions {
   endpoint: Endpoint;
@@ -584,35 +584,25 @@ function startSweeper(
   limits: ConnectionLimits,
   logger: RpcLogger,
 ): ReturnType<typeof setInterval> {
-  const shortestMs = Math.min(
-    limits.handshakeTimeoutMs,
-    limits.idleTimeoutMs > 0 ? limits.idleTimeoutMs : Number.POSITIVE_INFINITY,
-  );
-  const periodMs = Math.max(20, Math.min(1000, Math.floor(shortestMs / 4)));
-  const timer = setInterval(() => {
-    const nowMs = Date.now();
-    for (const connection of state.connections) {
-      if (connection.closed || connection.busy || connection.isClosing) continue;
-      if (!connection.secured) {
-        if (nowMs - connection.openedAtMs > limits.handshakeTimeoutMs) {
-          logger.debug(
-            `http: closing a connection that did not finish its TLS handshake in ${limits.handshakeTimeoutMs} ms`,
-          );
-          connection.terminate();
-        }
-      } else if (connection.awaitingHead) {
-        if (nowMs - (connection.headSinceMs ?? nowMs) > limits.handshakeTimeoutMs) {
-          logger.debug(
-            `http: closing a connection that sent no request head in ${limits.handshakeTimeoutMs} ms`,
-          );
-          connection.timeOutHead(limits.handshakeTimeoutMs);
-        }
-      } else if (limits.idleTimeoutMs > 0 && nowMs - connection.lastActivityMs > limits.idleTimeoutMs) {
-        logger.debug(`http: closing a connection idle for ${limits.idleTimeoutMs} ms`);
-        void connection.closeGracefully();
+  return sweepConnections(state.connections, limits, (connection, nowMs) => {
+    if (connection.closed || connection.busy || connection.isClosing) return;
+    if (!connection.secured) {
+      if (nowMs - connection.openedAtMs > limits.handshakeTimeoutMs) {
+        logger.debug(
+          `http: closing a connection that did not finish its TLS handshake in ${limits.handshakeTimeoutMs} ms`,
+        );
+        connection.terminate();
       }
+    } else if (connection.awaitingHead) {
+      if (nowMs - (connection.headSinceMs ?? nowMs) > limits.handshakeTimeoutMs) {
+        logger.debug(
+          `http: closing a connection that sent no request head in ${limits.handshakeTimeoutMs} ms`,
+        );
+        connection.timeOutHead(limits.handshakeTimeoutMs);
+      }
+    } else if (limits.idleTimeoutMs > 0 && nowMs - connection.lastActivityMs > limits.idleTimeoutMs) {
+      logger.debug(`http: closing a connection idle for ${limits.idleTimeoutMs} ms`);
+      void connection.closeGracefully();
     }
-  }, periodMs);
-  timer.unref();
-  return timer;
+  });
 }

@@ -500,6 +500,35 @@ function startSweeper(
   limits: ConnectionLimits,
   logger: RpcLogger,
 ): ReturnType<typeof setInterval> {
+  return sweepConnections(connections, limits, (connection, nowMs) => {
+    if (!connection.established) {
+      if (nowMs - connection.openedAtMs > limits.handshakeTimeoutMs) {
+        logger.debug(
+          `closing a connection that did not finish its handshake in ${limits.handshakeTimeoutMs} ms`,
+        );
+        connection.terminate();
+      }
+    } else if (
+      limits.idleTimeoutMs > 0 &&
+      connection.idle &&
+      nowMs - connection.lastActivityMs > limits.idleTimeoutMs
+    ) {
+      logger.debug(`closing a connection idle for ${limits.idleTimeoutMs} ms`);
+      void connection.closeGracefully();
+    }
+  });
+}
+
+/**
+ * One timer per listener that calls `sweep` for every connection, often enough for the
+ * shorter of the handshake and idle timeouts (a quarter of it, between 20 ms and 1 s),
+ * so the cost does not grow with a timer per connection. Unref'd: it keeps no process up.
+ */
+export function sweepConnections<C>(
+  connections: Iterable<C>,
+  limits: ConnectionLimits,
+  sweep: (connection: C, nowMs: number) => void,
+): ReturnType<typeof setInterval> {
   const shortestMs = Math.min(
     limits.handshakeTimeoutMs,
     limits.idleTimeoutMs > 0 ? limits.idleTimeoutMs : Number.POSITIVE_INFINITY,
@@ -507,23 +536,7 @@ function startSweeper(
   const periodMs = Math.max(20, Math.min(1000, Math.floor(shortestMs / 4)));
   const timer = setInterval(() => {
     const nowMs = Date.now();
-    for (const connection of connections) {
-      if (!connection.established) {
-        if (nowMs - connection.openedAtMs > limits.handshakeTimeoutMs) {
-          logger.debug(
-            `closing a connection that did not finish its handshake in ${limits.handshakeTimeoutMs} ms`,
-          );
-          connection.terminate();
-        }
-      } else if (
-        limits.idleTimeoutMs > 0 &&
-        connection.idle &&
-        nowMs - connection.lastActivityMs > limits.idleTimeoutMs
-      ) {
-        logger.debug(`closing a connection idle for ${limits.idleTimeoutMs} ms`);
-        void connection.closeGracefully();
-      }
-    }
+    for (const connection of connections) sweep(connection, nowMs);
   }, periodMs);
   timer.unref();
   return timer;

@@ -80,17 +80,7 @@ export class HistoryBuilder {
   }
 }
 
-/** Mulberry32: small, seedable, good enough to scatter test data. */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { seededRandom } from "../../support/seeded-random.ts";
 
 /** One random step of the generator, as fast-check or a seeded RNG produces it. */
 export interface GenStep {
