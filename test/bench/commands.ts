@@ -39,6 +39,42 @@ export async function freePort(): Promise<number> {
   return port;
 }
 
+/**
+ * The `dkv serve` arguments (without the binary) of `count` members node-1..node-N on
+ * free 127.0.0.1 ports, each with a data dir under `root`, serving `shards`, and their
+ * client endpoints: the cluster every comparison bench starts.
+ */
+export async function benchClusterArgs(
+  count: number,
+  shards: string,
+  root: string,
+): Promise<{ args: string[][]; endpoints: string[] }> {
+  const members = await Promise.all(
+    Array.from({ length: count }, async (_, i) => ({
+      id: `node-${i + 1}`,
+      raft: await freePort(),
+      rpc: await freePort(),
+    })),
+  );
+  const clusterMembers = members.map((m) => `${m.id}=127.0.0.1:${m.raft}`).join(",");
+  const args = members.map((m) => [
+    "serve",
+    "--shards",
+    shards,
+    "--replica-id",
+    m.id,
+    "--cluster-members",
+    clusterMembers,
+    "--data-dir",
+    `${root}/${m.id}`,
+    "--transport-endpoint",
+    `127.0.0.1:${m.rpc}`,
+    "--log-level",
+    "warn",
+  ]);
+  return { args, endpoints: members.map((m) => `127.0.0.1:${m.rpc}`) };
+}
+
 /** Polls `check` every 100 ms until it is true; fails naming `what` after `timeoutMs`. */
 export async function waitUntil(
   what: string,

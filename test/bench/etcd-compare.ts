@@ -29,6 +29,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseDuration } from "../../src/config/parse.ts";
 import {
+  benchClusterArgs,
   ensureDebianPackages,
   flagValue,
   freePort,
@@ -282,29 +283,8 @@ async function etcdGoPerf(
 // ---- dkv ------------------------------------------------------------------------------
 
 async function startDkv(root: string): Promise<{ pids: number[]; endpoints: string[] }> {
-  const members = await Promise.all(
-    [1, 2, 3].map(async (i) => ({ id: `node-${i}`, raft: await freePort(), rpc: await freePort() })),
-  );
-  const clusterMembers = members.map((m) => `${m.id}=127.0.0.1:${m.raft}`).join(",");
-  const procs = members.map((m) =>
-    spawn([
-      DKV,
-      "serve",
-      "--shards",
-      `${DKV_SHARD}=dstore`,
-      "--replica-id",
-      m.id,
-      "--cluster-members",
-      clusterMembers,
-      "--data-dir",
-      join(root, m.id),
-      "--transport-endpoint",
-      `127.0.0.1:${m.rpc}`,
-      "--log-level",
-      "warn",
-    ]),
-  );
-  const endpoints = members.map((m) => `127.0.0.1:${m.rpc}`);
+  const { args, endpoints } = await benchClusterArgs(3, `${DKV_SHARD}=dstore`, root);
+  const procs = args.map((serve) => spawn([DKV, ...serve]));
   await waitUntil("a dkv leader", START_TIMEOUT_MS, async () => {
     const out = await runCommand([
       DKV,

@@ -19,7 +19,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { RpcClient } from "../../src/rpc/client/index.ts";
-import { flagValue, freePort, ROOT, rssMib, runCommand, waitUntil } from "./commands.ts";
+import { benchClusterArgs, flagValue, freePort, ROOT, rssMib, runCommand, waitUntil } from "./commands.ts";
 
 const SHARD = 200;
 const MIB = 1024 * 1024;
@@ -67,32 +67,8 @@ async function clusterStatus(endpoints: readonly string[]): Promise<ShardStatus[
 }
 
 async function startMembers(root: string, count: number): Promise<{ pids: number[]; endpoints: string[] }> {
-  const members = await Promise.all(
-    Array.from({ length: count }, async (_, i) => ({
-      id: `node-${i + 1}`,
-      raft: await freePort(),
-      rpc: await freePort(),
-    })),
-  );
-  const clusterMembers = members.map((m) => `${m.id}=127.0.0.1:${m.raft}`).join(",");
-  const procs = members.map((m) =>
-    spawnDkv([
-      "serve",
-      "--shards",
-      `${SHARD}=dstore`,
-      "--replica-id",
-      m.id,
-      "--cluster-members",
-      clusterMembers,
-      "--data-dir",
-      join(root, m.id),
-      "--transport-endpoint",
-      `127.0.0.1:${m.rpc}`,
-      "--log-level",
-      "warn",
-    ]),
-  );
-  const endpoints = members.map((m) => `127.0.0.1:${m.rpc}`);
+  const { args, endpoints } = await benchClusterArgs(count, `${SHARD}=dstore`, root);
+  const procs = args.map((serve) => spawnDkv(serve));
   await waitUntil("a leader", START_TIMEOUT_MS, async () => {
     const shards = await clusterStatus(endpoints);
     const leaders = new Set(shards.map((s) => s[0]?.leader ?? null));

@@ -25,7 +25,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseDuration } from "../../src/config/parse.ts";
 import { RpcClient } from "../../src/rpc/client/index.ts";
-import { cpuSeconds, flagValue, freePort, ROOT, runCommand, waitUntil } from "./commands.ts";
+import { benchClusterArgs, cpuSeconds, flagValue, ROOT, runCommand, waitUntil } from "./commands.ts";
 
 const KEYS_PER_SHARD = 100;
 const VALUE_BYTES = 128;
@@ -47,36 +47,14 @@ interface Workload {
 
 async function startCluster(dkv: string, shardCount: number): Promise<Cluster> {
   const root = await mkdtemp(join(tmpdir(), "dkv-shard-spread-"));
-  const members = await Promise.all(
-    [1, 2, 3].map(async (i) => ({ id: `node-${i}`, raft: await freePort(), rpc: await freePort() })),
-  );
-  const clusterMembers = members.map((m) => `${m.id}=127.0.0.1:${m.raft}`).join(",");
   const shards = Array.from({ length: shardCount }, (_, i) => `${i + 1}=dstore`).join(",");
-  const procs = members.map((m) => {
-    const proc = Bun.spawn(
-      [
-        dkv,
-        "serve",
-        "--shards",
-        shards,
-        "--replica-id",
-        m.id,
-        "--cluster-members",
-        clusterMembers,
-        "--data-dir",
-        join(root, m.id),
-        "--transport-endpoint",
-        `127.0.0.1:${m.rpc}`,
-        "--log-level",
-        "warn",
-      ],
-      { cwd: ROOT, stdin: "ignore", stdout: "ignore", stderr: "pipe" },
-    );
+  const { args, endpoints } = await benchClusterArgs(3, shards, root);
+  const procs = args.map((serve) => {
+    const proc = Bun.spawn([dkv, ...serve], { cwd: ROOT, stdin: "ignore", stdout: "ignore", stderr: "pipe" });
     // Drained so a chatty server never blocks on a full pipe.
     void new Response(proc.stderr).text();
     return proc;
   });
-  const endpoints = members.map((m) => `127.0.0.1:${m.rpc}`);
   const cluster: Cluster = { dkv, pids: procs.map((p) => p.pid), procs, endpoints, root };
   try {
     await waitUntil(`a leader for each of ${shardCount} shards (${dkv})`, START_TIMEOUT_MS, async () => {
