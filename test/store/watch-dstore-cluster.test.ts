@@ -6,84 +6,18 @@
  * resumes on another with no gap and no duplicate.
  */
 import { afterEach, describe, expect, test } from "bun:test";
-import { existsSync } from "node:fs";
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { ManualClock } from "../../src/clock.ts";
-import { resolveNodeOptions } from "../../src/config/node-options.ts";
-import { readOptions } from "../../src/config/parse.ts";
-import { serveOptions } from "../../src/config/schema.ts";
-import { RpcClient } from "../../src/rpc/client/index.ts";
-import { type Node, startNode } from "../../src/server/node.ts";
+import type { Node } from "../../src/server/node.ts";
 import type { DStoreStateMachine } from "../../src/store/replicated/state-machine.ts";
 import type { WatchChange, WatchEvent } from "../../src/store/types.ts";
-import { waitFor } from "../raft/host/cluster.ts";
-import { MemoryNetwork } from "../raft/host/memory-transport.ts";
+import { type NodeCluster, startNodeCluster } from "../support/node-cluster.ts";
 
 const SHARD = 200;
-const MEMBER_IDS = ["node-1", "node-2", "node-3"];
 const RTT_MS = 5;
 
-interface Cluster {
-  members: Node[];
-  clock: ManualClock;
-  network: MemoryNetwork;
-  clients: RpcClient[];
-  client(endpoints: string[]): RpcClient;
-  close(): Promise<void>;
-}
+type Cluster = NodeCluster;
 
-async function startCluster(): Promise<Cluster> {
-  const base = existsSync("/dev/shm") ? "/dev/shm" : tmpdir();
-  const root = await mkdtemp(join(base, "dkv-watch-"));
-  const clock = new ManualClock();
-  const network = new MemoryNetwork();
-  const clusterMembers = MEMBER_IDS.map((id, i) => `${id}=127.0.0.1:${63201 + i}`).join(",");
-  const members: Node[] = [];
-  const clients: RpcClient[] = [];
-  const close = async () => {
-    for (const client of clients) await client.close();
-    for (const member of members) await member.stop();
-    await rm(root, { recursive: true, force: true });
-  };
-  try {
-    for (const id of MEMBER_IDS) {
-      const options = resolveNodeOptions({
-        ...readOptions(serveOptions, {}),
-        shards: `${SHARD}=dstore`,
-        "replica-id": id,
-        "cluster-members": clusterMembers,
-        "data-dir": join(root, id),
-        "rtt-millisecond": RTT_MS,
-        "transport-endpoint": "127.0.0.1:0",
-      });
-      members.push(
-        await startNode(options, { clock, nodeTransport: (raft) => network.transport(raft.replicaId) }),
-      );
-    }
-    members[0]!.replicated!.host.campaign(SHARD);
-    await waitFor(
-      () => new Set(members.map((m) => m.replicated?.host.status(SHARD).raft.leader)).size === 1,
-      "an agreed leader",
-      5000,
-    );
-  } catch (error) {
-    await close();
-    throw error;
-  }
-  return {
-    members,
-    clock,
-    network,
-    clients,
-    client(endpoints) {
-      const client = new RpcClient({ endpoints, transport: "tcp", serializer: "binary", timeoutMs: 10_000 });
-      clients.push(client);
-      return client;
-    },
-    close,
-  };
+function startCluster(): Promise<Cluster> {
+  return startNodeCluster({ shard: SHARD, rttMs: RTT_MS, clientTimeoutMs: 10_000, prefix: "dkv-watch-" });
 }
 
 /** Changes of `events` (progress skipped) until `done` says the list is complete. */

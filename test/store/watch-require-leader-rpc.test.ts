@@ -5,35 +5,20 @@
  * a client given another endpoint too resumes there and goes on, with no gap.
  */
 import { afterEach, describe, expect, test } from "bun:test";
-import { existsSync } from "node:fs";
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { runCli } from "../../cli/app.ts";
-import { ManualClock } from "../../src/clock.ts";
-import { resolveNodeOptions } from "../../src/config/node-options.ts";
-import { readOptions } from "../../src/config/parse.ts";
-import { serveOptions } from "../../src/config/schema.ts";
 import { DkvError } from "../../src/errors.ts";
-import { RpcClient } from "../../src/rpc/client/index.ts";
 import type { TransportName } from "../../src/rpc/protocol/types.ts";
-import { type Node, startNode } from "../../src/server/node.ts";
+import type { Node } from "../../src/server/node.ts";
 import type { WatchEvent } from "../../src/store/types.ts";
 import { waitFor } from "../raft/host/cluster.ts";
-import { MemoryNetwork } from "../raft/host/memory-transport.ts";
 import { capturingIo } from "../support/cli-io.ts";
+import { type NodeCluster, startNodeCluster } from "../support/node-cluster.ts";
 
 const SHARD = 200;
-const MEMBER_IDS = ["node-1", "node-2", "node-3"];
 /** 5 ms ticks: a 50 ms election timeout, so a cut-off member notices in well under a second. */
 const RTT_MS = 5;
 
-interface Cluster {
-  members: Node[];
-  network: MemoryNetwork;
-  client(endpoints: string[]): RpcClient;
-  close(): Promise<void>;
-}
+type Cluster = NodeCluster;
 
 let cluster: Cluster | undefined;
 afterEach(async () => {
@@ -41,55 +26,14 @@ afterEach(async () => {
   cluster = undefined;
 });
 
-async function startCluster(transport: TransportName): Promise<Cluster> {
-  const base = existsSync("/dev/shm") ? "/dev/shm" : tmpdir();
-  const root = await mkdtemp(join(base, "dkv-require-leader-"));
-  const clock = new ManualClock();
-  const network = new MemoryNetwork();
-  const clusterMembers = MEMBER_IDS.map((id, i) => `${id}=127.0.0.1:${63301 + i}`).join(",");
-  const members: Node[] = [];
-  const clients: RpcClient[] = [];
-  const close = async () => {
-    for (const client of clients) await client.close();
-    for (const member of members) await member.stop();
-    await rm(root, { recursive: true, force: true });
-  };
-  try {
-    for (const id of MEMBER_IDS) {
-      const options = resolveNodeOptions({
-        ...readOptions(serveOptions, {}),
-        shards: `${SHARD}=dstore`,
-        "replica-id": id,
-        "cluster-members": clusterMembers,
-        "data-dir": join(root, id),
-        "rtt-millisecond": RTT_MS,
-        transport,
-        "transport-endpoint": "127.0.0.1:0",
-      });
-      members.push(
-        await startNode(options, { clock, nodeTransport: (raft) => network.transport(raft.replicaId) }),
-      );
-    }
-    members[0]!.replicated!.host.campaign(SHARD);
-    await waitFor(
-      () => new Set(members.map((m) => m.replicated?.host.status(SHARD).raft.leader)).size === 1,
-      "an agreed leader",
-      5000,
-    );
-  } catch (error) {
-    await close();
-    throw error;
-  }
-  return {
-    members,
-    network,
-    client(endpoints) {
-      const client = new RpcClient({ endpoints, transport, serializer: "binary", timeoutMs: 5_000 });
-      clients.push(client);
-      return client;
-    },
-    close,
-  };
+function startCluster(transport: TransportName): Promise<Cluster> {
+  return startNodeCluster({
+    shard: SHARD,
+    rttMs: RTT_MS,
+    transport,
+    clientTimeoutMs: 5_000,
+    prefix: "dkv-require-leader-",
+  });
 }
 
 /** The next change of `events` (progress skipped), or the error that ended it. */
