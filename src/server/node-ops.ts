@@ -16,7 +16,7 @@ export interface NodeOpsOptions {
   slowRequestThresholdMs: number;
   /** --timeout: bounds the readiness probe's read and each piece of a snapshot stream. */
   requestTimeoutMs: number;
-  logger: { info(message: string): void; warn(message: string): void };
+  logger: { info(message: string): void; warn(message: string): void; debug(message: string): void };
 }
 
 /**

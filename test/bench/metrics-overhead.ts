@@ -15,6 +15,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseDuration } from "../../src/config/parse.ts";
+import { silentLogger } from "../../src/logger.ts";
 import { RpcClient } from "../../src/rpc/client/index.ts";
 import { type RpcServer, type ShardHandler, startRpcServer } from "../../src/rpc/server/index.ts";
 import { NodeOps } from "../../src/server/node-ops.ts";
@@ -73,13 +74,12 @@ async function startProcessNode(name: string, metrics: boolean): Promise<Node> {
 
 async function startNode(name: string, metrics: boolean): Promise<Node> {
   const dir = await mkdtemp(join(tmpdir(), `dkv-bench-${name}-`));
-  const quiet = { info() {}, warn() {} };
   const ops = new NodeOps({
     metricsEndpoint: metrics ? "127.0.0.1:0" : "",
     insecure: false,
     slowRequestThresholdMs: 0,
     requestTimeoutMs: 10_000,
-    logger: quiet,
+    logger: silentLogger,
   });
   const shards = await startReplicatedShards({
     replicaId: "node-1",
@@ -142,7 +142,7 @@ function hookCostNs(): number {
     insecure: false,
     slowRequestThresholdMs: 0,
     requestTimeoutMs: 1000,
-    logger: { info() {}, warn() {} },
+    logger: silentLogger,
   }).metrics!;
   const header = {
     serializer: 1,

@@ -71,7 +71,7 @@ describe("--slow-request-threshold on a running replicated shard", () => {
       insecure: false,
       slowRequestThresholdMs: 0.001, // every request is "slow"
       requestTimeoutMs: 5000,
-      logger: { info() {}, warn: (message) => warnings.push(message) },
+      logger: { debug() {}, info() {}, warn: (message) => warnings.push(message) },
     });
     shards = await startReplicatedShards({
       replicaId: "node-1",

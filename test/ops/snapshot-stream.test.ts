@@ -32,7 +32,7 @@ beforeAll(async () => {
     insecure: false,
     slowRequestThresholdMs: 0,
     requestTimeoutMs: 5000,
-    logger: { info() {}, warn() {} },
+    logger: { debug() {}, info() {}, warn() {} },
   });
   ops.attach(shards);
   const store = shards.shards.get(200)!.store;
@@ -114,7 +114,7 @@ describe("the metrics endpoint", () => {
         registry: new MetricsRegistry(),
         readiness: async () => ({ ready: true, reasons: [] }),
         insecure: false,
-        logger: { info() {}, warn() {} },
+        logger: { debug() {}, info() {}, warn() {} },
       });
     expect(start).toThrow(/not a loopback address .* pass --insecure/);
   });
@@ -126,7 +126,7 @@ describe("the metrics endpoint", () => {
       registry: new MetricsRegistry(),
       readiness: async () => (ready ? { ready, reasons: [] } : { ready, reasons: ["shard 200: no leader"] }),
       insecure: false,
-      logger: { info() {}, warn() {} },
+      logger: { debug() {}, info() {}, warn() {} },
     });
     try {
       const url = (path: string) => `http://${endpoint.endpoint}${path}`;

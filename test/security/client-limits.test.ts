@@ -5,6 +5,7 @@ import { authenticateOpCode } from "../../src/rpc/protocol/types.ts";
 import { type ConnectionLimits, preAuthFrameBytesMax } from "../../src/rpc/server/socket-server.ts";
 import { type Stack, startStack, storeShard } from "../rpc/harness.ts";
 import { encodeRequestFrame } from "../support/raw-frame.ts";
+import { within } from "../support/raw-http.ts";
 import { makeTestPki, type TestPki } from "./pki.ts";
 
 /**
@@ -105,18 +106,6 @@ function tokenFrame(value: string): Uint8Array {
 }
 
 const fast: Partial<ConnectionLimits> = { handshakeTimeoutMs: 200, idleTimeoutMs: 0 };
-
-async function within<T>(ms: number, work: Promise<T>, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what} did not happen within ${ms} ms`)), ms);
-  });
-  try {
-    return await Promise.race([work, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 describe("handshake timeout", () => {
   test("a TCP connection to a TLS listener that never starts the handshake is closed", async () => {

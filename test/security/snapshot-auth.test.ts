@@ -46,7 +46,7 @@ beforeAll(async () => {
     insecure: false,
     slowRequestThresholdMs: 0,
     requestTimeoutMs: 5000,
-    logger: { info() {}, warn() {} },
+    logger: { debug() {}, info() {}, warn() {} },
   });
   ops.attach(shards);
   const store = shards.shards.get(SHARD)!.store;

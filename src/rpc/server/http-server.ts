@@ -33,6 +33,30 @@ export interface HttpServerOptions {
   snapshotStream?: SnapshotStreamSource | undefined;
 }
 
+/** What a listener serves: one reply per request, and a drain on stop. */
+export interface HttpHandler {
+  /** `identity` is the bearer token's when the listener has an authority, else undefined. */
+  handle(request: Http1Request, identity: Identity | undefined): HttpReply | Promise<HttpReply>;
+  /** Waits up to `drainMs` for requests in progress (called once the listener stops accepting). */
+  drain(drainMs: number): Promise<void>;
+}
+
+export interface HttpListenerOptions {
+  endpoint: Endpoint;
+  handler: HttpHandler;
+  /** Names the listener in log lines ("http", "metrics"). */
+  name: string;
+  /** The flag that sets `limits.maxConnections`, named in the 503 at the cap. */
+  capFlag: string;
+  /** Largest request body taken. */
+  bodyBytesMax: number;
+  logger: RpcLogger;
+  tls?: ServerTls | undefined;
+  authority?: TokenAuthority | undefined;
+  limits: ConnectionLimits;
+  observer?: ConnectionObserver | undefined;
+}
+
 export interface HttpServer {
   readonly endpoint: string;
   /** Connections open now: every accepted one counts, from accept to close. */
@@ -77,9 +101,7 @@ const asciiEncoder = new TextEncoder();
 
 /** What every connection of one listener shares. */
 interface ListenerState {
-  readonly options: HttpServerOptions;
-  readonly routes: HttpRouteOptions;
-  readonly routeState: HttpRouteState;
+  readonly options: HttpListenerOptions;
   readonly parserLimits: { headBytesMax: number; headerFieldsMax: number; bodyBytesMax: number };
   /** Every accepted connection until it closes: what the cap counts. */
   readonly connections: Set<HttpConnection>;
@@ -158,7 +180,7 @@ class HttpConnection {
     this.parser.push(chunk);
     if (this.parser.bufferedBytes > this.bufferedBytesMax) {
       this.state.options.logger.warn(
-        "http: closing a connection that sent more than it waits to be answered",
+        `${this.state.options.name}: closing a connection that sent more than it waits to be answered`,
       );
       this.socket.terminate();
       return;
@@ -194,7 +216,7 @@ class HttpConnection {
         }
         if (result.kind === "error") {
           const { status, message } = result.error;
-          this.state.options.logger.debug(`http: refused a request: ${message}`);
+          this.state.options.logger.debug(`${this.state.options.name}: refused a request: ${message}`);
           const code = status === 413 ? "TOO_LARGE" : "BAD_REQUEST";
           this.writeFixed(jsonError(new DkvError(code, message), status), false, true);
           void this.closeGracefully();
@@ -212,7 +234,7 @@ class HttpConnection {
     this.headSinceMs = undefined;
     let reply: HttpReply | Promise<HttpReply>;
     try {
-      reply = route(request, this.identity(request), this.state.routes, this.state.routeState);
+      reply = this.state.options.handler.handle(request, this.identity(request));
     } catch (error) {
       reply = this.internalError(error);
     }
@@ -238,7 +260,9 @@ class HttpConnection {
   }
 
   private internalError(error: unknown): FixedReply {
-    this.state.options.logger.warn(`http: ${error instanceof Error ? error.message : String(error)}`);
+    this.state.options.logger.warn(
+      `${this.state.options.name}: ${error instanceof Error ? error.message : String(error)}`,
+    );
     return jsonError(new DkvError("INTERNAL", "internal server error; see the server log"));
   }
 
@@ -322,7 +346,7 @@ class HttpConnection {
     } catch (error) {
       // The body breaks off: the peer sees a truncated reply (no final chunk) and refuses it.
       this.state.options.logger.warn(
-        `http: a streamed reply failed: ${error instanceof Error ? error.message : String(error)}`,
+        `${this.state.options.name}: a streamed reply failed: ${error instanceof Error ? error.message : String(error)}`,
       );
       this.flush();
       this.socket.end();
@@ -360,7 +384,9 @@ class HttpConnection {
       waiter();
     }
     if (this.out.length > this.pendingOutputBytesMax) {
-      this.state.options.logger.warn("http: closing connection: the peer does not read its replies");
+      this.state.options.logger.warn(
+        `${this.state.options.name}: closing connection: the peer does not read its replies`,
+      );
       this.socket.terminate();
       return;
     }
@@ -414,33 +440,53 @@ interface Refused {
 
 type SocketData = HttpConnection | Refused | undefined;
 
-/**
- * The http transport on Bun.listen (HTTP/1.1, keep-alive), so the listener sees every
- * connection from accept: each counts against --max-client-connections at once, must send
- * its first request head within the handshake timeout (with TLS: handshake and head), and
- * is closed after the idle timeout between requests. At the cap, the longest-idle
- * keep-alive connection is closed to make room; if none is idle, the new one gets a 503
- * and is closed.
- */
+/** The http transport: the RPC routes (`http-routes.ts`) on an HTTP/1.1 listener. */
 export function startHttpServer(options: HttpServerOptions): HttpServer {
+  const routes: HttpRouteOptions = {
+    dispatcher: options.dispatcher,
+    serializer: options.serializer,
+    maxFrameBytes: options.maxFrameBytes,
+    logger: options.logger,
+    authority: options.authority,
+    snapshotStream: options.snapshotStream,
+    watchesMax: options.limits.maxConnections,
+  };
+  const routeState: HttpRouteState = { watchesOpen: 0 };
+  const server = startHttpListener({
+    endpoint: options.endpoint,
+    handler: {
+      handle: (request, identity) => route(request, identity, routes, routeState),
+      drain: (drainMs) => options.dispatcher.drain(drainMs),
+    },
+    name: "http",
+    capFlag: "--max-client-connections",
+    bodyBytesMax: options.maxFrameBytes + headerBytes,
+    logger: options.logger,
+    tls: options.tls,
+    authority: options.authority,
+    limits: options.limits,
+    observer: options.observer,
+  });
+  options.logger.info(`listening on ${options.tls === undefined ? "http" : "https"}://${server.endpoint}`);
+  return server;
+}
+
+/**
+ * An HTTP/1.1 listener (keep-alive) on Bun.listen, so it sees every connection from
+ * accept: each counts against `limits.maxConnections` at once, must send its first request
+ * head within the handshake timeout (with TLS: handshake and head), and is closed after
+ * the idle timeout between requests. At the cap, the longest-idle keep-alive connection is
+ * closed to make room; if none is idle, the new one gets a 503 and is closed.
+ */
+export function startHttpListener(options: HttpListenerOptions): HttpServer {
   const endpoint = options.endpoint;
   if (endpoint.kind !== "inet") {
-    throw new DkvError("USAGE", "the http transport needs a host:port endpoint, not a socket path");
+    throw new DkvError("USAGE", `the ${options.name} listener needs a host:port endpoint, not a socket path`);
   }
-  const { limits, logger } = options;
+  const { limits, logger, name } = options;
   const state: ListenerState = {
     options,
-    routes: {
-      dispatcher: options.dispatcher,
-      serializer: options.serializer,
-      maxFrameBytes: options.maxFrameBytes,
-      logger,
-      authority: options.authority,
-      snapshotStream: options.snapshotStream,
-      watchesMax: limits.maxConnections,
-    },
-    routeState: { watchesOpen: 0 },
-    parserLimits: { headBytesMax, headerFieldsMax, bodyBytesMax: options.maxFrameBytes + headerBytes },
+    parserLimits: { headBytesMax, headerFieldsMax, bodyBytesMax: options.bodyBytesMax },
     connections: new Set(),
     idle: new Set(),
   };
@@ -451,7 +497,7 @@ export function startHttpServer(options: HttpServerOptions): HttpServer {
     const reply = jsonError(
       new DkvError(
         "UNAVAILABLE",
-        `the server has ${limits.maxConnections} http connections open (--max-client-connections); retry later, reuse a keep-alive connection, or raise the limit`,
+        `the server has ${limits.maxConnections} ${name} connections open (${options.capFlag}); retry later, reuse a keep-alive connection, or raise the limit`,
       ),
       503,
       ["retry-after: 1"],
@@ -477,7 +523,7 @@ export function startHttpServer(options: HttpServerOptions): HttpServer {
     refusedSinceWarning++;
     if (nowMs - lastRefusalWarningMs >= 10_000) {
       logger.warn(
-        `http: refused ${refusedSinceWarning} connection(s): ${limits.maxConnections} already open (--max-client-connections)`,
+        `${name}: refused ${refusedSinceWarning} connection(s): ${limits.maxConnections} already open (${options.capFlag})`,
       );
       refusedSinceWarning = 0;
       lastRefusalWarningMs = nowMs;
@@ -532,7 +578,7 @@ export function startHttpServer(options: HttpServerOptions): HttpServer {
     },
     close: closed,
     error(socket: Socket<SocketData>, error: Error) {
-      logger.debug(`http: socket error: ${error.message}`);
+      logger.debug(`${name}: socket error: ${error.message}`);
       closed(socket);
     },
   };
@@ -552,9 +598,8 @@ export function startHttpServer(options: HttpServerOptions): HttpServer {
       { cause: error },
     );
   }
-  const sweeper = startSweeper(state, limits, logger);
+  const sweeper = startSweeper(state, limits, logger, name);
   const bound = formatInet(endpoint.hostname, listener.port);
-  logger.info(`listening on ${tls === undefined ? "http" : "https"}://${bound}`);
   return {
     endpoint: bound,
     get connections() {
@@ -563,7 +608,7 @@ export function startHttpServer(options: HttpServerOptions): HttpServer {
     async stop(drainMs: number) {
       clearInterval(sweeper);
       listener.stop(false);
-      await options.dispatcher.drain(drainMs);
+      await options.handler.drain(drainMs);
       await Promise.race([
         Promise.all([...state.connections].map((c) => c.closeGracefully())),
         Bun.sleep(drainMs),
@@ -583,25 +628,26 @@ function startSweeper(
   state: ListenerState,
   limits: ConnectionLimits,
   logger: RpcLogger,
+  name: string,
 ): ReturnType<typeof setInterval> {
   return sweepConnections(state.connections, limits, (connection, nowMs) => {
     if (connection.closed || connection.busy || connection.isClosing) return;
     if (!connection.secured) {
       if (nowMs - connection.openedAtMs > limits.handshakeTimeoutMs) {
         logger.debug(
-          `http: closing a connection that did not finish its TLS handshake in ${limits.handshakeTimeoutMs} ms`,
+          `${name}: closing a connection that did not finish its TLS handshake in ${limits.handshakeTimeoutMs} ms`,
         );
         connection.terminate();
       }
     } else if (connection.awaitingHead) {
       if (nowMs - (connection.headSinceMs ?? nowMs) > limits.handshakeTimeoutMs) {
         logger.debug(
-          `http: closing a connection that sent no request head in ${limits.handshakeTimeoutMs} ms`,
+          `${name}: closing a connection that sent no request head in ${limits.handshakeTimeoutMs} ms`,
         );
         connection.timeOutHead(limits.handshakeTimeoutMs);
       }
     } else if (limits.idleTimeoutMs > 0 && nowMs - connection.lastActivityMs > limits.idleTimeoutMs) {
-      logger.debug(`http: closing a connection idle for ${limits.idleTimeoutMs} ms`);
+      logger.debug(`${name}: closing a connection idle for ${limits.idleTimeoutMs} ms`);
       void connection.closeGracefully();
     }
   });
