@@ -134,3 +134,9 @@ assertDeclared(
   SNAPSHOT_BYTES_DEFAULT * 2 <= RAFT_LOG_MAX_BYTES_DEFAULT,
   "a snapshot by bytes comes well before the log's bound",
 );
+
+/** --lock-queue-lease: how long a blocked acquire's place in a lock queue lives without renewal. */
+export const LOCK_QUEUE_LEASE_MS_DEFAULT = 10_000;
+/** Renewed every third of it: below this the renewals alone would load the lock shard. */
+export const LOCK_QUEUE_LEASE_MS_MIN = 300;
+export const LOCK_QUEUE_LEASE_MS_MAX = 3_600_000;

@@ -104,6 +104,8 @@ export interface NodeOptions {
   readonly logLevel: LogLevelName;
   /** --watch-history-bytes, --watch-buffer-bytes, --watch-progress-interval, --watchers-per-connection. */
   readonly watch?: Readonly<WatchSettings>;
+  /** --lock-queue-lease (ms) of every lock shard's blocked acquires. */
+  readonly locks?: Readonly<{ queueLeaseMs: number }>;
 }
 
 /** The watch bounds of every shard of a node (see src/store/watch.ts). */
@@ -174,6 +176,7 @@ export function resolveNodeOptions(values: ServeOptionValues): NodeOptions {
       progressIntervalMs: values["watch-progress-interval"],
       watchersPerConnection: values["watchers-per-connection"],
     }),
+    locks: Object.freeze({ queueLeaseMs: values["lock-queue-lease"] }),
   });
 }
 

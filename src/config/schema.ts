@@ -28,6 +28,7 @@ import {
   SNAPSHOT_ENTRIES_DEFAULT,
   VALUE_BYTES_MAX_DEFAULT,
 } from "./defaults.ts";
+import { lockServeOptions } from "./lock-options.ts";
 import { joinClientOptions, membershipOptions } from "./membership-options.ts";
 import { opsServeOptions } from "./ops-options.ts";
 import { peerSecurityOptions } from "./peer-security-options.ts";
@@ -428,6 +429,7 @@ export const serveOptions = [
   ...joinClientOptions,
   ...raftLogOptions,
   ...watchServeOptions,
+  ...lockServeOptions,
 ] as const;
 
 // ---------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
 import { type Clock, systemClock } from "../clock.ts";
+import { LOCK_QUEUE_LEASE_MS_DEFAULT } from "../config/defaults.ts";
 import { DkvError } from "../errors.ts";
 import { lockKeyProblem, queuePrefix } from "../store/lock-queue.ts";
 import type { ClaimResult, IStore, LockQueueRequest, LockQueueResult } from "../store/types.ts";
@@ -44,7 +45,6 @@ export class LockWaiters {
 }
 
 const DEFAULT_RETRY_INTERVAL_MS = 1000;
-const DEFAULT_QUEUE_LEASE_MS = 10_000;
 /** Wake-ups by changes one blocking acquire may act on beyond its interval-based bound. */
 const WAKEUPS_MAX = 1024;
 /** 128 bits: unguessable, so no other client can release or refresh a lock by guessing its owner. */
@@ -77,7 +77,7 @@ export class LockManager implements ILockManager {
     this.retryIntervalMs = options.retryIntervalMs ?? DEFAULT_RETRY_INTERVAL_MS;
     this.storeForAttempt = options.storeForAttempt;
     this.waiters = (options.waiters ?? new LockWaiters()).byKey;
-    this.queueLeaseMs = options.queueLeaseMs ?? DEFAULT_QUEUE_LEASE_MS;
+    this.queueLeaseMs = options.queueLeaseMs ?? LOCK_QUEUE_LEASE_MS_DEFAULT;
     if (!Number.isSafeInteger(this.queueLeaseMs) || this.queueLeaseMs < 3) {
       throw new DkvError(
         "BAD_REQUEST",

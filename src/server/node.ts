@@ -142,6 +142,7 @@ function startLocalShards({ options, clock, stack }: BuildContext): Map<number, 
     {
       clock,
       limits: options.limits,
+      queueLeaseMs: options.locks?.queueLeaseMs,
       ...(options.watch === undefined ? {} : { watch: hubOptions(options.watch) }),
     },
   );
@@ -233,7 +234,7 @@ async function startRaft(
   });
   stack.defer(() => replicated.close());
   for (const shard of replicated.shards.values()) {
-    handlers.set(shard.id, replicatedShardHandler(shard, clock));
+    handlers.set(shard.id, replicatedShardHandler(shard, clock, options.locks?.queueLeaseMs));
   }
   const members = new Map(replicated.membership.members().map((member) => [member.id, member.address]));
   logger

@@ -16,6 +16,8 @@ export interface LocalShardsOptions {
   clock?: Clock;
   limits?: Partial<StoreLimits>;
   watch?: Partial<WatchHubOptions>;
+  /** --lock-queue-lease of the lock shards' blocked acquires (LockManager's default when left out). */
+  queueLeaseMs?: number;
 }
 
 /**
@@ -47,7 +49,11 @@ export function buildShards(
       spec.id,
       spec.type === "lstore"
         ? { kind: "store", store }
-        : { kind: "lock", locks: new LockManager(store, { clock: options.clock }), store },
+        : {
+            kind: "lock",
+            locks: new LockManager(store, { clock: options.clock, queueLeaseMs: options.queueLeaseMs }),
+            store,
+          },
     );
   }
   return shards;
@@ -82,7 +88,11 @@ export async function checkDataDir(dataDir: string): Promise<string> {
  * `forOrigin`, so the replicated state machine dedups a retry even when it reaches
  * another member than the first attempt.
  */
-export function replicatedShardHandler(shard: ReplicatedShard, clock: Clock = systemClock): ShardHandler {
+export function replicatedShardHandler(
+  shard: ReplicatedShard,
+  clock: Clock = systemClock,
+  queueLeaseMs?: number,
+): ShardHandler {
   const store = shard.store;
   if (shard.type === "dstore") {
     return {
@@ -98,7 +108,7 @@ export function replicatedShardHandler(shard: ReplicatedShard, clock: Clock = sy
     kind: "lock",
     store,
     // Anonymous requests (human HTTP JSON): the DStore's own ids, random owner ids.
-    locks: shard.locks ?? new LockManager(store, { clock, waiters }),
+    locks: new LockManager(store, { clock, waiters, queueLeaseMs }),
     forOrigin: (origin) => {
       const view = store.withOrigin(origin);
       return {
@@ -109,6 +119,7 @@ export function replicatedShardHandler(shard: ReplicatedShard, clock: Clock = sy
         locks: new LockManager(view, {
           clock,
           waiters,
+          queueLeaseMs,
           storeForAttempt: (attempt) => store.withOrigin(attemptOriginOf(origin, attempt)),
         }),
       };

@@ -34,11 +34,12 @@ interface Member {
   store: DStore;
 }
 
-function member(c: TestCluster, id: string): Member {
+function member(c: TestCluster, id: string, queueLeaseMs?: number): Member {
   const store = new DStore(c.host(id), GROUP, { timeoutMs: 3000, clock: c.clock });
   const handler = replicatedShardHandler(
     { id: GROUP, type: "lockmgr(dstore)", store, locks: undefined },
     c.clock,
+    queueLeaseMs,
   );
   const dispatcher = new RequestDispatcher({
     shards: new Map([[GROUP, handler]]),
@@ -69,12 +70,15 @@ function send(to: Member, op: OpName, message: Message, client: number, requestI
   );
 }
 
-async function start(): Promise<{ c: TestCluster; leader: Member; followers: Member[] }> {
+/** A cluster and a member view of each node; `queueLeaseMs` is the server's --lock-queue-lease. */
+async function start(
+  queueLeaseMs?: number,
+): Promise<{ c: TestCluster; leader: Member; followers: Member[] }> {
   const c = await TestCluster.start({ groups: [GROUP], stateMachine: () => new DStoreStateMachine() });
   cluster = c;
   const leaderId = await c.waitForLeader(GROUP);
-  const followers = c.ids.filter((id) => id !== leaderId).map((id) => member(c, id));
-  return { c, leader: member(c, leaderId), followers };
+  const followers = c.ids.filter((id) => id !== leaderId).map((id) => member(c, id, queueLeaseMs));
+  return { c, leader: member(c, leaderId, queueLeaseMs), followers };
 }
 
 /** Sends a blocking acquire and returns once its first attempt failed (it sleeps on the clock). */
@@ -140,6 +144,8 @@ async function settleSlowly<T>(
 }
 
 const WAIT_MS = 600_000;
+/** The members' --lock-queue-lease in the lease test. */
+const LEASE_MS = 4_000;
 const TEST_TIMEOUT_MS = 30_000;
 
 describe("lockmgr(dstore): one wait queue for the whole cluster", () => {
@@ -176,9 +182,9 @@ describe("lockmgr(dstore): one wait queue for the whole cluster", () => {
   );
 
   test(
-    "a waiter whose member died holds its place only until its lease runs out; a try cannot jump the queue",
+    "a waiter whose member died holds its place only until its lease (--lock-queue-lease) runs out; a try cannot jump the queue",
     async () => {
-      const { c, leader, followers } = await start();
+      const { c, leader, followers } = await start(LEASE_MS);
       const [doomed, survivor] = followers as [Member, Member];
       const holder = await send(leader, "acquire", { key: "job", ttlMs: 0, waitMs: 0 }, 100);
       await startWaiting(c, doomed, 1, WAIT_MS);
@@ -189,10 +195,11 @@ describe("lockmgr(dstore): one wait queue for the whole cluster", () => {
       });
       // The lock is free but two waiters are queued: a try without a wait does not get it.
       expect((await send(leader, "acquire", { key: "job", ttlMs: 0, waitMs: 0 }, 3)).acquired).toBe(false);
-      // The dead waiter is at the head: the one behind it waits out its lease (10 s by default)...
-      expect(await settleSlowly(behind, c.clock, 14)).toBeUndefined();
+      // The dead waiter is at the head: the one behind it waits out its lease (the server's
+      // --lock-queue-lease, 4 s here; 10 s by default)...
+      expect(await settleSlowly(behind, c.clock, 5)).toBeUndefined();
       // ...and no longer: the lease ends at log time (a tick entry), which wakes it.
-      const granted = await settleSlowly(behind, c.clock, 20);
+      const granted = await settleSlowly(behind, c.clock, 8);
       expect(granted?.acquired).toBe(true);
       expect((await send(leader, "acquire", { key: "job", ttlMs: 0, waitMs: 0 }, 4)).acquired).toBe(false);
       const machine = c.host(leader.id).stateMachine(GROUP) as DStoreStateMachine;

@@ -6,13 +6,14 @@ import { type Clock, systemClock } from "../../src/clock.ts";
 import {
   COMPACTION_OVERHEAD_ENTRIES_DEFAULT,
   KEY_BYTES_MAX_DEFAULT,
+  LOCK_QUEUE_LEASE_MS_DEFAULT,
   NODE_FRAME_BYTES_MAX_DEFAULT,
   REQUEST_TIMEOUT_MS_DEFAULT,
   RTT_MS_DEFAULT,
   SHUTDOWN_GRACE_MS,
 } from "../../src/config/defaults.ts";
 import { type NodeOptions, resolveNodeOptions } from "../../src/config/node-options.ts";
-import { readOptions } from "../../src/config/parse.ts";
+import { parseCommandLine, readOptions } from "../../src/config/parse.ts";
 import { serveOptions } from "../../src/config/schema.ts";
 import { DkvError } from "../../src/errors.ts";
 import type { Logger } from "../../src/logger.ts";
@@ -89,6 +90,16 @@ describe("resolveNodeOptions", () => {
     expect(options.raft?.compactionOverheadEntries).toBe(COMPACTION_OVERHEAD_ENTRIES_DEFAULT);
     expect(options.raft?.replicaId).toBe("node-1");
     expect(options.raft?.embedded).toBe(true);
+  });
+
+  test("--lock-queue-lease: a duration within its bounds reaches the lock shards; outside them a usage error", () => {
+    expect(optionsOf({}).locks?.queueLeaseMs).toBe(LOCK_QUEUE_LEASE_MS_DEFAULT);
+    const parse = (value: string) =>
+      parseCommandLine(["--lock-queue-lease", value], serveOptions, [], {}).options["lock-queue-lease"];
+    expect(optionsOf({ "lock-queue-lease": parse("2s") }).locks?.queueLeaseMs).toBe(2_000);
+    expect(usageMessage(() => parse("100ms"))).toContain("below the minimum of 300");
+    expect(usageMessage(() => parse("2h"))).toContain("above the maximum");
+    expect(usageMessage(() => parse("soon"))).toContain("is not a duration");
   });
 
   test("a heartbeat interval not below the election timeout is a usage error naming both flags", () => {
