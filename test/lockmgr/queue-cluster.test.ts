@@ -7,17 +7,12 @@
  */
 import { afterEach, describe, expect, test } from "bun:test";
 import type { ManualClock } from "../../src/clock.ts";
-import type { FrameHeader } from "../../src/rpc/protocol/frame.ts";
-import { type Message, type OpName, opCodes, serializerIds } from "../../src/rpc/protocol/types.ts";
-import { BinarySerializer } from "../../src/rpc/serializer/index.ts";
-import { defaultDedupLimits } from "../../src/rpc/server/dedup-cache.ts";
-import { RequestDispatcher, type ShardHandler, silentLogger } from "../../src/rpc/server/dispatcher.ts";
-import { replicatedShardHandler } from "../../src/server/shards.ts";
+import type { Message, OpName } from "../../src/rpc/protocol/types.ts";
 import { queuePrefix } from "../../src/store/lock-queue.ts";
-import { DStore } from "../../src/store/replicated/dstore.ts";
 import { DStoreStateMachine } from "../../src/store/replicated/state-machine.ts";
 import { TestCluster } from "../raft/host/cluster.ts";
 import { flushIo, settleWithClock } from "../support/drive.ts";
+import { type LockMember, lockMember, sendToMember } from "./member-path.ts";
 
 const GROUP = 7;
 let cluster: TestCluster | undefined;
@@ -27,47 +22,18 @@ afterEach(async () => {
   cluster = undefined;
 });
 
-interface Member {
-  id: string;
-  dispatcher: RequestDispatcher;
-  handler: ShardHandler;
-  store: DStore;
-}
+type Member = LockMember;
 
 function member(c: TestCluster, id: string, queueLeaseMs?: number): Member {
-  const store = new DStore(c.host(id), GROUP, { timeoutMs: 3000, clock: c.clock });
-  const handler = replicatedShardHandler(
-    { id: GROUP, type: "lockmgr(dstore)", store, locks: undefined },
-    c.clock,
-    queueLeaseMs,
-  );
-  const dispatcher = new RequestDispatcher({
-    shards: new Map([[GROUP, handler]]),
-    serializer: new BinarySerializer(),
-    requestTimeoutMs: 0,
-    dedup: defaultDedupLimits,
-    logger: silentLogger,
+  return lockMember(c, id, GROUP, {
+    storeClock: true,
+    ...(queueLeaseMs === undefined ? {} : { queueLeaseMs }),
   });
-  return { id, dispatcher, handler, store };
 }
 
 /** One request of client `client` (its 8-byte id) to a member; resolves with the reply. */
 function send(to: Member, op: OpName, message: Message, client: number, requestId = 1): Promise<Message> {
-  const header: FrameHeader = {
-    serializer: serializerIds.binary,
-    flags: 0,
-    bodyLength: 0,
-    requestId,
-    shard: GROUP,
-    op: opCodes[op],
-    clientIdHigh: client,
-    clientIdLow: client,
-  };
-  return new Promise((resolve, reject) =>
-    to.dispatcher.dispatchMessage(header, op, to.handler, message, {
-      deliver: (_header, response, error) => (error === undefined ? resolve(response ?? {}) : reject(error)),
-    }),
-  );
+  return sendToMember(to, op, message, requestId, { clientIdHigh: client, clientIdLow: client });
 }
 
 /** A cluster and a member view of each node; `queueLeaseMs` is the server's --lock-queue-lease. */

@@ -1,20 +1,11 @@
 import { afterEach, describe, expect, test } from "bun:test";
 import type { FrameHeader } from "../../src/rpc/protocol/frame.ts";
-import { type Message, type OpName, opCodes, serializerIds } from "../../src/rpc/protocol/types.ts";
-import { BinarySerializer } from "../../src/rpc/serializer/index.ts";
-import { defaultDedupLimits } from "../../src/rpc/server/dedup-cache.ts";
-import {
-  lockOwnerIdOf,
-  originOf,
-  RequestDispatcher,
-  type ShardHandler,
-  silentLogger,
-} from "../../src/rpc/server/dispatcher.ts";
-import { replicatedShardHandler } from "../../src/server/shards.ts";
-import { DStore } from "../../src/store/replicated/dstore.ts";
+import type { Message, OpName } from "../../src/rpc/protocol/types.ts";
+import { lockOwnerIdOf, originOf } from "../../src/rpc/server/dispatcher.ts";
 import { DStoreStateMachine } from "../../src/store/replicated/state-machine.ts";
 import { TestCluster } from "../raft/host/cluster.ts";
 import { flushIo, settleWithClock } from "../support/drive.ts";
+import { type LockMember, lockFrameHeader, lockMember, sendToMember } from "./member-path.ts";
 
 const GROUP = 5;
 const CLIENT = { clientIdHigh: 0x1234, clientIdLow: 0x5678 };
@@ -25,41 +16,16 @@ afterEach(async () => {
   cluster = undefined;
 });
 
-interface Member {
-  dispatcher: RequestDispatcher;
-  handler: ShardHandler;
-}
+type Member = LockMember;
 
-/** The RPC server's request path of one member for a lockmgr(dstore) shard, without sockets. */
 function member(c: TestCluster, id: string): Member {
-  const store = new DStore(c.host(id), GROUP, { timeoutMs: 3000 });
-  const handler = replicatedShardHandler(
-    { id: GROUP, type: "lockmgr(dstore)", store, locks: undefined },
-    c.clock,
-  );
-  const dispatcher = new RequestDispatcher({
-    shards: new Map([[GROUP, handler]]),
-    serializer: new BinarySerializer(),
-    requestTimeoutMs: 0,
-    dedup: defaultDedupLimits,
-    logger: silentLogger,
-  });
-  return { dispatcher, handler };
+  return lockMember(c, id, GROUP);
 }
 
 function header(op: OpName, requestId: number, client = CLIENT): FrameHeader {
-  return {
-    serializer: serializerIds.binary,
-    flags: 0,
-    bodyLength: 0,
-    requestId,
-    shard: GROUP,
-    op: opCodes[op],
-    ...client,
-  };
+  return lockFrameHeader(GROUP, op, requestId, client);
 }
 
-/** Sends one request frame's content to a member; resolves with its reply. */
 function send(
   to: Member,
   op: OpName,
@@ -67,11 +33,7 @@ function send(
   requestId: number,
   client = CLIENT,
 ): Promise<Message> {
-  return new Promise((resolve, reject) =>
-    to.dispatcher.dispatchMessage(header(op, requestId, client), op, to.handler, message, {
-      deliver: (_header, response, error) => (error === undefined ? resolve(response ?? {}) : reject(error)),
-    }),
-  );
+  return sendToMember(to, op, message, requestId, client);
 }
 
 async function start(): Promise<{ c: TestCluster; leader: Member; follower: Member }> {
