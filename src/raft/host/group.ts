@@ -184,6 +184,8 @@ export class RaftGroup {
       // A group taking writes needs no heartbeats besides its appends: with many groups
       // per process, that is most of the messages an idle-looking member would send.
       quietHeartbeats: true,
+      // A bare commit advance goes out unanswered: one write per group then costs no ack of it.
+      commitNotices: true,
       logger: env.logger,
     });
     const conf = this.node.status().conf;

@@ -96,6 +96,18 @@ export const runtimeMutants: RuntimeMutant[] = [
     expected: ["a failed fsync ends the process"],
     seedsMax: 100,
   },
+  {
+    // The host runs with the core's commitNotices: a follower that lost acked entries (a
+    // lying disk) must not take a Commit message's index past what it verified.
+    name: "a follower takes a Commit message's index without verifying its log against the leader",
+    file: "raft/core/replication.ts",
+    find: "export function handleCommitNotice(s: NodeState, m: Message): void {\n  const verified = s.leaderVerifiedCommit();",
+    replace:
+      "export function handleCommitNotice(s: NodeState, m: Message): void {\n  const verified = Math.min(m.commit, s.log.lastIndex());",
+    swarm: { lyingDiskRate: 1, crashRate: 0.02, leaderCrashRate: 0.01, restartRate: 0.5 },
+    expected: ["state machine safety"],
+    seedsMax: 150,
+  },
 ];
 
 const srcDir = join(import.meta.dir, "../../../src");
