@@ -214,7 +214,8 @@ export class RaftGroup {
         this.node.readIndex(id);
       }
     }
-    this.schedule();
+    // Most ticks of most groups change nothing: only those with a Ready join the next pass.
+    if (this.node.hasReady()) this.schedule();
   }
 
   step(message: Message): void {
