@@ -15,6 +15,8 @@ const BACKLOG_DELAY_MS = 1;
 export class PurgeLoop {
   private stopped = true;
   private timer: ReturnType<typeof setTimeout> | undefined;
+  /** Bumped by stop(): a sleep on a non-system clock from before it wakes to nothing. */
+  private generation = 0;
 
   constructor(
     private readonly clock: Clock,
@@ -31,6 +33,7 @@ export class PurgeLoop {
   /** Idempotent. A sleep already pending on a non-system clock wakes later and does nothing. */
   stop(): void {
     this.stopped = true;
+    this.generation++;
     if (this.timer !== undefined) clearTimeout(this.timer);
     this.timer = undefined;
   }
@@ -45,7 +48,11 @@ export class PurgeLoop {
       this.timer = setTimeout(this.tick, delayMs);
       this.timer.unref();
     } else {
-      void this.clock.sleep(delayMs).then(this.tick);
+      // A sleep cannot be cancelled: one begun before a stop() and start() must not run a second loop.
+      const generation = this.generation;
+      void this.clock.sleep(delayMs).then(() => {
+        if (generation === this.generation) this.tick();
+      });
     }
   }
 
@@ -56,4 +63,39 @@ export class PurgeLoop {
     const backlog = this.slice();
     this.schedule(backlog ? BACKLOG_DELAY_MS : this.intervalMs);
   };
+}
+
+/**
+ * One timer for many stores' periodic checks: a process with many dstore shards would
+ * otherwise wake once per shard every interval. `add` registers a check and returns the
+ * function that removes it; the timer runs while any check is registered. A check that
+ * throws stops the timer for all of them, as a PurgeLoop's throwing slice stops it: an
+ * engine bug surfaces rather than repeating.
+ */
+export class SharedTicks {
+  private readonly checks = new Set<() => void>();
+  private readonly loop: PurgeLoop;
+
+  constructor(
+    readonly clock: Clock,
+    readonly intervalMs: number,
+  ) {
+    this.loop = new PurgeLoop(clock, intervalMs, () => {
+      for (const check of this.checks) check();
+      return false;
+    });
+  }
+
+  add(check: () => void): () => void {
+    this.checks.add(check);
+    this.loop.start();
+    return () => {
+      this.checks.delete(check);
+      if (this.checks.size === 0) this.loop.stop();
+    };
+  }
+
+  get running(): boolean {
+    return this.loop.running;
+  }
 }

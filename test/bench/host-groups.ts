@@ -5,7 +5,10 @@
  * measures end to end, without the client and servers' RPC, and with counters that do not
  * depend on what else runs on the machine:
  *
- *   bun run test/bench/host-groups.ts [--groups 50] [--threads 50,200] [--duration 3s] [--rounds 2]
+ *   bun run test/bench/host-groups.ts [--groups 50] [--threads 50,200] [--duration 3s] [--rounds 2] [--spread 1,50]
+ *
+ * `--spread` lists the group counts the writes spread over (default 1 and `--groups`); one
+ * of them alone under `bun --cpu-prof-md` profiles that load only.
  *
  * Per round and load (1 group and `--groups` groups, each at every `--threads`): workers
  * each await one 128 B set at a time, spread round-robin over groups and members (a
@@ -151,13 +154,17 @@ async function main(): Promise<void> {
   const threadList = flagValue(argv, "--threads", "50,200").split(",").map(Number);
   const durationMs = parseDuration(flagValue(argv, "--duration", "3s"));
   const rounds = Number(flagValue(argv, "--rounds", "2"));
+  const spreads = flagValue(argv, "--spread", `1,${groupCount}`).split(",").map(Number);
+  if (spreads.some((n) => !Number.isSafeInteger(n) || n < 1 || n > groupCount)) {
+    throw new Error(`--spread: each count must be a whole number in 1..${groupCount}`);
+  }
   const cluster = await startCluster(groupCount);
   try {
     console.log(
       "load                      ops/s   CPU us/write  socket writes/write  frames/write  fsyncs/write",
     );
     for (let round = 0; round < rounds; round++) {
-      for (const groups of [1, groupCount]) {
+      for (const groups of spreads) {
         for (const threads of threadList) {
           const { opsPerSec, perWrite } = await run(cluster, groups, threads, durationMs);
           const name = `c=${threads} over ${groups} group${groups === 1 ? "" : "s"}`;

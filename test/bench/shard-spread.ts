@@ -16,6 +16,9 @@
  *   /proc: it depends far less on what else runs on the machine than ops/s does) per run
  *   and, per binary, the best round's ratio to its one-shard rate and the median CPU per
  *   write; kills every server by PID.
+ * - `--profile DIR`: the members run from source under Bun's CPU profiler (`--cpu-prof-md`)
+ *   instead of a binary, and are stopped with SIGTERM so each writes its profile into DIR;
+ *   use with one workload (`--only 50`: the c=50 run over N shards) and one round.
  * - `--strace`: every run also counts the fsync/fdatasync calls of all three members
  *   (strace -c attached for the run) and prints fsyncs per acknowledged write; ptrace
  *   slows the members, so take ops/s from runs without it.
@@ -45,12 +48,22 @@ interface Workload {
   shards: number;
 }
 
-async function startCluster(dkv: string, shardCount: number): Promise<Cluster> {
+async function startCluster(dkv: string, shardCount: number, profileDir?: string): Promise<Cluster> {
   const root = await mkdtemp(join(tmpdir(), "dkv-shard-spread-"));
   const shards = Array.from({ length: shardCount }, (_, i) => `${i + 1}=dstore`).join(",");
   const { args, endpoints } = await benchClusterArgs(3, shards, root);
+  const command = (serve: string[]) =>
+    profileDir === undefined
+      ? [dkv, ...serve]
+      : [
+          process.execPath,
+          "--cpu-prof-md",
+          `--cpu-prof-dir=${profileDir}`,
+          join(ROOT, "cli", "main.ts"),
+          ...serve,
+        ];
   const procs = args.map((serve) => {
-    const proc = Bun.spawn([dkv, ...serve], { cwd: ROOT, stdin: "ignore", stdout: "ignore", stderr: "pipe" });
+    const proc = Bun.spawn(command(serve), { cwd: ROOT, stdin: "ignore", stdout: "ignore", stderr: "pipe" });
     // Drained so a chatty server never blocks on a full pipe.
     void new Response(proc.stderr).text();
     return proc;
@@ -80,7 +93,12 @@ async function startCluster(dkv: string, shardCount: number): Promise<Cluster> {
   return cluster;
 }
 
-async function stopCluster(cluster: Cluster): Promise<void> {
+async function stopCluster(cluster: Cluster, graceful = false): Promise<void> {
+  if (graceful) {
+    // SIGTERM lets a profiled member write its profile; SIGKILL after 20 s regardless.
+    for (const proc of cluster.procs) proc.kill("SIGTERM");
+    await Promise.race([Promise.all(cluster.procs.map((p) => p.exited)), Bun.sleep(20_000)]);
+  }
   for (const proc of cluster.procs) proc.kill("SIGKILL");
   await Promise.all(cluster.procs.map((p) => p.exited));
   await rm(cluster.root, { recursive: true, force: true });
@@ -176,22 +194,27 @@ async function main(): Promise<void> {
   const durationMs = parseDuration(durationText);
   const shardCount = Number(flagValue(argv, "--shards", "50"));
   const strace = argv.includes("--strace");
-  if (!argv.includes("--dkv")) {
+  const profileDir = argv.includes("--profile") ? flagValue(argv, "--profile", "") : undefined;
+  const only = argv.includes("--only") ? Number(flagValue(argv, "--only", "0")) : undefined;
+  if (!argv.includes("--dkv") && profileDir === undefined) {
     const { ensureBinary } = await import("../e2e/helpers.ts");
     await ensureBinary();
   }
-  const workloads: Workload[] = [
+  const allWorkloads: Workload[] = [
     { name: "c=50 over 1 shard", threads: 50, shards: 1 },
     { name: "c=50 over 8 shards", threads: 50, shards: Math.min(8, shardCount) },
     { name: `c=50 over ${shardCount} shards`, threads: 50, shards: shardCount },
     { name: `c=200 over ${shardCount} shards`, threads: 200, shards: shardCount },
   ];
+  const workloads =
+    only === undefined ? allWorkloads : allWorkloads.filter((w) => w.threads === 50 && w.shards === only);
+  if (workloads.length === 0) throw new Error(`--only ${only}: no c=50 workload over that many shards`);
   console.log(
     `3 members, ${shardCount} dstore shards, ${VALUE_BYTES} B sets, ${durationText} per run, ${rounds} rounds`,
   );
   const clusters: Cluster[] = [];
   try {
-    for (const dkv of dkvList) clusters.push(await startCluster(dkv, shardCount));
+    for (const dkv of dkvList) clusters.push(await startCluster(dkv, shardCount, profileDir));
     const results = new Map<string, number[][]>(dkvList.map((d) => [d, workloads.map(() => [])]));
     const cpuResults = new Map<string, number[][]>(dkvList.map((d) => [d, workloads.map(() => [])]));
     for (let round = 0; round < rounds; round++) {
@@ -229,7 +252,7 @@ async function main(): Promise<void> {
       }
     }
   } finally {
-    for (const cluster of clusters) await stopCluster(cluster);
+    for (const cluster of clusters) await stopCluster(cluster, profileDir !== undefined);
   }
 }
 

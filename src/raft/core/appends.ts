@@ -34,6 +34,11 @@ function maybeSendAppend(s: NodeState, to: NodeId, pr: Progress): boolean {
     entries = slice;
   }
   const commit = log.committed;
+  if (entries.length === 0 && pr.state === "replicate" && !pr.forceSend && s.commitNotices) {
+    // Only the commit index may have moved: a Commit message, which needs no ack.
+    sendCommitNotice(s, to, pr, Math.min(commit, pr.match));
+    return false;
+  }
   // An empty append is still worth sending to probe, or to carry a new commit index.
   if (entries.length === 0 && pr.state !== "probe" && !pr.forceSend && pr.sentCommit >= commit) return false;
   pr.forceSend = false;
@@ -49,6 +54,21 @@ function maybeSendAppend(s: NodeState, to: NodeId, pr: Progress): boolean {
   pr.sentEntries(entries.length, last === undefined ? prevIndex : last.index, bytes);
   pr.sentCommit = commit;
   return true;
+}
+
+/**
+ * Tells a replicating follower the commit index, capped at what it acked (it can verify no
+ * more; a restarted follower that cannot take even that rejects, and we probe). Once per
+ * advance: `sentCommit` remembers what it was told.
+ */
+function sendCommitNotice(s: NodeState, to: NodeId, pr: Progress, commit: number): void {
+  if (commit <= pr.sentCommit) return;
+  const m = newMessage(MessageType.Commit, s.id, to, s.term);
+  m.commit = commit;
+  // The send tick, as on a heartbeat: a rejection echoes it.
+  m.index = s.ticksElapsed;
+  s.send(m);
+  pr.sentCommit = commit;
 }
 
 function sendSnapshot(s: NodeState, to: NodeId, pr: Progress): boolean {

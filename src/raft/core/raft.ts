@@ -17,6 +17,7 @@ import { ReadyTracker } from "./ready.ts";
 import {
   handleAppend,
   handleAppendResp,
+  handleCommitNotice,
   handleHeartbeat,
   handleHeartbeatResp,
   handleSnapshot,
@@ -90,6 +91,7 @@ export class RaftNode implements RaftNodeApi {
       } else if (
         m.type === MessageType.Append ||
         m.type === MessageType.Heartbeat ||
+        m.type === MessageType.Commit ||
         m.type === MessageType.Snapshot
       ) {
         this.becomeFollower(m.term, m.from);
@@ -305,7 +307,10 @@ export class RaftNode implements RaftNodeApi {
   /** A message from an older term: only a stale leader or pre-candidate hears back. */
   private answerStaleTerm(m: Message): void {
     const s = this.s;
-    if ((s.checkQuorum || s.preVote) && (m.type === MessageType.Heartbeat || m.type === MessageType.Append)) {
+    if (
+      (s.checkQuorum || s.preVote) &&
+      (m.type === MessageType.Heartbeat || m.type === MessageType.Append || m.type === MessageType.Commit)
+    ) {
       // Tell a stale leader about the newer term; with PreVote it might never learn otherwise.
       s.send(newMessage(MessageType.AppendResp, this.id, m.from, s.term));
     } else if (m.type === MessageType.PreVote) {
@@ -327,6 +332,10 @@ export class RaftNode implements RaftNodeApi {
       case MessageType.Heartbeat:
         this.heardFromLeader(m.from);
         handleHeartbeat(s, m);
+        return;
+      case MessageType.Commit:
+        this.heardFromLeader(m.from);
+        handleCommitNotice(s, m);
         return;
       case MessageType.Snapshot:
         this.heardFromLeader(m.from);
@@ -352,6 +361,7 @@ export class RaftNode implements RaftNodeApi {
     switch (m.type) {
       case MessageType.Append:
       case MessageType.Heartbeat:
+      case MessageType.Commit:
       case MessageType.Snapshot:
         // Someone already leads this term.
         this.becomeFollower(m.term, m.from);

@@ -125,7 +125,7 @@ export class ReadyTracker {
     const messagesBeforePersist: Message[] = [];
     for (const m of msgs) {
       const early =
-        (m.type === MessageType.Append || m.type === MessageType.Snapshot) &&
+        (m.type === MessageType.Append || m.type === MessageType.Snapshot || m.type === MessageType.Commit) &&
         m.from === s.id &&
         m.term === s.term;
       (early ? messagesBeforePersist : messages).push(m);

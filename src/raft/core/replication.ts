@@ -53,6 +53,24 @@ export function handleHeartbeat(s: NodeState, m: Message): void {
   s.send(resp);
 }
 
+/**
+ * A Commit message (RaftConfig.commitNotices): the leader's commit index, taken like a
+ * heartbeat's — only up to what this incarnation verified against this leader — and not
+ * answered unless it goes past that: then a rejecting HeartbeatResp makes the leader probe.
+ */
+export function handleCommitNotice(s: NodeState, m: Message): void {
+  const verified = s.leaderVerifiedCommit();
+  if (m.commit <= verified) {
+    s.log.commitTo(m.commit);
+    return;
+  }
+  s.log.commitTo(verified);
+  const resp = newMessage(MessageType.HeartbeatResp, s.id, m.from, s.term);
+  resp.reject = true;
+  resp.index = m.index;
+  s.send(resp);
+}
+
 export function handleSnapshot(s: NodeState, m: Message): void {
   const resp = newMessage(MessageType.AppendResp, s.id, m.from, s.term);
   const snapshot = m.snapshot;

@@ -75,6 +75,8 @@ export class NodeState {
   readonly readOnlyOption: "safe" | "lease";
   /** RaftConfig.quietHeartbeats; off in lease mode and when electionTicks <= 2 * heartbeatTicks + 1. */
   readonly quietHeartbeats: boolean;
+  /** RaftConfig.commitNotices: a bare commit advance goes out as an unanswered Commit message. */
+  readonly commitNotices: boolean;
   readonly leaseMarginTicks: number;
   readonly maxSizePerMsgBytes: number;
   readonly maxUncommittedBytes: number;
@@ -141,6 +143,7 @@ export class NodeState {
       (config.quietHeartbeats ?? false) &&
       this.readOnlyOption === "safe" &&
       this.electionTicks > 2 * this.heartbeatTicks + 1;
+    this.commitNotices = config.commitNotices ?? false;
     this.leaseMarginTicks = config.leaseMarginTicks ?? DEFAULTS.leaseMarginTicks;
     if (
       !Number.isInteger(this.leaseMarginTicks) ||

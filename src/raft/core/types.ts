@@ -70,6 +70,12 @@ export const MessageType = {
   TimeoutNow: 10,
   ReadIndex: 11,
   ReadIndexResp: 12,
+  /**
+   * Leader → follower: the commit index and nothing else (RaftConfig.commitNotices), sent
+   * instead of an empty Append when only the commit index moved. Unanswered unless the
+   * follower cannot take it (it answers a rejecting HeartbeatResp, as to a heartbeat).
+   */
+  Commit: 13,
 } as const;
 export type MessageType = (typeof MessageType)[keyof typeof MessageType];
 
@@ -83,7 +89,8 @@ export interface Message {
   /**
    * Append: index before `entries`; Vote: candidate's last index; AppendResp: match or
    * reject index; Heartbeat: the leader's tick count when it sent it, echoed by the
-   * HeartbeatResp, so the ack anchors the leader's read lease at that tick.
+   * HeartbeatResp, so the ack anchors the leader's read lease at that tick; Commit: the
+   * same send tick, echoed only by a rejection.
    */
   index: number;
   entries: Entry[];
@@ -147,7 +154,7 @@ export interface Ready {
   /** Sent only after this Ready's snapshot, entries and hard state are persisted. */
   messages: Message[];
   /**
-   * Empty unless `RaftConfig.appendsBeforePersist`: a leader's Append and Snapshot
+   * Empty unless `RaftConfig.appendsBeforePersist`: a leader's Append, Snapshot and Commit
    * messages of its current term, once that term and its own vote are already on disk.
    * The runtime may send them before persisting this Ready, so the leader's fsync overlaps
    * the followers'. Safe because they carry nothing the leader acknowledges: it counts its
@@ -227,6 +234,15 @@ export interface RaftConfig {
    * groups that take writes, when a process runs many. Default false.
    */
   quietHeartbeats?: boolean;
+  /**
+   * When only the commit index moved for a replicating follower, the leader sends it a
+   * Commit message (commit index only, capped at what the follower acked) instead of an
+   * empty Append, and the follower does not answer it unless it cannot take it (then a
+   * rejecting HeartbeatResp, which makes the leader probe). Saves the ack of every commit
+   * advance: with many groups taking one write each, about one message per write and
+   * follower. Default false.
+   */
+  commitNotices?: boolean;
   maxSizePerMsgBytes?: number;
   maxInflightMsgs?: number;
   maxInflightBytes?: number;

@@ -184,6 +184,8 @@ export class RaftGroup {
       // A group taking writes needs no heartbeats besides its appends: with many groups
       // per process, that is most of the messages an idle-looking member would send.
       quietHeartbeats: true,
+      // A bare commit advance goes out unanswered: one write per group then costs no ack of it.
+      commitNotices: true,
       logger: env.logger,
     });
     const conf = this.node.status().conf;
@@ -212,7 +214,8 @@ export class RaftGroup {
         this.node.readIndex(id);
       }
     }
-    this.schedule();
+    // Most ticks of most groups change nothing: only those with a Ready join the next pass.
+    if (this.node.hasReady()) this.schedule();
   }
 
   step(message: Message): void {

@@ -27,8 +27,8 @@ export const FrameKind = {
 } as const;
 export type FrameKind = (typeof FrameKind)[keyof typeof FrameKind];
 
-/** Bump on any incompatible change; a peer speaking another version is refused at handshake. */
-export const transportProtocolVersion = 1;
+/** Bump on any incompatible change; a peer speaking another version is refused at handshake (2: Raft Commit messages). */
+export const transportProtocolVersion = 2;
 /** "dkvN": the handshake opens with it, so a client of some other protocol is refused at once. */
 const handshakeMagic = 0x4e766b64;
 

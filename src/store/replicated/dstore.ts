@@ -8,7 +8,7 @@ import {
   type LockQueueRequest,
   type LockQueueResult,
 } from "../lock-queue.ts";
-import { PurgeLoop } from "../purge-loop.ts";
+import { PurgeLoop, type SharedTicks } from "../purge-loop.ts";
 import { checkTxn, type TxnRequest, type TxnResult } from "../txn.ts";
 import {
   type ClaimResult,
@@ -56,6 +56,11 @@ export interface DStoreOptions {
    * even without writes. 0: never. Default 100 ms.
    */
   expiryTickMs?: number;
+  /**
+   * Look for due deadlines on this shared timer (its clock and interval) instead of one of
+   * this store's own: a member with many dstore shards then wakes once per interval.
+   */
+  expiryTicks?: SharedTicks;
 }
 
 const DEFAULT_TIMEOUT_MS = 5000;
@@ -80,7 +85,8 @@ export class DStore implements IStore {
   private nextRequestId = 1;
   private closed = false;
   private readonly clock: Clock;
-  private readonly expiryTicks: PurgeLoop | undefined;
+  /** Stops this store's expiry checks (its own PurgeLoop, or its place on the shared timer). */
+  private readonly stopExpiryTicks: () => void;
   private tickInFlight = false;
   private readonly expiryTickMs: number;
   /** Ends requireLeader watches when this member loses its leader; made by the first one. */
@@ -110,15 +116,21 @@ export class DStore implements IStore {
       );
     }
     this.clock = options.clock ?? systemClock;
-    const tickMs = options.expiryTickMs ?? EXPIRY_TICK_MS_DEFAULT;
+    const shared = options.expiryTicks;
+    const tickMs = shared?.intervalMs ?? options.expiryTickMs ?? EXPIRY_TICK_MS_DEFAULT;
     checkDuration("expiryTickMs", tickMs);
     this.expiryTickMs = tickMs;
-    if (tickMs > 0) {
-      this.expiryTicks = new PurgeLoop(this.clock, tickMs, () => {
+    if (shared !== undefined && tickMs > 0) {
+      this.stopExpiryTicks = shared.add(() => this.maybeTick());
+    } else if (tickMs > 0) {
+      const loop = new PurgeLoop(this.clock, tickMs, () => {
         this.maybeTick();
         return false;
       });
-      this.expiryTicks.start();
+      loop.start();
+      this.stopExpiryTicks = () => loop.stop();
+    } else {
+      this.stopExpiryTicks = () => {};
     }
   }
 
@@ -310,7 +322,7 @@ export class DStore implements IStore {
   /** Later calls fail with CLOSED; the group itself runs on until its host closes. */
   async close(): Promise<void> {
     this.closed = true;
-    this.expiryTicks?.stop();
+    this.stopExpiryTicks();
   }
 
   private read<T>(evaluate: (nowMs: number) => T): Promise<T> {

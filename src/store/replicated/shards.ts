@@ -2,6 +2,7 @@ import { type Clock, systemClock } from "../../clock.ts";
 import {
   COMPACTION_OVERHEAD_ENTRIES_DEFAULT,
   ELECTION_RTT_FACTOR_DEFAULT,
+  EXPIRY_TICK_MS_DEFAULT,
   HEARTBEAT_RTT_FACTOR_DEFAULT,
   RAFT_LOG_MAX_BYTES_DEFAULT,
   REQUEST_TIMEOUT_MS_DEFAULT,
@@ -20,6 +21,7 @@ import type { GroupStatus, RaftHostObserver } from "../../raft/host/types.ts";
 import type { TcpNodeTransportOptions } from "../../raft/transport/options.ts";
 import { TcpNodeTransport } from "../../raft/transport/tcp-transport.ts";
 import type { NodeTransport } from "../../raft/transport/types.ts";
+import { SharedTicks } from "../purge-loop.ts";
 import type { StoreLimits } from "../types.ts";
 import type { WatchHubOptions } from "../watch.ts";
 import { DStore } from "./dstore.ts";
@@ -205,6 +207,8 @@ export async function startReplicatedShards(config: ReplicatedShardsConfig): Pro
     logger: config.logger ?? { debug() {}, info() {}, warn() {} },
   });
   const shards = new Map<number, ReplicatedShard>();
+  // One expiry timer for every dstore of this member, not one per shard.
+  const expiryTicks = new SharedTicks(config.clock ?? systemClock, EXPIRY_TICK_MS_DEFAULT);
   try {
     // Listening first: peers' messages for a group not yet opened are dropped and resent.
     await host.start();
@@ -214,6 +218,7 @@ export async function startReplicatedShards(config: ReplicatedShardsConfig): Pro
       await host.addGroup(spec.id, machine, { validateProposal: (bytes) => machine.validateProposal(bytes) });
       const store = new DStore(host, spec.id, {
         timeoutMs: requestTimeoutMs,
+        expiryTicks,
         ...(config.clock === undefined ? {} : { clock: config.clock }),
         ...(config.limits === undefined ? {} : { limits: config.limits }),
       });

@@ -96,6 +96,28 @@ export const runtimeMutants: RuntimeMutant[] = [
     expected: ["a failed fsync ends the process"],
     seedsMax: 100,
   },
+  {
+    // The host runs with the core's commitNotices: a follower that lost acked entries (a
+    // lying disk) must not take a Commit message's index past what it verified.
+    name: "a follower takes a Commit message's index without verifying its log against the leader",
+    file: "raft/core/replication.ts",
+    find: "export function handleCommitNotice(s: NodeState, m: Message): void {\n  const verified = s.leaderVerifiedCommit();",
+    replace:
+      "export function handleCommitNotice(s: NodeState, m: Message): void {\n  const verified = Math.min(m.commit, s.log.lastIndex());",
+    // Rare: the follower must lose the acked frame between its ack and the notice for it
+    // (test/raft/core/commit-notices.test.ts builds that case deterministically).
+    swarm: {
+      lyingDiskRate: 1,
+      crashRate: 0.03,
+      leaderCrashRate: 0.01,
+      restartRate: 0.5,
+      syncRate: 0.2,
+      writeRate: 0.9,
+      clients: 8,
+    },
+    expected: ["state machine safety"],
+    seedsMax: 300,
+  },
 ];
 
 const srcDir = join(import.meta.dir, "../../../src");

@@ -76,6 +76,10 @@ export interface Swarm {
   maxUncommittedBytes: number;
   /** RaftConfig.appendsBeforePersist: the leader's appends go out before it persists them. */
   appendsBeforePersist: boolean;
+  /** RaftConfig.quietHeartbeats: no periodic heartbeat to a follower that acked since the last. */
+  quietHeartbeats: boolean;
+  /** RaftConfig.commitNotices: a bare commit advance goes out as an unanswered Commit message. */
+  commitNotices: boolean;
 }
 
 export interface SimOptions {
@@ -176,6 +180,8 @@ export function pickSwarm(prng: Prng, nodeCount?: number): Swarm {
     maxUncommittedBytes: prng.pick([512, 4096]),
     // Drawn last, so the other knobs stay what each seed drew before it existed.
     appendsBeforePersist: !prng.chance(0.25),
+    quietHeartbeats: prng.chance(0.5),
+    commitNotices: !prng.chance(0.25),
   };
 }
 
@@ -661,6 +667,8 @@ class Simulation {
       maxInflightMsgs: this.swarm.maxInflightMsgs,
       maxUncommittedBytes: this.swarm.maxUncommittedBytes,
       appendsBeforePersist: this.swarm.appendsBeforePersist,
+      quietHeartbeats: this.swarm.quietHeartbeats,
+      commitNotices: this.swarm.commitNotices,
       ...(this.log === null ? {} : { logger: this.coreLogger }),
     });
     this.drain(node);

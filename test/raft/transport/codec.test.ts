@@ -1,7 +1,7 @@
 import { describe, expect, test } from "bun:test";
 import fc from "fast-check";
 import { type Entry, EntryKind, type Message, MessageType } from "../../../src/raft/core/types.ts";
-import { finishFrame } from "../../../src/raft/transport/codec.ts";
+import { finishFrame, transportProtocolVersion } from "../../../src/raft/transport/codec.ts";
 import {
   ByteQueue,
   type DecodedFrame,
@@ -142,7 +142,10 @@ describe("message codec", () => {
     finishFrame(out, encodeHostFrame(out, payload));
     const frames = split(out.pending().slice(), [3]);
     expect(frames).toEqual([
-      { kind: FrameKind.Handshake, handshake: { version: 1, clusterId: "c", from: "a", to: "b" } },
+      {
+        kind: FrameKind.Handshake,
+        handshake: { version: transportProtocolVersion, clusterId: "c", from: "a", to: "b" },
+      },
       { kind: FrameKind.Host, payload },
     ]);
   });
