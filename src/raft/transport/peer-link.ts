@@ -83,8 +83,8 @@ const outboundHandlers: SocketHandler<DialTag> = {
 
 /**
  * The one outbound connection to a peer, and its send queue. Sends are encoded straight
- * into the queue and flushed once per event-loop turn (a microtask), so a burst becomes one
- * socket write. While dialing, sends queue (bounded); once a dial or connection fails the
+ * into the queue and flushed once per event-loop iteration (setImmediate, after the
+ * iteration's I/O events), so what every event of one poll sends becomes one socket write. While dialing, sends queue (bounded); once a dial or connection fails the
  * link is "down" until the backoff timer redials, and sends are dropped — Raft retransmits.
  */
 export class PeerLink {
@@ -233,7 +233,7 @@ export class PeerLink {
   private scheduleFlush(): void {
     if (this.flushQueued || this.state !== "open") return;
     this.flushQueued = true;
-    queueMicrotask(this.flush);
+    setImmediate(this.flush);
   }
 
   /** Writes what the socket takes; the rest waits for the drain event. */

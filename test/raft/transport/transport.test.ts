@@ -209,6 +209,21 @@ describe("delivery", () => {
     expect(a!.transport.stats.socketWrites - writesBefore).toBe(1);
     expect(b!.recorder.of("raft").length).toBe(501);
   });
+
+  test("sends from separate tasks of one event-loop turn (each socket event's own pass) share one socket write", async () => {
+    const [a, b] = await cluster(["a", "b"]);
+    a!.transport.sendRaft("b", 1, heartbeat("a", "b", 1, "warm-up"));
+    await b!.recorder.until(() => b!.recorder.of("raft").length === 1, "the warm-up message");
+    const writesBefore = a!.transport.stats.socketWrites;
+    // Twenty sends, each after the microtasks of the one before have run: as twenty
+    // inbound messages handled in one poll of the event loop would send.
+    for (let i = 0; i < 20; i++) {
+      a!.transport.sendRaft("b", 1, heartbeat("a", "b", 1, `m${i}`));
+      for (let drain = 0; drain < 5; drain++) await Promise.resolve();
+    }
+    await b!.recorder.until(() => b!.recorder.of("raft").length === 21, "the twenty");
+    expect(a!.transport.stats.socketWrites - writesBefore).toBe(1);
+  });
 });
 
 describe("failures", () => {
