@@ -180,6 +180,34 @@ describe("RaftHost", () => {
     expect(heartbeats() - before).toBe(4);
   });
 
+  test("a read asked of a leader that then hands over is asked of the new one at once, not after an election timeout", async () => {
+    // Ticks 1 s apart: a re-ask after an election timeout (10 ticks) would come after 10 s.
+    cluster = await TestCluster.start({ stateMachine: () => new ListMachine(), tickMs: 1000 });
+    const c = cluster;
+    const old = await c.waitForLeader(GROUP);
+    await c.host(old).propose(GROUP, utf8.encode("x"));
+    const [reader, next] = c.ids.filter((id) => id !== old) as [string, string];
+    await waitFor(
+      () => (c.host(next).stateMachine(GROUP) as ListMachine).items.includes("x"),
+      "x on the next leader",
+    );
+    // The old leader hears nothing from now on: the read forwarded to it goes unanswered.
+    c.network.pause(old);
+    const read = c
+      .host(reader)
+      .read(GROUP, () => [...(c.host(reader).stateMachine(GROUP) as ListMachine).items]);
+    await Bun.sleep(0);
+    c.host(old).transferLeadership(GROUP, next);
+    await waitFor(
+      () => c.host(reader).status(GROUP).raft.leader === next,
+      "the reader to follow the new leader",
+    );
+    const started = performance.now();
+    expect(await read).toContain("x");
+    expect(performance.now() - started).toBeLessThan(2_000);
+    c.network.resume(old);
+  });
+
   test("without a quorum a proposal times out with an unknown outcome", async () => {
     const c = await start(3, 300);
     const leader = await c.waitForLeader(GROUP);
