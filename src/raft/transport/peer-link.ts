@@ -84,7 +84,8 @@ const outboundHandlers: SocketHandler<DialTag> = {
 /**
  * The one outbound connection to a peer, and its send queue. Sends are encoded straight
  * into the queue and flushed once per event-loop iteration (setImmediate, after the
- * iteration's I/O events), so what every event of one poll sends becomes one socket write. While dialing, sends queue (bounded); once a dial or connection fails the
+ * iteration's I/O events), so what every event of one poll sends becomes one socket write;
+ * appends go out at the end of the task that sent them (see scheduleFlush). While dialing, sends queue (bounded); once a dial or connection fails the
  * link is "down" until the backoff timer redials, and sends are dropped — Raft retransmits.
  */
 export class PeerLink {
@@ -93,7 +94,10 @@ export class PeerLink {
   private socket: Socket<DialTag> | undefined;
   private generation = 0;
   readonly out = new ByteQueue();
+  /** A setImmediate flush is queued. */
   private flushQueued = false;
+  /** A microtask flush is queued (see scheduleFlush). */
+  private urgentFlushQueued = false;
   private blocked = false;
   private backoffMs = 0;
   private retryTimer: Timer | undefined;
@@ -137,7 +141,7 @@ export class PeerLink {
       return;
     }
     if (!this.acceptsSends(messageBytesLowerBound(message))) return;
-    this.commitFrame(encodeRaftFrame(this.out, groupId, message));
+    this.commitFrame(encodeRaftFrame(this.out, groupId, message), message.entries.length > 0);
   }
 
   sendHost(payload: Uint8Array): void {
@@ -180,8 +184,8 @@ export class PeerLink {
     return true;
   }
 
-  /** Seals the frame encoded at `mark`, or rolls it back if it does not fit. */
-  private commitFrame(mark: number): void {
+  /** Seals the frame encoded at `mark`, or rolls it back if it does not fit; see scheduleFlush for `urgent`. */
+  private commitFrame(mark: number, urgent = false): void {
     const options = this.context.options;
     const payloadBytes = finishFrame(this.out, mark);
     if (payloadBytes > options.maxFrameBytes) {
@@ -202,7 +206,7 @@ export class PeerLink {
     this.queuedTotalBytes += frameBytes;
     this.context.stats.framesQueued++;
     this.context.stats.bytesQueued += frameBytes;
-    this.scheduleFlush();
+    this.scheduleFlush(urgent);
   }
 
   private dropQueueFull(): void {
@@ -230,15 +234,38 @@ export class PeerLink {
     this.context.unreachable(this.peer);
   }
 
-  private scheduleFlush(): void {
-    if (this.flushQueued || this.state !== "open") return;
+  /**
+   * A flush after the I/O events of this loop iteration (setImmediate): what the events
+   * of one poll send leaves in one write. An `urgent` send (entries to append) is flushed
+   * at the end of the current task (a microtask) instead: it must reach the follower
+   * before this member's own log write, which runs in a later microtask of the same task,
+   * so that both fsyncs run at once.
+   */
+  private scheduleFlush(urgent = false): void {
+    if (this.state !== "open") return;
+    if (urgent) {
+      if (this.urgentFlushQueued) return;
+      this.urgentFlushQueued = true;
+      queueMicrotask(this.urgentFlush);
+      return;
+    }
+    if (this.flushQueued) return;
     this.flushQueued = true;
     setImmediate(this.flush);
   }
 
-  /** Writes what the socket takes; the rest waits for the drain event. */
+  private readonly urgentFlush = (): void => {
+    this.urgentFlushQueued = false;
+    this.flushNow();
+  };
+
   private readonly flush = (): void => {
     this.flushQueued = false;
+    this.flushNow();
+  };
+
+  /** Writes what the socket takes; the rest waits for the drain event. */
+  private flushNow(): void {
     for (let round = 0; round < snapshotRoundsPerFlush; round++) {
       if (this.state !== "open" || this.blocked) return;
       const moreSnapshot = this.pumpSnapshot();
@@ -250,7 +277,7 @@ export class PeerLink {
       this.flushQueued = true;
       setImmediate(this.flush);
     }
-  };
+  }
 
   /** Returns whether everything pending was written. */
   private write(): boolean {
@@ -354,7 +381,7 @@ export class PeerLink {
   onDrain(generation: number): void {
     if (generation !== this.generation || this.state !== "open") return;
     this.blocked = false;
-    this.flush();
+    this.flushNow();
   }
 
   private dial(): void {
@@ -458,7 +485,7 @@ export class PeerLink {
     else options.logger.debug(message);
     this.downLogged = false;
     options.onLinkState?.(this.peer, true);
-    this.flush();
+    this.flushNow();
   }
 
   /** The connection (or dial) of `generation` failed: drop what is queued and schedule a redial. */
