@@ -1,5 +1,5 @@
 import type { Socket, SocketHandler } from "bun";
-import type { Message, NodeId } from "../core/types.ts";
+import { type Message, MessageType, type NodeId } from "../core/types.ts";
 import { ByteQueue } from "./byte-queue.ts";
 import {
   decodeFramePayload,
@@ -50,6 +50,19 @@ interface DialTag {
   generation: number;
 }
 
+/**
+ * Messages that wait for the end of the event-loop iteration, to share one socket write
+ * with whatever else the iteration sends: heartbeats and read-index traffic, many per
+ * read round under read load. The rest (appends, their acks, votes, ...) is on a write's
+ * path and leaves at the end of the task that sent it (see PeerLink.scheduleFlush).
+ */
+const coalescedTypes: ReadonlySet<MessageType> = new Set([
+  MessageType.Heartbeat,
+  MessageType.HeartbeatResp,
+  MessageType.ReadIndex,
+  MessageType.ReadIndexResp,
+]);
+
 /** Snapshot chunks queued per flush before yielding the event loop to other work. */
 const snapshotRoundsPerFlush = 4;
 const keepAliveDelayMs = 5000;
@@ -84,8 +97,9 @@ const outboundHandlers: SocketHandler<DialTag> = {
 /**
  * The one outbound connection to a peer, and its send queue. Sends are encoded straight
  * into the queue and flushed once per event-loop iteration (setImmediate, after the
- * iteration's I/O events), so what every event of one poll sends becomes one socket write;
- * appends go out at the end of the task that sent them (see scheduleFlush). While dialing, sends queue (bounded); once a dial or connection fails the
+ * iteration's I/O events), so the heartbeats and read-index messages that every event
+ * of one poll sends become one socket write; a write's messages (appends, acks, forwarded
+ * proposals) go out at the end of the task that sent them (see scheduleFlush). While dialing, sends queue (bounded); once a dial or connection fails the
  * link is "down" until the backoff timer redials, and sends are dropped — Raft retransmits.
  */
 export class PeerLink {
@@ -141,12 +155,13 @@ export class PeerLink {
       return;
     }
     if (!this.acceptsSends(messageBytesLowerBound(message))) return;
-    this.commitFrame(encodeRaftFrame(this.out, groupId, message), message.entries.length > 0);
+    this.commitFrame(encodeRaftFrame(this.out, groupId, message), !coalescedTypes.has(message.type));
   }
 
   sendHost(payload: Uint8Array): void {
     if (!this.acceptsSends(payload.length)) return;
-    this.commitFrame(encodeHostFrame(this.out, payload));
+    // Forwarded proposals and their answers: on a write's path, like appends.
+    this.commitFrame(encodeHostFrame(this.out, payload), true);
   }
 
   private sendSnapshot(groupId: number, message: Message): void {
@@ -236,10 +251,11 @@ export class PeerLink {
 
   /**
    * A flush after the I/O events of this loop iteration (setImmediate): what the events
-   * of one poll send leaves in one write. An `urgent` send (entries to append) is flushed
-   * at the end of the current task (a microtask) instead: it must reach the follower
-   * before this member's own log write, which runs in a later microtask of the same task,
-   * so that both fsyncs run at once.
+   * of one poll send leaves in one write. An `urgent` send (on a write's path) is flushed
+   * at the end of the current task (a microtask) instead: an append must reach the
+   * follower before this member's own log write, which runs in a later microtask of the
+   * same task, so that both fsyncs run at once; an ack or a forwarded proposal must not
+   * wait behind the rest of the iteration's events.
    */
   private scheduleFlush(urgent = false): void {
     if (this.state !== "open") return;

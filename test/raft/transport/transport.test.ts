@@ -225,13 +225,13 @@ describe("delivery", () => {
     expect(a!.transport.stats.socketWrites - writesBefore).toBe(1);
   });
 
-  test("an append leaves at the end of the task that sent it; other messages wait for the loop iteration's end", async () => {
+  test("an append leaves at the end of the task that sent it; heartbeats wait for the loop iteration's end", async () => {
     const [a, b] = await cluster(["a", "b"]);
     a!.transport.sendRaft("b", 1, heartbeat("a", "b", 1, "warm-up"));
     await b!.recorder.until(() => b!.recorder.of("raft").length === 1, "the warm-up message");
     const stats = a!.transport.stats;
     const writesBefore = stats.socketWrites;
-    a!.transport.sendRaft("b", 1, heartbeat("a", "b", 1, "ack-like"));
+    a!.transport.sendRaft("b", 1, heartbeat("a", "b", 1, "a heartbeat"));
     for (let drain = 0; drain < 5; drain++) await Promise.resolve();
     expect(stats.socketWrites - writesBefore).toBe(0);
     // An append: written before a microtask queued after it (the leader's own log write) runs.
