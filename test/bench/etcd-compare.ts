@@ -2,7 +2,7 @@
  * A 3-member dkv cluster vs a 3-member etcd on this machine, in one run (a plain script,
  * not a test):
  *
- *   bun run test/bench/etcd-compare.ts [--rounds 2] [--duration 5s] [--keys 1000]
+ *   bun run test/bench/etcd-compare.ts [--rounds 2] [--duration 5s] [--keys 1000] [--dkv PATH]
  *
  * - installs etcd-server and etcd-client from Debian's packages when etcd is missing;
  * - starts 3 etcd members and 3 `dist/dkv serve` members (shard 200 = dstore) on free
@@ -23,6 +23,10 @@
  * one itself), `put` and `range --consistency=l` over gRPC with N clients on N connections.
  * etcd's tool counts requests rather than time, so each run is sized from `--etcd-total`
  * (default 20000); the mixed test has no counterpart there and is skipped for etcd.
+ *
+ * `--dkv PATH` measures that dkv binary instead of `dist/dkv` (which is rebuilt when a
+ * source is newer): to compare two builds, run the script once with each in the same
+ * minutes; etcd, measured in both runs, is the control.
  */
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -56,6 +60,8 @@ interface Settings {
   /** etcd's Go `tools/benchmark` binary, when given: etcd is measured with it. */
   etcdBenchmark: string | undefined;
   etcdTotal: number;
+  /** The dkv binary measured (`--dkv`); dist/dkv, built when stale, by default. */
+  dkv: string;
 }
 
 function parseSettings(argv: readonly string[]): Settings {
@@ -70,6 +76,7 @@ function parseSettings(argv: readonly string[]): Settings {
     keys: Number(value("--keys", "1000")),
     etcdBenchmark: value("--etcd-benchmark", process.env.ETCD_BENCHMARK ?? "") || undefined,
     etcdTotal: Number(value("--etcd-total", "20000")),
+    dkv: value("--dkv", DKV),
   };
 }
 
@@ -282,12 +289,12 @@ async function etcdGoPerf(
 
 // ---- dkv ------------------------------------------------------------------------------
 
-async function startDkv(root: string): Promise<{ pids: number[]; endpoints: string[] }> {
+async function startDkv(dkvBinary: string, root: string): Promise<{ pids: number[]; endpoints: string[] }> {
   const { args, endpoints } = await benchClusterArgs(3, `${DKV_SHARD}=dstore`, root);
-  const procs = args.map((serve) => spawn([DKV, ...serve]));
+  const procs = args.map((serve) => spawn([dkvBinary, ...serve]));
   await waitUntil("a dkv leader", START_TIMEOUT_MS, async () => {
     const out = await runCommand([
-      DKV,
+      dkvBinary,
       "cluster",
       "status",
       "--json",
@@ -309,7 +316,7 @@ async function dkvPerf(
   s: Settings,
 ): Promise<Record<string, Measurement>> {
   const out = await runCommand([
-    DKV,
+    s.dkv,
     "kv",
     "perf",
     "--shard",
@@ -345,13 +352,13 @@ const fmt = (n: number) => Math.round(n).toLocaleString("en-US");
 async function main(): Promise<void> {
   const s = parseSettings(Bun.argv.slice(2));
   await ensureEtcd();
-  await ensureDkv();
+  if (s.dkv === DKV) await ensureDkv();
   const root = await mkdtemp(join(tmpdir(), "dkv-etcd-bench-"));
   try {
     const etcdVersion = (await runCommand(["etcd", "--version"])).split("\n")[0];
     const etcd = await startEtcd(root);
-    const dkv = await startDkv(root);
-    console.log(`${etcdVersion}\ndkv ${(await runCommand([DKV, "version"])).trim()}`);
+    const dkv = await startDkv(s.dkv, root);
+    console.log(`${etcdVersion}\ndkv ${(await runCommand([s.dkv, "version"])).trim()} (${s.dkv})`);
     console.log(
       `${s.rounds} rounds, ${s.durationText} per test, ${s.keys} keys, ${VALUE_BYTES} B values, 3 members each on 127.0.0.1, data in ${root}`,
     );

@@ -1,5 +1,5 @@
 import type { Socket, SocketHandler } from "bun";
-import type { Message, NodeId } from "../core/types.ts";
+import { type Message, MessageType, type NodeId } from "../core/types.ts";
 import { ByteQueue } from "./byte-queue.ts";
 import {
   decodeFramePayload,
@@ -50,6 +50,19 @@ interface DialTag {
   generation: number;
 }
 
+/**
+ * Messages that wait for the end of the event-loop iteration, to share one socket write
+ * with whatever else the iteration sends: heartbeats and read-index traffic, many per
+ * read round under read load. The rest (appends, their acks, votes, ...) is on a write's
+ * path and leaves at the end of the task that sent it (see PeerLink.scheduleFlush).
+ */
+const coalescedTypes: ReadonlySet<MessageType> = new Set([
+  MessageType.Heartbeat,
+  MessageType.HeartbeatResp,
+  MessageType.ReadIndex,
+  MessageType.ReadIndexResp,
+]);
+
 /** Snapshot chunks queued per flush before yielding the event loop to other work. */
 const snapshotRoundsPerFlush = 4;
 const keepAliveDelayMs = 5000;
@@ -83,8 +96,10 @@ const outboundHandlers: SocketHandler<DialTag> = {
 
 /**
  * The one outbound connection to a peer, and its send queue. Sends are encoded straight
- * into the queue and flushed once per event-loop turn (a microtask), so a burst becomes one
- * socket write. While dialing, sends queue (bounded); once a dial or connection fails the
+ * into the queue and flushed once per event-loop iteration (setImmediate, after the
+ * iteration's I/O events), so the heartbeats and read-index messages that every event
+ * of one poll sends become one socket write; a write's messages (appends, acks, forwarded
+ * proposals) go out at the end of the task that sent them (see scheduleFlush). While dialing, sends queue (bounded); once a dial or connection fails the
  * link is "down" until the backoff timer redials, and sends are dropped — Raft retransmits.
  */
 export class PeerLink {
@@ -93,7 +108,10 @@ export class PeerLink {
   private socket: Socket<DialTag> | undefined;
   private generation = 0;
   readonly out = new ByteQueue();
+  /** A setImmediate flush is queued. */
   private flushQueued = false;
+  /** A microtask flush is queued (see scheduleFlush). */
+  private urgentFlushQueued = false;
   private blocked = false;
   private backoffMs = 0;
   private retryTimer: Timer | undefined;
@@ -137,12 +155,13 @@ export class PeerLink {
       return;
     }
     if (!this.acceptsSends(messageBytesLowerBound(message))) return;
-    this.commitFrame(encodeRaftFrame(this.out, groupId, message));
+    this.commitFrame(encodeRaftFrame(this.out, groupId, message), !coalescedTypes.has(message.type));
   }
 
   sendHost(payload: Uint8Array): void {
     if (!this.acceptsSends(payload.length)) return;
-    this.commitFrame(encodeHostFrame(this.out, payload));
+    // Forwarded proposals and their answers: on a write's path, like appends.
+    this.commitFrame(encodeHostFrame(this.out, payload), true);
   }
 
   private sendSnapshot(groupId: number, message: Message): void {
@@ -180,8 +199,8 @@ export class PeerLink {
     return true;
   }
 
-  /** Seals the frame encoded at `mark`, or rolls it back if it does not fit. */
-  private commitFrame(mark: number): void {
+  /** Seals the frame encoded at `mark`, or rolls it back if it does not fit; see scheduleFlush for `urgent`. */
+  private commitFrame(mark: number, urgent = false): void {
     const options = this.context.options;
     const payloadBytes = finishFrame(this.out, mark);
     if (payloadBytes > options.maxFrameBytes) {
@@ -202,7 +221,7 @@ export class PeerLink {
     this.queuedTotalBytes += frameBytes;
     this.context.stats.framesQueued++;
     this.context.stats.bytesQueued += frameBytes;
-    this.scheduleFlush();
+    this.scheduleFlush(urgent);
   }
 
   private dropQueueFull(): void {
@@ -230,15 +249,39 @@ export class PeerLink {
     this.context.unreachable(this.peer);
   }
 
-  private scheduleFlush(): void {
-    if (this.flushQueued || this.state !== "open") return;
+  /**
+   * A flush after the I/O events of this loop iteration (setImmediate): what the events
+   * of one poll send leaves in one write. An `urgent` send (on a write's path) is flushed
+   * at the end of the current task (a microtask) instead: an append must reach the
+   * follower before this member's own log write, which runs in a later microtask of the
+   * same task, so that both fsyncs run at once; an ack or a forwarded proposal must not
+   * wait behind the rest of the iteration's events.
+   */
+  private scheduleFlush(urgent = false): void {
+    if (this.state !== "open") return;
+    if (urgent) {
+      if (this.urgentFlushQueued) return;
+      this.urgentFlushQueued = true;
+      queueMicrotask(this.urgentFlush);
+      return;
+    }
+    if (this.flushQueued) return;
     this.flushQueued = true;
-    queueMicrotask(this.flush);
+    setImmediate(this.flush);
   }
 
-  /** Writes what the socket takes; the rest waits for the drain event. */
+  private readonly urgentFlush = (): void => {
+    this.urgentFlushQueued = false;
+    this.flushNow();
+  };
+
   private readonly flush = (): void => {
     this.flushQueued = false;
+    this.flushNow();
+  };
+
+  /** Writes what the socket takes; the rest waits for the drain event. */
+  private flushNow(): void {
     for (let round = 0; round < snapshotRoundsPerFlush; round++) {
       if (this.state !== "open" || this.blocked) return;
       const moreSnapshot = this.pumpSnapshot();
@@ -250,7 +293,7 @@ export class PeerLink {
       this.flushQueued = true;
       setImmediate(this.flush);
     }
-  };
+  }
 
   /** Returns whether everything pending was written. */
   private write(): boolean {
@@ -354,7 +397,7 @@ export class PeerLink {
   onDrain(generation: number): void {
     if (generation !== this.generation || this.state !== "open") return;
     this.blocked = false;
-    this.flush();
+    this.flushNow();
   }
 
   private dial(): void {
@@ -458,7 +501,7 @@ export class PeerLink {
     else options.logger.debug(message);
     this.downLogged = false;
     options.onLinkState?.(this.peer, true);
-    this.flush();
+    this.flushNow();
   }
 
   /** The connection (or dial) of `generation` failed: drop what is queued and schedule a redial. */

@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ManualClock } from "../../../src/clock.ts";
 import { DkvError } from "../../../src/errors.ts";
-import { type Entry, EntryKind } from "../../../src/raft/core/types.ts";
+import { type Entry, EntryKind, MessageType } from "../../../src/raft/core/types.ts";
 import {
   decodeHostFrame,
   encodeForwardError,
@@ -136,6 +136,76 @@ describe("RaftHost", () => {
     expect(seen.items).toContain("x");
     // Evaluated at the leader's time of the read, which the shared clock set.
     expect(seen.nowMs).toBe(c.clock.now());
+  });
+
+  test("reads arriving together share one read index: one forwarded request and one heartbeat round", async () => {
+    // Ticks 1 s apart: no heartbeat of the tick's own lands in the counts.
+    cluster = await TestCluster.start({ stateMachine: () => new ListMachine(), tickMs: 1000 });
+    const c = cluster;
+    const leader = await c.waitForLeader(GROUP);
+    await c.host(leader).propose(GROUP, utf8.encode("before"));
+    const follower = c.follower(GROUP);
+    const count = (type: MessageType) => c.network.deliveredByType.get(type) ?? 0;
+    const readIndexBefore = count(MessageType.ReadIndex);
+    const heartbeatsBefore = count(MessageType.Heartbeat);
+    const reads = Array.from({ length: 50 }, () =>
+      c.host(follower).read(GROUP, () => [...(c.host(follower).stateMachine(GROUP) as ListMachine).items]),
+    );
+    const seen = await Promise.all(reads);
+    for (const items of seen) expect(items).toContain("before");
+    // One request for the 50 (was 50), one round of heartbeats to the two followers (was 50).
+    expect(count(MessageType.ReadIndex) - readIndexBefore).toBe(1);
+    expect(count(MessageType.Heartbeat) - heartbeatsBefore).toBe(2);
+  });
+
+  test("reads arriving while a read index is being taken wait, then share the next round", async () => {
+    cluster = await TestCluster.start({ stateMachine: () => new ListMachine(), tickMs: 1000 });
+    const c = cluster;
+    const leader = await c.waitForLeader(GROUP);
+    const heartbeats = () => c.network.deliveredByType.get(MessageType.Heartbeat) ?? 0;
+    const before = heartbeats();
+    const followers = c.ids.filter((id) => id !== leader);
+    for (const id of followers) c.network.pause(id);
+    const first = c.host(leader).read(GROUP, () => "first");
+    // Twenty reads in twenty turns while the first read's round is held up.
+    const later: Promise<number>[] = [];
+    for (let i = 0; i < 20; i++) {
+      await Bun.sleep(0);
+      later.push(c.host(leader).read(GROUP, () => i));
+    }
+    for (const id of followers) c.network.resume(id);
+    expect(await first).toBe("first");
+    expect(await Promise.all(later)).toEqual(Array.from({ length: 20 }, (_, i) => i));
+    // The first read's round, then one for the twenty (was one round per read: 42).
+    expect(heartbeats() - before).toBe(4);
+  });
+
+  test("a read asked of a leader that then hands over is asked of the new one at once, not after an election timeout", async () => {
+    // Ticks 1 s apart: a re-ask after an election timeout (10 ticks) would come after 10 s.
+    cluster = await TestCluster.start({ stateMachine: () => new ListMachine(), tickMs: 1000 });
+    const c = cluster;
+    const old = await c.waitForLeader(GROUP);
+    await c.host(old).propose(GROUP, utf8.encode("x"));
+    const [reader, next] = c.ids.filter((id) => id !== old) as [string, string];
+    await waitFor(
+      () => (c.host(next).stateMachine(GROUP) as ListMachine).items.includes("x"),
+      "x on the next leader",
+    );
+    // The old leader hears nothing from now on: the read forwarded to it goes unanswered.
+    c.network.pause(old);
+    const read = c
+      .host(reader)
+      .read(GROUP, () => [...(c.host(reader).stateMachine(GROUP) as ListMachine).items]);
+    await Bun.sleep(0);
+    c.host(old).transferLeadership(GROUP, next);
+    await waitFor(
+      () => c.host(reader).status(GROUP).raft.leader === next,
+      "the reader to follow the new leader",
+    );
+    const started = performance.now();
+    expect(await read).toContain("x");
+    expect(performance.now() - started).toBeLessThan(2_000);
+    c.network.resume(old);
   });
 
   test("without a quorum a proposal times out with an unknown outcome", async () => {

@@ -9,8 +9,12 @@ import type { NodeTransport, NodeTransportHandlers } from "../../../src/raft/tra
 export class MemoryNetwork {
   private readonly members = new Map<NodeId, MemoryTransport>();
   private readonly isolated = new Set<NodeId>();
+  /** Deliveries held for paused members, in sending order. */
+  private readonly held = new Map<NodeId, (() => void)[]>();
   /** Messages delivered, for assertions (e.g. that a snapshot was sent). */
   readonly delivered = { raft: 0, host: 0, snapshots: 0 };
+  /** Raft messages delivered, by type. */
+  readonly deliveredByType = new Map<MessageType, number>();
 
   transport(self: NodeId): MemoryTransport {
     return new MemoryTransport(self, this);
@@ -25,6 +29,18 @@ export class MemoryNetwork {
     this.isolated.delete(id);
   }
 
+  /** Holds what is sent to `id` (nothing is lost) until `resume`, as a stalled peer would. */
+  pause(id: NodeId): void {
+    if (!this.held.has(id)) this.held.set(id, []);
+  }
+
+  /** Delivers what was held for `id`, in order, and stops holding. */
+  resume(id: NodeId): void {
+    const held = this.held.get(id) ?? [];
+    this.held.delete(id);
+    for (const deliver of held) queueMicrotask(deliver);
+  }
+
   register(transport: MemoryTransport): void {
     this.members.set(transport.self, transport);
   }
@@ -37,12 +53,15 @@ export class MemoryNetwork {
   route(from: NodeId, to: NodeId, deliver: (target: NodeTransportHandlers) => void): boolean {
     const target = this.members.get(to);
     if (target === undefined || this.isolated.has(to) || this.isolated.has(from)) return false;
-    queueMicrotask(() => {
+    const delivery = () => {
       const handlers = target.handlers;
       // Re-checked at delivery: the target may have closed or been cut off meanwhile.
       if (handlers === undefined || this.members.get(to) !== target || this.isolated.has(to)) return;
       deliver(handlers);
-    });
+    };
+    const held = this.held.get(to);
+    if (held !== undefined) held.push(delivery);
+    else queueMicrotask(delivery);
     return true;
   }
 }
@@ -64,6 +83,7 @@ export class MemoryTransport implements NodeTransport {
     const copy = structuredClone(message);
     const ok = this.network.route(this.self, to, (target) => {
       this.network.delivered.raft++;
+      this.network.deliveredByType.set(copy.type, (this.network.deliveredByType.get(copy.type) ?? 0) + 1);
       target.onRaft(this.self, groupId, copy);
     });
     if (message.type === MessageType.Snapshot) {

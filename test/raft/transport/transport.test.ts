@@ -209,6 +209,43 @@ describe("delivery", () => {
     expect(a!.transport.stats.socketWrites - writesBefore).toBe(1);
     expect(b!.recorder.of("raft").length).toBe(501);
   });
+
+  test("sends from separate tasks of one event-loop turn (each socket event's own pass) share one socket write", async () => {
+    const [a, b] = await cluster(["a", "b"]);
+    a!.transport.sendRaft("b", 1, heartbeat("a", "b", 1, "warm-up"));
+    await b!.recorder.until(() => b!.recorder.of("raft").length === 1, "the warm-up message");
+    const writesBefore = a!.transport.stats.socketWrites;
+    // Twenty sends, each after the microtasks of the one before have run: as twenty
+    // inbound messages handled in one poll of the event loop would send.
+    for (let i = 0; i < 20; i++) {
+      a!.transport.sendRaft("b", 1, heartbeat("a", "b", 1, `m${i}`));
+      for (let drain = 0; drain < 5; drain++) await Promise.resolve();
+    }
+    await b!.recorder.until(() => b!.recorder.of("raft").length === 21, "the twenty");
+    expect(a!.transport.stats.socketWrites - writesBefore).toBe(1);
+  });
+
+  test("an append leaves at the end of the task that sent it; heartbeats wait for the loop iteration's end", async () => {
+    const [a, b] = await cluster(["a", "b"]);
+    a!.transport.sendRaft("b", 1, heartbeat("a", "b", 1, "warm-up"));
+    await b!.recorder.until(() => b!.recorder.of("raft").length === 1, "the warm-up message");
+    const stats = a!.transport.stats;
+    const writesBefore = stats.socketWrites;
+    a!.transport.sendRaft("b", 1, heartbeat("a", "b", 1, "a heartbeat"));
+    for (let drain = 0; drain < 5; drain++) await Promise.resolve();
+    expect(stats.socketWrites - writesBefore).toBe(0);
+    // An append: written before a microtask queued after it (the leader's own log write) runs.
+    const append = { ...heartbeat("a", "b", 1), type: MessageType.Append };
+    append.entries = [{ term: 1, index: 1, kind: EntryKind.Normal, timeMs: 1, data: new Uint8Array([1]) }];
+    a!.transport.sendRaft("b", 1, append);
+    let writesSeenByLaterMicrotask = -1;
+    queueMicrotask(() => {
+      writesSeenByLaterMicrotask = stats.socketWrites - writesBefore;
+    });
+    await Promise.resolve();
+    expect(writesSeenByLaterMicrotask).toBe(1);
+    await b!.recorder.until(() => b!.recorder.of("raft").length === 3, "both messages");
+  });
 });
 
 describe("failures", () => {
