@@ -9,7 +9,11 @@
  *   `--large-keys` keys with 8 in flight, then RSS of each member once every member has
  *   applied the last write (the state machine itself holds keys × 1 MiB);
  * - many: a one-member dstore after `--many-writes` sets of 128 B values to 100 keys
- *   (50 in flight), RSS after the writes.
+ *   (50 in flight): RSS right after the writes (the figure the target is about), the
+ *   median of RSS sampled every 250 ms during them and the peak (VmHWM: RSS swings with
+ *   the collector, so one sample alone is noisy), RSS 3 s after, the write rate (the
+ *   request-id table holds 60 s of ids, so it scales with the rate) and the server's CPU
+ *   time per set.
  *
  * Run it once with the binary of the commit before and once with this one (`--dkv`), side
  * by side. Every server gets a temporary data dir and free 127.0.0.1 ports and is killed
@@ -19,13 +23,24 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { RpcClient } from "../../src/rpc/client/index.ts";
-import { benchClusterArgs, flagValue, freePort, ROOT, rssMib, runCommand, waitUntil } from "./commands.ts";
+import {
+  benchClusterArgs,
+  cpuSeconds,
+  flagValue,
+  freePort,
+  ROOT,
+  rssMib,
+  runCommand,
+  waitUntil,
+} from "./commands.ts";
 
 const SHARD = 200;
 const MIB = 1024 * 1024;
 const START_TIMEOUT_MS = 20_000;
 const SETTLE_TIMEOUT_MS = 60_000;
 const IDLE_WAIT_MS = 4_000;
+const RSS_SAMPLE_MS = 250;
+const SETTLED_RSS_WAIT_MS = 3_000;
 
 const argv = process.argv.slice(2);
 const DKV = flagValue(argv, "--dkv", join(ROOT, "dist", "dkv"));
@@ -148,15 +163,39 @@ async function large(root: string): Promise<void> {
   for (const pid of pids) process.kill(pid);
 }
 
+/** VmHWM: the process's peak RSS so far, in MiB. */
+async function peakRssMib(pid: number): Promise<number> {
+  const status = await Bun.file(`/proc/${pid}/status`).text();
+  return Number(/VmHWM:\s+(\d+) kB/.exec(status)?.[1] ?? Number.NaN) / 1024;
+}
+
 async function many(root: string): Promise<void> {
   const { pids, endpoints } = await startMembers(join(root, "many"), 1);
+  const pid = pids[0]!;
   const value = new Uint8Array(128).fill(0x61);
-  const rate = await write(endpoints, MANY_WRITES, MANY_KEYS, 50, value);
-  const rss = await rssMib(pids[0]!);
+  const samples: number[] = [];
+  const sampler = setInterval(() => {
+    void rssMib(pid).then((mib) => samples.push(mib));
+  }, RSS_SAMPLE_MS);
+  const cpuBefore = await cpuSeconds(pid);
+  let rate: number;
+  try {
+    rate = await write(endpoints, MANY_WRITES, MANY_KEYS, 50, value);
+  } finally {
+    clearInterval(sampler);
+  }
+  const cpuUsPerSet = (((await cpuSeconds(pid)) - cpuBefore) * 1e6) / MANY_WRITES;
+  const rss = await rssMib(pid);
+  const peak = await peakRssMib(pid);
+  await Bun.sleep(SETTLED_RSS_WAIT_MS);
+  const settled = await rssMib(pid);
+  samples.sort((a, b) => a - b);
+  const median = samples[samples.length >> 1] ?? Number.NaN;
   console.log(
-    `one-member dstore after ${MANY_WRITES} sets of 128 B to ${MANY_KEYS} keys (${rate.toFixed(0)} sets/s): ${rss.toFixed(1)} MiB RSS`,
+    `one-member dstore after ${MANY_WRITES} sets of 128 B to ${MANY_KEYS} keys (${rate.toFixed(0)} sets/s, server CPU ${cpuUsPerSet.toFixed(1)} us/set): ${rss.toFixed(1)} MiB RSS ` +
+      `(during the writes: median ${median.toFixed(0)}, peak ${peak.toFixed(0)} MiB; ${SETTLED_RSS_WAIT_MS / 1000} s after: ${settled.toFixed(0)} MiB)`,
   );
-  process.kill(pids[0]!);
+  process.kill(pid);
 }
 
 const root = await mkdtemp(join(tmpdir(), "dkv-memory-"));

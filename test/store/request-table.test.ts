@@ -32,6 +32,7 @@ import { TestCluster } from "../raft/host/cluster.ts";
 import { seededRandom } from "../support/seeded-random.ts";
 
 const utf8 = new TextEncoder();
+const RESULT_VOID_FOR_TEST = new Uint8Array(0);
 
 function origin(client: number, requestId: number): RequestOrigin {
   return { clientId: new Uint8Array(CLIENT_ID_BYTES).fill(client), requestId };
@@ -283,5 +284,82 @@ describe("the packed table against a plain model", () => {
     expect(legacy.get(new Uint8Array(CLIENT_ID_BYTES).fill(1), 7)).toEqual(ids[0]!.result);
     expect(() => RequestTable.decode(Buffer.concat(parts).subarray(0, 20), options, true)).toThrow(DkvError);
     expect(() => RequestTable.decode(table.encode().subarray(0, 30), options, false)).toThrow(DkvError);
+  });
+});
+
+describe("the packed table's size", () => {
+  test("a million ids of one client at ~30 per log millisecond take under 19 B each (the old table: ~30)", () => {
+    const table = new RequestTable(resolveDedupOptions({ bytesMax: 1 << 30 }));
+    const clientId = new Uint8Array(CLIENT_ID_BYTES).fill(9);
+    const ids = 1_000_000;
+    for (let i = 0; i < ids; i++)
+      table.remember(clientId, i + 1, RESULT_VOID_FOR_TEST, 1000 + Math.floor(i / 30));
+    expect(table.size).toBe(ids);
+    expect(table.allocatedBytes / ids).toBeLessThan(19);
+    // The estimate the bound counts stays above what is allocated.
+    expect(table.bytes).toBeGreaterThan(table.allocatedBytes);
+    expect(table.get(clientId, 1)).toEqual(RESULT_VOID_FOR_TEST);
+    expect(table.get(clientId, ids)).toEqual(RESULT_VOID_FOR_TEST);
+    expect(table.get(clientId, ids + 1)).toBeUndefined();
+  });
+
+  test("request ids that share their low 32 bits, negative ones too, are told apart", () => {
+    const table = new RequestTable(resolveDedupOptions({}));
+    const clientId = new Uint8Array(CLIENT_ID_BYTES).fill(4);
+    const ids = [5, 5 + 2 ** 32, 5 + 2 ** 40, 5 - 2 ** 32, -(2 ** 32 - 5)];
+    table.remember(clientId, ids[0]!, new Uint8Array([1]), 10);
+    expect(table.get(clientId, ids[0]!)).toEqual(new Uint8Array([1]));
+    for (const other of ids.slice(1)) expect(table.get(clientId, other)).toBeUndefined();
+    table.remember(clientId, ids[1]!, new Uint8Array([0]), 10);
+    table.remember(clientId, ids[3]!, new Uint8Array([9, 9]), 11);
+    expect(table.get(clientId, ids[1]!)).toEqual(new Uint8Array([0]));
+    expect(table.get(clientId, ids[3]!)).toEqual(new Uint8Array([9, 9]));
+    expect(table.get(clientId, ids[2]!)).toBeUndefined();
+    const copy = RequestTable.decode(table.encode(), table.options, false);
+    for (const id of ids) expect(copy.get(clientId, id)).toEqual(table.get(clientId, id));
+    expect(copy.bytes).toBe(table.bytes);
+    table.forgetExpired(11 + table.options.retentionMs + 1, Number.POSITIVE_INFINITY);
+    expect(table.size).toBe(0);
+    expect(table.bytes).toBe(0);
+  });
+});
+
+describe("snapshot sections of earlier versions", () => {
+  test("format 2 (an f64 time per id) restores the same table as this version's", () => {
+    const options = resolveDedupOptions({});
+    const clientId = new Uint8Array(CLIENT_ID_BYTES).fill(6);
+    const ids = [
+      { requestId: 1, timeMs: 100, code: 0, result: new Uint8Array(0) },
+      { requestId: 2 ** 40 + 3, timeMs: 100, code: 2, result: new Uint8Array([1]) },
+      { requestId: 3, timeMs: 105, code: 3, result: new Uint8Array([1, 0, 0, 0, 0, 0, 0, 0, 9]) },
+    ];
+    const table = new RequestTable(options);
+    const parts: Uint8Array[] = [
+      new Uint8Array([2, 1, 0, 0, 0]),
+      clientId,
+      new Uint8Array([ids.length, 0, 0, 0]),
+    ];
+    for (const { requestId, timeMs, code, result } of ids) {
+      table.remember(clientId, requestId, result, timeMs);
+      const part = new Uint8Array(21 + (code === 3 ? 4 + result.byteLength : 0));
+      const view = new DataView(part.buffer);
+      view.setUint32(0, 0, true);
+      view.setFloat64(4, requestId, true);
+      view.setFloat64(12, timeMs, true);
+      part[20] = code;
+      if (code === 3) {
+        view.setUint32(21, result.byteLength, true);
+        part.set(result, 25);
+      }
+      parts.push(part);
+    }
+    const old = RequestTable.decode(Buffer.concat(parts), options, false);
+    expect(old.encode()).toEqual(table.encode());
+    expect(old.bytes).toBe(table.bytes);
+    for (const { requestId, result } of ids) expect(old.get(clientId, requestId)).toEqual(result);
+    // Forgotten by the same log times.
+    old.forgetExpired(100 + options.retentionMs + 1, Number.POSITIVE_INFINITY);
+    expect(old.size).toBe(1);
+    expect(() => RequestTable.decode(Buffer.concat(parts).subarray(0, 40), options, false)).toThrow(DkvError);
   });
 });

@@ -37,8 +37,8 @@ export const DEDUP_RETENTION_MIN_MS = CLIENT_DEADLINE_DEFAULT_MAX_MS + CLIENT_RE
 
 /**
  * 60 s: over five times the minimum, for clock steps between leaders' stamps and lock
- * waits. 64 MiB holds about 1.4 million ids (REMEMBERED_ID_BYTES each): a sustained
- * ~23 000 writes/s with request ids per shard before new ones are refused.
+ * waits. 64 MiB holds about 2.1 million ids (REMEMBERED_ID_BYTES each): a sustained
+ * ~35 000 writes/s with request ids per shard before new ones are refused.
  */
 export const defaultDedupOptions: Readonly<DedupOptions> = Object.freeze({
   retentionMs: 60_000,
@@ -70,65 +70,91 @@ const CODE_FALSE = 1;
 const CODE_TRUE = 2;
 /** Any other result (a claim, a transaction's, an error result): kept in a side map. */
 const CODE_OTHER = 3;
+/** The low two bits of a code byte are the result's code. */
+const CODE_MASK = 3;
+/** Bit of a code byte: the request id has bits above the low 32 (kept in a side map). */
+const CODE_HIGH = 4;
 
 /**
- * Estimated memory of one remembered id: its ring slot (client index u32, request id f64,
- * log time f64, result code u8: 21 B) and two hash slots (8 B), with room for the ring
- * and hash table being up to half empty after growing. Must be the same on every member.
+ * Estimated memory of one remembered id: its ring slot (client index u32, low 32 bits of
+ * the request id u32, code u8: 9 B) and two hash slots (8 B), 17 B with the ring full and
+ * 34 B just after it grew, plus its share of a time run (12 B, shared by the ids of one
+ * log millisecond: tens of ids under load). Must be the same on every member (a member
+ * of another version with another estimate refuses at another point).
  */
-export const REMEMBERED_ID_BYTES = 48;
+export const REMEMBERED_ID_BYTES = 32;
 /** Estimated memory of one client with remembered ids: its Map entry, hex key and counters. */
 export const REMEMBERED_CLIENT_BYTES = 160;
-/** Estimated memory of a result other than void or a boolean, beyond its bytes: its array and map entry. */
+/**
+ * Estimated memory of a result other than void or a boolean, beyond its bytes, or of a
+ * request id above 32 bits: its map entry (and array).
+ */
 export const REMEMBERED_RESULT_OVERHEAD_BYTES = 96;
 /**
  * Room kept for the write being checked: a new client and a result with its own array
- * (a claim's is 9 B; an error result's message is longer but rare).
+ * (a claim's is 9 B; an error result's message is longer but rare), and its request id's
+ * high bits.
  */
-export const RESULT_RESERVE_BYTES = REMEMBERED_RESULT_OVERHEAD_BYTES + 64;
+export const RESULT_RESERVE_BYTES = 2 * REMEMBERED_RESULT_OVERHEAD_BYTES + 64;
 
 const RING_CAPACITY_MIN = 256;
+const RUN_CAPACITY_MIN = 16;
 const TWO_32 = 0x1_0000_0000;
 const utf8Decoder = new TextDecoder();
-/** The section format this version writes (see encode). */
+/** Section formats (see encode): one f64 time per id, and this version's, one per time run. */
 const FORMAT_PACKED = 2;
+const FORMAT_RUNS = 3;
 
 /**
  * Request ids in log order, forgotten by log time only, packed into typed arrays so that
- * half a million ids cost tens of MiB rather than hundreds: a ring of columns (client
- * index, request id, log time, result code) in log order, an open-addressing hash index
+ * a million ids cost ~18 MiB: a ring of columns in log order (client index u32, the low 32
+ * bits of the request id u32, a code u8: the result's kind and whether the id has high
+ * bits), a ring of time runs (a log time and how many consecutive ids carry it: ids
+ * arrive in log order, many per millisecond under load), an open-addressing hash index
  * (linear probing, backward-shift deletion) over ring positions, a dictionary of client
- * ids with a count of ids each, and a side map for the few results that are not void or
- * a boolean. Every decision (found, room, forgotten) depends only on the ids, times and
- * results remembered, never on capacities, so every member decides alike.
+ * ids with a count of ids each, and side maps for the few results that are not void or a
+ * boolean and the few request ids above 32 bits. Every decision (found, room, forgotten)
+ * depends only on the ids, times and results remembered, never on capacities, so every
+ * member decides alike.
  */
 export class RequestTable {
   // The ring: ids in log order, `count` of them from `head`; capacity a power of two.
   private clientOf: Uint32Array;
-  private requestOf: Float64Array;
-  private timeOf: Float64Array;
+  private requestLowOf: Uint32Array;
   private codeOf: Uint8Array;
   private head = 0;
   private count = 0;
-  /** Sequence number of the id at `head` (ids are numbered in log order; keys `others`). */
+  /** Sequence number of the id at `head` (ids are numbered in log order; keys the side maps). */
   private headSeq = 0;
+  // Time runs, oldest first: `runCount` runs from `runHead`; the ids of run i are the next
+  // runIds[i] ids of the ring, all remembered at log time runTime[i].
+  private runTime: Float64Array;
+  private runIds: Uint32Array;
+  private runHead = 0;
+  private runCount = 0;
   /** Hash index: ring position + 1, 0 = empty; twice the ring's capacity. */
   private slots: Int32Array;
   /** Results other than void and booleans, by sequence number. */
   private readonly others = new Map<number, Uint8Array>();
+  /** Request ids outside [0, 2^32), by sequence number (the ring holds their low 32 bits). */
+  private readonly highs = new Map<number, number>();
   // Client dictionary: hex id -> index; ids per index; free indexes.
   private readonly clientIndex = new Map<string, number>();
   private clientKeys: (string | undefined)[] = [];
   private clientIds: number[] = [];
   private freeClients: number[] = [];
+  /** The last client id looked up and its hex key: consecutive writes mostly share one. */
+  private readonly lastClientBytes = new Uint8Array(CLIENT_ID_BYTES);
+  private lastClientKey: string | undefined;
   private bytesUsed = 0;
 
   constructor(readonly options: DedupOptions) {
     this.clientOf = new Uint32Array(RING_CAPACITY_MIN);
-    this.requestOf = new Float64Array(RING_CAPACITY_MIN);
-    this.timeOf = new Float64Array(RING_CAPACITY_MIN);
+    this.requestLowOf = new Uint32Array(RING_CAPACITY_MIN);
     this.codeOf = new Uint8Array(RING_CAPACITY_MIN);
     this.slots = new Int32Array(RING_CAPACITY_MIN * 2);
+    this.runTime = new Float64Array(RUN_CAPACITY_MIN);
+    this.runIds = new Uint32Array(RUN_CAPACITY_MIN);
   }
 
   get size(): number {
@@ -139,14 +165,26 @@ export class RequestTable {
     return this.bytesUsed;
   }
 
+  /** Bytes of the typed arrays actually allocated (the side maps and client dictionary aside). */
+  get allocatedBytes(): number {
+    return (
+      this.clientOf.byteLength +
+      this.requestLowOf.byteLength +
+      this.codeOf.byteLength +
+      this.slots.byteLength +
+      this.runTime.byteLength +
+      this.runIds.byteLength
+    );
+  }
+
   /** The first answer to request `requestId` of client `clientId`, if remembered. */
   get(clientId: Uint8Array, requestId: number): Uint8Array | undefined {
-    const client = this.clientIndex.get(hexOf(clientId));
+    const client = this.clientIndex.get(this.keyOf(clientId));
     if (client === undefined) return undefined;
     const slot = this.findSlot(client, requestId);
     if (slot < 0) return undefined;
     const pos = this.slots[slot]! - 1;
-    switch (this.codeOf[pos]) {
+    switch (this.codeOf[pos]! & CODE_MASK) {
       case CODE_VOID:
         return RESULT_VOID;
       case CODE_FALSE:
@@ -162,12 +200,20 @@ export class RequestTable {
   forgetExpired(nowMs: number, countMax: number): void {
     const cutoffMs = nowMs - this.options.retentionMs;
     let forgotten = 0;
-    while (forgotten < countMax && this.count > 0 && this.timeOf[this.head]! < cutoffMs) {
+    const runMask = this.runTime.length - 1;
+    while (forgotten < countMax && this.runCount > 0 && this.runTime[this.runHead]! < cutoffMs) {
       this.forgetHead();
       forgotten++;
+      if (--this.runIds[this.runHead]! === 0) {
+        this.runHead = (this.runHead + 1) & runMask;
+        this.runCount--;
+      }
     }
     const capacity = this.codeOf.length;
     if (forgotten > 0 && capacity > RING_CAPACITY_MIN && this.count * 8 < capacity) this.resize(capacity / 2);
+    const runCapacity = this.runTime.length;
+    if (forgotten > 0 && runCapacity > RUN_CAPACITY_MIN && this.runCount * 8 < runCapacity)
+      this.resizeRuns(runCapacity / 2);
   }
 
   /**
@@ -178,7 +224,7 @@ export class RequestTable {
   hasRoomFor(clientId: Uint8Array, nowMs: number): boolean {
     const needed = (key: string) =>
       REMEMBERED_ID_BYTES + (this.clientIndex.has(key) ? 0 : REMEMBERED_CLIENT_BYTES) + RESULT_RESERVE_BYTES;
-    const key = hexOf(clientId);
+    const key = this.keyOf(clientId);
     if (this.bytesUsed + needed(key) <= this.options.bytesMax) return true;
     this.forgetExpired(nowMs, Number.POSITIVE_INFINITY);
     return this.bytesUsed + needed(key) <= this.options.bytesMax;
@@ -186,7 +232,7 @@ export class RequestTable {
 
   /** Remembers a new id (log order: `timeMs` never below the last one's; not remembered yet). */
   remember(clientId: Uint8Array, requestId: number, result: Uint8Array, timeMs: number): void {
-    this.rememberKeyed(hexOf(clientId), requestId, result, timeMs);
+    this.rememberKeyed(this.keyOf(clientId), requestId, result, timeMs);
   }
 
   private rememberKeyed(key: string, requestId: number, result: Uint8Array, timeMs: number): void {
@@ -205,28 +251,52 @@ export class RequestTable {
     const seq = this.headSeq + this.count;
     this.count++;
     this.clientOf[pos] = client;
-    this.requestOf[pos] = requestId;
-    this.timeOf[pos] = timeMs;
-    const code = codeOf(result);
-    this.codeOf[pos] = code;
+    this.requestLowOf[pos] = requestId >>> 0;
+    let code = codeOf(result);
     this.bytesUsed += REMEMBERED_ID_BYTES;
     if (code === CODE_OTHER) {
       this.others.set(seq, result);
       this.bytesUsed += REMEMBERED_RESULT_OVERHEAD_BYTES + result.byteLength;
     }
+    if (!fitsLow(requestId)) {
+      code |= CODE_HIGH;
+      this.highs.set(seq, requestId);
+      this.bytesUsed += REMEMBERED_RESULT_OVERHEAD_BYTES;
+    }
+    this.codeOf[pos] = code;
+    this.addToRun(timeMs);
     this.insertSlot(pos);
+  }
+
+  /** Counts the newest id into the last time run, or starts a run at `timeMs`. */
+  private addToRun(timeMs: number): void {
+    if (this.runCount > 0) {
+      const last = (this.runHead + this.runCount - 1) & (this.runTime.length - 1);
+      if (this.runTime[last] === timeMs) {
+        this.runIds[last]!++;
+        return;
+      }
+    }
+    if (this.runCount === this.runTime.length) this.resizeRuns(this.runTime.length * 2);
+    const at = (this.runHead + this.runCount) & (this.runTime.length - 1);
+    this.runTime[at] = timeMs;
+    this.runIds[at] = 1;
+    this.runCount++;
   }
 
   /**
    * The table as a snapshot section, oldest first, after `prefixBytes` left for the caller:
-   *   u8 format (2) | u32 clients | clients × 16 B id |
-   *   u32 ids | per id: u32 client (position in the list above) | f64 requestId | f64 timeMs |
-   *   u8 code (0 void, 1 false, 2 true, 3 other: then u32 bytes | result)
+   *   u8 format (3) | u32 clients | clients × 16 B id |
+   *   u32 runs | runs × (f64 timeMs | u32 ids) | u32 ids |
+   *   per id: u32 client (position in the list above) | u32 low 32 bits of the request id |
+   *   u8 code (bits 0-1: 0 void, 1 false, 2 true, 3 other; bit 2: the id has high bits) |
+   *   [f64 requestId, if bit 2] | [u32 bytes | result, if other]
+   * (format 2, still read: per id u32 client | f64 requestId | f64 timeMs | u8 code | ...)
    */
   encode(prefixBytes = 0): Uint8Array {
     const listed = new Map<number, number>();
     const order: number[] = [];
-    let bytes = prefixBytes + 1 + 4 + 4;
+    let bytes = prefixBytes + 1 + 4 + 4 + this.runCount * 12 + 4;
     const mask = this.codeOf.length - 1;
     for (let i = 0; i < this.count; i++) {
       const pos = (this.head + i) & mask;
@@ -236,30 +306,45 @@ export class RequestTable {
         order.push(client);
         bytes += CLIENT_ID_BYTES;
       }
-      bytes += 21;
-      if (this.codeOf[pos] === CODE_OTHER) bytes += 4 + this.others.get(this.headSeq + i)!.byteLength;
+      bytes += 9;
+      const code = this.codeOf[pos]!;
+      if ((code & CODE_HIGH) !== 0) bytes += 8;
+      if ((code & CODE_MASK) === CODE_OTHER) bytes += 4 + this.others.get(this.headSeq + i)!.byteLength;
     }
     const out = new Uint8Array(bytes);
     const view = new DataView(out.buffer);
-    out[prefixBytes] = FORMAT_PACKED;
+    out[prefixBytes] = FORMAT_RUNS;
     view.setUint32(prefixBytes + 1, order.length, true);
     let at = prefixBytes + 5;
     for (const client of order) {
       out.set(Buffer.from(this.clientKeys[client]!, "hex"), at);
       at += CLIENT_ID_BYTES;
     }
+    view.setUint32(at, this.runCount, true);
+    at += 4;
+    const runMask = this.runTime.length - 1;
+    for (let i = 0; i < this.runCount; i++) {
+      const run = (this.runHead + i) & runMask;
+      view.setFloat64(at, this.runTime[run]!, true);
+      view.setUint32(at + 8, this.runIds[run]!, true);
+      at += 12;
+    }
     view.setUint32(at, this.count, true);
     at += 4;
     for (let i = 0; i < this.count; i++) {
       const pos = (this.head + i) & mask;
-      view.setUint32(at, listed.get(this.clientOf[pos]!)!, true);
-      view.setFloat64(at + 4, this.requestOf[pos]!, true);
-      view.setFloat64(at + 12, this.timeOf[pos]!, true);
+      const seq = this.headSeq + i;
       const code = this.codeOf[pos]!;
-      out[at + 20] = code;
-      at += 21;
-      if (code === CODE_OTHER) {
-        const result = this.others.get(this.headSeq + i)!;
+      view.setUint32(at, listed.get(this.clientOf[pos]!)!, true);
+      view.setUint32(at + 4, this.requestLowOf[pos]!, true);
+      out[at + 8] = code;
+      at += 9;
+      if ((code & CODE_HIGH) !== 0) {
+        view.setFloat64(at, this.highs.get(seq)!, true);
+        at += 8;
+      }
+      if ((code & CODE_MASK) === CODE_OTHER) {
+        const result = this.others.get(seq)!;
         view.setUint32(at, result.byteLength, true);
         out.set(result, at + 4);
         at += 4 + result.byteLength;
@@ -285,14 +370,33 @@ export class RequestTable {
     this.rememberKeyed(key, requestId, result, timeMs);
   }
 
+  /** The dictionary key of a client id; the last one is cached (no string built per write). */
+  private keyOf(clientId: Uint8Array): string {
+    const last = this.lastClientBytes;
+    if (this.lastClientKey !== undefined && clientId.byteLength === CLIENT_ID_BYTES) {
+      let same = true;
+      for (let i = 0; i < CLIENT_ID_BYTES; i++) {
+        if (clientId[i] !== last[i]) {
+          same = false;
+          break;
+        }
+      }
+      if (same) return this.lastClientKey;
+    }
+    const key = hexOf(clientId);
+    if (clientId.byteLength === CLIENT_ID_BYTES) {
+      last.set(clientId);
+      this.lastClientKey = key;
+    }
+    return key;
+  }
+
   private seqAt(pos: number): number {
     return this.headSeq + ((pos - this.head) & (this.codeOf.length - 1));
   }
 
-  private homeOf(client: number, requestId: number): number {
-    const lo = requestId >>> 0;
-    const hi = Math.floor(requestId / TWO_32) | 0;
-    let h = Math.imul(lo ^ Math.imul(hi, 0x9e3779b1), 0x85ebca6b) ^ Math.imul(client + 1, 0xc2b2ae35);
+  private homeOf(client: number, requestLow: number): number {
+    let h = Math.imul(requestLow, 0x85ebca6b) ^ Math.imul(client + 1, 0xc2b2ae35);
     h ^= h >>> 16;
     h = Math.imul(h, 0x7feb352d);
     h ^= h >>> 15;
@@ -303,34 +407,39 @@ export class RequestTable {
   private findSlot(client: number, requestId: number): number {
     const slots = this.slots;
     const mask = slots.length - 1;
-    for (let slot = this.homeOf(client, requestId); ; slot = (slot + 1) & mask) {
+    const low = requestId >>> 0;
+    const high = !fitsLow(requestId);
+    for (let slot = this.homeOf(client, low); ; slot = (slot + 1) & mask) {
       const held = slots[slot]!;
       if (held === 0) return -1;
       const pos = held - 1;
-      if (this.requestOf[pos] === requestId && this.clientOf[pos] === client) return slot;
+      if (this.requestLowOf[pos] !== low || this.clientOf[pos] !== client) continue;
+      if (((this.codeOf[pos]! & CODE_HIGH) !== 0) !== high) continue;
+      if (!high || this.highs.get(this.seqAt(pos)) === requestId) return slot;
     }
   }
 
   private insertSlot(pos: number): void {
     const slots = this.slots;
     const mask = slots.length - 1;
-    let slot = this.homeOf(this.clientOf[pos]!, this.requestOf[pos]!);
+    let slot = this.homeOf(this.clientOf[pos]!, this.requestLowOf[pos]!);
     while (slots[slot] !== 0) slot = (slot + 1) & mask;
     slots[slot] = pos + 1;
   }
 
+  /** Forgets the oldest id (the caller keeps the time runs). */
   private forgetHead(): void {
     const pos = this.head;
     const client = this.clientOf[pos]!;
     const slots = this.slots;
     const mask = slots.length - 1;
-    let slot = this.homeOf(client, this.requestOf[pos]!);
+    let slot = this.homeOf(client, this.requestLowOf[pos]!);
     while (slots[slot] !== pos + 1) slot = (slot + 1) & mask;
     // Backward-shift deletion: pull later entries of the probe run into the gap.
     let gap = slot;
     for (let next = (gap + 1) & mask; slots[next] !== 0; next = (next + 1) & mask) {
       const held = slots[next]! - 1;
-      const home = this.homeOf(this.clientOf[held]!, this.requestOf[held]!);
+      const home = this.homeOf(this.clientOf[held]!, this.requestLowOf[held]!);
       const stays = gap <= next ? gap < home && home <= next : gap < home || home <= next;
       if (stays) continue;
       slots[gap] = slots[next]!;
@@ -338,14 +447,21 @@ export class RequestTable {
     }
     slots[gap] = 0;
     this.bytesUsed -= REMEMBERED_ID_BYTES;
-    if (this.codeOf[pos] === CODE_OTHER) {
+    const code = this.codeOf[pos]!;
+    if ((code & CODE_MASK) === CODE_OTHER) {
       const result = this.others.get(this.headSeq)!;
       this.others.delete(this.headSeq);
       this.bytesUsed -= REMEMBERED_RESULT_OVERHEAD_BYTES + result.byteLength;
     }
+    if ((code & CODE_HIGH) !== 0) {
+      this.highs.delete(this.headSeq);
+      this.bytesUsed -= REMEMBERED_RESULT_OVERHEAD_BYTES;
+    }
     const left = --this.clientIds[client]!;
     if (left === 0) {
-      this.clientIndex.delete(this.clientKeys[client]!);
+      const key = this.clientKeys[client]!;
+      this.clientIndex.delete(key);
+      if (this.lastClientKey === key) this.lastClientKey = undefined;
       this.clientKeys[client] = undefined;
       this.freeClients.push(client);
       this.bytesUsed -= REMEMBERED_CLIENT_BYTES;
@@ -359,24 +475,41 @@ export class RequestTable {
   private resize(capacity: number): void {
     const mask = this.codeOf.length - 1;
     const clientOf = new Uint32Array(capacity);
-    const requestOf = new Float64Array(capacity);
-    const timeOf = new Float64Array(capacity);
+    const requestLowOf = new Uint32Array(capacity);
     const codeOf = new Uint8Array(capacity);
     for (let i = 0; i < this.count; i++) {
       const from = (this.head + i) & mask;
       clientOf[i] = this.clientOf[from]!;
-      requestOf[i] = this.requestOf[from]!;
-      timeOf[i] = this.timeOf[from]!;
+      requestLowOf[i] = this.requestLowOf[from]!;
       codeOf[i] = this.codeOf[from]!;
     }
     this.clientOf = clientOf;
-    this.requestOf = requestOf;
-    this.timeOf = timeOf;
+    this.requestLowOf = requestLowOf;
     this.codeOf = codeOf;
     this.head = 0;
     this.slots = new Int32Array(capacity * 2);
     for (let pos = 0; pos < this.count; pos++) this.insertSlot(pos);
   }
+
+  /** Moves the time runs into `capacity` slots (oldest first at 0). */
+  private resizeRuns(capacity: number): void {
+    const mask = this.runTime.length - 1;
+    const runTime = new Float64Array(capacity);
+    const runIds = new Uint32Array(capacity);
+    for (let i = 0; i < this.runCount; i++) {
+      const from = (this.runHead + i) & mask;
+      runTime[i] = this.runTime[from]!;
+      runIds[i] = this.runIds[from]!;
+    }
+    this.runTime = runTime;
+    this.runIds = runIds;
+    this.runHead = 0;
+  }
+}
+
+/** Whether the ring's u32 holds the whole request id (else its high bits go to a side map). */
+function fitsLow(requestId: number): boolean {
+  return requestId >= 0 && requestId < TWO_32;
 }
 
 function codeOf(result: Uint8Array): number {
@@ -391,7 +524,8 @@ function hexOf(clientId: Uint8Array): string {
 
 function decodePacked(table: RequestTable, data: Uint8Array): void {
   const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
-  if (data.byteLength < 5 || data[0] !== FORMAT_PACKED) throw truncated();
+  const format = data[0];
+  if (data.byteLength < 5 || (format !== FORMAT_PACKED && format !== FORMAT_RUNS)) throw truncated();
   const clients = view.getUint32(1, true);
   let at = 5;
   if (at + clients * CLIENT_ID_BYTES + 4 > data.byteLength) throw truncated();
@@ -401,6 +535,18 @@ function decodePacked(table: RequestTable, data: Uint8Array): void {
     keys.push(hexOf(data.subarray(at, at + CLIENT_ID_BYTES)));
     at += CLIENT_ID_BYTES;
   }
+  if (format === FORMAT_PACKED) decodeTimed(table, data, view, at, keys);
+  else decodeRuns(table, data, view, at, keys);
+}
+
+/** Format 2: per id u32 client | f64 requestId | f64 timeMs | u8 code | [u32 bytes | result]. */
+function decodeTimed(
+  table: RequestTable,
+  data: Uint8Array,
+  view: DataView,
+  at: number,
+  keys: string[],
+): void {
   const ids = view.getUint32(at, true);
   at += 4;
   // Bounded: each id consumes at least 21 bytes, checked before it is read.
@@ -412,20 +558,62 @@ function decodePacked(table: RequestTable, data: Uint8Array): void {
     const code = data[at + 20]!;
     at += 21;
     if (key === undefined || !Number.isSafeInteger(requestId) || code > CODE_OTHER) throw truncated();
-    let result: Uint8Array;
-    if (code === CODE_OTHER) {
-      if (at + 4 > data.byteLength) throw truncated();
-      const resultBytes = view.getUint32(at, true);
-      at += 4;
-      if (at + resultBytes > data.byteLength) throw truncated();
-      result = data.slice(at, at + resultBytes);
-      at += resultBytes;
-    } else {
-      result = code === CODE_VOID ? RESULT_VOID : encodeBoolean(code === CODE_TRUE);
-    }
+    const [result, next] = readResult(data, view, at, code);
+    at = next;
     table.restoreOne(key, requestId, result, timeMs);
   }
   if (at !== data.byteLength) throw truncated();
+}
+
+/** Format 3: time runs, then per id u32 client | u32 low | u8 code | [f64 requestId] | [u32 bytes | result]. */
+function decodeRuns(table: RequestTable, data: Uint8Array, view: DataView, at: number, keys: string[]): void {
+  const runs = view.getUint32(at, true);
+  at += 4;
+  if (at + runs * 12 + 4 > data.byteLength) throw truncated();
+  const runsAt = at;
+  at += runs * 12;
+  const ids = view.getUint32(at, true);
+  at += 4;
+  let run = -1;
+  let leftInRun = 0;
+  let timeMs = 0;
+  // Bounded: each id consumes at least 9 bytes, checked before it is read.
+  for (let i = 0; i < ids; i++) {
+    // Bounded by `runs` (each run is entered once).
+    while (leftInRun === 0) {
+      if (++run >= runs) throw truncated();
+      timeMs = view.getFloat64(runsAt + run * 12, true);
+      leftInRun = view.getUint32(runsAt + run * 12 + 8, true);
+    }
+    leftInRun--;
+    if (at + 9 > data.byteLength) throw truncated();
+    const key = keys[view.getUint32(at, true)];
+    let requestId = view.getUint32(at + 4, true);
+    const code = data[at + 8]!;
+    at += 9;
+    if (key === undefined || code > (CODE_MASK | CODE_HIGH)) throw truncated();
+    if ((code & CODE_HIGH) !== 0) {
+      if (at + 8 > data.byteLength) throw truncated();
+      const full = view.getFloat64(at, true);
+      at += 8;
+      if (!Number.isSafeInteger(full) || full >>> 0 !== requestId || fitsLow(full)) throw truncated();
+      requestId = full;
+    }
+    const [result, next] = readResult(data, view, at, code & CODE_MASK);
+    at = next;
+    table.restoreOne(key, requestId, result, timeMs);
+  }
+  if (leftInRun !== 0 || run !== runs - 1 || at !== data.byteLength) throw truncated();
+}
+
+/** The result of a result code, reading the bytes of an `other` one at `at`; and where reading goes on. */
+function readResult(data: Uint8Array, view: DataView, at: number, code: number): [Uint8Array, number] {
+  if (code !== CODE_OTHER) return [code === CODE_VOID ? RESULT_VOID : encodeBoolean(code === CODE_TRUE), at];
+  if (at + 4 > data.byteLength) throw truncated();
+  const resultBytes = view.getUint32(at, true);
+  at += 4;
+  if (at + resultBytes > data.byteLength) throw truncated();
+  return [data.slice(at, at + resultBytes), at + resultBytes];
 }
 
 function decodeLegacy(table: RequestTable, data: Uint8Array): void {
