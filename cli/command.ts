@@ -11,8 +11,8 @@ import { type Io, reportFailure } from "./io.ts";
 
 /**
  * The command tree: groups and leaves, each with its name, description and aliases (as
- * citty's `CommandDef`, without citty: its `node:util` import alone cost every command
- * start-up CPU and an idle server RSS). A strict parser (unknown flags and missing
+ * citty's `CommandDef`, which was all dkv used of citty: the tree walk, parser and help
+ * are dkv's own). A strict parser (unknown flags and missing
  * arguments are usage errors, exit 2), DKV_* variables for every flag, and exit statuses.
  * `cli/app.ts` walks the tree and calls the leaf's `run`.
  */
