@@ -7,7 +7,6 @@ import type { EntryInfo, IStore, WatchEvent } from "../src/store/types.ts";
 import { withClient } from "./client.ts";
 import { defineGroup, defineLeaf, type LeafContext } from "./command.ts";
 import { EXIT_FAILED, EXIT_OK, jsonLine } from "./io.ts";
-import { perfCommand } from "./perf.ts";
 import { parseTxnDocument, txnResultJson } from "./txn-json.ts";
 
 const kvOptions = clientOptions(DEFAULT_KV_SHARD, "timeout");
@@ -376,6 +375,19 @@ export const kvCommand = defineGroup({
   path: "dkv kv",
   description: "Key-value operations against a running dkv server",
   sharedOptions: kvOptions,
-  subCommands: { set, setE, setEIfUnset, get, has, expire, del, list, txn, watch, perf: perfCommand },
+  subCommands: {
+    set,
+    setE,
+    setEIfUnset,
+    get,
+    has,
+    expire,
+    del,
+    list,
+    txn,
+    watch,
+    // Loaded only when used: `dkv kv get` starts without the load generator's code.
+    perf: () => import("./perf.ts").then((m) => m.perfCommand),
+  },
   notes: kvNotes,
 });

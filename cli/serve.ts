@@ -2,7 +2,7 @@ import { resolveNodeOptions } from "../src/config/node-options.ts";
 import { serveOptions } from "../src/config/schema.ts";
 import { DEFAULT_REPLICA_ID } from "../src/config/shards.ts";
 import type { Logger } from "../src/logger.ts";
-import { createConsoleLogger } from "../src/server/logger.ts";
+import { createConsoleLogger, stderrIsTerminal } from "../src/server/logger.ts";
 import { startNode } from "../src/server/node.ts";
 import { defineLeaf } from "./command.ts";
 import { EXIT_FAILED, EXIT_OK } from "./io.ts";
@@ -73,7 +73,10 @@ export const serveCommand = defineLeaf({
   run: async ({ options, io, sources }) => {
     const resolved = resolveNodeOptions(options);
     // The process's one logger; stderr, so stdout carries only the "listening" line.
-    const logger = createConsoleLogger({ level: resolved.logLevel });
+    const logger = createConsoleLogger({
+      level: resolved.logLevel,
+      stderrIsTerminal: await stderrIsTerminal(),
+    });
     // Listen for signals first: a SIGTERM during startup still ends in an orderly exit 0.
     const signal = firstSignal(logger);
     for (const [name, source] of Object.entries(sources)) {

@@ -1,4 +1,3 @@
-import { fstatSync, statSync, writeSync } from "node:fs";
 import type { LogLevelName } from "../config/schema.ts";
 import type { Logger } from "../logger.ts";
 
@@ -10,6 +9,11 @@ export interface ConsoleLoggerOptions {
    * there, so stdout carries only the "listening" line.
    */
   stream?: NodeJS.WriteStream;
+  /**
+   * Whether stderr is a terminal (see `stderrIsTerminal`), for the default stream; when
+   * not given it is found out synchronously with node:fs.
+   */
+  stderrIsTerminal?: boolean;
 }
 
 /** consola's numbers, so `--log-level` means what it meant with consola's reporters. */
@@ -30,22 +34,46 @@ const LEVELS: Readonly<Record<LogLevelName, number>> = {
  * the composition root.
  */
 export function createConsoleLogger(options: ConsoleLoggerOptions): Logger {
-  const terminal = options.stream === undefined ? stderrIsTerminal() : options.stream.isTTY === true;
+  const terminal =
+    options.stream === undefined
+      ? (options.stderrIsTerminal ?? stderrIsTerminalSync())
+      : options.stream.isTTY === true;
   if (terminal) return fancyLogger(options.level, options.stream ?? process.stderr);
   const stream = options.stream;
   const write =
     stream === undefined
-      ? (line: string) => {
-          writeSync(2, line);
+      ? // Bun's console writes to fd 2 synchronously (it blocks on a full pipe, as
+        // writeSync did) and, unlike node:fs or process.stderr, loads no node module:
+        // any of those costs an idle server ~4-8 MiB of RSS (runtime code and heap).
+        (line: string) => {
+          console.error("%s", line);
         }
       : (line: string) => {
-          stream.write(line);
+          stream.write(`${line}\n`);
         };
   return plainLogger(LEVELS[options.level], write, "");
 }
 
-/** Whether fd 2 is a terminal: a character device other than /dev/null. */
-function stderrIsTerminal(): boolean {
+/**
+ * Whether fd 2 is a terminal: a character device other than /dev/null. Asynchronous
+ * because Bun's own stat needs no node module (see the write above). Bun already knows
+ * whether stdout or stderr is a terminal (and NO_COLOR) for its console colours: when
+ * neither is, or NO_COLOR is set, the answer is no without a stat (which starts two
+ * threads of Bun's file pool in a server that never uses them: ~0.5 MiB).
+ */
+export async function stderrIsTerminal(): Promise<boolean> {
+  if (!Bun.enableANSIColors) return false;
+  try {
+    const stderr = await Bun.file(2).stat();
+    return stderr.isCharacterDevice() && stderr.rdev !== (await Bun.file("/dev/null").stat()).rdev;
+  } catch {
+    // fd 2 closed, or no /dev/null to compare with: plain lines are the safe choice.
+    return false;
+  }
+}
+
+function stderrIsTerminalSync(): boolean {
+  const { fstatSync, statSync } = require("node:fs") as typeof import("node:fs");
   const stderr = fstatSync(2, { throwIfNoEntry: false });
   return stderr?.isCharacterDevice() === true && stderr.rdev !== statSync("/dev/null").rdev;
 }
@@ -53,7 +81,7 @@ function stderrIsTerminal(): boolean {
 function plainLogger(levelMax: number, write: (line: string) => void, tag: string): Logger {
   const prefix = tag === "" ? "" : ` [${tag}]`;
   const log = (type: string, level: number, message: string): void => {
-    if (level <= levelMax) write(`[${type}]${prefix} ${message}\n`);
+    if (level <= levelMax) write(`[${type}]${prefix} ${message}`);
   };
   return {
     debug: (message) => log("debug", LEVELS.debug, message),

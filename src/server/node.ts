@@ -16,10 +16,9 @@ import {
 import type { ReplicatedShards } from "../store/replicated/shards.ts";
 import type { WatchHubOptions } from "../store/watch.ts";
 import { clientListenerSecurity } from "./client-security.ts";
-import { fetchMembershipView } from "./membership-join.ts";
 import { MemoryReleaseObserver, processMemoryRelease } from "./memory-release.ts";
 import { NodeOps } from "./node-ops.ts";
-import { type PeerTransportSecurity, resolvePeerSecurity } from "./peer-security.ts";
+import type { PeerTransportSecurity } from "./peer-security.ts";
 import { buildShards, checkDataDir, closeShards, clusterStatusOf, replicatedShardHandler } from "./shards.ts";
 
 /**
@@ -172,14 +171,18 @@ async function startRaft(
   handlers: Map<number, ShardHandler>,
   ops: NodeOps,
 ): Promise<{ replicated: ReplicatedShards; address: string | undefined }> {
+  // Raft, its storage, transport and peer TLS (node:crypto), and the client that joins a
+  // cluster, are loaded only by a node that serves replicated shards: a node of lstore
+  // shards alone loads no node module and starts smaller (idle RSS).
+  const [{ TcpNodeTransport }, { startReplicatedShards }, { resolvePeerSecurity }, { fetchMembershipView }] =
+    await Promise.all([
+      import("../raft/transport/tcp-transport.ts"),
+      import("../store/replicated/shards.ts"),
+      import("./peer-security.ts"),
+      import("./membership-join.ts"),
+    ]);
   const dataDir = await checkDataDir(raft.dataDir);
   const peerSecurity = await resolvePeerSecurity(raft.peerSecurity, raft.replicaId);
-  // Raft, its storage and transport are loaded only by a node that serves replicated
-  // shards: a node of lstore shards alone starts smaller (idle RSS).
-  const [{ TcpNodeTransport }, { startReplicatedShards }] = await Promise.all([
-    import("../raft/transport/tcp-transport.ts"),
-    import("../store/replicated/shards.ts"),
-  ]);
   const makeTransport = nodeTransport ?? tcpNodeTransport(TcpNodeTransport, peerSecurity);
   let transport: NodeTransport | undefined;
   const join = raft.join;

@@ -4,7 +4,9 @@
  *   bun run test/bench/memory.ts [--dkv dist/dkv] [--only idle,large,many]
  *       [--large-writes 300] [--large-keys 8] [--many-writes 1000000]
  *
- * - idle: RSS of `dkv serve` (no data, default shards) 4 s after it answers;
+ * - idle: RSS of `dkv serve` (no data, default shards) 4 s after it answers, and again
+ *   20 s after (periodic work that runs while idle, such as a timer, gets compiled by
+ *   the JIT after some seconds and grows RSS);
  * - large: 3 members (shard 200 = dstore), `--large-writes` sets of 1 MiB values over
  *   `--large-keys` keys with 8 in flight, then RSS of each member once every member has
  *   applied the last write (the state machine itself holds keys × 1 MiB);
@@ -41,6 +43,7 @@ const SETTLE_TIMEOUT_MS = 60_000;
 const IDLE_WAIT_MS = 4_000;
 const RSS_SAMPLE_MS = 250;
 const SETTLED_RSS_WAIT_MS = 3_000;
+const IDLE_LATE_MS = 20_000;
 
 const argv = process.argv.slice(2);
 const DKV = flagValue(argv, "--dkv", join(ROOT, "dist", "dkv"));
@@ -144,7 +147,13 @@ async function idle(root: string): Promise<void> {
     return true;
   });
   await Bun.sleep(IDLE_WAIT_MS);
-  console.log(`idle member (dkv serve, no data): ${(await rssMib(proc.pid)).toFixed(1)} MiB RSS`);
+  const early = await rssMib(proc.pid);
+  await Bun.sleep(IDLE_LATE_MS - IDLE_WAIT_MS);
+  const late = await rssMib(proc.pid);
+  console.log(
+    `idle member (dkv serve, no data): ${early.toFixed(1)} MiB RSS after ${IDLE_WAIT_MS / 1000} s, ` +
+      `${late.toFixed(1)} MiB after ${IDLE_LATE_MS / 1000} s`,
+  );
   proc.kill();
   await proc.exited;
 }

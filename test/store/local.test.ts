@@ -91,6 +91,43 @@ describe("LocalStore", () => {
     await store.close();
   });
 
+  test("the purge runs only while a key has a delete deadline: no timer for an idle store", async () => {
+    const clock = new ManualClock();
+    const store = new LocalStore({ clock, purgeIntervalMs: 100, purgeSliceEntries: 100 });
+    expect(clock.pendingSleepers).toBe(0);
+    // Writes without a delete deadline: one slice finds nothing to delete and stops the loop.
+    await store.set("plain", "v");
+    await store.setE("expires-only", "v", 50, 0);
+    await clock.advance(100);
+    expect(clock.pendingSleepers).toBe(0);
+    await store.setE("k", "v", 0, 10);
+    expect(clock.pendingSleepers).toBe(1);
+    await clock.advance(100);
+    expect(await store.has("k")).toBe(false);
+    // Nothing left to delete: the loop stopped instead of waking every interval.
+    expect(clock.pendingSleepers).toBe(0);
+    await clock.advance(1_000);
+    expect(clock.pendingSleepers).toBe(0);
+    // A lock (a lockmgr write with a deadline) starts it again.
+    await store.claim("lock", "owner", 0, 30);
+    expect(clock.pendingSleepers).toBe(1);
+    await clock.advance(100);
+    expect((await store.info()).keys).toBe(2);
+    expect(clock.pendingSleepers).toBe(0);
+    await store.close();
+  });
+
+  test("a store over an engine that already holds deadlines purges them", async () => {
+    const clock = new ManualClock();
+    const db = new MapleDB();
+    db.setE("k", new Uint8Array([1]), 0, 10, clock.now());
+    const store = new LocalStore({ db, clock, purgeIntervalMs: 100 });
+    expect(clock.pendingSleepers).toBe(1);
+    await clock.advance(100);
+    expect(db.deadlineIndexSize).toBe(0);
+    await store.close();
+  });
+
   test("purgeIntervalMs 0 turns the background purge off", async () => {
     const clock = new ManualClock();
     const store = new LocalStore({ db: new ModelKVDB(), clock, purgeIntervalMs: 0 });

@@ -1,4 +1,3 @@
-import { readFileSync } from "node:fs";
 import { DkvError } from "../../errors.ts";
 import type { ClientTls } from "./socket-channel.ts";
 
@@ -53,6 +52,9 @@ export interface ClientSecuritySettings {
 }
 
 function readFileFor(flag: string, path: string): string {
+  // node:fs only when a TLS or token file is given: loading a node module costs every
+  // client command start-up time, and a server RSS.
+  const { readFileSync } = require("node:fs") as typeof import("node:fs");
   try {
     return readFileSync(path, "utf8");
   } catch (error) {

@@ -1,5 +1,3 @@
-import { createPrivateKey, X509Certificate } from "node:crypto";
-import { readFile } from "node:fs/promises";
 import { DkvError } from "../../errors.ts";
 import type { Endpoint } from "../protocol/endpoint.ts";
 import { formatInet } from "../protocol/endpoint.ts";
@@ -21,6 +19,9 @@ export interface ServerTlsFiles {
 }
 
 async function readPem(path: string, flag: string): Promise<string> {
+  // node:fs and node:crypto are loaded only with TLS on: any node module costs a server
+  // without TLS ~4-8 MiB of RSS (test/footprint/cli-modules.test.ts).
+  const { readFile } = await import("node:fs/promises");
   try {
     return await readFile(path, "utf8");
   } catch (error) {
@@ -56,7 +57,8 @@ export async function loadServerTls(files: ServerTlsFiles): Promise<ServerTls | 
   }
   const cert = await readPem(certFile, "--cert-file");
   const key = await readPem(keyFile, "--key-file");
-  let certificate: X509Certificate;
+  const { createPrivateKey, X509Certificate } = await import("node:crypto");
+  let certificate: InstanceType<typeof X509Certificate>;
   try {
     certificate = new X509Certificate(cert);
   } catch (error) {
