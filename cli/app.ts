@@ -1,13 +1,6 @@
+import type { CommandDef, SubCommandsDef } from "citty";
 import { DkvError } from "../src/errors.ts";
-import {
-  type CommandDef,
-  defineGroup,
-  groupInfo,
-  leafInfo,
-  renderHelp,
-  resolveValue,
-  type SubCommandsDef,
-} from "./command.ts";
+import { defineGroup, groupInfo, leafInfo, renderHelp, resolveValue } from "./command.ts";
 import { EXIT_OK, type Io, reportFailure } from "./io.ts";
 import { dkvVersion } from "./version.ts";
 
@@ -47,15 +40,17 @@ async function findSubCommand(subCommands: SubCommandsDef, name: string): Promis
   if (direct !== undefined) return resolveValue(direct);
   for (const candidate of Object.values(subCommands)) {
     const command = await resolveValue(candidate);
-    const aliases = command.meta.alias ?? [];
+    const meta = await resolveValue(command.meta ?? {});
+    const aliases = meta.alias === undefined ? [] : Array.isArray(meta.alias) ? meta.alias : [meta.alias];
     if (aliases.includes(name)) return command;
   }
   return undefined;
 }
 
 /**
- * Runs the CLI and returns the exit status. A wrong command or flag anywhere is a usage
- * error; group-level flags (`dkv kv --shard 100 get foo`) are handed to the subcommand.
+ * Runs the CLI and returns the exit status. Walks citty's command tree itself so that a
+ * wrong command or flag anywhere is a usage error (citty ignores unknown flags and exits
+ * 1); group-level flags (`dkv kv --shard 100 get foo`) are handed to the subcommand.
  */
 export async function runCli(argv: readonly string[], io: Io): Promise<number> {
   const json = argv.slice(0, argv.includes("--") ? argv.indexOf("--") : argv.length).includes("--json");
@@ -64,7 +59,8 @@ export async function runCli(argv: readonly string[], io: Io): Promise<number> {
   const forwarded: string[] = [];
   let index = 0;
   for (;;) {
-    const subCommands = command.subCommands;
+    const subCommands =
+      command.subCommands === undefined ? undefined : await resolveValue(command.subCommands);
     if (subCommands === undefined) break;
     const path = groupInfo(command)?.path ?? "dkv";
     const token = argv[index];

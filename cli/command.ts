@@ -1,3 +1,4 @@
+import { type ArgsDef, type CommandDef, defineCommand, type SubCommandsDef } from "citty";
 import { formatDuration, parseCommandLine } from "../src/config/parse.ts";
 import {
   envVarsOf,
@@ -10,29 +11,10 @@ import { DkvError } from "../src/errors.ts";
 import { type Io, reportFailure } from "./io.ts";
 
 /**
- * The command tree: groups and leaves, each with its name, description and aliases (as
- * citty's `CommandDef`, which was all dkv used of citty: the tree walk, parser and help
- * are dkv's own). A strict parser (unknown flags and missing
- * arguments are usage errors, exit 2), DKV_* variables for every flag, and exit statuses.
- * `cli/app.ts` walks the tree and calls the leaf's `run`.
+ * citty defines the command tree and renders help; dkv adds what citty lacks: a strict
+ * parser (unknown flags and missing arguments are usage errors, exit 2), DKV_* variables
+ * for every flag, and exit statuses. `cli/app.ts` walks the tree and calls `runLeaf`.
  */
-
-/** A value given as is, or by a function (a lazily imported subcommand). */
-export type Resolvable<T> = T | Promise<T> | (() => T) | (() => Promise<T>);
-
-export interface CommandMeta {
-  name: string;
-  description: string;
-  version?: string | undefined;
-  alias?: string[];
-}
-
-export interface CommandDef {
-  readonly meta: CommandMeta;
-  readonly subCommands?: SubCommandsDef;
-}
-
-export type SubCommandsDef = Record<string, Resolvable<CommandDef>>;
 
 export interface LeafContext<S extends readonly OptionSpec[]> {
   options: OptionValues<S>;
@@ -85,13 +67,14 @@ export function groupInfo(command: CommandDef): GroupInfo | undefined {
 
 export function defineLeaf<const S extends readonly OptionSpec[]>(definition: LeafDefinition<S>): CommandDef {
   const positionals = definition.positionals ?? [];
-  const command: CommandDef = {
+  const command = defineCommand({
     meta: {
       name: definition.path,
       description: definition.description,
       alias: [...(definition.aliases ?? [])],
     },
-  };
+    args: toCittyArgs(definition.options, positionals),
+  });
   leaves.set(command, {
     path: definition.path,
     options: definition.options,
@@ -128,10 +111,11 @@ export function defineGroup(definition: {
   sharedOptions?: readonly OptionSpec[];
   notes?: readonly string[];
 }): CommandDef {
-  const command: CommandDef = {
+  const command = defineCommand({
     meta: { name: definition.path, description: definition.description, version: definition.version },
+    args: toCittyArgs(definition.sharedOptions ?? [], []),
     subCommands: definition.subCommands,
-  };
+  });
   groups.set(command, {
     path: definition.path,
     sharedOptions: definition.sharedOptions ?? [],
@@ -188,14 +172,16 @@ function optionHelp(option: OptionSpec): string {
 
 /**
  * Help with every flag, its default and its DKV_* variable, from the same schema the
- * parser uses; names, aliases and descriptions from the command tree.
+ * parser uses; the command tree (names, aliases, descriptions) is citty's.
  */
 export async function renderHelp(command: CommandDef): Promise<string> {
-  const meta = command.meta;
+  const meta = await resolveValue(command.meta ?? {});
   const leaf = leaves.get(command);
   const group = groups.get(command);
   const path = leaf?.path ?? group?.path ?? "dkv";
-  const sections: string[] = [`${path}: ${meta.description}${meta.version ? ` (v${meta.version})` : ""}`];
+  const sections: string[] = [
+    `${path}: ${meta.description ?? ""}${meta.version ? ` (v${meta.version})` : ""}`,
+  ];
 
   if (leaf !== undefined) {
     sections.push(usageLine(path, leaf.positionals));
@@ -206,11 +192,12 @@ export async function renderHelp(command: CommandDef): Promise<string> {
     }
   } else {
     sections.push(`Usage: ${path} <COMMAND> [OPTIONS]`);
-    const subCommands = command.subCommands ?? {};
+    const subCommands = await resolveValue(command.subCommands ?? {});
     const rows: string[] = [];
     for (const [name, sub] of Object.entries(subCommands)) {
-      const subMeta = (await resolveValue(sub)).meta;
-      rows.push(`  ${[name, ...(subMeta.alias ?? [])].join(", ").padEnd(16)}${subMeta.description}`);
+      const subMeta = await resolveValue((await resolveValue(sub)).meta ?? {});
+      const aliases = subMeta.alias === undefined ? [] : [subMeta.alias].flat();
+      rows.push(`  ${[name, ...aliases].join(", ").padEnd(16)}${subMeta.description ?? ""}`);
     }
     sections.push(`Commands:\n${rows.join("\n")}`);
   }
@@ -235,8 +222,32 @@ export async function renderHelp(command: CommandDef): Promise<string> {
   return `${sections.join("\n\n")}\n`;
 }
 
+type Resolvable<T> = T | Promise<T> | (() => T) | (() => Promise<T>);
+
 export async function resolveValue<T>(value: Resolvable<T>): Promise<T> {
   return typeof value === "function" ? await (value as () => T | Promise<T>)() : await value;
+}
+
+function toCittyArgs(options: readonly OptionSpec[], positionals: readonly PositionalSpec[]): ArgsDef {
+  const args: ArgsDef = {};
+  for (const positional of positionals) {
+    args[positional.name] = {
+      type: "positional",
+      description: positional.description,
+      required: positional.required !== false,
+    };
+  }
+  for (const option of options) {
+    args[option.name] = {
+      type: option.type === "boolean" ? "boolean" : "string",
+      description: option.description,
+      valueHint:
+        option.type === "boolean"
+          ? undefined
+          : (option.valueHint ?? option.choices?.join("|") ?? option.type),
+    };
+  }
+  return args;
 }
 
 function formatDefault(option: OptionSpec): string {

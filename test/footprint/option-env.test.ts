@@ -1,6 +1,7 @@
 import { describe, expect, test } from "bun:test";
+import type { CommandDef } from "citty";
 import { rootCommand } from "../../cli/app.ts";
-import { type CommandDef, groupInfo, leafInfo, resolveValue } from "../../cli/command.ts";
+import { groupInfo, leafInfo, resolveValue } from "../../cli/command.ts";
 import { parseCommandLine } from "../../src/config/parse.ts";
 import { envVarsOf, type OptionSpec } from "../../src/config/schema.ts";
 
@@ -15,7 +16,8 @@ async function everyOption(): Promise<{ path: string; option: OptionSpec }[]> {
     for (const option of leaf?.options ?? group?.sharedOptions ?? []) {
       found.push({ path: leaf?.path ?? group?.path ?? "?", option });
     }
-    for (const sub of Object.values(command.subCommands ?? {})) pending.push(await resolveValue(sub));
+    const subCommands = await resolveValue(command.subCommands ?? {});
+    for (const sub of Object.values(subCommands)) pending.push(await resolveValue(sub));
   }
   return found;
 }
