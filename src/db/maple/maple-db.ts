@@ -10,6 +10,7 @@ import type {
   ListPage,
 } from "../kvdb.ts";
 import { DeadlineHeap } from "./deadline-heap.ts";
+import { DeferredOrder } from "./deferred-order.ts";
 import { compareKeys, OrderedKeys } from "./ordered-keys.ts";
 import { PlainSlots } from "./plain-slots.ts";
 import { shardHash, shardHashWide } from "./shard-hash.ts";
@@ -87,8 +88,11 @@ export class MapleDB implements KVDB {
   private heap = new DeadlineHeap();
   /** Value and revisions of every key without deadlines (see Slot). */
   private plain = new PlainSlots();
-  /** Every present key (including ones past their delete deadline not purged yet), in byte order. */
-  private ordered = new OrderedKeys();
+  /**
+   * Every present key (including ones past their delete deadline not purged yet), in byte
+   * order once settled: writes note keys, the next list or count sorts them in.
+   */
+  private ordered = new DeferredOrder((key) => this.shardOf(key).map.has(key));
   /**
    * Whether keys are routed by shardHashWide instead of the sampled shardHash. Switched
    * on, once and for good, when the sampled hash piles keys into one shard (see
@@ -191,7 +195,7 @@ export class MapleDB implements KVDB {
     if (old === undefined) {
       this.approxBytes += key.length + value.byteLength;
       map.set(key, plain.add(value, 1, revision, revision));
-      this.ordered.insert(key);
+      this.ordered.added(key);
       if (map.size > this.skewCheckAtKeys) this.checkSkew();
       return;
     }
@@ -496,7 +500,10 @@ export class MapleDB implements KVDB {
       }
     }
     decoder.end();
-    const ordered = OrderedKeys.fromSorted(OrderedKeys.sortKeys(keys));
+    const ordered = new DeferredOrder(
+      (key) => this.shardOf(key).map.has(key),
+      OrderedKeys.fromSorted(OrderedKeys.sortKeys(keys)),
+    );
     this.shards = shards;
     this.heap = heap;
     this.plain = plain;
@@ -577,7 +584,7 @@ export class MapleDB implements KVDB {
     shard.timedCount++;
     shard.map.set(key, entry);
     if (old === undefined) {
-      this.ordered.insert(key);
+      this.ordered.added(key);
       if (shard.map.size > this.skewCheckAtKeys) this.checkSkew();
     }
   }
@@ -618,7 +625,7 @@ export class MapleDB implements KVDB {
       this.forgetTimed(shard, slot);
     }
     shard.map.delete(key);
-    this.ordered.remove(key);
+    this.ordered.removed(key);
   }
 
   /** A plain slot's key is gone from it: free it now, or when the save still to stream the shard ends. */
