@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { DeferredOrder, SETTLE_REMOVALS_MIN } from "../../src/db/maple/deferred-order.ts";
+import { DeferredOrder, NOTES_MIN } from "../../src/db/maple/deferred-order.ts";
 import { BLOCK_KEYS_MAX, compareKeys, OrderedKeys } from "../../src/db/maple/ordered-keys.ts";
 
 /**
@@ -49,7 +49,11 @@ class Model {
   constructor(initial: string[] = []) {
     for (const key of initial) this.present.add(key);
     const sorted = OrderedKeys.sortKeys([...initial]);
-    this.order = new DeferredOrder((key) => this.present.has(key), OrderedKeys.fromSorted(sorted));
+    this.order = new DeferredOrder(
+      (key) => this.present.has(key),
+      () => [...this.present],
+      initial.length > 0 ? OrderedKeys.fromSorted(sorted) : undefined,
+    );
   }
 
   add(key: string): void {
@@ -65,15 +69,24 @@ class Model {
 }
 
 describe("DeferredOrder", () => {
-  for (const seed of [1, 2, 3, 4]) {
+  // Seeds 3, 4 and 6 start from a built index of 1024 keys, 1, 2 and 5 from an empty one;
+  // 5 and 6 are never scanned until the end, so the notes outgrow their bound and the
+  // index is dropped and rebuilt from the keys present.
+  for (const seed of [1, 2, 3, 4, 5, 6]) {
     test(`random adds, removes and scans agree with a sorted array (seed ${seed})`, () => {
       const next = random(seed);
-      // Seeds 3 and 4 start from a built index, 1 and 2 from an empty one.
       const initial: string[] = [];
-      if (seed > 2) for (let i = 0; i < 4 * BLOCK_KEYS_MAX; i++) initial.push(`init/${i}`);
+      if (seed % 3 === 0 || seed === 4) {
+        for (let i = 0; i < 4 * BLOCK_KEYS_MAX; i++) initial.push(`init/${i}`);
+      }
       const model = new Model(initial);
       const pool: string[] = [...initial];
-      for (let step = 0; step < 20 * BLOCK_KEYS_MAX; step++) {
+      // Seeds 5 and 6: built at the start, then no reader until the end.
+      const scanAbove = seed >= 5 ? 1 : 0.98;
+      if (seed >= 5) model.order.keys();
+      let dropped = false;
+      for (let step = 0; step < 40 * BLOCK_KEYS_MAX; step++) {
+        if (!model.order.built) dropped = true;
         const roll = next();
         if (roll < 0.5) {
           const key = randomKey(next);
@@ -82,7 +95,7 @@ describe("DeferredOrder", () => {
         } else if (roll < 0.95) {
           // Often a key added since the last scan: add/remove/add of one key between settles.
           model.remove(pool[Math.floor(next() * pool.length)]!);
-        } else if (roll < 0.98) {
+        } else if (roll < scanAbove) {
           model.add(pool[Math.floor(next() * pool.length)]!);
         } else {
           const from = next() < 0.2 ? "" : randomKey(next);
@@ -92,19 +105,27 @@ describe("DeferredOrder", () => {
             expected(model.present, from, exclusive, max),
           );
           expect(model.order.unsettled).toBe(0);
+          expect(model.order.built).toBe(true);
         }
+        expect(model.order.unsettled).toBeLessThanOrEqual(Math.max(NOTES_MIN, 2 * model.present.size + 2));
       }
       expect(model.order.keys()).toEqual([...model.present].sort(compareKeys));
+      if (seed >= 5) expect(dropped).toBe(true);
     });
   }
 
-  test("a bulk of adds into an empty index settles as one build, seen by the first scan", () => {
+  test("writes to an unbuilt index note nothing; the first scan builds it from the maps", () => {
     const model = new Model();
     const keys = Array.from({ length: 10 * BLOCK_KEYS_MAX }, (_, i) => `k/${(i * 7919) % 100_003}`);
     for (const key of keys) model.add(key);
-    expect(model.order.unsettled).toBe(keys.length);
-    expect(scanned(model.order, "k/5", false, 3)).toEqual(expected(model.present, "k/5", false, 3));
+    model.remove(keys[7]!);
+    expect(model.order.built).toBe(false);
     expect(model.order.unsettled).toBe(0);
+    expect(scanned(model.order, "k/5", false, 3)).toEqual(expected(model.present, "k/5", false, 3));
+    expect(model.order.built).toBe(true);
+    // Built now: writes are noted until the next reader.
+    model.add("k/new");
+    expect(model.order.unsettled).toBe(1);
     expect(model.order.keys()).toEqual([...model.present].sort(compareKeys));
   });
 
@@ -120,18 +141,20 @@ describe("DeferredOrder", () => {
     expect(model.order.keys()).toEqual([...model.present].sort(compareKeys));
   });
 
-  test("removals without readers settle on their own, so the buffer stays bounded", () => {
+  test("writes without readers drop the notes past their bound, so the buffer stays bounded", () => {
     const model = new Model(["base"]);
     let peak = 0;
     // A lock table: keys come and go, nobody lists.
-    for (let i = 0; i < 5 * SETTLE_REMOVALS_MIN; i++) {
+    for (let i = 0; i < 5 * NOTES_MIN; i++) {
       const key = `lock/${i % 100}`;
       model.add(key);
       model.remove(key);
       peak = Math.max(peak, model.order.unsettled);
     }
-    expect(peak).toBeLessThanOrEqual(2 * SETTLE_REMOVALS_MIN + 2);
-    expect(model.order.keys()).toEqual(["base"]);
+    expect(peak).toBeLessThanOrEqual(NOTES_MIN + 1);
+    expect(model.order.built).toBe(false);
+    model.add("lock/kept");
+    expect(model.order.keys()).toEqual(["base", "lock/kept"]);
   });
 
   test("a key removed and added again between scans is listed once", () => {

@@ -93,7 +93,10 @@ export class MapleDB implements KVDB {
    * Every present key (including ones past their delete deadline not purged yet), in byte
    * order once settled: writes note keys, the next list or count sorts them in.
    */
-  private ordered = new DeferredOrder((key) => this.shardOf(key).map.has(key));
+  private ordered = new DeferredOrder(
+    (key) => this.shardOf(key).map.has(key),
+    () => this.allKeys(),
+  );
   /**
    * Whether keys are routed by shardHashWide instead of the sampled shardHash. Switched
    * on, once and for good, when the sampled hash piles keys into one shard (see
@@ -375,6 +378,13 @@ export class MapleDB implements KVDB {
     });
   }
 
+  /** Every key the maps hold, in no order (what an unbuilt ordered index is built from). */
+  private allKeys(): string[] {
+    const keys: string[] = [];
+    for (const shard of this.shards) for (const key of shard.map.keys()) keys.push(key);
+    return keys;
+  }
+
   /** Keys in the ordered index, in order; for tests and consistency checks. */
   orderedKeys(): string[] {
     return this.ordered.keys();
@@ -499,6 +509,7 @@ export class MapleDB implements KVDB {
     decoder.end();
     const ordered = new DeferredOrder(
       (key) => this.shardOf(key).map.has(key),
+      () => this.allKeys(),
       OrderedKeys.fromSorted(OrderedKeys.sortKeys(keys)),
     );
     this.shards = shards;
