@@ -76,9 +76,9 @@ const YIELD_EVERY_BYTES = 1024 * 1024;
  * Data API: every key carries its version and create/mod revisions (see Entry); the
  * store's revision advances by one per write, or is pinned per replicated entry
  * (`pinRevision`). Beside the hash shards an ordered index of the keys (OrderedKeys)
- * serves `list` and `count` in O(log n + page) amortised: every insert, remove and purge
- * notes its key (DeferredOrder) and the next list or count sorts the notes in; a load
- * builds it whole.
+ * serves `list` and `count` in O(log n + page) amortised: its upkeep is off the write
+ * path (DeferredOrder: writes note keys, or nothing while the index is unbuilt, and the
+ * next list or count sorts them in or builds it from the maps); a load builds it whole.
  *
  * Why an Entry object per key and not a column table of slots (tried: the map held a
  * slot number, values and revisions lived in arrays): with the ordered index off the
@@ -91,7 +91,7 @@ export class MapleDB implements KVDB {
   private heap = new DeadlineHeap();
   /**
    * Every present key (including ones past their delete deadline not purged yet), in byte
-   * order once settled: writes note keys, the next list or count sorts them in.
+   * order once settled (see DeferredOrder).
    */
   private ordered = new DeferredOrder(
     (key) => this.shardOf(key).map.has(key),
