@@ -468,6 +468,14 @@ export class OrderedKeys {
     this.firsts.insertAt(b + 1, tail.keys[0]!);
   }
 
+  /** Whether the index holds `key`. */
+  has(key: string): boolean {
+    if (this.blocks.length === 0) return false;
+    const slow = needsCodePointOrder(key);
+    const block = this.blocks[this.mergedBlockFor(key, slow)]!;
+    return block.keys[block.lowerBound(key, slow)] === key;
+  }
+
   /** Removes a key that is in the index; returns false (changing nothing) when it is not. */
   remove(key: string): boolean {
     const blocks = this.blocks;

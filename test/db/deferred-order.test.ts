@@ -1,0 +1,172 @@
+import { describe, expect, test } from "bun:test";
+import { DeferredOrder, NOTES_MIN } from "../../src/db/maple/deferred-order.ts";
+import { BLOCK_KEYS_MAX, compareKeys, OrderedKeys } from "../../src/db/maple/ordered-keys.ts";
+
+/**
+ * DeferredOrder against a model: a Set of present keys (what the hash maps hold) and a
+ * sorted array of them. Writes go to both; every scan and `keys` must match the sorted
+ * array whatever adds and removes (of the same key, too) happened since the last one.
+ */
+
+function random(seed: number): () => number {
+  let state = seed >>> 0;
+  return () => {
+    state = (Math.imul(state, 1_664_525) + 1_013_904_223) >>> 0;
+    return state / 2 ** 32;
+  };
+}
+
+const UNITS = ["a", "b", "z", "0", "~", "\u00e9", "\ue000", "\uffff", "😀", "\ud800"];
+const PREFIXES = ["", "user:", "svc/registry/", "\ue000", "😀"];
+
+function randomKey(next: () => number): string {
+  let key = PREFIXES[Math.floor(next() * PREFIXES.length)]!;
+  const length = 1 + Math.floor(next() * 4);
+  for (let i = 0; i < length; i++) key += UNITS[Math.floor(next() * UNITS.length)]!;
+  return key;
+}
+
+function scanned(order: DeferredOrder, from: string, exclusive: boolean, max: number): string[] {
+  const out: string[] = [];
+  order.scan(from, exclusive, (key) => {
+    out.push(key);
+    return out.length < max;
+  });
+  return out;
+}
+
+function expected(present: Set<string>, from: string, exclusive: boolean, max: number): string[] {
+  return [...present]
+    .sort(compareKeys)
+    .filter((key) => (exclusive ? compareKeys(key, from) > 0 : compareKeys(key, from) >= 0))
+    .slice(0, max);
+}
+
+class Model {
+  readonly present = new Set<string>();
+  readonly order: DeferredOrder;
+
+  constructor(initial: string[] = []) {
+    for (const key of initial) this.present.add(key);
+    const sorted = OrderedKeys.sortKeys([...initial]);
+    this.order = new DeferredOrder(
+      (key) => this.present.has(key),
+      () => [...this.present],
+      initial.length > 0 ? OrderedKeys.fromSorted(sorted) : undefined,
+    );
+  }
+
+  add(key: string): void {
+    if (this.present.has(key)) return;
+    this.present.add(key);
+    this.order.added(key);
+  }
+
+  remove(key: string): void {
+    if (!this.present.delete(key)) return;
+    this.order.removed(key);
+  }
+}
+
+describe("DeferredOrder", () => {
+  // Seeds 3, 4 and 6 start from a built index of 1024 keys, 1, 2 and 5 from an empty one;
+  // 5 and 6 are never scanned until the end, so the notes outgrow their bound and the
+  // index is dropped and rebuilt from the keys present.
+  for (const seed of [1, 2, 3, 4, 5, 6]) {
+    test(`random adds, removes and scans agree with a sorted array (seed ${seed})`, () => {
+      const next = random(seed);
+      const initial: string[] = [];
+      if (seed % 3 === 0 || seed === 4) {
+        for (let i = 0; i < 4 * BLOCK_KEYS_MAX; i++) initial.push(`init/${i}`);
+      }
+      const model = new Model(initial);
+      const pool: string[] = [...initial];
+      // Seeds 5 and 6: built at the start, then no reader until the end.
+      const scanAbove = seed >= 5 ? 1 : 0.98;
+      if (seed >= 5) model.order.keys();
+      let dropped = false;
+      for (let step = 0; step < 40 * BLOCK_KEYS_MAX; step++) {
+        if (!model.order.built) dropped = true;
+        const roll = next();
+        if (roll < 0.5) {
+          const key = randomKey(next);
+          pool.push(key);
+          model.add(key);
+        } else if (roll < 0.95) {
+          // Often a key added since the last scan: add/remove/add of one key between settles.
+          model.remove(pool[Math.floor(next() * pool.length)]!);
+        } else if (roll < scanAbove) {
+          model.add(pool[Math.floor(next() * pool.length)]!);
+        } else {
+          const from = next() < 0.2 ? "" : randomKey(next);
+          const exclusive = next() < 0.5;
+          const max = 1 + Math.floor(next() * 30);
+          expect(scanned(model.order, from, exclusive, max)).toEqual(
+            expected(model.present, from, exclusive, max),
+          );
+          expect(model.order.unsettled).toBe(0);
+          expect(model.order.built).toBe(true);
+        }
+        expect(model.order.unsettled).toBeLessThanOrEqual(Math.max(NOTES_MIN, 2 * model.present.size + 2));
+      }
+      expect(model.order.keys()).toEqual([...model.present].sort(compareKeys));
+      if (seed >= 5) expect(dropped).toBe(true);
+    });
+  }
+
+  test("writes to an unbuilt index note nothing; the first scan builds it from the maps", () => {
+    const model = new Model();
+    const keys = Array.from({ length: 10 * BLOCK_KEYS_MAX }, (_, i) => `k/${(i * 7919) % 100_003}`);
+    for (const key of keys) model.add(key);
+    model.remove(keys[7]!);
+    expect(model.order.built).toBe(false);
+    expect(model.order.unsettled).toBe(0);
+    expect(scanned(model.order, "k/5", false, 3)).toEqual(expected(model.present, "k/5", false, 3));
+    expect(model.order.built).toBe(true);
+    // Built now: writes are noted until the next reader.
+    model.add("k/new");
+    expect(model.order.unsettled).toBe(1);
+    expect(model.order.keys()).toEqual([...model.present].sort(compareKeys));
+  });
+
+  test("adds into a built index land between its keys", () => {
+    const initial = Array.from(
+      { length: 6 * BLOCK_KEYS_MAX },
+      (_, i) => `k/${String(2 * i).padStart(6, "0")}`,
+    );
+    const model = new Model(initial);
+    for (let i = 0; i < 3 * BLOCK_KEYS_MAX; i++) model.add(`k/${String(4 * i + 1).padStart(6, "0")}`);
+    model.add("a");
+    model.add("z");
+    expect(model.order.keys()).toEqual([...model.present].sort(compareKeys));
+  });
+
+  test("writes without readers drop the notes past their bound, so the buffer stays bounded", () => {
+    const model = new Model(["base"]);
+    let peak = 0;
+    // A lock table: keys come and go, nobody lists.
+    for (let i = 0; i < 5 * NOTES_MIN; i++) {
+      const key = `lock/${i % 100}`;
+      model.add(key);
+      model.remove(key);
+      peak = Math.max(peak, model.order.unsettled);
+    }
+    expect(peak).toBeLessThanOrEqual(NOTES_MIN + 1);
+    expect(model.order.built).toBe(false);
+    model.add("lock/kept");
+    expect(model.order.keys()).toEqual(["base", "lock/kept"]);
+  });
+
+  test("a key removed and added again between scans is listed once", () => {
+    const model = new Model(["a", "b", "c"]);
+    model.remove("b");
+    model.add("b");
+    model.remove("b");
+    model.add("b");
+    model.add("d");
+    model.remove("d");
+    expect(model.order.keys()).toEqual(["a", "b", "c"]);
+    model.remove("a");
+    expect(scanned(model.order, "", false, 10)).toEqual(["b", "c"]);
+  });
+});
