@@ -2,6 +2,7 @@ import type { Identity, TokenAuthority } from "../../auth/index.ts";
 import { DkvError } from "../../errors.ts";
 import type { ILockManager } from "../../lockmgr/types.ts";
 import type { StageTrace } from "../../raft/host/types.ts";
+import { LocalStore } from "../../store/local.ts";
 import type { RequestOrigin } from "../../store/replicated/command.ts";
 import type { IStore } from "../../store/types.ts";
 import { type DeadlineEntry, DeadlineQueue } from "../deadline-queue.ts";
@@ -14,6 +15,7 @@ import {
   type OpName,
   opNameByCode,
   type Requests,
+  type Responses,
   requestSchemas,
   type SerializerName,
   serializerIds,
@@ -21,7 +23,7 @@ import {
   wireRequestSchemas,
 } from "../protocol/types.ts";
 import type { Serializer } from "../serializer/types.ts";
-import { DedupCache, type DedupEntry, type DedupLimits, dedupKey } from "./dedup-cache.ts";
+import { DedupCache, type DedupGeneration, type DedupLimits, dedupKey } from "./dedup-cache.ts";
 import { originOf } from "./lock-owner.ts";
 import { type OpEntry, opTable } from "./op-table.ts";
 
@@ -273,7 +275,8 @@ export class RequestDispatcher {
       return;
     }
     const isWrite = entryOfOp.write;
-    let entry: DedupEntry | undefined;
+    let generation: DedupGeneration | undefined;
+    let dedupAt = -1;
     const identified = header.clientIdHigh !== 0 || header.clientIdLow !== 0;
     let served = handler;
     let origin: RequestOrigin | undefined;
@@ -282,19 +285,22 @@ export class RequestDispatcher {
       served = handler.forOrigin(origin);
     } else if (isWrite && identified) {
       const cache = this.dedupByShard.get(header.shard)!;
-      const found = cache.lookupOrInsert(dedupKey(header));
-      if (!found.fresh) {
+      dedupAt = cache.admit(header, target);
+      if (dedupAt < 0) {
         this.options.logger.debug(
           `duplicate request ${dedupKey(header)} on shard ${header.shard}: replaying`,
         );
-        if (found.entry.done) target.deliver(header, found.entry.response, found.entry.error);
-        else found.entry.waiters.push({ header, deliver: (h, r, e) => target.deliver(h, r, e) });
         return;
       }
-      entry = found.entry;
+      generation = cache.current;
+    }
+    const local = entryOfOp.local;
+    if (local !== undefined && served.kind === "store" && served.store instanceof LocalStore) {
+      this.answerNow(header, local, served.store, request, isWrite, generation, dedupAt, target);
+      return;
     }
     this.inflightCount++;
-    const call = new ServerCall(header, target, entry, isWrite, this, this.options.observer);
+    const call = new ServerCall(header, target, generation, dedupAt, isWrite, this, this.options.observer);
     const deadlines = this.deadlines;
     if (deadlines !== undefined) {
       const extraMs = entryOfOp.extraTimeMs?.(request) ?? 0;
@@ -308,6 +314,34 @@ export class RequestDispatcher {
       .handle(served, request, origin, this.stopping.signal)
       .then((response) => call.onResponse(response as unknown as Message), call.onError);
     observer?.handedOff?.();
+  }
+
+  /**
+   * An op a LocalStore does in one synchronous engine call: answered at once, with no
+   * promise, call object or deadline (nothing can outlast it).
+   */
+  private answerNow(
+    header: FrameHeader,
+    local: (store: LocalStore, request: Requests[OpName]) => Responses[OpName],
+    store: LocalStore,
+    request: Requests[OpName],
+    isWrite: boolean,
+    generation: DedupGeneration | undefined,
+    dedupAt: number,
+    target: ReplyTarget,
+  ): void {
+    const observer = this.options.observer;
+    const startMs = observer === undefined ? 0 : performance.now();
+    let response: Message | undefined;
+    let error: DkvError | undefined;
+    try {
+      response = local(store, request) as unknown as Message;
+    } catch (thrown) {
+      error = toDkvError(thrown, isWrite);
+    }
+    generation?.complete(dedupAt, response, error);
+    observer?.replied(header, error, startMs, undefined);
+    target.deliver(header, response, error);
   }
 
   /**
@@ -378,7 +412,8 @@ class ServerCall implements DeadlineEntry {
   constructor(
     private readonly header: FrameHeader,
     private readonly target: ReplyTarget,
-    private readonly entry: DedupEntry | undefined,
+    private readonly dedup: DedupGeneration | undefined,
+    private readonly dedupAt: number,
     private readonly isWrite: boolean,
     private readonly dispatcher: RequestDispatcher,
     private readonly observer?: RequestObserver,
@@ -411,7 +446,7 @@ class ServerCall implements DeadlineEntry {
 
   private finish(response: Message | undefined, error: DkvError | undefined): void {
     if (this.timer !== undefined) clearTimeout(this.timer);
-    this.entry?.complete(response, error);
+    this.dedup?.complete(this.dedupAt, response, error);
     this.dispatcher.finished(this);
     if (this.done) return;
     this.done = true;
