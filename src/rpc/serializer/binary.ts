@@ -1,3 +1,4 @@
+import { shortAscii } from "../../text.ts";
 import type { ByteWriter } from "../protocol/byte-writer.ts";
 import { type FieldSpec, type Message, serializerIds } from "../protocol/types.ts";
 import { asBytes, badBody, recordsOf } from "./fields.ts";
@@ -102,16 +103,20 @@ function readFields(
           const length = view.getUint32(pos, true);
           pos += 4;
           need(length, spec.name);
-          const slice = body.subarray(pos, pos + length);
-          pos += length;
-          if (type === "bytes") message[spec.name] = slice.slice();
+          const end = pos + length;
+          if (type === "bytes") message[spec.name] = body.slice(pos, end);
           else {
-            try {
-              message[spec.name] = utf8Decoder.decode(slice);
-            } catch {
-              throw badBody("binary", `field "${spec.name}" is not valid UTF-8`);
+            const ascii = shortAscii(body, pos, end);
+            if (ascii !== undefined) message[spec.name] = ascii;
+            else {
+              try {
+                message[spec.name] = utf8Decoder.decode(body.subarray(pos, end));
+              } catch {
+                throw badBody("binary", `field "${spec.name}" is not valid UTF-8`);
+              }
             }
           }
+          pos = end;
           break;
         }
         case "num":

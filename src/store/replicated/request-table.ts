@@ -122,6 +122,9 @@ export class RequestTable {
   private clientIds: number[] = [];
   private freeClients: number[] = [];
   private bytesUsed = 0;
+  /** The last client id turned into its key, and that key: one client's writes come in runs. */
+  private readonly lastClientId = new Uint8Array(CLIENT_ID_BYTES);
+  private lastClientKey = "";
 
   constructor(readonly options: DedupOptions) {
     this.clientOf = new Uint32Array(RING_CAPACITY_MIN);
@@ -141,7 +144,7 @@ export class RequestTable {
 
   /** The first answer to request `requestId` of client `clientId`, if remembered. */
   get(clientId: Uint8Array, requestId: number): Uint8Array | undefined {
-    const client = this.clientIndex.get(hexOf(clientId));
+    const client = this.clientIndex.get(this.keyOf(clientId));
     if (client === undefined) return undefined;
     const slot = this.findSlot(client, requestId);
     if (slot < 0) return undefined;
@@ -178,7 +181,7 @@ export class RequestTable {
   hasRoomFor(clientId: Uint8Array, nowMs: number): boolean {
     const needed = (key: string) =>
       REMEMBERED_ID_BYTES + (this.clientIndex.has(key) ? 0 : REMEMBERED_CLIENT_BYTES) + RESULT_RESERVE_BYTES;
-    const key = hexOf(clientId);
+    const key = this.keyOf(clientId);
     if (this.bytesUsed + needed(key) <= this.options.bytesMax) return true;
     this.forgetExpired(nowMs, Number.POSITIVE_INFINITY);
     return this.bytesUsed + needed(key) <= this.options.bytesMax;
@@ -186,7 +189,22 @@ export class RequestTable {
 
   /** Remembers a new id (log order: `timeMs` never below the last one's; not remembered yet). */
   remember(clientId: Uint8Array, requestId: number, result: Uint8Array, timeMs: number): void {
-    this.rememberKeyed(hexOf(clientId), requestId, result, timeMs);
+    this.rememberKeyed(this.keyOf(clientId), requestId, result, timeMs);
+  }
+
+  /** hexOf(clientId), reusing the last one's string when the bytes are the same (no Buffer, no `.buffer`). */
+  private keyOf(clientId: Uint8Array): string {
+    if (clientId.byteLength !== CLIENT_ID_BYTES) return hexOf(clientId);
+    const last = this.lastClientId;
+    if (this.lastClientKey !== "") {
+      let same = true;
+      for (let i = 0; i < CLIENT_ID_BYTES && same; i++) same = clientId[i] === last[i];
+      if (same) return this.lastClientKey;
+    }
+    const key = hexOf(clientId);
+    last.set(clientId);
+    this.lastClientKey = key;
+    return key;
   }
 
   private rememberKeyed(key: string, requestId: number, result: Uint8Array, timeMs: number): void {
