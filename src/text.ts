@@ -1,19 +1,17 @@
-/** Short keys are decoded by hand below this many bytes; longer ones by TextDecoder. */
-const ASCII_FAST_BYTES_MAX = 128;
+/** Short ranges are copied into a scratch buffer to be decoded; longer ones through a subarray. */
+const SCRATCH_BYTES = 128;
+const scratch = new ArrayBuffer(SCRATCH_BYTES);
+const scratchBytes = new Uint8Array(scratch);
 
 /**
- * `bytes[start, end)` as a string when every byte is ASCII (then UTF-8 and Latin-1 agree)
- * and the range is short; undefined otherwise (decode it with a TextDecoder). For keys
- * parsed per request: a TextDecoder needs a subarray, and a subarray of a small array
- * makes JSC move that array's bytes out of its heap first.
+ * `decoder.decode(bytes.subarray(start, end))` for the keys parsed per request, without
+ * the subarray: a subarray of a small array makes JSC move that array's bytes out of its
+ * heap first, which costs more than copying a key into a scratch buffer whose ArrayBuffer
+ * exists already. Throws what the decoder throws (a fatal one: TypeError on bad UTF-8).
  */
-export function shortAscii(bytes: Uint8Array, start: number, end: number): string | undefined {
-  if (end - start > ASCII_FAST_BYTES_MAX) return undefined;
-  let text = "";
-  for (let i = start; i < end; i++) {
-    const code = bytes[i]!;
-    if (code >= 0x80) return undefined;
-    text += String.fromCharCode(code);
-  }
-  return text;
+export function decodeRange(decoder: TextDecoder, bytes: Uint8Array, start: number, end: number): string {
+  const length = end - start;
+  if (length > SCRATCH_BYTES) return decoder.decode(bytes.subarray(start, end));
+  for (let i = 0; i < length; i++) scratchBytes[i] = bytes[start + i]!;
+  return decoder.decode(new Uint8Array(scratch, 0, length));
 }

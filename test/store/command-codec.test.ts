@@ -1,7 +1,7 @@
 import { describe, expect, test } from "bun:test";
 import { type Command, decodeCommand, encodeCommand, Op } from "../../src/store/replicated/command.ts";
 import { RequestTable, resolveDedupOptions } from "../../src/store/replicated/request-table.ts";
-import { shortAscii } from "../../src/text.ts";
+import { decodeRange } from "../../src/text.ts";
 
 const clientId = (fill: number) => new Uint8Array(16).fill(fill);
 
@@ -43,11 +43,13 @@ describe("dstore command codec", () => {
     expect(() => decodeCommand(data)).toThrow(/not valid UTF-8/);
   });
 
-  test("shortAscii leaves non-ASCII and long ranges to the decoder", () => {
-    const bytes = new TextEncoder().encode("abc\u00e9");
-    expect(shortAscii(bytes, 0, 3)).toBe("abc");
-    expect(shortAscii(bytes, 0, bytes.length)).toBeUndefined();
-    expect(shortAscii(new Uint8Array(129).fill(0x61), 0, 129)).toBeUndefined();
+  test("decodeRange decodes short and long ranges alike and throws on bad UTF-8", () => {
+    const fatal = new TextDecoder("utf-8", { fatal: true });
+    const text = `é${"x".repeat(200)}`;
+    const bytes = new TextEncoder().encode(`ab${text}`);
+    expect(decodeRange(fatal, bytes, 2, 4)).toBe("é");
+    expect(decodeRange(fatal, bytes, 2, bytes.length)).toBe(text);
+    expect(() => decodeRange(fatal, bytes, 2, 3)).toThrow();
   });
 });
 

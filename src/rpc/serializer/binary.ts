@@ -1,4 +1,4 @@
-import { shortAscii } from "../../text.ts";
+import { decodeRange } from "../../text.ts";
 import type { ByteWriter } from "../protocol/byte-writer.ts";
 import { type FieldSpec, type Message, serializerIds } from "../protocol/types.ts";
 import { asBytes, badBody, recordsOf } from "./fields.ts";
@@ -106,14 +106,10 @@ function readFields(
           const end = pos + length;
           if (type === "bytes") message[spec.name] = body.slice(pos, end);
           else {
-            const ascii = shortAscii(body, pos, end);
-            if (ascii !== undefined) message[spec.name] = ascii;
-            else {
-              try {
-                message[spec.name] = utf8Decoder.decode(body.subarray(pos, end));
-              } catch {
-                throw badBody("binary", `field "${spec.name}" is not valid UTF-8`);
-              }
+            try {
+              message[spec.name] = decodeRange(utf8Decoder, body, pos, end);
+            } catch {
+              throw badBody("binary", `field "${spec.name}" is not valid UTF-8`);
             }
           }
           pos = end;

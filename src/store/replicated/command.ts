@@ -1,5 +1,5 @@
 import { DkvError, type DkvErrorCode } from "../../errors.ts";
-import { shortAscii } from "../../text.ts";
+import { decodeRange } from "../../text.ts";
 import { decodeLockQueueValue, type LockQueueRequest } from "../lock-queue.ts";
 import type { CheckedTxn } from "../txn.ts";
 import type { StoreLimits } from "../types.ts";
@@ -232,14 +232,12 @@ function parseCommand(data: Uint8Array, copyValue: boolean): Command {
   const keyless = op === Op.Txn || op === Op.Tick;
   if (keyless ? keyBytes !== 0 : keyBytes === 0)
     throw invalid(keyless ? `op ${op} has no key of its own` : "the key is empty");
-  let key = shortAscii(data, pos, pos + keyBytes);
-  if (key === undefined) {
-    try {
-      key = utf8Decoder.decode(data.subarray(pos, pos + keyBytes));
-    } catch {
-      // The fatal decoder's TypeError says only that the bytes are not UTF-8.
-      throw invalid("the key is not valid UTF-8");
-    }
+  let key: string;
+  try {
+    key = decodeRange(utf8Decoder, data, pos, pos + keyBytes);
+  } catch {
+    // The fatal decoder's TypeError says only that the bytes are not UTF-8.
+    throw invalid("the key is not valid UTF-8");
   }
   if (!takesValue(op) && valueBytes !== 0) throw invalid(`op ${op} takes no value`);
   if (takesDurations(op)) {
