@@ -139,20 +139,26 @@ export class RequestDispatcher {
       this.dispatchMembership(header, body, target);
       return;
     }
-    const checked = this.check(header);
-    if (checked instanceof DkvError) {
-      this.refused(header, checked, target);
-      return;
+    // The common case without an object per request; check() says what is wrong otherwise.
+    const op = opNameByCode(header.op);
+    const handler = op === undefined ? undefined : this.options.shards.get(header.shard);
+    if (op === undefined || handler === undefined || !servesOp(handler, op)) {
+      const checked = this.check(header);
+      if (checked instanceof DkvError) {
+        this.refused(header, checked, target);
+        return;
+      }
+      throw new Error(`dispatcher: check() accepted what the fast path refused (op ${header.op})`);
     }
     let message: Message;
     try {
       if (header.serializer !== this.options.serializer.id) throw this.mismatch(header.serializer);
-      message = this.options.serializer.read(requestSchemas[checked.op], body);
+      message = this.options.serializer.read(requestSchemas[op], body);
     } catch (error) {
       this.refused(header, toDkvError(error, false), target);
       return;
     }
-    this.dispatchMessage(header, checked.op, checked.handler, message, target);
+    this.dispatchMessage(header, op, handler, message, target);
   }
 
   /** The clusterStatus report of this server (also what GET /v1/cluster/status shows). */
@@ -453,6 +459,12 @@ class ServerCall implements DeadlineEntry {
     this.observer?.replied(this.header, error, this.startMs, this.trace);
     this.target.deliver(this.header, response, error);
   }
+}
+
+/** Whether a shard of `handler`'s kind serves `op` (checkNamed's rule, without its errors). */
+function servesOp(handler: ShardHandler, op: OpName): boolean {
+  const served = opTable[op].shards;
+  return handler.kind === "lock" ? served !== "store" : served !== "lock";
 }
 
 export function toDkvError(error: unknown, mayHaveApplied: boolean): DkvError {
