@@ -4,6 +4,7 @@ import type { ILockManager } from "../../lockmgr/types.ts";
 import type { StageTrace } from "../../raft/host/types.ts";
 import { LocalStore } from "../../store/local.ts";
 import type { RequestOrigin } from "../../store/replicated/command.ts";
+import { DStore } from "../../store/replicated/dstore.ts";
 import type { IStore } from "../../store/types.ts";
 import { type DeadlineEntry, DeadlineQueue } from "../deadline-queue.ts";
 import type { ClusterStatusReport } from "../protocol/cluster-status.ts";
@@ -286,9 +287,12 @@ export class RequestDispatcher {
     const identified = header.clientIdHigh !== 0 || header.clientIdLow !== 0;
     let served = handler;
     let origin: RequestOrigin | undefined;
+    const replicated = entryOfOp.replicated;
     if (isWrite && identified && handler.forOrigin !== undefined) {
       origin = originOf(header);
-      served = handler.forOrigin(origin);
+      // A plain write on a DStore takes the origin itself: no per-request view.
+      if (replicated === undefined || handler.kind !== "store" || !(handler.store instanceof DStore))
+        served = handler.forOrigin(origin);
     } else if (isWrite && identified) {
       const cache = this.dedupByShard.get(header.shard)!;
       dedupAt = cache.admit(header, target);
@@ -316,9 +320,11 @@ export class RequestDispatcher {
     }
     const observer = this.options.observer;
     call.trace = observer?.started?.(header);
-    entryOfOp
-      .handle(served, request, origin, this.stopping.signal)
-      .then((response) => call.onResponse(response as unknown as Message), call.onError);
+    const applied =
+      replicated !== undefined && origin !== undefined && served.store instanceof DStore
+        ? replicated(served.store, request, origin)
+        : entryOfOp.handle(served, request, origin, this.stopping.signal);
+    applied.then((response) => call.onResponse(response as unknown as Message), call.onError);
     observer?.handedOff?.();
   }
 

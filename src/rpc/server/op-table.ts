@@ -1,6 +1,7 @@
 import { DkvError } from "../../errors.ts";
 import type { LocalStore } from "../../store/local.ts";
 import type { RequestOrigin } from "../../store/replicated/command.ts";
+import type { DStore } from "../../store/replicated/dstore.ts";
 import type { EntryInfo } from "../../store/types.ts";
 import { txnFromWire, txnResultToWire } from "../protocol/txn-wire.ts";
 import type { OpName, Requests, Responses, WireEntry } from "../protocol/types.ts";
@@ -35,6 +36,11 @@ export interface OpEntry<K extends OpName> {
    * one engine call.
    */
   readonly local?: (store: LocalStore, request: Requests[K]) => Responses[K];
+  /**
+   * The same write on a DStore under the request's origin, without the per-request view
+   * that ShardHandler.forOrigin makes: the dispatcher calls it for a dstore shard.
+   */
+  readonly replicated?: (store: DStore, request: Requests[K], origin: RequestOrigin) => Promise<Responses[K]>;
   handle(
     handler: ShardHandler,
     request: Requests[K],
@@ -48,6 +54,10 @@ export type OpTable = { readonly [K in OpName]: OpEntry<K> };
 
 /** The reply of writes that answer nothing: the dedup cache remembers it as one byte. */
 const empty = EMPTY_REPLY;
+
+function toEmpty(): typeof empty {
+  return empty;
+}
 
 /**
  * The longest long poll of watchLost (waitMs 0 means this): a request is bounded in time,
@@ -75,6 +85,7 @@ export const opTable: OpTable = {
       store.setOwned(r.key, r.value);
       return empty;
     },
+    replicated: (store, r, origin) => store.set(r.key, r.value, origin).then(toEmpty),
     async handle({ store }, r) {
       await store.set(r.key, r.value);
       return empty;
@@ -134,6 +145,7 @@ export const opTable: OpTable = {
       store.deleteNow(r.key);
       return empty;
     },
+    replicated: (store, r, origin) => store.delete(r.key, origin).then(toEmpty),
     async handle({ store }, r) {
       await store.delete(r.key);
       return empty;
