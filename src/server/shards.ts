@@ -89,6 +89,7 @@ export function replicatedShardHandler(shard: ReplicatedShard, clock: Clock = sy
       kind: "store",
       store,
       forOrigin: (origin) => ({ kind: "store", store: store.withOrigin(origin) }),
+      originWrites: store,
     };
   }
   // One set of waiters for the shard: one watch per lock wakes the blocked acquires of every

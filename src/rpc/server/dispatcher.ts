@@ -4,8 +4,7 @@ import type { ILockManager } from "../../lockmgr/types.ts";
 import type { StageTrace } from "../../raft/host/types.ts";
 import { LocalStore } from "../../store/local.ts";
 import type { RequestOrigin } from "../../store/replicated/command.ts";
-import { DStore } from "../../store/replicated/dstore.ts";
-import type { IStore } from "../../store/types.ts";
+import type { IStore, ValueInput } from "../../store/types.ts";
 import { type DeadlineEntry, DeadlineQueue } from "../deadline-queue.ts";
 import type { ClusterStatusReport } from "../protocol/cluster-status.ts";
 import type { FrameHeader } from "../protocol/frame.ts";
@@ -40,13 +39,25 @@ export { attemptOriginOf, lockOwnerIdOf, originOf } from "./lock-owner.ts";
  * `storeForAttempt`), so a retry through any member reports the first try's owner and token.
  */
 export type ShardHandler =
-  | { kind: "store"; store: IStore; forOrigin?: (origin: RequestOrigin) => ShardHandler }
+  | {
+      kind: "store";
+      store: IStore;
+      forOrigin?: (origin: RequestOrigin) => ShardHandler;
+      /** The same store's writes under a given origin (a DStore): set/delete need no view per request. */
+      originWrites?: OriginWrites;
+    }
   | {
       kind: "lock";
       locks: ILockManager;
       store: IStore;
       forOrigin?: (origin: RequestOrigin) => ShardHandler;
     };
+
+/** Writes that take the request's origin themselves (DStore's set and delete). */
+export interface OriginWrites {
+  set(key: string, value: ValueInput, origin: RequestOrigin): Promise<void>;
+  delete(key: string, origin: RequestOrigin): Promise<void>;
+}
 
 export interface RpcLogger {
   info(message: string): void;
@@ -291,7 +302,7 @@ export class RequestDispatcher {
     if (isWrite && identified && handler.forOrigin !== undefined) {
       origin = originOf(header);
       // A plain write on a DStore takes the origin itself: no per-request view.
-      if (replicated === undefined || handler.kind !== "store" || !(handler.store instanceof DStore))
+      if (replicated === undefined || handler.kind !== "store" || handler.originWrites === undefined)
         served = handler.forOrigin(origin);
     } else if (isWrite && identified) {
       const cache = this.dedupByShard.get(header.shard)!;
@@ -320,9 +331,10 @@ export class RequestDispatcher {
     }
     const observer = this.options.observer;
     call.trace = observer?.started?.(header);
+    const originWrites = served.kind === "store" ? served.originWrites : undefined;
     const applied =
-      replicated !== undefined && origin !== undefined && served.store instanceof DStore
-        ? replicated(served.store, request, origin)
+      replicated !== undefined && origin !== undefined && originWrites !== undefined
+        ? replicated(originWrites, request, origin)
         : entryOfOp.handle(served, request, origin, this.stopping.signal);
     applied.then((response) => call.onResponse(response as unknown as Message), call.onError);
     observer?.handedOff?.();

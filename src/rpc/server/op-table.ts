@@ -1,12 +1,11 @@
 import { DkvError } from "../../errors.ts";
 import type { LocalStore } from "../../store/local.ts";
 import type { RequestOrigin } from "../../store/replicated/command.ts";
-import type { DStore } from "../../store/replicated/dstore.ts";
 import type { EntryInfo } from "../../store/types.ts";
 import { txnFromWire, txnResultToWire } from "../protocol/txn-wire.ts";
 import type { OpName, Requests, Responses, WireEntry } from "../protocol/types.ts";
 import { EMPTY_REPLY } from "./dedup-cache.ts";
-import type { ShardHandler } from "./dispatcher.ts";
+import type { OriginWrites, ShardHandler } from "./dispatcher.ts";
 import { lockOwnerIdOf } from "./lock-owner.ts";
 
 /** What a caller must be allowed to do to run an op (checked once, at the dispatcher's entry). */
@@ -40,7 +39,11 @@ export interface OpEntry<K extends OpName> {
    * The same write on a DStore under the request's origin, without the per-request view
    * that ShardHandler.forOrigin makes: the dispatcher calls it for a dstore shard.
    */
-  readonly replicated?: (store: DStore, request: Requests[K], origin: RequestOrigin) => Promise<Responses[K]>;
+  readonly replicated?: (
+    store: OriginWrites,
+    request: Requests[K],
+    origin: RequestOrigin,
+  ) => Promise<Responses[K]>;
   handle(
     handler: ShardHandler,
     request: Requests[K],
