@@ -103,6 +103,7 @@ export function replicatedShardHandler(
       kind: "store",
       store,
       forOrigin: (origin) => ({ kind: "store", store: store.withOrigin(origin) }),
+      originWrites: store,
     };
   }
   // One set of waiters for the shard: one watch per lock wakes the blocked acquires of every

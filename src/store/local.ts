@@ -15,7 +15,7 @@ import {
   type StoreLimits,
   type ValueInput,
 } from "./types.ts";
-import { checkDuration, checkKey, toValueBytes } from "./validate.ts";
+import { checkDuration, checkedValueBytes, checkKey, toValueBytes } from "./validate.ts";
 import { type WatchEvent, WatchHub, type WatchHubOptions, type WatchOptions, watchCopies } from "./watch.ts";
 
 export interface LocalStoreOptions {
@@ -100,6 +100,42 @@ export class LocalStore implements IStore {
     const bytes = toValueBytes(value, this.limits);
     this.db.set(key, bytes, this.clock.now());
     this.revision++;
+  }
+
+  /**
+   * set without a promise or a copy, for a caller that hands `value` over (a fresh array
+   * nobody else holds or changes): the RPC server's path for a decoded request.
+   */
+  setOwned(key: string, value: ValueInput): void {
+    this.checkOpen();
+    checkKey(key, this.limits);
+    this.db.set(key, checkedValueBytes(value, this.limits), this.clock.now());
+    this.revision++;
+  }
+
+  /** delete without a promise (the RPC server's path). */
+  deleteNow(key: string): void {
+    this.checkOpen();
+    checkKey(key, this.limits);
+    this.db.delete(key, this.clock.now());
+    this.revision++;
+  }
+
+  /**
+   * getEntry without a promise or a copy of the value, for a caller that only reads the
+   * value before it returns control (the RPC server encodes it into the reply at once).
+   */
+  getEntryNow(key: string): EntryInfo | undefined {
+    this.checkOpen();
+    checkKey(key, this.limits);
+    return this.db.getEntry(key, this.clock.now());
+  }
+
+  /** has without a promise (the RPC server's path). */
+  hasNow(key: string): boolean {
+    this.checkOpen();
+    checkKey(key, this.limits);
+    return this.db.has(key, this.clock.now());
   }
 
   async setE(key: string, value: ValueInput, expireInMs: number, deleteInMs: number): Promise<void> {

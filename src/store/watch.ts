@@ -98,59 +98,85 @@ function changeBytes(key: string, value: Uint8Array | undefined): number {
   return key.length * 2 + (value?.byteLength ?? 0) + EVENT_OVERHEAD_BYTES;
 }
 
+const CHANGE_TYPES: readonly ChangeType[] = ["put", "delete", "expire"];
+const CHANGE_LOG_CAPACITY_MIN = 64;
+
 /**
- * The kept changes as parallel arrays, not one object per change: with no watcher, a
- * change costs a few array slots holding what the engine holds anyway (key, value), and
- * nothing for the garbage collector to promote. Objects are made when a change is read.
+ * The kept changes as a ring of parallel arrays, not one object per change: with no
+ * watcher, a change costs a few array slots holding what the engine holds anyway (key,
+ * value), and nothing for the garbage collector to promote; dropping the oldest allocates
+ * nothing and never copies the arrays (the ring only grows, by doubling, while the byte
+ * bound lets more changes in). Objects are made when a change is read.
  */
 class ChangeLog {
-  private types: ChangeType[] = [];
-  private keys: string[] = [];
-  private values: (Uint8Array | undefined)[] = [];
-  private revisions: number[] = [];
-  /** Index of the oldest kept change in the arrays. */
+  private types = new Uint8Array(CHANGE_LOG_CAPACITY_MIN);
+  private keys: string[] = new Array<string>(CHANGE_LOG_CAPACITY_MIN).fill("");
+  private values: (Uint8Array | undefined)[] = new Array<Uint8Array | undefined>(
+    CHANGE_LOG_CAPACITY_MIN,
+  ).fill(undefined);
+  private revisions = new Float64Array(CHANGE_LOG_CAPACITY_MIN);
+  /** Ring position of the oldest kept change. */
   private head = 0;
+  private count = 0;
 
   get size(): number {
-    return this.revisions.length - this.head;
+    return this.count;
   }
 
   push(type: ChangeType, key: string, value: Uint8Array | undefined, revision: number): void {
-    this.types.push(type);
-    this.keys.push(key);
-    this.values.push(value);
-    this.revisions.push(revision);
+    if (this.count === this.types.length) this.grow();
+    const at = (this.head + this.count) & (this.types.length - 1);
+    this.types[at] = type === "put" ? 0 : type === "delete" ? 1 : 2;
+    this.keys[at] = key;
+    this.values[at] = value;
+    this.revisions[at] = revision;
+    this.count++;
   }
 
   /** The i-th kept change (0 = oldest) as a fresh object. */
   at(i: number): WatchChange {
-    const at = this.head + i;
+    const at = (this.head + i) & (this.types.length - 1);
     const value = this.values[at];
-    const type = this.types[at]!;
+    const type = CHANGE_TYPES[this.types[at]!]!;
     const key = this.keys[at]!;
     const revision = this.revisions[at]!;
     return value === undefined ? { type, key, revision } : { type, key, value, revision };
   }
 
   revisionAt(i: number): number {
-    return this.revisions[this.head + i]!;
+    return this.revisions[(this.head + i) & (this.types.length - 1)]!;
   }
 
-  /** Drops the oldest change; returns its revision and charged bytes. */
-  dropOldest(): { revision: number; bytes: number } {
-    const at = this.head++;
-    const dropped = { revision: this.revisions[at]!, bytes: changeBytes(this.keys[at]!, this.values[at]) };
+  /** Drops the oldest change (there is one); returns its charged bytes. Read its revision first. */
+  dropOldest(): number {
+    const at = this.head;
+    const bytes = changeBytes(this.keys[at]!, this.values[at]);
     this.keys[at] = "";
     this.values[at] = undefined;
-    // Compacts now and then, so the ring costs O(1) amortised per change.
-    if (this.head > 1024 && this.head * 2 > this.revisions.length) {
-      this.types = this.types.slice(this.head);
-      this.keys = this.keys.slice(this.head);
-      this.values = this.values.slice(this.head);
-      this.revisions = this.revisions.slice(this.head);
-      this.head = 0;
+    this.head = (at + 1) & (this.types.length - 1);
+    this.count--;
+    return bytes;
+  }
+
+  private grow(): void {
+    const capacity = this.types.length * 2;
+    const types = new Uint8Array(capacity);
+    const keys = new Array<string>(capacity).fill("");
+    const values = new Array<Uint8Array | undefined>(capacity).fill(undefined);
+    const revisions = new Float64Array(capacity);
+    const mask = this.types.length - 1;
+    for (let i = 0; i < this.count; i++) {
+      const from = (this.head + i) & mask;
+      types[i] = this.types[from]!;
+      keys[i] = this.keys[from]!;
+      values[i] = this.values[from];
+      revisions[i] = this.revisions[from]!;
     }
-    return dropped;
+    this.types = types;
+    this.keys = keys;
+    this.values = values;
+    this.revisions = revisions;
+    this.head = 0;
   }
 }
 
@@ -363,11 +389,11 @@ export class WatchHub {
   private trimHistory(): void {
     const max = this.options.historyBytesMax;
     while (this.historyBytes > max && this.history.size > 0) {
-      const dropped = this.history.dropOldest();
+      const revision = this.history.revisionAt(0);
+      this.historyBytes -= this.history.dropOldest();
       this.firstSeq++;
-      this.historyBytes -= dropped.bytes;
       // A revision may span several changes (a transaction): once one is gone, all of it is.
-      this.compactRev = Math.max(this.compactRev, dropped.revision + 1);
+      this.compactRev = Math.max(this.compactRev, revision + 1);
     }
   }
 }

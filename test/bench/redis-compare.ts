@@ -14,6 +14,9 @@
  *   dir on the same disk, set c=50 only, several short rounds alternating who goes first:
  *   a disk's fsync rate drifts within minutes, so each round's ratio is what counts;
  * - memory: loads --load-keys 128-byte values into both (lstore) and compares their RSS;
+ * - server CPU per operation (µs, user + system from /proc/PID/stat over each measured run,
+ *   all of the server's threads): the figure that does not depend on the machine's load,
+ *   unlike rates and latencies on a shared machine;
  * - prints tables with ratios, and kills every process it started.
  */
 import { existsSync } from "node:fs";
@@ -21,7 +24,15 @@ import { mkdir, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { RpcClient } from "../../src/rpc/client/index.ts";
-import { ensureDebianPackages, flagValue, freePort, ROOT, rssMib, runCommand } from "./commands.ts";
+import {
+  cpuSeconds,
+  ensureDebianPackages,
+  flagValue,
+  freePort,
+  ROOT,
+  rssMib,
+  runCommand,
+} from "./commands.ts";
 
 const VALUE_BYTES = 128;
 const START_TIMEOUT_MS = 10_000;
@@ -134,6 +145,19 @@ interface Measurement {
   p99Ms: number;
 }
 
+/** The server's CPU time (µs) per operation while `run` ran, and what `run` returned. */
+async function withServerCpu<T>(
+  pid: number,
+  run: () => Promise<T>,
+  opsOf: (result: T) => number,
+): Promise<{ result: T; cpuUsPerOp: number }> {
+  const before = await cpuSeconds(pid);
+  const result = await run();
+  const used = (await cpuSeconds(pid)) - before;
+  const ops = opsOf(result);
+  return { result, cpuUsPerOp: ops > 0 ? (used * 1e6) / ops : Number.NaN };
+}
+
 interface PerfRun {
   endpoint: string;
   shard?: number;
@@ -143,7 +167,13 @@ interface PerfRun {
   skip: string;
 }
 
-async function dkvPerf(dkv: string, run: PerfRun): Promise<Record<string, Measurement>> {
+/** One load tool's run: a measurement per test, and how many operations it did in all. */
+interface ToolRun {
+  results: Record<string, Measurement>;
+  ops: number;
+}
+
+async function dkvPerf(dkv: string, run: PerfRun): Promise<ToolRun> {
   const out = await runCommand([
     dkv,
     "kv",
@@ -164,11 +194,22 @@ async function dkvPerf(dkv: string, run: PerfRun): Promise<Record<string, Measur
     "--json",
   ]);
   const report = JSON.parse(out) as {
-    results: { test: string; opsPerSec: number; p50Ms: number; p99Ms: number }[];
+    results: {
+      test: string;
+      skipped: boolean;
+      ops: number;
+      opsPerSec: number;
+      p50Ms: number;
+      p99Ms: number;
+    }[];
   };
   const result: Record<string, Measurement> = {};
-  for (const r of report.results) result[r.test] = { opsPerSec: r.opsPerSec, p50Ms: r.p50Ms, p99Ms: r.p99Ms };
-  return result;
+  let ops = 0;
+  for (const r of report.results) {
+    result[r.test] = { opsPerSec: r.opsPerSec, p50Ms: r.p50Ms, p99Ms: r.p99Ms };
+    if (!r.skipped) ops += r.ops;
+  }
+  return { results: result, ops };
 }
 
 async function redisBenchmark(
@@ -177,7 +218,7 @@ async function redisBenchmark(
   threads: number,
   requests: number,
   keys: number,
-): Promise<Record<string, Measurement>> {
+): Promise<ToolRun> {
   const out = await runCommand([
     "redis-benchmark",
     "-h",
@@ -210,7 +251,7 @@ async function redisBenchmark(
       p99Ms: Number(row[column("p99_latency_ms")]),
     };
   }
-  return result;
+  return { results: result, ops: requests * (lines.length - 1) };
 }
 
 const keyOf = (i: number) => `key:${String(i).padStart(7, "0")}`;
@@ -299,7 +340,14 @@ function median(values: readonly number[]): number {
 }
 
 /** lstore vs Redis without persistence: set and get at c=10 and c=50, best of rounds. */
-async function lstoreSection(s: Settings, endpoint: string, redisPort: number): Promise<void> {
+async function lstoreSection(
+  s: Settings,
+  dkvServer: { pid: number; endpoint: string },
+  redisServer: { pid: number; port: number },
+): Promise<void> {
+  const { endpoint } = dkvServer;
+  const redisPort = redisServer.port;
+  const cpuUsPerOp: Record<"dkv" | "redis", number[]> = { dkv: [], redis: [] };
   const best: Record<string, { dkv: Measurement; redis: Measurement }> = {};
   const keep = (key: string, side: "dkv" | "redis", m: Measurement | undefined) => {
     if (m === undefined) return;
@@ -313,19 +361,26 @@ async function lstoreSection(s: Settings, endpoint: string, redisPort: number): 
       // Alternate who goes first so neither always runs on a warmer machine.
       const order = (round + threads) % 2 === 0 ? (["dkv", "redis"] as const) : (["redis", "dkv"] as const);
       for (const side of order) {
-        const results =
-          side === "dkv"
-            ? await dkvPerf(s.dkv, {
-                endpoint,
-                threads,
-                keys: s.keys,
-                durationText: s.durationText,
-                skip: "set-large,delete,has,has-not,mixed",
-              })
-            : await redisBenchmark(redisPort, "set,get", threads, s.redisRequests, s.keys);
+        const measured = await withServerCpu(
+          side === "dkv" ? dkvServer.pid : redisServer.pid,
+          () =>
+            side === "dkv"
+              ? dkvPerf(s.dkv, {
+                  endpoint,
+                  threads,
+                  keys: s.keys,
+                  durationText: s.durationText,
+                  skip: "set-large,delete,has,has-not,mixed",
+                })
+              : redisBenchmark(redisPort, "set,get", threads, s.redisRequests, s.keys),
+          (run) => run.ops,
+        );
+        const { results } = measured.result;
+        cpuUsPerOp[side].push(measured.cpuUsPerOp);
         for (const test of ["set", "get"]) keep(`${test} c=${threads}`, side, results[test]);
         console.log(
-          `round ${round} ${side} c=${threads}: set ${fmt(results.set?.opsPerSec ?? 0)} ops/s, get ${fmt(results.get?.opsPerSec ?? 0)} ops/s`,
+          `round ${round} ${side} c=${threads}: set ${fmt(results.set?.opsPerSec ?? 0)} ops/s, get ${fmt(results.get?.opsPerSec ?? 0)} ops/s, ` +
+            `server CPU ${measured.cpuUsPerOp.toFixed(1)} µs/op`,
         );
       }
     }
@@ -343,6 +398,11 @@ async function lstoreSection(s: Settings, endpoint: string, redisPort: number): 
         `${(d.p99Ms / r.p99Ms).toFixed(2).padStart(15)}`,
     );
   }
+  const dkvCpu = median(cpuUsPerOp.dkv);
+  const redisCpu = median(cpuUsPerOp.redis);
+  console.log(
+    `server CPU per op (set+get, all runs, median): dkv ${dkvCpu.toFixed(1)} µs, redis ${redisCpu.toFixed(1)} µs, dkv/redis ${(dkvCpu / redisCpu).toFixed(2)}`,
+  );
 }
 
 /**
@@ -377,23 +437,29 @@ async function durableSection(s: Settings, dataRoot: string): Promise<void> {
   await dkvPerf(s.dkv, { ...run, durationText: "1s" });
   await redisBenchmark(redis.port, "set", 50, 20_000, DURABLE_KEYS);
   const redisRequests = Math.max(10_000, Math.round(s.redisRequests / 10));
-  const rows: { dkv: Measurement; redis: Measurement }[] = [];
+  type Row = Measurement & { cpuUsPerOp: number };
+  const rows: { dkv: Row; redis: Row }[] = [];
   for (let round = 1; round <= s.durableRounds; round++) {
     const order = round % 2 === 1 ? (["dkv", "redis"] as const) : (["redis", "dkv"] as const);
-    const row: Partial<Record<"dkv" | "redis", Measurement>> = {};
+    const row: Partial<Record<"dkv" | "redis", Row>> = {};
     for (const side of order) {
-      const result =
-        side === "dkv"
-          ? await dkvPerf(s.dkv, run)
-          : await redisBenchmark(redis.port, "set", 50, redisRequests, DURABLE_KEYS);
-      const set = result.set;
+      const measured = await withServerCpu(
+        side === "dkv" ? dkv.proc.pid : redis.proc.pid,
+        () =>
+          side === "dkv"
+            ? dkvPerf(s.dkv, run)
+            : redisBenchmark(redis.port, "set", 50, redisRequests, DURABLE_KEYS),
+        (tool) => tool.ops,
+      );
+      const set = measured.result.results.set;
       if (set === undefined) throw new Error(`${side}: no set result`);
-      row[side] = set;
+      row[side] = { ...set, cpuUsPerOp: measured.cpuUsPerOp };
     }
-    rows.push({ dkv: row.dkv!, redis: row.redis! });
+    const { dkv: d, redis: r } = row as { dkv: Row; redis: Row };
+    rows.push({ dkv: d, redis: r });
     console.log(
-      `durable round ${round}: dkv ${fmt(row.dkv!.opsPerSec)} ops/s (p99 ${row.dkv!.p99Ms.toFixed(2)} ms), ` +
-        `redis ${fmt(row.redis!.opsPerSec)} ops/s (p99 ${row.redis!.p99Ms.toFixed(2)} ms), ratio ${(row.dkv!.opsPerSec / row.redis!.opsPerSec).toFixed(2)}`,
+      `durable round ${round}: dkv ${fmt(d.opsPerSec)} ops/s (p99 ${d.p99Ms.toFixed(2)} ms, CPU ${d.cpuUsPerOp.toFixed(1)} µs/op), ` +
+        `redis ${fmt(r.opsPerSec)} ops/s (p99 ${r.p99Ms.toFixed(2)} ms, CPU ${r.cpuUsPerOp.toFixed(1)} µs/op), ratio ${(d.opsPerSec / r.opsPerSec).toFixed(2)}`,
     );
   }
   const ratios = rows.map((r) => r.dkv.opsPerSec / r.redis.opsPerSec);
@@ -405,6 +471,11 @@ async function durableSection(s: Settings, dataRoot: string): Promise<void> {
     `dkv/redis ops/s: median ${median(ratios).toFixed(2)} (rounds ${ratios.map((r) => r.toFixed(2)).join(", ")}); ` +
       `p99 dkv/redis: median ${median(p99Ratios).toFixed(2)}; ` +
       `median ops/s dkv ${fmt(median(rows.map((r) => r.dkv.opsPerSec)))}, redis ${fmt(median(rows.map((r) => r.redis.opsPerSec)))}`,
+  );
+  const dkvCpu = median(rows.map((r) => r.dkv.cpuUsPerOp));
+  const redisCpu = median(rows.map((r) => r.redis.cpuUsPerOp));
+  console.log(
+    `server CPU per set (median of rounds): dkv ${dkvCpu.toFixed(1)} µs, redis ${redisCpu.toFixed(1)} µs, dkv/redis ${(dkvCpu / redisCpu).toFixed(2)}`,
   );
   for (const proc of [dkv.proc, redis.proc]) proc.kill("SIGTERM");
   await Promise.all([dkv.proc.exited, redis.proc.exited]);
@@ -445,7 +516,11 @@ async function main(): Promise<void> {
       console.log(
         `${s.rounds} rounds, dkv ${s.durationText} per test, redis ${s.redisRequests} requests per test, ${s.keys} keys, ${VALUE_BYTES} B values`,
       );
-      await lstoreSection(s, dkv.endpoint, redis.port);
+      await lstoreSection(
+        s,
+        { pid: dkv.proc.pid, endpoint: dkv.endpoint },
+        { pid: redis.proc.pid, port: redis.port },
+      );
     }
     if (s.sections.has("memory")) await memorySection(s, dkv.proc, dkv.endpoint, redis.proc, redis.port);
     for (const proc of [dkv.proc, redis.proc]) proc.kill("SIGTERM");

@@ -78,6 +78,33 @@ export function finishFrame(out: ByteWriter, start: number, header: Omit<FrameHe
   return bodyLength;
 }
 
+/**
+ * Fills in the header of a reply to `request` (same request id, shard, op and client id)
+ * once its body is written: finishFrame without a header object per reply.
+ */
+export function finishReplyFrame(
+  out: ByteWriter,
+  start: number,
+  request: FrameHeader,
+  serializer: number,
+  flags: number,
+): number {
+  const bodyLength = out.length - start - headerBytes;
+  const v = out.view;
+  out.buf[start] = frameMagic;
+  out.buf[start + 1] = protocolVersion;
+  out.buf[start + 2] = serializer;
+  out.buf[start + 3] = flags;
+  v.setUint32(start + 4, bodyLength, true);
+  v.setUint32(start + 8, request.requestId, true);
+  v.setUint32(start + 12, request.shard, true);
+  v.setUint16(start + 16, request.op, true);
+  v.setUint16(start + 18, 0, true);
+  v.setUint32(start + 20, request.clientIdHigh, true);
+  v.setUint32(start + 24, request.clientIdLow, true);
+  return bodyLength;
+}
+
 const utf8Encoder = new TextEncoder();
 const utf8Decoder = new TextDecoder();
 

@@ -1,3 +1,4 @@
+import { decodeRange } from "../../text.ts";
 import type { ByteWriter } from "../protocol/byte-writer.ts";
 import { type FieldSpec, type Message, serializerIds } from "../protocol/types.ts";
 import { asBytes, badBody, recordsOf } from "./fields.ts";
@@ -65,31 +66,55 @@ export class BinarySerializer implements Serializer {
   }
 
   read(schema: readonly FieldSpec[], body: Uint8Array): Message {
-    const view = new DataView(body.buffer, body.byteOffset, body.byteLength);
-    const [message, pos] = readFields(schema, body, view, 0);
-    if (pos !== body.length) throw badBody("binary", `${body.length - pos} unexpected trailing bytes`);
+    const reader = new FieldReader(body);
+    const message = reader.fields(schema);
+    if (reader.pos !== body.length)
+      throw badBody("binary", `${body.length - reader.pos} unexpected trailing bytes`);
     return message;
   }
 }
 
-/** Reads one message of `schema` starting at `start`; returns it and the position after it. */
-function readFields(
-  schema: readonly FieldSpec[],
-  body: Uint8Array,
-  view: DataView,
-  start: number,
-): [Message, number] {
-  {
+/** Scratch bytes for f64 and u64 fields: read off any array without a DataView over its buffer. */
+const scratchBytes = new Uint8Array(8);
+const scratchView = new DataView(scratchBytes.buffer);
+
+/**
+ * Reads a body's fields from its bytes, with no DataView over them (a small array's
+ * `.buffer` is costly in JSC) and nothing allocated per field but its value.
+ */
+class FieldReader {
+  pos = 0;
+
+  constructor(private readonly body: Uint8Array) {}
+
+  private need(bytes: number, name: string): void {
+    if (this.pos + bytes > this.body.length) throw badBody("binary", `field "${name}" is truncated`);
+  }
+
+  private u32(): number {
+    const b = this.body;
+    const at = this.pos;
+    this.pos = at + 4;
+    return (b[at]! | (b[at + 1]! << 8) | (b[at + 2]! << 16) | (b[at + 3]! << 24)) >>> 0;
+  }
+
+  private scratch8(): DataView {
+    const b = this.body;
+    const at = this.pos;
+    for (let i = 0; i < 8; i++) scratchBytes[i] = b[at + i]!;
+    this.pos = at + 8;
+    return scratchView;
+  }
+
+  /** One message of `schema` from `pos` on. */
+  fields(schema: readonly FieldSpec[]): Message {
+    const body = this.body;
     const message: Message = {};
-    let pos = start;
-    const need = (bytes: number, name: string): void => {
-      if (pos + bytes > body.length) throw badBody("binary", `field "${name}" is truncated`);
-    };
     for (const spec of schema) {
       let type = spec.type;
       if (type === "optStr" || type === "optBytes" || type === "optU64") {
-        need(1, spec.name);
-        if (body[pos++] === 0) {
+        this.need(1, spec.name);
+        if (body[this.pos++] === 0) {
           message[spec.name] = undefined;
           continue;
         }
@@ -98,55 +123,50 @@ function readFields(
       switch (type) {
         case "str":
         case "bytes": {
-          need(4, spec.name);
-          const length = view.getUint32(pos, true);
-          pos += 4;
-          need(length, spec.name);
-          const slice = body.subarray(pos, pos + length);
-          pos += length;
-          if (type === "bytes") message[spec.name] = slice.slice();
+          this.need(4, spec.name);
+          const length = this.u32();
+          this.need(length, spec.name);
+          const start = this.pos;
+          const end = start + length;
+          if (type === "bytes") message[spec.name] = body.slice(start, end);
           else {
             try {
-              message[spec.name] = utf8Decoder.decode(slice);
+              message[spec.name] = decodeRange(utf8Decoder, body, start, end);
             } catch {
               throw badBody("binary", `field "${spec.name}" is not valid UTF-8`);
             }
           }
+          this.pos = end;
           break;
         }
         case "num":
-          need(8, spec.name);
-          message[spec.name] = view.getFloat64(pos, true);
-          pos += 8;
+          this.need(8, spec.name);
+          message[spec.name] = this.scratch8().getFloat64(0, true);
           break;
         case "bool":
-          need(1, spec.name);
-          message[spec.name] = body[pos++] !== 0;
+          this.need(1, spec.name);
+          message[spec.name] = body[this.pos++] !== 0;
           break;
         case "u64":
-          need(8, spec.name);
-          message[spec.name] = view.getBigUint64(pos, true);
-          pos += 8;
+          this.need(8, spec.name);
+          message[spec.name] = this.scratch8().getBigUint64(0, true);
           break;
         case "records": {
-          need(4, spec.name);
-          const count = view.getUint32(pos, true);
-          pos += 4;
+          this.need(4, spec.name);
+          const count = this.u32();
           // Grows only as records are actually read, so a forged count cannot allocate.
           const list: Message[] = [];
           for (let i = 0; i < count; i++) {
-            if (pos >= body.length && spec.of!.length > 0)
+            if (this.pos >= body.length && spec.of!.length > 0)
               throw badBody("binary", `field "${spec.name}" is truncated`);
-            const [record, next] = readFields(spec.of!, body, view, pos);
-            list.push(record);
-            pos = next;
+            list.push(this.fields(spec.of!));
           }
           message[spec.name] = list;
           break;
         }
       }
     }
-    return [message, pos];
+    return message;
   }
 }
 

@@ -2,8 +2,9 @@ import type { Identity, TokenAuthority } from "../../auth/index.ts";
 import { DkvError } from "../../errors.ts";
 import type { ILockManager } from "../../lockmgr/types.ts";
 import type { StageTrace } from "../../raft/host/types.ts";
+import { LocalStore } from "../../store/local.ts";
 import type { RequestOrigin } from "../../store/replicated/command.ts";
-import type { IStore } from "../../store/types.ts";
+import type { IStore, ValueInput } from "../../store/types.ts";
 import { type DeadlineEntry, DeadlineQueue } from "../deadline-queue.ts";
 import type { ClusterStatusReport } from "../protocol/cluster-status.ts";
 import type { FrameHeader } from "../protocol/frame.ts";
@@ -14,6 +15,7 @@ import {
   type OpName,
   opNameByCode,
   type Requests,
+  type Responses,
   requestSchemas,
   type SerializerName,
   serializerIds,
@@ -21,7 +23,7 @@ import {
   wireRequestSchemas,
 } from "../protocol/types.ts";
 import type { Serializer } from "../serializer/types.ts";
-import { DedupCache, type DedupEntry, type DedupLimits, dedupKey } from "./dedup-cache.ts";
+import { DedupCache, type DedupGeneration, type DedupLimits, dedupKey } from "./dedup-cache.ts";
 import { originOf } from "./lock-owner.ts";
 import { type OpEntry, opTable } from "./op-table.ts";
 
@@ -37,13 +39,25 @@ export { attemptOriginOf, lockOwnerIdOf, originOf } from "./lock-owner.ts";
  * `storeForAttempt`), so a retry through any member reports the first try's owner and token.
  */
 export type ShardHandler =
-  | { kind: "store"; store: IStore; forOrigin?: (origin: RequestOrigin) => ShardHandler }
+  | {
+      kind: "store";
+      store: IStore;
+      forOrigin?: (origin: RequestOrigin) => ShardHandler;
+      /** The same store's writes under a given origin (a DStore): set/delete need no view per request. */
+      originWrites?: OriginWrites;
+    }
   | {
       kind: "lock";
       locks: ILockManager;
       store: IStore;
       forOrigin?: (origin: RequestOrigin) => ShardHandler;
     };
+
+/** Writes that take the request's origin themselves (DStore's set and delete). */
+export interface OriginWrites {
+  set(key: string, value: ValueInput, origin: RequestOrigin): Promise<void>;
+  delete(key: string, origin: RequestOrigin): Promise<void>;
+}
 
 export interface RpcLogger {
   info(message: string): void;
@@ -137,20 +151,26 @@ export class RequestDispatcher {
       this.dispatchMembership(header, body, target);
       return;
     }
-    const checked = this.check(header);
-    if (checked instanceof DkvError) {
-      this.refused(header, checked, target);
-      return;
+    // The common case without an object per request; check() says what is wrong otherwise.
+    const op = opNameByCode(header.op);
+    const handler = op === undefined ? undefined : this.options.shards.get(header.shard);
+    if (op === undefined || handler === undefined || !servesOp(handler, op)) {
+      const checked = this.check(header);
+      if (checked instanceof DkvError) {
+        this.refused(header, checked, target);
+        return;
+      }
+      throw new Error(`dispatcher: check() accepted what the fast path refused (op ${header.op})`);
     }
     let message: Message;
     try {
       if (header.serializer !== this.options.serializer.id) throw this.mismatch(header.serializer);
-      message = this.options.serializer.read(requestSchemas[checked.op], body);
+      message = this.options.serializer.read(requestSchemas[op], body);
     } catch (error) {
       this.refused(header, toDkvError(error, false), target);
       return;
     }
-    this.dispatchMessage(header, checked.op, checked.handler, message, target);
+    this.dispatchMessage(header, op, handler, message, target);
   }
 
   /** The clusterStatus report of this server (also what GET /v1/cluster/status shows). */
@@ -273,28 +293,35 @@ export class RequestDispatcher {
       return;
     }
     const isWrite = entryOfOp.write;
-    let entry: DedupEntry | undefined;
+    let generation: DedupGeneration | undefined;
+    let dedupAt = -1;
     const identified = header.clientIdHigh !== 0 || header.clientIdLow !== 0;
     let served = handler;
     let origin: RequestOrigin | undefined;
+    const replicated = entryOfOp.replicated;
     if (isWrite && identified && handler.forOrigin !== undefined) {
       origin = originOf(header);
-      served = handler.forOrigin(origin);
+      // A plain write on a DStore takes the origin itself: no per-request view.
+      if (replicated === undefined || handler.kind !== "store" || handler.originWrites === undefined)
+        served = handler.forOrigin(origin);
     } else if (isWrite && identified) {
       const cache = this.dedupByShard.get(header.shard)!;
-      const found = cache.lookupOrInsert(dedupKey(header));
-      if (!found.fresh) {
+      dedupAt = cache.admit(header, target);
+      if (dedupAt < 0) {
         this.options.logger.debug(
           `duplicate request ${dedupKey(header)} on shard ${header.shard}: replaying`,
         );
-        if (found.entry.done) target.deliver(header, found.entry.response, found.entry.error);
-        else found.entry.waiters.push({ header, deliver: (h, r, e) => target.deliver(h, r, e) });
         return;
       }
-      entry = found.entry;
+      generation = cache.current;
+    }
+    const local = entryOfOp.local;
+    if (local !== undefined && served.kind === "store" && served.store instanceof LocalStore) {
+      this.answerNow(header, local, served.store, request, isWrite, generation, dedupAt, target);
+      return;
     }
     this.inflightCount++;
-    const call = new ServerCall(header, target, entry, isWrite, this, this.options.observer);
+    const call = new ServerCall(header, target, generation, dedupAt, isWrite, this, this.options.observer);
     const deadlines = this.deadlines;
     if (deadlines !== undefined) {
       const extraMs = entryOfOp.extraTimeMs?.(request) ?? 0;
@@ -304,10 +331,41 @@ export class RequestDispatcher {
     }
     const observer = this.options.observer;
     call.trace = observer?.started?.(header);
-    entryOfOp
-      .handle(served, request, origin, this.stopping.signal)
-      .then((response) => call.onResponse(response as unknown as Message), call.onError);
+    const originWrites = served.kind === "store" ? served.originWrites : undefined;
+    const applied =
+      replicated !== undefined && origin !== undefined && originWrites !== undefined
+        ? replicated(originWrites, request, origin)
+        : entryOfOp.handle(served, request, origin, this.stopping.signal);
+    applied.then((response) => call.onResponse(response as unknown as Message), call.onError);
     observer?.handedOff?.();
+  }
+
+  /**
+   * An op a LocalStore does in one synchronous engine call: answered at once, with no
+   * promise, call object or deadline (nothing can outlast it).
+   */
+  private answerNow(
+    header: FrameHeader,
+    local: (store: LocalStore, request: Requests[OpName]) => Responses[OpName],
+    store: LocalStore,
+    request: Requests[OpName],
+    isWrite: boolean,
+    generation: DedupGeneration | undefined,
+    dedupAt: number,
+    target: ReplyTarget,
+  ): void {
+    const observer = this.options.observer;
+    const startMs = observer === undefined ? 0 : performance.now();
+    let response: Message | undefined;
+    let error: DkvError | undefined;
+    try {
+      response = local(store, request) as unknown as Message;
+    } catch (thrown) {
+      error = toDkvError(thrown, isWrite);
+    }
+    generation?.complete(dedupAt, response, error);
+    observer?.replied(header, error, startMs, undefined);
+    target.deliver(header, response, error);
   }
 
   /**
@@ -378,7 +436,8 @@ class ServerCall implements DeadlineEntry {
   constructor(
     private readonly header: FrameHeader,
     private readonly target: ReplyTarget,
-    private readonly entry: DedupEntry | undefined,
+    private readonly dedup: DedupGeneration | undefined,
+    private readonly dedupAt: number,
     private readonly isWrite: boolean,
     private readonly dispatcher: RequestDispatcher,
     private readonly observer?: RequestObserver,
@@ -411,13 +470,19 @@ class ServerCall implements DeadlineEntry {
 
   private finish(response: Message | undefined, error: DkvError | undefined): void {
     if (this.timer !== undefined) clearTimeout(this.timer);
-    this.entry?.complete(response, error);
+    this.dedup?.complete(this.dedupAt, response, error);
     this.dispatcher.finished(this);
     if (this.done) return;
     this.done = true;
     this.observer?.replied(this.header, error, this.startMs, this.trace);
     this.target.deliver(this.header, response, error);
   }
+}
+
+/** Whether a shard of `handler`'s kind serves `op` (checkNamed's rule, without its errors). */
+function servesOp(handler: ShardHandler, op: OpName): boolean {
+  const served = opTable[op].shards;
+  return handler.kind === "lock" ? served !== "store" : served !== "lock";
 }
 
 export function toDkvError(error: unknown, mayHaveApplied: boolean): DkvError {

@@ -1,9 +1,11 @@
 import { DkvError } from "../../errors.ts";
+import type { LocalStore } from "../../store/local.ts";
 import type { RequestOrigin } from "../../store/replicated/command.ts";
 import type { EntryInfo } from "../../store/types.ts";
 import { txnFromWire, txnResultToWire } from "../protocol/txn-wire.ts";
 import type { OpName, Requests, Responses, WireEntry } from "../protocol/types.ts";
-import type { ShardHandler } from "./dispatcher.ts";
+import { EMPTY_REPLY } from "./dedup-cache.ts";
+import type { OriginWrites, ShardHandler } from "./dispatcher.ts";
 import { lockOwnerIdOf } from "./lock-owner.ts";
 
 /** What a caller must be allowed to do to run an op (checked once, at the dispatcher's entry). */
@@ -27,6 +29,21 @@ export interface OpEntry<K extends OpName> {
   readonly validate?: (request: Requests[K]) => DkvError | undefined;
   /** Extra server-side time the op may take beyond the request timeout (a blocking acquire's wait). */
   readonly extraTimeMs?: (request: Requests[K]) => number;
+  /**
+   * The same op done synchronously on a LocalStore (no promise, no copy of a value the
+   * request owns): the dispatcher answers at once. Only for ops whose LocalStore call is
+   * one engine call.
+   */
+  readonly local?: (store: LocalStore, request: Requests[K]) => Responses[K];
+  /**
+   * The same write on a DStore under the request's origin, without the per-request view
+   * that ShardHandler.forOrigin makes: the dispatcher calls it for a dstore shard.
+   */
+  readonly replicated?: (
+    store: OriginWrites,
+    request: Requests[K],
+    origin: RequestOrigin,
+  ) => Promise<Responses[K]>;
   handle(
     handler: ShardHandler,
     request: Requests[K],
@@ -38,7 +55,12 @@ export interface OpEntry<K extends OpName> {
 
 export type OpTable = { readonly [K in OpName]: OpEntry<K> };
 
-const empty = {} as Record<string, never>;
+/** The reply of writes that answer nothing: the dedup cache remembers it as one byte. */
+const empty = EMPTY_REPLY;
+
+function toEmpty(): typeof empty {
+  return empty;
+}
 
 /**
  * The longest long poll of watchLost (waitMs 0 means this): a request is bounded in time,
@@ -61,6 +83,12 @@ export const opTable: OpTable = {
   set: {
     shards: "store",
     write: true,
+    // The decoded request's value is a fresh copy (the serializer's): the store may keep it.
+    local(store, r) {
+      store.setOwned(r.key, r.value);
+      return empty;
+    },
+    replicated: (store, r, origin) => store.set(r.key, r.value, origin).then(toEmpty),
     async handle({ store }, r) {
       await store.set(r.key, r.value);
       return empty;
@@ -84,6 +112,12 @@ export const opTable: OpTable = {
   get: {
     shards: "store",
     write: false,
+    local(store, r) {
+      const entry = store.getEntryNow(r.key);
+      if (entry === undefined) return { value: undefined, version: 0, createRevision: 0, modRevision: 0 };
+      const { value, version, createRevision, modRevision } = entry;
+      return { value, version, createRevision, modRevision };
+    },
     async handle({ store }, r) {
       const entry = await store.getEntry(r.key);
       if (entry === undefined) return { value: undefined, version: 0, createRevision: 0, modRevision: 0 };
@@ -94,6 +128,7 @@ export const opTable: OpTable = {
   has: {
     shards: "store",
     write: false,
+    local: (store, r) => ({ found: store.hasNow(r.key) }),
     async handle({ store }, r) {
       return { found: await store.has(r.key) };
     },
@@ -109,6 +144,11 @@ export const opTable: OpTable = {
   delete: {
     shards: "store",
     write: true,
+    local(store, r) {
+      store.deleteNow(r.key);
+      return empty;
+    },
+    replicated: (store, r, origin) => store.delete(r.key, origin).then(toEmpty),
     async handle({ store }, r) {
       await store.delete(r.key);
       return empty;

@@ -3,7 +3,7 @@ import type { ByteWriter } from "../protocol/byte-writer.ts";
 import {
   beginFrame,
   type FrameHeader,
-  finishFrame,
+  finishReplyFrame,
   flagError,
   flagResponse,
   headerBytes,
@@ -41,5 +41,5 @@ export function writeReplyFrame(
       );
     }
   }
-  finishFrame(out, start, { ...header, serializer: serializer.id, flags });
+  finishReplyFrame(out, start, header, serializer.id, flags);
 }

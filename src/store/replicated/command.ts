@@ -1,4 +1,5 @@
 import { DkvError, type DkvErrorCode } from "../../errors.ts";
+import { decodeRange } from "../../text.ts";
 import { decodeLockQueueValue, type LockQueueRequest } from "../lock-queue.ts";
 import type { CheckedTxn } from "../txn.ts";
 import type { StoreLimits } from "../types.ts";
@@ -82,19 +83,18 @@ function f64(data: Uint8Array, at: number): number {
 }
 
 export function encodeCommand(command: Command): Uint8Array {
-  const key = utf8.encode(command.key);
-  const { value, origin } = command;
+  const { key, value, origin } = command;
+  const keyBytes = utf8Length(key);
   const originBytes = origin === undefined ? 0 : ORIGIN_BYTES;
-  // The ArrayBuffer first: asking a small Uint8Array for its `.buffer` copies it (see u16).
-  const buffer = new ArrayBuffer(HEADER_BYTES + originBytes + key.byteLength + value.byteLength);
-  const out = new Uint8Array(buffer);
-  const view = new DataView(buffer);
-  view.setUint8(0, command.op);
-  view.setUint8(1, origin === undefined ? 0 : FLAG_ORIGIN);
-  view.setUint32(4, key.byteLength, true);
-  view.setUint32(8, value.byteLength, true);
-  view.setFloat64(12, command.expireInMs, true);
-  view.setFloat64(20, command.deleteInMs, true);
+  // One array, written byte by byte: no encoded copy of the key, no ArrayBuffer or DataView
+  // object per write (a small array's `.buffer` is costly in JSC, see u16).
+  const out = new Uint8Array(HEADER_BYTES + originBytes + keyBytes + value.byteLength);
+  out[0] = command.op;
+  out[1] = origin === undefined ? 0 : FLAG_ORIGIN;
+  putU32(out, 4, keyBytes);
+  putU32(out, 8, value.byteLength);
+  putF64(out, 12, command.expireInMs);
+  putF64(out, 20, command.deleteInMs);
   let pos = HEADER_BYTES;
   if (origin !== undefined) {
     if (origin.clientId.byteLength !== CLIENT_ID_BYTES || !Number.isSafeInteger(origin.requestId)) {
@@ -104,12 +104,41 @@ export function encodeCommand(command: Command): Uint8Array {
       );
     }
     out.set(origin.clientId, pos);
-    view.setFloat64(pos + CLIENT_ID_BYTES, origin.requestId, true);
+    putF64(out, pos + CLIENT_ID_BYTES, origin.requestId);
     pos += ORIGIN_BYTES;
   }
-  out.set(key, pos);
-  out.set(value, pos + key.byteLength);
+  putUtf8(out, pos, key, keyBytes);
+  out.set(value, pos + keyBytes);
   return out;
+}
+
+/** UTF-8 length of `text`; an ASCII string's is its length (the common key). */
+function utf8Length(text: string): number {
+  for (let i = 0; i < text.length; i++) {
+    if (text.charCodeAt(i) >= 0x80) return Buffer.byteLength(text, "utf8");
+  }
+  return text.length;
+}
+
+/** Writes `text` (`bytes` long in UTF-8) at `at`. */
+function putUtf8(out: Uint8Array, at: number, text: string, bytes: number): void {
+  if (bytes === text.length) {
+    for (let i = 0; i < bytes; i++) out[at + i] = text.charCodeAt(i);
+    return;
+  }
+  utf8.encodeInto(text, out.subarray(at, at + bytes));
+}
+
+function putU32(out: Uint8Array, at: number, value: number): void {
+  out[at] = value & 0xff;
+  out[at + 1] = (value >>> 8) & 0xff;
+  out[at + 2] = (value >>> 16) & 0xff;
+  out[at + 3] = value >>> 24;
+}
+
+function putF64(out: Uint8Array, at: number, value: number): void {
+  f64View.setFloat64(0, value, true);
+  for (let i = 0; i < 8; i++) out[at + i] = f64Bytes[i]!;
 }
 
 /**
@@ -205,7 +234,7 @@ function parseCommand(data: Uint8Array, copyValue: boolean): Command {
     throw invalid(keyless ? `op ${op} has no key of its own` : "the key is empty");
   let key: string;
   try {
-    key = utf8Decoder.decode(data.subarray(pos, pos + keyBytes));
+    key = decodeRange(utf8Decoder, data, pos, pos + keyBytes);
   } catch {
     // The fatal decoder's TypeError says only that the bytes are not UTF-8.
     throw invalid("the key is not valid UTF-8");
