@@ -277,11 +277,15 @@ export class LockManager implements ILockManager {
     const onAbort = () => stop.abort();
     options.signal?.addEventListener("abort", onAbort, { once: true });
     if (waitMs > 0) void this.clock.sleep(waitMs).then(onAbort);
-    // Watching before looking: a change after the look is an event, none is missed.
+    // Watching before looking: a change after the look is an event, none is missed. The
+    // watch may start behind the look (a member that has not applied the latest writes
+    // yet): changes up to the look's revision are history the look already saw.
     const events = this.store.watch(key, { signal: stop.signal });
     try {
-      if (!(await this.isHeldBy(key, owner))) return "lost";
+      const entry = await this.store.getEntry(key);
+      if (entry?.value === undefined || Buffer.from(entry.value).toString("latin1") !== owner) return "lost";
       for await (const event of events) {
+        if (event.type === "progress" || event.revision <= entry.modRevision) continue;
         if (event.type === "delete") return "released";
         if (event.type === "expire") return "expired";
         if (

@@ -89,3 +89,27 @@ describe("LockManager", () => {
     await store.close();
   });
 });
+
+describe("watchLost on a member whose watch starts behind its look", () => {
+  test("changes up to the look's revision are history: an old holder's write there does not read as 'lost'", async () => {
+    const inner = new LocalStore({ clock: new ManualClock(1_000_000) });
+    await inner.set("lock", "0".repeat(32)); // an earlier holder, overwritten below
+    const lagging = new Proxy(inner, {
+      get(target, property, receiver) {
+        if (property !== "watch") return Reflect.get(target, property, receiver);
+        // A member that has not applied the newest writes yet: its watch replays from an
+        // older revision, so the earlier holder's write comes first.
+        return (key: string, options?: { signal?: AbortSignal }) =>
+          target.watch(key, { ...options, fromRevision: 1 });
+      },
+    });
+    const locks = new LockManager(lagging);
+    await inner.delete("lock");
+    const holder = await locks.acquire("lock", 0);
+    expect(holder.acquired).toBe(true);
+    const lost = locks.watchLost("lock", holder.ownerId!);
+    await Bun.sleep(0);
+    expect(await locks.release("lock", holder.ownerId!)).toBe(true);
+    expect(await lost).toBe("released");
+  });
+});
