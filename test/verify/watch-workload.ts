@@ -132,6 +132,9 @@ class Watcher {
   }
 
   private record(event: WatchChange): void {
+    // The sentinel ends the history every watcher is compared over: a change after it (an
+    // expiry due right then) reaches some watchers before they are stopped and not others.
+    if (this.stream.complete) return;
     if (event.revision === this.lastRevision) this.seenAtLast++;
     else {
       this.lastRevision = event.revision;
