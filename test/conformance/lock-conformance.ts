@@ -3,7 +3,7 @@ import fc from "fast-check";
 import type { ManualClock } from "../../src/clock.ts";
 import type { AcquireResult, ILockManager } from "../../src/lockmgr/types.ts";
 import { expectDkvError } from "../support/assertions.ts";
-import { advanceAndFlush, settleWithClock } from "../support/drive.ts";
+import { advanceAndFlush, settledFlag, settleWithClock } from "../support/drive.ts";
 import { propertyParameters } from "../support/store-ops.ts";
 
 /** What a lock manager implementation hands the suite; the factory wires `clock` into it and its store. */
@@ -266,17 +266,9 @@ export function runLockConformance(name: string, factory: () => Promise<LockHarn
     describe("watchLost", () => {
       /** Whether `promise` is still pending after some real turns and clock steps. */
       async function stillWaiting(promise: Promise<unknown>): Promise<boolean> {
-        let done = false;
-        promise.then(
-          () => {
-            done = true;
-          },
-          () => {
-            done = true;
-          },
-        );
-        for (let i = 0; i < 4 && !done; i++) await advance(1);
-        return !done;
+        const done = settledFlag(promise);
+        for (let i = 0; i < 4 && !done(); i++) await advance(1);
+        return !done();
       }
 
       test("resolves 'released' when the owner releases, not before", async () => {

@@ -5,7 +5,7 @@ import { LocalStore } from "../../src/store/local.ts";
 import type { LockQueueRequest, LockQueueResult } from "../../src/store/types.ts";
 import { runLockConformance } from "../conformance/lock-conformance.ts";
 import { expectDkvError, text } from "../support/assertions.ts";
-import { settleWithClock } from "../support/drive.ts";
+import { flushIo, settledFlag, settleWithClock } from "../support/drive.ts";
 import { ModelKVDB } from "../support/model-kvdb.ts";
 
 runLockConformance("LockManager over LocalStore (MapleDB)", async () => {
@@ -108,7 +108,10 @@ describe("watchLost on a member whose watch starts behind its look", () => {
     const holder = await locks.acquire("lock", 0);
     expect(holder.acquired).toBe(true);
     const lost = locks.watchLost("lock", holder.ownerId!);
-    await Bun.sleep(0);
+    // It has looked and is watching: still waiting after its look's I/O.
+    const done = settledFlag(lost);
+    await flushIo();
+    expect(done()).toBe(false);
     expect(await locks.release("lock", holder.ownerId!)).toBe(true);
     expect(await lost).toBe("released");
   });

@@ -11,7 +11,7 @@ import type { Message, OpName } from "../../src/rpc/protocol/types.ts";
 import { queuePrefix } from "../../src/store/lock-queue.ts";
 import { DStoreStateMachine } from "../../src/store/replicated/state-machine.ts";
 import { TestCluster } from "../raft/host/cluster.ts";
-import { flushIo, settleWithClock } from "../support/drive.ts";
+import { flushIo, settledFlag, settleWithClock } from "../support/drive.ts";
 import { type LockMember, lockMember, sendToMember } from "./member-path.ts";
 
 const GROUP = 7;
@@ -66,17 +66,9 @@ async function startWaiting(
 
 /** Whether `promise` settles within a few event-loop turns (no clock time passes). */
 async function settlesSoon(promise: Promise<unknown>): Promise<boolean> {
-  let done = false;
-  promise.then(
-    () => {
-      done = true;
-    },
-    () => {
-      done = true;
-    },
-  );
-  for (let turn = 0; turn < 200 && !done; turn++) await flushIo();
-  return done;
+  const done = settledFlag(promise);
+  for (let turn = 0; turn < 200 && !done(); turn++) await flushIo();
+  return done();
 }
 
 /**

@@ -68,3 +68,13 @@ export async function advanceAndFlush(clock: ManualClock, ms: number): Promise<v
   await clock.advance(ms);
   for (let turn = 0; turn < FLUSH_TURNS; turn++) await flushIo();
 }
+
+/** A flag that turns true once `promise` settles either way (it never rejects itself). */
+export function settledFlag(promise: Promise<unknown>): () => boolean {
+  let done = false;
+  const mark = () => {
+    done = true;
+  };
+  promise.then(mark, mark);
+  return () => done;
+}
