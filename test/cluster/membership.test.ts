@@ -138,6 +138,13 @@ describe("grow, transfer, shrink, restart with a stale flag", () => {
     await expectConflict("node-3", ["add", "node-1=127.0.0.1:1"], /removed .* never reused/);
     const taken = before!.membership!.members.find((m) => m.id === "node-5")!.address;
     await expectConflict("node-3", ["add", `node-9=${taken}`], /already the address of node-5/);
+    // The address goes through the one host:port parser (a port like "1e3" is not digits).
+    const malformed = await cluster
+      .client(["node-3"])
+      .membership({ action: "add", id: "node-9", address: "127.0.0.1:1e3" })
+      .catch((error: unknown) => error);
+    expect((malformed as { code?: string }).code).toBe("BAD_REQUEST");
+    expect(String((malformed as Error).message)).toMatch(/is not HOST:PEER_PORT/);
 
     // A learner that never caught up (nothing listens at its address) is not promoted.
     const added = await clusterCli(cluster, "node-3", ["add", `node-9=127.0.0.1:${await freePort()}`]);

@@ -1,5 +1,8 @@
 import type { ConfChange, ConfState, NodeId } from "../core/types.ts";
 
+/** The id of the membership group, the extra Raft group every member runs (membership.ts). */
+export const MEMBERSHIP_GROUP_ID = 0xffff_ffff;
+
 /**
  * What the RaftHost asks of the cluster membership (membership.ts) when one is attached.
  * Each hook is cheap: it runs on the host's message paths.

@@ -1,15 +1,9 @@
 import { DkvError } from "../../errors.ts";
-import type { ConfChange, ConfState, NodeId, ProgressStatus, RaftLogger } from "../core/types.ts";
+import { tryParseHostPort } from "../../host-port.ts";
+import type { ConfChange, ConfState, NodeId, RaftLogger } from "../core/types.ts";
 import type { NodeTransport } from "../transport/types.ts";
-import {
-  decodeMembershipFrame,
-  encodeMembershipFrame,
-  type GroupAction,
-  type GroupReply,
-  type GroupRequest,
-  MembershipFrameKind,
-  replyError,
-} from "./membership-frames.ts";
+import { caughtUp, GroupActions, groupName } from "./membership-actions.ts";
+import { decodeMembershipFrame, encodeMembershipFrame, MembershipFrameKind } from "./membership-frames.ts";
 import {
   decodeRegistryResult,
   encodeRegistryCommand,
@@ -18,7 +12,13 @@ import {
   type RegistryCommand,
 } from "./membership-registry.ts";
 import { type MembershipSeed, writeSeed } from "./membership-seed.ts";
-import type { MemberInfo, MembershipHooks, MembershipView, RegistryState } from "./membership-types.ts";
+import {
+  MEMBERSHIP_GROUP_ID,
+  type MemberInfo,
+  type MembershipHooks,
+  type MembershipView,
+  type RegistryState,
+} from "./membership-types.ts";
 import type { RaftHost } from "./raft-host.ts";
 
 /**
@@ -37,16 +37,15 @@ import type { RaftHost } from "./raft-host.ts";
  * Every step is idempotent (a group already in the wanted state reports "unchanged"), so a
  * change that half-succeeded (the carrier died, a group timed out) is finished by running
  * the same command again; meanwhile the registry refuses changes of other members, until
- * the change's lease (PENDING_LEASE_MS of log time) runs out.
+ * the change's lease (PENDING_LEASE_MS of log time) runs out. Each group's step is run by
+ * GroupActions (membership-actions.ts), here or on that group's leader.
  */
-export const MEMBERSHIP_GROUP_ID = 0xffff_ffff;
+export { MEMBERSHIP_GROUP_ID };
 
 /** Ids as --cluster-members accepts them. */
 const MEMBER_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 /** A removed member told so at the handshake is logged at most this often (per id). */
 const NOTICE_LOG_INTERVAL_MS = 10_000;
-/** Bound on group requests this member has sent and awaits replies to. */
-const REQUESTS_IN_FLIGHT_MAX = 256;
 
 export interface ClusterMembershipConfig {
   host: RaftHost;
@@ -109,21 +108,14 @@ export interface MembershipStatus {
   removedSelf: boolean;
 }
 
-interface PendingRequest {
-  to: NodeId;
-  settle(reply: GroupReply): void;
-  timer: ReturnType<typeof setTimeout>;
-}
-
 export class ClusterMembership implements MembershipHooks {
   readonly registry: MemberRegistry;
   private readonly host: RaftHost;
   private readonly logger: RaftLogger;
   private readonly lastContact = new Map<NodeId, number>();
   private readonly noticeLoggedAt = new Map<NodeId, number>();
-  private readonly requests = new Map<number, PendingRequest>();
+  private readonly actions: GroupActions;
   private readonly listeners = new Set<(members: MemberInfo[]) => void>();
-  private nextRequestId = 1;
   private promoter: ReturnType<typeof setInterval> | undefined;
   private seedWrite: Promise<void> = Promise.resolve();
   private flagsChecked = false;
@@ -137,6 +129,7 @@ export class ClusterMembership implements MembershipHooks {
     this.logger = config.logger;
     const bootstrap = new Map(config.seed.bootstrap.map((member) => [member.id, member.address]));
     this.registry = new MemberRegistry(bootstrap, () => this.onRegistryChange());
+    this.actions = new GroupActions({ ...config, addressOf: (id) => this.registry.addressOf(id) });
     config.host.attachMembership(this);
   }
 
@@ -153,11 +146,7 @@ export class ClusterMembership implements MembershipHooks {
     this.closed = true;
     if (this.promoter !== undefined) clearInterval(this.promoter);
     this.promoter = undefined;
-    for (const request of this.requests.values()) {
-      clearTimeout(request.timer);
-      request.settle({ requestId: 0, ok: false, error: replyError(new DkvError("CLOSED", "shutting down")) });
-    }
-    this.requests.clear();
+    this.actions.close();
     return this.seedWrite;
   }
 
@@ -298,14 +287,9 @@ export class ClusterMembership implements MembershipHooks {
     }
     if (frame === undefined) return false;
     if (frame.kind === MembershipFrameKind.Request) {
-      void this.serveGroupRequest(from, frame);
+      void this.actions.serve(from, frame);
     } else if (frame.kind === MembershipFrameKind.Reply) {
-      const request = this.requests.get(frame.requestId);
-      if (request !== undefined && request.to === from) {
-        this.requests.delete(frame.requestId);
-        clearTimeout(request.timer);
-        request.settle(frame);
-      }
+      this.actions.onReply(from, frame);
     } else {
       this.noticeOfRemoval(from, frame.removed);
     }
@@ -314,15 +298,7 @@ export class ClusterMembership implements MembershipHooks {
 
   onUnreachable(to: NodeId): void {
     // A leader that died: give up on it now, so the change retries on the group's next leader.
-    for (const [requestId, request] of this.requests) {
-      if (request.to !== to) continue;
-      this.requests.delete(requestId);
-      clearTimeout(request.timer);
-      const error = new DkvError("UNAVAILABLE", `lost contact with ${to} during a membership request`, {
-        outcome: "unknown",
-      });
-      request.settle({ requestId, ok: false, error: replyError(error) });
-    }
+    this.actions.onUnreachable(to);
   }
 
   onConfChange(groupId: number, change: ConfChange, _conf: ConfState): void {
@@ -442,7 +418,7 @@ export class ClusterMembership implements MembershipHooks {
         continue;
       }
       try {
-        const unchanged = await this.runOnLeader(groupId, { action: "conf", change });
+        const unchanged = await this.actions.runOnLeader(groupId, { action: "conf", change });
         outcomes.push({ group: label(groupId), outcome: unchanged ? "unchanged" : "applied" });
       } catch (error) {
         failure = DkvError.is(error) ? error : new DkvError("INTERNAL", String(error));
@@ -479,7 +455,7 @@ export class ClusterMembership implements MembershipHooks {
     try {
       if (this.host.status(groupId).raft.leader === to)
         return { group: label(groupId), outcome: "unchanged" };
-      await this.runOnLeader(groupId, { action: "transfer", to });
+      await this.actions.runOnLeader(groupId, { action: "transfer", to });
       // Bounded by the deadline: wakes on every leader change.
       while (performance.now() < deadline) {
         if (this.host.status(groupId).raft.leader === to)
@@ -494,162 +470,6 @@ export class ClusterMembership implements MembershipHooks {
     } catch (error) {
       return { group: label(groupId), outcome: "failed", error: String(error) };
     }
-  }
-
-  /**
-   * Runs `action` on the leader of `groupId` (here or on its host), retrying through leader
-   * changes and a ConfChange still pending there, until the request timeout. True if the
-   * group was already in the wanted state.
-   */
-  private async runOnLeader(groupId: number, action: GroupAction): Promise<boolean> {
-    const timeoutMs = this.config.requestTimeoutMs;
-    const deadline = performance.now() + timeoutMs;
-    const waitMs = this.config.tickMs * 2;
-    let last: GroupReply["error"];
-    // Bounded by the deadline (each round waits at least waitMs or for a reply).
-    while (performance.now() < deadline) {
-      const leader = this.host.status(groupId).raft.leader;
-      // A leader just removed (our view lags its hand-over) cannot be asked: wait for the next.
-      const gone =
-        leader !== null && leader !== this.config.self && this.registry.addressOf(leader) === undefined;
-      if (leader === null || gone) {
-        await this.host.waitLeaderChange(groupId, waitMs);
-        continue;
-      }
-      const remaining = Math.max(1, Math.ceil(deadline - performance.now()));
-      // Not the whole deadline on one leader: one that stopped answering is replaced within
-      // an election timeout or two, and the change should go on with the next one.
-      const askMs = Math.min(remaining, Math.max(1000, 2 * this.config.electionTicks * this.config.tickMs));
-      const reply =
-        leader === this.config.self
-          ? await this.runHere(groupId, action, remaining)
-          : await this.ask(leader, { ...action, requestId: 0, groupId, timeoutMs: askMs });
-      if (reply.ok) return reply.unchanged === true;
-      last = reply.error;
-      const code = reply.error?.code;
-      if (
-        code !== "NOT_LEADER" &&
-        code !== "UNAVAILABLE" &&
-        code !== "TIMEOUT" &&
-        code !== "CLOSED" &&
-        code !== "REMOVED"
-      ) {
-        throw new DkvError(code ?? "INTERNAL", reply.error?.message ?? "refused");
-      }
-      await Bun.sleep(waitMs);
-    }
-    throw new DkvError(
-      "TIMEOUT",
-      `${groupName(groupId)}: no leader carried out the change within ${timeoutMs} ms${last === undefined ? "" : ` (last: ${last.message})`}; re-run the command`,
-      { outcome: "unknown" },
-    );
-  }
-
-  /** The leader's side: checks the change against this group's configuration and progress, then proposes it. */
-  private async runHere(groupId: number, action: GroupAction, timeoutMs: number): Promise<GroupReply> {
-    try {
-      const status = this.host.status(groupId).raft;
-      if (status.role !== "leader") {
-        return {
-          requestId: 0,
-          ok: false,
-          error: replyError(
-            new DkvError("NOT_LEADER", `${this.config.self} does not lead ${groupName(groupId)}`),
-          ),
-          leader: status.leader,
-        };
-      }
-      if (action.action === "transfer") {
-        this.host.transferLeadership(groupId, action.to);
-        return { requestId: 0, ok: true };
-      }
-      const { change } = action;
-      const { conf } = status;
-      const isVoter = conf.voters.includes(change.node);
-      const isLearner = conf.learners.includes(change.node);
-      if (change.type === "addLearner" && (isVoter || isLearner))
-        return { requestId: 0, ok: true, unchanged: true };
-      if (change.type === "removeNode") {
-        if (!isVoter && !isLearner) return { requestId: 0, ok: true, unchanged: true };
-        if (isVoter && conf.voters.length === 1) {
-          throw new DkvError(
-            "CONFLICT",
-            `${change.node} is the last voter of ${groupName(groupId)}; it cannot be removed`,
-          );
-        }
-      }
-      if (change.type === "addVoter") {
-        if (isVoter) return { requestId: 0, ok: true, unchanged: true };
-        if (!isLearner)
-          throw new DkvError(
-            "CONFLICT",
-            `${change.node} is not a learner of ${groupName(groupId)}; add it first`,
-          );
-        const progress = status.progress[change.node];
-        const lag = status.lastIndex - (progress?.match ?? 0);
-        if (!caughtUp(progress, lag, this.config.autoPromoteLagEntries)) {
-          throw new DkvError(
-            "CONFLICT",
-            `${change.node} lags ${lag} entries behind the leader of ${groupName(groupId)} (at most ${this.config.autoPromoteLagEntries} allowed, --auto-promote-lag); wait for it to catch up, then promote it`,
-          );
-        }
-      }
-      const attempt = this.host.tryProposeConfChange(groupId, change, timeoutMs);
-      if (!attempt.ok)
-        return { requestId: 0, ok: false, error: replyError(attempt.error), leader: attempt.leader };
-      await attempt.result;
-      return { requestId: 0, ok: true };
-    } catch (error) {
-      return { requestId: 0, ok: false, error: replyError(error) };
-    }
-  }
-
-  private async serveGroupRequest(from: NodeId, request: GroupRequest): Promise<void> {
-    const action: GroupAction =
-      request.action === "conf"
-        ? { action: "conf", change: request.change }
-        : { action: "transfer", to: request.to };
-    const timeoutMs = Math.min(Math.max(1, request.timeoutMs), this.config.requestTimeoutMs * 4);
-    const reply = await this.runHere(request.groupId, action, timeoutMs);
-    this.config.transport.sendHost(
-      from,
-      encodeMembershipFrame({ kind: MembershipFrameKind.Reply, ...reply, requestId: request.requestId }),
-    );
-  }
-
-  /** Sends a group request to `to`'s host; never rejects: failures come back as replies. */
-  private ask(to: NodeId, request: GroupRequest): Promise<GroupReply> {
-    if (this.requests.size >= REQUESTS_IN_FLIGHT_MAX) {
-      return Promise.resolve({
-        requestId: 0,
-        ok: false,
-        error: replyError(new DkvError("UNAVAILABLE", "too many membership requests in flight; retry later")),
-      });
-    }
-    const requestId = this.nextRequestId++;
-    return new Promise((settle) => {
-      const timer = setTimeout(() => {
-        if (!this.requests.delete(requestId)) return;
-        settle({
-          requestId,
-          ok: false,
-          error: replyError(
-            new DkvError(
-              "TIMEOUT",
-              `${to} did not answer a membership request within ${request.timeoutMs} ms`,
-              {
-                outcome: "unknown",
-              },
-            ),
-          ),
-        });
-      }, request.timeoutMs + this.config.tickMs);
-      this.requests.set(requestId, { to, settle, timer });
-      this.config.transport.sendHost(
-        to,
-        encodeMembershipFrame({ kind: MembershipFrameKind.Request, ...request, requestId }),
-      );
-    });
   }
 
   // ---- housekeeping: auto-promotion, the stale-flag check ------------------------------
@@ -819,26 +639,12 @@ export class ClusterMembership implements MembershipHooks {
   }
 }
 
-/**
- * A learner may become a voter once it acknowledged entries lately, streams appends
- * (not probing, not installing a snapshot) and is within `lagMax` of the leader's log.
- */
-function caughtUp(progress: ProgressStatus | undefined, lag: number, lagMax: number): boolean {
-  return (
-    progress?.recentActive === true && progress.state === "replicate" && progress.match > 0 && lag <= lagMax
-  );
-}
-
 function inConf(conf: ConfState, id: NodeId): boolean {
   return conf.voters.includes(id) || conf.learners.includes(id);
 }
 
 function label(groupId: number): number | "membership" {
   return groupId === MEMBERSHIP_GROUP_ID ? "membership" : groupId;
-}
-
-function groupName(groupId: number): string {
-  return groupId === MEMBERSHIP_GROUP_ID ? "the membership group" : `shard ${groupId}`;
 }
 
 function report(action: string, id: NodeId, groups: GroupOutcome[]): ChangeReport {
@@ -866,9 +672,7 @@ function checkId(id: unknown): NodeId {
 
 function checkAddress(address: unknown): string {
   const text = typeof address === "string" ? address : "";
-  const colon = text.lastIndexOf(":");
-  const port = Number(text.slice(colon + 1));
-  if (colon <= 0 || !Number.isInteger(port) || port < 1 || port > 65535) {
+  if (tryParseHostPort(text, { portMin: 1 }) === undefined) {
     throw new DkvError(
       "BAD_REQUEST",
       `${JSON.stringify(address)} is not HOST:PEER_PORT (the new member's node-transport address, port 1-65535)`,
