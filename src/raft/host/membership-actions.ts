@@ -1,5 +1,5 @@
 import { DkvError } from "../../errors.ts";
-import type { NodeId, ProgressStatus } from "../core/types.ts";
+import type { NodeId, ProgressStatus, RaftLogger } from "../core/types.ts";
 import type { NodeTransport } from "../transport/types.ts";
 import {
   encodeMembershipFrame,
@@ -9,7 +9,7 @@ import {
   MembershipFrameKind,
   replyError,
 } from "./membership-frames.ts";
-import { MEMBERSHIP_GROUP_ID } from "./membership-types.ts";
+import { MEMBERSHIP_GROUP_ID, type RegistryState } from "./membership-types.ts";
 import type { RaftHost } from "./raft-host.ts";
 
 /**
@@ -30,6 +30,7 @@ export interface GroupActionsConfig {
   tickMs: number;
   electionTicks: number;
   requestTimeoutMs: number;
+  logger: RaftLogger;
 }
 
 /** Bound on group requests this member has sent and awaits replies to. */
@@ -75,6 +76,37 @@ export class GroupActions {
         outcome: "unknown",
       });
       request.settle({ requestId, ok: false, error: replyError(error) });
+    }
+  }
+
+  /**
+   * On the leader of `groupId`: promotes one learner that caught up (one change at a time),
+   * unless `pending` is that learner's removal.
+   */
+  promoteCaughtUp(groupId: number, pending: RegistryState["pending"]): void {
+    const status = this.config.host.status(groupId).raft;
+    if (status.role !== "leader") return;
+    for (const learner of status.conf.learners) {
+      if (this.config.addressOf(learner) === undefined) continue;
+      if (pending?.op === "remove" && pending.id === learner) continue;
+      const progress = status.progress[learner];
+      const lag = status.lastIndex - (progress?.match ?? 0);
+      if (!caughtUp(progress, lag, this.config.autoPromoteLagEntries)) continue;
+      const attempt = this.config.host.tryProposeConfChange(
+        groupId,
+        { type: "addVoter", node: learner },
+        this.config.requestTimeoutMs,
+      );
+      if (!attempt.ok) return;
+      this.config.logger.info(
+        `${groupName(groupId)}: promoting learner ${learner} to voter (caught up: ${lag} entries behind)`,
+      );
+      attempt.result.catch((error: unknown) =>
+        this.config.logger.info(
+          `${groupName(groupId)}: promoting ${learner} did not finish: ${String(error)}`,
+        ),
+      );
+      return;
     }
   }
 
@@ -239,7 +271,7 @@ export class GroupActions {
  * A learner may become a voter once it acknowledged entries lately, streams appends
  * (not probing, not installing a snapshot) and is within `lagMax` of the leader's log.
  */
-export function caughtUp(progress: ProgressStatus | undefined, lag: number, lagMax: number): boolean {
+function caughtUp(progress: ProgressStatus | undefined, lag: number, lagMax: number): boolean {
   return (
     progress?.recentActive === true && progress.state === "replicate" && progress.match > 0 && lag <= lagMax
   );

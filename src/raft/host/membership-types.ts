@@ -57,3 +57,46 @@ export interface MembershipView {
   /** The bootstrap members (every group's index-0 voters, replayed onto from index 1) and their addresses. */
   bootstrap: MemberInfo[];
 }
+
+export type MembershipRequest =
+  | { action: "add"; id: NodeId; address: string }
+  | { action: "promote"; id: NodeId }
+  | { action: "remove"; id: NodeId }
+  | { action: "transfer"; id: NodeId; shard?: number }
+  | { action: "members" };
+
+export interface GroupOutcome {
+  /** The shard id, or "membership" for the membership group. */
+  group: number | "membership";
+  outcome: "applied" | "unchanged" | "failed" | "skipped";
+  error?: string;
+}
+
+export interface ChangeReport {
+  ok: boolean;
+  action: string;
+  id: NodeId;
+  groups: GroupOutcome[];
+  /** What to do when not ok. */
+  hint?: string;
+}
+
+/** One member in `dkv cluster status` (this server's view). */
+export interface MemberView {
+  id: NodeId;
+  address: string;
+  /** Voter in the membership group (the cluster's membership). */
+  voter: boolean;
+  /** Data groups (shard ids) where it is still a learner. */
+  learnerIn: number[];
+  /** Ms since this server last received a Raft message from it; null: never (or itself). */
+  lastContactMs: number | null;
+}
+
+export interface MembershipStatus {
+  members: MemberView[];
+  removed: NodeId[];
+  pending: RegistryState["pending"];
+  /** This member was removed: it serves nothing. */
+  removedSelf: boolean;
+}

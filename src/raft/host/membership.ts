@@ -2,7 +2,7 @@ import { DkvError } from "../../errors.ts";
 import { tryParseHostPort } from "../../host-port.ts";
 import type { ConfChange, ConfState, NodeId, RaftLogger } from "../core/types.ts";
 import type { NodeTransport } from "../transport/types.ts";
-import { caughtUp, GroupActions, groupName } from "./membership-actions.ts";
+import { GroupActions, groupName } from "./membership-actions.ts";
 import { decodeMembershipFrame, encodeMembershipFrame, MembershipFrameKind } from "./membership-frames.ts";
 import {
   decodeRegistryResult,
@@ -12,11 +12,17 @@ import {
   type RegistryCommand,
 } from "./membership-registry.ts";
 import { type MembershipSeed, writeSeed } from "./membership-seed.ts";
+import { StartChecks } from "./membership-start.ts";
 import {
+  type ChangeReport,
+  type GroupOutcome,
   MEMBERSHIP_GROUP_ID,
   type MemberInfo,
   type MembershipHooks,
+  type MembershipRequest,
+  type MembershipStatus,
   type MembershipView,
+  type MemberView,
   type RegistryState,
 } from "./membership-types.ts";
 import type { RaftHost } from "./raft-host.ts";
@@ -65,49 +71,6 @@ export interface ClusterMembershipConfig {
   logger: RaftLogger;
 }
 
-export type MembershipRequest =
-  | { action: "add"; id: NodeId; address: string }
-  | { action: "promote"; id: NodeId }
-  | { action: "remove"; id: NodeId }
-  | { action: "transfer"; id: NodeId; shard?: number }
-  | { action: "members" };
-
-export interface GroupOutcome {
-  /** The shard id, or "membership" for the membership group. */
-  group: number | "membership";
-  outcome: "applied" | "unchanged" | "failed" | "skipped";
-  error?: string;
-}
-
-export interface ChangeReport {
-  ok: boolean;
-  action: string;
-  id: NodeId;
-  groups: GroupOutcome[];
-  /** What to do when not ok. */
-  hint?: string;
-}
-
-/** One member in `dkv cluster status` (this server's view). */
-export interface MemberView {
-  id: NodeId;
-  address: string;
-  /** Voter in the membership group (the cluster's membership). */
-  voter: boolean;
-  /** Data groups (shard ids) where it is still a learner. */
-  learnerIn: number[];
-  /** Ms since this server last received a Raft message from it; null: never (or itself). */
-  lastContactMs: number | null;
-}
-
-export interface MembershipStatus {
-  members: MemberView[];
-  removed: NodeId[];
-  pending: RegistryState["pending"];
-  /** This member was removed: it serves nothing. */
-  removedSelf: boolean;
-}
-
 export class ClusterMembership implements MembershipHooks {
   readonly registry: MemberRegistry;
   private readonly host: RaftHost;
@@ -118,10 +81,7 @@ export class ClusterMembership implements MembershipHooks {
   private readonly listeners = new Set<(members: MemberInfo[]) => void>();
   private promoter: ReturnType<typeof setInterval> | undefined;
   private seedWrite: Promise<void> = Promise.resolve();
-  private flagsChecked = false;
-  /** maybeAdoptAddress: "running" while its proposal is out, "done" once applied or refused. */
-  private adoption: "idle" | "running" | "done" = "idle";
-  private startCommit = 0;
+  private readonly startChecks: StartChecks;
   private closed = false;
 
   constructor(private readonly config: ClusterMembershipConfig) {
@@ -129,6 +89,7 @@ export class ClusterMembership implements MembershipHooks {
     this.logger = config.logger;
     const bootstrap = new Map(config.seed.bootstrap.map((member) => [member.id, member.address]));
     this.registry = new MemberRegistry(bootstrap, () => this.onRegistryChange());
+    this.startChecks = new StartChecks({ ...config, registry: this.registry });
     this.actions = new GroupActions({ ...config, addressOf: (id) => this.registry.addressOf(id) });
     config.host.attachMembership(this);
   }
@@ -137,7 +98,7 @@ export class ClusterMembership implements MembershipHooks {
   async start(): Promise<void> {
     this.config.transport.setPeers(this.peers());
     await this.host.addGroup(MEMBERSHIP_GROUP_ID, this.registry);
-    this.startCommit = this.host.status(MEMBERSHIP_GROUP_ID).raft.commit;
+    this.startChecks.begin();
     const everyMs = this.config.tickMs * Math.max(2, Math.floor(this.config.electionTicks / 2));
     this.promoter = setInterval(() => this.housekeeping(), everyMs);
   }
@@ -477,107 +438,12 @@ export class ClusterMembership implements MembershipHooks {
   private housekeeping(): void {
     if (this.closed || this.host.retiredError !== undefined) return;
     try {
-      this.maybeAdoptAddress();
-      this.checkFlagsOnce();
-      if (this.config.autoPromote) for (const groupId of this.allGroupIds()) this.maybePromote(groupId);
+      this.startChecks.run();
+      if (this.config.autoPromote)
+        for (const groupId of this.allGroupIds())
+          this.actions.promoteCaughtUp(groupId, this.registry.state().pending);
     } catch (error) {
       this.logger.warn(`membership housekeeping failed: ${String(error)}`);
-    }
-  }
-
-  /** On the leader of `groupId`: promotes one learner that caught up (one change at a time). */
-  private maybePromote(groupId: number): void {
-    const status = this.host.status(groupId).raft;
-    if (status.role !== "leader") return;
-    const pending = this.registry.state().pending;
-    for (const learner of status.conf.learners) {
-      if (this.registry.addressOf(learner) === undefined) continue;
-      if (pending?.op === "remove" && pending.id === learner) continue;
-      const progress = status.progress[learner];
-      const lag = status.lastIndex - (progress?.match ?? 0);
-      if (!caughtUp(progress, lag, this.config.autoPromoteLagEntries)) continue;
-      const attempt = this.host.tryProposeConfChange(
-        groupId,
-        { type: "addVoter", node: learner },
-        this.config.requestTimeoutMs,
-      );
-      if (!attempt.ok) return;
-      this.logger.info(
-        `${groupName(groupId)}: promoting learner ${learner} to voter (caught up: ${lag} entries behind)`,
-      );
-      attempt.result.catch((error: unknown) =>
-        this.logger.info(`${groupName(groupId)}: promoting ${learner} did not finish: ${String(error)}`),
-      );
-      return;
-    }
-  }
-
-  /**
-   * Restarted with --cluster-members after starting without (port 0): the one member
-   * adopts the address it listens on now, so other members can dial it and it can grow.
-   */
-  private maybeAdoptAddress(): void {
-    if (this.adoption !== "idle") return;
-    const self = this.config.self;
-    const current = this.registry.addressOf(self);
-    const listening = this.config.seed.members.get(self);
-    if (current === undefined || listening === undefined) return;
-    if (!isUndialable(current) || isUndialable(listening)) return;
-    if (this.host.status(MEMBERSHIP_GROUP_ID).raft.role !== "leader") return;
-    this.adoption = "running";
-    this.host
-      .propose(MEMBERSHIP_GROUP_ID, encodeRegistryCommand({ t: "address", id: self, address: listening }))
-      .then((bytes) => {
-        const result = decodeRegistryResult(bytes);
-        this.adoption = "done";
-        // Now, before any member is added: the flag named this member alone.
-        this.checkFlagsOnce();
-        if (result.ok) {
-          this.logger.info(
-            `${self} now has the node-transport address ${listening} (it was started without --cluster-members); other members can be added with 'dkv cluster add'`,
-          );
-        } else {
-          this.logger.warn(`${self} keeps the address ${current}: ${result.message}`);
-        }
-      })
-      .catch((error: unknown) => {
-        this.adoption = "idle";
-        this.logger.info(`adopting the address ${listening} did not finish (retried): ${String(error)}`);
-      });
-  }
-
-  private checkFlagsOnce(): void {
-    if (this.flagsChecked) return;
-    // Until an adoption of this member's address (above) applied, the flag is not stale.
-    const self = this.config.self;
-    const listening = this.config.seed.members.get(self);
-    if (
-      isUndialable(this.registry.addressOf(self) ?? "") &&
-      listening !== undefined &&
-      !isUndialable(listening)
-    )
-      return;
-    const flags = this.config.flagMembers;
-    if (flags === undefined || this.config.seed.source === "flags") {
-      this.flagsChecked = true;
-      return;
-    }
-    if (this.host.status(MEMBERSHIP_GROUP_ID).appliedIndex < this.startCommit) return;
-    this.flagsChecked = true;
-    const replicated = this.registry.addresses();
-    const differences: string[] = [];
-    for (const [id, address] of flags) {
-      const actual = replicated.get(id);
-      if (actual === undefined) differences.push(`${id}=${address} is not a member`);
-      else if (actual !== address) differences.push(`${id} is at ${actual}, not ${address}`);
-    }
-    for (const [id, address] of replicated) {
-      if (!flags.has(id)) differences.push(`${id}=${address} is missing from the flag`);
-    }
-    if (differences.length > 0) {
-      this.logger.warn(
-        `--cluster-members is stale and ignored: ${differences.join("; ")}. The replicated membership is used: ${formatMembers(replicated)}`,
-      );
     }
   }
 
@@ -654,10 +520,6 @@ function report(action: string, id: NodeId, groups: GroupOutcome[]): ChangeRepor
     id,
     groups,
   };
-}
-
-function formatMembers(members: ReadonlyMap<NodeId, string>): string {
-  return [...members].map(([id, address]) => `${id}=${address}`).join(",");
 }
 
 function checkId(id: unknown): NodeId {
