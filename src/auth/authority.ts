@@ -79,10 +79,14 @@ export class TokenAuthority {
       return denied(grant, `"${op}" needs role ${rule.permission}`);
     }
     if (rule.scope === "server") return undefined;
+    const scope = rule.scope(message);
+    if (scope.kind === "cluster" && (grant.shards !== undefined || grant.prefixes !== undefined)) {
+      return denied(grant, `"${op}" acts on every shard; only a token without "shards" or "prefixes" may`);
+    }
     if (grant.shards !== undefined && !grant.shards.has(shard)) {
       return denied(grant, `it may not use shard ${shard} (allowed: ${[...grant.shards].join(", ")})`);
     }
-    if (grant.prefixes !== undefined && !scopeWithinPrefixes(rule.scope(message), grant.prefixes)) {
+    if (grant.prefixes !== undefined && !scopeWithinPrefixes(scope, grant.prefixes)) {
       return denied(
         grant,
         `"${op}" reaches keys outside its prefixes (${grant.prefixes.map((p) => JSON.stringify(p)).join(", ")})`,

@@ -16,18 +16,21 @@ export function roleIncludes(held: Role, needed: Role): boolean {
  * - `key`: one key; `keys`: several (e.g. a transaction);
  * - `prefix`: every key starting with it (a list or watch by prefix);
  * - `range`: keys in [from, to) (`to` "" = to the end of the keyspace);
- * - `shard`: the shard as a whole (its statistics): only tokens without prefixes.
+ * - `shard`: the shard as a whole (its statistics, its backup): only tokens without prefixes;
+ * - `cluster`: every shard, or the cluster itself (membership): only tokens scoped neither
+ *   by shards nor by prefixes.
  */
 export type KeyScope =
   | { kind: "key"; key: string }
   | { kind: "keys"; keys: readonly string[] }
   | { kind: "prefix"; prefix: string }
   | { kind: "range"; from: string; to: string }
-  | { kind: "shard" };
+  | { kind: "shard" }
+  | { kind: "cluster" };
 
 /**
- * - `server`: about the server or the cluster, not one shard's data: only the role counts
- *   (cluster status, membership, snapshots of every shard).
+ * - `server`: about the server, not any shard's data or the cluster's make-up: only the
+ *   role counts (cluster status).
  * - a function: the request's keys in one shard; checked against the token's shards and
  *   prefixes.
  */
@@ -61,6 +64,7 @@ const txnKeys = (message: Message): KeyScope => {
   return { kind: "keys", keys };
 };
 const wholeShard = (): KeyScope => ({ kind: "shard" });
+const wholeCluster = (): KeyScope => ({ kind: "cluster" });
 
 /** Operations served outside the dispatcher's table (streamed replies), checked by the same rules. */
 export type StreamOpName = "snapshotSave" | "watch";
@@ -93,8 +97,12 @@ export const opRules: Record<OpName, OpRule> = {
   list: { permission: "read", scope: rangeScope },
   count: { permission: "read", scope: rangeScope },
   txn: { permission: "write", scope: txnKeys },
-  membership: { permission: "admin", scope: "server" },
-  snapshotSave: { permission: "admin", scope: "server" },
+  membership: { permission: "admin", scope: wholeCluster },
+  // A backup holds every key of its shard: `{shard}` names one, `{}` means every shard.
+  snapshotSave: {
+    permission: "admin",
+    scope: (message) => (typeof message.shard === "number" ? wholeShard() : wholeCluster()),
+  },
   // A read: the key, or with prefix every key under it, must be within the token's prefixes.
   watch: {
     permission: "read",
@@ -117,6 +125,7 @@ export function scopeWithinPrefixes(scope: KeyScope, prefixes: readonly string[]
     case "range":
       return prefixes.some((p) => rangeWithinPrefix(scope.from, scope.to, p));
     case "shard":
+    case "cluster":
       return false;
   }
 }

@@ -48,6 +48,24 @@ export function parseSnapshotRequest(body: Uint8Array): number | undefined {
   return shard;
 }
 
+/**
+ * A snapshot request as the permission check needs it: the shard it names (undefined:
+ * every shard) and, for a malformed body, the error to reply once the caller may know it
+ * (after authentication: an unauthenticated client learns nothing from the body check).
+ */
+export interface SnapshotRequest {
+  readonly shard: number | undefined;
+  readonly error?: DkvError;
+}
+
+export function readSnapshotRequest(body: Uint8Array): SnapshotRequest {
+  try {
+    return { shard: parseSnapshotRequest(body) };
+  } catch (error) {
+    return { shard: undefined, error: DkvError.from(error, "not-applied", "BAD_REQUEST") };
+  }
+}
+
 function frameWriter(header: FrameHeader, serializerId: number, flags: number, body?: Uint8Array) {
   return (out: ByteWriter): void => {
     const start = beginFrame(out);
@@ -59,14 +77,14 @@ function frameWriter(header: FrameHeader, serializerId: number, flags: number, b
 /** Streams a backup over a framed connection; never rejects (a closed peer just stops it). */
 export async function serveSnapshotStream(
   header: FrameHeader,
-  body: Uint8Array,
+  shard: number | undefined,
   source: SnapshotStreamSource,
   target: StreamedReplyTarget,
   serializerId: number,
 ): Promise<void> {
   let iterator: AsyncIterator<Uint8Array> | undefined;
   try {
-    iterator = source.open(parseSnapshotRequest(body))[Symbol.asyncIterator]();
+    iterator = source.open(shard)[Symbol.asyncIterator]();
     // Bounded by the backup: each turn sends one piece; writeStreamed waits for the peer.
     for (;;) {
       const next = await iterator.next();
@@ -89,20 +107,15 @@ export async function serveSnapshotStream(
   }
 }
 
-/** `POST /v1/snapshot` (body `{"shard":N}` or empty): the backup file as a streamed body. */
+/** `POST /v1/snapshot` (body `{"shard":N}` or empty, read and checked by the caller): the backup file as a streamed body. */
 export async function snapshotHttpResponse(
-  request: Request,
+  shard: number | undefined,
   source: SnapshotStreamSource,
 ): Promise<Response> {
-  if (request.method !== "POST") {
-    return Response.json(new DkvError("BAD_REQUEST", "use POST /v1/snapshot").toJSON(), { status: 405 });
-  }
   let iterator: AsyncIterator<Uint8Array>;
   let first: IteratorResult<Uint8Array>;
   try {
-    iterator = source
-      .open(parseSnapshotRequest(new Uint8Array(await request.arrayBuffer())))
-      [Symbol.asyncIterator]();
+    iterator = source.open(shard)[Symbol.asyncIterator]();
     first = await iterator.next();
   } catch (error) {
     const failure = DkvError.is(error) ? error : new DkvError("INTERNAL", String(error));

@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { opRules, parseAuthFile, tokenSha256 } from "../../src/auth/index.ts";
+import { opRules, parseAuthFile, TokenAuthority, tokenSha256 } from "../../src/auth/index.ts";
 import { scopeWithinPrefixes } from "../../src/auth/permissions.ts";
 import { DkvError } from "../../src/errors.ts";
 import { opNames } from "../../src/rpc/protocol/types.ts";
@@ -81,5 +81,28 @@ describe("permissions", () => {
     expect(scopeWithinPrefixes({ kind: "range", from: "a", to: "app/z" }, p)).toBe(false);
     expect(scopeWithinPrefixes({ kind: "shard" }, p)).toBe(false);
     expect(scopeWithinPrefixes({ kind: "range", from: "", to: "" }, [""])).toBe(true);
+  });
+
+  test("backups and membership: a token scoped by shards or prefixes reaches no more than its scope", () => {
+    const tokens = [
+      { name: "root", role: "admin" },
+      { name: "shard200", role: "admin", shards: [200] },
+      { name: "app", role: "admin", prefixes: ["app/"] },
+    ].map((grant) => ({ ...grant, sha256: tokenSha256(grant.name) }));
+    const authority = new TokenAuthority(parseAuthFile(JSON.stringify({ tokens }), "auth.json"));
+    const check = (name: string, op: "snapshotSave" | "membership", shard: number, message: object) =>
+      authority.authorize(authority.identify(name), op, shard, message)?.code ?? "ok";
+    // A backup of one shard: a token of that shard, without prefixes (it holds every key).
+    expect(check("root", "snapshotSave", 200, { shard: 200 })).toBe("ok");
+    expect(check("shard200", "snapshotSave", 200, { shard: 200 })).toBe("ok");
+    expect(check("shard200", "snapshotSave", 300, { shard: 300 })).toBe("PERMISSION_DENIED");
+    expect(check("app", "snapshotSave", 200, { shard: 200 })).toBe("PERMISSION_DENIED");
+    // Every shard, and the cluster's make-up: unscoped tokens only.
+    expect(check("root", "snapshotSave", 0, {})).toBe("ok");
+    expect(check("shard200", "snapshotSave", 0, {})).toBe("PERMISSION_DENIED");
+    expect(check("app", "snapshotSave", 0, {})).toBe("PERMISSION_DENIED");
+    expect(check("root", "membership", 0, {})).toBe("ok");
+    expect(check("shard200", "membership", 200, {})).toBe("PERMISSION_DENIED");
+    expect(check("app", "membership", 0, {})).toBe("PERMISSION_DENIED");
   });
 });

@@ -1,6 +1,6 @@
 import type { Identity, TokenAuthority } from "../../auth/index.ts";
 import type { SnapshotStreamSource } from "../../backup/source.ts";
-import { snapshotHttpResponse } from "../../backup/stream-server.ts";
+import { readSnapshotRequest, snapshotHttpResponse } from "../../backup/stream-server.ts";
 import { DkvError, type DkvErrorCode } from "../../errors.ts";
 import type { WatchEvent } from "../../store/types.ts";
 import { ByteWriter } from "../protocol/byte-writer.ts";
@@ -109,14 +109,16 @@ export function route(
     return jsonReply(options.dispatcher.clusterStatus());
   }
   if (path === "/v1/snapshot" && options.snapshotStream !== undefined) {
-    const refusal = options.authority?.authorize(identity, "snapshotSave", 0, {});
+    if (request.method !== "POST") {
+      return jsonError(new DkvError("BAD_REQUEST", "use POST /v1/snapshot"), 405);
+    }
+    const snapshot = readSnapshotRequest(request.body);
+    const refusal =
+      options.authority?.authorize(identity, "snapshotSave", snapshot.shard ?? 0, {
+        shard: snapshot.shard,
+      }) ?? snapshot.error;
     if (refusal !== undefined) return jsonError(refusal);
-    const hasBody = request.method !== "GET" && request.method !== "HEAD";
-    const fetchRequest = new Request("http://dkv/v1/snapshot", {
-      method: request.method,
-      ...(hasBody ? { body: request.body } : {}),
-    });
-    return snapshotHttpResponse(fetchRequest, options.snapshotStream);
+    return snapshotHttpResponse(snapshot.shard, options.snapshotStream);
   }
   if (match === null) {
     return jsonError(

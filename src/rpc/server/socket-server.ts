@@ -2,6 +2,7 @@ import type { Socket, TCPSocketListener, UnixSocketListener } from "bun";
 import type { Identity, TokenAuthority } from "../../auth/index.ts";
 import type { SnapshotStreamSource } from "../../backup/source.ts";
 import {
+  readSnapshotRequest,
   SNAPSHOT_STREAM_OP,
   type StreamedReplyTarget,
   serveSnapshotStream,
@@ -174,14 +175,20 @@ class ServerConnection implements ReplyTarget, StreamedReplyTarget {
     const snapshotStream = this.options.snapshotStream;
     if (header.op === SNAPSHOT_STREAM_OP && snapshotStream !== undefined) {
       // Streamed outside the dispatcher, so it gets the one permission check here.
-      const refusal = this.options.authority?.authorize(this.identity, "snapshotSave", header.shard, {});
+      const request = readSnapshotRequest(body);
+      const refusal =
+        this.options.authority?.authorize(this.identity, "snapshotSave", request.shard ?? 0, {
+          shard: request.shard,
+        }) ?? request.error;
       if (refusal !== undefined) {
         this.writeReply(header, undefined, refusal);
         return;
       }
       this.inflight++;
       const id = this.options.serializer.id;
-      void serveSnapshotStream(header, body.slice(), snapshotStream, this, id).finally(() => this.inflight--);
+      void serveSnapshotStream(header, request.shard, snapshotStream, this, id).finally(
+        () => this.inflight--,
+      );
       return;
     }
     if (header.op === streamOpCodes.watch) {
