@@ -1,7 +1,8 @@
-import { open, readdir, rename, unlink } from "node:fs/promises";
+import { mkdir, open, readdir, rename, unlink } from "node:fs/promises";
 import { basename, dirname, join, resolve } from "node:path";
 import { DkvError } from "../errors.ts";
 import type { RaftLogger } from "../raft/core/types.ts";
+import { lockDataDir } from "../raft/storage/data-dir-lock.ts";
 import { openRaftStorage } from "../raft/storage/raft-storage.ts";
 import { type BackupSummary, readBackup } from "./format.ts";
 
@@ -60,7 +61,8 @@ export async function saveBackupFile(
   const temp = join(dirname(target), `.${basename(target)}.${process.pid}.tmp`);
   let handle: Awaited<ReturnType<typeof open>>;
   try {
-    handle = await open(temp, "w");
+    // 0600: a backup holds every value (etcd writes its snapshots so too).
+    handle = await open(temp, "w", 0o600);
   } catch (error) {
     throw new DkvError(
       "USAGE",
@@ -122,6 +124,9 @@ async function isEmptyOrMissing(dir: string): Promise<boolean> {
 export async function restoreBackup(options: RestoreOptions): Promise<BackupSummary> {
   const summary = await verifyBackupFile(options.file);
   const dataDir = resolve(options.dataDir);
+  await mkdir(dataDir, { recursive: true, mode: 0o700 });
+  // Not while a server runs on it (or another restore).
+  await using _lock = await lockDataDir(dataDir, "dkv snapshot restore");
   for (const section of summary.shards) {
     const groupDir = join(dataDir, `group-${section.shard}`);
     if (!(await isEmptyOrMissing(groupDir))) {

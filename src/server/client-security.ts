@@ -43,6 +43,15 @@ export async function clientListenerSecurity(
     logger.info(
       `token authentication on: ${authority.tokenCount} token(s) from ${authFile} (SIGHUP reloads it)`,
     );
+  } else {
+    // SIGHUP means "reload" to a server; its default action (exit, with no orderly stop)
+    // would be a surprise when there is nothing to reload.
+    const onHangup = () =>
+      logger.info("SIGHUP: nothing to reload (no --auth-file); still serving (SIGINT or SIGTERM stop it)");
+    process.on("SIGHUP", onHangup);
+    close = () => {
+      process.off("SIGHUP", onHangup);
+    };
   }
   return {
     server: {

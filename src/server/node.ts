@@ -19,7 +19,14 @@ import { clientListenerSecurity } from "./client-security.ts";
 import { MemoryReleaseObserver, processMemoryRelease } from "./memory-release.ts";
 import { NodeOps } from "./node-ops.ts";
 import type { PeerTransportSecurity } from "./peer-security.ts";
-import { buildShards, checkDataDir, closeShards, clusterStatusOf, replicatedShardHandler } from "./shards.ts";
+import {
+  buildShards,
+  checkDataDir,
+  checkShardsOnDisk,
+  closeShards,
+  clusterStatusOf,
+  replicatedShardHandler,
+} from "./shards.ts";
 
 /**
  * Builds a member's node transport once its member list is known (from its data dir,
@@ -174,14 +181,25 @@ async function startRaft(
   // Raft, its storage, transport and peer TLS (node:crypto), and the client that joins a
   // cluster, are loaded only by a node that serves replicated shards: a node of lstore
   // shards alone loads no node module and starts smaller (idle RSS).
-  const [{ TcpNodeTransport }, { startReplicatedShards }, { resolvePeerSecurity }, { fetchMembershipView }] =
-    await Promise.all([
-      import("../raft/transport/tcp-transport.ts"),
-      import("../store/replicated/shards.ts"),
-      import("./peer-security.ts"),
-      import("./membership-join.ts"),
-    ]);
+  const [
+    { TcpNodeTransport },
+    { startReplicatedShards },
+    { resolvePeerSecurity },
+    { fetchMembershipView },
+    { lockDataDir },
+  ] = await Promise.all([
+    import("../raft/transport/tcp-transport.ts"),
+    import("../store/replicated/shards.ts"),
+    import("./peer-security.ts"),
+    import("./membership-join.ts"),
+    import("../raft/storage/data-dir-lock.ts"),
+  ]);
   const dataDir = await checkDataDir(raft.dataDir);
+  // Held until everything else is closed (the stack unwinds in reverse).
+  stack.use(await lockDataDir(dataDir, "dkv serve"));
+  for (const warning of await checkShardsOnDisk(dataDir, options.shards)) {
+    logger.forComponent("node").warn(warning);
+  }
   const peerSecurity = await resolvePeerSecurity(raft.peerSecurity, raft.replicaId);
   const makeTransport = nodeTransport ?? tcpNodeTransport(TcpNodeTransport, peerSecurity);
   let transport: NodeTransport | undefined;

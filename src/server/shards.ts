@@ -3,6 +3,7 @@ import { formatShardSpecs, isReplicated, type ShardSpec } from "../config/shards
 import { MapleDB } from "../db/maple/index.ts";
 import { DkvError } from "../errors.ts";
 import { LockManager, LockWaiters } from "../lockmgr/lock-manager.ts";
+import { MEMBERSHIP_GROUP_ID } from "../raft/host/membership-types.ts";
 import { attemptOriginOf } from "../rpc/server/dispatcher.ts";
 import type { ClusterStatusReport, ShardHandler, ShardStatusReport } from "../rpc/server/index.ts";
 import { LocalStore } from "../store/local.ts";
@@ -84,6 +85,37 @@ export async function checkDataDir(dataDir: string): Promise<string> {
     );
   }
   return absolute;
+}
+
+/**
+ * Compares the replicated groups a data dir holds (`group-N`) with `--shards`: a shard with
+ * replicated data that `--shards` makes local (lstore, lockmgr(lstore)) would be served
+ * empty from memory while its data sits on disk, so that is refused; one left out of
+ * `--shards` is kept and not served, which is said in the returned warnings.
+ */
+export async function checkShardsOnDisk(dataDir: string, specs: readonly ShardSpec[]): Promise<string[]> {
+  const { readdir } = await import("node:fs/promises");
+  const onDisk = (await readdir(dataDir))
+    .map((name) => /^group-(\d+)$/.exec(name)?.[1])
+    .filter((id): id is string => id !== undefined)
+    .map(Number)
+    .filter((id) => id !== MEMBERSHIP_GROUP_ID);
+  const warnings: string[] = [];
+  for (const id of onDisk.sort((a, b) => a - b)) {
+    const spec = specs.find((candidate) => candidate.id === id);
+    if (spec === undefined) {
+      warnings.push(
+        `${dataDir}/group-${id} holds replicated shard ${id}, which --shards leaves out: its data is kept, not served`,
+      );
+    } else if (!isReplicated(spec)) {
+      throw new DkvError(
+        "USAGE",
+        `--shards makes shard ${id} ${spec.type}, but ${dataDir}/group-${id} holds its replicated data; ` +
+          `start with the type it was created with (e.g. ${id}=dstore), or use another shard id or --data-dir`,
+      );
+    }
+  }
+  return warnings;
 }
 
 /**

@@ -444,3 +444,16 @@ describe("failures and usage errors", () => {
     expect(result.stderr).toContain('"abc" is not ID=TYPE');
   });
 });
+
+describe("signals", () => {
+  test("SIGHUP without --auth-file is logged and ignored; the server keeps serving", async () => {
+    await using server = await startServer(["--shards", "100=lstore", "--transport-endpoint", "127.0.0.1:0"]);
+    server.proc.kill("SIGHUP");
+    // Bounded: 200 polls of the server's log.
+    for (let i = 0; i < 200 && !server.logs().includes("SIGHUP: nothing to reload"); i++) await Bun.sleep(25);
+    expect(server.logs()).toContain("SIGHUP: nothing to reload (no --auth-file); still serving");
+    const set = await runDkv(["kv", "set", "--shard", "100", "k", "v", "--endpoints", server.endpoint]);
+    expect(set.code).toBe(0);
+    expect(await server.stop()).toBe(0);
+  });
+});

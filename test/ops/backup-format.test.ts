@@ -1,11 +1,12 @@
 import { afterEach, describe, expect, test } from "bun:test";
-import { mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { restoreBackup, saveBackupFile, verifyBackupFile } from "../../src/backup/files.ts";
 import { readBackup } from "../../src/backup/format.ts";
 import { replicatedSnapshotSource } from "../../src/backup/source.ts";
 import { DkvError } from "../../src/errors.ts";
+import { lockDataDir } from "../../src/raft/storage/data-dir-lock.ts";
 import { type ReplicatedShards, startReplicatedShards } from "../../src/store/replicated/shards.ts";
 
 const dirs: string[] = [];
@@ -122,6 +123,7 @@ describe("backup file format", () => {
     const file = join(dir, "backup.dkv");
     const saved = await saveBackupFile(file, once(bytes));
     expect((await readdir(dir)).sort()).toEqual(["backup.dkv"]); // no temp file left
+    expect((await stat(file)).mode & 0o777).toBe(0o600); // it holds every value
     expect((await verifyBackupFile(file)).sha256).toBe(saved.sha256);
 
     const restoredDir = join(dir, "restored");
@@ -155,6 +157,13 @@ describe("backup file format", () => {
       restoreBackup({ file: bad, dataDir: join(dir, "b"), replicaId: "node-1", voters: ["node-1"] }),
     ).rejects.toThrow(/bad\.dkv: offset \d+/);
     await expect(readdir(join(dir, "b"))).rejects.toThrow();
+
+    // Not into a data dir a server holds.
+    await mkdir(join(dir, "c"));
+    await using _server = await lockDataDir(join(dir, "c"), "dkv serve");
+    await expect(
+      restoreBackup({ file, dataDir: join(dir, "c"), replicaId: "node-1", voters: ["node-1"] }),
+    ).rejects.toThrow(/is in use by dkv serve/);
   });
 
   test("a backup abandoned midway ends the engine's save: the next backup and Raft snapshots still run", async () => {

@@ -2,7 +2,7 @@ import { describe, expect, test } from "bun:test";
 import { opRules, parseAuthFile, TokenAuthority, tokenSha256 } from "../../src/auth/index.ts";
 import { scopeWithinPrefixes } from "../../src/auth/permissions.ts";
 import { DkvError } from "../../src/errors.ts";
-import { opNames } from "../../src/rpc/protocol/types.ts";
+import { type Message, opNames } from "../../src/rpc/protocol/types.ts";
 
 const sha = tokenSha256("t");
 
@@ -90,7 +90,7 @@ describe("permissions", () => {
       { name: "app", role: "admin", prefixes: ["app/"] },
     ].map((grant) => ({ ...grant, sha256: tokenSha256(grant.name) }));
     const authority = new TokenAuthority(parseAuthFile(JSON.stringify({ tokens }), "auth.json"));
-    const check = (name: string, op: "snapshotSave" | "membership", shard: number, message: object) =>
+    const check = (name: string, op: "snapshotSave" | "membership", shard: number, message: Message) =>
       authority.authorize(authority.identify(name), op, shard, message)?.code ?? "ok";
     // A backup of one shard: a token of that shard, without prefixes (it holds every key).
     expect(check("root", "snapshotSave", 200, { shard: 200 })).toBe("ok");

@@ -174,6 +174,11 @@ describe("startNode", () => {
         });
         await client.store(200).set("k", "v");
         await client.store(100).set("local", "x");
+        // A second server on the same data dir is refused before it touches the log.
+        const second = await startNode(options).catch((error: unknown) => error);
+        if (!DkvError.is(second)) await (second as AsyncDisposable)[Symbol.asyncDispose]();
+        expect(DkvError.is(second, "USAGE")).toBe(true);
+        expect((second as DkvError).message).toContain(`the data dir ${dataDir} is in use by dkv serve`);
         expect(node.status().shards.map((s) => [s.shard, s.replicated, s.leader])).toEqual([
           [100, false, undefined],
           [200, true, "node-1"],
@@ -191,6 +196,47 @@ describe("startNode", () => {
       });
       expect(new TextDecoder().decode((await client.store(200).get("k")) ?? new Uint8Array())).toBe("v");
       expect(await client.store(100).has("local")).toBe(false);
+    } finally {
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  }, 20_000);
+
+  test("a shard whose replicated data is on disk is not served as a local one; one left out of --shards is kept", async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), "dkv-node-"));
+    try {
+      const base = { "data-dir": dataDir, "rtt-millisecond": 10 };
+      {
+        await using node = await startNode(optionsOf({ ...base, shards: "200=dstore,300=dstore" }));
+        await using client = new RpcClient({
+          endpoints: [node.endpoint],
+          transport: "tcp",
+          serializer: "binary",
+        });
+        await client.store(200).set("k", "v");
+      }
+      const local = await startNode(optionsOf({ ...base, shards: "200=lstore,300=dstore" })).catch(
+        (error: unknown) => error,
+      );
+      if (!DkvError.is(local)) await (local as AsyncDisposable)[Symbol.asyncDispose]();
+      expect(DkvError.is(local, "USAGE")).toBe(true);
+      expect((local as DkvError).message).toContain(
+        `--shards makes shard 200 lstore, but ${dataDir}/group-200 holds its replicated data`,
+      );
+
+      const logger = new RecordingLogger();
+      {
+        await using _node = await startNode(optionsOf({ ...base, shards: "300=dstore" }), { logger });
+      }
+      expect(logger.lines.join("\n")).toContain(
+        `${dataDir}/group-200 holds replicated shard 200, which --shards leaves out: its data is kept, not served`,
+      );
+      await using again = await startNode(optionsOf({ ...base, shards: "200=dstore,300=dstore" }));
+      await using client = new RpcClient({
+        endpoints: [again.endpoint],
+        transport: "tcp",
+        serializer: "binary",
+      });
+      expect(new TextDecoder().decode((await client.store(200).get("k")) ?? new Uint8Array())).toBe("v");
     } finally {
       await rm(dataDir, { recursive: true, force: true });
     }
