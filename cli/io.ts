@@ -4,6 +4,11 @@ import { DkvError } from "../src/errors.ts";
 export const EXIT_OK = 0;
 export const EXIT_FAILED = 1;
 export const EXIT_USAGE = 2;
+/**
+ * The reader of stdout went away (EPIPE, e.g. `dkv kv list | head -1`): the status a shell
+ * shows for a program killed by SIGPIPE (128 + 13), as etcdctl and redis-cli exit then.
+ */
+export const EXIT_STDOUT_CLOSED = 141;
 
 export type Env = Readonly<Record<string, string | undefined>>;
 
@@ -13,6 +18,8 @@ export interface Io {
   readonly stdoutIsTty: boolean;
   out(text: string | Uint8Array): void;
   err(text: string): void;
+  /** Aborted once stdout's reader has gone (EPIPE): a long-running command (watch) stops. */
+  readonly stdoutClosed?: AbortSignal;
 }
 
 /**
@@ -21,9 +28,30 @@ export interface Io {
  * a large value (a 1 MiB get) when the process exits — the reader saw it cut short.
  */
 let pendingWrites: Promise<unknown> = Promise.resolve();
+const stdoutGone = new AbortController();
+let stderrGone = false;
+/** The first write to stdout that failed for another reason than a closed pipe (a full disk). */
+let stdoutFailure: Error | undefined;
+
+function isBrokenPipe(error: unknown): boolean {
+  return (error as { code?: unknown } | null)?.code === "EPIPE";
+}
 
 function writeInOrder(sink: typeof Bun.stdout, data: string | Uint8Array): void {
-  pendingWrites = pendingWrites.then(() => Bun.write(sink, data));
+  pendingWrites = pendingWrites.then(async () => {
+    const toStdout = sink === Bun.stdout;
+    if (toStdout ? stdoutGone.signal.aborted : stderrGone) return;
+    try {
+      await Bun.write(sink, data);
+    } catch (error) {
+      // The reader exited (EPIPE) or the output cannot be written: what is left to print
+      // has nowhere to go. No stack trace into a closed pipeline; the command stops.
+      if (toStdout) {
+        if (!isBrokenPipe(error)) stdoutFailure ??= error instanceof Error ? error : new Error(String(error));
+        stdoutGone.abort();
+      } else stderrGone = true; // nowhere left to report it
+    }
+  });
 }
 
 export const processIo: Io = {
@@ -35,11 +63,21 @@ export const processIo: Io = {
   },
   out: (text) => writeInOrder(Bun.stdout, text),
   err: (text) => writeInOrder(Bun.stderr, text),
+  stdoutClosed: stdoutGone.signal,
 };
 
 /** Resolves once everything written to stdout and stderr so far has been handed to the OS. */
 export async function flushProcessIo(): Promise<void> {
   await pendingWrites;
+}
+
+/**
+ * How stdout ended: "open", "closed" (its reader went away: exit EXIT_STDOUT_CLOSED,
+ * quietly), or the error that made a write fail (reported, exit 1).
+ */
+export function stdoutState(): "open" | "closed" | Error {
+  if (stdoutFailure !== undefined) return stdoutFailure;
+  return stdoutGone.signal.aborted ? "closed" : "open";
 }
 
 /**

@@ -8,11 +8,19 @@ import { DkvError } from "../src/errors.ts";
 // command happens to load Raft (subcommands load lazily); a leaf module without imports.
 import "../src/raft/storage/test-faults.ts";
 import { runCli } from "./app.ts";
-import { EXIT_FAILED, flushProcessIo, processIo } from "./io.ts";
+import { EXIT_FAILED, EXIT_STDOUT_CLOSED, flushProcessIo, processIo, stdoutState } from "./io.ts";
+
+/** Once stdout's reader is gone, how long a command (a watch) has to close its connections. */
+const WIND_DOWN_MS = 1000;
 
 let status: number;
 try {
-  status = await runCli(process.argv.slice(2), processIo);
+  const stdoutClosed = new Promise<number>((resolve) =>
+    processIo.stdoutClosed?.addEventListener("abort", () => setTimeout(resolve, WIND_DOWN_MS, EXIT_FAILED), {
+      once: true,
+    }),
+  );
+  status = await Promise.race([runCli(process.argv.slice(2), processIo), stdoutClosed]);
 } catch (error) {
   // A bug, not an operating condition: say so with the stack for the report.
   const failure = DkvError.from(error, "unknown");
@@ -22,4 +30,11 @@ try {
   status = EXIT_FAILED;
 }
 await flushProcessIo();
+const stdout = stdoutState();
+if (stdout === "closed") status = EXIT_STDOUT_CLOSED;
+else if (stdout !== "open") {
+  processIo.err(`dkv: cannot write to stdout: ${stdout.message}\n`);
+  await flushProcessIo();
+  status = EXIT_FAILED;
+}
 process.exit(status);
