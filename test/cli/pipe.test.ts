@@ -17,6 +17,7 @@ afterEach(async () => {
 
 /** Runs `bun cli/main.ts ARGS | head -n 1` in bash; returns head's line, dkv's status and stderr. */
 function spawnIntoHead(args: readonly string[]) {
+  // biome-ignore lint/suspicious/noTemplateCurlyInString: a bash expansion, not a template
   const script = '"$@" | head -n 1; echo "status=${PIPESTATUS[0]}"';
   return Bun.spawn(["bash", "-c", script, "bash", process.execPath, MAIN, ...args], {
     stdout: "pipe",
