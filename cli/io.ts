@@ -86,11 +86,52 @@ export function stdoutState(): "open" | "closed" | Error {
  */
 export function reportFailure(io: Io, json: boolean, error: unknown): number {
   // A foreign error's outcome is unknown: it may have struck after a write was sent.
-  const failure = DkvError.from(error, "unknown");
+  const failure = localFileError(error) ?? DkvError.from(error, "unknown");
   if (json) io.out(`${JSON.stringify(failure.toJSON())}\n`);
   const maybeApplied = failure.outcome === "unknown" ? "; it may or may not have been applied" : "";
   io.err(`dkv: ${failure.message} [${failure.code}${maybeApplied}]\n`);
   return failure.code === "USAGE" ? EXIT_USAGE : EXIT_FAILED;
+}
+
+const FILE_PROBLEMS: Readonly<Record<string, string>> = {
+  ENOENT: "no such file or directory",
+  ENOTDIR: "a part of the path is not a directory",
+  EISDIR: "it is a directory; give a file name",
+  EACCES: "permission denied",
+  EPERM: "operation not permitted",
+  EROFS: "the file system is read-only",
+  EEXIST: "it already exists",
+  ENOSPC: "no space left on the device",
+  EDQUOT: "the disk quota is exhausted",
+  ENAMETOOLONG: "the name is too long",
+  ELOOP: "too many symbolic links",
+};
+
+/**
+ * A file this process could not open, read or write (an output file, a data dir, a
+ * certificate): the user's to fix, found here before or without sending a write, so a
+ * USAGE error (exit 2) naming the file, certainly not applied — not an INTERNAL "unknown".
+ */
+export function localFileError(error: unknown): DkvError | undefined {
+  if (!(error instanceof Error) || error instanceof DkvError) return undefined;
+  const { code, path, dest, syscall } = error as Error & {
+    code?: unknown;
+    path?: unknown;
+    dest?: unknown;
+    syscall?: unknown;
+  };
+  if (typeof code !== "string" || typeof path !== "string" || !/^E[A-Z]+$/.test(code)) return undefined;
+  const verb = typeof syscall === "string" ? ` ${syscall}` : " use";
+  // A rename into place (from a temp file next to FILE) is about FILE.
+  const file = typeof dest === "string" ? dest : path;
+  const problem = FILE_PROBLEMS[code] ?? error.message;
+  return new DkvError(
+    "USAGE",
+    `cannot${verb} ${file}: ${problem} [${code}]; check the path and its permissions`,
+    {
+      cause: error,
+    },
+  );
 }
 
 /** JSON with bigints as decimal strings (fencing tokens exceed 2^53). */

@@ -296,16 +296,24 @@ export class SocketChannel implements Channel {
       connectError: () => {},
     };
     const endpoint = this.options.endpoint;
-    const connecting =
-      endpoint.kind === "unix"
-        ? Bun.connect<SocketChannel>({ unix: endpoint.path, socket: handlers, data: this })
-        : Bun.connect<SocketChannel>({
-            hostname: endpoint.hostname,
-            port: endpoint.port,
-            socket: handlers,
-            data: this,
-            ...(tls === undefined ? {} : { tls: bunClientTlsOptions(tls, endpoint.hostname) }),
-          });
+    let connecting: Promise<Socket<SocketChannel>>;
+    try {
+      connecting =
+        endpoint.kind === "unix"
+          ? Bun.connect<SocketChannel>({ unix: endpoint.path, socket: handlers, data: this })
+          : Bun.connect<SocketChannel>({
+              hostname: endpoint.hostname,
+              port: endpoint.port,
+              socket: handlers,
+              data: this,
+              ...(tls === undefined ? {} : { tls: bunClientTlsOptions(tls, endpoint.hostname) }),
+            });
+    } catch (error) {
+      // Refused before any connection existed (e.g. TLS material Bun cannot load): nothing
+      // was sent, and another attempt would fail the same way.
+      this.onSetupFailed(error);
+      return;
+    }
     connecting.then(
       (socket) => {
         if (tls === undefined) this.onOpen(socket);
@@ -354,6 +362,22 @@ export class SocketChannel implements Channel {
       this.flushQueued = true;
       queueMicrotask(this.flush);
     }
+  }
+
+  private onSetupFailed(error: unknown): void {
+    this.state = "idle";
+    const detail = error instanceof Error ? error.message : String(error);
+    const failure = new DkvError(
+      "USAGE",
+      `cannot set up a connection to ${this.endpoint}: ${detail}; check --cacert, --cert and --key`,
+      { cause: error },
+    );
+    const waiting = this.waiting;
+    this.waiting = [];
+    for (const call of waiting) this.options.owner.complete(call, undefined, failure);
+    const streams = this.waitingStreams;
+    this.waitingStreams = [];
+    for (const stream of streams) stream.onLost(failure);
   }
 
   private onConnectFailed(error: unknown): void {
