@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { parseAuthFile, TokenAuthority, tokenSha256 } from "../../src/auth/index.ts";
 import { DkvError } from "../../src/errors.ts";
 import { RpcClient } from "../../src/rpc/client/index.ts";
 import type { TransportName } from "../../src/rpc/protocol/types.ts";
@@ -94,6 +95,24 @@ describe("connection errors that point the right way", () => {
       const error = await failure(second.store(storeShard).get("k"));
       expect(error.message).toContain("--max-client-connections");
       expect(error.message).not.toContain("TLS");
+    } finally {
+      await stack.close();
+    }
+  });
+
+  test("a request over 4 KiB without a token is told the token is missing, not to raise a limit", async () => {
+    const authFile = JSON.stringify({
+      tokens: [{ name: "t", sha256: tokenSha256("tok-123"), role: "write" }],
+    });
+    const stack = await startStack("tcp", "binary", {
+      server: { authority: new TokenAuthority(parseAuthFile(authFile, "test")) },
+    });
+    try {
+      await using client = clientFor(stack, "tcp");
+      const error = await failure(client.store(storeShard).set("k", "v".repeat(5000)));
+      expect(error.code).toBe("UNAUTHENTICATED");
+      expect(error.message).toContain("--token");
+      expect(error.message).not.toContain("raise the limit");
     } finally {
       await stack.close();
     }
