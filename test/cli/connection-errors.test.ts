@@ -8,7 +8,7 @@ import { makeTestPki, type TestPki } from "../security/pki.ts";
 
 /**
  * A client that speaks the wrong protocol to a server (plain to TLS, tcp to http, http to
- * tcp) is told at once which flag to fix, as a usage error that was certainly not applied;
+ * tcp) is told at once which flag to fix, as BAD_FRAME (exit 1) that was certainly not applied;
  * a refusal by the connection limit names the limit, not TLS.
  */
 let pki: TestPki;
@@ -49,7 +49,7 @@ describe("connection errors that point the right way", () => {
     try {
       await using client = clientFor(stack, "tcp");
       const error = await failure(client.store(storeShard).set("k", "v"));
-      expect(error.code).toBe("USAGE");
+      expect(error.code).toBe("BAD_FRAME");
       expect(error.outcome).toBe("not-applied");
       expect(error.message).toContain("--cacert");
     } finally {
@@ -63,7 +63,7 @@ describe("connection errors that point the right way", () => {
       await using client = clientFor(stack, "tcp");
       const started = performance.now();
       const error = await failure(client.store(storeShard).get("k"));
-      expect(error.code).toBe("USAGE");
+      expect(error.code).toBe("BAD_FRAME");
       expect(error.message).toContain("--transport http");
       // Not the request timeout (8 s): the server's HTTP answer is recognised.
       expect(performance.now() - started).toBeLessThan(4_000);
@@ -77,7 +77,7 @@ describe("connection errors that point the right way", () => {
     try {
       await using client = clientFor(stack, "http");
       const error = await failure(client.store(storeShard).set("k", "v"));
-      expect(error.code).toBe("USAGE");
+      expect(error.code).toBe("BAD_FRAME");
       expect(error.outcome).toBe("not-applied");
       expect(error.message).toContain("--transport tcp");
       expect(await stack.store.has("k")).toBe(false);

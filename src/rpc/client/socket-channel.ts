@@ -565,22 +565,22 @@ const tlsContentTypes = new Set([0x15, 0x16]); // alert, handshake
  * http client. undefined: nothing recognised (the bytes go to the decoder).
  */
 export function protocolMismatchOf(first: Uint8Array, http: boolean, endpoint: string): DkvError | undefined {
-  const usage = (message: string) => new DkvError("USAGE", message, { outcome: "not-applied" });
+  const mismatch = (message: string) => new DkvError("BAD_FRAME", message, { outcome: "not-applied" });
   if (first.length >= 2 && tlsContentTypes.has(first[0]!) && first[1] === 0x03) {
-    return usage(
+    return mismatch(
       `${endpoint} speaks TLS: pass --cacert FILE (the CA that signed its certificate; --insecure-skip-tls-verify only to test)`,
     );
   }
   if (http) {
     if (first[0] === frameMagic) {
-      return usage(
+      return mismatch(
         `${endpoint} speaks dkv's tcp protocol, not HTTP: check --transport (pass --transport tcp)`,
       );
     }
     return undefined;
   }
   if (first.length >= 7 && String.fromCharCode(...first.subarray(0, 7)) === "HTTP/1.") {
-    return usage(
+    return mismatch(
       `${endpoint} answered in HTTP: it serves the http transport; check --transport (pass --transport http)`,
     );
   }
