@@ -330,6 +330,8 @@ const watch = defineLeaf({
     const interrupt = () => controller.abort();
     process.on("SIGINT", interrupt);
     process.on("SIGTERM", interrupt);
+    // `dkv kv watch ... | head -1`: once the reader is gone, end the watch and its connection.
+    context.io.stdoutClosed?.addEventListener("abort", interrupt, { once: true });
     return withStore(context, async (store) => {
       try {
         const events = store.watch(o.prefix ?? key!, {
@@ -357,6 +359,7 @@ const watch = defineLeaf({
       } finally {
         process.off("SIGINT", interrupt);
         process.off("SIGTERM", interrupt);
+        context.io.stdoutClosed?.removeEventListener("abort", interrupt);
       }
     });
   },

@@ -1,10 +1,11 @@
+import { closeSync, openSync, writeFileSync } from "node:fs";
 import { formatDuration } from "../src/config/parse.ts";
 import { clientOptions, DEFAULT_KV_SHARD, PERF_TESTS, perfOptions } from "../src/config/schema.ts";
 import { DkvError } from "../src/errors.ts";
 import type { IStore } from "../src/store/types.ts";
 import { withClient } from "./client.ts";
 import { defineLeaf, type LeafContext } from "./command.ts";
-import { EXIT_FAILED, EXIT_OK, type Io, jsonLine } from "./io.ts";
+import { EXIT_FAILED, EXIT_OK, type Io, jsonLine, localFileError } from "./io.ts";
 
 const options = [...clientOptions(DEFAULT_KV_SHARD, "timeout"), ...perfOptions] as const;
 type PerfContext = LeafContext<typeof options>;
@@ -273,7 +274,6 @@ export const perfCommand = defineLeaf({
     "Exit status 1 when any request failed (the error count is in the results).",
   ],
   run: async (context) => {
-    const { io } = context;
     const o = context.options;
     const unknown = o.skip.filter((name) => !(PERF_TESTS as readonly string[]).includes(name));
     if (unknown.length > 0) {
@@ -287,47 +287,77 @@ export const perfCommand = defineLeaf({
     const runId = crypto.randomUUID().slice(0, 8);
     const endpoints = o.endpoints && o.endpoints.length > 0 ? o.endpoints : [];
 
-    return withClient(o, o.timeout, async (client) => {
-      const store = client.store(o.shard);
-      // Fail fast (exit 1, one line) when the server is not there rather than erroring for every test.
-      await store.has(`__dkv_perf/${runId}/probe`);
-      const settings = settingsOf(context, endpoints.length > 0 ? endpoints : ["(default)"]);
-      const showProgress = io.stdoutIsTty && !o.json;
-      if (!o.json) {
-        io.out(
-          `dkv kv perf: ${o.transport}/${o.serializer} shard ${o.shard}, ${o.threads} in flight, ${o.keys} keys, ` +
-            `${o["value-size"]} B values (set-large ${o["large-value-size"]} KB), ${formatDuration(o.duration)} per test\n`,
-        );
-        io.out(TABLE_HEADER);
-      }
-      const results: PerfResult[] = [];
-      let firstError: unknown;
-      const testPlans = plans(value, largeValue);
-      for (const test of PERF_TESTS) {
-        if (o.skip.includes(test)) {
-          results.push(skippedResult(test));
-          if (!o.json) io.out(tableRow(skippedResult(test)));
-          continue;
-        }
-        const progress = showProgress ? progressPrinter(io, formatDuration(o.duration)) : undefined;
-        const run = await runOne(store, test, testPlans[test], context, runId, value, progress);
-        if (showProgress) io.out("\r\u001b[2K");
-        results.push(run.result);
-        firstError ??= run.firstError;
-        if (!o.json) io.out(tableRow(run.result));
-      }
-      if (o.csv !== undefined) await Bun.write(o.csv, csvOf(results, settings));
-      if (o.json) io.out(jsonLine({ settings, results }));
-      else if (o.csv !== undefined) io.out(`results written to ${o.csv}\n`);
-      if (firstError !== undefined) {
-        const failure = DkvError.from(firstError, "unknown");
-        const failed = results.reduce((sum, r) => sum + r.errors, 0);
-        io.err(
-          `dkv: ${failed} requests failed during the benchmark; first: ${failure.message} [${failure.code}]\n`,
-        );
-        return EXIT_FAILED;
-      }
-      return EXIT_OK;
-    });
+    // Opened before the run, as a shell's '>' would: a bad path fails at once (naming the
+    // file, nothing sent), and a missing directory is an error, not created.
+    const csv = o.csv === undefined ? undefined : openCsv(o.csv);
+    try {
+      return await runPerf(context, value, largeValue, runId, endpoints, csv);
+    } finally {
+      if (csv !== undefined) closeSync(csv);
+    }
   },
 });
+
+function openCsv(path: string): number {
+  try {
+    return openSync(path, "w");
+  } catch (error) {
+    const failure = localFileError(error);
+    if (failure === undefined) throw error;
+    throw new DkvError("USAGE", `--csv: ${failure.message}`, { cause: error });
+  }
+}
+
+async function runPerf(
+  context: PerfContext,
+  value: Uint8Array,
+  largeValue: Uint8Array,
+  runId: string,
+  endpoints: readonly string[],
+  csv: number | undefined,
+): Promise<number> {
+  const { io } = context;
+  const o = context.options;
+  return withClient(o, o.timeout, async (client) => {
+    const store = client.store(o.shard);
+    // Fail fast (exit 1, one line) when the server is not there rather than erroring for every test.
+    await store.has(`__dkv_perf/${runId}/probe`);
+    const settings = settingsOf(context, endpoints.length > 0 ? endpoints : ["(default)"]);
+    const showProgress = io.stdoutIsTty && !o.json;
+    if (!o.json) {
+      io.out(
+        `dkv kv perf: ${o.transport}/${o.serializer} shard ${o.shard}, ${o.threads} in flight, ${o.keys} keys, ` +
+          `${o["value-size"]} B values (set-large ${o["large-value-size"]} KB), ${formatDuration(o.duration)} per test\n`,
+      );
+      io.out(TABLE_HEADER);
+    }
+    const results: PerfResult[] = [];
+    let firstError: unknown;
+    const testPlans = plans(value, largeValue);
+    for (const test of PERF_TESTS) {
+      if (o.skip.includes(test)) {
+        results.push(skippedResult(test));
+        if (!o.json) io.out(tableRow(skippedResult(test)));
+        continue;
+      }
+      const progress = showProgress ? progressPrinter(io, formatDuration(o.duration)) : undefined;
+      const run = await runOne(store, test, testPlans[test], context, runId, value, progress);
+      if (showProgress) io.out("\r\u001b[2K");
+      results.push(run.result);
+      firstError ??= run.firstError;
+      if (!o.json) io.out(tableRow(run.result));
+    }
+    if (csv !== undefined) writeFileSync(csv, csvOf(results, settings));
+    if (o.json) io.out(jsonLine({ settings, results }));
+    else if (o.csv !== undefined) io.out(`results written to ${o.csv}\n`);
+    if (firstError !== undefined) {
+      const failure = DkvError.from(firstError, "unknown");
+      const failed = results.reduce((sum, r) => sum + r.errors, 0);
+      io.err(
+        `dkv: ${failed} requests failed during the benchmark; first: ${failure.message} [${failure.code}]\n`,
+      );
+      return EXIT_FAILED;
+    }
+    return EXIT_OK;
+  });
+}

@@ -172,7 +172,7 @@ describe("before authentication", () => {
     raw.write(frame);
     const reply = await raw.nextReply();
     const error = readErrorBody(reply.body);
-    expect(error.code).toBe("TOO_LARGE");
+    expect(error.code).toBe("UNAUTHENTICATED");
     expect(error.message).toContain(`${preAuthFrameBytesMax}`);
     expect(await stack.store.has("k")).toBe(false);
     raw.close();

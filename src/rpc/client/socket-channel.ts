@@ -8,6 +8,7 @@ import {
   type FrameHeader,
   finishFrame,
   flagError,
+  frameMagic,
   headerBytes,
   readErrorBody,
 } from "../protocol/frame.ts";
@@ -262,6 +263,8 @@ export class SocketChannel implements Channel {
     this.state = "connecting";
     this.receivedBytes = 0;
     this.lastSocketError = undefined;
+    this.protocolMismatch = undefined;
+    this.connectionError = undefined;
     const tls = this.options.tls;
     const handlers = {
       binaryType: "uint8array" as const,
@@ -283,6 +286,13 @@ export class SocketChannel implements Channel {
         this.onOpen(socket);
       },
       data: (_socket: Socket<SocketChannel>, chunk: Uint8Array) => {
+        if (this.receivedBytes === 0) {
+          this.protocolMismatch = protocolMismatchOf(chunk, this.options.http === true, this.endpoint);
+          if (this.protocolMismatch !== undefined) {
+            this.socket?.terminate();
+            return;
+          }
+        }
         this.receivedBytes += chunk.length;
         const ok = this.httpReader !== undefined ? this.httpReader.push(chunk) : this.decoder.push(chunk);
         if (!ok) this.socket?.terminate();
@@ -296,16 +306,24 @@ export class SocketChannel implements Channel {
       connectError: () => {},
     };
     const endpoint = this.options.endpoint;
-    const connecting =
-      endpoint.kind === "unix"
-        ? Bun.connect<SocketChannel>({ unix: endpoint.path, socket: handlers, data: this })
-        : Bun.connect<SocketChannel>({
-            hostname: endpoint.hostname,
-            port: endpoint.port,
-            socket: handlers,
-            data: this,
-            ...(tls === undefined ? {} : { tls: bunClientTlsOptions(tls, endpoint.hostname) }),
-          });
+    let connecting: Promise<Socket<SocketChannel>>;
+    try {
+      connecting =
+        endpoint.kind === "unix"
+          ? Bun.connect<SocketChannel>({ unix: endpoint.path, socket: handlers, data: this })
+          : Bun.connect<SocketChannel>({
+              hostname: endpoint.hostname,
+              port: endpoint.port,
+              socket: handlers,
+              data: this,
+              ...(tls === undefined ? {} : { tls: bunClientTlsOptions(tls, endpoint.hostname) }),
+            });
+    } catch (error) {
+      // Refused before any connection existed (e.g. TLS material Bun cannot load): nothing
+      // was sent, and another attempt would fail the same way.
+      this.onSetupFailed(error);
+      return;
+    }
     connecting.then(
       (socket) => {
         if (tls === undefined) this.onOpen(socket);
@@ -314,6 +332,9 @@ export class SocketChannel implements Channel {
       (error: unknown) => this.onConnectFailed(error),
     );
   }
+
+  /** The server answered in another protocol on this connection (TLS, HTTP, dkv frames): why it failed. */
+  private protocolMismatch: DkvError | undefined;
 
   /** The socket of a TLS connection still in its handshake, so a close before it counts as a failed connect. */
   private tlsSocket: Socket<SocketChannel> | undefined;
@@ -356,6 +377,22 @@ export class SocketChannel implements Channel {
     }
   }
 
+  private onSetupFailed(error: unknown): void {
+    this.state = "idle";
+    const detail = error instanceof Error ? error.message : String(error);
+    const failure = new DkvError(
+      "USAGE",
+      `cannot set up a connection to ${this.endpoint}: ${detail}; check --cacert, --cert and --key`,
+      { cause: error },
+    );
+    const waiting = this.waiting;
+    this.waiting = [];
+    for (const call of waiting) this.options.owner.complete(call, undefined, failure);
+    const streams = this.waitingStreams;
+    this.waitingStreams = [];
+    for (const stream of streams) stream.onLost(failure);
+  }
+
   private onConnectFailed(error: unknown): void {
     if (this.state === "closed" || this.state === "idle") return;
     this.tlsSocket = undefined;
@@ -389,15 +426,32 @@ export class SocketChannel implements Channel {
     if (this.state !== "closed") this.state = "idle";
     const lost = [...this.pending.values()];
     this.pending.clear();
+    const mismatch = this.protocolMismatch;
+    if (mismatch !== undefined) {
+      // The server could not have read a request in another protocol: nothing was applied,
+      // and a retry would meet the same server.
+      for (const call of lost) this.options.owner.complete(call, undefined, mismatch);
+      const streams = [...this.streams.values()];
+      this.streams.clear();
+      for (const stream of streams) stream.onLost(mismatch);
+      return;
+    }
     let hint = "";
     if (this.receivedBytes === 0 && lost.length > 0) {
       const detail = this.lastSocketError === undefined ? "" : ` (${this.lastSocketError})`;
       hint =
         this.options.tls !== undefined
           ? ` before any reply${detail}: if the server requires client certificates (--client-cert-auth), pass --cert and --key signed by its CA`
-          : ` before any reply${detail}: if the server uses TLS, pass --cacert`;
+          : ` before any reply${detail}: the server may be at its --max-client-connections limit; retry later`;
     }
-    const failure = new DkvError("UNAVAILABLE", `lost the connection to ${this.endpoint}${hint}`);
+    // The server said why before closing (requestId 0): that is the reason, not the loss.
+    const said = this.connectionError;
+    const failure = new DkvError(
+      "UNAVAILABLE",
+      said === undefined
+        ? `lost the connection to ${this.endpoint}${hint}`
+        : `${this.endpoint} closed the connection: ${said.message} [${said.code}]`,
+    );
     for (const call of lost) this.options.owner.failed(call, failure, true);
     const streams = [...this.streams.values()];
     this.streams.clear();
@@ -501,4 +555,34 @@ export class SocketChannel implements Channel {
       socket.end();
     }
   }
+}
+
+const tlsContentTypes = new Set([0x15, 0x16]); // alert, handshake
+
+/**
+ * What the first bytes a server sent say about a wrong --transport or a missing --cacert:
+ * a TLS record to a plain client, an HTTP response to a tcp client, a dkv frame to an
+ * http client. undefined: nothing recognised (the bytes go to the decoder).
+ */
+export function protocolMismatchOf(first: Uint8Array, http: boolean, endpoint: string): DkvError | undefined {
+  const mismatch = (message: string) => new DkvError("BAD_FRAME", message, { outcome: "not-applied" });
+  if (first.length >= 2 && tlsContentTypes.has(first[0]!) && first[1] === 0x03) {
+    return mismatch(
+      `${endpoint} speaks TLS: pass --cacert FILE (the CA that signed its certificate; --insecure-skip-tls-verify only to test)`,
+    );
+  }
+  if (http) {
+    if (first[0] === frameMagic) {
+      return mismatch(
+        `${endpoint} speaks dkv's tcp protocol, not HTTP: check --transport (pass --transport tcp)`,
+      );
+    }
+    return undefined;
+  }
+  if (first.length >= 7 && String.fromCharCode(...first.subarray(0, 7)) === "HTTP/1.") {
+    return mismatch(
+      `${endpoint} answered in HTTP: it serves the http transport; check --transport (pass --transport http)`,
+    );
+  }
+  return undefined;
 }

@@ -86,12 +86,57 @@ export function clientTlsOf(
       "--cert and --key go together: pass both (PEM files, e.g. from 'dkv cert create-client')",
     );
   }
-  return {
+  const tls = {
     ca: settings.cacert === undefined ? undefined : readFileFor("--cacert", settings.cacert),
     cert: settings.cert === undefined ? undefined : readFileFor("--cert", settings.cert),
     key: settings.key === undefined ? undefined : readFileFor("--key", settings.key),
     skipVerify,
   };
+  checkClientTlsFiles(settings, tls);
+  return tls;
+}
+
+/**
+ * Loads the PEM files the way the connection will, before anything is sent, so a file
+ * that is not a CA, a certificate or its key is a usage error naming the file (and
+ * certainly not applied) rather than a failure of the first request.
+ */
+function checkClientTlsFiles(settings: ClientSecuritySettings, tls: ClientTls): void {
+  const { createSecureContext } = require("node:tls") as typeof import("node:tls");
+  const reason = (error: unknown) => (error instanceof Error ? error.message : String(error));
+  if (tls.ca !== undefined) {
+    try {
+      createSecureContext({ ca: tls.ca });
+    } catch (error) {
+      throw new DkvError(
+        "USAGE",
+        `--cacert ${settings.cacert} is not a PEM CA certificate (${reason(error)}); pass the CA certificate that signed the server's certificate`,
+        { cause: error },
+      );
+    }
+  }
+  if (tls.cert === undefined || tls.key === undefined) return;
+  if (!/-----BEGIN CERTIFICATE-----/.test(tls.cert)) {
+    throw new DkvError(
+      "USAGE",
+      `--cert ${settings.cert} holds no PEM certificate; pass the client certificate (e.g. from 'dkv cert create-client')`,
+    );
+  }
+  if (!/-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(tls.key)) {
+    throw new DkvError(
+      "USAGE",
+      `--key ${settings.key} holds no PEM private key; pass the key of the --cert certificate`,
+    );
+  }
+  try {
+    createSecureContext({ cert: tls.cert, key: tls.key });
+  } catch (error) {
+    throw new DkvError(
+      "USAGE",
+      `--cert ${settings.cert} and --key ${settings.key} do not go together (${reason(error)}); pass the private key of that certificate`,
+      { cause: error },
+    );
+  }
 }
 
 /** --token, else --token-file's first line (DKV_TOKEN arrives as --token). */

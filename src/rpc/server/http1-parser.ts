@@ -176,6 +176,11 @@ export class Http1RequestParser {
       }
     }
     if (headEnd < 0) {
+      // A request line starts with a method (a token): anything else (a dkv tcp frame, a
+      // TLS hello) is refused at once rather than waited on until a timeout.
+      if (this.end > this.start && !isTokenByte(this.buf[this.start]!)) {
+        return { status: 400, message: "not an HTTP request; a dkv client needs --transport http here" };
+      }
       this.scanned = this.end;
       if (this.end - this.start >= this.limits.headBytesMax) {
         return { status: 431, message: `the request head exceeds ${this.limits.headBytesMax} bytes` };
@@ -334,4 +339,8 @@ function concat(parts: readonly Uint8Array[], total: number): Uint8Array {
     at += part.length;
   }
   return out;
+}
+
+function isTokenByte(byte: number): boolean {
+  return /^[!#$%&'*+\-.^_`|~0-9A-Za-z]$/.test(String.fromCharCode(byte));
 }

@@ -117,13 +117,21 @@ class ServerConnection implements ReplyTarget, StreamedReplyTarget {
       onFrame: (header, body) => this.onFrame(header, body),
       onOversized: (header, max) => {
         this.options.logger.warn(`${this.name}: refused a ${header.bodyLength}-byte frame (limit ${max})`);
+        // Before its token a connection may send only small frames: the missing token is
+        // the problem, not the size.
+        const beforeToken = this.options.authority !== undefined && !this.authenticated;
         this.writeReply(
           header,
           undefined,
-          new DkvError(
-            "TOO_LARGE",
-            `request of ${header.bodyLength} bytes exceeds the server's frame limit of ${max} bytes; send a smaller value or raise the limit`,
-          ),
+          beforeToken
+            ? new DkvError(
+                "UNAUTHENTICATED",
+                `this connection has no accepted token and the server requires one (--auth-file): pass --token or --token-file (before a token, requests over ${max} bytes are refused)`,
+              )
+            : new DkvError(
+                "TOO_LARGE",
+                `request of ${header.bodyLength} bytes exceeds the server's frame limit of ${max} bytes; send a smaller value or raise the limit`,
+              ),
         );
       },
       onCorrupt: (reason) => {
