@@ -77,6 +77,10 @@ export class RaftHost {
   private readonly scheduler: HostScheduler;
   /** One Ready pass at a time for all groups (ready-pass.ts). */
   private readonly readyPasses: ReadyPasses;
+  /** Inside a pass's stretch: the groups' messages wait in heldGroups/heldMessages (see releaseSends). */
+  private holding = false;
+  private readonly heldGroups: number[] = [];
+  private readonly heldMessages: Message[] = [];
   /** Cluster membership (membership.ts), when attached: addresses, removal, host frames. */
   private membership: MembershipHooks | undefined;
   /** Set once this member is removed from the cluster: it no longer ticks, steps or serves. */
@@ -121,7 +125,12 @@ export class RaftHost {
     this.nextForwardId = Math.floor((config.random ?? Math.random)() * FORWARD_ID_MODULUS);
     const scheduler = config.scheduler ?? realScheduler;
     this.scheduler = scheduler;
-    this.readyPasses = new ReadyPasses((run) => scheduler.later(run));
+    this.readyPasses = new ReadyPasses((run) => scheduler.later(run), {
+      hold: () => {
+        this.holding = true;
+      },
+      release: () => this.releaseSends(),
+    });
     this.env = {
       self: config.self,
       nowMs: () => config.clock.now(),
@@ -464,7 +473,28 @@ export class RaftHost {
 
   private sendRaft(groupId: number, message: Message): void {
     if (this.retired !== undefined) return; // a removed member speaks to no one
+    if (this.holding) {
+      this.heldGroups.push(groupId);
+      this.heldMessages.push(message);
+      return;
+    }
     this.config.transport.sendRaft(message.to, groupId, message);
+  }
+
+  /**
+   * Sends what the groups sent during a pass's stretch (ready-pass.ts), in order. By now
+   * the answers to forwarded proposals that the stretch's applies settled are queued as
+   * microtasks ahead of the transport's flush, which the first send here queues: so they
+   * share its socket write with every group's messages.
+   */
+  private releaseSends(): void {
+    this.holding = false;
+    const groups = this.heldGroups;
+    const messages = this.heldMessages;
+    // Bounded by the groups hosted times the messages of one Ready each.
+    for (let i = 0; i < messages.length; i++) this.sendRaft(groups[i]!, messages[i]!);
+    groups.length = 0;
+    messages.length = 0;
   }
 
   private onRaft(from: NodeId, groupId: number, message: Message): void {
