@@ -13,9 +13,11 @@
  *   shards, and c=200 over N (128 B values, 100 keys per shard, a library RpcClient in
  *   this process with every member as an endpoint);
  * - prints ops/s and the members' CPU time per write (user + system of all three, from
- *   /proc: it depends far less on what else runs on the machine than ops/s does) per run
- *   and, per binary, the best round's ratio to its one-shard rate and the median CPU per
- *   write; kills every server by PID.
+ *   /proc: it depends far less on what else runs on the machine than ops/s does), also
+ *   less their idle CPU rate sampled for a second just before the run ("above idle": on a
+ *   loaded machine the rate falls and ticks and heartbeats then weigh more per write) per
+ *   run and, per binary, the best (and median) round's ratio to its one-shard rate and the
+ *   median CPU per write; with two binaries, their CPU per write ratio; kills every server by PID.
  * - `--profile DIR`: the members run from source under Bun's CPU profiler (`--cpu-prof-md`)
  *   instead of a binary, and are stopped with SIGTERM so each writes its profile into DIR;
  *   use with one workload (`--only 50`: the c=50 run over N shards) and one round.
@@ -33,6 +35,8 @@ import { benchClusterArgs, cpuSeconds, flagValue, ROOT, runCommand, waitUntil } 
 const KEYS_PER_SHARD = 100;
 const VALUE_BYTES = 128;
 const START_TIMEOUT_MS = 60_000;
+/** How long the members' idle CPU is sampled before each run (see spreadSets). */
+const IDLE_SAMPLE_MS = 1_000;
 
 interface Cluster {
   dkv: string;
@@ -137,7 +141,7 @@ async function spreadSets(
   cluster: Cluster,
   workload: Workload,
   durationMs: number,
-): Promise<{ opsPerSec: number; writes: number; cpuMsPerWrite: number }> {
+): Promise<{ opsPerSec: number; writes: number; cpuMsPerWrite: number; marginalCpuMsPerWrite: number }> {
   await using client = new RpcClient({
     endpoints: cluster.endpoints,
     transport: "tcp",
@@ -147,6 +151,13 @@ async function spreadSets(
   const value = new Uint8Array(VALUE_BYTES).fill(0x61);
   const keys = Array.from({ length: KEYS_PER_SHARD }, (_, i) => `spread/${i}`);
   for (const store of stores) await store.set("spread/warm", value);
+  // The members' idle CPU rate just before the run (ticks, heartbeats, housekeeping):
+  // subtracted from the run's CPU, it leaves what the writes cost, which depends less on
+  // how fast a loaded machine lets them go (at a low rate the idle cost per write grows).
+  const idleStart = await membersCpuSeconds(cluster);
+  const idleStartMs = performance.now();
+  await Bun.sleep(IDLE_SAMPLE_MS);
+  const idleCpuPerMs = ((await membersCpuSeconds(cluster)) - idleStart) / (performance.now() - idleStartMs);
   let done = 0;
   let errors = 0;
   const cpuStart = await membersCpuSeconds(cluster);
@@ -166,10 +177,18 @@ async function spreadSets(
       }
     }),
   );
-  const seconds = (performance.now() - start) / 1_000;
-  const cpuMs = ((await membersCpuSeconds(cluster)) - cpuStart) * 1_000;
+  const elapsedMs = performance.now() - start;
+  const cpuSecondsUsed = (await membersCpuSeconds(cluster)) - cpuStart;
+  const cpuMs = cpuSecondsUsed * 1_000;
+  const marginalMs = Math.max(0, cpuSecondsUsed - idleCpuPerMs * elapsedMs) * 1_000;
   if (errors > 0) console.log(`  (${errors} errors in ${workload.name})`);
-  return { opsPerSec: done / seconds, writes: done, cpuMsPerWrite: cpuMs / Math.max(1, done) };
+  const writes = Math.max(1, done);
+  return {
+    opsPerSec: done / (elapsedMs / 1_000),
+    writes: done,
+    cpuMsPerWrite: cpuMs / writes,
+    marginalCpuMsPerWrite: marginalMs / writes,
+  };
 }
 
 async function membersCpuSeconds(cluster: Cluster): Promise<number> {
@@ -217,6 +236,7 @@ async function main(): Promise<void> {
     for (const dkv of dkvList) clusters.push(await startCluster(dkv, shardCount, profileDir));
     const results = new Map<string, number[][]>(dkvList.map((d) => [d, workloads.map(() => [])]));
     const cpuResults = new Map<string, number[][]>(dkvList.map((d) => [d, workloads.map(() => [])]));
+    const marginalResults = new Map<string, number[][]>(dkvList.map((d) => [d, workloads.map(() => [])]));
     for (let round = 0; round < rounds; round++) {
       for (const [w, workload] of workloads.entries()) {
         const order = round % 2 === 0 ? clusters : [...clusters].reverse();
@@ -231,24 +251,38 @@ async function main(): Promise<void> {
           } else {
             outcome = await run();
           }
-          const { opsPerSec, cpuMsPerWrite } = outcome;
+          const { opsPerSec, cpuMsPerWrite, marginalCpuMsPerWrite } = outcome;
           results.get(cluster.dkv)![w]!.push(opsPerSec);
           cpuResults.get(cluster.dkv)![w]!.push(cpuMsPerWrite);
+          marginalResults.get(cluster.dkv)![w]!.push(marginalCpuMsPerWrite);
           console.log(
-            `round ${round + 1} ${workload.name.padEnd(22)} ${fmt(opsPerSec).padStart(7)} ops/s  ${cpuMsPerWrite.toFixed(3)} CPU ms/write  ${cluster.dkv}${syncs}`,
+            `round ${round + 1} ${workload.name.padEnd(22)} ${fmt(opsPerSec).padStart(7)} ops/s  ${cpuMsPerWrite.toFixed(3)} CPU ms/write (${marginalCpuMsPerWrite.toFixed(3)} above idle)  ${cluster.dkv}${syncs}`,
           );
         }
       }
     }
     for (const dkv of dkvList) {
       const best = results.get(dkv)!.map((runs) => Math.max(...runs));
+      const mid = results.get(dkv)!.map(median);
       const cpu = cpuResults.get(dkv)!.map(median);
-      const one = best[0]!;
-      console.log(`\n${dkv} (best of ${rounds}; CPU: median, 3 members)`);
+      const marginal = marginalResults.get(dkv)!.map(median);
+      console.log(
+        `\n${dkv} (ops/s: best of ${rounds}, median in brackets; CPU: median, 3 members, above idle in brackets)`,
+      );
       for (const [w, workload] of workloads.entries()) {
         console.log(
-          `  ${workload.name.padEnd(22)} ${fmt(best[w]!).padStart(7)} ops/s  ${(best[w]! / one).toFixed(2)}x one shard  ${cpu[w]!.toFixed(3)} CPU ms/write  ${(cpu[w]! / cpu[0]!).toFixed(2)}x one shard's`,
+          `  ${workload.name.padEnd(22)} ${fmt(best[w]!).padStart(7)} ops/s  ${(best[w]! / best[0]!).toFixed(2)}x one shard (${(mid[w]! / mid[0]!).toFixed(2)}x)  ${cpu[w]!.toFixed(3)} CPU ms/write (${marginal[w]!.toFixed(3)})  ${(cpu[w]! / cpu[0]!).toFixed(2)}x one shard's (${(marginal[w]! / marginal[0]!).toFixed(2)}x)`,
         );
+      }
+    }
+    if (dkvList.length === 2) {
+      // Per workload, the first binary's median CPU per write over the second's (same minutes).
+      const [a, b] = dkvList as [string, string];
+      console.log(`\n${a} / ${b}, median CPU per write (above idle in brackets):`);
+      for (const [w, workload] of workloads.entries()) {
+        const ratio = median(cpuResults.get(a)![w]!) / median(cpuResults.get(b)![w]!);
+        const marginalRatio = median(marginalResults.get(a)![w]!) / median(marginalResults.get(b)![w]!);
+        console.log(`  ${workload.name.padEnd(22)} ${ratio.toFixed(2)}x (${marginalRatio.toFixed(2)}x)`);
       }
     }
   } finally {

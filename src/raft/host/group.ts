@@ -18,6 +18,7 @@ import {
   type SnapshotMeta,
 } from "../core/types.ts";
 import { testFaults } from "../storage/test-faults.ts";
+import type { ReadyStart } from "./ready-pass.ts";
 import { AssertionError, assert, type GroupStorage, HostFatalError } from "./runtime.ts";
 import type { RaftHostObserver, StageTrace, StateMachine } from "./types.ts";
 
@@ -183,6 +184,11 @@ export class RaftGroup {
   /** Woken on every leader change (and on close), so a proposal waiting for a leader retries. */
   private leaderWatchers: { wake: () => void; deadlineMs: number }[] = [];
   private drainDone: Promise<void> = Promise.resolve();
+  /** The Ready startReady began and finishReady has yet to finish, with what settles drainDone. */
+  private startedReady: Ready | undefined;
+  private readyFinished: (() => void) | undefined;
+  /** Persisting startedReady failed (wrapped, so even a thrown undefined counts). */
+  private persistFailure: { error: unknown } | undefined;
 
   constructor(
     readonly groupId: number,
@@ -437,24 +443,67 @@ export class RaftGroup {
     this.env.requestReady(this);
   }
 
-  /** The host's pass: starts one Ready if there is one and none is in flight (see ReadyParticipant). */
-  startReady(): Promise<void> | undefined {
+  /**
+   * The host's pass: starts one Ready if there is one and none is in flight (see
+   * ReadyParticipant): everything up to its persistence runs now; the pass calls
+   * finishReady once that is durable, together with every other group's.
+   */
+  startReady(): ReadyStart {
     this.readyRequested = false;
     this.askQueuedReads();
-    if (this.draining || this.closed || !this.node.hasReady()) return undefined;
+    if (this.draining || this.closed || !this.node.hasReady()) return false;
     this.draining = true;
     const rd = this.node.ready();
-    const done = this.handleReady(rd).then(
-      () => this.readyDone(),
-      (error: unknown) => {
-        this.fatal(error);
-        this.readyDone();
-      },
-    );
-    this.drainDone = done;
-    // A snapshot install streams to disk and restores the state machine: the other groups
-    // must not wait for it.
-    return rd.snapshot === undefined ? done : undefined;
+    if (rd.snapshot !== undefined) {
+      // A snapshot install streams to disk and restores the state machine: it runs on its
+      // own, so the other groups need not wait for it.
+      this.drainDone = this.handleSnapshotReady(rd).then(
+        () => this.readyDone(),
+        (error: unknown) => {
+          this.fatal(error);
+          this.readyDone();
+        },
+      );
+      return false;
+    }
+    const { promise, resolve } = Promise.withResolvers<void>();
+    this.drainDone = promise;
+    this.readyFinished = resolve;
+    this.startedReady = rd;
+    try {
+      this.beginReady(rd);
+      const durable = this.persistReady(rd);
+      if (durable === undefined) return true;
+      return durable.then(undefined, (error: unknown) => {
+        this.persistFailure = { error };
+      });
+    } catch (error) {
+      this.persistFailure = { error };
+      return true;
+    }
+  }
+
+  /** The rest of the Ready startReady began, once its persistence is durable (the pass's call). */
+  finishReady(): void {
+    const rd = this.startedReady;
+    const finished = this.readyFinished;
+    const failure = this.persistFailure;
+    this.startedReady = undefined;
+    this.readyFinished = undefined;
+    this.persistFailure = undefined;
+    if (rd === undefined) return;
+    try {
+      if (failure !== undefined) throw failure.error;
+      if (!this.closed) {
+        // 2. send the rest (acks, votes, heartbeats, read answers): only now that it is durable
+        for (const message of rd.messages) this.env.send(this.groupId, message);
+        this.applyReady(rd);
+      }
+    } catch (error) {
+      this.fatal(error);
+    }
+    this.readyDone();
+    finished?.();
   }
 
   private readyDone(): void {
@@ -462,40 +511,60 @@ export class RaftGroup {
     if (!this.closed && this.node.hasReady()) this.schedule();
   }
 
-  private async handleReady(rd: Ready): Promise<void> {
-    const tracing = this.env.observer?.currentTrace !== undefined;
-    if (tracing) this.stampProposals(rd.committedEntries, "committedMs");
-    if (tracing) this.stampProposals(rd.entries, "persistingMs");
+  /** Trace stamps, the soft state, and a leader's appends (sent while we persist: see Ready). */
+  private beginReady(rd: Ready): void {
+    if (this.env.observer?.currentTrace !== undefined) {
+      this.stampProposals(rd.committedEntries, "committedMs");
+      this.stampProposals(rd.entries, "persistingMs");
+    }
     if (rd.softState !== undefined) this.onSoftState(rd.softState.leader, rd.softState.role);
     // 0. a leader's appends go out now: followers write them while we do (see Ready).
     for (const message of rd.messagesBeforePersist) this.env.send(this.groupId, message);
-    // 1. persist
-    if (rd.snapshot !== undefined) {
-      // Never two snapshot saves at once: ours may still be streaming.
-      await this.snapshotTask;
-      const installStartMs = this.env.monotonicMs();
-      await persisted(this.storage.saveSnapshot(rd.snapshot.meta, rd.snapshot.data));
-      this.env.observer?.snapshotDone(this.groupId, "install", this.env.monotonicMs() - installStartMs, true);
+  }
+
+  /**
+   * 1. persist the entries and hard state; returns what must be durable before the rest of
+   * the Ready goes on (a failure rejects it: fatal), or undefined when nothing must wait.
+   */
+  private persistReady(rd: Ready): Promise<void> | undefined {
+    if (rd.entries.length === 0 && rd.hardState === undefined) return undefined;
+    assertContiguous(this.groupId, rd.entries);
+    const durable = persisted(this.storage.append(rd.entries, rd.hardState));
+    // A commit-index-only change need not be on disk before we go on (Raft recovers it).
+    // (A test build's ack-before-fsync fault skips the wait: see storage/test-faults.ts.)
+    if (!rd.mustSync || testFaults.ackBeforeFsync) {
+      durable.catch((error: unknown) => this.fatal(error));
+      return undefined;
     }
-    if (rd.entries.length > 0 || rd.hardState !== undefined) {
-      assertContiguous(this.groupId, rd.entries);
-      const durable = persisted(this.storage.append(rd.entries, rd.hardState));
-      // A commit-index-only change need not be on disk before we go on (Raft recovers it).
-      // (A test build's ack-before-fsync fault skips the wait: see storage/test-faults.ts.)
-      if (rd.mustSync && !testFaults.ackBeforeFsync) {
-        const syncStartMs = this.env.monotonicMs();
-        await durable;
-        this.env.observer?.walSynced(this.groupId, this.env.monotonicMs() - syncStartMs);
-        if (tracing) this.stampProposals(rd.entries, "durableMs");
-      } else durable.catch((error: unknown) => this.fatal(error));
-    }
+    const observer = this.env.observer;
+    if (observer === undefined) return durable;
+    const syncStartMs = this.env.monotonicMs();
+    return durable.then(() => {
+      observer.walSynced(this.groupId, this.env.monotonicMs() - syncStartMs);
+      if (observer.currentTrace !== undefined) this.stampProposals(rd.entries, "durableMs");
+    });
+  }
+
+  /** A Ready carrying a snapshot to install: persisted and applied on its own (see startReady). */
+  private async handleSnapshotReady(rd: Ready): Promise<void> {
+    this.beginReady(rd);
+    // Never two snapshot saves at once: ours may still be streaming.
+    await this.snapshotTask;
+    const installStartMs = this.env.monotonicMs();
+    await persisted(this.storage.saveSnapshot(rd.snapshot!.meta, rd.snapshot!.data));
+    this.env.observer?.snapshotDone(this.groupId, "install", this.env.monotonicMs() - installStartMs, true);
+    const durable = this.persistReady(rd);
+    if (durable !== undefined) await durable;
     if (this.closed) return;
-    // 2. send the rest (acks, votes, heartbeats, read answers): only now that it is durable
     for (const message of rd.messages) this.env.send(this.groupId, message);
-    // 3. apply
-    if (rd.snapshot !== undefined) await this.restore(rd.snapshot);
+    await this.restore(rd.snapshot!);
+    this.applyReady(rd);
+  }
+
+  /** 3. apply, 4. answer reads, 5. advance. */
+  private applyReady(rd: Ready): void {
     for (const entry of rd.committedEntries) this.apply(entry);
-    // 4. answer reads
+    const tracing = this.env.observer?.currentTrace !== undefined;
     for (const state of rd.readStates) {
       const batch = this.reads.get(state.requestId);
       if (batch === undefined || batch.state !== undefined) continue;
@@ -508,7 +577,6 @@ export class RaftGroup {
     this.answerReads();
     // The reads that arrived while those rounds were out: one batch for all of them.
     this.askQueuedReads();
-    // 5. advance
     this.node.advance();
     this.maybeSnapshot();
   }

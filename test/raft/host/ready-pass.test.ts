@@ -8,7 +8,7 @@ import { describe, expect, test } from "bun:test";
 import { ManualClock } from "../../../src/clock.ts";
 import type { Entry } from "../../../src/raft/core/types.ts";
 import { RaftHost } from "../../../src/raft/host/raft-host.ts";
-import { type ReadyParticipant, ReadyPasses } from "../../../src/raft/host/ready-pass.ts";
+import { type ReadyParticipant, ReadyPasses, type ReadyStart } from "../../../src/raft/host/ready-pass.ts";
 import type { HostScheduler } from "../../../src/raft/host/runtime.ts";
 import type { StateMachine } from "../../../src/raft/host/types.ts";
 import { SimDisk } from "../sim/host/disk.ts";
@@ -138,12 +138,16 @@ describe("ReadyPasses", () => {
     started = 0;
     finish: (() => void) | undefined;
     constructor(private readonly detached = false) {}
-    startReady(): Promise<void> | undefined {
+    finished = 0;
+    startReady(): ReadyStart {
       this.started++;
-      if (this.detached) return undefined;
+      if (this.detached) return false;
       return new Promise((resolve) => {
         this.finish = resolve;
       });
+    }
+    finishReady(): void {
+      this.finished++;
     }
   }
 
@@ -169,6 +173,81 @@ describe("ReadyPasses", () => {
     await settle();
   });
 
+  /** A group that logs its starts and finishes; `wait` decides what each start returns. */
+  function loggedGroup(name: string, log: string[], wait: () => ReadyStart): ReadyParticipant {
+    return {
+      startReady() {
+        log.push(`start ${name}`);
+        return wait();
+      },
+      finishReady() {
+        log.push(`finish ${name}`);
+      },
+    };
+  }
+
+  test("what one fsync made durable is finished in one stretch with the next pass's starts, between one hold and one release", async () => {
+    const log: string[] = [];
+    const passes = new ReadyPasses((run) => setImmediate(run), {
+      hold: () => log.push("hold"),
+      release: () => log.push("release"),
+    });
+    const fsync = Promise.withResolvers<void>();
+    const a = loggedGroup("a", log, () => fsync.promise);
+    const b = loggedGroup("b", log, () => fsync.promise);
+    const c = loggedGroup("c", log, () => true);
+    passes.request(a);
+    passes.request(b);
+    await settle();
+    expect(log).toEqual(["hold", "start a", "start b", "release"]);
+    log.length = 0;
+    passes.request(c); // arrives while the fsync runs: waits for the pass
+    await settle();
+    expect(log).toEqual([]);
+    fsync.resolve();
+    await settle();
+    // The acks and applies of a and b, and c's Ready (nothing to wait for: finished at once), one stretch.
+    expect(log).toEqual(["hold", "finish a", "finish b", "start c", "finish c", "release"]);
+  });
+
+  test("a Ready with nothing to wait for is finished in the stretch that started it, not after another group's fsync", async () => {
+    const log: string[] = [];
+    const passes = new ReadyPasses((run) => setImmediate(run), {
+      hold: () => log.push("hold"),
+      release: () => log.push("release"),
+    });
+    const fsync = Promise.withResolvers<void>();
+    let quickAgain = true;
+    const slow = loggedGroup("slow", log, () => fsync.promise);
+    const quick: ReadyParticipant = {
+      startReady() {
+        log.push("start quick");
+        return true;
+      },
+      finishReady() {
+        log.push("finish quick");
+        // Its finish leaves another Ready (a commit after an append, say): started in the same stretch.
+        if (quickAgain) passes.request(quick);
+        quickAgain = false;
+      },
+    };
+    passes.request(slow);
+    passes.request(quick);
+    await settle();
+    expect(log).toEqual([
+      "hold",
+      "start slow",
+      "start quick",
+      "finish quick",
+      "start quick",
+      "finish quick",
+      "release",
+    ]);
+    fsync.resolve();
+    await settle();
+    expect(log.slice(7)).toEqual(["hold", "finish slow", "release"]);
+  });
+
   test("a group that asks again in every pass yields to pending I/O after a bounded number of passes", async () => {
     const deferred: (() => void)[] = [];
     const passes = new ReadyPasses((run) => deferred.push(run));
@@ -179,6 +258,7 @@ describe("ReadyPasses", () => {
         passes.request(busy);
         return Promise.resolve();
       },
+      finishReady() {},
     };
     passes.request(busy);
     await settle();
