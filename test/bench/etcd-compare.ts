@@ -2,12 +2,15 @@
  * A 3-member dkv cluster vs a 3-member etcd on this machine, in one run (a plain script,
  * not a test):
  *
- *   bun run test/bench/etcd-compare.ts [--rounds 2] [--duration 5s] [--keys 1000] [--dkv PATH]
+ *   bun run test/bench/etcd-compare.ts [--rounds 2] [--duration 5s] [--keys 1000] [--dkv PATH] [--warmup 3s]
  *
  * - installs etcd-server and etcd-client from Debian's packages when etcd is missing;
  * - starts 3 etcd members and 3 `dist/dkv serve` members (shard 200 = dstore) on free
  *   loopback ports, each with its data dir on the same disk, default Raft timing on both
  *   (100 ms tick/heartbeat, ~1 s election);
+ * - warms both clusters up first (`--warmup`, each test for that long at c=10, not
+ *   measured): a freshly started dkv member runs its first seconds of writes several times
+ *   slower (code not yet optimised by the JIT; etcd is compiled ahead of time);
  * - alternates, per round and concurrency (10, 50):
  *     dkv:  `dkv kv perf --shard 200 --endpoints <3 members> --threads N` (set, get, mixed)
  *     etcd: the same workload from a Bun client against etcd's v3 JSON gateway
@@ -59,6 +62,8 @@ interface Settings {
   rounds: number;
   durationText: string;
   durationMs: number;
+  /** Unmeasured load on both clusters before the first round (`--warmup`, "0s": none). */
+  warmupText: string;
   keys: number;
   /** etcd's Go `tools/benchmark` binary, when given: etcd is measured with it. */
   etcdBenchmark: string | undefined;
@@ -76,6 +81,7 @@ function parseSettings(argv: readonly string[]): Settings {
     rounds: Number(value("--rounds", "2")),
     durationText,
     durationMs,
+    warmupText: value("--warmup", "3s"),
     keys: Number(value("--keys", "1000")),
     etcdBenchmark: value("--etcd-benchmark", process.env.ETCD_BENCHMARK ?? "") || undefined,
     etcdTotal: Number(value("--etcd-total", "20000")),
@@ -415,6 +421,14 @@ async function main(): Promise<void> {
       const entry = best[key];
       if ((entry[side]?.opsPerSec ?? -1) < m.opsPerSec) entry[side] = m;
     };
+    if (parseDuration(s.warmupText, "--warmup") > 0) {
+      const warm = { ...s, durationText: s.warmupText, durationMs: parseDuration(s.warmupText, "--warmup") };
+      await dkvPerf(dkv.endpoints, dkv.pids, 10, warm);
+      if (s.etcdBenchmark !== undefined)
+        await etcdGoPerf(etcd.clientUrls, etcd.pids, 10, { ...warm, etcdTotal: 2000 });
+      else await etcdPerf(etcd.clientUrls, 10, warm);
+      console.log(`warmed up: ${s.warmupText} of each test on dkv, the same on etcd (not measured)`);
+    }
     for (let round = 1; round <= s.rounds; round++) {
       for (const threads of [10, 50]) {
         // Alternate who goes first so neither always runs on a warmer machine.
