@@ -9,8 +9,9 @@
  *   loopback ports, each with its data dir on the same disk, default Raft timing on both
  *   (100 ms tick/heartbeat, ~1 s election);
  * - warms both clusters up first (`--warmup`, each test for that long at c=10, not
- *   measured): a freshly started dkv member runs its first seconds of writes several times
- *   slower (code not yet optimised by the JIT; etcd is compiled ahead of time);
+ *   measured): a freshly started dkv cluster runs its first seconds of writes several times
+ *   slower (on a disk 7-10x at c=10, on tmpfs ~1.6x: mostly the fresh data directory, the
+ *   rest JIT warm-up), and etcd gets the same treatment;
  * - alternates, per round and concurrency (10, 50):
  *     dkv:  `dkv kv perf --shard 200 --endpoints <3 members> --threads N` (set, get, mixed)
  *     etcd: the same workload from a Bun client against etcd's v3 JSON gateway
