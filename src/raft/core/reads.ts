@@ -59,11 +59,12 @@ function serveReadIndex(s: NodeState, from: NodeId, requestId: string, requester
  * before t_s: a quorum voted in T' before t_s, and since {us, F} is a quorum, one of us
  * did (quorums intersect; across a configuration change as far as they do for a heartbeat
  * round, which counts its acks in our configuration too). Not we: at t_0 our term is still
- * T, and terms never decrease. Not F: at t_f its term was still T. So every entry committed before t_s was committed in a term ≤ T;
- * those of earlier terms are in our log (leader completeness) below our first entry of
- * T, which is committed, so below c; those of T were committed by us, before t_0, so
- * also ≤ c. Every read of the batch therefore sees each write that completed before it
- * started, as with a heartbeat round; the answer only needs F's state at t_f, so nothing
+ * T, and terms never decrease. Not F: at t_f its term was still T. So every entry
+ * committed before t_s was committed in a term ≤ T; those of earlier terms are in our log
+ * (leader completeness) below our first entry of T, which is committed, so below c; those
+ * of T only we count as committed, and a write completes only once we did, before t_0,
+ * so they are ≤ c too. Every read of the batch therefore sees each write that completed
+ * before it started, as with a heartbeat round; the answer only needs F's state at t_f, so nothing
  * that happens to F afterwards (a new term, a vote) can make it wrong, and F needs no
  * check when the answer arrives. The requester's term must be T: our own is T, and a
  * request without a term (0, an older version) proves nothing. (Any term in 1..T would
