@@ -2,19 +2,25 @@
  * A 3-member dkv cluster vs a 3-member etcd on this machine, in one run (a plain script,
  * not a test):
  *
- *   bun run test/bench/etcd-compare.ts [--rounds 2] [--duration 5s] [--keys 1000] [--dkv PATH]
+ *   bun run test/bench/etcd-compare.ts [--rounds 2] [--duration 5s] [--keys 1000] [--dkv PATH] [--warmup 3s]
  *
  * - installs etcd-server and etcd-client from Debian's packages when etcd is missing;
  * - starts 3 etcd members and 3 `dist/dkv serve` members (shard 200 = dstore) on free
  *   loopback ports, each with its data dir on the same disk, default Raft timing on both
  *   (100 ms tick/heartbeat, ~1 s election);
+ * - warms both clusters up first (`--warmup`, each test for that long at c=10, not
+ *   measured): a freshly started dkv cluster runs its first seconds of writes several times
+ *   slower (on a disk 7-10x at c=10, on tmpfs ~1.6x: mostly the fresh data directory, the
+ *   rest JIT warm-up), and etcd gets the same treatment;
  * - alternates, per round and concurrency (10, 50):
  *     dkv:  `dkv kv perf --shard 200 --endpoints <3 members> --threads N` (set, get, mixed)
  *     etcd: the same workload from a Bun client against etcd's v3 JSON gateway
  *           (`/v3/kv/put`, `/v3/kv/range`, `/v3/kv/deleterange`), N requests in flight
  *           spread over the 3 members (Debian packages no etcd `benchmark` tool);
  *   reads are linearizable on both (dkv: ReadIndex, etcd: default range);
- * - prints ops/s, p50, p99 of each, their ratios, and the summed RSS of each cluster;
+ * - prints ops/s, p50, p99 of each, their ratios, the CPU the 3 members used per operation
+ *   (with etcd's Go tool; dkv runs one `kv perf` per test for it), and the summed RSS of
+ *   each cluster;
  * - kills every process it started.
  *
  * With `--etcd-benchmark PATH` (or ETCD_BENCHMARK=PATH) etcd is driven by its own Go load
@@ -34,6 +40,7 @@ import { join } from "node:path";
 import { parseDuration } from "../../src/config/parse.ts";
 import {
   benchClusterArgs,
+  cpuSeconds,
   ensureDebianPackages,
   flagValue,
   freePort,
@@ -56,6 +63,8 @@ interface Settings {
   rounds: number;
   durationText: string;
   durationMs: number;
+  /** Unmeasured load on both clusters before the first round (`--warmup`, "0s": none). */
+  warmupText: string;
   keys: number;
   /** etcd's Go `tools/benchmark` binary, when given: etcd is measured with it. */
   etcdBenchmark: string | undefined;
@@ -73,6 +82,7 @@ function parseSettings(argv: readonly string[]): Settings {
     rounds: Number(value("--rounds", "2")),
     durationText,
     durationMs,
+    warmupText: value("--warmup", "3s"),
     keys: Number(value("--keys", "1000")),
     etcdBenchmark: value("--etcd-benchmark", process.env.ETCD_BENCHMARK ?? "") || undefined,
     etcdTotal: Number(value("--etcd-total", "20000")),
@@ -105,6 +115,20 @@ interface Measurement {
   p50Ms: number;
   p99Ms: number;
   errors: number;
+  /**
+   * CPU (user + system) the 3 members used per operation, µs: less sensitive to the
+   * neighbours' load than ops/s on a shared machine (NaN for the JSON-gateway etcd runs,
+   * whose tests are not measured one by one).
+   */
+  cpuUsPerOp: number;
+}
+
+/** Runs `work` and returns its result with the CPU the given processes used meanwhile, µs. */
+async function withCpu<T>(pids: readonly number[], work: () => Promise<T>): Promise<[T, number]> {
+  const before = await Promise.all(pids.map(cpuSeconds));
+  const result = await work();
+  const after = await Promise.all(pids.map(cpuSeconds));
+  return [result, after.reduce((sum, seconds, i) => sum + seconds - before[i]!, 0) * 1e6];
 }
 
 // ---- etcd -----------------------------------------------------------------------------
@@ -230,13 +254,19 @@ async function etcdPerf(
     const sorted = latencies.subarray(0, Math.min(completed, LATENCY_SAMPLES_MAX)).sort();
     const at = (q: number) =>
       sorted.length === 0 ? 0 : sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
-    result[test] = { opsPerSec: completed / seconds, p50Ms: at(0.5), p99Ms: at(0.99), errors };
+    result[test] = {
+      opsPerSec: completed / seconds,
+      p50Ms: at(0.5),
+      p99Ms: at(0.99),
+      errors,
+      cpuUsPerOp: Number.NaN,
+    };
   }
   return result;
 }
 
 /** Reads etcd benchmark's report: "Requests/sec:" and the latency distribution lines. */
-function parseEtcdBenchmarkReport(report: string): Measurement {
+function parseEtcdBenchmarkReport(report: string): Omit<Measurement, "cpuUsPerOp"> {
   const number = (pattern: RegExp) => Number(pattern.exec(report)?.[1] ?? Number.NaN);
   const measurement = {
     opsPerSec: number(/Requests\/sec:\s+([\d.]+)/),
@@ -257,6 +287,7 @@ function parseEtcdBenchmarkReport(report: string): Measurement {
 /** etcd measured by its own Go tool: put then linearizable range, N clients on N connections. */
 async function etcdGoPerf(
   urls: readonly string[],
+  pids: readonly number[],
   threads: number,
   s: Settings,
 ): Promise<Record<string, Measurement>> {
@@ -269,7 +300,13 @@ async function etcdGoPerf(
     `--conns=${threads}`,
     `--clients=${threads}`,
   ];
-  const put = await runCommand([
+  // The tool runs --total requests; the members' CPU over the run is divided by those that succeeded.
+  const measure = async (argv: string[]): Promise<Measurement> => {
+    const [report, cpuUs] = await withCpu(pids, () => runCommand(argv));
+    const m = parseEtcdBenchmarkReport(report);
+    return { ...m, cpuUsPerOp: cpuUs / Math.max(1, s.etcdTotal - m.errors) };
+  };
+  const set = await measure([
     ...common,
     "put",
     `--total=${s.etcdTotal}`,
@@ -277,14 +314,8 @@ async function etcdGoPerf(
     `--key-size=16`,
     `--key-space-size=${s.keys}`,
   ]);
-  const range = await runCommand([
-    ...common,
-    "range",
-    "__bench_key",
-    "--consistency=l",
-    `--total=${s.etcdTotal}`,
-  ]);
-  return { set: parseEtcdBenchmarkReport(put), get: parseEtcdBenchmarkReport(range) };
+  const get = await measure([...common, "range", "__bench_key", "--consistency=l", `--total=${s.etcdTotal}`]);
+  return { set, get };
 }
 
 // ---- dkv ------------------------------------------------------------------------------
@@ -310,37 +341,59 @@ async function startDkv(dkvBinary: string, root: string): Promise<{ pids: number
   return { pids: procs.map((p) => p.pid), endpoints };
 }
 
+/** kv perf's tests; each run below runs one of TESTS and skips the rest. */
+const KV_PERF_TESTS = ["set", "set-large", "get", "delete", "has", "has-not", "mixed"];
+
 async function dkvPerf(
   endpoints: readonly string[],
+  pids: readonly number[],
   threads: number,
   s: Settings,
 ): Promise<Record<string, Measurement>> {
-  const out = await runCommand([
-    s.dkv,
-    "kv",
-    "perf",
-    "--shard",
-    String(DKV_SHARD),
-    "--endpoints",
-    endpoints.join(","),
-    "--threads",
-    String(threads),
-    "--keys",
-    String(s.keys),
-    "--value-size",
-    String(VALUE_BYTES),
-    "--duration",
-    s.durationText,
-    "--skip",
-    "set-large,delete,has,has-not",
-    "--json",
-  ]);
-  const report = JSON.parse(out) as {
-    results: { test: string; opsPerSec: number; p50Ms: number; p99Ms: number; errors: number }[];
-  };
   const result: Record<string, Measurement> = {};
-  for (const r of report.results) {
-    result[r.test] = { opsPerSec: r.opsPerSec, p50Ms: r.p50Ms, p99Ms: r.p99Ms, errors: r.errors };
+  // One kv perf run per test, so the members' CPU of each test is measured on its own.
+  for (const test of TESTS) {
+    const [out, cpuUs] = await withCpu(pids, () =>
+      runCommand([
+        s.dkv,
+        "kv",
+        "perf",
+        "--shard",
+        String(DKV_SHARD),
+        "--endpoints",
+        endpoints.join(","),
+        "--threads",
+        String(threads),
+        "--keys",
+        String(s.keys),
+        "--value-size",
+        String(VALUE_BYTES),
+        "--duration",
+        s.durationText,
+        "--skip",
+        KV_PERF_TESTS.filter((name) => name !== test).join(","),
+        "--json",
+      ]),
+    );
+    const report = JSON.parse(out) as {
+      results: {
+        test: string;
+        ops: number;
+        opsPerSec: number;
+        p50Ms: number;
+        p99Ms: number;
+        errors: number;
+      }[];
+    };
+    const r = report.results.find((candidate) => candidate.test === test);
+    if (r === undefined) throw new Error(`dkv kv perf reported no ${test} result:\n${out.slice(0, 2000)}`);
+    result[test] = {
+      opsPerSec: r.opsPerSec,
+      p50Ms: r.p50Ms,
+      p99Ms: r.p99Ms,
+      errors: r.errors,
+      cpuUsPerOp: cpuUs / Math.max(1, r.ops),
+    };
   }
   return result;
 }
@@ -369,6 +422,14 @@ async function main(): Promise<void> {
       const entry = best[key];
       if ((entry[side]?.opsPerSec ?? -1) < m.opsPerSec) entry[side] = m;
     };
+    if (parseDuration(s.warmupText, "--warmup") > 0) {
+      const warm = { ...s, durationText: s.warmupText, durationMs: parseDuration(s.warmupText, "--warmup") };
+      await dkvPerf(dkv.endpoints, dkv.pids, 10, warm);
+      if (s.etcdBenchmark !== undefined)
+        await etcdGoPerf(etcd.clientUrls, etcd.pids, 10, { ...warm, etcdTotal: 2000 });
+      else await etcdPerf(etcd.clientUrls, 10, warm);
+      console.log(`warmed up: ${s.warmupText} of each test on dkv, the same on etcd (not measured)`);
+    }
     for (let round = 1; round <= s.rounds; round++) {
       for (const threads of [10, 50]) {
         // Alternate who goes first so neither always runs on a warmer machine.
@@ -377,14 +438,17 @@ async function main(): Promise<void> {
         for (const side of order) {
           const results =
             side === "dkv"
-              ? await dkvPerf(dkv.endpoints, threads, s)
+              ? await dkvPerf(dkv.endpoints, dkv.pids, threads, s)
               : s.etcdBenchmark !== undefined
-                ? await etcdGoPerf(etcd.clientUrls, threads, s)
+                ? await etcdGoPerf(etcd.clientUrls, etcd.pids, threads, s)
                 : await etcdPerf(etcd.clientUrls, threads, s);
           for (const test of TESTS) keep(`${test} c=${threads}`, side, results[test]);
           console.log(
             `round ${round} ${side.padEnd(4)} c=${threads}: ${TESTS.filter((t) => results[t] !== undefined)
-              .map((t) => `${t} ${fmt(results[t]!.opsPerSec)} ops/s`)
+              .map((t) => {
+                const cpu = results[t]!.cpuUsPerOp;
+                return `${t} ${fmt(results[t]!.opsPerSec)} ops/s${Number.isNaN(cpu) ? "" : ` (${fmt(cpu)} µs CPU/op)`}`;
+              })
               .join(", ")}` + `${TESTS.some((t) => (results[t]?.errors ?? 0) > 0) ? " (with errors)" : ""}`,
           );
         }
@@ -401,13 +465,16 @@ async function main(): Promise<void> {
       }`,
     );
     console.log(
-      `| test | dkv ops/s | etcd ops/s | dkv/etcd | dkv p50 / p99 ms | etcd p50 / p99 ms |\n| --- | ---: | ---: | ---: | ---: | ---: |`,
+      `| test | dkv ops/s | etcd ops/s | dkv/etcd | dkv p50 / p99 ms | etcd p50 / p99 ms | members' CPU µs/op dkv / etcd (etcd/dkv) |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: |`,
     );
     for (const [name, { dkv: d, etcd: e }] of Object.entries(best)) {
       if (d === undefined || e === undefined) continue;
+      const cpu = Number.isNaN(e.cpuUsPerOp)
+        ? `${fmt(d.cpuUsPerOp)} / -`
+        : `${fmt(d.cpuUsPerOp)} / ${fmt(e.cpuUsPerOp)} (${(e.cpuUsPerOp / d.cpuUsPerOp).toFixed(2)})`;
       console.log(
         `| ${name} | ${fmt(d.opsPerSec)} | ${fmt(e.opsPerSec)} | ${(d.opsPerSec / e.opsPerSec).toFixed(2)} | ` +
-          `${d.p50Ms.toFixed(2)} / ${d.p99Ms.toFixed(2)} | ${e.p50Ms.toFixed(2)} / ${e.p99Ms.toFixed(2)} |`,
+          `${d.p50Ms.toFixed(2)} / ${d.p99Ms.toFixed(2)} | ${e.p50Ms.toFixed(2)} / ${e.p99Ms.toFixed(2)} | ${cpu} |`,
       );
     }
     console.log(

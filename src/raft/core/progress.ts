@@ -300,6 +300,12 @@ export class ProgressTracker {
     return count >= (this.voters.length >> 1) + 1;
   }
 
+  /** Are voters `a` and `b` (distinct) together a quorum? True only with two or three voters. */
+  pairIsQuorum(a: NodeId, b: NodeId): boolean {
+    if (a === b || !this.isVoter(a) || !this.isVoter(b)) return false;
+    return 2 >= (this.voters.length >> 1) + 1;
+  }
+
   /** CheckQuorum: did a quorum of voters (self counts) talk to us this election timeout? */
   quorumActive(self: NodeId): boolean {
     let active = 0;

@@ -84,7 +84,11 @@ export interface Message {
   from: NodeId;
   to: NodeId;
   term: number;
-  /** Append: term of the entry before `entries`; Vote: candidate's last log term. */
+  /**
+   * Append: term of the entry before `entries`; Vote: candidate's last log term; a
+   * ReadIndex forwarded by a follower: the follower's term when it sent it (0 from an
+   * older version: no evidence), see reads.ts.
+   */
   logTerm: number;
   /**
    * Append: index before `entries`; Vote: candidate's last index; AppendResp: match or

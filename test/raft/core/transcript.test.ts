@@ -35,6 +35,7 @@ function fmtMsg(m: Message): string {
     s += ` log=${m.logTerm}/${m.index}`;
   } else if (m.type === MessageType.AppendResp || m.type === MessageType.ReadIndexResp)
     s += ` index=${m.index}`;
+  else if (m.type === MessageType.ReadIndex && m.logTerm > 0) s += ` sender-term=${m.logTerm}`;
   if (m.type === MessageType.Append || m.type === MessageType.Heartbeat) s += ` commit=${m.commit}`;
   if (m.reject) s += ` reject hint=${m.rejectHint}/${m.rejectHintTerm}`;
   if (m.context !== undefined) s += ` ctx=${m.context}`;

@@ -71,10 +71,19 @@ export const coreMutants: CoreMutant[] = [
   {
     name: "serve ReadIndex without the heartbeat round (an unchecked lease)",
     file: "reads.ts",
-    find: "if (s.trk.isSingleton() || leaseHolds(s)) {",
+    find: "if (s.trk.isSingleton() || leaseHolds(s) || requestIsQuorumAck(s, from, requesterTerm)) {",
     replace: "if (true) {",
     // Without CheckQuorum a deposed leader keeps answering from its stale commit index.
     swarm: { checkQuorum: false, partitionRate: 0.01, healRate: 0.005, readRate: 0.3 },
+  },
+  {
+    name: "answer a follower's read at once in any group (its request taken for a quorum)",
+    file: "reads.ts",
+    find: "return from !== s.id && requesterTerm === s.term && s.trk.pairIsQuorum(s.id, from);",
+    replace: "return from !== s.id;",
+    // In a group of five the leader and one follower are a minority: cut off together,
+    // the other three elect a leader and write while the old one keeps answering.
+    swarm: { nodeCount: 5, checkQuorum: false, leaderPairIsolateRate: 0.02, healRate: 0.005, readRate: 0.4 },
   },
   {
     name: "stamp entries with the local clock only (no max with the last entry)",

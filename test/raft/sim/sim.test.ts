@@ -57,6 +57,30 @@ const leaseHunt: Partial<Swarm> = {
 const leaseHuntTransfers: Partial<Swarm> = { ...leaseHunt, transferRate: 0.02 };
 
 /**
+ * Swarms aimed at follower reads, which a leader answers without a heartbeat round when
+ * the follower and it make a quorum (reads.ts, requestIsQuorumAck): a deposed leader kept
+ * alive (no CheckQuorum) behind a slow, duplicating network, so forwarded requests reach
+ * it late, after their sender voted for someone else; in groups of five, the leader cut
+ * off with one follower (a minority that must not answer that follower at once).
+ */
+const followerReadHunt: Partial<Swarm> = {
+  nodeCount: 3,
+  checkQuorum: false,
+  readOnly: "safe",
+  leaderIsolateRate: 0.01,
+  healRate: 0.005,
+  readRate: 0.5,
+  writeRate: 0.5,
+  network: { dropRate: 0.02, duplicateRate: 0.1, delayMaxSteps: 12 },
+};
+const followerReadHuntFive: Partial<Swarm> = {
+  ...followerReadHunt,
+  nodeCount: 5,
+  leaderIsolateRate: 0,
+  leaderPairIsolateRate: 0.02,
+};
+
+/**
  * Seeds that once failed, run on every default run (a few ms each). `swarm` repeats the
  * override a seed failed under (`DKV_SEED` replays only the plain seed).
  */
@@ -140,6 +164,22 @@ if (replaySeed !== null) {
         () => {
           const stats = runSeeds(1, count, swarm);
           expect(stats.reduce((total, s) => total + s.reads, 0)).toBeGreaterThan(1000);
+        },
+        chunkTimeoutMs,
+      );
+    }
+  });
+
+  describe("follower read swarms", () => {
+    for (const [name, swarm] of [
+      ["3 voters, deposed leader, late requests", followerReadHunt],
+      ["5 voters, leader cut off with one follower", followerReadHuntFive],
+    ] as const) {
+      test(
+        `${name}, seeds 1..40: no follower read misses a write acknowledged before it started`,
+        () => {
+          const stats = runSeeds(1, 40, swarm);
+          expect(stats.reduce((total, s) => total + s.followerReads, 0)).toBeGreaterThan(1000);
         },
         chunkTimeoutMs,
       );

@@ -58,6 +58,12 @@ export interface Swarm {
   leaderCrashRate: number;
   /** Partitions that cut the leader off alone (both ways), healed at `healRate`. */
   leaderIsolateRate: number;
+  /**
+   * Partitions that cut the leader off with one follower (both ways), healed at `healRate`:
+   * in a group of five the pair is a minority that may still serve that follower's reads.
+   * Never drawn (0 unless a swarm sets it), so seeds keep the fault sequence they had.
+   */
+  leaderPairIsolateRate: number;
   restartRate: number;
   /** Chance, per Ready, of a crash somewhere inside its handling (losing the unpersisted part). */
   crashInReadyRate: number;
@@ -106,6 +112,8 @@ export interface SimStats {
   acknowledged: number;
   committedIndex: number;
   reads: number;
+  /** Reads answered on a member that was not the leader then (forwarded ReadIndex). */
+  followerReads: number;
   crashes: number;
   snapshotsTaken: number;
   snapshotsInstalled: number;
@@ -182,6 +190,7 @@ export function pickSwarm(prng: Prng, nodeCount?: number): Swarm {
     appendsBeforePersist: !prng.chance(0.25),
     quietHeartbeats: prng.chance(0.5),
     commitNotices: !prng.chance(0.25),
+    leaderPairIsolateRate: 0,
   };
 }
 
@@ -285,6 +294,7 @@ class Simulation {
       acknowledged: 0,
       committedIndex: 0,
       reads: 0,
+      followerReads: 0,
       crashes: 0,
       snapshotsTaken: 0,
       snapshotsInstalled: 0,
@@ -574,6 +584,7 @@ class Simulation {
       }
       this.checker.readCompleted(node.id, waiting.requestId, read.ackedCountAtStart, node.register);
       this.stats.reads++;
+      if (node.role !== "leader") this.stats.followerReads++;
     }
     node.readWaiting = still;
   }
@@ -883,6 +894,20 @@ class Simulation {
         );
         this.stats.partitions++;
         this.trace(`isolate the leader ${leader.id}`);
+      }
+    }
+    if (this.swarm.leaderPairIsolateRate > 0 && prng.chance(this.swarm.leaderPairIsolateRate)) {
+      const leader = this.currentLeader();
+      const followers = active.filter((node) => node !== leader && node.raft !== null);
+      if (leader !== null && followers.length > 0) {
+        const follower = prng.pick(followers);
+        this.network.heal();
+        this.network.partition(
+          [leader.id, follower.id],
+          active.filter((node) => node !== leader && node !== follower).map((node) => node.id),
+        );
+        this.stats.partitions++;
+        this.trace(`isolate the leader ${leader.id} with ${follower.id}`);
       }
     }
     if (this.network.cutLinks > 0 && prng.chance(this.swarm.healRate)) {
