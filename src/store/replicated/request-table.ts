@@ -323,7 +323,8 @@ export class RequestTable {
       }
     }
     // Every byte after the caller's prefix is written below: no zero fill needed.
-    const out: Uint8Array = Buffer.allocUnsafeSlow(bytes);
+    // (A plain Uint8Array over it: a Buffer's slice() would be a view, not a copy.)
+    const out = new Uint8Array(Buffer.allocUnsafeSlow(bytes).buffer, 0, bytes);
     out.fill(0, 0, prefixBytes);
     const view = new DataView(out.buffer, out.byteOffset, out.byteLength);
     out[prefixBytes] = FORMAT_RUNS;
