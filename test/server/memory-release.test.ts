@@ -90,7 +90,8 @@ describe("memory release after snapshots", () => {
   test("a long collection spaces the next ones by its cost", () => {
     const release = fakeRelease();
     const observer = new MemoryReleaseObserver(undefined, release);
-    release.collectMs = 100;
+    // Long enough that its cost spacing (collectMs × the factor) is twice the minimum interval.
+    release.collectMs = (2 * RELEASE_INTERVAL_MIN_MS) / RELEASE_INTERVAL_COST_FACTOR;
     observer.snapshotDone(1, "save", 5, true);
     release.nowMs += RELEASE_DELAY_MS;
     release.fire();
@@ -98,7 +99,7 @@ describe("memory release after snapshots", () => {
     release.nowMs += RELEASE_INTERVAL_MIN_MS;
     observer.snapshotDone(1, "save", 5, true);
     expect(release.pending).toBe(0);
-    release.nowMs += 100 * RELEASE_INTERVAL_COST_FACTOR;
+    release.nowMs += RELEASE_INTERVAL_MIN_MS;
     observer.snapshotDone(1, "save", 5, true);
     expect(release.pending).toBe(1);
   });

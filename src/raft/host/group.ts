@@ -834,15 +834,18 @@ export class RaftGroup {
     const first = this.storage.firstIndex();
     const lo = Math.max(first, index - this.env.compactionOverheadEntries + 1);
     // The candidates are committed and applied: appends meanwhile never replace them.
-    const candidates = lo <= index ? this.storage.entries(lo, index + 1, Infinity) : [];
+    const sizeOf = this.storage.entrySizeBytes?.bind(this.storage);
+    const candidates =
+      lo <= index && sizeOf === undefined ? this.storage.entries(lo, index + 1, Infinity) : [];
     let keepFrom = index + 1;
     let tailBytes = 0;
-    // Bounded by compactionOverheadEntries.
-    for (let i = candidates.length - 1; i >= 0; i--) {
-      const bytes = entrySizeBytes(candidates[i]!);
-      if (tailBytes + bytes > tailBytesMax) break;
+    // Bounded by compactionOverheadEntries. Sized in place when the storage can (no entry
+    // built or copied: thousands per snapshot otherwise).
+    for (let at = index; at >= lo; at--) {
+      const bytes = sizeOf === undefined ? entrySizeBytes(candidates[at - lo]!) : sizeOf(at);
+      if (bytes === undefined || tailBytes + bytes > tailBytesMax) break;
       tailBytes += bytes;
-      keepFrom = candidates[i]!.index;
+      keepFrom = at;
     }
     // Applied entries since the capture are still held; a restore meanwhile reset the marks.
     if (index >= this.snapshotIndex) {

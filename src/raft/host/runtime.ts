@@ -52,6 +52,11 @@ export interface GroupStorage extends LogStorage {
   compact(index: number): Promise<void>;
   loadLatestSnapshot(): Promise<Snapshot | null>;
   close(): Promise<void>;
+  /**
+   * Optional: entrySizeBytes of entry `index` without building it (undefined if not held),
+   * so compaction can size its tail without copying thousands of entries out.
+   */
+  entrySizeBytes?(index: number): number | undefined;
 }
 
 /** Opens (recovering) the storage of group `groupId`; `initialConf` is its bootstrap membership. */

@@ -73,6 +73,12 @@ export class EntryLog {
     return i >= 0 && i < this.length ? this.terms[this.start + i] : undefined;
   }
 
+  /** The byte length of entry `index`'s data, or undefined if compacted or beyond the end (nothing is built or copied). */
+  dataBytesAt(index: number): number | undefined {
+    const i = index - this.base - 1;
+    return i >= 0 && i < this.length ? this.sizes[this.start + i] : undefined;
+  }
+
   entryAt(index: number): Entry | undefined {
     const i = index - this.base - 1;
     return i >= 0 && i < this.length ? this.build(this.start + i, index) : undefined;

@@ -1,6 +1,7 @@
 import { join } from "node:path";
 import { COMPACTION_OVERHEAD_ENTRIES_DEFAULT } from "../../config/defaults.ts";
 import { DkvError } from "../../errors.ts";
+import { ENTRY_OVERHEAD_BYTES } from "../core/entries.ts";
 import type { ConfState, Entry, HardState, LogStorage, Snapshot, SnapshotMeta } from "../core/types.ts";
 import type { FrameBuffer } from "./codec.ts";
 import { ENTRY_RECORD_OVERHEAD_BYTES, PENDING_BYTES_MAX } from "./codec.ts";
@@ -197,6 +198,12 @@ export class RaftStorage implements LogStorage {
 
   entries(lo: number, hi: number, maxBytes: number): Entry[] {
     return this.log.slice(lo, hi, maxBytes);
+  }
+
+  /** entrySizeBytes of the entry at `index` without building it, or undefined if it is not held in memory. */
+  entrySizeBytes(index: number): number | undefined {
+    const bytes = this.log.dataBytesAt(index);
+    return bytes === undefined ? undefined : bytes + ENTRY_OVERHEAD_BYTES;
   }
 
   term(index: number): number {

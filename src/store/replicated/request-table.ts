@@ -222,12 +222,16 @@ export class RequestTable {
    * once) and asked again.
    */
   hasRoomFor(clientId: Uint8Array, nowMs: number): boolean {
-    const needed = (key: string) =>
-      REMEMBERED_ID_BYTES + (this.clientIndex.has(key) ? 0 : REMEMBERED_CLIENT_BYTES) + RESULT_RESERVE_BYTES;
     const key = this.keyOf(clientId);
-    if (this.bytesUsed + needed(key) <= this.options.bytesMax) return true;
+    if (this.bytesUsed + this.bytesNeeded(key) <= this.options.bytesMax) return true;
     this.forgetExpired(nowMs, Number.POSITIVE_INFINITY);
-    return this.bytesUsed + needed(key) <= this.options.bytesMax;
+    return this.bytesUsed + this.bytesNeeded(key) <= this.options.bytesMax;
+  }
+  /** What remembering one more id of client `key` may cost (estimated as in REMEMBERED_*). */
+  private bytesNeeded(key: string): number {
+    return (
+      REMEMBERED_ID_BYTES + (this.clientIndex.has(key) ? 0 : REMEMBERED_CLIENT_BYTES) + RESULT_RESERVE_BYTES
+    );
   }
 
   /** Remembers a new id (log order: `timeMs` never below the last one's; not remembered yet). */
@@ -294,25 +298,35 @@ export class RequestTable {
    * (format 2, still read: per id u32 client | f64 requestId | f64 timeMs | u8 code | ...)
    */
   encode(prefixBytes = 0): Uint8Array {
-    const listed = new Map<number, number>();
+    // Each client's position in the listed order (first appearance, oldest id first), by
+    // dictionary index: a typed array, not a Map (two lookups per id of a big table).
+    const listedAt = new Int32Array(this.clientKeys.length).fill(-1);
     const order: number[] = [];
-    let bytes = prefixBytes + 1 + 4 + 4 + this.runCount * 12 + 4;
+    let bytes = prefixBytes + 1 + 4 + 4 + this.runCount * 12 + 4 + this.count * 9;
     const mask = this.codeOf.length - 1;
+    const clientOf = this.clientOf;
+    const codeOf = this.codeOf;
+    let extras = false;
     for (let i = 0; i < this.count; i++) {
       const pos = (this.head + i) & mask;
-      const client = this.clientOf[pos]!;
-      if (!listed.has(client)) {
-        listed.set(client, order.length);
+      const client = clientOf[pos]!;
+      if (listedAt[client]! < 0) {
+        listedAt[client] = order.length;
         order.push(client);
         bytes += CLIENT_ID_BYTES;
       }
-      bytes += 9;
-      const code = this.codeOf[pos]!;
-      if ((code & CODE_HIGH) !== 0) bytes += 8;
-      if ((code & CODE_MASK) === CODE_OTHER) bytes += 4 + this.others.get(this.headSeq + i)!.byteLength;
+      const code = codeOf[pos]!;
+      if (code > CODE_TRUE) {
+        extras = true;
+        if ((code & CODE_HIGH) !== 0) bytes += 8;
+        if ((code & CODE_MASK) === CODE_OTHER) bytes += 4 + this.others.get(this.headSeq + i)!.byteLength;
+      }
     }
-    const out = new Uint8Array(bytes);
-    const view = new DataView(out.buffer);
+    // Every byte after the caller's prefix is written below: no zero fill needed.
+    // (A plain Uint8Array over it: a Buffer's slice() would be a view, not a copy.)
+    const out = new Uint8Array(Buffer.allocUnsafeSlow(bytes).buffer, 0, bytes);
+    out.fill(0, 0, prefixBytes);
+    const view = new DataView(out.buffer, out.byteOffset, out.byteLength);
     out[prefixBytes] = FORMAT_RUNS;
     view.setUint32(prefixBytes + 1, order.length, true);
     let at = prefixBytes + 5;
@@ -331,14 +345,25 @@ export class RequestTable {
     }
     view.setUint32(at, this.count, true);
     at += 4;
+    const requestLowOf = this.requestLowOf;
     for (let i = 0; i < this.count; i++) {
       const pos = (this.head + i) & mask;
-      const seq = this.headSeq + i;
-      const code = this.codeOf[pos]!;
-      view.setUint32(at, listed.get(this.clientOf[pos]!)!, true);
-      view.setUint32(at + 4, this.requestLowOf[pos]!, true);
+      const code = codeOf[pos]!;
+      // Little-endian u32s byte by byte: measured twice as fast as DataView here.
+      const listed = listedAt[clientOf[pos]!]!;
+      out[at] = listed;
+      out[at + 1] = listed >>> 8;
+      out[at + 2] = listed >>> 16;
+      out[at + 3] = listed >>> 24;
+      const low = requestLowOf[pos]!;
+      out[at + 4] = low;
+      out[at + 5] = low >>> 8;
+      out[at + 6] = low >>> 16;
+      out[at + 7] = low >>> 24;
       out[at + 8] = code;
       at += 9;
+      if (!extras || code <= CODE_TRUE) continue;
+      const seq = this.headSeq + i;
       if ((code & CODE_HIGH) !== 0) {
         view.setFloat64(at, this.highs.get(seq)!, true);
         at += 8;

@@ -253,7 +253,11 @@ export class DStoreStateMachine implements StateMachine {
     const prefixBytes = SNAPSHOT_MAGIC.length + 4;
     const header = this.requests.encode(prefixBytes);
     header.set(utf8.encode(SNAPSHOT_MAGIC), 0);
-    new DataView(header.buffer).setUint32(SNAPSHOT_MAGIC.length, header.byteLength - prefixBytes, true);
+    new DataView(header.buffer, header.byteOffset, header.byteLength).setUint32(
+      SNAPSHOT_MAGIC.length,
+      header.byteLength - prefixBytes,
+      true,
+    );
     return header;
   }
 }

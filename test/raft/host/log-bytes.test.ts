@@ -260,4 +260,30 @@ describe("Raft log bounded by bytes", () => {
       releaseSaves();
     }
   });
+  test("compaction sizes the tail it keeps without reading those entries out of the log", async () => {
+    // Each snapshot keeps up to compactionOverheadEntries entries behind it; sizing them must
+    // not build (and copy) each one: the largest range anyone reads stays what replication
+    // and apply read (one proposal at a time here), not the kept tail.
+    let widestRead = 0;
+    const { cluster } = await start({
+      snapshotBytes: 16 * KiB,
+      raftLogMaxBytes: 0,
+      compactionOverheadEntries: 200,
+      wrap: (_id, storage) => ({
+        ...holdingSaves(storage, Promise.resolve()),
+        entries: (lo, hi, maxBytes) => {
+          widestRead = Math.max(widestRead, hi - lo);
+          return storage.entries(lo, hi, maxBytes);
+        },
+        entrySizeBytes: (index) => storage.entrySizeBytes?.(index),
+      }),
+    });
+    const leader = cluster.host(cluster.leader(GROUP)!);
+    for (let i = 0; i < 300; i++) await leader.propose(GROUP, payload(KiB, i));
+    for (const id of cluster.ids) {
+      await waitFor(() => cluster.host(id).status(GROUP).snapshotIndex >= 250, `snapshots on ${id}`);
+    }
+    expect(widestRead).toBeGreaterThan(0);
+    expect(widestRead).toBeLessThan(50);
+  });
 });
