@@ -410,6 +410,11 @@ export class MapleDB implements KVDB {
     return this.ordered.whenReady();
   }
 
+  dropOrder(): void {
+    this.ordered.close();
+    this.ordered = this.newOrder(undefined);
+  }
+
   /** What the ordered index has done (slices, builds, one-piece settles); for tests and monitoring. */
   get orderStats(): Readonly<OrderStats> {
     return this.ordered.stats;
