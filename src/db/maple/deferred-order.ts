@@ -80,7 +80,9 @@ interface Waiting {
  * and removes of one key (add, remove, add again, ...) ends as the maps say. With adds
  * alone into a settled index, every noted key is new and distinct (the maps hold a key
  * once), so none is looked up. A key a build did not read and no note names was present
- * throughout the build (unchanged since it started), so the build read it.
+ * throughout the build (unchanged since it started), so the build read it: the sources
+ * yield every key present when the build starts and still present when read (and, being
+ * bounded by the keys present at the start, end however fast writers add keys).
  */
 export class DeferredOrder {
   private settled: OrderedKeys | null;

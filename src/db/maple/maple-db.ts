@@ -11,7 +11,7 @@ import type {
 } from "../kvdb.ts";
 import { DeadlineHeap } from "./deadline-heap.ts";
 import { DeferredOrder, type DeferredOrderOptions, type OrderStats, SLICE_UNITS } from "./deferred-order.ts";
-import { compareKeys, OrderedKeysBuilder } from "./ordered-keys.ts";
+import { compareKeys, FirstKeys, OrderedKeysBuilder } from "./ordered-keys.ts";
 import { shardHash, shardHashWide } from "./shard-hash.ts";
 import { corrupt, SnapshotDecoder, SnapshotEncoder } from "./snapshot-codec.ts";
 import { Entry, isDeleted, isExpired, NEVER, TimedEntry } from "./timed-entry.ts";
@@ -130,8 +130,9 @@ export class MapleDB implements KVDB {
   private newOrder(settled: OrderedKeysBuilder | undefined): DeferredOrder {
     return new DeferredOrder(
       (key) => this.shardOf(key).map.has(key),
-      // Live iterators over the maps of the moment: see OrderedKeysBuilder and DeferredOrder.
-      () => this.shards.map((shard) => shard.map.keys()),
+      // Live iterators over the maps of the moment, each bounded by the keys it holds now
+      // (see FirstKeys, OrderedKeysBuilder and DeferredOrder).
+      () => this.shards.map((shard) => new FirstKeys(shard.map.keys(), shard.map.size)),
       settled?.result(),
       this.orderOptions,
     );

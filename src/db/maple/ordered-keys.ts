@@ -553,6 +553,28 @@ export class OrderedKeys {
   }
 }
 
+/**
+ * The first `count` keys `keys` yields. Over a live Map iterator made when the map held
+ * `count` keys, those are the keys present then and still present when read (a Map
+ * iterates in insertion order, so keys added later come after them): a build reading a
+ * map that writers keep growing still ends. Keys added meanwhile are the notes' business.
+ */
+export class FirstKeys implements Iterator<string> {
+  private left: number;
+  private readonly keys: Iterator<string>;
+
+  constructor(keys: Iterator<string>, count: number) {
+    this.keys = keys;
+    this.left = count;
+  }
+
+  next(): IteratorResult<string> {
+    if (this.left <= 0) return { done: true, value: undefined };
+    this.left--;
+    return this.keys.next();
+  }
+}
+
 /** Keys a fresh block gets when an index is built whole (room to grow before a split). */
 const BUILD_BLOCK_FILL = (BLOCK_KEYS_MAX * 3) >> 2;
 /** A radix bucket of at most this many keys is sorted natively in one piece. */
