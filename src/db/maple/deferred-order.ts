@@ -7,10 +7,10 @@ import { OrderedKeys, OrderedKeysBuilder } from "./ordered-keys.ts";
 export const NOTES_MIN = 4096;
 /**
  * Work units one slice of a build or fold does by default (a unit ≈ one key read or moved,
- * see OrderedKeysBuilder.step): measured with test/bench/data-api.ts at ~1–3 ms of the
- * JS thread's CPU per slice on a 1M-key build.
+ * see OrderedKeysBuilder.step): one leaf's worth; measured with test/bench/data-api.ts
+ * `--first-list` at a few ms of the JS thread's CPU per slice on a 1M-key build.
  */
-export const SLICE_UNITS = 8192;
+export const SLICE_UNITS = 4096;
 /** Units one noted key costs when folded into a built index (a sort, a check, an insert). */
 const FOLD_UNITS_PER_NOTE = 4;
 /**

@@ -760,8 +760,9 @@ export class OrderedKeysBuilder {
         if (digit === Digit.Unit) {
           if (at >= key.length) d = 0;
           else {
-            const rank = unitRank(key.charCodeAt(at));
-            d = rank < 255 ? rank + 1 : WIDE_BUCKET;
+            // Below U+D800 a unit is its own rank.
+            const unit = key.charCodeAt(at);
+            d = unit < 255 ? unit + 1 : WIDE_BUCKET;
           }
         } else {
           const rank = unitRank(key.charCodeAt(at));
@@ -772,7 +773,12 @@ export class OrderedKeysBuilder {
           bucket = new ChunkedKeys();
           buckets[d] = bucket;
         }
-        bucket.push(key);
+        // ChunkedKeys.push, inlined: this loop is most of a build's time.
+        const bucketChunks = bucket.chunks;
+        const last = bucketChunks[bucketChunks.length - 1];
+        if (last === undefined || last.length === CHUNK_KEYS) bucketChunks.push([key]);
+        else last.push(key);
+        bucket.size++;
       }
       units += end - task.offset;
       task.offset = end;
