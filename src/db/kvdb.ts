@@ -25,6 +25,20 @@ export interface KVDB {
   list(options: ListOptions, nowMs: number): ListPage;
   /** How many live keys the range holds. */
   count(range: KeyRange, nowMs: number): number;
+  /**
+   * Whether `list` and `count` would answer now within a bounded slice of work. When
+   * false they still answer correctly, but may first build the ordered index in one
+   * piece (O(keys) in one event-loop turn): a caller that can wait awaits `prepareOrder`.
+   */
+  orderReady(): boolean;
+  /**
+   * Readies the ordered index in slices between event-loop turns; resolves once
+   * `orderReady()` was true (writes may follow before the caller lists: `list` folds
+   * those few in itself). Concurrent callers share the work.
+   */
+  prepareOrder(): Promise<void>;
+  /** Drops the ordered index and any build under way (waiters resume; the next list builds again). */
+  dropOrder(): void;
   /** The store's revision: the highest revision stamped on any write so far. */
   readonly revision: number;
   /**

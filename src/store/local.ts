@@ -4,6 +4,7 @@ import { MapleDB } from "../db/maple/index.ts";
 import { DkvError } from "../errors.ts";
 import { checkListOptions, checkRange, rangeOf } from "./list-options.ts";
 import { applyLockQueue, type LockQueueRequest, type LockQueueResult } from "./lock-queue.ts";
+import { orderReadied } from "./ordered-read.ts";
 import { PurgeLoop } from "./purge-loop.ts";
 import { applyTxn, branchWrites, checkTxn, type TxnRequest, type TxnResult, txnSucceeds } from "./txn.ts";
 import type { EntryInfo, KeyRange, ListOptions, ListPage } from "./types.ts";
@@ -174,6 +175,11 @@ export class LocalStore implements IStore {
   async lockQueue(request: LockQueueRequest): Promise<LockQueueResult> {
     this.checkOpen();
     checkKey(request.key, this.limits);
+    // A step lists the queue: ready the ordered index first, in slices.
+    if (!this.db.orderReady()) {
+      await orderReadied(this.db);
+      this.checkOpen();
+    }
     return applyLockQueue(this.db, request, this.clock.now(), () => ++this.revision);
   }
 
@@ -214,6 +220,11 @@ export class LocalStore implements IStore {
   async list(options: ListOptions): Promise<ListPage> {
     this.checkOpen();
     checkListOptions(options, this.limits);
+    if (!this.db.orderReady()) {
+      // The ordered index is built in slices between event-loop turns, not in this one.
+      await orderReadied(this.db);
+      this.checkOpen();
+    }
     const page = this.db.list(options, this.clock.now());
     for (const item of page.items) item.value = item.value?.slice();
     return page;
@@ -238,6 +249,10 @@ export class LocalStore implements IStore {
   async count(range: KeyRange): Promise<number> {
     this.checkOpen();
     checkRange(range, this.limits);
+    if (!this.db.orderReady()) {
+      await orderReadied(this.db);
+      this.checkOpen();
+    }
     return this.db.count(rangeOf(range), this.clock.now());
   }
 
@@ -292,6 +307,8 @@ export class LocalStore implements IStore {
     this.purge?.stop();
     this.hub.close();
     this.db.onChange(undefined);
+    // Frees a build of the ordered index under way (waiting lists resume and see CLOSED).
+    this.db.dropOrder();
   }
 
   /** One bounded purge step; returns how many entries it removed. The background loop calls it. */

@@ -11,9 +11,13 @@
  * 3. A 1M-key build (CPU per insert vs the baseline, alternating rounds), the first
  *    page after it (which settles the ordered index: reported apart, by its maximum), then
  *    100-key pages (list with a prefix/after) out of the 1M keys (target: at most 1 ms).
+ * 4. `--first-list`: the first list after a bulk load of 1M keys (`--first-list-keys N`)
+ *    as the event loop sees it: the longest turn beside it (a setImmediate ticker's
+ *    largest gap, in JS-thread CPU and wall time) and the list's own time, alternating
+ *    with the baseline engine (which builds the index inside the list's turn).
  *
  *   bun test/bench/data-api.ts [--baseline DIR [--also DIR]] [--rounds N] [--keys N]
- *     [--page-rounds N] [--skip-structures] [--skip-page]
+ *     [--page-rounds N] [--skip-structures] [--skip-page] [--first-list [--first-list-keys N]]
  */
 import { existsSync, readFileSync } from "node:fs";
 import type { ListPage } from "../../src/db/kvdb.ts";
@@ -369,9 +373,110 @@ async function pageFromMillion(
   show("after one full collection (200 pages)", pages());
 }
 
+interface OrderingEngine extends ListingEngine {
+  orderReady?: () => boolean;
+  prepareOrder?: () => Promise<void>;
+}
+
+/** CPU time of the JS thread alone, in ms (process.threadCpuUsage). */
+function threadCpuMs(): number {
+  const used = process.threadCpuUsage();
+  return (used.user + used.system) / 1000;
+}
+
+/**
+ * The first list after a bulk load, as the event loop sees it: a setImmediate ticker runs
+ * beside the list, and the longest gap between two of its ticks is the longest turn
+ * anything else (a Raft tick, another client) waited. Gaps in JS-thread CPU time (what
+ * the turn itself cost, unaffected by other processes) and in wall time; and the first
+ * list's own wall and JS-thread CPU time, from asking to the answer. The engine before
+ * builds the index inside the list's turn; this one, when it can (`prepareOrder`), in
+ * slices between turns.
+ */
+async function firstListTurns(count: number, baselineDir: string | undefined, rounds: number): Promise<void> {
+  const keys = Array.from({ length: count }, (_, i) => `svc/${(i * 7919) % count}`.padEnd(12, "_"));
+  const value = new Uint8Array(16);
+  const engines: [string, () => OrderingEngine][] = [["now", () => new MapleDB()]];
+  if (baselineDir !== undefined)
+    engines.push(["before", (await engineOf(baselineDir)) as () => OrderingEngine]);
+  const runs = new Map<
+    string,
+    { turnCpu: number; turnWall: number; wall: number; cpu: number; slices: number }[]
+  >(engines.map(([name]) => [name, []]));
+  for (let round = 0; round < rounds; round++) {
+    for (let i = 0; i < engines.length; i++) {
+      const [name, make] = engines[(round + i) % engines.length]!;
+      const db = make();
+      for (let k = 0; k < count; k++) db.set(keys[k]!, value, NOW_MS);
+      Bun.gc(true);
+      let ticking = true;
+      let lastCpu = threadCpuMs();
+      let lastWall = performance.now();
+      let turnCpu = 0;
+      let turnWall = 0;
+      let ticks = 0;
+      const tick = (): void => {
+        const cpu = threadCpuMs();
+        const wall = performance.now();
+        turnCpu = Math.max(turnCpu, cpu - lastCpu);
+        turnWall = Math.max(turnWall, wall - lastWall);
+        lastCpu = cpu;
+        lastWall = wall;
+        ticks++;
+        if (ticking) setImmediate(tick);
+      };
+      setImmediate(tick);
+      // Let the ticker start, so the first list begins in a turn of its own.
+      await new Promise<void>((resolve) => setImmediate(resolve));
+      const startWall = performance.now();
+      const startCpu = threadCpuMs();
+      const startTicks = ticks;
+      if (db.prepareOrder !== undefined && db.orderReady !== undefined) {
+        while (!db.orderReady()) await db.prepareOrder();
+      }
+      if (db.list({ prefix: "svc/", limit: 100, after: undefined }, NOW_MS).items.length !== 100)
+        throw new Error("short page");
+      const wall = performance.now() - startWall;
+      const cpu = threadCpuMs() - startCpu;
+      const turns = ticks - startTicks;
+      // One more tick closes the gap the list's own turn opened.
+      await new Promise<void>((resolve) => setImmediate(resolve));
+      ticking = false;
+      runs.get(name)!.push({ turnCpu, turnWall, wall, cpu, slices: turns });
+    }
+  }
+  console.log(
+    `
+first list after a bulk load of ${count} keys: longest event-loop turn beside it and the list's own time (median of ${rounds} alternating rounds; JS-thread CPU and wall ms)`,
+  );
+  const now = runs.get("now")!;
+  const before = runs.get("before");
+  for (const [name] of engines) {
+    const r = runs.get(name)!;
+    const m = (pick: (x: (typeof r)[number]) => number) => median(r.map(pick)).toFixed(1);
+    console.log(
+      `  ${name.padEnd(6)} longest turn CPU ${m((x) => x.turnCpu)} (max ${Math.max(...r.map((x) => x.turnCpu)).toFixed(1)}) wall ${m((x) => x.turnWall)}; first list wall ${m((x) => x.wall)} CPU ${m((x) => x.cpu)}; ticker turns during it ${m((x) => x.slices)}`,
+    );
+  }
+  if (before !== undefined) {
+    const ratio = (pick: (x: (typeof now)[number]) => number) =>
+      median(now.map((x, i) => pick(x) / pick(before[i]!))).toFixed(3);
+    console.log(
+      `  now / before: longest turn CPU ${ratio((x) => x.turnCpu)}x, wall ${ratio((x) => x.turnWall)}x; first list wall ${ratio((x) => x.wall)}x, CPU ${ratio((x) => x.cpu)}x`,
+    );
+  }
+}
+
 const keyCount = Number(arg("--keys") ?? 200_000);
 if (!process.argv.includes("--skip-structures")) indexStructures(keyCount);
 await overhead(arg("--baseline"), arg("--also"), Number(arg("--rounds") ?? 5));
+if (process.argv.includes("--first-list")) {
+  await firstListTurns(
+    Number(arg("--first-list-keys") ?? 1_000_000),
+    arg("--baseline"),
+    Number(arg("--page-rounds") ?? 3),
+  );
+}
 if (!process.argv.includes("--skip-page")) {
   await pageFromMillion(1_000_000, arg("--baseline"), Number(arg("--page-rounds") ?? 3));
 }

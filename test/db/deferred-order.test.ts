@@ -51,7 +51,7 @@ class Model {
     const sorted = OrderedKeys.sortKeys([...initial]);
     this.order = new DeferredOrder(
       (key) => this.present.has(key),
-      () => [...this.present],
+      () => [this.present.keys()],
       initial.length > 0 ? OrderedKeys.fromSorted(sorted) : undefined,
     );
   }

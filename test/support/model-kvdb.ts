@@ -212,6 +212,17 @@ export class ModelKVDB implements KVDB {
     return more ? { items, more, next: items[items.length - 1]!.key } : { items, more };
   }
 
+  /** The model sorts on every list: always ready, nothing to prepare or drop. */
+  orderReady(): boolean {
+    return true;
+  }
+
+  prepareOrder(): Promise<void> {
+    return Promise.resolve();
+  }
+
+  dropOrder(): void {}
+
   count(range: KeyRange, nowMs: number): number {
     return this.list({ prefix: range.prefix, from: range.from, to: range.to }, nowMs).items.length;
   }

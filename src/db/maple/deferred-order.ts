@@ -1,60 +1,139 @@
-import { OrderedKeys } from "./ordered-keys.ts";
+import { OrderedKeys, OrderedKeysBuilder } from "./ordered-keys.ts";
 
 /**
  * Least notes a DeferredOrder keeps before it may drop them (see `note`); above it, twice
  * the settled keys.
  */
 export const NOTES_MIN = 4096;
+/**
+ * Work units one slice of a build or fold does by default (a unit ≈ one key read or moved,
+ * see OrderedKeysBuilder.step): one leaf's worth; measured with test/bench/data-api.ts
+ * `--first-list` at a few ms of the JS thread's CPU per slice on a 1M-key build.
+ */
+export const SLICE_UNITS = 4096;
+/** Units one noted key costs when folded into a built index (a sort, a check, an insert). */
+const FOLD_UNITS_PER_NOTE = 4;
+/**
+ * Restarts of one build (its notes outgrew their bound while it ran) before the next
+ * build runs in one piece: under a write rate that outruns the slices, a reader waiting
+ * for the order still gets it.
+ */
+const BUILD_RESTARTS_MAX = 2;
+
+export interface DeferredOrderOptions {
+  /** Work units per slice (default SLICE_UNITS); at least OrderedKeysBuilder's LEAF_UNITS_MAX is sensible. */
+  sliceUnits?: number;
+  /** Runs a slice after the event loop's pending work (default: setImmediate). Tests pass their own. */
+  schedule?: (run: () => void) => void;
+}
+
+/** What the order has done; for tests and monitoring. */
+export interface OrderStats {
+  /** Slices run between event-loop turns. */
+  slices: number;
+  /** The most work units one slice did. */
+  maxSliceUnits: number;
+  /** Builds finished (in slices or in one piece). */
+  builds: number;
+  /** Builds or folds done in one piece because a reader needed the order synchronously. */
+  syncSettles: number;
+  /** Builds started over because their notes outgrew the bound. */
+  restarts: number;
+}
+
+interface Waiting {
+  promise: Promise<void>;
+  wake: () => void;
+}
 
 /**
- * The ordered index with its upkeep taken off the write path. Two states:
+ * The ordered index with its upkeep taken off the write path and out of any one
+ * event-loop turn. States:
  *
- * - Unbuilt (at first, and after dropping its notes): writes note nothing; the next
- *   reader of the order (a list or count: `scan`, `keys`) builds the index from the keys
- *   the hash maps hold (`allKeys`): one native sort, then a build of sorted blocks.
+ * - Unbuilt (at first, and after dropping its notes): writes note nothing.
+ * - Building: a reader asked for the order (`whenReady`); an OrderedKeysBuilder reads the
+ *   keys the hash maps hold (`sources`: live iterators) and sorts them, one slice of at
+ *   most `sliceUnits` work per event-loop turn. Writes meanwhile are noted.
  * - Built: a write notes the key it added or removed in an unsorted buffer (one array
- *   push), and the next reader settles the buffer first: one sort of the noted keys, then
- *   each goes in (or out) in key order.
+ *   push). A reader folds the notes in (a sort of them, then each in or out in key
+ *   order): at once when they are few (`ready`), else in slices first.
  *
- * Why: keeping the index sorted on every insert (a binary search among blocks, then a
- * shift or a merge inside one) cost more than the hash map insert itself; a store that is
- * written far more than it is listed (a cache, a lock table) paid it on every write.
- * Costs: the first reader after many writes pays for all of them (the README gives the
- * figures), and a built index costs one array slot per noted key until the next reader.
+ * Readers: `whenReady` resolves once the index is built and its notes are few enough to
+ * fold within one slice; every caller waiting meanwhile shares one build. The reader then
+ * reads synchronously (`scan`), which folds the last notes, so the answer is exact at
+ * the moment it is given. `scan` called while not ready (a caller that cannot wait, e.g.
+ * a deterministic state machine step) finishes the work in one piece: correct, and the
+ * only path that still takes a turn proportional to the keys (counted in `syncSettles`).
  *
- * Bounds: the notes never exceed max(NOTES_MIN, twice the settled keys): past that the
- * index drops them and its blocks and is unbuilt again (the rebuild by the next reader
- * sorts at most the keys present, after at least as many writes: amortised O(log n) per
- * write, and no work at all for a store nobody lists).
+ * Why: keeping the index sorted on every insert cost more than the hash map insert
+ * itself; a store that is written far more than it is listed (a cache, a lock table) paid
+ * it on every write. And building it in one piece stalled the event loop 1–2 s per
+ * million keys (a dstore leader missed heartbeats; every client of the process waited).
  *
- * Truth: a settle asks `isPresent` (the hash maps) for each noted key when removals are
- * among the notes, so any interleaving of adds and removes of one key since the last
- * settle (add, remove, add again, ...) ends as the maps say. With adds alone, every noted
- * key is new and distinct (the maps hold a key once), so none is looked up.
+ * Bounds: the notes never exceed max(NOTES_MIN, twice the settled keys) (a build: twice
+ * the keys it read): past that the index drops them and its blocks and is unbuilt again
+ * (a build starts over, at most BUILD_RESTARTS_MAX times before one runs in one piece).
+ * A build holds O(keys) memory; `close` drops it.
+ *
+ * Truth: a fold asks `isPresent` (the hash maps) for each noted key when removals are
+ * among the notes or a build read the maps while they changed, so any interleaving of adds
+ * and removes of one key (add, remove, add again, ...) ends as the maps say. With adds
+ * alone into a settled index, every noted key is new and distinct (the maps hold a key
+ * once), so none is looked up. A key a build did not read and no note names was present
+ * throughout the build (unchanged since it started), so the build read it: the sources
+ * yield every key present when the build starts and still present when read (and, being
+ * bounded by the keys present at the start, end however fast writers add keys).
  */
 export class DeferredOrder {
   private settled: OrderedKeys | null;
-  /** Keys added or removed since the last settle, in arrival order (only while built). */
+  /** Keys added or removed, in arrival order (while built or building); those before `folded` are in. */
   private notes: string[] = [];
+  private folded = 0;
   private removals = 0;
+  /** The notes may name keys already in the index (a build read the maps while they changed). */
+  private checkNotes = false;
+  private builder: OrderedKeysBuilder | null = null;
+  private buildRestarts = 0;
+  private waiting: Waiting | null = null;
+  private scheduled = false;
+  private closed = false;
   private readonly isPresent: (key: string) => boolean;
-  private readonly allKeys: () => string[];
+  private readonly sources: () => Iterator<string>[];
+  private readonly sliceUnits: number;
+  private readonly schedule: (run: () => void) => void;
+  private readonly counters: OrderStats = {
+    slices: 0,
+    maxSliceUnits: 0,
+    builds: 0,
+    syncSettles: 0,
+    restarts: 0,
+  };
 
-  /** `settled`: an index of every present key, built already (e.g. by a snapshot load). */
-  constructor(isPresent: (key: string) => boolean, allKeys: () => string[], settled?: OrderedKeys) {
+  /**
+   * `sources`: iterators over every present key (live ones: see OrderedKeysBuilder);
+   * `settled`: an index of every present key, built already (e.g. by a snapshot load).
+   */
+  constructor(
+    isPresent: (key: string) => boolean,
+    sources: () => Iterator<string>[],
+    settled?: OrderedKeys,
+    options: DeferredOrderOptions = {},
+  ) {
     this.isPresent = isPresent;
-    this.allKeys = allKeys;
+    this.sources = sources;
     this.settled = settled ?? null;
+    this.sliceUnits = options.sliceUnits ?? SLICE_UNITS;
+    this.schedule = options.schedule ?? ((run) => setImmediate(run));
   }
 
   /** A key not present before is now (the caller's map already holds it). */
   added(key: string): void {
-    if (this.settled !== null) this.note(key);
+    if (this.settled !== null || this.builder !== null) this.note(key);
   }
 
   /** A present key is gone (the caller's map no longer holds it). */
   removed(key: string): void {
-    if (this.settled === null) return;
+    if (this.settled === null && this.builder === null) return;
     this.removals++;
     this.note(key);
   }
@@ -62,13 +141,34 @@ export class DeferredOrder {
   private note(key: string): void {
     const notes = this.notes;
     notes.push(key);
-    if (notes.length > NOTES_MIN && notes.length > 2 * this.settled!.size) this.unbuild();
+    if (notes.length <= NOTES_MIN) return;
+    if (this.builder !== null) {
+      if (notes.length > 2 * this.builder.keysRead) this.restartBuild();
+    } else if (notes.length - this.folded > 2 * this.settled!.size) {
+      this.unbuild();
+    }
+  }
+
+  private dropNotes(): void {
+    this.notes = [];
+    this.folded = 0;
+    this.removals = 0;
+    this.checkNotes = false;
   }
 
   private unbuild(): void {
     this.settled = null;
-    this.notes = [];
-    this.removals = 0;
+    this.dropNotes();
+    // A reader waiting for a fold now waits for a build.
+    if (this.waiting !== null) this.kick();
+  }
+
+  private restartBuild(): void {
+    this.builder = null;
+    this.buildRestarts++;
+    this.counters.restarts++;
+    this.dropNotes();
+    this.kick();
   }
 
   /** Whether the index is built (else the next reader builds it from the maps); for tests. */
@@ -76,9 +176,113 @@ export class DeferredOrder {
     return this.settled !== null;
   }
 
+  /** Whether a build is under way; for tests and monitoring. */
+  get building(): boolean {
+    return this.builder !== null;
+  }
+
   /** Keys noted and not settled yet; for tests and monitoring. */
   get unsettled(): number {
-    return this.notes.length;
+    return this.notes.length - this.folded;
+  }
+
+  get stats(): Readonly<OrderStats> {
+    return this.counters;
+  }
+
+  /** Whether `scan` now does at most one slice of work: built, and few notes to fold. */
+  get ready(): boolean {
+    return (
+      this.closed ||
+      (this.settled !== null && (this.notes.length - this.folded) * FOLD_UNITS_PER_NOTE <= this.sliceUnits)
+    );
+  }
+
+  /**
+   * Resolves once `ready` (or closed), building or folding in slices meanwhile; all
+   * callers share one build. Writes may follow before the caller reads: check `ready`
+   * again, or let `scan` fold the few notes they leave.
+   */
+  whenReady(): Promise<void> {
+    if (this.ready) return Promise.resolve();
+    if (this.waiting === null) {
+      let wake!: () => void;
+      const promise = new Promise<void>((resolve) => {
+        wake = resolve;
+      });
+      this.waiting = { promise, wake };
+    }
+    this.kick();
+    return this.waiting.promise;
+  }
+
+  /** Stops any build and wakes every waiter (the database is replaced or gone). */
+  close(): void {
+    this.closed = true;
+    this.builder = null;
+    this.settled = null;
+    this.dropNotes();
+    this.wake();
+  }
+
+  private wake(): void {
+    const waiting = this.waiting;
+    if (waiting === null) return;
+    this.waiting = null;
+    waiting.wake();
+  }
+
+  private kick(): void {
+    if (this.scheduled || this.closed) return;
+    this.scheduled = true;
+    this.schedule(() => this.slice());
+  }
+
+  /** One bounded step of the build or the fold, then another turn if a reader still waits. */
+  private slice(): void {
+    this.scheduled = false;
+    if (this.closed || this.waiting === null) return;
+    if (!this.ready) {
+      let units: number;
+      if (this.settled === null) {
+        const builder = this.startedBuilder();
+        units = builder.step(
+          this.buildRestarts > BUILD_RESTARTS_MAX ? Number.POSITIVE_INFINITY : this.sliceUnits,
+        );
+        if (builder.done) this.finishBuild(builder);
+      } else {
+        units = this.fold(Math.max(1, Math.floor(this.sliceUnits / FOLD_UNITS_PER_NOTE)));
+      }
+      this.counters.slices++;
+      if (units > this.counters.maxSliceUnits) this.counters.maxSliceUnits = units;
+    }
+    if (this.ready) this.wake();
+    else this.kick();
+  }
+
+  private startedBuilder(): OrderedKeysBuilder {
+    if (this.builder === null) this.builder = new OrderedKeysBuilder(this.sources());
+    return this.builder;
+  }
+
+  private finishBuild(builder: OrderedKeysBuilder): void {
+    this.settled = builder.result();
+    this.builder = null;
+    this.buildRestarts = 0;
+    this.counters.builds++;
+    // The build read live maps: notes may name keys it read too, or keys it missed.
+    if (this.notes.length > 0) this.checkNotes = true;
+  }
+
+  /** Folds in at most `max` notes (the oldest first); returns the work units done. */
+  private fold(max: number): number {
+    const notes = this.notes;
+    const end = Math.min(notes.length, this.folded + max);
+    const batch = notes.slice(this.folded, end);
+    this.folded = end;
+    this.apply(batch, this.checkNotes || this.removals > 0);
+    if (end === notes.length) this.dropNotes();
+    return batch.length * FOLD_UNITS_PER_NOTE;
   }
 
   /** Like OrderedKeys.scan, over every key present now. */
@@ -91,27 +295,36 @@ export class DeferredOrder {
     return this.settle().keys();
   }
 
-  /** Builds the index or applies the noted adds and removes to it. */
+  /**
+   * Builds the index or folds every note in, now: bounded by one slice when `ready`, else
+   * in one piece (see the class comment).
+   */
   settle(): OrderedKeys {
-    const settled = this.settled;
-    if (settled === null) {
-      const built = OrderedKeys.fromSorted(OrderedKeys.sortKeys(this.allKeys()));
-      this.settled = built;
-      return built;
+    if (this.closed) throw new Error("the ordered index was closed (its database was replaced)");
+    const wasReady = this.ready;
+    if (!wasReady) this.counters.syncSettles++;
+    if (this.settled === null) {
+      const builder = this.startedBuilder();
+      builder.step(Number.POSITIVE_INFINITY);
+      this.finishBuild(builder);
     }
-    const notes = this.notes;
-    if (notes.length === 0) return settled;
-    this.notes = [];
-    const removals = this.removals;
-    this.removals = 0;
-    OrderedKeys.sortKeys(notes);
-    if (removals === 0) {
-      // Adds alone: all new and distinct.
-      for (const key of notes) settled.insert(key);
-      return settled;
+    const settled = this.settled!;
+    if (this.notes.length > this.folded) this.fold(Number.POSITIVE_INFINITY);
+    if (!wasReady) this.wake();
+    return settled;
+  }
+
+  /** Puts noted keys in or out of the settled index; `check`: ask the maps for each. */
+  private apply(keys: string[], check: boolean): void {
+    const settled = this.settled!;
+    OrderedKeys.sortKeys(keys);
+    if (!check) {
+      // Adds alone into an index that matched the maps: all new and distinct.
+      for (const key of keys) settled.insert(key);
+      return;
     }
     let last: string | undefined;
-    for (const key of notes) {
+    for (const key of keys) {
       if (key === last) continue;
       last = key;
       if (this.isPresent(key)) {
@@ -120,6 +333,5 @@ export class DeferredOrder {
         settled.remove(key);
       }
     }
-    return settled;
   }
 }

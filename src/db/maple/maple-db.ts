@@ -10,8 +10,8 @@ import type {
   ListPage,
 } from "../kvdb.ts";
 import { DeadlineHeap } from "./deadline-heap.ts";
-import { DeferredOrder } from "./deferred-order.ts";
-import { compareKeys, OrderedKeys } from "./ordered-keys.ts";
+import { DeferredOrder, type DeferredOrderOptions, type OrderStats, SLICE_UNITS } from "./deferred-order.ts";
+import { compareKeys, FirstKeys, OrderedKeysBuilder } from "./ordered-keys.ts";
 import { shardHash, shardHashWide } from "./shard-hash.ts";
 import { corrupt, SnapshotDecoder, SnapshotEncoder } from "./snapshot-codec.ts";
 import { Entry, isDeleted, isExpired, NEVER, TimedEntry } from "./timed-entry.ts";
@@ -46,6 +46,8 @@ interface Shard {
 export interface MapleOptions {
   /** Number of internal map shards: a power of two from 1 to 4096. Default 64. */
   shards?: number;
+  /** How the ordered index is built in slices (see DeferredOrder); tests pass a scheduler. */
+  order?: DeferredOrderOptions;
 }
 
 const DEFAULT_SHARDS = 64;
@@ -93,10 +95,8 @@ export class MapleDB implements KVDB {
    * Every present key (including ones past their delete deadline not purged yet), in byte
    * order once settled (see DeferredOrder).
    */
-  private ordered = new DeferredOrder(
-    (key) => this.shardOf(key).map.has(key),
-    () => this.allKeys(),
-  );
+  private ordered: DeferredOrder;
+  private readonly orderOptions: DeferredOrderOptions;
   /**
    * Whether keys are routed by shardHashWide instead of the sampled shardHash. Switched
    * on, once and for good, when the sampled hash piles keys into one shard (see
@@ -122,6 +122,20 @@ export class MapleDB implements KVDB {
     }
     this.mask = count - 1;
     this.shards = newShards(count);
+    this.orderOptions = options.order ?? {};
+    this.ordered = this.newOrder(undefined);
+  }
+
+  /** An ordered index over this database's maps (`settled`: built already, by a load). */
+  private newOrder(settled: OrderedKeysBuilder | undefined): DeferredOrder {
+    return new DeferredOrder(
+      (key) => this.shardOf(key).map.has(key),
+      // Live iterators over the maps of the moment, each bounded by the keys it holds now
+      // (see FirstKeys, OrderedKeysBuilder and DeferredOrder).
+      () => this.shards.map((shard) => new FirstKeys(shard.map.keys(), shard.map.size)),
+      settled?.result(),
+      this.orderOptions,
+    );
   }
 
   /** The store's current revision: the highest revision of any write so far. */
@@ -378,11 +392,33 @@ export class MapleDB implements KVDB {
     });
   }
 
-  /** Every key the maps hold, in no order (what an unbuilt ordered index is built from). */
-  private allKeys(): string[] {
-    const keys: string[] = [];
-    for (const shard of this.shards) for (const key of shard.map.keys()) keys.push(key);
-    return keys;
+  /**
+   * Whether `list` and `count` would answer now within one slice of work: the ordered
+   * index is built and few writes wait to be folded in. When false they still answer
+   * (correctly), but by building or folding in one piece: a caller that can wait should
+   * `await prepareOrder()` first.
+   */
+  orderReady(): boolean {
+    return this.ordered.ready;
+  }
+
+  /**
+   * Builds or settles the ordered index in slices between event-loop turns (each at most
+   * a few ms); resolves once `orderReady()` (concurrent callers share one build). Writes
+   * may come before the caller lists: those few are folded in by the list itself.
+   */
+  prepareOrder(): Promise<void> {
+    return this.ordered.whenReady();
+  }
+
+  dropOrder(): void {
+    this.ordered.close();
+    this.ordered = this.newOrder(undefined);
+  }
+
+  /** What the ordered index has done (slices, builds, one-piece settles); for tests and monitoring. */
+  get orderStats(): Readonly<OrderStats> {
+    return this.ordered.stats;
   }
 
   /** Keys in the ordered index, in order; for tests and consistency checks. */
@@ -477,7 +513,6 @@ export class MapleDB implements KVDB {
     const heap = new DeadlineHeap();
     const mask = this.mask;
     const route = this.wideRouting ? shardHashWide : shardHash;
-    const keys: string[] = [];
     let approxBytes = 0;
     const decoder = new SnapshotDecoder((key, value, expireAtMs, deleteAtMs, revisions) => {
       const shard = shards[route(key) & mask]!;
@@ -486,7 +521,6 @@ export class MapleDB implements KVDB {
         throw corrupt(`key ${JSON.stringify(key.slice(0, 64))} appears twice`, decoder.currentRecordOffset);
       }
       approxBytes += key.length + value.byteLength;
-      keys.push(key);
       const { version, createRevision, modRevision } = revisions;
       if (expireAtMs === NEVER && deleteAtMs === NEVER) {
         map.set(key, new Entry(value, version, createRevision, modRevision));
@@ -507,14 +541,17 @@ export class MapleDB implements KVDB {
       }
     }
     decoder.end();
-    const ordered = new DeferredOrder(
-      (key) => this.shardOf(key).map.has(key),
-      () => this.allKeys(),
-      OrderedKeys.fromSorted(OrderedKeys.sortKeys(keys)),
-    );
+    // The loaded keys' index, built in slices like a first list's (one turn each).
+    const builder = new OrderedKeysBuilder(shards.map((shard) => shard.map.keys()));
+    const sliceUnits = this.orderOptions.sliceUnits ?? SLICE_UNITS;
+    while (!builder.done) {
+      builder.step(sliceUnits);
+      if (!builder.done) await yieldToEventLoop();
+    }
+    this.ordered.close();
     this.shards = shards;
     this.heap = heap;
-    this.ordered = ordered;
+    this.ordered = this.newOrder(builder);
     this.approxBytes = approxBytes;
     this.rev = decoder.storeRevision;
     this.pinned = false;

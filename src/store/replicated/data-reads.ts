@@ -1,4 +1,5 @@
 import { checkListOptions, checkRange, rangeOf } from "../list-options.ts";
+import { orderedRead } from "../ordered-read.ts";
 import type { EntryInfo, KeyRange, ListOptions, ListPage, StoreLimits } from "../types.ts";
 import { checkKey } from "../validate.ts";
 import type { DStoreStateMachine } from "./state-machine.ts";
@@ -31,11 +32,16 @@ export function readList(
   read: ReadAt,
 ): Promise<ListPage> {
   checkListOptions(options, limits);
-  return read((nowMs) => {
-    const page = machine.db.list(options, nowMs);
-    for (const item of page.items) item.value = item.value?.slice();
-    return page;
-  });
+  // Waits for the ordered index in slices rather than building it in the read's turn.
+  return orderedRead(
+    () => machine.db,
+    read,
+    (nowMs) => {
+      const page = machine.db.list(options, nowMs);
+      for (const item of page.items) item.value = item.value?.slice();
+      return page;
+    },
+  );
 }
 
 export function readCount(
@@ -45,5 +51,9 @@ export function readCount(
   read: ReadAt,
 ): Promise<number> {
   checkRange(range, limits);
-  return read((nowMs) => machine.db.count(rangeOf(range), nowMs));
+  return orderedRead(
+    () => machine.db,
+    read,
+    (nowMs) => machine.db.count(rangeOf(range), nowMs),
+  );
 }

@@ -8,6 +8,7 @@ import {
   type LockQueueRequest,
   type LockQueueResult,
 } from "../lock-queue.ts";
+import { orderReadied } from "../ordered-read.ts";
 import { PurgeLoop, type SharedTicks } from "../purge-loop.ts";
 import { checkTxn, type TxnRequest, type TxnResult } from "../txn.ts";
 import {
@@ -247,6 +248,10 @@ export class DStore implements IStore {
   async lockQueue(request: LockQueueRequest, origin?: RequestOrigin): Promise<LockQueueResult> {
     checkKey(request.key, this.limits);
     checkDuration("ttlMs", request.ttlMs);
+    // Applying the step lists the queue, synchronously on every member: ready this member's
+    // ordered index first, in slices, so at least here the apply does not build it whole.
+    const db = this.stateMachine.db;
+    if (!db.orderReady()) await orderReadied(db);
     const body = encodeLockQueueValue(request);
     const result = await this.write(command(Op.LockQueue, request.key, body, 0, request.ttlMs), origin);
     const decoded = decodeLockQueueResult(result);

@@ -193,6 +193,8 @@ export class DStoreStateMachine implements StateMachine {
       })(),
     );
     this.db.onChange(undefined);
+    // The replaced engine's ordered index (or a build of it under way) is no longer read.
+    this.db.dropOrder();
     db.onChange(this.publish);
     this.db = db;
     this.requests = requests;

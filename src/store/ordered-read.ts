@@ -1,0 +1,39 @@
+import type { KVDB } from "../db/kvdb.ts";
+
+/**
+ * Times a reader waits for the ordered index and then finds it not ready again at the
+ * moment of reading (writes since, enough to be folded in slices first) before it reads
+ * anyway, folding them in one piece: a bound under a write rate that keeps outrunning
+ * the slices.
+ */
+export const ORDER_WAITS_MAX = 3;
+
+/**
+ * Waits (in event-loop turns, see KVDB.prepareOrder) until `db` can list within one
+ * bounded slice of work. Never throws; the caller checks its own state (closed?) after.
+ */
+export async function orderReadied(db: KVDB): Promise<void> {
+  for (let wait = 0; wait < ORDER_WAITS_MAX && !db.orderReady(); wait++) await db.prepareOrder();
+}
+
+/**
+ * A read that lists or counts on a replicated store: `read` evaluates at a linearizable
+ * point, which comes after a ReadIndex round, so writes applied meanwhile may have left
+ * the index unready again. Then the evaluation is skipped and done again after another
+ * wait; the last attempt evaluates whatever the index's state (correct, possibly in one
+ * piece). `db` is asked each time: a snapshot install may replace the engine.
+ */
+export async function orderedRead<T>(
+  db: () => KVDB,
+  read: <R>(evaluate: (nowMs: number) => R) => Promise<R>,
+  evaluate: (nowMs: number) => T,
+): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    await orderReadied(db());
+    const last = attempt >= ORDER_WAITS_MAX;
+    const answer = await read((nowMs) =>
+      last || db().orderReady() ? { value: evaluate(nowMs) } : undefined,
+    );
+    if (answer !== undefined) return answer.value;
+  }
+}

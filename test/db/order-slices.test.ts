@@ -1,0 +1,309 @@
+import { describe, expect, setDefaultTimeout, test } from "bun:test";
+import { ManualClock } from "../../src/clock.ts";
+import { MapleDB } from "../../src/db/maple/index.ts";
+import { compareKeys, LEAF_UNITS_MAX, OrderedKeysBuilder } from "../../src/db/maple/ordered-keys.ts";
+import { LocalStore } from "../../src/store/local.ts";
+import { bytes, saveBytes, T0 } from "./helpers.ts";
+
+/**
+ * The ordered index built in slices between event-loop turns (OrderedKeysBuilder,
+ * DeferredOrder): no slice does more than its budget of work units (counted, not timed),
+ * and writes racing a build are reflected exactly (checked against a sorted model).
+ * Slices run from an injected scheduler the tests step by hand: no sleeps, no timing.
+ */
+
+// 100k-key builds on a loaded 2-core machine take seconds; nothing here waits on time.
+setDefaultTimeout(120_000);
+
+function random(seed: number): () => number {
+  let state = seed >>> 0;
+  return () => {
+    state = (Math.imul(state, 1_664_525) + 1_013_904_223) >>> 0;
+    return state / 2 ** 32;
+  };
+}
+
+/** Units that exercise every digit kind: Latin-1, wide BMP, E000+, surrogates (paired and lone). */
+const UNITS = [
+  "a",
+  "b",
+  "z",
+  "0",
+  "~",
+  "\u00fe",
+  "\u00ff",
+  "\u0100",
+  "\u4e2d",
+  "\ue000",
+  "\uffff",
+  "😀",
+  "\ud800",
+  "\udfff",
+];
+
+function randomKey(next: () => number, prefix: string): string {
+  let key = prefix;
+  const length = 1 + Math.floor(next() * 6);
+  for (let i = 0; i < length; i++) key += UNITS[Math.floor(next() * UNITS.length)]!;
+  return key;
+}
+
+/** A scheduler the test steps: slices wait in a queue until `runOne`. */
+class ManualScheduler {
+  private readonly queue: (() => void)[] = [];
+  readonly schedule = (run: () => void): void => {
+    this.queue.push(run);
+  };
+
+  get pending(): number {
+    return this.queue.length;
+  }
+
+  runOne(): boolean {
+    const run = this.queue.shift();
+    if (run === undefined) return false;
+    run();
+    return true;
+  }
+
+  /** Runs slices until none is queued; returns how many ran (bounded by `max`). */
+  drain(max = 1_000_000): number {
+    let ran = 0;
+    while (ran < max && this.runOne()) ran++;
+    return ran;
+  }
+}
+
+/** Lets pending promise reactions run (no timers involved). */
+async function settleMicrotasks(): Promise<void> {
+  for (let i = 0; i < 10; i++) await Promise.resolve();
+}
+
+function listAll(db: MapleDB, nowMs: number): string[] {
+  return db.list({}, nowMs).items.map((item) => item.key);
+}
+
+describe("OrderedKeysBuilder", () => {
+  for (const [seed, prefix, count] of [
+    [1, "", 5_000],
+    [2, "user:", 20_000],
+    // Many keys agreeing on a long stretch, then only wide units: High/Low splits above a leaf.
+    [3, "svc/registry/\u4e2d\u4e2d/", 20_000],
+  ] as const) {
+    test(`sorts by code point order, drops repeats, and no step passes its budget (seed ${seed})`, () => {
+      const next = random(seed);
+      const keys = new Set<string>();
+      while (keys.size < count)
+        keys.add(randomKey(next, seed === 3 && next() < 0.9 ? `${prefix}\u4e2d` : prefix));
+      const all = [...keys];
+      // Two sources, one key in both (a live iterator may read a key twice).
+      const builder = new OrderedKeysBuilder([
+        all.slice(0, count >> 1).values(),
+        [all[0]!, ...all.slice(count >> 1)].values(),
+      ]);
+      const budget = LEAF_UNITS_MAX;
+      let steps = 0;
+      while (!builder.done) {
+        const units = builder.step(budget);
+        expect(units).toBeGreaterThan(0);
+        expect(units).toBeLessThanOrEqual(budget);
+        steps++;
+      }
+      expect(steps).toBeGreaterThan(count / budget);
+      expect(builder.result().keys()).toEqual(all.sort(compareKeys));
+    });
+  }
+
+  test("an empty source builds an empty index; one key read many times is one key", () => {
+    const empty = new OrderedKeysBuilder([[].values()]);
+    empty.step(100);
+    expect(empty.done).toBe(true);
+    expect(empty.result().size).toBe(0);
+    const repeated = new OrderedKeysBuilder([Array.from({ length: 5000 }, () => "same").values()]);
+    while (!repeated.done) repeated.step(LEAF_UNITS_MAX);
+    expect(repeated.result().keys()).toEqual(["same"]);
+  });
+});
+
+describe("Maple: the first list after a bulk load is built in slices", () => {
+  const SLICE = 8192;
+  const KEYS = 100_000;
+
+  function bulkLoaded(scheduler: ManualScheduler): MapleDB {
+    const db = new MapleDB({ order: { schedule: scheduler.schedule, sliceUnits: SLICE } });
+    const value = bytes("v");
+    for (let i = 0; i < KEYS; i++) db.set(`k/${(i * 7919) % 1_000_003}`, value, T0);
+    return db;
+  }
+
+  test("prepareOrder builds 100k keys in many slices, none over its budget, with no one-piece build", async () => {
+    const scheduler = new ManualScheduler();
+    const db = bulkLoaded(scheduler);
+    expect(db.orderReady()).toBe(false);
+    let ready = false;
+    void db.prepareOrder().then(() => {
+      ready = true;
+    });
+    const slices = scheduler.drain();
+    await settleMicrotasks();
+    expect(ready).toBe(true);
+    expect(db.orderReady()).toBe(true);
+    // 100k keys read, split and sorted: many slices, each within the budget.
+    expect(slices).toBeGreaterThan(KEYS / SLICE);
+    expect(db.orderStats.maxSliceUnits).toBeLessThanOrEqual(SLICE);
+    expect(db.orderStats.syncSettles).toBe(0);
+    const page = db.list({ prefix: "k/", limit: 100 }, T0);
+    expect(page.items.length).toBe(100);
+    expect(db.orderStats.syncSettles).toBe(0);
+  });
+
+  test("an lstore list waits for the slices instead of building in its own turn; two first lists share one build", async () => {
+    const scheduler = new ManualScheduler();
+    const db = bulkLoaded(scheduler);
+    const store = new LocalStore({ clock: new ManualClock(T0), db });
+    try {
+      const first = store.list({ prefix: "k/", limit: 3 });
+      const second = store.count({ prefix: "k/1" });
+      let answered = 0;
+      void first.then(() => answered++);
+      void second.then(() => answered++);
+      await settleMicrotasks();
+      // Nothing answered before the slices ran (the old engine built the index right away).
+      expect(answered).toBe(0);
+      expect(scheduler.pending).toBe(1);
+      scheduler.drain();
+      const [page, count] = await Promise.all([first, second]);
+      const all = listAll(db, T0);
+      expect(page.items.map((item) => item.key)).toEqual(all.slice(0, 3));
+      expect(count).toBe(all.filter((key) => key.startsWith("k/1")).length);
+      expect(db.orderStats.builds).toBe(1);
+      expect(db.orderStats.syncSettles).toBe(0);
+    } finally {
+      await store.close();
+    }
+  });
+
+  test("a list that cannot wait (a state machine step) still answers exactly, in one piece", () => {
+    const scheduler = new ManualScheduler();
+    const db = bulkLoaded(scheduler);
+    void db.prepareOrder();
+    for (let i = 0; i < 5; i++) scheduler.runOne();
+    db.set("k/0-new", bytes("x"), T0);
+    const keys = listAll(db, T0);
+    expect(keys.length).toBe(KEYS + 1);
+    expect(keys).toEqual([...keys].sort(compareKeys));
+    expect(db.orderStats.syncSettles).toBe(1);
+    // The slices left queued find the work done.
+    scheduler.drain();
+    expect(db.orderStats.builds).toBe(1);
+  });
+
+  for (const seed of [11, 12, 13, 14]) {
+    test(`writes, deletes and expiries racing the build and the fold are listed exactly (seed ${seed})`, async () => {
+      const next = random(seed);
+      const scheduler = new ManualScheduler();
+      // Small slices: many turns for writes to land between.
+      const db = new MapleDB({ order: { schedule: scheduler.schedule, sliceUnits: LEAF_UNITS_MAX } });
+      const model = new Map<string, number>(); // key -> delete deadline (Infinity: none)
+      const pool: string[] = [];
+      let now = T0;
+      const value = bytes("v");
+      const write = (): void => {
+        const roll = next();
+        const key =
+          roll < 0.5 || pool.length === 0
+            ? randomKey(next, next() < 0.5 ? "p/" : "")
+            : pool[Math.floor(next() * pool.length)]!;
+        if (roll < 0.55) {
+          pool.push(key);
+          db.set(key, value, now);
+          model.set(key, Number.POSITIVE_INFINITY);
+        } else if (roll < 0.75) {
+          db.delete(key, now);
+          model.delete(key);
+        } else if (roll < 0.9) {
+          pool.push(key);
+          const deleteIn = 1 + Math.floor(next() * 50);
+          db.setE(key, value, 0, deleteIn, now);
+          model.set(key, now + deleteIn);
+        } else {
+          now += Math.floor(next() * 20);
+          db.purgeExpired(now, 1000);
+          for (const [k, deadline] of model) if (deadline <= now) model.delete(k);
+        }
+      };
+      const live = (): string[] => [...model.keys()].filter((k) => model.get(k)! > now).sort(compareKeys);
+      for (let i = 0; i < 10_000; i++) write();
+      for (let round = 0; round < 4; round++) {
+        // A first list (or one after many writes) waits; writes land between its slices.
+        let answer: string[] | undefined;
+        const listed = (async () => {
+          while (!db.orderReady()) await db.prepareOrder();
+          answer = listAll(db, now);
+        })();
+        let guard = 0;
+        while (answer === undefined && guard++ < 100_000) {
+          for (let w = Math.floor(next() * 40); w > 0; w--) write();
+          if (next() < 0.005) {
+            // A reader that cannot wait, mid-build.
+            expect(listAll(db, now)).toEqual(live());
+          }
+          scheduler.runOne();
+          await settleMicrotasks();
+        }
+        await listed;
+        expect(answer).toEqual(live());
+        expect(db.orderStats.maxSliceUnits).toBeLessThanOrEqual(LEAF_UNITS_MAX);
+        // Then many writes with no reader: notes pile up (or the index is dropped) again.
+        for (let i = 0; i < 2_000 + Math.floor(next() * 12_000); i++) write();
+      }
+      expect(listAll(db, now)).toEqual(live());
+    }, 120_000);
+  }
+
+  test("a snapshot load mid-build replaces the order: waiters resume and the loaded keys are listed", async () => {
+    const scheduler = new ManualScheduler();
+    const source = new MapleDB();
+    for (let i = 0; i < 3000; i++) source.set(`s/${i}`, bytes("s"), T0);
+    const snapshot = await saveBytes(source, T0);
+    const db = bulkLoaded(scheduler);
+    let resumed = false;
+    void db.prepareOrder().then(() => {
+      resumed = true;
+    });
+    for (let i = 0; i < 3; i++) scheduler.runOne();
+    await db.load(
+      (async function* () {
+        yield snapshot;
+      })(),
+    );
+    await settleMicrotasks();
+    expect(resumed).toBe(true);
+    // The load installed a built index of its own.
+    expect(db.orderReady()).toBe(true);
+    const slicesBefore = db.orderStats.slices;
+    scheduler.drain();
+    expect(db.orderStats.slices).toBe(slicesBefore);
+    expect(listAll(db, T0)).toEqual(listAll(source, T0));
+  });
+
+  test("a build whose notes outgrow their bound starts over, and still ends", async () => {
+    const scheduler = new ManualScheduler();
+    const db = new MapleDB({ order: { schedule: scheduler.schedule, sliceUnits: LEAF_UNITS_MAX } });
+    for (let i = 0; i < 20_000; i++) db.set(`a/${i}`, bytes("v"), T0);
+    let ready = false;
+    void db.prepareOrder().then(() => {
+      ready = true;
+    });
+    let added = 0;
+    for (let turn = 0; turn < 1000 && !ready; turn++) {
+      // A burst far above the keys read so far.
+      for (let i = 0; i < 5000; i++) db.set(`b/${added++}`, bytes("v"), T0);
+      scheduler.runOne();
+      await settleMicrotasks();
+    }
+    expect(ready).toBe(true);
+    expect(db.orderStats.restarts).toBeGreaterThan(0);
+    expect(listAll(db, T0).length).toBe(20_000 + added);
+  }, 120_000);
+});
