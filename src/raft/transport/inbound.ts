@@ -149,7 +149,10 @@ export class InboundConnection {
     }
     if (!this.certifies(from)) {
       const names = this.certificateNames;
-      const named = names === null || names.size === 0 ? "no member" : [...names].join(", ");
+      const named =
+        names === null || names.size === 0
+          ? "no member (or it is not a member certificate: one without serverAuth usage is a client's)"
+          : [...names].join(", ");
       return `the handshake claims to be member ${quoted(from)} but its TLS certificate names ${named}; refused`;
     }
     this.peer = from;

@@ -471,7 +471,7 @@ export class PeerLink {
     } else {
       const names = certificateNames(socket.getPeerCertificate());
       if (!names.has(this.peer)) {
-        refusal = `its TLS certificate names ${[...names].join(", ") || "no member"}, not ${this.peer}`;
+        refusal = `its TLS certificate names ${[...names].join(", ") || "no member (or it is not a member certificate)"}, not ${this.peer}`;
       }
     }
     if (refusal !== null) {

@@ -82,6 +82,13 @@ export async function loadPeerTls(files: PeerTlsFiles, self: NodeId, nowMs = Dat
       `--peer-cert-file ${files.certFile} is valid from ${leaf.validFrom} to ${leaf.validTo}, not now; issue a new one`,
     );
   }
+  if (!memberUsage(leaf.keyUsage)) {
+    throw new DkvError(
+      "USAGE",
+      `--peer-cert-file ${files.certFile} is a client certificate (its extended key usage lacks serverAuth), which members refuse; ` +
+        `issue a member certificate, e.g. dkv cert create-member ${self}`,
+    );
+  }
   const names = namesOfX509(leaf);
   if (!names.has(self)) {
     throw new DkvError(
@@ -111,13 +118,26 @@ function namesOfX509(cert: X509Certificate): Set<string> {
   return names;
 }
 
+/** The extended key usage a member certificate carries (it both serves and dials). */
+const SERVER_AUTH = "1.3.6.1.5.5.7.3.1";
+
+/**
+ * Whether a certificate may be a member's: one without an extended key usage (usable for
+ * anything), or one whose usage includes serverAuth. A client certificate (clientAuth
+ * only, what `dkv cert create-client` issues) from the same CA is not.
+ */
+function memberUsage(extendedKeyUsage: readonly string[] | undefined): boolean {
+  return extendedKeyUsage === undefined || extendedKeyUsage.includes(SERVER_AUTH);
+}
+
 /**
  * The member ids a verified peer certificate may speak for: its SAN DNS names and its
- * subject CN. Empty when the peer sent no certificate.
+ * subject CN. Empty when the peer sent no certificate, or a client certificate (see
+ * memberUsage): a client of the same CA must not pass for a member.
  */
 export function certificateNames(cert: PeerCertificate | null | undefined): Set<string> {
   const names = new Set<string>();
-  if (cert === null || cert === undefined) return names;
+  if (cert === null || cert === undefined || !memberUsage(cert.ext_key_usage)) return names;
   for (const name of dnsNames(cert.subjectaltname)) names.add(name);
   const cn: unknown = cert.subject?.CN;
   if (typeof cn === "string") names.add(cn);

@@ -58,8 +58,11 @@ export class TestPki {
     );
   }
 
-  /** A member certificate `<file>.crt/.key` for `id`, signed by CA `ca`. */
-  async member(file: string, id: string, ca: string): Promise<void> {
+  /**
+   * A member certificate `<file>.crt/.key` for `id`, signed by CA `ca`; with `usage`
+   * "clientAuth", a client's certificate of that CA naming `id` instead.
+   */
+  async member(file: string, id: string, ca: string, usage = "serverAuth,clientAuth"): Promise<void> {
     await run(
       [
         "openssl",
@@ -80,7 +83,7 @@ export class TestPki {
     );
     await writeFile(
       join(this.dir, `${file}.ext`),
-      `subjectAltName=DNS:${id},IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\nbasicConstraints=CA:FALSE\n`,
+      `subjectAltName=DNS:${id},IP:127.0.0.1\nextendedKeyUsage=${usage}\nbasicConstraints=CA:FALSE\n`,
     );
     await run(
       [

@@ -280,8 +280,10 @@ describe("mutual TLS", () => {
     await pki.ca("other-ca");
     for (const id of ["a", "b", "c", "mallory"]) await pki.member(id, id, "ca");
     await pki.member("b-other-ca", "b", "other-ca");
+    await pki.member("b-client", "b", "ca", "clientAuth");
     for (const id of ["a", "b", "c", "mallory"]) tls[id] = await pki.tls(id, "ca");
     tls["b-other-ca"] = await pki.tls("b-other-ca", "ca");
+    tls["b-client"] = await pki.tls("b-client", "ca");
   });
   afterAll(async () => {
     await pki.remove();
@@ -336,6 +338,8 @@ describe("mutual TLS", () => {
       { as: "b", creds: tls.c!, log: 'claims to be member "b" but its TLS certificate names c' },
       { as: "mallory", creds: tls.mallory!, log: '"mallory" is not a member' },
       { as: "b", creds: { ca: tls.a!.ca }, log: "TLS certificate is not trusted" },
+      // A client certificate of the same CA naming b (clientAuth only) is not b's.
+      { as: "b", creds: tls["b-client"]!, log: "it is not a member certificate" },
     ];
     for (const attempt of attempts) {
       const client = await attacker(address, { ...attempt.creds, serverName: "a" });
@@ -434,6 +438,7 @@ describe("mutual TLS", () => {
       [files("a", "b", "ca"), "a", /--peer-key-file .* is not the key of --peer-cert-file/],
       [files("b-other-ca", "b-other-ca", "ca"), "b", /is not signed by --peer-trusted-ca-file/],
       [files("a", "a", "ca"), "b", /names a, not this member "b"/],
+      [files("b-client", "b-client", "ca"), "b", /is a client certificate .* lacks serverAuth/],
       [
         { ...files("a", "a", "ca"), caFile: pki.path("missing.crt") },
         "a",
