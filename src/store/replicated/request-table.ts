@@ -248,12 +248,16 @@ export class RequestTable {
    * once) and asked again.
    */
   hasRoomFor(clientId: Uint8Array, nowMs: number): boolean {
-    const needed = (key: string) =>
-      REMEMBERED_ID_BYTES + (this.clientIndex.has(key) ? 0 : REMEMBERED_CLIENT_BYTES) + RESULT_RESERVE_BYTES;
     const key = this.keyOf(clientId);
-    if (this.bytesUsed + needed(key) <= this.options.bytesMax) return true;
+    if (this.bytesUsed + this.bytesNeeded(key) <= this.options.bytesMax) return true;
     this.forgetExpired(nowMs, Number.POSITIVE_INFINITY);
-    return this.bytesUsed + needed(key) <= this.options.bytesMax;
+    return this.bytesUsed + this.bytesNeeded(key) <= this.options.bytesMax;
+  }
+  /** What remembering one more id of client `key` may cost (estimated as in REMEMBERED_*). */
+  private bytesNeeded(key: string): number {
+    return (
+      REMEMBERED_ID_BYTES + (this.clientIndex.has(key) ? 0 : REMEMBERED_CLIENT_BYTES) + RESULT_RESERVE_BYTES
+    );
   }
 
   /** Remembers a new id (log order: `timeMs` never below the last one's; not remembered yet). */
@@ -339,25 +343,29 @@ export class RequestTable {
    * u32 client | f64 requestId | f64 timeMs | u8 code | ...)
    */
   encode(prefixBytes = 0): Uint8Array {
-    const listed = new Map<number, number>();
+    // Each client's position in the listed order (first appearance, oldest block first), by
+    // dictionary index: a typed array, not a Map (two lookups per block of a big table).
+    const listedAt = new Int32Array(this.clientKeys.length).fill(-1);
     const order: number[] = [];
-    let bytes = prefixBytes + 1 + 4 + 4 + this.runCount * 12 + 4;
+    let bytes = prefixBytes + 1 + 4 + 4 + this.runCount * 12 + 4 + this.blockCount * 13;
     const mask = this.codeOf.length - 1;
     for (let i = 0; i < this.blockCount; i++) {
       const pos = (this.head + i) & mask;
       const client = this.clientOf[pos]!;
-      if (!listed.has(client)) {
-        listed.set(client, order.length);
+      if (listedAt[client]! < 0) {
+        listedAt[client] = order.length;
         order.push(client);
         bytes += CLIENT_ID_BYTES;
       }
-      bytes += 13;
       const code = this.codeOf[pos]!;
       if ((code & CODE_HIGH) !== 0) bytes += 8;
       if ((code & CODE_MASK) === CODE_OTHER) bytes += 4 + this.others.get(this.headSeq + i)!.byteLength;
     }
-    const out = new Uint8Array(bytes);
-    const view = new DataView(out.buffer);
+    // Every byte after the caller's prefix is written below: no zero fill needed.
+    // (A plain Uint8Array over it: a Buffer's slice() would be a view, not a copy.)
+    const out = new Uint8Array(Buffer.allocUnsafeSlow(bytes).buffer, 0, bytes);
+    out.fill(0, 0, prefixBytes);
+    const view = new DataView(out.buffer, out.byteOffset, out.byteLength);
     out[prefixBytes] = FORMAT_BLOCKS;
     view.setUint32(prefixBytes + 1, order.length, true);
     let at = prefixBytes + 5;
@@ -380,7 +388,7 @@ export class RequestTable {
       const pos = (this.head + i) & mask;
       const seq = this.headSeq + i;
       const code = this.codeOf[pos]!;
-      view.setUint32(at, listed.get(this.clientOf[pos]!)!, true);
+      view.setUint32(at, listedAt[this.clientOf[pos]!]!, true);
       view.setUint32(at + 4, this.baseOf[pos]!, true);
       view.setUint32(at + 8, this.maskOf[pos]!, true);
       out[at + 12] = code;
