@@ -5,7 +5,7 @@ import { SlowRequestLog } from "../metrics/slow-requests.ts";
 import type { RaftHostObserver } from "../raft/host/types.ts";
 import type { ConnectionObserver, RequestObserver } from "../rpc/server/index.ts";
 import type { ReplicatedShards } from "../store/replicated/shards.ts";
-import { type MetricsEndpoint, startMetricsEndpoint } from "./metrics-endpoint.ts";
+import type { MetricsEndpoint } from "./metrics-endpoint.ts";
 
 export interface NodeOpsOptions {
   /** --metrics-endpoint; "" turns metrics off (no observer is installed at all). */
@@ -44,13 +44,18 @@ export class NodeOps {
     this.requestObserver = slow === undefined ? metrics : requestObserverWithTracing(metrics, slow);
   }
 
-  /** Starts the metrics endpoint over the running shards; returns its bound address (or undefined when off). */
-  attach(replicated: ReplicatedShards | undefined): string | undefined {
+  /**
+   * Starts the metrics endpoint over the running shards; returns its bound address (or
+   * undefined when off). The endpoint's module (and the http server under it) is loaded
+   * only when the endpoint is on: a member without it maps less code.
+   */
+  async attach(replicated: ReplicatedShards | undefined): Promise<string | undefined> {
     this.replicated = replicated;
     const metrics = this.metrics;
     if (metrics === undefined) return undefined;
     if (replicated !== undefined) metrics.watchGroups(() => replicated.status());
     const readinessTimeoutMs = Math.min(this.options.requestTimeoutMs, 2_000);
+    const { startMetricsEndpoint } = await import("./metrics-endpoint.ts");
     this.endpoint = startMetricsEndpoint({
       endpoint: this.options.metricsEndpoint,
       registry: metrics.registry,

@@ -108,7 +108,7 @@ export async function startNode(options: NodeOptions, dependencies: NodeDependen
     const raft =
       options.raft === undefined ? undefined : await startRaft(context, options.raft, handlers, ops);
     const status = () => clusterStatusOf(options.shards, raft?.replicated, options.raft?.replicaId ?? "");
-    const metricsEndpoint = startMetrics(context, ops, raft?.replicated);
+    const metricsEndpoint = await startMetrics(context, ops, raft?.replicated);
     const server = await startRpc(context, handlers, status, ops, raft?.replicated);
     const stop = stopOnce(
       context.stack.move(),
@@ -289,14 +289,13 @@ function tcpNodeTransport(
 }
 
 /** Step 4: the metrics endpoint (with --metrics-endpoint) over the running shards. */
-function startMetrics(
+async function startMetrics(
   { stack }: BuildContext,
   ops: NodeOps,
   replicated: ReplicatedShards | undefined,
-): string | undefined {
-  const endpoint = ops.attach(replicated);
+): Promise<string | undefined> {
   stack.defer(() => ops.stop());
-  return endpoint;
+  return await ops.attach(replicated);
 }
 
 /** Step 5: the RPC server in front of every shard; stopped first, so in-flight requests finish. */

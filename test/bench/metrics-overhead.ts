@@ -88,7 +88,7 @@ async function startNode(name: string, metrics: boolean): Promise<Node> {
     shards: [{ id: REPLICATED_SHARD, type: "dstore" }],
     ...(ops.raftObserver === undefined ? {} : { observer: ops.raftObserver }),
   });
-  ops.attach(shards);
+  await ops.attach(shards);
   const handlers = buildShards([{ id: LOCAL_SHARD, type: "lstore" }]) as Map<number, ShardHandler>;
   handlers.set(REPLICATED_SHARD, replicatedShardHandler(shards.shards.get(REPLICATED_SHARD)!));
   const server = await startRpcServer({

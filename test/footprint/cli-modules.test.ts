@@ -168,5 +168,14 @@ describe("an lstore-only server loads no Raft and no consola", () => {
     // consola is for a terminal only (its basic build alone creates process.stdout and
     // process.stderr at import, ~9 MiB of RSS); a pipe gets plain lines from src/server/logger.ts.
     expect(modules.filter((path) => path.startsWith("node_modules/consola/"))).toEqual([]);
+    // A tcp server without --metrics-endpoint loads no http server (its parser and routes)
+    // and no metrics endpoint.
+    const httpOnly = [
+      "src/rpc/server/http-server.ts",
+      "src/rpc/server/http1-parser.ts",
+      "src/rpc/server/http-routes.ts",
+      "src/server/metrics-endpoint.ts",
+    ];
+    expect(modules.filter((path) => httpOnly.includes(path))).toEqual([]);
   });
 });

@@ -81,7 +81,7 @@ describe("--slow-request-threshold on a running replicated shard", () => {
       rttMs: 10,
       observer: ops.raftObserver!,
     });
-    ops.attach(shards);
+    await ops.attach(shards);
     const handlers = new Map<number, ShardHandler>([[200, replicatedShardHandler(shards.shards.get(200)!)]]);
     server = await startRpcServer({
       ...ops.rpcOptions(),

@@ -34,7 +34,7 @@ beforeAll(async () => {
     requestTimeoutMs: 5000,
     logger: { debug() {}, info() {}, warn() {} },
   });
-  ops.attach(shards);
+  await ops.attach(shards);
   const store = shards.shards.get(200)!.store;
   for (let i = 0; i < 100; i++) await store.set(`k-${i}`, `v-${i}`);
   // Larger than a chunk record and than the client's default frame limit would need.

@@ -48,7 +48,7 @@ beforeAll(async () => {
     requestTimeoutMs: 5000,
     logger: { debug() {}, info() {}, warn() {} },
   });
-  ops.attach(shards);
+  await ops.attach(shards);
   const store = shards.shards.get(SHARD)!.store;
   for (let i = 0; i < 20; i++) await store.set(`k-${i}`, `v-${i}`);
   const authority = new TokenAuthority(

@@ -195,22 +195,51 @@ describe("the packed table against a plain model", () => {
     new Uint8Array([0xff, 3, 65, 66, 67, 33]),
   ];
 
-  for (const seed of [1, 2, 3, 4, 5]) {
-    test(`seed ${seed}: the same answers as a Map, through growth, shrinking, forgetting and snapshots`, () => {
+  /** Request ids drawn at random: most ids are alone in their block. */
+  const scattered = (next: () => number) => (_client: number) =>
+    next() < 0.1 ? Number.MAX_SAFE_INTEGER - Math.floor(next() * 100) : Math.floor(next() * 5000);
+  /**
+   * Request ids as clients number them: each client counts up, mostly by one (a write
+   * after a write), sometimes skipping (reads in between) or going back (a retry, or
+   * ids reordered between members), sometimes near 2^32 and past it.
+   */
+  const counted = (next: () => number) => {
+    const counters = new Map<number, number>();
+    return (client: number) => {
+      let id = counters.get(client) ?? (client % 7 === 6 ? 2 ** 32 - 40 : client * 1000);
+      const draw = next();
+      if (draw < 0.85) id += 1;
+      else if (draw < 0.95) id += 1 + Math.floor(next() * 40);
+      else id -= Math.floor(next() * 20);
+      counters.set(client, id);
+      return id;
+    };
+  };
+  const modes = [
+    ...[1, 2, 3, 4, 5].map((seed) => ({ seed, ids: scattered, name: "ids at random" })),
+    ...[6, 7, 8, 9, 10].map((seed) => ({ seed, ids: counted, name: "ids counted up by each client" })),
+  ];
+
+  for (const { seed, ids, name } of modes) {
+    test(`seed ${seed}, ${name}: the same answers as a Map, through growth, shrinking, forgetting and snapshots`, () => {
       const next = random(seed);
+      const nextId = ids(next);
       const options = resolveDedupOptions({ retentionMs: DEDUP_RETENTION_MIN_MS, bytesMax: 1 << 30 });
       let table = new RequestTable(options);
       const model = new Map<string, { result: Uint8Array; timeMs: number }>();
       const order: string[] = [];
       let timeMs = 0;
       const clients = 1 + Math.floor(next() * 40);
+      let client = 0;
+      let idsSeen = 0;
+      let blocksSeen = 0;
       for (let step = 0; step < 30_000; step++) {
         // Bursts of writes, then long gaps: the ring grows past its minimum and shrinks again.
         timeMs += next() < 0.001 ? DEDUP_RETENTION_MIN_MS : Math.floor(next() * 3);
-        const client = Math.floor(next() * clients);
+        // Runs of writes of one client, as a busy client's writes follow each other in the log.
+        if (next() < 0.1) client = Math.floor(next() * clients);
         // Large request ids too: the hash splits them into two 32-bit halves.
-        const requestId =
-          next() < 0.1 ? Number.MAX_SAFE_INTEGER - Math.floor(next() * 100) : Math.floor(next() * 5000);
+        const requestId = nextId(client);
         const clientId = new Uint8Array(CLIENT_ID_BYTES).fill(client);
         clientId[0] = 7;
         const key = `${client}/${requestId}`;
@@ -229,12 +258,15 @@ describe("the packed table against a plain model", () => {
         else {
           // Forgotten by the table only if the model would have forgotten it too.
           expect(seen).toBeUndefined();
-          const result = results[Math.floor(next() * results.length)]!;
+          // Mostly void (a set's), as a run of writes of one kind shares a result kind.
+          const result = next() < 0.8 ? results[0]! : results[Math.floor(next() * results.length)]!;
           table.remember(clientId, requestId, result, timeMs);
           model.set(key, { result, timeMs });
           order.push(key);
         }
         expect(table.size).toBe(model.size);
+        idsSeen += table.size;
+        blocksSeen += table.blocks;
         if (step % 5000 === 4999) {
           const copy = RequestTable.decode(table.encode(), options, false);
           expect(copy.size).toBe(table.size);
@@ -243,6 +275,8 @@ describe("the packed table against a plain model", () => {
           table = copy;
         }
       }
+      // Ids counted up share blocks (the checks above cover the sharing).
+      if (ids === counted) expect(blocksSeen).toBeLessThan(idsSeen * 0.6);
       for (const key of order) {
         const [client, requestId] = key.split("/").map(Number) as [number, number];
         const clientId = new Uint8Array(CLIENT_ID_BYTES).fill(client);
@@ -288,19 +322,43 @@ describe("the packed table against a plain model", () => {
 });
 
 describe("the packed table's size", () => {
-  test("a million ids of one client at ~30 per log millisecond take under 19 B each (the old table: ~30)", () => {
+  test("a million ids of one client at ~30 per log millisecond take under 2 B each (one record per id: 17 B)", () => {
     const table = new RequestTable(resolveDedupOptions({ bytesMax: 1 << 30 }));
     const clientId = new Uint8Array(CLIENT_ID_BYTES).fill(9);
     const ids = 1_000_000;
     for (let i = 0; i < ids; i++)
       table.remember(clientId, i + 1, RESULT_VOID_FOR_TEST, 1000 + Math.floor(i / 30));
     expect(table.size).toBe(ids);
-    expect(table.allocatedBytes / ids).toBeLessThan(19);
+    // Mostly the time runs (12 B per log millisecond); the blocks take ~0.7 B per id.
+    expect(table.allocatedBytes / ids).toBeLessThan(2);
     // The estimate the bound counts stays above what is allocated.
     expect(table.bytes).toBeGreaterThan(table.allocatedBytes);
     expect(table.get(clientId, 1)).toEqual(RESULT_VOID_FOR_TEST);
     expect(table.get(clientId, ids)).toEqual(RESULT_VOID_FOR_TEST);
     expect(table.get(clientId, ids + 1)).toBeUndefined();
+  });
+
+  test("ids of two clients taking turns in the log, each counting up, take under 22 B each", () => {
+    const table = new RequestTable(resolveDedupOptions({ bytesMax: 1 << 30 }));
+    const clients = [new Uint8Array(CLIENT_ID_BYTES).fill(1), new Uint8Array(CLIENT_ID_BYTES).fill(2)];
+    // As many as the ring's capacity (a power of two): ~21 B each, runs of ~30 ids aside.
+    const ids = 2 ** 19;
+    for (let i = 0; i < ids; i++)
+      table.remember(clients[i % 2]!, (i >> 1) + 1, RESULT_VOID_FOR_TEST, 1000 + Math.floor(i / 30));
+    expect(table.blocks).toBe(ids);
+    expect(table.allocatedBytes / ids).toBeLessThan(22);
+    expect(table.bytes).toBeGreaterThan(table.allocatedBytes);
+  });
+
+  test("a client's reads between its writes (every other id) still share blocks", () => {
+    const table = new RequestTable(resolveDedupOptions({}));
+    const clientId = new Uint8Array(CLIENT_ID_BYTES).fill(5);
+    for (let i = 0; i < 6400; i++) table.remember(clientId, 2 * i + 1, RESULT_VOID_FOR_TEST, 7);
+    expect(table.blocks).toBe(400);
+    for (let i = 0; i < 6400; i++) {
+      expect(table.get(clientId, 2 * i + 1)).toEqual(RESULT_VOID_FOR_TEST);
+      expect(table.get(clientId, 2 * i + 2)).toBeUndefined();
+    }
   });
 
   test("request ids that share their low 32 bits, negative ones too, are told apart", () => {
@@ -361,5 +419,92 @@ describe("snapshot sections of earlier versions", () => {
     old.forgetExpired(100 + options.retentionMs + 1, Number.POSITIVE_INFINITY);
     expect(old.size).toBe(1);
     expect(() => RequestTable.decode(Buffer.concat(parts).subarray(0, 40), options, false)).toThrow(DkvError);
+  });
+
+  test("format 3 (one record per id, time runs) restores the same table as this version's", () => {
+    const options = resolveDedupOptions({});
+    const clients = [new Uint8Array(CLIENT_ID_BYTES).fill(6), new Uint8Array(CLIENT_ID_BYTES).fill(8)];
+    const ids = [
+      { client: 0, requestId: 31, code: 0, result: new Uint8Array(0) },
+      { client: 0, requestId: 32, code: 0, result: new Uint8Array(0) },
+      { client: 0, requestId: 33, code: 0, result: new Uint8Array(0) },
+      { client: 1, requestId: 34, code: 0, result: new Uint8Array(0) },
+      { client: 0, requestId: 2 ** 40 + 35, code: 2 | 4, result: new Uint8Array([1]) },
+      { client: 0, requestId: 36, code: 3, result: new Uint8Array([1, 0, 0, 0, 0, 0, 0, 0, 9]) },
+      { client: 0, requestId: 37, code: 1, result: new Uint8Array([0]) },
+    ];
+    // Runs: three ids at 100, four at 105.
+    const runs = [
+      [100, 3],
+      [105, 4],
+    ] as const;
+    const header = new Uint8Array(1 + 4 + 2 * CLIENT_ID_BYTES + 4 + runs.length * 12 + 4);
+    const headerView = new DataView(header.buffer);
+    header[0] = 3;
+    headerView.setUint32(1, clients.length, true);
+    header.set(clients[0]!, 5);
+    header.set(clients[1]!, 5 + CLIENT_ID_BYTES);
+    let at = 5 + 2 * CLIENT_ID_BYTES;
+    headerView.setUint32(at, runs.length, true);
+    at += 4;
+    for (const [timeMs, count] of runs) {
+      headerView.setFloat64(at, timeMs, true);
+      headerView.setUint32(at + 8, count, true);
+      at += 12;
+    }
+    headerView.setUint32(at, ids.length, true);
+    const table = new RequestTable(options);
+    const parts: Uint8Array[] = [header];
+    ids.forEach(({ client, requestId, code, result }, i) => {
+      table.remember(clients[client]!, requestId, result, i < 3 ? 100 : 105);
+      const high = (code & 4) !== 0;
+      const other = (code & 3) === 3;
+      const part = new Uint8Array(9 + (high ? 8 : 0) + (other ? 4 + result.byteLength : 0));
+      const view = new DataView(part.buffer);
+      view.setUint32(0, client, true);
+      view.setUint32(4, requestId >>> 0, true);
+      part[8] = code;
+      if (high) view.setFloat64(9, requestId, true);
+      if (other) {
+        view.setUint32(9, result.byteLength, true);
+        part.set(result, 13);
+      }
+      parts.push(part);
+    });
+    const section = Buffer.concat(parts);
+    const old = RequestTable.decode(section, options, false);
+    expect(old.encode()).toEqual(table.encode());
+    expect(old.bytes).toBe(table.bytes);
+    expect(old.size).toBe(ids.length);
+    for (const { client, requestId, result } of ids)
+      expect(old.get(clients[client]!, requestId)).toEqual(result);
+    expect(old.get(clients[1]!, 33)).toBeUndefined();
+    old.forgetExpired(100 + options.retentionMs + 1, Number.POSITIVE_INFINITY);
+    expect(old.size).toBe(4);
+    expect(old.get(clients[0]!, 33)).toBeUndefined();
+    expect(old.get(clients[1]!, 34)).toEqual(new Uint8Array(0));
+    expect(() => RequestTable.decode(section.subarray(0, section.byteLength - 3), options, false)).toThrow(
+      DkvError,
+    );
+  });
+
+  test("this version's section (format 4, one record per block) is smaller than one record per id", () => {
+    const table = new RequestTable(resolveDedupOptions({}));
+    const clientId = new Uint8Array(CLIENT_ID_BYTES).fill(3);
+    for (let i = 0; i < 32_000; i++) table.remember(clientId, i, RESULT_VOID_FOR_TEST, 1000 + (i >> 5));
+    const section = table.encode();
+    expect(section[0]).toBe(4);
+    // 1,000 runs of 12 B and 1,000 blocks of 13 B; format 3 took 9 B per id (288,000 B).
+    expect(section.byteLength).toBeLessThan(26_000);
+    const copy = RequestTable.decode(section, table.options, false);
+    expect(copy.blocks).toBe(1000);
+    expect(copy.encode()).toEqual(section);
+    // A block with two ids where one id must be alone (a high id) is refused.
+    const bad = new RequestTable(table.options);
+    bad.remember(clientId, 2 ** 40, RESULT_VOID_FOR_TEST, 5);
+    const badSection = bad.encode();
+    const blockAt = 1 + 4 + CLIENT_ID_BYTES + 4 + 12 + 4;
+    badSection[blockAt + 8] = 3;
+    expect(() => RequestTable.decode(badSection, table.options, false)).toThrow(DkvError);
   });
 });

@@ -25,7 +25,6 @@ import {
   type ShardHandler,
   silentLogger,
 } from "./dispatcher.ts";
-import { startHttpServer } from "./http-server.ts";
 import { checkProtectedMode, type ServerTls } from "./listener-security.ts";
 import { type ConnectionLimits, type ConnectionObserver, startSocketServer } from "./socket-server.ts";
 
@@ -146,7 +145,12 @@ export async function startRpcServer(options: RpcServerOptions): Promise<RpcServ
     snapshotStream: options.snapshotStream,
     watchersPerConnectionMax: options.watchersPerConnection ?? WATCHERS_PER_CONNECTION_DEFAULT,
   };
-  const server = options.transport === "http" ? startHttpServer(common) : await startSocketServer(common);
+  // The http server (its parser, routes and backup streaming) is loaded only when used: a
+  // tcp or unix server maps less code.
+  const server =
+    options.transport === "http"
+      ? (await import("./http-server.ts")).startHttpServer(common)
+      : await startSocketServer(common);
   const drainTimeoutMs = options.drainTimeoutMs ?? REQUEST_TIMEOUT_MS_DEFAULT;
   let stopping: Promise<void> | undefined;
   const stop = () => {

@@ -76,11 +76,13 @@ const CODE_MASK = 3;
 const CODE_HIGH = 4;
 
 /**
- * Estimated memory of one remembered id: its ring slot (client index u32, low 32 bits of
- * the request id u32, code u8: 9 B) and two hash slots (8 B), 17 B with the ring full and
- * 34 B just after it grew, plus its share of a time run (12 B, shared by the ids of one
- * log millisecond: tens of ids under load). Must be the same on every member (a member
- * of another version with another estimate refuses at another point).
+ * Estimated memory of one remembered id, the same whatever block it shares: an id alone
+ * in its block costs a block record (client u32, base u32, mask u32, code u8: 13 B) and
+ * two hash slots (8 B), 21 B with the ring full and 42 B just after it grew, plus its share
+ * of a time run (12 B, shared by the ids of one log millisecond); ids of one client that
+ * follow each other in the log share a block (32 ids of a write-only client: under 1 B
+ * each). Must be the same on every member (a member of another version with another
+ * estimate refuses at another point), so it does not depend on how ids share blocks.
  */
 export const REMEMBERED_ID_BYTES = 32;
 /** Estimated memory of one client with remembered ids: its Map entry, hex key and counters. */
@@ -97,46 +99,63 @@ export const REMEMBERED_RESULT_OVERHEAD_BYTES = 96;
  */
 export const RESULT_RESERVE_BYTES = 2 * REMEMBERED_RESULT_OVERHEAD_BYTES + 64;
 
-const RING_CAPACITY_MIN = 256;
+const RING_CAPACITY_MIN = 64;
 const RUN_CAPACITY_MIN = 16;
 const TWO_32 = 0x1_0000_0000;
+/** A block covers the request ids whose low 32 bits share all but the low BLOCK_BITS bits. */
+const BLOCK_BITS = 5;
+const BLOCK_LOW_MASK = (1 << BLOCK_BITS) - 1;
 const utf8Decoder = new TextDecoder();
-/** Section formats (see encode): one f64 time per id, and this version's, one per time run. */
+/**
+ * Section formats (see encode): one f64 time per id (2), one record per id and time runs
+ * (3), and this version's, one record per block and time runs (4).
+ */
 const FORMAT_PACKED = 2;
 const FORMAT_RUNS = 3;
+const FORMAT_BLOCKS = 4;
 
 /**
- * Request ids in log order, forgotten by log time only, packed into typed arrays so that
- * a million ids cost ~18 MiB: a ring of columns in log order (client index u32, the low 32
- * bits of the request id u32, a code u8: the result's kind and whether the id has high
- * bits), a ring of time runs (a log time and how many consecutive ids carry it: ids
- * arrive in log order, many per millisecond under load), an open-addressing hash index
- * (linear probing, backward-shift deletion) over ring positions, a dictionary of client
- * ids with a count of ids each, and side maps for the few results that are not void or a
- * boolean and the few request ids above 32 bits. Every decision (found, room, forgotten)
- * depends only on the ids, times and results remembered, never on capacities, so every
- * member decides alike.
+ * Request ids in log order, forgotten by log time only, packed into typed arrays. Ids are
+ * kept in blocks: consecutive ids in the log of one client, with the same kind of result,
+ * increasing and within one aligned range of 32 request ids, are one record (client index
+ * u32, the range's base u32, a u32 mask of the ids in it, a code u8: the result's kind and
+ * whether the id has high bits). A client numbers its requests in sequence (RpcClient:
+ * one counter for all its calls; DStore: one per store), so a write-only client's ids
+ * fill whole blocks (a million ids: ~1 MiB) and one that mixes reads in still shares
+ * them; an id alone in its block (clients interleaved in the log) costs ~21 B. Beside the
+ * ring of blocks: a ring of time runs (a log time and how many consecutive ids carry it:
+ * ids arrive in log order, many per millisecond under load), an open-addressing hash
+ * index (linear probing, backward-shift deletion) over ring positions keyed by (client,
+ * base), a dictionary of client ids with a count of ids each, and side maps for the few
+ * results that are not void or a boolean and the few request ids above 32 bits (such an
+ * id has a block of its own). Every decision (found, room, forgotten) depends only on the
+ * ids, times and results remembered, never on capacities or blocks, so every member
+ * decides alike; how ids fall into blocks depends only on each id and the one before it in
+ * the log, so a table restored from a snapshot has the same blocks.
  */
 export class RequestTable {
-  // The ring: ids in log order, `count` of them from `head`; capacity a power of two.
+  // The ring of blocks in log order, `blockCount` of them from `head`; capacity a power of two.
   private clientOf: Uint32Array;
-  private requestLowOf: Uint32Array;
+  private baseOf: Uint32Array;
+  private maskOf: Uint32Array;
   private codeOf: Uint8Array;
   private head = 0;
-  private count = 0;
-  /** Sequence number of the id at `head` (ids are numbered in log order; keys the side maps). */
+  private blockCount = 0;
+  /** Sequence number of the block at `head` (blocks are numbered in log order; keys the side maps). */
   private headSeq = 0;
+  /** Ids remembered (the bits set in every mask). */
+  private count = 0;
   // Time runs, oldest first: `runCount` runs from `runHead`; the ids of run i are the next
-  // runIds[i] ids of the ring, all remembered at log time runTime[i].
+  // runIds[i] ids in log order, all remembered at log time runTime[i].
   private runTime: Float64Array;
   private runIds: Uint32Array;
   private runHead = 0;
   private runCount = 0;
   /** Hash index: ring position + 1, 0 = empty; twice the ring's capacity. */
   private slots: Int32Array;
-  /** Results other than void and booleans, by sequence number. */
+  /** Results other than void and booleans, by block sequence number (such a block holds one id). */
   private readonly others = new Map<number, Uint8Array>();
-  /** Request ids outside [0, 2^32), by sequence number (the ring holds their low 32 bits). */
+  /** Request ids outside [0, 2^32), by block sequence number (the block holds their low 32 bits). */
   private readonly highs = new Map<number, number>();
   // Client dictionary: hex id -> index; ids per index; free indexes.
   private readonly clientIndex = new Map<string, number>();
@@ -150,7 +169,8 @@ export class RequestTable {
 
   constructor(readonly options: DedupOptions) {
     this.clientOf = new Uint32Array(RING_CAPACITY_MIN);
-    this.requestLowOf = new Uint32Array(RING_CAPACITY_MIN);
+    this.baseOf = new Uint32Array(RING_CAPACITY_MIN);
+    this.maskOf = new Uint32Array(RING_CAPACITY_MIN);
     this.codeOf = new Uint8Array(RING_CAPACITY_MIN);
     this.slots = new Int32Array(RING_CAPACITY_MIN * 2);
     this.runTime = new Float64Array(RUN_CAPACITY_MIN);
@@ -161,6 +181,11 @@ export class RequestTable {
     return this.count;
   }
 
+  /** Blocks held (ids of a client that follow each other in the log share one). */
+  get blocks(): number {
+    return this.blockCount;
+  }
+
   get bytes(): number {
     return this.bytesUsed;
   }
@@ -169,7 +194,8 @@ export class RequestTable {
   get allocatedBytes(): number {
     return (
       this.clientOf.byteLength +
-      this.requestLowOf.byteLength +
+      this.baseOf.byteLength +
+      this.maskOf.byteLength +
       this.codeOf.byteLength +
       this.slots.byteLength +
       this.runTime.byteLength +
@@ -181,9 +207,8 @@ export class RequestTable {
   get(clientId: Uint8Array, requestId: number): Uint8Array | undefined {
     const client = this.clientIndex.get(this.keyOf(clientId));
     if (client === undefined) return undefined;
-    const slot = this.findSlot(client, requestId);
-    if (slot < 0) return undefined;
-    const pos = this.slots[slot]! - 1;
+    const pos = this.findBlock(client, requestId);
+    if (pos < 0) return undefined;
     switch (this.codeOf[pos]! & CODE_MASK) {
       case CODE_VOID:
         return RESULT_VOID;
@@ -202,7 +227,7 @@ export class RequestTable {
     let forgotten = 0;
     const runMask = this.runTime.length - 1;
     while (forgotten < countMax && this.runCount > 0 && this.runTime[this.runHead]! < cutoffMs) {
-      this.forgetHead();
+      this.forgetOldest();
       forgotten++;
       if (--this.runIds[this.runHead]! === 0) {
         this.runHead = (this.runHead + 1) & runMask;
@@ -210,7 +235,8 @@ export class RequestTable {
       }
     }
     const capacity = this.codeOf.length;
-    if (forgotten > 0 && capacity > RING_CAPACITY_MIN && this.count * 8 < capacity) this.resize(capacity / 2);
+    if (forgotten > 0 && capacity > RING_CAPACITY_MIN && this.blockCount * 8 < capacity)
+      this.resize(capacity / 2);
     const runCapacity = this.runTime.length;
     if (forgotten > 0 && runCapacity > RUN_CAPACITY_MIN && this.runCount * 8 < runCapacity)
       this.resizeRuns(runCapacity / 2);
@@ -240,7 +266,6 @@ export class RequestTable {
   }
 
   private rememberKeyed(key: string, requestId: number, result: Uint8Array, timeMs: number): void {
-    if (this.count === this.codeOf.length) this.resize(this.codeOf.length * 2);
     let client = this.clientIndex.get(key);
     if (client === undefined) {
       client = this.freeClients.pop() ?? this.clientKeys.length;
@@ -250,25 +275,43 @@ export class RequestTable {
       this.bytesUsed += REMEMBERED_CLIENT_BYTES;
     }
     this.clientIds[client]!++;
-    const mask = this.codeOf.length - 1;
-    const pos = (this.head + this.count) & mask;
-    const seq = this.headSeq + this.count;
     this.count++;
-    this.clientOf[pos] = client;
-    this.requestLowOf[pos] = requestId >>> 0;
-    let code = codeOf(result);
     this.bytesUsed += REMEMBERED_ID_BYTES;
-    if (code === CODE_OTHER) {
+    this.addToRun(timeMs);
+    const low = requestId >>> 0;
+    const base = (low & ~BLOCK_LOW_MASK) >>> 0;
+    const bit = 2 ** (low & BLOCK_LOW_MASK);
+    let code = codeOf(result);
+    if (!fitsLow(requestId)) code |= CODE_HIGH;
+    // Into the newest block: the same client and kind of result, above its ids, in its range.
+    if (code < CODE_OTHER && this.blockCount > 0) {
+      const last = (this.head + this.blockCount - 1) & (this.codeOf.length - 1);
+      if (
+        this.clientOf[last] === client &&
+        this.codeOf[last] === code &&
+        this.baseOf[last] === base &&
+        this.maskOf[last]! < bit
+      ) {
+        this.maskOf[last] = this.maskOf[last]! + bit;
+        return;
+      }
+    }
+    if (this.blockCount === this.codeOf.length) this.resize(this.codeOf.length * 2);
+    const pos = (this.head + this.blockCount) & (this.codeOf.length - 1);
+    const seq = this.headSeq + this.blockCount;
+    this.blockCount++;
+    this.clientOf[pos] = client;
+    this.baseOf[pos] = base;
+    this.maskOf[pos] = bit;
+    this.codeOf[pos] = code;
+    if ((code & CODE_MASK) === CODE_OTHER) {
       this.others.set(seq, result);
       this.bytesUsed += REMEMBERED_RESULT_OVERHEAD_BYTES + result.byteLength;
     }
-    if (!fitsLow(requestId)) {
-      code |= CODE_HIGH;
+    if ((code & CODE_HIGH) !== 0) {
       this.highs.set(seq, requestId);
       this.bytesUsed += REMEMBERED_RESULT_OVERHEAD_BYTES;
     }
-    this.codeOf[pos] = code;
-    this.addToRun(timeMs);
     this.insertSlot(pos);
   }
 
@@ -290,44 +333,40 @@ export class RequestTable {
 
   /**
    * The table as a snapshot section, oldest first, after `prefixBytes` left for the caller:
-   *   u8 format (3) | u32 clients | clients × 16 B id |
-   *   u32 runs | runs × (f64 timeMs | u32 ids) | u32 ids |
-   *   per id: u32 client (position in the list above) | u32 low 32 bits of the request id |
+   *   u8 format (4) | u32 clients | clients × 16 B id |
+   *   u32 runs | runs × (f64 timeMs | u32 ids) | u32 blocks |
+   *   per block: u32 client (position in the list above) | u32 base | u32 mask (its ids:
+   *   base + each bit set, in log order from the lowest) |
    *   u8 code (bits 0-1: 0 void, 1 false, 2 true, 3 other; bit 2: the id has high bits) |
-   *   [f64 requestId, if bit 2] | [u32 bytes | result, if other]
-   * (format 2, still read: per id u32 client | f64 requestId | f64 timeMs | u8 code | ...)
+   *   [f64 requestId, if bit 2] | [u32 bytes | result, if other] (either: one id in the block)
+   * (still read: format 3, per id u32 client | u32 low | u8 code | ...; format 2, per id
+   * u32 client | f64 requestId | f64 timeMs | u8 code | ...)
    */
   encode(prefixBytes = 0): Uint8Array {
-    // Each client's position in the listed order (first appearance, oldest id first), by
-    // dictionary index: a typed array, not a Map (two lookups per id of a big table).
+    // Each client's position in the listed order (first appearance, oldest block first), by
+    // dictionary index: a typed array, not a Map (two lookups per block of a big table).
     const listedAt = new Int32Array(this.clientKeys.length).fill(-1);
     const order: number[] = [];
-    let bytes = prefixBytes + 1 + 4 + 4 + this.runCount * 12 + 4 + this.count * 9;
+    let bytes = prefixBytes + 1 + 4 + 4 + this.runCount * 12 + 4 + this.blockCount * 13;
     const mask = this.codeOf.length - 1;
-    const clientOf = this.clientOf;
-    const codeOf = this.codeOf;
-    let extras = false;
-    for (let i = 0; i < this.count; i++) {
+    for (let i = 0; i < this.blockCount; i++) {
       const pos = (this.head + i) & mask;
-      const client = clientOf[pos]!;
+      const client = this.clientOf[pos]!;
       if (listedAt[client]! < 0) {
         listedAt[client] = order.length;
         order.push(client);
         bytes += CLIENT_ID_BYTES;
       }
-      const code = codeOf[pos]!;
-      if (code > CODE_TRUE) {
-        extras = true;
-        if ((code & CODE_HIGH) !== 0) bytes += 8;
-        if ((code & CODE_MASK) === CODE_OTHER) bytes += 4 + this.others.get(this.headSeq + i)!.byteLength;
-      }
+      const code = this.codeOf[pos]!;
+      if ((code & CODE_HIGH) !== 0) bytes += 8;
+      if ((code & CODE_MASK) === CODE_OTHER) bytes += 4 + this.others.get(this.headSeq + i)!.byteLength;
     }
     // Every byte after the caller's prefix is written below: no zero fill needed.
     // (A plain Uint8Array over it: a Buffer's slice() would be a view, not a copy.)
     const out = new Uint8Array(Buffer.allocUnsafeSlow(bytes).buffer, 0, bytes);
     out.fill(0, 0, prefixBytes);
     const view = new DataView(out.buffer, out.byteOffset, out.byteLength);
-    out[prefixBytes] = FORMAT_RUNS;
+    out[prefixBytes] = FORMAT_BLOCKS;
     view.setUint32(prefixBytes + 1, order.length, true);
     let at = prefixBytes + 5;
     for (const client of order) {
@@ -343,27 +382,17 @@ export class RequestTable {
       view.setUint32(at + 8, this.runIds[run]!, true);
       at += 12;
     }
-    view.setUint32(at, this.count, true);
+    view.setUint32(at, this.blockCount, true);
     at += 4;
-    const requestLowOf = this.requestLowOf;
-    for (let i = 0; i < this.count; i++) {
+    for (let i = 0; i < this.blockCount; i++) {
       const pos = (this.head + i) & mask;
-      const code = codeOf[pos]!;
-      // Little-endian u32s byte by byte: measured twice as fast as DataView here.
-      const listed = listedAt[clientOf[pos]!]!;
-      out[at] = listed;
-      out[at + 1] = listed >>> 8;
-      out[at + 2] = listed >>> 16;
-      out[at + 3] = listed >>> 24;
-      const low = requestLowOf[pos]!;
-      out[at + 4] = low;
-      out[at + 5] = low >>> 8;
-      out[at + 6] = low >>> 16;
-      out[at + 7] = low >>> 24;
-      out[at + 8] = code;
-      at += 9;
-      if (!extras || code <= CODE_TRUE) continue;
       const seq = this.headSeq + i;
+      const code = this.codeOf[pos]!;
+      view.setUint32(at, listedAt[this.clientOf[pos]!]!, true);
+      view.setUint32(at + 4, this.baseOf[pos]!, true);
+      view.setUint32(at + 8, this.maskOf[pos]!, true);
+      out[at + 12] = code;
+      at += 13;
       if ((code & CODE_HIGH) !== 0) {
         view.setFloat64(at, this.highs.get(seq)!, true);
         at += 8;
@@ -379,9 +408,9 @@ export class RequestTable {
   }
 
   /**
-   * A table from a snapshot section: this version's (encode) or the first version's
-   * (`legacy`: per id u16 keyBytes | "hex/requestId" | f64 timeMs | u32 resultBytes | result).
-   * The same on every member that restores it.
+   * A table from a snapshot section: this version's (encode), formats 2 and 3, or the first
+   * version's (`legacy`: per id u16 keyBytes | "hex/requestId" | f64 timeMs | u32
+   * resultBytes | result). The same on every member that restores it.
    */
   static decode(data: Uint8Array, options: DedupOptions, legacy: boolean): RequestTable {
     const table = new RequestTable(options);
@@ -420,58 +449,84 @@ export class RequestTable {
     return this.headSeq + ((pos - this.head) & (this.codeOf.length - 1));
   }
 
-  private homeOf(client: number, requestLow: number): number {
-    let h = Math.imul(requestLow, 0x85ebca6b) ^ Math.imul(client + 1, 0xc2b2ae35);
+  private homeOf(client: number, base: number): number {
+    let h = Math.imul(base, 0x85ebca6b) ^ Math.imul(client + 1, 0xc2b2ae35);
     h ^= h >>> 16;
     h = Math.imul(h, 0x7feb352d);
     h ^= h >>> 15;
     return h & (this.slots.length - 1);
   }
 
-  /** The hash slot holding (client, requestId), or -1. Bounded: the index is at most half full. */
-  private findSlot(client: number, requestId: number): number {
+  /**
+   * The ring position of the block holding (client, requestId), or -1. Bounded: the index
+   * is at most half full, and a (client, base) key has at most 32 blocks (one per id).
+   */
+  private findBlock(client: number, requestId: number): number {
     const slots = this.slots;
     const mask = slots.length - 1;
     const low = requestId >>> 0;
+    const base = (low & ~BLOCK_LOW_MASK) >>> 0;
+    const bit = 1 << (low & BLOCK_LOW_MASK);
     const high = !fitsLow(requestId);
-    for (let slot = this.homeOf(client, low); ; slot = (slot + 1) & mask) {
+    for (let slot = this.homeOf(client, base); ; slot = (slot + 1) & mask) {
       const held = slots[slot]!;
       if (held === 0) return -1;
       const pos = held - 1;
-      if (this.requestLowOf[pos] !== low || this.clientOf[pos] !== client) continue;
+      if (this.baseOf[pos] !== base || this.clientOf[pos] !== client || (this.maskOf[pos]! & bit) === 0)
+        continue;
       if (((this.codeOf[pos]! & CODE_HIGH) !== 0) !== high) continue;
-      if (!high || this.highs.get(this.seqAt(pos)) === requestId) return slot;
+      if (!high || this.highs.get(this.seqAt(pos)) === requestId) return pos;
     }
   }
 
   private insertSlot(pos: number): void {
     const slots = this.slots;
     const mask = slots.length - 1;
-    let slot = this.homeOf(this.clientOf[pos]!, this.requestLowOf[pos]!);
+    let slot = this.homeOf(this.clientOf[pos]!, this.baseOf[pos]!);
     while (slots[slot] !== 0) slot = (slot + 1) & mask;
     slots[slot] = pos + 1;
   }
 
-  /** Forgets the oldest id (the caller keeps the time runs). */
-  private forgetHead(): void {
+  /** Forgets the oldest id, and its block once it holds no other (the caller keeps the time runs). */
+  private forgetOldest(): void {
     const pos = this.head;
     const client = this.clientOf[pos]!;
+    const held = this.maskOf[pos]!;
+    // The lowest bit is the oldest id: ids join a block in increasing order.
+    const rest = (held & (held - 1)) >>> 0;
+    this.count--;
+    this.bytesUsed -= REMEMBERED_ID_BYTES;
+    if (rest !== 0) this.maskOf[pos] = rest;
+    else this.forgetHeadBlock();
+    const left = --this.clientIds[client]!;
+    if (left === 0) {
+      const key = this.clientKeys[client]!;
+      this.clientIndex.delete(key);
+      if (this.lastClientKey === key) this.lastClientKey = undefined;
+      this.clientKeys[client] = undefined;
+      this.freeClients.push(client);
+      this.bytesUsed -= REMEMBERED_CLIENT_BYTES;
+    }
+  }
+
+  /** Drops the oldest block (its last id was forgotten) from the index, the side maps and the ring. */
+  private forgetHeadBlock(): void {
+    const pos = this.head;
     const slots = this.slots;
     const mask = slots.length - 1;
-    let slot = this.homeOf(client, this.requestLowOf[pos]!);
+    let slot = this.homeOf(this.clientOf[pos]!, this.baseOf[pos]!);
     while (slots[slot] !== pos + 1) slot = (slot + 1) & mask;
     // Backward-shift deletion: pull later entries of the probe run into the gap.
     let gap = slot;
     for (let next = (gap + 1) & mask; slots[next] !== 0; next = (next + 1) & mask) {
-      const held = slots[next]! - 1;
-      const home = this.homeOf(this.clientOf[held]!, this.requestLowOf[held]!);
+      const other = slots[next]! - 1;
+      const home = this.homeOf(this.clientOf[other]!, this.baseOf[other]!);
       const stays = gap <= next ? gap < home && home <= next : gap < home || home <= next;
       if (stays) continue;
       slots[gap] = slots[next]!;
       gap = next;
     }
     slots[gap] = 0;
-    this.bytesUsed -= REMEMBERED_ID_BYTES;
     const code = this.codeOf[pos]!;
     if ((code & CODE_MASK) === CODE_OTHER) {
       const result = this.others.get(this.headSeq)!;
@@ -482,38 +537,32 @@ export class RequestTable {
       this.highs.delete(this.headSeq);
       this.bytesUsed -= REMEMBERED_RESULT_OVERHEAD_BYTES;
     }
-    const left = --this.clientIds[client]!;
-    if (left === 0) {
-      const key = this.clientKeys[client]!;
-      this.clientIndex.delete(key);
-      if (this.lastClientKey === key) this.lastClientKey = undefined;
-      this.clientKeys[client] = undefined;
-      this.freeClients.push(client);
-      this.bytesUsed -= REMEMBERED_CLIENT_BYTES;
-    }
     this.head = (this.head + 1) & (this.codeOf.length - 1);
     this.headSeq++;
-    this.count--;
+    this.blockCount--;
   }
 
   /** Moves the ring into `capacity` slots (oldest first at 0) and rebuilds the index. */
   private resize(capacity: number): void {
     const mask = this.codeOf.length - 1;
     const clientOf = new Uint32Array(capacity);
-    const requestLowOf = new Uint32Array(capacity);
+    const baseOf = new Uint32Array(capacity);
+    const maskOf = new Uint32Array(capacity);
     const codeOf = new Uint8Array(capacity);
-    for (let i = 0; i < this.count; i++) {
+    for (let i = 0; i < this.blockCount; i++) {
       const from = (this.head + i) & mask;
       clientOf[i] = this.clientOf[from]!;
-      requestLowOf[i] = this.requestLowOf[from]!;
+      baseOf[i] = this.baseOf[from]!;
+      maskOf[i] = this.maskOf[from]!;
       codeOf[i] = this.codeOf[from]!;
     }
     this.clientOf = clientOf;
-    this.requestLowOf = requestLowOf;
+    this.baseOf = baseOf;
+    this.maskOf = maskOf;
     this.codeOf = codeOf;
     this.head = 0;
     this.slots = new Int32Array(capacity * 2);
-    for (let pos = 0; pos < this.count; pos++) this.insertSlot(pos);
+    for (let pos = 0; pos < this.blockCount; pos++) this.insertSlot(pos);
   }
 
   /** Moves the time runs into `capacity` slots (oldest first at 0). */
@@ -550,7 +599,8 @@ function hexOf(clientId: Uint8Array): string {
 function decodePacked(table: RequestTable, data: Uint8Array): void {
   const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
   const format = data[0];
-  if (data.byteLength < 5 || (format !== FORMAT_PACKED && format !== FORMAT_RUNS)) throw truncated();
+  if (data.byteLength < 5 || (format !== FORMAT_PACKED && format !== FORMAT_RUNS && format !== FORMAT_BLOCKS))
+    throw truncated();
   const clients = view.getUint32(1, true);
   let at = 5;
   if (at + clients * CLIENT_ID_BYTES + 4 > data.byteLength) throw truncated();
@@ -561,7 +611,8 @@ function decodePacked(table: RequestTable, data: Uint8Array): void {
     at += CLIENT_ID_BYTES;
   }
   if (format === FORMAT_PACKED) decodeTimed(table, data, view, at, keys);
-  else decodeRuns(table, data, view, at, keys);
+  else if (format === FORMAT_RUNS) decodeRuns(table, data, view, at, keys);
+  else decodeBlocks(table, data, view, at, keys);
 }
 
 /** Format 2: per id u32 client | f64 requestId | f64 timeMs | u8 code | [u32 bytes | result]. */
@@ -627,6 +678,63 @@ function decodeRuns(table: RequestTable, data: Uint8Array, view: DataView, at: n
     const [result, next] = readResult(data, view, at, code & CODE_MASK);
     at = next;
     table.restoreOne(key, requestId, result, timeMs);
+  }
+  if (leftInRun !== 0 || run !== runs - 1 || at !== data.byteLength) throw truncated();
+}
+
+/** Format 4: time runs, then per block u32 client | u32 base | u32 mask | u8 code | [f64 requestId] | [u32 bytes | result]. */
+function decodeBlocks(
+  table: RequestTable,
+  data: Uint8Array,
+  view: DataView,
+  at: number,
+  keys: string[],
+): void {
+  const runs = view.getUint32(at, true);
+  at += 4;
+  if (at + runs * 12 + 4 > data.byteLength) throw truncated();
+  const runsAt = at;
+  at += runs * 12;
+  const blocks = view.getUint32(at, true);
+  at += 4;
+  let run = -1;
+  let leftInRun = 0;
+  let timeMs = 0;
+  // Bounded: each block consumes at least 13 bytes, checked before it is read.
+  for (let i = 0; i < blocks; i++) {
+    if (at + 13 > data.byteLength) throw truncated();
+    const key = keys[view.getUint32(at, true)];
+    const base = view.getUint32(at + 4, true);
+    const mask = view.getUint32(at + 8, true);
+    const code = data[at + 12]!;
+    at += 13;
+    const single = (mask & (mask - 1)) === 0;
+    const alone = (code & CODE_HIGH) !== 0 || (code & CODE_MASK) === CODE_OTHER;
+    if (key === undefined || code > (CODE_MASK | CODE_HIGH) || mask === 0 || (base & BLOCK_LOW_MASK) !== 0)
+      throw truncated();
+    if (alone && !single) throw truncated();
+    let fullId = Number.NaN;
+    if ((code & CODE_HIGH) !== 0) {
+      if (at + 8 > data.byteLength) throw truncated();
+      fullId = view.getFloat64(at, true);
+      at += 8;
+      if (!Number.isSafeInteger(fullId) || fitsLow(fullId) || fullId >>> 0 !== base + Math.log2(mask))
+        throw truncated();
+    }
+    const [result, next] = readResult(data, view, at, code & CODE_MASK);
+    at = next;
+    // Bounded: 32 bits, each id of the block in log order (lowest first).
+    for (let b = 0; b <= BLOCK_LOW_MASK; b++) {
+      if ((mask & (1 << b)) === 0) continue;
+      // Bounded by `runs` (each run is entered once).
+      while (leftInRun === 0) {
+        if (++run >= runs) throw truncated();
+        timeMs = view.getFloat64(runsAt + run * 12, true);
+        leftInRun = view.getUint32(runsAt + run * 12 + 8, true);
+      }
+      leftInRun--;
+      table.restoreOne(key, Number.isNaN(fullId) ? base + b : fullId, result, timeMs);
+    }
   }
   if (leftInRun !== 0 || run !== runs - 1 || at !== data.byteLength) throw truncated();
 }

@@ -114,6 +114,13 @@ export const runtimeMutants: RuntimeMutant[] = [
       syncRate: 0.2,
       writeRate: 0.9,
       clients: 8,
+      // No snapshots: the case needs none, and their cadence (by the state machine's
+      // snapshot size) would make which seeds reach it depend on how the dstore encodes
+      // its request table (format 4 moved the first catch past 1,500 seeds; without
+      // snapshots seed 219 catches it whatever the encoding).
+      snapshotEntries: 0,
+      snapshotBytes: 0,
+      raftLogMaxBytes: 0,
     },
     expected: ["state machine safety"],
     seedsMax: 300,
