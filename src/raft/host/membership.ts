@@ -23,7 +23,6 @@ import {
   type MembershipStatus,
   type MembershipView,
   type MemberView,
-  type RegistryState,
 } from "./membership-types.ts";
 import type { RaftHost } from "./raft-host.ts";
 

@@ -1,5 +1,20 @@
 import { DkvError } from "../../errors.ts";
 import { CLIENT_ID_BYTES, encodeBoolean, RESULT_VOID } from "./command.ts";
+import {
+  BLOCK_LOW_MASK,
+  CODE_FALSE,
+  CODE_HIGH,
+  CODE_MASK,
+  CODE_OTHER,
+  CODE_TRUE,
+  CODE_VOID,
+  codeOf,
+  decodeLegacy,
+  decodeSection,
+  FORMAT_BLOCKS,
+  fitsLow,
+  hexOf,
+} from "./request-table-format.ts";
 
 /**
  * How long the replicated state machine remembers each write's request id and answer, so
@@ -64,17 +79,6 @@ export function resolveDedupOptions(options: Partial<DedupOptions> = {}): DedupO
   return resolved;
 }
 
-/** How a remembered answer is stored: most results of writes are void or a boolean. */
-const CODE_VOID = 0;
-const CODE_FALSE = 1;
-const CODE_TRUE = 2;
-/** Any other result (a claim, a transaction's, an error result): kept in a side map. */
-const CODE_OTHER = 3;
-/** The low two bits of a code byte are the result's code. */
-const CODE_MASK = 3;
-/** Bit of a code byte: the request id has bits above the low 32 (kept in a side map). */
-const CODE_HIGH = 4;
-
 /**
  * Estimated memory of one remembered id, the same whatever block it shares: an id alone
  * in its block costs a block record (client u32, base u32, mask u32, code u8: 13 B) and
@@ -101,18 +105,6 @@ export const RESULT_RESERVE_BYTES = 2 * REMEMBERED_RESULT_OVERHEAD_BYTES + 64;
 
 const RING_CAPACITY_MIN = 64;
 const RUN_CAPACITY_MIN = 16;
-const TWO_32 = 0x1_0000_0000;
-/** A block covers the request ids whose low 32 bits share all but the low BLOCK_BITS bits. */
-const BLOCK_BITS = 5;
-const BLOCK_LOW_MASK = (1 << BLOCK_BITS) - 1;
-const utf8Decoder = new TextDecoder();
-/**
- * Section formats (see encode): one f64 time per id (2), one record per id and time runs
- * (3), and this version's, one record per block and time runs (4).
- */
-const FORMAT_PACKED = 2;
-const FORMAT_RUNS = 3;
-const FORMAT_BLOCKS = 4;
 
 /**
  * Request ids in log order, forgotten by log time only, packed into typed arrays. Ids are
@@ -265,6 +257,7 @@ export class RequestTable {
     this.rememberKeyed(this.keyOf(clientId), requestId, result, timeMs);
   }
 
+  /** Also what decoding restores through: without the log-order checks of a live apply. */
   private rememberKeyed(key: string, requestId: number, result: Uint8Array, timeMs: number): void {
     let client = this.clientIndex.get(key);
     if (client === undefined) {
@@ -414,14 +407,11 @@ export class RequestTable {
    */
   static decode(data: Uint8Array, options: DedupOptions, legacy: boolean): RequestTable {
     const table = new RequestTable(options);
-    if (legacy) decodeLegacy(table, data);
-    else decodePacked(table, data);
+    const restore = (key: string, requestId: number, result: Uint8Array, timeMs: number) =>
+      table.rememberKeyed(key, requestId, result, timeMs);
+    if (legacy) decodeLegacy(data, restore);
+    else decodeSection(data, restore);
     return table;
-  }
-
-  /** For decoding: remembers without the log-order checks of a live apply. */
-  restoreOne(key: string, requestId: number, result: Uint8Array, timeMs: number): void {
-    this.rememberKeyed(key, requestId, result, timeMs);
   }
 
   /** The dictionary key of a client id; the last one is cached (no string built per write). */
@@ -582,204 +572,3 @@ export class RequestTable {
 }
 
 /** Whether the ring's u32 holds the whole request id (else its high bits go to a side map). */
-function fitsLow(requestId: number): boolean {
-  return requestId >= 0 && requestId < TWO_32;
-}
-
-function codeOf(result: Uint8Array): number {
-  if (result.byteLength === 0) return CODE_VOID;
-  if (result.byteLength === 1 && result[0]! <= 1) return result[0] === 0 ? CODE_FALSE : CODE_TRUE;
-  return CODE_OTHER;
-}
-
-function hexOf(clientId: Uint8Array): string {
-  return Buffer.from(clientId.buffer, clientId.byteOffset, clientId.byteLength).toString("hex");
-}
-
-function decodePacked(table: RequestTable, data: Uint8Array): void {
-  const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
-  const format = data[0];
-  if (data.byteLength < 5 || (format !== FORMAT_PACKED && format !== FORMAT_RUNS && format !== FORMAT_BLOCKS))
-    throw truncated();
-  const clients = view.getUint32(1, true);
-  let at = 5;
-  if (at + clients * CLIENT_ID_BYTES + 4 > data.byteLength) throw truncated();
-  const keys: string[] = [];
-  // Bounded by the length check above.
-  for (let i = 0; i < clients; i++) {
-    keys.push(hexOf(data.subarray(at, at + CLIENT_ID_BYTES)));
-    at += CLIENT_ID_BYTES;
-  }
-  if (format === FORMAT_PACKED) decodeTimed(table, data, view, at, keys);
-  else if (format === FORMAT_RUNS) decodeRuns(table, data, view, at, keys);
-  else decodeBlocks(table, data, view, at, keys);
-}
-
-/** Format 2: per id u32 client | f64 requestId | f64 timeMs | u8 code | [u32 bytes | result]. */
-function decodeTimed(
-  table: RequestTable,
-  data: Uint8Array,
-  view: DataView,
-  at: number,
-  keys: string[],
-): void {
-  const ids = view.getUint32(at, true);
-  at += 4;
-  // Bounded: each id consumes at least 21 bytes, checked before it is read.
-  for (let i = 0; i < ids; i++) {
-    if (at + 21 > data.byteLength) throw truncated();
-    const key = keys[view.getUint32(at, true)];
-    const requestId = view.getFloat64(at + 4, true);
-    const timeMs = view.getFloat64(at + 12, true);
-    const code = data[at + 20]!;
-    at += 21;
-    if (key === undefined || !Number.isSafeInteger(requestId) || code > CODE_OTHER) throw truncated();
-    const [result, next] = readResult(data, view, at, code);
-    at = next;
-    table.restoreOne(key, requestId, result, timeMs);
-  }
-  if (at !== data.byteLength) throw truncated();
-}
-
-/** Format 3: time runs, then per id u32 client | u32 low | u8 code | [f64 requestId] | [u32 bytes | result]. */
-function decodeRuns(table: RequestTable, data: Uint8Array, view: DataView, at: number, keys: string[]): void {
-  const runs = view.getUint32(at, true);
-  at += 4;
-  if (at + runs * 12 + 4 > data.byteLength) throw truncated();
-  const runsAt = at;
-  at += runs * 12;
-  const ids = view.getUint32(at, true);
-  at += 4;
-  let run = -1;
-  let leftInRun = 0;
-  let timeMs = 0;
-  // Bounded: each id consumes at least 9 bytes, checked before it is read.
-  for (let i = 0; i < ids; i++) {
-    // Bounded by `runs` (each run is entered once).
-    while (leftInRun === 0) {
-      if (++run >= runs) throw truncated();
-      timeMs = view.getFloat64(runsAt + run * 12, true);
-      leftInRun = view.getUint32(runsAt + run * 12 + 8, true);
-    }
-    leftInRun--;
-    if (at + 9 > data.byteLength) throw truncated();
-    const key = keys[view.getUint32(at, true)];
-    let requestId = view.getUint32(at + 4, true);
-    const code = data[at + 8]!;
-    at += 9;
-    if (key === undefined || code > (CODE_MASK | CODE_HIGH)) throw truncated();
-    if ((code & CODE_HIGH) !== 0) {
-      if (at + 8 > data.byteLength) throw truncated();
-      const full = view.getFloat64(at, true);
-      at += 8;
-      if (!Number.isSafeInteger(full) || full >>> 0 !== requestId || fitsLow(full)) throw truncated();
-      requestId = full;
-    }
-    const [result, next] = readResult(data, view, at, code & CODE_MASK);
-    at = next;
-    table.restoreOne(key, requestId, result, timeMs);
-  }
-  if (leftInRun !== 0 || run !== runs - 1 || at !== data.byteLength) throw truncated();
-}
-
-/** Format 4: time runs, then per block u32 client | u32 base | u32 mask | u8 code | [f64 requestId] | [u32 bytes | result]. */
-function decodeBlocks(
-  table: RequestTable,
-  data: Uint8Array,
-  view: DataView,
-  at: number,
-  keys: string[],
-): void {
-  const runs = view.getUint32(at, true);
-  at += 4;
-  if (at + runs * 12 + 4 > data.byteLength) throw truncated();
-  const runsAt = at;
-  at += runs * 12;
-  const blocks = view.getUint32(at, true);
-  at += 4;
-  let run = -1;
-  let leftInRun = 0;
-  let timeMs = 0;
-  // Bounded: each block consumes at least 13 bytes, checked before it is read.
-  for (let i = 0; i < blocks; i++) {
-    if (at + 13 > data.byteLength) throw truncated();
-    const key = keys[view.getUint32(at, true)];
-    const base = view.getUint32(at + 4, true);
-    const mask = view.getUint32(at + 8, true);
-    const code = data[at + 12]!;
-    at += 13;
-    const single = (mask & (mask - 1)) === 0;
-    const alone = (code & CODE_HIGH) !== 0 || (code & CODE_MASK) === CODE_OTHER;
-    if (key === undefined || code > (CODE_MASK | CODE_HIGH) || mask === 0 || (base & BLOCK_LOW_MASK) !== 0)
-      throw truncated();
-    if (alone && !single) throw truncated();
-    let fullId = Number.NaN;
-    if ((code & CODE_HIGH) !== 0) {
-      if (at + 8 > data.byteLength) throw truncated();
-      fullId = view.getFloat64(at, true);
-      at += 8;
-      if (!Number.isSafeInteger(fullId) || fitsLow(fullId) || fullId >>> 0 !== base + Math.log2(mask))
-        throw truncated();
-    }
-    const [result, next] = readResult(data, view, at, code & CODE_MASK);
-    at = next;
-    // Bounded: 32 bits, each id of the block in log order (lowest first).
-    for (let b = 0; b <= BLOCK_LOW_MASK; b++) {
-      if ((mask & (1 << b)) === 0) continue;
-      // Bounded by `runs` (each run is entered once).
-      while (leftInRun === 0) {
-        if (++run >= runs) throw truncated();
-        timeMs = view.getFloat64(runsAt + run * 12, true);
-        leftInRun = view.getUint32(runsAt + run * 12 + 8, true);
-      }
-      leftInRun--;
-      table.restoreOne(key, Number.isNaN(fullId) ? base + b : fullId, result, timeMs);
-    }
-  }
-  if (leftInRun !== 0 || run !== runs - 1 || at !== data.byteLength) throw truncated();
-}
-
-/** The result of a result code, reading the bytes of an `other` one at `at`; and where reading goes on. */
-function readResult(data: Uint8Array, view: DataView, at: number, code: number): [Uint8Array, number] {
-  if (code !== CODE_OTHER) return [code === CODE_VOID ? RESULT_VOID : encodeBoolean(code === CODE_TRUE), at];
-  if (at + 4 > data.byteLength) throw truncated();
-  const resultBytes = view.getUint32(at, true);
-  at += 4;
-  if (at + resultBytes > data.byteLength) throw truncated();
-  return [data.slice(at, at + resultBytes), at + resultBytes];
-}
-
-function decodeLegacy(table: RequestTable, data: Uint8Array): void {
-  const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
-  let at = 0;
-  // Bounded: every entry consumes at least 14 bytes.
-  while (at < data.byteLength) {
-    if (at + 2 > data.byteLength) throw truncated();
-    const keyBytes = view.getUint16(at, true);
-    at += 2;
-    if (at + keyBytes + 12 > data.byteLength) throw truncated();
-    const [key, requestText] = utf8Decoder.decode(data.subarray(at, at + keyBytes)).split("/");
-    at += keyBytes;
-    const requestId = Number(requestText);
-    if (key === undefined || key.length !== CLIENT_ID_BYTES * 2 || !Number.isSafeInteger(requestId))
-      throw truncated();
-    const timeMs = view.getFloat64(at, true);
-    const resultBytes = view.getUint32(at + 8, true);
-    at += 12;
-    if (at + resultBytes > data.byteLength) throw truncated();
-    const result = data.slice(at, at + resultBytes);
-    table.restoreOne(key, requestId, codeOf(result) === CODE_OTHER ? result : canonical(result), timeMs);
-    at += resultBytes;
-  }
-}
-
-function canonical(result: Uint8Array): Uint8Array {
-  return result.byteLength === 0 ? RESULT_VOID : encodeBoolean(result[0] === 1);
-}
-
-function truncated(): DkvError {
-  return new DkvError(
-    "CORRUPT",
-    "the dstore snapshot's request table is truncated or malformed; remove this member's data dir to rejoin",
-  );
-}
