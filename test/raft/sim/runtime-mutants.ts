@@ -108,8 +108,12 @@ export const runtimeMutants: RuntimeMutant[] = [
     // (test/raft/core/commit-notices.test.ts builds that case deterministically).
     swarm: {
       lyingDiskRate: 1,
-      crashRate: 0.03,
-      leaderCrashRate: 0.01,
+      // Followers crash often and leaders never: the case is a follower that lost frames it
+      // acked to a leader that is still in charge (3 of seeds 1-400 reach it on this build;
+      // with 0.03 / 0.01 only seed 631 of the first 2,000 did once the Ready stretches and
+      // follower reads changed the interleavings).
+      crashRate: 0.1,
+      leaderCrashRate: 0,
       restartRate: 0.5,
       syncRate: 0.2,
       writeRate: 0.9,
@@ -123,7 +127,7 @@ export const runtimeMutants: RuntimeMutant[] = [
       raftLogMaxBytes: 0,
     },
     expected: ["state machine safety"],
-    seedsMax: 300,
+    seedsMax: 400,
   },
 ];
 
