@@ -1,20 +1,13 @@
 import { describe, expect, test } from "bun:test";
 import { DeferredOrder, NOTES_MIN } from "../../src/db/maple/deferred-order.ts";
 import { BLOCK_KEYS_MAX, compareKeys, OrderedKeys } from "../../src/db/maple/ordered-keys.ts";
+import { seededRandom } from "../support/seeded-random.ts";
 
 /**
  * DeferredOrder against a model: a Set of present keys (what the hash maps hold) and a
  * sorted array of them. Writes go to both; every scan and `keys` must match the sorted
  * array whatever adds and removes (of the same key, too) happened since the last one.
  */
-
-function random(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (Math.imul(state, 1_664_525) + 1_013_904_223) >>> 0;
-    return state / 2 ** 32;
-  };
-}
 
 const UNITS = ["a", "b", "z", "0", "~", "\u00e9", "\ue000", "\uffff", "😀", "\ud800"];
 const PREFIXES = ["", "user:", "svc/registry/", "\ue000", "😀"];
@@ -74,7 +67,7 @@ describe("DeferredOrder", () => {
   // index is dropped and rebuilt from the keys present.
   for (const seed of [1, 2, 3, 4, 5, 6]) {
     test(`random adds, removes and scans agree with a sorted array (seed ${seed})`, () => {
-      const next = random(seed);
+      const next = seededRandom(seed);
       const initial: string[] = [];
       if (seed % 3 === 0 || seed === 4) {
         for (let i = 0; i < 4 * BLOCK_KEYS_MAX; i++) initial.push(`init/${i}`);

@@ -3,6 +3,7 @@ import { ManualClock } from "../../src/clock.ts";
 import { MapleDB } from "../../src/db/maple/index.ts";
 import { compareKeys, LEAF_UNITS_MAX, OrderedKeysBuilder } from "../../src/db/maple/ordered-keys.ts";
 import { LocalStore } from "../../src/store/local.ts";
+import { seededRandom } from "../support/seeded-random.ts";
 import { bytes, saveBytes, T0 } from "./helpers.ts";
 
 /**
@@ -14,14 +15,6 @@ import { bytes, saveBytes, T0 } from "./helpers.ts";
 
 // 100k-key builds on a loaded 2-core machine take seconds; nothing here waits on time.
 setDefaultTimeout(120_000);
-
-function random(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (Math.imul(state, 1_664_525) + 1_013_904_223) >>> 0;
-    return state / 2 ** 32;
-  };
-}
 
 /** Units that exercise every digit kind: Latin-1, wide BMP, E000+, surrogates (paired and lone). */
 const UNITS = [
@@ -91,7 +84,7 @@ describe("OrderedKeysBuilder", () => {
     [3, "svc/registry/\u4e2d\u4e2d/", 20_000],
   ] as const) {
     test(`sorts by code point order, drops repeats, and no step passes its budget (seed ${seed})`, () => {
-      const next = random(seed);
+      const next = seededRandom(seed);
       const keys = new Set<string>();
       while (keys.size < count)
         keys.add(randomKey(next, seed === 3 && next() < 0.9 ? `${prefix}\u4e2d` : prefix));
@@ -200,7 +193,7 @@ describe("Maple: the first list after a bulk load is built in slices", () => {
 
   for (const seed of [11, 12, 13, 14]) {
     test(`writes, deletes and expiries racing the build and the fold are listed exactly (seed ${seed})`, async () => {
-      const next = random(seed);
+      const next = seededRandom(seed);
       const scheduler = new ManualScheduler();
       // Small slices: many turns for writes to land between.
       const db = new MapleDB({ order: { schedule: scheduler.schedule, sliceUnits: LEAF_UNITS_MAX } });

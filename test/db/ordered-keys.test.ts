@@ -5,6 +5,7 @@ import {
   compareKeys,
   OrderedKeys,
 } from "../../src/db/maple/ordered-keys.ts";
+import { seededRandom } from "../support/seeded-random.ts";
 
 /**
  * The ordered index against a plain sorted array, over keys chosen to stress its coded
@@ -12,14 +13,6 @@ import {
  * where UTF-16 order and UTF-8 byte order disagree (U+E000–FFFF vs surrogate pairs, lone
  * surrogates), in enough keys for many blocks, splits and merges.
  */
-
-function random(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (Math.imul(state, 1_664_525) + 1_013_904_223) >>> 0;
-    return state / 2 ** 32;
-  };
-}
 
 const UNITS = [
   "a",
@@ -92,7 +85,7 @@ describe("OrderedKeys", () => {
 
   for (const seed of [1, 2, 3]) {
     test(`random inserts, removes and scans agree with a sorted array (seed ${seed})`, () => {
-      const next = random(seed);
+      const next = seededRandom(seed);
       const index = new OrderedKeys();
       const present = new Set<string>();
       let sorted: string[] = [];
@@ -134,7 +127,7 @@ describe("OrderedKeys", () => {
   }
 
   test("an index built from sorted keys takes inserts and removes like one built key by key", () => {
-    const next = random(9);
+    const next = seededRandom(9);
     const keys = new Set<string>();
     while (keys.size < 3 * BLOCK_KEYS_MAX) keys.add(randomKey(next) + randomKey(next));
     const sorted = OrderedKeys.sortKeys([...keys]);
@@ -183,7 +176,7 @@ describe("OrderedKeys", () => {
   test("keys that share long prefixes and tie on the coded units are still ordered", () => {
     const index = new OrderedKeys();
     const reference: string[] = [];
-    const next = random(4);
+    const next = seededRandom(4);
     // Everything past the shared prefix agrees in its next three units; the order is decided later.
     for (let i = 0; i < 3 * BLOCK_KEYS_MAX; i++) {
       const key = `tenant/acme/aaa${Math.floor(next() * 1e9).toString(36)}${i % 2 === 0 ? "😀" : "\uffff"}`;
