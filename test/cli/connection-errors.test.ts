@@ -1,10 +1,10 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { parseAuthFile, TokenAuthority, tokenSha256 } from "../../src/auth/index.ts";
-import { DkvError } from "../../src/errors.ts";
 import { RpcClient } from "../../src/rpc/client/index.ts";
 import type { TransportName } from "../../src/rpc/protocol/types.ts";
 import { type Stack, startStack, storeShard } from "../rpc/harness.ts";
 import { makeTestPki, type TestPki } from "../security/pki.ts";
+import { failureOf } from "../support/assertions.ts";
 
 /**
  * A client that speaks the wrong protocol to a server (plain to TLS, tcp to http, http to
@@ -30,16 +30,6 @@ function clientFor(stack: Stack, transport: TransportName): RpcClient {
   });
 }
 
-async function failure(work: Promise<unknown>): Promise<DkvError> {
-  try {
-    await work;
-  } catch (error) {
-    if (error instanceof DkvError) return error;
-    throw error;
-  }
-  throw new Error("expected the request to fail");
-}
-
 describe("connection errors that point the right way", () => {
   test("a plain client to a TLS server is told to pass --cacert (a write: not-applied)", async () => {
     const stack = await startStack("tcp", "binary", {
@@ -48,7 +38,7 @@ describe("connection errors that point the right way", () => {
     });
     try {
       await using client = clientFor(stack, "tcp");
-      const error = await failure(client.store(storeShard).set("k", "v"));
+      const error = await failureOf(client.store(storeShard).set("k", "v"));
       expect(error.code).toBe("BAD_FRAME");
       expect(error.outcome).toBe("not-applied");
       expect(error.message).toContain("--cacert");
@@ -62,7 +52,7 @@ describe("connection errors that point the right way", () => {
     try {
       await using client = clientFor(stack, "tcp");
       const started = performance.now();
-      const error = await failure(client.store(storeShard).get("k"));
+      const error = await failureOf(client.store(storeShard).get("k"));
       expect(error.code).toBe("BAD_FRAME");
       expect(error.message).toContain("--transport http");
       // Not the request timeout (8 s): the server's HTTP answer is recognised.
@@ -76,7 +66,7 @@ describe("connection errors that point the right way", () => {
     const stack = await startStack("tcp", "binary");
     try {
       await using client = clientFor(stack, "http");
-      const error = await failure(client.store(storeShard).set("k", "v"));
+      const error = await failureOf(client.store(storeShard).set("k", "v"));
       expect(error.code).toBe("BAD_FRAME");
       expect(error.outcome).toBe("not-applied");
       expect(error.message).toContain("--transport tcp");
@@ -92,7 +82,7 @@ describe("connection errors that point the right way", () => {
       await using first = clientFor(stack, "tcp");
       await first.store(storeShard).has("k"); // holds the only slot
       await using second = clientFor(stack, "tcp");
-      const error = await failure(second.store(storeShard).get("k"));
+      const error = await failureOf(second.store(storeShard).get("k"));
       expect(error.message).toContain("--max-client-connections");
       expect(error.message).not.toContain("TLS");
     } finally {
@@ -109,7 +99,7 @@ describe("connection errors that point the right way", () => {
     });
     try {
       await using client = clientFor(stack, "tcp");
-      const error = await failure(client.store(storeShard).set("k", "v".repeat(5000)));
+      const error = await failureOf(client.store(storeShard).set("k", "v".repeat(5000)));
       expect(error.code).toBe("UNAUTHENTICATED");
       expect(error.message).toContain("--token");
       expect(error.message).not.toContain("raise the limit");

@@ -1,11 +1,11 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { statSync } from "node:fs";
-import { DkvError } from "../../src/errors.ts";
 import { RpcClient } from "../../src/rpc/client/index.ts";
 import type { ClientTls } from "../../src/rpc/client/socket-channel.ts";
 import type { TransportName } from "../../src/rpc/protocol/types.ts";
 import { isLoopbackHost, loadServerTls, type ServerTls, startRpcServer } from "../../src/rpc/server/index.ts";
 import { freshEndpoint, type Stack, startStack, storeShard } from "../rpc/harness.ts";
+import { failureOf } from "../support/assertions.ts";
 import { makeTestPki, type TestPki } from "./pki.ts";
 
 let pki: TestPki;
@@ -35,16 +35,6 @@ function clientFor(stack: Stack, transport: TransportName, tls: ClientTls | unde
   });
 }
 
-async function failure(work: Promise<unknown>): Promise<DkvError> {
-  try {
-    await work;
-  } catch (error) {
-    if (error instanceof DkvError) return error;
-    throw error;
-  }
-  throw new Error("expected the request to fail");
-}
-
 describe.each(["tcp", "http"] as const)("client TLS over %s", (transport) => {
   test("a client that trusts the CA reads and writes", async () => {
     const stack = await startStack(transport, "binary", {
@@ -63,7 +53,7 @@ describe.each(["tcp", "http"] as const)("client TLS over %s", (transport) => {
     const stack = await startStack(transport, "binary", { server: { tls: serverTls("otherMember") } });
     const client = clientFor(stack, transport, { ca: pki.ca.cert });
     try {
-      const error = await failure(client.store(storeShard).set("k", "v"));
+      const error = await failureOf(client.store(storeShard).set("k", "v"));
       expect(error.code).toBe("UNAVAILABLE");
       expect(error.message).toContain("TLS handshake failed");
       expect(error.outcome).toBe("not-applied");
@@ -78,7 +68,7 @@ describe.each(["tcp", "http"] as const)("client TLS over %s", (transport) => {
     const stack = await startStack(transport, "binary", { server: { tls: serverTls("expiredMember") } });
     const client = clientFor(stack, transport, { ca: pki.ca.cert });
     try {
-      const error = await failure(client.store(storeShard).get("k"));
+      const error = await failureOf(client.store(storeShard).get("k"));
       expect(error.message).toContain("TLS handshake failed");
       expect(error.message.toLowerCase()).toContain("expired");
     } finally {
@@ -102,7 +92,7 @@ describe.each(["tcp", "http"] as const)("client TLS over %s", (transport) => {
     const stack = await startStack(transport, "binary", { server: { tls: serverTls("member") } });
     const client = clientFor(stack, transport, undefined);
     try {
-      const error = await failure(client.store(storeShard).set("k", "v"));
+      const error = await failureOf(client.store(storeShard).set("k", "v"));
       expect(["UNAVAILABLE", "TIMEOUT", "BAD_FRAME"]).toContain(error.code);
       expect(await stack.store.has("k")).toBe(false);
     } finally {
@@ -137,7 +127,7 @@ describe.each(["tcp", "http"] as const)("client TLS over %s", (transport) => {
         ...(pem === undefined ? {} : { cert: pem.cert, key: pem.key }),
       });
       try {
-        const error = await failure(client.store(storeShard).set("k", "v"));
+        const error = await failureOf(client.store(storeShard).set("k", "v"));
         expect(["UNAVAILABLE", "TIMEOUT"]).toContain(error.code);
         expect(await stack.store.has("k")).toBe(false);
       } finally {
@@ -152,7 +142,7 @@ describe("protected mode", () => {
   const base = { transport: "tcp" as const, serializer: "binary" as const, shards: new Map() };
 
   test("a non-loopback listener without TLS is refused with a clear error", async () => {
-    const error = await failure(startRpcServer({ ...base, endpoint: "0.0.0.0:0" }));
+    const error = await failureOf(startRpcServer({ ...base, endpoint: "0.0.0.0:0" }));
     expect(error.code).toBe("USAGE");
     expect(error.message).toContain("refusing to listen on 0.0.0.0");
     expect(error.message).toContain("--insecure");
@@ -199,7 +189,7 @@ describe("protected mode", () => {
 
 describe("loadServerTls", () => {
   test("a key that is not the certificate's is refused at start", async () => {
-    const error = await failure(
+    const error = await failureOf(
       loadServerTls({ certFile: pki.file("member.crt"), keyFile: pki.file("otherMember.key") }),
     );
     expect(error.code).toBe("USAGE");
@@ -209,7 +199,7 @@ describe("loadServerTls", () => {
   test("--client-cert-auth needs --trusted-ca-file, and --cert-file needs --key-file", async () => {
     expect(
       (
-        await failure(
+        await failureOf(
           loadServerTls({
             certFile: pki.file("member.crt"),
             keyFile: pki.file("member.key"),
@@ -218,7 +208,7 @@ describe("loadServerTls", () => {
         )
       ).message,
     ).toContain("--trusted-ca-file");
-    expect((await failure(loadServerTls({ certFile: pki.file("member.crt") }))).message).toContain(
+    expect((await failureOf(loadServerTls({ certFile: pki.file("member.crt") }))).message).toContain(
       "--key-file",
     );
   });

@@ -26,3 +26,14 @@ export async function expectDkvError(action: () => unknown, code: DkvErrorCode):
   expect(error.message.length).toBeGreaterThan(0);
   return error;
 }
+
+/** The DkvError `work` rejects with (any code); anything else, or success, fails the test. */
+export async function failureOf(work: Promise<unknown>): Promise<DkvError> {
+  try {
+    await work;
+  } catch (error) {
+    if (error instanceof DkvError) return error;
+    throw error;
+  }
+  throw new Error("expected the request to fail");
+}
