@@ -56,6 +56,8 @@ export interface MembershipView {
   conf: ConfState;
   /** The bootstrap members (every group's index-0 voters, replayed onto from index 1) and their addresses. */
   bootstrap: MemberInfo[];
+  /** The replicated shards (data groups) the answering member runs; absent from older versions. */
+  shards?: number[];
 }
 
 export type MembershipRequest =

@@ -279,6 +279,7 @@ export class ClusterMembership implements MembershipHooks {
       registry,
       conf: this.host.status(MEMBERSHIP_GROUP_ID).raft.conf,
       bootstrap: this.config.seed.bootstrap,
+      shards: this.dataGroupIds(),
     };
   }
 

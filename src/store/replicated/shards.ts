@@ -121,6 +121,32 @@ const DEFAULTS = {
 } as const;
 
 /**
+ * --join, refusing a member whose replicated shards differ from the cluster's: every member
+ * is added to every group the cluster runs, so a shard it does not run would never catch
+ * up (the cluster stays DEGRADED), and one the cluster lacks would have no other member.
+ * An answer without `shards` (an older member) is taken as it is.
+ */
+function joinChecked(
+  join: () => Promise<MembershipView>,
+  shards: readonly { id: number; type: string }[],
+): () => Promise<MembershipView> {
+  return async () => {
+    const view = await join();
+    if (view.shards === undefined) return view;
+    const cluster = [...view.shards].sort((a, b) => a - b);
+    const mine = shards.map((shard) => shard.id).sort((a, b) => a - b);
+    if (cluster.join(",") !== mine.join(",")) {
+      throw new DkvError(
+        "USAGE",
+        `--join: the cluster runs replicated shards ${cluster.join(", ") || "none"}, but --shards gives this member ${mine.join(", ") || "none"}; ` +
+          "start it with the same replicated shards (ids and types) as the other members",
+      );
+    }
+    return view;
+  };
+}
+
+/**
  * Starts this member's side of every replicated shard: one RaftHost (one transport, one
  * tick) with one Raft group per shard. A one-member cluster elects itself at once.
  */
@@ -136,7 +162,9 @@ export async function startReplicatedShards(config: ReplicatedShardsConfig): Pro
     dataDir: config.dataDir,
     self: config.replicaId,
     flagMembers: config.clusterMembers,
-    ...(config.membership?.join === undefined ? {} : { join: config.membership.join }),
+    ...(config.membership?.join === undefined
+      ? {}
+      : { join: joinChecked(config.membership.join, config.shards) }),
     logger: config.logger ?? { debug() {}, info() {}, warn() {} },
   });
   const clusterMembers = seed.members;
