@@ -36,7 +36,17 @@ export async function lockDataDir(dir: string, by: string): Promise<DataDirLock>
     const { dev, ino } = await stat(dir);
     let listener: ReturnType<typeof Bun.listen> | undefined;
     try {
-      listener = Bun.listen({ unix: `\0dkv-data-dir-${dev}-${ino}`, socket: { data() {} } });
+      // Only its name matters; a process that connects to it is cut at once (nothing is
+      // read or kept, so local connections cannot pile up).
+      listener = Bun.listen({
+        unix: lockSocketName(dev, ino),
+        socket: {
+          open(socket) {
+            socket.terminate();
+          },
+          data() {},
+        },
+      });
     } catch (error) {
       if ((error as { code?: string }).code !== "EADDRINUSE") throw error;
       throw inUse(dir, await readRecord(lockFile));
@@ -58,6 +68,11 @@ export async function lockDataDir(dir: string, by: string): Promise<DataDirLock>
       await rm(lockFile, { force: true });
     },
   };
+}
+
+/** The abstract-namespace name of the lock of the dir with device `dev` and inode `ino`. */
+export function lockSocketName(dev: number, ino: number): string {
+  return `\0dkv-data-dir-${dev}-${ino}`;
 }
 
 /** Without the kernel's help: an exclusive create, or the takeover of a dead holder's file. */

@@ -1,9 +1,10 @@
 import { describe, expect, test } from "bun:test";
-import { mkdtemp, rm, symlink, writeFile } from "node:fs/promises";
+import { mkdtemp, rm, stat, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { DkvError } from "../../../src/errors.ts";
-import { LOCK_FILE, lockDataDir } from "../../../src/raft/storage/data-dir-lock.ts";
+import { LOCK_FILE, lockDataDir, lockSocketName } from "../../../src/raft/storage/data-dir-lock.ts";
+import { withinDeadline } from "../transport/hostile-client.ts";
 
 async function refusal(dir: string): Promise<DkvError> {
   const outcome = await lockDataDir(dir, "test").then(
@@ -37,6 +38,17 @@ describe("the data dir lock", () => {
       await using again = await lockDataDir(dir, "dkv serve");
       expect(again.dir).toBe(dir);
     }));
+
+  test.if(process.platform === "linux")("a process that connects to the lock's socket is cut at once", () =>
+    withDir(async (dir) => {
+      await using _held = await lockDataDir(dir, "dkv serve");
+      const { dev, ino } = await stat(dir);
+      let closed!: () => void;
+      const cut = new Promise<void>((resolve) => (closed = resolve));
+      await Bun.connect({ unix: lockSocketName(dev, ino), socket: { data() {}, close: () => closed() } });
+      await withinDeadline(cut, "the lock socket to cut the connection");
+    }),
+  );
 
   test("a stale LOCK file of a process that is gone does not keep the dir", () =>
     withDir(async (dir) => {
