@@ -83,6 +83,9 @@ describe("connection errors that point the right way", () => {
       await first.store(storeShard).has("k"); // holds the only slot
       await using second = clientFor(stack, "tcp");
       const error = await failureOf(second.store(storeShard).get("k"));
+      // The server said why before it closed: its reason, not the client's guess.
+      expect(error.code).toBe("UNAVAILABLE");
+      expect(error.message).toContain("closed the connection: the server has 1 client connections open");
       expect(error.message).toContain("--max-client-connections");
       expect(error.message).not.toContain("TLS");
     } finally {

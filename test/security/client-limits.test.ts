@@ -241,6 +241,13 @@ describe("connection bounds", () => {
       }
       const extra = await rawConnect(stack.server.endpoint);
       await within(3_000, extra.closed, "refusing the fourth connection");
+      // Before the close it was told why: a connection-level error naming the limit.
+      const refusal = extra.replies[0];
+      expect(refusal?.header.requestId).toBe(0);
+      expect((refusal?.header.flags ?? 0) & flagError).toBe(flagError);
+      const reason = readErrorBody(refusal?.body ?? new Uint8Array());
+      expect(reason.code).toBe("UNAVAILABLE");
+      expect(reason.message).toContain("3 client connections open (--max-client-connections)");
       open[0]!.close();
       await open[0]!.closed;
       // The server sees the close a moment after the client: retry the slot a bounded number of times.

@@ -18,6 +18,7 @@ import {
 } from "./http-routes.ts";
 import { type Http1Request, Http1RequestParser } from "./http1-parser.ts";
 import { bunTlsOptions, type ServerTls } from "./listener-security.ts";
+import { ConnectionRefuser, type Refused } from "./refusals.ts";
 import { type ConnectionLimits, type ConnectionObserver, sweepConnections } from "./socket-server.ts";
 
 export interface HttpServerOptions {
@@ -72,9 +73,6 @@ const streamHighWaterBytes = 1024 * 1024;
 /** Unsent reply bytes a connection may pile up (a peer that does not read) before it is cut. */
 const pendingOutputBytesMin = 64 * 1024 * 1024;
 const closeGraceMs = 2000;
-/** Refused connections still being told why (a 503, then closed); more are closed at once. */
-const refusingMax = 64;
-const refusingGraceMs = 1000;
 
 const reasons: Record<number, string> = {
   100: "Continue",
@@ -432,12 +430,6 @@ class HttpConnection {
   }
 }
 
-/** A connection refused at the cap: told why (a 503) when it can read it, closed soon after. */
-interface Refused {
-  readonly refused: true;
-  timer: ReturnType<typeof setTimeout>;
-}
-
 type SocketData = HttpConnection | Refused | undefined;
 
 /** The http transport: the RPC routes (`http-routes.ts`) on an HTTP/1.1 listener. */
@@ -490,9 +482,6 @@ export function startHttpListener(options: HttpListenerOptions): HttpServer {
     connections: new Set(),
     idle: new Set(),
   };
-  const refusing = new Set<Socket<SocketData>>();
-  let refusedSinceWarning = 0;
-  let lastRefusalWarningMs = Number.NEGATIVE_INFINITY;
   const refusalBytes = (() => {
     const reply = jsonError(
       new DkvError(
@@ -508,6 +497,14 @@ export function startHttpListener(options: HttpListenerOptions): HttpServer {
     bytes.set(reply.body, head.length);
     return bytes;
   })();
+  const refuser = new ConnectionRefuser<HttpConnection>({
+    name,
+    capFlag: options.capFlag,
+    maxConnections: limits.maxConnections,
+    logger,
+    tls: options.tls !== undefined,
+    reason: refusalBytes,
+  });
   const closed = (socket: Socket<SocketData>) => {
     const data = socket.data;
     if (data === undefined) return;
@@ -515,27 +512,8 @@ export function startHttpListener(options: HttpListenerOptions): HttpServer {
       data.onClose();
       if (state.connections.delete(data)) options.observer?.connectionClosed();
     } else {
-      clearTimeout(data.timer);
-      refusing.delete(socket);
+      refuser.closed(socket, data);
     }
-  };
-  const refuse = (socket: Socket<SocketData>, nowMs: number) => {
-    refusedSinceWarning++;
-    if (nowMs - lastRefusalWarningMs >= 10_000) {
-      logger.warn(
-        `${name}: refused ${refusedSinceWarning} connection(s): ${limits.maxConnections} already open (${options.capFlag})`,
-      );
-      refusedSinceWarning = 0;
-      lastRefusalWarningMs = nowMs;
-    }
-    if (refusing.size >= refusingMax) {
-      socket.terminate();
-      return;
-    }
-    socket.data = { refused: true, timer: setTimeout(() => socket.terminate(), refusingGraceMs) };
-    refusing.add(socket);
-    // With TLS the reason is sent once the handshake is done.
-    if (options.tls === undefined) socket.end(refusalBytes);
   };
   const handlers = {
     binaryType: "uint8array" as const,
@@ -545,7 +523,7 @@ export function startHttpListener(options: HttpListenerOptions): HttpServer {
         // The longest-idle keep-alive connection makes room; it has nothing in progress.
         const oldest = state.idle.values().next();
         if (oldest.done === true) {
-          refuse(socket, nowMs);
+          refuser.refuse(socket, nowMs);
           return;
         }
         state.idle.delete(oldest.value);
@@ -566,7 +544,7 @@ export function startHttpListener(options: HttpListenerOptions): HttpServer {
         return;
       }
       if (data instanceof HttpConnection) data.secured = true;
-      else socket.end(refusalBytes);
+      else refuser.handshakeDone(socket);
     },
     data(socket: Socket<SocketData>, chunk: Uint8Array) {
       const data = socket.data;
@@ -613,7 +591,7 @@ export function startHttpListener(options: HttpListenerOptions): HttpServer {
         Promise.all([...state.connections].map((c) => c.closeGracefully())),
         Bun.sleep(drainMs),
       ]);
-      for (const socket of refusing) socket.terminate();
+      refuser.stop();
       listener.stop(true);
     },
   };

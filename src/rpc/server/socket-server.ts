@@ -24,6 +24,7 @@ import { authenticateOpCode, type Message, streamOpCodes } from "../protocol/typ
 import type { Serializer } from "../serializer/types.ts";
 import type { ReplyTarget, RequestDispatcher, RpcLogger } from "./dispatcher.ts";
 import { bunTlsOptions, type ServerTls } from "./listener-security.ts";
+import { ConnectionRefuser, type Refused } from "./refusals.ts";
 import { writeReplyFrame } from "./reply.ts";
 import { openWatch, toWatchError, writeWatchErrorFrame, writeWatchEventFrame } from "./watch-stream.ts";
 
@@ -103,7 +104,7 @@ class ServerConnection implements ReplyTarget, StreamedReplyTarget {
   private readonly watches = new Map<number, AbortController>();
 
   constructor(
-    private readonly socket: Socket<ServerConnection>,
+    private readonly socket: Socket<SocketData>,
     private readonly options: SocketServerOptions,
     private readonly name: string,
     nowMs: number,
@@ -398,26 +399,53 @@ export interface SocketServer {
   stop(drainMs: number): Promise<void>;
 }
 
+type SocketData = ServerConnection | Refused | undefined;
+
+/** The error frame a client refused at the connection cap reads before the close. */
+function refusalFrame(options: SocketServerOptions): Uint8Array {
+  const out = new ByteWriter(256);
+  writeReplyFrame(
+    out,
+    connectionHeader(options.serializer.id),
+    options.serializer,
+    undefined,
+    new DkvError(
+      "UNAVAILABLE",
+      `the server has ${options.limits.maxConnections} client connections open (--max-client-connections); retry later, share one connection, or raise the limit`,
+    ),
+    options.logger,
+  );
+  return out.written().slice();
+}
+
 export async function startSocketServer(options: SocketServerOptions): Promise<SocketServer> {
   const connections = new Set<ServerConnection>();
   const { limits, logger } = options;
   let accepted = 0;
-  let refusedSinceWarning = 0;
-  let lastRefusalWarningMs = 0;
+  const refuser = new ConnectionRefuser<ServerConnection>({
+    name: options.endpoint.kind,
+    capFlag: "--max-client-connections",
+    maxConnections: limits.maxConnections,
+    logger,
+    tls: options.tls !== undefined,
+    reason: refusalFrame(options),
+  });
+  const closed = (socket: Socket<SocketData>) => {
+    const data = socket.data;
+    if (data === undefined) return;
+    if (data instanceof ServerConnection) {
+      data.onClose();
+      if (connections.delete(data)) options.observer?.connectionClosed();
+    } else {
+      refuser.closed(socket, data);
+    }
+  };
   const handlers = {
     binaryType: "uint8array" as const,
-    open(socket: Socket<ServerConnection>) {
+    open(socket: Socket<SocketData>) {
       const nowMs = Date.now();
       if (connections.size >= limits.maxConnections) {
-        refusedSinceWarning++;
-        if (nowMs - lastRefusalWarningMs >= 10_000) {
-          logger.warn(
-            `refused ${refusedSinceWarning} connection(s): ${limits.maxConnections} already open (--max-client-connections)`,
-          );
-          refusedSinceWarning = 0;
-          lastRefusalWarningMs = nowMs;
-        }
-        socket.terminate();
+        refuser.refuse(socket, nowMs);
         return;
       }
       const connection = new ServerConnection(socket, options, `connection ${++accepted}`, nowMs);
@@ -425,37 +453,34 @@ export async function startSocketServer(options: SocketServerOptions): Promise<S
       connections.add(connection);
       options.observer?.connectionOpened();
     },
-    handshake(socket: Socket<ServerConnection>, success: boolean, authorizationError: Error | null) {
-      const connection = socket.data;
-      if (connection === undefined) return;
+    handshake(socket: Socket<SocketData>, success: boolean, authorizationError: Error | null) {
+      const data = socket.data;
+      if (data === undefined) return;
       if (!success) {
         logger.debug(`TLS handshake refused: ${authorizationError?.message ?? "unknown reason"}`);
-        connection.terminate();
+        socket.terminate();
         return;
       }
-      connection.secured = true;
+      if (data instanceof ServerConnection) data.secured = true;
+      else refuser.handshakeDone(socket);
     },
-    data(socket: Socket<ServerConnection>, chunk: Uint8Array) {
-      socket.data?.onData(chunk, Date.now());
+    data(socket: Socket<SocketData>, chunk: Uint8Array) {
+      const data = socket.data;
+      if (data instanceof ServerConnection) data.onData(chunk, Date.now());
     },
-    drain(socket: Socket<ServerConnection>) {
-      socket.data?.flush();
+    drain(socket: Socket<SocketData>) {
+      const data = socket.data;
+      if (data instanceof ServerConnection) data.flush();
     },
-    close(socket: Socket<ServerConnection>) {
-      if (socket.data === undefined) return;
-      socket.data.onClose();
-      if (connections.delete(socket.data)) options.observer?.connectionClosed();
-    },
-    error(socket: Socket<ServerConnection>, error: Error) {
+    close: closed,
+    error(socket: Socket<SocketData>, error: Error) {
       logger.debug(`socket error: ${error.message}`);
-      if (socket.data === undefined) return;
-      socket.data.onClose();
-      if (connections.delete(socket.data)) options.observer?.connectionClosed();
+      closed(socket);
     },
   };
   const endpoint = options.endpoint;
   const tls = options.tls === undefined ? undefined : bunTlsOptions(options.tls);
-  let listener: TCPSocketListener<ServerConnection> | UnixSocketListener<ServerConnection>;
+  let listener: TCPSocketListener<SocketData> | UnixSocketListener<SocketData>;
   let bound: string;
   try {
     if (endpoint.kind === "unix") {
@@ -463,13 +488,13 @@ export async function startSocketServer(options: SocketServerOptions): Promise<S
       // Created 0600 (owner only): the umask applies to the bind, and nothing else runs between.
       const umask = process.umask(0o177);
       try {
-        listener = Bun.listen<ServerConnection>({ unix: endpoint.path, socket: handlers });
+        listener = Bun.listen<SocketData>({ unix: endpoint.path, socket: handlers });
       } finally {
         process.umask(umask);
       }
       bound = endpoint.path;
     } else {
-      const tcp = Bun.listen<ServerConnection>({
+      const tcp = Bun.listen<SocketData>({
         hostname: endpoint.hostname,
         port: endpoint.port,
         socket: handlers,
@@ -498,6 +523,7 @@ export async function startSocketServer(options: SocketServerOptions): Promise<S
       listener.stop(false);
       await options.dispatcher.drain(drainMs);
       await Promise.all([...connections].map((c) => c.closeGracefully()));
+      refuser.stop();
       listener.stop(true);
       if (endpoint.kind === "unix") removeSocketFile(endpoint.path);
     },
