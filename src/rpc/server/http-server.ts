@@ -18,7 +18,7 @@ import {
 } from "./http-routes.ts";
 import { type Http1Request, Http1RequestParser } from "./http1-parser.ts";
 import { bunTlsOptions, type ServerTls } from "./listener-security.ts";
-import { ConnectionRefuser, type Refused } from "./refusals.ts";
+import { ConnectionRefuser, type Refused, socketEvents } from "./refusals.ts";
 import { type ConnectionLimits, type ConnectionObserver, sweepConnections } from "./socket-server.ts";
 
 export interface HttpServerOptions {
@@ -505,16 +505,7 @@ export function startHttpListener(options: HttpListenerOptions): HttpServer {
     tls: options.tls !== undefined,
     reason: refusalBytes,
   });
-  const closed = (socket: Socket<SocketData>) => {
-    const data = socket.data;
-    if (data === undefined) return;
-    if (data instanceof HttpConnection) {
-      data.onClose();
-      if (state.connections.delete(data)) options.observer?.connectionClosed();
-    } else {
-      refuser.closed(socket, data);
-    }
-  };
+
   const handlers = {
     binaryType: "uint8array" as const,
     open(socket: Socket<SocketData>) {
@@ -535,30 +526,14 @@ export function startHttpListener(options: HttpListenerOptions): HttpServer {
       state.connections.add(connection);
       options.observer?.connectionOpened();
     },
-    handshake(socket: Socket<SocketData>, success: boolean, authorizationError: Error | null) {
-      const data = socket.data;
-      if (data === undefined) return;
-      if (!success) {
-        logger.debug(`TLS handshake refused: ${authorizationError?.message ?? "unknown reason"}`);
-        socket.terminate();
-        return;
-      }
-      if (data instanceof HttpConnection) data.secured = true;
-      else refuser.handshakeDone(socket);
-    },
-    data(socket: Socket<SocketData>, chunk: Uint8Array) {
-      const data = socket.data;
-      if (data instanceof HttpConnection) data.onData(chunk, Date.now());
-    },
-    drain(socket: Socket<SocketData>) {
-      const data = socket.data;
-      if (data instanceof HttpConnection) data.flush();
-    },
-    close: closed,
-    error(socket: Socket<SocketData>, error: Error) {
-      logger.debug(`${name}: socket error: ${error.message}`);
-      closed(socket);
-    },
+    ...socketEvents<HttpConnection>({
+      isConnection: (data): data is HttpConnection => data instanceof HttpConnection,
+      connections: state.connections,
+      refuser,
+      observer: options.observer,
+      logger,
+      logPrefix: `${name}: `,
+    }),
   };
   const tls = options.tls === undefined ? undefined : bunTlsOptions(options.tls);
   let listener: TCPSocketListener<SocketData>;

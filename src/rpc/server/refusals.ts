@@ -79,3 +79,67 @@ export class ConnectionRefuser<T> {
     for (const socket of this.refusing) socket.terminate();
   }
 }
+
+/** What both client listeners' connections offer the socket handlers below. */
+export interface ListenerConnection {
+  secured: boolean;
+  onData(chunk: Uint8Array, nowMs: number): void;
+  flush(): void;
+  onClose(): void;
+}
+
+export interface SocketEventOptions<T extends ListenerConnection> {
+  isConnection: (data: T | Refused) => data is T;
+  connections: Set<T>;
+  refuser: ConnectionRefuser<T>;
+  observer?: { connectionClosed(): void } | undefined;
+  logger: RpcLogger;
+  /** Prefix of the listener's debug lines ("" or "http: "). */
+  logPrefix: string;
+}
+
+/**
+ * The socket handlers both client listeners share (all but `open`): a connection gets its
+ * bytes and drains, a refused one is told why after its TLS handshake, and a close or
+ * error of either is counted once.
+ */
+export function socketEvents<T extends ListenerConnection>(options: SocketEventOptions<T>) {
+  const { isConnection, connections, refuser, logger, logPrefix } = options;
+  type Data = T | Refused | undefined;
+  const closed = (socket: Socket<Data>) => {
+    const data = socket.data;
+    if (data === undefined) return;
+    if (isConnection(data)) {
+      data.onClose();
+      if (connections.delete(data)) options.observer?.connectionClosed();
+    } else {
+      refuser.closed(socket, data);
+    }
+  };
+  return {
+    handshake(socket: Socket<Data>, success: boolean, authorizationError: Error | null) {
+      const data = socket.data;
+      if (data === undefined) return;
+      if (!success) {
+        logger.debug(`${logPrefix}TLS handshake refused: ${authorizationError?.message ?? "unknown reason"}`);
+        socket.terminate();
+        return;
+      }
+      if (isConnection(data)) data.secured = true;
+      else refuser.handshakeDone(socket);
+    },
+    data(socket: Socket<Data>, chunk: Uint8Array) {
+      const data = socket.data;
+      if (data !== undefined && isConnection(data)) data.onData(chunk, Date.now());
+    },
+    drain(socket: Socket<Data>) {
+      const data = socket.data;
+      if (data !== undefined && isConnection(data)) data.flush();
+    },
+    close: closed,
+    error(socket: Socket<Data>, error: Error) {
+      logger.debug(`${logPrefix}socket error: ${error.message}`);
+      closed(socket);
+    },
+  };
+}

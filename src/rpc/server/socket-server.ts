@@ -24,7 +24,7 @@ import { authenticateOpCode, type Message, streamOpCodes } from "../protocol/typ
 import type { Serializer } from "../serializer/types.ts";
 import type { ReplyTarget, RequestDispatcher, RpcLogger } from "./dispatcher.ts";
 import { bunTlsOptions, type ServerTls } from "./listener-security.ts";
-import { ConnectionRefuser, type Refused } from "./refusals.ts";
+import { ConnectionRefuser, type Refused, socketEvents } from "./refusals.ts";
 import { writeReplyFrame } from "./reply.ts";
 import { openWatch, toWatchError, writeWatchErrorFrame, writeWatchEventFrame } from "./watch-stream.ts";
 
@@ -430,16 +430,7 @@ export async function startSocketServer(options: SocketServerOptions): Promise<S
     tls: options.tls !== undefined,
     reason: refusalFrame(options),
   });
-  const closed = (socket: Socket<SocketData>) => {
-    const data = socket.data;
-    if (data === undefined) return;
-    if (data instanceof ServerConnection) {
-      data.onClose();
-      if (connections.delete(data)) options.observer?.connectionClosed();
-    } else {
-      refuser.closed(socket, data);
-    }
-  };
+
   const handlers = {
     binaryType: "uint8array" as const,
     open(socket: Socket<SocketData>) {
@@ -453,30 +444,14 @@ export async function startSocketServer(options: SocketServerOptions): Promise<S
       connections.add(connection);
       options.observer?.connectionOpened();
     },
-    handshake(socket: Socket<SocketData>, success: boolean, authorizationError: Error | null) {
-      const data = socket.data;
-      if (data === undefined) return;
-      if (!success) {
-        logger.debug(`TLS handshake refused: ${authorizationError?.message ?? "unknown reason"}`);
-        socket.terminate();
-        return;
-      }
-      if (data instanceof ServerConnection) data.secured = true;
-      else refuser.handshakeDone(socket);
-    },
-    data(socket: Socket<SocketData>, chunk: Uint8Array) {
-      const data = socket.data;
-      if (data instanceof ServerConnection) data.onData(chunk, Date.now());
-    },
-    drain(socket: Socket<SocketData>) {
-      const data = socket.data;
-      if (data instanceof ServerConnection) data.flush();
-    },
-    close: closed,
-    error(socket: Socket<SocketData>, error: Error) {
-      logger.debug(`socket error: ${error.message}`);
-      closed(socket);
-    },
+    ...socketEvents<ServerConnection>({
+      isConnection: (data): data is ServerConnection => data instanceof ServerConnection,
+      connections: connections,
+      refuser,
+      observer: options.observer,
+      logger,
+      logPrefix: "",
+    }),
   };
   const endpoint = options.endpoint;
   const tls = options.tls === undefined ? undefined : bunTlsOptions(options.tls);
