@@ -417,7 +417,10 @@ export class Watcher implements AsyncIterableIterator<WatchEvent> {
   private ended = false;
   /** Aborted or returned: queued changes are dropped, not delivered. */
   private stopped = false;
-  /** The first event is a progress event: the revision this watch starts after. */
+  /**
+   * The first event is a progress event: the revision this watch starts after, or the
+   * store's revision when the watch starts beyond it.
+   */
   private announced = false;
   private wake: (() => void) | undefined;
   private readonly onAbort = (): void => this.stop();
@@ -470,7 +473,10 @@ export class Watcher implements AsyncIterableIterator<WatchEvent> {
   async next(): Promise<IteratorResult<WatchEvent>> {
     if (!this.announced && !this.ended) {
       this.announced = true;
-      return { done: false, value: { type: "progress", revision: this.nextRevision - 1 } };
+      // Never past the store's own revision: a watch from a revision the store has not
+      // reached yet reports where the store is, as etcd's progress does (see next()).
+      const revision = Math.min(this.nextRevision - 1, this.hub.revision);
+      return { done: false, value: { type: "progress", revision } };
     }
     // Bounded: each turn returns a change or progress, or waits for one.
     for (;;) {
@@ -487,9 +493,11 @@ export class Watcher implements AsyncIterableIterator<WatchEvent> {
       }
       const woken = await this.waitForChange();
       if (!woken && !this.ended) {
-        // Everything up to the hub's revision has been delivered (or is not wanted).
-        const revision = Math.max(this.hub.revision, this.nextRevision - 1);
-        return { done: false, value: { type: "progress", revision } };
+        // Everything up to the hub's revision has been delivered (or is not wanted). For a
+        // watch from a revision beyond the store's, that is the store's revision, not the
+        // one before the start: progress N promises the store reached N and every wanted
+        // change up to N was delivered, so a reader at N sees nothing the watch missed.
+        return { done: false, value: { type: "progress", revision: this.hub.revision } };
       }
     }
   }

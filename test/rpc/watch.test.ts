@@ -79,6 +79,27 @@ describe("RpcWatch resumption", () => {
     await expect(watch.next()).rejects.toMatchObject({ code: "COMPACTED", compactRevision: 12 });
   });
 
+  test("a watch from a revision the store has not reached resumes at that start, not past the store's progress", async () => {
+    const transport = new ScriptedTransport();
+    const watch = new RpcWatch(
+      transport,
+      1,
+      "k",
+      { fromRevision: 50 },
+      { attemptsMax: 4, bufferBytesMax: 1 << 20 },
+    );
+    expect(transport.requests[0]).toMatchObject({ fromRevision: 50 });
+    transport.sinks[0]!.event({ type: "progress", revision: 5 }); // the store is at 5
+    transport.sinks[0]!.event({ type: "progress", revision: 8 });
+    transport.sinks[0]!.fail(new DkvError("UNAVAILABLE", "lost the connection"));
+    await waitFor(() => transport.sinks.length === 2, "the second attempt");
+    expect(transport.requests[1]).toMatchObject({ fromRevision: 50 });
+    transport.sinks[1]!.event({ type: "progress", revision: 8 });
+    transport.sinks[1]!.event(put("k", 50));
+    expect(keysOf(await take(watch, 3))).toEqual(["progress@5", "progress@8", "k@50"]);
+    await watch.return();
+  });
+
   test("a stream silent for three progress intervals (a half-open connection) resumes elsewhere", async () => {
     const transport = new ScriptedTransport();
     const watch = new RpcWatch(

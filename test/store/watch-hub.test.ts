@@ -109,13 +109,25 @@ describe("WatchHub", () => {
     expect(await take(watcher, 1)).toEqual([{ type: "progress", revision: 9 }]);
   });
 
+  test("a watch from beyond the store's revision: progress carries the store's revision, changes start at the watch's", async () => {
+    const hub = new WatchHub(0, { progressIntervalMs: 5 });
+    publishTo(hub, put("k", 1));
+    hub.advance(4);
+    const watcher = hub.watch("k", { fromRevision: 10 });
+    await started(watcher, 4); // not 9: the store has not reached 9
+    publishTo(hub, put("k", 6)); // before the start: not delivered
+    expect(await take(watcher, 1)).toEqual([{ type: "progress", revision: 6 }]);
+    publishTo(hub, put("k", 10));
+    expect(summary(await take(watcher, 2))).toEqual(["put k@10", "progress@10"]);
+  });
+
   test("a snapshot installed past a watcher's position cuts it with COMPACTED; a watcher ahead of it stays", async () => {
     const hub = new WatchHub(0, { progressIntervalMs: 0 });
     publishTo(hub, put("k", 1));
     const behind = hub.watch("k", { fromRevision: 2 });
     const ahead = hub.watch("k", { fromRevision: 20 });
     await started(behind, 1);
-    await started(ahead, 19);
+    await started(ahead, 1); // the store's revision: progress never runs ahead of it
     hub.reset(10);
     await expect(behind.next()).rejects.toMatchObject({ code: "COMPACTED", compactRevision: 11 });
     publishTo(hub, put("k", 20));

@@ -117,6 +117,8 @@ export class RpcWatch implements AsyncIterableIterator<WatchEvent> {
   private from: number | undefined;
   private skip = 0;
   private lastRevision = 0;
+  /** The revision the caller asked to start from (0: now); a resume never starts before it. */
+  private readonly startRevision: number;
   private seenAtLast = 0;
   private progressYielded = -1;
   private silenceTimer: ReturnType<typeof setTimeout> | undefined;
@@ -132,6 +134,7 @@ export class RpcWatch implements AsyncIterableIterator<WatchEvent> {
     private readonly onEnd: (watch: RpcWatch) => void = () => {},
   ) {
     this.from = options.fromRevision;
+    this.startRevision = options.fromRevision ?? 0;
     // Asked for explicitly, so silence can be told from an idle key (0: no progress, no check).
     this.progressIntervalMs = options.progressIntervalMs ?? WATCH_PROGRESS_INTERVAL_MS_DEFAULT;
     if (options.signal?.aborted) {
@@ -277,7 +280,9 @@ export class RpcWatch implements AsyncIterableIterator<WatchEvent> {
       // The first event of an attempt repeats where it starts: never let progress go back.
       if (this.from === undefined) this.from = event.revision + 1;
       if (event.revision < this.lastRevision || event.revision <= this.progressYielded) return;
-      this.from = event.revision + 1;
+      // Progress of a watch asked from a revision the store had not reached yet stays below
+      // that start: a resume must still start there, not at the progress.
+      this.from = Math.max(event.revision + 1, this.startRevision);
       this.skip = 0;
       this.lastRevision = event.revision;
       this.seenAtLast = 0;
