@@ -36,22 +36,6 @@ export const churnSwarm: Partial<HostSwarm> = {
   electionTicks: 4,
 };
 
-/** Lease reads with the leader paused often (SIGSTOP) while clients keep writing and reading. */
-export const leasePauseSwarm: Partial<HostSwarm> = {
-  readLease: true,
-  nodeCount: 3,
-  pauseRate: 0.02,
-  leaderIsolateRate: 0.02,
-  healRate: 0.01,
-  partitionRate: 0,
-  crashRate: 0,
-  leaderCrashRate: 0,
-  tickSkipRate: 0,
-  readRate: 0.5,
-  writeRate: 0.6,
-  network: { dropRate: 0, duplicateRate: 0, delayMaxSteps: 1 },
-};
-
 export const runtimeMutants: RuntimeMutant[] = [
   {
     name: "a reused index replaces the older waiter, which never settles (defect 2, as on main before this branch)",
@@ -144,24 +128,6 @@ export const runtimeMutants: RuntimeMutant[] = [
     },
     expected: ["state machine safety"],
     seedsMax: 400,
-  },
-  {
-    name: "lease: a read index is asked without a fresh monotonic reading (a paused leader's stale clock)",
-    file: "raft/host/group.ts",
-    find: "this.node.observeTime(this.env.nowMs(), this.env.monotonicMs());\n    this.node.readIndex(id);",
-    replace: "this.node.readIndex(id);",
-    swarm: leasePauseSwarm,
-    expected: ["linearizable read"],
-    seedsMax: 300,
-  },
-  {
-    name: "lease: the host measures the lease in ticks (a paused leader undercounts them)",
-    file: "raft/host/group.ts",
-    find: "this.node.tick(wallMs, nowMs);",
-    replace: "this.node.tick(wallMs, (this.leaseTicks = (this.leaseTicks ?? 0) + 1) * 10);",
-    swarm: leasePauseSwarm,
-    expected: ["linearizable read"],
-    seedsMax: 300,
   },
 ];
 
