@@ -4,7 +4,12 @@
  * lease runs on the monotonic clock passed with tick/observeTime (here: tickMs per tick).
  */
 import { describe, expect, test } from "bun:test";
-import { type Message, MessageType, readLeaseMs } from "../../../src/raft/core/index.ts";
+import {
+  CLOCK_RATE_DRIFT_MAX,
+  type Message,
+  MessageType,
+  readLeaseMs,
+} from "../../../src/raft/core/index.ts";
 import { bytes, Network } from "./network.ts";
 
 const voters = ["1", "2", "3"];
@@ -62,6 +67,23 @@ function leaseCluster(): Network {
 }
 
 describe("Raft rules: read lease", () => {
+  test("the lease, run fast by the drift bound, ends a tick before the shortest promise run slow", () => {
+    const d = CLOCK_RATE_DRIFT_MAX;
+    for (const [tick, ticks] of [
+      [100, 10],
+      [1, 2],
+      [50, 3],
+      [10, 100],
+    ] as const) {
+      const lease = readLeaseMs(tick, ticks);
+      const shortestPromise = (ticks - 1) * tick * (1 - d);
+      // 0 (no lease at all) when the promise is too short to fit one.
+      if (lease > 0) expect(lease * (1 + d) + tick).toBeLessThanOrEqual(shortestPromise + 1e-9);
+      expect(lease).toBeGreaterThanOrEqual(0);
+    }
+    expect(Math.round(readLeaseMs(100, 10))).toBe(782);
+  });
+
   test("an isolated leader stops serving lease reads before a new leader can be elected", () => {
     const net = leaseCluster();
     expect(readMode(net, "1", "warm")).toBe("lease");
