@@ -68,6 +68,8 @@ export interface RaftNodeOptions {
   /** --snapshot-bytes, --raft-log-max-bytes: each group's in-memory log bounded by bytes. */
   readonly snapshotBytes: number;
   readonly raftLogMaxBytes: number;
+  /** --read-lease: leader lease reads instead of a ReadIndex round per read batch. */
+  readonly readLease: boolean;
   /** Deadline of one replicated store call, retries included. */
   readonly requestTimeoutMs: number;
   /** Largest node transport frame: holds one largest entry (key + value + framing). */
@@ -218,6 +220,7 @@ function resolveRaft(values: ServeOptionValues): RaftNodeOptions {
     leaderBalanceIntervalMs: values["leader-balance-interval"],
     snapshotBytes,
     raftLogMaxBytes,
+    readLease: values["read-lease"] === "on",
     requestTimeoutMs: values.timeout,
     join: values.join.length === 0 ? undefined : Object.freeze([...values.join]),
     joinSecurity: Object.freeze({

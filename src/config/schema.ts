@@ -33,6 +33,7 @@ import { joinClientOptions, membershipOptions } from "./membership-options.ts";
 import { opsServeOptions } from "./ops-options.ts";
 import { peerSecurityOptions } from "./peer-security-options.ts";
 import { raftLogOptions } from "./raft-log-options.ts";
+import { readLeaseOptions } from "./read-lease-options.ts";
 import { watchServeOptions } from "./watch-options.ts";
 
 export type OptionType = "string" | "number" | "boolean" | "duration" | "list";
@@ -428,6 +429,7 @@ export const serveOptions = [
   ...membershipOptions,
   ...joinClientOptions,
   ...raftLogOptions,
+  ...readLeaseOptions,
   ...watchServeOptions,
   ...lockServeOptions,
 ] as const;

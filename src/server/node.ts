@@ -221,6 +221,7 @@ async function startRaft(
     leaderBalanceIntervalMs: raft.leaderBalanceIntervalMs,
     snapshotBytes: raft.snapshotBytes,
     raftLogMaxBytes: raft.raftLogMaxBytes,
+    readLease: raft.readLease,
     requestTimeoutMs: raft.requestTimeoutMs,
     limits: options.limits,
     ...(options.watch === undefined ? {} : { watch: hubOptions(options.watch) }),

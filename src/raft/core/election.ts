@@ -87,17 +87,17 @@ function inLeasePromise(s: NodeState): boolean {
   return s.role === "leader" || s.leaderContactElapsed < s.electionTicks;
 }
 
-/** The voters (other than us) that granted our Vote round: their acks of the round sent at campaignTick. */
+/** The voters (other than us) that granted our Vote round: their acks of the round sent at campaignMonoMs. */
 export function grantedVoters(s: NodeState): NodeId[] {
   const granted: NodeId[] = [];
   for (const [id, vote] of s.trk.votes) if (vote && id !== s.id) granted.push(id);
   return granted;
 }
 
-/** Each grant answered our Vote round, so it anchors the new leader's lease at campaignTick. */
+/** Each grant answered our Vote round, so it anchors the new leader's lease at campaignMonoMs. */
 export function anchorLeaseOnVotes(s: NodeState, granted: readonly NodeId[]): void {
   for (const id of granted) {
     const pr = s.trk.progress.get(id);
-    if (pr !== undefined) pr.leaseAckTick = s.campaignTick;
+    if (pr !== undefined) pr.leaseAckMs = s.campaignMonoMs;
   }
 }

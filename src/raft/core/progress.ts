@@ -50,7 +50,7 @@ export class Inflights {
 
 export type ProgressState = "probe" | "replicate" | "snapshot";
 
-/** `Progress.leaseAckTick` of a member that acked none of this leader's rounds. */
+/** `Progress.leaseAckMs` of a member that acked none of this leader's rounds. */
 export const LEASE_NO_ACK = Number.NEGATIVE_INFINITY;
 
 /** The leader's view of one member's log (etcd's tracker.Progress). */
@@ -70,8 +70,8 @@ export class Progress {
   forceSend = false;
   /** Highest commit index sent, so a commit advance is propagated once. */
   sentCommit = 0;
-  /** The leader's send tick of the latest round (heartbeat or vote) this member acked. */
-  leaseAckTick = LEASE_NO_ACK;
+  /** The leader's monotonic send time of the latest round (heartbeat or vote) this member acked. */
+  leaseAckMs = LEASE_NO_ACK;
   /** Probe index of one unconfirmed rejection suggesting lost entries (0: none); see maybeLostAcked. */
   lostSuspectIndex = 0;
   readonly inflights: Inflights;
@@ -202,7 +202,7 @@ export class Progress {
     this.recentActive = false;
     this.ackedSinceHeartbeat = false;
     this.sentCommit = 0;
-    this.leaseAckTick = LEASE_NO_ACK;
+    this.leaseAckMs = LEASE_NO_ACK;
   }
 }
 
@@ -281,15 +281,16 @@ export class ProgressTracker {
   }
 
   /**
-   * The latest send tick that a quorum of voters acked (self counts as acking `nowTick`):
-   * what the read lease is anchored to. LEASE_NO_ACK if no quorum acked any round.
+   * The latest send time (monotonic ms) that a quorum of the current voters acked (self
+   * counts as acking `nowMs`): what the read lease is anchored to. LEASE_NO_ACK if no
+   * quorum acked any round.
    */
-  leaseAnchorTick(self: NodeId, nowTick: number): number {
+  leaseAnchorMs(self: NodeId, nowMs: number): number {
     const scratch = this.matchScratch;
     const count = this.voters.length;
     for (let i = 0; i < count; i++) {
       const id = this.voters[i]!;
-      scratch[i] = id === self ? nowTick : (this.progress.get(id)?.leaseAckTick ?? LEASE_NO_ACK);
+      scratch[i] = id === self ? nowMs : (this.progress.get(id)?.leaseAckMs ?? LEASE_NO_ACK);
     }
     return count === 0 ? LEASE_NO_ACK : majorityIndex(scratch, count);
   }

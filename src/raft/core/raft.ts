@@ -63,16 +63,21 @@ export class RaftNode implements RaftNodeApi {
 
   // ---- inputs ------------------------------------------------------------------------
 
-  tick(wallMs: number): void {
+  tick(wallMs: number, monoMs?: number): void {
     const s = this.s;
     if (wallMs > s.latestWallMs) s.latestWallMs = wallMs;
+    if (monoMs !== undefined && monoMs > s.monoMs) s.monoMs = monoMs;
     s.ticksElapsed++;
+    // Sends stamped with this tick happen at or after this reading (see NodeState.tickMonoMs).
+    s.tickMonoMs[s.ticksElapsed % s.tickMonoMs.length] =
+      monoMs === undefined ? Number.NEGATIVE_INFINITY : s.monoMs;
     if (s.leaderContactElapsed < s.electionTicks) s.leaderContactElapsed++;
     this.tickRole();
   }
 
-  observeTime(wallMs: number): void {
+  observeTime(wallMs: number, monoMs?: number): void {
     if (wallMs > this.s.latestWallMs) this.s.latestWallMs = wallMs;
+    if (monoMs !== undefined && monoMs > this.s.monoMs) this.s.monoMs = monoMs;
   }
 
   step(m: Message): void {
@@ -292,7 +297,8 @@ export class RaftNode implements RaftNodeApi {
     } else {
       this.becomeCandidate();
       term = s.term;
-      s.campaignTick = s.ticksElapsed;
+      // Taken before the requests go out: the grants' promises start after it.
+      s.campaignMonoMs = s.monoMs;
     }
     s.trk.recordVote(this.id, true);
     if (s.trk.tally() === VoteResult.Won) {

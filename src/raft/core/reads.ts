@@ -93,18 +93,67 @@ export function confirmReads(s: NodeState, from: NodeId, context: string): void 
 }
 
 /**
- * The read lease ("lease" mode). Every voter that acked one of our rounds (a heartbeat,
- * or its vote) promised to vote for no one else for electionTicks of its own ticks from
- * receiving it, so no other leader can exist until the quorum's latest acked send tick
- * plus electionTicks; we stop leaseMarginTicks short of that for drift. A transfer (in
- * progress, or TimeoutNow sent this term) overrides the promise, so it ends the lease.
+ * Bound on how far apart the rates of two members' monotonic clocks (and tick timers) may
+ * run, as a fraction: 0.01 = one clock may gain up to 1% on true time while another loses
+ * 1%. Quartz clocks drift by ~1e-4; the rest is head room. Leases assume it (README).
+ */
+export const CLOCK_RATE_DRIFT_MAX = 0.01;
+
+/**
+ * How long a lease lasts from its anchor, on the leader's monotonic clock, for members
+ * that tick every `tickMs` and keep their promise for `electionTicks` ticks.
+ *
+ * A follower's promise runs from receiving our round until its electionTicks-th tick after
+ * that; the first may come at once and a tick timer never fires faster than every tickMs
+ * of its clock (a stalled one fires later, which only lengthens the promise), so the
+ * promise lasts at least (electionTicks - 1) * tickMs of its clock, at least that times
+ * (1 - drift) of true time. Our leaseMs of our clock is at most leaseMs * (1 + drift) of
+ * true time, and it starts at the round's send, before the follower received it. One more
+ * tick comes off for timer jitter. Pure: the runtime passes the result as RaftConfig.leaseMs.
+ */
+export function readLeaseMs(tickMs: number, electionTicks: number): number {
+  const promiseMs = (electionTicks - 1) * tickMs * (1 - CLOCK_RATE_DRIFT_MAX);
+  return Math.max(0, promiseMs / (1 + CLOCK_RATE_DRIFT_MAX) - tickMs);
+}
+
+/**
+ * The read lease ("lease" mode), measured on the monotonic clock the runtime passes in
+ * (tick/observeTime), never in ticks: a paused process undercounts ticks, not time.
+ *
+ * Why a read served while it holds is linearizable. Every voter that acked one of our
+ * rounds (a heartbeat stamped with our tick T, or its grant of our Vote round) promised,
+ * on receiving it, to grant no vote or pre-vote and not campaign for electionTicks of its
+ * own ticks (election.ts, ignoresVoteRequest/campaignBreaksPromise), whatever the term.
+ * The anchor is the latest send time a quorum of the current voters acked (we count as
+ * acking now), taken as the monotonic reading given with tick T (NodeState.tickMonoMs) —
+ * no later than the send. readLeaseMs keeps the lease inside the promise for bounded
+ * clock-rate drift, so while `now < anchor + leaseMs` a quorum is still bound and no other
+ * leader can be elected in any term: every write completed before the read started was
+ * committed by us, at or below the commit index we take (an entry of our term is
+ * committed: handleReadIndex waits for that). `now` is the runtime's latest reading, given
+ * right before the read is asked or the message stepped.
+ *
+ * When the lease ends early, each case and why:
+ * - A transfer in progress or TimeoutNow sent this term: TimeoutNow makes the target
+ *   campaign with a transfer vote, which followers grant despite their promise; a sent
+ *   TimeoutNow may arrive however late, so the lease is gone for the rest of the term.
+ *   Both are checked before the lease (leadTransferee is set before TimeoutNow is sent).
+ * - Stepping down (higher term, CheckQuorum, removal): only a leader serves reads, and
+ *   reset() clears every member's acked time, so a later term starts with no lease.
+ * - A membership change: the anchor is recomputed over the current voters at each read. A
+ *   new voter brings no ack; a removed one no longer counts. Changes are one voter at a
+ *   time, so any quorum of the old configuration meets any of the new: a rival needs a
+ *   vote from a member of our acking quorum, which keeps its promise in every config.
+ * - A restart: the ring of tick readings and acked times are this incarnation's; a
+ *   restarted follower keeps its promise for electionTicks after starting (state.ts).
  * Reads before our first commit of this term already wait in handleReadIndex.
  */
 function leaseHolds(s: NodeState): boolean {
-  if (s.readOnlyOption !== "lease" || s.leadTransferee !== null || s.timeoutNowSent) return false;
-  const anchorTick = s.trk.leaseAnchorTick(s.id, s.ticksElapsed);
-  if (anchorTick === LEASE_NO_ACK) return false;
-  return s.ticksElapsed < anchorTick + s.electionTicks - s.leaseMarginTicks;
+  if (s.readOnlyOption !== "lease" || s.leaseMs <= 0) return false;
+  if (s.leadTransferee !== null || s.timeoutNowSent) return false;
+  const anchorMs = s.trk.leaseAnchorMs(s.id, s.monoMs);
+  if (anchorMs === LEASE_NO_ACK) return false;
+  return s.monoMs < anchorMs + s.leaseMs;
 }
 
 function answerRead(s: NodeState, from: NodeId, requestId: string, index: number, timeMs: number): void {

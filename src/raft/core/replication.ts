@@ -137,8 +137,10 @@ export function handleHeartbeatResp(s: NodeState, m: Message): void {
   // A rejected heartbeat: the follower lacks entries up to the commit index we sent, so
   // our match is wrong; a probe at match will reveal how much it lost (maybeLostAcked).
   if (m.reject && pr.state === "replicate") pr.becomeProbe();
-  // A tick beyond ours cannot be an echo of our own heartbeat: ignore it.
-  if (m.index > pr.leaseAckTick && m.index <= s.ticksElapsed) pr.leaseAckTick = m.index;
+  // The echoed send stamp (a tick of ours) anchors the lease at that tick's monotonic
+  // reading; a stamp beyond our ticks, or too old to remember, gives -Infinity: no evidence.
+  const sentMs = s.monoAtTick(m.index);
+  if (sentMs > pr.leaseAckMs) pr.leaseAckMs = sentMs;
   if (pr.match < s.log.lastIndex() || pr.state === "probe") {
     // Appends may have been lost: probe the follower's log even with nothing new to send.
     pr.forceSend = true;

@@ -27,8 +27,6 @@ export const DEFAULTS = {
   maxCommittedBytesPerReady: 64 << 20,
   /** Bound on queued ReadIndex requests; beyond it requests are dropped (the runtime times out). */
   maxPendingReads: 4096,
-  /** Ticks the lease ends early by, for clock drift and tick jitter between members. */
-  leaseMarginTicks: 1,
 } as const;
 
 export function newMessage(type: MessageType, from: NodeId, to: NodeId, term: number): Message {
@@ -77,7 +75,8 @@ export class NodeState {
   readonly quietHeartbeats: boolean;
   /** RaftConfig.commitNotices: a bare commit advance goes out as an unanswered Commit message. */
   readonly commitNotices: boolean;
-  readonly leaseMarginTicks: number;
+  /** RaftConfig.leaseMs: how long a lease lasts from its anchor, on our monotonic clock (0: no lease reads). */
+  readonly leaseMs: number;
   readonly maxSizePerMsgBytes: number;
   readonly maxUncommittedBytes: number;
   /** A leader's appends may be sent before its own persistence (Ready.messagesBeforePersist). */
@@ -87,16 +86,24 @@ export class NodeState {
   heartbeatElapsed = 0;
   randomizedElectionTimeout = 0;
   latestWallMs = 0;
-  /** Ticks counted by this incarnation: the clock the read lease is measured on. */
+  /** Ticks counted by this incarnation: heartbeats carry it as their send stamp. */
   ticksElapsed = 0;
+  /** The latest monotonic reading the runtime gave us (tick/observeTime); the read lease's clock. */
+  monoMs = Number.NEGATIVE_INFINITY;
+  /**
+   * Per recent tick T (slot T % length): the monotonic reading given with tick T — no later
+   * than any send stamped T, so the lease anchored on an ack of T starts no later than
+   * the follower's promise did. A slot is valid only for ticks within its length of now.
+   */
+  readonly tickMonoMs: Float64Array;
   /**
    * Ticks since we last heard from a leader or granted a vote, capped at electionTicks.
    * Unlike electionElapsed no term change resets it: it is our promise not to help elect
    * anyone else while a leader may still count on our ack for its read lease.
    */
   leaderContactElapsed: number;
-  /** The tick our latest Vote round went out: the grants in it anchor a new leader's lease. */
-  campaignTick = 0;
+  /** Our monotonic reading when our latest Vote round went out: its grants anchor a new leader's lease. */
+  campaignMonoMs = Number.NEGATIVE_INFINITY;
   /** TimeoutNow went out this term: the transfer vote overrides the followers' promise. */
   timeoutNowSent = false;
 
@@ -144,14 +151,11 @@ export class NodeState {
       this.readOnlyOption === "safe" &&
       this.electionTicks > 2 * this.heartbeatTicks + 1;
     this.commitNotices = config.commitNotices ?? false;
-    this.leaseMarginTicks = config.leaseMarginTicks ?? DEFAULTS.leaseMarginTicks;
-    if (
-      !Number.isInteger(this.leaseMarginTicks) ||
-      this.leaseMarginTicks < 1 ||
-      this.leaseMarginTicks >= this.electionTicks
-    ) {
-      throw new RangeError("need an integer 1 <= leaseMarginTicks < electionTicks");
+    this.leaseMs = config.leaseMs ?? 0;
+    if (!(this.leaseMs >= 0 && Number.isFinite(this.leaseMs))) {
+      throw new RangeError("need a finite leaseMs >= 0");
     }
+    this.tickMonoMs = new Float64Array(this.electionTicks + 2).fill(Number.NEGATIVE_INFINITY);
     this.maxSizePerMsgBytes = config.maxSizePerMsgBytes ?? DEFAULTS.maxSizePerMsgBytes;
     this.maxUncommittedBytes = config.maxUncommittedBytes ?? DEFAULTS.maxUncommittedBytes;
     this.appendsBeforePersist = config.appendsBeforePersist ?? false;
@@ -206,6 +210,14 @@ export class NodeState {
 
   send(m: Message): void {
     this.msgs.push(m);
+  }
+
+  /** The monotonic reading given with tick `tick` (a send stamp), or -Infinity if no longer known. */
+  monoAtTick(tick: number): number {
+    const slots = this.tickMonoMs.length;
+    if (tick > this.ticksElapsed || tick <= this.ticksElapsed - slots || tick < 0)
+      return Number.NEGATIVE_INFINITY;
+    return this.tickMonoMs[tick % slots]!;
   }
 
   /** Time never decreases along the log: not below our last entry's, even if our clock is behind. */

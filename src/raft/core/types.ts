@@ -218,12 +218,17 @@ export interface RaftConfig {
   checkQuorum?: boolean; // default true
   /**
    * "safe" = ReadIndex with a heartbeat round. "lease" = the leader answers at once while
-   * its lease holds (see README.md), else falls back to the round; it relies on members'
-   * ticks running at the same rate up to `leaseMarginTicks` per election timeout.
+   * its lease holds (see README.md), else falls back to the round; followers keep the
+   * promise a lease rests on. It relies on monotonic clocks whose rates differ by at most
+   * CLOCK_RATE_DRIFT_MAX (reads.ts) and on the runtime passing their readings.
    */
   readOnly?: "safe" | "lease"; // default "safe"
-  /** Lease mode: the lease ends this many ticks before followers may vote again. Default 1. */
-  leaseMarginTicks?: number;
+  /**
+   * Lease mode: how long a lease lasts from its anchor, in ms of the monotonic clock passed
+   * to tick/observeTime; use readLeaseMs(tickMs, electionTicks). Default 0: no lease reads
+   * (followers still keep the promise).
+   */
+  leaseMs?: number;
   /**
    * Let a leader's appends go out before its own write of them completes
    * (`Ready.messagesBeforePersist`). Default false: every message waits for persistence.
@@ -278,13 +283,18 @@ export interface RaftStatus {
 
 /** What the core offers the runtime (implemented by `RaftNode`). */
 export interface RaftNodeApi {
-  /** One logical tick; `wallMs` is the runtime's clock reading, used only to stamp entries. */
-  tick(wallMs: number): void;
   /**
-   * Records a clock reading without a logical tick, so an entry proposed or a read index
-   * taken right after is stamped with the current time, not the last tick's.
+   * One logical tick; `wallMs` is the runtime's clock reading, used only to stamp entries;
+   * `monoMs` a monotonic reading (never goes back), the read lease's clock (lease mode
+   * serves no lease reads without it).
    */
-  observeTime(wallMs: number): void;
+  tick(wallMs: number, monoMs?: number): void;
+  /**
+   * Records clock readings without a logical tick, so an entry proposed or a read index
+   * taken right after is stamped with the current time, not the last tick's, and a lease
+   * is checked against the current monotonic time.
+   */
+  observeTime(wallMs: number, monoMs?: number): void;
   step(message: Message): void;
   propose(data: Uint8Array): ProposeResult;
   proposeConfChange(change: ConfChange): ProposeResult;

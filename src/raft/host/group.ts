@@ -39,6 +39,11 @@ export interface GroupEnv {
   logger: RaftLogger;
   electionTicks: number;
   heartbeatTicks: number;
+  /**
+   * Read lease length in monotonic ms (RaftConfig.leaseMs), or 0: reads take ReadIndex's
+   * heartbeat round and no lease promise is kept. Every member of a group must agree.
+   */
+  readLeaseMs?: number;
   snapshotEntries: number;
   /** Also snapshot once the entries applied since the last snapshot hold this many bytes (0: off). */
   snapshotBytes: number;
@@ -220,6 +225,8 @@ export class RaftGroup {
       quietHeartbeats: true,
       // A bare commit advance goes out unanswered: one write per group then costs no ack of it.
       commitNotices: true,
+      // Lease reads (--read-lease): every member keeps the promise a lease rests on.
+      ...((env.readLeaseMs ?? 0) > 0 ? { readOnly: "lease" as const, leaseMs: env.readLeaseMs } : {}),
       logger: env.logger,
     });
     const conf = this.node.status().conf;
@@ -232,8 +239,9 @@ export class RaftGroup {
 
   tick(wallMs: number): void {
     if (this.closed) return;
-    this.node.tick(wallMs);
     const nowMs = this.env.monotonicMs();
+    // The monotonic reading is the read lease's clock (reads.ts); ticks undercount a pause.
+    this.node.tick(wallMs, nowMs);
     this.expireProposals(nowMs);
     this.expireReads(nowMs);
     this.expireLeaderWatchers(nowMs);
@@ -251,7 +259,8 @@ export class RaftGroup {
 
   step(message: Message): void {
     if (this.closed) return;
-    this.node.observeTime(this.env.nowMs());
+    // A forwarded read the leader answers from its lease is checked against this reading.
+    this.node.observeTime(this.env.nowMs(), this.env.monotonicMs());
     this.node.step(message);
     this.schedule();
   }
@@ -383,7 +392,8 @@ export class RaftGroup {
     const id = `${this.readIdPrefix}-${this.nextReadId++}`;
     this.reads.set(id, { id, waiters: this.queuedReads, ticksWaited: 0, state: undefined, reasked: false });
     this.queuedReads = [];
-    this.node.observeTime(this.env.nowMs());
+    // Taken after every read of the batch arrived: a lease that holds now covers them all.
+    this.node.observeTime(this.env.nowMs(), this.env.monotonicMs());
     this.node.readIndex(id);
   }
 
@@ -391,7 +401,7 @@ export class RaftGroup {
   private reaskRead(batch: ReadBatch): void {
     batch.ticksWaited = 0;
     batch.reasked = true;
-    this.node.observeTime(this.env.nowMs());
+    this.node.observeTime(this.env.nowMs(), this.env.monotonicMs());
     this.node.readIndex(batch.id);
   }
 

@@ -1,5 +1,6 @@
 import { join } from "node:path";
 import { DkvError } from "../../errors.ts";
+import { readLeaseMs } from "../core/reads.ts";
 import type { ConfChange, Message, NodeId, RaftLogger } from "../core/types.ts";
 import { SharedLog, type SharedLogStats } from "../storage/shared-log.ts";
 import { testFaults } from "../storage/test-faults.ts";
@@ -141,6 +142,7 @@ export class RaftHost {
       logger: this.logger,
       electionTicks: config.electionTicks,
       heartbeatTicks: config.heartbeatTicks,
+      readLeaseMs: config.readLease === true ? readLeaseMs(config.tickMs, config.electionTicks) : 0,
       snapshotEntries: config.snapshotEntries,
       snapshotBytes,
       compactionOverheadEntries: config.compactionOverheadEntries,

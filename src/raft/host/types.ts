@@ -47,6 +47,13 @@ export interface RaftHostConfig {
    * would pass it. 0 (default): unbounded; otherwise at least twice `snapshotBytes`.
    */
   raftLogMaxBytes?: number;
+  /**
+   * Leader lease reads (--read-lease): a leader answers linearizable reads from its own
+   * state while a quorum's recent acks bind it (src/raft/core/reads.ts), without a heartbeat
+   * round. Assumes members' monotonic clocks run at rates within CLOCK_RATE_DRIFT_MAX and
+   * never jump; every member must run the same setting. Default false: ReadIndex.
+   */
+  readLease?: boolean;
   /** Stamps entries and reads (the leader's time decides expiry); tests inject a ManualClock. */
   clock: Clock;
   transport: NodeTransport;

@@ -55,6 +55,8 @@ export interface ReplicatedShardsConfig {
   snapshotBytes?: number;
   /** --raft-log-max-bytes: bound on each group's in-memory log (0: none). Default 128 MiB. */
   raftLogMaxBytes?: number;
+  /** --read-lease: leader lease reads (RaftHostConfig.readLease). Default false. */
+  readLease?: boolean;
   /** --timeout: deadline of one store call, retries included, in ms. Default 5000. */
   requestTimeoutMs?: number;
   limits?: Partial<StoreLimits>;
@@ -213,6 +215,7 @@ export async function startReplicatedShards(config: ReplicatedShardsConfig): Pro
     leaderBalanceTicks: Math.ceil((config.leaderBalanceIntervalMs ?? 0) / rttMs),
     snapshotBytes: config.snapshotBytes ?? DEFAULTS.snapshotBytes,
     raftLogMaxBytes: config.raftLogMaxBytes ?? DEFAULTS.raftLogMaxBytes,
+    readLease: config.readLease ?? false,
     clock: config.clock ?? systemClock,
     transport,
     requestTimeoutMs,

@@ -1,13 +1,46 @@
 /**
  * Rules of the read lease (readOnly "lease"): a leader answers a read at once only while no
- * other leader can have been elected; otherwise it falls back to a heartbeat round.
+ * other leader can have been elected; otherwise it falls back to a heartbeat round. The
+ * lease runs on the monotonic clock passed with tick/observeTime (here: tickMs per tick).
  */
 import { describe, expect, test } from "bun:test";
-import { type Message, MessageType } from "../../../src/raft/core/index.ts";
+import {
+  CLOCK_RATE_DRIFT_MAX,
+  type Message,
+  MessageType,
+  readLeaseMs,
+} from "../../../src/raft/core/index.ts";
 import { bytes, Network } from "./network.ts";
 
 const voters = ["1", "2", "3"];
 const electionTicks = 10;
+const tickMs = 100;
+const leaseMs = readLeaseMs(tickMs, electionTicks);
+
+/** Each member's monotonic clock, in ms; a tick advances it by tickMs. */
+const clocks = new WeakMap<Network, Map<string, number>>();
+
+function monoOf(net: Network, id: string): number {
+  return clocks.get(net)?.get(id) ?? 0;
+}
+
+/** Advances `id`'s clock by `ms` without a tick (a paused process: time passes, no ticks). */
+function advance(net: Network, id: string, ms: number): void {
+  const clock = clocks.get(net)!;
+  clock.set(id, monoOf(net, id) + ms);
+  net.node(id).observeTime(0, monoOf(net, id));
+}
+
+function tickNode(net: Network, id: string, ticks = 1): void {
+  for (let i = 0; i < ticks; i++) {
+    clocks.get(net)!.set(id, monoOf(net, id) + tickMs);
+    net.node(id).tick(0, monoOf(net, id));
+  }
+}
+
+function tickEvery(net: Network, ticks = 1): void {
+  for (let i = 0; i < ticks; i++) for (const id of voters) tickNode(net, id);
+}
 
 /** How `id` handles a read issued now: answered in its next Ready, a heartbeat round, or neither. */
 function readMode(net: Network, id: string, requestId: string): "lease" | "round" | "none" {
@@ -21,18 +54,36 @@ function readMode(net: Network, id: string, requestId: string): "lease" | "round
 
 /** One tick everywhere, then everything delivered: the leader's heartbeats renew its lease. */
 function tickRound(net: Network): void {
-  net.tickAll(1);
+  tickEvery(net, 1);
   net.stabilize();
 }
 
 function leaseCluster(): Network {
-  const net = Network.of(voters, { readOnly: "lease", electionTicks, heartbeatTicks: 1 });
+  const net = Network.of(voters, { readOnly: "lease", leaseMs, electionTicks, heartbeatTicks: 1 });
+  clocks.set(net, new Map());
   net.elect("1");
   tickRound(net);
   return net;
 }
 
 describe("Raft rules: read lease", () => {
+  test("the lease, run fast by the drift bound, ends a tick before the shortest promise run slow", () => {
+    const d = CLOCK_RATE_DRIFT_MAX;
+    for (const [tick, ticks] of [
+      [100, 10],
+      [1, 2],
+      [50, 3],
+      [10, 100],
+    ] as const) {
+      const lease = readLeaseMs(tick, ticks);
+      const shortestPromise = (ticks - 1) * tick * (1 - d);
+      // 0 (no lease at all) when the promise is too short to fit one.
+      if (lease > 0) expect(lease * (1 + d) + tick).toBeLessThanOrEqual(shortestPromise + 1e-9);
+      expect(lease).toBeGreaterThanOrEqual(0);
+    }
+    expect(Math.round(readLeaseMs(100, 10))).toBe(782);
+  });
+
   test("an isolated leader stops serving lease reads before a new leader can be elected", () => {
     const net = leaseCluster();
     expect(readMode(net, "1", "warm")).toBe("lease");
@@ -41,7 +92,7 @@ describe("Raft rules: read lease", () => {
     let newLeaderRound = -1;
     // Node 3 tries to take over every round; it succeeds as soon as node 2 will vote.
     for (let round = 1; round <= 4 * electionTicks && newLeaderRound < 0; round++) {
-      net.tickAll(1);
+      tickEvery(net, 1);
       if (readMode(net, "1", `r${round}`) === "lease") lastLeaseRound = round;
       if (net.node("3").status().role !== "leader") net.node("3").campaign();
       net.stabilize();
@@ -50,9 +101,49 @@ describe("Raft rules: read lease", () => {
     expect(lastLeaseRound).toBeGreaterThan(0);
     expect(newLeaderRound).toBeGreaterThan(0);
     expect(lastLeaseRound).toBeLessThan(newLeaderRound);
-    // The lease ends leaseMarginTicks (default 1) before the followers' promise does.
-    expect(lastLeaseRound).toBe(electionTicks - 2);
+    // The lease (782 ms of 100 ms ticks: (10 - 1) ticks less 1% drift each way, less one
+    // tick of jitter) ends well before the followers' promise of 10 ticks does.
+    expect(lastLeaseRound).toBe(7);
     expect(newLeaderRound).toBe(electionTicks);
+  });
+
+  test("a paused leader (time passes, no ticks) serves no lease read once its lease ran out", () => {
+    const net = leaseCluster();
+    expect(readMode(net, "1", "before")).toBe("lease");
+    // SIGSTOP: the followers keep ticking, the leader neither ticks nor hears anything.
+    net.isolate("1");
+    for (let i = 0; i < electionTicks; i++) {
+      tickNode(net, "2");
+      tickNode(net, "3");
+    }
+    // SIGCONT: a read is asked before the leader's next tick; its clock says 1 s passed.
+    advance(net, "1", electionTicks * tickMs);
+    expect(readMode(net, "1", "after-pause")).toBe("round");
+  });
+
+  test("the lease counts from the round's send, not from the ack's arrival", () => {
+    const net = leaseCluster();
+    net.stabilize();
+    // A heartbeat goes out at this tick; its acks come back 500 ms later.
+    tickEvery(net, 1);
+    const sentMs = monoOf(net, "1");
+    net.deliver((m) => m.type === MessageType.Heartbeat);
+    for (const id of voters) net.processReady(id);
+    advance(net, "1", 500);
+    net.stabilize();
+    expect(readMode(net, "1", "early")).toBe("lease");
+    net.stabilize();
+    // Just past sent + leaseMs: measured from the ack, the lease would hold for 500 ms more.
+    advance(net, "1", sentMs + leaseMs + 1 - monoOf(net, "1"));
+    expect(readMode(net, "1", "late")).toBe("round");
+  });
+
+  test("without monotonic readings there is no lease: reads take the round", () => {
+    const net = Network.of(voters, { readOnly: "lease", leaseMs, electionTicks, heartbeatTicks: 1 });
+    net.elect("1");
+    net.tickAll(1);
+    net.stabilize();
+    expect(readMode(net, "1", "no-clock")).toBe("round");
   });
 
   test("no lease reads during a leadership transfer, nor after TimeoutNow was sent", () => {
@@ -99,16 +190,16 @@ describe("Raft rules: read lease", () => {
     expect(net.node("2").status()).toMatchObject({ term: 5, leader: null, vote: null });
     // ...yet it still answers no vote request, of that term or a later one.
     expect(grantsOf(net, "2", [vote(5), vote(6, MessageType.PreVote), vote(6)])).toEqual([]);
-    net.tick("2", electionTicks);
+    tickNode(net, "2", electionTicks);
     expect(grantsOf(net, "2", [vote(6)])).toEqual([MessageType.VoteResp]);
   });
 
   test("a restarted follower keeps the promise for electionTicks, as if it had just acked", () => {
     const net = leaseCluster();
     net.restart("2");
-    net.tick("2", electionTicks - 1);
+    tickNode(net, "2", electionTicks - 1);
     expect(grantsOf(net, "2", [vote(5, MessageType.PreVote), vote(5)])).toEqual([]);
-    net.tick("2", 1);
+    tickNode(net, "2", 1);
     expect(grantsOf(net, "2", [vote(5)])).toEqual([MessageType.VoteResp]);
   });
 });

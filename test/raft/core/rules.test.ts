@@ -262,7 +262,9 @@ describe("Raft rules", () => {
   });
 
   test("lease reads are answered by the leader without a heartbeat round", () => {
-    const net = Network.of(ids(3), { readOnly: "lease" });
+    const net = Network.of(ids(3), { readOnly: "lease", leaseMs: 1000 });
+    // The lease runs on the monotonic clock the runtime passes in; the votes anchor it.
+    net.node("1").observeTime(0, 0);
     net.elect("1");
     net.node("1").readIndex("r");
     const rd = net.processReady("1")!;

@@ -34,6 +34,8 @@ export interface CoreFactory {
   createStorage(init: StorageInit): SimStorage;
   encodeConfChange(change: ConfChange): Uint8Array;
   decodeConfChange(data: Uint8Array): ConfChange;
+  /** The lease length the runtime configures (src/raft/core/reads.ts), from the same copy. */
+  readLeaseMs(tickMs: number, electionTicks: number): number;
 }
 
 /** The shape of src/raft/core/index.ts (or a copy of it) that `coreFromModule` adapts. */
@@ -42,6 +44,7 @@ export interface CoreModule {
   MemoryLogStorage: new (init: StorageInit) => SimStorage;
   encodeConfChange(change: ConfChange): Uint8Array;
   decodeConfChange(data: Uint8Array): ConfChange;
+  readLeaseMs(tickMs: number, electionTicks: number): number;
 }
 
 export function coreFromModule(mod: CoreModule): CoreFactory {
@@ -50,6 +53,7 @@ export function coreFromModule(mod: CoreModule): CoreFactory {
     createStorage: (init) => new mod.MemoryLogStorage(init),
     encodeConfChange: (change) => mod.encodeConfChange(change),
     decodeConfChange: (data) => mod.decodeConfChange(data),
+    readLeaseMs: (tickMs, electionTicks) => mod.readLeaseMs(tickMs, electionTicks),
   };
 }
 

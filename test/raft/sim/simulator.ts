@@ -5,6 +5,8 @@
  * event happens; then a liveness phase heals everything and requires convergence within a
  * bounded number of ticks. A failure throws `SimFailure` naming the seed and replay line.
  */
+
+import { CLOCK_RATE_DRIFT_MAX } from "../../../src/raft/core/reads.ts";
 import {
   type ConfChange,
   type ConfState,
@@ -64,6 +66,14 @@ export interface Swarm {
    * Never drawn (0 unless a swarm sets it), so seeds keep the fault sequence they had.
    */
   leaderPairIsolateRate: number;
+  /**
+   * Cuts the link between the leader and one follower (both ways), everything else intact:
+   * that follower times out and campaigns while the others still ack the leader, whose
+   * lease counts on them to refuse it; added to whatever else is cut, so a leader isolated
+   * soon after leaves that follower's timer running ahead of the others'. Never drawn (0
+   * unless a swarm sets it).
+   */
+  leaderLinkCutRate?: number;
   restartRate: number;
   /** Chance, per Ready, of a crash somewhere inside its handling (losing the unpersisted part). */
   crashInReadyRate: number;
@@ -100,6 +110,8 @@ export interface SimOptions {
   logMessages?: boolean;
   /** Overrides the seed's chance per step of pausing a node (SIGSTOP). */
   pauseRate?: number;
+  /** Bound on each clock's rate drift either way; default the lease's CLOCK_RATE_DRIFT_MAX. */
+  clockDriftMax?: number;
 }
 
 export interface SimStats {
@@ -217,6 +229,13 @@ interface SimNode {
   role: Role;
   incarnation: number;
   clockOffsetMs: number;
+  /**
+   * This incarnation's monotonic clock (the read lease's): `monoOriginMs` at step
+   * `monoStartStep`, running at `monoRate` of true time (bounded drift, see clockRate).
+   */
+  monoOriginMs: number;
+  monoStartStep: number;
+  monoRate: number;
   tickPhase: number;
   lastSnapshotIndex: number;
   /** This node's own proposals by log index; acknowledged once applied there with the same term. */
@@ -250,6 +269,12 @@ class Simulation {
   /** Its own stream, so the pause fault leaves the other choices of a seed as they were. */
   private readonly pausePrng: Prng;
   private readonly pauseRate: number;
+  /** Its own stream: each incarnation's monotonic clock origin and rate. */
+  private readonly clockPrng: Prng;
+  /** Bound on a clock's rate drift either way (the lease's assumption, unless a test breaks it). */
+  private readonly clockDriftMax: number;
+  /** RaftConfig.leaseMs for lease seeds, from the core under test. */
+  private readonly leaseMs: number;
   private readonly checker = new Checker();
   private readonly nodes: SimNode[] = [];
   private readonly byId = new Map<NodeId, SimNode>();
@@ -279,9 +304,12 @@ class Simulation {
     this.pausePrng = this.prng.derive(6);
     const pauseRate =
       options.pauseRate ?? (this.pausePrng.chance(0.3) ? this.pausePrng.pick([0.002, 0.005, 0.01]) : 0);
-    // A paused node ticks once at resume, not once per missed tick: the read lease assumes
-    // a runtime that catches up missed ticks (core README), so no pauses with leases.
-    this.pauseRate = this.swarm.readOnly === "lease" ? 0 : pauseRate;
+    // A paused node ticks once at resume, not once per missed tick; its monotonic clock
+    // ran on, and the lease is measured on that clock, so leases face pauses too.
+    this.pauseRate = pauseRate;
+    this.clockPrng = this.prng.derive(7);
+    this.clockDriftMax = options.clockDriftMax ?? CLOCK_RATE_DRIFT_MAX;
+    this.leaseMs = this.core.readLeaseMs(this.swarm.tickSteps * msPerStep, this.swarm.electionTicks);
     this.network.onLost = (message) => this.messageLost(message);
     if (this.mutations.forgeVoteGrant || this.mutations.forgeCommit) this.network.tamper = this.tamper;
     this.stats = {
@@ -389,8 +417,19 @@ class Simulation {
       if (node.raft === null || node.pausedUntil > 0) continue;
       if ((this.step + node.tickPhase) % this.swarm.tickSteps !== 0) continue;
       if (this.phase === "faults" && this.faultPrng.chance(this.swarm.tickSkipRate)) continue;
-      this.input(node, (raft) => raft.tick(nowMs + node.clockOffsetMs));
+      this.input(node, (raft) => raft.tick(nowMs + node.clockOffsetMs, this.monoMs(node)));
     }
+  }
+
+  /** `node`'s monotonic clock now: it drifts from true time at its rate, never goes back. */
+  private monoMs(node: SimNode): number {
+    return node.monoOriginMs + (this.step - node.monoStartStep) * msPerStep * node.monoRate;
+  }
+
+  /** A clock rate within the drift the lease allows, mostly at its extremes (the hard cases). */
+  private clockRate(): number {
+    const drift = this.clockDriftMax;
+    return this.clockPrng.pick([1 - drift, 1 + drift, 1 + drift, 1, 1 - drift / 2]);
   }
 
   // ---- the runtime: drain Ready exactly per the contract ----
@@ -401,6 +440,8 @@ class Simulation {
       node.pausedInbox.push(act);
       return;
     }
+    // As the host does before every input: the lease is checked against the clock now.
+    node.raft.observeTime(0, this.monoMs(node));
     act(node.raft);
     this.drain(node);
   }
@@ -628,6 +669,9 @@ class Simulation {
       role: "follower",
       incarnation: 0,
       clockOffsetMs: 0,
+      monoOriginMs: 0,
+      monoStartStep: 0,
+      monoRate: 1,
       tickPhase: this.faultPrng.int(0, this.swarm.tickSteps - 1),
       lastSnapshotIndex: 0,
       pendingWrites: new Map(),
@@ -664,6 +708,10 @@ class Simulation {
     node.role = "follower";
     node.incarnation++;
     node.clockOffsetMs = this.faultPrng.int(-this.swarm.clockSkewMs, this.swarm.clockSkewMs);
+    // Its own stream, so the other choices of a seed stay as they were.
+    node.monoOriginMs = this.clockPrng.int(0, 1_000_000);
+    node.monoStartStep = this.step;
+    node.monoRate = this.clockRate();
     node.raft = this.core.createNode({
       id: node.id,
       storage: node.disk,
@@ -674,6 +722,7 @@ class Simulation {
       preVote: this.swarm.preVote,
       checkQuorum: this.swarm.checkQuorum,
       readOnly: this.swarm.readOnly,
+      ...(this.swarm.readOnly === "lease" ? { leaseMs: this.leaseMs } : {}),
       maxSizePerMsgBytes: this.swarm.maxSizePerMsgBytes,
       maxInflightMsgs: this.swarm.maxInflightMsgs,
       maxUncommittedBytes: this.swarm.maxUncommittedBytes,
@@ -841,7 +890,7 @@ class Simulation {
     if (node.raft === null) return;
     this.trace(`${node.id} resumes with ${inbox.length} inputs waiting`);
     const nowMs = this.step * msPerStep;
-    this.input(node, (raft) => raft.tick(nowMs + node.clockOffsetMs));
+    this.input(node, (raft) => raft.tick(nowMs + node.clockOffsetMs, this.monoMs(node)));
     for (let i = inbox.length - 1; i > 0; i--) {
       const j = this.pausePrng.int(0, i);
       [inbox[i], inbox[j]] = [inbox[j]!, inbox[i]!];
@@ -908,6 +957,17 @@ class Simulation {
         );
         this.stats.partitions++;
         this.trace(`isolate the leader ${leader.id} with ${follower.id}`);
+      }
+    }
+    const linkCutRate = this.swarm.leaderLinkCutRate ?? 0;
+    if (linkCutRate > 0 && prng.chance(linkCutRate)) {
+      const leader = this.currentLeader();
+      const followers = active.filter((node) => node !== leader && node.raft !== null);
+      if (leader !== null && followers.length > 0) {
+        const follower = prng.pick(followers);
+        this.network.partition([leader.id], [follower.id]);
+        this.stats.partitions++;
+        this.trace(`cut the link between the leader ${leader.id} and ${follower.id}`);
       }
     }
     if (this.network.cutLinks > 0 && prng.chance(this.swarm.healRate)) {

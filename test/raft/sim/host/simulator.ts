@@ -16,6 +16,7 @@
  */
 import type { Clock } from "../../../../src/clock.ts";
 import { DkvError } from "../../../../src/errors.ts";
+import { CLOCK_RATE_DRIFT_MAX } from "../../../../src/raft/core/reads.ts";
 import { type Entry, type Message, MessageType, type NodeId } from "../../../../src/raft/core/types.ts";
 import type { GroupOptions } from "../../../../src/raft/host/group.ts";
 import type { RaftHost } from "../../../../src/raft/host/raft-host.ts";
@@ -109,6 +110,11 @@ export interface HostSwarm {
    * (raft/host/ready-pass.ts) carries several groups' Readys in one disk batch.
    */
   bystanderGroups: number;
+  /**
+   * Members run lease reads (RaftHostConfig.readLease). Not drawn with the other knobs:
+   * each seed draws it from its own stream, so the others stay what they were.
+   */
+  readLease?: boolean;
 }
 
 export interface HostSimOptions {
@@ -315,6 +321,10 @@ interface SimProcess {
   inbox: (() => void)[];
   tickPhase: number;
   clockOffsetMs: number;
+  /** This incarnation's monotonic clock: its origin, the step it started, its rate (drift). */
+  monoOriginMs: number;
+  monoStartStep: number;
+  monoRate: number;
 }
 
 type CallOutcome<T> = { ok: true; value: T } | { ok: false; error: unknown } | { lost: true };
@@ -346,6 +356,8 @@ class HostSimulation {
   private readonly faultPrng: Prng;
   private readonly clientPrng: Prng;
   private readonly diskPrng: Prng;
+  /** Each incarnation's monotonic clock (origin, rate) and whether members run lease reads. */
+  private readonly clockPrng: Prng;
   private readonly bystanderPrng: Prng | null;
   private bystanderWrites = 0;
   private readonly network: HostNetwork;
@@ -370,6 +382,8 @@ class HostSimulation {
     // Drawn only when used, so the streams (and runs) of seeds without it stay the same.
     this.bystanderPrng = this.swarm.bystanderWriteRate > 0 ? this.prng.derive(7) : null;
     this.network = new HostNetwork(this.prng.derive(5), this.swarm.network);
+    this.clockPrng = this.prng.derive(8);
+    this.swarm.readLease ??= this.clockPrng.chance(0.5);
     this.log = options.log ?? null;
     this.stats = {
       seed: options.seed,
@@ -406,6 +420,9 @@ class HostSimulation {
         inbox: [],
         tickPhase: nodePrng.int(0, this.swarm.tickSteps - 1),
         clockOffsetMs: nodePrng.int(0, 500),
+        monoOriginMs: 0,
+        monoStartStep: 0,
+        monoRate: 1,
       };
       this.nodes.push(node);
       this.byId.set(id, node);
@@ -468,7 +485,14 @@ class HostSimulation {
     if (node.host !== null) return;
     node.incarnation++;
     const incarnation = node.incarnation;
-    const scheduler = new SimScheduler(() => this.nowMs());
+    // Each incarnation's monotonic clock starts anywhere and runs at its own rate, within
+    // the drift the read lease allows (mostly at its extremes, the hard cases).
+    node.monoOriginMs = this.clockPrng.int(0, 1_000_000);
+    node.monoStartStep = this.step;
+    node.monoRate = this.clockPrng.pick([1 - CLOCK_RATE_DRIFT_MAX, 1 + CLOCK_RATE_DRIFT_MAX, 1]);
+    const scheduler = new SimScheduler(
+      () => node.monoOriginMs + (this.step - node.monoStartStep) * msPerStep * node.monoRate,
+    );
     const transport = new SimTransport(node.id, (envelope) => this.send(node, incarnation, envelope));
     const clock: Clock = {
       now: () => this.nowMs() + node.clockOffsetMs,
@@ -486,6 +510,7 @@ class HostSimulation {
       compactionOverheadEntries: this.swarm.compactionOverheadEntries,
       snapshotBytes: this.swarm.snapshotBytes,
       raftLogMaxBytes: this.swarm.raftLogMaxBytes,
+      readLease: this.swarm.readLease === true,
       clock,
       transport,
       random: () => nodePrng.float(),
@@ -614,7 +639,9 @@ class HostSimulation {
     const inbox = node.inbox;
     node.inbox = [];
     this.trace(`${node.id} resumes with ${inbox.length} inputs waiting`);
-    node.scheduler?.onTick?.();
+    // The timer's tick fires among what waited, not necessarily first: a read asked before
+    // it must still see the time the pause took (the read lease's clock).
+    inbox.push(() => node.scheduler?.onTick?.());
     shuffle(inbox, this.faultPrng);
     for (const input of inbox) {
       if (node.host === null) return;
