@@ -11,9 +11,9 @@ export const readLeaseOptions = [
     name: "read-lease",
     type: "string",
     choices: ["on", "off"],
-    default: "on",
+    default: "off",
     valueHint: "on|off",
     description:
-      "Leader lease reads: a leader answers linearizable reads from its own state while a quorum's recent heartbeat acks bind it, without a heartbeat round per read batch. Assumes members' monotonic clocks run at rates within 1% of each other and never jump; every member must run the same setting. off: ReadIndex (one heartbeat round per read batch)",
+      "Leader lease reads: a leader answers linearizable reads from its own state while a quorum's recent heartbeat acks bind it, without a heartbeat round per read batch. Assumes members' monotonic clocks run at rates within 1% of each other and never jump; every member must run the same setting. off (the default): ReadIndex (one heartbeat round per read batch, no clock assumption)",
   }),
 ] as const;
