@@ -148,6 +148,13 @@ describe("resolveNodeOptions", () => {
     expect(big?.nodeQueueBytesMax).toBeGreaterThanOrEqual(big?.nodeFrameBytesMax ?? Number.POSITIVE_INFINITY);
   });
 
+  test("--read-lease is off unless asked for (ReadIndex by default); on reaches the Raft options", () => {
+    const shards = "200=dstore";
+    expect(optionsOf({ shards }).raft?.readLease).toBe(false);
+    const on = parseCommandLine(["--read-lease", "on"], serveOptions, [], {}).options["read-lease"];
+    expect(optionsOf({ shards, "read-lease": on }).raft?.readLease).toBe(true);
+  });
+
   test("the unix transport listens on the default socket path when no endpoint is given", () => {
     const options = resolveNodeOptions({ ...readOptions(serveOptions, {}), transport: "unix" });
     expect(options.rpc.endpoint).toBe("/tmp/dkv.sock");
