@@ -1,8 +1,8 @@
 /**
- * Ready stretches for all groups of a host (src/raft/host/ready-pass.ts): what every group
- * has to persist in a task goes to the disk together, and a group with work while other
- * groups' Readys wait for an fsync starts its own Ready at once instead of waiting for
- * that fsync (its persistence joins the log's next batch).
+ * One Ready pass at a time for all groups of a host (src/raft/host/ready-pass.ts): what
+ * every group has to persist in a pass goes to the disk together, and work arriving while
+ * a pass waits for its fsync gathers for the next pass instead of starting a write (and a
+ * round of messages) of its own.
  */
 import { describe, expect, test } from "bun:test";
 import { ManualClock } from "../../../src/clock.ts";
@@ -94,21 +94,22 @@ async function soloHost(groupCount: number): Promise<{ host: RaftHost; disk: Sim
 }
 
 describe("one Ready pass for all groups", () => {
-  test("proposals to other groups while one group's write awaits its fsync start at once, and one fsync makes them all durable", async () => {
+  test("proposals to other groups while one group's write awaits its fsync are written together after it, not one by one", async () => {
     const { host, disk } = await soloHost(4);
     const first = host.propose(1, utf8.encode("a"));
     await settle();
     expect(unsyncedGroups(disk)).toEqual([1]);
     const others = [2, 3, 4].map((groupId) => host.propose(groupId, utf8.encode("b")));
     await settle();
-    // Group 1's write still waits for the disk; the others did not wait for it to be written.
-    expect(unsyncedGroups(disk)).toEqual([1, 2, 3, 4]);
+    // The pass holding group 1's write is still waiting for the disk: nothing else written.
+    expect(unsyncedGroups(disk)).toEqual([1]);
     disk.sync(false);
-    for (let i = 0; i < 5 && disk.hasPending; i++) {
-      await settle();
-      disk.sync(false);
-    }
+    await settle();
     expect(await first).toEqual(utf8.encode(String(host.status(1).appliedIndex)));
+    // The next pass wrote the three other groups' entries together, awaiting one fsync.
+    expect(unsyncedGroups(disk).filter((groupId) => groupId !== 1)).toEqual([2, 3, 4]);
+    disk.sync(false);
+    await settle();
     const results = await Promise.all(others);
     expect(results.map((r) => new TextDecoder().decode(r))).toEqual(
       [2, 3, 4].map((groupId) => String(host.status(groupId).appliedIndex)),
@@ -150,7 +151,7 @@ describe("ReadyPasses", () => {
     }
   }
 
-  test("a group asking while others' Readys await their fsync starts at once; a detached Ready (a snapshot install) holds nobody up", async () => {
+  test("a group asking during a pass waits for the pass; a detached Ready (a snapshot install) holds nobody up", async () => {
     const passes = new ReadyPasses((run) => setImmediate(run));
     const slow = new FakeGroup();
     const installing = new FakeGroup(true);
@@ -162,16 +163,14 @@ describe("ReadyPasses", () => {
     passes.request(late);
     passes.request(installing);
     await settle();
-    expect([late.started, installing.started, slow.started]).toEqual([1, 2, 1]);
-    expect(slow.finished).toBe(0);
-    // A slow group asking again while its Ready is in flight: its own startReady refuses
-    // (RaftGroup returns false while draining); the fake here counts the ask.
-    late.finish?.();
-    await settle();
-    expect([late.finished, slow.finished]).toEqual([1, 0]);
+    expect(late.started).toBe(0);
+    expect(installing.started).toBe(1);
     slow.finish?.();
     await settle();
-    expect(slow.finished).toBe(1);
+    expect(late.started).toBe(1);
+    expect(installing.started).toBe(2);
+    late.finish?.();
+    await settle();
   });
 
   /** A group that logs its starts and finishes; `wait` decides what each start returns. */
@@ -187,7 +186,7 @@ describe("ReadyPasses", () => {
     };
   }
 
-  test("what one fsync made durable is finished in one stretch between one hold and one release; a Ready asked for meanwhile does not wait for it", async () => {
+  test("what one fsync made durable is finished in one stretch with the next pass's starts, between one hold and one release", async () => {
     const log: string[] = [];
     const passes = new ReadyPasses((run) => setImmediate(run), {
       hold: () => log.push("hold"),
@@ -202,14 +201,13 @@ describe("ReadyPasses", () => {
     await settle();
     expect(log).toEqual(["hold", "start a", "start b", "release"]);
     log.length = 0;
-    passes.request(c); // arrives while the fsync runs: nothing to wait for, so it does not wait for a and b
+    passes.request(c); // arrives while the fsync runs: waits for the pass
     await settle();
-    expect(log).toEqual(["hold", "start c", "finish c", "release"]);
-    log.length = 0;
+    expect(log).toEqual([]);
     fsync.resolve();
     await settle();
-    // The acks and applies of a and b: one stretch.
-    expect(log).toEqual(["hold", "finish a", "finish b", "release"]);
+    // The acks and applies of a and b, and c's Ready (nothing to wait for: finished at once), one stretch.
+    expect(log).toEqual(["hold", "finish a", "finish b", "start c", "finish c", "release"]);
   });
 
   test("a Ready with nothing to wait for is finished in the stretch that started it, not after another group's fsync", async () => {
