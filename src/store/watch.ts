@@ -14,8 +14,9 @@ export interface WatchChange {
 }
 
 /**
- * Every change up to `revision` has been delivered: first when the watch starts (the
- * revision it starts after), then whenever nothing matched for the progress interval.
+ * Every change up to `revision` has been delivered, and the store has reached it: first
+ * when the watch starts (the revision it starts after, or the store's revision when the
+ * watch starts beyond it), then whenever nothing matched for the progress interval.
  */
 export interface WatchProgress {
   type: "progress";

@@ -353,7 +353,8 @@ export const streamOpCodes = { snapshotStream: 50, watch: 51, watchCancel: 52 } 
  * fromRevision 0 = from now, progressIntervalMs 0 = the server's default), answered by
  * response frames each carrying one `watchEventSchema` record until the client sends
  * `watchCancel` with the same request id (empty body) or an error frame ends it. The
- * first event is a progress event with the revision the watch starts after.
+ * first event is a progress event with the revision the watch starts after (the serving
+ * member's revision when the watch starts beyond it: progress never runs ahead of it).
  */
 export const watchRequestSchema: readonly FieldSpec[] = [
   f("key", "str"),

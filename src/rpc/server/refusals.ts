@@ -70,11 +70,6 @@ export class ConnectionRefuser<T> {
     this.refusing.delete(socket);
   }
 
-  /** Refusals still in progress. */
-  get inProgress(): number {
-    return this.refusing.size;
-  }
-
   stop(): void {
     for (const socket of this.refusing) socket.terminate();
   }

@@ -12,6 +12,7 @@ import {
 } from "../../config/defaults.ts";
 import { DkvError } from "../../errors.ts";
 import { LockManager } from "../../lockmgr/lock-manager.ts";
+import { readLeaseMs } from "../../raft/core/reads.ts";
 import type { NodeId, RaftLogger } from "../../raft/core/types.ts";
 import { ClusterMembership, MEMBERSHIP_GROUP_ID } from "../../raft/host/membership.ts";
 import { bootstrapConf, loadMembershipSeed } from "../../raft/host/membership-seed.ts";
@@ -187,6 +188,12 @@ export async function startReplicatedShards(config: ReplicatedShardsConfig): Pro
     throw new DkvError(
       "USAGE",
       `--election-rtt-factor (${electionTicks}) must be greater than --heartbeat-rtt-factor (${heartbeatTicks}), both whole numbers > 0`,
+    );
+  }
+  if (config.readLease === true && readLeaseMs(rttMs, electionTicks) <= 0) {
+    throw new DkvError(
+      "USAGE",
+      `--read-lease on needs an election timeout of at least 3 ticks to leave room for a lease; --election-rtt-factor ${electionTicks} leaves none: raise it, or run --read-lease off`,
     );
   }
   const peers = new Map([...clusterMembers].filter(([id]) => id !== config.replicaId));
