@@ -10,9 +10,9 @@
  *   the JIT after some seconds and grows RSS), split into the executable's pages and
  *   anonymous memory. How the binary's pages came into the page cache moves the first
  *   figure by 2-5 MiB: a file just written (`cp`, a download, a build) is cached in large
- *   folios and the kernel maps more of it per fault than for one read back from disk (the
- *   same binary here: 34.8-37.5 MiB just copied, 32.2-32.7 MiB after its pages were
- *   dropped). `--cold-binary` drops them first (fsync, then `dd iflag=nocache count=0`),
+ *   folios (likely; ext4, Linux 6.18) and more of it is mapped per fault than for one read
+ *   back from disk (the same binary here: 34.8-37.5 MiB just copied, 32.2-32.7 MiB after
+ *   its pages were dropped). `--cold-binary` drops them first (fsync, then `dd iflag=nocache count=0`),
  *   as after a reboot; compare builds either both cold or both copied at the same time;
  * - large: 3 members (shard 200 = dstore), `--large-writes` sets of 1 MiB values over
  *   `--large-keys` keys with 8 in flight, then RSS of each member once every member has
