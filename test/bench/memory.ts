@@ -2,11 +2,18 @@
  * Memory of dkv members (a plain script, not a test), each figure from real processes:
  *
  *   bun run test/bench/memory.ts [--dkv dist/dkv] [--only idle,large,many]
- *       [--large-writes 300] [--large-keys 8] [--many-writes 1000000]
+ *       [--large-writes 300] [--large-keys 8] [--many-writes 1000000] [--breakdown]
+ *       [--cold-binary]
  *
  * - idle: RSS of `dkv serve` (no data, default shards) 4 s after it answers, and again
  *   20 s after (periodic work that runs while idle, such as a timer, gets compiled by
- *   the JIT after some seconds and grows RSS);
+ *   the JIT after some seconds and grows RSS), split into the executable's pages and
+ *   anonymous memory. How the binary's pages came into the page cache moves the first
+ *   figure by 2-5 MiB: a file just written (`cp`, a download, a build) is cached in large
+ *   folios (likely; ext4, Linux 6.18) and more of it is mapped per fault than for one read
+ *   back from disk (the same binary here: 34.8-37.5 MiB just copied, 32.2-32.7 MiB after
+ *   its pages were dropped). `--cold-binary` drops them first (fsync, then `dd iflag=nocache count=0`),
+ *   as after a reboot; compare builds either both cold or both copied at the same time;
  * - large: 3 members (shard 200 = dstore), `--large-writes` sets of 1 MiB values over
  *   `--large-keys` keys with 8 in flight, then RSS of each member once every member has
  *   applied the last write (the state machine itself holds keys × 1 MiB);
@@ -15,13 +22,17 @@
  *   median of RSS sampled every 250 ms during them and the peak (VmHWM: RSS swings with
  *   the collector, so one sample alone is noisy), RSS 3 s after, the write rate (the
  *   request-id table holds 60 s of ids, so it scales with the rate) and the server's CPU
- *   time per set.
+ *   time per set. With `--breakdown` the member also serves --metrics-endpoint (its hooks
+ *   cost well under 1% per request) and the report adds the JS heap in use and the
+ *   ArrayBuffer (external) bytes, median and peak of the same samples and 3 s after: what
+ *   of the RSS is live data, what is garbage the collector has not yet taken, and what is
+ *   the runtime and allocator.
  *
  * Run it once with the binary of the commit before and once with this one (`--dkv`), side
  * by side. Every server gets a temporary data dir and free 127.0.0.1 ports and is killed
  * by PID at the end.
  */
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, open, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { RpcClient } from "../../src/rpc/client/index.ts";
@@ -52,6 +63,8 @@ const LARGE_WRITES = Number(flagValue(argv, "--large-writes", "300"));
 const LARGE_KEYS = Number(flagValue(argv, "--large-keys", "8"));
 const MANY_WRITES = Number(flagValue(argv, "--many-writes", "1000000"));
 const MANY_KEYS = 100;
+const BREAKDOWN = argv.includes("--breakdown");
+const COLD_BINARY = argv.includes("--cold-binary");
 
 const started: Bun.Subprocess[] = [];
 
@@ -84,9 +97,13 @@ async function clusterStatus(endpoints: readonly string[]): Promise<ShardStatus[
   return report.nodes.map((node) => node.shards);
 }
 
-async function startMembers(root: string, count: number): Promise<{ pids: number[]; endpoints: string[] }> {
+async function startMembers(
+  root: string,
+  count: number,
+  extraArgs: readonly string[] = [],
+): Promise<{ pids: number[]; endpoints: string[] }> {
   const { args, endpoints } = await benchClusterArgs(count, `${SHARD}=dstore`, root);
-  const procs = args.map((serve) => spawnDkv(serve));
+  const procs = args.map((serve) => spawnDkv([...serve, ...extraArgs]));
   await waitUntil("a leader", START_TIMEOUT_MS, async () => {
     const shards = await clusterStatus(endpoints);
     const leaders = new Set(shards.map((s) => s[0]?.leader ?? null));
@@ -131,7 +148,30 @@ async function settled(endpoints: readonly string[]): Promise<void> {
   });
 }
 
+/**
+ * RssFile and RssAnon: an idle member's RSS is mostly pages of the executable the runtime
+ * has run (file-backed), not its heap (anonymous), so a cut shows in one or the other.
+ */
+async function rssSplitMib(pid: number): Promise<{ file: number; anon: number }> {
+  const status = await Bun.file(`/proc/${pid}/status`).text();
+  const kb = (name: string): number =>
+    Number(new RegExp(`${name}:\\s+(\\d+) kB`).exec(status)?.[1] ?? Number.NaN);
+  return { file: kb("RssFile") / 1024, anon: kb("RssAnon") / 1024 };
+}
+
+/** Drops the binary's pages from the page cache (written back first), so the run reads it from disk. */
+async function dropBinaryPages(): Promise<void> {
+  const file = await open(DKV, "r");
+  try {
+    await file.sync();
+  } finally {
+    await file.close();
+  }
+  await runCommand(["dd", `if=${DKV}`, "iflag=nocache", "count=0", "status=none"]);
+}
+
 async function idle(root: string): Promise<void> {
+  if (COLD_BINARY) await dropBinaryPages();
   const port = await freePort();
   const proc = spawnDkv([
     "serve",
@@ -150,9 +190,11 @@ async function idle(root: string): Promise<void> {
   const early = await rssMib(proc.pid);
   await Bun.sleep(IDLE_LATE_MS - IDLE_WAIT_MS);
   const late = await rssMib(proc.pid);
+  const split = await rssSplitMib(proc.pid);
   console.log(
-    `idle member (dkv serve, no data): ${early.toFixed(1)} MiB RSS after ${IDLE_WAIT_MS / 1000} s, ` +
-      `${late.toFixed(1)} MiB after ${IDLE_LATE_MS / 1000} s`,
+    `idle member (dkv serve, no data${COLD_BINARY ? ", binary read from disk" : ""}): ${early.toFixed(1)} MiB RSS after ${IDLE_WAIT_MS / 1000} s, ` +
+      `${late.toFixed(1)} MiB after ${IDLE_LATE_MS / 1000} s (of which pages of the executable and ` +
+      `libraries ${split.file.toFixed(1)} MiB, anonymous memory ${split.anon.toFixed(1)} MiB)`,
   );
   proc.kill();
   await proc.exited;
@@ -178,13 +220,40 @@ async function peakRssMib(pid: number): Promise<number> {
   return Number(/VmHWM:\s+(\d+) kB/.exec(status)?.[1] ?? Number.NaN) / 1024;
 }
 
+interface HeapSample {
+  heapUsed: number;
+  external: number;
+}
+
+/** heap_used and external of dkv_process_memory_bytes from a member's metrics endpoint, in MiB. */
+async function heapMib(metricsEndpoint: string): Promise<HeapSample> {
+  const text = await (await fetch(`http://${metricsEndpoint}/metrics`)).text();
+  const kind = (name: string): number => {
+    const match = new RegExp(`dkv_process_memory_bytes\\{kind="${name}"\\} (\\S+)`).exec(text);
+    return Number(match?.[1] ?? Number.NaN) / MIB;
+  };
+  return { heapUsed: kind("heap_used"), external: kind("external") };
+}
+
+function medianPeak(values: number[]): string {
+  const sorted = [...values].sort((a, b) => a - b);
+  return `median ${(sorted[sorted.length >> 1] ?? Number.NaN).toFixed(0)}, peak ${(sorted.at(-1) ?? Number.NaN).toFixed(0)}`;
+}
+
 async function many(root: string): Promise<void> {
-  const { pids, endpoints } = await startMembers(join(root, "many"), 1);
+  const metricsEndpoint = BREAKDOWN ? `127.0.0.1:${await freePort()}` : undefined;
+  const { pids, endpoints } = await startMembers(
+    join(root, "many"),
+    1,
+    metricsEndpoint === undefined ? [] : ["--metrics-endpoint", metricsEndpoint],
+  );
   const pid = pids[0]!;
   const value = new Uint8Array(128).fill(0x61);
   const samples: number[] = [];
+  const heapSamples: HeapSample[] = [];
   const sampler = setInterval(() => {
     void rssMib(pid).then((mib) => samples.push(mib));
+    if (metricsEndpoint !== undefined) void heapMib(metricsEndpoint).then((h) => heapSamples.push(h));
   }, RSS_SAMPLE_MS);
   const cpuBefore = await cpuSeconds(pid);
   let rate: number;
@@ -204,6 +273,14 @@ async function many(root: string): Promise<void> {
     `one-member dstore after ${MANY_WRITES} sets of 128 B to ${MANY_KEYS} keys (${rate.toFixed(0)} sets/s, server CPU ${cpuUsPerSet.toFixed(1)} us/set): ${rss.toFixed(1)} MiB RSS ` +
       `(during the writes: median ${median.toFixed(0)}, peak ${peak.toFixed(0)} MiB; ${SETTLED_RSS_WAIT_MS / 1000} s after: ${settled.toFixed(0)} MiB)`,
   );
+  if (metricsEndpoint !== undefined) {
+    const after = await heapMib(metricsEndpoint);
+    console.log(
+      `  JS heap in use during the writes: ${medianPeak(heapSamples.map((h) => h.heapUsed))} MiB, ` +
+        `${after.heapUsed.toFixed(0)} MiB ${SETTLED_RSS_WAIT_MS / 1000} s after; ArrayBuffers (external): ` +
+        `${medianPeak(heapSamples.map((h) => h.external))} MiB, ${after.external.toFixed(0)} MiB after`,
+    );
+  }
   process.kill(pid);
 }
 
