@@ -162,6 +162,36 @@ describe("DeferredOrder", () => {
     expect(model.order.keys()).toEqual(["base", "lock/kept"]);
   });
 
+  test("churn with folds keeping up but no reader drops the index after its bound; growth keeps it", () => {
+    const queue: (() => void)[] = [];
+    const model = new Model(["base"], { schedule: (run) => queue.push(run) });
+    const turn = (): void => {
+      for (let n = queue.length; n > 0; n--) queue.shift()!();
+    };
+    // Growth with a turn every 100 writes: folded as it comes, never dropped.
+    for (let i = 0; i < 3 * NOTES_MIN; i++) {
+      model.add(`grow/${i}`);
+      if (i % 100 === 0) turn();
+    }
+    turn();
+    expect(model.order.built).toBe(true);
+    expect(model.order.unsettled).toBe(0);
+    expect(model.order.stats.drops).toBe(0);
+    // Churn on a few keys, folded as it comes, nobody listing: dropped once the removals
+    // pass their bound (NOTES_MIN + twice the keys present), not kept up for ever.
+    let churned = 0;
+    while (model.order.built && churned < 10 * (NOTES_MIN + 2 * model.present.size)) {
+      model.add(`lock/${churned % 10}`);
+      model.remove(`lock/${churned % 10}`);
+      churned++;
+      if (churned % 100 === 0) turn();
+    }
+    expect(model.order.built).toBe(false);
+    expect(churned).toBeGreaterThan(NOTES_MIN + 2 * 3 * NOTES_MIN);
+    expect(model.order.stats.drops).toBe(1);
+    expect(model.order.keys()).toEqual([...model.present].sort(compareKeys));
+  });
+
   test("a key removed and added again between scans is listed once", () => {
     const model = new Model(["a", "b", "c"]);
     model.remove("b");
