@@ -16,8 +16,12 @@
  *    largest gap, in JS-thread CPU and wall time) and the list's own time, alternating
  *    with the baseline engine (which builds the index inside the list's turn).
  *
+ * 5. `--listed-load`: a bulk load into a store listed before it, then the first page
+ *    (see listedLoad).
+ *
  *   bun test/bench/data-api.ts [--baseline DIR [--also DIR]] [--rounds N] [--keys N]
- *     [--page-rounds N] [--skip-structures] [--skip-page] [--first-list [--first-list-keys N]]
+ *     [--page-rounds N] [--skip-structures] [--skip-page] [--first-list] [--listed-load]
+ *     [--first-list-keys N]
  */
 import { existsSync, readFileSync } from "node:fs";
 import type { ListPage } from "../../src/db/kvdb.ts";
@@ -467,9 +471,111 @@ first list after a bulk load of ${count} keys: longest event-loop turn beside it
   }
 }
 
+/**
+ * `--listed-load`: a bulk load into a store listed before it (one list of an empty store),
+ * a batch of 1000 keys per event-loop turn as a server applies them, then the first
+ * 100-key page: how long that page waits (JS-thread CPU and wall, from asking to the
+ * answer), the longest turn from the load's start to the answer, and the JS-thread CPU of
+ * load + page together (the folds or the build included). Engines alternate: this one,
+ * `--baseline DIR` (e.g. the commit before the background fold) and, for the cost of
+ * keeping the index, this one with no list before the load ("unlisted": the index is
+ * built only by the page) and the heap each holds after a full collection.
+ */
+async function listedLoad(count: number, baselineDir: string | undefined, rounds: number): Promise<void> {
+  const keys = Array.from({ length: count }, (_, i) => `svc/${(i * 7919) % count}`.padEnd(12, "_"));
+  const value = new Uint8Array(16);
+  const BATCH = 1000;
+  const engines: [string, () => OrderingEngine, boolean][] = [
+    ["now", () => new MapleDB(), true],
+    ["unlisted", () => new MapleDB(), false],
+  ];
+  if (baselineDir !== undefined)
+    engines.push(["before", (await engineOf(baselineDir)) as () => OrderingEngine, true]);
+  type Run = { waitWall: number; waitCpu: number; turnCpu: number; totalCpu: number; heapMb: number };
+  const heapMb = (): number => {
+    Bun.gc(true);
+    return process.memoryUsage().heapUsed / 2 ** 20;
+  };
+  const runs = new Map<string, Run[]>(engines.map(([name]) => [name, []]));
+  const turn = (): Promise<void> => new Promise<void>((resolve) => setImmediate(resolve));
+  const page = async (db: OrderingEngine): Promise<void> => {
+    if (db.prepareOrder !== undefined && db.orderReady !== undefined) {
+      while (!db.orderReady()) await db.prepareOrder();
+    }
+    if (db.list({ prefix: "svc/", limit: 100, after: undefined }, NOW_MS).items.length === 0)
+      throw new Error("empty page");
+  };
+  for (let round = 0; round < rounds; round++) {
+    for (let e = 0; e < engines.length; e++) {
+      const [name, make, listed] = engines[(round + e) % engines.length]!;
+      Bun.gc(true);
+      const db = make();
+      db.set("svc/", value, NOW_MS);
+      if (listed) await page(db);
+      let ticking = true;
+      let lastCpu = threadCpuMs();
+      let turnCpu = 0;
+      const tick = (): void => {
+        const cpu = threadCpuMs();
+        turnCpu = Math.max(turnCpu, cpu - lastCpu);
+        lastCpu = cpu;
+        if (ticking) setImmediate(tick);
+      };
+      setImmediate(tick);
+      await turn();
+      const startCpu = threadCpuMs();
+      for (let at = 0; at < count; at += BATCH) {
+        const end = Math.min(count, at + BATCH);
+        for (let k = at; k < end; k++) db.set(keys[k]!, value, NOW_MS);
+        await turn();
+      }
+      // The heap right after the load (a collection first): with the index kept, or without.
+      const loadCpu = threadCpuMs() - startCpu;
+      const heapAtLoad = heapMb();
+      const askWall = performance.now();
+      const askCpu = threadCpuMs();
+      await page(db);
+      const waitWall = performance.now() - askWall;
+      const waitCpu = threadCpuMs() - askCpu;
+      const totalCpu = loadCpu + waitCpu;
+      await turn();
+      ticking = false;
+      await turn();
+      runs.get(name)!.push({ waitWall, waitCpu, turnCpu, totalCpu, heapMb: heapAtLoad });
+    }
+  }
+  console.log(
+    `\nbulk load of ${count} keys into a listed store (${BATCH} per turn), then the first 100-key page (median of ${rounds} alternating rounds; JS-thread CPU and wall ms)`,
+  );
+  for (const [name] of engines) {
+    const r = runs.get(name)!;
+    const m = (pick: (x: Run) => number) => median(r.map(pick)).toFixed(1);
+    console.log(
+      `  ${name.padEnd(8)} page wait wall ${m((x) => x.waitWall)} CPU ${m((x) => x.waitCpu)}; longest turn CPU ${m((x) => x.turnCpu)}; load+page CPU ${m((x) => x.totalCpu)}; heap after the load ${m((x) => x.heapMb)} MB`,
+    );
+  }
+  const now = runs.get("now")!;
+  for (const other of ["before", "unlisted"]) {
+    const base = runs.get(other);
+    if (base === undefined) continue;
+    const ratio = (pick: (x: Run) => number) =>
+      median(now.map((x, i) => pick(x) / pick(base[i]!))).toFixed(3);
+    console.log(
+      `  now / ${other}: page wait wall ${ratio((x) => x.waitWall)}x CPU ${ratio((x) => x.waitCpu)}x; longest turn ${ratio((x) => x.turnCpu)}x; load+page CPU ${ratio((x) => x.totalCpu)}x; heap ${ratio((x) => x.heapMb)}x`,
+    );
+  }
+}
+
 const keyCount = Number(arg("--keys") ?? 200_000);
 if (!process.argv.includes("--skip-structures")) indexStructures(keyCount);
 await overhead(arg("--baseline"), arg("--also"), Number(arg("--rounds") ?? 5));
+if (process.argv.includes("--listed-load")) {
+  await listedLoad(
+    Number(arg("--first-list-keys") ?? 1_000_000),
+    arg("--baseline"),
+    Number(arg("--page-rounds") ?? 3),
+  );
+}
 if (process.argv.includes("--first-list")) {
   await firstListTurns(
     Number(arg("--first-list-keys") ?? 1_000_000),

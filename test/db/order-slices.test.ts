@@ -300,3 +300,136 @@ describe("Maple: the first list after a bulk load is built in slices", () => {
     expect(listAll(db, T0).length).toBe(20_000 + added);
   }, 120_000);
 });
+
+describe("Maple: a built index is kept up in the background", () => {
+  /** Random writes, deletes and expiries against a model of live keys (key -> delete deadline). */
+  function churn(db: MapleDB, seed: number) {
+    const next = seededRandom(seed);
+    const model = new Map<string, number>();
+    const pool: string[] = [];
+    const value = bytes("v");
+    const state = { now: T0 };
+    const write = (): void => {
+      const roll = next();
+      const key =
+        roll < 0.5 || pool.length === 0
+          ? randomKey(next, next() < 0.5 ? "p/" : "")
+          : pool[Math.floor(next() * pool.length)]!;
+      if (roll < 0.6) {
+        pool.push(key);
+        db.set(key, value, state.now);
+        model.set(key, Number.POSITIVE_INFINITY);
+      } else if (roll < 0.75) {
+        db.delete(key, state.now);
+        model.delete(key);
+      } else if (roll < 0.9) {
+        pool.push(key);
+        const deleteIn = 1 + Math.floor(next() * 50);
+        db.setE(key, value, 0, deleteIn, state.now);
+        model.set(key, state.now + deleteIn);
+      } else {
+        state.now += Math.floor(next() * 20);
+        db.purgeExpired(state.now, 1000);
+        for (const [k, deadline] of model) if (deadline <= state.now) model.delete(k);
+      }
+    };
+    const live = (): string[] => [...model.keys()].filter((k) => model.get(k)! > state.now).sort(compareKeys);
+    return { next, write, live, state };
+  }
+
+  for (const seed of [21, 22, 23]) {
+    test(`writes, deletes and expiries with no reader are folded between turns; the next list does no work (seed ${seed})`, async () => {
+      const scheduler = new ManualScheduler();
+      const db = new MapleDB({ order: { schedule: scheduler.schedule, sliceUnits: LEAF_UNITS_MAX } });
+      const { next, write, live, state } = churn(db, seed);
+      for (let i = 0; i < 5_000; i++) write();
+      void db.prepareOrder();
+      scheduler.drain();
+      expect(db.orderReady()).toBe(true);
+      for (let round = 0; round < 20; round++) {
+        // Bursts of writes, more than one slice folds, with a turn between some of them.
+        const turns = 1 + Math.floor(next() * 20);
+        for (let turn = 0; turn < turns; turn++) {
+          for (let w = Math.floor(next() * 800); w > 0; w--) write();
+          if (next() < 0.7) scheduler.runOne();
+        }
+        // Idle: the folds catch up with no reader asking.
+        scheduler.drain();
+        expect(db.orderReady()).toBe(true);
+        const slices = db.orderStats.slices;
+        expect(listAll(db, state.now)).toEqual(live());
+        // The list found the index ready: it ran no slice and built nothing in one piece.
+        expect(db.orderStats.slices).toBe(slices);
+        // Sometimes a reader mid-fold (notes left): it still answers exactly.
+        if (next() < 0.3) {
+          for (let w = 0; w < 3000; w++) write();
+          scheduler.runOne();
+          while (!db.orderReady()) {
+            const waited = db.prepareOrder();
+            scheduler.drain();
+            await waited;
+          }
+          expect(listAll(db, state.now)).toEqual(live());
+        }
+      }
+      expect(db.orderStats.builds).toBe(1);
+      expect(db.orderStats.syncSettles).toBe(0);
+      expect(db.orderStats.backgroundSlices).toBeGreaterThan(0);
+      expect(db.orderStats.maxSliceUnits).toBeLessThanOrEqual(LEAF_UNITS_MAX);
+    });
+  }
+
+  test("a bulk load into a listed store, a batch per turn, keeps the index built and folded", async () => {
+    const scheduler = new ManualScheduler();
+    const db = new MapleDB({ order: { schedule: scheduler.schedule } });
+    db.set("first", bytes("v"), T0);
+    void db.prepareOrder();
+    scheduler.drain();
+    expect(listAll(db, T0)).toEqual(["first"]);
+    const value = bytes("v");
+    for (let batch = 0; batch < 100; batch++) {
+      for (let i = 0; i < 1000; i++) db.set(`k/${((batch * 1000 + i) * 7919) % 1_000_003}`, value, T0);
+      scheduler.runOne();
+    }
+    scheduler.drain();
+    // No reader since the first list: the notes were folded, not dropped.
+    expect(db.orderReady()).toBe(true);
+    expect(db.orderStats.drops).toBe(0);
+    const page = db.list({ prefix: "k/", limit: 100 }, T0);
+    expect(page.items.length).toBe(100);
+    expect(db.orderStats.builds).toBe(1);
+    expect(db.orderStats.syncSettles).toBe(0);
+    expect(listAll(db, T0).length).toBe(100_001);
+  });
+
+  test("a snapshot load during a fold replaces the order; the old one's queued slices do nothing", async () => {
+    const scheduler = new ManualScheduler();
+    const source = new MapleDB();
+    for (let i = 0; i < 3000; i++) source.set(`s/${i}`, bytes("s"), T0);
+    const snapshot = await saveBytes(source, T0);
+    const db = new MapleDB({ order: { schedule: scheduler.schedule, sliceUnits: LEAF_UNITS_MAX } });
+    const { write } = churn(db, 31);
+    for (let i = 0; i < 2000; i++) write();
+    void db.prepareOrder();
+    scheduler.drain();
+    for (let i = 0; i < 20_000; i++) write();
+    scheduler.runOne();
+    expect(db.orderReady()).toBe(false);
+    await db.load(
+      (async function* () {
+        yield snapshot;
+      })(),
+    );
+    scheduler.drain();
+    expect(db.orderReady()).toBe(true);
+    expect(listAll(db, T0)).toEqual(listAll(source, T0));
+    // Writes after the load are folded into the loaded index.
+    db.set("t/after", bytes("v"), T0);
+    db.delete("s/7", T0);
+    scheduler.drain();
+    expect(listAll(db, T0)).toEqual(
+      [...listAll(source, T0).filter((k) => k !== "s/7"), "t/after"].sort(compareKeys),
+    );
+    expect(db.orderStats.syncSettles).toBe(0);
+  });
+});

@@ -11,6 +11,11 @@ export const NOTES_MIN = 4096;
  * `--first-list` at a few ms of the JS thread's CPU per slice on a 1M-key build.
  */
 export const SLICE_UNITS = 4096;
+/**
+ * How often (in notes) a write checks the bounds that ask `keyCount` (a sum over the
+ * shards): every CHECK_EVERY notes past NOTES_MIN.
+ */
+export const CHECK_EVERY = 256;
 /** Units one noted key costs when folded into a built index (a sort, a check, an insert). */
 const FOLD_UNITS_PER_NOTE = 4;
 /**
@@ -25,6 +30,11 @@ export interface DeferredOrderOptions {
   sliceUnits?: number;
   /** Runs a slice after the event loop's pending work (default: setImmediate). Tests pass their own. */
   schedule?: (run: () => void) => void;
+  /**
+   * How many keys are present (the maps' sizes summed), for the notes' bounds; without
+   * it, the settled index's size (a bulk load into a built index then drops it).
+   */
+  keyCount?: () => number;
 }
 
 /** What the order has done; for tests and monitoring. */
@@ -39,6 +49,10 @@ export interface OrderStats {
   syncSettles: number;
   /** Builds started over because their notes outgrew the bound. */
   restarts: number;
+  /** Slices run with no reader waiting: notes folded into a built index in the background. */
+  backgroundSlices: number;
+  /** Built indexes dropped because writes outran the folds or the readers (see `note`). */
+  drops: number;
 }
 
 interface Waiting {
@@ -90,6 +104,8 @@ export class DeferredOrder {
   private notes: string[] = [];
   private folded = 0;
   private removals = 0;
+  /** Removals noted since a reader last read the order: the store's interest in it. */
+  private removalsSinceRead = 0;
   /** The notes may name keys already in the index (a build read the maps while they changed). */
   private checkNotes = false;
   private builder: OrderedKeysBuilder | null = null;
@@ -101,12 +117,15 @@ export class DeferredOrder {
   private readonly sources: () => Iterator<string>[];
   private readonly sliceUnits: number;
   private readonly schedule: (run: () => void) => void;
+  private readonly keyCount: () => number;
   private readonly counters: OrderStats = {
     slices: 0,
     maxSliceUnits: 0,
     builds: 0,
     syncSettles: 0,
     restarts: 0,
+    backgroundSlices: 0,
+    drops: 0,
   };
 
   /**
@@ -124,6 +143,7 @@ export class DeferredOrder {
     this.settled = settled ?? null;
     this.sliceUnits = options.sliceUnits ?? SLICE_UNITS;
     this.schedule = options.schedule ?? ((run) => setImmediate(run));
+    this.keyCount = options.keyCount ?? (() => this.settled?.size ?? 0);
   }
 
   /** A key not present before is now (the caller's map already holds it). */
@@ -135,18 +155,30 @@ export class DeferredOrder {
   removed(key: string): void {
     if (this.settled === null && this.builder === null) return;
     this.removals++;
+    this.removalsSinceRead++;
     this.note(key);
   }
 
+  /**
+   * Bounds, once built: the notes (writes in one long turn outrun the folds) and the
+   * removals no reader has listed since (churn, not growth: a lock table, a cache) stay
+   * at most NOTES_MIN + twice the keys present; past either the index is dropped rather
+   * than kept up at a write's cost, and the next reader builds it again. Growth alone
+   * (a bulk load) keeps it: its notes are new keys, each folded once.
+   */
   private note(key: string): void {
     const notes = this.notes;
     notes.push(key);
-    if (notes.length <= NOTES_MIN) return;
     if (this.builder !== null) {
-      if (notes.length > 2 * this.builder.keysRead) this.restartBuild();
-    } else if (notes.length - this.folded > 2 * this.settled!.size) {
-      this.unbuild();
+      if (notes.length > NOTES_MIN && notes.length > 2 * this.builder.keysRead) this.restartBuild();
+      return;
     }
+    // Built: folded in the background, in slices between turns.
+    this.kick();
+    if (notes.length <= NOTES_MIN && this.removalsSinceRead <= NOTES_MIN) return;
+    if (notes.length % CHECK_EVERY !== 0 && this.removalsSinceRead % CHECK_EVERY !== 0) return;
+    const bound = NOTES_MIN + 2 * this.keyCount();
+    if (notes.length > bound || this.removalsSinceRead > bound) this.unbuild();
   }
 
   private dropNotes(): void {
@@ -158,6 +190,8 @@ export class DeferredOrder {
 
   private unbuild(): void {
     this.settled = null;
+    this.counters.drops++;
+    this.removalsSinceRead = 0;
     this.dropNotes();
     // A reader waiting for a fold now waits for a build.
     if (this.waiting !== null) this.kick();
@@ -204,6 +238,7 @@ export class DeferredOrder {
    * again, or let `scan` fold the few notes they leave.
    */
   whenReady(): Promise<void> {
+    this.removalsSinceRead = 0;
     if (this.ready) return Promise.resolve();
     if (this.waiting === null) {
       let wake!: () => void;
@@ -238,26 +273,32 @@ export class DeferredOrder {
     this.schedule(() => this.slice());
   }
 
-  /** One bounded step of the build or the fold, then another turn if a reader still waits. */
+  /**
+   * One bounded step of the build (while a reader waits, or one a reader started) or of
+   * the fold (whenever notes wait, reader or not), then another turn while work is left.
+   */
   private slice(): void {
     this.scheduled = false;
-    if (this.closed || this.waiting === null) return;
-    if (!this.ready) {
-      let units: number;
-      if (this.settled === null) {
-        const builder = this.startedBuilder();
-        units = builder.step(
-          this.buildRestarts > BUILD_RESTARTS_MAX ? Number.POSITIVE_INFINITY : this.sliceUnits,
-        );
-        if (builder.done) this.finishBuild(builder);
-      } else {
-        units = this.fold(Math.max(1, Math.floor(this.sliceUnits / FOLD_UNITS_PER_NOTE)));
-      }
+    if (this.closed) return;
+    const waiting = this.waiting !== null;
+    let units = -1;
+    if (this.settled === null) {
+      if (!waiting && this.builder === null) return;
+      const builder = this.startedBuilder();
+      // Only a waiting reader escalates to one piece (a build that keeps restarting).
+      const oneGo = waiting && this.buildRestarts > BUILD_RESTARTS_MAX;
+      units = builder.step(oneGo ? Number.POSITIVE_INFINITY : this.sliceUnits);
+      if (builder.done) this.finishBuild(builder);
+    } else if (this.notes.length > this.folded) {
+      units = this.fold(Math.max(1, Math.floor(this.sliceUnits / FOLD_UNITS_PER_NOTE)));
+    }
+    if (units >= 0) {
       this.counters.slices++;
+      if (!waiting) this.counters.backgroundSlices++;
       if (units > this.counters.maxSliceUnits) this.counters.maxSliceUnits = units;
     }
     if (this.ready) this.wake();
-    else this.kick();
+    if (this.builder !== null || (this.settled !== null && this.notes.length > this.folded)) this.kick();
   }
 
   private startedBuilder(): OrderedKeysBuilder {
@@ -282,6 +323,11 @@ export class DeferredOrder {
     this.folded = end;
     this.apply(batch, this.checkNotes || this.removals > 0);
     if (end === notes.length) this.dropNotes();
+    else if (this.folded >= NOTES_MIN && 2 * this.folded >= notes.length) {
+      // Writes keep ahead of the slices: let the folded half go.
+      this.notes = notes.slice(this.folded);
+      this.folded = 0;
+    }
     return batch.length * FOLD_UNITS_PER_NOTE;
   }
 
@@ -301,6 +347,7 @@ export class DeferredOrder {
    */
   settle(): OrderedKeys {
     if (this.closed) throw new Error("the ordered index was closed (its database was replaced)");
+    this.removalsSinceRead = 0;
     const wasReady = this.ready;
     if (!wasReady) this.counters.syncSettles++;
     if (this.settled === null) {

@@ -126,6 +126,13 @@ export class MapleDB implements KVDB {
     this.ordered = this.newOrder(undefined);
   }
 
+  /** Keys present, expired or not: the maps' sizes summed (for the ordered index's bounds). */
+  private keyCount(): number {
+    let count = 0;
+    for (const shard of this.shards) count += shard.map.size;
+    return count;
+  }
+
   /** An ordered index over this database's maps (`settled`: built already, by a load). */
   private newOrder(settled: OrderedKeysBuilder | undefined): DeferredOrder {
     return new DeferredOrder(
@@ -134,7 +141,7 @@ export class MapleDB implements KVDB {
       // (see FirstKeys, OrderedKeysBuilder and DeferredOrder).
       () => this.shards.map((shard) => new FirstKeys(shard.map.keys(), shard.map.size)),
       settled?.result(),
-      this.orderOptions,
+      { ...this.orderOptions, keyCount: () => this.keyCount() },
     );
   }
 
