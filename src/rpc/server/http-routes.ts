@@ -373,6 +373,17 @@ function fromHumanJson(schema: readonly FieldSpec[], body: Uint8Array): Message 
 }
 
 function humanMessage(schema: readonly FieldSpec[], object: Record<string, unknown>): Message {
+  // A misspelt field (expireInMS, ttl) would otherwise be dropped and the request applied
+  // without it: a key that never expires, a write without its condition.
+  for (const name of Object.keys(object)) {
+    if (!schema.some((spec) => spec.name === name)) {
+      const known = schema.map((spec) => spec.name).join(", ");
+      throw new DkvError(
+        "BAD_REQUEST",
+        `unknown field "${name}" for this operation; its fields are: ${known === "" ? "none" : known} (see docs/protocol.md)`,
+      );
+    }
+  }
   const message: Message = {};
   for (const spec of schema) {
     const value = object[spec.name];
