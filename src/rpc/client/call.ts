@@ -12,6 +12,8 @@ export class ClientCall implements DeadlineEntry {
   queued = false;
   /** Sticky: once any attempt may have reached the server, a failure's outcome is "unknown". */
   maybeSent = false;
+  /** An earlier attempt may have been applied (lost after it was sent, or answered "unknown"). */
+  uncertain = false;
   attempts = 0;
   timer: ReturnType<typeof setTimeout> | undefined;
   /** The channel the latest attempt is pending on, so a timeout can forget it there. */

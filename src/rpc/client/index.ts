@@ -338,8 +338,11 @@ export class RpcClient implements CallOwner, AsyncDisposable {
     // went away mid-forward) asks to be retried elsewhere: within the call's deadline the
     // client does so, with the same request id, so a write that did apply is not applied
     // twice (the server's request table answers the retry with the first result).
-    if (error !== undefined && error.code === "UNAVAILABLE") {
-      this.retry(call, error, error.outcome === "unknown", true);
+    // A member removed from the cluster but still running (REMOVED, never applied) is one of
+    // them: the others serve the cluster.
+    if (error !== undefined && (error.code === "UNAVAILABLE" || error.code === "REMOVED")) {
+      // REMOVED stays so: go on to the next member at once, no backoff.
+      this.retry(call, error, error.outcome === "unknown", error.code === "UNAVAILABLE");
       return;
     }
     this.finish(call, response, error);
@@ -352,7 +355,10 @@ export class RpcClient implements CallOwner, AsyncDisposable {
   /** Another attempt within the deadline and retry count (after a backoff when `wait`), or the error. */
   private retry(call: ClientCall, error: DkvError, maybeSent: boolean, wait: boolean): void {
     if (call.done) return;
-    if (maybeSent) call.maybeSent = true;
+    // An attempt the server answered "not-applied" (or that never left) adds no doubt: the
+    // outcome stays "not-applied" unless some attempt may have been applied.
+    if (maybeSent) call.uncertain = true;
+    call.maybeSent = call.uncertain;
     call.channel = undefined;
     const now = Date.now();
     if (this.closed || call.attempts >= this.retryCount || now >= call.deadlineMs) {
