@@ -76,6 +76,32 @@ const preAuthPendingOutputBytesMax = 256 * 1024;
  * counts such memory late (the client-port fuzz saw 120 MiB of it before a collection).
  */
 const connectionOutputInitialBytes = 512;
+const httpMethods = ["GET ", "POST ", "PUT ", "HEAD ", "DELETE ", "OPTIONS ", "PATCH "];
+
+/**
+ * Does the first chunk of a connection start like an HTTP/1 request line from a person's
+ * tool (curl, a browser)? dkv's own http client (binary frames as application/octet-stream)
+ * is left to the frame decoder: it recognises the binary refusal and names --transport.
+ */
+function startsLikeHttpRequest(chunk: Uint8Array): boolean {
+  const head = String.fromCharCode(...chunk.subarray(0, 8));
+  if (!httpMethods.some((method) => head.startsWith(method))) return false;
+  const text = new TextDecoder("latin1").decode(chunk.subarray(0, 2048)).toLowerCase();
+  return !text.includes("content-type: application/octet-stream");
+}
+
+/** What an HTTP client on the tcp port reads: the transport to use instead. */
+const httpOnTcpReply = (() => {
+  const body = `${JSON.stringify({
+    error: "BAD_FRAME",
+    message:
+      "this is a dkv tcp port (binary frames), not HTTP: use the dkv CLI or client with --transport tcp, or start the server with --transport http to use curl",
+    outcome: "not-applied",
+  })}\n`;
+  return new TextEncoder().encode(
+    `HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: ${body.length}\r\nconnection: close\r\n\r\n${body}`,
+  );
+})();
 
 /**
  * One accepted connection: decodes frames, hands them to the dispatcher, and batches
@@ -100,6 +126,8 @@ class ServerConnection implements ReplyTarget, StreamedReplyTarget {
   lastActivityMs: number;
   private readonly pendingOutputBytesMax: number;
   private streamWaiters: { resolve(): void; reject(error: DkvError): void }[] = [];
+  /** The first bytes arrived (they are checked for an HTTP request). */
+  private sawData = false;
   /** Open watches by request id; aborting one ends its stream (cancel, or the connection closed). */
   private readonly watches = new Map<number, AbortController>();
 
@@ -149,7 +177,18 @@ class ServerConnection implements ReplyTarget, StreamedReplyTarget {
 
   onData(chunk: Uint8Array, nowMs: number): void {
     this.lastActivityMs = nowMs;
-    if (!this.closing) this.decoder.push(chunk);
+    if (this.closing) return;
+    if (!this.sawData) {
+      this.sawData = true;
+      // curl (or a browser) on the tcp port: answer in HTTP, so the user reads why.
+      if (startsLikeHttpRequest(chunk)) {
+        this.options.logger.debug(`${this.name}: an HTTP request on the dkv tcp port; answered 400`);
+        this.out.bytes(httpOnTcpReply);
+        this.closeGracefully();
+        return;
+      }
+    }
+    this.decoder.push(chunk);
   }
 
   /** Has it finished its handshake (and, with auth on, presented a known token)? */
