@@ -316,7 +316,7 @@ const watch = defineLeaf({
   notes: [
     ...kvNotes,
     'Each line: {"type":"put|delete|expire","key":..,"value":..,"revision":N} (value only for put; not UTF-8: base64 with "encoding":"base64").',
-    '{"type":"progress","revision":N} first (the revision the watch starts after) and whenever nothing happened for a while: every change up to N was printed.',
+    '{"type":"progress","revision":N} first (the revision the watch starts after) and whenever nothing happened for a while: every change up to N was printed. N never exceeds the member\'s head: with --rev beyond it, progress carries the head until the store reaches --rev.',
     "A lost connection or a stopped member resumes on another endpoint from the last revision printed: no gap, no duplicate.",
     '--rev older than the kept history prints {"error":"COMPACTED","compactRevision":N} and exits 1. Ctrl-C exits 0.',
   ],
