@@ -89,7 +89,7 @@ describe("DeferredOrder", () => {
           // Often a key added since the last scan: add/remove/add of one key between settles.
           model.remove(pool[Math.floor(next() * pool.length)]!);
         } else if (roll < scanAbove) {
-          model.add(pool[Math.floor(next() * pool.length)]!);
+          if (pool.length > 0) model.add(pool[Math.floor(next() * pool.length)]!);
         } else {
           const from = next() < 0.2 ? "" : randomKey(next);
           const exclusive = next() < 0.5;
