@@ -1,3 +1,4 @@
+import type { KeyRange } from "../kvdb.ts";
 import { OrderedKeys, OrderedKeysBuilder } from "./ordered-keys.ts";
 
 /**
@@ -24,6 +25,29 @@ const FOLD_UNITS_PER_NOTE = 4;
  * for the order still gets it.
  */
 const BUILD_RESTARTS_MAX = 2;
+
+/**
+ * Keys that start with this (NUL, the least code unit) form the reserved space: the lock
+ * wait queues (src/store/lock-queue.ts). They sort before every key but "", are few (at
+ * most LOCK_WAITERS_MAX per lock) and are listed inside a deterministic Raft apply, where
+ * nothing may wait for a build: so they are also kept in a small index of their own,
+ * sorted on every write (see DeferredOrder, "Reserved keys").
+ */
+export const RESERVED_KEY_START = "\u0000";
+
+/**
+ * Whether every key a scan of this range may visit lies in the reserved space, so the
+ * reserved keys' index can answer it: a prefix in the space, or `[from, to)` with `from`
+ * in it and `to` no later than its end.
+ */
+export function inReservedSpace(range: KeyRange): boolean {
+  if (range.prefix !== undefined) return range.prefix.startsWith(RESERVED_KEY_START);
+  return (
+    range.from?.startsWith(RESERVED_KEY_START) === true &&
+    range.to !== undefined &&
+    (range.to.startsWith(RESERVED_KEY_START) || range.to === "\u0001")
+  );
+}
 
 export interface DeferredOrderOptions {
   /** Work units per slice (default SLICE_UNITS); at least OrderedKeysBuilder's LEAF_UNITS_MAX is sensible. */
@@ -53,6 +77,8 @@ export interface OrderStats {
   backgroundSlices: number;
   /** Built indexes dropped because writes outran the folds or the readers (see `note`). */
   drops: number;
+  /** Scans answered from the reserved keys' own index (no build, ready or not). */
+  reservedScans: number;
 }
 
 interface Waiting {
@@ -97,6 +123,16 @@ interface Waiting {
  * throughout the build (unchanged since it started), so the build read it: the sources
  * yield every key present when the build starts and still present when read (and, being
  * bounded by the keys present at the start, end however fast writers add keys).
+ *
+ * Reserved keys (RESERVED_KEY_START, the lock queues): also kept, in every state, in a
+ * small OrderedKeys of their own, updated on each add and remove (O(log r), r of them). A
+ * scan of a range inside that space (`scanRange`, see inReservedSpace) reads it and never
+ * builds or folds the full index: a lock-queue step applied inside Raft on a member whose
+ * index is unbuilt used to build it in one piece (seconds per million keys, a stalled
+ * follower). Chosen over building a lock shard's index ahead of time on every member:
+ * that one is unbuilt again after a restart or a burst of writes past its notes' bound,
+ * and a step must then still not wait; here a queue entry costs two more array slots and
+ * one sorted insert, and nothing else does.
  */
 export class DeferredOrder {
   private settled: OrderedKeys | null;
@@ -126,17 +162,24 @@ export class DeferredOrder {
     restarts: 0,
     backgroundSlices: 0,
     drops: 0,
+    reservedScans: 0,
   };
+  /** The reserved keys present (see the class comment), always exact. */
+  private readonly reserved: OrderedKeys;
+  private readonly options: DeferredOrderOptions;
 
   /**
    * `sources`: iterators over every present key (live ones: see OrderedKeysBuilder);
    * `settled`: an index of every present key, built already (e.g. by a snapshot load).
+   * Without `settled`, no reserved key may be present yet unless `reserved` holds them
+   * (see `dropped`).
    */
   constructor(
     isPresent: (key: string) => boolean,
     sources: () => Iterator<string>[],
     settled?: OrderedKeys,
     options: DeferredOrderOptions = {},
+    reserved?: OrderedKeys,
   ) {
     this.isPresent = isPresent;
     this.sources = sources;
@@ -144,15 +187,29 @@ export class DeferredOrder {
     this.sliceUnits = options.sliceUnits ?? SLICE_UNITS;
     this.schedule = options.schedule ?? ((run) => setImmediate(run));
     this.keyCount = options.keyCount ?? (() => this.settled?.size ?? 0);
+    this.options = options;
+    this.reserved = reserved ?? (settled === undefined ? new OrderedKeys() : reservedOf(settled));
+  }
+
+  /**
+   * Closes this order (as `close`) and returns a fresh, unbuilt one over the same maps
+   * that keeps the reserved keys' index (the maps still hold those keys).
+   */
+  dropped(): DeferredOrder {
+    const reserved = this.reserved;
+    this.close();
+    return new DeferredOrder(this.isPresent, this.sources, undefined, this.options, reserved);
   }
 
   /** A key not present before is now (the caller's map already holds it). */
   added(key: string): void {
+    if (key.startsWith(RESERVED_KEY_START)) this.reserved.insert(key);
     if (this.settled !== null || this.builder !== null) this.note(key);
   }
 
   /** A present key is gone (the caller's map no longer holds it). */
   removed(key: string): void {
+    if (key.startsWith(RESERVED_KEY_START)) this.reserved.remove(key);
     if (this.settled === null && this.builder === null) return;
     this.removals++;
     this.removalsSinceRead++;
@@ -336,6 +393,25 @@ export class DeferredOrder {
     this.settle().scan(from, exclusive, visit);
   }
 
+  /**
+   * `scan` for a caller that stops at the end of `range`: a range inside the reserved
+   * space is read from the reserved keys' index, ready or not (no build, no fold).
+   */
+  scanRange(range: KeyRange, from: string, exclusive: boolean, visit: (key: string) => boolean): void {
+    if (!inReservedSpace(range)) {
+      this.scan(from, exclusive, visit);
+      return;
+    }
+    if (this.closed) throw new Error("the ordered index was closed (its database was replaced)");
+    this.counters.reservedScans++;
+    this.reserved.scan(from, exclusive, visit);
+  }
+
+  /** The reserved keys present, in order; for tests. */
+  reservedKeys(): string[] {
+    return this.reserved.keys();
+  }
+
   /** Every present key in order; for tests and consistency checks. */
   keys(): string[] {
     return this.settle().keys();
@@ -381,4 +457,15 @@ export class DeferredOrder {
       }
     }
   }
+}
+
+/** The reserved keys of a built index (they come first, after "" only): O(log n + r). */
+function reservedOf(settled: OrderedKeys): OrderedKeys {
+  const keys: string[] = [];
+  settled.scan(RESERVED_KEY_START, false, (key) => {
+    if (!key.startsWith(RESERVED_KEY_START)) return false;
+    keys.push(key);
+    return true;
+  });
+  return OrderedKeys.fromSorted(keys);
 }

@@ -382,7 +382,7 @@ export class MapleDB implements KVDB {
       from = options.after;
       exclusive = true;
     }
-    this.ordered.scan(from, exclusive, (key) => {
+    this.ordered.scanRange(options, from, exclusive, (key) => {
       // Keys sharing a prefix are contiguous in byte order: the first that lacks it ends the range.
       if (prefix !== undefined ? !key.startsWith(prefix) : end !== undefined && compareKeys(key, end) >= 0) {
         return false;
@@ -419,8 +419,7 @@ export class MapleDB implements KVDB {
   }
 
   dropOrder(): void {
-    this.ordered.close();
-    this.ordered = this.newOrder(undefined);
+    this.ordered = this.ordered.dropped();
   }
 
   /** What the ordered index has done (slices, builds, one-piece settles); for tests and monitoring. */
