@@ -14,6 +14,6 @@ export const readLeaseOptions = [
     default: "off",
     valueHint: "on|off",
     description:
-      "Leader lease reads: a leader answers linearizable reads from its own state while a quorum's recent heartbeat acks bind it, without a heartbeat round per read batch. Assumes members' monotonic clocks run at rates within 1% of each other and never jump; every member must run the same setting. off (the default): ReadIndex (one heartbeat round per read batch, no clock assumption)",
+      "on: a leader answers linearizable reads from its own state while a quorum's recent acks bind it (no heartbeat round per read). Needs clock rates within 1% and the same setting and timing flags on every member (README). off: ReadIndex, no clock assumption",
   }),
 ] as const;
