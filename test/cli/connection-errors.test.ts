@@ -76,23 +76,6 @@ describe("connection errors that point the right way", () => {
     }
   });
 
-  test("a refusal by --max-client-connections names the limit, not TLS", async () => {
-    const stack = await startStack("tcp", "binary", { server: { limits: { maxConnections: 1 } } });
-    try {
-      await using first = clientFor(stack, "tcp");
-      await first.store(storeShard).has("k"); // holds the only slot
-      await using second = clientFor(stack, "tcp");
-      const error = await failureOf(second.store(storeShard).get("k"));
-      // The server said why before it closed: its reason, not the client's guess.
-      expect(error.code).toBe("UNAVAILABLE");
-      expect(error.message).toContain("closed the connection: the server has 1 client connections open");
-      expect(error.message).toContain("--max-client-connections");
-      expect(error.message).not.toContain("TLS");
-    } finally {
-      await stack.close();
-    }
-  });
-
   test("a request over 4 KiB without a token is told the token is missing, not to raise a limit", async () => {
     const authFile = JSON.stringify({
       tokens: [{ name: "t", sha256: tokenSha256("tok-123"), role: "write" }],

@@ -76,6 +76,44 @@ function listAll(db: MapleDB, nowMs: number): string[] {
   return db.list({}, nowMs).items.map((item) => item.key);
 }
 
+/**
+ * Random writes (a share `setShare` of plain sets), deletes and expiries against a model of
+ * live keys (key -> delete deadline; Infinity: none).
+ */
+function churn(db: MapleDB, seed: number, setShare = 0.6) {
+  const next = seededRandom(seed);
+  const model = new Map<string, number>();
+  const pool: string[] = [];
+  const value = bytes("v");
+  const state = { now: T0 };
+  const write = (): void => {
+    const roll = next();
+    const key =
+      roll < 0.5 || pool.length === 0
+        ? randomKey(next, next() < 0.5 ? "p/" : "")
+        : pool[Math.floor(next() * pool.length)]!;
+    if (roll < setShare) {
+      pool.push(key);
+      db.set(key, value, state.now);
+      model.set(key, Number.POSITIVE_INFINITY);
+    } else if (roll < 0.75) {
+      db.delete(key, state.now);
+      model.delete(key);
+    } else if (roll < 0.9) {
+      pool.push(key);
+      const deleteIn = 1 + Math.floor(next() * 50);
+      db.setE(key, value, 0, deleteIn, state.now);
+      model.set(key, state.now + deleteIn);
+    } else {
+      state.now += Math.floor(next() * 20);
+      db.purgeExpired(state.now, 1000);
+      for (const [k, deadline] of model) if (deadline <= state.now) model.delete(k);
+    }
+  };
+  const live = (): string[] => [...model.keys()].filter((k) => model.get(k)! > state.now).sort(compareKeys);
+  return { next, write, live, state };
+}
+
 describe("OrderedKeysBuilder", () => {
   for (const [seed, prefix, count] of [
     [1, "", 5_000],
@@ -193,53 +231,24 @@ describe("Maple: the first list after a bulk load is built in slices", () => {
 
   for (const seed of [11, 12, 13, 14]) {
     test(`writes, deletes and expiries racing the build and the fold are listed exactly (seed ${seed})`, async () => {
-      const next = seededRandom(seed);
       const scheduler = new ManualScheduler();
       // Small slices: many turns for writes to land between.
       const db = new MapleDB({ order: { schedule: scheduler.schedule, sliceUnits: LEAF_UNITS_MAX } });
-      const model = new Map<string, number>(); // key -> delete deadline (Infinity: none)
-      const pool: string[] = [];
-      let now = T0;
-      const value = bytes("v");
-      const write = (): void => {
-        const roll = next();
-        const key =
-          roll < 0.5 || pool.length === 0
-            ? randomKey(next, next() < 0.5 ? "p/" : "")
-            : pool[Math.floor(next() * pool.length)]!;
-        if (roll < 0.55) {
-          pool.push(key);
-          db.set(key, value, now);
-          model.set(key, Number.POSITIVE_INFINITY);
-        } else if (roll < 0.75) {
-          db.delete(key, now);
-          model.delete(key);
-        } else if (roll < 0.9) {
-          pool.push(key);
-          const deleteIn = 1 + Math.floor(next() * 50);
-          db.setE(key, value, 0, deleteIn, now);
-          model.set(key, now + deleteIn);
-        } else {
-          now += Math.floor(next() * 20);
-          db.purgeExpired(now, 1000);
-          for (const [k, deadline] of model) if (deadline <= now) model.delete(k);
-        }
-      };
-      const live = (): string[] => [...model.keys()].filter((k) => model.get(k)! > now).sort(compareKeys);
+      const { next, write, live, state } = churn(db, seed, 0.55);
       for (let i = 0; i < 10_000; i++) write();
       for (let round = 0; round < 4; round++) {
         // A first list (or one after many writes) waits; writes land between its slices.
         let answer: string[] | undefined;
         const listed = (async () => {
           while (!db.orderReady()) await db.prepareOrder();
-          answer = listAll(db, now);
+          answer = listAll(db, state.now);
         })();
         let guard = 0;
         while (answer === undefined && guard++ < 100_000) {
           for (let w = Math.floor(next() * 40); w > 0; w--) write();
           if (next() < 0.005) {
             // A reader that cannot wait, mid-build.
-            expect(listAll(db, now)).toEqual(live());
+            expect(listAll(db, state.now)).toEqual(live());
           }
           scheduler.runOne();
           await settleMicrotasks();
@@ -250,7 +259,7 @@ describe("Maple: the first list after a bulk load is built in slices", () => {
         // Then many writes with no reader: notes pile up (or the index is dropped) again.
         for (let i = 0; i < 2_000 + Math.floor(next() * 12_000); i++) write();
       }
-      expect(listAll(db, now)).toEqual(live());
+      expect(listAll(db, state.now)).toEqual(live());
     }, 120_000);
   }
 
@@ -302,41 +311,6 @@ describe("Maple: the first list after a bulk load is built in slices", () => {
 });
 
 describe("Maple: a built index is kept up in the background", () => {
-  /** Random writes, deletes and expiries against a model of live keys (key -> delete deadline). */
-  function churn(db: MapleDB, seed: number) {
-    const next = seededRandom(seed);
-    const model = new Map<string, number>();
-    const pool: string[] = [];
-    const value = bytes("v");
-    const state = { now: T0 };
-    const write = (): void => {
-      const roll = next();
-      const key =
-        roll < 0.5 || pool.length === 0
-          ? randomKey(next, next() < 0.5 ? "p/" : "")
-          : pool[Math.floor(next() * pool.length)]!;
-      if (roll < 0.6) {
-        pool.push(key);
-        db.set(key, value, state.now);
-        model.set(key, Number.POSITIVE_INFINITY);
-      } else if (roll < 0.75) {
-        db.delete(key, state.now);
-        model.delete(key);
-      } else if (roll < 0.9) {
-        pool.push(key);
-        const deleteIn = 1 + Math.floor(next() * 50);
-        db.setE(key, value, 0, deleteIn, state.now);
-        model.set(key, state.now + deleteIn);
-      } else {
-        state.now += Math.floor(next() * 20);
-        db.purgeExpired(state.now, 1000);
-        for (const [k, deadline] of model) if (deadline <= state.now) model.delete(k);
-      }
-    };
-    const live = (): string[] => [...model.keys()].filter((k) => model.get(k)! > state.now).sort(compareKeys);
-    return { next, write, live, state };
-  }
-
   for (const seed of [21, 22, 23]) {
     test(`writes, deletes and expiries with no reader are folded between turns; the next list does no work (seed ${seed})`, async () => {
       const scheduler = new ManualScheduler();

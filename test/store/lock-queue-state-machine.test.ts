@@ -4,7 +4,6 @@
  * malformed step is refused alike by every member, changing nothing.
  */
 import { describe, expect, test } from "bun:test";
-import type { Entry } from "../../src/raft/core/types.ts";
 import {
   decodeLockQueueResult,
   encodeLockQueueValue,
@@ -21,6 +20,7 @@ import {
   type RequestOrigin,
 } from "../../src/store/replicated/command.ts";
 import { DStoreStateMachine } from "../../src/store/replicated/state-machine.ts";
+import { AppliedLog } from "../support/applied-log.ts";
 
 const owner = (n: number) => n.toString(16).padStart(32, "0");
 
@@ -29,13 +29,7 @@ function origin(client: number, requestId: number): RequestOrigin {
 }
 
 /** Applies lock-queue steps as consecutive log entries stamped with the given log time. */
-class Log {
-  index = 0;
-  constructor(readonly machine: DStoreStateMachine) {}
-  raw(data: Uint8Array, timeMs: number): Uint8Array {
-    const entry: Entry = { index: ++this.index, term: 1, kind: 0, timeMs, data };
-    return this.machine.apply(entry);
-  }
+class Log extends AppliedLog {
   step(request: Partial<LockQueueRequest> & { ownerId: string }, timeMs: number, from?: RequestOrigin) {
     const full: LockQueueRequest = { mode: "wait", key: "job", ttlMs: 0, leaseMs: 1000, seq: 0n, ...request };
     const data = encodeCommand({

@@ -5,7 +5,6 @@
  * not timed: syncSettles and builds stay 0 however many keys the shard holds.
  */
 import { describe, expect, test } from "bun:test";
-import type { Entry } from "../../src/raft/core/types.ts";
 import {
   decodeLockQueueResult,
   encodeLockQueueValue,
@@ -14,17 +13,12 @@ import {
 } from "../../src/store/lock-queue.ts";
 import { decodeErrorResult, encodeCommand, Op } from "../../src/store/replicated/command.ts";
 import { DStoreStateMachine } from "../../src/store/replicated/state-machine.ts";
+import { AppliedLog } from "../support/applied-log.ts";
 
 const owner = (n: number) => n.toString(16).padStart(32, "0");
 const KEYS = 5_000;
 
-class Log {
-  index = 0;
-  constructor(readonly machine: DStoreStateMachine) {}
-  raw(data: Uint8Array, timeMs: number): Uint8Array {
-    const entry: Entry = { index: ++this.index, term: 1, kind: 0, timeMs, data };
-    return this.machine.apply(entry);
-  }
+class Log extends AppliedLog {
   set(key: string, timeMs: number, deleteInMs = 0): void {
     const op = deleteInMs > 0 ? Op.SetE : Op.Set;
     this.raw(

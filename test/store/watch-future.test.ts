@@ -2,8 +2,9 @@ import { describe, expect, test } from "bun:test";
 import { DkvError } from "../../src/errors.ts";
 import { RpcWatch, type WatchAttemptSink, type WatchTransport } from "../../src/rpc/client/watch-client.ts";
 import type { Message } from "../../src/rpc/protocol/types.ts";
-import { type WatchEvent, WatchHub } from "../../src/store/watch.ts";
+import { WatchHub } from "../../src/store/watch.ts";
 import { waitFor } from "../raft/host/cluster.ts";
+import { summary, take } from "../support/watch-events.ts";
 
 // `watch --rev R` with R beyond the head (etcd's "future" watch). etcd answers such a watch
 // with headers carrying its current revision (created and progress notifications alike), and
@@ -11,18 +12,6 @@ import { waitFor } from "../raft/host/cluster.ts";
 // reached, and the start stays R across reconnects.
 
 const bytes = (s: string) => new TextEncoder().encode(s);
-const summary = (events: WatchEvent[]) =>
-  events.map((e) => (e.type === "progress" ? `progress@${e.revision}` : `${e.type} ${e.key}@${e.revision}`));
-
-async function take(iterator: AsyncIterator<WatchEvent>, count: number): Promise<WatchEvent[]> {
-  const events: WatchEvent[] = [];
-  for (let i = 0; i < count; i++) {
-    const next = await iterator.next();
-    if (next.done === true) throw new Error(`the watch ended after ${events.length} events`);
-    events.push(next.value);
-  }
-  return events;
-}
 
 describe("a watch from a revision beyond the head", () => {
   test("progress carries the head (never a revision not reached); changes start at the revision asked", async () => {

@@ -3,6 +3,7 @@ import { ManualClock } from "../../src/clock.ts";
 import { DkvError } from "../../src/errors.ts";
 import { LocalStore } from "../../src/store/local.ts";
 import { type WatchChange, WatchCompactedError, type WatchEvent, WatchHub } from "../../src/store/watch.ts";
+import { summary, take } from "../support/watch-events.ts";
 
 const put = (key: string, revision: number, value = "v"): WatchChange => ({
   type: "put",
@@ -15,24 +16,10 @@ function publishTo(hub: WatchHub, change: WatchChange): void {
   hub.publish(change.type, change.key, change.value, change.revision);
 }
 
-/** The next `count` events of `iterator` (progress included), failing if it ends first. */
-async function take(iterator: AsyncIterator<WatchEvent>, count: number): Promise<WatchEvent[]> {
-  const events: WatchEvent[] = [];
-  for (let i = 0; i < count; i++) {
-    const next = await iterator.next();
-    if (next.done === true) throw new Error(`the watch ended after ${events.length} events`);
-    events.push(next.value);
-  }
-  return events;
-}
-
 /** Consumes the progress event every watch starts with, checking the revision it starts after. */
 async function started(iterator: AsyncIterator<WatchEvent>, after: number): Promise<void> {
   expect((await iterator.next()).value).toEqual({ type: "progress", revision: after });
 }
-
-const summary = (events: WatchEvent[]) =>
-  events.map((e) => (e.type === "progress" ? `progress@${e.revision}` : `${e.type} ${e.key}@${e.revision}`));
 
 describe("WatchHub", () => {
   test("a key watcher gets only that key, a prefix watcher every key under it, in order", async () => {

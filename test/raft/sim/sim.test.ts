@@ -12,6 +12,7 @@
  */
 import { describe, expect, test } from "bun:test";
 import { type CoreFactory, loadCore } from "./core.ts";
+import { leaseHuntSwarm } from "./core-mutants.ts";
 import { runSimulation, SimFailure, type SimStats, type Swarm } from "./simulator.ts";
 
 const defaultSeedCount = 500;
@@ -40,19 +41,7 @@ const forcedLease: Partial<Swarm> = { readOnly: "lease", tickSkipRate: 0 };
  * may still answer reads. The plain swarm reaches that rarely (a planted 2x-long lease
  * fails ~0 of 3000 forced-lease seeds there, ~3% here).
  */
-const leaseHunt: Partial<Swarm> = {
-  ...forcedLease,
-  nodeCount: 3,
-  tickSteps: 2,
-  electionTicks: 12,
-  leaderIsolateRate: 0.02,
-  healRate: 0.005,
-  readRate: 0.4,
-  writeRate: 0.6,
-  crashRate: 0,
-  leaderCrashRate: 0,
-  network: { dropRate: 0, duplicateRate: 0, delayMaxSteps: 1 },
-};
+const leaseHunt: Partial<Swarm> = { ...forcedLease, ...leaseHuntSwarm };
 /** The same with frequent leadership transfers (TimeoutNow overrides the followers' promise). */
 const leaseHuntTransfers: Partial<Swarm> = { ...leaseHunt, transferRate: 0.02 };
 
