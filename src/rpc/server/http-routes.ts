@@ -125,6 +125,15 @@ export function route(
       new DkvError("BAD_REQUEST", 'expected POST /v1/<shard>/<op>, e.g. POST /v1/100/get with {"key":"foo"}'),
     );
   }
+  // One spelling per shard: "0100" is not taken for shard 100 (a typo must not reach another shard).
+  if (match[1]!.length > 1 && match[1]!.startsWith("0")) {
+    return jsonError(
+      new DkvError(
+        "BAD_REQUEST",
+        `the shard id in ${path} has a leading zero; write it without one, e.g. /v1/${Number(match[1])}/${match[2]}`,
+      ),
+    );
+  }
   if (request.method !== "POST") {
     return jsonError(new DkvError("BAD_REQUEST", `use POST for ${path}`), 405);
   }
