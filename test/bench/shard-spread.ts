@@ -3,7 +3,8 @@
  * with one Raft log per process (src/raft/storage/shared-log.ts) spreading writes over
  * more shards must not cost more fsyncs, so the rate must not fall.
  *
- *   bun run test/bench/shard-spread.ts [--dkv dist/dkv[,/tmp/dkv-old]] [--rounds 2] [--duration 3s] [--shards 50] [--strace]
+ *   bun run test/bench/shard-spread.ts [--dkv dist/dkv[,/tmp/dkv-old]] [--rounds 2] [--duration 3s] [--shards 50]
+ *     [--leaders spread[,one]] [--only N[,M]] [--strace]
  *
  * - per binary in `--dkv` (built from this checkout when it is the default), starts 3
  *   `dkv serve` members with shards 1..N = dstore on free 127.0.0.1 ports and temporary
@@ -18,9 +19,14 @@
  *   loaded machine the rate falls and ticks and heartbeats then weigh more per write) per
  *   run and, per binary, the best (and median) round's ratio to its one-shard rate and the
  *   median CPU per write; with two binaries, their CPU per write ratio; kills every server by PID.
+ * - `--leaders`: where the shards' leaders are, one cluster per binary and placement, all
+ *   alternated: `spread` (default) leaves the members' leader balancing on (leaders even
+ *   across members); `one` turns it off and moves every shard's leader to node-1
+ *   (`dkv cluster transfer-leader`), so the other two members only follow.
  * - `--profile DIR`: the members run from source under Bun's CPU profiler (`--cpu-prof-md`)
  *   instead of a binary, and are stopped with SIGTERM so each writes its profile into DIR;
  *   use with one workload (`--only 50`: the c=50 run over N shards) and one round.
+ *   `--only 1,50` keeps the c=50 runs over 1 and 50 shards (any listed counts of 1, 8, N).
  * - `--strace`: every run also counts the fsync/fdatasync calls of all three members
  *   (strace -c attached for the run) and prints fsyncs per acknowledged write; ptrace
  *   slows the members, so take ops/s from runs without it.
@@ -38,8 +44,12 @@ const START_TIMEOUT_MS = 60_000;
 /** How long the members' idle CPU is sampled before each run (see spreadSets). */
 const IDLE_SAMPLE_MS = 1_000;
 
+type Placement = "spread" | "one";
+
 interface Cluster {
   dkv: string;
+  /** The binary and, with more than one placement, where the leaders are: the key of its results. */
+  label: string;
   pids: number[];
   procs: Bun.Subprocess[];
   endpoints: string[];
@@ -52,10 +62,17 @@ interface Workload {
   shards: number;
 }
 
-async function startCluster(dkv: string, shardCount: number, profileDir?: string): Promise<Cluster> {
+async function startCluster(
+  dkv: string,
+  label: string,
+  shardCount: number,
+  placement: Placement,
+  profileDir?: string,
+): Promise<Cluster> {
   const root = await mkdtemp(join(tmpdir(), "dkv-shard-spread-"));
   const shards = Array.from({ length: shardCount }, (_, i) => `${i + 1}=dstore`).join(",");
-  const { args, endpoints } = await benchClusterArgs(3, shards, root);
+  const { args: baseArgs, endpoints } = await benchClusterArgs(3, shards, root);
+  const args = placement === "one" ? baseArgs.map((a) => [...a, "--leader-balance-interval", "0"]) : baseArgs;
   const command = (serve: string[]) =>
     profileDir === undefined
       ? [dkv, ...serve]
@@ -72,24 +89,40 @@ async function startCluster(dkv: string, shardCount: number, profileDir?: string
     void new Response(proc.stderr).text();
     return proc;
   });
-  const cluster: Cluster = { dkv, pids: procs.map((p) => p.pid), procs, endpoints, root };
+  const cluster: Cluster = { dkv, label, pids: procs.map((p) => p.pid), procs, endpoints, root };
+  const leaders = async (): Promise<(string | null)[][]> => {
+    const out = await runCommand([
+      dkv,
+      "cluster",
+      "status",
+      "--json",
+      "--timeout",
+      "2s",
+      "--endpoints",
+      endpoints.join(","),
+    ]);
+    const report = JSON.parse(out) as { nodes: { shards: { leader?: string | null }[] }[] };
+    return report.nodes.map((n) => n.shards.map((s) => (typeof s.leader === "string" ? s.leader : null)));
+  };
   try {
-    await waitUntil(`a leader for each of ${shardCount} shards (${dkv})`, START_TIMEOUT_MS, async () => {
-      const out = await runCommand([
-        dkv,
-        "cluster",
-        "status",
-        "--json",
-        "--timeout",
-        "2s",
-        "--endpoints",
-        endpoints.join(","),
-      ]);
-      const report = JSON.parse(out) as { nodes: { shards: { leader?: string | null }[] }[] };
-      return report.nodes.every(
-        (n) => n.shards.length >= shardCount && n.shards.every((s) => typeof s.leader === "string"),
-      );
-    });
+    await waitUntil(`a leader for each of ${shardCount} shards (${label})`, START_TIMEOUT_MS, async () =>
+      (await leaders()).every((n) => n.length >= shardCount && n.every((l) => l !== null)),
+    );
+    if (placement === "one") {
+      await waitUntil(`node-1 leading every shard (${label})`, START_TIMEOUT_MS, async () => {
+        await runCommand([
+          dkv,
+          "cluster",
+          "transfer-leader",
+          "node-1",
+          "--timeout",
+          "10s",
+          "--endpoints",
+          endpoints.join(","),
+        ]);
+        return (await leaders()).every((n) => n.length >= shardCount && n.every((l) => l === "node-1"));
+      });
+    }
   } catch (error) {
     await stopCluster(cluster);
     throw error;
@@ -214,7 +247,12 @@ async function main(): Promise<void> {
   const shardCount = Number(flagValue(argv, "--shards", "50"));
   const strace = argv.includes("--strace");
   const profileDir = argv.includes("--profile") ? flagValue(argv, "--profile", "") : undefined;
-  const only = argv.includes("--only") ? Number(flagValue(argv, "--only", "0")) : undefined;
+  const only = argv.includes("--only") ? flagValue(argv, "--only", "0").split(",").map(Number) : undefined;
+  const placements = flagValue(argv, "--leaders", "spread").split(",");
+  for (const placement of placements) {
+    if (placement !== "spread" && placement !== "one")
+      throw new Error(`--leaders: each value must be spread or one, got ${placement}`);
+  }
   if (!argv.includes("--dkv") && profileDir === undefined) {
     const { ensureBinary } = await import("../e2e/helpers.ts");
     await ensureBinary();
@@ -226,17 +264,26 @@ async function main(): Promise<void> {
     { name: `c=200 over ${shardCount} shards`, threads: 200, shards: shardCount },
   ];
   const workloads =
-    only === undefined ? allWorkloads : allWorkloads.filter((w) => w.threads === 50 && w.shards === only);
+    only === undefined
+      ? allWorkloads
+      : allWorkloads.filter((w) => w.threads === 50 && only.includes(w.shards));
   if (workloads.length === 0) throw new Error(`--only ${only}: no c=50 workload over that many shards`);
   console.log(
     `3 members, ${shardCount} dstore shards, ${VALUE_BYTES} B sets, ${durationText} per run, ${rounds} rounds`,
   );
   const clusters: Cluster[] = [];
   try {
-    for (const dkv of dkvList) clusters.push(await startCluster(dkv, shardCount, profileDir));
-    const results = new Map<string, number[][]>(dkvList.map((d) => [d, workloads.map(() => [])]));
-    const cpuResults = new Map<string, number[][]>(dkvList.map((d) => [d, workloads.map(() => [])]));
-    const marginalResults = new Map<string, number[][]>(dkvList.map((d) => [d, workloads.map(() => [])]));
+    const labels: string[] = [];
+    for (const dkv of dkvList) {
+      for (const placement of placements as Placement[]) {
+        const label = placements.length === 1 ? dkv : `${dkv} [leaders ${placement}]`;
+        labels.push(label);
+        clusters.push(await startCluster(dkv, label, shardCount, placement, profileDir));
+      }
+    }
+    const results = new Map<string, number[][]>(labels.map((d) => [d, workloads.map(() => [])]));
+    const cpuResults = new Map<string, number[][]>(labels.map((d) => [d, workloads.map(() => [])]));
+    const marginalResults = new Map<string, number[][]>(labels.map((d) => [d, workloads.map(() => [])]));
     for (let round = 0; round < rounds; round++) {
       for (const [w, workload] of workloads.entries()) {
         const order = round % 2 === 0 ? clusters : [...clusters].reverse();
@@ -252,16 +299,16 @@ async function main(): Promise<void> {
             outcome = await run();
           }
           const { opsPerSec, cpuMsPerWrite, marginalCpuMsPerWrite } = outcome;
-          results.get(cluster.dkv)![w]!.push(opsPerSec);
-          cpuResults.get(cluster.dkv)![w]!.push(cpuMsPerWrite);
-          marginalResults.get(cluster.dkv)![w]!.push(marginalCpuMsPerWrite);
+          results.get(cluster.label)![w]!.push(opsPerSec);
+          cpuResults.get(cluster.label)![w]!.push(cpuMsPerWrite);
+          marginalResults.get(cluster.label)![w]!.push(marginalCpuMsPerWrite);
           console.log(
-            `round ${round + 1} ${workload.name.padEnd(22)} ${fmt(opsPerSec).padStart(7)} ops/s  ${cpuMsPerWrite.toFixed(3)} CPU ms/write (${marginalCpuMsPerWrite.toFixed(3)} above idle)  ${cluster.dkv}${syncs}`,
+            `round ${round + 1} ${workload.name.padEnd(22)} ${fmt(opsPerSec).padStart(7)} ops/s  ${cpuMsPerWrite.toFixed(3)} CPU ms/write (${marginalCpuMsPerWrite.toFixed(3)} above idle)  ${cluster.label}${syncs}`,
           );
         }
       }
     }
-    for (const dkv of dkvList) {
+    for (const dkv of labels) {
       const best = results.get(dkv)!.map((runs) => Math.max(...runs));
       const mid = results.get(dkv)!.map(median);
       const cpu = cpuResults.get(dkv)!.map(median);
@@ -275,9 +322,9 @@ async function main(): Promise<void> {
         );
       }
     }
-    if (dkvList.length === 2) {
-      // Per workload, the first binary's median CPU per write over the second's (same minutes).
-      const [a, b] = dkvList as [string, string];
+    if (labels.length === 2) {
+      // Per workload, the first cluster's median CPU per write over the second's (same minutes).
+      const [a, b] = labels as [string, string];
       console.log(`\n${a} / ${b}, median CPU per write (above idle in brackets):`);
       for (const [w, workload] of workloads.entries()) {
         const ratio = median(cpuResults.get(a)![w]!) / median(cpuResults.get(b)![w]!);
