@@ -3,7 +3,7 @@ import { DkvError } from "../../errors.ts";
 import type { ILockManager } from "../../lockmgr/types.ts";
 import type { StageTrace } from "../../raft/host/types.ts";
 import { LocalStore } from "../../store/local.ts";
-import type { RequestOrigin } from "../../store/replicated/command.ts";
+import type { RequestOrigin, WriteReceiver } from "../../store/replicated/command.ts";
 import type { IStore, ValueInput } from "../../store/types.ts";
 import { type DeadlineEntry, DeadlineQueue } from "../deadline-queue.ts";
 import type { ClusterStatusReport } from "../protocol/cluster-status.ts";
@@ -23,7 +23,7 @@ import {
   wireRequestSchemas,
 } from "../protocol/types.ts";
 import type { Serializer } from "../serializer/types.ts";
-import { DedupCache, type DedupGeneration, type DedupLimits, dedupKey } from "./dedup-cache.ts";
+import { DedupCache, type DedupGeneration, type DedupLimits, dedupKey, EMPTY_REPLY } from "./dedup-cache.ts";
 import { originOf } from "./lock-owner.ts";
 import { type OpEntry, opTable } from "./op-table.ts";
 
@@ -53,10 +53,10 @@ export type ShardHandler =
       forOrigin?: (origin: RequestOrigin) => ShardHandler;
     };
 
-/** Writes that take the request's origin themselves (DStore's set and delete). */
+/** Writes that take the request's origin themselves, with no promise (DStore's set and delete). */
 export interface OriginWrites {
-  set(key: string, value: ValueInput, origin: RequestOrigin): Promise<void>;
-  delete(key: string, origin: RequestOrigin): Promise<void>;
+  setTo(key: string, value: ValueInput, origin: RequestOrigin, receiver: WriteReceiver): void;
+  deleteTo(key: string, origin: RequestOrigin, receiver: WriteReceiver): void;
 }
 
 export interface RpcLogger {
@@ -332,11 +332,15 @@ export class RequestDispatcher {
     const observer = this.options.observer;
     call.trace = observer?.started?.(header);
     const originWrites = served.kind === "store" ? served.originWrites : undefined;
-    const applied =
-      replicated !== undefined && origin !== undefined && originWrites !== undefined
-        ? replicated(originWrites, request, origin)
-        : entryOfOp.handle(served, request, origin, this.stopping.signal);
-    applied.then((response) => call.onResponse(response as unknown as Message), call.onError);
+    if (replicated !== undefined && origin !== undefined && originWrites !== undefined) {
+      // The DStore tells the call itself: no promise between the socket and the apply.
+      replicated(originWrites, request, origin, call);
+    } else {
+      entryOfOp.handle(served, request, origin, this.stopping.signal).then(
+        (response) => call.onResponse(response as unknown as Message),
+        (error: unknown) => call.onError(error),
+      );
+    }
     observer?.handedOff?.();
   }
 
@@ -422,7 +426,7 @@ export class RequestDispatcher {
 }
 
 /** One request being applied; `done` makes the reply (or the server-side timeout) happen once. */
-class ServerCall implements DeadlineEntry {
+class ServerCall implements DeadlineEntry, WriteReceiver {
   private done = false;
   private timer: ReturnType<typeof setTimeout> | undefined;
   private readonly startMs = performance.now();
@@ -465,8 +469,16 @@ class ServerCall implements DeadlineEntry {
     this.target.deliver(this.header, undefined, error);
   }
 
-  readonly onResponse = (response: Message): void => this.finish(response, undefined);
-  readonly onError = (error: unknown): void => this.finish(undefined, toDkvError(error, this.isWrite));
+  onResponse(response: Message): void {
+    this.finish(response, undefined);
+  }
+  onError(error: unknown): void {
+    this.finish(undefined, toDkvError(error, this.isWrite));
+  }
+  /** A replicated write (OriginWrites) is over: its reply is empty. */
+  writeDone(error: DkvError | undefined): void {
+    this.finish(error === undefined ? EMPTY_REPLY : undefined, error);
+  }
 
   private finish(response: Message | undefined, error: DkvError | undefined): void {
     if (this.timer !== undefined) clearTimeout(this.timer);

@@ -43,6 +43,15 @@ export interface RequestOrigin {
   requestId: number;
 }
 
+/**
+ * Who learns a replicated write's outcome without a promise (DStore.setTo / deleteTo):
+ * told exactly once; `error` undefined means it applied, with the state machine's
+ * `result`; otherwise the error's `outcome` says whether it may have applied.
+ */
+export interface WriteReceiver {
+  writeDone(error: DkvError | undefined, result: Uint8Array): void;
+}
+
 export interface Command {
   op: Op;
   key: string;
@@ -83,18 +92,36 @@ function f64(data: Uint8Array, at: number): number {
 }
 
 export function encodeCommand(command: Command): Uint8Array {
-  const { key, value, origin } = command;
+  return encodeCommandOf(
+    command.op,
+    command.key,
+    command.value,
+    command.expireInMs,
+    command.deleteInMs,
+    command.origin,
+  );
+}
+
+/** encodeCommand of the fields, without a Command object (the write path builds none). */
+export function encodeCommandOf(
+  op: Op,
+  key: string,
+  value: Uint8Array,
+  expireInMs: number,
+  deleteInMs: number,
+  origin: RequestOrigin | undefined,
+): Uint8Array {
   const keyBytes = utf8Length(key);
   const originBytes = origin === undefined ? 0 : ORIGIN_BYTES;
   // One array, written byte by byte: no encoded copy of the key, no ArrayBuffer or DataView
   // object per write (a small array's `.buffer` is costly in JSC, see u16).
   const out = new Uint8Array(HEADER_BYTES + originBytes + keyBytes + value.byteLength);
-  out[0] = command.op;
+  out[0] = op;
   out[1] = origin === undefined ? 0 : FLAG_ORIGIN;
   putU32(out, 4, keyBytes);
   putU32(out, 8, value.byteLength);
-  putF64(out, 12, command.expireInMs);
-  putF64(out, 20, command.deleteInMs);
+  putF64(out, 12, expireInMs);
+  putF64(out, 20, deleteInMs);
   let pos = HEADER_BYTES;
   if (origin !== undefined) {
     if (origin.clientId.byteLength !== CLIENT_ID_BYTES || !Number.isSafeInteger(origin.requestId)) {
