@@ -636,31 +636,28 @@ export class RaftHost {
       reply(encodeForwardError(forwardId, new DkvError(invalid.code, invalid.message), this.self));
       return;
     }
-    const attempt = group.tryPropose(command, Math.max(1, timeoutMs || this.requestTimeoutMs));
-    if (!attempt.ok) {
-      reply(encodeForwardError(forwardId, attempt.error, attempt.leader));
+    // The group tells this receiver (no promise per forwarded write).
+    const receiver: ProposalReceiver = {
+      proposalSettled: (error, result) => {
+        this.incomingForwards--;
+        if (error === undefined) {
+          reply(encodeForwardOk(forwardId, result));
+          return;
+        }
+        // The leader shutting down is not the caller's host closing: it may retry elsewhere.
+        const sent =
+          error.code === "CLOSED"
+            ? new DkvError("UNAVAILABLE", error.message, { outcome: error.outcome })
+            : error;
+        reply(encodeForwardError(forwardId, sent, null));
+      },
+    };
+    const refused = group.proposeTo(command, Math.max(1, timeoutMs || this.requestTimeoutMs), receiver);
+    if (refused !== undefined) {
+      reply(encodeForwardError(forwardId, refused.error, refused.leader));
       return;
     }
     this.incomingForwards++;
-    attempt.result.then(
-      (result) => {
-        this.incomingForwards--;
-        reply(encodeForwardOk(forwardId, result));
-      },
-      (error: unknown) => {
-        this.incomingForwards--;
-        let dkvError = DkvError.is(error)
-          ? error
-          : new DkvError("INTERNAL", `the leader failed to apply the proposal: ${String(error)}`, {
-              outcome: "unknown",
-            });
-        // The leader shutting down is not the caller's host closing: it may retry elsewhere.
-        if (dkvError.code === "CLOSED") {
-          dkvError = new DkvError("UNAVAILABLE", dkvError.message, { outcome: dkvError.outcome });
-        }
-        reply(encodeForwardError(forwardId, dkvError, null));
-      },
-    );
   }
 }
 
