@@ -327,7 +327,8 @@ export class RequestDispatcher {
       const extraMs = entryOfOp.extraTimeMs?.(request) ?? 0;
       // A blocking acquire waits longer than the rest: its own timer keeps the queue sorted.
       if (extraMs > 0) call.armTimeout(deadlines.timeoutMs + extraMs);
-      else deadlines.add(call);
+      // The call's start is the queue's clock (performance.now) read once.
+      else deadlines.add(call, call.startMs);
     }
     const observer = this.options.observer;
     call.trace = observer?.started?.(header);
@@ -429,7 +430,7 @@ export class RequestDispatcher {
 class ServerCall implements DeadlineEntry, WriteReceiver {
   private done = false;
   private timer: ReturnType<typeof setTimeout> | undefined;
-  private readonly startMs = performance.now();
+  readonly startMs = performance.now();
   trace: StageTrace | undefined;
   // DeadlineEntry: the dispatcher's deadline queue links calls through these.
   expiresAtMs = 0;

@@ -178,8 +178,20 @@ function putF64(out: Uint8Array, at: number, value: number): void {
  * since members may be configured differently; see validateCommand for those.
  */
 export function decodeCommand(data: Uint8Array): Command {
-  return parseCommand(data, true);
+  return parseCommand(data, true, undefined);
 }
+
+/**
+ * decodeCommand with the origin's client id copied into `clientId` (the caller's
+ * CLIENT_ID_BYTES scratch, valid until its next use) instead of a new array per command:
+ * the apply path, which only looks the id up and forgets the command.
+ */
+export function decodeCommandReusing(data: Uint8Array, clientId: Uint8Array): Command {
+  return parseCommand(data, true, clientId);
+}
+
+/** validateCommand's client id: read, never kept. */
+const validatedClientId = new Uint8Array(CLIENT_ID_BYTES);
 
 /**
  * Why `data` must not be proposed, or null when it may be: everything decodeCommand
@@ -190,7 +202,7 @@ export function decodeCommand(data: Uint8Array): Command {
 export function validateCommand(data: Uint8Array, limits: StoreLimits): DkvError | null {
   let command: Command;
   try {
-    command = parseCommand(data, false);
+    command = parseCommand(data, false, validatedClientId);
   } catch (error) {
     if (DkvError.is(error)) return error;
     throw error;
@@ -232,7 +244,7 @@ function takesDurations(op: Op): boolean {
   );
 }
 
-function parseCommand(data: Uint8Array, copyValue: boolean): Command {
+function parseCommand(data: Uint8Array, copyValue: boolean, clientIdInto: Uint8Array | undefined): Command {
   if (data.byteLength < HEADER_BYTES) throw corrupt(`${data.byteLength} bytes`);
   const opCode = data[0]!;
   if (opCode < Op.Set || opCode > Op.LockQueue) throw corrupt(`unknown op ${opCode}`);
@@ -250,7 +262,13 @@ function parseCommand(data: Uint8Array, copyValue: boolean): Command {
     if (data.byteLength < pos + ORIGIN_BYTES) throw corrupt("truncated origin");
     const requestId = f64(data, pos + CLIENT_ID_BYTES);
     if (!Number.isSafeInteger(requestId)) throw invalid(`the request id ${requestId} is not a whole number`);
-    origin = { clientId: data.slice(pos, pos + CLIENT_ID_BYTES), requestId };
+    let clientId: Uint8Array;
+    if (clientIdInto === undefined) clientId = data.slice(pos, pos + CLIENT_ID_BYTES);
+    else {
+      clientId = clientIdInto;
+      for (let i = 0; i < CLIENT_ID_BYTES; i++) clientId[i] = data[pos + i]!;
+    }
+    origin = { clientId, requestId };
     pos += ORIGIN_BYTES;
   }
   // No trailing bytes: the lengths must account for every byte.
