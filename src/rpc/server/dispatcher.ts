@@ -53,7 +53,10 @@ export type ShardHandler =
       forOrigin?: (origin: RequestOrigin) => ShardHandler;
     };
 
-/** Writes that take the request's origin themselves, with no promise (DStore's set and delete). */
+/**
+ * Writes that take the request's origin themselves, with no promise (DStore's set and
+ * delete). They read `origin` during the call only: the dispatcher reuses it.
+ */
 export interface OriginWrites {
   setTo(key: string, value: ValueInput, origin: RequestOrigin, receiver: WriteReceiver): void;
   deleteTo(key: string, origin: RequestOrigin, receiver: WriteReceiver): void;
@@ -122,6 +125,8 @@ export class RequestDispatcher {
   private readonly stopping = new AbortController();
   /** Deadlines of the calls in flight (all with requestTimeoutMs): one timer, not one per request. */
   private readonly deadlines: DeadlineQueue<ServerCall> | undefined;
+  /** The origin handed to OriginWrites, refilled per request (they do not keep it). */
+  private readonly writeOrigin: RequestOrigin = { clientId: new Uint8Array(16), requestId: 0 };
 
   constructor(private readonly options: DispatcherOptions) {
     if (options.requestTimeoutMs > 0)
@@ -300,10 +305,14 @@ export class RequestDispatcher {
     let origin: RequestOrigin | undefined;
     const replicated = entryOfOp.replicated;
     if (isWrite && identified && handler.forOrigin !== undefined) {
-      origin = originOf(header);
-      // A plain write on a DStore takes the origin itself: no per-request view.
-      if (replicated === undefined || handler.kind !== "store" || handler.originWrites === undefined)
+      // A plain write on a DStore takes the origin itself (no per-request view), and reads
+      // it only during the call: the dispatcher's one origin, refilled, serves them all.
+      if (replicated !== undefined && handler.kind === "store" && handler.originWrites !== undefined)
+        origin = refilledOrigin(this.writeOrigin, header);
+      else {
+        origin = originOf(header);
         served = handler.forOrigin(origin);
+      }
     } else if (isWrite && identified) {
       const cache = this.dedupByShard.get(header.shard)!;
       dedupAt = cache.admit(header, target);
@@ -490,6 +499,23 @@ class ServerCall implements DeadlineEntry, WriteReceiver {
     this.observer?.replied(this.header, error, this.startMs, this.trace);
     this.target.deliver(this.header, response, error);
   }
+}
+
+/** originOf(header), written into `origin` (bytes 8-15 of its client id stay 0). */
+function refilledOrigin(origin: RequestOrigin, header: FrameHeader): RequestOrigin {
+  const clientId = origin.clientId;
+  const high = header.clientIdHigh;
+  const low = header.clientIdLow;
+  clientId[0] = high & 0xff;
+  clientId[1] = (high >>> 8) & 0xff;
+  clientId[2] = (high >>> 16) & 0xff;
+  clientId[3] = high >>> 24;
+  clientId[4] = low & 0xff;
+  clientId[5] = (low >>> 8) & 0xff;
+  clientId[6] = (low >>> 16) & 0xff;
+  clientId[7] = low >>> 24;
+  origin.requestId = header.requestId;
+  return origin;
 }
 
 /** Whether a shard of `handler`'s kind serves `op` (checkNamed's rule, without its errors). */
