@@ -44,9 +44,9 @@ export class DeadlineQueue<E extends DeadlineEntry> {
     return this.count;
   }
 
-  /** Queues `entry` with the deadline now + timeoutMs. */
-  add(entry: E): void {
-    entry.expiresAtMs = this.clock.now() + this.timeoutMs;
+  /** Queues `entry` with the deadline now + timeoutMs (`nowMs`: the clock's reading, if the caller has it). */
+  add(entry: E, nowMs: number = this.clock.now()): void {
+    entry.expiresAtMs = nowMs + this.timeoutMs;
     entry.olderEntry = this.newest;
     entry.newerEntry = undefined;
     entry.queued = true;

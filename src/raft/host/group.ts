@@ -64,6 +64,39 @@ export type ProposeAttempt =
   | { ok: true; result: Promise<Uint8Array> }
   | { ok: false; error: DkvError; leader: NodeId | null };
 
+/** A proposal refused on this member (nothing entered the log), with the leader hint. */
+export interface ProposeRefusal {
+  error: DkvError;
+  leader: NodeId | null;
+}
+
+/**
+ * Who learns a proposal's outcome (RaftGroup.proposeTo): called exactly once, never
+ * during the call that proposed, from one microtask per batch of settled proposals.
+ * `error` undefined: the entry applied here and `result` is the state machine's answer;
+ * otherwise the error's `outcome` says whether it may have applied. Must not throw.
+ */
+export interface ProposalReceiver {
+  proposalSettled(error: DkvError | undefined, result: Uint8Array): void;
+}
+
+/** ProposalReceiver of tryPropose: settles a promise. */
+class PromiseReceiver implements ProposalReceiver {
+  readonly promise: Promise<Uint8Array>;
+  private resolve!: (result: Uint8Array) => void;
+  private reject!: (error: DkvError) => void;
+  constructor() {
+    this.promise = new Promise<Uint8Array>((resolve, reject) => {
+      this.resolve = resolve;
+      this.reject = reject;
+    });
+  }
+  proposalSettled(error: DkvError | undefined, result: Uint8Array): void {
+    if (error === undefined) this.resolve(result);
+    else this.reject(error);
+  }
+}
+
 /** Per-group checks of a proposal's bytes (forwarded proposals are checked on the leader). */
 export interface GroupOptions {
   /** A refusal (the bytes must not enter the log) or null; must not throw. */
@@ -83,8 +116,10 @@ interface ProposalWaiter {
   trace: StageTrace | undefined;
   /** The entry's size as counted against raftLogMaxBytes until it applies or settles. */
   bytes: number;
-  resolve(result: Uint8Array): void;
-  reject(error: DkvError): void;
+  receiver: ProposalReceiver;
+  /** The outcome, set when it settles, until the receiver is told (see settle). */
+  error: DkvError | undefined;
+  result: Uint8Array;
   /**
    * A proposal of an earlier term at the same index, still unsettled: a leader whose entries
    * were truncated can lead again and propose at the same index before the old one settles.
@@ -173,6 +208,9 @@ export class RaftGroup {
   /** Newest waiter per log index; older ones at the same index chain behind it. */
   private readonly proposals = new Map<number, ProposalWaiter>();
   private proposalCount = 0;
+  /** Settled proposals whose receivers are told in the next microtask (see settle). */
+  private settledWaiters: ProposalWaiter[] = [];
+  private spareSettled: ProposalWaiter[] = [];
   /** Read batches asked for a read index (in asking order), by request id. */
   private readonly reads = new Map<string, ReadBatch>();
   /** Reads not yet asked for: they go out as one batch once fewer rounds are in flight. */
@@ -282,11 +320,26 @@ export class RaftGroup {
    * `confChange` the entry is that membership change (`data` is ignored).
    */
   tryPropose(data: Uint8Array, timeoutMs: number, confChange?: ConfChange): ProposeAttempt {
+    const receiver = new PromiseReceiver();
+    const refused = this.proposeTo(data, timeoutMs, receiver, confChange);
+    if (refused !== undefined) return { ok: false, error: refused.error, leader: refused.leader };
+    return { ok: true, result: receiver.promise };
+  }
+
+  /**
+   * tryPropose without a promise: undefined when proposed (then `receiver` learns the
+   * outcome exactly once, later), or the refusal (then it is never called).
+   */
+  proposeTo(
+    data: Uint8Array,
+    timeoutMs: number,
+    receiver: ProposalReceiver,
+    confChange?: ConfChange,
+  ): ProposeRefusal | undefined {
     const refusal = this.refusal();
-    if (refusal !== undefined) return { ok: false, error: refusal, leader: null };
+    if (refusal !== undefined) return { error: refusal, leader: null };
     if (this.proposalCount >= this.env.proposalsPendingMax) {
       return {
-        ok: false,
         error: new DkvError(
           "UNAVAILABLE",
           `group ${this.groupId} has ${this.proposalCount} proposals waiting to apply; retry later or lower the load`,
@@ -298,7 +351,7 @@ export class RaftGroup {
     // does not check it: the core refuses it as not the leader, and the host forwards.
     const bytes = confChange === undefined ? data.byteLength + ENTRY_OVERHEAD_BYTES : 0;
     const full = confChange === undefined && this.role === "leader" ? this.logFullRefusal(bytes) : undefined;
-    if (full !== undefined) return { ok: false, error: full, leader: this.leader };
+    if (full !== undefined) return { error: full, leader: this.leader };
     this.node.observeTime(this.env.nowMs());
     const proposed =
       confChange === undefined ? this.node.propose(data) : this.node.proposeConfChange(confChange);
@@ -313,29 +366,42 @@ export class RaftGroup {
               "UNAVAILABLE",
               `group ${this.groupId} refused the proposal (${proposed.reason}); retry shortly`,
             );
-      return { ok: false, error, leader: proposed.leader };
+      return { error, leader: proposed.leader };
     }
     const { index, term } = proposed;
     assert(
       index > this.appliedIndex,
       () => `group ${this.groupId}: proposed at ${index}, already applied ${this.appliedIndex}`,
     );
-    this.env.observer?.proposed(this.groupId);
-    const trace = this.env.observer?.currentTrace?.();
-    if (trace !== undefined) trace.proposedMs = this.env.monotonicMs();
-    const result = new Promise<Uint8Array>((resolve, reject) => {
-      const older = this.proposals.get(index);
-      assert(
-        older === undefined || older.term < term,
-        () => `group ${this.groupId}: two proposals at ${index}/${term}`,
-      );
-      const deadlineMs = this.env.monotonicMs() + timeoutMs;
-      this.proposals.set(index, { index, term, deadlineMs, timeoutMs, trace, bytes, resolve, reject, older });
-      this.proposalCount++;
-      this.pendingProposalBytes += bytes;
+    const observer = this.env.observer;
+    let trace: StageTrace | undefined;
+    if (observer !== undefined) {
+      observer.proposed(this.groupId);
+      trace = observer.currentTrace?.();
+      if (trace !== undefined) trace.proposedMs = this.env.monotonicMs();
+    }
+    const older = this.proposals.get(index);
+    assert(
+      older === undefined || older.term < term,
+      () => `group ${this.groupId}: two proposals at ${index}/${term}`,
+    );
+    const deadlineMs = this.env.monotonicMs() + timeoutMs;
+    this.proposals.set(index, {
+      index,
+      term,
+      deadlineMs,
+      timeoutMs,
+      trace,
+      bytes,
+      receiver,
+      error: undefined,
+      result: EMPTY,
+      older,
     });
+    this.proposalCount++;
+    this.pendingProposalBytes += bytes;
     this.schedule();
-    return { ok: true, result };
+    return undefined;
   }
 
   /**
@@ -619,15 +685,17 @@ export class RaftGroup {
       this.settled(waiter);
       if (waiter.trace !== undefined) waiter.trace.appliedMs = this.env.monotonicMs();
       if (waiter.term === entry.term) {
-        waiter.resolve(result);
+        this.settle(waiter, undefined, result);
       } else {
         // Log matching: an entry is identified by (index, term); another one applied here,
         // so ours never will.
-        waiter.reject(
+        this.settle(
+          waiter,
           new DkvError(
             "NOT_LEADER",
             `group ${this.groupId}: a new leader replaced entry ${entry.index} before it committed; it was not applied — retry`,
           ),
+          EMPTY,
         );
       }
     }
@@ -657,7 +725,7 @@ export class RaftGroup {
       );
       for (let waiter: ProposalWaiter | undefined = newest; waiter !== undefined; waiter = waiter.older) {
         this.settled(waiter);
-        waiter.reject(error);
+        this.settle(waiter, error, EMPTY);
       }
     }
   }
@@ -672,12 +740,14 @@ export class RaftGroup {
         const older: ProposalWaiter | undefined = waiter.older;
         if (waiter.deadlineMs <= nowMs) {
           this.settled(waiter);
-          waiter.reject(
+          this.settle(
+            waiter,
             new DkvError(
               "TIMEOUT",
               `group ${this.groupId}: entry ${index} was not applied within ${waiter.timeoutMs} ms; it may still apply — check before retrying, or retry with the same request id`,
               { outcome: "unknown" },
             ),
+            EMPTY,
           );
         } else {
           waiter.older = undefined;
@@ -893,6 +963,36 @@ export class RaftGroup {
     this.pendingProposalBytes -= waiter.bytes;
   }
 
+  /**
+   * Records `waiter`'s outcome; its receiver is told in one microtask with every other
+   * proposal settled until then (a batch applied together costs one microtask, not a
+   * promise and its reactions per write), and never while the Raft state is mid-step.
+   */
+  private settle(waiter: ProposalWaiter, error: DkvError | undefined, result: Uint8Array): void {
+    waiter.error = error;
+    waiter.result = result;
+    if (this.settledWaiters.push(waiter) === 1) queueMicrotask(this.tellSettled);
+  }
+
+  private readonly tellSettled = (): void => {
+    const waiters = this.settledWaiters;
+    this.settledWaiters = this.spareSettled;
+    let thrown: { error: unknown } | undefined;
+    for (let i = 0; i < waiters.length; i++) {
+      const waiter = waiters[i]!;
+      waiter.older = undefined;
+      try {
+        waiter.receiver.proposalSettled(waiter.error, waiter.result);
+      } catch (error) {
+        // A receiver broke its contract: the others are still told, then it surfaces.
+        thrown ??= { error };
+      }
+    }
+    waiters.length = 0;
+    this.spareSettled = waiters;
+    if (thrown !== undefined) throw thrown.error;
+  };
+
   // ---- bookkeeping -------------------------------------------------------------------
 
   private onSoftState(leader: NodeId | null, role: Role): void {
@@ -974,7 +1074,7 @@ export class RaftGroup {
   private failAll(error: DkvError): void {
     for (const newest of this.proposals.values()) {
       for (let waiter: ProposalWaiter | undefined = newest; waiter !== undefined; waiter = waiter.older) {
-        waiter.reject(error);
+        this.settle(waiter, error, EMPTY);
       }
     }
     this.proposals.clear();

@@ -1,4 +1,4 @@
-export type { GroupOptions, ProposeAttempt } from "./group.ts";
+export type { GroupOptions, ProposalReceiver, ProposeAttempt } from "./group.ts";
 export { RaftHost } from "./raft-host.ts";
 export {
   AssertionError,

@@ -12,7 +12,13 @@ import {
   encodeForwardRequest,
   FrameKind,
 } from "./frames.ts";
-import { type GroupEnv, type GroupOptions, type ProposeAttempt, RaftGroup } from "./group.ts";
+import {
+  type GroupEnv,
+  type GroupOptions,
+  type ProposalReceiver,
+  type ProposeAttempt,
+  RaftGroup,
+} from "./group.ts";
 import { planLeaderTransfer } from "./leader-balance.ts";
 import type { MembershipHooks } from "./membership-types.ts";
 import { ReadyPasses } from "./ready-pass.ts";
@@ -253,6 +259,26 @@ export class RaftHost {
       }
     }
     return this.proposeRetrying(groupId, command, timeoutMs);
+  }
+
+  /**
+   * propose() without a promise where it counts: when this member leads, the group tells
+   * `receiver` directly (no promise or async frame per write); otherwise propose()'s
+   * forwarding and retries run and their outcome is passed on. Told exactly once, never
+   * during this call.
+   */
+  proposeTo(groupId: number, command: Uint8Array, timeoutMs: number, receiver: ProposalReceiver): void {
+    const group =
+      this.closing === undefined && this.retired === undefined ? this.groups.get(groupId) : undefined;
+    if (group !== undefined && timeoutMs > 0 && group.role === "leader") {
+      try {
+        if (group.proposeTo(command, timeoutMs, receiver) === undefined) return;
+      } catch (error) {
+        relay(Promise.reject(error), receiver);
+        return;
+      }
+    }
+    relay(this.propose(groupId, command, { timeoutMs }), receiver);
   }
 
   /** `knownLeader`: the first attempt forwards to it without trying here (see propose). */
@@ -610,33 +636,49 @@ export class RaftHost {
       reply(encodeForwardError(forwardId, new DkvError(invalid.code, invalid.message), this.self));
       return;
     }
-    const attempt = group.tryPropose(command, Math.max(1, timeoutMs || this.requestTimeoutMs));
-    if (!attempt.ok) {
-      reply(encodeForwardError(forwardId, attempt.error, attempt.leader));
+    // The group tells this receiver (no promise per forwarded write).
+    const receiver: ProposalReceiver = {
+      proposalSettled: (error, result) => {
+        this.incomingForwards--;
+        if (error === undefined) {
+          reply(encodeForwardOk(forwardId, result));
+          return;
+        }
+        // The leader shutting down is not the caller's host closing: it may retry elsewhere.
+        const sent =
+          error.code === "CLOSED"
+            ? new DkvError("UNAVAILABLE", error.message, { outcome: error.outcome })
+            : error;
+        reply(encodeForwardError(forwardId, sent, null));
+      },
+    };
+    const refused = group.proposeTo(command, Math.max(1, timeoutMs || this.requestTimeoutMs), receiver);
+    if (refused !== undefined) {
+      reply(encodeForwardError(forwardId, refused.error, refused.leader));
       return;
     }
     this.incomingForwards++;
-    attempt.result.then(
-      (result) => {
-        this.incomingForwards--;
-        reply(encodeForwardOk(forwardId, result));
-      },
-      (error: unknown) => {
-        this.incomingForwards--;
-        let dkvError = DkvError.is(error)
-          ? error
-          : new DkvError("INTERNAL", `the leader failed to apply the proposal: ${String(error)}`, {
-              outcome: "unknown",
-            });
-        // The leader shutting down is not the caller's host closing: it may retry elsewhere.
-        if (dkvError.code === "CLOSED") {
-          dkvError = new DkvError("UNAVAILABLE", dkvError.message, { outcome: dkvError.outcome });
-        }
-        reply(encodeForwardError(forwardId, dkvError, null));
-      },
-    );
   }
 }
+
+/** Passes a proposal's promised outcome to `receiver` (a non-DkvError as INTERNAL, outcome unknown). */
+function relay(outcome: Promise<Uint8Array>, receiver: ProposalReceiver): void {
+  outcome.then(
+    (result) => receiver.proposalSettled(undefined, result),
+    (error: unknown) =>
+      receiver.proposalSettled(
+        DkvError.is(error)
+          ? error
+          : new DkvError("INTERNAL", `the proposal failed: ${String(error)}`, {
+              outcome: "unknown",
+              cause: error,
+            }),
+        EMPTY_RESULT,
+      ),
+  );
+}
+
+const EMPTY_RESULT = new Uint8Array(0);
 
 function checkCount(name: string, value: number, min: number): void {
   if (!Number.isSafeInteger(value) || value < min) {

@@ -3,7 +3,7 @@ import { DkvError } from "../../errors.ts";
 import type { ILockManager } from "../../lockmgr/types.ts";
 import type { StageTrace } from "../../raft/host/types.ts";
 import { LocalStore } from "../../store/local.ts";
-import type { RequestOrigin } from "../../store/replicated/command.ts";
+import type { RequestOrigin, WriteReceiver } from "../../store/replicated/command.ts";
 import type { IStore, ValueInput } from "../../store/types.ts";
 import { type DeadlineEntry, DeadlineQueue } from "../deadline-queue.ts";
 import type { ClusterStatusReport } from "../protocol/cluster-status.ts";
@@ -23,7 +23,7 @@ import {
   wireRequestSchemas,
 } from "../protocol/types.ts";
 import type { Serializer } from "../serializer/types.ts";
-import { DedupCache, type DedupGeneration, type DedupLimits, dedupKey } from "./dedup-cache.ts";
+import { DedupCache, type DedupGeneration, type DedupLimits, dedupKey, EMPTY_REPLY } from "./dedup-cache.ts";
 import { originOf } from "./lock-owner.ts";
 import { type OpEntry, opTable } from "./op-table.ts";
 
@@ -53,10 +53,13 @@ export type ShardHandler =
       forOrigin?: (origin: RequestOrigin) => ShardHandler;
     };
 
-/** Writes that take the request's origin themselves (DStore's set and delete). */
+/**
+ * Writes that take the request's origin themselves, with no promise (DStore's set and
+ * delete). They read `origin` during the call only: the dispatcher reuses it.
+ */
 export interface OriginWrites {
-  set(key: string, value: ValueInput, origin: RequestOrigin): Promise<void>;
-  delete(key: string, origin: RequestOrigin): Promise<void>;
+  setTo(key: string, value: ValueInput, origin: RequestOrigin, receiver: WriteReceiver): void;
+  deleteTo(key: string, origin: RequestOrigin, receiver: WriteReceiver): void;
 }
 
 export interface RpcLogger {
@@ -122,6 +125,8 @@ export class RequestDispatcher {
   private readonly stopping = new AbortController();
   /** Deadlines of the calls in flight (all with requestTimeoutMs): one timer, not one per request. */
   private readonly deadlines: DeadlineQueue<ServerCall> | undefined;
+  /** The origin handed to OriginWrites, refilled per request (they do not keep it). */
+  private readonly writeOrigin: RequestOrigin = { clientId: new Uint8Array(16), requestId: 0 };
 
   constructor(private readonly options: DispatcherOptions) {
     if (options.requestTimeoutMs > 0)
@@ -300,10 +305,14 @@ export class RequestDispatcher {
     let origin: RequestOrigin | undefined;
     const replicated = entryOfOp.replicated;
     if (isWrite && identified && handler.forOrigin !== undefined) {
-      origin = originOf(header);
-      // A plain write on a DStore takes the origin itself: no per-request view.
-      if (replicated === undefined || handler.kind !== "store" || handler.originWrites === undefined)
+      // A plain write on a DStore takes the origin itself (no per-request view), and reads
+      // it only during the call: the dispatcher's one origin, refilled, serves them all.
+      if (replicated !== undefined && handler.kind === "store" && handler.originWrites !== undefined)
+        origin = refilledOrigin(this.writeOrigin, header);
+      else {
+        origin = originOf(header);
         served = handler.forOrigin(origin);
+      }
     } else if (isWrite && identified) {
       const cache = this.dedupByShard.get(header.shard)!;
       dedupAt = cache.admit(header, target);
@@ -327,16 +336,21 @@ export class RequestDispatcher {
       const extraMs = entryOfOp.extraTimeMs?.(request) ?? 0;
       // A blocking acquire waits longer than the rest: its own timer keeps the queue sorted.
       if (extraMs > 0) call.armTimeout(deadlines.timeoutMs + extraMs);
-      else deadlines.add(call);
+      // The call's start is the queue's clock (performance.now) read once.
+      else deadlines.add(call, call.startMs);
     }
     const observer = this.options.observer;
     call.trace = observer?.started?.(header);
     const originWrites = served.kind === "store" ? served.originWrites : undefined;
-    const applied =
-      replicated !== undefined && origin !== undefined && originWrites !== undefined
-        ? replicated(originWrites, request, origin)
-        : entryOfOp.handle(served, request, origin, this.stopping.signal);
-    applied.then((response) => call.onResponse(response as unknown as Message), call.onError);
+    if (replicated !== undefined && origin !== undefined && originWrites !== undefined) {
+      // The DStore tells the call itself: no promise between the socket and the apply.
+      replicated(originWrites, request, origin, call);
+    } else {
+      entryOfOp.handle(served, request, origin, this.stopping.signal).then(
+        (response) => call.onResponse(response as unknown as Message),
+        (error: unknown) => call.onError(error),
+      );
+    }
     observer?.handedOff?.();
   }
 
@@ -422,10 +436,10 @@ export class RequestDispatcher {
 }
 
 /** One request being applied; `done` makes the reply (or the server-side timeout) happen once. */
-class ServerCall implements DeadlineEntry {
+class ServerCall implements DeadlineEntry, WriteReceiver {
   private done = false;
   private timer: ReturnType<typeof setTimeout> | undefined;
-  private readonly startMs = performance.now();
+  readonly startMs = performance.now();
   trace: StageTrace | undefined;
   // DeadlineEntry: the dispatcher's deadline queue links calls through these.
   expiresAtMs = 0;
@@ -465,8 +479,16 @@ class ServerCall implements DeadlineEntry {
     this.target.deliver(this.header, undefined, error);
   }
 
-  readonly onResponse = (response: Message): void => this.finish(response, undefined);
-  readonly onError = (error: unknown): void => this.finish(undefined, toDkvError(error, this.isWrite));
+  onResponse(response: Message): void {
+    this.finish(response, undefined);
+  }
+  onError(error: unknown): void {
+    this.finish(undefined, toDkvError(error, this.isWrite));
+  }
+  /** A replicated write (OriginWrites) is over: its reply is empty. */
+  writeDone(error: DkvError | undefined): void {
+    this.finish(error === undefined ? EMPTY_REPLY : undefined, error);
+  }
 
   private finish(response: Message | undefined, error: DkvError | undefined): void {
     if (this.timer !== undefined) clearTimeout(this.timer);
@@ -477,6 +499,23 @@ class ServerCall implements DeadlineEntry {
     this.observer?.replied(this.header, error, this.startMs, this.trace);
     this.target.deliver(this.header, response, error);
   }
+}
+
+/** originOf(header), written into `origin` (bytes 8-15 of its client id stay 0). */
+function refilledOrigin(origin: RequestOrigin, header: FrameHeader): RequestOrigin {
+  const clientId = origin.clientId;
+  const high = header.clientIdHigh;
+  const low = header.clientIdLow;
+  clientId[0] = high & 0xff;
+  clientId[1] = (high >>> 8) & 0xff;
+  clientId[2] = (high >>> 16) & 0xff;
+  clientId[3] = high >>> 24;
+  clientId[4] = low & 0xff;
+  clientId[5] = (low >>> 8) & 0xff;
+  clientId[6] = (low >>> 16) & 0xff;
+  clientId[7] = low >>> 24;
+  origin.requestId = header.requestId;
+  return origin;
 }
 
 /** Whether a shard of `handler`'s kind serves `op` (checkNamed's rule, without its errors). */

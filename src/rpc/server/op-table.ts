@@ -1,6 +1,6 @@
 import { DkvError } from "../../errors.ts";
 import type { LocalStore } from "../../store/local.ts";
-import type { RequestOrigin } from "../../store/replicated/command.ts";
+import type { RequestOrigin, WriteReceiver } from "../../store/replicated/command.ts";
 import type { EntryInfo } from "../../store/types.ts";
 import { txnFromWire, txnResultToWire } from "../protocol/txn-wire.ts";
 import type { OpName, Requests, Responses, WireEntry } from "../protocol/types.ts";
@@ -37,13 +37,15 @@ export interface OpEntry<K extends OpName> {
   readonly local?: (store: LocalStore, request: Requests[K]) => Responses[K];
   /**
    * The same write on a DStore under the request's origin, without the per-request view
-   * that ShardHandler.forOrigin makes: the dispatcher calls it for a dstore shard.
+   * that ShardHandler.forOrigin makes, and without a promise: the dispatcher calls it for a
+   * dstore shard; `receiver` is told once, and on success the reply is empty.
    */
   readonly replicated?: (
     store: OriginWrites,
     request: Requests[K],
     origin: RequestOrigin,
-  ) => Promise<Responses[K]>;
+    receiver: WriteReceiver,
+  ) => void;
   handle(
     handler: ShardHandler,
     request: Requests[K],
@@ -57,10 +59,6 @@ export type OpTable = { readonly [K in OpName]: OpEntry<K> };
 
 /** The reply of writes that answer nothing: the dedup cache remembers it as one byte. */
 const empty = EMPTY_REPLY;
-
-function toEmpty(): typeof empty {
-  return empty;
-}
 
 /**
  * The longest long poll of watchLost (waitMs 0 means this): a request is bounded in time,
@@ -88,7 +86,7 @@ export const opTable: OpTable = {
       store.setOwned(r.key, r.value);
       return empty;
     },
-    replicated: (store, r, origin) => store.set(r.key, r.value, origin).then(toEmpty),
+    replicated: (store, r, origin, receiver) => store.setTo(r.key, r.value, origin, receiver),
     async handle({ store }, r) {
       await store.set(r.key, r.value);
       return empty;
@@ -148,7 +146,7 @@ export const opTable: OpTable = {
       store.deleteNow(r.key);
       return empty;
     },
-    replicated: (store, r, origin) => store.delete(r.key, origin).then(toEmpty),
+    replicated: (store, r, origin, receiver) => store.deleteTo(r.key, origin, receiver),
     async handle({ store }, r) {
       await store.delete(r.key);
       return empty;

@@ -43,6 +43,15 @@ export interface RequestOrigin {
   requestId: number;
 }
 
+/**
+ * Who learns a replicated write's outcome without a promise (DStore.setTo / deleteTo):
+ * told exactly once; `error` undefined means it applied, with the state machine's
+ * `result`; otherwise the error's `outcome` says whether it may have applied.
+ */
+export interface WriteReceiver {
+  writeDone(error: DkvError | undefined, result: Uint8Array): void;
+}
+
 export interface Command {
   op: Op;
   key: string;
@@ -83,18 +92,36 @@ function f64(data: Uint8Array, at: number): number {
 }
 
 export function encodeCommand(command: Command): Uint8Array {
-  const { key, value, origin } = command;
+  return encodeCommandOf(
+    command.op,
+    command.key,
+    command.value,
+    command.expireInMs,
+    command.deleteInMs,
+    command.origin,
+  );
+}
+
+/** encodeCommand of the fields, without a Command object (the write path builds none). */
+export function encodeCommandOf(
+  op: Op,
+  key: string,
+  value: Uint8Array,
+  expireInMs: number,
+  deleteInMs: number,
+  origin: RequestOrigin | undefined,
+): Uint8Array {
   const keyBytes = utf8Length(key);
   const originBytes = origin === undefined ? 0 : ORIGIN_BYTES;
   // One array, written byte by byte: no encoded copy of the key, no ArrayBuffer or DataView
   // object per write (a small array's `.buffer` is costly in JSC, see u16).
   const out = new Uint8Array(HEADER_BYTES + originBytes + keyBytes + value.byteLength);
-  out[0] = command.op;
+  out[0] = op;
   out[1] = origin === undefined ? 0 : FLAG_ORIGIN;
   putU32(out, 4, keyBytes);
   putU32(out, 8, value.byteLength);
-  putF64(out, 12, command.expireInMs);
-  putF64(out, 20, command.deleteInMs);
+  putF64(out, 12, expireInMs);
+  putF64(out, 20, deleteInMs);
   let pos = HEADER_BYTES;
   if (origin !== undefined) {
     if (origin.clientId.byteLength !== CLIENT_ID_BYTES || !Number.isSafeInteger(origin.requestId)) {
@@ -151,8 +178,20 @@ function putF64(out: Uint8Array, at: number, value: number): void {
  * since members may be configured differently; see validateCommand for those.
  */
 export function decodeCommand(data: Uint8Array): Command {
-  return parseCommand(data, true);
+  return parseCommand(data, true, undefined);
 }
+
+/**
+ * decodeCommand with the origin's client id copied into `clientId` (the caller's
+ * CLIENT_ID_BYTES scratch, valid until its next use) instead of a new array per command:
+ * the apply path, which only looks the id up and forgets the command.
+ */
+export function decodeCommandReusing(data: Uint8Array, clientId: Uint8Array): Command {
+  return parseCommand(data, true, clientId);
+}
+
+/** validateCommand's client id: read, never kept. */
+const validatedClientId = new Uint8Array(CLIENT_ID_BYTES);
 
 /**
  * Why `data` must not be proposed, or null when it may be: everything decodeCommand
@@ -163,7 +202,7 @@ export function decodeCommand(data: Uint8Array): Command {
 export function validateCommand(data: Uint8Array, limits: StoreLimits): DkvError | null {
   let command: Command;
   try {
-    command = parseCommand(data, false);
+    command = parseCommand(data, false, validatedClientId);
   } catch (error) {
     if (DkvError.is(error)) return error;
     throw error;
@@ -205,7 +244,7 @@ function takesDurations(op: Op): boolean {
   );
 }
 
-function parseCommand(data: Uint8Array, copyValue: boolean): Command {
+function parseCommand(data: Uint8Array, copyValue: boolean, clientIdInto: Uint8Array | undefined): Command {
   if (data.byteLength < HEADER_BYTES) throw corrupt(`${data.byteLength} bytes`);
   const opCode = data[0]!;
   if (opCode < Op.Set || opCode > Op.LockQueue) throw corrupt(`unknown op ${opCode}`);
@@ -223,7 +262,13 @@ function parseCommand(data: Uint8Array, copyValue: boolean): Command {
     if (data.byteLength < pos + ORIGIN_BYTES) throw corrupt("truncated origin");
     const requestId = f64(data, pos + CLIENT_ID_BYTES);
     if (!Number.isSafeInteger(requestId)) throw invalid(`the request id ${requestId} is not a whole number`);
-    origin = { clientId: data.slice(pos, pos + CLIENT_ID_BYTES), requestId };
+    let clientId: Uint8Array;
+    if (clientIdInto === undefined) clientId = data.slice(pos, pos + CLIENT_ID_BYTES);
+    else {
+      clientId = clientIdInto;
+      for (let i = 0; i < CLIENT_ID_BYTES; i++) clientId[i] = data[pos + i]!;
+    }
+    origin = { clientId, requestId };
     pos += ORIGIN_BYTES;
   }
   // No trailing bytes: the lengths must account for every byte.

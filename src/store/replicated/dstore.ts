@@ -1,6 +1,7 @@
 import { type Clock, systemClock } from "../../clock.ts";
 import { EXPIRY_TICK_MS_DEFAULT } from "../../config/defaults.ts";
 import { DkvError } from "../../errors.ts";
+import type { ProposalReceiver } from "../../raft/host/group.ts";
 import type { RaftHost } from "../../raft/host/raft-host.ts";
 import {
   decodeLockQueueResult,
@@ -32,9 +33,11 @@ import {
   decodeClaim,
   decodeErrorResult,
   encodeCommand,
+  encodeCommandOf,
   Op,
   type RequestOrigin,
   validateCommand,
+  type WriteReceiver,
 } from "./command.ts";
 import { readCount, readEntry, readList } from "./data-reads.ts";
 import { LeaderMonitor } from "./leader-monitor.ts";
@@ -214,6 +217,48 @@ export class DStore implements IStore {
     await this.write(command(Op.Set, key, checkedValueBytes(value, this.limits), 0, 0), origin);
   }
 
+  /**
+   * set without a promise (the RPC dispatcher's path): `receiver` is told once, at once
+   * when the request is refused before proposing. No Command object, promise or async frame
+   * per write.
+   */
+  setTo(key: string, value: ValueInput, origin: RequestOrigin, receiver: WriteReceiver): void {
+    let data: Uint8Array;
+    try {
+      this.checkOpen();
+      checkKey(key, this.limits);
+      data = encodeCommandOf(Op.Set, key, checkedValueBytes(value, this.limits), 0, 0, origin);
+    } catch (error) {
+      receiver.writeDone(refusedBeforeProposing(error), EMPTY);
+      return;
+    }
+    new PendingWrite(this, data, receiver).propose();
+  }
+
+  /** delete without a promise: see setTo. */
+  deleteTo(key: string, origin: RequestOrigin, receiver: WriteReceiver): void {
+    let data: Uint8Array;
+    try {
+      this.checkOpen();
+      checkKey(key, this.limits);
+      data = encodeCommandOf(Op.Delete, key, EMPTY, 0, 0, origin);
+    } catch (error) {
+      receiver.writeDone(refusedBeforeProposing(error), EMPTY);
+      return;
+    }
+    new PendingWrite(this, data, receiver).propose();
+  }
+
+  /** Whether close() was called (a write in flight then stops retrying). */
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  /** One attempt of a PendingWrite: proposes through the host, `receiver` told once. */
+  proposeAttempt(data: Uint8Array, timeoutMs: number, receiver: ProposalReceiver): void {
+    this.host.proposeTo(this.groupId, data, timeoutMs, receiver);
+  }
+
   async setE(
     key: string,
     value: ValueInput,
@@ -335,10 +380,6 @@ export class DStore implements IStore {
     return this.host.read(this.groupId, evaluate, { stale: this.staleReads, timeoutMs: this.timeoutMs });
   }
 
-  /**
-   * Proposes `cmd` tagged with a request id and retries while its outcome is unknown and
-   * time is left: the state machine's dedup makes the retries apply at most once.
-   */
   /** A write carrying a value and two deadlines: validated here, once, for all four ops. */
   private timedWrite(
     op: Op,
@@ -357,47 +398,35 @@ export class DStore implements IStore {
     );
   }
 
-  private async write(cmd: Command, origin: RequestOrigin | undefined): Promise<Uint8Array> {
-    this.checkOpen();
-    cmd.origin = origin ?? { clientId: this.clientId, requestId: this.nextRequestId++ };
-    // Copies the value in (checkedValueBytes did not): the caller's array is free again.
-    const data = encodeCommand(cmd);
-    // The check the leader makes before proposing: nothing invalid enters the log. The
-    // callers above checked key, value and durations by the same limits already, so only
-    // a transaction (checked as a whole by checkTxn) is parsed once more here.
-    if (cmd.op === Op.Txn) {
-      const invalid = validateCommand(data, this.limits);
-      if (invalid !== null) throw invalid;
-    }
-    const deadline = performance.now() + this.timeoutMs;
-    let unknownOutcome = false;
-    for (let attempt = 1; ; attempt++) {
-      const remainingMs = Math.ceil(deadline - performance.now());
-      try {
-        const result = await this.host.propose(this.groupId, data, { timeoutMs: Math.max(1, remainingMs) });
-        // Refused alike by every member when applied (e.g. a full request table): a no-op.
-        const refused = decodeErrorResult(result);
-        if (refused !== undefined) throw refused;
-        return result;
-      } catch (error) {
-        if (!DkvError.is(error)) throw error;
-        if (error.outcome === "unknown") unknownOutcome = true;
-        const retryable =
-          error.code === "UNAVAILABLE" || error.code === "NOT_LEADER" || error.code === "TIMEOUT";
-        const timeLeft = deadline - performance.now() > RETRY_PAUSE_MS;
-        if (!retryable || !timeLeft || attempt >= RETRY_ATTEMPTS_MAX || this.closed) {
-          // Once any attempt may have applied, the caller must not read a later refusal as "not applied".
-          if (unknownOutcome && error.outcome !== "unknown") {
-            throw new DkvError(error.code, `${error.message} (an earlier attempt may have applied)`, {
-              outcome: "unknown",
-              cause: error,
-            });
-          }
-          throw error;
-        }
-        await Bun.sleep(RETRY_PAUSE_MS);
+  /**
+   * Proposes `cmd` tagged with a request id (the caller's origin, or this store's own) and
+   * retries while its outcome is unknown and time is left (PendingWrite).
+   */
+  private write(cmd: Command, origin: RequestOrigin | undefined): Promise<Uint8Array> {
+    let data: Uint8Array;
+    try {
+      this.checkOpen();
+      cmd.origin = origin ?? { clientId: this.clientId, requestId: this.nextRequestId++ };
+      // Copies the value in (checkedValueBytes did not): the caller's array is free again.
+      data = encodeCommand(cmd);
+      // The check the leader makes before proposing: nothing invalid enters the log. The
+      // callers above checked key, value and durations by the same limits already, so only
+      // a transaction (checked as a whole by checkTxn) is parsed once more here.
+      if (cmd.op === Op.Txn) {
+        const invalid = validateCommand(data, this.limits);
+        if (invalid !== null) throw invalid;
       }
+    } catch (error) {
+      return Promise.reject(error);
     }
+    const receiver = new PromiseWriteReceiver();
+    new PendingWrite(this, data, receiver).propose();
+    return receiver.promise;
+  }
+
+  /** Deadline of each write in ms (PendingWrite's). */
+  get writeTimeoutMs(): number {
+    return this.timeoutMs;
   }
 
   private checkOpen(): void {
@@ -415,6 +444,86 @@ async function* untilEnd(
   } finally {
     onEnd();
   }
+}
+
+/**
+ * One write in flight: proposes `data` (tagged with its request id) and retries while its
+ * outcome is unknown and time is left; the state machine's dedup makes the retries apply
+ * at most once. Its receiver is told exactly once.
+ */
+class PendingWrite implements ProposalReceiver {
+  private attempt = 0;
+  private unknownOutcome = false;
+  private readonly deadline: number;
+
+  constructor(
+    private readonly store: DStore,
+    private readonly data: Uint8Array,
+    private readonly receiver: WriteReceiver,
+  ) {
+    this.deadline = performance.now() + store.writeTimeoutMs;
+  }
+
+  propose(): void {
+    this.attempt++;
+    const remainingMs =
+      this.attempt === 1 ? this.store.writeTimeoutMs : Math.ceil(this.deadline - performance.now());
+    this.store.proposeAttempt(this.data, Math.max(1, remainingMs), this);
+  }
+
+  proposalSettled(failure: DkvError | undefined, result: Uint8Array): void {
+    let error = failure;
+    if (error === undefined) {
+      // Refused alike by every member when applied (e.g. a full request table): a no-op.
+      const refused = decodeErrorResult(result);
+      if (refused === undefined) {
+        this.receiver.writeDone(undefined, result);
+        return;
+      }
+      error = refused;
+    }
+    if (error.outcome === "unknown") this.unknownOutcome = true;
+    const retryable = error.code === "UNAVAILABLE" || error.code === "NOT_LEADER" || error.code === "TIMEOUT";
+    const timeLeft = this.deadline - performance.now() > RETRY_PAUSE_MS;
+    if (!retryable || !timeLeft || this.attempt >= RETRY_ATTEMPTS_MAX || this.store.isClosed) {
+      // Once any attempt may have applied, the caller must not read a later refusal as "not applied".
+      if (this.unknownOutcome && error.outcome !== "unknown") {
+        error = new DkvError(error.code, `${error.message} (an earlier attempt may have applied)`, {
+          outcome: "unknown",
+          cause: error,
+        });
+      }
+      this.receiver.writeDone(error, EMPTY);
+      return;
+    }
+    setTimeout(() => this.propose(), RETRY_PAUSE_MS);
+  }
+}
+
+/** WriteReceiver of DStore.write: settles a promise. */
+class PromiseWriteReceiver implements WriteReceiver {
+  readonly promise: Promise<Uint8Array>;
+  private resolve!: (result: Uint8Array) => void;
+  private reject!: (error: DkvError) => void;
+  constructor() {
+    this.promise = new Promise<Uint8Array>((resolve, reject) => {
+      this.resolve = resolve;
+      this.reject = reject;
+    });
+  }
+  writeDone(error: DkvError | undefined, result: Uint8Array): void {
+    if (error === undefined) this.resolve(result);
+    else this.reject(error);
+  }
+}
+
+/** A check before proposing threw: nothing entered the log. */
+function refusedBeforeProposing(error: unknown): DkvError {
+  if (DkvError.is(error)) return error;
+  return new DkvError("INTERNAL", `the write was refused before proposing: ${String(error)}`, {
+    outcome: "not-applied",
+    cause: error,
+  });
 }
 
 function command(op: Op, key: string, value: Uint8Array, expireInMs: number, deleteInMs: number): Command {

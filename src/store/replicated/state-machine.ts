@@ -7,8 +7,9 @@ import { applyLockQueue, encodeLockQueueResult } from "../lock-queue.ts";
 import { defaultStoreLimits, type StoreLimits } from "../types.ts";
 import { WatchHub, type WatchHubOptions } from "../watch.ts";
 import {
+  CLIENT_ID_BYTES,
   type Command,
-  decodeCommand,
+  decodeCommandReusing,
   encodeBoolean,
   encodeClaim,
   encodeErrorResult,
@@ -60,6 +61,8 @@ export class DStoreStateMachine implements StateMachine {
   private requests: RequestTable;
   private readonly dedupOptions: DedupOptions;
   private readonly limits: StoreLimits;
+  /** The applied command's client id (decodeCommandReusing): looked up, never kept. */
+  private readonly clientIdScratch = new Uint8Array(CLIENT_ID_BYTES);
 
   /** `limits` are this server's, checked only before proposing (validateProposal). */
   constructor(
@@ -106,7 +109,7 @@ export class DStoreStateMachine implements StateMachine {
     this.db.pinRevision(entry.index);
     let command: Command;
     try {
-      command = decodeCommand(entry.data);
+      command = decodeCommandReusing(entry.data, this.clientIdScratch);
     } catch (error) {
       // Every member refuses the same bytes alike: a no-op, not a stopped group.
       if (DkvError.is(error)) return encodeErrorResult(error);

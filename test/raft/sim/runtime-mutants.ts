@@ -40,8 +40,8 @@ export const runtimeMutants: RuntimeMutant[] = [
   {
     name: "a reused index replaces the older waiter, which never settles (defect 2, as on main before this branch)",
     file: "raft/host/group.ts",
-    find: "resolve, reject, older });",
-    replace: "resolve, reject, older: undefined });",
+    find: "      result: EMPTY,\n      older,\n",
+    replace: "      result: EMPTY,\n      older: undefined,\n",
     swarm: churnSwarm,
     expected: ["every waiter settles"],
     seedsMax: 200,
