@@ -3,7 +3,8 @@
  * test): dkv builds side by side, no etcd.
  *
  *   bun run test/bench/read-path.ts --dkv A[,B...] [--rounds 3] [--duration 4s] [--threads 10,50]
- *                                   [--keys 1000] [--targets all,leader,followers]
+ *                                   [--keys 1000] [--targets all,leader,followers] [--test get]
+ *                                   [--perf-stat EVENTS]
  *
  * Starts one 3-member cluster per binary (shard 200 = dstore, default settings) and keeps
  * them all running; then per round, per thread count and per target, runs `dkv kv perf`
@@ -21,7 +22,7 @@ import { benchClusterArgs, cpuSeconds, flagValue, runCommand, waitUntil } from "
 
 const SHARD = 200;
 const START_TIMEOUT_MS = 20_000;
-const OTHER_TESTS = "set,set-large,delete,has,has-not,mixed";
+const PERF_TESTS = ["set", "set-large", "get", "delete", "has", "has-not", "mixed"];
 const TARGETS = ["all", "leader", "followers"] as const;
 type Target = (typeof TARGETS)[number];
 
@@ -37,7 +38,7 @@ interface Sample {
   opsPerSec: number;
   p50Ms: number;
   p99Ms: number;
-  /** CPU µs per get of each member, leader first. */
+  /** CPU µs per operation of each member, leader first. */
   cpuUs: number[];
 }
 
@@ -50,6 +51,9 @@ parseDuration(duration, "--duration");
 const threadCounts = flagValue(argv, "--threads", "10,50").split(",").map(Number);
 const keys = flagValue(argv, "--keys", "1000");
 const targets = flagValue(argv, "--targets", "all").split(",") as Target[];
+/** The kv perf test measured (`--test`, default get; set to see the write path the same way). */
+const testName = flagValue(argv, "--test", "get");
+if (!PERF_TESTS.includes(testName)) throw new Error(`--test: one of ${PERF_TESTS.join(", ")}`);
 for (const t of targets) if (!TARGETS.includes(t)) throw new Error(`--targets: unknown ${t}`);
 /** perf events counted on each member per measurement (--perf-stat EVENTS), e.g. raw_syscalls:sys_enter,context-switches. */
 const perfEvents = flagValue(argv, "--perf-stat", "");
@@ -125,7 +129,7 @@ async function measure(cluster: Cluster, threads: number, target: Target): Promi
     "--duration",
     duration,
     "--skip",
-    OTHER_TESTS,
+    PERF_TESTS.filter((name) => name !== testName).join(","),
     "--json",
   ]);
   const after = await Promise.all(order.map((i) => cpuSeconds(cluster.pids[i]!)));
@@ -134,8 +138,8 @@ async function measure(cluster: Cluster, threads: number, target: Target): Promi
   const report = JSON.parse(out) as {
     results: { test: string; ops: number; opsPerSec: number; p50Ms: number; p99Ms: number }[];
   };
-  const get = report.results.find((r) => r.test === "get");
-  if (get === undefined) throw new Error(`kv perf reported no get:\n${out.slice(0, 2000)}`);
+  const get = report.results.find((r) => r.test === testName);
+  if (get === undefined) throw new Error(`kv perf reported no ${testName}:\n${out.slice(0, 2000)}`);
   for (const [m, text] of statTexts.entries()) {
     const counts = text
       .split("\n")
@@ -178,14 +182,14 @@ async function main(): Promise<void> {
             const key = `${b}|${threads}|${target}`;
             samples.set(key, [...(samples.get(key) ?? []), s]);
             console.log(
-              `round ${round} ${binaries[b]} c=${threads} ${target}: ${f0(s.opsPerSec)} ops/s, p50 ${s.p50Ms.toFixed(2)} p99 ${s.p99Ms.toFixed(2)} ms, CPU µs/get L/F/F ${s.cpuUs.map(f0).join(" / ")} (sum ${f0(s.cpuUs.reduce((x, y) => x + y, 0))})`,
+              `round ${round} ${binaries[b]} c=${threads} ${target}: ${f0(s.opsPerSec)} ops/s, p50 ${s.p50Ms.toFixed(2)} p99 ${s.p99Ms.toFixed(2)} ms, CPU µs/op L/F/F ${s.cpuUs.map(f0).join(" / ")} (sum ${f0(s.cpuUs.reduce((x, y) => x + y, 0))})`,
             );
           }
         }
       }
     }
     console.log("\nmedians over rounds (ratio to the first binary)");
-    console.log("| binary | test | ops/s | p50 ms | p99 ms | CPU µs/get L / F / F (sum) |");
+    console.log("| binary | test | ops/s | p50 ms | p99 ms | CPU µs/op L / F / F (sum) |");
     console.log("| --- | --- | ---: | ---: | ---: | ---: |");
     for (const threads of threadCounts) {
       for (const target of targets) {
@@ -198,7 +202,7 @@ async function main(): Promise<void> {
           const sum = median(list.map((s) => s.cpuUs.reduce((x, y) => x + y, 0)));
           const ratio = (v: number, bv: number) => (b === 0 ? "" : ` (${(v / bv).toFixed(2)}×)`);
           console.log(
-            `| ${binaries[b]} | get c=${threads} ${target} | ${f0(ops)}${ratio(ops, median(base.map((s) => s.opsPerSec)))} | ${median(list.map((s) => s.p50Ms)).toFixed(2)} | ${p99.toFixed(2)}${ratio(p99, median(base.map((s) => s.p99Ms)))} | ${cpu.map(f0).join(" / ")} (${f0(sum)}${ratio(sum, median(base.map((s) => s.cpuUs.reduce((x, y) => x + y, 0))))}) |`,
+            `| ${binaries[b]} | ${testName} c=${threads} ${target} | ${f0(ops)}${ratio(ops, median(base.map((s) => s.opsPerSec)))} | ${median(list.map((s) => s.p50Ms)).toFixed(2)} | ${p99.toFixed(2)}${ratio(p99, median(base.map((s) => s.p99Ms)))} | ${cpu.map(f0).join(" / ")} (${f0(sum)}${ratio(sum, median(base.map((s) => s.cpuUs.reduce((x, y) => x + y, 0))))}) |`,
           );
         }
       }
