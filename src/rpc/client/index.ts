@@ -58,7 +58,11 @@ export type { SerializerName, TransportName } from "../protocol/types.ts";
 export type { ClientTls } from "./socket-channel.ts";
 
 export interface RpcClientOptions {
-  /** "host:port" for tcp/http, socket paths for unix; requests are spread round-robin. */
+  /**
+   * "host:port" for tcp/http, socket paths for unix; requests are spread round-robin, except
+   * that a shard's data requests go to the member whose latest reply said it leads the shard
+   * (tcp/unix servers that run it replicated; see flagLeader).
+   */
   endpoints: string[];
   transport: TransportName;
   serializer: SerializerName;
