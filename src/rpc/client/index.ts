@@ -381,9 +381,9 @@ export class RpcClient implements CallOwner, AsyncDisposable {
   }
 
   /**
-   * Learns from a reply of `call`'s attempt on `channel` who leads its shard: a reply with
-   * flagLeader names that endpoint; a reply without it, an error saying the member may not
-   * lead (or a lost connection) clears a hint naming that endpoint (`clears`).
+   * Learns who leads `call`'s shard from the reply to its attempt on `call.channel`: a
+   * reply with flagLeader names that endpoint; a reply without it, an error saying the
+   * member may not lead, or a lost connection (`clears`) drops a hint naming that endpoint.
    */
   private noteLeader(call: ClientCall, leader: boolean, clears: boolean): void {
     if (call.channel === undefined || isAdminOp(call.op)) return;
