@@ -2,7 +2,7 @@
  * Where a linearizable get's time and CPU go on a 3-member dstore (a plain script, not a
  * test): dkv builds side by side, no etcd.
  *
- *   bun run test/bench/read-path.ts --dkv A[,B...] [--rounds 3] [--duration 4s] [--threads 10,50]
+ *   bun run test/bench/read-path.ts --dkv A[@FLAGS][,B...] [--rounds 3] [--duration 4s] [--threads 10,50]
  *                                   [--keys 1000] [--targets all,leader,followers] [--test get]
  *                                   [--perf-stat EVENTS]
  *
@@ -77,10 +77,16 @@ async function leaderOf(binary: string, endpoints: string[]): Promise<number> {
   return Number(/node-(\d+)/.exec(id)?.[1] ?? 0) - 1;
 }
 
-async function startCluster(binary: string, root: string): Promise<Cluster> {
+/** `--dkv` entries are `PATH` or `PATH@FLAGS` (serve flags, space-separated, e.g. `dist/dkv@--read-lease on`). */
+async function startCluster(spec: string, root: string): Promise<Cluster> {
+  const [binary, flags = ""] = spec.split("@") as [string, string?];
   const { args, endpoints } = await benchClusterArgs(3, `${SHARD}=dstore`, root);
   const procs = args.map((serve) => {
-    const proc = Bun.spawn([binary, ...serve], { stdin: "ignore", stdout: "ignore", stderr: "pipe" });
+    const proc = Bun.spawn([binary, ...serve, ...flags.split(" ").filter(Boolean)], {
+      stdin: "ignore",
+      stdout: "ignore",
+      stderr: "pipe",
+    });
     void new Response(proc.stderr).text();
     started.push(proc);
     return proc;
