@@ -322,6 +322,7 @@ async function startRpc(
     clusterStatus,
     ...(options.watch === undefined ? {} : { watchersPerConnection: options.watch.watchersPerConnection }),
     ...(replicated === undefined ? {} : { membership: (json: string) => replicated.membership.handle(json) }),
+    ...(replicated === undefined ? {} : { leads: (shard: number) => replicated.host.leads(shard) }),
     logger: logger.forComponent("rpc:server"),
   });
   stack.use(server);

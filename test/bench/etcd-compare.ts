@@ -17,7 +17,9 @@
  *     etcd: the same workload from a Bun client against etcd's v3 JSON gateway
  *           (`/v3/kv/put`, `/v3/kv/range`, `/v3/kv/deleterange`), N requests in flight
  *           spread over the 3 members (Debian packages no etcd `benchmark` tool);
- *   reads are linearizable on both (dkv: ReadIndex, etcd: default range);
+ *   reads are linearizable on both (dkv: ReadIndex, etcd: default range); dkv's client
+ *   sends the shard's requests to the member whose reply said it leads the shard (the
+ *   others would forward them there), etcd's spreads its connections over the members;
  * - prints ops/s, p50, p99 of each, their ratios, the CPU the 3 members used per operation
  *   (with etcd's Go tool; dkv runs one `kv perf` per test for it), and the summed RSS of
  *   each cluster;

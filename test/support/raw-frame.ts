@@ -1,5 +1,5 @@
 import { ByteWriter } from "../../src/rpc/protocol/byte-writer.ts";
-import { beginFrame, type FrameHeader, finishFrame } from "../../src/rpc/protocol/frame.ts";
+import { beginFrame, FrameDecoder, type FrameHeader, finishFrame } from "../../src/rpc/protocol/frame.ts";
 import { type Message, type OpName, opCodes, requestSchemas } from "../../src/rpc/protocol/types.ts";
 import { BinarySerializer } from "../../src/rpc/serializer/binary.ts";
 
@@ -28,4 +28,34 @@ export function encodeRequestFrame(
     ...header,
   });
   return out.written().slice();
+}
+
+/** Sends `frame` on a fresh tcp connection to `endpoint` and returns its reply's header flags (5 s bound). */
+export async function replyFlags(endpoint: string, frame: Uint8Array): Promise<number> {
+  const [host, port] = endpoint.split(":") as [string, string];
+  const { promise, resolve, reject } = Promise.withResolvers<number>();
+  const decoder = new FrameDecoder(1 << 20, {
+    onFrame: (header: FrameHeader) => resolve(header.flags),
+    onOversized: () => reject(new Error("oversized reply")),
+    onCorrupt: () => reject(new Error("corrupt reply")),
+  });
+  const socket = await Bun.connect({
+    hostname: host,
+    port: Number(port),
+    socket: {
+      binaryType: "uint8array",
+      data: (_socket, chunk: Uint8Array) => {
+        decoder.push(chunk);
+      },
+      close: () => reject(new Error("closed before the reply")),
+    },
+  });
+  socket.write(frame);
+  const timer = setTimeout(() => reject(new Error("no reply within 5 s")), 5_000);
+  try {
+    return await promise;
+  } finally {
+    clearTimeout(timer);
+    socket.end();
+  }
 }

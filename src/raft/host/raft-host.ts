@@ -396,6 +396,11 @@ export class RaftHost {
     return [...this.groups.keys()];
   }
 
+  /** Does this member lead group `groupId` now (false for a group not run here)? A hint for clients. */
+  leads(groupId: number): boolean {
+    return this.groups.get(groupId)?.role === "leader";
+  }
+
   /** The election timeout in ms (tick × election ticks): how long a follower waits for its leader. */
   get electionTimeoutMs(): number {
     return this.config.tickMs * this.config.electionTicks;

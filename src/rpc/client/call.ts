@@ -32,8 +32,16 @@ export class ClientCall implements DeadlineEntry {
 
 /** What a channel reports back to the client. */
 export interface CallOwner {
-  /** The server answered (a reply or an error reply): final. */
-  complete(call: ClientCall, response: Message | undefined, error: DkvError | undefined): void;
+  /**
+   * The server answered (a reply or an error reply): final. `leader`: the reply carried
+   * flagLeader (the member leads the call's shard).
+   */
+  complete(
+    call: ClientCall,
+    response: Message | undefined,
+    error: DkvError | undefined,
+    leader?: boolean,
+  ): void;
   /** The attempt failed in transport; the owner decides whether to retry. */
   failed(call: ClientCall, error: DkvError, maybeSent: boolean): void;
 }

@@ -55,9 +55,14 @@ export class HttpPoolChannel implements Channel, CallOwner {
     this.release(call);
   }
 
-  complete(call: ClientCall, response: Message | undefined, error: DkvError | undefined): void {
+  complete(
+    call: ClientCall,
+    response: Message | undefined,
+    error: DkvError | undefined,
+    leader?: boolean,
+  ): void {
     this.release(call);
-    this.options.owner.complete(call, response, error);
+    this.options.owner.complete(call, response, error, leader);
   }
 
   failed(call: ClientCall, error: DkvError, maybeSent: boolean): void {

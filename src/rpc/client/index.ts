@@ -33,6 +33,7 @@ import { parseEndpoint } from "../protocol/endpoint.ts";
 import { defaultMaxFrameBytes } from "../protocol/frame.ts";
 import { txnResultFromWire, txnToWire } from "../protocol/txn-wire.ts";
 import {
+  isAdminOp,
   type Message,
   type OpName,
   type SerializerName,
@@ -57,7 +58,11 @@ export type { SerializerName, TransportName } from "../protocol/types.ts";
 export type { ClientTls } from "./socket-channel.ts";
 
 export interface RpcClientOptions {
-  /** "host:port" for tcp/http, socket paths for unix; requests are spread round-robin. */
+  /**
+   * "host:port" for tcp/http, socket paths for unix; requests are spread round-robin, except
+   * that a shard's data requests go to the member whose latest reply said it leads the shard
+   * (tcp/unix servers that run it replicated; see flagLeader).
+   */
   endpoints: string[];
   transport: TransportName;
   serializer: SerializerName;
@@ -78,6 +83,10 @@ export interface RpcClientOptions {
 }
 
 const retryDelayMaxMs = 1000;
+/** Shards whose leader the client remembers; past it the hints start over (each costs a Map entry). */
+const leaderHintsMax = 4096;
+/** Error replies that say the member may no longer lead the shard: its hint is dropped. */
+const notLeadingCodes: ReadonlySet<string> = new Set(["UNAVAILABLE", "REMOVED", "NOT_LEADER", "CLOSED"]);
 
 /**
  * The RPC client: IStore and ILockManager for any shard of the servers at `endpoints`.
@@ -99,6 +108,17 @@ export class RpcClient implements CallOwner, AsyncDisposable {
   private readonly watches = new Set<RpcWatch>();
   private readonly watchTransport: WatchTransport;
   private readonly endpointCount: number;
+  /** The endpoint (index into `endpoints`) of each channel. */
+  private readonly endpointOfChannel = new Map<Channel, number>();
+  /**
+   * Per shard: the endpoint whose latest data reply carried flagLeader (it leads the
+   * shard's Raft group). That shard's requests go there while its channel is usable: a
+   * follower would forward them to the leader, one more hop and the CPU of two members
+   * (see README, "Reads at c=10"). Never a correctness matter: any member answers.
+   */
+  private readonly leaderHints = new Map<number, number>();
+  /** Round-robin among the channels of one endpoint (connectionsPerEndpoint > 1). */
+  private nextOnEndpoint = 0;
 
   constructor(options: RpcClientOptions) {
     if (!transportNames.includes(options.transport)) {
@@ -144,11 +164,12 @@ export class RpcClient implements CallOwner, AsyncDisposable {
           tls: options.tls,
           token: options.token,
         };
-        this.channels.push(
+        const channel =
           options.transport === "http"
             ? new HttpPoolChannel(channelOptions)
-            : new SocketChannel(channelOptions),
-        );
+            : new SocketChannel(channelOptions);
+        this.endpointOfChannel.set(channel, this.channels.length % options.endpoints.length);
+        this.channels.push(channel);
       }
     }
     this.endpointCount = options.endpoints.length;
@@ -310,10 +331,19 @@ export class RpcClient implements CallOwner, AsyncDisposable {
     return id;
   }
 
-  /** Round-robin over channels that are not backing off; waits for the first one if all are. */
+  /**
+   * To the shard's leader when a reply named it (and its channel is not backing off);
+   * otherwise round-robin over channels that are not backing off; waits for the first one
+   * if all are.
+   */
   private dispatch(call: ClientCall): void {
     if (call.done) return;
     const now = Date.now();
+    const leader = this.leaderChannel(call, now);
+    if (leader !== undefined) {
+      leader.send(call);
+      return;
+    }
     const count = this.channels.length;
     let earliestRetryMs = Number.POSITIVE_INFINITY;
     for (let i = 0; i < count; i++) {
@@ -333,7 +363,49 @@ export class RpcClient implements CallOwner, AsyncDisposable {
     setTimeout(() => this.dispatch(call), earliestRetryMs - now);
   }
 
-  complete(call: ClientCall, response: Message | undefined, error: DkvError | undefined): void {
+  /** A usable channel to the endpoint that leads `call`'s shard, if the client knows one. */
+  private leaderChannel(call: ClientCall, now: number): Channel | undefined {
+    if (this.leaderHints.size === 0 || isAdminOp(call.op)) return undefined;
+    const endpoint = this.leaderHints.get(call.shard);
+    if (endpoint === undefined) return undefined;
+    const perEndpoint = this.channels.length / this.endpointCount;
+    for (let i = 0; i < perEndpoint; i++) {
+      const k = (this.nextOnEndpoint + i) % perEndpoint;
+      const channel = this.channels[k * this.endpointCount + endpoint]!;
+      if (channel.retryAtMs <= now) {
+        this.nextOnEndpoint = k + 1;
+        return channel;
+      }
+    }
+    return undefined;
+  }
+
+  /**
+   * Learns who leads `call`'s shard from the reply to its attempt on `call.channel`: a
+   * reply with flagLeader names that endpoint; a reply without it, an error saying the
+   * member may not lead, or a lost connection (`clears`) drops a hint naming that endpoint.
+   */
+  private noteLeader(call: ClientCall, leader: boolean, clears: boolean): void {
+    if (call.channel === undefined || isAdminOp(call.op)) return;
+    const endpoint = this.endpointOfChannel.get(call.channel);
+    if (endpoint === undefined) return;
+    if (leader) {
+      if (this.leaderHints.size >= leaderHintsMax && !this.leaderHints.has(call.shard))
+        this.leaderHints.clear();
+      this.leaderHints.set(call.shard, endpoint);
+    } else if (clears && this.leaderHints.get(call.shard) === endpoint) {
+      this.leaderHints.delete(call.shard);
+    }
+  }
+
+  complete(
+    call: ClientCall,
+    response: Message | undefined,
+    error: DkvError | undefined,
+    leader = false,
+  ): void {
+    // An error other than these says nothing about who leads (a bad key, a missing lock).
+    this.noteLeader(call, leader, error === undefined || notLeadingCodes.has(error.code));
     // A member that answers UNAVAILABLE (restarting, its group not running yet, its leader
     // went away mid-forward) asks to be retried elsewhere: within the call's deadline the
     // client does so, with the same request id, so a write that did apply is not applied
@@ -349,6 +421,7 @@ export class RpcClient implements CallOwner, AsyncDisposable {
   }
 
   failed(call: ClientCall, error: DkvError, maybeSent: boolean): void {
+    this.noteLeader(call, false, true);
     this.retry(call, error, maybeSent, maybeSent);
   }
 

@@ -8,6 +8,7 @@ import {
   type FrameHeader,
   finishFrame,
   flagError,
+  flagLeader,
   frameMagic,
   headerBytes,
   readErrorBody,
@@ -520,7 +521,7 @@ export class SocketChannel implements Channel {
     }
     try {
       const response = this.options.serializer.read(wireResponseSchemas[call.op], body);
-      this.options.owner.complete(call, response, undefined);
+      this.options.owner.complete(call, response, undefined, (header.flags & flagLeader) !== 0);
     } catch (error) {
       const failure = DkvError.from(error, "unknown", "BAD_FRAME");
       this.options.owner.complete(

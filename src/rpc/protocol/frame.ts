@@ -8,7 +8,7 @@ import type { ByteWriter } from "./byte-writer.ts";
  *   0  u8   magic 0xDB
  *   1  u8   protocol version (1)
  *   2  u8   serializer id (1 binary, 2 msgpack, 3 json)
- *   3  u8   flags (bit 0 response, bit 1 error)
+ *   3  u8   flags (bit 0 response, bit 1 error, bit 2 leader: see flagLeader)
  *   4  u32  body length in bytes (header excluded)
  *   8  u32  request id (chosen by the client; a retry reuses it)
  *  12  u32  shard id
@@ -26,6 +26,13 @@ export const defaultMaxFrameBytes = FRAME_BYTES_MAX_DEFAULT;
 
 export const flagResponse = 1;
 export const flagError = 2;
+/**
+ * On a reply (never an error): the member that answered leads the request's shard (its
+ * Raft group) as it replies. Clients send that shard's requests there while it holds
+ * (rpc/client): a follower would forward them to the leader anyway. Peers that do not know
+ * the bit never set it and ignore it.
+ */
+export const flagLeader = 4;
 
 export interface FrameHeader {
   serializer: number;

@@ -79,6 +79,11 @@ export interface RpcServerOptions {
   membership?: (requestJson: string) => Promise<string>;
   /** Watches open at once on one tcp/unix connection (http: one per request, bounded by connections). */
   watchersPerConnection?: number;
+  /**
+   * Does this member lead `shard` (its Raft group) now? tcp/unix replies to that shard's
+   * data ops then carry flagLeader, and clients send the shard's requests here.
+   */
+  leads?: (shard: number) => boolean;
 }
 
 export interface RpcServer extends AsyncDisposable {
@@ -144,6 +149,7 @@ export async function startRpcServer(options: RpcServerOptions): Promise<RpcServ
     observer: options.observer,
     snapshotStream: options.snapshotStream,
     watchersPerConnectionMax: options.watchersPerConnection ?? WATCHERS_PER_CONNECTION_DEFAULT,
+    leads: options.leads,
   };
   // The http server (its parser, routes and backup streaming) is loaded only when used: a
   // tcp or unix server maps less code.

@@ -13,7 +13,10 @@ import { type Message, wireOpNameByCode, wireResponseSchemas } from "../protocol
 import type { Serializer } from "../serializer/types.ts";
 import type { RpcLogger } from "./dispatcher.ts";
 
-/** Appends the reply frame for `header` (a response, or an error with a JSON body) to `out`. */
+/**
+ * Appends the reply frame for `header` (a response, or an error with a JSON body) to `out`;
+ * `leaderFlag` (flagLeader or 0) is set on a response, never on an error.
+ */
 export function writeReplyFrame(
   out: ByteWriter,
   header: FrameHeader,
@@ -21,10 +24,11 @@ export function writeReplyFrame(
   response: Message | undefined,
   error: DkvError | undefined,
   logger: RpcLogger,
+  leaderFlag = 0,
 ): void {
   const start = beginFrame(out);
   const op = wireOpNameByCode(header.op);
-  let flags = flagResponse;
+  let flags = flagResponse | (error === undefined ? leaderFlag : 0);
   if (error !== undefined || op === undefined) {
     flags |= flagError;
     writeErrorBody(out, error ?? new DkvError("INTERNAL", "reply to an unknown operation"));
@@ -33,7 +37,7 @@ export function writeReplyFrame(
       serializer.write(wireResponseSchemas[op], response ?? {}, out);
     } catch (encodeError) {
       out.length = start + headerBytes;
-      flags |= flagError;
+      flags = flagResponse | flagError;
       logger.warn(`cannot encode a ${op} reply: ${String(encodeError)}`);
       writeErrorBody(
         out,

@@ -17,10 +17,11 @@ import {
   FrameDecoder,
   type FrameHeader,
   finishFrame,
+  flagLeader,
   flagResponse,
   headerBytes,
 } from "../protocol/frame.ts";
-import { authenticateOpCode, type Message, streamOpCodes } from "../protocol/types.ts";
+import { authenticateOpCode, type Message, opNameByCode, streamOpCodes } from "../protocol/types.ts";
 import type { Serializer } from "../serializer/types.ts";
 import type { ReplyTarget, RequestDispatcher, RpcLogger } from "./dispatcher.ts";
 import { bunTlsOptions, type ServerTls } from "./listener-security.ts";
@@ -51,6 +52,8 @@ export interface SocketServerOptions {
   snapshotStream?: SnapshotStreamSource | undefined;
   /** Watches open at once on one connection; more are refused with RESOURCE_EXHAUSTED. */
   watchersPerConnectionMax: number;
+  /** Does this member lead `shard` now (a replicated shard)? Its data replies carry flagLeader. */
+  leads?: ((shard: number) => boolean) | undefined;
 }
 
 /** Metrics hooks: accepted connections opened and closed. */
@@ -370,7 +373,22 @@ class ServerConnection implements ReplyTarget, StreamedReplyTarget {
 
   private writeReply(header: FrameHeader, response: Message | undefined, error: DkvError | undefined): void {
     if (this.closed) return;
-    writeReplyFrame(this.out, header, this.options.serializer, response, error, this.options.logger);
+    // Only a shard's data ops say who leads it (an admin op's shard id means nothing).
+    const leaderFlag =
+      error === undefined &&
+      this.options.leads?.(header.shard) === true &&
+      opNameByCode(header.op) !== undefined
+        ? flagLeader
+        : 0;
+    writeReplyFrame(
+      this.out,
+      header,
+      this.options.serializer,
+      response,
+      error,
+      this.options.logger,
+      leaderFlag,
+    );
     this.queueFlush();
   }
 
