@@ -6,6 +6,7 @@ import type {
   EntryInfo,
   KeyRange,
   KVDB,
+  LentEntry,
   ListOptions,
   ListPage,
 } from "../kvdb.ts";
@@ -213,6 +214,32 @@ export class MapleDB implements KVDB {
     const slot = this.shardOf(key).map.get(key);
     if (slot === undefined || (slot instanceof TimedEntry && isExpired(slot, nowMs))) return undefined;
     return infoOf(key, slot, this.slab);
+  }
+
+  /**
+   * getEntry without a copy of a slab record's value: it is lent (SlabLoan) until the
+   * next write. An Entry's value is the stored array itself, as getEntry gives it.
+   */
+  lendEntry(key: string, nowMs: number): LentEntry | undefined {
+    const shard = this.shardOf(key);
+    const slot = shard.map.get(key);
+    if (slot === undefined) return undefined;
+    if (typeof slot === "number") {
+      const slab = this.slab;
+      return {
+        value: slab.lend(slot),
+        version: slab.version(slot),
+        createRevision: slab.createRevision(slot),
+        modRevision: slab.modRevision(slot),
+      };
+    }
+    if (shard.timedCount !== 0 && slot instanceof TimedEntry && isExpired(slot, nowMs)) return undefined;
+    return {
+      value: slot.value,
+      version: slot.version,
+      createRevision: slot.createRevision,
+      modRevision: slot.modRevision,
+    };
   }
 
   has(key: string, nowMs: number): boolean {
@@ -524,6 +551,11 @@ export class MapleDB implements KVDB {
   /** Keys in the deadline index (those with a delete deadline); for monitoring and tests. */
   get deadlineIndexSize(): number {
     return this.heap.size;
+  }
+
+  /** Bytes of value-slab chunks held, used or free; for monitoring and tests. */
+  get slabBytesHeld(): number {
+    return this.slab.bytesHeld;
   }
 
   /**

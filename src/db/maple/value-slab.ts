@@ -1,3 +1,5 @@
+import { DkvError } from "../../errors.ts";
+import type { LentBytes } from "../kvdb.ts";
 import type { SnapshotEncoder, SnapshotRevisions } from "./snapshot-codec.ts";
 
 /**
@@ -32,6 +34,8 @@ export class ValueSlab {
   /** References freed while a save may still read them; released when it ends (see deferFree). */
   private deferred: number[] = [];
   private heldBytes = 0;
+  /** How many times a record's bytes were written: a loan made before the next write is void. */
+  private fills = 0;
 
   constructor() {
     for (let c = 0; c < CLASS_COUNT; c++) {
@@ -115,6 +119,27 @@ export class ValueSlab {
     return this.f64[ref >>> 16]![((ref & OFFSET_MASK) >>> 3) + 2]!;
   }
 
+  /** Whether no record was written since `fillsAtLoan` (see lend). */
+  unchangedSince(fillsAtLoan: number): boolean {
+    return this.fills === fillsAtLoan;
+  }
+
+  /**
+   * The value of `ref` lent without a copy (a SlabLoan over the chunk): valid until the
+   * next write to any record, which may rewrite this one in place.
+   */
+  lend(ref: number): SlabLoan {
+    const chunk = ref >>> 16;
+    const offset = ref & OFFSET_MASK;
+    return new SlabLoan(
+      this,
+      this.bytes[chunk]!,
+      offset + VALUE_AT,
+      this.f64[chunk]![(offset >>> 3) + 3]!,
+      this.fills,
+    );
+  }
+
   /** A fresh copy of the value: the caller may keep and change it. */
   copy(ref: number): Uint8Array {
     const chunk = ref >>> 16;
@@ -158,6 +183,7 @@ export class ValueSlab {
     const offset = ref & OFFSET_MASK;
     const f64 = this.f64[chunk]!;
     const at = offset >>> 3;
+    this.fills++;
     f64[at] = version;
     f64[at + 1] = createRevision;
     f64[at + 2] = modRevision;
@@ -203,6 +229,41 @@ export class ValueSlab {
     return start;
   }
 }
+
+/**
+ * A slab record's value lent to a reader that copies it at once (the RPC server's get
+ * reply): no Uint8Array is made for it. `copyInto` refuses once any record was written
+ * after the loan, so a loan kept past a write cannot leak another value's bytes.
+ */
+export class SlabLoan implements LentBytes {
+  constructor(
+    private readonly slab: ValueSlab,
+    private readonly chunk: Uint8Array,
+    private readonly start: number,
+    readonly byteLength: number,
+    private readonly fillsAtLoan: number,
+  ) {}
+
+  copyInto(target: Uint8Array, offset: number): void {
+    if (!this.slab.unchangedSince(this.fillsAtLoan)) {
+      throw new DkvError(
+        "INTERNAL",
+        "a value lent by the engine was read after a later write; copy a lent value in the turn it is lent",
+      );
+    }
+    const chunk = this.chunk;
+    const start = this.start;
+    const length = this.byteLength;
+    if (length > LOOP_COPY_MAX) {
+      target.set(chunk.subarray(start, start + length), offset);
+      return;
+    }
+    for (let i = 0; i < length; i++) target[offset + i] = chunk[start + i]!;
+  }
+}
+
+/** Values longer than this are copied by one `set` of a view (one small object) instead of a byte loop. */
+const LOOP_COPY_MAX = 256;
 
 /** Values up to this many bytes (without deadlines) live in the slab; larger ones in Entry objects. */
 export const SLAB_VALUE_MAX = 1024;

@@ -1,3 +1,4 @@
+import type { LentBytes } from "../../db/kvdb.ts";
 import { DkvError } from "../../errors.ts";
 import type { FieldSpec, FieldValue, Message } from "../protocol/types.ts";
 
@@ -10,7 +11,36 @@ export function badBody(serializer: string, detail: string): DkvError {
 export function asBytes(value: FieldValue): Uint8Array {
   if (value instanceof Uint8Array) return value;
   if (typeof value === "string") return utf8Encoder.encode(value);
+  if (isLent(value)) return ownBytes(value);
   throw new DkvError("BAD_REQUEST", "expected bytes or a string");
+}
+
+/** Whether a field holds bytes lent by the engine (see KVDB.lendEntry). */
+export function isLent(value: FieldValue): value is LentBytes {
+  return typeof value === "object" && !(value instanceof Uint8Array) && !Array.isArray(value);
+}
+
+/** A lent value copied into an array of its own (for a serializer that needs one, or a later turn). */
+export function ownBytes(value: LentBytes): Uint8Array {
+  const bytes = new Uint8Array(value.byteLength);
+  value.copyInto(bytes, 0);
+  return bytes;
+}
+
+/**
+ * `message` with every lent value (top-level fields) copied into its own array: for a
+ * reply target that reads the response in a later turn, after writes may have happened.
+ */
+export function ownedMessage(message: Message): Message {
+  let owned: Message | undefined;
+  for (const name in message) {
+    const value = message[name];
+    if (value !== undefined && isLent(value)) {
+      owned ??= { ...message };
+      owned[name] = ownBytes(value);
+    }
+  }
+  return owned ?? message;
 }
 
 export function recordsOf(value: FieldValue): Message[] {

@@ -15,6 +15,7 @@ import {
   responseSchemas,
   streamOpCodes,
 } from "../protocol/types.ts";
+import { ownedMessage } from "../serializer/fields.ts";
 import { fromBase64, toBase64 } from "../serializer/json.ts";
 import type { Serializer } from "../serializer/types.ts";
 import type { RequestDispatcher, RpcLogger } from "./dispatcher.ts";
@@ -182,7 +183,9 @@ async function handleHuman(
   const outcome = await new Promise<{ response?: Message; error?: DkvError }>((resolve) =>
     options.dispatcher.dispatchMessage(header, op, checked.handler, message, {
       identity,
-      deliver: (_h, response, error) => resolve({ response, error }),
+      // Read after an await: a lent value is copied now, before any later write.
+      deliver: (_h, response, error) =>
+        resolve({ response: response === undefined ? undefined : ownedMessage(response), error }),
     }),
   );
   if (outcome.error !== undefined) return jsonError(outcome.error);
