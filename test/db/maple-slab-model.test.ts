@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import fc from "fast-check";
-import type { KVDB, LentEntry } from "../../src/db/kvdb.ts";
+import type { KVDB, LentBytes, LentEntry } from "../../src/db/kvdb.ts";
 import { MapleDB } from "../../src/db/maple/index.ts";
 import { SLAB_VALUE_MAX } from "../../src/db/maple/value-slab.ts";
 import { DkvError } from "../../src/errors.ts";
@@ -45,7 +45,7 @@ const op: fc.Arbitrary<Op> = fc.oneof(
   fc.record({ kind: fc.constant("snapshot" as const), pieceBytes: fc.integer({ min: 7, max: 5000 }) }),
 );
 
-function valueOf(length: number, seedValue: number): Uint8Array {
+function patterned(length: number, seedValue: number): Uint8Array {
   const out = new Uint8Array(length);
   for (let i = 0; i < length; i++) out[i] = (seedValue * 97 + i * 13 + length) & 0xff;
   return out;
@@ -65,18 +65,23 @@ function viaLoan(lent: LentEntry | undefined): Omit<LentEntry, "value"> & { valu
   return { value: frame.slice(3, 3 + value.byteLength), version, createRevision, modRevision };
 }
 
+function loanOf(entry: LentEntry): LentBytes {
+  if (entry.value instanceof Uint8Array) throw new Error("expected a lent value, got an array");
+  return entry.value;
+}
+
 function apply(kvdb: KVDB, step: Op, nowMs: number): unknown {
   switch (step.kind) {
     case "set":
-      return kvdb.set(step.key, valueOf(step.size, step.seed), nowMs);
+      return kvdb.set(step.key, patterned(step.size, step.seed), nowMs);
     case "setE":
-      return kvdb.setE(step.key, valueOf(step.size, step.seed), step.expireIn, step.deleteIn, nowMs);
+      return kvdb.setE(step.key, patterned(step.size, step.seed), step.expireIn, step.deleteIn, nowMs);
     case "expire":
       return kvdb.expire(step.key, nowMs);
     case "delete":
       return kvdb.delete(step.key, nowMs);
     case "deleteIfEquals":
-      return kvdb.deleteIfEquals(step.key, valueOf(step.size, step.seed), nowMs);
+      return kvdb.deleteIfEquals(step.key, patterned(step.size, step.seed), nowMs);
     default:
       return undefined;
   }
@@ -131,7 +136,7 @@ describe("value slab reuse, against the model", () => {
           model.delete(k, T0);
         } else {
           // 100..140 B: a few neighbouring classes, in place or moving between them.
-          const value = valueOf(100 + (next() % 41), next() % 7);
+          const value = patterned(100 + (next() % 41), next() % 7);
           db.set(k, value, T0);
           model.set(k, value, T0);
         }
@@ -148,34 +153,34 @@ describe("value slab reuse, against the model", () => {
 describe("a lent value", () => {
   test("is a loan over the slab (no array made), and refuses to be read after a later write", () => {
     const db = new MapleDB({ shards: 1 });
-    db.set("a", valueOf(128, 1), T0);
-    db.set("b", valueOf(128, 2), T0);
+    db.set("a", patterned(128, 1), T0);
+    db.set("b", patterned(128, 2), T0);
     const lent = db.lendEntry("a", T0)!;
     expect(lent.value).not.toBeInstanceOf(Uint8Array);
     expect(lent.value.byteLength).toBe(128);
     // Same turn: fine, and again.
-    expect(viaLoan(lent).value).toEqual(valueOf(128, 1));
-    expect(viaLoan(lent).value).toEqual(valueOf(128, 1));
+    expect(viaLoan(lent).value).toEqual(patterned(128, 1));
+    expect(viaLoan(lent).value).toEqual(patterned(128, 1));
     // "a" rewritten in place (same class): the record now holds other bytes.
-    db.set("a", valueOf(128, 3), T0);
+    db.set("a", patterned(128, 3), T0);
     const target = new Uint8Array(128);
-    expect(() => lent.value.copyInto(target, 0)).toThrow(DkvError);
-    expect(() => lent.value.copyInto(target, 0)).toThrow(/after a later write/);
+    expect(() => loanOf(lent).copyInto(target, 0)).toThrow(DkvError);
+    expect(() => loanOf(lent).copyInto(target, 0)).toThrow(/after a later write/);
     expect(target).toEqual(new Uint8Array(128));
     // A write to another key voids it too (it may take a record freed under the loan).
     const again = db.lendEntry("a", T0)!;
     db.delete("a", T0);
-    db.set("c", valueOf(128, 4), T0);
-    expect(() => again.value.copyInto(target, 0)).toThrow(/after a later write/);
+    db.set("c", patterned(128, 4), T0);
+    expect(() => loanOf(again).copyInto(target, 0)).toThrow(/after a later write/);
   });
 
   test("a value outside the slab (big, or with a deadline) is the stored array itself", () => {
     const db = new MapleDB({ shards: 1 });
-    const big = valueOf(SLAB_VALUE_MAX + 1, 1);
+    const big = patterned(SLAB_VALUE_MAX + 1, 1);
     db.set("big", big, T0);
-    db.setE("timed", valueOf(10, 2), 1000, 0, T0);
+    db.setE("timed", patterned(10, 2), 1000, 0, T0);
     expect(db.lendEntry("big", T0)!.value).toBe(big);
-    expect(db.lendEntry("timed", T0)!.value).toEqual(valueOf(10, 2));
+    expect(db.lendEntry("timed", T0)!.value).toEqual(patterned(10, 2));
     expect(db.lendEntry("timed", T0 + 1000)).toBeUndefined();
     expect(db.lendEntry("missing", T0)).toBeUndefined();
   });

@@ -49,7 +49,7 @@ async function mapleStack(transport: TransportName, serializer: SerializerName):
   return s;
 }
 
-function valueOf(length: number, seed: number): Uint8Array {
+function patterned(length: number, seed: number): Uint8Array {
   const out = new Uint8Array(length);
   for (let i = 0; i < length; i++) out[i] = (seed * 31 + i * 7 + length) & 0xff;
   return out;
@@ -63,11 +63,11 @@ describe("get of a lent value", () => {
     for (const serializer of serializers) {
       test(`${transport}/${serializer}: the bytes and revisions of values in and out of the slab`, async () => {
         const store = (await mapleStack(transport, serializer)).client.store(storeShard);
-        for (const [i, size] of SIZES.entries()) await store.set(`k${i}`, valueOf(size, i));
+        for (const [i, size] of SIZES.entries()) await store.set(`k${i}`, patterned(size, i));
         for (const [i, size] of SIZES.entries()) {
           expect(await store.getEntry(`k${i}`)).toEqual({
             key: `k${i}`,
-            value: valueOf(size, i),
+            value: patterned(size, i),
             version: 1,
             createRevision: i + 1,
             modRevision: i + 1,
@@ -81,18 +81,18 @@ describe("get of a lent value", () => {
   for (const serializer of serializers) {
     test(`tcp/${serializer}: gets pipelined with sets of the same key each answer the value of their moment`, async () => {
       const store = (await mapleStack("tcp", serializer)).client.store(storeShard);
-      await store.set("k", valueOf(128, 0));
+      await store.set("k", patterned(128, 0));
       // Sent together on one connection, so the server takes them in one turn, in order:
       // each set rewrites the record the get before it was lent (same size class).
       const calls: Promise<Uint8Array | undefined>[] = [];
       for (let i = 1; i <= 50; i++) {
         calls.push(store.get("k"));
-        void store.set("k", valueOf(120 + (i % 16), i));
+        void store.set("k", patterned(120 + (i % 16), i));
       }
       const got = await Promise.all(calls);
-      got.forEach((value, i) =>
-        expect(value).toEqual(i === 0 ? valueOf(128, 0) : valueOf(120 + (i % 16), i)),
-      );
+      for (const [i, value] of got.entries()) {
+        expect(value).toEqual(i === 0 ? patterned(128, 0) : patterned(120 + (i % 16), i));
+      }
     });
   }
 
