@@ -134,7 +134,8 @@ export interface EntryInfo {
  */
 export interface LentBytes {
   readonly byteLength: number;
-  copyInto(target: Uint8Array, offset: number): void;
+  /** `targetView` is a DataView over exactly `target`'s bytes (the writer keeps one). */
+  copyInto(target: Uint8Array, targetView: DataView, offset: number): void;
 }
 
 /** What lendEntry answers: a get reply's fields, the value possibly lent. */

@@ -58,7 +58,7 @@ function viaLoan(lent: LentEntry | undefined): Omit<LentEntry, "value"> & { valu
   const { value, version, createRevision, modRevision } = lent;
   const frame = new Uint8Array(value.byteLength + 10).fill(0xee);
   if (value instanceof Uint8Array) frame.set(value, 3);
-  else value.copyInto(frame, 3);
+  else value.copyInto(frame, new DataView(frame.buffer), 3);
   // Nothing outside the value's range was touched.
   expect(frame.subarray(0, 3)).toEqual(new Uint8Array(3).fill(0xee));
   expect(frame.subarray(3 + value.byteLength)).toEqual(new Uint8Array(7).fill(0xee));
@@ -164,14 +164,18 @@ describe("a lent value", () => {
     // "a" rewritten in place (same class): the record now holds other bytes.
     db.set("a", patterned(128, 3), T0);
     const target = new Uint8Array(128);
-    expect(() => loanOf(lent).copyInto(target, 0)).toThrow(DkvError);
-    expect(() => loanOf(lent).copyInto(target, 0)).toThrow(/after a later write/);
+    expect(() => loanOf(lent).copyInto(target, new DataView(target.buffer), 0)).toThrow(DkvError);
+    expect(() => loanOf(lent).copyInto(target, new DataView(target.buffer), 0)).toThrow(
+      /after a later write/,
+    );
     expect(target).toEqual(new Uint8Array(128));
     // A write to another key voids it too (it may take a record freed under the loan).
     const again = db.lendEntry("a", T0)!;
     db.delete("a", T0);
     db.set("c", patterned(128, 4), T0);
-    expect(() => loanOf(again).copyInto(target, 0)).toThrow(/after a later write/);
+    expect(() => loanOf(again).copyInto(target, new DataView(target.buffer), 0)).toThrow(
+      /after a later write/,
+    );
   });
 
   test("a value outside the slab (big, or with a deadline) is the stored array itself", () => {

@@ -217,22 +217,14 @@ export class MapleDB implements KVDB {
   }
 
   /**
-   * getEntry without a copy of a slab record's value: it is lent (SlabLoan) until the
-   * next write. An Entry's value is the stored array itself, as getEntry gives it.
+   * getEntry without a copy of a slab record's value: the record is lent (a SlabLoan, the
+   * entry and its value in one object) until the next write. An Entry's value is the stored array itself, as getEntry gives it.
    */
   lendEntry(key: string, nowMs: number): LentEntry | undefined {
     const shard = this.shardOf(key);
     const slot = shard.map.get(key);
     if (slot === undefined) return undefined;
-    if (typeof slot === "number") {
-      const slab = this.slab;
-      return {
-        value: slab.lend(slot),
-        version: slab.version(slot),
-        createRevision: slab.createRevision(slot),
-        modRevision: slab.modRevision(slot),
-      };
-    }
+    if (typeof slot === "number") return this.slab.lend(slot);
     if (shard.timedCount !== 0 && slot instanceof TimedEntry && isExpired(slot, nowMs)) return undefined;
     return {
       value: slot.value,

@@ -1,5 +1,5 @@
 import { DkvError } from "../../errors.ts";
-import type { LentBytes } from "../kvdb.ts";
+import type { LentBytes, LentEntry } from "../kvdb.ts";
 import type { SnapshotEncoder, SnapshotRevisions } from "./snapshot-codec.ts";
 
 /**
@@ -23,6 +23,8 @@ import type { SnapshotEncoder, SnapshotRevisions } from "./snapshot-codec.ts";
 export class ValueSlab {
   private readonly bytes: Uint8Array[] = [];
   private readonly f64: Float64Array[] = [];
+  /** The same chunks as 32-bit words: a lent value is copied a word at a time. */
+  private readonly u32: Uint32Array[] = [];
   /** Per class: the next never-used record in the class's newest chunk, or -1. */
   private readonly bump: number[] = [];
   /** Per class: the end (exclusive reference) of that newest chunk. */
@@ -125,17 +127,22 @@ export class ValueSlab {
   }
 
   /**
-   * The value of `ref` lent without a copy (a SlabLoan over the chunk): valid until the
-   * next write to any record, which may rewrite this one in place.
+   * The entry of record `ref`, its value lent without a copy (a SlabLoan over the chunk):
+   * valid until the next write to any record, which may rewrite this one in place.
    */
   lend(ref: number): SlabLoan {
     const chunk = ref >>> 16;
     const offset = ref & OFFSET_MASK;
+    const f64 = this.f64[chunk]!;
+    const at = offset >>> 3;
     return new SlabLoan(
       this,
-      this.bytes[chunk]!,
-      offset + VALUE_AT,
-      this.f64[chunk]![(offset >>> 3) + 3]!,
+      this.u32[chunk]!,
+      (offset + VALUE_AT) >>> 2,
+      f64[at + 3]!,
+      f64[at]!,
+      f64[at + 1]!,
+      f64[at + 2]!,
       this.fills,
     );
   }
@@ -222,6 +229,7 @@ export class ValueSlab {
     const buffer = new ArrayBuffer(chunkBytes);
     this.bytes.push(new Uint8Array(buffer));
     this.f64.push(new Float64Array(buffer));
+    this.u32.push(new Uint32Array(buffer));
     this.chunksOfClass[cls] = count + 1;
     this.heldBytes += chunkBytes;
     const start = chunk * CHUNK_MAX_BYTES;
@@ -231,39 +239,56 @@ export class ValueSlab {
 }
 
 /**
- * A slab record's value lent to a reader that copies it at once (the RPC server's get
- * reply): no Uint8Array is made for it. `copyInto` refuses once any record was written
- * after the loan, so a loan kept past a write cannot leak another value's bytes.
+ * A slab record lent to a reader that copies it at once (the RPC server's get reply):
+ * the entry and its value in one object, no Uint8Array made. `copyInto` refuses once any
+ * record was written after the loan, so a loan kept past a write cannot leak another
+ * value's bytes.
  */
-export class SlabLoan implements LentBytes {
+export class SlabLoan implements LentEntry, LentBytes {
+  /** The entry's value is the loan itself (one object per get). */
+  readonly value: LentBytes = this;
+
   constructor(
     private readonly slab: ValueSlab,
-    private readonly chunk: Uint8Array,
-    private readonly start: number,
+    private readonly words: Uint32Array,
+    /** Index in `words` of the value's first 4 bytes (records are 16-byte aligned). */
+    private readonly startWord: number,
     readonly byteLength: number,
+    readonly version: number,
+    readonly createRevision: number,
+    readonly modRevision: number,
     private readonly fillsAtLoan: number,
   ) {}
 
-  copyInto(target: Uint8Array, offset: number): void {
+  copyInto(target: Uint8Array, targetView: DataView, offset: number): void {
     if (!this.slab.unchangedSince(this.fillsAtLoan)) {
       throw new DkvError(
         "INTERNAL",
         "a value lent by the engine was read after a later write; copy a lent value in the turn it is lent",
       );
     }
-    const chunk = this.chunk;
-    const start = this.start;
+    // A word at a time: a fourth of the loads and stores of a byte loop, and no view made
+    // (`set` of a subarray costs an object per get). The words are read in the platform's
+    // order and written little-endian: Bun runs on little-endian machines only.
+    const words = this.words;
     const length = this.byteLength;
-    if (length > LOOP_COPY_MAX) {
-      target.set(chunk.subarray(start, start + length), offset);
-      return;
+    const whole = length >>> 2;
+    let word = this.startWord;
+    let at = offset;
+    for (let i = 0; i < whole; i++) {
+      targetView.setUint32(at, words[word++]!, true);
+      at += 4;
     }
-    for (let i = 0; i < length; i++) target[offset + i] = chunk[start + i]!;
+    const rest = length & 3;
+    if (rest !== 0) {
+      let last = words[word]!;
+      for (let i = 0; i < rest; i++) {
+        target[at++] = last & 0xff;
+        last >>>= 8;
+      }
+    }
   }
 }
-
-/** Values longer than this are copied by one `set` of a view (one small object) instead of a byte loop. */
-const LOOP_COPY_MAX = 256;
 
 /** Values up to this many bytes (without deadlines) live in the slab; larger ones in Entry objects. */
 export const SLAB_VALUE_MAX = 1024;

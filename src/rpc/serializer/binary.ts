@@ -180,7 +180,7 @@ function writeBytes(out: ByteWriter, value: FieldValue): void {
     const length = value.byteLength;
     out.ensure(4 + length);
     out.u32(length);
-    value.copyInto(out.buf, out.length);
+    value.copyInto(out.buf, out.view, out.length);
     out.length += length;
     return;
   }

@@ -23,24 +23,29 @@ export function isLent(value: FieldValue): value is LentBytes {
 /** A lent value copied into an array of its own (for a serializer that needs one, or a later turn). */
 export function ownBytes(value: LentBytes): Uint8Array {
   const bytes = new Uint8Array(value.byteLength);
-  value.copyInto(bytes, 0);
+  value.copyInto(bytes, new DataView(bytes.buffer), 0);
   return bytes;
 }
 
 /**
- * `message` with every lent value (top-level fields) copied into its own array: for a
- * reply target that reads the response in a later turn, after writes may have happened.
+ * `message` as a plain object of `schema`'s fields with every lent value (top-level
+ * fields) copied into its own array: for a reply target that reads the response in a
+ * later turn, after writes may have happened. A message without lent values is returned
+ * as it is.
  */
-export function ownedMessage(message: Message): Message {
-  let owned: Message | undefined;
-  for (const name in message) {
-    const value = message[name];
-    if (value !== undefined && isLent(value)) {
-      owned ??= { ...message };
-      owned[name] = ownBytes(value);
-    }
+export function ownedMessage(schema: readonly FieldSpec[], message: Message): Message {
+  let lent = false;
+  for (const spec of schema) {
+    const value = message[spec.name];
+    if (value !== undefined && isLent(value)) lent = true;
   }
-  return owned ?? message;
+  if (!lent) return message;
+  const owned: Message = {};
+  for (const spec of schema) {
+    const value = message[spec.name];
+    owned[spec.name] = value !== undefined && isLent(value) ? ownBytes(value) : value;
+  }
+  return owned;
 }
 
 export function recordsOf(value: FieldValue): Message[] {

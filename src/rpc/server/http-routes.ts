@@ -185,7 +185,10 @@ async function handleHuman(
       identity,
       // Read after an await: a lent value is copied now, before any later write.
       deliver: (_h, response, error) =>
-        resolve({ response: response === undefined ? undefined : ownedMessage(response), error }),
+        resolve({
+          response: response === undefined ? undefined : ownedMessage(responseSchemas[op], response),
+          error,
+        }),
     }),
   );
   if (outcome.error !== undefined) return jsonError(outcome.error);
