@@ -20,12 +20,6 @@ export interface KVDB {
   get(key: string, nowMs: number): Uint8Array | undefined;
   /** What `get` sees plus the key's revisions; a fresh object. */
   getEntry(key: string, nowMs: number): EntryInfo | undefined;
-  /**
-   * getEntry for a reader that copies the value out before the engine's next write (the
-   * RPC server encodes it into the reply frame at once): the value may be lent from the
-   * engine's own storage (LentBytes) instead of a Uint8Array made for this read.
-   */
-  lendEntry(key: string, nowMs: number): LentEntry | undefined;
   has(key: string, nowMs: number): boolean;
   /** Live keys of a range in ascending UTF-8 byte order, a page at a time: O(log n + page). */
   list(options: ListOptions, nowMs: number): ListPage;
@@ -121,26 +115,6 @@ export interface EntryInfo {
   /** Undefined only in a keys-only listing. */
   value: Uint8Array | undefined;
   /** Writes since the key was created: 1 after the creating write. */
-  version: number;
-  createRevision: number;
-  modRevision: number;
-}
-
-/**
- * Bytes lent by the engine: `byteLength` bytes that `copyInto` writes into `target` at
- * `offset`. Valid only until the engine's next write (a record may then be rewritten in
- * place); `copyInto` throws DkvError INTERNAL when called later, so a reader that kept a
- * loan past a write fails loudly instead of sending another key's bytes.
- */
-export interface LentBytes {
-  readonly byteLength: number;
-  /** `targetView` is a DataView over exactly `target`'s bytes (the writer keeps one). */
-  copyInto(target: Uint8Array, targetView: DataView, offset: number): void;
-}
-
-/** What lendEntry answers: a get reply's fields, the value possibly lent. */
-export interface LentEntry {
-  value: Uint8Array | LentBytes;
   version: number;
   createRevision: number;
   modRevision: number;

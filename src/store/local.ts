@@ -1,5 +1,5 @@
 import { type Clock, systemClock } from "../clock.ts";
-import type { KVDB, LentEntry } from "../db/kvdb.ts";
+import type { KVDB } from "../db/kvdb.ts";
 import { MapleDB } from "../db/maple/index.ts";
 import { DkvError } from "../errors.ts";
 import { checkListOptions, checkRange, rangeOf } from "./list-options.ts";
@@ -123,14 +123,13 @@ export class LocalStore implements IStore {
   }
 
   /**
-   * getEntry without a promise or a copy of the value, for a caller that copies the value
-   * before any later write (the RPC server encodes it into the reply at once): the value
-   * may be lent from the engine's storage (see KVDB.lendEntry).
+   * getEntry without a promise or a copy of the value, for a caller that only reads the
+   * value before it returns control (the RPC server encodes it into the reply at once).
    */
-  getEntryNow(key: string): LentEntry | undefined {
+  getEntryNow(key: string): EntryInfo | undefined {
     this.checkOpen();
     checkKey(key, this.limits);
-    return this.db.lendEntry(key, this.clock.now());
+    return this.db.getEntry(key, this.clock.now());
   }
 
   /** has without a promise (the RPC server's path). */

@@ -106,15 +106,16 @@ function compare(name: string, maple: Side, map: Side, target?: string): Row {
 }
 
 let sink = 0;
-/** The reply frame's DataView (a ByteWriter keeps one beside its buffer). */
-let frameView = new DataView(new ArrayBuffer(0));
 
-/** What the server does for a get on an lstore: the entry, its value copied into the frame. */
+/**
+ * What the server does for a get on an lstore: the entry (LocalStore.getEntryNow, the
+ * stored array, no copy), its value copied into the frame as the binary serializer does.
+ * (A value slab that lends a record's bytes instead was tried: see the README.)
+ */
 function replyGet(db: MapleDB, key: string, frame: Uint8Array, offset: number): number {
-  const entry = db.lendEntry(key, NOW_MS)!;
-  const value = entry.value;
-  if (value instanceof Uint8Array) frame.set(value, offset);
-  else value.copyInto(frame, frameView, offset);
+  const entry = db.getEntry(key, NOW_MS)!;
+  const value = entry.value!;
+  frame.set(value, offset);
   return entry.version + value.byteLength;
 }
 
@@ -193,11 +194,9 @@ function hotPathRows(): Row[] {
       "≤3×",
     ),
   );
-  // The server's get: the value written into a reply frame. Maple lends a slab record's
-  // bytes and copies them in (KVDB.lendEntry, no Uint8Array per get); the Map side copies
-  // its stored array into the frame, as the binary serializer does with an array.
+  // The server's get: the value written into a reply frame. Both sides copy the stored
+  // array into the frame, as the binary serializer does.
   const frame = new Uint8Array(64 * 1024);
-  frameView = new DataView(frame.buffer);
   rows.push(
     compare(
       "get into a reply frame",

@@ -5,7 +5,6 @@ import type {
   EntryInfo,
   KeyRange,
   KVDB,
-  LentEntry,
   ListOptions,
   ListPage,
 } from "../../src/db/kvdb.ts";
@@ -196,14 +195,6 @@ export class ModelKVDB implements KVDB {
     if (entry === undefined) return undefined;
     const { version, createRevision, modRevision } = entry;
     return { key, value: entry.value.slice(), version, createRevision, modRevision };
-  }
-
-  /** The model lends nothing: a fresh copy, as getEntry. */
-  lendEntry(key: string, nowMs: number): LentEntry | undefined {
-    const entry = this.getEntry(key, nowMs);
-    if (entry === undefined) return undefined;
-    const { value, version, createRevision, modRevision } = entry;
-    return { value: value!, version, createRevision, modRevision };
   }
 
   /** Sorts every key, then filters: the obvious way, not the fast one. */

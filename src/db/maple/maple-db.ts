@@ -6,7 +6,6 @@ import type {
   EntryInfo,
   KeyRange,
   KVDB,
-  LentEntry,
   ListOptions,
   ListPage,
 } from "../kvdb.ts";
@@ -16,15 +15,9 @@ import { compareKeys, FirstKeys, OrderedKeysBuilder } from "./ordered-keys.ts";
 import { shardHash, shardHashWide } from "./shard-hash.ts";
 import { corrupt, SnapshotDecoder, SnapshotEncoder } from "./snapshot-codec.ts";
 import { Entry, isDeleted, isExpired, NEVER, TimedEntry } from "./timed-entry.ts";
-import { SLAB_VALUE_MAX, ValueSlab } from "./value-slab.ts";
 
-/**
- * What a shard maps a key to. A key without deadlines whose value is at most
- * SLAB_VALUE_MAX bytes is a number: its record in the ValueSlab (value and revisions, no
- * object of its own). A larger value is a plain Entry; only keys with deadlines cost the
- * larger TimedEntry.
- */
-type Slot = Entry | number;
+/** A key without deadlines is a plain Entry; only keys with deadlines cost the larger TimedEntry. */
+type Slot = Entry;
 
 /**
  * One shard of the keyspace. Why shard at all: a single JS Map holding every key makes
@@ -74,11 +67,10 @@ const YIELD_EVERY_BYTES = 1024 * 1024;
  * identity); values are bytes. It never reads a clock: every call takes `nowMs`, so the
  * same commands at the same times give the same state on every replica.
  *
- * Ownership: a value of at most SLAB_VALUE_MAX bytes set without deadlines is copied into
- * the ValueSlab and `get` returns a fresh copy of it; any other value is kept as the
- * `Uint8Array` given and `get` returns that stored array. So callers must not modify a
- * value after `set`, nor a value returned by `get`; copy first when the bytes live in a
- * reused buffer (e.g. a socket read buffer).
+ * Ownership: the engine keeps the `Uint8Array` it is given and `get` returns the stored
+ * array, both without copying. Callers must not modify a value after `set`, nor a value
+ * returned by `get`; copy first when the bytes live in a reused buffer (e.g. a socket
+ * read buffer).
  *
  * Reads never change state: a key past its deadline is hidden by `get`/`has` and
  * removed by `purgeExpired` or by the next write to it.
@@ -90,19 +82,15 @@ const YIELD_EVERY_BYTES = 1024 * 1024;
  * path (DeferredOrder: writes note keys, or nothing while the index is unbuilt, and the
  * next list or count sorts them in or builds it from the maps); a load builds it whole.
  *
- * Memory per key: a key without deadlines whose value fits the slab costs its string, its
- * map slot and one slab record (value + revisions + 28 B, rounded to 16 B), no object;
- * at 1M keys x 128 B that took RSS from ~424 to ~320-350 B per key (an Entry object and
- * a Uint8Array per key cost ~100 B more). Keys with deadlines or larger values keep an
- * Entry/TimedEntry object. (A column table of slots with values still as arrays was tried
- * earlier and lost on insert speed; the slab differs in holding no object per value.)
+ * Why an Entry object per key and not a column table of slots (tried: the map held a
+ * slot number, values and revisions lived in arrays): with the ordered index off the
+ * write path, the object cost inserts 1.25x the pre-data-API engine and the slot table
+ * 1.44x at 100k keys (1.24x vs 1.50x at 1M), in alternating rounds of CPU time.
  */
 export class MapleDB implements KVDB {
   private shards: Shard[];
   private readonly mask: number;
   private heap = new DeadlineHeap();
-  /** Records of the keys whose slot is a number (see Slot). */
-  private slab = new ValueSlab();
   /**
    * Every present key (including ones past their delete deadline not purged yet), in byte
    * order once settled (see DeferredOrder).
@@ -204,7 +192,6 @@ export class MapleDB implements KVDB {
     const slot = shard.map.get(key);
     // See Shard.timedCount: with no timed entries in the shard a slot is a plain entry.
     if (slot === undefined) return undefined;
-    if (typeof slot === "number") return this.slab.copy(slot);
     if (shard.timedCount !== 0 && slot instanceof TimedEntry && isExpired(slot, nowMs)) return undefined;
     return slot.value;
   }
@@ -213,25 +200,7 @@ export class MapleDB implements KVDB {
   getEntry(key: string, nowMs: number): EntryInfo | undefined {
     const slot = this.shardOf(key).map.get(key);
     if (slot === undefined || (slot instanceof TimedEntry && isExpired(slot, nowMs))) return undefined;
-    return infoOf(key, slot, this.slab);
-  }
-
-  /**
-   * getEntry without a copy of a slab record's value: the record is lent (a SlabLoan, the
-   * entry and its value in one object) until the next write. An Entry's value is the stored array itself, as getEntry gives it.
-   */
-  lendEntry(key: string, nowMs: number): LentEntry | undefined {
-    const shard = this.shardOf(key);
-    const slot = shard.map.get(key);
-    if (slot === undefined) return undefined;
-    if (typeof slot === "number") return this.slab.lend(slot);
-    if (shard.timedCount !== 0 && slot instanceof TimedEntry && isExpired(slot, nowMs)) return undefined;
-    return {
-      value: slot.value,
-      version: slot.version,
-      createRevision: slot.createRevision,
-      modRevision: slot.modRevision,
-    };
+    return infoOf(key, slot);
   }
 
   has(key: string, nowMs: number): boolean {
@@ -251,55 +220,29 @@ export class MapleDB implements KVDB {
     this.listener?.("put", key, value, revision);
     if (old === undefined) {
       this.approxBytes += key.length + value.byteLength;
-      map.set(key, this.newSlot(value, 1, revision, revision));
+      map.set(key, new Entry(value, 1, revision, revision));
       this.ordered.added(key);
       if (map.size > this.skewCheckAtKeys) this.checkSkew();
       return;
     }
-    const small = value.byteLength <= SLAB_VALUE_MAX;
-    const slab = this.slab;
-    if (typeof old === "number") {
-      this.approxBytes += value.byteLength - slab.length(old);
-      if (small && shard.saveView === null) {
-        // No save can read this record: rewrite it (in place when the value fits).
-        const ref = slab.overwrite(old, value, revision);
-        if (ref !== -1) {
-          if (ref !== old) map.set(key, ref);
-          return;
-        }
-      }
-      const version = slab.version(old) + 1;
-      const createRevision = slab.createRevision(old);
-      this.release(shard, old);
-      map.set(key, this.newSlot(value, version, createRevision, revision));
-      return;
-    }
     this.approxBytes += value.byteLength - old.value.byteLength;
-    let version = old.version + 1;
-    let createRevision = old.createRevision;
     if (shard.timedCount !== 0 && old instanceof TimedEntry) {
       this.forgetTimed(shard, old);
-      if (isDeleted(old, nowMs)) {
-        version = 1;
-        createRevision = revision;
-      }
-    } else if (!small && shard.saveView === null) {
+      const reborn = isDeleted(old, nowMs);
+      map.set(
+        key,
+        new Entry(value, reborn ? 1 : old.version + 1, reborn ? revision : old.createRevision, revision),
+      );
+      return;
+    }
+    if (shard.saveView === null) {
       // No save can see this object: change it in place, no allocation.
       old.value = value;
-      old.version = version;
+      old.version++;
       old.modRevision = revision;
       return;
     }
-    map.set(key, this.newSlot(value, version, createRevision, revision));
-  }
-
-  /** A slab record for a small value (while the slab has room), else an Entry object. */
-  private newSlot(value: Uint8Array, version: number, createRevision: number, modRevision: number): Slot {
-    if (value.byteLength <= SLAB_VALUE_MAX) {
-      const ref = this.slab.alloc(value, version, createRevision, modRevision);
-      if (ref !== -1) return ref;
-    }
-    return new Entry(value, version, createRevision, modRevision);
+    map.set(key, new Entry(value, old.version + 1, old.createRevision, revision));
   }
 
   setE(key: string, value: Uint8Array, expireInMs: number, deleteInMs: number, nowMs: number): void {
@@ -349,8 +292,7 @@ export class MapleDB implements KVDB {
       return;
     }
     if (shard.saveView !== null) detachForSave(shard);
-    const value = typeof slot === "number" ? this.slab.copy(slot) : slot.value;
-    this.writeTimed(shard, key, value, nowMs, NEVER, nowMs, "expire");
+    this.writeTimed(shard, key, slot.value, nowMs, NEVER, nowMs, "expire");
   }
 
   delete(key: string, _nowMs: number): void {
@@ -365,14 +307,9 @@ export class MapleDB implements KVDB {
     const slot = shard.map.get(key);
     // Compares the value present even when expired (not past its delete deadline), so a
     // lock owner can still release a lock whose key someone expired.
-    if (slot === undefined) return true;
-    if (typeof slot === "number") {
-      if (!this.slab.equals(slot, expected)) return false;
-    } else {
-      const present = presentValue(slot, nowMs);
-      if (present === undefined) return true;
-      if (!bytesEqual(present, expected)) return false;
-    }
+    const present = presentValue(slot, nowMs);
+    if (present === undefined) return true;
+    if (!bytesEqual(present, expected)) return false;
     this.remove(shard, key, slot!, "delete");
     return true;
   }
@@ -386,8 +323,7 @@ export class MapleDB implements KVDB {
   ): boolean {
     checkDurations(expireInMs, deleteInMs);
     const shard = this.shardOf(key);
-    const slot = shard.map.get(key);
-    const live = typeof slot === "number" ? this.slab.copy(slot) : liveValue(slot, nowMs);
+    const live = liveValue(shard.map.get(key), nowMs);
     if (live === undefined || !bytesEqual(live, expected)) return false;
     if (expireInMs === 0 && deleteInMs === 0) {
       this.set(key, live, nowMs);
@@ -417,7 +353,7 @@ export class MapleDB implements KVDB {
         more = true;
         return false;
       }
-      items.push(options.keysOnly ? keyOnlyInfo(key, entry, this.slab) : infoOf(key, entry, this.slab));
+      items.push(options.keysOnly ? keyOnlyInfo(key, entry) : infoOf(key, entry));
       return true;
     });
     return more ? { items, more, next: items[items.length - 1]!.key } : { items, more };
@@ -436,7 +372,7 @@ export class MapleDB implements KVDB {
   private scanLive(
     options: KeyRange & { after?: string | undefined },
     nowMs: number,
-    visit: (key: string, entry: Slot) => boolean,
+    visit: (key: string, entry: Entry) => boolean,
   ): void {
     const prefix = options.prefix;
     const end = prefix === undefined ? options.to : undefined;
@@ -545,11 +481,6 @@ export class MapleDB implements KVDB {
     return this.heap.size;
   }
 
-  /** Bytes of value-slab chunks held, used or free; for monitoring and tests. */
-  get slabBytesHeld(): number {
-    return this.slab.bytesHeld;
-  }
-
   /**
    * Streams a snapshot of the state at the moment of the call: writes made while it
    * streams are not in it (copy-on-write per shard, see Shard.saveView). Every key in the
@@ -570,12 +501,9 @@ export class MapleDB implements KVDB {
     this.saving = true;
     // Captured now, before any await, so the snapshot is of this instant.
     const shards = this.shards;
-    const slab = this.slab;
     for (const shard of shards) shard.saveView = shard.map;
-    return streamSnapshot(shards, slab, sink, this.rev).finally(() => {
+    return streamSnapshot(shards, sink, this.rev).finally(() => {
       for (const shard of shards) shard.saveView = null;
-      // Records replaced or removed during the save: no reader is left.
-      slab.releaseDeferred();
       this.saving = false;
     });
   }
@@ -589,7 +517,6 @@ export class MapleDB implements KVDB {
   async load(source: AsyncIterable<Uint8Array>): Promise<void> {
     const shards = newShards(this.shards.length);
     const heap = new DeadlineHeap();
-    const slab = new ValueSlab();
     const mask = this.mask;
     const route = this.wideRouting ? shardHashWide : shardHash;
     let approxBytes = 0;
@@ -602,9 +529,7 @@ export class MapleDB implements KVDB {
       approxBytes += key.length + value.byteLength;
       const { version, createRevision, modRevision } = revisions;
       if (expireAtMs === NEVER && deleteAtMs === NEVER) {
-        const ref =
-          value.byteLength <= SLAB_VALUE_MAX ? slab.alloc(value, version, createRevision, modRevision) : -1;
-        map.set(key, ref !== -1 ? ref : new Entry(value, version, createRevision, modRevision));
+        map.set(key, new Entry(value, version, createRevision, modRevision));
         return;
       }
       const entry = new TimedEntry(key, value, expireAtMs, deleteAtMs, version, createRevision, modRevision);
@@ -632,7 +557,6 @@ export class MapleDB implements KVDB {
     this.ordered.close();
     this.shards = shards;
     this.heap = heap;
-    this.slab = slab;
     this.ordered = this.newOrder(builder);
     this.approxBytes = approxBytes;
     this.rev = decoder.storeRevision;
@@ -688,35 +612,12 @@ export class MapleDB implements KVDB {
       shard.map.set(key, next);
       return;
     }
-    let entry: TimedEntry;
-    if (old === undefined) {
-      this.approxBytes += key.length + value.byteLength;
-      entry = new TimedEntry(key, value, expireAtMs, deleteAtMs, 1, revision, revision);
-    } else if (typeof old === "number") {
-      const slab = this.slab;
-      this.approxBytes += value.byteLength - slab.length(old);
-      entry = new TimedEntry(
-        key,
-        value,
-        expireAtMs,
-        deleteAtMs,
-        slab.version(old) + 1,
-        slab.createRevision(old),
-        revision,
-      );
-      this.release(shard, old);
-    } else {
-      this.approxBytes += value.byteLength - old.value.byteLength;
-      entry = new TimedEntry(
-        key,
-        value,
-        expireAtMs,
-        deleteAtMs,
-        old.version + 1,
-        old.createRevision,
-        revision,
-      );
-    }
+    this.approxBytes +=
+      old === undefined ? key.length + value.byteLength : value.byteLength - old.value.byteLength;
+    const entry =
+      old === undefined
+        ? new TimedEntry(key, value, expireAtMs, deleteAtMs, 1, revision, revision)
+        : new TimedEntry(key, value, expireAtMs, deleteAtMs, old.version + 1, old.createRevision, revision);
     if (deleteAtMs !== NEVER) this.heap.push(entry);
     shard.timedCount++;
     shard.map.set(key, entry);
@@ -754,24 +655,10 @@ export class MapleDB implements KVDB {
     const revision = this.stamp();
     this.listener?.(change, key, undefined, revision);
     if (shard.saveView !== null) detachForSave(shard);
-    if (typeof slot === "number") {
-      this.approxBytes -= key.length + this.slab.length(slot);
-      this.release(shard, slot);
-    } else {
-      this.approxBytes -= key.length + slot.value.byteLength;
-      if (slot instanceof TimedEntry) this.forgetTimed(shard, slot);
-    }
+    this.approxBytes -= key.length + slot.value.byteLength;
+    if (slot instanceof TimedEntry) this.forgetTimed(shard, slot);
     shard.map.delete(key);
     this.ordered.removed(key);
-  }
-
-  /**
-   * Frees the record of a key that was replaced or removed: at once, or when the save
-   * that may still stream this shard's old view ends (records it can see stay unchanged).
-   */
-  private release(shard: Shard, ref: number): void {
-    if (shard.saveView !== null) this.slab.deferFree(ref);
-    else this.slab.free(ref);
   }
 
   private forgetTimed(shard: Shard, entry: TimedEntry): void {
@@ -780,16 +667,7 @@ export class MapleDB implements KVDB {
   }
 }
 
-function infoOf(key: string, entry: Slot, slab: ValueSlab): EntryInfo {
-  if (typeof entry === "number") {
-    return {
-      key,
-      value: slab.copy(entry),
-      version: slab.version(entry),
-      createRevision: slab.createRevision(entry),
-      modRevision: slab.modRevision(entry),
-    };
-  }
+function infoOf(key: string, entry: Entry): EntryInfo {
   return {
     key,
     value: entry.value,
@@ -799,16 +677,7 @@ function infoOf(key: string, entry: Slot, slab: ValueSlab): EntryInfo {
   };
 }
 
-function keyOnlyInfo(key: string, entry: Slot, slab: ValueSlab): EntryInfo {
-  if (typeof entry === "number") {
-    return {
-      key,
-      value: undefined,
-      version: slab.version(entry),
-      createRevision: slab.createRevision(entry),
-      modRevision: slab.modRevision(entry),
-    };
-  }
+function keyOnlyInfo(key: string, entry: Entry): EntryInfo {
   return {
     key,
     value: undefined,
@@ -819,25 +688,13 @@ function keyOnlyInfo(key: string, entry: Slot, slab: ValueSlab): EntryInfo {
 }
 
 /** Streams shards whose `saveView` was set at the instant the save was requested. */
-async function streamSnapshot(
-  shards: Shard[],
-  slab: ValueSlab,
-  sink: ByteSink,
-  revision: number,
-): Promise<void> {
+async function streamSnapshot(shards: Shard[], sink: ByteSink, revision: number): Promise<void> {
   const encoder = new SnapshotEncoder(revision);
-  // One object reused for every slab record: the encoder copies its fields at once.
-  const revisions = { version: 0, createRevision: 0, modRevision: 0 };
   let bytesSinceYield = 0;
   for (const shard of shards) {
     const view = shard.saveView!;
     for (const [key, slot] of view) {
-      if (typeof slot === "number") {
-        revisions.version = slab.version(slot);
-        revisions.createRevision = slab.createRevision(slot);
-        revisions.modRevision = slab.modRevision(slot);
-        slab.saveInto(encoder, key, slot, revisions);
-      } else if (slot instanceof TimedEntry) {
+      if (slot instanceof TimedEntry) {
         encoder.add(key, slot, slot.expireAtMs, slot.deleteAtMs);
       } else {
         encoder.add(key, slot, NEVER, NEVER);
@@ -904,14 +761,14 @@ function checkDurations(expireInMs: number, deleteInMs: number): void {
 }
 
 /** The value present, expired or not: undefined when missing or past the delete deadline. */
-function presentValue(slot: Entry | undefined, nowMs: number): Uint8Array | undefined {
+function presentValue(slot: Slot | undefined, nowMs: number): Uint8Array | undefined {
   if (slot === undefined) return undefined;
   if (slot instanceof TimedEntry && isDeleted(slot, nowMs)) return undefined;
   return slot.value;
 }
 
 /** The value `get` would return: undefined when missing or expired. */
-function liveValue(slot: Entry | undefined, nowMs: number): Uint8Array | undefined {
+function liveValue(slot: Slot | undefined, nowMs: number): Uint8Array | undefined {
   if (slot === undefined) return undefined;
   if (slot instanceof TimedEntry && isExpired(slot, nowMs)) return undefined;
   return slot.value;

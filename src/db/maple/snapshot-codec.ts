@@ -52,8 +52,6 @@ const RECORD_HEAD_BYTES_V1 = 25;
 const RECORD_HEAD_BYTES = 49;
 const TRAILER_COUNT_BYTES = 8;
 const CRC_BYTES = 4;
-/** A deadline that is not set (the engine's NEVER). */
-const NO_DEADLINE = Number.POSITIVE_INFINITY;
 /** Output chunk size: large enough to amortise sink calls, small enough to stay in cache. */
 export const SNAPSHOT_CHUNK_BYTES = 64 * 1024;
 /** Values at least this big go to the sink as they are instead of being copied into a chunk. */
@@ -96,45 +94,6 @@ export class SnapshotEncoder {
 
   add(key: string, entry: Entry, expireAtMs: number, deleteAtMs: number): void {
     const value = entry.value;
-    this.addHead(key, value.byteLength, entry, expireAtMs, deleteAtMs);
-    this.addValue(value);
-    this.entryCount++;
-  }
-
-  /**
-   * A record without deadlines whose value is `length` bytes of `source` from `start`,
-   * copied at once (no view of it is made): how Maple saves a value-slab record.
-   */
-  addFrom(
-    key: string,
-    source: Uint8Array,
-    start: number,
-    length: number,
-    revisions: SnapshotRevisions,
-  ): void {
-    this.addHead(key, length, revisions, NO_DEADLINE, NO_DEADLINE);
-    if (length > SNAPSHOT_CHUNK_BYTES - this.pos) {
-      this.flush();
-      if (length >= DIRECT_VALUE_BYTES) {
-        this.emit(source.slice(start, start + length));
-        this.entryCount++;
-        return;
-      }
-    }
-    const chunk = this.chunk;
-    const pos = this.pos;
-    for (let i = 0; i < length; i++) chunk[pos + i] = source[start + i]!;
-    this.pos = pos + length;
-    this.entryCount++;
-  }
-
-  private addHead(
-    key: string,
-    valueBytes: number,
-    revisions: SnapshotRevisions,
-    expireAtMs: number,
-    deleteAtMs: number,
-  ): void {
     const utf8 = key.isWellFormed();
     // Worst case key size; exact size is patched in after encoding.
     const keyBytesMax = utf8 ? key.length * 3 : key.length * 2;
@@ -145,13 +104,15 @@ export class SnapshotEncoder {
       const own = Buffer.allocUnsafe(headAndKeyMax);
       const ownView = new DataView(own.buffer, own.byteOffset, own.byteLength);
       const length = writeHeadAndKey(own, ownView, 0, key, utf8);
-      writeHeadNumbers(ownView, 0, valueBytes, revisions, expireAtMs, deleteAtMs);
+      writeHeadNumbers(ownView, 0, entry, expireAtMs, deleteAtMs);
       this.emit(own.subarray(0, length));
     } else {
       const start = this.pos;
       this.pos = writeHeadAndKey(this.chunk, this.view, start, key, utf8);
-      writeHeadNumbers(this.view, start, valueBytes, revisions, expireAtMs, deleteAtMs);
+      writeHeadNumbers(this.view, start, entry, expireAtMs, deleteAtMs);
     }
+    this.addValue(value);
+    this.entryCount++;
   }
 
   /** Writes the trailer and returns the last pieces for the sink. */
@@ -216,12 +177,11 @@ function writeHeadAndKey(buffer: Buffer, view: DataView, start: number, key: str
 function writeHeadNumbers(
   view: DataView,
   start: number,
-  valueBytes: number,
-  entry: SnapshotRevisions,
+  entry: Entry,
   expireAtMs: number,
   deleteAtMs: number,
 ): void {
-  view.setUint32(start + 5, valueBytes, true);
+  view.setUint32(start + 5, entry.value.byteLength, true);
   view.setFloat64(start + 9, expireAtMs, true);
   view.setFloat64(start + 17, deleteAtMs, true);
   view.setFloat64(start + 25, entry.version, true);

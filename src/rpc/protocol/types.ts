@@ -1,4 +1,3 @@
-import type { LentBytes } from "../../db/kvdb.ts";
 import type { ValueInput } from "../../store/types.ts";
 
 export type TransportName = "tcp" | "unix" | "http";
@@ -234,11 +233,7 @@ export interface FieldSpec {
 }
 
 /** One value of a decoded field. */
-/**
- * A field's value. LentBytes only in a reply the server encodes at once (a get answered
- * from the engine's own storage, see KVDB.lendEntry); decoded messages never hold one.
- */
-export type FieldValue = string | Uint8Array | LentBytes | number | boolean | bigint | undefined | Message[];
+export type FieldValue = string | Uint8Array | number | boolean | bigint | undefined | Message[];
 
 /** The untyped form of a message the serializers work with. */
 export type Message = Record<string, FieldValue>;

@@ -1,7 +1,7 @@
 import { decodeRange } from "../../text.ts";
 import type { ByteWriter } from "../protocol/byte-writer.ts";
-import { type FieldSpec, type FieldValue, type Message, serializerIds } from "../protocol/types.ts";
-import { asBytes, badBody, isLent, recordsOf } from "./fields.ts";
+import { type FieldSpec, type Message, serializerIds } from "../protocol/types.ts";
+import { asBytes, badBody, recordsOf } from "./fields.ts";
 import type { Serializer } from "./types.ts";
 
 const utf8Decoder = new TextDecoder("utf-8", { fatal: true });
@@ -30,13 +30,13 @@ export class BinarySerializer implements Serializer {
           }
           break;
         case "bytes":
-          writeBytes(out, value);
+          writeBytes(out, value as Uint8Array | string);
           break;
         case "optBytes":
           if (value === undefined) out.u8(0);
           else {
             out.u8(1);
-            writeBytes(out, value);
+            writeBytes(out, value as Uint8Array | string);
           }
           break;
         case "num":
@@ -170,18 +170,9 @@ class FieldReader {
   }
 }
 
-function writeBytes(out: ByteWriter, value: FieldValue): void {
+function writeBytes(out: ByteWriter, value: Uint8Array | string): void {
   if (typeof value === "string") {
     out.lengthPrefixedUtf8(value);
-    return;
-  }
-  if (value !== undefined && isLent(value)) {
-    // Lent by the engine: copied from its storage straight into the frame, no array of its own.
-    const length = value.byteLength;
-    out.ensure(4 + length);
-    out.u32(length);
-    value.copyInto(out.buf, out.view, out.length);
-    out.length += length;
     return;
   }
   const bytes = asBytes(value);

@@ -1,4 +1,3 @@
-import type { LentBytes } from "../../db/kvdb.ts";
 import { DkvError } from "../../errors.ts";
 import type { FieldSpec, FieldValue, Message } from "../protocol/types.ts";
 
@@ -11,41 +10,7 @@ export function badBody(serializer: string, detail: string): DkvError {
 export function asBytes(value: FieldValue): Uint8Array {
   if (value instanceof Uint8Array) return value;
   if (typeof value === "string") return utf8Encoder.encode(value);
-  if (isLent(value)) return ownBytes(value);
   throw new DkvError("BAD_REQUEST", "expected bytes or a string");
-}
-
-/** Whether a field holds bytes lent by the engine (see KVDB.lendEntry). */
-export function isLent(value: FieldValue): value is LentBytes {
-  return typeof value === "object" && !(value instanceof Uint8Array) && !Array.isArray(value);
-}
-
-/** A lent value copied into an array of its own (for a serializer that needs one, or a later turn). */
-export function ownBytes(value: LentBytes): Uint8Array {
-  const bytes = new Uint8Array(value.byteLength);
-  value.copyInto(bytes, new DataView(bytes.buffer), 0);
-  return bytes;
-}
-
-/**
- * `message` as a plain object of `schema`'s fields with every lent value (top-level
- * fields) copied into its own array: for a reply target that reads the response in a
- * later turn, after writes may have happened. A message without lent values is returned
- * as it is.
- */
-export function ownedMessage(schema: readonly FieldSpec[], message: Message): Message {
-  let lent = false;
-  for (const spec of schema) {
-    const value = message[spec.name];
-    if (value !== undefined && isLent(value)) lent = true;
-  }
-  if (!lent) return message;
-  const owned: Message = {};
-  for (const spec of schema) {
-    const value = message[spec.name];
-    owned[spec.name] = value !== undefined && isLent(value) ? ownBytes(value) : value;
-  }
-  return owned;
 }
 
 export function recordsOf(value: FieldValue): Message[] {

@@ -15,6 +15,7 @@ import {
   type OpName,
   opNameByCode,
   type Requests,
+  type Responses,
   requestSchemas,
   type SerializerName,
   serializerIds,
@@ -24,7 +25,7 @@ import {
 import type { Serializer } from "../serializer/types.ts";
 import { DedupCache, type DedupGeneration, type DedupLimits, dedupKey } from "./dedup-cache.ts";
 import { originOf } from "./lock-owner.ts";
-import { type LocalResponses, type OpEntry, opTable } from "./op-table.ts";
+import { type OpEntry, opTable } from "./op-table.ts";
 
 export { attemptOriginOf, lockOwnerIdOf, originOf } from "./lock-owner.ts";
 
@@ -73,7 +74,6 @@ const empty: Message = {};
 export interface ReplyTarget {
   /** Who sent the request, as the listener authenticated it (with --auth-file). */
   readonly identity?: Identity | undefined;
-  /** Encodes (or copies) `response` before returning: a get's value may be lent (KVDB.lendEntry). */
   deliver(header: FrameHeader, response: Message | undefined, error: DkvError | undefined): void;
 }
 
@@ -346,7 +346,7 @@ export class RequestDispatcher {
    */
   private answerNow(
     header: FrameHeader,
-    local: (store: LocalStore, request: Requests[OpName]) => LocalResponses[OpName],
+    local: (store: LocalStore, request: Requests[OpName]) => Responses[OpName],
     store: LocalStore,
     request: Requests[OpName],
     isWrite: boolean,

@@ -15,7 +15,6 @@ import {
   responseSchemas,
   streamOpCodes,
 } from "../protocol/types.ts";
-import { ownedMessage } from "../serializer/fields.ts";
 import { fromBase64, toBase64 } from "../serializer/json.ts";
 import type { Serializer } from "../serializer/types.ts";
 import type { RequestDispatcher, RpcLogger } from "./dispatcher.ts";
@@ -183,12 +182,7 @@ async function handleHuman(
   const outcome = await new Promise<{ response?: Message; error?: DkvError }>((resolve) =>
     options.dispatcher.dispatchMessage(header, op, checked.handler, message, {
       identity,
-      // Read after an await: a lent value is copied now, before any later write.
-      deliver: (_h, response, error) =>
-        resolve({
-          response: response === undefined ? undefined : ownedMessage(responseSchemas[op], response),
-          error,
-        }),
+      deliver: (_h, response, error) => resolve({ response, error }),
     }),
   );
   if (outcome.error !== undefined) return jsonError(outcome.error);

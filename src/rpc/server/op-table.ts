@@ -1,4 +1,3 @@
-import type { LentBytes } from "../../db/kvdb.ts";
 import { DkvError } from "../../errors.ts";
 import type { LocalStore } from "../../store/local.ts";
 import type { RequestOrigin } from "../../store/replicated/command.ts";
@@ -35,7 +34,7 @@ export interface OpEntry<K extends OpName> {
    * request owns): the dispatcher answers at once. Only for ops whose LocalStore call is
    * one engine call.
    */
-  readonly local?: (store: LocalStore, request: Requests[K]) => LocalResponses[K];
+  readonly local?: (store: LocalStore, request: Requests[K]) => Responses[K];
   /**
    * The same write on a DStore under the request's origin, without the per-request view
    * that ShardHandler.forOrigin makes: the dispatcher calls it for a dstore shard.
@@ -53,15 +52,6 @@ export interface OpEntry<K extends OpName> {
     stopping: AbortSignal,
   ): Promise<Responses[K]>;
 }
-
-/**
- * What a `local` op answers: its response, but a get's value may be lent by the engine
- * (KVDB.lendEntry), valid only until the next write: the dispatcher hands it to the
- * reply target at once, which encodes it in the same turn (ReplyTarget.deliver).
- */
-export type LocalResponses = Omit<Responses, "get"> & {
-  get: Omit<Responses["get"], "value"> & { value: Uint8Array | LentBytes | undefined };
-};
 
 export type OpTable = { readonly [K in OpName]: OpEntry<K> };
 
@@ -123,8 +113,10 @@ export const opTable: OpTable = {
     shards: "store",
     write: false,
     local(store, r) {
-      // The engine's answer is the reply itself; its value may be lent (encoded at once).
-      return store.getEntryNow(r.key) ?? { value: undefined, version: 0, createRevision: 0, modRevision: 0 };
+      const entry = store.getEntryNow(r.key);
+      if (entry === undefined) return { value: undefined, version: 0, createRevision: 0, modRevision: 0 };
+      const { value, version, createRevision, modRevision } = entry;
+      return { value, version, createRevision, modRevision };
     },
     async handle({ store }, r) {
       const entry = await store.getEntry(r.key);
