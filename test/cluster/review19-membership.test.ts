@@ -1,0 +1,49 @@
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { ensureBinary } from "../e2e/helpers.ts";
+import { freePort, KV_SHARD, TestCluster } from "./controller.ts";
+import { clusterCli, waitForVoters } from "./membership-helpers.ts";
+
+/**
+ * review19: membership changes an operator makes at 3 a.m., on real `dist/dkv serve`
+ * processes (127.0.0.1, --rtt-millisecond 20), through `dkv cluster ... --json`.
+ */
+
+beforeAll(async () => {
+  await ensureBinary();
+}, 120_000);
+
+describe("shrinking a 2-member cluster to one", () => {
+  let cluster: TestCluster;
+  beforeAll(async () => {
+    // Leader balancing off: the test puts every leader on node-2 and it must stay there.
+    cluster = await TestCluster.start({ size: 2, extraArgs: ["--leader-balance-interval", "0"] });
+  }, 30_000);
+  afterAll(async () => {
+    await cluster?.close();
+  });
+
+  test("removing the member that leads the membership group finishes, and the survivor can change membership again", async () => {
+    const moved = await clusterCli(cluster, "node-1", ["transfer-leader", "node-2"]);
+    expect(moved.code, moved.raw.stdout + moved.raw.stderr).toBe(0);
+    // transfer-leader returns once node-2 leads every group, the membership group included.
+    expect(moved.json.ok).toBe(true);
+    await cluster.client(["node-1"]).store(KV_SHARD).set("before", "1");
+
+    // Before the fix, node-2 applied its own removal from the membership group and went
+    // silent before node-1 learned the entry was committed: the group kept voters
+    // {node-1, node-2} with only node-1 alive, and could never elect a leader again.
+    const removed = await clusterCli(cluster, "node-1", ["remove", "node-2"]);
+    expect(removed.code, removed.raw.stdout + removed.raw.stderr).toBe(0);
+    expect(removed.json.ok).toBe(true);
+    await waitForVoters(cluster, "node-1", ["node-1"], 10_000);
+
+    // The membership group still works: another change goes through.
+    const raftPort = await freePort();
+    const added = await clusterCli(cluster, "node-1", ["add", `node-3=127.0.0.1:${raftPort}`]);
+    expect(added.code, added.raw.stdout + added.raw.stderr).toBe(0);
+    expect(added.json.ok).toBe(true);
+    const client = cluster.client(["node-1"]).store(KV_SHARD);
+    await client.set("after", "2");
+    expect(new TextDecoder().decode(await client.get("before"))).toBe("1");
+  }, 60_000);
+});
