@@ -1,6 +1,8 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { ensureBinary } from "../e2e/helpers.ts";
-import { freePort, KV_SHARD, TestCluster } from "./controller.ts";
+import { readdir } from "node:fs/promises";
+import { join } from "node:path";
+import { ensureBinary, runDkv } from "../e2e/helpers.ts";
+import { CLUSTER_SHARDS, freePort, KV_SHARD, TestCluster } from "./controller.ts";
 import { clusterCli, waitForVoters } from "./membership-helpers.ts";
 
 /**
@@ -45,5 +47,56 @@ describe("shrinking a 2-member cluster to one", () => {
     const client = cluster.client(["node-1"]).store(KV_SHARD);
     await client.set("after", "2");
     expect(new TextDecoder().decode(await client.get("before"))).toBe("1");
+  }, 60_000);
+});
+
+describe("a member added at an address nobody listens on, then removed", () => {
+  let cluster: TestCluster;
+  beforeAll(async () => {
+    cluster = await TestCluster.start({ size: 3, extraArgs: ["--leader-balance-interval", "0"] });
+  }, 30_000);
+  afterAll(async () => {
+    await cluster?.close();
+  });
+
+  test("promote says it has not answered (not that it lags within the limit); a join under its removed id says to use a new id", async () => {
+    const raftPort = await freePort(); // nothing listens there: the operator mistyped the port
+    const added = await clusterCli(cluster, "node-1", ["add", `node-5=127.0.0.1:${raftPort}`]);
+    expect(added.code, added.raw.stdout + added.raw.stderr).toBe(0);
+
+    const promoted = await clusterCli(cluster, "node-2", ["promote", "node-5"]);
+    expect(promoted.code).toBe(1);
+    expect(promoted.json.error).toBe("CONFLICT");
+    const message = String(promoted.json.message);
+    // Before the fix: "node-5 lags 7 entries behind ... (at most 100 allowed ...)", which
+    // contradicts itself and sends the operator to wait for a member that never comes.
+    expect(message).toContain("has not answered the leader");
+    expect(message).toContain(`127.0.0.1:${raftPort}`);
+    expect(message).not.toContain("at most 100 allowed");
+
+    const removed = await clusterCli(cluster, "node-2", ["remove", "node-5"]);
+    expect(removed.code, removed.raw.stdout + removed.raw.stderr).toBe(0);
+
+    // The operator now starts the machine under the removed id.
+    const dataDir = join(cluster.root, "node-5");
+    const joined = await runDkv([
+      "serve",
+      "--shards",
+      CLUSTER_SHARDS,
+      "--replica-id",
+      "node-5",
+      "--join",
+      cluster.endpoint("node-1"),
+      "--data-dir",
+      dataDir,
+      "--transport-endpoint",
+      "127.0.0.1:0",
+    ]);
+    expect(joined.code).toBe(2);
+    // Before the fix: "first run 'dkv cluster add node-5=...'", which is refused (ids are never reused).
+    expect(joined.stderr).toContain('"node-5" was removed from the cluster');
+    expect(joined.stderr).toContain("--replica-id NEW_ID");
+    expect(joined.stderr).not.toContain("dkv cluster add node-5=");
+    expect(await readdir(dataDir).catch(() => [])).toEqual([]);
   }, 60_000);
 });

@@ -202,10 +202,7 @@ export class GroupActions {
         const progress = status.progress[change.node];
         const lag = status.lastIndex - (progress?.match ?? 0);
         if (!caughtUp(progress, lag, this.config.autoPromoteLagEntries)) {
-          throw new DkvError(
-            "CONFLICT",
-            `${change.node} lags ${lag} entries behind the leader of ${groupName(groupId)} (at most ${this.config.autoPromoteLagEntries} allowed, --auto-promote-lag); wait for it to catch up, then promote it`,
-          );
+          throw new DkvError("CONFLICT", this.notCaughtUp(change.node, groupId, progress, lag));
         }
       }
       const attempt = this.config.host.tryProposeConfChange(groupId, change, timeoutMs);
@@ -216,6 +213,18 @@ export class GroupActions {
     } catch (error) {
       return { requestId: 0, ok: false, error: replyError(error) };
     }
+  }
+
+  /** Why `node` may not be promoted yet, and what to do. */
+  private notCaughtUp(node: NodeId, groupId: number, progress: ProgressStatus | undefined, lag: number): string {
+    const group = groupName(groupId);
+    if (progress === undefined || progress.recentActive !== true || progress.match === 0) {
+      return `${node} has not answered the leader of ${group} lately: start it ('dkv serve --replica-id ${node} --join ...') and check that it listens at the address it was added with (${this.config.addressOf(node) ?? "unknown"}), then promote it`;
+    }
+    if (progress.state !== "replicate") {
+      return `${node} is still being brought up to date by the leader of ${group} (${progress.state === "snapshot" ? "receiving a snapshot" : "matching its log"}); wait, then promote it`;
+    }
+    return `${node} lags ${lag} entries behind the leader of ${group} (at most ${this.config.autoPromoteLagEntries} allowed, --auto-promote-lag); wait for it to catch up, then promote it`;
   }
 
   async serve(from: NodeId, request: GroupRequest): Promise<void> {
