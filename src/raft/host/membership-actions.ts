@@ -216,7 +216,12 @@ export class GroupActions {
   }
 
   /** Why `node` may not be promoted yet, and what to do. */
-  private notCaughtUp(node: NodeId, groupId: number, progress: ProgressStatus | undefined, lag: number): string {
+  private notCaughtUp(
+    node: NodeId,
+    groupId: number,
+    progress: ProgressStatus | undefined,
+    lag: number,
+  ): string {
     const group = groupName(groupId);
     if (progress === undefined || progress.recentActive !== true || progress.match === 0) {
       return `${node} has not answered the leader of ${group} lately: start it ('dkv serve --replica-id ${node} --join ...') and check that it listens at the address it was added with (${this.config.addressOf(node) ?? "unknown"}), then promote it`;
