@@ -1,4 +1,4 @@
-import { mkdir, open, readdir, rename, unlink } from "node:fs/promises";
+import { mkdir, open, readdir, rename, stat, unlink } from "node:fs/promises";
 import { basename, dirname, join, resolve } from "node:path";
 import { DkvError } from "../errors.ts";
 import type { RaftLogger } from "../raft/core/types.ts";
@@ -20,6 +20,9 @@ export async function* fileChunks(path: string): AsyncGenerator<Uint8Array> {
     );
   }
   try {
+    if (!(await handle.stat()).isFile()) {
+      throw new DkvError("USAGE", `${path} is not a file (a directory?); give the path of a backup file`);
+    }
     let position = 0;
     // Bounded by the file size: each turn reads at least one byte or ends.
     for (;;) {
@@ -59,6 +62,10 @@ export async function saveBackupFile(
 ): Promise<BackupSummary> {
   const target = resolve(path);
   const temp = join(dirname(target), `.${basename(target)}.${process.pid}.tmp`);
+  // Before anything is streamed: a directory would be found only at the rename, after the whole backup.
+  if ((await stat(target).catch(() => undefined))?.isDirectory() === true) {
+    throw new DkvError("USAGE", `${path} is a directory; give a file name, e.g. ${join(path, "backup.dkv")}`);
+  }
   let handle: Awaited<ReturnType<typeof open>>;
   try {
     // 0600: a backup holds every value (etcd writes its snapshots so too).
