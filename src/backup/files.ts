@@ -2,6 +2,7 @@ import { mkdir, open, readdir, rename, stat, unlink } from "node:fs/promises";
 import { basename, dirname, join, resolve } from "node:path";
 import { DkvError } from "../errors.ts";
 import type { RaftLogger } from "../raft/core/types.ts";
+import { MEMBERSHIP_FILE } from "../raft/host/membership-seed.ts";
 import { lockDataDir } from "../raft/storage/data-dir-lock.ts";
 import { openRaftStorage } from "../raft/storage/raft-storage.ts";
 import { type BackupSummary, readBackup } from "./format.ts";
@@ -134,6 +135,16 @@ export async function restoreBackup(options: RestoreOptions): Promise<BackupSumm
   await mkdir(dataDir, { recursive: true, mode: 0o700 });
   // Not while a server runs on it (or another restore).
   await using _lock = await lockDataDir(dataDir, "dkv snapshot restore");
+  // A member's data dir (its membership, its shared log): the restored groups would get a
+  // configuration its membership group does not know, and could never elect a leader.
+  for (const memberFile of [MEMBERSHIP_FILE, "raft-log"]) {
+    if ((await stat(join(dataDir, memberFile)).catch(() => undefined)) !== undefined) {
+      throw new DkvError(
+        "USAGE",
+        `${dataDir} is the data dir of an existing member (it holds ${memberFile}); restore into an empty --data-dir (a restore seeds a new cluster, it never overwrites a member)`,
+      );
+    }
+  }
   for (const section of summary.shards) {
     const groupDir = join(dataDir, `group-${section.shard}`);
     if (!(await isEmptyOrMissing(groupDir))) {
