@@ -84,3 +84,28 @@ test("a duration below its minimum is named as a duration (1m), not as milliseco
   expect(stderr).toContain("--lifetime: 1s is below the minimum of 1m.");
   expect(await readdir(dir)).toEqual([]);
 }, 20_000);
+
+test("dkv cluster with a malformed member is a usage error (exit 2) before any server is asked", async () => {
+  // Nothing listens on port 1: the old code sent these to the server (exit 1, UNAVAILABLE
+  // here; BAD_REQUEST with exit 1 from a live server) instead of saying the argument is wrong.
+  for (const args of [
+    ["add", "node-4=10.0.0.4"],
+    ["add", "node-4=10.0.0.4:0"],
+    ["add", "node 4=10.0.0.4:63001"],
+    ["remove", "node 3"],
+    ["promote", "_x"],
+    ["transfer-leader", "a/b"],
+  ]) {
+    const proc = Bun.spawn([binary, "cluster", ...args, "--endpoints", "127.0.0.1:1", "--json"], {
+      env: {},
+      stdin: "ignore",
+      stdout: "pipe",
+      stderr: "pipe",
+      timeout: 10_000,
+    });
+    const [code, stdout] = await Promise.all([proc.exited, new Response(proc.stdout).text()]);
+    const json = JSON.parse(stdout) as { error: string; message: string };
+    expect({ args, code, error: json.error }).toEqual({ args, code: 2, error: "USAGE" });
+    expect(json.message).toMatch(/is not ID=HOST:PEER_PORT|must be letters, digits/);
+  }
+}, 30_000);
