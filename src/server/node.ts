@@ -286,7 +286,9 @@ async function startRaft(
   for (const shard of replicated.shards.values()) {
     handlers.set(shard.id, replicatedShardHandler(shard, clock, options.locks?.queueLeaseMs));
   }
-  const members = new Map(replicated.membership.members().map((member) => [member.id, member.address]));
+  const members = new Map(
+    replicated.membership.membersAtStart().map((member) => [member.id, member.address]),
+  );
   logger
     .forComponent("node")
     .info(

@@ -3,7 +3,7 @@ import { readdir } from "node:fs/promises";
 import { join } from "node:path";
 import { ensureBinary, runDkv } from "../e2e/helpers.ts";
 import { CLUSTER_SHARDS, freePort, KV_SHARD, TestCluster } from "./controller.ts";
-import { clusterCli, waitForVoters } from "./membership-helpers.ts";
+import { clusterCli, startJoiner, waitForVoters } from "./membership-helpers.ts";
 
 /**
  * review19: membership changes an operator makes at 3 a.m., on real `dist/dkv serve`
@@ -47,6 +47,23 @@ describe("shrinking a 2-member cluster to one", () => {
     const client = cluster.client(["node-1"]).store(KV_SHARD);
     await client.set("after", "2");
     expect(new TextDecoder().decode(await client.get("before"))).toBe("1");
+
+    // The new machine joins; its start line names the cluster it joined (node-1 and itself),
+    // not the bootstrap list its still-empty membership log starts from (node-1, node-2).
+    const joiner = await startJoiner(cluster, "node-3", raftPort, ["node-1"]);
+    // Logged before the listening line, but stderr is drained concurrently: allow it a moment.
+    for (let i = 0; i < 100 && !joiner.server!.logs().includes('member "node-3" of cluster'); i++) {
+      await Bun.sleep(20);
+    }
+    const startLine = joiner
+      .server!.logs()
+      .split("\n")
+      .find((line) => line.includes('member "node-3" of cluster'));
+    expect(startLine).toContain(
+      `of cluster node-1=127.0.0.1:${cluster.member("node-1").raftPort},node-3=127.0.0.1:${raftPort},`,
+    );
+    expect(startLine).not.toContain("node-2");
+    await waitForVoters(cluster, "node-1", ["node-1", "node-3"], 15_000);
   }, 60_000);
 });
 

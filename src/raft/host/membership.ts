@@ -117,6 +117,16 @@ export class ClusterMembership implements MembershipHooks {
     return this.registry.state().members;
   }
 
+  /**
+   * The members as this member knows them at start: the replicated ones, except on a
+   * member that just joined (its membership group's log is still empty, so its registry
+   * holds the bootstrap list): then the running cluster's, as --join fetched them.
+   */
+  membersAtStart(): MemberInfo[] {
+    if (this.config.seed.source !== "join") return this.members();
+    return [...this.config.seed.members].map(([id, address]) => ({ id, address }));
+  }
+
   /** Calls `listener` with the member list after every change; returns the unsubscribe. */
   onMembersChange(listener: (members: MemberInfo[]) => void): () => void {
     this.listeners.add(listener);
