@@ -3,7 +3,7 @@ import { readdir } from "node:fs/promises";
 import { join } from "node:path";
 import { ensureBinary, runDkv } from "../e2e/helpers.ts";
 import { CLUSTER_SHARDS, freePort, KV_SHARD, TestCluster } from "./controller.ts";
-import { clusterCli, startJoiner, waitForVoters } from "./membership-helpers.ts";
+import { clusterCli, startJoiner, statusOf, waitForVoters, waitUntil } from "./membership-helpers.ts";
 
 /**
  * review19: membership changes an operator makes at 3 a.m., on real `dist/dkv serve`
@@ -115,5 +115,47 @@ describe("a member added at an address nobody listens on, then removed", () => {
     expect(joined.stderr).toContain("--replica-id NEW_ID");
     expect(joined.stderr).not.toContain("dkv cluster add node-5=");
     expect(await readdir(dataDir).catch(() => [])).toEqual([]);
+  }, 60_000);
+});
+
+describe("removing a live member while another voter is down", () => {
+  let cluster: TestCluster;
+  beforeAll(async () => {
+    cluster = await TestCluster.start({ size: 3, extraArgs: ["--leader-balance-interval", "0"] });
+  }, 30_000);
+  afterAll(async () => {
+    await cluster?.close();
+  });
+
+  test("is refused naming the silent member (it would leave no quorum for good); removing the dead one first works", async () => {
+    await cluster.client(["node-1"]).store(KV_SHARD).set("k", "1");
+    await cluster.kill("node-3"); // its machine died
+    // The check counts a voter as answering when heard within two election timeouts
+    // (2 × 10 × 20 ms here): wait until both survivors have not heard from node-3 for longer.
+    await waitUntil("node-1 and node-2 to have heard nothing from node-3 for 1 s", async () => {
+      const views = await Promise.all(["node-1", "node-2"].map((id) => statusOf(cluster, id)));
+      return views.every((view) => {
+        const member = view?.membership?.members.find((m) => m.id === "node-3");
+        // null: never heard (a follower hears only from leaders).
+        return member !== undefined && (member.lastContactMs === null || member.lastContactMs > 1000);
+      });
+    });
+
+    // Before the fix this was applied in every group: voters {node-1, node-3} with node-3
+    // dead, no quorum anywhere, and no way left to remove node-3.
+    const wrong = await clusterCli(cluster, "node-1", ["remove", "node-2"]);
+    expect(wrong.code, wrong.raw.stdout + wrong.raw.stderr).toBe(1);
+    expect(wrong.json.error).toBe("CONFLICT");
+    expect(String(wrong.json.message)).toContain("node-3 silent for over");
+    expect(String(wrong.json.message)).toContain("Remove node-3 first");
+    // Nothing changed: node-2 is still a voter everywhere, and the shard still takes writes.
+    await waitForVoters(cluster, "node-1", ["node-1", "node-2", "node-3"], 5_000);
+    await cluster.client(["node-1", "node-2"]).store(KV_SHARD).set("k", "2");
+
+    // The runbook's order: the dead member goes first.
+    const right = await clusterCli(cluster, "node-1", ["remove", "node-3"]);
+    expect(right.code, right.raw.stdout + right.raw.stderr).toBe(0);
+    await waitForVoters(cluster, "node-1", ["node-1", "node-2"], 10_000);
+    await cluster.client(["node-1", "node-2"]).store(KV_SHARD).set("k", "3");
   }, 60_000);
 });

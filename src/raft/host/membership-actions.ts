@@ -25,6 +25,8 @@ export interface GroupActionsConfig {
   self: NodeId;
   /** The member's replicated address, undefined once removed (a removed leader is not asked). */
   addressOf(id: NodeId): string | undefined;
+  /** Ms since this member last received a Raft message from `id` (any group); undefined: never. */
+  sinceHeardMs(id: NodeId): number | undefined;
   /** A learner within this many entries of the leader's last index may be promoted. */
   autoPromoteLagEntries: number;
   tickMs: number;
@@ -191,6 +193,7 @@ export class GroupActions {
             `${change.node} is the last voter of ${groupName(groupId)}; it cannot be removed`,
           );
         }
+        if (isVoter) this.checkQuorumAfterRemoval(change.node, groupId, conf.voters);
       }
       if (change.type === "addVoter") {
         if (isVoter) return { requestId: 0, ok: true, unchanged: true };
@@ -213,6 +216,30 @@ export class GroupActions {
     } catch (error) {
       return { requestId: 0, ok: false, error: replyError(error) };
     }
+  }
+
+  /**
+   * Like etcd's strict reconfiguration check: removing a voter must leave a quorum of the
+   * remaining voters answering (heard within two election timeouts; this leader counts).
+   * Removing a live member while another is down would otherwise leave the group with no
+   * quorum, and no way left to remove the dead one.
+   */
+  private checkQuorumAfterRemoval(node: NodeId, groupId: number, voters: readonly NodeId[]): void {
+    const remaining = voters.filter((voter) => voter !== node);
+    const windowMs = 2 * this.config.electionTicks * this.config.tickMs;
+    const silent = remaining.filter((voter) => {
+      if (voter === this.config.self) return false;
+      const since = this.config.sinceHeardMs(voter);
+      return since === undefined || since > windowMs;
+    });
+    const quorum = (remaining.length >> 1) + 1;
+    if (remaining.length - silent.length >= quorum) return;
+    throw new DkvError(
+      "CONFLICT",
+      `removing ${node} would leave ${groupName(groupId)} ${remaining.length - silent.length} of ${remaining.length} voters answering ` +
+        `(${silent.join(", ")} silent for over ${windowMs} ms), fewer than the ${quorum} it needs: it would stop serving for good. ` +
+        `Remove ${silent.join(", ")} first (the dead member), or bring it back`,
+    );
   }
 
   /** Why `node` may not be promoted yet, and what to do. */

@@ -89,7 +89,14 @@ export class ClusterMembership implements MembershipHooks {
     const bootstrap = new Map(config.seed.bootstrap.map((member) => [member.id, member.address]));
     this.registry = new MemberRegistry(bootstrap, () => this.onRegistryChange());
     this.startChecks = new StartChecks({ ...config, registry: this.registry });
-    this.actions = new GroupActions({ ...config, addressOf: (id) => this.registry.addressOf(id) });
+    this.actions = new GroupActions({
+      ...config,
+      addressOf: (id) => this.registry.addressOf(id),
+      sinceHeardMs: (id) => {
+        const heard = this.lastContact.get(id);
+        return heard === undefined ? undefined : performance.now() - heard;
+      },
+    });
     config.host.attachMembership(this);
   }
 
