@@ -109,3 +109,29 @@ test("dkv cluster with a malformed member is a usage error (exit 2) before any s
     expect(json.message).toMatch(/is not ID=HOST:PEER_PORT|must be letters, digits/);
   }
 }, 30_000);
+
+test("lock refresh/release/watch with an OWNER_ID that is not hex is a usage error (exit 2) before any request", async () => {
+  // The old code sent it: exit 1 (UNAVAILABLE here, BAD_REQUEST from a live server).
+  for (const command of ["refresh", "release", "watch"]) {
+    const proc = Bun.spawn(
+      [binary, "lock", command, "k", "not-hex", "--endpoints", "127.0.0.1:1", "--json"],
+      {
+        env: {},
+        stdin: "ignore",
+        stdout: "pipe",
+        stderr: "pipe",
+        timeout: 10_000,
+      },
+    );
+    const [code, stdout] = await Promise.all([proc.exited, new Response(proc.stdout).text()]);
+    expect({ command, code, json: JSON.parse(stdout) as unknown }).toEqual({
+      command,
+      code: 2,
+      json: {
+        error: "USAGE",
+        message: `OWNER_ID "not-hex" is not hex; pass the ownerId that 'dkv lock acquire' printed`,
+        outcome: "not-applied",
+      },
+    });
+  }
+}, 30_000);
