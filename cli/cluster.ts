@@ -1,5 +1,6 @@
 import { clientOptions, DEFAULT_KV_SHARD, defaultEndpointFor, defineOption } from "../src/config/schema.ts";
 import { DkvError } from "../src/errors.ts";
+import { tryParseHostPort } from "../src/host-port.ts";
 import type { ClusterStatusReport, ShardStatusReport } from "../src/rpc/protocol/cluster-status.ts";
 import { type ClientSettings, withClient } from "./client.ts";
 import { defineGroup, defineLeaf } from "./command.ts";
@@ -77,6 +78,19 @@ interface ChangeReport {
 
 const idArg = { name: "id", description: "The member id, e.g. node-4" };
 
+/** The member ids servers accept (see --replica-id): a typo is a usage error here, before any server is asked. */
+const MEMBER_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
+
+function memberId(id: string | undefined): string {
+  if (id === undefined || !MEMBER_ID.test(id)) {
+    throw new DkvError(
+      "USAGE",
+      `member id ${JSON.stringify(id ?? "")} must be letters, digits, '.', '_' or '-' (at most 63), e.g. node-4`,
+    );
+  }
+  return id;
+}
+
 const membershipNotes = [
   "Membership is cluster-wide: the change is applied to the membership group and to every dstore shard, " +
     "each on its own leader, one group after another; the answer lists each group's outcome (applied, unchanged, failed, skipped).",
@@ -127,14 +141,14 @@ const add = defineLeaf({
   run: async ({ options, positionals, io }) => {
     const text = positionals.member ?? "";
     const separator = text.indexOf("=");
-    if (separator <= 0 || separator === text.length - 1) {
-      throw new DkvError("USAGE", `"${text}" is not ID=HOST:PEER_PORT, e.g. node-4=10.0.0.4:63001`);
+    const address = text.slice(separator + 1);
+    if (separator <= 0 || tryParseHostPort(address, { portMin: 1 }) === undefined) {
+      throw new DkvError(
+        "USAGE",
+        `"${text}" is not ID=HOST:PEER_PORT (the new member's node-transport address, port 1-65535), e.g. node-4=10.0.0.4:63001`,
+      );
     }
-    return runChange(
-      options,
-      { action: "add", id: text.slice(0, separator), address: text.slice(separator + 1) },
-      io,
-    );
+    return runChange(options, { action: "add", id: memberId(text.slice(0, separator)), address }, io);
   },
 });
 
@@ -149,7 +163,7 @@ const promote = defineLeaf({
     ...membershipNotes,
   ],
   run: async ({ options, positionals, io }) =>
-    runChange(options, { action: "promote", id: positionals.id }, io),
+    runChange(options, { action: "promote", id: memberId(positionals.id) }, io),
 });
 
 const remove = defineLeaf({
@@ -164,7 +178,7 @@ const remove = defineLeaf({
     ...membershipNotes,
   ],
   run: async ({ options, positionals, io }) =>
-    runChange(options, { action: "remove", id: positionals.id }, io),
+    runChange(options, { action: "remove", id: memberId(positionals.id) }, io),
 });
 
 const transferOptions = [
@@ -199,7 +213,7 @@ const transferLeader = defineLeaf({
       options,
       {
         action: "transfer",
-        id: positionals.id,
+        id: memberId(positionals.id),
         ...(options.shard === undefined ? {} : { shard: options.shard }),
       },
       io,

@@ -1,4 +1,5 @@
 import { clientOptions, DEFAULT_LOCK_SHARD, lockTtlOption, lockWaitOption } from "../src/config/schema.ts";
+import { DkvError } from "../src/errors.ts";
 import { withClient } from "./client.ts";
 import { defineGroup, defineLeaf } from "./command.ts";
 import { EXIT_OK, jsonLine } from "./io.ts";
@@ -11,6 +12,18 @@ const refreshOptions = [...leaseClientOptions, lockTtlOption] as const;
 
 const keyArg = { name: "key", description: "The lock's name" };
 const ownerArg = { name: "owner_id", description: "The ownerId that acquire printed (hex)" };
+
+/** OWNER_ID as the server accepts it (hex): a mistyped one is a usage error here (exit 2), before any request. */
+function ownerId(text: string | undefined): string {
+  const trimmed = (text ?? "").trim();
+  if (!/^[0-9a-fA-F]+$/.test(trimmed)) {
+    throw new DkvError(
+      "USAGE",
+      `OWNER_ID ${JSON.stringify(text ?? "")} is not hex; pass the ownerId that 'dkv lock acquire' printed`,
+    );
+  }
+  return trimmed;
+}
 
 const lockNotes = [
   `The default shard is ${DEFAULT_LOCK_SHARD} (the lockmgr(lstore) of 'dkv serve' without flags).`,
@@ -64,7 +77,7 @@ const refresh = defineLeaf({
     withClient(options, options["request-timeout"], async (client) => {
       const refreshed = await client
         .locks(options.shard)
-        .refresh(positionals.key!, positionals.owner_id!, options.ttl);
+        .refresh(positionals.key!, ownerId(positionals.owner_id), options.ttl);
       io.out(options.json ? jsonLine({ refreshed }) : `refreshed=${refreshed}\n`);
       return EXIT_OK;
     }),
@@ -79,7 +92,9 @@ const release = defineLeaf({
   notes: lockNotes,
   run: ({ options, positionals, io }) =>
     withClient(options, options.timeout, async (client) => {
-      const released = await client.locks(options.shard).release(positionals.key!, positionals.owner_id!);
+      const released = await client
+        .locks(options.shard)
+        .release(positionals.key!, ownerId(positionals.owner_id));
       io.out(options.json ? jsonLine({ released }) : `released=${released}\n`);
       return EXIT_OK;
     }),
@@ -102,7 +117,9 @@ const watch = defineLeaf({
   ],
   run: ({ options, positionals, io }) =>
     withClient(options, options.timeout, async (client) => {
-      const reason = await client.locks(options.shard).watchLost(positionals.key!, positionals.owner_id!);
+      const reason = await client
+        .locks(options.shard)
+        .watchLost(positionals.key!, ownerId(positionals.owner_id));
       io.out(options.json ? jsonLine({ lost: true, reason }) : `lost=${reason}\n`);
       return EXIT_OK;
     }),

@@ -1,7 +1,8 @@
-import { mkdir, open, readdir, rename, unlink } from "node:fs/promises";
+import { mkdir, open, readdir, rename, stat, unlink } from "node:fs/promises";
 import { basename, dirname, join, resolve } from "node:path";
 import { DkvError } from "../errors.ts";
 import type { RaftLogger } from "../raft/core/types.ts";
+import { MEMBERSHIP_FILE } from "../raft/host/membership-seed.ts";
 import { lockDataDir } from "../raft/storage/data-dir-lock.ts";
 import { openRaftStorage } from "../raft/storage/raft-storage.ts";
 import { type BackupSummary, readBackup } from "./format.ts";
@@ -20,6 +21,9 @@ export async function* fileChunks(path: string): AsyncGenerator<Uint8Array> {
     );
   }
   try {
+    if (!(await handle.stat()).isFile()) {
+      throw new DkvError("USAGE", `${path} is not a file (a directory?); give the path of a backup file`);
+    }
     let position = 0;
     // Bounded by the file size: each turn reads at least one byte or ends.
     for (;;) {
@@ -59,6 +63,10 @@ export async function saveBackupFile(
 ): Promise<BackupSummary> {
   const target = resolve(path);
   const temp = join(dirname(target), `.${basename(target)}.${process.pid}.tmp`);
+  // Before anything is streamed: a directory would be found only at the rename, after the whole backup.
+  if ((await stat(target).catch(() => undefined))?.isDirectory() === true) {
+    throw new DkvError("USAGE", `${path} is a directory; give a file name, e.g. ${join(path, "backup.dkv")}`);
+  }
   let handle: Awaited<ReturnType<typeof open>>;
   try {
     // 0600: a backup holds every value (etcd writes its snapshots so too).
@@ -127,6 +135,16 @@ export async function restoreBackup(options: RestoreOptions): Promise<BackupSumm
   await mkdir(dataDir, { recursive: true, mode: 0o700 });
   // Not while a server runs on it (or another restore).
   await using _lock = await lockDataDir(dataDir, "dkv snapshot restore");
+  // A member's data dir (its membership, its shared log): the restored groups would get a
+  // configuration its membership group does not know, and could never elect a leader.
+  for (const memberFile of [MEMBERSHIP_FILE, "raft-log"]) {
+    if ((await stat(join(dataDir, memberFile)).catch(() => undefined)) !== undefined) {
+      throw new DkvError(
+        "USAGE",
+        `${dataDir} is the data dir of an existing member (it holds ${memberFile}); restore into an empty --data-dir (a restore seeds a new cluster, it never overwrites a member)`,
+      );
+    }
+  }
   for (const section of summary.shards) {
     const groupDir = join(dataDir, `group-${section.shard}`);
     if (!(await isEmptyOrMissing(groupDir))) {

@@ -93,11 +93,14 @@ export function coerceOption(option: OptionSpec, text: string, source: string): 
 }
 
 function checkRange(option: OptionSpec, value: number, text: string, source: string): void {
+  // A duration's bounds are milliseconds inside: say them as durations (1m, not 60000).
+  const bound = (limit: number): string =>
+    option.type === "duration" ? formatDuration(limit) : String(limit);
   if (option.min !== undefined && value < option.min) {
-    throw usage(`${source}: ${text} is below the minimum of ${option.min}.`);
+    throw usage(`${source}: ${text} is below the minimum of ${bound(option.min)}.`);
   }
   if (option.max !== undefined && value > option.max) {
-    throw usage(`${source}: ${text} is above the maximum of ${option.max}.`);
+    throw usage(`${source}: ${text} is above the maximum of ${bound(option.max)}.`);
   }
 }
 

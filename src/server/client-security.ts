@@ -31,6 +31,7 @@ export async function clientListenerSecurity(
     trustedCaFile: flags["trusted-ca-file"],
     clientCertAuth: flags["client-cert-auth"],
   });
+  if (tls !== undefined) await warnIfNotValidNow(tls.cert, flags["cert-file"] ?? "", logger);
   if (flags["trusted-ca-file"] !== undefined && !flags["client-cert-auth"]) {
     logger.warn("--trusted-ca-file has no effect without --client-cert-auth");
   }
@@ -65,4 +66,21 @@ export async function clientListenerSecurity(
     },
     close,
   };
+}
+
+/**
+ * A client-listener certificate outside its validity period starts (so a member can be
+ * restarted while a new one is issued) but every verifying client refuses the handshake:
+ * say so at start, where the operator looks, instead of only in each client's error.
+ */
+async function warnIfNotValidNow(pem: string, certFile: string, logger: Pick<Logger, "warn">): Promise<void> {
+  const { X509Certificate } = await import("node:crypto");
+  const certificate = new X509Certificate(pem);
+  const now = Date.now();
+  if (now < certificate.validFromDate.getTime() || now > certificate.validToDate.getTime()) {
+    logger.warn(
+      `--cert-file ${certFile} is valid from ${certificate.validFrom} to ${certificate.validTo}, not now: ` +
+        "clients that verify it (--cacert) will refuse every connection; issue a new one (dkv cert create-member) and restart",
+    );
+  }
 }

@@ -1,7 +1,7 @@
 import { DkvError } from "../errors.ts";
 import type { Readiness } from "../metrics/readiness.ts";
 import { type MetricsRegistry, PROMETHEUS_CONTENT_TYPE } from "../metrics/registry.ts";
-import { parseEndpoint } from "../rpc/protocol/endpoint.ts";
+import { type Endpoint, parseEndpoint } from "../rpc/protocol/endpoint.ts";
 import type { FixedReply } from "../rpc/server/http-routes.ts";
 import { type HttpServer, startHttpListener } from "../rpc/server/http-server.ts";
 import type { Http1Request } from "../rpc/server/http1-parser.ts";
@@ -47,6 +47,24 @@ const text = (body: string, status = 200): FixedReply => ({
 });
 
 /**
+ * --metrics-endpoint as HOST:PORT, refused (USAGE) when it is not one or, without
+ * `insecure`, not a loopback address (protected mode). `dkv serve` checks it before it
+ * touches the data dir, so a mistyped flag changes nothing.
+ */
+export function checkMetricsEndpoint(text: string, insecure: boolean): Extract<Endpoint, { kind: "inet" }> {
+  const endpoint = parseEndpoint("http", text, "listen");
+  if (endpoint.kind !== "inet") throw new DkvError("USAGE", "--metrics-endpoint needs HOST:PORT");
+  if (!isLoopback(endpoint.hostname) && !insecure) {
+    throw new DkvError(
+      "USAGE",
+      `--metrics-endpoint ${text} is not a loopback address and metrics are served without TLS; ` +
+        "listen on 127.0.0.1, or pass --insecure to expose them anyway",
+    );
+  }
+  return endpoint;
+}
+
+/**
  * Serves `/metrics` (Prometheus text format), `/livez` (200 while the process runs) and
  * `/readyz` (200 when every shard can serve, else 503 with the reasons) on the same
  * HTTP/1.1 listener as the http transport: at most METRICS_CONNECTIONS_MAX connections,
@@ -54,16 +72,8 @@ const text = (body: string, status = 200): FixedReply => ({
  * Protected mode: a non-loopback address is refused unless `insecure` is set.
  */
 export function startMetricsEndpoint(options: MetricsEndpointOptions): MetricsEndpoint {
-  const endpoint = parseEndpoint("http", options.endpoint, "listen");
-  if (endpoint.kind !== "inet") throw new DkvError("USAGE", "--metrics-endpoint needs HOST:PORT");
+  const endpoint = checkMetricsEndpoint(options.endpoint, options.insecure);
   if (!isLoopback(endpoint.hostname)) {
-    if (!options.insecure) {
-      throw new DkvError(
-        "USAGE",
-        `--metrics-endpoint ${options.endpoint} is not a loopback address and metrics are served without TLS; ` +
-          "listen on 127.0.0.1, or pass --insecure to expose them anyway",
-      );
-    }
     options.logger.warn(
       `metrics on ${options.endpoint} are served over plain HTTP to the network (--insecure)`,
     );

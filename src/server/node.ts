@@ -7,12 +7,14 @@ import type { NodeId } from "../raft/core/types.ts";
 import type { TcpNodeTransport } from "../raft/transport/tcp-transport.ts";
 import type { NodeTransport } from "../raft/transport/types.ts";
 import { clientTlsOf, tokenOf } from "../rpc/client/tls-connect.ts";
+import { parseEndpoint } from "../rpc/protocol/endpoint.ts";
 import {
   type ClusterStatusReport,
   type RpcServer,
   type ShardHandler,
   startRpcServer,
 } from "../rpc/server/index.ts";
+import { checkProtectedMode } from "../rpc/server/listener-security.ts";
 import type { ReplicatedShards } from "../store/replicated/shards.ts";
 import type { WatchHubOptions } from "../store/watch.ts";
 import { clientListenerSecurity } from "./client-security.ts";
@@ -103,13 +105,14 @@ export async function startNode(options: NodeOptions, dependencies: NodeDependen
     stack: new AsyncDisposableStack(),
   };
   try {
+    const security = await checkListeners(context);
     const handlers = startLocalShards(context);
     const ops = makeOps(context);
     const raft =
       options.raft === undefined ? undefined : await startRaft(context, options.raft, handlers, ops);
     const status = () => clusterStatusOf(options.shards, raft?.replicated, options.raft?.replicaId ?? "");
     const metricsEndpoint = await startMetrics(context, ops, raft?.replicated);
-    const server = await startRpc(context, handlers, status, ops, raft?.replicated);
+    const server = await startRpc(context, security, handlers, status, ops, raft?.replicated);
     const stop = stopOnce(
       context.stack.move(),
       options.shutdownTimeoutMs,
@@ -139,6 +142,31 @@ export async function startNode(options: NodeOptions, dependencies: NodeDependen
     });
     throw error;
   }
+}
+
+type ClientSecurity = Awaited<ReturnType<typeof clientListenerSecurity>>;
+
+/**
+ * Step 0: what the listeners would refuse (an endpoint that does not parse, protected
+ * mode, the TLS and --auth-file files), checked before the data dir is touched: a
+ * mistyped flag must not leave a seeded data dir behind, whose membership.json would make
+ * the corrected start ignore --cluster-members. The client security is loaded here once.
+ */
+async function checkListeners({ options, logger, stack }: BuildContext): Promise<ClientSecurity> {
+  const security = await clientListenerSecurity(options.rpc.security, logger.forComponent("auth"));
+  stack.defer(() => security.close());
+  const endpoint = parseEndpoint(options.rpc.transport, options.rpc.endpoint, "listen");
+  const tls = security.server.tls !== undefined;
+  if (tls && options.rpc.transport === "unix") {
+    throw new DkvError("USAGE", "TLS (--cert-file) applies to the tcp and http transports, not unix sockets");
+  }
+  // The warning for --insecure is logged when the listener starts.
+  checkProtectedMode(endpoint, tls, options.rpc.security.insecure, () => {});
+  if (options.ops.metricsEndpoint !== "") {
+    const { checkMetricsEndpoint } = await import("./metrics-endpoint.ts");
+    checkMetricsEndpoint(options.ops.metricsEndpoint, options.rpc.security.insecure);
+  }
+  return security;
 }
 
 /** Step 1: lstore and lockmgr(lstore) shards, in memory. */
@@ -258,7 +286,9 @@ async function startRaft(
   for (const shard of replicated.shards.values()) {
     handlers.set(shard.id, replicatedShardHandler(shard, clock, options.locks?.queueLeaseMs));
   }
-  const members = new Map(replicated.membership.members().map((member) => [member.id, member.address]));
+  const members = new Map(
+    replicated.membership.membersAtStart().map((member) => [member.id, member.address]),
+  );
   logger
     .forComponent("node")
     .info(
@@ -302,13 +332,12 @@ async function startMetrics(
 /** Step 5: the RPC server in front of every shard; stopped first, so in-flight requests finish. */
 async function startRpc(
   { options, logger, stack }: BuildContext,
+  security: ClientSecurity,
   handlers: Map<number, ShardHandler>,
   clusterStatus: () => ClusterStatusReport,
   ops: NodeOps,
   replicated: ReplicatedShards | undefined,
 ): Promise<RpcServer> {
-  const security = await clientListenerSecurity(options.rpc.security, logger.forComponent("auth"));
-  stack.defer(() => security.close());
   const server = await startRpcServer({
     ...security.server,
     ...ops.rpcOptions(),

@@ -71,6 +71,13 @@ export async function checkDataDir(dataDir: string): Promise<string> {
     import("node:fs/promises"),
     import("node:path"),
   ]);
+  if (dataDir.trim() === "") {
+    // resolve("") is the working directory: the log and snapshots would land among other files.
+    throw new DkvError(
+      "USAGE",
+      '--data-dir is empty (an unset variable, or DKV_DATA_DIR=""?); give a directory, e.g. --data-dir ./data/node-1, or leave the flag out for ./data',
+    );
+  }
   const absolute = resolve(dataDir);
   const probe = join(absolute, `.dkv-write-check-${process.pid}`);
   try {

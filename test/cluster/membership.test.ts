@@ -149,7 +149,7 @@ describe("grow, transfer, shrink, restart with a stale flag", () => {
     // A learner that never caught up (nothing listens at its address) is not promoted.
     const added = await clusterCli(cluster, "node-3", ["add", `node-9=127.0.0.1:${await freePort()}`]);
     expect(added.code, added.raw.stdout + added.raw.stderr).toBe(0);
-    await expectConflict("node-3", ["promote", "node-9"], /node-9 lags/);
+    await expectConflict("node-3", ["promote", "node-9"], /node-9 has not answered the leader/);
     const removed = await clusterCli(cluster, "node-3", ["remove", "node-9"]);
     expect(removed.code, removed.raw.stdout + removed.raw.stderr).toBe(0);
 

@@ -25,6 +25,8 @@ export interface GroupActionsConfig {
   self: NodeId;
   /** The member's replicated address, undefined once removed (a removed leader is not asked). */
   addressOf(id: NodeId): string | undefined;
+  /** Ms since this member last received a Raft message from `id` (any group); undefined: never. */
+  sinceHeardMs(id: NodeId): number | undefined;
   /** A learner within this many entries of the leader's last index may be promoted. */
   autoPromoteLagEntries: number;
   tickMs: number;
@@ -191,6 +193,7 @@ export class GroupActions {
             `${change.node} is the last voter of ${groupName(groupId)}; it cannot be removed`,
           );
         }
+        if (isVoter) this.checkQuorumAfterRemoval(change.node, groupId, conf.voters);
       }
       if (change.type === "addVoter") {
         if (isVoter) return { requestId: 0, ok: true, unchanged: true };
@@ -202,10 +205,7 @@ export class GroupActions {
         const progress = status.progress[change.node];
         const lag = status.lastIndex - (progress?.match ?? 0);
         if (!caughtUp(progress, lag, this.config.autoPromoteLagEntries)) {
-          throw new DkvError(
-            "CONFLICT",
-            `${change.node} lags ${lag} entries behind the leader of ${groupName(groupId)} (at most ${this.config.autoPromoteLagEntries} allowed, --auto-promote-lag); wait for it to catch up, then promote it`,
-          );
+          throw new DkvError("CONFLICT", this.notCaughtUp(change.node, groupId, progress, lag));
         }
       }
       const attempt = this.config.host.tryProposeConfChange(groupId, change, timeoutMs);
@@ -216,6 +216,47 @@ export class GroupActions {
     } catch (error) {
       return { requestId: 0, ok: false, error: replyError(error) };
     }
+  }
+
+  /**
+   * Like etcd's strict reconfiguration check: removing a voter must leave a quorum of the
+   * remaining voters answering (heard within two election timeouts; this leader counts).
+   * Removing a live member while another is down would otherwise leave the group with no
+   * quorum, and no way left to remove the dead one.
+   */
+  private checkQuorumAfterRemoval(node: NodeId, groupId: number, voters: readonly NodeId[]): void {
+    const remaining = voters.filter((voter) => voter !== node);
+    const windowMs = 2 * this.config.electionTicks * this.config.tickMs;
+    const silent = remaining.filter((voter) => {
+      if (voter === this.config.self) return false;
+      const since = this.config.sinceHeardMs(voter);
+      return since === undefined || since > windowMs;
+    });
+    const quorum = (remaining.length >> 1) + 1;
+    if (remaining.length - silent.length >= quorum) return;
+    throw new DkvError(
+      "CONFLICT",
+      `removing ${node} would leave ${groupName(groupId)} ${remaining.length - silent.length} of ${remaining.length} voters answering ` +
+        `(${silent.join(", ")} silent for over ${windowMs} ms), fewer than the ${quorum} it needs: it would stop serving for good. ` +
+        `Remove ${silent.join(", ")} first (the dead member), or bring it back`,
+    );
+  }
+
+  /** Why `node` may not be promoted yet, and what to do. */
+  private notCaughtUp(
+    node: NodeId,
+    groupId: number,
+    progress: ProgressStatus | undefined,
+    lag: number,
+  ): string {
+    const group = groupName(groupId);
+    if (progress === undefined || progress.recentActive !== true || progress.match === 0) {
+      return `${node} has not answered the leader of ${group} lately: start it ('dkv serve --replica-id ${node} --join ...') and check that it listens at the address it was added with (${this.config.addressOf(node) ?? "unknown"}), then promote it`;
+    }
+    if (progress.state !== "replicate") {
+      return `${node} is still being brought up to date by the leader of ${group} (${progress.state === "snapshot" ? "receiving a snapshot" : "matching its log"}); wait, then promote it`;
+    }
+    return `${node} lags ${lag} entries behind the leader of ${group} (at most ${this.config.autoPromoteLagEntries} allowed, --auto-promote-lag); wait for it to catch up, then promote it`;
   }
 
   async serve(from: NodeId, request: GroupRequest): Promise<void> {

@@ -71,6 +71,13 @@ export async function loadMembershipSeed(options: LoadSeedOptions): Promise<Memb
   if (options.join !== undefined) {
     const view = await options.join();
     const mine = view.registry.members.find((member) => member.id === options.self);
+    if (mine === undefined && view.registry.removed.some((member) => member.id === options.self)) {
+      throw new DkvError(
+        "USAGE",
+        `"${options.self}" was removed from the cluster it was asked to join, and ids are never reused; ` +
+          `add this machine under a new id ('dkv cluster add NEW_ID=HOST:PEER_PORT --endpoints <a member>') and start it with --replica-id NEW_ID`,
+      );
+    }
     if (mine === undefined) {
       throw new DkvError(
         "USAGE",

@@ -89,7 +89,14 @@ export class ClusterMembership implements MembershipHooks {
     const bootstrap = new Map(config.seed.bootstrap.map((member) => [member.id, member.address]));
     this.registry = new MemberRegistry(bootstrap, () => this.onRegistryChange());
     this.startChecks = new StartChecks({ ...config, registry: this.registry });
-    this.actions = new GroupActions({ ...config, addressOf: (id) => this.registry.addressOf(id) });
+    this.actions = new GroupActions({
+      ...config,
+      addressOf: (id) => this.registry.addressOf(id),
+      sinceHeardMs: (id) => {
+        const heard = this.lastContact.get(id);
+        return heard === undefined ? undefined : performance.now() - heard;
+      },
+    });
     config.host.attachMembership(this);
   }
 
@@ -115,6 +122,16 @@ export class ClusterMembership implements MembershipHooks {
   /** Every current member with its replicated address. */
   members(): MemberInfo[] {
     return this.registry.state().members;
+  }
+
+  /**
+   * The members as this member knows them at start: the replicated ones, except on a
+   * member that just joined (its membership group's log is still empty, so its registry
+   * holds the bootstrap list): then the running cluster's, as --join fetched them.
+   */
+  membersAtStart(): MemberInfo[] {
+    if (this.config.seed.source !== "join") return this.members();
+    return [...this.config.seed.members].map(([id, address]) => ({ id, address }));
   }
 
   /** Calls `listener` with the member list after every change; returns the unsubscribe. */
@@ -379,6 +396,7 @@ export class ClusterMembership implements MembershipHooks {
         continue;
       }
       try {
+        if (op === "remove" && groupId === MEMBERSHIP_GROUP_ID) await this.handOffMembershipGroup(id);
         const unchanged = await this.actions.runOnLeader(groupId, { action: "conf", change });
         outcomes.push({ group: label(groupId), outcome: unchanged ? "unchanged" : "applied" });
       } catch (error) {
@@ -409,6 +427,28 @@ export class ClusterMembership implements MembershipHooks {
       result.hint = `re-run the same command to finish the ${op} of ${id} (every step is idempotent)`;
     this.logger.info(`membership: ${op} ${id}: ${outcomes.map((o) => `${o.group}=${o.outcome}`).join(" ")}`);
     return result;
+  }
+
+  /**
+   * Before `id` is removed from the membership group: if it leads that group, hand the
+   * leadership to another voter (this member when it is one). A leader applies its own
+   * removal and retires at once, before its followers learn the entry is committed; with
+   * two voters the survivor then waits forever for a vote from the retired member.
+   */
+  private async handOffMembershipGroup(id: NodeId): Promise<void> {
+    const { leader, conf } = this.host.status(MEMBERSHIP_GROUP_ID).raft;
+    if (leader !== id) return;
+    const others = conf.voters.filter((voter) => voter !== id);
+    const to = others.includes(this.config.self) ? this.config.self : others[0];
+    if (to === undefined) return; // the last voter: refused by the leader's own check
+    const outcome = await this.transferGroup(MEMBERSHIP_GROUP_ID, to);
+    if (outcome.outcome === "failed") {
+      throw new DkvError(
+        "UNAVAILABLE",
+        `${id} leads the membership group and must hand it to ${to} before its removal there, but: ${outcome.error ?? "the transfer failed"}; re-run the command`,
+        { outcome: "not-applied" },
+      );
+    }
   }
 
   private async transferGroup(groupId: number, to: NodeId): Promise<GroupOutcome> {

@@ -470,7 +470,10 @@ export class RpcClient implements CallOwner, AsyncDisposable {
   }
 
   private outcome(call: ClientCall): "unknown" | "not-applied" {
-    return call.maybeSent && writeOps.has(call.op as OpName) ? "unknown" : "not-applied";
+    // A membership request may be a change (add, remove, ...): sent, it may have been carried out.
+    return call.maybeSent && (writeOps.has(call.op as OpName) || call.op === "membership")
+      ? "unknown"
+      : "not-applied";
   }
 
   private unavailable(call: ClientCall, reason: string): DkvError {

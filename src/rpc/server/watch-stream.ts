@@ -66,13 +66,29 @@ export function openWatch(
   const request = watchRequestOf(message);
   const store = source.watchStore(header.shard);
   if (store instanceof DkvError) throw store;
-  return store.watch(request.key, {
+  const events = store.watch(request.key, {
     prefix: request.prefix,
     signal,
     ...(request.fromRevision === undefined ? {} : { fromRevision: request.fromRevision }),
     ...(request.progressIntervalMs === undefined ? {} : { progressIntervalMs: request.progressIntervalMs }),
     ...(request.requireLeader ? { requireLeader: true } : {}),
   });
+  if (authority === undefined) return events;
+  // A watch outlives the request that opened it: its grant is checked again before each
+  // event (a Map lookup), so a token revoked or narrowed by SIGHUP stops receiving at once.
+  return {
+    async next() {
+      const result = await events.next();
+      if (result.done !== true) {
+        const revoked = authority.authorize(identity, "watch", header.shard, message);
+        if (revoked !== undefined) throw revoked;
+      }
+      return result;
+    },
+    async return(value?: unknown) {
+      return (await events.return?.(value)) ?? { done: true, value: undefined };
+    },
+  };
 }
 
 function watchRequestOf(message: Message): WatchRequest {
