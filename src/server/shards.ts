@@ -101,7 +101,7 @@ export async function checkDataDir(dataDir: string): Promise<string> {
  * `--shards` is kept and not served, which is said in the returned warnings.
  */
 export async function checkShardsOnDisk(dataDir: string, specs: readonly ShardSpec[]): Promise<string[]> {
-  const { readdir } = await import("node:fs/promises");
+  const { readdir, readFile, rename, writeFile } = await import("node:fs/promises");
   const onDisk = (await readdir(dataDir))
     .map((name) => /^group-(\d+)$/.exec(name)?.[1])
     .filter((id): id is string => id !== undefined)
@@ -122,7 +122,61 @@ export async function checkShardsOnDisk(dataDir: string, specs: readonly ShardSp
       );
     }
   }
+  // The replicated types are recorded, so a dstore's keys are never served as a lock
+  // manager's locks (or the other way round) after a restart with another --shards.
+  const recordPath = `${dataDir}/${SHARD_TYPES_FILE}`;
+  const recorded = parseShardTypes(await readFile(recordPath, "utf8").catch(() => undefined), recordPath);
+  const record = new Map(recorded);
+  for (const spec of specs.filter(isReplicated)) {
+    const before = recorded.get(spec.id);
+    // Only a group with data on disk holds its type: a start that failed before the group
+    // was created must not keep a mistyped flag.
+    if (before !== undefined && before !== spec.type && onDisk.includes(spec.id)) {
+      throw new DkvError(
+        "USAGE",
+        `--shards makes shard ${spec.id} ${spec.type}, but ${dataDir}/group-${spec.id} was created as ${before}; ` +
+          `start it as ${spec.id}=${before}, or use another shard id or --data-dir (its data would be read as the wrong kind)`,
+      );
+    }
+    record.set(spec.id, spec.type);
+  }
+  if ([...record].some(([id, type]) => recorded.get(id) !== type)) {
+    const text = `${JSON.stringify(Object.fromEntries([...record].sort(([a], [b]) => a - b)))}\n`;
+    await writeFile(`${recordPath}.tmp`, text, { mode: 0o600 });
+    await rename(`${recordPath}.tmp`, recordPath);
+  }
   return warnings;
+}
+
+/** The file in a data dir that records each replicated shard's type (`{"200":"dstore"}`). */
+export const SHARD_TYPES_FILE = "shard-types.json";
+
+/** The recorded types (empty when the file is missing); a damaged file is refused by name. */
+function parseShardTypes(text: string | undefined, path: string): Map<number, string> {
+  const types = new Map<number, string>();
+  if (text === undefined) return types;
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    parsed = undefined;
+  }
+  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) {
+    throw new DkvError(
+      "CORRUPT",
+      `${path} is not a JSON object of shard id to type; fix it (e.g. {"200":"dstore"}) or delete it (it is written again from --shards)`,
+    );
+  }
+  for (const [id, type] of Object.entries(parsed)) {
+    if (!/^[1-9]\d*$/.test(id) || typeof type !== "string") {
+      throw new DkvError(
+        "CORRUPT",
+        `${path}: entry ${JSON.stringify(id)} is not a shard id with a type; fix or delete the file`,
+      );
+    }
+    types.set(Number(id), type);
+  }
+  return types;
 }
 
 /**

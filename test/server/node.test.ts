@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type Clock, systemClock } from "../../src/clock.ts";
@@ -19,6 +19,7 @@ import { DkvError } from "../../src/errors.ts";
 import type { Logger } from "../../src/logger.ts";
 import { RpcClient } from "../../src/rpc/client/index.ts";
 import { startNode } from "../../src/server/index.ts";
+import { SHARD_TYPES_FILE } from "../../src/server/shards.ts";
 
 /** The composition root: options resolved once, components built in order and disposed in reverse. */
 
@@ -244,6 +245,50 @@ describe("startNode", () => {
         serializer: "binary",
       });
       expect(new TextDecoder().decode((await client.store(200).get("k")) ?? new Uint8Array())).toBe("v");
+    } finally {
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  }, 20_000);
+
+  test("a replicated shard restarted as the other replicated type is refused; its record survives a failed start", async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), "dkv-node-"));
+    try {
+      const base = { "data-dir": dataDir, "rtt-millisecond": 10 };
+      {
+        await using node = await startNode(optionsOf({ ...base, shards: "200=dstore" }));
+        await using client = new RpcClient({
+          endpoints: [node.endpoint],
+          transport: "tcp",
+          serializer: "binary",
+        });
+        await client.store(200).set("k", "v");
+      }
+      expect(JSON.parse(await readFile(join(dataDir, SHARD_TYPES_FILE), "utf8"))).toEqual({
+        "200": "dstore",
+      });
+      const swapped = await startNode(optionsOf({ ...base, shards: "200=lockmgr(dstore)" })).catch(
+        (error: unknown) => error,
+      );
+      if (!DkvError.is(swapped)) await (swapped as AsyncDisposable)[Symbol.asyncDispose]();
+      expect(DkvError.is(swapped, "USAGE")).toBe(true);
+      expect((swapped as DkvError).message).toContain(
+        `--shards makes shard 200 lockmgr(dstore), but ${dataDir}/group-200 was created as dstore; start it as 200=dstore`,
+      );
+      // A shard with no group on disk yet takes the type it is started with.
+      {
+        await using _node = await startNode(optionsOf({ ...base, shards: "200=dstore,300=lockmgr(dstore)" }));
+      }
+      expect(JSON.parse(await readFile(join(dataDir, SHARD_TYPES_FILE), "utf8"))).toEqual({
+        "200": "dstore",
+        "300": "lockmgr(dstore)",
+      });
+      await writeFile(join(dataDir, SHARD_TYPES_FILE), "[1,2]");
+      const damaged = await startNode(optionsOf({ ...base, shards: "200=dstore" })).catch(
+        (error: unknown) => error,
+      );
+      if (!DkvError.is(damaged)) await (damaged as AsyncDisposable)[Symbol.asyncDispose]();
+      expect(DkvError.is(damaged, "CORRUPT")).toBe(true);
+      expect((damaged as DkvError).message).toContain(`${SHARD_TYPES_FILE} is not a JSON object`);
     } finally {
       await rm(dataDir, { recursive: true, force: true });
     }
