@@ -104,6 +104,8 @@ export function startMetricsEndpoint(options: MetricsEndpointOptions): MetricsEn
       name: "metrics",
       capFlag: `a fixed limit of ${METRICS_CONNECTIONS_MAX} for the metrics endpoint`,
       bodyBytesMax: 0,
+      notHttpHint:
+        "this is the metrics endpoint (HTTP GET /metrics, /livez, /readyz); dkv clients use the client port",
       logger: options.logger,
       limits: options.limits ?? {
         maxConnections: METRICS_CONNECTIONS_MAX,

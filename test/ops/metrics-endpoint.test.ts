@@ -51,6 +51,21 @@ describe("metrics endpoint", () => {
     }
   });
 
+  test("bytes that are not HTTP are told this is the metrics endpoint, not to use --transport http", async () => {
+    const { endpoint } = start();
+    const raw = await rawHttp(endpoint.endpoint);
+    try {
+      raw.send("\u00db\u0001\u0001\u0000garbage");
+      await within(5_000, raw.closed, "the refusal's close");
+      expect(raw.received()).toContain("400");
+      expect(raw.received()).toContain("this is the metrics endpoint");
+      expect(raw.received()).not.toContain("--transport http");
+    } finally {
+      raw.close();
+      await endpoint.stop();
+    }
+  });
+
   test("silent connections count from accept, the next scraper is refused at once, and they are closed after the head timeout", async () => {
     const cap = 3;
     const headTimeoutMs = 300;

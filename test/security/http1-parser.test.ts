@@ -7,7 +7,12 @@ import {
 
 /** The http transport's HTTP/1.1 request parser: what it accepts, and what it refuses before any route runs. */
 
-const limits = { headBytesMax: 1024, headerFieldsMax: 8, bodyBytesMax: 64 };
+const limits = {
+  headBytesMax: 1024,
+  headerFieldsMax: 8,
+  bodyBytesMax: 64,
+  notHttpHint: "a dkv client needs --transport http here",
+};
 const ascii = new TextEncoder();
 const text = new TextDecoder();
 

@@ -768,7 +768,7 @@ export class RaftGroup {
       read.reject(
         new DkvError(
           "TIMEOUT",
-          `group ${this.groupId}: no read index within ${read.timeoutMs} ms (no leader reachable?); retry, or read stale`,
+          `group ${this.groupId}: no read index within ${read.timeoutMs} ms (no leader reachable, or no quorum?); retry once the cluster has a leader and a majority up (dkv cluster status shows both)`,
         ),
       );
       return true;

@@ -109,9 +109,10 @@ export class FrameSplitter {
     }
     if (payloadBytes > this.maxPayloadBytes) {
       this.failure =
-        `a frame of ${payloadBytes} bytes exceeds maxFrameBytes (${this.maxPayloadBytes}); ` +
-        "raise maxFrameBytes on this member if the peer is a dkv node sending large entries " +
-        "(before the handshake the cap is maxHandshakeFrameBytes)";
+        `a frame of ${payloadBytes} bytes exceeds this member's node frame cap (${this.maxPayloadBytes}); ` +
+        "if the peer is a dkv node sending large entries, start every member with the same " +
+        "--max-key-bytes and --max-value-bytes (the cap follows them); before the handshake the cap is " +
+        "far smaller, so a huge first frame is garbage or not a dkv peer";
       return -1;
     }
     return payloadBytes;

@@ -100,10 +100,19 @@ export class TcpNodeTransport implements NodeTransport, LinkContext {
       });
     } catch (error) {
       const detail = error instanceof Error ? error.message : String(error);
+      const code = (error as { code?: unknown } | undefined)?.code;
+      const hint =
+        code === "EADDRNOTAVAIL" || /EADDRNOTAVAIL|not available|cannot assign/i.test(detail)
+          ? "that address is not on this machine: the member's address (its --cluster-members entry, or the one given to `dkv cluster add`) must be one of this host's; if it was added with a wrong address, remove that id and add a new id with the right one"
+          : code === "EACCES" || /EACCES|permission/i.test(detail)
+            ? "this user may not bind that port (ports below 1024 need privileges); pick another port"
+            : "is another process using that port? (`ss -ltnp` shows who listens)";
       throw new DkvError(
         "UNAVAILABLE",
-        `cannot listen for peers on ${this.options.listen}: ${detail}; is another process using that port?`,
-        { cause: error },
+        `cannot listen for peers on ${this.options.listen}: ${detail}; ${hint}`,
+        {
+          cause: error,
+        },
       );
     }
     const security = this.options.tls === undefined ? "plain TCP" : "mutual TLS";

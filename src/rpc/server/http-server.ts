@@ -16,7 +16,7 @@ import {
   jsonError,
   route,
 } from "./http-routes.ts";
-import { type Http1Request, Http1RequestParser } from "./http1-parser.ts";
+import { type Http1Limits, type Http1Request, Http1RequestParser } from "./http1-parser.ts";
 import { bunTlsOptions, type ServerTls } from "./listener-security.ts";
 import { ConnectionRefuser, type Refused, socketEvents } from "./refusals.ts";
 import { type ConnectionLimits, type ConnectionObserver, sweepConnections } from "./socket-server.ts";
@@ -51,6 +51,8 @@ export interface HttpListenerOptions {
   capFlag: string;
   /** Largest request body taken. */
   bodyBytesMax: number;
+  /** What a client that sent no HTTP is told this port is (default: the dkv http transport's hint). */
+  notHttpHint?: string;
   logger: RpcLogger;
   tls?: ServerTls | undefined;
   authority?: TokenAuthority | undefined;
@@ -100,7 +102,7 @@ const asciiEncoder = new TextEncoder();
 /** What every connection of one listener shares. */
 interface ListenerState {
   readonly options: HttpListenerOptions;
-  readonly parserLimits: { headBytesMax: number; headerFieldsMax: number; bodyBytesMax: number };
+  readonly parserLimits: Http1Limits;
   /** Every accepted connection until it closes: what the cap counts. */
   readonly connections: Set<HttpConnection>;
   /** Keep-alive connections between requests, oldest first: closed to make room at the cap. */
@@ -478,7 +480,12 @@ export function startHttpListener(options: HttpListenerOptions): HttpServer {
   const { limits, logger, name } = options;
   const state: ListenerState = {
     options,
-    parserLimits: { headBytesMax, headerFieldsMax, bodyBytesMax: options.bodyBytesMax },
+    parserLimits: {
+      headBytesMax,
+      headerFieldsMax,
+      bodyBytesMax: options.bodyBytesMax,
+      notHttpHint: options.notHttpHint ?? "a dkv client needs --transport http here",
+    },
     connections: new Set(),
     idle: new Set(),
   };

@@ -36,6 +36,8 @@ export interface Http1Limits {
   readonly headBytesMax: number;
   readonly headerFieldsMax: number;
   readonly bodyBytesMax: number;
+  /** Says, after "not an HTTP request; ", what this port is for (its listener knows). */
+  readonly notHttpHint: string;
 }
 
 const CR = 13;
@@ -179,7 +181,7 @@ export class Http1RequestParser {
       // A request line starts with a method (a token): anything else (a dkv tcp frame, a
       // TLS hello) is refused at once rather than waited on until a timeout.
       if (this.end > this.start && !isTokenByte(this.buf[this.start]!)) {
-        return { status: 400, message: "not an HTTP request; a dkv client needs --transport http here" };
+        return { status: 400, message: `not an HTTP request; ${this.limits.notHttpHint}` };
       }
       this.scanned = this.end;
       if (this.end - this.start >= this.limits.headBytesMax) {

@@ -245,7 +245,9 @@ describe("garbage rejection", () => {
   test("an oversized length, an empty frame and a bad checksum are refused with a reason", () => {
     const oversized = new Uint8Array(frameHeaderBytes);
     new DataView(oversized.buffer).setUint32(0, 1025, true);
-    expect(new FrameSplitter(1024, () => null).push(oversized)).toMatch(/exceeds maxFrameBytes/);
+    expect(new FrameSplitter(1024, () => null).push(oversized)).toMatch(
+      /exceeds this member.s node frame cap/,
+    );
 
     expect(new FrameSplitter(1024, () => null).push(new Uint8Array(frameHeaderBytes))).toMatch(
       /empty payload/,

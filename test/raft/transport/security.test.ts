@@ -178,7 +178,7 @@ describe("link identity without TLS", () => {
     const early = await attacker(a!.transport.listenAddress);
     early.write(raftFrame(1, big));
     await withinDeadline(early.closed, "the oversized first frame to close the connection");
-    expect(warnings(a!, "exceeds maxFrameBytes (256)")).toHaveLength(1);
+    expect(warnings(a!, "exceeds this member's node frame cap (256)")).toHaveLength(1);
 
     const late = await attacker(a!.transport.listenAddress);
     late.write(concat(handshakeFrame("b", "a"), raftFrame(1, big)));

@@ -249,6 +249,20 @@ describe("delivery", () => {
 });
 
 describe("failures", () => {
+  test("a listen address that is not on this machine says so and what to do (not 'another process')", async () => {
+    // 192.0.2.0/24 is TEST-NET-1: never assigned to a host.
+    const refused = await startMember("a", new Map(), { listen: "192.0.2.1:0", insecure: true }).catch(
+      (error: unknown) => error,
+    );
+    if (!(refused instanceof Error)) {
+      opened.push(refused as Member);
+      throw new Error("listening on 192.0.2.1 succeeded: this machine holds a TEST-NET-1 address");
+    }
+    expect(refused.message).toContain("cannot listen for peers on 192.0.2.1:0");
+    expect(refused.message).toContain("that address is not on this machine");
+    expect(refused.message).not.toContain("another process");
+  });
+
   test("a down peer: sends are dropped and reported, and delivery resumes once it is up", async () => {
     // Reserve a port, then free it: the peer is "down" at a known address.
     const probe = await startMember("b");
@@ -321,7 +335,7 @@ describe("failures", () => {
 
     const warnings = a!.logger.lines.filter((l) => l.startsWith("warn closed the connection"));
     expect(warnings.length).toBe(3);
-    expect(warnings[1]).toContain("exceeds maxFrameBytes (1024)");
+    expect(warnings[1]).toContain("exceeds this member's node frame cap (1024)");
     expect(warnings[2]).toContain('belongs to cluster "another-cluster"');
     expect(a!.transport.stats.connectionsRejected).toBe(3);
 
