@@ -263,6 +263,12 @@ describe("a page before the index is built: a scan of the maps, the same page as
     expect(db.orderReady(0)).toBe(true);
     expect(db.orderReady(SCAN_PAGE_MAX + 1)).toBe(false);
     expect(db.orderReady(Infinity)).toBe(false);
+    // Above the keys a scan may read, a page waits for the index too.
+    const big = new MapleDB({ order: { schedule: scheduler.schedule, scanKeysMax: 1999 } });
+    for (let i = 0; i < 2000; i++) big.set(`k/${i}`, bytes("v"), T0);
+    expect(big.orderReady(10)).toBe(false);
+    big.delete("k/0", T0);
+    expect(big.orderReady(10)).toBe(true);
     // A range in the reserved space has its own index: never a scan of the maps.
     db.list({ prefix: "\u0000q/", limit: 10 }, T0);
     expect(db.orderStats.scans).toBe(0);

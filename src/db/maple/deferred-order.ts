@@ -59,6 +59,8 @@ export interface DeferredOrderOptions {
    * it, the settled index's size (a bulk load into a built index then drops it).
    */
   keyCount?: () => number;
+  /** The most keys a page served by a scan of the maps may read (MapleDB; default SCAN_KEYS_MAX). */
+  scanKeysMax?: number;
 }
 
 /** What the order has done; for tests and monitoring. */

@@ -18,7 +18,7 @@ import {
   RESERVED_KEY_START,
 } from "./deferred-order.ts";
 import { compareKeys, FirstKeys, OrderedKeys } from "./ordered-keys.ts";
-import { countLive, SCAN_PAGE_MAX, smallestLive } from "./page-scan.ts";
+import { countLive, SCAN_KEYS_MAX, SCAN_PAGE_MAX, smallestLive } from "./page-scan.ts";
 import { shardHash, shardHashWide } from "./shard-hash.ts";
 import { corrupt, SnapshotDecoder, SnapshotEncoder } from "./snapshot-codec.ts";
 import { Entry, isDeleted, isExpired, NEVER, TimedEntry } from "./timed-entry.ts";
@@ -389,11 +389,20 @@ export class MapleDB implements KVDB {
   /**
    * Whether a read of at most `limit` keys (0: a count) of `range` is served by a scan of
    * the hash maps (see "First page before the index is built" in the README): while the
-   * index is not built, for a page of at most SCAN_PAGE_MAX keys or a count. Not for a
-   * range inside the reserved space, which has an index of its own in every state.
+   * index is not built, for a page of at most SCAN_PAGE_MAX keys or a count, in a store
+   * of at most SCAN_KEYS_MAX keys. Not for a range inside the reserved space, which has
+   * an index of its own in every state.
    */
   private scanServes(range: KeyRange, limit: number): boolean {
-    return limit <= SCAN_PAGE_MAX && this.ordered.unbuilt && !inReservedSpace(range);
+    return this.scanFits(limit) && !inReservedSpace(range);
+  }
+
+  private scanFits(limit: number): boolean {
+    return (
+      limit <= SCAN_PAGE_MAX &&
+      this.ordered.unbuilt &&
+      this.keyCount() <= (this.orderOptions.scanKeysMax ?? SCAN_KEYS_MAX)
+    );
   }
 
   /**
@@ -453,7 +462,7 @@ export class MapleDB implements KVDB {
    */
   orderReady(pageLimit?: number): boolean {
     if (this.ordered.ready) return true;
-    return pageLimit !== undefined && pageLimit <= SCAN_PAGE_MAX && this.ordered.unbuilt;
+    return pageLimit !== undefined && this.scanFits(pageLimit);
   }
 
   /**

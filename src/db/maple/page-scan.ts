@@ -9,6 +9,14 @@ import { type Entry, isExpired, TimedEntry } from "./timed-entry.ts";
  * that enters the heap. A longer page (or one without a limit) waits for the index.
  */
 export const SCAN_PAGE_MAX = 1000;
+/**
+ * The most keys (present in the maps) a scan reads in its one turn: above it a page waits
+ * for the index's build in slices, as every page did before the scan. Measured with
+ * test/bench/data-api.ts `--unbuilt-page`: 100–250 ns of JS-thread CPU per key on the
+ * shared 2-core machine (a cache miss per key string), so a scan turn stays within
+ * ~0.25 s, a quarter of the shortest default election timeout (10 ticks of 100 ms).
+ */
+export const SCAN_KEYS_MAX = 1 << 20;
 
 /** One hash shard as a scan reads it: its map, and whether any entry there may carry deadlines. */
 export interface ScanShard {
