@@ -22,10 +22,12 @@
  * 6. `--unbuilt-page`: the first 100-key page (and a count, a 1000-key page) of a store whose
  *    ordered index is not built: served by a scan of the hash maps now, against the
  *    baseline engine, which waits for the build in slices (see unbuiltPage). Runs alone.
+ * 7. `--restart-page`: a listed store's snapshot loaded into a fresh engine, then the first
+ *    100-key page (see restartPage). Runs alone.
  *
  *   bun test/bench/data-api.ts [--baseline DIR [--also DIR]] [--rounds N] [--keys N]
  *     [--page-rounds N] [--skip-structures] [--skip-page] [--first-list] [--listed-load]
- *     [--unbuilt-page] [--first-list-keys N]
+ *     [--unbuilt-page] [--restart-page] [--first-list-keys N]
  */
 import { existsSync, readFileSync } from "node:fs";
 import type { ListPage } from "../../src/db/kvdb.ts";
@@ -676,7 +678,92 @@ async function unbuiltPage(count: number, baselineDir: string | undefined, round
   }
 }
 
+interface SnapshotEngine extends OrderingEngine {
+  save(sink: { write(chunk: Uint8Array): undefined }, nowMs: number): Promise<void>;
+  load(source: AsyncIterable<Uint8Array>): Promise<void>;
+}
+
+/**
+ * `--restart-page`: a store of `count` keys, listed (its index built), saved; each round
+ * loads its snapshot into a fresh engine (a restart) and asks the first 100-key page at
+ * once, as a store asks it: JS-thread CPU and wall of the load, and from the load's start
+ * to the page's answer. The baseline (main) builds the index inside the load; this engine
+ * loads the keys alone, serves the page by a scan and builds in the background (the time
+ * to its end is reported too). Each engine loads its own snapshot (formats differ).
+ */
+async function restartPage(count: number, baselineDir: string | undefined, rounds: number): Promise<void> {
+  const keys = Array.from({ length: count }, (_, i) => `svc/${(i * 7919) % count}`.padEnd(12, "_"));
+  const value = new Uint8Array(16);
+  const engines: [string, () => SnapshotEngine][] = [["now", () => new MapleDB()]];
+  if (baselineDir !== undefined)
+    engines.push(["before", (await engineOf(baselineDir)) as unknown as () => SnapshotEngine]);
+  const snapshots = new Map<string, Uint8Array[]>();
+  for (const [name, make] of engines) {
+    const db = make();
+    for (let k = 0; k < count; k++) db.set(keys[k]!, value, NOW_MS);
+    db.list({ prefix: "svc/", limit: 1, after: undefined }, NOW_MS);
+    while (!db.orderReady!()) await db.prepareOrder!();
+    const chunks: Uint8Array[] = [];
+    await db.save({ write: (chunk) => void chunks.push(chunk) }, NOW_MS);
+    snapshots.set(name, chunks);
+  }
+  type Run = { loadCpu: number; loadWall: number; pageCpu: number; pageWall: number; builtWall: number };
+  const runs = new Map<string, Run[]>(engines.map(([name]) => [name, []]));
+  for (let round = 0; round < rounds; round++) {
+    for (let e = 0; e < engines.length; e++) {
+      const [name, make] = engines[(round + e) % engines.length]!;
+      Bun.gc(true);
+      const db = make() as SnapshotEngine & { orderReady?: (limit?: number) => boolean };
+      const chunks = snapshots.get(name)!;
+      const startWall = performance.now();
+      const startCpu = threadCpuMs();
+      await db.load(
+        (async function* () {
+          yield* chunks;
+        })(),
+      );
+      const loadCpu = threadCpuMs() - startCpu;
+      const loadWall = performance.now() - startWall;
+      while (!db.orderReady!(100)) await db.prepareOrder!();
+      if (db.list({ prefix: "svc/", limit: 100, after: undefined }, NOW_MS).items.length !== 100)
+        throw new Error("short page");
+      const pageCpu = threadCpuMs() - startCpu;
+      const pageWall = performance.now() - startWall;
+      while (!db.orderReady!()) await db.prepareOrder!();
+      const builtWall = performance.now() - startWall;
+      runs.get(name)!.push({ loadCpu, loadWall, pageCpu, pageWall, builtWall });
+    }
+  }
+  console.log(
+    `\nrestart of a listed store of ${count} keys from its snapshot, then the first 100-key page (median of ${rounds} alternating rounds; JS-thread CPU and wall ms from the load's start)`,
+  );
+  for (const [name] of engines) {
+    const r = runs.get(name)!;
+    const m = (pick: (x: Run) => number) => median(r.map(pick)).toFixed(1);
+    console.log(
+      `  ${name.padEnd(6)} load CPU ${m((x) => x.loadCpu)} wall ${m((x) => x.loadWall)}; first page answered at CPU ${m((x) => x.pageCpu)} wall ${m((x) => x.pageWall)}; index built at wall ${m((x) => x.builtWall)}`,
+    );
+  }
+  const now = runs.get("now")!;
+  const before = runs.get("before");
+  if (before !== undefined) {
+    const ratio = (pick: (x: Run) => number) =>
+      median(now.map((x, i) => pick(x) / pick(before[i]!))).toFixed(3);
+    console.log(
+      `  now / before: load CPU ${ratio((x) => x.loadCpu)}x wall ${ratio((x) => x.loadWall)}x; first page CPU ${ratio((x) => x.pageCpu)}x wall ${ratio((x) => x.pageWall)}x; index built (wall) ${ratio((x) => x.builtWall)}x`,
+    );
+  }
+}
+
 const keyCount = Number(arg("--keys") ?? 200_000);
+if (process.argv.includes("--restart-page")) {
+  await restartPage(
+    Number(arg("--first-list-keys") ?? 1_000_000),
+    arg("--baseline"),
+    Number(arg("--page-rounds") ?? 3),
+  );
+  process.exit(0);
+}
 if (process.argv.includes("--unbuilt-page")) {
   await unbuiltPage(
     Number(arg("--first-list-keys") ?? 1_000_000),

@@ -31,6 +31,13 @@ export interface ScanShard {
  * compared with it, see ordered-keys.ts), else compareKeys.
  */
 class KeyBounds {
+  /**
+   * A key every accepted one is at least (the prefix, `from` or `after`; "" when none):
+   * keys between it and another key share their common prefix (see smallestLive).
+   */
+  readonly lowest: string;
+  /** Units every accepted key starts with (the prefix, or what `from` and `to` share). */
+  private readonly shared: string;
   private readonly prefix: string | undefined;
   private readonly low: string | undefined;
   /** `low` itself is excluded (it is the cursor `after`). */
@@ -53,10 +60,18 @@ class KeyBounds {
     }
     this.lowSlow = this.low !== undefined && hasHighUnit(this.low);
     this.highSlow = this.high !== undefined && hasHighUnit(this.high);
+    this.lowest = range.prefix ?? this.low ?? "";
+    this.shared =
+      range.prefix ??
+      (this.low !== undefined && this.high !== undefined
+        ? this.low.slice(0, commonPrefixLength(this.low, this.high))
+        : "");
   }
 
   accepts(key: string): boolean {
-    if (this.prefix !== undefined && !key.startsWith(this.prefix)) return false;
+    // A native startsWith first: it rejects most keys of a narrow range for the cost of
+    // reading the key, where a relational comparison costs about twice that (measured).
+    if (!key.startsWith(this.shared)) return false;
     const low = this.low;
     if (low !== undefined) {
       const c = this.lowSlow ? compareKeys(key, low) : key < low ? -1 : key === low ? 0 : 1;
@@ -68,6 +83,18 @@ class KeyBounds {
     }
     return true;
   }
+}
+
+function commonPrefixLength(a: string, b: string): number {
+  const n = Math.min(a.length, b.length);
+  let i = 0;
+  while (i < n && a.charCodeAt(i) === b.charCodeAt(i)) i++;
+  return i;
+}
+
+/** A code unit's rank in code point order: surrogates (U+D800–DFFF) after U+E000–FFFF. */
+function unitRank(unit: number): number {
+  return unit < 0xd800 ? unit : unit < 0xe000 ? unit + 0x2000 : unit - 0x800;
 }
 
 function hasHighUnit(key: string): boolean {
@@ -83,7 +110,14 @@ function live(shard: ScanShard, entry: Entry, nowMs: number): boolean {
  * The `n` smallest live keys of `range` after `after` (fewer when the range holds fewer),
  * in UTF-8 byte order, with their entries: one synchronous pass over every shard's keys,
  * so the answer is the maps' state at one instant. Keys not below the largest of the `n`
- * kept so far cost one comparison; the others enter a max-heap of `n` (O(log n)).
+ * kept so far are dropped at once; the others enter a max-heap of `n` (O(log n)).
+ *
+ * The drop is cheap for most keys: a key that may still be kept lies between the range's
+ * lower bound and the heap's top, so it starts with the units those two share (code
+ * point order is lexicographic by unit); one native startsWith, then the unit after them
+ * against the top's, decide almost every key, and only keys equal that far are compared
+ * whole (a native relational comparison of two strings costs about twice reading a
+ * key, measured on 1M keys).
  */
 export function smallestLive(
   shards: readonly ScanShard[],
@@ -94,14 +128,34 @@ export function smallestLive(
 ): { keys: string[]; entries: Entry[] } {
   const bounds = new KeyBounds(range, after);
   const heap = new KeyHeap(n);
+  // While the heap is full: what its top shares with the lower bound, and the top's unit
+  // after that (-1 when the top ends there), as a rank.
+  let shared = "";
+  let at = 0;
+  let topRank = -1;
   for (const shard of shards) {
     const map = shard.map;
     for (const key of map.keys()) {
-      if (heap.full && !heap.below(key)) continue;
+      if (heap.full) {
+        if (!key.startsWith(shared)) continue;
+        if (key.length > at) {
+          if (topRank < 0) continue;
+          const unit = key.charCodeAt(at);
+          const rank = unit < 0xd800 ? unit : unitRank(unit);
+          if (rank > topRank) continue;
+          if (rank === topRank && !heap.below(key)) continue;
+        }
+      }
       if (!bounds.accepts(key)) continue;
       const entry = map.get(key)!;
       if (!live(shard, entry, nowMs)) continue;
       heap.offer(key, entry);
+      if (heap.full) {
+        const top = heap.top;
+        at = commonPrefixLength(bounds.lowest, top);
+        shared = top.slice(0, at);
+        topRank = at < top.length ? unitRank(top.charCodeAt(at)) : -1;
+      }
     }
   }
   return heap.sorted();
@@ -139,6 +193,11 @@ class KeyHeap {
 
   get full(): boolean {
     return this.keys.length >= this.capacity;
+  }
+
+  /** The largest key held (the heap must not be empty). */
+  get top(): string {
+    return this.keys[0]!;
   }
 
   /** Whether `key` sorts before the largest key held (false when empty). */
