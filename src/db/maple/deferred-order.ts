@@ -283,11 +283,14 @@ export class DeferredOrder {
   }
 
   /**
-   * Whether the index is in use: built, or being built for a reader. A snapshot records
-   * it ("listed"), so a load of it starts the build at once (see `startBuild`).
+   * Whether the index is in use: built, or being built or awaited for a reader. A snapshot
+   * records it ("listed"), so a load of it starts the build at once (see `startBuild`).
    */
   get inUse(): boolean {
-    return !this.closed && (this.settled !== null || this.builder !== null || this.buildWanted);
+    return (
+      !this.closed &&
+      (this.settled !== null || this.builder !== null || this.buildWanted || this.waiting !== null)
+    );
   }
 
   /**
