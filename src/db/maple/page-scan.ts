@@ -60,7 +60,11 @@ class KeyBounds {
     }
     this.lowSlow = this.low !== undefined && hasHighUnit(this.low);
     this.highSlow = this.high !== undefined && hasHighUnit(this.high);
-    this.lowest = range.prefix ?? this.low ?? "";
+    // The later of the two when both bound the keys (a prefix and a cursor after it).
+    const prefix = range.prefix;
+    const low = this.low;
+    this.lowest =
+      low !== undefined && (prefix === undefined || compareKeys(low, prefix) > 0) ? low : (prefix ?? "");
     this.shared =
       range.prefix ??
       (this.low !== undefined && this.high !== undefined
