@@ -26,11 +26,14 @@ export interface KVDB {
   /** How many live keys the range holds. */
   count(range: KeyRange, nowMs: number): number;
   /**
-   * Whether `list` and `count` would answer now within a bounded slice of work. When
-   * false they still answer correctly, but may first build the ordered index in one
-   * piece (O(keys) in one event-loop turn): a caller that can wait awaits `prepareOrder`.
+   * Whether `list` and `count` would answer now within a bounded slice of work, or, given
+   * `pageLimit` (the most keys the read returns: a list's limit, 0 for a count), without
+   * building the ordered index in one piece (Maple serves a short page or a count by one
+   * scan of its keys while the index is not built). When false they still answer
+   * correctly, but may first build the ordered index in one piece (O(keys log keys) in
+   * one event-loop turn): a caller that can wait awaits `prepareOrder`.
    */
-  orderReady(): boolean;
+  orderReady(pageLimit?: number): boolean;
   /**
    * Readies the ordered index in slices between event-loop turns; resolves once
    * `orderReady()` was true (writes may follow before the caller lists: `list` folds

@@ -216,9 +216,10 @@ export class LocalStore implements IStore {
   async list(options: ListOptions): Promise<ListPage> {
     this.checkOpen();
     checkListOptions(options, this.limits);
-    if (!this.db.orderReady()) {
+    const pageLimit = options.limit ?? Number.POSITIVE_INFINITY;
+    if (!this.db.orderReady(pageLimit)) {
       // The ordered index is built in slices between event-loop turns, not in this one.
-      await orderReadied(this.db);
+      await orderReadied(this.db, pageLimit);
       this.checkOpen();
     }
     const page = this.db.list(options, this.clock.now());
@@ -245,8 +246,8 @@ export class LocalStore implements IStore {
   async count(range: KeyRange): Promise<number> {
     this.checkOpen();
     checkRange(range, this.limits);
-    if (!this.db.orderReady()) {
-      await orderReadied(this.db);
+    if (!this.db.orderReady(0)) {
+      await orderReadied(this.db, 0);
       this.checkOpen();
     }
     return this.db.count(rangeOf(range), this.clock.now());

@@ -10,10 +10,13 @@ export const ORDER_WAITS_MAX = 3;
 
 /**
  * Waits (in event-loop turns, see KVDB.prepareOrder) until `db` can list within one
- * bounded slice of work. Never throws; the caller checks its own state (closed?) after.
+ * bounded slice of work, or, given `pageLimit` (a list's limit, 0 for a count), until it
+ * can serve a read of that size without building the index in one piece (see
+ * KVDB.orderReady: no wait at all while a scan serves it). Never throws; the caller
+ * checks its own state (closed?) after.
  */
-export async function orderReadied(db: KVDB): Promise<void> {
-  for (let wait = 0; wait < ORDER_WAITS_MAX && !db.orderReady(); wait++) await db.prepareOrder();
+export async function orderReadied(db: KVDB, pageLimit?: number): Promise<void> {
+  for (let wait = 0; wait < ORDER_WAITS_MAX && !db.orderReady(pageLimit); wait++) await db.prepareOrder();
 }
 
 /**
@@ -27,12 +30,13 @@ export async function orderedRead<T>(
   db: () => KVDB,
   read: <R>(evaluate: (nowMs: number) => R) => Promise<R>,
   evaluate: (nowMs: number) => T,
+  pageLimit?: number,
 ): Promise<T> {
   for (let attempt = 1; ; attempt++) {
-    await orderReadied(db());
+    await orderReadied(db(), pageLimit);
     const last = attempt >= ORDER_WAITS_MAX;
     const answer = await read((nowMs) =>
-      last || db().orderReady() ? { value: evaluate(nowMs) } : undefined,
+      last || db().orderReady(pageLimit) ? { value: evaluate(nowMs) } : undefined,
     );
     if (answer !== undefined) return answer.value;
   }

@@ -298,8 +298,8 @@ describe("snapshot rejection", () => {
   test("an unsupported version is rejected and names the version", async () => {
     const { db, data } = await sample();
     const damaged = data.slice();
-    new DataView(damaged.buffer).setUint32(8, 3, true);
-    await expectCorrupt(db, withValidChecksum(damaged), /version 3 is not supported.*reads versions 1 to 2/);
+    new DataView(damaged.buffer).setUint32(8, 4, true);
+    await expectCorrupt(db, withValidChecksum(damaged), /version 4 is not supported.*reads versions 1 to 3/);
   });
 
   test("bytes after the trailer are rejected", async () => {

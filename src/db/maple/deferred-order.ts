@@ -59,6 +59,8 @@ export interface DeferredOrderOptions {
    * it, the settled index's size (a bulk load into a built index then drops it).
    */
   keyCount?: () => number;
+  /** The most keys a page served by a scan of the maps may read (MapleDB; default SCAN_KEYS_MAX). */
+  scanKeysMax?: number;
 }
 
 /** What the order has done; for tests and monitoring. */
@@ -79,6 +81,8 @@ export interface OrderStats {
   drops: number;
   /** Scans answered from the reserved keys' own index (no build, ready or not). */
   reservedScans: number;
+  /** Lists and counts served by a scan of the hash maps while the index was not built. */
+  scans: number;
 }
 
 interface Waiting {
@@ -146,6 +150,11 @@ export class DeferredOrder {
   private checkNotes = false;
   private builder: OrderedKeysBuilder | null = null;
   private buildRestarts = 0;
+  /**
+   * A build runs in the background though no reader waits (`startBuild`: a page served by
+   * a scan meanwhile, or a load of a listed store's snapshot); it starts over after a restart.
+   */
+  private buildWanted = false;
   private waiting: Waiting | null = null;
   private scheduled = false;
   private closed = false;
@@ -163,6 +172,7 @@ export class DeferredOrder {
     backgroundSlices: 0,
     drops: 0,
     reservedScans: 0,
+    scans: 0,
   };
   /** The reserved keys present (see the class comment), always exact. */
   private readonly reserved: OrderedKeys;
@@ -272,6 +282,45 @@ export class DeferredOrder {
     return this.builder !== null;
   }
 
+  /**
+   * Whether the index is in use: built, or being built or awaited for a reader. A snapshot
+   * records it ("listed"), so a load of it starts the build at once (see `startBuild`).
+   */
+  get inUse(): boolean {
+    return (
+      !this.closed &&
+      (this.settled !== null || this.builder !== null || this.buildWanted || this.waiting !== null)
+    );
+  }
+
+  /**
+   * Whether a reader should be served by a scan of the hash maps rather than by the index
+   * (MapleDB.list, "First page before the index is built"): the index is not built (a
+   * build may be under way). A built index with notes to fold is read after the fold
+   * instead: folding costs about what the notes number, a scan what the keys number.
+   */
+  get unbuilt(): boolean {
+    return !this.closed && this.settled === null;
+  }
+
+  /** A reader was served by a scan of the maps (see `unbuilt`): counts it and starts the build. */
+  servedByScan(): void {
+    this.counters.scans++;
+    this.startBuild();
+  }
+
+  /**
+   * Starts building the index in slices between event-loop turns with no reader waiting
+   * (nothing when built or closed; a build under way goes on). A reader served by a scan
+   * calls it, so the index is there for the pages after; counts as a read (see `note`).
+   */
+  startBuild(): void {
+    this.removalsSinceRead = 0;
+    if (this.closed || this.settled !== null) return;
+    this.buildWanted = true;
+    this.kick();
+  }
+
   /** Keys noted and not settled yet; for tests and monitoring. */
   get unsettled(): number {
     return this.notes.length - this.folded;
@@ -312,6 +361,7 @@ export class DeferredOrder {
   close(): void {
     this.closed = true;
     this.builder = null;
+    this.buildWanted = false;
     this.settled = null;
     this.dropNotes();
     this.wake();
@@ -340,7 +390,7 @@ export class DeferredOrder {
     const waiting = this.waiting !== null;
     let units = -1;
     if (this.settled === null) {
-      if (!waiting && this.builder === null) return;
+      if (!waiting && this.builder === null && !this.buildWanted) return;
       const builder = this.startedBuilder();
       // Only a waiting reader escalates to one piece (a build that keeps restarting).
       const oneGo = waiting && this.buildRestarts > BUILD_RESTARTS_MAX;
@@ -367,6 +417,7 @@ export class DeferredOrder {
     this.settled = builder.result();
     this.builder = null;
     this.buildRestarts = 0;
+    this.buildWanted = false;
     this.counters.builds++;
     // The build read live maps: notes may name keys it read too, or keys it missed.
     if (this.notes.length > 0) this.checkNotes = true;

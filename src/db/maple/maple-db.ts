@@ -10,8 +10,15 @@ import type {
   ListPage,
 } from "../kvdb.ts";
 import { DeadlineHeap } from "./deadline-heap.ts";
-import { DeferredOrder, type DeferredOrderOptions, type OrderStats, SLICE_UNITS } from "./deferred-order.ts";
-import { compareKeys, FirstKeys, OrderedKeysBuilder } from "./ordered-keys.ts";
+import {
+  DeferredOrder,
+  type DeferredOrderOptions,
+  inReservedSpace,
+  type OrderStats,
+  RESERVED_KEY_START,
+} from "./deferred-order.ts";
+import { compareKeys, FirstKeys, OrderedKeys } from "./ordered-keys.ts";
+import { countLive, SCAN_KEYS_MAX, SCAN_PAGE_MAX, smallestLive } from "./page-scan.ts";
 import { shardHash, shardHashWide } from "./shard-hash.ts";
 import { corrupt, SnapshotDecoder, SnapshotEncoder } from "./snapshot-codec.ts";
 import { Entry, isDeleted, isExpired, NEVER, TimedEntry } from "./timed-entry.ts";
@@ -80,7 +87,8 @@ const YIELD_EVERY_BYTES = 1024 * 1024;
  * (`pinRevision`). Beside the hash shards an ordered index of the keys (OrderedKeys)
  * serves `list` and `count` in O(log n + page) amortised: its upkeep is off the write
  * path (DeferredOrder: writes note keys, or nothing while the index is unbuilt, and the
- * next list or count sorts them in or builds it from the maps); a load builds it whole.
+ * next list or count sorts them in or builds it from the maps, in slices, serving pages
+ * by a scan of the maps meanwhile); a load of a listed store's snapshot starts the build.
  *
  * Why an Entry object per key and not a column table of slots (tried: the map held a
  * slot number, values and revisions lived in arrays): with the ordered index off the
@@ -133,15 +141,19 @@ export class MapleDB implements KVDB {
     return count;
   }
 
-  /** An ordered index over this database's maps (`settled`: built already, by a load). */
-  private newOrder(settled: OrderedKeysBuilder | undefined): DeferredOrder {
+  /**
+   * An unbuilt ordered index over this database's maps; `reserved`: the reserved keys
+   * they hold (a load's; a new database holds none).
+   */
+  private newOrder(reserved: OrderedKeys | undefined): DeferredOrder {
     return new DeferredOrder(
       (key) => this.shardOf(key).map.has(key),
       // Live iterators over the maps of the moment, each bounded by the keys it holds now
       // (see FirstKeys, OrderedKeysBuilder and DeferredOrder).
       () => this.shards.map((shard) => new FirstKeys(shard.map.keys(), shard.map.size)),
-      settled?.result(),
+      undefined,
       { ...this.orderOptions, keyCount: () => this.keyCount() },
+      reserved,
     );
   }
 
@@ -346,6 +358,7 @@ export class MapleDB implements KVDB {
         `limit must be a whole number >= 1 (omit it for no limit), got ${limit}`,
       );
     }
+    if (this.scanServes(options, limit)) return this.scanPage(options, limit, nowMs);
     const items: EntryInfo[] = [];
     let more = false;
     this.scanLive(options, nowMs, (key, entry) => {
@@ -361,12 +374,51 @@ export class MapleDB implements KVDB {
 
   /** How many live keys a range holds (what `list` would return without a limit). */
   count(range: KeyRange, nowMs: number): number {
+    if (this.scanServes(range, 0)) {
+      this.ordered.servedByScan();
+      return countLive(this.shards, range, nowMs);
+    }
     let count = 0;
     this.scanLive({ ...range, after: undefined }, nowMs, () => {
       count++;
       return true;
     });
     return count;
+  }
+
+  /**
+   * Whether a read of at most `limit` keys (0: a count) of `range` is served by a scan of
+   * the hash maps (see "First page before the index is built" in the README): while the
+   * index is not built, for a page of at most SCAN_PAGE_MAX keys or a count, in a store
+   * of at most SCAN_KEYS_MAX keys. Not for a range inside the reserved space, which has
+   * an index of its own in every state.
+   */
+  private scanServes(range: KeyRange, limit: number): boolean {
+    return this.scanFits(limit) && !inReservedSpace(range);
+  }
+
+  private scanFits(limit: number): boolean {
+    return (
+      limit <= SCAN_PAGE_MAX &&
+      this.ordered.unbuilt &&
+      this.keyCount() <= (this.orderOptions.scanKeysMax ?? SCAN_KEYS_MAX)
+    );
+  }
+
+  /**
+   * A page without the index: the `limit + 1` smallest live keys of the range after the
+   * cursor, from one pass over the maps in this turn (the same page the index gives), and
+   * the index's build started in the background for the pages after.
+   */
+  private scanPage(options: ListOptions, limit: number, nowMs: number): ListPage {
+    this.ordered.servedByScan();
+    const { keys, entries } = smallestLive(this.shards, options, options.after, limit + 1, nowMs);
+    const n = Math.min(limit, keys.length);
+    const items: EntryInfo[] = new Array(n);
+    for (let i = 0; i < n; i++) {
+      items[i] = options.keysOnly ? keyOnlyInfo(keys[i]!, entries[i]!) : infoOf(keys[i]!, entries[i]!);
+    }
+    return keys.length > limit ? { items, more: true, next: items[n - 1]!.key } : { items, more: false };
   }
 
   private scanLive(
@@ -400,13 +452,17 @@ export class MapleDB implements KVDB {
   }
 
   /**
-   * Whether `list` and `count` would answer now within one slice of work: the ordered
-   * index is built and few writes wait to be folded in. When false they still answer
-   * (correctly), but by building or folding in one piece: a caller that can wait should
+   * Whether `list` and `count` would answer now without building or folding the ordered
+   * index in one piece: it is built and few writes wait to be folded in (one slice of
+   * work), or, given `pageLimit` (the most keys the read returns: a list's limit, 0 for a
+   * count), the index is not built and a scan of the maps serves it (see `scanServes`:
+   * one pass over the keys in this turn). When false they still answer (correctly), but
+   * by building or folding in one piece: a caller that can wait should
    * `await prepareOrder()` first.
    */
-  orderReady(): boolean {
-    return this.ordered.ready;
+  orderReady(pageLimit?: number): boolean {
+    if (this.ordered.ready) return true;
+    return pageLimit !== undefined && this.scanFits(pageLimit);
   }
 
   /**
@@ -502,7 +558,7 @@ export class MapleDB implements KVDB {
     // Captured now, before any await, so the snapshot is of this instant.
     const shards = this.shards;
     for (const shard of shards) shard.saveView = shard.map;
-    return streamSnapshot(shards, sink, this.rev).finally(() => {
+    return streamSnapshot(shards, sink, this.rev, this.ordered.inUse).finally(() => {
       for (const shard of shards) shard.saveView = null;
       this.saving = false;
     });
@@ -512,7 +568,8 @@ export class MapleDB implements KVDB {
    * Parses the whole snapshot into a fresh keyspace and swaps it in only once the
    * trailer and checksum verify, so a bad snapshot throws DkvError("CORRUPT") and
    * leaves the current contents as they were. Reads format versions 1 (no revisions:
-   * keys load at version 1, revision 0) and 2.
+   * keys load at version 1, revision 0), 2 and 3 (the "listed" flag: the ordered index
+   * was in use, so its build starts in the background once loaded).
    */
   async load(source: AsyncIterable<Uint8Array>): Promise<void> {
     const shards = newShards(this.shards.length);
@@ -520,12 +577,15 @@ export class MapleDB implements KVDB {
     const mask = this.mask;
     const route = this.wideRouting ? shardHashWide : shardHash;
     let approxBytes = 0;
+    // The lock queues' keys: their own index is exact in every state (see DeferredOrder).
+    const reserved: string[] = [];
     const decoder = new SnapshotDecoder((key, value, expireAtMs, deleteAtMs, revisions) => {
       const shard = shards[route(key) & mask]!;
       const map = shard.map;
       if (map.has(key)) {
         throw corrupt(`key ${JSON.stringify(key.slice(0, 64))} appears twice`, decoder.currentRecordOffset);
       }
+      if (key.startsWith(RESERVED_KEY_START)) reserved.push(key);
       approxBytes += key.length + value.byteLength;
       const { version, createRevision, modRevision } = revisions;
       if (expireAtMs === NEVER && deleteAtMs === NEVER) {
@@ -547,17 +607,14 @@ export class MapleDB implements KVDB {
       }
     }
     decoder.end();
-    // The loaded keys' index, built in slices like a first list's (one turn each).
-    const builder = new OrderedKeysBuilder(shards.map((shard) => shard.map.keys()));
-    const sliceUnits = this.orderOptions.sliceUnits ?? SLICE_UNITS;
-    while (!builder.done) {
-      builder.step(sliceUnits);
-      if (!builder.done) await yieldToEventLoop();
-    }
     this.ordered.close();
     this.shards = shards;
     this.heap = heap;
-    this.ordered = this.newOrder(builder);
+    this.ordered = this.newOrder(OrderedKeys.fromSorted(reserved.sort(compareKeys)));
+    // A listed store's index is built again at once, in slices in the background (pages
+    // meanwhile are served by a scan); a store nobody listed (or an older snapshot, which
+    // does not say) builds it when first listed.
+    if (decoder.listed) this.ordered.startBuild();
     this.approxBytes = approxBytes;
     this.rev = decoder.storeRevision;
     this.pinned = false;
@@ -688,8 +745,13 @@ function keyOnlyInfo(key: string, entry: Entry): EntryInfo {
 }
 
 /** Streams shards whose `saveView` was set at the instant the save was requested. */
-async function streamSnapshot(shards: Shard[], sink: ByteSink, revision: number): Promise<void> {
-  const encoder = new SnapshotEncoder(revision);
+async function streamSnapshot(
+  shards: Shard[],
+  sink: ByteSink,
+  revision: number,
+  listed: boolean,
+): Promise<void> {
+  const encoder = new SnapshotEncoder(revision, listed);
   let bytesSinceYield = 0;
   for (const shard of shards) {
     const view = shard.saveView!;

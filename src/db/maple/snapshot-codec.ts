@@ -1,11 +1,14 @@
 /**
- * Maple snapshot format, version 2 (version 1 is still read). All integers little-endian.
+ * Maple snapshot format, version 3 (versions 1 and 2 are still read). All integers
+ * little-endian.
  *
  *   offset  size  field
  *   0       8     magic: ASCII "DKVMAPLE"
- *   8       4     u32 format version (2)
- *   12      4     u32 flags, reserved: must be 0
- *   16      8     f64 the store's revision (version 2 only)
+ *   8       4     u32 format version (3)
+ *   12      4     u32 flags: bit 0 (FLAG_LISTED, version 3 only) the store's ordered
+ *                 index was in use (listed), so a load builds it again at once; every
+ *                 other bit must be 0 (in versions 1 and 2, every bit)
+ *   16      8     f64 the store's revision (versions 2 and 3)
  *   24      ...   records, then the trailer
  *
  * Entry record (tag 0x01: key is UTF-8; tag 0x02: key is UTF-16LE code units, used
@@ -16,9 +19,9 @@
  *   4  u32 value length in bytes
  *   8  f64 expireAt: absolute ms, +Infinity = never
  *   8  f64 deleteAt: absolute ms, +Infinity = never
- *   8  f64 version          (version 2 only; version 1 loads as 1)
- *   8  f64 createRevision   (version 2 only; version 1 loads as 0)
- *   8  f64 modRevision      (version 2 only; version 1 loads as 0)
+ *   8  f64 version          (versions 2 and 3; version 1 loads as 1)
+ *   8  f64 createRevision   (versions 2 and 3; version 1 loads as 0)
+ *   8  f64 modRevision      (versions 2 and 3; version 1 loads as 0)
  *   n  key bytes
  *   m  value bytes
  *
@@ -36,7 +39,9 @@ import { DkvError } from "../../errors.ts";
 import type { Entry } from "./timed-entry.ts";
 
 export const SNAPSHOT_MAGIC = new Uint8Array([0x44, 0x4b, 0x56, 0x4d, 0x41, 0x50, 0x4c, 0x45]); // "DKVMAPLE"
-export const SNAPSHOT_VERSION = 2;
+export const SNAPSHOT_VERSION = 3;
+/** Header flag (version 3): the ordered index was in use when the snapshot was taken. */
+export const FLAG_LISTED = 0x1;
 /** The oldest format version this build still reads. */
 export const SNAPSHOT_VERSION_MIN = 1;
 export const TAG_ENTRY_UTF8 = 0x01;
@@ -71,12 +76,13 @@ export class SnapshotEncoder {
   /** Finished pieces waiting for the caller to pass them to the sink. */
   private ready: Uint8Array[] = [];
 
-  constructor(storeRevision: number) {
+  /** `listed`: the store's ordered index is in use (FLAG_LISTED). */
+  constructor(storeRevision: number, listed = false) {
     this.chunk = Buffer.allocUnsafe(SNAPSHOT_CHUNK_BYTES);
     this.view = new DataView(this.chunk.buffer, this.chunk.byteOffset, this.chunk.byteLength);
     this.chunk.set(SNAPSHOT_MAGIC, 0);
     this.view.setUint32(8, SNAPSHOT_VERSION, true);
-    this.view.setUint32(12, 0, true);
+    this.view.setUint32(12, listed ? FLAG_LISTED : 0, true);
     this.view.setFloat64(HEADER_BYTES, storeRevision, true);
     this.pos = HEADER_BYTES + HEADER_REVISION_BYTES;
   }
@@ -257,6 +263,7 @@ export class SnapshotDecoder {
   private readonly revisions: SnapshotRevisions = { version: 1, createRevision: 0, modRevision: 0 };
   private recordHeadBytes = RECORD_HEAD_BYTES;
   private revision = 0;
+  private listedFlag = false;
   private key = "";
   /** Pieces of a key or value that spans chunks. */
   private parts: Uint8Array[] = [];
@@ -399,6 +406,14 @@ export class SnapshotDecoder {
     return this.entryCount;
   }
 
+  /**
+   * Whether the snapshot says the store's ordered index was in use (FLAG_LISTED; false
+   * for versions 1 and 2, which do not say); valid once the header is read.
+   */
+  get listed(): boolean {
+    return this.listedFlag;
+  }
+
   /** The store's revision recorded in the snapshot (0 for format version 1); valid after `end`. */
   get storeRevision(): number {
     return this.revision;
@@ -469,7 +484,14 @@ export class SnapshotDecoder {
       );
     }
     const flags = view.getUint32(at + 12, true);
-    if (flags !== 0) throw corrupt(`reserved header flags are 0x${hex32(flags)}, expected 0`, 12);
+    const known = version >= 3 ? FLAG_LISTED : 0;
+    if ((flags & ~known) !== 0) {
+      throw corrupt(
+        `reserved header flags are 0x${hex32(flags)}, expected 0x${hex32(flags & known)} (format version ${version})`,
+        12,
+      );
+    }
+    this.listedFlag = (flags & FLAG_LISTED) !== 0;
     return version === 1;
   }
 

@@ -41,6 +41,7 @@ export function readList(
       for (const item of page.items) item.value = item.value?.slice();
       return page;
     },
+    options.limit ?? Number.POSITIVE_INFINITY,
   );
 }
 
@@ -55,5 +56,6 @@ export function readCount(
     () => machine.db,
     read,
     (nowMs) => machine.db.count(rangeOf(range), nowMs),
+    0,
   );
 }
