@@ -101,6 +101,68 @@ describe("requests go to the shard's leader", () => {
     expect(replies.a + replies.b).toBe(10);
   });
 
+  test("a leader that goes silent behind an open connection loses its hint at the first timeout", async () => {
+    const { endpoints, leader } = await startMembers();
+    leader.name = "a";
+    // A proxy in front of a that can stop forwarding (a partition, a paused process): the
+    // connection stays open, so only the request timeout tells the client.
+    let silent = false;
+    const [host, port] = endpoints[0]!.split(":");
+    const upstreams: Array<{ end(): void }> = [];
+    const proxy = Bun.listen<{ up: Promise<{ write(data: Uint8Array): number }> }>({
+      hostname: "127.0.0.1",
+      port: 0,
+      socket: {
+        open(socket) {
+          socket.data = {
+            up: Bun.connect({
+              hostname: host!,
+              port: Number(port),
+              socket: {
+                data(_up, data) {
+                  if (!silent) socket.write(data);
+                },
+              },
+            }).then((up) => {
+              upstreams.push(up);
+              return up;
+            }),
+          };
+        },
+        async data(socket, data) {
+          const copy = new Uint8Array(data);
+          if (!silent) (await socket.data.up).write(copy);
+        },
+      },
+    });
+    try {
+      await using client = new RpcClient({
+        transport: "tcp",
+        serializer: "binary",
+        endpoints: [`127.0.0.1:${proxy.port}`, endpoints[1]!, endpoints[2]!],
+        timeoutMs: 300,
+        retryCount: 0,
+      });
+      const store = client.store(storeShard);
+      for (let i = 0; i < 5; i++) await store.has(`k${i}`);
+      silent = true;
+      leader.name = "b";
+      let answered = 0;
+      for (let i = 0; i < 9; i++) {
+        answered += await store.has(`k${i}`).then(
+          () => 1,
+          () => 0,
+        );
+      }
+      // Before: the hint kept every request on the silent member (0 answered). Now the
+      // first one times out, later ones go round, and b's replies name it again.
+      expect(answered).toBeGreaterThanOrEqual(6);
+    } finally {
+      for (const up of upstreams) up.end();
+      proxy.stop(true);
+    }
+  });
+
   test("admin requests are not steered by a shard's leader", async () => {
     const { endpoints, leader } = await startMembers();
     leader.name = "b";

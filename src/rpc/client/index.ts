@@ -451,6 +451,9 @@ export class RpcClient implements CallOwner, AsyncDisposable {
 
   private timedOut(call: ClientCall, timeoutMs: number): void {
     if (call.done) return;
+    // A leader gone silent behind an open connection (a partition, a paused process) must
+    // not keep its shard's requests until TCP gives up: the next ones go round again.
+    this.noteLeader(call, false, true);
     call.channel?.forget(call);
     const where = call.channel?.endpoint ?? this.channels.map((c) => c.endpoint).join(", ");
     const outcome = this.outcome(call);
