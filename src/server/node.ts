@@ -225,9 +225,8 @@ async function startRaft(
   const dataDir = await checkDataDir(raft.dataDir);
   // Held until everything else is closed (the stack unwinds in reverse).
   stack.use(await lockDataDir(dataDir, "dkv serve"));
-  for (const warning of await checkShardsOnDisk(dataDir, options.shards)) {
-    logger.forComponent("node").warn(warning);
-  }
+  const shardsOnDisk = await checkShardsOnDisk(dataDir, options.shards);
+  for (const warning of shardsOnDisk.warnings) logger.forComponent("node").warn(warning);
   const peerSecurity = await resolvePeerSecurity(raft.peerSecurity, raft.replicaId);
   const makeTransport = nodeTransport ?? tcpNodeTransport(TcpNodeTransport, peerSecurity);
   let transport: NodeTransport | undefined;
@@ -283,6 +282,7 @@ async function startRaft(
     observer: memoryRelease,
   });
   stack.defer(() => replicated.close());
+  await shardsOnDisk.record();
   for (const shard of replicated.shards.values()) {
     handlers.set(shard.id, replicatedShardHandler(shard, clock, options.locks?.queueLeaseMs));
   }

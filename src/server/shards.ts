@@ -100,7 +100,10 @@ export async function checkDataDir(dataDir: string): Promise<string> {
  * empty from memory while its data sits on disk, so that is refused; one left out of
  * `--shards` is kept and not served, which is said in the returned warnings.
  */
-export async function checkShardsOnDisk(dataDir: string, specs: readonly ShardSpec[]): Promise<string[]> {
+export async function checkShardsOnDisk(
+  dataDir: string,
+  specs: readonly ShardSpec[],
+): Promise<{ warnings: string[]; record: () => Promise<void> }> {
   const { readdir, readFile, rename, writeFile } = await import("node:fs/promises");
   const onDisk = (await readdir(dataDir))
     .map((name) => /^group-(\d+)$/.exec(name)?.[1])
@@ -140,12 +143,15 @@ export async function checkShardsOnDisk(dataDir: string, specs: readonly ShardSp
     }
     record.set(spec.id, spec.type);
   }
-  if ([...record].some(([id, type]) => recorded.get(id) !== type)) {
+  // Written once the shards started: a start refused later (a --join refused, a port in
+  // use) leaves the data dir as it found it.
+  const write = async (): Promise<void> => {
+    if (![...record].some(([id, type]) => recorded.get(id) !== type)) return;
     const text = `${JSON.stringify(Object.fromEntries([...record].sort(([a], [b]) => a - b)))}\n`;
     await writeFile(`${recordPath}.tmp`, text, { mode: 0o600 });
     await rename(`${recordPath}.tmp`, recordPath);
-  }
-  return warnings;
+  };
+  return { warnings, record: write };
 }
 
 /** The file in a data dir that records each replicated shard's type (`{"200":"dstore"}`). */
