@@ -348,6 +348,8 @@ describe("restart from a snapshot of a listed store", () => {
 
   test("a store nobody listed loads with no build; its first list starts one", async () => {
     const data = await saveBytes(source(false), T0);
+    // Written as version 2 (flags 0): the release before reads it (a rolling upgrade).
+    expect(new DataView(data.buffer, data.byteOffset).getUint32(8, true)).toBe(2);
     expect(new DataView(data.buffer, data.byteOffset).getUint32(12, true)).toBe(0);
     const scheduler = new ManualScheduler();
     const db = await loaded(data, scheduler);

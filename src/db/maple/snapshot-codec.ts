@@ -1,5 +1,6 @@
 /**
- * Maple snapshot format, version 3 (versions 1 and 2 are still read). All integers
+ * Maple snapshot format, version 3 (versions 1 and 2 are still read; a snapshot of a store
+ * never listed is written as version 2, so older members read it). All integers
  * little-endian.
  *
  *   offset  size  field
@@ -42,6 +43,8 @@ export const SNAPSHOT_MAGIC = new Uint8Array([0x44, 0x4b, 0x56, 0x4d, 0x41, 0x50
 export const SNAPSHOT_VERSION = 3;
 /** Header flag (version 3): the ordered index was in use when the snapshot was taken. */
 export const FLAG_LISTED = 0x1;
+/** The version written for a store whose index is not in use (flags 0: the same bytes as 2). */
+export const SNAPSHOT_VERSION_UNLISTED = 2;
 /** The oldest format version this build still reads. */
 export const SNAPSHOT_VERSION_MIN = 1;
 export const TAG_ENTRY_UTF8 = 0x01;
@@ -81,7 +84,9 @@ export class SnapshotEncoder {
     this.chunk = Buffer.allocUnsafe(SNAPSHOT_CHUNK_BYTES);
     this.view = new DataView(this.chunk.buffer, this.chunk.byteOffset, this.chunk.byteLength);
     this.chunk.set(SNAPSHOT_MAGIC, 0);
-    this.view.setUint32(8, SNAPSHOT_VERSION, true);
+    // Version 3 differs from 2 only by the flag: a store never listed is written as version
+    // 2, which a member of the release before reads (a rolling upgrade's snapshots).
+    this.view.setUint32(8, listed ? SNAPSHOT_VERSION : SNAPSHOT_VERSION_UNLISTED, true);
     this.view.setUint32(12, listed ? FLAG_LISTED : 0, true);
     this.view.setFloat64(HEADER_BYTES, storeRevision, true);
     this.pos = HEADER_BYTES + HEADER_REVISION_BYTES;
