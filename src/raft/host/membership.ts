@@ -439,7 +439,18 @@ export class ClusterMembership implements MembershipHooks {
     const { leader, conf } = this.host.status(MEMBERSHIP_GROUP_ID).raft;
     if (leader !== id) return;
     const others = conf.voters.filter((voter) => voter !== id);
-    const to = others.includes(this.config.self) ? this.config.self : others[0];
+    // This member if it votes; else the voter heard from most recently (a silent one would
+    // fail the transfer on every re-run).
+    const heardAgo = (voter: NodeId) => {
+      const heard = this.lastContact.get(voter);
+      return heard === undefined ? Number.POSITIVE_INFINITY : performance.now() - heard;
+    };
+    const to = others.includes(this.config.self)
+      ? this.config.self
+      : others.reduce<NodeId | undefined>(
+          (best, voter) => (best === undefined || heardAgo(voter) < heardAgo(best) ? voter : best),
+          undefined,
+        );
     if (to === undefined) return; // the last voter: refused by the leader's own check
     const outcome = await this.transferGroup(MEMBERSHIP_GROUP_ID, to);
     if (outcome.outcome === "failed") {
