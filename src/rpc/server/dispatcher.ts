@@ -24,7 +24,7 @@ import {
 } from "../protocol/types.ts";
 import type { Serializer } from "../serializer/types.ts";
 import { DedupCache, type DedupGeneration, type DedupLimits, dedupKey, EMPTY_REPLY } from "./dedup-cache.ts";
-import { originOf } from "./lock-owner.ts";
+import { fillOrigin, originOf } from "./lock-owner.ts";
 import { type OpEntry, opTable } from "./op-table.ts";
 
 export { attemptOriginOf, lockOwnerIdOf, originOf } from "./lock-owner.ts";
@@ -308,7 +308,7 @@ export class RequestDispatcher {
       // A plain write on a DStore takes the origin itself (no per-request view), and reads
       // it only during the call: the dispatcher's one origin, refilled, serves them all.
       if (replicated !== undefined && handler.kind === "store" && handler.originWrites !== undefined)
-        origin = refilledOrigin(this.writeOrigin, header);
+        origin = fillOrigin(this.writeOrigin, header);
       else {
         origin = originOf(header);
         served = handler.forOrigin(origin);
@@ -499,23 +499,6 @@ class ServerCall implements DeadlineEntry, WriteReceiver {
     this.observer?.replied(this.header, error, this.startMs, this.trace);
     this.target.deliver(this.header, response, error);
   }
-}
-
-/** originOf(header), written into `origin` (bytes 8-15 of its client id stay 0). */
-function refilledOrigin(origin: RequestOrigin, header: FrameHeader): RequestOrigin {
-  const clientId = origin.clientId;
-  const high = header.clientIdHigh;
-  const low = header.clientIdLow;
-  clientId[0] = high & 0xff;
-  clientId[1] = (high >>> 8) & 0xff;
-  clientId[2] = (high >>> 16) & 0xff;
-  clientId[3] = high >>> 24;
-  clientId[4] = low & 0xff;
-  clientId[5] = (low >>> 8) & 0xff;
-  clientId[6] = (low >>> 16) & 0xff;
-  clientId[7] = low >>> 24;
-  origin.requestId = header.requestId;
-  return origin;
 }
 
 /** Whether a shard of `handler`'s kind serves `op` (checkNamed's rule, without its errors). */

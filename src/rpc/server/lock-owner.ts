@@ -7,8 +7,16 @@ import type { FrameHeader } from "../protocol/frame.ts";
  * and its request id.
  */
 export function originOf(header: FrameHeader): RequestOrigin {
+  return fillOrigin({ clientId: new Uint8Array(16), requestId: 0 }, header);
+}
+
+/**
+ * originOf(header) written into `origin`, whose client id's bytes 8-15 must be 0 (a
+ * dispatcher refills one origin per write instead of making one).
+ */
+export function fillOrigin(origin: RequestOrigin, header: FrameHeader): RequestOrigin {
   // Byte by byte: a DataView would need `clientId.buffer`, which JSC makes costly for small arrays.
-  const clientId = new Uint8Array(16);
+  const clientId = origin.clientId;
   const high = header.clientIdHigh;
   const low = header.clientIdLow;
   clientId[0] = high & 0xff;
@@ -19,7 +27,8 @@ export function originOf(header: FrameHeader): RequestOrigin {
   clientId[5] = (low >>> 8) & 0xff;
   clientId[6] = (low >>> 16) & 0xff;
   clientId[7] = low >>> 24;
-  return { clientId, requestId: header.requestId };
+  origin.requestId = header.requestId;
+  return origin;
 }
 
 /** Bytes 8-11 of an origin's client id number the claims of one acquire (see originOf). */
