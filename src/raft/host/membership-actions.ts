@@ -193,7 +193,7 @@ export class GroupActions {
             `${change.node} is the last voter of ${groupName(groupId)}; it cannot be removed`,
           );
         }
-        if (isVoter) this.checkQuorumAfterRemoval(change.node, groupId, conf.voters);
+        if (isVoter) await this.awaitQuorumAfterRemoval(change.node, groupId, conf.voters, timeoutMs);
       }
       if (change.type === "addVoter") {
         if (isVoter) return { requestId: 0, ok: true, unchanged: true };
@@ -224,16 +224,30 @@ export class GroupActions {
    * Removing a live member while another is down would otherwise leave the group with no
    * quorum, and no way left to remove the dead one.
    */
-  private checkQuorumAfterRemoval(node: NodeId, groupId: number, voters: readonly NodeId[]): void {
+  private async awaitQuorumAfterRemoval(
+    node: NodeId,
+    groupId: number,
+    voters: readonly NodeId[],
+    timeoutMs: number,
+  ): Promise<void> {
     const remaining = voters.filter((voter) => voter !== node);
     const windowMs = 2 * this.config.electionTicks * this.config.tickMs;
-    const silent = remaining.filter((voter) => {
-      if (voter === this.config.self) return false;
-      const since = this.config.sinceHeardMs(voter);
-      return since === undefined || since > windowMs;
-    });
     const quorum = (remaining.length >> 1) + 1;
-    if (remaining.length - silent.length >= quorum) return;
+    // A leader elected moments ago (e.g. the membership group handed to this member just
+    // before the removal) has not yet heard from followers it never led: wait for their
+    // answers to its heartbeats, up to one window (and half the request's time).
+    const waitUntil = performance.now() + Math.min(windowMs, timeoutMs / 2);
+    let silent: NodeId[];
+    for (;;) {
+      silent = remaining.filter((voter) => {
+        if (voter === this.config.self) return false;
+        const since = this.config.sinceHeardMs(voter);
+        return since === undefined || since > windowMs;
+      });
+      if (remaining.length - silent.length >= quorum) return;
+      if (performance.now() >= waitUntil) break;
+      await Bun.sleep(Math.max(10, this.config.tickMs));
+    }
     throw new DkvError(
       "CONFLICT",
       `removing ${node} would leave ${groupName(groupId)} ${remaining.length - silent.length} of ${remaining.length} voters answering ` +
