@@ -80,8 +80,8 @@ export interface ProposalReceiver {
   proposalSettled(error: DkvError | undefined, result: Uint8Array): void;
 }
 
-/** ProposalReceiver of tryPropose: settles a promise. */
-class PromiseReceiver implements ProposalReceiver {
+/** ProposalReceiver of tryPropose (and, by extension, DStore.write's): settles a promise. */
+export class PromiseReceiver implements ProposalReceiver {
   readonly promise: Promise<Uint8Array>;
   private resolve!: (result: Uint8Array) => void;
   private reject!: (error: DkvError) => void;

@@ -1,7 +1,7 @@
 import { type Clock, systemClock } from "../../clock.ts";
 import { EXPIRY_TICK_MS_DEFAULT } from "../../config/defaults.ts";
 import { DkvError } from "../../errors.ts";
-import type { ProposalReceiver } from "../../raft/host/group.ts";
+import { PromiseReceiver, type ProposalReceiver } from "../../raft/host/group.ts";
 import type { RaftHost } from "../../raft/host/raft-host.ts";
 import {
   decodeLockQueueResult,
@@ -500,20 +500,10 @@ class PendingWrite implements ProposalReceiver {
   }
 }
 
-/** WriteReceiver of DStore.write: settles a promise. */
-class PromiseWriteReceiver implements WriteReceiver {
-  readonly promise: Promise<Uint8Array>;
-  private resolve!: (result: Uint8Array) => void;
-  private reject!: (error: DkvError) => void;
-  constructor() {
-    this.promise = new Promise<Uint8Array>((resolve, reject) => {
-      this.resolve = resolve;
-      this.reject = reject;
-    });
-  }
+/** WriteReceiver of DStore.write: settles a promise (the group's own, told by another name). */
+class PromiseWriteReceiver extends PromiseReceiver implements WriteReceiver {
   writeDone(error: DkvError | undefined, result: Uint8Array): void {
-    if (error === undefined) this.resolve(result);
-    else this.reject(error);
+    this.proposalSettled(error, result);
   }
 }
 
