@@ -103,3 +103,24 @@ export async function cpuSeconds(pid: number): Promise<number> {
   const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
   return (Number(fields[11]) + Number(fields[12])) / 100;
 }
+
+/**
+ * The replica id leading the first shard of the cluster at `endpoints`, as every member
+ * reports it (`dkv cluster status --json`); undefined while they disagree or none leads.
+ */
+export async function clusterLeader(binary: string, endpoints: string[]): Promise<string | undefined> {
+  const out = await runCommand([
+    binary,
+    "cluster",
+    "status",
+    "--json",
+    "--timeout",
+    "1s",
+    "--endpoints",
+    endpoints.join(","),
+  ]);
+  const report = JSON.parse(out) as { nodes: { shards: { leader?: string | null }[] }[] };
+  const leaders = new Set(report.nodes.map((n) => n.shards[0]?.leader ?? null));
+  if (leaders.size !== 1 || leaders.has(null)) return undefined;
+  return [...leaders][0] ?? undefined;
+}

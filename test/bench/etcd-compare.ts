@@ -42,6 +42,7 @@ import { join } from "node:path";
 import { parseDuration } from "../../src/config/parse.ts";
 import {
   benchClusterArgs,
+  clusterLeader,
   cpuSeconds,
   ensureDebianPackages,
   flagValue,
@@ -325,21 +326,11 @@ async function etcdGoPerf(
 async function startDkv(dkvBinary: string, root: string): Promise<{ pids: number[]; endpoints: string[] }> {
   const { args, endpoints } = await benchClusterArgs(3, `${DKV_SHARD}=dstore`, root);
   const procs = args.map((serve) => spawn([dkvBinary, ...serve]));
-  await waitUntil("a dkv leader", START_TIMEOUT_MS, async () => {
-    const out = await runCommand([
-      dkvBinary,
-      "cluster",
-      "status",
-      "--json",
-      "--timeout",
-      "1s",
-      "--endpoints",
-      endpoints.join(","),
-    ]);
-    const report = JSON.parse(out) as { nodes: { shards: { leader?: string | null }[] }[] };
-    const leaders = new Set(report.nodes.map((n) => n.shards[0]?.leader ?? null));
-    return leaders.size === 1 && !leaders.has(null);
-  });
+  await waitUntil(
+    "a dkv leader",
+    START_TIMEOUT_MS,
+    async () => (await clusterLeader(dkvBinary, endpoints)) !== undefined,
+  );
   return { pids: procs.map((p) => p.pid), endpoints };
 }
 

@@ -18,7 +18,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseDuration } from "../../src/config/parse.ts";
-import { benchClusterArgs, cpuSeconds, flagValue, runCommand, waitUntil } from "./commands.ts";
+import { benchClusterArgs, clusterLeader, cpuSeconds, flagValue, runCommand, waitUntil } from "./commands.ts";
 
 const SHARD = 200;
 const START_TIMEOUT_MS = 20_000;
@@ -60,20 +60,8 @@ const perfEvents = flagValue(argv, "--perf-stat", "");
 const started: Bun.Subprocess[] = [];
 
 async function leaderOf(binary: string, endpoints: string[]): Promise<number> {
-  const out = await runCommand([
-    binary,
-    "cluster",
-    "status",
-    "--json",
-    "--timeout",
-    "1s",
-    "--endpoints",
-    endpoints.join(","),
-  ]);
-  const report = JSON.parse(out) as { nodes: { shards: { leader?: string | null }[] }[] };
-  const leaders = new Set(report.nodes.map((n) => n.shards[0]?.leader ?? null));
-  if (leaders.size !== 1 || leaders.has(null)) return -1;
-  const id = [...leaders][0]!;
+  const id = await clusterLeader(binary, endpoints);
+  if (id === undefined) return -1;
   return Number(/node-(\d+)/.exec(id)?.[1] ?? 0) - 1;
 }
 

@@ -6,6 +6,7 @@ import { compareKeys } from "../../src/db/maple/ordered-keys.ts";
 import { SCAN_PAGE_MAX } from "../../src/db/maple/page-scan.ts";
 import { FLAG_LISTED } from "../../src/db/maple/snapshot-codec.ts";
 import { LocalStore } from "../../src/store/local.ts";
+import { ManualScheduler } from "../support/manual-scheduler.ts";
 import { seededRandom } from "../support/seeded-random.ts";
 import { bytes, saveBytes, T0 } from "./helpers.ts";
 
@@ -34,30 +35,6 @@ const UNITS = [
   "\ud800",
   "\udfff",
 ];
-
-class ManualScheduler {
-  private readonly queue: (() => void)[] = [];
-  readonly schedule = (run: () => void): void => {
-    this.queue.push(run);
-  };
-
-  get pending(): number {
-    return this.queue.length;
-  }
-
-  runOne(): boolean {
-    const run = this.queue.shift();
-    if (run === undefined) return false;
-    run();
-    return true;
-  }
-
-  drain(max = 1_000_000): number {
-    let ran = 0;
-    while (ran < max && this.runOne()) ran++;
-    return ran;
-  }
-}
 
 function randomKey(next: () => number): string {
   let key = "";

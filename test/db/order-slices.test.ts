@@ -4,6 +4,7 @@ import { MapleDB } from "../../src/db/maple/index.ts";
 import { compareKeys, LEAF_UNITS_MAX, OrderedKeysBuilder } from "../../src/db/maple/ordered-keys.ts";
 import { SCAN_PAGE_MAX } from "../../src/db/maple/page-scan.ts";
 import { LocalStore } from "../../src/store/local.ts";
+import { ManualScheduler } from "../support/manual-scheduler.ts";
 import { seededRandom } from "../support/seeded-random.ts";
 import { bytes, saveBytes, T0 } from "./helpers.ts";
 
@@ -40,32 +41,6 @@ function randomKey(next: () => number, prefix: string): string {
   const length = 1 + Math.floor(next() * 6);
   for (let i = 0; i < length; i++) key += UNITS[Math.floor(next() * UNITS.length)]!;
   return key;
-}
-
-/** A scheduler the test steps: slices wait in a queue until `runOne`. */
-class ManualScheduler {
-  private readonly queue: (() => void)[] = [];
-  readonly schedule = (run: () => void): void => {
-    this.queue.push(run);
-  };
-
-  get pending(): number {
-    return this.queue.length;
-  }
-
-  runOne(): boolean {
-    const run = this.queue.shift();
-    if (run === undefined) return false;
-    run();
-    return true;
-  }
-
-  /** Runs slices until none is queued; returns how many ran (bounded by `max`). */
-  drain(max = 1_000_000): number {
-    let ran = 0;
-    while (ran < max && this.runOne()) ran++;
-    return ran;
-  }
 }
 
 /** Lets pending promise reactions run (no timers involved). */
