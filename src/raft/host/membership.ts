@@ -438,19 +438,11 @@ export class ClusterMembership implements MembershipHooks {
   private async handOffMembershipGroup(id: NodeId): Promise<void> {
     const { leader, conf } = this.host.status(MEMBERSHIP_GROUP_ID).raft;
     if (leader !== id) return;
-    const others = conf.voters.filter((voter) => voter !== id);
-    // This member if it votes; else the voter heard from most recently (a silent one would
-    // fail the transfer on every re-run).
-    const heardAgo = (voter: NodeId) => {
+    const now = performance.now();
+    const to = handOffTarget(this.config.self, conf.voters, id, (voter) => {
       const heard = this.lastContact.get(voter);
-      return heard === undefined ? Number.POSITIVE_INFINITY : performance.now() - heard;
-    };
-    const to = others.includes(this.config.self)
-      ? this.config.self
-      : others.reduce<NodeId | undefined>(
-          (best, voter) => (best === undefined || heardAgo(voter) < heardAgo(best) ? voter : best),
-          undefined,
-        );
+      return heard === undefined ? Number.POSITIVE_INFINITY : now - heard;
+    });
     if (to === undefined) return; // the last voter: refused by the leader's own check
     const outcome = await this.transferGroup(MEMBERSHIP_GROUP_ID, to);
     if (outcome.outcome === "failed") {
@@ -592,4 +584,30 @@ function checkAddress(address: unknown): string {
     );
   }
   return text;
+}
+
+/**
+ * Who takes the membership group's leadership before `leaving` (its leader) is removed:
+ * `self` if it votes; else the voter heard from most recently (`heardAgoMs`: ms since its
+ * last message, infinite if never), since a silent one would fail the transfer on every
+ * re-run. Undefined when `leaving` is the last voter.
+ */
+export function handOffTarget(
+  self: NodeId,
+  voters: readonly NodeId[],
+  leaving: NodeId,
+  heardAgoMs: (voter: NodeId) => number,
+): NodeId | undefined {
+  const others = voters.filter((voter) => voter !== leaving);
+  if (others.includes(self)) return self;
+  let best: NodeId | undefined;
+  let bestAgo = Number.POSITIVE_INFINITY;
+  for (const voter of others) {
+    const ago = heardAgoMs(voter);
+    if (best === undefined || ago < bestAgo) {
+      best = voter;
+      bestAgo = ago;
+    }
+  }
+  return best;
 }
