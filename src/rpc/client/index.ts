@@ -5,33 +5,13 @@ import {
   WATCH_BUFFER_BYTES_DEFAULT,
 } from "../../config/defaults.ts";
 import { DkvError } from "../../errors.ts";
-import type {
-  AcquireOptions,
-  AcquireResult,
-  ILockManager,
-  LockLoss,
-  WatchLostOptions,
-} from "../../lockmgr/types.ts";
-import type {
-  ClaimResult,
-  EntryInfo,
-  IStore,
-  KeyRange,
-  ListOptions,
-  ListPage,
-  StoreInfo,
-  TxnRequest,
-  TxnResult,
-  ValueInput,
-  WatchEvent,
-  WatchOptions,
-} from "../../store/types.ts";
+import type { ILockManager } from "../../lockmgr/types.ts";
+import type { IStore, StoreInfo, WatchEvent, WatchOptions } from "../../store/types.ts";
 import { checkWatchOptions } from "../../store/watch.ts";
 import { DeadlineQueue } from "../deadline-queue.ts";
 import { type ClusterStatusReport, parseClusterStatus } from "../protocol/cluster-status.ts";
 import { parseEndpoint } from "../protocol/endpoint.ts";
 import { defaultMaxFrameBytes } from "../protocol/frame.ts";
-import { txnResultFromWire, txnToWire } from "../protocol/txn-wire.ts";
 import {
   isAdminOp,
   type Message,
@@ -50,11 +30,15 @@ import {
 import { createSerializer } from "../serializer/index.ts";
 import { type CallOwner, type Channel, ClientCall } from "./call.ts";
 import { HttpPoolChannel } from "./http-pool.ts";
+import { RpcLockManager } from "./rpc-lock-manager.ts";
+import { RpcStore } from "./rpc-store.ts";
 import { type ClientTls, SocketChannel } from "./socket-channel.ts";
 import { checkClientToken } from "./tls-connect.ts";
 import { decodeWatchFrame, httpWatchTransport, RpcWatch, type WatchTransport } from "./watch-client.ts";
 
 export type { SerializerName, TransportName } from "../protocol/types.ts";
+export { RpcLockManager } from "./rpc-lock-manager.ts";
+export { RpcStore } from "./rpc-store.ts";
 export type { ClientTls } from "./socket-channel.ts";
 
 export interface RpcClientOptions {
@@ -508,182 +492,4 @@ export class RpcClient implements CallOwner, AsyncDisposable {
       this.finish(call, undefined, new DkvError("CLOSED", failure.message, { outcome: this.outcome(call) }));
     }
   }
-}
-
-/** IStore over RPC. close() does nothing: the RpcClient owns the connections. */
-export class RpcStore implements IStore {
-  constructor(
-    private readonly client: RpcClient,
-    readonly shard: number,
-  ) {}
-
-  async set(key: string, value: ValueInput): Promise<void> {
-    await this.client.call(this.shard, "set", { key, value });
-  }
-  async setE(key: string, value: ValueInput, expireInMs: number, deleteInMs: number): Promise<void> {
-    await this.client.call(this.shard, "setE", { key, value, expireInMs, deleteInMs });
-  }
-  async setEIfUnset(
-    key: string,
-    value: ValueInput,
-    expireInMs: number,
-    deleteInMs: number,
-  ): Promise<boolean> {
-    return (await this.client.call(this.shard, "setEIfUnset", { key, value, expireInMs, deleteInMs }))
-      .written;
-  }
-  async expire(key: string): Promise<void> {
-    await this.client.call(this.shard, "expire", { key });
-  }
-  async delete(key: string): Promise<void> {
-    await this.client.call(this.shard, "delete", { key });
-  }
-  async get(key: string): Promise<Uint8Array | undefined> {
-    return (await this.client.call(this.shard, "get", { key })).value;
-  }
-  async has(key: string): Promise<boolean> {
-    return (await this.client.call(this.shard, "has", { key })).found;
-  }
-  info(): Promise<StoreInfo> {
-    return this.client.info(this.shard);
-  }
-  async claim(key: string, value: ValueInput, expireInMs: number, deleteInMs: number): Promise<ClaimResult> {
-    const r = await this.client.call(this.shard, "claim", { key, value, expireInMs, deleteInMs });
-    return { written: r.written, revision: r.revision };
-  }
-  async deleteIfEquals(key: string, expected: ValueInput): Promise<boolean> {
-    return (await this.client.call(this.shard, "deleteIfEquals", { key, expected })).ok;
-  }
-  async renewIfEquals(
-    key: string,
-    expected: ValueInput,
-    expireInMs: number,
-    deleteInMs: number,
-  ): Promise<boolean> {
-    return (await this.client.call(this.shard, "renewIfEquals", { key, expected, expireInMs, deleteInMs }))
-      .ok;
-  }
-  async getEntry(key: string): Promise<EntryInfo | undefined> {
-    const r = await this.client.call(this.shard, "get", { key });
-    if (r.value === undefined) return undefined;
-    return {
-      key,
-      value: r.value,
-      version: r.version,
-      createRevision: r.createRevision,
-      modRevision: r.modRevision,
-    };
-  }
-  async list(options: ListOptions): Promise<ListPage> {
-    const r = await this.client.call(this.shard, "list", {
-      prefix: options.prefix,
-      from: options.from,
-      to: options.to,
-      after: options.after,
-      // 0 on the wire means no limit; a 0 given here is refused by the server like any bad limit.
-      limit: options.limit ?? 0,
-      keysOnly: options.keysOnly ?? false,
-    });
-    if (options.limit === 0) {
-      throw new DkvError("BAD_REQUEST", "limit must be a whole number >= 1 (omit it for no limit); got 0.", {
-        outcome: "not-applied",
-      });
-    }
-    return r.more ? { items: r.items, more: true, next: r.next! } : { items: r.items, more: false };
-  }
-  async count(range: KeyRange): Promise<number> {
-    return (
-      await this.client.call(this.shard, "count", { prefix: range.prefix, from: range.from, to: range.to })
-    ).count;
-  }
-  async txn(request: TxnRequest): Promise<TxnResult> {
-    return txnResultFromWire(await this.client.call(this.shard, "txn", txnToWire(request)));
-  }
-  watch(key: string, options?: WatchOptions): AsyncIterableIterator<WatchEvent> {
-    return this.client.watch(this.shard, key, options);
-  }
-  async close(): Promise<void> {}
-}
-
-/** One long poll of RpcLockManager.watchLost: short enough for proxies, long enough to be cheap. */
-const WATCH_LOST_LONG_POLL_MS = 30_000;
-
-/** ILockManager over RPC: each operation is one atomic request on a lockmgr shard. */
-export class RpcLockManager implements ILockManager {
-  constructor(
-    private readonly client: RpcClient,
-    readonly shard: number,
-    /** Longest single long poll of watchLost (ms); the server caps it at 120 000. */
-    private readonly longPollMs = WATCH_LOST_LONG_POLL_MS,
-  ) {}
-
-  async acquire(key: string, ttlMs: number, options?: AcquireOptions): Promise<AcquireResult> {
-    if (options?.ownerId !== undefined) {
-      // The server picks owner ids (derived from the request ids, so retries agree): refuse
-      // rather than silently hand back a different id than the caller chose.
-      throw new DkvError("BAD_REQUEST", "ownerId cannot be chosen over RPC; the server assigns it", {
-        outcome: "not-applied",
-      });
-    }
-    const r = await this.client.call(this.shard, "acquire", { key, ttlMs, waitMs: options?.waitMs ?? 0 });
-    if (!r.acquired) return { acquired: false };
-    return { acquired: true, ownerId: r.ownerId, fencingToken: r.fencingToken };
-  }
-  async release(key: string, ownerId: string): Promise<boolean> {
-    return (await this.client.call(this.shard, "release", { key, ownerId })).released;
-  }
-  async refresh(key: string, ownerId: string, ttlMs: number): Promise<boolean> {
-    return (await this.client.call(this.shard, "refresh", { key, ownerId, ttlMs })).refreshed;
-  }
-
-  /**
-   * Resolves when `ownerId` no longer holds `key` (see ILockManager.watchLost): long polls
-   * (op watchLost, at most `longPollMs` each) that the server answers from a watch on the
-   * lock, as soon as it is released, expires or changes owner. The server tells only
-   * whether this owner holds it, never who else does.
-   */
-  async watchLost(key: string, ownerId: string, options: WatchLostOptions = {}): Promise<LockLoss> {
-    const { signal } = options;
-    const waitMs = options.waitMs ?? 0;
-    if (!Number.isSafeInteger(waitMs) || waitMs < 0) {
-      throw new DkvError("BAD_REQUEST", `waitMs must be a whole number of ms >= 0; got ${waitMs}`, {
-        outcome: "not-applied",
-      });
-    }
-    const deadline = waitMs === 0 ? Number.POSITIVE_INFINITY : performance.now() + waitMs;
-    let aborted: (() => void) | undefined;
-    const abort = new Promise<"stopped">((resolve) => {
-      aborted = () => resolve("stopped");
-    });
-    signal?.addEventListener("abort", aborted!, { once: true });
-    try {
-      // Bounded in time per turn (one long poll); the watch itself runs until lost or stopped.
-      for (;;) {
-        if (signal?.aborted) return "stopped";
-        const leftMs = deadline - performance.now();
-        if (leftMs <= 0) return "stopped";
-        const poll = this.client.call(this.shard, "watchLost", {
-          key,
-          ownerId,
-          waitMs: Math.max(1, Math.min(this.longPollMs, Math.ceil(leftMs))),
-        });
-        poll.catch(() => {}); // an answer after an abort is not wanted; errors surface below otherwise
-        const answer = await Promise.race([poll, abort]);
-        if (answer === "stopped") return "stopped";
-        if (answer.reason !== "held") return lockLossOf(answer.reason);
-      }
-    } finally {
-      signal?.removeEventListener("abort", aborted!);
-    }
-  }
-}
-
-/** The reason of a watchLost reply as a LockLoss; an unknown one is a protocol error. */
-function lockLossOf(reason: string): LockLoss {
-  if (reason === "released" || reason === "expired" || reason === "lost") return reason;
-  throw new DkvError(
-    "INTERNAL",
-    `unexpected watchLost reason ${JSON.stringify(reason)}; the server may run another dkv version`,
-    { outcome: "not-applied" },
-  );
 }
