@@ -17,6 +17,7 @@ import {
   type RequestOrigin,
 } from "../../src/store/replicated/command.ts";
 import { DStoreStateMachine } from "../../src/store/replicated/state-machine.ts";
+import { decodeKeyRange } from "../../src/text.ts";
 import { text } from "../support/assertions.ts";
 
 const utf8 = new TextEncoder();
@@ -71,5 +72,27 @@ describe("the state machine with one scratch command", () => {
     apply(encodeCommandOf(Op.Set, "k", utf8.encode("c"), 0, 0, origin(1)));
     expect(text(machine.db.get("k", 2000))).toBe("b");
     expect(machine.dedupSize).toBe(1);
+  });
+});
+
+describe("decodeKeyRange (keys decoded per apply and per request)", () => {
+  const fatal = new TextDecoder("utf-8", { fatal: true });
+  test("ASCII, UTF-8 and empty ranges decode as the fatal decoder does; bad UTF-8 throws", () => {
+    const bytes = new Uint8Array([0xff, ...utf8.encode("mem/42"), ...utf8.encode("ключ/é"), 0x7f, 0x00]);
+    expect(decodeKeyRange(fatal, bytes, 1, 7)).toBe("mem/42");
+    const unicodeEnd = 7 + utf8.encode("ключ/é").length;
+    expect(decodeKeyRange(fatal, bytes, 7, unicodeEnd)).toBe("ключ/é");
+    expect(decodeKeyRange(fatal, bytes, unicodeEnd, unicodeEnd + 2)).toBe("\x7f\x00");
+    expect(decodeKeyRange(fatal, bytes, 3, 3)).toBe("");
+    expect(() => decodeKeyRange(fatal, bytes, 0, 4)).toThrow();
+    // Long ASCII ranges too (past decodeRange's scratch).
+    const long = utf8.encode("k".repeat(300));
+    expect(decodeKeyRange(fatal, long, 0, 300)).toBe("k".repeat(300));
+  });
+
+  test("a command with a key that is not UTF-8 is still refused at decode", () => {
+    const data = encodeCommandOf(Op.Set, "ab", utf8.encode("v"), 0, 0, undefined);
+    data[28] = 0xc3; // a lead byte with no continuation
+    expect(() => decodeCommand(data)).toThrow(/not valid UTF-8/);
   });
 });

@@ -1,5 +1,5 @@
 import { DkvError, type DkvErrorCode } from "../../errors.ts";
-import { decodeRange } from "../../text.ts";
+import { decodeKeyRange } from "../../text.ts";
 import { decodeLockQueueValue, type LockQueueRequest } from "../lock-queue.ts";
 import type { CheckedTxn } from "../txn.ts";
 import type { StoreLimits } from "../types.ts";
@@ -353,7 +353,7 @@ function parseCommand(
     throw invalid(keyless ? `op ${op} has no key of its own` : "the key is empty");
   let key: string;
   try {
-    key = decodeRange(utf8Decoder, data, pos, pos + keyBytes);
+    key = decodeKeyRange(utf8Decoder, data, pos, pos + keyBytes);
   } catch {
     // The fatal decoder's TypeError says only that the bytes are not UTF-8.
     throw invalid("the key is not valid UTF-8");
