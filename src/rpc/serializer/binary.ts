@@ -1,4 +1,4 @@
-import { decodeRange } from "../../text.ts";
+import { decodeKeyRange } from "../../text.ts";
 import type { ByteWriter } from "../protocol/byte-writer.ts";
 import { type FieldSpec, type Message, serializerIds } from "../protocol/types.ts";
 import { asBytes, badBody, recordsOf } from "./fields.ts";
@@ -131,7 +131,7 @@ class FieldReader {
           if (type === "bytes") message[spec.name] = body.slice(start, end);
           else {
             try {
-              message[spec.name] = decodeRange(utf8Decoder, body, start, end);
+              message[spec.name] = decodeKeyRange(utf8Decoder, body, start, end);
             } catch {
               throw badBody("binary", `field "${spec.name}" is not valid UTF-8`);
             }

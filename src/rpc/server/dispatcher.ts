@@ -13,6 +13,7 @@ import {
   adminOpCodes,
   type Message,
   type OpName,
+  opCodes,
   opNameByCode,
   type Requests,
   type Responses,
@@ -60,6 +61,21 @@ export type ShardHandler =
 export interface OriginWrites {
   setTo(key: string, value: ValueInput, origin: RequestOrigin, receiver: WriteReceiver): void;
   deleteTo(key: string, origin: RequestOrigin, receiver: WriteReceiver): void;
+  /**
+   * A set whose key and value are bytes of the request body (DStore): `takesSetBytes` says
+   * whether `setBytesTo` takes it as it is (else the dispatcher decodes the request and
+   * calls setTo); `src` is read during the call only.
+   */
+  takesSetBytes?(src: Uint8Array, keyStart: number, keyBytes: number, valueBytes: number): boolean;
+  setBytesTo?(
+    src: Uint8Array,
+    keyStart: number,
+    keyBytes: number,
+    valueStart: number,
+    valueBytes: number,
+    origin: RequestOrigin,
+    receiver: WriteReceiver,
+  ): void;
 }
 
 export interface RpcLogger {
@@ -167,6 +183,7 @@ export class RequestDispatcher {
       }
       throw new Error(`dispatcher: check() accepted what the fast path refused (op ${header.op})`);
     }
+    if (header.op === setOpCode && this.setFromBody(header, handler, body, target)) return;
     let message: Message;
     try {
       if (header.serializer !== this.options.serializer.id) throw this.mismatch(header.serializer);
@@ -176,6 +193,46 @@ export class RequestDispatcher {
       return;
     }
     this.dispatchMessage(header, op, handler, message, target);
+  }
+
+  /**
+   * An identified set on a dstore shard, binary-encoded, with no --auth-file: its key and
+   * value go from the frame's body straight into the Raft command (OriginWrites.setBytesTo),
+   * with no request object, key string or value copy. False (nothing done) for any other
+   * request or one the store does not take as it is: the general path then decodes it,
+   * and refuses what it must exactly as before.
+   */
+  private setFromBody(
+    header: FrameHeader,
+    handler: ShardHandler,
+    body: Uint8Array,
+    target: ReplyTarget,
+  ): boolean {
+    if (
+      handler.kind !== "store" ||
+      handler.forOrigin === undefined ||
+      this.options.authority !== undefined ||
+      header.serializer !== serializerIds.binary ||
+      this.options.serializer.id !== serializerIds.binary ||
+      (header.clientIdHigh === 0 && header.clientIdLow === 0)
+    )
+      return false;
+    const writes = handler.originWrites;
+    if (writes?.setBytesTo === undefined || writes.takesSetBytes === undefined) return false;
+    // Binary set body: u32 key length | key | u32 value length | value, nothing after.
+    const length = body.length;
+    if (length < 8) return false;
+    const keyBytes = readU32(body, 0);
+    if (keyBytes > length - 8) return false;
+    const valueStart = 8 + keyBytes;
+    const valueBytes = readU32(body, 4 + keyBytes);
+    if (valueBytes !== length - valueStart) return false;
+    if (!writes.takesSetBytes(body, 4, keyBytes, valueBytes)) return false;
+    const origin = fillOrigin(this.writeOrigin, header);
+    const call = this.startCall(header, target, undefined, -1, true, undefined);
+    writes.setBytesTo(body, 4, keyBytes, valueStart, valueBytes, origin, call);
+    this.options.observer?.handedOff?.();
+    return true;
   }
 
   /** The clusterStatus report of this server (also what GET /v1/cluster/status shows). */
@@ -329,18 +386,9 @@ export class RequestDispatcher {
       this.answerNow(header, local, served.store, request, isWrite, generation, dedupAt, target);
       return;
     }
-    this.inflightCount++;
-    const call = new ServerCall(header, target, generation, dedupAt, isWrite, this, this.options.observer);
-    const deadlines = this.deadlines;
-    if (deadlines !== undefined) {
-      const extraMs = entryOfOp.extraTimeMs?.(request) ?? 0;
-      // A blocking acquire waits longer than the rest: its own timer keeps the queue sorted.
-      if (extraMs > 0) call.armTimeout(deadlines.timeoutMs + extraMs);
-      // The call's start is the queue's clock (performance.now) read once.
-      else deadlines.add(call, call.startMs);
-    }
+    const extraMs = this.deadlines === undefined ? 0 : (entryOfOp.extraTimeMs?.(request) ?? 0);
+    const call = this.startCall(header, target, generation, dedupAt, isWrite, extraMs);
     const observer = this.options.observer;
-    call.trace = observer?.started?.(header);
     const originWrites = served.kind === "store" ? served.originWrites : undefined;
     if (replicated !== undefined && origin !== undefined && originWrites !== undefined) {
       // The DStore tells the call itself: no promise between the socket and the apply.
@@ -352,6 +400,28 @@ export class RequestDispatcher {
       );
     }
     observer?.handedOff?.();
+  }
+
+  /** A call in flight: counted, under its deadline, traced when the observer traces. */
+  private startCall(
+    header: FrameHeader,
+    target: ReplyTarget,
+    generation: DedupGeneration | undefined,
+    dedupAt: number,
+    isWrite: boolean,
+    extraMs: number | undefined,
+  ): ServerCall {
+    this.inflightCount++;
+    const call = new ServerCall(header, target, generation, dedupAt, isWrite, this, this.options.observer);
+    const deadlines = this.deadlines;
+    if (deadlines !== undefined) {
+      // A blocking acquire waits longer than the rest: its own timer keeps the queue sorted.
+      if (extraMs !== undefined && extraMs > 0) call.armTimeout(deadlines.timeoutMs + extraMs);
+      // The call's start is the queue's clock (performance.now) read once.
+      else deadlines.add(call, call.startMs);
+    }
+    call.trace = this.options.observer?.started?.(header);
+    return call;
   }
 
   /**
@@ -499,6 +569,13 @@ class ServerCall implements DeadlineEntry, WriteReceiver {
     this.observer?.replied(this.header, error, this.startMs, this.trace);
     this.target.deliver(this.header, response, error);
   }
+}
+
+const setOpCode = opCodes.set;
+
+/** Little-endian u32 at `at` (the caller checked the bounds). */
+function readU32(bytes: Uint8Array, at: number): number {
+  return (bytes[at]! | (bytes[at + 1]! << 8) | (bytes[at + 2]! << 16) | (bytes[at + 3]! << 24)) >>> 0;
 }
 
 /** Whether a shard of `handler`'s kind serves `op` (checkNamed's rule, without its errors). */

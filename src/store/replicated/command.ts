@@ -1,5 +1,5 @@
 import { DkvError, type DkvErrorCode } from "../../errors.ts";
-import { decodeRange } from "../../text.ts";
+import { decodeKeyRange } from "../../text.ts";
 import { decodeLockQueueValue, type LockQueueRequest } from "../lock-queue.ts";
 import type { CheckedTxn } from "../txn.ts";
 import type { StoreLimits } from "../types.ts";
@@ -69,6 +69,7 @@ export const CLIENT_ID_BYTES = 16;
 const HEADER_BYTES = 28;
 const ORIGIN_BYTES = CLIENT_ID_BYTES + 8;
 const FLAG_ORIGIN = 1;
+const RESULT_VOID_BYTES = new Uint8Array(0);
 const utf8 = new TextEncoder();
 const utf8Decoder = new TextDecoder("utf-8", { fatal: true });
 /** Reads a little-endian f64 out of any byte array without a DataView over its buffer. */
@@ -139,6 +140,46 @@ export function encodeCommandOf(
   return out;
 }
 
+/**
+ * encodeCommandOf with the key and value taken as bytes of `src` (a request frame's body):
+ * key = src[keyStart, keyStart + keyBytes), value = src[valueStart, valueStart + valueBytes),
+ * copied into the command, which shares nothing with `src` (a connection's buffer, reused).
+ * No key string or value array is made. The caller checked the key is valid UTF-8.
+ */
+export function encodeCommandFromBytes(
+  op: Op,
+  src: Uint8Array,
+  keyStart: number,
+  keyBytes: number,
+  valueStart: number,
+  valueBytes: number,
+  origin: RequestOrigin,
+): Uint8Array {
+  if (origin.clientId.byteLength !== CLIENT_ID_BYTES || !Number.isSafeInteger(origin.requestId)) {
+    throw new DkvError(
+      "BAD_REQUEST",
+      "a request origin needs a 16-byte client id and a whole-number request id",
+    );
+  }
+  const out = new Uint8Array(HEADER_BYTES + ORIGIN_BYTES + keyBytes + valueBytes);
+  out[0] = op;
+  out[1] = FLAG_ORIGIN;
+  putU32(out, 4, keyBytes);
+  putU32(out, 8, valueBytes);
+  // expireInMs and deleteInMs: 0 (the array starts zeroed; +0 is all zero bytes).
+  let pos = HEADER_BYTES;
+  const clientId = origin.clientId;
+  for (let i = 0; i < CLIENT_ID_BYTES; i++) out[pos + i] = clientId[i]!;
+  putF64(out, pos + CLIENT_ID_BYTES, origin.requestId);
+  pos += ORIGIN_BYTES;
+  // Byte by byte for short runs: a subarray of a small array costs more in JSC (see u16).
+  for (let i = 0; i < keyBytes; i++) out[pos + i] = src[keyStart + i]!;
+  pos += keyBytes;
+  if (valueBytes <= 256) for (let i = 0; i < valueBytes; i++) out[pos + i] = src[valueStart + i]!;
+  else out.set(src.subarray(valueStart, valueStart + valueBytes), pos);
+  return out;
+}
+
 /** UTF-8 length of `text`; an ASCII string's is its length (the common key). */
 function utf8Length(text: string): number {
   for (let i = 0; i < text.length; i++) {
@@ -178,16 +219,40 @@ function putF64(out: Uint8Array, at: number, value: number): void {
  * since members may be configured differently; see validateCommand for those.
  */
 export function decodeCommand(data: Uint8Array): Command {
-  return parseCommand(data, true, undefined);
+  return parseCommand(data, true, undefined, undefined);
 }
 
 /**
- * decodeCommand with the origin's client id copied into `clientId` (the caller's
- * CLIENT_ID_BYTES scratch, valid until its next use) instead of a new array per command:
- * the apply path, which only looks the id up and forgets the command.
+ * A Command and its origin that the apply path refills per entry (decodeCommandInto),
+ * instead of two objects and a client id array per applied command.
  */
-export function decodeCommandReusing(data: Uint8Array, clientId: Uint8Array): Command {
-  return parseCommand(data, true, clientId);
+export interface CommandScratch {
+  readonly command: Command;
+  readonly origin: RequestOrigin;
+}
+
+export function newCommandScratch(): CommandScratch {
+  return {
+    command: {
+      op: Op.Tick,
+      key: "",
+      value: RESULT_VOID_BYTES,
+      expireInMs: 0,
+      deleteInMs: 0,
+      origin: undefined,
+    },
+    origin: { clientId: new Uint8Array(CLIENT_ID_BYTES), requestId: 0 },
+  };
+}
+
+/**
+ * decodeCommand into `scratch` (its command, with its origin when the command has one):
+ * valid until the next decode into it. The key and value are new (the engine may keep
+ * them); the origin's client id is the scratch's. For the apply path, which looks the
+ * origin up, applies, and forgets the command.
+ */
+export function decodeCommandInto(data: Uint8Array, scratch: CommandScratch): Command {
+  return parseCommand(data, true, scratch.origin.clientId, scratch);
 }
 
 /** validateCommand's client id: read, never kept. */
@@ -202,7 +267,7 @@ const validatedClientId = new Uint8Array(CLIENT_ID_BYTES);
 export function validateCommand(data: Uint8Array, limits: StoreLimits): DkvError | null {
   let command: Command;
   try {
-    command = parseCommand(data, false, validatedClientId);
+    command = parseCommand(data, false, validatedClientId, undefined);
   } catch (error) {
     if (DkvError.is(error)) return error;
     throw error;
@@ -244,7 +309,12 @@ function takesDurations(op: Op): boolean {
   );
 }
 
-function parseCommand(data: Uint8Array, copyValue: boolean, clientIdInto: Uint8Array | undefined): Command {
+function parseCommand(
+  data: Uint8Array,
+  copyValue: boolean,
+  clientIdInto: Uint8Array | undefined,
+  scratch: CommandScratch | undefined,
+): Command {
   if (data.byteLength < HEADER_BYTES) throw corrupt(`${data.byteLength} bytes`);
   const opCode = data[0]!;
   if (opCode < Op.Set || opCode > Op.LockQueue) throw corrupt(`unknown op ${opCode}`);
@@ -268,7 +338,11 @@ function parseCommand(data: Uint8Array, copyValue: boolean, clientIdInto: Uint8A
       clientId = clientIdInto;
       for (let i = 0; i < CLIENT_ID_BYTES; i++) clientId[i] = data[pos + i]!;
     }
-    origin = { clientId, requestId };
+    if (scratch === undefined) origin = { clientId, requestId };
+    else {
+      origin = scratch.origin;
+      origin.requestId = requestId;
+    }
     pos += ORIGIN_BYTES;
   }
   // No trailing bytes: the lengths must account for every byte.
@@ -279,7 +353,7 @@ function parseCommand(data: Uint8Array, copyValue: boolean, clientIdInto: Uint8A
     throw invalid(keyless ? `op ${op} has no key of its own` : "the key is empty");
   let key: string;
   try {
-    key = decodeRange(utf8Decoder, data, pos, pos + keyBytes);
+    key = decodeKeyRange(utf8Decoder, data, pos, pos + keyBytes);
   } catch {
     // The fatal decoder's TypeError says only that the bytes are not UTF-8.
     throw invalid("the key is not valid UTF-8");
@@ -295,14 +369,28 @@ function parseCommand(data: Uint8Array, copyValue: boolean, clientIdInto: Uint8A
   const value = copyValue
     ? data.slice(valueStart, valueStart + valueBytes)
     : data.subarray(valueStart, valueStart + valueBytes);
-  if (op === Op.Txn)
-    return { op, key, value, expireInMs, deleteInMs, origin, txn: decodeTxn(value, corrupt) };
-  if (op === Op.LockQueue) {
+  let txn: CheckedTxn | undefined;
+  let lockQueue: LockQueueRequest | undefined;
+  if (op === Op.Txn) txn = decodeTxn(value, corrupt);
+  else if (op === Op.LockQueue) {
     if (expireInMs !== 0) throw invalid("a lock queue step takes no expireInMs");
-    const lockQueue = decodeLockQueueValue(key, deleteInMs, value, invalid);
-    return { op, key, value, expireInMs, deleteInMs, origin, lockQueue };
+    lockQueue = decodeLockQueueValue(key, deleteInMs, value, invalid);
   }
-  return { op, key, value, expireInMs, deleteInMs, origin };
+  if (scratch === undefined) {
+    if (txn !== undefined) return { op, key, value, expireInMs, deleteInMs, origin, txn };
+    if (lockQueue !== undefined) return { op, key, value, expireInMs, deleteInMs, origin, lockQueue };
+    return { op, key, value, expireInMs, deleteInMs, origin };
+  }
+  const command = scratch.command;
+  command.op = op;
+  command.key = key;
+  command.value = value;
+  command.expireInMs = expireInMs;
+  command.deleteInMs = deleteInMs;
+  command.origin = origin;
+  command.txn = txn;
+  command.lockQueue = lockQueue;
+  return command;
 }
 
 function checkDurationField(name: string, ms: number): void {

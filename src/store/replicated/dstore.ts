@@ -33,6 +33,7 @@ import {
   decodeClaim,
   decodeErrorResult,
   encodeCommand,
+  encodeCommandFromBytes,
   encodeCommandOf,
   Op,
   type RequestOrigin,
@@ -228,6 +229,43 @@ export class DStore implements IStore {
       this.checkOpen();
       checkKey(key, this.limits);
       data = encodeCommandOf(Op.Set, key, checkedValueBytes(value, this.limits), 0, 0, origin);
+    } catch (error) {
+      receiver.writeDone(refusedBeforeProposing(error), EMPTY);
+      return;
+    }
+    new PendingWrite(this, data, receiver).propose();
+  }
+
+  /**
+   * Whether setBytesTo takes this set as it is: an open store, an ASCII key of 1 to
+   * maxKeyBytes bytes at src[keyStart, keyStart + keyBytes), a value within maxValueBytes.
+   * Anything else goes the general way (setTo), which refuses or accepts it.
+   */
+  takesSetBytes(src: Uint8Array, keyStart: number, keyBytes: number, valueBytes: number): boolean {
+    if (this.closed || keyBytes === 0 || keyBytes > this.limits.maxKeyBytes) return false;
+    if (valueBytes > this.limits.maxValueBytes) return false;
+    for (let i = keyStart; i < keyStart + keyBytes; i++) if (src[i]! >= 0x80) return false;
+    return true;
+  }
+
+  /**
+   * setTo with the key and value as bytes of a request body (see encodeCommandFromBytes),
+   * for a set takesSetBytes took: no key string, value array or request object per write.
+   * `src` is read during the call only.
+   */
+  setBytesTo(
+    src: Uint8Array,
+    keyStart: number,
+    keyBytes: number,
+    valueStart: number,
+    valueBytes: number,
+    origin: RequestOrigin,
+    receiver: WriteReceiver,
+  ): void {
+    let data: Uint8Array;
+    try {
+      this.checkOpen();
+      data = encodeCommandFromBytes(Op.Set, src, keyStart, keyBytes, valueStart, valueBytes, origin);
     } catch (error) {
       receiver.writeDone(refusedBeforeProposing(error), EMPTY);
       return;

@@ -7,12 +7,12 @@ import { applyLockQueue, encodeLockQueueResult } from "../lock-queue.ts";
 import { defaultStoreLimits, type StoreLimits } from "../types.ts";
 import { WatchHub, type WatchHubOptions } from "../watch.ts";
 import {
-  CLIENT_ID_BYTES,
   type Command,
-  decodeCommandReusing,
+  decodeCommandInto,
   encodeBoolean,
   encodeClaim,
   encodeErrorResult,
+  newCommandScratch,
   Op,
   RESULT_VOID,
   validateCommand,
@@ -61,8 +61,8 @@ export class DStoreStateMachine implements StateMachine {
   private requests: RequestTable;
   private readonly dedupOptions: DedupOptions;
   private readonly limits: StoreLimits;
-  /** The applied command's client id (decodeCommandReusing): looked up, never kept. */
-  private readonly clientIdScratch = new Uint8Array(CLIENT_ID_BYTES);
+  /** The applied command, its origin and client id (decodeCommandInto): refilled per entry, never kept. */
+  private readonly commandScratch = newCommandScratch();
 
   /** `limits` are this server's, checked only before proposing (validateProposal). */
   constructor(
@@ -109,7 +109,7 @@ export class DStoreStateMachine implements StateMachine {
     this.db.pinRevision(entry.index);
     let command: Command;
     try {
-      command = decodeCommandReusing(entry.data, this.clientIdScratch);
+      command = decodeCommandInto(entry.data, this.commandScratch);
     } catch (error) {
       // Every member refuses the same bytes alike: a no-op, not a stopped group.
       if (DkvError.is(error)) return encodeErrorResult(error);
