@@ -51,8 +51,8 @@ export interface MemoryReleaseOptions {
  * generation late: garbage that survived an eden collection (a Raft log a snapshot let go,
  * the requests of a burst) keeps its pages until the next full collection, which an idle
  * process may never run. Measured: a one-member dstore after 500k small sets, 189 -> 140
- * MiB RSS with a full collection every 2 s; an lstore 2 s after 1M sets of 128 B, 433 ->
- * 414 MiB (README "Memory: after a burst"). Two triggers, one schedule and one rate limit:
+ * MiB RSS with a full collection every 2 s; an lstore 2 s after 1M sets of 128 B, 434-445
+ * -> 406-412 MiB (README "Memory: after a burst"). Two triggers, one schedule and one rate limit:
  * - a snapshot let a shard's log go (`raftObserver`): collect RELEASE_DELAY_MS later;
  * - a burst of requests (`requestObserver`): BURST_BYTES of requests since the last
  *   collection, then QUIET_MS without any and none in flight: collect then. Counting costs

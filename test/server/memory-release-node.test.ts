@@ -3,8 +3,10 @@ import { resolveNodeOptions } from "../../src/config/node-options.ts";
 import { readOptions } from "../../src/config/parse.ts";
 import { serveOptions } from "../../src/config/schema.ts";
 import { RpcClient } from "../../src/rpc/client/index.ts";
+import { type SerializerName, serializerNames } from "../../src/rpc/protocol/types.ts";
 import { startNode } from "../../src/server/index.ts";
 import { type MemoryReleaseOptions, QUIET_MS } from "../../src/server/memory-release.ts";
+import { LocalStore } from "../../src/store/local.ts";
 
 /** Injected time and timers for the node's memory release; the collections it ran. */
 function fakeRelease(burstBytes: number): MemoryReleaseOptions & {
@@ -47,12 +49,13 @@ function fakeRelease(burstBytes: number): MemoryReleaseOptions & {
 const STORE = 100;
 const LOCKS = 200;
 
-async function started(burstBytes: number) {
+async function started(burstBytes: number, serializer: SerializerName = "binary") {
   const release = fakeRelease(burstBytes);
   const node = await startNode(
     resolveNodeOptions({
       ...readOptions(serveOptions, {}),
       "transport-endpoint": "127.0.0.1:0",
+      serializer,
       shards: `${STORE}=lstore,${LOCKS}=lockmgr(lstore)`,
     }),
     { memoryRelease: release },
@@ -60,10 +63,11 @@ async function started(burstBytes: number) {
   const client = new RpcClient({
     endpoints: [node.endpoint],
     transport: "tcp",
-    serializer: "binary",
+    serializer,
     timeoutMs: 10_000,
   });
   return {
+    node,
     release,
     client,
     [Symbol.asyncDispose]: async () => {
@@ -102,4 +106,25 @@ describe("a server's collection after a burst of requests", () => {
     s.release.advance(2 * QUIET_MS);
     expect(s.release.collections.length).toBe(1);
   });
+});
+
+describe("what an lstore keeps of a set request", () => {
+  for (const serializer of serializerNames) {
+    test(`${serializer}: the stored value owns its bytes, not a view of the socket's chunk`, async () => {
+      await using s = await started(Number.MAX_SAFE_INTEGER, serializer);
+      const store = s.client.store(STORE);
+      // Pipelined, so several requests share one chunk read from the socket.
+      await Promise.all(
+        Array.from({ length: 64 }, (_, i) => store.set(`k${i}`, new Uint8Array(128).fill(i))),
+      );
+      const handler = s.node.handlers.get(STORE);
+      if (handler?.kind !== "store" || !(handler.store instanceof LocalStore)) throw new Error("no lstore");
+      for (let i = 0; i < 64; i++) {
+        const value = handler.store.getEntryNow(`k${i}`)?.value;
+        expect(value).toEqual(new Uint8Array(128).fill(i));
+        // A view would keep the whole chunk (and every request in it) alive as long as the key.
+        expect(value?.buffer.byteLength).toBe(128);
+      }
+    });
+  }
 });
