@@ -4,7 +4,7 @@ import type { ConnectionObserver, RequestObserver } from "../rpc/server/index.ts
 /** How long after a snapshot save the collection runs: the log is compacted behind it by then. */
 export const RELEASE_DELAY_MS = 200;
 /**
- * At most one collection per this long, whatever the snapshot cadence. 10 s, not 2 s: under
+ * At most one collection after snapshots per this long, whatever their cadence. 10 s, not 2 s: under
  * sustained writes (a snapshot every second or so) each forced collection and the page
  * faults after it cost more CPU than the memory it returned was worth (one-member dstore,
  * 300,000 sets at c=50, alternating builds: server CPU per set 0.84x, RSS right after the
@@ -13,8 +13,10 @@ export const RELEASE_DELAY_MS = 200;
  */
 export const RELEASE_INTERVAL_MIN_MS = 10_000;
 /**
- * And at least this many times the last collection's duration apart, so a big heap (whose
- * full collection takes long) spends at most ~2% of the time here.
+ * And any two collections at least this many times the last one's duration apart, so a big
+ * heap (whose full collection takes long) spends at most ~2% of the time here. A collection
+ * after a burst waits for this only, not for RELEASE_INTERVAL_MIN_MS: it never runs under
+ * load, and a burst (BURST_BYTES of requests) must come between two of them anyway.
  */
 export const RELEASE_INTERVAL_COST_FACTOR = 50;
 /**
@@ -52,16 +54,20 @@ export interface MemoryReleaseOptions {
  * the requests of a burst) keeps its pages until the next full collection, which an idle
  * process may never run. Measured: a one-member dstore after 500k small sets, 189 -> 140
  * MiB RSS with a full collection every 2 s; an lstore 2 s after 1M sets of 128 B, 434-445
- * -> 406-412 MiB (README "Memory: after a burst"). Two triggers, one schedule and one rate limit:
- * - a snapshot let a shard's log go (`raftObserver`): collect RELEASE_DELAY_MS later;
+ * -> 406-412 MiB (README "Memory: after a burst"). Two triggers on one schedule:
+ * - a snapshot let a shard's log go (`raftObserver`): collect RELEASE_DELAY_MS later, at
+ *   most every RELEASE_INTERVAL_MIN_MS;
  * - a burst of requests (`requestObserver`): BURST_BYTES of requests since the last
  *   collection, then QUIET_MS without any and none in flight: collect then. Counting costs
  *   an addition per request; the quiet check is one timer per QUIET_MS, only after a burst.
  * An idle member never collects here. A full collection stops the event loop for as long
- * as it takes (~0.4–0.9 s for 1M keys on a loaded 2-core machine), hence the quiet rule.
+ * as it takes (0.4–1.2 s for 1M keys on a loaded 2-core machine; a request arriving then
+ * waits for it), hence the quiet rule.
  */
 export class MemoryRelease implements Disposable {
-  /** No collection before this monotonic time. */
+  /** No collection after a snapshot before this monotonic time. */
+  private nextAfterSnapshotMs = Number.NEGATIVE_INFINITY;
+  /** No collection at all before this monotonic time. */
   private nextMs = Number.NEGATIVE_INFINITY;
   /** Cancels the pending timer: a snapshot's collection, or a burst's quiet check. */
   private cancel: (() => void) | undefined;
@@ -138,7 +144,7 @@ export class MemoryRelease implements Disposable {
   /** A snapshot let a log go: collect soon, rate-limited (under load too: it frees a whole log at once). */
   snapshotDone(): void {
     if (this.disposed || this.pending === "snapshot") return;
-    if (this.options.monotonicMs() < this.nextMs) return;
+    if (this.options.monotonicMs() < this.nextAfterSnapshotMs) return;
     this.cancelPending();
     this.pending = "snapshot";
     this.cancel = this.options.later(() => {
@@ -177,10 +183,8 @@ export class MemoryRelease implements Disposable {
     this.options.collect();
     const endMs = this.options.monotonicMs();
     this.burstBytes = 0;
-    this.nextMs = Math.max(
-      startMs + RELEASE_INTERVAL_MIN_MS,
-      endMs + (endMs - startMs) * RELEASE_INTERVAL_COST_FACTOR,
-    );
+    this.nextMs = endMs + (endMs - startMs) * RELEASE_INTERVAL_COST_FACTOR;
+    this.nextAfterSnapshotMs = Math.max(startMs + RELEASE_INTERVAL_MIN_MS, this.nextMs);
     this.options.onCollected?.(reason, endMs - startMs);
   }
 
