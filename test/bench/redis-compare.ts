@@ -13,7 +13,8 @@
  *   `appendonly yes, appendfsync always` (one fsync per event-loop turn), data in a temp
  *   dir on the same disk, set c=50 only, several short rounds alternating who goes first:
  *   a disk's fsync rate drifts within minutes, so each round's ratio is what counts;
- * - memory: loads --load-keys 128-byte values into both (lstore) and compares their RSS;
+ * - memory: loads --load-keys 128-byte values into both (lstore) and compares their RSS 2 s
+ *   after the load and once settled (stable for 1 s, at most 10 s more);
  * - server CPU per operation (µs, user + system from /proc/PID/stat over each measured run,
  *   all of the server's threads): the figure that does not depend on the machine's load,
  *   unlike rates and latencies on a shared machine;
