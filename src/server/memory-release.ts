@@ -1,9 +1,10 @@
 import type { RaftHostObserver } from "../raft/host/types.ts";
+import type { ConnectionObserver, RequestObserver } from "../rpc/server/index.ts";
 
 /** How long after a snapshot save the collection runs: the log is compacted behind it by then. */
 export const RELEASE_DELAY_MS = 200;
 /**
- * At most one collection per this long, whatever the snapshot cadence. 10 s, not 2 s: under
+ * At most one collection after snapshots per this long, whatever their cadence. 10 s, not 2 s: under
  * sustained writes (a snapshot every second or so) each forced collection and the page
  * faults after it cost more CPU than the memory it returned was worth (one-member dstore,
  * 300,000 sets at c=50, alternating builds: server CPU per set 0.84x, RSS right after the
@@ -12,10 +13,27 @@ export const RELEASE_DELAY_MS = 200;
  */
 export const RELEASE_INTERVAL_MIN_MS = 10_000;
 /**
- * And at least this many times the last collection's duration apart, so a big heap (whose
- * full collection takes long) spends at most ~2% of the time here.
+ * And any two collections at least this many times the last one's duration apart, so a big
+ * heap (whose full collection takes long) spends at most ~2% of the time here. A collection
+ * after a burst waits for this only, not for RELEASE_INTERVAL_MIN_MS: it never runs under
+ * load, and a burst (BURST_BYTES of requests) must come between two of them anyway.
  */
 export const RELEASE_INTERVAL_COST_FACTOR = 50;
+/**
+ * A burst: requests worth this many bytes since the last collection (each counted as its
+ * body plus REQUEST_OVERHEAD_BYTES). 1M sets of 128 B values count ~400 MiB; a few
+ * thousand requests do not make one.
+ */
+export const BURST_BYTES = 16 * 1024 * 1024;
+/** What a request allocates besides its body (header, decoded message, reply frame), roughly. */
+export const REQUEST_OVERHEAD_BYTES = 256;
+/**
+ * Quiet: no request started or answered for a whole check interval of this length, and none
+ * in flight. So a collection after a burst runs 250–500 ms after its last request, never
+ * under load (500 ms measured too late: with the collection's own 0.4–0.9 s on a loaded
+ * machine, RSS 2 s after a 1M-key load had not come down in one run of two).
+ */
+export const QUIET_MS = 250;
 
 export interface MemoryReleaseOptions {
   /** A full, synchronous garbage collection (Bun.gc(true) in a server). */
@@ -24,66 +42,169 @@ export interface MemoryReleaseOptions {
   later(run: () => void, ms: number): () => void;
   /** Monotonic ms. */
   monotonicMs(): number;
+  /** Told of each collection (why, how long it took); a server logs it at debug level. */
+  onCollected?(reason: string, ms: number): void;
+  /** What makes a burst; default BURST_BYTES. */
+  burstBytes?: number;
 }
 
 /**
- * A Raft observer that, besides passing every call on to `inner`, collects garbage once a
- * snapshot has let a shard's log go: a compaction frees tens of thousands of entries at
- * once, old enough to sit in the collector's old generation, which its own heuristics
- * collect late, so the process kept their pages (measured: a one-member dstore after 500k
- * small sets, 189 -> 140 MiB RSS with a full collection every 2 s). Rate-limited, and
- * nothing runs while no snapshot is taken (an idle member never collects here).
+ * When a server forces a full garbage collection. JSC's own heuristics collect the old
+ * generation late: garbage that survived an eden collection (a Raft log a snapshot let go,
+ * the requests of a burst) keeps its pages until the next full collection, which an idle
+ * process may never run. Measured: a one-member dstore after 500k small sets, 189 -> 140
+ * MiB RSS with a full collection every 2 s; an lstore 2 s after 1M sets of 128 B, 434-445
+ * -> 406-412 MiB (README "Memory: after a burst"). Two triggers on one schedule:
+ * - a snapshot let a shard's log go (`raftObserver`): collect RELEASE_DELAY_MS later, at
+ *   most every RELEASE_INTERVAL_MIN_MS;
+ * - a burst of requests (`requestObserver`): BURST_BYTES of requests since the last
+ *   collection, then QUIET_MS without any and none in flight: collect then. Counting costs
+ *   an addition per request; the quiet check is one timer per QUIET_MS, only after a burst.
+ * An idle member never collects here. A full collection stops the event loop for as long
+ * as it takes (0.4–1.2 s for 1M keys on a loaded 2-core machine; a request arriving then
+ * waits for it), hence the quiet rule.
  */
-export class MemoryReleaseObserver implements RaftHostObserver, Disposable {
-  /** No collection before this monotonic time. */
+export class MemoryRelease implements Disposable {
+  /** No collection after a snapshot before this monotonic time. */
+  private nextAfterSnapshotMs = Number.NEGATIVE_INFINITY;
+  /** No collection at all before this monotonic time. */
   private nextMs = Number.NEGATIVE_INFINITY;
+  /** Cancels the pending timer: a snapshot's collection, or a burst's quiet check. */
   private cancel: (() => void) | undefined;
+  private pending: "snapshot" | "quiet" | undefined;
+  /** Request bytes counted since the last collection. */
+  private burstBytes = 0;
+  /** Requests started or answered, ever: a check sees quiet when it has not moved. */
+  private activity = 0;
+  private activityAtCheck = 0;
+  /** Requests started and not yet answered. */
+  private inFlight = 0;
+  private disposed = false;
 
-  constructor(
-    private readonly inner: RaftHostObserver | undefined,
-    private readonly options: MemoryReleaseOptions,
-  ) {
-    if (inner?.currentTrace !== undefined) this.currentTrace = () => inner.currentTrace?.();
+  private readonly burstBytesMin: number;
+
+  constructor(private readonly options: MemoryReleaseOptions) {
+    this.burstBytesMin = options.burstBytes ?? BURST_BYTES;
   }
 
-  currentTrace?: RaftHostObserver["currentTrace"];
-
-  proposed(groupId: number): void {
-    this.inner?.proposed(groupId);
+  /** Passes every call on to `inner`, and collects after a snapshot saved or installed. */
+  raftObserver(inner: RaftHostObserver | undefined): RaftHostObserver {
+    const observer: RaftHostObserver = {
+      proposed: (groupId) => inner?.proposed(groupId),
+      walSynced: (groupId, ms) => inner?.walSynced(groupId, ms),
+      snapshotDone: (groupId, kind, ms, ok) => {
+        inner?.snapshotDone(groupId, kind, ms, ok);
+        if (ok) this.snapshotDone();
+      },
+    };
+    if (inner?.currentTrace !== undefined) observer.currentTrace = () => inner.currentTrace?.();
+    return observer;
   }
 
-  walSynced(groupId: number, ms: number): void {
-    this.inner?.walSynced(groupId, ms);
+  /**
+   * Passes every call on to `inner` and counts requests: the dispatcher calls `started` for
+   * each request it hands to a store asynchronously (the same header object later goes to
+   * `replied`), and `replied` once for every request, answered at once or not.
+   */
+  requestObserver(
+    inner: (RequestObserver & ConnectionObserver) | undefined,
+  ): RequestObserver & ConnectionObserver {
+    // Only requests in flight are here (bounded by the server's per-connection limits).
+    const started = new Set<object>();
+    return {
+      started: (header) => {
+        started.add(header);
+        this.requestStarted();
+        return inner?.started?.(header);
+      },
+      handedOff: () => inner?.handedOff?.(),
+      replied: (header, error, startMs, trace) => {
+        inner?.replied(header, error, startMs, trace);
+        this.requestAnswered(header.bodyLength, started.size !== 0 && started.delete(header));
+      },
+      connectionOpened: () => inner?.connectionOpened(),
+      connectionClosed: () => inner?.connectionClosed(),
+    };
   }
 
-  snapshotDone(groupId: number, kind: "save" | "install", ms: number, ok: boolean): void {
-    this.inner?.snapshotDone(groupId, kind, ms, ok);
-    if (!ok || this.cancel !== undefined) return;
-    const nowMs = this.options.monotonicMs();
-    if (nowMs < this.nextMs) return;
-    this.nextMs = nowMs + RELEASE_INTERVAL_MIN_MS;
+  /** A request was handed to a store, to be answered later. */
+  requestStarted(): void {
+    this.inFlight++;
+    this.activity++;
+  }
+
+  /** A request was answered; `started`: requestStarted was called for it. */
+  requestAnswered(bodyBytes: number, started: boolean): void {
+    if (started) this.inFlight--;
+    this.activity++;
+    this.burstBytes += bodyBytes + REQUEST_OVERHEAD_BYTES;
+    if (this.burstBytes >= this.burstBytesMin && this.pending === undefined) this.checkQuietIn(QUIET_MS);
+  }
+
+  /** A snapshot let a log go: collect soon, rate-limited (under load too: it frees a whole log at once). */
+  snapshotDone(): void {
+    if (this.disposed || this.pending === "snapshot") return;
+    if (this.options.monotonicMs() < this.nextAfterSnapshotMs) return;
+    this.cancelPending();
+    this.pending = "snapshot";
     this.cancel = this.options.later(() => {
       this.cancel = undefined;
-      const startMs = this.options.monotonicMs();
-      this.options.collect();
-      const endMs = this.options.monotonicMs();
-      this.nextMs = Math.max(this.nextMs, endMs + (endMs - startMs) * RELEASE_INTERVAL_COST_FACTOR);
+      this.pending = undefined;
+      this.collect("a snapshot let a Raft log go");
     }, RELEASE_DELAY_MS);
   }
 
   [Symbol.dispose](): void {
+    this.disposed = true;
+    this.cancelPending();
+  }
+
+  /** Checks for quiet after `ms`: no request started or answered meanwhile, none in flight. */
+  private checkQuietIn(ms: number): void {
+    if (this.disposed) return;
+    this.activityAtCheck = this.activity;
+    this.pending = "quiet";
+    this.cancel = this.options.later(() => {
+      this.cancel = undefined;
+      this.pending = undefined;
+      if (this.activity !== this.activityAtCheck || this.inFlight > 0) {
+        this.checkQuietIn(QUIET_MS);
+        return;
+      }
+      const waitMs = this.nextMs - this.options.monotonicMs();
+      // Rate-limited: look again once allowed, and collect only if it is still quiet then.
+      if (waitMs > 0) this.checkQuietIn(Math.max(waitMs, QUIET_MS));
+      else this.collect(`a burst of ${(this.burstBytes / 1048576).toFixed(0)} MiB of requests`);
+    }, ms);
+  }
+
+  private collect(reason: string): void {
+    const startMs = this.options.monotonicMs();
+    this.options.collect();
+    const endMs = this.options.monotonicMs();
+    this.burstBytes = 0;
+    this.nextMs = endMs + (endMs - startMs) * RELEASE_INTERVAL_COST_FACTOR;
+    this.nextAfterSnapshotMs = Math.max(startMs + RELEASE_INTERVAL_MIN_MS, this.nextMs);
+    this.options.onCollected?.(reason, endMs - startMs);
+  }
+
+  private cancelPending(): void {
     this.cancel?.();
     this.cancel = undefined;
+    this.pending = undefined;
   }
 }
 
-/** The release options of a server process. */
-export const processMemoryRelease: MemoryReleaseOptions = {
-  collect: () => Bun.gc(true),
-  later: (run, ms) => {
-    const timer = setTimeout(run, ms);
-    timer.unref();
-    return () => clearTimeout(timer);
-  },
-  monotonicMs: () => performance.now(),
-};
+/** The release options of a server process; `logger` hears of each collection. */
+export function processMemoryRelease(logger: { debug(message: string): void }): MemoryReleaseOptions {
+  return {
+    collect: () => Bun.gc(true),
+    later: (run, ms) => {
+      const timer = setTimeout(run, ms);
+      timer.unref();
+      return () => clearTimeout(timer);
+    },
+    monotonicMs: () => performance.now(),
+    onCollected: (reason, ms) => logger.debug(`full garbage collection after ${reason}: ${ms.toFixed(0)} ms`),
+  };
+}

@@ -18,7 +18,7 @@ import { checkProtectedMode } from "../rpc/server/listener-security.ts";
 import type { ReplicatedShards } from "../store/replicated/shards.ts";
 import type { WatchHubOptions } from "../store/watch.ts";
 import { clientListenerSecurity } from "./client-security.ts";
-import { MemoryReleaseObserver, processMemoryRelease } from "./memory-release.ts";
+import { MemoryRelease, type MemoryReleaseOptions, processMemoryRelease } from "./memory-release.ts";
 import { NodeOps } from "./node-ops.ts";
 import type { PeerTransportSecurity } from "./peer-security.ts";
 import {
@@ -53,6 +53,8 @@ export interface NodeDependencies {
    * Tests pass an in-memory network's.
    */
   nodeTransport?: NodeTransportFactory;
+  /** The full collections after a snapshot or a burst (memory-release.ts). Default: Bun.gc(true) on real timers, logged at debug. */
+  memoryRelease?: MemoryReleaseOptions;
 }
 
 /** A running dkv server: every shard, the Raft host if any, and the RPC server in front. */
@@ -88,6 +90,8 @@ interface BuildContext {
   readonly clock: Clock;
   readonly nodeTransport: NodeTransportFactory | undefined;
   readonly stack: AsyncDisposableStack;
+  /** Forces a full collection after a snapshot or a burst of requests (memory-release.ts). */
+  readonly memoryRelease: MemoryRelease;
 }
 
 /**
@@ -97,12 +101,18 @@ interface BuildContext {
  * options to NodeOptions and one step here.
  */
 export async function startNode(options: NodeOptions, dependencies: NodeDependencies = {}): Promise<Node> {
+  const logger = dependencies.logger ?? silentLogger;
+  const stack = new AsyncDisposableStack();
   const context: BuildContext = {
     options,
-    logger: dependencies.logger ?? silentLogger,
+    logger,
     clock: dependencies.clock ?? systemClock,
     nodeTransport: dependencies.nodeTransport,
-    stack: new AsyncDisposableStack(),
+    stack,
+    // Disposed last: the RPC server and the Raft host report to it until they stop.
+    memoryRelease: stack.use(
+      new MemoryRelease(dependencies.memoryRelease ?? processMemoryRelease(logger.forComponent("memory"))),
+    ),
   };
   try {
     const security = await checkListeners(context);
@@ -201,7 +211,7 @@ function makeOps({ options, logger }: BuildContext): NodeOps {
  * list is known); their handlers join `handlers`.
  */
 async function startRaft(
-  { options, logger, clock, nodeTransport, stack }: BuildContext,
+  { options, logger, clock, nodeTransport, stack, memoryRelease }: BuildContext,
   raft: RaftNodeOptions,
   handlers: Map<number, ShardHandler>,
   ops: NodeOps,
@@ -234,7 +244,6 @@ async function startRaft(
   // Read now, so a missing --cacert or --token-file stops the start with its flag named.
   const joinTls = join === undefined ? undefined : clientTlsOf(raft.joinSecurity, join);
   const joinToken = join === undefined ? undefined : tokenOf(raft.joinSecurity);
-  const memoryRelease = stack.use(new MemoryReleaseObserver(ops.raftObserver, processMemoryRelease));
   const replicated = await startReplicatedShards({
     replicaId: raft.replicaId,
     clusterMembers: raft.members,
@@ -279,7 +288,7 @@ async function startRaft(
       autoPromote: raft.autoPromote,
       flagsGiven: !raft.embedded,
     },
-    observer: memoryRelease,
+    observer: memoryRelease.raftObserver(ops.raftObserver),
   });
   stack.defer(() => replicated.close());
   await shardsOnDisk.record();
@@ -331,16 +340,18 @@ async function startMetrics(
 
 /** Step 5: the RPC server in front of every shard; stopped first, so in-flight requests finish. */
 async function startRpc(
-  { options, logger, stack }: BuildContext,
+  { options, logger, stack, memoryRelease }: BuildContext,
   security: ClientSecurity,
   handlers: Map<number, ShardHandler>,
   clusterStatus: () => ClusterStatusReport,
   ops: NodeOps,
   replicated: ReplicatedShards | undefined,
 ): Promise<RpcServer> {
+  const opsOptions = ops.rpcOptions();
   const server = await startRpcServer({
     ...security.server,
-    ...ops.rpcOptions(),
+    ...opsOptions,
+    observer: memoryRelease.requestObserver(opsOptions.observer),
     transport: options.rpc.transport,
     endpoint: options.rpc.endpoint,
     serializer: options.rpc.serializer,

@@ -1,32 +1,40 @@
 import { describe, expect, test } from "bun:test";
 import type { RaftHostObserver } from "../../src/raft/host/types.ts";
+import type { FrameHeader } from "../../src/rpc/protocol/frame.ts";
+import type { RequestObserver } from "../../src/rpc/server/index.ts";
 import {
-  MemoryReleaseObserver,
+  BURST_BYTES,
+  MemoryRelease,
   type MemoryReleaseOptions,
+  QUIET_MS,
   RELEASE_DELAY_MS,
   RELEASE_INTERVAL_COST_FACTOR,
   RELEASE_INTERVAL_MIN_MS,
+  REQUEST_OVERHEAD_BYTES,
 } from "../../src/server/memory-release.ts";
 
 /** Injected time and timers: nothing here waits for real time. */
 function fakeRelease(): MemoryReleaseOptions & {
   nowMs: number;
   collectMs: number;
-  collected: number;
-  fire(): void;
-  pending: number;
+  collections: string[];
+  /** Moves time on by `ms`, running each timer when its time comes (timers it sets too). */
+  advance(ms: number): void;
+  readonly pending: number;
 } {
   const timers: { run: () => void; atMs: number }[] = [];
   const fake = {
     nowMs: 0,
-    collected: 0,
+    collectMs: 0,
+    collections: [] as string[],
     get pending() {
       return timers.length;
     },
-    collectMs: 0,
     collect: () => {
-      fake.collected++;
       fake.nowMs += fake.collectMs;
+    },
+    onCollected: (reason: string) => {
+      fake.collections.push(reason);
     },
     later: (run: () => void, ms: number) => {
       const timer = { run, atMs: fake.nowMs + ms };
@@ -37,12 +45,41 @@ function fakeRelease(): MemoryReleaseOptions & {
       };
     },
     monotonicMs: () => fake.nowMs,
-    /** Runs the timers that are due. */
-    fire: () => {
-      for (const timer of timers.splice(0).filter((t) => t.atMs <= fake.nowMs)) timer.run();
+    advance: (ms: number) => {
+      const endMs = fake.nowMs + ms;
+      // Bounded: each turn runs one due timer; a test sets a few hundred at most.
+      for (let turn = 0; turn < 10_000; turn++) {
+        const due = timers.filter((t) => t.atMs <= endMs).sort((a, b) => a.atMs - b.atMs)[0];
+        if (due === undefined) break;
+        timers.splice(timers.indexOf(due), 1);
+        fake.nowMs = Math.max(fake.nowMs, due.atMs);
+        due.run();
+      }
+      fake.nowMs = Math.max(fake.nowMs, endMs);
     },
   };
   return fake;
+}
+
+function header(bodyLength: number): FrameHeader {
+  return {
+    serializer: 1,
+    flags: 0,
+    bodyLength,
+    requestId: 1,
+    shard: 100,
+    op: 1,
+    clientIdHigh: 0,
+    clientIdLow: 0,
+  };
+}
+
+/** Requests of 128-byte bodies that together make a burst. */
+const BURST_REQUESTS = Math.ceil(BURST_BYTES / (128 + REQUEST_OVERHEAD_BYTES));
+
+/** `count` requests answered at once (the lstore path: `replied` without `started`). */
+function answerNow(observer: RequestObserver, count: number): void {
+  for (let i = 0; i < count; i++) observer.replied(header(128), undefined, 0, undefined);
 }
 
 describe("memory release after snapshots", () => {
@@ -54,53 +91,169 @@ describe("memory release after snapshots", () => {
       snapshotDone: (g, kind, ms, ok) => calls.push(`snapshotDone ${g} ${kind} ${ms} ${ok}`),
     };
     const release = fakeRelease();
-    const observer = new MemoryReleaseObserver(inner, release);
+    const observer = new MemoryRelease(release).raftObserver(inner);
     observer.proposed(3);
     observer.walSynced(3, 2);
     expect(observer.currentTrace).toBeUndefined();
     observer.snapshotDone(3, "save", 10, true);
     expect(calls).toEqual(["proposed 3", "walSynced 3 2", "snapshotDone 3 save 10 true"]);
-    expect(release.collected).toBe(0);
-    release.nowMs += RELEASE_DELAY_MS;
-    release.fire();
-    expect(release.collected).toBe(1);
+    release.advance(RELEASE_DELAY_MS - 1);
+    expect(release.collections).toEqual([]);
+    release.advance(1);
+    expect(release.collections).toEqual(["a snapshot let a Raft log go"]);
   });
 
   test("rate-limited; a failed snapshot collects nothing; dispose cancels a pending collection", () => {
     const release = fakeRelease();
-    const observer = new MemoryReleaseObserver(undefined, release);
+    const memory = new MemoryRelease(release);
+    const observer = memory.raftObserver(undefined);
     observer.snapshotDone(1, "save", 5, false);
     expect(release.pending).toBe(0);
     observer.snapshotDone(1, "install", 5, true);
     observer.snapshotDone(2, "save", 5, true);
     expect(release.pending).toBe(1);
-    release.nowMs += RELEASE_DELAY_MS;
-    release.fire();
-    release.nowMs += 10;
+    release.advance(RELEASE_DELAY_MS);
+    release.advance(10);
     observer.snapshotDone(1, "save", 5, true);
     expect(release.pending).toBe(0);
-    release.nowMs += RELEASE_INTERVAL_MIN_MS;
+    release.advance(RELEASE_INTERVAL_MIN_MS);
     observer.snapshotDone(1, "save", 5, true);
     expect(release.pending).toBe(1);
-    observer[Symbol.dispose]();
+    memory[Symbol.dispose]();
     expect(release.pending).toBe(0);
-    expect(release.collected).toBe(1);
+    expect(release.collections.length).toBe(1);
   });
 
   test("a long collection spaces the next ones by its cost", () => {
     const release = fakeRelease();
-    const observer = new MemoryReleaseObserver(undefined, release);
+    const observer = new MemoryRelease(release).raftObserver(undefined);
     // Long enough that its cost spacing (collectMs × the factor) is twice the minimum interval.
     release.collectMs = (2 * RELEASE_INTERVAL_MIN_MS) / RELEASE_INTERVAL_COST_FACTOR;
     observer.snapshotDone(1, "save", 5, true);
-    release.nowMs += RELEASE_DELAY_MS;
-    release.fire();
-    expect(release.collected).toBe(1);
-    release.nowMs += RELEASE_INTERVAL_MIN_MS;
+    release.advance(RELEASE_DELAY_MS);
+    expect(release.collections.length).toBe(1);
+    release.advance(RELEASE_INTERVAL_MIN_MS);
     observer.snapshotDone(1, "save", 5, true);
     expect(release.pending).toBe(0);
-    release.nowMs += RELEASE_INTERVAL_MIN_MS;
+    release.advance(RELEASE_INTERVAL_MIN_MS);
     observer.snapshotDone(1, "save", 5, true);
     expect(release.pending).toBe(1);
+  });
+});
+
+describe("memory release after a burst of requests", () => {
+  test("collects once, a quiet period after a burst ends; passes every call on", () => {
+    const calls: string[] = [];
+    const release = fakeRelease();
+    const observer = new MemoryRelease(release).requestObserver({
+      replied: (h) => calls.push(`replied ${h.bodyLength}`),
+      connectionOpened: () => calls.push("opened"),
+      connectionClosed: () => calls.push("closed"),
+    });
+    observer.connectionOpened();
+    answerNow(observer, 1);
+    observer.connectionClosed();
+    expect(calls).toEqual(["opened", "replied 128", "closed"]);
+    answerNow(observer, BURST_REQUESTS - 2);
+    release.advance(10 * QUIET_MS);
+    // Just short of a burst: nothing scheduled at all.
+    expect(release.pending).toBe(0);
+    answerNow(observer, 1);
+    expect(release.collections).toEqual([]);
+    release.advance(QUIET_MS);
+    expect(release.collections).toEqual(["a burst of 16 MiB of requests"]);
+    // Once: quiet goes on, nothing more is collected or scheduled.
+    release.advance(RELEASE_INTERVAL_MIN_MS * 10);
+    expect(release.collections.length).toBe(1);
+    expect(release.pending).toBe(0);
+    // A few requests after it are no burst: the count started again at the collection.
+    answerNow(observer, 10);
+    release.advance(RELEASE_INTERVAL_MIN_MS * 10);
+    expect(release.collections.length).toBe(1);
+  });
+
+  test("never while requests keep coming: a request each check interval puts it off", () => {
+    const release = fakeRelease();
+    const observer = new MemoryRelease(release).requestObserver(undefined);
+    answerNow(observer, BURST_REQUESTS);
+    for (let step = 0; step < 100; step++) {
+      release.advance(QUIET_MS / 2);
+      answerNow(observer, 1);
+    }
+    expect(release.collections).toEqual([]);
+    // The load stops: one whole quiet interval, and then some, until the collection.
+    release.advance(QUIET_MS);
+    expect(release.collections).toEqual([]);
+    release.advance(QUIET_MS);
+    expect(release.collections.length).toBe(1);
+  });
+
+  test("never while a request is in flight, however quiet", () => {
+    const release = fakeRelease();
+    const observer = new MemoryRelease(release).requestObserver(undefined);
+    answerNow(observer, BURST_REQUESTS);
+    const slow = header(10);
+    expect(observer.started?.(slow)).toBeUndefined();
+    release.advance(100 * QUIET_MS);
+    expect(release.collections).toEqual([]);
+    // Another request's header is not the slow one's: still in flight.
+    observer.replied(header(10), undefined, 0, undefined);
+    release.advance(100 * QUIET_MS);
+    expect(release.collections).toEqual([]);
+    observer.replied(slow, undefined, 0, undefined);
+    release.advance(2 * QUIET_MS);
+    expect(release.collections.length).toBe(1);
+  });
+
+  test("rate-limited by the last collection's cost, not by the snapshots' interval", () => {
+    const release = fakeRelease();
+    const memory = new MemoryRelease(release);
+    const observer = memory.requestObserver(undefined);
+    release.collectMs = 100;
+    const spacingMs = release.collectMs * RELEASE_INTERVAL_COST_FACTOR;
+    answerNow(observer, BURST_REQUESTS);
+    release.advance(QUIET_MS);
+    expect(release.collections.length).toBe(1);
+    const firstEndMs = release.nowMs;
+    // A second burst at once: quiet, but it waits for the spacing...
+    answerNow(observer, BURST_REQUESTS);
+    release.advance(spacingMs - QUIET_MS);
+    expect(release.collections.length).toBe(1);
+    // ...and the check then sees a request just before it: it waits for quiet again.
+    answerNow(observer, 1);
+    release.advance(QUIET_MS);
+    expect(release.collections.length).toBe(1);
+    release.advance(QUIET_MS);
+    expect(release.collections.length).toBe(2);
+    expect(release.nowMs - firstEndMs).toBeLessThan(RELEASE_INTERVAL_MIN_MS);
+    // A snapshot right after still waits for its own interval.
+    memory.raftObserver(undefined).snapshotDone(1, "save", 5, true);
+    expect(release.pending).toBe(0);
+  });
+
+  test("a snapshot's collection counts for the burst too; disposed, nothing more is scheduled", () => {
+    const release = fakeRelease();
+    const memory = new MemoryRelease(release);
+    const requests = memory.requestObserver(undefined);
+    const raft = memory.raftObserver(undefined);
+    answerNow(requests, BURST_REQUESTS);
+    raft.snapshotDone(1, "save", 5, true);
+    expect(release.pending).toBe(1);
+    release.advance(RELEASE_DELAY_MS);
+    expect(release.collections).toEqual(["a snapshot let a Raft log go"]);
+    // The burst was collected with it: no second collection once the interval is over.
+    release.advance(RELEASE_INTERVAL_MIN_MS * 2);
+    answerNow(requests, 10);
+    release.advance(RELEASE_INTERVAL_MIN_MS * 2);
+    expect(release.collections.length).toBe(1);
+    answerNow(requests, BURST_REQUESTS);
+    expect(release.pending).toBe(1);
+    memory[Symbol.dispose]();
+    expect(release.pending).toBe(0);
+    answerNow(requests, BURST_REQUESTS);
+    raft.snapshotDone(1, "save", 5, true);
+    release.advance(RELEASE_INTERVAL_MIN_MS * 2);
+    expect(release.pending).toBe(0);
+    expect(release.collections.length).toBe(1);
   });
 });
