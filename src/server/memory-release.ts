@@ -1,3 +1,4 @@
+import { heapSize } from "bun:jsc";
 import type { RaftHostObserver } from "../raft/host/types.ts";
 import type { ConnectionObserver, RequestObserver } from "../rpc/server/index.ts";
 
@@ -34,6 +35,14 @@ export const REQUEST_OVERHEAD_BYTES = 256;
  * machine, RSS 2 s after a 1M-key load had not come down in one run of two).
  */
 export const QUIET_MS = 250;
+/**
+ * No collection after a burst while the JS heap is larger than this: a full collection
+ * stops the event loop for a time that grows with the heap (here 30-60 ms at ~60 MiB,
+ * 0.4-1.2 s for an lstore of 1M keys, ~350 MiB), and a request arriving then waits for all
+ * of it; a heap that large is left to the collector's own (concurrent) schedule. The
+ * snapshot trigger has no such bound (it frees a whole Raft log, see RELEASE_INTERVAL_MIN_MS).
+ */
+export const BURST_HEAP_BYTES_MAX = 64 * 1024 * 1024;
 
 export interface MemoryReleaseOptions {
   /** A full, synchronous garbage collection (Bun.gc(true) in a server). */
@@ -44,8 +53,12 @@ export interface MemoryReleaseOptions {
   monotonicMs(): number;
   /** Told of each collection (why, how long it took); a server logs it at debug level. */
   onCollected?(reason: string, ms: number): void;
+  /** Told of a collection left out (why); a server logs it at debug level. */
+  onSkipped?(reason: string): void;
   /** What makes a burst; default BURST_BYTES. */
   burstBytes?: number;
+  /** The JS heap's size in bytes now (bun:jsc heapSize); a burst's collection needs it at most BURST_HEAP_BYTES_MAX. */
+  heapBytes?(): number;
 }
 
 /**
@@ -174,7 +187,13 @@ export class MemoryRelease implements Disposable {
       const waitMs = this.nextMs - this.options.monotonicMs();
       // Rate-limited: look again once allowed, and collect only if it is still quiet then.
       if (waitMs > 0) this.checkQuietIn(Math.max(waitMs, QUIET_MS));
-      else this.collect(`a burst of ${(this.burstBytes / 1048576).toFixed(0)} MiB of requests`);
+      else if ((this.options.heapBytes?.() ?? 0) > BURST_HEAP_BYTES_MAX) {
+        // Too big to stop for: forget this burst (the next one is checked afresh).
+        this.burstBytes = 0;
+        this.options.onSkipped?.(
+          `a burst of requests: the heap is over ${BURST_HEAP_BYTES_MAX / 1048576} MiB`,
+        );
+      } else this.collect(`a burst of ${(this.burstBytes / 1048576).toFixed(0)} MiB of requests`);
     }, ms);
   }
 
@@ -199,6 +218,7 @@ export class MemoryRelease implements Disposable {
 export function processMemoryRelease(logger: { debug(message: string): void }): MemoryReleaseOptions {
   return {
     collect: () => Bun.gc(true),
+    heapBytes: () => heapSize(),
     later: (run, ms) => {
       const timer = setTimeout(run, ms);
       timer.unref();
@@ -206,5 +226,6 @@ export function processMemoryRelease(logger: { debug(message: string): void }): 
     },
     monotonicMs: () => performance.now(),
     onCollected: (reason, ms) => logger.debug(`full garbage collection after ${reason}: ${ms.toFixed(0)} ms`),
+    onSkipped: (reason) => logger.debug(`no garbage collection after ${reason}`),
   };
 }

@@ -4,6 +4,7 @@ import type { FrameHeader } from "../../src/rpc/protocol/frame.ts";
 import type { RequestObserver } from "../../src/rpc/server/index.ts";
 import {
   BURST_BYTES,
+  BURST_HEAP_BYTES_MAX,
   MemoryRelease,
   type MemoryReleaseOptions,
   QUIET_MS,
@@ -185,6 +186,29 @@ describe("memory release after a burst of requests", () => {
     release.advance(QUIET_MS);
     expect(release.collections).toEqual([]);
     release.advance(QUIET_MS);
+    expect(release.collections.length).toBe(1);
+  });
+
+  test("never for a heap too big to stop for; the next burst over a smaller heap collects", () => {
+    const release = fakeRelease();
+    let heap = BURST_HEAP_BYTES_MAX + 1;
+    const skipped: string[] = [];
+    const observer = new MemoryRelease({
+      ...release,
+      heapBytes: () => heap,
+      onSkipped: (reason) => skipped.push(reason),
+    }).requestObserver(undefined);
+    answerNow(observer, BURST_REQUESTS);
+    release.advance(QUIET_MS * 4);
+    expect(release.collections).toEqual([]);
+    expect(skipped.length).toBe(1);
+    expect(release.pending).toBe(0);
+    heap = BURST_HEAP_BYTES_MAX;
+    answerNow(observer, BURST_REQUESTS - 1);
+    release.advance(QUIET_MS * 4);
+    expect(release.collections).toEqual([]);
+    answerNow(observer, 1);
+    release.advance(QUIET_MS * 2);
     expect(release.collections.length).toBe(1);
   });
 
