@@ -264,14 +264,6 @@ export class DeferredOrder {
     return this.builder !== null;
   }
 
-  /**
-   * Whether the index is in use: built, or being built or awaited for a reader (not once
-   * `dropped`). A snapshot records it ("listed"; see snapshot-codec.ts).
-   */
-  get inUse(): boolean {
-    return !this.closed && (this.settled !== null || this.builder !== null || this.waiting !== null);
-  }
-
   /** Keys noted and not settled yet; for tests and monitoring. */
   get unsettled(): number {
     return this.notes.length - this.folded;
@@ -447,16 +439,20 @@ export class DeferredOrder {
   /** Puts noted keys in or out of the settled index; `check`: ask the maps for each. */
   private apply(keys: string[], check: boolean): void {
     const settled = this.settled!;
-    OrderedKeys.sortKeys(keys);
+    // In arrival order, not sorted first: each key only joins its block's pending keys
+    // (sorted there, a block at a time), and a sort of the batch cost more than the
+    // locality it gave (test/bench/data-api.ts: a one-piece fold of 100k notes paid a
+    // sort of all of them).
     if (!check) {
       // Adds alone into an index that matched the maps: all new and distinct.
       for (const key of keys) settled.insert(key);
       return;
     }
-    let last: string | undefined;
+    // A key noted more than once (churn on a few keys) is settled by its first visit.
+    const seen = new Set<string>();
     for (const key of keys) {
-      if (key === last) continue;
-      last = key;
+      if (seen.has(key)) continue;
+      seen.add(key);
       if (this.isPresent(key)) {
         if (!settled.has(key)) settled.insert(key);
       } else {

@@ -517,12 +517,11 @@ export class MapleDB implements KVDB {
     // index order (the notes folded in first), so a load builds the index in O(n).
     const shards = this.shards;
     for (const shard of shards) shard.saveView = shard.map;
-    const inUse = this.ordered.inUse;
     const order = this.ordered.built ? this.ordered.keys() : undefined;
     const route = this.wideRouting ? shardHashWide : shardHash;
     const written =
       order === undefined
-        ? streamSnapshot(shards, sink, this.rev, inUse)
+        ? streamSnapshot(shards, sink, this.rev)
         : streamSnapshotInOrder(order, (key) => shards[route(key) & this.mask]!, shards, sink, this.rev);
     return written.finally(() => {
       for (const shard of shards) shard.saveView = null;
@@ -721,13 +720,8 @@ function keyOnlyInfo(key: string, entry: Entry): EntryInfo {
 }
 
 /** Streams shards whose `saveView` was set at the instant the save was requested. */
-async function streamSnapshot(
-  shards: Shard[],
-  sink: ByteSink,
-  revision: number,
-  listed: boolean,
-): Promise<void> {
-  const encoder = new SnapshotEncoder(revision, listed);
+async function streamSnapshot(shards: Shard[], sink: ByteSink, revision: number): Promise<void> {
+  const encoder = new SnapshotEncoder(revision);
   let bytesSinceYield = 0;
   for (const shard of shards) {
     const view = shard.saveView!;
@@ -763,7 +757,7 @@ async function streamSnapshotInOrder(
   sink: ByteSink,
   revision: number,
 ): Promise<void> {
-  const encoder = new SnapshotEncoder(revision, true);
+  const encoder = new SnapshotEncoder(revision);
   let bytesSinceYield = 0;
   for (const key of order) {
     const slot = shardOf(key).saveView!.get(key);

@@ -857,7 +857,6 @@ export class StreamedKeysBuilder {
   private blocks: Block[] = [];
   private run: string[] = [];
   private last: string | undefined;
-  private lastSlow = false;
   private count = 0;
   private collected: string[] | null = null;
 
@@ -873,13 +872,12 @@ export class StreamedKeysBuilder {
       return;
     }
     const last = this.last;
-    const slow = needsCodePointOrder(key);
-    if (last !== undefined && !(slow || this.lastSlow ? compareKeys(last, key) < 0 : last < key)) {
+    // One pass over the units the two share (exact byte order, surrogates included).
+    if (last !== undefined && compareKeys(last, key) >= 0) {
       this.collectAll().push(key);
       return;
     }
     this.last = key;
-    this.lastSlow = slow;
     this.count++;
     this.run.push(key);
     if (this.run.length === BUILD_BLOCK_FILL) {
