@@ -20,12 +20,13 @@
  *    (see listedLoad).
  *
  * 6. `--first-page`: the first 100-key page of a never-listed store loaded a batch per
- *    turn, loaded in one turn, and restarted from its snapshot, with the heap per key with
- *    and without the index (see firstPage). Runs alone.
+ *    turn, loaded in one turn, and restarted from its snapshot (see firstPage). Runs alone.
+ * 7. `--heap-per-key DIR index|none`: heap and RSS per key of DIR's engine, with its ordered
+ *    index or without (see heapPerKey). Runs alone; one process per measurement.
  *
  *   bun test/bench/data-api.ts [--baseline DIR [--also DIR]] [--rounds N] [--keys N]
  *     [--page-rounds N] [--skip-structures] [--skip-page] [--first-list] [--listed-load]
- *     [--first-page] [--first-list-keys N]
+ *     [--first-page] [--heap-per-key DIR index|none] [--first-list-keys N]
  */
 import { existsSync, readFileSync } from "node:fs";
 import type { ListPage } from "../../src/db/kvdb.ts";
@@ -598,10 +599,8 @@ async function askPage(db: OrderingEngine & { orderReady?: (limit?: number) => b
  * arrive), (b) loaded in one turn, (c) restarted: its snapshot (saved by the same engine
  * after a list, so main's is "listed") loaded into a fresh engine. JS-thread CPU from
  * asking to the answer (c: also of the load, and from the load's start to the answer), the
- * load's CPU per key in (a) (this engine's background folds run in its turns), and the
- * heap after a full collection once (a)'s index is built (main builds it after the page)
- * minus the heap after `dropOrder`: the index's bytes per key (and the whole process
- * heap per key, for scale). Alternating rounds against
+ * load's CPU per key in (a) (this engine's background folds run in its turns). The
+ * index's memory: `--heap-per-key` (a process per measurement). Alternating rounds against
  * `--baseline DIR` (main), medians, ratios per round.
  */
 async function firstPage(count: number, baselineDir: string | undefined, rounds: number): Promise<void> {
@@ -614,10 +613,6 @@ async function firstPage(count: number, baselineDir: string | undefined, rounds:
   if (baselineDir !== undefined)
     engines.push(["before", (await engineOf(baselineDir)) as unknown as () => Engine]);
   const turn = (): Promise<void> => new Promise<void>((resolve) => setImmediate(resolve));
-  const heapMb = (): number => {
-    Bun.gc(true);
-    return process.memoryUsage().heapUsed / 2 ** 20;
-  };
   const snapshots = new Map<string, Uint8Array[]>();
   for (const [name, make] of engines) {
     const db = make();
@@ -651,13 +646,7 @@ async function firstPage(count: number, baselineDir: string | undefined, rounds:
       }
       run.batchLoadNsPerKey = ((threadCpuMs() - start) * 1e6) / count;
       run.batchPage = await asked(db);
-      // The index's heap: the same database with it (built and folded: main builds it
-      // after the page) and after dropping it.
-      while (!db.orderReady!()) await db.prepareOrder!();
-      const withIndex = heapMb();
       db.dropOrder!();
-      run.indexBytesPerKey = ((withIndex - heapMb()) * 2 ** 20) / count;
-      run.heapBytesPerKey = (withIndex * 2 ** 20) / count;
       db = undefined;
       // (b) one turn.
       Bun.gc(true);
@@ -689,16 +678,7 @@ async function firstPage(count: number, baselineDir: string | undefined, rounds:
   console.log(
     `\nfirst 100-key page of ${count} never-listed keys (median of ${rounds} alternating rounds; JS-thread CPU ms from asking to the answer)`,
   );
-  const fields = [
-    "batchLoadNsPerKey",
-    "batchPage",
-    "bulkPage",
-    "restartLoad",
-    "restartPage",
-    "restartTotal",
-    "indexBytesPerKey",
-    "heapBytesPerKey",
-  ];
+  const fields = ["batchLoadNsPerKey", "batchPage", "bulkPage", "restartLoad", "restartPage", "restartTotal"];
   for (const [name] of engines) {
     const r = runs.get(name)!;
     const parts = fields
@@ -721,7 +701,59 @@ async function firstPage(count: number, baselineDir: string | undefined, rounds:
   }
 }
 
+/**
+ * `--heap-per-key DIR index|none`: heap and RSS per key, after full collections, of one
+ * engine (DIR's) holding `--first-list-keys` keys (128-byte values) loaded 1000 per turn,
+ * with its ordered index built and folded ("index") or never built ("none": dropOrder
+ * before the load). One measurement per process: in one process a dropped index was not
+ * given back to the heap measure (the numbers did not move), so compare processes.
+ */
+async function heapPerKey(dir: string, mode: string, count: number): Promise<void> {
+  type Engine = OrderingEngine & {
+    dropOrder(): void;
+    orderReady(limit?: number): boolean;
+    prepareOrder(): Promise<void>;
+  };
+  const make = (await engineOf(dir)) as unknown as () => Engine;
+  const keys = Array.from({ length: count }, (_, i) =>
+    Buffer.from(`svc/${(i * 7919) % count}`.padEnd(12, "_")).toString(),
+  );
+  const value = new Uint8Array(128);
+  const heap = (): number => {
+    for (let i = 0; i < 3; i++) Bun.gc(true);
+    return process.memoryUsage().heapUsed;
+  };
+  const turn = (): Promise<void> => new Promise<void>((resolve) => setImmediate(resolve));
+  const before = heap();
+  const rssBefore = process.memoryUsage().rss;
+  const db = make();
+  if (mode === "none") db.dropOrder();
+  else db.list({ prefix: "svc/", limit: 1, after: undefined }, NOW_MS);
+  for (let at = 0; at < count; at += 1000) {
+    for (let k = at; k < Math.min(count, at + 1000); k++) db.set(keys[k]!, value, NOW_MS);
+    await turn();
+  }
+  if (mode !== "none") {
+    db.list({ prefix: "svc/", limit: 1, after: undefined }, NOW_MS);
+    while (!db.orderReady()) await db.prepareOrder();
+  }
+  for (let i = 0; i < 5; i++) await turn();
+  const after = heap();
+  console.log(
+    `${dir} ${mode}: heap ${((after - before) / count).toFixed(1)} B/key, RSS ${((process.memoryUsage().rss - rssBefore) / count).toFixed(1)} B/key (${count} keys)`,
+  );
+}
+
 const keyCount = Number(arg("--keys") ?? 200_000);
+if (process.argv.includes("--heap-per-key")) {
+  const at = process.argv.indexOf("--heap-per-key");
+  await heapPerKey(
+    process.argv[at + 1]!,
+    process.argv[at + 2]!,
+    Number(arg("--first-list-keys") ?? 1_000_000),
+  );
+  process.exit(0);
+}
 if (process.argv.includes("--first-page")) {
   await firstPage(
     Number(arg("--first-list-keys") ?? 1_000_000),

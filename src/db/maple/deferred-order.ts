@@ -17,7 +17,7 @@ export const SLICE_UNITS = 4096;
  * shards): every CHECK_EVERY notes past NOTES_MIN.
  */
 export const CHECK_EVERY = 256;
-/** Units one noted key costs when folded into a built index (a sort, a check, an insert). */
+/** Units one noted key costs when folded into a built index (a check, an insert into its block). */
 const FOLD_UNITS_PER_NOTE = 4;
 /**
  * Restarts of one build (its notes outgrew their bound while it ran) before the next
