@@ -28,10 +28,10 @@ export interface KVDB {
   /**
    * Whether `list` and `count` would answer now within a bounded slice of work, or, given
    * `pageLimit` (the most keys the read returns: a list's limit, 0 for a count), without
-   * building the ordered index in one piece (Maple serves a short page or a count by one
-   * scan of its keys while the index is not built). When false they still answer
-   * correctly, but may first build the ordered index in one piece (O(keys log keys) in
-   * one event-loop turn): a caller that can wait awaits `prepareOrder`.
+   * building the ordered index in one piece (an engine may serve some reads without its
+   * index; Maple keeps its index from the first write and ignores it). When false they
+   * still answer correctly, but may first fold or build the ordered index in one piece:
+   * a caller that can wait awaits `prepareOrder`.
    */
   orderReady(pageLimit?: number): boolean;
   /**

@@ -11,9 +11,8 @@ export const ORDER_WAITS_MAX = 3;
 /**
  * Waits (in event-loop turns, see KVDB.prepareOrder) until `db` can list within one
  * bounded slice of work, or, given `pageLimit` (a list's limit, 0 for a count), until it
- * can serve a read of that size without building the index in one piece (see
- * KVDB.orderReady: no wait at all while a scan serves it). Never throws; the caller
- * checks its own state (closed?) after.
+ * can serve a read of that size without folding or building the index in one piece (see
+ * KVDB.orderReady). Never throws; the caller checks its own state (closed?) after.
  */
 export async function orderReadied(db: KVDB, pageLimit?: number): Promise<void> {
   for (let wait = 0; wait < ORDER_WAITS_MAX && !db.orderReady(pageLimit); wait++) await db.prepareOrder();

@@ -19,15 +19,14 @@
  * 5. `--listed-load`: a bulk load into a store listed before it, then the first page
  *    (see listedLoad).
  *
- * 6. `--unbuilt-page`: the first 100-key page (and a count, a 1000-key page) of a store whose
- *    ordered index is not built: served by a scan of the hash maps now, against the
- *    baseline engine, which waits for the build in slices (see unbuiltPage). Runs alone.
- * 7. `--restart-page`: a listed store's snapshot loaded into a fresh engine, then the first
- *    100-key page (see restartPage). Runs alone.
+ * 6. `--first-page`: the first 100-key page of a never-listed store loaded a batch per
+ *    turn, loaded in one turn, and restarted from its snapshot (see firstPage). Runs alone.
+ * 7. `--heap-per-key DIR index|none`: heap and RSS per key of DIR's engine, with its ordered
+ *    index or without (see heapPerKey). Runs alone; one process per measurement.
  *
  *   bun test/bench/data-api.ts [--baseline DIR [--also DIR]] [--rounds N] [--keys N]
  *     [--page-rounds N] [--skip-structures] [--skip-page] [--first-list] [--listed-load]
- *     [--unbuilt-page] [--restart-page] [--first-list-keys N]
+ *     [--first-page] [--heap-per-key DIR index|none] [--first-list-keys N]
  */
 import { existsSync, readFileSync } from "node:fs";
 import type { ListPage } from "../../src/db/kvdb.ts";
@@ -198,11 +197,17 @@ function engineOps(
   engine: EngineLike,
   keys: string[],
   values: Uint8Array[],
-): { insert: number; setNs: number; getNs: number } {
+  fold: boolean,
+): { insert: number; insertFold: number; setNs: number; getNs: number } {
   // Every key is new the first time (an insert), then overwritten and read (the steady state).
   const insertMs = cpuMs(() => {
     for (let i = 0; i < keys.length; i++) engine.set(keys[i]!, values[i]!, NOW_MS);
   });
+  // The ordered index's upkeep the inserts leave to the background (this engine: a list
+  // folds every note now, in one piece), so insert + fold is what the inserts cost in all.
+  const foldMs = fold
+    ? cpuMs(() => void (engine as ListingEngine).list({ prefix: "", limit: 1, after: undefined }, NOW_MS))
+    : 0;
   const setMs = cpuMs(() => {
     for (let round = 0; round < 3; round++)
       for (let i = 0; i < keys.length; i++) engine.set(keys[i]!, values[i]!, NOW_MS);
@@ -215,6 +220,7 @@ function engineOps(
   if (sink === 0) throw new Error("unreachable");
   return {
     insert: (insertMs * 1e6) / keys.length,
+    insertFold: ((insertMs + foldMs) * 1e6) / keys.length,
     setNs: (setMs * 1e6) / (3 * keys.length),
     getNs: (getMs * 1e6) / (3 * keys.length),
   };
@@ -249,7 +255,7 @@ async function overhead(
     for (let i = 0; i < engines.length; i++) {
       const [name, make] = engines[(round + i) % engines.length]!;
       Bun.gc(true);
-      runs.get(name)!.push(engineOps(make(), keys, values));
+      runs.get(name)!.push(engineOps(make(), keys, values, name === "now"));
     }
   }
   console.log(
@@ -259,7 +265,7 @@ async function overhead(
   for (const [name] of engines) {
     if (name === "before") continue;
     const mine = runs.get(name)!;
-    for (const op of ["insert", "setNs", "getNs"] as const) {
+    for (const op of ["insert", "insertFold", "setNs", "getNs"] as const) {
       const ratios = mine.map((r, i) => r[op] / before[i]![op]);
       console.log(
         `  ${name.padEnd(5)} ${op.padEnd(7)} ${median(mine.map((r) => r[op]))
@@ -572,204 +578,184 @@ async function listedLoad(count: number, baselineDir: string | undefined, rounds
   }
 }
 
-/**
- * `--unbuilt-page`: a bulk load of `count` keys (never listed: the index is not built),
- * then the first 100-key page with a prefix, asked as a store asks it (wait while
- * `orderReady(limit)` says the read would build in one piece, then list): JS-thread CPU
- * and wall from asking to the answer. This engine serves it by a scan of the maps; the
- * baseline (`--baseline DIR`, e.g. main) waits for the build in slices. For this engine
- * also, in the same turn (before any slice of the build it starts): a count of a tenth of
- * the keys, a page of SCAN_PAGE_MAX keys, a page after a cursor; and the scan of a store
- * loaded in descending key order (every key enters the heap: its worst case). Alternating
- * rounds, medians; every page checked against the baseline's.
- */
-async function unbuiltPage(count: number, baselineDir: string | undefined, rounds: number): Promise<void> {
-  // Flat strings, as a decoder makes them (a padEnd result is a rope: one more hop per read).
-  const flat = (key: string): string => Buffer.from(key).toString();
-  const keys = Array.from({ length: count }, (_, i) => flat(`svc/${(i * 7919) % count}`.padEnd(12, "_")));
-  const descending = Array.from({ length: count }, (_, i) =>
-    flat(`svc/${String(count - i).padStart(8, "0")}`),
-  );
-  const value = new Uint8Array(16);
-  const engines: [string, () => OrderingEngine][] = [["now", () => new MapleDB()]];
-  if (baselineDir !== undefined)
-    engines.push(["before", (await engineOf(baselineDir)) as () => OrderingEngine]);
-  type Run = { pageCpu: number; pageWall: number; more: Record<string, number> };
-  const runs = new Map<string, Run[]>(engines.map(([name]) => [name, []]));
-  const firstPages = new Map<string, string>();
-  const timed = (work: () => void): number => {
-    const start = threadCpuMs();
-    work();
-    return threadCpuMs() - start;
-  };
-  for (let round = 0; round < rounds; round++) {
-    for (let e = 0; e < engines.length; e++) {
-      const [name, make] = engines[(round + e) % engines.length]!;
-      Bun.gc(true);
-      const db = make() as OrderingEngine & {
-        count?: (range: { prefix: string }, nowMs: number) => number;
-        orderReady?: (limit?: number) => boolean;
-      };
-      for (let k = 0; k < count; k++) db.set(keys[k]!, value, NOW_MS);
-      Bun.gc(true);
-      await new Promise<void>((resolve) => setImmediate(resolve));
-      const askWall = performance.now();
-      const askCpu = threadCpuMs();
-      if (db.prepareOrder !== undefined && db.orderReady !== undefined) {
-        while (!db.orderReady(100)) await db.prepareOrder();
-      }
-      const page = db.list({ prefix: "svc/", limit: 100, after: undefined }, NOW_MS);
-      const pageCpu = threadCpuMs() - askCpu;
-      const pageWall = performance.now() - askWall;
-      if (page.items.length !== 100) throw new Error("short page");
-      const got = page.items.map((item) => item.key).join(",");
-      if (firstPages.size > 0 && !firstPages.has(got)) throw new Error(`${name}: a different first page`);
-      firstPages.set(got, name);
-      const more: Record<string, number> = {};
-      if (name === "now") {
-        // Same turn: the build the page started has not run a slice yet.
-        more.count = timed(() => {
-          if (db.count!({ prefix: "svc/1" }, NOW_MS) === 0) throw new Error("empty count");
-        });
-        more.page1000 = timed(() => {
-          if (db.list({ prefix: "svc/", limit: 1000, after: undefined }, NOW_MS).items.length !== 1000)
-            throw new Error("short page");
-        });
-        more.cursor = timed(() => {
-          if (db.list({ prefix: "svc/", limit: 100, after: "svc/5" }, NOW_MS).items.length !== 100)
-            throw new Error("short page");
-        });
-        if ((db as unknown as MapleDB).orderStats.slices !== 0) throw new Error("a slice ran in the turn");
-        // The whole build, in the background, for the record.
-        const buildStart = threadCpuMs();
-        while (!db.orderReady!()) await db.prepareOrder!();
-        more.build = threadCpuMs() - buildStart;
-        more.indexPage = timed(() => db.list({ prefix: "svc/", limit: 100, after: "svc/5" }, NOW_MS));
-        Bun.gc(true);
-        const down = new MapleDB();
-        for (const key of descending) down.set(key, value, NOW_MS);
-        Bun.gc(true);
-        more.descending = timed(() => {
-          if (down.list({ prefix: "svc/", limit: 100, after: undefined }, NOW_MS).items.length !== 100)
-            throw new Error("short page");
-        });
-      }
-      runs.get(name)!.push({ pageCpu, pageWall, more });
-    }
-  }
-  console.log(
-    `\nfirst 100-key page of ${count} keys whose index is not built (median of ${rounds} alternating rounds; JS-thread CPU and wall ms, from asking to the answer)`,
-  );
-  for (const [name] of engines) {
-    const r = runs.get(name)!;
-    const m = (pick: (x: Run) => number) => median(r.map(pick)).toFixed(1);
-    const extra =
-      name === "now"
-        ? `; same turn: count of svc/1 ${m((x) => x.more.count!)}, 1000-key page ${m((x) => x.more.page1000!)}, page after a cursor ${m((x) => x.more.cursor!)}; descending load's first page ${m((x) => x.more.descending!)}; then the background build ${m((x) => x.more.build!)}, a page from the index ${m((x) => x.more.indexPage!)}`
-        : "";
-    console.log(
-      `  ${name.padEnd(6)} first page CPU ${m((x) => x.pageCpu)} wall ${m((x) => x.pageWall)}${extra}`,
-    );
-  }
-  const now = runs.get("now")!;
-  const before = runs.get("before");
-  if (before !== undefined) {
-    const ratio = (pick: (x: Run) => number) =>
-      median(now.map((x, i) => pick(x) / pick(before[i]!))).toFixed(4);
-    console.log(
-      `  now / before: first page CPU ${ratio((x) => x.pageCpu)}x, wall ${ratio((x) => x.pageWall)}x (per round CPU ${now.map((x, i) => (x.pageCpu / before[i]!.pageCpu).toFixed(4)).join(" ")})`,
-    );
-  }
-}
-
 interface SnapshotEngine extends OrderingEngine {
   save(sink: { write(chunk: Uint8Array): undefined }, nowMs: number): Promise<void>;
   load(source: AsyncIterable<Uint8Array>): Promise<void>;
 }
 
+/** A store's way to ask for a page: wait while the read would fold or build in one piece, then list. */
+async function askPage(db: OrderingEngine & { orderReady?: (limit?: number) => boolean }): Promise<void> {
+  if (db.prepareOrder !== undefined && db.orderReady !== undefined) {
+    while (!db.orderReady(100)) await db.prepareOrder();
+  }
+  if (db.list({ prefix: "svc/", limit: 100, after: undefined }, NOW_MS).items.length !== 100)
+    throw new Error("short page");
+}
+
 /**
- * `--restart-page`: a store of `count` keys, listed (its index built), saved; each round
- * loads its snapshot into a fresh engine (a restart) and asks the first 100-key page at
- * once, as a store asks it: JS-thread CPU and wall of the load, and from the load's start
- * to the page's answer. The baseline (main) builds the index inside the load; this engine
- * loads the keys alone, serves the page by a scan and builds in the background (the time
- * to its end is reported too). Each engine loads its own snapshot (formats differ).
+ * `--first-page` ("Ordered index from the first write" in the README): the first 100-key
+ * page of a store of `count` keys never listed before, asked as a store asks it (see
+ * askPage), in three cases: (a) loaded BATCH keys per event-loop turn (as requests
+ * arrive), (b) loaded in one turn, (c) restarted: its snapshot (saved by the same engine
+ * after a list, so main's is "listed") loaded into a fresh engine. JS-thread CPU from
+ * asking to the answer (c: also of the load, and from the load's start to the answer), the
+ * load's CPU per key in (a) (this engine's background folds run in its turns). The
+ * index's memory: `--heap-per-key` (a process per measurement). Alternating rounds against
+ * `--baseline DIR` (main), medians, ratios per round.
  */
-async function restartPage(count: number, baselineDir: string | undefined, rounds: number): Promise<void> {
-  const keys = Array.from({ length: count }, (_, i) => `svc/${(i * 7919) % count}`.padEnd(12, "_"));
+async function firstPage(count: number, baselineDir: string | undefined, rounds: number): Promise<void> {
+  const flat = (key: string): string => Buffer.from(key).toString();
+  const keys = Array.from({ length: count }, (_, i) => flat(`svc/${(i * 7919) % count}`.padEnd(12, "_")));
   const value = new Uint8Array(16);
-  const engines: [string, () => SnapshotEngine][] = [["now", () => new MapleDB()]];
+  const BATCH = 1000;
+  type Engine = SnapshotEngine & { orderReady?: (limit?: number) => boolean; dropOrder?: () => void };
+  const engines: [string, () => Engine][] = [["now", () => new MapleDB() as unknown as Engine]];
   if (baselineDir !== undefined)
-    engines.push(["before", (await engineOf(baselineDir)) as unknown as () => SnapshotEngine]);
+    engines.push(["before", (await engineOf(baselineDir)) as unknown as () => Engine]);
+  const turn = (): Promise<void> => new Promise<void>((resolve) => setImmediate(resolve));
   const snapshots = new Map<string, Uint8Array[]>();
   for (const [name, make] of engines) {
     const db = make();
     for (let k = 0; k < count; k++) db.set(keys[k]!, value, NOW_MS);
-    db.list({ prefix: "svc/", limit: 1, after: undefined }, NOW_MS);
-    while (!db.orderReady!()) await db.prepareOrder!();
+    await askPage(db);
+    while (db.orderReady !== undefined && !db.orderReady()) await db.prepareOrder!();
     const chunks: Uint8Array[] = [];
     await db.save({ write: (chunk) => void chunks.push(chunk) }, NOW_MS);
     snapshots.set(name, chunks);
   }
-  type Run = { loadCpu: number; loadWall: number; pageCpu: number; pageWall: number; builtWall: number };
+  type Run = Record<string, number>;
   const runs = new Map<string, Run[]>(engines.map(([name]) => [name, []]));
+  const asked = async (db: Engine): Promise<number> => {
+    const start = threadCpuMs();
+    await askPage(db);
+    return threadCpuMs() - start;
+  };
   for (let round = 0; round < rounds; round++) {
     for (let e = 0; e < engines.length; e++) {
       const [name, make] = engines[(round + e) % engines.length]!;
+      const run: Run = {};
+      // (a) a batch per turn.
       Bun.gc(true);
-      const db = make() as SnapshotEngine & { orderReady?: (limit?: number) => boolean };
+      let db: Engine | undefined = make();
+      await turn();
+      let start = threadCpuMs();
+      for (let at = 0; at < count; at += BATCH) {
+        const end = Math.min(count, at + BATCH);
+        for (let k = at; k < end; k++) db.set(keys[k]!, value, NOW_MS);
+        await turn();
+      }
+      run.batchLoadNsPerKey = ((threadCpuMs() - start) * 1e6) / count;
+      run.batchPage = await asked(db);
+      db.dropOrder!();
+      db = undefined;
+      // (b) one turn.
+      Bun.gc(true);
+      db = make();
+      for (let k = 0; k < count; k++) db.set(keys[k]!, value, NOW_MS);
+      await turn();
+      run.bulkPage = await asked(db);
+      // Stops a build main started (it would run in the next case's turns and be counted there).
+      db.dropOrder!();
+      db = undefined;
+      // (c) a restart.
+      Bun.gc(true);
+      db = make();
       const chunks = snapshots.get(name)!;
-      const startWall = performance.now();
-      const startCpu = threadCpuMs();
+      start = threadCpuMs();
       await db.load(
         (async function* () {
           yield* chunks;
         })(),
       );
-      const loadCpu = threadCpuMs() - startCpu;
-      const loadWall = performance.now() - startWall;
-      while (!db.orderReady!(100)) await db.prepareOrder!();
-      if (db.list({ prefix: "svc/", limit: 100, after: undefined }, NOW_MS).items.length !== 100)
-        throw new Error("short page");
-      const pageCpu = threadCpuMs() - startCpu;
-      const pageWall = performance.now() - startWall;
-      while (!db.orderReady!()) await db.prepareOrder!();
-      const builtWall = performance.now() - startWall;
-      runs.get(name)!.push({ loadCpu, loadWall, pageCpu, pageWall, builtWall });
+      run.restartLoad = threadCpuMs() - start;
+      run.restartPage = await asked(db);
+      run.restartTotal = threadCpuMs() - start;
+      db.dropOrder!();
+      db = undefined;
+      runs.get(name)!.push(run);
     }
   }
   console.log(
-    `\nrestart of a listed store of ${count} keys from its snapshot, then the first 100-key page (median of ${rounds} alternating rounds; JS-thread CPU and wall ms from the load's start)`,
+    `\nfirst 100-key page of ${count} never-listed keys (median of ${rounds} alternating rounds; JS-thread CPU ms from asking to the answer)`,
   );
+  const fields = ["batchLoadNsPerKey", "batchPage", "bulkPage", "restartLoad", "restartPage", "restartTotal"];
   for (const [name] of engines) {
     const r = runs.get(name)!;
-    const m = (pick: (x: Run) => number) => median(r.map(pick)).toFixed(1);
-    console.log(
-      `  ${name.padEnd(6)} load CPU ${m((x) => x.loadCpu)} wall ${m((x) => x.loadWall)}; first page answered at CPU ${m((x) => x.pageCpu)} wall ${m((x) => x.pageWall)}; index built at wall ${m((x) => x.builtWall)}`,
-    );
+    const parts = fields
+      .filter((field) => r[0]![field] !== undefined)
+      .map(
+        (field) => `${field} ${median(r.map((x) => x[field]!)).toFixed(field.startsWith("heap") ? 1 : 2)}`,
+      );
+    console.log(`  ${name.padEnd(6)} ${parts.join("; ")}`);
   }
   const now = runs.get("now")!;
   const before = runs.get("before");
   if (before !== undefined) {
-    const ratio = (pick: (x: Run) => number) =>
-      median(now.map((x, i) => pick(x) / pick(before[i]!))).toFixed(3);
-    console.log(
-      `  now / before: load CPU ${ratio((x) => x.loadCpu)}x wall ${ratio((x) => x.loadWall)}x; first page CPU ${ratio((x) => x.pageCpu)}x wall ${ratio((x) => x.pageWall)}x; index built (wall) ${ratio((x) => x.builtWall)}x`,
-    );
+    const parts = fields
+      .filter((field) => before[0]![field] !== undefined)
+      .map((field) => {
+        const ratios = now.map((x, i) => x[field]! / before[i]![field]!);
+        return `${field} ${median(ratios).toFixed(4)}x (${ratios.map((x) => x.toFixed(4)).join(" ")})`;
+      });
+    console.log(`  now / before: ${parts.join("; ")}`);
   }
 }
 
+/**
+ * `--heap-per-key DIR index|none`: heap and RSS per key, after full collections, of one
+ * engine (DIR's) holding `--first-list-keys` keys (128-byte values) loaded 1000 per turn,
+ * with its ordered index built and folded ("index") or never built ("none": dropOrder
+ * before the load). One measurement per process: in one process a dropped index was not
+ * given back to the heap measure (the numbers did not move), so compare processes.
+ */
+async function heapPerKey(dir: string, mode: string, count: number): Promise<void> {
+  type Engine = OrderingEngine & {
+    dropOrder(): void;
+    orderReady(limit?: number): boolean;
+    prepareOrder(): Promise<void>;
+  };
+  const make = (await engineOf(dir)) as unknown as () => Engine;
+  const keys = Array.from({ length: count }, (_, i) =>
+    Buffer.from(`svc/${(i * 7919) % count}`.padEnd(12, "_")).toString(),
+  );
+  const value = new Uint8Array(128);
+  const heap = (): number => {
+    for (let i = 0; i < 3; i++) Bun.gc(true);
+    return process.memoryUsage().heapUsed;
+  };
+  const turn = (): Promise<void> => new Promise<void>((resolve) => setImmediate(resolve));
+  const before = heap();
+  const rssBefore = process.memoryUsage().rss;
+  const db = make();
+  if (mode === "none") db.dropOrder();
+  else db.list({ prefix: "svc/", limit: 1, after: undefined }, NOW_MS);
+  for (let at = 0; at < count; at += 1000) {
+    for (let k = at; k < Math.min(count, at + 1000); k++) db.set(keys[k]!, value, NOW_MS);
+    await turn();
+  }
+  if (mode !== "none") {
+    db.list({ prefix: "svc/", limit: 1, after: undefined }, NOW_MS);
+    while (!db.orderReady()) await db.prepareOrder();
+  }
+  for (let i = 0; i < 5; i++) await turn();
+  const after = heap();
+  console.log(
+    `${dir} ${mode}: heap ${((after - before) / count).toFixed(1)} B/key, RSS ${((process.memoryUsage().rss - rssBefore) / count).toFixed(1)} B/key (${count} keys)`,
+  );
+}
+
 const keyCount = Number(arg("--keys") ?? 200_000);
-if (process.argv.includes("--restart-page")) {
-  await restartPage(
+if (process.argv.includes("--heap-per-key")) {
+  const at = process.argv.indexOf("--heap-per-key");
+  await heapPerKey(
+    process.argv[at + 1]!,
+    process.argv[at + 2]!,
     Number(arg("--first-list-keys") ?? 1_000_000),
-    arg("--baseline"),
-    Number(arg("--page-rounds") ?? 3),
   );
   process.exit(0);
 }
-if (process.argv.includes("--unbuilt-page")) {
-  await unbuiltPage(
+if (process.argv.includes("--first-page")) {
+  await firstPage(
     Number(arg("--first-list-keys") ?? 1_000_000),
     arg("--baseline"),
     Number(arg("--page-rounds") ?? 3),

@@ -49,13 +49,14 @@ class Model {
   readonly present = new Set<string>();
   readonly order: DeferredOrder;
 
-  constructor(initial: string[] = [], options: DeferredOrderOptions = {}) {
+  /** `built`: false for an order that starts unbuilt (as one `dropped` is). */
+  constructor(initial: string[] = [], options: DeferredOrderOptions = {}, built = true) {
     for (const key of initial) this.present.add(key);
     const sorted = OrderedKeys.sortKeys([...initial]);
     this.order = new DeferredOrder(
       (key) => this.present.has(key),
       () => [this.present.keys()],
-      initial.length > 0 ? OrderedKeys.fromSorted(sorted) : undefined,
+      built ? OrderedKeys.fromSorted(sorted) : undefined,
       { keyCount: () => this.present.size, ...options },
     );
   }
@@ -74,8 +75,8 @@ class Model {
 
 describe("DeferredOrder", () => {
   // Seeds 3, 4 and 6 start from a built index of 1024 keys, 1, 2 and 5 from an empty one;
-  // 5 and 6 are never scanned until the end, so the notes outgrow their bound and the
-  // index is dropped and rebuilt from the keys present.
+  // 5 and 6 are never scanned until the end and no turn runs, so the notes outgrow their
+  // bound and are folded in one piece, the index staying built.
   for (const seed of [1, 2, 3, 4, 5, 6]) {
     test(`random adds, removes and scans agree with a sorted array (seed ${seed})`, () => {
       const next = seededRandom(seed);
@@ -88,10 +89,9 @@ describe("DeferredOrder", () => {
       // Seeds 5 and 6: built at the start, then no reader until the end.
       const scanAbove = seed >= 5 ? 1 : 0.98;
       if (seed >= 5) model.order.keys();
-      let dropped = false;
       const steps = (seed >= 5 ? 120 : 40) * BLOCK_KEYS_MAX;
       for (let step = 0; step < steps; step++) {
-        if (!model.order.built) dropped = true;
+        expect(model.order.built).toBe(true);
         const roll = next();
         if (roll < 0.5) {
           const key = randomKey(next);
@@ -115,12 +115,13 @@ describe("DeferredOrder", () => {
         expect(model.order.unsettled).toBeLessThanOrEqual(notesBound(model.present.size));
       }
       expect(model.order.keys()).toEqual([...model.present].sort(compareKeys));
-      if (seed >= 5) expect(dropped).toBe(true);
+      if (seed >= 5) expect(model.order.stats.boundFolds).toBeGreaterThan(0);
+      expect(model.order.stats.builds).toBe(0);
     });
   }
 
-  test("writes to an unbuilt index note nothing; the first scan builds it from the maps", () => {
-    const model = new Model();
+  test("writes to an unbuilt (dropped) index note nothing; the first scan builds it from the maps", () => {
+    const model = new Model([], {}, false);
     const keys = Array.from({ length: 10 * BLOCK_KEYS_MAX }, (_, i) => `k/${(i * 7919) % 100_003}`);
     for (const key of keys) model.add(key);
     model.remove(keys[7]!);
@@ -146,7 +147,7 @@ describe("DeferredOrder", () => {
     expect(model.order.keys()).toEqual([...model.present].sort(compareKeys));
   });
 
-  test("writes without readers drop the notes past their bound, so the buffer stays bounded", () => {
+  test("writes without readers or turns fold the notes in one piece past their bound: bounded, and still built", () => {
     const model = new Model(["base"]);
     let peak = 0;
     // A lock table: keys come and go, nobody lists.
@@ -157,12 +158,13 @@ describe("DeferredOrder", () => {
       peak = Math.max(peak, model.order.unsettled);
     }
     expect(peak).toBeLessThanOrEqual(notesBound(101));
-    expect(model.order.built).toBe(false);
+    expect(model.order.built).toBe(true);
+    expect(model.order.stats.boundFolds).toBeGreaterThan(0);
     model.add("lock/kept");
     expect(model.order.keys()).toEqual(["base", "lock/kept"]);
   });
 
-  test("churn with folds keeping up but no reader drops the index after its bound; growth keeps it", () => {
+  test("growth and churn with folds keeping up but no reader keep the index built and folded", () => {
     const queue: (() => void)[] = [];
     const model = new Model(["base"], { schedule: (run) => queue.push(run) });
     const turn = (): void => {
@@ -176,21 +178,22 @@ describe("DeferredOrder", () => {
     turn();
     expect(model.order.built).toBe(true);
     expect(model.order.unsettled).toBe(0);
-    expect(model.order.stats.drops).toBe(0);
-    // Churn on a few keys, folded as it comes, nobody listing: dropped once the removals
-    // pass their bound (NOTES_MIN + twice the keys present), not kept up for ever.
-    let churned = 0;
-    while (model.order.built && churned < 10 * (NOTES_MIN + 2 * model.present.size)) {
+    // Churn on a few keys, folded as it comes, nobody listing: kept up, never in one piece
+    // (twice the removals past which main's code dropped the index).
+    for (let churned = 0; churned < 2 * (NOTES_MIN + 2 * model.present.size); churned++) {
       model.add(`lock/${churned % 10}`);
       model.remove(`lock/${churned % 10}`);
-      churned++;
       if (churned % 100 === 0) turn();
     }
-    expect(model.order.built).toBe(false);
-    expect(churned).toBeGreaterThan(NOTES_MIN + 2 * 3 * NOTES_MIN);
-    expect(model.order.stats.drops).toBe(1);
+    turn();
+    expect(model.order.built).toBe(true);
+    expect(model.order.unsettled).toBe(0);
+    expect(model.order.stats.boundFolds).toBe(0);
+    expect(model.order.stats.syncSettles).toBe(0);
+    const folded = model.order.stats.folded;
     expect(model.order.keys()).toEqual([...model.present].sort(compareKeys));
-  });
+    expect(model.order.stats.folded).toBe(folded);
+  }, 60_000);
 
   test("a key removed and added again between scans is listed once", () => {
     const model = new Model(["a", "b", "c"]);

@@ -2,7 +2,6 @@ import { describe, expect, setDefaultTimeout, test } from "bun:test";
 import { ManualClock } from "../../src/clock.ts";
 import { MapleDB } from "../../src/db/maple/index.ts";
 import { compareKeys, LEAF_UNITS_MAX, OrderedKeysBuilder } from "../../src/db/maple/ordered-keys.ts";
-import { SCAN_PAGE_MAX } from "../../src/db/maple/page-scan.ts";
 import { LocalStore } from "../../src/store/local.ts";
 import { ManualScheduler } from "../support/manual-scheduler.ts";
 import { seededRandom } from "../support/seeded-random.ts";
@@ -132,7 +131,7 @@ describe("OrderedKeysBuilder", () => {
   });
 });
 
-describe("Maple: the first list after a bulk load is built in slices", () => {
+describe("Maple: the first list after a bulk load in one turn folds it in slices", () => {
   const SLICE = 8192;
   const KEYS = 100_000;
 
@@ -143,7 +142,7 @@ describe("Maple: the first list after a bulk load is built in slices", () => {
     return db;
   }
 
-  test("prepareOrder builds 100k keys in many slices, none over its budget, with no one-piece build", async () => {
+  test("prepareOrder folds 100k noted keys in many slices, none over its budget, with no one-piece fold", async () => {
     const scheduler = new ManualScheduler();
     const db = bulkLoaded(scheduler);
     expect(db.orderReady()).toBe(false);
@@ -162,15 +161,17 @@ describe("Maple: the first list after a bulk load is built in slices", () => {
     const page = db.list({ prefix: "k/", limit: 100 }, T0);
     expect(page.items.length).toBe(100);
     expect(db.orderStats.syncSettles).toBe(0);
+    // Kept from the first write: folded, never built from the maps.
+    expect(db.orderStats.builds).toBe(0);
+    expect(db.orderStats.folded).toBe(KEYS);
   });
 
-  test("an lstore list longer than a scan serves waits for the slices instead of building in its own turn; two first lists share one build", async () => {
+  test("an lstore list waits for the slices instead of folding in its own turn; two first lists share the folds", async () => {
     const scheduler = new ManualScheduler();
     const db = bulkLoaded(scheduler);
     const store = new LocalStore({ clock: new ManualClock(T0), db });
     try {
-      // Pages a scan of the maps does not serve (see "first page before the index is built").
-      const first = store.list({ prefix: "k/", limit: SCAN_PAGE_MAX + 1 });
+      const first = store.list({ prefix: "k/", limit: 1001 });
       const second = store.list({ prefix: "k/1" });
       let answered = 0;
       void first.then(() => answered++);
@@ -182,9 +183,9 @@ describe("Maple: the first list after a bulk load is built in slices", () => {
       scheduler.drain();
       const [page, other] = await Promise.all([first, second]);
       const all = listAll(db, T0);
-      expect(page.items.map((item) => item.key)).toEqual(all.slice(0, SCAN_PAGE_MAX + 1));
+      expect(page.items.map((item) => item.key)).toEqual(all.slice(0, 1001));
       expect(other.items.map((item) => item.key)).toEqual(all.filter((key) => key.startsWith("k/1")));
-      expect(db.orderStats.builds).toBe(1);
+      expect(db.orderStats.builds).toBe(0);
       expect(db.orderStats.syncSettles).toBe(0);
     } finally {
       await store.close();
@@ -203,7 +204,7 @@ describe("Maple: the first list after a bulk load is built in slices", () => {
     expect(db.orderStats.syncSettles).toBe(1);
     // The slices left queued find the work done.
     scheduler.drain();
-    expect(db.orderStats.builds).toBe(1);
+    expect(db.orderStats.builds).toBe(0);
   });
 
   for (const seed of [11, 12, 13, 14]) {
@@ -240,12 +241,10 @@ describe("Maple: the first list after a bulk load is built in slices", () => {
     }, 120_000);
   }
 
-  test("a snapshot load mid-build replaces the order: waiters resume and the loaded keys are listed", async () => {
+  test("a snapshot load mid-fold replaces the order: waiters resume and the loaded keys are listed at once", async () => {
     const scheduler = new ManualScheduler();
     const source = new MapleDB();
     for (let i = 0; i < 3000; i++) source.set(`s/${i}`, bytes("s"), T0);
-    // Listed: its snapshot says so, and a load of it builds the index at once.
-    listAll(source, T0);
     const snapshot = await saveBytes(source, T0);
     const db = bulkLoaded(scheduler);
     let resumed = false;
@@ -260,18 +259,17 @@ describe("Maple: the first list after a bulk load is built in slices", () => {
     );
     await settleMicrotasks();
     expect(resumed).toBe(true);
-    // The load started a build of its own keys' index, in the background.
-    expect(db.orderReady()).toBe(false);
-    scheduler.drain();
+    // The load built its keys' index as it read them (saved in key order).
     expect(db.orderReady()).toBe(true);
-    expect(db.orderStats.builds).toBe(1);
     expect(listAll(db, T0)).toEqual(listAll(source, T0));
+    expect(db.orderStats.builds).toBe(0);
     expect(db.orderStats.syncSettles).toBe(0);
   });
 
-  test("a build whose notes outgrow their bound starts over, and still ends", async () => {
+  test("a build (of a dropped index) whose notes outgrow their bound starts over, and still ends", async () => {
     const scheduler = new ManualScheduler();
     const db = new MapleDB({ order: { schedule: scheduler.schedule, sliceUnits: LEAF_UNITS_MAX } });
+    db.dropOrder();
     for (let i = 0; i < 20_000; i++) db.set(`a/${i}`, bytes("v"), T0);
     let ready = false;
     void db.prepareOrder().then(() => {
@@ -326,14 +324,14 @@ describe("Maple: a built index is kept up in the background", () => {
           expect(listAll(db, state.now)).toEqual(live());
         }
       }
-      expect(db.orderStats.builds).toBe(1);
+      expect(db.orderStats.builds).toBe(0);
       expect(db.orderStats.syncSettles).toBe(0);
       expect(db.orderStats.backgroundSlices).toBeGreaterThan(0);
       expect(db.orderStats.maxSliceUnits).toBeLessThanOrEqual(LEAF_UNITS_MAX);
     });
   }
 
-  test("a bulk load into a listed store, a batch per turn, keeps the index built and folded", async () => {
+  test("a bulk load, a batch per turn, keeps the index built and folded", async () => {
     const scheduler = new ManualScheduler();
     const db = new MapleDB({ order: { schedule: scheduler.schedule } });
     db.set("first", bytes("v"), T0);
@@ -348,10 +346,9 @@ describe("Maple: a built index is kept up in the background", () => {
     scheduler.drain();
     // No reader since the first list: the notes were folded, not dropped.
     expect(db.orderReady()).toBe(true);
-    expect(db.orderStats.drops).toBe(0);
     const page = db.list({ prefix: "k/", limit: 100 }, T0);
     expect(page.items.length).toBe(100);
-    expect(db.orderStats.builds).toBe(1);
+    expect(db.orderStats.builds).toBe(0);
     expect(db.orderStats.syncSettles).toBe(0);
     expect(listAll(db, T0).length).toBe(100_001);
   });

@@ -17,7 +17,7 @@ export const SLICE_UNITS = 4096;
  * shards): every CHECK_EVERY notes past NOTES_MIN.
  */
 export const CHECK_EVERY = 256;
-/** Units one noted key costs when folded into a built index (a sort, a check, an insert). */
+/** Units one noted key costs when folded into a built index (a check, an insert into its block). */
 const FOLD_UNITS_PER_NOTE = 4;
 /**
  * Restarts of one build (its notes outgrew their bound while it ran) before the next
@@ -55,12 +55,10 @@ export interface DeferredOrderOptions {
   /** Runs a slice after the event loop's pending work (default: setImmediate). Tests pass their own. */
   schedule?: (run: () => void) => void;
   /**
-   * How many keys are present (the maps' sizes summed), for the notes' bounds; without
-   * it, the settled index's size (a bulk load into a built index then drops it).
+   * How many keys are present (the maps' sizes summed), for the notes' bound; without
+   * it, the settled index's size (a bulk load in one turn then folds in one piece sooner).
    */
   keyCount?: () => number;
-  /** The most keys a page served by a scan of the maps may read (MapleDB; default SCAN_KEYS_MAX). */
-  scanKeysMax?: number;
 }
 
 /** What the order has done; for tests and monitoring. */
@@ -73,16 +71,16 @@ export interface OrderStats {
   builds: number;
   /** Builds or folds done in one piece because a reader needed the order synchronously. */
   syncSettles: number;
+  /** Folds done in one piece because the notes outgrew their bound within one turn (see `note`). */
+  boundFolds: number;
+  /** Notes folded into a built index (in slices or in one piece). */
+  folded: number;
   /** Builds started over because their notes outgrew the bound. */
   restarts: number;
   /** Slices run with no reader waiting: notes folded into a built index in the background. */
   backgroundSlices: number;
-  /** Built indexes dropped because writes outran the folds or the readers (see `note`). */
-  drops: number;
   /** Scans answered from the reserved keys' own index (no build, ready or not). */
   reservedScans: number;
-  /** Lists and counts served by a scan of the hash maps while the index was not built. */
-  scans: number;
 }
 
 interface Waiting {
@@ -92,32 +90,37 @@ interface Waiting {
 
 /**
  * The ordered index with its upkeep taken off the write path and out of any one
- * event-loop turn. States:
+ * event-loop turn. Kept from the first write: a MapleDB starts with an empty, built index
+ * and a snapshot load hands it one built from the snapshot (see MapleDB.load), so every
+ * store's first page costs O(log n + page) like the pages after it. States:
  *
- * - Unbuilt (at first, and after dropping its notes): writes note nothing.
- * - Building: a reader asked for the order (`whenReady`); an OrderedKeysBuilder reads the
- *   keys the hash maps hold (`sources`: live iterators) and sorts them, one slice of at
- *   most `sliceUnits` work per event-loop turn. Writes meanwhile are noted.
  * - Built: a write notes the key it added or removed in an unsorted buffer (one array
- *   push). A reader folds the notes in (a sort of them, then each in or out in key
- *   order): at once when they are few (`ready`), else in slices first.
+ *   push), and the notes are folded in between event-loop turns, one slice at a time (a
+ *   sort of a batch, then each key in or out in key order, into its block's pending
+ *   keys: see OrderedKeys.insert). A reader folds what is left: at once when it is little
+ *   (`ready`), else in slices first.
+ * - Unbuilt: only after `dropped` (the database is being replaced or closed): writes note
+ *   nothing, and a reader that still comes builds the index from the hash maps
+ *   (`sources`: live iterators) with an OrderedKeysBuilder, one slice of at most
+ *   `sliceUnits` work per event-loop turn, writes meanwhile noted.
  *
  * Readers: `whenReady` resolves once the index is built and its notes are few enough to
- * fold within one slice; every caller waiting meanwhile shares one build. The reader then
+ * fold within one slice; every caller waiting meanwhile shares the work. The reader then
  * reads synchronously (`scan`), which folds the last notes, so the answer is exact at
  * the moment it is given. `scan` called while not ready (a caller that cannot wait, e.g.
- * a deterministic state machine step) finishes the work in one piece: correct, and the
- * only path that still takes a turn proportional to the keys (counted in `syncSettles`).
+ * a deterministic state machine step) finishes the work in one piece: correct, and
+ * counted in `syncSettles`.
  *
- * Why: keeping the index sorted on every insert cost more than the hash map insert
- * itself; a store that is written far more than it is listed (a cache, a lock table) paid
- * it on every write. And building it in one piece stalled the event loop 1–2 s per
- * million keys (a dstore leader missed heartbeats; every client of the process waited).
+ * Why notes, not a sorted insert per write: the index's insert costs about what the hash
+ * map's does (test/bench/data-api.ts), so a write would pay twice; a note is one push,
+ * and the fold runs when the event loop is otherwise idle.
  *
- * Bounds: the notes never exceed max(NOTES_MIN, twice the settled keys) (a build: twice
- * the keys it read): past that the index drops them and its blocks and is unbuilt again
- * (a build starts over, at most BUILD_RESTARTS_MAX times before one runs in one piece).
- * A build holds O(keys) memory; `close` drops it.
+ * Bounds: the notes never exceed max(NOTES_MIN, twice the keys present): past that (a
+ * turn whose writes outrun the folds: a bulk load in one turn, churn of a few keys) they
+ * are folded in one piece there and then (`boundFolds`), which costs O(log n) per noted
+ * write, paid by the turn that made them. A build (unbuilt state only) whose notes pass
+ * twice the keys it read starts over, at most BUILD_RESTARTS_MAX times before one runs in
+ * one piece. `close` drops everything.
  *
  * Truth: a fold asks `isPresent` (the hash maps) for each noted key when removals are
  * among the notes or a build read the maps while they changed, so any interleaving of adds
@@ -131,12 +134,8 @@ interface Waiting {
  * Reserved keys (RESERVED_KEY_START, the lock queues): also kept, in every state, in a
  * small OrderedKeys of their own, updated on each add and remove (O(log r), r of them). A
  * scan of a range inside that space (`scanRange`, see inReservedSpace) reads it and never
- * builds or folds the full index: a lock-queue step applied inside Raft on a member whose
- * index is unbuilt used to build it in one piece (seconds per million keys, a stalled
- * follower). Chosen over building a lock shard's index ahead of time on every member:
- * that one is unbuilt again after a restart or a burst of writes past its notes' bound,
- * and a step must then still not wait; here a queue entry costs two more array slots and
- * one sorted insert, and nothing else does.
+ * builds or folds the full index: a lock-queue step applied inside Raft must not wait
+ * for the folds of a burst of writes (nor for a build, on an order that was dropped).
  */
 export class DeferredOrder {
   private settled: OrderedKeys | null;
@@ -144,17 +143,10 @@ export class DeferredOrder {
   private notes: string[] = [];
   private folded = 0;
   private removals = 0;
-  /** Removals noted since a reader last read the order: the store's interest in it. */
-  private removalsSinceRead = 0;
   /** The notes may name keys already in the index (a build read the maps while they changed). */
   private checkNotes = false;
   private builder: OrderedKeysBuilder | null = null;
   private buildRestarts = 0;
-  /**
-   * A build runs in the background though no reader waits (`startBuild`: a page served by
-   * a scan meanwhile, or a load of a listed store's snapshot); it starts over after a restart.
-   */
-  private buildWanted = false;
   private waiting: Waiting | null = null;
   private scheduled = false;
   private closed = false;
@@ -168,11 +160,11 @@ export class DeferredOrder {
     maxSliceUnits: 0,
     builds: 0,
     syncSettles: 0,
+    boundFolds: 0,
+    folded: 0,
     restarts: 0,
     backgroundSlices: 0,
-    drops: 0,
     reservedScans: 0,
-    scans: 0,
   };
   /** The reserved keys present (see the class comment), always exact. */
   private readonly reserved: OrderedKeys;
@@ -180,9 +172,9 @@ export class DeferredOrder {
 
   /**
    * `sources`: iterators over every present key (live ones: see OrderedKeysBuilder);
-   * `settled`: an index of every present key, built already (e.g. by a snapshot load).
-   * Without `settled`, no reserved key may be present yet unless `reserved` holds them
-   * (see `dropped`).
+   * `settled`: an index of every present key, built already (an empty one for an empty
+   * database, or a snapshot load's); without it the order is unbuilt (see `dropped`), and
+   * no reserved key may be present yet unless `reserved` holds them.
    */
   constructor(
     isPresent: (key: string) => boolean,
@@ -222,16 +214,13 @@ export class DeferredOrder {
     if (key.startsWith(RESERVED_KEY_START)) this.reserved.remove(key);
     if (this.settled === null && this.builder === null) return;
     this.removals++;
-    this.removalsSinceRead++;
     this.note(key);
   }
 
   /**
-   * Bounds, once built: the notes (writes in one long turn outrun the folds) and the
-   * removals no reader has listed since (churn, not growth: a lock table, a cache) stay
-   * at most NOTES_MIN + twice the keys present; past either the index is dropped rather
-   * than kept up at a write's cost, and the next reader builds it again. Growth alone
-   * (a bulk load) keeps it: its notes are new keys, each folded once.
+   * Bounds, once built: the notes (writes in one long turn outrun the folds) stay at most
+   * NOTES_MIN + twice the keys present; past that they are folded in one piece now (see
+   * the class comment). Checked every CHECK_EVERY notes past NOTES_MIN.
    */
   private note(key: string): void {
     const notes = this.notes;
@@ -242,10 +231,12 @@ export class DeferredOrder {
     }
     // Built: folded in the background, in slices between turns.
     this.kick();
-    if (notes.length <= NOTES_MIN && this.removalsSinceRead <= NOTES_MIN) return;
-    if (notes.length % CHECK_EVERY !== 0 && this.removalsSinceRead % CHECK_EVERY !== 0) return;
-    const bound = NOTES_MIN + 2 * this.keyCount();
-    if (notes.length > bound || this.removalsSinceRead > bound) this.unbuild();
+    const unsettled = notes.length - this.folded;
+    if (unsettled <= NOTES_MIN || unsettled % CHECK_EVERY !== 0) return;
+    if (unsettled > NOTES_MIN + 2 * this.keyCount()) {
+      this.counters.boundFolds++;
+      this.fold(Number.POSITIVE_INFINITY);
+    }
   }
 
   private dropNotes(): void {
@@ -253,15 +244,6 @@ export class DeferredOrder {
     this.folded = 0;
     this.removals = 0;
     this.checkNotes = false;
-  }
-
-  private unbuild(): void {
-    this.settled = null;
-    this.counters.drops++;
-    this.removalsSinceRead = 0;
-    this.dropNotes();
-    // A reader waiting for a fold now waits for a build.
-    if (this.waiting !== null) this.kick();
   }
 
   private restartBuild(): void {
@@ -282,45 +264,6 @@ export class DeferredOrder {
     return this.builder !== null;
   }
 
-  /**
-   * Whether the index is in use: built, or being built or awaited for a reader. A snapshot
-   * records it ("listed"), so a load of it starts the build at once (see `startBuild`).
-   */
-  get inUse(): boolean {
-    return (
-      !this.closed &&
-      (this.settled !== null || this.builder !== null || this.buildWanted || this.waiting !== null)
-    );
-  }
-
-  /**
-   * Whether a reader should be served by a scan of the hash maps rather than by the index
-   * (MapleDB.list, "First page before the index is built"): the index is not built (a
-   * build may be under way). A built index with notes to fold is read after the fold
-   * instead: folding costs about what the notes number, a scan what the keys number.
-   */
-  get unbuilt(): boolean {
-    return !this.closed && this.settled === null;
-  }
-
-  /** A reader was served by a scan of the maps (see `unbuilt`): counts it and starts the build. */
-  servedByScan(): void {
-    this.counters.scans++;
-    this.startBuild();
-  }
-
-  /**
-   * Starts building the index in slices between event-loop turns with no reader waiting
-   * (nothing when built or closed; a build under way goes on). A reader served by a scan
-   * calls it, so the index is there for the pages after; counts as a read (see `note`).
-   */
-  startBuild(): void {
-    this.removalsSinceRead = 0;
-    if (this.closed || this.settled !== null) return;
-    this.buildWanted = true;
-    this.kick();
-  }
-
   /** Keys noted and not settled yet; for tests and monitoring. */
   get unsettled(): number {
     return this.notes.length - this.folded;
@@ -328,6 +271,14 @@ export class DeferredOrder {
 
   get stats(): Readonly<OrderStats> {
     return this.counters;
+  }
+
+  /**
+   * Keys the settled index and the reserved keys' index have read or moved for scans (see
+   * OrderedKeys.work): what pages cost; for tests.
+   */
+  get work(): number {
+    return (this.settled?.work ?? 0) + this.reserved.work;
   }
 
   /** Whether `scan` now does at most one slice of work: built, and few notes to fold. */
@@ -344,7 +295,6 @@ export class DeferredOrder {
    * again, or let `scan` fold the few notes they leave.
    */
   whenReady(): Promise<void> {
-    this.removalsSinceRead = 0;
     if (this.ready) return Promise.resolve();
     if (this.waiting === null) {
       let wake!: () => void;
@@ -361,7 +311,6 @@ export class DeferredOrder {
   close(): void {
     this.closed = true;
     this.builder = null;
-    this.buildWanted = false;
     this.settled = null;
     this.dropNotes();
     this.wake();
@@ -390,7 +339,7 @@ export class DeferredOrder {
     const waiting = this.waiting !== null;
     let units = -1;
     if (this.settled === null) {
-      if (!waiting && this.builder === null && !this.buildWanted) return;
+      if (!waiting && this.builder === null) return;
       const builder = this.startedBuilder();
       // Only a waiting reader escalates to one piece (a build that keeps restarting).
       const oneGo = waiting && this.buildRestarts > BUILD_RESTARTS_MAX;
@@ -417,7 +366,6 @@ export class DeferredOrder {
     this.settled = builder.result();
     this.builder = null;
     this.buildRestarts = 0;
-    this.buildWanted = false;
     this.counters.builds++;
     // The build read live maps: notes may name keys it read too, or keys it missed.
     if (this.notes.length > 0) this.checkNotes = true;
@@ -429,6 +377,7 @@ export class DeferredOrder {
     const end = Math.min(notes.length, this.folded + max);
     const batch = notes.slice(this.folded, end);
     this.folded = end;
+    this.counters.folded += batch.length;
     this.apply(batch, this.checkNotes || this.removals > 0);
     if (end === notes.length) this.dropNotes();
     else if (this.folded >= NOTES_MIN && 2 * this.folded >= notes.length) {
@@ -474,7 +423,6 @@ export class DeferredOrder {
    */
   settle(): OrderedKeys {
     if (this.closed) throw new Error("the ordered index was closed (its database was replaced)");
-    this.removalsSinceRead = 0;
     const wasReady = this.ready;
     if (!wasReady) this.counters.syncSettles++;
     if (this.settled === null) {
@@ -491,16 +439,20 @@ export class DeferredOrder {
   /** Puts noted keys in or out of the settled index; `check`: ask the maps for each. */
   private apply(keys: string[], check: boolean): void {
     const settled = this.settled!;
-    OrderedKeys.sortKeys(keys);
+    // In arrival order, not sorted first: each key only joins its block's pending keys
+    // (sorted there, a block at a time), and a sort of the batch cost more than the
+    // locality it gave (test/bench/data-api.ts: a one-piece fold of 100k notes paid a
+    // sort of all of them).
     if (!check) {
       // Adds alone into an index that matched the maps: all new and distinct.
       for (const key of keys) settled.insert(key);
       return;
     }
-    let last: string | undefined;
+    // A key noted more than once (churn on a few keys) is settled by its first visit.
+    const seen = new Set<string>();
     for (const key of keys) {
-      if (key === last) continue;
-      last = key;
+      if (seen.has(key)) continue;
+      seen.add(key);
       if (this.isPresent(key)) {
         if (!settled.has(key)) settled.insert(key);
       } else {

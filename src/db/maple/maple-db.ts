@@ -10,15 +10,8 @@ import type {
   ListPage,
 } from "../kvdb.ts";
 import { DeadlineHeap } from "./deadline-heap.ts";
-import {
-  DeferredOrder,
-  type DeferredOrderOptions,
-  inReservedSpace,
-  type OrderStats,
-  RESERVED_KEY_START,
-} from "./deferred-order.ts";
-import { compareKeys, FirstKeys, OrderedKeys } from "./ordered-keys.ts";
-import { countLive, SCAN_KEYS_MAX, SCAN_PAGE_MAX, smallestLive } from "./page-scan.ts";
+import { DeferredOrder, type DeferredOrderOptions, type OrderStats, SLICE_UNITS } from "./deferred-order.ts";
+import { compareKeys, FirstKeys, OrderedKeys, StreamedKeysBuilder } from "./ordered-keys.ts";
 import { shardHash, shardHashWide } from "./shard-hash.ts";
 import { corrupt, SnapshotDecoder, SnapshotEncoder } from "./snapshot-codec.ts";
 import { Entry, isDeleted, isExpired, NEVER, TimedEntry } from "./timed-entry.ts";
@@ -68,6 +61,11 @@ const SKEW_FACTOR_MAX = 8;
 const MAX_SHARDS = 4096;
 /** Save and load give the event loop a turn after this many bytes. */
 const YIELD_EVERY_BYTES = 1024 * 1024;
+/**
+ * Work units (see OrderedKeysBuilder.step) a load sorting the keys of a snapshot saved out
+ * of key order (an older member's) does between turns: a few of the background slices.
+ */
+const LOAD_SORT_UNITS = 4 * SLICE_UNITS;
 
 /**
  * Maple: the in-memory engine behind every store. Keys are the real strings (no hash as
@@ -84,11 +82,11 @@ const YIELD_EVERY_BYTES = 1024 * 1024;
  *
  * Data API: every key carries its version and create/mod revisions (see Entry); the
  * store's revision advances by one per write, or is pinned per replicated entry
- * (`pinRevision`). Beside the hash shards an ordered index of the keys (OrderedKeys)
- * serves `list` and `count` in O(log n + page) amortised: its upkeep is off the write
- * path (DeferredOrder: writes note keys, or nothing while the index is unbuilt, and the
- * next list or count sorts them in or builds it from the maps, in slices, serving pages
- * by a scan of the maps meanwhile); a load of a listed store's snapshot starts the build.
+ * (`pinRevision`). Beside the hash shards an ordered index of the keys (OrderedKeys),
+ * kept from the first write, serves `list` and `count` in O(log n + page) amortised: its
+ * upkeep is off the write path (DeferredOrder: writes note keys, folded in between
+ * turns); a save writes the keys in index order and a load builds the index from that
+ * order in O(n) as it reads (or sorts them, for an older snapshot in hash order).
  *
  * Why an Entry object per key and not a column table of slots (tried: the map held a
  * slot number, values and revisions lived in arrays): with the ordered index off the
@@ -131,7 +129,8 @@ export class MapleDB implements KVDB {
     this.mask = count - 1;
     this.shards = newShards(count);
     this.orderOptions = options.order ?? {};
-    this.ordered = this.newOrder(undefined);
+    // Built (empty) from the start: every write keeps it (see DeferredOrder).
+    this.ordered = this.newOrder(new OrderedKeys());
   }
 
   /** Keys present, expired or not: the maps' sizes summed (for the ordered index's bounds). */
@@ -141,19 +140,15 @@ export class MapleDB implements KVDB {
     return count;
   }
 
-  /**
-   * An unbuilt ordered index over this database's maps; `reserved`: the reserved keys
-   * they hold (a load's; a new database holds none).
-   */
-  private newOrder(reserved: OrderedKeys | undefined): DeferredOrder {
+  /** An ordered index over this database's maps, given one of every key they hold. */
+  private newOrder(settled: OrderedKeys): DeferredOrder {
     return new DeferredOrder(
       (key) => this.shardOf(key).map.has(key),
       // Live iterators over the maps of the moment, each bounded by the keys it holds now
       // (see FirstKeys, OrderedKeysBuilder and DeferredOrder).
       () => this.shards.map((shard) => new FirstKeys(shard.map.keys(), shard.map.size)),
-      undefined,
+      settled,
       { ...this.orderOptions, keyCount: () => this.keyCount() },
-      reserved,
     );
   }
 
@@ -358,7 +353,6 @@ export class MapleDB implements KVDB {
         `limit must be a whole number >= 1 (omit it for no limit), got ${limit}`,
       );
     }
-    if (this.scanServes(options, limit)) return this.scanPage(options, limit, nowMs);
     const items: EntryInfo[] = [];
     let more = false;
     this.scanLive(options, nowMs, (key, entry) => {
@@ -374,51 +368,12 @@ export class MapleDB implements KVDB {
 
   /** How many live keys a range holds (what `list` would return without a limit). */
   count(range: KeyRange, nowMs: number): number {
-    if (this.scanServes(range, 0)) {
-      this.ordered.servedByScan();
-      return countLive(this.shards, range, nowMs);
-    }
     let count = 0;
     this.scanLive({ ...range, after: undefined }, nowMs, () => {
       count++;
       return true;
     });
     return count;
-  }
-
-  /**
-   * Whether a read of at most `limit` keys (0: a count) of `range` is served by a scan of
-   * the hash maps (see "First page before the index is built" in the README): while the
-   * index is not built, for a page of at most SCAN_PAGE_MAX keys or a count, in a store
-   * of at most SCAN_KEYS_MAX keys. Not for a range inside the reserved space, which has
-   * an index of its own in every state.
-   */
-  private scanServes(range: KeyRange, limit: number): boolean {
-    return this.scanFits(limit) && !inReservedSpace(range);
-  }
-
-  private scanFits(limit: number): boolean {
-    return (
-      limit <= SCAN_PAGE_MAX &&
-      this.ordered.unbuilt &&
-      this.keyCount() <= (this.orderOptions.scanKeysMax ?? SCAN_KEYS_MAX)
-    );
-  }
-
-  /**
-   * A page without the index: the `limit + 1` smallest live keys of the range after the
-   * cursor, from one pass over the maps in this turn (the same page the index gives), and
-   * the index's build started in the background for the pages after.
-   */
-  private scanPage(options: ListOptions, limit: number, nowMs: number): ListPage {
-    this.ordered.servedByScan();
-    const { keys, entries } = smallestLive(this.shards, options, options.after, limit + 1, nowMs);
-    const n = Math.min(limit, keys.length);
-    const items: EntryInfo[] = new Array(n);
-    for (let i = 0; i < n; i++) {
-      items[i] = options.keysOnly ? keyOnlyInfo(keys[i]!, entries[i]!) : infoOf(keys[i]!, entries[i]!);
-    }
-    return keys.length > limit ? { items, more: true, next: items[n - 1]!.key } : { items, more: false };
   }
 
   private scanLive(
@@ -452,17 +407,15 @@ export class MapleDB implements KVDB {
   }
 
   /**
-   * Whether `list` and `count` would answer now without building or folding the ordered
-   * index in one piece: it is built and few writes wait to be folded in (one slice of
-   * work), or, given `pageLimit` (the most keys the read returns: a list's limit, 0 for a
-   * count), the index is not built and a scan of the maps serves it (see `scanServes`:
-   * one pass over the keys in this turn). When false they still answer (correctly), but
-   * by building or folding in one piece: a caller that can wait should
-   * `await prepareOrder()` first.
+   * Whether `list` and `count` would answer now without folding (or, once dropped,
+   * building) the ordered index in one piece: it is built and few writes wait to be
+   * folded in (one slice of work). When false they still answer (correctly), but by
+   * folding or building in one piece: a caller that can wait should `await
+   * prepareOrder()` first. (`_pageLimit`, part of the KVDB interface, does not matter
+   * here: every page is served by the index.)
    */
-  orderReady(pageLimit?: number): boolean {
-    if (this.ordered.ready) return true;
-    return pageLimit !== undefined && this.scanFits(pageLimit);
+  orderReady(_pageLimit?: number): boolean {
+    return this.ordered.ready;
   }
 
   /**
@@ -481,6 +434,11 @@ export class MapleDB implements KVDB {
   /** What the ordered index has done (slices, builds, one-piece settles); for tests and monitoring. */
   get orderStats(): Readonly<OrderStats> {
     return this.ordered.stats;
+  }
+
+  /** Keys the ordered index read or moved for lists and counts so far (see OrderedKeys.work); for tests. */
+  get orderWork(): number {
+    return this.ordered.work;
   }
 
   /** Keys in the ordered index, in order; for tests and consistency checks. */
@@ -555,10 +513,17 @@ export class MapleDB implements KVDB {
       );
     }
     this.saving = true;
-    // Captured now, before any await, so the snapshot is of this instant.
+    // Captured now, before any await, so the snapshot is of this instant: the keys in
+    // index order (the notes folded in first), so a load builds the index in O(n).
     const shards = this.shards;
     for (const shard of shards) shard.saveView = shard.map;
-    return streamSnapshot(shards, sink, this.rev, this.ordered.inUse).finally(() => {
+    const order = this.ordered.built ? this.ordered.keys() : undefined;
+    const route = this.wideRouting ? shardHashWide : shardHash;
+    const written =
+      order === undefined
+        ? streamSnapshot(shards, sink, this.rev)
+        : streamSnapshotInOrder(order, (key) => shards[route(key) & this.mask]!, shards, sink, this.rev);
+    return written.finally(() => {
       for (const shard of shards) shard.saveView = null;
       this.saving = false;
     });
@@ -568,8 +533,12 @@ export class MapleDB implements KVDB {
    * Parses the whole snapshot into a fresh keyspace and swaps it in only once the
    * trailer and checksum verify, so a bad snapshot throws DkvError("CORRUPT") and
    * leaves the current contents as they were. Reads format versions 1 (no revisions:
-   * keys load at version 1, revision 0), 2 and 3 (the "listed" flag: the ordered index
-   * was in use, so its build starts in the background once loaded).
+   * keys load at version 1, revision 0), 2 and 3 (whose "listed" flag no longer matters:
+   * every store keeps its index). The ordered index is built as part of the load: in O(n)
+   * as the keys are read when they come in key order (what `save` writes while the index
+   * is built), else (an older member's snapshot, in hash order) sorted in steps with
+   * turns between them before the load ends; either way the first page after it is
+   * served by the index at once.
    */
   async load(source: AsyncIterable<Uint8Array>): Promise<void> {
     const shards = newShards(this.shards.length);
@@ -577,15 +546,14 @@ export class MapleDB implements KVDB {
     const mask = this.mask;
     const route = this.wideRouting ? shardHashWide : shardHash;
     let approxBytes = 0;
-    // The lock queues' keys: their own index is exact in every state (see DeferredOrder).
-    const reserved: string[] = [];
+    const order = new StreamedKeysBuilder();
     const decoder = new SnapshotDecoder((key, value, expireAtMs, deleteAtMs, revisions) => {
       const shard = shards[route(key) & mask]!;
       const map = shard.map;
       if (map.has(key)) {
         throw corrupt(`key ${JSON.stringify(key.slice(0, 64))} appears twice`, decoder.currentRecordOffset);
       }
-      if (key.startsWith(RESERVED_KEY_START)) reserved.push(key);
+      order.add(key);
       approxBytes += key.length + value.byteLength;
       const { version, createRevision, modRevision } = revisions;
       if (expireAtMs === NEVER && deleteAtMs === NEVER) {
@@ -607,14 +575,21 @@ export class MapleDB implements KVDB {
       }
     }
     decoder.end();
+    let settled: OrderedKeys;
+    if (order.inOrder) {
+      settled = order.result();
+    } else {
+      const builder = order.unordered();
+      while (!builder.done) {
+        builder.step(LOAD_SORT_UNITS);
+        if (!builder.done) await yieldToEventLoop();
+      }
+      settled = builder.result();
+    }
     this.ordered.close();
     this.shards = shards;
     this.heap = heap;
-    this.ordered = this.newOrder(OrderedKeys.fromSorted(reserved.sort(compareKeys)));
-    // A listed store's index is built again at once, in slices in the background (pages
-    // meanwhile are served by a scan); a store nobody listed (or an older snapshot, which
-    // does not say) builds it when first listed.
-    if (decoder.listed) this.ordered.startBuild();
+    this.ordered = this.newOrder(settled);
     this.approxBytes = approxBytes;
     this.rev = decoder.storeRevision;
     this.pinned = false;
@@ -745,13 +720,8 @@ function keyOnlyInfo(key: string, entry: Entry): EntryInfo {
 }
 
 /** Streams shards whose `saveView` was set at the instant the save was requested. */
-async function streamSnapshot(
-  shards: Shard[],
-  sink: ByteSink,
-  revision: number,
-  listed: boolean,
-): Promise<void> {
-  const encoder = new SnapshotEncoder(revision, listed);
+async function streamSnapshot(shards: Shard[], sink: ByteSink, revision: number): Promise<void> {
+  const encoder = new SnapshotEncoder(revision);
   let bytesSinceYield = 0;
   for (const shard of shards) {
     const view = shard.saveView!;
@@ -771,6 +741,39 @@ async function streamSnapshot(
     // This shard is streamed: writes may change its entries in place again.
     shard.saveView = null;
   }
+  await writeAll(sink, encoder.finish());
+}
+
+/**
+ * Streams every key of `order` (the keys in index order at the instant the save was
+ * requested) from the shard view that holds it. Every shard's `saveView` stays set to the
+ * end (a write to any shard copies its map once, as a write to a shard not streamed yet
+ * always did), since any shard may still hold a key to come.
+ */
+async function streamSnapshotInOrder(
+  order: readonly string[],
+  shardOf: (key: string) => Shard,
+  shards: Shard[],
+  sink: ByteSink,
+  revision: number,
+): Promise<void> {
+  const encoder = new SnapshotEncoder(revision);
+  let bytesSinceYield = 0;
+  for (const key of order) {
+    const slot = shardOf(key).saveView!.get(key);
+    if (slot === undefined) {
+      throw new DkvError("INTERNAL", `ordered index out of step with the map for key ${JSON.stringify(key)}`);
+    }
+    if (slot instanceof TimedEntry) encoder.add(key, slot, slot.expireAtMs, slot.deleteAtMs);
+    else encoder.add(key, slot, NEVER, NEVER);
+    if (!encoder.hasReady) continue;
+    bytesSinceYield += await writeAll(sink, encoder.takeReady());
+    if (bytesSinceYield >= YIELD_EVERY_BYTES) {
+      bytesSinceYield = 0;
+      await yieldToEventLoop();
+    }
+  }
+  for (const shard of shards) shard.saveView = null;
   await writeAll(sink, encoder.finish());
 }
 

@@ -28,6 +28,8 @@
  */
 export const BLOCK_KEYS_MAX = 256;
 const BLOCK_KEYS_MERGE = BLOCK_KEYS_MAX / 4;
+/** Keys a fresh block gets when an index is built whole (room to grow before a split). */
+const BUILD_BLOCK_FILL = (BLOCK_KEYS_MAX * 3) >> 2;
 /**
  * Keys a block takes unsorted before they are merged into it (see OrderedKeys.insert).
  * A merged block has at most BLOCK_KEYS_MAX + this many keys, so (this being at most
@@ -376,6 +378,12 @@ export class OrderedKeys {
   /** The first key of each block. */
   private firsts = new CodedRun([]);
   private count = 0;
+  /**
+   * Keys read or moved by scans and by the merges of pending keys they and removes do (a
+   * scan's visited keys, a merged block's keys): what a page costs, for tests that check
+   * it stays O(log n + page) however many keys the index holds.
+   */
+  work = 0;
 
   get size(): number {
     return this.count;
@@ -393,8 +401,9 @@ export class OrderedKeys {
   /** Builds from keys already sorted by compareKeys and unique, in O(n). */
   static fromSorted(keys: readonly string[]): OrderedKeys {
     const index = new OrderedKeys();
-    const fill = (BLOCK_KEYS_MAX * 3) >> 2;
-    for (let i = 0; i < keys.length; i += fill) index.blocks.push(new Block(keys.slice(i, i + fill)));
+    for (let i = 0; i < keys.length; i += BUILD_BLOCK_FILL) {
+      index.blocks.push(new Block(keys.slice(i, i + BUILD_BLOCK_FILL)));
+    }
     index.firsts = new CodedRun(index.blocks.map((block) => block.keys[0]!));
     index.count = keys.length;
     return index;
@@ -459,6 +468,7 @@ export class OrderedKeys {
     }
     if (slow) pending.sort(compareKeys);
     else pending.sort();
+    this.work += block.length + pending.length;
     block.insertSorted(pending, slow, this.positions);
     // A fresh list, not this one emptied: that would keep its capacity in every block.
     block.pending = [];
@@ -529,7 +539,10 @@ export class OrderedKeys {
       // A split while merging puts the block's tail right after it, already merged.
       this.flushBlock(b);
       const keys = blocks[b]!.keys;
-      for (; i < keys.length; i++) if (!visit(keys[i]!)) return;
+      for (; i < keys.length; i++) {
+        this.work++;
+        if (!visit(keys[i]!)) return;
+      }
     }
   }
 
@@ -575,8 +588,6 @@ export class FirstKeys implements Iterator<string> {
   }
 }
 
-/** Keys a fresh block gets when an index is built whole (room to grow before a split). */
-const BUILD_BLOCK_FILL = (BLOCK_KEYS_MAX * 3) >> 2;
 /** A radix bucket of at most this many keys is sorted natively in one piece. */
 const LEAF_KEYS_MAX = 1024;
 /**
@@ -831,5 +842,74 @@ export class OrderedKeysBuilder {
     }
     this.run = run;
     this.last = last;
+  }
+}
+
+/**
+ * Builds an OrderedKeys from keys that arrive one at a time, in O(n) when they come in
+ * order (a snapshot saved in key order, see MapleDB.save): each key is checked against
+ * the one before it (one comparison) and appended to the block being filled. The first
+ * key out of order (an older snapshot, saved in hash order) turns it into a collection of
+ * every key so far, which `unordered` hands to an OrderedKeysBuilder to sort in steps.
+ * Duplicates are the caller's to refuse (MapleDB.load does: a snapshot holds a key once).
+ */
+export class StreamedKeysBuilder {
+  private blocks: Block[] = [];
+  private run: string[] = [];
+  private last: string | undefined;
+  private count = 0;
+  private collected: string[] | null = null;
+
+  /** Whether every key so far came in order. */
+  get inOrder(): boolean {
+    return this.collected === null;
+  }
+
+  add(key: string): void {
+    const collected = this.collected;
+    if (collected !== null) {
+      collected.push(key);
+      return;
+    }
+    const last = this.last;
+    // One pass over the units the two share (exact byte order, surrogates included).
+    if (last !== undefined && compareKeys(last, key) >= 0) {
+      this.collectAll().push(key);
+      return;
+    }
+    this.last = key;
+    this.count++;
+    this.run.push(key);
+    if (this.run.length === BUILD_BLOCK_FILL) {
+      this.blocks.push(new Block(this.run));
+      this.run = [];
+    }
+  }
+
+  private collectAll(): string[] {
+    const all: string[] = [];
+    for (const block of this.blocks) for (const key of block.keys) all.push(key);
+    for (const key of this.run) all.push(key);
+    this.blocks = [];
+    this.run = [];
+    this.collected = all;
+    return all;
+  }
+
+  /** The index of the keys added, all in order (`inOrder`). */
+  result(): OrderedKeys {
+    if (this.collected !== null) throw new Error("StreamedKeysBuilder.result called on keys out of order");
+    if (this.run.length > 0) {
+      this.blocks.push(new Block(this.run));
+      this.run = [];
+    }
+    return OrderedKeys.fromBlocks(this.blocks, this.count);
+  }
+
+  /** A builder that sorts the keys added (not all in order), in steps. */
+  unordered(): OrderedKeysBuilder {
+    const keys = this.collected ?? this.collectAll();
+    this.collected = [];
+    return new OrderedKeysBuilder([keys[Symbol.iterator]()]);
   }
 }

@@ -1,14 +1,19 @@
 /**
- * Maple snapshot format, version 3 (versions 1 and 2 are still read; a snapshot of a store
- * never listed is written as version 2, so older members read it). All integers
- * little-endian.
+ * Maple snapshot format, versions 1 to 3 read; written as version 2 (flags 0), which every
+ * release since revisions reads (a rolling upgrade). All integers little-endian.
+ *
+ * Record order: MapleDB writes the records in the keys' byte order while its ordered index
+ * is built (always, but for a database being replaced), so a load builds the index in O(n)
+ * as it reads them; a load takes any order (older members wrote hash-map order) and then
+ * sorts. The order is not a format change: every version's reader takes any order.
  *
  *   offset  size  field
  *   0       8     magic: ASCII "DKVMAPLE"
  *   8       4     u32 format version (3)
  *   12      4     u32 flags: bit 0 (FLAG_LISTED, version 3 only) the store's ordered
- *                 index was in use (listed), so a load builds it again at once; every
- *                 other bit must be 0 (in versions 1 and 2, every bit)
+ *                 index was in use (listed), for the release that built it on a list
+ *                 (this one keeps it always and ignores the bit); every other bit must
+ *                 be 0 (in versions 1 and 2, every bit)
  *   16      8     f64 the store's revision (versions 2 and 3)
  *   24      ...   records, then the trailer
  *
@@ -43,7 +48,11 @@ export const SNAPSHOT_MAGIC = new Uint8Array([0x44, 0x4b, 0x56, 0x4d, 0x41, 0x50
 export const SNAPSHOT_VERSION = 3;
 /** Header flag (version 3): the ordered index was in use when the snapshot was taken. */
 export const FLAG_LISTED = 0x1;
-/** The version written for a store whose index is not in use (flags 0: the same bytes as 2). */
+/**
+ * The version MapleDB writes (flags 0): version 3's flag no longer matters to this release,
+ * and version 2 is read by every release since revisions, so it reaches any member during
+ * a rolling upgrade.
+ */
 export const SNAPSHOT_VERSION_UNLISTED = 2;
 /** The oldest format version this build still reads. */
 export const SNAPSHOT_VERSION_MIN = 1;
@@ -79,7 +88,10 @@ export class SnapshotEncoder {
   /** Finished pieces waiting for the caller to pass them to the sink. */
   private ready: Uint8Array[] = [];
 
-  /** `listed`: the store's ordered index is in use (FLAG_LISTED). */
+  /**
+   * `listed`: write version 3 with FLAG_LISTED (what the release before wrote for a listed
+   * store; for tests of that format); else version 2, what MapleDB writes.
+   */
   constructor(storeRevision: number, listed = false) {
     this.chunk = Buffer.allocUnsafe(SNAPSHOT_CHUNK_BYTES);
     this.view = new DataView(this.chunk.buffer, this.chunk.byteOffset, this.chunk.byteLength);
@@ -268,7 +280,6 @@ export class SnapshotDecoder {
   private readonly revisions: SnapshotRevisions = { version: 1, createRevision: 0, modRevision: 0 };
   private recordHeadBytes = RECORD_HEAD_BYTES;
   private revision = 0;
-  private listedFlag = false;
   private key = "";
   /** Pieces of a key or value that spans chunks. */
   private parts: Uint8Array[] = [];
@@ -411,14 +422,6 @@ export class SnapshotDecoder {
     return this.entryCount;
   }
 
-  /**
-   * Whether the snapshot says the store's ordered index was in use (FLAG_LISTED; false
-   * for versions 1 and 2, which do not say); valid once the header is read.
-   */
-  get listed(): boolean {
-    return this.listedFlag;
-  }
-
   /** The store's revision recorded in the snapshot (0 for format version 1); valid after `end`. */
   get storeRevision(): number {
     return this.revision;
@@ -496,7 +499,6 @@ export class SnapshotDecoder {
         12,
       );
     }
-    this.listedFlag = (flags & FLAG_LISTED) !== 0;
     return version === 1;
   }
 
