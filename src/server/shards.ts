@@ -1,12 +1,11 @@
 import { type Clock, systemClock } from "../clock.ts";
 import { formatShardSpecs, isReplicated, type ShardSpec } from "../config/shards.ts";
-import { MapleDB } from "../db/maple/index.ts";
 import { DkvError } from "../errors.ts";
 import { LockManager, LockWaiters } from "../lockmgr/lock-manager.ts";
 import { MEMBERSHIP_GROUP_ID } from "../raft/host/membership-types.ts";
 import { attemptOriginOf } from "../rpc/server/dispatcher.ts";
 import type { ClusterStatusReport, ShardHandler, ShardStatusReport } from "../rpc/server/index.ts";
-import { LocalStore } from "../store/local.ts";
+import { LocalStore, lstoreEngine } from "../store/local.ts";
 import type { ReplicatedShard, ReplicatedShards } from "../store/replicated/shards.ts";
 import type { StoreLimits } from "../store/types.ts";
 import type { WatchHubOptions } from "../store/watch.ts";
@@ -39,7 +38,7 @@ export function buildShards(
   const shards = new Map<number, ShardHandler>();
   for (const spec of specs) {
     const store = new LocalStore({
-      db: new MapleDB(),
+      db: lstoreEngine(),
       clock: options.clock,
       limits: options.limits,
       ...(options.watch === undefined ? {} : { watch: options.watch }),

@@ -19,8 +19,16 @@ import {
 import { checkDuration, checkedValueBytes, checkKey, toValueBytes } from "./validate.ts";
 import { type WatchEvent, WatchHub, type WatchHubOptions, type WatchOptions, watchCopies } from "./watch.ts";
 
+/**
+ * The engine of an lstore: a MapleDB whose ordered index is built by the first list (a
+ * cache that is never listed pays no bytes or CPU per key for it) and kept from then on.
+ */
+export function lstoreEngine(): MapleDB {
+  return new MapleDB({ indexFromStart: false });
+}
+
 export interface LocalStoreOptions {
-  /** The engine; a fresh MapleDB by default. */
+  /** The engine; by default a fresh MapleDB whose ordered index is built by the first list. */
   db?: KVDB;
   /** Wall clock by default; tests inject a ManualClock. */
   clock?: Clock;
@@ -55,7 +63,7 @@ export class LocalStore implements IStore {
   private readonly hub: WatchHub;
 
   constructor(options: LocalStoreOptions = {}) {
-    this.db = options.db ?? new MapleDB();
+    this.db = options.db ?? lstoreEngine();
     this.clock = options.clock ?? systemClock;
     // Seeded from the clock so tokens keep growing across a restart of this in-memory store:
     // a resource that saw a token before the restart must not reject every later holder.

@@ -48,6 +48,12 @@ export interface MapleOptions {
   shards?: number;
   /** How the ordered index is built in slices (see DeferredOrder); tests pass a scheduler. */
   order?: DeferredOrderOptions;
+  /**
+   * Whether the ordered index is kept from the first write (default) or built, in slices,
+   * by the first list or count and kept from then on (a cache that is never listed pays
+   * nothing for it: an lstore, see LocalStore). A snapshot load builds it either way.
+   */
+  indexFromStart?: boolean;
 }
 
 const DEFAULT_SHARDS = 64;
@@ -129,8 +135,9 @@ export class MapleDB implements KVDB {
     this.mask = count - 1;
     this.shards = newShards(count);
     this.orderOptions = options.order ?? {};
-    // Built (empty) from the start: every write keeps it (see DeferredOrder).
-    this.ordered = this.newOrder(new OrderedKeys());
+    // Built (empty) from the start, so every write keeps it (see DeferredOrder); or left
+    // unbuilt until the first reader builds it.
+    this.ordered = this.newOrder(options.indexFromStart === false ? undefined : new OrderedKeys());
   }
 
   /** Keys present, expired or not: the maps' sizes summed (for the ordered index's bounds). */
@@ -141,7 +148,7 @@ export class MapleDB implements KVDB {
   }
 
   /** An ordered index over this database's maps, given one of every key they hold. */
-  private newOrder(settled: OrderedKeys): DeferredOrder {
+  private newOrder(settled: OrderedKeys | undefined): DeferredOrder {
     return new DeferredOrder(
       (key) => this.shardOf(key).map.has(key),
       // Live iterators over the maps of the moment, each bounded by the keys it holds now
