@@ -105,7 +105,7 @@ describe("the first page of a store is served by the index: O(log n + page) work
     expect(costs[1]!).toBeLessThan(3 * costs[0]!);
   });
 
-  test("a store restarted from its snapshot: the load builds the index (keys saved in order), the first page reads a bounded number", async () => {
+  test("a store restarted from its snapshot: the load builds the index (sorting the keys in steps), the first page reads a bounded number", async () => {
     const scheduler = new ManualScheduler();
     const source = new MapleDB({ order: { schedule: scheduler.schedule } });
     loadInBatches(source, scheduler, KEYS, 1000);
@@ -114,15 +114,18 @@ describe("the first page of a store is served by the index: O(log n + page) work
     for (let i = 0; i < 5000; i++) source.set(keyOf(i), bytes("v"), T0);
     source.setE("svc/timed", bytes("t"), 0, 60_000, T0);
     source.set("\u0000q/lock/1", bytes("w"), T0);
-    // Notes left unfolded at the save: the save folds them first.
+    // Notes left unfolded at the save: the save leaves them (no fold or copy of the whole
+    // index in one turn: 0.5 s at 300k keys when saves were written in key order).
     expect(source.orderReady()).toBe(false);
+    const foldedBefore = source.orderStats.folded;
     const data = await saveBytes(source, T0);
+    expect(source.orderStats.folded).toBe(foldedBefore);
     // Version 2, flags 0: what every release since revisions reads (a rolling upgrade).
     expect(new DataView(data.buffer, data.byteOffset).getUint32(8, true)).toBe(2);
     expect(new DataView(data.buffer, data.byteOffset).getUint32(12, true)).toBe(0);
     const written = await recordOrder(data);
     expect(written.length).toBeGreaterThan(KEYS / 2);
-    expect(written).toEqual([...written].sort(compareKeys));
+    expect(written).not.toEqual([...written].sort(compareKeys));
 
     const next = new ManualScheduler();
     const db = await loaded(data, next);
@@ -188,10 +191,10 @@ describe("older snapshots (keys in hash order) still load, sorted in the load", 
       );
       expect(db.list({ prefix: "\u0000q/" }, T0).items.length).toBe(1);
       expect(db.orderStats.syncSettles).toBe(0);
-      // And saved again, in key order now.
+      // And saved again: every key, in hash order (the load sorts them).
       const again = await saveBytes(db, T0);
       const keys = await recordOrder(again);
-      expect(keys).toEqual([...keys].sort(compareKeys));
+      expect([...keys].sort(compareKeys)).toEqual(from.orderedKeys().filter((key) => key.startsWith("svc/")));
     });
   }
 
