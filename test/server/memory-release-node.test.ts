@@ -90,7 +90,7 @@ describe("a server's collection after a burst of requests", () => {
     expect(s.release.collections).toEqual(["a burst of 0 MiB of requests"]);
   });
 
-  test("a request waiting in the server (a blocked lock acquire) holds the collection off", async () => {
+  test("a request waiting in the server (a blocked lock acquire) does not hold the collection off", async () => {
     await using s = await started(4_000);
     const locks = s.client.locks(LOCKS);
     const holder = await locks.acquire("job", 0);
@@ -99,12 +99,10 @@ describe("a server's collection after a burst of requests", () => {
     const store = s.client.store(STORE);
     // One connection answers in order: once these are answered, the acquire is waiting in the server.
     for (let i = 0; i < 20; i++) await store.set(`k${i}`, new Uint8Array(64));
-    s.release.advance(100 * QUIET_MS);
-    expect(s.release.collections).toEqual([]);
+    s.release.advance(3 * QUIET_MS);
+    expect(s.release.collections.length).toBe(1);
     expect(await locks.release("job", holder.ownerId!)).toBe(true);
     expect((await waiting).acquired).toBe(true);
-    s.release.advance(2 * QUIET_MS);
-    expect(s.release.collections.length).toBe(1);
   });
 });
 
