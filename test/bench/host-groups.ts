@@ -16,7 +16,9 @@
  * member that does not lead forwards to the leader, as behind a round-robin client; with
  * `--route leader` each write goes to its group's leader, as the RPC client routes them).
  * Prints ops/s, this process's CPU per write (all three members and the load), node
- * transport socket writes and frames per write, and shared-log batches (fsyncs) per write.
+ * transport socket writes and frames per write, shared-log batches (fsyncs) per write, and
+ * per write the kernel's share of that CPU, minor page faults, and the JS thread's own CPU
+ * (without the JIT's compiler threads and the file thread pool).
  */
 import { readFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
