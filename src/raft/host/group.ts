@@ -912,6 +912,10 @@ export class RaftGroup {
       } finally {
         this.snapshotTask = undefined;
       }
+      // Entries applied while this one was saved may have passed the next threshold; the
+      // applies that checked then found a save running. Check now, not at the next write
+      // (which may never come). Outside a drain the state machine is at appliedIndex.
+      if (!this.closed && !this.draining) this.maybeSnapshot();
     })();
   }
 
