@@ -6,16 +6,21 @@
  * depend on what else runs on the machine:
  *
  *   bun run test/bench/host-groups.ts [--groups 50] [--threads 50,200] [--duration 3s] [--rounds 2] [--spread 1,50]
+ *     [--route spread|leader]
  *
  * `--spread` lists the group counts the writes spread over (default 1 and `--groups`); one
  * of them alone under `bun --cpu-prof-md` profiles that load only.
  *
  * Per round and load (1 group and `--groups` groups, each at every `--threads`): workers
  * each await one 128 B set at a time, spread round-robin over groups and members (a
- * member that does not lead forwards to the leader, as behind a round-robin client).
+ * member that does not lead forwards to the leader, as behind a round-robin client; with
+ * `--route leader` each write goes to its group's leader, as the RPC client routes them).
  * Prints ops/s, this process's CPU per write (all three members and the load), node
- * transport socket writes and frames per write, and shared-log batches (fsyncs) per write.
+ * transport socket writes and frames per write, shared-log batches (fsyncs) per write, and
+ * per write the kernel's share of that CPU, minor page faults, and the JS thread's own CPU
+ * (without the JIT's compiler threads and the file thread pool).
  */
+import { readFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -25,6 +30,8 @@ import { type ReplicatedShards, startReplicatedShards } from "../../src/store/re
 import { flagValue, freePort, waitUntil } from "./commands.ts";
 
 const KEYS_PER_GROUP = 100;
+/** USER_HZ of /proc's tick counts (100 on every Linux build in practice). */
+const CLOCK_TICKS_PER_SECOND = 100;
 const VALUE_BYTES = 128;
 const START_TIMEOUT_MS = 60_000;
 
@@ -85,6 +92,15 @@ async function stopCluster(cluster: Cluster): Promise<void> {
 
 interface Counters {
   cpuUs: number;
+  /** Kernel time alone (syscalls, page faults), part of cpuUs. */
+  sysUs: number;
+  /** Minor page faults (fresh pages the allocator or the collector touched). */
+  faults: number;
+  /**
+   * The JS thread's own CPU (from /proc, 10 ms ticks): without the JIT's compiler threads,
+   * whose work in a run of seconds is mostly warm-up, and the file thread pool's.
+   */
+  mainUs: number;
   socketWrites: number;
   frames: number;
   batches: number;
@@ -100,7 +116,37 @@ function counters(cluster: Cluster): Counters {
     frames += member.transport.stats.framesQueued;
     batches += member.shards.host.storageStats()?.batches ?? 0;
   }
-  return { cpuUs: cpu.user + cpu.system, socketWrites, frames, batches };
+  const faults = process.resourceUsage().minorPageFault;
+  return {
+    cpuUs: cpu.user + cpu.system,
+    sysUs: cpu.system,
+    faults,
+    mainUs: mainThreadUs(),
+    socketWrites,
+    frames,
+    batches,
+  };
+}
+
+/** utime + stime of this process's main thread, in µs (Linux; 0 elsewhere). */
+function mainThreadUs(): number {
+  try {
+    const stat = readFileSync(`/proc/self/task/${process.pid}/stat`, "utf8");
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    // Fields 14 and 15 of stat(5) (utime, stime), counted from the state field (3rd).
+    return ((Number(fields[11]) + Number(fields[12])) * 1_000_000) / CLOCK_TICKS_PER_SECOND;
+  } catch {
+    return 0;
+  }
+}
+
+type Route = "spread" | "leader";
+
+/** The member hosting `group`'s leader (0 if none is known: that write then forwards or fails). */
+function leaderMember(cluster: Cluster, group: number): number {
+  const leader = cluster.members[0]!.shards.host.status(group + 1).raft.leader;
+  const at = cluster.members.findIndex((member) => member.shards.host.self === leader);
+  return Math.max(0, at);
 }
 
 async function run(
@@ -108,12 +154,15 @@ async function run(
   groups: number,
   threads: number,
   durationMs: number,
+  route: Route,
 ): Promise<{ opsPerSec: number; perWrite: Counters }> {
   const value = new Uint8Array(VALUE_BYTES).fill(0x61);
   const keys = Array.from({ length: KEYS_PER_GROUP }, (_, i) => `spread/${i}`);
   const storeOf = (member: number, group: number) =>
     cluster.members[member]!.shards.shards.get(group + 1)!.store;
   for (let group = 0; group < groups; group++) await storeOf(0, group).set("spread/warm", value);
+  // Looked up once per run (leader balancing is done before the first run).
+  const leaders = Array.from({ length: groups }, (_, group) => leaderMember(cluster, group));
   const before = counters(cluster);
   let done = 0;
   let errors = 0;
@@ -123,7 +172,9 @@ async function run(
     Array.from({ length: threads }, async (_, worker) => {
       // Bounded by the deadline: each pass awaits one write.
       for (let op = 0; performance.now() < deadline; op++) {
-        const store = storeOf((worker + op) % cluster.members.length, (worker + op) % groups);
+        const group = (worker + op) % groups;
+        const member = route === "leader" ? leaders[group]! : (worker + op) % cluster.members.length;
+        const store = storeOf(member, group);
         try {
           await store.set(keys[(worker * 7 + op) % KEYS_PER_GROUP]!, value);
           done++;
@@ -141,6 +192,9 @@ async function run(
     opsPerSec: done / seconds,
     perWrite: {
       cpuUs: per("cpuUs"),
+      sysUs: per("sysUs"),
+      faults: per("faults"),
+      mainUs: per("mainUs"),
       socketWrites: per("socketWrites"),
       frames: per("frames"),
       batches: per("batches"),
@@ -155,21 +209,23 @@ async function main(): Promise<void> {
   const durationMs = parseDuration(flagValue(argv, "--duration", "3s"));
   const rounds = Number(flagValue(argv, "--rounds", "2"));
   const spreads = flagValue(argv, "--spread", `1,${groupCount}`).split(",").map(Number);
+  const route = flagValue(argv, "--route", "spread");
+  if (route !== "spread" && route !== "leader") throw new Error("--route: spread or leader");
   if (spreads.some((n) => !Number.isSafeInteger(n) || n < 1 || n > groupCount)) {
     throw new Error(`--spread: each count must be a whole number in 1..${groupCount}`);
   }
   const cluster = await startCluster(groupCount);
   try {
     console.log(
-      "load                      ops/s   CPU us/write  socket writes/write  frames/write  fsyncs/write",
+      "load                      ops/s   CPU us/write  socket writes/write  frames/write  fsyncs/write  sys us/write  faults/write  main-thread us/write",
     );
     for (let round = 0; round < rounds; round++) {
       for (const groups of spreads) {
         for (const threads of threadList) {
-          const { opsPerSec, perWrite } = await run(cluster, groups, threads, durationMs);
+          const { opsPerSec, perWrite } = await run(cluster, groups, threads, durationMs, route);
           const name = `c=${threads} over ${groups} group${groups === 1 ? "" : "s"}`;
           console.log(
-            `${name.padEnd(24)} ${Math.round(opsPerSec).toString().padStart(7)}  ${perWrite.cpuUs.toFixed(0).padStart(12)}  ${perWrite.socketWrites.toFixed(2).padStart(19)}  ${perWrite.frames.toFixed(2).padStart(12)}  ${perWrite.batches.toFixed(3).padStart(12)}`,
+            `${name.padEnd(24)} ${Math.round(opsPerSec).toString().padStart(7)}  ${perWrite.cpuUs.toFixed(0).padStart(12)}  ${perWrite.socketWrites.toFixed(2).padStart(19)}  ${perWrite.frames.toFixed(2).padStart(12)}  ${perWrite.batches.toFixed(3).padStart(12)}  ${perWrite.sysUs.toFixed(0).padStart(12)}  ${perWrite.faults.toFixed(2).padStart(12)}  ${perWrite.mainUs.toFixed(0).padStart(19)}`,
           );
         }
       }

@@ -4,6 +4,9 @@ import type { Entry, LogStorage, Snapshot } from "./types.ts";
 /** `term()` for an index the log cannot answer (compacted away or beyond the end). */
 export const TERM_UNKNOWN = -1;
 
+/** At most this many bytes of persisted, unapplied entries are kept for reading back (RaftLog.recent). */
+export const RECENT_BYTES_MAX = 4 << 20;
+
 /**
  * The node's log: what the runtime has persisted (`storage`, read-only here) plus an
  * unstable tail the core has appended but the runtime has not yet persisted. Everything
@@ -20,6 +23,16 @@ export class RaftLog {
   applied: number;
   /** timeMs of the last entry (or of the snapshot when the log is empty past it). */
   lastTimeMs: number;
+  /**
+   * The entries most recently persisted (moved out of the unstable tail by stableTo) that
+   * are not yet applied: [recentOffset, unstableOffset), the same entries storage holds.
+   * Applying them, or a leader's appends of them, then reads no storage (which would build
+   * each entry again, copying its bytes): with many groups a write's entries are read back
+   * once per member. Bounded by RECENT_BYTES_MAX; dropped on a truncation or a snapshot.
+   */
+  private recent: Entry[] = [];
+  private recentOffset = 0;
+  private recentBytes = 0;
 
   constructor(
     readonly storage: LogStorage,
@@ -97,7 +110,7 @@ export class RaftLog {
     if (lo >= hi) return NO_ENTRIES;
     let stable: Entry[] | undefined;
     if (lo < this.unstableOffset) {
-      stable = this.storage.entries(lo, Math.min(hi, this.unstableOffset), maxBytes);
+      stable = this.stableEntries(lo, Math.min(hi, this.unstableOffset), maxBytes);
       if (stable.length < Math.min(hi, this.unstableOffset) - lo || hi <= this.unstableOffset) return stable;
       let used = 0;
       for (const entry of stable) used += entrySizeBytes(entry);
@@ -113,6 +126,35 @@ export class RaftLog {
         : this.fitUnstable(from, to, maxBytes);
     if (stable === undefined) return this.unstableEntries.slice(from, end);
     return end > from ? stable.concat(this.unstableEntries.slice(from, end)) : stable;
+  }
+
+  /** Stable entries [lo, hi) within maxBytes (at least one): from `recent` if it holds them all. */
+  private stableEntries(lo: number, hi: number, maxBytes: number): Entry[] {
+    this.dropApplied();
+    const recent = this.recent;
+    if (lo >= this.recentOffset && hi <= this.recentOffset + recent.length) {
+      const from = lo - this.recentOffset;
+      return recent.slice(from, limitBySize(recent, from, hi - this.recentOffset, maxBytes));
+    }
+    return this.storage.entries(lo, hi, maxBytes);
+  }
+
+  /** Forgets recent entries that are applied (they are read no more, but by a slow follower's appends). */
+  private dropApplied(): void {
+    const drop = this.applied + 1 - this.recentOffset;
+    if (drop <= 0 || this.recent.length === 0) return;
+    if (drop >= this.recent.length) {
+      this.clearRecent();
+      return;
+    }
+    for (let i = 0; i < drop; i++) this.recentBytes -= entrySizeBytes(this.recent[i]!);
+    this.recent = this.recent.slice(drop);
+    this.recentOffset += drop;
+  }
+
+  private clearRecent(): void {
+    this.recent = [];
+    this.recentBytes = 0;
   }
 
   /** Like limitBySize but may return zero entries (a stable prefix is already included). */
@@ -181,6 +223,9 @@ export class RaftLog {
       for (let i = from; i < entries.length; i++) this.unstableEntries.push(entries[i]!);
     } else if (after <= this.unstableOffset) {
       // Replaces part of the stable log too: the runtime truncates storage when persisting.
+      // Recent entries from `after` on are being replaced; the rest no longer ends at the
+      // unstable tail. Dropped whole (rare: a new leader's conflicting suffix).
+      this.clearRecent();
       this.unstableOffset = after;
       this.unstableEntries = entries.slice(from);
     } else {
@@ -208,6 +253,7 @@ export class RaftLog {
     this.committed = snapshot.meta.index;
     this.unstableOffset = snapshot.meta.index + 1;
     this.unstableEntries = [];
+    this.clearRecent();
     this.unstableSnapshot = snapshot;
     this.lastTimeMs = snapshot.meta.timeMs;
   }
@@ -216,8 +262,31 @@ export class RaftLog {
   stableTo(index: number, term: number): void {
     if (index < this.unstableOffset || this.term(index) !== term) return;
     const count = index + 1 - this.unstableOffset;
+    this.keepRecent(count);
     this.unstableEntries = count >= this.unstableEntries.length ? [] : this.unstableEntries.slice(count);
     this.unstableOffset = index + 1;
+  }
+
+  /** The first `count` unstable entries are now persisted: they join `recent` while they fit. */
+  private keepRecent(count: number): void {
+    this.dropApplied();
+    if (this.recent.length === 0 || this.recentOffset + this.recent.length !== this.unstableOffset) {
+      this.clearRecent();
+      this.recentOffset = this.unstableOffset;
+    }
+    const unstable = this.unstableEntries;
+    for (let i = 0; i < count; i++) {
+      const entry = unstable[i]!;
+      const bytes = entrySizeBytes(entry);
+      if (this.recentBytes + bytes > RECENT_BYTES_MAX) {
+        // Over the bound: these and later ones are read from storage until applied.
+        this.clearRecent();
+        this.recentOffset = Number.POSITIVE_INFINITY;
+        return;
+      }
+      this.recent.push(entry);
+      this.recentBytes += bytes;
+    }
   }
 
   stableSnapTo(index: number): void {

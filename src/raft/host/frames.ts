@@ -35,22 +35,36 @@ export function encodeForwardRequest(
   command: Uint8Array,
 ): Uint8Array {
   const frame = new Uint8Array(REQUEST_HEADER_BYTES + command.byteLength);
-  const view = new DataView(frame.buffer);
-  view.setUint8(0, FrameKind.ForwardRequest);
-  view.setUint32(1, forwardId, true);
-  view.setUint32(5, groupId, true);
-  view.setUint32(9, Math.min(Math.max(0, Math.ceil(timeoutMs)), 0xffff_ffff), true);
+  frame[0] = FrameKind.ForwardRequest;
+  putU32(frame, 1, forwardId);
+  putU32(frame, 5, groupId);
+  putU32(frame, 9, Math.min(Math.max(0, Math.ceil(timeoutMs)), 0xffff_ffff));
   frame.set(command, REQUEST_HEADER_BYTES);
   return frame;
 }
 
 export function encodeForwardOk(forwardId: number, result: Uint8Array): Uint8Array {
   const frame = new Uint8Array(REPLY_HEADER_BYTES + result.byteLength);
-  const view = new DataView(frame.buffer);
-  view.setUint8(0, FrameKind.ForwardOk);
-  view.setUint32(1, forwardId, true);
+  frame[0] = FrameKind.ForwardOk;
+  putU32(frame, 1, forwardId);
   frame.set(result, REPLY_HEADER_BYTES);
   return frame;
+}
+
+/**
+ * Little-endian u32 straight into the bytes. A DataView would need `frame.buffer`, which
+ * for a small Uint8Array is costly in JSC (it moves the bytes out of the GC heap into a new
+ * ArrayBuffer): ~7% of a forwarded write's CPU in a profile of the runtime.
+ */
+function putU32(frame: Uint8Array, at: number, value: number): void {
+  frame[at] = value & 0xff;
+  frame[at + 1] = (value >>> 8) & 0xff;
+  frame[at + 2] = (value >>> 16) & 0xff;
+  frame[at + 3] = (value >>> 24) & 0xff;
+}
+
+function getU32(frame: Uint8Array, at: number): number {
+  return (frame[at]! | (frame[at + 1]! << 8) | (frame[at + 2]! << 16) | (frame[at + 3]! << 24)) >>> 0;
 }
 
 export function encodeForwardError(forwardId: number, error: DkvError, leader: NodeId | null): Uint8Array {
@@ -78,17 +92,16 @@ export function encodeForwardError(forwardId: number, error: DkvError, leader: N
 
 /** Decodes a host frame; a malformed one is a BAD_FRAME error (the peer runs other code). */
 export function decodeHostFrame(frame: Uint8Array): HostFrame {
-  const view = new DataView(frame.buffer, frame.byteOffset, frame.byteLength);
   if (frame.byteLength < REPLY_HEADER_BYTES) throw badFrame(`${frame.byteLength} bytes is too short`);
-  const kind = view.getUint8(0);
-  const forwardId = view.getUint32(1, true);
+  const kind = frame[0]!;
+  const forwardId = getU32(frame, 1);
   if (kind === FrameKind.ForwardRequest) {
     if (frame.byteLength < REQUEST_HEADER_BYTES) throw badFrame("truncated forward request");
     return {
       kind,
       forwardId,
-      groupId: view.getUint32(5, true),
-      timeoutMs: view.getUint32(9, true),
+      groupId: getU32(frame, 5),
+      timeoutMs: getU32(frame, 9),
       // Copied: the transport may reuse its receive buffer.
       command: frame.slice(REQUEST_HEADER_BYTES),
     };
@@ -97,12 +110,12 @@ export function decodeHostFrame(frame: Uint8Array): HostFrame {
   if (kind !== FrameKind.ForwardError) throw badFrame(`unknown frame kind ${kind}`);
   let pos = REPLY_HEADER_BYTES;
   if (frame.byteLength < pos + 2) throw badFrame("truncated forward error");
-  const outcome: DkvOutcome = view.getUint8(pos++) === 1 ? "unknown" : "not-applied";
-  const codeBytes = view.getUint8(pos++);
+  const outcome: DkvOutcome = frame[pos++] === 1 ? "unknown" : "not-applied";
+  const codeBytes = frame[pos++]!;
   if (frame.byteLength < pos + codeBytes + 2) throw badFrame("truncated forward error code");
   const code = utf8Decoder.decode(frame.subarray(pos, pos + codeBytes)) as DkvErrorCode;
   pos += codeBytes;
-  const leaderBytes = view.getUint16(pos, true);
+  const leaderBytes = frame[pos]! | (frame[pos + 1]! << 8);
   pos += 2;
   if (frame.byteLength < pos + leaderBytes) throw badFrame("truncated forward error leader");
   const leader = leaderBytes === 0 ? null : utf8Decoder.decode(frame.subarray(pos, pos + leaderBytes));

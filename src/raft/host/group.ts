@@ -18,7 +18,7 @@ import {
   type SnapshotMeta,
 } from "../core/types.ts";
 import { testFaults } from "../storage/test-faults.ts";
-import type { ReadyStart } from "./ready-pass.ts";
+import type { PersistFailure, ReadyStart } from "./ready-pass.ts";
 import { AssertionError, assert, type GroupStorage, HostFatalError } from "./runtime.ts";
 import type { RaftHostObserver, StageTrace, StateMachine } from "./types.ts";
 
@@ -226,12 +226,14 @@ export class RaftGroup {
   private readonly readIdPrefix: string;
   /** Woken on every leader change (and on close), so a proposal waiting for a leader retries. */
   private leaderWatchers: { wake: () => void; deadlineMs: number }[] = [];
-  private drainDone: Promise<void> = Promise.resolve();
-  /** The Ready startReady began and finishReady has yet to finish, with what settles drainDone. */
+  /** A snapshot install's Ready, which runs on its own (see startReady); settles when it is done. */
+  private snapshotReadyDone: Promise<void> = Promise.resolve();
+  /** The Ready startReady began and finishReady has yet to finish. */
   private startedReady: Ready | undefined;
+  /** Set by close() while startedReady is in flight: finishReady calls it (no promise per Ready otherwise). */
   private readyFinished: (() => void) | undefined;
-  /** Persisting startedReady failed (wrapped, so even a thrown undefined counts). */
-  private persistFailure: { error: unknown } | undefined;
+  /** Persisting startedReady failed before it returned (wrapped, so even a thrown undefined counts). */
+  private persistFailure: PersistFailure | undefined;
 
   constructor(
     readonly groupId: number,
@@ -493,7 +495,12 @@ export class RaftGroup {
       },
     );
     this.failAll(error);
-    await this.drainDone;
+    if (this.startedReady !== undefined) {
+      const { promise, resolve } = Promise.withResolvers<void>();
+      this.readyFinished = resolve;
+      await promise;
+    }
+    await this.snapshotReadyDone;
     await this.snapshotTask;
     try {
       await this.storage.close();
@@ -530,7 +537,7 @@ export class RaftGroup {
     if (rd.snapshot !== undefined) {
       // A snapshot install streams to disk and restores the state machine: it runs on its
       // own, so the other groups need not wait for it.
-      this.drainDone = this.handleSnapshotReady(rd).then(
+      this.snapshotReadyDone = this.handleSnapshotReady(rd).then(
         () => this.readyDone(),
         (error: unknown) => {
           this.fatal(error);
@@ -539,34 +546,36 @@ export class RaftGroup {
       );
       return false;
     }
-    const { promise, resolve } = Promise.withResolvers<void>();
-    this.drainDone = promise;
-    this.readyFinished = resolve;
     this.startedReady = rd;
     try {
       this.beginReady(rd);
-      const durable = this.persistReady(rd);
-      if (durable === undefined) return true;
-      return durable.then(undefined, (error: unknown) => {
-        this.persistFailure = { error };
-      });
+      // The storage's own promise (shared by every group of the log batch), or undefined.
+      return this.persistReady(rd) ?? true;
     } catch (error) {
       this.persistFailure = { error };
       return true;
     }
   }
 
-  /** The rest of the Ready startReady began, once its persistence is durable (the pass's call). */
-  finishReady(): void {
+  /**
+   * The rest of the Ready startReady began, once its persistence is durable (the pass's
+   * call), or the group's end if that failed (`failure`).
+   */
+  finishReady(failure?: PersistFailure): void {
     const rd = this.startedReady;
     const finished = this.readyFinished;
-    const failure = this.persistFailure;
+    const thrown = this.persistFailure;
     this.startedReady = undefined;
     this.readyFinished = undefined;
     this.persistFailure = undefined;
     if (rd === undefined) return;
     try {
-      if (failure !== undefined) throw failure.error;
+      if (thrown !== undefined) throw thrown.error;
+      if (failure !== undefined) {
+        throw failure.error instanceof PersistenceFailure
+          ? failure.error
+          : new PersistenceFailure(failure.error);
+      }
       if (!this.closed) {
         // 2. send the rest (acks, votes, heartbeats, read answers): only now that it is durable
         for (const message of rd.messages) this.env.send(this.groupId, message);
@@ -602,15 +611,17 @@ export class RaftGroup {
   private persistReady(rd: Ready): Promise<void> | undefined {
     if (rd.entries.length === 0 && rd.hardState === undefined) return undefined;
     assertContiguous(this.groupId, rd.entries);
-    const durable = persisted(this.storage.append(rd.entries, rd.hardState));
+    const write = this.storage.append(rd.entries, rd.hardState);
     // A commit-index-only change need not be on disk before we go on (Raft recovers it).
     // (A test build's ack-before-fsync fault skips the wait: see storage/test-faults.ts.)
     if (!rd.mustSync || testFaults.ackBeforeFsync) {
-      durable.catch((error: unknown) => this.fatal(error));
+      write.catch((error: unknown) => this.fatal(new PersistenceFailure(error)));
       return undefined;
     }
     const observer = this.env.observer;
-    if (observer === undefined) return durable;
+    // Not wrapped: the pass hands a failure to finishReady, which wraps it.
+    if (observer === undefined) return write;
+    const durable = persisted(write);
     const syncStartMs = this.env.monotonicMs();
     return durable.then(() => {
       observer.walSynced(this.groupId, this.env.monotonicMs() - syncStartMs);
@@ -627,7 +638,7 @@ export class RaftGroup {
     await persisted(this.storage.saveSnapshot(rd.snapshot!.meta, rd.snapshot!.data));
     this.env.observer?.snapshotDone(this.groupId, "install", this.env.monotonicMs() - installStartMs, true);
     const durable = this.persistReady(rd);
-    if (durable !== undefined) await durable;
+    if (durable !== undefined) await persisted(durable);
     if (this.closed) return;
     for (const message of rd.messages) this.env.send(this.groupId, message);
     await this.restore(rd.snapshot!);
@@ -898,6 +909,10 @@ export class RaftGroup {
       } finally {
         this.snapshotTask = undefined;
       }
+      // Entries applied while this one was saved may have passed the next threshold; the
+      // applies that checked then found a save running. Check now, not at the next write
+      // (which may never come). Outside a drain the state machine is at appliedIndex.
+      if (!this.closed && !this.draining) this.maybeSnapshot();
     })();
   }
 

@@ -16,17 +16,28 @@ const PASSES_MAX = 64;
 /**
  * What startReady started: false, nothing (no Ready, one in flight, or one that runs
  * detached: a snapshot install, which must not hold up every other group); true, a Ready
- * that needs no wait; or a promise (never rejects) of its persistence. Either way the
- * group asks for another pass itself when it has more work.
+ * that needs no wait; or the promise of its persistence (it may reject: finishReady then
+ * gets the error). Groups whose Readys went into one log batch return the same promise
+ * (the log's group commit resolves a batch with one), and the pass waits for each
+ * distinct promise once. Either way the group asks for another pass itself when it has
+ * more work.
  */
 export type ReadyStart = boolean | Promise<void>;
+
+/** Why a Ready's persistence failed (so that an `undefined` rejection is still a failure). */
+export interface PersistFailure {
+  error: unknown;
+}
 
 /** What a pass needs of a group (RaftGroup). */
 export interface ReadyParticipant {
   /** Starts one Ready (up to its persistence) if the group has one and none is in flight. */
   startReady(): ReadyStart;
-  /** Finishes the Ready startReady started (sends, apply, answers); never throws. */
-  finishReady(): void;
+  /**
+   * Finishes the Ready startReady started (sends, apply, answers), or fails the group if
+   * its persistence failed; never throws.
+   */
+  finishReady(failure?: PersistFailure): void;
 }
 
 /**
@@ -81,17 +92,22 @@ export class ReadyPasses {
    */
   private async run(): Promise<void> {
     let waiting: ReadyParticipant[] = [];
+    // The distinct persistence promises of `waiting`, and for each group the index of its own.
     let waits: Promise<void>[] = [];
+    let waitOf: number[] = [];
     let passes = 0;
     try {
       do {
-        if (waits.length > 0) await Promise.all(waits);
+        const failures = waits.length > 0 ? await settled(waits) : undefined;
         const finishing = waiting;
+        const finishingWaitOf = waitOf;
         waiting = [];
         waits = [];
+        waitOf = [];
         this.hooks.hold();
         try {
-          for (const group of finishing) group.finishReady();
+          for (let i = 0; i < finishing.length; i++)
+            finishing[i]!.finishReady(failures?.[finishingWaitOf[i]!]);
           // Bounded by PASSES_MAX passes.
           while (passes < PASSES_MAX && this.wanting.size > 0) {
             passes++;
@@ -104,7 +120,9 @@ export class ReadyPasses {
               if (begun === true) now.push(group);
               else {
                 waiting.push(group);
-                waits.push(begun);
+                // Usually every group of a pass shares its log batch's promise: one wait.
+                if (waits.length === 0 || waits[waits.length - 1] !== begun) waits.push(begun);
+                waitOf.push(waits.length - 1);
               }
             }
             for (const group of now) group.finishReady();
@@ -121,4 +139,18 @@ export class ReadyPasses {
     this.startQueued = true;
     this.later(this.start);
   }
+}
+
+/** Waits for every promise; for each, undefined if it resolved, or why it rejected. */
+async function settled(waits: readonly Promise<void>[]): Promise<(PersistFailure | undefined)[]> {
+  if (waits.length === 1) {
+    try {
+      await waits[0];
+      return [undefined];
+    } catch (error) {
+      return [{ error }];
+    }
+  }
+  const results = await Promise.allSettled(waits);
+  return results.map((result) => (result.status === "rejected" ? { error: result.reason } : undefined));
 }

@@ -1,13 +1,20 @@
 import type { DkvError } from "../../errors.ts";
 import { FrameBuffer } from "./codec.ts";
 
-/** A caller waiting for its records to be durable. */
-interface Waiter {
+/**
+ * Everyone waiting for one batch: a single promise, shared by every commit() of the batch
+ * (a pass of many Raft groups makes one commit each: one promise, not one per group).
+ */
+interface BatchWaiter {
+  promise: Promise<void>;
   resolve(): void;
   reject(error: unknown): void;
 }
 
-const NO_WAITERS: Waiter[] = [];
+function batchWaiter(): BatchWaiter {
+  const { promise, resolve, reject } = Promise.withResolvers<void>();
+  return { promise, resolve, reject };
+}
 /** A frame buffer grown past this (a burst of big entries) is dropped after its batch instead of kept. */
 const FRAME_BUFFER_KEEP_BYTES = 16 * 1024 * 1024;
 
@@ -33,10 +40,10 @@ export class GroupCommit {
   /** The frame collecting records for the next write. Encode and `commit()` in the same turn. */
   pending = new FrameBuffer();
   private spare = new FrameBuffer();
-  private pendingWaiters: Waiter[] = [];
-  private spareWaiters: Waiter[] = [];
-  /** Waiters of the batch being written; empty between batches. */
-  private inflightWaiters: Waiter[] = NO_WAITERS;
+  /** Who waits for `pending`: null until someone commits it. */
+  private pendingWaiter: BatchWaiter | null = null;
+  /** Who waits for the batch being written; null between batches. */
+  private inflightWaiter: BatchWaiter | null = null;
   /** Records encoded with `commitLater` wait in `pending` for the next batch. */
   private heldBack = false;
   private idleWaiters: (() => void)[] = [];
@@ -58,14 +65,13 @@ export class GroupCommit {
   /** Resolves once every record encoded so far is durable. */
   commit(): Promise<void> {
     if (this.failed !== null) return Promise.reject(this.failed);
-    const { promise, resolve, reject } = Promise.withResolvers<void>();
-    this.pendingWaiters.push({ resolve, reject });
+    this.pendingWaiter ??= batchWaiter();
     if (!this.flushingNow) {
       this.flushingNow = true;
       // A microtask, not a direct call: appends made in this turn (by any group) join the batch.
       queueMicrotask(() => void this.flushLoop());
     }
-    return promise;
+    return this.pendingWaiter.promise;
   }
 
   /**
@@ -84,10 +90,7 @@ export class GroupCommit {
   durable(): Promise<void> {
     if (this.failed !== null) return Promise.reject(this.failed);
     if (!this.pending.isEmpty) return this.commit();
-    if (this.inflightWaiters.length === 0) return Promise.resolve();
-    const { promise, resolve, reject } = Promise.withResolvers<void>();
-    this.inflightWaiters.push({ resolve, reject });
-    return promise;
+    return this.inflightWaiter?.promise ?? Promise.resolve();
   }
 
   /** Resolves once no batch is being written and nothing encoded is left behind (see commitLater). */
@@ -102,26 +105,24 @@ export class GroupCommit {
   private async flushLoop(): Promise<void> {
     // Runs while callers keep committing; each pass drains everything queued so far
     // (records of commitLater alone start no pass: they wait for the next commit).
-    while (this.pendingWaiters.length > 0 && this.failed === null) {
+    while (this.pendingWaiter !== null && this.failed === null) {
       const batch = this.pending;
-      const waiters = this.pendingWaiters;
+      const waiter = this.pendingWaiter;
       this.heldBack = false;
       this.pending = this.spare;
-      this.pendingWaiters = this.spareWaiters;
-      this.inflightWaiters = waiters;
+      this.pendingWaiter = null;
+      this.inflightWaiter = waiter;
       try {
         await this.log.writeBatch(batch);
       } catch (error) {
-        this.poison(error, waiters);
-        this.inflightWaiters = NO_WAITERS;
+        this.poison(error, waiter);
+        this.inflightWaiter = null;
         break;
       }
-      this.inflightWaiters = NO_WAITERS;
+      this.inflightWaiter = null;
       batch.reset();
       this.spare = batch.capacityBytes > FRAME_BUFFER_KEEP_BYTES ? new FrameBuffer() : batch;
-      for (const waiter of waiters) waiter.resolve();
-      waiters.length = 0;
-      this.spareWaiters = waiters;
+      waiter.resolve();
       this.log.afterBatch?.();
     }
     this.flushingNow = false;
@@ -130,14 +131,13 @@ export class GroupCommit {
     for (const resolve of idle) resolve();
   }
 
-  private poison(error: unknown, inflight: Waiter[]): void {
+  private poison(error: unknown, inflight: BatchWaiter): void {
     const failure = this.log.failureOf(error);
     this.failed = failure;
-    for (const waiter of inflight) waiter.reject(failure);
-    for (const waiter of this.pendingWaiters) waiter.reject(failure);
+    inflight.reject(failure);
+    this.pendingWaiter?.reject(failure);
     this.heldBack = false;
-    inflight.length = 0;
-    this.pendingWaiters.length = 0;
+    this.pendingWaiter = null;
     this.pending.reset();
   }
 }

@@ -99,4 +99,41 @@ describe("RaftLog", () => {
     log.stableTo(3, 2);
     expect([log.hasUnstable(), log.persistedIndex(), log.term(3)]).toEqual([false, 3, 2]);
   });
+
+  test("entries just persisted are applied from memory, not read back from storage; a truncation or snapshot drops them", () => {
+    const s = storageWith([1]);
+    const log = new RaftLog(s, 1, 1);
+    const reads: number[] = [];
+    const entries = s.entries.bind(s);
+    s.entries = (lo, hi, maxBytes) => {
+      reads.push(lo);
+      return entries(lo, hi, maxBytes);
+    };
+    const fresh = entriesOfTerms([1, 2, 2, 2]).slice(1);
+    log.append(fresh);
+    s.append(log.unstableEntries);
+    log.stableTo(4, 2);
+    log.commitTo(4);
+    const committed = log.nextCommitted(Infinity);
+    expect(committed.map((e) => e.index)).toEqual([2, 3, 4]);
+    // The very entries persisted: no copy built from storage.
+    expect(committed[0]).toBe(fresh[0]!);
+    expect(reads).toEqual([]);
+    // The byte bound still holds (at least one entry).
+    expect(log.nextCommitted(0)).toHaveLength(1);
+    log.applied = 3;
+    expect(log.slice(4, 5, Infinity)![0]).toBe(fresh[2]!);
+    // Below what is kept (applied): storage answers.
+    expect(terms(log.slice(2, 5, Infinity)!)).toEqual([2, 2, 2]);
+    expect(reads).toEqual([2]);
+
+    // A new leader's conflicting suffix replaces entry 4: the kept copy of it is gone.
+    log.append(entriesOfTerms([1, 2, 2, 5]).slice(3));
+    s.append(log.unstableEntries);
+    log.stableTo(4, 5);
+    reads.length = 0;
+    expect(terms(log.slice(4, 5, Infinity)!)).toEqual([5]);
+    // (Kept again once persisted: the replacement, not the old entry.)
+    expect(log.slice(4, 5, Infinity)![0]!.term).toBe(5);
+  });
 });

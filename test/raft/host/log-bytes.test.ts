@@ -263,7 +263,8 @@ describe("Raft log bounded by bytes", () => {
   test("compaction sizes the tail it keeps without reading those entries out of the log", async () => {
     // Each snapshot keeps up to compactionOverheadEntries entries behind it; sizing them must
     // not build (and copy) each one: the largest range anyone reads stays what replication
-    // and apply read (one proposal at a time here), not the kept tail.
+    // and apply read (one proposal at a time here), not the kept tail. (Applies and appends
+    // of entries just persisted read none: the core keeps them until applied, RaftLog.recent.)
     let widestRead = 0;
     const { cluster } = await start({
       snapshotBytes: 16 * KiB,
@@ -283,7 +284,6 @@ describe("Raft log bounded by bytes", () => {
     for (const id of cluster.ids) {
       await waitFor(() => cluster.host(id).status(GROUP).snapshotIndex >= 250, `snapshots on ${id}`);
     }
-    expect(widestRead).toBeGreaterThan(0);
     expect(widestRead).toBeLessThan(50);
   });
 });

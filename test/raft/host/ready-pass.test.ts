@@ -151,6 +151,34 @@ describe("ReadyPasses", () => {
     }
   }
 
+  test("groups whose Readys share one log batch wait for its one promise; its failure reaches each of them, and only them", async () => {
+    const passes = new ReadyPasses((run) => setImmediate(run));
+    const batch = Promise.withResolvers<void>();
+    const other = Promise.withResolvers<void>();
+    const finished: [string, unknown][] = [];
+    const group = (name: string, durable: Promise<void>): ReadyParticipant => ({
+      startReady: () => durable,
+      finishReady: (failure) => {
+        finished.push([name, failure === undefined ? "ok" : failure.error]);
+      },
+    });
+    passes.request(group("a", batch.promise));
+    passes.request(group("b", batch.promise));
+    passes.request(group("c", other.promise));
+    await settle();
+    other.resolve();
+    await settle();
+    expect(finished).toEqual([]); // one pass: all three finish together
+    const failure = new Error("fsync failed");
+    batch.reject(failure);
+    await settle();
+    expect(finished).toEqual([
+      ["a", failure],
+      ["b", failure],
+      ["c", "ok"],
+    ]);
+  });
+
   test("a group asking during a pass waits for the pass; a detached Ready (a snapshot install) holds nobody up", async () => {
     const passes = new ReadyPasses((run) => setImmediate(run));
     const slow = new FakeGroup();

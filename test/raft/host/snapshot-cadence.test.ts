@@ -1,6 +1,8 @@
 import { afterEach, describe, expect, test } from "bun:test";
 import type { Entry } from "../../../src/raft/core/types.ts";
+import type { GroupStorage } from "../../../src/raft/host/runtime.ts";
 import type { StateMachine } from "../../../src/raft/host/types.ts";
+import { openRaftStorage } from "../../../src/raft/storage/raft-storage.ts";
 import { TestCluster, waitFor } from "./cluster.ts";
 
 /**
@@ -83,5 +85,33 @@ describe("snapshot cadence by snapshot cost", () => {
       () => c.host(id).status(GROUP).snapshotIndex >= first + SNAPSHOT_ENTRIES,
       "a snapshot by entries",
     );
+  });
+
+  test("a threshold passed while a snapshot is being saved is caught when the save ends, with no further write", async () => {
+    // Writes that all apply while the first snapshot is still being saved: the second early
+    // snapshot must not wait for a write that may never come.
+    const gate = Promise.withResolvers<void>();
+    const c = await TestCluster.start({
+      size: 1,
+      groups: [GROUP],
+      snapshotEntries: SNAPSHOT_ENTRIES,
+      stateMachine: () => new SizedMachine(16),
+      openStorage: (_id, dataDir) => async (groupId, initialConf) => {
+        const storage = await openRaftStorage(`${dataDir}/group-${groupId}`, { initialConf });
+        const held: GroupStorage = Object.create(storage);
+        held.saveSnapshot = async (meta, data) => {
+          await gate.promise;
+          return storage.saveSnapshot(meta, data);
+        };
+        return held;
+      },
+    });
+    cluster = c;
+    const id = await c.waitForLeader(GROUP);
+    await proposeMany(c, 150); // the first early snapshot starts, and is held
+    await proposeMany(c, 300); // past the next tenth while it is held
+    expect(c.host(id).status(GROUP).snapshotIndex).toBe(0);
+    gate.resolve();
+    await waitFor(() => c.host(id).status(GROUP).snapshotIndex >= 200, "the snapshot the save held up");
   });
 });
