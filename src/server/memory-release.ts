@@ -1,4 +1,3 @@
-import { heapSize } from "bun:jsc";
 import type { RaftHostObserver } from "../raft/host/types.ts";
 import type { ConnectionObserver, RequestObserver } from "../rpc/server/index.ts";
 
@@ -60,7 +59,7 @@ export interface MemoryReleaseOptions {
   onSkipped?(reason: string): void;
   /** What makes a burst; default BURST_BYTES. */
   burstBytes?: number;
-  /** The JS heap's size in bytes now (bun:jsc heapSize); a burst's collection needs it at most BURST_HEAP_BYTES_MAX. */
+  /** The JS heap in use now, bytes (process.memoryUsage().heapUsed); a burst collects only at most BURST_HEAP_BYTES_MAX. */
   heapBytes?(): number;
 }
 
@@ -214,7 +213,7 @@ export class MemoryRelease implements Disposable {
 export function processMemoryRelease(logger: { debug(message: string): void }): MemoryReleaseOptions {
   return {
     collect: () => Bun.gc(true),
-    heapBytes: () => heapSize(),
+    heapBytes: () => process.memoryUsage().heapUsed,
     later: (run, ms) => {
       const timer = setTimeout(run, ms);
       timer.unref();
