@@ -95,12 +95,34 @@ function parseSettings(argv: readonly string[]): Settings {
 
 const started: Bun.Subprocess[] = [];
 
+/** The last stderr chunks of each process started here (at most 32 each), by PID: shown when a start fails. */
+const stderrTails = new Map<number, string[]>();
+
 function spawn(argv: string[]): Bun.Subprocess<"ignore", "pipe", "pipe"> {
   const proc = Bun.spawn(argv, { cwd: ROOT, stdin: "ignore", stdout: "pipe", stderr: "pipe" });
   started.push(proc);
-  // Drained so a chatty server never blocks on a full pipe.
-  void new Response(proc.stderr).text();
+  // Drained so a chatty server never blocks on a full pipe; the tail kept for a failed start.
+  const tail: string[] = [];
+  stderrTails.set(proc.pid, tail);
+  void (async () => {
+    const decoder = new TextDecoder();
+    for await (const chunk of proc.stderr) {
+      tail.push(decoder.decode(chunk));
+      if (tail.length > 32) tail.shift();
+    }
+  })().catch(() => {});
   return proc;
+}
+
+/** What each process said on stderr last, and whether it still runs: for a start that failed. */
+function startReport(procs: readonly Bun.Subprocess[]): string {
+  return procs
+    .map((proc) => {
+      const state = proc.exitCode === null ? "running" : `exited ${proc.exitCode}`;
+      const said = (stderrTails.get(proc.pid) ?? []).join("").slice(-1500).trim() || "(nothing on stderr)";
+      return `pid ${proc.pid} (${state}): ${said}`;
+    })
+    .join("\n");
 }
 
 function ensureEtcd(): Promise<void> {
@@ -326,11 +348,24 @@ async function etcdGoPerf(
 async function startDkv(dkvBinary: string, root: string): Promise<{ pids: number[]; endpoints: string[] }> {
   const { args, endpoints } = await benchClusterArgs(3, `${DKV_SHARD}=dstore`, root);
   const procs = args.map((serve) => spawn([dkvBinary, ...serve]));
-  await waitUntil(
-    "a dkv leader",
-    START_TIMEOUT_MS,
-    async () => (await clusterLeader(dkvBinary, endpoints)) !== undefined,
-  );
+  try {
+    await waitUntil(
+      "a dkv leader",
+      START_TIMEOUT_MS,
+      async () => (await clusterLeader(dkvBinary, endpoints)) !== undefined,
+    );
+  } catch (error) {
+    const status = await runCommand([
+      dkvBinary,
+      "cluster",
+      "status",
+      "--timeout",
+      "1s",
+      "--endpoints",
+      endpoints.join(","),
+    ]).catch((failure: unknown) => String(failure));
+    throw new Error(`${String(error)}\ncluster status:\n${status}\nmembers:\n${startReport(procs)}`);
+  }
   return { pids: procs.map((p) => p.pid), endpoints };
 }
 
