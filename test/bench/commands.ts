@@ -49,13 +49,21 @@ export async function benchClusterArgs(
   shards: string,
   root: string,
 ): Promise<{ args: string[][]; endpoints: string[] }> {
-  const members = await Promise.all(
-    Array.from({ length: count }, async (_, i) => ({
-      id: `node-${i + 1}`,
-      raft: await freePort(),
-      rpc: await freePort(),
-    })),
-  );
+  // Distinct ports: the kernel may hand a port just released to the next bind of port 0.
+  const taken = new Set<number>();
+  const distinctPort = async (): Promise<number> => {
+    for (let attempt = 0; attempt < 100; attempt++) {
+      const port = await freePort();
+      if (!taken.has(port)) {
+        taken.add(port);
+        return port;
+      }
+    }
+    throw new Error("no distinct free port in 100 attempts");
+  };
+  const members: { id: string; raft: number; rpc: number }[] = [];
+  for (let i = 0; i < count; i++)
+    members.push({ id: `node-${i + 1}`, raft: await distinctPort(), rpc: await distinctPort() });
   const clusterMembers = members.map((m) => `${m.id}=127.0.0.1:${m.raft}`).join(",");
   const args = members.map((m) => [
     "serve",
