@@ -113,28 +113,8 @@ export function encodeCommandOf(
   origin: RequestOrigin | undefined,
 ): Uint8Array {
   const keyBytes = utf8Length(key);
-  const originBytes = origin === undefined ? 0 : ORIGIN_BYTES;
-  // One array, written byte by byte: no encoded copy of the key, no ArrayBuffer or DataView
-  // object per write (a small array's `.buffer` is costly in JSC, see u16).
-  const out = new Uint8Array(HEADER_BYTES + originBytes + keyBytes + value.byteLength);
-  out[0] = op;
-  out[1] = origin === undefined ? 0 : FLAG_ORIGIN;
-  putU32(out, 4, keyBytes);
-  putU32(out, 8, value.byteLength);
-  putF64(out, 12, expireInMs);
-  putF64(out, 20, deleteInMs);
-  let pos = HEADER_BYTES;
-  if (origin !== undefined) {
-    if (origin.clientId.byteLength !== CLIENT_ID_BYTES || !Number.isSafeInteger(origin.requestId)) {
-      throw new DkvError(
-        "BAD_REQUEST",
-        "a request origin needs a 16-byte client id and a whole-number request id",
-      );
-    }
-    out.set(origin.clientId, pos);
-    putF64(out, pos + CLIENT_ID_BYTES, origin.requestId);
-    pos += ORIGIN_BYTES;
-  }
+  const out = commandFrame(op, keyBytes, value.byteLength, expireInMs, deleteInMs, origin);
+  const pos = HEADER_BYTES + (origin === undefined ? 0 : ORIGIN_BYTES);
   putUtf8(out, pos, key, keyBytes);
   out.set(value, pos + keyBytes);
   return out;
@@ -155,28 +135,51 @@ export function encodeCommandFromBytes(
   valueBytes: number,
   origin: RequestOrigin,
 ): Uint8Array {
-  if (origin.clientId.byteLength !== CLIENT_ID_BYTES || !Number.isSafeInteger(origin.requestId)) {
-    throw new DkvError(
-      "BAD_REQUEST",
-      "a request origin needs a 16-byte client id and a whole-number request id",
-    );
-  }
-  const out = new Uint8Array(HEADER_BYTES + ORIGIN_BYTES + keyBytes + valueBytes);
-  out[0] = op;
-  out[1] = FLAG_ORIGIN;
-  putU32(out, 4, keyBytes);
-  putU32(out, 8, valueBytes);
-  // expireInMs and deleteInMs: 0 (the array starts zeroed; +0 is all zero bytes).
-  let pos = HEADER_BYTES;
-  const clientId = origin.clientId;
-  for (let i = 0; i < CLIENT_ID_BYTES; i++) out[pos + i] = clientId[i]!;
-  putF64(out, pos + CLIENT_ID_BYTES, origin.requestId);
-  pos += ORIGIN_BYTES;
+  const out = commandFrame(op, keyBytes, valueBytes, 0, 0, origin);
+  let pos = HEADER_BYTES + ORIGIN_BYTES;
   // Byte by byte for short runs: a subarray of a small array costs more in JSC (see u16).
   for (let i = 0; i < keyBytes; i++) out[pos + i] = src[keyStart + i]!;
   pos += keyBytes;
   if (valueBytes <= 256) for (let i = 0; i < valueBytes; i++) out[pos + i] = src[valueStart + i]!;
   else out.set(src.subarray(valueStart, valueStart + valueBytes), pos);
+  return out;
+}
+
+/**
+ * A command's array, sized for its key and value, with the header and origin written: the
+ * caller writes the key and then the value at HEADER_BYTES (+ ORIGIN_BYTES with an origin).
+ * One array, written byte by byte: no ArrayBuffer or DataView object per write (a small
+ * array's `.buffer` is costly in JSC, see u16).
+ */
+function commandFrame(
+  op: Op,
+  keyBytes: number,
+  valueBytes: number,
+  expireInMs: number,
+  deleteInMs: number,
+  origin: RequestOrigin | undefined,
+): Uint8Array {
+  if (
+    origin !== undefined &&
+    (origin.clientId.byteLength !== CLIENT_ID_BYTES || !Number.isSafeInteger(origin.requestId))
+  ) {
+    throw new DkvError(
+      "BAD_REQUEST",
+      "a request origin needs a 16-byte client id and a whole-number request id",
+    );
+  }
+  const originBytes = origin === undefined ? 0 : ORIGIN_BYTES;
+  const out = new Uint8Array(HEADER_BYTES + originBytes + keyBytes + valueBytes);
+  out[0] = op;
+  out[1] = origin === undefined ? 0 : FLAG_ORIGIN;
+  putU32(out, 4, keyBytes);
+  putU32(out, 8, valueBytes);
+  putF64(out, 12, expireInMs);
+  putF64(out, 20, deleteInMs);
+  if (origin !== undefined) {
+    out.set(origin.clientId, HEADER_BYTES);
+    putF64(out, HEADER_BYTES + CLIENT_ID_BYTES, origin.requestId);
+  }
   return out;
 }
 
