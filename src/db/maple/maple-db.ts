@@ -14,10 +14,13 @@ import { DeferredOrder, type DeferredOrderOptions, type OrderStats, SLICE_UNITS 
 import { compareKeys, FirstKeys, OrderedKeys, StreamedKeysBuilder } from "./ordered-keys.ts";
 import { shardHash, shardHashWide } from "./shard-hash.ts";
 import { corrupt, SnapshotDecoder, SnapshotEncoder } from "./snapshot-codec.ts";
-import { Entry, isDeleted, isExpired, NEVER, TimedEntry } from "./timed-entry.ts";
+import { Entry, FirstEntry, isDeleted, isExpired, NEVER, TimedEntry } from "./timed-entry.ts";
 
-/** A key without deadlines is a plain Entry; only keys with deadlines cost the larger TimedEntry. */
-type Slot = Entry;
+/**
+ * A key without deadlines is a FirstEntry until its first overwrite, then a plain Entry;
+ * only keys with deadlines cost the larger TimedEntry.
+ */
+type Slot = FirstEntry | Entry;
 
 /**
  * One shard of the keyspace. Why shard at all: a single JS Map holding every key makes
@@ -41,10 +44,28 @@ interface Shard {
    * changed in place (while no save runs, a write updates its entry in place).
    */
   saveView: Map<string, Slot> | null;
+  /**
+   * The shard holds the keys whose hash ends in the `bits` low bits `id`: the routing
+   * directory's slots i with (i & ((1 << bits) - 1)) === id point here (see splitShard).
+   */
+  bits: number;
+  id: number;
+  /** Keys at which an insert splits the shard: SPLIT_KEYS, doubled while the next hash bit cannot divide it. */
+  splitAt: number;
+}
+
+/** Where keys go: `directory[hash & mask]` (a shard may fill several slots), and each shard once. */
+interface Routing {
+  directory: Shard[];
+  mask: number;
+  shards: Shard[];
 }
 
 export interface MapleOptions {
-  /** Number of internal map shards: a power of two from 1 to 4096. Default 64. */
+  /**
+   * Number of internal map shards to start with: a power of two from 1 to 4096. Default 64.
+   * A shard that reaches SPLIT_KEYS keys splits in two.
+   */
   shards?: number;
   /** How the ordered index is built in slices (see DeferredOrder); tests pass a scheduler. */
   order?: DeferredOrderOptions;
@@ -65,6 +86,18 @@ const SKEW_CHECK_MIN_KEYS = 4096;
 /** A shard above this multiple of the mean size means the sampled hash cannot tell the keys apart. */
 const SKEW_FACTOR_MAX = 8;
 const MAX_SHARDS = 4096;
+/**
+ * A shard splits in two (by one more bit of its keys' hash) when it reaches this many keys,
+ * so no shard's Map grows past it. Why: a JSC Map's table grows in steps of 4× up to
+ * 16,384 entries (16,384 entries: 631 KiB) and its next step, at the 16,385th, takes 3.3 MiB
+ * (measured, Bun 1.4.5): 40 B per entry at 16,384, 208 at 16,385 and still 104 at 32,768.
+ * With a fixed 64 shards, 1M keys cost ~45 B of Map per key and 1.1M keys ~190 (the engine's
+ * whole heap went from 331 to 476 B per key). Split at this size, each half starts at the
+ * 631 KiB step (77 B per key) and fills it back to 40.
+ */
+const SPLIT_KEYS = 16_384;
+/** Hash bits a shard may be told apart by: the directory holds at most 2^16 slots. */
+const MAX_SHARD_BITS = 16;
 /** Save and load give the event loop a turn after this many bytes. */
 const YIELD_EVERY_BYTES = 1024 * 1024;
 /**
@@ -97,11 +130,17 @@ const LOAD_SORT_UNITS = 4 * SLICE_UNITS;
  * Why an Entry object per key and not a column table of slots (tried: the map held a
  * slot number, values and revisions lived in arrays): with the ordered index off the
  * write path, the object cost inserts 1.25x the pre-data-API engine and the slot table
- * 1.44x at 100k keys (1.24x vs 1.50x at 1M), in alternating rounds of CPU time.
+ * 1.44x at 100k keys (1.24x vs 1.50x at 1M), in alternating rounds of CPU time. A key
+ * written once holds a FirstEntry (32 bytes in JSC, an Entry 48), replaced by an Entry at
+ * its first overwrite.
  */
 export class MapleDB implements KVDB {
+  /** Each shard once (for sizes, saves, scans); `directory` routes keys to them. */
   private shards: Shard[];
-  private readonly mask: number;
+  private directory: Shard[];
+  private mask: number;
+  /** Shards of a new keyspace (a load, a re-routing), before any split. */
+  private readonly baseShards: number;
   private heap = new DeadlineHeap();
   /**
    * Every present key (including ones past their delete deadline not purged yet), in byte
@@ -132,8 +171,10 @@ export class MapleDB implements KVDB {
         `shards must be a power of two from 1 to ${MAX_SHARDS}, got ${count}; try ${DEFAULT_SHARDS}`,
       );
     }
+    this.baseShards = count;
     this.mask = count - 1;
     this.shards = newShards(count);
+    this.directory = this.shards.slice();
     this.orderOptions = options.order ?? {};
     // Built (empty) from the start, so every write keeps it (see DeferredOrder); or left
     // unbuilt until the first reader builds it.
@@ -194,7 +235,7 @@ export class MapleDB implements KVDB {
   }
 
   private shardOf(key: string): Shard {
-    return this.shards[(this.wideRouting ? shardHashWide(key) : shardHash(key)) & this.mask]!;
+    return this.directory[(this.wideRouting ? shardHashWide(key) : shardHash(key)) & this.mask]!;
   }
 
   private stamp(): number {
@@ -234,22 +275,24 @@ export class MapleDB implements KVDB {
     this.listener?.("put", key, value, revision);
     if (old === undefined) {
       this.approxBytes += key.length + value.byteLength;
-      map.set(key, new Entry(value, 1, revision, revision));
+      map.set(key, new FirstEntry(value, revision));
       this.ordered.added(key);
-      if (map.size > this.skewCheckAtKeys) this.checkSkew();
+      if (map.size >= shard.splitAt) this.split(shard);
+      if (shard.map.size > this.skewCheckAtKeys) this.checkSkew();
       return;
     }
     this.approxBytes += value.byteLength - old.value.byteLength;
     if (shard.timedCount !== 0 && old instanceof TimedEntry) {
       this.forgetTimed(shard, old);
-      const reborn = isDeleted(old, nowMs);
       map.set(
         key,
-        new Entry(value, reborn ? 1 : old.version + 1, reborn ? revision : old.createRevision, revision),
+        isDeleted(old, nowMs)
+          ? new FirstEntry(value, revision)
+          : new Entry(value, old.version + 1, old.createRevision, revision),
       );
       return;
     }
-    if (shard.saveView === null) {
+    if (shard.saveView === null && old instanceof Entry) {
       // No save can see this object: change it in place, no allocation.
       old.value = value;
       old.version++;
@@ -386,7 +429,7 @@ export class MapleDB implements KVDB {
   private scanLive(
     options: KeyRange & { after?: string | undefined },
     nowMs: number,
-    visit: (key: string, entry: Entry) => boolean,
+    visit: (key: string, entry: Slot) => boolean,
   ): void {
     const prefix = options.prefix;
     const end = prefix === undefined ? options.to : undefined;
@@ -544,9 +587,9 @@ export class MapleDB implements KVDB {
    * first page after it is served by the index at once.
    */
   async load(source: AsyncIterable<Uint8Array>): Promise<void> {
-    const shards = newShards(this.shards.length);
+    const shards = newShards(this.baseShards);
     const heap = new DeadlineHeap();
-    const mask = this.mask;
+    const mask = this.baseShards - 1;
     const route = this.wideRouting ? shardHashWide : shardHash;
     let approxBytes = 0;
     const order = new StreamedKeysBuilder();
@@ -560,7 +603,12 @@ export class MapleDB implements KVDB {
       approxBytes += key.length + value.byteLength;
       const { version, createRevision, modRevision } = revisions;
       if (expireAtMs === NEVER && deleteAtMs === NEVER) {
-        map.set(key, new Entry(value, version, createRevision, modRevision));
+        map.set(
+          key,
+          version === 1 && createRevision === modRevision
+            ? new FirstEntry(value, modRevision)
+            : new Entry(value, version, createRevision, modRevision),
+        );
         return;
       }
       const entry = new TimedEntry(key, value, expireAtMs, deleteAtMs, version, createRevision, modRevision);
@@ -578,6 +626,15 @@ export class MapleDB implements KVDB {
       }
     }
     decoder.end();
+    // Shards loaded past SPLIT_KEYS split now (a turn between splits), siblings included.
+    const routing: Routing = { directory: shards.slice(), mask, shards };
+    for (let i = 0; i < shards.length; i++) {
+      const shard = shards[i]!;
+      while (shard.map.size >= shard.splitAt) {
+        splitShard(routing, shard, route);
+        await yieldToEventLoop();
+      }
+    }
     let settled: OrderedKeys;
     if (order.inOrder) {
       settled = order.result();
@@ -591,6 +648,8 @@ export class MapleDB implements KVDB {
     }
     this.ordered.close();
     this.shards = shards;
+    this.directory = routing.directory;
+    this.mask = routing.mask;
     this.heap = heap;
     this.ordered = this.newOrder(settled);
     this.approxBytes = approxBytes;
@@ -658,6 +717,7 @@ export class MapleDB implements KVDB {
     shard.map.set(key, entry);
     if (old === undefined) {
       this.ordered.added(key);
+      if (shard.map.size >= shard.splitAt) this.split(shard);
       if (shard.map.size > this.skewCheckAtKeys) this.checkSkew();
     }
   }
@@ -677,12 +737,24 @@ export class MapleDB implements KVDB {
       if (shard.map.size > largest) largest = shard.map.size;
     }
     if (!this.wideRouting && !this.saving && largest > (SKEW_FACTOR_MAX * total) / this.shards.length) {
-      this.shards = reshard(this.shards, this.mask, shardHashWide);
+      const routing = reshard(this.shards, this.baseShards, shardHashWide);
+      this.shards = routing.shards;
+      this.directory = routing.directory;
+      this.mask = routing.mask;
       this.wideRouting = true;
       largest = 0;
       for (const shard of this.shards) if (shard.map.size > largest) largest = shard.map.size;
     }
     this.skewCheckAtKeys = Math.max(SKEW_CHECK_MIN_KEYS, largest * 2);
+  }
+
+  /** Splits `shard` in two (see SPLIT_KEYS); not while a save streams (the next insert retries). */
+  private split(shard: Shard): void {
+    if (this.saving) return;
+    const routing: Routing = { directory: this.directory, mask: this.mask, shards: this.shards };
+    splitShard(routing, shard, this.wideRouting ? shardHashWide : shardHash);
+    this.directory = routing.directory;
+    this.mask = routing.mask;
   }
 
   private remove(shard: Shard, key: string, slot: Slot, change: "delete" | "expire"): void {
@@ -702,7 +774,7 @@ export class MapleDB implements KVDB {
   }
 }
 
-function infoOf(key: string, entry: Entry): EntryInfo {
+function infoOf(key: string, entry: Slot): EntryInfo {
   return {
     key,
     value: entry.value,
@@ -712,7 +784,7 @@ function infoOf(key: string, entry: Entry): EntryInfo {
   };
 }
 
-function keyOnlyInfo(key: string, entry: Entry): EntryInfo {
+function keyOnlyInfo(key: string, entry: Slot): EntryInfo {
   return {
     key,
     value: undefined,
@@ -747,9 +819,13 @@ async function streamSnapshot(shards: Shard[], sink: ByteSink, revision: number)
   await writeAll(sink, encoder.finish());
 }
 
-/** Moves every entry into fresh shards routed by `route`; entries keep their identity (the heap holds them). */
-function reshard(from: Shard[], mask: number, route: (key: string) => number): Shard[] {
-  const shards = newShards(from.length);
+/**
+ * Moves every entry into `count` fresh shards routed by `route`, then splits those past
+ * SPLIT_KEYS; entries keep their identity (the heap holds them).
+ */
+function reshard(from: Shard[], count: number, route: (key: string) => number): Routing {
+  const shards = newShards(count);
+  const mask = count - 1;
   for (const old of from) {
     for (const [key, slot] of old.map) {
       const shard = shards[route(key) & mask]!;
@@ -757,7 +833,68 @@ function reshard(from: Shard[], mask: number, route: (key: string) => number): S
       if (slot instanceof TimedEntry) shard.timedCount++;
     }
   }
-  return shards;
+  const routing: Routing = { directory: shards.slice(), mask, shards };
+  for (let i = 0; i < shards.length; i++) {
+    const shard = shards[i]!;
+    while (shard.map.size >= shard.splitAt) splitShard(routing, shard, route);
+  }
+  return routing;
+}
+
+/**
+ * Splits `shard` by the next bit of its keys' hash into itself and a new sibling
+ * (extendible hashing: the directory doubles when the shard was told apart by as many bits
+ * as it has slots). Fresh Maps for both halves: the shard's old Map is left as it was, so
+ * an iterator over it (an index build in slices) still reads every key it held. If the bit
+ * leaves one half empty (keys whose hashes agree there), nothing changes and the shard
+ * waits until it doubles before trying again; past MAX_SHARD_BITS it never splits.
+ * O(keys of the shard), once per SPLIT_KEYS / 2 inserts into it at most.
+ */
+function splitShard(routing: Routing, shard: Shard, route: (key: string) => number): void {
+  if (shard.bits >= MAX_SHARD_BITS) {
+    shard.splitAt = Number.POSITIVE_INFINITY;
+    return;
+  }
+  const bit = 1 << shard.bits;
+  const low = new Map<string, Slot>();
+  const high = new Map<string, Slot>();
+  let lowTimed = 0;
+  let highTimed = 0;
+  for (const [key, slot] of shard.map) {
+    const timed = slot instanceof TimedEntry ? 1 : 0;
+    if ((route(key) & bit) === 0) {
+      low.set(key, slot);
+      lowTimed += timed;
+    } else {
+      high.set(key, slot);
+      highTimed += timed;
+    }
+  }
+  if (low.size === 0 || high.size === 0) {
+    shard.splitAt = shard.map.size * 2;
+    return;
+  }
+  if (routing.directory.length === bit) {
+    routing.directory = routing.directory.concat(routing.directory);
+    routing.mask = routing.directory.length - 1;
+  }
+  const bits = shard.bits + 1;
+  // The same literal shape as newShards' (one hidden class for every shard).
+  const sibling: Shard = {
+    map: high,
+    timedCount: highTimed,
+    saveView: null,
+    bits,
+    id: shard.id | bit,
+    splitAt: SPLIT_KEYS,
+  };
+  shard.map = low;
+  shard.timedCount = lowTimed;
+  shard.bits = bits;
+  shard.splitAt = SPLIT_KEYS;
+  const directory = routing.directory;
+  for (let i = sibling.id; i < directory.length; i += bit << 1) directory[i] = sibling;
+  routing.shards.push(sibling);
 }
 
 /**
@@ -767,7 +904,10 @@ function reshard(from: Shard[], mask: number, route: (key: string) => number): S
  */
 function newShards(count: number): Shard[] {
   const shards: Shard[] = [];
-  for (let i = 0; i < count; i++) shards.push({ map: new Map(), timedCount: 0, saveView: null });
+  const bits = 31 - Math.clz32(count);
+  for (let i = 0; i < count; i++) {
+    shards.push({ map: new Map(), timedCount: 0, saveView: null, bits, id: i, splitAt: SPLIT_KEYS });
+  }
   return shards;
 }
 
