@@ -36,6 +36,10 @@ const BUILD_BLOCK_FILL = (BLOCK_KEYS_MAX * 3) >> 2;
  * BLOCK_KEYS_MAX) one split in half brings it back under BLOCK_KEYS_MAX.
  */
 export const BLOCK_PENDING_MAX = 96;
+/** CodedRun.insertAll packs an add's place and its index among the adds into one integer. */
+const ADD_INDEX_BITS = 8;
+const ADD_INDEX_SPAN = 1 << ADD_INDEX_BITS;
+const ADD_INDEX_MASK = ADD_INDEX_SPAN - 1;
 
 /** Code point order (= UTF-8 byte order) of two strings; lone surrogates sort consistently. */
 export function compareKeys(a: string, b: string): number {
@@ -55,6 +59,12 @@ export function compareKeys(a: string, b: string): number {
 function needsCodePointOrder(key: string): boolean {
   for (let i = 0; i < key.length; i++) if (key.charCodeAt(i) >= 0xd800) return true;
   return false;
+}
+
+/** Byte order of two distinct keys, natively when neither needs code point order. */
+function compareAdds(a: string, b: string): number {
+  if (needsCodePointOrder(a) || needsCodePointOrder(b)) return compareKeys(a, b);
+  return a < b ? -1 : 1;
 }
 
 function compareProbe(probe: string, slow: boolean, key: string): number {
@@ -84,6 +94,8 @@ function codeAt(key: string, offset: number): number {
 }
 
 const EMPTY_CODES = new Float64Array(0);
+/** Stands for "no code known" where a code is expected (codes are never negative). */
+const NO_CODE = -1;
 /** The most keys a block holds: while merging its pending keys, before it splits. */
 const BLOCK_CODES_MAX = BLOCK_KEYS_MAX + BLOCK_PENDING_MAX;
 
@@ -145,8 +157,17 @@ class CodedRun {
    * inserts and removes shift it with one memmove and allocate nothing.
    */
   private codes: Float64Array = EMPTY_CODES;
-  private prefix = 0;
-  private wide = false;
+  /** Code units every key shares, at least: the codes start after them. */
+  prefix = 0;
+  /** Whether the codes are codeAt's (three units of any kind), not narrowCodeAt's. */
+  wide = false;
+  /** Bumped by every recode: codes computed for this run before then are stale. */
+  epoch = 0;
+  /**
+   * The code lowerBound last computed for its probe (at this run's prefix), or NO_CODE when
+   * it decided without one (the probe lies outside the shared prefix).
+   */
+  probeCode = NO_CODE;
 
   constructor(keys: string[]) {
     this.keys = keys;
@@ -158,6 +179,7 @@ class CodedRun {
   }
 
   private recode(): void {
+    this.epoch++;
     const keys = this.keys;
     const n = keys.length;
     const prefix = n === 0 ? 0 : commonPrefixLength(keys[0]!, keys[n - 1]!);
@@ -170,21 +192,34 @@ class CodedRun {
     this.wide = wide;
   }
 
-  private codeOf(key: string): number {
+  codeOf(key: string): number {
     return this.wide ? codeAt(key, this.prefix) : narrowCodeAt(key, this.prefix);
   }
 
   /** A key about to be stored: false when it needs the wide code the run does not use yet. */
-  private fits(key: string): boolean {
+  fits(key: string): boolean {
     return this.wide || fitsNarrow(key, this.prefix);
   }
 
-  /** After the first or last key changed: whether the shared prefix did too (then all is recoded). */
+  /**
+   * After the first or last key changed: whether the keys no longer share the prefix the
+   * codes start after (then all is recoded). A prefix that grew (a removed end key) keeps
+   * the codes: they stay exact at the shorter offset, and recoding would read every key
+   * string (a cache miss each); lowerBound lengthens it once ties show it would help.
+   */
   private recodedForEnds(): boolean {
     const keys = this.keys;
     const n = keys.length;
-    const prefix = n === 0 ? 0 : commonPrefixLength(keys[0]!, keys[n - 1]!);
-    if (prefix === this.prefix) return false;
+    if (n === 0) {
+      this.prefix = 0;
+      return false;
+    }
+    const prefix = this.prefix;
+    if (prefix === 0) return false;
+    // Both ends still share the first `prefix` units (so every key between them does)?
+    const first = keys[0]!;
+    const last = keys[n - 1]!;
+    if (commonPrefixLength(first, last) >= prefix) return false;
     this.recode();
     return true;
   }
@@ -193,6 +228,7 @@ class CodedRun {
   lowerBound(probe: string, slow: boolean, above = false): number {
     const keys = this.keys;
     const n = keys.length;
+    this.probeCode = NO_CODE;
     if (n === 0) return 0;
     const prefix = this.prefix;
     if (prefix > 0) {
@@ -207,6 +243,18 @@ class CodedRun {
       if (probe.length < prefix) return 0;
     }
     const code = this.codeOf(probe);
+    this.probeCode = code;
+    return this.boundByCode(probe, slow, code, above);
+  }
+
+  /**
+   * lowerBound for a probe that shares this run's prefix and whose code at it is `code`
+   * (computed earlier, at this run's current epoch): the probe's string is read only
+   * when keys have the same code.
+   */
+  boundByCode(probe: string, slow: boolean, code: number, above = false): number {
+    const keys = this.keys;
+    const n = keys.length;
     const codes = this.codes;
     let low = 0;
     let high = n;
@@ -229,6 +277,12 @@ class CodedRun {
 
   private lowerBoundAmongTies(probe: string, slow: boolean, code: number, from: number, bar: number): number {
     const keys = this.keys;
+    // The codes may start before the prefix the keys now share (a split or a removal kept
+    // them, see splitInto): recoded at the longer one, the ties may go away.
+    if (commonPrefixLength(keys[0]!, keys[keys.length - 1]!) > this.prefix) {
+      this.recode();
+      return this.lowerBound(probe, slow, bar === 0);
+    }
     const codes = this.codes;
     let high = from;
     let step = 1;
@@ -254,6 +308,21 @@ class CodedRun {
     return low;
   }
 
+  /**
+   * Whether a probe whose code at this run's prefix is `code` (it shares the prefix)
+   * agrees with the key at `at` on the `units` code units after the prefix, told from the
+   * two codes alone; false also when the codes do not reach that far.
+   */
+  agreesAfterPrefix(at: number, code: number, units: number): boolean {
+    if (units === 0) return true;
+    const covered = this.wide ? 3 : NARROW_UNITS;
+    if (units > covered) return false;
+    // The codes' leading `units` digits: exact integer arithmetic (fmod is exact).
+    const span = this.wide ? CODE_RADIX ** (3 - units) : 2 ** (9 * (NARROW_UNITS - units));
+    const other = this.codes[at]!;
+    return code - (code % span) === other - (other % span);
+  }
+
   insertAt(at: number, key: string): void {
     // Shifted by hand: splice would allocate the (empty) array of removed keys each time.
     const keys = this.keys;
@@ -267,8 +336,9 @@ class CodedRun {
       return;
     }
     if (this.codes.length <= n) {
+      // The whole old array (no subarray view to allocate): it is shorter than the new one.
       const grown = new Float64Array(capacityFor(n + 1));
-      grown.set(this.codes.subarray(0, n));
+      grown.set(this.codes);
       this.codes = grown;
     }
     this.codes.copyWithin(at + 1, at, n);
@@ -294,24 +364,22 @@ class CodedRun {
 
   /**
    * Moves the keys from `at` on into `tail` (an empty run). Both halves keep the codes
-   * they have when their shared prefix is still this run's (the common case): no key is
-   * re-read, where recoding would visit every key string (a cache miss each).
+   * they have, at this run's prefix (each half's keys share at least that): no key string
+   * is read, where recoding would visit every one (a cache miss each). A half whose keys
+   * share a longer prefix is recoded at it only when ties show it would help (see
+   * lowerBoundAmongTies).
    */
   splitInto(at: number, tail: CodedRun): void {
     const keys = this.keys;
     const n = keys.length;
     tail.keys = keys.slice(at);
     keys.length = at;
-    const prefix = this.prefix;
-    tail.prefix = commonPrefixLength(tail.keys[0]!, tail.keys[n - at - 1]!);
-    if (tail.prefix === prefix) {
-      tail.wide = this.wide;
-      tail.codes = new Float64Array(capacityFor(n - at));
-      tail.codes.set(this.codes.subarray(at, n));
-    } else {
-      tail.recode();
-    }
-    if (commonPrefixLength(keys[0]!, keys[at - 1]!) !== prefix) this.recode();
+    tail.prefix = this.prefix;
+    tail.wide = this.wide;
+    const codes = this.codes;
+    const tailCodes = new Float64Array(capacityFor(n - at));
+    for (let i = at; i < n; i++) tailCodes[i - at] = codes[i]!;
+    tail.codes = tailCodes;
   }
 
   /** Appends the keys of `next`, all greater than this run's. */
@@ -321,60 +389,122 @@ class CodedRun {
   }
 
   /**
-   * Inserts `adds` (sorted, distinct, none in the run) at once: one pass that moves each
-   * key at most once, instead of one shift of the run per key.
+   * Inserts `adds` (distinct, none in the run, in any order) at once: one pass that moves
+   * each key at most once, instead of one shift of the run per key. No string sort of the
+   * adds: each add's place among the run's keys comes from a binary search over the codes,
+   * and the adds are ordered by those places (one sort of small integers); adds bound for
+   * the same place (rare in a full block) are ordered among themselves by their strings.
+   *
+   * `addCodes[j]`: adds[j]'s code at this run's prefix, computed at `addEpoch` when the
+   * key was noted (its string then in cache), or NO_CODE when unknown: then, or when the run
+   * was recoded since, the add's string is read here (the costly part of a merge: by now
+   * it is rarely in any cache). `scratch`: at least `adds.length` slots.
    */
-  insertSorted(adds: readonly string[], slow: boolean, positions: Int32Array): void {
+  insertAll(
+    adds: readonly string[],
+    addCodes: readonly number[],
+    addEpoch: number,
+    scratch: Int32Array,
+  ): void {
     const k = adds.length;
     const keys = this.keys;
     const n = keys.length;
-    const at = positions;
-    let ends = false;
-    let fits = true;
     for (let j = 0; j < k; j++) {
       const key = adds[j]!;
-      const position = this.lowerBound(key, slow || needsCodePointOrder(key));
-      at[j] = position;
-      if (position === 0 || position === n) ends = true;
-      if (fits && !this.fits(key)) fits = false;
+      const code = addCodes[j]!;
+      // A known code is for a key that needs no code point order (see OrderedKeys.insert).
+      let place: number;
+      if (code >= 0 && addEpoch === this.epoch) place = this.boundByCode(key, false, code);
+      else {
+        place = this.lowerBound(key, needsCodePointOrder(key));
+      }
+      scratch[j] = place * ADD_INDEX_SPAN + j;
+    }
+    const order = k === scratch.length ? scratch : scratch.subarray(0, k);
+    order.sort();
+    // Adds bound for one place: ordered by their codes, or strings when those do not tell
+    // (insertion sort; such runs are short).
+    const known = addEpoch === this.epoch;
+    for (let s = 1; s < k; s++) {
+      const entry = order[s]!;
+      const place = entry >> ADD_INDEX_BITS;
+      if (place !== order[s - 1]! >> ADD_INDEX_BITS) continue;
+      const key = adds[entry & ADD_INDEX_MASK]!;
+      const code = known ? addCodes[entry & ADD_INDEX_MASK]! : NO_CODE;
+      let t = s;
+      while (t > 0 && order[t - 1]! >> ADD_INDEX_BITS === place) {
+        const otherIndex = order[t - 1]! & ADD_INDEX_MASK;
+        const otherCode = known ? addCodes[otherIndex]! : NO_CODE;
+        if (code >= 0 && otherCode >= 0 && code !== otherCode) {
+          if (otherCode < code) break;
+        } else if (compareAdds(adds[otherIndex]!, key) < 0) break;
+        order[t] = order[t - 1]!;
+        t--;
+      }
+      order[t] = entry;
     }
     for (let j = 0; j < k; j++) keys.push(adds[j]!);
     let codes = this.codes;
     if (codes.length < n + k) {
       codes = new Float64Array(capacityFor(n + k));
-      codes.set(this.codes.subarray(0, n));
+      codes.set(this.codes);
       this.codes = codes;
     }
-    // From the end backwards: the old keys at or after at[j] move up by j + 1.
+    // From the end backwards: the old keys at or after the j-th add's place move up by j + 1.
     let from = n;
+    let ends = false;
     for (let j = k - 1; j >= 0; j--) {
-      const position = at[j]!;
-      for (let i = from - 1; i >= position; i--) {
+      const entry = order[j]!;
+      const place = entry >> ADD_INDEX_BITS;
+      for (let i = from - 1; i >= place; i--) {
         keys[i + j + 1] = keys[i]!;
         codes[i + j + 1] = codes[i]!;
       }
-      keys[position + j] = adds[j]!;
-      from = position;
+      keys[place + j] = adds[entry & ADD_INDEX_MASK]!;
+      if (place === 0 || place === n) ends = true;
+      from = place;
     }
     if (ends && this.recodedForEnds()) return;
-    if (!fits) {
-      this.recode();
-      return;
+    const stillKnown = known && addEpoch === this.epoch;
+    for (let j = 0; j < k; j++) {
+      const entry = order[j]!;
+      const index = entry & ADD_INDEX_MASK;
+      const code = addCodes[index]!;
+      if (stillKnown && code >= 0) {
+        codes[(entry >> ADD_INDEX_BITS) + j] = code;
+        continue;
+      }
+      const key = adds[index]!;
+      if (!this.fits(key)) {
+        this.recode();
+        return;
+      }
+      codes[(entry >> ADD_INDEX_BITS) + j] = this.codeOf(key);
     }
-    for (let j = 0; j < k; j++) codes[at[j]! + j] = this.codeOf(adds[j]!);
   }
 }
 
-/** A block of the index: a run of sorted keys and the keys added to it but not merged yet. */
+/**
+ * A block of the index: a run of sorted keys and the keys added to it but not merged yet,
+ * with their codes at the block's prefix when known (see OrderedKeys.insert).
+ */
 class Block extends CodedRun {
   /** Keys of this block's range not in `keys` yet, in arrival order (empty when none). */
   pending: string[] = [];
+  /** At the same index as `pending`: the key's code at this block's epoch `pendingEpoch`, or NO_CODE. */
+  pendingCodes: number[] = [];
+  pendingEpoch = 0;
+  /**
+   * Code units this block's first key shares with the next block's (so every key of the
+   * block's range does), or -1 when not known yet (see OrderedKeys.rangePrefixOf).
+   */
+  rangePrefix = -1;
 }
 
 export class OrderedKeys {
   private blocks: Block[] = [];
-  /** Scratch for Block.insertSorted: where each pending key goes. */
-  private readonly positions = new Int32Array(BLOCK_PENDING_MAX);
+  /** Scratch for Block.insertAll: where each pending key goes. */
+  private readonly places = new Int32Array(BLOCK_PENDING_MAX);
   /** The first key of each block. */
   private firsts = new CodedRun([]);
   private count = 0;
@@ -446,11 +576,44 @@ export class OrderedKeys {
       const first = blocks[0]!;
       first.insertAt(0, key);
       this.firsts.replaceAt(0, key);
+      first.rangePrefix = -1;
       this.splitIfFull(0);
       return;
     }
-    block.pending.push(key);
-    if (block.pending.length >= BLOCK_PENDING_MAX) this.flushBlock(b);
+    // The key's code at the block's prefix, now that its string is in cache (the merge
+    // then reads only codes). The key must share that prefix, known without reading the
+    // block's keys: from the two codes at the firsts' prefix (the key's, left by blockFor,
+    // and the block's first key's) when the block's prefix is at most a code's reach
+    // longer, or from the prefix the block's range shares; else NO_CODE (read at the merge).
+    let code = NO_CODE;
+    if (!slow) {
+      const firsts = this.firsts;
+      const atFirsts = firsts.probeCode;
+      const longer = block.prefix - firsts.prefix;
+      const shares =
+        (atFirsts >= 0 && (longer <= 0 || firsts.agreesAfterPrefix(b, atFirsts, longer))) ||
+        (b + 1 < blocks.length && block.prefix <= this.rangePrefixOf(b));
+      if (shares && block.fits(key)) code = block.codeOf(key);
+    }
+    const pending = block.pending;
+    if (pending.length === 0) block.pendingEpoch = block.epoch;
+    else if (block.pendingEpoch !== block.epoch) code = NO_CODE;
+    pending.push(key);
+    block.pendingCodes.push(code);
+    if (pending.length >= BLOCK_PENDING_MAX) this.flushBlock(b);
+  }
+
+  /**
+   * Code units block `b`'s first key shares with block `b + 1`'s (which exists): a key
+   * between them shares as many. Computed when first asked after either changed.
+   */
+  private rangePrefixOf(b: number): number {
+    const block = this.blocks[b]!;
+    if (block.rangePrefix < 0) {
+      const firsts = this.firsts.keys;
+      block.rangePrefix = commonPrefixLength(firsts[b]!, firsts[b + 1]!);
+    }
+    return block.rangePrefix;
   }
 
   /** Merges block `b`'s pending keys into it (splitting it when it grows too large). */
@@ -458,20 +621,11 @@ export class OrderedKeys {
     const block = this.blocks[b]!;
     const pending = block.pending;
     if (pending.length === 0) return;
-
-    let slow = false;
-    for (const key of pending) {
-      if (needsCodePointOrder(key)) {
-        slow = true;
-        break;
-      }
-    }
-    if (slow) pending.sort(compareKeys);
-    else pending.sort();
     this.work += block.length + pending.length;
-    block.insertSorted(pending, slow, this.positions);
-    // A fresh list, not this one emptied: that would keep its capacity in every block.
+    block.insertAll(pending, block.pendingCodes, block.pendingEpoch, this.places);
+    // Fresh lists, not these emptied: that would keep their capacity in every block.
     block.pending = [];
+    block.pendingCodes = [];
     this.splitIfFull(b);
   }
 
@@ -485,6 +639,7 @@ export class OrderedKeys {
     block.splitInto(at, tail);
     this.blocks.splice(b + 1, 0, tail);
     this.firsts.insertAt(b + 1, tail.keys[0]!);
+    block.rangePrefix = -1;
   }
 
   /** Whether the index holds `key`. */
@@ -509,9 +664,14 @@ export class OrderedKeys {
     if (block.length === 0) {
       blocks.splice(b, 1);
       this.firsts.removeAt(b);
+      if (b > 0) blocks[b - 1]!.rangePrefix = -1;
       return true;
     }
-    if (at === 0) this.firsts.replaceAt(b, block.keys[0]!);
+    if (at === 0) {
+      this.firsts.replaceAt(b, block.keys[0]!);
+      block.rangePrefix = -1;
+      if (b > 0) blocks[b - 1]!.rangePrefix = -1;
+    }
     if (block.length < BLOCK_KEYS_MERGE && b + 1 < blocks.length) {
       const next = blocks[b + 1]!;
       if (block.length + next.length + next.pending.length <= BLOCK_KEYS_MAX) {
@@ -519,6 +679,7 @@ export class OrderedKeys {
         block.absorb(next);
         blocks.splice(b + 1, 1);
         this.firsts.removeAt(b + 1);
+        block.rangePrefix = -1;
       }
     }
     return true;
@@ -539,10 +700,15 @@ export class OrderedKeys {
       // A split while merging puts the block's tail right after it, already merged.
       this.flushBlock(b);
       const keys = blocks[b]!.keys;
+      // Counted once per block (not per key): the keys visited.
+      const start = i;
       for (; i < keys.length; i++) {
-        this.work++;
-        if (!visit(keys[i]!)) return;
+        if (!visit(keys[i]!)) {
+          this.work += i + 1 - start;
+          return;
+        }
       }
+      this.work += keys.length - start;
     }
   }
 
