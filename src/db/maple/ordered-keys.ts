@@ -398,30 +398,42 @@ class CodedRun {
    * `addCodes[j]`: adds[j]'s code at this run's prefix, computed at `addEpoch` when the
    * key was noted (its string then in cache), or NO_CODE when unknown: then, or when the run
    * was recoded since, the add's string is read here (the costly part of a merge: by now
-   * it is rarely in any cache). `scratch`: at least `adds.length` slots.
+   * it is rarely in any cache). `adds.length` is at most BLOCK_PENDING_MAX.
    */
   insertAll(
     adds: readonly string[],
     addCodes: readonly number[],
     addEpoch: number,
-    scratch: Int32Array,
+    scratch: MergeScratch,
   ): void {
     const k = adds.length;
     const keys = this.keys;
     const n = keys.length;
+    const places = scratch.places;
+    const counts = scratch.countsFor(n);
     for (let j = 0; j < k; j++) {
       const key = adds[j]!;
       const code = addCodes[j]!;
       // A known code is for a key that needs no code point order (see OrderedKeys.insert).
-      let place: number;
-      if (code >= 0 && addEpoch === this.epoch) place = this.boundByCode(key, false, code);
-      else {
-        place = this.lowerBound(key, needsCodePointOrder(key));
-      }
-      scratch[j] = place * ADD_INDEX_SPAN + j;
+      const place =
+        code >= 0 && addEpoch === this.epoch
+          ? this.boundByCode(key, false, code)
+          : this.lowerBound(key, needsCodePointOrder(key));
+      places[j] = place;
+      counts[place]!++;
     }
-    const order = k === scratch.length ? scratch : scratch.subarray(0, k);
-    order.sort();
+    // Ordered by place: a counting sort (places are at most n), no comparisons.
+    for (let p = 0, sum = 0; p <= n; p++) {
+      const count = counts[p]!;
+      counts[p] = sum;
+      sum += count;
+    }
+    const order = scratch.order;
+    for (let j = 0; j < k; j++) {
+      const place = places[j]!;
+      order[counts[place]!++] = place * ADD_INDEX_SPAN + j;
+    }
+    counts.fill(0, 0, n + 1);
     // Adds bound for one place: ordered by their codes, or strings when those do not tell
     // (insertion sort; such runs are short).
     const known = addEpoch === this.epoch;
@@ -484,6 +496,22 @@ class CodedRun {
   }
 }
 
+/** Reused arrays for CodedRun.insertAll. */
+class MergeScratch {
+  /** Each add's place among the run's keys, at the add's index. */
+  readonly places = new Int32Array(BLOCK_PENDING_MAX);
+  /** The adds ordered by place: place * ADD_INDEX_SPAN + the add's index. */
+  readonly order = new Int32Array(BLOCK_PENDING_MAX);
+  /** Per place: adds bound there, then where they start in `order`; all 0 between merges. */
+  private counts = new Int32Array(BLOCK_CODES_MAX + 1);
+
+  /** `counts` with room for places 0 to `n`, all 0. */
+  countsFor(n: number): Int32Array {
+    if (this.counts.length <= n) this.counts = new Int32Array(n + 1);
+    return this.counts;
+  }
+}
+
 /**
  * A block of the index: a run of sorted keys and the keys added to it but not merged yet,
  * with their codes at the block's prefix when known (see OrderedKeys.insert).
@@ -503,8 +531,8 @@ class Block extends CodedRun {
 
 export class OrderedKeys {
   private blocks: Block[] = [];
-  /** Scratch for Block.insertAll: where each pending key goes. */
-  private readonly places = new Int32Array(BLOCK_PENDING_MAX);
+  /** Scratch for Block.insertAll. */
+  private readonly scratch = new MergeScratch();
   /** The first key of each block. */
   private firsts = new CodedRun([]);
   private count = 0;
@@ -622,7 +650,7 @@ export class OrderedKeys {
     const pending = block.pending;
     if (pending.length === 0) return;
     this.work += block.length + pending.length;
-    block.insertAll(pending, block.pendingCodes, block.pendingEpoch, this.places);
+    block.insertAll(pending, block.pendingCodes, block.pendingEpoch, this.scratch);
     // Fresh lists, not these emptied: that would keep their capacity in every block.
     block.pending = [];
     block.pendingCodes = [];
