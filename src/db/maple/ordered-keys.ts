@@ -389,31 +389,27 @@ class CodedRun {
   }
 
   /**
-   * Inserts `adds` (distinct, none in the run, in any order) at once: one pass that moves
-   * each key at most once, instead of one shift of the run per key. No string sort of the
-   * adds: each add's place among the run's keys comes from a binary search over the codes,
-   * and the adds are ordered by those places (one sort of small integers); adds bound for
-   * the same place (rare in a full block) are ordered among themselves by their strings.
+   * Inserts the keys of `pairs` (distinct, none in the run, in any order) at once: one
+   * pass that moves each key at most once, instead of one shift of the run per key. No
+   * string sort of the adds: each add's place among the run's keys comes from a binary
+   * search over the codes, and the adds are ordered by those places (a counting sort);
+   * adds bound for the same place (rare in a full block) are ordered among themselves by
+   * their codes, or strings when those tie.
    *
-   * `addCodes[j]`: adds[j]'s code at this run's prefix, computed at `addEpoch` when the
-   * key was noted (its string then in cache), or NO_CODE when unknown: then, or when the run
-   * was recoded since, the add's string is read here (the costly part of a merge: by now
-   * it is rarely in any cache). `adds.length` is at most BLOCK_PENDING_MAX.
+   * `pairs`: each key followed by its code at this run's prefix, computed at `addEpoch`
+   * when the key was noted (its string then in cache), or NO_CODE when unknown: then, or
+   * when the run was recoded since, the add's string is read here (the costly part of a
+   * merge: by now it is rarely in any cache). At most BLOCK_PENDING_MAX keys.
    */
-  insertAll(
-    adds: readonly string[],
-    addCodes: readonly number[],
-    addEpoch: number,
-    scratch: MergeScratch,
-  ): void {
-    const k = adds.length;
+  insertAll(pairs: readonly PendingSlot[], addEpoch: number, scratch: MergeScratch): void {
+    const k = pairs.length >> 1;
     const keys = this.keys;
     const n = keys.length;
     const places = scratch.places;
     const counts = scratch.countsFor(n);
     for (let j = 0; j < k; j++) {
-      const key = adds[j]!;
-      const code = addCodes[j]!;
+      const key = pairs[2 * j] as string;
+      const code = pairs[2 * j + 1] as number;
       // A known code is for a key that needs no code point order (see OrderedKeys.insert).
       const place =
         code >= 0 && addEpoch === this.epoch
@@ -441,21 +437,21 @@ class CodedRun {
       const entry = order[s]!;
       const place = entry >> ADD_INDEX_BITS;
       if (place !== order[s - 1]! >> ADD_INDEX_BITS) continue;
-      const key = adds[entry & ADD_INDEX_MASK]!;
-      const code = known ? addCodes[entry & ADD_INDEX_MASK]! : NO_CODE;
+      const key = pairs[2 * (entry & ADD_INDEX_MASK)] as string;
+      const code = known ? (pairs[2 * (entry & ADD_INDEX_MASK) + 1] as number) : NO_CODE;
       let t = s;
       while (t > 0 && order[t - 1]! >> ADD_INDEX_BITS === place) {
         const otherIndex = order[t - 1]! & ADD_INDEX_MASK;
-        const otherCode = known ? addCodes[otherIndex]! : NO_CODE;
+        const otherCode = known ? (pairs[2 * otherIndex + 1] as number) : NO_CODE;
         if (code >= 0 && otherCode >= 0 && code !== otherCode) {
           if (otherCode < code) break;
-        } else if (compareAdds(adds[otherIndex]!, key) < 0) break;
+        } else if (compareAdds(pairs[2 * otherIndex] as string, key) < 0) break;
         order[t] = order[t - 1]!;
         t--;
       }
       order[t] = entry;
     }
-    for (let j = 0; j < k; j++) keys.push(adds[j]!);
+    for (let j = 0; j < k; j++) keys.push(pairs[2 * j] as string);
     let codes = this.codes;
     if (codes.length < n + k) {
       codes = new Float64Array(capacityFor(n + k));
@@ -472,7 +468,7 @@ class CodedRun {
         keys[i + j + 1] = keys[i]!;
         codes[i + j + 1] = codes[i]!;
       }
-      keys[place + j] = adds[entry & ADD_INDEX_MASK]!;
+      keys[place + j] = pairs[2 * (entry & ADD_INDEX_MASK)] as string;
       if (place === 0 || place === n) ends = true;
       from = place;
     }
@@ -481,12 +477,12 @@ class CodedRun {
     for (let j = 0; j < k; j++) {
       const entry = order[j]!;
       const index = entry & ADD_INDEX_MASK;
-      const code = addCodes[index]!;
+      const code = pairs[2 * index + 1] as number;
       if (stillKnown && code >= 0) {
         codes[(entry >> ADD_INDEX_BITS) + j] = code;
         continue;
       }
-      const key = adds[index]!;
+      const key = pairs[2 * index] as string;
       if (!this.fits(key)) {
         this.recode();
         return;
@@ -495,6 +491,9 @@ class CodedRun {
     }
   }
 }
+
+/** A block's pending list holds a key, then its code (see Block.pending). */
+type PendingSlot = string | number;
 
 /** Reused arrays for CodedRun.insertAll. */
 class MergeScratch {
@@ -518,9 +517,12 @@ class MergeScratch {
  */
 class Block extends CodedRun {
   /** Keys of this block's range not in `keys` yet, in arrival order (empty when none). */
-  pending: string[] = [];
-  /** At the same index as `pending`: the key's code at this block's epoch `pendingEpoch`, or NO_CODE. */
-  pendingCodes: number[] = [];
+  /**
+   * Keys of this block's range not in `keys` yet, in arrival order, each followed by its
+   * code at this block's prefix as of epoch `pendingEpoch`, or NO_CODE (one array, not
+   * two: one object fewer to reach per key noted, each a cache miss in a large index).
+   */
+  pending: PendingSlot[] = [];
   pendingEpoch = 0;
   /**
    * Code units this block's first key shares with the next block's (so every key of the
@@ -626,9 +628,8 @@ export class OrderedKeys {
     const pending = block.pending;
     if (pending.length === 0) block.pendingEpoch = block.epoch;
     else if (block.pendingEpoch !== block.epoch) code = NO_CODE;
-    pending.push(key);
-    block.pendingCodes.push(code);
-    if (pending.length >= BLOCK_PENDING_MAX) this.flushBlock(b);
+    pending.push(key, code);
+    if (pending.length >= 2 * BLOCK_PENDING_MAX) this.flushBlock(b);
   }
 
   /**
@@ -649,11 +650,10 @@ export class OrderedKeys {
     const block = this.blocks[b]!;
     const pending = block.pending;
     if (pending.length === 0) return;
-    this.work += block.length + pending.length;
-    block.insertAll(pending, block.pendingCodes, block.pendingEpoch, this.scratch);
+    this.work += block.length + (pending.length >> 1);
+    block.insertAll(pending, block.pendingEpoch, this.scratch);
     // Fresh lists, not these emptied: that would keep their capacity in every block.
     block.pending = [];
-    block.pendingCodes = [];
     this.splitIfFull(b);
   }
 
@@ -702,7 +702,7 @@ export class OrderedKeys {
     }
     if (block.length < BLOCK_KEYS_MERGE && b + 1 < blocks.length) {
       const next = blocks[b + 1]!;
-      if (block.length + next.length + next.pending.length <= BLOCK_KEYS_MAX) {
+      if (block.length + next.length + (next.pending.length >> 1) <= BLOCK_KEYS_MAX) {
         this.flushBlock(b + 1);
         block.absorb(next);
         blocks.splice(b + 1, 1);
