@@ -103,6 +103,35 @@ describe("pending keys merged by their noted codes", () => {
     });
   }
 
+  for (const seed of [8, 9]) {
+    test(`keys added a batch at a time (routed first, then placed) agree with a sorted array (seed ${seed})`, () => {
+      const next = seededRandom(seed);
+      const index = new OrderedKeys();
+      const present = new Set<string>();
+      let sorted: string[] = [];
+      for (let round = 0; round < 60; round++) {
+        // Batches of any size: chunks whose blocks split, or get a new first key, midway.
+        const batch: string[] = [];
+        const size = Math.floor(next() * 2 * BLOCK_KEYS_MAX);
+        for (let i = 0; i < size; i++) {
+          const key = next() < 0.02 ? `!${Math.floor(next() * 1e6)}` : keyOf(next);
+          if (present.has(key)) continue;
+          present.add(key);
+          batch.push(key);
+        }
+        const from = Math.floor(next() * 3);
+        const padded = [...Array.from({ length: from }, () => "ignored"), ...batch, "ignored"];
+        index.insertBatch(padded, from, from + batch.length);
+        sorted = [...sorted, ...batch].sort(compareKeys);
+        expect(index.size).toBe(sorted.length);
+        if (round % 10 === 9) expect(index.keys()).toEqual(sorted);
+        const probe = keyOf(next);
+        expect(scanned(index, probe, false, 20)).toEqual(expected(sorted, probe, false, 20));
+      }
+      expect(index.keys()).toEqual(sorted);
+    });
+  }
+
   test("adds bound for one place are ordered by their codes, then by their strings", () => {
     const next = seededRandom(11);
     // Two blocks' worth of keys far apart, so every add below lands in one gap.

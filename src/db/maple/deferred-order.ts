@@ -450,7 +450,7 @@ export class DeferredOrder {
     // sort of all of them).
     if (!check) {
       // Adds alone into an index that matched the maps: all new and distinct.
-      for (let i = from; i < end; i++) settled.insert(keys[i]!);
+      settled.insertBatch(keys, from, end);
       return;
     }
     // A key noted more than once (churn on a few keys) is settled by its first visit.

@@ -492,6 +492,9 @@ class CodedRun {
   }
 }
 
+/** Keys OrderedKeys.insertBatch routes before any of them joins its block. */
+const ROUTE_CHUNK = 64;
+
 /** A block's pending list holds a key, then its code (see Block.pending). */
 type PendingSlot = string | number;
 
@@ -535,6 +538,11 @@ export class OrderedKeys {
   private blocks: Block[] = [];
   /** Scratch for Block.insertAll. */
   private readonly scratch = new MergeScratch();
+  /** Scratch for insertBatch: each key's block, and its code at the firsts' prefix. */
+  private readonly routes = new Int32Array(ROUTE_CHUNK);
+  private readonly routeCodes = new Float64Array(ROUTE_CHUNK);
+  /** Bumped whenever blocks are added, removed or get a new first key (routes change). */
+  private shape = 0;
   /** The first key of each block. */
   private firsts = new CodedRun([]);
   private count = 0;
@@ -598,6 +606,51 @@ export class OrderedKeys {
     }
     const slow = needsCodePointOrder(key);
     const b = this.blockFor(key, slow);
+    this.insertRouted(key, slow, b, this.firsts.probeCode);
+  }
+
+  /**
+   * Adds `keys[from, end)` (none in the index, distinct) as `insert` does, a chunk at a
+   * time: first every key of the chunk is routed to its block (independent lookups, whose
+   * cache misses on the keys' strings and the blocks' first keys' codes can overlap),
+   * then each joins its block. A chunk whose blocks change meanwhile (a merge splits a
+   * block; a key below every key becomes block 0's first) routes its remaining keys again.
+   */
+  insertBatch(keys: readonly string[], from: number, end: number): void {
+    const routes = this.routes;
+    const probes = this.routeCodes;
+    for (let start = from; start < end; start += ROUTE_CHUNK) {
+      const stop = Math.min(end, start + ROUTE_CHUNK);
+      if (this.blocks.length === 0) {
+        for (let i = start; i < stop; i++) this.insert(keys[i]!);
+        continue;
+      }
+      const firstsEpoch = this.firsts.epoch;
+      for (let i = start; i < stop; i++) {
+        const key = keys[i]!;
+        if (needsCodePointOrder(key)) {
+          routes[i - start] = -1;
+          continue;
+        }
+        routes[i - start] = this.blockFor(key, false);
+        probes[i - start] = this.firsts.probeCode;
+      }
+      // A lookup that recoded the first keys' run made the earlier probes' codes stale.
+      const shape = this.firsts.epoch === firstsEpoch ? this.shape : -1;
+      for (let i = start; i < stop; i++) {
+        const b = routes[i - start]!;
+        if (b < 0 || this.shape !== shape || this.firsts.epoch !== firstsEpoch) this.insert(keys[i]!);
+        else {
+          this.count++;
+          this.insertRouted(keys[i]!, false, b, probes[i - start]!);
+        }
+      }
+    }
+  }
+
+  /** `insert` of a key routed to block `b` (`atFirsts`: its code at the firsts' prefix, or NO_CODE). */
+  private insertRouted(key: string, slow: boolean, b: number, atFirsts: number): void {
+    const blocks = this.blocks;
     const block = blocks[b]!;
     // Only block 0 takes keys below its first key (others' lie in the block before), and
     // such a key becomes the block's first at once, so firsts stays exact.
@@ -607,6 +660,7 @@ export class OrderedKeys {
       first.insertAt(0, key);
       this.firsts.replaceAt(0, key);
       first.rangePrefix = -1;
+      this.shape++;
       this.splitIfFull(0);
       return;
     }
@@ -618,7 +672,6 @@ export class OrderedKeys {
     let code = NO_CODE;
     if (!slow) {
       const firsts = this.firsts;
-      const atFirsts = firsts.probeCode;
       const longer = block.prefix - firsts.prefix;
       const shares =
         (atFirsts >= 0 && (longer <= 0 || firsts.agreesAfterPrefix(b, atFirsts, longer))) ||
@@ -660,6 +713,7 @@ export class OrderedKeys {
   private splitIfFull(b: number): void {
     const block = this.blocks[b]!;
     if (block.length <= BLOCK_KEYS_MAX) return;
+    this.shape++;
     const tail = new Block([]);
     // The last block splits high: keys added in ascending order (ids, timestamps) then
     // leave full blocks behind them instead of half-full ones.
@@ -692,10 +746,12 @@ export class OrderedKeys {
     if (block.length === 0) {
       blocks.splice(b, 1);
       this.firsts.removeAt(b);
+      this.shape++;
       if (b > 0) blocks[b - 1]!.rangePrefix = -1;
       return true;
     }
     if (at === 0) {
+      this.shape++;
       this.firsts.replaceAt(b, block.keys[0]!);
       block.rangePrefix = -1;
       if (b > 0) blocks[b - 1]!.rangePrefix = -1;
@@ -707,6 +763,7 @@ export class OrderedKeys {
         block.absorb(next);
         blocks.splice(b + 1, 1);
         this.firsts.removeAt(b + 1);
+        this.shape++;
         block.rangePrefix = -1;
       }
     }
