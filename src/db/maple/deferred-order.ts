@@ -97,10 +97,10 @@ interface Waiting {
  * store's first page costs O(log n + page) like the pages after it. States:
  *
  * - Built: a write notes the key it added or removed in an unsorted buffer (one array
- *   push), and the notes are folded in between event-loop turns, one slice at a time (a
- *   sort of a batch, then each key in or out in key order, into its block's pending
- *   keys: see OrderedKeys.insert). A reader folds what is left: at once when it is little
- *   (`ready`), else in slices first.
+ *   push), and the notes are folded in between event-loop turns, one slice at a time
+ *   (in arrival order: adds into their blocks' pending keys with their codes, see
+ *   OrderedKeys.insertBatch; removals out). A reader folds what is left: at once when it
+ *   is little (`ready`), else in slices first.
  * - Unbuilt: only after `dropped` (the database is being replaced or closed): writes note
  *   nothing, and a reader that still comes builds the index from the hash maps
  *   (`sources`: live iterators) with an OrderedKeysBuilder, one slice of at most

@@ -7,10 +7,11 @@
  * BLOCK_KEYS_MAX keys, blocks are in order and none is empty. A lookup is a binary search
  * over the blocks' first keys then one inside a block; an insert or remove shifts at most
  * one block (splitting a full one, merging a sparse one into its neighbour). New keys
- * wait unsorted in their block's pending list (at most BLOCK_PENDING_MAX, measured best
- * of 32/96/192 by test/bench/data-api.ts) and go in as one sorted batch when the list is
- * full or the block is read or shrunk, so a page still sees every key and merges at most
- * that many per block it reads. Chosen over
+ * wait unsorted in their block's pending list, each with its code at the block's prefix
+ * when that is known at once (at most BLOCK_PENDING_MAX keys, measured best of
+ * 32/64/96/160/192/224), and go in as one batch when the list is full or the block is
+ * read or shrunk, placed by those codes (see CodedRun.insertAll), so a page still sees
+ * every key and merges at most that many per block it reads. Chosen over
  * a skip list and a per-key-node B+tree by test/bench/data-api.ts: it allocates nothing
  * per key (a key costs two array slots) and its inner loops are over dense arrays.
  *
@@ -590,11 +591,13 @@ export class OrderedKeys {
   }
 
   /**
-   * Adds a key that is not in the index. The key joins its block's pending keys; they
-   * are merged into the block (sorted, in one pass) when BLOCK_PENDING_MAX have come or
-   * when the block is read or shrunk. Why: merging a batch touches the block's arrays
-   * once instead of once per key (each touch a few cache misses in a large index), and
-   * a reader pays at most BLOCK_PENDING_MAX keys' merge per block it reads.
+   * Adds a key that is not in the index. The key joins its block's pending keys, with
+   * its code at the block's prefix (computed now, while its string is in cache); they
+   * are merged into the block (in one pass, placed by their codes) when
+   * BLOCK_PENDING_MAX have come or when the block is read or shrunk. Why: merging a batch
+   * touches the block's arrays once instead of once per key (each touch a few cache
+   * misses in a large index), and a reader pays at most BLOCK_PENDING_MAX keys' merge
+   * per block it reads.
    */
   insert(key: string): void {
     const blocks = this.blocks;
