@@ -520,7 +520,6 @@ class MergeScratch {
  * with their codes at the block's prefix when known (see OrderedKeys.insert).
  */
 class Block extends CodedRun {
-  /** Keys of this block's range not in `keys` yet, in arrival order (empty when none). */
   /**
    * Keys of this block's range not in `keys` yet, in arrival order, each followed by its
    * code at this block's prefix as of epoch `pendingEpoch`, or NO_CODE (one array, not
