@@ -11,7 +11,8 @@
  *    Rows: `insert` (the writer's CPU per new key), `insertFold` (+ the fold of every
  *    noted key, in one piece by a list after the inserts), `insertTurns` (the inserts in
  *    batches of 1000 per event-loop turn with the background folds between, then a list:
- *    the whole process's CPU, what a server pays per new key), `setNs` (overwrite),
+ *    the whole process's CPU, what a server pays per new key; `turnsBeside`: its part
+ *    outside the write loops, i.e. the folds), `setNs` (overwrite),
  *    `getNs`. Every engine that lists has its folds counted, `--also`'s too.
  * 3. A 1M-key build (CPU per insert vs the baseline, alternating rounds), the first
  *    page after it (which settles the ordered index: reported apart, by its maximum), then
@@ -207,16 +208,29 @@ const TURN_WRITES = 1000;
  * turns between (counted: the whole process's CPU from the first write until a list after
  * the last, which folds whatever is left).
  */
-async function insertInTurns(engine: EngineLike, keys: string[], values: Uint8Array[]): Promise<number> {
+async function insertInTurns(
+  engine: EngineLike,
+  keys: string[],
+  values: Uint8Array[],
+): Promise<{ insertTurns: number; turnsBeside: number }> {
   const start = process.cpuUsage();
+  let writesMs = 0;
   for (let i = 0; i < keys.length; i += TURN_WRITES) {
     const end = Math.min(keys.length, i + TURN_WRITES);
-    for (let j = i; j < end; j++) engine.set(keys[j]!, values[j]!, NOW_MS);
+    writesMs += cpuMs(() => {
+      for (let j = i; j < end; j++) engine.set(keys[j]!, values[j]!, NOW_MS);
+    });
     await new Promise<void>((resolve) => setImmediate(resolve));
   }
   if (isListing(engine)) engine.list({ prefix: "", limit: 1, after: undefined }, NOW_MS);
   const used = process.cpuUsage(start);
-  return ((used.user + used.system) * 1000) / keys.length;
+  const totalMs = (used.user + used.system) / 1000;
+  // Beside the write loops: the turns' background folds and the last list (and, for any
+  // engine, the loop's own turns: an engine without folds shows what those cost).
+  return {
+    insertTurns: (totalMs * 1e6) / keys.length,
+    turnsBeside: ((totalMs - writesMs) * 1e6) / keys.length,
+  };
 }
 
 function isListing(engine: EngineLike): engine is ListingEngine {
@@ -278,7 +292,7 @@ async function overhead(
     ["before", await engineOf(baselineDir)],
   ];
   if (alsoDir !== undefined) engines.push(["also", await engineOf(alsoDir)]);
-  type Row = ReturnType<typeof engineOps> & { insertTurns: number };
+  type Row = ReturnType<typeof engineOps> & { insertTurns: number; turnsBeside: number };
   const runs = new Map<string, Row[]>(engines.map(([name]) => [name, []]));
   // Alternate the engines, each round starting with the next one, so machine load
   // affects all alike; a full collection before each, so none pays for another's garbage.
@@ -288,8 +302,8 @@ async function overhead(
       Bun.gc(true);
       const ops = engineOps(make(), keys, values);
       Bun.gc(true);
-      const insertTurns = await insertInTurns(make(), keys, values);
-      runs.get(name)!.push({ ...ops, insertTurns });
+      const turns = await insertInTurns(make(), keys, values);
+      runs.get(name)!.push({ ...ops, ...turns });
     }
   }
   console.log(
@@ -311,6 +325,21 @@ async function overhead(
           )} ns   ${median(ratios).toFixed(2)}x   (per round ${ratios.map((x) => x.toFixed(2)).join(" ")})`,
       );
     }
+    // The background folds' share of insertTurns (the baseline has none: its figure is
+    // the loop's turns alone), and against the first engine's when comparing two.
+    const beside = median(mine.map((r) => r.turnsBeside));
+    const first = runs.get(engines[0]![0])!;
+    const vsFirst =
+      name === engines[0]![0]
+        ? ""
+        : `; vs ${engines[0]![0]}'s ${median(mine.map((r, i) => r.turnsBeside / first[i]!.turnsBeside)).toFixed(2)}x`;
+    console.log(
+      `  ${name.padEnd(5)} turnsBeside ${beside.toFixed(0).padStart(6)} ns   before ${median(
+        before.map((r) => r.turnsBeside),
+      )
+        .toFixed(0)
+        .padStart(6)} ns   (CPU outside the write loops: folds + the last list${vsFirst})`,
+    );
   }
 }
 
