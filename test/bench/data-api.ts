@@ -8,6 +8,12 @@
  *    engine of another checkout: `--baseline /path/to/checkout` (e.g. the commit before
  *    the data API); without it this part is skipped. `--also DIR` adds a third engine to
  *    the same alternating rounds (e.g. the commit before a change, to show its effect).
+ *    Rows: `insert` (the writer's CPU per new key), `insertFold` (+ the fold of every
+ *    noted key, in one piece by a list after the inserts), `insertTurns` (the inserts in
+ *    batches of 1000 per event-loop turn with the background folds between, then a list:
+ *    the whole process's CPU, what a server pays per new key; `turnsBeside`: its part
+ *    outside the write loops, i.e. the folds), `setNs` (overwrite),
+ *    `getNs`. Every engine that lists has its folds counted, `--also`'s too.
  * 3. A 1M-key build (CPU per insert vs the baseline, alternating rounds), the first
  *    page after it (which settles the ordered index: reported apart, by its maximum), then
  *    100-key pages (list with a prefix/after) out of the 1M keys (target: at most 1 ms).
@@ -193,20 +199,58 @@ function indexStructures(count: number): void {
     );
 }
 
+/** Keys a server's turn applies in the `insertTurns` row: a batch of writes, then the loop's turn. */
+const TURN_WRITES = 1000;
+
+/**
+ * CPU per new key with the writes in batches of TURN_WRITES per event-loop turn, as a
+ * server applies them: an engine that folds its index in the background does so in the
+ * turns between (counted: the whole process's CPU from the first write until a list after
+ * the last, which folds whatever is left).
+ */
+async function insertInTurns(
+  engine: EngineLike,
+  keys: string[],
+  values: Uint8Array[],
+): Promise<{ insertTurns: number; turnsBeside: number }> {
+  const start = process.cpuUsage();
+  let writesMs = 0;
+  for (let i = 0; i < keys.length; i += TURN_WRITES) {
+    const end = Math.min(keys.length, i + TURN_WRITES);
+    writesMs += cpuMs(() => {
+      for (let j = i; j < end; j++) engine.set(keys[j]!, values[j]!, NOW_MS);
+    });
+    await new Promise<void>((resolve) => setImmediate(resolve));
+  }
+  if (isListing(engine)) engine.list({ prefix: "", limit: 1, after: undefined }, NOW_MS);
+  const used = process.cpuUsage(start);
+  const totalMs = (used.user + used.system) / 1000;
+  // Beside the write loops: the turns' background folds and the last list (and, for any
+  // engine, the loop's own turns: an engine without folds shows what those cost).
+  return {
+    insertTurns: (totalMs * 1e6) / keys.length,
+    turnsBeside: ((totalMs - writesMs) * 1e6) / keys.length,
+  };
+}
+
+function isListing(engine: EngineLike): engine is ListingEngine {
+  return typeof (engine as Partial<ListingEngine>).list === "function";
+}
+
 function engineOps(
   engine: EngineLike,
   keys: string[],
   values: Uint8Array[],
-  fold: boolean,
 ): { insert: number; insertFold: number; setNs: number; getNs: number } {
   // Every key is new the first time (an insert), then overwritten and read (the steady state).
   const insertMs = cpuMs(() => {
     for (let i = 0; i < keys.length; i++) engine.set(keys[i]!, values[i]!, NOW_MS);
   });
-  // The ordered index's upkeep the inserts leave to the background (this engine: a list
-  // folds every note now, in one piece), so insert + fold is what the inserts cost in all.
-  const foldMs = fold
-    ? cpuMs(() => void (engine as ListingEngine).list({ prefix: "", limit: 1, after: undefined }, NOW_MS))
+  // The ordered index's upkeep the inserts leave to the background (an engine that keeps
+  // one: a list folds every note now, in one piece), so insert + fold is what the inserts
+  // cost in all. An engine without a list (before the data API) has none to do.
+  const foldMs = isListing(engine)
+    ? cpuMs(() => void engine.list({ prefix: "", limit: 1, after: undefined }, NOW_MS))
     : 0;
   const setMs = cpuMs(() => {
     for (let round = 0; round < 3; round++)
@@ -248,14 +292,18 @@ async function overhead(
     ["before", await engineOf(baselineDir)],
   ];
   if (alsoDir !== undefined) engines.push(["also", await engineOf(alsoDir)]);
-  const runs = new Map<string, ReturnType<typeof engineOps>[]>(engines.map(([name]) => [name, []]));
+  type Row = ReturnType<typeof engineOps> & { insertTurns: number; turnsBeside: number };
+  const runs = new Map<string, Row[]>(engines.map(([name]) => [name, []]));
   // Alternate the engines, each round starting with the next one, so machine load
   // affects all alike; a full collection before each, so none pays for another's garbage.
   for (let round = 0; round < rounds; round++) {
     for (let i = 0; i < engines.length; i++) {
       const [name, make] = engines[(round + i) % engines.length]!;
       Bun.gc(true);
-      runs.get(name)!.push(engineOps(make(), keys, values, name === "now"));
+      const ops = engineOps(make(), keys, values);
+      Bun.gc(true);
+      const turns = await insertInTurns(make(), keys, values);
+      runs.get(name)!.push({ ...ops, ...turns });
     }
   }
   console.log(
@@ -265,10 +313,10 @@ async function overhead(
   for (const [name] of engines) {
     if (name === "before") continue;
     const mine = runs.get(name)!;
-    for (const op of ["insert", "insertFold", "setNs", "getNs"] as const) {
+    for (const op of ["insert", "insertFold", "insertTurns", "setNs", "getNs"] as const) {
       const ratios = mine.map((r, i) => r[op] / before[i]![op]);
       console.log(
-        `  ${name.padEnd(5)} ${op.padEnd(7)} ${median(mine.map((r) => r[op]))
+        `  ${name.padEnd(5)} ${op.padEnd(11)} ${median(mine.map((r) => r[op]))
           .toFixed(0)
           .padStart(6)} ns   before ${median(before.map((r) => r[op]))
           .toFixed(0)
@@ -277,6 +325,21 @@ async function overhead(
           )} ns   ${median(ratios).toFixed(2)}x   (per round ${ratios.map((x) => x.toFixed(2)).join(" ")})`,
       );
     }
+    // The background folds' share of insertTurns (the baseline has none: its figure is
+    // the loop's turns alone), and against the first engine's when comparing two.
+    const beside = median(mine.map((r) => r.turnsBeside));
+    const first = runs.get(engines[0]![0])!;
+    const vsFirst =
+      name === engines[0]![0]
+        ? ""
+        : `; vs ${engines[0]![0]}'s ${median(mine.map((r, i) => r.turnsBeside / first[i]!.turnsBeside)).toFixed(2)}x`;
+    console.log(
+      `  ${name.padEnd(5)} turnsBeside ${beside.toFixed(0).padStart(6)} ns   before ${median(
+        before.map((r) => r.turnsBeside),
+      )
+        .toFixed(0)
+        .padStart(6)} ns   (CPU outside the write loops: folds + the last list${vsFirst})`,
+    );
   }
 }
 

@@ -19,6 +19,8 @@ export const SLICE_UNITS = 4096;
 export const CHECK_EVERY = 256;
 /** Units one noted key costs when folded into a built index (a check, an insert into its block). */
 const FOLD_UNITS_PER_NOTE = 4;
+/** Notes a list is emptied in place up to (see dropNotes): a turn's worth, a few slices. */
+const NOTES_KEPT_MAX = 4 * SLICE_UNITS;
 /**
  * Restarts of one build (its notes outgrew their bound while it ran) before the next
  * build runs in one piece: under a write rate that outruns the slices, a reader waiting
@@ -95,10 +97,10 @@ interface Waiting {
  * store's first page costs O(log n + page) like the pages after it. States:
  *
  * - Built: a write notes the key it added or removed in an unsorted buffer (one array
- *   push), and the notes are folded in between event-loop turns, one slice at a time (a
- *   sort of a batch, then each key in or out in key order, into its block's pending
- *   keys: see OrderedKeys.insert). A reader folds what is left: at once when it is little
- *   (`ready`), else in slices first.
+ *   push), and the notes are folded in between event-loop turns, one slice at a time
+ *   (in arrival order: adds into their blocks' pending keys with their codes, see
+ *   OrderedKeys.insertBatch; removals out). A reader folds what is left: at once when it
+ *   is little (`ready`), else in slices first.
  * - Unbuilt: only after `dropped` (the database is being replaced or closed): writes note
  *   nothing, and a reader that still comes builds the index from the hash maps
  *   (`sources`: live iterators) with an OrderedKeysBuilder, one slice of at most
@@ -240,7 +242,10 @@ export class DeferredOrder {
   }
 
   private dropNotes(): void {
-    this.notes = [];
+    // Emptied in place after an ordinary turn's notes (no new array to grow again next
+    // turn); a long list (a burst) is let go rather than kept at its size.
+    if (this.notes.length <= NOTES_KEPT_MAX) this.notes.length = 0;
+    else this.notes = [];
     this.folded = 0;
     this.removals = 0;
     this.checkNotes = false;
@@ -375,17 +380,17 @@ export class DeferredOrder {
   private fold(max: number): number {
     const notes = this.notes;
     const end = Math.min(notes.length, this.folded + max);
-    const batch = notes.slice(this.folded, end);
+    const from = this.folded;
     this.folded = end;
-    this.counters.folded += batch.length;
-    this.apply(batch, this.checkNotes || this.removals > 0);
+    this.counters.folded += end - from;
+    this.apply(notes, from, end, this.checkNotes || this.removals > 0);
     if (end === notes.length) this.dropNotes();
     else if (this.folded >= NOTES_MIN && 2 * this.folded >= notes.length) {
       // Writes keep ahead of the slices: let the folded half go.
       this.notes = notes.slice(this.folded);
       this.folded = 0;
     }
-    return batch.length * FOLD_UNITS_PER_NOTE;
+    return (end - from) * FOLD_UNITS_PER_NOTE;
   }
 
   /** Like OrderedKeys.scan, over every key present now. */
@@ -436,8 +441,8 @@ export class DeferredOrder {
     return settled;
   }
 
-  /** Puts noted keys in or out of the settled index; `check`: ask the maps for each. */
-  private apply(keys: string[], check: boolean): void {
+  /** Puts `keys[from, end)` in or out of the settled index; `check`: ask the maps for each. */
+  private apply(keys: readonly string[], from: number, end: number, check: boolean): void {
     const settled = this.settled!;
     // In arrival order, not sorted first: each key only joins its block's pending keys
     // (sorted there, a block at a time), and a sort of the batch cost more than the
@@ -445,12 +450,13 @@ export class DeferredOrder {
     // sort of all of them).
     if (!check) {
       // Adds alone into an index that matched the maps: all new and distinct.
-      for (const key of keys) settled.insert(key);
+      settled.insertBatch(keys, from, end);
       return;
     }
     // A key noted more than once (churn on a few keys) is settled by its first visit.
     const seen = new Set<string>();
-    for (const key of keys) {
+    for (let i = from; i < end; i++) {
+      const key = keys[i]!;
       if (seen.has(key)) continue;
       seen.add(key);
       if (this.isPresent(key)) {

@@ -461,10 +461,10 @@ export class MapleDB implements KVDB {
    * building) the ordered index in one piece: it is built and few writes wait to be
    * folded in (one slice of work). When false they still answer (correctly), but by
    * folding or building in one piece: a caller that can wait should `await
-   * prepareOrder()` first. (`_pageLimit`, part of the KVDB interface, does not matter
-   * here: every page is served by the index.)
+   * prepareOrder()` first. (KVDB.orderReady's `pageLimit` is not taken: every page is
+   * served by the index, so the size of the read does not change the answer.)
    */
-  orderReady(_pageLimit?: number): boolean {
+  orderReady(): boolean {
     return this.ordered.ready;
   }
 

@@ -7,10 +7,11 @@
  * BLOCK_KEYS_MAX keys, blocks are in order and none is empty. A lookup is a binary search
  * over the blocks' first keys then one inside a block; an insert or remove shifts at most
  * one block (splitting a full one, merging a sparse one into its neighbour). New keys
- * wait unsorted in their block's pending list (at most BLOCK_PENDING_MAX, measured best
- * of 32/96/192 by test/bench/data-api.ts) and go in as one sorted batch when the list is
- * full or the block is read or shrunk, so a page still sees every key and merges at most
- * that many per block it reads. Chosen over
+ * wait unsorted in their block's pending list, each with its code at the block's prefix
+ * when that is known at once (at most BLOCK_PENDING_MAX keys, measured best of
+ * 32/64/96/160/192/224), and go in as one batch when the list is full or the block is
+ * read or shrunk, placed by those codes (see CodedRun.insertAll), so a page still sees
+ * every key and merges at most that many per block it reads. Chosen over
  * a skip list and a per-key-node B+tree by test/bench/data-api.ts: it allocates nothing
  * per key (a key costs two array slots) and its inner loops are over dense arrays.
  *
@@ -36,6 +37,10 @@ const BUILD_BLOCK_FILL = (BLOCK_KEYS_MAX * 3) >> 2;
  * BLOCK_KEYS_MAX) one split in half brings it back under BLOCK_KEYS_MAX.
  */
 export const BLOCK_PENDING_MAX = 96;
+/** CodedRun.insertAll packs an add's place and its index among the adds into one integer. */
+const ADD_INDEX_BITS = 8;
+const ADD_INDEX_SPAN = 1 << ADD_INDEX_BITS;
+const ADD_INDEX_MASK = ADD_INDEX_SPAN - 1;
 
 /** Code point order (= UTF-8 byte order) of two strings; lone surrogates sort consistently. */
 export function compareKeys(a: string, b: string): number {
@@ -55,6 +60,12 @@ export function compareKeys(a: string, b: string): number {
 function needsCodePointOrder(key: string): boolean {
   for (let i = 0; i < key.length; i++) if (key.charCodeAt(i) >= 0xd800) return true;
   return false;
+}
+
+/** Byte order of two distinct keys, natively when neither needs code point order. */
+function compareAdds(a: string, b: string): number {
+  if (needsCodePointOrder(a) || needsCodePointOrder(b)) return compareKeys(a, b);
+  return a < b ? -1 : 1;
 }
 
 function compareProbe(probe: string, slow: boolean, key: string): number {
@@ -84,6 +95,8 @@ function codeAt(key: string, offset: number): number {
 }
 
 const EMPTY_CODES = new Float64Array(0);
+/** Stands for "no code known" where a code is expected (codes are never negative). */
+const NO_CODE = -1;
 /** The most keys a block holds: while merging its pending keys, before it splits. */
 const BLOCK_CODES_MAX = BLOCK_KEYS_MAX + BLOCK_PENDING_MAX;
 
@@ -145,8 +158,17 @@ class CodedRun {
    * inserts and removes shift it with one memmove and allocate nothing.
    */
   private codes: Float64Array = EMPTY_CODES;
-  private prefix = 0;
-  private wide = false;
+  /** Code units every key shares, at least: the codes start after them. */
+  prefix = 0;
+  /** Whether the codes are codeAt's (three units of any kind), not narrowCodeAt's. */
+  wide = false;
+  /** Bumped by every recode: codes computed for this run before then are stale. */
+  epoch = 0;
+  /**
+   * The code lowerBound last computed for its probe (at this run's prefix), or NO_CODE when
+   * it decided without one (the probe lies outside the shared prefix).
+   */
+  probeCode = NO_CODE;
 
   constructor(keys: string[]) {
     this.keys = keys;
@@ -158,6 +180,7 @@ class CodedRun {
   }
 
   private recode(): void {
+    this.epoch++;
     const keys = this.keys;
     const n = keys.length;
     const prefix = n === 0 ? 0 : commonPrefixLength(keys[0]!, keys[n - 1]!);
@@ -170,21 +193,34 @@ class CodedRun {
     this.wide = wide;
   }
 
-  private codeOf(key: string): number {
+  codeOf(key: string): number {
     return this.wide ? codeAt(key, this.prefix) : narrowCodeAt(key, this.prefix);
   }
 
   /** A key about to be stored: false when it needs the wide code the run does not use yet. */
-  private fits(key: string): boolean {
+  fits(key: string): boolean {
     return this.wide || fitsNarrow(key, this.prefix);
   }
 
-  /** After the first or last key changed: whether the shared prefix did too (then all is recoded). */
+  /**
+   * After the first or last key changed: whether the keys no longer share the prefix the
+   * codes start after (then all is recoded). A prefix that grew (a removed end key) keeps
+   * the codes: they stay exact at the shorter offset, and recoding would read every key
+   * string (a cache miss each); lowerBound lengthens it once ties show it would help.
+   */
   private recodedForEnds(): boolean {
     const keys = this.keys;
     const n = keys.length;
-    const prefix = n === 0 ? 0 : commonPrefixLength(keys[0]!, keys[n - 1]!);
-    if (prefix === this.prefix) return false;
+    if (n === 0) {
+      this.prefix = 0;
+      return false;
+    }
+    const prefix = this.prefix;
+    if (prefix === 0) return false;
+    // Both ends still share the first `prefix` units (so every key between them does)?
+    const first = keys[0]!;
+    const last = keys[n - 1]!;
+    if (commonPrefixLength(first, last) >= prefix) return false;
     this.recode();
     return true;
   }
@@ -193,6 +229,7 @@ class CodedRun {
   lowerBound(probe: string, slow: boolean, above = false): number {
     const keys = this.keys;
     const n = keys.length;
+    this.probeCode = NO_CODE;
     if (n === 0) return 0;
     const prefix = this.prefix;
     if (prefix > 0) {
@@ -207,6 +244,18 @@ class CodedRun {
       if (probe.length < prefix) return 0;
     }
     const code = this.codeOf(probe);
+    this.probeCode = code;
+    return this.boundByCode(probe, slow, code, above);
+  }
+
+  /**
+   * lowerBound for a probe that shares this run's prefix and whose code at it is `code`
+   * (computed earlier, at this run's current epoch): the probe's string is read only
+   * when keys have the same code.
+   */
+  boundByCode(probe: string, slow: boolean, code: number, above = false): number {
+    const keys = this.keys;
+    const n = keys.length;
     const codes = this.codes;
     let low = 0;
     let high = n;
@@ -229,6 +278,12 @@ class CodedRun {
 
   private lowerBoundAmongTies(probe: string, slow: boolean, code: number, from: number, bar: number): number {
     const keys = this.keys;
+    // The codes may start before the prefix the keys now share (a split or a removal kept
+    // them, see splitInto): recoded at the longer one, the ties may go away.
+    if (commonPrefixLength(keys[0]!, keys[keys.length - 1]!) > this.prefix) {
+      this.recode();
+      return this.lowerBound(probe, slow, bar === 0);
+    }
     const codes = this.codes;
     let high = from;
     let step = 1;
@@ -254,6 +309,21 @@ class CodedRun {
     return low;
   }
 
+  /**
+   * Whether a probe whose code at this run's prefix is `code` (it shares the prefix)
+   * agrees with the key at `at` on the `units` code units after the prefix, told from the
+   * two codes alone; false also when the codes do not reach that far.
+   */
+  agreesAfterPrefix(at: number, code: number, units: number): boolean {
+    if (units === 0) return true;
+    const covered = this.wide ? 3 : NARROW_UNITS;
+    if (units > covered) return false;
+    // The codes' leading `units` digits: exact integer arithmetic (fmod is exact).
+    const span = this.wide ? CODE_RADIX ** (3 - units) : 2 ** (9 * (NARROW_UNITS - units));
+    const other = this.codes[at]!;
+    return code - (code % span) === other - (other % span);
+  }
+
   insertAt(at: number, key: string): void {
     // Shifted by hand: splice would allocate the (empty) array of removed keys each time.
     const keys = this.keys;
@@ -267,8 +337,9 @@ class CodedRun {
       return;
     }
     if (this.codes.length <= n) {
+      // The whole old array (no subarray view to allocate): it is shorter than the new one.
       const grown = new Float64Array(capacityFor(n + 1));
-      grown.set(this.codes.subarray(0, n));
+      grown.set(this.codes);
       this.codes = grown;
     }
     this.codes.copyWithin(at + 1, at, n);
@@ -294,24 +365,22 @@ class CodedRun {
 
   /**
    * Moves the keys from `at` on into `tail` (an empty run). Both halves keep the codes
-   * they have when their shared prefix is still this run's (the common case): no key is
-   * re-read, where recoding would visit every key string (a cache miss each).
+   * they have, at this run's prefix (each half's keys share at least that): no key string
+   * is read, where recoding would visit every one (a cache miss each). A half whose keys
+   * share a longer prefix is recoded at it only when ties show it would help (see
+   * lowerBoundAmongTies).
    */
   splitInto(at: number, tail: CodedRun): void {
     const keys = this.keys;
     const n = keys.length;
     tail.keys = keys.slice(at);
     keys.length = at;
-    const prefix = this.prefix;
-    tail.prefix = commonPrefixLength(tail.keys[0]!, tail.keys[n - at - 1]!);
-    if (tail.prefix === prefix) {
-      tail.wide = this.wide;
-      tail.codes = new Float64Array(capacityFor(n - at));
-      tail.codes.set(this.codes.subarray(at, n));
-    } else {
-      tail.recode();
-    }
-    if (commonPrefixLength(keys[0]!, keys[at - 1]!) !== prefix) this.recode();
+    tail.prefix = this.prefix;
+    tail.wide = this.wide;
+    const codes = this.codes;
+    const tailCodes = new Float64Array(capacityFor(n - at));
+    for (let i = at; i < n; i++) tailCodes[i - at] = codes[i]!;
+    tail.codes = tailCodes;
   }
 
   /** Appends the keys of `next`, all greater than this run's. */
@@ -321,60 +390,159 @@ class CodedRun {
   }
 
   /**
-   * Inserts `adds` (sorted, distinct, none in the run) at once: one pass that moves each
-   * key at most once, instead of one shift of the run per key.
+   * Inserts the keys of `pairs` (distinct, none in the run, in any order) at once: one
+   * pass that moves each key at most once, instead of one shift of the run per key. No
+   * string sort of the adds: each add's place among the run's keys comes from a binary
+   * search over the codes, and the adds are ordered by those places (a counting sort);
+   * adds bound for the same place (rare in a full block) are ordered among themselves by
+   * their codes, or strings when those tie.
+   *
+   * `pairs`: each key followed by its code at this run's prefix, computed at `addEpoch`
+   * when the key was noted (its string then in cache), or NO_CODE when unknown: then, or
+   * when the run was recoded since, the add's string is read here (the costly part of a
+   * merge: by now it is rarely in any cache). At most BLOCK_PENDING_MAX keys.
    */
-  insertSorted(adds: readonly string[], slow: boolean, positions: Int32Array): void {
-    const k = adds.length;
+  insertAll(pairs: readonly PendingSlot[], addEpoch: number, scratch: MergeScratch): void {
+    const k = pairs.length >> 1;
     const keys = this.keys;
     const n = keys.length;
-    const at = positions;
-    let ends = false;
-    let fits = true;
+    const places = scratch.places;
+    const counts = scratch.countsFor(n);
     for (let j = 0; j < k; j++) {
-      const key = adds[j]!;
-      const position = this.lowerBound(key, slow || needsCodePointOrder(key));
-      at[j] = position;
-      if (position === 0 || position === n) ends = true;
-      if (fits && !this.fits(key)) fits = false;
+      const key = pairs[2 * j] as string;
+      const code = pairs[2 * j + 1] as number;
+      // A known code is for a key that needs no code point order (see OrderedKeys.insert).
+      const place =
+        code >= 0 && addEpoch === this.epoch
+          ? this.boundByCode(key, false, code)
+          : this.lowerBound(key, needsCodePointOrder(key));
+      places[j] = place;
+      counts[place]!++;
     }
-    for (let j = 0; j < k; j++) keys.push(adds[j]!);
+    // Ordered by place: a counting sort (places are at most n), no comparisons.
+    for (let p = 0, sum = 0; p <= n; p++) {
+      const count = counts[p]!;
+      counts[p] = sum;
+      sum += count;
+    }
+    const order = scratch.order;
+    for (let j = 0; j < k; j++) {
+      const place = places[j]!;
+      order[counts[place]!++] = place * ADD_INDEX_SPAN + j;
+    }
+    counts.fill(0, 0, n + 1);
+    // Adds bound for one place: ordered by their codes, or strings when those do not tell
+    // (insertion sort; such runs are short).
+    const known = addEpoch === this.epoch;
+    for (let s = 1; s < k; s++) {
+      const entry = order[s]!;
+      const place = entry >> ADD_INDEX_BITS;
+      if (place !== order[s - 1]! >> ADD_INDEX_BITS) continue;
+      const key = pairs[2 * (entry & ADD_INDEX_MASK)] as string;
+      const code = known ? (pairs[2 * (entry & ADD_INDEX_MASK) + 1] as number) : NO_CODE;
+      let t = s;
+      while (t > 0 && order[t - 1]! >> ADD_INDEX_BITS === place) {
+        const otherIndex = order[t - 1]! & ADD_INDEX_MASK;
+        const otherCode = known ? (pairs[2 * otherIndex + 1] as number) : NO_CODE;
+        if (code >= 0 && otherCode >= 0 && code !== otherCode) {
+          if (otherCode < code) break;
+        } else if (compareAdds(pairs[2 * otherIndex] as string, key) < 0) break;
+        order[t] = order[t - 1]!;
+        t--;
+      }
+      order[t] = entry;
+    }
+    for (let j = 0; j < k; j++) keys.push(pairs[2 * j] as string);
     let codes = this.codes;
     if (codes.length < n + k) {
       codes = new Float64Array(capacityFor(n + k));
-      codes.set(this.codes.subarray(0, n));
+      codes.set(this.codes);
       this.codes = codes;
     }
-    // From the end backwards: the old keys at or after at[j] move up by j + 1.
+    // From the end backwards: the old keys at or after the j-th add's place move up by j + 1.
     let from = n;
+    let ends = false;
     for (let j = k - 1; j >= 0; j--) {
-      const position = at[j]!;
-      for (let i = from - 1; i >= position; i--) {
+      const entry = order[j]!;
+      const place = entry >> ADD_INDEX_BITS;
+      for (let i = from - 1; i >= place; i--) {
         keys[i + j + 1] = keys[i]!;
         codes[i + j + 1] = codes[i]!;
       }
-      keys[position + j] = adds[j]!;
-      from = position;
+      keys[place + j] = pairs[2 * (entry & ADD_INDEX_MASK)] as string;
+      if (place === 0 || place === n) ends = true;
+      from = place;
     }
     if (ends && this.recodedForEnds()) return;
-    if (!fits) {
-      this.recode();
-      return;
+    const stillKnown = known && addEpoch === this.epoch;
+    for (let j = 0; j < k; j++) {
+      const entry = order[j]!;
+      const index = entry & ADD_INDEX_MASK;
+      const code = pairs[2 * index + 1] as number;
+      if (stillKnown && code >= 0) {
+        codes[(entry >> ADD_INDEX_BITS) + j] = code;
+        continue;
+      }
+      const key = pairs[2 * index] as string;
+      if (!this.fits(key)) {
+        this.recode();
+        return;
+      }
+      codes[(entry >> ADD_INDEX_BITS) + j] = this.codeOf(key);
     }
-    for (let j = 0; j < k; j++) codes[at[j]! + j] = this.codeOf(adds[j]!);
   }
 }
 
-/** A block of the index: a run of sorted keys and the keys added to it but not merged yet. */
+/** Keys OrderedKeys.insertBatch routes before any of them joins its block. */
+const ROUTE_CHUNK = 64;
+
+/** A block's pending list holds a key, then its code (see Block.pending). */
+type PendingSlot = string | number;
+
+/** Reused arrays for CodedRun.insertAll. */
+class MergeScratch {
+  /** Each add's place among the run's keys, at the add's index. */
+  readonly places = new Int32Array(BLOCK_PENDING_MAX);
+  /** The adds ordered by place: place * ADD_INDEX_SPAN + the add's index. */
+  readonly order = new Int32Array(BLOCK_PENDING_MAX);
+  /** Per place: adds bound there, then where they start in `order`; all 0 between merges. */
+  private counts = new Int32Array(BLOCK_CODES_MAX + 1);
+
+  /** `counts` with room for places 0 to `n`, all 0. */
+  countsFor(n: number): Int32Array {
+    if (this.counts.length <= n) this.counts = new Int32Array(n + 1);
+    return this.counts;
+  }
+}
+
+/**
+ * A block of the index: a run of sorted keys and the keys added to it but not merged yet,
+ * with their codes at the block's prefix when known (see OrderedKeys.insert).
+ */
 class Block extends CodedRun {
-  /** Keys of this block's range not in `keys` yet, in arrival order (empty when none). */
-  pending: string[] = [];
+  /**
+   * Keys of this block's range not in `keys` yet, in arrival order, each followed by its
+   * code at this block's prefix as of epoch `pendingEpoch`, or NO_CODE (one array, not
+   * two: one object fewer to reach per key noted, each a cache miss in a large index).
+   */
+  pending: PendingSlot[] = [];
+  pendingEpoch = 0;
+  /**
+   * Code units this block's first key shares with the next block's (so every key of the
+   * block's range does), or -1 when not known yet (see OrderedKeys.rangePrefixOf).
+   */
+  rangePrefix = -1;
 }
 
 export class OrderedKeys {
   private blocks: Block[] = [];
-  /** Scratch for Block.insertSorted: where each pending key goes. */
-  private readonly positions = new Int32Array(BLOCK_PENDING_MAX);
+  /** Scratch for Block.insertAll. */
+  private readonly scratch = new MergeScratch();
+  /** Scratch for insertBatch: each key's block, and its code at the firsts' prefix. */
+  private readonly routes = new Int32Array(ROUTE_CHUNK);
+  private readonly routeCodes = new Float64Array(ROUTE_CHUNK);
+  /** Bumped whenever blocks are added, removed or get a new first key (routes change). */
+  private shape = 0;
   /** The first key of each block. */
   private firsts = new CodedRun([]);
   private count = 0;
@@ -422,11 +590,13 @@ export class OrderedKeys {
   }
 
   /**
-   * Adds a key that is not in the index. The key joins its block's pending keys; they
-   * are merged into the block (sorted, in one pass) when BLOCK_PENDING_MAX have come or
-   * when the block is read or shrunk. Why: merging a batch touches the block's arrays
-   * once instead of once per key (each touch a few cache misses in a large index), and
-   * a reader pays at most BLOCK_PENDING_MAX keys' merge per block it reads.
+   * Adds a key that is not in the index. The key joins its block's pending keys, with
+   * its code at the block's prefix (computed now, while its string is in cache); they
+   * are merged into the block (in one pass, placed by their codes) when
+   * BLOCK_PENDING_MAX have come or when the block is read or shrunk. Why: merging a batch
+   * touches the block's arrays once instead of once per key (each touch a few cache
+   * misses in a large index), and a reader pays at most BLOCK_PENDING_MAX keys' merge
+   * per block it reads.
    */
   insert(key: string): void {
     const blocks = this.blocks;
@@ -438,6 +608,51 @@ export class OrderedKeys {
     }
     const slow = needsCodePointOrder(key);
     const b = this.blockFor(key, slow);
+    this.insertRouted(key, slow, b, this.firsts.probeCode);
+  }
+
+  /**
+   * Adds `keys[from, end)` (none in the index, distinct) as `insert` does, a chunk at a
+   * time: first every key of the chunk is routed to its block (independent lookups, whose
+   * cache misses on the keys' strings and the blocks' first keys' codes can overlap),
+   * then each joins its block. A chunk whose blocks change meanwhile (a merge splits a
+   * block; a key below every key becomes block 0's first) routes its remaining keys again.
+   */
+  insertBatch(keys: readonly string[], from: number, end: number): void {
+    const routes = this.routes;
+    const probes = this.routeCodes;
+    for (let start = from; start < end; start += ROUTE_CHUNK) {
+      const stop = Math.min(end, start + ROUTE_CHUNK);
+      if (this.blocks.length === 0) {
+        for (let i = start; i < stop; i++) this.insert(keys[i]!);
+        continue;
+      }
+      const firstsEpoch = this.firsts.epoch;
+      for (let i = start; i < stop; i++) {
+        const key = keys[i]!;
+        if (needsCodePointOrder(key)) {
+          routes[i - start] = -1;
+          continue;
+        }
+        routes[i - start] = this.blockFor(key, false);
+        probes[i - start] = this.firsts.probeCode;
+      }
+      // A lookup that recoded the first keys' run made the earlier probes' codes stale.
+      const shape = this.firsts.epoch === firstsEpoch ? this.shape : -1;
+      for (let i = start; i < stop; i++) {
+        const b = routes[i - start]!;
+        if (b < 0 || this.shape !== shape || this.firsts.epoch !== firstsEpoch) this.insert(keys[i]!);
+        else {
+          this.count++;
+          this.insertRouted(keys[i]!, false, b, probes[i - start]!);
+        }
+      }
+    }
+  }
+
+  /** `insert` of a key routed to block `b` (`atFirsts`: its code at the firsts' prefix, or NO_CODE). */
+  private insertRouted(key: string, slow: boolean, b: number, atFirsts: number): void {
+    const blocks = this.blocks;
     const block = blocks[b]!;
     // Only block 0 takes keys below its first key (others' lie in the block before), and
     // such a key becomes the block's first at once, so firsts stays exact.
@@ -446,11 +661,43 @@ export class OrderedKeys {
       const first = blocks[0]!;
       first.insertAt(0, key);
       this.firsts.replaceAt(0, key);
+      first.rangePrefix = -1;
+      this.shape++;
       this.splitIfFull(0);
       return;
     }
-    block.pending.push(key);
-    if (block.pending.length >= BLOCK_PENDING_MAX) this.flushBlock(b);
+    // The key's code at the block's prefix, now that its string is in cache (the merge
+    // then reads only codes). The key must share that prefix, known without reading the
+    // block's keys: from the two codes at the firsts' prefix (the key's, left by blockFor,
+    // and the block's first key's) when the block's prefix is at most a code's reach
+    // longer, or from the prefix the block's range shares; else NO_CODE (read at the merge).
+    let code = NO_CODE;
+    if (!slow) {
+      const firsts = this.firsts;
+      const longer = block.prefix - firsts.prefix;
+      const shares =
+        (atFirsts >= 0 && (longer <= 0 || firsts.agreesAfterPrefix(b, atFirsts, longer))) ||
+        (b + 1 < blocks.length && block.prefix <= this.rangePrefixOf(b));
+      if (shares && block.fits(key)) code = block.codeOf(key);
+    }
+    const pending = block.pending;
+    if (pending.length === 0) block.pendingEpoch = block.epoch;
+    else if (block.pendingEpoch !== block.epoch) code = NO_CODE;
+    pending.push(key, code);
+    if (pending.length >= 2 * BLOCK_PENDING_MAX) this.flushBlock(b);
+  }
+
+  /**
+   * Code units block `b`'s first key shares with block `b + 1`'s (which exists): a key
+   * between them shares as many. Computed when first asked after either changed.
+   */
+  private rangePrefixOf(b: number): number {
+    const block = this.blocks[b]!;
+    if (block.rangePrefix < 0) {
+      const firsts = this.firsts.keys;
+      block.rangePrefix = commonPrefixLength(firsts[b]!, firsts[b + 1]!);
+    }
+    return block.rangePrefix;
   }
 
   /** Merges block `b`'s pending keys into it (splitting it when it grows too large). */
@@ -458,19 +705,9 @@ export class OrderedKeys {
     const block = this.blocks[b]!;
     const pending = block.pending;
     if (pending.length === 0) return;
-
-    let slow = false;
-    for (const key of pending) {
-      if (needsCodePointOrder(key)) {
-        slow = true;
-        break;
-      }
-    }
-    if (slow) pending.sort(compareKeys);
-    else pending.sort();
-    this.work += block.length + pending.length;
-    block.insertSorted(pending, slow, this.positions);
-    // A fresh list, not this one emptied: that would keep its capacity in every block.
+    this.work += block.length + (pending.length >> 1);
+    block.insertAll(pending, block.pendingEpoch, this.scratch);
+    // Fresh lists, not these emptied: that would keep their capacity in every block.
     block.pending = [];
     this.splitIfFull(b);
   }
@@ -478,6 +715,7 @@ export class OrderedKeys {
   private splitIfFull(b: number): void {
     const block = this.blocks[b]!;
     if (block.length <= BLOCK_KEYS_MAX) return;
+    this.shape++;
     const tail = new Block([]);
     // The last block splits high: keys added in ascending order (ids, timestamps) then
     // leave full blocks behind them instead of half-full ones.
@@ -485,6 +723,7 @@ export class OrderedKeys {
     block.splitInto(at, tail);
     this.blocks.splice(b + 1, 0, tail);
     this.firsts.insertAt(b + 1, tail.keys[0]!);
+    block.rangePrefix = -1;
   }
 
   /** Whether the index holds `key`. */
@@ -509,16 +748,25 @@ export class OrderedKeys {
     if (block.length === 0) {
       blocks.splice(b, 1);
       this.firsts.removeAt(b);
+      this.shape++;
+      if (b > 0) blocks[b - 1]!.rangePrefix = -1;
       return true;
     }
-    if (at === 0) this.firsts.replaceAt(b, block.keys[0]!);
+    if (at === 0) {
+      this.shape++;
+      this.firsts.replaceAt(b, block.keys[0]!);
+      block.rangePrefix = -1;
+      if (b > 0) blocks[b - 1]!.rangePrefix = -1;
+    }
     if (block.length < BLOCK_KEYS_MERGE && b + 1 < blocks.length) {
       const next = blocks[b + 1]!;
-      if (block.length + next.length + next.pending.length <= BLOCK_KEYS_MAX) {
+      if (block.length + next.length + (next.pending.length >> 1) <= BLOCK_KEYS_MAX) {
         this.flushBlock(b + 1);
         block.absorb(next);
         blocks.splice(b + 1, 1);
         this.firsts.removeAt(b + 1);
+        this.shape++;
+        block.rangePrefix = -1;
       }
     }
     return true;
@@ -539,10 +787,15 @@ export class OrderedKeys {
       // A split while merging puts the block's tail right after it, already merged.
       this.flushBlock(b);
       const keys = blocks[b]!.keys;
+      // Counted once per block (not per key): the keys visited.
+      const start = i;
       for (; i < keys.length; i++) {
-        this.work++;
-        if (!visit(keys[i]!)) return;
+        if (!visit(keys[i]!)) {
+          this.work += i + 1 - start;
+          return;
+        }
       }
+      this.work += keys.length - start;
     }
   }
 

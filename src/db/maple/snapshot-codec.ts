@@ -2,10 +2,14 @@
  * Maple snapshot format, versions 1 to 3 read; written as version 2 (flags 0), which every
  * release since revisions reads (a rolling upgrade). All integers little-endian.
  *
- * Record order: MapleDB writes the records in the keys' byte order while its ordered index
- * is built (always, but for a database being replaced), so a load builds the index in O(n)
- * as it reads them; a load takes any order (older members wrote hash-map order) and then
- * sorts. The order is not a format change: every version's reader takes any order.
+ * Record order: MapleDB writes the records in hash-map order, shard by shard; a load
+ * builds the ordered index in O(n) from records that come in the keys' byte order and
+ * sorts them otherwise. The order is not a format change: every version's reader takes
+ * any order.
+ *
+ * Version 3 (the release that built its index on a first list, with FLAG_LISTED) is
+ * read, never written: this build keeps the index from the first write, so the flag
+ * tells it nothing (tests make version 3 headers by patching a version 2 one).
  *
  *   offset  size  field
  *   0       8     magic: ASCII "DKVMAPLE"
@@ -88,18 +92,13 @@ export class SnapshotEncoder {
   /** Finished pieces waiting for the caller to pass them to the sink. */
   private ready: Uint8Array[] = [];
 
-  /**
-   * `listed`: write version 3 with FLAG_LISTED (what the release before wrote for a listed
-   * store; for tests of that format); else version 2, what MapleDB writes.
-   */
-  constructor(storeRevision: number, listed = false) {
+  /** Writes version 2 (flags 0), which every release since revisions reads. */
+  constructor(storeRevision: number) {
     this.chunk = Buffer.allocUnsafe(SNAPSHOT_CHUNK_BYTES);
     this.view = new DataView(this.chunk.buffer, this.chunk.byteOffset, this.chunk.byteLength);
     this.chunk.set(SNAPSHOT_MAGIC, 0);
-    // Version 3 differs from 2 only by the flag: a store never listed is written as version
-    // 2, which a member of the release before reads (a rolling upgrade's snapshots).
-    this.view.setUint32(8, listed ? SNAPSHOT_VERSION : SNAPSHOT_VERSION_UNLISTED, true);
-    this.view.setUint32(12, listed ? FLAG_LISTED : 0, true);
+    this.view.setUint32(8, SNAPSHOT_VERSION_UNLISTED, true);
+    this.view.setUint32(12, 0, true);
     this.view.setFloat64(HEADER_BYTES, storeRevision, true);
     this.pos = HEADER_BYTES + HEADER_REVISION_BYTES;
   }
