@@ -49,7 +49,14 @@ async function startCluster(groupCount: number): Promise<Cluster> {
   const dir = await mkdtemp(join(tmpdir(), "dkv-host-groups-"));
   const ids = ["node-1", "node-2", "node-3"];
   const clusterMembers = new Map<string, string>();
-  for (const id of ids) clusterMembers.set(id, `127.0.0.1:${await freePort()}`);
+  // Distinct ports: the kernel may hand a just-released port to the next bind of port 0.
+  const taken = new Set<number>();
+  for (const id of ids) {
+    let port = await freePort();
+    for (let attempt = 0; taken.has(port) && attempt < 100; attempt++) port = await freePort();
+    taken.add(port);
+    clusterMembers.set(id, `127.0.0.1:${port}`);
+  }
   const shardSpecs = Array.from({ length: groupCount }, (_, i) => ({ id: i + 1, type: "dstore" as const }));
   const members: Member[] = [];
   try {
