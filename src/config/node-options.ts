@@ -65,6 +65,8 @@ export interface RaftNodeOptions {
   readonly compactionOverheadEntries: number;
   /** --leader-balance-interval in ms (0: off). */
   readonly leaderBalanceIntervalMs: number;
+  /** --raft-log-gather-turns: the shared log's gather (raft/storage/group-commit.ts). */
+  readonly logGatherTurns: number;
   /** --snapshot-bytes, --raft-log-max-bytes: each group's in-memory log bounded by bytes. */
   readonly snapshotBytes: number;
   readonly raftLogMaxBytes: number;
@@ -218,6 +220,7 @@ function resolveRaft(values: ServeOptionValues): RaftNodeOptions {
     snapshotEntries: values["snapshot-entries"],
     compactionOverheadEntries: values["compaction-overhead"],
     leaderBalanceIntervalMs: values["leader-balance-interval"],
+    logGatherTurns: values["raft-log-gather-turns"],
     snapshotBytes,
     raftLogMaxBytes,
     readLease: values["read-lease"] === "on",

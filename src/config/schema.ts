@@ -32,6 +32,7 @@ import { lockServeOptions } from "./lock-options.ts";
 import { joinClientOptions, membershipOptions } from "./membership-options.ts";
 import { opsServeOptions } from "./ops-options.ts";
 import { peerSecurityOptions } from "./peer-security-options.ts";
+import { raftLogGatherOptions } from "./raft-log-gather-options.ts";
 import { raftLogOptions } from "./raft-log-options.ts";
 import { readLeaseOptions } from "./read-lease-options.ts";
 import { watchServeOptions } from "./watch-options.ts";
@@ -429,6 +430,7 @@ export const serveOptions = [
   ...membershipOptions,
   ...joinClientOptions,
   ...raftLogOptions,
+  ...raftLogGatherOptions,
   ...readLeaseOptions,
   ...watchServeOptions,
   ...lockServeOptions,

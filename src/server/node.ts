@@ -255,6 +255,7 @@ async function startRaft(
     snapshotEntries: raft.snapshotEntries,
     compactionOverheadEntries: raft.compactionOverheadEntries,
     leaderBalanceIntervalMs: raft.leaderBalanceIntervalMs,
+    logGatherTurns: raft.logGatherTurns,
     snapshotBytes: raft.snapshotBytes,
     raftLogMaxBytes: raft.raftLogMaxBytes,
     readLease: raft.readLease,

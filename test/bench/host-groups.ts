@@ -6,7 +6,7 @@
  * depend on what else runs on the machine:
  *
  *   bun run test/bench/host-groups.ts [--groups 50] [--threads 50,200] [--duration 3s] [--rounds 2] [--spread 1,50]
- *     [--route spread|leader]
+ *     [--route spread|leader] [--gather-turns N]
  *
  * `--spread` lists the group counts the writes spread over (default 1 and `--groups`); one
  * of them alone under `bun --cpu-prof-md` profiles that load only.
@@ -15,6 +15,7 @@
  * each await one 128 B set at a time, spread round-robin over groups and members (a
  * member that does not lead forwards to the leader, as behind a round-robin client; with
  * `--route leader` each write goes to its group's leader, as the RPC client routes them).
+ * `--gather-turns`: the members' --raft-log-gather-turns (default: its default).
  * Prints ops/s, this process's CPU per write (all three members and the load), node
  * transport socket writes and frames per write, shared-log batches (fsyncs) per write, and
  * per write the kernel's share of that CPU, minor page faults, and the JS thread's own CPU
@@ -45,11 +46,18 @@ interface Cluster {
   dir: string;
 }
 
-async function startCluster(groupCount: number): Promise<Cluster> {
+async function startCluster(groupCount: number, logGatherTurns: number | undefined): Promise<Cluster> {
   const dir = await mkdtemp(join(tmpdir(), "dkv-host-groups-"));
   const ids = ["node-1", "node-2", "node-3"];
   const clusterMembers = new Map<string, string>();
-  for (const id of ids) clusterMembers.set(id, `127.0.0.1:${await freePort()}`);
+  // Distinct ports: the kernel may hand a just-released port to the next bind of port 0.
+  const taken = new Set<number>();
+  for (const id of ids) {
+    let port = await freePort();
+    for (let attempt = 0; taken.has(port) && attempt < 100; attempt++) port = await freePort();
+    taken.add(port);
+    clusterMembers.set(id, `127.0.0.1:${port}`);
+  }
   const shardSpecs = Array.from({ length: groupCount }, (_, i) => ({ id: i + 1, type: "dstore" as const }));
   const members: Member[] = [];
   try {
@@ -61,6 +69,7 @@ async function startCluster(groupCount: number): Promise<Cluster> {
         dataDir: join(dir, id),
         shards: shardSpecs,
         leaderBalanceIntervalMs: 1_000,
+        logGatherTurns,
         makeTransport: (listen, peers) => {
           transport = new TcpNodeTransport({ self: id, listen, peers });
           return transport;
@@ -214,7 +223,8 @@ async function main(): Promise<void> {
   if (spreads.some((n) => !Number.isSafeInteger(n) || n < 1 || n > groupCount)) {
     throw new Error(`--spread: each count must be a whole number in 1..${groupCount}`);
   }
-  const cluster = await startCluster(groupCount);
+  const gather = flagValue(argv, "--gather-turns", "");
+  const cluster = await startCluster(groupCount, gather === "" ? undefined : Number(gather));
   try {
     console.log(
       "load                      ops/s   CPU us/write  socket writes/write  frames/write  fsyncs/write  sys us/write  faults/write  main-thread us/write",

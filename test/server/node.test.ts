@@ -127,6 +127,14 @@ describe("resolveNodeOptions", () => {
     expect(defaults.raft?.raftLogMaxBytes).toBe(128 * MiB);
   });
 
+  test("--raft-log-gather-turns reaches the Raft options: 4 by default, 0 turns it off, above 64 is refused", () => {
+    expect(optionsOf({ shards: "200=dstore" }).raft?.logGatherTurns).toBe(4);
+    expect(optionsOf({ shards: "200=dstore", "raft-log-gather-turns": 0 }).raft?.logGatherTurns).toBe(0);
+    expect(usageMessage(() => readOptions(serveOptions, { DKV_RAFT_LOG_GATHER_TURNS: "65" }))).toContain(
+      "above the maximum of 64",
+    );
+  });
+
   test("without replicated shards the Raft flags are not resolved (they only earn a warning)", () => {
     const options = optionsOf({
       shards: "100=lstore",

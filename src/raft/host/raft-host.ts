@@ -218,6 +218,8 @@ export class RaftHost {
   private openSharedLog(): Promise<SharedLog> {
     this.sharedLog ??= SharedLog.open(this.config.dataDir, {
       logger: { info: (m) => this.logger.info(m), warn: (m) => this.logger.warn(m) },
+      gatherTurns: this.config.logGatherTurns,
+      later: (run) => this.scheduler.later(run),
     }).then((log) => {
       this.openedSharedLog = log;
       return log;

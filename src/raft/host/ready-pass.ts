@@ -1,16 +1,24 @@
 /**
- * One Ready pass at a time for every group of the host (instead of one Ready loop per
- * group). A group with work asks for a pass; the pass starts one Ready in each group that
- * asked (persisting all of them into the same shared-log batch, so one write and one
- * fsync), and while it waits for that fsync everything that arrives for any group gathers
- * for the next pass. Once it is durable, one synchronous stretch finishes all those
- * Readys (acks, commits, applies, answers) and starts the next pass's, between the host's
- * `hold` and `release` (see PassHooks): so what a member sends between two fsyncs — a
- * follower's acks, a leader's appends and commits, the replies of all groups — leaves in
- * one socket write per peer, as one busy group's already did.
+ * The Ready passes of every group of a host (instead of one Ready loop per group). A group
+ * with work asks for a pass; a pass, run at the end of the current task (a microtask, so
+ * everything that arrived in this turn joins it), starts one Ready in each group that
+ * asked. A Ready that must persist first writes into the shared log's next batch (one
+ * write and one fsync for every group's Readys queued meanwhile, whose commits all get the
+ * batch's one promise); the pass goes on without waiting for it. Once a batch is durable,
+ * one synchronous stretch finishes all its groups' Readys (acks, commits, applies,
+ * answers) and starts every Ready asked for meanwhile.
+ *
+ * So a pass never waits for another group's fsync: a leader's appends go out when its
+ * proposals arrive, a follower writes an append into the next batch when it arrives, and
+ * a commit (nothing to persist) is applied and answered at once. (Earlier, while one batch
+ * was being written, everything that arrived waited for it before its own pass: a write
+ * spread over many groups then waited for an unrelated fsync at the leader, at the
+ * follower and again at the leader, and a member's batch carried ~16 writes instead of
+ * ~50.) Each stretch runs between the host's `hold` and `release` (see PassHooks), so what
+ * all groups send in it leaves as one frame per peer.
  */
 
-/** Passes run back to back before yielding to pending I/O (one that fsyncs yields anyway). */
+/** Passes run back to back in one stretch before pending I/O goes first (a group asking again in each). */
 const PASSES_MAX = 64;
 
 /**
@@ -56,9 +64,16 @@ const noHooks: PassHooks = { hold() {}, release() {} };
 export class ReadyPasses {
   /** Groups that asked for a pass: at most one entry per group, so bounded by the groups hosted. */
   private readonly wanting = new Set<ReadyParticipant>();
-  private running = false;
-  /** A start is queued (a microtask, or `later` after PASSES_MAX passes). */
-  private startQueued = false;
+  /**
+   * Groups whose Ready waits for its persistence, by the promise it waits for (one per log
+   * batch): bounded by the groups hosted, each having at most one Ready in flight.
+   */
+  private readonly awaiting = new Map<Promise<void>, ReadyParticipant[]>();
+  /** Batches that became durable (or failed), to finish in the next stretch; bounded as awaiting. */
+  private settled: { groups: ReadyParticipant[]; failure: PersistFailure | undefined }[] = [];
+  /** A stretch is queued (a microtask, or `later` after PASSES_MAX passes). */
+  private stretchQueued = false;
+  private inStretch = false;
 
   /** `later` runs a function after pending I/O (the host scheduler's deferral). */
   constructor(
@@ -66,91 +81,78 @@ export class ReadyPasses {
     private readonly hooks: PassHooks = noHooks,
   ) {}
 
-  /** `group` has work: it gets a Ready in the next pass (this turn's, if none is running). */
+  /** `group` has work: it gets a Ready in this turn's pass (or the running stretch's next). */
   request(group: ReadyParticipant): void {
     this.wanting.add(group);
-    if (this.running || this.startQueued) return;
-    this.startQueued = true;
-    // A microtask: everything that arrives in this turn joins the same pass.
-    queueMicrotask(this.start);
+    this.queueStretch();
   }
 
-  private readonly start = (): void => {
-    this.startQueued = false;
-    if (this.running) return;
-    this.running = true;
-    void this.run();
-  };
+  private queueStretch(): void {
+    // During a stretch its own loop takes new requests.
+    if (this.stretchQueued || this.inStretch) return;
+    this.stretchQueued = true;
+    // A microtask: everything that arrives in this turn joins the same pass.
+    queueMicrotask(this.stretch);
+  }
 
   /**
-   * Each step: wait until what the last pass persisted is durable, then in one synchronous
-   * stretch finish those groups' Readys (acks, commits, applies, answers) and start the
-   * next pass's (appends, persistence) — so what a member sends after one fsync and
-   * before the next leaves in one flush per peer. A Ready with nothing to wait for is
-   * finished in the stretch that started it (it must not wait for others' fsync), and a
-   * group that has another Ready then starts it in the same stretch.
+   * One synchronous stretch: finish the Readys of the batches that became durable, then
+   * run passes (start a Ready in each group that asked; one with nothing to persist is
+   * finished at once, and a group that has another Ready then starts it in the next pass)
+   * until no group asks — at most PASSES_MAX, then pending I/O goes first.
    */
-  private async run(): Promise<void> {
-    let waiting: ReadyParticipant[] = [];
-    // The distinct persistence promises of `waiting`, and for each group the index of its own.
-    let waits: Promise<void>[] = [];
-    let waitOf: number[] = [];
-    let passes = 0;
+  private readonly stretch = (): void => {
+    this.stretchQueued = false;
+    this.inStretch = true;
+    this.hooks.hold();
     try {
-      do {
-        const failures = waits.length > 0 ? await settled(waits) : undefined;
-        const finishing = waiting;
-        const finishingWaitOf = waitOf;
-        waiting = [];
-        waits = [];
-        waitOf = [];
-        this.hooks.hold();
-        try {
-          for (let i = 0; i < finishing.length; i++)
-            finishing[i]!.finishReady(failures?.[finishingWaitOf[i]!]);
-          // Bounded by PASSES_MAX passes.
-          while (passes < PASSES_MAX && this.wanting.size > 0) {
-            passes++;
-            const groups = [...this.wanting];
-            this.wanting.clear();
-            const now: ReadyParticipant[] = [];
-            for (const group of groups) {
-              const begun = group.startReady();
-              if (begun === false) continue;
-              if (begun === true) now.push(group);
-              else {
-                waiting.push(group);
-                // Usually every group of a pass shares its log batch's promise: one wait.
-                if (waits.length === 0 || waits[waits.length - 1] !== begun) waits.push(begun);
-                waitOf.push(waits.length - 1);
-              }
-            }
-            for (const group of now) group.finishReady();
-          }
-        } finally {
-          this.hooks.release();
-        }
-      } while (waiting.length > 0);
+      const settled = this.settled;
+      this.settled = [];
+      for (const { groups, failure } of settled) for (const group of groups) group.finishReady(failure);
+      for (let passes = 0; passes < PASSES_MAX && this.wanting.size > 0; passes++) this.pass();
     } finally {
-      this.running = false;
+      this.inStretch = false;
+      this.hooks.release();
     }
-    if (this.wanting.size === 0 || this.startQueued) return;
-    // Work left after PASSES_MAX passes without an fsync: let pending I/O in first.
-    this.startQueued = true;
-    this.later(this.start);
-  }
-}
+    if (this.wanting.size > 0) {
+      // Work left after PASSES_MAX passes: let pending I/O in first.
+      this.stretchQueued = true;
+      this.later(this.stretch);
+    } else if (this.settled.length > 0) this.queueStretch();
+  };
 
-/** Waits for every promise; for each, undefined if it resolved, or why it rejected. */
-async function settled(waits: readonly Promise<void>[]): Promise<(PersistFailure | undefined)[]> {
-  if (waits.length === 1) {
-    try {
-      await waits[0];
-      return [undefined];
-    } catch (error) {
-      return [{ error }];
+  private pass(): void {
+    const groups = [...this.wanting];
+    this.wanting.clear();
+    const now: ReadyParticipant[] = [];
+    for (const group of groups) {
+      const begun = group.startReady();
+      if (begun === false) continue;
+      if (begun === true) {
+        now.push(group);
+        continue;
+      }
+      // Usually every group of a pass (and of the passes until that batch is written)
+      // shares its log batch's promise: one wait.
+      const cohort = this.awaiting.get(begun);
+      if (cohort !== undefined) cohort.push(group);
+      else {
+        this.awaiting.set(begun, [group]);
+        begun.then(
+          () => this.durable(begun, undefined),
+          (error: unknown) => this.durable(begun, { error }),
+        );
+      }
     }
+    for (const group of now) group.finishReady();
   }
-  const results = await Promise.allSettled(waits);
-  return results.map((result) => (result.status === "rejected" ? { error: result.reason } : undefined));
+
+  /** `batch` is durable (or failed): its groups finish in the next stretch, with any batch settled meanwhile. */
+  private durable(batch: Promise<void>, failure: PersistFailure | undefined): void {
+    const groups = this.awaiting.get(batch);
+    if (groups === undefined) return;
+    this.awaiting.delete(batch);
+    this.settled.push({ groups, failure });
+    this.queueStretch();
+  }
 }

@@ -90,6 +90,12 @@ export interface RaftHostConfig {
    * it leads at least two more (leader-balance.ts). 0 or absent: off.
    */
   leaderBalanceTicks?: number;
+  /**
+   * The shared log's gather (storage/group-commit.ts): at most this many event-loop turns a
+   * log write queued behind another waits for more records, while each turn adds some
+   * (default 4, 0 to 64). A write on an idle log never waits.
+   */
+  logGatherTurns?: number;
 }
 
 /** Hooks for metrics: synchronous, cheap, called on the Ready loop. */

@@ -1,4 +1,5 @@
-import type { DkvError } from "../../errors.ts";
+import { RAFT_LOG_GATHER_TURNS_MAX as GATHER_TURNS_MAX } from "../../config/raft-log-gather-options.ts";
+import { DkvError } from "../../errors.ts";
 import { FrameBuffer } from "./codec.ts";
 
 /**
@@ -28,6 +29,18 @@ export interface GroupCommitLog {
   afterBatch?(): void;
 }
 
+/** How a queue gathers a batch that waits behind another (see GroupCommit.gather). */
+export interface GatherOptions {
+  /**
+   * At most this many event-loop turns a batch queued behind a running write waits for
+   * more records once that write is durable (0: it starts at once). Never a lone write's
+   * wait: one committed on an idle queue starts in the same turn.
+   */
+  turns: number;
+  /** Runs a function after pending I/O (setImmediate; the host's scheduler in tests). */
+  later(run: () => void): void;
+}
+
 /**
  * Group commit, shared by the per-group WAL (wal.ts) and the shared log (shared-log.ts):
  * callers encode records into `pending` and await `commit()`. While one write+fsync runs,
@@ -50,7 +63,16 @@ export class GroupCommit {
   private flushingNow = false;
   private failed: DkvError | null = null;
 
-  constructor(private readonly log: GroupCommitLog) {}
+  constructor(
+    private readonly log: GroupCommitLog,
+    private readonly gathering: GatherOptions = { turns: 0, later: setImmediate },
+  ) {
+    if (!Number.isSafeInteger(gathering.turns) || gathering.turns < 0 || gathering.turns > GATHER_TURNS_MAX)
+      throw new DkvError(
+        "USAGE",
+        `the Raft log's gather turns must be a whole number from 0 to ${GATHER_TURNS_MAX}; got ${gathering.turns}`,
+      );
+  }
 
   /** The error that poisoned the queue, or null. */
   get failure(): DkvError | null {
@@ -124,11 +146,29 @@ export class GroupCommit {
       this.spare = batch.capacityBytes > FRAME_BUFFER_KEEP_BYTES ? new FrameBuffer() : batch;
       waiter.resolve();
       this.log.afterBatch?.();
+      if (this.pendingWaiter !== null) await this.gather();
     }
     this.flushingNow = false;
     const idle = this.idleWaiters;
     this.idleWaiters = [];
     for (const resolve of idle) resolve();
+  }
+
+  /**
+   * Records committed while a write ran wait for more, at most `turns` event-loop turns and
+   * only while each turn adds some: when writes run back to back (many groups, each write
+   * a few records), the records that arrive in the turns right after a write is durable
+   * (a follower's appends read from its peers, a leader's new proposals) join this batch
+   * instead of each starting another write+fsync, another round of acks and replies.
+   */
+  private async gather(): Promise<void> {
+    let bytes = this.pending.payloadBytes;
+    for (let turn = 0; turn < this.gathering.turns; turn++) {
+      await new Promise<void>((resolve) => this.gathering.later(resolve));
+      const now = this.pending.payloadBytes;
+      if (now === bytes || this.failed !== null) return;
+      bytes = now;
+    }
   }
 
   private poison(error: unknown, inflight: BatchWaiter): void {

@@ -58,6 +58,10 @@ import type { FileHandle } from "node:fs/promises";
 import { open, rename, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { COMPACTION_OVERHEAD_ENTRIES_DEFAULT } from "../../config/defaults.ts";
+import {
+  RAFT_LOG_GATHER_TURNS_DEFAULT as GATHER_TURNS_DEFAULT,
+  RAFT_LOG_GATHER_TURNS_MAX as GATHER_TURNS_MAX,
+} from "../../config/raft-log-gather-options.ts";
 import { DkvError } from "../../errors.ts";
 import type { ConfState, Entry, HardState, SnapshotMeta } from "../core/types.ts";
 import {
@@ -79,7 +83,7 @@ import {
   systemSyncFile,
   writeFully,
 } from "./fs-util.ts";
-import { GroupCommit } from "./group-commit.ts";
+import { type GatherOptions, GroupCommit } from "./group-commit.ts";
 import { type GroupLogWriter, RaftStorage } from "./raft-storage.ts";
 import { LogReplay } from "./recovery.ts";
 import { consoleStorageLogger, SnapshotStore, type StorageLogger } from "./snapshot-store.ts";
@@ -112,6 +116,14 @@ export interface SharedLogOptions {
   logger?: StorageLogger;
   /** How files are flushed (default fsync/fdatasync); fault injection in tests only. */
   syncFile?: SyncFile;
+  /**
+   * At most this many event-loop turns a batch queued behind a running write gathers more
+   * records once that write is durable, while each turn adds some (GroupCommit's gather;
+   * default GATHER_TURNS_DEFAULT, 0 to 64). A write on an idle log never waits.
+   */
+  gatherTurns?: number;
+  /** Runs a function after pending I/O (default setImmediate): the gather's turns. */
+  later?: (run: () => void) => void;
 }
 
 export interface SharedGroupOptions {
@@ -142,6 +154,16 @@ function pad20(n: number): string {
 
 export function sharedSegmentFileName(seq: number): string {
   return `${pad20(seq)}.log`;
+}
+
+function checkRange(name: string, value: number, min: number, max: number): number {
+  if (!Number.isSafeInteger(value) || value < min || value > max) {
+    throw new DkvError(
+      "USAGE",
+      `raft storage option ${name} must be an integer from ${min} to ${max}, got ${value}`,
+    );
+  }
+  return value;
 }
 
 function checkCount(name: string, value: number, min: number): number {
@@ -216,15 +238,7 @@ class SharedReplay {
  * commit and segment GC.
  */
 export class SharedLog {
-  private readonly queue = new GroupCommit({
-    writeBatch: (batch) => this.writeBatch(batch),
-    failureOf: (error) => this.failureOf(error),
-    afterBatch: () => {
-      if (!this.relocateSoon) return;
-      this.relocateSoon = false;
-      queueMicrotask(() => this.startRelocation());
-    },
-  });
+  private readonly queue: GroupCommit;
   private closed = false;
   /** Size of the active segment right after its roll frame; a segment is never rolled before holding a batch. */
   private activeStartBytes: number;
@@ -262,7 +276,20 @@ export class SharedLog {
     readonly counter: SyncCounter,
     private readonly segmentBytesMax: number,
     private readonly logger: StorageLogger,
+    gather: GatherOptions,
   ) {
+    this.queue = new GroupCommit(
+      {
+        writeBatch: (batch) => this.writeBatch(batch),
+        failureOf: (error) => this.failureOf(error),
+        afterBatch: () => {
+          if (!this.relocateSoon) return;
+          this.relocateSoon = false;
+          queueMicrotask(() => this.startRelocation());
+        },
+      },
+      gather,
+    );
     this.activeStartBytes = active.sizeBytes;
     for (const [groupId, replay] of recovered) this.durableHardStates.set(groupId, replay.hardState);
   }
@@ -278,6 +305,11 @@ export class SharedLog {
       SEGMENT_BYTES_MIN,
     );
     const logger = options.logger ?? consoleStorageLogger;
+    // Checked before anything is opened (GroupCommit checks it again).
+    const gather: GatherOptions = {
+      turns: checkRange("gatherTurns", options.gatherTurns ?? GATHER_TURNS_DEFAULT, 0, GATHER_TURNS_MAX),
+      later: options.later ?? setImmediate,
+    };
     const counter: SyncCounter = { fsyncs: 0, syncFile: options.syncFile ?? systemSyncFile };
     const dir = join(dataDir, SHARED_LOG_DIR);
     await ensureDataDir(dataDir, "data dir", counter);
@@ -304,6 +336,7 @@ export class SharedLog {
       counter,
       segmentBytesMax,
       logger,
+      gather,
     );
   }
 

@@ -52,6 +52,8 @@ export interface ReplicatedShardsConfig {
   compactionOverheadEntries?: number;
   /** --leader-balance-interval in ms: spread leaders over the members (raft/host/leader-balance.ts); 0 or absent: off. */
   leaderBalanceIntervalMs?: number;
+  /** --raft-log-gather-turns (raft/storage/group-commit.ts); absent: its default. */
+  logGatherTurns?: number;
   /** --snapshot-bytes: also snapshot once the log applied since the last one holds N bytes. Default 32 MiB. */
   snapshotBytes?: number;
   /** --raft-log-max-bytes: bound on each group's in-memory log (0: none). Default 128 MiB. */
@@ -220,6 +222,7 @@ export async function startReplicatedShards(config: ReplicatedShardsConfig): Pro
     snapshotEntries: config.snapshotEntries ?? DEFAULTS.snapshotEntries,
     compactionOverheadEntries: config.compactionOverheadEntries ?? DEFAULTS.compactionOverheadEntries,
     leaderBalanceTicks: Math.ceil((config.leaderBalanceIntervalMs ?? 0) / rttMs),
+    logGatherTurns: config.logGatherTurns,
     snapshotBytes: config.snapshotBytes ?? DEFAULTS.snapshotBytes,
     raftLogMaxBytes: config.raftLogMaxBytes ?? DEFAULTS.raftLogMaxBytes,
     readLease: config.readLease ?? false,

@@ -1,8 +1,8 @@
 /**
- * One Ready pass at a time for all groups of a host (src/raft/host/ready-pass.ts): what
- * every group has to persist in a pass goes to the disk together, and work arriving while
- * a pass waits for its fsync gathers for the next pass instead of starting a write (and a
- * round of messages) of its own.
+ * The Ready passes of all groups of a host (src/raft/host/ready-pass.ts): what every group
+ * has to persist in a pass goes to the disk together, work arriving while a batch is being
+ * fsynced starts at once (its writes join the next batch) instead of waiting for that
+ * fsync, and what one batch made durable is finished in one stretch (one hold, one release).
  */
 import { describe, expect, test } from "bun:test";
 import { ManualClock } from "../../../src/clock.ts";
@@ -94,22 +94,18 @@ async function soloHost(groupCount: number): Promise<{ host: RaftHost; disk: Sim
 }
 
 describe("one Ready pass for all groups", () => {
-  test("proposals to other groups while one group's write awaits its fsync are written together after it, not one by one", async () => {
+  test("proposals to other groups while one group's write awaits its fsync are written at once, not after that fsync", async () => {
     const { host, disk } = await soloHost(4);
     const first = host.propose(1, utf8.encode("a"));
     await settle();
     expect(unsyncedGroups(disk)).toEqual([1]);
     const others = [2, 3, 4].map((groupId) => host.propose(groupId, utf8.encode("b")));
     await settle();
-    // The pass holding group 1's write is still waiting for the disk: nothing else written.
-    expect(unsyncedGroups(disk)).toEqual([1]);
+    // Group 1's write still awaits the disk; the other three were written meanwhile, in one pass.
+    expect(unsyncedGroups(disk)).toEqual([1, 2, 3, 4]);
     disk.sync(false);
     await settle();
     expect(await first).toEqual(utf8.encode(String(host.status(1).appliedIndex)));
-    // The next pass wrote the three other groups' entries together, awaiting one fsync.
-    expect(unsyncedGroups(disk).filter((groupId) => groupId !== 1)).toEqual([2, 3, 4]);
-    disk.sync(false);
-    await settle();
     const results = await Promise.all(others);
     expect(results.map((r) => new TextDecoder().decode(r))).toEqual(
       [2, 3, 4].map((groupId) => String(host.status(groupId).appliedIndex)),
@@ -168,18 +164,19 @@ describe("ReadyPasses", () => {
     await settle();
     other.resolve();
     await settle();
-    expect(finished).toEqual([]); // one pass: all three finish together
+    // c's batch is durable: c goes on without waiting for a and b's.
+    expect(finished).toEqual([["c", "ok"]]);
     const failure = new Error("fsync failed");
     batch.reject(failure);
     await settle();
     expect(finished).toEqual([
+      ["c", "ok"],
       ["a", failure],
       ["b", failure],
-      ["c", "ok"],
     ]);
   });
 
-  test("a group asking during a pass waits for the pass; a detached Ready (a snapshot install) holds nobody up", async () => {
+  test("a group asking while another's Ready awaits its fsync starts at once; a detached Ready (a snapshot install) holds nobody up", async () => {
     const passes = new ReadyPasses((run) => setImmediate(run));
     const slow = new FakeGroup();
     const installing = new FakeGroup(true);
@@ -191,14 +188,15 @@ describe("ReadyPasses", () => {
     passes.request(late);
     passes.request(installing);
     await settle();
-    expect(late.started).toBe(0);
-    expect(installing.started).toBe(1);
-    slow.finish?.();
-    await settle();
     expect(late.started).toBe(1);
     expect(installing.started).toBe(2);
+    expect([slow.finished, late.finished]).toEqual([0, 0]);
     late.finish?.();
     await settle();
+    expect([slow.finished, late.finished]).toEqual([0, 1]);
+    slow.finish?.();
+    await settle();
+    expect([slow.finished, late.finished]).toEqual([1, 1]);
   });
 
   /** A group that logs its starts and finishes; `wait` decides what each start returns. */
@@ -214,7 +212,7 @@ describe("ReadyPasses", () => {
     };
   }
 
-  test("what one fsync made durable is finished in one stretch with the next pass's starts, between one hold and one release", async () => {
+  test("what the fsyncs of one turn made durable is finished in one stretch with the Readys asked for in that turn, between one hold and one release", async () => {
     const log: string[] = [];
     const passes = new ReadyPasses((run) => setImmediate(run), {
       hold: () => log.push("hold"),
@@ -224,18 +222,23 @@ describe("ReadyPasses", () => {
     const a = loggedGroup("a", log, () => fsync.promise);
     const b = loggedGroup("b", log, () => fsync.promise);
     const c = loggedGroup("c", log, () => true);
+    const nextFsync = Promise.withResolvers<void>();
+    const d = loggedGroup("d", log, () => nextFsync.promise);
     passes.request(a);
     passes.request(b);
     await settle();
     expect(log).toEqual(["hold", "start a", "start b", "release"]);
     log.length = 0;
-    passes.request(c); // arrives while the fsync runs: waits for the pass
+    passes.request(d); // arrives while the fsync runs: starts at once, its write in the next batch
     await settle();
-    expect(log).toEqual([]);
+    expect(log).toEqual(["hold", "start d", "release"]);
+    log.length = 0;
     fsync.resolve();
+    nextFsync.resolve();
+    passes.request(c);
     await settle();
-    // The acks and applies of a and b, and c's Ready (nothing to wait for: finished at once), one stretch.
-    expect(log).toEqual(["hold", "finish a", "finish b", "start c", "finish c", "release"]);
+    // The acks and applies of a, b and d, and c's Ready (nothing to wait for: finished at once), one stretch.
+    expect(log).toEqual(["hold", "finish a", "finish b", "finish d", "start c", "finish c", "release"]);
   });
 
   test("a Ready with nothing to wait for is finished in the stretch that started it, not after another group's fsync", async () => {
@@ -274,6 +277,25 @@ describe("ReadyPasses", () => {
     fsync.resolve();
     await settle();
     expect(log.slice(7)).toEqual(["hold", "finish slow", "release"]);
+  });
+
+  test("a commit (nothing to persist) asked for while another group's batch is being fsynced is applied and answered at once", async () => {
+    const log: string[] = [];
+    const passes = new ReadyPasses((run) => setImmediate(run), {
+      hold: () => log.push("hold"),
+      release: () => log.push("release"),
+    });
+    const fsync = Promise.withResolvers<void>();
+    passes.request(loggedGroup("append", log, () => fsync.promise));
+    await settle();
+    log.length = 0;
+    // A leader's acks arrive: its commit needs no write, so it must not wait for the append's fsync.
+    passes.request(loggedGroup("commit", log, () => true));
+    await settle();
+    expect(log).toEqual(["hold", "start commit", "finish commit", "release"]);
+    fsync.resolve();
+    await settle();
+    expect(log.slice(4)).toEqual(["hold", "finish append", "release"]);
   });
 
   test("a group that asks again in every pass yields to pending I/O after a bounded number of passes", async () => {

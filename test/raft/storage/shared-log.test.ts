@@ -81,6 +81,17 @@ function countingSync(fail: () => boolean = () => false): { sync: SyncFile; segm
 }
 
 describe("shared log: group commit across groups", () => {
+  test("a gather bound outside 0..64 is refused with USAGE before the log is opened or created", async () => {
+    await withTempDir(async (dir) => {
+      for (const gatherTurns of [-1, 65]) {
+        const error = await openLog(dir, { gatherTurns }).catch((e: unknown) => e);
+        expect(DkvError.is(error, "USAGE")).toBe(true);
+        expect((error as DkvError).message).toContain("gatherTurns");
+      }
+      expect(await readdir(dir)).toEqual([]);
+    });
+  });
+
   test("appends of 50 groups in one turn cost one write and one fsync, and each group reads its own back", async () => {
     await withTempDir(async (dir) => {
       const { sync, segmentSyncs } = countingSync();
