@@ -74,6 +74,15 @@ export class ReadyPasses {
   /** A stretch is queued (a microtask, or `later` after PASSES_MAX passes). */
   private stretchQueued = false;
   private inStretch = false;
+  /**
+   * Passes since pending I/O last ran: counted across stretches chained by microtasks (a
+   * batch that is durable at once queues the next stretch as a microtask), reset by a
+   * `later` queued at the first pass, so a chain that never lets I/O in stops at PASSES_MAX.
+   */
+  private passesSinceIo = 0;
+  private readonly ioRan = (): void => {
+    this.passesSinceIo = 0;
+  };
 
   /** `later` runs a function after pending I/O (the host scheduler's deferral). */
   constructor(
@@ -109,13 +118,17 @@ export class ReadyPasses {
       const settled = this.settled;
       this.settled = [];
       for (const { groups, failure } of settled) for (const group of groups) group.finishReady(failure);
-      for (let passes = 0; passes < PASSES_MAX && this.wanting.size > 0; passes++) this.pass();
+      while (this.passesSinceIo < PASSES_MAX && this.wanting.size > 0) {
+        if (this.passesSinceIo++ === 0) this.later(this.ioRan);
+        this.pass();
+      }
     } finally {
       this.inStretch = false;
       this.hooks.release();
     }
     if (this.wanting.size > 0) {
-      // Work left after PASSES_MAX passes: let pending I/O in first.
+      // Work left after PASSES_MAX passes since I/O last ran: let it in first (ioRan,
+      // queued before, resets the count).
       this.stretchQueued = true;
       this.later(this.stretch);
     } else if (this.settled.length > 0) this.queueStretch();
