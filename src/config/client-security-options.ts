@@ -4,12 +4,7 @@
  * flags, so operators recognise them. See README "Security".
  */
 
-import type { OptionSpec } from "./schema.ts";
-
-/** Keeps literal types (as schema.ts's defineOption; a value import would make a cycle). */
-function defineOption<const O extends OptionSpec>(option: O): O {
-  return option;
-}
+import { defineOption } from "./define-option.ts";
 
 /** Client-listener defaults: one place, so the server, the CLI and help agree. */
 export const DEFAULT_MAX_CLIENT_CONNECTIONS = 10_000;

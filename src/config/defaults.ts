@@ -68,6 +68,13 @@ export const SNAPSHOT_BYTES_DEFAULT = 32 * mebibyte;
  * while its log would pass the bound (a snapshot is still being saved, or followers lag).
  */
 export const RAFT_LOG_MAX_BYTES_DEFAULT = 128 * mebibyte;
+/**
+ * Event-loop turns a shared-log write queued behind a running one waits for more records
+ * once that write is durable, while each turn adds some (raft/storage/group-commit.ts).
+ */
+export const RAFT_LOG_GATHER_TURNS_DEFAULT = 4;
+/** Each turn may last a whole event-loop iteration: a bound on what a queued write can wait. */
+export const RAFT_LOG_GATHER_TURNS_MAX = 64;
 
 /** The member id of the embedded one-member cluster when --replica-id is not given. */
 export const REPLICA_ID_DEFAULT = "node-1";

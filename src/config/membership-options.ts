@@ -1,10 +1,6 @@
 import { clientSecurityOptions } from "./client-security-options.ts";
+import { defineOption } from "./define-option.ts";
 import type { OptionSpec } from "./schema.ts";
-
-/** Like schema.ts's defineOption, kept here so this file imports nothing at run time (schema.ts imports it). */
-function defineOption<const O extends OptionSpec>(option: O): O {
-  return option;
-}
 
 /** `dkv serve` flags of cluster membership (spread into serveOptions). */
 export const membershipOptions = [

@@ -1,11 +1,11 @@
-/** `dkv serve` flags bounding each Raft group's in-memory log by bytes (spread into serveOptions). */
-import { RAFT_LOG_MAX_BYTES_DEFAULT, SNAPSHOT_BYTES_DEFAULT } from "./defaults.ts";
-import type { OptionSpec } from "./schema.ts";
-
-/** Like schema.ts's defineOption, kept here so this file imports nothing of schema.ts at run time. */
-function defineOption<const O extends OptionSpec>(option: O): O {
-  return option;
-}
+/** `dkv serve` flags of the Raft log: each group's in-memory bytes, and the shared log's gather (spread into serveOptions). */
+import {
+  RAFT_LOG_GATHER_TURNS_DEFAULT,
+  RAFT_LOG_GATHER_TURNS_MAX,
+  RAFT_LOG_MAX_BYTES_DEFAULT,
+  SNAPSHOT_BYTES_DEFAULT,
+} from "./defaults.ts";
+import { defineOption } from "./define-option.ts";
 
 export const raftLogOptions = [
   defineOption({
@@ -27,5 +27,16 @@ export const raftLogOptions = [
     valueHint: "BYTES",
     description:
       "Bytes of log each dstore shard holds in memory: the tail kept behind a snapshot takes at most a quarter, and the leader refuses writes (UNAVAILABLE, retried) while its log would pass this (0: unbounded; else at least 2 x --snapshot-bytes)",
+  }),
+  defineOption({
+    name: "raft-log-gather-turns",
+    type: "number",
+    integer: true,
+    min: 0,
+    max: RAFT_LOG_GATHER_TURNS_MAX,
+    default: RAFT_LOG_GATHER_TURNS_DEFAULT,
+    valueHint: "N",
+    description:
+      "When Raft log writes run back to back (writes spread over many shards), a write queued behind another waits up to N event-loop turns for more shards' entries, while each turn brings some: fewer fsyncs and messages per write. A write on an idle log never waits (0: never gather)",
   }),
 ] as const;

@@ -1,10 +1,5 @@
 /** `dkv serve`'s --read-lease flag (spread into serveOptions). */
-import type { OptionSpec } from "./schema.ts";
-
-/** Like schema.ts's defineOption, kept here so this file imports nothing of schema.ts at run time. */
-function defineOption<const O extends OptionSpec>(option: O): O {
-  return option;
-}
+import { defineOption } from "./define-option.ts";
 
 export const readLeaseOptions = [
   defineOption({

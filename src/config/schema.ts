@@ -28,11 +28,11 @@ import {
   SNAPSHOT_ENTRIES_DEFAULT,
   VALUE_BYTES_MAX_DEFAULT,
 } from "./defaults.ts";
+import { defineOption } from "./define-option.ts";
 import { lockServeOptions } from "./lock-options.ts";
 import { joinClientOptions, membershipOptions } from "./membership-options.ts";
 import { opsServeOptions } from "./ops-options.ts";
 import { peerSecurityOptions } from "./peer-security-options.ts";
-import { raftLogGatherOptions } from "./raft-log-gather-options.ts";
 import { raftLogOptions } from "./raft-log-options.ts";
 import { readLeaseOptions } from "./read-lease-options.ts";
 import { watchServeOptions } from "./watch-options.ts";
@@ -88,10 +88,7 @@ export type OptionValues<S extends readonly OptionSpec[]> = {
     : ValueOfType<O["type"]> | undefined;
 };
 
-/** Keeps the literal types of a spec so `OptionValues` can see names and defaults. */
-export function defineOption<const O extends OptionSpec>(option: O): O {
-  return option;
-}
+export { defineOption };
 
 /** `--transport-endpoint` → `DKV_TRANSPORT_ENDPOINT`. */
 export function envVarOf(flagName: string): string {
@@ -430,7 +427,6 @@ export const serveOptions = [
   ...membershipOptions,
   ...joinClientOptions,
   ...raftLogOptions,
-  ...raftLogGatherOptions,
   ...readLeaseOptions,
   ...watchServeOptions,
   ...lockServeOptions,

@@ -4,12 +4,7 @@ import {
   WATCH_PROGRESS_INTERVAL_MS_DEFAULT,
   WATCHERS_PER_CONNECTION_DEFAULT,
 } from "./defaults.ts";
-import type { OptionSpec } from "./schema.ts";
-
-/** Like schema.ts's defineOption, kept here so this file imports nothing at run time (schema.ts imports it). */
-function defineOption<const O extends OptionSpec>(option: O): O {
-  return option;
-}
+import { defineOption } from "./define-option.ts";
 
 /** `dkv serve` flags of watch (spread into serveOptions; see the README's "Watch"). */
 export const watchServeOptions = [

@@ -1,5 +1,4 @@
-import { RAFT_LOG_GATHER_TURNS_MAX as GATHER_TURNS_MAX } from "../../config/raft-log-gather-options.ts";
-import { DkvError } from "../../errors.ts";
+import type { DkvError } from "../../errors.ts";
 import { FrameBuffer } from "./codec.ts";
 
 /**
@@ -66,13 +65,7 @@ export class GroupCommit {
   constructor(
     private readonly log: GroupCommitLog,
     private readonly gathering: GatherOptions = { turns: 0, later: setImmediate },
-  ) {
-    if (!Number.isSafeInteger(gathering.turns) || gathering.turns < 0 || gathering.turns > GATHER_TURNS_MAX)
-      throw new DkvError(
-        "USAGE",
-        `the Raft log's gather turns must be a whole number from 0 to ${GATHER_TURNS_MAX}; got ${gathering.turns}`,
-      );
-  }
+  ) {}
 
   /** The error that poisoned the queue, or null. */
   get failure(): DkvError | null {

@@ -57,11 +57,11 @@
 import type { FileHandle } from "node:fs/promises";
 import { open, rename, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
-import { COMPACTION_OVERHEAD_ENTRIES_DEFAULT } from "../../config/defaults.ts";
 import {
+  COMPACTION_OVERHEAD_ENTRIES_DEFAULT,
   RAFT_LOG_GATHER_TURNS_DEFAULT as GATHER_TURNS_DEFAULT,
   RAFT_LOG_GATHER_TURNS_MAX as GATHER_TURNS_MAX,
-} from "../../config/raft-log-gather-options.ts";
+} from "../../config/defaults.ts";
 import { DkvError } from "../../errors.ts";
 import type { ConfState, Entry, HardState, SnapshotMeta } from "../core/types.ts";
 import {
@@ -305,7 +305,7 @@ export class SharedLog {
       SEGMENT_BYTES_MIN,
     );
     const logger = options.logger ?? consoleStorageLogger;
-    // Checked before anything is opened (GroupCommit checks it again).
+    // Checked before anything is opened.
     const gather: GatherOptions = {
       turns: checkRange("gatherTurns", options.gatherTurns ?? GATHER_TURNS_DEFAULT, 0, GATHER_TURNS_MAX),
       later: options.later ?? setImmediate,
