@@ -45,10 +45,29 @@ export const QUIET_MS = 250;
  * snapshot trigger has no such bound (it frees a whole Raft log, see RELEASE_INTERVAL_MIN_MS).
  */
 export const BURST_HEAP_BYTES_MAX = 64 * 1024 * 1024;
+/**
+ * Under sustained requests (no quiet to wait for): an eden collection after each
+ * LOAD_EDEN_BYTES of requests (counted as for a burst), and a full one after each
+ * LOAD_FULL_BYTES instead. JSC's own schedule lets a small heap take ~32 MiB of new
+ * objects before an eden collection, and the old generation fill with what survived one
+ * (requests in flight then) until a full one: the RSS of a one-member dstore under 128 B
+ * sets swung 60 MiB with it. An eden collection costs ~0.3-1 ms (what is young and live:
+ * the requests in flight), so every ~2,500 sets it is ~0.1-0.4 µs per set; the full
+ * ones (not Bun.gc(true): without the allocator's clean-up, which costs several times
+ * the collection and the page faults after it; the freed memory is reused at once) run
+ * only while the heap is at most BURST_HEAP_BYTES_MAX. Each kind runs at most once per
+ * RELEASE_INTERVAL_COST_FACTOR × its last duration.
+ */
+export const LOAD_EDEN_BYTES = 1024 * 1024;
+export const LOAD_FULL_BYTES = 8 * 1024 * 1024;
 
 export interface MemoryReleaseOptions {
   /** A full, synchronous garbage collection (Bun.gc(true) in a server). */
   collect(): void;
+  /** Under sustained requests: a full collection (without the allocator's clean-up); none if absent. */
+  collectFullUnderLoad?(): void;
+  /** Under sustained requests: an eden collection; none if absent. */
+  collectEdenUnderLoad?(): void;
   /** Runs `run` after `ms` without keeping the process alive; returns a cancel. */
   later(run: () => void, ms: number): () => void;
   /** Monotonic ms. */
@@ -75,6 +94,10 @@ export interface MemoryReleaseOptions {
  * - a burst of requests (`requestObserver`): BURST_BYTES of requests since the last
  *   collection, then QUIET_MS without any started or answered: collect then. Counting costs
  *   an addition per request; the quiet check is one timer per QUIET_MS, only after a burst.
+ * - sustained requests (`requestObserver` too): every LOAD_EDEN_BYTES of requests an eden
+ *   collection, every LOAD_FULL_BYTES a full one without the allocator's clean-up, on the
+ *   next timer turn, each spaced by its cost (see LOAD_EDEN_BYTES); not logged (several a
+ *   second under load).
  * An idle member never collects here. A full collection stops the event loop for as long
  * as it takes (0.4–1.2 s for 1M keys on a loaded 2-core machine; a request arriving then
  * waits for it), hence the quiet rule.
@@ -89,6 +112,13 @@ export class MemoryRelease implements Disposable {
   private pending: "snapshot" | "quiet" | undefined;
   /** Request bytes counted since the last collection. */
   private burstBytes = 0;
+  /** Request bytes counted since the last full (and eden) collection under load. */
+  private loadFullBytes = 0;
+  private loadEdenBytes = 0;
+  /** No eden collection under load before this monotonic time. */
+  private nextEdenMs = Number.NEGATIVE_INFINITY;
+  /** Cancels the collection under load due on the next timer turn, if one is. */
+  private cancelLoad: (() => void) | undefined;
   /** Requests started or answered, ever: a check sees quiet when it has not moved. */
   private activity = 0;
   private activityAtCheck = 0;
@@ -145,7 +175,11 @@ export class MemoryRelease implements Disposable {
   /** A request was answered. */
   requestAnswered(bodyBytes: number): void {
     this.activity++;
-    this.burstBytes += bodyBytes + REQUEST_OVERHEAD_BYTES;
+    const bytes = bodyBytes + REQUEST_OVERHEAD_BYTES;
+    this.burstBytes += bytes;
+    this.loadFullBytes += bytes;
+    this.loadEdenBytes += bytes;
+    if (this.loadEdenBytes >= LOAD_EDEN_BYTES && this.cancelLoad === undefined) this.collectUnderLoadSoon();
     if (this.burstBytes >= this.burstBytesMin && this.pending === undefined) this.checkQuietIn(QUIET_MS);
   }
 
@@ -165,6 +199,8 @@ export class MemoryRelease implements Disposable {
   [Symbol.dispose](): void {
     this.disposed = true;
     this.cancelPending();
+    this.cancelLoad?.();
+    this.cancelLoad = undefined;
   }
 
   /** Checks for quiet after `ms`: no request started or answered meanwhile. */
@@ -192,11 +228,48 @@ export class MemoryRelease implements Disposable {
     }, ms);
   }
 
+  /**
+   * LOAD_EDEN_BYTES of requests since the last collection under load: one on the next
+   * timer turn (after this turn's replies are written), a full one if LOAD_FULL_BYTES
+   * came and it may run, else an eden one if it may.
+   */
+  private collectUnderLoadSoon(): void {
+    if (this.disposed) return;
+    const nowMs = this.options.monotonicMs();
+    const full = this.options.collectFullUnderLoad;
+    const eden = this.options.collectEdenUnderLoad;
+    let kind: "full" | "eden" | undefined;
+    if (
+      full !== undefined &&
+      this.loadFullBytes >= LOAD_FULL_BYTES &&
+      nowMs >= this.nextMs &&
+      (this.options.heapBytes?.() ?? 0) <= BURST_HEAP_BYTES_MAX
+    )
+      kind = "full";
+    else if (eden !== undefined && nowMs >= this.nextEdenMs) kind = "eden";
+    this.loadEdenBytes = 0;
+    if (kind === undefined) return;
+    this.cancelLoad = this.options.later(() => {
+      this.cancelLoad = undefined;
+      const startMs = this.options.monotonicMs();
+      if (kind === "full") full?.();
+      else eden?.();
+      const endMs = this.options.monotonicMs();
+      const nextMs = endMs + (endMs - startMs) * RELEASE_INTERVAL_COST_FACTOR;
+      if (kind === "full") {
+        this.loadFullBytes = 0;
+        this.nextMs = Math.max(this.nextMs, nextMs);
+      }
+      this.nextEdenMs = nextMs;
+    }, 0);
+  }
+
   private collect(reason: string): void {
     const startMs = this.options.monotonicMs();
     this.options.collect();
     const endMs = this.options.monotonicMs();
     this.burstBytes = 0;
+    this.loadFullBytes = 0;
     this.nextMs = endMs + (endMs - startMs) * RELEASE_INTERVAL_COST_FACTOR;
     this.nextAfterSnapshotMs = Math.max(startMs + RELEASE_INTERVAL_MIN_MS, this.nextMs);
     this.options.onCollected?.(reason, endMs - startMs);
@@ -211,8 +284,18 @@ export class MemoryRelease implements Disposable {
 
 /** The release options of a server process; `logger` hears of each collection. */
 export function processMemoryRelease(logger: { debug(message: string): void }): MemoryReleaseOptions {
+  let jsc: typeof import("bun:jsc") | undefined;
   return {
     collect: () => Bun.gc(true),
+    // bun:jsc loaded at the first collection under load (a member that never gets one never loads it).
+    collectFullUnderLoad: () => {
+      jsc ??= require("bun:jsc") as typeof import("bun:jsc");
+      jsc.fullGC();
+    },
+    collectEdenUnderLoad: () => {
+      jsc ??= require("bun:jsc") as typeof import("bun:jsc");
+      jsc.edenGC();
+    },
     heapBytes: () => process.memoryUsage().heapUsed,
     later: (run, ms) => {
       const timer = setTimeout(run, ms);

@@ -3,7 +3,7 @@
  *
  *   bun run test/bench/memory.ts [--dkv dist/dkv] [--only idle,large,many]
  *       [--large-writes 300] [--large-keys 8] [--many-writes 1000000] [--breakdown]
- *       [--cold-binary]
+ *       [--cold-binary] [--series]
  *
  * - idle: RSS of `dkv serve` (no data, default shards) 4 s after it answers, and again
  *   20 s after (periodic work that runs while idle, such as a timer, gets compiled by
@@ -26,7 +26,8 @@
  *   cost well under 1% per request) and the report adds the JS heap in use and the
  *   ArrayBuffer (external) bytes, median and peak of the same samples and 3 s after: what
  *   of the RSS is live data, what is garbage the collector has not yet taken, and what is
- *   the runtime and allocator.
+ *   the runtime and allocator, and right after the writes the RSS split (executable pages,
+ *   anonymous) with the heap's capacity. `--series` prints every sample as it is taken.
  *
  * Run it once with the binary of the commit before and once with this one (`--dkv`), side
  * by side. Every server gets a temporary data dir and free 127.0.0.1 ports and is killed
@@ -65,6 +66,7 @@ const MANY_WRITES = Number(flagValue(argv, "--many-writes", "1000000"));
 const MANY_KEYS = 100;
 const BREAKDOWN = argv.includes("--breakdown");
 const COLD_BINARY = argv.includes("--cold-binary");
+const SERIES = argv.includes("--series");
 
 const started: Bun.Subprocess[] = [];
 
@@ -222,6 +224,7 @@ async function peakRssMib(pid: number): Promise<number> {
 
 interface HeapSample {
   heapUsed: number;
+  heapTotal: number;
   external: number;
 }
 
@@ -232,12 +235,24 @@ async function heapMib(metricsEndpoint: string): Promise<HeapSample> {
     const match = new RegExp(`dkv_process_memory_bytes\\{kind="${name}"\\} (\\S+)`).exec(text);
     return Number(match?.[1] ?? Number.NaN) / MIB;
   };
-  return { heapUsed: kind("heap_used"), external: kind("external") };
+  return { heapUsed: kind("heap_used"), heapTotal: kind("heap_total"), external: kind("external") };
 }
 
 function medianPeak(values: number[]): string {
   const sorted = [...values].sort((a, b) => a - b);
   return `median ${(sorted[sorted.length >> 1] ?? Number.NaN).toFixed(0)}, peak ${(sorted.at(-1) ?? Number.NaN).toFixed(0)}`;
+}
+
+/** With --series: one line per sample (ms since the writes began, RSS split, and the heap with --breakdown). */
+async function printSample(pid: number, metricsEndpoint: string | undefined, ms: number): Promise<void> {
+  const split = await rssSplitMib(pid);
+  const heap = metricsEndpoint === undefined ? undefined : await heapMib(metricsEndpoint);
+  console.log(
+    `  ${ms.toFixed(0).padStart(6)} ms: file ${split.file.toFixed(1)}, anon ${split.anon.toFixed(1)} MiB` +
+      (heap === undefined
+        ? ""
+        : `; heap ${heap.heapUsed.toFixed(1)} / ${heap.heapTotal.toFixed(1)}, external ${heap.external.toFixed(1)} MiB`),
+  );
 }
 
 async function many(root: string): Promise<void> {
@@ -251,9 +266,11 @@ async function many(root: string): Promise<void> {
   const value = new Uint8Array(128).fill(0x61);
   const samples: number[] = [];
   const heapSamples: HeapSample[] = [];
+  const t0 = performance.now();
   const sampler = setInterval(() => {
     void rssMib(pid).then((mib) => samples.push(mib));
     if (metricsEndpoint !== undefined) void heapMib(metricsEndpoint).then((h) => heapSamples.push(h));
+    if (SERIES) void printSample(pid, metricsEndpoint, performance.now() - t0);
   }, RSS_SAMPLE_MS);
   const cpuBefore = await cpuSeconds(pid);
   let rate: number;
@@ -264,6 +281,8 @@ async function many(root: string): Promise<void> {
   }
   const cpuUsPerSet = (((await cpuSeconds(pid)) - cpuBefore) * 1e6) / MANY_WRITES;
   const rss = await rssMib(pid);
+  const split = await rssSplitMib(pid);
+  const heapRightAfter = metricsEndpoint === undefined ? undefined : await heapMib(metricsEndpoint);
   const peak = await peakRssMib(pid);
   await Bun.sleep(SETTLED_RSS_WAIT_MS);
   const settled = await rssMib(pid);
@@ -273,6 +292,13 @@ async function many(root: string): Promise<void> {
     `one-member dstore after ${MANY_WRITES} sets of 128 B to ${MANY_KEYS} keys (${rate.toFixed(0)} sets/s, server CPU ${cpuUsPerSet.toFixed(1)} us/set): ${rss.toFixed(1)} MiB RSS ` +
       `(during the writes: median ${median.toFixed(0)}, peak ${peak.toFixed(0)} MiB; ${SETTLED_RSS_WAIT_MS / 1000} s after: ${settled.toFixed(0)} MiB)`,
   );
+  if (heapRightAfter !== undefined) {
+    console.log(
+      `  right after the writes: executable pages ${split.file.toFixed(1)} MiB, anonymous ${split.anon.toFixed(1)} MiB; ` +
+        `JS heap in use ${heapRightAfter.heapUsed.toFixed(1)} of ${heapRightAfter.heapTotal.toFixed(1)} MiB, ` +
+        `ArrayBuffers ${heapRightAfter.external.toFixed(1)} MiB`,
+    );
+  }
   if (metricsEndpoint !== undefined) {
     const after = await heapMib(metricsEndpoint);
     console.log(

@@ -5,6 +5,8 @@ import type { RequestObserver } from "../../src/rpc/server/index.ts";
 import {
   BURST_BYTES,
   BURST_HEAP_BYTES_MAX,
+  LOAD_EDEN_BYTES,
+  LOAD_FULL_BYTES,
   MemoryRelease,
   type MemoryReleaseOptions,
   QUIET_MS,
@@ -279,5 +281,89 @@ describe("memory release after a burst of requests", () => {
     release.advance(RELEASE_INTERVAL_MIN_MS * 2);
     expect(release.pending).toBe(0);
     expect(release.collections.length).toBe(1);
+  });
+});
+
+describe("memory release under sustained requests", () => {
+  /** A fake whose collections under load are noted as "eden" and "full", each taking `loadMs`. */
+  function fakeWithLoad(): ReturnType<typeof fakeRelease> & { load: string[]; loadMs: number; heap: number } {
+    const release = fakeRelease();
+    const fake = Object.assign(release, {
+      load: [] as string[],
+      loadMs: 0,
+      heap: 0,
+      collectEdenUnderLoad: () => {
+        fake.load.push("eden");
+        release.nowMs += fake.loadMs;
+      },
+      collectFullUnderLoad: () => {
+        fake.load.push("full");
+        release.nowMs += fake.loadMs;
+      },
+      heapBytes: () => fake.heap,
+    });
+    return fake;
+  }
+
+  /** Requests of 128-byte bodies worth `bytes` as MemoryRelease counts them. */
+  const requestsOf = (bytes: number): number => Math.ceil(bytes / (128 + REQUEST_OVERHEAD_BYTES));
+
+  test("an eden collection per LOAD_EDEN_BYTES, a full one per LOAD_FULL_BYTES, without waiting for quiet", () => {
+    const release = fakeWithLoad();
+    const observer = new MemoryRelease(release).requestObserver(undefined);
+    answerNow(observer, requestsOf(LOAD_EDEN_BYTES) - 1);
+    release.advance(0);
+    expect(release.load).toEqual([]);
+    answerNow(observer, 1);
+    // Not inside the reply path: on the next timer turn.
+    expect(release.load).toEqual([]);
+    release.advance(0);
+    expect(release.load).toEqual(["eden"]);
+    const steps = LOAD_FULL_BYTES / LOAD_EDEN_BYTES;
+    for (let step = 1; step < steps; step++) {
+      answerNow(observer, requestsOf(LOAD_EDEN_BYTES));
+      release.advance(1);
+    }
+    expect(release.load).toEqual([...Array<string>(steps - 1).fill("eden"), "full"]);
+    // Requests keep coming (no quiet): the burst's own collection never ran.
+    expect(release.collections).toEqual([]);
+  });
+
+  test("each spaced by its cost; no full collection over the heap bound; dispose cancels", () => {
+    const release = fakeWithLoad();
+    const memory = new MemoryRelease(release);
+    const observer = memory.requestObserver(undefined);
+    release.loadMs = 2;
+    const spacingMs = release.loadMs * RELEASE_INTERVAL_COST_FACTOR;
+    answerNow(observer, requestsOf(LOAD_EDEN_BYTES));
+    release.advance(0);
+    expect(release.load).toEqual(["eden"]);
+    // Within its cost spacing: that much more is not collected.
+    answerNow(observer, requestsOf(LOAD_EDEN_BYTES));
+    release.advance(spacingMs);
+    expect(release.load).toEqual(["eden"]);
+    answerNow(observer, requestsOf(LOAD_EDEN_BYTES));
+    release.advance(0);
+    expect(release.load).toEqual(["eden", "eden"]);
+    // A heap over the bound gets eden collections only, however much comes.
+    release.heap = BURST_HEAP_BYTES_MAX + 1;
+    for (let step = 0; step < 2 * (LOAD_FULL_BYTES / LOAD_EDEN_BYTES); step++) {
+      answerNow(observer, requestsOf(LOAD_EDEN_BYTES));
+      release.advance(spacingMs);
+    }
+    expect(release.load.filter((kind) => kind === "full")).toEqual([]);
+    release.heap = 0;
+    answerNow(observer, requestsOf(LOAD_EDEN_BYTES));
+    release.advance(0);
+    expect(release.load.at(-1)).toBe("full");
+    release.advance(spacingMs);
+    answerNow(observer, requestsOf(LOAD_EDEN_BYTES));
+    expect(release.pending).toBeGreaterThan(0);
+    memory[Symbol.dispose]();
+    expect(release.pending).toBe(0);
+    const count = release.load.length;
+    answerNow(observer, requestsOf(4 * LOAD_EDEN_BYTES));
+    release.advance(spacingMs);
+    expect(release.load.length).toBe(count);
   });
 });
