@@ -14,13 +14,10 @@ import { DeferredOrder, type DeferredOrderOptions, type OrderStats, SLICE_UNITS 
 import { compareKeys, FirstKeys, OrderedKeys, StreamedKeysBuilder } from "./ordered-keys.ts";
 import { shardHash, shardHashWide } from "./shard-hash.ts";
 import { corrupt, SnapshotDecoder, SnapshotEncoder } from "./snapshot-codec.ts";
-import { Entry, FirstEntry, isDeleted, isExpired, NEVER, TimedEntry } from "./timed-entry.ts";
+import { Entry, isDeleted, isExpired, NEVER, TimedEntry } from "./timed-entry.ts";
 
-/**
- * A key without deadlines is a FirstEntry until its first overwrite, then a plain Entry;
- * only keys with deadlines cost the larger TimedEntry.
- */
-type Slot = FirstEntry | Entry;
+/** A key without deadlines is a plain Entry; only keys with deadlines cost the larger TimedEntry. */
+type Slot = Entry;
 
 /**
  * One shard of the keyspace. Why shard at all: a single JS Map holding every key makes
@@ -130,9 +127,7 @@ const LOAD_SORT_UNITS = 4 * SLICE_UNITS;
  * Why an Entry object per key and not a column table of slots (tried: the map held a
  * slot number, values and revisions lived in arrays): with the ordered index off the
  * write path, the object cost inserts 1.25x the pre-data-API engine and the slot table
- * 1.44x at 100k keys (1.24x vs 1.50x at 1M), in alternating rounds of CPU time. A key
- * written once holds a FirstEntry (32 bytes in JSC, an Entry 48), replaced by an Entry at
- * its first overwrite.
+ * 1.44x at 100k keys (1.24x vs 1.50x at 1M), in alternating rounds of CPU time.
  */
 export class MapleDB implements KVDB {
   /** Each shard once (for sizes, saves, scans); `directory` routes keys to them. */
@@ -275,7 +270,7 @@ export class MapleDB implements KVDB {
     this.listener?.("put", key, value, revision);
     if (old === undefined) {
       this.approxBytes += key.length + value.byteLength;
-      map.set(key, new FirstEntry(value, revision));
+      map.set(key, new Entry(value, 1, revision, revision));
       this.ordered.added(key);
       if (map.size >= shard.splitAt) this.split(shard);
       if (shard.map.size > this.skewCheckAtKeys) this.checkSkew();
@@ -284,15 +279,14 @@ export class MapleDB implements KVDB {
     this.approxBytes += value.byteLength - old.value.byteLength;
     if (shard.timedCount !== 0 && old instanceof TimedEntry) {
       this.forgetTimed(shard, old);
+      const reborn = isDeleted(old, nowMs);
       map.set(
         key,
-        isDeleted(old, nowMs)
-          ? new FirstEntry(value, revision)
-          : new Entry(value, old.version + 1, old.createRevision, revision),
+        new Entry(value, reborn ? 1 : old.version + 1, reborn ? revision : old.createRevision, revision),
       );
       return;
     }
-    if (shard.saveView === null && old instanceof Entry) {
+    if (shard.saveView === null) {
       // No save can see this object: change it in place, no allocation.
       old.value = value;
       old.version++;
@@ -429,7 +423,7 @@ export class MapleDB implements KVDB {
   private scanLive(
     options: KeyRange & { after?: string | undefined },
     nowMs: number,
-    visit: (key: string, entry: Slot) => boolean,
+    visit: (key: string, entry: Entry) => boolean,
   ): void {
     const prefix = options.prefix;
     const end = prefix === undefined ? options.to : undefined;
@@ -603,12 +597,7 @@ export class MapleDB implements KVDB {
       approxBytes += key.length + value.byteLength;
       const { version, createRevision, modRevision } = revisions;
       if (expireAtMs === NEVER && deleteAtMs === NEVER) {
-        map.set(
-          key,
-          version === 1 && createRevision === modRevision
-            ? new FirstEntry(value, modRevision)
-            : new Entry(value, version, createRevision, modRevision),
-        );
+        map.set(key, new Entry(value, version, createRevision, modRevision));
         return;
       }
       const entry = new TimedEntry(key, value, expireAtMs, deleteAtMs, version, createRevision, modRevision);
@@ -774,7 +763,7 @@ export class MapleDB implements KVDB {
   }
 }
 
-function infoOf(key: string, entry: Slot): EntryInfo {
+function infoOf(key: string, entry: Entry): EntryInfo {
   return {
     key,
     value: entry.value,
@@ -784,7 +773,7 @@ function infoOf(key: string, entry: Slot): EntryInfo {
   };
 }
 
-function keyOnlyInfo(key: string, entry: Slot): EntryInfo {
+function keyOnlyInfo(key: string, entry: Entry): EntryInfo {
   return {
     key,
     value: undefined,

@@ -46,7 +46,7 @@
  * numbers below 2^53, exact in an f64.
  */
 import { DkvError } from "../../errors.ts";
-import type { Revisioned } from "./timed-entry.ts";
+import type { Entry } from "./timed-entry.ts";
 
 export const SNAPSHOT_MAGIC = new Uint8Array([0x44, 0x4b, 0x56, 0x4d, 0x41, 0x50, 0x4c, 0x45]); // "DKVMAPLE"
 export const SNAPSHOT_VERSION = 3;
@@ -114,7 +114,7 @@ export class SnapshotEncoder {
     return pieces;
   }
 
-  add(key: string, entry: Revisioned, expireAtMs: number, deleteAtMs: number): void {
+  add(key: string, entry: Entry, expireAtMs: number, deleteAtMs: number): void {
     const value = entry.value;
     const utf8 = key.isWellFormed();
     // Worst case key size; exact size is patched in after encoding.
@@ -199,7 +199,7 @@ function writeHeadAndKey(buffer: Buffer, view: DataView, start: number, key: str
 function writeHeadNumbers(
   view: DataView,
   start: number,
-  entry: Revisioned,
+  entry: Entry,
   expireAtMs: number,
   deleteAtMs: number,
 ): void {
