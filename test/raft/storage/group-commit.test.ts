@@ -8,6 +8,7 @@ import { describe, expect, test } from "bun:test";
 import { DkvError } from "../../../src/errors.ts";
 import type { FrameBuffer } from "../../../src/raft/storage/codec.ts";
 import { GroupCommit } from "../../../src/raft/storage/group-commit.ts";
+import { commitOne, drainMicrotasks, Turns } from "./gather-support.ts";
 
 /** A log whose writes the test completes, recording how many records each batch held. */
 class HeldLog {
@@ -26,34 +27,6 @@ class HeldLog {
   complete(): void {
     this.durable.shift()?.();
   }
-}
-
-/** Event-loop turns the test runs one at a time. */
-class Turns {
-  private queued: (() => void)[] = [];
-  readonly later = (run: () => void): void => {
-    this.queued.push(run);
-  };
-  get waiting(): number {
-    return this.queued.length;
-  }
-  /** Ends the current turn: runs what waits for it, then lets its continuations run. */
-  async next(): Promise<void> {
-    const runs = this.queued;
-    this.queued = [];
-    for (const run of runs) run();
-    await drainMicrotasks();
-  }
-}
-
-async function drainMicrotasks(): Promise<void> {
-  for (let i = 0; i < 10; i++) await Promise.resolve();
-}
-
-/** Encodes one record (a hard state) and commits it, as a group's append does. */
-function commitOne(queue: GroupCommit, commit = 1): Promise<void> {
-  queue.pending.addHardState({ term: 1, vote: "", commit });
-  return queue.commit();
 }
 
 describe("GroupCommit gather", () => {

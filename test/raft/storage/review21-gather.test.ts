@@ -13,6 +13,7 @@ import { DkvError } from "../../../src/errors.ts";
 import type { FrameBuffer } from "../../../src/raft/storage/codec.ts";
 import { GroupCommit } from "../../../src/raft/storage/group-commit.ts";
 import { SharedLog } from "../../../src/raft/storage/shared-log.ts";
+import { commitOne, drainMicrotasks, Turns } from "./gather-support.ts";
 
 /** A log whose writes the test completes or fails, oldest first. */
 class HeldLog {
@@ -36,31 +37,6 @@ class HeldLog {
   fail(error: unknown): void {
     this.running.shift()?.reject(error);
   }
-}
-
-class Turns {
-  private queued: (() => void)[] = [];
-  readonly later = (run: () => void): void => {
-    this.queued.push(run);
-  };
-  get waiting(): number {
-    return this.queued.length;
-  }
-  async next(): Promise<void> {
-    const runs = this.queued;
-    this.queued = [];
-    for (const run of runs) run();
-    await drainMicrotasks();
-  }
-}
-
-async function drainMicrotasks(): Promise<void> {
-  for (let i = 0; i < 20; i++) await Promise.resolve();
-}
-
-function commitOne(queue: GroupCommit, commit = 1): Promise<void> {
-  queue.pending.addHardState({ term: 1, vote: "", commit });
-  return queue.commit();
 }
 
 /** Tracks a promise's outcome without awaiting it (and counts settlements). */
