@@ -11,13 +11,13 @@ import {
   type NodeId,
   type RaftLogger,
   type RandomSource,
-  type ReadState,
   type Ready,
   type Role,
   type Snapshot,
   type SnapshotMeta,
 } from "../core/types.ts";
 import { testFaults } from "../storage/test-faults.ts";
+import { GroupReads } from "./group-reads.ts";
 import type { PersistFailure, ReadyStart } from "./ready-pass.ts";
 import { AssertionError, assert, type GroupStorage, HostFatalError } from "./runtime.ts";
 import type { RaftHostObserver, StageTrace, StateMachine } from "./types.ts";
@@ -127,41 +127,6 @@ interface ProposalWaiter {
   older: ProposalWaiter | undefined;
 }
 
-interface ReadWaiter {
-  evaluate(nowMs: number): void;
-  reject(error: DkvError): void;
-  deadlineMs: number;
-  timeoutMs: number;
-  trace: StageTrace | undefined;
-}
-
-/**
- * Reads that share one read index: every read that arrived while the previous batch's
- * read index was being taken (or in the same turn) goes out together as one ReadIndex
- * request, so one heartbeat round (on a follower: one forwarded request) serves them all,
- * as etcd's server does. A batch is asked only after each of its reads arrived, so the
- * index it gets is linearizable for all of them.
- */
-interface ReadBatch {
-  readonly id: string;
-  readonly waiters: ReadWaiter[];
-  /** Ticks since the read index was (re)requested; it is asked again after an election timeout. */
-  ticksWaited: number;
-  /** Set once the read index is known; the batch waits for apply to reach it. */
-  state: ReadState | undefined;
-  /** Asked again (its round may be lost): no longer holds back the queued reads. */
-  reasked: boolean;
-}
-
-/**
- * Read batches whose read index is being taken at once (no state yet, not re-asked);
- * reads arriving meanwhile wait for the next batch. One, as etcd's server: the fewest
- * heartbeat rounds per read, for at most one round more of waiting (a read that just
- * missed a round waits for it, then for its own). Two was not measurably different on
- * a loaded 2-core machine.
- */
-const READ_ROUNDS_IN_FLIGHT_MAX = 1;
-
 /**
  * One Raft group on this member: the RaftNode, its durable storage and its state machine,
  * driven by the Ready contract (send a leader's appends, persist, then send the rest, then
@@ -211,19 +176,8 @@ export class RaftGroup {
   /** Settled proposals whose receivers are told in the next microtask (see settle). */
   private settledWaiters: ProposalWaiter[] = [];
   private spareSettled: ProposalWaiter[] = [];
-  /** Read batches asked for a read index (in asking order), by request id. */
-  private readonly reads = new Map<string, ReadBatch>();
-  /** Reads not yet asked for: they go out as one batch once fewer rounds are in flight. */
-  private queuedReads: ReadWaiter[] = [];
-  /** Reads waiting here in all (queued and in batches): bounded by readsPendingMax. */
-  private readCount = 0;
-  private nextReadId = 0;
-  /**
-   * Read ids are `<self>/<incarnation>-<n>`: a leader's answer to a read forwarded by an
-   * earlier incarnation of this member (queued for it, delivered after a restart) must not
-   * match a new read, whose index it may predate.
-   */
-  private readonly readIdPrefix: string;
+  /** Linearizable reads waiting for a read index or for apply to reach it. */
+  private readonly reads: GroupReads;
   /** Woken on every leader change (and on close), so a proposal waiting for a leader retries. */
   private leaderWatchers: { wake: () => void; deadlineMs: number }[] = [];
   /** A snapshot install's Ready, which runs on its own (see startReady); settles when it is done. */
@@ -249,7 +203,6 @@ export class RaftGroup {
     this.appliedTimeMs = meta?.timeMs ?? 0;
     this.snapshotIndex = this.appliedIndex;
     const incarnation = `${Math.floor(env.nowMs()).toString(36)}.${Math.floor(env.random() * 0x1_0000_0000).toString(36)}`;
-    this.readIdPrefix = `${env.self}/${incarnation}`;
     this.node = new RaftNode({
       id: env.self,
       storage,
@@ -269,6 +222,7 @@ export class RaftGroup {
       ...((env.readLeaseMs ?? 0) > 0 ? { readOnly: "lease" as const, leaseMs: env.readLeaseMs } : {}),
       logger: env.logger,
     });
+    this.reads = new GroupReads(groupId, `${env.self}/${incarnation}`, env, this.node);
     const conf = this.node.status().conf;
     // A group of one needs no election timeout to find out it leads.
     if (conf.voters.length === 1 && conf.voters[0] === env.self) this.node.campaign();
@@ -283,16 +237,13 @@ export class RaftGroup {
     // The monotonic reading is the read lease's clock (reads.ts); ticks undercount a pause.
     this.node.tick(wallMs, nowMs);
     this.expireProposals(nowMs);
-    this.expireReads(nowMs);
+    this.reads.expire(nowMs);
     this.expireLeaderWatchers(nowMs);
     // Outside a drain no restore is half-done, so the state machine is at appliedIndex.
     if (this.snapshotRetryTicks > 0) this.snapshotRetryTicks--;
     if (this.snapshotWanted && !this.draining) this.maybeSnapshot();
-    for (const batch of this.reads.values()) {
-      // A read index request can be dropped silently (no leader, leader change): ask again.
-      if (batch.state === undefined && ++batch.ticksWaited >= this.env.electionTicks) this.reaskRead(batch);
-    }
-    this.askQueuedReads();
+    this.reads.tick();
+    this.reads.askQueued();
     // Most ticks of most groups change nothing: only those with a Ready join the next pass.
     if (this.node.hasReady()) this.schedule();
   }
@@ -410,64 +361,10 @@ export class RaftGroup {
   read<T>(evaluate: (nowMs: number) => T, timeoutMs: number): Promise<T> {
     const refusal = this.refusal();
     if (refusal !== undefined) return Promise.reject(refusal);
-    if (this.readCount >= this.env.readsPendingMax) {
-      return Promise.reject(
-        new DkvError(
-          "UNAVAILABLE",
-          `group ${this.groupId} has ${this.readCount} reads waiting; retry later or lower the load`,
-        ),
-      );
-    }
-    const deadlineMs = this.env.monotonicMs() + timeoutMs;
-    const trace = this.env.observer?.currentTrace?.();
-    if (trace !== undefined) trace.readRequestedMs = this.env.monotonicMs();
-    const promise = new Promise<T>((resolve, reject) => {
-      this.queuedReads.push({
-        evaluate: (nowMs) => {
-          try {
-            resolve(evaluate(nowMs));
-          } catch (error) {
-            reject(error);
-          }
-        },
-        reject,
-        deadlineMs,
-        timeoutMs,
-        trace,
-      });
-    });
-    this.readCount++;
+    const read = this.reads.add(evaluate, timeoutMs);
     // Asked in the host's next pass (startReady), with every read that arrives until then.
     this.schedule();
-    return promise;
-  }
-
-  /**
-   * Asks one read index for every queued read, unless READ_ROUNDS_IN_FLIGHT_MAX batches are
-   * still waiting for theirs (then the queue goes out when one is answered). A batch that
-   * waited an election timeout is asked again and no longer counts: its round may be lost.
-   */
-  private askQueuedReads(): void {
-    if (this.queuedReads.length === 0 || this.closed) return;
-    let inFlight = 0;
-    for (const batch of this.reads.values()) {
-      if (batch.state === undefined && !batch.reasked) inFlight++;
-    }
-    if (inFlight >= READ_ROUNDS_IN_FLIGHT_MAX) return;
-    const id = `${this.readIdPrefix}-${this.nextReadId++}`;
-    this.reads.set(id, { id, waiters: this.queuedReads, ticksWaited: 0, state: undefined, reasked: false });
-    this.queuedReads = [];
-    // Taken after every read of the batch arrived: a lease that holds now covers them all.
-    this.node.observeTime(this.env.nowMs(), this.env.monotonicMs());
-    this.node.readIndex(id);
-  }
-
-  /** Asks `batch`'s read index again under the same id (the core answers an id once per round). */
-  private reaskRead(batch: ReadBatch): void {
-    batch.ticksWaited = 0;
-    batch.reasked = true;
-    this.node.observeTime(this.env.nowMs(), this.env.monotonicMs());
-    this.node.readIndex(batch.id);
+    return read;
   }
 
   /** Resolves on the next leader change, or on the first tick after `ms` (monotonic), whichever comes first. */
@@ -530,7 +427,7 @@ export class RaftGroup {
    */
   startReady(): ReadyStart {
     this.readyRequested = false;
-    this.askQueuedReads();
+    if (!this.closed) this.reads.askQueued();
     if (this.draining || this.closed || !this.node.hasReady()) return false;
     this.draining = true;
     const rd = this.node.ready();
@@ -648,19 +545,10 @@ export class RaftGroup {
   /** 3. apply, 4. answer reads, 5. advance. */
   private applyReady(rd: Ready): void {
     for (const entry of rd.committedEntries) this.apply(entry);
-    const tracing = this.env.observer?.currentTrace !== undefined;
-    for (const state of rd.readStates) {
-      const batch = this.reads.get(state.requestId);
-      if (batch === undefined || batch.state !== undefined) continue;
-      batch.state = state;
-      if (tracing) {
-        const nowMs = this.env.monotonicMs();
-        for (const read of batch.waiters) if (read.trace !== undefined) read.trace.readIndexMs = nowMs;
-      }
-    }
-    this.answerReads();
+    this.reads.indexesKnown(rd.readStates);
+    this.reads.answer(this.appliedIndex, this.appliedTimeMs);
     // The reads that arrived while those rounds were out: one batch for all of them.
-    this.askQueuedReads();
+    if (!this.closed) this.reads.askQueued();
     this.node.advance();
     this.maybeSnapshot();
   }
@@ -770,59 +658,11 @@ export class RaftGroup {
     }
   }
 
-  private expireReads(nowMs: number): void {
-    const expired = (read: ReadWaiter) => {
-      if (read.deadlineMs > nowMs) return false;
-      read.reject(
-        new DkvError(
-          "TIMEOUT",
-          `group ${this.groupId}: no read index within ${read.timeoutMs} ms (no leader reachable, or no quorum?); retry once the cluster has a leader and a majority up (dkv cluster status shows both)`,
-        ),
-      );
-      return true;
-    };
-    const before = this.readCount;
-    for (const [id, batch] of this.reads) {
-      if (!batch.waiters.some((read) => read.deadlineMs <= nowMs)) continue;
-      const kept = batch.waiters.filter((read) => !expired(read));
-      this.readCount -= batch.waiters.length - kept.length;
-      if (kept.length === 0) this.reads.delete(id);
-      else batch.waiters.splice(0, batch.waiters.length, ...kept);
-    }
-    if (this.queuedReads.some((read) => read.deadlineMs <= nowMs)) {
-      const kept = this.queuedReads.filter((read) => !expired(read));
-      this.readCount -= this.queuedReads.length - kept.length;
-      this.queuedReads = kept;
-    }
-    assert(
-      this.readCount >= 0 && this.readCount <= before,
-      () => `group ${this.groupId}: read count ${this.readCount}`,
-    );
-  }
-
   private expireLeaderWatchers(nowMs: number): void {
     if (!this.leaderWatchers.some((watcher) => watcher.deadlineMs <= nowMs)) return;
     const due = this.leaderWatchers.filter((watcher) => watcher.deadlineMs <= nowMs);
     this.leaderWatchers = this.leaderWatchers.filter((watcher) => watcher.deadlineMs > nowMs);
     for (const watcher of due) watcher.wake();
-  }
-
-  private answerReads(): void {
-    for (const [id, batch] of this.reads) {
-      const state = batch.state;
-      if (state === undefined || state.index > this.appliedIndex) continue;
-      this.reads.delete(id);
-      this.readCount -= batch.waiters.length;
-      // A peer whose transport does not carry the leader's time (0) is read at our clock.
-      const readTimeMs = state.timeMs > 0 ? state.timeMs : this.env.nowMs();
-      // Not before the applied state's own time: it may hold writes stamped after the read index.
-      const evaluateAtMs = Math.max(readTimeMs, this.appliedTimeMs);
-      const appliedMs = this.env.observer?.currentTrace === undefined ? 0 : this.env.monotonicMs();
-      for (const read of batch.waiters) {
-        if (read.trace !== undefined) read.trace.appliedMs = appliedMs;
-        read.evaluate(evaluateAtMs);
-      }
-    }
   }
 
   /** Stamps `stage` into the traces of the proposals waiting on `entries` (only when tracing). */
@@ -1023,7 +863,7 @@ export class RaftGroup {
       // Read indexes asked of the old leader are lost with it: ask the new one now
       // rather than after an election timeout.
       if (leader !== null) {
-        for (const batch of this.reads.values()) if (batch.state === undefined) this.reaskRead(batch);
+        this.reads.reaskUnanswered();
       }
     }
   }
@@ -1092,12 +932,7 @@ export class RaftGroup {
     this.proposals.clear();
     this.proposalCount = 0;
     this.pendingProposalBytes = 0;
-    const readError = new DkvError(error.code, error.message);
-    for (const batch of this.reads.values()) for (const read of batch.waiters) read.reject(readError);
-    for (const read of this.queuedReads) read.reject(readError);
-    this.reads.clear();
-    this.queuedReads = [];
-    this.readCount = 0;
+    this.reads.failAll(error);
     this.wakeLeaderWatchers();
   }
 }
