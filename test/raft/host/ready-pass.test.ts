@@ -6,47 +6,11 @@
  */
 import { describe, expect, test } from "bun:test";
 import { ManualClock } from "../../../src/clock.ts";
-import type { Entry } from "../../../src/raft/core/types.ts";
 import { RaftHost } from "../../../src/raft/host/raft-host.ts";
 import { type ReadyParticipant, ReadyPasses, type ReadyStart } from "../../../src/raft/host/ready-pass.ts";
-import type { HostScheduler } from "../../../src/raft/host/runtime.ts";
-import type { StateMachine } from "../../../src/raft/host/types.ts";
 import { SimDisk } from "../sim/host/disk.ts";
 import { MemoryNetwork } from "./memory-transport.ts";
-
-const utf8 = new TextEncoder();
-
-class CountingMachine implements StateMachine {
-  applied = 0;
-  apply(entry: Entry): Uint8Array {
-    this.applied++;
-    return utf8.encode(String(entry.index));
-  }
-  snapshot(): Uint8Array {
-    return utf8.encode(String(this.applied));
-  }
-  async restore(data: Uint8Array): Promise<void> {
-    this.applied = Number(new TextDecoder().decode(data));
-  }
-}
-
-/** No ticks unless the test calls them; deferred work runs after pending I/O. */
-class IdleScheduler implements HostScheduler {
-  startTicks(): () => void {
-    return () => {};
-  }
-  later(run: () => void): void {
-    setImmediate(run);
-  }
-  monotonicMs(): number {
-    return 0;
-  }
-}
-
-/** Lets pending promise continuations (the host's passes) run. */
-function settle(): Promise<void> {
-  return new Promise((resolve) => setImmediate(resolve));
-}
+import { CountingMachine, IdleScheduler, settle, utf8 } from "./pass-fixtures.ts";
 
 /**
  * The group ids of the frames with log entries written and not yet fsynced. Frames of a
