@@ -11,9 +11,12 @@ import type {
 } from "../kvdb.ts";
 import { DeadlineHeap } from "./deadline-heap.ts";
 import { DeferredOrder, type DeferredOrderOptions, type OrderStats, SLICE_UNITS } from "./deferred-order.ts";
-import { compareKeys, FirstKeys, OrderedKeys, StreamedKeysBuilder } from "./ordered-keys.ts";
+import { compareKeys } from "./key-order.ts";
+import { OrderedKeys } from "./ordered-keys.ts";
+import { FirstKeys } from "./ordered-keys-builder.ts";
 import { shardHash, shardHashWide } from "./shard-hash.ts";
 import { corrupt, SnapshotDecoder, SnapshotEncoder } from "./snapshot-codec.ts";
+import { StreamedKeysBuilder } from "./streamed-keys-builder.ts";
 import { Entry, isDeleted, isExpired, NEVER, TimedEntry } from "./timed-entry.ts";
 
 /** A key without deadlines is a plain Entry; only keys with deadlines cost the larger TimedEntry. */
