@@ -37,7 +37,8 @@
 import { existsSync, readFileSync } from "node:fs";
 import type { ListPage } from "../../src/db/kvdb.ts";
 import { MapleDB } from "../../src/db/maple/index.ts";
-import { compareKeys, OrderedKeys } from "../../src/db/maple/ordered-keys.ts";
+import { compareKeys } from "../../src/db/maple/key-order.ts";
+import { OrderedKeys } from "../../src/db/maple/ordered-keys.ts";
 
 const NOW_MS = 1_700_000_000_000;
 

@@ -1,11 +1,13 @@
 import { describe, expect, test } from "bun:test";
+import { BLOCK_KEYS_MAX } from "../../src/db/maple/coded-run.ts";
 import {
   CHECK_EVERY,
   DeferredOrder,
   type DeferredOrderOptions,
   NOTES_MIN,
 } from "../../src/db/maple/deferred-order.ts";
-import { BLOCK_KEYS_MAX, compareKeys, OrderedKeys } from "../../src/db/maple/ordered-keys.ts";
+import { compareKeys } from "../../src/db/maple/key-order.ts";
+import { OrderedKeys } from "../../src/db/maple/ordered-keys.ts";
 import { seededRandom } from "../support/seeded-random.ts";
 
 /**

@@ -1,6 +1,7 @@
 import { describe, expect, setDefaultTimeout, test } from "bun:test";
+import { BLOCK_KEYS_MAX, BLOCK_PENDING_MAX } from "../../src/db/maple/coded-run.ts";
 import { MapleDB } from "../../src/db/maple/index.ts";
-import { BLOCK_KEYS_MAX, BLOCK_PENDING_MAX, compareKeys } from "../../src/db/maple/ordered-keys.ts";
+import { compareKeys } from "../../src/db/maple/key-order.ts";
 import { FLAG_LISTED, SnapshotEncoder } from "../../src/db/maple/snapshot-codec.ts";
 import { Entry } from "../../src/db/maple/timed-entry.ts";
 import { ManualScheduler } from "../support/manual-scheduler.ts";

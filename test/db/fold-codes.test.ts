@@ -1,11 +1,8 @@
 import { describe, expect, setDefaultTimeout, test } from "bun:test";
+import { BLOCK_KEYS_MAX, BLOCK_PENDING_MAX } from "../../src/db/maple/coded-run.ts";
 import { MapleDB } from "../../src/db/maple/index.ts";
-import {
-  BLOCK_KEYS_MAX,
-  BLOCK_PENDING_MAX,
-  compareKeys,
-  OrderedKeys,
-} from "../../src/db/maple/ordered-keys.ts";
+import { compareKeys } from "../../src/db/maple/key-order.ts";
+import { OrderedKeys } from "../../src/db/maple/ordered-keys.ts";
 import { ManualScheduler } from "../support/manual-scheduler.ts";
 import { seededRandom } from "../support/seeded-random.ts";
 import { bytes, saveBytes, T0 } from "./helpers.ts";

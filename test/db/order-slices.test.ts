@@ -1,7 +1,8 @@
 import { describe, expect, setDefaultTimeout, test } from "bun:test";
 import { ManualClock } from "../../src/clock.ts";
 import { MapleDB } from "../../src/db/maple/index.ts";
-import { compareKeys, LEAF_UNITS_MAX, OrderedKeysBuilder } from "../../src/db/maple/ordered-keys.ts";
+import { compareKeys } from "../../src/db/maple/key-order.ts";
+import { LEAF_UNITS_MAX, OrderedKeysBuilder } from "../../src/db/maple/ordered-keys-builder.ts";
 import { LocalStore } from "../../src/store/local.ts";
 import { ManualScheduler } from "../support/manual-scheduler.ts";
 import { seededRandom } from "../support/seeded-random.ts";

@@ -1,10 +1,7 @@
 import { describe, expect, test } from "bun:test";
-import {
-  BLOCK_KEYS_MAX,
-  BLOCK_PENDING_MAX,
-  compareKeys,
-  OrderedKeys,
-} from "../../src/db/maple/ordered-keys.ts";
+import { BLOCK_KEYS_MAX, BLOCK_PENDING_MAX } from "../../src/db/maple/coded-run.ts";
+import { compareKeys } from "../../src/db/maple/key-order.ts";
+import { OrderedKeys } from "../../src/db/maple/ordered-keys.ts";
 import { seededRandom } from "../support/seeded-random.ts";
 
 /**

@@ -8,7 +8,7 @@
 import { describe, expect, test } from "bun:test";
 import { DeferredOrder, inReservedSpace } from "../../src/db/maple/deferred-order.ts";
 import { MapleDB } from "../../src/db/maple/index.ts";
-import { compareKeys } from "../../src/db/maple/ordered-keys.ts";
+import { compareKeys } from "../../src/db/maple/key-order.ts";
 import { seededRandom } from "../support/seeded-random.ts";
 import { bytes, pieces, saveBytes, T0 } from "./helpers.ts";
 

@@ -1,7 +1,7 @@
 import { heapStats } from "bun:jsc";
 import { describe, expect, setDefaultTimeout, test } from "bun:test";
 import { MapleDB } from "../../src/db/maple/index.ts";
-import { compareKeys } from "../../src/db/maple/ordered-keys.ts";
+import { compareKeys } from "../../src/db/maple/key-order.ts";
 import { shardHash } from "../../src/db/maple/shard-hash.ts";
 import { ManualScheduler } from "../support/manual-scheduler.ts";
 import { bytes, pieces, saveBytes, T0, text } from "./helpers.ts";

@@ -1,5 +1,6 @@
 import type { KeyRange } from "../kvdb.ts";
-import { OrderedKeys, OrderedKeysBuilder } from "./ordered-keys.ts";
+import { OrderedKeys } from "./ordered-keys.ts";
+import { OrderedKeysBuilder } from "./ordered-keys-builder.ts";
 
 /**
  * Least notes a DeferredOrder keeps before it may drop them (see `note`); above it, twice

@@ -10,53 +10,28 @@ import type {
   ListPage,
 } from "../kvdb.ts";
 import { DeadlineHeap } from "./deadline-heap.ts";
-import { DeferredOrder, type DeferredOrderOptions, type OrderStats, SLICE_UNITS } from "./deferred-order.ts";
-import { compareKeys, FirstKeys, OrderedKeys, StreamedKeysBuilder } from "./ordered-keys.ts";
+import { DeferredOrder, type DeferredOrderOptions, type OrderStats } from "./deferred-order.ts";
+import { bytesEqual, checkDurations, deadline, entryInfo, liveValue, presentValue } from "./entry-reads.ts";
+import { compareKeys } from "./key-order.ts";
+import { OrderedKeys } from "./ordered-keys.ts";
+import { FirstKeys } from "./ordered-keys-builder.ts";
 import { shardHash, shardHashWide } from "./shard-hash.ts";
-import { corrupt, SnapshotDecoder, SnapshotEncoder } from "./snapshot-codec.ts";
+import {
+  checkShardCount,
+  DEFAULT_SHARDS,
+  detachForSave,
+  isSkewed,
+  largestShardSize,
+  newShards,
+  type Routing,
+  reshard,
+  type Shard,
+  SKEW_CHECK_MIN_KEYS,
+  type Slot,
+  splitShard,
+} from "./shard-routing.ts";
+import { loadKeyspace, streamSnapshot } from "./snapshot-io.ts";
 import { Entry, isDeleted, isExpired, NEVER, TimedEntry } from "./timed-entry.ts";
-
-/** A key without deadlines is a plain Entry; only keys with deadlines cost the larger TimedEntry. */
-type Slot = Entry;
-
-/**
- * One shard of the keyspace. Why shard at all: a single JS Map holding every key makes
- * each rehash on growth a pause proportional to the whole data set (measured: ~90 ms
- * when one Map grows past 786k keys, ~2 ms at 16k) and caps the key count at one Map's
- * limit; shards bound both. They also bound the copy-on-write work a
- * write does while a snapshot is being streamed (see `save`).
- */
-interface Shard {
-  map: Map<string, Slot>;
-  /**
-   * TimedEntry objects in `map`. While it is 0 every slot is a plain Entry, so the hot
-   * paths skip the deadline checks, and `has` answers from the Map alone without loading
-   * the entry object (a cache miss).
-   */
-  timedCount: number;
-  /**
-   * While a save still has to stream this shard, the map it iterates. A write first
-   * makes `map` a private copy of it (once per save), so the saver sees the shard as it
-   * was when the save started, and entries shared with that copy are replaced, never
-   * changed in place (while no save runs, a write updates its entry in place).
-   */
-  saveView: Map<string, Slot> | null;
-  /**
-   * The shard holds the keys whose hash ends in the `bits` low bits `id`: the routing
-   * directory's slots i with (i & ((1 << bits) - 1)) === id point here (see splitShard).
-   */
-  bits: number;
-  id: number;
-  /** Keys at which an insert splits the shard: SPLIT_KEYS, doubled while the next hash bit cannot divide it. */
-  splitAt: number;
-}
-
-/** Where keys go: `directory[hash & mask]` (a shard may fill several slots), and each shard once. */
-interface Routing {
-  directory: Shard[];
-  mask: number;
-  shards: Shard[];
-}
 
 export interface MapleOptions {
   /**
@@ -73,35 +48,6 @@ export interface MapleOptions {
    */
   indexFromStart?: boolean;
 }
-
-const DEFAULT_SHARDS = 64;
-/**
- * Shard balance is checked when a shard first holds this many keys (and again each time
- * the largest shard doubles), so the check costs O(shards) a logarithmic number of times.
- */
-const SKEW_CHECK_MIN_KEYS = 4096;
-/** A shard above this multiple of the mean size means the sampled hash cannot tell the keys apart. */
-const SKEW_FACTOR_MAX = 8;
-const MAX_SHARDS = 4096;
-/**
- * A shard splits in two (by one more bit of its keys' hash) when it reaches this many keys,
- * so no shard's Map grows past it. Why: a JSC Map's table grows in steps of 4× up to
- * 16,384 entries (16,384 entries: 631 KiB) and its next step, at the 16,385th, takes 3.3 MiB
- * (measured, Bun 1.4.5): 40 B per entry at 16,384, 208 at 16,385 and still 104 at 32,768.
- * With a fixed 64 shards, 1M keys cost ~45 B of Map per key and 1.1M keys ~190 (the engine's
- * whole heap went from 331 to 476 B per key). Split at this size, each half starts at the
- * 631 KiB step (77 B per key) and fills it back to 40.
- */
-const SPLIT_KEYS = 16_384;
-/** Hash bits a shard may be told apart by: the directory holds at most 2^16 slots. */
-const MAX_SHARD_BITS = 16;
-/** Save and load give the event loop a turn after this many bytes. */
-const YIELD_EVERY_BYTES = 1024 * 1024;
-/**
- * Work units (see OrderedKeysBuilder.step) a load sorting the keys of a snapshot saved out
- * of key order (an older member's) does between turns: a few of the background slices.
- */
-const LOAD_SORT_UNITS = 4 * SLICE_UNITS;
 
 /**
  * Maple: the in-memory engine behind every store. Keys are the real strings (no hash as
@@ -160,12 +106,7 @@ export class MapleDB implements KVDB {
 
   constructor(options: MapleOptions = {}) {
     const count = options.shards ?? DEFAULT_SHARDS;
-    if (!Number.isInteger(count) || count < 1 || count > MAX_SHARDS || (count & (count - 1)) !== 0) {
-      throw new DkvError(
-        "BAD_REQUEST",
-        `shards must be a power of two from 1 to ${MAX_SHARDS}, got ${count}; try ${DEFAULT_SHARDS}`,
-      );
-    }
+    checkShardCount(count);
     this.baseShards = count;
     this.mask = count - 1;
     this.shards = newShards(count);
@@ -250,7 +191,7 @@ export class MapleDB implements KVDB {
   getEntry(key: string, nowMs: number): EntryInfo | undefined {
     const slot = this.shardOf(key).map.get(key);
     if (slot === undefined || (slot instanceof TimedEntry && isExpired(slot, nowMs))) return undefined;
-    return infoOf(key, slot);
+    return entryInfo(key, slot, slot.value);
   }
 
   has(key: string, nowMs: number): boolean {
@@ -302,9 +243,7 @@ export class MapleDB implements KVDB {
       this.set(key, value, nowMs);
       return;
     }
-    const shard = this.shardOf(key);
-    if (shard.saveView !== null) detachForSave(shard);
-    this.writeTimed(shard, key, value, deadline(nowMs, expireInMs), deadline(nowMs, deleteInMs), nowMs);
+    this.writeWithDurations(this.shardOf(key), key, value, expireInMs, deleteInMs, nowMs);
   }
 
   setEIfUnset(
@@ -319,12 +258,7 @@ export class MapleDB implements KVDB {
     const old = shard.map.get(key);
     // Past its delete deadline a key is absent even if not purged yet; expired is not.
     if (old !== undefined && !(old instanceof TimedEntry && isDeleted(old, nowMs))) return false;
-    if (shard.saveView !== null) detachForSave(shard);
-    if (expireInMs === 0 && deleteInMs === 0) {
-      this.set(key, value, nowMs);
-    } else {
-      this.writeTimed(shard, key, value, deadline(nowMs, expireInMs), deadline(nowMs, deleteInMs), nowMs);
-    }
+    this.writeWithDurations(shard, key, value, expireInMs, deleteInMs, nowMs);
     return true;
   }
 
@@ -376,12 +310,7 @@ export class MapleDB implements KVDB {
     const shard = this.shardOf(key);
     const live = liveValue(shard.map.get(key), nowMs);
     if (live === undefined || !bytesEqual(live, expected)) return false;
-    if (expireInMs === 0 && deleteInMs === 0) {
-      this.set(key, live, nowMs);
-      return true;
-    }
-    if (shard.saveView !== null) detachForSave(shard);
-    this.writeTimed(shard, key, live, deadline(nowMs, expireInMs), deadline(nowMs, deleteInMs), nowMs);
+    this.writeWithDurations(shard, key, live, expireInMs, deleteInMs, nowMs);
     return true;
   }
 
@@ -404,7 +333,7 @@ export class MapleDB implements KVDB {
         more = true;
         return false;
       }
-      items.push(options.keysOnly ? keyOnlyInfo(key, entry) : infoOf(key, entry));
+      items.push(entryInfo(key, entry, options.keysOnly ? undefined : entry.value));
       return true;
     });
     return more ? { items, more, next: items[items.length - 1]!.key } : { items, more };
@@ -581,71 +510,38 @@ export class MapleDB implements KVDB {
    * first page after it is served by the index at once.
    */
   async load(source: AsyncIterable<Uint8Array>): Promise<void> {
-    const shards = newShards(this.baseShards);
-    const heap = new DeadlineHeap();
-    const mask = this.baseShards - 1;
-    const route = this.wideRouting ? shardHashWide : shardHash;
-    let approxBytes = 0;
-    const order = new StreamedKeysBuilder();
-    const decoder = new SnapshotDecoder((key, value, expireAtMs, deleteAtMs, revisions) => {
-      const shard = shards[route(key) & mask]!;
-      const map = shard.map;
-      if (map.has(key)) {
-        throw corrupt(`key ${JSON.stringify(key.slice(0, 64))} appears twice`, decoder.currentRecordOffset);
-      }
-      order.add(key);
-      approxBytes += key.length + value.byteLength;
-      const { version, createRevision, modRevision } = revisions;
-      if (expireAtMs === NEVER && deleteAtMs === NEVER) {
-        map.set(key, new Entry(value, version, createRevision, modRevision));
-        return;
-      }
-      const entry = new TimedEntry(key, value, expireAtMs, deleteAtMs, version, createRevision, modRevision);
-      if (deleteAtMs !== NEVER) heap.push(entry);
-      shard.timedCount++;
-      map.set(key, entry);
-    });
-    let bytesSinceYield = 0;
-    for await (const chunk of source) {
-      decoder.push(chunk);
-      bytesSinceYield += chunk.byteLength;
-      if (bytesSinceYield >= YIELD_EVERY_BYTES) {
-        bytesSinceYield = 0;
-        await yieldToEventLoop();
-      }
-    }
-    decoder.end();
-    // Shards loaded past SPLIT_KEYS split now (a turn between splits), siblings included.
-    const routing: Routing = { directory: shards.slice(), mask, shards };
-    for (let i = 0; i < shards.length; i++) {
-      const shard = shards[i]!;
-      while (shard.map.size >= shard.splitAt) {
-        splitShard(routing, shard, route);
-        await yieldToEventLoop();
-      }
-    }
-    let settled: OrderedKeys;
-    if (order.inOrder) {
-      settled = order.result();
-    } else {
-      const builder = order.unordered();
-      while (!builder.done) {
-        builder.step(LOAD_SORT_UNITS);
-        if (!builder.done) await yieldToEventLoop();
-      }
-      settled = builder.result();
-    }
+    const loaded = await loadKeyspace(source, this.baseShards, this.wideRouting ? shardHashWide : shardHash);
     this.ordered.close();
-    this.shards = shards;
-    this.directory = routing.directory;
-    this.mask = routing.mask;
-    this.heap = heap;
-    this.ordered = this.newOrder(settled);
-    this.approxBytes = approxBytes;
-    this.rev = decoder.storeRevision;
+    this.shards = loaded.routing.shards;
+    this.directory = loaded.routing.directory;
+    this.mask = loaded.routing.mask;
+    this.heap = loaded.heap;
+    this.ordered = this.newOrder(loaded.settled);
+    this.approxBytes = loaded.approxBytes;
+    this.rev = loaded.revision;
     this.pinned = false;
     this.skewCheckAtKeys = SKEW_CHECK_MIN_KEYS;
     this.checkSkew();
+  }
+
+  /**
+   * Stores `value` for `key` (routed to `shard`) with deadlines `expireInMs` and
+   * `deleteInMs` from `nowMs` (0: none; with neither, as `set` does).
+   */
+  private writeWithDurations(
+    shard: Shard,
+    key: string,
+    value: Uint8Array,
+    expireInMs: number,
+    deleteInMs: number,
+    nowMs: number,
+  ): void {
+    if (expireInMs === 0 && deleteInMs === 0) {
+      this.set(key, value, nowMs);
+      return;
+    }
+    if (shard.saveView !== null) detachForSave(shard);
+    this.writeTimed(shard, key, value, deadline(nowMs, expireInMs), deadline(nowMs, deleteInMs), nowMs);
   }
 
   /**
@@ -719,22 +615,14 @@ export class MapleDB implements KVDB {
    * save, whose copy-on-write views are per shard; the next check retries.
    */
   private checkSkew(): void {
-    let total = 0;
-    let largest = 0;
-    for (const shard of this.shards) {
-      total += shard.map.size;
-      if (shard.map.size > largest) largest = shard.map.size;
-    }
-    if (!this.wideRouting && !this.saving && largest > (SKEW_FACTOR_MAX * total) / this.shards.length) {
+    if (!this.wideRouting && !this.saving && isSkewed(this.shards)) {
       const routing = reshard(this.shards, this.baseShards, shardHashWide);
       this.shards = routing.shards;
       this.directory = routing.directory;
       this.mask = routing.mask;
       this.wideRouting = true;
-      largest = 0;
-      for (const shard of this.shards) if (shard.map.size > largest) largest = shard.map.size;
     }
-    this.skewCheckAtKeys = Math.max(SKEW_CHECK_MIN_KEYS, largest * 2);
+    this.skewCheckAtKeys = Math.max(SKEW_CHECK_MIN_KEYS, largestShardSize(this.shards) * 2);
   }
 
   /** Splits `shard` in two (see SPLIT_KEYS); not while a save streams (the next insert retries). */
@@ -761,199 +649,4 @@ export class MapleDB implements KVDB {
     if (entry.heapIndex >= 0) this.heap.remove(entry);
     shard.timedCount--;
   }
-}
-
-function infoOf(key: string, entry: Entry): EntryInfo {
-  return {
-    key,
-    value: entry.value,
-    version: entry.version,
-    createRevision: entry.createRevision,
-    modRevision: entry.modRevision,
-  };
-}
-
-function keyOnlyInfo(key: string, entry: Entry): EntryInfo {
-  return {
-    key,
-    value: undefined,
-    version: entry.version,
-    createRevision: entry.createRevision,
-    modRevision: entry.modRevision,
-  };
-}
-
-/** Streams shards whose `saveView` was set at the instant the save was requested. */
-async function streamSnapshot(shards: Shard[], sink: ByteSink, revision: number): Promise<void> {
-  const encoder = new SnapshotEncoder(revision);
-  let bytesSinceYield = 0;
-  for (const shard of shards) {
-    const view = shard.saveView!;
-    for (const [key, slot] of view) {
-      if (slot instanceof TimedEntry) {
-        encoder.add(key, slot, slot.expireAtMs, slot.deleteAtMs);
-      } else {
-        encoder.add(key, slot, NEVER, NEVER);
-      }
-      if (!encoder.hasReady) continue;
-      bytesSinceYield += await writeAll(sink, encoder.takeReady());
-      if (bytesSinceYield >= YIELD_EVERY_BYTES) {
-        bytesSinceYield = 0;
-        await yieldToEventLoop();
-      }
-    }
-    // This shard is streamed: writes may change its entries in place again.
-    shard.saveView = null;
-  }
-  await writeAll(sink, encoder.finish());
-}
-
-/**
- * Moves every entry into `count` fresh shards routed by `route`, then splits those past
- * SPLIT_KEYS; entries keep their identity (the heap holds them).
- */
-function reshard(from: Shard[], count: number, route: (key: string) => number): Routing {
-  const shards = newShards(count);
-  const mask = count - 1;
-  for (const old of from) {
-    for (const [key, slot] of old.map) {
-      const shard = shards[route(key) & mask]!;
-      shard.map.set(key, slot);
-      if (slot instanceof TimedEntry) shard.timedCount++;
-    }
-  }
-  const routing: Routing = { directory: shards.slice(), mask, shards };
-  for (let i = 0; i < shards.length; i++) {
-    const shard = shards[i]!;
-    while (shard.map.size >= shard.splitAt) splitShard(routing, shard, route);
-  }
-  return routing;
-}
-
-/**
- * Splits `shard` by the next bit of its keys' hash into itself and a new sibling
- * (extendible hashing: the directory doubles when the shard was told apart by as many bits
- * as it has slots). Fresh Maps for both halves: the shard's old Map is left as it was, so
- * an iterator over it (an index build in slices) still reads every key it held. If the bit
- * leaves one half empty (keys whose hashes agree there), nothing changes and the shard
- * waits until it doubles before trying again; past MAX_SHARD_BITS it never splits.
- * O(keys of the shard), once per SPLIT_KEYS / 2 inserts into it at most.
- */
-function splitShard(routing: Routing, shard: Shard, route: (key: string) => number): void {
-  if (shard.bits >= MAX_SHARD_BITS) {
-    shard.splitAt = Number.POSITIVE_INFINITY;
-    return;
-  }
-  const bit = 1 << shard.bits;
-  const low = new Map<string, Slot>();
-  const high = new Map<string, Slot>();
-  let lowTimed = 0;
-  let highTimed = 0;
-  for (const [key, slot] of shard.map) {
-    const timed = slot instanceof TimedEntry ? 1 : 0;
-    if ((route(key) & bit) === 0) {
-      low.set(key, slot);
-      lowTimed += timed;
-    } else {
-      high.set(key, slot);
-      highTimed += timed;
-    }
-  }
-  if (low.size === 0 || high.size === 0) {
-    shard.splitAt = shard.map.size * 2;
-    return;
-  }
-  if (routing.directory.length === bit) {
-    routing.directory = routing.directory.concat(routing.directory);
-    routing.mask = routing.directory.length - 1;
-  }
-  const bits = shard.bits + 1;
-  // The same literal shape as newShards' (one hidden class for every shard).
-  const sibling: Shard = {
-    map: high,
-    timedCount: highTimed,
-    saveView: null,
-    bits,
-    id: shard.id | bit,
-    splitAt: SPLIT_KEYS,
-  };
-  shard.map = low;
-  shard.timedCount = lowTimed;
-  shard.bits = bits;
-  shard.splitAt = SPLIT_KEYS;
-  const directory = routing.directory;
-  for (let i = sibling.id; i < directory.length; i += bit << 1) directory[i] = sibling;
-  routing.shards.push(sibling);
-}
-
-/**
- * Object literals made in one loop, not a constructor called per shard: two default
- * stores make 128 shards at start, enough calls to have the JIT compile the constructor
- * twice (baseline, then DFG), which pages ~2 MiB of compiler code into an idle server.
- */
-function newShards(count: number): Shard[] {
-  const shards: Shard[] = [];
-  const bits = 31 - Math.clz32(count);
-  for (let i = 0; i < count; i++) {
-    shards.push({ map: new Map(), timedCount: 0, saveView: null, bits, id: i, splitAt: SPLIT_KEYS });
-  }
-  return shards;
-}
-
-/** Gives a writer its own copy of a shard that a running save still has to stream. */
-function detachForSave(shard: Shard): void {
-  if (shard.map === shard.saveView) shard.map = new Map(shard.map);
-}
-
-function deadline(nowMs: number, inMs: number): number {
-  return inMs === 0 ? NEVER : nowMs + inMs;
-}
-
-function checkDurations(expireInMs: number, deleteInMs: number): void {
-  if (!(expireInMs >= 0 && Number.isFinite(expireInMs))) {
-    throw new DkvError(
-      "BAD_REQUEST",
-      `expireIn must be a finite number of ms >= 0 (0 = never), got ${expireInMs}`,
-    );
-  }
-  if (!(deleteInMs >= 0 && Number.isFinite(deleteInMs))) {
-    throw new DkvError(
-      "BAD_REQUEST",
-      `deleteIn must be a finite number of ms >= 0 (0 = never), got ${deleteInMs}`,
-    );
-  }
-}
-
-/** The value present, expired or not: undefined when missing or past the delete deadline. */
-function presentValue(slot: Slot | undefined, nowMs: number): Uint8Array | undefined {
-  if (slot === undefined) return undefined;
-  if (slot instanceof TimedEntry && isDeleted(slot, nowMs)) return undefined;
-  return slot.value;
-}
-
-/** The value `get` would return: undefined when missing or expired. */
-function liveValue(slot: Slot | undefined, nowMs: number): Uint8Array | undefined {
-  if (slot === undefined) return undefined;
-  if (slot instanceof TimedEntry && isExpired(slot, nowMs)) return undefined;
-  return slot.value;
-}
-
-function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.byteLength !== b.byteLength) return false;
-  for (let i = 0; i < a.byteLength; i++) if (a[i] !== b[i]) return false;
-  return true;
-}
-
-async function writeAll(sink: ByteSink, pieces: Uint8Array[]): Promise<number> {
-  let bytes = 0;
-  for (const piece of pieces) {
-    const pending = sink.write(piece);
-    if (pending !== undefined) await pending;
-    bytes += piece.byteLength;
-  }
-  return bytes;
-}
-
-function yieldToEventLoop(): Promise<void> {
-  return new Promise((resolve) => setImmediate(resolve));
 }

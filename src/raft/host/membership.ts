@@ -2,26 +2,18 @@ import { DkvError } from "../../errors.ts";
 import { tryParseHostPort } from "../../host-port.ts";
 import type { ConfChange, ConfState, NodeId, RaftLogger } from "../core/types.ts";
 import type { NodeTransport } from "../transport/types.ts";
-import { GroupActions, groupName } from "./membership-actions.ts";
+import { GroupActions } from "./membership-actions.ts";
+import { allGroupIds, dataGroupIds, MembershipChanges } from "./membership-changes.ts";
 import { decodeMembershipFrame, encodeMembershipFrame, MembershipFrameKind } from "./membership-frames.ts";
-import {
-  decodeRegistryResult,
-  encodeRegistryCommand,
-  isUndialable,
-  MemberRegistry,
-  type RegistryCommand,
-} from "./membership-registry.ts";
+import { isUndialable, MemberRegistry } from "./membership-registry.ts";
 import { type MembershipSeed, writeSeed } from "./membership-seed.ts";
 import { StartChecks } from "./membership-start.ts";
 import {
-  type ChangeReport,
-  type GroupOutcome,
   MEMBERSHIP_GROUP_ID,
   type MemberInfo,
   type MembershipHooks,
   type MembershipRequest,
   type MembershipStatus,
-  type MembershipView,
   type MemberView,
 } from "./membership-types.ts";
 import type { RaftHost } from "./raft-host.ts";
@@ -42,8 +34,11 @@ import type { RaftHost } from "./raft-host.ts";
  * Every step is idempotent (a group already in the wanted state reports "unchanged"), so a
  * change that half-succeeded (the carrier died, a group timed out) is finished by running
  * the same command again; meanwhile the registry refuses changes of other members, until
- * the change's lease (PENDING_LEASE_MS of log time) runs out. Each group's step is run by
- * GroupActions (membership-actions.ts), here or on that group's leader.
+ * the change's lease (PENDING_LEASE_MS of log time) runs out. The changes are carried
+ * out by MembershipChanges (membership-changes.ts); each group's step is run by
+ * GroupActions (membership-actions.ts), here or on that group's leader. This class: the
+ * lifecycle, the admin request, status, the host's hooks (handshakes, removal notices),
+ * housekeeping, and the peers and seed kept in step with the registry.
  */
 export { MEMBERSHIP_GROUP_ID };
 
@@ -77,6 +72,7 @@ export class ClusterMembership implements MembershipHooks {
   private readonly lastContact = new Map<NodeId, number>();
   private readonly noticeLoggedAt = new Map<NodeId, number>();
   private readonly actions: GroupActions;
+  private readonly changes: MembershipChanges;
   private readonly listeners = new Set<(members: MemberInfo[]) => void>();
   private promoter: ReturnType<typeof setInterval> | undefined;
   private seedWrite: Promise<void> = Promise.resolve();
@@ -96,6 +92,16 @@ export class ClusterMembership implements MembershipHooks {
         const heard = this.lastContact.get(id);
         return heard === undefined ? undefined : performance.now() - heard;
       },
+    });
+    this.changes = new MembershipChanges({
+      host: config.host,
+      registry: this.registry,
+      actions: this.actions,
+      self: config.self,
+      bootstrap: config.seed.bootstrap,
+      requestTimeoutMs: config.requestTimeoutMs,
+      logger: config.logger,
+      lastContactAt: (id) => this.lastContact.get(id),
     });
     config.host.attachMembership(this);
   }
@@ -147,7 +153,7 @@ export class ClusterMembership implements MembershipHooks {
     const learnerIn = new Map<NodeId, number[]>();
     if (this.host.retiredError === undefined) {
       metaConf = this.host.status(MEMBERSHIP_GROUP_ID).raft.conf;
-      for (const groupId of this.dataGroupIds()) {
+      for (const groupId of dataGroupIds(this.host)) {
         for (const learner of this.host.status(groupId).raft.conf.learners) {
           learnerIn.set(learner, [...(learnerIn.get(learner) ?? []), groupId]);
         }
@@ -185,15 +191,15 @@ export class ClusterMembership implements MembershipHooks {
     if (retired !== undefined) throw retired;
     switch (request.action) {
       case "members":
-        return JSON.stringify(await this.view());
+        return JSON.stringify(await this.changes.view());
       case "add":
-        return JSON.stringify(await this.add(checkId(request.id), checkAddress(request.address)));
+        return JSON.stringify(await this.changes.add(checkId(request.id), checkAddress(request.address)));
       case "promote":
-        return JSON.stringify(await this.promote(checkId(request.id)));
+        return JSON.stringify(await this.changes.promote(checkId(request.id)));
       case "remove":
-        return JSON.stringify(await this.remove(checkId(request.id)));
+        return JSON.stringify(await this.changes.remove(checkId(request.id)));
       case "transfer":
-        return JSON.stringify(await this.transfer(checkId(request.id), request.shard));
+        return JSON.stringify(await this.changes.transfer(checkId(request.id), request.shard));
       default:
         throw new DkvError(
           "BAD_REQUEST",
@@ -287,195 +293,6 @@ export class ClusterMembership implements MembershipHooks {
     }
   }
 
-  // ---- cluster-wide changes ------------------------------------------------------------
-
-  private async view(): Promise<MembershipView> {
-    // A linearizable read: a new member must see the add that was just acknowledged.
-    const registry = await this.host.read(MEMBERSHIP_GROUP_ID, () => this.registry.state());
-    return {
-      registry,
-      conf: this.host.status(MEMBERSHIP_GROUP_ID).raft.conf,
-      bootstrap: this.config.seed.bootstrap,
-      shards: this.dataGroupIds(),
-    };
-  }
-
-  private async add(id: NodeId, address: string): Promise<ChangeReport> {
-    const state = await this.host.read(MEMBERSHIP_GROUP_ID, () => this.registry.state());
-    const unreachable = state.members.find((member) => isUndialable(member.address));
-    if (unreachable !== undefined) {
-      throw new DkvError(
-        "CONFLICT",
-        `${unreachable.id} has no address other members can dial (${unreachable.address}: a one-member cluster started without --cluster-members); ` +
-          `restart it once with --replica-id ${unreachable.id} --cluster-members "${unreachable.id}=HOST:PEER_PORT" and the same --data-dir ` +
-          "(its data is kept; it adopts that node-transport address), then add members",
-      );
-    }
-    const known = state.members.find((member) => member.id === id);
-    const everywhere = this.allGroupIds().every((groupId) => inConf(this.host.status(groupId).raft.conf, id));
-    if (known !== undefined && everywhere && state.pending?.id !== id) {
-      throw new DkvError(
-        "CONFLICT",
-        `${id} is already a member (at ${known.address}); to move it, remove it and add a new id`,
-      );
-    }
-    await this.begin({ t: "begin", op: "add", id, address, by: this.config.self });
-    return this.carryOut("add", id, this.allGroupIds(), { type: "addLearner", node: id });
-  }
-
-  private async promote(id: NodeId): Promise<ChangeReport> {
-    await this.begin({ t: "begin", op: "promote", id, by: this.config.self });
-    return this.carryOut("promote", id, this.allGroupIds(), { type: "addVoter", node: id });
-  }
-
-  private async remove(id: NodeId): Promise<ChangeReport> {
-    for (const groupId of this.allGroupIds()) {
-      const conf = this.host.status(groupId).raft.conf;
-      if (conf.voters.length === 1 && conf.voters[0] === id) {
-        throw new DkvError(
-          "CONFLICT",
-          `${id} is the last voter of ${groupName(groupId)}; removing it would leave no one to elect a leader — add and promote another member first`,
-        );
-      }
-    }
-    if (id === this.config.self) {
-      throw new DkvError(
-        "CONFLICT",
-        `${id} cannot carry out its own removal (it would stop serving halfway); send the request to another member's endpoint`,
-      );
-    }
-    await this.begin({ t: "begin", op: "remove", id, by: this.config.self });
-    // Data groups first: the membership group (and so the address) goes last.
-    const order = [...this.dataGroupIds(), MEMBERSHIP_GROUP_ID];
-    return this.carryOut("remove", id, order, { type: "removeNode", node: id });
-  }
-
-  private async transfer(id: NodeId, shard: number | undefined): Promise<ChangeReport> {
-    const groups = shard === undefined ? this.allGroupIds() : [shard];
-    if (shard !== undefined && !this.dataGroupIds().includes(shard)) {
-      throw new DkvError(
-        "UNKNOWN_SHARD",
-        `shard ${shard} is not a replicated shard here (${this.dataGroupIds().join(", ")})`,
-      );
-    }
-    const outcomes: GroupOutcome[] = [];
-    for (const groupId of groups) {
-      const conf = this.host.status(groupId).raft.conf;
-      if (!conf.voters.includes(id)) {
-        throw new DkvError(
-          "CONFLICT",
-          `${id} is not a voter of ${groupName(groupId)}${conf.learners.includes(id) ? " (a learner: promote it first)" : ""}; only a voter can lead`,
-        );
-      }
-    }
-    for (const groupId of groups) {
-      outcomes.push(await this.transferGroup(groupId, id));
-    }
-    return report("transfer", id, outcomes);
-  }
-
-  private async begin(command: Extract<RegistryCommand, { t: "begin" }>): Promise<void> {
-    const result = decodeRegistryResult(
-      await this.host.propose(MEMBERSHIP_GROUP_ID, encodeRegistryCommand(command)),
-    );
-    if (!result.ok) throw new DkvError("CONFLICT", result.message);
-  }
-
-  /** Applies `change` group by group, stopping at the first refusal; then ends the change. */
-  private async carryOut(
-    op: "add" | "promote" | "remove",
-    id: NodeId,
-    groups: number[],
-    change: ConfChange,
-  ): Promise<ChangeReport> {
-    const outcomes: GroupOutcome[] = [];
-    let failure: DkvError | undefined;
-    for (const groupId of groups) {
-      if (failure !== undefined) {
-        outcomes.push({ group: label(groupId), outcome: "skipped" });
-        continue;
-      }
-      try {
-        if (op === "remove" && groupId === MEMBERSHIP_GROUP_ID) await this.handOffMembershipGroup(id);
-        const unchanged = await this.actions.runOnLeader(groupId, { action: "conf", change });
-        outcomes.push({ group: label(groupId), outcome: unchanged ? "unchanged" : "applied" });
-      } catch (error) {
-        failure = DkvError.is(error) ? error : new DkvError("INTERNAL", String(error));
-        outcomes.push({
-          group: label(groupId),
-          outcome: "failed",
-          error: `${failure.message} [${failure.code}]`,
-        });
-      }
-    }
-    const completed = failure === undefined;
-    await this.host
-      .propose(MEMBERSHIP_GROUP_ID, encodeRegistryCommand({ t: "end", op, id, completed }))
-      .catch((error: unknown) =>
-        this.logger.warn(`could not record the end of ${op} ${id}: ${String(error)}`),
-      );
-    // A refusal before anything changed is the request's error, not a partial report.
-    if (
-      failure !== undefined &&
-      outcomes.every((o) => o.outcome !== "applied") &&
-      failure.code === "CONFLICT"
-    ) {
-      throw failure;
-    }
-    const result = report(op, id, outcomes);
-    if (!completed)
-      result.hint = `re-run the same command to finish the ${op} of ${id} (every step is idempotent)`;
-    this.logger.info(`membership: ${op} ${id}: ${outcomes.map((o) => `${o.group}=${o.outcome}`).join(" ")}`);
-    return result;
-  }
-
-  /**
-   * Before `id` is removed from the membership group: if it leads that group, hand the
-   * leadership to another voter (this member when it is one). A leader applies its own
-   * removal and retires at once, before its followers learn the entry is committed; with
-   * two voters the survivor then waits forever for a vote from the retired member.
-   */
-  private async handOffMembershipGroup(id: NodeId): Promise<void> {
-    const { leader, conf } = this.host.status(MEMBERSHIP_GROUP_ID).raft;
-    if (leader !== id) return;
-    const now = performance.now();
-    const to = handOffTarget(this.config.self, conf.voters, id, (voter) => {
-      const heard = this.lastContact.get(voter);
-      return heard === undefined ? Number.POSITIVE_INFINITY : now - heard;
-    });
-    if (to === undefined) return; // the last voter: refused by the leader's own check
-    const outcome = await this.transferGroup(MEMBERSHIP_GROUP_ID, to);
-    if (outcome.outcome === "failed") {
-      throw new DkvError(
-        "UNAVAILABLE",
-        `${id} leads the membership group and must hand it to ${to} before its removal there, but: ${outcome.error ?? "the transfer failed"}; re-run the command`,
-        { outcome: "not-applied" },
-      );
-    }
-  }
-
-  private async transferGroup(groupId: number, to: NodeId): Promise<GroupOutcome> {
-    const deadline = performance.now() + this.config.requestTimeoutMs;
-    try {
-      if (this.host.status(groupId).raft.leader === to)
-        return { group: label(groupId), outcome: "unchanged" };
-      await this.actions.runOnLeader(groupId, { action: "transfer", to });
-      // Bounded by the deadline: wakes on every leader change.
-      while (performance.now() < deadline) {
-        if (this.host.status(groupId).raft.leader === to)
-          return { group: label(groupId), outcome: "applied" };
-        await this.host.waitLeaderChange(groupId, Math.max(1, Math.ceil(deadline - performance.now())));
-      }
-      return {
-        group: label(groupId),
-        outcome: "failed",
-        error: `${to} did not take over within ${this.config.requestTimeoutMs} ms`,
-      };
-    } catch (error) {
-      return { group: label(groupId), outcome: "failed", error: String(error) };
-    }
-  }
-
   // ---- housekeeping: auto-promotion, the stale-flag check ------------------------------
 
   private housekeeping(): void {
@@ -483,7 +300,7 @@ export class ClusterMembership implements MembershipHooks {
     try {
       this.startChecks.run();
       if (this.config.autoPromote)
-        for (const groupId of this.allGroupIds())
+        for (const groupId of allGroupIds(this.host))
           this.actions.promoteCaughtUp(groupId, this.registry.state().pending);
     } catch (error) {
       this.logger.warn(`membership housekeeping failed: ${String(error)}`);
@@ -538,31 +355,6 @@ export class ClusterMembership implements MembershipHooks {
   private lastKnownAddress(id: NodeId): string {
     return this.registry.addressOf(id) ?? this.config.seed.members.get(id) ?? "127.0.0.1:0";
   }
-
-  private dataGroupIds(): number[] {
-    return this.host.groupIds().filter((groupId) => groupId !== MEMBERSHIP_GROUP_ID);
-  }
-
-  private allGroupIds(): number[] {
-    return [MEMBERSHIP_GROUP_ID, ...this.dataGroupIds()];
-  }
-}
-
-function inConf(conf: ConfState, id: NodeId): boolean {
-  return conf.voters.includes(id) || conf.learners.includes(id);
-}
-
-function label(groupId: number): number | "membership" {
-  return groupId === MEMBERSHIP_GROUP_ID ? "membership" : groupId;
-}
-
-function report(action: string, id: NodeId, groups: GroupOutcome[]): ChangeReport {
-  return {
-    ok: groups.every((g) => g.outcome === "applied" || g.outcome === "unchanged"),
-    action,
-    id,
-    groups,
-  };
 }
 
 function checkId(id: unknown): NodeId {
@@ -584,30 +376,4 @@ function checkAddress(address: unknown): string {
     );
   }
   return text;
-}
-
-/**
- * Who takes the membership group's leadership before `leaving` (its leader) is removed:
- * `self` if it votes; else the voter heard from most recently (`heardAgoMs`: ms since its
- * last message, infinite if never), since a silent one would fail the transfer on every
- * re-run. Undefined when `leaving` is the last voter.
- */
-export function handOffTarget(
-  self: NodeId,
-  voters: readonly NodeId[],
-  leaving: NodeId,
-  heardAgoMs: (voter: NodeId) => number,
-): NodeId | undefined {
-  const others = voters.filter((voter) => voter !== leaving);
-  if (others.includes(self)) return self;
-  let best: NodeId | undefined;
-  let bestAgo = Number.POSITIVE_INFINITY;
-  for (const voter of others) {
-    const ago = heardAgoMs(voter);
-    if (best === undefined || ago < bestAgo) {
-      best = voter;
-      bestAgo = ago;
-    }
-  }
-  return best;
 }

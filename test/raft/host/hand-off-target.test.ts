@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { handOffTarget } from "../../../src/raft/host/membership.ts";
+import { handOffTarget } from "../../../src/raft/host/membership-changes.ts";
 
 const never = Number.POSITIVE_INFINITY;
 const ago = (table: Record<string, number>) => (voter: string) => table[voter] ?? never;

@@ -1,0 +1,136 @@
+/**
+ * A Maple keyspace to and from the snapshot codec: streaming the shards of a save (with
+ * event-loop turns between megabytes) and parsing a snapshot into fresh shards, a deadline
+ * heap and a settled ordered index, which MapleDB.load swaps in once all of it verified.
+ */
+import type { ByteSink } from "../kvdb.ts";
+import { DeadlineHeap } from "./deadline-heap.ts";
+import { SLICE_UNITS } from "./deferred-order.ts";
+import type { OrderedKeys } from "./ordered-keys.ts";
+import { newShards, type Routing, type Shard, splitShard } from "./shard-routing.ts";
+import { corrupt, SnapshotDecoder, SnapshotEncoder } from "./snapshot-codec.ts";
+import { StreamedKeysBuilder } from "./streamed-keys-builder.ts";
+import { Entry, NEVER, TimedEntry } from "./timed-entry.ts";
+
+/** Save and load give the event loop a turn after this many bytes. */
+const YIELD_EVERY_BYTES = 1024 * 1024;
+/**
+ * Work units (see OrderedKeysBuilder.step) a load sorting the keys of a snapshot saved out
+ * of key order (an older member's) does between turns: a few of the background slices.
+ */
+const LOAD_SORT_UNITS = 4 * SLICE_UNITS;
+
+/** What a load parsed, ready to be swapped in. */
+export interface LoadedKeyspace {
+  routing: Routing;
+  heap: DeadlineHeap;
+  settled: OrderedKeys;
+  approxBytes: number;
+  /** The store revision the snapshot was taken at. */
+  revision: number;
+}
+
+/** Streams shards whose `saveView` was set at the instant the save was requested. */
+export async function streamSnapshot(shards: Shard[], sink: ByteSink, revision: number): Promise<void> {
+  const encoder = new SnapshotEncoder(revision);
+  let bytesSinceYield = 0;
+  for (const shard of shards) {
+    const view = shard.saveView!;
+    for (const [key, slot] of view) {
+      if (slot instanceof TimedEntry) {
+        encoder.add(key, slot, slot.expireAtMs, slot.deleteAtMs);
+      } else {
+        encoder.add(key, slot, NEVER, NEVER);
+      }
+      if (!encoder.hasReady) continue;
+      bytesSinceYield += await writeAll(sink, encoder.takeReady());
+      if (bytesSinceYield >= YIELD_EVERY_BYTES) {
+        bytesSinceYield = 0;
+        await yieldToEventLoop();
+      }
+    }
+    // This shard is streamed: writes may change its entries in place again.
+    shard.saveView = null;
+  }
+  await writeAll(sink, encoder.finish());
+}
+
+/**
+ * Parses a whole snapshot into `baseShards` fresh shards routed by `route` (split past
+ * SPLIT_KEYS, a turn between splits), their deadline heap and their ordered index (see
+ * MapleDB.load). Throws DkvError("CORRUPT") on a bad snapshot and changes nothing else.
+ */
+export async function loadKeyspace(
+  source: AsyncIterable<Uint8Array>,
+  baseShards: number,
+  route: (key: string) => number,
+): Promise<LoadedKeyspace> {
+  const shards = newShards(baseShards);
+  const heap = new DeadlineHeap();
+  const mask = baseShards - 1;
+  let approxBytes = 0;
+  const order = new StreamedKeysBuilder();
+  const decoder = new SnapshotDecoder((key, value, expireAtMs, deleteAtMs, revisions) => {
+    const shard = shards[route(key) & mask]!;
+    const map = shard.map;
+    if (map.has(key)) {
+      throw corrupt(`key ${JSON.stringify(key.slice(0, 64))} appears twice`, decoder.currentRecordOffset);
+    }
+    order.add(key);
+    approxBytes += key.length + value.byteLength;
+    const { version, createRevision, modRevision } = revisions;
+    if (expireAtMs === NEVER && deleteAtMs === NEVER) {
+      map.set(key, new Entry(value, version, createRevision, modRevision));
+      return;
+    }
+    const entry = new TimedEntry(key, value, expireAtMs, deleteAtMs, version, createRevision, modRevision);
+    if (deleteAtMs !== NEVER) heap.push(entry);
+    shard.timedCount++;
+    map.set(key, entry);
+  });
+  let bytesSinceYield = 0;
+  for await (const chunk of source) {
+    decoder.push(chunk);
+    bytesSinceYield += chunk.byteLength;
+    if (bytesSinceYield >= YIELD_EVERY_BYTES) {
+      bytesSinceYield = 0;
+      await yieldToEventLoop();
+    }
+  }
+  decoder.end();
+  // Shards loaded past SPLIT_KEYS split now (a turn between splits), siblings included.
+  const routing: Routing = { directory: shards.slice(), mask, shards };
+  for (let i = 0; i < shards.length; i++) {
+    const shard = shards[i]!;
+    while (shard.map.size >= shard.splitAt) {
+      splitShard(routing, shard, route);
+      await yieldToEventLoop();
+    }
+  }
+  let settled: OrderedKeys;
+  if (order.inOrder) {
+    settled = order.result();
+  } else {
+    const builder = order.unordered();
+    while (!builder.done) {
+      builder.step(LOAD_SORT_UNITS);
+      if (!builder.done) await yieldToEventLoop();
+    }
+    settled = builder.result();
+  }
+  return { routing, heap, settled, approxBytes, revision: decoder.storeRevision };
+}
+
+async function writeAll(sink: ByteSink, pieces: Uint8Array[]): Promise<number> {
+  let bytes = 0;
+  for (const piece of pieces) {
+    const pending = sink.write(piece);
+    if (pending !== undefined) await pending;
+    bytes += piece.byteLength;
+  }
+  return bytes;
+}
+
+function yieldToEventLoop(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
