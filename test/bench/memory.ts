@@ -3,7 +3,7 @@
  *
  *   bun run test/bench/memory.ts [--dkv dist/dkv] [--only idle,large,many]
  *       [--large-writes 300] [--large-keys 8] [--many-writes 1000000] [--breakdown]
- *       [--cold-binary] [--series]
+ *       [--cold-binary] [--series] [--serve-args "--flag value ..."]
  *
  * - idle: RSS of `dkv serve` (no data, default shards) 4 s after it answers, and again
  *   20 s after (periodic work that runs while idle, such as a timer, gets compiled by
@@ -27,7 +27,10 @@
  *   ArrayBuffer (external) bytes, median and peak of the same samples and 3 s after: what
  *   of the RSS is live data, what is garbage the collector has not yet taken, and what is
  *   the runtime and allocator, and right after the writes the RSS split (executable pages,
- *   anonymous) with the heap's capacity. `--series` prints every sample as it is taken.
+ *   anonymous) with the heap's capacity and the snapshots saved. `--series` prints every
+ *   sample as it is taken (with `--breakdown` also the snapshots so far, and the member's
+ *   own collections from its debug log). `--serve-args` adds flags to that member's
+ *   `dkv serve` (a setting against the default, same binary).
  *
  * Run it once with the binary of the commit before and once with this one (`--dkv`), side
  * by side. Every server gets a temporary data dir and free 127.0.0.1 ports and is killed
@@ -67,16 +70,37 @@ const MANY_KEYS = 100;
 const BREAKDOWN = argv.includes("--breakdown");
 const COLD_BINARY = argv.includes("--cold-binary");
 const SERIES = argv.includes("--series");
+/** Extra `dkv serve` flags for the many-writes member, space-separated (to try a setting against the default). */
+const SERVE_ARGS = flagValue(argv, "--serve-args", "")
+  .split(" ")
+  .filter((word) => word !== "");
 
 const started: Bun.Subprocess[] = [];
 
-function spawnDkv(args: string[]): Bun.Subprocess<"ignore", "pipe", "pipe"> {
+function spawnDkv(
+  args: string[],
+  onStderrLine?: (line: string) => void,
+): Bun.Subprocess<"ignore", "pipe", "pipe"> {
   const proc = Bun.spawn([DKV, ...args], { cwd: ROOT, stdin: "ignore", stdout: "pipe", stderr: "pipe" });
   started.push(proc);
   // Drained so a chatty server never blocks on a full pipe.
   void new Response(proc.stdout).text();
-  void new Response(proc.stderr).text();
+  if (onStderrLine === undefined) void new Response(proc.stderr).text();
+  else void readLines(proc.stderr, onStderrLine);
   return proc;
+}
+
+/** Calls `onLine` for each line of `stream` until it ends. */
+async function readLines(stream: ReadableStream<Uint8Array>, onLine: (line: string) => void): Promise<void> {
+  const decoder = new TextDecoder();
+  let pending = "";
+  // Bounded by the stream, which ends when the process does.
+  for await (const chunk of stream) {
+    pending += decoder.decode(chunk, { stream: true });
+    const lines = pending.split("\n");
+    pending = lines.pop() ?? "";
+    for (const line of lines) onLine(line);
+  }
 }
 
 interface ShardStatus {
@@ -103,9 +127,10 @@ async function startMembers(
   root: string,
   count: number,
   extraArgs: readonly string[] = [],
+  onStderrLine?: (line: string) => void,
 ): Promise<{ pids: number[]; endpoints: string[] }> {
   const { args, endpoints } = await benchClusterArgs(count, `${SHARD}=dstore`, root);
-  const procs = args.map((serve) => spawnDkv([...serve, ...extraArgs]));
+  const procs = args.map((serve) => spawnDkv([...serve, ...extraArgs], onStderrLine));
   await waitUntil("a leader", START_TIMEOUT_MS, async () => {
     const shards = await clusterStatus(endpoints);
     const leaders = new Set(shards.map((s) => s[0]?.leader ?? null));
@@ -226,6 +251,8 @@ interface HeapSample {
   heapUsed: number;
   heapTotal: number;
   external: number;
+  /** Snapshots saved so far (dkv_raft_snapshots_total, save, ok). */
+  snapshots: number;
 }
 
 /** heap_used and external of dkv_process_memory_bytes from a member's metrics endpoint, in MiB. */
@@ -235,7 +262,13 @@ async function heapMib(metricsEndpoint: string): Promise<HeapSample> {
     const match = new RegExp(`dkv_process_memory_bytes\\{kind="${name}"\\} (\\S+)`).exec(text);
     return Number(match?.[1] ?? Number.NaN) / MIB;
   };
-  return { heapUsed: kind("heap_used"), heapTotal: kind("heap_total"), external: kind("external") };
+  const snapshots = /dkv_raft_snapshots_total\{[^}]*kind="save"[^}]*result="ok"[^}]*\} (\S+)/.exec(text);
+  return {
+    heapUsed: kind("heap_used"),
+    heapTotal: kind("heap_total"),
+    external: kind("external"),
+    snapshots: Number(snapshots?.[1] ?? 0),
+  };
 }
 
 function medianPeak(values: number[]): string {
@@ -251,22 +284,37 @@ async function printSample(pid: number, metricsEndpoint: string | undefined, ms:
     `  ${ms.toFixed(0).padStart(6)} ms: file ${split.file.toFixed(1)}, anon ${split.anon.toFixed(1)} MiB` +
       (heap === undefined
         ? ""
-        : `; heap ${heap.heapUsed.toFixed(1)} / ${heap.heapTotal.toFixed(1)}, external ${heap.external.toFixed(1)} MiB`),
+        : `; heap ${heap.heapUsed.toFixed(1)} / ${heap.heapTotal.toFixed(1)}, external ${heap.external.toFixed(1)} MiB` +
+          `, ${heap.snapshots} snapshots`),
   );
 }
 
 async function many(root: string): Promise<void> {
   const metricsEndpoint = BREAKDOWN ? `127.0.0.1:${await freePort()}` : undefined;
+  // With --series and --breakdown the member logs at debug level, and its collections
+  // (memory-release.ts) are printed among the samples.
+  const logCollections = SERIES && metricsEndpoint !== undefined;
+  let t0 = performance.now();
   const { pids, endpoints } = await startMembers(
     join(root, "many"),
     1,
-    metricsEndpoint === undefined ? [] : ["--metrics-endpoint", metricsEndpoint],
+    [
+      ...(metricsEndpoint === undefined ? [] : ["--metrics-endpoint", metricsEndpoint]),
+      ...(logCollections ? ["--log-level", "debug"] : []),
+      ...SERVE_ARGS,
+    ],
+    logCollections
+      ? (line) => {
+          if (line.includes("garbage collection"))
+            console.log(`  ${(performance.now() - t0).toFixed(0).padStart(6)} ms: ${line.slice(0, 160)}`);
+        }
+      : undefined,
   );
   const pid = pids[0]!;
   const value = new Uint8Array(128).fill(0x61);
   const samples: number[] = [];
   const heapSamples: HeapSample[] = [];
-  const t0 = performance.now();
+  t0 = performance.now();
   const sampler = setInterval(() => {
     void rssMib(pid).then((mib) => samples.push(mib));
     if (metricsEndpoint !== undefined) void heapMib(metricsEndpoint).then((h) => heapSamples.push(h));
@@ -304,7 +352,8 @@ async function many(root: string): Promise<void> {
     console.log(
       `  JS heap in use during the writes: ${medianPeak(heapSamples.map((h) => h.heapUsed))} MiB, ` +
         `${after.heapUsed.toFixed(0)} MiB ${SETTLED_RSS_WAIT_MS / 1000} s after; ArrayBuffers (external): ` +
-        `${medianPeak(heapSamples.map((h) => h.external))} MiB, ${after.external.toFixed(0)} MiB after`,
+        `${medianPeak(heapSamples.map((h) => h.external))} MiB, ${after.external.toFixed(0)} MiB after; ` +
+        `${after.snapshots} snapshots saved`,
     );
   }
   process.kill(pid);

@@ -20,6 +20,7 @@ import { testFaults } from "../storage/test-faults.ts";
 import { GroupReads } from "./group-reads.ts";
 import type { PersistFailure, ReadyStart } from "./ready-pass.ts";
 import { AssertionError, assert, type GroupStorage, HostFatalError } from "./runtime.ts";
+import { snapshotDue } from "./snapshot-cadence.ts";
 import type { RaftHostObserver, StageTrace, StateMachine } from "./types.ts";
 
 const EMPTY = new Uint8Array(0);
@@ -685,26 +686,17 @@ export class RaftGroup {
     return evaluate(Math.max(this.env.nowMs(), this.appliedTimeMs));
   }
 
-  /**
-   * Snapshots every `snapshotEntries` applied entries or `snapshotBytes` applied log bytes,
-   * whichever comes first; then compacts the log behind it (see compactBehind).
-   */
+  /** Snapshots when the cadence says so (./snapshot-cadence.ts); then compacts the log behind it (see compactBehind). */
   private maybeSnapshot(): void {
     if (this.snapshotTask !== undefined || this.snapshotRetryTicks > 0) return;
     if (this.appliedIndex <= this.snapshotIndex) return;
-    const { snapshotEntries, snapshotBytes } = this.env;
-    const since = this.appliedSinceSnapshot;
-    const bytesSince = this.appliedBytes - this.capturedAppliedBytes;
-    const byEntries = snapshotEntries > 0 && since >= snapshotEntries;
-    const byBytes = snapshotBytes > 0 && bytesSince >= snapshotBytes;
-    // Early, when the snapshot is cheap next to the log it lets go: once the memory the log
-    // since the last snapshot holds passes that snapshot's size (writing a snapshot then
-    // costs at most the log's own bytes again), after a tenth of the entry cadence.
-    const cheap =
-      snapshotEntries > 0 &&
-      since >= Math.ceil(snapshotEntries / SNAPSHOT_EARLY_DIVISOR) &&
-      bytesSince + since * ENTRY_MEMORY_OVERHEAD_BYTES >= this.lastSnapshotBytes;
-    if (!byEntries && !byBytes && !cheap && !this.snapshotWanted) return;
+    const due = snapshotDue(this.env, {
+      entriesSince: this.appliedSinceSnapshot,
+      bytesSince: this.appliedBytes - this.capturedAppliedBytes,
+      lastSnapshotBytes: this.lastSnapshotBytes,
+      wanted: this.snapshotWanted,
+    });
+    if (due === undefined) return;
     this.snapshotWanted = false;
     const meta: SnapshotMeta = {
       index: this.appliedIndex,
@@ -938,13 +930,6 @@ export class RaftGroup {
 }
 
 /** A storage write that failed: marks the failure so `fatal` ends the process, not only the group. */
-/**
- * Memory of one entry in the in-memory log beyond its bytes (entrySizeBytes): its object,
- * its array and buffer headers, the log's slot (measured ~200-250 B with Bun 1.4).
- */
-const ENTRY_MEMORY_OVERHEAD_BYTES = 200;
-/** The early (cheap-snapshot) cadence waits for at least snapshotEntries / this many entries. */
-const SNAPSHOT_EARLY_DIVISOR = 10;
 
 /** `chunks` passed through, their bytes added up in `into.bytes`. */
 async function* countedChunks(
@@ -957,6 +942,7 @@ async function* countedChunks(
   }
 }
 
+/** A storage write that failed: marks the failure so `fatal` ends the process, not only the group. */
 class PersistenceFailure extends Error {
   constructor(cause: unknown) {
     super(`persistence failed: ${String(cause)}`, { cause });
