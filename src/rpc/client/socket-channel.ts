@@ -81,6 +81,11 @@ const backoffMaxMs = 2000;
  */
 export class SocketChannel implements Channel {
   retryAtMs = 0;
+  /**
+   * Socket writes made so far: requests written in one turn go out in one write (flushed
+   * from a microtask), which a test checks through this count.
+   */
+  socketWrites = 0;
   private state: "idle" | "connecting" | "open" | "closed" = "idle";
   private socket: Socket<SocketChannel> | undefined;
   private readonly out = new ByteWriter();
@@ -253,6 +258,7 @@ export class SocketChannel implements Channel {
     this.flushQueued = false;
     const socket = this.socket;
     if (socket === undefined || this.out.length === 0) return;
+    this.socketWrites++;
     const written = socket.write(this.out.written());
     this.out.consume(Math.max(0, written));
   };
