@@ -174,7 +174,13 @@ async function spreadSets(
   cluster: Cluster,
   workload: Workload,
   durationMs: number,
-): Promise<{ opsPerSec: number; writes: number; cpuMsPerWrite: number; marginalCpuMsPerWrite: number }> {
+): Promise<{
+  opsPerSec: number;
+  writes: number;
+  cpuMsPerWrite: number;
+  marginalCpuMsPerWrite: number;
+  clientCpuUsPerWrite: number;
+}> {
   await using client = new RpcClient({
     endpoints: cluster.endpoints,
     transport: "tcp",
@@ -194,6 +200,7 @@ async function spreadSets(
   let done = 0;
   let errors = 0;
   const cpuStart = await membersCpuSeconds(cluster);
+  const clientCpuStart = process.cpuUsage();
   const start = performance.now();
   const deadline = start + durationMs;
   await Promise.all(
@@ -211,6 +218,7 @@ async function spreadSets(
     }),
   );
   const elapsedMs = performance.now() - start;
+  const clientCpuUsPerWrite = clientCpuUs(clientCpuStart) / Math.max(1, done);
   const cpuSecondsUsed = (await membersCpuSeconds(cluster)) - cpuStart;
   const cpuMs = cpuSecondsUsed * 1_000;
   const marginalMs = Math.max(0, cpuSecondsUsed - idleCpuPerMs * elapsedMs) * 1_000;
@@ -221,7 +229,14 @@ async function spreadSets(
     writes: done,
     cpuMsPerWrite: cpuMs / writes,
     marginalCpuMsPerWrite: marginalMs / writes,
+    clientCpuUsPerWrite,
   };
+}
+
+/** CPU time (user + system, µs) of this process, the load client, since `start`. */
+function clientCpuUs(start: NodeJS.CpuUsage): number {
+  const used = process.cpuUsage(start);
+  return used.user + used.system;
 }
 
 async function membersCpuSeconds(cluster: Cluster): Promise<number> {
@@ -298,12 +313,12 @@ async function main(): Promise<void> {
           } else {
             outcome = await run();
           }
-          const { opsPerSec, cpuMsPerWrite, marginalCpuMsPerWrite } = outcome;
+          const { opsPerSec, cpuMsPerWrite, marginalCpuMsPerWrite, clientCpuUsPerWrite } = outcome;
           results.get(cluster.label)![w]!.push(opsPerSec);
           cpuResults.get(cluster.label)![w]!.push(cpuMsPerWrite);
           marginalResults.get(cluster.label)![w]!.push(marginalCpuMsPerWrite);
           console.log(
-            `round ${round + 1} ${workload.name.padEnd(22)} ${fmt(opsPerSec).padStart(7)} ops/s  ${cpuMsPerWrite.toFixed(3)} CPU ms/write (${marginalCpuMsPerWrite.toFixed(3)} above idle)  ${cluster.label}${syncs}`,
+            `round ${round + 1} ${workload.name.padEnd(22)} ${fmt(opsPerSec).padStart(7)} ops/s  ${cpuMsPerWrite.toFixed(3)} CPU ms/write (${marginalCpuMsPerWrite.toFixed(3)} above idle)  client ${clientCpuUsPerWrite.toFixed(1)} µs/write  ${cluster.label}${syncs}`,
           );
         }
       }

@@ -18,6 +18,10 @@ export class ClientCall implements DeadlineEntry {
   timer: ReturnType<typeof setTimeout> | undefined;
   /** The channel the latest attempt is pending on, so a timeout can forget it there. */
   channel: Channel | undefined;
+  // InFlightCalls: the client's list of calls in flight links calls through these.
+  inFlight = false;
+  previousInFlight: ClientCall | undefined;
+  nextInFlight: ClientCall | undefined;
 
   constructor(
     readonly shard: number,
@@ -28,6 +32,50 @@ export class ClientCall implements DeadlineEntry {
     readonly resolve: (response: Message) => void,
     readonly reject: (error: DkvError) => void,
   ) {}
+}
+
+/**
+ * The calls in flight, linked through the calls themselves: close() fails every one. (A
+ * Set of calls cost a hash-table insert and delete per request, churning its table.)
+ */
+export class InFlightCalls {
+  private newest: ClientCall | undefined;
+  private count = 0;
+
+  get size(): number {
+    return this.count;
+  }
+
+  add(call: ClientCall): void {
+    if (call.inFlight) return;
+    call.inFlight = true;
+    call.previousInFlight = this.newest;
+    call.nextInFlight = undefined;
+    if (this.newest !== undefined) this.newest.nextInFlight = call;
+    this.newest = call;
+    this.count++;
+  }
+
+  /** A no-op for a call not in the list. */
+  remove(call: ClientCall): void {
+    if (!call.inFlight) return;
+    call.inFlight = false;
+    const previous = call.previousInFlight;
+    const next = call.nextInFlight;
+    if (previous !== undefined) previous.nextInFlight = next;
+    if (next !== undefined) next.previousInFlight = previous;
+    else this.newest = previous;
+    call.previousInFlight = undefined;
+    call.nextInFlight = undefined;
+    this.count--;
+  }
+
+  /** The calls in flight now, oldest first (a copy: finishing them changes the list). */
+  toArray(): ClientCall[] {
+    const calls: ClientCall[] = [];
+    for (let call = this.newest; call !== undefined; call = call.previousInFlight) calls.push(call);
+    return calls.reverse();
+  }
 }
 
 /** What a channel reports back to the client. */

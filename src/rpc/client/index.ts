@@ -28,7 +28,7 @@ import {
   writeOps,
 } from "../protocol/types.ts";
 import { createSerializer } from "../serializer/index.ts";
-import { type CallOwner, type Channel, ClientCall } from "./call.ts";
+import { type CallOwner, type Channel, ClientCall, InFlightCalls } from "./call.ts";
 import { HttpPoolChannel } from "./http-pool.ts";
 import { RpcLockManager } from "./rpc-lock-manager.ts";
 import { RpcStore } from "./rpc-store.ts";
@@ -86,7 +86,7 @@ export class RpcClient implements CallOwner, AsyncDisposable {
   private nextRequestId = 1;
   private inflightCount = 0;
   private closed = false;
-  private readonly calls = new Set<ClientCall>();
+  private readonly calls = new InFlightCalls();
   /** Timeouts of the calls in flight without a timer each (a blocking acquire has its own). */
   private readonly deadlines: DeadlineQueue<ClientCall>;
   private readonly watches = new Set<RpcWatch>();
@@ -475,7 +475,7 @@ export class RpcClient implements CallOwner, AsyncDisposable {
     if (call.timer !== undefined) clearTimeout(call.timer);
     this.deadlines.remove(call);
     this.inflightCount--;
-    this.calls.delete(call);
+    this.calls.remove(call);
     if (error !== undefined) call.reject(error);
     else call.resolve(response ?? {});
   }
@@ -487,7 +487,7 @@ export class RpcClient implements CallOwner, AsyncDisposable {
     for (const watch of [...this.watches]) await watch.return();
     await Promise.all(this.channels.map((c) => c.close()));
     const failure = new DkvError("CLOSED", "the client was closed before the reply came");
-    for (const call of [...this.calls]) {
+    for (const call of this.calls.toArray()) {
       call.channel?.forget(call);
       this.finish(call, undefined, new DkvError("CLOSED", failure.message, { outcome: this.outcome(call) }));
     }
