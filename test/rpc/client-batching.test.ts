@@ -218,8 +218,6 @@ describe("client request batching", () => {
     expect(settled).toContain("TIMEOUT unknown silent");
   });
 
-  // (They fail as the closing connection loses them: UNAVAILABLE, as on main before this
-  // change, though close()'s comment says CLOSED; a call between attempts gets CLOSED.)
   test("close() fails every call still in flight, once, outcome unknown", async () => {
     const server = startRawServer();
     const client = new RpcClient({ endpoints: [server.endpoint], transport: "tcp", serializer: "binary" });
@@ -230,7 +228,7 @@ describe("client request batching", () => {
       store.set("silent", new Uint8Array(i)).then(
         () => settled.push("ok"),
         (error: DkvError) => {
-          expect(["CLOSED", "UNAVAILABLE"]).toContain(error.code);
+          expect(error.code).toBe("CLOSED");
           settled.push(`failed ${error.outcome}`);
         },
       ),

@@ -484,12 +484,13 @@ export class RpcClient implements CallOwner, AsyncDisposable {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    for (const watch of [...this.watches]) await watch.return();
-    await Promise.all(this.channels.map((c) => c.close()));
+    // Calls in flight settle first, so a closing connection does not fail them as UNAVAILABLE.
     const failure = new DkvError("CLOSED", "the client was closed before the reply came");
     for (const call of this.calls.toArray()) {
       call.channel?.forget(call);
       this.finish(call, undefined, new DkvError("CLOSED", failure.message, { outcome: this.outcome(call) }));
     }
+    for (const watch of [...this.watches]) await watch.return();
+    await Promise.all(this.channels.map((c) => c.close()));
   }
 }
