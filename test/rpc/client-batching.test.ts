@@ -134,19 +134,24 @@ function setCall(requestId: number, key: string): ClientCall {
   );
 }
 
+/** A channel to `endpoint` whose calls report to `owner`. */
+function channelTo(endpoint: string, owner: RecordingOwner): SocketChannel {
+  return new SocketChannel({
+    endpointText: endpoint,
+    endpoint: parseEndpoint("tcp", endpoint),
+    serializer: binary,
+    maxFrameBytes: defaultMaxFrameBytes,
+    clientIdHigh: 1,
+    clientIdLow: 2,
+    owner,
+  });
+}
+
 describe("client request batching", () => {
   test("100 calls made in one turn leave in one socket write, and each is answered once", async () => {
     const server = startRawServer();
     const owner = new RecordingOwner();
-    const channel = new SocketChannel({
-      endpointText: server.endpoint,
-      endpoint: parseEndpoint("tcp", server.endpoint),
-      serializer: binary,
-      maxFrameBytes: defaultMaxFrameBytes,
-      clientIdHigh: 1,
-      clientIdLow: 2,
-      owner,
-    });
+    const channel = channelTo(server.endpoint, owner);
     try {
       // Connect first: calls made while connecting are written together once it opens.
       channel.send(setCall(1, "warm"));
@@ -168,15 +173,7 @@ describe("client request batching", () => {
   test("calls made in separate turns are written separately (nothing waits for company)", async () => {
     const server = startRawServer();
     const owner = new RecordingOwner();
-    const channel = new SocketChannel({
-      endpointText: server.endpoint,
-      endpoint: parseEndpoint("tcp", server.endpoint),
-      serializer: binary,
-      maxFrameBytes: defaultMaxFrameBytes,
-      clientIdHigh: 1,
-      clientIdLow: 2,
-      owner,
-    });
+    const channel = channelTo(server.endpoint, owner);
     try {
       channel.send(setCall(1, "warm"));
       await owner.until(1);
