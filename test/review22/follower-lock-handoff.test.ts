@@ -20,7 +20,7 @@ import { waitFor } from "../raft/host/cluster.ts";
 import { MemoryNetwork } from "../raft/host/memory-transport.ts";
 
 const SHARD = 300;
-const RTT_MS = 200;
+const RTT_MS = 400;
 const HANDOFFS = 5;
 const IDS = ["node-1", "node-2", "node-3"];
 

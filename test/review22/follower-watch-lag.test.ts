@@ -11,7 +11,7 @@ import type { WatchEvent } from "../../src/store/types.ts";
 import { type NodeCluster, startNodeCluster } from "../support/node-cluster.ts";
 
 const SHARD = 200;
-const RTT_MS = 200;
+const RTT_MS = 400;
 const WRITES = 6;
 
 let cluster: NodeCluster | undefined;
