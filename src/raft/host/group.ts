@@ -929,8 +929,6 @@ export class RaftGroup {
   }
 }
 
-/** A storage write that failed: marks the failure so `fatal` ends the process, not only the group. */
-
 /** `chunks` passed through, their bytes added up in `into.bytes`. */
 async function* countedChunks(
   chunks: AsyncIterable<Uint8Array>,
