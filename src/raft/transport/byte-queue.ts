@@ -94,6 +94,7 @@ export class ByteQueue {
 
   /** A varint byte length, then the UTF-8 of `s`; short strings are encoded in place. */
   utf8(s: string): void {
+    if (s.length < twoPow7 && this.ascii(s)) return;
     // Each UTF-16 unit is at most 3 UTF-8 bytes, so below 43 units one length byte suffices.
     if (s.length * 3 < twoPow7) {
       this.ensure(1 + s.length * 3);
@@ -103,6 +104,24 @@ export class ByteQueue {
       return;
     }
     this.lengthPrefixedBytes(utf8Encoder.encode(s));
+  }
+
+  /**
+   * `s` (shorter than 128 units) as a length byte and its bytes, if it is all ASCII (member
+   * ids are): no encoder call and no view; returns false, having written nothing, otherwise.
+   */
+  private ascii(s: string): boolean {
+    this.ensure(1 + s.length);
+    const buf = this.buf;
+    const start = this.tail + 1;
+    for (let i = 0; i < s.length; i++) {
+      const code = s.charCodeAt(i);
+      if (code >= 0x80) return false;
+      buf[start + i] = code;
+    }
+    buf[this.tail] = s.length;
+    this.tail = start + s.length;
+    return true;
   }
 
   /** The pending bytes (a view: valid until the next write or consume). */

@@ -184,6 +184,45 @@ export function messageBytesLowerBound(message: Message): number {
 const utf8Decoder = new TextDecoder("utf-8", { fatal: true });
 const twoPow7 = 128;
 
+/** Strings up to this many bytes are looked up in a StringCache before being decoded. */
+const cachedStringBytesMax = 32;
+/** Entries of a StringCache: a connection's member ids (sender, receiver) and a few more. */
+const stringCacheEntries = 8;
+
+/**
+ * The short strings a connection decodes again and again (every Raft message names its
+ * sender and receiver): a hit compares a few bytes instead of allocating a view and a new
+ * string through the UTF-8 decoder. One per connection; bounded (oldest entry replaced).
+ */
+export class StringCache {
+  private readonly bytes: Uint8Array[] = [];
+  private readonly strings: string[] = [];
+  private next = 0;
+
+  /** The string of `source[start, end)` (valid UTF-8), decoded once per distinct value. */
+  decode(source: Uint8Array, start: number, end: number): string {
+    const n = end - start;
+    for (let i = 0; i < this.bytes.length; i++) {
+      const cached = this.bytes[i]!;
+      if (cached.length !== n) continue;
+      let same = true;
+      for (let j = 0; j < n; j++) {
+        if (cached[j] !== source[start + j]) {
+          same = false;
+          break;
+        }
+      }
+      if (same) return this.strings[i]!;
+    }
+    const decoded = utf8Decoder.decode(source.subarray(start, end));
+    const slot = this.next;
+    this.next = (slot + 1) % stringCacheEntries;
+    this.bytes[slot] = source.slice(start, end);
+    this.strings[slot] = decoded;
+    return decoded;
+  }
+}
+
 /** Reads one payload with a bounds check on every field: garbage raises WireError, never more. */
 export class PayloadReader {
   private at: number;
@@ -192,6 +231,7 @@ export class PayloadReader {
     private readonly bytes: Uint8Array,
     start = 0,
     private readonly end = bytes.length,
+    private readonly strings?: StringCache,
   ) {
     this.at = start;
   }
@@ -255,6 +295,8 @@ export class PayloadReader {
     const start = this.at;
     this.at += n;
     try {
+      if (this.strings !== undefined && n <= cachedStringBytesMax)
+        return this.strings.decode(this.bytes, start, this.at);
       return utf8Decoder.decode(this.bytes.subarray(start, this.at));
     } catch {
       throw new WireError("a string is not valid UTF-8");
@@ -340,10 +382,16 @@ export type DecodedFrame =
 
 /**
  * Decodes one frame's payload (its checksum already verified). Host payloads are copied;
- * snapshot chunks are views, valid only until the caller returns.
+ * snapshot chunks are views, valid only until the caller returns. `strings`: the
+ * connection's cache of short strings (member ids), if it keeps one.
  */
-export function decodeFramePayload(payload: Uint8Array, start = 0, end = payload.length): DecodedFrame {
-  const reader = new PayloadReader(payload, start, end);
+export function decodeFramePayload(
+  payload: Uint8Array,
+  start = 0,
+  end = payload.length,
+  strings?: StringCache,
+): DecodedFrame {
+  const reader = new PayloadReader(payload, start, end, strings);
   const kind = reader.u8();
   switch (kind) {
     case FrameKind.Handshake: {

@@ -4,6 +4,7 @@ import {
   decodeFramePayload,
   FrameKind,
   type Handshake,
+  StringCache,
   transportProtocolVersion,
   WireError,
 } from "./codec.ts";
@@ -70,6 +71,8 @@ export class InboundConnection {
   timer: Timer | undefined;
   private readonly splitter: FrameSplitter;
   private snapshot: InboundSnapshot | null = null;
+  /** Member ids named by every message: decoded once (codec.ts). */
+  private readonly strings = new StringCache();
 
   constructor(
     private readonly options: ResolvedOptions,
@@ -93,7 +96,7 @@ export class InboundConnection {
   private readonly onPayload = (payload: Uint8Array, start: number, end: number): string | null => {
     let frame: DecodedFrame;
     try {
-      frame = decodeFramePayload(payload, start, end);
+      frame = decodeFramePayload(payload, start, end, this.strings);
     } catch (error) {
       if (error instanceof WireError) {
         this.failureKind = "undecodable";

@@ -1,7 +1,12 @@
 import { describe, expect, test } from "bun:test";
 import fc from "fast-check";
 import { type Entry, EntryKind, type Message, MessageType } from "../../../src/raft/core/types.ts";
-import { finishFrame, transportProtocolVersion } from "../../../src/raft/transport/codec.ts";
+import {
+  finishFrame,
+  PayloadReader,
+  StringCache,
+  transportProtocolVersion,
+} from "../../../src/raft/transport/codec.ts";
 import {
   ByteQueue,
   type DecodedFrame,
@@ -81,8 +86,10 @@ const message: fc.Arbitrary<Message> = fc
 /** Feeds `stream` to a splitter in the given chunk sizes; returns the decoded frames. */
 function split(stream: Uint8Array, chunkSizes: number[], maxPayloadBytes = 1 << 20): DecodedFrame[] {
   const frames: DecodedFrame[] = [];
+  // As an inbound connection decodes: member ids through its string cache.
+  const strings = new StringCache();
   const splitter = new FrameSplitter(maxPayloadBytes, (payload, start, end) => {
-    frames.push(decodeFramePayload(payload, start, end));
+    frames.push(decodeFramePayload(payload, start, end, strings));
     return null;
   });
   let at = 0;
@@ -302,5 +309,41 @@ describe("byte queue", () => {
     queue.bytes(new Uint8Array(1000));
     queue.truncateTo(mark);
     expect([...queue.pending()]).toEqual([3, 4]);
+  });
+});
+
+describe("short strings", () => {
+  const utf8 = new TextEncoder();
+
+  test("a string cache hands back each string as decoded, through more distinct values than it keeps", () => {
+    const cache = new StringCache();
+    const names = Array.from({ length: 20 }, (_, i) => (i % 2 === 0 ? `node-${i}` : `nöde-${i % 7}`));
+    // Twice over, interleaved: hits, misses, replaced entries, equal lengths with other bytes.
+    for (let round = 0; round < 2; round++) {
+      for (const name of [...names, ...names.slice(0, 3)]) {
+        const bytes = utf8.encode(`xx${name}yy`);
+        expect(cache.decode(bytes, 2, bytes.length - 2)).toBe(name);
+      }
+    }
+  });
+
+  test("invalid UTF-8 is refused with the cache as without it, and is not remembered", () => {
+    const cache = new StringCache();
+    const bad = new Uint8Array([2, 0xc3, 0x28]);
+    for (let i = 0; i < 2; i++)
+      expect(() => new PayloadReader(bad, 0, bad.length, cache).utf8()).toThrow(WireError);
+    const good = new Uint8Array([2, 0xc3, 0xa9]);
+    expect(new PayloadReader(good, 0, good.length, cache).utf8()).toBe("é");
+  });
+
+  test("the queue writes ASCII and other strings as the UTF-8 encoder does", () => {
+    for (const s of ["", "n1", "node-1", "x".repeat(127), "é", "a\u{1F600}b", "ab".repeat(30) + "é"]) {
+      const out = new ByteQueue(4);
+      out.utf8(s);
+      const encoded = utf8.encode(s);
+      const expected = new ByteQueue(4);
+      expected.lengthPrefixedBytes(encoded);
+      expect(out.pending()).toEqual(expected.pending());
+    }
   });
 });
