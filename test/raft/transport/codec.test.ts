@@ -337,7 +337,7 @@ describe("short strings", () => {
   });
 
   test("the queue writes ASCII and other strings as the UTF-8 encoder does", () => {
-    for (const s of ["", "n1", "node-1", "x".repeat(127), "é", "a\u{1F600}b", "ab".repeat(30) + "é"]) {
+    for (const s of ["", "n1", "node-1", "x".repeat(127), "é", "a\u{1F600}b", `${"ab".repeat(30)}é`]) {
       const out = new ByteQueue(4);
       out.utf8(s);
       const encoded = utf8.encode(s);
