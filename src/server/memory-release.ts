@@ -105,7 +105,7 @@ export interface MemoryReleaseOptions {
 export class MemoryRelease implements Disposable {
   /** No collection after a snapshot before this monotonic time. */
   private nextAfterSnapshotMs = Number.NEGATIVE_INFINITY;
-  /** No collection after a burst (or a snapshot) before this monotonic time. */
+  /** No collection at all before this monotonic time. */
   private nextMs = Number.NEGATIVE_INFINITY;
   /** Cancels the pending timer: a snapshot's collection, or a burst's quiet check. */
   private cancel: (() => void) | undefined;
@@ -117,13 +117,6 @@ export class MemoryRelease implements Disposable {
   private loadEdenBytes = 0;
   /** No eden collection under load before this monotonic time. */
   private nextEdenMs = Number.NEGATIVE_INFINITY;
-  /**
-   * No full collection under load before this monotonic time: spaced by its own cost only,
-   * not by a Bun.gc(true) after a snapshot, which costs several times more (its allocator
-   * clean-up): 60 ms of one held them off for 3 s, and the heap grew from ~15 to ~45 MiB
-   * meanwhile (`memory.ts --series`; the stretch every ~10 s of the README).
-   */
-  private nextFullUnderLoadMs = Number.NEGATIVE_INFINITY;
   /** Cancels the collection under load due on the next timer turn, if one is. */
   private cancelLoad: (() => void) | undefined;
   /** Requests started or answered, ever: a check sees quiet when it has not moved. */
@@ -249,7 +242,7 @@ export class MemoryRelease implements Disposable {
     if (
       full !== undefined &&
       this.loadFullBytes >= LOAD_FULL_BYTES &&
-      nowMs >= this.nextFullUnderLoadMs &&
+      nowMs >= this.nextMs &&
       (this.options.heapBytes?.() ?? 0) <= BURST_HEAP_BYTES_MAX
     )
       kind = "full";
@@ -265,7 +258,6 @@ export class MemoryRelease implements Disposable {
       const nextMs = endMs + (endMs - startMs) * RELEASE_INTERVAL_COST_FACTOR;
       if (kind === "full") {
         this.loadFullBytes = 0;
-        this.nextFullUnderLoadMs = nextMs;
         this.nextMs = Math.max(this.nextMs, nextMs);
       }
       this.nextEdenMs = nextMs;

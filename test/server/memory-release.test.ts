@@ -329,34 +329,6 @@ describe("memory release under sustained requests", () => {
     expect(release.collections).toEqual([]);
   });
 
-  test("a slow collection after a snapshot does not hold off the full collections under load", () => {
-    // Seen in `memory.ts --series`: Bun.gc(true) after a snapshot took 60 ms, and the full
-    // collections under load then waited 50 x 60 ms = 3 s while the heap grew to 45 MiB.
-    const release = fakeWithLoad();
-    const memory = new MemoryRelease(release);
-    const observer = memory.requestObserver(undefined);
-    const raft = memory.raftObserver(undefined);
-    release.loadMs = 1;
-    release.collectMs = 60;
-    raft.snapshotDone(1, "save", 5, true);
-    release.advance(RELEASE_DELAY_MS);
-    expect(release.collections.length).toBe(1);
-    // LOAD_FULL_BYTES of requests within the slow collection's own spacing (3 s), each step
-    // after the eden one's spacing: the full one comes at the end, not 3 s later.
-    const steps = LOAD_FULL_BYTES / LOAD_EDEN_BYTES;
-    for (let step = 0; step < steps; step++) {
-      answerNow(observer, requestsOf(LOAD_EDEN_BYTES));
-      release.advance(release.loadMs * RELEASE_INTERVAL_COST_FACTOR);
-    }
-    expect(release.nowMs).toBeLessThan(RELEASE_DELAY_MS + release.collectMs * RELEASE_INTERVAL_COST_FACTOR);
-    expect(release.load.at(-1)).toBe("full");
-    // The snapshots' own collection stays rate-limited.
-    raft.snapshotDone(1, "save", 5, true);
-    release.advance(RELEASE_DELAY_MS);
-    expect(release.collections.length).toBe(1);
-    memory[Symbol.dispose]();
-  });
-
   test("each spaced by its cost; no full collection over the heap bound; dispose cancels", () => {
     const release = fakeWithLoad();
     const memory = new MemoryRelease(release);
