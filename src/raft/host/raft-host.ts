@@ -1,3 +1,12 @@
+/**
+ * RaftHost: the groups of this process and what they share. Group lifecycle (addGroup
+ * over the shared log, retire, close), the request entry points (propose with its retries,
+ * read, campaign, transfer), routing of transport input to groups, the tick, and the
+ * held sends of a Ready pass's stretch. Beside it: host-config.ts (option checks),
+ * proposal-forwarding.ts (forwarding proposals to the leader's host and serving them),
+ * host-status.ts (a group's status report), ready-pass.ts (the pass scheduling).
+ */
+
 import { join } from "node:path";
 import { DkvError } from "../../errors.ts";
 import { readLeaseMs } from "../core/reads.ts";
@@ -5,13 +14,7 @@ import type { ConfChange, Message, NodeId, RaftLogger } from "../core/types.ts";
 import { SharedLog, type SharedLogStats } from "../storage/shared-log.ts";
 import { testFaults } from "../storage/test-faults.ts";
 import type { NodeTransportHandlers } from "../transport/types.ts";
-import {
-  decodeHostFrame,
-  encodeForwardError,
-  encodeForwardOk,
-  encodeForwardRequest,
-  FrameKind,
-} from "./frames.ts";
+import { decodeHostFrame, FrameKind } from "./frames.ts";
 import {
   type GroupEnv,
   type GroupOptions,
@@ -19,42 +22,19 @@ import {
   type ProposeAttempt,
   RaftGroup,
 } from "./group.ts";
+import { checkHostConfig, HOST_DEFAULTS as DEFAULTS } from "./host-config.ts";
+import { groupStatus } from "./host-status.ts";
 import { planLeaderTransfer } from "./leader-balance.ts";
 import type { MembershipHooks } from "./membership-types.ts";
+import { ProposalForwarding } from "./proposal-forwarding.ts";
 import { ReadyPasses } from "./ready-pass.ts";
 import { type GroupStorage, type HostScheduler, realScheduler } from "./runtime.ts";
-import type {
-  GroupStatus,
-  MemberStatus,
-  RaftHostConfig,
-  ReadOptions,
-  RequestOptions,
-  StateMachine,
-} from "./types.ts";
+import type { GroupStatus, RaftHostConfig, ReadOptions, RequestOptions, StateMachine } from "./types.ts";
 
-const DEFAULTS = {
-  requestTimeoutMs: 5000,
-  forwardsInFlightMax: 1024,
-  proposalsPendingMax: 16384,
-  readsPendingMax: 16384,
-} as const;
 /** Attempts of one proposal (local tries and forwards) before giving up; time bounds it too. */
 const PROPOSE_ATTEMPTS_MAX = 64;
-const FORWARD_ID_MODULUS = 0x1_0000_0000;
 
 const silentLogger: RaftLogger = { debug() {}, info() {}, warn() {} };
-
-/** How a forwarded proposal ended; a refusal may carry the remote's leader hint. */
-type ForwardOutcome =
-  | { ok: true; result: Uint8Array }
-  | { ok: false; error: DkvError; leader: NodeId | null };
-
-interface Forward {
-  to: NodeId;
-  settle(outcome: ForwardOutcome): void;
-  deadlineMs: number;
-  timeoutMs: number;
-}
 
 /**
  * Runs many Raft groups in one process over one NodeTransport and one tick timer. Each
@@ -66,20 +46,13 @@ interface Forward {
 export class RaftHost {
   readonly self: NodeId;
   private readonly groups = new Map<number, RaftGroup>();
-  private readonly forwards = new Map<number, Forward>();
-  /**
-   * Starts at a random point: a leader's reply to a forward of an earlier incarnation of
-   * this member (queued for it, delivered after a restart) must not settle a new forward
-   * that got the same id — it would hand one write another write's result.
-   */
-  private nextForwardId: number;
-  private incomingForwards = 0;
+  /** Proposals forwarded to leaders, and those served as leader (proposal-forwarding.ts). */
+  private readonly forwarding: ProposalForwarding;
   private stopTicks: (() => void) | undefined;
   private started = false;
   private closing: Promise<void> | undefined;
   private readonly logger: RaftLogger;
   private readonly requestTimeoutMs: number;
-  private readonly forwardsInFlightMax: number;
   private readonly env: GroupEnv;
   private readonly scheduler: HostScheduler;
   /** One Ready pass at a time for all groups (ready-pass.ts). */
@@ -99,39 +72,19 @@ export class RaftHost {
   private openedSharedLog: SharedLog | undefined;
 
   constructor(private readonly config: RaftHostConfig) {
-    checkCount("tickMs", config.tickMs, 1);
-    checkCount("heartbeatTicks", config.heartbeatTicks, 1);
-    checkCount("electionTicks", config.electionTicks, config.heartbeatTicks + 1);
-    checkCount("snapshotEntries", config.snapshotEntries, 0);
-    checkCount("compactionOverheadEntries", config.compactionOverheadEntries, 0);
-    checkCount("leaderBalanceTicks", config.leaderBalanceTicks ?? 0, 0);
+    const { snapshotBytes, raftLogMaxBytes } = checkHostConfig(config);
     this.balanceCountdown = config.leaderBalanceTicks ?? 0;
-    const snapshotBytes = config.snapshotBytes ?? 0;
-    const raftLogMaxBytes = config.raftLogMaxBytes ?? 0;
-    checkCount("snapshotBytes", snapshotBytes, 0);
-    checkCount("raftLogMaxBytes", raftLogMaxBytes, 0);
-    if (raftLogMaxBytes > 0 && (snapshotBytes === 0 || snapshotBytes * 2 > raftLogMaxBytes)) {
-      throw new DkvError(
-        "USAGE",
-        `raftLogMaxBytes (${raftLogMaxBytes}) must be at least twice snapshotBytes (${snapshotBytes}, then > 0): the leader refuses writes at the bound until a snapshot compacts the log`,
-      );
-    }
-    if (!config.members.has(config.self)) {
-      throw new DkvError(
-        "USAGE",
-        `replica id "${config.self}" is not in the cluster members (${[...config.members.keys()].join(", ")}); add it to --cluster-members`,
-      );
-    }
-    if (config.transport.self !== config.self) {
-      throw new DkvError("USAGE", `the transport is for "${config.transport.self}", not "${config.self}"`);
-    }
     this.self = config.self;
     this.logger = config.logger ?? silentLogger;
     this.requestTimeoutMs = config.requestTimeoutMs ?? DEFAULTS.requestTimeoutMs;
-    this.forwardsInFlightMax = config.forwardsInFlightMax ?? DEFAULTS.forwardsInFlightMax;
-    this.nextForwardId = Math.floor((config.random ?? Math.random)() * FORWARD_ID_MODULUS);
     const scheduler = config.scheduler ?? realScheduler;
     this.scheduler = scheduler;
+    this.forwarding = new ProposalForwarding(
+      config,
+      scheduler,
+      config.forwardsInFlightMax ?? DEFAULTS.forwardsInFlightMax,
+      this.requestTimeoutMs,
+    );
     this.readyPasses = new ReadyPasses((run) => scheduler.later(run), {
       hold: () => {
         this.holding = true;
@@ -314,7 +267,7 @@ export class RaftHost {
       hint = null;
       if (notLeader && leader !== null && leader !== this.self) {
         if (trace !== undefined && trace.forwardedMs === 0) trace.forwardedMs = this.scheduler.monotonicMs();
-        const forwarded = await this.forward(leader, groupId, command, remainingMs);
+        const forwarded = await this.forwarding.forward(leader, groupId, command, remainingMs);
         if (forwarded.ok) return forwarded.result;
         const { error } = forwarded;
         // Only a certain refusal may be retried here; an unknown outcome goes to the caller.
@@ -409,36 +362,7 @@ export class RaftHost {
   }
 
   status(groupId: number): GroupStatus {
-    const group = this.group(groupId);
-    const raft = group.node.status();
-    const members: MemberStatus[] = [];
-    const learners = new Set(raft.conf.learners);
-    for (const id of [...raft.conf.voters, ...raft.conf.learners]) {
-      const progress = raft.progress[id];
-      let state: MemberStatus["state"];
-      if (id === this.self) state = raft.role;
-      else if (learners.has(id)) state = "learner";
-      else state = id === raft.leader ? "leader" : "follower";
-      const member: MemberStatus = {
-        id,
-        address: this.membership?.addressOf(id) ?? this.config.members.get(id),
-        voter: !learners.has(id),
-        state,
-      };
-      if (progress !== undefined) {
-        member.match = progress.match;
-        member.progress = progress.state;
-        member.recentActive = progress.recentActive;
-      }
-      members.push(member);
-    }
-    return {
-      groupId,
-      raft,
-      appliedIndex: group.appliedIndex,
-      snapshotIndex: group.snapshotIndex,
-      members,
-    };
+    return groupStatus(groupId, this.group(groupId), this.self, this.membership, this.config.members);
   }
 
   /** Stops ticking, fails waiting requests, closes every group's storage and the transport. */
@@ -450,15 +374,7 @@ export class RaftHost {
   private async shutDown(): Promise<void> {
     this.stopTicks?.();
     this.stopTicks = undefined;
-    const error = this.closedError();
-    for (const forward of this.forwards.values()) {
-      forward.settle({
-        ok: false,
-        error: new DkvError("CLOSED", error.message, { outcome: "unknown" }),
-        leader: null,
-      });
-    }
-    this.forwards.clear();
+    this.forwarding.failAll(this.closedError());
     const results = await Promise.allSettled([...this.groups.values()].map((group) => group.close()));
     // After the groups: their last writes go through it. A log that failed to open has nothing to close.
     const sharedLog = await this.sharedLog?.catch(() => undefined);
@@ -490,7 +406,7 @@ export class RaftHost {
     if (this.retired !== undefined) return;
     const wallMs = this.config.clock.now();
     for (const group of this.groups.values()) group.tick(wallMs);
-    this.expireForwards(this.scheduler.monotonicMs());
+    this.forwarding.expire(this.scheduler.monotonicMs());
     if (this.balanceCountdown > 0 && --this.balanceCountdown === 0) {
       this.balanceCountdown = this.config.leaderBalanceTicks!;
       this.balanceLeaders();
@@ -505,20 +421,6 @@ export class RaftHost {
     const counts = [...plan.counts].map(([id, n]) => `${id}=${n}`).join(" ");
     this.logger.info(`leaders per member ${counts}: handing group ${plan.groupId} to ${plan.to}`);
     this.transferLeadership(plan.groupId, plan.to);
-  }
-
-  /** Forwards whose leader did not answer in time: their outcome is unknown. */
-  private expireForwards(nowMs: number): void {
-    for (const [id, forward] of this.forwards) {
-      if (forward.deadlineMs > nowMs) continue;
-      this.forwards.delete(id);
-      const error = new DkvError(
-        "TIMEOUT",
-        `the leader ${forward.to} did not answer a forwarded proposal within ${forward.timeoutMs} ms; it may have been applied — retry with the same request id`,
-        { outcome: "unknown" },
-      );
-      forward.settle({ ok: false, error, leader: null });
-    }
   }
 
   private sendRaft(groupId: number, message: Message): void {
@@ -556,42 +458,7 @@ export class RaftHost {
   private onUnreachable(to: NodeId): void {
     for (const group of this.groups.values()) group.reportUnreachable(to);
     this.membership?.onUnreachable?.(to);
-    // A forward to `to` may or may not have arrived: its outcome is unknown.
-    for (const [id, forward] of this.forwards) {
-      if (forward.to !== to) continue;
-      this.forwards.delete(id);
-      const error = new DkvError(
-        "UNAVAILABLE",
-        `lost contact with the leader ${to} while it handled a forwarded proposal; it may have been applied — retry with the same request id`,
-        { outcome: "unknown" },
-      );
-      forward.settle({ ok: false, error, leader: null });
-    }
-  }
-
-  /** Sends a proposal to `to`'s host; never rejects: failures come back as outcomes. */
-  private forward(
-    to: NodeId,
-    groupId: number,
-    command: Uint8Array,
-    timeoutMs: number,
-  ): Promise<ForwardOutcome> {
-    if (this.forwards.size >= this.forwardsInFlightMax) {
-      const error = new DkvError(
-        "UNAVAILABLE",
-        `${this.forwards.size} proposals are already being forwarded to the leader; retry later or send to the leader directly`,
-      );
-      return Promise.resolve({ ok: false, error, leader: null });
-    }
-    // Bounded: at most forwardsInFlightMax ids are taken, so a free one is found quickly.
-    let id = this.nextForwardId;
-    while (this.forwards.has(id)) id = (id + 1) % FORWARD_ID_MODULUS;
-    this.nextForwardId = (id + 1) % FORWARD_ID_MODULUS;
-    return new Promise((settle) => {
-      const deadlineMs = this.scheduler.monotonicMs() + timeoutMs;
-      this.forwards.set(id, { to, settle, deadlineMs, timeoutMs });
-      this.config.transport.sendHost(to, encodeForwardRequest(id, groupId, timeoutMs, command));
-    });
+    this.forwarding.failUnreachable(to);
   }
 
   private onHost(from: NodeId, payload: Uint8Array): void {
@@ -604,67 +471,11 @@ export class RaftHost {
       return;
     }
     if (frame.kind === FrameKind.ForwardRequest) {
-      this.serveForward(from, frame.forwardId, frame.groupId, frame.timeoutMs, frame.command);
+      const group = this.closing === undefined ? this.groups.get(frame.groupId) : undefined;
+      this.forwarding.serve(from, frame.forwardId, group, frame.groupId, frame.timeoutMs, frame.command);
       return;
     }
-    const forward = this.forwards.get(frame.forwardId);
-    if (forward === undefined || forward.to !== from) return; // late reply after a timeout
-    this.forwards.delete(frame.forwardId);
-    if (frame.kind === FrameKind.ForwardOk) forward.settle({ ok: true, result: frame.result });
-    else forward.settle({ ok: false, error: frame.error, leader: frame.leader });
-  }
-
-  /** The leader's side of forwarding: propose here once (no further hops) and reply. */
-  private serveForward(
-    from: NodeId,
-    forwardId: number,
-    groupId: number,
-    timeoutMs: number,
-    command: Uint8Array,
-  ): void {
-    const reply = (payload: Uint8Array) => this.config.transport.sendHost(from, payload);
-    const group = this.closing === undefined ? this.groups.get(groupId) : undefined;
-    if (group === undefined) {
-      const error = new DkvError("UNAVAILABLE", `group ${groupId} is not running on ${this.self}; retry`);
-      reply(encodeForwardError(forwardId, error, null));
-      return;
-    }
-    if (this.incomingForwards >= this.forwardsInFlightMax * 4) {
-      const error = new DkvError(
-        "UNAVAILABLE",
-        `leader ${this.self} is handling too many forwarded proposals; retry later`,
-      );
-      reply(encodeForwardError(forwardId, error, this.self));
-      return;
-    }
-    // The leader checks what followers send: bytes that fail validation never enter the log.
-    const invalid = group.options.validateProposal?.(command) ?? null;
-    if (invalid !== null) {
-      reply(encodeForwardError(forwardId, new DkvError(invalid.code, invalid.message), this.self));
-      return;
-    }
-    // The group tells this receiver (no promise per forwarded write).
-    const receiver: ProposalReceiver = {
-      proposalSettled: (error, result) => {
-        this.incomingForwards--;
-        if (error === undefined) {
-          reply(encodeForwardOk(forwardId, result));
-          return;
-        }
-        // The leader shutting down is not the caller's host closing: it may retry elsewhere.
-        const sent =
-          error.code === "CLOSED"
-            ? new DkvError("UNAVAILABLE", error.message, { outcome: error.outcome })
-            : error;
-        reply(encodeForwardError(forwardId, sent, null));
-      },
-    };
-    const refused = group.proposeTo(command, Math.max(1, timeoutMs || this.requestTimeoutMs), receiver);
-    if (refused !== undefined) {
-      reply(encodeForwardError(forwardId, refused.error, refused.leader));
-      return;
-    }
-    this.incomingForwards++;
+    this.forwarding.settleReply(from, frame);
   }
 }
 
@@ -686,9 +497,3 @@ function relay(outcome: Promise<Uint8Array>, receiver: ProposalReceiver): void {
 }
 
 const EMPTY_RESULT = new Uint8Array(0);
-
-function checkCount(name: string, value: number, min: number): void {
-  if (!Number.isSafeInteger(value) || value < min) {
-    throw new DkvError("USAGE", `raft host option ${name} must be a whole number >= ${min}; got ${value}`);
-  }
-}

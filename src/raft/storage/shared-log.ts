@@ -52,10 +52,17 @@
  * ## Failure
  * A failed write or fsync poisons the whole log (every waiter of every group rejects,
  * every later write throws the same FsyncFailedError): the host ends the process (issue 9).
+ *
+ * ## Modules
+ * This file holds SharedLog itself (open, openGroup, the writer: group commit, batch
+ * write, roll, close). Beside it: shared-segments.ts (segment names, creation, the scan
+ * into per-group replays), segment-gc.ts (which segments can go, their deletion, the
+ * relocation of idle groups), shared-log-import.ts (import of an old per-group WAL) and
+ * shared-group-writer.ts (one group's GroupLogWriter).
  */
 
 import type { FileHandle } from "node:fs/promises";
-import { open, rename, rm, stat } from "node:fs/promises";
+import { open } from "node:fs/promises";
 import { join } from "node:path";
 import {
   COMPACTION_OVERHEAD_ENTRIES_DEFAULT,
@@ -63,20 +70,12 @@ import {
   RAFT_LOG_GATHER_TURNS_MAX as GATHER_TURNS_MAX,
 } from "../../config/defaults.ts";
 import { DkvError } from "../../errors.ts";
-import type { ConfState, Entry, HardState, SnapshotMeta } from "../core/types.ts";
-import {
-  encodeSegmentHeader,
-  FrameBuffer,
-  RecordTag,
-  SEGMENT_HEADER_BYTES,
-  SHARED_SEGMENT_MAGIC,
-  type WalRecord,
-} from "./codec.ts";
+import type { ConfState, Entry, HardState } from "../core/types.ts";
+import type { FrameBuffer } from "./codec.ts";
 import type { EntryLog } from "./entry-log.ts";
 import {
   ensureDataDir,
   fsyncDir,
-  isNotFound,
   type SyncCounter,
   type SyncFile,
   syncHandle,
@@ -84,30 +83,20 @@ import {
   writeFully,
 } from "./fs-util.ts";
 import { type GatherOptions, GroupCommit } from "./group-commit.ts";
-import { type GroupLogWriter, RaftStorage } from "./raft-storage.ts";
+import { RaftStorage } from "./raft-storage.ts";
 import { LogReplay } from "./recovery.ts";
+import { SegmentGc } from "./segment-gc.ts";
+import { SharedGroupWriter } from "./shared-group-writer.ts";
+import { importGroupWal } from "./shared-log-import.ts";
+import { createSegment, SHARED_LOG_DIR, SHARED_LOG_FORMAT, SharedReplay } from "./shared-segments.ts";
 import { consoleStorageLogger, SnapshotStore, type StorageLogger } from "./snapshot-store.ts";
 import { testFaults } from "./test-faults.ts";
-import {
-  listSegments,
-  replayWal,
-  type SegmentFormat,
-  type WalSegment,
-  type WalWriterStats,
-  walCorruption,
-} from "./wal.ts";
+import { replayWal, type WalSegment, type WalWriterStats } from "./wal.ts";
 
-/** The shared log's directory inside the data dir. */
-export const SHARED_LOG_DIR = "raft-log";
-export const SHARED_LOG_FORMAT: SegmentFormat = { pattern: /^(\d{20})\.log$/, magic: SHARED_SEGMENT_MAGIC };
+export { SHARED_LOG_DIR, SHARED_LOG_FORMAT, sharedSegmentFileName } from "./shared-segments.ts";
+
 const SEGMENT_BYTES_MIN = 4096;
 const SEGMENT_BYTES_DEFAULT = 64 * 1024 * 1024;
-/** Sealed segments kept before the groups pinning the oldest one are relocated. */
-const RELOCATE_SEALED_SEGMENTS_MIN = 2;
-/** A group is relocated only if its live log is at most segmentBytesMax / this (a busy group compacts soon anyway). */
-const RELOCATE_SHARE = 16;
-/** An import of an old per-group WAL commits every this many bytes (a bound on the pending frame). */
-const IMPORT_CHUNK_BYTES = 16 * 1024 * 1024;
 
 export interface SharedLogOptions {
   /** Roll to a new segment once the active one would exceed this (default 64 MiB). */
@@ -148,14 +137,6 @@ export interface SharedLogStats {
   relocations: number;
 }
 
-function pad20(n: number): string {
-  return n.toString().padStart(20, "0");
-}
-
-export function sharedSegmentFileName(seq: number): string {
-  return `${pad20(seq)}.log`;
-}
-
 function checkRange(name: string, value: number, min: number, max: number): number {
   if (!Number.isSafeInteger(value) || value < min || value > max) {
     throw new DkvError(
@@ -173,65 +154,6 @@ function checkCount(name: string, value: number, min: number): number {
   return value;
 }
 
-async function exists(path: string): Promise<boolean> {
-  try {
-    await stat(path);
-    return true;
-  } catch (error) {
-    if (isNotFound(error)) return false;
-    throw error;
-  }
-}
-
-/** Reads the group-tagged records of the shared segments into one LogReplay per group. */
-class SharedReplay {
-  readonly groups = new Map<number, LogReplay>();
-  /** Per segment seq: each group's highest entry index in it. */
-  readonly segmentGroups = new Map<number, Map<number, number>>();
-  private current: LogReplay | undefined;
-  private currentGroup = -1;
-  private framePath = "";
-  private frameOffset = -1;
-
-  readonly visit = (record: WalRecord, path: string, offset: number, segment: WalSegment): void => {
-    if (offset !== this.frameOffset || path !== this.framePath) {
-      // A new frame: it must name its group before any record.
-      this.framePath = path;
-      this.frameOffset = offset;
-      this.current = undefined;
-      this.currentGroup = -1;
-    }
-    if (record.tag === RecordTag.Group) {
-      this.currentGroup = record.groupId;
-      this.current = this.groups.get(record.groupId);
-      if (this.current === undefined) {
-        this.current = new LogReplay();
-        this.groups.set(record.groupId, this.current);
-      }
-      return;
-    }
-    const replay = this.current;
-    if (replay === undefined)
-      throw walCorruption(path, offset, "a record before any group record in its frame");
-    try {
-      replay.visit(record, path, offset);
-    } catch (error) {
-      if (DkvError.is(error, "CORRUPT"))
-        throw new DkvError("CORRUPT", `group ${this.currentGroup}: ${error.message}`);
-      throw error;
-    }
-    if (record.tag === RecordTag.Entry) {
-      let groups = this.segmentGroups.get(segment.seq);
-      if (groups === undefined) {
-        groups = new Map();
-        this.segmentGroups.set(segment.seq, groups);
-      }
-      const max = groups.get(this.currentGroup) ?? 0;
-      if (record.entry.index > max) groups.set(this.currentGroup, record.entry.index);
-    }
-  };
-}
-
 /**
  * The process's one Raft log (see the note at the top). `openGroup` hands each group a
  * RaftStorage whose records go here; the log itself owns the segment files, the group
@@ -244,20 +166,14 @@ export class SharedLog {
   private activeStartBytes: number;
   /** Each group's hard state as of the last durable frame: every new segment starts with all of them. */
   private readonly durableHardStates = new Map<number, HardState>();
-  /** Each group's entries at or below this are no longer needed on disk (raised by compact). */
-  private readonly removableThrough = new Map<number, number>();
   private readonly openGroups = new Set<number>();
   /** Groups closed in this process: their recovered state is gone, so they are not opened again. */
   private readonly closedGroups = new Set<number>();
   /** Each open group's live log (what its storage holds in memory), for relocation. */
   private readonly liveLogs = new Map<number, () => Entry[]>();
-  /** Per group: segments with a lower seq hold nothing it needs (its live log was written again later). */
-  private readonly relocatedBefore = new Map<number, number>();
   private relocateSoon = false;
-  /** Groups in the log but not open here that were reported as keeping old segments. */
-  private readonly reportedPinning = new Set<number>();
-  /** The relocation running (relocatePinning), if any; close() waits for it. */
-  private relocation: Promise<void> | undefined;
+  /** Which segments can go, and the relocation of idle groups pinning the oldest one. */
+  private readonly gc: SegmentGc;
   private readonly writeStats: WalWriterStats & { relocations: number } = {
     batches: 0,
     bytesWritten: 0,
@@ -285,11 +201,12 @@ export class SharedLog {
         afterBatch: () => {
           if (!this.relocateSoon) return;
           this.relocateSoon = false;
-          queueMicrotask(() => this.startRelocation());
+          queueMicrotask(() => this.gc.startRelocation());
         },
       },
       gather,
     );
+    this.gc = new SegmentGc(this, segments, segmentGroups, recovered, this.liveLogs, segmentBytesMax, logger);
     this.activeStartBytes = active.sizeBytes;
     for (const [groupId, replay] of recovered) this.durableHardStates.set(groupId, replay.hardState);
   }
@@ -372,7 +289,8 @@ export class SharedLog {
     const writer = new SharedGroupWriter(this, groupId);
     this.openGroups.add(groupId);
     try {
-      const imported = await this.importGroupWal(
+      const imported = await importGroupWal(
+        this,
         groupId,
         groupDir,
         snapshot?.meta ?? null,
@@ -419,59 +337,6 @@ export class SharedLog {
     }
   }
 
-  /**
-   * Migration from the per-group WAL of earlier versions: replays `groupDir/wal/` with the
-   * old rules, writes the surviving log and hard state into this log (durably), then
-   * retires the old directory by an atomic rename before deleting it. A crash before the
-   * rename repeats the import (an entry at i replaces the group's entries from i on, so the
-   * same entries twice give the same log); after it, only the deletion is left to finish.
-   */
-  private async importGroupWal(
-    groupId: number,
-    groupDir: string,
-    snapshot: SnapshotMeta | null,
-    overheadEntries: number,
-    logger: StorageLogger,
-  ): Promise<{ log: EntryLog; hardState: HardState } | null> {
-    const oldDir = join(groupDir, "wal");
-    const retiredDir = join(groupDir, "wal.imported");
-    if (await exists(retiredDir)) {
-      await rm(retiredDir, { recursive: true, force: true });
-      await fsyncDir(groupDir, this.counter);
-    }
-    if (!(await exists(oldDir))) return null;
-    const oldSegments = await listSegments(oldDir);
-    let result: { log: EntryLog; hardState: HardState } | null = null;
-    if (oldSegments.length > 0) {
-      const replay = new LogReplay();
-      await replayWal(oldDir, logger, this.counter, replay.visit);
-      const log = replay.finish(oldDir, snapshot, overheadEntries);
-      const hardState = replay.hardState;
-      let chunkBytes = 0;
-      for (let index = log.firstIndex(); index <= log.lastIndex(); index++) {
-        const entry = log.entryAt(index)!;
-        this.assertWritable();
-        this.frameFor(groupId).addEntry(entry);
-        chunkBytes += entry.data.byteLength + 32;
-        if (chunkBytes >= IMPORT_CHUNK_BYTES) {
-          await this.commit();
-          chunkBytes = 0;
-        }
-      }
-      this.frameFor(groupId).addHardState(hardState);
-      await this.commit();
-      logger.info(
-        `${oldDir}: imported ${log.lastIndex() - log.baseIndex} entries and the hard state of group ${groupId} into the shared log ${this.dir}`,
-      );
-      result = { log, hardState };
-    }
-    await rename(oldDir, retiredDir);
-    await fsyncDir(groupDir, this.counter);
-    await rm(retiredDir, { recursive: true, force: true });
-    await fsyncDir(groupDir, this.counter);
-    return result;
-  }
-
   // ---- the writer (used by SharedGroupWriter) ----
 
   /** Throws if the log can no longer accept records. */
@@ -510,6 +375,22 @@ export class SharedLog {
     return this.segments.length;
   }
 
+  // ---- for SegmentGc ----
+
+  /** The segment being written (never deleted). */
+  get activeSegment(): WalSegment {
+    return this.active;
+  }
+
+  /** Whether the log still takes records: not failed, not closed. */
+  get accepting(): boolean {
+    return this.queue.failure === null && !this.closed;
+  }
+
+  countRelocations(groups: number): void {
+    this.writeStats.relocations += groups;
+  }
+
   get batchStats(): WalWriterStats {
     return this.writeStats;
   }
@@ -528,104 +409,8 @@ export class SharedLog {
   /** Group `groupId` no longer needs its entries up to `index`; deletes the segments nobody needs. */
   async removeThrough(groupId: number, index: number): Promise<number> {
     this.assertWritable();
-    if (index > (this.removableThrough.get(groupId) ?? 0)) this.removableThrough.set(groupId, index);
-    return this.sweep();
-  }
-
-  /** Deletes segments, oldest first, while no group needs them; never the active one. */
-  private async sweep(): Promise<number> {
-    let count = 0;
-    // Bounded by the segment count; the active segment is never deleted.
-    while (count < this.segments.length - 1) {
-      const segment = this.segments[count]!;
-      if (segment === this.active || this.isNeeded(segment)) break;
-      count++;
-    }
-    if (count === 0) return 0;
-    const doomed = this.segments.splice(0, count);
-    for (const segment of doomed) {
-      this.segmentGroups.delete(segment.seq);
-      await rm(segment.path);
-    }
-    await fsyncDir(this.dir, this.counter);
-    return count;
-  }
-
-  private isNeeded(segment: WalSegment): boolean {
-    const groups = this.segmentGroups.get(segment.seq);
-    if (groups === undefined) return false;
-    for (const [groupId, maxEntryIndex] of groups) {
-      if (this.pins(groupId, maxEntryIndex, segment.seq)) return true;
-    }
-    return false;
-  }
-
-  /** Whether group `groupId`, whose highest entry in segment `seq` is `maxEntryIndex`, still needs that segment. */
-  private pins(groupId: number, maxEntryIndex: number, seq: number): boolean {
-    if ((this.relocatedBefore.get(groupId) ?? 0) > seq) return false;
-    return maxEntryIndex > (this.removableThrough.get(groupId) ?? 0);
-  }
-
-  /**
-   * A group that stopped compacting (an idle one: it never reaches the next snapshot)
-   * would pin the oldest segment, and every segment after it, for ever. So once
-   * RELOCATE_SEALED_SEGMENTS_MIN segments are sealed, the open groups pinning the oldest
-   * one have their live log (what their storage holds in memory, small for an idle group)
-   * appended again; replay rebuilds the same log from it (an entry at i replaces the
-   * group's entries from i on), so segments before that write no longer hold anything the
-   * group needs. A group with a large live log is left alone: it is busy and compacts soon.
-   * Groups in the log but not open in this process are never relocated, so they pin (a
-   * warning names them once).
-   */
-  private startRelocation(): void {
-    if (this.relocation !== undefined || this.queue.failure !== null || this.closed) return;
-    if (this.segments.length - 1 < RELOCATE_SEALED_SEGMENTS_MIN) return;
-    this.relocation = this.relocatePinning().finally(() => {
-      this.relocation = undefined;
-    });
-  }
-
-  private async relocatePinning(): Promise<void> {
-    try {
-      const oldest = this.segments[0]!;
-      const seqBefore = this.active.seq;
-      const moved: number[] = [];
-      for (const [groupId, maxEntryIndex] of this.segmentGroups.get(oldest.seq) ?? []) {
-        if (!this.pins(groupId, maxEntryIndex, oldest.seq)) continue;
-        const live = this.liveLogs.get(groupId);
-        if (live === undefined) {
-          this.reportUnopenedPin(groupId, oldest);
-          continue;
-        }
-        const entries = live();
-        let bytes = 0;
-        for (const entry of entries) bytes += entry.data.byteLength + 32;
-        if (bytes > this.segmentBytesMax / RELOCATE_SHARE) continue;
-        if (entries.length > 0) {
-          const frame = this.frameFor(groupId);
-          for (const entry of entries) frame.addEntry(entry);
-        }
-        moved.push(groupId);
-      }
-      if (moved.length === 0) return;
-      await this.durable();
-      for (const groupId of moved) this.relocatedBefore.set(groupId, seqBefore);
-      this.writeStats.relocations += moved.length;
-      await this.sweep();
-    } catch (error) {
-      // A failed write or fsync has poisoned the log and every group reports it; this only
-      // says where it happened.
-      this.logger.warn(`${this.dir}: relocating idle groups' logs failed: ${String(error)}`);
-    }
-  }
-
-  private reportUnopenedPin(groupId: number, segment: WalSegment): void {
-    if (!this.recovered.has(groupId) || this.reportedPinning.has(groupId)) return;
-    this.reportedPinning.add(groupId);
-    this.logger.warn(
-      `${segment.path}: kept (with every later segment) for group ${groupId}, which has entries in this log but is not served here; ` +
-        `serve shard ${groupId} again (--shards) so it compacts, or remove this member's data dir and let it rejoin to drop it`,
-    );
+    this.gc.raiseRemovable(groupId, index);
+    return this.gc.sweep();
   }
 
   /** Resolves once everything queued is durable and no relocation or its segment sweep is running. */
@@ -633,8 +418,8 @@ export class SharedLog {
     // Bounded: a relocation starts only after a roll, and each pass waits for one.
     for (let pass = 0; pass < 8; pass++) {
       await this.durable();
-      if (this.relocation === undefined && !this.queue.flushing) return;
-      await this.relocation;
+      if (this.gc.relocation === undefined && !this.queue.flushing) return;
+      await this.gc.relocation;
       await new Promise<void>((resolve) => queueMicrotask(resolve));
     }
   }
@@ -654,7 +439,7 @@ export class SharedLog {
   async close(): Promise<void> {
     if (this.closed) return;
     // Bounded: a relocation starts only after a roll, and none starts once closed is set.
-    while (this.relocation !== undefined) await this.relocation;
+    while (this.gc.relocation !== undefined) await this.gc.relocation;
     this.closed = true;
     await this.queue.idle();
     await this.handle.close();
@@ -714,96 +499,5 @@ export class SharedLog {
           `write to the shared log in ${this.dir} failed (${String(error)}); restart this member — nothing was acknowledged`,
           { cause: error, outcome: "unknown" },
         );
-  }
-}
-
-/** A new segment: header plus one frame with every group's hard state, fsynced with its directory entry. */
-async function createSegment(
-  dir: string,
-  seq: number,
-  hardStates: ReadonlyMap<number, HardState>,
-  counter: SyncCounter,
-): Promise<{ segment: WalSegment; handle: FileHandle }> {
-  const path = join(dir, sharedSegmentFileName(seq));
-  const handle = await open(path, "wx+");
-  try {
-    const header = encodeSegmentHeader(SHARED_SEGMENT_MAGIC);
-    let bytes = header;
-    if (hardStates.size > 0) {
-      const frame = new FrameBuffer(256 + hardStates.size * 64);
-      for (const [groupId, hardState] of hardStates) {
-        frame.selectGroup(groupId);
-        frame.addHardState(hardState);
-      }
-      const frameBytes = frame.seal(seq, SEGMENT_HEADER_BYTES);
-      bytes = new Uint8Array(header.length + frameBytes.length);
-      bytes.set(header, 0);
-      bytes.set(frameBytes, header.length);
-    }
-    await writeFully(handle, bytes, 0);
-    await syncHandle(handle, path, "all", counter);
-    await fsyncDir(dir, counter);
-    return { segment: { seq, firstIndex: 0, path, sizeBytes: bytes.length, maxEntryIndex: 0 }, handle };
-  } catch (error) {
-    await handle.close();
-    throw error;
-  }
-}
-
-/** One group's view of the shared log: what RaftStorage writes through. */
-class SharedGroupWriter implements GroupLogWriter {
-  private closed = false;
-
-  constructor(
-    private readonly log: SharedLog,
-    private readonly groupId: number,
-  ) {}
-
-  assertWritable(): void {
-    this.log.assertWritable();
-    if (this.closed) {
-      throw new DkvError(
-        "CLOSED",
-        `group ${this.groupId}'s storage is closed — reopen it from the shared log`,
-      );
-    }
-  }
-
-  frame(): FrameBuffer {
-    return this.log.frameFor(this.groupId);
-  }
-
-  get pendingPayloadBytes(): number {
-    return this.log.pendingPayloadBytes;
-  }
-
-  commit(): Promise<void> {
-    return this.log.commit();
-  }
-
-  commitLater(): void {
-    this.log.commitLater();
-  }
-
-  durable(): Promise<void> {
-    return this.log.durable();
-  }
-
-  removeSegmentsThrough(index: number): Promise<number> {
-    return this.log.removeThrough(this.groupId, index);
-  }
-
-  get stats(): WalWriterStats {
-    return this.log.batchStats;
-  }
-
-  get segmentCount(): number {
-    return this.log.segmentCount;
-  }
-
-  async close(): Promise<void> {
-    if (this.closed) return;
-    this.closed = true;
-    await this.log.closeGroup(this.groupId);
   }
 }

@@ -1,15 +1,20 @@
-import type { Identity, TokenAuthority } from "../../auth/index.ts";
+/**
+ * RequestDispatcher: the request path from a decoded frame to a store or lock manager
+ * call. The fast paths (set from the frame's bytes; an op a LocalStore answers at once),
+ * then the general path: permission, validation, dedup or the shard's own origin, the
+ * call under its deadline. Beside it: dispatcher-types.ts (its seams and options),
+ * request-checks.ts (shard/op/number/serializer checks), server-call.ts (one call in
+ * flight), admin-ops.ts (clusterStatus, membership), op-table.ts (per-op handlers).
+ */
+
 import { DkvError } from "../../errors.ts";
-import type { ILockManager } from "../../lockmgr/types.ts";
-import type { StageTrace } from "../../raft/host/types.ts";
 import { LocalStore } from "../../store/local.ts";
-import type { RequestOrigin, WriteReceiver } from "../../store/replicated/command.ts";
-import type { IStore, ValueInput } from "../../store/types.ts";
-import { type DeadlineEntry, DeadlineQueue } from "../deadline-queue.ts";
+import type { RequestOrigin } from "../../store/replicated/command.ts";
+import type { IStore } from "../../store/types.ts";
+import { DeadlineQueue } from "../deadline-queue.ts";
 import type { ClusterStatusReport } from "../protocol/cluster-status.ts";
 import type { FrameHeader } from "../protocol/frame.ts";
 import {
-  type AdminResponses,
   adminOpCodes,
   type Message,
   type OpName,
@@ -18,115 +23,31 @@ import {
   type Requests,
   type Responses,
   requestSchemas,
-  type SerializerName,
   serializerIds,
   type WireOpName,
-  wireRequestSchemas,
 } from "../protocol/types.ts";
-import type { Serializer } from "../serializer/types.ts";
-import { DedupCache, type DedupGeneration, type DedupLimits, dedupKey, EMPTY_REPLY } from "./dedup-cache.ts";
+import { answerClusterStatus, answerMembership, clusterStatusOf } from "./admin-ops.ts";
+import { DedupCache, type DedupGeneration, dedupKey } from "./dedup-cache.ts";
+import type { DispatcherOptions, ReplyTarget, ShardHandler } from "./dispatcher-types.ts";
 import { fillOrigin, originOf } from "./lock-owner.ts";
 import { type OpEntry, opTable } from "./op-table.ts";
+import { checkShardOp, serializerMismatch, servesOp, validateNumbers } from "./request-checks.ts";
+import { ServerCall, toDkvError } from "./server-call.ts";
 
+export {
+  type DispatcherOptions,
+  type OriginWrites,
+  type ReplyTarget,
+  type RequestObserver,
+  type RpcLogger,
+  type ShardHandler,
+  silentLogger,
+} from "./dispatcher-types.ts";
 export { attemptOriginOf, lockOwnerIdOf, originOf } from "./lock-owner.ts";
-
-/**
- * What serves one shard. `forOrigin` is set by shards that deduplicate writes themselves
- * (dstore: in the replicated state machine, so a retry sent to another member still
- * applies once): the dispatcher then skips its per-server cache and serves each write
- * through `forOrigin(the frame's client id + request id)`. On a lock shard that does, an
- * acquire is given the owner id `lockOwnerIdOf(origin)`, and the handler's lock manager must
- * claim each attempt under `attemptOriginOf(origin, attempt)` (LockManager's
- * `storeForAttempt`), so a retry through any member reports the first try's owner and token.
- */
-export type ShardHandler =
-  | {
-      kind: "store";
-      store: IStore;
-      forOrigin?: (origin: RequestOrigin) => ShardHandler;
-      /** The same store's writes under a given origin (a DStore): set/delete need no view per request. */
-      originWrites?: OriginWrites;
-    }
-  | {
-      kind: "lock";
-      locks: ILockManager;
-      store: IStore;
-      forOrigin?: (origin: RequestOrigin) => ShardHandler;
-    };
-
-/**
- * Writes that take the request's origin themselves, with no promise (DStore's set and
- * delete). They read `origin` during the call only: the dispatcher reuses it.
- */
-export interface OriginWrites {
-  setTo(key: string, value: ValueInput, origin: RequestOrigin, receiver: WriteReceiver): void;
-  deleteTo(key: string, origin: RequestOrigin, receiver: WriteReceiver): void;
-  /**
-   * A set whose key and value are bytes of the request body (DStore): `takesSetBytes` says
-   * whether `setBytesTo` takes it as it is (else the dispatcher decodes the request and
-   * calls setTo); `src` is read during the call only.
-   */
-  takesSetBytes?(src: Uint8Array, keyStart: number, keyBytes: number, valueBytes: number): boolean;
-  setBytesTo?(
-    src: Uint8Array,
-    keyStart: number,
-    keyBytes: number,
-    valueStart: number,
-    valueBytes: number,
-    origin: RequestOrigin,
-    receiver: WriteReceiver,
-  ): void;
-}
-
-export interface RpcLogger {
-  info(message: string): void;
-  warn(message: string): void;
-  debug(message: string): void;
-}
-
-export const silentLogger: RpcLogger = { info() {}, warn() {}, debug() {} };
+export { toDkvError } from "./server-call.ts";
 
 /** The body of a request without fields (clusterStatus), as the permission check sees it. */
 const empty: Message = {};
-
-/** Where a connection (or an HTTP exchange) receives the outcome of one request. */
-export interface ReplyTarget {
-  /** Who sent the request, as the listener authenticated it (with --auth-file). */
-  readonly identity?: Identity | undefined;
-  deliver(header: FrameHeader, response: Message | undefined, error: DkvError | undefined): void;
-}
-
-/** Metrics hooks: called once per dispatched request, when its reply (or timeout) is sent. */
-export interface RequestObserver {
-  /** `startMs` is the performance.now() at which the dispatcher took the request; `trace` what `started` gave. */
-  replied(
-    header: FrameHeader,
-    error: DkvError | undefined,
-    startMs: number,
-    trace: StageTrace | undefined,
-  ): void;
-  /** Tracing (slow-request log): a trace the host stamps while the request is handed to it synchronously. */
-  started?(header: FrameHeader): StageTrace | undefined;
-  /** The synchronous hand-off to the store is over (see `started`). */
-  handedOff?(): void;
-}
-
-export interface DispatcherOptions {
-  shards: Map<number, ShardHandler>;
-  serializer: Serializer;
-  requestTimeoutMs: number;
-  dedup: DedupLimits;
-  logger: RpcLogger;
-  /** Answers the clusterStatus op; absent: every shard is reported local. */
-  clusterStatus?: () => ClusterStatusReport;
-  /** Shard id → type name ("lstore", "dstore", ...) for clusterStatus; "local" when absent. */
-  shardTypes?: ReadonlyMap<number, string>;
-  /** With --auth-file: every request is authorized here before it is dispatched. */
-  authority?: TokenAuthority;
-  observer?: RequestObserver;
-  /** Answers the membership op (JSON in, JSON out); absent: refused (no replicated shards). */
-  membership?: (requestJson: string) => Promise<string>;
-}
 
 /**
  * Turns decoded requests into IStore / ILockManager calls. Checks shard, op and
@@ -164,12 +85,12 @@ export class RequestDispatcher {
   dispatchFrame(header: FrameHeader, body: Uint8Array, target: ReplyTarget): void {
     if (header.op === adminOpCodes.clusterStatus) {
       if (this.denied(header, "clusterStatus", empty, target)) return;
-      this.dispatchClusterStatus(header, target);
+      answerClusterStatus(this.options, header, target);
       return;
     }
     if (header.op === adminOpCodes.membership) {
       if (this.denied(header, "membership", empty, target)) return;
-      this.dispatchMembership(header, body, target);
+      answerMembership(this.options, header, body, target);
       return;
     }
     // The common case without an object per request; check() says what is wrong otherwise.
@@ -237,51 +158,7 @@ export class RequestDispatcher {
 
   /** The clusterStatus report of this server (also what GET /v1/cluster/status shows). */
   clusterStatus(): ClusterStatusReport {
-    if (this.options.clusterStatus !== undefined) return this.options.clusterStatus();
-    const types = this.options.shardTypes;
-    return {
-      replicaId: "",
-      shards: [...this.options.shards.keys()].map((shard) => ({
-        shard,
-        type: types?.get(shard) ?? "local",
-        replicated: false,
-      })),
-    };
-  }
-
-  private dispatchClusterStatus(header: FrameHeader, target: ReplyTarget): void {
-    let response: AdminResponses["clusterStatus"];
-    try {
-      response = { json: JSON.stringify(this.clusterStatus()) };
-    } catch (error) {
-      target.deliver(header, undefined, toDkvError(error, false));
-      return;
-    }
-    target.deliver(header, response, undefined);
-  }
-
-  private dispatchMembership(header: FrameHeader, body: Uint8Array, target: ReplyTarget): void {
-    const handle = this.options.membership;
-    if (handle === undefined) {
-      const error = new DkvError(
-        "UNKNOWN_OPERATION",
-        "this server has no replicated shards, so no cluster membership; ask a member that serves dstore shards",
-      );
-      target.deliver(header, undefined, error);
-      return;
-    }
-    let request: string;
-    try {
-      if (header.serializer !== this.options.serializer.id) throw this.mismatch(header.serializer);
-      request = this.options.serializer.read(wireRequestSchemas.membership, body).json as string;
-    } catch (error) {
-      target.deliver(header, undefined, toDkvError(error, false));
-      return;
-    }
-    handle(request).then(
-      (json) => target.deliver(header, { json }, undefined),
-      (error: unknown) => target.deliver(header, undefined, toDkvError(error, false)),
-    );
+    return clusterStatusOf(this.options);
   }
 
   /** Resolves shard and op of a header, or the error to send back. */
@@ -297,30 +174,7 @@ export class RequestDispatcher {
   }
 
   checkNamed(shard: number, op: OpName): { op: OpName; handler: ShardHandler } | DkvError {
-    const handler = this.options.shards.get(shard);
-    if (handler === undefined) {
-      const served = [...this.options.shards.keys()].join(", ") || "none";
-      return new DkvError(
-        "UNKNOWN_SHARD",
-        `shard ${shard} is not served here (served shards: ${served}); check --shard`,
-      );
-    }
-    const served = opTable[op].shards;
-    if (served === "lock" && handler.kind !== "lock") {
-      return new DkvError(
-        "UNKNOWN_OPERATION",
-        `shard ${shard} is a store shard; "${op}" needs a lockmgr shard (e.g. --shards "200=lockmgr(lstore)")`,
-      );
-    }
-    // A lock shard's keys are only reachable through the lock operations: a plain delete or
-    // set would release or forge a lock without the owner check (the Go dKV's defect).
-    if (handler.kind === "lock" && served === "store") {
-      return new DkvError(
-        "UNKNOWN_OPERATION",
-        `shard ${shard} is a lock shard; use lock acquire|refresh|release there ("${op}" would bypass the owner check)`,
-      );
-    }
-    return { op, handler };
+    return checkShardOp(this.options.shards, shard, op);
   }
 
   /**
@@ -494,80 +348,7 @@ export class RequestDispatcher {
   }
 
   mismatch(serializerId: number): DkvError {
-    const ours = this.options.serializer.name;
-    const theirs =
-      (Object.keys(serializerIds) as SerializerName[]).find((n) => serializerIds[n] === serializerId) ??
-      `unknown serializer ${serializerId}`;
-    return new DkvError(
-      "SERIALIZER_MISMATCH",
-      `the server speaks ${ours} but the request is encoded with ${theirs}; use --serializer ${ours}`,
-    );
-  }
-}
-
-/** One request being applied; `done` makes the reply (or the server-side timeout) happen once. */
-class ServerCall implements DeadlineEntry, WriteReceiver {
-  private done = false;
-  private timer: ReturnType<typeof setTimeout> | undefined;
-  readonly startMs = performance.now();
-  trace: StageTrace | undefined;
-  // DeadlineEntry: the dispatcher's deadline queue links calls through these.
-  expiresAtMs = 0;
-  olderEntry: DeadlineEntry | undefined;
-  newerEntry: DeadlineEntry | undefined;
-  queued = false;
-
-  constructor(
-    private readonly header: FrameHeader,
-    private readonly target: ReplyTarget,
-    private readonly dedup: DedupGeneration | undefined,
-    private readonly dedupAt: number,
-    private readonly isWrite: boolean,
-    private readonly dispatcher: RequestDispatcher,
-    private readonly observer?: RequestObserver,
-  ) {}
-
-  /** A timer of its own (a call whose timeout differs from the queue's). */
-  armTimeout(ms: number): void {
-    this.timer = setTimeout(() => this.timedOut(ms), ms);
-  }
-
-  /** The deadline queue's timeout (`ms`) passed. */
-  expire(ms: number): void {
-    this.timedOut(ms);
-  }
-
-  private timedOut(ms: number): void {
-    if (this.done) return;
-    this.done = true;
-    const error = new DkvError(
-      "TIMEOUT",
-      `the server did not finish the request within ${ms} ms; it may still apply`,
-      { outcome: this.isWrite ? "unknown" : "not-applied" },
-    );
-    this.observer?.replied(this.header, error, this.startMs, this.trace);
-    this.target.deliver(this.header, undefined, error);
-  }
-
-  onResponse(response: Message): void {
-    this.finish(response, undefined);
-  }
-  onError(error: unknown): void {
-    this.finish(undefined, toDkvError(error, this.isWrite));
-  }
-  /** A replicated write (OriginWrites) is over: its reply is empty. */
-  writeDone(error: DkvError | undefined): void {
-    this.finish(error === undefined ? EMPTY_REPLY : undefined, error);
-  }
-
-  private finish(response: Message | undefined, error: DkvError | undefined): void {
-    if (this.timer !== undefined) clearTimeout(this.timer);
-    this.dedup?.complete(this.dedupAt, response, error);
-    this.dispatcher.finished(this);
-    if (this.done) return;
-    this.done = true;
-    this.observer?.replied(this.header, error, this.startMs, this.trace);
-    this.target.deliver(this.header, response, error);
+    return serializerMismatch(this.options.serializer.name, serializerId);
   }
 }
 
@@ -576,36 +357,4 @@ const setOpCode = opCodes.set;
 /** Little-endian u32 at `at` (the caller checked the bounds). */
 function readU32(bytes: Uint8Array, at: number): number {
   return (bytes[at]! | (bytes[at + 1]! << 8) | (bytes[at + 2]! << 16) | (bytes[at + 3]! << 24)) >>> 0;
-}
-
-/** Whether a shard of `handler`'s kind serves `op` (checkNamed's rule, without its errors). */
-function servesOp(handler: ShardHandler, op: OpName): boolean {
-  const served = opTable[op].shards;
-  return handler.kind === "lock" ? served !== "store" : served !== "lock";
-}
-
-export function toDkvError(error: unknown, mayHaveApplied: boolean): DkvError {
-  if (error instanceof DkvError) return error;
-  const detail = error instanceof Error ? error.message : String(error);
-  return new DkvError("INTERNAL", `internal server error: ${detail}; see the server log`, {
-    outcome: mayHaveApplied ? "unknown" : "not-applied",
-    cause: error,
-  });
-}
-
-const maxDurationMs = 2 ** 52;
-
-/** Every number field of a request is a non-negative duration or count (schema "num"). */
-function validateNumbers(op: OpName, message: Message): DkvError | undefined {
-  for (const spec of requestSchemas[op]) {
-    if (spec.type !== "num") continue;
-    const value = message[spec.name] as number;
-    if (!Number.isFinite(value) || value < 0 || value > maxDurationMs) {
-      return new DkvError(
-        "BAD_REQUEST",
-        `"${spec.name}" must be a non-negative number of milliseconds (got ${String(value)})`,
-      );
-    }
-  }
-  return undefined;
 }

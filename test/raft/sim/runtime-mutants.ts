@@ -66,7 +66,7 @@ export const runtimeMutants: RuntimeMutant[] = [
   },
   {
     name: "the leader proposes forwarded commands without validating them",
-    file: "raft/host/raft-host.ts",
+    file: "raft/host/proposal-forwarding.ts",
     find: "const invalid = group.options.validateProposal?.(command) ?? null;",
     replace: "const invalid = null;",
     swarm: { invalidRate: 0.05 },
@@ -75,7 +75,7 @@ export const runtimeMutants: RuntimeMutant[] = [
   },
   {
     name: "forward ids restart at 1 in every incarnation (a late reply settles a new forward)",
-    file: "raft/host/raft-host.ts",
+    file: "raft/host/proposal-forwarding.ts",
     find: "this.nextForwardId = Math.floor((config.random ?? Math.random)() * FORWARD_ID_MODULUS);",
     replace: "this.nextForwardId = 1;",
     swarm: { ...churnSwarm, crashRate: 0.01, restartRate: 0.3 },

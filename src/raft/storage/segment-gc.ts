@@ -1,0 +1,147 @@
+/**
+ * Segment GC of the shared log (the rule: shared-log.ts, "Segment GC"): which sealed
+ * segments no group needs any more (each group's "removable through" index against its
+ * highest entry index per segment), their deletion oldest first, and the relocation of
+ * idle groups that would otherwise pin the oldest segment for ever.
+ */
+
+import { rm } from "node:fs/promises";
+import type { Entry } from "../core/types.ts";
+import { fsyncDir } from "./fs-util.ts";
+import type { LogReplay } from "./recovery.ts";
+import type { SharedLog } from "./shared-log.ts";
+import type { StorageLogger } from "./snapshot-store.ts";
+import type { WalSegment } from "./wal.ts";
+
+/** Sealed segments kept before the groups pinning the oldest one are relocated. */
+const RELOCATE_SEALED_SEGMENTS_MIN = 2;
+/** A group is relocated only if its live log is at most segmentBytesMax / this (a busy group compacts soon anyway). */
+const RELOCATE_SHARE = 16;
+
+/** Decides which of the log's segments can go, deletes them, and relocates idle groups. */
+export class SegmentGc {
+  /** Each group's entries at or below this are no longer needed on disk (raised by compact). */
+  private readonly removableThrough = new Map<number, number>();
+  /** Per group: segments with a lower seq hold nothing it needs (its live log was written again later). */
+  private readonly relocatedBefore = new Map<number, number>();
+  /** Groups in the log but not open here that were reported as keeping old segments. */
+  private readonly reportedPinning = new Set<number>();
+  /** The relocation running (relocatePinning), if any; the log's close() waits for it. */
+  relocation: Promise<void> | undefined;
+
+  constructor(
+    private readonly log: SharedLog,
+    /** The log's segments, oldest first (the same array the log appends to on a roll). */
+    private readonly segments: WalSegment[],
+    /** Per segment seq: each group's highest entry index in it (the same map the log's writer updates). */
+    private readonly segmentGroups: Map<number, Map<number, number>>,
+    /** Replayed groups not opened yet (the log's map). */
+    private readonly recovered: ReadonlyMap<number, LogReplay>,
+    /** Each open group's live log (the log's map). */
+    private readonly liveLogs: ReadonlyMap<number, () => Entry[]>,
+    private readonly segmentBytesMax: number,
+    private readonly logger: StorageLogger,
+  ) {}
+
+  /** Group `groupId` no longer needs its entries up to `index`. */
+  raiseRemovable(groupId: number, index: number): void {
+    if (index > (this.removableThrough.get(groupId) ?? 0)) this.removableThrough.set(groupId, index);
+  }
+
+  /** Deletes segments, oldest first, while no group needs them; never the active one. */
+  async sweep(): Promise<number> {
+    let count = 0;
+    const active = this.log.activeSegment;
+    // Bounded by the segment count; the active segment is never deleted.
+    while (count < this.segments.length - 1) {
+      const segment = this.segments[count]!;
+      if (segment === active || this.isNeeded(segment)) break;
+      count++;
+    }
+    if (count === 0) return 0;
+    const doomed = this.segments.splice(0, count);
+    for (const segment of doomed) {
+      this.segmentGroups.delete(segment.seq);
+      await rm(segment.path);
+    }
+    await fsyncDir(this.log.dir, this.log.counter);
+    return count;
+  }
+
+  private isNeeded(segment: WalSegment): boolean {
+    const groups = this.segmentGroups.get(segment.seq);
+    if (groups === undefined) return false;
+    for (const [groupId, maxEntryIndex] of groups) {
+      if (this.pins(groupId, maxEntryIndex, segment.seq)) return true;
+    }
+    return false;
+  }
+
+  /** Whether group `groupId`, whose highest entry in segment `seq` is `maxEntryIndex`, still needs that segment. */
+  private pins(groupId: number, maxEntryIndex: number, seq: number): boolean {
+    if ((this.relocatedBefore.get(groupId) ?? 0) > seq) return false;
+    return maxEntryIndex > (this.removableThrough.get(groupId) ?? 0);
+  }
+
+  /**
+   * A group that stopped compacting (an idle one: it never reaches the next snapshot)
+   * would pin the oldest segment, and every segment after it, for ever. So once
+   * RELOCATE_SEALED_SEGMENTS_MIN segments are sealed, the open groups pinning the oldest
+   * one have their live log (what their storage holds in memory, small for an idle group)
+   * appended again; replay rebuilds the same log from it (an entry at i replaces the
+   * group's entries from i on), so segments before that write no longer hold anything the
+   * group needs. A group with a large live log is left alone: it is busy and compacts soon.
+   * Groups in the log but not open in this process are never relocated, so they pin (a
+   * warning names them once).
+   */
+  startRelocation(): void {
+    if (this.relocation !== undefined || !this.log.accepting) return;
+    if (this.segments.length - 1 < RELOCATE_SEALED_SEGMENTS_MIN) return;
+    this.relocation = this.relocatePinning().finally(() => {
+      this.relocation = undefined;
+    });
+  }
+
+  private async relocatePinning(): Promise<void> {
+    try {
+      const oldest = this.segments[0]!;
+      const seqBefore = this.log.activeSegment.seq;
+      const moved: number[] = [];
+      for (const [groupId, maxEntryIndex] of this.segmentGroups.get(oldest.seq) ?? []) {
+        if (!this.pins(groupId, maxEntryIndex, oldest.seq)) continue;
+        const live = this.liveLogs.get(groupId);
+        if (live === undefined) {
+          this.reportUnopenedPin(groupId, oldest);
+          continue;
+        }
+        const entries = live();
+        let bytes = 0;
+        for (const entry of entries) bytes += entry.data.byteLength + 32;
+        if (bytes > this.segmentBytesMax / RELOCATE_SHARE) continue;
+        if (entries.length > 0) {
+          const frame = this.log.frameFor(groupId);
+          for (const entry of entries) frame.addEntry(entry);
+        }
+        moved.push(groupId);
+      }
+      if (moved.length === 0) return;
+      await this.log.durable();
+      for (const groupId of moved) this.relocatedBefore.set(groupId, seqBefore);
+      this.log.countRelocations(moved.length);
+      await this.sweep();
+    } catch (error) {
+      // A failed write or fsync has poisoned the log and every group reports it; this only
+      // says where it happened.
+      this.logger.warn(`${this.log.dir}: relocating idle groups' logs failed: ${String(error)}`);
+    }
+  }
+
+  private reportUnopenedPin(groupId: number, segment: WalSegment): void {
+    if (!this.recovered.has(groupId) || this.reportedPinning.has(groupId)) return;
+    this.reportedPinning.add(groupId);
+    this.logger.warn(
+      `${segment.path}: kept (with every later segment) for group ${groupId}, which has entries in this log but is not served here; ` +
+        `serve shard ${groupId} again (--shards) so it compacts, or remove this member's data dir and let it rejoin to drop it`,
+    );
+  }
+}
