@@ -15,6 +15,7 @@ import {
   RELEASE_INTERVAL_COST_FACTOR,
   REQUEST_OVERHEAD_BYTES,
 } from "../../src/server/memory-release.ts";
+import { FakeTimers } from "../support/fake-timers.ts";
 
 const BODY_BYTES = 128;
 /** About LOAD_EDEN_BYTES a turn. */
@@ -22,13 +23,20 @@ const REQUESTS_PER_TURN = 3000;
 
 /** Injected time and timers, and collections that take a chosen time. */
 function fakeRuntime() {
-  const timers: { run: () => void; atMs: number }[] = [];
+  const clock = new FakeTimers();
   const fake = {
-    nowMs: 0,
+    get nowMs() {
+      return clock.nowMs;
+    },
+    set nowMs(ms: number) {
+      clock.nowMs = ms;
+    },
     costMs: 0,
     fullMs: 0,
     fulls: 0,
-    maxPending: 0,
+    get maxPending() {
+      return clock.maxPending;
+    },
     collect: () => {
       fake.nowMs += fake.costMs;
     },
@@ -41,28 +49,9 @@ function fakeRuntime() {
       fake.nowMs += fake.costMs;
     },
     heapBytes: () => 0,
-    later: (run: () => void, ms: number) => {
-      const timer = { run, atMs: fake.nowMs + ms };
-      timers.push(timer);
-      fake.maxPending = Math.max(fake.maxPending, timers.length);
-      return () => {
-        const at = timers.indexOf(timer);
-        if (at >= 0) timers.splice(at, 1);
-      };
-    },
-    monotonicMs: () => fake.nowMs,
-    advance: (ms: number) => {
-      const endMs = fake.nowMs + ms;
-      // Bounded: one due timer a turn.
-      for (let turn = 0; turn < 10_000; turn++) {
-        const due = timers.filter((t) => t.atMs <= endMs).sort((a, b) => a.atMs - b.atMs)[0];
-        if (due === undefined) break;
-        timers.splice(timers.indexOf(due), 1);
-        fake.nowMs = Math.max(fake.nowMs, due.atMs);
-        due.run();
-      }
-      fake.nowMs = Math.max(fake.nowMs, endMs);
-    },
+    later: clock.later,
+    monotonicMs: clock.monotonicMs,
+    advance: (ms: number) => clock.advance(ms),
   };
   return fake satisfies MemoryReleaseOptions;
 }

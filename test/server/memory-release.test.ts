@@ -15,6 +15,7 @@ import {
   RELEASE_INTERVAL_MIN_MS,
   REQUEST_OVERHEAD_BYTES,
 } from "../../src/server/memory-release.ts";
+import { FakeTimers } from "../support/fake-timers.ts";
 
 /** Injected time and timers: nothing here waits for real time. */
 function fakeRelease(): MemoryReleaseOptions & {
@@ -25,13 +26,18 @@ function fakeRelease(): MemoryReleaseOptions & {
   advance(ms: number): void;
   readonly pending: number;
 } {
-  const timers: { run: () => void; atMs: number }[] = [];
+  const clock = new FakeTimers();
   const fake = {
-    nowMs: 0,
+    get nowMs() {
+      return clock.nowMs;
+    },
+    set nowMs(ms: number) {
+      clock.nowMs = ms;
+    },
     collectMs: 0,
     collections: [] as string[],
     get pending() {
-      return timers.length;
+      return clock.pending;
     },
     collect: () => {
       fake.nowMs += fake.collectMs;
@@ -39,27 +45,9 @@ function fakeRelease(): MemoryReleaseOptions & {
     onCollected: (reason: string) => {
       fake.collections.push(reason);
     },
-    later: (run: () => void, ms: number) => {
-      const timer = { run, atMs: fake.nowMs + ms };
-      timers.push(timer);
-      return () => {
-        const at = timers.indexOf(timer);
-        if (at >= 0) timers.splice(at, 1);
-      };
-    },
-    monotonicMs: () => fake.nowMs,
-    advance: (ms: number) => {
-      const endMs = fake.nowMs + ms;
-      // Bounded: each turn runs one due timer; a test sets a few hundred at most.
-      for (let turn = 0; turn < 10_000; turn++) {
-        const due = timers.filter((t) => t.atMs <= endMs).sort((a, b) => a.atMs - b.atMs)[0];
-        if (due === undefined) break;
-        timers.splice(timers.indexOf(due), 1);
-        fake.nowMs = Math.max(fake.nowMs, due.atMs);
-        due.run();
-      }
-      fake.nowMs = Math.max(fake.nowMs, endMs);
-    },
+    later: clock.later,
+    monotonicMs: clock.monotonicMs,
+    advance: (ms: number) => clock.advance(ms),
   };
   return fake;
 }
