@@ -5,6 +5,7 @@ import { compareKeys } from "../../src/db/maple/key-order.ts";
 import { OrderedKeys } from "../../src/db/maple/ordered-keys.ts";
 import { ManualScheduler } from "../support/manual-scheduler.ts";
 import { seededRandom } from "../support/seeded-random.ts";
+import { expected, lowerBound, scanned } from "../support/sorted-keys.ts";
 import { bytes, saveBytes, T0 } from "./helpers.ts";
 
 /**
@@ -32,32 +33,6 @@ function keyOf(next: () => number): string {
   if (shape < 0.8) return `/registry/pods/ns${n % 7}${tail}`;
   if (shape < 0.9) return `\ue000${n}${tail}`;
   return `😀/${n % 50}${tail}`;
-}
-
-function lowerBound(sorted: readonly string[], key: string): number {
-  let low = 0;
-  let high = sorted.length;
-  while (low < high) {
-    const mid = (low + high) >> 1;
-    if (compareKeys(sorted[mid]!, key) < 0) low = mid + 1;
-    else high = mid;
-  }
-  return low;
-}
-
-function scanned(index: OrderedKeys, from: string, exclusive: boolean, max: number): string[] {
-  const out: string[] = [];
-  index.scan(from, exclusive, (key) => {
-    out.push(key);
-    return out.length < max;
-  });
-  return out;
-}
-
-function expected(sorted: readonly string[], from: string, exclusive: boolean, max: number): string[] {
-  let at = lowerBound(sorted, from);
-  if (exclusive && sorted[at] === from) at++;
-  return sorted.slice(at, at + max);
 }
 
 describe("pending keys merged by their noted codes", () => {

@@ -3,6 +3,7 @@ import { BLOCK_KEYS_MAX, BLOCK_PENDING_MAX } from "../../src/db/maple/coded-run.
 import { compareKeys } from "../../src/db/maple/key-order.ts";
 import { OrderedKeys } from "../../src/db/maple/ordered-keys.ts";
 import { seededRandom } from "../support/seeded-random.ts";
+import { expected, lowerBound, scanned } from "../support/sorted-keys.ts";
 
 /**
  * The ordered index against a plain sorted array, over keys chosen to stress its coded
@@ -37,35 +38,6 @@ function randomKey(next: () => number): string {
 }
 
 /** Byte order as the contract defines it (lone surrogates: by code unit, like compareKeys). */
-function utf8Order(a: string, b: string): number {
-  return compareKeys(a, b);
-}
-
-function lowerBound(sorted: readonly string[], key: string): number {
-  let low = 0;
-  let high = sorted.length;
-  while (low < high) {
-    const mid = (low + high) >> 1;
-    if (utf8Order(sorted[mid]!, key) < 0) low = mid + 1;
-    else high = mid;
-  }
-  return low;
-}
-
-function scanned(index: OrderedKeys, from: string, exclusive: boolean, max: number): string[] {
-  const out: string[] = [];
-  index.scan(from, exclusive, (key) => {
-    out.push(key);
-    return out.length < max;
-  });
-  return out;
-}
-
-function expected(sorted: readonly string[], from: string, exclusive: boolean, max: number): string[] {
-  let at = lowerBound(sorted, from);
-  if (exclusive && sorted[at] === from) at++;
-  return sorted.slice(at, at + max);
-}
 
 describe("OrderedKeys", () => {
   test("compareKeys is UTF-8 byte order for well-formed keys", () => {
