@@ -1,7 +1,10 @@
-/** Fixtures shared by the host's pass tests (ready-pass and review21-host-batches). */
+/** Fixtures shared by the host's one-member tests (ready-pass, review21-host-batches, runtime). */
+import { ManualClock } from "../../../src/clock.ts";
 import type { Entry } from "../../../src/raft/core/types.ts";
 import type { HostScheduler } from "../../../src/raft/host/runtime.ts";
-import type { StateMachine } from "../../../src/raft/host/types.ts";
+import type { RaftHostConfig, StateMachine } from "../../../src/raft/host/types.ts";
+import type { SimDisk } from "../sim/host/disk.ts";
+import { MemoryNetwork } from "./memory-transport.ts";
 
 export const utf8 = new TextEncoder();
 
@@ -36,4 +39,30 @@ export class IdleScheduler implements HostScheduler {
 /** Lets pending promise continuations (the host's passes) run. */
 export function settle(): Promise<void> {
   return new Promise((resolve) => setImmediate(resolve));
+}
+
+/**
+ * The config of a one-member host ("solo") on `disk`: 10 ms ticks, no snapshots, a manual
+ * clock and an in-memory transport; `scheduler` and `onFatal` are the test's.
+ */
+export function soloHostConfig(
+  disk: SimDisk,
+  scheduler: HostScheduler,
+  onFatal: (error: Error) => void,
+): RaftHostConfig {
+  return {
+    self: "solo",
+    members: new Map([["solo", "mem:solo"]]),
+    dataDir: "(simulated)",
+    tickMs: 10,
+    electionTicks: 10,
+    heartbeatTicks: 2,
+    snapshotEntries: 0,
+    compactionOverheadEntries: 0,
+    clock: new ManualClock(),
+    transport: new MemoryNetwork().transport("solo"),
+    scheduler,
+    openStorage: async (groupId, initialConf) => disk.open(groupId, initialConf),
+    onFatal,
+  };
 }

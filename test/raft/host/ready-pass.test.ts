@@ -5,12 +5,10 @@
  * fsync, and what one batch made durable is finished in one stretch (one hold, one release).
  */
 import { describe, expect, test } from "bun:test";
-import { ManualClock } from "../../../src/clock.ts";
 import { RaftHost } from "../../../src/raft/host/raft-host.ts";
 import { type ReadyParticipant, ReadyPasses, type ReadyStart } from "../../../src/raft/host/ready-pass.ts";
 import { SimDisk } from "../sim/host/disk.ts";
-import { MemoryNetwork } from "./memory-transport.ts";
-import { CountingMachine, IdleScheduler, settle, utf8 } from "./pass-fixtures.ts";
+import { CountingMachine, IdleScheduler, settle, soloHostConfig, utf8 } from "./pass-fixtures.ts";
 
 /**
  * The group ids of the frames with log entries written and not yet fsynced. Frames of a
@@ -26,23 +24,11 @@ function unsyncedGroups(disk: SimDisk): number[] {
 /** A one-member host with `groupCount` groups on one simulated disk that fsyncs when told to. */
 async function soloHost(groupCount: number): Promise<{ host: RaftHost; disk: SimDisk }> {
   const disk = new SimDisk("solo");
-  const host = new RaftHost({
-    self: "solo",
-    members: new Map([["solo", "mem:solo"]]),
-    dataDir: "(simulated)",
-    tickMs: 10,
-    electionTicks: 10,
-    heartbeatTicks: 2,
-    snapshotEntries: 0,
-    compactionOverheadEntries: 0,
-    clock: new ManualClock(),
-    transport: new MemoryNetwork().transport("solo"),
-    scheduler: new IdleScheduler(),
-    openStorage: async (groupId, initialConf) => disk.open(groupId, initialConf),
-    onFatal: (error) => {
+  const host = new RaftHost(
+    soloHostConfig(disk, new IdleScheduler(), (error) => {
       throw error;
-    },
-  });
+    }),
+  );
   await host.start();
   for (let groupId = 1; groupId <= groupCount; groupId++) await host.addGroup(groupId, new CountingMachine());
   // Each group elects itself; terms and votes reach the disk before they lead. Bounded.

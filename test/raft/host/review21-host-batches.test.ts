@@ -5,12 +5,10 @@
  * the failure (the process ends), every proposal settle exactly once, and close finish.
  */
 import { describe, expect, test } from "bun:test";
-import { ManualClock } from "../../../src/clock.ts";
 import { RaftHost } from "../../../src/raft/host/raft-host.ts";
 import { HostFatalError } from "../../../src/raft/host/runtime.ts";
 import { SimDisk } from "../sim/host/disk.ts";
-import { MemoryNetwork } from "./memory-transport.ts";
-import { CountingMachine, IdleScheduler, settle, utf8 } from "./pass-fixtures.ts";
+import { CountingMachine, IdleScheduler, settle, soloHostConfig, utf8 } from "./pass-fixtures.ts";
 
 function unsyncedGroups(disk: SimDisk): number[] {
   return disk.unsynced.filter((f) => f.kind === "snapshot" || f.entries.length > 0).map((f) => f.groupId);
@@ -21,24 +19,12 @@ async function soloHost(
 ): Promise<{ host: RaftHost; disk: SimDisk; fatals: HostFatalError[]; machines: CountingMachine[] }> {
   const disk = new SimDisk("solo");
   const fatals: HostFatalError[] = [];
-  const host = new RaftHost({
-    self: "solo",
-    members: new Map([["solo", "mem:solo"]]),
-    dataDir: "(simulated)",
-    tickMs: 10,
-    electionTicks: 10,
-    heartbeatTicks: 2,
-    snapshotEntries: 0,
-    compactionOverheadEntries: 0,
-    clock: new ManualClock(),
-    transport: new MemoryNetwork().transport("solo"),
-    scheduler: new IdleScheduler(),
-    openStorage: async (groupId, initialConf) => disk.open(groupId, initialConf),
-    onFatal: (error) => {
+  const host = new RaftHost(
+    soloHostConfig(disk, new IdleScheduler(), (error) => {
       if (!(error instanceof HostFatalError)) throw error;
       fatals.push(error);
-    },
-  });
+    }),
+  );
   await host.start();
   const machines: CountingMachine[] = [];
   for (let groupId = 1; groupId <= groupCount; groupId++) {

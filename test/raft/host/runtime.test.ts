@@ -4,7 +4,6 @@
  * failed disk write ends the process through onFatal; the leader validates forwarded bytes.
  */
 import { afterEach, describe, expect, test } from "bun:test";
-import { ManualClock } from "../../../src/clock.ts";
 import { DkvError } from "../../../src/errors.ts";
 import type { Entry } from "../../../src/raft/core/types.ts";
 import { RaftHost } from "../../../src/raft/host/raft-host.ts";
@@ -13,7 +12,7 @@ import type { StateMachine } from "../../../src/raft/host/types.ts";
 import { text } from "../../support/assertions.ts";
 import { SimDisk } from "../sim/host/disk.ts";
 import { TestCluster, waitFor } from "./cluster.ts";
-import { MemoryNetwork } from "./memory-transport.ts";
+import { soloHostConfig } from "./pass-fixtures.ts";
 
 const utf8 = new TextEncoder();
 const GROUP = 1;
@@ -72,20 +71,8 @@ async function singleMember(): Promise<{
   const fatal: Error[] = [];
   const machine = new ListMachine();
   const host = new RaftHost({
-    self: "solo",
-    members: new Map([["solo", "mem:solo"]]),
-    dataDir: "(simulated)",
-    tickMs: 10,
-    electionTicks: 10,
-    heartbeatTicks: 2,
-    snapshotEntries: 0,
-    compactionOverheadEntries: 0,
-    clock: new ManualClock(),
-    transport: new MemoryNetwork().transport("solo"),
+    ...soloHostConfig(disk, scheduler, (error) => fatal.push(error)),
     requestTimeoutMs: 100,
-    scheduler,
-    openStorage: async (groupId, initialConf) => disk.open(groupId, initialConf),
-    onFatal: (error) => fatal.push(error),
   });
   await host.start();
   await host.addGroup(GROUP, machine);
