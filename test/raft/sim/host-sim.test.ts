@@ -5,6 +5,7 @@
  *   bun test test/raft/sim/host-sim.test.ts                 the default seed range
  *   DKV_HOST_SEED=123 bun test test/raft/sim/host-sim.test.ts   replays seed 123 with its trace
  *   DKV_SIM_SEEDS=20000 bun test test/raft/sim               soak: that many seeds (random base)
+ *   DKV_HOST_SWARM=lying|shared|groups|churn                 the soak's swarm (default: the mixed one)
  */
 import { describe, expect, test } from "bun:test";
 import { type HostSimStats, type HostSwarm, loadRuntime, runHostSimulation } from "./host/simulator.ts";
@@ -88,18 +89,34 @@ async function runSeeds(
   return stats;
 }
 
+/** The swarm a soak runs (`DKV_HOST_SWARM`); the default run always uses the mixed one. */
+const soakSwarms: Record<string, Partial<HostSwarm> | undefined> = {
+  mixed: undefined,
+  lying: lyingDiskSwarm,
+  shared: { ...lyingDiskSwarm, bystanderWriteRate: 0.3 },
+  groups: { bystanderWriteRate: 0.6, bystanderGroups: 7 },
+  churn: churnSwarm,
+};
+const soakSwarmName = process.env.DKV_HOST_SWARM ?? "mixed";
+if (!(soakSwarmName in soakSwarms)) {
+  throw new Error(
+    `DKV_HOST_SWARM must be one of ${Object.keys(soakSwarms).join(", ")}; got ${soakSwarmName}`,
+  );
+}
+const soakSwarm = soakSwarms[soakSwarmName];
+
 if (replaySeed !== null) {
   test(`host seed ${replaySeed} (replay, verbose)`, async () => {
     const stats = await runHostSimulation({ seed: replaySeed, runtime, log: (line) => console.log(line) });
     console.log(JSON.stringify(stats));
   }, 120_000);
 } else {
-  describe(`simulated hosts, seeds ${seedBase}..${seedBase + seedCount - 1}`, () => {
+  describe(`simulated hosts (${soakSwarmName} swarm), seeds ${seedBase}..${seedBase + seedCount - 1}`, () => {
     const all: HostSimStats[] = [];
     for (let first = seedBase; first < seedBase + seedCount; first += seedsPerTest) {
       const count = Math.min(seedsPerTest, seedBase + seedCount - first);
       test(`seeds ${first}..${first + count - 1}: clients see only what Raft promises, and the cluster converges`, async () => {
-        all.push(...(await runSeeds(first, count)));
+        all.push(...(await runSeeds(first, count, soakSwarm)));
       }, 120_000);
     }
     test("the seeds exercised forwards, retries, reads, crashes, fsync failures, pauses and snapshots", () => {
@@ -115,6 +132,13 @@ if (replaySeed !== null) {
         )}`,
       );
       expect(sum((s) => s.writesOk)).toBeGreaterThan(seedCount);
+      if (soakSwarmName === "lying" || soakSwarmName === "shared") {
+        expect(sum((s) => s.lyingDiskLosses)).toBeGreaterThan(0);
+      }
+      if (soakSwarmName === "shared" || soakSwarmName === "groups") {
+        expect(sum((s) => s.bystanderWritesOk)).toBeGreaterThan(0);
+      }
+      if (soakSwarmName !== "mixed") return;
       expect(sum((s) => s.forwarded)).toBeGreaterThan(0);
       expect(sum((s) => s.retries)).toBeGreaterThan(0);
       expect(sum((s) => s.reads)).toBeGreaterThan(0);
