@@ -3,10 +3,19 @@ import { NO_ENTRIES } from "./entries.ts";
 import { reduceUncommitted } from "./proposals.ts";
 import { maybeCommit, onCommitAdvanced } from "./replication.ts";
 import { DEFAULTS, type NodeState } from "./state.ts";
-import { type HardState, type Message, MessageType, type Ready, type SoftState } from "./types.ts";
+import {
+  type HardState,
+  type Message,
+  MessageType,
+  type ReadState,
+  type Ready,
+  type SoftState,
+} from "./types.ts";
 
 const NO_MESSAGES: Message[] = [];
 Object.freeze(NO_MESSAGES);
+const NO_READ_STATES: ReadState[] = [];
+Object.freeze(NO_READ_STATES);
 
 /**
  * Hands the node's output to the runtime as Readys and learns at advance() what is now on
@@ -52,13 +61,21 @@ export class ReadyTracker {
       entries.length > 0 ||
       snapshot !== undefined ||
       (hard !== undefined && (hard.term !== this.prevHard.term || hard.vote !== this.prevHard.vote));
-    const { messages, messagesBeforePersist } = this.splitMessages(s.msgs);
+    // The Ready takes the outbox and the read states and leaves fresh ones: what the node is
+    // stepped into while this Ready is persisted belongs to the next Ready (a vote granted
+    // or an append acked meanwhile must wait for *that* Ready's fsync). An empty one is
+    // handed out as a frozen constant, never as the node's own array.
+    const msgs = s.msgs.length === 0 ? NO_MESSAGES : s.msgs;
+    const readStates = s.readStates.length === 0 ? NO_READ_STATES : s.readStates;
+    if (msgs !== NO_MESSAGES) s.msgs = [];
+    if (readStates !== NO_READ_STATES) s.readStates = [];
+    const { messages, messagesBeforePersist } = this.splitMessages(msgs);
     const rd: Ready = {
       entries,
       committedEntries,
       messages,
       messagesBeforePersist,
-      readStates: s.readStates,
+      readStates,
       mustSync,
     };
     if (this.softChanged()) {
@@ -67,8 +84,6 @@ export class ReadyTracker {
     }
     if (hard !== undefined) rd.hardState = hard;
     if (snapshot !== undefined) rd.snapshot = snapshot;
-    if (s.msgs.length > 0) s.msgs = [];
-    if (s.readStates.length > 0) s.readStates = [];
 
     this.readyInFlight = true;
     this.readyHard = hard;
