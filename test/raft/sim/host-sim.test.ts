@@ -8,7 +8,7 @@
  */
 import { describe, expect, test } from "bun:test";
 import { type HostSimStats, type HostSwarm, loadRuntime, runHostSimulation } from "./host/simulator.ts";
-import { churnSwarm } from "./runtime-mutants.ts";
+import { lyingDiskSwarm, runtimeMutants } from "./runtime-mutants.ts";
 import { SimFailure } from "./simulator.ts";
 
 const runtime = await loadRuntime();
@@ -23,44 +23,46 @@ const seedBase =
       : 1;
 const seedsPerTest = 25;
 
-/** Disks that lose their last fsynced frame at a crash, on followers that crash often. */
-const lyingDiskSwarm: Partial<HostSwarm> = {
-  lyingDiskRate: 1,
-  crashRate: 0.02,
-  leaderCrashRate: 0.01,
-  restartRate: 0.5,
-};
-
 /**
  * Seeds that failed on code before a fix, run on every default run. Main's host cannot be
  * driven by the simulator (it had no seams), so its defects are reproduced by the runtime
- * mutants that put main's code back (runtime-mutants.ts); these are seeds those mutants fail.
+ * mutants that put that code back (runtime-mutants.ts); the seeds are the mutants' own
+ * `regressionSeeds`, and mutants.test.ts checks that each still fails on its mutant (seeds
+ * drift as the simulator and the host change: 8, 21, 43 for defect 2, 30, 84, 89 for the
+ * forward ids and 99, 101 for defect 1 no longer reached their bug and were replaced).
  */
+function regressionOf(name: string): { seeds: number[]; swarm: Partial<HostSwarm> } {
+  const mutant = runtimeMutants.find((m) => m.name.startsWith(name));
+  if (mutant?.regressionSeeds === undefined)
+    throw new Error(`no runtime mutant "${name}" with regression seeds`);
+  return { seeds: mutant.regressionSeeds, swarm: mutant.swarm };
+}
+
 const regressionSeeds: { seeds: number[]; bug: string; swarm: Partial<HostSwarm> }[] = [
   {
-    seeds: [8, 11, 21, 43],
+    ...regressionOf("a reused index replaces the older waiter"),
     bug: "defect 2: a waiter replaced at a reused index never settles",
-    swarm: churnSwarm,
   },
   {
-    seeds: [30, 84, 89],
+    ...regressionOf("forward ids restart at 1"),
     bug: "a leader's late reply to a forward of an earlier incarnation settled a new forward with another write's result",
-    swarm: { ...churnSwarm, crashRate: 0.01, restartRate: 0.3 },
   },
 ];
 
 /**
  * Defect 1 (issue 9): a follower that lost acknowledged entries (its last fsynced frame)
- * applies stale entries below the leader's commit. On the old core these seeds fail with
- * "state machine safety"; the follower commit rule in src/raft/core (commit only what was
+ * applies stale entries below the leader's commit. On the old follower commit rule these
+ * seeds fail with "state machine safety"; the rule in src/raft/core (commit only what was
  * verified against this leader in this incarnation) keeps them green.
  */
-const defect1Seeds = [99, 101];
+const defect1Seeds = regressionOf("a follower takes a heartbeat's commit index").seeds;
 /**
  * Found by the lying-disk sweep after the defect-1 fix: a follower whose stale tail ends
  * below the leader's snapshot was probed at match forever (the leader resolved the
  * follower's hint against its compacted log to the snapshot index, above the hint, so the
- * lost-entries check never fired and no snapshot was sent).
+ * lost-entries check never fired and no snapshot was sent). On this build seed 36 no longer
+ * reaches that case with the fix taken out; test/raft/core/storage.test.ts guards the fix
+ * (findConflictByTerm below the snapshot) directly.
  */
 const compactedProbeSeeds = [36];
 
