@@ -8,7 +8,7 @@
  */
 import { describe, expect, test } from "bun:test";
 import { type HostSimStats, type HostSwarm, loadRuntime, runHostSimulation } from "./host/simulator.ts";
-import { lyingDiskSwarm, runtimeMutants } from "./runtime-mutants.ts";
+import { churnSwarm, lyingDiskSwarm, runtimeMutants } from "./runtime-mutants.ts";
 import { SimFailure } from "./simulator.ts";
 
 const runtime = await loadRuntime();
@@ -145,6 +145,13 @@ if (replaySeed !== null) {
     await runSeeds(0, 0, lyingDiskSwarm, compactedProbeSeeds);
   }, 60_000);
 }
+
+describe("writes through receivers (RaftHost.proposeTo, the server's write path)", () => {
+  test("seeds 1..50 under leader churn: every receiver is told exactly once, and only what Raft promises", async () => {
+    const stats = await runSeeds(1, 50, { ...churnSwarm, writesThroughReceivers: true });
+    expect(stats.reduce((total, s) => total + s.writesOk, 0)).toBeGreaterThan(0);
+  }, 120_000);
+});
 
 /**
  * Every member's groups share one disk, as they share the process's one log (raft/storage

@@ -62,6 +62,17 @@ export const runtimeMutants: RuntimeMutant[] = [
     regressionSeeds: [11, 22, 27, 66],
   },
   {
+    // A promise settles once whatever the host does: only a receiver (the server's write
+    // path, RaftHost.proposeTo) shows a waiter told twice.
+    name: "an applied waiter stays queued and is settled again at its deadline (its receiver told twice)",
+    file: "raft/host/group.ts",
+    find: "    this.proposals.delete(entry.index);\n",
+    replace: "",
+    swarm: { writesThroughReceivers: true },
+    expected: ["every waiter settles once"],
+    seedsMax: 50,
+  },
+  {
     name: "a waiter settles ok without checking its entry's term",
     file: "raft/host/group.ts",
     find: "if (waiter.term === entry.term) {",
