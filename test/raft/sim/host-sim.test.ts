@@ -128,6 +128,29 @@ if (replaySeed !== null) {
     });
   });
 
+  if (soakCount !== null) {
+    // A soak also sweeps what the drawn swarms never pick (pickHostSwarm draws no lying
+    // disk and writes through promises): a tenth of its seed count each.
+    const sweepCount = Math.ceil(soakCount / 10);
+    const sweeps: { name: string; swarm: Partial<HostSwarm> }[] = [
+      { name: "lying disks", swarm: lyingDiskSwarm },
+      {
+        name: "writes through receivers under leader churn",
+        swarm: { ...churnSwarm, writesThroughReceivers: true },
+      },
+    ];
+    for (const sweep of sweeps) {
+      describe(`${sweep.name}, seeds ${seedBase}..${seedBase + sweepCount - 1}`, () => {
+        for (let first = seedBase; first < seedBase + sweepCount; first += seedsPerTest) {
+          const count = Math.min(seedsPerTest, seedBase + sweepCount - first);
+          test(`seeds ${first}..${first + count - 1}`, async () => {
+            await runSeeds(first, count, sweep.swarm);
+          }, 120_000);
+        }
+      });
+    }
+  }
+
   describe("host regression seeds", () => {
     for (const { seeds, bug, swarm } of regressionSeeds) {
       test(`seeds ${seeds.join(", ")}: ${bug}`, async () => {
