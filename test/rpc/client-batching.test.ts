@@ -128,7 +128,7 @@ function setCall(requestId: number, key: string): ClientCall {
     "set",
     { key, value: new Uint8Array(128) },
     requestId,
-    Date.now() + 5_000,
+    performance.now() + 5_000,
     noop,
     noop,
   );

@@ -371,6 +371,11 @@ export class RaftHost {
     return this.closing;
   }
 
+  /** `await using host = new RaftHost(...)`: closes it (close()) when the scope ends. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
   private async shutDown(): Promise<void> {
     this.stopTicks?.();
     this.stopTicks = undefined;

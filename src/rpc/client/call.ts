@@ -28,6 +28,7 @@ export class ClientCall implements DeadlineEntry {
     readonly op: WireOpName,
     readonly message: Message,
     readonly requestId: number,
+    /** The whole call's deadline, retries included, in performance.now() ms (monotonic). */
     readonly deadlineMs: number,
     readonly resolve: (response: Message) => void,
     readonly reject: (error: DkvError) => void,
@@ -97,7 +98,7 @@ export interface CallOwner {
 /** A path to one endpoint: a pooled socket connection or HTTP. */
 export interface Channel {
   readonly endpoint: string;
-  /** Do not pick this channel before this time (ms epoch): it is backing off after a failure. */
+  /** Do not pick this channel before this time (performance.now() ms): it is backing off after a failure. */
   readonly retryAtMs: number;
   send(call: ClientCall): void;
   forget(call: ClientCall): void;

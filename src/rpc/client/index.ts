@@ -296,7 +296,7 @@ export class RpcClient implements CallOwner, AsyncDisposable {
         op,
         message as unknown as Message,
         this.takeRequestId(),
-        Date.now() + timeoutMs,
+        performance.now() + timeoutMs,
         resolve as (response: Message) => void,
         reject,
       );
@@ -322,7 +322,7 @@ export class RpcClient implements CallOwner, AsyncDisposable {
    */
   private dispatch(call: ClientCall): void {
     if (call.done) return;
-    const now = Date.now();
+    const now = performance.now();
     const leader = this.leaderChannel(call, now);
     if (leader !== undefined) {
       leader.send(call);
@@ -417,7 +417,7 @@ export class RpcClient implements CallOwner, AsyncDisposable {
     if (maybeSent) call.uncertain = true;
     call.maybeSent = call.uncertain;
     call.channel = undefined;
-    const now = Date.now();
+    const now = performance.now();
     if (this.closed || call.attempts >= this.retryCount || now >= call.deadlineMs) {
       this.finish(call, undefined, new DkvError(error.code, error.message, { outcome: this.outcome(call) }));
       return;

@@ -404,7 +404,7 @@ export class SocketChannel implements Channel {
     this.tlsSocket = undefined;
     this.state = "idle";
     this.backoffMs = Math.min(Math.max(this.backoffMs * 2, backoffMinMs), backoffMaxMs);
-    this.retryAtMs = Date.now() + this.backoffMs;
+    this.retryAtMs = performance.now() + this.backoffMs;
     const detail = error instanceof Error ? error.message : String(error);
     const failure = new DkvError(
       "UNAVAILABLE",

@@ -90,6 +90,21 @@ describe("RaftLog", () => {
     expect(log.findConflictByTerm(6, 9)).toEqual({ index: 6, term: 5 });
   });
 
+  test("findConflictByTerm below the snapshot answers the index asked about (term unknown), not the snapshot index above it", () => {
+    // A leader compacted through 4 probes a follower whose stale tail ends at 2: answering 4
+    // would count the follower as matched up to 4, so it was probed at match forever and never
+    // sent the snapshot (host simulator's lying-disk sweep, seed 36 at the time).
+    const s = storageWith([1, 1, 2, 2, 3, 3]);
+    s.createSnapshot(4, conf, new Uint8Array(0));
+    s.compact(4);
+    const log = new RaftLog(s, undefined, 0);
+    expect(log.findConflictByTerm(2, 1)).toEqual({ index: 2, term: 0 });
+    expect(log.findConflictByTerm(3, 9)).toEqual({ index: 3, term: 0 });
+    // At and above the snapshot index the walk is as before.
+    expect(log.findConflictByTerm(6, 3)).toEqual({ index: 6, term: 3 });
+    expect(log.findConflictByTerm(6, 2)).toEqual({ index: 4, term: 2 });
+  });
+
   test("a truncating append followed by stableTo keeps only what the runtime persisted", () => {
     const s = storageWith([1, 1, 1]);
     const log = new RaftLog(s, undefined, 0);

@@ -227,6 +227,32 @@ describe("RaftHost runtime", () => {
   });
 });
 
+describe("await using", () => {
+  test("a host closes when its scope ends: later calls are refused as CLOSED", async () => {
+    const disk = new SimDisk("solo");
+    let escaped: RaftHost | undefined;
+    {
+      await using host = new RaftHost(soloHostConfig(disk, new ManualScheduler(), () => {}));
+      await host.start();
+      await host.addGroup(GROUP, new ListMachine());
+      // It elects itself at once; nothing stays waiting for the disk when the scope ends.
+      for (let i = 0; i < 5; i++) {
+        await settle();
+        disk.sync(false);
+      }
+      expect(host.status(GROUP).raft.role).toBe("leader");
+      escaped = host;
+    }
+    let refusal: unknown;
+    try {
+      escaped.status(GROUP);
+    } catch (error) {
+      refusal = error;
+    }
+    expect(DkvError.is(refusal, "CLOSED")).toBe(true);
+  });
+});
+
 describe("production's onFatal", () => {
   test("logs what happened and what to do, then exits the process non-zero", async () => {
     const module = new URL("../../../src/store/replicated/shards.ts", import.meta.url).pathname;

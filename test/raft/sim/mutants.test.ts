@@ -6,7 +6,7 @@
  */
 import { expect, test } from "bun:test";
 import { type CoreFactory, loadCore } from "./core.ts";
-import { runRuntimeMutant, runtimeMutants } from "./runtime-mutants.ts";
+import { regressionSeedsMissed, runRuntimeMutant, runtimeMutants } from "./runtime-mutants.ts";
 import { type Mutations, runSimulation, SimFailure, type Swarm } from "./simulator.ts";
 
 const core: CoreFactory = await loadCore();
@@ -118,5 +118,14 @@ for (const mutant of runtimeMutants) {
     console.log(
       `runtime mutant "${mutant.name}": seed ${result.caught?.seed} fails ${result.caught?.invariant}`,
     );
+  }, 120_000);
+}
+
+// The seeds host-sim.test.ts keeps as regressions must still reach their bug: run on the
+// mutant that puts the bug back, each must fail with an invariant the bug breaks.
+for (const mutant of runtimeMutants) {
+  if (mutant.regressionSeeds === undefined) continue;
+  test(`regression seeds ${mutant.regressionSeeds.join(", ")} still fail on: ${mutant.name}`, async () => {
+    expect(await regressionSeedsMissed(mutant)).toEqual([]);
   }, 120_000);
 }

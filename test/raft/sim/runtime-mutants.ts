@@ -10,7 +10,7 @@
 import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { type HostSwarm, loadRuntime, runHostSimulation } from "./host/simulator.ts";
+import { type HostSwarm, loadRuntime, type RuntimeFactory, runHostSimulation } from "./host/simulator.ts";
 import { SimFailure } from "./simulator.ts";
 
 export interface RuntimeMutant {
@@ -23,6 +23,12 @@ export interface RuntimeMutant {
   /** Invariants a correct detection may report. */
   expected: string[];
   seedsMax: number;
+  /**
+   * Seeds kept as regressions of the bug this mutant puts back: host-sim.test.ts runs them
+   * on the real code, and mutants.test.ts checks that each still fails on this mutant, so
+   * a seed that no longer reaches the bug (the simulator or the host changed) is noticed.
+   */
+  regressionSeeds?: number[];
 }
 
 /** Leadership that moves often while clients write hard: proposals outlive their leader's term. */
@@ -36,6 +42,14 @@ export const churnSwarm: Partial<HostSwarm> = {
   electionTicks: 4,
 };
 
+/** Disks that lose their last fsynced frame at a crash, on followers that crash often. */
+export const lyingDiskSwarm: Partial<HostSwarm> = {
+  lyingDiskRate: 1,
+  crashRate: 0.02,
+  leaderCrashRate: 0.01,
+  restartRate: 0.5,
+};
+
 export const runtimeMutants: RuntimeMutant[] = [
   {
     name: "a reused index replaces the older waiter, which never settles (defect 2, as on main before this branch)",
@@ -45,6 +59,18 @@ export const runtimeMutants: RuntimeMutant[] = [
     swarm: churnSwarm,
     expected: ["every waiter settles"],
     seedsMax: 200,
+    regressionSeeds: [2, 8, 12, 34],
+  },
+  {
+    // A promise settles once whatever the host does: only a receiver (the server's write
+    // path, RaftHost.proposeTo) shows a waiter told twice.
+    name: "an applied waiter stays queued and is settled again at its deadline (its receiver told twice)",
+    file: "raft/host/group.ts",
+    find: "    this.proposals.delete(entry.index);\n",
+    replace: "",
+    swarm: { writesThroughReceivers: true },
+    expected: ["every waiter settles once"],
+    seedsMax: 50,
   },
   {
     name: "a waiter settles ok without checking its entry's term",
@@ -86,6 +112,7 @@ export const runtimeMutants: RuntimeMutant[] = [
       "read only committed values",
     ],
     seedsMax: 300,
+    regressionSeeds: [19, 98, 137, 149],
   },
   {
     name: "a failed fsync stops the group but not the process",
@@ -95,6 +122,19 @@ export const runtimeMutants: RuntimeMutant[] = [
     swarm: { fsyncFailRate: 0.01 },
     expected: ["a failed fsync ends the process"],
     seedsMax: 100,
+  },
+  {
+    // The follower commit rule before the fix: a heartbeat's commit index is taken up to the
+    // follower's last index, verified against this leader or not.
+    name: "a follower takes a heartbeat's commit index up to its last index (defect 1, the rule before the fix)",
+    file: "raft/core/replication.ts",
+    find: "  const verified = s.leaderVerifiedCommit();\n  if (m.commit <= verified) {\n    s.log.commitTo(m.commit);\n  } else {\n    s.log.commitTo(verified);\n",
+    replace:
+      "  const verified = s.log.lastIndex();\n  if (m.commit <= verified) {\n    s.log.commitTo(m.commit);\n  } else {\n",
+    swarm: lyingDiskSwarm,
+    expected: ["state machine safety"],
+    seedsMax: 200,
+    regressionSeeds: [56, 98],
   },
   {
     // The host runs with the core's commitNotices: a follower that lost acked entries (a
@@ -140,8 +180,11 @@ export interface RuntimeMutantResult {
   seedsRun: number;
 }
 
-/** Runs seeds 1.. against a mutated copy of src/ until the expected invariant fails. */
-export async function runRuntimeMutant(mutant: RuntimeMutant): Promise<RuntimeMutantResult> {
+/** Runs `run` with the runtime of a copy of src/ that has `mutant`'s one change. */
+async function withMutatedRuntime<T>(
+  mutant: RuntimeMutant,
+  run: (runtime: RuntimeFactory) => Promise<T>,
+): Promise<T> {
   const dir = mkdtempSync(join(tmpdir(), "dkv-runtime-mutant-"));
   try {
     cpSync(srcDir, join(dir, "src"), { recursive: true });
@@ -150,7 +193,15 @@ export async function runRuntimeMutant(mutant: RuntimeMutant): Promise<RuntimeMu
     if (!source.includes(mutant.find))
       throw new Error(`runtime mutant "${mutant.name}": anchor not found in ${mutant.file}`);
     writeFileSync(path, source.replace(mutant.find, mutant.replace));
-    const runtime = await loadRuntime(join(dir, "src"));
+    return await run(await loadRuntime(join(dir, "src")));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** Runs seeds 1.. against a mutated copy of src/ until the expected invariant fails. */
+export function runRuntimeMutant(mutant: RuntimeMutant): Promise<RuntimeMutantResult> {
+  return withMutatedRuntime(mutant, async (runtime) => {
     let seed = 1;
     for (; seed <= mutant.seedsMax; seed++) {
       try {
@@ -162,9 +213,24 @@ export async function runRuntimeMutant(mutant: RuntimeMutant): Promise<RuntimeMu
       }
     }
     return { name: mutant.name, caught: null, seedsRun: seed - 1 };
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
+  });
+}
+
+/** The mutant's regression seeds that do NOT fail on it with an expected invariant (none: all still reach the bug). */
+export function regressionSeedsMissed(mutant: RuntimeMutant): Promise<number[]> {
+  return withMutatedRuntime(mutant, async (runtime) => {
+    const missed: number[] = [];
+    for (const seed of mutant.regressionSeeds ?? []) {
+      try {
+        await runHostSimulation({ seed, runtime, swarm: mutant.swarm });
+        missed.push(seed);
+      } catch (error) {
+        if (!(error instanceof SimFailure)) throw error;
+        if (!mutant.expected.includes(error.invariant)) missed.push(seed);
+      }
+    }
+    return missed;
+  });
 }
 
 if (import.meta.main) {

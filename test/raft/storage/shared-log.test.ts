@@ -478,6 +478,31 @@ describe("shared log recovery: corruption is loud", () => {
   });
 });
 
+describe("shared log: directories it creates", () => {
+  test("a group directory created by openGroup is fsynced into the data dir; reopening syncs no parent", async () => {
+    // The host's path (RaftHost opens every group on the shared log): a group directory
+    // not yet durable in its parent could vanish at a power loss with every file in it.
+    await withTempDir(async (dir) => {
+      const paths: string[] = [];
+      const sync: SyncFile = async (handle, path, mode) => {
+        paths.push(path);
+        await (mode === "data" ? handle.datasync() : handle.sync());
+      };
+      let log = await openLog(dir, { syncFile: sync });
+      let opened = paths.length;
+      let groups = await openGroups(log, dir, [7]);
+      expect(paths.slice(opened)).toContain(dir);
+      await closeAll(log, groups);
+
+      log = await openLog(dir, { syncFile: sync });
+      opened = paths.length;
+      groups = await openGroups(log, dir, [7]);
+      expect(paths.slice(opened)).not.toContain(dir);
+      await closeAll(log, groups);
+    });
+  });
+});
+
 describe("shared log: a failed fsync", () => {
   test("rejects every group's waiting append with FSYNC_FAILED and refuses later writes", async () => {
     await withTempDir(async (dir) => {

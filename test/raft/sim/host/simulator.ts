@@ -35,7 +35,7 @@ import { type Envelope, HostNetwork } from "./network.ts";
 /** The public face of RaftHost the simulator drives (a mutated copy has the same shape). */
 export type HostApi = Pick<
   RaftHost,
-  "start" | "addGroup" | "propose" | "read" | "status" | "transferLeadership"
+  "start" | "addGroup" | "propose" | "proposeTo" | "read" | "status" | "transferLeadership"
 >;
 
 export interface DStoreMachine extends StateMachine {
@@ -115,6 +115,13 @@ export interface HostSwarm {
    * each seed draws it from its own stream, so the others stay what they were.
    */
   readLease?: boolean;
+  /**
+   * Clients write through `RaftHost.proposeTo` with a receiver (the server's write path:
+   * DStore.setTo), not `propose`'s promise, and a receiver told twice fails "every waiter
+   * settles once" (a promise would hide the second settlement). Off unless asked for, so
+   * seeds replay as before.
+   */
+  writesThroughReceivers?: boolean;
 }
 
 export interface HostSimOptions {
@@ -917,7 +924,10 @@ class HostSimulation {
         target,
         `write ${attemptId}`,
         timeoutMs,
-        () => target.host!.propose(GROUP, command, { timeoutMs }),
+        () =>
+          this.swarm.writesThroughReceivers === true
+            ? this.proposeThroughReceiver(target, attemptId, command, timeoutMs)
+            : target.host!.propose(GROUP, command, { timeoutMs }),
         (outcome) => {
           if ("lost" in outcome) return retry(n, "its member is down");
           if (outcome.ok) {
@@ -964,6 +974,33 @@ class HostSimulation {
       return;
     }
     attempt(1, first);
+  }
+
+  /** `host.proposeTo` with a receiver that must be told exactly once, as a promise. */
+  private proposeThroughReceiver(
+    node: SimProcess,
+    attemptId: string,
+    command: Uint8Array,
+    timeoutMs: number,
+  ): Promise<Uint8Array> {
+    return new Promise((resolve, reject) => {
+      let told = 0;
+      node.host!.proposeTo(GROUP, command, timeoutMs, {
+        proposalSettled: (error, result) => {
+          if (++told > 1) {
+            this.sink(
+              new InvariantViolation(
+                "every waiter settles once",
+                `write ${attemptId} on ${node.id}: its receiver was told ${told} times (now ${error === undefined ? "ok" : `${error.code}/${error.outcome}`})`,
+              ),
+            );
+            return;
+          }
+          if (error === undefined) resolve(result);
+          else reject(error);
+        },
+      });
+    });
   }
 
   private read(client: SimClient): void {
