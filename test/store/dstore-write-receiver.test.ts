@@ -126,4 +126,30 @@ describe("DStore.setTo / deleteTo: a write without a promise", () => {
     c.network.heal(leader);
     await waitFor(() => c.leader(GROUP) !== undefined, "a leader after healing");
   });
+
+  test("bursts after bursts (the store reuses its PendingWrites): each write is told once, its own outcome", async () => {
+    const c = await start();
+    const leader = await c.waitForLeader(GROUP);
+    const store = new DStore(c.host(leader), GROUP, { timeoutMs: 3000 });
+    for (let burst = 0; burst < 3; burst++) {
+      const recorders = Array.from({ length: 40 }, () => new Recorder());
+      await Promise.all(
+        recorders.map((r, i) =>
+          call(r, () =>
+            i % 5 === 4
+              ? store.setTo("", "bad", origin(1000 * burst + i), r) // refused at once
+              : store.setTo(`b${burst}/${i}`, `${burst}.${i}`, origin(1000 * burst + i), r),
+          ),
+        ),
+      );
+      await Bun.sleep(20);
+      for (const [i, recorder] of recorders.entries()) {
+        expect(recorder.told).toHaveLength(1);
+        expect(recorder.told[0]!.error?.code).toBe(i % 5 === 4 ? "BAD_REQUEST" : undefined);
+      }
+    }
+    for (let burst = 0; burst < 3; burst++)
+      for (let i = 0; i < 40; i++)
+        if (i % 5 !== 4) expect(text(await store.get(`b${burst}/${i}`))).toBe(`${burst}.${i}`);
+  });
 });

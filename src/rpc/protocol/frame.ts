@@ -145,10 +145,35 @@ export function readErrorBody(body: Uint8Array): DkvError {
 export interface FrameSink {
   /** A complete frame. `body` is a view valid only during the call: copy what you keep. */
   onFrame(header: FrameHeader, body: Uint8Array): void;
+  /**
+   * If set, called for each complete frame instead of onFrame, with no object per frame:
+   * `header` is the decoder's one header, refilled per frame, and the body is
+   * src[bodyStart, bodyEnd); both are valid only during the call (copyHeader what you keep).
+   */
+  onFrameAt?(header: FrameHeader, src: Uint8Array, bodyStart: number, bodyEnd: number): void;
   /** A frame whose body exceeds the limit; its body is skipped and the stream stays usable. */
   onOversized(header: FrameHeader, maxBodyBytes: number): void;
   /** The stream cannot be parsed any further (bad magic or version): close the connection. */
   onCorrupt(reason: string): void;
+}
+
+/** A header of one's own, from one valid only during a call (FrameSink.onFrameAt's). */
+export function copyHeader(header: FrameHeader): FrameHeader {
+  return {
+    serializer: header.serializer,
+    flags: header.flags,
+    bodyLength: header.bodyLength,
+    requestId: header.requestId,
+    shard: header.shard,
+    op: header.op,
+    clientIdHigh: header.clientIdHigh,
+    clientIdLow: header.clientIdLow,
+  };
+}
+
+/** Little-endian u32 of `src` at `at` (the caller checked the bounds). */
+function u32At(src: Uint8Array, at: number): number {
+  return (src[at]! | (src[at + 1]! << 8) | (src[at + 2]! << 16) | (src[at + 3]! << 24)) >>> 0;
 }
 
 const emptyBuffer = new Uint8Array(0);
@@ -166,6 +191,8 @@ export class FrameDecoder {
   private end = 0;
   private skipBytes = 0;
   private corrupt = false;
+  /** The one header onFrameAt gets, refilled per frame. */
+  private readonly scratch: FrameHeader = connectionHeader(0);
 
   /** Largest body accepted; a server raises it once a connection has authenticated. */
   maxBodyBytes: number;
@@ -243,7 +270,8 @@ export class FrameDecoder {
 
   /** Parses frames in src[pos, end); returns where it stopped, or -1 if the stream is corrupt. */
   private parse(src: Uint8Array, pos: number, end: number): number {
-    const view = new DataView(src.buffer, src.byteOffset, src.byteLength);
+    const sink = this.sink;
+    const borrowed = sink.onFrameAt !== undefined;
     // Each turn consumes at least one byte or stops, so the loop is bounded by the input.
     while (pos < end || this.skipBytes > 0) {
       if (this.skipBytes > 0) {
@@ -265,26 +293,28 @@ export class FrameDecoder {
         this.sink.onCorrupt(reason);
         return -1;
       }
-      const header: FrameHeader = {
-        serializer: src[pos + 2] ?? 0,
-        flags: src[pos + 3] ?? 0,
-        bodyLength: view.getUint32(pos + 4, true),
-        requestId: view.getUint32(pos + 8, true),
-        shard: view.getUint32(pos + 12, true),
-        op: view.getUint16(pos + 16, true),
-        clientIdHigh: view.getUint32(pos + 20, true),
-        clientIdLow: view.getUint32(pos + 24, true),
-      };
-      if (header.bodyLength > this.maxBodyBytes) {
+      // Byte reads, not a DataView: `src.buffer` of a socket's chunk costs an ArrayBuffer object.
+      const bodyLength = u32At(src, pos + 4);
+      const frameEnd = pos + headerBytes + bodyLength;
+      if (bodyLength <= this.maxBodyBytes && frameEnd > end) return pos;
+      const header: FrameHeader = borrowed ? this.scratch : connectionHeader(0);
+      header.serializer = src[pos + 2]!;
+      header.flags = src[pos + 3]!;
+      header.bodyLength = bodyLength;
+      header.requestId = u32At(src, pos + 8);
+      header.shard = u32At(src, pos + 12);
+      header.op = src[pos + 16]! | (src[pos + 17]! << 8);
+      header.clientIdHigh = u32At(src, pos + 20);
+      header.clientIdLow = u32At(src, pos + 24);
+      if (bodyLength > this.maxBodyBytes) {
         pos += headerBytes;
-        this.skipBytes = header.bodyLength;
-        this.sink.onOversized(header, this.maxBodyBytes);
+        this.skipBytes = bodyLength;
+        sink.onOversized(borrowed ? copyHeader(header) : header, this.maxBodyBytes);
         if (this.corrupt) return -1;
         continue;
       }
-      const frameEnd = pos + headerBytes + header.bodyLength;
-      if (frameEnd > end) return pos;
-      this.sink.onFrame(header, src.subarray(pos + headerBytes, frameEnd));
+      if (borrowed) sink.onFrameAt?.(header, src, pos + headerBytes, frameEnd);
+      else sink.onFrame(header, src.subarray(pos + headerBytes, frameEnd));
       if (this.corrupt) return -1;
       pos = frameEnd;
     }

@@ -13,7 +13,7 @@ import type { RequestOrigin } from "../../store/replicated/command.ts";
 import type { IStore } from "../../store/types.ts";
 import { DeadlineQueue } from "../deadline-queue.ts";
 import type { ClusterStatusReport } from "../protocol/cluster-status.ts";
-import type { FrameHeader } from "../protocol/frame.ts";
+import { copyHeader, type FrameHeader } from "../protocol/frame.ts";
 import {
   adminOpCodes,
   type Message,
@@ -32,7 +32,7 @@ import type { DispatcherOptions, ReplyTarget, ShardHandler } from "./dispatcher-
 import { fillOrigin, originOf } from "./lock-owner.ts";
 import { type OpEntry, opTable } from "./op-table.ts";
 import { checkShardOp, serializerMismatch, servesOp, validateNumbers } from "./request-checks.ts";
-import { ServerCall, toDkvError } from "./server-call.ts";
+import { type CallOwner, ServerCall, toDkvError } from "./server-call.ts";
 
 export {
   type DispatcherOptions,
@@ -54,7 +54,7 @@ const empty: Message = {};
  * serializer first, so a bad request is refused before anything is applied; deduplicates
  * writes that carry a client id.
  */
-export class RequestDispatcher {
+export class RequestDispatcher implements CallOwner {
   private readonly dedupByShard = new Map<number, DedupCache>();
   private inflightCount = 0;
   private idleWaiters: (() => void)[] = [];
@@ -64,6 +64,8 @@ export class RequestDispatcher {
   private readonly deadlines: DeadlineQueue<ServerCall> | undefined;
   /** The origin handed to OriginWrites, refilled per request (they do not keep it). */
   private readonly writeOrigin: RequestOrigin = { clientId: new Uint8Array(16), requestId: 0 };
+  /** Calls that are over, reused by the next requests: no ServerCall object per request. */
+  private readonly spareCalls: ServerCall[] = [];
 
   constructor(private readonly options: DispatcherOptions) {
     if (options.requestTimeoutMs > 0)
@@ -79,6 +81,30 @@ export class RequestDispatcher {
 
   get inflight(): number {
     return this.inflightCount;
+  }
+
+  /**
+   * dispatchFrame for a frame given as a header valid only during the call (the decoder's,
+   * refilled per frame) and the body's place in `src`: the set from the frame's bytes needs
+   * neither a header nor a body view of its own; anything else gets both.
+   */
+  dispatchFrameAt(
+    header: FrameHeader,
+    src: Uint8Array,
+    bodyStart: number,
+    bodyEnd: number,
+    target: ReplyTarget,
+  ): void {
+    if (header.op === setOpCode) {
+      const handler = this.options.shards.get(header.shard);
+      if (
+        handler !== undefined &&
+        servesOp(handler, "set") &&
+        this.setFromBody(header, handler, src, bodyStart, bodyEnd, target)
+      )
+        return;
+    }
+    this.dispatchFrame(copyHeader(header), src.subarray(bodyStart, bodyEnd), target);
   }
 
   /** Handles one request frame; the outcome always reaches `target` exactly once. */
@@ -104,7 +130,7 @@ export class RequestDispatcher {
       }
       throw new Error(`dispatcher: check() accepted what the fast path refused (op ${header.op})`);
     }
-    if (header.op === setOpCode && this.setFromBody(header, handler, body, target)) return;
+    if (header.op === setOpCode && this.setFromBody(header, handler, body, 0, body.length, target)) return;
     let message: Message;
     try {
       if (header.serializer !== this.options.serializer.id) throw this.mismatch(header.serializer);
@@ -121,12 +147,15 @@ export class RequestDispatcher {
    * value go from the frame's body straight into the Raft command (OriginWrites.setBytesTo),
    * with no request object, key string or value copy. False (nothing done) for any other
    * request or one the store does not take as it is: the general path then decodes it,
-   * and refuses what it must exactly as before.
+   * and refuses what it must exactly as before. The body is src[start, end), read during
+   * the call only, like `header`.
    */
   private setFromBody(
     header: FrameHeader,
     handler: ShardHandler,
-    body: Uint8Array,
+    src: Uint8Array,
+    start: number,
+    end: number,
     target: ReplyTarget,
   ): boolean {
     if (
@@ -141,17 +170,17 @@ export class RequestDispatcher {
     const writes = handler.originWrites;
     if (writes?.setBytesTo === undefined || writes.takesSetBytes === undefined) return false;
     // Binary set body: u32 key length | key | u32 value length | value, nothing after.
-    const length = body.length;
+    const length = end - start;
     if (length < 8) return false;
-    const keyBytes = readU32(body, 0);
+    const keyBytes = readU32(src, start);
     if (keyBytes > length - 8) return false;
-    const valueStart = 8 + keyBytes;
-    const valueBytes = readU32(body, 4 + keyBytes);
-    if (valueBytes !== length - valueStart) return false;
-    if (!writes.takesSetBytes(body, 4, keyBytes, valueBytes)) return false;
+    const valueStart = start + 8 + keyBytes;
+    const valueBytes = readU32(src, start + 4 + keyBytes);
+    if (valueBytes !== end - valueStart) return false;
+    if (!writes.takesSetBytes(src, start + 4, keyBytes, valueBytes)) return false;
     const origin = fillOrigin(this.writeOrigin, header);
     const call = this.startCall(header, target, undefined, -1, true, undefined);
-    writes.setBytesTo(body, 4, keyBytes, valueStart, valueBytes, origin, call);
+    writes.setBytesTo(src, start + 4, keyBytes, valueStart, valueBytes, origin, call);
     this.options.observer?.handedOff?.();
     return true;
   }
@@ -266,7 +295,13 @@ export class RequestDispatcher {
     extraMs: number | undefined,
   ): ServerCall {
     this.inflightCount++;
-    const call = new ServerCall(header, target, generation, dedupAt, isWrite, this, this.options.observer);
+    const call = (this.spareCalls.pop() ?? new ServerCall(this, this.options.observer)).start(
+      header,
+      target,
+      generation,
+      dedupAt,
+      isWrite,
+    );
     const deadlines = this.deadlines;
     if (deadlines !== undefined) {
       // A blocking acquire waits longer than the rest: its own timer keeps the queue sorted.
@@ -347,12 +382,19 @@ export class RequestDispatcher {
     }
   }
 
+  /** A call whose outcome is delivered: kept for a later request (up to spareCallsMax). */
+  recycle(call: ServerCall): void {
+    if (this.spareCalls.length < spareCallsMax) this.spareCalls.push(call);
+  }
+
   mismatch(serializerId: number): DkvError {
     return serializerMismatch(this.options.serializer.name, serializerId);
   }
 }
 
 const setOpCode = opCodes.set;
+/** Spare calls kept at most: more than a busy server has in flight at once, ~200 B each. */
+const spareCallsMax = 4096;
 
 /** Little-endian u32 at `at` (the caller checked the bounds). */
 function readU32(bytes: Uint8Array, at: number): number {

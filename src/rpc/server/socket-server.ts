@@ -14,6 +14,7 @@ import { type Endpoint, formatInet } from "../protocol/endpoint.ts";
 import {
   beginFrame,
   connectionHeader,
+  copyHeader,
   FrameDecoder,
   type FrameHeader,
   finishFrame,
@@ -147,6 +148,7 @@ class ServerConnection implements ReplyTarget, StreamedReplyTarget {
     const frameMax = options.authority === undefined ? options.maxFrameBytes : preAuthFrameBytesMax;
     this.decoder = new FrameDecoder(frameMax, {
       onFrame: (header, body) => this.onFrame(header, body),
+      onFrameAt: (header, src, bodyStart, bodyEnd) => this.onFrameAt(header, src, bodyStart, bodyEnd),
       onOversized: (header, max) => {
         this.options.logger.warn(`${this.name}: refused a ${header.bodyLength}-byte frame (limit ${max})`);
         // Before its token a connection may send only small frames: the missing token is
@@ -201,6 +203,28 @@ class ServerConnection implements ReplyTarget, StreamedReplyTarget {
 
   get idle(): boolean {
     return this.inflight === 0;
+  }
+
+  /**
+   * A frame as the decoder's borrowed header and the body's place in `src` (valid during
+   * the call only): a plain request goes to the dispatcher as it is, with no object per
+   * frame; anything else (a control op, a refusal here) as a header and body of its own.
+   */
+  private onFrameAt(header: FrameHeader, src: Uint8Array, bodyStart: number, bodyEnd: number): void {
+    const op = header.op;
+    if (
+      (header.flags & flagResponse) === 0 &&
+      op !== authenticateOpCode &&
+      this.inflight < inflightPerConnectionMax &&
+      op !== SNAPSHOT_STREAM_OP &&
+      op !== streamOpCodes.watch &&
+      op !== streamOpCodes.watchCancel
+    ) {
+      this.inflight++;
+      this.options.dispatcher.dispatchFrameAt(header, src, bodyStart, bodyEnd, this);
+      return;
+    }
+    this.onFrame(copyHeader(header), src.subarray(bodyStart, bodyEnd));
   }
 
   private onFrame(header: FrameHeader, body: Uint8Array): void {

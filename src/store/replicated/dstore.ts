@@ -72,6 +72,8 @@ const DEFAULT_TIMEOUT_MS = 5000;
 /** Pause between retries of a write whose outcome was unknown (same request id: applies once). */
 const RETRY_PAUSE_MS = 20;
 const RETRY_ATTEMPTS_MAX = 32;
+/** Spare PendingWrites kept at most (~100 B each): more than a busy store has in flight. */
+const SPARE_WRITES_MAX = 4096;
 const EMPTY = new Uint8Array(0);
 
 /**
@@ -93,6 +95,8 @@ export class DStore implements IStore {
   /** Stops this store's expiry checks (its own PurgeLoop, or its place on the shared timer). */
   private readonly stopExpiryTicks: () => void;
   private tickInFlight = false;
+  /** PendingWrites that are over, reused by later writes. */
+  private readonly spareWrites: PendingWrite[] = [];
   private readonly expiryTickMs: number;
   /** Ends requireLeader watches when this member loses its leader; made by the first one. */
   private leaderMonitor: LeaderMonitor | undefined;
@@ -233,7 +237,7 @@ export class DStore implements IStore {
       receiver.writeDone(refusedBeforeProposing(error), EMPTY);
       return;
     }
-    new PendingWrite(this, data, receiver).propose();
+    this.pendingWrite(data, receiver).propose();
   }
 
   /**
@@ -270,7 +274,7 @@ export class DStore implements IStore {
       receiver.writeDone(refusedBeforeProposing(error), EMPTY);
       return;
     }
-    new PendingWrite(this, data, receiver).propose();
+    this.pendingWrite(data, receiver).propose();
   }
 
   /** delete without a promise: see setTo. */
@@ -284,7 +288,17 @@ export class DStore implements IStore {
       receiver.writeDone(refusedBeforeProposing(error), EMPTY);
       return;
     }
-    new PendingWrite(this, data, receiver).propose();
+    this.pendingWrite(data, receiver).propose();
+  }
+
+  /** A PendingWrite for `data`: a spare one if there is (no object per write), else new. */
+  private pendingWrite(data: Uint8Array, receiver: WriteReceiver): PendingWrite {
+    return (this.spareWrites.pop() ?? new PendingWrite(this)).start(data, receiver);
+  }
+
+  /** A PendingWrite whose receiver has been told: kept for a later write (up to spareWritesMax). */
+  recycleWrite(write: PendingWrite): void {
+    if (this.spareWrites.length < SPARE_WRITES_MAX) this.spareWrites.push(write);
   }
 
   /** Whether close() was called (a write in flight then stops retrying). */
@@ -458,7 +472,7 @@ export class DStore implements IStore {
       return Promise.reject(error);
     }
     const receiver = new PromiseWriteReceiver();
-    new PendingWrite(this, data, receiver).propose();
+    this.pendingWrite(data, receiver).propose();
     return receiver.promise;
   }
 
@@ -492,14 +506,20 @@ async function* untilEnd(
 class PendingWrite implements ProposalReceiver {
   private attempt = 0;
   private unknownOutcome = false;
-  private readonly deadline: number;
+  private deadline = 0;
+  private data: Uint8Array = EMPTY;
+  private receiver: WriteReceiver | undefined;
 
-  constructor(
-    private readonly store: DStore,
-    private readonly data: Uint8Array,
-    private readonly receiver: WriteReceiver,
-  ) {
-    this.deadline = performance.now() + store.writeTimeoutMs;
+  constructor(private readonly store: DStore) {}
+
+  /** Starts it for `data` (a fresh one, or one the store recycled). */
+  start(data: Uint8Array, receiver: WriteReceiver): this {
+    this.attempt = 0;
+    this.unknownOutcome = false;
+    this.deadline = performance.now() + this.store.writeTimeoutMs;
+    this.data = data;
+    this.receiver = receiver;
+    return this;
   }
 
   propose(): void {
@@ -515,7 +535,7 @@ class PendingWrite implements ProposalReceiver {
       // Refused alike by every member when applied (e.g. a full request table): a no-op.
       const refused = decodeErrorResult(result);
       if (refused === undefined) {
-        this.receiver.writeDone(undefined, result);
+        this.settle(undefined, result);
         return;
       }
       error = refused;
@@ -531,10 +551,22 @@ class PendingWrite implements ProposalReceiver {
           cause: error,
         });
       }
-      this.receiver.writeDone(error, EMPTY);
+      this.settle(error, EMPTY);
       return;
     }
     setTimeout(() => this.propose(), RETRY_PAUSE_MS);
+  }
+
+  /**
+   * Tells the receiver, then goes back to the store for a later write: the host told this
+   * attempt exactly once and no retry is pending, so nothing holds it any more.
+   */
+  private settle(error: DkvError | undefined, result: Uint8Array): void {
+    const receiver = this.receiver;
+    this.receiver = undefined;
+    this.data = EMPTY;
+    receiver?.writeDone(error, result);
+    this.store.recycleWrite(this);
   }
 }
 
