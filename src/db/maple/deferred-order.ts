@@ -455,17 +455,20 @@ export class DeferredOrder {
       return;
     }
     // A key noted more than once (churn on a few keys) is settled by its first visit.
+    // Keys to add are collected and added as one batch (as when no removal is noted).
     const seen = new Set<string>();
+    const adds: string[] = [];
     for (let i = from; i < end; i++) {
       const key = keys[i]!;
       if (seen.has(key)) continue;
       seen.add(key);
       if (this.isPresent(key)) {
-        if (!settled.has(key)) settled.insert(key);
+        if (!settled.has(key)) adds.push(key);
       } else {
         settled.remove(key);
       }
     }
+    settled.insertBatch(adds, 0, adds.length);
   }
 }
 
