@@ -12,7 +12,9 @@
  *    noted key, in one piece by a list after the inserts), `insertTurns` (the inserts in
  *    batches of 1000 per event-loop turn with the background folds between, then a list:
  *    the whole process's CPU, what a server pays per new key; `turnsBeside`: its part
- *    outside the write loops, i.e. the folds), `setNs` (overwrite),
+ *    outside the write loops, i.e. the folds), `insertTurnsDel` (the same with one delete
+ *    of an earlier key per turn, as a store with deletes or expiries sees: its folds then
+ *    have removals among their notes), `setNs` (overwrite),
  *    `getNs`. Every engine that lists has its folds counted, `--also`'s too.
  * 3. A 1M-key build (CPU per insert vs the baseline, alternating rounds), the first
  *    page after it (which settles the ordered index: reported apart, by its maximum), then
@@ -45,6 +47,7 @@ const NOW_MS = 1_700_000_000_000;
 interface EngineLike {
   set(key: string, value: Uint8Array, nowMs: number): void;
   get(key: string, nowMs: number): Uint8Array | undefined;
+  delete(key: string, nowMs: number): void;
 }
 
 function arg(name: string): string | undefined {
@@ -213,6 +216,7 @@ async function insertInTurns(
   engine: EngineLike,
   keys: string[],
   values: Uint8Array[],
+  deletesPerTurn = 0,
 ): Promise<{ insertTurns: number; turnsBeside: number }> {
   const start = process.cpuUsage();
   let writesMs = 0;
@@ -220,6 +224,7 @@ async function insertInTurns(
     const end = Math.min(keys.length, i + TURN_WRITES);
     writesMs += cpuMs(() => {
       for (let j = i; j < end; j++) engine.set(keys[j]!, values[j]!, NOW_MS);
+      for (let d = 1; d <= deletesPerTurn && d <= i; d++) engine.delete(keys[i - d]!, NOW_MS);
     });
     await new Promise<void>((resolve) => setImmediate(resolve));
   }
@@ -293,7 +298,11 @@ async function overhead(
     ["before", await engineOf(baselineDir)],
   ];
   if (alsoDir !== undefined) engines.push(["also", await engineOf(alsoDir)]);
-  type Row = ReturnType<typeof engineOps> & { insertTurns: number; turnsBeside: number };
+  type Row = ReturnType<typeof engineOps> & {
+    insertTurns: number;
+    turnsBeside: number;
+    insertTurnsDel: number;
+  };
   const runs = new Map<string, Row[]>(engines.map(([name]) => [name, []]));
   // Alternate the engines, each round starting with the next one, so machine load
   // affects all alike; a full collection before each, so none pays for another's garbage.
@@ -304,7 +313,9 @@ async function overhead(
       const ops = engineOps(make(), keys, values);
       Bun.gc(true);
       const turns = await insertInTurns(make(), keys, values);
-      runs.get(name)!.push({ ...ops, ...turns });
+      Bun.gc(true);
+      const withDeletes = await insertInTurns(make(), keys, values, 1);
+      runs.get(name)!.push({ ...ops, ...turns, insertTurnsDel: withDeletes.insertTurns });
     }
   }
   console.log(
@@ -314,10 +325,10 @@ async function overhead(
   for (const [name] of engines) {
     if (name === "before") continue;
     const mine = runs.get(name)!;
-    for (const op of ["insert", "insertFold", "insertTurns", "setNs", "getNs"] as const) {
+    for (const op of ["insert", "insertFold", "insertTurns", "insertTurnsDel", "setNs", "getNs"] as const) {
       const ratios = mine.map((r, i) => r[op] / before[i]![op]);
       console.log(
-        `  ${name.padEnd(5)} ${op.padEnd(11)} ${median(mine.map((r) => r[op]))
+        `  ${name.padEnd(5)} ${op.padEnd(14)} ${median(mine.map((r) => r[op]))
           .toFixed(0)
           .padStart(6)} ns   before ${median(before.map((r) => r[op]))
           .toFixed(0)
@@ -335,7 +346,7 @@ async function overhead(
         ? ""
         : `; vs ${engines[0]![0]}'s ${median(mine.map((r, i) => r.turnsBeside / first[i]!.turnsBeside)).toFixed(2)}x`;
     console.log(
-      `  ${name.padEnd(5)} turnsBeside ${beside.toFixed(0).padStart(6)} ns   before ${median(
+      `  ${name.padEnd(5)} turnsBeside    ${beside.toFixed(0).padStart(6)} ns   before ${median(
         before.map((r) => r.turnsBeside),
       )
         .toFixed(0)

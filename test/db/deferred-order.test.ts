@@ -209,4 +209,49 @@ describe("DeferredOrder", () => {
     model.remove("a");
     expect(scanned(model.order, "", false, 10)).toEqual(["b", "c"]);
   });
+
+  test("a fold with removals among its notes checks only the keys removed since the notes were last all folded", () => {
+    const present = new Set<string>(["k0", "k1", "k2"]);
+    let lookups = 0;
+    const queue: (() => void)[] = [];
+    const order = new DeferredOrder(
+      (key) => {
+        lookups++;
+        return present.has(key);
+      },
+      () => [present.keys()],
+      OrderedKeys.fromSorted(["k0", "k1", "k2"]),
+      // Slices of 100 notes (4 units each): the notes below are folded in parts.
+      { keyCount: () => present.size, sliceUnits: 400, schedule: (run) => queue.push(run) },
+    );
+    const add = (key: string) => {
+      present.add(key);
+      order.added(key);
+    };
+    const remove = (key: string) => {
+      present.delete(key);
+      order.removed(key);
+    };
+    remove("k1");
+    for (let i = 0; i < 150; i++) add(`n${i}`);
+    add("k1");
+    // The first slice folds 100 notes: k1's removal and 99 adds; k1's add waits.
+    queue.shift()!();
+    expect(order.unsettled).toBe(52);
+    // Removed again and added again after that slice; k2 removed and added back.
+    remove("k1");
+    add("k1");
+    remove("k2");
+    add("k2");
+    while (queue.length > 0) queue.shift()!();
+    expect(order.unsettled).toBe(0);
+    // Looked up: k1 once per slice it was noted in (2) and k2 once; no new key.
+    expect(lookups).toBe(3);
+    expect(order.keys()).toEqual([...present].sort(compareKeys));
+    // Once all folded, the removals are forgotten: new keys are not looked up.
+    for (let i = 150; i < 200; i++) add(`n${i}`);
+    while (queue.length > 0) queue.shift()!();
+    expect(lookups).toBe(3);
+    expect(order.keys()).toEqual([...present].sort(compareKeys));
+  });
 });

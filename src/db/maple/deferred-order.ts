@@ -125,11 +125,12 @@ interface Waiting {
  * twice the keys it read starts over, at most BUILD_RESTARTS_MAX times before one runs in
  * one piece. `close` drops everything.
  *
- * Truth: a fold asks `isPresent` (the hash maps) for each noted key when removals are
- * among the notes or a build read the maps while they changed, so any interleaving of adds
- * and removes of one key (add, remove, add again, ...) ends as the maps say. With adds
- * alone into a settled index, every noted key is new and distinct (the maps hold a key
- * once), so none is looked up. A key a build did not read and no note names was present
+ * Truth: a fold asks `isPresent` (the hash maps) for each noted key that was removed
+ * since the notes were last all folded (`removedKeys`), or for every key when a build read
+ * the maps while they changed, so any interleaving of adds and removes of one key (add,
+ * remove, add again, ...) ends as the maps say. Any other noted key was added once and
+ * not removed since the index last matched the maps: it is new and distinct (the maps
+ * hold a key once), so it is not looked up (nor in the index). A key a build did not read and no note names was present
  * throughout the build (unchanged since it started), so the build read it: the sources
  * yield every key present when the build starts and still present when read (and, being
  * bounded by the keys present at the start, end however fast writers add keys).
@@ -145,7 +146,12 @@ export class DeferredOrder {
   /** Keys added or removed, in arrival order (while built or building); those before `folded` are in. */
   private notes: string[] = [];
   private folded = 0;
-  private removals = 0;
+  /**
+   * Keys noted as removed since the notes were last all folded (and dropped): a noted key
+   * not among them was added once and never removed since the index last matched the
+   * maps, so it is new to the index and its fold needs no check (see `apply`).
+   */
+  private removedKeys = new Set<string>();
   /** The notes may name keys already in the index (a build read the maps while they changed). */
   private checkNotes = false;
   private builder: OrderedKeysBuilder | null = null;
@@ -216,7 +222,7 @@ export class DeferredOrder {
   removed(key: string): void {
     if (key.startsWith(RESERVED_KEY_START)) this.reserved.remove(key);
     if (this.settled === null && this.builder === null) return;
-    this.removals++;
+    this.removedKeys.add(key);
     this.note(key);
   }
 
@@ -248,7 +254,11 @@ export class DeferredOrder {
     if (this.notes.length <= NOTES_KEPT_MAX) this.notes.length = 0;
     else this.notes = [];
     this.folded = 0;
-    this.removals = 0;
+    if (this.removedKeys.size > 0) {
+      // A large set is let go rather than kept (clear keeps its table).
+      if (this.removedKeys.size <= NOTES_KEPT_MAX) this.removedKeys.clear();
+      else this.removedKeys = new Set();
+    }
     this.checkNotes = false;
   }
 
@@ -384,7 +394,7 @@ export class DeferredOrder {
     const from = this.folded;
     this.folded = end;
     this.counters.folded += end - from;
-    this.apply(notes, from, end, this.checkNotes || this.removals > 0);
+    this.apply(notes, from, end);
     if (end === notes.length) this.dropNotes();
     else if (this.folded >= NOTES_MIN && 2 * this.folded >= notes.length) {
       // Writes keep ahead of the slices: let the folded half go.
@@ -442,30 +452,43 @@ export class DeferredOrder {
     return settled;
   }
 
-  /** Puts `keys[from, end)` in or out of the settled index; `check`: ask the maps for each. */
-  private apply(keys: readonly string[], from: number, end: number, check: boolean): void {
+  /**
+   * Puts `keys[from, end)` in or out of the settled index. A key neither removed since the
+   * index last matched the maps nor noted while a build read them is new: those go in as
+   * one batch. Others are checked against the maps (`isPresent`) and the index.
+   */
+  private apply(keys: readonly string[], from: number, end: number): void {
     const settled = this.settled!;
     // In arrival order, not sorted first: each key only joins its block's pending keys
     // (sorted there, a block at a time), and a sort of the batch cost more than the
     // locality it gave (test/bench/data-api.ts: a one-piece fold of 100k notes paid a
     // sort of all of them).
-    if (!check) {
+    if (!this.checkNotes && this.removedKeys.size === 0) {
       // Adds alone into an index that matched the maps: all new and distinct.
       settled.insertBatch(keys, from, end);
       return;
     }
+    const removed = this.removedKeys;
+    const adds: string[] = [];
     // A key noted more than once (churn on a few keys) is settled by its first visit.
     const seen = new Set<string>();
     for (let i = from; i < end; i++) {
       const key = keys[i]!;
+      if (!this.checkNotes && !removed.has(key)) {
+        // Noted once (a second note would be after a removal), not in the index yet.
+        adds.push(key);
+        continue;
+      }
       if (seen.has(key)) continue;
       seen.add(key);
       if (this.isPresent(key)) {
-        if (!settled.has(key)) settled.insert(key);
+        if (!settled.has(key)) adds.push(key);
       } else {
         settled.remove(key);
       }
     }
+    // Distinct (checked keys once each; the others noted once) and none in the index.
+    settled.insertBatch(adds, 0, adds.length);
   }
 }
 

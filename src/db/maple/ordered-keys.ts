@@ -43,6 +43,8 @@ export class OrderedKeys {
   private readonly routeCodes = new Float64Array(ROUTE_CHUNK);
   /** Bumped whenever blocks are added, removed or get a new first key (routes change). */
   private shape = 0;
+  /** What insertBatch's reads ahead summed (kept, so that they are not optimised away). */
+  touched = 0;
   /** The first key of each block. */
   private firsts = new CodedRun([]);
   private count = 0;
@@ -127,6 +129,14 @@ export class OrderedKeys {
         for (let i = start; i < stop; i++) this.insert(keys[i]!);
         continue;
       }
+      // Every key's string first, in a loop with no unpredictable branch: their cache
+      // misses overlap, where the routing loop below (a binary search per key, whose
+      // mispredicted branches discard the loads begun ahead) would meet them one by one.
+      // Measured (100k / 1M shuffled keys, 1000 a batch, OrderedKeys alone, alternating
+      // rounds): 0.57x / 0.51x the CPU per key without it.
+      let touched = 0;
+      for (let i = start; i < stop; i++) touched += keys[i]!.charCodeAt(0) | 0;
+      this.touched = touched;
       const firstsEpoch = this.firsts.epoch;
       for (let i = start; i < stop; i++) {
         const key = keys[i]!;
@@ -226,12 +236,28 @@ export class OrderedKeys {
     block.rangePrefix = -1;
   }
 
-  /** Whether the index holds `key`. */
+  /**
+   * Whether the index holds `key`: in its block's keys or among its pending keys, which
+   * are not merged for this (a fold whose notes include removals asks this of every
+   * noted key; merging each one's block first cost a block's merge per key). A pending
+   * key's string is compared only when its code agrees with the key's (or is unknown).
+   */
   has(key: string): boolean {
     if (this.blocks.length === 0) return false;
     const slow = needsCodePointOrder(key);
-    const block = this.blocks[this.mergedBlockFor(key, slow)]!;
-    return block.keys[block.lowerBound(key, slow)] === key;
+    const block = this.blocks[this.blockFor(key, slow)]!;
+    if (block.keys[block.lowerBound(key, slow)] === key) return true;
+    const pending = block.pending;
+    if (pending.length === 0) return false;
+    // lowerBound left the key's code at the block's prefix (NO_CODE when it does not
+    // share it); pending codes are at that prefix if noted at the block's epoch.
+    const code = block.pendingEpoch === block.epoch ? block.probeCode : NO_CODE;
+    for (let j = 0; j < pending.length; j += 2) {
+      const other = pending[j + 1] as number;
+      if (code >= 0 && other >= 0 && other !== code) continue;
+      if (pending[j] === key) return true;
+    }
+    return false;
   }
 
   /** Removes a key that is in the index; returns false (changing nothing) when it is not. */
