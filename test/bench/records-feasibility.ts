@@ -1,19 +1,18 @@
 /**
- * Feasibility of RecordTable (src/db/records) against Maple, 16-character keys, 128 B values.
+ * RecordDB (src/db/records) against MapleDB (lstore mode), 16-character keys, 128 B values.
  *   bun test/bench/records-feasibility.ts mem records|maple [keys]   bytes per key (one engine per process)
  *   bun test/bench/records-feasibility.ts speed [keys] [rounds]       CPU ns per op, alternating in one process
  */
 import { heapStats } from "bun:jsc";
+import type { KVDB } from "../../src/db/kvdb.ts";
 import { MapleDB } from "../../src/db/maple/index.ts";
-import { RecordTable } from "../../src/db/records/record-table.ts";
+import { RecordDB } from "../../src/db/records/record-db.ts";
 
 const NOW = 1_700_000_000_000;
 const mode = process.argv[2] ?? "speed";
 
-function makeKeys(n: number): string[] {
-  const keys: string[] = [];
-  for (let i = 0; i < n; i++) keys.push(`key:${String(i).padStart(12, "0")}`);
-  return keys;
+function makeKey(i: number): string {
+  return `key:${String(i).padStart(12, "0")}`;
 }
 
 function value(i: number): Uint8Array {
@@ -23,179 +22,134 @@ function value(i: number): Uint8Array {
   return v;
 }
 
-function rss(): number {
-  return process.memoryUsage().rss;
-}
-
 function settle(): void {
   Bun.gc(true);
   Bun.gc(true);
 }
 
+function engine(which: string): KVDB {
+  return which === "maple" ? new MapleDB({ indexFromStart: false }) : new RecordDB();
+}
+
 if (mode === "mem") {
   const which = process.argv[3] ?? "records";
   const n = Number(process.argv[4] ?? 1_000_000);
-  const keys: string[] = [];
   settle();
-  const rss0 = rss();
+  const rss0 = process.memoryUsage().rss;
   const heap0 = heapStats().heapSize;
-  let engine: unknown;
-  if (which === "maple") {
-    const db = new MapleDB({ indexFromStart: false });
-    // Keys made as the server makes them: a fresh string per request.
-    for (let i = 0; i < n; i++) db.set(`key:${String(i).padStart(12, "0")}`, value(i), NOW);
-    engine = db;
-  } else {
-    const table = new RecordTable();
-    for (let i = 0; i < n; i++) table.set(`key:${String(i).padStart(12, "0")}`, value(i), i + 1);
-    engine = table;
-  }
+  const db = engine(which);
+  // A fresh key string and value array per set, as the server decodes them.
+  for (let i = 0; i < n; i++) db.set(makeKey(i), value(i), NOW);
   settle();
   await Bun.sleep(500);
   settle();
-  const rss1 = rss();
+  const rss1 = process.memoryUsage().rss;
   const heap1 = heapStats().heapSize;
-  const extra =
-    which === "records" ? (engine as RecordTable).arenaBytes() + (engine as RecordTable).tableBytes() : 0;
+  const footprint = db instanceof RecordDB ? db.footprint() : undefined;
   console.log(
     JSON.stringify({
       which,
       keys: n,
       rssPerKey: +((rss1 - rss0) / n).toFixed(1),
       heapPerKey: +((heap1 - heap0) / n).toFixed(1),
-      typedArrayBytesPerKey: +(extra / n).toFixed(1),
+      arenaPerKey: footprint ? +(footprint.arenaBytes / n).toFixed(1) : undefined,
+      tablePerKey: footprint ? +(footprint.tableBytes / n).toFixed(1) : undefined,
       rssMiB: +(rss1 / 2 ** 20).toFixed(1),
     }),
   );
-  void keys;
-  void engine;
+  if (db.info(NOW).keys !== n) throw new Error("lost keys");
 } else {
   const n = Number(process.argv[3] ?? 200_000);
   const rounds = Number(process.argv[4] ?? 5);
-  const keys = makeKeys(n);
-  const order = keys.slice();
-  for (let i = order.length - 1; i > 0; i--) {
-    const j = (Math.imul(i, 2654435761) >>> 0) % (i + 1);
-    [order[i], order[j]] = [order[j]!, order[i]!];
-  }
-  const values = keys.map((_, i) => value(i));
+  const order: string[] = [];
+  for (let i = 0; i < n; i++) order.push(makeKey((Math.imul(i, 2654435761) >>> 0) % n));
+  const unique = [...new Set(order)];
+  const values = unique.map((_, i) => value(i));
+  const count = unique.length;
   const frame = new Uint8Array(64 * 1024);
   // Keys as the server sees them: a fresh string decoded from the request's bytes per op.
-  const encoded = order.map((k) => new TextEncoder().encode(k));
+  const encoded = unique.map((k) => new TextEncoder().encode(k));
   const decoder = new TextDecoder();
-  const fresh = (i: number): string => decoder.decode(encoded[i]!);
   let sink = 0;
   const cpu = (f: () => void): number => {
     const t = process.cpuUsage();
     f();
     const u = process.cpuUsage(t);
-    return ((u.user + u.system) * 1000) / n;
+    return ((u.user + u.system) * 1000) / count;
   };
   const results: Record<string, number[]> = {};
   const push = (name: string, ns: number): void => {
-    (results[name] ??= []).push(ns);
+    const list = results[name] ?? [];
+    list.push(ns);
+    results[name] = list;
   };
   for (let r = 0; r < rounds; r++) {
-    {
-      const db = new MapleDB({ indexFromStart: false });
+    for (const which of r % 2 === 0 ? ["maple", "records"] : ["records", "maple"]) {
+      const db = engine(which);
       push(
-        "maple insert",
+        `${which} insert`,
         cpu(() => {
-          for (let i = 0; i < n; i++) db.set(order[i]!, values[i]!, NOW);
+          for (let i = 0; i < count; i++) db.set(unique[i]!, values[i]!, NOW);
         }),
       );
       push(
-        "maple overwrite",
+        `${which} overwrite`,
         cpu(() => {
-          for (let i = 0; i < n; i++) db.set(order[i]!, values[i]!, NOW);
+          for (let i = 0; i < count; i++) db.set(unique[i]!, values[i]!, NOW);
         }),
       );
       push(
-        "maple get",
+        `${which} get`,
         cpu(() => {
-          for (let i = 0; i < n; i++) sink += db.get(order[i]!, NOW)!.byteLength;
+          for (let i = 0; i < count; i++) sink += db.get(unique[i]!, NOW)!.byteLength;
         }),
       );
       push(
-        "maple getEntry+frame",
+        `${which} getEntry+frame`,
         cpu(() => {
-          for (let i = 0; i < n; i++) {
-            const e = db.getEntry(order[i]!, NOW)!;
+          for (let i = 0; i < count; i++) {
+            const e = db.getEntry(unique[i]!, NOW)!;
             frame.set(e.value!, (i & 255) * 200);
             sink += e.version;
           }
         }),
       );
       push(
-        "maple fresh key+frame",
+        `${which} fresh key getEntry+frame`,
         cpu(() => {
-          for (let i = 0; i < n; i++) {
-            const e = db.getEntry(fresh(i), NOW)!;
+          for (let i = 0; i < count; i++) {
+            const e = db.getEntry(decoder.decode(encoded[i]!), NOW)!;
             frame.set(e.value!, (i & 255) * 200);
             sink += e.version;
           }
         }),
       );
       push(
-        "maple delete",
+        `${which} fresh key set`,
         cpu(() => {
-          for (let i = 0; i < n; i++) db.delete(order[i]!, NOW);
+          for (let i = 0; i < count; i++) db.set(decoder.decode(encoded[i]!), values[i]!, NOW);
         }),
       );
+      push(
+        `${which} delete`,
+        cpu(() => {
+          for (let i = 0; i < count; i++) db.delete(unique[i]!, NOW);
+        }),
+      );
+      Bun.gc(true);
     }
-    {
-      const t = new RecordTable();
-      let rev = 1;
-      push(
-        "records insert",
-        cpu(() => {
-          for (let i = 0; i < n; i++) t.set(order[i]!, values[i]!, rev++);
-        }),
-      );
-      push(
-        "records overwrite",
-        cpu(() => {
-          for (let i = 0; i < n; i++) t.set(order[i]!, values[i]!, rev++);
-        }),
-      );
-      push(
-        "records get (copy)",
-        cpu(() => {
-          for (let i = 0; i < n; i++) sink += t.get(order[i]!)!.byteLength;
-        }),
-      );
-      push(
-        "records get into frame",
-        cpu(() => {
-          for (let i = 0; i < n; i++) sink += t.getInto(order[i]!, frame, (i & 255) * 200);
-        }),
-      );
-      push(
-        "records fresh key+frame",
-        cpu(() => {
-          for (let i = 0; i < n; i++) sink += t.getInto(fresh(i), frame, (i & 255) * 200);
-        }),
-      );
-      push(
-        "records get copy+frame",
-        cpu(() => {
-          for (let i = 0; i < n; i++) {
-            const v = t.get(order[i]!)!;
-            frame.set(v, (i & 255) * 200);
-          }
-        }),
-      );
-      push(
-        "records delete",
-        cpu(() => {
-          for (let i = 0; i < n; i++) t.delete(order[i]!);
-        }),
-      );
-    }
-    Bun.gc(true);
   }
   const med = (a: number[]): number => a.slice().sort((x, y) => x - y)[a.length >> 1]!;
-  for (const [k, v] of Object.entries(results))
-    console.log(k.padEnd(26), med(v).toFixed(0), "ns  ", v.map((x) => x.toFixed(0)).join(" "));
-  console.log("sink", sink > 0);
+  const names = Object.keys(results)
+    .filter((k) => k.startsWith("maple "))
+    .map((k) => k.slice(6));
+  console.log(`${"op".padEnd(28)} maple  records  ratio   (CPU ns per op, median of ${rounds})`);
+  for (const name of names) {
+    const m = med(results[`maple ${name}`]!);
+    const r = med(results[`records ${name}`]!);
+    console.log(
+      `${name.padEnd(28)} ${m.toFixed(0).padStart(5)} ${r.toFixed(0).padStart(8)}  ${(r / m).toFixed(2)}×`,
+    );
+  }
+  if (sink === 0) console.log("(sink)");
 }

@@ -1,50 +1,60 @@
 /**
  * RecordTable: keys and values out of JS objects. Each key's record (a header, the key's
- * UTF-8 bytes, the value's bytes) lives in large chunks of an arena; per shard an
+ * bytes, the value's bytes) lives in large chunks of an arena; per shard an
  * open-addressing table (linear probing, backward-shift deletion) maps a key's hash to its
  * record's reference. No Map, no string and no object is kept per key.
  *
- * A record, 8-byte aligned, in 32-bit words:
- *   w0 hash   w1 key length | flags << 24 ... see below   w2 value length   w3 version
- *   w4/w5 createRevision (lo, hi)   w6/w7 modRevision (lo, hi)   then key bytes, value bytes.
- * Key length takes the low 24 bits of w1, flags the high 8. A record's size is fixed by its
- * lengths; a value of the same padded size is overwritten in place, any other is moved to a
- * new record and the old one marked dead. A chunk whose dead bytes pass half of it is
- * compacted: its live records move to the chunk being filled, and it is reused.
+ * A record, 8-byte aligned, in 32-bit words: w0 the key's hash; w1 the key's byte length
+ * (low 24 bits) and flags (high 8); w2 the value's length; w3 the version; w4/w5 the
+ * createRevision and w6/w7 the modRevision (low and high 32 bits); then the key's bytes and
+ * the value's. Keys are stored as WTF-8 (UTF-8 that also encodes a lone surrogate as
+ * three bytes), so every JS string, well formed or not, has bytes of its own.
+ *
+ * A record whose new contents take the same padded size is rewritten in place (not while
+ * frozen for a save); any other write makes a new record and marks the old one dead. A
+ * chunk whose dead bytes reach half of it is compacted after the write: its live records
+ * move to the chunk being filled and it is reused. A record too large for a chunk gets a
+ * buffer of its own, released once dead.
+ *
+ * Callers pass references (`ref`) from `find`; a reference is valid until the next write.
  */
+import { DkvError } from "../../errors.ts";
 
-/** Bytes per chunk (a power of two). */
 const CHUNK_SHIFT = 20;
 const CHUNK_BYTES = 1 << CHUNK_SHIFT;
-/** References count 8-byte units: 2^32 × 8 B of arena at most. */
+/** References count 8-byte units: 2^32 × 8 B of arena at most; 0 is never a record. */
 const UNIT_SHIFT = 3;
 const UNITS_PER_CHUNK_SHIFT = CHUNK_SHIFT - UNIT_SHIFT;
 const UNIT_MASK = (1 << UNITS_PER_CHUNK_SHIFT) - 1;
 export const HEADER_BYTES = 32;
-const HEADER_WORDS = HEADER_BYTES >> 2;
 const KEY_LEN_MASK = 0xffffff;
-export const FLAG_DEAD = 1 << 24;
-/** The value is hidden (`expire`); `has` still sees the key. */
-export const FLAG_EXPIRED = 1 << 25;
-/** The key has deadlines kept outside the record. */
-export const FLAG_TIMED = 1 << 26;
-/** The largest record stored in a chunk; bigger values would not fit. */
-export const MAX_RECORD_BYTES = CHUNK_BYTES >> 2;
+/** Flags (in w1's high byte). */
+const FLAG_DEAD = 1 << 24;
+/** The key has deadlines, kept outside the record (see RecordDB). */
+export const FLAG_TIMED = 1 << 25;
+/** The value is kept outside the record (a large one, see RecordDB). */
+export const FLAG_EXTERNAL = 1 << 26;
+/** The key is not well-formed UTF-16 (a lone surrogate): decoded by hand. */
+const FLAG_LONE_SURROGATE = 1 << 27;
+const FLAGS_KEPT = FLAG_TIMED | FLAG_EXTERNAL;
+/** A record bigger than this gets a buffer of its own. */
+const MAX_CHUNKED_RECORD_BYTES = CHUNK_BYTES >> 2;
+/** Keys longer than this (in bytes) are refused. */
+const MAX_KEY_BYTES = KEY_LEN_MASK;
 
 const SHARD_BITS = 6;
 const SHARDS = 1 << SHARD_BITS;
 const MIN_SLOTS = 16;
+const EMPTY_U8 = new Uint8Array(0);
+const EMPTY_I32 = new Int32Array(0);
 
-/** Hash and UTF-8 length of the last key hashed (set by hashKey). */
-let lastUtf8Length = 0;
+const utf8Decoder = new TextDecoder("utf-8", { ignoreBOM: true });
 
-const encoder = new TextEncoder();
+/** The WTF-8 length of the key last hashed (set by hashKey) and whether it has a lone surrogate. */
+let lastKeyBytes = 0;
+let lastLoneSurrogate = false;
 
-/**
- * FNV-1a over the key's UTF-8 bytes (as TextEncoder encodes it: a lone surrogate as
- * U+FFFD), with a final mix; sets lastUtf8Length. The same bytes always hash the same, so
- * a record's key can be rehashed from its bytes.
- */
+/** FNV-1a over the key's WTF-8 bytes, then a mix; sets lastKeyBytes and lastLoneSurrogate. */
 export function hashKey(key: string): number {
   let h = 0x811c9dc5 | 0;
   const n = key.length;
@@ -54,13 +64,14 @@ export function hashKey(key: string): number {
     if (c >= 0x80) break;
     h = Math.imul(h ^ c, 0x01000193);
   }
+  lastLoneSurrogate = false;
   if (i === n) {
-    lastUtf8Length = n;
+    lastKeyBytes = n;
     return finish(h);
   }
   let length = i;
   for (; i < n; i++) {
-    let c = key.charCodeAt(i);
+    const c = key.charCodeAt(i);
     if (c < 0x80) {
       h = Math.imul(h ^ c, 0x01000193);
       length++;
@@ -81,7 +92,7 @@ export function hashKey(key: string): number {
           i++;
           continue;
         }
-        c = 0xfffd;
+        lastLoneSurrogate = true;
       }
       h = Math.imul(h ^ (0xe0 | (c >> 12)), 0x01000193);
       h = Math.imul(h ^ (0x80 | ((c >> 6) & 63)), 0x01000193);
@@ -89,13 +100,7 @@ export function hashKey(key: string): number {
       length += 3;
     }
   }
-  lastUtf8Length = length;
-  return finish(h);
-}
-
-function hashBytes(bytes: Uint8Array, start: number, end: number): number {
-  let h = 0x811c9dc5 | 0;
-  for (let i = start; i < end; i++) h = Math.imul(h ^ bytes[i]!, 0x01000193);
+  lastKeyBytes = length;
   return finish(h);
 }
 
@@ -108,6 +113,72 @@ function finish(h: number): number {
   return h | 0;
 }
 
+/** Writes `key` as WTF-8 at `at` (its length known: lastKeyBytes of hashKey). */
+function writeKeyBytes(key: string, bytes: Uint8Array, at: number, keyBytes: number): void {
+  const n = key.length;
+  if (keyBytes === n) {
+    for (let i = 0; i < n; i++) bytes[at + i] = key.charCodeAt(i);
+    return;
+  }
+  let p = at;
+  for (let i = 0; i < n; i++) {
+    const c = key.charCodeAt(i);
+    if (c < 0x80) {
+      bytes[p++] = c;
+    } else if (c < 0x800) {
+      bytes[p++] = 0xc0 | (c >> 6);
+      bytes[p++] = 0x80 | (c & 63);
+    } else {
+      if (c >= 0xd800 && c <= 0xdbff && i + 1 < n) {
+        const d = key.charCodeAt(i + 1);
+        if (d >= 0xdc00 && d <= 0xdfff) {
+          const cp = 0x10000 + ((c - 0xd800) << 10) + (d - 0xdc00);
+          bytes[p++] = 0xf0 | (cp >> 18);
+          bytes[p++] = 0x80 | ((cp >> 12) & 63);
+          bytes[p++] = 0x80 | ((cp >> 6) & 63);
+          bytes[p++] = 0x80 | (cp & 63);
+          i++;
+          continue;
+        }
+      }
+      bytes[p++] = 0xe0 | (c >> 12);
+      bytes[p++] = 0x80 | ((c >> 6) & 63);
+      bytes[p++] = 0x80 | (c & 63);
+    }
+  }
+}
+
+/** Decodes WTF-8 written by writeKeyBytes (lone surrogates included). */
+function decodeWtf8(bytes: Uint8Array, start: number, end: number): string {
+  const units: number[] = [];
+  let i = start;
+  while (i < end) {
+    const b = bytes[i]!;
+    if (b < 0x80) {
+      units.push(b);
+      i++;
+    } else if (b < 0xe0) {
+      units.push(((b & 31) << 6) | (bytes[i + 1]! & 63));
+      i += 2;
+    } else if (b < 0xf0) {
+      units.push(((b & 15) << 12) | ((bytes[i + 1]! & 63) << 6) | (bytes[i + 2]! & 63));
+      i += 3;
+    } else {
+      const cp =
+        ((b & 7) << 18) | ((bytes[i + 1]! & 63) << 12) | ((bytes[i + 2]! & 63) << 6) | (bytes[i + 3]! & 63);
+      units.push(0xd800 + ((cp - 0x10000) >> 10), 0xdc00 + ((cp - 0x10000) & 1023));
+      i += 4;
+    }
+  }
+  let out = "";
+  for (let k = 0; k < units.length; k += 4096) out += String.fromCharCode(...units.slice(k, k + 4096));
+  return out;
+}
+
+function recordBytes(keyBytes: number, valueBytes: number): number {
+  return (HEADER_BYTES + keyBytes + valueBytes + 7) & ~7;
+}
+
 class TableShard {
   refs: Uint32Array = new Uint32Array(MIN_SLOTS);
   hashes: Int32Array = new Int32Array(MIN_SLOTS);
@@ -115,37 +186,53 @@ class TableShard {
   size = 0;
 }
 
-/** Where a record is: set by find. */
 export class RecordTable {
   private u8: Uint8Array[] = [];
   private i32: Int32Array[] = [];
   /** Dead bytes per chunk. */
   private dead: number[] = [];
-  /** Chunks emptied by compaction, ready for reuse. */
-  private spare: number[] = [];
-  private current = -1;
-  /** Where each retired chunk's records end. */
+  /** Where each chunk's records end (the current chunk's: `top`). */
   private ends: number[] = [];
-  /** A chunk over half dead, to compact once the write under way is done; -1 when none. */
-  private candidate = -1;
-  /** Next free byte in the current chunk. */
+  /** Whether a chunk is a record's own buffer. */
+  private own: boolean[] = [];
+  /** Emptied chunks, ready for reuse; indexes of released own buffers. */
+  private spare: number[] = [];
+  private freeIndexes: number[] = [];
+  private current = -1;
   private top = CHUNK_BYTES;
+  /** Chunks over half dead, compacted once the write under way is done. */
+  private candidates: number[] = [];
+  /** While frozen (a save reads the records): nothing is rewritten in place, moved or reused. */
+  private frozen = false;
   private readonly shards: TableShard[] = [];
   /** Keys held. */
   size = 0;
-  /** Set by find: the found record's chunk and word/byte offset. */
-  chunk = 0;
-  offset = 0;
+  /** Set by `find`: the key's hash and byte length, for an `insert` that follows. */
+  hash = 0;
+  keyBytes = 0;
+  private loneSurrogate = false;
+  /** Scratch for comparing a non-ASCII key. */
+  private scratch = new Uint8Array(256);
 
   constructor() {
     for (let i = 0; i < SHARDS; i++) this.shards.push(new TableShard());
+    // Chunk index 0 is never used, so no record's reference is 0 (an empty slot).
+    this.u8.push(EMPTY_U8);
+    this.i32.push(EMPTY_I32);
+    this.dead.push(0);
+    this.ends.push(0);
+    this.own.push(false);
   }
 
-  /** The record of `key`, or 0; sets chunk and offset when found. Uses lastUtf8Length. */
-  find(key: string, hash: number): number {
+  /** The record of `key`, or 0. Sets `hash` and `keyBytes`. */
+  find(key: string): number {
+    const hash = hashKey(key);
+    const length = lastKeyBytes;
+    this.hash = hash;
+    this.keyBytes = length;
+    this.loneSurrogate = lastLoneSurrogate;
     const shard = this.shards[hash >>> (32 - SHARD_BITS)]!;
     const { refs, hashes, mask } = shard;
-    const length = lastUtf8Length;
     let slot = hash & mask;
     for (;;) {
       const ref = refs[slot]!;
@@ -153,13 +240,10 @@ export class RecordTable {
       if (hashes[slot] === hash) {
         const chunk = ref >>> UNITS_PER_CHUNK_SHIFT;
         const offset = (ref & UNIT_MASK) << UNIT_SHIFT;
-        const words = this.i32[chunk]!;
         if (
-          (words[(offset >> 2) + 1]! & KEY_LEN_MASK) === length &&
+          (this.i32[chunk]![(offset >> 2) + 1]! & KEY_LEN_MASK) === length &&
           this.sameKey(key, chunk, offset, length)
         ) {
-          this.chunk = chunk;
-          this.offset = offset;
           return ref;
         }
       }
@@ -174,18 +258,257 @@ export class RecordTable {
       for (let i = 0; i < length; i++) if (bytes[at + i] !== key.charCodeAt(i)) return false;
       return true;
     }
-    const encoded = encoder.encode(key);
-    for (let i = 0; i < length; i++) if (bytes[at + i] !== encoded[i]) return false;
+    if (this.scratch.length < length) this.scratch = new Uint8Array(length * 2);
+    const scratch = this.scratch;
+    writeKeyBytes(key, scratch, 0, length);
+    for (let i = 0; i < length; i++) if (bytes[at + i] !== scratch[i]) return false;
     return true;
   }
 
-  /** Reserves a record of `bytes` bytes (header included); returns its reference. */
-  private allocate(bytes: number): number {
-    const size = (bytes + 7) & ~7;
+  flags(ref: number): number {
+    return this.word(ref, 1) & FLAGS_KEPT;
+  }
+
+  version(ref: number): number {
+    return this.word(ref, 3) >>> 0;
+  }
+
+  createRevision(ref: number): number {
+    return (this.word(ref, 4) >>> 0) + this.word(ref, 5) * 0x100000000;
+  }
+
+  modRevision(ref: number): number {
+    return (this.word(ref, 6) >>> 0) + this.word(ref, 7) * 0x100000000;
+  }
+
+  valueLength(ref: number): number {
+    return this.word(ref, 2);
+  }
+
+  private word(ref: number, index: number): number {
+    return this.i32[ref >>> UNITS_PER_CHUNK_SHIFT]![(((ref & UNIT_MASK) << UNIT_SHIFT) >> 2) + index]!;
+  }
+
+  /** The value's bytes, a fresh copy. */
+  copyValue(ref: number): Uint8Array {
+    const chunk = ref >>> UNITS_PER_CHUNK_SHIFT;
+    const offset = (ref & UNIT_MASK) << UNIT_SHIFT;
+    const words = this.i32[chunk]!;
+    const w = offset >> 2;
+    const from = offset + HEADER_BYTES + (words[w + 1]! & KEY_LEN_MASK);
+    return this.u8[chunk]!.slice(from, from + words[w + 2]!);
+  }
+
+  /** A view of the value's bytes: valid until the next write. */
+  valueView(ref: number): Uint8Array {
+    const chunk = ref >>> UNITS_PER_CHUNK_SHIFT;
+    const offset = (ref & UNIT_MASK) << UNIT_SHIFT;
+    const words = this.i32[chunk]!;
+    const w = offset >> 2;
+    const from = offset + HEADER_BYTES + (words[w + 1]! & KEY_LEN_MASK);
+    return this.u8[chunk]!.subarray(from, from + words[w + 2]!);
+  }
+
+  /** Copies the value into `frame` at `at`; returns its length. */
+  copyValueInto(ref: number, frame: Uint8Array, at: number): number {
+    const chunk = ref >>> UNITS_PER_CHUNK_SHIFT;
+    const offset = (ref & UNIT_MASK) << UNIT_SHIFT;
+    const words = this.i32[chunk]!;
+    const w = offset >> 2;
+    const from = offset + HEADER_BYTES + (words[w + 1]! & KEY_LEN_MASK);
+    const length = words[w + 2]!;
+    const bytes = this.u8[chunk]!;
+    if (length <= 256) {
+      for (let i = 0; i < length; i++) frame[at + i] = bytes[from + i]!;
+    } else {
+      frame.set(bytes.subarray(from, from + length), at);
+    }
+    return length;
+  }
+
+  valueEquals(ref: number, expected: Uint8Array): boolean {
+    const chunk = ref >>> UNITS_PER_CHUNK_SHIFT;
+    const offset = (ref & UNIT_MASK) << UNIT_SHIFT;
+    const words = this.i32[chunk]!;
+    const w = offset >> 2;
+    const length = words[w + 2]!;
+    if (length !== expected.length) return false;
+    const from = offset + HEADER_BYTES + (words[w + 1]! & KEY_LEN_MASK);
+    const bytes = this.u8[chunk]!;
+    for (let i = 0; i < length; i++) if (bytes[from + i] !== expected[i]) return false;
+    return true;
+  }
+
+  /** The record's key as a string. */
+  key(ref: number): string {
+    const chunk = ref >>> UNITS_PER_CHUNK_SHIFT;
+    const offset = (ref & UNIT_MASK) << UNIT_SHIFT;
+    const keyWord = this.i32[chunk]![(offset >> 2) + 1]!;
+    const length = keyWord & KEY_LEN_MASK;
+    const start = offset + HEADER_BYTES;
+    const bytes = this.u8[chunk]!;
+    if ((keyWord & FLAG_LONE_SURROGATE) !== 0) return decodeWtf8(bytes, start, start + length);
+    return utf8Decoder.decode(bytes.subarray(start, start + length));
+  }
+
+  /**
+   * Adds a record for the key `find` just missed (its hash and length still set): no
+   * other call may come between them.
+   */
+  insert(
+    key: string,
+    value: Uint8Array,
+    version: number,
+    createRevision: number,
+    modRevision: number,
+    flags: number,
+  ): void {
+    const hash = this.hash;
+    const keyBytes = this.keyBytes;
+    if (keyBytes > MAX_KEY_BYTES) {
+      throw new DkvError(
+        "TOO_LARGE",
+        `a key of ${keyBytes} bytes is over the engine's ${MAX_KEY_BYTES}; use a shorter key`,
+      );
+    }
+    const stored = (flags & FLAG_EXTERNAL) !== 0 ? EMPTY_U8 : value;
+    const ref = this.allocate(recordBytes(keyBytes, stored.length));
+    const chunk = ref >>> UNITS_PER_CHUNK_SHIFT;
+    const offset = (ref & UNIT_MASK) << UNIT_SHIFT;
+    const bytes = this.u8[chunk]!;
+    const surrogate = this.loneSurrogate ? FLAG_LONE_SURROGATE : 0;
+    this.writeHeader(
+      chunk,
+      offset,
+      hash,
+      keyBytes | flags | surrogate,
+      stored.length,
+      version,
+      createRevision,
+      modRevision,
+    );
+    writeKeyBytes(key, bytes, offset + HEADER_BYTES, keyBytes);
+    if (stored.length > 0) bytes.set(stored, offset + HEADER_BYTES + keyBytes);
+    this.insertRef(hash, ref);
+    this.settle();
+  }
+
+  /**
+   * Rewrites the record `ref` (of the key `find` just found): new value (undefined keeps
+   * the bytes it holds), revisions and flags (FLAG_TIMED, FLAG_EXTERNAL).
+   */
+  update(
+    ref: number,
+    value: Uint8Array | undefined,
+    version: number,
+    createRevision: number,
+    modRevision: number,
+    flags: number,
+  ): void {
+    const chunk = ref >>> UNITS_PER_CHUNK_SHIFT;
+    const offset = (ref & UNIT_MASK) << UNIT_SHIFT;
+    const words = this.i32[chunk]!;
+    const w = offset >> 2;
+    const hash = words[w]!;
+    const keyWord = words[w + 1]!;
+    const keyBytes = keyWord & KEY_LEN_MASK;
+    const oldLength = words[w + 2]!;
+    const surrogate = keyWord & FLAG_LONE_SURROGATE;
+    const stored = value === undefined ? undefined : (flags & FLAG_EXTERNAL) !== 0 ? EMPTY_U8 : value;
+    const newLength = stored === undefined ? oldLength : stored.length;
+    if (!this.frozen && recordBytes(keyBytes, oldLength) === recordBytes(keyBytes, newLength)) {
+      this.writeHeader(
+        chunk,
+        offset,
+        hash,
+        keyBytes | flags | surrogate,
+        newLength,
+        version,
+        createRevision,
+        modRevision,
+      );
+      if (stored !== undefined && stored.length > 0)
+        this.u8[chunk]!.set(stored, offset + HEADER_BYTES + keyBytes);
+      return;
+    }
+    const moved = this.allocate(recordBytes(keyBytes, newLength));
+    const to = moved >>> UNITS_PER_CHUNK_SHIFT;
+    const toOffset = (moved & UNIT_MASK) << UNIT_SHIFT;
+    const from = this.u8[chunk]!;
+    const bytes = this.u8[to]!;
+    // The old record stays where it is until the write is done (allocate compacts nothing).
+    const copyBytes = stored === undefined ? keyBytes + oldLength : keyBytes;
+    bytes.set(
+      from.subarray(offset + HEADER_BYTES, offset + HEADER_BYTES + copyBytes),
+      toOffset + HEADER_BYTES,
+    );
+    if (stored !== undefined && stored.length > 0) bytes.set(stored, toOffset + HEADER_BYTES + keyBytes);
+    this.writeHeader(
+      to,
+      toOffset,
+      hash,
+      keyBytes | flags | surrogate,
+      newLength,
+      version,
+      createRevision,
+      modRevision,
+    );
+    this.replaceRef(hash, ref, moved);
+    this.kill(chunk, offset, keyBytes, oldLength);
+    this.settle();
+  }
+
+  /** Removes the record `ref`. */
+  remove(ref: number): void {
+    const chunk = ref >>> UNITS_PER_CHUNK_SHIFT;
+    const offset = (ref & UNIT_MASK) << UNIT_SHIFT;
+    const words = this.i32[chunk]!;
+    const w = offset >> 2;
+    this.removeRef(words[w]!, ref);
+    this.kill(chunk, offset, words[w + 1]! & KEY_LEN_MASK, words[w + 2]!);
+    this.settle();
+  }
+
+  private writeHeader(
+    chunk: number,
+    offset: number,
+    hash: number,
+    keyWord: number,
+    valueLength: number,
+    version: number,
+    createRevision: number,
+    modRevision: number,
+  ): void {
+    const words = this.i32[chunk]!;
+    const w = offset >> 2;
+    words[w] = hash;
+    words[w + 1] = keyWord;
+    words[w + 2] = valueLength;
+    words[w + 3] = version;
+    words[w + 4] = createRevision >>> 0;
+    words[w + 5] = Math.floor(createRevision / 0x100000000);
+    words[w + 6] = modRevision >>> 0;
+    words[w + 7] = Math.floor(modRevision / 0x100000000);
+  }
+
+  /** Reserves `size` bytes (a multiple of 8); returns the reference. Moves no record. */
+  private allocate(size: number): number {
+    if (size > MAX_CHUNKED_RECORD_BYTES) return this.allocateOwn(size);
     if (this.top + size > CHUNK_BYTES) this.newChunk();
     const offset = this.top;
     this.top += size;
     return ((this.current << UNITS_PER_CHUNK_SHIFT) | (offset >> UNIT_SHIFT)) >>> 0;
+  }
+
+  private allocateOwn(size: number): number {
+    const buffer = new ArrayBuffer(size);
+    const index = this.freeIndexes.pop() ?? this.u8.length;
+    this.u8[index] = new Uint8Array(buffer);
+    this.i32[index] = new Int32Array(buffer);
+    this.dead[index] = 0;
+    this.ends[index] = size;
+    this.own[index] = true;
+    return (index << UNITS_PER_CHUNK_SHIFT) >>> 0;
   }
 
   private newChunk(): void {
@@ -193,7 +516,7 @@ export class RecordTable {
     if (previous >= 0) {
       this.ends[previous] = this.top;
       this.dead[previous]! += CHUNK_BYTES - this.top;
-      if (this.dead[previous]! * 2 >= CHUNK_BYTES) this.candidate = previous;
+      if (this.dead[previous]! * 2 >= CHUNK_BYTES) this.candidates.push(previous);
     }
     const reused = this.spare.pop();
     if (reused !== undefined) {
@@ -201,130 +524,69 @@ export class RecordTable {
       this.dead[reused] = 0;
     } else {
       const buffer = new ArrayBuffer(CHUNK_BYTES);
-      this.u8.push(new Uint8Array(buffer));
-      this.i32.push(new Int32Array(buffer));
-      this.dead.push(0);
-      this.ends.push(0);
-      this.current = this.u8.length - 1;
+      const index = this.freeIndexes.pop() ?? this.u8.length;
+      this.u8[index] = new Uint8Array(buffer);
+      this.i32[index] = new Int32Array(buffer);
+      this.dead[index] = 0;
+      this.own[index] = false;
+      this.current = index;
     }
+    this.ends[this.current] = 0;
     this.top = 0;
   }
 
-  static recordBytes(keyLength: number, valueLength: number): number {
-    return (HEADER_BYTES + keyLength + valueLength + 7) & ~7;
+  private kill(chunk: number, offset: number, keyBytes: number, valueLength: number): void {
+    const words = this.i32[chunk]!;
+    words[(offset >> 2) + 1] = words[(offset >> 2) + 1]! | FLAG_DEAD;
+    const size = recordBytes(keyBytes, valueLength);
+    const before = this.dead[chunk]!;
+    this.dead[chunk] = before + size;
+    if (chunk === this.current) return;
+    const capacity = this.own[chunk] ? this.ends[chunk]! : CHUNK_BYTES;
+    // Once: when the dead bytes first reach half.
+    if (before * 2 < capacity && (before + size) * 2 >= capacity) this.candidates.push(chunk);
   }
 
-  /**
-   * Writes `value` as `key`'s value with the given revisions; returns whether the key was
-   * new. Version: 1 for a new key, else the old one + 1.
-   */
-  set(key: string, value: Uint8Array, revision: number): boolean {
-    const hash = hashKey(key);
-    const keyLength = lastUtf8Length;
-    const found = this.find(key, hash);
-    const valueLength = value.length;
-    if (found !== 0) {
-      const chunk = this.chunk;
-      const offset = this.offset;
-      const words = this.i32[chunk]!;
-      const w = offset >> 2;
-      const oldLength = words[w + 2]!;
-      if (RecordTable.recordBytes(keyLength, oldLength) === RecordTable.recordBytes(keyLength, valueLength)) {
-        this.u8[chunk]!.set(value, offset + HEADER_BYTES + keyLength);
-        words[w + 1] = keyLength;
-        words[w + 2] = valueLength;
-        words[w + 3] = words[w + 3]! + 1;
-        words[w + 6] = revision >>> 0;
-        words[w + 7] = (revision / 0x100000000) | 0;
-        return false;
-      }
-      this.pendingKey = key;
-      const version = words[w + 3]! + 1;
-      const createLo = words[w + 4]!;
-      const createHi = words[w + 5]!;
-      const ref = this.writeRecord(
-        hash,
-        keyLength,
-        value,
-        version,
-        createLo,
-        createHi,
-        revision,
-        chunk,
-        offset,
-      );
-      this.replaceRef(hash, found, ref);
-      this.kill(chunk, offset, keyLength, oldLength);
-      this.settle();
-      return false;
+  /** Compacts the chunks found over half dead (after a write, never during one; not while frozen). */
+  private settle(): void {
+    if (this.frozen) return;
+    while (this.candidates.length > 0) {
+      const chunk = this.candidates.pop()!;
+      if (chunk !== this.current) this.compact(chunk);
     }
-    this.pendingKey = key;
-    const ref = this.writeRecord(
-      hash,
-      keyLength,
-      value,
-      1,
-      revision >>> 0,
-      (revision / 0x100000000) | 0,
-      revision,
-      -1,
-      0,
-    );
-    this.insertRef(hash, ref);
-    this.settle();
-    return true;
   }
 
-  private writeRecord(
-    hash: number,
-    keyLength: number,
-    value: Uint8Array,
-    version: number,
-    createLo: number,
-    createHi: number,
-    revision: number,
-    keyChunk: number,
-    keyOffset: number,
-  ): number {
-    const valueLength = value.length;
-    // The key's bytes come from the old record when there is one (allocate may move
-    // nothing: compaction only runs on chunks other than the current one, and the old
-    // record's chunk is read before any compaction it could trigger)
-    const ref = this.allocate(HEADER_BYTES + keyLength + valueLength);
-    const chunk = ref >>> UNITS_PER_CHUNK_SHIFT;
-    const offset = (ref & UNIT_MASK) << UNIT_SHIFT;
+  private compact(chunk: number): void {
+    if (this.own[chunk]) {
+      // A record of its own, dead: release the buffer.
+      this.u8[chunk] = EMPTY_U8;
+      this.i32[chunk] = EMPTY_I32;
+      this.own[chunk] = false;
+      this.freeIndexes.push(chunk);
+      return;
+    }
     const words = this.i32[chunk]!;
     const bytes = this.u8[chunk]!;
-    const w = offset >> 2;
-    words[w] = hash;
-    words[w + 1] = keyLength;
-    words[w + 2] = valueLength;
-    words[w + 3] = version;
-    words[w + 4] = createLo;
-    words[w + 5] = createHi;
-    words[w + 6] = revision >>> 0;
-    words[w + 7] = (revision / 0x100000000) | 0;
-    if (keyChunk >= 0) {
-      bytes.set(
-        this.u8[keyChunk]!.subarray(keyOffset + HEADER_BYTES, keyOffset + HEADER_BYTES + keyLength),
-        offset + HEADER_BYTES,
-      );
-    } else {
-      this.writeKey(bytes, offset + HEADER_BYTES, keyLength);
+    const end = this.ends[chunk]!;
+    let offset = 0;
+    while (offset < end) {
+      const w = offset >> 2;
+      const keyWord = words[w + 1]!;
+      const size = recordBytes(keyWord & KEY_LEN_MASK, words[w + 2]!);
+      if ((keyWord & FLAG_DEAD) === 0) {
+        const oldRef = ((chunk << UNITS_PER_CHUNK_SHIFT) | (offset >> UNIT_SHIFT)) >>> 0;
+        const ref = this.allocate(size);
+        this.u8[ref >>> UNITS_PER_CHUNK_SHIFT]!.set(
+          bytes.subarray(offset, offset + size),
+          (ref & UNIT_MASK) << UNIT_SHIFT,
+        );
+        this.replaceRef(words[w]!, oldRef, ref);
+      }
+      offset += size;
     }
-    bytes.set(value, offset + HEADER_BYTES + keyLength);
-    return ref;
-  }
-
-  private pendingKey = "";
-
-  private writeKey(bytes: Uint8Array, at: number, keyLength: number): void {
-    const key = this.pendingKey;
-    if (keyLength === key.length) {
-      for (let i = 0; i < keyLength; i++) bytes[at + i] = key.charCodeAt(i);
-    } else {
-      encoder.encodeInto(key, bytes.subarray(at, at + keyLength));
-    }
+    this.dead[chunk] = 0;
+    this.ends[chunk] = 0;
+    this.spare.push(chunk);
   }
 
   private insertRef(hash: number, ref: number): void {
@@ -361,8 +623,7 @@ export class RecordTable {
   }
 
   private replaceRef(hash: number, oldRef: number, ref: number): void {
-    const shard = this.shards[hash >>> (32 - SHARD_BITS)]!;
-    const { refs, mask } = shard;
+    const { refs, mask } = this.shards[hash >>> (32 - SHARD_BITS)]!;
     let slot = hash & mask;
     while (refs[slot] !== oldRef) slot = (slot + 1) & mask;
     refs[slot] = ref;
@@ -373,17 +634,16 @@ export class RecordTable {
     const { refs, hashes, mask } = shard;
     let slot = hash & mask;
     while (refs[slot] !== oldRef) slot = (slot + 1) & mask;
-    // Backward-shift deletion: later entries of the run move into the hole when their
-    // home slot allows it.
+    // Backward-shift deletion: a later entry of the run moves into the hole when the hole
+    // lies between its home slot and where it sits.
     let hole = slot;
     let next = (hole + 1) & mask;
     for (;;) {
-      const ref = refs[next]!;
-      if (ref === 0) break;
+      const moving = refs[next]!;
+      if (moving === 0) break;
       const home = hashes[next]! & mask;
-      // Move when the hole lies cyclically within [home, next).
       if (((next - home) & mask) >= ((next - hole) & mask)) {
-        refs[hole] = ref;
+        refs[hole] = moving;
         hashes[hole] = hashes[next]!;
         hole = next;
       }
@@ -395,104 +655,51 @@ export class RecordTable {
     this.size--;
   }
 
-  private kill(chunk: number, offset: number, keyLength: number, valueLength: number): void {
-    const words = this.i32[chunk]!;
-    words[(offset >> 2) + 1] = words[(offset >> 2) + 1]! | FLAG_DEAD;
-    this.dead[chunk]! += RecordTable.recordBytes(keyLength, valueLength);
-    if (chunk !== this.current && this.dead[chunk]! * 2 >= CHUNK_BYTES) this.candidate = chunk;
-  }
-
-  /** Compacts the chunks found over half dead (after a write, never during one). */
-  private settle(): void {
-    while (this.candidate >= 0) {
-      const chunk = this.candidate;
-      this.candidate = -1;
-      if (chunk !== this.current) this.compact(chunk);
+  /**
+   * Freezes the records for a save and returns every record's reference now: until
+   * `thaw`, they are neither rewritten in place nor moved, so the references keep
+   * reading the state of this instant.
+   */
+  freeze(): Uint32Array[] {
+    this.frozen = true;
+    const copies: Uint32Array[] = [];
+    for (const shard of this.shards) {
+      const live = new Uint32Array(shard.size);
+      let n = 0;
+      const refs = shard.refs;
+      for (let i = 0; i < refs.length; i++) if (refs[i] !== 0) live[n++] = refs[i]!;
+      copies.push(live);
     }
+    return copies;
   }
 
-  private compact(chunk: number): void {
-    const words = this.i32[chunk]!;
-    const bytes = this.u8[chunk]!;
-    let offset = 0;
-    const end = this.ends[chunk]!;
-    while (offset < end) {
-      const w = offset >> 2;
-      const keyWord = words[w + 1]!;
-      const valueLength = words[w + 2]!;
-      const keyLength = keyWord & KEY_LEN_MASK;
-      const size = RecordTable.recordBytes(keyLength, valueLength);
-      if ((keyWord & FLAG_DEAD) === 0) {
-        const oldRef = ((chunk << UNITS_PER_CHUNK_SHIFT) | (offset >> UNIT_SHIFT)) >>> 0;
-        const ref = this.allocate(size);
-        const to = (ref & UNIT_MASK) << UNIT_SHIFT;
-        this.u8[ref >>> UNITS_PER_CHUNK_SHIFT]!.set(bytes.subarray(offset, offset + size), to);
-        this.replaceRef(words[w]!, oldRef, ref);
-      }
-      offset += size;
-    }
-    bytes.fill(0);
-    this.dead[chunk] = 0;
-    this.spare.push(chunk);
-  }
-
-  /** The value of `key` (a fresh copy), or undefined. */
-  get(key: string): Uint8Array | undefined {
-    const ref = this.find(key, hashKey(key));
-    if (ref === 0) return undefined;
-    const words = this.i32[this.chunk]!;
-    const w = this.offset >> 2;
-    const at = this.offset + HEADER_BYTES + (words[w + 1]! & KEY_LEN_MASK);
-    return this.u8[this.chunk]!.slice(at, at + words[w + 2]!);
-  }
-
-  /** Copies `key`'s value into `frame` at `at`; returns its length, or -1 when absent. */
-  getInto(key: string, frame: Uint8Array, at: number): number {
-    const ref = this.find(key, hashKey(key));
-    if (ref === 0) return -1;
-    const words = this.i32[this.chunk]!;
-    const w = this.offset >> 2;
-    const from = this.offset + HEADER_BYTES + (words[w + 1]! & KEY_LEN_MASK);
-    const length = words[w + 2]!;
-    const bytes = this.u8[this.chunk]!;
-    if (length <= 256) {
-      for (let i = 0; i < length; i++) frame[at + i] = bytes[from + i]!;
-    } else {
-      frame.set(bytes.subarray(from, from + length), at);
-    }
-    return length;
-  }
-
-  delete(key: string): boolean {
-    const hash = hashKey(key);
-    const ref = this.find(key, hash);
-    if (ref === 0) return false;
-    const words = this.i32[this.chunk]!;
-    const w = this.offset >> 2;
-    const chunk = this.chunk;
-    const offset = this.offset;
-    this.removeRef(hash, ref);
-    this.kill(chunk, offset, words[w + 1]! & KEY_LEN_MASK, words[w + 2]!);
+  thaw(): void {
+    this.frozen = false;
     this.settle();
-    return true;
   }
 
-  arenaBytes(): number {
-    return this.u8.length * CHUNK_BYTES;
+  /** The keys of one shard (0 .. shardCount - 1), decoded now. */
+  shardKeys(shard: number): string[] {
+    const { refs } = this.shards[shard]!;
+    const keys: string[] = [];
+    for (let i = 0; i < refs.length; i++) if (refs[i] !== 0) keys.push(this.key(refs[i]!));
+    return keys;
   }
 
-  tableBytes(): number {
-    let bytes = 0;
-    for (const shard of this.shards) bytes += shard.refs.byteLength + shard.hashes.byteLength;
-    return bytes;
+  get shardCount(): number {
+    return SHARDS;
   }
 
-  /** Sets the key to write (writeKey reads it); set() does it. */
-  setPendingKey(key: string): void {
-    this.pendingKey = key;
-  }
-
-  static hashOf(bytes: Uint8Array, start: number, end: number): number {
-    return hashBytes(bytes, start, end);
+  /** Bytes of the arena and tables (for info and tests). */
+  footprint(): { arenaBytes: number; tableBytes: number; deadBytes: number } {
+    let arenaBytes = 0;
+    let deadBytes = 0;
+    for (let i = 0; i < this.u8.length; i++) {
+      arenaBytes += this.u8[i]!.byteLength;
+      if (this.u8[i]!.byteLength > 0) deadBytes += this.dead[i]!;
+    }
+    let tableBytes = 0;
+    for (const shard of this.shards) tableBytes += shard.refs.byteLength + shard.hashes.byteLength;
+    return { arenaBytes, tableBytes, deadBytes };
   }
 }
