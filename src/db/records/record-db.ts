@@ -23,7 +23,7 @@ import type {
   ListPage,
 } from "../kvdb.ts";
 import { DeadlineHeap } from "../maple/deadline-heap.ts";
-import { DeferredOrder, type DeferredOrderOptions } from "../maple/deferred-order.ts";
+import { DeferredOrder, type DeferredOrderOptions, type OrderStats } from "../maple/deferred-order.ts";
 import { checkDurations, deadline } from "../maple/entry-reads.ts";
 import { compareKeys } from "../maple/key-order.ts";
 import type { OrderedKeys } from "../maple/ordered-keys.ts";
@@ -461,6 +461,16 @@ export class RecordDB implements KVDB {
 
   dropOrder(): void {
     this.ordered = this.ordered.dropped();
+  }
+
+  /** What the ordered index has done (slices, builds, one-piece settles); for tests and monitoring. */
+  get orderStats(): Readonly<OrderStats> {
+    return this.ordered.stats;
+  }
+
+  /** Keys the ordered index read or moved for lists and counts so far; for tests. */
+  get orderWork(): number {
+    return this.ordered.work;
   }
 
   /** Keys in the ordered index, in order; for tests and consistency checks. */
