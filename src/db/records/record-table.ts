@@ -179,13 +179,6 @@ function recordBytes(keyBytes: number, valueBytes: number): number {
   return (HEADER_BYTES + keyBytes + valueBytes + 7) & ~7;
 }
 
-class TableShard {
-  refs: Uint32Array = new Uint32Array(MIN_SLOTS);
-  hashes: Int32Array = new Int32Array(MIN_SLOTS);
-  mask = MIN_SLOTS - 1;
-  size = 0;
-}
-
 export class RecordTable {
   private u8: Uint8Array[] = [];
   private i32: Int32Array[] = [];
@@ -204,7 +197,16 @@ export class RecordTable {
   private candidates: number[] = [];
   /** While frozen (a save reads the records): nothing is rewritten in place, moved or reused. */
   private frozen = false;
-  private readonly shards: TableShard[] = [];
+  /**
+   * Per shard (the hash's top SHARD_BITS bits): slots holding references (0: empty) and
+   * the hashes beside them; a mask and a count of keys. Plain arrays, built in a loop
+   * without a call per shard: start-up must not be enough work for the JIT (see
+   * test/footprint/start-jit.test.ts).
+   */
+  private readonly refs: Uint32Array[] = [];
+  private readonly hashes: Int32Array[] = [];
+  private readonly masks = new Int32Array(SHARDS);
+  private readonly sizes = new Int32Array(SHARDS);
   /** Keys held. */
   size = 0;
   /** Set by `find`: the key's hash and byte length, for an `insert` that follows. */
@@ -215,7 +217,11 @@ export class RecordTable {
   private scratch = new Uint8Array(256);
 
   constructor() {
-    for (let i = 0; i < SHARDS; i++) this.shards.push(new TableShard());
+    for (let i = 0; i < SHARDS; i++) {
+      this.refs.push(new Uint32Array(MIN_SLOTS));
+      this.hashes.push(new Int32Array(MIN_SLOTS));
+      this.masks[i] = MIN_SLOTS - 1;
+    }
     // Chunk index 0 is never used, so no record's reference is 0 (an empty slot).
     this.u8.push(EMPTY_U8);
     this.i32.push(EMPTY_I32);
@@ -231,8 +237,10 @@ export class RecordTable {
     this.hash = hash;
     this.keyBytes = length;
     this.loneSurrogate = lastLoneSurrogate;
-    const shard = this.shards[hash >>> (32 - SHARD_BITS)]!;
-    const { refs, hashes, mask } = shard;
+    const shard = hash >>> (32 - SHARD_BITS);
+    const refs = this.refs[shard]!;
+    const hashes = this.hashes[shard]!;
+    const mask = this.masks[shard]!;
     let slot = hash & mask;
     for (;;) {
       const ref = refs[slot]!;
@@ -590,20 +598,22 @@ export class RecordTable {
   }
 
   private insertRef(hash: number, ref: number): void {
-    const shard = this.shards[hash >>> (32 - SHARD_BITS)]!;
-    if ((shard.size + 1) * 4 > (shard.mask + 1) * 3) this.grow(shard);
-    const { refs, hashes, mask } = shard;
+    const shard = hash >>> (32 - SHARD_BITS);
+    if ((this.sizes[shard]! + 1) * 4 > (this.masks[shard]! + 1) * 3) this.grow(shard);
+    const refs = this.refs[shard]!;
+    const hashes = this.hashes[shard]!;
+    const mask = this.masks[shard]!;
     let slot = hash & mask;
     while (refs[slot] !== 0) slot = (slot + 1) & mask;
     refs[slot] = ref;
     hashes[slot] = hash;
-    shard.size++;
+    this.sizes[shard]!++;
     this.size++;
   }
 
-  private grow(shard: TableShard): void {
-    const oldRefs = shard.refs;
-    const oldHashes = shard.hashes;
+  private grow(shard: number): void {
+    const oldRefs = this.refs[shard]!;
+    const oldHashes = this.hashes[shard]!;
     const slots = oldRefs.length * 2;
     const refs = new Uint32Array(slots);
     const hashes = new Int32Array(slots);
@@ -617,21 +627,25 @@ export class RecordTable {
       refs[slot] = ref;
       hashes[slot] = hash;
     }
-    shard.refs = refs;
-    shard.hashes = hashes;
-    shard.mask = mask;
+    this.refs[shard] = refs;
+    this.hashes[shard] = hashes;
+    this.masks[shard] = mask;
   }
 
   private replaceRef(hash: number, oldRef: number, ref: number): void {
-    const { refs, mask } = this.shards[hash >>> (32 - SHARD_BITS)]!;
+    const shard = hash >>> (32 - SHARD_BITS);
+    const refs = this.refs[shard]!;
+    const mask = this.masks[shard]!;
     let slot = hash & mask;
     while (refs[slot] !== oldRef) slot = (slot + 1) & mask;
     refs[slot] = ref;
   }
 
   private removeRef(hash: number, oldRef: number): void {
-    const shard = this.shards[hash >>> (32 - SHARD_BITS)]!;
-    const { refs, hashes, mask } = shard;
+    const shard = hash >>> (32 - SHARD_BITS);
+    const refs = this.refs[shard]!;
+    const hashes = this.hashes[shard]!;
+    const mask = this.masks[shard]!;
     let slot = hash & mask;
     while (refs[slot] !== oldRef) slot = (slot + 1) & mask;
     // Backward-shift deletion: a later entry of the run moves into the hole when the hole
@@ -651,7 +665,7 @@ export class RecordTable {
     }
     refs[hole] = 0;
     hashes[hole] = 0;
-    shard.size--;
+    this.sizes[shard]!--;
     this.size--;
   }
 
@@ -663,10 +677,10 @@ export class RecordTable {
   freeze(): Uint32Array[] {
     this.frozen = true;
     const copies: Uint32Array[] = [];
-    for (const shard of this.shards) {
-      const live = new Uint32Array(shard.size);
+    for (let shard = 0; shard < SHARDS; shard++) {
+      const live = new Uint32Array(this.sizes[shard]!);
       let n = 0;
-      const refs = shard.refs;
+      const refs = this.refs[shard]!;
       for (let i = 0; i < refs.length; i++) if (refs[i] !== 0) live[n++] = refs[i]!;
       copies.push(live);
     }
@@ -680,7 +694,7 @@ export class RecordTable {
 
   /** The keys of one shard (0 .. shardCount - 1), decoded now. */
   shardKeys(shard: number): string[] {
-    const { refs } = this.shards[shard]!;
+    const refs = this.refs[shard]!;
     const keys: string[] = [];
     for (let i = 0; i < refs.length; i++) if (refs[i] !== 0) keys.push(this.key(refs[i]!));
     return keys;
@@ -699,7 +713,9 @@ export class RecordTable {
       if (this.u8[i]!.byteLength > 0) deadBytes += this.dead[i]!;
     }
     let tableBytes = 0;
-    for (const shard of this.shards) tableBytes += shard.refs.byteLength + shard.hashes.byteLength;
+    for (let shard = 0; shard < SHARDS; shard++) {
+      tableBytes += this.refs[shard]!.byteLength + this.hashes[shard]!.byteLength;
+    }
     return { arenaBytes, tableBytes, deadBytes };
   }
 }
