@@ -54,9 +54,15 @@ const utf8Decoder = new TextDecoder("utf-8", { ignoreBOM: true });
 let lastKeyBytes = 0;
 let lastLoneSurrogate = false;
 
-/** FNV-1a over the key's WTF-8 bytes, then a mix; sets lastKeyBytes and lastLoneSurrogate. */
+/**
+ * The hash's start, random per process: hashes are never stored outside it (a snapshot
+ * holds none), and keys chosen to collide in one process do not in another.
+ */
+const SEED = (0x811c9dc5 ^ Math.floor(Math.random() * 0x100000000)) | 0;
+
+/** FNV-1a (seeded) over the key's WTF-8 bytes, then a mix; sets lastKeyBytes and lastLoneSurrogate. */
 export function hashKey(key: string): number {
-  let h = 0x811c9dc5 | 0;
+  let h = SEED;
   const n = key.length;
   let i = 0;
   for (; i < n; i++) {
