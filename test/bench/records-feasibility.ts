@@ -1,7 +1,7 @@
 /**
  * RecordDB (src/db/records) against MapleDB (lstore mode), 16-character keys, 128 B values.
  *   bun test/bench/records-feasibility.ts mem records|maple [keys]   bytes per key (one engine per process)
- *   bun test/bench/records-feasibility.ts speed [keys] [rounds]       CPU ns per op, alternating in one process
+ *   bun test/bench/records-feasibility.ts speed [keys] [rounds] [passes]   CPU ns per op, alternating in one process
  */
 import { heapStats } from "bun:jsc";
 import type { KVDB } from "../../src/db/kvdb.ts";
@@ -61,6 +61,8 @@ if (mode === "mem") {
 } else {
   const n = Number(process.argv[3] ?? 200_000);
   const rounds = Number(process.argv[4] ?? 5);
+  // Passes over the keys per timed step (few keys: many passes).
+  const passes = Number(process.argv[5] ?? 1);
   const order: string[] = [];
   for (let i = 0; i < n; i++) order.push(makeKey((Math.imul(i, 2654435761) >>> 0) % n));
   const unique = [...new Set(order)];
@@ -73,9 +75,9 @@ if (mode === "mem") {
   let sink = 0;
   const cpu = (f: () => void): number => {
     const t = process.cpuUsage();
-    f();
+    for (let p = 0; p < passes; p++) f();
     const u = process.cpuUsage(t);
-    return ((u.user + u.system) * 1000) / count;
+    return ((u.user + u.system) * 1000) / (count * passes);
   };
   const results: Record<string, number[]> = {};
   const push = (name: string, ns: number): void => {

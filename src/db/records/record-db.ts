@@ -136,6 +136,7 @@ export class RecordDB implements KVDB {
     const ref = table.find(key);
     if (ref === 0) return undefined;
     const flags = table.flags(ref);
+    if (flags === 0) return table.entry(key, ref);
     if ((flags & FLAG_TIMED) !== 0 && expiredAt(this.timed.get(key)!, nowMs)) return undefined;
     return {
       key,
@@ -165,6 +166,14 @@ export class RecordDB implements KVDB {
       table.insert(key, value, 1, revision, revision, flags);
       this.ordered.added(key);
       return;
+    }
+    if (flags === 0) {
+      const oldLength = table.valueLength(ref);
+      if (table.overwrite(ref, value, revision)) {
+        // (A record without flags holds its value: its length is the value's.)
+        this.approxBytes += value.byteLength - oldLength;
+        return;
+      }
     }
     const oldFlags = table.flags(ref);
     let version = table.version(ref) + 1;

@@ -51,8 +51,7 @@ const EMPTY_I32 = new Int32Array(0);
 const utf8Decoder = new TextDecoder("utf-8", { ignoreBOM: true });
 
 /** The WTF-8 length of the key last hashed (set by hashKey) and whether it has a lone surrogate. */
-let lastKeyBytes = 0;
-let lastLoneSurrogate = false;
+const last = { keyBytes: 0, loneSurrogate: false };
 
 /**
  * The hash's start, random per process: hashes are never stored outside it (a snapshot
@@ -60,7 +59,7 @@ let lastLoneSurrogate = false;
  */
 const SEED = (0x811c9dc5 ^ Math.floor(Math.random() * 0x100000000)) | 0;
 
-/** FNV-1a (seeded) over the key's WTF-8 bytes, then a mix; sets lastKeyBytes and lastLoneSurrogate. */
+/** FNV-1a (seeded) over the key's WTF-8 bytes, then a mix; sets last.keyBytes and last.loneSurrogate. */
 export function hashKey(key: string): number {
   let h = SEED;
   const n = key.length;
@@ -70,9 +69,9 @@ export function hashKey(key: string): number {
     if (c >= 0x80) break;
     h = Math.imul(h ^ c, 0x01000193);
   }
-  lastLoneSurrogate = false;
+  last.loneSurrogate = false;
   if (i === n) {
-    lastKeyBytes = n;
+    last.keyBytes = n;
     return finish(h);
   }
   let length = i;
@@ -98,7 +97,7 @@ export function hashKey(key: string): number {
           i++;
           continue;
         }
-        lastLoneSurrogate = true;
+        last.loneSurrogate = true;
       }
       h = Math.imul(h ^ (0xe0 | (c >> 12)), 0x01000193);
       h = Math.imul(h ^ (0x80 | ((c >> 6) & 63)), 0x01000193);
@@ -106,7 +105,7 @@ export function hashKey(key: string): number {
       length += 3;
     }
   }
-  lastKeyBytes = length;
+  last.keyBytes = length;
   return finish(h);
 }
 
@@ -119,7 +118,7 @@ function finish(h: number): number {
   return h | 0;
 }
 
-/** Writes `key` as WTF-8 at `at` (its length known: lastKeyBytes of hashKey). */
+/** Writes `key` as WTF-8 at `at` (its length known: last.keyBytes of hashKey). */
 function writeKeyBytes(key: string, bytes: Uint8Array, at: number, keyBytes: number): void {
   const n = key.length;
   if (keyBytes === n) {
@@ -239,10 +238,10 @@ export class RecordTable {
   /** The record of `key`, or 0. Sets `hash` and `keyBytes`. */
   find(key: string): number {
     const hash = hashKey(key);
-    const length = lastKeyBytes;
+    const length = last.keyBytes;
     this.hash = hash;
     this.keyBytes = length;
-    this.loneSurrogate = lastLoneSurrogate;
+    this.loneSurrogate = last.loneSurrogate;
     const shard = hash >>> (32 - SHARD_BITS);
     const refs = this.refs[shard]!;
     const hashes = this.hashes[shard]!;
@@ -311,6 +310,52 @@ export class RecordTable {
     const w = offset >> 2;
     const from = offset + HEADER_BYTES + (words[w + 1]! & KEY_LEN_MASK);
     return this.u8[chunk]!.slice(from, from + words[w + 2]!);
+  }
+
+  /**
+   * The entry of the record `ref` of `key` (without flags: no deadline, value in the
+   * record), its value a fresh copy: one read of the header for the server's get.
+   */
+  entry(
+    key: string,
+    ref: number,
+  ): { key: string; value: Uint8Array; version: number; createRevision: number; modRevision: number } {
+    const chunk = ref >>> UNITS_PER_CHUNK_SHIFT;
+    const offset = (ref & UNIT_MASK) << UNIT_SHIFT;
+    const words = this.i32[chunk]!;
+    const w = offset >> 2;
+    const from = offset + HEADER_BYTES + (words[w + 1]! & KEY_LEN_MASK);
+    return {
+      key,
+      value: this.u8[chunk]!.slice(from, from + words[w + 2]!),
+      version: words[w + 3]! >>> 0,
+      createRevision: (words[w + 4]! >>> 0) + words[w + 5]! * 0x100000000,
+      modRevision: (words[w + 6]! >>> 0) + words[w + 7]! * 0x100000000,
+    };
+  }
+
+  /**
+   * The common overwrite, in place: when the record `ref` has no flags, `value` takes the
+   * record's padded size and nothing is frozen, writes it with the next version and
+   * `modRevision`, and returns true; else changes nothing and returns false.
+   */
+  overwrite(ref: number, value: Uint8Array, modRevision: number): boolean {
+    if (this.frozen) return false;
+    const chunk = ref >>> UNITS_PER_CHUNK_SHIFT;
+    const offset = (ref & UNIT_MASK) << UNIT_SHIFT;
+    const words = this.i32[chunk]!;
+    const w = offset >> 2;
+    const keyWord = words[w + 1]!;
+    if ((keyWord & FLAGS_KEPT) !== 0) return false;
+    const keyBytes = keyWord & KEY_LEN_MASK;
+    const length = value.length;
+    if (recordBytes(keyBytes, words[w + 2]!) !== recordBytes(keyBytes, length)) return false;
+    this.u8[chunk]!.set(value, offset + HEADER_BYTES + keyBytes);
+    words[w + 2] = length;
+    words[w + 3] = words[w + 3]! + 1;
+    words[w + 6] = modRevision >>> 0;
+    words[w + 7] = Math.floor(modRevision / 0x100000000);
+    return true;
   }
 
   /** A view of the value's bytes: valid until the next write. */
