@@ -143,5 +143,7 @@ for (const threads of [10, 50]) {
     console.log(
       `${`${test} c=${threads}`.padEnd(10)} | ${row((s) => s.cpuUs, 2)} | ${row((s) => s.opsPerSec, 0)} | ${row((s) => s.p99, 3)}`,
     );
+    const each = (list: Sample[]) => list.map((s) => `${s.cpuUs.toFixed(2)}/${s.p99.toFixed(2)}`).join(" ");
+    console.log(`  each round, cpu µs/p99 ms: A ${each(a)}; B ${each(b)}`);
   }
 }
