@@ -1,5 +1,6 @@
 import { type Clock, systemClock } from "../../clock.ts";
 import {
+  AUTO_PROMOTE_LAG_ENTRIES_DEFAULT,
   COMPACTION_OVERHEAD_ENTRIES_DEFAULT,
   ELECTION_RTT_FACTOR_DEFAULT,
   EXPIRY_TICK_MS_DEFAULT,
@@ -240,7 +241,7 @@ export async function startReplicatedShards(config: ReplicatedShardsConfig): Pro
     dataDir: config.dataDir,
     seed,
     flagMembers: config.membership?.flagsGiven === true ? config.clusterMembers : undefined,
-    autoPromoteLagEntries: config.membership?.autoPromoteLagEntries ?? 100,
+    autoPromoteLagEntries: config.membership?.autoPromoteLagEntries ?? AUTO_PROMOTE_LAG_ENTRIES_DEFAULT,
     autoPromote: config.membership?.autoPromote ?? true,
     tickMs: rttMs,
     electionTicks,
