@@ -5,6 +5,7 @@
  */
 
 import { clientSecurityOptions, serverSecurityOptions } from "./client-security-options.ts";
+import { dedupServeOptions } from "./dedup-options.ts";
 import {
   CLI_REQUEST_TIMEOUT_MS_DEFAULT,
   CLI_REQUEST_TIMEOUT_MS_MAX,
@@ -215,7 +216,7 @@ export function clientOptions<
       aliases: timeoutFlag === "timeout" ? ["request-timeout"] : [],
       env: ["DKV_TIMEOUT", "DKV_REQUEST_TIMEOUT"],
       valueHint: "DURATION",
-      description: `Deadline of each request, retries included (e.g. 500ms, 10s; a bare number is seconds); at most ${CLI_REQUEST_TIMEOUT_MS_MAX / 1_000}s, which the servers' dedup retention covers, so a retried write still applies once`,
+      description: `Deadline of each request, retries included (e.g. 500ms, 10s; a bare number is seconds); at most ${CLI_REQUEST_TIMEOUT_MS_MAX / 1_000}s, which the servers' --dedup-retention covers, so a retried write still applies once`,
     }),
     defineOption({
       name: "retry-count",
@@ -429,6 +430,7 @@ export const serveOptions = [
   ...membershipOptions,
   ...joinClientOptions,
   ...raftLogOptions,
+  ...dedupServeOptions,
   ...readLeaseOptions,
   ...watchServeOptions,
   ...lockServeOptions,
