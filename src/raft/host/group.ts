@@ -431,7 +431,15 @@ export class RaftGroup {
     if (!this.closed) this.reads.askQueued();
     if (this.draining || this.closed || !this.node.hasReady()) return false;
     this.draining = true;
-    const rd = this.node.ready();
+    let rd: Ready;
+    try {
+      rd = this.node.ready();
+    } catch (error) {
+      // The core's Ready contract broken (an AssertionError): fatal ends the process.
+      this.fatal(error);
+      this.draining = false;
+      return false;
+    }
     if (rd.snapshot !== undefined) {
       // A snapshot install streams to disk and restores the state machine: it runs on its
       // own, so the other groups need not wait for it.

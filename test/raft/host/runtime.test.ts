@@ -5,9 +5,10 @@
  */
 import { afterEach, describe, expect, test } from "bun:test";
 import { DkvError } from "../../../src/errors.ts";
-import type { Entry } from "../../../src/raft/core/types.ts";
+import { MemoryLogStorage } from "../../../src/raft/core/index.ts";
+import type { ConfState, Entry, HardState } from "../../../src/raft/core/types.ts";
 import { RaftHost } from "../../../src/raft/host/raft-host.ts";
-import { HostFatalError, type HostScheduler } from "../../../src/raft/host/runtime.ts";
+import { type GroupStorage, HostFatalError, type HostScheduler } from "../../../src/raft/host/runtime.ts";
 import type { StateMachine } from "../../../src/raft/host/types.ts";
 import { text } from "../../support/assertions.ts";
 import { SimDisk } from "../sim/host/disk.ts";
@@ -250,6 +251,59 @@ describe("await using", () => {
       refusal = error;
     }
     expect(DkvError.is(refusal, "CLOSED")).toBe(true);
+  });
+});
+
+describe("programmer errors end the process", () => {
+  test("a core assertion thrown while a Ready persists (a storage bound broken) ends the process through onFatal, not only the group", async () => {
+    const disk = new SimDisk("solo");
+    const scheduler = new ManualScheduler();
+    const fatal: Error[] = [];
+    let armed = false;
+    // The append checks its entries against a core log (the MemoryLogStorage bounds); armed,
+    // that log is empty, so the Ready's entries leave a gap: a caller bug, not a disk fault.
+    const openStorage = async (groupId: number, initialConf: ConfState): Promise<GroupStorage> => {
+      const storage = await disk.open(groupId, initialConf);
+      return new Proxy(storage, {
+        get(target, property) {
+          if (property === "append")
+            return (entries: readonly Entry[], hardState?: HardState) => {
+              if (armed)
+                new MemoryLogStorage().append(entries.map((entry) => ({ ...entry, index: entry.index + 1 })));
+              return target.append(entries, hardState);
+            };
+          const value = Reflect.get(target, property, target);
+          return typeof value === "function" ? value.bind(target) : value;
+        },
+      });
+    };
+    const host = new RaftHost({
+      ...soloHostConfig(disk, scheduler, (error) => fatal.push(error)),
+      openStorage,
+      requestTimeoutMs: 100,
+    });
+    await host.start();
+    await host.addGroup(GROUP, new ListMachine());
+    for (let i = 0; i < 5; i++) {
+      await settle();
+      disk.sync(false);
+    }
+    await settle();
+    expect(host.status(GROUP).raft.role).toBe("leader");
+    armed = true;
+    const pending = host.propose(GROUP, utf8.encode("x")).catch((error: unknown) => error);
+    await settle();
+    expect(fatal).toHaveLength(1);
+    const reported = fatal[0]!;
+    expect(reported).toBeInstanceOf(HostFatalError);
+    expect((reported as HostFatalError).kind).toBe("assertion");
+    expect(reported.message).toContain("leaves a gap");
+    expect(reported.message).toContain("this is a bug in dkv");
+    expect(reported.message).toContain("report");
+    expect((reported.cause as Error).name).toBe("AssertionError");
+    const error = (await pending) as DkvError;
+    expect(error.outcome).toBe("unknown");
+    await host.close();
   });
 });
 
