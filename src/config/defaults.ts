@@ -103,6 +103,21 @@ export const DEDUP_RETENTION_MS_DEFAULT = 60_000;
  */
 export const DEDUP_BYTES_MAX_DEFAULT = 64 * mebibyte;
 
+/**
+ * The Raft tunables of `startReplicatedShards` at their defaults, for library callers (and
+ * tests) that do not resolve `dkv serve`'s flags: spread it and override what differs.
+ */
+export const REPLICATED_TUNING_DEFAULT = Object.freeze({
+  rttMs: RTT_MS_DEFAULT,
+  electionRttFactor: ELECTION_RTT_FACTOR_DEFAULT,
+  heartbeatRttFactor: HEARTBEAT_RTT_FACTOR_DEFAULT,
+  snapshotEntries: SNAPSHOT_ENTRIES_DEFAULT,
+  compactionOverheadEntries: COMPACTION_OVERHEAD_ENTRIES_DEFAULT,
+  snapshotBytes: SNAPSHOT_BYTES_DEFAULT,
+  raftLogMaxBytes: RAFT_LOG_MAX_BYTES_DEFAULT,
+  requestTimeoutMs: REQUEST_TIMEOUT_MS_DEFAULT,
+});
+
 /** The member id of the embedded one-member cluster when --replica-id is not given. */
 export const REPLICA_ID_DEFAULT = "node-1";
 /** Where the embedded one-member cluster's node transport listens: nobody dials it, so any free port. */

@@ -4,9 +4,13 @@ import {
   DEDUP_BYTES_MAX_DEFAULT,
   DEDUP_RETENTION_MS_DEFAULT,
   DEDUP_RETENTION_MS_MIN,
+  REPLICATED_TUNING_DEFAULT,
   REQUEST_TIMEOUT_MS_DEFAULT,
 } from "../../src/config/defaults.ts";
 import { membershipOptions } from "../../src/config/membership-options.ts";
+import { resolveNodeOptions } from "../../src/config/node-options.ts";
+import { readOptions } from "../../src/config/parse.ts";
+import { serveOptions } from "../../src/config/schema.ts";
 import { HOST_DEFAULTS } from "../../src/raft/host/host-config.ts";
 import type { RaftHost } from "../../src/raft/host/raft-host.ts";
 import { DStore } from "../../src/store/replicated/dstore.ts";
@@ -43,5 +47,20 @@ describe("each default is declared once and used by every layer", () => {
       bytesMax: DEDUP_BYTES_MAX_DEFAULT,
     });
     expect(DEDUP_RETENTION_MIN_MS).toBe(DEDUP_RETENTION_MS_MIN);
+  });
+
+  test("a library caller's Raft tuning defaults are what `dkv serve` resolves with no flags", () => {
+    const raft = resolveNodeOptions({ ...readOptions(serveOptions, {}), shards: "200=dstore" }).raft!;
+    const resolved = {
+      rttMs: raft.rttMs,
+      electionRttFactor: raft.electionRttFactor,
+      heartbeatRttFactor: raft.heartbeatRttFactor,
+      snapshotEntries: raft.snapshotEntries,
+      compactionOverheadEntries: raft.compactionOverheadEntries,
+      snapshotBytes: raft.snapshotBytes,
+      raftLogMaxBytes: raft.raftLogMaxBytes,
+      requestTimeoutMs: raft.requestTimeoutMs,
+    };
+    expect(resolved).toEqual({ ...REPLICATED_TUNING_DEFAULT });
   });
 });
