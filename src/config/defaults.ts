@@ -15,6 +15,14 @@ const mebibyte = 1024 * kibibyte;
 export const REQUEST_TIMEOUT_MS_DEFAULT = 5_000;
 /** Deadline of one CLI client request, retries included (`dkv kv|lock --timeout`). */
 export const CLI_REQUEST_TIMEOUT_MS_DEFAULT = 10_000;
+/**
+ * Longest CLI client deadline (`dkv kv|lock|cluster --timeout`): a write's request id is
+ * remembered for a retention that must cover a whole client deadline plus a retry pause
+ * (DEDUP_RETENTION_MS_MIN), so no CLI client retries after its id was forgotten.
+ */
+export const CLI_REQUEST_TIMEOUT_MS_MAX = 30_000;
+/** The RPC client's longest pause before re-sending a request (exponential backoff up to it). */
+export const CLIENT_RETRY_DELAY_MS_MAX = 1_000;
 /** Re-sends of a failed request (`--retry-count`; safe: writes carry a request id). */
 export const RETRY_COUNT_DEFAULT = 3;
 /** Pipelined connections per endpoint (`--connections-per-endpoint`). */
@@ -76,6 +84,40 @@ export const RAFT_LOG_GATHER_TURNS_DEFAULT = 4;
 /** Each turn may last a whole event-loop iteration: a bound on what a queued write can wait. */
 export const RAFT_LOG_GATHER_TURNS_MAX = 64;
 
+/** A learner this close to the leader's log is promoted to voter (`--auto-promote-lag`). */
+export const AUTO_PROMOTE_LAG_ENTRIES_DEFAULT = 100;
+
+/**
+ * How long the replicated state machine remembers each write's request id and answer, in
+ * log time (`--dedup-retention`): a retry reaches the log at most a client deadline plus
+ * one retry pause after the first attempt did, so the minimum covers the longest CLI
+ * deadline and a pause. The default is twice that, for clock steps between leaders' stamps
+ * and for library clients with longer deadlines.
+ */
+export const DEDUP_RETENTION_MS_MIN = CLI_REQUEST_TIMEOUT_MS_MAX + CLIENT_RETRY_DELAY_MS_MAX;
+export const DEDUP_RETENTION_MS_DEFAULT = 60_000;
+/**
+ * Bound on the memory of a shard's remembered request ids (an estimate, the same on every
+ * member): 64 MiB holds about 2.1 million ids, a sustained ~35 000 writes/s per shard with
+ * request ids before new ones are refused (RESOURCE_EXHAUSTED, not applied).
+ */
+export const DEDUP_BYTES_MAX_DEFAULT = 64 * mebibyte;
+
+/**
+ * The Raft tunables of `startReplicatedShards` at their defaults, for library callers (and
+ * tests) that do not resolve `dkv serve`'s flags: spread it and override what differs.
+ */
+export const REPLICATED_TUNING_DEFAULT = Object.freeze({
+  rttMs: RTT_MS_DEFAULT,
+  electionRttFactor: ELECTION_RTT_FACTOR_DEFAULT,
+  heartbeatRttFactor: HEARTBEAT_RTT_FACTOR_DEFAULT,
+  snapshotEntries: SNAPSHOT_ENTRIES_DEFAULT,
+  compactionOverheadEntries: COMPACTION_OVERHEAD_ENTRIES_DEFAULT,
+  snapshotBytes: SNAPSHOT_BYTES_DEFAULT,
+  raftLogMaxBytes: RAFT_LOG_MAX_BYTES_DEFAULT,
+  requestTimeoutMs: REQUEST_TIMEOUT_MS_DEFAULT,
+});
+
 /** The member id of the embedded one-member cluster when --replica-id is not given. */
 export const REPLICA_ID_DEFAULT = "node-1";
 /** Where the embedded one-member cluster's node transport listens: nobody dials it, so any free port. */
@@ -133,6 +175,15 @@ assertDeclared(
   "a forwarded RPC write fits one node frame",
 );
 assertDeclared(NODE_FRAME_BYTES_MAX_DEFAULT <= NODE_QUEUE_BYTES_MAX_DEFAULT, "a largest frame can be queued");
+assertDeclared(
+  CLI_REQUEST_TIMEOUT_MS_DEFAULT <= CLI_REQUEST_TIMEOUT_MS_MAX &&
+    REQUEST_TIMEOUT_MS_DEFAULT <= CLI_REQUEST_TIMEOUT_MS_MAX,
+  "the default client deadlines are within the longest one the dedup retention covers",
+);
+assertDeclared(
+  DEDUP_RETENTION_MS_MIN <= DEDUP_RETENTION_MS_DEFAULT,
+  "the default dedup retention covers a longest client deadline plus a retry pause",
+);
 assertDeclared(
   COMPACTION_OVERHEAD_ENTRIES_DEFAULT < SNAPSHOT_ENTRIES_DEFAULT,
   "a snapshot compacts more than it keeps",

@@ -1,4 +1,5 @@
 import { clientSecurityOptions } from "./client-security-options.ts";
+import { AUTO_PROMOTE_LAG_ENTRIES_DEFAULT } from "./defaults.ts";
 import { defineOption } from "./define-option.ts";
 import type { OptionSpec } from "./schema.ts";
 
@@ -20,7 +21,7 @@ export const membershipOptions = [
     type: "number",
     integer: true,
     min: 0,
-    default: 100,
+    default: AUTO_PROMOTE_LAG_ENTRIES_DEFAULT,
     valueHint: "N",
     description:
       "A learner within N log entries of the leader is promoted to voter automatically (the leader of each group decides, one change at a time); " +

@@ -74,6 +74,8 @@ export interface RaftNodeOptions {
   readonly readLease: boolean;
   /** Deadline of one replicated store call, retries included. */
   readonly requestTimeoutMs: number;
+  /** --dedup-retention: how long, in log time, each dstore shard remembers a write's request id. */
+  readonly dedupRetentionMs: number;
   /** Largest node transport frame: holds one largest entry (key + value + framing). */
   readonly nodeFrameBytesMax: number;
   /** Bytes queued per peer: at least one largest frame. */
@@ -225,6 +227,7 @@ function resolveRaft(values: ServeOptionValues): RaftNodeOptions {
     raftLogMaxBytes,
     readLease: values["read-lease"] === "on",
     requestTimeoutMs: values.timeout,
+    dedupRetentionMs: values["dedup-retention"],
     join: values.join.length === 0 ? undefined : Object.freeze([...values.join]),
     joinSecurity: Object.freeze({
       cacert: values.cacert,

@@ -5,8 +5,10 @@
  */
 
 import { clientSecurityOptions, serverSecurityOptions } from "./client-security-options.ts";
+import { dedupServeOptions } from "./dedup-options.ts";
 import {
   CLI_REQUEST_TIMEOUT_MS_DEFAULT,
+  CLI_REQUEST_TIMEOUT_MS_MAX,
   COMPACTION_OVERHEAD_ENTRIES_DEFAULT,
   CONNECTIONS_PER_ENDPOINT_DEFAULT,
   ELECTION_RTT_FACTOR_DEFAULT,
@@ -209,11 +211,12 @@ export function clientOptions<
       name: timeoutFlag,
       type: "duration",
       default: CLI_REQUEST_TIMEOUT_MS_DEFAULT,
+      // A retried write's id must still be remembered (the dedup retention's minimum covers this).
+      max: CLI_REQUEST_TIMEOUT_MS_MAX,
       aliases: timeoutFlag === "timeout" ? ["request-timeout"] : [],
       env: ["DKV_TIMEOUT", "DKV_REQUEST_TIMEOUT"],
       valueHint: "DURATION",
-      description:
-        "Deadline of each request, retries included (e.g. 500ms, 10s, 1m; a bare number is seconds)",
+      description: `Deadline of each request, retries included (e.g. 500ms, 10s; a bare number is seconds); at most ${CLI_REQUEST_TIMEOUT_MS_MAX / 1_000}s, which the servers' --dedup-retention covers, so a retried write still applies once`,
     }),
     defineOption({
       name: "retry-count",
@@ -427,6 +430,7 @@ export const serveOptions = [
   ...membershipOptions,
   ...joinClientOptions,
   ...raftLogOptions,
+  ...dedupServeOptions,
   ...readLeaseOptions,
   ...watchServeOptions,
   ...lockServeOptions,

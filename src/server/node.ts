@@ -260,6 +260,7 @@ async function startRaft(
     raftLogMaxBytes: raft.raftLogMaxBytes,
     readLease: raft.readLease,
     requestTimeoutMs: raft.requestTimeoutMs,
+    dedup: { retentionMs: raft.dedupRetentionMs },
     limits: options.limits,
     ...(options.watch === undefined ? {} : { watch: hubOptions(options.watch) }),
     clock,

@@ -21,10 +21,12 @@
  * per write the kernel's share of that CPU, minor page faults, and the JS thread's own CPU
  * (without the JIT's compiler threads and the file thread pool).
  */
+
 import { readFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { REPLICATED_TUNING_DEFAULT } from "../../src/config/defaults.ts";
 import { parseDuration } from "../../src/config/parse.ts";
 import { TcpNodeTransport } from "../../src/raft/transport/tcp-transport.ts";
 import { type ReplicatedShards, startReplicatedShards } from "../../src/store/replicated/shards.ts";
@@ -64,6 +66,7 @@ async function startCluster(groupCount: number, logGatherTurns: number | undefin
     for (const id of ids) {
       let transport: TcpNodeTransport | undefined;
       const shards = await startReplicatedShards({
+        ...REPLICATED_TUNING_DEFAULT,
         replicaId: id,
         clusterMembers,
         dataDir: join(dir, id),

@@ -11,9 +11,11 @@
  * (end to end: --metrics-endpoint on one, and the load from this process), so the servers
  * do not share an event loop with the load generator or each other.
  */
+
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { REPLICATED_TUNING_DEFAULT } from "../../src/config/defaults.ts";
 import { parseDuration } from "../../src/config/parse.ts";
 import { silentLogger } from "../../src/logger.ts";
 import { RpcClient } from "../../src/rpc/client/index.ts";
@@ -82,6 +84,7 @@ async function startNode(name: string, metrics: boolean): Promise<Node> {
     logger: silentLogger,
   });
   const shards = await startReplicatedShards({
+    ...REPLICATED_TUNING_DEFAULT,
     replicaId: "node-1",
     clusterMembers: new Map([["node-1", "127.0.0.1:0"]]),
     dataDir: dir,

@@ -2,6 +2,7 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { mkdtemp, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { REPLICATED_TUNING_DEFAULT } from "../../src/config/defaults.ts";
 import { DkvError } from "../../src/errors.ts";
 import type { MembershipView } from "../../src/raft/host/membership-types.ts";
 import { type ReplicatedShards, startReplicatedShards } from "../../src/store/replicated/shards.ts";
@@ -33,6 +34,7 @@ async function joinWith(shards: number[] | undefined): Promise<ReplicatedShards 
   const dataDir = await mkdtemp(join(tmpdir(), "dkv-join-shards-"));
   dirs.push(dataDir);
   return startReplicatedShards({
+    ...REPLICATED_TUNING_DEFAULT,
     replicaId: "node-2",
     clusterMembers: new Map(),
     dataDir,

@@ -85,6 +85,21 @@ describe("flags and DKV_* variables", () => {
     expect(flagWins.sources.shard).toBe("flag");
   });
 
+  test("a client deadline is at most 30s, so the servers' dedup retention covers its retries", () => {
+    expect(parseCommandLine(["--timeout", "30s"], options, [], {}).options.timeout).toBe(30_000);
+    expect(usageMessage(() => parseCommandLine(["--timeout", "31s"], options, [], {}))).toBe(
+      "--timeout: 31s is above the maximum of 30s.",
+    );
+    expect(usageMessage(() => readOptions(options, { DKV_TIMEOUT: "1m" }))).toContain(
+      "DKV_TIMEOUT: 1m is above the maximum of 30s",
+    );
+    // On lock acquire|refresh --timeout is the lease: the reply deadline is --request-timeout.
+    const lockOptions = clientOptions(200, "request-timeout");
+    expect(usageMessage(() => parseCommandLine(["--request-timeout", "2m"], lockOptions, [], {}))).toContain(
+      "above the maximum of 30s",
+    );
+  });
+
   test("aliases and the Go seed's names: flags and variables", () => {
     const parsed = parseCommandLine(
       ["--transport-endpoints", "a:1,b:2", "--transport-retries", "7"],

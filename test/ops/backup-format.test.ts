@@ -5,6 +5,7 @@ import { join } from "node:path";
 import { restoreBackup, saveBackupFile, verifyBackupFile } from "../../src/backup/files.ts";
 import { readBackup } from "../../src/backup/format.ts";
 import { replicatedSnapshotSource } from "../../src/backup/source.ts";
+import { REPLICATED_TUNING_DEFAULT } from "../../src/config/defaults.ts";
 import { DkvError } from "../../src/errors.ts";
 import { lockDataDir } from "../../src/raft/storage/data-dir-lock.ts";
 import { type ReplicatedShards, startReplicatedShards } from "../../src/store/replicated/shards.ts";
@@ -26,6 +27,7 @@ async function tempDir(): Promise<string> {
 /** A one-member cluster with a dstore (200) and a lockmgr(dstore) (300) shard. */
 async function startMember(dataDir: string): Promise<ReplicatedShards> {
   const shards = await startReplicatedShards({
+    ...REPLICATED_TUNING_DEFAULT,
     replicaId: "node-1",
     clusterMembers: new Map([["node-1", "127.0.0.1:0"]]),
     dataDir,

@@ -2,6 +2,7 @@ import { afterEach, describe, expect, test } from "bun:test";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { REPLICATED_TUNING_DEFAULT } from "../../src/config/defaults.ts";
 import { RequestTrace, stageTimes } from "../../src/metrics/slow-requests.ts";
 import { RpcClient } from "../../src/rpc/client/index.ts";
 import { type RpcServer, type ShardHandler, startRpcServer } from "../../src/rpc/server/index.ts";
@@ -74,6 +75,7 @@ describe("--slow-request-threshold on a running replicated shard", () => {
       logger: { debug() {}, info() {}, warn: (message) => warnings.push(message) },
     });
     shards = await startReplicatedShards({
+      ...REPLICATED_TUNING_DEFAULT,
       replicaId: "node-1",
       clusterMembers: new Map([["node-1", "127.0.0.1:0"]]),
       dataDir: dir,

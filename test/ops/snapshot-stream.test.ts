@@ -4,6 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { readBackup } from "../../src/backup/format.ts";
 import { snapshotStream } from "../../src/backup/stream-client.ts";
+import { REPLICATED_TUNING_DEFAULT } from "../../src/config/defaults.ts";
 import { DkvError } from "../../src/errors.ts";
 import { MetricsRegistry } from "../../src/metrics/registry.ts";
 import type { TransportName } from "../../src/rpc/protocol/types.ts";
@@ -21,6 +22,7 @@ const LARGE_BYTES = 2 * 1024 * 1024 + 17;
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), "dkv-stream-"));
   shards = await startReplicatedShards({
+    ...REPLICATED_TUNING_DEFAULT,
     replicaId: "node-1",
     clusterMembers: new Map([["node-1", "127.0.0.1:0"]]),
     dataDir: join(dir, "data"),

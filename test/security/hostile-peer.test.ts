@@ -7,11 +7,13 @@
  * peer TLS on — raw TCP and wrong certificates, and a bounded fuzz of the peer port.
  * Each time the cluster's term, leader and data must be unchanged and the attempt logged.
  */
+
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { REPLICATED_TUNING_DEFAULT } from "../../src/config/defaults.ts";
 import { EntryKind, type Message, MessageType } from "../../src/raft/core/types.ts";
 import { encodeForwardRequest } from "../../src/raft/host/frames.ts";
 import { FrameKind } from "../../src/raft/transport/codec.ts";
@@ -94,6 +96,7 @@ async function startCluster(tls?: Record<string, PeerTls>): Promise<Cluster> {
         ...(tls === undefined ? {} : { tls: tls[id]! }),
       });
       const shards = await startReplicatedShards({
+        ...REPLICATED_TUNING_DEFAULT,
         replicaId: id,
         clusterMembers: members,
         dataDir: join(root, id),

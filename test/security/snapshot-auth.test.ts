@@ -6,6 +6,7 @@ import { join } from "node:path";
 import { runCli } from "../../cli/app.ts";
 import { parseAuthFile, TokenAuthority, tokenSha256 } from "../../src/auth/index.ts";
 import { verifyBackupFile } from "../../src/backup/files.ts";
+import { REPLICATED_TUNING_DEFAULT } from "../../src/config/defaults.ts";
 import type { TransportName } from "../../src/rpc/protocol/types.ts";
 import { type RpcServer, type ShardHandler, startRpcServer } from "../../src/rpc/server/index.ts";
 import { NodeOps } from "../../src/server/node-ops.ts";
@@ -35,6 +36,7 @@ beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), "dkv-snapauth-"));
   pki = await makeTestPki();
   shards = await startReplicatedShards({
+    ...REPLICATED_TUNING_DEFAULT,
     replicaId: "node-1",
     clusterMembers: new Map([["node-1", "127.0.0.1:0"]]),
     dataDir: join(dir, "data"),

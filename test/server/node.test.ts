@@ -5,6 +5,7 @@ import { join } from "node:path";
 import { type Clock, systemClock } from "../../src/clock.ts";
 import {
   COMPACTION_OVERHEAD_ENTRIES_DEFAULT,
+  DEDUP_RETENTION_MS_DEFAULT,
   KEY_BYTES_MAX_DEFAULT,
   LOCK_QUEUE_LEASE_MS_DEFAULT,
   NODE_FRAME_BYTES_MAX_DEFAULT,
@@ -20,6 +21,7 @@ import type { Logger } from "../../src/logger.ts";
 import { RpcClient } from "../../src/rpc/client/index.ts";
 import { startNode } from "../../src/server/index.ts";
 import { SHARD_TYPES_FILE } from "../../src/server/shards.ts";
+import { DStoreStateMachine } from "../../src/store/replicated/state-machine.ts";
 
 /** The composition root: options resolved once, components built in order and disposed in reverse. */
 
@@ -103,6 +105,20 @@ describe("resolveNodeOptions", () => {
     expect(usageMessage(() => parse("soon"))).toContain("is not a duration");
   });
 
+  test("--dedup-retention (and DKV_DEDUP_RETENTION): 60s by default, below a longest client deadline plus a retry pause a usage error", () => {
+    expect(optionsOf({ shards: "200=dstore" }).raft?.dedupRetentionMs).toBe(DEDUP_RETENTION_MS_DEFAULT);
+    const parse = (value: string) =>
+      parseCommandLine(["--dedup-retention", value], serveOptions, [], {}).options["dedup-retention"];
+    expect(optionsOf({ shards: "200=dstore", "dedup-retention": parse("5m") }).raft?.dedupRetentionMs).toBe(
+      300_000,
+    );
+    expect(readOptions(serveOptions, { DKV_DEDUP_RETENTION: "2m" })["dedup-retention"]).toBe(120_000);
+    expect(usageMessage(() => parse("10s"))).toBe("--dedup-retention: 10s is below the minimum of 31s.");
+    expect(usageMessage(() => readOptions(serveOptions, { DKV_DEDUP_RETENTION: "30s" }))).toContain(
+      "DKV_DEDUP_RETENTION: 30s is below the minimum of 31s",
+    );
+  });
+
   test("a heartbeat interval not below the election timeout is a usage error naming both flags", () => {
     const message = usageMessage(() =>
       optionsOf({ shards: "200=dstore", "election-rtt-factor": 4, "heartbeat-rtt-factor": 4 }),
@@ -171,6 +187,25 @@ describe("resolveNodeOptions", () => {
 });
 
 describe("startNode", () => {
+  test("--dedup-retention reaches every dstore shard's state machine", async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), "dkv-node-dedup-"));
+    try {
+      const options = optionsOf({
+        shards: "200=dstore,300=lockmgr(dstore)",
+        "data-dir": dataDir,
+        "dedup-retention": 90_000,
+      });
+      await using node = await startNode(options);
+      for (const shard of [200, 300]) {
+        const machine = node.replicated?.host.stateMachine(shard);
+        expect(machine).toBeInstanceOf(DStoreStateMachine);
+        expect((machine as DStoreStateMachine).dedup.retentionMs).toBe(90_000);
+      }
+    } finally {
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  });
+
   test("serves local and replicated shards over RPC, logs per component, and keeps writes across a restart", async () => {
     const dataDir = await mkdtemp(join(tmpdir(), "dkv-node-"));
     try {

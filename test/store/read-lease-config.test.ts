@@ -2,6 +2,7 @@ import { expect, test } from "bun:test";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { REPLICATED_TUNING_DEFAULT } from "../../src/config/defaults.ts";
 import { DkvError } from "../../src/errors.ts";
 import { startReplicatedShards } from "../../src/store/replicated/shards.ts";
 
@@ -10,6 +11,7 @@ test("--read-lease on with an election timeout that leaves no lease is a usage e
   try {
     const start = (readLease: boolean) =>
       startReplicatedShards({
+        ...REPLICATED_TUNING_DEFAULT,
         replicaId: "node-1",
         clusterMembers: new Map([["node-1", "127.0.0.1:0"]]),
         dataDir: dir,

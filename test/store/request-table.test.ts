@@ -4,7 +4,8 @@
  * bounded in bytes, and at the bound new ids are refused (not silently forgotten).
  */
 import { afterEach, describe, expect, test } from "bun:test";
-import { clientOptions } from "../../src/config/schema.ts";
+import { CLI_REQUEST_TIMEOUT_MS_MAX, CLIENT_RETRY_DELAY_MS_MAX } from "../../src/config/defaults.ts";
+import { clientOptions, type OptionSpec } from "../../src/config/schema.ts";
 import { DkvError } from "../../src/errors.ts";
 import type { Entry } from "../../src/raft/core/types.ts";
 import {
@@ -18,7 +19,6 @@ import {
 } from "../../src/store/replicated/command.ts";
 import { DStore } from "../../src/store/replicated/dstore.ts";
 import {
-  CLIENT_DEADLINE_DEFAULT_MAX_MS,
   DEDUP_RETENTION_MIN_MS,
   defaultDedupOptions,
   REMEMBERED_CLIENT_BYTES,
@@ -174,9 +174,15 @@ describe("the request table in snapshots", () => {
 });
 
 describe("dedup options", () => {
-  test("the retention covers the longest default client deadline plus a retry pause", () => {
-    const timeout = clientOptions(100, "timeout").find((option) => option.name === "timeout");
-    expect(timeout?.default).toBeLessThanOrEqual(CLIENT_DEADLINE_DEFAULT_MAX_MS);
+  test("the retention covers the longest CLI client deadline plus a retry pause", () => {
+    for (const flag of ["timeout", "request-timeout"] as const) {
+      const timeout: OptionSpec | undefined = clientOptions(100, flag).find((option) => option.name === flag);
+      expect(timeout?.max).toBe(CLI_REQUEST_TIMEOUT_MS_MAX);
+      expect(timeout?.default).toBeLessThanOrEqual(CLI_REQUEST_TIMEOUT_MS_MAX);
+    }
+    expect(DEDUP_RETENTION_MIN_MS).toBeGreaterThanOrEqual(
+      CLI_REQUEST_TIMEOUT_MS_MAX + CLIENT_RETRY_DELAY_MS_MAX,
+    );
     expect(defaultDedupOptions.retentionMs).toBeGreaterThanOrEqual(DEDUP_RETENTION_MIN_MS);
     expect(() => resolveDedupOptions({ retentionMs: DEDUP_RETENTION_MIN_MS - 1 })).toThrow(DkvError);
     expect(() => resolveDedupOptions({ bytesMax: 0 })).toThrow(DkvError);

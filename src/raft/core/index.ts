@@ -1,3 +1,4 @@
+export { AssertionError, assert } from "./assert.ts";
 export { decodeConfChange, encodeConfChange } from "./confchange.ts";
 export { ENTRY_OVERHEAD_BYTES, entrySizeBytes, limitBySize } from "./entries.ts";
 export { majorityIndex, VoteResult, voteResult } from "./quorum.ts";

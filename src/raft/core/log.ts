@@ -1,3 +1,4 @@
+import { assert } from "./assert.ts";
 import { entrySizeBytes, limitBySize, NO_ENTRIES } from "./entries.ts";
 import type { Entry, LogStorage, Snapshot } from "./types.ts";
 
@@ -179,9 +180,11 @@ export class RaftLog {
     const lastNew = prevIndex + entries.length;
     const conflict = this.findConflict(entries);
     if (conflict !== 0) {
-      if (conflict <= this.committed) {
-        throw new Error(`entry ${conflict} conflicts with committed entry (committed ${this.committed})`);
-      }
+      // Leader completeness: a leader never disagrees with what this member committed.
+      assert(
+        conflict > this.committed,
+        () => `entry ${conflict} conflicts with committed entry (committed ${this.committed})`,
+      );
       this.append(entries, conflict - (prevIndex + 1));
     }
     this.commitTo(Math.min(leaderCommit, lastNew));
@@ -243,8 +246,7 @@ export class RaftLog {
 
   commitTo(index: number): void {
     if (index <= this.committed) return;
-    if (index > this.lastIndex())
-      throw new RangeError(`commit ${index} is beyond last index ${this.lastIndex()}`);
+    assert(index <= this.lastIndex(), () => `commit ${index} is beyond last index ${this.lastIndex()}`);
     this.committed = index;
   }
 

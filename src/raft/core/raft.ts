@@ -1,4 +1,5 @@
 import { bcastHeartbeat } from "./appends.ts";
+import { assert } from "./assert.ts";
 import {
   anchorLeaseOnVotes,
   campaignBreaksPromise,
@@ -210,6 +211,10 @@ export class RaftNode implements RaftNodeApi {
   }
 
   private becomePreCandidate(): void {
+    assert(
+      this.s.role !== "leader",
+      () => `${this.id}: invalid transition leader -> preCandidate at term ${this.s.term}`,
+    );
     // Neither term nor vote changes: a pre-vote that fails leaves no trace.
     this.stepRole = this.stepCandidate;
     this.tickRole = this.tickElection;
@@ -219,6 +224,10 @@ export class RaftNode implements RaftNodeApi {
   }
 
   private becomeCandidate(): void {
+    assert(
+      this.s.role !== "leader",
+      () => `${this.id}: invalid transition leader -> candidate at term ${this.s.term}`,
+    );
     this.stepRole = this.stepCandidate;
     this.tickRole = this.tickElection;
     this.s.reset(this.s.term + 1);
@@ -228,6 +237,11 @@ export class RaftNode implements RaftNodeApi {
 
   private becomeLeader(): void {
     const s = this.s;
+    // Only a candidate that won its term's election (a pre-candidate first runs the real one).
+    assert(
+      s.role === "candidate",
+      () => `${this.id}: invalid transition ${s.role} -> leader at term ${s.term}`,
+    );
     // Read before reset() clears the votes.
     const granted = grantedVoters(s);
     this.stepRole = this.stepLeader;

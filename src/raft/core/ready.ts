@@ -1,4 +1,5 @@
 import { flushAppends } from "./appends.ts";
+import { assert } from "./assert.ts";
 import { NO_ENTRIES } from "./entries.ts";
 import { reduceUncommitted } from "./proposals.ts";
 import { maybeCommit, onCommitAdvanced } from "./replication.ts";
@@ -50,7 +51,7 @@ export class ReadyTracker {
 
   ready(): Ready {
     const s = this.s;
-    if (this.readyInFlight) throw new Error("ready() called again before advance()");
+    assert(!this.readyInFlight, "ready() called again before advance()");
     if (s.appendsDue) flushAppends(s);
     const log = s.log;
     const entries = log.unstableEntries.length === 0 ? NO_ENTRIES : log.unstableEntries.slice();
@@ -99,7 +100,7 @@ export class ReadyTracker {
 
   advance(): void {
     const s = this.s;
-    if (!this.readyInFlight) throw new Error("advance() called without a ready()");
+    assert(this.readyInFlight, "advance() called without a ready()");
     this.readyInFlight = false;
     const log = s.log;
     if (this.readySnapshotIndex > 0) {

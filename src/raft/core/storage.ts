@@ -1,3 +1,4 @@
+import { assert } from "./assert.ts";
 import { limitBySize } from "./entries.ts";
 import type { ConfState, Entry, HardState, LogStorage, Snapshot } from "./types.ts";
 
@@ -43,9 +44,10 @@ export class MemoryLogStorage implements LogStorage {
     const entries = init.entries ?? [];
     this.ents = entries.filter((entry) => entry.index > this.compactedIndex);
     for (let i = 0; i < this.ents.length; i++) {
-      if (this.ents[i]!.index !== this.compactedIndex + 1 + i) {
-        throw new RangeError(`entries must be contiguous after snapshot index ${this.compactedIndex}`);
-      }
+      assert(
+        this.ents[i]!.index === this.compactedIndex + 1 + i,
+        () => `entries must be contiguous after snapshot index ${this.compactedIndex}`,
+      );
     }
   }
 
@@ -57,10 +59,9 @@ export class MemoryLogStorage implements LogStorage {
   }
 
   entries(lo: number, hi: number, maxBytes: number): Entry[] {
-    if (lo <= this.compactedIndex)
-      throw new RangeError(`entry ${lo} is compacted (first index ${this.firstIndex()})`);
-    if (hi > this.lastIndex() + 1)
-      throw new RangeError(`entry ${hi - 1} is beyond last index ${this.lastIndex()}`);
+    // The log asks only for what it knows is here (RaftLog.slice checks firstIndex first).
+    assert(lo > this.compactedIndex, () => `entry ${lo} is compacted (first index ${this.firstIndex()})`);
+    assert(hi <= this.lastIndex() + 1, () => `entry ${hi - 1} is beyond last index ${this.lastIndex()}`);
     const from = lo - this.compactedIndex - 1;
     const to = hi - this.compactedIndex - 1;
     return this.ents.slice(from, limitBySize(this.ents, from, to, maxBytes));
@@ -91,9 +92,10 @@ export class MemoryLogStorage implements LogStorage {
   append(entries: readonly Entry[]): void {
     if (entries.length === 0) return;
     const first = entries[0]!.index;
-    if (first > this.lastIndex() + 1) {
-      throw new RangeError(`append at ${first} leaves a gap after last index ${this.lastIndex()}`);
-    }
+    assert(
+      first <= this.lastIndex() + 1,
+      () => `append at ${first} leaves a gap after last index ${this.lastIndex()}`,
+    );
     // Entries already covered by compaction are committed and identical; skip them.
     let from = 0;
     while (from < entries.length && entries[from]!.index <= this.compactedIndex) from++;
@@ -113,9 +115,10 @@ export class MemoryLogStorage implements LogStorage {
 
   /** Installs a leader's snapshot (Ready.snapshot): the whole log is replaced by it. */
   applySnapshot(snapshot: Snapshot): void {
-    if (snapshot.meta.index <= this.snap.meta.index) {
-      throw new RangeError(`snapshot ${snapshot.meta.index} is not newer than ${this.snap.meta.index}`);
-    }
+    assert(
+      snapshot.meta.index > this.snap.meta.index,
+      () => `snapshot ${snapshot.meta.index} is not newer than ${this.snap.meta.index}`,
+    );
     this.snap = snapshot;
     this.conf = snapshot.meta.conf;
     this.compactedIndex = snapshot.meta.index;
@@ -151,9 +154,10 @@ export class MemoryLogStorage implements LogStorage {
    */
   compact(index: number): void {
     if (index <= this.compactedIndex) return;
-    if (index > this.snap.meta.index) {
-      throw new RangeError(`compact ${index} is beyond the snapshot index ${this.snap.meta.index}`);
-    }
+    assert(
+      index <= this.snap.meta.index,
+      () => `compact ${index} is beyond the snapshot index ${this.snap.meta.index}`,
+    );
     const count = index - this.compactedIndex;
     this.compactedTerm = this.ents[count - 1]!.term;
     this.ents = this.ents.slice(count);

@@ -431,7 +431,15 @@ export class RaftGroup {
     if (!this.closed) this.reads.askQueued();
     if (this.draining || this.closed || !this.node.hasReady()) return false;
     this.draining = true;
-    const rd = this.node.ready();
+    let rd: Ready;
+    try {
+      rd = this.node.ready();
+    } catch (error) {
+      // The core's Ready contract broken (an AssertionError): fatal ends the process.
+      this.fatal(error);
+      this.draining = false;
+      return false;
+    }
     if (rd.snapshot !== undefined) {
       // A snapshot install streams to disk and restores the state machine: it runs on its
       // own, so the other groups need not wait for it.
@@ -886,6 +894,8 @@ export class RaftGroup {
   private fatal(error: unknown): void {
     if (this.failure !== undefined) return;
     const cause = error instanceof PersistenceFailure ? error.cause : error;
+    // A broken assertion is a bug wherever it surfaced (a storage bound during a Ready's write too), not a disk fault.
+    const assertion = cause instanceof AssertionError ? cause : undefined;
     this.failure = new DkvError(
       "UNAVAILABLE",
       `group ${this.groupId} on ${this.env.self} stopped after a storage or apply failure (${String(cause)}); restart this member`,
@@ -894,7 +904,7 @@ export class RaftGroup {
     this.env.logger.warn(this.failure.message);
     this.closed = true;
     this.failAll(this.failure);
-    if (error instanceof PersistenceFailure) {
+    if (error instanceof PersistenceFailure && assertion === undefined) {
       this.env.onFatal(
         new HostFatalError(
           "persistence",
@@ -903,13 +913,13 @@ export class RaftGroup {
           { cause },
         ),
       );
-    } else if (error instanceof AssertionError) {
+    } else if (assertion !== undefined) {
       this.env.onFatal(
         new HostFatalError(
           "assertion",
           this.groupId,
-          `group ${this.groupId} on ${this.env.self}: internal invariant broken (${error.message}); this is a bug in dkv — the process must stop; restart the member and report the log`,
-          { cause: error },
+          `group ${this.groupId} on ${this.env.self}: internal invariant broken (${assertion.message}); this is a bug in dkv — the process must stop; restart the member and report the log`,
+          { cause: assertion },
         ),
       );
     }

@@ -4,11 +4,12 @@
  * saying what to change).
  */
 
+import { REQUEST_TIMEOUT_MS_DEFAULT } from "../../config/defaults.ts";
 import { DkvError } from "../../errors.ts";
 import type { RaftHostConfig } from "./types.ts";
 
 export const HOST_DEFAULTS = {
-  requestTimeoutMs: 5000,
+  requestTimeoutMs: REQUEST_TIMEOUT_MS_DEFAULT,
   forwardsInFlightMax: 1024,
   proposalsPendingMax: 16384,
   readsPendingMax: 16384,

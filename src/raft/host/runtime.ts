@@ -5,20 +5,9 @@
  */
 import type { ConfState, Entry, HardState, LogStorage, Snapshot, SnapshotMeta } from "../core/types.ts";
 
-/**
- * A broken invariant of the code itself (role transitions, the Ready/advance contract, log
- * bounds): the process must stop. Never converted into a user-facing DkvError.
- */
-export class AssertionError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "AssertionError";
-  }
-}
-
-export function assert(condition: boolean, message: string | (() => string)): asserts condition {
-  if (!condition) throw new AssertionError(typeof message === "string" ? message : message());
-}
+// A broken invariant of the code itself: one type for the core and the host, so the host
+// ends the process on the core's assertions too (RaftGroup.fatal).
+export { AssertionError, assert } from "../core/assert.ts";
 
 /** Time and scheduling as the host sees them. */
 export interface HostScheduler {

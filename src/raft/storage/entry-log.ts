@@ -1,4 +1,4 @@
-import { entrySizeBytes } from "../core/index.ts";
+import { assert, entrySizeBytes } from "../core/index.ts";
 import type { Entry, EntryKind } from "../core/types.ts";
 
 /** Entries of at least this many bytes keep a buffer of their own; smaller ones share chunks. */
@@ -43,9 +43,7 @@ export class EntryLog {
     this.base = base;
     this.baseTermValue = baseTerm;
     for (let i = 0; i < entries.length; i++) {
-      if (entries[i]!.index !== base + 1 + i) {
-        throw new RangeError(`entries must be contiguous after index ${base}`);
-      }
+      assert(entries[i]!.index === base + 1 + i, () => `entries must be contiguous after index ${base}`);
       this.push(entries[i]!);
     }
   }
@@ -84,11 +82,10 @@ export class EntryLog {
     return i >= 0 && i < this.length ? this.build(this.start + i, index) : undefined;
   }
 
-  /** Entries in [lo, hi) within the size budget (at least one); RangeError outside the log. */
+  /** Entries in [lo, hi) within the size budget (at least one); outside the log an assertion (the caller's bug). */
   slice(lo: number, hi: number, maxBytes: number): Entry[] {
-    if (lo <= this.base) throw new RangeError(`entry ${lo} is compacted (first index ${this.firstIndex()})`);
-    if (hi > this.lastIndex() + 1)
-      throw new RangeError(`entry ${hi - 1} is beyond last index ${this.lastIndex()}`);
+    assert(lo > this.base, () => `entry ${lo} is compacted (first index ${this.firstIndex()})`);
+    assert(hi <= this.lastIndex() + 1, () => `entry ${hi - 1} is beyond last index ${this.lastIndex()}`);
     const out: Entry[] = [];
     let bytes = 0;
     // Bounded by hi - lo.

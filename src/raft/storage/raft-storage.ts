@@ -1,6 +1,7 @@
 import { join } from "node:path";
 import { COMPACTION_OVERHEAD_ENTRIES_DEFAULT } from "../../config/defaults.ts";
 import { DkvError } from "../../errors.ts";
+import { assert } from "../core/assert.ts";
 import { ENTRY_OVERHEAD_BYTES } from "../core/entries.ts";
 import type { ConfState, Entry, HardState, LogStorage, Snapshot, SnapshotMeta } from "../core/types.ts";
 import type { FrameBuffer } from "./codec.ts";
@@ -295,19 +296,18 @@ export class RaftStorage implements LogStorage {
       );
     }
     const first = entries[0];
+    // The host persists what the core hands it: entries out of sequence are a bug, not a disk fault.
     if (first !== undefined) {
       for (let i = 1; i < entries.length; i++) {
-        if (entries[i]!.index !== first.index + i) {
-          throw new RangeError(
-            `append: entry ${entries[i]!.index} at position ${i} does not follow ${first.index}`,
-          );
-        }
-      }
-      if (first.index > this.log.lastIndex() + 1) {
-        throw new RangeError(
-          `append at ${first.index} leaves a gap after last index ${this.log.lastIndex()}`,
+        assert(
+          entries[i]!.index === first.index + i,
+          () => `append: entry ${entries[i]!.index} at position ${i} does not follow ${first.index}`,
         );
       }
+      assert(
+        first.index <= this.log.lastIndex() + 1,
+        () => `append at ${first.index} leaves a gap after last index ${this.log.lastIndex()}`,
+      );
     }
     if (hardState?.vote != null && hardState.vote.length > 16 * 1024) {
       throw new RangeError(`append: vote id of ${hardState.vote.length} characters is not a node id`);

@@ -1,4 +1,5 @@
 import {
+  CLIENT_RETRY_DELAY_MS_MAX,
   CONNECTIONS_PER_ENDPOINT_DEFAULT,
   REQUEST_TIMEOUT_MS_DEFAULT,
   RETRY_COUNT_DEFAULT,
@@ -66,7 +67,6 @@ export interface RpcClientOptions {
   token?: string;
 }
 
-const retryDelayMaxMs = 1000;
 /** Shards whose leader the client remembers; past it the hints start over (each costs a Map entry). */
 const leaderHintsMax = 4096;
 /** Error replies that say the member may no longer lead the shard: its hint is dropped. */
@@ -429,7 +429,7 @@ export class RpcClient implements CallOwner, AsyncDisposable {
       this.dispatch(call);
       return;
     }
-    const delayMs = Math.min(retryDelayMaxMs, 5 * 2 ** call.attempts, call.deadlineMs - now);
+    const delayMs = Math.min(CLIENT_RETRY_DELAY_MS_MAX, 5 * 2 ** call.attempts, call.deadlineMs - now);
     setTimeout(() => this.dispatch(call), delayMs);
   }
 

@@ -201,7 +201,7 @@ class HttpConnection {
             // The body must keep arriving: the idle timeout applies.
             this.headSinceMs = undefined;
           } else if (this.parser.partial || !this.keptAlive) {
-            this.headSinceMs ??= Date.now();
+            this.headSinceMs ??= performance.now();
           } else {
             this.headSinceMs = undefined;
             this.state.idle.add(this);
@@ -516,7 +516,7 @@ export function startHttpListener(options: HttpListenerOptions): HttpServer {
   const handlers = {
     binaryType: "uint8array" as const,
     open(socket: Socket<SocketData>) {
-      const nowMs = Date.now();
+      const nowMs = performance.now();
       if (state.connections.size >= limits.maxConnections) {
         // The longest-idle keep-alive connection makes room; it has nothing in progress.
         const oldest = state.idle.values().next();

@@ -125,7 +125,7 @@ export function socketEvents<T extends ListenerConnection>(options: SocketEventO
     },
     data(socket: Socket<Data>, chunk: Uint8Array) {
       const data = socket.data;
-      if (data !== undefined && isConnection(data)) data.onData(chunk, Date.now());
+      if (data !== undefined && isConnection(data)) data.onData(chunk, performance.now());
     },
     drain(socket: Socket<Data>) {
       const data = socket.data;

@@ -515,7 +515,7 @@ export async function startSocketServer(options: SocketServerOptions): Promise<S
   const handlers = {
     binaryType: "uint8array" as const,
     open(socket: Socket<SocketData>) {
-      const nowMs = Date.now();
+      const nowMs = performance.now();
       if (connections.size >= limits.maxConnections) {
         refuser.refuse(socket, nowMs);
         return;
@@ -631,7 +631,7 @@ export function sweepConnections<C>(
   );
   const periodMs = Math.max(20, Math.min(1000, Math.floor(shortestMs / 4)));
   const timer = setInterval(() => {
-    const nowMs = Date.now();
+    const nowMs = performance.now();
     for (const connection of connections) sweep(connection, nowMs);
   }, periodMs);
   timer.unref();

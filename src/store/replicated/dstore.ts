@@ -1,5 +1,5 @@
 import { type Clock, systemClock } from "../../clock.ts";
-import { EXPIRY_TICK_MS_DEFAULT } from "../../config/defaults.ts";
+import { EXPIRY_TICK_MS_DEFAULT, REQUEST_TIMEOUT_MS_DEFAULT } from "../../config/defaults.ts";
 import { DkvError } from "../../errors.ts";
 import { PromiseReceiver, type ProposalReceiver } from "../../raft/host/group.ts";
 import type { RaftHost } from "../../raft/host/raft-host.ts";
@@ -68,7 +68,6 @@ export interface DStoreOptions {
   expiryTicks?: SharedTicks;
 }
 
-const DEFAULT_TIMEOUT_MS = 5000;
 /** Pause between retries of a write whose outcome was unknown (same request id: applies once). */
 const RETRY_PAUSE_MS = 20;
 const RETRY_ATTEMPTS_MAX = 32;
@@ -115,7 +114,7 @@ export class DStore implements IStore {
     }
     this.stateMachine = stateMachine;
     this.limits = { ...defaultStoreLimits, ...options.limits };
-    this.timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+    this.timeoutMs = options.timeoutMs ?? REQUEST_TIMEOUT_MS_DEFAULT;
     this.staleReads = options.staleReads ?? false;
     this.clientId = options.clientId ?? crypto.getRandomValues(new Uint8Array(CLIENT_ID_BYTES));
     if (this.clientId.byteLength !== CLIENT_ID_BYTES) {

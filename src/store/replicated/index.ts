@@ -1,3 +1,5 @@
+/** The defaults a library caller of startReplicatedShards spreads (resolved values, not re-defaulted inside). */
+export { REPLICATED_TUNING_DEFAULT } from "../../config/defaults.ts";
 export {
   type Command,
   decodeCommand,

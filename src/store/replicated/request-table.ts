@@ -1,3 +1,10 @@
+import {
+  CLI_REQUEST_TIMEOUT_MS_MAX,
+  CLIENT_RETRY_DELAY_MS_MAX,
+  DEDUP_BYTES_MAX_DEFAULT,
+  DEDUP_RETENTION_MS_DEFAULT,
+  DEDUP_RETENTION_MS_MIN,
+} from "../../config/defaults.ts";
 import { DkvError } from "../../errors.ts";
 import { CLIENT_ID_BYTES, encodeBoolean, RESULT_VOID } from "./command.ts";
 import {
@@ -37,32 +44,19 @@ export interface DedupOptions {
 }
 
 /**
- * The longest default client deadline, retries included: `--timeout` of the CLI's client
- * commands (clientOptions in src/config/schema.ts, 10 s); RpcClient and DStore default to 5 s.
- */
-export const CLIENT_DEADLINE_DEFAULT_MAX_MS = 10_000;
-/** The RPC client's longest pause before re-sending (retryDelayMaxMs in src/rpc/client/index.ts). */
-export const CLIENT_RETRY_DELAY_MAX_MS = 1_000;
-/**
  * A retry reaches the log at most a client deadline plus one retry pause after the first
- * attempt did, so an id must be remembered at least that long. Clients with longer
- * deadlines (or lock acquires with a long --wait) need a longer retention.
+ * attempt did, so an id must be remembered at least that long: the longest CLI deadline
+ * (its --timeout is bounded above by CLI_REQUEST_TIMEOUT_MS_MAX) plus the RPC client's
+ * longest pause. Library clients with longer deadlines (or lock acquires with a long
+ * --wait) need a longer retention.
  */
-export const DEDUP_RETENTION_MIN_MS = CLIENT_DEADLINE_DEFAULT_MAX_MS + CLIENT_RETRY_DELAY_MAX_MS;
+export const DEDUP_RETENTION_MIN_MS = DEDUP_RETENTION_MS_MIN;
 
-/**
- * 60 s: over five times the minimum, for clock steps between leaders' stamps and lock
- * waits. 64 MiB holds about 2.1 million ids (REMEMBERED_ID_BYTES each): a sustained
- * ~35 000 writes/s with request ids per shard before new ones are refused.
- */
+/** Declared in config/defaults.ts (DEDUP_RETENTION_MS_DEFAULT, DEDUP_BYTES_MAX_DEFAULT). */
 export const defaultDedupOptions: Readonly<DedupOptions> = Object.freeze({
-  retentionMs: 60_000,
-  bytesMax: 64 * 1024 * 1024,
+  retentionMs: DEDUP_RETENTION_MS_DEFAULT,
+  bytesMax: DEDUP_BYTES_MAX_DEFAULT,
 });
-
-if (defaultDedupOptions.retentionMs < DEDUP_RETENTION_MIN_MS) {
-  throw new Error("defaultDedupOptions.retentionMs must cover a client deadline plus a retry pause");
-}
 
 /** Fills in defaults and checks the relation above; the one place dedup options are resolved. */
 export function resolveDedupOptions(options: Partial<DedupOptions> = {}): DedupOptions {
@@ -70,7 +64,7 @@ export function resolveDedupOptions(options: Partial<DedupOptions> = {}): DedupO
   if (!Number.isSafeInteger(resolved.retentionMs) || resolved.retentionMs < DEDUP_RETENTION_MIN_MS) {
     throw new DkvError(
       "USAGE",
-      `dedup retentionMs must be a whole number of ms >= ${DEDUP_RETENTION_MIN_MS} (the longest default client deadline, ${CLIENT_DEADLINE_DEFAULT_MAX_MS} ms, plus a retry pause, ${CLIENT_RETRY_DELAY_MAX_MS} ms); got ${resolved.retentionMs}`,
+      `dedup retentionMs must be a whole number of ms >= ${DEDUP_RETENTION_MIN_MS} (the longest CLI client deadline, ${CLI_REQUEST_TIMEOUT_MS_MAX} ms, plus a retry pause, ${CLIENT_RETRY_DELAY_MS_MAX} ms); got ${resolved.retentionMs}`,
     );
   }
   if (!Number.isSafeInteger(resolved.bytesMax) || resolved.bytesMax < 1) {

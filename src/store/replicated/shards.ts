@@ -1,15 +1,5 @@
 import { type Clock, systemClock } from "../../clock.ts";
-import {
-  COMPACTION_OVERHEAD_ENTRIES_DEFAULT,
-  ELECTION_RTT_FACTOR_DEFAULT,
-  EXPIRY_TICK_MS_DEFAULT,
-  HEARTBEAT_RTT_FACTOR_DEFAULT,
-  RAFT_LOG_MAX_BYTES_DEFAULT,
-  REQUEST_TIMEOUT_MS_DEFAULT,
-  RTT_MS_DEFAULT,
-  SNAPSHOT_BYTES_DEFAULT,
-  SNAPSHOT_ENTRIES_DEFAULT,
-} from "../../config/defaults.ts";
+import { AUTO_PROMOTE_LAG_ENTRIES_DEFAULT, EXPIRY_TICK_MS_DEFAULT } from "../../config/defaults.ts";
 import { DkvError } from "../../errors.ts";
 import { LockManager } from "../../lockmgr/lock-manager.ts";
 import { readLeaseMs } from "../../raft/core/reads.ts";
@@ -30,7 +20,12 @@ import { type DedupOptions, DStoreStateMachine } from "./state-machine.ts";
 
 export type ReplicatedShardType = "dstore" | "lockmgr(dstore)";
 
-/** What `dkv serve` knows: its flags, for the replicated shards only. */
+/**
+ * What `dkv serve` knows: its flags, for the replicated shards only, resolved once by
+ * resolveNodeOptions (src/config/node-options.ts): taken as they are, not re-defaulted or
+ * re-checked here (the RaftHost checks its own config at construction). A library caller
+ * starts from REPLICATED_TUNING_DEFAULT (src/config/defaults.ts).
+ */
 export interface ReplicatedShardsConfig {
   /** --replica-id: this member's id, a key of clusterMembers. */
   replicaId: NodeId;
@@ -40,28 +35,28 @@ export interface ReplicatedShardsConfig {
   dataDir: string;
   /** The dstore and lockmgr(dstore) shards of --shards; every member must list the same. */
   shards: readonly { id: number; type: ReplicatedShardType }[];
-  /** --rtt-millisecond: the Raft tick. Default 100. */
-  rttMs?: number;
-  /** --election-rtt-factor: election timeout in ticks. Default 10. */
-  electionRttFactor?: number;
-  /** --heartbeat-rtt-factor: heartbeat interval in ticks. Default 2. */
-  heartbeatRttFactor?: number;
-  /** --snapshot-entries: snapshot every N applied entries (0: never). Default 100 000. */
-  snapshotEntries?: number;
-  /** --compaction-overhead: entries kept behind a snapshot. Default 5000. */
-  compactionOverheadEntries?: number;
+  /** --rtt-millisecond: the Raft tick. */
+  rttMs: number;
+  /** --election-rtt-factor: election timeout in ticks. */
+  electionRttFactor: number;
+  /** --heartbeat-rtt-factor: heartbeat interval in ticks. */
+  heartbeatRttFactor: number;
+  /** --snapshot-entries: snapshot every N applied entries (0: never). */
+  snapshotEntries: number;
+  /** --compaction-overhead: entries kept behind a snapshot. */
+  compactionOverheadEntries: number;
   /** --leader-balance-interval in ms: spread leaders over the members (raft/host/leader-balance.ts); 0 or absent: off. */
   leaderBalanceIntervalMs?: number;
   /** --raft-log-gather-turns (raft/storage/group-commit.ts); absent: its default. */
   logGatherTurns?: number;
-  /** --snapshot-bytes: also snapshot once the log applied since the last one holds N bytes. Default 32 MiB. */
-  snapshotBytes?: number;
-  /** --raft-log-max-bytes: bound on each group's in-memory log (0: none). Default 128 MiB. */
-  raftLogMaxBytes?: number;
+  /** --snapshot-bytes: also snapshot once the log applied since the last one holds N bytes. */
+  snapshotBytes: number;
+  /** --raft-log-max-bytes: bound on each group's in-memory log (0: none). */
+  raftLogMaxBytes: number;
   /** --read-lease: leader lease reads (RaftHostConfig.readLease). Default false. */
   readLease?: boolean;
-  /** --timeout: deadline of one store call, retries included, in ms. Default 5000. */
-  requestTimeoutMs?: number;
+  /** --timeout: deadline of one store call, retries included, in ms. */
+  requestTimeoutMs: number;
   limits?: Partial<StoreLimits>;
   dedup?: Partial<DedupOptions>;
   /** Watch history, per-watcher buffer and progress interval of every shard. */
@@ -112,18 +107,6 @@ export interface ReplicatedShards {
   /** Stops the Raft groups (failing waiting requests), flushes storage, closes the transport. */
   close(): Promise<void>;
 }
-
-/** For library callers that leave a tunable out; declared once in config/defaults.ts. */
-const DEFAULTS = {
-  rttMs: RTT_MS_DEFAULT,
-  electionRttFactor: ELECTION_RTT_FACTOR_DEFAULT,
-  heartbeatRttFactor: HEARTBEAT_RTT_FACTOR_DEFAULT,
-  snapshotEntries: SNAPSHOT_ENTRIES_DEFAULT,
-  compactionOverheadEntries: COMPACTION_OVERHEAD_ENTRIES_DEFAULT,
-  snapshotBytes: SNAPSHOT_BYTES_DEFAULT,
-  raftLogMaxBytes: RAFT_LOG_MAX_BYTES_DEFAULT,
-  requestTimeoutMs: REQUEST_TIMEOUT_MS_DEFAULT,
-} as const;
 
 /**
  * --join, refusing a member whose replicated shards differ from the cluster's: every member
@@ -180,18 +163,9 @@ export async function startReplicatedShards(config: ReplicatedShardsConfig): Pro
       `--replica-id "${config.replicaId}" is not in --cluster-members (${[...clusterMembers.keys()].join(", ") || "empty"}); add it, e.g. --cluster-members "${config.replicaId}=127.0.0.1:63001"`,
     );
   }
-  const rttMs = config.rttMs ?? DEFAULTS.rttMs;
-  const electionTicks = config.electionRttFactor ?? DEFAULTS.electionRttFactor;
-  const heartbeatTicks = config.heartbeatRttFactor ?? DEFAULTS.heartbeatRttFactor;
-  if (!(Number.isSafeInteger(rttMs) && rttMs > 0)) {
-    throw new DkvError("USAGE", `--rtt-millisecond must be a whole number of ms > 0; got ${rttMs}`);
-  }
-  if (!(Number.isSafeInteger(heartbeatTicks) && heartbeatTicks > 0 && electionTicks > heartbeatTicks)) {
-    throw new DkvError(
-      "USAGE",
-      `--election-rtt-factor (${electionTicks}) must be greater than --heartbeat-rtt-factor (${heartbeatTicks}), both whole numbers > 0`,
-    );
-  }
+  const { rttMs, requestTimeoutMs } = config;
+  const electionTicks = config.electionRttFactor;
+  const heartbeatTicks = config.heartbeatRttFactor;
   if (config.readLease === true && readLeaseMs(rttMs, electionTicks) <= 0) {
     throw new DkvError(
       "USAGE",
@@ -210,7 +184,6 @@ export async function startReplicatedShards(config: ReplicatedShardsConfig): Pro
       peers,
       ...(config.logger === undefined ? {} : { logger: config.logger }),
     });
-  const requestTimeoutMs = config.requestTimeoutMs ?? DEFAULTS.requestTimeoutMs;
   const host = new RaftHost({
     self: config.replicaId,
     members: clusterMembers,
@@ -219,12 +192,12 @@ export async function startReplicatedShards(config: ReplicatedShardsConfig): Pro
     tickMs: rttMs,
     electionTicks,
     heartbeatTicks,
-    snapshotEntries: config.snapshotEntries ?? DEFAULTS.snapshotEntries,
-    compactionOverheadEntries: config.compactionOverheadEntries ?? DEFAULTS.compactionOverheadEntries,
+    snapshotEntries: config.snapshotEntries,
+    compactionOverheadEntries: config.compactionOverheadEntries,
     leaderBalanceTicks: Math.ceil((config.leaderBalanceIntervalMs ?? 0) / rttMs),
     logGatherTurns: config.logGatherTurns,
-    snapshotBytes: config.snapshotBytes ?? DEFAULTS.snapshotBytes,
-    raftLogMaxBytes: config.raftLogMaxBytes ?? DEFAULTS.raftLogMaxBytes,
+    snapshotBytes: config.snapshotBytes,
+    raftLogMaxBytes: config.raftLogMaxBytes,
     readLease: config.readLease ?? false,
     clock: config.clock ?? systemClock,
     transport,
@@ -240,7 +213,7 @@ export async function startReplicatedShards(config: ReplicatedShardsConfig): Pro
     dataDir: config.dataDir,
     seed,
     flagMembers: config.membership?.flagsGiven === true ? config.clusterMembers : undefined,
-    autoPromoteLagEntries: config.membership?.autoPromoteLagEntries ?? 100,
+    autoPromoteLagEntries: config.membership?.autoPromoteLagEntries ?? AUTO_PROMOTE_LAG_ENTRIES_DEFAULT,
     autoPromote: config.membership?.autoPromote ?? true,
     tickMs: rttMs,
     electionTicks,

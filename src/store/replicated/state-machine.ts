@@ -133,6 +133,11 @@ export class DStoreStateMachine implements StateMachine {
     return result;
   }
 
+  /** The retention and memory bound this machine dedups with (resolved once, at construction). */
+  get dedup(): Readonly<DedupOptions> {
+    return this.dedupOptions;
+  }
+
   /** Writes remembered for retries (for tests and monitoring). */
   get dedupSize(): number {
     return this.requests.size;

@@ -5,10 +5,12 @@
  */
 import { afterEach, describe, expect, test } from "bun:test";
 import { DkvError } from "../../../src/errors.ts";
-import type { Entry } from "../../../src/raft/core/types.ts";
+import { AssertionError, MemoryLogStorage } from "../../../src/raft/core/index.ts";
+import type { ConfState, Entry, HardState } from "../../../src/raft/core/types.ts";
 import { RaftHost } from "../../../src/raft/host/raft-host.ts";
-import { HostFatalError, type HostScheduler } from "../../../src/raft/host/runtime.ts";
+import { type GroupStorage, HostFatalError, type HostScheduler } from "../../../src/raft/host/runtime.ts";
 import type { StateMachine } from "../../../src/raft/host/types.ts";
+import { EntryLog } from "../../../src/raft/storage/entry-log.ts";
 import { text } from "../../support/assertions.ts";
 import { SimDisk } from "../sim/host/disk.ts";
 import { TestCluster, waitFor } from "./cluster.ts";
@@ -251,6 +253,86 @@ describe("await using", () => {
     }
     expect(DkvError.is(refusal, "CLOSED")).toBe(true);
   });
+});
+
+describe("programmer errors end the process", () => {
+  /** Entries moved one index on: a gap after anything before them, a caller's bug. */
+  const shifted = (entries: readonly Entry[]) =>
+    entries.map((entry) => ({ ...entry, index: entry.index + 1 }));
+  const breaches: [string, (entries: readonly Entry[]) => Promise<void>, string][] = [
+    // Thrown at once by a log bound of the core (MemoryLogStorage).
+    [
+      "thrown by the core's storage bounds",
+      (entries) => {
+        new MemoryLogStorage().append(shifted(entries));
+        return Promise.resolve();
+      },
+      "leaves a gap",
+    ],
+    // Rejected by the storage's write, as raft/storage's own bounds do (EntryLog, RaftStorage.append).
+    [
+      "rejected by raft/storage's bounds",
+      (entries) => {
+        try {
+          new EntryLog(0, 0, shifted(entries));
+        } catch (error) {
+          return Promise.reject(error);
+        }
+        return Promise.resolve();
+      },
+      "must be contiguous",
+    ],
+  ];
+
+  test.each(breaches)(
+    "an assertion %s while a Ready persists ends the process through onFatal as a bug, not only the group",
+    async (_, breach, what) => {
+      const disk = new SimDisk("solo");
+      const scheduler = new ManualScheduler();
+      const fatal: Error[] = [];
+      let armed = false;
+      const openStorage = async (groupId: number, initialConf: ConfState): Promise<GroupStorage> => {
+        const storage = await disk.open(groupId, initialConf);
+        return new Proxy(storage, {
+          get(target, property) {
+            if (property === "append")
+              return (entries: readonly Entry[], hardState?: HardState) =>
+                armed && entries.length > 0 ? breach(entries) : target.append(entries, hardState);
+            const value = Reflect.get(target, property, target);
+            return typeof value === "function" ? value.bind(target) : value;
+          },
+        });
+      };
+      const host = new RaftHost({
+        ...soloHostConfig(disk, scheduler, (error) => fatal.push(error)),
+        openStorage,
+        requestTimeoutMs: 100,
+      });
+      await host.start();
+      await host.addGroup(GROUP, new ListMachine());
+      for (let i = 0; i < 5; i++) {
+        await settle();
+        disk.sync(false);
+      }
+      await settle();
+      expect(host.status(GROUP).raft.role).toBe("leader");
+      armed = true;
+      const pending = host.propose(GROUP, utf8.encode("x")).catch((error: unknown) => error);
+      for (let i = 0; i < 3; i++) await settle();
+      expect(fatal).toHaveLength(1);
+      const reported = fatal[0]!;
+      expect(reported).toBeInstanceOf(HostFatalError);
+      expect((reported as HostFatalError).kind).toBe("assertion");
+      expect(reported.message).toContain(what);
+      expect(reported.message).toContain("this is a bug in dkv");
+      expect(reported.message).toContain("report");
+      expect(reported.message).not.toContain("check the disk");
+      expect(reported.cause).toBeInstanceOf(AssertionError);
+      const error = (await pending) as DkvError;
+      expect(error.outcome).toBe("unknown");
+      await host.close();
+    },
+  );
 });
 
 describe("production's onFatal", () => {

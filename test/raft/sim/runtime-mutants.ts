@@ -117,7 +117,7 @@ export const runtimeMutants: RuntimeMutant[] = [
   {
     name: "a failed fsync stops the group but not the process",
     file: "raft/host/group.ts",
-    find: "    if (error instanceof PersistenceFailure) {\n      this.env.onFatal(",
+    find: "    if (error instanceof PersistenceFailure && assertion === undefined) {\n      this.env.onFatal(",
     replace: "    if (false) {\n      this.env.onFatal(",
     swarm: { fsyncFailRate: 0.01 },
     expected: ["a failed fsync ends the process"],
