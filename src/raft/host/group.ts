@@ -236,7 +236,12 @@ export class RaftGroup {
     if (this.closed) return;
     const nowMs = this.env.monotonicMs();
     // The monotonic reading is the read lease's clock (reads.ts); ticks undercount a pause.
-    this.node.tick(wallMs, nowMs);
+    try {
+      this.node.tick(wallMs, nowMs);
+    } catch (error) {
+      if (!this.assertionFailed(error)) throw error;
+      return;
+    }
     this.expireProposals(nowMs);
     this.reads.expire(nowMs);
     this.expireLeaderWatchers(nowMs);
@@ -253,8 +258,23 @@ export class RaftGroup {
     if (this.closed) return;
     // A forwarded read the leader answers from its lease is checked against this reading.
     this.node.observeTime(this.env.nowMs(), this.env.monotonicMs());
-    this.node.step(message);
+    try {
+      this.node.step(message);
+    } catch (error) {
+      if (!this.assertionFailed(error)) throw error;
+      return;
+    }
     this.schedule();
+  }
+
+  /**
+   * A core assertion (a broken invariant: a bug, not bad input) met in a step or tick ends
+   * the process through fatal(), as one met in a Ready does; true when it was one.
+   */
+  private assertionFailed(error: unknown): boolean {
+    if (!(error instanceof AssertionError)) return false;
+    this.fatal(error);
+    return true;
   }
 
   reportUnreachable(to: NodeId): void {

@@ -5,7 +5,7 @@
  */
 import { afterEach, describe, expect, test } from "bun:test";
 import { DkvError } from "../../../src/errors.ts";
-import { AssertionError, MemoryLogStorage } from "../../../src/raft/core/index.ts";
+import { AssertionError, MemoryLogStorage, RaftNode } from "../../../src/raft/core/index.ts";
 import type { ConfState, Entry, HardState } from "../../../src/raft/core/types.ts";
 import { RaftHost } from "../../../src/raft/host/raft-host.ts";
 import { type GroupStorage, HostFatalError, type HostScheduler } from "../../../src/raft/host/runtime.ts";
@@ -333,6 +333,69 @@ describe("programmer errors end the process", () => {
       await host.close();
     },
   );
+});
+
+describe("a core assertion met outside a Ready", () => {
+  test("one thrown by a tick ends the process through onFatal as a bug, not only the group", async () => {
+    const disk = new SimDisk("solo");
+    const scheduler = new ManualScheduler();
+    const fatal: Error[] = [];
+    const host = new RaftHost(soloHostConfig(disk, scheduler, (error) => fatal.push(error)));
+    await host.start();
+    await host.addGroup(GROUP, new ListMachine());
+    for (let i = 0; i < 5; i++) {
+      await settle();
+      disk.sync(false);
+    }
+    await settle();
+    expect(host.status(GROUP).raft.role).toBe("leader");
+    const tick = RaftNode.prototype.tick;
+    RaftNode.prototype.tick = () => {
+      throw new AssertionError("planted: a broken invariant in a tick");
+    };
+    try {
+      scheduler.tick();
+    } finally {
+      RaftNode.prototype.tick = tick;
+    }
+    await settle();
+    expect(fatal).toHaveLength(1);
+    expect(fatal[0]).toBeInstanceOf(HostFatalError);
+    expect((fatal[0] as HostFatalError).kind).toBe("assertion");
+    expect(fatal[0]!.message).toContain("this is a bug in dkv");
+    expect(fatal[0]!.cause).toBeInstanceOf(AssertionError);
+    await host.close();
+  });
+
+  test("any other error of a tick is not turned into a bug report", async () => {
+    const disk = new SimDisk("solo");
+    const scheduler = new ManualScheduler();
+    const fatal: Error[] = [];
+    const host = new RaftHost(soloHostConfig(disk, scheduler, (error) => fatal.push(error)));
+    await host.start();
+    await host.addGroup(GROUP, new ListMachine());
+    for (let i = 0; i < 5; i++) {
+      await settle();
+      disk.sync(false);
+    }
+    await settle();
+    expect(host.status(GROUP).raft.role).toBe("leader");
+    const tick = RaftNode.prototype.tick;
+    RaftNode.prototype.tick = () => {
+      throw new TypeError("planted");
+    };
+    let thrown: unknown;
+    try {
+      scheduler.tick();
+    } catch (error) {
+      thrown = error;
+    } finally {
+      RaftNode.prototype.tick = tick;
+    }
+    expect(thrown).toBeInstanceOf(TypeError);
+    expect(fatal).toHaveLength(0);
+    await host.close();
+  });
 });
 
 describe("production's onFatal", () => {
