@@ -31,3 +31,29 @@ test("a key's version past 2^32 (valid in Maple's snapshot format and in MapleDB
     expect(records.list({}, T0).items[0]?.version).toBe(version + 1);
   }
 });
+
+test("a key over 16 MiB (allowed by --max-key-bytes, which has no upper bound): stored as MapleDB stores it, and no event for a write that did not happen", () => {
+  const key = "k".repeat(16 * 1024 * 1024 + 8);
+  const maple = new MapleDB();
+  maple.set(key, bytes("v"), T0);
+  expect(maple.get(key, T0)).toEqual(bytes("v"));
+
+  const records = new RecordDB();
+  const events: string[] = [];
+  records.onChange((type, _key, _value, revision) => void events.push(`${type}@${revision}`));
+  let error: unknown;
+  try {
+    records.set(key, bytes("v"), T0);
+  } catch (caught) {
+    error = caught;
+  }
+  // Either it is stored like MapleDB does, or it is refused without a trace: no event, no revision.
+  if (error === undefined) {
+    expect(records.get(key, T0)).toEqual(bytes("v"));
+    expect(events).toEqual(["put@1"]);
+  } else {
+    expect(events).toEqual([]);
+    expect(records.revision).toBe(0);
+  }
+  expect(error).toBeUndefined();
+});
