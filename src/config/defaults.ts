@@ -35,6 +35,8 @@ export const FRAME_BYTES_MAX_DEFAULT = 32 * mebibyte;
 export const FRAME_BYTES_MAX_MIN = 1024;
 /** Largest key and value a store accepts (`--max-key-bytes`, `--max-value-bytes`). */
 export const KEY_BYTES_MAX_DEFAULT = 64 * kibibyte;
+/** The bound of `--max-key-bytes`: an lstore's records keep a key's length in 24 bits. */
+export const KEY_BYTES_MAX_LIMIT = 16 * mebibyte - 1;
 export const VALUE_BYTES_MAX_DEFAULT = 16 * mebibyte;
 
 /**

@@ -3,11 +3,16 @@
  * fixed-width fields or limits could make RecordDB answer differently from MapleDB.
  */
 import { expect, test } from "bun:test";
+import { KEY_BYTES_MAX_LIMIT } from "../../src/config/defaults.ts";
+import { parseCommandLine } from "../../src/config/parse.ts";
+import { serveOptions } from "../../src/config/schema.ts";
 import type { KVDB } from "../../src/db/kvdb.ts";
 import { MapleDB } from "../../src/db/maple/index.ts";
 import { SnapshotEncoder } from "../../src/db/maple/snapshot-codec.ts";
 import { Entry, NEVER } from "../../src/db/maple/timed-entry.ts";
 import { RecordDB } from "../../src/db/records/record-db.ts";
+import { MAX_KEY_BYTES } from "../../src/db/records/record-table.ts";
+import type { DkvError } from "../../src/errors.ts";
 import { bytes, concat, pieces, T0 } from "./helpers.ts";
 
 /** A snapshot in Maple's format holding one key with the given version (as MapleDB would write it). */
@@ -32,28 +37,41 @@ test("a key's version past 2^32 (valid in Maple's snapshot format and in MapleDB
   }
 });
 
-test("a key over 16 MiB (allowed by --max-key-bytes, which has no upper bound): stored as MapleDB stores it, and no event for a write that did not happen", () => {
+test("a key over 16 MiB (past --max-key-bytes' bound) is refused with TOO_LARGE and leaves no trace: no event, no revision", () => {
+  expect(KEY_BYTES_MAX_LIMIT).toBeLessThanOrEqual(MAX_KEY_BYTES);
   const key = "k".repeat(16 * 1024 * 1024 + 8);
-  const maple = new MapleDB();
-  maple.set(key, bytes("v"), T0);
-  expect(maple.get(key, T0)).toEqual(bytes("v"));
-
   const records = new RecordDB();
   const events: string[] = [];
   records.onChange((type, _key, _value, revision) => void events.push(`${type}@${revision}`));
-  let error: unknown;
-  try {
-    records.set(key, bytes("v"), T0);
-  } catch (caught) {
-    error = caught;
+  for (const write of [
+    () => records.set(key, bytes("v"), T0),
+    () => records.setE(key, bytes("v"), 1000, 2000, T0),
+  ]) {
+    let error: unknown;
+    try {
+      write();
+    } catch (caught) {
+      error = caught;
+    }
+    expect((error as DkvError).code).toBe("TOO_LARGE");
   }
-  // Either it is stored like MapleDB does, or it is refused without a trace: no event, no revision.
-  if (error === undefined) {
-    expect(records.get(key, T0)).toEqual(bytes("v"));
-    expect(events).toEqual(["put@1"]);
-  } else {
-    expect(events).toEqual([]);
-    expect(records.revision).toBe(0);
-  }
-  expect(error).toBeUndefined();
+  expect(events).toEqual([]);
+  expect(records.revision).toBe(0);
+  expect(records.has(key, T0)).toBe(false);
+  // A key at the bound is stored.
+  const atBound = "k".repeat(KEY_BYTES_MAX_LIMIT);
+  records.set(atBound, bytes("v"), T0);
+  expect(records.get(atBound, T0)).toEqual(bytes("v"));
+  expect(events).toEqual(["put@1"]);
+});
+
+test("--max-key-bytes past the bound is a usage error", () => {
+  expect(
+    parseCommandLine(["--max-key-bytes", String(KEY_BYTES_MAX_LIMIT)], serveOptions, [], {}).options[
+      "max-key-bytes"
+    ],
+  ).toBe(KEY_BYTES_MAX_LIMIT);
+  expect(() =>
+    parseCommandLine(["--max-key-bytes", String(KEY_BYTES_MAX_LIMIT + 1)], serveOptions, [], {}),
+  ).toThrow(/--max-key-bytes: .* is above the maximum/);
 });

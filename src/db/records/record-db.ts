@@ -30,7 +30,7 @@ import type { OrderedKeys } from "../maple/ordered-keys.ts";
 import { corrupt, SnapshotDecoder, SnapshotEncoder } from "../maple/snapshot-codec.ts";
 import { StreamedKeysBuilder } from "../maple/streamed-keys-builder.ts";
 import { Entry, NEVER, TimedEntry } from "../maple/timed-entry.ts";
-import { FLAG_EXTERNAL, FLAG_TIMED, RecordTable } from "./record-table.ts";
+import { FLAG_EXTERNAL, FLAG_TIMED, RecordTable, VERSION_MAX } from "./record-table.ts";
 
 /** Values longer than this stay the caller's array, outside the records. */
 export const EXTERNAL_VALUE_BYTES = 4096;
@@ -155,6 +155,8 @@ export class RecordDB implements KVDB {
   }
 
   set(key: string, value: Uint8Array, nowMs: number): void {
+    // Before anything changes: a refused write takes no revision and tells no listener.
+    this.table.checkRoom(key);
     const revision = this.stamp();
     this.listener?.("put", key, value, revision);
     const table = this.table;
@@ -316,6 +318,7 @@ export class RecordDB implements KVDB {
     nowMs: number,
     change: "put" | "expire",
   ): void {
+    this.table.checkRoom(key);
     const revision = this.stamp();
     if (this.listener !== undefined) {
       this.listener(change, key, change === "put" ? value : undefined, revision);
@@ -567,6 +570,13 @@ export class RecordDB implements KVDB {
     const order = new StreamedKeysBuilder();
     let approxBytes = 0;
     const decoder = new SnapshotDecoder((key, value, expireAtMs, deleteAtMs, revisions) => {
+      table.checkRoom(key);
+      if (revisions.version > VERSION_MAX) {
+        throw new DkvError(
+          "TOO_LARGE",
+          `key ${JSON.stringify(key.slice(0, 64))} has version ${revisions.version}, past the ${VERSION_MAX} an lstore keeps`,
+        );
+      }
       if (table.find(key) !== 0) {
         throw corrupt(`key ${JSON.stringify(key.slice(0, 64))} appears twice`, decoder.currentRecordOffset);
       }

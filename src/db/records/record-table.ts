@@ -5,9 +5,10 @@
  * record's reference. No Map, no string and no object is kept per key.
  *
  * A record, 8-byte aligned, in 32-bit words: w0 the key's hash; w1 the key's byte length
- * (low 24 bits) and flags (high 8); w2 the value's length; w3 the version; w4/w5 the
- * createRevision and w6/w7 the modRevision (low and high 32 bits); then the key's bytes and
- * the value's. Keys are stored as WTF-8 (UTF-8 that also encodes a lone surrogate as
+ * (low 24 bits) and flags (high 8); w2 the value's length (low 16 bits: a value in a
+ * record is at most EXTERNAL_VALUE_BYTES) and the version's high 16 bits; w3 the version's
+ * low 32 bits (a version is exact to 2^48); w4/w5 the createRevision and w6/w7 the
+ * modRevision (low and high 32 bits); then the key's bytes and the value's. Keys are stored as WTF-8 (UTF-8 that also encodes a lone surrogate as
  * three bytes), so every JS string, well formed or not, has bytes of its own.
  *
  * A record whose new contents take the same padded size is rewritten in place (not while
@@ -28,6 +29,16 @@ const UNITS_PER_CHUNK_SHIFT = CHUNK_SHIFT - UNIT_SHIFT;
 const UNIT_MASK = (1 << UNITS_PER_CHUNK_SHIFT) - 1;
 export const HEADER_BYTES = 32;
 const KEY_LEN_MASK = 0xffffff;
+/** The value's length in w2 (its high 16 bits are the version's high bits). */
+const VALUE_LEN_MASK = 0xffff;
+/** Largest value a record holds; RecordDB keeps larger ones outside (FLAG_EXTERNAL). */
+export const RECORD_VALUE_BYTES_MAX = VALUE_LEN_MASK;
+/** Versions are exact below this (48 bits: w3 and w2's high half). */
+export const VERSION_MAX = 2 ** 48 - 1;
+/** References are 32 bits: chunk indexes stop here (32 GiB of 1 MiB chunks). */
+const CHUNKS_MAX = 2 ** (32 - (CHUNK_SHIFT - UNIT_SHIFT));
+/** Emptied chunks kept for reuse; more are given back (a burst's peak is not kept). */
+const SPARE_CHUNKS_MAX = 2;
 /** Flags (in w1's high byte). */
 const FLAG_DEAD = 1 << 24;
 /** The key has deadlines, kept outside the record (see RecordDB). */
@@ -39,8 +50,8 @@ const FLAG_LONE_SURROGATE = 1 << 27;
 const FLAGS_KEPT = FLAG_TIMED | FLAG_EXTERNAL;
 /** A record bigger than this gets a buffer of its own. */
 const MAX_CHUNKED_RECORD_BYTES = CHUNK_BYTES >> 2;
-/** Keys longer than this (in bytes) are refused. */
-const MAX_KEY_BYTES = KEY_LEN_MASK;
+/** Keys longer than this (in bytes) are refused (`--max-key-bytes` has this bound). */
+export const MAX_KEY_BYTES = KEY_LEN_MASK;
 
 const SHARD_BITS = 6;
 const SHARDS = 1 << SHARD_BITS;
@@ -180,6 +191,24 @@ function decodeWtf8(bytes: Uint8Array, start: number, end: number): string {
   return out;
 }
 
+/** A string's length in UTF-8 (WTF-8 for lone surrogates: 3 bytes each, as writeKeyBytes). */
+function utf8Length(key: string): number {
+  let length = 0;
+  for (let i = 0; i < key.length; i++) {
+    const c = key.charCodeAt(i);
+    if (c < 0x80) length += 1;
+    else if (c < 0x800) length += 2;
+    else if (c >= 0xd800 && c <= 0xdbff && i + 1 < key.length) {
+      const d = key.charCodeAt(i + 1);
+      if (d >= 0xdc00 && d <= 0xdfff) {
+        length += 4;
+        i++;
+      } else length += 3;
+    } else length += 3;
+  }
+  return length;
+}
+
 function recordBytes(keyBytes: number, valueBytes: number): number {
   return (HEADER_BYTES + keyBytes + valueBytes + 7) & ~7;
 }
@@ -264,6 +293,26 @@ export class RecordTable {
     }
   }
 
+  /**
+   * Throws unless a write of `key` can be stored: its UTF-8 length within MAX_KEY_BYTES
+   * (TOO_LARGE) and room for a record in the arena (RESOURCE_EXHAUSTED, at 32 GiB). Called
+   * before a write changes anything, so a refused write leaves no trace.
+   */
+  checkRoom(key: string): void {
+    if (key.length * 3 > MAX_KEY_BYTES && utf8Length(key) > MAX_KEY_BYTES) {
+      throw new DkvError(
+        "TOO_LARGE",
+        `a key of ${utf8Length(key)} bytes is over the engine's ${MAX_KEY_BYTES}; use a shorter key`,
+      );
+    }
+    if (this.u8.length >= CHUNKS_MAX - 1 && this.freeIndexes.length === 0 && this.spare.length === 0) {
+      throw new DkvError(
+        "RESOURCE_EXHAUSTED",
+        `this store's arena is full (${CHUNKS_MAX} chunks of ${CHUNK_BYTES >> 20} MiB); delete keys or spread them over more shards`,
+      );
+    }
+  }
+
   private sameKey(key: string, chunk: number, offset: number, length: number): boolean {
     const bytes = this.u8[chunk]!;
     const at = offset + HEADER_BYTES;
@@ -283,7 +332,7 @@ export class RecordTable {
   }
 
   version(ref: number): number {
-    return this.word(ref, 3) >>> 0;
+    return (this.word(ref, 3) >>> 0) + (this.word(ref, 2) >>> 16) * 0x100000000;
   }
 
   createRevision(ref: number): number {
@@ -295,7 +344,7 @@ export class RecordTable {
   }
 
   valueLength(ref: number): number {
-    return this.word(ref, 2);
+    return this.word(ref, 2) & VALUE_LEN_MASK;
   }
 
   private word(ref: number, index: number): number {
@@ -309,7 +358,7 @@ export class RecordTable {
     const words = this.i32[chunk]!;
     const w = offset >> 2;
     const from = offset + HEADER_BYTES + (words[w + 1]! & KEY_LEN_MASK);
-    return this.u8[chunk]!.slice(from, from + words[w + 2]!);
+    return this.u8[chunk]!.slice(from, from + (words[w + 2]! & VALUE_LEN_MASK));
   }
 
   /**
@@ -327,8 +376,8 @@ export class RecordTable {
     const from = offset + HEADER_BYTES + (words[w + 1]! & KEY_LEN_MASK);
     return {
       key,
-      value: this.u8[chunk]!.slice(from, from + words[w + 2]!),
-      version: words[w + 3]! >>> 0,
+      value: this.u8[chunk]!.slice(from, from + (words[w + 2]! & VALUE_LEN_MASK)),
+      version: (words[w + 3]! >>> 0) + (words[w + 2]! >>> 16) * 0x100000000,
       createRevision: (words[w + 4]! >>> 0) + words[w + 5]! * 0x100000000,
       modRevision: (words[w + 6]! >>> 0) + words[w + 7]! * 0x100000000,
     };
@@ -349,10 +398,14 @@ export class RecordTable {
     if ((keyWord & FLAGS_KEPT) !== 0) return false;
     const keyBytes = keyWord & KEY_LEN_MASK;
     const length = value.length;
-    if (recordBytes(keyBytes, words[w + 2]!) !== recordBytes(keyBytes, length)) return false;
+    const lengthWord = words[w + 2]!;
+    if (recordBytes(keyBytes, lengthWord & VALUE_LEN_MASK) !== recordBytes(keyBytes, length)) return false;
+    // The version's low word wraps into its high half (w2's top 16 bits) only every 2^32 writes.
+    const low = words[w + 3]! >>> 0;
+    if (low === 0xffffffff) return false;
     this.u8[chunk]!.set(value, offset + HEADER_BYTES + keyBytes);
-    words[w + 2] = length;
-    words[w + 3] = words[w + 3]! + 1;
+    words[w + 2] = (lengthWord & ~VALUE_LEN_MASK) | length;
+    words[w + 3] = low + 1;
     words[w + 6] = modRevision >>> 0;
     words[w + 7] = Math.floor(modRevision / 0x100000000);
     return true;
@@ -365,7 +418,7 @@ export class RecordTable {
     const words = this.i32[chunk]!;
     const w = offset >> 2;
     const from = offset + HEADER_BYTES + (words[w + 1]! & KEY_LEN_MASK);
-    return this.u8[chunk]!.subarray(from, from + words[w + 2]!);
+    return this.u8[chunk]!.subarray(from, from + (words[w + 2]! & VALUE_LEN_MASK));
   }
 
   /** Copies the value into `frame` at `at`; returns its length. */
@@ -375,7 +428,7 @@ export class RecordTable {
     const words = this.i32[chunk]!;
     const w = offset >> 2;
     const from = offset + HEADER_BYTES + (words[w + 1]! & KEY_LEN_MASK);
-    const length = words[w + 2]!;
+    const length = words[w + 2]! & VALUE_LEN_MASK;
     const bytes = this.u8[chunk]!;
     if (length <= 256) {
       for (let i = 0; i < length; i++) frame[at + i] = bytes[from + i]!;
@@ -390,7 +443,7 @@ export class RecordTable {
     const offset = (ref & UNIT_MASK) << UNIT_SHIFT;
     const words = this.i32[chunk]!;
     const w = offset >> 2;
-    const length = words[w + 2]!;
+    const length = words[w + 2]! & VALUE_LEN_MASK;
     if (length !== expected.length) return false;
     const from = offset + HEADER_BYTES + (words[w + 1]! & KEY_LEN_MASK);
     const bytes = this.u8[chunk]!;
@@ -424,12 +477,8 @@ export class RecordTable {
   ): void {
     const hash = this.hash;
     const keyBytes = this.keyBytes;
-    if (keyBytes > MAX_KEY_BYTES) {
-      throw new DkvError(
-        "TOO_LARGE",
-        `a key of ${keyBytes} bytes is over the engine's ${MAX_KEY_BYTES}; use a shorter key`,
-      );
-    }
+    if (keyBytes > MAX_KEY_BYTES)
+      throw new RangeError(`record: a key of ${keyBytes} bytes: checkRoom was skipped`);
     const stored = (flags & FLAG_EXTERNAL) !== 0 ? EMPTY_U8 : value;
     const ref = this.allocate(recordBytes(keyBytes, stored.length));
     const chunk = ref >>> UNITS_PER_CHUNK_SHIFT;
@@ -471,7 +520,7 @@ export class RecordTable {
     const hash = words[w]!;
     const keyWord = words[w + 1]!;
     const keyBytes = keyWord & KEY_LEN_MASK;
-    const oldLength = words[w + 2]!;
+    const oldLength = words[w + 2]! & VALUE_LEN_MASK;
     const surrogate = keyWord & FLAG_LONE_SURROGATE;
     const stored = value === undefined ? undefined : (flags & FLAG_EXTERNAL) !== 0 ? EMPTY_U8 : value;
     const newLength = stored === undefined ? oldLength : stored.length;
@@ -524,7 +573,7 @@ export class RecordTable {
     const words = this.i32[chunk]!;
     const w = offset >> 2;
     this.removeRef(words[w]!, ref);
-    this.kill(chunk, offset, words[w + 1]! & KEY_LEN_MASK, words[w + 2]!);
+    this.kill(chunk, offset, words[w + 1]! & KEY_LEN_MASK, words[w + 2]! & VALUE_LEN_MASK);
     this.settle();
   }
 
@@ -538,12 +587,15 @@ export class RecordTable {
     createRevision: number,
     modRevision: number,
   ): void {
+    if (valueLength > VALUE_LEN_MASK || !(version >= 0 && version <= VERSION_MAX)) {
+      throw new RangeError(`record: value length ${valueLength} or version ${version} out of its bounds`);
+    }
     const words = this.i32[chunk]!;
     const w = offset >> 2;
     words[w] = hash;
     words[w + 1] = keyWord;
-    words[w + 2] = valueLength;
-    words[w + 3] = version;
+    words[w + 2] = valueLength | (Math.floor(version / 0x100000000) << 16);
+    words[w + 3] = version >>> 0;
     words[w + 4] = createRevision >>> 0;
     words[w + 5] = Math.floor(createRevision / 0x100000000);
     words[w + 6] = modRevision >>> 0;
@@ -562,6 +614,8 @@ export class RecordTable {
   private allocateOwn(size: number): number {
     const buffer = new ArrayBuffer(size);
     const index = this.freeIndexes.pop() ?? this.u8.length;
+    if (index >= CHUNKS_MAX)
+      throw new RangeError(`record chunk ${index} past ${CHUNKS_MAX}: checkRoom was skipped`);
     this.u8[index] = new Uint8Array(buffer);
     this.i32[index] = new Int32Array(buffer);
     this.dead[index] = 0;
@@ -584,6 +638,8 @@ export class RecordTable {
     } else {
       const buffer = new ArrayBuffer(CHUNK_BYTES);
       const index = this.freeIndexes.pop() ?? this.u8.length;
+      if (index >= CHUNKS_MAX)
+        throw new RangeError(`record chunk ${index} past ${CHUNKS_MAX}: checkRoom was skipped`);
       this.u8[index] = new Uint8Array(buffer);
       this.i32[index] = new Int32Array(buffer);
       this.dead[index] = 0;
@@ -609,6 +665,9 @@ export class RecordTable {
   /** Compacts the chunks found over half dead (after a write, never during one; not while frozen). */
   private settle(): void {
     if (this.frozen) return;
+    // Compaction moves live records into the chunk being filled and may open another: not
+    // when the arena is at its bound with nothing to reuse (a rare edge; the chunks stay).
+    if (this.u8.length >= CHUNKS_MAX - 1 && this.freeIndexes.length === 0 && this.spare.length === 0) return;
     while (this.candidates.length > 0) {
       const chunk = this.candidates.pop()!;
       if (chunk !== this.current) this.compact(chunk);
@@ -631,7 +690,7 @@ export class RecordTable {
     while (offset < end) {
       const w = offset >> 2;
       const keyWord = words[w + 1]!;
-      const size = recordBytes(keyWord & KEY_LEN_MASK, words[w + 2]!);
+      const size = recordBytes(keyWord & KEY_LEN_MASK, words[w + 2]! & VALUE_LEN_MASK);
       if ((keyWord & FLAG_DEAD) === 0) {
         const oldRef = ((chunk << UNITS_PER_CHUNK_SHIFT) | (offset >> UNIT_SHIFT)) >>> 0;
         const ref = this.allocate(size);
@@ -645,7 +704,14 @@ export class RecordTable {
     }
     this.dead[chunk] = 0;
     this.ends[chunk] = 0;
-    this.spare.push(chunk);
+    if (this.spare.length < SPARE_CHUNKS_MAX) {
+      this.spare.push(chunk);
+      return;
+    }
+    // Enough kept for reuse: give the chunk back (after a burst, its bytes are not kept).
+    this.u8[chunk] = EMPTY_U8;
+    this.i32[chunk] = EMPTY_I32;
+    this.freeIndexes.push(chunk);
   }
 
   private insertRef(hash: number, ref: number): void {
@@ -663,9 +729,14 @@ export class RecordTable {
   }
 
   private grow(shard: number): void {
+    this.resize(shard, this.refs[shard]!.length * 2);
+  }
+
+  /** Rebuilds a shard's table with `slots` slots (a power of two, at least MIN_SLOTS). */
+  private resize(shard: number, wanted: number): void {
     const oldRefs = this.refs[shard]!;
     const oldHashes = this.hashes[shard]!;
-    const slots = oldRefs.length * 2;
+    const slots = Math.max(MIN_SLOTS, wanted);
     const refs = new Uint32Array(slots);
     const hashes = new Int32Array(slots);
     const mask = slots - 1;
@@ -718,6 +789,10 @@ export class RecordTable {
     hashes[hole] = 0;
     this.sizes[shard]!--;
     this.size--;
+    // A shard's table an eighth full or less is halved twice (to about half full), so a
+    // burst's tables are given back as its keys go.
+    if (refs.length > MIN_SLOTS && this.sizes[shard]! * 8 <= refs.length)
+      this.resize(shard, refs.length >> 2);
   }
 
   /**
