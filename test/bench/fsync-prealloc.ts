@@ -71,7 +71,8 @@ async function main(): Promise<void> {
       const rate: Record<string, number> = {};
       for (const kind of order) {
         const path = join(dir, `${kind}-${round}`);
-        rate[kind] = kind === "append" ? await appending(path, syncs, bytes) : await inPlace(path, syncs, bytes);
+        rate[kind] =
+          kind === "append" ? await appending(path, syncs, bytes) : await inPlace(path, syncs, bytes);
         await rm(path, { force: true });
       }
       const ratio = (rate.inplace ?? 0) / (rate.append ?? 1);
