@@ -8,13 +8,14 @@ import {
   SEGMENT_HEADER_BYTES,
   type WalRecord,
 } from "../../src/raft/storage/codec.ts";
+import { isZeroFrom } from "../../src/raft/storage/wal.ts";
 
 /**
  * Damage to a stopped member's write-ahead log for the cluster tests, done with the
  * storage's own frame checks (src/raft/storage/shared-log.ts has the layout): the shared
  * log's segments `raft-log/<seq:20>.log`, a 16-byte header, then 8-aligned frames
  * `u32 payloadBytes | u32 crc | payload | pad`, one per group-commit batch, whose records
- * are tagged with their group.
+ * are tagged with their group; the newest segment may end in zeros written ahead.
  */
 
 export interface TornEntryFrame {
@@ -60,6 +61,8 @@ export async function tearLastEntryFrame(
   // Bounded: each valid frame moves the offset forward by at least 8 bytes.
   for (let offset = SEGMENT_HEADER_BYTES; offset < bytes.length; ) {
     const frame = checkFrame(bytes, seq, offset);
+    // Zeros the log wrote ahead and no frame has used yet: its end (a killed member's file).
+    if (!frame.ok && isZeroFrom(bytes, offset)) break;
     if (!frame.ok) throw new Error(`${segmentPath} offset ${offset} is already damaged: ${frame.reason}`);
     const payloadStart = offset + FRAME_HEADER_BYTES;
     records.length = 0;

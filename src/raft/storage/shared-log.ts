@@ -49,6 +49,20 @@
  * in-memory log starts, so falling back to an older snapshot than the newest can no longer
  * find the entries in between; the newest valid snapshot always joins.)
  *
+ * ## Preallocation
+ * An fdatasync after a write that grew the file must also commit the new size (on ext4 a
+ * journal commit); one after an overwrite of blocks already written and synced flushes
+ * only the data, and is much cheaper (test/bench/fsync-prealloc.ts). So when a batch runs
+ * past the space written ahead, the same write round also writes `preallocateBytes` of
+ * zeros after it (capped at segmentBytesMax), synced by the batch's one fdatasync, and
+ * the batches after it overwrite those zeros in place. Recovery reads zeros from a frame
+ * boundary to the end of the last segment as the end of the log (a frame header is never
+ * zero: its length is at least 1), keeps them, and the writer continues in place; a torn
+ * frame over them is cut off as any torn tail. Segment sizes are where the log ends, never
+ * the file size. A segment is cut back to its log before the roll creates the next one
+ * (so only the last segment ever has zeros at its end) and on close (so a log closed
+ * cleanly looks exactly as one written without preallocation).
+ *
  * ## Failure
  * A failed write or fsync poisons the whole log (every waiter of every group rejects,
  * every later write throws the same FsyncFailedError): the host ends the process (issue 9).
@@ -97,6 +111,8 @@ export { SHARED_LOG_DIR, SHARED_LOG_FORMAT, sharedSegmentFileName } from "./shar
 
 const SEGMENT_BYTES_MIN = 4096;
 const SEGMENT_BYTES_DEFAULT = 64 * 1024 * 1024;
+const PREALLOCATE_BYTES_DEFAULT = 1024 * 1024;
+const PAGE_BYTES = 4096;
 
 export interface SharedLogOptions {
   /** Roll to a new segment once the active one would exceed this (default 64 MiB). */
@@ -113,6 +129,8 @@ export interface SharedLogOptions {
   gatherTurns?: number;
   /** Runs a function after pending I/O (default setImmediate): the gather's turns. */
   later?: (run: () => void) => void;
+  /** Zeros written ahead of the active segment's log ("Preallocation"; default 1 MiB, 0 = off). */
+  preallocateBytes?: number;
 }
 
 export interface SharedGroupOptions {
@@ -172,6 +190,8 @@ export class SharedLog {
   /** Each open group's live log (what its storage holds in memory), for relocation. */
   private readonly liveLogs = new Map<number, () => Entry[]>();
   private relocateSoon = false;
+  /** Zeros written once and reused for every preallocation (empty when it is off). */
+  private readonly zeros: Uint8Array;
   /** Which segments can go, and the relocation of idle groups pinning the oldest one. */
   private readonly gc: SegmentGc;
   private readonly writeStats: WalWriterStats & { relocations: number } = {
@@ -189,8 +209,11 @@ export class SharedLog {
     private readonly recovered: Map<number, LogReplay>,
     private active: WalSegment,
     private handle: FileHandle,
+    /** The active segment's file size: from active.sizeBytes on, zeros written and synced ahead. */
+    private allocatedBytes: number,
     readonly counter: SyncCounter,
     private readonly segmentBytesMax: number,
+    private readonly preallocateBytes: number,
     private readonly logger: StorageLogger,
     gather: GatherOptions,
   ) {
@@ -208,6 +231,7 @@ export class SharedLog {
     );
     this.gc = new SegmentGc(this, segments, segmentGroups, recovered, this.liveLogs, segmentBytesMax, logger);
     this.activeStartBytes = active.sizeBytes;
+    this.zeros = new Uint8Array(preallocateBytes > 0 ? preallocateBytes + PAGE_BYTES : 0);
     for (const [groupId, replay] of recovered) this.durableHardStates.set(groupId, replay.hardState);
   }
 
@@ -220,6 +244,11 @@ export class SharedLog {
       "segmentBytesMax",
       options.segmentBytesMax ?? SEGMENT_BYTES_DEFAULT,
       SEGMENT_BYTES_MIN,
+    );
+    const preallocateBytes = checkCount(
+      "preallocateBytes",
+      options.preallocateBytes ?? PREALLOCATE_BYTES_DEFAULT,
+      0,
     );
     const logger = options.logger ?? consoleStorageLogger;
     // Checked before anything is opened.
@@ -243,6 +272,7 @@ export class SharedLog {
     } else {
       handle = await open(active.path, "r+");
     }
+    const allocatedBytes = Math.max(active.sizeBytes, (await handle.stat()).size);
     return new SharedLog(
       dir,
       segments,
@@ -250,8 +280,10 @@ export class SharedLog {
       replay.groups,
       active,
       handle,
+      allocatedBytes,
       counter,
       segmentBytesMax,
+      preallocateBytes,
       logger,
       gather,
     );
@@ -442,7 +474,19 @@ export class SharedLog {
     while (this.gc.relocation !== undefined) await this.gc.relocation;
     this.closed = true;
     await this.queue.idle();
-    await this.handle.close();
+    try {
+      if (this.queue.failure === null) await this.trimActive();
+    } finally {
+      await this.handle.close();
+    }
+  }
+
+  /** Cuts the active segment's file back to where its log ends (no zeros left after it). */
+  private async trimActive(): Promise<void> {
+    if (this.allocatedBytes <= this.active.sizeBytes) return;
+    await this.handle.truncate(this.active.sizeBytes);
+    await syncHandle(this.handle, this.active.path, "all", this.counter);
+    this.allocatedBytes = this.active.sizeBytes;
   }
 
   private async writeBatch(batch: FrameBuffer): Promise<void> {
@@ -458,6 +502,20 @@ export class SharedLog {
     const segment = this.active;
     const bytes = batch.seal(segment.seq, segment.sizeBytes);
     await writeFully(this.handle, bytes, segment.sizeBytes);
+    const end = segment.sizeBytes + bytes.length;
+    if (end > this.allocatedBytes) {
+      // Past the space written ahead: write the next stretch of zeros in the same round.
+      const from = end;
+      const to =
+        this.preallocateBytes === 0
+          ? end
+          : Math.min(
+              Math.ceil(end / PAGE_BYTES) * PAGE_BYTES + this.preallocateBytes,
+              Math.max(end, this.segmentBytesMax),
+            );
+      if (to > from) await writeFully(this.handle, this.zeros.subarray(0, to - from), from);
+      this.allocatedBytes = Math.max(end, to);
+    }
     // datasync also persists the file size, which is all the metadata an append changes.
     await syncHandle(this.handle, segment.path, "data", this.counter);
     segment.sizeBytes += bytes.length;
@@ -477,6 +535,8 @@ export class SharedLog {
   }
 
   private async roll(): Promise<void> {
+    // Before the next segment exists, so zeros are only ever at the end of the last one.
+    await this.trimActive();
     const { segment, handle } = await createSegment(
       this.dir,
       this.active.seq + 1,
@@ -487,6 +547,7 @@ export class SharedLog {
     this.segments.push(segment);
     this.active = segment;
     this.handle = handle;
+    this.allocatedBytes = segment.sizeBytes;
     this.activeStartBytes = segment.sizeBytes;
     await previous.close();
   }

@@ -100,11 +100,21 @@ function findValidFrame(bytes: Uint8Array, seq: number, from: number): number {
   return -1;
 }
 
+/** Whether every byte from `from` to the end is zero (a frame header never is: its length is >= 1). */
+export function isZeroFrom(bytes: Uint8Array, from: number): boolean {
+  // Bounded by the file size.
+  for (let i = from; i < bytes.length; i++) if (bytes[i] !== 0) return false;
+  return true;
+}
+
 /**
  * Reads every segment in order and hands each record to `visit`. Damage in the last
  * segment with nothing valid after it is a torn write from a crash (never acknowledged,
- * since acknowledgement waits for fsync): it is cut off with a warning. Any other damage
- * throws a CORRUPT error naming file and offset. Returns the surviving segments.
+ * since acknowledgement waits for fsync): it is cut off with a warning. Zeros from a
+ * frame boundary to the end of the last segment are space written ahead (shared-log.ts,
+ * "Preallocation"): the log ends there, quietly, and the zeros stay. Any other damage
+ * throws a CORRUPT error naming file and offset. Returns the surviving segments; each
+ * one's sizeBytes is where its log ends, not its file size.
  */
 export async function replayWal(
   walDir: string,
@@ -130,6 +140,9 @@ export async function replayWal(
     while (offset < bytes.length) {
       const frame = checkFrame(bytes, segment.seq, offset);
       if (!frame.ok) {
+        // Space the shared log wrote ahead (zeros, fsynced) that no frame has used yet:
+        // the clean end of the last segment, kept so the writer continues in place.
+        if (isLast && isZeroFrom(bytes, offset)) break;
         const validAfter = findValidFrame(bytes, segment.seq, offset + 8);
         if (!isLast || validAfter >= 0) {
           const followed = validAfter >= 0 ? `, followed by valid data at offset ${validAfter}` : "";

@@ -317,7 +317,7 @@ async function writeFiveFrames(dir: string): Promise<{ path: string; frameOffset
   const [path] = await segmentPaths(dir);
   const frameOffsets: number[] = [];
   for (let i = 1; i <= 5; i++) {
-    frameOffsets.push((await stat(path!)).size);
+    frameOffsets.push(log.activeSegment.sizeBytes);
     await Promise.all(groups.map((g) => g.append([entry(i, 1)], hs(1, i - 1, "b"))));
   }
   await closeAll(log, groups);
@@ -385,6 +385,169 @@ describe("shared log recovery: torn tail", () => {
       groups = await openGroups(log, dir, [1]);
       expect(groups[0]!.lastIndex()).toBe(30);
       await closeAll(log, groups);
+    });
+  });
+});
+
+/**
+ * Six frames written over space written ahead, and the file as a crash would leave it
+ * (read while the log is open: every batch is in the page cache once acknowledged), with
+ * the offsets where the frames start and where the log ends.
+ */
+async function crashImageOverZeros(
+  dir: string,
+): Promise<{ path: string; image: Uint8Array; frameOffsets: number[]; end: number }> {
+  const log = await openLog(dir);
+  const groups = await openGroups(log, dir, [1, 2]);
+  const [path] = await segmentPaths(dir);
+  const frameOffsets: number[] = [];
+  for (let i = 1; i <= 6; i++) {
+    frameOffsets.push(log.activeSegment.sizeBytes);
+    await Promise.all(groups.map((g) => g.append([entry(i, 1, "p".repeat(50 * i))], hs(1, i - 1, "b"))));
+  }
+  const end = log.activeSegment.sizeBytes;
+  const image = new Uint8Array(await readFile(path!));
+  await closeAll(log, groups);
+  return { path: path!, image, frameOffsets, end };
+}
+
+describe("shared log: space written ahead (preallocation)", () => {
+  test("batches overwrite zeros synced ahead: the file does not grow per batch, and a clean close cuts it back", async () => {
+    await withTempDir(async (dir) => {
+      const log = await openLog(dir);
+      const groups = await openGroups(log, dir, [1]);
+      const [path] = await segmentPaths(dir);
+      await groups[0]!.append([entry(1, 1)], hs(1, 0));
+      const allocated = (await stat(path!)).size;
+      expect(allocated).toBeGreaterThanOrEqual(1024 * 1024);
+      for (let i = 2; i <= 20; i++) await groups[0]!.append([entry(i, 1)], hs(1, i - 1));
+      expect((await stat(path!)).size).toBe(allocated);
+      const end = log.activeSegment.sizeBytes;
+      expect(end).toBeLessThan(allocated);
+      await closeAll(log, groups);
+      expect((await stat(path!)).size).toBe(end);
+    });
+  });
+
+  test("a crash at every frame boundary and inside every frame recovers exactly the complete frames", async () => {
+    await withTempDir(async (dir) => {
+      const { path, image, frameOffsets, end } = await crashImageOverZeros(dir);
+      expect(image.length).toBeGreaterThan(end);
+      const starts = [...frameOffsets, end];
+      for (let frame = 0; frame < frameOffsets.length; frame++) {
+        const at = starts[frame]!;
+        const next = starts[frame + 1]!;
+        // The frame's last byte that is not padding (padding is zeros already).
+        const payloadEnd = at + 8 + new DataView(image.buffer).getUint32(at, true);
+        // The crash kept `cut` bytes of the log; the rest of the written-ahead space is still zeros.
+        for (const cut of [
+          at,
+          at + 1,
+          at + 7,
+          at + 8,
+          at + 9,
+          Math.floor((at + next) / 2),
+          payloadEnd - 1,
+          next,
+        ]) {
+          const crashed = image.slice();
+          crashed.fill(0, cut, end);
+          await writeFile(path, crashed);
+          const complete = cut >= payloadEnd ? frame + 1 : frame;
+          const logger = new RecordingLogger();
+          const log = await SharedLog.open(dir, { logger });
+          const groups = await openGroups(log, dir, [1, 2]);
+          const why = `frame ${frame + 1} cut at ${cut - at} of ${next - at} bytes`;
+          for (const group of groups) {
+            expect({ why, last: group.lastIndex() }).toEqual({ why, last: complete });
+            if (complete > 0)
+              expect(group.entries(complete, complete + 1, 1 << 20)[0]!.data.length).toBeGreaterThan(0);
+          }
+          if (cut === frameOffsets[0]) {
+            // No frame at all: the segment is dropped as one a crash left empty while it was created.
+            expect(logger.warnings.join("\n")).toContain("removing a segment left empty");
+          } else if (cut === at || cut === next) {
+            // A frame boundary followed by zeros is the clean end: no warning, zeros kept.
+            expect({ why, warnings: logger.warnings }).toEqual({ why, warnings: [] });
+            expect((await stat(path)).size).toBe(image.length);
+          } else {
+            expect(logger.warnings.join("\n")).toContain(`${path} offset ${at}: torn write`);
+            expect((await stat(path)).size).toBe(at);
+          }
+          // Close without cutting the file back, as a crash would (the groups' handles are the log's).
+          for (const group of groups) await group.close();
+          await log.close();
+        }
+      }
+    });
+  });
+
+  test("a reopened segment continues in place over its zeros, and the next crash keeps what it acknowledged", async () => {
+    await withTempDir(async (dir) => {
+      const { path, image } = await crashImageOverZeros(dir);
+      await writeFile(path, image);
+      const logger = new RecordingLogger();
+      let log = await SharedLog.open(dir, { logger });
+      expect(logger.warnings).toEqual([]);
+      let groups = await openGroups(log, dir, [1, 2]);
+      await groups[0]!.append([entry(7, 2, "after-reopen")], hs(2, 6, "a"));
+      expect((await stat(path)).size).toBe(image.length); // in place: the file did not grow
+      const second = new Uint8Array(await readFile(path));
+      await closeAll(log, groups);
+      await writeFile(path, second);
+
+      log = await SharedLog.open(dir, { logger });
+      expect(logger.warnings).toEqual([]);
+      groups = await openGroups(log, dir, [1, 2]);
+      expect(groups[0]!.lastIndex()).toBe(7);
+      expect(new TextDecoder().decode(groups[0]!.entries(7, 8, 1 << 20)[0]!.data)).toBe("after-reopen");
+      expect(groups[0]!.initialState().hardState).toEqual(hs(2, 6, "a"));
+      expect(groups[1]!.lastIndex()).toBe(6);
+      await closeAll(log, groups);
+    });
+  });
+
+  test("a roll cuts the old segment back first: a crash image taken after rolls opens, with only the last segment ending in zeros", async () => {
+    await withTempDir(async (dir) => {
+      const log = await openLog(dir, { segmentBytesMax: 64 * 1024, preallocateBytes: 16 * 1024 });
+      const groups = await openGroups(log, dir, [1]);
+      for (let i = 1; i <= 200; i++) await groups[0]!.append([entry(i, 1, "r".repeat(1000))], hs(1, i - 1));
+      const paths = await segmentPaths(dir);
+      expect(paths.length).toBeGreaterThan(2);
+      const images = await Promise.all(paths.map(async (p) => new Uint8Array(await readFile(p))));
+      const lastEnd = log.activeSegment.sizeBytes;
+      await closeAll(log, groups);
+      // Every earlier segment ends with its last frame; the last one has zeros after its log.
+      for (const bytes of images.slice(0, -1)) expect(bytes.length).toBeLessThanOrEqual(64 * 1024 + 2048);
+      expect(images.at(-1)!.length).toBeGreaterThan(lastEnd);
+      for (const [i, p] of paths.entries()) await writeFile(p, images[i]!);
+      const logger = new RecordingLogger();
+      const reopened = await SharedLog.open(dir, { logger, segmentBytesMax: 64 * 1024 });
+      expect(logger.warnings).toEqual([]);
+      const [group] = await openGroups(reopened, dir, [1]);
+      expect(group!.lastIndex()).toBe(200);
+      await closeAll(reopened, [group!]);
+    });
+  });
+
+  test("a log written without preallocation (as by an older dkv) opens and continues; preallocateBytes below 0 is refused", async () => {
+    await withTempDir(async (dir) => {
+      let log = await openLog(dir, { preallocateBytes: 0 });
+      let groups = await openGroups(log, dir, [1]);
+      for (let i = 1; i <= 5; i++) await groups[0]!.append([entry(i, 1)], hs(1, i - 1));
+      const [path] = await segmentPaths(dir);
+      expect((await stat(path!)).size).toBe(log.activeSegment.sizeBytes);
+      await closeAll(log, groups);
+      log = await openLog(dir);
+      groups = await openGroups(log, dir, [1]);
+      await groups[0]!.append([entry(6, 1)], hs(1, 5));
+      await closeAll(log, groups);
+      log = await openLog(dir);
+      groups = await openGroups(log, dir, [1]);
+      expect(indexesOf(groups[0]!)).toEqual([1, 2, 3, 4, 5, 6]);
+      await closeAll(log, groups);
+      const error = await openLog(dir, { preallocateBytes: -1 }).catch((e: unknown) => e);
+      expect(DkvError.is(error, "USAGE")).toBe(true);
     });
   });
 });

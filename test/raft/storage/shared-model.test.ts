@@ -4,14 +4,14 @@
  * of the uncommitted tail included), snapshots with compaction, an idle group (so its log
  * is relocated), clean restarts, and crashes in the middle of a batch: the fdatasync of the
  * batch never returns, the process "dies", and the segment keeps a random prefix of the
- * unsynced frame. After every step each group must agree with its model: acknowledged
+ * unsynced frame (followed by the zeros it was written over in place, or cut short). After every step each group must agree with its model: acknowledged
  * appends are all there, and the torn batch is there for every group or for none.
  *
  *   DKV_SEED=7 DKV_STEPS=200 bun test test/raft/storage/shared-model.test.ts
  */
 import { expect, test } from "bun:test";
 import type { FileHandle } from "node:fs/promises";
-import { readdir, truncate } from "node:fs/promises";
+import { readdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { Entry, HardState } from "../../../src/raft/core/types.ts";
 import { type RaftStorage, SharedLog, type SyncFile } from "../../../src/raft/storage/index.ts";
@@ -129,6 +129,7 @@ for (const seed of seeds) {
       const settle = () => log.settled();
 
       let crashes = 0;
+      let tornInZeros = 0;
       let relocations = 0;
       let segmentsMax = 0;
       const closeLog = async () => {
@@ -192,16 +193,31 @@ for (const seed of seeds) {
           disk.hung = undefined;
           const sizeBytes = (await handle.stat()).size;
           await handle.close();
+          // The unsynced frame starts where the log ends (often inside zeros written and
+          // synced ahead, so the file size says nothing about it) and its header says
+          // how long it is.
+          const bytes = new Uint8Array(await readFile(path));
+          const start = log.activeSegment.sizeBytes;
+          const payloadBytes = new DataView(bytes.buffer, bytes.byteOffset).getUint32(start, true);
+          const frameEnd = start + Math.ceil((8 + payloadBytes) / 8) * 8;
+          expect(frameEnd).toBeLessThanOrEqual(sizeBytes);
+          // The crash keeps a prefix of the frame; after it, what was synced there before
+          // (zeros) and, past the synced size, any part of the unsynced rest (zeros too).
           const synced = disk.syncedBytes.get(path) ?? 0;
-          const kept = synced + pick(sizeBytes - synced + 1);
-          await truncate(path, kept);
-          if (kept < sizeBytes) for (let g = 0; g < GROUPS; g++) models[g] = before[g]!;
+          const kept = start + pick(frameEnd - start + 1);
+          const floor = Math.max(synced, kept);
+          const length = floor + pick(sizeBytes - floor + 1);
+          const crashed = new Uint8Array(length);
+          crashed.set(bytes.subarray(0, kept));
+          await writeFile(path, crashed);
+          if (kept < frameEnd) for (let g = 0; g < GROUPS; g++) models[g] = before[g]!;
+          if (kept < frameEnd && kept - start > 0 && length > kept) tornInZeros++;
           crashes++;
           relocations += log.stats().relocations;
           log = await SharedLog.open(dir, logOptions);
           groups = await open();
           checkRecovered(
-            `step ${step} crash keeping ${kept - synced} of ${sizeBytes - synced} unsynced bytes`,
+            `step ${step} crash keeping ${kept - start} of ${frameEnd - start} frame bytes, file ${length} of ${sizeBytes}`,
           );
         }
         segmentsMax = Math.max(segmentsMax, log.stats().segments);
@@ -209,6 +225,7 @@ for (const seed of seeds) {
       await closeLog();
       // The run did what it is for: crashes, relocations of the idle group, and GC.
       expect(crashes).toBeGreaterThan(0);
+      expect(tornInZeros).toBeGreaterThan(0); // a frame torn over zeros written ahead
       expect(relocations).toBeGreaterThan(0);
       const names = (await readdir(join(dir, "raft-log"))).sort();
       expect(names[0]).not.toBe("00000000000000000001.log"); // GC deleted segments
