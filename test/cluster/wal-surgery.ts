@@ -48,6 +48,21 @@ async function newestSegment(walDir: string): Promise<string> {
  * had been fsynced and acknowledged: this is a disk that lost acknowledged data. (Other
  * groups' records in those frames are lost with them.)
  */
+/**
+ * Where a segment's frames end: after its last valid frame, before the zeros the log wrote
+ * ahead (a killed member's newest segment) or any damage.
+ */
+export function framesEnd(bytes: Uint8Array, seq: number): number {
+  let offset = SEGMENT_HEADER_BYTES;
+  // Bounded: each valid frame moves the offset forward by at least 8 bytes.
+  while (offset < bytes.length) {
+    const frame = checkFrame(bytes, seq, offset);
+    if (!frame.ok) break;
+    offset = frame.nextOffset;
+  }
+  return Math.min(offset, bytes.length);
+}
+
 export async function tearLastEntryFrame(
   walDir: string,
   groupId: number,

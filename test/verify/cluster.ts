@@ -1,8 +1,9 @@
 import { closeSync, openSync } from "node:fs";
-import { mkdir, open, readdir, rm, stat } from "node:fs/promises";
+import { mkdir, open, readdir, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { RpcClient } from "../../src/rpc/client/index.ts";
 import type { ShardStatusReport } from "../../src/rpc/protocol/cluster-status.ts";
+import { framesEnd } from "../cluster/wal-surgery.ts";
 import { LinkProxy } from "./proxy.ts";
 import { joinClientArgs, type SecurityMaterial, secureServeArgs } from "./security.ts";
 
@@ -447,7 +448,8 @@ export class VerifyCluster {
     const newest = segments.at(-1);
     if (newest === undefined) return `${id}: no WAL segment to tear`;
     const path = join(walDir, newest);
-    const sizeBefore = (await stat(path)).size;
+    // The tear goes right after the last frame, over any zeros the log wrote ahead of it.
+    const sizeBefore = framesEnd(new Uint8Array(await readFile(path)), Number(newest.slice(0, 20)));
     const claimed = 64 + Math.floor(random() * 4096);
     const present = Math.floor(random() * claimed);
     const torn = new Uint8Array(8 + present);
@@ -455,9 +457,9 @@ export class VerifyCluster {
     view.setUint32(0, claimed, true);
     view.setUint32(4, Math.floor(random() * 0xffff_ffff), true);
     for (let i = 8; i < torn.length; i++) torn[i] = Math.floor(random() * 256);
-    const handle = await open(path, "a");
+    const handle = await open(path, "r+");
     try {
-      await handle.write(torn);
+      await handle.write(torn, 0, torn.length, sizeBefore);
     } finally {
       await handle.close();
     }
