@@ -12,9 +12,16 @@ import type {
 import { DeadlineHeap } from "./deadline-heap.ts";
 import { DeferredOrder, type DeferredOrderOptions, type OrderStats } from "./deferred-order.ts";
 import { bytesEqual, checkDurations, deadline, entryInfo, liveValue, presentValue } from "./entry-reads.ts";
-import { compareKeys } from "./key-order.ts";
 import { OrderedKeys } from "./ordered-keys.ts";
 import { FirstKeys } from "./ordered-keys-builder.ts";
+import {
+  collectPage,
+  countVisited,
+  indexOutOfStep,
+  type ScanRange,
+  scanKeyRange,
+  type Visit,
+} from "./range-scan.ts";
 import { shardHash, shardHashWide } from "./shard-hash.ts";
 import {
   checkShardCount,
@@ -319,61 +326,22 @@ export class MapleDB implements KVDB {
    * Keys that are expired or past their delete deadline are skipped, not returned.
    */
   list(options: ListOptions, nowMs: number): ListPage {
-    const limit = options.limit ?? Number.POSITIVE_INFINITY;
-    if (options.limit !== undefined && !(Number.isSafeInteger(limit) && limit > 0)) {
-      throw new DkvError(
-        "BAD_REQUEST",
-        `limit must be a whole number >= 1 (omit it for no limit), got ${limit}`,
-      );
-    }
-    const items: EntryInfo[] = [];
-    let more = false;
-    this.scanLive(options, nowMs, (key, entry) => {
-      if (items.length >= limit) {
-        more = true;
-        return false;
-      }
-      items.push(entryInfo(key, entry, options.keysOnly ? undefined : entry.value));
-      return true;
-    });
-    return more ? { items, more, next: items[items.length - 1]!.key } : { items, more };
+    return collectPage<Entry>(
+      options,
+      (visit) => this.scanLive(options, nowMs, visit),
+      (key, entry) => entryInfo(key, entry, options.keysOnly ? undefined : entry.value),
+    );
   }
 
   /** How many live keys a range holds (what `list` would return without a limit). */
   count(range: KeyRange, nowMs: number): number {
-    let count = 0;
-    this.scanLive({ ...range, after: undefined }, nowMs, () => {
-      count++;
-      return true;
-    });
-    return count;
+    return countVisited<Entry>((visit) => this.scanLive({ ...range, after: undefined }, nowMs, visit));
   }
 
-  private scanLive(
-    options: KeyRange & { after?: string | undefined },
-    nowMs: number,
-    visit: (key: string, entry: Entry) => boolean,
-  ): void {
-    const prefix = options.prefix;
-    const end = prefix === undefined ? options.to : undefined;
-    let from = prefix ?? options.from ?? "";
-    let exclusive = false;
-    if (options.after !== undefined && compareKeys(options.after, from) >= 0) {
-      from = options.after;
-      exclusive = true;
-    }
-    this.ordered.scanRange(options, from, exclusive, (key) => {
-      // Keys sharing a prefix are contiguous in byte order: the first that lacks it ends the range.
-      if (prefix !== undefined ? !key.startsWith(prefix) : end !== undefined && compareKeys(key, end) >= 0) {
-        return false;
-      }
+  private scanLive(range: ScanRange, nowMs: number, visit: Visit<Entry>): void {
+    scanKeyRange(this.ordered, range, (key) => {
       const slot = this.shardOf(key).map.get(key);
-      if (slot === undefined) {
-        throw new DkvError(
-          "INTERNAL",
-          `ordered index out of step with the map for key ${JSON.stringify(key)}`,
-        );
-      }
+      if (slot === undefined) throw indexOutOfStep(key, "the map");
       if (slot instanceof TimedEntry && isExpired(slot, nowMs)) return true;
       return visit(key, slot);
     });

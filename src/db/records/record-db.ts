@@ -25,8 +25,15 @@ import type {
 import { DeadlineHeap } from "../maple/deadline-heap.ts";
 import { DeferredOrder, type DeferredOrderOptions, type OrderStats } from "../maple/deferred-order.ts";
 import { checkDurations, deadline } from "../maple/entry-reads.ts";
-import { compareKeys } from "../maple/key-order.ts";
 import type { OrderedKeys } from "../maple/ordered-keys.ts";
+import {
+  collectPage,
+  countVisited,
+  indexOutOfStep,
+  type ScanRange,
+  scanKeyRange,
+  type Visit,
+} from "../maple/range-scan.ts";
 import { corrupt, SnapshotDecoder, SnapshotEncoder } from "../maple/snapshot-codec.ts";
 import { StreamedKeysBuilder } from "../maple/streamed-keys-builder.ts";
 import { Entry, NEVER, TimedEntry } from "../maple/timed-entry.ts";
@@ -394,66 +401,29 @@ export class RecordDB implements KVDB {
   }
 
   list(options: ListOptions, nowMs: number): ListPage {
-    const limit = options.limit ?? Number.POSITIVE_INFINITY;
-    if (options.limit !== undefined && !(Number.isSafeInteger(limit) && limit > 0)) {
-      throw new DkvError(
-        "BAD_REQUEST",
-        `limit must be a whole number >= 1 (omit it for no limit), got ${limit}`,
-      );
-    }
-    const items: EntryInfo[] = [];
-    let more = false;
     const table = this.table;
-    this.scanLive(options, nowMs, (key, ref) => {
-      if (items.length >= limit) {
-        more = true;
-        return false;
-      }
-      items.push({
+    return collectPage<number>(
+      options,
+      (visit) => this.scanLive(options, nowMs, visit),
+      (key, ref) => ({
         key,
         value: options.keysOnly ? undefined : this.valueOf(ref, key),
         version: table.version(ref),
         createRevision: table.createRevision(ref),
         modRevision: table.modRevision(ref),
-      });
-      return true;
-    });
-    return more ? { items, more, next: items[items.length - 1]!.key } : { items, more };
+      }),
+    );
   }
 
   count(range: KeyRange, nowMs: number): number {
-    let count = 0;
-    this.scanLive({ ...range, after: undefined }, nowMs, () => {
-      count++;
-      return true;
-    });
-    return count;
+    return countVisited<number>((visit) => this.scanLive({ ...range, after: undefined }, nowMs, visit));
   }
 
-  private scanLive(
-    options: KeyRange & { after?: string | undefined },
-    nowMs: number,
-    visit: (key: string, ref: number) => boolean,
-  ): void {
-    const prefix = options.prefix;
-    const end = prefix === undefined ? options.to : undefined;
-    let from = prefix ?? options.from ?? "";
-    let exclusive = false;
-    if (options.after !== undefined && compareKeys(options.after, from) >= 0) {
-      from = options.after;
-      exclusive = true;
-    }
-    this.ordered.scanRange(options, from, exclusive, (key) => {
-      if (prefix !== undefined ? !key.startsWith(prefix) : end !== undefined && compareKeys(key, end) >= 0) {
-        return false;
-      }
+  /** The live keys of a range, in order, with their records. */
+  private scanLive(range: ScanRange, nowMs: number, visit: Visit<number>): void {
+    scanKeyRange(this.ordered, range, (key) => {
       const ref = this.table.find(key);
-      if (ref === 0) {
-        throw new DkvError(
-          "INTERNAL",
-          `ordered index out of step with the records for key ${JSON.stringify(key)}`,
-        );
-      }
+      if (ref === 0) throw indexOutOfStep(key, "the records");
       const timed = this.timedOf(ref, key);
       if (timed !== undefined && expiredAt(timed, nowMs)) return true;
       return visit(key, ref);
