@@ -11,7 +11,16 @@ import type {
 } from "../kvdb.ts";
 import { DeadlineHeap } from "./deadline-heap.ts";
 import { DeferredOrder, type DeferredOrderOptions, type OrderStats } from "./deferred-order.ts";
-import { bytesEqual, checkDurations, deadline, entryInfo, liveValue, presentValue } from "./entry-reads.ts";
+import {
+  bytesEqual,
+  checkDurations,
+  checkPinnedRevision,
+  deadline,
+  entryInfo,
+  liveValue,
+  presentValue,
+  saveAlreadyRunning,
+} from "./entry-reads.ts";
 import { OrderedKeys } from "./ordered-keys.ts";
 import { FirstKeys } from "./ordered-keys-builder.ts";
 import {
@@ -155,12 +164,7 @@ export class MapleDB implements KVDB {
    * back: a smaller one is a programming error.
    */
   pinRevision(revision: number): void {
-    if (!Number.isSafeInteger(revision) || revision < this.rev) {
-      throw new DkvError(
-        "INTERNAL",
-        `revision ${revision} is below the store's revision ${this.rev}; revisions only grow`,
-      );
-    }
+    checkPinnedRevision(revision, this.rev);
     this.rev = revision;
     this.pinned = true;
   }
@@ -445,14 +449,7 @@ export class MapleDB implements KVDB {
    * at a time per database. (`_nowMs`, part of the KVDB interface, does not matter here.)
    */
   save(sink: ByteSink, _nowMs: number): Promise<void> {
-    if (this.saving) {
-      return Promise.reject(
-        new DkvError(
-          "BAD_REQUEST",
-          "a snapshot save is already running on this database; wait for it to finish before starting another",
-        ),
-      );
-    }
+    if (this.saving) return saveAlreadyRunning();
     this.saving = true;
     // Captured now, before any await, so the snapshot is of this instant. Written in hash
     // order, shard by shard: writing in key order needed the whole index folded and copied
