@@ -24,21 +24,13 @@ export function scanKeyRange(
   range: ScanRange,
   visit: (key: string) => boolean,
 ): void {
-  const prefix = range.prefix;
-  const end = prefix === undefined ? range.to : undefined;
-  let from = prefix ?? range.from ?? "";
+  let from = range.prefix ?? range.from ?? "";
   let exclusive = false;
   if (range.after !== undefined && compareKeys(range.after, from) >= 0) {
     from = range.after;
     exclusive = true;
   }
-  ordered.scanRange(range, from, exclusive, (key) => {
-    // Keys sharing a prefix are contiguous in byte order: the first that lacks it ends the range.
-    if (prefix !== undefined ? !key.startsWith(prefix) : end !== undefined && compareKeys(key, end) >= 0) {
-      return false;
-    }
-    return visit(key);
-  });
+  ordered.scanRange(range, from, exclusive, visit);
 }
 
 /** The error for a key the ordered index holds and the engine's `where` (its maps, its records) does not. */
