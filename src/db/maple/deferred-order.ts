@@ -410,20 +410,17 @@ export class DeferredOrder {
   }
 
   /**
-   * `scan` over the keys of `range` from `from`: stops at the range's end (the first key
-   * without its prefix, else the first at or past its `to`). A range inside the reserved
+   * `scan` for a caller that stops at the end of `range`: a range inside the reserved
    * space is read from the reserved keys' index, ready or not (no build, no fold).
    */
   scanRange(range: KeyRange, from: string, exclusive: boolean, visit: (key: string) => boolean): void {
-    const prefix = range.prefix;
-    const end = prefix === undefined ? range.to : undefined;
     if (!inReservedSpace(range)) {
-      this.settle().scan(from, exclusive, visit, prefix, end);
+      this.scan(from, exclusive, visit);
       return;
     }
     if (this.closed) throw new Error("the ordered index was closed (its database was replaced)");
     this.counters.reservedScans++;
-    this.reserved.scan(from, exclusive, visit, prefix, end);
+    this.reserved.scan(from, exclusive, visit);
   }
 
   /** The reserved keys present, in order; for tests. */

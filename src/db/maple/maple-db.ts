@@ -27,6 +27,7 @@ import {
   collectPage,
   countVisited,
   indexOutOfStep,
+  pastRangeEnd,
   type ScanRange,
   scanKeyRange,
   type Visit,
@@ -343,7 +344,10 @@ export class MapleDB implements KVDB {
   }
 
   private scanLive(range: ScanRange, nowMs: number, visit: Visit<Entry>): void {
+    const prefix = range.prefix;
+    const end = prefix === undefined ? range.to : undefined;
     scanKeyRange(this.ordered, range, (key) => {
+      if (pastRangeEnd(key, prefix, end)) return false;
       const slot = this.shardOf(key).map.get(key);
       if (slot === undefined) throw indexOutOfStep(key, "the map");
       if (slot instanceof TimedEntry && isExpired(slot, nowMs)) return true;

@@ -300,16 +300,9 @@ export class OrderedKeys {
 
   /**
    * Calls `visit` with keys in ascending order, starting at the first key >= `from`
-   * (> `from` when `exclusive`), until it returns false or the keys run out; with a
-   * `prefix`, also at the first key without it, else with an `end`, at the first key >= it.
+   * (> `from` when `exclusive`), until it returns false or the keys run out.
    */
-  scan(
-    from: string,
-    exclusive: boolean,
-    visit: (key: string) => boolean,
-    prefix?: string,
-    end?: string,
-  ): void {
+  scan(from: string, exclusive: boolean, visit: (key: string) => boolean): void {
     const blocks = this.blocks;
     if (blocks.length === 0) return;
     const slow = needsCodePointOrder(from);
@@ -323,14 +316,7 @@ export class OrderedKeys {
       // Counted once per block (not per key): the keys visited.
       const start = i;
       for (; i < keys.length; i++) {
-        const key = keys[i]!;
-        // Keys sharing a prefix are contiguous in byte order: the first that lacks it ends the range.
-        if (
-          (prefix !== undefined
-            ? !key.startsWith(prefix)
-            : end !== undefined && compareKeys(key, end) >= 0) ||
-          !visit(key)
-        ) {
+        if (!visit(keys[i]!)) {
           this.work += i + 1 - start;
           return;
         }

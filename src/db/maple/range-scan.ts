@@ -16,8 +16,9 @@ export type ScanRange = KeyRange & { after?: string | undefined };
 export type Visit<S> = (key: string, slot: S) => boolean;
 
 /**
- * Visits the keys of `range` in `ordered`, in byte order from its start (after `after`
- * when that is past it) up to its end; `visit` returns false to stop sooner.
+ * Visits the keys of `ordered` in byte order from the start of `range` (after `after`
+ * when that is past it); `visit` ends the scan at the range's end (see pastRangeEnd) or
+ * sooner by returning false.
  */
 export function scanKeyRange(
   ordered: DeferredOrder,
@@ -31,6 +32,15 @@ export function scanKeyRange(
     exclusive = true;
   }
   ordered.scanRange(range, from, exclusive, visit);
+}
+
+/**
+ * Whether `key`, met in byte order, is past the end of a range: with a `prefix`, the
+ * first key without it (keys sharing a prefix are contiguous in byte order), else with an
+ * `end` (a range's `to`, undefined for a prefix), the first key at or past it.
+ */
+export function pastRangeEnd(key: string, prefix: string | undefined, end: string | undefined): boolean {
+  return prefix !== undefined ? !key.startsWith(prefix) : end !== undefined && compareKeys(key, end) >= 0;
 }
 
 /** The error for a key the ordered index holds and the engine's `where` (its maps, its records) does not. */

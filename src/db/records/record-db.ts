@@ -36,6 +36,7 @@ import {
   collectPage,
   countVisited,
   indexOutOfStep,
+  pastRangeEnd,
   type ScanRange,
   scanKeyRange,
   type Visit,
@@ -418,7 +419,10 @@ export class RecordDB implements KVDB {
 
   /** The live keys of a range, in order, with their records. */
   private scanLive(range: ScanRange, nowMs: number, visit: Visit<number>): void {
+    const prefix = range.prefix;
+    const end = prefix === undefined ? range.to : undefined;
     scanKeyRange(this.ordered, range, (key) => {
+      if (pastRangeEnd(key, prefix, end)) return false;
       const ref = this.table.find(key);
       if (ref === 0) throw indexOutOfStep(key, "the records");
       const timed = this.timedOf(ref, key);
