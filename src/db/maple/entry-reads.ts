@@ -1,6 +1,7 @@
 /**
  * What a read sees of a slot at `nowMs` (the value `get` returns, the value a compare
- * sees, the entry as EntryInfo), and the deadlines a timed write's durations give.
+ * sees, the entry as EntryInfo), the deadlines a timed write's durations give, and the
+ * checks of arguments both engines (MapleDB, RecordDB) take alike.
  */
 import { DkvError } from "../../errors.ts";
 import type { EntryInfo } from "../kvdb.ts";
@@ -56,4 +57,24 @@ export function checkDurations(expireInMs: number, deleteInMs: number): void {
       `deleteIn must be a finite number of ms >= 0 (0 = never), got ${deleteInMs}`,
     );
   }
+}
+
+/** A revision to pin (see KVDB.pinRevision), checked against the store's `current` one: revisions only grow. */
+export function checkPinnedRevision(revision: number, current: number): void {
+  if (!Number.isSafeInteger(revision) || revision < current) {
+    throw new DkvError(
+      "INTERNAL",
+      `revision ${revision} is below the store's revision ${current}; revisions only grow`,
+    );
+  }
+}
+
+/** The rejection of a save started while another runs on the same database. */
+export function saveAlreadyRunning(): Promise<never> {
+  return Promise.reject(
+    new DkvError(
+      "BAD_REQUEST",
+      "a snapshot save is already running on this database; wait for it to finish before starting another",
+    ),
+  );
 }

@@ -11,10 +11,27 @@ import type {
 } from "../kvdb.ts";
 import { DeadlineHeap } from "./deadline-heap.ts";
 import { DeferredOrder, type DeferredOrderOptions, type OrderStats } from "./deferred-order.ts";
-import { bytesEqual, checkDurations, deadline, entryInfo, liveValue, presentValue } from "./entry-reads.ts";
-import { compareKeys } from "./key-order.ts";
+import {
+  bytesEqual,
+  checkDurations,
+  checkPinnedRevision,
+  deadline,
+  entryInfo,
+  liveValue,
+  presentValue,
+  saveAlreadyRunning,
+} from "./entry-reads.ts";
 import { OrderedKeys } from "./ordered-keys.ts";
 import { FirstKeys } from "./ordered-keys-builder.ts";
+import {
+  collectPage,
+  countVisited,
+  indexOutOfStep,
+  pastRangeEnd,
+  type ScanRange,
+  scanKeyRange,
+  type Visit,
+} from "./range-scan.ts";
 import { shardHash, shardHashWide } from "./shard-hash.ts";
 import {
   checkShardCount,
@@ -148,12 +165,7 @@ export class MapleDB implements KVDB {
    * back: a smaller one is a programming error.
    */
   pinRevision(revision: number): void {
-    if (!Number.isSafeInteger(revision) || revision < this.rev) {
-      throw new DkvError(
-        "INTERNAL",
-        `revision ${revision} is below the store's revision ${this.rev}; revisions only grow`,
-      );
-    }
+    checkPinnedRevision(revision, this.rev);
     this.rev = revision;
     this.pinned = true;
   }
@@ -319,61 +331,25 @@ export class MapleDB implements KVDB {
    * Keys that are expired or past their delete deadline are skipped, not returned.
    */
   list(options: ListOptions, nowMs: number): ListPage {
-    const limit = options.limit ?? Number.POSITIVE_INFINITY;
-    if (options.limit !== undefined && !(Number.isSafeInteger(limit) && limit > 0)) {
-      throw new DkvError(
-        "BAD_REQUEST",
-        `limit must be a whole number >= 1 (omit it for no limit), got ${limit}`,
-      );
-    }
-    const items: EntryInfo[] = [];
-    let more = false;
-    this.scanLive(options, nowMs, (key, entry) => {
-      if (items.length >= limit) {
-        more = true;
-        return false;
-      }
-      items.push(entryInfo(key, entry, options.keysOnly ? undefined : entry.value));
-      return true;
-    });
-    return more ? { items, more, next: items[items.length - 1]!.key } : { items, more };
+    return collectPage<Entry>(
+      options,
+      (visit) => this.scanLive(options, nowMs, visit),
+      (key, entry) => entryInfo(key, entry, options.keysOnly ? undefined : entry.value),
+    );
   }
 
   /** How many live keys a range holds (what `list` would return without a limit). */
   count(range: KeyRange, nowMs: number): number {
-    let count = 0;
-    this.scanLive({ ...range, after: undefined }, nowMs, () => {
-      count++;
-      return true;
-    });
-    return count;
+    return countVisited<Entry>((visit) => this.scanLive({ ...range, after: undefined }, nowMs, visit));
   }
 
-  private scanLive(
-    options: KeyRange & { after?: string | undefined },
-    nowMs: number,
-    visit: (key: string, entry: Entry) => boolean,
-  ): void {
-    const prefix = options.prefix;
-    const end = prefix === undefined ? options.to : undefined;
-    let from = prefix ?? options.from ?? "";
-    let exclusive = false;
-    if (options.after !== undefined && compareKeys(options.after, from) >= 0) {
-      from = options.after;
-      exclusive = true;
-    }
-    this.ordered.scanRange(options, from, exclusive, (key) => {
-      // Keys sharing a prefix are contiguous in byte order: the first that lacks it ends the range.
-      if (prefix !== undefined ? !key.startsWith(prefix) : end !== undefined && compareKeys(key, end) >= 0) {
-        return false;
-      }
+  private scanLive(range: ScanRange, nowMs: number, visit: Visit<Entry>): void {
+    const prefix = range.prefix;
+    const end = prefix === undefined ? range.to : undefined;
+    scanKeyRange(this.ordered, range, (key) => {
+      if (pastRangeEnd(key, prefix, end)) return false;
       const slot = this.shardOf(key).map.get(key);
-      if (slot === undefined) {
-        throw new DkvError(
-          "INTERNAL",
-          `ordered index out of step with the map for key ${JSON.stringify(key)}`,
-        );
-      }
+      if (slot === undefined) throw indexOutOfStep(key, "the map");
       if (slot instanceof TimedEntry && isExpired(slot, nowMs)) return true;
       return visit(key, slot);
     });
@@ -477,14 +453,7 @@ export class MapleDB implements KVDB {
    * at a time per database. (`_nowMs`, part of the KVDB interface, does not matter here.)
    */
   save(sink: ByteSink, _nowMs: number): Promise<void> {
-    if (this.saving) {
-      return Promise.reject(
-        new DkvError(
-          "BAD_REQUEST",
-          "a snapshot save is already running on this database; wait for it to finish before starting another",
-        ),
-      );
-    }
+    if (this.saving) return saveAlreadyRunning();
     this.saving = true;
     // Captured now, before any await, so the snapshot is of this instant. Written in hash
     // order, shard by shard: writing in key order needed the whole index folded and copied

@@ -30,10 +30,39 @@ export interface LoadedKeyspace {
   revision: number;
 }
 
+/**
+ * A snapshot encoder writing to a sink: `flush` after each `encoder.add` that made pieces
+ * ready (`encoder.hasReady`) writes them, with an event-loop turn after every megabyte.
+ */
+export class SnapshotWriter {
+  readonly encoder: SnapshotEncoder;
+  private bytesSinceYield = 0;
+
+  constructor(
+    private readonly sink: ByteSink,
+    revision: number,
+  ) {
+    this.encoder = new SnapshotEncoder(revision);
+  }
+
+  async flush(): Promise<void> {
+    this.bytesSinceYield += await writeAll(this.sink, this.encoder.takeReady());
+    if (this.bytesSinceYield >= YIELD_EVERY_BYTES) {
+      this.bytesSinceYield = 0;
+      await yieldToEventLoop();
+    }
+  }
+
+  /** Writes the trailer (and what is left before it). */
+  async finish(): Promise<void> {
+    await writeAll(this.sink, this.encoder.finish());
+  }
+}
+
 /** Streams shards whose `saveView` was set at the instant the save was requested. */
 export async function streamSnapshot(shards: Shard[], sink: ByteSink, revision: number): Promise<void> {
-  const encoder = new SnapshotEncoder(revision);
-  let bytesSinceYield = 0;
+  const writer = new SnapshotWriter(sink, revision);
+  const encoder = writer.encoder;
   for (const shard of shards) {
     const view = shard.saveView!;
     for (const [key, slot] of view) {
@@ -42,17 +71,43 @@ export async function streamSnapshot(shards: Shard[], sink: ByteSink, revision: 
       } else {
         encoder.add(key, slot, NEVER, NEVER);
       }
-      if (!encoder.hasReady) continue;
-      bytesSinceYield += await writeAll(sink, encoder.takeReady());
-      if (bytesSinceYield >= YIELD_EVERY_BYTES) {
-        bytesSinceYield = 0;
-        await yieldToEventLoop();
-      }
+      if (encoder.hasReady) await writer.flush();
     }
     // This shard is streamed: writes may change its entries in place again.
     shard.saveView = null;
   }
-  await writeAll(sink, encoder.finish());
+  await writer.finish();
+}
+
+/**
+ * Feeds all of `source` to `decoder` (an event-loop turn after every megabyte) and ends
+ * it: the decoder's callback has seen every record, trailer and checksum verified.
+ */
+export async function decodeAll(decoder: SnapshotDecoder, source: AsyncIterable<Uint8Array>): Promise<void> {
+  let bytesSinceYield = 0;
+  for await (const chunk of source) {
+    decoder.push(chunk);
+    bytesSinceYield += chunk.byteLength;
+    if (bytesSinceYield >= YIELD_EVERY_BYTES) {
+      bytesSinceYield = 0;
+      await yieldToEventLoop();
+    }
+  }
+  decoder.end();
+}
+
+/**
+ * The ordered index of the keys a load read: as they came when in key order, else sorted
+ * in steps with event-loop turns between them.
+ */
+export async function settleLoadedOrder(order: StreamedKeysBuilder): Promise<OrderedKeys> {
+  if (order.inOrder) return order.result();
+  const builder = order.unordered();
+  while (!builder.done) {
+    builder.step(LOAD_SORT_UNITS);
+    if (!builder.done) await yieldToEventLoop();
+  }
+  return builder.result();
 }
 
 /**
@@ -88,16 +143,7 @@ export async function loadKeyspace(
     shard.timedCount++;
     map.set(key, entry);
   });
-  let bytesSinceYield = 0;
-  for await (const chunk of source) {
-    decoder.push(chunk);
-    bytesSinceYield += chunk.byteLength;
-    if (bytesSinceYield >= YIELD_EVERY_BYTES) {
-      bytesSinceYield = 0;
-      await yieldToEventLoop();
-    }
-  }
-  decoder.end();
+  await decodeAll(decoder, source);
   // Shards loaded past SPLIT_KEYS split now (a turn between splits), siblings included.
   const routing: Routing = { directory: shards.slice(), mask, shards };
   for (let i = 0; i < shards.length; i++) {
@@ -107,17 +153,7 @@ export async function loadKeyspace(
       await yieldToEventLoop();
     }
   }
-  let settled: OrderedKeys;
-  if (order.inOrder) {
-    settled = order.result();
-  } else {
-    const builder = order.unordered();
-    while (!builder.done) {
-      builder.step(LOAD_SORT_UNITS);
-      if (!builder.done) await yieldToEventLoop();
-    }
-    settled = builder.result();
-  }
+  const settled = await settleLoadedOrder(order);
   return { routing, heap, settled, approxBytes, revision: decoder.storeRevision };
 }
 
@@ -131,6 +167,6 @@ async function writeAll(sink: ByteSink, pieces: Uint8Array[]): Promise<number> {
   return bytes;
 }
 
-function yieldToEventLoop(): Promise<void> {
+export function yieldToEventLoop(): Promise<void> {
   return new Promise((resolve) => setImmediate(resolve));
 }

@@ -24,18 +24,31 @@ import type {
 } from "../kvdb.ts";
 import { DeadlineHeap } from "../maple/deadline-heap.ts";
 import { DeferredOrder, type DeferredOrderOptions, type OrderStats } from "../maple/deferred-order.ts";
-import { checkDurations, deadline } from "../maple/entry-reads.ts";
-import { compareKeys } from "../maple/key-order.ts";
+import {
+  bytesEqual,
+  checkDurations,
+  checkPinnedRevision,
+  deadline,
+  saveAlreadyRunning,
+} from "../maple/entry-reads.ts";
 import type { OrderedKeys } from "../maple/ordered-keys.ts";
-import { corrupt, SnapshotDecoder, SnapshotEncoder } from "../maple/snapshot-codec.ts";
+import {
+  collectPage,
+  countVisited,
+  indexOutOfStep,
+  pastRangeEnd,
+  type ScanRange,
+  scanKeyRange,
+  type Visit,
+} from "../maple/range-scan.ts";
+import { corrupt, SnapshotDecoder } from "../maple/snapshot-codec.ts";
+import { decodeAll, SnapshotWriter, settleLoadedOrder } from "../maple/snapshot-io.ts";
 import { StreamedKeysBuilder } from "../maple/streamed-keys-builder.ts";
-import { Entry, NEVER, TimedEntry } from "../maple/timed-entry.ts";
+import { Entry, isExpired, NEVER, TimedEntry } from "../maple/timed-entry.ts";
 import { FLAG_EXTERNAL, FLAG_TIMED, RecordTable, VERSION_MAX } from "./record-table.ts";
 
 /** Values longer than this stay the caller's array, outside the records. */
 export const EXTERNAL_VALUE_BYTES = 4096;
-/** Save and load give the event loop a turn after this many bytes. */
-const YIELD_EVERY_BYTES = 1024 * 1024;
 const EMPTY = new Uint8Array(0);
 
 export interface RecordDBOptions {
@@ -83,12 +96,7 @@ export class RecordDB implements KVDB {
   }
 
   pinRevision(revision: number): void {
-    if (!Number.isSafeInteger(revision) || revision < this.rev) {
-      throw new DkvError(
-        "INTERNAL",
-        `revision ${revision} is below the store's revision ${this.rev}; revisions only grow`,
-      );
-    }
+    checkPinnedRevision(revision, this.rev);
     this.rev = revision;
     this.pinned = true;
   }
@@ -125,7 +133,7 @@ export class RecordDB implements KVDB {
     if (ref === 0) return undefined;
     const flags = this.table.flags(ref);
     if (flags !== 0) {
-      if ((flags & FLAG_TIMED) !== 0 && expiredAt(this.timed.get(key)!, nowMs)) return undefined;
+      if ((flags & FLAG_TIMED) !== 0 && isExpired(this.timed.get(key)!, nowMs)) return undefined;
       if ((flags & FLAG_EXTERNAL) !== 0) return this.external.get(key)!;
     }
     return this.table.copyValue(ref);
@@ -137,7 +145,7 @@ export class RecordDB implements KVDB {
     if (ref === 0) return undefined;
     const flags = table.flags(ref);
     if (flags === 0) return table.entry(key, ref);
-    if ((flags & FLAG_TIMED) !== 0 && expiredAt(this.timed.get(key)!, nowMs)) return undefined;
+    if ((flags & FLAG_TIMED) !== 0 && isExpired(this.timed.get(key)!, nowMs)) return undefined;
     return {
       key,
       value: (flags & FLAG_EXTERNAL) !== 0 ? this.external.get(key)! : table.copyValue(ref),
@@ -240,7 +248,7 @@ export class RecordDB implements KVDB {
     if (ref === 0) return;
     const timed = this.timedOf(ref, key);
     if (timed !== undefined) {
-      if (expiredAt(timed, nowMs)) {
+      if (isExpired(timed, nowMs)) {
         // Already hidden from get; a key past its delete deadline is gone, so drop it now.
         if (nowMs >= timed.deleteAtMs) this.remove(key, "expire");
         return;
@@ -269,10 +277,7 @@ export class RecordDB implements KVDB {
 
   private valueEquals(ref: number, key: string, expected: Uint8Array): boolean {
     if ((this.table.flags(ref) & FLAG_EXTERNAL) === 0) return this.table.valueEquals(ref, expected);
-    const value = this.external.get(key)!;
-    if (value.byteLength !== expected.byteLength) return false;
-    for (let i = 0; i < value.byteLength; i++) if (value[i] !== expected[i]) return false;
-    return true;
+    return bytesEqual(this.external.get(key)!, expected);
   }
 
   renewIfEquals(
@@ -286,7 +291,7 @@ export class RecordDB implements KVDB {
     const ref = this.table.find(key);
     if (ref === 0) return false;
     const timed = this.timedOf(ref, key);
-    if (timed !== undefined && expiredAt(timed, nowMs)) return false;
+    if (timed !== undefined && isExpired(timed, nowMs)) return false;
     if (!this.valueEquals(ref, key, expected)) return false;
     this.writeWithDurations(key, this.valueOf(ref, key), expireInMs, deleteInMs, nowMs);
     return true;
@@ -397,68 +402,34 @@ export class RecordDB implements KVDB {
   }
 
   list(options: ListOptions, nowMs: number): ListPage {
-    const limit = options.limit ?? Number.POSITIVE_INFINITY;
-    if (options.limit !== undefined && !(Number.isSafeInteger(limit) && limit > 0)) {
-      throw new DkvError(
-        "BAD_REQUEST",
-        `limit must be a whole number >= 1 (omit it for no limit), got ${limit}`,
-      );
-    }
-    const items: EntryInfo[] = [];
-    let more = false;
     const table = this.table;
-    this.scanLive(options, nowMs, (key, ref) => {
-      if (items.length >= limit) {
-        more = true;
-        return false;
-      }
-      items.push({
+    return collectPage<number>(
+      options,
+      (visit) => this.scanLive(options, nowMs, visit),
+      (key, ref) => ({
         key,
         value: options.keysOnly ? undefined : this.valueOf(ref, key),
         version: table.version(ref),
         createRevision: table.createRevision(ref),
         modRevision: table.modRevision(ref),
-      });
-      return true;
-    });
-    return more ? { items, more, next: items[items.length - 1]!.key } : { items, more };
+      }),
+    );
   }
 
   count(range: KeyRange, nowMs: number): number {
-    let count = 0;
-    this.scanLive({ ...range, after: undefined }, nowMs, () => {
-      count++;
-      return true;
-    });
-    return count;
+    return countVisited<number>((visit) => this.scanLive({ ...range, after: undefined }, nowMs, visit));
   }
 
-  private scanLive(
-    options: KeyRange & { after?: string | undefined },
-    nowMs: number,
-    visit: (key: string, ref: number) => boolean,
-  ): void {
-    const prefix = options.prefix;
-    const end = prefix === undefined ? options.to : undefined;
-    let from = prefix ?? options.from ?? "";
-    let exclusive = false;
-    if (options.after !== undefined && compareKeys(options.after, from) >= 0) {
-      from = options.after;
-      exclusive = true;
-    }
-    this.ordered.scanRange(options, from, exclusive, (key) => {
-      if (prefix !== undefined ? !key.startsWith(prefix) : end !== undefined && compareKeys(key, end) >= 0) {
-        return false;
-      }
+  /** The live keys of a range, in order, with their records. */
+  private scanLive(range: ScanRange, nowMs: number, visit: Visit<number>): void {
+    const prefix = range.prefix;
+    const end = prefix === undefined ? range.to : undefined;
+    scanKeyRange(this.ordered, range, (key) => {
+      if (pastRangeEnd(key, prefix, end)) return false;
       const ref = this.table.find(key);
-      if (ref === 0) {
-        throw new DkvError(
-          "INTERNAL",
-          `ordered index out of step with the records for key ${JSON.stringify(key)}`,
-        );
-      }
+      if (ref === 0) throw indexOutOfStep(key, "the records");
       const timed = this.timedOf(ref, key);
-      if (timed !== undefined && expiredAt(timed, nowMs)) return true;
+      if (timed !== undefined && isExpired(timed, nowMs)) return true;
       return visit(key, ref);
     });
   }
@@ -537,14 +508,7 @@ export class RecordDB implements KVDB {
    * rewrite in place, no move) until it ends, the side tables copied.
    */
   save(sink: ByteSink, _nowMs: number): Promise<void> {
-    if (this.saving) {
-      return Promise.reject(
-        new DkvError(
-          "BAD_REQUEST",
-          "a snapshot save is already running on this database; wait for it to finish before starting another",
-        ),
-      );
-    }
+    if (this.saving) return saveAlreadyRunning();
     this.saving = true;
     const table = this.table;
     const refs = table.freeze();
@@ -595,27 +559,8 @@ export class RecordDB implements KVDB {
       }
       table.insert(key, value, revisions.version, revisions.createRevision, revisions.modRevision, flags);
     });
-    let bytesSinceYield = 0;
-    for await (const chunk of source) {
-      decoder.push(chunk);
-      bytesSinceYield += chunk.byteLength;
-      if (bytesSinceYield >= YIELD_EVERY_BYTES) {
-        bytesSinceYield = 0;
-        await yieldToEventLoop();
-      }
-    }
-    decoder.end();
-    let settled: OrderedKeys;
-    if (order.inOrder) {
-      settled = order.result();
-    } else {
-      const builder = order.unordered();
-      while (!builder.done) {
-        builder.step(4 * 4096);
-        if (!builder.done) await yieldToEventLoop();
-      }
-      settled = builder.result();
-    }
+    await decodeAll(decoder, source);
+    const settled = await settleLoadedOrder(order);
     this.ordered.close();
     this.table = table;
     this.timed = timedKeys;
@@ -626,11 +571,6 @@ export class RecordDB implements KVDB {
     this.rev = decoder.storeRevision;
     this.pinned = false;
   }
-}
-
-/** Past either deadline: `get` misses. A delete deadline alone also expires the value. */
-function expiredAt(entry: TimedEntry, nowMs: number): boolean {
-  return nowMs >= entry.expireAtMs || nowMs >= entry.deleteAtMs;
 }
 
 /** The keys of one shard of `table`, decoded at the first `next`. */
@@ -654,10 +594,10 @@ async function streamRecords(
   sink: ByteSink,
   revision: number,
 ): Promise<void> {
-  const encoder = new SnapshotEncoder(revision);
+  const writer = new SnapshotWriter(sink, revision);
+  const encoder = writer.encoder;
   // One Entry reused for every record: the encoder reads it at once.
   const entry = new Entry(EMPTY, 0, 0, 0);
-  let bytesSinceYield = 0;
   for (const shardRefs of refs) {
     for (let i = 0; i < shardRefs.length; i++) {
       const ref = shardRefs[i]!;
@@ -669,27 +609,8 @@ async function streamRecords(
       entry.modRevision = table.modRevision(ref);
       const deadlines = (flags & FLAG_TIMED) !== 0 ? timed.get(key)! : undefined;
       encoder.add(key, entry, deadlines?.expireAtMs ?? NEVER, deadlines?.deleteAtMs ?? NEVER);
-      if (!encoder.hasReady) continue;
-      bytesSinceYield += await writeAll(sink, encoder.takeReady());
-      if (bytesSinceYield >= YIELD_EVERY_BYTES) {
-        bytesSinceYield = 0;
-        await yieldToEventLoop();
-      }
+      if (encoder.hasReady) await writer.flush();
     }
   }
-  await writeAll(sink, encoder.finish());
-}
-
-async function writeAll(sink: ByteSink, pieces: Uint8Array[]): Promise<number> {
-  let bytes = 0;
-  for (const piece of pieces) {
-    const pending = sink.write(piece);
-    if (pending !== undefined) await pending;
-    bytes += piece.byteLength;
-  }
-  return bytes;
-}
-
-function yieldToEventLoop(): Promise<void> {
-  return new Promise((resolve) => setImmediate(resolve));
+  await writer.finish();
 }

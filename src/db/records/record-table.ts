@@ -353,12 +353,16 @@ export class RecordTable {
 
   /** The value's bytes, a fresh copy. */
   copyValue(ref: number): Uint8Array {
-    const chunk = ref >>> UNITS_PER_CHUNK_SHIFT;
+    const from = this.valueStart(ref);
+    return this.u8[ref >>> UNITS_PER_CHUNK_SHIFT]!.slice(from, from + this.valueLength(ref));
+  }
+
+  /** Where the value of record `ref` starts in its chunk's bytes (after the header and the key). */
+  private valueStart(ref: number): number {
     const offset = (ref & UNIT_MASK) << UNIT_SHIFT;
-    const words = this.i32[chunk]!;
-    const w = offset >> 2;
-    const from = offset + HEADER_BYTES + (words[w + 1]! & KEY_LEN_MASK);
-    return this.u8[chunk]!.slice(from, from + (words[w + 2]! & VALUE_LEN_MASK));
+    return (
+      offset + HEADER_BYTES + (this.i32[ref >>> UNITS_PER_CHUNK_SHIFT]![(offset >> 2) + 1]! & KEY_LEN_MASK)
+    );
   }
 
   /**
@@ -413,23 +417,15 @@ export class RecordTable {
 
   /** A view of the value's bytes: valid until the next write. */
   valueView(ref: number): Uint8Array {
-    const chunk = ref >>> UNITS_PER_CHUNK_SHIFT;
-    const offset = (ref & UNIT_MASK) << UNIT_SHIFT;
-    const words = this.i32[chunk]!;
-    const w = offset >> 2;
-    const from = offset + HEADER_BYTES + (words[w + 1]! & KEY_LEN_MASK);
-    return this.u8[chunk]!.subarray(from, from + (words[w + 2]! & VALUE_LEN_MASK));
+    const from = this.valueStart(ref);
+    return this.u8[ref >>> UNITS_PER_CHUNK_SHIFT]!.subarray(from, from + this.valueLength(ref));
   }
 
   /** Copies the value into `frame` at `at`; returns its length. */
   copyValueInto(ref: number, frame: Uint8Array, at: number): number {
-    const chunk = ref >>> UNITS_PER_CHUNK_SHIFT;
-    const offset = (ref & UNIT_MASK) << UNIT_SHIFT;
-    const words = this.i32[chunk]!;
-    const w = offset >> 2;
-    const from = offset + HEADER_BYTES + (words[w + 1]! & KEY_LEN_MASK);
-    const length = words[w + 2]! & VALUE_LEN_MASK;
-    const bytes = this.u8[chunk]!;
+    const from = this.valueStart(ref);
+    const length = this.valueLength(ref);
+    const bytes = this.u8[ref >>> UNITS_PER_CHUNK_SHIFT]!;
     if (length <= 256) {
       for (let i = 0; i < length; i++) frame[at + i] = bytes[from + i]!;
     } else {
@@ -439,14 +435,10 @@ export class RecordTable {
   }
 
   valueEquals(ref: number, expected: Uint8Array): boolean {
-    const chunk = ref >>> UNITS_PER_CHUNK_SHIFT;
-    const offset = (ref & UNIT_MASK) << UNIT_SHIFT;
-    const words = this.i32[chunk]!;
-    const w = offset >> 2;
-    const length = words[w + 2]! & VALUE_LEN_MASK;
+    const length = this.valueLength(ref);
     if (length !== expected.length) return false;
-    const from = offset + HEADER_BYTES + (words[w + 1]! & KEY_LEN_MASK);
-    const bytes = this.u8[chunk]!;
+    const from = this.valueStart(ref);
+    const bytes = this.u8[ref >>> UNITS_PER_CHUNK_SHIFT]!;
     for (let i = 0; i < length; i++) if (bytes[from + i] !== expected[i]) return false;
     return true;
   }
