@@ -336,7 +336,10 @@ describe("programmer errors end the process", () => {
 });
 
 describe("a core assertion met outside a Ready", () => {
-  test("one thrown by a tick ends the process through onFatal as a bug, not only the group", async () => {
+  /** A one-member host leading GROUP, whose next tick throws `planted` from the core. */
+  async function leaderWithPlantedTick(
+    planted: Error,
+  ): Promise<{ host: RaftHost; fatal: Error[]; thrown: unknown }> {
     const disk = new SimDisk("solo");
     const scheduler = new ManualScheduler();
     const fatal: Error[] = [];
@@ -351,38 +354,7 @@ describe("a core assertion met outside a Ready", () => {
     expect(host.status(GROUP).raft.role).toBe("leader");
     const tick = RaftNode.prototype.tick;
     RaftNode.prototype.tick = () => {
-      throw new AssertionError("planted: a broken invariant in a tick");
-    };
-    try {
-      scheduler.tick();
-    } finally {
-      RaftNode.prototype.tick = tick;
-    }
-    await settle();
-    expect(fatal).toHaveLength(1);
-    expect(fatal[0]).toBeInstanceOf(HostFatalError);
-    expect((fatal[0] as HostFatalError).kind).toBe("assertion");
-    expect(fatal[0]!.message).toContain("this is a bug in dkv");
-    expect(fatal[0]!.cause).toBeInstanceOf(AssertionError);
-    await host.close();
-  });
-
-  test("any other error of a tick is not turned into a bug report", async () => {
-    const disk = new SimDisk("solo");
-    const scheduler = new ManualScheduler();
-    const fatal: Error[] = [];
-    const host = new RaftHost(soloHostConfig(disk, scheduler, (error) => fatal.push(error)));
-    await host.start();
-    await host.addGroup(GROUP, new ListMachine());
-    for (let i = 0; i < 5; i++) {
-      await settle();
-      disk.sync(false);
-    }
-    await settle();
-    expect(host.status(GROUP).raft.role).toBe("leader");
-    const tick = RaftNode.prototype.tick;
-    RaftNode.prototype.tick = () => {
-      throw new TypeError("planted");
+      throw planted;
     };
     let thrown: unknown;
     try {
@@ -392,6 +364,25 @@ describe("a core assertion met outside a Ready", () => {
     } finally {
       RaftNode.prototype.tick = tick;
     }
+    await settle();
+    return { host, fatal, thrown };
+  }
+
+  test("one thrown by a tick ends the process through onFatal as a bug, not only the group", async () => {
+    const { host, fatal, thrown } = await leaderWithPlantedTick(
+      new AssertionError("planted: a broken invariant in a tick"),
+    );
+    expect(thrown).toBeUndefined();
+    expect(fatal).toHaveLength(1);
+    expect(fatal[0]).toBeInstanceOf(HostFatalError);
+    expect((fatal[0] as HostFatalError).kind).toBe("assertion");
+    expect(fatal[0]!.message).toContain("this is a bug in dkv");
+    expect(fatal[0]!.cause).toBeInstanceOf(AssertionError);
+    await host.close();
+  });
+
+  test("any other error of a tick is not turned into a bug report", async () => {
+    const { host, fatal, thrown } = await leaderWithPlantedTick(new TypeError("planted"));
     expect(thrown).toBeInstanceOf(TypeError);
     expect(fatal).toHaveLength(0);
     await host.close();
