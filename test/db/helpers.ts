@@ -1,4 +1,4 @@
-import type { ByteSink } from "../../src/db/kvdb.ts";
+import type { ByteSink, KVDB } from "../../src/db/kvdb.ts";
 import type { MapleDB } from "../../src/db/maple/index.ts";
 
 export const T0 = 1_700_000_000_000;
@@ -14,7 +14,7 @@ export function text(value: Uint8Array | undefined): string | undefined {
 }
 
 /** Saves `db` and returns the chunks exactly as the sink received them. */
-export async function saveChunks(db: MapleDB, nowMs: number): Promise<Uint8Array[]> {
+export async function saveChunks(db: KVDB, nowMs: number): Promise<Uint8Array[]> {
   const chunks: Uint8Array[] = [];
   const sink: ByteSink = { write: (chunk) => void chunks.push(chunk) };
   await db.save(sink, nowMs);

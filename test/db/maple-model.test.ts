@@ -1,7 +1,7 @@
 import { expect, test } from "bun:test";
 import fc from "fast-check";
-import type { KVDB, ListOptions } from "../../src/db/kvdb.ts";
 import { MapleDB } from "../../src/db/maple/index.ts";
+import { applyWrite, isWrite, type ListOp, listOp, type WriteOp, writeOps } from "../support/kvdb-ops.ts";
 import { ModelKVDB, modelKeyOrder } from "../support/model-kvdb.ts";
 import { concat, pieces, saveChunks, T0 } from "./helpers.ts";
 
@@ -10,77 +10,26 @@ const KEYS = ["a", "ab", "b", "c", "\uD800", "\uE000", "😀", "long-".repeat(20
 const BOUNDS = ["", "a", "ab", "b", "\uE000", "\uD83D", "😀", "z"];
 
 type Op =
-  | { kind: "set"; key: string; value: number }
-  | { kind: "setE"; key: string; value: number; expireIn: number; deleteIn: number }
-  | { kind: "setEIfUnset"; key: string; value: number; expireIn: number; deleteIn: number }
-  | { kind: "expire"; key: string }
-  | { kind: "delete"; key: string }
-  | { kind: "deleteIfEquals"; key: string; value: number }
-  | { kind: "renewIfEquals"; key: string; value: number; expireIn: number; deleteIn: number }
+  | WriteOp
   | { kind: "advance"; ms: number }
   | { kind: "purge"; max: number }
   | { kind: "snapshot"; pieceBytes: number }
-  | { kind: "list"; options: ListOptions };
+  | ListOp;
 
 const key = fc.constantFrom(...KEYS);
 // Few distinct values so compare-and-delete/renew often match.
 const value = fc.integer({ min: 0, max: 3 });
 const ms = fc.oneof(fc.constant(0), fc.integer({ min: 1, max: 30 }));
 const op: fc.Arbitrary<Op> = fc.oneof(
-  fc.record({ kind: fc.constant("set" as const), key, value }),
-  fc.record({ kind: fc.constant("setE" as const), key, value, expireIn: ms, deleteIn: ms }),
-  fc.record({ kind: fc.constant("setEIfUnset" as const), key, value, expireIn: ms, deleteIn: ms }),
-  fc.record({ kind: fc.constant("expire" as const), key }),
-  fc.record({ kind: fc.constant("delete" as const), key }),
-  fc.record({ kind: fc.constant("deleteIfEquals" as const), key, value }),
-  fc.record({ kind: fc.constant("renewIfEquals" as const), key, value, expireIn: ms, deleteIn: ms }),
+  ...writeOps(key, value, ms),
   fc.record({ kind: fc.constant("advance" as const), ms: fc.integer({ min: 0, max: 20 }) }),
   fc.record({ kind: fc.constant("purge" as const), max: fc.integer({ min: 0, max: 3 }) }),
   fc.record({ kind: fc.constant("snapshot" as const), pieceBytes: fc.integer({ min: 1, max: 100 }) }),
-  fc.record({
-    kind: fc.constant("list" as const),
-    options: fc.record(
-      {
-        prefix: fc.constantFrom(...BOUNDS),
-        from: fc.constantFrom(...BOUNDS),
-        to: fc.constantFrom(...BOUNDS),
-        after: fc.constantFrom(...BOUNDS, ...KEYS),
-        limit: fc.integer({ min: 1, max: 4 }),
-        keysOnly: fc.boolean(),
-      },
-      { requiredKeys: [] },
-    ),
-  }),
+  listOp(BOUNDS, KEYS),
 );
 
 function valueBytes(n: number): Uint8Array {
   return n === 0 ? new Uint8Array(0) : Uint8Array.of(n, n);
-}
-
-type WriteOp = Exclude<Op, { kind: "advance" | "purge" | "snapshot" | "list" }>;
-
-function isWrite(step: Op): step is WriteOp {
-  return step.kind !== "advance" && step.kind !== "purge" && step.kind !== "snapshot" && step.kind !== "list";
-}
-
-/** Applies one write to any KVDB; returns its answer (undefined for writes without one). */
-function applyWrite(kvdb: KVDB, step: WriteOp, nowMs: number): unknown {
-  switch (step.kind) {
-    case "set":
-      return kvdb.set(step.key, valueBytes(step.value), nowMs);
-    case "setE":
-      return kvdb.setE(step.key, valueBytes(step.value), step.expireIn, step.deleteIn, nowMs);
-    case "setEIfUnset":
-      return kvdb.setEIfUnset(step.key, valueBytes(step.value), step.expireIn, step.deleteIn, nowMs);
-    case "expire":
-      return kvdb.expire(step.key, nowMs);
-    case "delete":
-      return kvdb.delete(step.key, nowMs);
-    case "deleteIfEquals":
-      return kvdb.deleteIfEquals(step.key, valueBytes(step.value), nowMs);
-    case "renewIfEquals":
-      return kvdb.renewIfEquals(step.key, valueBytes(step.value), step.expireIn, step.deleteIn, nowMs);
-  }
 }
 
 test("MapleDB behaves like the plain model under random operations, snapshots and purges", async () => {
@@ -94,8 +43,8 @@ test("MapleDB behaves like the plain model under random operations, snapshots an
         let expected: unknown;
         if (isWrite(step)) {
           // The same write to both; their answers (where there is one) must agree.
-          actual = applyWrite(db, step, nowMs);
-          expected = applyWrite(model, step, nowMs);
+          actual = applyWrite(db, step, nowMs, valueBytes);
+          expected = applyWrite(model, step, nowMs, valueBytes);
         }
         switch (step.kind) {
           case "advance":

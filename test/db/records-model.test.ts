@@ -1,10 +1,11 @@
 import { expect, test } from "bun:test";
 import fc from "fast-check";
-import type { KVDB, ListOptions } from "../../src/db/kvdb.ts";
+import type { KVDB } from "../../src/db/kvdb.ts";
 import { MapleDB } from "../../src/db/maple/index.ts";
 import { EXTERNAL_VALUE_BYTES, RecordDB } from "../../src/db/records/record-db.ts";
+import { applyWrite, isWrite, type ListOp, listOp, type WriteOp, writeOps } from "../support/kvdb-ops.ts";
 import { ModelKVDB, modelKeyOrder } from "../support/model-kvdb.ts";
-import { concat, pieces, T0 } from "./helpers.ts";
+import { concat, pieces, saveChunks, T0 } from "./helpers.ts";
 
 // Byte order and code-unit order disagree between "\uE000" and "😀" (a surrogate pair);
 // "\uD800" is a lone surrogate and "\uFFFD" what a lossy encoder would make of it.
@@ -12,17 +13,11 @@ const KEYS = ["a", "ab", "b", "c", "\uD800", "\uFFFD", "\uE000", "😀", "é", "
 const BOUNDS = ["", "a", "ab", "b", "\uE000", "\uD83D", "😀", "z"];
 
 type Op =
-  | { kind: "set"; key: string; value: number }
-  | { kind: "setE"; key: string; value: number; expireIn: number; deleteIn: number }
-  | { kind: "setEIfUnset"; key: string; value: number; expireIn: number; deleteIn: number }
-  | { kind: "expire"; key: string }
-  | { kind: "delete"; key: string }
-  | { kind: "deleteIfEquals"; key: string; value: number }
-  | { kind: "renewIfEquals"; key: string; value: number; expireIn: number; deleteIn: number }
+  | WriteOp
   | { kind: "advance"; ms: number }
   | { kind: "purge"; max: number }
   | { kind: "snapshot"; pieceBytes: number; via: "records" | "maple" }
-  | { kind: "list"; options: ListOptions };
+  | ListOp;
 
 const key = fc.constantFrom(...KEYS);
 // Few distinct values so compare-and-delete/renew often match; 4 and 5 are of other sizes
@@ -30,13 +25,7 @@ const key = fc.constantFrom(...KEYS);
 const value = fc.integer({ min: 0, max: 6 });
 const ms = fc.oneof(fc.constant(0), fc.integer({ min: 1, max: 30 }));
 const op: fc.Arbitrary<Op> = fc.oneof(
-  fc.record({ kind: fc.constant("set" as const), key, value }),
-  fc.record({ kind: fc.constant("setE" as const), key, value, expireIn: ms, deleteIn: ms }),
-  fc.record({ kind: fc.constant("setEIfUnset" as const), key, value, expireIn: ms, deleteIn: ms }),
-  fc.record({ kind: fc.constant("expire" as const), key }),
-  fc.record({ kind: fc.constant("delete" as const), key }),
-  fc.record({ kind: fc.constant("deleteIfEquals" as const), key, value }),
-  fc.record({ kind: fc.constant("renewIfEquals" as const), key, value, expireIn: ms, deleteIn: ms }),
+  ...writeOps(key, value, ms),
   fc.record({ kind: fc.constant("advance" as const), ms: fc.integer({ min: 0, max: 20 }) }),
   fc.record({ kind: fc.constant("purge" as const), max: fc.integer({ min: 0, max: 3 }) }),
   fc.record({
@@ -44,20 +33,7 @@ const op: fc.Arbitrary<Op> = fc.oneof(
     pieceBytes: fc.integer({ min: 1, max: 100 }),
     via: fc.constantFrom("records" as const, "maple" as const),
   }),
-  fc.record({
-    kind: fc.constant("list" as const),
-    options: fc.record(
-      {
-        prefix: fc.constantFrom(...BOUNDS),
-        from: fc.constantFrom(...BOUNDS),
-        to: fc.constantFrom(...BOUNDS),
-        after: fc.constantFrom(...BOUNDS, ...KEYS),
-        limit: fc.integer({ min: 1, max: 4 }),
-        keysOnly: fc.boolean(),
-      },
-      { requiredKeys: [] },
-    ),
-  }),
+  listOp(BOUNDS, KEYS),
 );
 
 function valueBytes(n: number): Uint8Array {
@@ -68,35 +44,8 @@ function valueBytes(n: number): Uint8Array {
   return Uint8Array.of(n, n);
 }
 
-type WriteOp = Exclude<Op, { kind: "advance" | "purge" | "snapshot" | "list" }>;
-
-function isWrite(step: Op): step is WriteOp {
-  return step.kind !== "advance" && step.kind !== "purge" && step.kind !== "snapshot" && step.kind !== "list";
-}
-
-function applyWrite(kvdb: KVDB, step: WriteOp, nowMs: number): unknown {
-  switch (step.kind) {
-    case "set":
-      return kvdb.set(step.key, valueBytes(step.value), nowMs);
-    case "setE":
-      return kvdb.setE(step.key, valueBytes(step.value), step.expireIn, step.deleteIn, nowMs);
-    case "setEIfUnset":
-      return kvdb.setEIfUnset(step.key, valueBytes(step.value), step.expireIn, step.deleteIn, nowMs);
-    case "expire":
-      return kvdb.expire(step.key, nowMs);
-    case "delete":
-      return kvdb.delete(step.key, nowMs);
-    case "deleteIfEquals":
-      return kvdb.deleteIfEquals(step.key, valueBytes(step.value), nowMs);
-    case "renewIfEquals":
-      return kvdb.renewIfEquals(step.key, valueBytes(step.value), step.expireIn, step.deleteIn, nowMs);
-  }
-}
-
 async function saved(db: KVDB, nowMs: number): Promise<Uint8Array> {
-  const chunks: Uint8Array[] = [];
-  await db.save({ write: (chunk) => void chunks.push(chunk) }, nowMs);
-  return concat(chunks);
+  return concat(await saveChunks(db, nowMs));
 }
 
 type Event = [string, string, Uint8Array | undefined, number];
@@ -118,9 +67,9 @@ test("RecordDB behaves like the plain model and like MapleDB (events, snapshots 
         let actual: unknown;
         let expected: unknown;
         if (isWrite(step)) {
-          actual = applyWrite(db, step, nowMs);
-          expected = applyWrite(model, step, nowMs);
-          expect(applyWrite(maple, step, nowMs)).toBe(actual as never);
+          actual = applyWrite(db, step, nowMs, valueBytes);
+          expected = applyWrite(model, step, nowMs, valueBytes);
+          expect(applyWrite(maple, step, nowMs, valueBytes)).toBe(actual as never);
         }
         switch (step.kind) {
           case "advance":
