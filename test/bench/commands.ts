@@ -1,3 +1,4 @@
+import { existsSync } from "node:fs";
 import { join } from "node:path";
 
 /** Shared by the benchmark scripts that start servers (redis-compare, etcd-compare, memory, shard-spread). */
@@ -16,9 +17,17 @@ export async function runCommand(argv: string[]): Promise<string> {
   return stdout;
 }
 
-/** Installs Debian `packages` unless every one of `binaries` is already on PATH. */
-export async function ensureDebianPackages(binaries: string[], packages: string[]): Promise<void> {
-  if (binaries.every((binary) => Bun.which(binary) !== null)) return;
+/**
+ * Installs Debian `packages` unless every one of `binaries` is already on PATH and every
+ * one of `paths` exists (files a library package installs).
+ */
+export async function ensureDebianPackages(
+  binaries: string[],
+  packages: string[],
+  paths: string[] = [],
+): Promise<void> {
+  if (binaries.every((binary) => Bun.which(binary) !== null) && paths.every((path) => existsSync(path)))
+    return;
   console.log(`installing ${packages.join(" and ")} from Debian's packages...`);
   const sudo = process.getuid?.() === 0 ? [] : ["sudo", "-n"];
   await runCommand([...sudo, "apt-get", "update"]);

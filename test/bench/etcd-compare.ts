@@ -3,6 +3,7 @@
  * not a test):
  *
  *   bun run test/bench/etcd-compare.ts [--rounds 2] [--duration 5s] [--keys 1000] [--dkv PATH] [--warmup 3s]
+ *       [--etcd-benchmark PATH | --etcd-source DIR | --etcd-gateway] [--etcd-total 20000]
  *
  * - installs etcd-server and etcd-client from Debian's packages when etcd is missing;
  * - starts 3 etcd members and 3 `dist/dkv serve` members (shard 200 = dstore) on free
@@ -14,9 +15,10 @@
  *   rest JIT warm-up), and etcd gets the same treatment;
  * - alternates, per round and concurrency (10, 50):
  *     dkv:  `dkv kv perf --shard 200 --endpoints <3 members> --threads N` (set, get, mixed)
- *     etcd: the same workload from a Bun client against etcd's v3 JSON gateway
- *           (`/v3/kv/put`, `/v3/kv/range`, `/v3/kv/deleterange`), N requests in flight
- *           spread over the 3 members (Debian packages no etcd `benchmark` tool);
+ *     etcd: its own Go tool (below), N clients on N connections (the mixed test has no
+ *           counterpart there); with `--etcd-gateway` the same workload as dkv's from a
+ *           Bun client against etcd's v3 JSON gateway (`/v3/kv/put`, `/v3/kv/range`,
+ *           `/v3/kv/deleterange`), N requests in flight spread over the 3 members;
  *   reads are linearizable on both (dkv: ReadIndex, etcd: default range); dkv's client
  *   sends the shard's requests to the member whose reply said it leads the shard (the
  *   others would forward them there), etcd's spreads its connections over the members;
@@ -25,10 +27,14 @@
  *   each cluster;
  * - kills every process it started.
  *
- * With `--etcd-benchmark PATH` (or ETCD_BENCHMARK=PATH) etcd is driven by its own Go load
- * tool instead of the JSON gateway: etcd's `tools/benchmark` (built from the etcd v3.4.23
- * source; it is not packaged, so this script takes a binary you built and never builds
- * one itself), `put` and `range --consistency=l` over gRPC with N clients on N connections.
+ * etcd is driven by its own Go load tool, etcd's `tools/benchmark` of v3.4.23: `put` and
+ * `range --consistency=l` over gRPC with N clients on N connections. Debian does not
+ * package it, so the script builds it on first use from the tag's source with Debian's
+ * `golang-go` and `golang-etcd-server-dev` (installed when missing) and caches it
+ * (`./etcd-benchmark-tool.ts`: where the source comes from, `--etcd-source DIR` /
+ * ETCD_SOURCE for a clone of etcd when GitHub is out of reach). `--etcd-benchmark PATH` (or
+ * ETCD_BENCHMARK=PATH) uses a tool built elsewhere; `--etcd-gateway` drives etcd through its
+ * v3 JSON gateway from a Bun client instead (the comparison before the Go tool).
  * etcd's tool counts requests rather than time, so each run is sized from `--etcd-total`
  * (default 20000); the mixed test has no counterpart there and is skipped for etcd.
  *
@@ -52,6 +58,7 @@ import {
   runCommand,
   waitUntil,
 } from "./commands.ts";
+import { ensureEtcdBenchmark } from "./etcd-benchmark-tool.ts";
 
 const DKV = join(ROOT, "dist", "dkv");
 const VALUE_BYTES = 128;
@@ -69,8 +76,12 @@ interface Settings {
   /** Unmeasured load on both clusters before the first round (`--warmup`, "0s": none). */
   warmupText: string;
   keys: number;
-  /** etcd's Go `tools/benchmark` binary, when given: etcd is measured with it. */
+  /** etcd's Go `tools/benchmark` binary, resolved (or built) in main; undefined with `--etcd-gateway`. */
   etcdBenchmark: string | undefined;
+  /** `--etcd-gateway`: etcd driven through its JSON gateway, not its Go tool. */
+  etcdGateway: boolean;
+  /** `--etcd-source DIR`: etcd's source for building the Go tool. */
+  etcdSource: string | undefined;
   etcdTotal: number;
   /** The dkv binary measured (`--dkv`); dist/dkv, built when stale, by default. */
   dkv: string;
@@ -88,6 +99,8 @@ function parseSettings(argv: readonly string[]): Settings {
     warmupText: value("--warmup", "3s"),
     keys: Number(value("--keys", "1000")),
     etcdBenchmark: value("--etcd-benchmark", process.env.ETCD_BENCHMARK ?? "") || undefined,
+    etcdGateway: argv.includes("--etcd-gateway"),
+    etcdSource: value("--etcd-source", process.env.ETCD_SOURCE ?? "") || undefined,
     etcdTotal: Number(value("--etcd-total", "20000")),
     dkv: value("--dkv", DKV),
   };
@@ -433,6 +446,8 @@ const fmt = (n: number) => Math.round(n).toLocaleString("en-US");
 async function main(): Promise<void> {
   const s = parseSettings(Bun.argv.slice(2));
   await ensureEtcd();
+  if (s.etcdGateway) s.etcdBenchmark = undefined;
+  else s.etcdBenchmark = await ensureEtcdBenchmark({ explicit: s.etcdBenchmark, source: s.etcdSource });
   if (s.dkv === DKV) await ensureDkv();
   const root = await mkdtemp(join(tmpdir(), "dkv-etcd-bench-"));
   try {
