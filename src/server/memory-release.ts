@@ -13,8 +13,9 @@ export const RELEASE_DELAY_MS = 200;
  */
 export const RELEASE_INTERVAL_MIN_MS = 10_000;
 /**
- * And any two collections at least this many times the last one's duration apart, so a big
- * heap (whose full collection takes long) spends at most ~2% of the time here. A collection
+ * And any two collections at least this many times the last one's duration apart (those
+ * under sustained requests: LOAD_INTERVAL_COST_FACTOR), so a big heap (whose full
+ * collection takes long) spends at most ~2% of the time here. A collection
  * after a burst waits for this only, not for RELEASE_INTERVAL_MIN_MS: it never runs under
  * load, and a burst (BURST_BYTES of requests) must come between two of them anyway.
  */
@@ -56,10 +57,25 @@ export const BURST_HEAP_BYTES_MAX = 64 * 1024 * 1024;
  * ones (not Bun.gc(true): without the allocator's clean-up, which costs several times
  * the collection and the page faults after it; the freed memory is reused at once) run
  * only while the heap is at most BURST_HEAP_BYTES_MAX. Each kind runs at most once per
- * RELEASE_INTERVAL_COST_FACTOR × its last duration.
+ * LOAD_INTERVAL_COST_FACTOR × its last duration (a full one holds the eden ones off too).
  */
 export const LOAD_EDEN_BYTES = 1024 * 1024;
 export const LOAD_FULL_BYTES = 8 * 1024 * 1024;
+/**
+ * Collections under load are spaced by this many times their last duration (those after a
+ * burst or a snapshot by RELEASE_INTERVAL_COST_FACTOR), so they take at most ~1/16 of the
+ * time. At 50 the spacing, not the byte steps, set the pace once writes came fast: at
+ * ~100,000 sets/s of 128 B (a one-member dstore on a quiet machine) a full collection
+ * took ~7 ms, so the next came ~350 ms later and held the eden ones off until then — 3-4
+ * collections a second where the steps asked for ~30, the JS heap swinging 15 -> 30-39
+ * MiB and the ArrayBuffers 12 -> 20-30 MiB between them, RSS right after 1M writes ~110
+ * MiB. At 15: 4-6 full and 5-8 eden a second, RSS ~97 MiB, server CPU per set within
+ * noise (the collector's own collections, which these replace, cost as much). Measured
+ * alternating with 50: README "Memory: collections at high write rates".
+ */
+export const LOAD_INTERVAL_COST_FACTOR = 15;
+/** At most one debug summary of the collections under load per this long. */
+export const LOAD_SUMMARY_INTERVAL_MS = 1_000;
 
 export interface MemoryReleaseOptions {
   /** A full, synchronous garbage collection (Bun.gc(true) in a server). */
@@ -76,10 +92,24 @@ export interface MemoryReleaseOptions {
   onCollected?(reason: string, ms: number): void;
   /** Told of a collection left out (why); a server logs it at debug level. */
   onSkipped?(reason: string): void;
+  /**
+   * Under sustained requests, at most once per LOAD_SUMMARY_INTERVAL_MS (at a collection):
+   * the collections under load since the last summary; a server logs it at debug level.
+   */
+  onLoadCollections?(summary: LoadCollections): void;
   /** What makes a burst; default BURST_BYTES. */
   burstBytes?: number;
   /** The JS heap in use now, bytes (process.memoryUsage().heapUsed); a burst collects only at most BURST_HEAP_BYTES_MAX. */
   heapBytes?(): number;
+}
+
+/** Collections under sustained requests over `spanMs`: how many of each kind, and their time. */
+export interface LoadCollections {
+  spanMs: number;
+  eden: number;
+  edenMs: number;
+  full: number;
+  fullMs: number;
 }
 
 /**
@@ -96,8 +126,8 @@ export interface MemoryReleaseOptions {
  *   an addition per request; the quiet check is one timer per QUIET_MS, only after a burst.
  * - sustained requests (`requestObserver` too): every LOAD_EDEN_BYTES of requests an eden
  *   collection, every LOAD_FULL_BYTES a full one without the allocator's clean-up, on the
- *   next timer turn, each spaced by its cost (see LOAD_EDEN_BYTES); not logged (several a
- *   second under load).
+ *   next timer turn, each spaced by its cost (LOAD_INTERVAL_COST_FACTOR); logged as a
+ *   summary at most once a second (several run a second under load).
  * An idle member never collects here. A full collection stops the event loop for as long
  * as it takes (0.4–1.2 s for 1M keys on a loaded 2-core machine; a request arriving then
  * waits for it), hence the quiet rule.
@@ -119,6 +149,9 @@ export class MemoryRelease implements Disposable {
   private nextEdenMs = Number.NEGATIVE_INFINITY;
   /** Cancels the collection under load due on the next timer turn, if one is. */
   private cancelLoad: (() => void) | undefined;
+  /** The collections under load since the last summary (onLoadCollections). */
+  private loadSummary: LoadCollections = { spanMs: 0, eden: 0, edenMs: 0, full: 0, fullMs: 0 };
+  private loadSummarySinceMs: number | undefined;
   /** Requests started or answered, ever: a check sees quiet when it has not moved. */
   private activity = 0;
   private activityAtCheck = 0;
@@ -255,13 +288,34 @@ export class MemoryRelease implements Disposable {
       if (kind === "full") full?.();
       else eden?.();
       const endMs = this.options.monotonicMs();
-      const nextMs = endMs + (endMs - startMs) * RELEASE_INTERVAL_COST_FACTOR;
+      const nextMs = endMs + (endMs - startMs) * LOAD_INTERVAL_COST_FACTOR;
       if (kind === "full") {
         this.loadFullBytes = 0;
         this.nextMs = Math.max(this.nextMs, nextMs);
       }
       this.nextEdenMs = nextMs;
+      this.noteLoadCollection(kind, startMs, endMs);
     }, 0);
+  }
+
+  /** Counts a collection under load; tells onLoadCollections once LOAD_SUMMARY_INTERVAL_MS passed. */
+  private noteLoadCollection(kind: "full" | "eden", startMs: number, endMs: number): void {
+    const tell = this.options.onLoadCollections;
+    if (tell === undefined) return;
+    const summary = this.loadSummary;
+    if (kind === "full") {
+      summary.full++;
+      summary.fullMs += endMs - startMs;
+    } else {
+      summary.eden++;
+      summary.edenMs += endMs - startMs;
+    }
+    this.loadSummarySinceMs ??= startMs;
+    if (endMs - this.loadSummarySinceMs < LOAD_SUMMARY_INTERVAL_MS) return;
+    summary.spanMs = endMs - this.loadSummarySinceMs;
+    this.loadSummary = { spanMs: 0, eden: 0, edenMs: 0, full: 0, fullMs: 0 };
+    this.loadSummarySinceMs = endMs;
+    tell(summary);
   }
 
   private collect(reason: string): void {
@@ -305,5 +359,9 @@ export function processMemoryRelease(logger: { debug(message: string): void }): 
     monotonicMs: () => performance.now(),
     onCollected: (reason, ms) => logger.debug(`full garbage collection after ${reason}: ${ms.toFixed(0)} ms`),
     onSkipped: (reason) => logger.debug(`no garbage collection after ${reason}`),
+    onLoadCollections: ({ spanMs, eden, edenMs, full, fullMs }) =>
+      logger.debug(
+        `garbage collections under load in ${spanMs.toFixed(0)} ms: ${eden} eden (${edenMs.toFixed(1)} ms), ${full} full (${fullMs.toFixed(1)} ms)`,
+      ),
   };
 }

@@ -1,7 +1,7 @@
 /**
  * Review of rss14's full collections under load (b0488ec, memory-release.ts): whatever the
  * mix of request load, snapshots, collection costs and time, full collections under load
- * neither loop nor crowd out the work. Each takes at most 1/RELEASE_INTERVAL_COST_FACTOR of
+ * neither loop nor crowd out the work. Each takes at most 1/LOAD_INTERVAL_COST_FACTOR of
  * the time (plus the last one), needs LOAD_FULL_BYTES of requests of its own, and at most
  * one collection under load is pending at a time.
  */
@@ -10,9 +10,9 @@ import fc from "fast-check";
 import type { FrameHeader } from "../../src/rpc/protocol/frame.ts";
 import {
   LOAD_FULL_BYTES,
+  LOAD_INTERVAL_COST_FACTOR,
   MemoryRelease,
   type MemoryReleaseOptions,
-  RELEASE_INTERVAL_COST_FACTOR,
   REQUEST_OVERHEAD_BYTES,
 } from "../../src/server/memory-release.ts";
 import { FakeTimers } from "../support/fake-timers.ts";
@@ -105,7 +105,7 @@ test("full collections under load stay spaced by their cost and by the load", ()
       }
       fake.advance(60_000);
       expect(fake.fulls).toBeLessThanOrEqual(Math.floor(requestBytes / LOAD_FULL_BYTES));
-      expect(fake.fullMs).toBeLessThanOrEqual(fake.nowMs / RELEASE_INTERVAL_COST_FACTOR + maxCostMs);
+      expect(fake.fullMs).toBeLessThanOrEqual(fake.nowMs / LOAD_INTERVAL_COST_FACTOR + maxCostMs);
       // The load's collection and one quiet or snapshot check at most.
       expect(fake.maxPending).toBeLessThanOrEqual(2);
       memory[Symbol.dispose]();

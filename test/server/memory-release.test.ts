@@ -7,6 +7,9 @@ import {
   BURST_HEAP_BYTES_MAX,
   LOAD_EDEN_BYTES,
   LOAD_FULL_BYTES,
+  LOAD_INTERVAL_COST_FACTOR,
+  LOAD_SUMMARY_INTERVAL_MS,
+  type LoadCollections,
   MemoryRelease,
   type MemoryReleaseOptions,
   QUIET_MS,
@@ -322,7 +325,7 @@ describe("memory release under sustained requests", () => {
     const memory = new MemoryRelease(release);
     const observer = memory.requestObserver(undefined);
     release.loadMs = 2;
-    const spacingMs = release.loadMs * RELEASE_INTERVAL_COST_FACTOR;
+    const spacingMs = release.loadMs * LOAD_INTERVAL_COST_FACTOR;
     answerNow(observer, requestsOf(LOAD_EDEN_BYTES));
     release.advance(0);
     expect(release.load).toEqual(["eden"]);
@@ -353,5 +356,67 @@ describe("memory release under sustained requests", () => {
     answerNow(observer, requestsOf(4 * LOAD_EDEN_BYTES));
     release.advance(spacingMs);
     expect(release.load.length).toBe(count);
+  });
+
+  test("spaced by LOAD_INTERVAL_COST_FACTOR, closer than a burst's collections", () => {
+    expect(LOAD_INTERVAL_COST_FACTOR).toBeLessThan(RELEASE_INTERVAL_COST_FACTOR);
+    const release = fakeWithLoad();
+    const observer = new MemoryRelease(release).requestObserver(undefined);
+    release.loadMs = 4;
+    answerNow(observer, requestsOf(LOAD_EDEN_BYTES));
+    release.advance(0);
+    expect(release.load).toEqual(["eden"]);
+    // One ms short of the spacing: not yet.
+    release.advance(release.loadMs * LOAD_INTERVAL_COST_FACTOR - 1);
+    answerNow(observer, requestsOf(LOAD_EDEN_BYTES));
+    release.advance(0);
+    expect(release.load).toEqual(["eden"]);
+    // At the spacing (well before a burst's RELEASE_INTERVAL_COST_FACTOR × 4 ms): the next one.
+    release.advance(1);
+    answerNow(observer, requestsOf(LOAD_EDEN_BYTES));
+    release.advance(0);
+    expect(release.load).toEqual(["eden", "eden"]);
+    // A full one under load holds the next full and the eden ones off for its own spacing.
+    release.loadMs = 10;
+    answerNow(observer, requestsOf(LOAD_FULL_BYTES));
+    release.advance(release.loadMs * LOAD_INTERVAL_COST_FACTOR);
+    expect(release.load).toEqual(["eden", "eden", "full"]);
+    answerNow(observer, requestsOf(LOAD_FULL_BYTES));
+    release.advance(0);
+    expect(release.load).toEqual(["eden", "eden", "full"]);
+    release.advance(release.loadMs * LOAD_INTERVAL_COST_FACTOR);
+    answerNow(observer, requestsOf(LOAD_FULL_BYTES));
+    release.advance(0);
+    expect(release.load).toEqual(["eden", "eden", "full", "full"]);
+  });
+
+  test("a summary of the collections under load at most once per LOAD_SUMMARY_INTERVAL_MS", () => {
+    const release = fakeWithLoad();
+    const summaries: LoadCollections[] = [];
+    release.onLoadCollections = (summary) => summaries.push({ ...summary });
+    const observer = new MemoryRelease(release).requestObserver(undefined);
+    release.loadMs = 1;
+    const spacingMs = release.loadMs * LOAD_INTERVAL_COST_FACTOR;
+    // Requests every spacing: an eden per LOAD_EDEN_BYTES, a full per LOAD_FULL_BYTES.
+    let elapsedMs = 0;
+    while (elapsedMs < 2.5 * LOAD_SUMMARY_INTERVAL_MS) {
+      answerNow(observer, requestsOf(LOAD_EDEN_BYTES));
+      release.advance(spacingMs);
+      elapsedMs += spacingMs + release.loadMs;
+    }
+    expect(summaries.length).toBe(2);
+    const counted = release.load.length;
+    const told = summaries.reduce((sum, { eden, full }) => sum + eden + full, 0);
+    // Those since the last summary wait for the next.
+    expect(told).toBeLessThanOrEqual(counted);
+    expect(told).toBeGreaterThan(counted - LOAD_SUMMARY_INTERVAL_MS / spacingMs);
+    for (const summary of summaries) {
+      expect(summary.spanMs).toBeGreaterThanOrEqual(LOAD_SUMMARY_INTERVAL_MS);
+      expect(summary.spanMs).toBeLessThan(LOAD_SUMMARY_INTERVAL_MS + 2 * spacingMs);
+      expect(summary.full).toBeGreaterThan(0);
+      expect(summary.eden).toBeGreaterThan(summary.full);
+      expect(summary.edenMs).toBe(summary.eden * release.loadMs);
+      expect(summary.fullMs).toBe(summary.full * release.loadMs);
+    }
   });
 });
