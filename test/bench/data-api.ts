@@ -10,7 +10,7 @@
  *    the same alternating rounds (e.g. the commit before a change, to show its effect).
  *    `--now DIR` measures DIR's engine in the `now` slot instead of this checkout's.
  *    Slot bias: with the same engine code in `now` and `also`, `now` read slower in
- *    the insert and insertFold rows in 6 runs of 15-18 rounds (insert 1.78-2.01x vs
+ *    the insert and insertFold rows in 7 runs of 15-18 rounds (insert 1.70-2.01x vs
  *    1.35-1.58x; once 1.32x vs 1.21x), whether `now` was this file's static import or a
  *    copy loaded by `--now`; insertTurns did not show it (cause not found). To compare
  *    two builds, run them both ways (`--now A --also B`, then swapped).
