@@ -8,6 +8,12 @@
  *    engine of another checkout: `--baseline /path/to/checkout` (e.g. the commit before
  *    the data API); without it this part is skipped. `--also DIR` adds a third engine to
  *    the same alternating rounds (e.g. the commit before a change, to show its effect).
+ *    `--now DIR` measures DIR's engine in the `now` slot instead of this checkout's.
+ *    Slot bias: with the same engine code in `now` and `also`, `now` read slower in
+ *    the insert and insertFold rows in 7 runs of 15-18 rounds (insert 1.70-2.01x vs
+ *    1.35-1.58x; once 1.32x vs 1.21x), whether `now` was this file's static import or a
+ *    copy loaded by `--now`; insertTurns did not show it (cause not found). To compare
+ *    two builds, run them both ways (`--now A --also B`, then swapped).
  *    Rows: `insert` (the writer's CPU per new key), `insertFold` (+ the fold of every
  *    noted key, in one piece by a list after the inserts), `insertTurns` (the inserts in
  *    batches of 1000 per event-loop turn with the background folds between, then a list:
@@ -15,7 +21,9 @@
  *    outside the write loops, i.e. the folds), `insertTurnsDel` (the same with one delete
  *    of an earlier key per turn, as a store with deletes or expiries sees: its folds then
  *    have removals among their notes), `setNs` (overwrite),
- *    `getNs`. Every engine that lists has its folds counted, `--also`'s too.
+ *    `getNs`, and where /proc has the JS thread's schedstat `insertTurnsJs` (insertTurns
+ *    counting the JS thread's CPU alone: the difference is the collector's helper
+ *    threads). Every engine that lists has its folds counted, `--also`'s too.
  * 3. A 1M-key build (CPU per insert vs the baseline, alternating rounds), the first
  *    page after it (which settles the ordered index: reported apart, by its maximum), then
  *    100-key pages (list with a prefix/after) out of the 1M keys (target: at most 1 ms).
@@ -32,7 +40,7 @@
  * 7. `--heap-per-key DIR index|none`: heap and RSS per key of DIR's engine, with its ordered
  *    index or without (see heapPerKey). Runs alone; one process per measurement.
  *
- *   bun test/bench/data-api.ts [--baseline DIR [--also DIR]] [--rounds N] [--keys N]
+ *   bun test/bench/data-api.ts [--baseline DIR [--also DIR] [--now DIR]] [--rounds N] [--keys N]
  *     [--page-rounds N] [--skip-structures] [--skip-page] [--first-list] [--listed-load]
  *     [--first-page] [--heap-per-key DIR index|none] [--first-list-keys N]
  */
@@ -217,8 +225,9 @@ async function insertInTurns(
   keys: string[],
   values: Uint8Array[],
   deletesPerTurn = 0,
-): Promise<{ insertTurns: number; turnsBeside: number }> {
+): Promise<{ insertTurns: number; turnsBeside: number; insertTurnsJs: number }> {
   const start = process.cpuUsage();
+  const jsStart = mainThreadNs();
   let writesMs = 0;
   for (let i = 0; i < keys.length; i += TURN_WRITES) {
     const end = Math.min(keys.length, i + TURN_WRITES);
@@ -231,11 +240,15 @@ async function insertInTurns(
   if (isListing(engine)) engine.list({ prefix: "", limit: 1, after: undefined }, NOW_MS);
   const used = process.cpuUsage(start);
   const totalMs = (used.user + used.system) / 1000;
+  const jsNs = mainThreadNs() - jsStart;
   // Beside the write loops: the turns' background folds and the last list (and, for any
   // engine, the loop's own turns: an engine without folds shows what those cost).
   return {
     insertTurns: (totalMs * 1e6) / keys.length,
     turnsBeside: ((totalMs - writesMs) * 1e6) / keys.length,
+    // The JS thread's part (writes, folds, the collector's work done there): the rest of
+    // insertTurns is the collector's helper threads.
+    insertTurnsJs: jsNs / keys.length,
   };
 }
 
@@ -284,6 +297,7 @@ async function engineOf(dir: string): Promise<() => EngineLike> {
 async function overhead(
   baselineDir: string | undefined,
   alsoDir: string | undefined,
+  nowDir: string | undefined,
   rounds: number,
 ): Promise<void> {
   if (baselineDir === undefined) {
@@ -294,7 +308,8 @@ async function overhead(
   const keys = shuffled(makeKeys(count), 3);
   const values = keys.map((_, i) => new Uint8Array(128).fill(i & 0xff));
   const engines: [string, () => EngineLike][] = [
-    ["now", () => new MapleDB()],
+    // `--now DIR`: another checkout's engine in this slot (see the header).
+    ["now", nowDir === undefined ? () => new MapleDB() : await engineOf(nowDir)],
     ["before", await engineOf(baselineDir)],
   ];
   if (alsoDir !== undefined) engines.push(["also", await engineOf(alsoDir)]);
@@ -302,6 +317,7 @@ async function overhead(
     insertTurns: number;
     turnsBeside: number;
     insertTurnsDel: number;
+    insertTurnsJs: number;
   };
   const runs = new Map<string, Row[]>(engines.map(([name]) => [name, []]));
   // Alternate the engines, each round starting with the next one, so machine load
@@ -325,7 +341,8 @@ async function overhead(
   for (const [name] of engines) {
     if (name === "before") continue;
     const mine = runs.get(name)!;
-    for (const op of ["insert", "insertFold", "insertTurns", "insertTurnsDel", "setNs", "getNs"] as const) {
+    const ops = ["insert", "insertFold", "insertTurns", "insertTurnsDel", "setNs", "getNs"] as const;
+    for (const op of HAS_SCHEDSTAT ? [...ops, "insertTurnsJs" as const] : ops) {
       const ratios = mine.map((r, i) => r[op] / before[i]![op]);
       console.log(
         `  ${name.padEnd(5)} ${op.padEnd(14)} ${median(mine.map((r) => r[op]))
@@ -838,7 +855,7 @@ if (process.argv.includes("--first-page")) {
   process.exit(0);
 }
 if (!process.argv.includes("--skip-structures")) indexStructures(keyCount);
-await overhead(arg("--baseline"), arg("--also"), Number(arg("--rounds") ?? 5));
+await overhead(arg("--baseline"), arg("--also"), arg("--now"), Number(arg("--rounds") ?? 5));
 if (process.argv.includes("--listed-load")) {
   await listedLoad(
     Number(arg("--first-list-keys") ?? 1_000_000),
