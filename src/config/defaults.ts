@@ -144,6 +144,16 @@ export function assertDeclared(
  * 32 MiB cost a one-member dstore ~40 MiB of RSS under small writes.
  */
 export const WATCH_HISTORY_BYTES_DEFAULT = 8 * mebibyte;
+/**
+ * Bytes of watch history all of a process's shards keep together: with more shards than
+ * this holds at WATCH_HISTORY_BYTES_DEFAULT each, each keeps its share, so a member's
+ * memory does not grow with its shard count (50 shards at 8 MiB: 400 MiB under writes).
+ * Writes spread over N shards give each 1/N of them, so a share covers as long a resume
+ * window as one shard's whole history does.
+ */
+export const WATCH_HISTORY_TOTAL_BYTES_DEFAULT = 64 * mebibyte;
+/** The smallest history a shard keeps (--watch-history-bytes' minimum). */
+export const WATCH_HISTORY_BYTES_MIN = 1024;
 /** Bytes of changes one watcher may fall behind before it is cut (WATCH_SLOW). */
 export const WATCH_BUFFER_BYTES_DEFAULT = 8 * mebibyte;
 /** Idle time before a watcher gets a progress event. */

@@ -14,6 +14,7 @@ import {
   NODE_FRAME_OVERHEAD_BYTES,
   NODE_QUEUE_BYTES_MAX_DEFAULT,
   SHUTDOWN_GRACE_MS,
+  WATCH_HISTORY_BYTES_MIN,
 } from "./defaults.ts";
 import type { PeerSecurityFlags } from "./peer-security-options.ts";
 import {
@@ -108,7 +109,10 @@ export interface NodeOptions {
   /** How long stopping may take before the node gives up waiting (the process then exits anyway). */
   readonly shutdownTimeoutMs: number;
   readonly logLevel: LogLevelName;
-  /** --watch-history-bytes, --watch-buffer-bytes, --watch-progress-interval, --watchers-per-connection. */
+  /**
+   * --watch-history-bytes (each shard's share of --watch-history-total-bytes at most),
+   * --watch-buffer-bytes, --watch-progress-interval, --watchers-per-connection.
+   */
   readonly watch?: Readonly<WatchSettings>;
   /** --lock-queue-lease (ms) of every lock shard's blocked acquires. */
   readonly locks?: Readonly<{ queueLeaseMs: number }>;
@@ -116,6 +120,7 @@ export interface NodeOptions {
 
 /** The watch bounds of every shard of a node (see src/store/watch.ts). */
 export interface WatchSettings {
+  /** Each shard's history: the smaller of --watch-history-bytes and its share of the total. */
   historyBytesMax: number;
   bufferBytesMax: number;
   progressIntervalMs: number;
@@ -177,13 +182,26 @@ export function resolveNodeOptions(values: ServeOptionValues): NodeOptions {
     shutdownTimeoutMs,
     logLevel: values["log-level"],
     watch: Object.freeze({
-      historyBytesMax: values["watch-history-bytes"],
+      historyBytesMax: shardHistoryBytes(
+        values["watch-history-bytes"],
+        values["watch-history-total-bytes"],
+        shards.length,
+      ),
       bufferBytesMax: values["watch-buffer-bytes"],
       progressIntervalMs: values["watch-progress-interval"],
       watchersPerConnection: values["watchers-per-connection"],
     }),
     locks: Object.freeze({ queueLeaseMs: values["lock-queue-lease"] }),
   });
+}
+
+/**
+ * One shard's watch history: `perShardBytes`, or less when `shards` of that would pass
+ * `totalBytes` (each then keeps an equal share, never under WATCH_HISTORY_BYTES_MIN).
+ */
+export function shardHistoryBytes(perShardBytes: number, totalBytes: number, shards: number): number {
+  const share = Math.floor(totalBytes / Math.max(1, shards));
+  return Math.max(WATCH_HISTORY_BYTES_MIN, Math.min(perShardBytes, share));
 }
 
 function resolveRaft(values: ServeOptionValues): RaftNodeOptions {

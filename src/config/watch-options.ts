@@ -1,6 +1,8 @@
 import {
   WATCH_BUFFER_BYTES_DEFAULT,
   WATCH_HISTORY_BYTES_DEFAULT,
+  WATCH_HISTORY_BYTES_MIN,
+  WATCH_HISTORY_TOTAL_BYTES_DEFAULT,
   WATCH_PROGRESS_INTERVAL_MS_DEFAULT,
   WATCHERS_PER_CONNECTION_DEFAULT,
 } from "./defaults.ts";
@@ -12,11 +14,21 @@ export const watchServeOptions = [
     name: "watch-history-bytes",
     type: "number",
     integer: true,
-    min: 1024,
+    min: WATCH_HISTORY_BYTES_MIN,
     default: WATCH_HISTORY_BYTES_DEFAULT,
     valueHint: "BYTES",
     description:
       "Bytes of recent changes each shard keeps for watches from a past revision (--rev); older revisions fail with COMPACTED",
+  }),
+  defineOption({
+    name: "watch-history-total-bytes",
+    type: "number",
+    integer: true,
+    min: WATCH_HISTORY_BYTES_MIN,
+    default: WATCH_HISTORY_TOTAL_BYTES_DEFAULT,
+    valueHint: "BYTES",
+    description:
+      "Bytes of watch history all shards keep together: each shard keeps the smaller of --watch-history-bytes and this / the number of shards",
   }),
   defineOption({
     name: "watch-buffer-bytes",

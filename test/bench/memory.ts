@@ -18,7 +18,8 @@
  *   `--large-keys` keys with 8 in flight, then RSS of each member once every member has
  *   applied the last write (the state machine itself holds keys × 1 MiB);
  * - many: a one-member dstore after `--many-writes` sets of 128 B values to 100 keys
- *   (50 in flight): RSS right after the writes (the figure the target is about), the
+ *   (50 in flight; with `--many-shards N` the member serves N dstore shards and the sets go
+ *   round-robin over them, 100 keys each: what grows with the shard count): RSS right after the writes (the figure the target is about), the
  *   median of RSS sampled every 250 ms during them and the peak (VmHWM: RSS swings with
  *   the collector, so one sample alone is noisy), RSS 3 s after, the write rate (the
  *   request-id table holds 60 s of ids, so it scales with the rate) and the server's CPU
@@ -67,6 +68,8 @@ const LARGE_WRITES = Number(flagValue(argv, "--large-writes", "300"));
 const LARGE_KEYS = Number(flagValue(argv, "--large-keys", "8"));
 const MANY_WRITES = Number(flagValue(argv, "--many-writes", "1000000"));
 const MANY_KEYS = 100;
+/** Dstore shards of the many-writes member (`--many-shards`): writes go round-robin over them. */
+const MANY_SHARDS = Number(flagValue(argv, "--many-shards", "1"));
 const BREAKDOWN = argv.includes("--breakdown");
 const COLD_BINARY = argv.includes("--cold-binary");
 const SERIES = argv.includes("--series");
@@ -128,13 +131,22 @@ async function startMembers(
   count: number,
   extraArgs: readonly string[] = [],
   onStderrLine?: (line: string) => void,
+  shardCount = 1,
 ): Promise<{ pids: number[]; endpoints: string[] }> {
-  const { args, endpoints } = await benchClusterArgs(count, `${SHARD}=dstore`, root);
+  const spec = Array.from({ length: shardCount }, (_, i) => `${SHARD + i}=dstore`).join(",");
+  const { args, endpoints } = await benchClusterArgs(count, spec, root);
   const procs = args.map((serve) => spawnDkv([...serve, ...extraArgs], onStderrLine));
-  await waitUntil("a leader", START_TIMEOUT_MS, async () => {
+  await waitUntil("a leader of every shard", START_TIMEOUT_MS, async () => {
     const shards = await clusterStatus(endpoints);
-    const leaders = new Set(shards.map((s) => s[0]?.leader ?? null));
-    return shards.length === count && leaders.size === 1 && !leaders.has(null);
+    // Every member names the same leader for each shard, and every shard has one.
+    const leaders = new Set(shards.map((s) => s.map((shard) => shard.leader ?? null).join(",")));
+    const any = shards[0] ?? [];
+    return (
+      shards.length === count &&
+      leaders.size === 1 &&
+      any.length === shardCount &&
+      any.every((shard) => shard.leader !== undefined && shard.leader !== null)
+    );
   });
   return { pids: procs.map((p) => p.pid), endpoints };
 }
@@ -146,6 +158,7 @@ async function write(
   keys: number,
   workers: number,
   value: Uint8Array,
+  shardCount = 1,
 ): Promise<number> {
   await using client = new RpcClient({
     endpoints,
@@ -153,14 +166,14 @@ async function write(
     serializer: "binary",
     timeoutMs: 30_000,
   });
-  const store = client.store(SHARD);
+  const stores = Array.from({ length: shardCount }, (_, i) => client.store(SHARD + i));
   let next = 0;
   const startMs = performance.now();
   await Promise.all(
     Array.from({ length: workers }, async () => {
       while (next < writes) {
         const n = next++;
-        await store.set(`mem/${n % keys}`, value);
+        await stores[n % shardCount]!.set(`mem/${n % keys}`, value);
       }
     }),
   );
@@ -309,6 +322,7 @@ async function many(root: string): Promise<void> {
             console.log(`  ${(performance.now() - t0).toFixed(0).padStart(6)} ms: ${line.slice(0, 160)}`);
         }
       : undefined,
+    MANY_SHARDS,
   );
   const pid = pids[0]!;
   const value = new Uint8Array(128).fill(0x61);
@@ -323,7 +337,7 @@ async function many(root: string): Promise<void> {
   const cpuBefore = await cpuSeconds(pid);
   let rate: number;
   try {
-    rate = await write(endpoints, MANY_WRITES, MANY_KEYS, 50, value);
+    rate = await write(endpoints, MANY_WRITES, MANY_KEYS, 50, value, MANY_SHARDS);
   } finally {
     clearInterval(sampler);
   }
@@ -337,7 +351,7 @@ async function many(root: string): Promise<void> {
   samples.sort((a, b) => a - b);
   const median = samples[samples.length >> 1] ?? Number.NaN;
   console.log(
-    `one-member dstore after ${MANY_WRITES} sets of 128 B to ${MANY_KEYS} keys (${rate.toFixed(0)} sets/s, server CPU ${cpuUsPerSet.toFixed(1)} us/set): ${rss.toFixed(1)} MiB RSS ` +
+    `one-member dstore${MANY_SHARDS === 1 ? "" : ` of ${MANY_SHARDS} shards`} after ${MANY_WRITES} sets of 128 B to ${MANY_KEYS} keys${MANY_SHARDS === 1 ? "" : " per shard, round-robin over the shards"} (${rate.toFixed(0)} sets/s, server CPU ${cpuUsPerSet.toFixed(1)} us/set): ${rss.toFixed(1)} MiB RSS ` +
       `(during the writes: median ${median.toFixed(0)}, peak ${peak.toFixed(0)} MiB; ${SETTLED_RSS_WAIT_MS / 1000} s after: ${settled.toFixed(0)} MiB)`,
   );
   if (heapRightAfter !== undefined) {

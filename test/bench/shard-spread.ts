@@ -18,7 +18,8 @@
  *   less their idle CPU rate sampled for a second just before the run ("above idle": on a
  *   loaded machine the rate falls and ticks and heartbeats then weigh more per write) per
  *   run and, per binary, the best (and median) round's ratio to its one-shard rate and the
- *   median CPU per write; with two binaries, their CPU per write ratio; kills every server by PID.
+ *   median CPU per write; with two binaries, their CPU per write ratio; each member's RSS
+ *   after all the runs; kills every server by PID.
  * - `--leaders`: where the shards' leaders are, one cluster per binary and placement, all
  *   alternated: `spread` (default) leaves the members' leader balancing on (leaders even
  *   across members); `one` turns it off and moves every shard's leader to node-1
@@ -36,7 +37,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseDuration } from "../../src/config/parse.ts";
 import { RpcClient } from "../../src/rpc/client/index.ts";
-import { benchClusterArgs, cpuSeconds, flagValue, ROOT, runCommand, waitUntil } from "./commands.ts";
+import { benchClusterArgs, cpuSeconds, flagValue, ROOT, rssMib, runCommand, waitUntil } from "./commands.ts";
 
 const KEYS_PER_SHARD = 100;
 const VALUE_BYTES = 128;
@@ -322,6 +323,14 @@ async function main(): Promise<void> {
           );
         }
       }
+    }
+    // Memory after every run: the watch histories, logs and tables of N shards, per member.
+    console.log("\nRSS of the members after the runs (MiB):");
+    for (const cluster of clusters) {
+      const rss = await Promise.all(cluster.pids.map(rssMib));
+      console.log(
+        `  ${rss.map((mib) => mib.toFixed(1)).join(" / ")} (sum ${rss.reduce((a, b) => a + b, 0).toFixed(1)})  ${cluster.label}`,
+      );
     }
     for (const dkv of labels) {
       const best = results.get(dkv)!.map((runs) => Math.max(...runs));

@@ -12,6 +12,8 @@ import {
   REQUEST_TIMEOUT_MS_DEFAULT,
   RTT_MS_DEFAULT,
   SHUTDOWN_GRACE_MS,
+  WATCH_HISTORY_BYTES_DEFAULT,
+  WATCH_HISTORY_TOTAL_BYTES_DEFAULT,
 } from "../../src/config/defaults.ts";
 import { type NodeOptions, resolveNodeOptions } from "../../src/config/node-options.ts";
 import { parseCommandLine, readOptions } from "../../src/config/parse.ts";
@@ -180,6 +182,22 @@ describe("resolveNodeOptions", () => {
     expect(optionsOf({ shards, "read-lease": on }).raft?.readLease).toBe(true);
   });
 
+  test("each shard keeps the smaller of --watch-history-bytes and its share of --watch-history-total-bytes", () => {
+    const shards = (count: number) => Array.from({ length: count }, (_, i) => `${100 + i}=lstore`).join(",");
+    const history = (overrides: Overrides) => optionsOf(overrides).watch!.historyBytesMax;
+    // Up to 8 shards the per-shard default holds; past it the 64 MiB total is shared.
+    expect(WATCH_HISTORY_TOTAL_BYTES_DEFAULT / WATCH_HISTORY_BYTES_DEFAULT).toBe(8);
+    expect(history({ shards: "100=lstore,200=dstore,300=lockmgr(dstore)" })).toBe(
+      WATCH_HISTORY_BYTES_DEFAULT,
+    );
+    expect(history({ shards: shards(8) })).toBe(WATCH_HISTORY_BYTES_DEFAULT);
+    expect(history({ shards: shards(50) })).toBe(Math.floor(WATCH_HISTORY_TOTAL_BYTES_DEFAULT / 50));
+    expect(history({ shards: shards(50), "watch-history-bytes": MiB })).toBe(MiB);
+    expect(history({ shards: shards(2), "watch-history-total-bytes": 3 * MiB })).toBe(1.5 * MiB);
+    // Never under the per-shard minimum, however many shards share a small total.
+    expect(history({ shards: shards(50), "watch-history-total-bytes": 4096 })).toBe(1024);
+  });
+
   test("the unix transport listens on the default socket path when no endpoint is given", () => {
     const options = resolveNodeOptions({ ...readOptions(serveOptions, {}), transport: "unix" });
     expect(options.rpc.endpoint).toBe("/tmp/dkv.sock");
@@ -187,6 +205,41 @@ describe("resolveNodeOptions", () => {
 });
 
 describe("startNode", () => {
+  test("a shard's watch history is its share of --watch-history-total-bytes: older revisions are COMPACTED", async () => {
+    // 4 shards sharing 8 KiB keep 2 KiB each: 40 changes of ~100 B overflow shard 100's
+    // history; with the total at 4 MiB (1 MiB each) the same changes all stay.
+    const compactedAfterWrites = async (totalBytes: number): Promise<boolean> => {
+      await using node = await startNode(
+        optionsOf({
+          shards: "100=lstore,101=lstore,102=lstore,103=lstore",
+          "watch-history-total-bytes": totalBytes,
+        }),
+      );
+      await using client = new RpcClient({
+        endpoints: [node.endpoint],
+        transport: "tcp",
+        serializer: "binary",
+      });
+      for (let i = 0; i < 40; i++) await client.store(100).set(`k${i}`, "x".repeat(90));
+      const watch = client.watch(100, "k", { prefix: true, fromRevision: 1 });
+      let first: unknown;
+      try {
+        // A watch from a past revision may announce where it starts with a progress event.
+        do first = (await watch.next()).value;
+        while ((first as { type?: string }).type === "progress");
+      } catch (error) {
+        expect(DkvError.is(error, "COMPACTED")).toBe(true);
+        return true;
+      } finally {
+        await watch.return?.();
+      }
+      expect(first).toMatchObject({ type: "put", key: "k0", revision: 1 });
+      return false;
+    };
+    expect(await compactedAfterWrites(8 * 1024)).toBe(true);
+    expect(await compactedAfterWrites(4 * MiB)).toBe(false);
+  });
+
   test("--dedup-retention reaches every dstore shard's state machine", async () => {
     const dataDir = await mkdtemp(join(tmpdir(), "dkv-node-dedup-"));
     try {
