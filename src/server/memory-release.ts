@@ -99,7 +99,11 @@ export interface MemoryReleaseOptions {
   onLoadCollections?(summary: LoadCollections): void;
   /** What makes a burst; default BURST_BYTES. */
   burstBytes?: number;
-  /** The JS heap in use now, bytes (process.memoryUsage().heapUsed); a burst collects only at most BURST_HEAP_BYTES_MAX. */
+  /**
+   * The JS heap's cells in use now, bytes, ArrayBuffer contents not counted (in a server
+   * process.memoryUsage().heapUsed − external); a burst and a full collection under load
+   * run only at most BURST_HEAP_BYTES_MAX.
+   */
   heapBytes?(): number;
 }
 
@@ -350,7 +354,12 @@ export function processMemoryRelease(logger: { debug(message: string): void }): 
       jsc ??= require("bun:jsc") as typeof import("bun:jsc");
       jsc.edenGC();
     },
-    heapBytes: () => process.memoryUsage().heapUsed,
+    // Bun's heapUsed counts ArrayBuffer bytes (external) too; a collection's pause follows
+    // the cells it marks, so the bound is on cells alone (README "Memory: many shards under load").
+    heapBytes: () => {
+      const usage = process.memoryUsage();
+      return usage.heapUsed - usage.external;
+    },
     later: (run, ms) => {
       const timer = setTimeout(run, ms);
       timer.unref();

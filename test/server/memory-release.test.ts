@@ -12,6 +12,7 @@ import {
   type LoadCollections,
   MemoryRelease,
   type MemoryReleaseOptions,
+  processMemoryRelease,
   QUIET_MS,
   RELEASE_DELAY_MS,
   RELEASE_INTERVAL_COST_FACTOR,
@@ -418,5 +419,19 @@ describe("memory release under sustained requests", () => {
       expect(summary.edenMs).toBe(summary.eden * release.loadMs);
       expect(summary.fullMs).toBe(summary.full * release.loadMs);
     }
+  });
+});
+
+describe("a server's heap measure", () => {
+  test("counts the heap's cells, not ArrayBuffer contents (which Bun's heapUsed includes)", () => {
+    const { heapBytes } = processMemoryRelease({ debug() {} });
+    const before = heapBytes!();
+    // 64 MiB of buffers: past BURST_HEAP_BYTES_MAX by bytes, a few hundred cells.
+    const buffers = Array.from({ length: 256 }, () => new Uint8Array(256 * 1024).fill(1));
+    const usage = process.memoryUsage();
+    expect(usage.external).toBeGreaterThan(32 * 1024 * 1024);
+    expect(usage.heapUsed - before).toBeGreaterThan(32 * 1024 * 1024);
+    expect(heapBytes!() - before).toBeLessThan(4 * 1024 * 1024);
+    expect(buffers.length).toBe(256);
   });
 });
