@@ -355,7 +355,7 @@ export function processMemoryRelease(logger: { debug(message: string): void }): 
       jsc.edenGC();
     },
     // Bun's heapUsed counts ArrayBuffer bytes (external) too; a collection's pause follows
-    // the cells it marks, so the bound is on cells alone (README "Memory: many shards under load").
+    // the cells it marks, so the bound is on cells alone (README "Memory: a member's shards share one watch history budget").
     heapBytes: () => {
       const usage = process.memoryUsage();
       return usage.heapUsed - usage.external;
