@@ -1,5 +1,6 @@
 import { existsSync } from "node:fs";
 import { join } from "node:path";
+import type { PerfResult } from "../../cli/perf.ts";
 
 /** Shared by the benchmark scripts that start servers (redis-compare, etcd-compare, memory, shard-spread). */
 export const ROOT = join(import.meta.dir, "..", "..");
@@ -32,6 +33,11 @@ export async function ensureDebianPackages(
   const sudo = process.getuid?.() === 0 ? [] : ["sudo", "-n"];
   await runCommand([...sudo, "apt-get", "update"]);
   await runCommand([...sudo, "apt-get", "install", "-y", ...packages]);
+}
+
+/** The results of `dkv kv perf --json` (one JSON line: settings and one result per test). */
+export function kvPerfResults(out: string): PerfResult[] {
+  return (JSON.parse(out) as { results: PerfResult[] }).results;
 }
 
 /** The value after `flag` in a benchmark script's argv, or `fallback`. */

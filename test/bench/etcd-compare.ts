@@ -53,6 +53,7 @@ import {
   ensureDebianPackages,
   flagValue,
   freePort,
+  kvPerfResults,
   ROOT,
   rssMib,
   runCommand,
@@ -416,17 +417,7 @@ async function dkvPerf(
         "--json",
       ]),
     );
-    const report = JSON.parse(out) as {
-      results: {
-        test: string;
-        ops: number;
-        opsPerSec: number;
-        p50Ms: number;
-        p99Ms: number;
-        errors: number;
-      }[];
-    };
-    const r = report.results.find((candidate) => candidate.test === test);
+    const r = kvPerfResults(out).find((candidate) => candidate.test === test);
     if (r === undefined) throw new Error(`dkv kv perf reported no ${test} result:\n${out.slice(0, 2000)}`);
     result[test] = {
       opsPerSec: r.opsPerSec,

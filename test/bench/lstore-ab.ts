@@ -6,7 +6,7 @@
  *
  *   bun test/bench/lstore-ab.ts --a /tmp/dkv-main --b dist/dkv [--rounds 6] [--duration 3s] [--keys 1000]
  */
-import { cpuSeconds, flagValue, runCommand } from "./commands.ts";
+import { cpuSeconds, flagValue, kvPerfResults, runCommand } from "./commands.ts";
 
 const argv = Bun.argv.slice(2);
 const binaries = { A: flagValue(argv, "--a", "/tmp/dkv-main"), B: flagValue(argv, "--b", "dist/dkv") };
@@ -84,17 +84,7 @@ async function perf(endpoint: string, pid: number, test: "set" | "get", threads:
     "--json",
   ]);
   const used = (await cpuSeconds(pid)) - before;
-  const report = JSON.parse(out) as {
-    results: {
-      test: string;
-      skipped: boolean;
-      ops: number;
-      opsPerSec: number;
-      p50Ms: number;
-      p99Ms: number;
-    }[];
-  };
-  const ran = report.results.filter((r) => !r.skipped);
+  const ran = kvPerfResults(out).filter((r) => !r.skipped);
   const ops = ran.reduce((sum, r) => sum + r.ops, 0);
   const mine = ran.find((r) => r.test === test)!;
   return { cpuUs: (used * 1e6) / ops, opsPerSec: mine.opsPerSec, p50: mine.p50Ms, p99: mine.p99Ms };

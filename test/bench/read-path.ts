@@ -18,7 +18,15 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseDuration } from "../../src/config/parse.ts";
-import { benchClusterArgs, clusterLeader, cpuSeconds, flagValue, runCommand, waitUntil } from "./commands.ts";
+import {
+  benchClusterArgs,
+  clusterLeader,
+  cpuSeconds,
+  flagValue,
+  kvPerfResults,
+  runCommand,
+  waitUntil,
+} from "./commands.ts";
 
 const SHARD = 200;
 const START_TIMEOUT_MS = 20_000;
@@ -129,10 +137,7 @@ async function measure(cluster: Cluster, threads: number, target: Target): Promi
   const after = await Promise.all(order.map((i) => cpuSeconds(cluster.pids[i]!)));
   for (const stat of stats) stat.kill("SIGINT");
   const statTexts = await Promise.all(stats.map((stat) => new Response(stat.stderr).text()));
-  const report = JSON.parse(out) as {
-    results: { test: string; ops: number; opsPerSec: number; p50Ms: number; p99Ms: number }[];
-  };
-  const get = report.results.find((r) => r.test === testName);
+  const get = kvPerfResults(out).find((r) => r.test === testName);
   if (get === undefined) throw new Error(`kv perf reported no ${testName}:\n${out.slice(0, 2000)}`);
   for (const [m, text] of statTexts.entries()) {
     const counts = text

@@ -30,6 +30,7 @@ import {
   ensureDebianPackages,
   flagValue,
   freePort,
+  kvPerfResults,
   ROOT,
   rssMib,
   runCommand,
@@ -194,19 +195,9 @@ async function dkvPerf(dkv: string, run: PerfRun): Promise<ToolRun> {
     run.skip,
     "--json",
   ]);
-  const report = JSON.parse(out) as {
-    results: {
-      test: string;
-      skipped: boolean;
-      ops: number;
-      opsPerSec: number;
-      p50Ms: number;
-      p99Ms: number;
-    }[];
-  };
   const result: Record<string, Measurement> = {};
   let ops = 0;
-  for (const r of report.results) {
+  for (const r of kvPerfResults(out)) {
     result[r.test] = { opsPerSec: r.opsPerSec, p50Ms: r.p50Ms, p99Ms: r.p99Ms };
     if (!r.skipped) ops += r.ops;
   }
