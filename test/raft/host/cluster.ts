@@ -6,7 +6,7 @@ import { ManualClock } from "../../../src/clock.ts";
 import type { NodeId } from "../../../src/raft/core/types.ts";
 import type { GroupOptions } from "../../../src/raft/host/group.ts";
 import { RaftHost } from "../../../src/raft/host/raft-host.ts";
-import type { OpenGroupStorage } from "../../../src/raft/host/runtime.ts";
+import { type HostScheduler, type OpenGroupStorage, realScheduler } from "../../../src/raft/host/runtime.ts";
 import type { StateMachine } from "../../../src/raft/host/types.ts";
 import type { NodeTransport } from "../../../src/raft/transport/types.ts";
 import { MemoryNetwork } from "./memory-transport.ts";
@@ -63,6 +63,16 @@ export class TestCluster {
   readonly groups: number[];
   /** What the hosts reported to onFatal (a real process would have exited). */
   readonly fatalErrors: { id: NodeId; error: Error }[] = [];
+  /** While set, every member's tick timer fires without ticking (holdTicks). */
+  private ticksHeld = false;
+  /** Real timers whose ticks holdTicks can suspend: tests that count messages exclude a tick's own. */
+  private readonly scheduler: HostScheduler = {
+    ...realScheduler,
+    startTicks: (tickMs, onTick) =>
+      realScheduler.startTicks(tickMs, () => {
+        if (!this.ticksHeld) onTick();
+      }),
+  };
 
   private constructor(
     readonly root: string,
@@ -81,6 +91,17 @@ export class TestCluster {
     for (const group of cluster.groups) cluster.host("n1").campaign(group);
     for (const group of cluster.groups) await cluster.waitForLeader(group);
     return cluster;
+  }
+
+  /**
+   * Suspends every member's ticks (no heartbeat, election or lease tick) until the returned
+   * function is called: a test counting the messages of a request sees only the request's.
+   */
+  holdTicks(): () => void {
+    this.ticksHeld = true;
+    return () => {
+      this.ticksHeld = false;
+    };
   }
 
   host(id: NodeId): RaftHost {
@@ -104,6 +125,7 @@ export class TestCluster {
       ...(o.raftLogMaxBytes === undefined ? {} : { raftLogMaxBytes: o.raftLogMaxBytes }),
       ...(o.openStorage === undefined ? {} : { openStorage: o.openStorage(id, join(this.root, id)) }),
       clock: this.clock,
+      scheduler: this.scheduler,
       transport: o.transport?.(id) ?? this.network.transport(id),
       requestTimeoutMs: o.requestTimeoutMs ?? 3000,
       onFatal: (error) => this.fatalErrors.push({ id, error }),
