@@ -9,11 +9,13 @@
  *    the data API); without it this part is skipped. `--also DIR` adds a third engine to
  *    the same alternating rounds (e.g. the commit before a change, to show its effect).
  *    `--now DIR` measures DIR's engine in the `now` slot instead of this checkout's.
- *    Slot bias: with the same engine code in `now` and `also`, `now` read slower in
- *    the insert and insertFold rows in 7 runs of 15-18 rounds (insert 1.70-2.01x vs
- *    1.35-1.58x; once 1.32x vs 1.21x), whether `now` was this file's static import or a
- *    copy loaded by `--now`; insertTurns did not show it (cause not found). To compare
- *    two builds, run them both ways (`--now A --also B`, then swapped).
+ *    Slot bias (fixed): with the same engine code in `now` and `also`, `now` used to read
+ *    slower in the insert and insertFold rows (insert 1.70-2.01x vs 1.35-1.58x in 7
+ *    runs). Cause: the last engine run through insertInTurns stays reachable from
+ *    compiled code for a while, so the next engine's measurements ran beside it; `now`
+ *    followed `also` (indexed, larger) in two rounds of three, `also` followed `before`.
+ *    Each engine's measurements now follow an unmeasured run of its own (see overhead).
+ *    Still, to compare two builds, run them both ways (`--now A --also B`, then swapped).
  *    Rows: `insert` (the writer's CPU per new key), `insertFold` (+ the fold of every
  *    noted key, in one piece by a list after the inserts), `insertTurns` (the inserts in
  *    batches of 1000 per event-loop turn with the background folds between, then a list:
@@ -325,6 +327,13 @@ async function overhead(
   for (let round = 0; round < rounds; round++) {
     for (let i = 0; i < engines.length; i++) {
       const [name, make] = engines[(round + i) % engines.length]!;
+      // Unmeasured: the last engine that went through insertInTurns stays reachable for a
+      // while (a heap snapshot showed a compiled FunctionCodeBlock holding it; ~18 MB for
+      // an indexed engine of these keys, ~10 MB for the baseline's), so every collection
+      // in the next measurements marks it too. Run here, it is this engine's own: without
+      // it each engine carried its predecessor's, and `now` (which followed `also` in two
+      // rounds of three, `also` following `before`) read slower in the insert rows.
+      await insertInTurns(make(), keys, values, 1);
       Bun.gc(true);
       const ops = engineOps(make(), keys, values);
       Bun.gc(true);
