@@ -11,10 +11,11 @@
  *    `--now DIR` measures DIR's engine in the `now` slot instead of this checkout's.
  *    Slot bias (fixed): with the same engine code in `now` and `also`, `now` used to read
  *    slower in the insert and insertFold rows (insert 1.70-2.01x vs 1.35-1.58x in 7
- *    runs). Cause: the last engine run through insertInTurns stays reachable from
- *    compiled code for a while, so the next engine's measurements ran beside it; `now`
- *    followed `also` (indexed, larger) in two rounds of three, `also` followed `before`.
- *    Each engine's measurements now follow an unmeasured run of its own (see overhead).
+ *    runs). Cause: the last engine this file listed stays reachable from compiled code
+ *    for a while, so the next engine's measurements ran beside it; `now` followed `also`
+ *    (indexed, larger) in two rounds of three, `also` followed `before`.
+ *    Each engine's measurements now follow a small engine's run (see overhead), and the
+ *    heap at each engine's start is printed (the same for all when none is carried).
  *    Still, to compare two builds, run them both ways (`--now A --also B`, then swapped).
  *    Rows: `insert` (the writer's CPU per new key), `insertFold` (+ the fold of every
  *    noted key, in one piece by a list after the inserts), `insertTurns` (the inserts in
@@ -322,19 +323,25 @@ async function overhead(
     insertTurnsJs: number;
   };
   const runs = new Map<string, Row[]>(engines.map(([name]) => [name, []]));
+  const flushKeys = keys.slice(0, 2000);
+  const startHeapsMb: number[] = [];
   // Alternate the engines, each round starting with the next one, so machine load
   // affects all alike; a full collection before each, so none pays for another's garbage.
   for (let round = 0; round < rounds; round++) {
     for (let i = 0; i < engines.length; i++) {
       const [name, make] = engines[(round + i) % engines.length]!;
-      // Unmeasured: the last engine that went through insertInTurns stays reachable for a
-      // while (a heap snapshot showed a compiled FunctionCodeBlock holding it; ~18 MB for
-      // an indexed engine of these keys, ~10 MB for the baseline's), so every collection
-      // in the next measurements marks it too. Run here, it is this engine's own: without
-      // it each engine carried its predecessor's, and `now` (which followed `also` in two
-      // rounds of three, `also` following `before`) read slower in the insert rows.
-      await insertInTurns(make(), keys, values, 1);
+      // Unmeasured, before each engine's measurements: a small engine of this checkout
+      // through the same paths. Compiled code of this file keeps the last engine it listed
+      // (a run of the baseline, which never lists, did not let it go; a small MapleDB did)
+      // reachable for a while (a heap snapshot showed a FunctionCodeBlock holding it; ~18 MB
+      // for an indexed engine of these keys), so every collection in the next measurements
+      // marked it too. The baseline never lists, so it ran beside whichever indexed engine
+      // came before it, and `now` (after `also` in two rounds of three) read slower than
+      // `also` in the insert rows with the same code. `startHeapsMb` shows none is carried.
+      engineOps(new MapleDB(), flushKeys, values);
+      await insertInTurns(new MapleDB(), flushKeys, values, 1);
       Bun.gc(true);
+      startHeapsMb.push(process.memoryUsage().heapUsed / 2 ** 20);
       const ops = engineOps(make(), keys, values);
       Bun.gc(true);
       const turns = await insertInTurns(make(), keys, values);
@@ -345,6 +352,9 @@ async function overhead(
   }
   console.log(
     `\nget/set vs Maple before the data API (${count} keys, 128-byte values; CPU ns per op, median of ${rounds} alternating rounds; ratio = median of the rounds' ratios; target <= 1.3x)`,
+  );
+  console.log(
+    `  heap at each engine's start (after a full collection): ${Math.min(...startHeapsMb).toFixed(1)}-${Math.max(...startHeapsMb).toFixed(1)} MB`,
   );
   const before = runs.get("before")!;
   for (const [name] of engines) {
