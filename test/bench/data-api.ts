@@ -16,9 +16,12 @@
  *    (indexed, larger) in two rounds of three, `also` followed `before`.
  *    Each engine's measurements now follow a small engine's run (see overhead), and the
  *    heap at each engine's start is printed (the same for all when none is carried).
- *    Left: the insert row still differs by up to ~0.25x between two copies of one engine
- *    in one run (either way round; insertTurns by ~0.1x). To compare two builds, load
- *    both alike and run them both ways (`--now A --also B`, then swapped).
+ *    Left: two copies of one engine still read apart in one process by up to ~0.4x in
+ *    the insert row, either way round, for the whole run (insertTurns ~0.1x): each copy
+ *    is compiled on its own. `--processes P` pools the rounds of P child processes (see
+ *    overheadInProcesses; there one-piece folds read ~0.3x higher, less warmed). To
+ *    compare two builds, load both alike and run them both ways (`--now A --also B`,
+ *    then swapped), or in processes.
  *    Rows: `insert` (the writer's CPU per new key), `insertFold` (+ the fold of every
  *    noted key, in one piece by a list after the inserts), `insertTurns` (the inserts in
  *    batches of 1000 per event-loop turn with the background folds between, then a list:
@@ -45,7 +48,7 @@
  * 7. `--heap-per-key DIR index|none`: heap and RSS per key of DIR's engine, with its ordered
  *    index or without (see heapPerKey). Runs alone; one process per measurement.
  *
- *   bun test/bench/data-api.ts [--baseline DIR [--also DIR] [--now DIR]] [--rounds N] [--keys N]
+ *   bun test/bench/data-api.ts [--baseline DIR [--also DIR] [--now DIR] [--processes P]] [--rounds N] [--keys N]
  *     [--page-rounds N] [--skip-structures] [--skip-page] [--first-list] [--listed-load]
  *     [--first-page] [--heap-per-key DIR index|none] [--first-list-keys N]
  */
@@ -317,18 +320,37 @@ async function engineOf(dir: string): Promise<() => EngineLike> {
   return () => new module.MapleDB();
 }
 
-async function overhead(
-  baselineDir: string | undefined,
+type OverheadRow = ReturnType<typeof engineOps> & {
+  insertTurns: number;
+  turnsBeside: number;
+  insertTurnsDel: number;
+  insertTurnsJs: number;
+};
+
+interface OverheadRuns {
+  /** Engine names in slot order ("now", "before", then "also" when given). */
+  names: string[];
+  /** Per engine, a row per measured round; rows at one index are from one round. */
+  runs: Record<string, OverheadRow[]>;
+  /** The heap at each engine's start, after a full collection (see flushEngines). */
+  startHeapsMb: number[];
+}
+
+const OVERHEAD_KEYS = 100_000;
+
+/**
+ * The engines' rounds in this process: `rounds` measured, after `warmRounds` whose rows
+ * are dropped; round r starts with engine (offset + r) mod the engine count.
+ */
+async function measureOverhead(
+  baselineDir: string,
   alsoDir: string | undefined,
   nowDir: string | undefined,
   rounds: number,
-): Promise<void> {
-  if (baselineDir === undefined) {
-    console.log("\nget/set overhead: skipped (pass --baseline DIR, a checkout before the data API)");
-    return;
-  }
-  const count = 100_000;
-  const keys = shuffled(makeKeys(count), 3);
+  offset: number,
+  warmRounds: number,
+): Promise<OverheadRuns> {
+  const keys = shuffled(makeKeys(OVERHEAD_KEYS), 3);
   const values = keys.map((_, i) => new Uint8Array(128).fill(i & 0xff));
   const engines: [string, () => EngineLike][] = [
     // `--now DIR`: another checkout's engine in this slot (see the header).
@@ -336,21 +358,15 @@ async function overhead(
     ["before", await engineOf(baselineDir)],
   ];
   if (alsoDir !== undefined) engines.push(["also", await engineOf(alsoDir)]);
-  type Row = ReturnType<typeof engineOps> & {
-    insertTurns: number;
-    turnsBeside: number;
-    insertTurnsDel: number;
-    insertTurnsJs: number;
-  };
-  const runs = new Map<string, Row[]>(engines.map(([name]) => [name, []]));
+  const runs: Record<string, OverheadRow[]> = Object.fromEntries(engines.map(([name]) => [name, []]));
   const startHeapsMb: number[] = [];
   Bun.gc(true);
   const baseHeapMb = process.memoryUsage().heapUsed / 2 ** 20;
   // Alternate the engines, each round starting with the next one, so machine load
   // affects all alike; a full collection before each, so none pays for another's garbage.
-  for (let round = 0; round < rounds; round++) {
+  for (let round = 0; round < warmRounds + rounds; round++) {
     for (let i = 0; i < engines.length; i++) {
-      const [name, make] = engines[(round + i) % engines.length]!;
+      const [name, make] = engines[(offset + round + i) % engines.length]!;
       // Unmeasured, before each engine's measurements: a small engine of this checkout
       // through the same paths. Compiled code of this file keeps the last engine it listed
       // (a run of the baseline, which never lists, did not let it go; a small MapleDB did)
@@ -360,25 +376,87 @@ async function overhead(
       // came before it, and `now` (after `also` in two rounds of three) read slower than
       // `also` in the insert rows with the same code. `startHeapsMb` shows none is carried
       // (the small run is repeated while the heap says one is, see flushEngines).
-      startHeapsMb.push(await flushEngines(keys.slice(0, 2000), values, baseHeapMb));
+      const heapMb = await flushEngines(keys.slice(0, 2000), values, baseHeapMb);
       const ops = engineOps(make(), keys, values);
       Bun.gc(true);
       const turns = await insertInTurns(make(), keys, values);
       Bun.gc(true);
       const withDeletes = await insertInTurns(make(), keys, values, 1);
-      runs.get(name)!.push({ ...ops, ...turns, insertTurnsDel: withDeletes.insertTurns });
+      if (round < warmRounds) continue;
+      startHeapsMb.push(heapMb);
+      runs[name]!.push({ ...ops, ...turns, insertTurnsDel: withDeletes.insertTurns });
     }
   }
+  return { names: engines.map(([name]) => name), runs, startHeapsMb };
+}
+
+/**
+ * `--processes P`: the rounds in P child processes, one after another (each `--rounds`
+ * measured after a warm round, each starting the rotation one engine later), pooled. Two
+ * copies of one engine in one process can read apart by up to ~0.4x in the insert row for
+ * the whole run (each copy is compiled on its own; which one comes out faster differs
+ * from run to run): over processes that becomes per-round noise the medians absorb.
+ */
+async function overheadInProcesses(processes: number, rounds: number): Promise<OverheadRuns> {
+  const pooled: OverheadRuns = { names: [], runs: {}, startHeapsMb: [] };
+  const passed = ["--baseline", "--also", "--now"].flatMap((flag) => {
+    const value = arg(flag);
+    return value === undefined ? [] : [flag, value];
+  });
+  for (let p = 0; p < processes; p++) {
+    const child = Bun.spawnSync(
+      [
+        process.execPath,
+        import.meta.path,
+        "--overhead-child",
+        ...passed,
+        "--rounds",
+        String(rounds),
+        "--round-offset",
+        String(p),
+      ],
+      { stdout: "pipe", stderr: "inherit" },
+    );
+    if (child.exitCode !== 0) throw new Error(`overhead child ${p} exited with ${child.exitCode}`);
+    const lines = child.stdout.toString().trim().split("\n");
+    const result = JSON.parse(lines[lines.length - 1]!) as OverheadRuns;
+    pooled.names = result.names;
+    for (const name of result.names) {
+      pooled.runs[name] = [...(pooled.runs[name] ?? []), ...result.runs[name]!];
+    }
+    pooled.startHeapsMb.push(...result.startHeapsMb);
+  }
+  return pooled;
+}
+
+async function overhead(
+  baselineDir: string | undefined,
+  alsoDir: string | undefined,
+  nowDir: string | undefined,
+  rounds: number,
+  processes: number,
+): Promise<void> {
+  if (baselineDir === undefined) {
+    console.log("\nget/set overhead: skipped (pass --baseline DIR, a checkout before the data API)");
+    return;
+  }
+  const measured =
+    processes > 0
+      ? await overheadInProcesses(processes, rounds)
+      : await measureOverhead(baselineDir, alsoDir, nowDir, rounds, 0, 0);
+  const { names, runs, startHeapsMb } = measured;
+  const total = runs.before!.length;
+  const where = processes > 0 ? ` (${processes} processes of ${rounds} after a warm round)` : "";
   console.log(
-    `\nget/set vs Maple before the data API (${count} keys, 128-byte values; CPU ns per op, median of ${rounds} alternating rounds; ratio = median of the rounds' ratios; target <= 1.3x)`,
+    `\nget/set vs Maple before the data API (${OVERHEAD_KEYS} keys, 128-byte values; CPU ns per op, median of ${total} alternating rounds${where}; ratio = median of the rounds' ratios; target <= 1.3x)`,
   );
   console.log(
     `  heap at each engine's start (after a full collection): ${Math.min(...startHeapsMb).toFixed(1)}-${Math.max(...startHeapsMb).toFixed(1)} MB`,
   );
-  const before = runs.get("before")!;
-  for (const [name] of engines) {
+  const before = runs.before!;
+  for (const name of names) {
     if (name === "before") continue;
-    const mine = runs.get(name)!;
+    const mine = runs[name]!;
     const ops = ["insert", "insertFold", "insertTurns", "insertTurnsDel", "setNs", "getNs"] as const;
     for (const op of HAS_SCHEDSTAT ? [...ops, "insertTurnsJs" as const] : ops) {
       const ratios = mine.map((r, i) => r[op] / before[i]![op]);
@@ -395,11 +473,11 @@ async function overhead(
     // The background folds' share of insertTurns (the baseline has none: its figure is
     // the loop's turns alone), and against the first engine's when comparing two.
     const beside = median(mine.map((r) => r.turnsBeside));
-    const first = runs.get(engines[0]![0])!;
+    const first = runs[names[0]!]!;
     const vsFirst =
-      name === engines[0]![0]
+      name === names[0]
         ? ""
-        : `; vs ${engines[0]![0]}'s ${median(mine.map((r, i) => r.turnsBeside / first[i]!.turnsBeside)).toFixed(2)}x`;
+        : `; vs ${names[0]}'s ${median(mine.map((r, i) => r.turnsBeside / first[i]!.turnsBeside)).toFixed(2)}x`;
     console.log(
       `  ${name.padEnd(5)} turnsBeside    ${beside.toFixed(0).padStart(6)} ns   before ${median(
         before.map((r) => r.turnsBeside),
@@ -884,6 +962,19 @@ if (process.argv.includes("--heap-per-key")) {
   );
   process.exit(0);
 }
+if (process.argv.includes("--overhead-child")) {
+  // One process of `--processes` (see overheadInProcesses): its rows as one JSON line.
+  const result = await measureOverhead(
+    arg("--baseline")!,
+    arg("--also"),
+    arg("--now"),
+    Number(arg("--rounds") ?? 2),
+    Number(arg("--round-offset") ?? 0),
+    1,
+  );
+  console.log(JSON.stringify(result));
+  process.exit(0);
+}
 if (process.argv.includes("--first-page")) {
   await firstPage(
     Number(arg("--first-list-keys") ?? 1_000_000),
@@ -893,7 +984,13 @@ if (process.argv.includes("--first-page")) {
   process.exit(0);
 }
 if (!process.argv.includes("--skip-structures")) indexStructures(keyCount);
-await overhead(arg("--baseline"), arg("--also"), arg("--now"), Number(arg("--rounds") ?? 5));
+await overhead(
+  arg("--baseline"),
+  arg("--also"),
+  arg("--now"),
+  Number(arg("--rounds") ?? 5),
+  Number(arg("--processes") ?? 0),
+);
 if (process.argv.includes("--listed-load")) {
   await listedLoad(
     Number(arg("--first-list-keys") ?? 1_000_000),
