@@ -1,4 +1,4 @@
-import { constants } from "node:fs";
+import { constants, writeSync } from "node:fs";
 import type { FileHandle } from "node:fs/promises";
 import { access, mkdir, open, stat } from "node:fs/promises";
 import { dirname, resolve } from "node:path";
@@ -75,6 +75,23 @@ export async function writeFully(handle: FileHandle, bytes: Uint8Array, position
   // Each pass writes at least one byte or throws, so this ends within bytes.length passes.
   while (written < bytes.length) {
     const { bytesWritten } = await handle.write(bytes, written, bytes.length - written, position + written);
+    if (bytesWritten <= 0)
+      throw new Error(`write returned ${bytesWritten} bytes at offset ${position + written}`);
+    written += bytesWritten;
+  }
+}
+
+/**
+ * writeFully without a trip through the file thread pool: the bytes go into the page cache
+ * from this thread (microseconds for a log batch), which spares a batch the pool's wake-up
+ * and completion round trip before its fsync (the fsync, which waits for the disk, stays
+ * asynchronous). Throws like writeFully.
+ */
+export function writeFullySync(handle: FileHandle, bytes: Uint8Array, position: number): void {
+  let written = 0;
+  // Each pass writes at least one byte or throws, so this ends within bytes.length passes.
+  while (written < bytes.length) {
+    const bytesWritten = writeSync(handle.fd, bytes, written, bytes.length - written, position + written);
     if (bytesWritten <= 0)
       throw new Error(`write returned ${bytesWritten} bytes at offset ${position + written}`);
     written += bytesWritten;

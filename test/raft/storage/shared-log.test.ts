@@ -123,6 +123,31 @@ describe("shared log: group commit across groups", () => {
     });
   });
 
+  test("a small batch (written from the loop's thread) and one above 256 KiB (through the file pool) each cost one fsync and read back after a restart", async () => {
+    await withTempDir(async (dir) => {
+      const { sync, segmentSyncs } = countingSync();
+      let log = await openLog(dir, { syncFile: sync });
+      let groups = await openGroups(log, dir, [1, 2]);
+      const big = "b".repeat(300 * 1024);
+      const before = segmentSyncs();
+      await groups[0]!.append([entry(1, 1, "small")], hs(1, 0));
+      expect(segmentSyncs() - before).toBe(1);
+      await groups[1]!.append([entry(1, 1, big)], hs(1, 0));
+      expect(segmentSyncs() - before).toBe(2);
+      await groups[0]!.append([entry(2, 1, "after")], hs(1, 1));
+      await closeAll(log, groups);
+
+      log = await openLog(dir);
+      groups = await openGroups(log, dir, [1, 2]);
+      const text = (group: RaftStorage, index: number) =>
+        new TextDecoder().decode(group.entries(index, index + 1, 1 << 20)[0]!.data);
+      expect(indexesOf(groups[0]!)).toEqual([1, 2]);
+      expect([text(groups[0]!, 1), text(groups[0]!, 2)]).toEqual(["small", "after"]);
+      expect(text(groups[1]!, 1)).toBe(big);
+      await closeAll(log, groups);
+    });
+  });
+
   test("a hard state that only raises the commit index costs no fsync: it resolves at once and goes out with the next write", async () => {
     await withTempDir(async (dir) => {
       const { sync, segmentSyncs } = countingSync();
