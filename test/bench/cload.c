@@ -5,7 +5,11 @@
 // kernel's), not a JavaScript client's. Prints one JSON line.
 //
 //   cc -O2 -o cload cload.c
-//   cload -p PORT [-m dkv|redis] [-t set|get] [-c 50] [-n 1] [-d 5] [-w 1] [-k 1000] [-s 128] [-S 100]
+// With -r RATE it is an open loop instead: requests at RATE per second (at most c/n in flight
+// per connection), each timed from when it was due, so two servers can be compared at the
+// same offered load.
+//
+//   cload -p PORT [-m dkv|redis] [-t set|get] [-c 50] [-n 1] [-d 5] [-w 1] [-k 1000] [-s 128] [-S 100] [-r RATE]
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
@@ -17,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -30,6 +35,7 @@ static double now_us(void) {
 
 #define MAXCONN 256
 #define RING 65536
+#define TICK_US 50
 typedef struct {
   int fd;
   char *out;
@@ -171,9 +177,9 @@ static int cmp(const void *a, const void *b) {
 int main(int argc, char **argv) {
   const char *host = "127.0.0.1";
   int port = 0, conc = 50, nconn = 1;
-  double dur = 5, warm = 1;
+  double dur = 5, warm = 1, rate = 0;
   int opt;
-  while ((opt = getopt(argc, argv, "h:p:m:t:c:n:d:w:k:s:S:")) != -1) {
+  while ((opt = getopt(argc, argv, "h:p:m:t:c:n:d:w:k:s:S:r:")) != -1) {
     switch (opt) {
       case 'h': host = optarg; break;
       case 'p': port = atoi(optarg); break;
@@ -186,15 +192,17 @@ int main(int argc, char **argv) {
       case 'k': keys = atoi(optarg); break;
       case 's': valsize = atoi(optarg); break;
       case 'S': shard = atoi(optarg); break;
+      case 'r': rate = atof(optarg); break;
     }
   }
   // Bounds: c within the request-id ring, values within the buffer, at least one key.
   if (port == 0 || nconn < 1 || nconn > MAXCONN || conc < nconn || conc > 4096 || keys < 1 || valsize < 0 ||
-      valsize > (int)sizeof val || dur <= 0) {
-    fprintf(stderr, "usage: cload -p PORT [-m dkv|redis] [-t set|get] [-c 50] [-n 1] [-d 5] [-w 1] [-k 1000] [-s 128] [-S 100]\n");
+      valsize > (int)sizeof val || dur <= 0 || rate < 0 || rate > 2e6) {
+    fprintf(stderr, "usage: cload -p PORT [-m dkv|redis] [-t set|get] [-c 50] [-n 1] [-d 5] [-w 1] [-k 1000] [-s 128] [-S 100] [-r RATE]\n");
     return 2;
   }
   memset(val, 'a', sizeof val);
+  prctl(PR_SET_TIMERSLACK, 1000UL, 0, 0, 0);  // ticks of TICK_US, not the default 50 us slack
   lat = malloc(maxlat * sizeof(double));
   srand(getpid());
   cidh = (rand() << 1) | 1;
@@ -244,15 +252,36 @@ int main(int argc, char **argv) {
   double tw = t0 + warm * 1e6, tend = tw + dur * 1e6;
   uint64_t ops_measured = 0;
   int per = conc / nconn;
-  for (int i = 0; i < nconn; i++) {
-    for (int j = 0; j < per; j++) enqueue(&cs[i], now_us());
-    flushc(&cs[i]);
+  if (rate <= 0) {
+    for (int i = 0; i < nconn; i++) {
+      for (int j = 0; j < per; j++) enqueue(&cs[i], now_us());
+      flushc(&cs[i]);
+    }
   }
+  // Open loop (-r): request k is due at t0 + k/rate and timed from then, so one that waits
+  // for a free slot (at most `per` in flight on a connection) waits on the clock. Sends
+  // happen on ticks of TICK_US: between them the client sleeps in ppoll, not spinning.
+  uint64_t scheduled = 0;
+  int rr = 0;
   for (;;) {
     double t = now_us();
     if (!recording && t >= tw) { recording = 1; getrusage(RUSAGE_SELF, &ru0); }
     if (t >= tend) break;
-    int n = poll(pf, nconn, 1);
+    if (rate > 0) {
+      uint64_t due = (uint64_t)((t - t0) * rate / 1e6);
+      while (scheduled < due) {
+        int k = 0;
+        while (k < nconn && cs[rr].inflight >= per) { rr = (rr + 1) % nconn; k++; }
+        if (k == nconn) break;  // every slot busy: what is due waits
+        enqueue(&cs[rr], t0 + scheduled * 1e6 / rate);
+        rr = (rr + 1) % nconn;
+        scheduled++;
+      }
+      for (int i = 0; i < nconn; i++)
+        if (cs[i].outlen) flushc(&cs[i]);
+    }
+    struct timespec tick = {0, rate > 0 ? TICK_US * 1000 : 1000000};
+    int n = ppoll(pf, nconn, &tick, NULL);
     if (n <= 0) continue;
     double tr = now_us();
     for (int i = 0; i < nconn; i++) {
@@ -264,8 +293,10 @@ int main(int argc, char **argv) {
       c->inlen += r;
       int d = parse(c, tr);
       if (recording) ops_measured += d;
-      for (int k = 0; k < d; k++) enqueue(c, now_us());
-      flushc(c);
+      if (rate <= 0) {
+        for (int k = 0; k < d; k++) enqueue(c, now_us());
+        flushc(c);
+      }
     }
   }
   getrusage(RUSAGE_SELF, &ru1);
@@ -274,9 +305,9 @@ int main(int argc, char **argv) {
   double cpu = (ru1.ru_utime.tv_sec - ru0.ru_utime.tv_sec) + (ru1.ru_utime.tv_usec - ru0.ru_utime.tv_usec) / 1e6 +
                (ru1.ru_stime.tv_sec - ru0.ru_stime.tv_sec) + (ru1.ru_stime.tv_usec - ru0.ru_stime.tv_usec) / 1e6;
 #define Q(q) (nlat ? lat[(size_t)((q) * (nlat - 1))] / 1000 : 0)
-  printf("{\"mode\":\"%s\",\"test\":\"%s\",\"c\":%d,\"conns\":%d,\"ops\":%zu,\"opsPerSec\":%.0f,"
+  printf("{\"mode\":\"%s\",\"test\":\"%s\",\"c\":%d,\"conns\":%d,\"rate\":%.0f,\"ops\":%zu,\"opsPerSec\":%.0f,"
          "\"p50Ms\":%.4f,\"p90Ms\":%.4f,\"p99Ms\":%.4f,\"p999Ms\":%.4f,\"maxMs\":%.4f,\"clientCpuUsPerOp\":%.3f}\n",
-         redis ? "redis" : "dkv", is_get ? "get" : "set", conc, nconn, nlat, ops_measured / secs, Q(0.5), Q(0.9),
+         redis ? "redis" : "dkv", is_get ? "get" : "set", conc, nconn, rate, nlat, ops_measured / secs, Q(0.5), Q(0.9),
          Q(0.99), Q(0.999), Q(1.0), nlat ? cpu * 1e6 / nlat : 0);
   return 0;
 }
