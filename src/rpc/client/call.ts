@@ -30,9 +30,21 @@ export class ClientCall implements DeadlineEntry {
     readonly requestId: number,
     /** The whole call's deadline, retries included, in performance.now() ms (monotonic). */
     readonly deadlineMs: number,
-    readonly resolve: (response: Message) => void,
+    readonly resolve: (response: unknown) => void,
     readonly reject: (error: DkvError) => void,
+    /**
+     * What the call resolves with: the whole response (undefined), one of its fields (its
+     * name), or nothing (null): a store's method gets its result without a promise and an
+     * async frame of its own per request.
+     */
+    readonly field?: string | null,
   ) {}
+
+  /** Resolves the call with what it asked for of `response`. */
+  settle(response: Message): void {
+    const field = this.field;
+    this.resolve(field === undefined ? response : field === null ? undefined : response[field]);
+  }
 }
 
 /**
@@ -103,4 +115,102 @@ export interface Channel {
   send(call: ClientCall): void;
   forget(call: ClientCall): void;
   close(): Promise<void>;
+}
+
+/** A call table starts with this many slots (a power of two) and doubles at half full. */
+const callTableSlotsMin = 64;
+
+/**
+ * A connection's calls waiting for replies, by request id: open addressing on the id's low
+ * bits (ids are sequential, so they spread evenly), linear probing and backward-shift
+ * deletion, no tombstones. A Map churned by an insert and a delete per request cost
+ * ~60 bytes of garbage per request (its tables are rebuilt as deleted entries pile up);
+ * this allocates only when it grows.
+ */
+export class CallTable {
+  private slots: (ClientCall | undefined)[] = new Array(callTableSlotsMin).fill(undefined);
+  private mask = callTableSlotsMin - 1;
+  private count = 0;
+
+  get size(): number {
+    return this.count;
+  }
+
+  get(requestId: number): ClientCall | undefined {
+    const slots = this.slots;
+    for (let i = requestId & this.mask; ; i = (i + 1) & this.mask) {
+      const call = slots[i];
+      if (call === undefined || call.requestId === requestId) return call;
+    }
+  }
+
+  /** Adds `call` under its request id, replacing a call with the same id. */
+  set(call: ClientCall): void {
+    if ((this.count + 1) * 2 > this.slots.length) this.grow();
+    this.place(call);
+  }
+
+  /** Removes and returns the call with `requestId`, if there is one. */
+  take(requestId: number): ClientCall | undefined {
+    const slots = this.slots;
+    const mask = this.mask;
+    let i = requestId & mask;
+    for (; ; i = (i + 1) & mask) {
+      const call = slots[i];
+      if (call === undefined) return undefined;
+      if (call.requestId === requestId) break;
+    }
+    const taken = slots[i];
+    // Backward shift: move later entries of the probe run into the hole when their home
+    // slot is not between the hole and them, so every lookup still finds its entry.
+    for (let hole = i, j = (i + 1) & mask; ; j = (j + 1) & mask) {
+      const next = slots[j];
+      if (next === undefined) {
+        slots[hole] = undefined;
+        break;
+      }
+      const home = next.requestId & mask;
+      const homeBeforeHole = hole <= j ? home <= hole || home > j : home <= hole && home > j;
+      if (homeBeforeHole) {
+        slots[hole] = next;
+        hole = j;
+      }
+    }
+    this.count--;
+    return taken;
+  }
+
+  /** Every call, by request id, and the table emptied. */
+  drain(): ClientCall[] {
+    const calls = this.slots.filter((call): call is ClientCall => call !== undefined);
+    calls.sort((a, b) => a.requestId - b.requestId);
+    this.slots = new Array(callTableSlotsMin).fill(undefined);
+    this.mask = callTableSlotsMin - 1;
+    this.count = 0;
+    return calls;
+  }
+
+  private place(call: ClientCall): void {
+    const slots = this.slots;
+    for (let i = call.requestId & this.mask; ; i = (i + 1) & this.mask) {
+      const held = slots[i];
+      if (held === undefined) {
+        slots[i] = call;
+        this.count++;
+        return;
+      }
+      if (held.requestId === call.requestId) {
+        slots[i] = call;
+        return;
+      }
+    }
+  }
+
+  private grow(): void {
+    const old = this.slots;
+    this.slots = new Array(old.length * 2).fill(undefined);
+    this.mask = this.slots.length - 1;
+    this.count = 0;
+    for (const call of old) if (call !== undefined) this.place(call);
+  }
 }

@@ -67,6 +67,8 @@ export interface RpcClientOptions {
   token?: string;
 }
 
+const ignore = (): void => {};
+
 /** Shards whose leader the client remembers; past it the hints start over (each costs a Map entry). */
 const leaderHintsMax = 4096;
 /** Error replies that say the member may no longer lead the shard: its hint is dropped. */
@@ -275,15 +277,58 @@ export class RpcClient implements CallOwner, AsyncDisposable {
   }
 
   call<K extends WireOpName>(shard: number, op: K, message: WireRequests[K]): Promise<WireResponses[K]> {
-    return new Promise((resolve, reject) => {
-      if (this.closed) return reject(new DkvError("CLOSED", "the client is closed; create a new RpcClient"));
+    return this.start(shard, op, message, undefined) as Promise<WireResponses[K]>;
+  }
+
+  /** call(), resolving with one field of the response (no promise or async frame besides the call's own). */
+  callField<K extends WireOpName, F extends keyof WireResponses[K] & string>(
+    shard: number,
+    op: K,
+    message: WireRequests[K],
+    field: F,
+  ): Promise<WireResponses[K][F]> {
+    return this.start(shard, op, message, field) as Promise<WireResponses[K][F]>;
+  }
+
+  /** call(), resolving with nothing once the reply came (a write whose reply has no fields). */
+  callVoid<K extends WireOpName>(shard: number, op: K, message: WireRequests[K]): Promise<void> {
+    return this.start(shard, op, message, null) as Promise<void>;
+  }
+
+  /**
+   * The executor of every call's promise: it hands the resolving functions over through
+   * these fields, so a call makes no closure of its own for it (~80 bytes of garbage per
+   * request at tens of thousands a second).
+   */
+  private readonly takeResolvers = (resolve: (value: unknown) => void, reject: (error: unknown) => void) => {
+    this.nextResolve = resolve;
+    this.nextReject = reject;
+  };
+  private nextResolve: (value: unknown) => void = ignore;
+  private nextReject: (error: unknown) => void = ignore;
+
+  private start<K extends WireOpName>(
+    shard: number,
+    op: K,
+    message: WireRequests[K],
+    field: string | null | undefined,
+  ): Promise<unknown> {
+    const promise = new Promise(this.takeResolvers);
+    const resolve = this.nextResolve;
+    const reject = this.nextReject;
+    try {
+      if (this.closed) {
+        reject(new DkvError("CLOSED", "the client is closed; create a new RpcClient"));
+        return promise;
+      }
       if (this.inflightCount >= this.inflightMax) {
-        return reject(
+        reject(
           new DkvError(
             "UNAVAILABLE",
             `more than ${this.inflightMax} requests in flight; wait for some to finish`,
           ),
         );
+        return promise;
       }
       // A blocking acquire and a watchLost long poll may take their wait on the server.
       const waitMs =
@@ -297,15 +342,20 @@ export class RpcClient implements CallOwner, AsyncDisposable {
         message as unknown as Message,
         this.takeRequestId(),
         performance.now() + timeoutMs,
-        resolve as (response: Message) => void,
+        resolve,
         reject,
+        field,
       );
       if (waitMs > 0) call.timer = setTimeout(() => this.timedOut(call, timeoutMs), timeoutMs);
       else this.deadlines.add(call);
       this.inflightCount++;
       this.calls.add(call);
       this.dispatch(call);
-    });
+    } catch (error) {
+      // As a promise executor would: what throws here rejects the call's promise.
+      reject(error);
+    }
+    return promise;
   }
 
   private takeRequestId(): number {
@@ -477,7 +527,7 @@ export class RpcClient implements CallOwner, AsyncDisposable {
     this.inflightCount--;
     this.calls.remove(call);
     if (error !== undefined) call.reject(error);
-    else call.resolve(response ?? {});
+    else call.settle(response ?? {});
   }
 
   /** Fails what is in flight with CLOSED and closes every connection. */

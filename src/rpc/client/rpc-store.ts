@@ -23,32 +23,31 @@ export class RpcStore implements IStore {
     readonly shard: number,
   ) {}
 
-  async set(key: string, value: ValueInput): Promise<void> {
-    await this.client.call(this.shard, "set", { key, value });
+  set(key: string, value: ValueInput): Promise<void> {
+    return this.client.callVoid(this.shard, "set", { key, value });
   }
-  async setE(key: string, value: ValueInput, expireInMs: number, deleteInMs: number): Promise<void> {
-    await this.client.call(this.shard, "setE", { key, value, expireInMs, deleteInMs });
+  setE(key: string, value: ValueInput, expireInMs: number, deleteInMs: number): Promise<void> {
+    return this.client.callVoid(this.shard, "setE", { key, value, expireInMs, deleteInMs });
   }
-  async setEIfUnset(
-    key: string,
-    value: ValueInput,
-    expireInMs: number,
-    deleteInMs: number,
-  ): Promise<boolean> {
-    return (await this.client.call(this.shard, "setEIfUnset", { key, value, expireInMs, deleteInMs }))
-      .written;
+  setEIfUnset(key: string, value: ValueInput, expireInMs: number, deleteInMs: number): Promise<boolean> {
+    return this.client.callField(
+      this.shard,
+      "setEIfUnset",
+      { key, value, expireInMs, deleteInMs },
+      "written",
+    );
   }
-  async expire(key: string): Promise<void> {
-    await this.client.call(this.shard, "expire", { key });
+  expire(key: string): Promise<void> {
+    return this.client.callVoid(this.shard, "expire", { key });
   }
-  async delete(key: string): Promise<void> {
-    await this.client.call(this.shard, "delete", { key });
+  delete(key: string): Promise<void> {
+    return this.client.callVoid(this.shard, "delete", { key });
   }
-  async get(key: string): Promise<Uint8Array | undefined> {
-    return (await this.client.call(this.shard, "get", { key })).value;
+  get(key: string): Promise<Uint8Array | undefined> {
+    return this.client.callField(this.shard, "get", { key }, "value");
   }
-  async has(key: string): Promise<boolean> {
-    return (await this.client.call(this.shard, "has", { key })).found;
+  has(key: string): Promise<boolean> {
+    return this.client.callField(this.shard, "has", { key }, "found");
   }
   info(): Promise<StoreInfo> {
     return this.client.info(this.shard);

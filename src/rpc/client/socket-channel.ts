@@ -4,6 +4,7 @@ import { ByteWriter } from "../protocol/byte-writer.ts";
 import type { Endpoint } from "../protocol/endpoint.ts";
 import {
   beginFrame,
+  copyHeader,
   FrameDecoder,
   type FrameHeader,
   finishFrame,
@@ -23,7 +24,7 @@ import {
   wireResponseSchemas,
 } from "../protocol/types.ts";
 import type { Serializer } from "../serializer/types.ts";
-import type { CallOwner, Channel, ClientCall } from "./call.ts";
+import { type CallOwner, CallTable, type Channel, type ClientCall } from "./call.ts";
 import { HttpResponseReader } from "./http-response-reader.ts";
 import { bunClientTlsOptions, tlsHandshakeFailure } from "./tls-connect.ts";
 
@@ -91,7 +92,7 @@ export class SocketChannel implements Channel {
   private readonly out = new ByteWriter();
   private flushQueued = false;
   private decoder: FrameDecoder;
-  private readonly pending = new Map<number, ClientCall>();
+  private readonly pending = new CallTable();
   private waiting: ClientCall[] = [];
   /** Streams open on this connection, and those waiting for it to open. */
   private readonly streams = new Map<number, StreamCall>();
@@ -190,7 +191,7 @@ export class SocketChannel implements Channel {
   }
 
   forget(call: ClientCall): void {
-    if (this.pending.get(call.requestId) === call) this.pending.delete(call.requestId);
+    if (this.pending.get(call.requestId) === call) this.pending.take(call.requestId);
   }
 
   private write(call: ClientCall): void {
@@ -229,7 +230,7 @@ export class SocketChannel implements Channel {
       clientIdLow: this.options.clientIdLow,
     });
     if (this.scratch !== undefined) this.appendHttpRequest(call, this.scratch);
-    this.pending.set(call.requestId, call);
+    this.pending.set(call);
     call.channel = this;
     call.maybeSent = true;
     this.queueFlush();
@@ -430,8 +431,7 @@ export class SocketChannel implements Channel {
     this.decoder.close();
     this.decoder = this.newDecoder();
     if (this.state !== "closed") this.state = "idle";
-    const lost = [...this.pending.values()];
-    this.pending.clear();
+    const lost = this.pending.drain();
     const mismatch = this.protocolMismatch;
     if (mismatch !== undefined) {
       // The server could not have read a request in another protocol: nothing was applied,
@@ -480,6 +480,7 @@ export class SocketChannel implements Channel {
     }
     return new FrameDecoder(this.options.maxFrameBytes, {
       onFrame: (header, body) => this.onReply(header, body),
+      onFrameAt: (header, src, bodyStart, bodyEnd) => this.onReplyAt(header, src, bodyStart, bodyEnd),
       onOversized: (header, max) => {
         const call = this.take(header);
         if (call === undefined) return;
@@ -500,9 +501,34 @@ export class SocketChannel implements Channel {
   }
 
   private take(header: FrameHeader): ClientCall | undefined {
-    const call = this.pending.get(header.requestId);
-    if (call !== undefined) this.pending.delete(header.requestId);
-    return call;
+    return this.pending.take(header.requestId);
+  }
+
+  /**
+   * A reply as the decoder's borrowed header and its body's place in `src` (valid during
+   * the call only): a plain reply to a call is read straight from `src` when the serializer
+   * can (binary), with no header or body view made for it; anything else (an error, a
+   * stream's frame) goes on as a header and a body of its own.
+   */
+  private onReplyAt(header: FrameHeader, src: Uint8Array, bodyStart: number, bodyEnd: number): void {
+    const serializer = this.options.serializer;
+    if (
+      (header.flags & flagError) !== 0 ||
+      serializer.readAt === undefined ||
+      this.streams.has(header.requestId)
+    ) {
+      this.onReply(copyHeader(header), src.subarray(bodyStart, bodyEnd));
+      return;
+    }
+    const call = this.take(header);
+    if (call === undefined) return;
+    const leader = (header.flags & flagLeader) !== 0;
+    try {
+      const response = serializer.readAt(wireResponseSchemas[call.op], src, bodyStart, bodyEnd);
+      this.options.owner.complete(call, response, undefined, leader);
+    } catch (error) {
+      this.failedToRead(call, error);
+    }
   }
 
   private onReply(header: FrameHeader, body: Uint8Array): void {
@@ -528,13 +554,18 @@ export class SocketChannel implements Channel {
       const response = this.options.serializer.read(wireResponseSchemas[call.op], body);
       this.options.owner.complete(call, response, undefined, (header.flags & flagLeader) !== 0);
     } catch (error) {
-      const failure = DkvError.from(error, "unknown", "BAD_FRAME");
-      this.options.owner.complete(
-        call,
-        undefined,
-        new DkvError(failure.code, failure.message, { outcome: "unknown" }),
-      );
+      this.failedToRead(call, error);
     }
+  }
+
+  /** A reply that could not be read: the call's outcome is unknown. */
+  private failedToRead(call: ClientCall, error: unknown): void {
+    const failure = DkvError.from(error, "unknown", "BAD_FRAME");
+    this.options.owner.complete(
+      call,
+      undefined,
+      new DkvError(failure.code, failure.message, { outcome: "unknown" }),
+    );
   }
 
   /** The last connection-level error the server sent, for diagnostics. */

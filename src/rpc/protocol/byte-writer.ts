@@ -1,5 +1,7 @@
 const utf8Encoder = new TextEncoder();
 
+/** Strings up to this many code units are tried as ASCII first (keys, names): copied byte by byte. */
+const asciiCopyCharsMax = 64;
 /** Buffers above this size are dropped on reset so one large frame does not pin memory forever. */
 const retainBytesMax = 1024 * 1024;
 
@@ -64,9 +66,29 @@ export class ByteWriter {
     // UTF-16 code units expand to at most 3 UTF-8 bytes each.
     this.ensure(4 + s.length * 3);
     const start = this.length + 4;
+    if (s.length <= asciiCopyCharsMax && this.copyAscii(s, start)) {
+      this.view.setUint32(this.length, s.length, true);
+      this.length = start + s.length;
+      return;
+    }
     const { written } = utf8Encoder.encodeInto(s, this.buf.subarray(start));
     this.view.setUint32(this.length, written, true);
     this.length = start + written;
+  }
+
+  /**
+   * Copies `s` to buf[at...] if it is all ASCII (its UTF-8 is its code units); false, with
+   * bytes left behind that the caller overwrites, at the first code unit that is not. A
+   * short key so costs no encoder call and no view of the buffer per field.
+   */
+  private copyAscii(s: string, at: number): boolean {
+    const buf = this.buf;
+    for (let i = 0; i < s.length; i++) {
+      const code = s.charCodeAt(i);
+      if (code > 0x7f) return false;
+      buf[at + i] = code;
+    }
+    return true;
   }
 
   /** The bytes written so far (a view: valid until the next write or reset). */

@@ -5,6 +5,8 @@ import { asBytes, badBody, recordsOf } from "./fields.ts";
 import type { Serializer } from "./types.ts";
 
 const utf8Decoder = new TextDecoder("utf-8", { fatal: true });
+const noBytes = new Uint8Array(0);
+const emptyMessage: Message = Object.freeze({});
 
 /**
  * The default serializer: fields in schema order, little-endian, no names and no tags.
@@ -66,11 +68,33 @@ export class BinarySerializer implements Serializer {
   }
 
   read(schema: readonly FieldSpec[], body: Uint8Array): Message {
-    const reader = new FieldReader(body);
-    const message = reader.fields(schema);
-    if (reader.pos !== body.length)
-      throw badBody("binary", `${body.length - reader.pos} unexpected trailing bytes`);
-    return message;
+    return this.decode(schema, body, 0, body.length);
+  }
+
+  /**
+   * read() of the body src[start, end), with no view made of it. A body with no fields to
+   * an empty schema reads as one shared frozen message (a caller must not add to it).
+   */
+  readAt(schema: readonly FieldSpec[], src: Uint8Array, start: number, end: number): Message {
+    if (schema.length === 0 && start === end) return emptyMessage;
+    return this.decode(schema, src, start, end);
+  }
+
+  /** One reader for every call: reads do not nest, and it holds no body between them. */
+  private readonly reader = new FieldReader();
+
+  private decode(schema: readonly FieldSpec[], src: Uint8Array, start: number, end: number): Message {
+    const reader = this.reader;
+    reader.body = src;
+    reader.pos = start;
+    reader.end = end;
+    try {
+      const message = reader.fields(schema);
+      if (reader.pos !== end) throw badBody("binary", `${end - reader.pos} unexpected trailing bytes`);
+      return message;
+    } finally {
+      reader.body = noBytes;
+    }
   }
 }
 
@@ -83,12 +107,13 @@ const scratchView = new DataView(scratchBytes.buffer);
  * `.buffer` is costly in JSC) and nothing allocated per field but its value.
  */
 class FieldReader {
+  body: Uint8Array = noBytes;
   pos = 0;
-
-  constructor(private readonly body: Uint8Array) {}
+  /** Where the body ends in `body`. */
+  end = 0;
 
   private need(bytes: number, name: string): void {
-    if (this.pos + bytes > this.body.length) throw badBody("binary", `field "${name}" is truncated`);
+    if (this.pos + bytes > this.end) throw badBody("binary", `field "${name}" is truncated`);
   }
 
   private u32(): number {
@@ -157,7 +182,7 @@ class FieldReader {
           // Grows only as records are actually read, so a forged count cannot allocate.
           const list: Message[] = [];
           for (let i = 0; i < count; i++) {
-            if (this.pos >= body.length && spec.of!.length > 0)
+            if (this.pos >= this.end && spec.of!.length > 0)
               throw badBody("binary", `field "${spec.name}" is truncated`);
             list.push(this.fields(spec.of!));
           }

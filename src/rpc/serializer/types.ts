@@ -12,4 +12,9 @@ export interface Serializer {
   readonly id: number;
   write(schema: readonly FieldSpec[], message: Message, out: ByteWriter): void;
   read(schema: readonly FieldSpec[], body: Uint8Array): Message;
+  /**
+   * read() of the body src[start, end) without a view of it (a hot path's saving); the
+   * message it returns for an empty schema may be shared and frozen. Optional.
+   */
+  readAt?(schema: readonly FieldSpec[], src: Uint8Array, start: number, end: number): Message;
 }
