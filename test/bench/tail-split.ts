@@ -15,7 +15,7 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { flagValue, freePort, kvPerfResults, ROOT, runCommand } from "./commands.ts";
+import { ensureDebianPackages, flagValue, freePort, kvPerfResults, ROOT, runCommand } from "./commands.ts";
 
 const argv = Bun.argv.slice(2);
 const dkv = flagValue(argv, "--dkv", join(ROOT, "dist", "dkv"));
@@ -25,9 +25,8 @@ const rate = Number(flagValue(argv, "--rate", "100000"));
 if (!Number.isInteger(rounds) || rounds < 1 || rounds > 20) throw new Error("--rounds must be 1..20");
 if (!(seconds > 0 && seconds <= 60)) throw new Error("--duration must be 0..60 seconds");
 if (!(rate >= 1_000 && rate <= 1_000_000)) throw new Error("--rate must be 1000..1000000 requests/s");
-for (const tool of ["cc", "redis-server", "redis-benchmark"]) {
-  if (Bun.which(tool) === null) throw new Error(`${tool} is not on PATH (apt-get install gcc redis-server)`);
-}
+await ensureDebianPackages(["cc"], ["gcc", "libc6-dev"]);
+await ensureDebianPackages(["redis-server", "redis-benchmark"], ["redis-server"]);
 
 interface Row {
   opsPerSec: number;
