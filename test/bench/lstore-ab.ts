@@ -7,6 +7,7 @@
  *   bun test/bench/lstore-ab.ts --a /tmp/dkv-main --b dist/dkv [--rounds 6] [--duration 3s] [--keys 1000]
  */
 import { cpuSeconds, flagValue, kvPerfResults, runCommand } from "./commands.ts";
+import { startLocalDkv } from "./local-servers.ts";
 
 const argv = Bun.argv.slice(2);
 const binaries = { A: flagValue(argv, "--a", "/tmp/dkv-main"), B: flagValue(argv, "--b", "dist/dkv") };
@@ -15,40 +16,8 @@ const duration = flagValue(argv, "--duration", "3s");
 const keys = flagValue(argv, "--keys", "1000");
 const SHARD = 100;
 
-async function start(
-  binary: string,
-): Promise<{ proc: Bun.Subprocess<"ignore", "pipe", "pipe">; endpoint: string }> {
-  const proc = Bun.spawn(
-    [
-      binary,
-      "serve",
-      "--transport",
-      "tcp",
-      "--serializer",
-      "binary",
-      "--transport-endpoint",
-      "127.0.0.1:0",
-    ].concat(["--log-level", "warn", "--shards", `${SHARD}=lstore`]),
-    { stdin: "ignore", stdout: "pipe", stderr: "pipe" },
-  );
-  const reader = proc.stdout.getReader();
-  let text = "";
-  const deadline = Date.now() + 10_000;
-  while (Date.now() < deadline) {
-    const match = /dkv listening on tcp (\S+)\n/.exec(text);
-    if (match) {
-      void (async () => {
-        for (;;) if ((await reader.read()).done) return;
-      })();
-      return { proc, endpoint: match[1]! };
-    }
-    const chunk = await reader.read();
-    if (chunk.done) break;
-    text += new TextDecoder().decode(chunk.value);
-  }
-  proc.kill("SIGTERM");
-  throw new Error(`${binary} did not start: ${text}`);
-}
+const started: Bun.Subprocess[] = [];
+const start = (binary: string) => startLocalDkv(binary, ["--shards", `${SHARD}=lstore`], started);
 
 interface Sample {
   cpuUs: number;
@@ -108,8 +77,8 @@ try {
     console.log(`round ${round} done (load ${load})`);
   }
 } finally {
-  for (const { proc } of Object.values(servers)) proc.kill("SIGTERM");
-  await Promise.all(Object.values(servers).map(({ proc }) => proc.exited));
+  for (const proc of started) proc.kill("SIGTERM");
+  await Promise.all(started.map((proc) => proc.exited));
 }
 
 const median = (values: number[]): number => {

@@ -29,15 +29,14 @@ import {
   cpuSeconds,
   ensureDebianPackages,
   flagValue,
-  freePort,
   kvPerfResults,
   ROOT,
   rssMib,
   runCommand,
 } from "./commands.ts";
+import { startLocalDkv, startLocalRedis } from "./local-servers.ts";
 
 const VALUE_BYTES = 128;
-const START_TIMEOUT_MS = 10_000;
 const SECTIONS = ["lstore", "durable", "memory"] as const;
 type Section = (typeof SECTIONS)[number];
 const DURABLE_SHARD = 200;
@@ -82,17 +81,6 @@ function parseSettings(argv: readonly string[]): Settings {
 
 const started: Bun.Subprocess[] = [];
 
-function spawn(argv: string[]) {
-  const proc = Bun.spawn(argv, {
-    cwd: ROOT,
-    stdin: "ignore",
-    stdout: "pipe",
-    stderr: "pipe",
-  });
-  started.push(proc);
-  return proc;
-}
-
 const REDIS_BINARIES = ["redis-server", "redis-benchmark", "redis-cli"];
 
 /** Redis 7 on PATH, installed from Debian's packages if this user may; else a clear error. */
@@ -113,32 +101,6 @@ async function ensureDkv(dkv: string): Promise<void> {
   if (existsSync(dkv)) return;
   console.log("building dist/dkv...");
   await runCommand([process.execPath, "run", join(ROOT, "build.ts")]);
-}
-
-/** Reads `proc`'s stdout until `pattern` matches; keeps draining afterwards. */
-async function waitFor(
-  proc: Bun.Subprocess<"ignore" | "pipe", "pipe", "pipe">,
-  pattern: RegExp,
-): Promise<RegExpExecArray> {
-  const reader = proc.stdout.getReader();
-  let text = "";
-  const deadline = Date.now() + START_TIMEOUT_MS;
-  for (;;) {
-    const match = pattern.exec(text);
-    if (match) {
-      void (async () => {
-        for (;;) if ((await reader.read()).done) return;
-      })();
-      return match;
-    }
-    const remaining = deadline - Date.now();
-    const chunk = await Promise.race([
-      reader.read(),
-      Bun.sleep(Math.max(remaining, 0)).then(() => undefined),
-    ]);
-    if (chunk === undefined || chunk.done) throw new Error(`did not start: ${text}`);
-    text += new TextDecoder().decode(chunk.value);
-  }
 }
 
 interface Measurement {
@@ -298,33 +260,6 @@ async function loadDkv(endpoint: string, count: number): Promise<void> {
 
 const fmt = (n: number) => Math.round(n).toLocaleString("en-US");
 
-async function startRedis(extra: string[]): Promise<{ proc: Bun.Subprocess; port: number }> {
-  const port = await freePort();
-  const proc = spawn(["redis-server", "--port", String(port), "--bind", "127.0.0.1", "--save", "", ...extra]);
-  await waitFor(proc as Bun.Subprocess<"ignore", "pipe", "pipe">, /Ready to accept connections/);
-  return { proc, port };
-}
-
-async function startDkv(dkv: string, extra: string[]): Promise<{ proc: Bun.Subprocess; endpoint: string }> {
-  const proc = spawn([
-    dkv,
-    "serve",
-    "--transport",
-    "tcp",
-    "--serializer",
-    "binary",
-    "--transport-endpoint",
-    "127.0.0.1:0",
-    "--log-level",
-    "warn",
-    ...extra,
-  ]);
-  const endpoint = (
-    await waitFor(proc as Bun.Subprocess<"ignore", "pipe", "pipe">, /dkv listening on tcp (\S+)\n/)
-  )[1]!;
-  return { proc, endpoint };
-}
-
 function median(values: readonly number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
   const mid = Math.floor(sorted.length / 2);
@@ -403,20 +338,15 @@ async function lstoreSection(
  */
 async function durableSection(s: Settings, dataRoot: string): Promise<void> {
   await mkdir(join(dataRoot, "redis"));
-  const redis = await startRedis([
-    "--appendonly",
-    "yes",
-    "--appendfsync",
-    "always",
-    "--dir",
-    join(dataRoot, "redis"),
-  ]);
-  const dkv = await startDkv(s.dkv, [
-    "--shards",
-    `${DURABLE_SHARD}=dstore`,
-    "--data-dir",
-    join(dataRoot, "dkv"),
-  ]);
+  const redis = await startLocalRedis(
+    ["--appendonly", "yes", "--appendfsync", "always", "--dir", join(dataRoot, "redis")],
+    started,
+  );
+  const dkv = await startLocalDkv(
+    s.dkv,
+    ["--shards", `${DURABLE_SHARD}=dstore`, "--data-dir", join(dataRoot, "dkv")],
+    started,
+  );
   const run: PerfRun = {
     endpoint: dkv.endpoint,
     shard: DURABLE_SHARD,
@@ -527,8 +457,8 @@ async function main(): Promise<void> {
   const redisVersion = (await runCommand(["redis-server", "--version"])).trim();
   console.log(`${redisVersion}\ndkv ${(await runCommand([s.dkv, "version"])).trim()}`);
   if (s.sections.has("lstore") || s.sections.has("memory")) {
-    const redis = await startRedis(["--appendonly", "no"]);
-    const dkv = await startDkv(s.dkv, ["--shards", "100=lstore"]);
+    const redis = await startLocalRedis(["--appendonly", "no"], started);
+    const dkv = await startLocalDkv(s.dkv, ["--shards", "100=lstore"], started);
     if (s.sections.has("lstore")) {
       console.log(
         `${s.rounds} rounds, dkv ${s.durationText} per test, redis ${s.redisRequests} requests per test, ${s.keys} keys, ${VALUE_BYTES} B values`,

@@ -15,7 +15,8 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { ensureDebianPackages, flagValue, freePort, kvPerfResults, ROOT, runCommand } from "./commands.ts";
+import { ensureDebianPackages, flagValue, kvPerfResults, ROOT, runCommand } from "./commands.ts";
+import { startLocalDkv, startLocalRedis } from "./local-servers.ts";
 
 const argv = Bun.argv.slice(2);
 const dkv = flagValue(argv, "--dkv", join(ROOT, "dist", "dkv"));
@@ -39,31 +40,6 @@ const dir = await mkdtemp(join(tmpdir(), "dkv-tail-split-"));
 const cload = join(dir, "cload");
 await runCommand(["cc", "-O2", "-o", cload, join(import.meta.dir, "cload.c")]);
 const started: Bun.Subprocess[] = [];
-
-async function lineOf(proc: Bun.Subprocess<"ignore", "pipe", "pipe">, pattern: RegExp): Promise<string> {
-  const reader = proc.stdout.getReader();
-  let text = "";
-  const deadline = Date.now() + 10_000;
-  while (Date.now() < deadline) {
-    const match = pattern.exec(text);
-    if (match) {
-      void (async () => {
-        for (;;) if ((await reader.read()).done) return;
-      })();
-      return match[1] ?? "";
-    }
-    const chunk = await reader.read();
-    if (chunk.done) break;
-    text += new TextDecoder().decode(chunk.value);
-  }
-  throw new Error(`did not start: ${text}`);
-}
-
-function spawn(command: string[]): Bun.Subprocess<"ignore", "pipe", "pipe"> {
-  const proc = Bun.spawn(command, { stdin: "ignore", stdout: "pipe", stderr: "pipe" });
-  started.push(proc);
-  return proc;
-}
 
 /** The C client on `port`: closed loop at c=50, or an open loop at `ratePerSec` (at most 50 in flight). */
 async function cloadRow(port: number, mode: "dkv" | "redis", test: string, ratePerSec = 0): Promise<Row> {
@@ -137,35 +113,9 @@ const keep = (name: string, row: Row | undefined) => {
   if (row !== undefined) results.set(name, [...(results.get(name) ?? []), row]);
 };
 try {
-  const server = spawn([
-    dkv,
-    "serve",
-    "--transport",
-    "tcp",
-    "--serializer",
-    "binary",
-    "--transport-endpoint",
-    "127.0.0.1:0",
-    "--log-level",
-    "warn",
-    "--shards",
-    "100=lstore",
-  ]);
-  const endpoint = await lineOf(server, /dkv listening on tcp (\S+)\n/);
+  const { endpoint } = await startLocalDkv(dkv, ["--shards", "100=lstore"], started);
   const dkvPort = Number(endpoint.split(":").at(-1));
-  const redisPort = await freePort();
-  const redis = spawn([
-    "redis-server",
-    "--port",
-    String(redisPort),
-    "--bind",
-    "127.0.0.1",
-    "--save",
-    "",
-    "--appendonly",
-    "no",
-  ]);
-  await lineOf(redis, /(Ready to accept connections)/);
+  const { port: redisPort } = await startLocalRedis(["--appendonly", "no"], started);
   await kvPerfRows(endpoint); // untimed: the server's JIT warm
   for (let round = 1; round <= rounds; round++) {
     const load = (await Bun.file("/proc/loadavg").text()).split(" ").slice(0, 3).join(" ");

@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { ClientCall, InFlightCalls } from "../../src/rpc/client/call.ts";
+import { CallTable, ClientCall, InFlightCalls } from "../../src/rpc/client/call.ts";
 
 function call(requestId: number): ClientCall {
   return new ClientCall(
@@ -57,5 +57,77 @@ describe("InFlightCalls", () => {
     }
     expect(seen).toBe(1000);
     expect(list.size).toBe(0);
+  });
+});
+
+/** A seeded xorshift32, so a failing sequence replays. */
+function random(seed: number): () => number {
+  let x = seed >>> 0 || 1;
+  return () => {
+    x ^= x << 13;
+    x >>>= 0;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    x >>>= 0;
+    return x / 2 ** 32;
+  };
+}
+
+describe("CallTable", () => {
+  test("finds, takes and drains calls as a Map keyed by request id would (seeded random operations)", () => {
+    for (let seed = 1; seed <= 20; seed++) {
+      const next = random(seed);
+      const table = new CallTable();
+      const oracle = new Map<number, ClientCall>();
+      // Ids that share low bits (multiples of 64 and 1024 apart) make long probe runs that
+      // wrap around the end of the slots, where a wrong backward shift loses entries.
+      const ids = () => {
+        const base = Math.floor(next() * 8);
+        const spread = [1, 64, 1024, 4096][Math.floor(next() * 4)]!;
+        return (base + spread * Math.floor(next() * 40) + 0xfffffff0) >>> 0;
+      };
+      for (let step = 0; step < 3_000; step++) {
+        const id = ids();
+        const action = next();
+        if (action < 0.45) {
+          const c = call(id);
+          table.set(c);
+          oracle.set(id, c);
+        } else if (action < 0.9) {
+          expect(table.take(id)).toBe(oracle.get(id));
+          oracle.delete(id);
+        } else {
+          expect(table.get(id)).toBe(oracle.get(id));
+        }
+        expect(table.size).toBe(oracle.size);
+      }
+      for (const [id, c] of oracle) expect(table.get(id)).toBe(c);
+      const drained = table.drain();
+      expect(drained.map((c) => c.requestId)).toEqual([...oracle.keys()].sort((a, b) => a - b));
+      expect(table.size).toBe(0);
+      expect(table.get(drained[0]?.requestId ?? 1)).toBeUndefined();
+    }
+  });
+
+  test("set replaces a call with the same request id (a retry on the same connection)", () => {
+    const table = new CallTable();
+    const first = call(7);
+    const retry = call(7);
+    table.set(first);
+    table.set(retry);
+    expect(table.size).toBe(1);
+    expect(table.take(7)).toBe(retry);
+    expect(table.take(7)).toBeUndefined();
+    expect(table.size).toBe(0);
+  });
+
+  test("grows past its first slots and keeps every call", () => {
+    const table = new CallTable();
+    const calls = Array.from({ length: 10_000 }, (_, i) => call(i + 1));
+    for (const c of calls) table.set(c);
+    expect(table.size).toBe(10_000);
+    for (const c of calls) expect(table.get(c.requestId)).toBe(c);
+    for (const c of calls.slice(0, 5_000)) expect(table.take(c.requestId)).toBe(c);
+    for (const c of calls.slice(5_000)) expect(table.get(c.requestId)).toBe(c);
   });
 });
