@@ -16,6 +16,7 @@ import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ensureDebianPackages, flagValue, ROOT, runCommand } from "./commands.ts";
+import { waitForLine } from "./local-servers.ts";
 
 const START_TIMEOUT_MS = 20_000;
 
@@ -39,32 +40,6 @@ function spawn(argv: string[]): Bun.Subprocess<"ignore", "pipe", "pipe"> {
   const proc = Bun.spawn(argv, { cwd: ROOT, stdin: "ignore", stdout: "pipe", stderr: "pipe" });
   started.push(proc);
   return proc;
-}
-
-/** Reads `stream` until `pattern` matches the text so far; keeps draining it afterwards. */
-async function waitFor(
-  proc: Bun.Subprocess<"ignore", "pipe", "pipe">,
-  stream: "stdout" | "stderr",
-  pattern: RegExp,
-): Promise<RegExpExecArray> {
-  const reader = proc[stream].getReader();
-  let text = "";
-  const deadline = Date.now() + START_TIMEOUT_MS;
-  for (;;) {
-    const match = pattern.exec(text);
-    if (match) {
-      void (async () => {
-        for (;;) if ((await reader.read()).done) return;
-      })();
-      return match;
-    }
-    const remaining = deadline - Date.now();
-    if (remaining <= 0) throw new Error(`timed out waiting for ${pattern} from ${proc.pid}:\n${text}`);
-    const chunk = await Promise.race([reader.read(), Bun.sleep(remaining).then(() => "timeout" as const)]);
-    if (chunk === "timeout") continue;
-    if (chunk.done) throw new Error(`process ${proc.pid} exited (${await proc.exited}):\n${text}`);
-    text += new TextDecoder().decode(chunk.value);
-  }
 }
 
 /** A free loopback port: bound with port 0, read, released. */
@@ -100,7 +75,7 @@ async function main(): Promise<void> {
     await runCommand([process.execPath, "build", "--compile", join(scratch, "hello.ts"), "--outfile", hello]);
 
     const dkv = spawn([settings.dkv, "serve", "--transport-endpoint", "127.0.0.1:0"]);
-    const endpoint = (await waitFor(dkv, "stdout", /dkv listening on tcp (\S+)\n/))[1]!;
+    const endpoint = (await waitForLine(dkv, /dkv listening on tcp (\S+)\n/, "stdout", START_TIMEOUT_MS))[1]!;
     const clientPort = freePort();
     const peerPort = freePort();
     const etcdEndpoint = `127.0.0.1:${clientPort}`;
@@ -121,7 +96,7 @@ async function main(): Promise<void> {
       "--initial-cluster",
       `bench=http://127.0.0.1:${peerPort}`,
     ]);
-    await waitFor(etcd, "stderr", /ready to serve client requests/);
+    await waitForLine(etcd, /ready to serve client requests/, "stderr", START_TIMEOUT_MS);
 
     const dkvGet = `${settings.dkv} kv get foo --endpoints ${endpoint}`;
     const etcdGet = `etcdctl --endpoints=${etcdEndpoint} get foo`;

@@ -17,14 +17,19 @@ export function spawnPiped(argv: string[], started: Bun.Subprocess[]): PipedProc
 }
 
 /**
- * Reads `proc`'s stdout until `pattern` matches (at most START_TIMEOUT_MS), then keeps
+ * Reads `proc`'s `stream` until `pattern` matches (at most `timeoutMs`), then keeps
  * draining it so the process never blocks on a full pipe.
  */
-export async function waitForLine(proc: PipedProcess, pattern: RegExp): Promise<RegExpExecArray> {
-  const reader = proc.stdout.getReader();
+export async function waitForLine(
+  proc: PipedProcess,
+  pattern: RegExp,
+  stream: "stdout" | "stderr" = "stdout",
+  timeoutMs = START_TIMEOUT_MS,
+): Promise<RegExpExecArray> {
+  const reader = proc[stream].getReader();
   const decoder = new TextDecoder();
   let text = "";
-  const deadline = Date.now() + START_TIMEOUT_MS;
+  const deadline = Date.now() + timeoutMs;
   // Bounded by the deadline: each pass waits at most until then.
   for (;;) {
     const match = pattern.exec(text);
@@ -39,7 +44,8 @@ export async function waitForLine(proc: PipedProcess, pattern: RegExp): Promise<
       reader.read(),
       Bun.sleep(Math.max(remaining, 0)).then(() => undefined),
     ]);
-    if (chunk === undefined || chunk.done) throw new Error(`${proc.pid} did not start: ${text}`);
+    if (chunk === undefined) throw new Error(`timed out waiting for ${pattern} from ${proc.pid}:\n${text}`);
+    if (chunk.done) throw new Error(`process ${proc.pid} ended before ${pattern}:\n${text}`);
     text += decoder.decode(chunk.value);
   }
 }
