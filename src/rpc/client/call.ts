@@ -46,8 +46,8 @@ export class ClientCall implements DeadlineEntry {
     if (field === null) this.resolve(undefined);
     else if (field !== undefined) this.resolve(response[field]);
     // The whole response goes to the caller of call(): one of its own, never a serializer's
-    // shared frozen empty message (BinarySerializer.readAt), which a caller could not add to.
-    else this.resolve(Object.isFrozen(response) ? {} : response);
+    // shared frozen message (BinarySerializer.readAt's empty one), which it could not add to.
+    else this.resolve(Object.isFrozen(response) ? { ...response } : response);
   }
 }
 
