@@ -103,7 +103,8 @@ describe("CallTable", () => {
       }
       for (const [id, c] of oracle) expect(table.get(id)).toBe(c);
       const drained = table.drain();
-      expect(drained.map((c) => c.requestId)).toEqual([...oracle.keys()].sort((a, b) => a - b));
+      // In u32 sequence order: these ids wrap past 0xffffffff, and those sent before come first.
+      expect(drained.map((c) => c.requestId)).toEqual([...oracle.keys()].sort((a, b) => (a - b) | 0));
       expect(table.size).toBe(0);
       expect(table.get(drained[0]?.requestId ?? 1)).toBeUndefined();
     }

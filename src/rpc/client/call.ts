@@ -43,7 +43,11 @@ export class ClientCall implements DeadlineEntry {
   /** Resolves the call with what it asked for of `response`. */
   settle(response: Message): void {
     const field = this.field;
-    this.resolve(field === undefined ? response : field === null ? undefined : response[field]);
+    if (field === null) this.resolve(undefined);
+    else if (field !== undefined) this.resolve(response[field]);
+    // The whole response goes to the caller of call(): one of its own, never a serializer's
+    // shared frozen message (BinarySerializer.readAt's empty one), which it could not add to.
+    else this.resolve(Object.isFrozen(response) ? { ...response } : response);
   }
 }
 
@@ -180,10 +184,14 @@ export class CallTable {
     return taken;
   }
 
-  /** Every call, by request id, and the table emptied. */
+  /**
+   * Every call, in the order of their request ids, and the table emptied. Ids wrap from
+   * 0xffffffff to 1, so they compare as a u32 sequence (calls in flight together lie within
+   * 2^31 ids of each other): 0xffffffff comes before 1, as it was sent before it.
+   */
   drain(): ClientCall[] {
     const calls = this.slots.filter((call): call is ClientCall => call !== undefined);
-    calls.sort((a, b) => a.requestId - b.requestId);
+    calls.sort((a, b) => (a.requestId - b.requestId) | 0);
     this.slots = new Array(callTableSlotsMin).fill(undefined);
     this.mask = callTableSlotsMin - 1;
     this.count = 0;

@@ -316,6 +316,9 @@ export class RpcClient implements CallOwner, AsyncDisposable {
     const promise = new Promise(this.takeResolvers);
     const resolve = this.nextResolve;
     const reject = this.nextReject;
+    // Not kept past this call: they hold its promise, and so its result once settled.
+    this.nextResolve = ignore;
+    this.nextReject = ignore;
     try {
       if (this.closed) {
         reject(new DkvError("CLOSED", "the client is closed; create a new RpcClient"));
