@@ -242,14 +242,10 @@ export class SocketChannel implements Channel {
     const head =
       `POST /v1/${call.shard}/${call.op} HTTP/1.1\r\nHost: ${this.endpoint}\r\n${authorization}` +
       `Content-Type: application/octet-stream\r\nContent-Length: ${frame.length}\r\n\r\n`;
-    this.out.ensure(head.length + frame.length);
+    const prefixAt = this.out.length;
     this.out.lengthPrefixedUtf8(head);
-    // Drop the length prefix: the head is plain ASCII bytes.
-    this.out.buf.copyWithin(
-      this.out.length - head.length - 4,
-      this.out.length - head.length,
-      this.out.length,
-    );
+    // Drop the length prefix, whatever the head's UTF-8 length (a host name may not be ASCII).
+    this.out.buf.copyWithin(prefixAt, prefixAt + 4, this.out.length);
     this.out.length -= 4;
     this.out.bytes(frame.written());
   }
