@@ -3,7 +3,7 @@
  * serializer on a free 127.0.0.1 port, and a redis-server without persistence by default.
  * Each is pushed to the caller's `started` list, which the caller kills by PID when done.
  */
-import { freePort, ROOT } from "./commands.ts";
+import { freePort, ROOT, runCommand } from "./commands.ts";
 
 const START_TIMEOUT_MS = 10_000;
 
@@ -88,4 +88,54 @@ export async function startLocalRedis(
   );
   await waitForLine(proc, /Ready to accept connections/);
   return { proc, port };
+}
+
+/** One redis-benchmark result: throughput and latency percentiles of a test. */
+export interface RedisBenchmarkRow {
+  opsPerSec: number;
+  p50Ms: number;
+  p99Ms: number;
+}
+
+/**
+ * Runs redis-benchmark against 127.0.0.1:`port` (`tests` as for -t, e.g. "set,get") and
+ * returns its CSV report by test name in lower case.
+ */
+export async function redisBenchmark(
+  port: number,
+  run: { tests: string; valueBytes: number; clients: number; requests: number; keys: number },
+): Promise<Record<string, RedisBenchmarkRow>> {
+  const out = await runCommand([
+    "redis-benchmark",
+    "-h",
+    "127.0.0.1",
+    "-p",
+    String(port),
+    "-t",
+    run.tests,
+    "-d",
+    String(run.valueBytes),
+    "-c",
+    String(run.clients),
+    "-n",
+    String(run.requests),
+    "-r",
+    String(run.keys),
+    "--csv",
+  ]);
+  const lines = out
+    .trim()
+    .split("\n")
+    .map((line) => line.split(",").map((cell) => cell.replace(/"/g, "")));
+  const header = lines[0] ?? [];
+  const column = (name: string) => header.indexOf(name);
+  const rows: Record<string, RedisBenchmarkRow> = {};
+  for (const cells of lines.slice(1)) {
+    rows[cells[0]!.toLowerCase()] = {
+      opsPerSec: Number(cells[column("rps")]),
+      p50Ms: Number(cells[column("p50_latency_ms")]),
+      p99Ms: Number(cells[column("p99_latency_ms")]),
+    };
+  }
+  return rows;
 }

@@ -34,7 +34,7 @@ import {
   rssMib,
   runCommand,
 } from "./commands.ts";
-import { startLocalDkv, startLocalRedis } from "./local-servers.ts";
+import { redisBenchmark as runRedisBenchmark, startLocalDkv, startLocalRedis } from "./local-servers.ts";
 
 const VALUE_BYTES = 128;
 const SECTIONS = ["lstore", "durable", "memory"] as const;
@@ -173,39 +173,14 @@ async function redisBenchmark(
   requests: number,
   keys: number,
 ): Promise<ToolRun> {
-  const out = await runCommand([
-    "redis-benchmark",
-    "-h",
-    "127.0.0.1",
-    "-p",
-    String(port),
-    "-t",
+  const results = await runRedisBenchmark(port, {
     tests,
-    "-d",
-    String(VALUE_BYTES),
-    "-c",
-    String(threads),
-    "-n",
-    String(requests),
-    "-r",
-    String(keys),
-    "--csv",
-  ]);
-  const lines = out
-    .trim()
-    .split("\n")
-    .map((line) => line.split(",").map((cell) => cell.replace(/"/g, "")));
-  const header = lines[0] ?? [];
-  const column = (name: string) => header.indexOf(name);
-  const result: Record<string, Measurement> = {};
-  for (const row of lines.slice(1)) {
-    result[row[0]!.toLowerCase()] = {
-      opsPerSec: Number(row[column("rps")]),
-      p50Ms: Number(row[column("p50_latency_ms")]),
-      p99Ms: Number(row[column("p99_latency_ms")]),
-    };
-  }
-  return { results: result, ops: requests * (lines.length - 1) };
+    valueBytes: VALUE_BYTES,
+    clients: threads,
+    requests,
+    keys,
+  });
+  return { results, ops: requests * Object.keys(results).length };
 }
 
 const keyOf = (i: number) => `key:${String(i).padStart(7, "0")}`;

@@ -16,7 +16,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ensureDebianPackages, flagValue, kvPerfResults, ROOT, runCommand } from "./commands.ts";
-import { startLocalDkv, startLocalRedis } from "./local-servers.ts";
+import { redisBenchmark, startLocalDkv, startLocalRedis } from "./local-servers.ts";
 
 const argv = Bun.argv.slice(2);
 const dkv = flagValue(argv, "--dkv", join(ROOT, "dist", "dkv"));
@@ -77,35 +77,14 @@ async function kvPerfRows(endpoint: string): Promise<Record<string, Row>> {
   );
 }
 
-async function redisBenchmarkRows(port: number): Promise<Record<string, Row>> {
-  const out = await runCommand([
-    "redis-benchmark",
-    "-h",
-    "127.0.0.1",
-    "-p",
-    String(port),
-    "-t",
-    "set,get",
-    "-d",
-    "128",
-    "-c",
-    "50",
-    "-n",
-    String(Math.round(100_000 * seconds)),
-    "-r",
-    "1000",
-    "--csv",
-  ]);
-  const rows: Record<string, Row> = {};
-  for (const line of out.trim().split("\n").slice(1)) {
-    const cells = line.split(",").map((cell) => cell.replace(/"/g, ""));
-    rows[cells[0]!.toLowerCase()] = {
-      opsPerSec: Number(cells[1]),
-      p50Ms: Number(cells[4]),
-      p99Ms: Number(cells[6]),
-    };
-  }
-  return rows;
+function redisBenchmarkRows(port: number): Promise<Record<string, Row>> {
+  return redisBenchmark(port, {
+    tests: "set,get",
+    valueBytes: 128,
+    clients: 50,
+    requests: Math.round(100_000 * seconds),
+    keys: 1000,
+  });
 }
 
 const results = new Map<string, Row[]>();

@@ -132,3 +132,43 @@ describe("CallTable", () => {
     for (const c of calls.slice(5_000)) expect(table.get(c.requestId)).toBe(c);
   });
 });
+
+describe("review25 CallTable", () => {
+  test("drain returns calls in the order they were sent across the request id wrap (0xffffffff -> 1)", () => {
+    // takeRequestId wraps 0xffffffff to 1: a long-lived client crosses it after 2^32 requests.
+    // A lost connection retries its calls in drain order; the calls sent first go first.
+    const table = new CallTable();
+    const sent = [0xfffffffd, 0xfffffffe, 0xffffffff, 1, 2, 3];
+    for (const id of sent) table.set(call(id));
+    expect(table.drain().map((c) => c.requestId)).toEqual(sent);
+  });
+
+  test("sequential ids through the wrap with a sliding window of in-flight calls (a Map as oracle)", () => {
+    const table = new CallTable();
+    const oracle = new Map<number, ClientCall>();
+    let id = 0xffffff00;
+    const next = () => {
+      const taken = id;
+      id = id === 0xffffffff ? 1 : id + 1;
+      return taken;
+    };
+    const inflight: number[] = [];
+    for (let step = 0; step < 5_000; step++) {
+      const c = call(next());
+      table.set(c);
+      oracle.set(c.requestId, c);
+      inflight.push(c.requestId);
+      // Replies come out of order: take a pseudo-random one once 100 are in flight.
+      if (inflight.length > 100) {
+        const k = (step * 7919) % inflight.length;
+        const [taken] = inflight.splice(k, 1);
+        expect(table.take(taken!)).toBe(oracle.get(taken!)!);
+        oracle.delete(taken!);
+      }
+      expect(table.size).toBe(oracle.size);
+    }
+    for (const [k, c] of oracle) expect(table.get(k)).toBe(c);
+    expect(table.get(0)).toBeUndefined();
+    expect(table.take(0x80000000)).toBeUndefined();
+  });
+});
