@@ -133,6 +133,36 @@ describe("CallTable", () => {
   });
 });
 
+describe("CallTable size", () => {
+  test("shrinks back after a burst of calls and keeps every call still in it", () => {
+    const table = new CallTable();
+    const calls = Array.from({ length: 5_000 }, (_, i) => call(i + 1));
+    for (const c of calls) table.set(c);
+    const burst = table.capacity;
+    expect(burst).toBeGreaterThanOrEqual(10_000);
+    // Take all but every 500th call, oldest first, as replies arrive.
+    const kept = calls.filter((c) => c.requestId % 500 === 0);
+    for (const c of calls) if (c.requestId % 500 !== 0) expect(table.take(c.requestId)).toBe(c);
+    expect(table.size).toBe(kept.length);
+    expect(table.capacity).toBe(64);
+    for (const c of kept) expect(table.get(c.requestId)).toBe(c);
+    expect(table.drain()).toEqual(kept);
+  });
+
+  test("does not resize back and forth around one size", () => {
+    const table = new CallTable();
+    for (let id = 1; id <= 33; id++) table.set(call(id));
+    const grown = table.capacity;
+    expect(grown).toBe(128);
+    // Around the grow bound: one call leaves, one arrives, many times.
+    for (let id = 34; id < 1034; id++) {
+      table.take(id - 33);
+      table.set(call(id));
+      expect(table.capacity).toBe(grown);
+    }
+  });
+});
+
 describe("review25 CallTable", () => {
   test("drain returns calls in the order they were sent across the request id wrap (0xffffffff -> 1)", () => {
     // takeRequestId wraps 0xffffffff to 1: a long-lived client crosses it after 2^32 requests.

@@ -121,7 +121,11 @@ export interface Channel {
   close(): Promise<void>;
 }
 
-/** A call table starts with this many slots (a power of two) and doubles at half full. */
+/**
+ * A call table starts with this many slots (a power of two), doubles at half full and
+ * halves at an eighth full (so a burst of calls does not keep its slots for the
+ * connection's life, and a table near either bound does not resize back and forth).
+ */
 const callTableSlotsMin = 64;
 
 /**
@@ -138,6 +142,11 @@ export class CallTable {
 
   get size(): number {
     return this.count;
+  }
+
+  /** The slots the table holds now (for tests of its growing and shrinking). */
+  get capacity(): number {
+    return this.slots.length;
   }
 
   get(requestId: number): ClientCall | undefined {
@@ -181,6 +190,7 @@ export class CallTable {
       }
     }
     this.count--;
+    if (this.count * 8 < slots.length && slots.length > callTableSlotsMin) this.resize(slots.length / 2);
     return taken;
   }
 
@@ -218,8 +228,12 @@ export class CallTable {
   }
 
   private grow(): void {
+    this.resize(this.slots.length * 2);
+  }
+
+  private resize(slotCount: number): void {
     const old = this.slots;
-    this.slots = new Array(old.length * 2).fill(undefined);
+    this.slots = new Array(slotCount).fill(undefined);
     this.mask = this.slots.length - 1;
     this.count = 0;
     for (const call of old) if (call !== undefined) this.place(call);
