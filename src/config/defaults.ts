@@ -79,6 +79,11 @@ export const SNAPSHOT_BYTES_DEFAULT = 32 * mebibyte;
  */
 export const RAFT_LOG_MAX_BYTES_DEFAULT = 128 * mebibyte;
 /**
+ * Bytes of log all dstore shards of a process hold together since their snapshots before
+ * the largest snapshot early (`--raft-log-budget-bytes`; 0: off; raft/host/log-budget.ts).
+ */
+export const RAFT_LOG_BUDGET_BYTES_DEFAULT = 64 * mebibyte;
+/**
  * Event-loop turns a shared-log write queued behind a running one waits for more records
  * once that write is durable, while each turn adds some (raft/storage/group-commit.ts).
  */
@@ -117,6 +122,7 @@ export const REPLICATED_TUNING_DEFAULT = Object.freeze({
   compactionOverheadEntries: COMPACTION_OVERHEAD_ENTRIES_DEFAULT,
   snapshotBytes: SNAPSHOT_BYTES_DEFAULT,
   raftLogMaxBytes: RAFT_LOG_MAX_BYTES_DEFAULT,
+  raftLogBudgetBytes: RAFT_LOG_BUDGET_BYTES_DEFAULT,
   requestTimeoutMs: REQUEST_TIMEOUT_MS_DEFAULT,
 });
 

@@ -71,6 +71,8 @@ export interface RaftNodeOptions {
   /** --snapshot-bytes, --raft-log-max-bytes: each group's in-memory log bounded by bytes. */
   readonly snapshotBytes: number;
   readonly raftLogMaxBytes: number;
+  /** --raft-log-budget-bytes: all groups' logs together (raft/host/log-budget.ts). */
+  readonly raftLogBudgetBytes: number;
   /** --read-lease: leader lease reads instead of a ReadIndex round per read batch. */
   readonly readLease: boolean;
   /** Deadline of one replicated store call, retries included. */
@@ -243,6 +245,7 @@ function resolveRaft(values: ServeOptionValues): RaftNodeOptions {
     logGatherTurns: values["raft-log-gather-turns"],
     snapshotBytes,
     raftLogMaxBytes,
+    raftLogBudgetBytes: values["raft-log-budget-bytes"],
     readLease: values["read-lease"] === "on",
     requestTimeoutMs: values.timeout,
     dedupRetentionMs: values["dedup-retention"],

@@ -258,6 +258,7 @@ async function startRaft(
     logGatherTurns: raft.logGatherTurns,
     snapshotBytes: raft.snapshotBytes,
     raftLogMaxBytes: raft.raftLogMaxBytes,
+    raftLogBudgetBytes: raft.raftLogBudgetBytes,
     readLease: raft.readLease,
     requestTimeoutMs: raft.requestTimeoutMs,
     dedup: { retentionMs: raft.dedupRetentionMs },

@@ -264,7 +264,7 @@ interface HeapSample {
   heapUsed: number;
   heapTotal: number;
   external: number;
-  /** Snapshots saved so far (dkv_raft_snapshots_total, save, ok). */
+  /** Snapshots saved so far, all shards (dkv_raft_snapshots_total, save, ok). */
   snapshots: number;
 }
 
@@ -275,12 +275,18 @@ async function heapMib(metricsEndpoint: string): Promise<HeapSample> {
     const match = new RegExp(`dkv_process_memory_bytes\\{kind="${name}"\\} (\\S+)`).exec(text);
     return Number(match?.[1] ?? Number.NaN) / MIB;
   };
-  const snapshots = /dkv_raft_snapshots_total\{[^}]*kind="save"[^}]*result="ok"[^}]*\} (\S+)/.exec(text);
+  // One counter per shard: the sum over all of them.
+  let snapshots = 0;
+  for (const match of text.matchAll(
+    /dkv_raft_snapshots_total\{[^}]*kind="save"[^}]*result="ok"[^}]*\} (\S+)/g,
+  )) {
+    snapshots += Number(match[1]);
+  }
   return {
     heapUsed: kind("heap_used"),
     heapTotal: kind("heap_total"),
     external: kind("external"),
-    snapshots: Number(snapshots?.[1] ?? 0),
+    snapshots,
   };
 }
 

@@ -59,6 +59,7 @@ describe("each default is declared once and used by every layer", () => {
       compactionOverheadEntries: raft.compactionOverheadEntries,
       snapshotBytes: raft.snapshotBytes,
       raftLogMaxBytes: raft.raftLogMaxBytes,
+      raftLogBudgetBytes: raft.raftLogBudgetBytes,
       requestTimeoutMs: raft.requestTimeoutMs,
     };
     expect(resolved).toEqual({ ...REPLICATED_TUNING_DEFAULT });

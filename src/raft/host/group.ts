@@ -18,9 +18,10 @@ import {
 } from "../core/types.ts";
 import { testFaults } from "../storage/test-faults.ts";
 import { GroupReads } from "./group-reads.ts";
+import type { LogBudgetView } from "./log-budget.ts";
 import type { PersistFailure, ReadyStart } from "./ready-pass.ts";
 import { AssertionError, assert, type GroupStorage, HostFatalError } from "./runtime.ts";
-import { snapshotDue } from "./snapshot-cadence.ts";
+import { ENTRY_MEMORY_OVERHEAD_BYTES, snapshotDue } from "./snapshot-cadence.ts";
 import type { RaftHostObserver, StageTrace, StateMachine } from "./types.ts";
 
 const EMPTY = new Uint8Array(0);
@@ -810,6 +811,27 @@ export class RaftGroup {
   /** Log bytes held in memory, as counted: the tail, applied entries since the snapshot, own proposals. */
   logBytes(): number {
     return this.tailBytes + (this.appliedBytes - this.compactedAppliedBytes) + this.pendingProposalBytes;
+  }
+
+  /** What the process's log budget (log-budget.ts) weighs of this group. */
+  logBudgetView(): LogBudgetView {
+    return {
+      groupId: this.groupId,
+      sinceSnapshotBytes: this.logMemorySinceCapture(),
+      lastSnapshotBytes: this.lastSnapshotBytes,
+      snapshotting: this.snapshotTask !== undefined || this.snapshotWanted,
+    };
+  }
+
+  /** The log applied since the last capture, as the cadence counts its memory (snapshot-cadence.ts). */
+  private logMemorySinceCapture(): number {
+    const bytes = this.appliedBytes - this.capturedAppliedBytes;
+    return bytes + this.appliedSinceSnapshot * ENTRY_MEMORY_OVERHEAD_BYTES;
+  }
+
+  /** Snapshots at the next tick whatever the cadence says (the process's log budget asks). */
+  askSnapshot(): void {
+    this.snapshotWanted = true;
   }
 
   /**

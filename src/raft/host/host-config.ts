@@ -16,7 +16,11 @@ export const HOST_DEFAULTS = {
 } as const;
 
 /** Checks `config`; returns the snapshot and log byte bounds resolved (0: none). */
-export function checkHostConfig(config: RaftHostConfig): { snapshotBytes: number; raftLogMaxBytes: number } {
+export function checkHostConfig(config: RaftHostConfig): {
+  snapshotBytes: number;
+  raftLogMaxBytes: number;
+  raftLogBudgetBytes: number;
+} {
   checkCount("tickMs", config.tickMs, 1);
   checkCount("heartbeatTicks", config.heartbeatTicks, 1);
   checkCount("electionTicks", config.electionTicks, config.heartbeatTicks + 1);
@@ -27,6 +31,8 @@ export function checkHostConfig(config: RaftHostConfig): { snapshotBytes: number
   const raftLogMaxBytes = config.raftLogMaxBytes ?? 0;
   checkCount("snapshotBytes", snapshotBytes, 0);
   checkCount("raftLogMaxBytes", raftLogMaxBytes, 0);
+  const raftLogBudgetBytes = config.raftLogBudgetBytes ?? 0;
+  checkCount("raftLogBudgetBytes", raftLogBudgetBytes, 0);
   if (raftLogMaxBytes > 0 && (snapshotBytes === 0 || snapshotBytes * 2 > raftLogMaxBytes)) {
     throw new DkvError(
       "USAGE",
@@ -42,7 +48,7 @@ export function checkHostConfig(config: RaftHostConfig): { snapshotBytes: number
   if (config.transport.self !== config.self) {
     throw new DkvError("USAGE", `the transport is for "${config.transport.self}", not "${config.self}"`);
   }
-  return { snapshotBytes, raftLogMaxBytes };
+  return { snapshotBytes, raftLogMaxBytes, raftLogBudgetBytes };
 }
 
 function checkCount(name: string, value: number, min: number): void {

@@ -25,6 +25,7 @@ import {
 import { checkHostConfig, HOST_DEFAULTS as DEFAULTS } from "./host-config.ts";
 import { groupStatus } from "./host-status.ts";
 import { planLeaderTransfer } from "./leader-balance.ts";
+import { groupsOverLogBudget } from "./log-budget.ts";
 import type { MembershipHooks } from "./membership-types.ts";
 import { ProposalForwarding } from "./proposal-forwarding.ts";
 import { ReadyPasses } from "./ready-pass.ts";
@@ -70,9 +71,12 @@ export class RaftHost {
   /** The one Raft log of this process (storage/shared-log.ts), opened with the first group. */
   private sharedLog: Promise<SharedLog> | undefined;
   private openedSharedLog: SharedLog | undefined;
+  /** Bound on the log memory of all groups together (log-budget.ts); 0: off. */
+  private readonly raftLogBudgetBytes: number;
 
   constructor(private readonly config: RaftHostConfig) {
-    const { snapshotBytes, raftLogMaxBytes } = checkHostConfig(config);
+    const { snapshotBytes, raftLogMaxBytes, raftLogBudgetBytes } = checkHostConfig(config);
+    this.raftLogBudgetBytes = raftLogBudgetBytes;
     this.balanceCountdown = config.leaderBalanceTicks ?? 0;
     this.self = config.self;
     this.logger = config.logger ?? silentLogger;
@@ -410,12 +414,21 @@ export class RaftHost {
   private tick(): void {
     if (this.retired !== undefined) return;
     const wallMs = this.config.clock.now();
+    if (this.raftLogBudgetBytes > 0) this.keepLogBudget();
     for (const group of this.groups.values()) group.tick(wallMs);
     this.forwarding.expire(this.scheduler.monotonicMs());
     if (this.balanceCountdown > 0 && --this.balanceCountdown === 0) {
       this.balanceCountdown = this.config.leaderBalanceTicks!;
       this.balanceLeaders();
     }
+  }
+
+  /** Asks the groups whose logs take the process past its log budget to snapshot (in this tick). */
+  private keepLogBudget(): void {
+    const views = [];
+    for (const group of this.groups.values()) views.push(group.logBudgetView());
+    for (const groupId of groupsOverLogBudget(this.raftLogBudgetBytes, views))
+      this.groups.get(groupId)!.askSnapshot();
   }
 
   /** Starts at most one leadership transfer that spreads leaders more evenly (leader-balance.ts). */

@@ -48,6 +48,11 @@ export interface RaftHostConfig {
    */
   raftLogMaxBytes?: number;
   /**
+   * Bound on the log memory of all groups in this process together (log-budget.ts): past
+   * it the groups holding the most since their snapshots snapshot early. 0 (default): off.
+   */
+  raftLogBudgetBytes?: number;
+  /**
    * Leader lease reads (--read-lease): a leader answers linearizable reads from its own
    * state while a quorum's recent acks bind it (src/raft/core/reads.ts), without a heartbeat
    * round. Assumes members' monotonic clocks run at rates within CLOCK_RATE_DRIFT_MAX and

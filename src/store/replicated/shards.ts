@@ -53,6 +53,8 @@ export interface ReplicatedShardsConfig {
   snapshotBytes: number;
   /** --raft-log-max-bytes: bound on each group's in-memory log (0: none). */
   raftLogMaxBytes: number;
+  /** --raft-log-budget-bytes: bound on all shards' logs together (raft/host/log-budget.ts); absent: off. */
+  raftLogBudgetBytes?: number;
   /** --read-lease: leader lease reads (RaftHostConfig.readLease). Default false. */
   readLease?: boolean;
   /** --timeout: deadline of one store call, retries included, in ms. */
@@ -198,6 +200,7 @@ export async function startReplicatedShards(config: ReplicatedShardsConfig): Pro
     logGatherTurns: config.logGatherTurns,
     snapshotBytes: config.snapshotBytes,
     raftLogMaxBytes: config.raftLogMaxBytes,
+    raftLogBudgetBytes: config.raftLogBudgetBytes ?? 0,
     readLease: config.readLease ?? false,
     clock: config.clock ?? systemClock,
     transport,

@@ -21,6 +21,7 @@ export interface ClusterOptions {
   compactionOverheadEntries?: number;
   snapshotBytes?: number;
   raftLogMaxBytes?: number;
+  raftLogBudgetBytes?: number;
   requestTimeoutMs?: number;
   /** A state machine per (member, group); a fresh one on every start. */
   stateMachine: (id: NodeId, groupId: number) => StateMachine;
@@ -123,6 +124,7 @@ export class TestCluster {
       compactionOverheadEntries: o.compactionOverheadEntries ?? 50,
       ...(o.snapshotBytes === undefined ? {} : { snapshotBytes: o.snapshotBytes }),
       ...(o.raftLogMaxBytes === undefined ? {} : { raftLogMaxBytes: o.raftLogMaxBytes }),
+      ...(o.raftLogBudgetBytes === undefined ? {} : { raftLogBudgetBytes: o.raftLogBudgetBytes }),
       ...(o.openStorage === undefined ? {} : { openStorage: o.openStorage(id, join(this.root, id)) }),
       clock: this.clock,
       scheduler: this.scheduler,

@@ -238,6 +238,21 @@ describe("two groups on each member's one disk", () => {
     expect(stats.reduce((total, s) => total + s.writesOk, 0)).toBeGreaterThan(0);
   }, 120_000);
 
+  test("seeds 1..20 with seven other groups and only the process's log budget to snapshot: snapshots come, every promise is kept", async () => {
+    const budgetOnly: Partial<HostSwarm> = {
+      bystanderWriteRate: 0.6,
+      bystanderGroups: 7,
+      snapshotEntries: 0,
+      snapshotBytes: 0,
+      raftLogMaxBytes: 0,
+      raftLogBudgetBytes: 3000,
+    };
+    const stats = await runSeeds(1, 20, budgetOnly);
+    expect(stats.reduce((total, s) => total + s.writesOk, 0)).toBeGreaterThan(0);
+    // No group has a cadence of its own: a snapshot a member installs came from a budget.
+    expect(stats.reduce((total, s) => total + s.snapshotsRestored, 0)).toBeGreaterThan(0);
+  }, 120_000);
+
   test(`lying disks, seeds ${[...defect1Seeds, ...compactedProbeSeeds].join(", ")} and 1..20`, async () => {
     const swarm = { ...lyingDiskSwarm, ...shared };
     const seeds = [...defect1Seeds, ...compactedProbeSeeds, ...Array.from({ length: 20 }, (_, i) => i + 1)];

@@ -115,6 +115,8 @@ export interface HostSwarm {
    * each seed draws it from its own stream, so the others stay what they were.
    */
   readLease?: boolean;
+  /** The members' log budget over all their groups (RaftHostConfig.raftLogBudgetBytes); absent: off. Not drawn. */
+  raftLogBudgetBytes?: number;
   /**
    * Clients write through `RaftHost.proposeTo` with a receiver (the server's write path:
    * DStore.setTo), not `propose`'s promise, and a receiver told twice fails "every waiter
@@ -517,6 +519,9 @@ class HostSimulation {
       compactionOverheadEntries: this.swarm.compactionOverheadEntries,
       snapshotBytes: this.swarm.snapshotBytes,
       raftLogMaxBytes: this.swarm.raftLogMaxBytes,
+      ...(this.swarm.raftLogBudgetBytes === undefined
+        ? {}
+        : { raftLogBudgetBytes: this.swarm.raftLogBudgetBytes }),
       readLease: this.swarm.readLease === true,
       clock,
       transport,
