@@ -44,8 +44,9 @@
  * sweep. A group that stopped compacting (an idle one never reaches its next snapshot)
  * would pin the oldest segment for ever, so after a roll the open groups pinning it with a
  * small live log get that log appended again ("relocation", as raft-engine rewrites cold
- * groups): replay rebuilds the same log from the copy, and older segments no longer
- * matter to the group. (After a relocation the group's log on disk starts where its
+ * groups; at most a 16th of a segment per roll, smallest logs first, so many busy groups
+ * that have not compacted yet are not all written again at every roll): replay rebuilds
+ * the same log from the copy, and older segments no longer matter to the group. (After a relocation the group's log on disk starts where its
  * in-memory log starts, so falling back to an older snapshot than the newest can no longer
  * find the entries in between; the newest valid snapshot always joins.)
  *
