@@ -22,6 +22,16 @@ const RELOCATE_SEALED_SEGMENTS_MIN = 2;
  */
 const RELOCATE_SHARE = 16;
 
+/** One open group's live log (what its storage holds in memory): what a relocation writes again. */
+export interface LiveLog {
+  entries(): Entry[];
+  /** Its bytes as data plus `overheadBytes` per entry, counted without copying; only "above" once past `maxBytes`. */
+  bytes(overheadBytes: number, maxBytes: number): number;
+}
+
+/** Bytes a relocated entry is counted for beside its data (its record header, roughly). */
+const RELOCATED_ENTRY_OVERHEAD_BYTES = 32;
+
 /** Decides which of the log's segments can go, deletes them, and relocates idle groups. */
 export class SegmentGc {
   /** Each group's entries at or below this are no longer needed on disk (raised by compact). */
@@ -42,7 +52,7 @@ export class SegmentGc {
     /** Replayed groups not opened yet (the log's map). */
     private readonly recovered: ReadonlyMap<number, LogReplay>,
     /** Each open group's live log (the log's map). */
-    private readonly liveLogs: ReadonlyMap<number, () => Entry[]>,
+    private readonly liveLogs: ReadonlyMap<number, LiveLog>,
     private readonly segmentBytesMax: number,
     private readonly logger: StorageLogger,
   ) {}
@@ -117,7 +127,7 @@ export class SegmentGc {
       const seqBefore = this.log.activeSegment.seq;
       const budget = this.segmentBytesMax / RELOCATE_SHARE;
       // Bounded by the groups with entries in the oldest segment.
-      const candidates: { groupId: number; entries: Entry[]; bytes: number }[] = [];
+      const candidates: { groupId: number; live: LiveLog; bytes: number }[] = [];
       for (const [groupId, maxEntryIndex] of this.segmentGroups.get(oldest.seq) ?? []) {
         if (!this.pins(groupId, maxEntryIndex, oldest.seq)) continue;
         const live = this.liveLogs.get(groupId);
@@ -125,17 +135,17 @@ export class SegmentGc {
           this.reportUnopenedPin(groupId, oldest);
           continue;
         }
-        const entries = live();
-        let bytes = 0;
-        for (const entry of entries) bytes += entry.data.byteLength + 32;
-        if (bytes <= budget) candidates.push({ groupId, entries, bytes });
+        // Measured, not copied: only the logs relocated are built.
+        const bytes = live.bytes(RELOCATED_ENTRY_OVERHEAD_BYTES, budget);
+        if (bytes <= budget) candidates.push({ groupId, live, bytes });
       }
       candidates.sort((a, b) => a.bytes - b.bytes);
       const moved: number[] = [];
       let spent = 0;
-      for (const { groupId, entries, bytes } of candidates) {
+      for (const { groupId, live, bytes } of candidates) {
         if (spent + bytes > budget) break;
         spent += bytes;
+        const entries = live.entries();
         if (entries.length > 0) {
           const frame = this.log.frameFor(groupId);
           for (const entry of entries) frame.addEntry(entry);

@@ -356,6 +356,27 @@ describe("shared log: relocation is bounded per roll", () => {
   });
 });
 
+describe("shared log: a group's live bytes", () => {
+  test("are counted without copying as data plus the overhead per entry, and the count stops past the limit", async () => {
+    await withTempDir(async (dir) => {
+      const log = await openLog(dir);
+      const [group] = await openGroups(log, dir, [1]);
+      await group!.append(entryRange(1, 5, 1, 100), hs(1, 5));
+      const live = group!.liveEntries();
+      expect(live.length).toBe(5);
+      expect(group!.liveBytes(32, Number.POSITIVE_INFINITY)).toBe(5 * 132);
+      // Stops at the first entry that takes it past the limit.
+      expect(group!.liveBytes(32, 200)).toBe(2 * 132);
+      await group!.saveSnapshot({ index: 3, term: 1, timeMs: 1, conf }, new Uint8Array([1]));
+      await group!.compact(3);
+      expect(group!.liveBytes(0, Number.POSITIVE_INFINITY)).toBe(
+        group!.liveEntries().reduce((sum, e) => sum + e.data.byteLength, 0),
+      );
+      await closeAll(log, [group!]);
+    });
+  });
+});
+
 describe("shared log: a group in the log that is no longer opened", () => {
   test("keeps its segments, and says so once, naming the group and what to do", async () => {
     await withTempDir(async (dir) => {
