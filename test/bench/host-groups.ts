@@ -19,7 +19,9 @@
  * Prints ops/s, this process's CPU per write (all three members and the load), node
  * transport socket writes and frames per write, shared-log batches (fsyncs) per write, and
  * per write the kernel's share of that CPU, minor page faults, and the JS thread's own CPU
- * (without the JIT's compiler threads and the file thread pool).
+ * (without the JIT's compiler threads and the file thread pool), the bytes the three shared logs
+ * wrote per write, and how many group logs they relocated in the run (segment GC: a roll
+ * writes idle groups' live logs again, see segment-gc.ts).
  */
 
 import { readFileSync } from "node:fs";
@@ -115,6 +117,10 @@ interface Counters {
   mainUs: number;
   socketWrites: number;
   frames: number;
+  /** Bytes the members' shared logs wrote (relocations included). */
+  logBytes: number;
+  /** Group logs the shared logs relocated (segment-gc.ts). */
+  relocations: number;
   batches: number;
 }
 
@@ -123,10 +129,15 @@ function counters(cluster: Cluster): Counters {
   let socketWrites = 0;
   let frames = 0;
   let batches = 0;
+  let logBytes = 0;
+  let relocations = 0;
   for (const member of cluster.members) {
     socketWrites += member.transport.stats.socketWrites;
     frames += member.transport.stats.framesQueued;
-    batches += member.shards.host.storageStats()?.batches ?? 0;
+    const stats = member.shards.host.storageStats();
+    batches += stats?.batches ?? 0;
+    logBytes += stats?.bytesWritten ?? 0;
+    relocations += stats?.relocations ?? 0;
   }
   const faults = process.resourceUsage().minorPageFault;
   return {
@@ -137,6 +148,8 @@ function counters(cluster: Cluster): Counters {
     socketWrites,
     frames,
     batches,
+    logBytes,
+    relocations,
   };
 }
 
@@ -210,6 +223,8 @@ async function run(
       socketWrites: per("socketWrites"),
       frames: per("frames"),
       batches: per("batches"),
+      logBytes: per("logBytes"),
+      relocations: after.relocations - before.relocations,
     },
   };
 }
@@ -230,7 +245,7 @@ async function main(): Promise<void> {
   const cluster = await startCluster(groupCount, gather === "" ? undefined : Number(gather));
   try {
     console.log(
-      "load                      ops/s   CPU us/write  socket writes/write  frames/write  fsyncs/write  sys us/write  faults/write  main-thread us/write",
+      "load                      ops/s   CPU us/write  socket writes/write  frames/write  fsyncs/write  sys us/write  faults/write  main-thread us/write  log B/write  relocated",
     );
     for (let round = 0; round < rounds; round++) {
       for (const groups of spreads) {
@@ -238,7 +253,7 @@ async function main(): Promise<void> {
           const { opsPerSec, perWrite } = await run(cluster, groups, threads, durationMs, route);
           const name = `c=${threads} over ${groups} group${groups === 1 ? "" : "s"}`;
           console.log(
-            `${name.padEnd(24)} ${Math.round(opsPerSec).toString().padStart(7)}  ${perWrite.cpuUs.toFixed(0).padStart(12)}  ${perWrite.socketWrites.toFixed(2).padStart(19)}  ${perWrite.frames.toFixed(2).padStart(12)}  ${perWrite.batches.toFixed(3).padStart(12)}  ${perWrite.sysUs.toFixed(0).padStart(12)}  ${perWrite.faults.toFixed(2).padStart(12)}  ${perWrite.mainUs.toFixed(0).padStart(19)}`,
+            `${name.padEnd(24)} ${Math.round(opsPerSec).toString().padStart(7)}  ${perWrite.cpuUs.toFixed(0).padStart(12)}  ${perWrite.socketWrites.toFixed(2).padStart(19)}  ${perWrite.frames.toFixed(2).padStart(12)}  ${perWrite.batches.toFixed(3).padStart(12)}  ${perWrite.sysUs.toFixed(0).padStart(12)}  ${perWrite.faults.toFixed(2).padStart(12)}  ${perWrite.mainUs.toFixed(0).padStart(19)}  ${perWrite.logBytes.toFixed(0).padStart(11)}  ${perWrite.relocations.toString().padStart(9)}`,
           );
         }
       }

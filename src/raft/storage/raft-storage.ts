@@ -244,6 +244,20 @@ export class RaftStorage implements LogStorage {
     return this.log.slice(this.log.firstIndex(), this.log.lastIndex() + 1, Number.POSITIVE_INFINITY);
   }
 
+  /**
+   * The bytes of liveEntries() counted as data plus `overheadBytes` per entry, without
+   * building or copying them; the count stops once past `maxBytes` (what is returned is
+   * then only known to be above it).
+   */
+  liveBytes(overheadBytes: number, maxBytes: number): number {
+    let bytes = 0;
+    const last = this.log.lastIndex();
+    // Bounded by the entries held, and by maxBytes.
+    for (let index = this.log.firstIndex(); index <= last && bytes <= maxBytes; index++)
+      bytes += this.log.dataBytesAt(index)! + overheadBytes;
+    return bytes;
+  }
+
   // ---- writes (the runtime) ----
 
   /** The latest hard state given to append (durable once that append resolved, or the next one that writes). */

@@ -15,8 +15,22 @@ import type { WalSegment } from "./wal.ts";
 
 /** Sealed segments kept before the groups pinning the oldest one are relocated. */
 const RELOCATE_SEALED_SEGMENTS_MIN = 2;
-/** A group is relocated only if its live log is at most segmentBytesMax / this (a busy group compacts soon anyway). */
+/**
+ * One relocation writes at most segmentBytesMax / this of live logs in all (smallest
+ * first), so a roll costs at most that much rewriting: a larger live log, or one that does
+ * not fit after smaller ones, waits for a later roll or its own compaction.
+ */
 const RELOCATE_SHARE = 16;
+
+/** One open group's live log (what its storage holds in memory): what a relocation writes again. */
+export interface LiveLog {
+  entries(): Entry[];
+  /** Its bytes as data plus `overheadBytes` per entry, counted without copying; only "above" once past `maxBytes`. */
+  bytes(overheadBytes: number, maxBytes: number): number;
+}
+
+/** Bytes a relocated entry is counted for beside its data (its record header, roughly). */
+const RELOCATED_ENTRY_OVERHEAD_BYTES = 32;
 
 /** Decides which of the log's segments can go, deletes them, and relocates idle groups. */
 export class SegmentGc {
@@ -38,7 +52,7 @@ export class SegmentGc {
     /** Replayed groups not opened yet (the log's map). */
     private readonly recovered: ReadonlyMap<number, LogReplay>,
     /** Each open group's live log (the log's map). */
-    private readonly liveLogs: ReadonlyMap<number, () => Entry[]>,
+    private readonly liveLogs: ReadonlyMap<number, LiveLog>,
     private readonly segmentBytesMax: number,
     private readonly logger: StorageLogger,
   ) {}
@@ -90,9 +104,14 @@ export class SegmentGc {
    * one have their live log (what their storage holds in memory, small for an idle group)
    * appended again; replay rebuilds the same log from it (an entry at i replaces the
    * group's entries from i on), so segments before that write no longer hold anything the
-   * group needs. A group with a large live log is left alone: it is busy and compacts soon.
-   * Groups in the log but not open in this process are never relocated, so they pin (a
-   * warning names them once).
+   * group needs. One relocation writes at most segmentBytesMax / RELOCATE_SHARE in all,
+   * smallest live logs first: many busy groups that have not compacted yet (each with a
+   * live log below that share: 50 dstore shards a few minutes after start) would otherwise
+   * have all their logs written again at every roll, more than the segment itself. A group
+   * left out pins until a later relocation takes it (it no longer competes with those
+   * already moved) or until it compacts; a large live log is left alone (it is busy and
+   * compacts soon). Groups in the log but not open in this process are never relocated, so
+   * they pin (a warning names them once).
    */
   startRelocation(): void {
     if (this.relocation !== undefined || !this.log.accepting) return;
@@ -106,7 +125,9 @@ export class SegmentGc {
     try {
       const oldest = this.segments[0]!;
       const seqBefore = this.log.activeSegment.seq;
-      const moved: number[] = [];
+      const budget = this.segmentBytesMax / RELOCATE_SHARE;
+      // Bounded by the groups with entries in the oldest segment.
+      const candidates: { groupId: number; live: LiveLog; bytes: number }[] = [];
       for (const [groupId, maxEntryIndex] of this.segmentGroups.get(oldest.seq) ?? []) {
         if (!this.pins(groupId, maxEntryIndex, oldest.seq)) continue;
         const live = this.liveLogs.get(groupId);
@@ -114,10 +135,17 @@ export class SegmentGc {
           this.reportUnopenedPin(groupId, oldest);
           continue;
         }
-        const entries = live();
-        let bytes = 0;
-        for (const entry of entries) bytes += entry.data.byteLength + 32;
-        if (bytes > this.segmentBytesMax / RELOCATE_SHARE) continue;
+        // Measured, not copied: only the logs relocated are built.
+        const bytes = live.bytes(RELOCATED_ENTRY_OVERHEAD_BYTES, budget);
+        if (bytes <= budget) candidates.push({ groupId, live, bytes });
+      }
+      candidates.sort((a, b) => a.bytes - b.bytes);
+      const moved: number[] = [];
+      let spent = 0;
+      for (const { groupId, live, bytes } of candidates) {
+        if (spent + bytes > budget) break;
+        spent += bytes;
+        const entries = live.entries();
         if (entries.length > 0) {
           const frame = this.log.frameFor(groupId);
           for (const entry of entries) frame.addEntry(entry);

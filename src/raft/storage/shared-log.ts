@@ -44,8 +44,9 @@
  * sweep. A group that stopped compacting (an idle one never reaches its next snapshot)
  * would pin the oldest segment for ever, so after a roll the open groups pinning it with a
  * small live log get that log appended again ("relocation", as raft-engine rewrites cold
- * groups): replay rebuilds the same log from the copy, and older segments no longer
- * matter to the group. (After a relocation the group's log on disk starts where its
+ * groups; at most a 16th of a segment per roll, smallest logs first, so many busy groups
+ * that have not compacted yet are not all written again at every roll): replay rebuilds
+ * the same log from the copy, and older segments no longer matter to the group. (After a relocation the group's log on disk starts where its
  * in-memory log starts, so falling back to an older snapshot than the newest can no longer
  * find the entries in between; the newest valid snapshot always joins.)
  *
@@ -84,7 +85,7 @@ import {
   RAFT_LOG_GATHER_TURNS_MAX as GATHER_TURNS_MAX,
 } from "../../config/defaults.ts";
 import { DkvError } from "../../errors.ts";
-import type { ConfState, Entry, HardState } from "../core/types.ts";
+import type { ConfState, HardState } from "../core/types.ts";
 import type { FrameBuffer } from "./codec.ts";
 import type { EntryLog } from "./entry-log.ts";
 import {
@@ -100,7 +101,7 @@ import {
 import { type GatherOptions, GroupCommit } from "./group-commit.ts";
 import { RaftStorage } from "./raft-storage.ts";
 import { LogReplay } from "./recovery.ts";
-import { SegmentGc } from "./segment-gc.ts";
+import { type LiveLog, SegmentGc } from "./segment-gc.ts";
 import { SharedGroupWriter } from "./shared-group-writer.ts";
 import { importGroupWal } from "./shared-log-import.ts";
 import { createSegment, SHARED_LOG_DIR, SHARED_LOG_FORMAT, SharedReplay } from "./shared-segments.ts";
@@ -197,7 +198,7 @@ export class SharedLog {
   /** Groups closed in this process: their recovered state is gone, so they are not opened again. */
   private readonly closedGroups = new Set<number>();
   /** Each open group's live log (what its storage holds in memory), for relocation. */
-  private readonly liveLogs = new Map<number, () => Entry[]>();
+  private readonly liveLogs = new Map<number, LiveLog>();
   private relocateSoon = false;
   /** Zeros written once and reused for every preallocation (empty when it is off). */
   private readonly zeros: Uint8Array;
@@ -366,7 +367,10 @@ export class SharedLog {
         this.counter,
         logger,
       );
-      this.liveLogs.set(groupId, () => storage.liveEntries());
+      this.liveLogs.set(groupId, {
+        entries: () => storage.liveEntries(),
+        bytes: (overheadBytes, maxBytes) => storage.liveBytes(overheadBytes, maxBytes),
+      });
       // What compaction had released before the restart is released again, so segments
       // can go before the group's next snapshot.
       if (snapshot !== null) await storage.compact(snapshot.meta.index);

@@ -306,6 +306,77 @@ describe("shared log: idle groups do not pin segments for ever", () => {
   });
 });
 
+describe("shared log: relocation is bounded per roll", () => {
+  test("one relocation writes at most a 16th of a segment, smallest live logs first; the rest follow at later rolls", async () => {
+    await withTempDir(async (dir) => {
+      // 4 KiB segments: a relocation writes at most 256 B of live logs (data + 32 B per entry).
+      let log = await openLog(dir, { segmentBytesMax: 4096 });
+      const ids = [1, 2, 3, 4, 5, 6, 7];
+      let groups = await openGroups(log, dir, ids);
+      const busy = groups[0]!;
+      const slow = groups.slice(1);
+      // Six groups that never compact, each with one 92 B entry in the first segment: all six
+      // fit under the old per-group limit, only two fit in one relocation now.
+      for (const [i, group] of slow.entries())
+        await group.append([entry(1, 1, `${i}`.repeat(60))], hs(1, 1, "b"));
+      let relocations = 0;
+      let perPassMax = 0;
+      let segmentsMax = 0;
+      for (let i = 1; i <= 300; i++) {
+        await busy.append([entry(i, 1, "x".repeat(300))], hs(1, i));
+        if (i % 10 === 0) {
+          await busy.saveSnapshot({ index: i, term: 1, timeMs: 1, conf }, new Uint8Array([1]));
+          await busy.compact(i);
+        }
+        await log.durable();
+        const now = log.stats().relocations;
+        perPassMax = Math.max(perPassMax, now - relocations);
+        relocations = now;
+        segmentsMax = Math.max(segmentsMax, (await segmentPaths(dir)).length);
+      }
+      expect(perPassMax).toBeGreaterThan(0);
+      expect(perPassMax).toBeLessThanOrEqual(2);
+      // Every slow group was relocated at some roll, so the old segments went.
+      expect(relocations).toBeGreaterThanOrEqual(slow.length);
+      expect(segmentsMax).toBeLessThanOrEqual(8);
+      await closeAll(log, groups);
+
+      log = await openLog(dir, { segmentBytesMax: 4096 });
+      groups = await openGroups(log, dir, ids);
+      for (const [i, group] of groups.slice(1).entries()) {
+        expect(indexesOf(group)).toEqual([1]);
+        expect(new TextDecoder().decode(group.entries(1, 2, Number.MAX_SAFE_INTEGER)[0]!.data)).toBe(
+          `${i}`.repeat(60),
+        );
+        expect(group.initialState().hardState).toEqual(hs(1, 1, "b"));
+      }
+      expect(groups[0]!.lastIndex()).toBe(300);
+      await closeAll(log, groups);
+    });
+  });
+});
+
+describe("shared log: a group's live bytes", () => {
+  test("are counted without copying as data plus the overhead per entry, and the count stops past the limit", async () => {
+    await withTempDir(async (dir) => {
+      const log = await openLog(dir);
+      const [group] = await openGroups(log, dir, [1]);
+      await group!.append(entryRange(1, 5, 1, 100), hs(1, 5));
+      const live = group!.liveEntries();
+      expect(live.length).toBe(5);
+      expect(group!.liveBytes(32, Number.POSITIVE_INFINITY)).toBe(5 * 132);
+      // Stops at the first entry that takes it past the limit.
+      expect(group!.liveBytes(32, 200)).toBe(2 * 132);
+      await group!.saveSnapshot({ index: 3, term: 1, timeMs: 1, conf }, new Uint8Array([1]));
+      await group!.compact(3);
+      expect(group!.liveBytes(0, Number.POSITIVE_INFINITY)).toBe(
+        group!.liveEntries().reduce((sum, e) => sum + e.data.byteLength, 0),
+      );
+      await closeAll(log, [group!]);
+    });
+  });
+});
+
 describe("shared log: a group in the log that is no longer opened", () => {
   test("keeps its segments, and says so once, naming the group and what to do", async () => {
     await withTempDir(async (dir) => {
