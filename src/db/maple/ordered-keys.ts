@@ -45,9 +45,13 @@ export class OrderedKeys {
   private blocks: Block[] = [];
   /** Scratch for Block.insertAll. */
   private readonly scratch = new MergeScratch();
-  /** Scratch for insertBatch: each key's code at the firsts' prefix, and the sort keys. */
-  private readonly chunkCodes = new Float64Array(SORT_CHUNK);
-  private readonly chunkOrder = new ChunkOrder(SORT_CHUNK);
+  /**
+   * Scratch for insertBatch (~25 KB): each key's code at the firsts' prefix, and the
+   * sort. Made by the first batch: an index that only ever takes single inserts (the
+   * reserved keys') has none.
+   */
+  private chunkCodes: Float64Array | null = null;
+  private chunkOrder: ChunkOrder | null = null;
   /** The first key of each block. */
   private firsts = new CodedRun([]);
   private count = 0;
@@ -143,6 +147,8 @@ export class OrderedKeys {
   private insertChunk(keys: readonly string[], start: number, stop: number): void {
     const firsts = this.firsts;
     const epoch = firsts.epoch;
+    this.chunkCodes ??= new Float64Array(SORT_CHUNK);
+    this.chunkOrder ??= new ChunkOrder(SORT_CHUNK);
     const codes = this.chunkCodes;
     const order = this.chunkOrder;
     // Sorted by the code's top 31 bits: codes that agree on those may come out of order
