@@ -20,6 +20,9 @@ export const BUILD_BLOCK_FILL = (BLOCK_KEYS_MAX * 3) >> 2;
 export const BLOCK_PENDING_MAX = 96;
 
 const EMPTY_CODES = new Float64Array(0);
+/** CodedRun.probeCodeOf's answers for a probe outside the run's shared prefix. */
+export const BELOW_RUN = -2;
+export const ABOVE_RUN = -3;
 /** The most keys a block holds: while merging its pending keys, before it splits. */
 export const BLOCK_CODES_MAX = BLOCK_KEYS_MAX + BLOCK_PENDING_MAX;
 
@@ -81,6 +84,45 @@ export class CodedRun {
     for (let i = 0; i < n; i++) codes[i] = wide ? codeAt(keys[i]!, prefix) : narrowCodeAt(keys[i]!, prefix);
     this.prefix = prefix;
     this.wide = wide;
+  }
+
+  /** How many keys have a code below `code` (a binary search over the codes alone). */
+  countBelowCode(code: number): number {
+    const codes = this.codes;
+    let low = 0;
+    let high = this.keys.length;
+    while (low < high) {
+      const mid = (low + high) >> 1;
+      if (codes[mid]! < code) low = mid + 1;
+      else high = mid;
+    }
+    return low;
+  }
+
+  /** The code of the key at `at` (at this run's current epoch). */
+  codeAtIndex(at: number): number {
+    return this.codes[at]!;
+  }
+
+  /**
+   * The code of `probe` at this run's prefix when the probe shares that prefix; else
+   * BELOW_RUN (it sorts before every key) or ABOVE_RUN (after every key). Empty runs: ABOVE_RUN.
+   */
+  probeCodeOf(probe: string): number {
+    const keys = this.keys;
+    if (keys.length === 0) return ABOVE_RUN;
+    const prefix = this.prefix;
+    if (prefix > 0) {
+      const first = keys[0]!;
+      const m = Math.min(prefix, probe.length);
+      for (let i = 0; i < m; i++) {
+        const x = probe.charCodeAt(i);
+        const y = first.charCodeAt(i);
+        if (x !== y) return unitRank(x) < unitRank(y) ? BELOW_RUN : ABOVE_RUN;
+      }
+      if (probe.length < prefix) return BELOW_RUN;
+    }
+    return this.codeOf(probe);
   }
 
   codeOf(key: string): number {

@@ -459,10 +459,9 @@ export class DeferredOrder {
    */
   private apply(keys: readonly string[], from: number, end: number): void {
     const settled = this.settled!;
-    // In arrival order, not sorted first: each key only joins its block's pending keys
-    // (sorted there, a block at a time), and a sort of the batch cost more than the
-    // locality it gave (test/bench/data-api.ts: a one-piece fold of 100k notes paid a
-    // sort of all of them).
+    // In arrival order: insertBatch orders each chunk by a coarse code itself (a radix
+    // sort of numbers; a string sort of the batch cost more than the locality it gave),
+    // and each key only joins its block's pending keys (sorted there, a block at a time).
     if (!this.checkNotes && this.removedKeys.size === 0) {
       // Adds alone into an index that matched the maps: all new and distinct.
       settled.insertBatch(keys, from, end);
