@@ -23,10 +23,13 @@ const RELOCATE_SEALED_SEGMENTS_MIN = 2;
 const RELOCATE_SHARE = 16;
 /**
  * Sealed segments past which, when no pinning live log fits the share, the smallest one is
- * relocated whatever its size: an idle group whose live log is over the share (its
+ * relocated alone if it is at most a RELOCATE_SHARE-th of the sealed segments past the
+ * first RELOCATE_SEALED_SEGMENTS_MIN: an idle group whose live log is over the share (its
  * compaction tail of large values) never compacts again, and would otherwise keep every
- * later segment for ever. Reached only after about RELOCATE_SHARE rolls without the
- * oldest segment going, so it is rare; one group per roll.
+ * later segment for ever. Reached only after about RELOCATE_SHARE rolls without the oldest
+ * segment going, so it is rare. A group whose live log is about as large as what it keeps
+ * (a busy one that does not compact: its own records fill those segments) never qualifies:
+ * writing it again would free little and come back at every roll.
  */
 const RELOCATE_BACKLOG_SEGMENTS = RELOCATE_SEALED_SEGMENTS_MIN + RELOCATE_SHARE;
 
@@ -119,7 +122,8 @@ export class SegmentGc {
    * left out pins until a later relocation takes it (it no longer competes with those
    * already moved) or until it compacts; a large live log is left alone (it is busy and
    * compacts soon) until RELOCATE_BACKLOG_SEGMENTS are sealed (an idle group with a large
-   * tail never compacts): then, if nothing fits, the smallest goes alone. Groups in the log but not open in this process are never relocated, so
+   * tail never compacts): then, if nothing fits, the smallest goes alone when it is small
+   * against the segments kept. Groups in the log but not open in this process are never relocated, so
    * they pin (a warning names them once).
    */
   startRelocation(): void {
@@ -151,8 +155,10 @@ export class SegmentGc {
         else over.push({ groupId, live });
       }
       candidates.sort((a, b) => a.bytes - b.bytes);
-      if (candidates.length === 0 && this.segments.length - 1 >= RELOCATE_BACKLOG_SEGMENTS) {
-        const smallest = this.smallestLive(over);
+      const sealed = this.segments.length - 1;
+      if (candidates.length === 0 && sealed >= RELOCATE_BACKLOG_SEGMENTS) {
+        const allowance = ((sealed - RELOCATE_SEALED_SEGMENTS_MIN) * this.segmentBytesMax) / RELOCATE_SHARE;
+        const smallest = this.smallestLive(over, allowance);
         if (smallest !== undefined) candidates.push(smallest);
       }
       const moved: number[] = [];
@@ -179,15 +185,17 @@ export class SegmentGc {
     }
   }
 
-  /** The smallest of `logs` (each measured only up to the smallest so far), or undefined when none. */
+  /** The smallest of `logs` at most `maxBytes` (each measured only that far), or undefined when none is. */
   private smallestLive(
     logs: readonly { groupId: number; live: LiveLog }[],
+    maxBytes: number,
   ): { groupId: number; live: LiveLog; bytes: number } | undefined {
     let smallest: { groupId: number; live: LiveLog; bytes: number } | undefined;
     // Bounded by the groups with entries in the oldest segment.
     for (const { groupId, live } of logs) {
-      const bytes = live.bytes(RELOCATED_ENTRY_OVERHEAD_BYTES, smallest?.bytes ?? Number.POSITIVE_INFINITY);
-      if (smallest === undefined || bytes < smallest.bytes) smallest = { groupId, live, bytes };
+      const bytes = live.bytes(RELOCATED_ENTRY_OVERHEAD_BYTES, smallest?.bytes ?? maxBytes);
+      if (bytes <= maxBytes && (smallest === undefined || bytes < smallest.bytes))
+        smallest = { groupId, live, bytes };
     }
     return smallest;
   }

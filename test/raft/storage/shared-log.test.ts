@@ -388,6 +388,23 @@ describe("shared log: an idle group with a live log over the relocation share", 
   });
 });
 
+describe("shared log: a busy group that never compacts", () => {
+  test("is not written again and again: its live log is as large as the segments it keeps", async () => {
+    await withTempDir(async (dir) => {
+      const log = await openLog(dir, { segmentBytesMax: 4096 });
+      const [busy] = await openGroups(log, dir, [1]);
+      for (let i = 1; i <= 600; i++) {
+        await busy!.append([entry(i, 1, "x".repeat(300))], hs(1, i));
+        await log.durable();
+      }
+      // ~600 × 340 B of its own records: relocating a log that holds everything it pins
+      // frees nothing and would rewrite it at every roll.
+      expect(log.stats().bytesWritten).toBeLessThan(2 * 600 * 400);
+      await closeAll(log, [busy!]);
+    });
+  });
+});
+
 describe("shared log: a group's live bytes", () => {
   test("are counted without copying as data plus the overhead per entry, and the count stops past the limit", async () => {
     await withTempDir(async (dir) => {
