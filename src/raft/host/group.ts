@@ -162,7 +162,7 @@ export class RaftGroup {
   private snapshotWanted = false;
   /** Ticks before a snapshot the state machine could not stream (a backup's save running) is tried again. */
   private snapshotRetryTicks = 0;
-  /** Bytes of the latest snapshot saved or installed here (0: none yet); see maybeSnapshot. */
+  /** Bytes of the latest snapshot saved, installed or opened from here (0: none yet); see maybeSnapshot. */
   private lastSnapshotBytes = 0;
   /** A Ready is in flight (handed out by ready(), not yet advanced): at most one per group. */
   private draining = false;
@@ -204,6 +204,8 @@ export class RaftGroup {
     this.appliedTerm = meta?.term ?? 0;
     this.appliedTimeMs = meta?.timeMs ?? 0;
     this.snapshotIndex = this.appliedIndex;
+    // The snapshot opened from is the latest one here (the early rule and the log budget weigh it).
+    this.lastSnapshotBytes = snapshot?.data.byteLength ?? 0;
     const incarnation = `${Math.floor(env.nowMs()).toString(36)}.${Math.floor(env.random() * 0x1_0000_0000).toString(36)}`;
     this.node = new RaftNode({
       id: env.self,

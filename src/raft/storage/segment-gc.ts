@@ -21,6 +21,17 @@ const RELOCATE_SEALED_SEGMENTS_MIN = 2;
  * not fit after smaller ones, waits for a later roll or its own compaction.
  */
 const RELOCATE_SHARE = 16;
+/**
+ * Sealed segments past which, when no pinning live log fits the share, the smallest one is
+ * relocated alone if it is at most a RELOCATE_SHARE-th of the sealed segments past the
+ * first RELOCATE_SEALED_SEGMENTS_MIN: an idle group whose live log is over the share (its
+ * compaction tail of large values) never compacts again, and would otherwise keep every
+ * later segment for ever. Reached only after about RELOCATE_SHARE rolls without the oldest
+ * segment going, so it is rare. A group whose live log is about as large as what it keeps
+ * (a busy one that does not compact: its own records fill those segments) never qualifies:
+ * writing it again would free little and come back at every roll.
+ */
+const RELOCATE_BACKLOG_SEGMENTS = RELOCATE_SEALED_SEGMENTS_MIN + RELOCATE_SHARE;
 
 /** One open group's live log (what its storage holds in memory): what a relocation writes again. */
 export interface LiveLog {
@@ -110,7 +121,9 @@ export class SegmentGc {
    * have all their logs written again at every roll, more than the segment itself. A group
    * left out pins until a later relocation takes it (it no longer competes with those
    * already moved) or until it compacts; a large live log is left alone (it is busy and
-   * compacts soon). Groups in the log but not open in this process are never relocated, so
+   * compacts soon) until RELOCATE_BACKLOG_SEGMENTS are sealed (an idle group with a large
+   * tail never compacts): then, if nothing fits, the smallest goes alone when it is small
+   * against the segments kept. Groups in the log but not open in this process are never relocated, so
    * they pin (a warning names them once).
    */
   startRelocation(): void {
@@ -128,6 +141,7 @@ export class SegmentGc {
       const budget = this.segmentBytesMax / RELOCATE_SHARE;
       // Bounded by the groups with entries in the oldest segment.
       const candidates: { groupId: number; live: LiveLog; bytes: number }[] = [];
+      const over: { groupId: number; live: LiveLog }[] = [];
       for (const [groupId, maxEntryIndex] of this.segmentGroups.get(oldest.seq) ?? []) {
         if (!this.pins(groupId, maxEntryIndex, oldest.seq)) continue;
         const live = this.liveLogs.get(groupId);
@@ -138,12 +152,19 @@ export class SegmentGc {
         // Measured, not copied: only the logs relocated are built.
         const bytes = live.bytes(RELOCATED_ENTRY_OVERHEAD_BYTES, budget);
         if (bytes <= budget) candidates.push({ groupId, live, bytes });
+        else over.push({ groupId, live });
       }
       candidates.sort((a, b) => a.bytes - b.bytes);
+      const sealed = this.segments.length - 1;
+      if (candidates.length === 0 && sealed >= RELOCATE_BACKLOG_SEGMENTS) {
+        const allowance = ((sealed - RELOCATE_SEALED_SEGMENTS_MIN) * this.segmentBytesMax) / RELOCATE_SHARE;
+        const smallest = this.smallestLive(over, allowance);
+        if (smallest !== undefined) candidates.push(smallest);
+      }
       const moved: number[] = [];
       let spent = 0;
       for (const { groupId, live, bytes } of candidates) {
-        if (spent + bytes > budget) break;
+        if (spent > 0 && spent + bytes > budget) break;
         spent += bytes;
         const entries = live.entries();
         if (entries.length > 0) {
@@ -162,6 +183,21 @@ export class SegmentGc {
       // says where it happened.
       this.logger.warn(`${this.log.dir}: relocating idle groups' logs failed: ${String(error)}`);
     }
+  }
+
+  /** The smallest of `logs` at most `maxBytes` (each measured only that far), or undefined when none is. */
+  private smallestLive(
+    logs: readonly { groupId: number; live: LiveLog }[],
+    maxBytes: number,
+  ): { groupId: number; live: LiveLog; bytes: number } | undefined {
+    let smallest: { groupId: number; live: LiveLog; bytes: number } | undefined;
+    // Bounded by the groups with entries in the oldest segment.
+    for (const { groupId, live } of logs) {
+      const bytes = live.bytes(RELOCATED_ENTRY_OVERHEAD_BYTES, smallest?.bytes ?? maxBytes);
+      if (bytes <= maxBytes && (smallest === undefined || bytes < smallest.bytes))
+        smallest = { groupId, live, bytes };
+    }
+    return smallest;
   }
 
   private reportUnopenedPin(groupId: number, segment: WalSegment): void {

@@ -45,7 +45,9 @@
  * would pin the oldest segment for ever, so after a roll the open groups pinning it with a
  * small live log get that log appended again ("relocation", as raft-engine rewrites cold
  * groups; at most a 16th of a segment per roll, smallest logs first, so many busy groups
- * that have not compacted yet are not all written again at every roll): replay rebuilds
+ * that have not compacted yet are not all written again at every roll; a larger log only
+ * once 18 segments are sealed, nothing else fits and it is at most a 16th of them, so an
+ * idle group with a large compaction tail cannot keep every segment for ever): replay rebuilds
  * the same log from the copy, and older segments no longer matter to the group. (After a relocation the group's log on disk starts where its
  * in-memory log starts, so falling back to an older snapshot than the newest can no longer
  * find the entries in between; the newest valid snapshot always joins.)

@@ -131,3 +131,45 @@ describe("the process's log budget (a host with several groups)", () => {
     for (const group of GROUPS) expect(c.host(id).status(group).snapshotIndex).toBe(0);
   });
 });
+
+/** A state machine whose snapshot is 8 MiB (a large state against the log it would free). */
+class LargeMachine extends SmallMachine {
+  override snapshot(): Uint8Array {
+    const out = new Uint8Array(8 * MIB);
+    out.set(super.snapshot());
+    return out;
+  }
+}
+
+describe("the process's log budget after a restart", () => {
+  test("a group opened from a large snapshot is not asked to write it again for a small log", async () => {
+    const c = await TestCluster.start({
+      size: 1,
+      groups: [1],
+      snapshotEntries: 0,
+      raftLogBudgetBytes: MIB,
+      stateMachine: () => new LargeMachine(),
+    });
+    cluster = c;
+    const id = await c.waitForLeader(1);
+    const data = new Uint8Array(ENTRY_BYTES).fill(3);
+    const write = async (count: number) => {
+      for (let i = 0; i < count; i += 25)
+        await Promise.all(Array.from({ length: 25 }, () => c.host(id).propose(1, data)));
+    };
+    // ~1.2 MiB of log past a 1 MiB budget, no snapshot yet: asked.
+    await write(1000);
+    await waitFor(() => c.host(id).status(1).snapshotIndex > 0, "the budget's first snapshot");
+    const first = c.host(id).status(1).snapshotIndex;
+    // As much again: 4 x 1.2 MiB is less than the 8 MiB it would write, so not asked.
+    await write(1000);
+    await Bun.sleep(100);
+    expect(c.host(id).status(1).snapshotIndex).toBe(first);
+    // The same log replayed after a restart: the snapshot it opened from is as large.
+    await c.stopMember(id);
+    await c.startMember(id);
+    await c.waitForLeader(1);
+    await Bun.sleep(150);
+    expect(c.host(id).status(1).snapshotIndex).toBe(first);
+  }, 20_000);
+});

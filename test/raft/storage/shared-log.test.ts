@@ -356,6 +356,55 @@ describe("shared log: relocation is bounded per roll", () => {
   });
 });
 
+describe("shared log: an idle group with a live log over the relocation share", () => {
+  test("is relocated once the old segments pile up, so disk use stays bounded while others write", async () => {
+    await withTempDir(async (dir) => {
+      // 4 KiB segments (a 256 B share): the idle group's two 300 B entries (its compaction
+      // tail, say) never fit one relocation, and it never compacts again.
+      let log = await openLog(dir, { segmentBytesMax: 4096 });
+      let [busy, idle] = await openGroups(log, dir, [1, 2]);
+      await idle!.append(entryRange(1, 2, 1, 300), hs(1, 2, "b"));
+      let segmentsMax = 0;
+      for (let i = 1; i <= 600; i++) {
+        await busy!.append([entry(i, 1, "x".repeat(300))], hs(1, i));
+        if (i % 10 === 0) {
+          await busy!.saveSnapshot({ index: i, term: 1, timeMs: 1, conf }, new Uint8Array([1]));
+          await busy!.compact(i);
+        }
+        await log.durable();
+        segmentsMax = Math.max(segmentsMax, (await segmentPaths(dir)).length);
+      }
+      // 600 × ~340 B is ~50 segments: all of them stayed while the idle group pinned the first.
+      expect(segmentsMax).toBeLessThanOrEqual(24);
+      await closeAll(log, [busy!, idle!]);
+
+      log = await openLog(dir, { segmentBytesMax: 4096 });
+      [busy, idle] = await openGroups(log, dir, [1, 2]);
+      expect(indexesOf(idle!)).toEqual([1, 2]);
+      expect(idle!.initialState().hardState).toEqual(hs(1, 2, "b"));
+      expect(busy!.lastIndex()).toBe(600);
+      await closeAll(log, [busy!, idle!]);
+    });
+  });
+});
+
+describe("shared log: a busy group that never compacts", () => {
+  test("is not written again and again: its live log is as large as the segments it keeps", async () => {
+    await withTempDir(async (dir) => {
+      const log = await openLog(dir, { segmentBytesMax: 4096 });
+      const [busy] = await openGroups(log, dir, [1]);
+      for (let i = 1; i <= 600; i++) {
+        await busy!.append([entry(i, 1, "x".repeat(300))], hs(1, i));
+        await log.durable();
+      }
+      // ~600 × 340 B of its own records: relocating a log that holds everything it pins
+      // frees nothing and would rewrite it at every roll.
+      expect(log.stats().bytesWritten).toBeLessThan(2 * 600 * 400);
+      await closeAll(log, [busy!]);
+    });
+  });
+});
+
 describe("shared log: a group's live bytes", () => {
   test("are counted without copying as data plus the overhead per entry, and the count stops past the limit", async () => {
     await withTempDir(async (dir) => {
