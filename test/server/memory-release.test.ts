@@ -451,7 +451,7 @@ describe("memory release under sustained requests", () => {
       expect(summary.spanMs).toBeGreaterThanOrEqual(LOAD_SUMMARY_INTERVAL_MS);
       expect(summary.spanMs).toBeLessThan(LOAD_SUMMARY_INTERVAL_MS + 2 * spacingMs);
       expect(summary.full).toBeGreaterThan(0);
-      expect(summary.eden).toBeGreaterThan(summary.full);
+      expect(summary.eden).toBeGreaterThanOrEqual(summary.full);
       expect(summary.edenMs).toBe(summary.eden * release.loadMs);
       expect(summary.fullMs).toBe(summary.full * release.loadMs);
     }
