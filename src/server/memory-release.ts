@@ -64,9 +64,9 @@ export const BURST_HEAP_BYTES_MAX = 64 * 1024 * 1024;
 export const LOAD_EDEN_BYTES = 1024 * 1024;
 /**
  * 4 MiB, not 8, since the eden ones run between the full ones (LOAD_INTERVAL_COST_FACTOR):
- * at 175,000-190,000 sets/s the RSS right after 1M writes was 100.7-102.4 MiB with 8 and
- * 86.9-95.3 with 4 (same binary, alternating); past ~13 a second the full ones' own
- * spacing decides anyway.
+ * RSS right after 1M writes 100.7-102.4 MiB with 8 (177k-189k sets/s) and 86.9-95.3 with 4
+ * (124k-186k; same binary, alternating); past ~13 a second the full ones' own spacing
+ * decides anyway.
  */
 export const LOAD_FULL_BYTES = 4 * 1024 * 1024;
 /**
