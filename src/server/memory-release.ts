@@ -57,10 +57,18 @@ export const BURST_HEAP_BYTES_MAX = 64 * 1024 * 1024;
  * ones (not Bun.gc(true): without the allocator's clean-up, which costs several times
  * the collection and the page faults after it; the freed memory is reused at once) run
  * only while the heap is at most BURST_HEAP_BYTES_MAX. Each kind runs at most once per
- * LOAD_INTERVAL_COST_FACTOR × its last duration (a full one holds the eden ones off too).
+ * LOAD_INTERVAL_COST_FACTOR × its last duration; after a full one, the next eden one waits
+ * for the factor × the last eden one's duration, not the full one's (see the measure at
+ * LOAD_INTERVAL_COST_FACTOR).
  */
 export const LOAD_EDEN_BYTES = 1024 * 1024;
-export const LOAD_FULL_BYTES = 8 * 1024 * 1024;
+/**
+ * 4 MiB, not 8, since the eden ones run between the full ones (LOAD_INTERVAL_COST_FACTOR):
+ * RSS right after 1M writes 100.7-102.4 MiB with 8 (177k-189k sets/s) and 86.9-95.3 with 4
+ * (124k-186k; same binary, alternating); past ~13 a second the full ones' own spacing
+ * decides anyway.
+ */
+export const LOAD_FULL_BYTES = 4 * 1024 * 1024;
 /**
  * Collections under load are spaced by this many times their last duration (those after a
  * burst or a snapshot by RELEASE_INTERVAL_COST_FACTOR), so they take at most ~1/16 of the
@@ -72,6 +80,12 @@ export const LOAD_FULL_BYTES = 8 * 1024 * 1024;
  * MiB. At 15: 4-6 full and 5-8 eden a second, RSS ~97 MiB, server CPU per set within
  * noise (the collector's own collections, which these replace, cost as much). Measured
  * alternating with 50: README "Memory: collections at high write rates".
+ * A full one used to hold the eden ones off for its own spacing too: at ~170,000 sets/s a
+ * full collection took ~5 ms and the eden ones (~0.8 ms) waited 75 ms after each, 8 times a
+ * second — ~15 MB of garbage each time, the heap's capacity ~25 MiB, RSS right after 1M
+ * writes 103-110 MiB. Eden ones spaced by their own cost after a full one too: ~45 eden
+ * and ~8 full a second, capacity ~15 MiB, RSS ~6 MiB lower, lstore CPU per op unchanged
+ * (README "Memory: eden collections between the full ones").
  */
 export const LOAD_INTERVAL_COST_FACTOR = 15;
 /** At most one debug summary of the collections under load per this long. */
@@ -151,6 +165,8 @@ export class MemoryRelease implements Disposable {
   private loadEdenBytes = 0;
   /** No eden collection under load before this monotonic time. */
   private nextEdenMs = Number.NEGATIVE_INFINITY;
+  /** How long the last eden collection under load took (ms); undefined before the first. */
+  private lastEdenCostMs: number | undefined;
   /** Cancels the collection under load due on the next timer turn, if one is. */
   private cancelLoad: (() => void) | undefined;
   /** The collections under load since the last summary (onLoadCollections). */
@@ -296,8 +312,15 @@ export class MemoryRelease implements Disposable {
       if (kind === "full") {
         this.loadFullBytes = 0;
         this.nextMs = Math.max(this.nextMs, nextMs);
+        // The eden ones resume at their own spacing (see LOAD_INTERVAL_COST_FACTOR).
+        this.nextEdenMs =
+          this.lastEdenCostMs === undefined
+            ? nextMs
+            : endMs + this.lastEdenCostMs * LOAD_INTERVAL_COST_FACTOR;
+      } else {
+        this.lastEdenCostMs = endMs - startMs;
+        this.nextEdenMs = nextMs;
       }
-      this.nextEdenMs = nextMs;
       this.noteLoadCollection(kind, startMs, endMs);
     }, 0);
   }

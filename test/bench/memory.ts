@@ -3,7 +3,8 @@
  *
  *   bun run test/bench/memory.ts [--dkv dist/dkv] [--only idle,large,many]
  *       [--large-writes 300] [--large-keys 8] [--many-writes 1000000] [--breakdown]
- *       [--cold-binary] [--series] [--serve-args "--flag value ..."]
+ *       [--cold-binary] [--series] [--serve-args "--flag value ..."] [--serve-env "NAME=value ..."]
+ *       [--smaps]
  *
  * - idle: RSS of `dkv serve` (no data, default shards) 4 s after it answers, and again
  *   20 s after (periodic work that runs while idle, such as a timer, gets compiled by
@@ -31,7 +32,10 @@
  *   anonymous) with the heap's capacity and the snapshots saved. `--series` prints every
  *   sample as it is taken (with `--breakdown` also the snapshots so far, and the member's
  *   own collections from its debug log). `--serve-args` adds flags to that member's
- *   `dkv serve` (a setting against the default, same binary).
+ *   `dkv serve` (a setting against the default, same binary), `--serve-env` adds variables to
+ *   its environment (a runtime setting such as BUN_JSC_useFTLJIT=0 or MIMALLOC_PURGE_DELAY=0),
+ *   and `--smaps` prints its RSS right after the writes by mapping (/proc/PID/smaps: the
+ *   executable's code, data and read-only pages, the allocator's arena, the JIT's pool).
  *
  * Run it once with the binary of the commit before and once with this one (`--dkv`), side
  * by side. Every server gets a temporary data dir and free 127.0.0.1 ports and is killed
@@ -77,14 +81,30 @@ const SERIES = argv.includes("--series");
 const SERVE_ARGS = flagValue(argv, "--serve-args", "")
   .split(" ")
   .filter((word) => word !== "");
+/** Extra environment of the many-writes member, space-separated NAME=value (to price a runtime setting). */
+const SERVE_ENV = Object.fromEntries(
+  flagValue(argv, "--serve-env", "")
+    .split(" ")
+    .filter((word) => word.includes("="))
+    .map((word) => [word.slice(0, word.indexOf("=")), word.slice(word.indexOf("=") + 1)]),
+);
+/** With --smaps: right after the writes, the member's RSS by mapping kind (/proc/PID/smaps). */
+const SMAPS = argv.includes("--smaps");
 
 const started: Bun.Subprocess[] = [];
 
 function spawnDkv(
   args: string[],
   onStderrLine?: (line: string) => void,
+  env?: Record<string, string>,
 ): Bun.Subprocess<"ignore", "pipe", "pipe"> {
-  const proc = Bun.spawn([DKV, ...args], { cwd: ROOT, stdin: "ignore", stdout: "pipe", stderr: "pipe" });
+  const proc = Bun.spawn([DKV, ...args], {
+    cwd: ROOT,
+    stdin: "ignore",
+    stdout: "pipe",
+    stderr: "pipe",
+    ...(env === undefined ? {} : { env: { ...process.env, ...env } }),
+  });
   started.push(proc);
   // Drained so a chatty server never blocks on a full pipe.
   void new Response(proc.stdout).text();
@@ -132,10 +152,11 @@ async function startMembers(
   extraArgs: readonly string[] = [],
   onStderrLine?: (line: string) => void,
   shardCount = 1,
+  env?: Record<string, string>,
 ): Promise<{ pids: number[]; endpoints: string[] }> {
   const spec = Array.from({ length: shardCount }, (_, i) => `${SHARD + i}=dstore`).join(",");
   const { args, endpoints } = await benchClusterArgs(count, spec, root);
-  const procs = args.map((serve) => spawnDkv([...serve, ...extraArgs], onStderrLine));
+  const procs = args.map((serve) => spawnDkv([...serve, ...extraArgs], onStderrLine, env));
   await waitUntil("a leader of every shard", START_TIMEOUT_MS, async () => {
     const shards = await clusterStatus(endpoints);
     // Every member names the same leader for each shard, and every shard has one.
@@ -254,6 +275,36 @@ async function large(root: string): Promise<void> {
   for (const pid of pids) process.kill(pid);
 }
 
+/**
+ * RSS by mapping (/proc/PID/smaps), the largest first: each file by name, anonymous ones by
+ * permissions and size class (the JIT's executable pool, the allocator's arena and stacks
+ * differ in both), in MiB.
+ */
+async function rssByMapping(pid: number): Promise<string> {
+  const text = await Bun.file(`/proc/${pid}/smaps`).text();
+  const byKind = new Map<string, number>();
+  let kind = "";
+  for (const line of text.split("\n")) {
+    const head = /^([0-9a-f]+)-([0-9a-f]+) (\S+) \S+ \S+ \S+\s*(.*)$/.exec(line);
+    if (head !== null) {
+      const size = (Number.parseInt(head[2]!, 16) - Number.parseInt(head[1]!, 16)) / MIB;
+      const name = head[4]!.trim();
+      kind =
+        name !== "" && !name.startsWith("[anon")
+          ? `${name.split("/").at(-1)} ${head[3]}`
+          : `anon ${head[3]} ${size >= 1 ? `${size.toFixed(0)}M@${head[1]!.slice(0, -5)}` : "<1M"}`;
+      continue;
+    }
+    const rss = /^Rss:\s+(\d+) kB/.exec(line);
+    if (rss !== null) byKind.set(kind, (byKind.get(kind) ?? 0) + Number(rss[1]) / 1024);
+  }
+  return [...byKind]
+    .filter(([, mib]) => mib >= 0.5)
+    .sort((a, b) => b[1] - a[1])
+    .map(([name, mib]) => `${name} ${mib.toFixed(1)}`)
+    .join(", ");
+}
+
 /** VmHWM: the process's peak RSS so far, in MiB. */
 async function peakRssMib(pid: number): Promise<number> {
   const status = await Bun.file(`/proc/${pid}/status`).text();
@@ -329,6 +380,7 @@ async function many(root: string): Promise<void> {
         }
       : undefined,
     MANY_SHARDS,
+    SERVE_ENV,
   );
   const pid = pids[0]!;
   const value = new Uint8Array(128).fill(0x61);
@@ -352,6 +404,7 @@ async function many(root: string): Promise<void> {
   const split = await rssSplitMib(pid);
   const heapRightAfter = metricsEndpoint === undefined ? undefined : await heapMib(metricsEndpoint);
   const peak = await peakRssMib(pid);
+  const smaps = SMAPS ? await rssByMapping(pid) : undefined;
   await Bun.sleep(SETTLED_RSS_WAIT_MS);
   const settled = await rssMib(pid);
   samples.sort((a, b) => a - b);
@@ -367,6 +420,7 @@ async function many(root: string): Promise<void> {
         `ArrayBuffers ${heapRightAfter.external.toFixed(1)} MiB`,
     );
   }
+  if (smaps !== undefined) console.log(`  right after the writes, RSS by mapping: ${smaps}`);
   if (metricsEndpoint !== undefined) {
     const after = await heapMib(metricsEndpoint);
     console.log(

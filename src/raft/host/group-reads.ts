@@ -222,6 +222,7 @@ export class GroupReads {
       this.count -= this.queued.length - kept.length;
       this.queued = kept;
     }
-    assert(this.count >= 0 && this.count <= before, () => `group ${this.groupId}: read count ${this.count}`);
+    if (this.count < 0 || this.count > before)
+      assert(false, `group ${this.groupId}: read count ${this.count}`);
   }
 }

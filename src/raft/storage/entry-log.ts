@@ -43,7 +43,7 @@ export class EntryLog {
     this.base = base;
     this.baseTermValue = baseTerm;
     for (let i = 0; i < entries.length; i++) {
-      assert(entries[i]!.index === base + 1 + i, () => `entries must be contiguous after index ${base}`);
+      if (entries[i]!.index !== base + 1 + i) assert(false, `entries must be contiguous after index ${base}`);
       this.push(entries[i]!);
     }
   }
@@ -84,8 +84,9 @@ export class EntryLog {
 
   /** Entries in [lo, hi) within the size budget (at least one); outside the log an assertion (the caller's bug). */
   slice(lo: number, hi: number, maxBytes: number): Entry[] {
-    assert(lo > this.base, () => `entry ${lo} is compacted (first index ${this.firstIndex()})`);
-    assert(hi <= this.lastIndex() + 1, () => `entry ${hi - 1} is beyond last index ${this.lastIndex()}`);
+    // The messages only when a check fails (no closure per call: slice runs per Ready).
+    if (lo <= this.base) assert(false, `entry ${lo} is compacted (first index ${this.firstIndex()})`);
+    if (hi > this.lastIndex() + 1) assert(false, `entry ${hi - 1} is beyond last index ${this.lastIndex()}`);
     const out: Entry[] = [];
     let bytes = 0;
     // Bounded by hi - lo.

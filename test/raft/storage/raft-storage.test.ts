@@ -189,6 +189,9 @@ describe("raft storage: conflicts", () => {
       const storage = await openRaftStorage(dir, { logger: new RecordingLogger() });
       await storage.append(entryRange(1, 3, 1));
       await expect(storage.append([entry(5, 1)])).rejects.toThrow(AssertionError); // the caller's bug
+      await expect(storage.append([entry(4, 1), entry(6, 1)])).rejects.toThrow(
+        "append: entry 6 at position 1 does not follow 4",
+      );
       expect(storage.lastIndex()).toBe(3);
       await storage.close();
     });
