@@ -150,6 +150,8 @@ describe("the byte bound", () => {
     expect(DkvError.is(refusal, "RESOURCE_EXHAUSTED")).toBe(true);
     expect((refusal as DkvError).outcome).toBe("not-applied");
     expect((refusal as DkvError).message).toContain("request table is full");
+    // What to do names a flag that exists (there is no flag for the byte bound).
+    expect((refusal as DkvError).message).toContain("--dedup-retention");
     expect((refusal as DkvError).message).toContain("changed nothing");
   });
 });

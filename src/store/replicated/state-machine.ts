@@ -152,7 +152,7 @@ export class DStoreStateMachine implements StateMachine {
     const { retentionMs, bytesMax } = this.dedupOptions;
     return new DkvError(
       "RESOURCE_EXHAUSTED",
-      `the write was refused and changed nothing: this shard's request table is full (${this.requests.size} request ids from the last ${retentionMs} ms, ${bytesMax} bytes). Retry later, lower the write rate, or raise the dedup bound`,
+      `the write was refused and changed nothing: this shard's request table is full (${this.requests.size} request ids from the last ${retentionMs} ms, ${bytesMax} bytes: about ${Math.floor(this.requests.size / (retentionMs / 1000))} writes/s sustained per shard). Retry later, lower the write rate, spread the writes over more shards, or lower every member's --dedup-retention (the ids are kept that long)`,
     );
   }
 
