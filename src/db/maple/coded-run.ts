@@ -109,20 +109,27 @@ export class CodedRun {
    * BELOW_RUN (it sorts before every key) or ABOVE_RUN (after every key). Empty runs: ABOVE_RUN.
    */
   probeCodeOf(probe: string): number {
-    const keys = this.keys;
-    if (keys.length === 0) return ABOVE_RUN;
-    const prefix = this.prefix;
-    if (prefix > 0) {
-      const first = keys[0]!;
-      const m = Math.min(prefix, probe.length);
-      for (let i = 0; i < m; i++) {
-        const x = probe.charCodeAt(i);
-        const y = first.charCodeAt(i);
-        if (x !== y) return unitRank(x) < unitRank(y) ? BELOW_RUN : ABOVE_RUN;
-      }
-      if (probe.length < prefix) return BELOW_RUN;
-    }
+    if (this.keys.length === 0) return ABOVE_RUN;
+    const side = this.sideOfPrefix(probe);
+    if (side !== 0) return side < 0 ? BELOW_RUN : ABOVE_RUN;
     return this.codeOf(probe);
+  }
+
+  /**
+   * Where `probe` lies against the prefix this run's keys share (the run is not empty):
+   * -1 before every key, 1 after every key, 0 when it shares the prefix.
+   */
+  private sideOfPrefix(probe: string): number {
+    const prefix = this.prefix;
+    if (prefix === 0) return 0;
+    const first = this.keys[0]!;
+    const m = Math.min(prefix, probe.length);
+    for (let i = 0; i < m; i++) {
+      const x = probe.charCodeAt(i);
+      const y = first.charCodeAt(i);
+      if (x !== y) return unitRank(x) < unitRank(y) ? -1 : 1;
+    }
+    return probe.length < prefix ? -1 : 0;
   }
 
   codeOf(key: string): number {
@@ -163,18 +170,9 @@ export class CodedRun {
     const n = keys.length;
     this.probeCode = NO_CODE;
     if (n === 0) return 0;
-    const prefix = this.prefix;
-    if (prefix > 0) {
-      // Outside the shared prefix the probe is below or above every key.
-      const first = keys[0]!;
-      const m = Math.min(prefix, probe.length);
-      for (let i = 0; i < m; i++) {
-        const x = probe.charCodeAt(i);
-        const y = first.charCodeAt(i);
-        if (x !== y) return unitRank(x) < unitRank(y) ? 0 : n;
-      }
-      if (probe.length < prefix) return 0;
-    }
+    // Outside the shared prefix the probe is below or above every key.
+    const side = this.sideOfPrefix(probe);
+    if (side !== 0) return side < 0 ? 0 : n;
     const code = this.codeOf(probe);
     this.probeCode = code;
     return this.boundByCode(probe, slow, code, above);
