@@ -9,10 +9,11 @@
  *
  * A pure decision over counts (tested without groups): the host asks it once per tick.
  * It never asks a group whose snapshot is already running or asked for (its log is on the
- * way out), whose log since its snapshot is under LOG_BUDGET_GROUP_MIN_BYTES (or a sixteenth of
- * a small budget: a snapshot and an fsync for a few entries), or whose state is large against what it would let go of
- * (a snapshot writes more than LOG_BUDGET_WRITE_FACTOR times the log it frees): a big shard
- * keeps its own cadence, the budget is soft for it. The tail kept behind each snapshot for
+ * way out), whose log since its snapshot is under LOG_BUDGET_GROUP_MIN_BYTES (or a
+ * sixteenth of a small budget: a snapshot and an fsync for a few entries), or whose state
+ * is large against what it would let go of (a snapshot writes more than
+ * LOG_BUDGET_WRITE_FACTOR times the log it frees): a big shard keeps its own cadence, the
+ * budget is soft for it. The tail kept behind each snapshot for
  * slow followers (`--compaction-overhead`) is not counted: no snapshot lets go of it.
  */
 
