@@ -123,8 +123,8 @@ export class SegmentGc {
    * already moved) or until it compacts; a large live log is left alone (it is busy and
    * compacts soon) until RELOCATE_BACKLOG_SEGMENTS are sealed (an idle group with a large
    * tail never compacts): then, if nothing fits, the smallest goes alone when it is small
-   * against the segments kept. Groups in the log but not open in this process are never relocated, so
-   * they pin (a warning names them once).
+   * against the segments kept. Groups in the log but not open in this process are never
+   * relocated, so they pin (a warning names them once).
    */
   startRelocation(): void {
     if (this.relocation !== undefined || !this.log.accepting) return;
