@@ -1,6 +1,7 @@
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import type { PerfResult } from "../../cli/perf.ts";
+import { RpcClient } from "../../src/rpc/client/index.ts";
 
 /** Shared by the benchmark scripts that start servers (redis-compare, etcd-compare, memory, shard-spread). */
 export const ROOT = join(import.meta.dir, "..", "..");
@@ -146,4 +147,28 @@ export async function clusterLeader(binary: string, endpoints: string[]): Promis
   const leaders = new Set(report.nodes.map((n) => n.shards[0]?.leader ?? null));
   if (leaders.size !== 1 || leaders.has(null)) return undefined;
   return [...leaders][0] ?? undefined;
+}
+
+/**
+ * An RPC client (tcp, binary serializer) of shard `shard` at `endpoints`, returned once a
+ * probe set there succeeds (at most `timeoutMs`): the server has started and, for a
+ * dstore, elected its leader. The caller disposes of the client.
+ */
+export async function readyStore(
+  endpoints: string[],
+  shard: number,
+  timeoutMs: number,
+): Promise<{ client: RpcClient; store: ReturnType<RpcClient["store"]> }> {
+  const client = new RpcClient({ endpoints, transport: "tcp", serializer: "binary", timeoutMs: 30_000 });
+  const store = client.store(shard);
+  try {
+    await waitUntil("the server", timeoutMs, async () => {
+      await store.set("probe", new Uint8Array(1));
+      return true;
+    });
+  } catch (error) {
+    await client.close();
+    throw error;
+  }
+  return { client, store };
 }

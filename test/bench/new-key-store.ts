@@ -16,8 +16,7 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { RpcClient } from "../../src/rpc/client/index.ts";
-import { benchClusterArgs, cpuSeconds, flagValue, rssMib, waitUntil } from "./commands.ts";
+import { benchClusterArgs, cpuSeconds, flagValue, readyStore, rssMib } from "./commands.ts";
 import { spawnPiped } from "./local-servers.ts";
 
 const argv = Bun.argv.slice(2);
@@ -65,18 +64,9 @@ async function run(binary: string, round: number): Promise<Sample> {
   try {
     const { args, endpoints } = await benchClusterArgs(1, `${SHARD}=${storeKind}`, root);
     const server = spawnPiped([binary, ...args[0]!], started);
-    await using client = new RpcClient({
-      endpoints,
-      transport: "tcp",
-      serializer: "binary",
-      timeoutMs: 30_000,
-    });
-    const store = client.store(SHARD);
+    const { client, store } = await readyStore(endpoints, SHARD, START_TIMEOUT_MS);
+    await using _client = client;
     const value = new Uint8Array(128).fill(0x61);
-    await waitUntil("the server", START_TIMEOUT_MS, async () => {
-      await store.set("probe", value);
-      return true;
-    });
     // An lstore builds its ordered index on the first list and keeps it from then on (a
     // dstore keeps it from the start): read a page first so the sets pay for its upkeep.
     // The build before the data API has no list; its refusal is not a failure.

@@ -15,8 +15,8 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { RpcClient } from "../../src/rpc/client/index.ts";
-import { benchClusterArgs, flagValue, ROOT, waitUntil } from "./commands.ts";
+import type { RpcClient } from "../../src/rpc/client/index.ts";
+import { benchClusterArgs, flagValue, ROOT, readyStore, waitUntil } from "./commands.ts";
 
 const SHARD = 200;
 const KEYS = 100;
@@ -73,18 +73,9 @@ const server = Bun.spawn(
   },
 );
 try {
-  await using client = new RpcClient({
-    endpoints,
-    transport: "tcp",
-    serializer: "binary",
-    timeoutMs: 30_000,
-  });
-  const store = client.store(SHARD);
+  const { client, store } = await readyStore(endpoints, SHARD, START_TIMEOUT_MS);
+  await using _client = client;
   const value = new Uint8Array(128).fill(0x61);
-  await waitUntil("the server", START_TIMEOUT_MS, async () => {
-    await store.set("probe", value);
-    return true;
-  });
   await sets(store, WARMUP, value);
   const rounds: Report[] = [];
   for (let round = 0; round < ROUNDS; round++) {
