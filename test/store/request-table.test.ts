@@ -21,9 +21,10 @@ import { DStore } from "../../src/store/replicated/dstore.ts";
 import {
   DEDUP_RETENTION_MIN_MS,
   defaultDedupOptions,
+  NEW_ID_RESERVE_BYTES,
+  REMEMBERED_BLOCK_BYTES,
   REMEMBERED_CLIENT_BYTES,
-  REMEMBERED_ID_BYTES,
-  RESULT_RESERVE_BYTES,
+  REMEMBERED_RUN_BYTES,
   RequestTable,
   resolveDedupOptions,
 } from "../../src/store/replicated/request-table.ts";
@@ -86,9 +87,16 @@ describe("a retry is recognised for the whole retention, whatever the load", () 
 
 describe("the byte bound", () => {
   const retentionMs = DEDUP_RETENTION_MIN_MS;
-  /** Room for exactly `ids` remembered ids of one client with boolean results. */
+  /**
+   * Room for exactly `ids` remembered ids of one client with boolean results, each in a
+   * block of its own (32 apart), all at one log time: the last one is admitted with room
+   * for its own block and run kept aside.
+   */
   const boundFor = (ids: number) =>
-    REMEMBERED_CLIENT_BYTES + ids * REMEMBERED_ID_BYTES + RESULT_RESERVE_BYTES;
+    REMEMBERED_CLIENT_BYTES +
+    (ids - 1) * REMEMBERED_BLOCK_BYTES +
+    REMEMBERED_RUN_BYTES +
+    NEW_ID_RESERVE_BYTES;
 
   test("refuses writes with new ids, deterministically and changing nothing; ids are never forgotten early", () => {
     const machines = [
@@ -99,17 +107,17 @@ describe("the byte bound", () => {
       const log = new Log(machine);
       const results: string[] = [];
       for (let i = 1; i <= 8; i++) {
-        const result = log.apply(cmd(Op.SetEIfUnset, `k${i}`, origin(3, i)), 1000);
+        const result = log.apply(cmd(Op.SetEIfUnset, `k${i}`, origin(3, 32 * i)), 1000);
         results.push(decodeErrorResult(result)?.code ?? `written=${result[0]}`);
       }
       // Retries of remembered ids and writes without an id still go through.
-      expect(log.apply(cmd(Op.SetEIfUnset, "k1", origin(3, 1)), 1000)).toEqual(new Uint8Array([1]));
+      expect(log.apply(cmd(Op.SetEIfUnset, "k1", origin(3, 32)), 1000)).toEqual(new Uint8Array([1]));
       log.apply(cmd(Op.Set, "plain", undefined), 1000);
       expect(machine.db.has("plain", 1000)).toBe(true);
       // A refused write changed nothing.
       expect(machine.db.has("k6", 1000)).toBe(false);
       // Once the log time passes the retention, the old ids go and new ones fit again.
-      const later = log.apply(cmd(Op.SetEIfUnset, "k6", origin(3, 6)), 1000 + retentionMs + 1);
+      const later = log.apply(cmd(Op.SetEIfUnset, "k6", origin(3, 32 * 6)), 1000 + retentionMs + 1);
       expect(later).toEqual(new Uint8Array([1]));
       expect(machine.dedupBytes).toBeLessThanOrEqual(boundFor(5));
       return results;
@@ -137,7 +145,8 @@ describe("the byte bound", () => {
     const c = await TestCluster.start({
       size: 1,
       groups: [5],
-      stateMachine: () => new DStoreStateMachine({ retentionMs, bytesMax: boundFor(3) }),
+      // One id fits; the second needs a block and a run of its own kept aside: refused.
+      stateMachine: () => new DStoreStateMachine({ retentionMs, bytesMax: boundFor(1) }),
     });
     cluster = c;
     const store = new DStore(c.host("n1"), 5, { timeoutMs: 3000 });
@@ -153,6 +162,9 @@ describe("the byte bound", () => {
     // What to do names a flag that exists (there is no flag for the byte bound).
     expect((refusal as DkvError).message).toContain("--dedup-retention");
     expect((refusal as DkvError).message).toContain("changed nothing");
+    // It says what the table holds and the rate that sustains (one id in 31 s: 0 writes/s).
+    expect((refusal as DkvError).message).toContain("1 request ids of 1 clients");
+    expect((refusal as DkvError).message).toContain("about 0 writes/s sustained per shard at this mix");
   });
 });
 
