@@ -704,3 +704,47 @@ describe("every member decides alike", () => {
     });
   }
 });
+
+describe("every member decides alike, through the state machine", () => {
+  for (const seed of [41, 42, 43]) {
+    test(`seed ${seed}: a member restored from another's snapshot midway answers every later entry alike`, async () => {
+      const next = seededRandom(seed);
+      const dedup = { retentionMs: DEDUP_RETENTION_MIN_MS, bytesMax: 6_000 + Math.floor(next() * 6_000) };
+      const leader = new Log(new DStoreStateMachine(dedup));
+      let follower = new Log(new DStoreStateMachine(dedup));
+      const clients = 2 + Math.floor(next() * 6);
+      const counters = Array.from({ length: clients }, (_, c) => c * 1_000);
+      const ops = [Op.Set, Op.Set, Op.Set, Op.SetEIfUnset, Op.Claim, Op.Delete] as const;
+      let timeMs = 1_000;
+      let client = 0;
+      let refused = 0;
+      let restores = 0;
+      for (let step = 0; step < 3_000; step++) {
+        if (next() < 0.5) timeMs += next() < 0.99 ? 1 : Math.floor(next() * 20_000);
+        if (next() < 0.4) client = Math.floor(next() * clients);
+        // Mostly a new id, sometimes a retry of a recent one.
+        if (next() < 0.9) counters[client]! += next() < 0.9 ? 1 : 2 + Math.floor(next() * 40);
+        const requestId = counters[client]! - (next() < 0.1 ? Math.floor(next() * 5) : 0);
+        const op = ops[Math.floor(next() * ops.length)]!;
+        const command = cmd(op, `k${Math.floor(next() * 50)}`, origin(client + 1, requestId), `v${step}`);
+        const answer = leader.apply(command, timeMs);
+        expect(follower.apply(command, timeMs)).toEqual(answer);
+        if (decodeErrorResult(answer)?.code === "RESOURCE_EXHAUSTED") refused++;
+        expect(follower.machine.dedupBytes).toBe(leader.machine.dedupBytes);
+        if (next() < 0.01) {
+          // The follower falls behind and installs the leader's snapshot at this index.
+          const chunks: Uint8Array[] = [];
+          for await (const chunk of leader.machine.snapshot()) chunks.push(chunk);
+          const restored = new DStoreStateMachine(dedup);
+          await restored.restore(Buffer.concat(chunks));
+          follower = new Log(restored);
+          follower.index = leader.index;
+          restores++;
+        }
+      }
+      expect(refused).toBeGreaterThan(0);
+      expect(restores).toBeGreaterThan(5);
+      expect(follower.machine.dedupSize).toBe(leader.machine.dedupSize);
+    });
+  }
+});
