@@ -21,9 +21,10 @@ import { DStore } from "../../src/store/replicated/dstore.ts";
 import {
   DEDUP_RETENTION_MIN_MS,
   defaultDedupOptions,
+  NEW_ID_RESERVE_BYTES,
+  REMEMBERED_BLOCK_BYTES,
   REMEMBERED_CLIENT_BYTES,
-  REMEMBERED_ID_BYTES,
-  RESULT_RESERVE_BYTES,
+  REMEMBERED_RUN_BYTES,
   RequestTable,
   resolveDedupOptions,
 } from "../../src/store/replicated/request-table.ts";
@@ -86,9 +87,16 @@ describe("a retry is recognised for the whole retention, whatever the load", () 
 
 describe("the byte bound", () => {
   const retentionMs = DEDUP_RETENTION_MIN_MS;
-  /** Room for exactly `ids` remembered ids of one client with boolean results. */
+  /**
+   * Room for exactly `ids` remembered ids of one client with boolean results, each in a
+   * block of its own (32 apart), all at one log time: the last one is admitted with room
+   * for its own block and run kept aside.
+   */
   const boundFor = (ids: number) =>
-    REMEMBERED_CLIENT_BYTES + ids * REMEMBERED_ID_BYTES + RESULT_RESERVE_BYTES;
+    REMEMBERED_CLIENT_BYTES +
+    (ids - 1) * REMEMBERED_BLOCK_BYTES +
+    REMEMBERED_RUN_BYTES +
+    NEW_ID_RESERVE_BYTES;
 
   test("refuses writes with new ids, deterministically and changing nothing; ids are never forgotten early", () => {
     const machines = [
@@ -99,17 +107,17 @@ describe("the byte bound", () => {
       const log = new Log(machine);
       const results: string[] = [];
       for (let i = 1; i <= 8; i++) {
-        const result = log.apply(cmd(Op.SetEIfUnset, `k${i}`, origin(3, i)), 1000);
+        const result = log.apply(cmd(Op.SetEIfUnset, `k${i}`, origin(3, 32 * i)), 1000);
         results.push(decodeErrorResult(result)?.code ?? `written=${result[0]}`);
       }
       // Retries of remembered ids and writes without an id still go through.
-      expect(log.apply(cmd(Op.SetEIfUnset, "k1", origin(3, 1)), 1000)).toEqual(new Uint8Array([1]));
+      expect(log.apply(cmd(Op.SetEIfUnset, "k1", origin(3, 32)), 1000)).toEqual(new Uint8Array([1]));
       log.apply(cmd(Op.Set, "plain", undefined), 1000);
       expect(machine.db.has("plain", 1000)).toBe(true);
       // A refused write changed nothing.
       expect(machine.db.has("k6", 1000)).toBe(false);
       // Once the log time passes the retention, the old ids go and new ones fit again.
-      const later = log.apply(cmd(Op.SetEIfUnset, "k6", origin(3, 6)), 1000 + retentionMs + 1);
+      const later = log.apply(cmd(Op.SetEIfUnset, "k6", origin(3, 32 * 6)), 1000 + retentionMs + 1);
       expect(later).toEqual(new Uint8Array([1]));
       expect(machine.dedupBytes).toBeLessThanOrEqual(boundFor(5));
       return results;
@@ -137,7 +145,8 @@ describe("the byte bound", () => {
     const c = await TestCluster.start({
       size: 1,
       groups: [5],
-      stateMachine: () => new DStoreStateMachine({ retentionMs, bytesMax: boundFor(3) }),
+      // One id fits; the second needs a block and a run of its own kept aside: refused.
+      stateMachine: () => new DStoreStateMachine({ retentionMs, bytesMax: boundFor(1) }),
     });
     cluster = c;
     const store = new DStore(c.host("n1"), 5, { timeoutMs: 3000 });
@@ -153,6 +162,9 @@ describe("the byte bound", () => {
     // What to do names a flag that exists (there is no flag for the byte bound).
     expect((refusal as DkvError).message).toContain("--dedup-retention");
     expect((refusal as DkvError).message).toContain("changed nothing");
+    // It says what the table holds and the rate that sustains (one id in 31 s: 0 writes/s).
+    expect((refusal as DkvError).message).toContain("1 request ids of 1 clients");
+    expect((refusal as DkvError).message).toContain("about 0 writes/s sustained per shard at this mix");
   });
 });
 
@@ -515,4 +527,224 @@ describe("snapshot sections of earlier versions", () => {
     badSection[blockAt + 8] = 3;
     expect(() => RequestTable.decode(badSection, table.options, false)).toThrow(DkvError);
   });
+});
+
+/**
+ * What the state machine does for a write with a request id (DStoreStateMachine.applyEntry):
+ * forget a few expired ids, answer a remembered id, refuse a new one without room, else
+ * remember it. "seen", "refused" or "remembered".
+ */
+function applyWrite(
+  table: RequestTable,
+  clientId: Uint8Array,
+  requestId: number,
+  result: Uint8Array,
+  nowMs: number,
+): string {
+  // FORGET_PER_APPLY of state-machine.ts.
+  table.forgetExpired(nowMs, 8);
+  const seen = table.get(clientId, requestId);
+  if (seen !== undefined) return `seen ${seen.join(",")}`;
+  if (!table.hasRoomFor(clientId, nowMs)) return "refused";
+  table.remember(clientId, requestId, result, nowMs);
+  return "remembered";
+}
+
+describe("the bound counts blocks and time runs, not ids", () => {
+  const writesPerMs = 170;
+
+  test("one write-only client at 170 000 writes/s for 70 s of log time is never refused (32 B per id refused it after ~12 s)", () => {
+    const table = new RequestTable(defaultDedupOptions);
+    const clientId = new Uint8Array(CLIENT_ID_BYTES).fill(11);
+    const ids = 70_000 * writesPerMs;
+    let refused = 0;
+    let peakIds = 0;
+    for (let i = 0; i < ids; i++) {
+      const nowMs = 1_000 + Math.floor(i / writesPerMs);
+      if (applyWrite(table, clientId, i + 1, RESULT_VOID_FOR_TEST, nowMs) !== "remembered") refused++;
+      if (table.size > peakIds) peakIds = table.size;
+    }
+    expect(refused).toBe(0);
+    // The last 60 s of ids, all held: at 32 B each they would take ~5 times the bound.
+    expect(peakIds).toBeGreaterThanOrEqual(60_000 * writesPerMs);
+    expect(peakIds * 32).toBeGreaterThan(4 * defaultDedupOptions.bytesMax);
+    // 32 ids share a block (42 B) and a log millisecond's ids a run (24 B): ~1.5 B per id.
+    expect(table.bytes / table.size).toBeLessThan(1.6);
+    expect(table.allocatedBytes).toBeLessThanOrEqual(table.bytes);
+    expect(table.get(clientId, ids)).toEqual(RESULT_VOID_FOR_TEST);
+    expect(table.get(clientId, ids - 60_000 * writesPerMs)).toEqual(RESULT_VOID_FOR_TEST);
+  });
+
+  test("four clients with 50 writes in flight each, taking turns in the log in batches, are never refused at 170 000 writes/s", () => {
+    const table = new RequestTable(defaultDedupOptions);
+    const next = seededRandom(27);
+    const clients = [1, 2, 3, 4].map((c) => new Uint8Array(CLIENT_ID_BYTES).fill(20 + c));
+    const counters = [0, 0, 0, 0];
+    const ids = 70_000 * writesPerMs;
+    let refused = 0;
+    for (let i = 0; i < ids; ) {
+      // A batch: what one client's connection delivered at once (1 to 50 requests, in order).
+      const c = Math.floor(next() * clients.length);
+      const batch = 1 + Math.floor(next() * 50);
+      for (let b = 0; b < batch && i < ids; b++, i++) {
+        const nowMs = 1_000 + Math.floor(i / writesPerMs);
+        const result = applyWrite(table, clients[c]!, ++counters[c]!, RESULT_VOID_FOR_TEST, nowMs);
+        if (result !== "remembered") refused++;
+      }
+    }
+    expect(refused).toBe(0);
+    expect(table.size).toBeGreaterThanOrEqual(60_000 * writesPerMs);
+    expect(table.bytes).toBeLessThan(defaultDedupOptions.bytesMax * 0.75);
+  });
+
+  test("ids of a thousand clients taking turns (each alone in its block) are refused at the bound, and the arrays never pass it", () => {
+    const bytesMax = 4 * 1024 * 1024;
+    const options = resolveDedupOptions({ bytesMax });
+    const table = new RequestTable(options);
+    const clients = Array.from({ length: 1000 }, (_, c) => {
+      const id = new Uint8Array(CLIENT_ID_BYTES);
+      new DataView(id.buffer).setUint32(0, c + 1);
+      return id;
+    });
+    let firstRefusalAt = -1;
+    let refused = 0;
+    let allocatedMax = 0;
+    const ids = 2_000 * writesPerMs;
+    for (let i = 0; i < ids; i++) {
+      const nowMs = 1_000 + Math.floor(i / writesPerMs);
+      const c = i % clients.length;
+      const requestId = Math.floor(i / clients.length) + 1;
+      if (applyWrite(table, clients[c]!, requestId, RESULT_VOID_FOR_TEST, nowMs) === "refused") {
+        refused++;
+        if (firstRefusalAt < 0) firstRefusalAt = table.size;
+      }
+      allocatedMax = Math.max(allocatedMax, table.allocatedBytes);
+      expect(table.bytes).toBeLessThanOrEqual(bytesMax);
+    }
+    // Refused once the blocks fill the bound (at 32 B per id: after ~131 000 ids).
+    expect(table.blocks).toBe(table.size);
+    expect(firstRefusalAt).toBeGreaterThan(0.95 * (bytesMax / REMEMBERED_BLOCK_BYTES));
+    expect(firstRefusalAt).toBeLessThan(bytesMax / REMEMBERED_BLOCK_BYTES);
+    expect(refused).toBe(ids - table.size);
+    // The ring of blocks and its index grow by doubling: never past the bound.
+    expect(allocatedMax).toBeLessThanOrEqual(bytesMax);
+    // Past the retention the old ids go and new ones fit again.
+    const laterMs = 1_000 + options.retentionMs + 2_001;
+    expect(applyWrite(table, clients[0]!, 10 ** 9, RESULT_VOID_FOR_TEST, laterMs)).toBe("remembered");
+    table.forgetExpired(laterMs, Number.POSITIVE_INFINITY);
+    expect(table.size).toBe(1);
+  });
+});
+
+describe("every member decides alike", () => {
+  const results = [
+    new Uint8Array(0),
+    new Uint8Array([0]),
+    new Uint8Array([1]),
+    new Uint8Array([1, 0, 0, 0, 0, 0, 0, 0, 9]),
+  ];
+  for (const seed of [31, 32, 33, 34, 35, 36, 37, 38]) {
+    test(`seed ${seed}: a table restored from snapshots midway agrees with one that never was, on every decision, over clients taking turns`, () => {
+      const next = seededRandom(seed);
+      const clients = 1 + Math.floor(next() * 12);
+      // Small enough to be reached often, large enough for every client's entry.
+      const options = resolveDedupOptions({
+        retentionMs: DEDUP_RETENTION_MIN_MS,
+        bytesMax: 2_000 + clients * REMEMBERED_CLIENT_BYTES + Math.floor(next() * 30_000),
+      });
+      const live = new RequestTable(options);
+      let restored = new RequestTable(options);
+      // Some clients count past 2^32 (their ids' high bits go to a side map).
+      const counters = Array.from({ length: clients }, (_, c) => (c % 5 === 4 ? 2 ** 32 - 50 : c * 10_000));
+      const issued: number[][] = counters.map(() => []);
+      let timeMs = 0;
+      let client = 0;
+      const seenDecisions = new Map<string, number>();
+      let restores = 0;
+      for (let step = 0; step < 20_000; step++) {
+        // Log time: mostly the same or the next milliseconds, sometimes a jump (ids expire).
+        const pace = next();
+        if (pace >= 0.5) timeMs += pace < 0.995 ? 1 + Math.floor(next() * 3) : Math.floor(next() * 20_000);
+        // Clients take turns in the log in batches of random length.
+        if (next() < 0.3) client = Math.floor(next() * clients);
+        const draw = next();
+        let requestId: number;
+        const mine = issued[client]!;
+        if (draw < 0.05 && mine.length > 0) {
+          // A retry: of a remembered id (the first answer), or of a refused or forgotten one.
+          requestId = mine[Math.floor(next() * mine.length)]!;
+        } else {
+          counters[client]! += draw < 0.9 ? 1 : 1 + Math.floor(next() * 40);
+          requestId = counters[client]!;
+          mine.push(requestId);
+          if (mine.length > 64) mine.shift();
+        }
+        const result = next() < 0.85 ? results[0]! : results[Math.floor(next() * results.length)]!;
+        const clientId = new Uint8Array(CLIENT_ID_BYTES).fill(client + 1);
+        const decided = applyWrite(live, clientId, requestId, result, timeMs);
+        expect(applyWrite(restored, clientId, requestId, result, timeMs)).toBe(decided);
+        const kind = decided.startsWith("seen") ? "seen" : decided;
+        seenDecisions.set(kind, (seenDecisions.get(kind) ?? 0) + 1);
+        expect(restored.bytes).toBe(live.bytes);
+        expect(restored.size).toBe(live.size);
+        expect(restored.blocks).toBe(live.blocks);
+        expect(live.bytes).toBeLessThanOrEqual(options.bytesMax);
+        // A member restored from a snapshot: of its own table or of the other member's.
+        if (next() < 0.003) {
+          restored = RequestTable.decode((next() < 0.5 ? live : restored).encode(), options, false);
+          restores++;
+        }
+      }
+      // Every kind of decision happened, around many restores.
+      expect(seenDecisions.get("seen")).toBeGreaterThan(0);
+      expect(seenDecisions.get("refused")).toBeGreaterThan(0);
+      expect(seenDecisions.get("remembered")).toBeGreaterThan(1000);
+      expect(restores).toBeGreaterThan(20);
+      expect(restored.encode()).toEqual(live.encode());
+    });
+  }
+});
+
+describe("every member decides alike, through the state machine", () => {
+  for (const seed of [41, 42, 43]) {
+    test(`seed ${seed}: a member restored from another's snapshot midway answers every later entry alike`, async () => {
+      const next = seededRandom(seed);
+      const dedup = { retentionMs: DEDUP_RETENTION_MIN_MS, bytesMax: 6_000 + Math.floor(next() * 6_000) };
+      const leader = new Log(new DStoreStateMachine(dedup));
+      let follower = new Log(new DStoreStateMachine(dedup));
+      const clients = 2 + Math.floor(next() * 6);
+      const counters = Array.from({ length: clients }, (_, c) => c * 1_000);
+      const ops = [Op.Set, Op.Set, Op.Set, Op.SetEIfUnset, Op.Claim, Op.Delete] as const;
+      let timeMs = 1_000;
+      let client = 0;
+      let refused = 0;
+      let restores = 0;
+      for (let step = 0; step < 3_000; step++) {
+        if (next() < 0.5) timeMs += next() < 0.99 ? 1 : Math.floor(next() * 20_000);
+        if (next() < 0.4) client = Math.floor(next() * clients);
+        // Mostly a new id, sometimes a retry of a recent one.
+        if (next() < 0.9) counters[client]! += next() < 0.9 ? 1 : 2 + Math.floor(next() * 40);
+        const requestId = counters[client]! - (next() < 0.1 ? Math.floor(next() * 5) : 0);
+        const op = ops[Math.floor(next() * ops.length)]!;
+        const command = cmd(op, `k${Math.floor(next() * 50)}`, origin(client + 1, requestId), `v${step}`);
+        const answer = leader.apply(command, timeMs);
+        expect(follower.apply(command, timeMs)).toEqual(answer);
+        if (decodeErrorResult(answer)?.code === "RESOURCE_EXHAUSTED") refused++;
+        expect(follower.machine.dedupBytes).toBe(leader.machine.dedupBytes);
+        if (next() < 0.01) {
+          // The follower falls behind and installs the leader's snapshot at this index.
+          const chunks: Uint8Array[] = [];
+          for await (const chunk of leader.machine.snapshot()) chunks.push(chunk);
+          const restored = new DStoreStateMachine(dedup);
+          await restored.restore(Buffer.concat(chunks));
+          follower = new Log(restored);
+          follower.index = leader.index;
+          restores++;
+        }
+      }
+      expect(refused).toBeGreaterThan(0);
+      expect(restores).toBeGreaterThan(5);
+      expect(follower.machine.dedupSize).toBe(leader.machine.dedupSize);
+    });
+  }
 });

@@ -34,7 +34,9 @@ export interface DedupOptions {
    */
   retentionMs: number;
   /**
-   * Bound on the table's memory (an estimate, the same on every member). When remembering
+   * Bound on the table's memory, counted from what it holds (RequestTable.bytes: blocks of
+   * ids, time runs, clients, side-map entries; the same on every member), so it bounds the
+   * memory actually allocated, however ids pack. When remembering
    * one more id would pass it, even after forgetting every id older than the retention, a
    * write carrying a new request id is refused with RESOURCE_EXHAUSTED (outcome
    * not-applied: it changes nothing); writes without an id and retries of remembered ones
@@ -74,15 +76,17 @@ export function resolveDedupOptions(options: Partial<DedupOptions> = {}): DedupO
 }
 
 /**
- * Estimated memory of one remembered id, the same whatever block it shares: an id alone
- * in its block costs a block record (client u32, base u32, mask u32, code u8: 13 B) and
- * two hash slots (8 B), 21 B with the ring full and 42 B just after it grew, plus its share
- * of a time run (12 B, shared by the ids of one log millisecond); ids of one client that
- * follow each other in the log share a block (32 ids of a write-only client: under 1 B
- * each). Must be the same on every member (a member of another version with another
- * estimate refuses at another point), so it does not depend on how ids share blocks.
+ * Estimated memory of one block (ids of one client that follow each other in the log, up
+ * to 32: a write-only client's ids fill whole blocks, an id of one of many clients taking
+ * turns in the log has a block of its own): its record (client u32, base u32, mask u32,
+ * code u8: 13 B) and two hash slots (8 B) are 21 B, and the arrays are powers of two
+ * grown by doubling when full, so they hold up to twice the blocks: 42 B. Counted per
+ * block, so the bound is a true bound on the arrays: they never grow past twice the most
+ * blocks ever held, and bytesMax / 42 is the most blocks the bound lets in.
  */
-export const REMEMBERED_ID_BYTES = 32;
+export const REMEMBERED_BLOCK_BYTES = 42;
+/** Estimated memory of one time run (f64 time, u32 count: 12 B), doubled likewise. */
+export const REMEMBERED_RUN_BYTES = 24;
 /** Estimated memory of one client with remembered ids: its Map entry, hex key and counters. */
 export const REMEMBERED_CLIENT_BYTES = 160;
 /**
@@ -91,11 +95,12 @@ export const REMEMBERED_CLIENT_BYTES = 160;
  */
 export const REMEMBERED_RESULT_OVERHEAD_BYTES = 96;
 /**
- * Room kept for the write being checked: a new client and a result with its own array
- * (a claim's is 9 B; an error result's message is longer but rare), and its request id's
- * high bits.
+ * Room kept for the write being checked, whatever its result turns out to be: a block and
+ * a time run of its own, a result with its own array (a claim's is 9 B; an error result's
+ * message is longer but rare) and its request id's high bits (a new client is added).
  */
-export const RESULT_RESERVE_BYTES = 2 * REMEMBERED_RESULT_OVERHEAD_BYTES + 64;
+export const NEW_ID_RESERVE_BYTES =
+  REMEMBERED_BLOCK_BYTES + REMEMBERED_RUN_BYTES + 2 * REMEMBERED_RESULT_OVERHEAD_BYTES + 64;
 
 const RING_CAPACITY_MIN = 64;
 const RUN_CAPACITY_MIN = 16;
@@ -108,16 +113,18 @@ const RUN_CAPACITY_MIN = 16;
  * whether the id has high bits). A client numbers its requests in sequence (RpcClient:
  * one counter for all its calls; DStore: one per store), so a write-only client's ids
  * fill whole blocks (a million ids: ~1 MiB) and one that mixes reads in still shares
- * them; an id alone in its block (clients interleaved in the log) costs ~21 B. Beside the
+ * them; an id alone in its block (clients interleaved in the log) costs 21-42 B. Beside the
  * ring of blocks: a ring of time runs (a log time and how many consecutive ids carry it:
  * ids arrive in log order, many per millisecond under load), an open-addressing hash
  * index (linear probing, backward-shift deletion) over ring positions keyed by (client,
  * base), a dictionary of client ids with a count of ids each, and side maps for the few
  * results that are not void or a boolean and the few request ids above 32 bits (such an
  * id has a block of its own). Every decision (found, room, forgotten) depends only on the
- * ids, times and results remembered, never on capacities or blocks, so every member
- * decides alike; how ids fall into blocks depends only on each id and the one before it in
- * the log, so a table restored from a snapshot has the same blocks.
+ * ids, times and results remembered, in log order, never on capacities: how ids fall into
+ * blocks and runs depends only on each id and the one before it in the log (forgetting
+ * takes the oldest id first and leaves the newest block's highest id), so every member
+ * that applied the same log holds the same blocks, and so does one restored from a
+ * snapshot of it; the bound counts blocks and runs (`bytes`), so every member decides alike.
  */
 export class RequestTable {
   // The ring of blocks in log order, `blockCount` of them from `head`; capacity a power of two.
@@ -151,7 +158,8 @@ export class RequestTable {
   /** The last client id looked up and its hex key: consecutive writes mostly share one. */
   private readonly lastClientBytes = new Uint8Array(CLIENT_ID_BYTES);
   private lastClientKey: string | undefined;
-  private bytesUsed = 0;
+  /** Estimated bytes of the side maps' entries (REMEMBERED_RESULT_OVERHEAD_BYTES and results). */
+  private sideBytes = 0;
 
   constructor(readonly options: DedupOptions) {
     this.clientOf = new Uint32Array(RING_CAPACITY_MIN);
@@ -172,8 +180,20 @@ export class RequestTable {
     return this.blockCount;
   }
 
+  /**
+   * The estimate the bound counts: blocks, time runs, clients and side-map entries, each
+   * at its REMEMBERED_* cost. How ids fall into blocks and runs depends only on each id
+   * and the one before it in the log, and forgetting takes the oldest id first, so this is
+   * the same on every member that applied the same log, and on one restored from a
+   * snapshot of it (decode rebuilds the same blocks and runs).
+   */
   get bytes(): number {
-    return this.bytesUsed;
+    return (
+      this.blockCount * REMEMBERED_BLOCK_BYTES +
+      this.runCount * REMEMBERED_RUN_BYTES +
+      this.clientIndex.size * REMEMBERED_CLIENT_BYTES +
+      this.sideBytes
+    );
   }
 
   /** Bytes of the typed arrays actually allocated (the side maps and client dictionary aside). */
@@ -235,15 +255,28 @@ export class RequestTable {
    */
   hasRoomFor(clientId: Uint8Array, nowMs: number): boolean {
     const key = this.keyOf(clientId);
-    if (this.bytesUsed + this.bytesNeeded(key) <= this.options.bytesMax) return true;
+    if (this.bytes + this.bytesNeeded(key) <= this.options.bytesMax) return true;
     this.forgetExpired(nowMs, Number.POSITIVE_INFINITY);
-    return this.bytesUsed + this.bytesNeeded(key) <= this.options.bytesMax;
+    return this.bytes + this.bytesNeeded(key) <= this.options.bytesMax;
   }
-  /** What remembering one more id of client `key` may cost (estimated as in REMEMBERED_*). */
-  private bytesNeeded(key: string): number {
-    return (
-      REMEMBERED_ID_BYTES + (this.clientIndex.has(key) ? 0 : REMEMBERED_CLIENT_BYTES) + RESULT_RESERVE_BYTES
+  /**
+   * Why a write with a new id was refused (RESOURCE_EXHAUSTED; encodeErrorResult makes it
+   * not-applied): what the table holds, the write rate it sustains with ids that pack as
+   * these do, and what to do.
+   */
+  fullError(): DkvError {
+    const { retentionMs, bytesMax } = this.options;
+    const bytesPerId = this.count === 0 ? 0 : this.bytes / this.count;
+    const ratePerSec = Math.floor(this.count / (retentionMs / 1000));
+    return new DkvError(
+      "RESOURCE_EXHAUSTED",
+      `the write was refused and changed nothing: this shard's request table is full (${this.count} request ids of ${this.clientIndex.size} clients from the last ${retentionMs} ms in ${bytesMax} bytes, ${bytesPerId.toFixed(1)} B each: ids a client numbers in sequence share 32-id blocks, ids of many clients taking turns in the log do not; about ${ratePerSec} writes/s sustained per shard at this mix). Retry later, lower the write rate, spread the writes over more shards, or lower every member's --dedup-retention (the ids are kept that long)`,
     );
+  }
+
+  /** What remembering one more id of client `key` may cost at most (estimated as in REMEMBERED_*). */
+  private bytesNeeded(key: string): number {
+    return (this.clientIndex.has(key) ? 0 : REMEMBERED_CLIENT_BYTES) + NEW_ID_RESERVE_BYTES;
   }
 
   /** Remembers a new id (log order: `timeMs` never below the last one's; not remembered yet). */
@@ -259,11 +292,9 @@ export class RequestTable {
       this.clientIndex.set(key, client);
       this.clientKeys[client] = key;
       this.clientIds[client] = 0;
-      this.bytesUsed += REMEMBERED_CLIENT_BYTES;
     }
     this.clientIds[client]!++;
     this.count++;
-    this.bytesUsed += REMEMBERED_ID_BYTES;
     this.addToRun(timeMs);
     const low = requestId >>> 0;
     const base = (low & ~BLOCK_LOW_MASK) >>> 0;
@@ -293,11 +324,11 @@ export class RequestTable {
     this.codeOf[pos] = code;
     if ((code & CODE_MASK) === CODE_OTHER) {
       this.others.set(seq, result);
-      this.bytesUsed += REMEMBERED_RESULT_OVERHEAD_BYTES + result.byteLength;
+      this.sideBytes += REMEMBERED_RESULT_OVERHEAD_BYTES + result.byteLength;
     }
     if ((code & CODE_HIGH) !== 0) {
       this.highs.set(seq, requestId);
-      this.bytesUsed += REMEMBERED_RESULT_OVERHEAD_BYTES;
+      this.sideBytes += REMEMBERED_RESULT_OVERHEAD_BYTES;
     }
     this.insertSlot(pos);
   }
@@ -479,7 +510,6 @@ export class RequestTable {
     // The lowest bit is the oldest id: ids join a block in increasing order.
     const rest = (held & (held - 1)) >>> 0;
     this.count--;
-    this.bytesUsed -= REMEMBERED_ID_BYTES;
     if (rest !== 0) this.maskOf[pos] = rest;
     else this.forgetHeadBlock();
     const left = --this.clientIds[client]!;
@@ -489,7 +519,6 @@ export class RequestTable {
       if (this.lastClientKey === key) this.lastClientKey = undefined;
       this.clientKeys[client] = undefined;
       this.freeClients.push(client);
-      this.bytesUsed -= REMEMBERED_CLIENT_BYTES;
     }
   }
 
@@ -515,11 +544,11 @@ export class RequestTable {
     if ((code & CODE_MASK) === CODE_OTHER) {
       const result = this.others.get(this.headSeq)!;
       this.others.delete(this.headSeq);
-      this.bytesUsed -= REMEMBERED_RESULT_OVERHEAD_BYTES + result.byteLength;
+      this.sideBytes -= REMEMBERED_RESULT_OVERHEAD_BYTES + result.byteLength;
     }
     if ((code & CODE_HIGH) !== 0) {
       this.highs.delete(this.headSeq);
-      this.bytesUsed -= REMEMBERED_RESULT_OVERHEAD_BYTES;
+      this.sideBytes -= REMEMBERED_RESULT_OVERHEAD_BYTES;
     }
     this.head = (this.head + 1) & (this.codeOf.length - 1);
     this.headSeq++;
@@ -564,5 +593,3 @@ export class RequestTable {
     this.runHead = 0;
   }
 }
-
-/** Whether the ring's u32 holds the whole request id (else its high bits go to a side map). */

@@ -119,7 +119,8 @@ export class DStoreStateMachine implements StateMachine {
     if (origin !== undefined) {
       const seen = this.requests.get(origin.clientId, origin.requestId);
       if (seen !== undefined) return seen;
-      if (!this.requests.hasRoomFor(origin.clientId, nowMs)) return encodeErrorResult(this.tableFull());
+      if (!this.requests.hasRoomFor(origin.clientId, nowMs))
+        return encodeErrorResult(this.requests.fullError());
     }
     let result: Uint8Array;
     try {
@@ -146,14 +147,6 @@ export class DStoreStateMachine implements StateMachine {
   /** Estimated bytes of the request table (compare with DedupOptions.bytesMax). */
   get dedupBytes(): number {
     return this.requests.bytes;
-  }
-
-  private tableFull(): DkvError {
-    const { retentionMs, bytesMax } = this.dedupOptions;
-    return new DkvError(
-      "RESOURCE_EXHAUSTED",
-      `the write was refused and changed nothing: this shard's request table is full (${this.requests.size} request ids from the last ${retentionMs} ms, ${bytesMax} bytes: about ${Math.floor(this.requests.size / (retentionMs / 1000))} writes/s sustained per shard). Retry later, lower the write rate, spread the writes over more shards, or lower every member's --dedup-retention (the ids are kept that long)`,
-    );
   }
 
   snapshot(): AsyncIterable<Uint8Array> {
