@@ -28,7 +28,12 @@ import { readFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { REPLICATED_TUNING_DEFAULT } from "../../src/config/defaults.ts";
+import {
+  REPLICATED_TUNING_DEFAULT,
+  WATCH_HISTORY_BYTES_DEFAULT,
+  WATCH_HISTORY_TOTAL_BYTES_DEFAULT,
+} from "../../src/config/defaults.ts";
+import { shardHistoryBytes } from "../../src/config/node-options.ts";
 import { parseDuration } from "../../src/config/parse.ts";
 import { TcpNodeTransport } from "../../src/raft/transport/tcp-transport.ts";
 import { type ReplicatedShards, startReplicatedShards } from "../../src/store/replicated/shards.ts";
@@ -75,6 +80,17 @@ async function startCluster(groupCount: number, logGatherTurns: number | undefin
         shards: shardSpecs,
         leaderBalanceIntervalMs: 1_000,
         logGatherTurns,
+        // Each store keeps the watch history a `dkv serve` with this many shards gives it
+        // (its share of --watch-history-total-bytes): with the hub's own default (8 MiB
+        // each), 50 groups' histories grew through every run towards 400 MiB per member,
+        // fresh memory that a server with 50 shards never holds.
+        watch: {
+          historyBytesMax: shardHistoryBytes(
+            WATCH_HISTORY_BYTES_DEFAULT,
+            WATCH_HISTORY_TOTAL_BYTES_DEFAULT,
+            groupCount,
+          ),
+        },
         makeTransport: (listen, peers) => {
           transport = new TcpNodeTransport({ self: id, listen, peers });
           return transport;
