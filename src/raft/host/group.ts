@@ -26,8 +26,13 @@ import { ENTRY_MEMORY_OVERHEAD_BYTES, snapshotDue } from "./snapshot-cadence.ts"
 import type { RaftHostObserver, StageTrace, StateMachine } from "./types.ts";
 
 const EMPTY = new Uint8Array(0);
-/** Settled proposal waiters a group keeps for reuse: the writes a busy group has in flight. */
+/**
+ * Settled proposal waiters a group keeps for reuse: the writes a busy group has in flight.
+ * At each tick the spares beyond what is in flight now (at least SPARE_WAITERS_IDLE) go,
+ * so a group that had a burst keeps no more than its load needs (many groups per process).
+ */
 const SPARE_WAITERS_MAX = 1024;
+const SPARE_WAITERS_IDLE = 16;
 /** A spare waiter's receiver until its next proposal. */
 const noReceiver: ProposalReceiver = { proposalSettled() {} };
 
@@ -210,7 +215,7 @@ export class RaftGroup {
   /** Settled proposals whose receivers are told in the next microtask (see settle). */
   private settledWaiters: ProposalWaiter[] = [];
   private spareSettled: ProposalWaiter[] = [];
-  /** Waiters whose receivers were told, for later proposals (at most SPARE_WAITERS_MAX). */
+  /** Waiters whose receivers were told, for later proposals (at most SPARE_WAITERS_MAX; trimmed per tick). */
   private readonly spareWaiters: ProposalWaiter[] = [];
   /** Linearizable reads waiting for a read index or for apply to reach it. */
   private readonly reads: GroupReads;
@@ -287,6 +292,8 @@ export class RaftGroup {
     }
     this.reads.expire(nowMs);
     this.expireLeaderWatchers(nowMs);
+    const sparesKept = Math.max(SPARE_WAITERS_IDLE, this.proposalCount);
+    if (this.spareWaiters.length > sparesKept) this.spareWaiters.length = sparesKept;
     // Outside a drain no restore is half-done, so the state machine is at appliedIndex.
     if (this.snapshotRetryTicks > 0) this.snapshotRetryTicks--;
     if (this.snapshotWanted && !this.draining) this.maybeSnapshot();
