@@ -48,6 +48,26 @@ describe("decodeCommandInto", () => {
     expect(text(keptValue)).toBe("one");
   });
 
+  test("keys decoded into one scratch (cached by their bytes) are each command's own: many keys, sharing slots, non-ASCII, long, bad UTF-8", () => {
+    const scratch = newCommandScratch();
+    // More keys than the cache has slots, each decoded twice in turn: every slot is
+    // shared by several keys and overwritten, and every hit must still be the right key.
+    const keys = Array.from({ length: 1000 }, (_, i) => `k/${i}`);
+    keys.push("ключ/é", "é", "x".repeat(64), "y".repeat(65), "\x7f\x00");
+    for (let round = 0; round < 2; round++) {
+      for (const key of keys) {
+        const command = decodeCommandInto(
+          encodeCommandOf(Op.Set, key, utf8.encode("v"), 0, 0, undefined),
+          scratch,
+        );
+        expect(command.key).toBe(key);
+      }
+    }
+    const bad = encodeCommandOf(Op.Set, "ab", utf8.encode("v"), 0, 0, undefined);
+    bad[28] = 0xc3;
+    expect(() => decodeCommandInto(bad, scratch)).toThrow(/not valid UTF-8/);
+  });
+
   test("a command encoded from a body's bytes decodes like one encoded from a string and an array", () => {
     const body = new Uint8Array([0, 0, 0x6b, 0x2f, 0x31, 0, 9, 8, 7, 0]);
     const fromBytes = encodeCommandFromBytes(Op.Set, body, 2, 3, 6, 3, origin(12));

@@ -9,9 +9,23 @@ import { type ConfChange, type Entry, EntryKind, type ProposeResult } from "./ty
 export function propose(s: NodeState, data: Uint8Array): ProposeResult {
   const refusal = refuseProposal(s);
   if (refusal !== undefined) return refusal;
+  const index = appendProposal(s, data);
+  return { ok: true, index, term: s.term };
+}
+
+/**
+ * propose() without a result object (the runtime's hot path): the new entry's index, of
+ * term `s.term`, or 0 when refused (refuseProposal says why).
+ */
+export function proposeIndex(s: NodeState, data: Uint8Array): number {
+  if (refusesProposal(s)) return 0;
+  return appendProposal(s, data);
+}
+
+function appendProposal(s: NodeState, data: Uint8Array): number {
   const index = s.log.lastIndex() + 1;
   appendEntry(s, { term: s.term, index, kind: EntryKind.Normal, timeMs: s.stampMs(), data });
-  return { ok: true, index, term: s.term };
+  return index;
 }
 
 export function proposeConfChange(s: NodeState, change: ConfChange): ProposeResult {
@@ -27,7 +41,12 @@ export function proposeConfChange(s: NodeState, change: ConfChange): ProposeResu
   return { ok: true, index, term: s.term };
 }
 
-function refuseProposal(s: NodeState): ProposeResult | undefined {
+function refusesProposal(s: NodeState): boolean {
+  return s.role !== "leader" || s.leadTransferee !== null || s.uncommittedBytes > s.maxUncommittedBytes;
+}
+
+/** Why a proposal would be refused now (not the leader, transferring, overloaded), or undefined. */
+export function refuseProposal(s: NodeState): ProposeResult | undefined {
   if (s.role !== "leader") return { ok: false, reason: "not-leader", leader: s.lead };
   if (s.leadTransferee !== null) return { ok: false, reason: "transferring", leader: s.lead };
   if (s.uncommittedBytes > s.maxUncommittedBytes) return { ok: false, reason: "overloaded", leader: s.lead };

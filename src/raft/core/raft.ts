@@ -10,7 +10,7 @@ import {
   requestVotes,
 } from "./election.ts";
 import { applyConfChange } from "./membership.ts";
-import { appendNoop, propose, proposeConfChange } from "./proposals.ts";
+import { appendNoop, propose, proposeConfChange, proposeIndex, refuseProposal } from "./proposals.ts";
 import { VoteResult } from "./quorum.ts";
 import { roundContext } from "./readonly.ts";
 import { forwardReadIndex, handleReadIndex, recordReadIndexResp } from "./reads.ts";
@@ -117,6 +117,25 @@ export class RaftNode implements RaftNodeApi {
 
   propose(data: Uint8Array): ProposeResult {
     return propose(this.s, data);
+  }
+
+  /**
+   * propose() without a result object, for a runtime that proposes per request: the new
+   * entry's index (its term is `term`, read before anything else steps the node), or 0
+   * when refused (proposalRefusal() then says why).
+   */
+  proposeIndex(data: Uint8Array): number {
+    return proposeIndex(this.s, data);
+  }
+
+  /** Why a proposal would be refused now (the reason propose() gives), or undefined. */
+  proposalRefusal(): ProposeResult | undefined {
+    return refuseProposal(this.s);
+  }
+
+  /** The current term. */
+  get term(): number {
+    return this.s.term;
   }
 
   proposeConfChange(change: ConfChange): ProposeResult {

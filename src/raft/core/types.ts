@@ -297,6 +297,12 @@ export interface RaftNodeApi {
   observeTime(wallMs: number, monoMs?: number): void;
   step(message: Message): void;
   propose(data: Uint8Array): ProposeResult;
+  /** propose() without a result object: the entry's index (of term `term`), or 0 when refused. */
+  proposeIndex(data: Uint8Array): number;
+  /** Why a proposal would be refused now (what propose() would answer), or undefined. */
+  proposalRefusal(): ProposeResult | undefined;
+  /** The current term. */
+  readonly term: number;
   proposeConfChange(change: ConfChange): ProposeResult;
   /** Call when applying a committed ConfChange entry; returns the new configuration. */
   applyConfChange(change: ConfChange): ConfState;

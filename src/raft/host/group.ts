@@ -9,6 +9,7 @@ import {
   EntryKind,
   type Message,
   type NodeId,
+  type ProposeResult,
   type RaftLogger,
   type RandomSource,
   type Ready,
@@ -25,6 +26,42 @@ import { ENTRY_MEMORY_OVERHEAD_BYTES, snapshotDue } from "./snapshot-cadence.ts"
 import type { RaftHostObserver, StageTrace, StateMachine } from "./types.ts";
 
 const EMPTY = new Uint8Array(0);
+/**
+ * Settled proposal waiters a group keeps for reuse: the writes a busy group has in flight.
+ * At each tick the spares beyond what is in flight now (at least SPARE_WAITERS_IDLE) go,
+ * so a group that had a burst keeps no more than its load needs (many groups per process).
+ */
+const SPARE_WAITERS_MAX = 1024;
+const SPARE_WAITERS_IDLE = 16;
+/** A spare waiter's receiver until its next proposal. */
+const noReceiver: ProposalReceiver = { proposalSettled() {} };
+
+/**
+ * A waiter is reused once its receiver was told (tellSettled): one found under another
+ * index, or a spare one, is a stale reference (a bug that would tell the wrong receiver).
+ */
+function checkWaiter(groupId: number, index: number, waiter: ProposalWaiter): void {
+  if (waiter.index !== index || waiter.receiver === noReceiver)
+    assert(
+      false,
+      `group ${groupId}: the waiter of entry ${waiter.index} was found at ${index} after it settled`,
+    );
+}
+
+function newWaiter(): ProposalWaiter {
+  return {
+    index: 0,
+    term: 0,
+    deadlineMs: 0,
+    timeoutMs: 0,
+    trace: undefined,
+    bytes: 0,
+    receiver: noReceiver,
+    error: undefined,
+    result: EMPTY,
+    older: undefined,
+  };
+}
 
 /** What a group needs from its host. */
 export interface GroupEnv {
@@ -178,6 +215,8 @@ export class RaftGroup {
   /** Settled proposals whose receivers are told in the next microtask (see settle). */
   private settledWaiters: ProposalWaiter[] = [];
   private spareSettled: ProposalWaiter[] = [];
+  /** Waiters whose receivers were told, for later proposals (at most SPARE_WAITERS_MAX; trimmed per tick). */
+  private readonly spareWaiters: ProposalWaiter[] = [];
   /** Linearizable reads waiting for a read index or for apply to reach it. */
   private readonly reads: GroupReads;
   /** Woken on every leader change (and on close), so a proposal waiting for a leader retries. */
@@ -245,9 +284,16 @@ export class RaftGroup {
       if (!this.assertionFailed(error)) throw error;
       return;
     }
-    this.expireProposals(nowMs);
+    try {
+      this.expireProposals(nowMs);
+    } catch (error) {
+      if (!this.assertionFailed(error)) throw error;
+      return;
+    }
     this.reads.expire(nowMs);
     this.expireLeaderWatchers(nowMs);
+    const sparesKept = Math.max(SPARE_WAITERS_IDLE, this.proposalCount);
+    if (this.spareWaiters.length > sparesKept) this.spareWaiters.length = sparesKept;
     // Outside a drain no restore is half-done, so the state machine is at appliedIndex.
     if (this.snapshotRetryTicks > 0) this.snapshotRetryTicks--;
     if (this.snapshotWanted && !this.draining) this.maybeSnapshot();
@@ -330,22 +376,19 @@ export class RaftGroup {
     const full = confChange === undefined && this.role === "leader" ? this.logFullRefusal(bytes) : undefined;
     if (full !== undefined) return { error: full, leader: this.leader };
     this.node.observeTime(this.env.nowMs());
-    const proposed =
-      confChange === undefined ? this.node.propose(data) : this.node.proposeConfChange(confChange);
-    if (!proposed.ok) {
-      const error =
-        proposed.reason === "not-leader"
-          ? new DkvError(
-              "NOT_LEADER",
-              `member ${this.env.self} does not lead group ${this.groupId}; send to the leader (${proposed.leader ?? "none elected yet"})`,
-            )
-          : new DkvError(
-              "UNAVAILABLE",
-              `group ${this.groupId} refused the proposal (${proposed.reason}); retry shortly`,
-            );
-      return { error, leader: proposed.leader };
+    // A data entry's index without a result object per write (the common case).
+    let index: number;
+    let term: number;
+    if (confChange === undefined) {
+      index = this.node.proposeIndex(data);
+      term = this.node.term;
+      if (index === 0) return proposalRefused(this.env.self, this.groupId, this.node.proposalRefusal());
+    } else {
+      const proposed = this.node.proposeConfChange(confChange);
+      if (!proposed.ok) return proposalRefused(this.env.self, this.groupId, proposed);
+      index = proposed.index;
+      term = proposed.term;
     }
-    const { index, term } = proposed;
     // The message closures only when a check fails: a closure per write is garbage per write.
     if (index <= this.appliedIndex)
       assert(false, `group ${this.groupId}: proposed at ${index}, already applied ${this.appliedIndex}`);
@@ -360,18 +403,17 @@ export class RaftGroup {
     if (older !== undefined && older.term >= term)
       assert(false, `group ${this.groupId}: two proposals at ${index}/${term}`);
     const deadlineMs = this.env.monotonicMs() + timeoutMs;
-    this.proposals.set(index, {
-      index,
-      term,
-      deadlineMs,
-      timeoutMs,
-      trace,
-      bytes,
-      receiver,
-      error: undefined,
-      result: EMPTY,
-      older,
-    });
+    // A waiter whose receiver was told is reused: no object per write.
+    const waiter = this.spareWaiters.pop() ?? newWaiter();
+    waiter.index = index;
+    waiter.term = term;
+    waiter.deadlineMs = deadlineMs;
+    waiter.timeoutMs = timeoutMs;
+    waiter.trace = trace;
+    waiter.bytes = bytes;
+    waiter.receiver = receiver;
+    waiter.older = older;
+    this.proposals.set(index, waiter);
     this.proposalCount++;
     this.pendingProposalBytes += bytes;
     this.schedule();
@@ -610,7 +652,7 @@ export class RaftGroup {
     if (newest === undefined) return;
     this.proposals.delete(entry.index);
     for (let waiter: ProposalWaiter | undefined = newest; waiter !== undefined; waiter = waiter.older) {
-      this.settled(waiter);
+      this.settled(waiter, entry.index);
       if (waiter.trace !== undefined) waiter.trace.appliedMs = this.env.monotonicMs();
       if (waiter.term === entry.term) {
         this.settle(waiter, undefined, result);
@@ -652,7 +694,7 @@ export class RaftGroup {
         { outcome: "unknown" },
       );
       for (let waiter: ProposalWaiter | undefined = newest; waiter !== undefined; waiter = waiter.older) {
-        this.settled(waiter);
+        this.settled(waiter, index);
         this.settle(waiter, error, EMPTY);
       }
     }
@@ -667,7 +709,7 @@ export class RaftGroup {
       for (let waiter: ProposalWaiter | undefined = newest; waiter !== undefined; ) {
         const older: ProposalWaiter | undefined = waiter.older;
         if (waiter.deadlineMs <= nowMs) {
-          this.settled(waiter);
+          this.settled(waiter, index);
           this.settle(
             waiter,
             new DkvError(
@@ -678,6 +720,7 @@ export class RaftGroup {
             EMPTY,
           );
         } else {
+          checkWaiter(this.groupId, index, waiter);
           waiter.older = undefined;
           if (last === undefined) kept = waiter;
           else last.older = waiter;
@@ -854,7 +897,9 @@ export class RaftGroup {
     );
   }
 
-  private settled(waiter: ProposalWaiter): void {
+  /** `waiter`, found under `index`, is settling: it leaves the counts. */
+  private settled(waiter: ProposalWaiter, index: number): void {
+    checkWaiter(this.groupId, index, waiter);
     this.proposalCount--;
     this.pendingProposalBytes -= waiter.bytes;
   }
@@ -877,8 +922,15 @@ export class RaftGroup {
     for (let i = 0; i < waiters.length; i++) {
       const waiter = waiters[i]!;
       waiter.older = undefined;
+      const { receiver, error: failure, result } = waiter;
+      // Nothing refers to a settled waiter any more (it left `proposals`): kept for reuse.
+      waiter.receiver = noReceiver;
+      waiter.error = undefined;
+      waiter.result = EMPTY;
+      waiter.trace = undefined;
+      if (this.spareWaiters.length < SPARE_WAITERS_MAX) this.spareWaiters.push(waiter);
       try {
-        waiter.receiver.proposalSettled(waiter.error, waiter.result);
+        receiver.proposalSettled(failure, result);
       } catch (error) {
         // A receiver broke its contract: the others are still told, then it surfaces.
         thrown ??= { error };
@@ -981,6 +1033,24 @@ export class RaftGroup {
     this.reads.failAll(error);
     this.wakeLeaderWatchers();
   }
+}
+
+/** The refusal of a proposal the core did not take (`refused`: its reason and leader hint). */
+function proposalRefused(self: NodeId, groupId: number, refused: ProposeResult | undefined): ProposeRefusal {
+  // The core refused and says why (a refusal of proposeIndex is one of proposalRefusal()).
+  if (refused === undefined || refused.ok)
+    assert(false, `group ${groupId}: a proposal refused without a reason`);
+  const error =
+    refused.reason === "not-leader"
+      ? new DkvError(
+          "NOT_LEADER",
+          `member ${self} does not lead group ${groupId}; send to the leader (${refused.leader ?? "none elected yet"})`,
+        )
+      : new DkvError(
+          "UNAVAILABLE",
+          `group ${groupId} refused the proposal (${refused.reason}); retry shortly`,
+        );
+  return { error, leader: refused.leader };
 }
 
 /** `chunks` passed through, their bytes added up in `into.bytes`. */

@@ -232,7 +232,14 @@ export function decodeCommand(data: Uint8Array): Command {
 export interface CommandScratch {
   readonly command: Command;
   readonly origin: RequestOrigin;
+  /** ASCII keys decoded here, by a hash of their bytes (KEY_SLOTS): see keyOf. */
+  readonly keys: (string | undefined)[];
 }
+
+/** Slots of a scratch's key cache (a power of two): one string each, a few KiB at most. */
+const KEY_SLOTS = 256;
+/** Longer keys are decoded each time (comparing them would cost what decoding does). */
+const KEY_CACHED_BYTES_MAX = 64;
 
 export function newCommandScratch(): CommandScratch {
   return {
@@ -245,7 +252,43 @@ export function newCommandScratch(): CommandScratch {
       origin: undefined,
     },
     origin: { clientId: new Uint8Array(CLIENT_ID_BYTES), requestId: 0 },
+    keys: new Array<string | undefined>(KEY_SLOTS).fill(undefined),
   };
+}
+
+/**
+ * The key at data[start, end), the same string as the last time these bytes were decoded
+ * into `keys` when it is still cached: a key written again (the common workload: a set of
+ * hot keys) costs no new string on apply, and the engine's lookups reuse its cached hash.
+ * Only ASCII keys are cached: then equal char codes mean equal bytes.
+ */
+function keyOf(keys: (string | undefined)[], data: Uint8Array, start: number, end: number): string {
+  const length = end - start;
+  if (length > KEY_CACHED_BYTES_MAX) return decodeKeyRange(utf8Decoder, data, start, end);
+  // FNV-1a over the bytes; `high` tells a non-ASCII byte.
+  let hash = 0x811c9dc5;
+  let high = 0;
+  for (let i = start; i < end; i++) {
+    const byte = data[i]!;
+    high |= byte;
+    hash = Math.imul(hash ^ byte, 0x01000193);
+  }
+  if (high >= 0x80) return decodeKeyRange(utf8Decoder, data, start, end);
+  const slot = hash & (KEY_SLOTS - 1);
+  const cached = keys[slot];
+  if (cached !== undefined && cached.length === length) {
+    let same = true;
+    for (let i = 0; i < length; i++) {
+      if (cached.charCodeAt(i) !== data[start + i]) {
+        same = false;
+        break;
+      }
+    }
+    if (same) return cached;
+  }
+  const key = decodeKeyRange(utf8Decoder, data, start, end);
+  keys[slot] = key;
+  return key;
 }
 
 /**
@@ -356,7 +399,10 @@ function parseCommand(
     throw invalid(keyless ? `op ${op} has no key of its own` : "the key is empty");
   let key: string;
   try {
-    key = decodeKeyRange(utf8Decoder, data, pos, pos + keyBytes);
+    key =
+      scratch === undefined
+        ? decodeKeyRange(utf8Decoder, data, pos, pos + keyBytes)
+        : keyOf(scratch.keys, data, pos, pos + keyBytes);
   } catch {
     // The fatal decoder's TypeError says only that the bytes are not UTF-8.
     throw invalid("the key is not valid UTF-8");

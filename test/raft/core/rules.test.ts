@@ -445,6 +445,24 @@ describe("Raft rules", () => {
     expect(net.node("1").propose(bytes("x"))).toEqual({ ok: false, reason: "not-leader", leader: "2" });
   });
 
+  test("proposeIndex appends like propose and returns the index; refused, it returns 0 and proposalRefusal says why", () => {
+    const net = Network.of(ids(3));
+    net.elect("1");
+    const leader = net.node("1");
+    const expected = leader.status().lastIndex + 1;
+    expect(leader.proposalRefusal()).toBeUndefined();
+    expect(leader.proposeIndex(bytes("x"))).toBe(expected);
+    expect(leader.term).toBe(leader.status().term);
+    expect(leader.status().lastIndex).toBe(expected);
+    net.stabilize();
+    expect(text(net.get("2").applied.at(-1)!.data)).toBe("x");
+    const follower = net.node("3");
+    const lastIndex = follower.status().lastIndex;
+    expect(follower.proposeIndex(bytes("y"))).toBe(0);
+    expect(follower.status().lastIndex).toBe(lastIndex);
+    expect(follower.proposalRefusal()).toEqual({ ok: false, reason: "not-leader", leader: "1" });
+  });
+
   test("restart from persisted state: a crashed node resumes and re-applies from its snapshot", () => {
     const net = Network.of(ids(3));
     net.elect("1");

@@ -54,8 +54,8 @@ export const runtimeMutants: RuntimeMutant[] = [
   {
     name: "a reused index replaces the older waiter, which never settles (defect 2, as on main before this branch)",
     file: "raft/host/group.ts",
-    find: "      result: EMPTY,\n      older,\n",
-    replace: "      result: EMPTY,\n      older: undefined,\n",
+    find: "    waiter.older = older;\n",
+    replace: "    waiter.older = undefined;\n",
     swarm: churnSwarm,
     expected: ["every waiter settles"],
     seedsMax: 200,
@@ -63,13 +63,15 @@ export const runtimeMutants: RuntimeMutant[] = [
   },
   {
     // A promise settles once whatever the host does: only a receiver (the server's write
-    // path, RaftHost.proposeTo) shows a waiter told twice.
+    // path, RaftHost.proposeTo) shows a waiter told twice. Waiters are reused once told, so
+    // the stale one is found by the group's own check (checkWaiter: an assertion, the
+    // process stops) before a receiver is told twice or a wrong one is told.
     name: "an applied waiter stays queued and is settled again at its deadline (its receiver told twice)",
     file: "raft/host/group.ts",
     find: "    this.proposals.delete(entry.index);\n",
     replace: "",
     swarm: { writesThroughReceivers: true },
-    expected: ["every waiter settles once"],
+    expected: ["every waiter settles once", "fatal"],
     seedsMax: 50,
   },
   {
