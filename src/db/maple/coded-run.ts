@@ -23,6 +23,17 @@ const EMPTY_CODES = new Float64Array(0);
 /** CodedRun.probeCodeOf's answers for a probe outside the run's shared prefix. */
 export const BELOW_RUN = -2;
 export const ABOVE_RUN = -3;
+/**
+ * The code of a key that sorts after the shared prefix's keys, in a run that allows such
+ * keys (see CodedRun, "Outliers"): above every code (narrow ones are below 2^45, wide
+ * ones below 2^49). A key before them has code 0.
+ */
+export const ABOVE_CODE = 2 ** 50;
+/** Outliers a run that allows them holds past a fraction (this shift) of its keys before it recodes. */
+const OUTLIERS_SHIFT = 3;
+const OUTLIERS_SLACK = 2;
+/** A run that allows outliers takes its prefix from the keys this shift of its length in from each end. */
+const CORE_EDGE_SHIFT = 4;
 /** The most keys a block holds: while merging its pending keys, before it splits. */
 export const BLOCK_CODES_MAX = BLOCK_KEYS_MAX + BLOCK_PENDING_MAX;
 
@@ -43,6 +54,16 @@ export function capacityFor(n: number): number {
  * prefix all of them share (that of the first and the last key): narrowCodeAt while every
  * key fits it, else codeAt. Codes are recomputed only when the prefix length changes (a
  * new first or last key) or a key that does not fit the narrow code arrives.
+ *
+ * Outliers (`allowsOutliers`, the index's first keys): a few keys at either end that do
+ * not share the prefix most keys share (a lone "probe" before a million "user/..." keys)
+ * would otherwise shorten the prefix to what all share, so every other key's code ties
+ * with its neighbours' and each search compares strings. Such a run takes its prefix
+ * from the keys 1/16 of its length in from each end, and codes a key that does not share
+ * it 0 (it sorts before the keys that do) or ABOVE_CODE (after them): still an order-
+ * keeping code, so a changed first or last key never forces a recode; outliers past 1/8
+ * of the keys do (then the prefix is shorter), and ties among many keys that share a
+ * longer prefix do, as in any run (see lowerBoundAmongTies).
  */
 export class CodedRun {
   keys: string[];
@@ -62,9 +83,16 @@ export class CodedRun {
    * it decided without one (the probe lies outside the shared prefix).
    */
   probeCode = NO_CODE;
+  /** Whether keys outside the shared prefix may be held (see the class comment). */
+  readonly allowsOutliers: boolean;
+  /** A key whose first `prefix` units are the prefix (with outliers allowed; else keys[0] is). */
+  private prefixKey = "";
+  /** Keys coded 0 or ABOVE_CODE (with outliers allowed). */
+  private outliers = 0;
 
-  constructor(keys: string[]) {
+  constructor(keys: string[], allowsOutliers = false) {
     this.keys = keys;
+    this.allowsOutliers = allowsOutliers;
     this.recode();
   }
 
@@ -73,6 +101,10 @@ export class CodedRun {
   }
 
   protected recode(): void {
+    if (this.allowsOutliers) {
+      this.recodeAllowingOutliers();
+      return;
+    }
     this.epoch++;
     const keys = this.keys;
     const n = keys.length;
@@ -84,6 +116,44 @@ export class CodedRun {
     for (let i = 0; i < n; i++) codes[i] = wide ? codeAt(keys[i]!, prefix) : narrowCodeAt(keys[i]!, prefix);
     this.prefix = prefix;
     this.wide = wide;
+  }
+
+  private recodeAllowingOutliers(): void {
+    this.epoch++;
+    const keys = this.keys;
+    const n = keys.length;
+    const edge = n >> CORE_EDGE_SHIFT;
+    this.prefix = n === 0 ? 0 : commonPrefixLength(keys[edge]!, keys[n - 1 - edge]!);
+    this.prefixKey = n === 0 ? "" : keys[edge]!;
+    let wide = false;
+    for (let i = 0; i < n && !wide; i++)
+      wide = this.sideOfPrefix(keys[i]!) === 0 && !fitsNarrow(keys[i]!, this.prefix);
+    this.wide = wide;
+    if (this.codes.length < n) this.codes = new Float64Array(capacityFor(n));
+    const codes = this.codes;
+    let outliers = 0;
+    for (let i = 0; i < n; i++) {
+      const code = this.storedCodeOf(keys[i]!);
+      codes[i] = code;
+      if (isOutlierCode(code)) outliers++;
+    }
+    this.outliers = outliers;
+  }
+
+  /** The code a key gets in this run: codeOf, or with outliers allowed 0 / ABOVE_CODE for one outside the prefix. */
+  private storedCodeOf(key: string): number {
+    if (!this.allowsOutliers) return this.codeOf(key);
+    const side = this.sideOfPrefix(key);
+    if (side !== 0) return side < 0 ? 0 : ABOVE_CODE;
+    return this.codeOf(key);
+  }
+
+  /**
+   * Whether the key at `at` shares this run's prefix (so its code says what units follow
+   * it); false for an outlier, or possibly for the key that is the prefix alone.
+   */
+  sharesPrefixAt(at: number): boolean {
+    return !this.allowsOutliers || !isOutlierCode(this.codes[at]!);
   }
 
   /** How many keys have a code below `code` (a binary search over the codes alone). */
@@ -122,7 +192,7 @@ export class CodedRun {
   private sideOfPrefix(probe: string): number {
     const prefix = this.prefix;
     if (prefix === 0) return 0;
-    const first = this.keys[0]!;
+    const first = this.allowsOutliers ? this.prefixKey : this.keys[0]!;
     const m = Math.min(prefix, probe.length);
     for (let i = 0; i < m; i++) {
       const x = probe.charCodeAt(i);
@@ -138,7 +208,7 @@ export class CodedRun {
 
   /** A key about to be stored: false when it needs the wide code the run does not use yet. */
   fits(key: string): boolean {
-    return this.wide || fitsNarrow(key, this.prefix);
+    return this.wide || fitsNarrow(key, this.prefix) || (this.allowsOutliers && this.sideOfPrefix(key) !== 0);
   }
 
   /**
@@ -155,7 +225,7 @@ export class CodedRun {
       return false;
     }
     const prefix = this.prefix;
-    if (prefix === 0) return false;
+    if (prefix === 0 || this.allowsOutliers) return false;
     // Both ends still share the first `prefix` units (so every key between them does)?
     const first = keys[0]!;
     const last = keys[n - 1]!;
@@ -170,9 +240,13 @@ export class CodedRun {
     const n = keys.length;
     this.probeCode = NO_CODE;
     if (n === 0) return 0;
-    // Outside the shared prefix the probe is below or above every key.
+    // Outside the shared prefix the probe is below or above every key (but the outliers,
+    // when allowed: coded alike, the strings decide among them).
     const side = this.sideOfPrefix(probe);
-    if (side !== 0) return side < 0 ? 0 : n;
+    if (side !== 0) {
+      if (!this.allowsOutliers || this.outliers === 0) return side < 0 ? 0 : n;
+      return this.boundByCode(probe, slow, side < 0 ? 0 : ABOVE_CODE, above);
+    }
     const code = this.codeOf(probe);
     this.probeCode = code;
     return this.boundByCode(probe, slow, code, above);
@@ -210,7 +284,9 @@ export class CodedRun {
     const keys = this.keys;
     // The codes may start before the prefix the keys now share (a split or a removal kept
     // them, see splitInto): recoded at the longer one, the ties may go away.
-    if (commonPrefixLength(keys[0]!, keys[keys.length - 1]!) > this.prefix) {
+    // (Recoding lengthens the prefix to exactly what this compares, so this recurses once.)
+    const edge = this.allowsOutliers ? keys.length >> CORE_EDGE_SHIFT : 0;
+    if (commonPrefixLength(keys[edge]!, keys[keys.length - 1 - edge]!) > this.prefix) {
       this.recode();
       return this.lowerBound(probe, slow, bar === 0);
     }
@@ -245,6 +321,7 @@ export class CodedRun {
    * two codes alone; false also when the codes do not reach that far.
    */
   agreesAfterPrefix(at: number, code: number, units: number): boolean {
+    if (!this.sharesPrefixAt(at)) return false;
     if (units === 0) return true;
     const covered = this.wide ? 3 : NARROW_UNITS;
     if (units > covered) return false;
@@ -273,7 +350,14 @@ export class CodedRun {
       this.codes = grown;
     }
     this.codes.copyWithin(at + 1, at, n);
-    this.codes[at] = this.codeOf(key);
+    const code = this.storedCodeOf(key);
+    this.codes[at] = code;
+    if (
+      this.allowsOutliers &&
+      isOutlierCode(code) &&
+      ++this.outliers > ((n + 1) >> OUTLIERS_SHIFT) + OUTLIERS_SLACK
+    )
+      this.recode();
   }
 
   removeAt(at: number): void {
@@ -281,6 +365,7 @@ export class CodedRun {
     const n = keys.length - 1;
     for (let i = at; i < n; i++) keys[i] = keys[i + 1]!;
     keys.pop();
+    if (this.allowsOutliers && isOutlierCode(this.codes[at]!)) this.outliers--;
     if ((at === 0 || at === n) && this.recodedForEnds()) return;
     this.codes.copyWithin(at, at + 1, n + 1);
   }
@@ -288,9 +373,21 @@ export class CodedRun {
   /** Puts `key` at `at` in place of the key there; the order must stay as it was. */
   replaceAt(at: number, key: string): void {
     this.keys[at] = key;
+    if (this.allowsOutliers && isOutlierCode(this.codes[at]!)) this.outliers--;
     if ((at === 0 || at === this.keys.length - 1) && this.recodedForEnds()) return;
-    if (!this.fits(key)) this.recode();
-    else this.codes[at] = this.codeOf(key);
+    if (!this.fits(key)) {
+      this.recode();
+      return;
+    }
+    const code = this.storedCodeOf(key);
+    this.codes[at] = code;
+    if (
+      this.allowsOutliers &&
+      isOutlierCode(code) &&
+      ++this.outliers > (this.keys.length >> OUTLIERS_SHIFT) + OUTLIERS_SLACK
+    ) {
+      this.recode();
+    }
   }
 
   /**
@@ -318,4 +415,9 @@ export class CodedRun {
     for (const key of next.keys) this.keys.push(key);
     this.recode();
   }
+}
+
+/** Whether a stored code is an outlier's (or, for 0, possibly the prefix alone's): see CodedRun. */
+function isOutlierCode(code: number): boolean {
+  return code === 0 || code === ABOVE_CODE;
 }

@@ -55,7 +55,7 @@ export class OrderedKeys {
   private chunkCodes: Float64Array | null = null;
   private chunkOrder: ChunkOrder | null = null;
   /** The first key of each block. */
-  private firsts = new CodedRun([]);
+  private firsts = new CodedRun([], true);
   private count = 0;
   /** What insertBatch's reads ahead summed (kept, so that they are not optimised away). */
   touched = 0;
@@ -74,7 +74,10 @@ export class OrderedKeys {
   static fromBlocks(blocks: Block[], count: number): OrderedKeys {
     const index = new OrderedKeys();
     index.blocks = blocks;
-    index.firsts = new CodedRun(blocks.map((block) => block.keys[0]!));
+    index.firsts = new CodedRun(
+      blocks.map((block) => block.keys[0]!),
+      true,
+    );
     index.count = count;
     return index;
   }
@@ -85,7 +88,10 @@ export class OrderedKeys {
     for (let i = 0; i < keys.length; i += BUILD_BLOCK_FILL) {
       index.blocks.push(new Block(keys.slice(i, i + BUILD_BLOCK_FILL)));
     }
-    index.firsts = new CodedRun(index.blocks.map((block) => block.keys[0]!));
+    index.firsts = new CodedRun(
+      index.blocks.map((block) => block.keys[0]!),
+      true,
+    );
     index.count = keys.length;
     return index;
   }
@@ -234,7 +240,9 @@ export class OrderedKeys {
       const firsts = this.firsts;
       const longer = block.prefix - firsts.prefix;
       const shares =
-        (atFirsts >= 0 && (longer <= 0 || firsts.agreesAfterPrefix(b, atFirsts, longer))) ||
+        (atFirsts >= 0 &&
+          firsts.sharesPrefixAt(b) &&
+          (longer <= 0 || firsts.agreesAfterPrefix(b, atFirsts, longer))) ||
         (b + 1 < blocks.length && block.prefix <= this.rangePrefixOf(b));
       if (shares && block.fits(key)) code = block.codeOf(key);
     }
