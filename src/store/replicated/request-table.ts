@@ -323,7 +323,9 @@ export class RequestTable {
     this.maskOf[pos] = bit;
     this.codeOf[pos] = code;
     if ((code & CODE_MASK) === CODE_OTHER) {
-      this.others.set(seq, result);
+      // A copy of its own: the caller's array may be a view into a larger buffer, or carry
+      // a materialised ArrayBuffer (encodeClaim's DataView: ~270 B a claim instead of ~130).
+      this.others.set(seq, result.slice());
       this.sideBytes += REMEMBERED_RESULT_OVERHEAD_BYTES + result.byteLength;
     }
     if ((code & CODE_HIGH) !== 0) {
