@@ -40,7 +40,10 @@ export interface DedupOptions {
    * one more id would pass it, even after forgetting every id older than the retention, a
    * write carrying a new request id is refused with RESOURCE_EXHAUSTED (outcome
    * not-applied: it changes nothing); writes without an id and retries of remembered ones
-   * go on. It never forgets an id younger than the retention.
+   * go on. It never forgets an id younger than the retention. The room is checked before
+   * the write applies, keeping NEW_ID_RESERVE_BYTES for its result: a transaction's gets
+   * return values, so one write's result can pass the bound by its size (then every new
+   * id is refused until it ages out).
    */
   bytesMax: number;
 }
