@@ -25,11 +25,22 @@ test("one transaction's gets make a remembered result many times the bound; the 
       index: ++index,
       kind: EntryKind.Normal,
       timeMs: 1_000,
-      data: encodeCommand({ op, key: op === Op.Txn ? "" : "big", value: body, expireInMs: 0, deleteInMs: 0, origin: origin(requestId) }),
+      data: encodeCommand({
+        op,
+        key: op === Op.Txn ? "" : "big",
+        value: body,
+        expireInMs: 0,
+        deleteInMs: 0,
+        origin: origin(requestId),
+      }),
     });
   apply(Op.Set, value, 1);
   // A small command: eight gets of the 1 MiB value.
-  const gets = encodeTxn({ compare: [], success: Array.from({ length: 8 }, () => ({ op: "get" as const, key: "big" })), failure: [] });
+  const gets = encodeTxn({
+    compare: [],
+    success: Array.from({ length: 8 }, () => ({ op: "get" as const, key: "big" })),
+    failure: [],
+  });
   expect(gets.byteLength).toBeLessThan(200);
   const result = apply(Op.Txn, gets, 2);
   expect(result.byteLength).toBeGreaterThan(8 * value.byteLength);
