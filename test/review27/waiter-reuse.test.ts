@@ -2,9 +2,10 @@
  * Review of mem27 (a8c99f6, a539d2b): proposal waiters are reused once their receiver is
  * told. Receivers that propose again from inside proposalSettled (so a waiter is reused
  * while the batch that settled it is still being told), with short deadlines (TIMEOUT,
- * unknown), leadership moving between members (entries replaced at their index), and
- * a member stopped with writes pending: every receiver is told once, an "ok" carries its
- * own write's result and that write was applied, and no member stops.
+ * unknown), leadership moving between members (entries replaced at their index),
+ * snapshots installed over pending writes (UNAVAILABLE, unknown) and a member stopped
+ * with writes pending: every receiver is told once, an "ok" carries its own write's
+ * result and that write was applied, and no member stops.
  */
 import { afterEach, expect, test } from "bun:test";
 import type { Entry } from "../../src/raft/core/types.ts";
@@ -39,7 +40,12 @@ afterEach(async () => {
 });
 
 test("receivers proposing again when told, deadlines passing, leaders moving, a member stopping: each told once with its own outcome", async () => {
-  cluster = await TestCluster.start({ size: 3, stateMachine: () => new EchoMachine(), snapshotEntries: 200 });
+  cluster = await TestCluster.start({
+    size: 3,
+    stateMachine: () => new EchoMachine(),
+    snapshotEntries: 30,
+    compactionOverheadEntries: 0,
+  });
   const c = cluster;
   await c.waitForLeader(GROUP);
   const told = new Map<string, number>();
@@ -86,7 +92,7 @@ test("receivers proposing again when told, deadlines passing, leaders moving, a 
     // Cut off with writes in its log, then back and leading again: its unreplicated entries
     // are replaced, and it proposes at indexes whose old waiters are still pending.
     c.network.isolate(leader);
-    await Bun.sleep(400);
+    await Bun.sleep(900);
     c.network.heal(leader);
     await Bun.sleep(60);
     const now = c.ids.find((id) => id !== leader && c.host(id).status(GROUP).raft.role === "leader");
