@@ -40,7 +40,10 @@ export interface DedupOptions {
    * one more id would pass it, even after forgetting every id older than the retention, a
    * write carrying a new request id is refused with RESOURCE_EXHAUSTED (outcome
    * not-applied: it changes nothing); writes without an id and retries of remembered ones
-   * go on. It never forgets an id younger than the retention.
+   * go on. It never forgets an id younger than the retention. The room is checked before
+   * the write applies, keeping NEW_ID_RESERVE_BYTES for its result: a transaction's gets
+   * return values, so one write's result can pass the bound by its size (then every new
+   * id is refused until it ages out).
    */
   bytesMax: number;
 }
@@ -323,7 +326,9 @@ export class RequestTable {
     this.maskOf[pos] = bit;
     this.codeOf[pos] = code;
     if ((code & CODE_MASK) === CODE_OTHER) {
-      this.others.set(seq, result);
+      // A copy of its own: the caller's array may be a view into a larger buffer, or carry
+      // a materialised ArrayBuffer (encodeClaim's DataView: ~270 B a claim instead of ~130).
+      this.others.set(seq, result.slice());
       this.sideBytes += REMEMBERED_RESULT_OVERHEAD_BYTES + result.byteLength;
     }
     if ((code & CODE_HIGH) !== 0) {
