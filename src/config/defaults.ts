@@ -38,6 +38,13 @@ export const KEY_BYTES_MAX_DEFAULT = 64 * kibibyte;
 /** The bound of `--max-key-bytes`: an lstore's records keep a key's length in 24 bits. */
 export const KEY_BYTES_MAX_LIMIT = 16 * mebibyte - 1;
 export const VALUE_BYTES_MAX_DEFAULT = 16 * mebibyte;
+/**
+ * The most key and value bytes the gets of one transaction may return together (a lone get
+ * may return one value of any size): decided from the store's state, so every replica
+ * refuses alike, before anything applies. A constant, not a flag: it must be the same on
+ * every member.
+ */
+export const TXN_RESULT_BYTES_MAX = 24 * mebibyte;
 
 /**
  * The node transport's largest frame and per-peer queue. A Raft message carries at least
@@ -185,6 +192,7 @@ assertDeclared(
 );
 assertDeclared(RTT_MS_MIN <= RTT_MS_DEFAULT && RTT_MS_DEFAULT <= RTT_MS_MAX);
 assertDeclared(FRAME_BYTES_MAX_MIN <= FRAME_BYTES_MAX_DEFAULT);
+assertDeclared(TXN_RESULT_BYTES_MAX < FRAME_BYTES_MAX_DEFAULT, "a transaction's result fits a reply frame");
 assertDeclared(
   KEY_BYTES_MAX_DEFAULT + VALUE_BYTES_MAX_DEFAULT < FRAME_BYTES_MAX_DEFAULT,
   "a largest key and value fit one frame",

@@ -1,3 +1,4 @@
+import { TXN_RESULT_BYTES_MAX } from "../config/defaults.ts";
 import type { KVDB } from "../db/kvdb.ts";
 import { DkvError } from "../errors.ts";
 import type { StoreLimits, ValueInput } from "./types.ts";
@@ -190,8 +191,10 @@ export function txnSucceeds(db: KVDB, compare: readonly CheckedCompare[], nowMs:
  */
 export function applyTxn(db: KVDB, txn: CheckedTxn, nowMs: number): Omit<TxnResult, "revision"> {
   const succeeded = txnSucceeds(db, txn.compare, nowMs);
+  const branch = succeeded ? txn.success : txn.failure;
+  checkResultBytes(db, branch, nowMs);
   const results: TxnOpResult[] = [];
-  for (const op of succeeded ? txn.success : txn.failure) {
+  for (const op of branch) {
     switch (op.op) {
       case "set":
         db.set(op.key, op.value, nowMs);
@@ -217,6 +220,37 @@ export function applyTxn(db: KVDB, txn: CheckedTxn, nowMs: number): Omit<TxnResu
     }
   }
   return { succeeded, results };
+}
+
+/**
+ * Refuses (TOO_LARGE, nothing applied) a branch whose gets would return more than
+ * TXN_RESULT_BYTES_MAX of keys and values together, before any of its writes applies: a
+ * small request of many gets of a large value would otherwise build a result of any size
+ * on every replica. A get sees the branch's earlier writes, so their sizes count.
+ */
+function checkResultBytes(db: KVDB, branch: readonly CheckedOp[], nowMs: number): void {
+  let gets = 0;
+  let bytes = 0;
+  // Keys the branch wrote before a get: the value's length, or -1 once deleted.
+  const written = new Map<string, number>();
+  for (const op of branch) {
+    if (op.op === "set" || op.op === "setE") written.set(op.key, op.value.byteLength);
+    else if (op.op === "delete") written.set(op.key, -1);
+    else {
+      gets++;
+      const own = written.get(op.key);
+      const valueBytes =
+        own !== undefined ? Math.max(own, 0) : (db.getEntry(op.key, nowMs)?.value?.byteLength ?? 0);
+      bytes += op.key.length + valueBytes;
+      if (bytes > TXN_RESULT_BYTES_MAX && gets > 1) {
+        throw new DkvError(
+          "TOO_LARGE",
+          `the transaction was refused and changed nothing: its gets would return more than ${TXN_RESULT_BYTES_MAX} bytes of keys and values together (one get may return any one value); read the large values with separate gets`,
+          { outcome: "not-applied" },
+        );
+      }
+    }
+  }
 }
 
 /** Whether a branch writes (a read-only transaction takes no revision on lstore). */
