@@ -9,7 +9,6 @@ import {
   EntryKind,
   type Message,
   type NodeId,
-  type ProposeResult,
   type RaftLogger,
   type RandomSource,
   type Ready,
@@ -18,6 +17,19 @@ import {
   type SnapshotMeta,
 } from "../core/types.ts";
 import { testFaults } from "../storage/test-faults.ts";
+import {
+  checkWaiter,
+  newWaiter,
+  noReceiver,
+  PromiseReceiver,
+  type ProposalReceiver,
+  type ProposalWaiter,
+  type ProposeAttempt,
+  type ProposeRefusal,
+  proposalRefused,
+  SPARE_WAITERS_IDLE,
+  SPARE_WAITERS_MAX,
+} from "./group-proposals.ts";
 import { GroupReads } from "./group-reads.ts";
 import type { LogBudgetView } from "./log-budget.ts";
 import type { PersistFailure, ReadyStart } from "./ready-pass.ts";
@@ -26,42 +38,6 @@ import { ENTRY_MEMORY_OVERHEAD_BYTES, snapshotDue } from "./snapshot-cadence.ts"
 import type { RaftHostObserver, StageTrace, StateMachine } from "./types.ts";
 
 const EMPTY = new Uint8Array(0);
-/**
- * Settled proposal waiters a group keeps for reuse: the writes a busy group has in flight.
- * At each tick the spares beyond what is in flight now (at least SPARE_WAITERS_IDLE) go,
- * so a group that had a burst keeps no more than its load needs (many groups per process).
- */
-const SPARE_WAITERS_MAX = 1024;
-const SPARE_WAITERS_IDLE = 16;
-/** A spare waiter's receiver until its next proposal. */
-const noReceiver: ProposalReceiver = { proposalSettled() {} };
-
-/**
- * A waiter is reused once its receiver was told (tellSettled): one found under another
- * index, or a spare one, is a stale reference (a bug that would tell the wrong receiver).
- */
-function checkWaiter(groupId: number, index: number, waiter: ProposalWaiter): void {
-  if (waiter.index !== index || waiter.receiver === noReceiver)
-    assert(
-      false,
-      `group ${groupId}: the waiter of entry ${waiter.index} was found at ${index} after it settled`,
-    );
-}
-
-function newWaiter(): ProposalWaiter {
-  return {
-    index: 0,
-    term: 0,
-    deadlineMs: 0,
-    timeoutMs: 0,
-    trace: undefined,
-    bytes: 0,
-    receiver: noReceiver,
-    error: undefined,
-    result: EMPTY,
-    older: undefined,
-  };
-}
 
 /** What a group needs from its host. */
 export interface GroupEnv {
@@ -98,72 +74,10 @@ export interface GroupEnv {
   onConfChange?(groupId: number, change: ConfChange, conf: ConfState): void;
 }
 
-/** Outcome of trying to propose on this member: a promise of the result, or a refusal with a hint. */
-export type ProposeAttempt =
-  | { ok: true; result: Promise<Uint8Array> }
-  | { ok: false; error: DkvError; leader: NodeId | null };
-
-/** A proposal refused on this member (nothing entered the log), with the leader hint. */
-export interface ProposeRefusal {
-  error: DkvError;
-  leader: NodeId | null;
-}
-
-/**
- * Who learns a proposal's outcome (RaftGroup.proposeTo): called exactly once, never
- * during the call that proposed, from one microtask per batch of settled proposals.
- * `error` undefined: the entry applied here and `result` is the state machine's answer;
- * otherwise the error's `outcome` says whether it may have applied. Must not throw.
- */
-export interface ProposalReceiver {
-  proposalSettled(error: DkvError | undefined, result: Uint8Array): void;
-}
-
-/** ProposalReceiver of tryPropose (and, by extension, DStore.write's): settles a promise. */
-export class PromiseReceiver implements ProposalReceiver {
-  readonly promise: Promise<Uint8Array>;
-  private resolve!: (result: Uint8Array) => void;
-  private reject!: (error: DkvError) => void;
-  constructor() {
-    this.promise = new Promise<Uint8Array>((resolve, reject) => {
-      this.resolve = resolve;
-      this.reject = reject;
-    });
-  }
-  proposalSettled(error: DkvError | undefined, result: Uint8Array): void {
-    if (error === undefined) this.resolve(result);
-    else this.reject(error);
-  }
-}
-
 /** Per-group checks of a proposal's bytes (forwarded proposals are checked on the leader). */
 export interface GroupOptions {
   /** A refusal (the bytes must not enter the log) or null; must not throw. */
   validateProposal?(command: Uint8Array): DkvError | null;
-}
-
-/**
- * A proposal awaiting its entry (index, term). Settles exactly once: ok when that entry
- * applies; not-applied when another entry applies at its index (log matching: ours never
- * will); unknown when its deadline passes, a snapshot jumps past it, or the group stops.
- */
-interface ProposalWaiter {
-  index: number;
-  term: number;
-  deadlineMs: number;
-  timeoutMs: number;
-  trace: StageTrace | undefined;
-  /** The entry's size as counted against raftLogMaxBytes until it applies or settles. */
-  bytes: number;
-  receiver: ProposalReceiver;
-  /** The outcome, set when it settles, until the receiver is told (see settle). */
-  error: DkvError | undefined;
-  result: Uint8Array;
-  /**
-   * A proposal of an earlier term at the same index, still unsettled: a leader whose entries
-   * were truncated can lead again and propose at the same index before the old one settles.
-   */
-  older: ProposalWaiter | undefined;
 }
 
 /**
@@ -1033,24 +947,6 @@ export class RaftGroup {
     this.reads.failAll(error);
     this.wakeLeaderWatchers();
   }
-}
-
-/** The refusal of a proposal the core did not take (`refused`: its reason and leader hint). */
-function proposalRefused(self: NodeId, groupId: number, refused: ProposeResult | undefined): ProposeRefusal {
-  // The core refused and says why (a refusal of proposeIndex is one of proposalRefusal()).
-  if (refused === undefined || refused.ok)
-    assert(false, `group ${groupId}: a proposal refused without a reason`);
-  const error =
-    refused.reason === "not-leader"
-      ? new DkvError(
-          "NOT_LEADER",
-          `member ${self} does not lead group ${groupId}; send to the leader (${refused.leader ?? "none elected yet"})`,
-        )
-      : new DkvError(
-          "UNAVAILABLE",
-          `group ${groupId} refused the proposal (${refused.reason}); retry shortly`,
-        );
-  return { error, leader: refused.leader };
 }
 
 /** `chunks` passed through, their bytes added up in `into.bytes`. */
