@@ -18,17 +18,12 @@ import {
 } from "../core/types.ts";
 import { testFaults } from "../storage/test-faults.ts";
 import {
-  checkWaiter,
-  newWaiter,
-  noReceiver,
+  GroupProposals,
   PromiseReceiver,
   type ProposalReceiver,
-  type ProposalWaiter,
   type ProposeAttempt,
   type ProposeRefusal,
   proposalRefused,
-  SPARE_WAITERS_IDLE,
-  SPARE_WAITERS_MAX,
 } from "./group-proposals.ts";
 import { GroupReads } from "./group-reads.ts";
 import type { LogBudgetView } from "./log-budget.ts";
@@ -107,8 +102,6 @@ export class RaftGroup {
   private compactedAppliedBytes = 0;
   /** Bytes of the tail kept at or below the saved snapshot's index by the last compaction. */
   private tailBytes = 0;
-  /** Bytes of this member's proposals not yet applied (or settled otherwise). */
-  private pendingProposalBytes = 0;
   /** A proposal was refused at raftLogMaxBytes: snapshot at the next chance, whatever the cadence. */
   private snapshotWanted = false;
   /** Ticks before a snapshot the state machine could not stream (a backup's save running) is tried again. */
@@ -123,14 +116,8 @@ export class RaftGroup {
   private closing: Promise<void> | undefined;
   private failure: DkvError | undefined;
   private snapshotTask: Promise<void> | undefined;
-  /** Newest waiter per log index; older ones at the same index chain behind it. */
-  private readonly proposals = new Map<number, ProposalWaiter>();
-  private proposalCount = 0;
-  /** Settled proposals whose receivers are told in the next microtask (see settle). */
-  private settledWaiters: ProposalWaiter[] = [];
-  private spareSettled: ProposalWaiter[] = [];
-  /** Waiters whose receivers were told, for later proposals (at most SPARE_WAITERS_MAX; trimmed per tick). */
-  private readonly spareWaiters: ProposalWaiter[] = [];
+  /** Proposals of this member waiting for their entries to apply. */
+  private readonly proposals: GroupProposals;
   /** Linearizable reads waiting for a read index or for apply to reach it. */
   private readonly reads: GroupReads;
   /** Woken on every leader change (and on close), so a proposal waiting for a leader retries. */
@@ -179,6 +166,7 @@ export class RaftGroup {
       ...((env.readLeaseMs ?? 0) > 0 ? { readOnly: "lease" as const, leaseMs: env.readLeaseMs } : {}),
       logger: env.logger,
     });
+    this.proposals = new GroupProposals(groupId, env);
     this.reads = new GroupReads(groupId, `${env.self}/${incarnation}`, env, this.node);
     const conf = this.node.status().conf;
     // A group of one needs no election timeout to find out it leads.
@@ -199,15 +187,14 @@ export class RaftGroup {
       return;
     }
     try {
-      this.expireProposals(nowMs);
+      this.proposals.expire(nowMs);
     } catch (error) {
       if (!this.assertionFailed(error)) throw error;
       return;
     }
     this.reads.expire(nowMs);
     this.expireLeaderWatchers(nowMs);
-    const sparesKept = Math.max(SPARE_WAITERS_IDLE, this.proposalCount);
-    if (this.spareWaiters.length > sparesKept) this.spareWaiters.length = sparesKept;
+    this.proposals.trimSpares();
     // Outside a drain no restore is half-done, so the state machine is at appliedIndex.
     if (this.snapshotRetryTicks > 0) this.snapshotRetryTicks--;
     if (this.snapshotWanted && !this.draining) this.maybeSnapshot();
@@ -275,11 +262,11 @@ export class RaftGroup {
   ): ProposeRefusal | undefined {
     const refusal = this.refusal();
     if (refusal !== undefined) return { error: refusal, leader: null };
-    if (this.proposalCount >= this.env.proposalsPendingMax) {
+    if (this.proposals.count >= this.env.proposalsPendingMax) {
       return {
         error: new DkvError(
           "UNAVAILABLE",
-          `group ${this.groupId} has ${this.proposalCount} proposals waiting to apply; retry later or lower the load`,
+          `group ${this.groupId} has ${this.proposals.count} proposals waiting to apply; retry later or lower the load`,
         ),
         leader: this.leader,
       };
@@ -313,23 +300,7 @@ export class RaftGroup {
       trace = observer.currentTrace?.();
       if (trace !== undefined) trace.proposedMs = this.env.monotonicMs();
     }
-    const older = this.proposals.get(index);
-    if (older !== undefined && older.term >= term)
-      assert(false, `group ${this.groupId}: two proposals at ${index}/${term}`);
-    const deadlineMs = this.env.monotonicMs() + timeoutMs;
-    // A waiter whose receiver was told is reused: no object per write.
-    const waiter = this.spareWaiters.pop() ?? newWaiter();
-    waiter.index = index;
-    waiter.term = term;
-    waiter.deadlineMs = deadlineMs;
-    waiter.timeoutMs = timeoutMs;
-    waiter.trace = trace;
-    waiter.bytes = bytes;
-    waiter.receiver = receiver;
-    waiter.older = older;
-    this.proposals.set(index, waiter);
-    this.proposalCount++;
-    this.pendingProposalBytes += bytes;
+    this.proposals.add(index, term, timeoutMs, trace, bytes, receiver);
     this.schedule();
     return undefined;
   }
@@ -481,8 +452,8 @@ export class RaftGroup {
   /** Trace stamps, the soft state, and a leader's appends (sent while we persist: see Ready). */
   private beginReady(rd: Ready): void {
     if (this.env.observer?.currentTrace !== undefined) {
-      this.stampProposals(rd.committedEntries, "committedMs");
-      this.stampProposals(rd.entries, "persistingMs");
+      this.proposals.stamp(rd.committedEntries, "committedMs");
+      this.proposals.stamp(rd.entries, "persistingMs");
     }
     if (rd.softState !== undefined) this.onSoftState(rd.softState.leader, rd.softState.role);
     // 0. a leader's appends go out now: followers write them while we do (see Ready).
@@ -510,7 +481,7 @@ export class RaftGroup {
     const syncStartMs = this.env.monotonicMs();
     return durable.then(() => {
       observer.walSynced(this.groupId, this.env.monotonicMs() - syncStartMs);
-      if (observer.currentTrace !== undefined) this.stampProposals(rd.entries, "durableMs");
+      if (observer.currentTrace !== undefined) this.proposals.stamp(rd.entries, "durableMs");
     });
   }
 
@@ -562,27 +533,7 @@ export class RaftGroup {
     if (entry.timeMs > this.appliedTimeMs) this.appliedTimeMs = entry.timeMs;
     this.appliedSinceSnapshot++;
     this.appliedBytes += entrySizeBytes(entry);
-    const newest = this.proposals.get(entry.index);
-    if (newest === undefined) return;
-    this.proposals.delete(entry.index);
-    for (let waiter: ProposalWaiter | undefined = newest; waiter !== undefined; waiter = waiter.older) {
-      this.settled(waiter, entry.index);
-      if (waiter.trace !== undefined) waiter.trace.appliedMs = this.env.monotonicMs();
-      if (waiter.term === entry.term) {
-        this.settle(waiter, undefined, result);
-      } else {
-        // Log matching: an entry is identified by (index, term); another one applied here,
-        // so ours never will.
-        this.settle(
-          waiter,
-          new DkvError(
-            "NOT_LEADER",
-            `group ${this.groupId}: a new leader replaced entry ${entry.index} before it committed; it was not applied — retry`,
-          ),
-          EMPTY,
-        );
-      }
-    }
+    this.proposals.applied(entry, result);
   }
 
   private async restore(snapshot: Snapshot): Promise<void> {
@@ -598,73 +549,16 @@ export class RaftGroup {
     this.capturedAppliedBytes = this.appliedBytes;
     this.compactedAppliedBytes = this.appliedBytes;
     this.tailBytes = 0;
-    // Entries up to the snapshot were never seen here: whether ours are among them is unknown.
-    for (const [index, newest] of this.proposals) {
-      if (index > snapshot.meta.index) continue;
-      this.proposals.delete(index);
-      const error = new DkvError(
-        "UNAVAILABLE",
-        `group ${this.groupId}: this member caught up through a snapshot past entry ${index}; its outcome is unknown — retry with the same request id`,
-        { outcome: "unknown" },
-      );
-      for (let waiter: ProposalWaiter | undefined = newest; waiter !== undefined; waiter = waiter.older) {
-        this.settled(waiter, index);
-        this.settle(waiter, error, EMPTY);
-      }
-    }
+    this.proposals.snapshotInstalled(snapshot.meta.index);
   }
 
   // ---- deadlines (checked on every tick: no timer per request) -------------------------
-
-  private expireProposals(nowMs: number): void {
-    for (const [index, newest] of this.proposals) {
-      let kept: ProposalWaiter | undefined;
-      let last: ProposalWaiter | undefined;
-      for (let waiter: ProposalWaiter | undefined = newest; waiter !== undefined; ) {
-        const older: ProposalWaiter | undefined = waiter.older;
-        if (waiter.deadlineMs <= nowMs) {
-          this.settled(waiter, index);
-          this.settle(
-            waiter,
-            new DkvError(
-              "TIMEOUT",
-              `group ${this.groupId}: entry ${index} was not applied within ${waiter.timeoutMs} ms; it may still apply — check before retrying, or retry with the same request id`,
-              { outcome: "unknown" },
-            ),
-            EMPTY,
-          );
-        } else {
-          checkWaiter(this.groupId, index, waiter);
-          waiter.older = undefined;
-          if (last === undefined) kept = waiter;
-          else last.older = waiter;
-          last = waiter;
-        }
-        waiter = older;
-      }
-      if (kept === undefined) this.proposals.delete(index);
-      else if (kept !== newest) this.proposals.set(index, kept);
-    }
-  }
 
   private expireLeaderWatchers(nowMs: number): void {
     if (!this.leaderWatchers.some((watcher) => watcher.deadlineMs <= nowMs)) return;
     const due = this.leaderWatchers.filter((watcher) => watcher.deadlineMs <= nowMs);
     this.leaderWatchers = this.leaderWatchers.filter((watcher) => watcher.deadlineMs > nowMs);
     for (const watcher of due) watcher.wake();
-  }
-
-  /** Stamps `stage` into the traces of the proposals waiting on `entries` (only when tracing). */
-  private stampProposals(
-    entries: readonly Entry[],
-    stage: "persistingMs" | "durableMs" | "committedMs",
-  ): void {
-    if (this.proposals.size === 0) return;
-    const nowMs = this.env.monotonicMs();
-    for (const entry of entries) {
-      const trace = this.proposals.get(entry.index)?.trace;
-      if (trace !== undefined && trace[stage] === 0) trace[stage] = nowMs;
-    }
   }
 
   /** A stale read: this member's applied state, at the later of its clock and its log time. */
@@ -769,7 +663,7 @@ export class RaftGroup {
 
   /** Log bytes held in memory, as counted: the tail, applied entries since the snapshot, own proposals. */
   logBytes(): number {
-    return this.tailBytes + (this.appliedBytes - this.compactedAppliedBytes) + this.pendingProposalBytes;
+    return this.tailBytes + (this.appliedBytes - this.compactedAppliedBytes) + this.proposals.pendingBytes;
   }
 
   /** What the process's log budget (log-budget.ts) weighs of this group. */
@@ -810,50 +704,6 @@ export class RaftGroup {
       `group ${this.groupId} holds ${held} bytes of log in memory (bound ${max}, --raft-log-max-bytes) until a snapshot compacts it; retry shortly`,
     );
   }
-
-  /** `waiter`, found under `index`, is settling: it leaves the counts. */
-  private settled(waiter: ProposalWaiter, index: number): void {
-    checkWaiter(this.groupId, index, waiter);
-    this.proposalCount--;
-    this.pendingProposalBytes -= waiter.bytes;
-  }
-
-  /**
-   * Records `waiter`'s outcome; its receiver is told in one microtask with every other
-   * proposal settled until then (a batch applied together costs one microtask, not a
-   * promise and its reactions per write), and never while the Raft state is mid-step.
-   */
-  private settle(waiter: ProposalWaiter, error: DkvError | undefined, result: Uint8Array): void {
-    waiter.error = error;
-    waiter.result = result;
-    if (this.settledWaiters.push(waiter) === 1) queueMicrotask(this.tellSettled);
-  }
-
-  private readonly tellSettled = (): void => {
-    const waiters = this.settledWaiters;
-    this.settledWaiters = this.spareSettled;
-    let thrown: { error: unknown } | undefined;
-    for (let i = 0; i < waiters.length; i++) {
-      const waiter = waiters[i]!;
-      waiter.older = undefined;
-      const { receiver, error: failure, result } = waiter;
-      // Nothing refers to a settled waiter any more (it left `proposals`): kept for reuse.
-      waiter.receiver = noReceiver;
-      waiter.error = undefined;
-      waiter.result = EMPTY;
-      waiter.trace = undefined;
-      if (this.spareWaiters.length < SPARE_WAITERS_MAX) this.spareWaiters.push(waiter);
-      try {
-        receiver.proposalSettled(failure, result);
-      } catch (error) {
-        // A receiver broke its contract: the others are still told, then it surfaces.
-        thrown ??= { error };
-      }
-    }
-    waiters.length = 0;
-    this.spareSettled = waiters;
-    if (thrown !== undefined) throw thrown.error;
-  };
 
   // ---- bookkeeping -------------------------------------------------------------------
 
@@ -936,14 +786,7 @@ export class RaftGroup {
   }
 
   private failAll(error: DkvError): void {
-    for (const newest of this.proposals.values()) {
-      for (let waiter: ProposalWaiter | undefined = newest; waiter !== undefined; waiter = waiter.older) {
-        this.settle(waiter, error, EMPTY);
-      }
-    }
-    this.proposals.clear();
-    this.proposalCount = 0;
-    this.pendingProposalBytes = 0;
+    this.proposals.failAll(error);
     this.reads.failAll(error);
     this.wakeLeaderWatchers();
   }
