@@ -28,7 +28,14 @@ import {
 import { GroupReads } from "./group-reads.ts";
 import type { LogBudgetView } from "./log-budget.ts";
 import type { PersistFailure, ReadyStart } from "./ready-pass.ts";
-import { AssertionError, assert, type GroupStorage, HostFatalError } from "./runtime.ts";
+import {
+  AssertionError,
+  assert,
+  type GroupStorage,
+  HostFatalError,
+  PersistenceFailure,
+  persisted,
+} from "./runtime.ts";
 import { ENTRY_MEMORY_OVERHEAD_BYTES, snapshotDue } from "./snapshot-cadence.ts";
 import type { RaftHostObserver, StageTrace, StateMachine } from "./types.ts";
 
@@ -803,14 +810,6 @@ async function* countedChunks(
   }
 }
 
-/** A storage write that failed: marks the failure so `fatal` ends the process, not only the group. */
-class PersistenceFailure extends Error {
-  constructor(cause: unknown) {
-    super(`persistence failed: ${String(cause)}`, { cause });
-    this.name = "PersistenceFailure";
-  }
-}
-
 /** The state machine's snapshot stream failed (not the disk): the save can be tried again. */
 class SnapshotSourceFailure extends Error {
   constructor(cause: unknown) {
@@ -843,12 +842,6 @@ async function* sourceFailuresMarked(data: AsyncIterable<Uint8Array>): AsyncGene
     // The writer stopped early (a disk error): end the stream, so the engine's save ends too.
     if (!finished) await chunks.return?.();
   }
-}
-
-function persisted(write: Promise<void>): Promise<void> {
-  return write.catch((error: unknown) => {
-    throw new PersistenceFailure(error);
-  });
 }
 
 function assertContiguous(groupId: number, entries: readonly Entry[]): void {
