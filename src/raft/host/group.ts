@@ -26,6 +26,7 @@ import {
   proposalRefused,
 } from "./group-proposals.ts";
 import { GroupReads } from "./group-reads.ts";
+import { GroupSnapshots } from "./group-snapshots.ts";
 import type { LogBudgetView } from "./log-budget.ts";
 import type { PersistFailure, ReadyStart } from "./ready-pass.ts";
 import {
@@ -36,7 +37,6 @@ import {
   PersistenceFailure,
   persisted,
 } from "./runtime.ts";
-import { ENTRY_MEMORY_OVERHEAD_BYTES, snapshotDue } from "./snapshot-cadence.ts";
 import type { RaftHostObserver, StageTrace, StateMachine } from "./types.ts";
 
 const EMPTY = new Uint8Array(0);
@@ -93,28 +93,9 @@ export class RaftGroup {
   appliedTerm: number;
   /** Log time of the last applied entry: reads never evaluate before it. */
   appliedTimeMs: number;
-  snapshotIndex: number;
   leader: NodeId | null = null;
   role: Role = "follower";
 
-  private appliedSinceSnapshot = 0;
-  /**
-   * Log bytes (entrySizeBytes) applied here since start; with the marks below it says how
-   * much log is held in memory without walking it.
-   */
-  private appliedBytes = 0;
-  /** appliedBytes when the latest snapshot (or snapshot task) captured the state. */
-  private capturedAppliedBytes = 0;
-  /** appliedBytes at the capture of the latest snapshot that is saved and compacted behind. */
-  private compactedAppliedBytes = 0;
-  /** Bytes of the tail kept at or below the saved snapshot's index by the last compaction. */
-  private tailBytes = 0;
-  /** A proposal was refused at raftLogMaxBytes: snapshot at the next chance, whatever the cadence. */
-  private snapshotWanted = false;
-  /** Ticks before a snapshot the state machine could not stream (a backup's save running) is tried again. */
-  private snapshotRetryTicks = 0;
-  /** Bytes of the latest snapshot saved, installed or opened from here (0: none yet); see maybeSnapshot. */
-  private lastSnapshotBytes = 0;
   /** A Ready is in flight (handed out by ready(), not yet advanced): at most one per group. */
   private draining = false;
   /** Asked the host for a pass that has not reached this group yet. */
@@ -122,9 +103,10 @@ export class RaftGroup {
   private closed = false;
   private closing: Promise<void> | undefined;
   private failure: DkvError | undefined;
-  private snapshotTask: Promise<void> | undefined;
   /** Proposals of this member waiting for their entries to apply. */
   private readonly proposals: GroupProposals;
+  /** Snapshots taken and saved here, and the log memory they bound. */
+  private readonly snapshots: GroupSnapshots;
   /** Linearizable reads waiting for a read index or for apply to reach it. */
   private readonly reads: GroupReads;
   /** Woken on every leader change (and on close), so a proposal waiting for a leader retries. */
@@ -150,9 +132,19 @@ export class RaftGroup {
     this.appliedIndex = meta?.index ?? 0;
     this.appliedTerm = meta?.term ?? 0;
     this.appliedTimeMs = meta?.timeMs ?? 0;
-    this.snapshotIndex = this.appliedIndex;
-    // The snapshot opened from is the latest one here (the early rule and the log budget weigh it).
-    this.lastSnapshotBytes = snapshot?.data.byteLength ?? 0;
+    this.snapshots = new GroupSnapshots(
+      groupId,
+      storage,
+      env,
+      {
+        // Outside a drain the state machine is at appliedIndex.
+        saveEnded: () => {
+          if (!this.closed && !this.draining) this.maybeSnapshot();
+        },
+        fatal: (error) => this.fatal(error),
+      },
+      snapshot,
+    );
     const incarnation = `${Math.floor(env.nowMs()).toString(36)}.${Math.floor(env.random() * 0x1_0000_0000).toString(36)}`;
     this.node = new RaftNode({
       id: env.self,
@@ -203,8 +195,8 @@ export class RaftGroup {
     this.expireLeaderWatchers(nowMs);
     this.proposals.trimSpares();
     // Outside a drain no restore is half-done, so the state machine is at appliedIndex.
-    if (this.snapshotRetryTicks > 0) this.snapshotRetryTicks--;
-    if (this.snapshotWanted && !this.draining) this.maybeSnapshot();
+    this.snapshots.tick();
+    if (this.snapshots.wanted && !this.draining) this.maybeSnapshot();
     this.reads.tick();
     this.reads.askQueued();
     // Most ticks of most groups change nothing: only those with a Ready join the next pass.
@@ -281,7 +273,10 @@ export class RaftGroup {
     // A membership change is small and rare: never held back by the log's bound. A follower
     // does not check it: the core refuses it as not the leader, and the host forwards.
     const bytes = confChange === undefined ? data.byteLength + ENTRY_OVERHEAD_BYTES : 0;
-    const full = confChange === undefined && this.role === "leader" ? this.logFullRefusal(bytes) : undefined;
+    const full =
+      confChange === undefined && this.role === "leader"
+        ? this.snapshots.logFullRefusal(bytes, this.proposals.pendingBytes)
+        : undefined;
     if (full !== undefined) return { error: full, leader: this.leader };
     this.node.observeTime(this.env.nowMs());
     // A data entry's index without a result object per write (the common case).
@@ -356,7 +351,7 @@ export class RaftGroup {
       await promise;
     }
     await this.snapshotReadyDone;
-    await this.snapshotTask;
+    await this.snapshots.saving;
     try {
       await this.storage.close();
     } catch (closeError) {
@@ -496,7 +491,7 @@ export class RaftGroup {
   private async handleSnapshotReady(rd: Ready): Promise<void> {
     this.beginReady(rd);
     // Never two snapshot saves at once: ours may still be streaming.
-    await this.snapshotTask;
+    await this.snapshots.saving;
     const installStartMs = this.env.monotonicMs();
     await persisted(this.storage.saveSnapshot(rd.snapshot!.meta, rd.snapshot!.data));
     this.env.observer?.snapshotDone(this.groupId, "install", this.env.monotonicMs() - installStartMs, true);
@@ -538,8 +533,7 @@ export class RaftGroup {
     this.appliedIndex = entry.index;
     this.appliedTerm = entry.term;
     if (entry.timeMs > this.appliedTimeMs) this.appliedTimeMs = entry.timeMs;
-    this.appliedSinceSnapshot++;
-    this.appliedBytes += entrySizeBytes(entry);
+    this.snapshots.entryApplied(entrySizeBytes(entry));
     this.proposals.applied(entry, result);
   }
 
@@ -549,13 +543,7 @@ export class RaftGroup {
     this.appliedIndex = index;
     this.appliedTerm = term;
     if (timeMs > this.appliedTimeMs) this.appliedTimeMs = timeMs;
-    this.snapshotIndex = index;
-    this.appliedSinceSnapshot = 0;
-    this.lastSnapshotBytes = snapshot.data.byteLength;
-    // The log was replaced by the snapshot point: nothing of it is held any more.
-    this.capturedAppliedBytes = this.appliedBytes;
-    this.compactedAppliedBytes = this.appliedBytes;
-    this.tailBytes = 0;
+    this.snapshots.restored(index, snapshot.data.byteLength);
     this.proposals.snapshotInstalled(snapshot.meta.index);
   }
 
@@ -575,18 +563,9 @@ export class RaftGroup {
     return evaluate(Math.max(this.env.nowMs(), this.appliedTimeMs));
   }
 
-  /** Snapshots when the cadence says so (./snapshot-cadence.ts); then compacts the log behind it (see compactBehind). */
+  /** Snapshots when the cadence says so (./snapshot-cadence.ts); then compacts the log behind it (group-snapshots.ts). */
   private maybeSnapshot(): void {
-    if (this.snapshotTask !== undefined || this.snapshotRetryTicks > 0) return;
-    if (this.appliedIndex <= this.snapshotIndex) return;
-    const due = snapshotDue(this.env, {
-      entriesSince: this.appliedSinceSnapshot,
-      bytesSince: this.appliedBytes - this.capturedAppliedBytes,
-      lastSnapshotBytes: this.lastSnapshotBytes,
-      wanted: this.snapshotWanted,
-    });
-    if (due === undefined) return;
-    this.snapshotWanted = false;
+    if (!this.snapshots.takeDue(this.appliedIndex)) return;
     const meta: SnapshotMeta = {
       index: this.appliedIndex,
       term: this.appliedTerm,
@@ -594,122 +573,22 @@ export class RaftGroup {
       conf: this.node.status().conf,
     };
     // Captured now, at exactly the applied index; the bytes stream while we go on applying.
-    const captured = this.stateMachine.snapshot();
-    const saved = { bytes: captured instanceof Uint8Array ? captured.byteLength : 0 };
-    const data =
-      captured instanceof Uint8Array ? captured : countedChunks(sourceFailuresMarked(captured), saved);
-    const capturedBytes = this.appliedBytes;
-    this.appliedSinceSnapshot = 0;
-    this.capturedAppliedBytes = capturedBytes;
-    this.snapshotTask = (async () => {
-      const saveStartMs = this.env.monotonicMs();
-      try {
-        await persisted(this.storage.saveSnapshot(meta, data));
-        this.env.observer?.snapshotDone(this.groupId, "save", this.env.monotonicMs() - saveStartMs, true);
-        this.snapshotIndex = Math.max(this.snapshotIndex, meta.index);
-        this.lastSnapshotBytes = saved.bytes;
-        await this.compactBehind(meta.index, capturedBytes);
-        this.env.logger.debug(`group ${this.groupId}: snapshot at ${meta.index}, log compacted`);
-      } catch (error) {
-        // A failed write of the snapshot is a failed fsync: fatal. Compaction only deletes;
-        // if it failed, the log stays whole and the next interval tries again. A state
-        // machine that could not stream (its engine runs one save at a time, and a backup's
-        // is running) wrote nothing: storage dropped the partial file; try again later.
-        this.env.observer?.snapshotDone(this.groupId, "save", this.env.monotonicMs() - saveStartMs, false);
-        if (error instanceof PersistenceFailure && error.cause instanceof SnapshotSourceFailure) {
-          this.snapshotWanted = true;
-          this.snapshotRetryTicks = this.env.electionTicks;
-          this.env.logger.warn(
-            `group ${this.groupId}: the state machine could not stream snapshot ${meta.index} (${String(error.cause.cause)}); trying again in ${this.env.electionTicks} ticks`,
-          );
-        } else if (error instanceof PersistenceFailure) this.fatal(error);
-        else
-          this.env.logger.warn(
-            `group ${this.groupId}: compaction after snapshot ${meta.index} failed: ${String(error)}`,
-          );
-      } finally {
-        this.snapshotTask = undefined;
-      }
-      // Entries applied while this one was saved may have passed the next threshold; the
-      // applies that checked then found a save running. Check now, not at the next write
-      // (which may never come). Outside a drain the state machine is at appliedIndex.
-      if (!this.closed && !this.draining) this.maybeSnapshot();
-    })();
+    this.snapshots.save(meta, this.stateMachine.snapshot());
   }
 
-  /**
-   * Drops the log up to the saved snapshot at `index`, keeping a tail behind it for
-   * followers that lag a little: at most `compactionOverheadEntries` entries and at most a
-   * quarter of `raftLogMaxBytes` (a follower further behind gets the snapshot).
-   */
-  private async compactBehind(index: number, capturedBytes: number): Promise<void> {
-    const tailBytesMax = this.env.raftLogMaxBytes > 0 ? Math.floor(this.env.raftLogMaxBytes / 4) : Infinity;
-    const first = this.storage.firstIndex();
-    const lo = Math.max(first, index - this.env.compactionOverheadEntries + 1);
-    // The candidates are committed and applied: appends meanwhile never replace them.
-    const sizeOf = this.storage.entrySizeBytes?.bind(this.storage);
-    const candidates =
-      lo <= index && sizeOf === undefined ? this.storage.entries(lo, index + 1, Infinity) : [];
-    let keepFrom = index + 1;
-    let tailBytes = 0;
-    // Bounded by compactionOverheadEntries. Sized in place when the storage can (no entry
-    // built or copied: thousands per snapshot otherwise).
-    for (let at = index; at >= lo; at--) {
-      const bytes = sizeOf === undefined ? entrySizeBytes(candidates[at - lo]!) : sizeOf(at);
-      if (bytes === undefined || tailBytes + bytes > tailBytesMax) break;
-      tailBytes += bytes;
-      keepFrom = at;
-    }
-    // Applied entries since the capture are still held; a restore meanwhile reset the marks.
-    if (index >= this.snapshotIndex) {
-      this.compactedAppliedBytes = Math.max(this.compactedAppliedBytes, capturedBytes);
-      this.tailBytes = tailBytes;
-    }
-    if (keepFrom - 1 >= first) await this.storage.compact(keepFrom - 1);
-  }
-
-  /** Log bytes held in memory, as counted: the tail, applied entries since the snapshot, own proposals. */
-  logBytes(): number {
-    return this.tailBytes + (this.appliedBytes - this.compactedAppliedBytes) + this.proposals.pendingBytes;
+  /** Index of the latest snapshot saved or installed here (or opened from). */
+  get snapshotIndex(): number {
+    return this.snapshots.index;
   }
 
   /** What the process's log budget (log-budget.ts) weighs of this group. */
   logBudgetView(): LogBudgetView {
-    return {
-      groupId: this.groupId,
-      sinceSnapshotBytes: this.logMemorySinceCapture(),
-      lastSnapshotBytes: this.lastSnapshotBytes,
-      snapshotting: this.snapshotTask !== undefined || this.snapshotWanted,
-    };
-  }
-
-  /** The log applied since the last capture, as the cadence counts its memory (snapshot-cadence.ts). */
-  private logMemorySinceCapture(): number {
-    const bytes = this.appliedBytes - this.capturedAppliedBytes;
-    return bytes + this.appliedSinceSnapshot * ENTRY_MEMORY_OVERHEAD_BYTES;
+    return this.snapshots.logBudgetView();
   }
 
   /** Snapshots at the next tick whatever the cadence says (the process's log budget asks). */
   askSnapshot(): void {
-    this.snapshotWanted = true;
-  }
-
-  /**
-   * A refusal when `bytes` more would take the log past raftLogMaxBytes (a snapshot is
-   * still saving, or followers lag): the caller retries once a snapshot compacted the log.
-   * A proposal is never refused when nothing but the tail is held, so any entry can pass.
-   */
-  private logFullRefusal(bytes: number): DkvError | undefined {
-    const max = this.env.raftLogMaxBytes;
-    if (max === 0) return undefined;
-    const held = this.logBytes();
-    if (held === this.tailBytes || held + bytes <= max) return undefined;
-    // Without more writes the cadence may never come: compact now, so the retry fits.
-    this.snapshotWanted = true;
-    return new DkvError(
-      "UNAVAILABLE",
-      `group ${this.groupId} holds ${held} bytes of log in memory (bound ${max}, --raft-log-max-bytes) until a snapshot compacts it; retry shortly`,
-    );
+    this.snapshots.askSnapshot();
   }
 
   // ---- bookkeeping -------------------------------------------------------------------
@@ -796,51 +675,6 @@ export class RaftGroup {
     this.proposals.failAll(error);
     this.reads.failAll(error);
     this.wakeLeaderWatchers();
-  }
-}
-
-/** `chunks` passed through, their bytes added up in `into.bytes`. */
-async function* countedChunks(
-  chunks: AsyncIterable<Uint8Array>,
-  into: { bytes: number },
-): AsyncIterable<Uint8Array> {
-  for await (const chunk of chunks) {
-    into.bytes += chunk.byteLength;
-    yield chunk;
-  }
-}
-
-/** The state machine's snapshot stream failed (not the disk): the save can be tried again. */
-class SnapshotSourceFailure extends Error {
-  constructor(cause: unknown) {
-    super(`the state machine's snapshot stream failed: ${String(cause)}`, { cause });
-    this.name = "SnapshotSourceFailure";
-  }
-}
-
-/** `data`, with a failure of its own iteration marked as a SnapshotSourceFailure. */
-async function* sourceFailuresMarked(data: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
-  const chunks = data[Symbol.asyncIterator]();
-  let finished = false;
-  try {
-    // Bounded by the state machine's stream.
-    for (;;) {
-      let step: IteratorResult<Uint8Array>;
-      try {
-        step = await chunks.next();
-      } catch (error) {
-        finished = true;
-        throw new SnapshotSourceFailure(error);
-      }
-      if (step.done === true) {
-        finished = true;
-        return;
-      }
-      yield step.value;
-    }
-  } finally {
-    // The writer stopped early (a disk error): end the stream, so the engine's save ends too.
-    if (!finished) await chunks.return?.();
   }
 }
 
