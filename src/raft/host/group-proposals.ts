@@ -6,7 +6,7 @@
  */
 import { DkvError } from "../../errors.ts";
 import type { Entry, NodeId, ProposeResult } from "../core/types.ts";
-import type { GroupEnv } from "./group.ts";
+import type { GroupEnv } from "./group-env.ts";
 import { assert } from "./runtime.ts";
 import type { StageTrace } from "./types.ts";
 

@@ -1,4 +1,4 @@
-export type { GroupOptions } from "./group.ts";
+export type { GroupOptions } from "./group-env.ts";
 export type { ProposalReceiver, ProposeAttempt } from "./group-proposals.ts";
 export { RaftHost } from "./raft-host.ts";
 export {
