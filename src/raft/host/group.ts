@@ -26,6 +26,7 @@ import {
 } from "./group-proposals.ts";
 import { GroupReads } from "./group-reads.ts";
 import { GroupSnapshots } from "./group-snapshots.ts";
+import { LeaderWatchers } from "./leader-watchers.ts";
 import type { LogBudgetView } from "./log-budget.ts";
 import type { PersistFailure, ReadyStart } from "./ready-pass.ts";
 import {
@@ -68,7 +69,7 @@ export class RaftGroup {
   /** Linearizable reads waiting for a read index or for apply to reach it. */
   private readonly reads: GroupReads;
   /** Woken on every leader change (and on close), so a proposal waiting for a leader retries. */
-  private leaderWatchers: { wake: () => void; deadlineMs: number }[] = [];
+  private readonly leaderWatchers: LeaderWatchers;
   /** A snapshot install's Ready, which runs on its own (see startReady); settles when it is done. */
   private snapshotReadyDone: Promise<void> = Promise.resolve();
   /** The Ready startReady began and finishReady has yet to finish. */
@@ -124,6 +125,7 @@ export class RaftGroup {
       logger: env.logger,
     });
     this.proposals = new GroupProposals(groupId, env);
+    this.leaderWatchers = new LeaderWatchers(env);
     this.reads = new GroupReads(groupId, `${env.self}/${incarnation}`, env, this.node);
     const conf = this.node.status().conf;
     // A group of one needs no election timeout to find out it leads.
@@ -150,7 +152,7 @@ export class RaftGroup {
       return;
     }
     this.reads.expire(nowMs);
-    this.expireLeaderWatchers(nowMs);
+    this.leaderWatchers.expire(nowMs);
     this.proposals.trimSpares();
     // Outside a drain no restore is half-done, so the state machine is at appliedIndex.
     this.snapshots.tick();
@@ -282,9 +284,7 @@ export class RaftGroup {
   waitLeaderChange(ms: number): Promise<void> {
     // A stopped group has no leader to wait for, and no ticks to end the wait.
     if (this.closed) return Promise.resolve();
-    return new Promise((wake) => {
-      this.leaderWatchers.push({ wake, deadlineMs: this.env.monotonicMs() + ms });
-    });
+    return this.leaderWatchers.wait(ms);
   }
 
   /** Stops the group: fails every waiter, waits for the Ready in flight and any snapshot save. */
@@ -505,14 +505,7 @@ export class RaftGroup {
     this.proposals.snapshotInstalled(snapshot.meta.index);
   }
 
-  // ---- deadlines (checked on every tick: no timer per request) -------------------------
-
-  private expireLeaderWatchers(nowMs: number): void {
-    if (!this.leaderWatchers.some((watcher) => watcher.deadlineMs <= nowMs)) return;
-    const due = this.leaderWatchers.filter((watcher) => watcher.deadlineMs <= nowMs);
-    this.leaderWatchers = this.leaderWatchers.filter((watcher) => watcher.deadlineMs > nowMs);
-    for (const watcher of due) watcher.wake();
-  }
+  // ---- stale reads, snapshots, the log budget ---------------------------------------
 
   /** A stale read: this member's applied state, at the later of its clock and its log time. */
   readStale<T>(evaluate: (nowMs: number) => T): T {
@@ -563,19 +556,13 @@ export class RaftGroup {
       this.env.logger.info(
         `group ${this.groupId}: leader is now ${leader ?? "unknown"} (${this.env.self} is ${role})`,
       );
-      this.wakeLeaderWatchers();
+      this.leaderWatchers.wakeAll();
       // Read indexes asked of the old leader are lost with it: ask the new one now
       // rather than after an election timeout.
       if (leader !== null) {
         this.reads.reaskUnanswered();
       }
     }
-  }
-
-  private wakeLeaderWatchers(): void {
-    const watchers = this.leaderWatchers;
-    this.leaderWatchers = [];
-    for (const watcher of watchers) watcher.wake();
   }
 
   private refusal(): DkvError | undefined {
@@ -632,7 +619,7 @@ export class RaftGroup {
   private failAll(error: DkvError): void {
     this.proposals.failAll(error);
     this.reads.failAll(error);
-    this.wakeLeaderWatchers();
+    this.leaderWatchers.wakeAll();
   }
 }
 
