@@ -10,8 +10,9 @@ import { DkvError } from "../../errors.ts";
 import { entrySizeBytes } from "../core/entries.ts";
 import type { Snapshot, SnapshotMeta } from "../core/types.ts";
 import type { GroupEnv } from "./group-env.ts";
+import { PersistenceFailure, persisted } from "./group-failure.ts";
 import type { LogBudgetView } from "./log-budget.ts";
-import { type GroupStorage, PersistenceFailure, persisted } from "./runtime.ts";
+import type { GroupStorage } from "./runtime.ts";
 import { ENTRY_MEMORY_OVERHEAD_BYTES, snapshotDue } from "./snapshot-cadence.ts";
 
 /** What the snapshots need of their group's environment. */

@@ -16,6 +16,7 @@ import {
 } from "../core/types.ts";
 import { testFaults } from "../storage/test-faults.ts";
 import type { GroupEnv, GroupOptions } from "./group-env.ts";
+import { groupStopped, PersistenceFailure, persisted } from "./group-failure.ts";
 import {
   GroupProposals,
   PromiseReceiver,
@@ -29,14 +30,7 @@ import { GroupSnapshots } from "./group-snapshots.ts";
 import { LeaderWatchers } from "./leader-watchers.ts";
 import type { LogBudgetView } from "./log-budget.ts";
 import type { PersistFailure, ReadyStart } from "./ready-pass.ts";
-import {
-  AssertionError,
-  assert,
-  type GroupStorage,
-  HostFatalError,
-  PersistenceFailure,
-  persisted,
-} from "./runtime.ts";
+import { AssertionError, assert, type GroupStorage } from "./runtime.ts";
 import type { StageTrace, StateMachine } from "./types.ts";
 
 const EMPTY = new Uint8Array(0);
@@ -578,42 +572,17 @@ export class RaftGroup {
 
   /**
    * Storage, state machine or an assertion failed: the group stops; the member must restart.
-   * A storage failure or a broken assertion also ends the process (`env.onFatal`): after a
-   * failed fsync the kernel may have dropped the dirty pages, so only a fresh process that
-   * recovers from what is really on disk may go on.
+   * A storage failure or a broken assertion also ends the process (`env.onFatal`; see
+   * groupStopped in group-failure.ts).
    */
   private fatal(error: unknown): void {
     if (this.failure !== undefined) return;
-    const cause = error instanceof PersistenceFailure ? error.cause : error;
-    // A broken assertion is a bug wherever it surfaced (a storage bound during a Ready's write too), not a disk fault.
-    const assertion = cause instanceof AssertionError ? cause : undefined;
-    this.failure = new DkvError(
-      "UNAVAILABLE",
-      `group ${this.groupId} on ${this.env.self} stopped after a storage or apply failure (${String(cause)}); restart this member`,
-      { outcome: "unknown", cause },
-    );
-    this.env.logger.warn(this.failure.message);
+    const { failure, processFatal } = groupStopped(this.groupId, this.env.self, error);
+    this.failure = failure;
+    this.env.logger.warn(failure.message);
     this.closed = true;
-    this.failAll(this.failure);
-    if (error instanceof PersistenceFailure && assertion === undefined) {
-      this.env.onFatal(
-        new HostFatalError(
-          "persistence",
-          this.groupId,
-          `group ${this.groupId} on ${this.env.self}: writing to disk failed (${String(cause)}). After a failed fsync the OS may have dropped the unwritten data, so this process must stop; check the disk (free space, dmesg), then restart the member: it recovers from what is on disk and catches up from the others`,
-          { cause },
-        ),
-      );
-    } else if (assertion !== undefined) {
-      this.env.onFatal(
-        new HostFatalError(
-          "assertion",
-          this.groupId,
-          `group ${this.groupId} on ${this.env.self}: internal invariant broken (${assertion.message}); this is a bug in dkv — the process must stop; restart the member and report the log`,
-          { cause: assertion },
-        ),
-      );
-    }
+    this.failAll(failure);
+    if (processFatal !== undefined) this.env.onFatal(processFatal);
   }
 
   private failAll(error: DkvError): void {

@@ -51,21 +51,6 @@ export interface GroupStorage extends LogStorage {
 /** Opens (recovering) the storage of group `groupId`; `initialConf` is its bootstrap membership. */
 export type OpenGroupStorage = (groupId: number, initialConf: ConfState) => Promise<GroupStorage>;
 
-/** A storage write that failed: marks the failure so RaftGroup.fatal ends the process, not only the group. */
-export class PersistenceFailure extends Error {
-  constructor(cause: unknown) {
-    super(`persistence failed: ${String(cause)}`, { cause });
-    this.name = "PersistenceFailure";
-  }
-}
-
-/** `write`, its failure marked as a PersistenceFailure. */
-export function persisted(write: Promise<void>): Promise<void> {
-  return write.catch((error: unknown) => {
-    throw new PersistenceFailure(error);
-  });
-}
-
 /** Which failures end the process rather than one group. */
 export type FatalKind = "persistence" | "assertion";
 

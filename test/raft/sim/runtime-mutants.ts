@@ -118,9 +118,9 @@ export const runtimeMutants: RuntimeMutant[] = [
   },
   {
     name: "a failed fsync stops the group but not the process",
-    file: "raft/host/group.ts",
-    find: "    if (error instanceof PersistenceFailure && assertion === undefined) {\n      this.env.onFatal(",
-    replace: "    if (false) {\n      this.env.onFatal(",
+    file: "raft/host/group-failure.ts",
+    find: "  if (error instanceof PersistenceFailure && assertion === undefined) {\n    const processFatal = new HostFatalError(",
+    replace: "  if (false) {\n    const processFatal = new HostFatalError(",
     swarm: { fsyncFailRate: 0.01 },
     expected: ["a failed fsync ends the process"],
     seedsMax: 100,
