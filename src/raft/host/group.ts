@@ -39,6 +39,10 @@ const EMPTY = new Uint8Array(0);
  * One Raft group on this member: the RaftNode, its durable storage and its state machine,
  * driven by the Ready contract (send a leader's appends, persist, then send the rest, then
  * apply, then answer reads, then advance), with the requests waiting on it. At most one Ready is in flight at a time.
+ * Its parts, each told what happens here: the proposals' waiters (group-proposals.ts),
+ * linearizable reads (group-reads.ts), snapshots and the log memory they bound
+ * (group-snapshots.ts), leader-change watchers (leader-watchers.ts); why it stops
+ * (group-failure.ts).
  */
 export class RaftGroup {
   readonly node: RaftNode;
