@@ -9,7 +9,7 @@
  */
 import { afterEach, expect, test } from "bun:test";
 import type { Entry } from "../../src/raft/core/types.ts";
-import type { ProposalReceiver } from "../../src/raft/host/group.ts";
+import type { ProposalReceiver } from "../../src/raft/host/group-proposals.ts";
 import type { StateMachine } from "../../src/raft/host/types.ts";
 import { TestCluster, waitFor } from "../raft/host/cluster.ts";
 

@@ -1,6 +1,6 @@
 import { DkvError } from "../../errors.ts";
 import type { ReadState } from "../core/types.ts";
-import type { GroupEnv } from "./group.ts";
+import type { GroupEnv } from "./group-env.ts";
 import { assert } from "./runtime.ts";
 import type { StageTrace } from "./types.ts";
 

@@ -9,167 +9,40 @@ import {
   EntryKind,
   type Message,
   type NodeId,
-  type ProposeResult,
-  type RaftLogger,
-  type RandomSource,
   type Ready,
   type Role,
   type Snapshot,
   type SnapshotMeta,
 } from "../core/types.ts";
 import { testFaults } from "../storage/test-faults.ts";
+import type { GroupEnv, GroupOptions } from "./group-env.ts";
+import { groupStopped, PersistenceFailure, persisted } from "./group-failure.ts";
+import {
+  GroupProposals,
+  PromiseReceiver,
+  type ProposalReceiver,
+  type ProposeAttempt,
+  type ProposeRefusal,
+  proposalRefused,
+} from "./group-proposals.ts";
 import { GroupReads } from "./group-reads.ts";
+import { GroupSnapshots } from "./group-snapshots.ts";
+import { LeaderWatchers } from "./leader-watchers.ts";
 import type { LogBudgetView } from "./log-budget.ts";
 import type { PersistFailure, ReadyStart } from "./ready-pass.ts";
-import { AssertionError, assert, type GroupStorage, HostFatalError } from "./runtime.ts";
-import { ENTRY_MEMORY_OVERHEAD_BYTES, snapshotDue } from "./snapshot-cadence.ts";
-import type { RaftHostObserver, StageTrace, StateMachine } from "./types.ts";
+import { AssertionError, assert, type GroupStorage } from "./runtime.ts";
+import type { StageTrace, StateMachine } from "./types.ts";
 
 const EMPTY = new Uint8Array(0);
-/**
- * Settled proposal waiters a group keeps for reuse: the writes a busy group has in flight.
- * At each tick the spares beyond what is in flight now (at least SPARE_WAITERS_IDLE) go,
- * so a group that had a burst keeps no more than its load needs (many groups per process).
- */
-const SPARE_WAITERS_MAX = 1024;
-const SPARE_WAITERS_IDLE = 16;
-/** A spare waiter's receiver until its next proposal. */
-const noReceiver: ProposalReceiver = { proposalSettled() {} };
-
-/**
- * A waiter is reused once its receiver was told (tellSettled): one found under another
- * index, or a spare one, is a stale reference (a bug that would tell the wrong receiver).
- */
-function checkWaiter(groupId: number, index: number, waiter: ProposalWaiter): void {
-  if (waiter.index !== index || waiter.receiver === noReceiver)
-    assert(
-      false,
-      `group ${groupId}: the waiter of entry ${waiter.index} was found at ${index} after it settled`,
-    );
-}
-
-function newWaiter(): ProposalWaiter {
-  return {
-    index: 0,
-    term: 0,
-    deadlineMs: 0,
-    timeoutMs: 0,
-    trace: undefined,
-    bytes: 0,
-    receiver: noReceiver,
-    error: undefined,
-    result: EMPTY,
-    older: undefined,
-  };
-}
-
-/** What a group needs from its host. */
-export interface GroupEnv {
-  self: NodeId;
-  /** Wall-clock ms: stamps entries and reads (the leader's time decides expiry). */
-  nowMs(): number;
-  /** Monotonic ms: deadlines, checked on every tick. */
-  monotonicMs(): number;
-  /** The group has work: run startReady() in the host's next Ready pass (ready-pass.ts). */
-  requestReady(group: RaftGroup): void;
-  /** The disk failed or an assertion broke: the process must end (the group has stopped). */
-  onFatal(error: Error): void;
-  send(groupId: number, message: Message): void;
-  logger: RaftLogger;
-  electionTicks: number;
-  heartbeatTicks: number;
-  /**
-   * Read lease length in monotonic ms (RaftConfig.leaseMs), or 0: reads take ReadIndex's
-   * heartbeat round and no lease promise is kept. Every member of a group must agree.
-   */
-  readLeaseMs?: number;
-  snapshotEntries: number;
-  /** Also snapshot once the entries applied since the last snapshot hold this many bytes (0: off). */
-  snapshotBytes: number;
-  /** Entries kept behind a snapshot for followers that lag a little (storage keeps none itself). */
-  compactionOverheadEntries: number;
-  /** Bound on the log bytes held in memory (0: none); see RaftHostConfig.raftLogMaxBytes. */
-  raftLogMaxBytes: number;
-  proposalsPendingMax: number;
-  readsPendingMax: number;
-  random: RandomSource;
-  observer?: RaftHostObserver | undefined;
-  /** Called after a committed ConfChange is applied here (membership bookkeeping). */
-  onConfChange?(groupId: number, change: ConfChange, conf: ConfState): void;
-}
-
-/** Outcome of trying to propose on this member: a promise of the result, or a refusal with a hint. */
-export type ProposeAttempt =
-  | { ok: true; result: Promise<Uint8Array> }
-  | { ok: false; error: DkvError; leader: NodeId | null };
-
-/** A proposal refused on this member (nothing entered the log), with the leader hint. */
-export interface ProposeRefusal {
-  error: DkvError;
-  leader: NodeId | null;
-}
-
-/**
- * Who learns a proposal's outcome (RaftGroup.proposeTo): called exactly once, never
- * during the call that proposed, from one microtask per batch of settled proposals.
- * `error` undefined: the entry applied here and `result` is the state machine's answer;
- * otherwise the error's `outcome` says whether it may have applied. Must not throw.
- */
-export interface ProposalReceiver {
-  proposalSettled(error: DkvError | undefined, result: Uint8Array): void;
-}
-
-/** ProposalReceiver of tryPropose (and, by extension, DStore.write's): settles a promise. */
-export class PromiseReceiver implements ProposalReceiver {
-  readonly promise: Promise<Uint8Array>;
-  private resolve!: (result: Uint8Array) => void;
-  private reject!: (error: DkvError) => void;
-  constructor() {
-    this.promise = new Promise<Uint8Array>((resolve, reject) => {
-      this.resolve = resolve;
-      this.reject = reject;
-    });
-  }
-  proposalSettled(error: DkvError | undefined, result: Uint8Array): void {
-    if (error === undefined) this.resolve(result);
-    else this.reject(error);
-  }
-}
-
-/** Per-group checks of a proposal's bytes (forwarded proposals are checked on the leader). */
-export interface GroupOptions {
-  /** A refusal (the bytes must not enter the log) or null; must not throw. */
-  validateProposal?(command: Uint8Array): DkvError | null;
-}
-
-/**
- * A proposal awaiting its entry (index, term). Settles exactly once: ok when that entry
- * applies; not-applied when another entry applies at its index (log matching: ours never
- * will); unknown when its deadline passes, a snapshot jumps past it, or the group stops.
- */
-interface ProposalWaiter {
-  index: number;
-  term: number;
-  deadlineMs: number;
-  timeoutMs: number;
-  trace: StageTrace | undefined;
-  /** The entry's size as counted against raftLogMaxBytes until it applies or settles. */
-  bytes: number;
-  receiver: ProposalReceiver;
-  /** The outcome, set when it settles, until the receiver is told (see settle). */
-  error: DkvError | undefined;
-  result: Uint8Array;
-  /**
-   * A proposal of an earlier term at the same index, still unsettled: a leader whose entries
-   * were truncated can lead again and propose at the same index before the old one settles.
-   */
-  older: ProposalWaiter | undefined;
-}
 
 /**
  * One Raft group on this member: the RaftNode, its durable storage and its state machine,
  * driven by the Ready contract (send a leader's appends, persist, then send the rest, then
  * apply, then answer reads, then advance), with the requests waiting on it. At most one Ready is in flight at a time.
+ * Its parts, each told what happens here: the proposals' waiters (group-proposals.ts),
+ * linearizable reads (group-reads.ts), snapshots and the log memory they bound
+ * (group-snapshots.ts), leader-change watchers (leader-watchers.ts); why it stops
+ * (group-failure.ts).
  */
 export class RaftGroup {
   readonly node: RaftNode;
@@ -177,30 +50,9 @@ export class RaftGroup {
   appliedTerm: number;
   /** Log time of the last applied entry: reads never evaluate before it. */
   appliedTimeMs: number;
-  snapshotIndex: number;
   leader: NodeId | null = null;
   role: Role = "follower";
 
-  private appliedSinceSnapshot = 0;
-  /**
-   * Log bytes (entrySizeBytes) applied here since start; with the marks below it says how
-   * much log is held in memory without walking it.
-   */
-  private appliedBytes = 0;
-  /** appliedBytes when the latest snapshot (or snapshot task) captured the state. */
-  private capturedAppliedBytes = 0;
-  /** appliedBytes at the capture of the latest snapshot that is saved and compacted behind. */
-  private compactedAppliedBytes = 0;
-  /** Bytes of the tail kept at or below the saved snapshot's index by the last compaction. */
-  private tailBytes = 0;
-  /** Bytes of this member's proposals not yet applied (or settled otherwise). */
-  private pendingProposalBytes = 0;
-  /** A proposal was refused at raftLogMaxBytes: snapshot at the next chance, whatever the cadence. */
-  private snapshotWanted = false;
-  /** Ticks before a snapshot the state machine could not stream (a backup's save running) is tried again. */
-  private snapshotRetryTicks = 0;
-  /** Bytes of the latest snapshot saved, installed or opened from here (0: none yet); see maybeSnapshot. */
-  private lastSnapshotBytes = 0;
   /** A Ready is in flight (handed out by ready(), not yet advanced): at most one per group. */
   private draining = false;
   /** Asked the host for a pass that has not reached this group yet. */
@@ -208,19 +60,14 @@ export class RaftGroup {
   private closed = false;
   private closing: Promise<void> | undefined;
   private failure: DkvError | undefined;
-  private snapshotTask: Promise<void> | undefined;
-  /** Newest waiter per log index; older ones at the same index chain behind it. */
-  private readonly proposals = new Map<number, ProposalWaiter>();
-  private proposalCount = 0;
-  /** Settled proposals whose receivers are told in the next microtask (see settle). */
-  private settledWaiters: ProposalWaiter[] = [];
-  private spareSettled: ProposalWaiter[] = [];
-  /** Waiters whose receivers were told, for later proposals (at most SPARE_WAITERS_MAX; trimmed per tick). */
-  private readonly spareWaiters: ProposalWaiter[] = [];
+  /** Proposals of this member waiting for their entries to apply. */
+  private readonly proposals: GroupProposals;
+  /** Snapshots taken and saved here, and the log memory they bound. */
+  private readonly snapshots: GroupSnapshots;
   /** Linearizable reads waiting for a read index or for apply to reach it. */
   private readonly reads: GroupReads;
   /** Woken on every leader change (and on close), so a proposal waiting for a leader retries. */
-  private leaderWatchers: { wake: () => void; deadlineMs: number }[] = [];
+  private readonly leaderWatchers: LeaderWatchers;
   /** A snapshot install's Ready, which runs on its own (see startReady); settles when it is done. */
   private snapshotReadyDone: Promise<void> = Promise.resolve();
   /** The Ready startReady began and finishReady has yet to finish. */
@@ -242,9 +89,19 @@ export class RaftGroup {
     this.appliedIndex = meta?.index ?? 0;
     this.appliedTerm = meta?.term ?? 0;
     this.appliedTimeMs = meta?.timeMs ?? 0;
-    this.snapshotIndex = this.appliedIndex;
-    // The snapshot opened from is the latest one here (the early rule and the log budget weigh it).
-    this.lastSnapshotBytes = snapshot?.data.byteLength ?? 0;
+    this.snapshots = new GroupSnapshots(
+      groupId,
+      storage,
+      env,
+      {
+        // Outside a drain the state machine is at appliedIndex.
+        saveEnded: () => {
+          if (!this.closed && !this.draining) this.maybeSnapshot();
+        },
+        fatal: (error) => this.fatal(error),
+      },
+      snapshot,
+    );
     const incarnation = `${Math.floor(env.nowMs()).toString(36)}.${Math.floor(env.random() * 0x1_0000_0000).toString(36)}`;
     this.node = new RaftNode({
       id: env.self,
@@ -265,6 +122,8 @@ export class RaftGroup {
       ...((env.readLeaseMs ?? 0) > 0 ? { readOnly: "lease" as const, leaseMs: env.readLeaseMs } : {}),
       logger: env.logger,
     });
+    this.proposals = new GroupProposals(groupId, env);
+    this.leaderWatchers = new LeaderWatchers(env);
     this.reads = new GroupReads(groupId, `${env.self}/${incarnation}`, env, this.node);
     const conf = this.node.status().conf;
     // A group of one needs no election timeout to find out it leads.
@@ -285,18 +144,17 @@ export class RaftGroup {
       return;
     }
     try {
-      this.expireProposals(nowMs);
+      this.proposals.expire(nowMs);
     } catch (error) {
       if (!this.assertionFailed(error)) throw error;
       return;
     }
     this.reads.expire(nowMs);
-    this.expireLeaderWatchers(nowMs);
-    const sparesKept = Math.max(SPARE_WAITERS_IDLE, this.proposalCount);
-    if (this.spareWaiters.length > sparesKept) this.spareWaiters.length = sparesKept;
+    this.leaderWatchers.expire(nowMs);
+    this.proposals.trimSpares();
     // Outside a drain no restore is half-done, so the state machine is at appliedIndex.
-    if (this.snapshotRetryTicks > 0) this.snapshotRetryTicks--;
-    if (this.snapshotWanted && !this.draining) this.maybeSnapshot();
+    this.snapshots.tick();
+    if (this.snapshots.wanted && !this.draining) this.maybeSnapshot();
     this.reads.tick();
     this.reads.askQueued();
     // Most ticks of most groups change nothing: only those with a Ready join the next pass.
@@ -361,11 +219,11 @@ export class RaftGroup {
   ): ProposeRefusal | undefined {
     const refusal = this.refusal();
     if (refusal !== undefined) return { error: refusal, leader: null };
-    if (this.proposalCount >= this.env.proposalsPendingMax) {
+    if (this.proposals.count >= this.env.proposalsPendingMax) {
       return {
         error: new DkvError(
           "UNAVAILABLE",
-          `group ${this.groupId} has ${this.proposalCount} proposals waiting to apply; retry later or lower the load`,
+          `group ${this.groupId} has ${this.proposals.count} proposals waiting to apply; retry later or lower the load`,
         ),
         leader: this.leader,
       };
@@ -373,7 +231,10 @@ export class RaftGroup {
     // A membership change is small and rare: never held back by the log's bound. A follower
     // does not check it: the core refuses it as not the leader, and the host forwards.
     const bytes = confChange === undefined ? data.byteLength + ENTRY_OVERHEAD_BYTES : 0;
-    const full = confChange === undefined && this.role === "leader" ? this.logFullRefusal(bytes) : undefined;
+    const full =
+      confChange === undefined && this.role === "leader"
+        ? this.snapshots.logFullRefusal(bytes, this.proposals.pendingBytes)
+        : undefined;
     if (full !== undefined) return { error: full, leader: this.leader };
     this.node.observeTime(this.env.nowMs());
     // A data entry's index without a result object per write (the common case).
@@ -399,23 +260,7 @@ export class RaftGroup {
       trace = observer.currentTrace?.();
       if (trace !== undefined) trace.proposedMs = this.env.monotonicMs();
     }
-    const older = this.proposals.get(index);
-    if (older !== undefined && older.term >= term)
-      assert(false, `group ${this.groupId}: two proposals at ${index}/${term}`);
-    const deadlineMs = this.env.monotonicMs() + timeoutMs;
-    // A waiter whose receiver was told is reused: no object per write.
-    const waiter = this.spareWaiters.pop() ?? newWaiter();
-    waiter.index = index;
-    waiter.term = term;
-    waiter.deadlineMs = deadlineMs;
-    waiter.timeoutMs = timeoutMs;
-    waiter.trace = trace;
-    waiter.bytes = bytes;
-    waiter.receiver = receiver;
-    waiter.older = older;
-    this.proposals.set(index, waiter);
-    this.proposalCount++;
-    this.pendingProposalBytes += bytes;
+    this.proposals.add(index, term, timeoutMs, trace, bytes, receiver);
     this.schedule();
     return undefined;
   }
@@ -437,9 +282,7 @@ export class RaftGroup {
   waitLeaderChange(ms: number): Promise<void> {
     // A stopped group has no leader to wait for, and no ticks to end the wait.
     if (this.closed) return Promise.resolve();
-    return new Promise((wake) => {
-      this.leaderWatchers.push({ wake, deadlineMs: this.env.monotonicMs() + ms });
-    });
+    return this.leaderWatchers.wait(ms);
   }
 
   /** Stops the group: fails every waiter, waits for the Ready in flight and any snapshot save. */
@@ -464,7 +307,7 @@ export class RaftGroup {
       await promise;
     }
     await this.snapshotReadyDone;
-    await this.snapshotTask;
+    await this.snapshots.saving;
     try {
       await this.storage.close();
     } catch (closeError) {
@@ -567,8 +410,8 @@ export class RaftGroup {
   /** Trace stamps, the soft state, and a leader's appends (sent while we persist: see Ready). */
   private beginReady(rd: Ready): void {
     if (this.env.observer?.currentTrace !== undefined) {
-      this.stampProposals(rd.committedEntries, "committedMs");
-      this.stampProposals(rd.entries, "persistingMs");
+      this.proposals.stamp(rd.committedEntries, "committedMs");
+      this.proposals.stamp(rd.entries, "persistingMs");
     }
     if (rd.softState !== undefined) this.onSoftState(rd.softState.leader, rd.softState.role);
     // 0. a leader's appends go out now: followers write them while we do (see Ready).
@@ -596,7 +439,7 @@ export class RaftGroup {
     const syncStartMs = this.env.monotonicMs();
     return durable.then(() => {
       observer.walSynced(this.groupId, this.env.monotonicMs() - syncStartMs);
-      if (observer.currentTrace !== undefined) this.stampProposals(rd.entries, "durableMs");
+      if (observer.currentTrace !== undefined) this.proposals.stamp(rd.entries, "durableMs");
     });
   }
 
@@ -604,7 +447,7 @@ export class RaftGroup {
   private async handleSnapshotReady(rd: Ready): Promise<void> {
     this.beginReady(rd);
     // Never two snapshot saves at once: ours may still be streaming.
-    await this.snapshotTask;
+    await this.snapshots.saving;
     const installStartMs = this.env.monotonicMs();
     await persisted(this.storage.saveSnapshot(rd.snapshot!.meta, rd.snapshot!.data));
     this.env.observer?.snapshotDone(this.groupId, "install", this.env.monotonicMs() - installStartMs, true);
@@ -646,29 +489,8 @@ export class RaftGroup {
     this.appliedIndex = entry.index;
     this.appliedTerm = entry.term;
     if (entry.timeMs > this.appliedTimeMs) this.appliedTimeMs = entry.timeMs;
-    this.appliedSinceSnapshot++;
-    this.appliedBytes += entrySizeBytes(entry);
-    const newest = this.proposals.get(entry.index);
-    if (newest === undefined) return;
-    this.proposals.delete(entry.index);
-    for (let waiter: ProposalWaiter | undefined = newest; waiter !== undefined; waiter = waiter.older) {
-      this.settled(waiter, entry.index);
-      if (waiter.trace !== undefined) waiter.trace.appliedMs = this.env.monotonicMs();
-      if (waiter.term === entry.term) {
-        this.settle(waiter, undefined, result);
-      } else {
-        // Log matching: an entry is identified by (index, term); another one applied here,
-        // so ours never will.
-        this.settle(
-          waiter,
-          new DkvError(
-            "NOT_LEADER",
-            `group ${this.groupId}: a new leader replaced entry ${entry.index} before it committed; it was not applied — retry`,
-          ),
-          EMPTY,
-        );
-      }
-    }
+    this.snapshots.entryApplied(entrySizeBytes(entry));
+    this.proposals.applied(entry, result);
   }
 
   private async restore(snapshot: Snapshot): Promise<void> {
@@ -677,81 +499,11 @@ export class RaftGroup {
     this.appliedIndex = index;
     this.appliedTerm = term;
     if (timeMs > this.appliedTimeMs) this.appliedTimeMs = timeMs;
-    this.snapshotIndex = index;
-    this.appliedSinceSnapshot = 0;
-    this.lastSnapshotBytes = snapshot.data.byteLength;
-    // The log was replaced by the snapshot point: nothing of it is held any more.
-    this.capturedAppliedBytes = this.appliedBytes;
-    this.compactedAppliedBytes = this.appliedBytes;
-    this.tailBytes = 0;
-    // Entries up to the snapshot were never seen here: whether ours are among them is unknown.
-    for (const [index, newest] of this.proposals) {
-      if (index > snapshot.meta.index) continue;
-      this.proposals.delete(index);
-      const error = new DkvError(
-        "UNAVAILABLE",
-        `group ${this.groupId}: this member caught up through a snapshot past entry ${index}; its outcome is unknown — retry with the same request id`,
-        { outcome: "unknown" },
-      );
-      for (let waiter: ProposalWaiter | undefined = newest; waiter !== undefined; waiter = waiter.older) {
-        this.settled(waiter, index);
-        this.settle(waiter, error, EMPTY);
-      }
-    }
+    this.snapshots.restored(index, snapshot.data.byteLength);
+    this.proposals.snapshotInstalled(snapshot.meta.index);
   }
 
-  // ---- deadlines (checked on every tick: no timer per request) -------------------------
-
-  private expireProposals(nowMs: number): void {
-    for (const [index, newest] of this.proposals) {
-      let kept: ProposalWaiter | undefined;
-      let last: ProposalWaiter | undefined;
-      for (let waiter: ProposalWaiter | undefined = newest; waiter !== undefined; ) {
-        const older: ProposalWaiter | undefined = waiter.older;
-        if (waiter.deadlineMs <= nowMs) {
-          this.settled(waiter, index);
-          this.settle(
-            waiter,
-            new DkvError(
-              "TIMEOUT",
-              `group ${this.groupId}: entry ${index} was not applied within ${waiter.timeoutMs} ms; it may still apply — check before retrying, or retry with the same request id`,
-              { outcome: "unknown" },
-            ),
-            EMPTY,
-          );
-        } else {
-          checkWaiter(this.groupId, index, waiter);
-          waiter.older = undefined;
-          if (last === undefined) kept = waiter;
-          else last.older = waiter;
-          last = waiter;
-        }
-        waiter = older;
-      }
-      if (kept === undefined) this.proposals.delete(index);
-      else if (kept !== newest) this.proposals.set(index, kept);
-    }
-  }
-
-  private expireLeaderWatchers(nowMs: number): void {
-    if (!this.leaderWatchers.some((watcher) => watcher.deadlineMs <= nowMs)) return;
-    const due = this.leaderWatchers.filter((watcher) => watcher.deadlineMs <= nowMs);
-    this.leaderWatchers = this.leaderWatchers.filter((watcher) => watcher.deadlineMs > nowMs);
-    for (const watcher of due) watcher.wake();
-  }
-
-  /** Stamps `stage` into the traces of the proposals waiting on `entries` (only when tracing). */
-  private stampProposals(
-    entries: readonly Entry[],
-    stage: "persistingMs" | "durableMs" | "committedMs",
-  ): void {
-    if (this.proposals.size === 0) return;
-    const nowMs = this.env.monotonicMs();
-    for (const entry of entries) {
-      const trace = this.proposals.get(entry.index)?.trace;
-      if (trace !== undefined && trace[stage] === 0) trace[stage] = nowMs;
-    }
-  }
+  // ---- stale reads, snapshots, the log budget ---------------------------------------
 
   /** A stale read: this member's applied state, at the later of its clock and its log time. */
   readStale<T>(evaluate: (nowMs: number) => T): T {
@@ -760,18 +512,9 @@ export class RaftGroup {
     return evaluate(Math.max(this.env.nowMs(), this.appliedTimeMs));
   }
 
-  /** Snapshots when the cadence says so (./snapshot-cadence.ts); then compacts the log behind it (see compactBehind). */
+  /** Snapshots when the cadence says so (./snapshot-cadence.ts); then compacts the log behind it (group-snapshots.ts). */
   private maybeSnapshot(): void {
-    if (this.snapshotTask !== undefined || this.snapshotRetryTicks > 0) return;
-    if (this.appliedIndex <= this.snapshotIndex) return;
-    const due = snapshotDue(this.env, {
-      entriesSince: this.appliedSinceSnapshot,
-      bytesSince: this.appliedBytes - this.capturedAppliedBytes,
-      lastSnapshotBytes: this.lastSnapshotBytes,
-      wanted: this.snapshotWanted,
-    });
-    if (due === undefined) return;
-    this.snapshotWanted = false;
+    if (!this.snapshots.takeDue(this.appliedIndex)) return;
     const meta: SnapshotMeta = {
       index: this.appliedIndex,
       term: this.appliedTerm,
@@ -779,167 +522,23 @@ export class RaftGroup {
       conf: this.node.status().conf,
     };
     // Captured now, at exactly the applied index; the bytes stream while we go on applying.
-    const captured = this.stateMachine.snapshot();
-    const saved = { bytes: captured instanceof Uint8Array ? captured.byteLength : 0 };
-    const data =
-      captured instanceof Uint8Array ? captured : countedChunks(sourceFailuresMarked(captured), saved);
-    const capturedBytes = this.appliedBytes;
-    this.appliedSinceSnapshot = 0;
-    this.capturedAppliedBytes = capturedBytes;
-    this.snapshotTask = (async () => {
-      const saveStartMs = this.env.monotonicMs();
-      try {
-        await persisted(this.storage.saveSnapshot(meta, data));
-        this.env.observer?.snapshotDone(this.groupId, "save", this.env.monotonicMs() - saveStartMs, true);
-        this.snapshotIndex = Math.max(this.snapshotIndex, meta.index);
-        this.lastSnapshotBytes = saved.bytes;
-        await this.compactBehind(meta.index, capturedBytes);
-        this.env.logger.debug(`group ${this.groupId}: snapshot at ${meta.index}, log compacted`);
-      } catch (error) {
-        // A failed write of the snapshot is a failed fsync: fatal. Compaction only deletes;
-        // if it failed, the log stays whole and the next interval tries again. A state
-        // machine that could not stream (its engine runs one save at a time, and a backup's
-        // is running) wrote nothing: storage dropped the partial file; try again later.
-        this.env.observer?.snapshotDone(this.groupId, "save", this.env.monotonicMs() - saveStartMs, false);
-        if (error instanceof PersistenceFailure && error.cause instanceof SnapshotSourceFailure) {
-          this.snapshotWanted = true;
-          this.snapshotRetryTicks = this.env.electionTicks;
-          this.env.logger.warn(
-            `group ${this.groupId}: the state machine could not stream snapshot ${meta.index} (${String(error.cause.cause)}); trying again in ${this.env.electionTicks} ticks`,
-          );
-        } else if (error instanceof PersistenceFailure) this.fatal(error);
-        else
-          this.env.logger.warn(
-            `group ${this.groupId}: compaction after snapshot ${meta.index} failed: ${String(error)}`,
-          );
-      } finally {
-        this.snapshotTask = undefined;
-      }
-      // Entries applied while this one was saved may have passed the next threshold; the
-      // applies that checked then found a save running. Check now, not at the next write
-      // (which may never come). Outside a drain the state machine is at appliedIndex.
-      if (!this.closed && !this.draining) this.maybeSnapshot();
-    })();
+    this.snapshots.save(meta, this.stateMachine.snapshot());
   }
 
-  /**
-   * Drops the log up to the saved snapshot at `index`, keeping a tail behind it for
-   * followers that lag a little: at most `compactionOverheadEntries` entries and at most a
-   * quarter of `raftLogMaxBytes` (a follower further behind gets the snapshot).
-   */
-  private async compactBehind(index: number, capturedBytes: number): Promise<void> {
-    const tailBytesMax = this.env.raftLogMaxBytes > 0 ? Math.floor(this.env.raftLogMaxBytes / 4) : Infinity;
-    const first = this.storage.firstIndex();
-    const lo = Math.max(first, index - this.env.compactionOverheadEntries + 1);
-    // The candidates are committed and applied: appends meanwhile never replace them.
-    const sizeOf = this.storage.entrySizeBytes?.bind(this.storage);
-    const candidates =
-      lo <= index && sizeOf === undefined ? this.storage.entries(lo, index + 1, Infinity) : [];
-    let keepFrom = index + 1;
-    let tailBytes = 0;
-    // Bounded by compactionOverheadEntries. Sized in place when the storage can (no entry
-    // built or copied: thousands per snapshot otherwise).
-    for (let at = index; at >= lo; at--) {
-      const bytes = sizeOf === undefined ? entrySizeBytes(candidates[at - lo]!) : sizeOf(at);
-      if (bytes === undefined || tailBytes + bytes > tailBytesMax) break;
-      tailBytes += bytes;
-      keepFrom = at;
-    }
-    // Applied entries since the capture are still held; a restore meanwhile reset the marks.
-    if (index >= this.snapshotIndex) {
-      this.compactedAppliedBytes = Math.max(this.compactedAppliedBytes, capturedBytes);
-      this.tailBytes = tailBytes;
-    }
-    if (keepFrom - 1 >= first) await this.storage.compact(keepFrom - 1);
-  }
-
-  /** Log bytes held in memory, as counted: the tail, applied entries since the snapshot, own proposals. */
-  logBytes(): number {
-    return this.tailBytes + (this.appliedBytes - this.compactedAppliedBytes) + this.pendingProposalBytes;
+  /** Index of the latest snapshot saved or installed here (or opened from). */
+  get snapshotIndex(): number {
+    return this.snapshots.index;
   }
 
   /** What the process's log budget (log-budget.ts) weighs of this group. */
   logBudgetView(): LogBudgetView {
-    return {
-      groupId: this.groupId,
-      sinceSnapshotBytes: this.logMemorySinceCapture(),
-      lastSnapshotBytes: this.lastSnapshotBytes,
-      snapshotting: this.snapshotTask !== undefined || this.snapshotWanted,
-    };
-  }
-
-  /** The log applied since the last capture, as the cadence counts its memory (snapshot-cadence.ts). */
-  private logMemorySinceCapture(): number {
-    const bytes = this.appliedBytes - this.capturedAppliedBytes;
-    return bytes + this.appliedSinceSnapshot * ENTRY_MEMORY_OVERHEAD_BYTES;
+    return this.snapshots.logBudgetView();
   }
 
   /** Snapshots at the next tick whatever the cadence says (the process's log budget asks). */
   askSnapshot(): void {
-    this.snapshotWanted = true;
+    this.snapshots.askSnapshot();
   }
-
-  /**
-   * A refusal when `bytes` more would take the log past raftLogMaxBytes (a snapshot is
-   * still saving, or followers lag): the caller retries once a snapshot compacted the log.
-   * A proposal is never refused when nothing but the tail is held, so any entry can pass.
-   */
-  private logFullRefusal(bytes: number): DkvError | undefined {
-    const max = this.env.raftLogMaxBytes;
-    if (max === 0) return undefined;
-    const held = this.logBytes();
-    if (held === this.tailBytes || held + bytes <= max) return undefined;
-    // Without more writes the cadence may never come: compact now, so the retry fits.
-    this.snapshotWanted = true;
-    return new DkvError(
-      "UNAVAILABLE",
-      `group ${this.groupId} holds ${held} bytes of log in memory (bound ${max}, --raft-log-max-bytes) until a snapshot compacts it; retry shortly`,
-    );
-  }
-
-  /** `waiter`, found under `index`, is settling: it leaves the counts. */
-  private settled(waiter: ProposalWaiter, index: number): void {
-    checkWaiter(this.groupId, index, waiter);
-    this.proposalCount--;
-    this.pendingProposalBytes -= waiter.bytes;
-  }
-
-  /**
-   * Records `waiter`'s outcome; its receiver is told in one microtask with every other
-   * proposal settled until then (a batch applied together costs one microtask, not a
-   * promise and its reactions per write), and never while the Raft state is mid-step.
-   */
-  private settle(waiter: ProposalWaiter, error: DkvError | undefined, result: Uint8Array): void {
-    waiter.error = error;
-    waiter.result = result;
-    if (this.settledWaiters.push(waiter) === 1) queueMicrotask(this.tellSettled);
-  }
-
-  private readonly tellSettled = (): void => {
-    const waiters = this.settledWaiters;
-    this.settledWaiters = this.spareSettled;
-    let thrown: { error: unknown } | undefined;
-    for (let i = 0; i < waiters.length; i++) {
-      const waiter = waiters[i]!;
-      waiter.older = undefined;
-      const { receiver, error: failure, result } = waiter;
-      // Nothing refers to a settled waiter any more (it left `proposals`): kept for reuse.
-      waiter.receiver = noReceiver;
-      waiter.error = undefined;
-      waiter.result = EMPTY;
-      waiter.trace = undefined;
-      if (this.spareWaiters.length < SPARE_WAITERS_MAX) this.spareWaiters.push(waiter);
-      try {
-        receiver.proposalSettled(failure, result);
-      } catch (error) {
-        // A receiver broke its contract: the others are still told, then it surfaces.
-        thrown ??= { error };
-      }
-    }
-    waiters.length = 0;
-    this.spareSettled = waiters;
-    if (thrown !== undefined) throw thrown.error;
-  };
 
   // ---- bookkeeping -------------------------------------------------------------------
 
@@ -955,19 +554,13 @@ export class RaftGroup {
       this.env.logger.info(
         `group ${this.groupId}: leader is now ${leader ?? "unknown"} (${this.env.self} is ${role})`,
       );
-      this.wakeLeaderWatchers();
+      this.leaderWatchers.wakeAll();
       // Read indexes asked of the old leader are lost with it: ask the new one now
       // rather than after an election timeout.
       if (leader !== null) {
         this.reads.reaskUnanswered();
       }
     }
-  }
-
-  private wakeLeaderWatchers(): void {
-    const watchers = this.leaderWatchers;
-    this.leaderWatchers = [];
-    for (const watcher of watchers) watcher.wake();
   }
 
   private refusal(): DkvError | undefined {
@@ -983,133 +576,24 @@ export class RaftGroup {
 
   /**
    * Storage, state machine or an assertion failed: the group stops; the member must restart.
-   * A storage failure or a broken assertion also ends the process (`env.onFatal`): after a
-   * failed fsync the kernel may have dropped the dirty pages, so only a fresh process that
-   * recovers from what is really on disk may go on.
+   * A storage failure or a broken assertion also ends the process (`env.onFatal`; see
+   * groupStopped in group-failure.ts).
    */
   private fatal(error: unknown): void {
     if (this.failure !== undefined) return;
-    const cause = error instanceof PersistenceFailure ? error.cause : error;
-    // A broken assertion is a bug wherever it surfaced (a storage bound during a Ready's write too), not a disk fault.
-    const assertion = cause instanceof AssertionError ? cause : undefined;
-    this.failure = new DkvError(
-      "UNAVAILABLE",
-      `group ${this.groupId} on ${this.env.self} stopped after a storage or apply failure (${String(cause)}); restart this member`,
-      { outcome: "unknown", cause },
-    );
-    this.env.logger.warn(this.failure.message);
+    const { failure, processFatal } = groupStopped(this.groupId, this.env.self, error);
+    this.failure = failure;
+    this.env.logger.warn(failure.message);
     this.closed = true;
-    this.failAll(this.failure);
-    if (error instanceof PersistenceFailure && assertion === undefined) {
-      this.env.onFatal(
-        new HostFatalError(
-          "persistence",
-          this.groupId,
-          `group ${this.groupId} on ${this.env.self}: writing to disk failed (${String(cause)}). After a failed fsync the OS may have dropped the unwritten data, so this process must stop; check the disk (free space, dmesg), then restart the member: it recovers from what is on disk and catches up from the others`,
-          { cause },
-        ),
-      );
-    } else if (assertion !== undefined) {
-      this.env.onFatal(
-        new HostFatalError(
-          "assertion",
-          this.groupId,
-          `group ${this.groupId} on ${this.env.self}: internal invariant broken (${assertion.message}); this is a bug in dkv — the process must stop; restart the member and report the log`,
-          { cause: assertion },
-        ),
-      );
-    }
+    this.failAll(failure);
+    if (processFatal !== undefined) this.env.onFatal(processFatal);
   }
 
   private failAll(error: DkvError): void {
-    for (const newest of this.proposals.values()) {
-      for (let waiter: ProposalWaiter | undefined = newest; waiter !== undefined; waiter = waiter.older) {
-        this.settle(waiter, error, EMPTY);
-      }
-    }
-    this.proposals.clear();
-    this.proposalCount = 0;
-    this.pendingProposalBytes = 0;
+    this.proposals.failAll(error);
     this.reads.failAll(error);
-    this.wakeLeaderWatchers();
+    this.leaderWatchers.wakeAll();
   }
-}
-
-/** The refusal of a proposal the core did not take (`refused`: its reason and leader hint). */
-function proposalRefused(self: NodeId, groupId: number, refused: ProposeResult | undefined): ProposeRefusal {
-  // The core refused and says why (a refusal of proposeIndex is one of proposalRefusal()).
-  if (refused === undefined || refused.ok)
-    assert(false, `group ${groupId}: a proposal refused without a reason`);
-  const error =
-    refused.reason === "not-leader"
-      ? new DkvError(
-          "NOT_LEADER",
-          `member ${self} does not lead group ${groupId}; send to the leader (${refused.leader ?? "none elected yet"})`,
-        )
-      : new DkvError(
-          "UNAVAILABLE",
-          `group ${groupId} refused the proposal (${refused.reason}); retry shortly`,
-        );
-  return { error, leader: refused.leader };
-}
-
-/** `chunks` passed through, their bytes added up in `into.bytes`. */
-async function* countedChunks(
-  chunks: AsyncIterable<Uint8Array>,
-  into: { bytes: number },
-): AsyncIterable<Uint8Array> {
-  for await (const chunk of chunks) {
-    into.bytes += chunk.byteLength;
-    yield chunk;
-  }
-}
-
-/** A storage write that failed: marks the failure so `fatal` ends the process, not only the group. */
-class PersistenceFailure extends Error {
-  constructor(cause: unknown) {
-    super(`persistence failed: ${String(cause)}`, { cause });
-    this.name = "PersistenceFailure";
-  }
-}
-
-/** The state machine's snapshot stream failed (not the disk): the save can be tried again. */
-class SnapshotSourceFailure extends Error {
-  constructor(cause: unknown) {
-    super(`the state machine's snapshot stream failed: ${String(cause)}`, { cause });
-    this.name = "SnapshotSourceFailure";
-  }
-}
-
-/** `data`, with a failure of its own iteration marked as a SnapshotSourceFailure. */
-async function* sourceFailuresMarked(data: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
-  const chunks = data[Symbol.asyncIterator]();
-  let finished = false;
-  try {
-    // Bounded by the state machine's stream.
-    for (;;) {
-      let step: IteratorResult<Uint8Array>;
-      try {
-        step = await chunks.next();
-      } catch (error) {
-        finished = true;
-        throw new SnapshotSourceFailure(error);
-      }
-      if (step.done === true) {
-        finished = true;
-        return;
-      }
-      yield step.value;
-    }
-  } finally {
-    // The writer stopped early (a disk error): end the stream, so the engine's save ends too.
-    if (!finished) await chunks.return?.();
-  }
-}
-
-function persisted(write: Promise<void>): Promise<void> {
-  return write.catch((error: unknown) => {
-    throw new PersistenceFailure(error);
-  });
 }
 
 function assertContiguous(groupId: number, entries: readonly Entry[]): void {

@@ -1,4 +1,5 @@
-export type { GroupOptions, ProposalReceiver, ProposeAttempt } from "./group.ts";
+export type { GroupOptions } from "./group-env.ts";
+export type { ProposalReceiver, ProposeAttempt } from "./group-proposals.ts";
 export { RaftHost } from "./raft-host.ts";
 export {
   AssertionError,

@@ -14,7 +14,8 @@ import {
   FrameKind,
   type HostFrame,
 } from "./frames.ts";
-import type { ProposalReceiver, RaftGroup } from "./group.ts";
+import type { RaftGroup } from "./group.ts";
+import type { ProposalReceiver } from "./group-proposals.ts";
 import type { HostScheduler } from "./runtime.ts";
 import type { RaftHostConfig } from "./types.ts";
 

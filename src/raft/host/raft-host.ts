@@ -15,13 +15,9 @@ import { SharedLog, type SharedLogStats } from "../storage/shared-log.ts";
 import { testFaults } from "../storage/test-faults.ts";
 import type { NodeTransportHandlers } from "../transport/types.ts";
 import { decodeHostFrame, FrameKind } from "./frames.ts";
-import {
-  type GroupEnv,
-  type GroupOptions,
-  type ProposalReceiver,
-  type ProposeAttempt,
-  RaftGroup,
-} from "./group.ts";
+import { RaftGroup } from "./group.ts";
+import type { GroupEnv, GroupOptions } from "./group-env.ts";
+import type { ProposalReceiver, ProposeAttempt } from "./group-proposals.ts";
 import { checkHostConfig, HOST_DEFAULTS as DEFAULTS } from "./host-config.ts";
 import { groupStatus } from "./host-status.ts";
 import { planLeaderTransfer } from "./leader-balance.ts";

@@ -1,7 +1,7 @@
 import { type Clock, systemClock } from "../../clock.ts";
 import { EXPIRY_TICK_MS_DEFAULT, REQUEST_TIMEOUT_MS_DEFAULT } from "../../config/defaults.ts";
 import { DkvError } from "../../errors.ts";
-import { PromiseReceiver, type ProposalReceiver } from "../../raft/host/group.ts";
+import { PromiseReceiver, type ProposalReceiver } from "../../raft/host/group-proposals.ts";
 import type { RaftHost } from "../../raft/host/raft-host.ts";
 import {
   decodeLockQueueResult,

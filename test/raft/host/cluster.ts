@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ManualClock } from "../../../src/clock.ts";
 import type { NodeId } from "../../../src/raft/core/types.ts";
-import type { GroupOptions } from "../../../src/raft/host/group.ts";
+import type { GroupOptions } from "../../../src/raft/host/group-env.ts";
 import { RaftHost } from "../../../src/raft/host/raft-host.ts";
 import { type HostScheduler, type OpenGroupStorage, realScheduler } from "../../../src/raft/host/runtime.ts";
 import type { StateMachine } from "../../../src/raft/host/types.ts";

@@ -53,7 +53,7 @@ export const lyingDiskSwarm: Partial<HostSwarm> = {
 export const runtimeMutants: RuntimeMutant[] = [
   {
     name: "a reused index replaces the older waiter, which never settles (defect 2, as on main before this branch)",
-    file: "raft/host/group.ts",
+    file: "raft/host/group-proposals.ts",
     find: "    waiter.older = older;\n",
     replace: "    waiter.older = undefined;\n",
     swarm: churnSwarm,
@@ -67,8 +67,8 @@ export const runtimeMutants: RuntimeMutant[] = [
     // the stale one is found by the group's own check (checkWaiter: an assertion, the
     // process stops) before a receiver is told twice or a wrong one is told.
     name: "an applied waiter stays queued and is settled again at its deadline (its receiver told twice)",
-    file: "raft/host/group.ts",
-    find: "    this.proposals.delete(entry.index);\n",
+    file: "raft/host/group-proposals.ts",
+    find: "    this.waiters.delete(entry.index);\n",
     replace: "",
     swarm: { writesThroughReceivers: true },
     expected: ["every waiter settles once", "fatal"],
@@ -76,7 +76,7 @@ export const runtimeMutants: RuntimeMutant[] = [
   },
   {
     name: "a waiter settles ok without checking its entry's term",
-    file: "raft/host/group.ts",
+    file: "raft/host/group-proposals.ts",
     find: "if (waiter.term === entry.term) {",
     replace: "if (true) {",
     swarm: churnSwarm,
@@ -85,7 +85,7 @@ export const runtimeMutants: RuntimeMutant[] = [
   },
   {
     name: "proposal deadlines are never checked",
-    file: "raft/host/group.ts",
+    file: "raft/host/group-proposals.ts",
     find: "if (waiter.deadlineMs <= nowMs) {",
     replace: "if (false) {",
     swarm: churnSwarm,
@@ -118,9 +118,9 @@ export const runtimeMutants: RuntimeMutant[] = [
   },
   {
     name: "a failed fsync stops the group but not the process",
-    file: "raft/host/group.ts",
-    find: "    if (error instanceof PersistenceFailure && assertion === undefined) {\n      this.env.onFatal(",
-    replace: "    if (false) {\n      this.env.onFatal(",
+    file: "raft/host/group-failure.ts",
+    find: "  if (error instanceof PersistenceFailure && assertion === undefined) {\n    const processFatal = new HostFatalError(",
+    replace: "  if (false) {\n    const processFatal = new HostFatalError(",
     swarm: { fsyncFailRate: 0.01 },
     expected: ["a failed fsync ends the process"],
     seedsMax: 100,

@@ -18,7 +18,7 @@ import type { Clock } from "../../../../src/clock.ts";
 import { DkvError } from "../../../../src/errors.ts";
 import { CLOCK_RATE_DRIFT_MAX } from "../../../../src/raft/core/reads.ts";
 import { type Entry, type Message, MessageType, type NodeId } from "../../../../src/raft/core/types.ts";
-import type { GroupOptions } from "../../../../src/raft/host/group.ts";
+import type { GroupOptions } from "../../../../src/raft/host/group-env.ts";
 import type { RaftHost } from "../../../../src/raft/host/raft-host.ts";
 import type { HostScheduler } from "../../../../src/raft/host/runtime.ts";
 import type { RaftHostConfig, StateMachine } from "../../../../src/raft/host/types.ts";
