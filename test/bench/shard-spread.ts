@@ -4,7 +4,7 @@
  * more shards must not cost more fsyncs, so the rate must not fall.
  *
  *   bun run test/bench/shard-spread.ts [--dkv dist/dkv[,/tmp/dkv-old]] [--rounds 2] [--duration 3s] [--shards 50]
- *     [--leaders spread[,one]] [--only N[,M]] [--strace]
+ *     [--leaders spread[,one]] [--only N[,M]] [--strace] [--spread round-robin|random|fixed] [--warmup 3s]
  *
  * - per binary in `--dkv` (built from this checkout when it is the default), starts 3
  *   `dkv serve` members with shards 1..N = dstore on free 127.0.0.1 ports and temporary
@@ -28,6 +28,15 @@
  *   instead of a binary, and are stopped with SIGTERM so each writes its profile into DIR;
  *   use with one workload (`--only 50`: the c=50 run over N shards) and one round.
  *   `--only 1,50` keeps the c=50 runs over 1 and 50 shards (any listed counts of 1, 8, N).
+ * - `--spread`: which shard a worker writes next. `round-robin` (default, the figure earlier
+ *   stops report): worker w's op-th write goes to shard (w + op) mod k, so workers whose
+ *   writes commit together move on together and clump on a few shards within ~2 s;
+ *   `random`: a shard drawn for every write (seeded per worker), what independent clients
+ *   do and the costliest spread (each group mostly commits one entry at a time); `fixed`:
+ *   worker w always writes shard w mod k.
+ * - `--warmup`: before round 1 every cluster runs every workload this long, not measured
+ *   (default 3s; 0s for none): a fresh member spends its first seconds under load compiling
+ *   (round27: ~1.5 s of compile time in the first 50-shard run, ~0.1 s by the fourth).
  * - `--strace`: every run also counts the fsync/fdatasync calls of all three members
  *   (strace -c attached for the run) and prints fsyncs per acknowledged write; ptrace
  *   slows the members, so take ops/s from runs without it.
@@ -61,6 +70,23 @@ interface Workload {
   name: string;
   threads: number;
   shards: number;
+}
+
+const SPREADS = ["round-robin", "random", "fixed"] as const;
+type Spread = (typeof SPREADS)[number];
+let spread: Spread = "round-robin";
+
+/** The shard index (0..count-1) of worker `worker`'s op-th write; `state` is its generator's. */
+function nextShard(worker: number, op: number, count: number, state: Uint32Array): number {
+  if (spread === "fixed") return worker % count;
+  if (spread === "round-robin") return (worker + op) % count;
+  // xorshift32, seeded per worker: the same draws for every binary.
+  let x = state[worker]!;
+  x ^= x << 13;
+  x ^= x >>> 17;
+  x ^= x << 5;
+  state[worker] = x;
+  return (x >>> 0) % count;
 }
 
 async function startCluster(
@@ -170,7 +196,7 @@ async function countSyncs<T>(
   return { result, syncs };
 }
 
-/** `threads` workers, each awaiting one set at a time, spread round-robin over shards 1..k; ops/s and writes. */
+/** `threads` workers, each awaiting one set at a time, spread over shards 1..k (`--spread`); ops/s and writes. */
 async function spreadSets(
   cluster: Cluster,
   workload: Workload,
@@ -200,6 +226,7 @@ async function spreadSets(
   const idleCpuPerMs = ((await membersCpuSeconds(cluster)) - idleStart) / (performance.now() - idleStartMs);
   let done = 0;
   let errors = 0;
+  const generators = Uint32Array.from({ length: workload.threads }, (_, worker) => 0x9e3779b9 ^ (worker + 1));
   const cpuStart = await membersCpuSeconds(cluster);
   const clientCpuStart = process.cpuUsage();
   const start = performance.now();
@@ -208,7 +235,7 @@ async function spreadSets(
     Array.from({ length: workload.threads }, async (_, worker) => {
       // Bounded by the deadline: each pass awaits one round trip.
       for (let op = 0; performance.now() < deadline; op++) {
-        const store = stores[(worker + op) % stores.length]!;
+        const store = stores[nextShard(worker, op, stores.length, generators)]!;
         try {
           await store.set(keys[(worker * 7 + op) % KEYS_PER_SHARD]!, value);
           done++;
@@ -265,6 +292,12 @@ async function main(): Promise<void> {
   const profileDir = argv.includes("--profile") ? flagValue(argv, "--profile", "") : undefined;
   const only = argv.includes("--only") ? flagValue(argv, "--only", "0").split(",").map(Number) : undefined;
   const placements = flagValue(argv, "--leaders", "spread").split(",");
+  const spreadText = flagValue(argv, "--spread", "round-robin");
+  if (!(SPREADS as readonly string[]).includes(spreadText))
+    throw new Error(`--spread must be one of ${SPREADS.join(", ")}, got ${spreadText}`);
+  spread = spreadText as Spread;
+  const warmupText = flagValue(argv, "--warmup", "3s");
+  const warmupMs = parseDuration(warmupText);
   for (const placement of placements) {
     if (placement !== "spread" && placement !== "one")
       throw new Error(`--leaders: each value must be spread or one, got ${placement}`);
@@ -285,7 +318,7 @@ async function main(): Promise<void> {
       : allWorkloads.filter((w) => w.threads === 50 && only.includes(w.shards));
   if (workloads.length === 0) throw new Error(`--only ${only}: no c=50 workload over that many shards`);
   console.log(
-    `3 members, ${shardCount} dstore shards, ${VALUE_BYTES} B sets, ${durationText} per run, ${rounds} rounds`,
+    `3 members, ${shardCount} dstore shards, ${VALUE_BYTES} B sets, ${durationText} per run, ${rounds} rounds, ${spread} spread`,
   );
   const clusters: Cluster[] = [];
   try {
@@ -300,6 +333,11 @@ async function main(): Promise<void> {
     const results = new Map<string, number[][]>(labels.map((d) => [d, workloads.map(() => [])]));
     const cpuResults = new Map<string, number[][]>(labels.map((d) => [d, workloads.map(() => [])]));
     const marginalResults = new Map<string, number[][]>(labels.map((d) => [d, workloads.map(() => [])]));
+    if (warmupMs > 0) {
+      console.log(`warm-up: every workload on every cluster for ${warmupText}, not measured`);
+      for (const workload of workloads)
+        for (const cluster of clusters) await spreadSets(cluster, workload, warmupMs);
+    }
     for (let round = 0; round < rounds; round++) {
       for (const [w, workload] of workloads.entries()) {
         const order = round % 2 === 0 ? clusters : [...clusters].reverse();
