@@ -461,13 +461,17 @@ describe("memory release under sustained requests", () => {
 describe("a server's heap measure", () => {
   test("counts the heap's cells, not ArrayBuffer contents (which Bun's heapUsed includes)", () => {
     const { heapBytes } = processMemoryRelease({ debug() {} });
+    // A settled heap first: in a long test process, earlier files' garbage and the lag of
+    // Bun's external-memory accounting otherwise move the two counters by a few MiB.
+    Bun.gc(true);
     const before = heapBytes!();
     // 64 MiB of buffers: past BURST_HEAP_BYTES_MAX by bytes, a few hundred cells.
     const buffers = Array.from({ length: 256 }, () => new Uint8Array(256 * 1024).fill(1));
     const usage = process.memoryUsage();
     expect(usage.external).toBeGreaterThan(32 * 1024 * 1024);
     expect(usage.heapUsed - before).toBeGreaterThan(32 * 1024 * 1024);
-    expect(heapBytes!() - before).toBeLessThan(4 * 1024 * 1024);
+    // Counting the buffers would add 64 MiB; a quarter of that is room for the noise above.
+    expect(heapBytes!() - before).toBeLessThan(16 * 1024 * 1024);
     expect(buffers.length).toBe(256);
   });
 });
