@@ -18,7 +18,8 @@ export function propose(s: NodeState, data: Uint8Array): ProposeResult {
  * term `s.term`, or 0 when refused (refuseProposal says why).
  */
 export function proposeIndex(s: NodeState, data: Uint8Array): number {
-  if (refusesProposal(s)) return 0;
+  // A refusal's object is made only when refused; an accepted proposal allocates none.
+  if (refuseProposal(s) !== undefined) return 0;
   return appendProposal(s, data);
 }
 
@@ -39,10 +40,6 @@ export function proposeConfChange(s: NodeState, change: ConfChange): ProposeResu
   appendEntry(s, { term: s.term, index, kind: EntryKind.ConfChange, timeMs: s.stampMs(), data });
   s.pendingConfIndex = index;
   return { ok: true, index, term: s.term };
-}
-
-function refusesProposal(s: NodeState): boolean {
-  return s.role !== "leader" || s.leadTransferee !== null || s.uncommittedBytes > s.maxUncommittedBytes;
 }
 
 /** Why a proposal would be refused now (not the leader, transferring, overloaded), or undefined. */
