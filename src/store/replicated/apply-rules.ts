@@ -62,7 +62,14 @@ export class ApplyRulesMonitor {
     for (const [groupId, machine] of this.shards) {
       inForce = Math.max(inForce, machine.rulesVersion);
       if (machine.rulesVersion >= this.version || this.inFlight.has(groupId)) continue;
-      const raft = this.host.status(groupId).raft;
+      let raft: ReturnType<RaftHost["status"]>["raft"];
+      try {
+        raft = this.host.status(groupId).raft;
+      } catch (error) {
+        // The host is closing or this member was removed: nothing to raise.
+        if (DkvError.is(error)) continue;
+        throw error;
+      }
       if (raft.role !== "leader") continue;
       if (!this.members.everyMemberAdvertises(this.version, [...raft.conf.voters, ...raft.conf.learners]))
         continue;
