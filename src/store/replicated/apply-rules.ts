@@ -57,10 +57,16 @@ export class ApplyRulesMonitor {
     private readonly logger: RaftLogger,
   ) {}
 
-  check(): void {
+  /** Tells the membership the highest rules in force here: call when a shard's rules change. */
+  updateInForce(): void {
     let inForce = APPLY_RULES_VERSION_UNDECLARED;
+    for (const machine of this.shards.values()) inForce = Math.max(inForce, machine.rulesVersion);
+    this.members.setRulesInForce(inForce);
+  }
+
+  check(): void {
+    this.updateInForce();
     for (const [groupId, machine] of this.shards) {
-      inForce = Math.max(inForce, machine.rulesVersion);
       if (machine.rulesVersion >= this.version || this.inFlight.has(groupId)) continue;
       let raft: ReturnType<RaftHost["status"]>["raft"];
       try {
@@ -88,6 +94,5 @@ export class ApplyRulesMonitor {
         )
         .finally(() => this.inFlight.delete(groupId));
     }
-    this.members.setRulesInForce(inForce);
   }
 }

@@ -237,6 +237,17 @@ export async function startReplicatedShards(config: ReplicatedShardsConfig): Pro
   });
   const shards = new Map<number, ReplicatedShard>();
   const machines = new Map<number, DStoreStateMachine>();
+  // Each shard's leader raises its apply rules once every member advertises this
+  // member's; the rules in force (restored from disk, raised by the log) refuse members
+  // below them from the entry on.
+  const rulesMonitor = new ApplyRulesMonitor(
+    host,
+    machines,
+    membership,
+    applyRulesVersion,
+    requestTimeoutMs,
+    config.logger ?? { debug() {}, info() {}, warn() {} },
+  );
   let rulesTimer: ReturnType<typeof setInterval> | undefined;
   // One expiry timer for every dstore of this member, not one per shard.
   const expiryTicks = new SharedTicks(config.clock ?? systemClock, EXPIRY_TICK_MS_DEFAULT);
@@ -247,6 +258,7 @@ export async function startReplicatedShards(config: ReplicatedShardsConfig): Pro
     for (const spec of config.shards) {
       const machine = new DStoreStateMachine(config.dedup, config.limits, config.watch, applyRulesVersion);
       machines.set(spec.id, machine);
+      machine.onRulesChange = () => rulesMonitor.updateInForce();
       await host.addGroup(spec.id, machine, { validateProposal: (bytes) => machine.validateProposal(bytes) });
       const store = new DStore(host, spec.id, {
         timeoutMs: requestTimeoutMs,
@@ -260,18 +272,8 @@ export async function startReplicatedShards(config: ReplicatedShardsConfig): Pro
           : undefined;
       shards.set(spec.id, { id: spec.id, type: spec.type, store, locks });
     }
-    // Each shard's leader raises its apply rules once every member advertises this
-    // member's; the rules in force (restored from disk now) refuse members below them.
-    const monitor = new ApplyRulesMonitor(
-      host,
-      machines,
-      membership,
-      applyRulesVersion,
-      requestTimeoutMs,
-      config.logger ?? { debug() {}, info() {}, warn() {} },
-    );
-    monitor.check();
-    rulesTimer = setInterval(() => monitor.check(), RULES_CHECK_INTERVAL_MS);
+    rulesMonitor.check();
+    rulesTimer = setInterval(() => rulesMonitor.check(), RULES_CHECK_INTERVAL_MS);
     rulesTimer.unref?.();
   } catch (error) {
     if (rulesTimer !== undefined) clearInterval(rulesTimer);

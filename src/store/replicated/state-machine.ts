@@ -72,6 +72,8 @@ export class DStoreStateMachine implements StateMachine {
   private rules = APPLY_RULES_VERSION_UNDECLARED;
   /** The highest rules this binary implements (APPLY_RULES_VERSION, lower only in tests). */
   private readonly rulesMax: number;
+  /** Told when the rules in force change (an Op.Rules entry applied, a snapshot restored). */
+  onRulesChange: ((version: number) => void) | undefined;
   private readonly limits: StoreLimits;
   /** The applied command, its origin and client id (decodeCommandInto): refilled per entry, never kept. */
   private readonly commandScratch = newCommandScratch();
@@ -249,8 +251,10 @@ export class DStoreStateMachine implements StateMachine {
   }
 
   private setRules(version: number): void {
+    const changed = version !== this.rules;
     this.rules = version;
     this.requests.setRules(version >= 2 ? 2 : 1);
+    if (changed) this.onRulesChange?.(version);
   }
 
   private execute(command: Command, index: number, nowMs: number): Uint8Array {
