@@ -35,8 +35,8 @@ interface Asked {
  * peer (RulesQuery) and keeps its answer (RulesAnswer) while fresh, the way etcd's leader
  * asks every member's version before raising the cluster version. A member of a release
  * before the rules does not know the frame (it logs it as dropped) and never answers: it
- * counts as 1, as does a member whose answer went stale (it may have restarted with
- * another release). Once rules above 1 are in force on this member's shards, Raft
+ * counts as 1, as does a member whose answer went stale or whose connection dropped since
+ * (it may have restarted with another release). Once rules above 1 are in force on this member's shards, Raft
  * messages from a member advertising less are refused: it would decide writes otherwise.
  */
 export class PeerRules {
@@ -122,6 +122,16 @@ export class PeerRules {
   retain(members: ReadonlySet<NodeId>): void {
     for (const map of [this.answers, this.asked, this.refusalLoggedAt])
       for (const id of map.keys()) if (!members.has(id)) map.delete(id);
+  }
+
+  /**
+   * Messages to `id` were dropped (its connection went down: it may be restarting, with
+   * another release): its answer no longer counts, and it is asked at once, not after a
+   * backoff, when it is heard from again (or at the next poll).
+   */
+  onUnreachable(id: NodeId): void {
+    this.answers.delete(id);
+    this.asked.delete(id);
   }
 
   onQuery(from: NodeId): void {

@@ -318,6 +318,7 @@ export class ClusterMembership implements MembershipHooks {
   }
 
   onUnreachable(to: NodeId): void {
+    this.rules.onUnreachable(to);
     // A leader that died: give up on it now, so the change retries on the group's next leader.
     this.actions.onUnreachable(to);
   }

@@ -120,6 +120,25 @@ describe("refusing members below the rules in force", () => {
     expect(t.rules.accepts("b", t.now())).toBe(true);
   });
 
+  test("a member whose connection dropped (restarting, maybe with another release) must answer again, and is asked at once", () => {
+    const t = peerRules();
+    t.rules.setRulesInForce(2);
+    t.rules.poll(["old"]);
+    t.advance(1_000);
+    t.rules.poll(["old"]);
+    t.rules.onAnswer("b", 2);
+    t.rules.onUnreachable("b");
+    t.rules.onUnreachable("old");
+    expect(t.rules.advertised("b")).toBe(1);
+    t.sent.length = 0;
+    // Heard from again: refused until it answers, asked with no backoff.
+    expect(t.rules.accepts("b", t.now())).toBe(false);
+    t.rules.poll(["old"]);
+    expect(t.sent.map((s) => s.to)).toEqual(["b", "old"]);
+    t.rules.onAnswer("b", 2);
+    expect(t.rules.accepts("b", t.now())).toBe(true);
+  });
+
   test("members that left the cluster are forgotten", () => {
     const t = peerRules();
     t.rules.onAnswer("b", 2);
