@@ -54,6 +54,9 @@ const utf8Decoder = new TextDecoder();
  * least the dedup retention in log time (deterministic, and part of snapshots), so a
  * retried write applies once and returns the first answer.
  *
+ * What apply decides where releases differ follows the apply rules in force (apply-rules.ts),
+ * state in the log: 1 until an Op.Rules entry raises them, carried by snapshots.
+ *
  * Apply is total: a command every member refuses alike (it does not decode, a field is
  * invalid, the request table is full) applies as a no-op and its proposer gets an error
  * result (decodeErrorResult); only a failure of this member's own state (an engine
@@ -196,6 +199,8 @@ export class DStoreStateMachine implements StateMachine {
     }
     const withRules = magic === SNAPSHOT_MAGIC_RULES;
     const rules = withRules ? data[SNAPSHOT_MAGIC.length]! : APPLY_RULES_VERSION_UNDECLARED;
+    if (rules < APPLY_RULES_VERSION_UNDECLARED)
+      throw new DkvError("CORRUPT", "the dstore snapshot names apply rules 0");
     this.checkRules(rules);
     const dedupAt = SNAPSHOT_MAGIC.length + (withRules ? 1 : 0);
     const dedupBytes = view.getUint32(dedupAt, true);
