@@ -10,7 +10,9 @@ const REFRESH_MS = 5_000;
 const RETRY_MIN_MS = 1_000;
 /** ...up to this: a release before the rules logs one dropped host frame per ask. */
 const RETRY_MAX_MS = 60_000;
-/** A refused member is named in the log at most this often (per member). */
+/** A member refused this long (sending, not answering enough) is named in the log... */
+const REFUSAL_LOG_AFTER_MS = 3_000;
+/** ...at most this often (per member). */
 const REFUSAL_LOG_INTERVAL_MS = 10_000;
 /** The version a member that never answered is taken to implement (a release before the rules). */
 const UNDECLARED = 1;
@@ -43,6 +45,8 @@ export class PeerRules {
   private readonly answers = new Map<NodeId, { version: number; atMs: number }>();
   private readonly asked = new Map<NodeId, Asked>();
   private readonly refusalLoggedAt = new Map<NodeId, number>();
+  /** When each member now refused was first refused (since it last was taken, or unreachable). */
+  private readonly refusingSince = new Map<NodeId, number>();
   private inForce = UNDECLARED;
   private readonly now: () => number;
 
@@ -86,18 +90,26 @@ export class PeerRules {
   accepts(from: NodeId, nowMs: number): boolean {
     if (this.inForce <= UNDECLARED) return true;
     const advertised = this.advertised(from, nowMs);
-    if (advertised >= this.inForce) return true;
+    if (advertised >= this.inForce) {
+      if (this.refusingSince.size > 0) this.refusingSince.delete(from);
+      return true;
+    }
+    let sinceMs = this.refusingSince.get(from);
+    if (sinceMs === undefined) {
+      sinceMs = nowMs;
+      this.refusingSince.set(from, nowMs);
+    }
+    // Asked at once (a member just back, or whose answer went stale, answers within a round
+    // trip), then backing off as the poll does: a release before the rules logs each ask.
     const asked = this.asked.get(from);
-    if (asked === undefined) {
-      this.ask(from, nowMs, RETRY_MIN_MS);
-      return false;
-    }
-    if (!asked.answered) {
-      // Its answer may be on its way: named in the log only once a retry is due.
-      if (nowMs - asked.atMs < RETRY_MIN_MS) return false;
-      this.ask(from, nowMs, RETRY_MIN_MS);
-    }
-    if (nowMs - (this.refusalLoggedAt.get(from) ?? Number.NEGATIVE_INFINITY) >= REFUSAL_LOG_INTERVAL_MS) {
+    if (asked === undefined) this.ask(from, nowMs, RETRY_MIN_MS);
+    else if (nowMs - asked.atMs >= asked.delayMs)
+      this.ask(from, nowMs, asked.answered ? RETRY_MIN_MS : Math.min(asked.delayMs * 2, RETRY_MAX_MS));
+    // Named in the log once it has gone on sending for a while without answering enough.
+    if (
+      nowMs - sinceMs >= REFUSAL_LOG_AFTER_MS &&
+      nowMs - (this.refusalLoggedAt.get(from) ?? Number.NEGATIVE_INFINITY) >= REFUSAL_LOG_INTERVAL_MS
+    ) {
       this.refusalLoggedAt.set(from, nowMs);
       this.config.logger.warn(
         `refused the Raft messages of member ${from}: it advertises apply rules ${advertised} (1: a dkv release from before apply rules, or no answer), but rules ${this.inForce} are in force on this member's shards, and it would decide writes otherwise. Upgrade ${from} to this dkv release (rules ${this.config.version}) or newer and restart it; if it ran an older release after the rules were raised, also wipe its data dir so it rejoins from a snapshot (README: Rolling upgrade)`,
@@ -120,7 +132,7 @@ export class PeerRules {
 
   /** Forgets members no longer in the cluster (bounded by the registry). */
   retain(members: ReadonlySet<NodeId>): void {
-    for (const map of [this.answers, this.asked, this.refusalLoggedAt])
+    for (const map of [this.answers, this.asked, this.refusalLoggedAt, this.refusingSince])
       for (const id of map.keys()) if (!members.has(id)) map.delete(id);
   }
 
@@ -132,6 +144,7 @@ export class PeerRules {
   onUnreachable(id: NodeId): void {
     this.answers.delete(id);
     this.asked.delete(id);
+    this.refusingSince.delete(id);
   }
 
   onQuery(from: NodeId): void {

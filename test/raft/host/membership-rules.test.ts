@@ -86,18 +86,22 @@ describe("refusing members below the rules in force", () => {
     expect(t.sent).toEqual([]);
   });
 
-  test("above, a member advertising less is refused, asked again, and named in the log with what to do (once per 10 s)", () => {
+  test("above, a member advertising less is refused, asked again (backing off), and named in the log with what to do once it went on for 3 s (then once per 10 s)", () => {
     const t = peerRules();
     t.rules.setRulesInForce(2);
-    // Never asked: asked now, not yet logged (its answer may be on its way).
+    // Never asked: asked now, not logged (its answer may be on its way).
     expect(t.rules.accepts("old", t.now())).toBe(false);
     expect(t.sent).toEqual([{ to: "old", kind: MembershipFrameKind.RulesQuery }]);
+    for (let ms = 0; ms < 2_900; ms += 100) {
+      t.advance(100);
+      expect(t.rules.accepts("old", t.now())).toBe(false);
+    }
     expect(t.warnings).toEqual([]);
-    t.advance(500);
+    // Asked at 0, 1 and 3 s (backing off), not at every message.
+    expect(t.sent).toHaveLength(2);
+    t.advance(100);
     expect(t.rules.accepts("old", t.now())).toBe(false);
-    expect(t.warnings).toEqual([]);
-    t.advance(600);
-    expect(t.rules.accepts("old", t.now())).toBe(false);
+    expect(t.sent).toHaveLength(3);
     expect(t.warnings).toHaveLength(1);
     expect(t.warnings[0]).toContain("refused the Raft messages of member old");
     expect(t.warnings[0]).toContain("Upgrade old to this dkv release (rules 2) or newer");
@@ -107,6 +111,22 @@ describe("refusing members below the rules in force", () => {
     t.advance(5_000);
     t.rules.accepts("old", t.now());
     expect(t.warnings).toHaveLength(2);
+  });
+
+  test("a member that answers within a round trip of coming back is refused briefly and never named in the log", () => {
+    const t = peerRules();
+    t.rules.setRulesInForce(2);
+    t.rules.onAnswer("b", 2);
+    t.rules.onUnreachable("b");
+    for (let round = 0; round < 5; round++) {
+      expect(t.rules.accepts("b", t.now())).toBe(false);
+      t.advance(2);
+      t.rules.onAnswer("b", 2);
+      expect(t.rules.accepts("b", t.now())).toBe(true);
+      t.advance(4_000);
+      t.rules.onUnreachable("b");
+    }
+    expect(t.warnings).toEqual([]);
   });
 
   test("a member taken while its answer is fresh is refused once it goes stale, and taken again once it answers", () => {
