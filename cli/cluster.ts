@@ -26,7 +26,8 @@ const status = defineLeaf({
       "Only the leader knows each member's replicated index (match) and replication state (progress).",
     "lstore and lockmgr(lstore) shards are local to each server and show as local.",
     'With --json: {"nodes":[{"endpoint","replicaId","shards":[{"shard","type","replicated","role","leader","term",' +
-      '"commitIndex","appliedIndex","lastIndex","snapshotIndex","members":[{"id","address","voter","state","match","progress","recentActive"}]}]}]}; ' +
+      '"commitIndex","appliedIndex","lastIndex","snapshotIndex","applyRules","members":[{"id","address","voter","state","match","progress","recentActive"}]}],' +
+      '"membership":{"members":[{"id","address","voter","learnerIn","lastContactMs","applyRules"}],"applyRules":{"implemented","inForce"},...}}]}; ' +
       'an endpoint that did not answer appears as {"endpoint","error","message"}.',
     "Exit status 0 when every endpoint answered, 1 when any did not.",
   ],
@@ -267,6 +268,15 @@ function membersTable(node: ClusterStatusReport): string {
       `  change in progress: ${membership.pending.op} ${membership.pending.id} (by ${membership.pending.by})\n`,
     );
   if (membership.removed.length > 0) notes.push(`  removed: ${membership.removed.join(", ")}\n`);
+  // Shown while an upgrade is under way: rules not yet raised, or members below them.
+  const rules = membership.applyRules;
+  if (rules !== undefined) {
+    const behind = membership.members.filter((member) => (member.applyRules ?? 1) < rules.implemented);
+    if (rules.inForce < rules.implemented || behind.length > 0)
+      notes.push(
+        `  apply rules: ${rules.inForce} in force, ${rules.implemented} implemented here${behind.length > 0 ? `; advertising less: ${behind.map((member) => `${member.id} (${member.applyRules ?? 1})`).join(", ")}` : ""} (README: Rolling upgrade)\n`,
+      );
+  }
   return `${table([header, ...rows])}${notes.join("")}`;
 }
 

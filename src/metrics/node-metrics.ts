@@ -45,7 +45,7 @@ export class NodeMetrics implements RaftHostObserver, RequestObserver, Connectio
   private readonly groupSlots = new Map<number, GroupSlot>();
   private readonly connections: GaugeChild;
   private readonly connectionsAccepted: CounterChild;
-  private groupStatus: () => readonly GroupStatus[] = () => [];
+  private groupStatus: () => readonly (GroupStatus & { applyRules?: number })[] = () => [];
 
   constructor() {
     const r = this.registry;
@@ -82,7 +82,11 @@ export class NodeMetrics implements RaftHostObserver, RequestObserver, Connectio
       "Time to write a Raft snapshot to disk, per shard and kind",
       ["shard", "kind"],
     );
-    const perGroup = (name: string, help: string, value: (status: GroupStatus) => number) =>
+    const perGroup = (
+      name: string,
+      help: string,
+      value: (status: GroupStatus & { applyRules?: number }) => number,
+    ) =>
       r.collected(name, help, ["shard"], () =>
         this.groupStatus().map((s): GaugeSample => ({ labels: [String(s.groupId)], value: value(s) })),
       );
@@ -98,6 +102,11 @@ export class NodeMetrics implements RaftHostObserver, RequestObserver, Connectio
       "dkv_raft_applied_index",
       "Highest log index applied to the state machine, per shard",
       (s) => s.appliedIndex,
+    );
+    perGroup(
+      "dkv_apply_rules",
+      "Apply rules in force on the shard (raised in the log once every member runs a release implementing them)",
+      (s) => s.applyRules ?? 1,
     );
     perGroup("dkv_raft_last_index", "Last index in this member's log, per shard", (s) => s.raft.lastIndex);
     perGroup(
@@ -135,7 +144,7 @@ export class NodeMetrics implements RaftHostObserver, RequestObserver, Connectio
   }
 
   /** Where the per-shard Raft gauges are read from at scrape time. */
-  watchGroups(status: () => readonly GroupStatus[]): void {
+  watchGroups(status: () => readonly (GroupStatus & { applyRules?: number })[]): void {
     this.groupStatus = status;
   }
 

@@ -55,6 +55,13 @@ export interface NodeDependencies {
   nodeTransport?: NodeTransportFactory;
   /** The full collections after a snapshot or a burst (memory-release.ts). Default: Bun.gc(true) on real timers, logged at debug. */
   memoryRelease?: MemoryReleaseOptions;
+  /**
+   * The apply rules this member implements and advertises (store/replicated/apply-rules.ts).
+   * Default APPLY_RULES_VERSION; tests pass a lower one to play a member of an older release.
+   */
+  applyRulesVersion?: number;
+  /** A Raft group stopped (a disk write failed, an invariant broke). Default: log it and exit (status 70). */
+  onFatal?: (error: Error) => void;
 }
 
 /** A running dkv server: every shard, the Raft host if any, and the RPC server in front. */
@@ -89,6 +96,8 @@ interface BuildContext {
   readonly logger: Logger;
   readonly clock: Clock;
   readonly nodeTransport: NodeTransportFactory | undefined;
+  readonly applyRulesVersion: number | undefined;
+  readonly onFatal: ((error: Error) => void) | undefined;
   readonly stack: AsyncDisposableStack;
   /** Forces a full collection after a snapshot or a burst of requests (memory-release.ts). */
   readonly memoryRelease: MemoryRelease;
@@ -108,6 +117,8 @@ export async function startNode(options: NodeOptions, dependencies: NodeDependen
     logger,
     clock: dependencies.clock ?? systemClock,
     nodeTransport: dependencies.nodeTransport,
+    applyRulesVersion: dependencies.applyRulesVersion,
+    onFatal: dependencies.onFatal,
     stack,
     // Disposed last: the RPC server and the Raft host report to it until they stop.
     memoryRelease: stack.use(
@@ -211,7 +222,7 @@ function makeOps({ options, logger }: BuildContext): NodeOps {
  * list is known); their handlers join `handlers`.
  */
 async function startRaft(
-  { options, logger, clock, nodeTransport, stack, memoryRelease }: BuildContext,
+  { options, logger, clock, nodeTransport, applyRulesVersion, onFatal, stack, memoryRelease }: BuildContext,
   raft: RaftNodeOptions,
   handlers: Map<number, ShardHandler>,
   ops: NodeOps,
@@ -292,6 +303,8 @@ async function startRaft(
       flagsGiven: !raft.embedded,
     },
     observer: memoryRelease.raftObserver(ops.raftObserver),
+    ...(applyRulesVersion === undefined ? {} : { applyRulesVersion }),
+    ...(onFatal === undefined ? {} : { onFatal }),
   });
   stack.defer(() => replicated.close());
   await shardsOnDisk.record();

@@ -251,6 +251,7 @@ export function clusterStatusOf(
       appliedIndex: group.appliedIndex,
       lastIndex: group.raft.lastIndex,
       snapshotIndex: group.snapshotIndex,
+      applyRules: group.applyRules,
       members: group.members.map((member) => ({
         ...member,
         address: member.address ?? null,

@@ -187,12 +187,18 @@ export function txnSucceeds(db: KVDB, compare: readonly CheckedCompare[], nowMs:
  * Applies a checked transaction to the engine: compares, then the chosen branch in
  * order (a get sees the branch's earlier writes). Deterministic: the same state, time
  * and transaction give the same result on every replica. The caller sets the revision
- * the writes stamp (KVDB.pinRevision) and reports it.
+ * the writes stamp (KVDB.pinRevision) and reports it. `boundResult` false: no bound on
+ * what the gets return (a dstore shard under apply rules 1, see apply-rules.ts).
  */
-export function applyTxn(db: KVDB, txn: CheckedTxn, nowMs: number): Omit<TxnResult, "revision"> {
+export function applyTxn(
+  db: KVDB,
+  txn: CheckedTxn,
+  nowMs: number,
+  boundResult = true,
+): Omit<TxnResult, "revision"> {
   const succeeded = txnSucceeds(db, txn.compare, nowMs);
   const branch = succeeded ? txn.success : txn.failure;
-  checkResultBytes(db, branch, nowMs);
+  if (boundResult) checkResultBytes(db, branch, nowMs);
   const results: TxnOpResult[] = [];
   for (const op of branch) {
     switch (op.op) {

@@ -8,6 +8,7 @@ import { CLI_REQUEST_TIMEOUT_MS_MAX, CLIENT_RETRY_DELAY_MS_MAX } from "../../src
 import { clientOptions, type OptionSpec } from "../../src/config/schema.ts";
 import { DkvError } from "../../src/errors.ts";
 import type { Entry } from "../../src/raft/core/types.ts";
+import { encodeRulesCommand } from "../../src/store/replicated/apply-rules.ts";
 import {
   CLIENT_ID_BYTES,
   type Command,
@@ -105,6 +106,8 @@ describe("the byte bound", () => {
     ];
     const answers = machines.map((machine) => {
       const log = new Log(machine);
+      // The bound counts blocks under apply rules 2 (apply-rules.ts), raised by an entry.
+      log.apply(cmd(Op.Rules, "", undefined, "\x02"), 1000);
       const results: string[] = [];
       for (let i = 1; i <= 8; i++) {
         const result = log.apply(cmd(Op.SetEIfUnset, `k${i}`, origin(3, 32 * i)), 1000);
@@ -149,6 +152,7 @@ describe("the byte bound", () => {
       stateMachine: () => new DStoreStateMachine({ retentionMs, bytesMax: boundFor(1) }),
     });
     cluster = c;
+    await c.host("n1").propose(5, encodeRulesCommand(2));
     const store = new DStore(c.host("n1"), 5, { timeoutMs: 3000 });
     let refusal: unknown;
     for (let i = 0; i < 10 && refusal === undefined; i++) {

@@ -99,13 +99,19 @@ describe("dstore apply", () => {
       data: encodeCommand({ op, key, value, expireInMs: 0, deleteInMs: 0, origin: undefined }),
     });
 
-  test("every replica refuses alike, not applied, the branch's write not made", () => {
+  test("every replica refuses alike, not applied, the branch's write not made (apply rules 2)", () => {
     const replicas = [new DStoreStateMachine(), new DStoreStateMachine()];
     const command = encodeTxn(checkTxn(txnOf(tooMany), defaultStoreLimits));
     expect(command.byteLength).toBeLessThan(1024);
     for (const machine of replicas) {
       index = 0;
       apply(machine, Op.Set, "big", big);
+      // Under rules 1 (the release before the bound) it applies, as that release does.
+      const before = apply(machine, Op.Txn, "", command);
+      expect(decodeErrorResult(before)).toBeUndefined();
+      expect(machine.db.get("marker", 1_000)).toBeDefined();
+      apply(machine, Op.Delete, "marker", new Uint8Array(0));
+      apply(machine, Op.Rules, "", Uint8Array.of(2));
       const error = decodeErrorResult(apply(machine, Op.Txn, "", command));
       expect(error?.code).toBe("TOO_LARGE");
       expect(error?.outcome).toBe("not-applied");

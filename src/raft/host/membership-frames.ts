@@ -8,8 +8,17 @@ import type { ConfChange, NodeId } from "../core/types.ts";
  *   0x41 request: a group change to run on that group's leader (a ConfChange or a transfer)
  *   0x42 reply
  *   0x43 removed: "you were removed from this cluster" (sent to a removed member's traffic)
+ *   0x44 rules query: "which apply rules do you implement?" (membership-rules.ts); a release
+ *        before apply rules logs it as a dropped host frame and does not answer
+ *   0x45 rules answer: `rules`, the highest version the sender implements
  */
-export const MembershipFrameKind = { Request: 0x41, Reply: 0x42, Removed: 0x43 } as const;
+export const MembershipFrameKind = {
+  Request: 0x41,
+  Reply: 0x42,
+  Removed: 0x43,
+  RulesQuery: 0x44,
+  RulesAnswer: 0x45,
+} as const;
 
 export type GroupAction = { action: "conf"; change: ConfChange } | { action: "transfer"; to: NodeId };
 
@@ -27,7 +36,9 @@ export interface GroupReply {
 export type MembershipFrame =
   | ({ kind: typeof MembershipFrameKind.Request } & GroupRequest)
   | ({ kind: typeof MembershipFrameKind.Reply } & GroupReply)
-  | { kind: typeof MembershipFrameKind.Removed; removed: NodeId };
+  | { kind: typeof MembershipFrameKind.Removed; removed: NodeId }
+  | { kind: typeof MembershipFrameKind.RulesQuery }
+  | { kind: typeof MembershipFrameKind.RulesAnswer; rules: number };
 
 const utf8 = new TextEncoder();
 const utf8Decoder = new TextDecoder();
@@ -47,7 +58,9 @@ export function decodeMembershipFrame(payload: Uint8Array): MembershipFrame | un
   if (
     kind !== MembershipFrameKind.Request &&
     kind !== MembershipFrameKind.Reply &&
-    kind !== MembershipFrameKind.Removed
+    kind !== MembershipFrameKind.Removed &&
+    kind !== MembershipFrameKind.RulesQuery &&
+    kind !== MembershipFrameKind.RulesAnswer
   ) {
     return undefined;
   }

@@ -93,9 +93,13 @@ export interface MemberView {
   learnerIn: number[];
   /** Ms since this server last received a Raft message from it; null: never (or itself). */
   lastContactMs: number | null;
+  /** The apply rules it advertises (1: a release before apply rules, or no fresh answer). */
+  applyRules: number;
 }
 
 export interface MembershipStatus {
+  /** Apply rules this binary implements, and the highest in force on this member's shards. */
+  applyRules: { implemented: number; inForce: number };
   members: MemberView[];
   removed: NodeId[];
   pending: RegistryState["pending"];

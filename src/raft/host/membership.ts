@@ -6,6 +6,7 @@ import { GroupActions } from "./membership-actions.ts";
 import { allGroupIds, dataGroupIds, MembershipChanges } from "./membership-changes.ts";
 import { decodeMembershipFrame, encodeMembershipFrame, MembershipFrameKind } from "./membership-frames.ts";
 import { isUndialable, MemberRegistry } from "./membership-registry.ts";
+import { PeerRules } from "./membership-rules.ts";
 import { type MembershipSeed, writeSeed } from "./membership-seed.ts";
 import { StartChecks } from "./membership-start.ts";
 import {
@@ -62,6 +63,11 @@ export interface ClusterMembershipConfig {
   tickMs: number;
   electionTicks: number;
   requestTimeoutMs: number;
+  /**
+   * The apply rules this binary implements (the store's APPLY_RULES_VERSION), answered to
+   * peers that ask (membership-rules.ts); the composition may inject a lower one (tests).
+   */
+  applyRulesVersion: number;
   logger: RaftLogger;
 }
 
@@ -77,6 +83,8 @@ export class ClusterMembership implements MembershipHooks {
   private promoter: ReturnType<typeof setInterval> | undefined;
   private seedWrite: Promise<void> = Promise.resolve();
   private readonly startChecks: StartChecks;
+  /** What apply rules every member advertises; refuses those below the rules in force. */
+  private readonly rules: PeerRules;
   private closed = false;
 
   constructor(private readonly config: ClusterMembershipConfig) {
@@ -85,6 +93,12 @@ export class ClusterMembership implements MembershipHooks {
     const bootstrap = new Map(config.seed.bootstrap.map((member) => [member.id, member.address]));
     this.registry = new MemberRegistry(bootstrap, () => this.onRegistryChange());
     this.startChecks = new StartChecks({ ...config, registry: this.registry });
+    this.rules = new PeerRules({
+      self: config.self,
+      version: config.applyRulesVersion,
+      transport: config.transport,
+      logger: config.logger,
+    });
     this.actions = new GroupActions({
       ...config,
       addressOf: (id) => this.registry.addressOf(id),
@@ -146,6 +160,21 @@ export class ClusterMembership implements MembershipHooks {
     return () => this.listeners.delete(listener);
   }
 
+  /**
+   * Whether every member of the cluster (the registry's) and every one of `nodes` (a
+   * group's voters and learners) advertises apply rules `version` or higher.
+   */
+  everyMemberAdvertises(version: number, nodes: readonly NodeId[]): boolean {
+    const ids = new Set(nodes);
+    for (const member of this.registry.state().members) ids.add(member.id);
+    return this.rules.everyAdvertises(version, ids);
+  }
+
+  /** The highest apply rules in force on this member's shards: members advertising less are refused. */
+  setRulesInForce(version: number): void {
+    this.rules.setRulesInForce(version);
+  }
+
   status(): MembershipStatus {
     const state = this.registry.state();
     const now = performance.now();
@@ -167,9 +196,11 @@ export class ClusterMembership implements MembershipHooks {
         voter: metaConf.voters.includes(member.id),
         learnerIn: learnerIn.get(member.id) ?? [],
         lastContactMs: member.id === this.config.self || heard === undefined ? null : Math.round(now - heard),
+        applyRules: this.rules.advertised(member.id),
       };
     });
     return {
+      applyRules: { implemented: this.rules.version, inForce: this.rules.rulesInForce },
       members,
       removed: state.removed.map((member) => member.id),
       pending: state.pending,
@@ -215,11 +246,14 @@ export class ClusterMembership implements MembershipHooks {
   }
 
   acceptRaft(from: NodeId): boolean {
-    this.lastContact.set(from, performance.now());
+    const now = performance.now();
+    this.lastContact.set(from, now);
     // A removed member's link is closed once its removal applies here (the transport drops
     // it from the peers); until then its traffic is dropped. When it dials again, its
     // handshake is refused with the removal notice (refusalNotice).
-    return !this.registry.isRemoved(from);
+    if (this.registry.isRemoved(from)) return false;
+    // A member below the apply rules in force would decide writes otherwise: refused.
+    return this.rules.accepts(from, now);
   }
 
   refusalNotice(from: NodeId): Uint8Array | undefined {
@@ -273,6 +307,10 @@ export class ClusterMembership implements MembershipHooks {
       void this.actions.serve(from, frame);
     } else if (frame.kind === MembershipFrameKind.Reply) {
       this.actions.onReply(from, frame);
+    } else if (frame.kind === MembershipFrameKind.RulesQuery) {
+      this.rules.onQuery(from);
+    } else if (frame.kind === MembershipFrameKind.RulesAnswer) {
+      this.rules.onAnswer(from, frame.rules);
     } else {
       this.noticeOfRemoval(from, frame.removed);
     }
@@ -280,6 +318,7 @@ export class ClusterMembership implements MembershipHooks {
   }
 
   onUnreachable(to: NodeId): void {
+    this.rules.onUnreachable(to);
     // A leader that died: give up on it now, so the change retries on the group's next leader.
     this.actions.onUnreachable(to);
   }
@@ -298,6 +337,9 @@ export class ClusterMembership implements MembershipHooks {
   private housekeeping(): void {
     if (this.closed || this.host.retiredError !== undefined) return;
     try {
+      const peers = this.peers();
+      this.rules.retain(new Set(peers.keys()));
+      this.rules.poll(peers.keys());
       this.startChecks.run();
       if (this.config.autoPromote)
         for (const groupId of allGroupIds(this.host))

@@ -29,6 +29,8 @@ export interface ClusterMemberReport {
   learnerIn: number[];
   /** Ms since the answering server last received a Raft message from it; null: itself or never. */
   lastContactMs: number | null;
+  /** The apply rules it advertises (1: a release from before apply rules, or no fresh answer); absent from older servers. */
+  applyRules?: number;
 }
 
 /** The replicated membership (present on servers with replicated shards). */
@@ -40,6 +42,8 @@ export interface MembershipReport {
   pending: { op: string; id: string; by: string; sinceMs: number } | null;
   /** The answering server itself was removed from the cluster. */
   removedSelf: boolean;
+  /** Apply rules its binary implements, and the highest in force on its shards; absent from older servers. */
+  applyRules?: { implemented: number; inForce: number };
 }
 
 /** One shard of the answering server. Replicated fields are absent for local (lstore) shards. */
@@ -56,6 +60,8 @@ export interface ShardStatusReport {
   appliedIndex?: number;
   lastIndex?: number;
   snapshotIndex?: number;
+  /** Apply rules in force on the shard (raised in its log once every member implements them); absent from older servers. */
+  applyRules?: number;
   members?: MemberStatusReport[];
 }
 

@@ -32,6 +32,13 @@ export const Op = {
    * lock's ttl, the value `encodeLockQueueValue`'s bytes (mode, queue lease, seq, owner).
    */
   LockQueue: 11,
+  /**
+   * Raises the apply rules in force (apply-rules.ts) to the value's one byte, from this
+   * entry on, on every member alike. No key. A release before apply rules were declared
+   * refuses it as an unknown op (a no-op, not a stop); it is proposed only once every
+   * member advertises that version, so none of them applies it.
+   */
+  Rules: 12,
 } as const;
 export type Op = (typeof Op)[keyof typeof Op];
 
@@ -363,7 +370,7 @@ function parseCommand(
 ): Command {
   if (data.byteLength < HEADER_BYTES) throw corrupt(`${data.byteLength} bytes`);
   const opCode = data[0]!;
-  if (opCode < Op.Set || opCode > Op.LockQueue) throw corrupt(`unknown op ${opCode}`);
+  if (opCode < Op.Set || opCode > Op.Rules) throw corrupt(`unknown op ${opCode}`);
   const op = opCode as Op;
   const flags = data[1]!;
   if ((flags & ~FLAG_ORIGIN) !== 0 || u16(data, 2) !== 0) throw corrupt(`unknown flags ${flags}`);
@@ -394,7 +401,7 @@ function parseCommand(
   // No trailing bytes: the lengths must account for every byte.
   if (data.byteLength !== pos + keyBytes + valueBytes) throw corrupt("length mismatch");
   // A transaction names its keys in its body, a tick none; every other op names exactly one key.
-  const keyless = op === Op.Txn || op === Op.Tick;
+  const keyless = op === Op.Txn || op === Op.Tick || op === Op.Rules;
   if (keyless ? keyBytes !== 0 : keyBytes === 0)
     throw invalid(keyless ? `op ${op} has no key of its own` : "the key is empty");
   let key: string;
@@ -408,6 +415,8 @@ function parseCommand(
     throw invalid("the key is not valid UTF-8");
   }
   if (!takesValue(op) && valueBytes !== 0) throw invalid(`op ${op} takes no value`);
+  if (op === Op.Rules && (valueBytes !== 1 || data[pos] === 0 || hasOrigin))
+    throw invalid("a rules entry is one byte, a version >= 1, with no origin");
   if (takesDurations(op)) {
     checkDurationField("expireInMs", expireInMs);
     checkDurationField("deleteInMs", deleteInMs);

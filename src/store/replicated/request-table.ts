@@ -105,6 +105,21 @@ export const REMEMBERED_RESULT_OVERHEAD_BYTES = 96;
 export const NEW_ID_RESERVE_BYTES =
   REMEMBERED_BLOCK_BYTES + REMEMBERED_RUN_BYTES + 2 * REMEMBERED_RESULT_OVERHEAD_BYTES + 64;
 
+/**
+ * How the bound is counted, decided by the apply rules in force in the shard's log
+ * (apply-rules.ts), never by the binary, so members of two releases decide alike:
+ *   1 (the release before apply rules were declared): REMEMBERED_ID_BYTES per id, blind to
+ *     packing, plus clients and side-map entries; room for a new id is one id, a client if
+ *     new and RULE1_RESERVE_BYTES.
+ *   2: blocks, time runs, clients and side-map entries (REMEMBERED_BLOCK_BYTES ...), room
+ *     NEW_ID_RESERVE_BYTES plus a client if new.
+ */
+export type TableRules = 1 | 2;
+/** Rule 1's estimate of one remembered id, whatever block it shares. */
+export const REMEMBERED_ID_BYTES = 32;
+/** Rule 1's room kept for the write being checked beside its id (a result with its own array, high bits). */
+export const RULE1_RESERVE_BYTES = 2 * REMEMBERED_RESULT_OVERHEAD_BYTES + 64;
+
 const RING_CAPACITY_MIN = 64;
 const RUN_CAPACITY_MIN = 16;
 
@@ -163,6 +178,8 @@ export class RequestTable {
   private lastClientKey: string | undefined;
   /** Estimated bytes of the side maps' entries (REMEMBERED_RESULT_OVERHEAD_BYTES and results). */
   private sideBytes = 0;
+  /** How `bytes` counts (TableRules): the newest unless the state machine says otherwise. */
+  private countRules: TableRules = 2;
 
   constructor(readonly options: DedupOptions) {
     this.clientOf = new Uint32Array(RING_CAPACITY_MIN);
@@ -191,6 +208,10 @@ export class RequestTable {
    * snapshot of it (decode rebuilds the same blocks and runs).
    */
   get bytes(): number {
+    if (this.countRules === 1)
+      return (
+        this.count * REMEMBERED_ID_BYTES + this.clientIndex.size * REMEMBERED_CLIENT_BYTES + this.sideBytes
+      );
     return (
       this.blockCount * REMEMBERED_BLOCK_BYTES +
       this.runCount * REMEMBERED_RUN_BYTES +
@@ -279,7 +300,23 @@ export class RequestTable {
 
   /** What remembering one more id of client `key` may cost at most (estimated as in REMEMBERED_*). */
   private bytesNeeded(key: string): number {
-    return (this.clientIndex.has(key) ? 0 : REMEMBERED_CLIENT_BYTES) + NEW_ID_RESERVE_BYTES;
+    const client = this.clientIndex.has(key) ? 0 : REMEMBERED_CLIENT_BYTES;
+    if (this.countRules === 1) return REMEMBERED_ID_BYTES + client + RULE1_RESERVE_BYTES;
+    return client + NEW_ID_RESERVE_BYTES;
+  }
+
+  /** The counting rule in force (TableRules). */
+  get rules(): TableRules {
+    return this.countRules;
+  }
+
+  /**
+   * Counts by `rules` from now on: called by the state machine at the log entry that raises
+   * the apply rules (every member at the same index) and when it restores a snapshot.
+   * What the table holds is the same under both; only the bound's count changes.
+   */
+  setRules(rules: TableRules): void {
+    this.countRules = rules;
   }
 
   /** Remembers a new id (log order: `timeMs` never below the last one's; not remembered yet). */

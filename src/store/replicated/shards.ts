@@ -15,6 +15,7 @@ import type { NodeTransport } from "../../raft/transport/types.ts";
 import { SharedTicks } from "../purge-loop.ts";
 import type { StoreLimits } from "../types.ts";
 import type { WatchHubOptions } from "../watch.ts";
+import { APPLY_RULES_VERSION, ApplyRulesMonitor } from "./apply-rules.ts";
 import { DStore } from "./dstore.ts";
 import { type DedupOptions, DStoreStateMachine } from "./state-machine.ts";
 
@@ -76,6 +77,11 @@ export interface ReplicatedShardsConfig {
   peerSecurity?: Pick<TcpNodeTransportOptions, "clusterId" | "insecure" | "tls">;
   /** Metrics hooks of the Raft host. */
   observer?: RaftHostObserver;
+  /**
+   * The apply rules this member implements and advertises (apply-rules.ts). Default
+   * APPLY_RULES_VERSION; tests inject a lower one to play a member of an older release.
+   */
+  applyRulesVersion?: number;
   /** Cluster membership: --join, --auto-promote-lag, --auto-promote (see raft/host/membership.ts). */
   membership?: {
     /** --join: fetches the membership from the running cluster (this member's data dir is new). */
@@ -97,10 +103,14 @@ export interface ReplicatedShard {
 
 export interface ReplicatedShardStatus extends GroupStatus {
   type: ReplicatedShardType;
+  /** The apply rules in force on the shard (apply-rules.ts). */
+  applyRules: number;
 }
 
 export interface ReplicatedShards {
   readonly host: RaftHost;
+  /** The apply rules in force on each shard (apply-rules.ts), by shard id. */
+  rulesVersion(shard: number): number;
   /** Cluster-wide membership (`dkv cluster add|promote|remove|transfer-leader`). */
   readonly membership: ClusterMembership;
   readonly shards: ReadonlyMap<number, ReplicatedShard>;
@@ -209,6 +219,7 @@ export async function startReplicatedShards(config: ReplicatedShardsConfig): Pro
     ...(config.logger === undefined ? {} : { logger: config.logger }),
     ...(config.observer === undefined ? {} : { observer: config.observer }),
   });
+  const applyRulesVersion = config.applyRulesVersion ?? APPLY_RULES_VERSION;
   const membership = new ClusterMembership({
     host,
     transport,
@@ -221,9 +232,23 @@ export async function startReplicatedShards(config: ReplicatedShardsConfig): Pro
     tickMs: rttMs,
     electionTicks,
     requestTimeoutMs,
+    applyRulesVersion,
     logger: config.logger ?? { debug() {}, info() {}, warn() {} },
   });
   const shards = new Map<number, ReplicatedShard>();
+  const machines = new Map<number, DStoreStateMachine>();
+  // Each shard's leader raises its apply rules once every member advertises this
+  // member's; the rules in force (restored from disk, raised by the log) refuse members
+  // below them from the entry on.
+  const rulesMonitor = new ApplyRulesMonitor(
+    host,
+    machines,
+    membership,
+    applyRulesVersion,
+    requestTimeoutMs,
+    config.logger ?? { debug() {}, info() {}, warn() {} },
+  );
+  let rulesTimer: ReturnType<typeof setInterval> | undefined;
   // One expiry timer for every dstore of this member, not one per shard.
   const expiryTicks = new SharedTicks(config.clock ?? systemClock, EXPIRY_TICK_MS_DEFAULT);
   try {
@@ -231,7 +256,9 @@ export async function startReplicatedShards(config: ReplicatedShardsConfig): Pro
     await host.start();
     await membership.start();
     for (const spec of config.shards) {
-      const machine = new DStoreStateMachine(config.dedup, config.limits, config.watch);
+      const machine = new DStoreStateMachine(config.dedup, config.limits, config.watch, applyRulesVersion);
+      machines.set(spec.id, machine);
+      machine.onRulesChange = () => rulesMonitor.updateInForce();
       await host.addGroup(spec.id, machine, { validateProposal: (bytes) => machine.validateProposal(bytes) });
       const store = new DStore(host, spec.id, {
         timeoutMs: requestTimeoutMs,
@@ -245,7 +272,11 @@ export async function startReplicatedShards(config: ReplicatedShardsConfig): Pro
           : undefined;
       shards.set(spec.id, { id: spec.id, type: spec.type, store, locks });
     }
+    rulesMonitor.check();
+    rulesTimer = setInterval(() => rulesMonitor.check(), RULES_CHECK_INTERVAL_MS);
+    rulesTimer.unref?.();
   } catch (error) {
+    if (rulesTimer !== undefined) clearInterval(rulesTimer);
     await membership.close().catch(() => {});
     await host.close().catch(() => {});
     throw error;
@@ -254,14 +285,24 @@ export async function startReplicatedShards(config: ReplicatedShardsConfig): Pro
     host,
     membership,
     shards,
-    status: () => [...shards.values()].map((shard) => ({ ...host.status(shard.id), type: shard.type })),
+    rulesVersion: (shard) => machines.get(shard)?.rulesVersion ?? 1,
+    status: () =>
+      [...shards.values()].map((shard) => ({
+        ...host.status(shard.id),
+        type: shard.type,
+        applyRules: machines.get(shard.id)?.rulesVersion ?? 1,
+      })),
     close: async () => {
+      clearInterval(rulesTimer);
       for (const shard of shards.values()) await shard.store.close();
       await membership.close();
       await host.close();
     },
   };
 }
+
+/** How often each shard's leader looks whether its apply rules can be raised (apply-rules.ts). */
+const RULES_CHECK_INTERVAL_MS = 1_000;
 
 /** Exit status after a fatal host error (EX_SOFTWARE): a supervisor should restart the member. */
 const FATAL_EXIT_CODE = 70;

@@ -6,6 +6,7 @@ import type { StateMachine } from "../../raft/host/types.ts";
 import { applyLockQueue, encodeLockQueueResult } from "../lock-queue.ts";
 import { defaultStoreLimits, type StoreLimits } from "../types.ts";
 import { WatchHub, type WatchHubOptions } from "../watch.ts";
+import { APPLY_RULES_VERSION, APPLY_RULES_VERSION_UNDECLARED } from "./apply-rules.ts";
 import {
   type Command,
   decodeCommandInto,
@@ -34,6 +35,13 @@ const FORGET_PER_APPLY = 8;
 /** Engine refusals that depend only on the command, so every member refuses alike. */
 const DETERMINISTIC_REFUSALS: ReadonlySet<DkvErrorCode> = new Set(["BAD_REQUEST", "TOO_LARGE"]);
 const SNAPSHOT_MAGIC = "DKVDSM02";
+/**
+ * Written once the apply rules in force are above 1: the magic, u8 rules version, then as
+ * DKVDSM02. A release that predates the rules refuses it (no valid header) instead of
+ * applying later entries by rules it does not know; under rules 1 the snapshot stays
+ * DKVDSM02, which every release reads.
+ */
+const SNAPSHOT_MAGIC_RULES = "DKVDSM03";
 /** The first format (request ids as "hex/number" strings), still read. */
 const SNAPSHOT_MAGIC_V1 = "DKVDSM01";
 const utf8 = new TextEncoder();
@@ -45,6 +53,9 @@ const utf8Decoder = new TextDecoder();
  * computes the same deadlines. Writes carrying a client request id are remembered for at
  * least the dedup retention in log time (deterministic, and part of snapshots), so a
  * retried write applies once and returns the first answer.
+ *
+ * What apply decides where releases differ follows the apply rules in force (apply-rules.ts),
+ * state in the log: 1 until an Op.Rules entry raises them, carried by snapshots.
  *
  * Apply is total: a command every member refuses alike (it does not decode, a field is
  * invalid, the request table is full) applies as a no-op and its proposer gets an error
@@ -60,6 +71,12 @@ export class DStoreStateMachine implements StateMachine {
   readonly hub: WatchHub;
   private requests: RequestTable;
   private readonly dedupOptions: DedupOptions;
+  /** The apply rules in force (apply-rules.ts): raised by an Op.Rules entry, carried by snapshots. */
+  private rules = APPLY_RULES_VERSION_UNDECLARED;
+  /** The highest rules this binary implements (APPLY_RULES_VERSION, lower only in tests). */
+  private readonly rulesMax: number;
+  /** Told when the rules in force change (an Op.Rules entry applied, a snapshot restored). */
+  onRulesChange: ((version: number) => void) | undefined;
   private readonly limits: StoreLimits;
   /** The applied command, its origin and client id (decodeCommandInto): refilled per entry, never kept. */
   private readonly commandScratch = newCommandScratch();
@@ -69,9 +86,12 @@ export class DStoreStateMachine implements StateMachine {
     dedup: Partial<DedupOptions> = {},
     limits: Partial<StoreLimits> = {},
     watch: Partial<WatchHubOptions> = {},
+    rulesMax = APPLY_RULES_VERSION,
   ) {
+    this.rulesMax = rulesMax;
     this.dedupOptions = resolveDedupOptions(dedup);
     this.requests = new RequestTable(this.dedupOptions);
+    this.requests.setRules(1);
     this.limits = { ...defaultStoreLimits, ...limits };
     this.hub = new WatchHub(0, watch);
     this.db.onChange(this.publish);
@@ -170,15 +190,21 @@ export class DStoreStateMachine implements StateMachine {
     const magic = utf8Decoder.decode(data.subarray(0, SNAPSHOT_MAGIC.length));
     if (
       data.byteLength < SNAPSHOT_MAGIC.length + 4 ||
-      (magic !== SNAPSHOT_MAGIC && magic !== SNAPSHOT_MAGIC_V1)
+      (magic !== SNAPSHOT_MAGIC && magic !== SNAPSHOT_MAGIC_V1 && magic !== SNAPSHOT_MAGIC_RULES)
     ) {
       throw new DkvError(
         "CORRUPT",
         "the dstore snapshot has no valid header; remove this member's data dir to rejoin",
       );
     }
-    const dedupBytes = view.getUint32(SNAPSHOT_MAGIC.length, true);
-    const start = SNAPSHOT_MAGIC.length + 4;
+    const withRules = magic === SNAPSHOT_MAGIC_RULES;
+    const rules = withRules ? data[SNAPSHOT_MAGIC.length]! : APPLY_RULES_VERSION_UNDECLARED;
+    if (rules < APPLY_RULES_VERSION_UNDECLARED)
+      throw new DkvError("CORRUPT", "the dstore snapshot names apply rules 0");
+    this.checkRules(rules);
+    const dedupAt = SNAPSHOT_MAGIC.length + (withRules ? 1 : 0);
+    const dedupBytes = view.getUint32(dedupAt, true);
+    const start = dedupAt + 4;
     if (data.byteLength < start + dedupBytes)
       throw new DkvError("CORRUPT", "the dstore snapshot is truncated");
     const requests = RequestTable.decode(
@@ -199,9 +225,41 @@ export class DStoreStateMachine implements StateMachine {
     db.onChange(this.publish);
     this.db = db;
     this.requests = requests;
+    this.setRules(rules);
     // Changes between what was applied here and the snapshot are unknown: watchers that
     // needed them get COMPACTED, never a silent gap.
     this.hub.reset(db.revision);
+  }
+
+  /** The apply rules in force at the last applied entry (1 until an Op.Rules entry raises them). */
+  get rulesVersion(): number {
+    return this.rules;
+  }
+
+  /**
+   * An Op.Rules entry: from here on, decide by rules `version` (never lowered). A version
+   * this binary does not implement stops the group: deciding by older rules would diverge.
+   */
+  private raiseRules(version: number): void {
+    if (version <= this.rules) return;
+    this.checkRules(version);
+    this.setRules(version);
+  }
+
+  private checkRules(version: number): void {
+    if (version > this.rulesMax) {
+      throw new DkvError(
+        "INTERNAL",
+        `the log puts apply rules ${version} in force, but this dkv release implements rules up to ${this.rulesMax}: run the release the other members run (README: Rolling upgrade)`,
+      );
+    }
+  }
+
+  private setRules(version: number): void {
+    const changed = version !== this.rules;
+    this.rules = version;
+    this.requests.setRules(version >= 2 ? 2 : 1);
+    if (changed) this.onRulesChange?.(version);
   }
 
   private execute(command: Command, index: number, nowMs: number): Uint8Array {
@@ -232,7 +290,10 @@ export class DStoreStateMachine implements StateMachine {
       case Op.RenewIfEquals:
         return encodeBoolean(db.renewIfEquals(key, value, expireInMs, deleteInMs, nowMs));
       case Op.Txn:
-        return applyTxnCommand(db, command, index, nowMs);
+        return applyTxnCommand(db, command, index, nowMs, this.rules >= 2);
+      case Op.Rules:
+        this.raiseRules(command.value[0]!);
+        return RESULT_VOID;
       case Op.Tick:
         db.purgeExpired(nowMs, PURGE_PER_TICK);
         return RESULT_VOID;
@@ -251,13 +312,19 @@ export class DStoreStateMachine implements StateMachine {
     }
   }
 
-  /** magic | u32 bytes | the request table (RequestTable.encode), then the engine's save. */
+  /**
+   * magic | [u8 rules, DKVDSM03 only] | u32 bytes | the request table (RequestTable.encode),
+   * then the engine's save. Under rules 1: DKVDSM02, as the release before rules wrote it.
+   */
   private encodeDedup(): Uint8Array {
-    const prefixBytes = SNAPSHOT_MAGIC.length + 4;
+    const withRules = this.rules > APPLY_RULES_VERSION_UNDECLARED;
+    const dedupAt = SNAPSHOT_MAGIC.length + (withRules ? 1 : 0);
+    const prefixBytes = dedupAt + 4;
     const header = this.requests.encode(prefixBytes);
-    header.set(utf8.encode(SNAPSHOT_MAGIC), 0);
+    header.set(utf8.encode(withRules ? SNAPSHOT_MAGIC_RULES : SNAPSHOT_MAGIC), 0);
+    if (withRules) header[SNAPSHOT_MAGIC.length] = this.rules;
     new DataView(header.buffer, header.byteOffset, header.byteLength).setUint32(
-      SNAPSHOT_MAGIC.length,
+      dedupAt,
       header.byteLength - prefixBytes,
       true,
     );

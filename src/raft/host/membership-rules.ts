@@ -1,0 +1,169 @@
+import type { NodeId, RaftLogger } from "../core/types.ts";
+import type { NodeTransport } from "../transport/types.ts";
+import { encodeMembershipFrame, MembershipFrameKind } from "./membership-frames.ts";
+
+/** A member's advertised apply rules count while answered within this long. */
+const ANSWER_FRESH_MS = 15_000;
+/** A member that answered is asked again this often, so its answer stays fresh. */
+const REFRESH_MS = 5_000;
+/** A member that did not answer (a release before the rules, or down) is asked after this, doubling... */
+const RETRY_MIN_MS = 1_000;
+/** ...up to this: a release before the rules logs one dropped host frame per ask. */
+const RETRY_MAX_MS = 60_000;
+/** A member refused this long (sending, not answering enough) is named in the log... */
+const REFUSAL_LOG_AFTER_MS = 3_000;
+/** ...at most this often (per member). */
+const REFUSAL_LOG_INTERVAL_MS = 10_000;
+/** The version a member that never answered is taken to implement (a release before the rules). */
+const UNDECLARED = 1;
+
+export interface PeerRulesConfig {
+  self: NodeId;
+  /** The apply rules this binary implements (the store's APPLY_RULES_VERSION; lower in tests). */
+  version: number;
+  transport: NodeTransport;
+  logger: RaftLogger;
+  now?: () => number;
+}
+
+interface Asked {
+  atMs: number;
+  delayMs: number;
+  answered: boolean;
+}
+
+/**
+ * What apply rules each member implements, as it advertises them: this member asks each
+ * peer (RulesQuery) and keeps its answer (RulesAnswer) while fresh, the way etcd's leader
+ * asks every member's version before raising the cluster version. A member of a release
+ * before the rules does not know the frame (it logs it as dropped) and never answers: it
+ * counts as 1, as does a member whose answer went stale or whose connection dropped since
+ * (it may have restarted with another release). Once rules above 1 are in force on this member's shards, Raft
+ * messages from a member advertising less are refused: it would decide writes otherwise.
+ */
+export class PeerRules {
+  private readonly answers = new Map<NodeId, { version: number; atMs: number }>();
+  private readonly asked = new Map<NodeId, Asked>();
+  private readonly refusalLoggedAt = new Map<NodeId, number>();
+  /** When each member now refused was first refused (since it last was taken, or unreachable). */
+  private readonly refusingSince = new Map<NodeId, number>();
+  private inForce = UNDECLARED;
+  private readonly now: () => number;
+
+  constructor(private readonly config: PeerRulesConfig) {
+    this.now = config.now ?? (() => performance.now());
+  }
+
+  /** The rules this binary implements. */
+  get version(): number {
+    return this.config.version;
+  }
+
+  /** The highest rules in force on this member's shards (set by the store's monitor). */
+  get rulesInForce(): number {
+    return this.inForce;
+  }
+
+  setRulesInForce(version: number): void {
+    this.inForce = version;
+  }
+
+  /** What `id` advertises: its fresh answer, or 1 (no answer, a stale one, or a release before the rules). */
+  advertised(id: NodeId, nowMs = this.now()): number {
+    if (id === this.config.self) return this.config.version;
+    const answer = this.answers.get(id);
+    return answer !== undefined && nowMs - answer.atMs <= ANSWER_FRESH_MS ? answer.version : UNDECLARED;
+  }
+
+  /** Whether every one of `ids` advertises at least `version`. */
+  everyAdvertises(version: number, ids: Iterable<NodeId>): boolean {
+    const nowMs = this.now();
+    for (const id of ids) if (this.advertised(id, nowMs) < version) return false;
+    return true;
+  }
+
+  /**
+   * Whether a Raft message from `from` may be taken: always while rules 1 are in force;
+   * above, only from a member advertising them. A refused member is asked again (it may
+   * have been upgraded) and named in the log with what to do.
+   */
+  accepts(from: NodeId, nowMs: number): boolean {
+    if (this.inForce <= UNDECLARED) return true;
+    const advertised = this.advertised(from, nowMs);
+    if (advertised >= this.inForce) {
+      if (this.refusingSince.size > 0) this.refusingSince.delete(from);
+      return true;
+    }
+    let sinceMs = this.refusingSince.get(from);
+    if (sinceMs === undefined) {
+      sinceMs = nowMs;
+      this.refusingSince.set(from, nowMs);
+    }
+    // Asked at once (a member just back, or whose answer went stale, answers within a round
+    // trip), then backing off as the poll does: a release before the rules logs each ask.
+    const asked = this.asked.get(from);
+    if (asked === undefined) this.ask(from, nowMs, RETRY_MIN_MS);
+    else if (nowMs - asked.atMs >= asked.delayMs)
+      this.ask(from, nowMs, asked.answered ? RETRY_MIN_MS : Math.min(asked.delayMs * 2, RETRY_MAX_MS));
+    // Named in the log once it has gone on sending for a while without answering enough.
+    if (
+      nowMs - sinceMs >= REFUSAL_LOG_AFTER_MS &&
+      nowMs - (this.refusalLoggedAt.get(from) ?? Number.NEGATIVE_INFINITY) >= REFUSAL_LOG_INTERVAL_MS
+    ) {
+      this.refusalLoggedAt.set(from, nowMs);
+      this.config.logger.warn(
+        `refused the Raft messages of member ${from}: it advertises apply rules ${advertised} (1: a dkv release from before apply rules, or no answer), but rules ${this.inForce} are in force on this member's shards, and it would decide writes otherwise. Upgrade ${from} to this dkv release (rules ${this.config.version}) or newer and restart it; if it ran an older release after the rules were raised, also wipe its data dir so it rejoins from a snapshot (README: Rolling upgrade)`,
+      );
+    }
+    return false;
+  }
+
+  /** Asks the peers whose answer is due (housekeeping). */
+  poll(peers: Iterable<NodeId>): void {
+    const nowMs = this.now();
+    for (const id of peers) {
+      if (id === this.config.self) continue;
+      const asked = this.asked.get(id);
+      if (asked === undefined) this.ask(id, nowMs, RETRY_MIN_MS);
+      else if (asked.answered ? nowMs - asked.atMs >= REFRESH_MS : nowMs - asked.atMs >= asked.delayMs)
+        this.ask(id, nowMs, asked.answered ? RETRY_MIN_MS : Math.min(asked.delayMs * 2, RETRY_MAX_MS));
+    }
+  }
+
+  /** Forgets members no longer in the cluster (bounded by the registry). */
+  retain(members: ReadonlySet<NodeId>): void {
+    for (const map of [this.answers, this.asked, this.refusalLoggedAt, this.refusingSince])
+      for (const id of map.keys()) if (!members.has(id)) map.delete(id);
+  }
+
+  /**
+   * Messages to `id` were dropped (its connection went down: it may be restarting, with
+   * another release): its answer no longer counts, and it is asked at once, not after a
+   * backoff, when it is heard from again (or at the next poll).
+   */
+  onUnreachable(id: NodeId): void {
+    this.answers.delete(id);
+    this.asked.delete(id);
+    this.refusingSince.delete(id);
+  }
+
+  onQuery(from: NodeId): void {
+    this.config.transport.sendHost(
+      from,
+      encodeMembershipFrame({ kind: MembershipFrameKind.RulesAnswer, rules: this.config.version }),
+    );
+  }
+
+  onAnswer(from: NodeId, version: unknown): void {
+    if (typeof version !== "number" || !Number.isSafeInteger(version) || version < UNDECLARED) return;
+    const nowMs = this.now();
+    this.answers.set(from, { version, atMs: nowMs });
+    const asked = this.asked.get(from);
+    if (asked !== undefined) asked.answered = true;
+  }
+
+  private ask(id: NodeId, nowMs: number, delayMs: number): void {
+    this.asked.set(id, { atMs: nowMs, delayMs, answered: false });
+    this.config.transport.sendHost(id, encodeMembershipFrame({ kind: MembershipFrameKind.RulesQuery }));
+  }
+}

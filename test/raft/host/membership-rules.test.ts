@@ -1,0 +1,168 @@
+import { describe, expect, test } from "bun:test";
+import type { NodeId } from "../../../src/raft/core/types.ts";
+import { decodeMembershipFrame, MembershipFrameKind } from "../../../src/raft/host/membership-frames.ts";
+import { PeerRules } from "../../../src/raft/host/membership-rules.ts";
+import type { NodeTransport } from "../../../src/raft/transport/types.ts";
+
+/** A PeerRules over a transport that records what it sends, on a hand-moved clock. */
+function peerRules(version = 2) {
+  let nowMs = 1_000;
+  const sent: { to: NodeId; kind: number | undefined }[] = [];
+  const warnings: string[] = [];
+  const transport = {
+    sendHost: (to: NodeId, payload: Uint8Array) =>
+      sent.push({ to, kind: decodeMembershipFrame(payload)?.kind }),
+  } as unknown as NodeTransport;
+  const rules = new PeerRules({
+    self: "a",
+    version,
+    transport,
+    logger: { debug() {}, info() {}, warn: (line) => warnings.push(line) },
+    now: () => nowMs,
+  });
+  return {
+    rules,
+    sent,
+    warnings,
+    advance: (ms: number) => {
+      nowMs += ms;
+    },
+    now: () => nowMs,
+  };
+}
+
+describe("what each member advertises", () => {
+  test("a member that never answered counts as 1; its answer counts while fresh (15 s), then 1 again", () => {
+    const t = peerRules();
+    expect(t.rules.advertised("a")).toBe(2);
+    expect(t.rules.advertised("b")).toBe(1);
+    t.rules.onAnswer("b", 2);
+    expect(t.rules.everyAdvertises(2, ["a", "b"])).toBe(true);
+    expect(t.rules.everyAdvertises(2, ["a", "b", "c"])).toBe(false);
+    t.advance(15_001);
+    expect(t.rules.advertised("b")).toBe(1);
+  });
+
+  test("answers that are not a whole version >= 1 are ignored", () => {
+    const t = peerRules();
+    for (const bad of [0, -1, 1.5, "2", null]) t.rules.onAnswer("b", bad);
+    expect(t.rules.advertised("b")).toBe(1);
+  });
+
+  test("peers are asked at once, answered ones every 5 s, silent ones backing off to once a minute", () => {
+    const t = peerRules();
+    t.rules.poll(["a", "b", "old"]);
+    expect(t.sent).toEqual([
+      { to: "b", kind: MembershipFrameKind.RulesQuery },
+      { to: "old", kind: MembershipFrameKind.RulesQuery },
+    ]);
+    t.rules.onAnswer("b", 2);
+    const asks = { b: 0, old: 0 };
+    for (let ms = 0; ms < 300_000; ms += 100) {
+      t.advance(100);
+      t.sent.length = 0;
+      t.rules.poll(["b", "old"]);
+      for (const { to } of t.sent) asks[to as "b" | "old"]++;
+      // b keeps answering each query at once.
+      if (t.sent.some((s) => s.to === "b")) t.rules.onAnswer("b", 2);
+    }
+    expect(asks.b).toBe(60);
+    // After the first ask: 1, 2, 4, 8, 16, 32 s apart, then 60 s: at 1, 3, 7, 15, 31, 63, 123, 183, 243 s.
+    expect(asks.old).toBe(9);
+    expect(t.rules.advertised("b")).toBe(2);
+  });
+
+  test("a query is answered with the version this member implements", () => {
+    const t = peerRules(7);
+    t.rules.onQuery("b");
+    expect(t.sent).toEqual([{ to: "b", kind: MembershipFrameKind.RulesAnswer }]);
+  });
+});
+
+describe("refusing members below the rules in force", () => {
+  test("under rules 1 everyone's messages are taken, asked or not", () => {
+    const t = peerRules();
+    expect(t.rules.accepts("old", t.now())).toBe(true);
+    expect(t.sent).toEqual([]);
+  });
+
+  test("above, a member advertising less is refused, asked again (backing off), and named in the log with what to do once it went on for 3 s (then once per 10 s)", () => {
+    const t = peerRules();
+    t.rules.setRulesInForce(2);
+    // Never asked: asked now, not logged (its answer may be on its way).
+    expect(t.rules.accepts("old", t.now())).toBe(false);
+    expect(t.sent).toEqual([{ to: "old", kind: MembershipFrameKind.RulesQuery }]);
+    for (let ms = 0; ms < 2_900; ms += 100) {
+      t.advance(100);
+      expect(t.rules.accepts("old", t.now())).toBe(false);
+    }
+    expect(t.warnings).toEqual([]);
+    // Asked at 0, 1 and 3 s (backing off), not at every message.
+    expect(t.sent).toHaveLength(2);
+    t.advance(100);
+    expect(t.rules.accepts("old", t.now())).toBe(false);
+    expect(t.sent).toHaveLength(3);
+    expect(t.warnings).toHaveLength(1);
+    expect(t.warnings[0]).toContain("refused the Raft messages of member old");
+    expect(t.warnings[0]).toContain("Upgrade old to this dkv release (rules 2) or newer");
+    t.advance(5_000);
+    t.rules.accepts("old", t.now());
+    expect(t.warnings).toHaveLength(1);
+    t.advance(5_000);
+    t.rules.accepts("old", t.now());
+    expect(t.warnings).toHaveLength(2);
+  });
+
+  test("a member that answers within a round trip of coming back is refused briefly and never named in the log", () => {
+    const t = peerRules();
+    t.rules.setRulesInForce(2);
+    t.rules.onAnswer("b", 2);
+    t.rules.onUnreachable("b");
+    for (let round = 0; round < 5; round++) {
+      expect(t.rules.accepts("b", t.now())).toBe(false);
+      t.advance(2);
+      t.rules.onAnswer("b", 2);
+      expect(t.rules.accepts("b", t.now())).toBe(true);
+      t.advance(4_000);
+      t.rules.onUnreachable("b");
+    }
+    expect(t.warnings).toEqual([]);
+  });
+
+  test("a member taken while its answer is fresh is refused once it goes stale, and taken again once it answers", () => {
+    const t = peerRules();
+    t.rules.setRulesInForce(2);
+    t.rules.onAnswer("b", 2);
+    expect(t.rules.accepts("b", t.now())).toBe(true);
+    t.advance(16_000);
+    expect(t.rules.accepts("b", t.now())).toBe(false);
+    t.rules.onAnswer("b", 2);
+    expect(t.rules.accepts("b", t.now())).toBe(true);
+  });
+
+  test("a member whose connection dropped (restarting, maybe with another release) must answer again, and is asked at once", () => {
+    const t = peerRules();
+    t.rules.setRulesInForce(2);
+    t.rules.poll(["old"]);
+    t.advance(1_000);
+    t.rules.poll(["old"]);
+    t.rules.onAnswer("b", 2);
+    t.rules.onUnreachable("b");
+    t.rules.onUnreachable("old");
+    expect(t.rules.advertised("b")).toBe(1);
+    t.sent.length = 0;
+    // Heard from again: refused until it answers, asked with no backoff.
+    expect(t.rules.accepts("b", t.now())).toBe(false);
+    t.rules.poll(["old"]);
+    expect(t.sent.map((s) => s.to)).toEqual(["b", "old"]);
+    t.rules.onAnswer("b", 2);
+    expect(t.rules.accepts("b", t.now())).toBe(true);
+  });
+
+  test("members that left the cluster are forgotten", () => {
+    const t = peerRules();
+    t.rules.onAnswer("b", 2);
+    t.rules.retain(new Set(["c"]));
+    expect(t.rules.advertised("b")).toBe(1);
+  });
+});
