@@ -6,7 +6,7 @@
  * depend on what else runs on the machine:
  *
  *   bun run test/bench/host-groups.ts [--groups 50] [--threads 50,200] [--duration 3s] [--rounds 2] [--spread 1,50]
- *     [--route spread|leader] [--gather-turns N]
+ *     [--route spread|leader] [--gather-turns N] [--pick round-robin|random]
  *
  * `--spread` lists the group counts the writes spread over (default 1 and `--groups`); one
  * of them alone under `bun --cpu-prof-md` profiles that load only.
@@ -16,6 +16,10 @@
  * member that does not lead forwards to the leader, as behind a round-robin client; with
  * `--route leader` each write goes to its group's leader, as the RPC client routes them).
  * `--gather-turns`: the members' --raft-log-gather-turns (default: its default).
+ * `--pick random`: each write goes to a group drawn at random (xorshift32 seeded per
+ * worker, as shard-spread's `--spread random`): each group then mostly commits one entry
+ * per round, the costliest spread and what independent clients do; the round-robin
+ * default lets workers that commit together clump on a few groups.
  * Prints ops/s, this process's CPU per write (all three members and the load), node
  * transport socket writes and frames per write, shared-log batches (fsyncs) per write, and
  * per write the kernel's share of that CPU, minor page faults, and the JS thread's own CPU
@@ -182,6 +186,18 @@ function mainThreadUs(): number {
 }
 
 type Route = "spread" | "leader";
+type Pick = "round-robin" | "random";
+
+/** The group (0..count-1) of worker `worker`'s op-th write; `state` holds each worker's xorshift32 state. */
+function pickGroup(pick: Pick, worker: number, op: number, count: number, state: Uint32Array): number {
+  if (pick === "round-robin") return (worker + op) % count;
+  let x = state[worker]!;
+  x ^= x << 13;
+  x ^= x >>> 17;
+  x ^= x << 5;
+  state[worker] = x;
+  return (x >>> 0) % count;
+}
 
 /** The member hosting `group`'s leader (0 if none is known: that write then forwards or fails). */
 function leaderMember(cluster: Cluster, group: number): number {
@@ -196,6 +212,7 @@ async function run(
   threads: number,
   durationMs: number,
   route: Route,
+  pick: Pick,
 ): Promise<{ opsPerSec: number; perWrite: Counters }> {
   const value = new Uint8Array(VALUE_BYTES).fill(0x61);
   const keys = Array.from({ length: KEYS_PER_GROUP }, (_, i) => `spread/${i}`);
@@ -204,6 +221,8 @@ async function run(
   for (let group = 0; group < groups; group++) await storeOf(0, group).set("spread/warm", value);
   // Looked up once per run (leader balancing is done before the first run).
   const leaders = Array.from({ length: groups }, (_, group) => leaderMember(cluster, group));
+  // Never 0 (xorshift32 would stay 0): the same draws in every run.
+  const generators = Uint32Array.from({ length: threads }, (_, worker) => 0x9e3779b9 ^ (worker + 1));
   const before = counters(cluster);
   let done = 0;
   let errors = 0;
@@ -213,7 +232,7 @@ async function run(
     Array.from({ length: threads }, async (_, worker) => {
       // Bounded by the deadline: each pass awaits one write.
       for (let op = 0; performance.now() < deadline; op++) {
-        const group = (worker + op) % groups;
+        const group = pickGroup(pick, worker, op, groups, generators);
         const member = route === "leader" ? leaders[group]! : (worker + op) % cluster.members.length;
         const store = storeOf(member, group);
         try {
@@ -257,6 +276,8 @@ async function main(): Promise<void> {
   if (spreads.some((n) => !Number.isSafeInteger(n) || n < 1 || n > groupCount)) {
     throw new Error(`--spread: each count must be a whole number in 1..${groupCount}`);
   }
+  const pick = flagValue(argv, "--pick", "round-robin");
+  if (pick !== "round-robin" && pick !== "random") throw new Error("--pick: round-robin or random");
   const gather = flagValue(argv, "--gather-turns", "");
   const cluster = await startCluster(groupCount, gather === "" ? undefined : Number(gather));
   try {
@@ -266,7 +287,7 @@ async function main(): Promise<void> {
     for (let round = 0; round < rounds; round++) {
       for (const groups of spreads) {
         for (const threads of threadList) {
-          const { opsPerSec, perWrite } = await run(cluster, groups, threads, durationMs, route);
+          const { opsPerSec, perWrite } = await run(cluster, groups, threads, durationMs, route, pick);
           const name = `c=${threads} over ${groups} group${groups === 1 ? "" : "s"}`;
           console.log(
             `${name.padEnd(24)} ${Math.round(opsPerSec).toString().padStart(7)}  ${perWrite.cpuUs.toFixed(0).padStart(12)}  ${perWrite.socketWrites.toFixed(2).padStart(19)}  ${perWrite.frames.toFixed(2).padStart(12)}  ${perWrite.batches.toFixed(3).padStart(12)}  ${perWrite.sysUs.toFixed(0).padStart(12)}  ${perWrite.faults.toFixed(2).padStart(12)}  ${perWrite.mainUs.toFixed(0).padStart(19)}  ${perWrite.logBytes.toFixed(0).padStart(11)}  ${perWrite.relocations.toString().padStart(9)}`,
