@@ -4,6 +4,13 @@ import { encodeMembershipFrame, MembershipFrameKind } from "./membership-frames.
 
 /** A member's advertised apply rules count while answered within this long. */
 const ANSWER_FRESH_MS = 15_000;
+/**
+ * ...and while it answers: a query left unanswered this long voids its last answer (it
+ * may have restarted with a release that does not answer, unnoticed by the transport).
+ */
+const ANSWER_WAIT_MS = 2_000;
+/** The raise rests only on answers this recent, given since the member was last unreachable. */
+const RAISE_ANSWER_MS = 2_000;
 /** A member that answered is asked again this often, so its answer stays fresh. */
 const REFRESH_MS = 5_000;
 /** A member that did not answer (a release before the rules, or down) is asked after this, doubling... */
@@ -30,6 +37,15 @@ interface Asked {
   atMs: number;
   delayMs: number;
   answered: boolean;
+  /** When the oldest query it has not answered was sent (undefined: it answered the last). */
+  pendingSinceMs: number | undefined;
+}
+
+interface Answer {
+  version: number;
+  atMs: number;
+  /** False once a send to it was dropped since: it must answer again before a raise rests on it. */
+  confirmed: boolean;
 }
 
 /**
@@ -42,7 +58,7 @@ interface Asked {
  * messages from a member advertising less are refused: it would decide writes otherwise.
  */
 export class PeerRules {
-  private readonly answers = new Map<NodeId, { version: number; atMs: number }>();
+  private readonly answers = new Map<NodeId, Answer>();
   private readonly asked = new Map<NodeId, Asked>();
   private readonly refusalLoggedAt = new Map<NodeId, number>();
   /** When each member now refused was first refused (since it last was taken, or unreachable). */
@@ -68,18 +84,39 @@ export class PeerRules {
     this.inForce = version;
   }
 
-  /** What `id` advertises: its fresh answer, or 1 (no answer, a stale one, or a release before the rules). */
+  /**
+   * What `id` advertises: its fresh answer, or 1 (no answer, a stale one, a query left
+   * unanswered ANSWER_WAIT_MS since, or a release before the rules).
+   */
   advertised(id: NodeId, nowMs = this.now()): number {
     if (id === this.config.self) return this.config.version;
     const answer = this.answers.get(id);
-    return answer !== undefined && nowMs - answer.atMs <= ANSWER_FRESH_MS ? answer.version : UNDECLARED;
+    if (answer === undefined || nowMs - answer.atMs > ANSWER_FRESH_MS) return UNDECLARED;
+    const pendingSinceMs = this.asked.get(id)?.pendingSinceMs;
+    return pendingSinceMs !== undefined && nowMs - pendingSinceMs > ANSWER_WAIT_MS
+      ? UNDECLARED
+      : answer.version;
   }
 
-  /** Whether every one of `ids` advertises at least `version`. */
+  /**
+   * Whether every one of `ids` advertises at least `version`, each by an answer of the last
+   * RAISE_ANSWER_MS given since it was last unreachable: the raise must not rest on an
+   * answer from before a restart with an older release (which applies the raising entry as
+   * a no-op). The others are asked now; a later check sees their answers.
+   */
   everyAdvertises(version: number, ids: Iterable<NodeId>): boolean {
     const nowMs = this.now();
-    for (const id of ids) if (this.advertised(id, nowMs) < version) return false;
-    return true;
+    const all = [...ids];
+    for (const id of all) if (this.advertised(id, nowMs) < version) return false;
+    let recent = true;
+    for (const id of all) {
+      const answer = this.answers.get(id);
+      if (id === this.config.self || (answer?.confirmed === true && nowMs - answer.atMs <= RAISE_ANSWER_MS))
+        continue;
+      recent = false;
+      if (this.asked.get(id)?.pendingSinceMs === undefined) this.ask(id, nowMs, RETRY_MIN_MS);
+    }
+    return recent;
   }
 
   /**
@@ -137,14 +174,24 @@ export class PeerRules {
   }
 
   /**
-   * Messages to `id` were dropped (its connection went down: it may be restarting, with
-   * another release): its answer no longer counts, and it is asked at once, not after a
-   * backoff, when it is heard from again (or at the next poll).
+   * Messages to `id` were dropped: its connection went down (it may be restarting, with
+   * another release) or its send queue is full (it is live, only behind). It is asked at
+   * once (at its next message or poll), not after a backoff; its answer counts until that
+   * query is ANSWER_WAIT_MS unanswered, but no raise rests on it before it answers again.
+   * (Forgetting the answer here would refuse a live follower's acks while its queue is
+   * full, and the query that clears it would be dropped in the same queue.)
    */
   onUnreachable(id: NodeId): void {
-    this.answers.delete(id);
-    this.asked.delete(id);
-    this.refusingSince.delete(id);
+    const answer = this.answers.get(id);
+    if (answer !== undefined) answer.confirmed = false;
+    const asked = this.asked.get(id);
+    if (asked === undefined) return;
+    // Due now: asked at its next message or poll, with the backoff it had.
+    asked.atMs = Number.NEGATIVE_INFINITY;
+    if (asked.answered) {
+      asked.answered = false;
+      asked.pendingSinceMs = undefined;
+    }
   }
 
   onQuery(from: NodeId): void {
@@ -157,13 +204,18 @@ export class PeerRules {
   onAnswer(from: NodeId, version: unknown): void {
     if (typeof version !== "number" || !Number.isSafeInteger(version) || version < UNDECLARED) return;
     const nowMs = this.now();
-    this.answers.set(from, { version, atMs: nowMs });
+    this.answers.set(from, { version, atMs: nowMs, confirmed: true });
     const asked = this.asked.get(from);
-    if (asked !== undefined) asked.answered = true;
+    if (asked !== undefined) {
+      asked.answered = true;
+      asked.pendingSinceMs = undefined;
+    }
   }
 
   private ask(id: NodeId, nowMs: number, delayMs: number): void {
-    this.asked.set(id, { atMs: nowMs, delayMs, answered: false });
+    const before = this.asked.get(id);
+    const pendingSinceMs = before?.answered === false ? (before.pendingSinceMs ?? nowMs) : nowMs;
+    this.asked.set(id, { atMs: nowMs, delayMs, answered: false, pendingSinceMs });
     this.config.transport.sendHost(id, encodeMembershipFrame({ kind: MembershipFrameKind.RulesQuery }));
   }
 }
