@@ -1,4 +1,5 @@
 import { DkvError } from "../../errors.ts";
+import { assert } from "../../raft/core/assert.ts";
 import type { NodeId, RaftLogger } from "../../raft/core/types.ts";
 import type { RaftHost } from "../../raft/host/raft-host.ts";
 import { encodeCommandOf, Op } from "./command.ts";
@@ -23,6 +24,10 @@ export const APPLY_RULES_VERSION_UNDECLARED = 1;
 
 /** The Op.Rules entry raising the rules in force to `version`. */
 export function encodeRulesCommand(version: number): Uint8Array {
+  assert(
+    Number.isInteger(version) && version >= 1 && version <= 0xff,
+    () => `apply rules ${version} do not fit the entry's one byte`,
+  );
   return encodeCommandOf(Op.Rules, "", Uint8Array.of(version), 0, 0, undefined);
 }
 
@@ -88,8 +93,11 @@ export class ApplyRulesMonitor {
               `shard ${groupId}: apply rules raised to ${this.version} (every member advertises it)`,
             ),
           (error: unknown) => {
-            // Not the leader any more, or closing: the next check proposes again.
-            if (!DkvError.is(error)) throw error;
+            // Not the leader any more, or closing: the next check proposes again. Anything
+            // else is a defect, logged (the next check tries again) rather than left as an
+            // unhandled rejection.
+            if (!DkvError.is(error))
+              this.logger.warn(`shard ${groupId}: raising the apply rules failed: ${String(error)}`);
           },
         )
         .finally(() => this.inFlight.delete(groupId));
