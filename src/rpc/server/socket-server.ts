@@ -109,8 +109,8 @@ const httpOnTcpReply = (() => {
 
 /**
  * One accepted connection: decodes frames, hands them to the dispatcher, and batches
- * replies into one socket write per microtask turn. Bun's socket.write may take only part
- * of the bytes; the rest stays in `out` until the drain event.
+ * replies into one socket write per turn (see queueFlush). Bun's socket.write may take
+ * only part of the bytes; the rest stays in `out` until the drain event.
  */
 class ServerConnection implements ReplyTarget, StreamedReplyTarget {
   private readonly out = new ByteWriter(connectionOutputInitialBytes);
@@ -416,11 +416,19 @@ class ServerConnection implements ReplyTarget, StreamedReplyTarget {
     this.queueFlush();
   }
 
+  /**
+   * Replies go out in one write per turn. With other requests of this connection still in
+   * flight (a busy client), the write waits for the end of this event-loop iteration
+   * (setImmediate): on a member leading many shards, replies of groups that commit in
+   * different events of one poll (acks from two followers, a log write's completion) then
+   * leave together instead of in a write each. The last or only request's reply leaves at
+   * the end of this task (a microtask): nothing waits when nothing else is coming.
+   */
   private queueFlush(): void {
-    if (!this.flushQueued) {
-      this.flushQueued = true;
-      queueMicrotask(this.flush);
-    }
+    if (this.flushQueued) return;
+    this.flushQueued = true;
+    if (this.inflight > 0) setImmediate(this.flush);
+    else queueMicrotask(this.flush);
   }
 
   readonly flush = (): void => {
