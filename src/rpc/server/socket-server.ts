@@ -140,6 +140,7 @@ class ServerConnection implements ReplyTarget, StreamedReplyTarget {
     private readonly options: SocketServerOptions,
     private readonly name: string,
     nowMs: number,
+    private readonly stats: SocketServerStats,
   ) {
     this.secured = options.tls === undefined;
     this.openedAtMs = nowMs;
@@ -437,6 +438,7 @@ class ServerConnection implements ReplyTarget, StreamedReplyTarget {
       if (this.closing && this.out.length === 0) this.socket.end();
       return;
     }
+    this.stats.socketWrites++;
     const written = this.socket.write(this.out.written());
     this.out.consume(Math.max(0, written));
     if (this.streamWaiters.length > 0 && this.out.length <= streamHighWaterBytes) {
@@ -481,10 +483,18 @@ class ServerConnection implements ReplyTarget, StreamedReplyTarget {
   }
 }
 
+/** Counts of a socket server, over all its connections. */
+interface SocketServerStats {
+  /** Socket writes of replies and streamed frames (see ServerConnection.queueFlush). */
+  socketWrites: number;
+}
+
 export interface SocketServer {
   readonly endpoint: string;
   /** Connections open now. */
   readonly connections: number;
+  /** Socket writes made so far, all connections: replies of one turn leave in one (tests check it). */
+  readonly socketWrites: number;
   stop(drainMs: number): Promise<void>;
 }
 
@@ -509,6 +519,7 @@ function refusalFrame(options: SocketServerOptions): Uint8Array {
 
 export async function startSocketServer(options: SocketServerOptions): Promise<SocketServer> {
   const connections = new Set<ServerConnection>();
+  const stats: SocketServerStats = { socketWrites: 0 };
   const { limits, logger } = options;
   let accepted = 0;
   const refuser = new ConnectionRefuser<ServerConnection>({
@@ -528,7 +539,7 @@ export async function startSocketServer(options: SocketServerOptions): Promise<S
         refuser.refuse(socket, nowMs);
         return;
       }
-      const connection = new ServerConnection(socket, options, `connection ${++accepted}`, nowMs);
+      const connection = new ServerConnection(socket, options, `connection ${++accepted}`, nowMs, stats);
       socket.data = connection;
       connections.add(connection);
       options.observer?.connectionOpened();
@@ -581,6 +592,9 @@ export async function startSocketServer(options: SocketServerOptions): Promise<S
     endpoint: bound,
     get connections() {
       return connections.size;
+    },
+    get socketWrites() {
+      return stats.socketWrites;
     },
     async stop(drainMs: number) {
       clearInterval(sweeper);
