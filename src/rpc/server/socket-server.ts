@@ -109,8 +109,8 @@ const httpOnTcpReply = (() => {
 
 /**
  * One accepted connection: decodes frames, hands them to the dispatcher, and batches
- * replies into one socket write per turn (see queueFlush). Bun's socket.write may take
- * only part of the bytes; the rest stays in `out` until the drain event.
+ * replies into one socket write per microtask turn. Bun's socket.write may take only part
+ * of the bytes; the rest stays in `out` until the drain event.
  */
 class ServerConnection implements ReplyTarget, StreamedReplyTarget {
   private readonly out = new ByteWriter(connectionOutputInitialBytes);
@@ -140,7 +140,6 @@ class ServerConnection implements ReplyTarget, StreamedReplyTarget {
     private readonly options: SocketServerOptions,
     private readonly name: string,
     nowMs: number,
-    private readonly stats: SocketServerStats,
   ) {
     this.secured = options.tls === undefined;
     this.openedAtMs = nowMs;
@@ -417,19 +416,11 @@ class ServerConnection implements ReplyTarget, StreamedReplyTarget {
     this.queueFlush();
   }
 
-  /**
-   * Replies go out in one write per turn. With other requests of this connection still in
-   * flight (a busy client), the write waits for the end of this event-loop iteration
-   * (setImmediate): on a member leading many shards, replies of groups that commit in
-   * different events of one poll (acks from two followers, a log write's completion) then
-   * leave together instead of in a write each. The last or only request's reply leaves at
-   * the end of this task (a microtask): nothing waits when nothing else is coming.
-   */
   private queueFlush(): void {
-    if (this.flushQueued) return;
-    this.flushQueued = true;
-    if (this.inflight > 0) setImmediate(this.flush);
-    else queueMicrotask(this.flush);
+    if (!this.flushQueued) {
+      this.flushQueued = true;
+      queueMicrotask(this.flush);
+    }
   }
 
   readonly flush = (): void => {
@@ -438,7 +429,6 @@ class ServerConnection implements ReplyTarget, StreamedReplyTarget {
       if (this.closing && this.out.length === 0) this.socket.end();
       return;
     }
-    this.stats.socketWrites++;
     const written = this.socket.write(this.out.written());
     this.out.consume(Math.max(0, written));
     if (this.streamWaiters.length > 0 && this.out.length <= streamHighWaterBytes) {
@@ -483,18 +473,10 @@ class ServerConnection implements ReplyTarget, StreamedReplyTarget {
   }
 }
 
-/** Counts of a socket server, over all its connections. */
-interface SocketServerStats {
-  /** Socket writes of replies and streamed frames (see ServerConnection.queueFlush). */
-  socketWrites: number;
-}
-
 export interface SocketServer {
   readonly endpoint: string;
   /** Connections open now. */
   readonly connections: number;
-  /** Socket writes made so far, all connections: replies of one turn leave in one (tests check it). */
-  readonly socketWrites: number;
   stop(drainMs: number): Promise<void>;
 }
 
@@ -519,7 +501,6 @@ function refusalFrame(options: SocketServerOptions): Uint8Array {
 
 export async function startSocketServer(options: SocketServerOptions): Promise<SocketServer> {
   const connections = new Set<ServerConnection>();
-  const stats: SocketServerStats = { socketWrites: 0 };
   const { limits, logger } = options;
   let accepted = 0;
   const refuser = new ConnectionRefuser<ServerConnection>({
@@ -539,7 +520,7 @@ export async function startSocketServer(options: SocketServerOptions): Promise<S
         refuser.refuse(socket, nowMs);
         return;
       }
-      const connection = new ServerConnection(socket, options, `connection ${++accepted}`, nowMs, stats);
+      const connection = new ServerConnection(socket, options, `connection ${++accepted}`, nowMs);
       socket.data = connection;
       connections.add(connection);
       options.observer?.connectionOpened();
@@ -592,9 +573,6 @@ export async function startSocketServer(options: SocketServerOptions): Promise<S
     endpoint: bound,
     get connections() {
       return connections.size;
-    },
-    get socketWrites() {
-      return stats.socketWrites;
     },
     async stop(drainMs: number) {
       clearInterval(sweeper);
