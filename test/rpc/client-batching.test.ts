@@ -19,8 +19,9 @@ import { createSerializer } from "../../src/rpc/serializer/index.ts";
 
 /**
  * The client writes the requests of one turn to a connection in one socket write (a
- * microtask flushes what the turn queued), and batching must not blur calls: each settles
- * once, with its own reply or its own deadline.
+ * microtask flushes what the turn queued; on a connection with other calls in flight, the
+ * end of the event-loop iteration), and batching must not blur calls: each settles once,
+ * with its own reply or its own deadline.
  */
 const binary = createSerializer("binary");
 
@@ -183,6 +184,31 @@ describe("client request batching", () => {
         await owner.until(id);
       }
       expect(channel.socketWrites - writesBefore).toBe(3);
+    } finally {
+      await channel.close();
+    }
+  });
+
+  test("with calls in flight, calls made in separate tasks of one iteration leave in one write", async () => {
+    const server = startRawServer();
+    const owner = new RecordingOwner();
+    const channel = channelTo(server.endpoint, owner);
+    try {
+      channel.send(setCall(1, "warm"));
+      await owner.until(1);
+      channel.send(setCall(2, "silent")); // stays in flight: the connection is busy from here on
+      await Bun.sleep(5);
+      const writesBefore = channel.socketWrites;
+      // Each call in a task of its own (a microtask apart), as callers resumed by replies are.
+      channel.send(setCall(3, "k3"));
+      await Promise.resolve();
+      channel.send(setCall(4, "k4"));
+      await Promise.resolve();
+      channel.send(setCall(5, "k5"));
+      await owner.until(4);
+      expect(channel.socketWrites - writesBefore).toBe(1);
+      expect(server.frames).toBe(5);
+      expect(owner.failures).toEqual([]);
     } finally {
       await channel.close();
     }

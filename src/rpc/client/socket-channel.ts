@@ -83,8 +83,8 @@ const backoffMaxMs = 2000;
 export class SocketChannel implements Channel {
   retryAtMs = 0;
   /**
-   * Socket writes made so far: requests written in one turn go out in one write (flushed
-   * from a microtask), which a test checks through this count.
+   * Socket writes made so far: requests written in one turn go out in one write (see
+   * queueFlush), which tests check through this count.
    */
   socketWrites = 0;
   private state: "idle" | "connecting" | "open" | "closed" = "idle";
@@ -183,11 +183,21 @@ export class SocketChannel implements Channel {
     this.queueFlush();
   }
 
+  /**
+   * Requests go out in one write per connection and turn. With other calls in flight here
+   * (a busy connection) the write waits for the end of this event-loop iteration
+   * (setImmediate): the replies read from every connection in one poll resume callers whose
+   * next requests, spread over shards led by several members, would otherwise leave in a
+   * write per connection per reply read (round28, c=50 over 50 shards picked at random:
+   * 0.33-0.38 vs 0.40-0.45 socket writes per set, client CPU per set ~0.95x). An idle
+   * connection's request leaves at the end of this task (a microtask): a lone call waits
+   * for nothing.
+   */
   private queueFlush(): void {
-    if (!this.flushQueued) {
-      this.flushQueued = true;
-      queueMicrotask(this.flush);
-    }
+    if (this.flushQueued) return;
+    this.flushQueued = true;
+    if (this.pending.size > 1) setImmediate(this.flush);
+    else queueMicrotask(this.flush);
   }
 
   forget(call: ClientCall): void {
