@@ -21,6 +21,8 @@ const RETRY_MAX_MS = 60_000;
 const REFUSAL_LOG_AFTER_MS = 3_000;
 /** ...at most this often (per member). */
 const REFUSAL_LOG_INTERVAL_MS = 10_000;
+/** A query sent to a member not heard from for this long may not have reached it (partitioned, paused, down). */
+const SILENT_MS = 1_000;
 /** The version a member that never answered is taken to implement (a release before the rules). */
 const UNDECLARED = 1;
 
@@ -31,6 +33,8 @@ export interface PeerRulesConfig {
   transport: NodeTransport;
   logger: RaftLogger;
   now?: () => number;
+  /** When a Raft message from `id` last arrived (membership's last contact), on the same clock as `now`. */
+  lastContactAt?: (id: NodeId) => number | undefined;
 }
 
 interface Asked {
@@ -39,6 +43,14 @@ interface Asked {
   answered: boolean;
   /** When the oldest query it has not answered was sent (undefined: it answered the last). */
   pendingSinceMs: number | undefined;
+  /**
+   * The last query may not have reached it: sent while it was silent (SILENT_MS), or a
+   * drop was reported since. Its next message gets a query at once, whatever the backoff:
+   * a member back from a partition or a pause answers within a round trip, so it is not
+   * refused for a backoff's length (up to a minute) after it returns; a connected release
+   * before the rules, which never answers, is still asked only as the backoff says.
+   */
+  mayBeLost: boolean;
 }
 
 interface Answer {
@@ -140,6 +152,7 @@ export class PeerRules {
     // trip), then backing off as the poll does: a release before the rules logs each ask.
     const asked = this.asked.get(from);
     if (asked === undefined) this.ask(from, nowMs, RETRY_MIN_MS);
+    else if (asked.mayBeLost) this.ask(from, nowMs, asked.delayMs);
     else if (nowMs - asked.atMs >= asked.delayMs)
       this.ask(from, nowMs, asked.answered ? RETRY_MIN_MS : Math.min(asked.delayMs * 2, RETRY_MAX_MS));
     // Named in the log once it has gone on sending for a while without answering enough.
@@ -188,6 +201,7 @@ export class PeerRules {
     if (asked === undefined) return;
     // Due now: asked at its next message or poll, with the backoff it had.
     asked.atMs = Number.NEGATIVE_INFINITY;
+    asked.mayBeLost = true;
     if (asked.answered) {
       asked.answered = false;
       asked.pendingSinceMs = undefined;
@@ -215,7 +229,9 @@ export class PeerRules {
   private ask(id: NodeId, nowMs: number, delayMs: number): void {
     const before = this.asked.get(id);
     const pendingSinceMs = before?.answered === false ? (before.pendingSinceMs ?? nowMs) : nowMs;
-    this.asked.set(id, { atMs: nowMs, delayMs, answered: false, pendingSinceMs });
+    const heardAtMs = this.config.lastContactAt?.(id);
+    const mayBeLost = heardAtMs === undefined || nowMs - heardAtMs >= SILENT_MS;
+    this.asked.set(id, { atMs: nowMs, delayMs, answered: false, pendingSinceMs, mayBeLost });
     this.config.transport.sendHost(id, encodeMembershipFrame({ kind: MembershipFrameKind.RulesQuery }));
   }
 }

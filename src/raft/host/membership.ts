@@ -98,6 +98,7 @@ export class ClusterMembership implements MembershipHooks {
       version: config.applyRulesVersion,
       transport: config.transport,
       logger: config.logger,
+      lastContactAt: (id) => this.lastContact.get(id),
     });
     this.actions = new GroupActions({
       ...config,

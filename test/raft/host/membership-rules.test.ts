@@ -7,6 +7,7 @@ import type { NodeTransport } from "../../../src/raft/transport/types.ts";
 /** A PeerRules over a transport that records what it sends, on a hand-moved clock. */
 function peerRules(version = 2) {
   let nowMs = 1_000;
+  const heard = new Map<NodeId, number>();
   const sent: { to: NodeId; kind: number | undefined }[] = [];
   const warnings: string[] = [];
   const transport = {
@@ -19,9 +20,15 @@ function peerRules(version = 2) {
     transport,
     logger: { debug() {}, info() {}, warn: (line) => warnings.push(line) },
     now: () => nowMs,
+    lastContactAt: (id) => heard.get(id),
   });
   return {
     rules,
+    /** A Raft message from `id` arrives now (membership notes the contact, then asks accepts). */
+    message: (id: NodeId) => {
+      heard.set(id, nowMs);
+      return rules.accepts(id, nowMs);
+    },
     sent,
     warnings,
     advance: (ms: number) => {
@@ -90,26 +97,26 @@ describe("refusing members below the rules in force", () => {
     const t = peerRules();
     t.rules.setRulesInForce(2);
     // Never asked: asked now, not logged (its answer may be on its way).
-    expect(t.rules.accepts("old", t.now())).toBe(false);
+    expect(t.message("old")).toBe(false);
     expect(t.sent).toEqual([{ to: "old", kind: MembershipFrameKind.RulesQuery }]);
     for (let ms = 0; ms < 2_900; ms += 100) {
       t.advance(100);
-      expect(t.rules.accepts("old", t.now())).toBe(false);
+      expect(t.message("old")).toBe(false);
     }
     expect(t.warnings).toEqual([]);
     // Asked at 0, 1 and 3 s (backing off), not at every message.
     expect(t.sent).toHaveLength(2);
     t.advance(100);
-    expect(t.rules.accepts("old", t.now())).toBe(false);
+    expect(t.message("old")).toBe(false);
     expect(t.sent).toHaveLength(3);
     expect(t.warnings).toHaveLength(1);
     expect(t.warnings[0]).toContain("refused the Raft messages of member old");
     expect(t.warnings[0]).toContain("Upgrade old to this dkv release (rules 2) or newer");
     t.advance(5_000);
-    t.rules.accepts("old", t.now());
+    t.message("old");
     expect(t.warnings).toHaveLength(1);
     t.advance(5_000);
-    t.rules.accepts("old", t.now());
+    t.message("old");
     expect(t.warnings).toHaveLength(2);
   });
 
@@ -167,6 +174,54 @@ describe("refusing members below the rules in force", () => {
     t.rules.onAnswer("b", 2);
     expect(t.rules.accepts("b", t.now())).toBe(true);
     expect(t.rules.everyAdvertises(2, ["a", "b"])).toBe(true);
+  });
+
+  test("a member back from a partition or a pause is asked at its first message, whatever the backoff grew to meanwhile; a connected member that never answers is not", () => {
+    const t = peerRules();
+    t.rules.setRulesInForce(2);
+    t.rules.poll(["b", "old"]);
+    t.rules.onAnswer("b", 2);
+    expect(t.message("b")).toBe(true);
+    expect(t.message("old")).toBe(false);
+    // b is cut off for 40 s: the polls' queries are lost, the backoff grows to 32 s.
+    for (let i = 0; i < 40; i++) {
+      t.advance(1_000);
+      t.rules.poll(["b"]);
+      expect(t.message("old")).toBe(false);
+    }
+    expect(t.rules.advertised("b")).toBe(1);
+    // Its first message after the partition is refused, and it is asked at once...
+    t.sent.length = 0;
+    expect(t.message("b")).toBe(false);
+    expect(t.sent).toEqual([{ to: "b", kind: MembershipFrameKind.RulesQuery }]);
+    // ...once only; its answer a round trip later lets it in.
+    expect(t.message("b")).toBe(false);
+    expect(t.sent.length).toBe(1);
+    t.advance(5);
+    t.rules.onAnswer("b", 2);
+    expect(t.message("b")).toBe(true);
+    // "old" sent all along: asked only as the backoff said, not at each message.
+    const oldAsks = t.sent.filter((s) => s.to === "old").length;
+    expect(oldAsks).toBe(0);
+  });
+
+  test("a member whose drop was reported (a full send queue: its queries may be lost) is asked at its next message", () => {
+    const t = peerRules();
+    t.rules.setRulesInForce(2);
+    t.rules.poll(["b"]);
+    t.rules.onAnswer("b", 2);
+    // A long burst: every query is dropped in the full queue, so it goes unanswered past 2 s.
+    for (let i = 0; i < 5; i++) {
+      t.advance(1_000);
+      t.rules.onUnreachable("b");
+      t.rules.poll(["b"]);
+      expect(t.message("b")).toBe(i < 3); // refused once its oldest unanswered query is 2 s old
+    }
+    t.sent.length = 0;
+    t.advance(100);
+    t.rules.onUnreachable("b");
+    expect(t.message("b")).toBe(false);
+    expect(t.sent).toEqual([{ to: "b", kind: MembershipFrameKind.RulesQuery }]);
   });
 
   test("members that left the cluster are forgotten", () => {
