@@ -167,6 +167,15 @@ export class MemoryRelease implements Disposable {
   /** Request bytes counted since the last full (and eden) collection under load. */
   private loadFullBytes = 0;
   private loadEdenBytes = 0;
+  /**
+   * No full collection under load before this monotonic time: each full collection (one
+   * under load, after a burst or after a snapshot) holds the next one under load off for
+   * LOAD_INTERVAL_COST_FACTOR × its duration only, not for nextMs' RELEASE_INTERVAL_COST_FACTOR ×.
+   * A snapshot's collection (Bun.gc(true), 7-16 ms while writes come) held them off for
+   * 50 × its duration: 0.35-0.8 s without one, the JS heap and ArrayBuffers up by 20-40 MiB
+   * (one-member dstore, 1M sets; README "Memory: full collections under load sweep").
+   */
+  private nextLoadFullMs = Number.NEGATIVE_INFINITY;
   /** No eden collection under load before this monotonic time. */
   private nextEdenMs = Number.NEGATIVE_INFINITY;
   /** How long the last eden collection under load took (ms); undefined before the first. */
@@ -299,7 +308,7 @@ export class MemoryRelease implements Disposable {
     if (
       full !== undefined &&
       this.loadFullBytes >= LOAD_FULL_BYTES &&
-      nowMs >= this.nextMs &&
+      nowMs >= this.nextLoadFullMs &&
       (this.options.heapBytes?.() ?? 0) <= BURST_HEAP_BYTES_MAX
     )
       kind = "full";
@@ -316,6 +325,7 @@ export class MemoryRelease implements Disposable {
       if (kind === "full") {
         this.loadFullBytes = 0;
         this.nextMs = Math.max(this.nextMs, nextMs);
+        this.nextLoadFullMs = Math.max(this.nextLoadFullMs, nextMs);
         // The eden ones resume at their own spacing (see LOAD_INTERVAL_COST_FACTOR).
         this.nextEdenMs =
           this.lastEdenCostMs === undefined
@@ -356,6 +366,10 @@ export class MemoryRelease implements Disposable {
     this.burstBytes = 0;
     this.loadFullBytes = 0;
     this.nextMs = endMs + (endMs - startMs) * RELEASE_INTERVAL_COST_FACTOR;
+    this.nextLoadFullMs = Math.max(
+      this.nextLoadFullMs,
+      endMs + (endMs - startMs) * LOAD_INTERVAL_COST_FACTOR,
+    );
     this.nextAfterSnapshotMs = Math.max(startMs + RELEASE_INTERVAL_MIN_MS, this.nextMs);
     this.options.onCollected?.(reason, endMs - startMs);
   }

@@ -393,6 +393,28 @@ describe("memory release under sustained requests", () => {
     expect(release.load.filter((kind) => kind === "full")).toEqual(["full", "full"]);
   });
 
+  test("a snapshot's collection holds the full ones under load off for LOAD_INTERVAL_COST_FACTOR × its cost only", () => {
+    const release = fakeWithLoad();
+    const memory = new MemoryRelease(release);
+    const observer = memory.requestObserver(undefined);
+    const raft = memory.raftObserver(undefined);
+    release.collectMs = 10;
+    raft.snapshotDone(1, "save", 5, true);
+    release.advance(RELEASE_DELAY_MS);
+    expect(release.collections.length).toBe(1);
+    // Requests keep coming: a full one under load is due by bytes.
+    release.advance(release.collectMs * LOAD_INTERVAL_COST_FACTOR - 1);
+    answerNow(observer, requestsOf(LOAD_FULL_BYTES));
+    release.advance(0);
+    expect(release.load).toEqual(["eden"]);
+    release.advance(1);
+    answerNow(observer, requestsOf(LOAD_EDEN_BYTES));
+    release.advance(0);
+    // Well before RELEASE_INTERVAL_COST_FACTOR × 10 ms.
+    expect(release.nowMs).toBeLessThan(RELEASE_DELAY_MS + release.collectMs * RELEASE_INTERVAL_COST_FACTOR);
+    expect(release.load).toEqual(["eden", "full"]);
+  });
+
   test("after a full one, the eden ones resume at their own cost's spacing, not the full one's", () => {
     const release = fakeWithLoad();
     const observer = new MemoryRelease(release).requestObserver(undefined);
