@@ -55,8 +55,9 @@ export const BURST_HEAP_BYTES_MAX = 64 * 1024 * 1024;
  * sets swung 60 MiB with it. An eden collection costs ~0.3-1 ms (what is young and live:
  * the requests in flight), so every ~2,500 sets it is ~0.1-0.4 µs per set; the full
  * ones (not Bun.gc(true): without the allocator's clean-up, which costs several times
- * the collection and the page faults after it; the freed memory is reused at once) run
- * only while the heap is at most BURST_HEAP_BYTES_MAX. Each kind runs at most once per
+ * the collection and the page faults after it; the freed memory is reused at once; but
+ * swept before they return, so the emptied blocks are freed at once too) run only while
+ * the heap is at most BURST_HEAP_BYTES_MAX. Each kind runs at most once per
  * LOAD_INTERVAL_COST_FACTOR × its last duration; after a full one, the next eden one waits
  * for the factor × the last eden one's duration, not the full one's (see the measure at
  * LOAD_INTERVAL_COST_FACTOR).
@@ -94,7 +95,10 @@ export const LOAD_SUMMARY_INTERVAL_MS = 1_000;
 export interface MemoryReleaseOptions {
   /** A full, synchronous garbage collection (Bun.gc(true) in a server). */
   collect(): void;
-  /** Under sustained requests: a full collection (without the allocator's clean-up); none if absent. */
+  /**
+   * Under sustained requests: a full collection and its sweep, both before it returns
+   * (without the allocator's clean-up); none if absent.
+   */
   collectFullUnderLoad?(): void;
   /** Under sustained requests: an eden collection; none if absent. */
   collectEdenUnderLoad?(): void;
@@ -163,6 +167,15 @@ export class MemoryRelease implements Disposable {
   /** Request bytes counted since the last full (and eden) collection under load. */
   private loadFullBytes = 0;
   private loadEdenBytes = 0;
+  /**
+   * No full collection under load before this monotonic time: each full collection (one
+   * under load, after a burst or after a snapshot) holds the next one under load off for
+   * LOAD_INTERVAL_COST_FACTOR × its duration only, not for nextMs' RELEASE_INTERVAL_COST_FACTOR ×.
+   * A snapshot's collection (Bun.gc(true), 7-16 ms while writes come) held them off for
+   * 50 × its duration: 0.35-0.8 s without one, the JS heap and ArrayBuffers up by 20-40 MiB
+   * (one-member dstore, 1M sets; README "Memory: full collections under load sweep").
+   */
+  private nextLoadFullMs = Number.NEGATIVE_INFINITY;
   /** No eden collection under load before this monotonic time. */
   private nextEdenMs = Number.NEGATIVE_INFINITY;
   /** How long the last eden collection under load took (ms); undefined before the first. */
@@ -295,7 +308,7 @@ export class MemoryRelease implements Disposable {
     if (
       full !== undefined &&
       this.loadFullBytes >= LOAD_FULL_BYTES &&
-      nowMs >= this.nextMs &&
+      nowMs >= this.nextLoadFullMs &&
       (this.options.heapBytes?.() ?? 0) <= BURST_HEAP_BYTES_MAX
     )
       kind = "full";
@@ -312,6 +325,7 @@ export class MemoryRelease implements Disposable {
       if (kind === "full") {
         this.loadFullBytes = 0;
         this.nextMs = Math.max(this.nextMs, nextMs);
+        this.nextLoadFullMs = Math.max(this.nextLoadFullMs, nextMs);
         // The eden ones resume at their own spacing (see LOAD_INTERVAL_COST_FACTOR).
         this.nextEdenMs =
           this.lastEdenCostMs === undefined
@@ -352,6 +366,10 @@ export class MemoryRelease implements Disposable {
     this.burstBytes = 0;
     this.loadFullBytes = 0;
     this.nextMs = endMs + (endMs - startMs) * RELEASE_INTERVAL_COST_FACTOR;
+    this.nextLoadFullMs = Math.max(
+      this.nextLoadFullMs,
+      endMs + (endMs - startMs) * LOAD_INTERVAL_COST_FACTOR,
+    );
     this.nextAfterSnapshotMs = Math.max(startMs + RELEASE_INTERVAL_MIN_MS, this.nextMs);
     this.options.onCollected?.(reason, endMs - startMs);
   }
@@ -369,9 +387,12 @@ export function processMemoryRelease(logger: { debug(message: string): void }): 
   return {
     collect: () => Bun.gc(true),
     // bun:jsc loaded at the first collection under load (a member that never gets one never loads it).
+    // gcAndSweep, not fullGC: fullGC leaves the sweep to later, so the heap's emptied blocks
+    // stay its own while the next requests allocate new ones; swept at once, they go back to
+    // the allocator and are reused (README "Memory: full collections under load sweep").
     collectFullUnderLoad: () => {
       jsc ??= require("bun:jsc") as typeof import("bun:jsc");
-      jsc.fullGC();
+      jsc.gcAndSweep();
     },
     collectEdenUnderLoad: () => {
       jsc ??= require("bun:jsc") as typeof import("bun:jsc");
