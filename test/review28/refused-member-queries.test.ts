@@ -17,7 +17,7 @@ import { PeerRules } from "../../src/raft/host/membership-rules.ts";
 import type { NodeTransport } from "../../src/raft/transport/types.ts";
 
 describe("review28: a refused member of the release before apply rules", () => {
-  test("is asked with the backoff of a member that never answers, not once a second", () => {
+  test("is asked at most once a second while it sends (not at every message)", () => {
     let nowMs = 50_000;
     const queries = new Map<NodeId, number>();
     const warnings: string[] = [];
@@ -48,8 +48,12 @@ describe("review28: a refused member of the release before apply rules", () => {
       if (!rules.accepts("n3", nowMs)) refused++;
     }
     expect(refused).toBe(2_400);
-    // The backoff's asks in 120 s: 0, 1, 3, 7, 15, 31, 63 s and one a minute after.
-    expect(queries.get("n3")).toBeLessThanOrEqual(10);
+    // The lead changed this (stop 28): while it sends, a refused member is asked once a
+    // second, not with the poll's backoff — an answer lost on a redialing link would
+    // otherwise keep a live member of this release refused for up to a minute (verify's
+    // kill/partition runs wedged: every member refusing the others). Bounded: one a second.
+    expect(queries.get("n3")).toBeGreaterThanOrEqual(100);
+    expect(queries.get("n3")).toBeLessThanOrEqual(121);
     // The refusal is still named in this member's log (at most every 10 s).
     expect(warnings.length).toBeGreaterThan(0);
     expect(warnings.length).toBeLessThanOrEqual(13);

@@ -149,12 +149,15 @@ export class PeerRules {
       this.refusingSince.set(from, nowMs);
     }
     // Asked at once (a member just back, or whose answer went stale, answers within a round
-    // trip), then backing off as the poll does: a release before the rules logs each ask.
+    // trip), then once a second while it goes on sending, without the poll's backoff: its
+    // answer travels on its own link to this member, which may be down or redialing (a
+    // restart, a partition healing), and is then lost; a backoff grown meanwhile would keep
+    // a live member of this release refused for up to a minute (every member refusing the
+    // others: no leader). A release before the rules, refused only after a downgrade, logs
+    // each ask (one a second per peer) beside its peers' refusal warnings.
     const asked = this.asked.get(from);
     if (asked === undefined) this.ask(from, nowMs, RETRY_MIN_MS);
-    else if (asked.mayBeLost) this.ask(from, nowMs, asked.delayMs);
-    else if (nowMs - asked.atMs >= asked.delayMs)
-      this.ask(from, nowMs, asked.answered ? RETRY_MIN_MS : Math.min(asked.delayMs * 2, RETRY_MAX_MS));
+    else if (asked.mayBeLost || nowMs - asked.atMs >= RETRY_MIN_MS) this.ask(from, nowMs, RETRY_MIN_MS);
     // Named in the log once it has gone on sending for a while without answering enough.
     if (
       nowMs - sinceMs >= REFUSAL_LOG_AFTER_MS &&
@@ -230,7 +233,8 @@ export class PeerRules {
     const before = this.asked.get(id);
     const pendingSinceMs = before?.answered === false ? (before.pendingSinceMs ?? nowMs) : nowMs;
     const heardAtMs = this.config.lastContactAt?.(id);
-    const mayBeLost = heardAtMs === undefined || nowMs - heardAtMs >= SILENT_MS;
+    const mayBeLost =
+      heardAtMs === undefined ? this.config.lastContactAt !== undefined : nowMs - heardAtMs >= SILENT_MS;
     this.asked.set(id, { atMs: nowMs, delayMs, answered: false, pendingSinceMs, mayBeLost });
     this.config.transport.sendHost(id, encodeMembershipFrame({ kind: MembershipFrameKind.RulesQuery }));
   }
