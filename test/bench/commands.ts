@@ -42,6 +42,19 @@ export function kvPerfResults(out: string): PerfResult[] {
 }
 
 /** The value after `flag` in a benchmark script's argv, or `fallback`. */
+/**
+ * A random index in 0..count-1 for worker `worker` (xorshift32; `state` holds each worker's
+ * generator, seeded by the caller): the same draws for every binary measured.
+ */
+export function randomPick(state: Uint32Array, worker: number, count: number): number {
+  let x = state[worker]!;
+  x ^= x << 13;
+  x ^= x >>> 17;
+  x ^= x << 5;
+  state[worker] = x;
+  return (x >>> 0) % count;
+}
+
 export function flagValue(argv: readonly string[], flag: string, fallback: string): string {
   const i = argv.indexOf(flag);
   return i === -1 ? fallback : (argv[i + 1] ?? fallback);

@@ -41,7 +41,7 @@ import { shardHistoryBytes } from "../../src/config/node-options.ts";
 import { parseDuration } from "../../src/config/parse.ts";
 import { TcpNodeTransport } from "../../src/raft/transport/tcp-transport.ts";
 import { type ReplicatedShards, startReplicatedShards } from "../../src/store/replicated/shards.ts";
-import { flagValue, freePort, waitUntil } from "./commands.ts";
+import { flagValue, freePort, randomPick, waitUntil } from "./commands.ts";
 
 const KEYS_PER_GROUP = 100;
 /** USER_HZ of /proc's tick counts (100 on every Linux build in practice). */
@@ -191,12 +191,7 @@ type Pick = "round-robin" | "random";
 /** The group (0..count-1) of worker `worker`'s op-th write; `state` holds each worker's xorshift32 state. */
 function pickGroup(pick: Pick, worker: number, op: number, count: number, state: Uint32Array): number {
   if (pick === "round-robin") return (worker + op) % count;
-  let x = state[worker]!;
-  x ^= x << 13;
-  x ^= x >>> 17;
-  x ^= x << 5;
-  state[worker] = x;
-  return (x >>> 0) % count;
+  return randomPick(state, worker, count);
 }
 
 /** The member hosting `group`'s leader (0 if none is known: that write then forwards or fails). */

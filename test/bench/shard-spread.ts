@@ -46,7 +46,16 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseDuration } from "../../src/config/parse.ts";
 import { RpcClient } from "../../src/rpc/client/index.ts";
-import { benchClusterArgs, cpuSeconds, flagValue, ROOT, rssMib, runCommand, waitUntil } from "./commands.ts";
+import {
+  benchClusterArgs,
+  cpuSeconds,
+  flagValue,
+  ROOT,
+  randomPick,
+  rssMib,
+  runCommand,
+  waitUntil,
+} from "./commands.ts";
 
 const KEYS_PER_SHARD = 100;
 const VALUE_BYTES = 128;
@@ -80,13 +89,7 @@ let spread: Spread = "round-robin";
 function nextShard(worker: number, op: number, count: number, state: Uint32Array): number {
   if (spread === "fixed") return worker % count;
   if (spread === "round-robin") return (worker + op) % count;
-  // xorshift32, seeded per worker: the same draws for every binary.
-  let x = state[worker]!;
-  x ^= x << 13;
-  x ^= x >>> 17;
-  x ^= x << 5;
-  state[worker] = x;
-  return (x >>> 0) % count;
+  return randomPick(state, worker, count);
 }
 
 async function startCluster(
