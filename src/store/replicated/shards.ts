@@ -157,6 +157,7 @@ export async function startReplicatedShards(config: ReplicatedShardsConfig): Pro
       `shard id ${MEMBERSHIP_GROUP_ID} is reserved for the cluster's membership group; give the replicated shard another id`,
     );
   }
+  const logger: RaftLogger = config.logger ?? { debug() {}, info() {}, warn() {} };
   // Membership from the data dir once it exists; from the cluster (--join) or the flags only at first start.
   const seed = await loadMembershipSeed({
     dataDir: config.dataDir,
@@ -165,7 +166,7 @@ export async function startReplicatedShards(config: ReplicatedShardsConfig): Pro
     ...(config.membership?.join === undefined
       ? {}
       : { join: joinChecked(config.membership.join, config.shards) }),
-    logger: config.logger ?? { debug() {}, info() {}, warn() {} },
+    logger: logger,
   });
   const clusterMembers = seed.members;
   const listen = clusterMembers.get(config.replicaId);
@@ -233,7 +234,7 @@ export async function startReplicatedShards(config: ReplicatedShardsConfig): Pro
     electionTicks,
     requestTimeoutMs,
     applyRulesVersion,
-    logger: config.logger ?? { debug() {}, info() {}, warn() {} },
+    logger: logger,
   });
   const shards = new Map<number, ReplicatedShard>();
   const machines = new Map<number, DStoreStateMachine>();
@@ -246,7 +247,7 @@ export async function startReplicatedShards(config: ReplicatedShardsConfig): Pro
     membership,
     applyRulesVersion,
     requestTimeoutMs,
-    config.logger ?? { debug() {}, info() {}, warn() {} },
+    logger,
   );
   let rulesTimer: ReturnType<typeof setInterval> | undefined;
   // One expiry timer for every dstore of this member, not one per shard.
