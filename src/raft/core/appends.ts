@@ -35,8 +35,12 @@ function maybeSendAppend(s: NodeState, to: NodeId, pr: Progress): boolean {
   }
   const commit = log.committed;
   if (entries.length === 0 && pr.state === "replicate" && !pr.forceSend && s.commitNotices) {
-    // Only the commit index may have moved: a Commit message, which needs no ack.
-    sendCommitNotice(s, to, pr, Math.min(commit, pr.match));
+    // Only the commit index may have moved: a Commit message, which needs no ack; with
+    // holdCommitNotices it waits (sendHeldCommitNotices) unless the follower awaits a read.
+    const notice = Math.min(commit, pr.match);
+    if (s.holdCommitNotices && pr.commitWanted <= pr.sentCommit) {
+      if (notice > pr.sentCommit) s.commitNoticesHeld = true;
+    } else sendCommitNotice(s, to, pr, notice);
     return false;
   }
   // An empty append is still worth sending to probe, or to carry a new commit index.
@@ -69,6 +73,20 @@ function sendCommitNotice(s: NodeState, to: NodeId, pr: Progress, commit: number
   m.index = s.ticksElapsed;
   s.send(m);
   pr.sentCommit = commit;
+}
+
+/**
+ * Sends the commit notices held (RaftConfig.holdCommitNotices): every replicating follower
+ * not yet told the commit index (as far as it acked) gets its Commit message now.
+ */
+export function sendHeldCommitNotices(s: NodeState): void {
+  s.commitNoticesHeld = false;
+  if (s.role !== "leader") return;
+  const commit = s.log.committed;
+  for (const [id, pr] of s.trk.progress) {
+    if (id === s.id || pr.state !== "replicate") continue;
+    sendCommitNotice(s, id, pr, Math.min(commit, pr.match));
+  }
 }
 
 function sendSnapshot(s: NodeState, to: NodeId, pr: Progress): boolean {

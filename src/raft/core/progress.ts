@@ -70,6 +70,8 @@ export class Progress {
   forceSend = false;
   /** Highest commit index sent, so a commit advance is propagated once. */
   sentCommit = 0;
+  /** A read index answered to this follower (RaftConfig.holdCommitNotices): commit notices up to it go at once. */
+  commitWanted = 0;
   /** The leader's monotonic send time of the latest round (heartbeat or vote) this member acked. */
   leaseAckMs = LEASE_NO_ACK;
   /** Probe index of one unconfirmed rejection suggesting lost entries (0: none); see maybeLostAcked. */
@@ -202,6 +204,7 @@ export class Progress {
     this.recentActive = false;
     this.ackedSinceHeartbeat = false;
     this.sentCommit = 0;
+    this.commitWanted = 0;
     this.leaseAckMs = LEASE_NO_ACK;
   }
 }

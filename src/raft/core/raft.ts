@@ -1,4 +1,4 @@
-import { bcastHeartbeat } from "./appends.ts";
+import { bcastHeartbeat, sendHeldCommitNotices } from "./appends.ts";
 import { assert } from "./assert.ts";
 import {
   anchorLeaseOnVotes,
@@ -183,6 +183,19 @@ export class RaftNode implements RaftNodeApi {
     return this.readys.hasReady();
   }
 
+  /**
+   * RaftConfig.holdCommitNotices: a commit notice is held (as of the last hasReady/ready);
+   * the runtime should call sendHeldCommitNotices soon (the next tick does in any case).
+   */
+  commitNoticesHeld(): boolean {
+    return this.s.commitNoticesHeld && this.s.role === "leader";
+  }
+
+  /** Sends the commit notices held (RaftConfig.holdCommitNotices); a no-op when none are. */
+  sendHeldCommitNotices(): void {
+    if (this.s.commitNoticesHeld) sendHeldCommitNotices(this.s);
+  }
+
   ready(): Ready {
     return this.readys.ready();
   }
@@ -311,6 +324,8 @@ export class RaftNode implements RaftNodeApi {
       s.heartbeatElapsed = 0;
       bcastHeartbeat(s, roundContext(s.readOnly.lastRound()), true);
     }
+    // The bound on a held commit notice when the runtime does not send it sooner.
+    if (s.commitNoticesHeld) sendHeldCommitNotices(s);
   }
 
   // ---- elections: the role changes; the rest is in election.ts ------------------------

@@ -166,6 +166,14 @@ function answerRead(s: NodeState, from: NodeId, requestId: string, index: number
   resp.context = requestId;
   resp.timeMs = timeMs;
   s.send(resp);
+  if (!s.holdCommitNotices) return;
+  // The follower waits to apply up to the read index: its commit notices up to there are
+  // not held (maybeSendAppend sends them at once while commitWanted is ahead).
+  const pr = s.trk.progress.get(from);
+  if (pr !== undefined && index > pr.commitWanted) {
+    pr.commitWanted = index;
+    s.appendsDue = true;
+  }
 }
 
 /** A follower or candidate relays its own reads to the leader it knows, if any. */

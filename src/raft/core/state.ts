@@ -75,6 +75,10 @@ export class NodeState {
   readonly quietHeartbeats: boolean;
   /** RaftConfig.commitNotices: a bare commit advance goes out as an unanswered Commit message. */
   readonly commitNotices: boolean;
+  /** RaftConfig.holdCommitNotices (only with commitNotices). */
+  readonly holdCommitNotices: boolean;
+  /** A bare commit notice was held since the last sendHeldCommitNotices (it may since have ridden an Append). */
+  commitNoticesHeld = false;
   /** RaftConfig.leaseMs: how long a lease lasts from its anchor, on our monotonic clock (0: no lease reads). */
   readonly leaseMs: number;
   readonly maxSizePerMsgBytes: number;
@@ -151,6 +155,7 @@ export class NodeState {
       this.readOnlyOption === "safe" &&
       this.electionTicks > 2 * this.heartbeatTicks + 1;
     this.commitNotices = config.commitNotices ?? false;
+    this.holdCommitNotices = this.commitNotices && (config.holdCommitNotices ?? false);
     this.leaseMs = config.leaseMs ?? 0;
     if (!(this.leaseMs >= 0 && Number.isFinite(this.leaseMs))) {
       throw new RangeError("need a finite leaseMs >= 0");

@@ -252,6 +252,17 @@ export interface RaftConfig {
    * follower. Default false.
    */
   commitNotices?: boolean;
+  /**
+   * With commitNotices: a bare commit advance is held, not sent, unless an Append (which
+   * carries the commit index) goes to that follower first; the runtime sends the held
+   * notices soon (RaftNode.sendHeldCommitNotices, asked for when commitNoticesHeld() turns
+   * true), and the leader's next tick sends them in any case. A follower whose read index
+   * we answered gets notices up to it at once (it waits to apply that far). With many
+   * groups each taking one write at a time, the group's next write then often carries the
+   * commit: the follower runs one Ready for both and gets no message for the commit alone.
+   * Default false.
+   */
+  holdCommitNotices?: boolean;
   maxSizePerMsgBytes?: number;
   maxInflightMsgs?: number;
   maxInflightBytes?: number;

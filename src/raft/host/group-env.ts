@@ -19,6 +19,11 @@ export interface GroupEnv {
   /** The disk failed or an assertion broke: the process must end (the group has stopped). */
   onFatal(error: Error): void;
   send(groupId: number, message: Message): void;
+  /**
+   * Present when the host holds commit notices (commit-notice-hold.ts): the group's leader
+   * holds some; the host calls its releaseCommitNotices() shortly.
+   */
+  holdCommitNotices?(group: RaftGroup): void;
   logger: RaftLogger;
   electionTicks: number;
   heartbeatTicks: number;

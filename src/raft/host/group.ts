@@ -118,6 +118,9 @@ export class RaftGroup {
       quietHeartbeats: true,
       // A bare commit advance goes out unanswered: one write per group then costs no ack of it.
       commitNotices: true,
+      // ... held for a moment when the host can (commit-notice-hold.ts): the group's next
+      // write often carries the commit index to the followers first.
+      holdCommitNotices: env.holdCommitNotices !== undefined,
       // Lease reads (--read-lease): every member keeps the promise a lease rests on.
       ...((env.readLeaseMs ?? 0) > 0 ? { readOnly: "lease" as const, leaseMs: env.readLeaseMs } : {}),
       logger: env.logger,
@@ -337,7 +340,10 @@ export class RaftGroup {
   startReady(): ReadyStart {
     this.readyRequested = false;
     if (!this.closed) this.reads.askQueued();
-    if (this.draining || this.closed || !this.node.hasReady()) return false;
+    if (this.draining || this.closed) return false;
+    const hasReady = this.node.hasReady();
+    this.noteHeldNotices();
+    if (!hasReady) return false;
     this.draining = true;
     let rd: Ready;
     try {
@@ -404,7 +410,21 @@ export class RaftGroup {
 
   private readyDone(): void {
     this.draining = false;
-    if (!this.closed && this.node.hasReady()) this.schedule();
+    if (this.closed) return;
+    if (this.node.hasReady()) this.schedule();
+    this.noteHeldNotices();
+  }
+
+  /** The core holds commit notices (hasReady/ready builds them): the host sends them shortly. */
+  private noteHeldNotices(): void {
+    if (this.node.commitNoticesHeld()) this.env.holdCommitNotices?.(this);
+  }
+
+  /** The host's hold is over: the notices still owed go out (commit-notice-hold.ts). */
+  releaseCommitNotices(): void {
+    if (this.closed) return;
+    this.node.sendHeldCommitNotices();
+    this.schedule();
   }
 
   /** Trace stamps, the soft state, and a leader's appends (sent while we persist: see Ready). */

@@ -14,6 +14,7 @@ import type { ConfChange, Message, NodeId, RaftLogger } from "../core/types.ts";
 import { SharedLog, type SharedLogStats } from "../storage/shared-log.ts";
 import { testFaults } from "../storage/test-faults.ts";
 import type { NodeTransportHandlers } from "../transport/types.ts";
+import { commitNoticeHoldEnv } from "./commit-notice-hold.ts";
 import { decodeHostFrame, FrameKind } from "./frames.ts";
 import { RaftGroup } from "./group.ts";
 import type { GroupEnv, GroupOptions } from "./group-env.ts";
@@ -98,6 +99,7 @@ export class RaftHost {
       requestReady: (group) => this.readyPasses.request(group),
       onFatal: (error) => config.onFatal(error),
       send: (groupId, message) => this.sendRaft(groupId, message),
+      ...commitNoticeHoldEnv(scheduler, config.tickMs),
       logger: this.logger,
       electionTicks: config.electionTicks,
       heartbeatTicks: config.heartbeatTicks,

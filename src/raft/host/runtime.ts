@@ -17,6 +17,11 @@ export interface HostScheduler {
   later(run: () => void): void;
   /** Monotonic milliseconds (never goes back): deadlines of proposals, reads and forwards. */
   monotonicMs(): number;
+  /**
+   * Runs `run` once, `ms` from now. Optional: without it commit notices are not held
+   * (commit-notice-hold.ts).
+   */
+  after?(ms: number, run: () => void): void;
 }
 
 /** Real timers: setInterval ticks, setImmediate deferral, performance.now deadlines. */
@@ -29,6 +34,9 @@ export const realScheduler: HostScheduler = {
     setImmediate(run);
   },
   monotonicMs: () => performance.now(),
+  after(ms, run) {
+    setTimeout(run, ms);
+  },
 };
 
 /**
