@@ -24,8 +24,9 @@
  *   alternated: `spread` (default) leaves the members' leader balancing on (leaders even
  *   across members); `one` turns it off and moves every shard's leader to node-1
  *   (`dkv cluster transfer-leader`), so the other two members only follow.
- * - `--profile DIR`: the members run from source under Bun's CPU profiler (`--cpu-prof-md`)
- *   instead of a binary, and are stopped with SIGTERM so each writes its profile into DIR;
+ * - `--profile DIR`: the members run from source under Bun's CPU profiler instead of a
+ *   binary, and are stopped with SIGTERM so each writes its profile into DIR (`--cpu-prof-md`
+ *   for reading, `--cpu-prof`'s .cpuprofile with every sample's stack and time for counting);
  *   use with one workload (`--only 50`: the c=50 run over N shards) and one round.
  *   `--only 1,50` keeps the c=50 runs over 1 and 50 shards (any listed counts of 1, 8, N).
  * - `--spread`: which shard a worker writes next. `round-robin` (default, the figure earlier
@@ -108,6 +109,7 @@ async function startCluster(
       ? [dkv, ...serve]
       : [
           process.execPath,
+          "--cpu-prof",
           "--cpu-prof-md",
           `--cpu-prof-dir=${profileDir}`,
           join(ROOT, "cli", "main.ts"),
