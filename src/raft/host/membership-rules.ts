@@ -171,6 +171,17 @@ export class PeerRules {
     return false;
   }
 
+  /**
+   * Whether Raft messages may go to `to`: the same rule as `accepts`, without its asks and
+   * log lines (its own messages, or the poll, get it asked). A member refused its messages
+   * is sent none either: an older release would apply the entries by rules it does not
+   * hold and diverge. Raft treats the drops as lost messages and catches it up once it
+   * advertises the rules (the next query's answer).
+   */
+  sendsTo(to: NodeId, nowMs: number): boolean {
+    return this.inForce <= UNDECLARED || this.advertised(to, nowMs) >= this.inForce;
+  }
+
   /** Asks the peers whose answer is due (housekeeping). */
   poll(peers: Iterable<NodeId>): void {
     const nowMs = this.now();
