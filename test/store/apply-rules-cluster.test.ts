@@ -209,7 +209,13 @@ describe("apply rules across the cluster", () => {
     const refusal = c.log.matching(/refused the Raft messages of member node-3/)[0]!;
     expect(refusal).toContain("Upgrade node-3");
     expect(refusal).toContain("rules 2 are in force");
+    // Refused both ways: its peers send it no Raft message (it would apply the entries by
+    // rules 1), only membership frames asking what it advertises.
+    const toNode3 = c.network.deliveredTo.get("node-3") ?? 0;
     await c.write(5);
+    const until1s = Date.now() + 1_000;
+    await until(c, () => Date.now() >= until1s, "a second of ticks");
+    expect(c.network.deliveredTo.get("node-3") ?? 0).toBe(toNode3);
     // No leader hears node-3 acknowledge again (a new one starts it at 0): it takes no part in the shard.
     const raft = c.leader()!.replicated!.host.status(SHARD).raft;
     expect(raft.commit).toBeGreaterThan(matchBefore + 4);
@@ -219,5 +225,18 @@ describe("apply rules across the cluster", () => {
       expect(id).toBe("node-3");
       expect(error.message).toContain("implements rules up to 1");
     }
+    // Upgraded (restarted with this release, its data dir wiped as the README says), it is
+    // sent to again and catches up: the snapshots dropped while it was refused left no
+    // group waiting for their outcome.
+    await c.stop("node-3");
+    await rm(join(c.root, "node-3"), { recursive: true, force: true });
+    await c.start("node-3");
+    const target = c.leader()!.replicated!.host.status(SHARD).raft.commit;
+    await until(
+      c,
+      () => (c.members.get("node-3")!.replicated!.host.status(SHARD).appliedIndex ?? 0) >= target,
+      "node-3 caught up",
+    );
+    expect(c.rules("node-3")).toBe(2);
   }, 30_000);
 });

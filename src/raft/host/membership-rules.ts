@@ -155,9 +155,7 @@ export class PeerRules {
     // a live member of this release refused for up to a minute (every member refusing the
     // others: no leader). A release before the rules, refused only after a downgrade, logs
     // each ask (one a second per peer) beside its peers' refusal warnings.
-    const asked = this.asked.get(from);
-    if (asked === undefined) this.ask(from, nowMs, RETRY_MIN_MS);
-    else if (asked.mayBeLost || nowMs - asked.atMs >= RETRY_MIN_MS) this.ask(from, nowMs, RETRY_MIN_MS);
+    this.askIfDue(from, nowMs, true);
     // Named in the log once it has gone on sending for a while without answering enough.
     if (
       nowMs - sinceMs >= REFUSAL_LOG_AFTER_MS &&
@@ -168,6 +166,20 @@ export class PeerRules {
         `refused the Raft messages of member ${from}: it advertises apply rules ${advertised} (1: a dkv release from before apply rules, or no answer), but rules ${this.inForce} are in force on this member's shards, and it would decide writes otherwise. Upgrade ${from} to this dkv release (rules ${this.config.version}) or newer and restart it; if it ran an older release after the rules were raised, also wipe its data dir so it rejoins from a snapshot (README: Rolling upgrade)`,
       );
     }
+    return false;
+  }
+
+  /**
+   * Whether Raft messages may go to `to`: the same rule as `accepts`, without its log
+   * lines. A member refused its messages is sent none either: an older release would apply
+   * the entries by rules it does not hold and diverge. Raft treats the drops as lost
+   * messages and catches it up once it advertises the rules. A refused member is asked
+   * (once a second) here too: two members refusing each other (answers lost on redialing
+   * links) send each other nothing, so no message of theirs would get them asked.
+   */
+  sendsTo(to: NodeId, nowMs: number): boolean {
+    if (this.inForce <= UNDECLARED || this.advertised(to, nowMs) >= this.inForce) return true;
+    this.askIfDue(to, nowMs, false);
     return false;
   }
 
@@ -227,6 +239,18 @@ export class PeerRules {
       asked.answered = true;
       asked.pendingSinceMs = undefined;
     }
+  }
+
+  /**
+   * Asks `id` unless asked within the last RETRY_MIN_MS; with `heardNow` (it just sent
+   * something) also when the last query may have been lost (sent while it was silent, or
+   * dropped). A sender to a silent member re-asks only by time, or it would ask at every
+   * message.
+   */
+  private askIfDue(id: NodeId, nowMs: number, heardNow: boolean): void {
+    const asked = this.asked.get(id);
+    if (asked === undefined || (heardNow && asked.mayBeLost) || nowMs - asked.atMs >= RETRY_MIN_MS)
+      this.ask(id, nowMs, RETRY_MIN_MS);
   }
 
   private ask(id: NodeId, nowMs: number, delayMs: number): void {

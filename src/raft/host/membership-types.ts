@@ -12,6 +12,8 @@ export interface MembershipHooks {
   addressOf(id: NodeId): string | undefined;
   /** A Raft message arrived from `from`; false drops it (a removed member's traffic). */
   acceptRaft(from: NodeId): boolean;
+  /** Whether Raft messages may go to `to`; false drops them (a member refused by acceptRaft). */
+  sendsRaftTo?(to: NodeId): boolean;
   /** A host frame arrived; true if it was a membership frame (handled, not for the host). */
   onHost(from: NodeId, payload: Uint8Array): boolean;
   /** A committed ConfChange was applied in `groupId`; `conf` is the group's new configuration. */

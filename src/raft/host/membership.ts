@@ -257,6 +257,12 @@ export class ClusterMembership implements MembershipHooks {
     return this.rules.accepts(from, now);
   }
 
+  sendsRaftTo(to: NodeId): boolean {
+    // What a refused member would receive, it would apply by rules it does not hold
+    // (an older release after a downgrade): it gets nothing until it advertises them.
+    return this.rules.sendsTo(to, performance.now());
+  }
+
   refusalNotice(from: NodeId): Uint8Array | undefined {
     if (!this.registry.isRemoved(from) || this.host.retiredError !== undefined) return undefined;
     // Keyed by removed ids only (bounded by the registry); one line per id per interval.

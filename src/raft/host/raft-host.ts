@@ -10,7 +10,7 @@
 import { join } from "node:path";
 import { DkvError } from "../../errors.ts";
 import { readLeaseMs } from "../core/reads.ts";
-import type { ConfChange, Message, NodeId, RaftLogger } from "../core/types.ts";
+import { type ConfChange, type Message, MessageType, type NodeId, type RaftLogger } from "../core/types.ts";
 import { SharedLog, type SharedLogStats } from "../storage/shared-log.ts";
 import { testFaults } from "../storage/test-faults.ts";
 import type { NodeTransportHandlers } from "../transport/types.ts";
@@ -441,6 +441,15 @@ export class RaftHost {
 
   private sendRaft(groupId: number, message: Message): void {
     if (this.retired !== undefined) return; // a removed member speaks to no one
+    if (this.membership?.sendsRaftTo?.(message.to) === false) {
+      // Refused (apply rules): dropped as if lost. A snapshot's sender must hear it failed,
+      // or the group would wait for its outcome forever (reported later: no re-entry here).
+      if (message.type === MessageType.Snapshot) {
+        const to = message.to;
+        queueMicrotask(() => this.groups.get(groupId)?.reportSnapshot(to, false));
+      }
+      return;
+    }
     if (this.holding) {
       this.heldGroups.push(groupId);
       this.heldMessages.push(message);

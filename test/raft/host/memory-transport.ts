@@ -15,6 +15,8 @@ export class MemoryNetwork {
   readonly delivered = { raft: 0, host: 0, snapshots: 0 };
   /** Raft messages delivered, by type. */
   readonly deliveredByType = new Map<MessageType, number>();
+  /** Raft messages delivered, by receiving member. */
+  readonly deliveredTo = new Map<NodeId, number>();
 
   transport(self: NodeId): MemoryTransport {
     return new MemoryTransport(self, this);
@@ -84,6 +86,7 @@ export class MemoryTransport implements NodeTransport {
     const ok = this.network.route(this.self, to, (target) => {
       this.network.delivered.raft++;
       this.network.deliveredByType.set(copy.type, (this.network.deliveredByType.get(copy.type) ?? 0) + 1);
+      this.network.deliveredTo.set(to, (this.network.deliveredTo.get(to) ?? 0) + 1);
       target.onRaft(this.self, groupId, copy);
     });
     if (message.type === MessageType.Snapshot) {
