@@ -1,4 +1,5 @@
 import type { KeyRange } from "../kvdb.ts";
+import { KeyRuns } from "./key-runs.ts";
 import { OrderedKeys } from "./ordered-keys.ts";
 import { OrderedKeysBuilder } from "./ordered-keys-builder.ts";
 
@@ -142,7 +143,7 @@ interface Waiting {
  * for the folds of a burst of writes (nor for a build, on an order that was dropped).
  */
 export class DeferredOrder {
-  private settled: OrderedKeys | null;
+  private settled: KeyRuns | null;
   /** Keys added or removed, in arrival order (while built or building); those before `folded` are in. */
   private notes: string[] = [];
   private folded = 0;
@@ -188,18 +189,19 @@ export class DeferredOrder {
   constructor(
     isPresent: (key: string) => boolean,
     sources: () => Iterator<string>[],
-    settled?: OrderedKeys,
+    settled?: OrderedKeys | KeyRuns,
     options: DeferredOrderOptions = {},
     reserved?: OrderedKeys,
   ) {
     this.isPresent = isPresent;
     this.sources = sources;
-    this.settled = settled ?? null;
+    this.settled =
+      settled === undefined ? null : settled instanceof KeyRuns ? settled : KeyRuns.fromOrderedKeys(settled);
     this.sliceUnits = options.sliceUnits ?? SLICE_UNITS;
     this.schedule = options.schedule ?? ((run) => setImmediate(run));
     this.keyCount = options.keyCount ?? (() => this.settled?.size ?? 0);
     this.options = options;
-    this.reserved = reserved ?? (settled === undefined ? new OrderedKeys() : reservedOf(settled));
+    this.reserved = reserved ?? (this.settled === null ? new OrderedKeys() : reservedOf(this.settled));
   }
 
   /**
@@ -379,7 +381,7 @@ export class DeferredOrder {
   }
 
   private finishBuild(builder: OrderedKeysBuilder): void {
-    this.settled = builder.result();
+    this.settled = KeyRuns.fromOrderedKeys(builder.result());
     this.builder = null;
     this.buildRestarts = 0;
     this.counters.builds++;
@@ -437,7 +439,7 @@ export class DeferredOrder {
    * Builds the index or folds every note in, now: bounded by one slice when `ready`, else
    * in one piece (see the class comment).
    */
-  settle(): OrderedKeys {
+  settle(): KeyRuns {
     if (this.closed) throw new Error("the ordered index was closed (its database was replaced)");
     const wasReady = this.ready;
     if (!wasReady) this.counters.syncSettles++;
@@ -469,6 +471,7 @@ export class DeferredOrder {
     }
     const removed = this.removedKeys;
     const adds: string[] = [];
+    const removes: string[] = [];
     // A key noted more than once (churn on a few keys) is settled by its first visit.
     const seen = new Set<string>();
     for (let i = from; i < end; i++) {
@@ -482,17 +485,18 @@ export class DeferredOrder {
       seen.add(key);
       if (this.isPresent(key)) {
         if (!settled.has(key)) adds.push(key);
-      } else {
-        settled.remove(key);
+      } else if (settled.has(key)) {
+        removes.push(key);
       }
     }
     // Distinct (checked keys once each; the others noted once) and none in the index.
     settled.insertBatch(adds, 0, adds.length);
+    settled.removeBatch(removes, 0, removes.length);
   }
 }
 
 /** The reserved keys of a built index (they come first, after "" only): O(log n + r). */
-function reservedOf(settled: OrderedKeys): OrderedKeys {
+function reservedOf(settled: KeyRuns): OrderedKeys {
   const keys: string[] = [];
   settled.scan(RESERVED_KEY_START, false, (key) => {
     if (!key.startsWith(RESERVED_KEY_START)) return false;
