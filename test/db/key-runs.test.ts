@@ -6,8 +6,8 @@
  */
 import { describe, expect, test } from "bun:test";
 import { compareBytes, decodeKey, encodeKey } from "../../src/db/maple/key-bytes.ts";
-import { KeyRuns } from "../../src/db/maple/key-runs.ts";
 import { compareKeys } from "../../src/db/maple/key-order.ts";
+import { KeyRuns } from "../../src/db/maple/key-runs.ts";
 
 function rng(seed: number): () => number {
   let x = seed >>> 0 || 1;
