@@ -100,13 +100,14 @@ interface Waiting {
  *
  * - Built: a write notes the key it added or removed in an unsorted buffer (one array
  *   push), and the notes are folded in between event-loop turns, one slice at a time
- *   (in arrival order: adds into their blocks' pending keys with their codes, see
- *   OrderedKeys.insertBatch; removals out). A reader folds what is left: at once when it
- *   is little (`ready`), else in slices first.
+ *   (a slice's adds become a sorted run of key bytes, its removals one of tombstones,
+ *   merged with the runs before: see KeyRuns). A reader folds what is left: at once when
+ *   it is little (`ready`), else in slices first.
  * - Unbuilt: only after `dropped` (the database is being replaced or closed): writes note
  *   nothing, and a reader that still comes builds the index from the hash maps
  *   (`sources`: live iterators) with an OrderedKeysBuilder, one slice of at most
- *   `sliceUnits` work per event-loop turn, writes meanwhile noted.
+ *   `sliceUnits` work per event-loop turn, writes meanwhile noted; the finished
+ *   OrderedKeys is copied into one run of KeyRuns (and its strings let go).
  *
  * Readers: `whenReady` resolves once the index is built and its notes are few enough to
  * fold within one slice; every caller waiting meanwhile shares the work. The reader then
@@ -183,7 +184,7 @@ export class DeferredOrder {
   /**
    * `sources`: iterators over every present key (live ones: see OrderedKeysBuilder);
    * `settled`: an index of every present key, built already (an empty one for an empty
-   * database, or a snapshot load's); without it the order is unbuilt (see `dropped`), and
+   * database, or a snapshot load's; an OrderedKeys is copied into KeyRuns); without it the order is unbuilt (see `dropped`), and
    * no reserved key may be present yet unless `reserved` holds them.
    */
   constructor(
@@ -293,7 +294,7 @@ export class DeferredOrder {
 
   /**
    * Keys the settled index and the reserved keys' index have read or moved for scans (see
-   * OrderedKeys.work): what pages cost; for tests.
+   * KeyRuns.work, OrderedKeys.work): what pages cost; for tests.
    */
   get work(): number {
     return (this.settled?.work ?? 0) + this.reserved.work;
@@ -457,13 +458,12 @@ export class DeferredOrder {
   /**
    * Puts `keys[from, end)` in or out of the settled index. A key neither removed since the
    * index last matched the maps nor noted while a build read them is new: those go in as
-   * one batch. Others are checked against the maps (`isPresent`) and the index.
+   * one batch. Others are checked against the maps (`isPresent`) and the index: a key
+   * present and not in the index goes in, one absent and in it is removed (a tombstone).
    */
   private apply(keys: readonly string[], from: number, end: number): void {
     const settled = this.settled!;
-    // In arrival order: insertBatch orders each chunk by a coarse code itself (a radix
-    // sort of numbers; a string sort of the batch cost more than the locality it gave),
-    // and each key only joins its block's pending keys (sorted there, a block at a time).
+    // In arrival order: insertBatch sorts the keys' bytes into a run itself.
     if (!this.checkNotes && this.removedKeys.size === 0) {
       // Adds alone into an index that matched the maps: all new and distinct.
       settled.insertBatch(keys, from, end);

@@ -34,15 +34,27 @@ const SMALL_GROUP = 12;
 /** More runs than this and the newest two are merged whatever their sizes. */
 const RUNS_MAX = 40;
 
-/** One sorted run; key i is `bytes[ends[i - 1] ?? 0, ends[i])`. */
+/**
+ * One sorted run of `length` entries (its arrays may be longer); key i is
+ * `bytes[ends[i - 1] ?? 0, ends[i])`.
+ */
 export class KeyRun {
+  /** Bytes every key of the run starts with (those its first and last key share). */
+  readonly shared: number;
+
   constructor(
     readonly bytes: Uint8Array,
     readonly ends: Uint32Array,
     /** 1 for a removal (tombstone), per key; null when the run has none. */
     readonly dead: Uint8Array | null,
     readonly length: number,
-  ) {}
+  ) {
+    const lastStart = length < 2 ? 0 : ends[length - 2]!;
+    const m = Math.min(length === 0 ? 0 : ends[0]!, length === 0 ? 0 : ends[length - 1]! - lastStart);
+    let i = 0;
+    while (i < m && bytes[i] === bytes[lastStart + i]) i++;
+    this.shared = i;
+  }
 
   start(i: number): number {
     return i === 0 ? 0 : this.ends[i - 1]!;
@@ -393,6 +405,13 @@ export function mergeRuns(newer: KeyRun, older: KeyRun, bottom: boolean): KeyRun
   const keepDead = !bottom && (aDead !== null || bDead !== null);
   const bytes = new Uint8Array(newer.ends[newer.length - 1]! + older.ends[older.length - 1]!);
   const ends = new Uint32Array(newer.length + older.length);
+  // Bytes every key of both runs shares: comparisons start after them.
+  let skip = Math.min(newer.shared, older.shared);
+  {
+    let i = 0;
+    while (i < skip && a[i] === b[i]) i++;
+    skip = i;
+  }
   const dead = keepDead ? new Uint8Array(newer.length + older.length) : null;
   let n = 0;
   let at = 0;
@@ -412,7 +431,7 @@ export function mergeRuns(newer: KeyRun, older: KeyRun, bottom: boolean): KeyRun
       const be = bEnds[j]!;
       const m = Math.min(ae - as, be - bs);
       let d = 0;
-      for (let p = 0; p < m; p++) {
+      for (let p = skip; p < m; p++) {
         d = a[as + p]! - b[bs + p]!;
         if (d !== 0) break;
       }
@@ -447,10 +466,9 @@ export function mergeRuns(newer: KeyRun, older: KeyRun, bottom: boolean): KeyRun
     }
   }
   // Cancelled or hidden entries leave room: let it go when it is more than an eighth.
-  const total = newer.length + older.length;
-  const tight = n + (n >> 3) < total;
+  const tight = n + (n >> 3) < newer.length + older.length;
   return new KeyRun(
-    tight || at + (at >> 3) < bytes.length ? bytes.slice(0, at) : bytes,
+    tight ? bytes.slice(0, at) : bytes,
     tight ? ends.slice(0, n) : ends,
     dead === null ? null : tight ? dead.slice(0, n) : dead,
     n,
