@@ -8,8 +8,8 @@
  * made of their bytes, see RunSorter); the newest run is merged with the one before it
  * while that one is no larger (a binary counter: ~log2(n / CHUNK_KEYS) runs, each key
  * rewritten as often), in one sequential pass over both. Where a key is in more than one
- * run the newest entry tells (a merge keeps it alone); a merge into the oldest run drops
- * the tombstones, which then have nothing older to hide.
+ * run the newest entry tells; a merge drops an add and a removal of one key that meet
+ * (see mergeRuns), and a merge into the oldest run drops every removal left.
  *
  * Why not one JS string a key in blocks (OrderedKeys): in a store that keeps its keys'
  * bytes itself (RecordDB), the index's strings were the only JS copies of a million
@@ -440,7 +440,12 @@ export function mergeRuns(newer: KeyRun, older: KeyRun, bottom: boolean): KeyRun
     if (c <= 0) {
       const ae = aEnds[i]!;
       const gone = aDead !== null && aDead[i] === 1;
-      if (!gone || !bottom) {
+      // A key's entries, newest to oldest, alternate between removal and add (a removal is
+      // written only for a key the index holds, an add only for one it does not) and the
+      // oldest is an add: two in adjacent runs of which one is a removal are a pair next
+      // to each other in that history, and dropping both leaves its newest entry's meaning.
+      const pair = c === 0 && gone !== (bDead !== null && bDead[j] === 1);
+      if (!pair && (!gone || !bottom)) {
         for (let p = as; p < ae; p++) bytes[at++] = a[p]!;
         ends[n] = at;
         if (dead !== null && gone) dead[n] = 1;
