@@ -1,4 +1,5 @@
 import type { KeyRange } from "../kvdb.ts";
+import { KeyRuns } from "./key-runs.ts";
 import { OrderedKeys } from "./ordered-keys.ts";
 import { OrderedKeysBuilder } from "./ordered-keys-builder.ts";
 
@@ -99,13 +100,14 @@ interface Waiting {
  *
  * - Built: a write notes the key it added or removed in an unsorted buffer (one array
  *   push), and the notes are folded in between event-loop turns, one slice at a time
- *   (in arrival order: adds into their blocks' pending keys with their codes, see
- *   OrderedKeys.insertBatch; removals out). A reader folds what is left: at once when it
- *   is little (`ready`), else in slices first.
+ *   (a slice's adds become a sorted run of key bytes, its removals one of tombstones,
+ *   merged with the runs before: see KeyRuns). A reader folds what is left: at once when
+ *   it is little (`ready`), else in slices first.
  * - Unbuilt: only after `dropped` (the database is being replaced or closed): writes note
  *   nothing, and a reader that still comes builds the index from the hash maps
  *   (`sources`: live iterators) with an OrderedKeysBuilder, one slice of at most
- *   `sliceUnits` work per event-loop turn, writes meanwhile noted.
+ *   `sliceUnits` work per event-loop turn, writes meanwhile noted; the finished
+ *   OrderedKeys is copied into one run of KeyRuns (and its strings let go).
  *
  * Readers: `whenReady` resolves once the index is built and its notes are few enough to
  * fold within one slice; every caller waiting meanwhile shares the work. The reader then
@@ -142,7 +144,7 @@ interface Waiting {
  * for the folds of a burst of writes (nor for a build, on an order that was dropped).
  */
 export class DeferredOrder {
-  private settled: OrderedKeys | null;
+  private settled: KeyRuns | null;
   /** Keys added or removed, in arrival order (while built or building); those before `folded` are in. */
   private notes: string[] = [];
   private folded = 0;
@@ -182,24 +184,25 @@ export class DeferredOrder {
   /**
    * `sources`: iterators over every present key (live ones: see OrderedKeysBuilder);
    * `settled`: an index of every present key, built already (an empty one for an empty
-   * database, or a snapshot load's); without it the order is unbuilt (see `dropped`), and
+   * database, or a snapshot load's; an OrderedKeys is copied into KeyRuns); without it the order is unbuilt (see `dropped`), and
    * no reserved key may be present yet unless `reserved` holds them.
    */
   constructor(
     isPresent: (key: string) => boolean,
     sources: () => Iterator<string>[],
-    settled?: OrderedKeys,
+    settled?: OrderedKeys | KeyRuns,
     options: DeferredOrderOptions = {},
     reserved?: OrderedKeys,
   ) {
     this.isPresent = isPresent;
     this.sources = sources;
-    this.settled = settled ?? null;
+    this.settled =
+      settled === undefined ? null : settled instanceof KeyRuns ? settled : KeyRuns.fromOrderedKeys(settled);
     this.sliceUnits = options.sliceUnits ?? SLICE_UNITS;
     this.schedule = options.schedule ?? ((run) => setImmediate(run));
     this.keyCount = options.keyCount ?? (() => this.settled?.size ?? 0);
     this.options = options;
-    this.reserved = reserved ?? (settled === undefined ? new OrderedKeys() : reservedOf(settled));
+    this.reserved = reserved ?? (this.settled === null ? new OrderedKeys() : reservedOf(this.settled));
   }
 
   /**
@@ -291,7 +294,7 @@ export class DeferredOrder {
 
   /**
    * Keys the settled index and the reserved keys' index have read or moved for scans (see
-   * OrderedKeys.work): what pages cost; for tests.
+   * KeyRuns.work, OrderedKeys.work): what pages cost; for tests.
    */
   get work(): number {
     return (this.settled?.work ?? 0) + this.reserved.work;
@@ -379,7 +382,7 @@ export class DeferredOrder {
   }
 
   private finishBuild(builder: OrderedKeysBuilder): void {
-    this.settled = builder.result();
+    this.settled = KeyRuns.fromOrderedKeys(builder.result());
     this.builder = null;
     this.buildRestarts = 0;
     this.counters.builds++;
@@ -437,7 +440,7 @@ export class DeferredOrder {
    * Builds the index or folds every note in, now: bounded by one slice when `ready`, else
    * in one piece (see the class comment).
    */
-  settle(): OrderedKeys {
+  settle(): KeyRuns {
     if (this.closed) throw new Error("the ordered index was closed (its database was replaced)");
     const wasReady = this.ready;
     if (!wasReady) this.counters.syncSettles++;
@@ -455,13 +458,12 @@ export class DeferredOrder {
   /**
    * Puts `keys[from, end)` in or out of the settled index. A key neither removed since the
    * index last matched the maps nor noted while a build read them is new: those go in as
-   * one batch. Others are checked against the maps (`isPresent`) and the index.
+   * one batch. Others are checked against the maps (`isPresent`) and the index: a key
+   * present and not in the index goes in, one absent and in it is removed (a tombstone).
    */
   private apply(keys: readonly string[], from: number, end: number): void {
     const settled = this.settled!;
-    // In arrival order: insertBatch orders each chunk by a coarse code itself (a radix
-    // sort of numbers; a string sort of the batch cost more than the locality it gave),
-    // and each key only joins its block's pending keys (sorted there, a block at a time).
+    // In arrival order: insertBatch sorts the keys' bytes into a run itself.
     if (!this.checkNotes && this.removedKeys.size === 0) {
       // Adds alone into an index that matched the maps: all new and distinct.
       settled.insertBatch(keys, from, end);
@@ -469,6 +471,7 @@ export class DeferredOrder {
     }
     const removed = this.removedKeys;
     const adds: string[] = [];
+    const removes: string[] = [];
     // A key noted more than once (churn on a few keys) is settled by its first visit.
     const seen = new Set<string>();
     for (let i = from; i < end; i++) {
@@ -482,17 +485,18 @@ export class DeferredOrder {
       seen.add(key);
       if (this.isPresent(key)) {
         if (!settled.has(key)) adds.push(key);
-      } else {
-        settled.remove(key);
+      } else if (settled.has(key)) {
+        removes.push(key);
       }
     }
     // Distinct (checked keys once each; the others noted once) and none in the index.
     settled.insertBatch(adds, 0, adds.length);
+    settled.removeBatch(removes, 0, removes.length);
   }
 }
 
 /** The reserved keys of a built index (they come first, after "" only): O(log n + r). */
-function reservedOf(settled: OrderedKeys): OrderedKeys {
+function reservedOf(settled: KeyRuns): OrderedKeys {
   const keys: string[] = [];
   settled.scan(RESERVED_KEY_START, false, (key) => {
     if (!key.startsWith(RESERVED_KEY_START)) return false;
