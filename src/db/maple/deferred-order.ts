@@ -398,9 +398,9 @@ export class DeferredOrder {
         if (builder.done) this.finishBuild(builder);
       }
       const converter = this.converter;
-      if (converter !== null && units < budget) {
-        // A unit a key: read from the built index and encoded.
-        units += converter.step(budget - units);
+      if (converter !== null) {
+        // A unit a key read from the built index (counted, then encoded).
+        while (units < budget && !converter.done) units += Math.max(1, converter.step(budget - units));
         if (converter.done) this.finishConversion(converter);
       }
     } else {
@@ -526,8 +526,9 @@ export class DeferredOrder {
         builder.step(Number.POSITIVE_INFINITY);
         this.finishBuild(builder);
       }
-      this.converter!.step(Number.POSITIVE_INFINITY);
-      this.finishConversion(this.converter!);
+      const converter = this.converter!;
+      while (!converter.done) converter.step(Number.POSITIVE_INFINITY);
+      this.finishConversion(converter);
     }
     const settled = this.settled!;
     if (this.notes.length > this.folded) this.fold(Number.POSITIVE_INFINITY);
