@@ -794,6 +794,8 @@ export class RunWriter {
   }
 
   result(): KeyRuns {
+    // encodeKey counts past the array's end (typed arrays drop such writes): a wrong size shows here.
+    if (this.at !== this.bytes.length) throw new Error("RunWriter: the keys' bytes were counted wrong");
     return KeyRuns.ofRun(new KeyRun(this.bytes, this.ends, this.n));
   }
 }
@@ -809,7 +811,16 @@ export class RunConverter {
   private counted = 0;
   private bytes = 0;
 
-  constructor(private readonly source: OrderedKeys) {}
+  /** `bytes`: the source's keys' bytes (encodedLength summed) when the caller counted them; else a first pass counts. */
+  constructor(
+    private readonly source: OrderedKeys,
+    bytes?: number,
+  ) {
+    if (bytes !== undefined) {
+      this.writer = new RunWriter(source.size, bytes);
+      this.counted = source.size;
+    }
+  }
 
   get done(): boolean {
     return this.writer !== null && this.writer.written >= this.source.size;
