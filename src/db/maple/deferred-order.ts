@@ -1,4 +1,5 @@
 import type { KeyRange } from "../kvdb.ts";
+import { KeyRuns, RunConverter } from "./key-runs.ts";
 import { OrderedKeys } from "./ordered-keys.ts";
 import { OrderedKeysBuilder } from "./ordered-keys-builder.ts";
 
@@ -18,8 +19,24 @@ export const SLICE_UNITS = 4096;
  * shards): every CHECK_EVERY notes past NOTES_MIN.
  */
 export const CHECK_EVERY = 256;
-/** Units one noted key costs when folded into a built index (a check, an insert into its block). */
+/**
+ * Units a slice plans per noted key: a fold slice takes at most sliceUnits / this notes
+ * (1024 by default), and `ready` means no more than that are left. Half of it is the note
+ * itself (NOTE_UNITS), half the merges it leads to (see `slice`).
+ */
 const FOLD_UNITS_PER_NOTE = 4;
+/**
+ * Units one noted key costs when folded (a check; its bytes encoded and sorted into a run:
+ * ~100 ns a key), and one more per 64 of its code units (a long key).
+ */
+const NOTE_UNITS = 2;
+/**
+ * Entries a merge moves (KeyRuns.advance counts them, and one more per 64 bytes) per work
+ * unit. A unit is about a key read or moved as a JS string (OrderedKeysBuilder: 48-83 ns
+ * a unit on a 1M-key build); a merge copies an entry's bytes in order: 11-12 ns (1M keys,
+ * 8.2M entries merged).
+ */
+const MERGE_ENTRIES_PER_UNIT = 6;
 /** Notes a list is emptied in place up to (see dropNotes): a turn's worth, a few slices. */
 const NOTES_KEPT_MAX = 4 * SLICE_UNITS;
 /**
@@ -53,6 +70,14 @@ export function inReservedSpace(range: KeyRange): boolean {
 }
 
 export interface DeferredOrderOptions {
+  /**
+   * Keep the settled index as blocks of the keys' strings (OrderedKeys) instead of runs of
+   * their bytes (KeyRuns): for an engine whose maps hold every key's string anyway
+   * (MapleDB), where the runs save no memory and their merges cost more CPU a new key
+   * (test/bench/data-api.ts insertTurns: 2.7-3.9x the engine before the data API with
+   * runs, 1.9-2.8x with blocks, 100k keys).
+   */
+  stringIndex?: boolean;
   /** Work units per slice (default SLICE_UNITS); at least OrderedKeysBuilder's LEAF_UNITS_MAX is sensible. */
   sliceUnits?: number;
   /** Runs a slice after the event loop's pending work (default: setImmediate). Tests pass their own. */
@@ -86,6 +111,64 @@ export interface OrderStats {
   reservedScans: number;
 }
 
+/** What DeferredOrder folds its notes into and scans: KeyRuns, or BlockIndex. */
+export interface SettledIndex {
+  readonly size: number;
+  /** Entries read by scans (see KeyRuns.work). */
+  readonly work: number;
+  /** Whether `advance` has work (merges under way). */
+  readonly pending: boolean;
+  /** Adds keys none of which it holds; moves merges on by up to `budget` entries; returns the entries moved. */
+  insertBatch(keys: readonly string[], from: number, end: number, budget?: number): number;
+  /** Removes keys all of which it holds; as insertBatch. */
+  removeBatch(keys: readonly string[], from: number, end: number, budget?: number): number;
+  advance(budget: number): number;
+  has(key: string): boolean;
+  scan(from: string, exclusive: boolean, visit: (key: string) => boolean): void;
+  keys(): string[];
+}
+
+/** OrderedKeys as a SettledIndex: inserts and removals in place, nothing left to merge. */
+class BlockIndex implements SettledIndex {
+  readonly pending = false;
+
+  constructor(private readonly blocks: OrderedKeys) {}
+
+  get size(): number {
+    return this.blocks.size;
+  }
+
+  get work(): number {
+    return this.blocks.work;
+  }
+
+  insertBatch(keys: readonly string[], from: number, end: number): number {
+    this.blocks.insertBatch(keys, from, end);
+    return 0;
+  }
+
+  removeBatch(keys: readonly string[], from: number, end: number): number {
+    for (let i = from; i < end; i++) this.blocks.remove(keys[i]!);
+    return 0;
+  }
+
+  advance(): number {
+    return 0;
+  }
+
+  has(key: string): boolean {
+    return this.blocks.has(key);
+  }
+
+  scan(from: string, exclusive: boolean, visit: (key: string) => boolean): void {
+    this.blocks.scan(from, exclusive, visit);
+  }
+
+  keys(): string[] {
+    return this.blocks.keys();
+  }
+}
+
 interface Waiting {
   promise: Promise<void>;
   wake: () => void;
@@ -99,13 +182,17 @@ interface Waiting {
  *
  * - Built: a write notes the key it added or removed in an unsorted buffer (one array
  *   push), and the notes are folded in between event-loop turns, one slice at a time
- *   (in arrival order: adds into their blocks' pending keys with their codes, see
- *   OrderedKeys.insertBatch; removals out). A reader folds what is left: at once when it
- *   is little (`ready`), else in slices first.
+ *   (a slice's adds become a sorted run of key bytes, its removals mark entries dead;
+ *   merges and rewrites of the runs go on in the same slices, bounded: see KeyRuns; or,
+ *   with `stringIndex`, the keys go into OrderedKeys' blocks). A background fold waits
+ *   for a slice's worth of notes unless a reader waits or the writes paused. A reader
+ *   folds what is left: at once when it is little (`ready`), else in slices first.
  * - Unbuilt: only after `dropped` (the database is being replaced or closed): writes note
  *   nothing, and a reader that still comes builds the index from the hash maps
  *   (`sources`: live iterators) with an OrderedKeysBuilder, one slice of at most
- *   `sliceUnits` work per event-loop turn, writes meanwhile noted.
+ *   `sliceUnits` work per event-loop turn, writes meanwhile noted; the finished
+ *   OrderedKeys is converted into one run of KeyRuns in more such slices (RunConverter;
+ *   its strings let go after), or kept as it is with `stringIndex`.
  *
  * Readers: `whenReady` resolves once the index is built and its notes are few enough to
  * fold within one slice; every caller waiting meanwhile shares the work. The reader then
@@ -142,7 +229,7 @@ interface Waiting {
  * for the folds of a burst of writes (nor for a build, on an order that was dropped).
  */
 export class DeferredOrder {
-  private settled: OrderedKeys | null;
+  private settled: SettledIndex | null;
   /** Keys added or removed, in arrival order (while built or building); those before `folded` are in. */
   private notes: string[] = [];
   private folded = 0;
@@ -155,6 +242,10 @@ export class DeferredOrder {
   /** The notes may name keys already in the index (a build read the maps while they changed). */
   private checkNotes = false;
   private builder: OrderedKeysBuilder | null = null;
+  /** The notes' length at the last slice (none since: the writes paused). */
+  private notesSeen = -1;
+  /** A finished build's index being converted into KeyRuns, in slices (then `settled`). */
+  private converter: RunConverter | null = null;
   private buildRestarts = 0;
   private waiting: Waiting | null = null;
   private scheduled = false;
@@ -178,28 +269,40 @@ export class DeferredOrder {
   /** The reserved keys present (see the class comment), always exact. */
   private readonly reserved: OrderedKeys;
   private readonly options: DeferredOrderOptions;
+  private readonly stringIndex: boolean;
 
   /**
    * `sources`: iterators over every present key (live ones: see OrderedKeysBuilder);
    * `settled`: an index of every present key, built already (an empty one for an empty
-   * database, or a snapshot load's); without it the order is unbuilt (see `dropped`), and
+   * database, or a snapshot load's; an OrderedKeys is kept with `stringIndex`, else copied
+   * into KeyRuns in one piece: small ones only); without it the order is unbuilt (see `dropped`), and
    * no reserved key may be present yet unless `reserved` holds them.
    */
   constructor(
     isPresent: (key: string) => boolean,
     sources: () => Iterator<string>[],
-    settled?: OrderedKeys,
+    settled?: OrderedKeys | SettledIndex,
     options: DeferredOrderOptions = {},
     reserved?: OrderedKeys,
   ) {
     this.isPresent = isPresent;
     this.sources = sources;
-    this.settled = settled ?? null;
+    // An OrderedKeys given here is converted in one piece: small ones only (an empty one,
+    // tests); a snapshot load converts its index in steps itself (settleLoadedOrder).
+    this.stringIndex = options.stringIndex === true;
+    this.settled =
+      settled === undefined
+        ? null
+        : !(settled instanceof OrderedKeys)
+          ? settled
+          : this.stringIndex
+            ? new BlockIndex(settled)
+            : KeyRuns.fromSorted(settled.keys());
     this.sliceUnits = options.sliceUnits ?? SLICE_UNITS;
     this.schedule = options.schedule ?? ((run) => setImmediate(run));
     this.keyCount = options.keyCount ?? (() => this.settled?.size ?? 0);
     this.options = options;
-    this.reserved = reserved ?? (settled === undefined ? new OrderedKeys() : reservedOf(settled));
+    this.reserved = reserved ?? (this.settled === null ? new OrderedKeys() : reservedOf(this.settled));
   }
 
   /**
@@ -215,15 +318,20 @@ export class DeferredOrder {
   /** A key not present before is now (the caller's map already holds it). */
   added(key: string): void {
     if (key.startsWith(RESERVED_KEY_START)) this.reserved.insert(key);
-    if (this.settled !== null || this.builder !== null) this.note(key);
+    if (this.tracking) this.note(key);
   }
 
   /** A present key is gone (the caller's map no longer holds it). */
   removed(key: string): void {
     if (key.startsWith(RESERVED_KEY_START)) this.reserved.remove(key);
-    if (this.settled === null && this.builder === null) return;
+    if (!this.tracking) return;
     this.removedKeys.add(key);
     this.note(key);
+  }
+
+  /** Whether writes are noted: built, or a build (or its conversion) under way. */
+  private get tracking(): boolean {
+    return this.settled !== null || this.builder !== null || this.converter !== null;
   }
 
   /**
@@ -234,8 +342,9 @@ export class DeferredOrder {
   private note(key: string): void {
     const notes = this.notes;
     notes.push(key);
-    if (this.builder !== null) {
-      if (notes.length > NOTES_MIN && notes.length > 2 * this.builder.keysRead) this.restartBuild();
+    if (this.settled === null) {
+      const read = this.builder !== null ? this.builder.keysRead : this.converter!.size;
+      if (notes.length > NOTES_MIN && notes.length > 2 * read) this.restartBuild();
       return;
     }
     // Built: folded in the background, in slices between turns.
@@ -264,6 +373,7 @@ export class DeferredOrder {
 
   private restartBuild(): void {
     this.builder = null;
+    this.converter = null;
     this.buildRestarts++;
     this.counters.restarts++;
     this.dropNotes();
@@ -277,7 +387,7 @@ export class DeferredOrder {
 
   /** Whether a build is under way; for tests and monitoring. */
   get building(): boolean {
-    return this.builder !== null;
+    return this.builder !== null || this.converter !== null;
   }
 
   /** Keys noted and not settled yet; for tests and monitoring. */
@@ -291,7 +401,7 @@ export class DeferredOrder {
 
   /**
    * Keys the settled index and the reserved keys' index have read or moved for scans (see
-   * OrderedKeys.work): what pages cost; for tests.
+   * KeyRuns.work, OrderedKeys.work): what pages cost; for tests.
    */
   get work(): number {
     return (this.settled?.work ?? 0) + this.reserved.work;
@@ -327,6 +437,7 @@ export class DeferredOrder {
   close(): void {
     this.closed = true;
     this.builder = null;
+    this.converter = null;
     this.settled = null;
     this.dropNotes();
     this.wake();
@@ -354,15 +465,49 @@ export class DeferredOrder {
     if (this.closed) return;
     const waiting = this.waiting !== null;
     let units = -1;
-    if (this.settled === null) {
-      if (!waiting && this.builder === null) return;
-      const builder = this.startedBuilder();
+    const settled = this.settled;
+    if (settled === null) {
+      if (!waiting && this.builder === null && this.converter === null) return;
       // Only a waiting reader escalates to one piece (a build that keeps restarting).
       const oneGo = waiting && this.buildRestarts > BUILD_RESTARTS_MAX;
-      units = builder.step(oneGo ? Number.POSITIVE_INFINITY : this.sliceUnits);
-      if (builder.done) this.finishBuild(builder);
-    } else if (this.notes.length > this.folded) {
-      units = this.fold(Math.max(1, Math.floor(this.sliceUnits / FOLD_UNITS_PER_NOTE)));
+      const budget = oneGo ? Number.POSITIVE_INFINITY : this.sliceUnits;
+      units = 0;
+      if (this.converter === null) {
+        const builder = this.startedBuilder();
+        units = builder.step(budget);
+        if (builder.done) this.finishBuild(builder);
+      }
+      const converter = this.converter;
+      if (converter !== null) {
+        // A unit a key read from the built index (counted, then encoded).
+        while (units < budget && !converter.done) units += Math.max(1, converter.step(budget - units));
+        if (converter.done) this.finishConversion(converter);
+      }
+    } else {
+      const unsettled = this.notes.length - this.folded;
+      // A fold makes a run of its notes, so it waits for a slice's worth (1024 by default:
+      // fewer, longer runs, and each key is merged about log2(n / run) times; 50 writes a
+      // turn made runs of 50 and four more merges a key) unless a reader waits or the
+      // writes have paused (no note since the last slice).
+      const most = Math.max(1, Math.floor(this.sliceUnits / FOLD_UNITS_PER_NOTE));
+      const due = unsettled >= most || (unsettled > 0 && (waiting || this.notes.length === this.notesSeen));
+      if (due) {
+        // Up to `most` notes (fewer when their keys are long), and what is left of the
+        // slice (at least half of it) for the merges: a slice folds as many notes as a
+        // turn of writes brings (up to 1024) while the runs stay few.
+        const notes = this.notes;
+        let take = 0;
+        let cost = 0;
+        const at = this.folded;
+        while (take < unsettled && take < most && cost * NOTE_UNITS < this.sliceUnits / 2) {
+          cost += 1 + (notes[at + take]!.length >>> 6);
+          take++;
+        }
+        units = this.fold(take, this.sliceUnits - cost * NOTE_UNITS, cost * NOTE_UNITS);
+      } else if (settled.pending) {
+        units = mergeUnits(settled.advance(this.sliceUnits * MERGE_ENTRIES_PER_UNIT));
+      }
+      this.notesSeen = this.notes.length;
     }
     if (units >= 0) {
       this.counters.slices++;
@@ -370,7 +515,12 @@ export class DeferredOrder {
       if (units > this.counters.maxSliceUnits) this.counters.maxSliceUnits = units;
     }
     if (this.ready) this.wake();
-    if (this.builder !== null || (this.settled !== null && this.notes.length > this.folded)) this.kick();
+    if (
+      this.builder !== null ||
+      this.converter !== null ||
+      (this.settled !== null && (this.notes.length > this.folded || this.settled.pending))
+    )
+      this.kick();
   }
 
   private startedBuilder(): OrderedKeysBuilder {
@@ -378,30 +528,50 @@ export class DeferredOrder {
     return this.builder;
   }
 
+  /** The build is done: its index (strings) is kept, or converted into KeyRuns next, in slices. */
   private finishBuild(builder: OrderedKeysBuilder): void {
-    this.settled = builder.result();
     this.builder = null;
+    if (this.stringIndex) this.settleBuilt(new BlockIndex(builder.result()));
+    else this.converter = new RunConverter(builder.result());
+  }
+
+  private finishConversion(converter: RunConverter): void {
+    this.converter = null;
+    this.settleBuilt(converter.result());
+  }
+
+  private settleBuilt(index: SettledIndex): void {
+    this.settled = index;
     this.buildRestarts = 0;
     this.counters.builds++;
     // The build read live maps: notes may name keys it read too, or keys it missed.
     if (this.notes.length > 0) this.checkNotes = true;
   }
 
-  /** Folds in at most `max` notes (the oldest first); returns the work units done. */
-  private fold(max: number): number {
+  /**
+   * Folds in at most `max` notes (the oldest first), with up to `mergeBudget` units of
+   * merges (default: the pace KeyRuns sets, see KeyRuns.insertBatch); returns the work
+   * units done.
+   */
+  private fold(max: number, mergeBudget?: number, noteUnits?: number): number {
     const notes = this.notes;
     const end = Math.min(notes.length, this.folded + max);
     const from = this.folded;
     this.folded = end;
     this.counters.folded += end - from;
-    this.apply(notes, from, end);
+    const entries = this.apply(
+      notes,
+      from,
+      end,
+      mergeBudget === undefined ? undefined : mergeBudget * MERGE_ENTRIES_PER_UNIT,
+    );
     if (end === notes.length) this.dropNotes();
     else if (this.folded >= NOTES_MIN && 2 * this.folded >= notes.length) {
       // Writes keep ahead of the slices: let the folded half go.
       this.notes = notes.slice(this.folded);
       this.folded = 0;
     }
-    return (end - from) * FOLD_UNITS_PER_NOTE;
+    return (noteUnits ?? (end - from) * NOTE_UNITS) + mergeUnits(entries);
   }
 
   /** Like OrderedKeys.scan, over every key present now. */
@@ -437,14 +607,21 @@ export class DeferredOrder {
    * Builds the index or folds every note in, now: bounded by one slice when `ready`, else
    * in one piece (see the class comment).
    */
-  settle(): OrderedKeys {
+  settle(): SettledIndex {
     if (this.closed) throw new Error("the ordered index was closed (its database was replaced)");
     const wasReady = this.ready;
     if (!wasReady) this.counters.syncSettles++;
     if (this.settled === null) {
-      const builder = this.startedBuilder();
-      builder.step(Number.POSITIVE_INFINITY);
-      this.finishBuild(builder);
+      if (this.converter === null) {
+        const builder = this.startedBuilder();
+        builder.step(Number.POSITIVE_INFINITY);
+        this.finishBuild(builder);
+      }
+      const converter = this.converter;
+      if (converter !== null) {
+        while (!converter.done) converter.step(Number.POSITIVE_INFINITY);
+        this.finishConversion(converter);
+      }
     }
     const settled = this.settled!;
     if (this.notes.length > this.folded) this.fold(Number.POSITIVE_INFINITY);
@@ -455,20 +632,21 @@ export class DeferredOrder {
   /**
    * Puts `keys[from, end)` in or out of the settled index. A key neither removed since the
    * index last matched the maps nor noted while a build read them is new: those go in as
-   * one batch. Others are checked against the maps (`isPresent`) and the index.
+   * one batch. Others are checked against the maps (`isPresent`) and the index: a key
+   * present and not in the index goes in, one absent and in it is removed (marked dead).
+   * Merges move on by up to `budget` entries (default: KeyRuns' pace); returns the
+   * entries they moved.
    */
-  private apply(keys: readonly string[], from: number, end: number): void {
+  private apply(keys: readonly string[], from: number, end: number, budget?: number): number {
     const settled = this.settled!;
-    // In arrival order: insertBatch orders each chunk by a coarse code itself (a radix
-    // sort of numbers; a string sort of the batch cost more than the locality it gave),
-    // and each key only joins its block's pending keys (sorted there, a block at a time).
+    // In arrival order: insertBatch sorts the keys' bytes into a run itself.
     if (!this.checkNotes && this.removedKeys.size === 0) {
       // Adds alone into an index that matched the maps: all new and distinct.
-      settled.insertBatch(keys, from, end);
-      return;
+      return settled.insertBatch(keys, from, end, budget);
     }
     const removed = this.removedKeys;
     const adds: string[] = [];
+    const removes: string[] = [];
     // A key noted more than once (churn on a few keys) is settled by its first visit.
     const seen = new Set<string>();
     for (let i = from; i < end; i++) {
@@ -482,17 +660,31 @@ export class DeferredOrder {
       seen.add(key);
       if (this.isPresent(key)) {
         if (!settled.has(key)) adds.push(key);
-      } else {
-        settled.remove(key);
+      } else if (settled.has(key)) {
+        removes.push(key);
       }
     }
     // Distinct (checked keys once each; the others noted once) and none in the index.
-    settled.insertBatch(adds, 0, adds.length);
+    const moved = settled.insertBatch(adds, 0, adds.length, budget);
+    return (
+      moved +
+      settled.removeBatch(
+        removes,
+        0,
+        removes.length,
+        budget === undefined ? undefined : Math.max(0, budget - moved),
+      )
+    );
   }
 }
 
+/** Work units of `entries` moved by merges. */
+function mergeUnits(entries: number): number {
+  return Math.ceil(entries / MERGE_ENTRIES_PER_UNIT);
+}
+
 /** The reserved keys of a built index (they come first, after "" only): O(log n + r). */
-function reservedOf(settled: OrderedKeys): OrderedKeys {
+function reservedOf(settled: SettledIndex): OrderedKeys {
   const keys: string[] = [];
   settled.scan(RESERVED_KEY_START, false, (key) => {
     if (!key.startsWith(RESERVED_KEY_START)) return false;

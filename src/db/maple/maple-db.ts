@@ -149,7 +149,8 @@ export class MapleDB implements KVDB {
       // (see FirstKeys, OrderedKeysBuilder and DeferredOrder).
       () => this.shards.map((shard) => new FirstKeys(shard.map.keys(), shard.map.size)),
       settled,
-      { ...this.orderOptions, keyCount: () => this.keyCount() },
+      // Blocks of strings: the maps hold every key's string anyway (see stringIndex).
+      { ...this.orderOptions, keyCount: () => this.keyCount(), stringIndex: true },
     );
   }
 

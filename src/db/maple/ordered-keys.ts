@@ -3,6 +3,10 @@
  * shards that hold the entries: it answers "which keys lie in this range" for listing in
  * O(log n + page), while point reads stay on the hash maps.
  *
+ * Today this string index serves the reserved keys (DeferredOrder's small index of lock
+ * queues) and is what the builders produce; a built one is copied into KeyRuns
+ * (key-runs.ts: sorted runs of key bytes), which holds a database's keys once built.
+ *
  * A sorted array of blocks (a two-level B+tree): each block is a sorted array of at most
  * BLOCK_KEYS_MAX keys, blocks are in order and none is empty. A lookup is a binary search
  * over the blocks' first keys then one inside a block; an insert or remove shifts at most

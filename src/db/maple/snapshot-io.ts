@@ -6,6 +6,7 @@
 import type { ByteSink } from "../kvdb.ts";
 import { DeadlineHeap } from "./deadline-heap.ts";
 import { SLICE_UNITS } from "./deferred-order.ts";
+import { type KeyRuns, RunConverter } from "./key-runs.ts";
 import type { OrderedKeys } from "./ordered-keys.ts";
 import { newShards, type Routing, type Shard, splitShard } from "./shard-routing.ts";
 import { corrupt, SnapshotDecoder, SnapshotEncoder } from "./snapshot-codec.ts";
@@ -98,9 +99,24 @@ export async function decodeAll(decoder: SnapshotDecoder, source: AsyncIterable<
 
 /**
  * The ordered index of the keys a load read: as they came when in key order, else sorted
- * in steps with event-loop turns between them.
+ * in steps with event-loop turns between them; then converted into KeyRuns (key bytes) in
+ * steps too, so no turn does O(n) work.
  */
-export async function settleLoadedOrder(order: StreamedKeysBuilder): Promise<OrderedKeys> {
+export async function settleLoadedOrder(order: StreamedKeysBuilder): Promise<KeyRuns> {
+  const sorted = await sortLoadedKeys(order);
+  const converter = new RunConverter(sorted, order.encodedBytes);
+  while (!converter.done) {
+    converter.step(LOAD_SORT_UNITS);
+    if (!converter.done) await yieldToEventLoop();
+  }
+  return converter.result();
+}
+
+/**
+ * The keys a load read as an OrderedKeys (blocks of strings): as they came when in key
+ * order, else sorted in steps with event-loop turns between them.
+ */
+export async function sortLoadedKeys(order: StreamedKeysBuilder): Promise<OrderedKeys> {
   if (order.inOrder) return order.result();
   const builder = order.unordered();
   while (!builder.done) {
@@ -153,7 +169,8 @@ export async function loadKeyspace(
       await yieldToEventLoop();
     }
   }
-  const settled = await settleLoadedOrder(order);
+  // MapleDB keeps its index as blocks of strings (DeferredOrderOptions.stringIndex).
+  const settled = await sortLoadedKeys(order);
   return { routing, heap, settled, approxBytes, revision: decoder.storeRevision };
 }
 
