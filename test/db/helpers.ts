@@ -1,5 +1,6 @@
 import type { ByteSink, KVDB } from "../../src/db/kvdb.ts";
 import type { MapleDB } from "../../src/db/maple/index.ts";
+import { compareKeys } from "../../src/db/maple/key-order.ts";
 
 export const T0 = 1_700_000_000_000;
 
@@ -46,4 +47,37 @@ export async function* pieces(data: Uint8Array, pieceBytes: number): AsyncGenera
 
 export async function* fromChunks(chunks: Uint8Array[]): AsyncGenerator<Uint8Array> {
   for (const chunk of chunks) yield chunk;
+}
+
+/** Up to `max` keys of an index's scan from `from` (a page as a list reads it). */
+export function scanPage(
+  index: { scan(from: string, exclusive: boolean, visit: (key: string) => boolean): void },
+  from: string,
+  exclusive: boolean,
+  max: number,
+): string[] {
+  const out: string[] = [];
+  if (max === 0) return out;
+  index.scan(from, exclusive, (key) => {
+    out.push(key);
+    return out.length < max;
+  });
+  return out;
+}
+
+/** What scanPage must return over `sorted` (keys present, in key order): the model's page. */
+export function modelPage(
+  sorted: readonly string[],
+  from: string,
+  exclusive: boolean,
+  max: number,
+): string[] {
+  const out: string[] = [];
+  for (const key of sorted) {
+    const c = compareKeys(key, from);
+    if (c < 0 || (exclusive && c === 0)) continue;
+    if (out.length >= max) break;
+    out.push(key);
+  }
+  return out;
 }

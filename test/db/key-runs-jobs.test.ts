@@ -12,45 +12,15 @@ import { KeyRuns, RunConverter } from "../../src/db/maple/key-runs.ts";
 import { OrderedKeys } from "../../src/db/maple/ordered-keys.ts";
 import { RecordDB } from "../../src/db/records/record-db.ts";
 import { ManualScheduler } from "../support/manual-scheduler.ts";
-import { bytes, fromChunks, saveChunks, T0 } from "./helpers.ts";
-
-function rng(seed: number): () => number {
-  let x = seed >>> 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    return (x >>> 0) / 2 ** 32;
-  };
-}
-
-function page(index: KeyRuns, from: string, exclusive: boolean, max: number): string[] {
-  const out: string[] = [];
-  if (max === 0) return out;
-  index.scan(from, exclusive, (key) => {
-    out.push(key);
-    return out.length < max;
-  });
-  return out;
-}
-
-function expected(sorted: readonly string[], from: string, exclusive: boolean, max: number): string[] {
-  const out: string[] = [];
-  for (const key of sorted) {
-    const c = compareKeys(key, from);
-    if (c < 0 || (exclusive && c === 0)) continue;
-    if (out.length >= max) break;
-    out.push(key);
-  }
-  return out;
-}
+import { seededRandom } from "../support/seeded-random.ts";
+import { bytes, fromChunks, modelPage, saveChunks, scanPage, T0 } from "./helpers.ts";
 
 const key = (i: number) => `k/${String(i).padStart(6, "0")}`;
 
 describe("KeyRuns: jobs in steps, dead marks", () => {
   for (const seed of [1, 2, 3, 4, 5, 6, 7, 8]) {
     test(`removals, re-adds and scans while merges are half done agree with a sorted array (seed ${seed})`, () => {
-      const next = rng(seed);
+      const next = seededRandom(seed);
       const index = new KeyRuns();
       const present = new Set<string>();
       const POOL = 6000;
@@ -85,7 +55,7 @@ describe("KeyRuns: jobs in steps, dead marks", () => {
           const from = key(Math.floor(next() * POOL));
           const exclusive = next() < 0.5;
           const max = Math.floor(next() * 40);
-          expect(page(index, from, exclusive, max)).toEqual(expected(sorted, from, exclusive, max));
+          expect(scanPage(index, from, exclusive, max)).toEqual(modelPage(sorted, from, exclusive, max));
           expect(index.has(from)).toBe(present.has(from));
         }
         for (const k of removes.slice(0, 5)) expect(index.has(k)).toBe(false);
@@ -112,9 +82,9 @@ describe("KeyRuns: jobs in steps, dead marks", () => {
     index.removeBatch(gone, 0, gone.length, 0);
     index.insertBatch([key(11)], 0, 1, 0);
     // A continuation across the swap: the first page before it, the rest after.
-    const first = page(index, "", false, 6);
+    const first = scanPage(index, "", false, 6);
     while (index.pending) index.advance(100);
-    const rest = page(index, first[first.length - 1]!, true, 100_000);
+    const rest = scanPage(index, first[first.length - 1]!, true, 100_000);
     const all = Array.from({ length: 8192 }, (_, i) => key(i)).filter(
       (k) => k === key(11) || !gone.includes(k),
     );
@@ -150,7 +120,7 @@ describe("KeyRuns: jobs in steps, dead marks", () => {
     for (let at = 0; at < gone.length; at += 1024)
       index.removeBatch(gone, at, Math.min(gone.length, at + 1024), 0);
     let before = index.work;
-    expect(page(index, "", false, 100)).toEqual(keys.slice(N / 2, N / 2 + 100));
+    expect(scanPage(index, "", false, 100)).toEqual(keys.slice(N / 2, N / 2 + 100));
     // 100 keys, a seek, and the dead stretch a group (4096) or a block (64) at a time.
     expect(index.work - before).toBeLessThanOrEqual(100 + 1 + N / 2 / 4096 + 64 + 64);
     // The rewrite (a quarter dead) runs in steps; then the dead entries are gone.
@@ -162,7 +132,7 @@ describe("KeyRuns: jobs in steps, dead marks", () => {
     }
     expect(steps).toBeGreaterThan(N / 5000 / 2);
     before = index.work;
-    expect(page(index, "", false, 100)).toEqual(keys.slice(N / 2, N / 2 + 100));
+    expect(scanPage(index, "", false, 100)).toEqual(keys.slice(N / 2, N / 2 + 100));
     expect(index.work - before).toBeLessThanOrEqual(100 + 1);
     expect(index.size).toBe(N / 2);
     expect(index.runCount).toBe(1);
@@ -193,7 +163,7 @@ describe("KeyRuns: jobs in steps, dead marks", () => {
 describe("DeferredOrder over sliced merges", () => {
   for (const seed of [11, 12, 13]) {
     test(`writes, scans, drops and closes in the middle of merges (seed ${seed})`, () => {
-      const next = rng(seed);
+      const next = seededRandom(seed);
       const present = new Set<string>();
       const queue: (() => void)[] = [];
       const make = () =>
@@ -226,7 +196,7 @@ describe("DeferredOrder over sliced merges", () => {
             got.push(key);
             return got.length < 50;
           });
-          expect(got).toEqual(expected(sorted, from, false, 50));
+          expect(got).toEqual(modelPage(sorted, from, false, 50));
         } else if (next() < 0.5) {
           // The database is replaced or dropped mid-merge: the old order's slices find it closed.
           order = order.dropped();

@@ -1,23 +1,15 @@
 /**
  * KeyRuns (the settled ordered index as sorted runs of key bytes): every scan, `has` and
  * size agree with a sorted array of the keys present, through batches of adds and
- * removes that make runs merge (tombstones hidden, cancelled and dropped), for keys of
+ * removes that make runs merge (a removal marks its entry dead in its run), for keys of
  * every code unit class (ASCII, 2- and 3-byte units, paired and lone surrogates).
  */
 import { describe, expect, test } from "bun:test";
 import { compareBytes, decodeKey, encodeKey } from "../../src/db/maple/key-bytes.ts";
 import { compareKeys } from "../../src/db/maple/key-order.ts";
 import { KeyRuns } from "../../src/db/maple/key-runs.ts";
-
-function rng(seed: number): () => number {
-  let x = seed >>> 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    return (x >>> 0) / 2 ** 32;
-  };
-}
+import { seededRandom } from "../support/seeded-random.ts";
+import { modelPage, scanPage } from "./helpers.ts";
 
 const UNITS = [
   0x61, 0x62, 0x2f, 0x00, 0x7f, 0xe9, 0x7ff, 0x800, 0xd7ff, 0xd800, 0xdbff, 0xdc00, 0xdfff, 0xe000, 0xffff,
@@ -32,30 +24,9 @@ function randomKey(next: () => number, shape: number): string {
   return key;
 }
 
-function scanned(index: KeyRuns, from: string, exclusive: boolean, max: number): string[] {
-  const out: string[] = [];
-  if (max === 0) return out;
-  index.scan(from, exclusive, (key) => {
-    out.push(key);
-    return out.length < max;
-  });
-  return out;
-}
-
-function expected(sorted: string[], from: string, exclusive: boolean, max: number): string[] {
-  const out: string[] = [];
-  for (const key of sorted) {
-    const c = compareKeys(key, from);
-    if (c < 0 || (exclusive && c === 0)) continue;
-    if (out.length >= max) break;
-    out.push(key);
-  }
-  return out;
-}
-
 describe("key bytes", () => {
   test("byte order of the encoding is compareKeys' order, and every key decodes back exactly", () => {
-    const next = rng(7);
+    const next = seededRandom(7);
     const keys = Array.from({ length: 3000 }, () => randomKey(next, 2));
     const bytes = new Uint8Array(64);
     const other = new Uint8Array(64);
@@ -78,7 +49,7 @@ describe("KeyRuns", () => {
     [4, 0],
   ] as const) {
     test(`matches a sorted array through adds and removes (seed ${seed}, shape ${shape})`, () => {
-      const next = rng(seed);
+      const next = seededRandom(seed);
       const present = new Set<string>();
       const index = new KeyRuns();
       let maxRuns = 0;
@@ -92,7 +63,7 @@ describe("KeyRuns", () => {
           if (removing && present.size > 0 && next() < 0.5) {
             // Some present key: from a scan at a random point.
             const from = randomKey(next, shape);
-            const [key] = scanned(index, from, false, 1);
+            const [key] = scanPage(index, from, false, 1);
             if (key === undefined || seen.has(key)) continue;
             seen.add(key);
             removes.push(key);
@@ -117,7 +88,7 @@ describe("KeyRuns", () => {
               : randomKey(next, shape);
           const exclusive = next() < 0.5;
           const max = Math.floor(next() * 50);
-          expect(scanned(index, from, exclusive, max)).toEqual(expected(sorted, from, exclusive, max));
+          expect(scanPage(index, from, exclusive, max)).toEqual(modelPage(sorted, from, exclusive, max));
           expect(index.has(from)).toBe(present.has(from));
         }
         for (const key of removes.slice(0, 10)) expect(index.has(key)).toBe(false);
@@ -135,7 +106,7 @@ describe("KeyRuns", () => {
     const more = Array.from({ length: 20000 }, (_, i) => `key/${String(i).padStart(6, "0")}x`);
     index.insertBatch(more, 0, more.length);
     const before = index.work;
-    expect(scanned(index, "key/012345", true, 3)).toEqual(["key/012345x", "key/012346", "key/012346x"]);
+    expect(scanPage(index, "key/012345", true, 3)).toEqual(["key/012345x", "key/012346", "key/012346x"]);
     expect(index.work - before).toBeLessThan(3 * 2 + 2 * index.runCount);
   });
 });

@@ -5,31 +5,12 @@
  * it answered gets its notice at once.
  */
 import { describe, expect, test } from "bun:test";
-import { type Message, MessageType } from "../../../src/raft/core/index.ts";
-import { bytes, Network, type NodeOptions } from "./network.ts";
+import { MessageType } from "../../../src/raft/core/index.ts";
+import { afterAppendAcked, kinds, sentBy } from "./commit-notice-helpers.ts";
+import { bytes, type NodeOptions } from "./network.ts";
 
-const voters = ["1", "2", "3"];
 const held: NodeOptions = { commitNotices: true, holdCommitNotices: true };
 
-function sentBy(net: Network, id: string): Message[] {
-  const rd = net.processReady(id);
-  return rd === undefined ? [] : [...rd.messagesBeforePersist, ...rd.messages];
-}
-
-/** Leader "1" with everything settled; then one write whose append both followers ack. */
-function afterAppendAcked(options: NodeOptions): Network {
-  const net = Network.of(voters, { electionTicks: 10, heartbeatTicks: 2, ...options });
-  net.elect("1");
-  net.node("1").propose(bytes("w"));
-  net.processReady("1");
-  net.deliver();
-  net.processReady("2");
-  net.processReady("3");
-  net.deliver((m) => m.to === "1");
-  return net;
-}
-
-const kinds = (messages: Message[]) => messages.map((m) => `${m.type}>${m.to}`).sort();
 const notices = [`${MessageType.Commit}>2`, `${MessageType.Commit}>3`];
 
 describe("Raft rules: held commit notices", () => {

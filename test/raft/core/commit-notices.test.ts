@@ -13,29 +13,10 @@ import {
   MessageType,
   type PersistedState,
 } from "../../../src/raft/core/index.ts";
-import { bytes, Network, type NodeOptions, text } from "./network.ts";
+import { afterAppendAcked, kinds, sentBy } from "./commit-notice-helpers.ts";
+import { bytes, Network, text } from "./network.ts";
 
 const voters = ["1", "2", "3"];
-
-function sentBy(net: Network, id: string): Message[] {
-  const rd = net.processReady(id);
-  return rd === undefined ? [] : [...rd.messagesBeforePersist, ...rd.messages];
-}
-
-/** Leader "1" with everything settled; then one write whose append both followers ack. */
-function afterAppendAcked(options: NodeOptions): Network {
-  const net = Network.of(voters, { electionTicks: 10, heartbeatTicks: 2, ...options });
-  net.elect("1");
-  net.node("1").propose(bytes("w"));
-  net.processReady("1");
-  net.deliver();
-  net.processReady("2");
-  net.processReady("3");
-  net.deliver((m) => m.to === "1");
-  return net;
-}
-
-const kinds = (messages: Message[]) => messages.map((m) => `${m.type}>${m.to}`).sort();
 
 describe("Raft rules: commit notices", () => {
   test("a commit advance goes out as Commit messages, which the followers take without answering", () => {
