@@ -1,5 +1,5 @@
 import type { KeyRange } from "../kvdb.ts";
-import { KeyRuns } from "./key-runs.ts";
+import { KeyRuns, RunConverter } from "./key-runs.ts";
 import { OrderedKeys } from "./ordered-keys.ts";
 import { OrderedKeysBuilder } from "./ordered-keys-builder.ts";
 
@@ -19,8 +19,17 @@ export const SLICE_UNITS = 4096;
  * shards): every CHECK_EVERY notes past NOTES_MIN.
  */
 export const CHECK_EVERY = 256;
-/** Units one noted key costs when folded into a built index (a check, an insert into its block). */
+/**
+ * Units one noted key costs when folded into the settled index (a check, its bytes
+ * encoded and sorted into a run), the merges it leads to apart (see MERGE_ENTRIES_PER_UNIT).
+ */
 const FOLD_UNITS_PER_NOTE = 4;
+/**
+ * Entries a merge moves (KeyRuns.advance counts them) per work unit. A unit is about a key
+ * read or moved as a JS string (OrderedKeysBuilder: 48-83 ns a unit on a 1M-key build); a
+ * merge copies an entry's bytes in order: 11-12 ns (1M keys, 8.2M entries merged).
+ */
+const MERGE_ENTRIES_PER_UNIT = 4;
 /** Notes a list is emptied in place up to (see dropNotes): a turn's worth, a few slices. */
 const NOTES_KEPT_MAX = 4 * SLICE_UNITS;
 /**
@@ -157,6 +166,8 @@ export class DeferredOrder {
   /** The notes may name keys already in the index (a build read the maps while they changed). */
   private checkNotes = false;
   private builder: OrderedKeysBuilder | null = null;
+  /** A finished build's index being converted into KeyRuns, in slices (then `settled`). */
+  private converter: RunConverter | null = null;
   private buildRestarts = 0;
   private waiting: Waiting | null = null;
   private scheduled = false;
@@ -196,8 +207,14 @@ export class DeferredOrder {
   ) {
     this.isPresent = isPresent;
     this.sources = sources;
+    // An OrderedKeys given here is converted in one piece: small ones only (an empty one,
+    // tests); a snapshot load converts its index in steps itself (settleLoadedOrder).
     this.settled =
-      settled === undefined ? null : settled instanceof KeyRuns ? settled : KeyRuns.fromOrderedKeys(settled);
+      settled === undefined
+        ? null
+        : settled instanceof KeyRuns
+          ? settled
+          : KeyRuns.fromSorted(settled.keys());
     this.sliceUnits = options.sliceUnits ?? SLICE_UNITS;
     this.schedule = options.schedule ?? ((run) => setImmediate(run));
     this.keyCount = options.keyCount ?? (() => this.settled?.size ?? 0);
@@ -218,15 +235,20 @@ export class DeferredOrder {
   /** A key not present before is now (the caller's map already holds it). */
   added(key: string): void {
     if (key.startsWith(RESERVED_KEY_START)) this.reserved.insert(key);
-    if (this.settled !== null || this.builder !== null) this.note(key);
+    if (this.tracking) this.note(key);
   }
 
   /** A present key is gone (the caller's map no longer holds it). */
   removed(key: string): void {
     if (key.startsWith(RESERVED_KEY_START)) this.reserved.remove(key);
-    if (this.settled === null && this.builder === null) return;
+    if (!this.tracking) return;
     this.removedKeys.add(key);
     this.note(key);
+  }
+
+  /** Whether writes are noted: built, or a build (or its conversion) under way. */
+  private get tracking(): boolean {
+    return this.settled !== null || this.builder !== null || this.converter !== null;
   }
 
   /**
@@ -237,8 +259,9 @@ export class DeferredOrder {
   private note(key: string): void {
     const notes = this.notes;
     notes.push(key);
-    if (this.builder !== null) {
-      if (notes.length > NOTES_MIN && notes.length > 2 * this.builder.keysRead) this.restartBuild();
+    if (this.settled === null) {
+      const read = this.builder !== null ? this.builder.keysRead : this.converter!.size;
+      if (notes.length > NOTES_MIN && notes.length > 2 * read) this.restartBuild();
       return;
     }
     // Built: folded in the background, in slices between turns.
@@ -267,6 +290,7 @@ export class DeferredOrder {
 
   private restartBuild(): void {
     this.builder = null;
+    this.converter = null;
     this.buildRestarts++;
     this.counters.restarts++;
     this.dropNotes();
@@ -280,7 +304,7 @@ export class DeferredOrder {
 
   /** Whether a build is under way; for tests and monitoring. */
   get building(): boolean {
-    return this.builder !== null;
+    return this.builder !== null || this.converter !== null;
   }
 
   /** Keys noted and not settled yet; for tests and monitoring. */
@@ -330,6 +354,7 @@ export class DeferredOrder {
   close(): void {
     this.closed = true;
     this.builder = null;
+    this.converter = null;
     this.settled = null;
     this.dropNotes();
     this.wake();
@@ -357,15 +382,35 @@ export class DeferredOrder {
     if (this.closed) return;
     const waiting = this.waiting !== null;
     let units = -1;
-    if (this.settled === null) {
-      if (!waiting && this.builder === null) return;
-      const builder = this.startedBuilder();
+    const settled = this.settled;
+    if (settled === null) {
+      if (!waiting && this.builder === null && this.converter === null) return;
       // Only a waiting reader escalates to one piece (a build that keeps restarting).
       const oneGo = waiting && this.buildRestarts > BUILD_RESTARTS_MAX;
-      units = builder.step(oneGo ? Number.POSITIVE_INFINITY : this.sliceUnits);
-      if (builder.done) this.finishBuild(builder);
+      const budget = oneGo ? Number.POSITIVE_INFINITY : this.sliceUnits;
+      units = 0;
+      if (this.converter === null) {
+        const builder = this.startedBuilder();
+        units = builder.step(budget);
+        if (builder.done) this.finishBuild(builder);
+      }
+      const converter = this.converter;
+      if (converter !== null && units < budget) {
+        // A unit a key: read from the built index and encoded.
+        units += converter.step(budget - units);
+        if (converter.done) this.finishConversion(converter);
+      }
     } else if (this.notes.length > this.folded) {
-      units = this.fold(Math.max(1, Math.floor(this.sliceUnits / FOLD_UNITS_PER_NOTE)));
+      // While merges are under way, half the slice is theirs (the runs stay few however
+      // fast the writes come); the rest of it too when the notes are fewer.
+      const share = settled.pending ? this.sliceUnits / 2 : this.sliceUnits;
+      const notes = Math.min(
+        this.notes.length - this.folded,
+        Math.max(1, Math.floor(share / FOLD_UNITS_PER_NOTE)),
+      );
+      units = this.fold(notes, Math.max(0, this.sliceUnits - notes * FOLD_UNITS_PER_NOTE));
+    } else if (settled.pending) {
+      units = mergeUnits(settled.advance(this.sliceUnits * MERGE_ENTRIES_PER_UNIT));
     }
     if (units >= 0) {
       this.counters.slices++;
@@ -373,7 +418,12 @@ export class DeferredOrder {
       if (units > this.counters.maxSliceUnits) this.counters.maxSliceUnits = units;
     }
     if (this.ready) this.wake();
-    if (this.builder !== null || (this.settled !== null && this.notes.length > this.folded)) this.kick();
+    if (
+      this.builder !== null ||
+      this.converter !== null ||
+      (this.settled !== null && (this.notes.length > this.folded || this.settled.pending))
+    )
+      this.kick();
   }
 
   private startedBuilder(): OrderedKeysBuilder {
@@ -381,30 +431,45 @@ export class DeferredOrder {
     return this.builder;
   }
 
+  /** The build is done: its index (strings) is converted into KeyRuns next, in slices. */
   private finishBuild(builder: OrderedKeysBuilder): void {
-    this.settled = KeyRuns.fromOrderedKeys(builder.result());
+    this.converter = new RunConverter(builder.result());
     this.builder = null;
+  }
+
+  private finishConversion(converter: RunConverter): void {
+    this.settled = converter.result();
+    this.converter = null;
     this.buildRestarts = 0;
     this.counters.builds++;
     // The build read live maps: notes may name keys it read too, or keys it missed.
     if (this.notes.length > 0) this.checkNotes = true;
   }
 
-  /** Folds in at most `max` notes (the oldest first); returns the work units done. */
-  private fold(max: number): number {
+  /**
+   * Folds in at most `max` notes (the oldest first), with up to `mergeBudget` units of
+   * merges (default: the pace KeyRuns sets, see KeyRuns.insertBatch); returns the work
+   * units done.
+   */
+  private fold(max: number, mergeBudget?: number): number {
     const notes = this.notes;
     const end = Math.min(notes.length, this.folded + max);
     const from = this.folded;
     this.folded = end;
     this.counters.folded += end - from;
-    this.apply(notes, from, end);
+    const entries = this.apply(
+      notes,
+      from,
+      end,
+      mergeBudget === undefined ? undefined : mergeBudget * MERGE_ENTRIES_PER_UNIT,
+    );
     if (end === notes.length) this.dropNotes();
     else if (this.folded >= NOTES_MIN && 2 * this.folded >= notes.length) {
       // Writes keep ahead of the slices: let the folded half go.
       this.notes = notes.slice(this.folded);
       this.folded = 0;
     }
-    return (end - from) * FOLD_UNITS_PER_NOTE;
+    return (end - from) * FOLD_UNITS_PER_NOTE + mergeUnits(entries);
   }
 
   /** Like OrderedKeys.scan, over every key present now. */
@@ -445,9 +510,13 @@ export class DeferredOrder {
     const wasReady = this.ready;
     if (!wasReady) this.counters.syncSettles++;
     if (this.settled === null) {
-      const builder = this.startedBuilder();
-      builder.step(Number.POSITIVE_INFINITY);
-      this.finishBuild(builder);
+      if (this.converter === null) {
+        const builder = this.startedBuilder();
+        builder.step(Number.POSITIVE_INFINITY);
+        this.finishBuild(builder);
+      }
+      this.converter!.step(Number.POSITIVE_INFINITY);
+      this.finishConversion(this.converter!);
     }
     const settled = this.settled!;
     if (this.notes.length > this.folded) this.fold(Number.POSITIVE_INFINITY);
@@ -459,15 +528,16 @@ export class DeferredOrder {
    * Puts `keys[from, end)` in or out of the settled index. A key neither removed since the
    * index last matched the maps nor noted while a build read them is new: those go in as
    * one batch. Others are checked against the maps (`isPresent`) and the index: a key
-   * present and not in the index goes in, one absent and in it is removed (a tombstone).
+   * present and not in the index goes in, one absent and in it is removed (marked dead).
+   * Merges move on by up to `budget` entries (default: KeyRuns' pace); returns the
+   * entries they moved.
    */
-  private apply(keys: readonly string[], from: number, end: number): void {
+  private apply(keys: readonly string[], from: number, end: number, budget?: number): number {
     const settled = this.settled!;
     // In arrival order: insertBatch sorts the keys' bytes into a run itself.
     if (!this.checkNotes && this.removedKeys.size === 0) {
       // Adds alone into an index that matched the maps: all new and distinct.
-      settled.insertBatch(keys, from, end);
-      return;
+      return settled.insertBatch(keys, from, end, budget);
     }
     const removed = this.removedKeys;
     const adds: string[] = [];
@@ -490,9 +560,22 @@ export class DeferredOrder {
       }
     }
     // Distinct (checked keys once each; the others noted once) and none in the index.
-    settled.insertBatch(adds, 0, adds.length);
-    settled.removeBatch(removes, 0, removes.length);
+    const moved = settled.insertBatch(adds, 0, adds.length, budget);
+    return (
+      moved +
+      settled.removeBatch(
+        removes,
+        0,
+        removes.length,
+        budget === undefined ? undefined : Math.max(0, budget - moved),
+      )
+    );
   }
+}
+
+/** Work units of `entries` moved by merges. */
+function mergeUnits(entries: number): number {
+  return Math.ceil(entries / MERGE_ENTRIES_PER_UNIT);
 }
 
 /** The reserved keys of a built index (they come first, after "" only): O(log n + r). */

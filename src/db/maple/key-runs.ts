@@ -3,13 +3,24 @@
  * DeferredOrder folds its notes into and scans for lists and counts.
  *
  * A run is one Uint8Array of its keys' bytes (key-bytes.ts: byte order = key order) in
- * order, the end of each key in a Uint32Array, and for a run that has them a byte per
- * key marking removals (tombstones). A fold's keys become a new run (sorted by numbers
- * made of their bytes, see RunSorter); the newest run is merged with the one before it
- * while that one is no larger (a binary counter: ~log2(n / CHUNK_KEYS) runs, each key
- * rewritten as often), in one sequential pass over both. Where a key is in more than one
- * run the newest entry tells; a merge drops an add and a removal of one key that meet
- * (see mergeRuns), and a merge into the oldest run drops every removal left.
+ * order and the end of each key in a Uint32Array. A fold's new keys become a new run
+ * (sorted by numbers made of their bytes, see RunSorter).
+ *
+ * Every key present is live in exactly one run: an add is made only for a key the index
+ * lacks, a removal only for one it holds. So a removal finds that entry (a binary search
+ * per run) and marks it dead in place: no tombstones, and the order of the runs does not
+ * matter (a key re-added after its removal is live in a newer run, its old entry dead).
+ * Dead entries are counted per block of BLOCK entries and per group of GROUP, so a scan
+ * steps over a dead stretch a block or a group at a time. A run whose dead entries pass
+ * a quarter of it is rewritten without them; one all dead is dropped.
+ *
+ * Merges and rewrites are jobs done in bounded steps (`advance`, a budget in entries
+ * moved): runs of about the same size (one power of two, a "level") are merged two at a
+ * time, at most one job a level, the smallest jobs first. Until a job is done its source
+ * runs serve scans and `has` as before and new runs stack beside them; a removal of an
+ * entry the job already copied is marked in the copy too. Each add or removal pays a
+ * share of the jobs (`insertBatch`'s budget), so they keep pace with the writes and the
+ * runs stay about log2(n / CHUNK_KEYS) + a few; no call does O(n) work.
  *
  * Why not one JS string a key in blocks (OrderedKeys): in a store that keeps its keys'
  * bytes itself (RecordDB), the index's strings were the only JS copies of a million
@@ -17,9 +28,8 @@
  * went to a random block (a cache miss or two). Here a key costs its bytes and four,
  * merges read and write memory in order, and only a scan's visited keys become strings.
  *
- * A scan seeks every run (a binary search each) and merges their cursors in key order,
- * newest first among equal keys: O(runs · log n + keys visited), the visited including
- * tombstones and hidden older entries on the way.
+ * A scan seeks every run (a binary search each) and merges their cursors in key order:
+ * O(runs · log n + keys visited + dead blocks and groups stepped over).
  */
 import { BYTES_PER_UNIT_MAX, compareBytes, decodeKey, encodeKey } from "./key-bytes.ts";
 import type { OrderedKeys } from "./ordered-keys.ts";
@@ -31,22 +41,71 @@ const INDEX_SPAN = 1024;
 const CODE_BYTES = 5;
 /** A group this small is sorted by comparing bytes (insertion sort). */
 const SMALL_GROUP = 12;
-/** More runs than this and the newest two are merged whatever their sizes. */
-const RUNS_MAX = 40;
+/** Dead entries are counted per block of 2^BLOCK_BITS entries and per group of 2^GROUP_BITS. */
+const BLOCK_BITS = 6;
+const GROUP_BITS = 12;
+const BLOCK = 1 << BLOCK_BITS;
+const GROUP = 1 << GROUP_BITS;
+/** A run is rewritten without its dead entries once they are more than 1 / DEAD_SHARE of it. */
+const DEAD_SHARE = 4;
+/**
+ * Entries a job moves per key added or removed, per level of the index (see `pace`):
+ * twice what a key costs the merges over its life, so a level's merge is done before the
+ * level holds another pair.
+ */
+const PACE_PER_LEVEL = 2;
+/** More runs than this and a write pays for the smallest jobs until it is back under (a fallback). */
+const RUNS_MAX = 48;
+
+/** Entries moved or stepped over by KeyRun.nextLive (a scan's work); read by KeyRuns. */
+let stepped = 0;
+
+/** The level of a run of `length` entries: floor(log2(length)). */
+function levelOf(length: number): number {
+  return 31 - Math.clz32(Math.max(1, length));
+}
+
+/** The first of `ends[0, length)`'s keys (in `bytes`) >= the probe's bytes (> them when `exclusive`). */
+function lowerBoundIn(
+  bytes: Uint8Array,
+  ends: Uint32Array,
+  length: number,
+  probe: Uint8Array,
+  probeEnd: number,
+  exclusive: boolean,
+): number {
+  let lo = 0;
+  let hi = length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    const c = compareBytes(bytes, mid === 0 ? 0 : ends[mid - 1]!, ends[mid]!, probe, 0, probeEnd);
+    if (c < 0 || (exclusive && c === 0)) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
 
 /**
  * One sorted run of `length` entries (its arrays may be longer); key i is
- * `bytes[ends[i - 1] ?? 0, ends[i])`.
+ * `bytes[ends[i - 1] ?? 0, ends[i])`. Entries may be marked dead (removed keys).
  */
 export class KeyRun {
   /** Bytes every key of the run starts with (those its first and last key share). */
   readonly shared: number;
+  readonly level: number;
+  /** 1 per dead entry; null while none is. */
+  dead: Uint8Array | null = null;
+  /** Dead entries per block of BLOCK, and per group of GROUP. */
+  private blockDead: Uint8Array | null = null;
+  private groupDead: Uint16Array | null = null;
+  deadCount = 0;
+  deadBytes = 0;
+  /** The job this run is a source of, if any. */
+  job: MergeJob | null = null;
 
   constructor(
     readonly bytes: Uint8Array,
     readonly ends: Uint32Array,
-    /** 1 for a removal (tombstone), per key; null when the run has none. */
-    readonly dead: Uint8Array | null,
     readonly length: number,
   ) {
     const lastStart = length < 2 ? 0 : ends[length - 2]!;
@@ -54,29 +113,263 @@ export class KeyRun {
     let i = 0;
     while (i < m && bytes[i] === bytes[lastStart + i]) i++;
     this.shared = i;
+    this.level = levelOf(length);
   }
 
   start(i: number): number {
     return i === 0 ? 0 : this.ends[i - 1]!;
   }
 
+  /** Bytes the run's keys take. */
+  get usedBytes(): number {
+    return this.length === 0 ? 0 : this.ends[this.length - 1]!;
+  }
+
+  get live(): number {
+    return this.length - this.deadCount;
+  }
+
   /** The first entry whose key is >= the probe's bytes (> them when `exclusive`). */
   lowerBound(probe: Uint8Array, probeEnd: number, exclusive: boolean): number {
-    const bytes = this.bytes;
-    const ends = this.ends;
-    let lo = 0;
-    let hi = this.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1;
-      const c = compareBytes(bytes, mid === 0 ? 0 : ends[mid - 1]!, ends[mid]!, probe, 0, probeEnd);
-      if (c < 0 || (exclusive && c === 0)) lo = mid + 1;
-      else hi = mid;
+    return lowerBoundIn(this.bytes, this.ends, this.length, probe, probeEnd, exclusive);
+  }
+
+  /** Whether entry i holds exactly the probe's bytes. */
+  holds(i: number, probe: Uint8Array, probeEnd: number): boolean {
+    return (
+      i < this.length && compareBytes(this.bytes, this.start(i), this.ends[i]!, probe, 0, probeEnd) === 0
+    );
+  }
+
+  isDead(i: number): boolean {
+    return this.dead !== null && this.dead[i] === 1;
+  }
+
+  markDead(i: number): void {
+    if (this.dead === null) {
+      this.dead = new Uint8Array(this.length);
+      this.blockDead = new Uint8Array((this.length + BLOCK - 1) >>> BLOCK_BITS);
+      this.groupDead = new Uint16Array((this.length + GROUP - 1) >>> GROUP_BITS);
     }
-    return lo;
+    this.dead[i] = 1;
+    this.blockDead![i >>> BLOCK_BITS]!++;
+    this.groupDead![i >>> GROUP_BITS]!++;
+    this.deadCount++;
+    this.deadBytes += this.ends[i]! - this.start(i);
+  }
+
+  /** The first live entry at or after i (length if none), stepping over dead blocks and groups. */
+  nextLive(i: number): number {
+    const dead = this.dead;
+    if (dead === null) return i;
+    const length = this.length;
+    const blockDead = this.blockDead!;
+    const groupDead = this.groupDead!;
+    while (i < length) {
+      if ((i & (GROUP - 1)) === 0 && groupDead[i >>> GROUP_BITS] === Math.min(GROUP, length - i)) {
+        i += GROUP;
+      } else if ((i & (BLOCK - 1)) === 0 && blockDead[i >>> BLOCK_BITS] === Math.min(BLOCK, length - i)) {
+        i += BLOCK;
+      } else if (dead[i] === 0) {
+        return i;
+      } else {
+        i++;
+      }
+      stepped++;
+    }
+    return length;
   }
 
   keyAt(i: number): string {
     return decodeKey(this.bytes, this.start(i), this.ends[i]!);
+  }
+}
+
+/**
+ * A merge of one or two runs (one: a rewrite without its dead entries) into a new run,
+ * in steps. Dead entries are left out; the sources hold no live key twice (see KeyRuns).
+ */
+export class MergeJob {
+  readonly sources: KeyRun[];
+  private readonly out: Uint8Array;
+  private readonly outEnds: Uint32Array;
+  /** Entries written, and bytes. */
+  private n = 0;
+  private at = 0;
+  /** Next entry of each source, and where its bytes start. */
+  private readonly next: number[];
+  private readonly from: number[];
+  /** Entries of the output marked dead while the job ran (their sources' entries were removed once copied). */
+  private readonly outDead: number[] = [];
+  /** Bytes every key of the sources shares: comparisons start after them. */
+  private readonly skip: number;
+  readonly size: number;
+
+  constructor(sources: KeyRun[]) {
+    this.sources = sources;
+    let bytes = 0;
+    let entries = 0;
+    let size = 0;
+    for (const run of sources) {
+      run.job = this;
+      bytes += run.usedBytes - run.deadBytes;
+      entries += run.live;
+      size += run.length;
+    }
+    this.size = size;
+    this.out = new Uint8Array(bytes);
+    this.outEnds = new Uint32Array(entries);
+    this.next = sources.map(() => 0);
+    this.from = sources.map(() => 0);
+    let skip = sources[0]!.shared;
+    if (sources.length === 2) {
+      const a = sources[0]!.bytes;
+      const b = sources[1]!.bytes;
+      const m = Math.min(skip, sources[1]!.shared);
+      let i = 0;
+      while (i < m && a[i] === b[i]) i++;
+      skip = i;
+    }
+    this.skip = skip;
+  }
+
+  get done(): boolean {
+    for (let s = 0; s < this.sources.length; s++) if (this.next[s]! < this.sources[s]!.length) return false;
+    return true;
+  }
+
+  /** Source `run`'s entry i was just marked dead: if it was copied already, its copy is too. */
+  removed(run: KeyRun, i: number): void {
+    const s = this.sources.indexOf(run);
+    if (i >= this.next[s]!) return;
+    const start = run.start(i);
+    const end = run.ends[i]!;
+    const probe = run.bytes.subarray(start, end);
+    const o = lowerBoundIn(this.out, this.outEnds, this.n, probe, end - start, false);
+    this.outDead.push(o);
+  }
+
+  /** Moves up to about `budget` entries; returns how many it moved or stepped over. */
+  step(budget: number): number {
+    return this.sources.length === 1 ? this.copySome(budget) : this.mergeSome(budget);
+  }
+
+  /** A rewrite: copies live stretches of the one source. */
+  private copySome(budget: number): number {
+    const run = this.sources[0]!;
+    const src = run.bytes;
+    const ends = run.ends;
+    const dead = run.dead;
+    const out = this.out;
+    const outEnds = this.outEnds;
+    const length = run.length;
+    let i = this.next[0]!;
+    const stop = Math.min(length, i + Math.max(1, budget));
+    const first = i;
+    let n = this.n;
+    let at = this.at;
+    while (i < stop) {
+      if (dead !== null && dead[i] === 1) {
+        i++;
+        continue;
+      }
+      let e = i + 1;
+      while (e < stop && (dead === null || dead[e] === 0)) e++;
+      const s = i === 0 ? 0 : ends[i - 1]!;
+      const shift = at - s;
+      out.set(src.subarray(s, ends[e - 1]!), at);
+      for (let k = i; k < e; k++) outEnds[n++] = ends[k]! + shift;
+      at = outEnds[n - 1]!;
+      i = e;
+    }
+    this.next[0] = i;
+    this.n = n;
+    this.at = at;
+    return i - first;
+  }
+
+  /** A merge of two sources in key order. */
+  private mergeSome(budget: number): number {
+    const ra = this.sources[0]!;
+    const rb = this.sources[1]!;
+    const a = ra.bytes;
+    const b = rb.bytes;
+    const aEnds = ra.ends;
+    const bEnds = rb.ends;
+    const aDead = ra.dead;
+    const bDead = rb.dead;
+    const an = ra.length;
+    const bn = rb.length;
+    const out = this.out;
+    const outEnds = this.outEnds;
+    const skip = this.skip;
+    let i = this.next[0]!;
+    let j = this.next[1]!;
+    let as = this.from[0]!;
+    let bs = this.from[1]!;
+    let n = this.n;
+    let at = this.at;
+    const first = i + j;
+    const stop = first + Math.max(1, budget);
+    while (i + j < stop && (i < an || j < bn)) {
+      if (i < an && aDead !== null && aDead[i] === 1) {
+        as = aEnds[i]!;
+        i++;
+        continue;
+      }
+      if (j < bn && bDead !== null && bDead[j] === 1) {
+        bs = bEnds[j]!;
+        j++;
+        continue;
+      }
+      let c: number;
+      if (i >= an) c = 1;
+      else if (j >= bn) c = -1;
+      else {
+        // compareBytes, inlined.
+        const ae = aEnds[i]!;
+        const be = bEnds[j]!;
+        const m = Math.min(ae - as, be - bs);
+        let d = 0;
+        for (let p = skip; p < m; p++) {
+          d = a[as + p]! - b[bs + p]!;
+          if (d !== 0) break;
+        }
+        c = d !== 0 ? d : ae - as - (be - bs);
+      }
+      if (c <= 0) {
+        // (c === 0 cannot be: a key is live in one run only; kept once if it were.)
+        const ae = aEnds[i]!;
+        for (let p = as; p < ae; p++) out[at++] = a[p]!;
+        outEnds[n++] = at;
+        as = ae;
+        i++;
+        if (c === 0) {
+          bs = bEnds[j]!;
+          j++;
+        }
+      } else {
+        const be = bEnds[j]!;
+        for (let p = bs; p < be; p++) out[at++] = b[p]!;
+        outEnds[n++] = at;
+        bs = be;
+        j++;
+      }
+    }
+    this.next[0] = i;
+    this.next[1] = j;
+    this.from[0] = as;
+    this.from[1] = bs;
+    this.n = n;
+    this.at = at;
+    return i + j - first;
+  }
+
+  /** The merged run (once `done`), with the removals made meanwhile marked. */
+  result(): KeyRun {
+    const run = new KeyRun(this.out, this.outEnds, this.n);
+    for (const o of this.outDead) run.markDead(o);
+    return run;
   }
 }
 
@@ -182,18 +475,22 @@ class Batch {
 }
 
 export class KeyRuns {
-  /** Oldest first. */
+  /** Every run that serves reads (job sources included), in no particular order. */
   private runs: KeyRun[] = [];
+  /** Jobs under way, at most one merge per level plus one rewrite. */
+  private jobs: MergeJob[] = [];
   private count = 0;
   private readonly sorter = new RunSorter();
   private readonly batch = new Batch();
   private probe = new Uint8Array(256);
   /**
-   * Entries read by scans (visited keys, and tombstones and hidden entries passed over)
+   * Entries read by scans (visited keys, dead entries, blocks and groups stepped over)
    * and runs sought: what a page costs, for tests that check it stays O(runs · log n +
    * page) however many keys the index holds.
    */
   work = 0;
+  /** Entries jobs moved or stepped over, in all; for tests. */
+  merged = 0;
 
   get size(): number {
     return this.count;
@@ -204,58 +501,172 @@ export class KeyRuns {
     return this.runs.length;
   }
 
-  /** The keys of a built string index (keys() merges its pending keys), in one run. */
-  static fromOrderedKeys(index: OrderedKeys): KeyRuns {
-    return KeyRuns.fromSorted(index.keys());
+  /** Whether merges or rewrites are under way (`advance` has work). */
+  get pending(): boolean {
+    return this.jobs.length > 0;
   }
 
-  /** Keys already in byte order (compareKeys) and distinct, in one run: O(n). */
+  /** Keys already in byte order (compareKeys) and distinct, in one run: O(n), in one piece (see RunWriter). */
   static fromSorted(keys: readonly string[]): KeyRuns {
+    const writer = new RunWriter(keys.length);
+    for (const key of keys) writer.add(key);
+    return writer.result();
+  }
+
+  /** A run written whole (RunWriter); `count` its entries. */
+  static ofRun(run: KeyRun | null): KeyRuns {
     const runs = new KeyRuns();
-    if (keys.length === 0) return runs;
-    let size = 0;
-    for (const key of keys) size += key.length;
-    let bytes = new Uint8Array(size + 16);
-    const ends = new Uint32Array(keys.length);
-    let at = 0;
-    for (let i = 0; i < keys.length; i++) {
-      const key = keys[i]!;
-      if (at + key.length * BYTES_PER_UNIT_MAX > bytes.length) {
-        const grown = new Uint8Array(Math.max(at + key.length * BYTES_PER_UNIT_MAX, 2 * bytes.length));
-        grown.set(bytes.subarray(0, at));
-        bytes = grown;
-      }
-      at = encodeKey(key, bytes, at);
-      ends[i] = at;
+    if (run !== null && run.length > 0) {
+      runs.runs.push(run);
+      runs.count = run.length;
     }
-    runs.runs.push(
-      new KeyRun(bytes.length > at + (at >> 3) + 16 ? bytes.slice(0, at) : bytes, ends, null, keys.length),
-    );
-    runs.count = keys.length;
     return runs;
   }
 
-  /** Adds `keys[from, end)`: distinct, none in the index. */
-  insertBatch(keys: readonly string[], from: number, end: number): void {
-    this.push(keys, from, end, false);
-    this.count += end - from;
+  /**
+   * Entries jobs move per key added or removed: PACE_PER_LEVEL per level a key passes
+   * through (log2(n / CHUNK_KEYS)), and a few.
+   */
+  private pace(): number {
+    return PACE_PER_LEVEL * (levelOf(this.count >>> 10) + 2);
   }
 
-  /** Removes `keys[from, end)`: distinct, all in the index. */
-  removeBatch(keys: readonly string[], from: number, end: number): void {
-    this.push(keys, from, end, true);
-    this.count -= end - from;
-  }
-
-  private push(keys: readonly string[], from: number, end: number, dead: boolean): void {
+  /**
+   * Adds `keys[from, end)`: distinct, none in the index. Then moves jobs on by up to
+   * `budget` entries (default: the pace, times the keys). Returns the entries moved.
+   */
+  insertBatch(
+    keys: readonly string[],
+    from: number,
+    end: number,
+    budget = this.pace() * (end - from),
+  ): number {
     for (let start = from; start < end; start += CHUNK_KEYS) {
       const stop = Math.min(end, start + CHUNK_KEYS);
-      this.runs.push(this.sortedRun(keys, start, stop, dead));
-      this.mergeNewest();
+      this.runs.push(this.sortedRun(keys, start, stop));
+    }
+    this.count += end - from;
+    this.plan();
+    return this.pay(budget);
+  }
+
+  /**
+   * Removes `keys[from, end)`: distinct, all in the index (each marked dead where it is
+   * live). Then moves jobs on, as insertBatch. Returns the entries moved.
+   */
+  removeBatch(
+    keys: readonly string[],
+    from: number,
+    end: number,
+    budget = this.pace() * (end - from),
+  ): number {
+    for (let k = from; k < end; k++) {
+      const probeEnd = this.encodeProbe(keys[k]!);
+      const runs = this.runs;
+      for (let r = runs.length - 1; r >= 0; r--) {
+        const run = runs[r]!;
+        const i = run.lowerBound(this.probe, probeEnd, false);
+        if (!run.holds(i, this.probe, probeEnd) || run.isDead(i)) continue;
+        run.markDead(i);
+        run.job?.removed(run, i);
+        break;
+      }
+    }
+    this.count -= end - from;
+    this.plan();
+    return this.pay(budget);
+  }
+
+  /** Moves jobs on by `budget`, and more while the runs are past RUNS_MAX (a fallback). */
+  private pay(budget: number): number {
+    let units = this.advance(budget);
+    while (this.runs.length > RUNS_MAX && this.jobs.length > 0) units += this.advance(this.jobs[0]!.size);
+    return units;
+  }
+
+  /**
+   * Moves the jobs on by up to about `budget` entries, the smallest first (a finished job's
+   * run replaces its sources, and may start the next); returns the entries moved or
+   * stepped over.
+   */
+  advance(budget: number): number {
+    let done = 0;
+    while (done < budget && this.jobs.length > 0) {
+      const job = this.jobs[0]!;
+      done += job.step(budget - done);
+      if (job.done) this.finish(job);
+    }
+    this.merged += done;
+    return done;
+  }
+
+  private finish(job: MergeJob): void {
+    this.jobs.splice(this.jobs.indexOf(job), 1);
+    const runs = this.runs;
+    for (const source of job.sources) runs.splice(runs.indexOf(source), 1);
+    const run = job.result();
+    if (run.length > 0) runs.push(run);
+    this.plan();
+  }
+
+  /**
+   * Starts the jobs due: a merge of two idle runs of one level (none running there), a
+   * rewrite of an idle run over 1 / DEAD_SHARE dead (none running); drops an all-dead run.
+   * Jobs are kept smallest first.
+   */
+  private plan(): void {
+    const runs = this.runs;
+    let rewriting = false;
+    let busy = 0;
+    for (const job of this.jobs) {
+      if (job.sources.length === 1) rewriting = true;
+      else busy |= 1 << job.sources[0]!.level;
+    }
+    let waiting = 0;
+    const firstAt: number[] = [];
+    for (let r = 0; r < runs.length; r++) {
+      const run = runs[r]!;
+      if (run.job !== null) continue;
+      if (run.deadCount === run.length) {
+        runs.splice(r--, 1);
+        continue;
+      }
+      const level = run.level;
+      const bit = 1 << level;
+      if ((busy & bit) === 0) {
+        if ((waiting & bit) === 0) {
+          waiting |= bit;
+          firstAt[level] = r;
+        } else {
+          busy |= bit;
+          waiting &= ~bit;
+          this.start([runs[firstAt[level]!]!, run]);
+          continue;
+        }
+      }
+      if (
+        !rewriting &&
+        run.deadCount * DEAD_SHARE > run.length &&
+        (waiting & bit) !== 0 &&
+        firstAt[level] === r
+      ) {
+        // Alone at its level for now: rewritten on its own.
+        rewriting = true;
+        waiting &= ~bit;
+        this.start([run]);
+      }
     }
   }
 
-  private sortedRun(keys: readonly string[], from: number, end: number, dead: boolean): KeyRun {
+  private start(sources: KeyRun[]): void {
+    const job = new MergeJob(sources);
+    const jobs = this.jobs;
+    let t = jobs.length;
+    while (t > 0 && jobs[t - 1]!.size > job.size) t--;
+    jobs.splice(t, 0, job);
+  }
+
+  private sortedRun(keys: readonly string[], from: number, end: number): KeyRun {
     const batch = this.batch;
     const size = batch.fill(keys, from, end);
     const n = end - from;
@@ -270,21 +681,7 @@ export class KeyRuns {
       for (let i = batch.starts[k]!; i < e; i++) bytes[at++] = source[i]!;
       ends[s] = at;
     }
-    return new KeyRun(bytes, ends, dead ? new Uint8Array(n).fill(1) : null, n);
-  }
-
-  /** Merges the newest run into the one before while that is no larger (or too many runs). */
-  private mergeNewest(): void {
-    const runs = this.runs;
-    while (runs.length >= 2) {
-      const newer = runs[runs.length - 1]!;
-      const older = runs[runs.length - 2]!;
-      if (older.length > newer.length && runs.length <= RUNS_MAX) break;
-      const merged = mergeRuns(newer, older, runs.length === 2);
-      runs.pop();
-      if (merged.length === 0) runs.pop();
-      else runs[runs.length - 1] = merged;
-    }
+    return new KeyRun(bytes, ends, n);
   }
 
   private encodeProbe(key: string): number {
@@ -294,17 +691,13 @@ export class KeyRuns {
     return encodeKey(key, this.probe, 0);
   }
 
-  /** Whether the index holds `key`: its newest entry is not a removal. */
+  /** Whether the index holds `key`: some run has it live. */
   has(key: string): boolean {
     const end = this.encodeProbe(key);
     const probe = this.probe;
-    const runs = this.runs;
-    for (let r = runs.length - 1; r >= 0; r--) {
-      const run = runs[r]!;
+    for (const run of this.runs) {
       const i = run.lowerBound(probe, end, false);
-      if (i < run.length && compareBytes(run.bytes, run.start(i), run.ends[i]!, probe, 0, end) === 0) {
-        return run.dead === null || run.dead[i] === 0;
-      }
+      if (run.holds(i, probe, end) && !run.isDead(i)) return true;
     }
     return false;
   }
@@ -314,52 +707,34 @@ export class KeyRuns {
    * (> `from` when `exclusive`), until it returns false or the keys run out.
    */
   scan(from: string, exclusive: boolean, visit: (key: string) => boolean): void {
-    const runs = this.runs;
+    const runs = this.runs.slice();
     const k = runs.length;
     if (k === 0) return;
     const end = this.encodeProbe(from);
     const probe = this.probe;
     const at = new Int32Array(k);
-    // Runs with entries left, ordered by their current key, the newer first among equal keys.
+    stepped = 0;
+    // Runs with live entries left, ordered by their current key (no two equal: a key is live once).
     const heads: number[] = [];
-    for (let r = k - 1; r >= 0; r--) {
+    for (let r = 0; r < k; r++) {
       const run = runs[r]!;
-      at[r] = run.lowerBound(probe, end, exclusive);
+      at[r] = run.nextLive(run.lowerBound(probe, end, exclusive));
       if (at[r]! < run.length) insertHead(heads, r, runs, at);
     }
-    this.work += k;
-    let work = 0;
+    let work = k;
     while (heads.length > 0) {
       const r = heads.shift()!;
       const run = runs[r]!;
       const i = at[r]!;
-      const s = run.start(i);
-      const e = run.ends[i]!;
-      // Older runs' entries of the same key are hidden by this one: step past them.
-      let equal = 0;
-      while (equal < heads.length) {
-        const o = heads[equal]!;
-        const other = runs[o]!;
-        const j = at[o]!;
-        if (compareBytes(other.bytes, other.start(j), other.ends[j]!, run.bytes, s, e) !== 0) break;
-        equal++;
-      }
-      const hidden = heads.splice(0, equal);
-      work += 1 + equal;
-      if (run.dead === null || run.dead[i] === 0) {
-        if (!visit(decodeKey(run.bytes, s, e))) {
-          this.work += work;
-          return;
-        }
-      }
-      at[r] = i + 1;
-      if (i + 1 < run.length) insertHead(heads, r, runs, at);
-      for (const o of hidden) {
-        at[o]!++;
-        if (at[o]! < runs[o]!.length) insertHead(heads, o, runs, at);
-      }
+      work++;
+      // Read before visit: a visitor may write (and fold) before the next key.
+      const key = decodeKey(run.bytes, run.start(i), run.ends[i]!);
+      if (!visit(key)) break;
+      at[r] = run.nextLive(i + 1);
+      if (at[r]! < run.length) insertHead(heads, r, runs, at);
     }
-    this.work += work;
+    this.work += work + stepped;
+    stepped = 0;
   }
 
   /** Every key in order; for tests and consistency checks. */
@@ -373,7 +748,7 @@ export class KeyRuns {
   }
 }
 
-/** Puts run `r` (its current entry `at[r]`) into `heads` by key, after the newer runs' equal keys. */
+/** Puts run `r` (its current entry `at[r]`) into `heads` by key. */
 function insertHead(heads: number[], r: number, runs: readonly KeyRun[], at: Int32Array): void {
   const run = runs[r]!;
   const i = at[r]!;
@@ -384,98 +759,87 @@ function insertHead(heads: number[], r: number, runs: readonly KeyRun[], at: Int
     const o = heads[t]!;
     const other = runs[o]!;
     const j = at[o]!;
-    const c = compareBytes(other.bytes, other.start(j), other.ends[j]!, run.bytes, s, e);
-    if (c > 0 || (c === 0 && o < r)) break;
+    if (compareBytes(other.bytes, other.start(j), other.ends[j]!, run.bytes, s, e) > 0) break;
     t++;
   }
   heads.splice(t, 0, r);
 }
 
 /**
- * One run of `newer`'s and `older`'s entries in order; where both hold a key, newer's
- * entry alone. `bottom` (older is the oldest run): removals are dropped.
+ * Writes keys given in order (compareKeys) and distinct into one run, a key at a time, so
+ * a caller can convert a large sorted source in steps (see RunConverter).
  */
-export function mergeRuns(newer: KeyRun, older: KeyRun, bottom: boolean): KeyRun {
-  const a = newer.bytes;
-  const b = older.bytes;
-  const aEnds = newer.ends;
-  const bEnds = older.ends;
-  const aDead = newer.dead;
-  const bDead = older.dead;
-  const keepDead = !bottom && (aDead !== null || bDead !== null);
-  const bytes = new Uint8Array(newer.ends[newer.length - 1]! + older.ends[older.length - 1]!);
-  const ends = new Uint32Array(newer.length + older.length);
-  // Bytes every key of both runs shares: comparisons start after them.
-  let skip = Math.min(newer.shared, older.shared);
-  {
-    let i = 0;
-    while (i < skip && a[i] === b[i]) i++;
-    skip = i;
+export class RunWriter {
+  private bytes: Uint8Array;
+  private readonly ends: Uint32Array;
+  private n = 0;
+  private at = 0;
+
+  constructor(count: number) {
+    this.ends = new Uint32Array(count);
+    this.bytes = new Uint8Array(Math.max(64, count * 16));
   }
-  const dead = keepDead ? new Uint8Array(newer.length + older.length) : null;
-  let n = 0;
-  let at = 0;
-  let i = 0;
-  let j = 0;
-  let as = 0;
-  let bs = 0;
-  const an = newer.length;
-  const bn = older.length;
-  while (i < an || j < bn) {
-    let c: number;
-    if (i >= an) c = 1;
-    else if (j >= bn) c = -1;
-    else {
-      // compareBytes, inlined.
-      const ae = aEnds[i]!;
-      const be = bEnds[j]!;
-      const m = Math.min(ae - as, be - bs);
-      let d = 0;
-      for (let p = skip; p < m; p++) {
-        d = a[as + p]! - b[bs + p]!;
-        if (d !== 0) break;
-      }
-      c = d !== 0 ? d : ae - as - (be - bs);
+
+  add(key: string): void {
+    const room = this.at + key.length * BYTES_PER_UNIT_MAX;
+    if (room > this.bytes.length) {
+      const grown = new Uint8Array(Math.max(room, 2 * this.bytes.length));
+      grown.set(this.bytes.subarray(0, this.at));
+      this.bytes = grown;
     }
-    if (c <= 0) {
-      const ae = aEnds[i]!;
-      const gone = aDead !== null && aDead[i] === 1;
-      // A key's entries, newest to oldest, alternate between removal and add (a removal is
-      // written only for a key the index holds, an add only for one it does not) and the
-      // oldest is an add: two in adjacent runs of which one is a removal are a pair next
-      // to each other in that history, and dropping both leaves its newest entry's meaning.
-      const pair = c === 0 && gone !== (bDead !== null && bDead[j] === 1);
-      if (!pair && (!gone || !bottom)) {
-        for (let p = as; p < ae; p++) bytes[at++] = a[p]!;
-        ends[n] = at;
-        if (dead !== null && gone) dead[n] = 1;
-        n++;
-      }
-      as = ae;
-      i++;
-      if (c === 0) {
-        bs = bEnds[j]!;
-        j++;
-      }
-    } else {
-      const be = bEnds[j]!;
-      const gone = bDead !== null && bDead[j] === 1;
-      if (!gone || !bottom) {
-        for (let p = bs; p < be; p++) bytes[at++] = b[p]!;
-        ends[n] = at;
-        if (dead !== null && gone) dead[n] = 1;
-        n++;
-      }
-      bs = be;
-      j++;
-    }
+    this.at = encodeKey(key, this.bytes, this.at);
+    this.ends[this.n++] = this.at;
   }
-  // Cancelled or hidden entries leave room: let it go when it is more than an eighth.
-  const tight = n + (n >> 3) < newer.length + older.length;
-  return new KeyRun(
-    tight ? bytes.slice(0, at) : bytes,
-    tight ? ends.slice(0, n) : ends,
-    dead === null ? null : tight ? dead.slice(0, n) : dead,
-    n,
-  );
+
+  get written(): number {
+    return this.n;
+  }
+
+  result(): KeyRuns {
+    const at = this.at;
+    const bytes = this.bytes.length > at + (at >> 3) + 64 ? this.bytes.slice(0, at) : this.bytes;
+    return KeyRuns.ofRun(new KeyRun(bytes, this.ends, this.n));
+  }
+}
+
+/**
+ * A built OrderedKeys (strings) into KeyRuns in steps of bounded work: each step resumes
+ * a scan of the source after the last key written (O(log n) to find it).
+ */
+export class RunConverter {
+  private readonly writer: RunWriter;
+  private last: string | undefined;
+
+  constructor(private readonly source: OrderedKeys) {
+    this.writer = new RunWriter(source.size);
+  }
+
+  get done(): boolean {
+    return this.writer.written >= this.source.size;
+  }
+
+  /** Keys the source holds. */
+  get size(): number {
+    return this.source.size;
+  }
+
+  /** Writes up to `budget` keys (at least one); returns how many. */
+  step(budget: number): number {
+    const writer = this.writer;
+    const before = writer.written;
+    const stop = before + Math.max(1, budget);
+    let last = this.last;
+    this.source.scan(last ?? "", last !== undefined, (key) => {
+      writer.add(key);
+      last = key;
+      return writer.written < stop;
+    });
+    this.last = last;
+    return writer.written - before;
+  }
+
+  result(): KeyRuns {
+    if (!this.done) throw new Error("RunConverter.result called before the conversion was done");
+    return this.writer.result();
+  }
 }

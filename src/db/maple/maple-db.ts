@@ -21,7 +21,7 @@ import {
   presentValue,
   saveAlreadyRunning,
 } from "./entry-reads.ts";
-import { OrderedKeys } from "./ordered-keys.ts";
+import { KeyRuns } from "./key-runs.ts";
 import { FirstKeys } from "./ordered-keys-builder.ts";
 import {
   collectPage,
@@ -131,7 +131,7 @@ export class MapleDB implements KVDB {
     this.orderOptions = options.order ?? {};
     // Built (empty) from the start, so every write keeps it (see DeferredOrder); or left
     // unbuilt until the first reader builds it.
-    this.ordered = this.newOrder(options.indexFromStart === false ? undefined : new OrderedKeys());
+    this.ordered = this.newOrder(options.indexFromStart === false ? undefined : new KeyRuns());
   }
 
   /** Keys present, expired or not: the maps' sizes summed (for the ordered index's bounds). */
@@ -142,7 +142,7 @@ export class MapleDB implements KVDB {
   }
 
   /** An ordered index over this database's maps, given one of every key they hold. */
-  private newOrder(settled: OrderedKeys | undefined): DeferredOrder {
+  private newOrder(settled: KeyRuns | undefined): DeferredOrder {
     return new DeferredOrder(
       (key) => this.shardOf(key).map.has(key),
       // Live iterators over the maps of the moment, each bounded by the keys it holds now

@@ -6,6 +6,7 @@
 import type { ByteSink } from "../kvdb.ts";
 import { DeadlineHeap } from "./deadline-heap.ts";
 import { SLICE_UNITS } from "./deferred-order.ts";
+import { type KeyRuns, RunConverter } from "./key-runs.ts";
 import type { OrderedKeys } from "./ordered-keys.ts";
 import { newShards, type Routing, type Shard, splitShard } from "./shard-routing.ts";
 import { corrupt, SnapshotDecoder, SnapshotEncoder } from "./snapshot-codec.ts";
@@ -24,7 +25,7 @@ const LOAD_SORT_UNITS = 4 * SLICE_UNITS;
 export interface LoadedKeyspace {
   routing: Routing;
   heap: DeadlineHeap;
-  settled: OrderedKeys;
+  settled: KeyRuns;
   approxBytes: number;
   /** The store revision the snapshot was taken at. */
   revision: number;
@@ -98,16 +99,26 @@ export async function decodeAll(decoder: SnapshotDecoder, source: AsyncIterable<
 
 /**
  * The ordered index of the keys a load read: as they came when in key order, else sorted
- * in steps with event-loop turns between them.
+ * in steps with event-loop turns between them; then converted into KeyRuns (key bytes) in
+ * steps too, so no turn does O(n) work.
  */
-export async function settleLoadedOrder(order: StreamedKeysBuilder): Promise<OrderedKeys> {
-  if (order.inOrder) return order.result();
-  const builder = order.unordered();
-  while (!builder.done) {
-    builder.step(LOAD_SORT_UNITS);
-    if (!builder.done) await yieldToEventLoop();
+export async function settleLoadedOrder(order: StreamedKeysBuilder): Promise<KeyRuns> {
+  let sorted: OrderedKeys;
+  if (order.inOrder) sorted = order.result();
+  else {
+    const builder = order.unordered();
+    while (!builder.done) {
+      builder.step(LOAD_SORT_UNITS);
+      if (!builder.done) await yieldToEventLoop();
+    }
+    sorted = builder.result();
   }
-  return builder.result();
+  const converter = new RunConverter(sorted);
+  while (!converter.done) {
+    converter.step(LOAD_SORT_UNITS);
+    if (!converter.done) await yieldToEventLoop();
+  }
+  return converter.result();
 }
 
 /**

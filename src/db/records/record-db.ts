@@ -31,7 +31,7 @@ import {
   deadline,
   saveAlreadyRunning,
 } from "../maple/entry-reads.ts";
-import type { OrderedKeys } from "../maple/ordered-keys.ts";
+import type { KeyRuns } from "../maple/key-runs.ts";
 import {
   collectPage,
   countVisited,
@@ -76,7 +76,7 @@ export class RecordDB implements KVDB {
     this.ordered = this.newOrder(undefined);
   }
 
-  private newOrder(settled: OrderedKeys | undefined): DeferredOrder {
+  private newOrder(settled: KeyRuns | undefined): DeferredOrder {
     return new DeferredOrder(
       (key) => this.table.find(key) !== 0,
       // One source per shard, its keys decoded when the build first reads it: keys added
