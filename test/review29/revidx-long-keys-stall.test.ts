@@ -11,6 +11,12 @@
  * - a snapshot load: a growth step of 153 ms and RunConverter.result 411 ms in the load's
  *   last turn.
  *
+ * The same for merges: their budget is in entries (MERGE_ENTRIES_PER_UNIT = 4 a unit,
+ * "11 ns an entry" — for short keys), and a merge copies each entry's bytes, so a slice of
+ * 8192-16384 entries of 32 KB keys copies 256-512 MB. Measured (flock -x): 8000 keys of
+ * 32 KB listed, 8000 more written with a slice every 250 writes: longest slice 359 ms
+ * (first list 274 ms); main (42387bd) 28 ms (69 ms).
+ *
  * Timed, with wide margins as test/review28/revidx-slice-stall.test.ts (2x SLICE_MS_MAX).
  */
 import { expect, setDefaultTimeout, test } from "bun:test";
@@ -77,4 +83,39 @@ test("a snapshot load of long keys yields the event loop: no turn copies the who
   longest = Math.max(longest, performance.now() - last);
   expect(fresh.list({ prefix: "u/", limit: 2, keysOnly: true }, T0).items.length).toBe(2);
   expect(longest).toBeLessThan(2 * SLICE_MS_MAX);
+});
+
+test("merges of long keys stay in short slices while a listed store of them grows", () => {
+  const scheduler = new ManualScheduler();
+  const db = new RecordDB({ order: { schedule: scheduler.schedule } });
+  const M = 8000;
+  const pad = "p".repeat(32_000);
+  const long = (i: number): string =>
+    `k/${((i * 2654435761) % 4294967296).toString(16).padStart(8, "0")}/${pad}/${i}`;
+  for (let i = 0; i < M; i++) db.set(long(i), value, T0);
+  void db.prepareOrder();
+  let firstList = 0;
+  for (let s = 0; s < 1_000_000 && scheduler.pending > 0; s++) {
+    const t = performance.now();
+    scheduler.runOne();
+    firstList = Math.max(firstList, performance.now() - t);
+  }
+  let longest = 0;
+  for (let i = M; i < 2 * M; i++) {
+    db.set(long(i), value, T0);
+    if (i % 250 === 249) {
+      const t = performance.now();
+      scheduler.runOne();
+      longest = Math.max(longest, performance.now() - t);
+    }
+  }
+  for (let s = 0; s < 1_000_000 && scheduler.pending > 0; s++) {
+    const t = performance.now();
+    scheduler.runOne();
+    longest = Math.max(longest, performance.now() - t);
+  }
+  expect(db.count({ prefix: "k/" }, T0)).toBe(2 * M);
+  // main: 28 ms (first list 69 ms: its build compares the long strings).
+  expect(longest).toBeLessThan(2 * SLICE_MS_MAX);
+  expect(firstList).toBeLessThan(3 * SLICE_MS_MAX);
 });
