@@ -166,6 +166,9 @@ export class DeferredOrder {
   /** The notes may name keys already in the index (a build read the maps while they changed). */
   private checkNotes = false;
   private builder: OrderedKeysBuilder | null = null;
+  /** The notes' length at the last slice (none since: the writes paused), and whether it folded. */
+  private notesSeen = -1;
+  private lastFolded = false;
   /** A finished build's index being converted into KeyRuns, in slices (then `settled`). */
   private converter: RunConverter | null = null;
   private buildRestarts = 0;
@@ -395,22 +398,30 @@ export class DeferredOrder {
         if (builder.done) this.finishBuild(builder);
       }
       const converter = this.converter;
-      if (converter !== null && units < budget) {
-        // A unit a key: read from the built index and encoded.
-        units += converter.step(budget - units);
+      if (converter !== null) {
+        // A unit a key read from the built index (counted, then encoded).
+        while (units < budget && !converter.done) units += Math.max(1, converter.step(budget - units));
         if (converter.done) this.finishConversion(converter);
       }
-    } else if (this.notes.length > this.folded) {
-      // While merges are under way, half the slice is theirs (the runs stay few however
-      // fast the writes come); the rest of it too when the notes are fewer.
-      const share = settled.pending ? this.sliceUnits / 2 : this.sliceUnits;
-      const notes = Math.min(
-        this.notes.length - this.folded,
-        Math.max(1, Math.floor(share / FOLD_UNITS_PER_NOTE)),
-      );
-      units = this.fold(notes, Math.max(0, this.sliceUnits - notes * FOLD_UNITS_PER_NOTE));
-    } else if (settled.pending) {
-      units = mergeUnits(settled.advance(this.sliceUnits * MERGE_ENTRIES_PER_UNIT));
+    } else {
+      const unsettled = this.notes.length - this.folded;
+      // A fold makes a run of its notes, so it waits for a slice's worth (1024 by default:
+      // fewer, longer runs, and each key is merged about log2(n / run) times; 50 writes a
+      // turn made runs of 50 and four more merges a key) unless a reader waits or the
+      // writes have paused (no note since the last slice).
+      const most = Math.max(1, Math.floor(this.sliceUnits / FOLD_UNITS_PER_NOTE));
+      const due = unsettled >= most || (unsettled > 0 && (waiting || this.notes.length === this.notesSeen));
+      // Folds and merges take turns while both have work (the runs stay few however fast
+      // the writes come).
+      if (due && !(settled.pending && this.lastFolded)) {
+        const notes = Math.min(unsettled, most);
+        units = this.fold(notes, Math.max(0, this.sliceUnits - notes * FOLD_UNITS_PER_NOTE));
+        this.lastFolded = true;
+      } else if (settled.pending) {
+        units = mergeUnits(settled.advance(this.sliceUnits * MERGE_ENTRIES_PER_UNIT));
+        this.lastFolded = false;
+      }
+      this.notesSeen = this.notes.length;
     }
     if (units >= 0) {
       this.counters.slices++;
@@ -515,8 +526,9 @@ export class DeferredOrder {
         builder.step(Number.POSITIVE_INFINITY);
         this.finishBuild(builder);
       }
-      this.converter!.step(Number.POSITIVE_INFINITY);
-      this.finishConversion(this.converter!);
+      const converter = this.converter!;
+      while (!converter.done) converter.step(Number.POSITIVE_INFINITY);
+      this.finishConversion(converter);
     }
     const settled = this.settled!;
     if (this.notes.length > this.folded) this.fold(Number.POSITIVE_INFINITY);

@@ -37,6 +37,16 @@ export function encodeKey(key: string, out: Uint8Array, at: number): number {
   return at;
 }
 
+/** The bytes encodeKey writes for `key`. */
+export function encodedLength(key: string): number {
+  let n = key.length;
+  for (let i = 0; i < key.length; i++) {
+    const u = key.charCodeAt(i);
+    if (u >= 0x80) n += u < 0x800 ? 1 : 2;
+  }
+  return n;
+}
+
 const latin1 = new TextDecoder("latin1");
 /** Code units of one non-ASCII key being decoded (reused; grown for longer keys). */
 let units: number[] = [];

@@ -31,7 +31,7 @@
  * A scan seeks every run (a binary search each) and merges their cursors in key order:
  * O(runs · log n + keys visited + dead blocks and groups stepped over).
  */
-import { BYTES_PER_UNIT_MAX, compareBytes, decodeKey, encodeKey } from "./key-bytes.ts";
+import { BYTES_PER_UNIT_MAX, compareBytes, decodeKey, encodedLength, encodeKey } from "./key-bytes.ts";
 import type { OrderedKeys } from "./ordered-keys.ts";
 
 /** Keys a new run takes at most (a fold's batch is cut into runs this long): RunSorter packs an index into 10 bits. */
@@ -508,7 +508,9 @@ export class KeyRuns {
 
   /** Keys already in byte order (compareKeys) and distinct, in one run: O(n), in one piece (see RunWriter). */
   static fromSorted(keys: readonly string[]): KeyRuns {
-    const writer = new RunWriter(keys.length);
+    let bytes = 0;
+    for (const key of keys) bytes += encodedLength(key);
+    const writer = new RunWriter(keys.length, bytes);
     for (const key of keys) writer.add(key);
     return writer.result();
   }
@@ -766,27 +768,23 @@ function insertHead(heads: number[], r: number, runs: readonly KeyRun[], at: Int
 }
 
 /**
- * Writes keys given in order (compareKeys) and distinct into one run, a key at a time, so
- * a caller can convert a large sorted source in steps (see RunConverter).
+ * Writes keys given in order (compareKeys) and distinct into one run, a key at a time,
+ * into arrays sized once (`count` keys of `bytes` in all, as encodedLength counts them):
+ * no copy of what was written, so a caller can convert a large source in steps (see
+ * RunConverter).
  */
 export class RunWriter {
-  private bytes: Uint8Array;
+  private readonly bytes: Uint8Array;
   private readonly ends: Uint32Array;
   private n = 0;
   private at = 0;
 
-  constructor(count: number) {
+  constructor(count: number, bytes: number) {
     this.ends = new Uint32Array(count);
-    this.bytes = new Uint8Array(Math.max(64, count * 16));
+    this.bytes = new Uint8Array(bytes);
   }
 
   add(key: string): void {
-    const room = this.at + key.length * BYTES_PER_UNIT_MAX;
-    if (room > this.bytes.length) {
-      const grown = new Uint8Array(Math.max(room, 2 * this.bytes.length));
-      grown.set(this.bytes.subarray(0, this.at));
-      this.bytes = grown;
-    }
     this.at = encodeKey(key, this.bytes, this.at);
     this.ends[this.n++] = this.at;
   }
@@ -796,26 +794,36 @@ export class RunWriter {
   }
 
   result(): KeyRuns {
-    const at = this.at;
-    const bytes = this.bytes.length > at + (at >> 3) + 64 ? this.bytes.slice(0, at) : this.bytes;
-    return KeyRuns.ofRun(new KeyRun(bytes, this.ends, this.n));
+    // encodeKey counts past the array's end (typed arrays drop such writes): a wrong size shows here.
+    if (this.at !== this.bytes.length) throw new Error("RunWriter: the keys' bytes were counted wrong");
+    return KeyRuns.ofRun(new KeyRun(this.bytes, this.ends, this.n));
   }
 }
 
 /**
- * A built OrderedKeys (strings) into KeyRuns in steps of bounded work: each step resumes
- * a scan of the source after the last key written (O(log n) to find it).
+ * A built OrderedKeys (strings) into KeyRuns in steps of bounded work: a pass that counts
+ * the keys' bytes, then one that writes them (each step resumes a scan of the source
+ * after the last key it read: O(log n) to find it).
  */
 export class RunConverter {
-  private readonly writer: RunWriter;
+  private writer: RunWriter | null = null;
   private last: string | undefined;
+  private counted = 0;
+  private bytes = 0;
 
-  constructor(private readonly source: OrderedKeys) {
-    this.writer = new RunWriter(source.size);
+  /** `bytes`: the source's keys' bytes (encodedLength summed) when the caller counted them; else a first pass counts. */
+  constructor(
+    private readonly source: OrderedKeys,
+    bytes?: number,
+  ) {
+    if (bytes !== undefined) {
+      this.writer = new RunWriter(source.size, bytes);
+      this.counted = source.size;
+    }
   }
 
   get done(): boolean {
-    return this.writer.written >= this.source.size;
+    return this.writer !== null && this.writer.written >= this.source.size;
   }
 
   /** Keys the source holds. */
@@ -823,11 +831,32 @@ export class RunConverter {
     return this.source.size;
   }
 
-  /** Writes up to `budget` keys (at least one); returns how many. */
+  /** Reads up to `budget` keys (at least one), counting or writing them; returns how many. */
   step(budget: number): number {
+    const size = this.source.size;
+    const most = Math.max(1, budget);
+    if (this.writer === null) {
+      let seen = 0;
+      let last = this.last;
+      if (this.counted < size) {
+        this.source.scan(last ?? "", last !== undefined, (key) => {
+          this.bytes += encodedLength(key);
+          last = key;
+          return ++seen < most;
+        });
+        this.counted += seen;
+        this.last = last;
+      }
+      if (this.counted >= size) {
+        this.writer = new RunWriter(size, this.bytes);
+        this.last = undefined;
+      }
+      return seen;
+    }
     const writer = this.writer;
     const before = writer.written;
-    const stop = before + Math.max(1, budget);
+    if (before >= size) return 0;
+    const stop = before + most;
     let last = this.last;
     this.source.scan(last ?? "", last !== undefined, (key) => {
       writer.add(key);
@@ -840,6 +869,6 @@ export class RunConverter {
 
   result(): KeyRuns {
     if (!this.done) throw new Error("RunConverter.result called before the conversion was done");
-    return this.writer.result();
+    return this.writer!.result();
   }
 }

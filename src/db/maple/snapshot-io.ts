@@ -113,7 +113,7 @@ export async function settleLoadedOrder(order: StreamedKeysBuilder): Promise<Key
     }
     sorted = builder.result();
   }
-  const converter = new RunConverter(sorted);
+  const converter = new RunConverter(sorted, order.encodedBytes);
   while (!converter.done) {
     converter.step(LOAD_SORT_UNITS);
     if (!converter.done) await yieldToEventLoop();

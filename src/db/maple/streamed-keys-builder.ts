@@ -4,6 +4,7 @@
  */
 import { BUILD_BLOCK_FILL } from "./coded-run.ts";
 import { Block } from "./index-block.ts";
+import { encodedLength } from "./key-bytes.ts";
 import { compareKeys } from "./key-order.ts";
 import { OrderedKeys } from "./ordered-keys.ts";
 import { OrderedKeysBuilder } from "./ordered-keys-builder.ts";
@@ -22,6 +23,12 @@ export class StreamedKeysBuilder {
   private last: string | undefined;
   private count = 0;
   private collected: string[] | null = null;
+  private bytes = 0;
+
+  /** The keys' bytes as KeyRuns encodes them (encodedLength), summed: what RunConverter allocates. */
+  get encodedBytes(): number {
+    return this.bytes;
+  }
 
   /** Whether every key so far came in order. */
   get inOrder(): boolean {
@@ -29,6 +36,7 @@ export class StreamedKeysBuilder {
   }
 
   add(key: string): void {
+    this.bytes += encodedLength(key);
     const collected = this.collected;
     if (collected !== null) {
       collected.push(key);
