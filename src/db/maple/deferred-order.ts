@@ -63,6 +63,14 @@ export function inReservedSpace(range: KeyRange): boolean {
 }
 
 export interface DeferredOrderOptions {
+  /**
+   * Keep the settled index as blocks of the keys' strings (OrderedKeys) instead of runs of
+   * their bytes (KeyRuns): for an engine whose maps hold every key's string anyway
+   * (MapleDB), where the runs save no memory and their merges cost more CPU a new key
+   * (test/bench/data-api.ts insertTurns: 2.7-3.9x the engine before the data API with
+   * runs, 1.9-2.8x with blocks, 100k keys).
+   */
+  stringIndex?: boolean;
   /** Work units per slice (default SLICE_UNITS); at least OrderedKeysBuilder's LEAF_UNITS_MAX is sensible. */
   sliceUnits?: number;
   /** Runs a slice after the event loop's pending work (default: setImmediate). Tests pass their own. */
@@ -94,6 +102,64 @@ export interface OrderStats {
   backgroundSlices: number;
   /** Scans answered from the reserved keys' own index (no build, ready or not). */
   reservedScans: number;
+}
+
+/** What DeferredOrder folds its notes into and scans: KeyRuns, or BlockIndex. */
+export interface SettledIndex {
+  readonly size: number;
+  /** Entries read by scans (see KeyRuns.work). */
+  readonly work: number;
+  /** Whether `advance` has work (merges under way). */
+  readonly pending: boolean;
+  /** Adds keys none of which it holds; moves merges on by up to `budget` entries; returns the entries moved. */
+  insertBatch(keys: readonly string[], from: number, end: number, budget?: number): number;
+  /** Removes keys all of which it holds; as insertBatch. */
+  removeBatch(keys: readonly string[], from: number, end: number, budget?: number): number;
+  advance(budget: number): number;
+  has(key: string): boolean;
+  scan(from: string, exclusive: boolean, visit: (key: string) => boolean): void;
+  keys(): string[];
+}
+
+/** OrderedKeys as a SettledIndex: inserts and removals in place, nothing left to merge. */
+class BlockIndex implements SettledIndex {
+  readonly pending = false;
+
+  constructor(private readonly blocks: OrderedKeys) {}
+
+  get size(): number {
+    return this.blocks.size;
+  }
+
+  get work(): number {
+    return this.blocks.work;
+  }
+
+  insertBatch(keys: readonly string[], from: number, end: number): number {
+    this.blocks.insertBatch(keys, from, end);
+    return 0;
+  }
+
+  removeBatch(keys: readonly string[], from: number, end: number): number {
+    for (let i = from; i < end; i++) this.blocks.remove(keys[i]!);
+    return 0;
+  }
+
+  advance(): number {
+    return 0;
+  }
+
+  has(key: string): boolean {
+    return this.blocks.has(key);
+  }
+
+  scan(from: string, exclusive: boolean, visit: (key: string) => boolean): void {
+    this.blocks.scan(from, exclusive, visit);
+  }
+
+  keys(): string[] {
+    return this.blocks.keys();
+  }
 }
 
 interface Waiting {
@@ -153,7 +219,7 @@ interface Waiting {
  * for the folds of a burst of writes (nor for a build, on an order that was dropped).
  */
 export class DeferredOrder {
-  private settled: KeyRuns | null;
+  private settled: SettledIndex | null;
   /** Keys added or removed, in arrival order (while built or building); those before `folded` are in. */
   private notes: string[] = [];
   private folded = 0;
@@ -194,6 +260,7 @@ export class DeferredOrder {
   /** The reserved keys present (see the class comment), always exact. */
   private readonly reserved: OrderedKeys;
   private readonly options: DeferredOrderOptions;
+  private readonly stringIndex: boolean;
 
   /**
    * `sources`: iterators over every present key (live ones: see OrderedKeysBuilder);
@@ -204,7 +271,7 @@ export class DeferredOrder {
   constructor(
     isPresent: (key: string) => boolean,
     sources: () => Iterator<string>[],
-    settled?: OrderedKeys | KeyRuns,
+    settled?: OrderedKeys | SettledIndex,
     options: DeferredOrderOptions = {},
     reserved?: OrderedKeys,
   ) {
@@ -212,12 +279,15 @@ export class DeferredOrder {
     this.sources = sources;
     // An OrderedKeys given here is converted in one piece: small ones only (an empty one,
     // tests); a snapshot load converts its index in steps itself (settleLoadedOrder).
+    this.stringIndex = options.stringIndex === true;
     this.settled =
       settled === undefined
         ? null
-        : settled instanceof KeyRuns
+        : !(settled instanceof OrderedKeys)
           ? settled
-          : KeyRuns.fromSorted(settled.keys());
+          : this.stringIndex
+            ? new BlockIndex(settled)
+            : KeyRuns.fromSorted(settled.keys());
     this.sliceUnits = options.sliceUnits ?? SLICE_UNITS;
     this.schedule = options.schedule ?? ((run) => setImmediate(run));
     this.keyCount = options.keyCount ?? (() => this.settled?.size ?? 0);
@@ -442,15 +512,20 @@ export class DeferredOrder {
     return this.builder;
   }
 
-  /** The build is done: its index (strings) is converted into KeyRuns next, in slices. */
+  /** The build is done: its index (strings) is kept, or converted into KeyRuns next, in slices. */
   private finishBuild(builder: OrderedKeysBuilder): void {
-    this.converter = new RunConverter(builder.result());
     this.builder = null;
+    if (this.stringIndex) this.settleBuilt(new BlockIndex(builder.result()));
+    else this.converter = new RunConverter(builder.result());
   }
 
   private finishConversion(converter: RunConverter): void {
-    this.settled = converter.result();
     this.converter = null;
+    this.settleBuilt(converter.result());
+  }
+
+  private settleBuilt(index: SettledIndex): void {
+    this.settled = index;
     this.buildRestarts = 0;
     this.counters.builds++;
     // The build read live maps: notes may name keys it read too, or keys it missed.
@@ -516,7 +591,7 @@ export class DeferredOrder {
    * Builds the index or folds every note in, now: bounded by one slice when `ready`, else
    * in one piece (see the class comment).
    */
-  settle(): KeyRuns {
+  settle(): SettledIndex {
     if (this.closed) throw new Error("the ordered index was closed (its database was replaced)");
     const wasReady = this.ready;
     if (!wasReady) this.counters.syncSettles++;
@@ -526,9 +601,11 @@ export class DeferredOrder {
         builder.step(Number.POSITIVE_INFINITY);
         this.finishBuild(builder);
       }
-      const converter = this.converter!;
-      while (!converter.done) converter.step(Number.POSITIVE_INFINITY);
-      this.finishConversion(converter);
+      const converter = this.converter;
+      if (converter !== null) {
+        while (!converter.done) converter.step(Number.POSITIVE_INFINITY);
+        this.finishConversion(converter);
+      }
     }
     const settled = this.settled!;
     if (this.notes.length > this.folded) this.fold(Number.POSITIVE_INFINITY);
@@ -591,7 +668,7 @@ function mergeUnits(entries: number): number {
 }
 
 /** The reserved keys of a built index (they come first, after "" only): O(log n + r). */
-function reservedOf(settled: KeyRuns): OrderedKeys {
+function reservedOf(settled: SettledIndex): OrderedKeys {
   const keys: string[] = [];
   settled.scan(RESERVED_KEY_START, false, (key) => {
     if (!key.startsWith(RESERVED_KEY_START)) return false;

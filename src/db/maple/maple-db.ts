@@ -21,7 +21,7 @@ import {
   presentValue,
   saveAlreadyRunning,
 } from "./entry-reads.ts";
-import { KeyRuns } from "./key-runs.ts";
+import { OrderedKeys } from "./ordered-keys.ts";
 import { FirstKeys } from "./ordered-keys-builder.ts";
 import {
   collectPage,
@@ -131,7 +131,7 @@ export class MapleDB implements KVDB {
     this.orderOptions = options.order ?? {};
     // Built (empty) from the start, so every write keeps it (see DeferredOrder); or left
     // unbuilt until the first reader builds it.
-    this.ordered = this.newOrder(options.indexFromStart === false ? undefined : new KeyRuns());
+    this.ordered = this.newOrder(options.indexFromStart === false ? undefined : new OrderedKeys());
   }
 
   /** Keys present, expired or not: the maps' sizes summed (for the ordered index's bounds). */
@@ -142,14 +142,15 @@ export class MapleDB implements KVDB {
   }
 
   /** An ordered index over this database's maps, given one of every key they hold. */
-  private newOrder(settled: KeyRuns | undefined): DeferredOrder {
+  private newOrder(settled: OrderedKeys | undefined): DeferredOrder {
     return new DeferredOrder(
       (key) => this.shardOf(key).map.has(key),
       // Live iterators over the maps of the moment, each bounded by the keys it holds now
       // (see FirstKeys, OrderedKeysBuilder and DeferredOrder).
       () => this.shards.map((shard) => new FirstKeys(shard.map.keys(), shard.map.size)),
       settled,
-      { ...this.orderOptions, keyCount: () => this.keyCount() },
+      // Blocks of strings: the maps hold every key's string anyway (see stringIndex).
+      { ...this.orderOptions, keyCount: () => this.keyCount(), stringIndex: true },
     );
   }
 

@@ -25,7 +25,7 @@ const LOAD_SORT_UNITS = 4 * SLICE_UNITS;
 export interface LoadedKeyspace {
   routing: Routing;
   heap: DeadlineHeap;
-  settled: KeyRuns;
+  settled: OrderedKeys;
   approxBytes: number;
   /** The store revision the snapshot was taken at. */
   revision: number;
@@ -103,22 +103,27 @@ export async function decodeAll(decoder: SnapshotDecoder, source: AsyncIterable<
  * steps too, so no turn does O(n) work.
  */
 export async function settleLoadedOrder(order: StreamedKeysBuilder): Promise<KeyRuns> {
-  let sorted: OrderedKeys;
-  if (order.inOrder) sorted = order.result();
-  else {
-    const builder = order.unordered();
-    while (!builder.done) {
-      builder.step(LOAD_SORT_UNITS);
-      if (!builder.done) await yieldToEventLoop();
-    }
-    sorted = builder.result();
-  }
+  const sorted = await sortLoadedKeys(order);
   const converter = new RunConverter(sorted, order.encodedBytes);
   while (!converter.done) {
     converter.step(LOAD_SORT_UNITS);
     if (!converter.done) await yieldToEventLoop();
   }
   return converter.result();
+}
+
+/**
+ * The keys a load read as an OrderedKeys (blocks of strings): as they came when in key
+ * order, else sorted in steps with event-loop turns between them.
+ */
+export async function sortLoadedKeys(order: StreamedKeysBuilder): Promise<OrderedKeys> {
+  if (order.inOrder) return order.result();
+  const builder = order.unordered();
+  while (!builder.done) {
+    builder.step(LOAD_SORT_UNITS);
+    if (!builder.done) await yieldToEventLoop();
+  }
+  return builder.result();
 }
 
 /**
@@ -164,7 +169,8 @@ export async function loadKeyspace(
       await yieldToEventLoop();
     }
   }
-  const settled = await settleLoadedOrder(order);
+  // MapleDB keeps its index as blocks of strings (DeferredOrderOptions.stringIndex).
+  const settled = await sortLoadedKeys(order);
   return { routing, heap, settled, approxBytes, revision: decoder.storeRevision };
 }
 
