@@ -169,3 +169,21 @@ test("a walk of pages over a store whose first half was deleted reads O(pages ·
   expect(seen).toBe(20 * LIMIT);
   expect(db.orderWork - before).toBeLessThanOrEqual(20 * PAGE_WORK_MAX);
 });
+
+test("a fifth of the store deleted (under a rewrite's dead share): a page across the dead stretch reads O(page) entries", () => {
+  const scheduler = new ManualScheduler();
+  const db = new RecordDB({ order: { schedule: scheduler.schedule } });
+  const tenants = ["a", "b", "c", "d", "e"];
+  for (let i = 0; i < N; i++) for (const tenant of tenants) db.set(key(tenant, i), value, T0);
+  db.list({ prefix: "t/", limit: 1 }, T0);
+  scheduler.drain();
+  deleteTenant(db, scheduler, "c", 800);
+  // The run keeps its dead stretch (20% dead): the scan steps over it a group or block at a time.
+  const across = pageWork(db, { prefix: "t/", after: key("b", N - 51), limit: LIMIT });
+  expect(across.keys[49]).toBe(key("b", N - 1));
+  expect(across.keys[50]).toBe(key("d", 0));
+  expect(across.work).toBeLessThanOrEqual(PAGE_WORK_MAX);
+  const own = countWork(db, { prefix: "t/c/" });
+  expect(own.count).toBe(0);
+  expect(own.work).toBeLessThanOrEqual(EMPTY_WORK_MAX);
+});
