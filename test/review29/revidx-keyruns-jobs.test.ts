@@ -151,3 +151,32 @@ for (const seed of [1, 2, 3, 4, 5, 6]) {
     expect(done.checks).toBeGreaterThan(300);
   });
 }
+
+test("KeyRuns: both sources of a merge removed entirely while it is half done; re-added keys survive the swap", () => {
+  const index = new KeyRuns();
+  const a = Array.from({ length: 1024 }, (_, i) => `m/${String(2 * i).padStart(5, "0")}`);
+  const b = Array.from({ length: 1024 }, (_, i) => `m/${String(2 * i + 1).padStart(5, "0")}`);
+  index.insertBatch(a, 0, a.length, 0);
+  index.insertBatch(b, 0, b.length, 0);
+  expect(index.pending).toBe(true);
+  // Half of the merge done: the first ~1000 entries copied.
+  index.advance(1000);
+  expect(index.pending).toBe(true);
+  const all = [...a, ...b];
+  index.removeBatch(all, 0, all.length, 0);
+  expect(index.size).toBe(0);
+  expect(index.keys()).toEqual([]);
+  // Some come back (a new run) before the swap, one of them copied already, one not.
+  const back = [a[3]!, b[1000]!, "m/"];
+  index.insertBatch(back, 0, back.length, 0);
+  index.advance(Number.POSITIVE_INFINITY);
+  expect(index.pending).toBe(false);
+  expect(index.keys()).toEqual(["m/", a[3]!, b[1000]!]);
+  expect(index.has(a[3]!)).toBe(true);
+  expect(index.has(a[4]!)).toBe(false);
+  // Nothing all dead is kept: the merged run of dead entries is dropped.
+  expect(index.runCount).toBeLessThanOrEqual(2);
+  const before = index.work;
+  expect(index.keys().length).toBe(3);
+  expect(index.work - before).toBeLessThanOrEqual(3 + 2 * index.runCount + 2);
+});
