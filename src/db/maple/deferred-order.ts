@@ -20,16 +20,23 @@ export const SLICE_UNITS = 4096;
  */
 export const CHECK_EVERY = 256;
 /**
- * Units one noted key costs when folded into the settled index (a check, its bytes
- * encoded and sorted into a run), the merges it leads to apart (see MERGE_ENTRIES_PER_UNIT).
+ * Units a slice plans per noted key: a fold slice takes at most sliceUnits / this notes
+ * (1024 by default), and `ready` means no more than that are left. Half of it is the note
+ * itself (NOTE_UNITS), half the merges it leads to (see `slice`).
  */
 const FOLD_UNITS_PER_NOTE = 4;
 /**
- * Entries a merge moves (KeyRuns.advance counts them) per work unit. A unit is about a key
- * read or moved as a JS string (OrderedKeysBuilder: 48-83 ns a unit on a 1M-key build); a
- * merge copies an entry's bytes in order: 11-12 ns (1M keys, 8.2M entries merged).
+ * Units one noted key costs when folded (a check; its bytes encoded and sorted into a run:
+ * ~100 ns a key), and one more per 64 of its code units (a long key).
  */
-const MERGE_ENTRIES_PER_UNIT = 4;
+const NOTE_UNITS = 2;
+/**
+ * Entries a merge moves (KeyRuns.advance counts them, and one more per 64 bytes) per work
+ * unit. A unit is about a key read or moved as a JS string (OrderedKeysBuilder: 48-83 ns
+ * a unit on a 1M-key build); a merge copies an entry's bytes in order: 11-12 ns (1M keys,
+ * 8.2M entries merged).
+ */
+const MERGE_ENTRIES_PER_UNIT = 6;
 /** Notes a list is emptied in place up to (see dropNotes): a turn's worth, a few slices. */
 const NOTES_KEPT_MAX = 4 * SLICE_UNITS;
 /**
@@ -232,9 +239,8 @@ export class DeferredOrder {
   /** The notes may name keys already in the index (a build read the maps while they changed). */
   private checkNotes = false;
   private builder: OrderedKeysBuilder | null = null;
-  /** The notes' length at the last slice (none since: the writes paused), and whether it folded. */
+  /** The notes' length at the last slice (none since: the writes paused). */
   private notesSeen = -1;
-  private lastFolded = false;
   /** A finished build's index being converted into KeyRuns, in slices (then `settled`). */
   private converter: RunConverter | null = null;
   private buildRestarts = 0;
@@ -481,15 +487,21 @@ export class DeferredOrder {
       // writes have paused (no note since the last slice).
       const most = Math.max(1, Math.floor(this.sliceUnits / FOLD_UNITS_PER_NOTE));
       const due = unsettled >= most || (unsettled > 0 && (waiting || this.notes.length === this.notesSeen));
-      // Folds and merges take turns while both have work (the runs stay few however fast
-      // the writes come).
-      if (due && !(settled.pending && this.lastFolded)) {
-        const notes = Math.min(unsettled, most);
-        units = this.fold(notes, Math.max(0, this.sliceUnits - notes * FOLD_UNITS_PER_NOTE));
-        this.lastFolded = true;
+      if (due) {
+        // Up to `most` notes (fewer when their keys are long), and what is left of the
+        // slice (at least half of it) for the merges: a slice folds as many notes as a
+        // turn of writes brings (up to 1024) while the runs stay few.
+        const notes = this.notes;
+        let take = 0;
+        let cost = 0;
+        const at = this.folded;
+        while (take < unsettled && take < most && cost * NOTE_UNITS < this.sliceUnits / 2) {
+          cost += 1 + (notes[at + take]!.length >>> 6);
+          take++;
+        }
+        units = this.fold(take, this.sliceUnits - cost * NOTE_UNITS, cost * NOTE_UNITS);
       } else if (settled.pending) {
         units = mergeUnits(settled.advance(this.sliceUnits * MERGE_ENTRIES_PER_UNIT));
-        this.lastFolded = false;
       }
       this.notesSeen = this.notes.length;
     }
@@ -537,7 +549,7 @@ export class DeferredOrder {
    * merges (default: the pace KeyRuns sets, see KeyRuns.insertBatch); returns the work
    * units done.
    */
-  private fold(max: number, mergeBudget?: number): number {
+  private fold(max: number, mergeBudget?: number, noteUnits?: number): number {
     const notes = this.notes;
     const end = Math.min(notes.length, this.folded + max);
     const from = this.folded;
@@ -555,7 +567,7 @@ export class DeferredOrder {
       this.notes = notes.slice(this.folded);
       this.folded = 0;
     }
-    return (end - from) * FOLD_UNITS_PER_NOTE + mergeUnits(entries);
+    return (noteUnits ?? (end - from) * NOTE_UNITS) + mergeUnits(entries);
   }
 
   /** Like OrderedKeys.scan, over every key present now. */

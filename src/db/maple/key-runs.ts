@@ -57,6 +57,27 @@ const PACE_PER_LEVEL = 2;
 /** More runs than this and a write pays for the smallest jobs until it is back under (a fallback). */
 const RUNS_MAX = 48;
 
+/**
+ * What moving one entry of `bytes` costs a job's budget: one, and one more per
+ * BYTES_PER_COST bytes, so a step of long keys copies about as many bytes as one of
+ * short keys moves entries.
+ */
+const BYTES_PER_COST = 64;
+
+function entryCost(bytes: number): number {
+  return 1 + ((bytes / BYTES_PER_COST) | 0);
+}
+
+/** Copies `src[start, end)` to `out` at `at`; returns where it ends there. */
+function copyKey(src: Uint8Array, start: number, end: number, out: Uint8Array, at: number): number {
+  if (end - start > BYTES_PER_COST) {
+    out.set(src.subarray(start, end), at);
+    return at + end - start;
+  }
+  for (let p = start; p < end; p++) out[at++] = src[p]!;
+  return at;
+}
+
 /** Entries moved or stepped over by KeyRun.nextLive (a scan's work); read by KeyRuns. */
 let stepped = 0;
 
@@ -249,7 +270,7 @@ export class MergeJob {
     this.outDead.push(o);
   }
 
-  /** Moves up to about `budget` entries; returns how many it moved or stepped over. */
+  /** Moves entries for up to about `budget` (see entryCost); returns the cost of what it moved or stepped over. */
   step(budget: number): number {
     return this.sources.length === 1 ? this.copySome(budget) : this.mergeSome(budget);
   }
@@ -263,21 +284,27 @@ export class MergeJob {
     const out = this.out;
     const outEnds = this.outEnds;
     const length = run.length;
+    const most = Math.max(1, budget);
     let i = this.next[0]!;
-    const stop = Math.min(length, i + Math.max(1, budget));
-    const first = i;
     let n = this.n;
     let at = this.at;
-    while (i < stop) {
+    let cost = 0;
+    while (i < length && cost < most) {
       if (dead !== null && dead[i] === 1) {
         i++;
+        cost++;
         continue;
       }
-      let e = i + 1;
-      while (e < stop && (dead === null || dead[e] === 0)) e++;
       const s = i === 0 ? 0 : ends[i - 1]!;
+      let e = i;
+      let prev = s;
+      while (e < length && cost < most && (dead === null || dead[e] === 0)) {
+        cost += entryCost(ends[e]! - prev);
+        prev = ends[e]!;
+        e++;
+      }
       const shift = at - s;
-      out.set(src.subarray(s, ends[e - 1]!), at);
+      out.set(src.subarray(s, prev), at);
       for (let k = i; k < e; k++) outEnds[n++] = ends[k]! + shift;
       at = outEnds[n - 1]!;
       i = e;
@@ -285,7 +312,7 @@ export class MergeJob {
     this.next[0] = i;
     this.n = n;
     this.at = at;
-    return i - first;
+    return cost;
   }
 
   /** A merge of two sources in key order. */
@@ -303,23 +330,25 @@ export class MergeJob {
     const out = this.out;
     const outEnds = this.outEnds;
     const skip = this.skip;
+    const most = Math.max(1, budget);
     let i = this.next[0]!;
     let j = this.next[1]!;
     let as = this.from[0]!;
     let bs = this.from[1]!;
     let n = this.n;
     let at = this.at;
-    const first = i + j;
-    const stop = first + Math.max(1, budget);
-    while (i + j < stop && (i < an || j < bn)) {
+    let cost = 0;
+    while (cost < most && (i < an || j < bn)) {
       if (i < an && aDead !== null && aDead[i] === 1) {
         as = aEnds[i]!;
         i++;
+        cost++;
         continue;
       }
       if (j < bn && bDead !== null && bDead[j] === 1) {
         bs = bEnds[j]!;
         j++;
+        cost++;
         continue;
       }
       let c: number;
@@ -340,8 +369,9 @@ export class MergeJob {
       if (c <= 0) {
         // (c === 0 cannot be: a key is live in one run only; kept once if it were.)
         const ae = aEnds[i]!;
-        for (let p = as; p < ae; p++) out[at++] = a[p]!;
+        at = copyKey(a, as, ae, out, at);
         outEnds[n++] = at;
+        cost += entryCost(ae - as);
         as = ae;
         i++;
         if (c === 0) {
@@ -350,8 +380,9 @@ export class MergeJob {
         }
       } else {
         const be = bEnds[j]!;
-        for (let p = bs; p < be; p++) out[at++] = b[p]!;
+        at = copyKey(b, bs, be, out, at);
         outEnds[n++] = at;
+        cost += entryCost(be - bs);
         bs = be;
         j++;
       }
@@ -362,7 +393,7 @@ export class MergeJob {
     this.from[1] = bs;
     this.n = n;
     this.at = at;
-    return i + j - first;
+    return cost;
   }
 
   /** The merged run (once `done`), with the removals made meanwhile marked. */
@@ -587,9 +618,9 @@ export class KeyRuns {
   }
 
   /**
-   * Moves the jobs on by up to about `budget` entries, the smallest first (a finished job's
-   * run replaces its sources, and may start the next); returns the entries moved or
-   * stepped over.
+   * Moves the jobs on by up to about `budget` (entries, and one more per BYTES_PER_COST
+   * bytes: see entryCost), the smallest first (a finished job's run replaces its sources,
+   * and may start the next); returns the cost of what was moved or stepped over.
    */
   advance(budget: number): number {
     let done = 0;
@@ -784,9 +815,12 @@ export class RunWriter {
     this.bytes = new Uint8Array(bytes);
   }
 
-  add(key: string): void {
-    this.at = encodeKey(key, this.bytes, this.at);
+  /** Appends `key`; returns its bytes. */
+  add(key: string): number {
+    const start = this.at;
+    this.at = encodeKey(key, this.bytes, start);
     this.ends[this.n++] = this.at;
+    return this.at - start;
   }
 
   get written(): number {
@@ -831,18 +865,25 @@ export class RunConverter {
     return this.source.size;
   }
 
-  /** Reads up to `budget` keys (at least one), counting or writing them; returns how many. */
+  /**
+   * Reads keys (at least one) for up to `budget` (a key costs entryCost of its bytes),
+   * counting or writing them; returns the cost.
+   */
   step(budget: number): number {
     const size = this.source.size;
     const most = Math.max(1, budget);
+    let cost = 0;
     if (this.writer === null) {
-      let seen = 0;
       let last = this.last;
       if (this.counted < size) {
+        let seen = 0;
         this.source.scan(last ?? "", last !== undefined, (key) => {
-          this.bytes += encodedLength(key);
+          const bytes = encodedLength(key);
+          this.bytes += bytes;
+          cost += entryCost(bytes);
           last = key;
-          return ++seen < most;
+          seen++;
+          return cost < most;
         });
         this.counted += seen;
         this.last = last;
@@ -851,20 +892,18 @@ export class RunConverter {
         this.writer = new RunWriter(size, this.bytes);
         this.last = undefined;
       }
-      return seen;
+      return cost;
     }
     const writer = this.writer;
-    const before = writer.written;
-    if (before >= size) return 0;
-    const stop = before + most;
+    if (writer.written >= size) return 0;
     let last = this.last;
     this.source.scan(last ?? "", last !== undefined, (key) => {
-      writer.add(key);
+      cost += entryCost(writer.add(key));
       last = key;
-      return writer.written < stop;
+      return cost < most;
     });
     this.last = last;
-    return writer.written - before;
+    return cost;
   }
 
   result(): KeyRuns {
