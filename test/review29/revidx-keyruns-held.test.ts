@@ -7,7 +7,10 @@
  * quiet). Measured: a 2^18 + 2^18 merge, 90% of the keys removed after 1000 entries were
  * copied: the index holds 13.5 MB for 52,430 keys that take 0.86 MB in a fresh run (15.8x).
  *
- * Measured as the heap the index holds (a full collection with and without it).
+ * Measured as the heap the index holds (a full collection with and without it), against
+ * the keys' bytes and an end each (a fresh run of them measured 0.86 MB; comparing with a
+ * fresh run measured in the same test was noisy in a full-directory run, so the bound is
+ * computed).
  */
 import { expect, setDefaultTimeout, test } from "bun:test";
 import { KeyRuns } from "../../src/db/maple/key-runs.ts";
@@ -42,12 +45,11 @@ test("KeyRuns: keys removed before a merge copies them leave no memory held once
   expect(index.pending).toBe(false);
   const keys = index.keys();
   expect(keys.length).toBe(2 * Math.ceil(H / 10));
+  let bytes = 0;
+  for (const key of keys) bytes += key.length + 4;
   const withIndex = heapAfterCollection();
   index = null;
-  const without = heapAfterCollection();
-  const fresh = KeyRuns.fromSorted(keys);
-  const withFresh = heapAfterCollection();
-  expect(fresh.size).toBe(keys.length);
-  // The fresh run: ~0.9 MB. Allow 3x for the dead marks and the one-run shape.
-  expect(withIndex - without).toBeLessThan(3 * (withFresh - without));
+  const held = withIndex - heapAfterCollection();
+  // The keys' bytes and an end each: 0.73 MB. Allow 3x for the dead marks and slack.
+  expect(held).toBeLessThan(3 * bytes);
 });
