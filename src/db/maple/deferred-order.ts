@@ -182,14 +182,17 @@ interface Waiting {
  *
  * - Built: a write notes the key it added or removed in an unsorted buffer (one array
  *   push), and the notes are folded in between event-loop turns, one slice at a time
- *   (a slice's adds become a sorted run of key bytes, its removals one of tombstones,
- *   merged with the runs before: see KeyRuns). A reader folds what is left: at once when
- *   it is little (`ready`), else in slices first.
+ *   (a slice's adds become a sorted run of key bytes, its removals mark entries dead;
+ *   merges and rewrites of the runs go on in the same slices, bounded: see KeyRuns; or,
+ *   with `stringIndex`, the keys go into OrderedKeys' blocks). A background fold waits
+ *   for a slice's worth of notes unless a reader waits or the writes paused. A reader
+ *   folds what is left: at once when it is little (`ready`), else in slices first.
  * - Unbuilt: only after `dropped` (the database is being replaced or closed): writes note
  *   nothing, and a reader that still comes builds the index from the hash maps
  *   (`sources`: live iterators) with an OrderedKeysBuilder, one slice of at most
  *   `sliceUnits` work per event-loop turn, writes meanwhile noted; the finished
- *   OrderedKeys is copied into one run of KeyRuns (and its strings let go).
+ *   OrderedKeys is converted into one run of KeyRuns in more such slices (RunConverter;
+ *   its strings let go after), or kept as it is with `stringIndex`.
  *
  * Readers: `whenReady` resolves once the index is built and its notes are few enough to
  * fold within one slice; every caller waiting meanwhile shares the work. The reader then
@@ -271,7 +274,8 @@ export class DeferredOrder {
   /**
    * `sources`: iterators over every present key (live ones: see OrderedKeysBuilder);
    * `settled`: an index of every present key, built already (an empty one for an empty
-   * database, or a snapshot load's; an OrderedKeys is copied into KeyRuns); without it the order is unbuilt (see `dropped`), and
+   * database, or a snapshot load's; an OrderedKeys is kept with `stringIndex`, else copied
+   * into KeyRuns in one piece: small ones only); without it the order is unbuilt (see `dropped`), and
    * no reserved key may be present yet unless `reserved` holds them.
    */
   constructor(

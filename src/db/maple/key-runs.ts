@@ -150,6 +150,16 @@ export class KeyRun {
     return this.length - this.deadCount;
   }
 
+  /**
+   * Whether dead entries and unused room (a merge sized its output when it began; keys
+   * removed before it copied them left room) pass 1 / DEAD_SHARE of the run: it is then
+   * rewritten (a sliced job) to give that memory back.
+   */
+  get wasteful(): boolean {
+    const spare = this.ends.length - this.length;
+    return (this.deadCount + spare) * DEAD_SHARE > this.length + spare;
+  }
+
   /** The first entry whose key is >= the probe's bytes (> them when `exclusive`). */
   lowerBound(probe: Uint8Array, probeEnd: number, exclusive: boolean): number {
     return lowerBoundIn(this.bytes, this.ends, this.length, probe, probeEnd, exclusive);
@@ -677,12 +687,7 @@ export class KeyRuns {
           continue;
         }
       }
-      if (
-        !rewriting &&
-        run.deadCount * DEAD_SHARE > run.length &&
-        (waiting & bit) !== 0 &&
-        firstAt[level] === r
-      ) {
+      if (!rewriting && run.wasteful && (waiting & bit) !== 0 && firstAt[level] === r) {
         // Alone at its level for now: rewritten on its own.
         rewriting = true;
         waiting &= ~bit;
