@@ -2,6 +2,7 @@ import { expect, setDefaultTimeout, test } from "bun:test";
 import { KeyRuns } from "../../src/db/maple/key-runs.ts";
 import { RecordDB } from "../../src/db/records/record-db.ts";
 import { bytes, T0 } from "../db/helpers.ts";
+import { drainTimed, longestTurnDuring, yieldingChunks } from "../support/longest-turn.ts";
 import { ManualScheduler } from "../support/manual-scheduler.ts";
 
 /**
@@ -42,14 +43,7 @@ test("the first list of a 1M-key store builds the index without one long slice (
   const N = 1_000_000;
   for (let i = 0; i < N; i++) db.set(`user/${(i * 2654435761) % 4294967296}/${i}`, value, T0);
   void db.prepareOrder();
-  let longest = 0;
-  let slices = 0;
-  while (scheduler.pending > 0 && slices < 1_000_000) {
-    const t = performance.now();
-    scheduler.runOne();
-    longest = Math.max(longest, performance.now() - t);
-    slices++;
-  }
+  const longest = drainTimed(scheduler);
   expect(db.orderReady()).toBe(true);
   expect(db.list({ prefix: "user/", limit: 1 }, T0).items.length).toBe(1);
   // lsm28: ~400 ms (the build's last slice converts 1M keys to bytes). Bound: 2x SLICE_MS_MAX.
@@ -64,26 +58,7 @@ test("a 1M-key snapshot load yields the event loop: no turn converts the whole i
   const chunks: Uint8Array[] = [];
   await db.save({ write: (chunk) => void chunks.push(chunk.slice()) }, T0);
   const fresh = new RecordDB();
-  let last = performance.now();
-  let longest = 0;
-  let running = true;
-  const tick = (): void => {
-    const now = performance.now();
-    longest = Math.max(longest, now - last);
-    last = now;
-    if (running) setImmediate(tick);
-  };
-  setImmediate(tick);
-  await fresh.load(
-    (async function* () {
-      for (const chunk of chunks) {
-        yield chunk;
-        await new Promise((resolve) => setImmediate(resolve));
-      }
-    })(),
-  );
-  running = false;
-  longest = Math.max(longest, performance.now() - last);
+  const longest = await longestTurnDuring(() => fresh.load(yieldingChunks(chunks)));
   expect(fresh.list({ prefix: "user/", limit: 3 }, T0).items.length).toBe(3);
   // lsm28: ~340-440 ms (the load's last turn converts 1M keys to bytes). Bound: 2x SLICE_MS_MAX.
   expect(longest).toBeLessThan(2 * SLICE_MS_MAX);

@@ -22,6 +22,7 @@
 import { expect, setDefaultTimeout, test } from "bun:test";
 import { RecordDB } from "../../src/db/records/record-db.ts";
 import { bytes, T0 } from "../db/helpers.ts";
+import { drainTimed, longestTurnDuring, yieldingChunks } from "../support/longest-turn.ts";
 import { ManualScheduler } from "../support/manual-scheduler.ts";
 
 setDefaultTimeout(300_000);
@@ -40,14 +41,7 @@ test("the first list of a store of long keys builds and converts its index witho
   const db = new RecordDB({ order: { schedule: scheduler.schedule } });
   for (let i = 0; i < N; i++) db.set(key(i), value, T0);
   void db.prepareOrder();
-  let longest = 0;
-  let slices = 0;
-  while (scheduler.pending > 0 && slices < 1_000_000) {
-    const t = performance.now();
-    scheduler.runOne();
-    longest = Math.max(longest, performance.now() - t);
-    slices++;
-  }
+  const longest = drainTimed(scheduler);
   expect(db.orderReady()).toBe(true);
   expect(db.list({ prefix: "u/", limit: 2, keysOnly: true }, T0).items.length).toBe(2);
   expect(longest).toBeLessThan(2 * SLICE_MS_MAX);
@@ -61,26 +55,7 @@ test("a snapshot load of long keys yields the event loop: no turn copies the who
   db = null;
   Bun.gc(true);
   const fresh = new RecordDB();
-  let last = performance.now();
-  let longest = 0;
-  let running = true;
-  const tick = (): void => {
-    const now = performance.now();
-    longest = Math.max(longest, now - last);
-    last = now;
-    if (running) setImmediate(tick);
-  };
-  setImmediate(tick);
-  await fresh.load(
-    (async function* () {
-      for (const chunk of chunks) {
-        yield chunk;
-        await new Promise((resolve) => setImmediate(resolve));
-      }
-    })(),
-  );
-  running = false;
-  longest = Math.max(longest, performance.now() - last);
+  const longest = await longestTurnDuring(() => fresh.load(yieldingChunks(chunks)));
   expect(fresh.list({ prefix: "u/", limit: 2, keysOnly: true }, T0).items.length).toBe(2);
   expect(longest).toBeLessThan(2 * SLICE_MS_MAX);
 });

@@ -10,6 +10,7 @@
 import { expect, setDefaultTimeout, test } from "bun:test";
 import { RecordDB } from "../../src/db/records/record-db.ts";
 import { bytes, T0 } from "../db/helpers.ts";
+import { drainTimed } from "../support/longest-turn.ts";
 import { ManualScheduler } from "../support/manual-scheduler.ts";
 
 setDefaultTimeout(300_000);
@@ -19,17 +20,6 @@ const value = bytes("v");
 
 function key(tenant: string, i: number): string {
   return `t/${tenant}/${String((i * 2654435761) % 4294967296).padStart(10, "0")}/${i}`;
-}
-
-/** Runs queued slices until none is left (bounded); returns the longest one in ms. */
-function drainTimed(scheduler: ManualScheduler): number {
-  let longest = 0;
-  for (let i = 0; i < 1_000_000 && scheduler.pending > 0; i++) {
-    const t = performance.now();
-    scheduler.runOne();
-    longest = Math.max(longest, performance.now() - t);
-  }
-  return longest;
 }
 
 test("deleting half of a listed 1M-key store (a tenant) never takes a long slice, nor does a ready list after", () => {
