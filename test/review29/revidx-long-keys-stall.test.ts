@@ -68,6 +68,9 @@ test("merges of long keys stay in short slices while a listed store of them grow
   const long = (i: number): string =>
     `k/${((i * 2654435761) % 4294967296).toString(16).padStart(8, "0")}/${pad}/${i}`;
   for (let i = 0; i < M; i++) db.set(long(i), value, T0);
+  // 256 MB of keys: a full collection left over from building them (or from the tests
+  // before) must not land in a measured slice (the lead saw one of 461 ms in ~1 run of 6).
+  Bun.gc(true);
   void db.prepareOrder();
   let firstList = 0;
   for (let s = 0; s < 1_000_000 && scheduler.pending > 0; s++) {
@@ -92,5 +95,6 @@ test("merges of long keys stay in short slices while a listed store of them grow
   expect(db.count({ prefix: "k/" }, T0)).toBe(2 * M);
   // main: 28 ms (first list 69 ms: its build compares the long strings).
   expect(longest).toBeLessThan(2 * SLICE_MS_MAX);
-  expect(firstList).toBeLessThan(3 * SLICE_MS_MAX);
+  // Typically 62-65 ms here; the defect it guards against took 610-796 ms (R1).
+  expect(firstList).toBeLessThan(4 * SLICE_MS_MAX);
 });
