@@ -260,7 +260,7 @@ export class ClusterMembership implements MembershipHooks {
   sendsRaftTo(to: NodeId): boolean {
     // What a refused member would receive, it would apply by rules it does not hold
     // (an older release after a downgrade): it gets nothing until it advertises them.
-    return this.rules.sendsTo(to, performance.now());
+    return this.rules.sendsTo(to);
   }
 
   refusalNotice(from: NodeId): Uint8Array | undefined {
