@@ -68,6 +68,11 @@ function entryCost(bytes: number): number {
   return 1 + ((bytes / BYTES_PER_COST) | 0);
 }
 
+/** What `keys` keys of `bytes` in all cost as a job's entries (about the sum of their entryCost). */
+function batchCost(keys: number, bytes: number): number {
+  return keys + Math.floor(bytes / BYTES_PER_COST);
+}
+
 /** Copies `src[start, end)` to `out` at `at`; returns where it ends there. */
 function copyKey(src: Uint8Array, start: number, end: number, out: Uint8Array, at: number): number {
   if (end - start > BYTES_PER_COST) {
@@ -576,35 +581,31 @@ export class KeyRuns {
 
   /**
    * Adds `keys[from, end)`: distinct, none in the index. Then moves jobs on by up to
-   * `budget` entries (default: the pace, times the keys). Returns the entries moved.
+   * `budget` (default: the pace, times what the keys cost as entries of a job — see
+   * entryCost — so long keys pay for the longer merges they make). Returns the cost moved.
    */
-  insertBatch(
-    keys: readonly string[],
-    from: number,
-    end: number,
-    budget = this.pace() * (end - from),
-  ): number {
+  insertBatch(keys: readonly string[], from: number, end: number, budget?: number): number {
+    let bytes = 0;
     for (let start = from; start < end; start += CHUNK_KEYS) {
       const stop = Math.min(end, start + CHUNK_KEYS);
-      this.runs.push(this.sortedRun(keys, start, stop));
+      const run = this.sortedRun(keys, start, stop);
+      bytes += run.length === 0 ? 0 : run.ends[run.length - 1]!;
+      this.runs.push(run);
     }
     this.count += end - from;
     this.plan();
-    return this.pay(budget);
+    return this.pay(budget ?? this.pace() * batchCost(end - from, bytes));
   }
 
   /**
    * Removes `keys[from, end)`: distinct, all in the index (each marked dead where it is
    * live). Then moves jobs on, as insertBatch. Returns the entries moved.
    */
-  removeBatch(
-    keys: readonly string[],
-    from: number,
-    end: number,
-    budget = this.pace() * (end - from),
-  ): number {
+  removeBatch(keys: readonly string[], from: number, end: number, budget?: number): number {
+    let bytes = 0;
     for (let k = from; k < end; k++) {
       const probeEnd = this.encodeProbe(keys[k]!);
+      bytes += probeEnd;
       const runs = this.runs;
       for (let r = runs.length - 1; r >= 0; r--) {
         const run = runs[r]!;
@@ -617,7 +618,7 @@ export class KeyRuns {
     }
     this.count -= end - from;
     this.plan();
-    return this.pay(budget);
+    return this.pay(budget ?? this.pace() * batchCost(end - from, bytes));
   }
 
   /** Moves jobs on by `budget`, and more while the runs are past RUNS_MAX (a fallback). */
