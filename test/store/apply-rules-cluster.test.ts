@@ -200,6 +200,10 @@ describe("apply rules across the cluster", () => {
     const matchBefore = leader.replicated!.host.status(SHARD).raft.progress["node-3"]?.match ?? 0;
     await c.stop("node-3");
     await rm(join(c.root, "node-3"), { recursive: true, force: true });
+    // Its peers still hold its answer from before (2, fresh for 15 s), but the restarted
+    // process dials them anew: from then on it counts as 1 until it answers again, so it
+    // is sent nothing at all (not for the ~2 s an unanswered query took to void it).
+    const toNode3 = c.network.deliveredTo.get("node-3") ?? 0;
     await c.start("node-3", 1);
     await until(
       c,
@@ -211,7 +215,6 @@ describe("apply rules across the cluster", () => {
     expect(refusal).toContain("rules 2 are in force");
     // Refused both ways: its peers send it no Raft message (it would apply the entries by
     // rules 1), only membership frames asking what it advertises.
-    const toNode3 = c.network.deliveredTo.get("node-3") ?? 0;
     await c.write(5);
     const until1s = Date.now() + 1_000;
     await until(c, () => Date.now() >= until1s, "a second of ticks");
@@ -220,11 +223,8 @@ describe("apply rules across the cluster", () => {
     const raft = c.leader()!.replicated!.host.status(SHARD).raft;
     expect(raft.commit).toBeGreaterThan(matchBefore + 4);
     expect(raft.progress["node-3"]?.match ?? 0).toBeLessThanOrEqual(matchBefore);
-    // If it applied the raising entry it received, it stopped instead of deciding by rules 1.
-    for (const { id, error } of c.fatal) {
-      expect(id).toBe("node-3");
-      expect(error.message).toContain("implements rules up to 1");
-    }
+    // It was sent no entry, so it never met the raising entry (which would stop it).
+    expect(c.fatal).toEqual([]);
     // Upgraded (restarted with this release, its data dir wiped as the README says), it is
     // sent to again and catches up: the snapshots dropped while it was refused left no
     // group waiting for their outcome.

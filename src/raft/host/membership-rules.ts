@@ -225,6 +225,20 @@ export class PeerRules {
     }
   }
 
+  /**
+   * `id` dialed this member anew and was authenticated, before anything on that connection
+   * is delivered: it may be a new process, perhaps of an older release. Its last answer no
+   * longer counts (while rules above 1 are in force its messages are refused and none are
+   * sent to it) until it answers the query sent now, about one round trip. Without this its
+   * old answer counted until a query went ANSWER_WAIT_MS unanswered, long enough for an
+   * older release to take entries it would apply by other rules.
+   */
+  onReconnected(id: NodeId): void {
+    if (id === this.config.self) return;
+    this.answers.delete(id);
+    this.ask(id, this.now(), RETRY_MIN_MS);
+  }
+
   onQuery(from: NodeId): void {
     this.config.transport.sendHost(
       from,

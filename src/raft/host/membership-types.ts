@@ -20,6 +20,8 @@ export interface MembershipHooks {
   onConfChange(groupId: number, change: ConfChange, conf: ConfState): void;
   /** Messages to `to` were dropped (connection down): requests waiting on it give up early. */
   onUnreachable?(to: NodeId): void;
+  /** `from` dialed this member anew (it may have restarted, with another release). */
+  onPeerConnected?(from: NodeId): void;
   /** `from` is refused at the peer handshake (not a member): what to tell it, if anything. */
   refusalNotice?(from: NodeId): Uint8Array | undefined;
   /** The member `from` refused this member's handshake and told it `payload`. */

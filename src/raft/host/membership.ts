@@ -324,6 +324,10 @@ export class ClusterMembership implements MembershipHooks {
     return true;
   }
 
+  onPeerConnected(from: NodeId): void {
+    this.rules.onReconnected(from);
+  }
+
   onUnreachable(to: NodeId): void {
     this.rules.onUnreachable(to);
     // A leader that died: give up on it now, so the change retries on the group's next leader.

@@ -124,6 +124,7 @@ export class RaftHost {
       onRaft: (from, groupId, message) => this.onRaft(from, groupId, message),
       onHost: (from, payload) => this.onHost(from, payload),
       onUnreachable: (to) => this.onUnreachable(to),
+      onPeerConnected: (from) => this.membership?.onPeerConnected?.(from),
       onSnapshotSent: (to, groupId, ok) => this.groups.get(groupId)?.reportSnapshot(to, ok),
       refusalNotice: (from) => this.membership?.refusalNotice?.(from),
       onRefusalNotice: (from, payload) => this.membership?.onRefusalNotice?.(from, payload),

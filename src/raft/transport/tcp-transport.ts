@@ -223,6 +223,7 @@ export class TcpNodeTransport implements NodeTransport, LinkContext {
       this.forget(older);
       older.terminate();
     }
+    if (!this.closed) this.handlers?.onPeerConnected?.(peer);
   }
 
   unreachable(peer: NodeId): void {

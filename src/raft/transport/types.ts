@@ -12,6 +12,12 @@ export interface NodeTransportHandlers {
   onHost(from: NodeId, payload: Uint8Array): void;
   /** Messages to `to` were dropped (connection down or queue full); the host tells its groups. */
   onUnreachable(to: NodeId): void;
+  /**
+   * The member `from` dialed this one and its handshake was authenticated: a new process of
+   * it, perhaps (a restart, maybe with another release), or the same one redialing. Called
+   * before anything that connection carries is delivered.
+   */
+  onPeerConnected?(from: NodeId): void;
   /** A snapshot message to `to` for `groupId` was fully written (ok) or abandoned (!ok). */
   onSnapshotSent?(to: NodeId, groupId: number, ok: boolean): void;
   /**

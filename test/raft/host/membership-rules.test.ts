@@ -152,6 +152,35 @@ describe("refusing members below the rules in force", () => {
     expect(t.rules.accepts("b", t.now())).toBe(true);
   });
 
+  test("a member that dials anew (a restart, maybe with an older release) counts as 1 until it answers again: nothing from it is taken, nothing is sent to it", () => {
+    const t = peerRules();
+    t.rules.setRulesInForce(2);
+    t.rules.poll(["b"]);
+    t.rules.onAnswer("b", 2);
+    expect(t.rules.accepts("b", t.now())).toBe(true);
+    expect(t.rules.sendsTo("b")).toBe(true);
+    t.advance(500);
+    t.sent.length = 0;
+    t.rules.onReconnected("b");
+    // Asked at once; refused both ways from its first message, not after ANSWER_WAIT_MS.
+    expect(t.sent).toEqual([{ to: "b", kind: MembershipFrameKind.RulesQuery }]);
+    expect(t.rules.advertised("b")).toBe(1);
+    expect(t.message("b")).toBe(false);
+    expect(t.rules.sendsTo("b")).toBe(false);
+    // It answers within a round trip (this release): taken again.
+    t.advance(2);
+    t.rules.onAnswer("b", 2);
+    expect(t.message("b")).toBe(true);
+    expect(t.rules.sendsTo("b")).toBe(true);
+    expect(t.warnings).toEqual([]);
+    // Under rules 1 a reconnect changes nothing that is taken or sent.
+    const u = peerRules();
+    u.rules.onAnswer("b", 2);
+    u.rules.onReconnected("b");
+    expect(u.message("b")).toBe(true);
+    expect(u.rules.sendsTo("b")).toBe(true);
+  });
+
   test("a member whose connection dropped (restarting, maybe with another release) must answer again, and is asked at once", () => {
     const t = peerRules();
     t.rules.setRulesInForce(2);

@@ -47,6 +47,12 @@ export class MemoryNetwork {
     this.members.set(transport.self, transport);
   }
 
+  /** `id` (re)started: every other member up hears it connected, before anything it sends. */
+  connected(id: NodeId): void {
+    for (const [other, transport] of this.members)
+      if (other !== id && !this.isolated.has(other)) transport.handlers?.onPeerConnected?.(id);
+  }
+
   unregister(transport: MemoryTransport): void {
     if (this.members.get(transport.self) === transport) this.members.delete(transport.self);
   }
@@ -76,9 +82,11 @@ export class MemoryTransport implements NodeTransport {
     private readonly network: MemoryNetwork,
   ) {}
 
+  /** Starts; the members already up hear that this one connected (as its dials would tell them). */
   async start(handlers: NodeTransportHandlers): Promise<void> {
     this.handlers = handlers;
     this.network.register(this);
+    this.network.connected(this.self);
   }
 
   sendRaft(to: NodeId, groupId: number, message: Message): void {

@@ -12,7 +12,8 @@ export type TransportEvent =
   | { type: "unreachable"; to: NodeId }
   | { type: "snapshotSent"; to: NodeId; groupId: number; ok: boolean }
   | { type: "link"; peer: NodeId; up: boolean }
-  | { type: "notice"; from: NodeId; payload: Uint8Array };
+  | { type: "notice"; from: NodeId; payload: Uint8Array }
+  | { type: "connected"; from: NodeId };
 
 const defaultWaitMs = 5000;
 
@@ -41,6 +42,9 @@ export class Recorder implements NodeTransportHandlers {
   }
   onSnapshotSent(to: NodeId, groupId: number, ok: boolean): void {
     this.push({ type: "snapshotSent", to, groupId, ok });
+  }
+  onPeerConnected(from: NodeId): void {
+    this.push({ type: "connected", from });
   }
 
   /** Wired to the transport's onLinkState option. */

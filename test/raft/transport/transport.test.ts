@@ -306,6 +306,22 @@ describe("failures", () => {
     await b2.recorder.until(() => contexts(b2, "a").includes("two"), "delivery to the restarted b");
   });
 
+  test("a member's new connection is reported before anything it carries (a restart may bring another release)", async () => {
+    const [a, b] = await cluster(["a", "b"]);
+    const bAddress = b!.transport.listenAddress;
+    const fromB = () =>
+      a!.recorder.events.filter((e) => (e.type === "connected" || e.type === "raft") && e.from === "b");
+    b!.transport.sendRaft("a", 1, heartbeat("b", "a", 1, "one"));
+    await a!.recorder.until(() => contexts(a!, "b").length === 1, "b's first message");
+    expect(fromB().map((e) => e.type)).toEqual(["connected", "raft"]);
+    await b!.transport.close();
+    const b2 = await startMember("b", new Map([["a", a!.transport.listenAddress]]), { listen: bAddress });
+    opened.push(b2);
+    b2.transport.sendRaft("a", 1, heartbeat("b", "a", 1, "two"));
+    await a!.recorder.until(() => contexts(a!, "b").includes("two"), "the restarted b's message");
+    expect(fromB().map((e) => e.type)).toEqual(["connected", "raft", "connected", "raft"]);
+  });
+
   test("garbage, an oversized frame and a foreign handshake close only that connection", async () => {
     // Refusal warnings are rate-limited; a clock stepped a minute per attempt logs each one.
     let nowMs = 0;
