@@ -2,10 +2,10 @@ import { DkvError } from "../errors.ts";
 import type { Readiness } from "../metrics/readiness.ts";
 import { type MetricsRegistry, PROMETHEUS_CONTENT_TYPE } from "../metrics/registry.ts";
 import { type Endpoint, parseEndpoint } from "../rpc/protocol/endpoint.ts";
+import type { ConnectionLimits } from "../rpc/server/connection-limits.ts";
 import type { FixedReply } from "../rpc/server/http-routes.ts";
 import { type HttpServer, startHttpListener } from "../rpc/server/http-server.ts";
 import type { Http1Request } from "../rpc/server/http1-parser.ts";
-import type { ConnectionLimits } from "../rpc/server/socket-server.ts";
 
 export interface MetricsEndpointOptions {
   /** --metrics-endpoint: HOST:PORT (port 0 picks a free port). */

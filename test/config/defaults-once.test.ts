@@ -18,7 +18,7 @@ import {
   DEDUP_RETENTION_MIN_MS,
   defaultDedupOptions,
   resolveDedupOptions,
-} from "../../src/store/replicated/request-table.ts";
+} from "../../src/store/replicated/request-table-options.ts";
 import { DStoreStateMachine } from "../../src/store/replicated/state-machine.ts";
 
 // Each default is declared once, in src/config/defaults.ts; the layers that fill one in

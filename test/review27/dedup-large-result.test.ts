@@ -9,7 +9,7 @@
 import { expect, test } from "bun:test";
 import { EntryKind } from "../../src/raft/core/types.ts";
 import { CLIENT_ID_BYTES, decodeErrorResult, encodeCommand, Op } from "../../src/store/replicated/command.ts";
-import { NEW_ID_RESERVE_BYTES } from "../../src/store/replicated/request-table.ts";
+import { NEW_ID_RESERVE_BYTES } from "../../src/store/replicated/request-table-options.ts";
 import { DStoreStateMachine } from "../../src/store/replicated/state-machine.ts";
 import { encodeTxn } from "../../src/store/replicated/txn-command.ts";
 

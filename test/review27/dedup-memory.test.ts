@@ -8,7 +8,8 @@
 import { heapStats } from "bun:jsc";
 import { expect, test } from "bun:test";
 import { CLIENT_ID_BYTES, encodeClaim } from "../../src/store/replicated/command.ts";
-import { RequestTable, resolveDedupOptions } from "../../src/store/replicated/request-table.ts";
+import { RequestTable } from "../../src/store/replicated/request-table.ts";
+import { resolveDedupOptions } from "../../src/store/replicated/request-table-options.ts";
 
 test("a table full of claim results takes no more heap than its bound counts", () => {
   const bytesMax = 16 * 1024 * 1024;

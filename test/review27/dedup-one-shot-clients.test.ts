@@ -9,12 +9,12 @@
  */
 import { expect, test } from "bun:test";
 import { CLIENT_ID_BYTES, RESULT_VOID } from "../../src/store/replicated/command.ts";
+import { RequestTable } from "../../src/store/replicated/request-table.ts";
 import {
   defaultDedupOptions,
   REMEMBERED_BLOCK_BYTES,
   REMEMBERED_CLIENT_BYTES,
-  RequestTable,
-} from "../../src/store/replicated/request-table.ts";
+} from "../../src/store/replicated/request-table-options.ts";
 
 /** Writes at `perSecond` for `seconds` of log time, each from a client of its own; the refusals. */
 function oneShotClients(perSecond: number, seconds: number): number {

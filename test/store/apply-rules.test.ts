@@ -13,12 +13,12 @@ import {
   encodeCommand,
   Op,
 } from "../../src/store/replicated/command.ts";
+import { RequestTable } from "../../src/store/replicated/request-table.ts";
 import {
   DEDUP_RETENTION_MIN_MS,
   REMEMBERED_CLIENT_BYTES,
-  RequestTable,
   resolveDedupOptions,
-} from "../../src/store/replicated/request-table.ts";
+} from "../../src/store/replicated/request-table-options.ts";
 import { DStoreStateMachine } from "../../src/store/replicated/state-machine.ts";
 import { seededRandom } from "../support/seeded-random.ts";
 import { RequestTable as ReleaseBeforeTable } from "./fixtures/request-table-dc8206c.ts";

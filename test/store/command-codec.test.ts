@@ -1,6 +1,7 @@
 import { describe, expect, test } from "bun:test";
 import { type Command, decodeCommand, encodeCommand, Op } from "../../src/store/replicated/command.ts";
-import { RequestTable, resolveDedupOptions } from "../../src/store/replicated/request-table.ts";
+import { RequestTable } from "../../src/store/replicated/request-table.ts";
+import { resolveDedupOptions } from "../../src/store/replicated/request-table-options.ts";
 import { decodeRange } from "../../src/text.ts";
 
 const clientId = (fill: number) => new Uint8Array(16).fill(fill);

@@ -19,6 +19,7 @@ import {
   type RequestOrigin,
 } from "../../src/store/replicated/command.ts";
 import { DStore } from "../../src/store/replicated/dstore.ts";
+import { RequestTable } from "../../src/store/replicated/request-table.ts";
 import {
   DEDUP_RETENTION_MIN_MS,
   defaultDedupOptions,
@@ -26,9 +27,8 @@ import {
   REMEMBERED_BLOCK_BYTES,
   REMEMBERED_CLIENT_BYTES,
   REMEMBERED_RUN_BYTES,
-  RequestTable,
   resolveDedupOptions,
-} from "../../src/store/replicated/request-table.ts";
+} from "../../src/store/replicated/request-table-options.ts";
 import { DStoreStateMachine } from "../../src/store/replicated/state-machine.ts";
 import { TestCluster } from "../raft/host/cluster.ts";
 import { seededRandom } from "../support/seeded-random.ts";

@@ -6,6 +6,7 @@ import { ByteWriter } from "../protocol/byte-writer.ts";
 import { type Endpoint, formatInet } from "../protocol/endpoint.ts";
 import { headerBytes } from "../protocol/frame.ts";
 import type { Serializer } from "../serializer/types.ts";
+import { type ConnectionLimits, type ConnectionObserver, sweepConnections } from "./connection-limits.ts";
 import type { RequestDispatcher, RpcLogger } from "./dispatcher.ts";
 import {
   type FixedReply,
@@ -19,7 +20,6 @@ import {
 import { type Http1Limits, type Http1Request, Http1RequestParser } from "./http1-parser.ts";
 import { bunTlsOptions, type ServerTls } from "./listener-security.ts";
 import { ConnectionRefuser, type Refused, socketEvents } from "./refusals.ts";
-import { type ConnectionLimits, type ConnectionObserver, sweepConnections } from "./socket-server.ts";
 
 export interface HttpServerOptions {
   endpoint: Endpoint;

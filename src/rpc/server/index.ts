@@ -17,6 +17,7 @@ import {
   transportNames,
 } from "../protocol/types.ts";
 import { createSerializer } from "../serializer/index.ts";
+import type { ConnectionLimits, ConnectionObserver } from "./connection-limits.ts";
 import { type DedupLimits, defaultDedupLimits } from "./dedup-cache.ts";
 import {
   RequestDispatcher,
@@ -26,7 +27,7 @@ import {
   silentLogger,
 } from "./dispatcher.ts";
 import { checkProtectedMode, type ServerTls } from "./listener-security.ts";
-import { type ConnectionLimits, type ConnectionObserver, startSocketServer } from "./socket-server.ts";
+import { startSocketServer } from "./socket-server.ts";
 
 export type {
   ClusterStatusReport,
@@ -34,6 +35,7 @@ export type {
   ShardStatusReport,
 } from "../protocol/cluster-status.ts";
 export type { SerializerName, TransportName } from "../protocol/types.ts";
+export type { ConnectionLimits, ConnectionObserver } from "./connection-limits.ts";
 export type { DedupLimits } from "./dedup-cache.ts";
 export type { RequestObserver, RpcLogger, ShardHandler } from "./dispatcher.ts";
 export {
@@ -42,7 +44,6 @@ export {
   type ServerTls,
   type ServerTlsFiles,
 } from "./listener-security.ts";
-export type { ConnectionLimits, ConnectionObserver } from "./socket-server.ts";
 
 export interface RpcServerOptions {
   transport: TransportName;

@@ -1,4 +1,10 @@
+/**
+ * Watches over RPC: decoding, authorizing and opening a watch request (both transports),
+ * the frames of its events and of the error that ends it, and the watches open on one
+ * tcp/unix connection (ConnectionWatches; the http routes count theirs per listener).
+ */
 import type { Identity, TokenAuthority } from "../../auth/index.ts";
+import type { StreamedReplyTarget } from "../../backup/stream-server.ts";
 import { DkvError } from "../../errors.ts";
 import type { IStore, WatchEvent } from "../../store/types.ts";
 import type { ByteWriter } from "../protocol/byte-writer.ts";
@@ -148,4 +154,92 @@ export function writeWatchErrorFrame(
 export function toWatchError(error: unknown): DkvError {
   if (DkvError.is(error)) return error;
   return new DkvError("INTERNAL", `the watch failed: ${String(error)}; see the server log`);
+}
+
+/** Where a connection's watches write: its streamed replies, and whether it has closed. */
+export interface WatchTarget extends StreamedReplyTarget {
+  readonly closed: boolean;
+}
+
+/**
+ * The watches open on one tcp/unix connection, by request id: at most `max` at once, each
+ * a streamed reply of event frames on the connection until it is cancelled, the
+ * connection closes, or the watch fails (an error frame then ends it).
+ */
+export class ConnectionWatches {
+  private readonly open = new Map<number, AbortController>();
+
+  constructor(
+    private readonly max: number,
+    private readonly source: WatchSource,
+    private readonly serializer: Serializer,
+    private readonly authority: TokenAuthority | undefined,
+  ) {}
+
+  /**
+   * Opens the watch `header` asks for and streams it to `target`: the refusal to reply
+   * with (nothing started), or the stream, which settles once it has ended.
+   */
+  start(
+    header: FrameHeader,
+    body: Uint8Array,
+    identity: Identity | undefined,
+    target: WatchTarget,
+  ): DkvError | Promise<void> {
+    if (this.open.size >= this.max) {
+      return new DkvError(
+        "RESOURCE_EXHAUSTED",
+        `${this.max} watches are open on this connection (--watchers-per-connection); cancel one, or watch a shared prefix`,
+      );
+    }
+    if (this.open.has(header.requestId)) {
+      return new DkvError("BAD_REQUEST", `a watch with request id ${header.requestId} is already open`);
+    }
+    const controller = new AbortController();
+    let events: AsyncIterator<WatchEvent>;
+    try {
+      const { source, serializer, authority } = this;
+      events = openWatch(header, body, source, serializer, authority, identity, controller.signal);
+    } catch (error) {
+      return toWatchError(error);
+    }
+    this.open.set(header.requestId, controller);
+    return this.pump(header, events, controller, target).finally(() => {
+      if (this.open.get(header.requestId) === controller) this.open.delete(header.requestId);
+    });
+  }
+
+  /** Ends the watch `requestId` (no reply: frames already on their way are ignored by the client). */
+  cancel(requestId: number): void {
+    this.open.get(requestId)?.abort();
+  }
+
+  /** The connection closed: every watch ends. */
+  abortAll(): void {
+    for (const controller of this.open.values()) controller.abort();
+  }
+
+  private async pump(
+    header: FrameHeader,
+    events: AsyncIterator<WatchEvent>,
+    controller: AbortController,
+    target: WatchTarget,
+  ): Promise<void> {
+    const serializer = this.serializer;
+    try {
+      // Bounded by the watch: each turn sends one event; it ends on cancel, close or error.
+      for (;;) {
+        const next = await events.next();
+        if (next.done === true) return;
+        await target.writeStreamed((out) => writeWatchEventFrame(out, header, serializer, next.value));
+      }
+    } catch (error) {
+      if (controller.signal.aborted || target.closed) return;
+      await target
+        .writeStreamed((out) => writeWatchErrorFrame(out, header, serializer.id, toWatchError(error)))
+        .catch(() => undefined); // the peer is gone: nobody to tell
+    } finally {
+      await events.return?.();
+    }
+  }
 }

@@ -1,7 +1,7 @@
 import { type Clock, systemClock } from "../../clock.ts";
 import { EXPIRY_TICK_MS_DEFAULT, REQUEST_TIMEOUT_MS_DEFAULT } from "../../config/defaults.ts";
 import { DkvError } from "../../errors.ts";
-import { PromiseReceiver, type ProposalReceiver } from "../../raft/host/group-proposals.ts";
+import type { ProposalReceiver } from "../../raft/host/group-proposals.ts";
 import type { RaftHost } from "../../raft/host/raft-host.ts";
 import {
   decodeLockQueueResult,
@@ -10,7 +10,7 @@ import {
   type LockQueueResult,
 } from "../lock-queue.ts";
 import { orderReadied } from "../ordered-read.ts";
-import { PurgeLoop, type SharedTicks } from "../purge-loop.ts";
+import type { SharedTicks } from "../purge-loop.ts";
 import { checkTxn, type TxnRequest, type TxnResult } from "../txn.ts";
 import {
   type ClaimResult,
@@ -31,7 +31,6 @@ import {
   type Command,
   decodeBoolean,
   decodeClaim,
-  decodeErrorResult,
   encodeCommand,
   encodeCommandFromBytes,
   encodeCommandOf,
@@ -41,7 +40,10 @@ import {
   type WriteReceiver,
 } from "./command.ts";
 import { readCount, readEntry, readList } from "./data-reads.ts";
+import { ExpiryTicks } from "./expiry-ticks.ts";
 import { LeaderMonitor } from "./leader-monitor.ts";
+import { OriginStore } from "./origin-store.ts";
+import { PendingWrite, PromiseWriteReceiver, type WriteProposer } from "./pending-write.ts";
 import { DStoreStateMachine } from "./state-machine.ts";
 import { decodeTxnResult, encodeTxn } from "./txn-command.ts";
 
@@ -68,9 +70,6 @@ export interface DStoreOptions {
   expiryTicks?: SharedTicks;
 }
 
-/** Pause between retries of a write whose outcome was unknown (same request id: applies once). */
-const RETRY_PAUSE_MS = 20;
-const RETRY_ATTEMPTS_MAX = 32;
 /** Spare PendingWrites kept at most (~100 B each): more than a busy store has in flight. */
 const SPARE_WRITES_MAX = 4096;
 const EMPTY = new Uint8Array(0);
@@ -82,7 +81,7 @@ const EMPTY = new Uint8Array(0);
  * same id, so it applies at most once. Reads are linearizable via ReadIndex on whichever
  * member this store sits, evaluated at the leader's time; `staleReads` reads locally.
  */
-export class DStore implements IStore {
+export class DStore implements IStore, WriteProposer {
   readonly limits: StoreLimits;
   private readonly stateMachine: DStoreStateMachine;
   private readonly clientId: Uint8Array;
@@ -90,13 +89,10 @@ export class DStore implements IStore {
   private readonly staleReads: boolean;
   private nextRequestId = 1;
   private closed = false;
-  private readonly clock: Clock;
-  /** Stops this store's expiry checks (its own PurgeLoop, or its place on the shared timer). */
-  private readonly stopExpiryTicks: () => void;
-  private tickInFlight = false;
+  /** Proposes tick entries so that due deadlines pass at log time without writes. */
+  private readonly expiryTicks: ExpiryTicks;
   /** PendingWrites that are over, reused by later writes. */
   private readonly spareWrites: PendingWrite[] = [];
-  private readonly expiryTickMs: number;
   /** Ends requireLeader watches when this member loses its leader; made by the first one. */
   private leaderMonitor: LeaderMonitor | undefined;
 
@@ -123,23 +119,15 @@ export class DStore implements IStore {
         `clientId must be ${CLIENT_ID_BYTES} bytes; got ${this.clientId.byteLength}`,
       );
     }
-    this.clock = options.clock ?? systemClock;
-    const shared = options.expiryTicks;
-    const tickMs = shared?.intervalMs ?? options.expiryTickMs ?? EXPIRY_TICK_MS_DEFAULT;
-    checkDuration("expiryTickMs", tickMs);
-    this.expiryTickMs = tickMs;
-    if (shared !== undefined && tickMs > 0) {
-      this.stopExpiryTicks = shared.add(() => this.maybeTick());
-    } else if (tickMs > 0) {
-      const loop = new PurgeLoop(this.clock, tickMs, () => {
-        this.maybeTick();
-        return false;
-      });
-      loop.start();
-      this.stopExpiryTicks = () => loop.stop();
-    } else {
-      this.stopExpiryTicks = () => {};
-    }
+    this.expiryTicks = new ExpiryTicks(
+      host,
+      groupId,
+      stateMachine,
+      options.clock ?? systemClock,
+      this.timeoutMs,
+      options.expiryTickMs ?? EXPIRY_TICK_MS_DEFAULT,
+      options.expiryTicks,
+    );
   }
 
   /**
@@ -171,41 +159,6 @@ export class DStore implements IStore {
       if (DkvError.is(error)) return false;
       throw error;
     }
-  }
-
-  /**
-   * Proposes a tick entry when a delete deadline has passed (by the clock that stamps
-   * entries) and nothing is in the log to let it pass: on the leader at once, on a
-   * follower only once the deadline is overdue by two intervals (a leader without a
-   * DStore of its own, or one that fell behind). One in flight per member at a time.
-   */
-  private maybeTick(): void {
-    if (this.closed || this.tickInFlight) return;
-    const dueMs = this.stateMachine.db.nextDeadlineMs();
-    const nowMs = this.clock.now();
-    if (dueMs > nowMs) return;
-    let leader: boolean;
-    try {
-      leader = this.host.status(this.groupId).raft.role === "leader";
-    } catch (error) {
-      // The host is closing: nothing to stamp.
-      if (DkvError.is(error)) return;
-      throw error;
-    }
-    if (!leader && nowMs - dueMs < 2 * this.expiryTickMs) return;
-    this.tickInFlight = true;
-    this.host
-      .propose(this.groupId, encodeCommand(command(Op.Tick, "", EMPTY, 0, 0)), { timeoutMs: this.timeoutMs })
-      .then(
-        () => undefined,
-        (error: unknown) => {
-          // No leader right now, or closing: the next look proposes again.
-          if (!DkvError.is(error)) throw error;
-        },
-      )
-      .finally(() => {
-        this.tickInFlight = false;
-      });
   }
 
   /**
@@ -423,7 +376,7 @@ export class DStore implements IStore {
   /** Later calls fail with CLOSED; the group itself runs on until its host closes. */
   async close(): Promise<void> {
     this.closed = true;
-    this.stopExpiryTicks();
+    this.expiryTicks.stop();
   }
 
   private read<T>(evaluate: (nowMs: number) => T): Promise<T> {
@@ -497,85 +450,6 @@ async function* untilEnd(
   }
 }
 
-/**
- * One write in flight: proposes `data` (tagged with its request id) and retries while its
- * outcome is unknown and time is left; the state machine's dedup makes the retries apply
- * at most once. Its receiver is told exactly once.
- */
-class PendingWrite implements ProposalReceiver {
-  private attempt = 0;
-  private unknownOutcome = false;
-  private deadline = 0;
-  private data: Uint8Array = EMPTY;
-  private receiver: WriteReceiver | undefined;
-
-  constructor(private readonly store: DStore) {}
-
-  /** Starts it for `data` (a fresh one, or one the store recycled). */
-  start(data: Uint8Array, receiver: WriteReceiver): this {
-    this.attempt = 0;
-    this.unknownOutcome = false;
-    this.deadline = performance.now() + this.store.writeTimeoutMs;
-    this.data = data;
-    this.receiver = receiver;
-    return this;
-  }
-
-  propose(): void {
-    this.attempt++;
-    const remainingMs =
-      this.attempt === 1 ? this.store.writeTimeoutMs : Math.ceil(this.deadline - performance.now());
-    this.store.proposeAttempt(this.data, Math.max(1, remainingMs), this);
-  }
-
-  proposalSettled(failure: DkvError | undefined, result: Uint8Array): void {
-    let error = failure;
-    if (error === undefined) {
-      // Refused alike by every member when applied (e.g. a full request table): a no-op.
-      const refused = decodeErrorResult(result);
-      if (refused === undefined) {
-        this.settle(undefined, result);
-        return;
-      }
-      error = refused;
-    }
-    if (error.outcome === "unknown") this.unknownOutcome = true;
-    const retryable = error.code === "UNAVAILABLE" || error.code === "NOT_LEADER" || error.code === "TIMEOUT";
-    const timeLeft = this.deadline - performance.now() > RETRY_PAUSE_MS;
-    if (!retryable || !timeLeft || this.attempt >= RETRY_ATTEMPTS_MAX || this.store.isClosed) {
-      // Once any attempt may have applied, the caller must not read a later refusal as "not applied".
-      if (this.unknownOutcome && error.outcome !== "unknown") {
-        error = new DkvError(error.code, `${error.message} (an earlier attempt may have applied)`, {
-          outcome: "unknown",
-          cause: error,
-        });
-      }
-      this.settle(error, EMPTY);
-      return;
-    }
-    setTimeout(() => this.propose(), RETRY_PAUSE_MS);
-  }
-
-  /**
-   * Tells the receiver, then goes back to the store for a later write: the host told this
-   * attempt exactly once and no retry is pending, so nothing holds it any more.
-   */
-  private settle(error: DkvError | undefined, result: Uint8Array): void {
-    const receiver = this.receiver;
-    this.receiver = undefined;
-    this.data = EMPTY;
-    receiver?.writeDone(error, result);
-    this.store.recycleWrite(this);
-  }
-}
-
-/** WriteReceiver of DStore.write: settles a promise (the group's own, told by another name). */
-class PromiseWriteReceiver extends PromiseReceiver implements WriteReceiver {
-  writeDone(error: DkvError | undefined, result: Uint8Array): void {
-    this.proposalSettled(error, result);
-  }
-}
-
 /** A check before proposing threw: nothing entered the log. */
 function refusedBeforeProposing(error: unknown): DkvError {
   if (DkvError.is(error)) return error;
@@ -587,65 +461,4 @@ function refusedBeforeProposing(error: unknown): DkvError {
 
 function command(op: Op, key: string, value: Uint8Array, expireInMs: number, deleteInMs: number): Command {
   return { op, key, value, expireInMs, deleteInMs, origin: undefined };
-}
-
-/** DStore.withOrigin's view: writes carry the caller's origin. */
-class OriginStore implements IStore {
-  constructor(
-    private readonly store: DStore,
-    private readonly origin: RequestOrigin,
-  ) {}
-  set(key: string, value: ValueInput): Promise<void> {
-    return this.store.set(key, value, this.origin);
-  }
-  setE(key: string, value: ValueInput, expireInMs: number, deleteInMs: number): Promise<void> {
-    return this.store.setE(key, value, expireInMs, deleteInMs, this.origin);
-  }
-  setEIfUnset(key: string, value: ValueInput, expireInMs: number, deleteInMs: number): Promise<boolean> {
-    return this.store.setEIfUnset(key, value, expireInMs, deleteInMs, this.origin);
-  }
-  claim(key: string, value: ValueInput, expireInMs: number, deleteInMs: number): Promise<ClaimResult> {
-    return this.store.claim(key, value, expireInMs, deleteInMs, this.origin);
-  }
-  lockQueue(request: LockQueueRequest): Promise<LockQueueResult> {
-    return this.store.lockQueue(request, this.origin);
-  }
-  expire(key: string): Promise<void> {
-    return this.store.expire(key, this.origin);
-  }
-  delete(key: string): Promise<void> {
-    return this.store.delete(key, this.origin);
-  }
-  deleteIfEquals(key: string, expected: ValueInput): Promise<boolean> {
-    return this.store.deleteIfEquals(key, expected, this.origin);
-  }
-  renewIfEquals(key: string, expected: ValueInput, expireInMs: number, deleteInMs: number): Promise<boolean> {
-    return this.store.renewIfEquals(key, expected, expireInMs, deleteInMs, this.origin);
-  }
-  get(key: string): Promise<Uint8Array | undefined> {
-    return this.store.get(key);
-  }
-  has(key: string): Promise<boolean> {
-    return this.store.has(key);
-  }
-  info(): Promise<StoreInfo> {
-    return this.store.info();
-  }
-  getEntry(key: string): Promise<EntryInfo | undefined> {
-    return this.store.getEntry(key);
-  }
-  list(options: ListOptions): Promise<ListPage> {
-    return this.store.list(options);
-  }
-  count(range: KeyRange): Promise<number> {
-    return this.store.count(range);
-  }
-  txn(request: TxnRequest): Promise<TxnResult> {
-    return this.store.txn(request, this.origin);
-  }
-  watch(key: string, options?: WatchOptions): AsyncIterableIterator<WatchEvent> {
-    return this.store.watch(key, options);
-  }
-  /** The view owns nothing: closing it leaves the store open. */
-  async close(): Promise<void> {}
 }

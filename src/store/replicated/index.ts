@@ -10,7 +10,7 @@ export {
   validateCommand,
 } from "./command.ts";
 export { DStore, type DStoreOptions } from "./dstore.ts";
-export { DEDUP_RETENTION_MIN_MS, resolveDedupOptions } from "./request-table.ts";
+export { DEDUP_RETENTION_MIN_MS, resolveDedupOptions } from "./request-table-options.ts";
 export {
   type ReplicatedShard,
   type ReplicatedShardStatus,

@@ -1,12 +1,6 @@
-import {
-  CLI_REQUEST_TIMEOUT_MS_MAX,
-  CLIENT_RETRY_DELAY_MS_MAX,
-  DEDUP_BYTES_MAX_DEFAULT,
-  DEDUP_RETENTION_MS_DEFAULT,
-  DEDUP_RETENTION_MS_MIN,
-} from "../../config/defaults.ts";
 import { DkvError } from "../../errors.ts";
 import { CLIENT_ID_BYTES, encodeBoolean, RESULT_VOID } from "./command.ts";
+import { ClientDictionary } from "./request-table-clients.ts";
 import {
   BLOCK_LOW_MASK,
   CODE_FALSE,
@@ -20,108 +14,21 @@ import {
   decodeSection,
   FORMAT_BLOCKS,
   fitsLow,
-  hexOf,
 } from "./request-table-format.ts";
-
-/**
- * How long the replicated state machine remembers each write's request id and answer, so
- * that a retry applies at most once and gets the first answer.
- */
-export interface DedupOptions {
-  /**
-   * Every request id is remembered at least this long, in log time (the leader's stamp on
-   * the entries, so every member forgets the same ids at the same log position).
-   */
-  retentionMs: number;
-  /**
-   * Bound on the table's memory, counted from what it holds (RequestTable.bytes: blocks of
-   * ids, time runs, clients, side-map entries; the same on every member), so it bounds the
-   * memory actually allocated, however ids pack. When remembering
-   * one more id would pass it, even after forgetting every id older than the retention, a
-   * write carrying a new request id is refused with RESOURCE_EXHAUSTED (outcome
-   * not-applied: it changes nothing); writes without an id and retries of remembered ones
-   * go on. It never forgets an id younger than the retention. The room is checked before
-   * the write applies, keeping NEW_ID_RESERVE_BYTES for its result: a transaction's gets
-   * return values, so one write's result can pass the bound by its size (then every new
-   * id is refused until it ages out).
-   */
-  bytesMax: number;
-}
-
-/**
- * A retry reaches the log at most a client deadline plus one retry pause after the first
- * attempt did, so an id must be remembered at least that long: the longest CLI deadline
- * (its --timeout is bounded above by CLI_REQUEST_TIMEOUT_MS_MAX) plus the RPC client's
- * longest pause. Library clients with longer deadlines (or lock acquires with a long
- * --wait) need a longer retention.
- */
-export const DEDUP_RETENTION_MIN_MS = DEDUP_RETENTION_MS_MIN;
-
-/** Declared in config/defaults.ts (DEDUP_RETENTION_MS_DEFAULT, DEDUP_BYTES_MAX_DEFAULT). */
-export const defaultDedupOptions: Readonly<DedupOptions> = Object.freeze({
-  retentionMs: DEDUP_RETENTION_MS_DEFAULT,
-  bytesMax: DEDUP_BYTES_MAX_DEFAULT,
-});
-
-/** Fills in defaults and checks the relation above; the one place dedup options are resolved. */
-export function resolveDedupOptions(options: Partial<DedupOptions> = {}): DedupOptions {
-  const resolved = { ...defaultDedupOptions, ...options };
-  if (!Number.isSafeInteger(resolved.retentionMs) || resolved.retentionMs < DEDUP_RETENTION_MIN_MS) {
-    throw new DkvError(
-      "USAGE",
-      `dedup retentionMs must be a whole number of ms >= ${DEDUP_RETENTION_MIN_MS} (the longest CLI client deadline, ${CLI_REQUEST_TIMEOUT_MS_MAX} ms, plus a retry pause, ${CLIENT_RETRY_DELAY_MS_MAX} ms); got ${resolved.retentionMs}`,
-    );
-  }
-  if (!Number.isSafeInteger(resolved.bytesMax) || resolved.bytesMax < 1) {
-    throw new DkvError("USAGE", `dedup bytesMax must be a whole number >= 1; got ${resolved.bytesMax}`);
-  }
-  return resolved;
-}
-
-/**
- * Estimated memory of one block (ids of one client that follow each other in the log, up
- * to 32: a write-only client's ids fill whole blocks, an id of one of many clients taking
- * turns in the log has a block of its own): its record (client u32, base u32, mask u32,
- * code u8: 13 B) and two hash slots (8 B) are 21 B, and the arrays are powers of two
- * grown by doubling when full, so they hold up to twice the blocks: 42 B. Counted per
- * block, so the bound is a true bound on the arrays: they never grow past twice the most
- * blocks ever held, and bytesMax / 42 is the most blocks the bound lets in.
- */
-export const REMEMBERED_BLOCK_BYTES = 42;
-/** Estimated memory of one time run (f64 time, u32 count: 12 B), doubled likewise. */
-export const REMEMBERED_RUN_BYTES = 24;
-/** Estimated memory of one client with remembered ids: its Map entry, hex key and counters. */
-export const REMEMBERED_CLIENT_BYTES = 160;
-/**
- * Estimated memory of a result other than void or a boolean, beyond its bytes, or of a
- * request id above 32 bits: its map entry (and array).
- */
-export const REMEMBERED_RESULT_OVERHEAD_BYTES = 96;
-/**
- * Room kept for the write being checked, whatever its result turns out to be: a block and
- * a time run of its own, a result with its own array (a claim's is 9 B; an error result's
- * message is longer but rare) and its request id's high bits (a new client is added).
- */
-export const NEW_ID_RESERVE_BYTES =
-  REMEMBERED_BLOCK_BYTES + REMEMBERED_RUN_BYTES + 2 * REMEMBERED_RESULT_OVERHEAD_BYTES + 64;
-
-/**
- * How the bound is counted, decided by the apply rules in force in the shard's log
- * (apply-rules.ts), never by the binary, so members of two releases decide alike:
- *   1 (the release before apply rules were declared): REMEMBERED_ID_BYTES per id, blind to
- *     packing, plus clients and side-map entries; room for a new id is one id, a client if
- *     new and RULE1_RESERVE_BYTES.
- *   2: blocks, time runs, clients and side-map entries (REMEMBERED_BLOCK_BYTES ...), room
- *     NEW_ID_RESERVE_BYTES plus a client if new.
- */
-export type TableRules = 1 | 2;
-/** Rule 1's estimate of one remembered id, whatever block it shares. */
-export const REMEMBERED_ID_BYTES = 32;
-/** Rule 1's room kept for the write being checked beside its id (a result with its own array, high bits). */
-export const RULE1_RESERVE_BYTES = 2 * REMEMBERED_RESULT_OVERHEAD_BYTES + 64;
+import {
+  type DedupOptions,
+  NEW_ID_RESERVE_BYTES,
+  REMEMBERED_BLOCK_BYTES,
+  REMEMBERED_CLIENT_BYTES,
+  REMEMBERED_ID_BYTES,
+  REMEMBERED_RESULT_OVERHEAD_BYTES,
+  REMEMBERED_RUN_BYTES,
+  RULE1_RESERVE_BYTES,
+  type TableRules,
+} from "./request-table-options.ts";
+import { TimeRuns } from "./request-table-runs.ts";
 
 const RING_CAPACITY_MIN = 64;
-const RUN_CAPACITY_MIN = 16;
 
 /**
  * Request ids in log order, forgotten by log time only, packed into typed arrays. Ids are
@@ -156,26 +63,16 @@ export class RequestTable {
   private headSeq = 0;
   /** Ids remembered (the bits set in every mask). */
   private count = 0;
-  // Time runs, oldest first: `runCount` runs from `runHead`; the ids of run i are the next
-  // runIds[i] ids in log order, all remembered at log time runTime[i].
-  private runTime: Float64Array;
-  private runIds: Uint32Array;
-  private runHead = 0;
-  private runCount = 0;
+  /** The log times of the ids, oldest first. */
+  private readonly runs = new TimeRuns();
   /** Hash index: ring position + 1, 0 = empty; twice the ring's capacity. */
   private slots: Int32Array;
   /** Results other than void and booleans, by block sequence number (such a block holds one id). */
   private readonly others = new Map<number, Uint8Array>();
   /** Request ids outside [0, 2^32), by block sequence number (the block holds their low 32 bits). */
   private readonly highs = new Map<number, number>();
-  // Client dictionary: hex id -> index; ids per index; free indexes.
-  private readonly clientIndex = new Map<string, number>();
-  private clientKeys: (string | undefined)[] = [];
-  private clientIds: number[] = [];
-  private freeClients: number[] = [];
-  /** The last client id looked up and its hex key: consecutive writes mostly share one. */
-  private readonly lastClientBytes = new Uint8Array(CLIENT_ID_BYTES);
-  private lastClientKey: string | undefined;
+  /** The clients with remembered ids; blocks hold their dictionary index. */
+  private readonly clients = new ClientDictionary();
   /** Estimated bytes of the side maps' entries (REMEMBERED_RESULT_OVERHEAD_BYTES and results). */
   private sideBytes = 0;
   /** How `bytes` counts (TableRules): the newest unless the state machine says otherwise. */
@@ -187,8 +84,6 @@ export class RequestTable {
     this.maskOf = new Uint32Array(RING_CAPACITY_MIN);
     this.codeOf = new Uint8Array(RING_CAPACITY_MIN);
     this.slots = new Int32Array(RING_CAPACITY_MIN * 2);
-    this.runTime = new Float64Array(RUN_CAPACITY_MIN);
-    this.runIds = new Uint32Array(RUN_CAPACITY_MIN);
   }
 
   get size(): number {
@@ -209,13 +104,11 @@ export class RequestTable {
    */
   get bytes(): number {
     if (this.countRules === 1)
-      return (
-        this.count * REMEMBERED_ID_BYTES + this.clientIndex.size * REMEMBERED_CLIENT_BYTES + this.sideBytes
-      );
+      return this.count * REMEMBERED_ID_BYTES + this.clients.size * REMEMBERED_CLIENT_BYTES + this.sideBytes;
     return (
       this.blockCount * REMEMBERED_BLOCK_BYTES +
-      this.runCount * REMEMBERED_RUN_BYTES +
-      this.clientIndex.size * REMEMBERED_CLIENT_BYTES +
+      this.runs.size * REMEMBERED_RUN_BYTES +
+      this.clients.size * REMEMBERED_CLIENT_BYTES +
       this.sideBytes
     );
   }
@@ -228,14 +121,13 @@ export class RequestTable {
       this.maskOf.byteLength +
       this.codeOf.byteLength +
       this.slots.byteLength +
-      this.runTime.byteLength +
-      this.runIds.byteLength
+      this.runs.allocatedBytes
     );
   }
 
   /** The first answer to request `requestId` of client `clientId`, if remembered. */
   get(clientId: Uint8Array, requestId: number): Uint8Array | undefined {
-    const client = this.clientIndex.get(this.keyOf(clientId));
+    const client = this.clients.indexOf(this.clients.keyOf(clientId));
     if (client === undefined) return undefined;
     const pos = this.findBlock(client, requestId);
     if (pos < 0) return undefined;
@@ -255,21 +147,15 @@ export class RequestTable {
   forgetExpired(nowMs: number, countMax: number): void {
     const cutoffMs = nowMs - this.options.retentionMs;
     let forgotten = 0;
-    const runMask = this.runTime.length - 1;
-    while (forgotten < countMax && this.runCount > 0 && this.runTime[this.runHead]! < cutoffMs) {
+    while (forgotten < countMax && this.runs.oldestBefore(cutoffMs)) {
       this.forgetOldest();
       forgotten++;
-      if (--this.runIds[this.runHead]! === 0) {
-        this.runHead = (this.runHead + 1) & runMask;
-        this.runCount--;
-      }
+      this.runs.removeOldest();
     }
     const capacity = this.codeOf.length;
     if (forgotten > 0 && capacity > RING_CAPACITY_MIN && this.blockCount * 8 < capacity)
       this.resize(capacity / 2);
-    const runCapacity = this.runTime.length;
-    if (forgotten > 0 && runCapacity > RUN_CAPACITY_MIN && this.runCount * 8 < runCapacity)
-      this.resizeRuns(runCapacity / 2);
+    if (forgotten > 0) this.runs.shrinkIfSparse();
   }
 
   /**
@@ -278,7 +164,7 @@ export class RequestTable {
    * once) and asked again.
    */
   hasRoomFor(clientId: Uint8Array, nowMs: number): boolean {
-    const key = this.keyOf(clientId);
+    const key = this.clients.keyOf(clientId);
     if (this.bytes + this.bytesNeeded(key) <= this.options.bytesMax) return true;
     this.forgetExpired(nowMs, Number.POSITIVE_INFINITY);
     return this.bytes + this.bytesNeeded(key) <= this.options.bytesMax;
@@ -294,13 +180,13 @@ export class RequestTable {
     const ratePerSec = Math.floor(this.count / (retentionMs / 1000));
     return new DkvError(
       "RESOURCE_EXHAUSTED",
-      `the write was refused and changed nothing: this shard's request table is full (${this.count} request ids of ${this.clientIndex.size} clients from the last ${retentionMs} ms in ${bytesMax} bytes, ${bytesPerId.toFixed(1)} B each: ids a client numbers in sequence share 32-id blocks, ids of many clients taking turns in the log do not; about ${ratePerSec} writes/s sustained per shard at this mix). Retry later, lower the write rate, spread the writes over more shards, or lower every member's --dedup-retention (the ids are kept that long)`,
+      `the write was refused and changed nothing: this shard's request table is full (${this.count} request ids of ${this.clients.size} clients from the last ${retentionMs} ms in ${bytesMax} bytes, ${bytesPerId.toFixed(1)} B each: ids a client numbers in sequence share 32-id blocks, ids of many clients taking turns in the log do not; about ${ratePerSec} writes/s sustained per shard at this mix). Retry later, lower the write rate, spread the writes over more shards, or lower every member's --dedup-retention (the ids are kept that long)`,
     );
   }
 
   /** What remembering one more id of client `key` may cost at most (estimated as in REMEMBERED_*). */
   private bytesNeeded(key: string): number {
-    const client = this.clientIndex.has(key) ? 0 : REMEMBERED_CLIENT_BYTES;
+    const client = this.clients.has(key) ? 0 : REMEMBERED_CLIENT_BYTES;
     if (this.countRules === 1) return REMEMBERED_ID_BYTES + client + RULE1_RESERVE_BYTES;
     return client + NEW_ID_RESERVE_BYTES;
   }
@@ -321,21 +207,14 @@ export class RequestTable {
 
   /** Remembers a new id (log order: `timeMs` never below the last one's; not remembered yet). */
   remember(clientId: Uint8Array, requestId: number, result: Uint8Array, timeMs: number): void {
-    this.rememberKeyed(this.keyOf(clientId), requestId, result, timeMs);
+    this.rememberKeyed(this.clients.keyOf(clientId), requestId, result, timeMs);
   }
 
   /** Also what decoding restores through: without the log-order checks of a live apply. */
   private rememberKeyed(key: string, requestId: number, result: Uint8Array, timeMs: number): void {
-    let client = this.clientIndex.get(key);
-    if (client === undefined) {
-      client = this.freeClients.pop() ?? this.clientKeys.length;
-      this.clientIndex.set(key, client);
-      this.clientKeys[client] = key;
-      this.clientIds[client] = 0;
-    }
-    this.clientIds[client]!++;
+    const client = this.clients.addId(key);
     this.count++;
-    this.addToRun(timeMs);
+    this.runs.add(timeMs);
     const low = requestId >>> 0;
     const base = (low & ~BLOCK_LOW_MASK) >>> 0;
     const bit = 2 ** (low & BLOCK_LOW_MASK);
@@ -375,22 +254,6 @@ export class RequestTable {
     this.insertSlot(pos);
   }
 
-  /** Counts the newest id into the last time run, or starts a run at `timeMs`. */
-  private addToRun(timeMs: number): void {
-    if (this.runCount > 0) {
-      const last = (this.runHead + this.runCount - 1) & (this.runTime.length - 1);
-      if (this.runTime[last] === timeMs) {
-        this.runIds[last]!++;
-        return;
-      }
-    }
-    if (this.runCount === this.runTime.length) this.resizeRuns(this.runTime.length * 2);
-    const at = (this.runHead + this.runCount) & (this.runTime.length - 1);
-    this.runTime[at] = timeMs;
-    this.runIds[at] = 1;
-    this.runCount++;
-  }
-
   /**
    * The table as a snapshot section, oldest first, after `prefixBytes` left for the caller:
    *   u8 format (4) | u32 clients | clients × 16 B id |
@@ -405,9 +268,9 @@ export class RequestTable {
   encode(prefixBytes = 0): Uint8Array {
     // Each client's position in the listed order (first appearance, oldest block first), by
     // dictionary index: a typed array, not a Map (two lookups per block of a big table).
-    const listedAt = new Int32Array(this.clientKeys.length).fill(-1);
+    const listedAt = new Int32Array(this.clients.indexesUsed).fill(-1);
     const order: number[] = [];
-    let bytes = prefixBytes + 1 + 4 + 4 + this.runCount * 12 + 4 + this.blockCount * 13;
+    let bytes = prefixBytes + 1 + 4 + 4 + this.runs.size * 12 + 4 + this.blockCount * 13;
     const mask = this.codeOf.length - 1;
     for (let i = 0; i < this.blockCount; i++) {
       const pos = (this.head + i) & mask;
@@ -430,18 +293,10 @@ export class RequestTable {
     view.setUint32(prefixBytes + 1, order.length, true);
     let at = prefixBytes + 5;
     for (const client of order) {
-      out.set(Buffer.from(this.clientKeys[client]!, "hex"), at);
+      out.set(Buffer.from(this.clients.keyAt(client), "hex"), at);
       at += CLIENT_ID_BYTES;
     }
-    view.setUint32(at, this.runCount, true);
-    at += 4;
-    const runMask = this.runTime.length - 1;
-    for (let i = 0; i < this.runCount; i++) {
-      const run = (this.runHead + i) & runMask;
-      view.setFloat64(at, this.runTime[run]!, true);
-      view.setUint32(at + 8, this.runIds[run]!, true);
-      at += 12;
-    }
+    at = this.runs.encodeInto(view, at);
     view.setUint32(at, this.blockCount, true);
     at += 4;
     for (let i = 0; i < this.blockCount; i++) {
@@ -479,27 +334,6 @@ export class RequestTable {
     if (legacy) decodeLegacy(data, restore);
     else decodeSection(data, restore);
     return table;
-  }
-
-  /** The dictionary key of a client id; the last one is cached (no string built per write). */
-  private keyOf(clientId: Uint8Array): string {
-    const last = this.lastClientBytes;
-    if (this.lastClientKey !== undefined && clientId.byteLength === CLIENT_ID_BYTES) {
-      let same = true;
-      for (let i = 0; i < CLIENT_ID_BYTES; i++) {
-        if (clientId[i] !== last[i]) {
-          same = false;
-          break;
-        }
-      }
-      if (same) return this.lastClientKey;
-    }
-    const key = hexOf(clientId);
-    if (clientId.byteLength === CLIENT_ID_BYTES) {
-      last.set(clientId);
-      this.lastClientKey = key;
-    }
-    return key;
   }
 
   private seqAt(pos: number): number {
@@ -554,14 +388,7 @@ export class RequestTable {
     this.count--;
     if (rest !== 0) this.maskOf[pos] = rest;
     else this.forgetHeadBlock();
-    const left = --this.clientIds[client]!;
-    if (left === 0) {
-      const key = this.clientKeys[client]!;
-      this.clientIndex.delete(key);
-      if (this.lastClientKey === key) this.lastClientKey = undefined;
-      this.clientKeys[client] = undefined;
-      this.freeClients.push(client);
-    }
+    this.clients.removeId(client);
   }
 
   /** Drops the oldest block (its last id was forgotten) from the index, the side maps and the ring. */
@@ -618,20 +445,5 @@ export class RequestTable {
     this.head = 0;
     this.slots = new Int32Array(capacity * 2);
     for (let pos = 0; pos < this.blockCount; pos++) this.insertSlot(pos);
-  }
-
-  /** Moves the time runs into `capacity` slots (oldest first at 0). */
-  private resizeRuns(capacity: number): void {
-    const mask = this.runTime.length - 1;
-    const runTime = new Float64Array(capacity);
-    const runIds = new Uint32Array(capacity);
-    for (let i = 0; i < this.runCount; i++) {
-      const from = (this.runHead + i) & mask;
-      runTime[i] = this.runTime[from]!;
-      runIds[i] = this.runIds[from]!;
-    }
-    this.runTime = runTime;
-    this.runIds = runIds;
-    this.runHead = 0;
   }
 }

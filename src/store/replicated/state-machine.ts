@@ -18,10 +18,11 @@ import {
   RESULT_VOID,
   validateCommand,
 } from "./command.ts";
-import { type DedupOptions, RequestTable, resolveDedupOptions } from "./request-table.ts";
+import { RequestTable } from "./request-table.ts";
+import { type DedupOptions, resolveDedupOptions } from "./request-table-options.ts";
 import { applyTxnCommand } from "./txn-apply.ts";
 
-export { type DedupOptions, defaultDedupOptions } from "./request-table.ts";
+export { type DedupOptions, defaultDedupOptions } from "./request-table-options.ts";
 
 /** Deadline purge work per applied entry: bounded so apply stays short, enough to keep up. */
 const PURGE_PER_APPLY = 8;
