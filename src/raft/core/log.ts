@@ -282,9 +282,11 @@ export class RaftLog {
       const entry = unstable[i]!;
       const bytes = entrySizeBytes(entry);
       if (this.recentBytes + bytes > RECENT_BYTES_MAX) {
-        // Over the bound: these and later ones are read from storage until applied.
+        // Over the bound: these are read from storage until applied. An empty `recent`
+        // holds no index whatever its offset; an integer one (not Infinity) keeps the
+        // field int-typed, so the JIT's code of its readers does not exit and recompile.
         this.clearRecent();
-        this.recentOffset = Number.POSITIVE_INFINITY;
+        this.recentOffset = this.unstableOffset;
         return;
       }
       this.recent.push(entry);

@@ -3,6 +3,7 @@ const utf8Encoder = new TextEncoder();
 /** Buffers above this size are released once drained, so one burst does not pin memory forever. */
 const retainBytesMax = 1024 * 1024;
 const twoPow7 = 128;
+const twoPow28 = 2 ** 28;
 
 /**
  * A growable little-endian byte queue: frames are encoded straight onto its tail and the
@@ -66,10 +67,27 @@ export class ByteQueue {
 
   /** Unsigned LEB128 of a safe non-negative integer (at most 8 bytes for 2^53 - 1). */
   varint(v: number): void {
+    this.ensure(8);
+    const buf = this.buf;
+    let at = this.tail;
+    // Below 2^28 (counts, lengths, terms, indexes) in int32 arithmetic; larger values (and
+    // anything to refuse) in longVarint, so the JIT keeps this path int-typed.
+    if (v >= 0 && v < twoPow28 && (v | 0) === v) {
+      while (v >= twoPow7) {
+        buf[at++] = (v & 0x7f) | 0x80;
+        v >>>= 7;
+      }
+      buf[at++] = v;
+      this.tail = at;
+      return;
+    }
+    this.longVarint(v);
+  }
+
+  private longVarint(v: number): void {
     if (!Number.isSafeInteger(v) || v < 0) {
       throw new RangeError(`cannot encode ${v} as a varint: only non-negative safe integers go on the wire`);
     }
-    this.ensure(8);
     const buf = this.buf;
     let at = this.tail;
     while (v >= twoPow7) {

@@ -183,6 +183,7 @@ export function messageBytesLowerBound(message: Message): number {
 
 const utf8Decoder = new TextDecoder("utf-8", { fatal: true });
 const twoPow7 = 128;
+const twoPow28 = 2 ** 28;
 
 /** Strings up to this many bytes are looked up in a StringCache before being decoded. */
 const cachedStringBytesMax = 32;
@@ -253,10 +254,29 @@ export class PayloadReader {
     return (b[at]! | (b[at + 1]! << 8) | (b[at + 2]! << 16) | (b[at + 3]! << 24)) >>> 0;
   }
 
+  /**
+   * Counts, lengths, terms and indexes are below 2^28 in practice: up to four bytes are
+   * decoded in int32 arithmetic, so the JIT keeps this (inlined at every field) int-typed;
+   * longer varints (wall-clock times) go on in longVarint, whose double arithmetic is
+   * profiled apart. (One shared loop mixing both made every inlined copy, and the counts
+   * fed to `new Array`, flip to doubles: DFG code of decodeEntries kept exiting and being
+   * recompiled under load.)
+   */
   varint(): number {
     let value = 0;
-    let scale = 1;
-    for (let i = 0; i < 8; i++) {
+    for (let shift = 0; shift < 28; shift += 7) {
+      const byte = this.u8();
+      value |= (byte & 0x7f) << shift;
+      if (byte < 0x80) return value;
+    }
+    return this.longVarint(value);
+  }
+
+  /** The rest of a varint longer than four bytes, whose low 28 bits are `low`. */
+  private longVarint(low: number): number {
+    let value = low;
+    let scale = twoPow28;
+    for (let i = 4; i < 8; i++) {
       const byte = this.u8();
       value += (byte & 0x7f) * scale;
       if (byte < 0x80) {

@@ -23,7 +23,20 @@ import {
 const safeNat = fc.oneof(
   fc.nat({ max: 300 }),
   fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
-  fc.constantFrom(0, 127, 128, 16383, 16384, 2 ** 31, 2 ** 32, 2 ** 35 - 1, Number.MAX_SAFE_INTEGER),
+  // 2 ** 28 - 1 and 2 ** 28: the last varint of the int32 path and the first of the long one.
+  fc.constantFrom(
+    0,
+    127,
+    128,
+    16383,
+    16384,
+    2 ** 28 - 1,
+    2 ** 28,
+    2 ** 31,
+    2 ** 32,
+    2 ** 35 - 1,
+    Number.MAX_SAFE_INTEGER,
+  ),
 );
 const nodeId = fc.oneof(fc.string({ maxLength: 12 }), fc.string({ unit: "grapheme", maxLength: 60 }));
 const bytes = fc.uint8Array({ maxLength: 300 });
@@ -174,6 +187,9 @@ describe("message codec", () => {
     };
     expect(() => encodeRaftFrame(out, 0, m)).toThrow(RangeError);
     expect(() => encodeRaftFrame(out, 0, { ...m, term: 1.5 })).toThrow(RangeError);
+    expect(() => encodeRaftFrame(out, 0, { ...m, term: 2 ** 28 + 0.5 })).toThrow(RangeError);
+    expect(() => encodeRaftFrame(out, 0, { ...m, term: 2 ** 53 })).toThrow(RangeError);
+    expect(() => encodeRaftFrame(out, 0, { ...m, term: Number.NaN })).toThrow(RangeError);
   });
 });
 
