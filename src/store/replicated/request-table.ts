@@ -55,7 +55,11 @@ export class RequestTable {
   // The ring of blocks in log order, `blockCount` of them from `head`; capacity a power of two.
   private clientOf: Uint32Array;
   private baseOf: Uint32Array;
-  private maskOf: Uint32Array;
+  /**
+   * Bit i: id base + i is held. Signed, so bit 31 reads as an int32 like the others (a
+   * Uint32Array element at or above 2^31 is a double: optimised code reading one exited).
+   */
+  private maskOf: Int32Array;
   private codeOf: Uint8Array;
   private head = 0;
   private blockCount = 0;
@@ -81,7 +85,7 @@ export class RequestTable {
   constructor(readonly options: DedupOptions) {
     this.clientOf = new Uint32Array(RING_CAPACITY_MIN);
     this.baseOf = new Uint32Array(RING_CAPACITY_MIN);
-    this.maskOf = new Uint32Array(RING_CAPACITY_MIN);
+    this.maskOf = new Int32Array(RING_CAPACITY_MIN);
     this.codeOf = new Uint8Array(RING_CAPACITY_MIN);
     this.slots = new Int32Array(RING_CAPACITY_MIN * 2);
   }
@@ -217,7 +221,8 @@ export class RequestTable {
     this.runs.add(timeMs);
     const low = requestId >>> 0;
     const base = (low & ~BLOCK_LOW_MASK) >>> 0;
-    const bit = 2 ** (low & BLOCK_LOW_MASK);
+    const shift = low & BLOCK_LOW_MASK;
+    const bit = 1 << shift;
     let code = codeOf(result);
     if (!fitsLow(requestId)) code |= CODE_HIGH;
     // Into the newest block: the same client and kind of result, above its ids, in its range.
@@ -227,9 +232,10 @@ export class RequestTable {
         this.clientOf[last] === client &&
         this.codeOf[last] === code &&
         this.baseOf[last] === base &&
-        this.maskOf[last]! < bit
+        this.maskOf[last]! >> shift === 0
       ) {
-        this.maskOf[last] = this.maskOf[last]! + bit;
+        // Every id held is below this one (the mask, unsigned, is below `bit`).
+        this.maskOf[last] = this.maskOf[last]! | bit;
         return;
       }
     }
@@ -384,7 +390,7 @@ export class RequestTable {
     const client = this.clientOf[pos]!;
     const held = this.maskOf[pos]!;
     // The lowest bit is the oldest id: ids join a block in increasing order.
-    const rest = (held & (held - 1)) >>> 0;
+    const rest = held & ((held - 1) | 0);
     this.count--;
     if (rest !== 0) this.maskOf[pos] = rest;
     else this.forgetHeadBlock();
@@ -429,7 +435,7 @@ export class RequestTable {
     const mask = this.codeOf.length - 1;
     const clientOf = new Uint32Array(capacity);
     const baseOf = new Uint32Array(capacity);
-    const maskOf = new Uint32Array(capacity);
+    const maskOf = new Int32Array(capacity);
     const codeOf = new Uint8Array(capacity);
     for (let i = 0; i < this.blockCount; i++) {
       const from = (this.head + i) & mask;
