@@ -176,6 +176,17 @@ function u32At(src: Uint8Array, at: number): number {
   return (src[at]! | (src[at + 1]! << 8) | (src[at + 2]! << 16) | (src[at + 3]! << 24)) >>> 0;
 }
 
+/**
+ * u32At for the body length, a function of its own: JSC profiles a function's arithmetic
+ * across its call sites, and u32At also reads client ids (half of them at or above 2^31,
+ * doubles). Sharing it made the optimised parse compute frame offsets as doubles, so every
+ * function they reach (the dispatcher's set path, the store's command encoder) saw an int
+ * argument turn double and exited (BadType) and was recompiled. A length stays an int32.
+ */
+function bodyLengthAt(src: Uint8Array, at: number): number {
+  return (src[at]! | (src[at + 1]! << 8) | (src[at + 2]! << 16) | (src[at + 3]! << 24)) >>> 0;
+}
+
 const emptyBuffer = new Uint8Array(0);
 /** Reassembly buffers above this size are released once drained. */
 const retainBytesMax = 1024 * 1024;
@@ -294,7 +305,7 @@ export class FrameDecoder {
         return -1;
       }
       // Byte reads, not a DataView: `src.buffer` of a socket's chunk costs an ArrayBuffer object.
-      const bodyLength = u32At(src, pos + 4);
+      const bodyLength = bodyLengthAt(src, pos + 4);
       const frameEnd = pos + headerBytes + bodyLength;
       if (bodyLength <= this.maxBodyBytes && frameEnd > end) return pos;
       const header: FrameHeader = borrowed ? this.scratch : connectionHeader(0);
