@@ -345,6 +345,34 @@ describe("the packed table against a plain model", () => {
   });
 });
 
+describe("a block's mask (an int32: bit 31 is negative)", () => {
+  test("a whole 32-id block (bit 31 of its mask set) is held, encoded and forgotten id by id", () => {
+    const options = resolveDedupOptions({ retentionMs: DEDUP_RETENTION_MIN_MS, bytesMax: 1 << 30 });
+    const table = new RequestTable(options);
+    const clientId = new Uint8Array(CLIENT_ID_BYTES).fill(4);
+    // Ids 32..95: two full blocks, each with the id at bit 31 (63, 95).
+    for (let id = 32; id < 96; id++) table.remember(clientId, id, RESULT_VOID_FOR_TEST, 1000 + id);
+    expect(table.blocks).toBe(2);
+    expect(table.size).toBe(64);
+    for (let id = 32; id < 96; id++) expect(table.get(clientId, id)).toEqual(RESULT_VOID_FOR_TEST);
+    expect(table.get(clientId, 31)).toBeUndefined();
+    expect(table.get(clientId, 96)).toBeUndefined();
+    const copy = RequestTable.decode(table.encode(), options, false);
+    expect(copy.encode()).toEqual(table.encode());
+    for (let id = 32; id < 96; id++) expect(copy.get(clientId, id)).toEqual(RESULT_VOID_FOR_TEST);
+    // Oldest first, one id per log millisecond: the block goes once its bit 31 (id 63) does.
+    for (let id = 32; id < 96; id++) {
+      table.forgetExpired(1000 + id + options.retentionMs + 1, Number.POSITIVE_INFINITY);
+      expect(table.get(clientId, id)).toBeUndefined();
+      if (id + 1 < 96) expect(table.get(clientId, id + 1)).toEqual(RESULT_VOID_FOR_TEST);
+      expect(table.blocks).toBe(id < 63 ? 2 : id < 95 ? 1 : 0);
+    }
+    // A new id after the block ended starts a new one.
+    table.remember(clientId, 96, RESULT_VOID_FOR_TEST, 1000 + 96 + options.retentionMs);
+    expect(table.blocks).toBe(1);
+  });
+});
+
 describe("the packed table's size", () => {
   test("a million ids of one client at ~30 per log millisecond take under 2 B each (one record per id: 17 B)", () => {
     const table = new RequestTable(resolveDedupOptions({ bytesMax: 1 << 30 }));
