@@ -118,8 +118,12 @@ export interface SettledIndex {
   readonly work: number;
   /** Whether `advance` has work (merges under way). */
   readonly pending: boolean;
-  /** Adds keys none of which it holds; moves merges on by up to `budget` entries; returns the entries moved. */
-  insertBatch(keys: readonly string[], from: number, end: number, budget?: number): number;
+  /**
+   * Adds keys none of which it holds; moves merges on by up to `budget` entries; returns
+   * the entries moved. With `gather`, KeyRuns may keep the last few unsorted until more
+   * come or a read needs them (see KeyRuns.insertBatch).
+   */
+  insertBatch(keys: readonly string[], from: number, end: number, budget?: number, gather?: boolean): number;
   /** Removes keys all of which it holds; as insertBatch. */
   removeBatch(keys: readonly string[], from: number, end: number, budget?: number): number;
   advance(budget: number): number;
@@ -503,7 +507,9 @@ export class DeferredOrder {
           cost += 1 + (notes[at + take]!.length >>> 6);
           take++;
         }
-        units = this.fold(take, this.sliceUnits - cost * NOTE_UNITS, cost * NOTE_UNITS);
+        // A background fold while writes go on lets KeyRuns gather its keys into longer runs.
+        const gather = !waiting && this.notes.length !== this.notesSeen;
+        units = this.fold(take, this.sliceUnits - cost * NOTE_UNITS, cost * NOTE_UNITS, gather);
       } else if (settled.pending) {
         units = mergeUnits(settled.advance(this.sliceUnits * MERGE_ENTRIES_PER_UNIT));
       }
@@ -553,7 +559,7 @@ export class DeferredOrder {
    * merges (default: the pace KeyRuns sets, see KeyRuns.insertBatch); returns the work
    * units done.
    */
-  private fold(max: number, mergeBudget?: number, noteUnits?: number): number {
+  private fold(max: number, mergeBudget?: number, noteUnits?: number, gather = false): number {
     const notes = this.notes;
     const end = Math.min(notes.length, this.folded + max);
     const from = this.folded;
@@ -564,6 +570,7 @@ export class DeferredOrder {
       from,
       end,
       mergeBudget === undefined ? undefined : mergeBudget * MERGE_ENTRIES_PER_UNIT,
+      gather,
     );
     if (end === notes.length) this.dropNotes();
     else if (this.folded >= NOTES_MIN && 2 * this.folded >= notes.length) {
@@ -637,12 +644,12 @@ export class DeferredOrder {
    * Merges move on by up to `budget` entries (default: KeyRuns' pace); returns the
    * entries they moved.
    */
-  private apply(keys: readonly string[], from: number, end: number, budget?: number): number {
+  private apply(keys: readonly string[], from: number, end: number, budget?: number, gather = false): number {
     const settled = this.settled!;
     // In arrival order: insertBatch sorts the keys' bytes into a run itself.
     if (!this.checkNotes && this.removedKeys.size === 0) {
       // Adds alone into an index that matched the maps: all new and distinct.
-      return settled.insertBatch(keys, from, end, budget);
+      return settled.insertBatch(keys, from, end, budget, gather);
     }
     const removed = this.removedKeys;
     const adds: string[] = [];
@@ -665,7 +672,7 @@ export class DeferredOrder {
       }
     }
     // Distinct (checked keys once each; the others noted once) and none in the index.
-    const moved = settled.insertBatch(adds, 0, adds.length, budget);
+    const moved = settled.insertBatch(adds, 0, adds.length, budget, gather);
     return (
       moved +
       settled.removeBatch(
