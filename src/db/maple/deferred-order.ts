@@ -37,6 +37,13 @@ const NOTE_UNITS = 2;
  * 8.2M entries merged).
  */
 const MERGE_ENTRIES_PER_UNIT = 6;
+/**
+ * How long background folds wait before they check whether the writes have paused (see
+ * `kickLater`). Checking at the next turn instead made a server fold a few dozen notes at
+ * a time: between its reads of a socket a turn often brings no write (1M new keys through
+ * a server: 67 notes a fold; runs that short cost every key ~4 more merges).
+ */
+const PAUSE_MS = 1;
 /** Notes a list is emptied in place up to (see dropNotes): a turn's worth, a few slices. */
 const NOTES_KEPT_MAX = 4 * SLICE_UNITS;
 /**
@@ -80,7 +87,11 @@ export interface DeferredOrderOptions {
   stringIndex?: boolean;
   /** Work units per slice (default SLICE_UNITS); at least OrderedKeysBuilder's LEAF_UNITS_MAX is sensible. */
   sliceUnits?: number;
-  /** Runs a slice after the event loop's pending work (default: setImmediate). Tests pass their own. */
+  /**
+   * Runs a slice after the event loop's pending work (default: setImmediate), and the
+   * checks for paused writes (default: after PAUSE_MS; with `schedule` given, through it).
+   * Tests pass their own.
+   */
   schedule?: (run: () => void) => void;
   /**
    * How many keys are present (the maps' sizes summed), for the notes' bound; without
@@ -246,8 +257,10 @@ export class DeferredOrder {
   /** The notes may name keys already in the index (a build read the maps while they changed). */
   private checkNotes = false;
   private builder: OrderedKeysBuilder | null = null;
-  /** The notes' length at the last slice (none since: the writes paused). */
-  private notesSeen = -1;
+  /** Notes made in all, and at the last check for paused writes (see kickLater). */
+  private noted = 0;
+  private notedAtCheck = 0;
+  private checkArmed = false;
   /** A finished build's index being converted into KeyRuns, in slices (then `settled`). */
   private converter: RunConverter | null = null;
   private buildRestarts = 0;
@@ -258,6 +271,7 @@ export class DeferredOrder {
   private readonly sources: () => Iterator<string>[];
   private readonly sliceUnits: number;
   private readonly schedule: (run: () => void) => void;
+  private readonly scheduleCheck: (run: () => void) => void;
   private readonly keyCount: () => number;
   private readonly counters: OrderStats = {
     slices: 0,
@@ -304,6 +318,10 @@ export class DeferredOrder {
             : KeyRuns.fromSorted(settled.keys());
     this.sliceUnits = options.sliceUnits ?? SLICE_UNITS;
     this.schedule = options.schedule ?? ((run) => setImmediate(run));
+    const check = (run: () => void): void => {
+      setTimeout(run, PAUSE_MS).unref();
+    };
+    this.scheduleCheck = options.schedule ?? check;
     this.keyCount = options.keyCount ?? (() => this.settled?.size ?? 0);
     this.options = options;
     this.reserved = reserved ?? (this.settled === null ? new OrderedKeys() : reservedOf(this.settled));
@@ -346,14 +364,17 @@ export class DeferredOrder {
   private note(key: string): void {
     const notes = this.notes;
     notes.push(key);
+    this.noted++;
     if (this.settled === null) {
       const read = this.builder !== null ? this.builder.keysRead : this.converter!.size;
       if (notes.length > NOTES_MIN && notes.length > 2 * read) this.restartBuild();
       return;
     }
-    // Built: folded in the background, in slices between turns.
-    this.kick();
+    // Built: folded in the background, in slices between turns: a slice's worth next
+    // turn (merges under way: each turn), fewer once the writes pause.
     const unsettled = notes.length - this.folded;
+    if (this.settled.pending || unsettled * FOLD_UNITS_PER_NOTE >= this.sliceUnits) this.kick();
+    else this.kickLater();
     if (unsettled <= NOTES_MIN || unsettled % CHECK_EVERY !== 0) return;
     if (unsettled > NOTES_MIN + 2 * this.keyCount()) {
       this.counters.boundFolds++;
@@ -457,15 +478,36 @@ export class DeferredOrder {
   private kick(): void {
     if (this.scheduled || this.closed) return;
     this.scheduled = true;
-    this.schedule(() => this.slice());
+    // A check queued on the tests' scheduler runs as this slice (one slice queued at a time, as before).
+    if (this.checkArmed && this.scheduleCheck === this.schedule) return;
+    this.schedule(() => {
+      this.scheduled = false;
+      this.slice(false);
+    });
+  }
+
+  /**
+   * Notes wait for more (a fold takes a slice's worth): a slice after PAUSE_MS, which
+   * folds them if no note came meanwhile (the writes paused), else checks again later.
+   */
+  private kickLater(): void {
+    if (this.checkArmed || this.scheduled || this.closed) return;
+    this.checkArmed = true;
+    this.notedAtCheck = this.noted;
+    this.scheduleCheck(() => {
+      this.checkArmed = false;
+      // Run as a kicked slice meanwhile (see kick): no pause to look for.
+      const kicked = this.scheduled && this.scheduleCheck === this.schedule;
+      if (kicked) this.scheduled = false;
+      this.slice(!kicked && this.noted === this.notedAtCheck);
+    });
   }
 
   /**
    * One bounded step of the build (while a reader waits, or one a reader started) or of
    * the fold (whenever notes wait, reader or not), then another turn while work is left.
    */
-  private slice(): void {
-    this.scheduled = false;
+  private slice(paused: boolean): void {
     if (this.closed) return;
     const waiting = this.waiting !== null;
     let units = -1;
@@ -494,7 +536,7 @@ export class DeferredOrder {
       // turn made runs of 50 and four more merges a key) unless a reader waits or the
       // writes have paused (no note since the last slice).
       const most = Math.max(1, Math.floor(this.sliceUnits / FOLD_UNITS_PER_NOTE));
-      const due = unsettled >= most || (unsettled > 0 && (waiting || this.notes.length === this.notesSeen));
+      const due = unsettled >= most || (unsettled > 0 && (waiting || paused));
       if (due) {
         // Up to `most` notes (fewer when their keys are long), and what is left of the
         // slice (at least half of it) for the merges: a slice folds as many notes as a
@@ -508,12 +550,11 @@ export class DeferredOrder {
           take++;
         }
         // A background fold while writes go on lets KeyRuns gather its keys into longer runs.
-        const gather = !waiting && this.notes.length !== this.notesSeen;
+        const gather = !waiting && !paused;
         units = this.fold(take, this.sliceUnits - cost * NOTE_UNITS, cost * NOTE_UNITS, gather);
       } else if (settled.pending) {
         units = mergeUnits(settled.advance(this.sliceUnits * MERGE_ENTRIES_PER_UNIT));
       }
-      this.notesSeen = this.notes.length;
     }
     if (units >= 0) {
       this.counters.slices++;
@@ -521,12 +562,17 @@ export class DeferredOrder {
       if (units > this.counters.maxSliceUnits) this.counters.maxSliceUnits = units;
     }
     if (this.ready) this.wake();
+    const left = this.notes.length - this.folded;
     if (
       this.builder !== null ||
       this.converter !== null ||
-      (this.settled !== null && (this.notes.length > this.folded || this.settled.pending))
+      (this.settled !== null &&
+        (this.settled.pending ||
+          left * FOLD_UNITS_PER_NOTE >= this.sliceUnits ||
+          (left > 0 && this.waiting !== null)))
     )
       this.kick();
+    else if (this.settled !== null && left > 0) this.kickLater();
   }
 
   private startedBuilder(): OrderedKeysBuilder {
