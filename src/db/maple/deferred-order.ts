@@ -1,5 +1,5 @@
 import type { KeyRange } from "../kvdb.ts";
-import { KeyRuns, RunConverter } from "./key-runs.ts";
+import { RunConverter } from "./key-runs.ts";
 import { OrderedKeys } from "./ordered-keys.ts";
 import { OrderedKeysBuilder } from "./ordered-keys-builder.ts";
 
@@ -292,9 +292,10 @@ export class DeferredOrder {
   /**
    * `sources`: iterators over every present key (live ones: see OrderedKeysBuilder);
    * `settled`: an index of every present key, built already (an empty one for an empty
-   * database, or a snapshot load's; an OrderedKeys is kept with `stringIndex`, else copied
-   * into KeyRuns in one piece: small ones only); without it the order is unbuilt (see `dropped`), and
-   * no reserved key may be present yet unless `reserved` holds them.
+   * database, or a snapshot load's; an OrderedKeys is kept with `stringIndex`, else
+   * converted into KeyRuns: in one piece if a slice's worth, else in slices as a build's
+   * is, meanwhile noting writes); without it the order is unbuilt (see `dropped`), and no
+   * reserved key may be present yet unless `reserved` holds them.
    */
   constructor(
     isPresent: (key: string) => boolean,
@@ -305,18 +306,20 @@ export class DeferredOrder {
   ) {
     this.isPresent = isPresent;
     this.sources = sources;
-    // An OrderedKeys given here is converted in one piece: small ones only (an empty one,
-    // tests); a snapshot load converts its index in steps itself (settleLoadedOrder).
     this.stringIndex = options.stringIndex === true;
-    this.settled =
-      settled === undefined
-        ? null
-        : !(settled instanceof OrderedKeys)
-          ? settled
-          : this.stringIndex
-            ? new BlockIndex(settled)
-            : KeyRuns.fromSorted(settled.keys());
     this.sliceUnits = options.sliceUnits ?? SLICE_UNITS;
+    this.settled = null;
+    if (settled instanceof OrderedKeys) {
+      if (this.stringIndex) this.settled = new BlockIndex(settled);
+      else {
+        const converter = new RunConverter(settled);
+        // A slice's worth (an empty index: a new database) at once, else in slices.
+        if (settled.size <= this.sliceUnits) {
+          while (!converter.done) converter.step(Number.POSITIVE_INFINITY);
+          this.settled = converter.result();
+        } else this.converter = converter;
+      }
+    } else if (settled !== undefined) this.settled = settled;
     this.schedule = options.schedule ?? ((run) => setImmediate(run));
     const check = (run: () => void): void => {
       setTimeout(run, PAUSE_MS).unref();
@@ -324,7 +327,14 @@ export class DeferredOrder {
     this.scheduleCheck = options.schedule ?? check;
     this.keyCount = options.keyCount ?? (() => this.settled?.size ?? 0);
     this.options = options;
-    this.reserved = reserved ?? (this.settled === null ? new OrderedKeys() : reservedOf(this.settled));
+    this.reserved =
+      reserved ??
+      (settled instanceof OrderedKeys
+        ? reservedOf(settled)
+        : this.settled === null
+          ? new OrderedKeys()
+          : reservedOf(this.settled));
+    if (this.converter !== null) this.kick();
   }
 
   /**
@@ -737,7 +747,7 @@ function mergeUnits(entries: number): number {
 }
 
 /** The reserved keys of a built index (they come first, after "" only): O(log n + r). */
-function reservedOf(settled: SettledIndex): OrderedKeys {
+function reservedOf(settled: Pick<SettledIndex, "scan">): OrderedKeys {
   const keys: string[] = [];
   settled.scan(RESERVED_KEY_START, false, (key) => {
     if (!key.startsWith(RESERVED_KEY_START)) return false;

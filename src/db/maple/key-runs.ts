@@ -41,6 +41,8 @@ import type { OrderedKeys } from "./ordered-keys.ts";
  */
 const CHUNK_KEYS = 4096;
 const INDEX_SPAN = 4096;
+/** Bytes of keys a new run takes at most (long keys: a run's sort and copy stay short). */
+const CHUNK_BYTES = 64 * CHUNK_KEYS;
 /** Bytes a sort key holds; each is 0 (the key ended) or byte + 1, so 257^5 · 4096 < 2^53. */
 const CODE_BYTES = 5;
 /**
@@ -512,7 +514,7 @@ class RunSorter {
   }
 }
 
-/** New keys as bytes, gathered until they are sorted into a run (reused). */
+/** New keys as bytes, gathered until they are sorted into a run (reused; CHUNK_BYTES and one key at most). */
 class Batch {
   bytes = new Uint8Array(16 * CHUNK_KEYS);
   readonly starts = new Int32Array(CHUNK_KEYS);
@@ -603,17 +605,17 @@ export class KeyRuns {
    * by up to `budget` (default: the pace, times what the keys cost as entries of a job —
    * see entryCost — so long keys pay for the longer merges they make). The caller pays
    * for sorting these keys (DeferredOrder counts it per note); sorting keys gathered by
-   * earlier calls is paid from the budget (SORT_COST a key). Returns the cost of those
-   * sorts and of the jobs.
+   * earlier calls is paid from the budget (SORT_COST times what they cost as entries).
+   * Returns the cost of those sorts and of the jobs.
    */
   insertBatch(keys: readonly string[], from: number, end: number, budget?: number, gather = false): number {
     const batch = this.batch;
-    const earlier = batch.n;
+    const earlier = batchCost(batch.n, batch.at);
     let bytes = 0;
     let sorted = false;
     for (let k = from; k < end; k++) {
       bytes += batch.add(keys[k]!);
-      if (batch.n === CHUNK_KEYS) sorted = this.sortBatch() > 0 || sorted;
+      if (batch.n === CHUNK_KEYS || batch.at >= CHUNK_BYTES) sorted = this.sortBatch() > 0 || sorted;
     }
     if (!gather) sorted = this.sortBatch() > 0 || sorted;
     this.count += end - from;
@@ -628,8 +630,11 @@ export class KeyRuns {
     const n = this.batch.n;
     if (n === 0) return 0;
     this.runs.push(this.sortedRun());
-    this.batch.n = 0;
-    this.batch.at = 0;
+    const batch = this.batch;
+    batch.n = 0;
+    batch.at = 0;
+    // Grown for a long key: let it go.
+    if (batch.bytes.length > 2 * CHUNK_BYTES) batch.bytes = new Uint8Array(16 * CHUNK_KEYS);
     return n;
   }
 
