@@ -3,8 +3,11 @@
  * DeferredOrder folds its notes into and scans for lists and counts.
  *
  * A run is one Uint8Array of its keys' bytes (key-bytes.ts: byte order = key order) in
- * order and the end of each key in a Uint32Array. A fold's new keys become a new run
- * (sorted by numbers made of their bytes, see RunSorter).
+ * order and the end of each key in a Uint32Array. New keys are gathered as bytes into a
+ * new run of up to CHUNK_KEYS (sorted by numbers made of their bytes, see RunSorter):
+ * background folds while writes go on leave the last few gathered (`insertBatch`'s
+ * `gather`), and any read or removal sorts them into a run first. Each key a first run
+ * holds more saves merges (one per doubling; ~20 ns each).
  *
  * Every key present is live in exactly one run: an add is made only for a key the index
  * lacks, a removal only for one it holds. So a removal finds that entry (a binary search
