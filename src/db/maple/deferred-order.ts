@@ -293,8 +293,8 @@ export class DeferredOrder {
    * `sources`: iterators over every present key (live ones: see OrderedKeysBuilder);
    * `settled`: an index of every present key, built already (an empty one for an empty
    * database, or a snapshot load's; an OrderedKeys is kept with `stringIndex`, else
-   * converted into KeyRuns: in one piece if a slice's worth, else in slices as a build's
-   * is, meanwhile noting writes); without it the order is unbuilt (see `dropped`), and no
+   * converted into KeyRuns: a slice's worth at once, the rest in slices as a build's is,
+   * meanwhile noting writes); without it the order is unbuilt (see `dropped`), and no
    * reserved key may be present yet unless `reserved` holds them.
    */
   constructor(
@@ -312,12 +312,14 @@ export class DeferredOrder {
     if (settled instanceof OrderedKeys) {
       if (this.stringIndex) this.settled = new BlockIndex(settled);
       else {
+        // A slice's worth of the conversion now (all of a small index: a new database's),
+        // the rest in slices.
         const converter = new RunConverter(settled);
-        // A slice's worth (an empty index: a new database) at once, else in slices.
-        if (settled.size <= this.sliceUnits) {
-          while (!converter.done) converter.step(Number.POSITIVE_INFINITY);
-          this.settled = converter.result();
-        } else this.converter = converter;
+        let units = 0;
+        while (!converter.done && units < this.sliceUnits)
+          units += Math.max(1, converter.step(this.sliceUnits - units));
+        if (converter.done) this.settled = converter.result();
+        else this.converter = converter;
       }
     } else if (settled !== undefined) this.settled = settled;
     this.schedule = options.schedule ?? ((run) => setImmediate(run));
