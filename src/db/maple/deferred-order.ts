@@ -511,6 +511,8 @@ export class DeferredOrder {
       // Run as a kicked slice meanwhile (see kick): no pause to look for.
       const kicked = this.scheduled && this.scheduleCheck === this.schedule;
       if (kicked) this.scheduled = false;
+      // A slice is coming anyway (kicked since): it re-arms the check if notes are left.
+      else if (this.scheduled) return;
       this.slice(!kicked && this.noted === this.notedAtCheck);
     });
   }
