@@ -1,5 +1,5 @@
 import type { KeyRange } from "../kvdb.ts";
-import { KeyRuns, RunConverter } from "./key-runs.ts";
+import { RunConverter } from "./key-runs.ts";
 import { OrderedKeys } from "./ordered-keys.ts";
 import { OrderedKeysBuilder } from "./ordered-keys-builder.ts";
 
@@ -37,6 +37,13 @@ const NOTE_UNITS = 2;
  * 8.2M entries merged).
  */
 const MERGE_ENTRIES_PER_UNIT = 6;
+/**
+ * How long background folds wait before they check whether the writes have paused (see
+ * `kickLater`). Checking at the next turn instead made a server fold a few dozen notes at
+ * a time: between its reads of a socket a turn often brings no write (1M new keys through
+ * a server: 67 notes a fold; runs that short cost every key ~4 more merges).
+ */
+const PAUSE_MS = 1;
 /** Notes a list is emptied in place up to (see dropNotes): a turn's worth, a few slices. */
 const NOTES_KEPT_MAX = 4 * SLICE_UNITS;
 /**
@@ -80,7 +87,11 @@ export interface DeferredOrderOptions {
   stringIndex?: boolean;
   /** Work units per slice (default SLICE_UNITS); at least OrderedKeysBuilder's LEAF_UNITS_MAX is sensible. */
   sliceUnits?: number;
-  /** Runs a slice after the event loop's pending work (default: setImmediate). Tests pass their own. */
+  /**
+   * Runs a slice after the event loop's pending work (default: setImmediate), and the
+   * checks for paused writes (default: after PAUSE_MS; with `schedule` given, through it).
+   * Tests pass their own.
+   */
   schedule?: (run: () => void) => void;
   /**
    * How many keys are present (the maps' sizes summed), for the notes' bound; without
@@ -118,8 +129,12 @@ export interface SettledIndex {
   readonly work: number;
   /** Whether `advance` has work (merges under way). */
   readonly pending: boolean;
-  /** Adds keys none of which it holds; moves merges on by up to `budget` entries; returns the entries moved. */
-  insertBatch(keys: readonly string[], from: number, end: number, budget?: number): number;
+  /**
+   * Adds keys none of which it holds; moves merges on by up to `budget` entries; returns
+   * the entries moved. With `gather`, KeyRuns may keep the last few unsorted until more
+   * come or a read needs them (see KeyRuns.insertBatch).
+   */
+  insertBatch(keys: readonly string[], from: number, end: number, budget?: number, gather?: boolean): number;
   /** Removes keys all of which it holds; as insertBatch. */
   removeBatch(keys: readonly string[], from: number, end: number, budget?: number): number;
   advance(budget: number): number;
@@ -242,8 +257,10 @@ export class DeferredOrder {
   /** The notes may name keys already in the index (a build read the maps while they changed). */
   private checkNotes = false;
   private builder: OrderedKeysBuilder | null = null;
-  /** The notes' length at the last slice (none since: the writes paused). */
-  private notesSeen = -1;
+  /** Notes made in all, and at the last check for paused writes (see kickLater). */
+  private noted = 0;
+  private notedAtCheck = 0;
+  private checkArmed = false;
   /** A finished build's index being converted into KeyRuns, in slices (then `settled`). */
   private converter: RunConverter | null = null;
   private buildRestarts = 0;
@@ -254,6 +271,7 @@ export class DeferredOrder {
   private readonly sources: () => Iterator<string>[];
   private readonly sliceUnits: number;
   private readonly schedule: (run: () => void) => void;
+  private readonly scheduleCheck: (run: () => void) => void;
   private readonly keyCount: () => number;
   private readonly counters: OrderStats = {
     slices: 0,
@@ -274,9 +292,10 @@ export class DeferredOrder {
   /**
    * `sources`: iterators over every present key (live ones: see OrderedKeysBuilder);
    * `settled`: an index of every present key, built already (an empty one for an empty
-   * database, or a snapshot load's; an OrderedKeys is kept with `stringIndex`, else copied
-   * into KeyRuns in one piece: small ones only); without it the order is unbuilt (see `dropped`), and
-   * no reserved key may be present yet unless `reserved` holds them.
+   * database, or a snapshot load's; an OrderedKeys is kept with `stringIndex`, else
+   * converted into KeyRuns: a slice's worth at once, the rest in slices as a build's is,
+   * meanwhile noting writes); without it the order is unbuilt (see `dropped`), and no
+   * reserved key may be present yet unless `reserved` holds them.
    */
   constructor(
     isPresent: (key: string) => boolean,
@@ -287,22 +306,37 @@ export class DeferredOrder {
   ) {
     this.isPresent = isPresent;
     this.sources = sources;
-    // An OrderedKeys given here is converted in one piece: small ones only (an empty one,
-    // tests); a snapshot load converts its index in steps itself (settleLoadedOrder).
     this.stringIndex = options.stringIndex === true;
-    this.settled =
-      settled === undefined
-        ? null
-        : !(settled instanceof OrderedKeys)
-          ? settled
-          : this.stringIndex
-            ? new BlockIndex(settled)
-            : KeyRuns.fromSorted(settled.keys());
     this.sliceUnits = options.sliceUnits ?? SLICE_UNITS;
+    this.settled = null;
+    if (settled instanceof OrderedKeys) {
+      if (this.stringIndex) this.settled = new BlockIndex(settled);
+      else {
+        // A slice's worth of the conversion now (all of a small index: a new database's),
+        // the rest in slices.
+        const converter = new RunConverter(settled);
+        let units = 0;
+        while (!converter.done && units < this.sliceUnits)
+          units += Math.max(1, converter.step(this.sliceUnits - units));
+        if (converter.done) this.settled = converter.result();
+        else this.converter = converter;
+      }
+    } else if (settled !== undefined) this.settled = settled;
     this.schedule = options.schedule ?? ((run) => setImmediate(run));
+    const check = (run: () => void): void => {
+      setTimeout(run, PAUSE_MS).unref();
+    };
+    this.scheduleCheck = options.schedule ?? check;
     this.keyCount = options.keyCount ?? (() => this.settled?.size ?? 0);
     this.options = options;
-    this.reserved = reserved ?? (this.settled === null ? new OrderedKeys() : reservedOf(this.settled));
+    this.reserved =
+      reserved ??
+      (settled instanceof OrderedKeys
+        ? reservedOf(settled)
+        : this.settled === null
+          ? new OrderedKeys()
+          : reservedOf(this.settled));
+    if (this.converter !== null) this.kick();
   }
 
   /**
@@ -342,14 +376,17 @@ export class DeferredOrder {
   private note(key: string): void {
     const notes = this.notes;
     notes.push(key);
+    this.noted++;
     if (this.settled === null) {
       const read = this.builder !== null ? this.builder.keysRead : this.converter!.size;
       if (notes.length > NOTES_MIN && notes.length > 2 * read) this.restartBuild();
       return;
     }
-    // Built: folded in the background, in slices between turns.
-    this.kick();
+    // Built: folded in the background, in slices between turns: a slice's worth next
+    // turn (merges under way: each turn), fewer once the writes pause.
     const unsettled = notes.length - this.folded;
+    if (this.settled.pending || unsettled * FOLD_UNITS_PER_NOTE >= this.sliceUnits) this.kick();
+    else this.kickLater();
     if (unsettled <= NOTES_MIN || unsettled % CHECK_EVERY !== 0) return;
     if (unsettled > NOTES_MIN + 2 * this.keyCount()) {
       this.counters.boundFolds++;
@@ -453,15 +490,38 @@ export class DeferredOrder {
   private kick(): void {
     if (this.scheduled || this.closed) return;
     this.scheduled = true;
-    this.schedule(() => this.slice());
+    // A check queued on the tests' scheduler runs as this slice (one slice queued at a time, as before).
+    if (this.checkArmed && this.scheduleCheck === this.schedule) return;
+    this.schedule(() => {
+      this.scheduled = false;
+      this.slice(false);
+    });
+  }
+
+  /**
+   * Notes wait for more (a fold takes a slice's worth): a slice after PAUSE_MS, which
+   * folds them if no note came meanwhile (the writes paused), else checks again later.
+   */
+  private kickLater(): void {
+    if (this.checkArmed || this.scheduled || this.closed) return;
+    this.checkArmed = true;
+    this.notedAtCheck = this.noted;
+    this.scheduleCheck(() => {
+      this.checkArmed = false;
+      // Run as a kicked slice meanwhile (see kick): no pause to look for.
+      const kicked = this.scheduled && this.scheduleCheck === this.schedule;
+      if (kicked) this.scheduled = false;
+      // A slice is coming anyway (kicked since): it re-arms the check if notes are left.
+      else if (this.scheduled) return;
+      this.slice(!kicked && this.noted === this.notedAtCheck);
+    });
   }
 
   /**
    * One bounded step of the build (while a reader waits, or one a reader started) or of
    * the fold (whenever notes wait, reader or not), then another turn while work is left.
    */
-  private slice(): void {
-    this.scheduled = false;
+  private slice(paused: boolean): void {
     if (this.closed) return;
     const waiting = this.waiting !== null;
     let units = -1;
@@ -490,7 +550,7 @@ export class DeferredOrder {
       // turn made runs of 50 and four more merges a key) unless a reader waits or the
       // writes have paused (no note since the last slice).
       const most = Math.max(1, Math.floor(this.sliceUnits / FOLD_UNITS_PER_NOTE));
-      const due = unsettled >= most || (unsettled > 0 && (waiting || this.notes.length === this.notesSeen));
+      const due = unsettled >= most || (unsettled > 0 && (waiting || paused));
       if (due) {
         // Up to `most` notes (fewer when their keys are long), and what is left of the
         // slice (at least half of it) for the merges: a slice folds as many notes as a
@@ -503,11 +563,12 @@ export class DeferredOrder {
           cost += 1 + (notes[at + take]!.length >>> 6);
           take++;
         }
-        units = this.fold(take, this.sliceUnits - cost * NOTE_UNITS, cost * NOTE_UNITS);
+        // A background fold while writes go on lets KeyRuns gather its keys into longer runs.
+        const gather = !waiting && !paused;
+        units = this.fold(take, this.sliceUnits - cost * NOTE_UNITS, cost * NOTE_UNITS, gather);
       } else if (settled.pending) {
         units = mergeUnits(settled.advance(this.sliceUnits * MERGE_ENTRIES_PER_UNIT));
       }
-      this.notesSeen = this.notes.length;
     }
     if (units >= 0) {
       this.counters.slices++;
@@ -515,12 +576,17 @@ export class DeferredOrder {
       if (units > this.counters.maxSliceUnits) this.counters.maxSliceUnits = units;
     }
     if (this.ready) this.wake();
+    const left = this.notes.length - this.folded;
     if (
       this.builder !== null ||
       this.converter !== null ||
-      (this.settled !== null && (this.notes.length > this.folded || this.settled.pending))
+      (this.settled !== null &&
+        (this.settled.pending ||
+          left * FOLD_UNITS_PER_NOTE >= this.sliceUnits ||
+          (left > 0 && this.waiting !== null)))
     )
       this.kick();
+    else if (this.settled !== null && left > 0) this.kickLater();
   }
 
   private startedBuilder(): OrderedKeysBuilder {
@@ -553,7 +619,7 @@ export class DeferredOrder {
    * merges (default: the pace KeyRuns sets, see KeyRuns.insertBatch); returns the work
    * units done.
    */
-  private fold(max: number, mergeBudget?: number, noteUnits?: number): number {
+  private fold(max: number, mergeBudget?: number, noteUnits?: number, gather = false): number {
     const notes = this.notes;
     const end = Math.min(notes.length, this.folded + max);
     const from = this.folded;
@@ -564,6 +630,7 @@ export class DeferredOrder {
       from,
       end,
       mergeBudget === undefined ? undefined : mergeBudget * MERGE_ENTRIES_PER_UNIT,
+      gather,
     );
     if (end === notes.length) this.dropNotes();
     else if (this.folded >= NOTES_MIN && 2 * this.folded >= notes.length) {
@@ -637,12 +704,12 @@ export class DeferredOrder {
    * Merges move on by up to `budget` entries (default: KeyRuns' pace); returns the
    * entries they moved.
    */
-  private apply(keys: readonly string[], from: number, end: number, budget?: number): number {
+  private apply(keys: readonly string[], from: number, end: number, budget?: number, gather = false): number {
     const settled = this.settled!;
     // In arrival order: insertBatch sorts the keys' bytes into a run itself.
     if (!this.checkNotes && this.removedKeys.size === 0) {
       // Adds alone into an index that matched the maps: all new and distinct.
-      return settled.insertBatch(keys, from, end, budget);
+      return settled.insertBatch(keys, from, end, budget, gather);
     }
     const removed = this.removedKeys;
     const adds: string[] = [];
@@ -665,7 +732,7 @@ export class DeferredOrder {
       }
     }
     // Distinct (checked keys once each; the others noted once) and none in the index.
-    const moved = settled.insertBatch(adds, 0, adds.length, budget);
+    const moved = settled.insertBatch(adds, 0, adds.length, budget, gather);
     return (
       moved +
       settled.removeBatch(
@@ -684,7 +751,7 @@ function mergeUnits(entries: number): number {
 }
 
 /** The reserved keys of a built index (they come first, after "" only): O(log n + r). */
-function reservedOf(settled: SettledIndex): OrderedKeys {
+function reservedOf(settled: Pick<SettledIndex, "scan">): OrderedKeys {
   const keys: string[] = [];
   settled.scan(RESERVED_KEY_START, false, (key) => {
     if (!key.startsWith(RESERVED_KEY_START)) return false;
