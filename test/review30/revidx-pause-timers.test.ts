@@ -37,9 +37,26 @@ test("real timers: few notes are folded after a pause, a trickle is exact, an id
   for (let t = 0; t < 100 && db.orderStats.folded < 300 + n; t++) await sleep(5);
   expect(db.orderStats.folded).toBeGreaterThanOrEqual(300 + n);
   expect(db.orderReady()).toBe(true);
-  // Idle: no slice runs any more.
+  // Idle: no slice runs any more, and nothing is scheduled (no check re-armed forever).
   const slices = db.orderStats.slices;
-  await sleep(40);
+  const realTimeout = globalThis.setTimeout;
+  const realImmediate = globalThis.setImmediate;
+  let scheduled = 0;
+  globalThis.setTimeout = ((...args: Parameters<typeof setTimeout>) => {
+    scheduled++;
+    return realTimeout(...args);
+  }) as typeof setTimeout;
+  globalThis.setImmediate = ((...args: Parameters<typeof setImmediate>) => {
+    scheduled++;
+    return realImmediate(...args);
+  }) as typeof setImmediate;
+  try {
+    await new Promise<void>((resolve) => realTimeout(resolve, 40));
+  } finally {
+    globalThis.setTimeout = realTimeout;
+    globalThis.setImmediate = realImmediate;
+  }
+  expect(scheduled).toBe(0);
   expect(db.orderStats.slices).toBe(slices);
   expect(db.count({ prefix: "b/" }, 0)).toBe(n);
 });
