@@ -16,6 +16,7 @@ import { expect, test } from "bun:test";
 import { KeyRuns } from "../../src/db/maple/key-runs.ts";
 import { modelKeyOrder } from "../support/model-kvdb.ts";
 import { seededRandom } from "../support/seeded-random.ts";
+import { insertGathering } from "./gather.ts";
 
 function stems(): string[] {
   const out = new Set<string>([""]);
@@ -86,7 +87,7 @@ for (const seed of [31, 32, 33, 34]) {
         for (const k of batch) present[k] = 1;
         size += batch.length;
         const strings = batch.map((k) => keys[k]!);
-        index.insertBatch(strings, 0, strings.length, budget);
+        insertGathering(index, strings, 0, strings.length, budget, next() < 0.5);
       } else if (r < 0.66) {
         const batch = pick(1, 1 + Math.floor(next() * (next() < 0.15 ? 500 : 40)));
         for (const k of batch) present[k] = 0;
@@ -146,7 +147,7 @@ test("a merge's output keeps working as a source: keys sharing 250-260 bytes mer
   }
   const index = new KeyRuns();
   for (let i = 0; i < shuffled.length; i++) {
-    index.insertBatch(shuffled, i, i + 1, 1 + (i % 3));
+    insertGathering(index, shuffled, i, i + 1, 1 + (i % 3), i % 5 !== 0);
     if (i % 17 === 5) index.removeBatch(shuffled, i - 3, i - 2, 1);
     if (i % 17 === 9) index.insertBatch(shuffled, i - 7, i - 6, 1);
   }
