@@ -9,6 +9,7 @@ import {
 import { compareKeys } from "../../src/db/maple/key-order.ts";
 import { OrderedKeys } from "../../src/db/maple/ordered-keys.ts";
 import { seededRandom } from "../support/seeded-random.ts";
+import { scanned } from "../support/sorted-keys.ts";
 
 /**
  * DeferredOrder against a model: a Set of present keys (what the hash maps hold) and a
@@ -24,15 +25,6 @@ function randomKey(next: () => number): string {
   const length = 1 + Math.floor(next() * 4);
   for (let i = 0; i < length; i++) key += UNITS[Math.floor(next() * UNITS.length)]!;
   return key;
-}
-
-function scanned(order: DeferredOrder, from: string, exclusive: boolean, max: number): string[] {
-  const out: string[] = [];
-  order.scan(from, exclusive, (key) => {
-    out.push(key);
-    return out.length < max;
-  });
-  return out;
 }
 
 function expected(present: Set<string>, from: string, exclusive: boolean, max: number): string[] {

@@ -14,6 +14,7 @@ import { expect, test } from "bun:test";
 import { KeyRuns } from "../../src/db/maple/key-runs.ts";
 import { modelKeyOrder } from "../support/model-kvdb.ts";
 import { seededRandom } from "../support/seeded-random.ts";
+import { expectedPresent, scanned } from "../support/sorted-keys.ts";
 
 const UNITS = [
   "a",
@@ -42,15 +43,6 @@ function pool(next: () => number): string[] {
   }
   for (let i = 0; i < 20; i++) keys.add(`long/${"y".repeat(300 + i * 40)}`);
   return [...keys].sort(modelKeyOrder);
-}
-
-function scanned(index: KeyRuns, from: string, exclusive: boolean, max: number): string[] {
-  const out: string[] = [];
-  index.scan(from, exclusive, (key) => {
-    out.push(key);
-    return out.length < max;
-  });
-  return out;
 }
 
 function history(seed: number, steps: number): { jobsSeen: number; checks: number } {
@@ -95,13 +87,7 @@ function history(seed: number, steps: number): { jobsSeen: number; checks: numbe
         : ["", "a", "k/", "k/05", "é", "\ud83d", "\uffff", "z"][Math.floor(next() * 8)]!;
     const exclusive = next() < 0.5;
     const max = 1 + Math.floor(next() * 120);
-    const want: string[] = [];
-    for (let k = 0; k < keys.length && want.length < max; k++) {
-      if (present[k] === 0) continue;
-      const c = modelKeyOrder(keys[k]!, from);
-      if (c < 0 || (exclusive && c === 0)) continue;
-      want.push(keys[k]!);
-    }
+    const want = expectedPresent(keys, present, from, exclusive, max);
     expect(
       scanned(index, from, exclusive, max),
       `${where} scan ${JSON.stringify(from)} ${exclusive}`,

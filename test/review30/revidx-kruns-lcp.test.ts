@@ -16,6 +16,7 @@ import { expect, test } from "bun:test";
 import { KeyRuns } from "../../src/db/maple/key-runs.ts";
 import { modelKeyOrder } from "../support/model-kvdb.ts";
 import { seededRandom } from "../support/seeded-random.ts";
+import { expectedPresent, scanned } from "../support/sorted-keys.ts";
 import { insertGathering } from "./gather.ts";
 
 function stems(): string[] {
@@ -44,15 +45,6 @@ function keyPool(next: () => number): string[] {
     }
   }
   return [...keys].sort(modelKeyOrder);
-}
-
-function scanned(index: KeyRuns, from: string, exclusive: boolean, max: number): string[] {
-  const out: string[] = [];
-  index.scan(from, exclusive, (key) => {
-    out.push(key);
-    return out.length < max;
-  });
-  return out;
 }
 
 for (const seed of [31, 32, 33, 34]) {
@@ -101,13 +93,7 @@ for (const seed of [31, 32, 33, 34]) {
         const from = next() < 0.7 ? keys[Math.floor(next() * keys.length)]! : "";
         const exclusive = next() < 0.5;
         const max = 1 + Math.floor(next() * 200);
-        const want: string[] = [];
-        for (let k = 0; k < keys.length && want.length < max; k++) {
-          if (present[k] === 0) continue;
-          const c = modelKeyOrder(keys[k]!, from);
-          if (c < 0 || (exclusive && c === 0)) continue;
-          want.push(keys[k]!);
-        }
+        const want = expectedPresent(keys, present, from, exclusive, max);
         const got = scanned(index, from, exclusive, max);
         if (got.length !== want.length || got.some((key, i) => key !== want[i])) {
           const i = got.findIndex((key, k) => key !== want[k]);

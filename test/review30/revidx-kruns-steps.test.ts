@@ -20,6 +20,7 @@ import { encodedLength } from "../../src/db/maple/key-bytes.ts";
 import { KeyRuns } from "../../src/db/maple/key-runs.ts";
 import { modelKeyOrder } from "../support/model-kvdb.ts";
 import { seededRandom } from "../support/seeded-random.ts";
+import { expectedPresent, scanned } from "../support/sorted-keys.ts";
 import { insertGathering } from "./gather.ts";
 
 setDefaultTimeout(60_000);
@@ -85,15 +86,6 @@ function pool(next: () => number, longKeys: number): string[] {
   return [...keys].sort(modelKeyOrder);
 }
 
-function scanned(index: KeyRuns, from: string, exclusive: boolean, max: number): string[] {
-  const out: string[] = [];
-  index.scan(from, exclusive, (key) => {
-    out.push(key);
-    return out.length < max;
-  });
-  return out;
-}
-
 function history(
   seed: number,
   steps: number,
@@ -157,13 +149,7 @@ function history(
         : ["", "a", "k/", "k/05", "L/", "é", "\ud83d", "\uffff", "\udbff", "z"][Math.floor(next() * 10)]!;
     const exclusive = next() < 0.5;
     const max = 1 + Math.floor(next() * 150);
-    const want: string[] = [];
-    for (let k = 0; k < keys.length && want.length < max; k++) {
-      if (present[k] === 0) continue;
-      const c = modelKeyOrder(keys[k]!, from);
-      if (c < 0 || (exclusive && c === 0)) continue;
-      want.push(keys[k]!);
-    }
+    const want = expectedPresent(keys, present, from, exclusive, max);
     const got = scanned(index, from, exclusive, max);
     if (got.length !== want.length || got.some((key, i) => key !== want[i])) {
       const i = got.findIndex((key, k) => key !== want[k]);
