@@ -10,15 +10,20 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ManualClock } from "../../src/clock.ts";
+
 import { resolveNodeOptions } from "../../src/config/node-options.ts";
 import { readOptions } from "../../src/config/parse.ts";
 import { serveOptions } from "../../src/config/schema.ts";
 import type { Logger } from "../../src/logger.ts";
 import { type Node, startNode } from "../../src/server/node.ts";
+import { APPLY_RULES_VERSION } from "../../src/store/replicated/apply-rules.ts";
 import { waitFor } from "../raft/host/cluster.ts";
 import { MemoryNetwork } from "../raft/host/memory-transport.ts";
 
 const SHARD = 200;
+/** The rules this release implements: what every member of it advertises and raises a shard to. */
+const V = APPLY_RULES_VERSION;
+const RAISED = new RegExp(`apply rules raised to ${V}\\b`);
 const IDS = ["node-1", "node-2", "node-3"] as const;
 const MEMBERS = IDS.map((id, i) => `${id}=127.0.0.1:${63301 + i}`).join(",");
 
@@ -134,20 +139,20 @@ afterEach(async () => {
 });
 
 describe("apply rules across the cluster", () => {
-  test("all members advertise 2: the shard is raised once, and stays raised across a restart and a snapshot install", async () => {
+  test(`all members advertise ${V}: the shard is raised once, and stays raised across a restart and a snapshot install`, async () => {
     const c = await RulesCluster.create();
     cluster = c;
     for (const id of IDS) await c.start(id);
     c.members.get("node-1")!.replicated!.host.campaign(SHARD);
-    await until(c, () => IDS.every((id) => c.rules(id) === 2), "rules 2 on every member");
-    expect(c.log.matching(/apply rules raised to 2/)).toHaveLength(1);
+    await until(c, () => IDS.every((id) => c.rules(id) === V), `rules ${V} on every member`);
+    expect(c.log.matching(RAISED)).toHaveLength(1);
     // Members refuse peers below the rules from the raising entry on.
     const status = c.members.get("node-2")!.replicated!.membership.status();
-    expect(status.applyRules).toEqual({ implemented: 2, inForce: 2 });
+    expect(status.applyRules).toEqual({ implemented: V, inForce: V });
     // Restart: the raise replays from the member's own log.
     await c.stop("node-2");
     await c.start("node-2");
-    expect(c.rules("node-2")).toBe(2);
+    expect(c.rules("node-2")).toBe(V);
     // A member whose data dir is gone rejoins from the leader's snapshot, which carries the rules.
     await c.stop("node-3");
     await rm(join(c.root, "node-3"), { recursive: true, force: true });
@@ -162,9 +167,9 @@ describe("apply rules across the cluster", () => {
         leader.replicated!.host.status(SHARD).raft.commit,
       "node-3 caught up",
     );
-    expect(c.rules("node-3")).toBe(2);
+    expect(c.rules("node-3")).toBe(V);
     // Nothing above raised it again.
-    expect(c.log.matching(/apply rules raised to 2/)).toHaveLength(1);
+    expect(c.log.matching(RAISED)).toHaveLength(1);
     expect(c.fatal).toEqual([]);
   }, 30_000);
 
@@ -178,7 +183,7 @@ describe("apply rules across the cluster", () => {
     await c.write(10);
     // Several checks (1 s apart) and answers (asked at once, then every 5 s) pass.
     const members = () => c.members.get("node-1")!.replicated!.membership.status().members;
-    await until(c, () => members().find((m) => m.id === "node-2")?.applyRules === 2, "node-2's answer");
+    await until(c, () => members().find((m) => m.id === "node-2")?.applyRules === V, "node-2's answer");
     const ticking = setInterval(() => c.clock.advance(10), 2);
     await Bun.sleep(3_000);
     clearInterval(ticking);
@@ -194,13 +199,13 @@ describe("apply rules across the cluster", () => {
     cluster = c;
     for (const id of IDS) await c.start(id);
     c.members.get("node-1")!.replicated!.host.campaign(SHARD);
-    await until(c, () => IDS.every((id) => c.rules(id) === 2), "rules 2 on every member");
+    await until(c, () => IDS.every((id) => c.rules(id) === V), `rules ${V} on every member`);
     // node-3 comes back as a member of an older release (its data dir gone, as a new one's).
     const leader = c.leader()!;
     const matchBefore = leader.replicated!.host.status(SHARD).raft.progress["node-3"]?.match ?? 0;
     await c.stop("node-3");
     await rm(join(c.root, "node-3"), { recursive: true, force: true });
-    // Its peers still hold its answer from before (2, fresh for 15 s), but the restarted
+    // Its peers still hold its answer from before (V, fresh for 15 s), but the restarted
     // process dials them anew: from then on it counts as 1 until it answers again, so it
     // is sent nothing at all (not for the ~2 s an unanswered query took to void it).
     const toNode3 = c.network.deliveredTo.get("node-3") ?? 0;
@@ -212,7 +217,7 @@ describe("apply rules across the cluster", () => {
     );
     const refusal = c.log.matching(/refused the Raft messages of member node-3/)[0]!;
     expect(refusal).toContain("Upgrade node-3");
-    expect(refusal).toContain("rules 2 are in force");
+    expect(refusal).toContain(`rules ${V} are in force`);
     // Refused both ways: its peers send it no Raft message (it would apply the entries by
     // rules 1), only membership frames asking what it advertises.
     await c.write(5);
@@ -237,6 +242,6 @@ describe("apply rules across the cluster", () => {
       () => (c.members.get("node-3")!.replicated!.host.status(SHARD).appliedIndex ?? 0) >= target,
       "node-3 caught up",
     );
-    expect(c.rules("node-3")).toBe(2);
+    expect(c.rules("node-3")).toBe(V);
   }, 30_000);
 });

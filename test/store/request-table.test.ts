@@ -15,6 +15,7 @@ import {
   decodeClaim,
   decodeErrorResult,
   encodeCommand,
+  encodeErrorResult,
   Op,
   type RequestOrigin,
 } from "../../src/store/replicated/command.ts";
@@ -26,6 +27,7 @@ import {
   NEW_ID_RESERVE_BYTES,
   REMEMBERED_BLOCK_BYTES,
   REMEMBERED_CLIENT_BYTES,
+  REMEMBERED_ERROR_BYTES,
   REMEMBERED_RUN_BYTES,
   resolveDedupOptions,
 } from "../../src/store/replicated/request-table-options.ts";
@@ -779,4 +781,70 @@ describe("every member decides alike, through the state machine", () => {
       expect(follower.machine.dedupSize).toBe(leader.machine.dedupSize);
     });
   }
+});
+
+describe("members of two releases that word a refusal differently (apply rules 3)", () => {
+  // The same refusal (same code) as two releases may word it: one short, one long.
+  const terse = encodeErrorResult(new DkvError("TOO_LARGE", "value too large"));
+  const wordy = encodeErrorResult(
+    new DkvError(
+      "TOO_LARGE",
+      `the value is larger than this shard takes: ${"é".repeat(400)}. Send a smaller one`,
+    ),
+  );
+
+  /** Two tables fed the same log, one remembering `terse` and the other `wordy` for its refusals; the first step they decide apart, or -1. */
+  function firstDisagreement(rules: 2 | 3, seed: number): number {
+    const next = seededRandom(seed);
+    const options = resolveDedupOptions({ retentionMs: DEDUP_RETENTION_MIN_MS, bytesMax: 20_000 });
+    const a = new RequestTable(options);
+    const b = new RequestTable(options);
+    a.setRules(rules);
+    b.setRules(rules);
+    let timeMs = 0;
+    for (let step = 0; step < 5_000; step++) {
+      if (next() < 0.3) timeMs += 1 + Math.floor(next() * 50);
+      const clientId = new Uint8Array(CLIENT_ID_BYTES).fill(1 + Math.floor(next() * 40));
+      const requestId = 1 + Math.floor(next() * 1_000_000);
+      const refusal = next() < 0.3;
+      const decidedA = applyWrite(a, clientId, requestId, refusal ? terse : RESULT_VOID_FOR_TEST, timeMs);
+      const decidedB = applyWrite(b, clientId, requestId, refusal ? wordy : RESULT_VOID_FOR_TEST, timeMs);
+      const seenAlike = decidedA.startsWith("seen") && decidedB.startsWith("seen");
+      if (!seenAlike && decidedA !== decidedB) return step;
+      if (a.bytes !== b.bytes) return step;
+    }
+    return -1;
+  }
+
+  test("under rules 3 they count and decide alike at the bound; under rules 2 the text's length decided", () => {
+    for (const seed of [51, 52, 53]) {
+      expect(firstDisagreement(3, seed)).toBe(-1);
+      expect(firstDisagreement(2, seed)).toBeGreaterThanOrEqual(0);
+    }
+  });
+
+  test("a remembered refusal keeps its code and at most REMEMBERED_ERROR_BYTES, cut at a character boundary", () => {
+    const table = new RequestTable(defaultDedupOptions);
+    const clientId = new Uint8Array(CLIENT_ID_BYTES).fill(7);
+    table.remember(clientId, 1, wordy, 1_000);
+    table.remember(clientId, 2, terse, 1_000);
+    const kept = table.get(clientId, 1)!;
+    expect(wordy.byteLength).toBeGreaterThan(REMEMBERED_ERROR_BYTES);
+    expect(kept.byteLength).toBeLessThanOrEqual(REMEMBERED_ERROR_BYTES);
+    expect(kept.byteLength).toBeGreaterThan(REMEMBERED_ERROR_BYTES - 2);
+    const error = decodeErrorResult(kept)!;
+    expect(error.code).toBe("TOO_LARGE");
+    expect(error.message).not.toContain("\ufffd");
+    expect(decodeErrorResult(wordy)!.message.startsWith(error.message)).toBe(true);
+    // A short one is kept whole; and both survive a snapshot as kept.
+    expect(table.get(clientId, 2)).toEqual(terse);
+    const restored = RequestTable.decode(table.encode(), table.options, false);
+    expect(restored.get(clientId, 1)).toEqual(kept);
+    expect(restored.encode()).toEqual(table.encode());
+    // Under rules 2 the whole text is kept (and counted), as that release did.
+    const older = new RequestTable(defaultDedupOptions);
+    older.setRules(2);
+    older.remember(clientId, 1, wordy, 1_000);
+    expect(older.get(clientId, 1)).toEqual(wordy);
+  });
 });

@@ -15,10 +15,13 @@ import { encodeCommandOf, Op } from "./command.ts";
  *      id (RequestTable rule 1); a transaction's gets return any number of bytes.
  *   2: the request table counts blocks, time runs and clients (rule 2); a transaction
  *      whose gets would return more than TXN_RESULT_BYTES_MAX is refused TOO_LARGE.
+ *   3: the request table counts a remembered error result at REMEMBERED_ERROR_BYTES and
+ *      keeps at most that much of it: its message is a text releases may word differently,
+ *      and under rules 2 its length decided when the table was full (rule 3).
  * A release implementing N applies the rules of every version up to N. Bump this (and
  * implement the old rules beside the new ones) for any change to what apply decides.
  */
-export const APPLY_RULES_VERSION = 2;
+export const APPLY_RULES_VERSION = 3;
 /** What a member of a release before apply rules were declared implements (it advertises nothing). */
 export const APPLY_RULES_VERSION_UNDECLARED = 1;
 

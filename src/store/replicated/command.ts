@@ -530,6 +530,24 @@ export function encodeErrorResult(error: DkvError): Uint8Array {
   return out;
 }
 
+/** Whether `result` is an error result (its bytes alone say so). */
+export function isErrorResult(result: Uint8Array): boolean {
+  return result.byteLength >= 2 && result[0] === RESULT_ERROR_MARKER;
+}
+
+/**
+ * An error result cut to at most `maxBytes` (a view of it): its code whole, its message
+ * ended at a character boundary. What a request table keeps of one under apply rules 3.
+ */
+export function cutErrorResult(result: Uint8Array, maxBytes: number): Uint8Array {
+  if (result.byteLength <= maxBytes) return result;
+  const codeEnd = 2 + result[1]!;
+  let end = Math.max(maxBytes, codeEnd);
+  // The first byte left out must not continue a character (10xxxxxx) the message keeps.
+  while (end > codeEnd && (result[end]! & 0xc0) === 0x80) end--;
+  return result.subarray(0, end);
+}
+
 /**
  * The refusal carried by an error result, or undefined for any other result. The write
  * changed nothing (it applied as a no-op on every member), hence outcome not-applied.

@@ -102,8 +102,13 @@ export const NEW_ID_RESERVE_BYTES =
  *     new and RULE1_RESERVE_BYTES.
  *   2: blocks, time runs, clients and side-map entries (REMEMBERED_BLOCK_BYTES ...), room
  *     NEW_ID_RESERVE_BYTES plus a client if new.
+ *   3: as 2, but an error result in the side map counts REMEMBERED_ERROR_BYTES whatever its
+ *     length, and a new one keeps at most that much: members whose releases word a refusal
+ *     differently (its code is the same) count alike.
  */
-export type TableRules = 1 | 2;
+export type TableRules = 1 | 2 | 3;
+/** Rule 3: what a remembered error result counts, and the most of it a new one keeps. */
+export const REMEMBERED_ERROR_BYTES = 256;
 /** Rule 1's estimate of one remembered id, whatever block it shares. */
 export const REMEMBERED_ID_BYTES = 32;
 /** Rule 1's room kept for the write being checked beside its id (a result with its own array, high bits). */

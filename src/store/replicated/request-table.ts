@@ -1,5 +1,5 @@
 import { DkvError } from "../../errors.ts";
-import { CLIENT_ID_BYTES, encodeBoolean, RESULT_VOID } from "./command.ts";
+import { CLIENT_ID_BYTES, cutErrorResult, encodeBoolean, isErrorResult, RESULT_VOID } from "./command.ts";
 import { ClientDictionary } from "./request-table-clients.ts";
 import {
   BLOCK_LOW_MASK,
@@ -20,6 +20,7 @@ import {
   NEW_ID_RESERVE_BYTES,
   REMEMBERED_BLOCK_BYTES,
   REMEMBERED_CLIENT_BYTES,
+  REMEMBERED_ERROR_BYTES,
   REMEMBERED_ID_BYTES,
   REMEMBERED_RESULT_OVERHEAD_BYTES,
   REMEMBERED_RUN_BYTES,
@@ -79,8 +80,10 @@ export class RequestTable {
   private readonly clients = new ClientDictionary();
   /** Estimated bytes of the side maps' entries (REMEMBERED_RESULT_OVERHEAD_BYTES and results). */
   private sideBytes = 0;
+  /** sideBytes with every error result at REMEMBERED_ERROR_BYTES, whatever its length (rule 3). */
+  private sideBytesFixedErrors = 0;
   /** How `bytes` counts (TableRules): the newest unless the state machine says otherwise. */
-  private countRules: TableRules = 2;
+  private countRules: TableRules = 3;
 
   constructor(readonly options: DedupOptions) {
     this.clientOf = new Uint32Array(RING_CAPACITY_MIN);
@@ -113,7 +116,7 @@ export class RequestTable {
       this.blockCount * REMEMBERED_BLOCK_BYTES +
       this.runs.size * REMEMBERED_RUN_BYTES +
       this.clients.size * REMEMBERED_CLIENT_BYTES +
-      this.sideBytes
+      (this.countRules === 3 ? this.sideBytesFixedErrors : this.sideBytes)
     );
   }
 
@@ -209,9 +212,20 @@ export class RequestTable {
     this.countRules = rules;
   }
 
+  /** Adds (`sign` 1) or takes away (-1) a side-map result's count under every rule. */
+  private countOther(result: Uint8Array, sign: 1 | -1): void {
+    this.sideBytes += sign * (REMEMBERED_RESULT_OVERHEAD_BYTES + result.byteLength);
+    const counted = isErrorResult(result) ? REMEMBERED_ERROR_BYTES : result.byteLength;
+    this.sideBytesFixedErrors += sign * (REMEMBERED_RESULT_OVERHEAD_BYTES + counted);
+  }
+
   /** Remembers a new id (log order: `timeMs` never below the last one's; not remembered yet). */
   remember(clientId: Uint8Array, requestId: number, result: Uint8Array, timeMs: number): void {
-    this.rememberKeyed(this.clients.keyOf(clientId), requestId, result, timeMs);
+    const kept =
+      this.countRules === 3 && isErrorResult(result)
+        ? cutErrorResult(result, REMEMBERED_ERROR_BYTES)
+        : result;
+    this.rememberKeyed(this.clients.keyOf(clientId), requestId, kept, timeMs);
   }
 
   /** Also what decoding restores through: without the log-order checks of a live apply. */
@@ -251,11 +265,12 @@ export class RequestTable {
       // A copy of its own: the caller's array may be a view into a larger buffer, or carry
       // a materialised ArrayBuffer (encodeClaim's DataView: ~270 B a claim instead of ~130).
       this.others.set(seq, result.slice());
-      this.sideBytes += REMEMBERED_RESULT_OVERHEAD_BYTES + result.byteLength;
+      this.countOther(result, 1);
     }
     if ((code & CODE_HIGH) !== 0) {
       this.highs.set(seq, requestId);
       this.sideBytes += REMEMBERED_RESULT_OVERHEAD_BYTES;
+      this.sideBytesFixedErrors += REMEMBERED_RESULT_OVERHEAD_BYTES;
     }
     this.insertSlot(pos);
   }
@@ -419,11 +434,12 @@ export class RequestTable {
     if ((code & CODE_MASK) === CODE_OTHER) {
       const result = this.others.get(this.headSeq)!;
       this.others.delete(this.headSeq);
-      this.sideBytes -= REMEMBERED_RESULT_OVERHEAD_BYTES + result.byteLength;
+      this.countOther(result, -1);
     }
     if ((code & CODE_HIGH) !== 0) {
       this.highs.delete(this.headSeq);
       this.sideBytes -= REMEMBERED_RESULT_OVERHEAD_BYTES;
+      this.sideBytesFixedErrors -= REMEMBERED_RESULT_OVERHEAD_BYTES;
     }
     this.head = (this.head + 1) & (this.codeOf.length - 1);
     this.headSeq++;

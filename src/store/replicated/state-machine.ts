@@ -259,7 +259,7 @@ export class DStoreStateMachine implements StateMachine {
   private setRules(version: number): void {
     const changed = version !== this.rules;
     this.rules = version;
-    this.requests.setRules(version >= 2 ? 2 : 1);
+    this.requests.setRules(version >= 3 ? 3 : version === 2 ? 2 : 1);
     if (changed) this.onRulesChange?.(version);
   }
 
