@@ -11,7 +11,7 @@ import { MapleDB } from "../../src/db/maple/index.ts";
 import { SnapshotEncoder } from "../../src/db/maple/snapshot-codec.ts";
 import { Entry, NEVER } from "../../src/db/maple/timed-entry.ts";
 import { RecordDB } from "../../src/db/records/record-db.ts";
-import { MAX_KEY_BYTES } from "../../src/db/records/record-table.ts";
+import { MAX_KEY_BYTES } from "../../src/db/records/record-layout.ts";
 import type { DkvError } from "../../src/errors.ts";
 import { bytes, concat, pieces, T0 } from "./helpers.ts";
 

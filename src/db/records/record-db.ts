@@ -45,7 +45,8 @@ import { corrupt, SnapshotDecoder } from "../maple/snapshot-codec.ts";
 import { decodeAll, SnapshotWriter, settleLoadedOrder } from "../maple/snapshot-io.ts";
 import { StreamedKeysBuilder } from "../maple/streamed-keys-builder.ts";
 import { Entry, isExpired, NEVER, TimedEntry } from "../maple/timed-entry.ts";
-import { FLAG_EXTERNAL, FLAG_TIMED, RecordTable, VERSION_MAX } from "./record-table.ts";
+import { FLAG_EXTERNAL, FLAG_TIMED, VERSION_MAX } from "./record-layout.ts";
+import { RecordTable } from "./record-table.ts";
 
 /** Values longer than this stay the caller's array, outside the records. */
 export const EXTERNAL_VALUE_BYTES = 4096;

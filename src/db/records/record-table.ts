@@ -1,248 +1,41 @@
 /**
  * RecordTable: keys and values out of JS objects. Each key's record (a header, the key's
- * bytes, the value's bytes) lives in large chunks of an arena; per shard an
- * open-addressing table (linear probing, backward-shift deletion) maps a key's hash to its
- * record's reference. No Map, no string and no object is kept per key.
- *
- * A record, 8-byte aligned, in 32-bit words: w0 the key's hash; w1 the key's byte length
- * (low 24 bits) and flags (high 8); w2 the value's length (low 16 bits: a value in a
- * record is at most EXTERNAL_VALUE_BYTES) and the version's high 16 bits; w3 the version's
- * low 32 bits (a version is exact to 2^48); w4/w5 the createRevision and w6/w7 the
- * modRevision (low and high 32 bits); then the key's bytes and the value's. Keys are stored as WTF-8 (UTF-8 that also encodes a lone surrogate as
- * three bytes), so every JS string, well formed or not, has bytes of its own.
+ * bytes, the value's bytes; see record-layout.ts) lives in large chunks of an arena
+ * (record-arena.ts); per shard an open-addressing table (ref-index.ts) maps a key's hash
+ * (wtf8-key.ts) to its record's reference. No Map, no string and no object is kept per key.
+ * This class is the table's API: finding a key, reading a record, writing one.
  *
  * A record whose new contents take the same padded size is rewritten in place (not while
- * frozen for a save); any other write makes a new record and marks the old one dead. A
- * chunk whose dead bytes reach half of it is compacted after the write: its live records
- * move to the chunk being filled and it is reused. A record too large for a chunk gets a
- * buffer of its own, released once dead.
+ * frozen for a save); any other write makes a new record and marks the old one dead (the
+ * arena compacts chunks half dead after the write).
  *
  * Callers pass references (`ref`) from `find`; a reference is valid until the next write.
  */
 import { DkvError } from "../../errors.ts";
-
-const CHUNK_SHIFT = 20;
-const CHUNK_BYTES = 1 << CHUNK_SHIFT;
-/** References count 8-byte units: 2^32 × 8 B of arena at most; 0 is never a record. */
-const UNIT_SHIFT = 3;
-const UNITS_PER_CHUNK_SHIFT = CHUNK_SHIFT - UNIT_SHIFT;
-const UNIT_MASK = (1 << UNITS_PER_CHUNK_SHIFT) - 1;
-export const HEADER_BYTES = 32;
-const KEY_LEN_MASK = 0xffffff;
-/** The value's length in w2 (its high 16 bits are the version's high bits). */
-const VALUE_LEN_MASK = 0xffff;
-/** Largest value a record holds; RecordDB keeps larger ones outside (FLAG_EXTERNAL). */
-export const RECORD_VALUE_BYTES_MAX = VALUE_LEN_MASK;
-/** Versions are exact below this (48 bits: w3 and w2's high half). */
-export const VERSION_MAX = 2 ** 48 - 1;
-/** References are 32 bits: chunk indexes stop here (32 GiB of 1 MiB chunks). */
-const CHUNKS_MAX = 2 ** (32 - (CHUNK_SHIFT - UNIT_SHIFT));
-/** Emptied chunks kept for reuse; more are given back (a burst's peak is not kept). */
-const SPARE_CHUNKS_MAX = 2;
-/** Flags (in w1's high byte). */
-const FLAG_DEAD = 1 << 24;
-/** The key has deadlines, kept outside the record (see RecordDB). */
-export const FLAG_TIMED = 1 << 25;
-/** The value is kept outside the record (a large one, see RecordDB). */
-export const FLAG_EXTERNAL = 1 << 26;
-/** The key is not well-formed UTF-16 (a lone surrogate): decoded by hand. */
-const FLAG_LONE_SURROGATE = 1 << 27;
-const FLAGS_KEPT = FLAG_TIMED | FLAG_EXTERNAL;
-/** A record bigger than this gets a buffer of its own. */
-const MAX_CHUNKED_RECORD_BYTES = CHUNK_BYTES >> 2;
-/** Keys longer than this (in bytes) are refused (`--max-key-bytes` has this bound). */
-export const MAX_KEY_BYTES = KEY_LEN_MASK;
-
-const SHARD_BITS = 6;
-const SHARDS = 1 << SHARD_BITS;
-const MIN_SLOTS = 16;
-const EMPTY_U8 = new Uint8Array(0);
-const EMPTY_I32 = new Int32Array(0);
+import { RecordArena } from "./record-arena.ts";
+import {
+  CHUNK_BYTES,
+  CHUNKS_MAX,
+  EMPTY_U8,
+  FLAG_EXTERNAL,
+  FLAG_LONE_SURROGATE,
+  FLAGS_KEPT,
+  HEADER_BYTES,
+  KEY_LEN_MASK,
+  MAX_KEY_BYTES,
+  recordBytes,
+  UNIT_MASK,
+  UNIT_SHIFT,
+  UNITS_PER_CHUNK_SHIFT,
+  VALUE_LEN_MASK,
+  VERSION_MAX,
+} from "./record-layout.ts";
+import { SHARD_BITS } from "./ref-index.ts";
+import { decodeWtf8, hashKey, lastHashedKey, utf8Length, writeKeyBytes } from "./wtf8-key.ts";
 
 const utf8Decoder = new TextDecoder("utf-8", { ignoreBOM: true });
 
-/** The WTF-8 length of the key last hashed (set by hashKey) and whether it has a lone surrogate. */
-const last = { keyBytes: 0, loneSurrogate: false };
-
-/**
- * The hash's start, random per process: hashes are never stored outside it (a snapshot
- * holds none), and keys chosen to collide in one process do not in another.
- */
-const SEED = (0x811c9dc5 ^ Math.floor(Math.random() * 0x100000000)) | 0;
-
-/** FNV-1a (seeded) over the key's WTF-8 bytes, then a mix; sets last.keyBytes and last.loneSurrogate. */
-export function hashKey(key: string): number {
-  let h = SEED;
-  const n = key.length;
-  let i = 0;
-  for (; i < n; i++) {
-    const c = key.charCodeAt(i);
-    if (c >= 0x80) break;
-    h = Math.imul(h ^ c, 0x01000193);
-  }
-  last.loneSurrogate = false;
-  if (i === n) {
-    last.keyBytes = n;
-    return finish(h);
-  }
-  let length = i;
-  for (; i < n; i++) {
-    const c = key.charCodeAt(i);
-    if (c < 0x80) {
-      h = Math.imul(h ^ c, 0x01000193);
-      length++;
-    } else if (c < 0x800) {
-      h = Math.imul(h ^ (0xc0 | (c >> 6)), 0x01000193);
-      h = Math.imul(h ^ (0x80 | (c & 63)), 0x01000193);
-      length += 2;
-    } else {
-      if (c >= 0xd800 && c <= 0xdfff) {
-        const d = i + 1 < n ? key.charCodeAt(i + 1) : 0;
-        if (c <= 0xdbff && d >= 0xdc00 && d <= 0xdfff) {
-          const cp = 0x10000 + ((c - 0xd800) << 10) + (d - 0xdc00);
-          h = Math.imul(h ^ (0xf0 | (cp >> 18)), 0x01000193);
-          h = Math.imul(h ^ (0x80 | ((cp >> 12) & 63)), 0x01000193);
-          h = Math.imul(h ^ (0x80 | ((cp >> 6) & 63)), 0x01000193);
-          h = Math.imul(h ^ (0x80 | (cp & 63)), 0x01000193);
-          length += 4;
-          i++;
-          continue;
-        }
-        last.loneSurrogate = true;
-      }
-      h = Math.imul(h ^ (0xe0 | (c >> 12)), 0x01000193);
-      h = Math.imul(h ^ (0x80 | ((c >> 6) & 63)), 0x01000193);
-      h = Math.imul(h ^ (0x80 | (c & 63)), 0x01000193);
-      length += 3;
-    }
-  }
-  last.keyBytes = length;
-  return finish(h);
-}
-
-function finish(h: number): number {
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x85ebca6b);
-  h ^= h >>> 13;
-  h = Math.imul(h, 0xc2b2ae35);
-  h ^= h >>> 16;
-  return h | 0;
-}
-
-/** Writes `key` as WTF-8 at `at` (its length known: last.keyBytes of hashKey). */
-function writeKeyBytes(key: string, bytes: Uint8Array, at: number, keyBytes: number): void {
-  const n = key.length;
-  if (keyBytes === n) {
-    for (let i = 0; i < n; i++) bytes[at + i] = key.charCodeAt(i);
-    return;
-  }
-  let p = at;
-  for (let i = 0; i < n; i++) {
-    const c = key.charCodeAt(i);
-    if (c < 0x80) {
-      bytes[p++] = c;
-    } else if (c < 0x800) {
-      bytes[p++] = 0xc0 | (c >> 6);
-      bytes[p++] = 0x80 | (c & 63);
-    } else {
-      if (c >= 0xd800 && c <= 0xdbff && i + 1 < n) {
-        const d = key.charCodeAt(i + 1);
-        if (d >= 0xdc00 && d <= 0xdfff) {
-          const cp = 0x10000 + ((c - 0xd800) << 10) + (d - 0xdc00);
-          bytes[p++] = 0xf0 | (cp >> 18);
-          bytes[p++] = 0x80 | ((cp >> 12) & 63);
-          bytes[p++] = 0x80 | ((cp >> 6) & 63);
-          bytes[p++] = 0x80 | (cp & 63);
-          i++;
-          continue;
-        }
-      }
-      bytes[p++] = 0xe0 | (c >> 12);
-      bytes[p++] = 0x80 | ((c >> 6) & 63);
-      bytes[p++] = 0x80 | (c & 63);
-    }
-  }
-}
-
-/** Decodes WTF-8 written by writeKeyBytes (lone surrogates included). */
-function decodeWtf8(bytes: Uint8Array, start: number, end: number): string {
-  const units: number[] = [];
-  let i = start;
-  while (i < end) {
-    const b = bytes[i]!;
-    if (b < 0x80) {
-      units.push(b);
-      i++;
-    } else if (b < 0xe0) {
-      units.push(((b & 31) << 6) | (bytes[i + 1]! & 63));
-      i += 2;
-    } else if (b < 0xf0) {
-      units.push(((b & 15) << 12) | ((bytes[i + 1]! & 63) << 6) | (bytes[i + 2]! & 63));
-      i += 3;
-    } else {
-      const cp =
-        ((b & 7) << 18) | ((bytes[i + 1]! & 63) << 12) | ((bytes[i + 2]! & 63) << 6) | (bytes[i + 3]! & 63);
-      units.push(0xd800 + ((cp - 0x10000) >> 10), 0xdc00 + ((cp - 0x10000) & 1023));
-      i += 4;
-    }
-  }
-  let out = "";
-  for (let k = 0; k < units.length; k += 4096) out += String.fromCharCode(...units.slice(k, k + 4096));
-  return out;
-}
-
-/** A string's length in UTF-8 (WTF-8 for lone surrogates: 3 bytes each, as writeKeyBytes). */
-function utf8Length(key: string): number {
-  let length = 0;
-  for (let i = 0; i < key.length; i++) {
-    const c = key.charCodeAt(i);
-    if (c < 0x80) length += 1;
-    else if (c < 0x800) length += 2;
-    else if (c >= 0xd800 && c <= 0xdbff && i + 1 < key.length) {
-      const d = key.charCodeAt(i + 1);
-      if (d >= 0xdc00 && d <= 0xdfff) {
-        length += 4;
-        i++;
-      } else length += 3;
-    } else length += 3;
-  }
-  return length;
-}
-
-function recordBytes(keyBytes: number, valueBytes: number): number {
-  return (HEADER_BYTES + keyBytes + valueBytes + 7) & ~7;
-}
-
-export class RecordTable {
-  private u8: Uint8Array[] = [];
-  private i32: Int32Array[] = [];
-  /** Dead bytes per chunk. */
-  private dead: number[] = [];
-  /** Where each chunk's records end (the current chunk's: `top`). */
-  private ends: number[] = [];
-  /** Whether a chunk is a record's own buffer. */
-  private own: boolean[] = [];
-  /** Emptied chunks, ready for reuse; indexes of released own buffers. */
-  private spare: number[] = [];
-  private freeIndexes: number[] = [];
-  private current = -1;
-  private top = CHUNK_BYTES;
-  /** Chunks over half dead, compacted once the write under way is done. */
-  private candidates: number[] = [];
-  /** While frozen (a save reads the records): nothing is rewritten in place, moved or reused. */
-  private frozen = false;
-  /**
-   * Per shard (the hash's top SHARD_BITS bits): slots holding references (0: empty) and
-   * the hashes beside them; a mask and a count of keys. Plain arrays, built in a loop
-   * without a call per shard: start-up must not be enough work for the JIT (see
-   * test/footprint/start-jit.test.ts).
-   */
-  private readonly refs: Uint32Array[] = [];
-  private readonly hashes: Int32Array[] = [];
-  private readonly masks = new Int32Array(SHARDS);
-  private readonly sizes = new Int32Array(SHARDS);
-  /** Keys held. */
-  size = 0;
+export class RecordTable extends RecordArena {
   /** Set by `find`: the key's hash and byte length, for an `insert` that follows. */
   hash = 0;
   keyBytes = 0;
@@ -250,27 +43,13 @@ export class RecordTable {
   /** Scratch for comparing a non-ASCII key. */
   private scratch = new Uint8Array(256);
 
-  constructor() {
-    for (let i = 0; i < SHARDS; i++) {
-      this.refs.push(new Uint32Array(MIN_SLOTS));
-      this.hashes.push(new Int32Array(MIN_SLOTS));
-      this.masks[i] = MIN_SLOTS - 1;
-    }
-    // Chunk index 0 is never used, so no record's reference is 0 (an empty slot).
-    this.u8.push(EMPTY_U8);
-    this.i32.push(EMPTY_I32);
-    this.dead.push(0);
-    this.ends.push(0);
-    this.own.push(false);
-  }
-
   /** The record of `key`, or 0. Sets `hash` and `keyBytes`. */
   find(key: string): number {
     const hash = hashKey(key);
-    const length = last.keyBytes;
+    const length = lastHashedKey.keyBytes;
     this.hash = hash;
     this.keyBytes = length;
-    this.loneSurrogate = last.loneSurrogate;
+    this.loneSurrogate = lastHashedKey.loneSurrogate;
     const shard = hash >>> (32 - SHARD_BITS);
     const refs = this.refs[shard]!;
     const hashes = this.hashes[shard]!;
@@ -594,199 +373,6 @@ export class RecordTable {
     words[w + 7] = Math.floor(modRevision / 0x100000000);
   }
 
-  /** Reserves `size` bytes (a multiple of 8); returns the reference. Moves no record. */
-  private allocate(size: number): number {
-    if (size > MAX_CHUNKED_RECORD_BYTES) return this.allocateOwn(size);
-    if (this.top + size > CHUNK_BYTES) this.newChunk();
-    const offset = this.top;
-    this.top += size;
-    return ((this.current << UNITS_PER_CHUNK_SHIFT) | (offset >> UNIT_SHIFT)) >>> 0;
-  }
-
-  private allocateOwn(size: number): number {
-    const buffer = new ArrayBuffer(size);
-    const index = this.freeIndexes.pop() ?? this.u8.length;
-    if (index >= CHUNKS_MAX)
-      throw new RangeError(`record chunk ${index} past ${CHUNKS_MAX}: checkRoom was skipped`);
-    this.u8[index] = new Uint8Array(buffer);
-    this.i32[index] = new Int32Array(buffer);
-    this.dead[index] = 0;
-    this.ends[index] = size;
-    this.own[index] = true;
-    return (index << UNITS_PER_CHUNK_SHIFT) >>> 0;
-  }
-
-  private newChunk(): void {
-    const previous = this.current;
-    if (previous >= 0) {
-      this.ends[previous] = this.top;
-      this.dead[previous]! += CHUNK_BYTES - this.top;
-      if (this.dead[previous]! * 2 >= CHUNK_BYTES) this.candidates.push(previous);
-    }
-    const reused = this.spare.pop();
-    if (reused !== undefined) {
-      this.current = reused;
-      this.dead[reused] = 0;
-    } else {
-      const buffer = new ArrayBuffer(CHUNK_BYTES);
-      const index = this.freeIndexes.pop() ?? this.u8.length;
-      if (index >= CHUNKS_MAX)
-        throw new RangeError(`record chunk ${index} past ${CHUNKS_MAX}: checkRoom was skipped`);
-      this.u8[index] = new Uint8Array(buffer);
-      this.i32[index] = new Int32Array(buffer);
-      this.dead[index] = 0;
-      this.own[index] = false;
-      this.current = index;
-    }
-    this.ends[this.current] = 0;
-    this.top = 0;
-  }
-
-  private kill(chunk: number, offset: number, keyBytes: number, valueLength: number): void {
-    const words = this.i32[chunk]!;
-    words[(offset >> 2) + 1] = words[(offset >> 2) + 1]! | FLAG_DEAD;
-    const size = recordBytes(keyBytes, valueLength);
-    const before = this.dead[chunk]!;
-    this.dead[chunk] = before + size;
-    if (chunk === this.current) return;
-    const capacity = this.own[chunk] ? this.ends[chunk]! : CHUNK_BYTES;
-    // Once: when the dead bytes first reach half.
-    if (before * 2 < capacity && (before + size) * 2 >= capacity) this.candidates.push(chunk);
-  }
-
-  /** Compacts the chunks found over half dead (after a write, never during one; not while frozen). */
-  private settle(): void {
-    if (this.frozen) return;
-    // Compaction moves live records into the chunk being filled and may open another: not
-    // when the arena is at its bound with nothing to reuse (a rare edge; the chunks stay).
-    if (this.u8.length >= CHUNKS_MAX - 1 && this.freeIndexes.length === 0 && this.spare.length === 0) return;
-    while (this.candidates.length > 0) {
-      const chunk = this.candidates.pop()!;
-      if (chunk !== this.current) this.compact(chunk);
-    }
-  }
-
-  private compact(chunk: number): void {
-    if (this.own[chunk]) {
-      // A record of its own, dead: release the buffer.
-      this.u8[chunk] = EMPTY_U8;
-      this.i32[chunk] = EMPTY_I32;
-      this.own[chunk] = false;
-      this.freeIndexes.push(chunk);
-      return;
-    }
-    const words = this.i32[chunk]!;
-    const bytes = this.u8[chunk]!;
-    const end = this.ends[chunk]!;
-    let offset = 0;
-    while (offset < end) {
-      const w = offset >> 2;
-      const keyWord = words[w + 1]!;
-      const size = recordBytes(keyWord & KEY_LEN_MASK, words[w + 2]! & VALUE_LEN_MASK);
-      if ((keyWord & FLAG_DEAD) === 0) {
-        const oldRef = ((chunk << UNITS_PER_CHUNK_SHIFT) | (offset >> UNIT_SHIFT)) >>> 0;
-        const ref = this.allocate(size);
-        this.u8[ref >>> UNITS_PER_CHUNK_SHIFT]!.set(
-          bytes.subarray(offset, offset + size),
-          (ref & UNIT_MASK) << UNIT_SHIFT,
-        );
-        this.replaceRef(words[w]!, oldRef, ref);
-      }
-      offset += size;
-    }
-    this.dead[chunk] = 0;
-    this.ends[chunk] = 0;
-    if (this.spare.length < SPARE_CHUNKS_MAX) {
-      this.spare.push(chunk);
-      return;
-    }
-    // Enough kept for reuse: give the chunk back (after a burst, its bytes are not kept).
-    this.u8[chunk] = EMPTY_U8;
-    this.i32[chunk] = EMPTY_I32;
-    this.freeIndexes.push(chunk);
-  }
-
-  private insertRef(hash: number, ref: number): void {
-    const shard = hash >>> (32 - SHARD_BITS);
-    if ((this.sizes[shard]! + 1) * 4 > (this.masks[shard]! + 1) * 3) this.grow(shard);
-    const refs = this.refs[shard]!;
-    const hashes = this.hashes[shard]!;
-    const mask = this.masks[shard]!;
-    let slot = hash & mask;
-    while (refs[slot] !== 0) slot = (slot + 1) & mask;
-    refs[slot] = ref;
-    hashes[slot] = hash;
-    this.sizes[shard]!++;
-    this.size++;
-  }
-
-  private grow(shard: number): void {
-    this.resize(shard, this.refs[shard]!.length * 2);
-  }
-
-  /** Rebuilds a shard's table with `slots` slots (a power of two, at least MIN_SLOTS). */
-  private resize(shard: number, wanted: number): void {
-    const oldRefs = this.refs[shard]!;
-    const oldHashes = this.hashes[shard]!;
-    const slots = Math.max(MIN_SLOTS, wanted);
-    const refs = new Uint32Array(slots);
-    const hashes = new Int32Array(slots);
-    const mask = slots - 1;
-    for (let i = 0; i < oldRefs.length; i++) {
-      const ref = oldRefs[i]!;
-      if (ref === 0) continue;
-      const hash = oldHashes[i]!;
-      let slot = hash & mask;
-      while (refs[slot] !== 0) slot = (slot + 1) & mask;
-      refs[slot] = ref;
-      hashes[slot] = hash;
-    }
-    this.refs[shard] = refs;
-    this.hashes[shard] = hashes;
-    this.masks[shard] = mask;
-  }
-
-  private replaceRef(hash: number, oldRef: number, ref: number): void {
-    const shard = hash >>> (32 - SHARD_BITS);
-    const refs = this.refs[shard]!;
-    const mask = this.masks[shard]!;
-    let slot = hash & mask;
-    while (refs[slot] !== oldRef) slot = (slot + 1) & mask;
-    refs[slot] = ref;
-  }
-
-  private removeRef(hash: number, oldRef: number): void {
-    const shard = hash >>> (32 - SHARD_BITS);
-    const refs = this.refs[shard]!;
-    const hashes = this.hashes[shard]!;
-    const mask = this.masks[shard]!;
-    let slot = hash & mask;
-    while (refs[slot] !== oldRef) slot = (slot + 1) & mask;
-    // Backward-shift deletion: a later entry of the run moves into the hole when the hole
-    // lies between its home slot and where it sits.
-    let hole = slot;
-    let next = (hole + 1) & mask;
-    for (;;) {
-      const moving = refs[next]!;
-      if (moving === 0) break;
-      const home = hashes[next]! & mask;
-      if (((next - home) & mask) >= ((next - hole) & mask)) {
-        refs[hole] = moving;
-        hashes[hole] = hashes[next]!;
-        hole = next;
-      }
-      next = (next + 1) & mask;
-    }
-    refs[hole] = 0;
-    hashes[hole] = 0;
-    this.sizes[shard]!--;
-    this.size--;
-    // A shard's table an eighth full or less is halved twice (to about half full), so a
-    // burst's tables are given back as its keys go.
-    if (refs.length > MIN_SLOTS && this.sizes[shard]! * 8 <= refs.length)
-      this.resize(shard, refs.length >> 2);
-  }
-
   /**
    * Freezes the records for a save and returns every record's reference now: until
    * `thaw`, they are neither rewritten in place nor moved, so the references keep
@@ -794,15 +380,7 @@ export class RecordTable {
    */
   freeze(): Uint32Array[] {
     this.frozen = true;
-    const copies: Uint32Array[] = [];
-    for (let shard = 0; shard < SHARDS; shard++) {
-      const live = new Uint32Array(this.sizes[shard]!);
-      let n = 0;
-      const refs = this.refs[shard]!;
-      for (let i = 0; i < refs.length; i++) if (refs[i] !== 0) live[n++] = refs[i]!;
-      copies.push(live);
-    }
-    return copies;
+    return this.liveRefs();
   }
 
   thaw(): void {
@@ -818,22 +396,9 @@ export class RecordTable {
     return keys;
   }
 
-  get shardCount(): number {
-    return SHARDS;
-  }
-
   /** Bytes of the arena and tables (for info and tests). */
   footprint(): { arenaBytes: number; tableBytes: number; deadBytes: number } {
-    let arenaBytes = 0;
-    let deadBytes = 0;
-    for (let i = 0; i < this.u8.length; i++) {
-      arenaBytes += this.u8[i]!.byteLength;
-      if (this.u8[i]!.byteLength > 0) deadBytes += this.dead[i]!;
-    }
-    let tableBytes = 0;
-    for (let shard = 0; shard < SHARDS; shard++) {
-      tableBytes += this.refs[shard]!.byteLength + this.hashes[shard]!.byteLength;
-    }
-    return { arenaBytes, tableBytes, deadBytes };
+    const { arenaBytes, deadBytes } = this.arenaFootprint();
+    return { arenaBytes, tableBytes: this.tableBytes(), deadBytes };
   }
 }

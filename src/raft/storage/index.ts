@@ -5,11 +5,7 @@ export {
   type RaftStorageOptions,
   type RaftStorageStats,
 } from "./raft-storage.ts";
-export {
-  SHARED_LOG_DIR,
-  type SharedGroupOptions,
-  SharedLog,
-  type SharedLogOptions,
-  type SharedLogStats,
-} from "./shared-log.ts";
+export { SharedLog, type SharedLogStats } from "./shared-log.ts";
+export type { SharedGroupOptions, SharedLogOptions } from "./shared-log-options.ts";
+export { SHARED_LOG_DIR } from "./shared-segments.ts";
 export type { StorageLogger } from "./snapshot-store.ts";

@@ -71,89 +71,39 @@
  * every later write throws the same FsyncFailedError): the host ends the process (issue 9).
  *
  * ## Modules
- * This file holds SharedLog itself (open, openGroup, the writer: group commit, batch
- * write, roll, close). Beside it: shared-segments.ts (segment names, creation, the scan
- * into per-group replays), segment-gc.ts (which segments can go, their deletion, the
- * relocation of idle groups), shared-log-import.ts (import of an old per-group WAL) and
- * shared-group-writer.ts (one group's GroupLogWriter).
+ * This file holds SharedLog itself (open, openGroup, the group commit's entry points,
+ * close). Beside it: shared-segment-writer.ts (the batch write, preallocation and roll of
+ * the active segment, and what the written batches say about each segment),
+ * shared-log-options.ts (options, defaults and bounds), shared-segments.ts (segment
+ * names, creation, the scan into per-group replays), segment-gc.ts (which segments can
+ * go, their deletion, the relocation of idle groups), shared-log-import.ts (import of an
+ * old per-group WAL) and shared-group-writer.ts (one group's GroupLogWriter).
  */
 
 import type { FileHandle } from "node:fs/promises";
 import { open } from "node:fs/promises";
 import { join } from "node:path";
-import {
-  COMPACTION_OVERHEAD_ENTRIES_DEFAULT,
-  RAFT_LOG_GATHER_TURNS_DEFAULT as GATHER_TURNS_DEFAULT,
-  RAFT_LOG_GATHER_TURNS_MAX as GATHER_TURNS_MAX,
-} from "../../config/defaults.ts";
 import { DkvError } from "../../errors.ts";
-import type { ConfState, HardState } from "../core/types.ts";
+import type { HardState } from "../core/types.ts";
 import type { FrameBuffer } from "./codec.ts";
 import type { EntryLog } from "./entry-log.ts";
-import {
-  ensureDataDir,
-  fsyncDir,
-  type SyncCounter,
-  type SyncFile,
-  syncHandle,
-  systemSyncFile,
-  writeFully,
-  writeFullySync,
-} from "./fs-util.ts";
+import { ensureDataDir, fsyncDir, type SyncCounter, systemSyncFile } from "./fs-util.ts";
 import { type GatherOptions, GroupCommit } from "./group-commit.ts";
 import { RaftStorage } from "./raft-storage.ts";
 import { LogReplay } from "./recovery.ts";
 import { type LiveLog, SegmentGc } from "./segment-gc.ts";
 import { SharedGroupWriter } from "./shared-group-writer.ts";
 import { importGroupWal } from "./shared-log-import.ts";
+import {
+  resolveSharedGroupOptions,
+  resolveSharedLogOptions,
+  type SharedGroupOptions,
+  type SharedLogOptions,
+} from "./shared-log-options.ts";
+import { SharedSegmentWriter } from "./shared-segment-writer.ts";
 import { createSegment, SHARED_LOG_DIR, SHARED_LOG_FORMAT, SharedReplay } from "./shared-segments.ts";
-import { consoleStorageLogger, SnapshotStore, type StorageLogger } from "./snapshot-store.ts";
-import { testFaults } from "./test-faults.ts";
+import { SnapshotStore, type StorageLogger } from "./snapshot-store.ts";
 import { replayWal, type WalSegment, type WalWriterStats } from "./wal.ts";
-
-export { SHARED_LOG_DIR, SHARED_LOG_FORMAT, sharedSegmentFileName } from "./shared-segments.ts";
-
-const SEGMENT_BYTES_MIN = 4096;
-const SEGMENT_BYTES_DEFAULT = 64 * 1024 * 1024;
-const PREALLOCATE_BYTES_DEFAULT = 1024 * 1024;
-/**
- * A batch up to this size is written from the event loop's thread (then fsynced through
- * the thread pool): copying it into the page cache takes microseconds, less than the
- * pool's hand-off and completion wake-ups, which a log of many groups pays per batch (on
- * this 2-core machine 3 members at c=50 over 50 groups: ~0.1 batches per write). A larger
- * batch (big values) goes through the pool, so the loop never stalls for long.
- */
-const SYNC_WRITE_BYTES_MAX = 256 * 1024;
-const PAGE_BYTES = 4096;
-
-export interface SharedLogOptions {
-  /** Roll to a new segment once the active one would exceed this (default 64 MiB). */
-  segmentBytesMax?: number;
-  /** Where repairs, fallbacks and imports are reported (default: console). */
-  logger?: StorageLogger;
-  /** How files are flushed (default fsync/fdatasync); fault injection in tests only. */
-  syncFile?: SyncFile;
-  /**
-   * At most this many event-loop turns a batch queued behind a running write gathers more
-   * records once that write is durable, while each turn adds some (GroupCommit's gather;
-   * default GATHER_TURNS_DEFAULT, 0 to 64). A write on an idle log never waits.
-   */
-  gatherTurns?: number;
-  /** Runs a function after pending I/O (default setImmediate): the gather's turns. */
-  later?: (run: () => void) => void;
-  /** Zeros written ahead of the active segment's log ("Preallocation"; default 1 MiB, 0 = off). */
-  preallocateBytes?: number;
-}
-
-export interface SharedGroupOptions {
-  /** Membership before the group's first snapshot (a fresh member's bootstrap configuration). */
-  initialConf?: ConfState;
-  /** Entries kept at or below the snapshot index after compaction (default as RaftStorage). */
-  compactionOverheadEntries?: number;
-  /** Snapshot files kept (default 2). */
-  snapshotsRetained?: number;
-  logger?: StorageLogger;
-}
 
 export interface SharedLogStats {
   /** write+fdatasync rounds of the log: every append of every group queued before one is durable after it. */
@@ -167,84 +117,48 @@ export interface SharedLogStats {
   relocations: number;
 }
 
-function checkRange(name: string, value: number, min: number, max: number): number {
-  if (!Number.isSafeInteger(value) || value < min || value > max) {
-    throw new DkvError(
-      "USAGE",
-      `raft storage option ${name} must be an integer from ${min} to ${max}, got ${value}`,
-    );
-  }
-  return value;
-}
-
-function checkCount(name: string, value: number, min: number): number {
-  if (!Number.isSafeInteger(value) || value < min) {
-    throw new DkvError("USAGE", `raft storage option ${name} must be an integer >= ${min}, got ${value}`);
-  }
-  return value;
-}
-
 /**
  * The process's one Raft log (see the note at the top). `openGroup` hands each group a
- * RaftStorage whose records go here; the log itself owns the segment files, the group
- * commit and segment GC.
+ * RaftStorage whose records go here; the log itself owns the segment files (through its
+ * SharedSegmentWriter), the group commit and segment GC.
  */
 export class SharedLog {
   private readonly queue: GroupCommit;
   private closed = false;
-  /** Size of the active segment right after its roll frame; a segment is never rolled before holding a batch. */
-  private activeStartBytes: number;
-  /** Each group's hard state as of the last durable frame: every new segment starts with all of them. */
-  private readonly durableHardStates = new Map<number, HardState>();
   private readonly openGroups = new Set<number>();
   /** Groups closed in this process: their recovered state is gone, so they are not opened again. */
   private readonly closedGroups = new Set<number>();
   /** Each open group's live log (what its storage holds in memory), for relocation. */
   private readonly liveLogs = new Map<number, LiveLog>();
-  private relocateSoon = false;
-  /** Zeros written once and reused for every preallocation (empty when it is off). */
-  private readonly zeros: Uint8Array;
   /** Which segments can go, and the relocation of idle groups pinning the oldest one. */
   private readonly gc: SegmentGc;
-  private readonly writeStats: WalWriterStats & { relocations: number } = {
-    batches: 0,
-    bytesWritten: 0,
-    relocations: 0,
-  };
 
   private constructor(
     readonly dir: string,
     private readonly segments: WalSegment[],
-    /** Per segment seq: each group's highest entry index in it. */
-    private readonly segmentGroups: Map<number, Map<number, number>>,
     /** Replayed groups not opened yet; an entry is removed when its group opens. */
     private readonly recovered: Map<number, LogReplay>,
-    private active: WalSegment,
-    private handle: FileHandle,
-    /** The active segment's file size: from active.sizeBytes on, zeros written and synced ahead. */
-    private allocatedBytes: number,
+    /** Writes the batches into the segments. */
+    private readonly writer: SharedSegmentWriter,
     readonly counter: SyncCounter,
-    private readonly segmentBytesMax: number,
-    private readonly preallocateBytes: number,
+    segmentGroups: Map<number, Map<number, number>>,
+    segmentBytesMax: number,
     private readonly logger: StorageLogger,
     gather: GatherOptions,
   ) {
     this.queue = new GroupCommit(
       {
-        writeBatch: (batch) => this.writeBatch(batch),
+        writeBatch: (batch) => writer.writeBatch(batch),
         failureOf: (error) => this.failureOf(error),
         afterBatch: () => {
-          if (!this.relocateSoon) return;
-          this.relocateSoon = false;
+          if (!writer.relocateSoon) return;
+          writer.relocateSoon = false;
           queueMicrotask(() => this.gc.startRelocation());
         },
       },
       gather,
     );
     this.gc = new SegmentGc(this, segments, segmentGroups, recovered, this.liveLogs, segmentBytesMax, logger);
-    this.activeStartBytes = active.sizeBytes;
-    this.zeros = new Uint8Array(preallocateBytes > 0 ? preallocateBytes + PAGE_BYTES : 0);
-    for (const [groupId, replay] of recovered) this.durableHardStates.set(groupId, replay.hardState);
   }
 
   /**
@@ -252,22 +166,8 @@ export class SharedLog {
    * any other damage refused with CORRUPT naming file, offset and group.
    */
   static async open(dataDir: string, options: SharedLogOptions = {}): Promise<SharedLog> {
-    const segmentBytesMax = checkCount(
-      "segmentBytesMax",
-      options.segmentBytesMax ?? SEGMENT_BYTES_DEFAULT,
-      SEGMENT_BYTES_MIN,
-    );
-    const preallocateBytes = checkCount(
-      "preallocateBytes",
-      options.preallocateBytes ?? PREALLOCATE_BYTES_DEFAULT,
-      0,
-    );
-    const logger = options.logger ?? consoleStorageLogger;
     // Checked before anything is opened.
-    const gather: GatherOptions = {
-      turns: checkRange("gatherTurns", options.gatherTurns ?? GATHER_TURNS_DEFAULT, 0, GATHER_TURNS_MAX),
-      later: options.later ?? setImmediate,
-    };
+    const { segmentBytesMax, preallocateBytes, logger, gather } = resolveSharedLogOptions(options);
     const counter: SyncCounter = { fsyncs: 0, syncFile: options.syncFile ?? systemSyncFile };
     const dir = join(dataDir, SHARED_LOG_DIR);
     await ensureDataDir(dataDir, "data dir", counter);
@@ -285,7 +185,7 @@ export class SharedLog {
       handle = await open(active.path, "r+");
     }
     const allocatedBytes = Math.max(active.sizeBytes, (await handle.stat()).size);
-    return new SharedLog(
+    const writer = new SharedSegmentWriter(
       dir,
       segments,
       replay.segmentGroups,
@@ -296,6 +196,15 @@ export class SharedLog {
       counter,
       segmentBytesMax,
       preallocateBytes,
+    );
+    return new SharedLog(
+      dir,
+      segments,
+      replay.groups,
+      writer,
+      counter,
+      replay.segmentGroups,
+      segmentBytesMax,
       logger,
       gather,
     );
@@ -317,13 +226,7 @@ export class SharedLog {
         `group ${groupId} was closed on the shared log in ${this.dir}; reopen the shared log (restart the host) to open it again`,
       );
     }
-    const overheadEntries = checkCount(
-      "compactionOverheadEntries",
-      options.compactionOverheadEntries ?? COMPACTION_OVERHEAD_ENTRIES_DEFAULT,
-      0,
-    );
-    const snapshotsRetained = checkCount("snapshotsRetained", options.snapshotsRetained ?? 2, 1);
-    const logger = options.logger ?? this.logger;
+    const { overheadEntries, snapshotsRetained, logger } = resolveSharedGroupOptions(options, this.logger);
     const snapDir = join(groupDir, "snap");
     await ensureDataDir(groupDir, "group dir", this.counter);
     await ensureDataDir(snapDir, "snapshot dir", this.counter);
@@ -426,7 +329,7 @@ export class SharedLog {
 
   /** The segment being written (never deleted). */
   get activeSegment(): WalSegment {
-    return this.active;
+    return this.writer.activeSegment;
   }
 
   /** Whether the log still takes records: not failed, not closed. */
@@ -435,21 +338,22 @@ export class SharedLog {
   }
 
   countRelocations(groups: number): void {
-    this.writeStats.relocations += groups;
+    this.writer.writeStats.relocations += groups;
   }
 
   get batchStats(): WalWriterStats {
-    return this.writeStats;
+    return this.writer.writeStats;
   }
 
   stats(): SharedLogStats {
+    const writeStats = this.writer.writeStats;
     return {
-      batches: this.writeStats.batches,
-      bytesWritten: this.writeStats.bytesWritten,
+      batches: writeStats.batches,
+      bytesWritten: writeStats.bytesWritten,
       fsyncs: this.counter.fsyncs,
       segments: this.segments.length,
       groupsOpen: this.openGroups.size,
-      relocations: this.writeStats.relocations,
+      relocations: writeStats.relocations,
     };
   }
 
@@ -489,89 +393,7 @@ export class SharedLog {
     while (this.gc.relocation !== undefined) await this.gc.relocation;
     this.closed = true;
     await this.queue.idle();
-    try {
-      if (this.queue.failure === null) await this.trimActive();
-    } finally {
-      await this.handle.close();
-    }
-  }
-
-  /** Cuts the active segment's file back to where its log ends (no zeros left after it). */
-  private async trimActive(): Promise<void> {
-    if (this.allocatedBytes <= this.active.sizeBytes) return;
-    await this.handle.truncate(this.active.sizeBytes);
-    await syncHandle(this.handle, this.active.path, "all", this.counter);
-    this.allocatedBytes = this.active.sizeBytes;
-  }
-
-  private async writeBatch(batch: FrameBuffer): Promise<void> {
-    // Test builds only (see test-faults.ts): the batch sits in memory as if in a volatile cache.
-    if (testFaults.ackBeforeFsync) await Bun.sleep(testFaults.ackBeforeFsyncHoldMs);
-    if (
-      this.active.sizeBytes > this.activeStartBytes &&
-      this.active.sizeBytes + batch.frameBytes > this.segmentBytesMax
-    ) {
-      await this.roll();
-      this.relocateSoon = true;
-    }
-    const segment = this.active;
-    const bytes = batch.seal(segment.seq, segment.sizeBytes);
-    if (bytes.length <= SYNC_WRITE_BYTES_MAX) {
-      // A usual batch goes into the page cache from this thread: a trip through the file
-      // thread pool costs more than the copy. One microtask first: the pass that committed
-      // this batch queued its peers' flush (the leader's appends) behind this call, and
-      // those should leave before this thread copies, so the followers' fsyncs start first.
-      await Promise.resolve();
-      writeFullySync(this.handle, bytes, segment.sizeBytes);
-    } else await writeFully(this.handle, bytes, segment.sizeBytes);
-    const end = segment.sizeBytes + bytes.length;
-    if (end > this.allocatedBytes) {
-      // Past the space written ahead: write the next stretch of zeros in the same round.
-      const from = end;
-      const to =
-        this.preallocateBytes === 0
-          ? end
-          : Math.min(
-              Math.ceil(end / PAGE_BYTES) * PAGE_BYTES + this.preallocateBytes,
-              Math.max(end, this.segmentBytesMax),
-            );
-      if (to > from) await writeFully(this.handle, this.zeros.subarray(0, to - from), from);
-      this.allocatedBytes = Math.max(end, to);
-    }
-    // datasync also persists the file size, which is all the metadata an append changes.
-    await syncHandle(this.handle, segment.path, "data", this.counter);
-    segment.sizeBytes += bytes.length;
-    if (batch.groupMaxEntryIndex.size > 0) {
-      let groups = this.segmentGroups.get(segment.seq);
-      if (groups === undefined) {
-        groups = new Map();
-        this.segmentGroups.set(segment.seq, groups);
-      }
-      for (const [groupId, index] of batch.groupMaxEntryIndex) {
-        if (index > (groups.get(groupId) ?? 0)) groups.set(groupId, index);
-      }
-    }
-    for (const [groupId, hardState] of batch.groupHardStates) this.durableHardStates.set(groupId, hardState);
-    this.writeStats.batches++;
-    this.writeStats.bytesWritten += bytes.length;
-  }
-
-  private async roll(): Promise<void> {
-    // Before the next segment exists, so zeros are only ever at the end of the last one.
-    await this.trimActive();
-    const { segment, handle } = await createSegment(
-      this.dir,
-      this.active.seq + 1,
-      this.durableHardStates,
-      this.counter,
-    );
-    const previous = this.handle;
-    this.segments.push(segment);
-    this.active = segment;
-    this.handle = handle;
-    this.allocatedBytes = segment.sizeBytes;
-    this.activeStartBytes = segment.sizeBytes;
-    await previous.close();
+    await this.writer.close(this.queue.failure === null);
   }
 
   private failureOf(error: unknown): DkvError {
