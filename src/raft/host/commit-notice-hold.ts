@@ -47,23 +47,11 @@ export class CommitNoticeHold {
     this.after(this.holdMs, this.release);
   }
 
-  /**
-   * Sends every held notice now, before its hold is over (a stretch that writes to the
-   * followers anyway: the notices then share its socket writes instead of taking their
-   * own when the timer fires). Whether any group held notices. The timer, still armed,
-   * sends what is held by then.
-   */
-  releaseNow(): boolean {
-    if (this.held.size === 0) return false;
+  private readonly release = (): void => {
+    this.armed = false;
     const groups = [...this.held];
     this.held.clear();
     for (const group of groups) group.releaseCommitNotices();
-    return true;
-  }
-
-  private readonly release = (): void => {
-    this.armed = false;
-    this.releaseNow();
   };
 }
 
@@ -71,10 +59,10 @@ export class CommitNoticeHold {
 export function commitNoticeHoldEnv(
   scheduler: { after?(ms: number, run: () => void): void },
   tickMs: number,
-): { holdCommitNotices?(group: CommitNoticeHolder): void; releaseHeldNotices?(): boolean } {
+): { holdCommitNotices?(group: CommitNoticeHolder): void } {
   const after = scheduler.after;
   const holdMs = commitNoticeHoldMs(tickMs);
   if (after === undefined || holdMs === 0) return {};
   const hold = new CommitNoticeHold(holdMs, (ms, run) => after.call(scheduler, ms, run));
-  return { holdCommitNotices: (group) => hold.hold(group), releaseHeldNotices: () => hold.releaseNow() };
+  return { holdCommitNotices: (group) => hold.hold(group) };
 }

@@ -59,12 +59,6 @@ export class RaftHost {
   private holding = false;
   private readonly heldGroups: number[] = [];
   private readonly heldMessages: Message[] = [];
-  /** Sends the commit notices groups hold now (commit-notice-hold.ts), when the host holds them. */
-  private readonly releaseHeldNotices: (() => boolean) | undefined;
-  /** Members this host sent Raft messages to (bounded by the members it ever had). */
-  private readonly raftPeers = new Set<NodeId>();
-  /** Scratch: the members a stretch's held messages go to. */
-  private readonly stretchPeers = new Set<NodeId>();
   /** Cluster membership (membership.ts), when attached: addresses, removal, host frames. */
   private membership: MembershipHooks | undefined;
   /** Set once this member is removed from the cluster: it no longer ticks, steps or serves. */
@@ -92,13 +86,10 @@ export class RaftHost {
       config.forwardsInFlightMax ?? DEFAULTS.forwardsInFlightMax,
       this.requestTimeoutMs,
     );
-    const { releaseHeldNotices, ...noticeHold } = commitNoticeHoldEnv(scheduler, config.tickMs);
-    this.releaseHeldNotices = releaseHeldNotices;
     this.readyPasses = new ReadyPasses((run) => scheduler.later(run), {
       hold: () => {
         this.holding = true;
       },
-      beforeRelease: () => this.releaseNoticesWithSends(),
       release: () => this.releaseSends(),
     });
     this.env = {
@@ -108,7 +99,7 @@ export class RaftHost {
       requestReady: (group) => this.readyPasses.request(group),
       onFatal: (error) => config.onFatal(error),
       send: (groupId, message) => this.sendRaft(groupId, message),
-      ...noticeHold,
+      ...commitNoticeHoldEnv(scheduler, config.tickMs),
       logger: this.logger,
       electionTicks: config.electionTicks,
       heartbeatTicks: config.heartbeatTicks,
@@ -466,27 +457,6 @@ export class RaftHost {
       return;
     }
     this.config.transport.sendRaft(message.to, groupId, message);
-  }
-
-  /**
-   * Before a stretch's messages leave: when they go to every member this host sends Raft
-   * messages to, the commit notices groups hold go with them (their follower Readys
-   * would come anyway within the hold; now they cost no socket write of their own).
-   * A stretch that writes to only some members leaves the notices to the hold's timer,
-   * which sends every group's at once.
-   */
-  private releaseNoticesWithSends(): void {
-    const release = this.releaseHeldNotices;
-    const messages = this.heldMessages;
-    if (release === undefined || messages.length === 0) return;
-    const peers = this.stretchPeers;
-    peers.clear();
-    for (let i = 0; i < messages.length; i++) {
-      const to = messages[i]!.to;
-      peers.add(to);
-      this.raftPeers.add(to);
-    }
-    if (peers.size >= this.raftPeers.size) release();
   }
 
   /**

@@ -57,13 +57,6 @@ export interface ReadyParticipant {
 export interface PassHooks {
   hold(): void;
   release(): void;
-  /**
-   * Once before `release`, when no group asks for a pass: the host may hand groups work
-   * that should leave with this stretch's messages (held commit notices, when the stretch
-   * writes to their followers anyway); the groups that asked then get their passes before
-   * `release`.
-   */
-  beforeRelease?(): void;
 }
 
 const noHooks: PassHooks = { hold() {}, release() {} };
@@ -125,10 +118,9 @@ export class ReadyPasses {
       const settled = this.settled;
       this.settled = [];
       for (const { groups, failure } of settled) for (const group of groups) group.finishReady(failure);
-      this.passes();
-      if (this.wanting.size === 0 && this.hooks.beforeRelease !== undefined) {
-        this.hooks.beforeRelease();
-        this.passes();
+      while (this.passesSinceIo < PASSES_MAX && this.wanting.size > 0) {
+        if (this.passesSinceIo++ === 0) this.later(this.ioRan);
+        this.pass();
       }
     } finally {
       this.inStretch = false;
@@ -141,13 +133,6 @@ export class ReadyPasses {
       this.later(this.stretch);
     } else if (this.settled.length > 0) this.queueStretch();
   };
-
-  private passes(): void {
-    while (this.passesSinceIo < PASSES_MAX && this.wanting.size > 0) {
-      if (this.passesSinceIo++ === 0) this.later(this.ioRan);
-      this.pass();
-    }
-  }
 
   private pass(): void {
     const groups = [...this.wanting];

@@ -33,8 +33,6 @@ export interface ClusterOptions {
   groupOptions?: GroupOptions;
   /** Leader balancing every N ticks (off by default). */
   leaderBalanceTicks?: number;
-  /** The members' one-shot timers (HostScheduler.after; real setTimeout by default): e.g. the commit-notice hold's. */
-  after?: (ms: number, run: () => void) => void;
 }
 
 /** tmpfs when there is one: fsyncs there cost microseconds, so tests stay fast. */
@@ -75,7 +73,6 @@ export class TestCluster {
       realScheduler.startTicks(tickMs, () => {
         if (!this.ticksHeld) onTick();
       }),
-    after: (ms, run) => (this.options.after ?? realScheduler.after!)(ms, run),
   };
 
   private constructor(
