@@ -4,7 +4,7 @@
  * more shards must not cost more fsyncs, so the rate must not fall.
  *
  *   bun run test/bench/shard-spread.ts [--dkv dist/dkv[,/tmp/dkv-old]] [--rounds 2] [--duration 3s] [--shards 50]
- *     [--leaders spread[,one]] [--only N[,M]] [--strace] [--spread round-robin|random|fixed] [--warmup 3s]
+ *     [--leaders spread[,one]] [--only N[,M]] [--strace|--strace-all] [--spread round-robin|random|fixed] [--warmup 3s]
  *
  * - per binary in `--dkv` (built from this checkout when it is the default), starts 3
  *   `dkv serve` members with shards 1..N = dstore on free 127.0.0.1 ports and temporary
@@ -40,7 +40,8 @@
  *   (round27: ~1.5 s of compile time in the first 50-shard run, ~0.1 s by the fourth).
  * - `--strace`: every run also counts the fsync/fdatasync calls of all three members
  *   (strace -c attached for the run) and prints fsyncs per acknowledged write; ptrace
- *   slows the members, so take ops/s from runs without it.
+ *   slows the members, so take ops/s from runs without it. `--strace-all` counts every
+ *   system call and also prints the commonest per write (socket writes and reads, polls).
  */
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -173,13 +174,18 @@ async function stopCluster(cluster: Cluster, graceful = false): Promise<void> {
   await rm(cluster.root, { recursive: true, force: true });
 }
 
-/** Counts fsync and fdatasync calls of `pids` while `body` runs (strace -c, detached after). */
-async function countSyncs<T>(
+/**
+ * Counts the system calls of `pids` while `body` runs (strace -c, detached after): fsync and
+ * fdatasync only, or with `all` every call by name (ptrace slows the members a lot).
+ */
+async function countSyscalls<T>(
   pids: readonly number[],
+  all: boolean,
   body: () => Promise<T>,
-): Promise<{ result: T; syncs: number }> {
+): Promise<{ result: T; calls: Map<string, number> }> {
+  const filter = all ? [] : ["-e", "trace=fsync,fdatasync"];
   const tracers = pids.map((pid) =>
-    Bun.spawn(["strace", "-f", "-c", "-e", "trace=fsync,fdatasync", "-p", String(pid)], {
+    Bun.spawn(["strace", "-f", "-c", ...filter, "-p", String(pid)], {
       stdin: "ignore",
       stdout: "ignore",
       stderr: "pipe",
@@ -190,15 +196,17 @@ async function countSyncs<T>(
   await Bun.sleep(500);
   const result = await body();
   for (const tracer of tracers) tracer.kill("SIGINT");
-  let syncs = 0;
+  const calls = new Map<string, number>();
   for (const text of await Promise.all(outputs)) {
     for (const line of text.split("\n")) {
-      const match = /\s(\d+)\s+(?:\d+\s+)?(?:fsync|fdatasync)\s*$/.exec(line);
-      if (match !== null) syncs += Number(match[1]);
+      // "% time  seconds  usecs/call  calls  [errors]  syscall"
+      const match = /^\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?([a-z_0-9]+)\s*$/.exec(line);
+      if (match !== null && match[2] !== "total")
+        calls.set(match[2]!, (calls.get(match[2]!) ?? 0) + Number(match[1]));
     }
   }
   await Promise.all(tracers.map((tracer) => tracer.exited));
-  return { result, syncs };
+  return { result, calls };
 }
 
 /** `threads` workers, each awaiting one set at a time, spread over shards 1..k (`--spread`); ops/s and writes. */
@@ -294,6 +302,7 @@ async function main(): Promise<void> {
   const durationMs = parseDuration(durationText);
   const shardCount = Number(flagValue(argv, "--shards", "50"));
   const strace = argv.includes("--strace");
+  const straceAll = argv.includes("--strace-all");
   const profileDir = argv.includes("--profile") ? flagValue(argv, "--profile", "") : undefined;
   const only = argv.includes("--only") ? flagValue(argv, "--only", "0").split(",").map(Number) : undefined;
   const placements = flagValue(argv, "--leaders", "spread").split(",");
@@ -350,10 +359,16 @@ async function main(): Promise<void> {
           const run = () => spreadSets(cluster, workload, durationMs);
           let syncs = "";
           let outcome: Awaited<ReturnType<typeof run>>;
-          if (strace) {
-            const counted = await countSyncs(cluster.pids, run);
+          if (strace || straceAll) {
+            const counted = await countSyscalls(cluster.pids, straceAll, run);
             outcome = counted.result;
-            syncs = `  ${(counted.syncs / Math.max(1, counted.result.writes)).toFixed(3)} fsyncs/write (3 members)`;
+            const perWrite = (calls: number) => (calls / Math.max(1, counted.result.writes)).toFixed(3);
+            const fsyncs = (counted.calls.get("fsync") ?? 0) + (counted.calls.get("fdatasync") ?? 0);
+            syncs = `  ${perWrite(fsyncs)} fsyncs/write (3 members)`;
+            if (straceAll) {
+              const top = [...counted.calls].sort((a, b) => b[1] - a[1]).slice(0, 12);
+              syncs += `\n    syscalls per write (3 members): ${top.map(([name, n]) => `${name} ${perWrite(n)}`).join(", ")}`;
+            }
           } else {
             outcome = await run();
           }
