@@ -26,6 +26,7 @@ import { type Node, startNode } from "../../src/server/node.ts";
 import { waitFor } from "../raft/host/cluster.ts";
 import { MemoryNetwork } from "../raft/host/memory-transport.ts";
 import { HoldableTicks } from "../support/held-ticks.ts";
+import { within } from "../support/within.ts";
 
 const SHARD = 300;
 const RTT_MS = 400;
@@ -83,19 +84,6 @@ function client(endpoint: string): RpcClient {
   });
   clients.push(c);
   return c;
-}
-
-/** `promise`, or a rejection naming `what` after `ms`. */
-async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms);
-  });
-  try {
-    return await Promise.race([promise, late]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 test("a lock waiter on a follower gets the lock with no tick after the release's ack", async () => {

@@ -16,6 +16,7 @@ import { afterEach, expect, test } from "bun:test";
 import type { WatchEvent } from "../../src/store/types.ts";
 import { HoldableTicks } from "../support/held-ticks.ts";
 import { type NodeCluster, startNodeCluster } from "../support/node-cluster.ts";
+import { within } from "../support/within.ts";
 
 const SHARD = 200;
 const RTT_MS = 400;
@@ -36,19 +37,6 @@ async function nextChange(events: AsyncIterator<WatchEvent>): Promise<WatchEvent
     const next = await events.next();
     if (next.done === true) throw new Error("the watch ended");
     if (next.value.type !== "progress") return next.value;
-  }
-}
-
-/** `promise`, or a rejection naming `what` after `ms`. */
-async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms);
-  });
-  try {
-    return await Promise.race([promise, late]);
-  } finally {
-    clearTimeout(timer);
   }
 }
 

@@ -1,5 +1,6 @@
 import { afterEach, describe, expect, test } from "bun:test";
 import type { TransportName } from "../../src/rpc/protocol/types.ts";
+import { within } from "../support/within.ts";
 import { type Stack, startStack } from "./harness.ts";
 
 /**
@@ -28,19 +29,6 @@ afterEach(async () => {
 const TIMEOUT_MS = 300;
 /** A deadline for the close (it is due TIMEOUT_MS after the open). */
 const CLOSE_DEADLINE_MS = 10_000;
-
-/** `promise`, or a rejection naming `what` after `ms`. */
-async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms);
-  });
-  try {
-    return await Promise.race([promise, late]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 /** A raw TCP connection to the server: resolves `closed` when the server closes it. */
 async function openRaw(
