@@ -145,6 +145,15 @@ describe("RaftHost", () => {
     const leader = await c.waitForLeader(GROUP);
     await c.host(leader).propose(GROUP, utf8.encode("before"));
     const follower = c.follower(GROUP);
+    // The follower knows this leader and has "before" (a commit needs one follower's ack,
+    // maybe not this one's): a follower still learning the leader re-asks its read at the
+    // leader change, a second request (seen 1 run in 15 beside two CPU hogs).
+    await waitFor(
+      () =>
+        c.host(follower).status(GROUP).raft.leader === leader &&
+        (c.host(follower).stateMachine(GROUP) as ListMachine).items.includes("before"),
+      "the follower to know the leader and apply its write",
+    );
     // No ticks from here on: a heartbeat of a tick's own would land in the counts (it did
     // once in CI with ticks 1 s apart).
     const resumeTicks = c.holdTicks();
