@@ -4,18 +4,23 @@
  * says the order is ready (what LocalStore waits for) does not finish a merge or a rewrite
  * in its own turn.
  *
- * Timed, with wide margins as in test/review28/revidx-slice-stall.test.ts: the bounds are
- * 10-25x the design's few ms.
+ * Counted, not timed (timed until stop 31; the machine is shared): the entries merges and
+ * rewrites move, the keys sorted into runs and the bytes copied in each slice and each
+ * list call are counted (test/support/index-work.ts) and bounded by a slice's budget
+ * (SLICE_UNITS units, a merge 6 entries a unit), which a merge or rewrite finished in one
+ * call passes by orders of magnitude (a run of 500k-3M entries).
  */
 import { expect, setDefaultTimeout, test } from "bun:test";
+import { SLICE_UNITS } from "../../src/db/maple/deferred-order.ts";
 import { RecordDB } from "../../src/db/records/record-db.ts";
 import { bytes, T0 } from "../db/helpers.ts";
-import { drainTimed } from "../support/longest-turn.ts";
+import { drainCounted, IndexWorkMeter, MostPerStep } from "../support/index-work.ts";
 import { ManualScheduler } from "../support/manual-scheduler.ts";
 
 setDefaultTimeout(300_000);
 
-const SLICE_MS_MAX = 50;
+/** Entries a slice's merges may move: SLICE_UNITS units of 6 entries (MERGE_ENTRIES_PER_UNIT), 4x. */
+const SLICE_ENTRIES_MAX = 4 * 6 * SLICE_UNITS;
 const value = bytes("v");
 
 function key(tenant: string, i: number): string {
@@ -32,31 +37,35 @@ test("deleting half of a listed 1M-key store (a tenant) never takes a long slice
   }
   db.list({ prefix: "t/", limit: 1 }, T0);
   scheduler.drain();
-  let longestSlice = 0;
-  let longestList = 0;
-  let lists = 0;
-  for (let i = 0; i < N; i++) {
-    db.delete(key("a", i), T0);
-    if (i % 1000 === 999) {
-      const t = performance.now();
-      scheduler.runOne();
-      longestSlice = Math.max(longestSlice, performance.now() - t);
+  const meter = new IndexWorkMeter().start();
+  try {
+    const perSlice = new MostPerStep(meter);
+    const perList = new MostPerStep(meter);
+    let lists = 0;
+    for (let i = 0; i < N; i++) {
+      db.delete(key("a", i), T0);
+      if (i % 1000 === 999) perSlice.measure(() => scheduler.runOne());
+      if (i % 25_000 === 24_999 && db.orderReady()) {
+        perList.measure(() => db.list({ prefix: "t/", limit: 100, keysOnly: true }, T0));
+        lists++;
+      }
     }
-    if (i % 25_000 === 24_999 && db.orderReady()) {
-      const t = performance.now();
-      db.list({ prefix: "t/", limit: 100, keysOnly: true }, T0);
-      longestList = Math.max(longestList, performance.now() - t);
-      lists++;
-    }
+    drainCounted(scheduler, perSlice);
+    const page = perList.measure(() => db.list({ prefix: "t/", limit: 100, keysOnly: true }, T0));
+    expect(page.items[0]!.key.startsWith("t/b/")).toBe(true);
+    expect(lists).toBeGreaterThan(5);
+    // The rewrites were counted: the half-dead run (1M entries) was rewritten without them.
+    expect(meter.total.entriesMoved).toBeGreaterThan(N);
+    // A slice moves at most its budget; a rewrite (or merge) of the 1M-entry run done in
+    // one slice or one list moves ~1M.
+    expect(perSlice.most.entriesMoved).toBeLessThanOrEqual(SLICE_ENTRIES_MAX);
+    expect(perSlice.most.keysSorted).toBeLessThanOrEqual(SLICE_UNITS);
+    expect(perList.most.entriesMoved).toBeLessThanOrEqual(SLICE_ENTRIES_MAX);
+    expect(perList.most.keysSorted).toBeLessThanOrEqual(SLICE_UNITS);
+    expect(Math.max(perSlice.most.bytesCopied, perList.most.bytesCopied)).toBeLessThan(4 << 20);
+  } finally {
+    meter.stop();
   }
-  longestSlice = Math.max(longestSlice, drainTimed(scheduler));
-  const t = performance.now();
-  const page = db.list({ prefix: "t/", limit: 100, keysOnly: true }, T0);
-  longestList = Math.max(longestList, performance.now() - t);
-  expect(page.items[0]!.key.startsWith("t/b/")).toBe(true);
-  expect(lists).toBeGreaterThan(5);
-  expect(longestSlice).toBeLessThan(2 * SLICE_MS_MAX);
-  expect(longestList).toBeLessThan(SLICE_MS_MAX);
 });
 
 test("lists taken whenever the order is ready during a 2M-key ingest into a listed 1M-key store stay short", () => {
@@ -66,26 +75,35 @@ test("lists taken whenever the order is ready during a 2M-key ingest into a list
   for (let i = 0; i < N; i++) db.set(key("a", i), value, T0);
   db.list({ prefix: "t/", limit: 1 }, T0);
   scheduler.drain();
-  let longestList = 0;
-  let lists = 0;
-  for (let i = 0; i < 2 * N; i++) {
-    db.set(key("b", i), value, T0);
-    // Every 1024 writes a list, when the store would let one through (it folds the notes
-    // since the last slice: one slice's worth), then a turn (its slice).
-    if (i % 1024 === 1023) {
-      if (db.orderReady()) {
-        const t = performance.now();
-        db.list({ prefix: "t/b/", limit: 100, keysOnly: true }, T0);
-        longestList = Math.max(longestList, performance.now() - t);
-        lists++;
+  const meter = new IndexWorkMeter().start();
+  try {
+    const perList = new MostPerStep(meter);
+    let lists = 0;
+    for (let i = 0; i < 2 * N; i++) {
+      db.set(key("b", i), value, T0);
+      // Every 1024 writes a list, when the store would let one through (it folds the notes
+      // since the last slice: one slice's worth), then a turn (its slice).
+      if (i % 1024 === 1023) {
+        if (db.orderReady()) {
+          perList.measure(() => db.list({ prefix: "t/b/", limit: 100, keysOnly: true }, T0));
+          lists++;
+        }
+        scheduler.runOne();
       }
-      scheduler.runOne();
     }
+    scheduler.drain();
+    expect(db.count({ prefix: "t/b/" }, T0)).toBe(2 * N);
+    expect(lists).toBeGreaterThan(1000);
+    // The merges were counted (2M keys merged into runs: each moved a few times).
+    expect(meter.total.entriesMoved).toBeGreaterThan(2 * N);
+    // lsm28: a ready list folds the last notes, and that fold's insertBatch may finish a
+    // binary-counter cascade (a merge as large as the store: millions of entries) in the
+    // list's turn. A list's fold pays KeyRuns' pace for at most a slice's notes (1024):
+    // PACE_PER_LEVEL x (levels + 2) x their cost, ~40k entries at 3M keys.
+    expect(perList.most.entriesMoved).toBeLessThanOrEqual(SLICE_ENTRIES_MAX);
+    expect(perList.most.keysSorted).toBeLessThanOrEqual(SLICE_UNITS);
+    expect(perList.most.bytesCopied).toBeLessThan(4 << 20);
+  } finally {
+    meter.stop();
   }
-  drainTimed(scheduler);
-  expect(db.count({ prefix: "t/b/" }, T0)).toBe(2 * N);
-  expect(lists).toBeGreaterThan(1000);
-  // lsm28: a ready list folds the last notes, and that fold's insertBatch may finish a
-  // binary-counter cascade (a merge as large as the store) in the list's turn.
-  expect(longestList).toBeLessThan(SLICE_MS_MAX);
 });

@@ -19,6 +19,7 @@ import { TcpNodeTransport } from "../../../src/raft/transport/tcp-transport.ts";
 import { DStore } from "../../../src/store/replicated/dstore.ts";
 import { DStoreStateMachine } from "../../../src/store/replicated/state-machine.ts";
 import { expectDkvError, text } from "../../support/assertions.ts";
+import { within } from "../../support/within.ts";
 import { TestCluster, waitFor } from "./cluster.ts";
 
 const utf8 = new TextEncoder();
@@ -144,6 +145,15 @@ describe("RaftHost", () => {
     const leader = await c.waitForLeader(GROUP);
     await c.host(leader).propose(GROUP, utf8.encode("before"));
     const follower = c.follower(GROUP);
+    // The follower knows this leader and has "before" (a commit needs one follower's ack,
+    // maybe not this one's): a follower still learning the leader re-asks its read at the
+    // leader change, a second request (seen 1 run in 15 beside two CPU hogs).
+    await waitFor(
+      () =>
+        c.host(follower).status(GROUP).raft.leader === leader &&
+        (c.host(follower).stateMachine(GROUP) as ListMachine).items.includes("before"),
+      "the follower to know the leader and apply its write",
+    );
     // No ticks from here on: a heartbeat of a tick's own would land in the counts (it did
     // once in CI with ticks 1 s apart).
     const resumeTicks = c.holdTicks();
@@ -189,7 +199,15 @@ describe("RaftHost", () => {
 
   test("a read asked of a leader that then hands over is asked of the new one at once, not after an election timeout", async () => {
     // Ticks 1 s apart: a re-ask after an election timeout (10 ticks) would come after 10 s.
-    cluster = await TestCluster.start({ stateMachine: () => new ListMachine(), tickMs: 1000 });
+    // Counted, not timed (stop 31: was "answered within 2 s"): once the reader follows the
+    // new leader the ticks are held, so no election timeout can pass, and the requests'
+    // own timeout is far off: only the re-ask at the leader change can answer the read
+    // before the deadline (a deadline, far above the few ms it takes).
+    cluster = await TestCluster.start({
+      stateMachine: () => new ListMachine(),
+      tickMs: 1000,
+      requestTimeoutMs: 120_000,
+    });
     const c = cluster;
     const old = await c.waitForLeader(GROUP);
     await c.host(old).propose(GROUP, utf8.encode("x"));
@@ -209,11 +227,16 @@ describe("RaftHost", () => {
       () => c.host(reader).status(GROUP).raft.leader === next,
       "the reader to follow the new leader",
     );
-    const started = performance.now();
-    expect(await read).toContain("x");
-    expect(performance.now() - started).toBeLessThan(2_000);
+    const resumeTicks = c.holdTicks();
+    try {
+      expect(
+        await within(read, 10_000, "the read, re-asked of the new leader with the ticks held"),
+      ).toContain("x");
+    } finally {
+      resumeTicks();
+    }
     c.network.resume(old);
-  });
+  }, 30_000);
 
   test("without a quorum a proposal times out with an unknown outcome", async () => {
     const c = await start(3, 300);
