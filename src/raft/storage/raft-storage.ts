@@ -83,7 +83,8 @@ function copyHardState(hardState: HardState): HardState {
   return { term: hardState.term, vote: hardState.vote, commit: hardState.commit };
 }
 
-function checkCount(name: string, value: number, min: number): number {
+/** `value` if it is an integer >= `min`, else a USAGE error naming the storage option. */
+export function checkCount(name: string, value: number, min: number): number {
   if (!Number.isSafeInteger(value) || value < min) {
     throw new DkvError("USAGE", `raft storage option ${name} must be an integer >= ${min}, got ${value}`);
   }

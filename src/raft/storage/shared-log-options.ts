@@ -12,6 +12,7 @@ import { DkvError } from "../../errors.ts";
 import type { ConfState } from "../core/types.ts";
 import type { SyncFile } from "./fs-util.ts";
 import type { GatherOptions } from "./group-commit.ts";
+import { checkCount } from "./raft-storage.ts";
 import { consoleStorageLogger, type StorageLogger } from "./snapshot-store.ts";
 
 const SEGMENT_BYTES_MIN = 4096;
@@ -54,13 +55,6 @@ function checkRange(name: string, value: number, min: number, max: number): numb
       "USAGE",
       `raft storage option ${name} must be an integer from ${min} to ${max}, got ${value}`,
     );
-  }
-  return value;
-}
-
-function checkCount(name: string, value: number, min: number): number {
-  if (!Number.isSafeInteger(value) || value < min) {
-    throw new DkvError("USAGE", `raft storage option ${name} must be an integer >= ${min}, got ${value}`);
   }
   return value;
 }
