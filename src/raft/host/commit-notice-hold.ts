@@ -8,8 +8,9 @@
  * `holdMs` (all groups' at once: one frame per follower). A follower's read waiting for a
  * read index is never held (the core sends those at once), and the leader's tick sends any
  * notice still held when the runtime gives no timer (the simulator). `holdMs` is kept far
- * below a tick: a follower still applies a write within a quarter tick of its ack
- * (test/review22/commit-notice-latency.test.ts), which its watches and lock waiters see.
+ * below a tick: a follower applies a write without waiting for the leader's next tick
+ * (test/review22/commit-notice-latency.test.ts holds the ticks and checks the write still
+ * arrives), which its watches and lock waiters see.
  */
 
 /** What the hold needs of a group (RaftGroup). */
