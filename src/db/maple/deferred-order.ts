@@ -30,13 +30,16 @@ const FOLD_UNITS_PER_NOTE = 4;
 /**
  * Long keys' share of note cost (the 1 per 64 code units of noteCost) per slice unit: a
  * fold slice also takes up to this much of the long keys that came since the slice before
- * (so a writer of long keys is kept up with, up to ~1 MiB of key code units a turn by
- * default, and a burst drains at that pace: no backlog builds for a reader to wait
- * behind), and `ready` allows this much of them left, folded by the reader's own call
- * (~1 MiB, a few ms). Before stop 31 `ready` counted notes: 1024 notes of 32 KB keys
- * (~32 MB, ~160 ms) were "ready", and a list folded them in its call.
+ * (so a writer of long keys is kept up with, up to ~512 KiB of key code units — sixteen
+ * 32 KB keys — a turn by default, and a burst drains at that pace: no backlog builds for
+ * a reader to wait behind), and `ready` allows this much of them left, folded by the
+ * reader's own call (~512 KiB, a few ms: at most about what one slice folds). Such a
+ * slice gives the merges as much as its notes, so it does up to ~2 · (1/2 + 2 ·
+ * NOTE_UNITS) ≈ 9 slices' units, by what the writer's turn cost. Before stop 31 `ready`
+ * counted notes: 1024 notes of 32 KB keys (~32 MB, ~160 ms) were "ready", and a list
+ * folded them in its call.
  */
-const LONG_PER_UNIT = 4;
+const LONG_PER_UNIT = 2;
 /**
  * Units one note cost is when folded (a short key: a check; its bytes encoded and sorted
  * into a run: ~100 ns). A note costs 1, and 1 more per 64 of its key's code units (see
@@ -604,7 +607,9 @@ export class DeferredOrder {
         // a writer of six 32 KB keys a turn outran the folds, and a reader that waits for
         // `ready` (which counts their bytes) was never let through. Such a slice passes
         // the budget only when the turn before brought more than half a slice of long
-        // keys: that turn's writes cost about as much.
+        // keys: that turn's writes cost about as much. The merges then get as much as the
+        // notes (about what a long key's merges cost over its life): with only what was
+        // left of the slice (none) runs of long keys piled up to RUNS_MAX (revidx31 R4).
         const share = this.sliceUnits / 2 + arrived * NOTE_UNITS;
         const notes = this.notes;
         let take = 0;
@@ -616,13 +621,11 @@ export class DeferredOrder {
         }
         // A background fold while writes go on lets KeyRuns gather its keys into longer runs.
         const gather = !waiting && !paused;
-        units = this.fold(
-          take,
-          Math.max(0, this.sliceUnits - cost * NOTE_UNITS),
-          cost * NOTE_UNITS,
-          gather,
-          cost,
+        const mergeBudget = Math.max(
+          this.sliceUnits - cost * NOTE_UNITS,
+          arrived > 0 ? cost * NOTE_UNITS : 0,
         );
+        units = this.fold(take, mergeBudget, cost * NOTE_UNITS, gather, cost);
       } else if (settled.pending) {
         units = mergeUnits(settled.advance(this.sliceUnits * MERGE_ENTRIES_PER_UNIT));
       }
