@@ -20,16 +20,41 @@ export const SLICE_UNITS = 4096;
  */
 export const CHECK_EVERY = 256;
 /**
- * Units a slice plans per noted key: a fold slice takes at most sliceUnits / this notes
- * (1024 by default), and `ready` means no more than that are left. Half of it is the note
- * itself (NOTE_UNITS), half the merges it leads to (see `slice`).
+ * Units a slice plans per note cost (see noteCost): a fold slice takes notes of about
+ * sliceUnits / this in cost (1024 short keys by default; two or three of 32 KB) and those
+ * of long keys that came since the slice before (LONG_PER_UNIT), a fold is due once that
+ * much cost waits, and `ready` means at most sliceUnits / this notes are left. Half of a
+ * slice is the notes themselves (NOTE_UNITS), half the merges they lead to (see `slice`).
  */
 const FOLD_UNITS_PER_NOTE = 4;
 /**
- * Units one noted key costs when folded (a check; its bytes encoded and sorted into a run:
- * ~100 ns a key), and one more per 64 of its code units (a long key).
+ * Long keys' share of note cost (the 1 per 64 code units of noteCost) per slice unit: a
+ * fold slice also takes up to this much of the long keys that came since the slice before
+ * (so a writer of long keys is kept up with, up to ~512 KiB of key code units — sixteen
+ * 32 KB keys — a turn by default, and a burst drains at that pace: no backlog builds for
+ * a reader to wait behind), and `ready` allows this much of them left, folded by the
+ * reader's own call (~512 KiB, a few ms: at most about what one slice folds). Such a
+ * slice gives the merges as much as its notes, so it does up to ~2 · (1/2 + 2 ·
+ * NOTE_UNITS) ≈ 9 slices' units, by what the writer's turn cost. Before stop 31 `ready`
+ * counted notes: 1024 notes of 32 KB keys (~32 MB, ~160 ms) were "ready", and a list
+ * folded them in its call.
+ */
+const LONG_PER_UNIT = 2;
+/**
+ * Units one note cost is when folded (a short key: a check; its bytes encoded and sorted
+ * into a run: ~100 ns). A note costs 1, and 1 more per 64 of its key's code units (see
+ * noteCost).
  */
 const NOTE_UNITS = 2;
+
+/**
+ * What folding a noted key costs, in notes of a short key: 1, and 1 more per 64 code
+ * units (its long part). Code units, not bytes: a unit of a non-ASCII key takes 2-3 bytes
+ * in KeyRuns, so such a key costs up to 3x what it is charged (as merges count its bytes).
+ */
+function noteCost(key: string): number {
+  return 1 + (key.length >>> 6);
+}
 /**
  * Entries a merge moves (KeyRuns.advance counts them, and one more per 64 bytes) per work
  * unit. A unit is about a key read or moved as a JS string (OrderedKeysBuilder: 48-83 ns
@@ -248,6 +273,10 @@ export class DeferredOrder {
   /** Keys added or removed, in arrival order (while built or building); those before `folded` are in. */
   private notes: string[] = [];
   private folded = 0;
+  /** The notes' cost not folded yet (noteCost of `notes[folded, length)`, summed): what `ready` and a fold's due-ness count. */
+  private notesCost = 0;
+  /** The long part of the cost of the notes made since the last slice ran (see LONG_PER_UNIT). */
+  private arrivedLong = 0;
   /**
    * Keys noted as removed since the notes were last all folded (and dropped): a noted key
    * not among them was added once and never removed since the index last matched the
@@ -377,6 +406,9 @@ export class DeferredOrder {
     const notes = this.notes;
     notes.push(key);
     this.noted++;
+    const cost = noteCost(key);
+    this.notesCost += cost;
+    this.arrivedLong += cost - 1;
     if (this.settled === null) {
       const read = this.builder !== null ? this.builder.keysRead : this.converter!.size;
       if (notes.length > NOTES_MIN && notes.length > 2 * read) this.restartBuild();
@@ -385,7 +417,7 @@ export class DeferredOrder {
     // Built: folded in the background, in slices between turns: a slice's worth next
     // turn (merges under way: each turn), fewer once the writes pause.
     const unsettled = notes.length - this.folded;
-    if (this.settled.pending || unsettled * FOLD_UNITS_PER_NOTE >= this.sliceUnits) this.kick();
+    if (this.settled.pending || this.notesCost * FOLD_UNITS_PER_NOTE >= this.sliceUnits) this.kick();
     else this.kickLater();
     if (unsettled <= NOTES_MIN || unsettled % CHECK_EVERY !== 0) return;
     if (unsettled > NOTES_MIN + 2 * this.keyCount()) {
@@ -400,6 +432,8 @@ export class DeferredOrder {
     if (this.notes.length <= NOTES_KEPT_MAX) this.notes.length = 0;
     else this.notes = [];
     this.folded = 0;
+    this.notesCost = 0;
+    this.arrivedLong = 0;
     if (this.removedKeys.size > 0) {
       // A large set is let go rather than kept (clear keeps its table).
       if (this.removedKeys.size <= NOTES_KEPT_MAX) this.removedKeys.clear();
@@ -444,12 +478,24 @@ export class DeferredOrder {
     return (this.settled?.work ?? 0) + this.reserved.work;
   }
 
-  /** Whether `scan` now does at most one slice of work: built, and few notes to fold. */
+  /**
+   * Whether `scan` now does about one slice of work: built, and few notes to fold — at
+   * most a slice's worth, and long keys of at most LONG_PER_UNIT · sliceUnits in their
+   * long part (see noteCost).
+   */
   get ready(): boolean {
+    if (this.closed) return true;
+    if (this.settled === null) return false;
+    const count = this.notes.length - this.folded;
     return (
-      this.closed ||
-      (this.settled !== null && (this.notes.length - this.folded) * FOLD_UNITS_PER_NOTE <= this.sliceUnits)
+      count * FOLD_UNITS_PER_NOTE <= this.sliceUnits &&
+      this.notesCost - count <= LONG_PER_UNIT * this.sliceUnits
     );
+  }
+
+  /** The cost of the notes not folded yet (see noteCost); for tests. */
+  get unsettledCost(): number {
+    return this.notesCost;
   }
 
   /**
@@ -524,6 +570,8 @@ export class DeferredOrder {
   private slice(paused: boolean): void {
     if (this.closed) return;
     const waiting = this.waiting !== null;
+    const arrived = Math.min(this.arrivedLong, LONG_PER_UNIT * this.sliceUnits);
+    this.arrivedLong = 0;
     let units = -1;
     const settled = this.settled;
     if (settled === null) {
@@ -545,27 +593,39 @@ export class DeferredOrder {
       }
     } else {
       const unsettled = this.notes.length - this.folded;
-      // A fold makes a run of its notes, so it waits for a slice's worth (1024 by default:
-      // fewer, longer runs, and each key is merged about log2(n / run) times; 50 writes a
-      // turn made runs of 50 and four more merges a key) unless a reader waits or the
-      // writes have paused (no note since the last slice).
+      // A fold makes a run of its notes, so it waits for a slice's worth (1024 short keys
+      // by default: fewer, longer runs, and each key is merged about log2(n / run) times;
+      // 50 writes a turn made runs of 50 and four more merges a key) unless a reader waits
+      // or the writes have paused (no note since the last slice).
       const most = Math.max(1, Math.floor(this.sliceUnits / FOLD_UNITS_PER_NOTE));
-      const due = unsettled >= most || (unsettled > 0 && (waiting || paused));
+      const due = this.notesCost >= most || (unsettled > 0 && (waiting || paused));
       if (due) {
-        // Up to `most` notes (fewer when their keys are long), and what is left of the
-        // slice (at least half of it) for the merges: a slice folds as many notes as a
-        // turn of writes brings (up to 1024) while the runs stay few.
+        // Notes for up to half the slice (1024 short keys; two or three of 32 KB), and what
+        // is left of it for the merges: a slice folds as many notes as a turn of writes
+        // brings (up to 1024) while the runs stay few. And the long keys that came since
+        // the slice before, up to LONG_PER_UNIT (the merges wait): with half a slice alone
+        // a writer of six 32 KB keys a turn outran the folds, and a reader that waits for
+        // `ready` (which counts their bytes) was never let through. Such a slice passes
+        // the budget only when the turn before brought more than half a slice of long
+        // keys: that turn's writes cost about as much. The merges then get as much as the
+        // notes (about what a long key's merges cost over its life): with only what was
+        // left of the slice (none) runs of long keys piled up to RUNS_MAX (revidx31 R4).
+        const share = this.sliceUnits / 2 + arrived * NOTE_UNITS;
         const notes = this.notes;
         let take = 0;
         let cost = 0;
         const at = this.folded;
-        while (take < unsettled && take < most && cost * NOTE_UNITS < this.sliceUnits / 2) {
-          cost += 1 + (notes[at + take]!.length >>> 6);
+        while (take < unsettled && cost * NOTE_UNITS < share) {
+          cost += noteCost(notes[at + take]!);
           take++;
         }
         // A background fold while writes go on lets KeyRuns gather its keys into longer runs.
         const gather = !waiting && !paused;
-        units = this.fold(take, this.sliceUnits - cost * NOTE_UNITS, cost * NOTE_UNITS, gather);
+        const mergeBudget = Math.max(
+          this.sliceUnits - cost * NOTE_UNITS,
+          arrived > 0 ? cost * NOTE_UNITS : 0,
+        );
+        units = this.fold(take, mergeBudget, cost * NOTE_UNITS, gather, cost);
       } else if (settled.pending) {
         units = mergeUnits(settled.advance(this.sliceUnits * MERGE_ENTRIES_PER_UNIT));
       }
@@ -582,7 +642,7 @@ export class DeferredOrder {
       this.converter !== null ||
       (this.settled !== null &&
         (this.settled.pending ||
-          left * FOLD_UNITS_PER_NOTE >= this.sliceUnits ||
+          this.notesCost * FOLD_UNITS_PER_NOTE >= this.sliceUnits ||
           (left > 0 && this.waiting !== null)))
     )
       this.kick();
@@ -617,13 +677,15 @@ export class DeferredOrder {
   /**
    * Folds in at most `max` notes (the oldest first), with up to `mergeBudget` units of
    * merges (default: the pace KeyRuns sets, see KeyRuns.insertBatch); returns the work
-   * units done.
+   * units done. `cost`: the notes' cost (noteCost summed) when the caller counted it;
+   * needed unless all are folded.
    */
-  private fold(max: number, mergeBudget?: number, noteUnits?: number, gather = false): number {
+  private fold(max: number, mergeBudget?: number, noteUnits?: number, gather = false, cost = 0): number {
     const notes = this.notes;
     const end = Math.min(notes.length, this.folded + max);
     const from = this.folded;
     this.folded = end;
+    this.notesCost = end === notes.length ? 0 : this.notesCost - cost;
     this.counters.folded += end - from;
     const entries = this.apply(
       notes,
