@@ -42,6 +42,15 @@ export const ODD = [
   "\udfff",
   "\udbff\udfff",
   "\ud83d",
+  // Around 64 code units (where an encoder may switch to a native path), non-ASCII last.
+  "y".repeat(63),
+  "y".repeat(64),
+  "y".repeat(65),
+  `${"y".repeat(63)}é`,
+  `${"y".repeat(63)}\ud800`,
+  `${"y".repeat(64)}\udc00`,
+  `${"y".repeat(62)}😀`,
+  `${"y".repeat(63)}\u0000`,
 ];
 
 /** Long keys: `count` in all, of about LONG code units, in families that stress comparisons. */
@@ -51,7 +60,7 @@ export function longKeys(count: number): string[] {
   const han = "中".repeat(Math.floor(LONG / 3));
   const smile = "😀".repeat(Math.floor(LONG / 8));
   for (let i = 0; keys.length < count; i++) {
-    switch (i % 6) {
+    switch (i % 7) {
       case 0:
         // The same 32 KB, then a few differing units at the end.
         keys.push(`L/${x}${String(i).padStart(6, "0")}`);
@@ -70,6 +79,14 @@ export function longKeys(count: number): string[] {
         // Differ at the start, long after.
         keys.push(`k/${String(i).padStart(5, "0")}${x}`);
         break;
+      case 5:
+        // ASCII but for one unit (a lone surrogate, a 2-byte one) at the end, middle or start.
+        keys.push(
+          [`P/${x}${i}\ud800`, `P/${x.slice(0, 5000)}é${i}${x.slice(5000)}`, `P/\udc00${i}${x}`][
+            Math.floor(i / 6) % 3
+          ]!,
+        );
+        break;
       default:
         keys.push(`\uffff${x}${i}\u0000`);
     }
@@ -80,7 +97,7 @@ export function longKeys(count: number): string[] {
 /** Short keys, interleaved with the long ones' families ("L/", "k/", ...). */
 export function shortKeys(count: number, next: () => number): string[] {
   const keys = new Set<string>();
-  const heads = ["k/", "L/", "L/x", "M/", "N/", "u/", "\u0000q/", "é/", "\uffff"];
+  const heads = ["k/", "L/", "L/x", "M/", "N/", "P/", "u/", "\u0000q/", "é/", "\uffff", "yyy"];
   while (keys.size < count) {
     const head = heads[Math.floor(next() * heads.length)]!;
     keys.add(`${head}${Math.floor(next() * 100_000).toString(36)}`);

@@ -76,6 +76,10 @@ async function history(engine: Engine, seed: number, sliceUnits: number | undefi
     `\uffff${x}`,
     "\ud800",
     "\udfff",
+    "P/",
+    "P/\udc00",
+    `P/${x}`,
+    "y".repeat(64),
   ];
   const prefixes = [
     "",
@@ -92,6 +96,9 @@ async function history(engine: Engine, seed: number, sliceUnits: number | undefi
     `\uffff${x.slice(0, 100)}`,
     "é/",
     "a",
+    "P/",
+    `P/${x.slice(0, 4000)}`,
+    "y".repeat(63),
   ];
   const boundRank = new Map<string, number>();
   for (const bound of bounds) boundRank.set(bound, lowerBoundModel(pool, bound));
