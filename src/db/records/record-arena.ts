@@ -68,16 +68,21 @@ export class RecordArena extends RefIndex {
   }
 
   private allocateOwn(size: number): number {
-    const buffer = new ArrayBuffer(size);
+    const index = this.placeChunk(new ArrayBuffer(size), true);
+    this.ends[index] = size;
+    return (index << UNITS_PER_CHUNK_SHIFT) >>> 0;
+  }
+
+  /** Puts `buffer` in a free chunk slot (`own`: one record's alone) and returns the slot. */
+  private placeChunk(buffer: ArrayBuffer, own: boolean): number {
     const index = this.freeIndexes.pop() ?? this.u8.length;
     if (index >= CHUNKS_MAX)
       throw new RangeError(`record chunk ${index} past ${CHUNKS_MAX}: checkRoom was skipped`);
     this.u8[index] = new Uint8Array(buffer);
     this.i32[index] = new Int32Array(buffer);
     this.dead[index] = 0;
-    this.ends[index] = size;
-    this.own[index] = true;
-    return (index << UNITS_PER_CHUNK_SHIFT) >>> 0;
+    this.own[index] = own;
+    return index;
   }
 
   private newChunk(): void {
@@ -92,15 +97,7 @@ export class RecordArena extends RefIndex {
       this.current = reused;
       this.dead[reused] = 0;
     } else {
-      const buffer = new ArrayBuffer(CHUNK_BYTES);
-      const index = this.freeIndexes.pop() ?? this.u8.length;
-      if (index >= CHUNKS_MAX)
-        throw new RangeError(`record chunk ${index} past ${CHUNKS_MAX}: checkRoom was skipped`);
-      this.u8[index] = new Uint8Array(buffer);
-      this.i32[index] = new Int32Array(buffer);
-      this.dead[index] = 0;
-      this.own[index] = false;
-      this.current = index;
+      this.current = this.placeChunk(new ArrayBuffer(CHUNK_BYTES), false);
     }
     this.ends[this.current] = 0;
     this.top = 0;
