@@ -28,16 +28,16 @@ export const CHECK_EVERY = 256;
  */
 const FOLD_UNITS_PER_NOTE = 4;
 /**
- * Long keys' share of note cost (the 1 per 64 code units of noteCost) per slice unit: a
- * fold slice also takes up to this much of the long keys that came since the slice before
- * (so a writer of long keys is kept up with, up to ~512 KiB of key code units — sixteen
- * 32 KB keys — a turn by default, and a burst drains at that pace: no backlog builds for
- * a reader to wait behind), and `ready` allows this much of them left, folded by the
- * reader's own call (~512 KiB, a few ms: at most about what one slice folds). Such a
- * slice gives the merges as much as its notes, so it does up to ~2 · (1/2 + 2 ·
- * NOTE_UNITS) ≈ 9 slices' units, by what the writer's turn cost. Before stop 31 `ready`
- * counted notes: 1024 notes of 32 KB keys (~32 MB, ~160 ms) were "ready", and a list
- * folded them in its call.
+ * Long keys' share of note cost (the 1 per 64 bytes of noteCost) per slice unit: a fold
+ * slice also takes up to this much of the long keys that came since the slice before (so
+ * a writer of long keys is kept up with, up to ~512 KiB of key bytes — sixteen 32 KB keys
+ * — a turn by default, and a burst drains at that pace: no backlog builds for a reader to
+ * wait behind; above that, a waiting reader's slices escalate, see `slice`), and `ready`
+ * allows this much of them left, folded by the reader's own call (~512 KiB, a few ms: at
+ * most about what one slice folds). Such a slice gives the merges as much as its notes,
+ * so it does up to ~2 · (1/2 + 2 · NOTE_UNITS) ≈ 9 slices' units, by what the writer's
+ * turn cost. Before stop 31 `ready` counted notes: 1024 notes of 32 KB keys (~32 MB, ~160
+ * ms) were "ready", and a list folded them in its call.
  */
 const LONG_PER_UNIT = 2;
 /**
@@ -48,13 +48,18 @@ const LONG_PER_UNIT = 2;
 const NOTE_UNITS = 2;
 
 /**
- * What folding a noted key costs, in notes of a short key: 1, and 1 more per 64 code
- * units (its long part). Code units, not bytes: a unit of a non-ASCII key takes 2-3 bytes
- * in KeyRuns, so such a key costs up to 3x what it is charged (as merges count its bytes).
+ * What folding a noted key costs, in notes of a short key: 1, and 1 more per 64 bytes of
+ * its key in UTF-8 (its long part). Bytes, not code units (before stop 32: a non-ASCII key
+ * was charged up to 3x less than the bytes KeyRuns folds). A key under 64 code units is
+ * charged 1 without counting (at most 189 bytes: within what `ready` allows for 1024
+ * notes); a longer one asks Buffer.byteLength (native: ~0.5 us for 32 KB of Latin-1). A
+ * surrogate pair is charged its 4 UTF-8 bytes (KeyRuns writes 6).
  */
-function noteCost(key: string): number {
-  return 1 + (key.length >>> 6);
+export function noteCost(key: string): number {
+  return key.length < 64 ? 1 : 1 + (Buffer.byteLength(key, "utf8") >>> 6);
 }
+/** The most a waiting reader's escalation doubles (see `slice`): 2^30 bases is past any backlog. */
+const ESCALATION_MAX = 30;
 /**
  * Entries a merge moves (KeyRuns.advance counts them, and one more per 64 bytes) per work
  * unit. A unit is about a key read or moved as a JS string (OrderedKeysBuilder: 48-83 ns
@@ -277,6 +282,15 @@ export class DeferredOrder {
   private notesCost = 0;
   /** The long part of the cost of the notes made since the last slice ran (see LONG_PER_UNIT). */
   private arrivedLong = 0;
+  /** The cost of the notes made since the last slice ran, in all (see `slice`, the escalation). */
+  private arrivedCost = 0;
+  /**
+   * The waiting reader's escalation (see `slice`): its fold slices take notes of up to
+   * 2^escalation times a slice's base; reset when it is woken.
+   */
+  private escalation = 0;
+  /** The notes' cost left after the waiting reader's last fold slice (+Infinity before its first). */
+  private backlogAtWait = Number.POSITIVE_INFINITY;
   /**
    * Keys noted as removed since the notes were last all folded (and dropped): a noted key
    * not among them was added once and never removed since the index last matched the
@@ -409,6 +423,7 @@ export class DeferredOrder {
     const cost = noteCost(key);
     this.notesCost += cost;
     this.arrivedLong += cost - 1;
+    this.arrivedCost += cost;
     if (this.settled === null) {
       const read = this.builder !== null ? this.builder.keysRead : this.converter!.size;
       if (notes.length > NOTES_MIN && notes.length > 2 * read) this.restartBuild();
@@ -434,6 +449,7 @@ export class DeferredOrder {
     this.folded = 0;
     this.notesCost = 0;
     this.arrivedLong = 0;
+    this.arrivedCost = 0;
     if (this.removedKeys.size > 0) {
       // A large set is let go rather than kept (clear keeps its table).
       if (this.removedKeys.size <= NOTES_KEPT_MAX) this.removedKeys.clear();
@@ -530,6 +546,8 @@ export class DeferredOrder {
     const waiting = this.waiting;
     if (waiting === null) return;
     this.waiting = null;
+    this.escalation = 0;
+    this.backlogAtWait = Number.POSITIVE_INFINITY;
     waiting.wake();
   }
 
@@ -571,7 +589,9 @@ export class DeferredOrder {
     if (this.closed) return;
     const waiting = this.waiting !== null;
     const arrived = Math.min(this.arrivedLong, LONG_PER_UNIT * this.sliceUnits);
+    const arrivedCost = this.arrivedCost;
     this.arrivedLong = 0;
+    this.arrivedCost = 0;
     let units = -1;
     const settled = this.settled;
     if (settled === null) {
@@ -610,22 +630,38 @@ export class DeferredOrder {
         // keys: that turn's writes cost about as much. The merges then get as much as the
         // notes (about what a long key's merges cost over its life): with only what was
         // left of the slice (none) runs of long keys piled up to RUNS_MAX (revidx31 R4).
-        const share = this.sliceUnits / 2 + arrived * NOTE_UNITS;
+        const base = this.sliceUnits / (2 * NOTE_UNITS);
+        let target = base + arrived;
+        // A waiting reader's escalation (stop 32): a writer that brings more than that
+        // every turn (above ~512 KiB of long keys, or 1024 short ones) left more notes
+        // after each slice than before it, and the reader waited until the writer paused.
+        // So while a reader waits, each slice after which the notes left did not halve
+        // while more than a base came since the slice before doubles what the next takes.
+        // The backlog then halves a slice within about log2(backlog / base) slices, and the
+        // reader is served in O(log) slices; a slice takes at most twice what the one before
+        // it took, and no more than is pending (writes already made, each paid for by its
+        // turn). A burst with no writer after it (or a trickle under a base a turn) does
+        // not escalate: it drains at the base pace as before (slices within their budget).
+        if (waiting && this.escalation > 0) target = Math.max(target, base * 2 ** this.escalation);
         const notes = this.notes;
         let take = 0;
         let cost = 0;
         const at = this.folded;
-        while (take < unsettled && cost * NOTE_UNITS < share) {
+        while (take < unsettled && cost < target) {
           cost += noteCost(notes[at + take]!);
           take++;
         }
         // A background fold while writes go on lets KeyRuns gather its keys into longer runs.
         const gather = !waiting && !paused;
-        const mergeBudget = Math.max(
-          this.sliceUnits - cost * NOTE_UNITS,
-          arrived > 0 ? cost * NOTE_UNITS : 0,
-        );
+        const extra = cost > base + arrived || arrived > 0;
+        const mergeBudget = Math.max(this.sliceUnits - cost * NOTE_UNITS, extra ? cost * NOTE_UNITS : 0);
         units = this.fold(take, mergeBudget, cost * NOTE_UNITS, gather, cost);
+        if (waiting) {
+          const left = this.notesCost;
+          if (arrivedCost > base && 2 * left > this.backlogAtWait && this.escalation < ESCALATION_MAX)
+            this.escalation++;
+          this.backlogAtWait = left;
+        }
       } else if (settled.pending) {
         units = mergeUnits(settled.advance(this.sliceUnits * MERGE_ENTRIES_PER_UNIT));
       }
