@@ -52,14 +52,24 @@ const NOTE_UNITS = 2;
  * its key in UTF-8 (its long part). Bytes, not code units (before stop 32: a non-ASCII key
  * was charged up to 3x less than the bytes KeyRuns folds). A key under 64 code units is
  * charged 1 without counting (at most 189 bytes: within what `ready` allows for 1024
- * notes); a longer one asks Buffer.byteLength (native: ~0.5 us for 32 KB of Latin-1). A
- * surrogate pair is charged its 4 UTF-8 bytes (KeyRuns writes 6).
+ * notes); a longer one asks Buffer.byteLength (native: ~0.5 us for 32 KB of Latin-1) and
+ * is charged min(3 · length, 2 · UTF-8 bytes - length): an upper bound of what KeyRuns
+ * writes (key-bytes.ts), exact for ASCII and for surrogate pairs (4 UTF-8 bytes, 6 there;
+ * revidx32 F3), 1.5x over for 2-byte units, 5/3 for 3-byte ones.
  */
 export function noteCost(key: string): number {
-  return key.length < 64 ? 1 : 1 + (Buffer.byteLength(key, "utf8") >>> 6);
+  if (key.length < 64) return 1;
+  return 1 + (Math.min(3 * key.length, 2 * Buffer.byteLength(key, "utf8") - key.length) >>> 6);
 }
-/** The most a waiting reader's escalation doubles (see `slice`): 2^30 bases is past any backlog. */
-const ESCALATION_MAX = 30;
+/**
+ * A waiting reader's escalation takes up to 2^ESCALATION_MAX bases a slice (8k short keys,
+ * ~512 KiB of long ones), or twice what came between two slices lately if more (see
+ * `slice`). With no cap one escalated slice folded about half of whatever backlog a writer
+ * had left (revidx32 F2: 0.5-0.7 s of one turn at 1M notes).
+ */
+const ESCALATION_MAX = 3;
+/** Doublings counted at most (the cap may be twice a recent turn's notes: 2^30 bases is past any). */
+const ESCALATION_DOUBLINGS_MAX = 30;
 /**
  * Entries a merge moves (KeyRuns.advance counts them, and one more per 64 bytes) per work
  * unit. A unit is about a key read or moved as a JS string (OrderedKeysBuilder: 48-83 ns
@@ -282,8 +292,13 @@ export class DeferredOrder {
   private notesCost = 0;
   /** The long part of the cost of the notes made since the last slice ran (see LONG_PER_UNIT). */
   private arrivedLong = 0;
-  /** The cost of the notes made since the last slice ran, in all (see `slice`, the escalation). */
+  /** The cost of the notes made since the last slice ran, in all (see `slice`). */
   private arrivedCost = 0;
+  /**
+   * The most cost noted between two slices lately: the largest `arrivedCost` a slice saw,
+   * halved at each slice after (see `slice`, the escalation's cap).
+   */
+  private recentCost = 0;
   /**
    * The waiting reader's escalation (see `slice`): its fold slices take notes of up to
    * 2^escalation times a slice's base; reset when it is woken.
@@ -590,6 +605,7 @@ export class DeferredOrder {
     const waiting = this.waiting !== null;
     const arrived = Math.min(this.arrivedLong, LONG_PER_UNIT * this.sliceUnits);
     const arrivedCost = this.arrivedCost;
+    this.recentCost = Math.max(arrivedCost, this.recentCost / 2);
     this.arrivedLong = 0;
     this.arrivedCost = 0;
     let units = -1;
@@ -633,16 +649,22 @@ export class DeferredOrder {
         const base = this.sliceUnits / (2 * NOTE_UNITS);
         let target = base + arrived;
         // A waiting reader's escalation (stop 32): a writer that brings more than that
-        // every turn (above ~512 KiB of long keys, or 1024 short ones) left more notes
-        // after each slice than before it, and the reader waited until the writer paused.
-        // So while a reader waits, each slice after which the notes left did not halve
-        // while more than a base came since the slice before doubles what the next takes.
-        // The backlog then halves a slice within about log2(backlog / base) slices, and the
-        // reader is served in O(log) slices; a slice takes at most twice what the one before
-        // it took, and no more than is pending (writes already made, each paid for by its
-        // turn). A burst with no writer after it (or a trickle under a base a turn) does
-        // not escalate: it drains at the base pace as before (slices within their budget).
-        if (waiting && this.escalation > 0) target = Math.max(target, base * 2 ** this.escalation);
+        // every turn (above ~512 KiB of long keys, or 1024 short ones), sustained, left
+        // more notes after each slice than before it, and a reader waiting for `ready`
+        // waited until the writer paused. So while a reader waits, each slice after which
+        // the notes left fell by less than what came since the slice before (or half a
+        // base; whatever came: a writer at a base a turn behind a burst stalled it too,
+        // revidx32 F1) doubles what the next takes,
+        // up to 2^ESCALATION_MAX bases or twice the most that came between two slices
+        // lately (halved per slice), whichever is more: with no cap one slice folded about
+        // half of whatever backlog the writer had left (revidx32 F2). A slice so takes at
+        // most twice the one before it and at most max(8 bases, twice a recent turn's
+        // notes), and as much of merges. A burst with no writer after it falls by a base a
+        // slice: no escalation (slices within their budget, as before).
+        if (waiting && this.escalation > 0) {
+          const cap = Math.max(base * 2 ** ESCALATION_MAX, 2 * this.recentCost);
+          target = Math.max(target, Math.min(base * 2 ** this.escalation, cap));
+        }
         const notes = this.notes;
         let take = 0;
         let cost = 0;
@@ -658,7 +680,12 @@ export class DeferredOrder {
         units = this.fold(take, mergeBudget, cost * NOTE_UNITS, gather, cost);
         if (waiting) {
           const left = this.notesCost;
-          if (arrivedCost > base && 2 * left > this.backlogAtWait && this.escalation < ESCALATION_MAX)
+          const fell = this.backlogAtWait - left;
+          if (
+            left > 0 &&
+            fell < Math.max(base / 2, arrivedCost) &&
+            this.escalation < ESCALATION_DOUBLINGS_MAX
+          )
             this.escalation++;
           this.backlogAtWait = left;
         }
