@@ -28,16 +28,16 @@ export const CHECK_EVERY = 256;
  */
 const FOLD_UNITS_PER_NOTE = 4;
 /**
- * Long keys' share of note cost (the 1 per 64 code units of noteCost) per slice unit: a
- * fold slice also takes up to this much of the long keys that came since the slice before
- * (so a writer of long keys is kept up with, up to ~512 KiB of key code units — sixteen
- * 32 KB keys — a turn by default, and a burst drains at that pace: no backlog builds for
- * a reader to wait behind), and `ready` allows this much of them left, folded by the
- * reader's own call (~512 KiB, a few ms: at most about what one slice folds). Such a
- * slice gives the merges as much as its notes, so it does up to ~2 · (1/2 + 2 ·
- * NOTE_UNITS) ≈ 9 slices' units, by what the writer's turn cost. Before stop 31 `ready`
- * counted notes: 1024 notes of 32 KB keys (~32 MB, ~160 ms) were "ready", and a list
- * folded them in its call.
+ * Long keys' share of note cost (the 1 per 64 bytes of noteCost) per slice unit: a fold
+ * slice also takes up to this much of the long keys that came since the slice before (so
+ * a writer of long keys is kept up with, up to ~512 KiB of key bytes — sixteen 32 KB keys
+ * — a turn by default, and a burst drains at that pace: no backlog builds for a reader to
+ * wait behind; above that, a waiting reader's slices escalate, see `slice`), and `ready`
+ * allows this much of them left, folded by the reader's own call (~512 KiB, a few ms: at
+ * most about what one slice folds). Such a slice gives the merges as much as its notes,
+ * so it does up to ~2 · (1/2 + 2 · NOTE_UNITS) ≈ 9 slices' units, by what the writer's
+ * turn cost. Before stop 31 `ready` counted notes: 1024 notes of 32 KB keys (~32 MB, ~160
+ * ms) were "ready", and a list folded them in its call.
  */
 const LONG_PER_UNIT = 2;
 /**
@@ -48,13 +48,28 @@ const LONG_PER_UNIT = 2;
 const NOTE_UNITS = 2;
 
 /**
- * What folding a noted key costs, in notes of a short key: 1, and 1 more per 64 code
- * units (its long part). Code units, not bytes: a unit of a non-ASCII key takes 2-3 bytes
- * in KeyRuns, so such a key costs up to 3x what it is charged (as merges count its bytes).
+ * What folding a noted key costs, in notes of a short key: 1, and 1 more per 64 bytes of
+ * its key in UTF-8 (its long part). Bytes, not code units (before stop 32: a non-ASCII key
+ * was charged up to 3x less than the bytes KeyRuns folds). A key under 64 code units is
+ * charged 1 without counting (at most 189 bytes: within what `ready` allows for 1024
+ * notes); a longer one asks Buffer.byteLength (native: ~0.5 us for 32 KB of Latin-1) and
+ * is charged min(3 · length, 2 · UTF-8 bytes - length): an upper bound of what KeyRuns
+ * writes (key-bytes.ts), exact for ASCII and for surrogate pairs (4 UTF-8 bytes, 6 there;
+ * revidx32 F3), 1.5x over for 2-byte units, 5/3 for 3-byte ones.
  */
-function noteCost(key: string): number {
-  return 1 + (key.length >>> 6);
+export function noteCost(key: string): number {
+  if (key.length < 64) return 1;
+  return 1 + (Math.min(3 * key.length, 2 * Buffer.byteLength(key, "utf8") - key.length) >>> 6);
 }
+/**
+ * A waiting reader's escalation takes up to 2^ESCALATION_MAX bases a slice (8k short keys,
+ * ~512 KiB of long ones), or twice what came between two slices lately if more (see
+ * `slice`). With no cap one escalated slice folded about half of whatever backlog a writer
+ * had left (revidx32 F2: 0.5-0.7 s of one turn at 1M notes).
+ */
+const ESCALATION_MAX = 3;
+/** Doublings counted at most (the cap may be twice a recent turn's notes: 2^30 bases is past any). */
+const ESCALATION_DOUBLINGS_MAX = 30;
 /**
  * Entries a merge moves (KeyRuns.advance counts them, and one more per 64 bytes) per work
  * unit. A unit is about a key read or moved as a JS string (OrderedKeysBuilder: 48-83 ns
@@ -277,6 +292,20 @@ export class DeferredOrder {
   private notesCost = 0;
   /** The long part of the cost of the notes made since the last slice ran (see LONG_PER_UNIT). */
   private arrivedLong = 0;
+  /** The cost of the notes made since the last slice ran, in all (see `slice`). */
+  private arrivedCost = 0;
+  /**
+   * The most cost noted between two slices lately: the largest `arrivedCost` a slice saw,
+   * halved at each slice after (see `slice`, the escalation's cap).
+   */
+  private recentCost = 0;
+  /**
+   * The waiting reader's escalation (see `slice`): its fold slices take notes of up to
+   * 2^escalation times a slice's base; reset when it is woken.
+   */
+  private escalation = 0;
+  /** The notes' cost left after the waiting reader's last fold slice (+Infinity before its first). */
+  private backlogAtWait = Number.POSITIVE_INFINITY;
   /**
    * Keys noted as removed since the notes were last all folded (and dropped): a noted key
    * not among them was added once and never removed since the index last matched the
@@ -409,6 +438,7 @@ export class DeferredOrder {
     const cost = noteCost(key);
     this.notesCost += cost;
     this.arrivedLong += cost - 1;
+    this.arrivedCost += cost;
     if (this.settled === null) {
       const read = this.builder !== null ? this.builder.keysRead : this.converter!.size;
       if (notes.length > NOTES_MIN && notes.length > 2 * read) this.restartBuild();
@@ -434,6 +464,7 @@ export class DeferredOrder {
     this.folded = 0;
     this.notesCost = 0;
     this.arrivedLong = 0;
+    this.arrivedCost = 0;
     if (this.removedKeys.size > 0) {
       // A large set is let go rather than kept (clear keeps its table).
       if (this.removedKeys.size <= NOTES_KEPT_MAX) this.removedKeys.clear();
@@ -530,6 +561,8 @@ export class DeferredOrder {
     const waiting = this.waiting;
     if (waiting === null) return;
     this.waiting = null;
+    this.escalation = 0;
+    this.backlogAtWait = Number.POSITIVE_INFINITY;
     waiting.wake();
   }
 
@@ -571,7 +604,10 @@ export class DeferredOrder {
     if (this.closed) return;
     const waiting = this.waiting !== null;
     const arrived = Math.min(this.arrivedLong, LONG_PER_UNIT * this.sliceUnits);
+    const arrivedCost = this.arrivedCost;
+    this.recentCost = Math.max(arrivedCost, this.recentCost / 2);
     this.arrivedLong = 0;
+    this.arrivedCost = 0;
     let units = -1;
     const settled = this.settled;
     if (settled === null) {
@@ -610,22 +646,49 @@ export class DeferredOrder {
         // keys: that turn's writes cost about as much. The merges then get as much as the
         // notes (about what a long key's merges cost over its life): with only what was
         // left of the slice (none) runs of long keys piled up to RUNS_MAX (revidx31 R4).
-        const share = this.sliceUnits / 2 + arrived * NOTE_UNITS;
+        const base = this.sliceUnits / (2 * NOTE_UNITS);
+        let target = base + arrived;
+        // A waiting reader's escalation (stop 32): a writer that brings more than that
+        // every turn (above ~512 KiB of long keys, or 1024 short ones), sustained, left
+        // more notes after each slice than before it, and a reader waiting for `ready`
+        // waited until the writer paused. So while a reader waits, each slice after which
+        // the notes left fell by less than what came since the slice before (or half a
+        // base; whatever came: a writer at a base a turn behind a burst stalled it too,
+        // revidx32 F1) doubles what the next takes,
+        // up to 2^ESCALATION_MAX bases or twice the most that came between two slices
+        // lately (halved per slice), whichever is more: with no cap one slice folded about
+        // half of whatever backlog the writer had left (revidx32 F2). A slice so takes at
+        // most twice the one before it and at most max(8 bases, twice a recent turn's
+        // notes), and as much of merges. A burst with no writer after it falls by a base a
+        // slice: no escalation (slices within their budget, as before).
+        if (waiting && this.escalation > 0) {
+          const cap = Math.max(base * 2 ** ESCALATION_MAX, 2 * this.recentCost);
+          target = Math.max(target, Math.min(base * 2 ** this.escalation, cap));
+        }
         const notes = this.notes;
         let take = 0;
         let cost = 0;
         const at = this.folded;
-        while (take < unsettled && cost * NOTE_UNITS < share) {
+        while (take < unsettled && cost < target) {
           cost += noteCost(notes[at + take]!);
           take++;
         }
         // A background fold while writes go on lets KeyRuns gather its keys into longer runs.
         const gather = !waiting && !paused;
-        const mergeBudget = Math.max(
-          this.sliceUnits - cost * NOTE_UNITS,
-          arrived > 0 ? cost * NOTE_UNITS : 0,
-        );
+        const extra = cost > base + arrived || arrived > 0;
+        const mergeBudget = Math.max(this.sliceUnits - cost * NOTE_UNITS, extra ? cost * NOTE_UNITS : 0);
         units = this.fold(take, mergeBudget, cost * NOTE_UNITS, gather, cost);
+        if (waiting) {
+          const left = this.notesCost;
+          const fell = this.backlogAtWait - left;
+          if (
+            left > 0 &&
+            fell < Math.max(base / 2, arrivedCost) &&
+            this.escalation < ESCALATION_DOUBLINGS_MAX
+          )
+            this.escalation++;
+          this.backlogAtWait = left;
+        }
       } else if (settled.pending) {
         units = mergeUnits(settled.advance(this.sliceUnits * MERGE_ENTRIES_PER_UNIT));
       }
