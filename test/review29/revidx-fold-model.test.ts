@@ -27,6 +27,7 @@ import { RecordDB } from "../../src/db/records/record-db.ts";
 import { ManualScheduler } from "../support/manual-scheduler.ts";
 import { ModelKVDB, modelKeyOrder } from "../support/model-kvdb.ts";
 import { seededRandom } from "../support/seeded-random.ts";
+import { soak } from "../support/soak.ts";
 
 setDefaultTimeout(240_000);
 
@@ -399,10 +400,11 @@ const CASES: [Engine, number, number | undefined][] = [
 
 for (const [engine, seed, sliceUnits] of CASES) {
   test(`${engine} (sliceUnits ${sliceUnits ?? "default"}, seed ${seed}): lists, counts and continuations match the model through folds, merges, tenant deletes, snapshots`, async () => {
-    const done = await history(engine, seed, sliceUnits, 40_000);
+    const steps = soak(10_000, 40_000);
+    const done = await history(engine, seed, sliceUnits, steps);
     // The history did what it is for.
-    expect(done.lists).toBeGreaterThan(500);
-    expect(done.counts).toBeGreaterThan(50);
-    expect(done.loads).toBeGreaterThan(3);
+    expect(done.lists).toBeGreaterThan(steps / 80);
+    expect(done.counts).toBeGreaterThan(steps / 800);
+    expect(done.loads).toBeGreaterThan(soak(1, 3));
   });
 }
