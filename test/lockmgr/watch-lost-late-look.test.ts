@@ -81,30 +81,39 @@ async function lookAfter(
 }
 
 describe("watchLost whose look answers after the lock is gone", () => {
-  test("released while the look is pending: 'released' (the watch saw the hold end)", async () => {
-    const inner = localStore();
-    const locks = new LockManager(inner);
-    const holder = await locks.acquire("lock", 0);
-    const reason = await lookAfter(inner, holder.ownerId!, async () => {
-      expect(await locks.release("lock", holder.ownerId!)).toBe(true);
-    });
-    expect(reason).toBe("released");
-  });
-
-  test("the same on a member whose watch starts before it applied the hold", async () => {
-    const inner = localStore();
-    const locks = new LockManager(inner);
-    const holder = await locks.acquire("lock", 0);
-    const reason = await lookAfter(
-      inner,
-      holder.ownerId!,
-      async () => {
-        expect(await locks.release("lock", holder.ownerId!)).toBe(true);
-      },
+  const released: [string, (store: IStore) => IStore, "holder" | "other", string][] = [
+    [
+      "released while the look is pending: 'released' (the watch saw the hold end)",
+      (store) => store,
+      "holder",
+      "released",
+    ],
+    [
+      "the same on a member whose watch starts before it applied the hold",
       laggingWatch,
-    );
-    expect(reason).toBe("released");
-  });
+      "holder",
+      "released",
+    ],
+    [
+      "another owner's hold that ends while the look is pending is still 'lost'",
+      (store) => store,
+      "other",
+      "lost",
+    ],
+  ];
+  for (const [name, wrap, watched, want] of released) {
+    test(name, async () => {
+      const inner = localStore();
+      const locks = new LockManager(inner);
+      const other = await locks.acquire("mine", 0);
+      const holder = await locks.acquire("lock", 0);
+      const owner = watched === "holder" ? holder.ownerId! : other.ownerId!;
+      const release = async () => {
+        expect(await locks.release("lock", holder.ownerId!)).toBe(true);
+      };
+      expect(await lookAfter(inner, owner, release, wrap)).toBe(want);
+    });
+  }
 
   test("expired while the look is pending: 'expired'", async () => {
     const clock = new ManualClock(1_000_000);
@@ -117,17 +126,6 @@ describe("watchLost whose look answers after the lock is gone", () => {
       expect(await inner.has("lock")).toBe(false);
     });
     expect(reason).toBe("expired");
-  });
-
-  test("another owner's hold that ends while the look is pending is still 'lost'", async () => {
-    const inner = localStore();
-    const locks = new LockManager(inner);
-    const mine = await locks.acquire("mine", 0);
-    const other = await locks.acquire("lock", 0);
-    const reason = await lookAfter(inner, mine.ownerId!, async () => {
-      expect(await locks.release("lock", other.ownerId!)).toBe(true);
-    });
-    expect(reason).toBe("lost");
   });
 
   test("an owner that had already released before the watch: 'lost'", async () => {
