@@ -289,17 +289,12 @@ export class LockManager implements ILockManager {
     try {
       const entry = await this.store.getEntry(key);
       if (entry?.value === undefined) return await this.goneSinceWatch(key, owner, events, stop.signal);
-      if (Buffer.from(entry.value).toString("latin1") !== owner) return "lost";
+      if (!valueIs(entry.value, owner)) return "lost";
       for await (const event of events) {
         if (event.type === "progress" || event.revision <= entry.modRevision) continue;
         if (event.type === "delete") return "released";
         if (event.type === "expire") return "expired";
-        if (
-          event.type === "put" &&
-          Buffer.from(event.value ?? new Uint8Array()).toString("latin1") !== owner
-        ) {
-          return "lost";
-        }
+        if (event.type === "put" && !valueIs(event.value, owner)) return "lost";
       }
       return "stopped";
     } finally {
