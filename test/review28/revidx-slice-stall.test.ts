@@ -6,6 +6,7 @@ import { bytes, T0 } from "../db/helpers.ts";
 import { drainCounted, IndexWorkMeter, MostPerStep, mostPerTurnDuring } from "../support/index-work.ts";
 import { yieldingChunks } from "../support/longest-turn.ts";
 import { ManualScheduler } from "../support/manual-scheduler.ts";
+import { soak } from "../support/soak.ts";
 
 /**
  * Review of lsm28 (KeyRuns): the ordered index's upkeep runs in slices of a few ms of JS
@@ -39,12 +40,14 @@ setDefaultTimeout(180_000);
 
 /** Load steps (snapshot-io.ts LOAD_SORT_UNITS): a turn converts or sorts at most this many units. */
 const LOAD_STEP_UNITS = 4 * SLICE_UNITS;
+/** Keys of the store (1M under DKV_SOAK; at 250k the defects' one-turn work is still 15-60x the bounds). */
+const STORE_KEYS = soak(250_000, 1_000_000);
 
 test("the first list of a 1M-key store builds the index without one long slice (no whole-index conversion in one turn)", () => {
   const scheduler = new ManualScheduler();
   const db = new RecordDB({ order: { schedule: scheduler.schedule } });
   const value = bytes("v");
-  const N = 1_000_000;
+  const N = STORE_KEYS;
   for (let i = 0; i < N; i++) db.set(`user/${(i * 2654435761) % 4294967296}/${i}`, value, T0);
   const meter = new IndexWorkMeter().start();
   try {
@@ -71,7 +74,7 @@ test("the first list of a 1M-key store builds the index without one long slice (
 test("a 1M-key snapshot load yields the event loop: no turn converts the whole index", async () => {
   const db = new RecordDB();
   const value = bytes("v");
-  const N = 1_000_000;
+  const N = STORE_KEYS;
   for (let i = 0; i < N; i++) db.set(`user/${(i * 2654435761) % 4294967296}/${i}`, value, T0);
   const chunks: Uint8Array[] = [];
   await db.save({ write: (chunk) => void chunks.push(chunk.slice()) }, T0);
@@ -96,15 +99,17 @@ test("a 1M-key snapshot load yields the event loop: no turn converts the whole i
 });
 
 test("KeyRuns: adding one fold's worth of keys (1024) never rewrites the whole index in that call", () => {
-  const N = 2_000_000;
+  // 2M and 2^21 newer under DKV_SOAK; at a quarter the cascade's last call still moves ~1.5M.
+  const N = soak(2 ** 19, 2_000_000);
+  const NEWER = soak(2 ** 19, 2 ** 21);
   const CHUNK = 1024;
   const stable = Array.from({ length: N }, (_, i) => `item/${String(2 * i).padStart(9, "0")}`);
   const index = KeyRuns.fromSorted(stable);
   stable.length = 0;
   // Newer keys, interleaved with the oldest run's, until the newer runs are about to reach the oldest run's size.
   const more = Array.from(
-    { length: 2 ** 21 },
-    (_, i) => `item/${String(2 * ((i * 7919) % 2 ** 21) + 1).padStart(9, "0")}`,
+    { length: NEWER },
+    (_, i) => `item/${String(2 * ((i * 7919) % NEWER) + 1).padStart(9, "0")}`,
   );
   let most = 0;
   for (let at = 0; at < more.length; at += CHUNK) {

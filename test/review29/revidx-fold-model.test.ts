@@ -24,9 +24,19 @@ import { expect, setDefaultTimeout, test } from "bun:test";
 import type { KeyRange, KVDB, ListPage } from "../../src/db/kvdb.ts";
 import { MapleDB } from "../../src/db/maple/index.ts";
 import { RecordDB } from "../../src/db/records/record-db.ts";
+import {
+  applyWriteToEach,
+  type Cursor,
+  loadChunks,
+  randomRange,
+  resumeCursor,
+  saveChunks,
+  type WriteOp,
+} from "../support/kvdb-ops.ts";
 import { ManualScheduler } from "../support/manual-scheduler.ts";
 import { ModelKVDB, modelKeyOrder } from "../support/model-kvdb.ts";
 import { seededRandom } from "../support/seeded-random.ts";
+import { soak } from "../support/soak.ts";
 
 setDefaultTimeout(240_000);
 
@@ -115,27 +125,6 @@ const PREFIXES = [
   "\u0000",
   "\ue000/",
 ];
-
-interface Cursor {
-  range: KeyRange;
-  after: string;
-}
-
-interface ModelState {
-  entries: Map<string, unknown>;
-  rev: number;
-  pinned: boolean;
-}
-
-function cloneModel(model: ModelKVDB): ModelKVDB {
-  const copy = new ModelKVDB();
-  const from = model as unknown as ModelState;
-  const to = copy as unknown as ModelState;
-  for (const [key, entry] of from.entries) to.entries.set(key, entry);
-  to.rev = from.rev;
-  to.pinned = from.pinned;
-  return copy;
-}
 
 type Engine = "records" | "maple";
 
@@ -248,27 +237,14 @@ async function history(
     return got;
   };
 
-  const randomRange = (): KeyRange => {
-    const r = next();
-    if (r < 0.45) return { prefix: pick(PREFIXES) };
-    if (r < 0.85) return { from: pick(BOUNDS), to: pick(BOUNDS) };
-    if (r < 0.93) return { from: pick(BOUNDS) };
-    return {};
-  };
-
   const runSlices = (n: number): void => {
     for (let i = 0; i < n && scheduler.runOne(); i++);
   };
 
-  const write = (key: string): void => {
-    const value = pick(values);
-    db.set(key, value, now);
-    model.set(key, value, now);
-  };
-  const remove = (key: string): void => {
-    db.delete(key, now);
-    model.delete(key, now);
-  };
+  const valueAt = (n: number): Uint8Array => values[n]!;
+  const apply = (step: WriteOp): void => applyWriteToEach([db, model], step, now, valueAt);
+  const write = (key: string): void => apply({ kind: "set", key, value: Math.floor(next() * values.length) });
+  const remove = (key: string): void => apply({ kind: "delete", key });
 
   for (let step = 0; step < steps; step++) {
     const r = next();
@@ -276,11 +252,10 @@ async function history(
     else if (r < 0.5) remove(pick(pool));
     else if (r < 0.54) {
       const key = pick(pool);
-      const value = pick(values);
+      const value = Math.floor(next() * values.length);
       const expireIn = Math.floor(next() * 40);
       const deleteIn = expireIn + Math.floor(next() * 40);
-      db.setE(key, value, expireIn, deleteIn, now);
-      model.setE(key, value, expireIn, deleteIn, now);
+      apply({ kind: "setE", key, value, expireIn, deleteIn });
     } else if (r < 0.55) now += Math.floor(next() * 25);
     else if (r < 0.555) {
       const max = Math.floor(next() * 300);
@@ -290,18 +265,14 @@ async function history(
     } else if (r < 0.62) runSlices(1 + Math.floor(next() * 24));
     else if (r < 0.625) runSlices(2000);
     else if (r < 0.64) {
-      const range = randomRange();
+      const range = randomRange(next, PREFIXES, BOUNDS);
       const page = comparePage(step, range, undefined, 1 + Math.floor(next() * 80));
       if (page.more && cursors.length < 40) cursors.push({ range, after: page.next! });
     } else if (r < 0.66 && cursors.length > 0) {
       // A page resumed many writes, slices and swaps after the one before it.
-      const i = Math.floor(next() * cursors.length);
-      const cursor = cursors[i]!;
-      const page = comparePage(step, cursor.range, cursor.after, 1 + Math.floor(next() * 80));
-      if (page.more) cursor.after = page.next!;
-      else cursors.splice(i, 1);
+      resumeCursor(next, cursors, 80, (range, after, limit) => comparePage(step, range, after, limit));
     } else if (r < 0.665) {
-      const range = randomRange();
+      const range = randomRange(next, PREFIXES, BOUNDS);
       const a = db.count(range, now);
       const b = expected(range, undefined, Number.MAX_SAFE_INTEGER).items.length;
       if (a !== b) throw new Error(where(step, "count", { range, a, b }));
@@ -342,10 +313,9 @@ async function history(
     } else if (r < 0.6805) {
       // A snapshot of this instant, writes during the save, loaded into the same database
       // (its old order's slices still queued) or a fresh one.
-      const chunks: Uint8Array[] = [];
-      const saving = db.save({ write: (chunk) => void chunks.push(chunk.slice()) }, now);
-      // The model has no snapshot format: a copy of it at this instant (entries are replaced, never changed, on writes).
-      const modelAtSave = cloneModel(model);
+      const { chunks, saving } = saveChunks(db, now);
+      // The model has no snapshot format: a copy of it at this instant.
+      const modelAtSave = model.copy();
       const during = Math.floor(next() * 200);
       const writesDuring: [string, boolean][] = [];
       for (let i = 0; i < during; i++) writesDuring.push([pick(pool), next() < 0.6]);
@@ -357,11 +327,7 @@ async function history(
       await saving;
       const target = next() < 0.5 ? db : make();
       runSlices(Math.floor(next() * 8));
-      await target.load(
-        (async function* () {
-          for (const chunk of chunks) yield chunk;
-        })(),
-      );
+      await loadChunks(target, chunks);
       db = target;
       model = modelAtSave;
       loads++;
@@ -399,10 +365,11 @@ const CASES: [Engine, number, number | undefined][] = [
 
 for (const [engine, seed, sliceUnits] of CASES) {
   test(`${engine} (sliceUnits ${sliceUnits ?? "default"}, seed ${seed}): lists, counts and continuations match the model through folds, merges, tenant deletes, snapshots`, async () => {
-    const done = await history(engine, seed, sliceUnits, 40_000);
+    const steps = soak(10_000, 40_000);
+    const done = await history(engine, seed, sliceUnits, steps);
     // The history did what it is for.
-    expect(done.lists).toBeGreaterThan(500);
-    expect(done.counts).toBeGreaterThan(50);
-    expect(done.loads).toBeGreaterThan(3);
+    expect(done.lists).toBeGreaterThan(steps / 80);
+    expect(done.counts).toBeGreaterThan(steps / 800);
+    expect(done.loads).toBeGreaterThan(soak(1, 3));
   });
 }

@@ -14,6 +14,7 @@ import { expect, test } from "bun:test";
 import { KeyRuns } from "../../src/db/maple/key-runs.ts";
 import { modelKeyOrder } from "../support/model-kvdb.ts";
 import { seededRandom } from "../support/seeded-random.ts";
+import { soak } from "../support/soak.ts";
 import { expectedPresent, scanned } from "../support/sorted-keys.ts";
 
 const UNITS = [
@@ -132,9 +133,10 @@ function history(seed: number, steps: number): { jobsSeen: number; checks: numbe
 
 for (const seed of [1, 2, 3, 4, 5, 6]) {
   test(`KeyRuns matches the set of keys present through starved and default job budgets (seed ${seed})`, () => {
-    const done = history(seed, 8000);
-    expect(done.jobsSeen).toBeGreaterThan(50);
-    expect(done.checks).toBeGreaterThan(300);
+    const steps = soak(2500, 8000);
+    const done = history(seed, steps);
+    expect(done.jobsSeen).toBeGreaterThan(steps / 160);
+    expect(done.checks).toBeGreaterThan(steps / 27);
   });
 }
 

@@ -29,6 +29,7 @@ import { bytes, T0 } from "../db/helpers.ts";
 import { drainCounted, IndexWorkMeter, MostPerStep, mostPerTurnDuring } from "../support/index-work.ts";
 import { yieldingChunks } from "../support/longest-turn.ts";
 import { ManualScheduler } from "../support/manual-scheduler.ts";
+import { soak } from "../support/soak.ts";
 
 setDefaultTimeout(300_000);
 
@@ -43,7 +44,8 @@ const LOAD_STEP_UNITS = 4 * SLICE_UNITS;
  * bytes (186-372 MB here) or a merge's (256-512 MB) in one slice.
  */
 const SLICE_BYTES_MAX = 32 << 20;
-const N = 600_000;
+/** Long keys (600k under DKV_SOAK; 150k still makes the defects copy ~93 MB in one slice). */
+const N = soak(150_000, 600_000);
 const PAD = "p".repeat(600);
 const value = bytes("v");
 
@@ -101,7 +103,7 @@ test("a snapshot load of long keys yields the event loop: no turn copies the who
 test("merges of long keys stay in short slices while a listed store of them grows", () => {
   const scheduler = new ManualScheduler();
   const db = new RecordDB({ order: { schedule: scheduler.schedule } });
-  const M = 8000;
+  const M = soak(2000, 8000);
   const pad = "p".repeat(32_000);
   const long = (i: number): string =>
     `k/${((i * 2654435761) % 4294967296).toString(16).padStart(8, "0")}/${pad}/${i}`;

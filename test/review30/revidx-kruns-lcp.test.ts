@@ -16,6 +16,7 @@ import { expect, test } from "bun:test";
 import { KeyRuns } from "../../src/db/maple/key-runs.ts";
 import { modelKeyOrder } from "../support/model-kvdb.ts";
 import { seededRandom } from "../support/seeded-random.ts";
+import { soak } from "../support/soak.ts";
 import { expectedPresent, scanned } from "../support/sorted-keys.ts";
 import { insertGathering } from "./gather.ts";
 
@@ -47,6 +48,9 @@ function keyPool(next: () => number): string[] {
   return [...keys].sort(modelKeyOrder);
 }
 
+/** Steps of each history (6000 under DKV_SOAK). */
+const STEPS = soak(2000, 6000);
+
 for (const seed of [31, 32, 33, 34]) {
   test(`LCP-heavy keys: KeyRuns = the model through starved merges, dead heads, removals mid-job (seed ${seed})`, () => {
     const next = seededRandom(seed);
@@ -71,7 +75,7 @@ for (const seed of [31, 32, 33, 34]) {
       }
       return out;
     };
-    for (let step = 0; step < 6000; step++) {
+    for (let step = 0; step < STEPS; step++) {
       const r = next();
       const budget = next() < 0.5 ? 0 : next() < 0.6 ? 1 + Math.floor(next() * 6) : undefined;
       if (r < 0.38) {
@@ -113,7 +117,7 @@ for (const seed of [31, 32, 33, 34]) {
     }
     index.advance(Number.POSITIVE_INFINITY);
     expect(index.keys()).toEqual(keys.filter((_, k) => present[k] === 1));
-    expect(checks).toBeGreaterThan(600);
+    expect(checks).toBeGreaterThan(STEPS / 10);
   });
 }
 

@@ -16,6 +16,14 @@
 import { expect, setDefaultTimeout, test } from "bun:test";
 import type { KeyRange, ListPage } from "../../src/db/kvdb.ts";
 import { RecordDB } from "../../src/db/records/record-db.ts";
+import {
+  applyWrite,
+  type Cursor,
+  loadChunks,
+  randomRange,
+  resumeCursor,
+  saveChunks,
+} from "../support/kvdb-ops.ts";
 import { ManualScheduler } from "../support/manual-scheduler.ts";
 import { modelKeyOrder } from "../support/model-kvdb.ts";
 import { seededRandom } from "../support/seeded-random.ts";
@@ -134,7 +142,6 @@ async function history(
   longKeys: number,
 ): Promise<Done> {
   const next = seededRandom(seed);
-  const pick = <T>(items: readonly T[]): T => items[Math.floor(next() * items.length)]!;
   const pool = keyPool(next, longKeys);
   const rank = new Map<string, number>();
   for (let i = 0; i < pool.length; i++) rank.set(pool[i]!, i);
@@ -147,7 +154,7 @@ async function history(
   let db = new RecordDB({ order });
   /** The value byte of each present pool key (0: absent). */
   let present = new Uint8Array(pool.length);
-  const cursors: { range: KeyRange; after: string }[] = [];
+  const cursors: Cursor[] = [];
   let lists = 0;
   let counts = 0;
   let loads = 0;
@@ -210,23 +217,17 @@ async function history(
     return got;
   };
 
-  const randomRange = (): KeyRange => {
-    const r = next();
-    if (r < 0.45) return { prefix: pick(PREFIXES) };
-    if (r < 0.85) return { from: pick(BOUNDS), to: pick(BOUNDS) };
-    if (r < 0.93) return { from: pick(BOUNDS) };
-    return {};
-  };
   const runSlices = (n: number): void => {
     for (let i = 0; i < n && scheduler.runOne(); i++);
   };
+  /** A write to the engine and to `present` (the model: the value byte of each pool key). */
   const write = (k: number): void => {
     const v = 1 + Math.floor(next() * 200);
-    db.set(pool[k]!, Uint8Array.of(v), T0);
+    applyWrite(db, { kind: "set", key: pool[k]!, value: v }, T0, (n) => Uint8Array.of(n));
     present[k] = v;
   };
   const remove = (k: number): void => {
-    db.delete(pool[k]!, T0);
+    applyWrite(db, { kind: "delete", key: pool[k]! }, T0, (n) => Uint8Array.of(n));
     present[k] = 0;
   };
   const sliceStat = (): void => {
@@ -251,17 +252,13 @@ async function history(
     } else if (r < 0.66) runSlices(1 + Math.floor(next() * 20));
     else if (r < 0.662) runSlices(5000);
     else if (r < 0.7) {
-      const range = randomRange();
+      const range = randomRange(next, PREFIXES, BOUNDS);
       const page = comparePage(step, range, undefined, 1 + Math.floor(next() * 120));
       if (page.more && cursors.length < 40) cursors.push({ range, after: page.next! });
     } else if (r < 0.73 && cursors.length > 0) {
-      const i = Math.floor(next() * cursors.length);
-      const cursor = cursors[i]!;
-      const page = comparePage(step, cursor.range, cursor.after, 1 + Math.floor(next() * 120));
-      if (page.more) cursor.after = page.next!;
-      else cursors.splice(i, 1);
+      resumeCursor(next, cursors, 120, (range, after, limit) => comparePage(step, range, after, limit));
     } else if (r < 0.74) {
-      const range = randomRange();
+      const range = randomRange(next, PREFIXES, BOUNDS);
       const a = db.count(range, T0);
       const b = expected(range, undefined, Number.MAX_SAFE_INTEGER).keys.length;
       if (a !== b) throw new Error(`seed ${seed} step ${step}: count ${JSON.stringify(range)} ${a} vs ${b}`);
@@ -278,17 +275,13 @@ async function history(
       if (next() < 0.5) remove(k);
     } else if (r < 0.7515) {
       sliceStat();
-      const chunks: Uint8Array[] = [];
-      await db.save({ write: (chunk) => void chunks.push(chunk.slice()) }, T0);
+      const { chunks, saving } = saveChunks(db, T0);
+      await saving;
       const atSave = present.slice();
       for (let i = Math.floor(next() * 100); i > 0; i--) write(Math.floor(next() * pool.length));
       runSlices(Math.floor(next() * 6));
       const target = next() < 0.5 ? db : new RecordDB({ order });
-      await target.load(
-        (async function* () {
-          for (const chunk of chunks) yield chunk;
-        })(),
-      );
+      await loadChunks(target, chunks);
       db = target;
       present = atSave;
       loads++;

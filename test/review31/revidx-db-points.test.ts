@@ -19,6 +19,15 @@ import { expect, setDefaultTimeout, test } from "bun:test";
 import type { KeyRange, KVDB, ListPage } from "../../src/db/kvdb.ts";
 import { MapleDB } from "../../src/db/maple/index.ts";
 import { RecordDB } from "../../src/db/records/record-db.ts";
+import {
+  applyWriteToEach,
+  type Cursor,
+  loadChunks,
+  randomRange,
+  resumeCursor,
+  saveChunks,
+  type WriteOp,
+} from "../support/kvdb-ops.ts";
 import { ManualScheduler } from "../support/manual-scheduler.ts";
 import { ModelKVDB } from "../support/model-kvdb.ts";
 import { seededRandom } from "../support/seeded-random.ts";
@@ -28,22 +37,6 @@ setDefaultTimeout(240_000);
 
 const T0 = 1_700_000_000_000;
 type Engine = "maple" | "records";
-
-interface ModelState {
-  entries: Map<string, unknown>;
-  rev: number;
-  pinned: boolean;
-}
-
-function cloneModel(model: ModelKVDB): ModelKVDB {
-  const copy = new ModelKVDB();
-  const from = model as unknown as ModelState;
-  const to = copy as unknown as ModelState;
-  for (const [key, entry] of from.entries) to.entries.set(key, entry);
-  to.rev = from.rev;
-  to.pinned = from.pinned;
-  return copy;
-}
 
 async function history(engine: Engine, seed: number, sliceUnits: number | undefined, steps: number) {
   const next = seededRandom(seed);
@@ -113,7 +106,7 @@ async function history(engine: Engine, seed: number, sliceUnits: number | undefi
   let model = new ModelKVDB();
   let now = T0;
   const values = [Uint8Array.of(1), Uint8Array.of(2, 2), new Uint8Array(40).fill(3)];
-  const cursors: { range: KeyRange; after: string }[] = [];
+  const cursors: Cursor[] = [];
   const kept: { keys: string[]; copy: string[] }[] = [];
   let lists = 0;
   let counts = 0;
@@ -185,27 +178,16 @@ async function history(engine: Engine, seed: number, sliceUnits: number | undefi
     lists++;
     return got;
   };
-  const randomRange = (): KeyRange => {
-    const r = next();
-    if (r < 0.4) return { prefix: pick(prefixes) };
-    if (r < 0.85) return { from: pick(bounds), to: pick(bounds) };
-    if (r < 0.93) return { from: pick(bounds) };
-    return {};
-  };
   const read = (step: number): void => {
     const r = next();
     if (r < 0.55) {
-      const range = randomRange();
+      const range = randomRange(next, prefixes, bounds, 0.4);
       const page = comparePage(step, range, undefined, 1 + Math.floor(next() * 30));
       if (page.more && cursors.length < 30) cursors.push({ range, after: page.next! });
     } else if (r < 0.8 && cursors.length > 0) {
-      const i = Math.floor(next() * cursors.length);
-      const cursor = cursors[i]!;
-      const page = comparePage(step, cursor.range, cursor.after, 1 + Math.floor(next() * 30));
-      if (page.more) cursor.after = page.next!;
-      else cursors.splice(i, 1);
+      resumeCursor(next, cursors, 30, (range, after, limit) => comparePage(step, range, after, limit));
     } else {
-      const range = randomRange();
+      const range = randomRange(next, prefixes, bounds, 0.4);
       const a = db.count(range, now);
       const b = expected(range, undefined, Number.MAX_SAFE_INTEGER).items.length;
       if (a !== b) throw new Error(where(step, "count", { range: brief(Object.values(range)), a, b }));
@@ -215,15 +197,10 @@ async function history(engine: Engine, seed: number, sliceUnits: number | undefi
   const runSlices = (n: number, step: number, readEach: number): void => {
     for (let i = 0; i < n && scheduler.runOne(); i++) if (next() < readEach) read(step);
   };
-  const write = (key: string): void => {
-    const value = pick(values);
-    db.set(key, value, now);
-    model.set(key, value, now);
-  };
-  const remove = (key: string): void => {
-    db.delete(key, now);
-    model.delete(key, now);
-  };
+  const valueAt = (n: number): Uint8Array => values[n]!;
+  const apply = (step: WriteOp): void => applyWriteToEach([db, model], step, now, valueAt);
+  const write = (key: string): void => apply({ kind: "set", key, value: Math.floor(next() * values.length) });
+  const remove = (key: string): void => apply({ kind: "delete", key });
 
   for (let step = 0; step < steps; step++) {
     const r = next();
@@ -231,11 +208,10 @@ async function history(engine: Engine, seed: number, sliceUnits: number | undefi
     else if (r < 0.4) remove(pick(pool));
     else if (r < 0.44) {
       const key = pick(pool);
-      const value = pick(values);
+      const value = Math.floor(next() * values.length);
       const expireIn = Math.floor(next() * 40);
       const deleteIn = expireIn + Math.floor(next() * 40);
-      db.setE(key, value, expireIn, deleteIn, now);
-      model.setE(key, value, expireIn, deleteIn, now);
+      apply({ kind: "setE", key, value, expireIn, deleteIn });
     } else if (r < 0.46) now += Math.floor(next() * 25);
     else if (r < 0.465) {
       const max = Math.floor(next() * 50);
@@ -250,10 +226,7 @@ async function history(engine: Engine, seed: number, sliceUnits: number | undefi
         const q = next();
         if (q < 0.65) write(key);
         else if (q < 0.9) remove(key);
-        else {
-          db.setE(key, values[0]!, 5, 10, now);
-          model.setE(key, values[0]!, 5, 10, now);
-        }
+        else apply({ kind: "setE", key, value: 0, expireIn: 5, deleteIn: 10 });
       }
     } else if (r < 0.54) {
       // One key deleted and set again around slices (long half the time).
@@ -270,9 +243,8 @@ async function history(engine: Engine, seed: number, sliceUnits: number | undefi
     else if (r < 0.79) runSlices(100_000, step, 0.01);
     else if (r < 0.9) read(step);
     else if (r < 0.902) {
-      const chunks: Uint8Array[] = [];
-      const saving = db.save({ write: (chunk) => void chunks.push(chunk.slice()) }, now);
-      const modelAtSave = cloneModel(model);
+      const { chunks, saving } = saveChunks(db, now);
+      const modelAtSave = model.copy();
       const during: [string, boolean][] = [];
       for (let i = Math.floor(next() * 60); i > 0; i--) during.push([pick(pool), next() < 0.6]);
       for (const [key, add] of during) {
@@ -283,11 +255,7 @@ async function history(engine: Engine, seed: number, sliceUnits: number | undefi
       await saving;
       const target = next() < 0.5 ? db : make();
       runSlices(Math.floor(next() * 6), step, 0.3);
-      await target.load(
-        (async function* () {
-          for (const chunk of chunks) yield chunk;
-        })(),
-      );
+      await loadChunks(target, chunks);
       db = target;
       model = modelAtSave;
       loads++;

@@ -17,6 +17,7 @@ import { expect, setDefaultTimeout, test } from "bun:test";
 import type { KeyRange, KVDB } from "../../src/db/kvdb.ts";
 import { MapleDB } from "../../src/db/maple/index.ts";
 import { RecordDB } from "../../src/db/records/record-db.ts";
+import { applyWriteToEach, type Cursor, type WriteOp } from "../support/kvdb-ops.ts";
 import { ModelKVDB } from "../support/model-kvdb.ts";
 import { seededRandom } from "../support/seeded-random.ts";
 import { brief, longKeys, lowerBoundModel, ODD, shortKeys, sortedPool } from "./keys.ts";
@@ -43,14 +44,9 @@ for (const kind of ["maple", "records"] as const) {
     const model = new ModelKVDB();
     let now = T0;
     const value = Uint8Array.of(9);
-    const write = (key: string): void => {
-      db.set(key, value, now);
-      model.set(key, value, now);
-    };
-    const remove = (key: string): void => {
-      db.delete(key, now);
-      model.delete(key, now);
-    };
+    const apply = (step: WriteOp): void => applyWriteToEach([db, model], step, now, () => value);
+    const write = (key: string): void => apply({ kind: "set", key, value: 0 });
+    const remove = (key: string): void => apply({ kind: "delete", key });
     // Built before the writers start (RecordDB builds at its first list).
     await db.prepareOrder();
     expect(db.list({ limit: 1 }, now).items.length).toBe(0);
@@ -89,8 +85,7 @@ for (const kind of ["maple", "records"] as const) {
         // Keys with deadlines (expired ones hidden from pages, deleted ones purged) as the
         // clock moves, long ones too.
         const key = next() < 0.8 ? pick(shorts) : pick(longs);
-        db.setE(key, value, 3, 6, now);
-        model.setE(key, value, 3, 6, now);
+        apply({ kind: "setE", key, value: 0, expireIn: 3, deleteIn: 6 });
         now += 1;
         if (next() < 0.2) {
           const max = Math.floor(next() * 20);
@@ -124,7 +119,7 @@ for (const kind of ["maple", "records"] as const) {
       return out;
     };
     const lister = async (id: number): Promise<void> => {
-      let cursor: { range: KeyRange; after: string } | null = null;
+      let cursor: Cursor | null = null;
       while (!done) {
         for (let w = Math.floor(next() * 3); w > 0; w--) await turn();
         await db.prepareOrder();

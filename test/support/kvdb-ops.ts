@@ -1,10 +1,12 @@
 /**
- * Random operations on a KVDB for the engines' model tests (maple-model, records-model):
- * the writes, a paged list, and one function that applies a write to any engine. Each test
- * adds its own non-write steps (time passing, purges, snapshots) and its own value sizes.
+ * Random operations on a KVDB for the engines' model tests (maple-model, records-model, the
+ * review tests' histories): the writes, a paged list, one function that applies a write to
+ * any engine (or to an engine and its model alike), random ranges and cursors, and a
+ * snapshot's chunks. Each test adds its own non-write steps (time passing, purges, slices)
+ * and its own value sizes.
  */
 import fc from "fast-check";
-import type { KVDB, ListOptions } from "../../src/db/kvdb.ts";
+import type { KeyRange, KVDB, ListOptions } from "../../src/db/kvdb.ts";
 
 export type WriteOp =
   | { kind: "set"; key: string; value: number }
@@ -89,4 +91,71 @@ export function applyWrite(
     case "renewIfEquals":
       return kvdb.renewIfEquals(step.key, valueBytes(step.value), step.expireIn, step.deleteIn, nowMs);
   }
+}
+
+/** Applies one write to each of `dbs` alike (an engine and its model), in order. */
+export function applyWriteToEach(
+  dbs: readonly KVDB[],
+  step: WriteOp,
+  nowMs: number,
+  valueBytes: (n: number) => Uint8Array,
+): void {
+  for (const kvdb of dbs) applyWrite(kvdb, step, nowMs, valueBytes);
+}
+
+/**
+ * A range drawn from `next`: a prefix (`prefixShare` of the time), [from, to), from only, or
+ * every key, out of `prefixes` and `bounds`.
+ */
+export function randomRange(
+  next: () => number,
+  prefixes: readonly string[],
+  bounds: readonly string[],
+  prefixShare = 0.45,
+): KeyRange {
+  const pick = (items: readonly string[]): string => items[Math.floor(next() * items.length)]!;
+  const r = next();
+  if (r < prefixShare) return { prefix: pick(prefixes) };
+  if (r < 0.85) return { from: pick(bounds), to: pick(bounds) };
+  if (r < 0.93) return { from: pick(bounds) };
+  return {};
+}
+
+/** A continuation a history keeps: its range and the last key of its last page. */
+export interface Cursor {
+  range: KeyRange;
+  after: string;
+}
+
+/**
+ * Reads the next page (1 to `limitMax` keys, through `page`) of one of `cursors` drawn from
+ * `next`; the cursor moves on, or is dropped at its range's end.
+ */
+export function resumeCursor(
+  next: () => number,
+  cursors: Cursor[],
+  limitMax: number,
+  page: (range: KeyRange, after: string, limit: number) => { more: boolean; next?: string },
+): void {
+  const i = Math.floor(next() * cursors.length);
+  const cursor = cursors[i]!;
+  const got = page(cursor.range, cursor.after, 1 + Math.floor(next() * limitMax));
+  if (got.more) cursor.after = got.next!;
+  else cursors.splice(i, 1);
+}
+
+/** Starts `kvdb.save` at `nowMs` into chunks (copies: a sink may reuse its buffer). */
+export function saveChunks(kvdb: KVDB, nowMs: number): { chunks: Uint8Array[]; saving: Promise<void> } {
+  const chunks: Uint8Array[] = [];
+  const saving = kvdb.save({ write: (chunk) => void chunks.push(chunk.slice()) }, nowMs);
+  return { chunks, saving };
+}
+
+/** Loads a snapshot's `chunks` into `kvdb`. */
+export function loadChunks(kvdb: KVDB, chunks: readonly Uint8Array[]): Promise<void> {
+  return kvdb.load(
+    (async function* () {
+      for (const chunk of chunks) yield chunk;
+    })(),
+  );
 }

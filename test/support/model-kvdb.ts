@@ -284,6 +284,18 @@ export class ModelKVDB implements KVDB {
     return { keys, keysWithDeadline, approxBytes, shards: 1 };
   }
 
+  /**
+   * The model as of now, apart from this one (what a snapshot of an engine holds): entries
+   * are replaced, never changed, by writes, so the copy shares them. No change listener.
+   */
+  copy(): ModelKVDB {
+    const copy = new ModelKVDB();
+    for (const [key, entry] of this.entries) copy.entries.set(key, entry);
+    copy.rev = this.rev;
+    copy.pinned = this.pinned;
+    return copy;
+  }
+
   /** How many entries the Map holds, including ones past their delete deadline not yet purged. */
   get rawSize(): number {
     return this.entries.size;
