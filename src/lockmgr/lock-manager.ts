@@ -289,12 +289,17 @@ export class LockManager implements ILockManager {
     try {
       const entry = await this.store.getEntry(key);
       if (entry?.value === undefined) return await this.goneSinceWatch(key, owner, events, stop.signal);
-      if (!valueIs(entry.value, owner)) return "lost";
+      if (Buffer.from(entry.value).toString("latin1") !== owner) return "lost";
       for await (const event of events) {
         if (event.type === "progress" || event.revision <= entry.modRevision) continue;
         if (event.type === "delete") return "released";
         if (event.type === "expire") return "expired";
-        if (event.type === "put" && !valueIs(event.value, owner)) return "lost";
+        if (
+          event.type === "put" &&
+          Buffer.from(event.value ?? new Uint8Array()).toString("latin1") !== owner
+        ) {
+          return "lost";
+        }
       }
       return "stopped";
     } finally {
