@@ -3,7 +3,6 @@ import { LOCK_QUEUE_LEASE_MS_DEFAULT } from "../config/defaults.ts";
 import { DkvError } from "../errors.ts";
 import { lockKeyProblem, queuePrefix } from "../store/lock-queue.ts";
 import type { ClaimResult, IStore, LockQueueRequest, LockQueueResult } from "../store/types.ts";
-import { WatchCompactedError, type WatchEvent } from "../store/watch-types.ts";
 import type { AcquireOptions, AcquireResult, ILockManager, LockLoss, WatchLostOptions } from "./types.ts";
 
 export interface LockManagerOptions {
@@ -50,10 +49,6 @@ const DEFAULT_RETRY_INTERVAL_MS = 1000;
 const WAKEUPS_MAX = 1024;
 /** 128 bits: unguessable, so no other client can release or refresh a lock by guessing its owner. */
 const OWNER_ID_BYTES = 16;
-/** Changes of the watch a gone lock's classification reads at most (it needs the first two). */
-const CHANGES_READ_MAX = 16;
-/** Events of the key's kept history that classification reads at most (the history is bounded too). */
-const HISTORY_READ_MAX = 100_000;
 const HEX_PATTERN = /^[0-9a-f]+$/;
 /** A chosen owner id: at least as strong as a random one, and bounded like every input. */
 const CHOSEN_OWNER_ID_PATTERN = /^[0-9a-f]{32,128}$/;
@@ -288,8 +283,7 @@ export class LockManager implements ILockManager {
     const events = this.store.watch(key, { signal: stop.signal });
     try {
       const entry = await this.store.getEntry(key);
-      if (entry?.value === undefined) return await this.goneSinceWatch(key, owner, events, stop.signal);
-      if (Buffer.from(entry.value).toString("latin1") !== owner) return "lost";
+      if (entry?.value === undefined || Buffer.from(entry.value).toString("latin1") !== owner) return "lost";
       for await (const event of events) {
         if (event.type === "progress" || event.revision <= entry.modRevision) continue;
         if (event.type === "delete") return "released";
@@ -309,82 +303,6 @@ export class LockManager implements ILockManager {
     }
   }
 
-  /**
-   * watchLost's look found `key` gone. If that happened after the watch started (a release
-   * or expiry that landed while the look was in flight, e.g. a follower's ReadIndex), the
-   * watch holds the change that ended it: "released"/"expired" when the key then held
-   * `owner`'s id, else "lost". The key's holder when the watch started comes from the
-   * stream (a member behind shows the hold's put) or else from the kept watch history.
-   * Only changes the stores have already delivered are read (the look's member applied
-   * them before it answered); with none, or a history that no longer has the hold, the
-   * answer is "lost", as the look alone says.
-   */
-  private async goneSinceWatch(
-    key: string,
-    owner: string,
-    events: AsyncIterator<WatchEvent>,
-    signal: AbortSignal,
-  ): Promise<LockLoss> {
-    let start: number | undefined;
-    let held: boolean | undefined; // whether `owner` held it, once the stream shows a put
-    for (let i = 0; i < CHANGES_READ_MAX; i++) {
-      const event = await delivered(events);
-      if (event === undefined) return "lost";
-      if (event.type === "progress") {
-        start ??= event.revision;
-        continue;
-      }
-      if (event.type === "put") {
-        held = valueIs(event.value, owner);
-        continue;
-      }
-      held ??= start !== undefined && (await this.heldAt(key, owner, start, event.revision, signal));
-      if (!held) return "lost";
-      return event.type === "delete" ? "released" : "expired";
-    }
-    return "lost";
-  }
-
-  /**
-   * Whether `key` held `owner`'s id at revision `at`, from the kept watch history (read up
-   * to `before`, the revision of the key's next change): false when the history no longer
-   * reaches back to the key's last change before `at`.
-   */
-  private async heldAt(
-    key: string,
-    owner: string,
-    at: number,
-    before: number,
-    signal: AbortSignal,
-  ): Promise<boolean> {
-    const stop = new AbortController();
-    const history = this.replay(key, AbortSignal.any([signal, stop.signal]));
-    let last: WatchEvent | undefined;
-    try {
-      for (let i = 0; i < HISTORY_READ_MAX; i++) {
-        const event = await delivered(history);
-        if (event === undefined || (event.type !== "progress" && event.revision >= before)) break;
-        if (event.type !== "progress" && event.revision <= at) last = event;
-      }
-    } catch {
-      return false; // e.g. COMPACTED (over RPC, at the first read): unknown, so not held
-    } finally {
-      stop.abort();
-      await history.return?.();
-    }
-    return last?.type === "put" && valueIs(last.value, owner);
-  }
-
-  /** The key's changes from the oldest kept revision. */
-  private replay(key: string, signal: AbortSignal): AsyncIterator<WatchEvent> {
-    try {
-      return this.store.watch(key, { fromRevision: 1, signal });
-    } catch (error) {
-      if (!(error instanceof WatchCompactedError)) throw error;
-      return this.store.watch(key, { fromRevision: error.compactRevision, signal });
-    }
-  }
-
   /** Only the owner releases; true also when the lock no longer exists. */
   async release(key: string, ownerId: string): Promise<boolean> {
     checkLockKey(key);
@@ -397,24 +315,6 @@ export class LockManager implements ILockManager {
     checkMs("ttlMs", ttlMs);
     return this.store.renewIfEquals(key, normalizeOwnerId(ownerId), 0, ttlMs);
   }
-}
-
-/** Whether a put's value is `owner`'s id. */
-function valueIs(value: Uint8Array | undefined, owner: string): boolean {
-  return value !== undefined && Buffer.from(value).toString("latin1") === owner;
-}
-
-/**
- * The stream's next event if it is already delivered (its next() settles before the event
- * loop's next turn: a watch of an in-process store queues a change when it is applied),
- * else undefined. Not a timeout: it reads what is there, never waits for more.
- */
-async function delivered(events: AsyncIterator<WatchEvent>): Promise<WatchEvent | undefined> {
-  const turn = new Promise<undefined>((resolve) => setImmediate(resolve, undefined));
-  const pending = events.next();
-  pending.catch(() => {}); // when the turn wins, the caller ends the stream; its end is no news
-  const next = await Promise.race([pending, turn]);
-  return next === undefined || next.done === true ? undefined : next.value;
 }
 
 /** A fresh owner id: 128 bits of crypto randomness as lowercase hex. */
