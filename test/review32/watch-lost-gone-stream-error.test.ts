@@ -10,7 +10,10 @@ import { afterEach, describe, expect, test } from "bun:test";
 import { ManualClock } from "../../src/clock.ts";
 import { LockManager } from "../../src/lockmgr/lock-manager.ts";
 import { LocalStore } from "../../src/store/local.ts";
+import { DStoreStateMachine } from "../../src/store/replicated/state-machine.ts";
 import type { IStore } from "../../src/store/types.ts";
+import { lockMember, sendToMember } from "../lockmgr/member-path.ts";
+import { TestCluster, waitFor } from "../raft/host/cluster.ts";
 import { flushIo, settledFlag } from "../support/drive.ts";
 
 /** `store` whose getEntry waits for `open()` before it reads (the look held in flight). */
@@ -34,8 +37,11 @@ function heldLook(store: IStore): { store: IStore; looking: () => boolean; open:
 }
 
 const stores: IStore[] = [];
+let cluster: TestCluster | undefined;
 afterEach(async () => {
   for (const store of stores.splice(0)) await store.close();
+  await cluster?.close();
+  cluster = undefined;
 });
 
 describe("review32: a gone look whose watch was cut meanwhile", () => {
@@ -63,5 +69,60 @@ describe("review32: a gone look whose watch was cut meanwhile", () => {
     }
     expect(["released", "lost"]).toContain(outcome);
     expect(store.watcherCount).toBe(0);
+  });
+
+  test("op watchLost on a follower that catches up by a snapshot during its look: 'lost', not COMPACTED", async () => {
+    const group = 7;
+    const machines = new Map<string, DStoreStateMachine>();
+    cluster = await TestCluster.start({
+      groups: [group],
+      snapshotEntries: 20,
+      compactionOverheadEntries: 5,
+      stateMachine: (id) => {
+        const machine = new DStoreStateMachine();
+        machines.set(id, machine);
+        return machine;
+      },
+    });
+    const c = cluster;
+    const leaderId = await c.waitForLeader(group);
+    const followerId = c.follower(group);
+    const leader = lockMember(c, leaderId, group);
+    const follower = lockMember(c, followerId, group);
+    const client = { clientIdHigh: 1, clientIdLow: 1 };
+    const acquired = await sendToMember(leader, "acquire", { key: "lock", ttlMs: 0, waitMs: 0 }, 1, client);
+    expect(acquired.acquired).toBe(true);
+    const ownerId = acquired.ownerId as string;
+    const applied = () => machines.get(followerId)!.hub.revision;
+    await waitFor(() => applied() >= machines.get(leaderId)!.hub.revision, "the follower applied the hold");
+    try {
+      c.network.isolate(followerId); // pre-vote: its campaigns while cut off do not depose the leader
+      const released = await sendToMember(leader, "release", { key: "lock", ownerId }, 2, client);
+      expect(released.released).toBe(true);
+      for (let i = 0; i < 60; i++) await leader.store.set(`k${i}`, `v${i}`);
+      await waitFor(
+        () => c.host(leaderId).status(group).snapshotIndex > applied() + 1,
+        "the leader's log compacted past the follower",
+      );
+      const snapshotsBefore = c.network.delivered.snapshots;
+      c.network.heal(followerId);
+      let outcome: string;
+      try {
+        const reply = await sendToMember(
+          follower,
+          "watchLost",
+          { key: "lock", ownerId, waitMs: 1000 },
+          3,
+          client,
+        );
+        outcome = String(reply.reason);
+      } catch (error) {
+        outcome = `threw ${(error as { code?: string }).code ?? String(error)}`;
+      }
+      expect(c.network.delivered.snapshots).toBeGreaterThan(snapshotsBefore); // it caught up by a snapshot
+      expect(outcome).toBe("lost");
+    } finally {
+      c.network.heal(followerId);
+    }
   });
 });
