@@ -18,9 +18,9 @@
 import { expect, setDefaultTimeout, test } from "bun:test";
 import { DeferredOrder, noteCost } from "../../src/db/maple/deferred-order.ts";
 import { OrderedKeys } from "../../src/db/maple/ordered-keys.ts";
+import { brief, expectedWalk, longKeys, ODD, shortKeys, sortedPool } from "../review31/keys.ts";
 import { seededRandom } from "../support/seeded-random.ts";
 import { scanned } from "../support/sorted-keys.ts";
-import { brief, expectedWalk, longKeys, ODD, shortKeys, sortedPool } from "../review31/keys.ts";
 
 setDefaultTimeout(240_000);
 
