@@ -43,7 +43,7 @@ const LOAD_STEP_UNITS = 4 * SLICE_UNITS;
 /** Keys of the store (1M under DKV_SOAK; at 250k the defects' one-turn work is still 15-60x the bounds). */
 const STORE_KEYS = soak(250_000, 1_000_000);
 
-test("the first list of a 1M-key store builds the index without one long slice (no whole-index conversion in one turn)", () => {
+test(`the first list of a ${STORE_KEYS}-key store builds the index without one long slice (no whole-index conversion in one turn)`, () => {
   const scheduler = new ManualScheduler();
   const db = new RecordDB({ order: { schedule: scheduler.schedule } });
   const value = bytes("v");
@@ -71,7 +71,7 @@ test("the first list of a 1M-key store builds the index without one long slice (
   }
 });
 
-test("a 1M-key snapshot load yields the event loop: no turn converts the whole index", async () => {
+test(`a ${STORE_KEYS}-key snapshot load yields the event loop: no turn converts the whole index`, async () => {
   const db = new RecordDB();
   const value = bytes("v");
   const N = STORE_KEYS;

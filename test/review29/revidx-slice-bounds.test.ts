@@ -28,7 +28,7 @@ function key(tenant: string, i: number): string {
   return `t/${tenant}/${String((i * 2654435761) % 4294967296).padStart(10, "0")}/${i}`;
 }
 
-test("deleting half of a listed 1M-key store (a tenant) never takes a long slice, nor does a ready list after", () => {
+test(`deleting half of a listed ${soak("250k", "1M")}-key store (a tenant) never takes a long slice, nor does a ready list after`, () => {
   const scheduler = new ManualScheduler();
   const db = new RecordDB({ order: { schedule: scheduler.schedule } });
   // 500k under DKV_SOAK; at 125k a rewrite done in one call still moves 250k entries (2.5x the bound).
@@ -71,7 +71,7 @@ test("deleting half of a listed 1M-key store (a tenant) never takes a long slice
   }
 });
 
-test("lists taken whenever the order is ready during a 2M-key ingest into a listed 1M-key store stay short", () => {
+test(`lists taken whenever the order is ready during a ${soak("500k", "2M")}-key ingest into a listed ${soak("250k", "1M")}-key store stay short`, () => {
   const scheduler = new ManualScheduler();
   const db = new RecordDB({ order: { schedule: scheduler.schedule } });
   // 1M under DKV_SOAK; at 250k a cascade finished in a list's turn still moves ~1M entries.
