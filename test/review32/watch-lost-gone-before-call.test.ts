@@ -15,11 +15,11 @@ import { afterEach, describe, expect, test } from "bun:test";
 import { ManualClock } from "../../src/clock.ts";
 import { LockManager } from "../../src/lockmgr/lock-manager.ts";
 import { LocalStore } from "../../src/store/local.ts";
-import { DStoreStateMachine } from "../../src/store/replicated/state-machine.ts";
 import type { IStore } from "../../src/store/types.ts";
-import { lockMember, sendToMember } from "../lockmgr/member-path.ts";
-import { TestCluster, waitFor } from "../raft/host/cluster.ts";
+import { sendToMember } from "../lockmgr/member-path.ts";
+import type { TestCluster } from "../raft/host/cluster.ts";
 import { flushIo } from "../support/drive.ts";
+import { clusterHoldingLock } from "./lock-cluster.ts";
 
 /** A store whose watches replay from revision 1: a member that had not applied the hold yet (5a62c6b's own model). */
 function laggingWatch(store: IStore): IStore {
@@ -69,27 +69,10 @@ describe("review32: watchLost for an owner that lost the lock BEFORE the call", 
   });
 
   test("op watchLost on a follower that has not applied a committed release: 'lost', as on the leader", async () => {
-    const group = 7;
-    const machines = new Map<string, DStoreStateMachine>();
-    cluster = await TestCluster.start({
-      groups: [group],
-      stateMachine: (id) => {
-        const machine = new DStoreStateMachine();
-        machines.set(id, machine);
-        return machine;
-      },
+    const held = await clusterHoldingLock((started) => {
+      cluster = started;
     });
-    const c = cluster;
-    const leaderId = await c.waitForLeader(group);
-    const followerId = c.follower(group);
-    const leader = lockMember(c, leaderId, group);
-    const follower = lockMember(c, followerId, group);
-    const client = { clientIdHigh: 1, clientIdLow: 1 };
-    const acquired = await sendToMember(leader, "acquire", { key: "lock", ttlMs: 0, waitMs: 0 }, 1, client);
-    expect(acquired.acquired).toBe(true);
-    const ownerId = acquired.ownerId as string;
-    const applied = () => machines.get(followerId)!.hub.revision;
-    await waitFor(() => applied() >= machines.get(leaderId)!.hub.revision, "the follower applied the hold");
+    const { cluster: c, followerId, leader, follower, client, ownerId, applied } = held;
     const resumeTicks = c.holdTicks(); // no election while the follower hears nothing
     try {
       c.network.pause(followerId); // the follower falls behind: what is sent to it is held

@@ -10,11 +10,11 @@ import { afterEach, describe, expect, test } from "bun:test";
 import { ManualClock } from "../../src/clock.ts";
 import { LockManager } from "../../src/lockmgr/lock-manager.ts";
 import { LocalStore } from "../../src/store/local.ts";
-import { DStoreStateMachine } from "../../src/store/replicated/state-machine.ts";
 import type { IStore } from "../../src/store/types.ts";
-import { lockMember, sendToMember } from "../lockmgr/member-path.ts";
-import { TestCluster, waitFor } from "../raft/host/cluster.ts";
+import { sendToMember } from "../lockmgr/member-path.ts";
+import { type TestCluster, waitFor } from "../raft/host/cluster.ts";
 import { flushIo, settledFlag } from "../support/drive.ts";
+import { clusterHoldingLock } from "./lock-cluster.ts";
 
 /** `store` whose getEntry waits for `open()` before it reads (the look held in flight). */
 function heldLook(store: IStore): { store: IStore; looking: () => boolean; open: () => void } {
@@ -72,29 +72,13 @@ describe("review32: a gone look whose watch was cut meanwhile", () => {
   });
 
   test("op watchLost on a follower that catches up by a snapshot during its look: 'lost', not COMPACTED", async () => {
-    const group = 7;
-    const machines = new Map<string, DStoreStateMachine>();
-    cluster = await TestCluster.start({
-      groups: [group],
-      snapshotEntries: 20,
-      compactionOverheadEntries: 5,
-      stateMachine: (id) => {
-        const machine = new DStoreStateMachine();
-        machines.set(id, machine);
-        return machine;
+    const held = await clusterHoldingLock(
+      (started) => {
+        cluster = started;
       },
-    });
-    const c = cluster;
-    const leaderId = await c.waitForLeader(group);
-    const followerId = c.follower(group);
-    const leader = lockMember(c, leaderId, group);
-    const follower = lockMember(c, followerId, group);
-    const client = { clientIdHigh: 1, clientIdLow: 1 };
-    const acquired = await sendToMember(leader, "acquire", { key: "lock", ttlMs: 0, waitMs: 0 }, 1, client);
-    expect(acquired.acquired).toBe(true);
-    const ownerId = acquired.ownerId as string;
-    const applied = () => machines.get(followerId)!.hub.revision;
-    await waitFor(() => applied() >= machines.get(leaderId)!.hub.revision, "the follower applied the hold");
+      { snapshotEntries: 20, compactionOverheadEntries: 5 },
+    );
+    const { cluster: c, group, leaderId, followerId, leader, follower, client, ownerId, applied } = held;
     try {
       c.network.isolate(followerId); // pre-vote: its campaigns while cut off do not depose the leader
       const released = await sendToMember(leader, "release", { key: "lock", ownerId }, 2, client);
