@@ -4,7 +4,8 @@
  */
 import type { DkvError } from "../../errors.ts";
 import type { ConfChange, ConfState, Message, NodeId, RaftLogger, RandomSource } from "../core/types.ts";
-import type { RaftGroup } from "./group.ts";
+import type { CommitNoticeHolder } from "./commit-notice-hold.ts";
+import type { ReadyParticipant } from "./ready-pass.ts";
 import type { RaftHostObserver } from "./types.ts";
 
 /** What a group needs from its host. */
@@ -15,7 +16,7 @@ export interface GroupEnv {
   /** Monotonic ms: deadlines, checked on every tick. */
   monotonicMs(): number;
   /** The group has work: run startReady() in the host's next Ready pass (ready-pass.ts). */
-  requestReady(group: RaftGroup): void;
+  requestReady(group: ReadyParticipant): void;
   /** The disk failed or an assertion broke: the process must end (the group has stopped). */
   onFatal(error: Error): void;
   send(groupId: number, message: Message): void;
@@ -23,7 +24,7 @@ export interface GroupEnv {
    * Present when the host holds commit notices (commit-notice-hold.ts): the group's leader
    * holds some; the host calls its releaseCommitNotices() shortly.
    */
-  holdCommitNotices?(group: RaftGroup): void;
+  holdCommitNotices?(group: CommitNoticeHolder): void;
   logger: RaftLogger;
   electionTicks: number;
   heartbeatTicks: number;
