@@ -102,9 +102,6 @@ function copyKey(src: Uint8Array, start: number, end: number, out: Uint8Array, a
   return at;
 }
 
-/** Entries moved or stepped over by KeyRun.nextLive (a scan's work); read by KeyRuns. */
-let stepped = 0;
-
 /** The level of a run of `length` entries: floor(log2(length)). */
 function levelOf(length: number): number {
   return 31 - Math.clz32(Math.max(1, length));
@@ -147,6 +144,11 @@ export class KeyRun {
   deadBytes = 0;
   /** The job this run is a source of, if any. */
   job: MergeJob | null = null;
+  /**
+   * Dead entries, blocks and groups `nextLive` stepped over (a scan's work): reset and
+   * summed by KeyRuns.scan over the runs it reads (before stop 32: a module-level counter).
+   */
+  stepped = 0;
 
   constructor(
     readonly bytes: Uint8Array,
@@ -230,7 +232,7 @@ export class KeyRun {
       } else {
         i++;
       }
-      stepped++;
+      this.stepped++;
     }
     return length;
   }
@@ -806,11 +808,11 @@ export class KeyRuns {
     const end = this.encodeProbe(from);
     const probe = this.probe;
     const at = new Int32Array(k);
-    stepped = 0;
     // Runs with live entries left, ordered by their current key (no two equal: a key is live once).
     const heads: number[] = [];
     for (let r = 0; r < k; r++) {
       const run = runs[r]!;
+      run.stepped = 0;
       at[r] = run.nextLive(run.lowerBound(probe, end, exclusive));
       if (at[r]! < run.length) insertHead(heads, r, runs, at);
     }
@@ -826,8 +828,12 @@ export class KeyRuns {
       at[r] = run.nextLive(i + 1);
       if (at[r]! < run.length) insertHead(heads, r, runs, at);
     }
+    let stepped = 0;
+    for (let r = 0; r < k; r++) {
+      stepped += runs[r]!.stepped;
+      runs[r]!.stepped = 0;
+    }
     this.work += work + stepped;
-    stepped = 0;
   }
 
   /** Every key in order; for tests and consistency checks. */
