@@ -1,5 +1,4 @@
 import type { KeyRange } from "../kvdb.ts";
-import { RunConverter } from "./key-runs.ts";
 import {
   BUILD_RESTARTS_MAX,
   type DeferredOrderOptions,
@@ -18,6 +17,7 @@ import {
 import { OrderNotes } from "./order-notes.ts";
 import { OrderedKeys } from "./ordered-keys.ts";
 import { OrderedKeysBuilder } from "./ordered-keys-builder.ts";
+import { RunConverter } from "./run-converter.ts";
 import { BlockIndex, reservedOf, type SettledIndex } from "./settled-index.ts";
 
 interface Waiting {

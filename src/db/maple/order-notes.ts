@@ -1,4 +1,3 @@
-import type { RunConverter } from "./key-runs.ts";
 import {
   CHECK_EVERY,
   type DeferredOrderOptions,
@@ -14,6 +13,7 @@ import {
   SLICE_UNITS,
 } from "./order-costs.ts";
 import type { OrderedKeysBuilder } from "./ordered-keys-builder.ts";
+import type { RunConverter } from "./run-converter.ts";
 import type { SettledIndex } from "./settled-index.ts";
 
 /**
