@@ -1,12 +1,8 @@
 import { describe, expect, test } from "bun:test";
 import { BLOCK_KEYS_MAX } from "../../src/db/maple/coded-run.ts";
-import {
-  CHECK_EVERY,
-  DeferredOrder,
-  type DeferredOrderOptions,
-  NOTES_MIN,
-} from "../../src/db/maple/deferred-order.ts";
+import { DeferredOrder } from "../../src/db/maple/deferred-order.ts";
 import { compareKeys } from "../../src/db/maple/key-order.ts";
+import { CHECK_EVERY, type DeferredOrderOptions, NOTES_MIN } from "../../src/db/maple/order-costs.ts";
 import { OrderedKeys } from "../../src/db/maple/ordered-keys.ts";
 import { seededRandom } from "../support/seeded-random.ts";
 import { scanned } from "../support/sorted-keys.ts";

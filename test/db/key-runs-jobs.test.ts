@@ -8,8 +8,9 @@
 import { describe, expect, test } from "bun:test";
 import { DeferredOrder } from "../../src/db/maple/deferred-order.ts";
 import { compareKeys } from "../../src/db/maple/key-order.ts";
-import { KeyRuns, RunConverter } from "../../src/db/maple/key-runs.ts";
+import { KeyRuns } from "../../src/db/maple/key-runs.ts";
 import { OrderedKeys } from "../../src/db/maple/ordered-keys.ts";
+import { RunConverter } from "../../src/db/maple/run-converter.ts";
 import { RecordDB } from "../../src/db/records/record-db.ts";
 import { ManualScheduler } from "../support/manual-scheduler.ts";
 import { seededRandom } from "../support/seeded-random.ts";

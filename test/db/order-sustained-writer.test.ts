@@ -20,8 +20,8 @@
  */
 import { expect, setDefaultTimeout, test } from "bun:test";
 import type { KVDB, ListPage } from "../../src/db/kvdb.ts";
-import { noteCost } from "../../src/db/maple/deferred-order.ts";
 import { MapleDB } from "../../src/db/maple/index.ts";
+import { noteCost } from "../../src/db/maple/order-costs.ts";
 import { RecordDB } from "../../src/db/records/record-db.ts";
 import { ManualScheduler } from "../support/manual-scheduler.ts";
 

@@ -6,9 +6,10 @@
  * counting that no such listing builds anything.
  */
 import { describe, expect, test } from "bun:test";
-import { DeferredOrder, inReservedSpace } from "../../src/db/maple/deferred-order.ts";
+import { DeferredOrder } from "../../src/db/maple/deferred-order.ts";
 import { MapleDB } from "../../src/db/maple/index.ts";
 import { compareKeys } from "../../src/db/maple/key-order.ts";
+import { inReservedSpace } from "../../src/db/maple/order-costs.ts";
 import { seededRandom } from "../support/seeded-random.ts";
 import { bytes, pieces, saveBytes, T0 } from "./helpers.ts";
 

@@ -1,6 +1,6 @@
 import { expect, setDefaultTimeout, test } from "bun:test";
-import { SLICE_UNITS } from "../../src/db/maple/deferred-order.ts";
 import { KeyRuns } from "../../src/db/maple/key-runs.ts";
+import { SLICE_UNITS } from "../../src/db/maple/order-costs.ts";
 import { RecordDB } from "../../src/db/records/record-db.ts";
 import { bytes, T0 } from "../db/helpers.ts";
 import { drainCounted, IndexWorkMeter, MostPerStep, mostPerTurnDuring } from "../support/index-work.ts";

@@ -23,7 +23,7 @@
  * defects pass by orders of magnitude (see each test).
  */
 import { expect, setDefaultTimeout, test } from "bun:test";
-import { SLICE_UNITS } from "../../src/db/maple/deferred-order.ts";
+import { SLICE_UNITS } from "../../src/db/maple/order-costs.ts";
 import { RecordDB } from "../../src/db/records/record-db.ts";
 import { bytes, T0 } from "../db/helpers.ts";
 import { drainCounted, IndexWorkMeter, MostPerStep, mostPerTurnDuring } from "../support/index-work.ts";

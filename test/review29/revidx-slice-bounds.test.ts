@@ -11,7 +11,7 @@
  * call passes by orders of magnitude (a run of 500k-3M entries).
  */
 import { expect, setDefaultTimeout, test } from "bun:test";
-import { SLICE_UNITS } from "../../src/db/maple/deferred-order.ts";
+import { SLICE_UNITS } from "../../src/db/maple/order-costs.ts";
 import { RecordDB } from "../../src/db/records/record-db.ts";
 import { bytes, T0 } from "../db/helpers.ts";
 import { drainCounted, IndexWorkMeter, MostPerStep } from "../support/index-work.ts";

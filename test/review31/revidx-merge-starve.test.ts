@@ -20,7 +20,7 @@
  * by the RUNS_MAX fallback).
  */
 import { expect, setDefaultTimeout, test } from "bun:test";
-import { SLICE_UNITS } from "../../src/db/maple/deferred-order.ts";
+import { SLICE_UNITS } from "../../src/db/maple/order-costs.ts";
 import { RecordDB } from "../../src/db/records/record-db.ts";
 import { ManualScheduler } from "../support/manual-scheduler.ts";
 import { LONG } from "./keys.ts";

@@ -21,7 +21,8 @@
  * sustained writer (take what arrived) so no backlog builds for a reader to meet.
  */
 import { expect, setDefaultTimeout, test } from "bun:test";
-import { DeferredOrder, noteCost } from "../../src/db/maple/deferred-order.ts";
+import { DeferredOrder } from "../../src/db/maple/deferred-order.ts";
+import { noteCost } from "../../src/db/maple/order-costs.ts";
 import { OrderedKeys } from "../../src/db/maple/ordered-keys.ts";
 import { ManualScheduler } from "../support/manual-scheduler.ts";
 

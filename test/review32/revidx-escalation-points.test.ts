@@ -16,7 +16,8 @@
  * from the notes' (checked at every point).
  */
 import { expect, setDefaultTimeout, test } from "bun:test";
-import { DeferredOrder, noteCost } from "../../src/db/maple/deferred-order.ts";
+import { DeferredOrder } from "../../src/db/maple/deferred-order.ts";
+import { noteCost } from "../../src/db/maple/order-costs.ts";
 import { OrderedKeys } from "../../src/db/maple/ordered-keys.ts";
 import { brief, expectedWalk, longKeys, ODD, shortKeys, sortedPool } from "../review31/keys.ts";
 import { seededRandom } from "../support/seeded-random.ts";

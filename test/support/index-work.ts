@@ -20,8 +20,9 @@
  * load. Tests also check the totals, so a refactor that bypasses a wrapped method fails
  * instead of counting nothing.
  */
-import { KeyRuns, RunConverter, RunWriter } from "../../src/db/maple/key-runs.ts";
+import { KeyRuns, RunWriter } from "../../src/db/maple/key-runs.ts";
 import { OrderedKeysBuilder } from "../../src/db/maple/ordered-keys-builder.ts";
+import { RunConverter } from "../../src/db/maple/run-converter.ts";
 
 export interface IndexWork {
   keysWritten: number;

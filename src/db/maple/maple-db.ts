@@ -10,7 +10,7 @@ import type {
   ListPage,
 } from "../kvdb.ts";
 import { DeadlineHeap } from "./deadline-heap.ts";
-import { DeferredOrder, type DeferredOrderOptions, type OrderStats } from "./deferred-order.ts";
+import { DeferredOrder } from "./deferred-order.ts";
 import {
   bytesEqual,
   checkDurations,
@@ -21,6 +21,7 @@ import {
   presentValue,
   saveAlreadyRunning,
 } from "./entry-reads.ts";
+import type { DeferredOrderOptions, OrderStats } from "./order-costs.ts";
 import { OrderedKeys } from "./ordered-keys.ts";
 import { FirstKeys } from "./ordered-keys-builder.ts";
 import {

@@ -5,9 +5,10 @@
  */
 import type { ByteSink } from "../kvdb.ts";
 import { DeadlineHeap } from "./deadline-heap.ts";
-import { SLICE_UNITS } from "./deferred-order.ts";
-import { type KeyRuns, RunConverter } from "./key-runs.ts";
+import type { KeyRuns } from "./key-runs.ts";
+import { SLICE_UNITS } from "./order-costs.ts";
 import type { OrderedKeys } from "./ordered-keys.ts";
+import { RunConverter } from "./run-converter.ts";
 import { newShards, type Routing, type Shard, splitShard } from "./shard-routing.ts";
 import { corrupt, SnapshotDecoder, SnapshotEncoder } from "./snapshot-codec.ts";
 import { StreamedKeysBuilder } from "./streamed-keys-builder.ts";

@@ -23,7 +23,7 @@ import type {
   ListPage,
 } from "../kvdb.ts";
 import { DeadlineHeap } from "../maple/deadline-heap.ts";
-import { DeferredOrder, type DeferredOrderOptions, type OrderStats } from "../maple/deferred-order.ts";
+import { DeferredOrder } from "../maple/deferred-order.ts";
 import {
   bytesEqual,
   checkDurations,
@@ -32,6 +32,7 @@ import {
   saveAlreadyRunning,
 } from "../maple/entry-reads.ts";
 import type { KeyRuns } from "../maple/key-runs.ts";
+import type { DeferredOrderOptions, OrderStats } from "../maple/order-costs.ts";
 import {
   collectPage,
   countVisited,
