@@ -48,19 +48,29 @@ export const LONG_PER_UNIT = 2;
  */
 export const NOTE_UNITS = 2;
 
+/** Code units from which a key's cost counts its UTF-8 bytes (see noteCost). */
+const COUNTED_UNITS_MIN = 256;
+
 /**
  * What folding a noted key costs, in notes of a short key: 1, and 1 more per 64 bytes of
- * its key in UTF-8 (its long part). Bytes, not code units (before stop 32: a non-ASCII key
- * was charged up to 3x less than the bytes KeyRuns folds). A key under 64 code units is
- * charged 1 without counting (at most 189 bytes: within what `ready` allows for 1024
- * notes); a longer one asks Buffer.byteLength (native: ~0.5 us for 32 KB of Latin-1) and
- * is charged min(3 · length, 2 · UTF-8 bytes - length): an upper bound of what KeyRuns
- * writes (key-bytes.ts), exact for ASCII and for surrogate pairs (4 UTF-8 bytes, 6 there;
- * revidx32 F3), 1.5x over for 2-byte units, 5/3 for 3-byte ones.
+ * its key (its long part). A key under 64 code units is charged 1 without counting (at
+ * most 189 bytes: within what `ready` allows for 1024 notes); one under COUNTED_UNITS_MIN
+ * by its code units (1 + length / 64, no call: Buffer.byteLength costs ~85 ns a call even
+ * for 80 units, ~12% of a new 80-unit key's CPU with the index when it ran here and again
+ * in the slice, revidx32 F4), so a non-ASCII key of 64-255 units is charged at most 3x
+ * under its bytes (at most 765 B charged as 4 where its bytes say 12: a ready order of
+ * 1024 such notes sorts ~765 KiB, ~1.5x what ready allows, like F3 before its fix). A
+ * longer one asks Buffer.byteLength (native: ~0.5 us for 32 KB of Latin-1) and is charged
+ * min(3 · length, 2 · UTF-8 bytes - length): an upper bound of what KeyRuns writes
+ * (key-bytes.ts), exact for ASCII and for surrogate pairs (4 UTF-8 bytes, 6 there;
+ * revidx32 F3), 1.5x over for 2-byte units, 5/3 for 3-byte ones. Bytes, not code units,
+ * for long keys since stop 32 (a non-ASCII 32 KB key was charged up to 3x less).
  */
 export function noteCost(key: string): number {
-  if (key.length < 64) return 1;
-  return 1 + (Math.min(3 * key.length, 2 * Buffer.byteLength(key, "utf8") - key.length) >>> 6);
+  const length = key.length;
+  if (length < 64) return 1;
+  if (length < COUNTED_UNITS_MIN) return 1 + (length >>> 6);
+  return 1 + (Math.min(3 * length, 2 * Buffer.byteLength(key, "utf8") - length) >>> 6);
 }
 /**
  * A waiting reader's escalation takes up to 2^ESCALATION_MAX bases a slice (8k short keys,
