@@ -24,11 +24,10 @@
  */
 import { expect, setDefaultTimeout, test } from "bun:test";
 import type { KVDB } from "../../src/db/kvdb.ts";
-import { DeferredOrder } from "../../src/db/maple/deferred-order.ts";
 import { MapleDB } from "../../src/db/maple/index.ts";
-import { OrderedKeys } from "../../src/db/maple/ordered-keys.ts";
 import { RecordDB } from "../../src/db/records/record-db.ts";
 import { ManualScheduler } from "../support/manual-scheduler.ts";
+import { liveOrder } from "./live-order.ts";
 
 setDefaultTimeout(120_000);
 
@@ -77,14 +76,7 @@ async function waitBehind(
 for (const stringIndex of [false, true]) {
   for (const rate of [1000, 1024]) {
     test(`order (${stringIndex ? "strings" : "runs"}): a reader behind a ${BURST}-note burst and a writer of ${rate} short keys a turn is served at the base pace`, async () => {
-      const scheduler = new ManualScheduler();
-      const live = new Set<string>();
-      const order = new DeferredOrder(
-        (k) => live.has(k),
-        () => [live.keys()],
-        new OrderedKeys(),
-        { keyCount: () => live.size, schedule: scheduler.schedule, stringIndex },
-      );
+      const { scheduler, live, order } = liveOrder(stringIndex);
       let n = 0;
       const add = (): void => {
         const k = key(n++);

@@ -21,10 +21,8 @@
  * sustained writer (take what arrived) so no backlog builds for a reader to meet.
  */
 import { expect, setDefaultTimeout, test } from "bun:test";
-import { DeferredOrder } from "../../src/db/maple/deferred-order.ts";
 import { noteCost } from "../../src/db/maple/order-costs.ts";
-import { OrderedKeys } from "../../src/db/maple/ordered-keys.ts";
-import { ManualScheduler } from "../support/manual-scheduler.ts";
+import { liveOrder } from "./live-order.ts";
 
 setDefaultTimeout(180_000);
 
@@ -44,14 +42,7 @@ async function run(
   keyOf: (i: number) => string,
   pre: number,
 ): Promise<Run> {
-  const scheduler = new ManualScheduler();
-  const live = new Set<string>();
-  const order = new DeferredOrder(
-    (k) => live.has(k),
-    () => [live.keys()],
-    new OrderedKeys(),
-    { keyCount: () => live.size, schedule: scheduler.schedule, stringIndex },
-  );
+  const { scheduler, live, order } = liveOrder(stringIndex);
   // Every note's cost in order (all new keys: folded oldest first), summed as it goes.
   const prefix: number[] = [0];
   let n = 0;

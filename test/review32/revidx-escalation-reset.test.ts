@@ -13,9 +13,7 @@
  * Counted turns and notes per slice (OrderStats.folded); no clock.
  */
 import { expect, setDefaultTimeout, test } from "bun:test";
-import { DeferredOrder } from "../../src/db/maple/deferred-order.ts";
-import { OrderedKeys } from "../../src/db/maple/ordered-keys.ts";
-import { ManualScheduler } from "../support/manual-scheduler.ts";
+import { liveOrder } from "./live-order.ts";
 
 setDefaultTimeout(120_000);
 
@@ -25,14 +23,7 @@ const key = (i: number): string => `k/${((i * 2654435761) >>> 0).toString(16).pa
 
 for (const stringIndex of [false, true]) {
   test(`order (${stringIndex ? "strings" : "runs"}): a second reader's first slice starts from a base again`, async () => {
-    const scheduler = new ManualScheduler();
-    const live = new Set<string>();
-    const order = new DeferredOrder(
-      (k) => live.has(k),
-      () => [live.keys()],
-      new OrderedKeys(),
-      { keyCount: () => live.size, schedule: scheduler.schedule, stringIndex },
-    );
+    const { scheduler, live, order } = liveOrder(stringIndex);
     let n = 0;
     let turn = 0;
     let first = -1;
