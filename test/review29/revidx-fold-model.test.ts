@@ -28,7 +28,9 @@ import {
   applyWriteToEach,
   type Cursor,
   loadChunks,
+  purgeEach,
   randomRange,
+  randomSetE,
   resumeCursor,
   saveChunks,
   type WriteOp,
@@ -251,17 +253,11 @@ async function history(
     if (r < 0.36) write(pick(pool));
     else if (r < 0.5) remove(pick(pool));
     else if (r < 0.54) {
-      const key = pick(pool);
-      const value = Math.floor(next() * values.length);
-      const expireIn = Math.floor(next() * 40);
-      const deleteIn = expireIn + Math.floor(next() * 40);
-      apply({ kind: "setE", key, value, expireIn, deleteIn });
+      apply(randomSetE(next, pick(pool), values.length));
     } else if (r < 0.55) now += Math.floor(next() * 25);
     else if (r < 0.555) {
       const max = Math.floor(next() * 300);
-      const a = db.purgeExpired(now, max);
-      const b = model.purgeExpired(now, max);
-      if (a !== b) throw new Error(where(step, "purge", [a, b]));
+      purgeEach([db, model], now, max, (counts) => where(step, "purge", counts));
     } else if (r < 0.62) runSlices(1 + Math.floor(next() * 24));
     else if (r < 0.625) runSlices(2000);
     else if (r < 0.64) {

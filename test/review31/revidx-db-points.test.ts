@@ -23,7 +23,9 @@ import {
   applyWriteToEach,
   type Cursor,
   loadChunks,
+  purgeEach,
   randomRange,
+  randomSetE,
   resumeCursor,
   saveChunks,
   type WriteOp,
@@ -207,17 +209,11 @@ async function history(engine: Engine, seed: number, sliceUnits: number | undefi
     if (r < 0.3) write(pick(pool));
     else if (r < 0.4) remove(pick(pool));
     else if (r < 0.44) {
-      const key = pick(pool);
-      const value = Math.floor(next() * values.length);
-      const expireIn = Math.floor(next() * 40);
-      const deleteIn = expireIn + Math.floor(next() * 40);
-      apply({ kind: "setE", key, value, expireIn, deleteIn });
+      apply(randomSetE(next, pick(pool), values.length));
     } else if (r < 0.46) now += Math.floor(next() * 25);
     else if (r < 0.465) {
       const max = Math.floor(next() * 50);
-      const a = db.purgeExpired(now, max);
-      const b = model.purgeExpired(now, max);
-      if (a !== b) throw new Error(where(step, "purge", [a, b]));
+      purgeEach([db, model], now, max, (counts) => where(step, "purge", counts));
     } else if (r < 0.5) {
       // A burst of long keys (set, some deleted, some with deadlines), no slice between.
       const n = 1 + Math.floor(next() * 30);

@@ -104,6 +104,28 @@ export function applyWriteToEach(
 }
 
 /**
+ * A setE of `key` drawn from `next` (in this order: its value out of `values`, expiry within
+ * 40 ms, deletion within 40 ms after): the deadline write of the review histories.
+ */
+export function randomSetE(next: () => number, key: string, values: number): WriteOp {
+  const value = Math.floor(next() * values);
+  const expireIn = Math.floor(next() * 40);
+  const deleteIn = expireIn + Math.floor(next() * 40);
+  return { kind: "setE", key, value, expireIn, deleteIn };
+}
+
+/** Purges up to `max` expired keys from each of `dbs`; throws `mismatch(counts)` unless all purged alike. */
+export function purgeEach(
+  dbs: readonly KVDB[],
+  nowMs: number,
+  max: number,
+  mismatch: (counts: number[]) => string,
+): void {
+  const counts = dbs.map((kvdb) => kvdb.purgeExpired(nowMs, max));
+  if (counts.some((count) => count !== counts[0])) throw new Error(mismatch(counts));
+}
+
+/**
  * A range drawn from `next`: a prefix (`prefixShare` of the time), [from, to), from only, or
  * every key, out of `prefixes` and `bounds`.
  */
